@@ -1,0 +1,155 @@
+import type { Identity } from "./identity.js";
+import type { Policy, SizePolicy, TierPolicy } from "./policy.js";
+import type { Problem } from "./problem.js";
+import { durationTooLongProblem, quotaExceededProblem, runsExceededProblem } from "./messages.js";
+
+/**
+ * One identity's ledger, as stored. `reservedMs` is held by its queued and active leases;
+ * `usedMs` is what its finished leases were charged in the current window.
+ */
+export interface LedgerState {
+  readonly windowStartedAt: number | null;
+  readonly usedMs: number;
+  readonly reservedMs: number;
+  /** Extra seconds an operator granted for the current window only. */
+  readonly bonusMs: number;
+  /** Admissions counted against the tier's runs limit in the current window. */
+  readonly runs: number;
+}
+
+export const EMPTY_LEDGER: LedgerState = { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 };
+
+/**
+ * The ledger as of `now`: a window that started `windowMs` or more ago is over, so usage, bonus
+ * and runs start again from zero. Reservations of leases still in flight carry over — they are
+ * real claims on the GPU and dropping them would let the identity over-admit.
+ */
+export function rollWindow(state: LedgerState, now: number, windowMs: number): LedgerState {
+  if (state.windowStartedAt === null || now < state.windowStartedAt + windowMs) return state;
+  return { windowStartedAt: null, usedMs: 0, reservedMs: state.reservedMs, bonusMs: 0, runs: 0 };
+}
+
+export interface QuotaView {
+  readonly quotaMs: number;
+  readonly usedMs: number;
+  readonly reservedMs: number;
+  readonly leftMs: number;
+  readonly bonusMs: number;
+  readonly windowMs: number;
+  readonly windowStartedAt: number | null;
+  readonly resetsAt: number | null;
+  readonly runs: number;
+  readonly maxRuns: number | null;
+  readonly priority: number;
+  readonly maxDurationMs: number;
+}
+
+/** Quota of an identity: the per-user override if set, else the tier's, plus any bonus. */
+export function quotaOf(tier: TierPolicy, overrideMs: number | null, bonusMs: number): number {
+  return (overrideMs ?? tier.quotaMs) + bonusMs;
+}
+
+/** `state` must already be rolled to now. */
+export function quotaView(state: LedgerState, tier: TierPolicy, overrideMs: number | null, windowMs: number): QuotaView {
+  const quotaMs = quotaOf(tier, overrideMs, state.bonusMs);
+  return {
+    quotaMs,
+    usedMs: state.usedMs,
+    reservedMs: state.reservedMs,
+    leftMs: Math.max(0, quotaMs - state.usedMs - state.reservedMs),
+    bonusMs: state.bonusMs,
+    windowMs,
+    windowStartedAt: state.windowStartedAt,
+    resetsAt: state.windowStartedAt === null ? null : state.windowStartedAt + windowMs,
+    runs: state.runs,
+    maxRuns: tier.maxRuns,
+    priority: tier.priority,
+    maxDurationMs: tier.maxDurationMs,
+  };
+}
+
+export interface ReserveInput {
+  readonly policy: Policy;
+  readonly identity: Identity;
+  readonly tier: TierPolicy;
+  readonly overrideMs: number | null;
+  /** Rolled to `now`. */
+  readonly ledger: LedgerState;
+  readonly durationMs: number;
+  readonly size: SizePolicy;
+  readonly now: number;
+  /** Earliest time one of the identity's leases in flight ends (its deadline), if any. */
+  readonly earliestInFlightEnd: number | null;
+  /** How the call reached us, so the message can say why this identity was charged. */
+  readonly via: "ip-token" | "app-key" | "user-token";
+}
+
+export type ReserveOutcome =
+  | { readonly ok: true; readonly reservedMs: number; readonly ledger: LedgerState }
+  | { readonly ok: false; readonly problem: Problem; readonly retryAfterS: number | null };
+
+/**
+ * The quota half of admission: can this identity reserve `duration × cost` now? Pure; the caller
+ * persists the returned ledger in the same transaction it read it in.
+ */
+export function reserve(input: ReserveInput): ReserveOutcome {
+  const { tier, ledger, size, durationMs, now } = input;
+  const costMs = durationMs * size.cost;
+  const view = quotaView(ledger, tier, input.overrideMs, input.policy.windowMs);
+  if (durationMs > tier.maxDurationMs || costMs > view.quotaMs) {
+    return { ok: false, problem: durationTooLongProblem(input, view, costMs), retryAfterS: null };
+  }
+  if (tier.maxRuns !== null && ledger.runs >= tier.maxRuns) {
+    const retryAt = view.resetsAt;
+    return {
+      ok: false,
+      problem: runsExceededProblem(input, view),
+      retryAfterS: retryAt === null ? null : Math.max(1, Math.ceil((retryAt - now) / 1000)),
+    };
+  }
+  if (costMs > view.leftMs) {
+    // If the finished usage alone leaves room, the only obstacle is the identity's own calls in
+    // flight: the earliest could succeed when one of them ends. Otherwise only the reset helps.
+    const blockedByInFlight = view.quotaMs - view.usedMs >= costMs;
+    const retryAt = blockedByInFlight && input.earliestInFlightEnd !== null ? input.earliestInFlightEnd : view.resetsAt;
+    return {
+      ok: false,
+      problem: quotaExceededProblem(input, view, costMs, retryAt),
+      retryAfterS: retryAt === null ? null : Math.max(1, Math.ceil((retryAt - now) / 1000)),
+    };
+  }
+  return {
+    ok: true,
+    reservedMs: costMs,
+    ledger: { ...ledger, reservedMs: ledger.reservedMs + costMs, runs: ledger.runs + 1 },
+  };
+}
+
+/** Time held is rounded up to whole seconds, times the size's cost, never above the reservation. */
+export function chargeMs(reservedMs: number, heldMs: number, cost: number): number {
+  return Math.min(reservedMs, Math.ceil(Math.max(0, heldMs) / 1000) * 1000 * cost);
+}
+
+/** At grant: the first grant of a window starts it. `ledger` rolled to now. */
+export function startWindow(ledger: LedgerState, now: number): LedgerState {
+  return ledger.windowStartedAt === null ? { ...ledger, windowStartedAt: now } : ledger;
+}
+
+/**
+ * At release or expiry: the reservation goes away and the charge is added — to the window the
+ * lease was granted in. If that window has since reset, the charge stays on the lease's record
+ * but does not count against the new window (it was earned in the old one).
+ */
+export function settle(ledger: LedgerState, reservedMs: number, chargedMs: number, grantWindowStartedAt: number | null): LedgerState {
+  const sameWindow = grantWindowStartedAt !== null && ledger.windowStartedAt === grantWindowStartedAt;
+  return {
+    ...ledger,
+    reservedMs: Math.max(0, ledger.reservedMs - reservedMs),
+    usedMs: sameWindow ? ledger.usedMs + chargedMs : ledger.usedMs,
+  };
+}
+
+/** A queued lease that never got a GPU gives back its reservation and its run. */
+export function unreserve(ledger: LedgerState, reservedMs: number): LedgerState {
+  return { ...ledger, reservedMs: Math.max(0, ledger.reservedMs - reservedMs), runs: Math.max(0, ledger.runs - 1) };
+}
