@@ -7,3 +7,4 @@ export * from "./pool.js";
 export * from "./problem.js";
 export * from "./quota.js";
 export * from "./scheduler.js";
+export * from "./diagnosis.js";

@@ -1,0 +1,293 @@
+import { decodeLease, isProblem, isRecord, num, numOrNull, str } from "./decode.js";
+import { GpupoolError, ServerUnavailableError, problemToError, sdkProblem } from "./errors.js";
+import { normalizeIpToken, type IpTokenInput } from "./ip-token-header.js";
+import { readServerSentEvents, type SseEvent } from "./sse.js";
+import type { Transport } from "./transport.js";
+import type { Lease, Problem, QueueReason, QueueUpdate, Size } from "./types.js";
+
+export interface AcquireOptions {
+  /** Longest the call may hold the GPU, in seconds (server default 60). Unused time is refunded. */
+  readonly duration?: number | undefined;
+  readonly size?: Size | undefined;
+  /** Wait for a slot when none is free (server default true); false fails fast with `NoGpuAvailableError`. */
+  readonly queue?: boolean | undefined;
+  /** The end user's `X-IP-Token`, so they are charged instead of the app. */
+  readonly ipToken?: IpTokenInput;
+  /** Called whenever the queue position (or reason) changes while waiting. */
+  readonly onQueue?: ((update: QueueUpdate) => void) | undefined;
+  /** Aborting gives up the request: a queued (or just granted) lease is cancelled first. */
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** Consecutive event-stream drops with no event in between before giving up. */
+const MAX_QUIET_RECONNECTS = 3;
+
+export async function acquireLease(transport: Transport, options: AcquireOptions): Promise<Lease> {
+  const { signal } = options;
+  signal?.throwIfAborted();
+  const body: Record<string, unknown> = {};
+  if (options.duration !== undefined) body["duration"] = options.duration;
+  if (options.size !== undefined) body["size"] = options.size;
+  if (options.queue !== undefined) body["queue"] = options.queue;
+
+  const lease = await admit(transport, body, normalizeIpToken(options.ipToken), signal);
+  if (signal?.aborted === true) {
+    await cancelQuietly(transport, lease.id);
+    throw signal.reason;
+  }
+  if (lease.status === "active") return lease;
+  if (lease.status !== "queued") throw endedError(lease);
+  return followQueue(transport, lease, options);
+}
+
+/**
+ * POST /v1/leases without handing the caller's signal to fetch: if the caller aborts
+ * mid-request the lease may already exist server-side, and only the response tells us
+ * its id. So we reject at once and cancel the lease in the background when it arrives.
+ */
+function admit(
+  transport: Transport,
+  body: Record<string, unknown>,
+  ipToken: string | undefined,
+  signal: AbortSignal | undefined,
+): Promise<Lease> {
+  const request = transport
+    .json({ method: "POST", path: "/v1/leases", auth: "client", body, ipToken })
+    .then(decodeLease);
+  if (signal === undefined) return request;
+  let onAbort = (): void => {};
+  const aborted = new Promise<never>((_resolve, reject) => {
+    onAbort = () => {
+      reject(abortReason(signal));
+      void request.then(
+        (lease) => cancelQuietly(transport, lease.id),
+        () => {},
+      );
+    };
+  });
+  signal.addEventListener("abort", onAbort, { once: true });
+  return Promise.race([request, aborted]).finally(() => {
+    signal.removeEventListener("abort", onAbort);
+  });
+}
+
+async function followQueue(transport: Transport, queued: Lease, options: AcquireOptions): Promise<Lease> {
+  const { signal, onQueue } = options;
+  const id = queued.id;
+  let lastUpdate = "";
+  let quietReconnects = 0;
+  // Set once the server has finished the lease itself, so there is nothing left to cancel.
+  let settled = false;
+
+  try {
+    while (true) {
+      let progressed = false;
+      let dropped: unknown;
+      for await (const event of leaseEvents(transport, id, signal)) {
+        if (event.kind !== "dropped") progressed = true;
+        switch (event.kind) {
+          case "queued": {
+            const key = `${event.update.position}/${event.update.reason}`;
+            // The stream re-sends the current state on every (re)connect; report changes only.
+            if (key !== lastUpdate) {
+              lastUpdate = key;
+              onQueue?.(event.update);
+            }
+            break;
+          }
+          case "granted":
+            return event.lease;
+          case "failed":
+            settled = true;
+            throw problemToError(event.problem);
+          case "ended":
+            settled = true;
+            throw endedError(event.lease);
+          case "dropped":
+            dropped = event.error;
+            break;
+        }
+      }
+
+      // The stream closed without an outcome (proxy timeout, server restart): ask directly.
+      const current = decodeLease(
+        await transport.json({ method: "GET", path: leasePath(id), auth: "client", signal }),
+      );
+      if (current.status === "active") return current;
+      if (current.status !== "queued") {
+        settled = true;
+        throw endedError(current);
+      }
+      quietReconnects = progressed ? 0 : quietReconnects + 1;
+      if (quietReconnects >= MAX_QUIET_RECONNECTS) throw lostStream(transport, id, dropped);
+      await sleep(Math.min(250 * 2 ** quietReconnects, 2000), signal);
+    }
+  } catch (error) {
+    // Never leave a queued lease behind: it would be granted later and hold a GPU (and
+    // the user's reservation) until its deadline with nobody using it.
+    if (!settled) await cancelQuietly(transport, id);
+    if (signal?.aborted === true) throw signal.reason;
+    throw error;
+  }
+}
+
+type LeaseEvent =
+  | { readonly kind: "queued"; readonly update: QueueUpdate }
+  | { readonly kind: "granted"; readonly lease: Lease }
+  | { readonly kind: "failed"; readonly problem: Problem }
+  | { readonly kind: "ended"; readonly lease: Lease }
+  | { readonly kind: "dropped"; readonly error: unknown };
+
+/**
+ * The lease's event stream as typed events. A connection that breaks ends the sequence
+ * with `dropped` rather than throwing, so the caller can tell it from the server's own
+ * answers (and from exceptions thrown by its `onQueue` callback).
+ */
+async function* leaseEvents(
+  transport: Transport,
+  id: string,
+  signal: AbortSignal | undefined,
+): AsyncGenerator<LeaseEvent> {
+  const controller = new AbortController();
+  const onAbort = () => controller.abort(signal?.reason);
+  signal?.addEventListener("abort", onAbort, { once: true });
+  let events: AsyncGenerator<SseEvent> | undefined;
+  try {
+    let body: ReadableStream<Uint8Array>;
+    try {
+      ({ body } = await transport.eventStream({
+        method: "GET",
+        path: `${leasePath(id)}/events`,
+        auth: "client",
+        signal: controller.signal,
+      }));
+    } catch (error) {
+      if (error instanceof ServerUnavailableError && signal?.aborted !== true) {
+        yield { kind: "dropped", error };
+        return;
+      }
+      throw error;
+    }
+    events = readServerSentEvents(body);
+    while (true) {
+      let next: IteratorResult<SseEvent>;
+      try {
+        next = await events.next();
+      } catch (error) {
+        if (signal?.aborted === true) throw signal.reason;
+        yield { kind: "dropped", error };
+        return;
+      }
+      if (next.done === true) return;
+      const event = parseLeaseEvent(id, next.value.event, next.value.data);
+      if (event !== undefined) yield event;
+    }
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    await events?.return(undefined);
+    controller.abort();
+  }
+}
+
+function parseLeaseEvent(id: string, name: string, data: string): LeaseEvent | undefined {
+  if (name !== "queued" && name !== "granted" && name !== "failed" && name !== "ended") return undefined;
+  let payload: unknown;
+  try {
+    payload = JSON.parse(data) as unknown;
+  } catch (error) {
+    throw new GpupoolError(
+      sdkProblem("invalid_response", "Invalid response", 200, `Lease ${id} sent a "${name}" event that is not JSON.`),
+      { cause: error },
+    );
+  }
+  const record = isRecord(payload) ? payload : {};
+  switch (name) {
+    case "queued":
+      return {
+        kind: "queued",
+        update: {
+          leaseId: id,
+          position: num(record["position"]),
+          reason: str(record["reason"]) as QueueReason,
+          etaS: numOrNull(record["eta_s"]),
+        },
+      };
+    case "granted":
+      return { kind: "granted", lease: decodeLease(record["lease"]) };
+    case "ended":
+      return { kind: "ended", lease: decodeLease(record["lease"]) };
+    case "failed": {
+      const problem = record["problem"];
+      return {
+        kind: "failed",
+        problem: isProblem(problem)
+          ? problem
+          : sdkProblem("lease_failed", "Lease failed", 0, `Lease ${id} failed while queued.`),
+      };
+    }
+  }
+}
+
+function endedError(lease: Lease): GpupoolError {
+  if (lease.problem !== null) return problemToError(lease.problem);
+  return new GpupoolError(
+    sdkProblem(
+      "lease_ended",
+      "Lease ended before it was granted",
+      0,
+      `Lease ${lease.id} ended as "${lease.status}" before it was granted a GPU; nothing was charged for the wait.`,
+    ),
+  );
+}
+
+function lostStream(transport: Transport, id: string, cause: unknown): ServerUnavailableError {
+  const url = `${transport.baseUrl}${leasePath(id)}/events`;
+  return new ServerUnavailableError(
+    sdkProblem(
+      "server_unavailable",
+      "gpupool server unavailable",
+      0,
+      `Lost the queue event stream at ${url} ${MAX_QUIET_RECONNECTS} times in a row; the lease was cancelled.`,
+    ),
+    { url, cause },
+  );
+}
+
+/** Best effort: the caller is already failing for another reason, which is what it should see. */
+export async function cancelQuietly(transport: Transport, id: string): Promise<void> {
+  try {
+    await transport.json({ method: "DELETE", path: leasePath(id), auth: "client" });
+  } catch {
+    // Ignored on purpose; the server's queue timeout or lease deadline bounds the leak.
+  }
+}
+
+export function leasePath(id: string): string {
+  return `/v1/leases/${encodeURIComponent(id)}`;
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted === true) {
+      reject(abortReason(signal));
+      return;
+    }
+    const onAbort = () => {
+      clearTimeout(timer);
+      if (signal !== undefined) reject(abortReason(signal));
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/**
+ * `reason` is typed `any`; whatever the caller aborted with is what fetch itself would
+ * reject with (a DOMException "AbortError" by default), so it is passed through unchanged.
+ */
+function abortReason(signal: AbortSignal): Error {
+  return signal.reason as Error;
+}

@@ -1,0 +1,54 @@
+export { createClient } from "./client.js";
+export type { ClientOptions, GpupoolClient, QueryOptions } from "./client.js";
+export type { AcquireOptions } from "./acquire.js";
+export type { AdminClient, UserChanges } from "./admin.js";
+export type { GpuContext, GpuDevice, GpuFunction, GpuOptions } from "./gpu.js";
+export { forwardIpToken } from "./ip-token-header.js";
+export type { HeadersLike, IpTokenInput } from "./ip-token-header.js";
+export type { FetchLike } from "./transport.js";
+export {
+  DurationTooLongError,
+  GpupoolError,
+  InvalidIpTokenError,
+  InvalidRequestError,
+  LeaseDeadlineError,
+  NoGpuAvailableError,
+  NotFoundError,
+  QueueTimeoutError,
+  QuotaExceededError,
+  RunsExceededError,
+  ServerUnavailableError,
+  UnauthorizedError,
+  problemToError,
+} from "./errors.js";
+export type {
+  FieldError,
+  GpupoolErrorOptions,
+  InvalidIpTokenReason,
+  NoGpuAvailableReason,
+} from "./errors.js";
+export type {
+  App,
+  CreatedApp,
+  CreatedPrincipal,
+  CreatedUser,
+  Device,
+  Diagnosis,
+  DiagnosisCause,
+  DiagnosisStep,
+  DiagnosisVerdict,
+  Identity,
+  IdentityKind,
+  IpToken,
+  Lease,
+  LeaseStatus,
+  PoolState,
+  Problem,
+  QueueReason,
+  QueueUpdate,
+  Quota,
+  ReleaseResult,
+  Size,
+  Tier,
+  User,
+} from "./types.js";

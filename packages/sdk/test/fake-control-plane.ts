@@ -1,0 +1,158 @@
+// A stand-in for the control plane that speaks the v1 wire format (docs/wire.md), for SDK
+// unit tests only: each test scripts the answers it needs. End-to-end tests against the
+// real server live with the server.
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+
+export interface RecordedRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly query: URLSearchParams;
+  readonly headers: IncomingMessage["headers"];
+  readonly body: unknown;
+}
+
+export type Handler = (request: RecordedRequest, res: ServerResponse) => void | Promise<void>;
+
+export interface FakeControlPlane {
+  readonly url: string;
+  readonly requests: RecordedRequest[];
+  /** Resolves with the first recorded request matching, waiting for it if needed. */
+  waitFor(predicate: (request: RecordedRequest) => boolean): Promise<RecordedRequest>;
+  close(): Promise<void>;
+}
+
+export async function startFakeControlPlane(handler: Handler): Promise<FakeControlPlane> {
+  const requests: RecordedRequest[] = [];
+  const waiters: Array<{ predicate: (r: RecordedRequest) => boolean; resolve: (r: RecordedRequest) => void }> = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (chunk: Buffer) => chunks.push(chunk));
+    req.on("end", () => {
+      const text = Buffer.concat(chunks).toString("utf8");
+      const url = new URL(req.url ?? "/", "http://localhost");
+      const recorded: RecordedRequest = {
+        method: req.method ?? "GET",
+        path: url.pathname,
+        query: url.searchParams,
+        headers: req.headers,
+        body: text === "" ? undefined : (JSON.parse(text) as unknown),
+      };
+      requests.push(recorded);
+      for (const waiter of [...waiters]) {
+        if (waiter.predicate(recorded)) {
+          waiters.splice(waiters.indexOf(waiter), 1);
+          waiter.resolve(recorded);
+        }
+      }
+      Promise.resolve(handler(recorded, res)).catch((error: unknown) => {
+        res.statusCode = 500;
+        res.end(String(error));
+      });
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    waitFor(predicate) {
+      const found = requests.find(predicate);
+      if (found !== undefined) return Promise.resolve(found);
+      return new Promise((resolve) => waiters.push({ predicate, resolve }));
+    },
+    close() {
+      server.closeAllConnections();
+      return new Promise((resolve, reject) => server.close((error) => (error ? reject(error) : resolve())));
+    },
+  };
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { "content-type": "application/json", ...headers });
+  res.end(JSON.stringify(body));
+}
+
+export function sendProblem(
+  res: ServerResponse,
+  status: number,
+  code: string,
+  detail: string,
+  fields: Record<string, unknown> = {},
+  headers: Record<string, string> = {},
+): void {
+  res.writeHead(status, { "content-type": "application/problem+json", ...headers });
+  res.end(
+    JSON.stringify({ type: `urn:gpupool:problem:${code}`, title: code.replace(/_/g, " "), status, detail, code, ...fields }),
+  );
+}
+
+export interface EventStream {
+  send(event: string, data: unknown): void;
+  comment(text: string): void;
+  end(): void;
+}
+
+export function openEventStream(res: ServerResponse): EventStream {
+  res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+  res.flushHeaders();
+  return {
+    send: (event, data) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`),
+    comment: (text) => res.write(`: ${text}\n`),
+    end: () => res.end(),
+  };
+}
+
+export const quotaObject = {
+  identity: { kind: "ip", id: "203.0.113.7", tier: "anonymous" },
+  quota: 120,
+  used: 30,
+  reserved: 60,
+  left: 30,
+  bonus: 0,
+  window: 86400,
+  window_started_at: "2025-01-01T10:00:00.000Z",
+  resets_at: "2025-01-02T10:00:00.000Z",
+  priority: 1,
+  max_duration: 120,
+  runs: 3,
+  max_runs: null,
+};
+
+/** A lease object as the server sends it; `granted` fills in device, grant time and deadline. */
+export function wireLease(
+  status: "queued" | "active" | "released" | "cancelled" | "failed",
+  overrides: Record<string, unknown> = {},
+): Record<string, unknown> {
+  const now = Date.now();
+  const granted = status === "active" || status === "released";
+  return {
+    id: "ls_1",
+    status,
+    app: "a_demo",
+    identity: { kind: "ip", id: "203.0.113.7", tier: "anonymous" },
+    size: "large",
+    duration: 60,
+    reserved: 60,
+    cost: 1,
+    device: granted
+      ? { node: "sim-0", index: 1, uuid: "GPU-11111111-2222", name: "Simulated H200", slots: [0] }
+      : null,
+    queued_at: new Date(now - 1000).toISOString(),
+    granted_at: granted ? new Date(now).toISOString() : null,
+    deadline: granted ? new Date(now + 60_000).toISOString() : null,
+    ended_at: null,
+    position: status === "queued" ? 2 : null,
+    reason: status === "queued" ? "node" : null,
+    held_ms: null,
+    charged: 0,
+    refunded: 0,
+    problem: null,
+    quota: quotaObject,
+    ...overrides,
+  };
+}
+
+export function releaseResult(id: string, failed: boolean): Record<string, unknown> {
+  return { id, status: failed ? "failed" : "released", held_ms: 1234, charged: 2, refunded: 58, quota: quotaObject };
+}

@@ -1,0 +1,196 @@
+import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { ANONYMOUS_TIER, parseDurationMs } from "@gpupool/core";
+import type { DeviceSpec, Policy, SizePolicy, TierPolicy } from "@gpupool/core";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+
+/** The whole server configuration, normalized: milliseconds, resolved defaults. */
+export interface ServerConfig {
+  readonly server: { readonly host: string; readonly port: number; readonly bodyLimitBytes: number };
+  readonly storage: { readonly url: string };
+  readonly policy: Policy;
+  readonly pool: { readonly devices: readonly DeviceSpec[] };
+  readonly identity: { readonly ipTokenTtlMs: number; readonly trustedProxies: readonly string[]; readonly issuer: string };
+  readonly logLevel: string;
+}
+
+export class ConfigError extends Error {
+  readonly problems: readonly string[];
+  constructor(source: string, problems: readonly string[]) {
+    super(`${source} is not a valid gpupool configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "ConfigError";
+    this.problems = problems;
+  }
+}
+
+const MAX_DURATION_MS = 7 * 86_400_000;
+
+const duration = (fallback: string) =>
+  z
+    .union([z.string(), z.number()])
+    .default(fallback)
+    .transform((value, ctx) => {
+      const parsed = parseDurationMs(value);
+      if (!parsed.ok) {
+        ctx.addIssue({ code: "custom", message: parsed.message });
+        return z.NEVER;
+      }
+      if (parsed.ms > MAX_DURATION_MS) {
+        ctx.addIssue({ code: "custom", message: "must be at most 7 days" });
+        return z.NEVER;
+      }
+      return parsed.ms;
+    });
+
+const tierSchema = z.strictObject({
+  quota: duration("2m"),
+  priority: z.number().int().min(0).max(100).default(1),
+  max_duration: duration("120s"),
+  max_runs: z.number().int().positive().nullable().default(null),
+});
+
+const DEFAULT_TIERS = {
+  anonymous: { quota: "2m", priority: 1, max_duration: "120s" },
+  free: { quota: "3.5m", priority: 2, max_duration: "120s" },
+  pro: { quota: "25m", priority: 3, max_duration: "300s" },
+  team: { quota: "25m", priority: 3, max_duration: "300s" },
+  enterprise: { quota: "45m", priority: 3, max_duration: "300s" },
+};
+
+const NAME = /^[a-z][a-z0-9_-]{0,31}$/;
+
+const schema = z.strictObject({
+  server: z
+    .strictObject({
+      host: z.string().min(1).default("127.0.0.1"),
+      port: z.number().int().min(0).max(65535).default(7070),
+      body_limit: z.number().int().min(1024).max(10 * 1024 * 1024).default(64 * 1024),
+    })
+    .prefault({}),
+  storage: z
+    .strictObject({
+      url: z
+        .string()
+        .default("sqlite:./gpupool.db")
+        .refine((u) => u.startsWith("sqlite:") || u.startsWith("postgres://") || u.startsWith("postgresql://"), {
+          message: 'must start with "sqlite:" or "postgres://"',
+        }),
+    })
+    .prefault({}),
+  quota: z
+    .strictObject({
+      window: duration("24h"),
+      default_duration: duration("60s"),
+      default_size: z.string().default("large"),
+      tiers: z.record(z.string().regex(NAME, "tier names are lowercase letters, digits, - and _"), tierSchema).prefault(DEFAULT_TIERS),
+      sizes: z
+        .record(
+          z.string().regex(NAME, "size names are lowercase letters, digits, - and _"),
+          z.strictObject({ slots: z.number().int().min(1).max(64), cost: z.number().positive().max(1000) }),
+        )
+        .prefault({ large: { slots: 1, cost: 1 }, xlarge: { slots: 2, cost: 2 } }),
+    })
+    .prefault({}),
+  queue: z
+    .strictObject({ timeout: duration("60s"), max_length: z.number().int().min(0).max(1_000_000).default(10_000) })
+    .prefault({}),
+  pool: z
+    .strictObject({
+      simulated: z
+        .array(
+          z.strictObject({
+            node: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, "node names are letters, digits, '.', '-' and '_'"),
+            gpus: z.number().int().min(0).max(4096),
+            name: z.string().default("Simulated GPU"),
+            memory_gb: z.number().positive().default(80),
+            slots_per_gpu: z.number().int().min(1).max(64).default(2),
+          }),
+        )
+        .prefault([{ node: "sim-0", gpus: 2, name: "Simulated H200", memory_gb: 141 }]),
+    })
+    .prefault({}),
+  identity: z
+    .strictObject({
+      ip_token_ttl: duration("10m"),
+      trusted_proxies: z.array(z.string()).default([]),
+      issuer: z.string().min(1).default("gpupool"),
+    })
+    .prefault({}),
+  log: z.strictObject({ level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info") }).prefault({}),
+});
+
+function pathOf(path: readonly PropertyKey[]): string {
+  return path.length === 0 ? "(top level)" : path.map(String).join(".");
+}
+
+/** Validates raw config (parsed YAML) into ServerConfig, reporting every problem at once. */
+export function normalizeConfig(raw: unknown, source = "configuration"): ServerConfig {
+  const parsed = schema.safeParse(raw ?? {});
+  if (!parsed.success) {
+    throw new ConfigError(source, parsed.error.issues.map((i) => `${pathOf(i.path)}: ${i.message}`));
+  }
+  const c = parsed.data;
+  const problems: string[] = [];
+  const tiers: Record<string, TierPolicy> = {};
+  for (const [name, t] of Object.entries(c.quota.tiers)) {
+    if (t.max_duration <= 0) problems.push(`quota.tiers.${name}.max_duration: must be more than 0`);
+    tiers[name] = { name, quotaMs: t.quota, priority: t.priority, maxDurationMs: t.max_duration, maxRuns: t.max_runs };
+  }
+  if (!tiers[ANONYMOUS_TIER]) problems.push(`quota.tiers: must define the "${ANONYMOUS_TIER}" tier (used for IP and app identities)`);
+  const sizes: Record<string, SizePolicy> = {};
+  for (const [name, s] of Object.entries(c.quota.sizes)) sizes[name] = { name, slots: s.slots, cost: s.cost };
+  if (!sizes[c.quota.default_size]) problems.push(`quota.default_size: "${c.quota.default_size}" is not one of quota.sizes (${Object.keys(sizes).join(", ")})`);
+  if (c.quota.window <= 0) problems.push("quota.window: must be more than 0");
+  if (c.quota.default_duration <= 0) problems.push("quota.default_duration: must be more than 0");
+  const nodes = new Set<string>();
+  const devices: DeviceSpec[] = [];
+  c.pool.simulated.forEach((sim, i) => {
+    if (nodes.has(sim.node)) problems.push(`pool.simulated.${i}.node: "${sim.node}" appears twice`);
+    nodes.add(sim.node);
+    for (let index = 0; index < sim.gpus; index++) {
+      devices.push({ node: sim.node, index, uuid: simulatedUuid(sim.node, index), name: sim.name, memoryMb: Math.round(sim.memory_gb * 1024), slots: sim.slots_per_gpu });
+    }
+  });
+  if (problems.length > 0) throw new ConfigError(source, problems);
+  return {
+    server: { host: c.server.host, port: c.server.port, bodyLimitBytes: c.server.body_limit },
+    storage: { url: c.storage.url },
+    policy: {
+      windowMs: c.quota.window,
+      defaultDurationMs: c.quota.default_duration,
+      defaultSize: c.quota.default_size,
+      tiers,
+      sizes,
+      queueTimeoutMs: c.queue.timeout,
+      queueMaxLength: c.queue.max_length,
+    },
+    pool: { devices },
+    identity: { ipTokenTtlMs: c.identity.ip_token_ttl, trustedProxies: c.identity.trusted_proxies, issuer: c.identity.issuer },
+    logLevel: c.log.level,
+  };
+}
+
+/** Reads YAML from `path` (or the defaults when undefined). */
+export async function loadConfig(path: string | undefined): Promise<ServerConfig> {
+  if (path === undefined) return normalizeConfig({}, "default configuration");
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (err) {
+    throw new ConfigError(path, [`cannot read the file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`]);
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(path, [`not valid YAML: ${(err as Error).message.split("\n")[0] ?? ""}`]);
+  }
+  return normalizeConfig(raw, path);
+}
+
+/** A stable, UUID-shaped id for a simulated device, in the form nvidia-smi prints. */
+export function simulatedUuid(node: string, index: number): string {
+  const h = createHash("sha256").update(`${node}#${index}`).digest("hex");
+  return `GPU-${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}

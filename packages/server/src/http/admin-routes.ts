@@ -1,0 +1,123 @@
+import type { FastifyInstance } from "fastify";
+import { createApp, createKeyed, createUser, findUser, updateUser } from "../use-cases/admin.js";
+import { readQuota } from "../use-cases/quota.js";
+import type { AppRecord, UserRecord } from "../storage/store.js";
+import { authenticate } from "./auth.js";
+import type { ServerContext } from "./context.js";
+import { quotaJson } from "./views.js";
+
+const NAME = { type: "string", minLength: 1, maxLength: 64, pattern: "^[A-Za-z0-9][A-Za-z0-9._-]*$" } as const;
+
+function userJson(u: UserRecord): Record<string, unknown> {
+  return { id: u.id, name: u.name, tier: u.tier, quota_override: u.quotaOverrideMs === null ? null : u.quotaOverrideMs / 1000, created_at: new Date(u.createdAt).toISOString() };
+}
+
+function appJson(a: AppRecord): Record<string, unknown> {
+  return { id: a.id, name: a.name, owner: a.ownerId, max_concurrency: a.maxConcurrency, created_at: new Date(a.createdAt).toISOString() };
+}
+
+export function adminRoutes(app: FastifyInstance, ctx: ServerContext): void {
+  const { policy } = ctx.config;
+  const admin = { preHandler: async (req: Parameters<typeof authenticate>[1]) => void (await authenticate(ctx, req, ["admin"])) };
+
+  app.post<{ Body: { name: string; tier?: string } }>(
+    "/v1/admin/users",
+    { ...admin, schema: { body: { type: "object", additionalProperties: false, required: ["name"], properties: { name: NAME, tier: { type: "string", maxLength: 32 } } } } },
+    async (req, reply) => {
+      const { user, token } = await createUser(ctx.store, policy, { name: req.body.name, tier: req.body.tier ?? "free" }, ctx.clock.now());
+      return reply.code(201).send({ ...userJson(user), token });
+    },
+  );
+
+  app.get("/v1/admin/users", admin, async () => {
+    const users = await ctx.store.transaction((tx) => tx.listUsers());
+    return { users: users.map(userJson) };
+  });
+
+  app.patch<{ Params: { id: string }; Body: { tier?: string; quota?: number | null; bonus?: number } }>(
+    "/v1/admin/users/:id",
+    {
+      ...admin,
+      schema: {
+        body: {
+          type: "object",
+          additionalProperties: false,
+          minProperties: 1,
+          properties: {
+            tier: { type: "string", maxLength: 32 },
+            quota: { type: ["number", "null"], minimum: 0, maximum: 7 * 86_400 },
+            bonus: { type: "number", minimum: -86_400, maximum: 86_400 },
+          },
+        },
+      },
+    },
+    async (req) => {
+      const b = req.body;
+      const user = await updateUser(ctx.store, policy, req.params.id, {
+        ...(b.tier !== undefined ? { tier: b.tier } : {}),
+        ...(b.quota !== undefined ? { quotaS: b.quota } : {}),
+        ...(b.bonus !== undefined ? { bonusS: b.bonus } : {}),
+      }, ctx.clock.now());
+      const q = await ctx.store.transaction((tx) => readQuota(tx, policy, { kind: "user", id: user.id }, ctx.clock.now()));
+      return { ...userJson(user), quota: quotaJson(q.identity, q.view) };
+    },
+  );
+
+  app.get<{ Params: { id: string } }>("/v1/admin/users/:id", admin, async (req, reply) => {
+    const user = await ctx.store.transaction((tx) => findUser(tx, req.params.id));
+    if (!user) return reply.callNotFound();
+    const q = await ctx.store.transaction((tx) => readQuota(tx, policy, { kind: "user", id: user.id }, ctx.clock.now()));
+    return { ...userJson(user), quota: quotaJson(q.identity, q.view) };
+  });
+
+  app.post<{ Body: { name: string; owner: string; max_concurrency?: number | null } }>(
+    "/v1/admin/apps",
+    {
+      ...admin,
+      schema: {
+        body: {
+          type: "object",
+          additionalProperties: false,
+          required: ["name", "owner"],
+          properties: { name: NAME, owner: { type: "string", minLength: 1, maxLength: 64 }, max_concurrency: { type: ["integer", "null"], minimum: 1, maximum: 100_000 } },
+        },
+      },
+    },
+    async (req, reply) => {
+      const { app: created, key } = await createApp(ctx.store, { name: req.body.name, owner: req.body.owner, maxConcurrency: req.body.max_concurrency ?? null }, ctx.clock.now());
+      ctx.engine.setAppLimit(created.id, created.maxConcurrency);
+      return reply.code(201).send({ ...appJson(created), key });
+    },
+  );
+
+  app.get("/v1/admin/apps", admin, async () => {
+    const apps = await ctx.store.transaction((tx) => tx.listApps());
+    return { apps: apps.map(appJson) };
+  });
+
+  for (const kind of ["node", "edge"] as const) {
+    app.post<{ Body: { name: string } }>(
+      `/v1/admin/${kind}s`,
+      { ...admin, schema: { body: { type: "object", additionalProperties: false, required: ["name"], properties: { name: NAME } } } },
+      async (req, reply) => {
+        const { record, key } = await createKeyed(ctx.store, kind, req.body.name, ctx.clock.now());
+        return reply.code(201).send({ id: record.id, name: record.name, key });
+      },
+    );
+  }
+
+  app.get("/v1/admin/pool", admin, async () => {
+    const nodes = await ctx.store.transaction((tx) => tx.listNodes());
+    const devices = ctx.engine.poolSnapshot();
+    const leases = await ctx.store.transaction((tx) => tx.listLeases({ status: "active", limit: 500 }));
+    return {
+      nodes: [
+        ...new Set(devices.map((d) => d.spec.node)),
+      ].map((name) => ({ name, registered: nodes.some((n) => n.name === name), kind: nodes.some((n) => n.name === name) ? "agent" : "simulated" })),
+      devices: devices.map((d) => ({ node: d.spec.node, index: d.spec.index, uuid: d.spec.uuid, name: d.spec.name, memory_mb: d.spec.memoryMb, slots: d.holders })),
+      slots: { total: ctx.engine.totalSlots, busy: ctx.engine.busySlots },
+      active: leases.map((l) => ({ id: l.id, app: l.appId, identity: `${l.identityKind}:${l.identityId}`, size: l.size, deadline: l.deadline === null ? null : new Date(l.deadline).toISOString() })),
+      queue: ctx.engine.queueSnapshot(),
+    };
+  });
+}

@@ -1,0 +1,59 @@
+import Fastify, { LogController } from "fastify";
+import type { FastifyBaseLogger, FastifyInstance } from "fastify";
+import { problem } from "@gpupool/core";
+import sjson from "secure-json-parse";
+import { adminRoutes } from "./admin-routes.js";
+import type { ServerContext } from "./context.js";
+import { leaseRoutes } from "./lease-routes.js";
+import { installErrorHandling } from "./problems.js";
+import { quotaRoutes } from "./quota-routes.js";
+import { tokenRoutes } from "./token-routes.js";
+
+/** The HTTP surface of the control plane. Routes parse, call one use case, and serialize. */
+export function buildHttpApp(ctx: ServerContext): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: ctx.log as FastifyBaseLogger,
+    // Per-request lines only when debugging; errors are logged by the error handler.
+    logController: new LogController({ disableRequestLogging: ctx.config.logLevel !== "debug" && ctx.config.logLevel !== "trace" }),
+    bodyLimit: ctx.config.server.bodyLimitBytes,
+    trustProxy: ctx.config.identity.trustedProxies.length > 0 ? [...ctx.config.identity.trustedProxies] : false,
+    ajv: { customOptions: { allErrors: true, coerceTypes: false, removeAdditional: false, useDefaults: false } },
+    return503OnClosing: true,
+  });
+
+  // An empty body is the same as {} (all lease fields are optional); malformed JSON is a 400, and
+  // prototype-poisoning keys are refused outright.
+  app.removeContentTypeParser("application/json");
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (_req, body, done) => {
+    const text = typeof body === "string" ? body : body.toString("utf8");
+    if (text.trim() === "") return done(null, null);
+    try {
+      done(null, sjson.parse(text, null, { protoAction: "error", constructorAction: "error" }));
+    } catch {
+      const err = Object.assign(new Error("invalid JSON"), { statusCode: 400, code: "FST_ERR_CTP_INVALID_JSON_BODY" });
+      done(err, undefined);
+    }
+  });
+
+  installErrorHandling(app);
+
+  app.get("/healthz", async () => ({ status: "ok" }));
+  app.get("/readyz", async (_req, reply) => {
+    try {
+      await ctx.store.ping();
+      return { status: "ready", storage: ctx.store.kind, queue: ctx.engine.queueDepth, slots: { total: ctx.engine.totalSlots, busy: ctx.engine.busySlots } };
+    } catch {
+      return reply.code(503).type("application/problem+json").send(problem("storage_unavailable", "The pool's database is not answering."));
+    }
+  });
+  app.get("/metrics", async (_req, reply) => {
+    reply.type(ctx.metrics.registry.contentType);
+    return ctx.metrics.registry.metrics();
+  });
+
+  leaseRoutes(app, ctx);
+  quotaRoutes(app, ctx);
+  tokenRoutes(app, ctx);
+  adminRoutes(app, ctx);
+  return app;
+}

@@ -1,0 +1,77 @@
+import { fail } from "@gpupool/core";
+import type { FastifyRequest } from "fastify";
+import { hashSecret, secretEquals, secretKind } from "../secrets.js";
+import type { AppRecord, KeyedRecord, UserRecord } from "../storage/store.js";
+import type { ServerContext } from "./context.js";
+
+export type Caller =
+  | { readonly kind: "admin" }
+  | { readonly kind: "user"; readonly user: UserRecord }
+  | { readonly kind: "app"; readonly app: AppRecord }
+  | { readonly kind: "edge"; readonly edge: KeyedRecord }
+  | { readonly kind: "node"; readonly node: KeyedRecord };
+
+const WHAT: Record<Caller["kind"], string> = {
+  admin: "the admin token ($GPUPOOL_ADMIN_TOKEN)",
+  user: "a user token",
+  app: "an app key",
+  edge: "an edge key",
+  node: "a node key",
+};
+
+function bearer(req: FastifyRequest): string | null {
+  const h = req.headers.authorization;
+  if (typeof h !== "string") return null;
+  const m = /^Bearer\s+(\S{1,512})\s*$/i.exec(h);
+  return m?.[1] ?? null;
+}
+
+/**
+ * Who is calling, restricted to the kinds the route accepts. Unknown or missing credentials are
+ * 401; a valid credential of the wrong kind is 403, saying which kinds the route takes.
+ */
+export async function authenticate(ctx: ServerContext, req: FastifyRequest, accepted: readonly Caller["kind"][]): Promise<Caller> {
+  const wanted = accepted.map((k) => WHAT[k]).join(" or ");
+  const secret = bearer(req);
+  if (secret === null) fail("unauthorized", `Send Authorization: Bearer <${wanted}>.`);
+  const kind = secretKind(secret);
+  let caller: Caller | null = null;
+  if (kind === null) {
+    if (ctx.adminToken !== null && secretEquals(secret, ctx.adminToken)) caller = { kind: "admin" };
+    else if (ctx.adminToken === null && accepted.length === 1 && accepted[0] === "admin") {
+      fail("admin_disabled", "The admin API is disabled on this server: start it with GPUPOOL_ADMIN_TOKEN set.");
+    }
+  } else {
+    const hash = hashSecret(secret);
+    caller = await ctx.store.transaction(async (tx): Promise<Caller | null> => {
+      switch (kind) {
+        case "user": {
+          const user = await tx.findUserByTokenHash(hash);
+          return user ? { kind, user } : null;
+        }
+        case "app": {
+          const app = await tx.findAppByKeyHash(hash);
+          return app ? { kind, app } : null;
+        }
+        case "edge": {
+          const edge = await tx.findEdgeByKeyHash(hash);
+          return edge ? { kind, edge } : null;
+        }
+        case "node": {
+          const node = await tx.findNodeByKeyHash(hash);
+          return node ? { kind, node } : null;
+        }
+      }
+    });
+  }
+  if (caller === null) fail("unauthorized", `The bearer token is not valid on this server (revoked, mistyped, or from another pool). Send ${wanted}.`);
+  if (!accepted.includes(caller.kind)) fail("forbidden", `This endpoint takes ${wanted}, not ${WHAT[caller.kind]}.`);
+  return caller;
+}
+
+/** The single X-IP-Token value, or undefined; several copies of the header are refused. */
+export function ipTokenHeader(req: FastifyRequest): string | undefined | { duplicated: true } {
+  const v = req.headers["x-ip-token"];
+  if (Array.isArray(v)) return { duplicated: true };
+  return v;
+}

@@ -1,0 +1,71 @@
+import { DomainError, PROBLEM_STATUS, problem } from "@gpupool/core";
+import type { Problem } from "@gpupool/core";
+import type { FastifyError, FastifyInstance, FastifyReply } from "fastify";
+
+export function sendProblem(reply: FastifyReply, p: Problem, retryAfterS: number | null = null): FastifyReply {
+  if (retryAfterS !== null) reply.header("retry-after", String(retryAfterS));
+  return reply.code(p.status).type("application/problem+json").send(p);
+}
+
+interface AjvError {
+  instancePath?: string;
+  message?: string;
+  keyword?: string;
+  params?: Record<string, unknown>;
+}
+
+function fieldOf(e: AjvError, context: string): string {
+  const base = (e.instancePath ?? "").replace(/^\//, "").replace(/\//g, ".");
+  if (e.keyword === "additionalProperties") return [base, String(e.params?.["additionalProperty"] ?? "")].filter(Boolean).join(".");
+  if (e.keyword === "required") return [base, String(e.params?.["missingProperty"] ?? "")].filter(Boolean).join(".");
+  return base || context;
+}
+
+function messageOf(e: AjvError): string {
+  if (e.keyword === "additionalProperties") return "is not a known field";
+  if (e.keyword === "enum") return `must be one of ${(e.params?.["allowedValues"] as unknown[] | undefined)?.join(", ") ?? "the allowed values"}`;
+  return e.message ?? "is invalid";
+}
+
+/**
+ * Every error leaves as problem+json with a stable code. Broken rules (DomainError) carry their
+ * own problem; framework errors map to 4xx codes; anything else is a bug: logged with its stack,
+ * answered with a plain 500 that reveals nothing.
+ */
+export function installErrorHandling(app: FastifyInstance): void {
+  app.setNotFoundHandler((req, reply) => {
+    void sendProblem(reply, problem("not_found", `There is no ${req.method} ${req.url.split("?")[0] ?? ""} on this server. The API is under /v1 (see the README).`));
+  });
+  app.setErrorHandler((err: FastifyError & { validation?: AjvError[]; validationContext?: string }, req, reply) => {
+    if (err instanceof DomainError) return sendProblem(reply, err.problem);
+    if (err.validation) {
+      const errors = err.validation.map((e) => ({ field: fieldOf(e, err.validationContext ?? "body"), message: messageOf(e) }));
+      const detail = `The request ${err.validationContext ?? "body"} is invalid: ${errors.map((e) => `${e.field} ${e.message}`).join("; ")}. Nothing was changed.`;
+      return sendProblem(reply, problem("invalid_request", detail, { errors }));
+    }
+    switch (err.code) {
+      case "FST_ERR_CTP_BODY_TOO_LARGE":
+        return sendProblem(reply, problem("payload_too_large", "The request body is larger than this server accepts. Nothing was changed."));
+      case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
+        return sendProblem(reply, problem("unsupported_media_type", "Send JSON bodies with Content-Type: application/json."));
+      case "FST_ERR_CTP_INVALID_JSON_BODY":
+      case "FST_ERR_CTP_EMPTY_JSON_BODY":
+        return sendProblem(reply, problem("invalid_request", "The request body is not valid JSON. Nothing was changed.", { errors: [{ field: "body", message: "is not valid JSON" }] }));
+      default:
+        break;
+    }
+    if (typeof err.code === "string" && (err.code.startsWith("SQLITE_BUSY") || err.code.startsWith("SQLITE_IOERR") || err.code === "SQLITE_FULL" || err.code === "SQLITE_CANTOPEN")) {
+      req.log.error({ err }, "storage error");
+      return sendProblem(reply, problem("storage_unavailable", "The pool's database is not answering right now; nothing was changed. Retry in a few seconds."), 5);
+    }
+    const status = typeof err.statusCode === "number" ? err.statusCode : 500;
+    if (status >= 400 && status < 500) {
+      const code = status === 401 ? "unauthorized" : status === 404 ? "not_found" : status === 413 ? "payload_too_large" : "invalid_request";
+      return sendProblem(reply, problem(code, `The request was refused: ${err.message}`));
+    }
+    req.log.error({ err }, "unhandled error");
+    return sendProblem(reply, problem("internal", "Something went wrong on the server; it has been logged. Nothing secret is shown here — retry, and tell the operator if it persists."));
+  });
+}
+
+export { PROBLEM_STATUS };

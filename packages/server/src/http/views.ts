@@ -1,0 +1,59 @@
+import { msToSeconds } from "@gpupool/core";
+import type { Identity, QuotaView, WaitReason } from "@gpupool/core";
+import type { LeaseRecord } from "../storage/store.js";
+
+function iso(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString();
+}
+
+/** The quota object of the wire format (SPEC §4): seconds and ISO times. */
+export function quotaJson(identity: Identity, v: QuotaView): Record<string, unknown> {
+  return {
+    identity: { kind: identity.kind, id: identity.id, tier: identity.tier },
+    quota: msToSeconds(v.quotaMs),
+    used: msToSeconds(v.usedMs),
+    reserved: msToSeconds(v.reservedMs),
+    left: msToSeconds(v.leftMs),
+    bonus: msToSeconds(v.bonusMs),
+    window: msToSeconds(v.windowMs),
+    window_started_at: iso(v.windowStartedAt),
+    resets_at: iso(v.resetsAt),
+    priority: v.priority,
+    max_duration: msToSeconds(v.maxDurationMs),
+    runs: v.runs,
+    max_runs: v.maxRuns,
+  };
+}
+
+export function leaseJson(
+  l: LeaseRecord,
+  place: { position: number; reason: WaitReason } | null,
+  quota: Record<string, unknown> | null,
+): Record<string, unknown> {
+  return {
+    id: l.id,
+    status: l.status,
+    app: l.appId,
+    identity: { kind: l.identityKind, id: l.identityId, tier: l.tier },
+    size: l.size,
+    duration: msToSeconds(l.durationMs),
+    reserved: msToSeconds(l.reservedMs),
+    cost: l.cost,
+    device:
+      l.node === null
+        ? null
+        : { node: l.node, index: l.deviceIndex, uuid: l.deviceUuid, name: l.deviceName, slots: l.slotIndexes ?? [] },
+    queued_at: iso(l.queuedAt),
+    granted_at: iso(l.grantedAt),
+    deadline: iso(l.deadline),
+    ended_at: iso(l.endedAt),
+    position: place?.position ?? null,
+    reason: place?.reason ?? null,
+    held_ms: l.heldMs,
+    charged: msToSeconds(l.chargedMs),
+    refunded: msToSeconds(l.refundedMs),
+    failed: l.failed,
+    problem: l.problemCode === null ? null : { code: l.problemCode, detail: l.problemDetail },
+    quota,
+  };
+}

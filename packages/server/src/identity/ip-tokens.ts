@@ -1,0 +1,116 @@
+import { randomBytes } from "node:crypto";
+import { parseSubject } from "@gpupool/core";
+import type { InvalidTokenReason, IpTokenCheck } from "@gpupool/core";
+import { SignJWT, errors, exportJWK, generateKeyPair, importJWK, jwtVerify } from "jose";
+import type { CryptoKey, JWK } from "jose";
+import type { Store } from "../storage/store.js";
+
+const ALG = "EdDSA";
+/** A header larger than this is not a token we issued; refuse before parsing. */
+const MAX_TOKEN_LENGTH = 4096;
+
+interface KeyPair {
+  readonly kid: string;
+  readonly privateKey: CryptoKey;
+  readonly publicKey: CryptoKey;
+  readonly publicJwk: JWK;
+}
+
+/**
+ * Signs and verifies X-IP-Tokens. The EdDSA key is generated on first start and kept in the
+ * store, so tokens survive restarts; keys are looked up by `kid` so a rotation can add keys
+ * while old tokens still verify. Verification pins the algorithm: `alg: none` or HS256 with the
+ * public key as secret are refused, whatever the header says.
+ */
+export class IpTokens {
+  private constructor(
+    private readonly keys: Map<string, KeyPair>,
+    private readonly current: KeyPair,
+    private readonly issuer: string,
+    private readonly ttlMs: number,
+  ) {}
+
+  static async open(store: Store, issuer: string, ttlMs: number, now: number): Promise<IpTokens> {
+    const records = await store.transaction(async (tx) => {
+      const existing = await tx.signingKeys();
+      if (existing.length > 0) return existing;
+      const { privateKey, publicKey } = await generateKeyPair(ALG, { extractable: true });
+      const kid = randomBytes(9).toString("base64url");
+      const publicJwk = { ...(await exportJWK(publicKey)), kid, alg: ALG, use: "sig" };
+      const privateJwk = { ...(await exportJWK(privateKey)), kid, alg: ALG };
+      const record = { kid, privateJwk: JSON.stringify(privateJwk), publicJwk: JSON.stringify(publicJwk), createdAt: now };
+      await tx.insertSigningKey(record);
+      return [record];
+    });
+    const keys = new Map<string, KeyPair>();
+    let current: KeyPair | null = null;
+    for (const r of records) {
+      const publicJwk = JSON.parse(r.publicJwk) as JWK;
+      const pair: KeyPair = {
+        kid: r.kid,
+        privateKey: (await importJWK(JSON.parse(r.privateJwk) as JWK, ALG)) as CryptoKey,
+        publicKey: (await importJWK(publicJwk, ALG)) as CryptoKey,
+        publicJwk,
+      };
+      keys.set(r.kid, pair);
+      current = pair; // newest last
+    }
+    if (!current) throw new Error("no signing key");
+    return new IpTokens(keys, current, issuer, ttlMs);
+  }
+
+  jwks(): { keys: JWK[] } {
+    return { keys: [...this.keys.values()].map((k) => k.publicJwk) };
+  }
+
+  /** A token naming `subject` (`user:<id>` or `ip:<addr>`) for app `appId`. */
+  async mint(subject: string, appId: string, now: number): Promise<{ token: string; expiresAt: number }> {
+    const iat = Math.floor(now / 1000);
+    const exp = Math.floor((now + this.ttlMs) / 1000);
+    const token = await new SignJWT({})
+      .setProtectedHeader({ alg: ALG, kid: this.current.kid, typ: "JWT" })
+      .setIssuer(this.issuer)
+      .setSubject(subject)
+      .setAudience(appId)
+      .setIssuedAt(iat)
+      .setExpirationTime(exp)
+      .setJti(randomBytes(9).toString("base64url"))
+      .sign(this.current.privateKey);
+    return { token, expiresAt: exp * 1000 };
+  }
+
+  /** Checks a presented token for app `appId` at time `now`. Never throws for bad input. */
+  async verify(token: string | undefined, appId: string, now: number): Promise<IpTokenCheck> {
+    if (token === undefined) return { present: false };
+    const bad = (reason: InvalidTokenReason, message: string): IpTokenCheck => ({ present: true, valid: false, reason, message });
+    if (token.length === 0 || token.length > MAX_TOKEN_LENGTH) return bad("malformed", "The X-IP-Token header is empty or too long to be a token.");
+    try {
+      const { payload } = await jwtVerify(
+        token,
+        (header) => {
+          const key = header.kid === undefined ? undefined : this.keys.get(header.kid);
+          if (!key) throw new UnknownKid();
+          return key.publicKey;
+        },
+        { algorithms: [ALG], issuer: this.issuer, audience: appId, currentDate: new Date(now), requiredClaims: ["exp", "sub", "aud"] },
+      );
+      const subject = parseSubject(payload.sub);
+      if (!subject) return bad("bad_subject", `The X-IP-Token names "${String(payload.sub)}", which is not a user or an IP address.`);
+      return { present: true, valid: true, subject, expiresAt: (payload.exp ?? 0) * 1000 };
+    } catch (err) {
+      if (err instanceof UnknownKid) return bad("unknown_key", "The X-IP-Token was signed with a key this pool does not know (kid unknown): it was not issued by this pool.");
+      if (err instanceof errors.JWTExpired) return bad("expired", "The X-IP-Token has expired; the edge issues a fresh one with every request, so reload the page or mint a new one.");
+      if (err instanceof errors.JOSEAlgNotAllowed) return bad("alg_not_allowed", `The X-IP-Token uses a signing algorithm other than ${ALG}; only ${ALG} tokens from this pool are accepted.`);
+      if (err instanceof errors.JWSSignatureVerificationFailed) return bad("bad_signature", "The X-IP-Token's signature does not verify: it was altered or forged.");
+      if (err instanceof errors.JWTClaimValidationFailed) {
+        if (err.claim === "aud") return bad("wrong_app", "The X-IP-Token was issued for another app; a token is only valid for the app it was minted for.");
+        if (err.claim === "iss") return bad("wrong_issuer", "The X-IP-Token was issued by someone other than this pool.");
+        if (err.claim === "nbf" || err.claim === "iat") return bad("malformed", "The X-IP-Token is not valid yet (issued in the future).");
+        return bad("malformed", `The X-IP-Token is missing or has an invalid "${err.claim}" claim.`);
+      }
+      return bad("malformed", "The X-IP-Token is not a well-formed signed token.");
+    }
+  }
+}
+
+class UnknownKid extends Error {}

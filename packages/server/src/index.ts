@@ -1,0 +1,13 @@
+export { createServer } from "./server.js";
+export type { RunningServer, ServerOptions } from "./server.js";
+export { ConfigError, loadConfig, normalizeConfig } from "./config.js";
+export type { ServerConfig } from "./config.js";
+export { openStore } from "./storage/open-store.js";
+export { SqliteStore } from "./storage/sqlite/sqlite-store.js";
+export type { Store, Tx, LeaseRecord, UserRecord, AppRecord } from "./storage/store.js";
+export { LeaseEngine } from "./use-cases/lease-engine.js";
+export type { AdmitInput, AdmitResult } from "./use-cases/lease-engine.js";
+export { createUser, createApp, createKeyed, updateUser } from "./use-cases/admin.js";
+export { LeaseEvents } from "./events.js";
+export type { Clock } from "./clock.js";
+export { systemClock } from "./clock.js";

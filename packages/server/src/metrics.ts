@@ -1,0 +1,71 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/** Prometheus metrics of one server instance (its own registry, so tests can run many). */
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly grants: Counter<"size">;
+  private readonly denials: Counter<"code">;
+  private readonly ended: Counter<"status">;
+  private readonly held: Histogram<"size">;
+  private readonly waited: Histogram;
+  private readonly ledger: Histogram<"op">;
+
+  constructor(state: { queueDepth(): number; busySlots(): number; totalSlots(): number; activeLeases(): number }) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: "gpupool_process_" });
+    this.grants = new Counter({ name: "gpupool_grants_total", help: "Leases granted a GPU slot", labelNames: ["size"], registers });
+    this.denials = new Counter({ name: "gpupool_denials_total", help: "Lease requests refused, by problem code", labelNames: ["code"], registers });
+    this.ended = new Counter({ name: "gpupool_leases_ended_total", help: "Leases that ended, by final status", labelNames: ["status"], registers });
+    this.held = new Histogram({
+      name: "gpupool_lease_held_seconds",
+      help: "Time a lease held its GPU slot (grant to release or expiry)",
+      labelNames: ["size"],
+      buckets: [1, 5, 10, 20, 30, 60, 120, 180, 300, 600],
+      registers,
+    });
+    this.waited = new Histogram({
+      name: "gpupool_queue_wait_seconds",
+      help: "Time from request to grant",
+      buckets: [0.01, 0.1, 1, 5, 10, 20, 30, 60, 120],
+      registers,
+    });
+    this.ledger = new Histogram({
+      name: "gpupool_ledger_transaction_seconds",
+      help: "Duration of ledger transactions (admit, release, expire)",
+      labelNames: ["op"],
+      buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5],
+      registers,
+    });
+    new Gauge({ name: "gpupool_queue_depth", help: "Requests waiting for a slot", registers, collect() { this.set(state.queueDepth()); } });
+    new Gauge({ name: "gpupool_slots_busy", help: "Slots held by active leases", registers, collect() { this.set(state.busySlots()); } });
+    new Gauge({ name: "gpupool_slots_total", help: "Slots in the pool", registers, collect() { this.set(state.totalSlots()); } });
+    new Gauge({
+      name: "gpupool_slot_utilization",
+      help: "Fraction of slots held by active leases",
+      registers,
+      collect() {
+        const total = state.totalSlots();
+        this.set(total === 0 ? 0 : state.busySlots() / total);
+      },
+    });
+    new Gauge({ name: "gpupool_active_leases", help: "Leases holding a slot", registers, collect() { this.set(state.activeLeases()); } });
+  }
+
+  grant(size: string, waitedMs: number): void {
+    this.grants.inc({ size });
+    this.waited.observe(waitedMs / 1000);
+  }
+
+  denial(code: string): void {
+    this.denials.inc({ code });
+  }
+
+  end(status: string, size: string, heldMs: number | null): void {
+    this.ended.inc({ status });
+    if (heldMs !== null) this.held.observe({ size }, heldMs / 1000);
+  }
+
+  ledgerTransaction(op: string, seconds: number): void {
+    this.ledger.observe({ op }, seconds);
+  }
+}

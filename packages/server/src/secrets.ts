@@ -1,0 +1,35 @@
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+
+export type SecretKind = "user" | "app" | "node" | "edge";
+
+const PREFIX: Record<SecretKind, string> = { user: "gpu_u_", app: "gpu_a_", node: "gpu_n_", edge: "gpu_e_" };
+
+/** A new random bearer secret, e.g. `gpu_a_…` for an app key. Shown once; only its hash is kept. */
+export function newSecret(kind: SecretKind): string {
+  return PREFIX[kind] + randomBytes(24).toString("base64url");
+}
+
+export function secretKind(secret: string): SecretKind | null {
+  for (const [kind, prefix] of Object.entries(PREFIX) as [SecretKind, string][]) if (secret.startsWith(prefix)) return kind;
+  return null;
+}
+
+/**
+ * Stored form of a secret. The secrets are 192 random bits, so a fast hash is enough (no
+ * password stretching needed) and lookups by hash leak nothing useful through timing.
+ */
+export function hashSecret(secret: string): string {
+  return createHash("sha256").update(secret).digest("hex");
+}
+
+/** Constant-time comparison of a presented secret with the expected one. */
+export function secretEquals(presented: string, expected: string): boolean {
+  const a = createHash("sha256").update(presented).digest();
+  const b = createHash("sha256").update(expected).digest();
+  return timingSafeEqual(a, b);
+}
+
+/** Short random ids for records: `u_…`, `a_…`, `ls_…`. */
+export function newId(prefix: string): string {
+  return `${prefix}_${randomBytes(12).toString("base64url")}`;
+}

@@ -1,0 +1,261 @@
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import Database from "better-sqlite3";
+import type { IdentityKind, LedgerState } from "@gpupool/core";
+import { Serial } from "../../serial.js";
+import type { AppRecord, KeyedRecord, LeaseFilter, LeaseRecord, LeaseStatus, NewLease, SigningKeyRecord, Store, Tx, UserRecord } from "../store.js";
+import { SQLITE_MIGRATIONS } from "./migrations.js";
+
+type Row = Record<string, unknown>;
+type Statement = Database.Statement<unknown[], Row>;
+
+/** `sqlite:./path.db` → `./path.db`; `sqlite::memory:` → `:memory:`. */
+export function sqlitePath(url: string): string {
+  return url.replace(/^sqlite:(\/\/)?/, "");
+}
+
+function n(v: unknown): number | null {
+  return v === null || v === undefined ? null : Number(v);
+}
+
+function toUser(r: Row | undefined): UserRecord | null {
+  if (!r) return null;
+  return {
+    id: String(r["id"]),
+    name: String(r["name"]),
+    tier: String(r["tier"]),
+    tokenHash: String(r["token_hash"]),
+    quotaOverrideMs: n(r["quota_override_ms"]),
+    createdAt: Number(r["created_at"]),
+  };
+}
+
+function toApp(r: Row | undefined): AppRecord | null {
+  if (!r) return null;
+  return {
+    id: String(r["id"]),
+    name: String(r["name"]),
+    ownerId: String(r["owner_id"]),
+    keyHash: String(r["key_hash"]),
+    maxConcurrency: n(r["max_concurrency"]),
+    createdAt: Number(r["created_at"]),
+  };
+}
+
+function toKeyed(r: Row | undefined): KeyedRecord | null {
+  if (!r) return null;
+  return { id: String(r["id"]), name: String(r["name"]), keyHash: String(r["key_hash"]), createdAt: Number(r["created_at"]) };
+}
+
+function toLease(r: Row | undefined): LeaseRecord | null {
+  if (!r) return null;
+  const slots = r["slot_indexes"];
+  return {
+    id: String(r["id"]),
+    seq: Number(r["seq"]),
+    appId: r["app_id"] === null ? null : String(r["app_id"]),
+    identityKind: r["identity_kind"] as IdentityKind,
+    identityId: String(r["identity_id"]),
+    tier: String(r["tier"]),
+    size: String(r["size"]),
+    slots: Number(r["slots"]),
+    cost: Number(r["cost"]),
+    durationMs: Number(r["duration_ms"]),
+    reservedMs: Number(r["reserved_ms"]),
+    status: r["status"] as LeaseStatus,
+    node: r["node"] === null ? null : String(r["node"]),
+    deviceIndex: n(r["device_index"]),
+    deviceUuid: r["device_uuid"] === null ? null : String(r["device_uuid"]),
+    deviceName: r["device_name"] === null ? null : String(r["device_name"]),
+    slotIndexes: typeof slots === "string" ? slots.split(",").filter((s) => s !== "").map(Number) : null,
+    queuedAt: Number(r["queued_at"]),
+    grantedAt: n(r["granted_at"]),
+    deadline: n(r["deadline"]),
+    endedAt: n(r["ended_at"]),
+    heldMs: n(r["held_ms"]),
+    chargedMs: Number(r["charged_ms"]),
+    refundedMs: Number(r["refunded_ms"]),
+    failed: Number(r["failed"]) === 1,
+    windowStartedAt: n(r["window_started_at"]),
+    problemCode: r["problem_code"] === null ? null : String(r["problem_code"]),
+    problemDetail: r["problem_detail"] === null ? null : String(r["problem_detail"]),
+  };
+}
+
+function leaseParams(l: NewLease): unknown[] {
+  return [
+    l.id, l.appId, l.identityKind, l.identityId, l.tier, l.size, l.slots, l.cost, l.durationMs, l.reservedMs, l.status,
+    l.node, l.deviceIndex, l.deviceUuid, l.deviceName, l.slotIndexes === null ? null : l.slotIndexes.join(","),
+    l.queuedAt, l.grantedAt, l.deadline, l.endedAt, l.heldMs, l.chargedMs, l.refundedMs, l.failed ? 1 : 0,
+    l.windowStartedAt, l.problemCode, l.problemDetail,
+  ];
+}
+
+const LEASE_COLUMNS =
+  "id, app_id, identity_kind, identity_id, tier, size, slots, cost, duration_ms, reserved_ms, status, node, device_index, " +
+  "device_uuid, device_name, slot_indexes, queued_at, granted_at, deadline, ended_at, held_ms, charged_ms, refunded_ms, failed, " +
+  "window_started_at, problem_code, problem_detail";
+const INSERT_LEASE = `INSERT INTO leases (${LEASE_COLUMNS}) VALUES (${LEASE_COLUMNS.split(",").map(() => "?").join(", ")}) RETURNING seq`;
+const UPDATE_LEASE = `UPDATE leases SET ${LEASE_COLUMNS.split(",").slice(1).map((c) => `${c.trim()} = ?`).join(", ")} WHERE id = ?`;
+
+/**
+ * The embedded adapter: one better-sqlite3 connection in WAL mode. better-sqlite3 is synchronous,
+ * so a transaction's statements cannot interleave with another's; the Serial keeps an async
+ * transaction callback (which awaits between statements) from letting a second BEGIN in.
+ * `BEGIN IMMEDIATE` takes the write lock up front so two processes on one file never deadlock on
+ * lock upgrade. synchronous=NORMAL in WAL mode survives a process crash (kill -9) without losing
+ * a committed transaction; only an OS crash or power loss can drop the last few commits.
+ */
+export class SqliteStore implements Store {
+  readonly kind = "sqlite" as const;
+  private readonly db: Database.Database;
+  private readonly serial = new Serial();
+  private readonly cache = new Map<string, Statement>();
+  private readonly tx: Tx;
+
+  constructor(url: string) {
+    const path = sqlitePath(url);
+    if (path !== ":memory:" && path !== "") mkdirSync(dirname(path), { recursive: true });
+    this.db = new Database(path);
+    this.db.pragma("journal_mode = WAL");
+    this.db.pragma("synchronous = NORMAL");
+    this.db.pragma("foreign_keys = ON");
+    this.db.pragma("busy_timeout = 5000");
+    this.tx = this.makeTx();
+  }
+
+  private st(sql: string): Statement {
+    let s = this.cache.get(sql);
+    if (!s) {
+      s = this.db.prepare(sql) as Statement;
+      this.cache.set(sql, s);
+    }
+    return s;
+  }
+
+  async migrate(): Promise<void> {
+    await this.serial.run(async () => {
+      this.db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)");
+      const row = this.db.prepare("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations").get() as { v: number };
+      for (let v = row.v; v < SQLITE_MIGRATIONS.length; v++) {
+        const apply = this.db.transaction(() => {
+          this.db.exec(SQLITE_MIGRATIONS[v] ?? "");
+          this.db.prepare("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)").run(v + 1, Date.now());
+        });
+        apply.immediate();
+      }
+    });
+  }
+
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return this.serial.run(async () => {
+      this.db.exec("BEGIN IMMEDIATE");
+      try {
+        const result = await fn(this.tx);
+        this.db.exec("COMMIT");
+        return result;
+      } catch (err) {
+        if (this.db.inTransaction) this.db.exec("ROLLBACK");
+        throw err;
+      }
+    });
+  }
+
+  async ping(): Promise<void> {
+    this.st("SELECT 1").get();
+  }
+
+  async close(): Promise<void> {
+    await this.serial.run(async () => {
+      this.cache.clear();
+      if (this.db.open) this.db.close();
+    });
+  }
+
+  private makeTx(): Tx {
+    const one = (sql: string, ...params: unknown[]): Row | undefined => this.st(sql).get(...params);
+    const all = (sql: string, ...params: unknown[]): Row[] => this.st(sql).all(...params);
+    const run = (sql: string, ...params: unknown[]): void => {
+      this.st(sql).run(...params);
+    };
+    const insertKeyed = (table: "nodes" | "edges", r: KeyedRecord): void =>
+      run(`INSERT INTO ${table} (id, name, key_hash, created_at) VALUES (?, ?, ?, ?)`, r.id, r.name, r.keyHash, r.createdAt);
+    return {
+      insertUser: async (u) =>
+        run("INSERT INTO users (id, name, tier, token_hash, quota_override_ms, created_at) VALUES (?, ?, ?, ?, ?, ?)", u.id, u.name, u.tier, u.tokenHash, u.quotaOverrideMs, u.createdAt),
+      getUser: async (id) => toUser(one("SELECT * FROM users WHERE id = ?", id)),
+      getUserByName: async (name) => toUser(one("SELECT * FROM users WHERE name = ?", name)),
+      findUserByTokenHash: async (hash) => toUser(one("SELECT * FROM users WHERE token_hash = ?", hash)),
+      updateUser: async (u) => run("UPDATE users SET name = ?, tier = ?, token_hash = ?, quota_override_ms = ? WHERE id = ?", u.name, u.tier, u.tokenHash, u.quotaOverrideMs, u.id),
+      listUsers: async () => all("SELECT * FROM users ORDER BY created_at, id").map((r) => toUser(r) as UserRecord),
+
+      insertApp: async (a) =>
+        run("INSERT INTO apps (id, name, owner_id, key_hash, max_concurrency, created_at) VALUES (?, ?, ?, ?, ?, ?)", a.id, a.name, a.ownerId, a.keyHash, a.maxConcurrency, a.createdAt),
+      getApp: async (id) => toApp(one("SELECT * FROM apps WHERE id = ?", id)),
+      getAppByName: async (name) => toApp(one("SELECT * FROM apps WHERE name = ?", name)),
+      findAppByKeyHash: async (hash) => toApp(one("SELECT * FROM apps WHERE key_hash = ?", hash)),
+      listApps: async () => all("SELECT * FROM apps ORDER BY created_at, id").map((r) => toApp(r) as AppRecord),
+
+      insertNode: async (r) => insertKeyed("nodes", r),
+      findNodeByKeyHash: async (hash) => toKeyed(one("SELECT * FROM nodes WHERE key_hash = ?", hash)),
+      listNodes: async () => all("SELECT * FROM nodes ORDER BY created_at, id").map((r) => toKeyed(r) as KeyedRecord),
+      getNodeByName: async (name) => toKeyed(one("SELECT * FROM nodes WHERE name = ?", name)),
+      insertEdge: async (r) => insertKeyed("edges", r),
+      findEdgeByKeyHash: async (hash) => toKeyed(one("SELECT * FROM edges WHERE key_hash = ?", hash)),
+      getEdgeByName: async (name) => toKeyed(one("SELECT * FROM edges WHERE name = ?", name)),
+
+      getLedger: async (identity) => {
+        const r = one("SELECT * FROM ledgers WHERE identity = ?", identity);
+        if (!r) return null;
+        const state: LedgerState = {
+          windowStartedAt: n(r["window_started_at"]),
+          usedMs: Number(r["used_ms"]),
+          reservedMs: Number(r["reserved_ms"]),
+          bonusMs: Number(r["bonus_ms"]),
+          runs: Number(r["runs"]),
+        };
+        return state;
+      },
+      putLedger: async (identity, s) =>
+        run(
+          "INSERT INTO ledgers (identity, window_started_at, used_ms, reserved_ms, bonus_ms, runs) VALUES (?, ?, ?, ?, ?, ?) " +
+            "ON CONFLICT(identity) DO UPDATE SET window_started_at = excluded.window_started_at, used_ms = excluded.used_ms, " +
+            "reserved_ms = excluded.reserved_ms, bonus_ms = excluded.bonus_ms, runs = excluded.runs",
+          identity, s.windowStartedAt, s.usedMs, s.reservedMs, s.bonusMs, s.runs,
+        ),
+
+      insertLease: async (l) => {
+        const r = one(INSERT_LEASE, ...leaseParams(l));
+        return { ...l, seq: Number(r?.["seq"]) };
+      },
+      updateLease: async (l) => run(UPDATE_LEASE, ...leaseParams(l).slice(1), l.id),
+      getLease: async (id) => toLease(one("SELECT * FROM leases WHERE id = ?", id)),
+      listLeases: async (f: LeaseFilter) => {
+        const where: string[] = [];
+        const params: unknown[] = [];
+        if (f.appId !== undefined) (where.push("app_id = ?"), params.push(f.appId));
+        if (f.identity !== undefined) (where.push("identity_kind = ? AND identity_id = ?"), params.push(f.identity.kind, f.identity.id));
+        if (f.status !== undefined) (where.push("status = ?"), params.push(f.status));
+        const sql = `SELECT * FROM leases ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY seq DESC LIMIT ?`;
+        return all(sql, ...params, f.limit).map((r) => toLease(r) as LeaseRecord);
+      },
+      liveLeases: async () => all("SELECT * FROM leases WHERE status IN ('queued', 'active') ORDER BY seq").map((r) => toLease(r) as LeaseRecord),
+      earliestDeadline: async (identity) => {
+        const r = one("SELECT MIN(deadline) AS d FROM leases WHERE status = 'active' AND identity_kind = ? AND identity_id = ?", identity.kind, identity.id);
+        return n(r?.["d"]);
+      },
+
+      signingKeys: async () =>
+        all("SELECT * FROM signing_keys ORDER BY created_at").map((r) => ({
+          kid: String(r["kid"]),
+          privateJwk: String(r["private_jwk"]),
+          publicJwk: String(r["public_jwk"]),
+          createdAt: Number(r["created_at"]),
+        })),
+      insertSigningKey: async (k: SigningKeyRecord) =>
+        run("INSERT INTO signing_keys (kid, private_jwk, public_jwk, created_at) VALUES (?, ?, ?, ?)", k.kid, k.privateJwk, k.publicJwk, k.createdAt),
+    };
+  }
+}
+
+export type { LeaseStatus };

@@ -1,0 +1,133 @@
+import type { IdentityKind, LedgerState } from "@gpupool/core";
+
+/**
+ * The one storage interface. Use cases open a transaction and call these methods; nothing
+ * outside an adapter sees a driver, a connection or SQL. Every method is async so a networked
+ * adapter (PostgreSQL) fits the same shape as the embedded one.
+ */
+export interface Store {
+  /** Runs `fn` in one serializable transaction; rolls back if it throws. */
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  /** Creates or upgrades the schema. */
+  migrate(): Promise<void>;
+  /** A cheap round trip, for readiness. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+  readonly kind: "sqlite" | "postgres";
+}
+
+export interface UserRecord {
+  readonly id: string;
+  readonly name: string;
+  readonly tier: string;
+  readonly tokenHash: string;
+  readonly quotaOverrideMs: number | null;
+  readonly createdAt: number;
+}
+
+export interface AppRecord {
+  readonly id: string;
+  readonly name: string;
+  readonly ownerId: string;
+  readonly keyHash: string;
+  readonly maxConcurrency: number | null;
+  readonly createdAt: number;
+}
+
+/** Nodes and edges: named principals with a key. */
+export interface KeyedRecord {
+  readonly id: string;
+  readonly name: string;
+  readonly keyHash: string;
+  readonly createdAt: number;
+}
+
+export type LeaseStatus = "queued" | "active" | "released" | "expired" | "cancelled" | "failed";
+
+export interface LeaseRecord {
+  readonly id: string;
+  /** Arrival order, assigned by the store on insert. */
+  readonly seq: number;
+  readonly appId: string | null;
+  readonly identityKind: IdentityKind;
+  readonly identityId: string;
+  readonly tier: string;
+  readonly size: string;
+  readonly slots: number;
+  readonly cost: number;
+  readonly durationMs: number;
+  readonly reservedMs: number;
+  readonly status: LeaseStatus;
+  readonly node: string | null;
+  readonly deviceIndex: number | null;
+  readonly deviceUuid: string | null;
+  readonly deviceName: string | null;
+  readonly slotIndexes: readonly number[] | null;
+  readonly queuedAt: number;
+  readonly grantedAt: number | null;
+  readonly deadline: number | null;
+  readonly endedAt: number | null;
+  readonly heldMs: number | null;
+  readonly chargedMs: number;
+  readonly refundedMs: number;
+  readonly failed: boolean;
+  /** Start of the identity's window this lease was granted in: its charge counts there. */
+  readonly windowStartedAt: number | null;
+  readonly problemCode: string | null;
+  readonly problemDetail: string | null;
+}
+
+export type NewLease = Omit<LeaseRecord, "seq">;
+
+export interface LeaseFilter {
+  readonly appId?: string;
+  readonly identity?: { kind: IdentityKind; id: string };
+  readonly status?: LeaseStatus;
+  readonly limit: number;
+}
+
+export interface SigningKeyRecord {
+  readonly kid: string;
+  readonly privateJwk: string;
+  readonly publicJwk: string;
+  readonly createdAt: number;
+}
+
+export interface Tx {
+  insertUser(user: UserRecord): Promise<void>;
+  getUser(id: string): Promise<UserRecord | null>;
+  getUserByName(name: string): Promise<UserRecord | null>;
+  findUserByTokenHash(hash: string): Promise<UserRecord | null>;
+  updateUser(user: UserRecord): Promise<void>;
+  listUsers(): Promise<UserRecord[]>;
+
+  insertApp(app: AppRecord): Promise<void>;
+  getApp(id: string): Promise<AppRecord | null>;
+  getAppByName(name: string): Promise<AppRecord | null>;
+  findAppByKeyHash(hash: string): Promise<AppRecord | null>;
+  listApps(): Promise<AppRecord[]>;
+
+  insertNode(node: KeyedRecord): Promise<void>;
+  findNodeByKeyHash(hash: string): Promise<KeyedRecord | null>;
+  listNodes(): Promise<KeyedRecord[]>;
+  insertEdge(edge: KeyedRecord): Promise<void>;
+  findEdgeByKeyHash(hash: string): Promise<KeyedRecord | null>;
+  getNodeByName(name: string): Promise<KeyedRecord | null>;
+  getEdgeByName(name: string): Promise<KeyedRecord | null>;
+
+  /** The identity's ledger as stored (not rolled to now), or null if it never reserved anything. */
+  getLedger(identity: string): Promise<LedgerState | null>;
+  putLedger(identity: string, state: LedgerState): Promise<void>;
+
+  insertLease(lease: NewLease): Promise<LeaseRecord>;
+  updateLease(lease: LeaseRecord): Promise<void>;
+  getLease(id: string): Promise<LeaseRecord | null>;
+  listLeases(filter: LeaseFilter): Promise<LeaseRecord[]>;
+  /** Queued and active leases, in arrival order (recovery). */
+  liveLeases(): Promise<LeaseRecord[]>;
+  /** Earliest deadline among the identity's active leases (for an honest retry time). */
+  earliestDeadline(identity: { kind: IdentityKind; id: string }): Promise<number | null>;
+
+  signingKeys(): Promise<SigningKeyRecord[]>;
+  insertSigningKey(key: SigningKeyRecord): Promise<void>;
+}

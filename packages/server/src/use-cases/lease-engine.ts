@@ -1,0 +1,536 @@
+import {
+  DomainError,
+  EMPTY_LEDGER,
+  FifoScheduler,
+  Pool,
+  chargeMs,
+  fail,
+  identityKey,
+  problem,
+  reserve,
+  rollWindow,
+  settle,
+  startWindow,
+  tierOf,
+  unreserve,
+} from "@gpupool/core";
+import type { DeviceSpec, Grant, Identity, LedgerState, Policy, Problem, QueuedRequest, SizePolicy, Via, WaitReason } from "@gpupool/core";
+import type { Logger } from "pino";
+import type { Clock } from "../clock.js";
+import type { LeaseEvents } from "../events.js";
+import type { Metrics } from "../metrics.js";
+import { newId } from "../secrets.js";
+import { Serial } from "../serial.js";
+import type { LeaseRecord, Store, Tx } from "../storage/store.js";
+import { chargedIdentity } from "./charged-identity.js";
+
+export interface AdmitInput {
+  readonly appId: string | null;
+  readonly charged: { kind: "user" | "ip" | "app"; id: string };
+  readonly via: Via;
+  readonly durationMs: number;
+  readonly size: SizePolicy;
+  readonly queue: boolean;
+}
+
+export type AdmitResult =
+  | { readonly kind: "granted"; readonly lease: LeaseRecord }
+  | { readonly kind: "queued"; readonly lease: LeaseRecord; readonly position: number; readonly reason: WaitReason }
+  | { readonly kind: "denied"; readonly problem: Problem; readonly retryAfterS: number | null };
+
+const LIVE = new Set(["queued", "active"]);
+
+/**
+ * The lease use cases: admit, grant, release, cancel, expire, queue timeout, and recovery.
+ *
+ * The ledger lives in the store and is read and written inside each use case's transaction.
+ * Slot occupancy and the queue live in memory (core Pool and scheduler), rebuilt from the
+ * store's live leases at start. Every use case runs under one Serial so the in-memory state and
+ * the transaction that records it change together; if a transaction fails, the in-memory state
+ * is rebuilt from the store rather than patched.
+ */
+export class LeaseEngine {
+  private pool: Pool;
+  private scheduler = new FifoScheduler();
+  private readonly appActive = new Map<string, number>();
+  private readonly appLimits = new Map<string, number | null>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly serial = new Serial();
+  private stopped = false;
+
+  constructor(
+    private readonly store: Store,
+    private readonly policy: Policy,
+    private readonly devices: readonly DeviceSpec[],
+    private readonly clock: Clock,
+    private readonly events: LeaseEvents,
+    private readonly metrics: Metrics | null,
+    private readonly log: Logger,
+  ) {
+    this.pool = new Pool(devices);
+  }
+
+  get queueDepth(): number {
+    return this.scheduler.size;
+  }
+  get busySlots(): number {
+    return this.pool.busySlots;
+  }
+  get totalSlots(): number {
+    return this.pool.totalSlots;
+  }
+  get activeLeases(): number {
+    let n = 0;
+    for (const v of this.appActive.values()) n += v;
+    return n;
+  }
+
+  /** Per-app concurrency limits are kept in memory; the admin use cases call this on change. */
+  setAppLimit(appId: string, limit: number | null): void {
+    this.appLimits.set(appId, limit);
+  }
+
+  position(leaseId: string): { position: number; reason: WaitReason } | null {
+    const position = this.scheduler.position(leaseId);
+    if (position === null) return null;
+    return { position, reason: this.scheduler.reason(leaseId) ?? "node" };
+  }
+
+  /** What a request of `slots` from `appId` would get now, without changing anything. */
+  placement(slots: number, appId: string | null): { outcome: "granted" } | { outcome: "queued"; position: number; reason: WaitReason } {
+    const limit = appId === null ? null : (this.appLimits.get(appId) ?? null);
+    if (appId !== null && limit !== null && (this.appActive.get(appId) ?? 0) >= limit) {
+      return { outcome: "queued", position: this.scheduler.size + 1, reason: "concurrency" };
+    }
+    if (this.scheduler.size === 0 && this.pool.fits(slots)) return { outcome: "granted" };
+    return { outcome: "queued", position: this.scheduler.size + 1, reason: "node" };
+  }
+
+  couldEverFit(slots: number): boolean {
+    return this.pool.couldEverFit(slots);
+  }
+
+  poolSnapshot(): ReturnType<Pool["snapshot"]> {
+    return this.pool.snapshot();
+  }
+
+  queueSnapshot(): { leaseId: string; position: number; reason: WaitReason; identity: string; appId: string | null; slots: number }[] {
+    return [...this.scheduler.waiting()].map((w) => ({
+      leaseId: w.request.leaseId,
+      position: w.position,
+      reason: w.reason,
+      identity: w.request.identity,
+      appId: w.request.appId,
+      slots: w.request.slots,
+    }));
+  }
+
+  /** Rebuilds memory from the store and settles whatever came due while the server was down. */
+  async start(): Promise<void> {
+    await this.serial.run(() => this.recover());
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+  }
+
+  private async recover(): Promise<void> {
+    const now = this.clock.now();
+    this.pool = new Pool(this.devices);
+    this.scheduler = new FifoScheduler();
+    this.appActive.clear();
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+    const apps = await this.store.transaction((tx) => tx.listApps());
+    for (const app of apps) this.appLimits.set(app.id, app.maxConcurrency);
+    const ended: LeaseRecord[] = [];
+    const grants = await this.store.transaction(async (tx) => {
+      for (const lease of await tx.liveLeases()) {
+        if (lease.status === "active") {
+          const occupied =
+            lease.node !== null && lease.deviceIndex !== null && lease.slotIndexes !== null
+              ? this.pool.occupy(lease.id, lease.node, lease.deviceIndex, lease.slotIndexes)
+              : null;
+          if (lease.deadline !== null && lease.deadline <= now) {
+            if (occupied) this.pool.release(lease.id);
+            ended.push(await this.finishActive(tx, lease, "expired", now));
+          } else if (!occupied) {
+            // Its device is no longer in the pool: the lease cannot continue. Charge only what it held.
+            ended.push(await this.finishActive(tx, lease, "failed", now, problem("no_gpu_available", "The GPU this lease held left the pool while the server was down.", { reason: "device_removed" })));
+          } else {
+            this.countActive(lease.appId, +1);
+            this.armDeadline(lease);
+          }
+        } else if (lease.queuedAt + this.policy.queueTimeoutMs <= now) {
+          ended.push(await this.finishQueued(tx, lease, "failed", now, this.queueTimeoutProblem(lease, now)));
+        } else {
+          this.scheduler.enqueue(this.queuedRequest(lease));
+          this.armQueueTimeout(lease);
+        }
+      }
+      return this.dispatchAndPersist(tx, now);
+    });
+    for (const lease of ended) this.announceEnd(lease);
+    this.announceGrants(grants);
+    this.log.info({ active: this.activeLeases, queued: this.scheduler.size, settled: ended.length }, "lease state recovered");
+  }
+
+  admit(input: AdmitInput): Promise<AdmitResult> {
+    return this.serial.run(() => this.guard(() => this.admitNow(input)));
+  }
+
+  private async admitNow(input: AdmitInput): Promise<AdmitResult> {
+    const now = this.clock.now();
+    const started = performance.now();
+    const leaseId = newId("ls");
+    const result = await this.store.transaction(async (tx) => {
+      const { identity, overrideMs } = await chargedIdentity(tx, this.policy, input.charged);
+      const key = identityKey(identity);
+      const tier = tierOf(this.policy, identity.tier);
+      const ledger = rollWindow((await tx.getLedger(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs);
+      const earliestInFlightEnd = ledger.reservedMs > 0 ? await tx.earliestDeadline(identity) : null;
+      const outcome = reserve({ policy: this.policy, identity, tier, overrideMs, ledger, durationMs: input.durationMs, size: input.size, now, earliestInFlightEnd, via: input.via });
+      if (!outcome.ok) return { kind: "denied" as const, problem: outcome.problem, retryAfterS: outcome.retryAfterS };
+      if (!this.pool.couldEverFit(input.size.slots)) {
+        return { kind: "denied" as const, retryAfterS: null, problem: problem("no_gpu_available", `No GPU in this pool can take a ${input.size.name} call (${input.size.slots} slots of one GPU). Ask the app's developer to use a smaller size.`, { reason: "no_capacity" }) };
+      }
+      const request: QueuedRequest = { leaseId, appId: input.appId, identity: key, slots: input.size.slots, priority: tier.priority, durationMs: input.durationMs, seq: 0, queuedAt: now };
+      this.scheduler.enqueue(request);
+      const granted = this.dispatch();
+      const mine = granted.find((g) => g.grant.leaseId === leaseId);
+      if (!mine) {
+        const full = this.scheduler.size > this.policy.queueMaxLength;
+        if (!input.queue || full) {
+          this.scheduler.remove(leaseId);
+          // Dispatch grants nothing else here in practice (it runs after every change), but if it
+          // did, those grants are real and must be recorded.
+          const others = await this.persistGrants(tx, granted, now);
+          const reason = full ? "queue_full" : "queue_disabled";
+          const detail = full
+            ? `Every GPU is busy and the queue is full (${this.policy.queueMaxLength} waiting). Nothing was reserved or charged; try again in a minute.`
+            : "Every GPU slot that fits this call is busy and the request asked not to queue (queue: false). Nothing was reserved or charged; retry, or allow queueing.";
+          return { kind: "denied" as const, retryAfterS: full ? 60 : 5, problem: problem("no_gpu_available", detail, { reason }), others };
+        }
+      }
+      let ledgerAfter: LedgerState = outcome.ledger;
+      if (mine) ledgerAfter = startWindow(ledgerAfter, now);
+      const lease = await tx.insertLease({
+        id: leaseId,
+        appId: input.appId,
+        identityKind: identity.kind,
+        identityId: identity.id,
+        tier: identity.tier,
+        size: input.size.name,
+        slots: input.size.slots,
+        cost: input.size.cost,
+        durationMs: input.durationMs,
+        reservedMs: outcome.reservedMs,
+        status: mine ? "active" : "queued",
+        node: mine?.grant.assignment.node ?? null,
+        deviceIndex: mine?.grant.assignment.index ?? null,
+        deviceUuid: mine?.grant.assignment.uuid ?? null,
+        deviceName: mine?.grant.assignment.name ?? null,
+        slotIndexes: mine ? [...mine.grant.assignment.slots] : null,
+        queuedAt: now,
+        grantedAt: mine ? now : null,
+        deadline: mine ? now + input.durationMs : null,
+        endedAt: null,
+        heldMs: null,
+        chargedMs: 0,
+        refundedMs: 0,
+        failed: false,
+        windowStartedAt: mine ? ledgerAfter.windowStartedAt : null,
+        problemCode: null,
+        problemDetail: null,
+      });
+      await tx.putLedger(key, ledgerAfter);
+      // Anything else the dispatch granted (normally nothing: dispatch runs after every change).
+      const others = await this.persistGrants(tx, granted.filter((g) => g !== mine), now);
+      return { kind: mine ? ("granted" as const) : ("queued" as const), lease, others };
+    });
+    this.metrics?.ledgerTransaction("admit", (performance.now() - started) / 1000);
+    if (result.kind === "denied") {
+      this.metrics?.denial(result.problem.code);
+      if ("others" in result) this.announceGrants(result.others);
+      return { kind: "denied", problem: result.problem, retryAfterS: result.retryAfterS };
+    }
+    this.announceGrants(result.others);
+    if (result.kind === "granted") {
+      this.armDeadline(result.lease);
+      this.metrics?.grant(result.lease.size, 0);
+      return { kind: "granted", lease: result.lease };
+    }
+    this.armQueueTimeout(result.lease);
+    const place = this.position(result.lease.id) ?? { position: this.scheduler.size, reason: "node" as const };
+    return { kind: "queued", lease: result.lease, position: place.position, reason: place.reason };
+  }
+
+  /**
+   * Release (or cancel, if still queued). Idempotent: a lease that already ended is returned as
+   * it is. `failed` records that the caller's function failed; it does not change the charge.
+   */
+  release(leaseId: string, failed: boolean): Promise<LeaseRecord> {
+    return this.serial.run(() =>
+      this.guard(async () => {
+        const now = this.clock.now();
+        const started = performance.now();
+        const out = await this.store.transaction(async (tx) => {
+          const lease = await tx.getLease(leaseId);
+          if (!lease) fail("not_found", `No lease ${leaseId}.`);
+          if (!LIVE.has(lease.status)) return { lease, grants: [], changed: false };
+          const ended =
+            lease.status === "queued"
+              ? await this.finishQueued(tx, lease, "cancelled", now, null)
+              : await this.finishActive(tx, lease, "released", now, null, failed);
+          return { lease: ended, grants: await this.dispatchAndPersist(tx, now), changed: true };
+        });
+        this.metrics?.ledgerTransaction("release", (performance.now() - started) / 1000);
+        if (out.changed) {
+          this.announceEnd(out.lease);
+          this.announceGrants(out.grants);
+        }
+        return out.lease;
+      }),
+    );
+  }
+
+  private onDeadline(leaseId: string): void {
+    void this.serial
+      .run(() =>
+        this.guard(async () => {
+          this.timers.delete(leaseId);
+          const now = this.clock.now();
+          const out = await this.store.transaction(async (tx) => {
+            const lease = await tx.getLease(leaseId);
+            if (!lease || lease.status !== "active") return null;
+            if (lease.deadline !== null && lease.deadline > now) return { lease, early: true as const, grants: [] };
+            const ended = await this.finishActive(tx, lease, "expired", now);
+            return { lease: ended, early: false as const, grants: await this.dispatchAndPersist(tx, now) };
+          });
+          if (!out) return;
+          if (out.early) return this.armDeadline(out.lease);
+          this.announceEnd(out.lease);
+          this.announceGrants(out.grants);
+        }),
+      )
+      .catch((err: unknown) => this.log.error({ err, leaseId }, "expiring a lease failed"));
+  }
+
+  private onQueueTimeout(leaseId: string): void {
+    void this.serial
+      .run(() =>
+        this.guard(async () => {
+          this.timers.delete(leaseId);
+          const now = this.clock.now();
+          const out = await this.store.transaction(async (tx) => {
+            const lease = await tx.getLease(leaseId);
+            if (!lease || lease.status !== "queued") return null;
+            const ended = await this.finishQueued(tx, lease, "failed", now, this.queueTimeoutProblem(lease, now));
+            return { lease: ended, grants: await this.dispatchAndPersist(tx, now) };
+          });
+          if (!out) return;
+          this.announceEnd(out.lease);
+          this.announceGrants(out.grants);
+        }),
+      )
+      .catch((err: unknown) => this.log.error({ err, leaseId }, "timing out a queued lease failed"));
+  }
+
+  private queueTimeoutProblem(lease: LeaseRecord, now: number): Problem {
+    const waited = Math.round((now - lease.queuedAt) / 100) / 10;
+    return problem(
+      "queue_timeout",
+      `Waited ${waited}s in the queue without a free GPU (the limit is ${this.policy.queueTimeoutMs / 1000}s). Nothing was charged and the reservation was refunded; the pool is busy, try again shortly.`,
+      { waited },
+    );
+  }
+
+  /** Ends an active lease: frees its slots, charges held time (or the whole reservation on expiry). */
+  private async finishActive(tx: Tx, lease: LeaseRecord, status: "released" | "expired" | "failed", now: number, why: Problem | null = null, failed = false): Promise<LeaseRecord> {
+    const grantedAt = lease.grantedAt ?? now;
+    const heldMs = Math.max(0, Math.min(now, lease.deadline ?? now) - grantedAt);
+    const charged = status === "expired" ? lease.reservedMs : chargeMs(lease.reservedMs, heldMs, lease.cost);
+    const key = identityKey({ kind: lease.identityKind, id: lease.identityId });
+    const ledger = rollWindow((await tx.getLedger(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs);
+    await tx.putLedger(key, settle(ledger, lease.reservedMs, charged, lease.windowStartedAt));
+    const ended: LeaseRecord = {
+      ...lease,
+      status,
+      endedAt: now,
+      heldMs: status === "expired" ? lease.durationMs : heldMs,
+      chargedMs: charged,
+      refundedMs: lease.reservedMs - charged,
+      failed: failed || status === "failed",
+      problemCode: why?.code ?? null,
+      problemDetail: why?.detail ?? null,
+    };
+    await tx.updateLease(ended);
+    if (this.pool.release(lease.id)) this.countActive(lease.appId, -1);
+    return ended;
+  }
+
+  /** Ends a lease that never got a GPU: everything is refunded. */
+  private async finishQueued(tx: Tx, lease: LeaseRecord, status: "cancelled" | "failed", now: number, why: Problem | null): Promise<LeaseRecord> {
+    this.scheduler.remove(lease.id);
+    const key = identityKey({ kind: lease.identityKind, id: lease.identityId });
+    const ledger = rollWindow((await tx.getLedger(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs);
+    await tx.putLedger(key, unreserve(ledger, lease.reservedMs));
+    const ended: LeaseRecord = {
+      ...lease,
+      status,
+      endedAt: now,
+      heldMs: 0,
+      chargedMs: 0,
+      refundedMs: lease.reservedMs,
+      failed: status === "failed",
+      problemCode: why?.code ?? null,
+      problemDetail: why?.detail ?? null,
+    };
+    await tx.updateLease(ended);
+    return ended;
+  }
+
+  private dispatch(): { grant: Grant; request: QueuedRequest }[] {
+    const out: { grant: Grant; request: QueuedRequest }[] = [];
+    this.scheduler.dispatch(
+      this.pool,
+      { active: (id) => this.appActive.get(id) ?? 0, limit: (id) => this.appLimits.get(id) ?? null },
+      (grant, request) => {
+        this.countActive(request.appId, +1);
+        out.push({ grant, request });
+      },
+    );
+    return out;
+  }
+
+  private async dispatchAndPersist(tx: Tx, now: number): Promise<LeaseRecord[]> {
+    return this.persistGrants(tx, this.dispatch(), now);
+  }
+
+  /** Records grants made by dispatch: the lease becomes active and its identity's window may start. */
+  private async persistGrants(tx: Tx, grants: { grant: Grant }[], now: number): Promise<LeaseRecord[]> {
+    const out: LeaseRecord[] = [];
+    for (const { grant } of grants) {
+      const lease = await tx.getLease(grant.leaseId);
+      if (!lease) throw new Error(`granted lease ${grant.leaseId} is not in the store`);
+      const key = identityKey({ kind: lease.identityKind, id: lease.identityId });
+      const ledger = startWindow(rollWindow((await tx.getLedger(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs), now);
+      await tx.putLedger(key, ledger);
+      const active: LeaseRecord = {
+        ...lease,
+        status: "active",
+        node: grant.assignment.node,
+        deviceIndex: grant.assignment.index,
+        deviceUuid: grant.assignment.uuid,
+        deviceName: grant.assignment.name,
+        slotIndexes: [...grant.assignment.slots],
+        grantedAt: now,
+        deadline: now + lease.durationMs,
+        windowStartedAt: ledger.windowStartedAt,
+      };
+      await tx.updateLease(active);
+      out.push(active);
+    }
+    return out;
+  }
+
+  private announceGrants(granted: readonly LeaseRecord[]): void {
+    for (const lease of granted) {
+      this.clearTimer(lease.id);
+      this.armDeadline(lease);
+      this.metrics?.grant(lease.size, (lease.grantedAt ?? lease.queuedAt) - lease.queuedAt);
+      this.events.emit(lease.id, { type: "granted", lease });
+    }
+    this.announcePositions();
+  }
+
+  private announceEnd(lease: LeaseRecord): void {
+    this.clearTimer(lease.id);
+    this.metrics?.end(lease.status, lease.size, lease.grantedAt === null ? null : lease.heldMs);
+    if (lease.status === "failed" && lease.problemCode !== null && lease.grantedAt === null) {
+      this.events.emit(lease.id, { type: "failed", lease, problem: this.queueTimeoutProblemFrom(lease) });
+    } else {
+      this.events.emit(lease.id, { type: "ended", lease });
+    }
+    this.announcePositions();
+  }
+
+  private queueTimeoutProblemFrom(lease: LeaseRecord): Problem {
+    return problem((lease.problemCode ?? "queue_timeout") as "queue_timeout", lease.problemDetail ?? "", { waited: ((lease.endedAt ?? lease.queuedAt) - lease.queuedAt) / 1000 });
+  }
+
+  /** Queue positions move whenever the queue changes; tell whoever is watching. */
+  private announcePositions(): void {
+    const watching = this.events.subscribed();
+    if (watching.length === 0 || this.scheduler.size === 0) return;
+    const wanted = new Set(watching);
+    for (const w of this.scheduler.waiting()) {
+      if (wanted.has(w.request.leaseId)) this.events.emit(w.request.leaseId, { type: "queued", position: w.position, reason: w.reason });
+    }
+  }
+
+  private armDeadline(lease: LeaseRecord): void {
+    if (this.stopped || lease.deadline === null) return;
+    this.clearTimer(lease.id);
+    const t = setTimeout(() => this.onDeadline(lease.id), Math.max(0, lease.deadline - this.clock.now()));
+    t.unref();
+    this.timers.set(lease.id, t);
+  }
+
+  private armQueueTimeout(lease: LeaseRecord): void {
+    if (this.stopped) return;
+    this.clearTimer(lease.id);
+    const t = setTimeout(() => this.onQueueTimeout(lease.id), Math.max(0, lease.queuedAt + this.policy.queueTimeoutMs - this.clock.now()));
+    t.unref();
+    this.timers.set(lease.id, t);
+  }
+
+  private clearTimer(leaseId: string): void {
+    const t = this.timers.get(leaseId);
+    if (t) {
+      clearTimeout(t);
+      this.timers.delete(leaseId);
+    }
+  }
+
+  private countActive(appId: string | null, delta: number): void {
+    if (appId === null) return;
+    this.appActive.set(appId, Math.max(0, (this.appActive.get(appId) ?? 0) + delta));
+  }
+
+  private queuedRequest(lease: LeaseRecord): QueuedRequest {
+    return {
+      leaseId: lease.id,
+      appId: lease.appId,
+      identity: identityKey({ kind: lease.identityKind, id: lease.identityId }),
+      slots: lease.slots,
+      priority: this.policy.tiers[lease.tier]?.priority ?? 0,
+      durationMs: lease.durationMs,
+      seq: lease.seq,
+      queuedAt: lease.queuedAt,
+    };
+  }
+
+  /**
+   * If a transaction fails after memory was changed, memory no longer matches the store:
+   * rebuild it from the store (the source of truth) before letting the error through.
+   */
+  private async guard<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!(err instanceof DomainError)) {
+        try {
+          await this.recover();
+        } catch (again) {
+          this.log.error({ err: again }, "rebuilding lease state after a failed transaction failed");
+        }
+      }
+      throw err;
+    }
+  }
+}
+
+export type { Identity };

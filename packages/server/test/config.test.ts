@@ -1,0 +1,46 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, normalizeConfig } from "../src/config.js";
+
+describe("configuration", () => {
+  it("runs with no file: the SPEC defaults", () => {
+    const c = normalizeConfig({});
+    expect(c.server).toEqual({ host: "127.0.0.1", port: 7070, bodyLimitBytes: 65536 });
+    expect(c.storage.url).toBe("sqlite:./gpupool.db");
+    expect(c.policy.windowMs).toBe(86_400_000);
+    expect(c.policy.tiers["free"]).toEqual({ name: "free", quotaMs: 210_000, priority: 2, maxDurationMs: 120_000, maxRuns: null });
+    expect(c.policy.tiers["pro"]?.quotaMs).toBe(1_500_000);
+    expect(c.policy.sizes["xlarge"]).toEqual({ name: "xlarge", slots: 2, cost: 2 });
+    expect(c.policy.queueTimeoutMs).toBe(60_000);
+    expect(c.pool.devices).toHaveLength(2);
+    expect(c.pool.devices[0]?.uuid).toMatch(/^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    expect(c.identity.ipTokenTtlMs).toBe(600_000);
+  });
+
+  it("accepts durations as strings or seconds", () => {
+    const c = normalizeConfig({ quota: { window: "12h", default_duration: 30, tiers: { anonymous: { quota: "90s", max_duration: "1.5m" } } } });
+    expect(c.policy.windowMs).toBe(43_200_000);
+    expect(c.policy.defaultDurationMs).toBe(30_000);
+    expect(c.policy.tiers["anonymous"]?.maxDurationMs).toBe(90_000);
+    expect(Object.keys(c.policy.tiers)).toEqual(["anonymous"]);
+  });
+
+  it("reports every problem at once, each with the field's path", () => {
+    let error: unknown;
+    try {
+      normalizeConfig({ server: { port: -1, bogus: 1 }, quota: { window: "abc", tiers: { free: { quota: "x" } } }, queue: { timeout: -5 } });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const problems = (error as ConfigError).problems.join("\n");
+    expect(problems).toMatch(/server\.port/);
+    expect(problems).toMatch(/server: .*bogus|bogus/);
+    expect(problems).toMatch(/quota\.window/);
+    expect(problems).toMatch(/quota\.tiers\.free\.quota/);
+    expect(problems).toMatch(/queue\.timeout/);
+  });
+
+  it("requires the anonymous tier and a known default size", () => {
+    expect(() => normalizeConfig({ quota: { tiers: { free: { quota: "1m" } }, default_size: "huge" } })).toThrow(/anonymous[\s\S]*default_size|default_size[\s\S]*anonymous/);
+  });
+});
