@@ -73,7 +73,7 @@ export function leaseRoutes(app: FastifyInstance, ctx: ServerContext): void {
       });
       if (result.kind === "denied") return sendProblem(reply, result.problem, result.retryAfterS);
       reply.header("location", `/v1/leases/${result.lease.id}`);
-      const quota = await quotaFor(result.lease);
+      const quota = quotaJson(result.quota.identity, result.quota.view);
       if (result.kind === "granted") return reply.code(201).send(leaseJson(result.lease, null, quota));
       return reply.code(202).send(leaseJson(result.lease, { position: result.position, reason: result.reason }, quota));
     },
@@ -113,14 +113,14 @@ export function leaseRoutes(app: FastifyInstance, ctx: ServerContext): void {
 
   const release = async (req: FastifyRequest<{ Params: { id: string } }>, failed: boolean) => {
     await visibleLease(req, req.params.id, true);
-    const ended = await ctx.engine.release(req.params.id, failed);
+    const { lease: ended, quota } = await ctx.engine.release(req.params.id, failed);
     return {
       id: ended.id,
       status: ended.status,
       held_ms: ended.heldMs,
       charged: ended.chargedMs / 1000,
       refunded: ended.refundedMs / 1000,
-      quota: await quotaFor(ended),
+      quota: quotaJson(quota.identity, quota.view),
     };
   };
 

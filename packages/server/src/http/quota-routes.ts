@@ -1,8 +1,8 @@
-import { DomainError, EMPTY_LEDGER, fail, identityKey, likelyCauses, problem, quotaView, reserve, rollWindow, tierOf } from "@gpupool/core";
+import { DomainError, EMPTY_LEDGER, fail, identityKey, likelyCauses, problem, quotaView, rollWindow, tierOf } from "@gpupool/core";
 import type { Verdict } from "@gpupool/core";
 import type { FastifyInstance } from "fastify";
 import { chargedIdentity } from "../use-cases/charged-identity.js";
-import { readQuota } from "../use-cases/quota.js";
+import { readQuota, reserveWithRetryTime } from "../use-cases/quota.js";
 import { attributeRequest } from "./attribution.js";
 import { authenticate } from "./auth.js";
 import type { ServerContext } from "./context.js";
@@ -62,8 +62,7 @@ export function quotaRoutes(app: FastifyInstance, ctx: ServerContext): void {
         const tier = tierOf(policy, identity.tier);
         const ledger = rollWindow((await tx.getLedger(identityKey(identity))) ?? EMPTY_LEDGER, now, policy.windowMs);
         const view = quotaView(ledger, tier, overrideMs, policy.windowMs);
-        const earliestInFlightEnd = ledger.reservedMs > 0 ? await tx.earliestDeadline(identity) : null;
-        const outcome = reserve({ policy, identity, tier, overrideMs, ledger, durationMs, size, now, earliestInFlightEnd, via: attribution.via });
+        const outcome = await reserveWithRetryTime(tx, { policy, identity, tier, overrideMs, ledger, durationMs, size, now, via: attribution.via });
         let verdict: Verdict;
         if (!outcome.ok) verdict = { outcome: "rejected", problem: outcome.problem };
         else if (!ctx.engine.couldEverFit(size.slots)) verdict = { outcome: "rejected", problem: problem("no_gpu_available", `No GPU in this pool can take a ${size.name} call.`, { reason: "no_capacity" }) };

@@ -6,8 +6,15 @@ import type { IdentityKind, LedgerState } from "@gpupool/core";
  * adapter (PostgreSQL) fits the same shape as the embedded one.
  */
 export interface Store {
-  /** Runs `fn` in one serializable transaction; rolls back if it throws. */
+  /** Runs `fn` in one serializable transaction; rolls back if it throws. Resolves once durable. */
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  /**
+   * Like `transaction`, but resolves as soon as `fn`'s writes are applied and visible to later
+   * transactions, with `committed` settling when they are durable. Adapters may group several
+   * staged transactions into one physical commit; if that commit fails, every transaction in it
+   * is rolled back and `committed` rejects. Callers must not report success before `committed`.
+   */
+  stage<T>(fn: (tx: Tx) => Promise<T>): Promise<{ value: T; committed: Promise<void> }>;
   /** Creates or upgrades the schema. */
   migrate(): Promise<void>;
   /** A cheap round trip, for readiness. */

@@ -7,7 +7,7 @@ import {
   fail,
   identityKey,
   problem,
-  reserve,
+  quotaView,
   rollWindow,
   settle,
   startWindow,
@@ -19,10 +19,12 @@ import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import type { LeaseEvents } from "../events.js";
 import type { Metrics } from "../metrics.js";
-import { newId } from "../secrets.js";
+import { newOrderedId } from "../secrets.js";
 import { Serial } from "../serial.js";
 import type { LeaseRecord, Store, Tx } from "../storage/store.js";
 import { chargedIdentity } from "./charged-identity.js";
+import type { IdentityQuota } from "./quota.js";
+import { readQuota, reserveWithRetryTime } from "./quota.js";
 
 export interface AdmitInput {
   readonly appId: string | null;
@@ -34,11 +36,14 @@ export interface AdmitInput {
 }
 
 export type AdmitResult =
-  | { readonly kind: "granted"; readonly lease: LeaseRecord }
-  | { readonly kind: "queued"; readonly lease: LeaseRecord; readonly position: number; readonly reason: WaitReason }
+  | { readonly kind: "granted"; readonly lease: LeaseRecord; readonly quota: IdentityQuota }
+  | { readonly kind: "queued"; readonly lease: LeaseRecord; readonly position: number; readonly reason: WaitReason; readonly quota: IdentityQuota }
   | { readonly kind: "denied"; readonly problem: Problem; readonly retryAfterS: number | null };
 
 const LIVE = new Set(["queued", "active"]);
+
+/** The value a staging function resolves to. */
+type Staged<F extends (...args: never[]) => Promise<{ value: unknown }>> = Awaited<ReturnType<F>>["value"];
 
 /**
  * The lease use cases: admit, grant, release, cancel, expire, queue timeout, and recovery.
@@ -178,23 +183,62 @@ export class LeaseEngine {
   }
 
   admit(input: AdmitInput): Promise<AdmitResult> {
-    return this.serial.run(() => this.guard(() => this.admitNow(input)));
+    const started = performance.now();
+    return this.op(
+      () => this.admitStaged(input),
+      (result) => {
+        this.metrics?.ledgerTransaction("admit", (performance.now() - started) / 1000);
+        return this.announceAdmit(result);
+      },
+    );
   }
 
-  private async admitNow(input: AdmitInput): Promise<AdmitResult> {
+  /**
+   * Runs one use case: `stage` changes memory and stages its transaction under the serial
+   * section; the section is released before the commit so concurrent operations can share it;
+   * `after` (timers, events, the answer) runs only once the commit is durable. If the commit
+   * fails, memory is rebuilt from the store and the error goes to the caller.
+   */
+  private async op<T, R>(stage: () => Promise<{ value: T; committed: Promise<void> }>, after: (value: T) => R): Promise<R> {
+    const staged = await this.serial.run(() => this.guard(stage));
+    try {
+      await staged.committed;
+    } catch (err) {
+      await this.serial.run(() => this.recover());
+      throw err;
+    }
+    return after(staged.value);
+  }
+
+  private announceAdmit(result: Staged<typeof this.admitStaged>): AdmitResult {
+    if (result.kind === "denied") {
+      this.metrics?.denial(result.problem.code);
+      this.announceGrants(result.others);
+      return { kind: "denied", problem: result.problem, retryAfterS: result.retryAfterS };
+    }
+    this.announceGrants(result.others);
+    if (result.kind === "granted") {
+      this.armDeadline(result.lease);
+      this.metrics?.grant(result.lease.size, 0);
+      return { kind: "granted", lease: result.lease, quota: result.quota };
+    }
+    this.armQueueTimeout(result.lease);
+    const place = this.position(result.lease.id) ?? { position: this.scheduler.size, reason: "node" as const };
+    return { kind: "queued", lease: result.lease, position: place.position, reason: place.reason, quota: result.quota };
+  }
+
+  private admitStaged(input: AdmitInput) {
     const now = this.clock.now();
-    const started = performance.now();
-    const leaseId = newId("ls");
-    const result = await this.store.transaction(async (tx) => {
+    const leaseId = newOrderedId("ls", now);
+    return this.store.stage(async (tx) => {
       const { identity, overrideMs } = await chargedIdentity(tx, this.policy, input.charged);
       const key = identityKey(identity);
       const tier = tierOf(this.policy, identity.tier);
       const ledger = rollWindow((await tx.getLedger(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs);
-      const earliestInFlightEnd = ledger.reservedMs > 0 ? await tx.earliestDeadline(identity) : null;
-      const outcome = reserve({ policy: this.policy, identity, tier, overrideMs, ledger, durationMs: input.durationMs, size: input.size, now, earliestInFlightEnd, via: input.via });
-      if (!outcome.ok) return { kind: "denied" as const, problem: outcome.problem, retryAfterS: outcome.retryAfterS };
+      const outcome = await reserveWithRetryTime(tx, { policy: this.policy, identity, tier, overrideMs, ledger, durationMs: input.durationMs, size: input.size, now, via: input.via });
+      if (!outcome.ok) return { kind: "denied" as const, problem: outcome.problem, retryAfterS: outcome.retryAfterS, others: [] as LeaseRecord[] };
       if (!this.pool.couldEverFit(input.size.slots)) {
-        return { kind: "denied" as const, retryAfterS: null, problem: problem("no_gpu_available", `No GPU in this pool can take a ${input.size.name} call (${input.size.slots} slots of one GPU). Ask the app's developer to use a smaller size.`, { reason: "no_capacity" }) };
+        return { kind: "denied" as const, retryAfterS: null, others: [] as LeaseRecord[], problem: problem("no_gpu_available", `No GPU in this pool can take a ${input.size.name} call (${input.size.slots} slots of one GPU). Ask the app's developer to use a smaller size.`, { reason: "no_capacity" }) };
       }
       const request: QueuedRequest = { leaseId, appId: input.appId, identity: key, slots: input.size.slots, priority: tier.priority, durationMs: input.durationMs, seq: 0, queuedAt: now };
       this.scheduler.enqueue(request);
@@ -248,94 +292,85 @@ export class LeaseEngine {
       await tx.putLedger(key, ledgerAfter);
       // Anything else the dispatch granted (normally nothing: dispatch runs after every change).
       const others = await this.persistGrants(tx, granted.filter((g) => g !== mine), now);
-      return { kind: mine ? ("granted" as const) : ("queued" as const), lease, others };
+      const quota: IdentityQuota = { identity, view: quotaView(ledgerAfter, tier, overrideMs, this.policy.windowMs) };
+      return { kind: mine ? ("granted" as const) : ("queued" as const), lease, others, quota };
     });
-    this.metrics?.ledgerTransaction("admit", (performance.now() - started) / 1000);
-    if (result.kind === "denied") {
-      this.metrics?.denial(result.problem.code);
-      if ("others" in result) this.announceGrants(result.others);
-      return { kind: "denied", problem: result.problem, retryAfterS: result.retryAfterS };
-    }
-    this.announceGrants(result.others);
-    if (result.kind === "granted") {
-      this.armDeadline(result.lease);
-      this.metrics?.grant(result.lease.size, 0);
-      return { kind: "granted", lease: result.lease };
-    }
-    this.armQueueTimeout(result.lease);
-    const place = this.position(result.lease.id) ?? { position: this.scheduler.size, reason: "node" as const };
-    return { kind: "queued", lease: result.lease, position: place.position, reason: place.reason };
   }
 
   /**
    * Release (or cancel, if still queued). Idempotent: a lease that already ended is returned as
    * it is. `failed` records that the caller's function failed; it does not change the charge.
    */
-  release(leaseId: string, failed: boolean): Promise<LeaseRecord> {
-    return this.serial.run(() =>
-      this.guard(async () => {
+  release(leaseId: string, failed: boolean): Promise<{ lease: LeaseRecord; quota: IdentityQuota }> {
+    const started = performance.now();
+    return this.op(
+      () => {
         const now = this.clock.now();
-        const started = performance.now();
-        const out = await this.store.transaction(async (tx) => {
+        return this.store.stage(async (tx) => {
           const lease = await tx.getLease(leaseId);
           if (!lease) fail("not_found", `No lease ${leaseId}.`);
-          if (!LIVE.has(lease.status)) return { lease, grants: [], changed: false };
-          const ended =
-            lease.status === "queued"
+          const changed = LIVE.has(lease.status);
+          const ended = !changed
+            ? lease
+            : lease.status === "queued"
               ? await this.finishQueued(tx, lease, "cancelled", now, null)
               : await this.finishActive(tx, lease, "released", now, null, failed);
-          return { lease: ended, grants: await this.dispatchAndPersist(tx, now), changed: true };
+          const grants = changed ? await this.dispatchAndPersist(tx, now) : [];
+          const quota = await readQuota(tx, this.policy, { kind: lease.identityKind, id: lease.identityId }, now);
+          return { lease: ended, grants, changed, quota };
         });
+      },
+      (out) => {
         this.metrics?.ledgerTransaction("release", (performance.now() - started) / 1000);
         if (out.changed) {
           this.announceEnd(out.lease);
           this.announceGrants(out.grants);
         }
-        return out.lease;
-      }),
+        return { lease: out.lease, quota: out.quota };
+      },
     );
   }
 
   private onDeadline(leaseId: string): void {
-    void this.serial
-      .run(() =>
-        this.guard(async () => {
-          this.timers.delete(leaseId);
-          const now = this.clock.now();
-          const out = await this.store.transaction(async (tx) => {
-            const lease = await tx.getLease(leaseId);
-            if (!lease || lease.status !== "active") return null;
-            if (lease.deadline !== null && lease.deadline > now) return { lease, early: true as const, grants: [] };
-            const ended = await this.finishActive(tx, lease, "expired", now);
-            return { lease: ended, early: false as const, grants: await this.dispatchAndPersist(tx, now) };
-          });
-          if (!out) return;
-          if (out.early) return this.armDeadline(out.lease);
-          this.announceEnd(out.lease);
-          this.announceGrants(out.grants);
-        }),
-      )
-      .catch((err: unknown) => this.log.error({ err, leaseId }, "expiring a lease failed"));
+    this.timers.delete(leaseId);
+    this.op(
+      () => {
+        const now = this.clock.now();
+        return this.store.stage(async (tx) => {
+          const lease = await tx.getLease(leaseId);
+          if (!lease || lease.status !== "active") return null;
+          if (lease.deadline !== null && lease.deadline > now) return { lease, early: true as const, grants: [] };
+          const ended = await this.finishActive(tx, lease, "expired", now);
+          return { lease: ended, early: false as const, grants: await this.dispatchAndPersist(tx, now) };
+        });
+      },
+      (out) => {
+        if (!out) return;
+        if (out.early) return this.armDeadline(out.lease);
+        this.announceEnd(out.lease);
+        this.announceGrants(out.grants);
+      },
+    ).catch((err: unknown) => this.log.error({ err, leaseId }, "expiring a lease failed"));
   }
 
   private onQueueTimeout(leaseId: string): void {
-    void this.serial
-      .run(() =>
-        this.guard(async () => {
-          this.timers.delete(leaseId);
-          const now = this.clock.now();
-          const out = await this.store.transaction(async (tx) => {
-            const lease = await tx.getLease(leaseId);
-            if (!lease || lease.status !== "queued") return null;
-            const ended = await this.finishQueued(tx, lease, "failed", now, this.queueTimeoutProblem(lease, now));
-            return { lease: ended, grants: await this.dispatchAndPersist(tx, now) };
-          });
-          if (!out) return;
-          this.announceEnd(out.lease);
-          this.announceGrants(out.grants);
-        }),
-      )
-      .catch((err: unknown) => this.log.error({ err, leaseId }, "timing out a queued lease failed"));
+    this.timers.delete(leaseId);
+    this.op(
+      () => {
+        const now = this.clock.now();
+        return this.store.stage(async (tx) => {
+          const lease = await tx.getLease(leaseId);
+          if (!lease || lease.status !== "queued") return null;
+          const ended = await this.finishQueued(tx, lease, "failed", now, this.queueTimeoutProblem(lease, now));
+          return { lease: ended, grants: await this.dispatchAndPersist(tx, now) };
+        });
+      },
+      (out) => {
+        if (!out) return;
+        this.announceEnd(out.lease);
+        this.announceGrants(out.grants);
+      },
+    ).catch((err: unknown) => this.log.error({ err, leaseId }, "timing out a queued lease failed"));
   }
 
   private queueTimeoutProblem(lease: LeaseRecord, now: number): Problem {

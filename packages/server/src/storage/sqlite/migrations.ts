@@ -38,7 +38,8 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     runs INTEGER NOT NULL
   );
   CREATE TABLE leases (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- rowid alias: new rows get max(seq)+1, and leases are never deleted, so seq only grows.
+    seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
     app_id TEXT,
     identity_kind TEXT NOT NULL,

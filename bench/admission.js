@@ -1,0 +1,162 @@
+// Admission benchmark: gpupool's durable admit+release cycle against rate-limiter-flexible's
+// RateLimiterSQLite (consume + reward) on the same kind of SQLite file, in-process; then the
+// lease+release HTTP API against a no-op route of the same framework (Fastify), over loopback.
+import { fork } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import Database from "better-sqlite3";
+import Fastify from "fastify";
+import { pino } from "pino";
+import { RateLimiterSQLite } from "rate-limiter-flexible";
+import { LeaseEngine, LeaseEvents, SqliteStore, createServer, createUser, createApp, normalizeConfig, systemClock } from "@gpupool/server";
+
+const KEYS = 100;
+const CYCLES = Number(process.env.BENCH_CYCLES ?? 20_000);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const HTTP_SECONDS = Number(process.env.BENCH_HTTP_SECONDS ?? 5);
+const CONNECTIONS = 16;
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+const round = (x, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
+
+// A policy where quota never runs out and a slot is always free, so every cycle is a grant.
+const config = (dir, port = 0) =>
+  normalizeConfig({
+    server: { port },
+    storage: { url: `sqlite:${join(dir, "gpupool.db")}` },
+    quota: { tiers: { anonymous: { quota: "7d", max_duration: "60s" }, pro: { quota: "7d", priority: 3, max_duration: "60s" } } },
+    pool: { simulated: [{ node: "bench", gpus: 64 }] },
+    log: { level: "silent" },
+  });
+
+async function gpupoolInProcess(dir) {
+  const c = config(dir);
+  const store = new SqliteStore(c.storage.url);
+  await store.migrate();
+  const engine = new LeaseEngine(store, c.policy, c.pool.devices, systemClock, new LeaseEvents(), null, pino({ level: "silent" }));
+  await engine.start();
+  const size = c.policy.sizes.large;
+  const run = async (n) => {
+    for (let i = 0; i < n; i++) {
+      const r = await engine.admit({ appId: null, charged: { kind: "ip", id: `10.0.${(i % KEYS) >> 8}.${i % KEYS}` }, via: "ip-token", durationMs: 1000, size, queue: true });
+      if (r.kind !== "granted") throw new Error(`expected a grant, got ${r.kind}`);
+      await engine.release(r.lease.id, false);
+    }
+  };
+  await run(1000); // warm-up
+  const t0 = performance.now();
+  await run(CYCLES);
+  const perS = CYCLES / ((performance.now() - t0) / 1000);
+  engine.stop();
+  await store.close();
+  return perS;
+}
+
+async function peerInProcess(dir) {
+  const db = new Database(join(dir, "peer.db"));
+  // Same durability settings as gpupool's store, so the comparison is like for like.
+  db.pragma("journal_mode = WAL");
+  db.pragma("synchronous = NORMAL");
+  const limiter = await new Promise((resolve, reject) => {
+    const l = new RateLimiterSQLite({ storeClient: db, storeType: "better-sqlite3", tableName: "rl", points: 1_000_000_000, duration: 86_400 }, (err) => (err ? reject(err) : resolve(l)));
+  });
+  const run = async (n) => {
+    for (let i = 0; i < n; i++) {
+      const key = `10.0.${(i % KEYS) >> 8}.${i % KEYS}`;
+      await limiter.consume(key, 1);
+      await limiter.reward(key, 1);
+    }
+  };
+  await run(1000);
+  const t0 = performance.now();
+  await run(CYCLES);
+  const perS = CYCLES / ((performance.now() - t0) / 1000);
+  db.close();
+  return perS;
+}
+
+function load(opts) {
+  return new Promise((resolve, reject) => {
+    const child = fork(fileURLToPath(new URL("./http-load.js", import.meta.url)), { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    child.once("message", (m) => {
+      child.kill();
+      resolve(m);
+    });
+    child.once("error", reject);
+    child.send(opts);
+  });
+}
+
+async function httpRound(dir) {
+  const server = await createServer(config(dir), { adminToken: null, logger: pino({ level: "silent" }) });
+  const url = await server.listen();
+  const now = Date.now();
+  await createUser(server.context.store, server.context.config.policy, { name: `owner${now}`, tier: "pro" }, now);
+  const { key } = await createApp(server.context.store, { name: `bench${now}`, owner: `owner${now}`, maxConcurrency: null }, now);
+  const lease = await load({ url, mode: "lease", key, connections: CONNECTIONS, duration: HTTP_SECONDS });
+  await server.close();
+
+  const noop = Fastify({ logger: false });
+  noop.post("/noop", async () => ({ ok: true }));
+  const noopUrl = await noop.listen({ host: "127.0.0.1", port: 0 });
+  const ceiling = await load({ url: noopUrl, mode: "noop", connections: CONNECTIONS, duration: HTTP_SECONDS });
+  await noop.close();
+  if (lease.non2xx > 0 || lease.errors > 0) console.error(`warning: ${lease.non2xx} non-2xx and ${lease.errors} errors in the lease run`);
+  return { lease, ceiling };
+}
+
+export async function main() {
+  const dir = mkdtempSync(join(tmpdir(), "gpupool-bench-"));
+  try {
+    const ours = [];
+    const peer = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      // Alternate which goes first so neither always gets the warmer machine.
+      const sub = join(dir, `r${r}`);
+      mkdtempSync(sub);
+      if (r % 2 === 0) {
+        ours.push(await gpupoolInProcess(mkdtempSync(join(dir, "g"))));
+        peer.push(await peerInProcess(mkdtempSync(join(dir, "p"))));
+      } else {
+        peer.push(await peerInProcess(mkdtempSync(join(dir, "p"))));
+        ours.push(await gpupoolInProcess(mkdtempSync(join(dir, "g"))));
+      }
+      console.log(`round ${r + 1}: gpupool ${round(ours.at(-1))} cycles/s, RateLimiterSQLite ${round(peer.at(-1))} cycles/s`);
+    }
+    const http = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      const h = await httpRound(mkdtempSync(join(dir, "h")));
+      http.push(h);
+      console.log(`http round ${r + 1}: lease+release ${round(h.lease.requestsPerS)} req/s (p99 ${h.lease.p99Ms} ms), no-op ceiling ${round(h.ceiling.requestsPerS)} req/s`);
+    }
+    const inprocess = median(ours);
+    const peerMedian = median(peer);
+    const httpRps = median(http.map((h) => h.lease.requestsPerS));
+    const ceilingRps = median(http.map((h) => h.ceiling.requestsPerS));
+    const result = {
+      bench: "admission",
+      storage: "sqlite",
+      keys: KEYS,
+      cycles: CYCLES,
+      rounds: ROUNDS,
+      connections: CONNECTIONS,
+      inprocess_cycles_per_s: round(inprocess),
+      peer: "rate-limiter-flexible RateLimiterSQLite (better-sqlite3, WAL, synchronous=NORMAL) consume+reward",
+      peer_cycles_per_s: round(peerMedian),
+      inprocess_ratio: round(inprocess / peerMedian, 2),
+      http_requests_per_s: round(httpRps),
+      http_ceiling_requests_per_s: round(ceilingRps),
+      http_ratio: round(httpRps / ceilingRps, 2),
+      http_p99_ms: median(http.map((h) => h.lease.p99Ms)),
+    };
+    console.log(JSON.stringify(result));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
