@@ -17,6 +17,7 @@ const CYCLES = Number(process.env.BENCH_CYCLES ?? 20_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const HTTP_SECONDS = Number(process.env.BENCH_HTTP_SECONDS ?? 5);
 const CONNECTIONS = 16;
+const CONCURRENT = 16;
 
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -42,20 +43,36 @@ async function gpupoolInProcess(dir) {
   const engine = new LeaseEngine(store, c.policy, c.pool.devices, systemClock, new LeaseEvents(), null, pino({ level: "silent" }));
   await engine.start();
   const size = c.policy.sizes.large;
-  const run = async (n) => {
-    for (let i = 0; i < n; i++) {
-      const r = await engine.admit({ appId: null, charged: { kind: "ip", id: `10.0.${(i % KEYS) >> 8}.${i % KEYS}` }, via: "ip-token", durationMs: 1000, size, queue: true });
-      if (r.kind !== "granted") throw new Error(`expected a grant, got ${r.kind}`);
-      await engine.release(r.lease.id, false);
-    }
+  const cycle = async (i) => {
+    const r = await engine.admit({ appId: null, charged: { kind: "ip", id: keyOf(i) }, via: "ip-token", durationMs: 1000, size, queue: true });
+    if (r.kind !== "granted") throw new Error(`expected a grant, got ${r.kind}`);
+    await engine.release(r.lease.id, false);
   };
-  await run(1000); // warm-up
-  const t0 = performance.now();
-  await run(CYCLES);
-  const perS = CYCLES / ((performance.now() - t0) / 1000);
+  const result = await measure(cycle);
   engine.stop();
   await store.close();
-  return perS;
+  return result;
+}
+
+const keyOf = (i) => `10.0.${(i % KEYS) >> 8}.${i % KEYS}`;
+
+/**
+ * Cycles/s for one caller awaiting each cycle (sequential), and for CONCURRENT callers each
+ * doing that on their own keys — the shape of a server handling many requests at once.
+ */
+async function measure(cycle) {
+  const sequential = async (n, offset = 0, stride = 1) => {
+    for (let i = 0; i < n; i++) await cycle(offset + i * stride);
+  };
+  await sequential(1000); // warm-up
+  let t0 = performance.now();
+  await sequential(CYCLES);
+  const seq = CYCLES / ((performance.now() - t0) / 1000);
+  const per = Math.ceil(CYCLES / CONCURRENT);
+  t0 = performance.now();
+  await Promise.all(Array.from({ length: CONCURRENT }, (_, w) => sequential(per, w, CONCURRENT)));
+  const conc = (per * CONCURRENT) / ((performance.now() - t0) / 1000);
+  return { seq, conc };
 }
 
 async function peerInProcess(dir) {
@@ -66,19 +83,13 @@ async function peerInProcess(dir) {
   const limiter = await new Promise((resolve, reject) => {
     const l = new RateLimiterSQLite({ storeClient: db, storeType: "better-sqlite3", tableName: "rl", points: 1_000_000_000, duration: 86_400 }, (err) => (err ? reject(err) : resolve(l)));
   });
-  const run = async (n) => {
-    for (let i = 0; i < n; i++) {
-      const key = `10.0.${(i % KEYS) >> 8}.${i % KEYS}`;
-      await limiter.consume(key, 1);
-      await limiter.reward(key, 1);
-    }
-  };
-  await run(1000);
-  const t0 = performance.now();
-  await run(CYCLES);
-  const perS = CYCLES / ((performance.now() - t0) / 1000);
+  const result = await measure(async (i) => {
+    const key = keyOf(i);
+    await limiter.consume(key, 1);
+    await limiter.reward(key, 1);
+  });
   db.close();
-  return perS;
+  return result;
 }
 
 function load(opts) {
@@ -127,7 +138,9 @@ export async function main() {
         peer.push(await peerInProcess(mkdtempSync(join(dir, "p"))));
         ours.push(await gpupoolInProcess(mkdtempSync(join(dir, "g"))));
       }
-      console.log(`round ${r + 1}: gpupool ${round(ours.at(-1))} cycles/s, RateLimiterSQLite ${round(peer.at(-1))} cycles/s`);
+      const o = ours.at(-1);
+      const p = peer.at(-1);
+      console.log(`round ${r + 1}: ${CONCURRENT} concurrent callers: gpupool ${round(o.conc)} cycles/s, RateLimiterSQLite ${round(p.conc)} cycles/s; one caller: gpupool ${round(o.seq)}, RateLimiterSQLite ${round(p.seq)}`);
     }
     const http = [];
     for (let r = 0; r < ROUNDS; r++) {
@@ -135,8 +148,10 @@ export async function main() {
       http.push(h);
       console.log(`http round ${r + 1}: lease+release ${round(h.lease.requestsPerS)} req/s (p99 ${h.lease.p99Ms} ms), no-op ceiling ${round(h.ceiling.requestsPerS)} req/s`);
     }
-    const inprocess = median(ours);
-    const peerMedian = median(peer);
+    const inprocess = median(ours.map((o) => o.conc));
+    const peerMedian = median(peer.map((p) => p.conc));
+    const inprocessSeq = median(ours.map((o) => o.seq));
+    const peerSeq = median(peer.map((p) => p.seq));
     const httpRps = median(http.map((h) => h.lease.requestsPerS));
     const ceilingRps = median(http.map((h) => h.ceiling.requestsPerS));
     const result = {
@@ -150,6 +165,10 @@ export async function main() {
       peer: "rate-limiter-flexible RateLimiterSQLite (better-sqlite3, WAL, synchronous=NORMAL) consume+reward",
       peer_cycles_per_s: round(peerMedian),
       inprocess_ratio: round(inprocess / peerMedian, 2),
+      inprocess_concurrent_callers: CONCURRENT,
+      inprocess_sequential_cycles_per_s: round(inprocessSeq),
+      peer_sequential_cycles_per_s: round(peerSeq),
+      inprocess_sequential_ratio: round(inprocessSeq / peerSeq, 2),
       http_requests_per_s: round(httpRps),
       http_ceiling_requests_per_s: round(ceilingRps),
       http_ratio: round(httpRps / ceilingRps, 2),

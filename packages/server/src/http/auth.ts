@@ -43,7 +43,7 @@ export async function authenticate(ctx: ServerContext, req: FastifyRequest, acce
     }
   } else {
     const hash = hashSecret(secret);
-    caller = await ctx.store.transaction(async (tx): Promise<Caller | null> => {
+    caller = cached(hash, ctx.clock.now()) ?? (await ctx.store.transaction(async (tx): Promise<Caller | null> => {
       switch (kind) {
         case "user": {
           const user = await tx.findUserByTokenHash(hash);
@@ -62,11 +62,41 @@ export async function authenticate(ctx: ServerContext, req: FastifyRequest, acce
           return node ? { kind, node } : null;
         }
       }
-    });
+    }));
+    if (caller !== null) remember(hash, caller, ctx.clock.now());
   }
   if (caller === null) fail("unauthorized", `The bearer token is not valid on this server (revoked, mistyped, or from another pool). Send ${wanted}.`);
   if (!accepted.includes(caller.kind)) fail("forbidden", `This endpoint takes ${wanted}, not ${WHAT[caller.kind]}.`);
   return caller;
+}
+
+/**
+ * Recently verified keys, so a busy app does not cost a database read per request. Entries live
+ * a few seconds: an admin change (a new concurrency limit, a tier) is seen within that time.
+ * Unknown keys are never cached, so a key that was just created works at once.
+ */
+const CACHE_TTL_MS = 5_000;
+const CACHE_MAX = 10_000;
+const callers = new Map<string, { caller: Caller; until: number }>();
+
+function cached(hash: string, now: number): Caller | null {
+  const hit = callers.get(hash);
+  if (!hit) return null;
+  if (hit.until <= now) {
+    callers.delete(hash);
+    return null;
+  }
+  return hit.caller;
+}
+
+function remember(hash: string, caller: Caller, now: number): void {
+  if (callers.size >= CACHE_MAX) callers.clear();
+  callers.set(hash, { caller, until: now + CACHE_TTL_MS });
+}
+
+/** Forget cached callers (after an admin change that must apply at once). */
+export function forgetCallers(): void {
+  callers.clear();
 }
 
 /** The single X-IP-Token value, or undefined; several copies of the header are refused. */

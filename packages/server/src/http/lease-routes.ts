@@ -27,7 +27,7 @@ export function leaseRoutes(app: FastifyInstance, ctx: ServerContext): void {
   /** A lease is visible to the app that made it, the user it is charged to, and the admin. */
   async function visibleLease(req: FastifyRequest, id: string, forWrite: boolean): Promise<{ lease: LeaseRecord; caller: Caller }> {
     const caller = await authenticate(ctx, req, ["app", "user", "admin"]);
-    const lease = await ctx.store.transaction((tx) => tx.getLease(id));
+    const lease = ctx.engine.liveLease(id) ?? (await ctx.store.transaction((tx) => tx.getLease(id)));
     const mine =
       lease !== null &&
       (caller.kind === "admin" ||

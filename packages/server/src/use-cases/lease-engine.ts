@@ -60,6 +60,8 @@ export class LeaseEngine {
   private readonly appActive = new Map<string, number>();
   private readonly appLimits = new Map<string, number | null>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** Queued and active leases as last written: the hot path reads these instead of the store. */
+  private readonly live = new Map<string, LeaseRecord>();
   private readonly serial = new Serial();
   private stopped = false;
 
@@ -146,6 +148,7 @@ export class LeaseEngine {
     this.pool = new Pool(this.devices);
     this.scheduler = new FifoScheduler();
     this.appActive.clear();
+    this.live.clear();
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
     const apps = await this.store.transaction((tx) => tx.listApps());
@@ -165,12 +168,14 @@ export class LeaseEngine {
             // Its device is no longer in the pool: the lease cannot continue. Charge only what it held.
             ended.push(await this.finishActive(tx, lease, "failed", now, problem("no_gpu_available", "The GPU this lease held left the pool while the server was down.", { reason: "device_removed" })));
           } else {
+            this.live.set(lease.id, lease);
             this.countActive(lease.appId, +1);
             this.armDeadline(lease);
           }
         } else if (lease.queuedAt + this.policy.queueTimeoutMs <= now) {
           ended.push(await this.finishQueued(tx, lease, "failed", now, this.queueTimeoutProblem(lease, now)));
         } else {
+          this.live.set(lease.id, lease);
           this.scheduler.enqueue(this.queuedRequest(lease));
           this.armQueueTimeout(lease);
         }
@@ -290,6 +295,7 @@ export class LeaseEngine {
         problemDetail: null,
       });
       await tx.putLedger(key, ledgerAfter);
+      this.live.set(lease.id, lease);
       // Anything else the dispatch granted (normally nothing: dispatch runs after every change).
       const others = await this.persistGrants(tx, granted.filter((g) => g !== mine), now);
       const quota: IdentityQuota = { identity, view: quotaView(ledgerAfter, tier, overrideMs, this.policy.windowMs) };
@@ -307,7 +313,7 @@ export class LeaseEngine {
       () => {
         const now = this.clock.now();
         return this.store.stage(async (tx) => {
-          const lease = await tx.getLease(leaseId);
+          const lease = await this.leaseFor(tx, leaseId);
           if (!lease) fail("not_found", `No lease ${leaseId}.`);
           const changed = LIVE.has(lease.status);
           const ended = !changed
@@ -337,7 +343,7 @@ export class LeaseEngine {
       () => {
         const now = this.clock.now();
         return this.store.stage(async (tx) => {
-          const lease = await tx.getLease(leaseId);
+          const lease = await this.leaseFor(tx, leaseId);
           if (!lease || lease.status !== "active") return null;
           if (lease.deadline !== null && lease.deadline > now) return { lease, early: true as const, grants: [] };
           const ended = await this.finishActive(tx, lease, "expired", now);
@@ -359,7 +365,7 @@ export class LeaseEngine {
       () => {
         const now = this.clock.now();
         return this.store.stage(async (tx) => {
-          const lease = await tx.getLease(leaseId);
+          const lease = await this.leaseFor(tx, leaseId);
           if (!lease || lease.status !== "queued") return null;
           const ended = await this.finishQueued(tx, lease, "failed", now, this.queueTimeoutProblem(lease, now));
           return { lease: ended, grants: await this.dispatchAndPersist(tx, now) };
@@ -402,6 +408,7 @@ export class LeaseEngine {
       problemDetail: why?.detail ?? null,
     };
     await tx.updateLease(ended);
+    this.live.delete(ended.id);
     if (this.pool.release(lease.id)) this.countActive(lease.appId, -1);
     return ended;
   }
@@ -424,7 +431,17 @@ export class LeaseEngine {
       problemDetail: why?.detail ?? null,
     };
     await tx.updateLease(ended);
+    this.live.delete(ended.id);
     return ended;
+  }
+
+  private async leaseFor(tx: Tx, id: string): Promise<LeaseRecord | null> {
+    return this.live.get(id) ?? (await tx.getLease(id));
+  }
+
+  /** A live lease as the engine last wrote it, or null (then ask the store). */
+  liveLease(id: string): LeaseRecord | null {
+    return this.live.get(id) ?? null;
   }
 
   private dispatch(): { grant: Grant; request: QueuedRequest }[] {
@@ -448,7 +465,7 @@ export class LeaseEngine {
   private async persistGrants(tx: Tx, grants: { grant: Grant }[], now: number): Promise<LeaseRecord[]> {
     const out: LeaseRecord[] = [];
     for (const { grant } of grants) {
-      const lease = await tx.getLease(grant.leaseId);
+      const lease = await this.leaseFor(tx, grant.leaseId);
       if (!lease) throw new Error(`granted lease ${grant.leaseId} is not in the store`);
       const key = identityKey({ kind: lease.identityKind, id: lease.identityId });
       const ledger = startWindow(rollWindow((await tx.getLedger(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs), now);
@@ -466,6 +483,7 @@ export class LeaseEngine {
         windowStartedAt: ledger.windowStartedAt,
       };
       await tx.updateLease(active);
+      this.live.set(active.id, active);
       out.push(active);
     }
     return out;

@@ -4,6 +4,7 @@ import Database from "better-sqlite3";
 import type { IdentityKind, LedgerState } from "@gpupool/core";
 import { Serial } from "../../serial.js";
 import type { AppRecord, KeyedRecord, LeaseFilter, LeaseRecord, LeaseStatus, NewLease, SigningKeyRecord, Store, Tx, UserRecord } from "../store.js";
+import { Checkpointer } from "./checkpointer.js";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 
 type Row = Record<string, unknown>;
@@ -106,7 +107,21 @@ const LEASE_COLUMNS =
   "device_uuid, device_name, slot_indexes, queued_at, granted_at, deadline, ended_at, held_ms, charged_ms, refunded_ms, failed, " +
   "window_started_at, problem_code, problem_detail";
 const INSERT_LEASE = `INSERT INTO leases (${LEASE_COLUMNS}) VALUES (${LEASE_COLUMNS.split(",").map(() => "?").join(", ")}) RETURNING seq`;
-const UPDATE_LEASE = `UPDATE leases SET ${LEASE_COLUMNS.split(",").slice(1).map((c) => `${c.trim()} = ?`).join(", ")} WHERE id = ?`;
+// Only the columns a lease's lifecycle changes: naming an indexed column in SET makes SQLite
+// rewrite that index entry even when the value is unchanged (app and identity never change).
+const MUTABLE_COLUMNS = [
+  "status", "node", "device_index", "device_uuid", "device_name", "slot_indexes", "granted_at", "deadline",
+  "ended_at", "held_ms", "charged_ms", "refunded_ms", "failed", "window_started_at", "problem_code", "problem_detail",
+] as const;
+const UPDATE_LEASE = `UPDATE leases SET ${MUTABLE_COLUMNS.map((c) => `${c} = ?`).join(", ")} WHERE id = ?`;
+
+function mutableParams(l: LeaseRecord): unknown[] {
+  return [
+    l.status, l.node, l.deviceIndex, l.deviceUuid, l.deviceName, l.slotIndexes === null ? null : l.slotIndexes.join(","),
+    l.grantedAt, l.deadline, l.endedAt, l.heldMs, l.chargedMs, l.refundedMs, l.failed ? 1 : 0, l.windowStartedAt,
+    l.problemCode, l.problemDetail,
+  ];
+}
 
 /**
  * The embedded adapter: one better-sqlite3 connection in WAL mode. better-sqlite3 is synchronous,
@@ -123,6 +138,15 @@ export class SqliteStore implements Store {
   private readonly cache = new Map<string, Statement>();
   private readonly tx: Tx;
   private batch: Batch | null = null;
+  /** Whether the running transaction has written anything. */
+  private wrote = false;
+  /**
+   * Ledger rows as this connection last wrote or read them. Every write goes through this
+   * connection (one server process per SQLite file; several processes need PostgreSQL), so the
+   * cache is exact; it is dropped on any rollback.
+   */
+  private readonly ledgers = new Map<string, LedgerState>();
+  private readonly checkpointer: Checkpointer | null = null;
 
   constructor(url: string) {
     const path = sqlitePath(url);
@@ -132,6 +156,10 @@ export class SqliteStore implements Store {
     this.db.pragma("synchronous = NORMAL");
     this.db.pragma("foreign_keys = ON");
     this.db.pragma("busy_timeout = 5000");
+    if (path !== ":memory:" && path !== "") {
+      this.db.pragma("wal_autocheckpoint = 0");
+      this.checkpointer = new Checkpointer(path);
+    }
     this.tx = this.makeTx();
   }
 
@@ -174,19 +202,28 @@ export class SqliteStore implements Store {
   stage<T>(fn: (tx: Tx) => Promise<T>): Promise<{ value: T; committed: Promise<void> }> {
     return this.serial.run(async () => {
       const batch = this.openBatch();
-      this.st("SAVEPOINT op").run();
+      this.wrote = false;
       let value: T;
       try {
         value = await fn(this.tx);
-        this.st("RELEASE op").run();
       } catch (err) {
-        this.st("ROLLBACK TO op").run();
-        this.st("RELEASE op").run();
+        // Use cases check their rules before writing, so a throw after a write is a failure of
+        // the storage or a bug: undo the whole commit group rather than pay for a savepoint
+        // around every transaction. Its other members learn of it through `committed`.
+        if (this.wrote) this.rollbackBatch(err);
         throw err;
       }
       if (++batch.size >= MAX_BATCH) this.commitBatch();
       return { value, committed: batch.committed };
     });
+  }
+
+  private rollbackBatch(err: unknown): void {
+    const batch = this.batch;
+    this.batch = null;
+    this.ledgers.clear();
+    if (this.db.inTransaction) this.db.exec("ROLLBACK");
+    batch?.reject(err);
   }
 
   private openBatch(): Batch {
@@ -212,6 +249,7 @@ export class SqliteStore implements Store {
       this.st("COMMIT").run();
       batch.resolve();
     } catch (err) {
+      this.ledgers.clear();
       if (this.db.inTransaction) this.db.exec("ROLLBACK");
       batch.reject(err);
     }
@@ -225,14 +263,22 @@ export class SqliteStore implements Store {
     await this.serial.run(async () => {
       this.commitBatch();
       this.cache.clear();
-      if (this.db.open) this.db.close();
     });
+    await this.checkpointer?.stop();
+    if (this.db.open) this.db.close();
+  }
+
+  private remember(identity: string, state: LedgerState): void {
+    // Bounded: a pool with more identities than this just reads the rest from SQLite.
+    if (this.ledgers.size >= 100_000 && !this.ledgers.has(identity)) this.ledgers.clear();
+    this.ledgers.set(identity, state);
   }
 
   private makeTx(): Tx {
     const one = (sql: string, ...params: unknown[]): Row | undefined => this.st(sql).get(...params);
     const all = (sql: string, ...params: unknown[]): Row[] => this.st(sql).all(...params);
     const run = (sql: string, ...params: unknown[]): void => {
+      this.wrote = true;
       this.st(sql).run(...params);
     };
     const insertKeyed = (table: "nodes" | "edges", r: KeyedRecord): void =>
@@ -262,6 +308,8 @@ export class SqliteStore implements Store {
       getEdgeByName: async (name) => toKeyed(one("SELECT * FROM edges WHERE name = ?", name)),
 
       getLedger: async (identity) => {
+        const cached = this.ledgers.get(identity);
+        if (cached) return cached;
         const r = one("SELECT * FROM ledgers WHERE identity = ?", identity);
         if (!r) return null;
         const state: LedgerState = {
@@ -271,21 +319,25 @@ export class SqliteStore implements Store {
           bonusMs: Number(r["bonus_ms"]),
           runs: Number(r["runs"]),
         };
+        this.remember(identity, state);
         return state;
       },
-      putLedger: async (identity, s) =>
+      putLedger: async (identity, s) => {
+        this.remember(identity, s);
         run(
           "INSERT INTO ledgers (identity, window_started_at, used_ms, reserved_ms, bonus_ms, runs) VALUES (?, ?, ?, ?, ?, ?) " +
             "ON CONFLICT(identity) DO UPDATE SET window_started_at = excluded.window_started_at, used_ms = excluded.used_ms, " +
             "reserved_ms = excluded.reserved_ms, bonus_ms = excluded.bonus_ms, runs = excluded.runs",
           identity, s.windowStartedAt, s.usedMs, s.reservedMs, s.bonusMs, s.runs,
-        ),
+        );
+      },
 
       insertLease: async (l) => {
+        this.wrote = true;
         const r = one(INSERT_LEASE, ...leaseParams(l));
         return { ...l, seq: Number(r?.["seq"]) };
       },
-      updateLease: async (l) => run(UPDATE_LEASE, ...leaseParams(l).slice(1), l.id),
+      updateLease: async (l) => run(UPDATE_LEASE, ...mutableParams(l), l.id),
       getLease: async (id) => toLease(one("SELECT * FROM leases WHERE id = ?", id)),
       listLeases: async (f: LeaseFilter) => {
         const where: string[] = [];

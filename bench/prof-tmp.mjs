@@ -1,0 +1,13 @@
+import { mkdtempSync } from "node:fs"; import { tmpdir } from "node:os"; import { join } from "node:path";
+import { pino } from "pino";
+import { LeaseEngine, LeaseEvents, SqliteStore, normalizeConfig, systemClock } from "@gpupool/server";
+const dir = mkdtempSync(join(tmpdir(), "p-"));
+const c = normalizeConfig({ storage: { url: `sqlite:${join(dir, "g.db")}` }, quota: { tiers: { anonymous: { quota: "7d", max_duration: "60s" } } }, pool: { simulated: [{ node: "b", gpus: 64 }] } });
+const store = new SqliteStore(c.storage.url); await store.migrate();
+const engine = new LeaseEngine(store, c.policy, c.pool.devices, systemClock, new LeaseEvents(), null, pino({ level: "silent" }));
+await engine.start();
+const size = c.policy.sizes.large;
+const t0 = performance.now();
+await Promise.all(Array.from({ length: 16 }, async (_, w) => { for (let i = 0; i < 2000; i++) { const r = await engine.admit({ appId: null, charged: { kind: "ip", id: `10.0.0.${(w + i * 16) % 100}` }, via: "ip-token", durationMs: 1000, size, queue: true }); await engine.release(r.lease.id, false); } }));
+console.log("cycles/s", 32000 / ((performance.now() - t0) / 1000));
+engine.stop();
