@@ -22,13 +22,16 @@ export function parseDurationMs(value: unknown): { ok: true; ms: number } | { ok
 export function formatSeconds(seconds: number): string {
   const s = Math.max(0, Math.round(seconds * 10) / 10);
   if (s < 60) return `${s}s`;
-  if (s < 3600) {
-    const m = Math.floor(s / 60);
-    const rest = Math.round(s - m * 60);
+  // Round to the unit shown first, then split, so 119.5 s is "2m", never "1m 60s".
+  if (s < 3600 - 0.5) {
+    const total = Math.round(s);
+    const m = Math.floor(total / 60);
+    const rest = total - m * 60;
     return rest === 0 ? `${m}m` : `${m}m ${rest}s`;
   }
-  const h = Math.floor(s / 3600);
-  const m = Math.round((s - h * 3600) / 60);
+  const totalMin = Math.round(s / 60);
+  const h = Math.floor(totalMin / 60);
+  const m = totalMin - h * 60;
   return m === 0 ? `${h}h` : `${h}h ${m}m`;
 }
 

@@ -67,6 +67,8 @@ export class Pool {
       this.busy -= state.spec.slots - state.free;
     }
     for (const id of evicted) this.leases.delete(id);
+    this.maxSlotsPerDevice = 0;
+    for (const state of this.devices.values()) this.maxSlotsPerDevice = Math.max(this.maxSlotsPerDevice, state.spec.slots);
     return [...evicted];
   }
 
@@ -109,7 +111,8 @@ export class Pool {
   occupy(leaseId: string, node: string, index: number, slots: readonly number[]): SlotAssignment | null {
     const state = this.devices.get(deviceKey(node, index));
     if (!state || this.leases.has(leaseId)) return null;
-    if (slots.some((s) => state.holders[s] !== null || s >= state.holders.length)) return null;
+    if (new Set(slots).size !== slots.length) return null;
+    if (slots.some((s) => !Number.isInteger(s) || s < 0 || s >= state.holders.length || state.holders[s] !== null)) return null;
     return this.take(leaseId, state, [...slots]);
   }
 

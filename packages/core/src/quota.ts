@@ -149,7 +149,27 @@ export function settle(ledger: LedgerState, reservedMs: number, chargedMs: numbe
   };
 }
 
-/** A queued lease that never got a GPU gives back its reservation and its run. */
-export function unreserve(ledger: LedgerState, reservedMs: number): LedgerState {
-  return { ...ledger, reservedMs: Math.max(0, ledger.reservedMs - reservedMs), runs: Math.max(0, ledger.runs - 1) };
+/**
+ * A queued lease that never got a GPU gives back its reservation, and its run if that run was
+ * counted in the current window (a run counted before a reset was already wiped by it).
+ */
+export function unreserve(ledger: LedgerState, reservedMs: number, runCountedInThisWindow = true): LedgerState {
+  return {
+    ...ledger,
+    reservedMs: Math.max(0, ledger.reservedMs - reservedMs),
+    runs: runCountedInThisWindow ? Math.max(0, ledger.runs - 1) : ledger.runs,
+  };
+}
+
+/**
+ * Whether an admission made at `admittedAt`, when the identity's window had started at
+ * `windowAtAdmission` (null: not started yet), belongs to the window `ledger` (rolled to `now`)
+ * is in. A window that had not started at admission is the one that started first after it, and
+ * any later window starts at least `windowMs` after the admission.
+ */
+export function admittedInCurrentWindow(admittedAt: number, windowAtAdmission: number | null, ledger: LedgerState, now: number, windowMs: number): boolean {
+  const current = ledger.windowStartedAt;
+  if (windowAtAdmission !== null) return current === windowAtAdmission;
+  if (current === null) return now < admittedAt + windowMs;
+  return current >= admittedAt && current < admittedAt + windowMs;
 }

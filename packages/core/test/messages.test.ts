@@ -75,6 +75,12 @@ describe("quota_exceeded", () => {
     expect(problem).toMatchObject({ requested: 60, left: 10, quota: 1500, used: 1490 });
   });
 
+  it("says a reset 23h 59m 30s away in well-formed units (not \"23h 60m\")", () => {
+    const { problem } = refused({ identity: PRO_USER, ledger: ledger({ windowStartedAt: T0 - 30 * S, usedMs: 1500 * S }), durationMs: 10 * S });
+    expect(problem.detail).toContain("(in ");
+    expect(problem.detail).not.toMatch(/\b60[sm]\b/);
+  });
+
   it("app identity: explains that no X-IP-Token was sent and how to forward it", () => {
     const { problem } = refused({
       identity: APP,

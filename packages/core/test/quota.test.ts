@@ -11,6 +11,7 @@ import {
   startWindow,
   tierOf,
   unreserve,
+  admittedInCurrentWindow,
 } from "../src/index.js";
 import type { LedgerState } from "../src/index.js";
 import { ANON_IP, FREE_USER, PRO_USER, S, T0, input, ledger } from "./helpers.js";
@@ -204,7 +205,9 @@ describe("unreserve", () => {
     l = admit(l, t1).ledger;
     l = admit(l, t1).ledger;
     // L2 (a run of the previous window) is cancelled now
-    l = unreserve(rollWindow(l, t1, W), l2.reservedMs);
+    const rolled = rollWindow(l, t1, W);
+    expect(admittedInCurrentWindow(T0 + S, T0, rolled, t1, W)).toBe(false);
+    l = unreserve(rolled, l2.reservedMs, admittedInCurrentWindow(T0 + S, T0, rolled, t1, W));
     const third = reserve(input({ policy, identity: FREE_USER, ledger: l, now: t1, durationMs: 10 * S }));
     expect(third.ok, "a third admission in a window limited to 2 runs").toBe(false);
   });

@@ -1,5 +1,6 @@
 import {
   DomainError,
+  admittedInCurrentWindow,
   EMPTY_LEDGER,
   FifoScheduler,
   Pool,
@@ -290,7 +291,9 @@ export class LeaseEngine {
         chargedMs: 0,
         refundedMs: 0,
         failed: false,
-        windowStartedAt: mine ? ledgerAfter.windowStartedAt : null,
+        // While queued: the window current at admission (its run was counted there); at grant:
+        // the window the lease's charge will count in.
+        windowStartedAt: ledgerAfter.windowStartedAt,
         problemCode: null,
         problemDetail: null,
       });
@@ -418,7 +421,7 @@ export class LeaseEngine {
     this.scheduler.remove(lease.id);
     const key = identityKey({ kind: lease.identityKind, id: lease.identityId });
     const ledger = rollWindow((await tx.getLedger(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs);
-    await tx.putLedger(key, unreserve(ledger, lease.reservedMs));
+    await tx.putLedger(key, unreserve(ledger, lease.reservedMs, admittedInCurrentWindow(lease.queuedAt, lease.windowStartedAt, ledger, now, this.policy.windowMs)));
     const ended: LeaseRecord = {
       ...lease,
       status,
