@@ -33,7 +33,7 @@ export function likelyCauses(input: CauseInput): Cause[] {
   const causes: Omit<Cause, "rank">[] = [];
   const { attribution, identity, view, verdict, size, durationMs } = input;
   if (!attribution.ok) {
-    const reason = String(attribution.problem["reason"] ?? "");
+    const reason = typeof attribution.problem["reason"] === "string" ? attribution.problem["reason"] : "";
     causes.push({
       cause: `The X-IP-Token sent with the call was refused (${reason}): ${attribution.problem.detail}`,
       fix:

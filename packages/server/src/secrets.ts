@@ -43,7 +43,10 @@ let counter = 0;
  */
 export function newOrderedId(prefix: string, now: number): string {
   if (now === lastMs) counter++;
-  else (lastMs = now), (counter = 0);
+  else {
+    lastMs = now;
+    counter = 0;
+  }
   const time = Math.max(0, Math.floor(now)).toString(36).padStart(9, "0");
   return `${prefix}_${time}${counter.toString(36).padStart(3, "0")}${pooledRandom(6).toString("base64url")}`;
 }

@@ -12,6 +12,8 @@ import { tokenRoutes } from "./token-routes.js";
 /** The HTTP surface of the control plane. Routes parse, call one use case, and serialize. */
 export function buildHttpApp(ctx: ServerContext): FastifyInstance {
   const app = Fastify({
+    // The cast picks Fastify's logger type for the instance's generics (routes take FastifyInstance).
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion
     loggerInstance: ctx.log as FastifyBaseLogger,
     // Per-request lines only when debugging; errors are logged by the error handler.
     logController: new LogController({ disableRequestLogging: ctx.config.logLevel !== "debug" && ctx.config.logLevel !== "trace" }),

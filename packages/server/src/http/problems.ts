@@ -14,10 +14,15 @@ interface AjvError {
   params?: Record<string, unknown>;
 }
 
+function param(e: AjvError, name: string): string {
+  const v = e.params?.[name];
+  return typeof v === "string" ? v : "";
+}
+
 function fieldOf(e: AjvError, context: string): string {
   const base = (e.instancePath ?? "").replace(/^\//, "").replace(/\//g, ".");
-  if (e.keyword === "additionalProperties") return [base, String(e.params?.["additionalProperty"] ?? "")].filter(Boolean).join(".");
-  if (e.keyword === "required") return [base, String(e.params?.["missingProperty"] ?? "")].filter(Boolean).join(".");
+  if (e.keyword === "additionalProperties") return [base, param(e, "additionalProperty")].filter(Boolean).join(".");
+  if (e.keyword === "required") return [base, param(e, "missingProperty")].filter(Boolean).join(".");
   return base || context;
 }
 

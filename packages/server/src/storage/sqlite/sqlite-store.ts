@@ -29,13 +29,22 @@ function n(v: unknown): number | null {
   return v === null || v === undefined ? null : Number(v);
 }
 
+/** SQLite TEXT columns come back as strings (or null). */
+function t(v: unknown): string {
+  return typeof v === "string" ? v : JSON.stringify(v);
+}
+
+function tn(v: unknown): string | null {
+  return v === null || v === undefined ? null : t(v);
+}
+
 function toUser(r: Row | undefined): UserRecord | null {
   if (!r) return null;
   return {
-    id: String(r["id"]),
-    name: String(r["name"]),
-    tier: String(r["tier"]),
-    tokenHash: String(r["token_hash"]),
+    id: t(r["id"]),
+    name: t(r["name"]),
+    tier: t(r["tier"]),
+    tokenHash: t(r["token_hash"]),
     quotaOverrideMs: n(r["quota_override_ms"]),
     createdAt: Number(r["created_at"]),
   };
@@ -44,10 +53,10 @@ function toUser(r: Row | undefined): UserRecord | null {
 function toApp(r: Row | undefined): AppRecord | null {
   if (!r) return null;
   return {
-    id: String(r["id"]),
-    name: String(r["name"]),
-    ownerId: String(r["owner_id"]),
-    keyHash: String(r["key_hash"]),
+    id: t(r["id"]),
+    name: t(r["name"]),
+    ownerId: t(r["owner_id"]),
+    keyHash: t(r["key_hash"]),
     maxConcurrency: n(r["max_concurrency"]),
     createdAt: Number(r["created_at"]),
   };
@@ -55,29 +64,29 @@ function toApp(r: Row | undefined): AppRecord | null {
 
 function toKeyed(r: Row | undefined): KeyedRecord | null {
   if (!r) return null;
-  return { id: String(r["id"]), name: String(r["name"]), keyHash: String(r["key_hash"]), createdAt: Number(r["created_at"]) };
+  return { id: t(r["id"]), name: t(r["name"]), keyHash: t(r["key_hash"]), createdAt: Number(r["created_at"]) };
 }
 
 function toLease(r: Row | undefined): LeaseRecord | null {
   if (!r) return null;
   const slots = r["slot_indexes"];
   return {
-    id: String(r["id"]),
+    id: t(r["id"]),
     seq: Number(r["seq"]),
-    appId: r["app_id"] === null ? null : String(r["app_id"]),
+    appId: tn(r["app_id"]),
     identityKind: r["identity_kind"] as IdentityKind,
-    identityId: String(r["identity_id"]),
-    tier: String(r["tier"]),
-    size: String(r["size"]),
+    identityId: t(r["identity_id"]),
+    tier: t(r["tier"]),
+    size: t(r["size"]),
     slots: Number(r["slots"]),
     cost: Number(r["cost"]),
     durationMs: Number(r["duration_ms"]),
     reservedMs: Number(r["reserved_ms"]),
     status: r["status"] as LeaseStatus,
-    node: r["node"] === null ? null : String(r["node"]),
+    node: tn(r["node"]),
     deviceIndex: n(r["device_index"]),
-    deviceUuid: r["device_uuid"] === null ? null : String(r["device_uuid"]),
-    deviceName: r["device_name"] === null ? null : String(r["device_name"]),
+    deviceUuid: tn(r["device_uuid"]),
+    deviceName: tn(r["device_name"]),
     slotIndexes: typeof slots === "string" ? slots.split(",").filter((s) => s !== "").map(Number) : null,
     queuedAt: Number(r["queued_at"]),
     grantedAt: n(r["granted_at"]),
@@ -88,8 +97,8 @@ function toLease(r: Row | undefined): LeaseRecord | null {
     refundedMs: Number(r["refunded_ms"]),
     failed: Number(r["failed"]) === 1,
     windowStartedAt: n(r["window_started_at"]),
-    problemCode: r["problem_code"] === null ? null : String(r["problem_code"]),
-    problemDetail: r["problem_detail"] === null ? null : String(r["problem_detail"]),
+    problemCode: tn(r["problem_code"]),
+    problemDetail: tn(r["problem_detail"]),
   };
 }
 
@@ -166,7 +175,7 @@ export class SqliteStore implements Store {
   private st(sql: string): Statement {
     let s = this.cache.get(sql);
     if (!s) {
-      s = this.db.prepare(sql) as Statement;
+      s = this.db.prepare(sql);
       this.cache.set(sql, s);
     }
     return s;
@@ -342,9 +351,18 @@ export class SqliteStore implements Store {
       listLeases: async (f: LeaseFilter) => {
         const where: string[] = [];
         const params: unknown[] = [];
-        if (f.appId !== undefined) (where.push("app_id = ?"), params.push(f.appId));
-        if (f.identity !== undefined) (where.push("identity_kind = ? AND identity_id = ?"), params.push(f.identity.kind, f.identity.id));
-        if (f.status !== undefined) (where.push("status = ?"), params.push(f.status));
+        if (f.appId !== undefined) {
+          where.push("app_id = ?");
+          params.push(f.appId);
+        }
+        if (f.identity !== undefined) {
+          where.push("identity_kind = ? AND identity_id = ?");
+          params.push(f.identity.kind, f.identity.id);
+        }
+        if (f.status !== undefined) {
+          where.push("status = ?");
+          params.push(f.status);
+        }
         const sql = `SELECT * FROM leases ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY seq DESC LIMIT ?`;
         return all(sql, ...params, f.limit).map((r) => toLease(r) as LeaseRecord);
       },
@@ -356,9 +374,9 @@ export class SqliteStore implements Store {
 
       signingKeys: async () =>
         all("SELECT * FROM signing_keys ORDER BY created_at").map((r) => ({
-          kid: String(r["kid"]),
-          privateJwk: String(r["private_jwk"]),
-          publicJwk: String(r["public_jwk"]),
+          kid: t(r["kid"]),
+          privateJwk: t(r["private_jwk"]),
+          publicJwk: t(r["public_jwk"]),
           createdAt: Number(r["created_at"]),
         })),
       insertSigningKey: async (k: SigningKeyRecord) =>

@@ -1,0 +1,75 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { createClient } from "@gpupool/sdk";
+import { startServerBinary } from "./binary.js";
+import type { ServerProcess } from "./binary.js";
+
+const ADMIN = "e2e-admin-token-recovery-0123456";
+
+describe("recovery after kill -9", () => {
+  const dir = mkdtempSync(join(tmpdir(), "gpupool-kill-"));
+  const db = `sqlite:${join(dir, "state.db")}`;
+  let server: ServerProcess | null = null;
+
+  afterAll(async () => {
+    await server?.stop("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("keeps active leases with their deadlines, keeps the queue, and loses no reservation or charge", async () => {
+    server = await startServerBinary(["--storage", db], { GPUPOOL_ADMIN_TOKEN: ADMIN });
+    const admin = createClient({ url: server.url, adminToken: ADMIN });
+    const owner = await admin.admin.createUser({ name: "ops", tier: "pro" });
+    const app = await admin.admin.createApp({ name: "survivor", owner: owner.id });
+    const { token } = await admin.ipToken({ app: app.id, user: owner.id });
+    let pool = createClient({ url: server.url, appKey: app.key });
+
+    // Fill the pool: one long lease, two short ones that will pass their deadline while the
+    // server is down, one more, then one queued behind them.
+    const long = await pool.acquire({ duration: 120, ipToken: token });
+    const short1 = await pool.acquire({ duration: 1, ipToken: token });
+    const short2 = await pool.acquire({ duration: 1, ipToken: token });
+    const other = await pool.acquire({ duration: 120, ipToken: token });
+    const queuedResponse = await fetch(`${server.url}/v1/leases`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${app.key}`, "x-ip-token": token, "content-type": "application/json" },
+      body: JSON.stringify({ duration: 60 }),
+    });
+    expect(queuedResponse.status).toBe(202);
+    const queued = (await queuedResponse.json()) as { id: string };
+    const before = await pool.quota({ ipToken: token });
+
+    await server.stop("SIGKILL");
+    server = null;
+    await new Promise((r) => setTimeout(r, 1500)); // the two short leases pass their deadlines
+
+    server = await startServerBinary(["--storage", db], { GPUPOOL_ADMIN_TOKEN: ADMIN });
+    pool = createClient({ url: server.url, appKey: app.key });
+
+    const longAfter = await pool.lease(long.id);
+    expect(longAfter.status).toBe("active");
+    expect(longAfter.deadline?.getTime()).toBe(long.deadline?.getTime());
+    expect(longAfter.device).toEqual(long.device);
+    expect((await pool.lease(other.id)).status).toBe("active");
+
+    for (const s of [short1, short2]) {
+      const after = await pool.lease(s.id);
+      expect(after.status).toBe("expired");
+      expect(after.charged).toBe(1); // the full reservation
+    }
+    // The two expired leases freed two slots: the queued lease got one of them.
+    const q = await pool.lease(queued.id);
+    expect(q.status).toBe("active");
+
+    const quota = await pool.quota({ ipToken: token });
+    // Reservations before: 120 + 1 + 1 + 120 + 60. After: the short ones became charges of 1 each.
+    expect(before.reserved).toBe(302);
+    expect(quota.reserved).toBe(300);
+    expect(quota.used).toBe(before.used + 2);
+
+    for (const id of [long.id, other.id, queued.id]) await pool.release(id);
+    expect((await pool.quota({ ipToken: token })).reserved).toBe(0);
+  });
+});
