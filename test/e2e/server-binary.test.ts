@@ -70,7 +70,7 @@ describe("the gpupool server binary, driven by the SDK and the CLI", () => {
     const q = err as QuotaExceededError;
     expect(q.tier).toBe("free");
     expect(q.left).toBe(90);
-    expect(q.message).toMatch(/90s left of its 3.5m free quota/);
+    expect(q.message).toMatch(/1m 30s left of its 3m 30s free quota/);
     await pool.release(first.id);
 
     const env = { GPUPOOL_URL: server.url, GPUPOOL_TOKEN: app.key };

@@ -54,7 +54,7 @@ export function likelyCauses(input: CauseInput): Cause[] {
       fix: "Sign in at the edge's /login page in this browser, or call with Authorization: Bearer <your user token>.",
     });
   }
-  if (verdict.outcome === "rejected") {
+  if (verdict.outcome === "rejected" && attribution.ok) {
     const p = verdict.problem;
     if (p.code === "duration_too_long") {
       causes.push({

@@ -6,6 +6,7 @@ import { systemClock } from "./clock.js";
 import type { ServerConfig } from "./config.js";
 import { LeaseEvents } from "./events.js";
 import { buildHttpApp } from "./http/app.js";
+import { CallerCache } from "./http/auth.js";
 import type { ServerContext } from "./http/context.js";
 import { IpTokens } from "./identity/ip-tokens.js";
 import { Metrics } from "./metrics.js";
@@ -49,7 +50,7 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
   engine = new LeaseEngine(store, config.policy, config.pool.devices, clock, events, metrics, log);
   const ipTokens = await IpTokens.open(store, config.identity.issuer, config.identity.ipTokenTtlMs, clock.now());
   await engine.start();
-  const context: ServerContext = { config, store, engine, ipTokens, events, metrics, clock, adminToken: options.adminToken ?? null, log };
+  const context: ServerContext = { config, store, engine, ipTokens, events, metrics, clock, adminToken: options.adminToken ?? null, log, callers: new CallerCache() };
   const app = buildHttpApp(context);
   const running: RunningServer = {
     app,

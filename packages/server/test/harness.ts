@@ -2,14 +2,14 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
+import { expect } from "vitest";
 import { normalizeConfig } from "../src/config.js";
 import { createServer } from "../src/server.js";
 import type { RunningServer } from "../src/server.js";
 
 export const ADMIN = "test-admin-token-0123456789";
 
-/** A real server (fresh SQLite file, real engine) driven in-process through fastify.inject. */
-export async function startTestServer(raw: Record<string, unknown> = {}): Promise<{
+export interface TestServer {
   server: RunningServer;
   dir: string;
   call: (method: string, url: string, opts?: { token?: string; body?: unknown; headers?: Record<string, string> }) => Promise<{ status: number; body: any; headers: Record<string, unknown> }>;
@@ -17,11 +17,21 @@ export async function startTestServer(raw: Record<string, unknown> = {}): Promis
   appFor: (name: string, owner: string, maxConcurrency?: number) => Promise<{ id: string; key: string }>;
   ipToken: (app: string, who: { user?: string; ip?: string }) => Promise<string>;
   close: () => Promise<void>;
-}> {
-  const dir = mkdtempSync(join(tmpdir(), "gpupool-test-"));
+}
+
+/** A real server (fresh SQLite file, real engine) driven in-process through fastify.inject. */
+export async function startTestServer(raw: Record<string, unknown> = {}): Promise<TestServer> {
+  return serveAt(mkdtempSync(join(tmpdir(), "gpupool-test-")), raw);
+}
+
+/**
+ * A server on `dir/test.db` (which may already hold state from an earlier server: restarts).
+ * `keepDir` leaves the directory in place on close; `adminToken: null` disables the admin API.
+ */
+export async function serveAt(dir: string, raw: Record<string, unknown> = {}, options: { keepDir?: boolean; adminToken?: string | null } = {}): Promise<TestServer> {
   const config = normalizeConfig({ ...raw, storage: { url: `sqlite:${join(dir, "test.db")}` } });
-  const server = await createServer(config, { adminToken: ADMIN, logger: pino({ level: "silent" }) });
-  const call = async (method: string, url: string, opts: { token?: string; body?: unknown; headers?: Record<string, string> } = {}) => {
+  const server = await createServer(config, { adminToken: options.adminToken === undefined ? ADMIN : options.adminToken, logger: pino({ level: process.env.TEST_LOG ?? "silent" }) });
+  const call: TestServer["call"] = async (method, url, opts = {}) => {
     const headers: Record<string, string> = { ...(opts.headers ?? {}) };
     if (opts.token) headers["authorization"] = `Bearer ${opts.token}`;
     const res = await server.app.inject({
@@ -62,7 +72,57 @@ export async function startTestServer(raw: Record<string, unknown> = {}): Promis
     ipToken,
     close: async () => {
       await server.close();
-      rmSync(dir, { recursive: true, force: true });
+      if (!options.keepDir) rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Polls `check` until it returns a truthy value (returned) or `timeoutMs` passes (throws). */
+export async function waitFor<T>(check: () => Promise<T> | T, timeoutMs = 3000, everyMs = 20): Promise<NonNullable<T>> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value as NonNullable<T>;
+    if (Date.now() > until) throw new Error(`waitFor: condition not met within ${timeoutMs} ms`);
+    await sleep(everyMs);
+  }
+}
+
+type Response = Awaited<ReturnType<TestServer["call"]>>;
+
+/**
+ * Asserts an RFC 9457 problem: status, stable code, a detail a person can read, the
+ * problem+json content type, and no stack trace or source path anywhere in it.
+ */
+export function expectProblem(res: Response, status: number, code: string): any {
+  expect({ status: res.status, code: res.body?.code }, JSON.stringify(res.body)).toEqual({ status, code });
+  expect(String(res.headers["content-type"])).toMatch(/^application\/problem\+json/);
+  expect(res.body.status).toBe(status);
+  expect(typeof res.body.detail).toBe("string");
+  expect(res.body.detail.length).toBeGreaterThan(10);
+  expect(res.body.type).toBe(`urn:gpupool:problem:${code}`);
+  const text = JSON.stringify(res.body);
+  expect(text).not.toMatch(/"stack"|\\n\s*at |\.(ts|js):\d+|node_modules|file:\/\//);
+  return res.body;
+}
+
+/** The quota object an identity sees (user token, or app key + optional X-IP-Token). */
+export async function quotaOf(t: TestServer, token: string, ipToken?: string): Promise<any> {
+  const r = await t.call("GET", "/v1/quota", { token, ...(ipToken ? { headers: { "x-ip-token": ipToken } } : {}) });
+  if (r.status !== 200) throw new Error(`quota: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body;
+}
+
+/** POST /v1/leases with an optional X-IP-Token. */
+export function lease(t: TestServer, token: string, body: Record<string, unknown> = {}, ipToken?: string): Promise<Response> {
+  return t.call("POST", "/v1/leases", { token, body, ...(ipToken ? { headers: { "x-ip-token": ipToken } } : {}) });
+}
+
+/** Every lease in the store, as the admin sees it. */
+export async function allLeases(t: TestServer): Promise<any[]> {
+  const r = await t.call("GET", "/v1/leases?limit=500", { token: ADMIN });
+  if (r.status !== 200) throw new Error(`leases: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body.leases;
 }

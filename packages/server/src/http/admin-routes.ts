@@ -2,7 +2,7 @@ import type { FastifyInstance } from "fastify";
 import { createApp, createKeyed, createUser, findUser, updateUser } from "../use-cases/admin.js";
 import { readQuota } from "../use-cases/quota.js";
 import type { AppRecord, UserRecord } from "../storage/store.js";
-import { authenticate, forgetCallers } from "./auth.js";
+import { authenticate } from "./auth.js";
 import type { ServerContext } from "./context.js";
 import { quotaJson } from "./views.js";
 
@@ -58,7 +58,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ServerContext): void {
         ...(b.quota !== undefined ? { quotaS: b.quota } : {}),
         ...(b.bonus !== undefined ? { bonusS: b.bonus } : {}),
       }, ctx.clock.now());
-      forgetCallers(); // a changed tier applies to the user's token at once
+      ctx.callers.clear(); // a changed tier applies to the user's token at once
       const q = await ctx.store.transaction((tx) => readQuota(tx, policy, { kind: "user", id: user.id }, ctx.clock.now()));
       return { ...userJson(user), quota: quotaJson(q.identity, q.view) };
     },

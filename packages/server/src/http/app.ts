@@ -25,6 +25,8 @@ export function buildHttpApp(ctx: ServerContext): FastifyInstance {
 
   // An empty body is the same as {} (all lease fields are optional); malformed JSON is a 400, and
   // prototype-poisoning keys are refused outright.
+  // Only JSON bodies: text/plain would otherwise reach validation and fail with a confusing 400.
+  app.removeContentTypeParser("text/plain");
   app.removeContentTypeParser("application/json");
   app.addContentTypeParser("application/json", { parseAs: "string" }, (_req, body, done) => {
     const text = typeof body === "string" ? body : body.toString("utf8");

@@ -43,7 +43,7 @@ export async function authenticate(ctx: ServerContext, req: FastifyRequest, acce
     }
   } else {
     const hash = hashSecret(secret);
-    caller = cached(hash, ctx.clock.now()) ?? (await ctx.store.transaction(async (tx): Promise<Caller | null> => {
+    caller = ctx.callers.get(hash, ctx.clock.now()) ?? (await ctx.store.transaction(async (tx): Promise<Caller | null> => {
       switch (kind) {
         case "user": {
           const user = await tx.findUserByTokenHash(hash);
@@ -63,7 +63,7 @@ export async function authenticate(ctx: ServerContext, req: FastifyRequest, acce
         }
       }
     }));
-    if (caller !== null) remember(hash, caller, ctx.clock.now());
+    if (caller !== null) ctx.callers.set(hash, caller, ctx.clock.now());
   }
   if (caller === null) fail("unauthorized", `The bearer token is not valid on this server (revoked, mistyped, or from another pool). Send ${wanted}.`);
   if (!accepted.includes(caller.kind)) fail("forbidden", `This endpoint takes ${wanted}, not ${WHAT[caller.kind]}.`);
@@ -71,32 +71,37 @@ export async function authenticate(ctx: ServerContext, req: FastifyRequest, acce
 }
 
 /**
- * Recently verified keys, so a busy app does not cost a database read per request. Entries live
- * a few seconds: an admin change (a new concurrency limit, a tier) is seen within that time.
- * Unknown keys are never cached, so a key that was just created works at once.
+ * Recently verified keys of one server, so a busy app does not cost a database read per request.
+ * Entries live a few seconds: an admin change (a tier, a concurrency limit) is seen within that
+ * time, and the admin routes clear the cache when a change must apply at once. Unknown keys are
+ * never cached, so a key that was just created works at once.
  */
-const CACHE_TTL_MS = 5_000;
-const CACHE_MAX = 10_000;
-const callers = new Map<string, { caller: Caller; until: number }>();
+export class CallerCache {
+  private readonly entries = new Map<string, { caller: Caller; until: number }>();
 
-function cached(hash: string, now: number): Caller | null {
-  const hit = callers.get(hash);
-  if (!hit) return null;
-  if (hit.until <= now) {
-    callers.delete(hash);
-    return null;
+  constructor(
+    private readonly ttlMs = 5_000,
+    private readonly max = 10_000,
+  ) {}
+
+  get(hash: string, now: number): Caller | null {
+    const hit = this.entries.get(hash);
+    if (!hit) return null;
+    if (hit.until <= now) {
+      this.entries.delete(hash);
+      return null;
+    }
+    return hit.caller;
   }
-  return hit.caller;
-}
 
-function remember(hash: string, caller: Caller, now: number): void {
-  if (callers.size >= CACHE_MAX) callers.clear();
-  callers.set(hash, { caller, until: now + CACHE_TTL_MS });
-}
+  set(hash: string, caller: Caller, now: number): void {
+    if (this.entries.size >= this.max) this.entries.clear();
+    this.entries.set(hash, { caller, until: now + this.ttlMs });
+  }
 
-/** Forget cached callers (after an admin change that must apply at once). */
-export function forgetCallers(): void {
-  callers.clear();
+  clear(): void {
+    this.entries.clear();
+  }
 }
 
 /** The single X-IP-Token value, or undefined; several copies of the header are refused. */

@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import type { CallerCache } from "./auth.js";
 import type { Clock } from "../clock.js";
 import type { ServerConfig } from "../config.js";
 import type { LeaseEvents } from "../events.js";
@@ -19,4 +20,5 @@ export interface ServerContext {
   /** Null disables the admin API. */
   readonly adminToken: string | null;
   readonly log: Logger;
+  readonly callers: CallerCache;
 }

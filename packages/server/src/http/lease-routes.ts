@@ -45,7 +45,8 @@ export function leaseRoutes(app: FastifyInstance, ctx: ServerContext): void {
           type: ["object", "null"],
           additionalProperties: false,
           properties: {
-            duration: { type: "number", exclusiveMinimum: 0, maximum: MAX_DURATION_S },
+            // Durations are kept in whole milliseconds: anything shorter would be a zero-length lease.
+            duration: { type: "number", minimum: 0.001, maximum: MAX_DURATION_S },
             size: { type: "string", enum: sizes },
             queue: { type: "boolean" },
           },

@@ -76,7 +76,14 @@ export function quotaRoutes(app: FastifyInstance, ctx: ServerContext): void {
         request: { duration: durationMs / 1000, size: size.name, cost: size.cost, reserves: (durationMs * size.cost) / 1000 },
         quota: report.identity && report.view ? quotaJson(report.identity, report.view) : null,
         buckets: [
-          { bucket: "gpu_quota", applies: true, detail: "GPU calls are charged to the daily GPU quota of the identity above, for the time actually held (rounded up to whole seconds × size cost). Time spent queued is never charged." },
+          {
+            bucket: "gpu_quota",
+            applies: report.identity !== null,
+            detail:
+              report.identity !== null
+                ? `GPU calls are charged to the daily GPU quota of ${report.identity.kind}:${report.identity.id}, for the time actually held (rounded up to whole seconds × size cost). Time spent queued is never charged.`
+                : "Nobody would be charged: the request is refused before admission (see the steps above).",
+          },
           { bucket: "credits", applies: false, detail: "Credits (included monthly or purchased) pay for paid inference and paid hardware. They do not extend the GPU quota." },
           { bucket: "overage", applies: false, detail: "Overage billing of GPU time to credits is not enabled on this pool, so calls past the quota are refused, never billed." },
         ],

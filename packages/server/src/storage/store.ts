@@ -132,8 +132,12 @@ export interface Tx {
   listLeases(filter: LeaseFilter): Promise<LeaseRecord[]>;
   /** Queued and active leases, in arrival order (recovery). */
   liveLeases(): Promise<LeaseRecord[]>;
-  /** Earliest deadline among the identity's active leases (for an honest retry time). */
-  earliestDeadline(identity: { kind: IdentityKind; id: string }): Promise<number | null>;
+  /**
+   * The earliest time by which one of the identity's live leases is certain to have ended — an
+   * active lease's deadline, or for a queued one its queue timeout plus its duration — for an
+   * honest retry time. Null when it has no live lease.
+   */
+  earliestEnd(identity: { kind: IdentityKind; id: string }, queueTimeoutMs: number): Promise<number | null>;
 
   signingKeys(): Promise<SigningKeyRecord[]>;
   insertSigningKey(key: SigningKeyRecord): Promise<void>;

@@ -63,6 +63,8 @@ export class LeaseEngine {
   private readonly timers = new Map<string, NodeJS.Timeout>();
   /** Queued and active leases as last written: the hot path reads these instead of the store. */
   private readonly live = new Map<string, LeaseRecord>();
+  /** Last queue place sent to each watched lease, so a change is announced once. */
+  private readonly announced = new Map<string, string>();
   private readonly serial = new Serial();
   private stopped = false;
 
@@ -122,13 +124,13 @@ export class LeaseEngine {
     return this.pool.snapshot();
   }
 
-  queueSnapshot(): { leaseId: string; position: number; reason: WaitReason; identity: string; appId: string | null; slots: number }[] {
+  queueSnapshot(): { lease: string; position: number; reason: WaitReason; identity: string; app: string | null; slots: number }[] {
     return [...this.scheduler.waiting()].map((w) => ({
-      leaseId: w.request.leaseId,
+      lease: w.request.leaseId,
       position: w.position,
       reason: w.reason,
       identity: w.request.identity,
-      appId: w.request.appId,
+      app: w.request.appId,
       slots: w.request.slots,
     }));
   }
@@ -495,6 +497,7 @@ export class LeaseEngine {
   private announceGrants(granted: readonly LeaseRecord[]): void {
     for (const lease of granted) {
       this.clearTimer(lease.id);
+      this.announced.delete(lease.id);
       this.armDeadline(lease);
       this.metrics?.grant(lease.size, (lease.grantedAt ?? lease.queuedAt) - lease.queuedAt);
       this.events.emit(lease.id, { type: "granted", lease });
@@ -504,6 +507,7 @@ export class LeaseEngine {
 
   private announceEnd(lease: LeaseRecord): void {
     this.clearTimer(lease.id);
+    this.announced.delete(lease.id);
     this.metrics?.end(lease.status, lease.size, lease.grantedAt === null ? null : lease.heldMs);
     if (lease.status === "failed" && lease.problemCode !== null && lease.grantedAt === null) {
       this.events.emit(lease.id, { type: "failed", lease, problem: this.queueTimeoutProblemFrom(lease) });
@@ -523,7 +527,11 @@ export class LeaseEngine {
     if (watching.length === 0 || this.scheduler.size === 0) return;
     const wanted = new Set(watching);
     for (const w of this.scheduler.waiting()) {
-      if (wanted.has(w.request.leaseId)) this.events.emit(w.request.leaseId, { type: "queued", position: w.position, reason: w.reason });
+      if (!wanted.has(w.request.leaseId)) continue;
+      const said = `${w.position}:${w.reason}`;
+      if (this.announced.get(w.request.leaseId) === said) continue;
+      this.announced.set(w.request.leaseId, said);
+      this.events.emit(w.request.leaseId, { type: "queued", position: w.position, reason: w.reason });
     }
   }
 

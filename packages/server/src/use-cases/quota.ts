@@ -22,5 +22,5 @@ export async function readQuota(tx: Tx, policy: Policy, charged: { kind: "user" 
 export async function reserveWithRetryTime(tx: Tx, input: Omit<ReserveInput, "earliestInFlightEnd">): Promise<ReserveOutcome> {
   const first = reserve({ ...input, earliestInFlightEnd: null });
   if (first.ok || first.problem.code !== "quota_exceeded" || input.ledger.reservedMs === 0) return first;
-  return reserve({ ...input, earliestInFlightEnd: await tx.earliestDeadline(input.identity) });
+  return reserve({ ...input, earliestInFlightEnd: await tx.earliestEnd(input.identity, input.policy.queueTimeoutMs) });
 }

@@ -268,7 +268,14 @@ export class SqliteStore implements Store {
     this.st("SELECT 1").get();
   }
 
-  async close(): Promise<void> {
+  private closing: Promise<void> | null = null;
+
+  close(): Promise<void> {
+    this.closing ??= this.closeOnce();
+    return this.closing;
+  }
+
+  private async closeOnce(): Promise<void> {
     await this.serial.run(async () => {
       this.commitBatch();
       this.cache.clear();
@@ -367,8 +374,14 @@ export class SqliteStore implements Store {
         return all(sql, ...params, f.limit).map((r) => toLease(r) as LeaseRecord);
       },
       liveLeases: async () => all("SELECT * FROM leases WHERE status IN ('queued', 'active') ORDER BY seq").map((r) => toLease(r) as LeaseRecord),
-      earliestDeadline: async (identity) => {
-        const r = one("SELECT MIN(deadline) AS d FROM leases INDEXED BY leases_live WHERE status = 'active' AND identity_kind = ? AND identity_id = ?", identity.kind, identity.id);
+      earliestEnd: async (identity, queueTimeoutMs) => {
+        // The IN term repeats the partial index's condition so SQLite can prove it applies; the
+        // small index of live leases beats the identity index, which holds all history.
+        const r = one(
+          "SELECT MIN(CASE WHEN status = 'active' THEN deadline ELSE queued_at + ? + duration_ms END) AS d " +
+            "FROM leases INDEXED BY leases_live WHERE status IN ('queued', 'active') AND identity_kind = ? AND identity_id = ?",
+          queueTimeoutMs, identity.kind, identity.id,
+        );
         return n(r?.["d"]);
       },
 

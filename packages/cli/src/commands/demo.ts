@@ -1,0 +1,127 @@
+import { mkdirSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { createClient } from "@gpupool/sdk";
+import type { Quota } from "@gpupool/sdk";
+import type { RunningServer } from "@gpupool/server";
+import type { Command } from "commander";
+import { adminTokenFromEnv, err, out, parsePort, StartError } from "../common.js";
+import { startDemoApp } from "../demo/app.js";
+import type { DemoApp } from "../demo/app.js";
+import { ensureApp, ensureUser, randomAdminToken, readCredentials, writeCredentials } from "../demo/credentials.js";
+import { renderTour } from "../demo/tour.js";
+
+const DEFAULT_PORT = 7070;
+const APP_NAME = "sdxl-demo";
+
+interface DemoFlags {
+  readonly port?: number;
+  readonly dir: string;
+}
+
+/** Listens on `port`, or on a free port when that one is taken (saying so through `note`). */
+async function startOnAnyPort(port: number, make: (port: number) => Promise<RunningServer>): Promise<{ server: RunningServer; note: string | null }> {
+  try {
+    return { server: await make(port), note: null };
+  } catch (error) {
+    if (!(error instanceof StartError && error.code === "EADDRINUSE") || port === 0) throw error;
+    const server = await make(0);
+    return { server, note: `(port ${port} was taken, so a free port was picked instead)` };
+  }
+}
+
+async function appOnNextPort(poolPort: number, poolUrl: string, appKey: string): Promise<DemoApp> {
+  const next = poolPort + 1 <= 65_535 ? poolPort + 1 : 0;
+  try {
+    return await startDemoApp({ poolUrl, appKey, port: next });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EADDRINUSE" || next === 0) throw error;
+    return startDemoApp({ poolUrl, appKey, port: 0 });
+  }
+}
+
+export function registerDemo(program: Command): void {
+  program
+    .command("demo")
+    .summary("run a pool, users and a demo app in one process, with a guided tour (npm start)")
+    .description(
+      "Run everything in one process on an embedded SQLite file: the control plane with a simulated pool of " +
+        "2 GPUs, a pro user ada, a free user bob, an app sdxl-demo owned by ada, and a tiny demo app whose " +
+        "POST /generate borrows a GPU through the SDK. Prints copy-pasteable commands to try; Ctrl-C stops it. " +
+        "Restarting with the same --dir reuses the same users, app and tokens.",
+    )
+    .option("--port <port>", `control plane port; a free one is used if it is taken (default ${DEFAULT_PORT})`, parsePort)
+    .option("--dir <dir>", "directory for the demo's database and credentials", ".gpupool")
+    .addHelpText("after", "\nThe admin token is GPUPOOL_ADMIN_TOKEN when set, otherwise a random one (saved in the directory).")
+    .action(async (flags: DemoFlags) => {
+      // Loaded here, not at the top: the server package is heavy and other commands do not need it.
+      const { normalizeConfig } = await import("@gpupool/server");
+      const { closeOnSignals, startServer, stderrLogger } = await import("../serve.js");
+      const dir = resolve(flags.dir);
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      const creds = readCredentials(dir, (message) => err(`warning: ${message}`));
+      const envToken = adminTokenFromEnv();
+      const adminSource = envToken !== undefined ? "env" : creds.adminToken !== undefined ? "saved" : "generated";
+      const adminToken = envToken ?? creds.adminToken ?? randomAdminToken();
+      if (envToken === undefined) creds.adminToken = adminToken;
+
+      const storage = `sqlite:${join(dir, "demo.db")}`;
+      const config = (port: number) =>
+        normalizeConfig(
+          {
+            server: { host: "127.0.0.1", port },
+            storage: { url: storage },
+            pool: { simulated: [{ node: "sim-0", gpus: 2, name: "Simulated H200", memory_gb: 141 }] },
+            log: { level: "warn" },
+          },
+          "demo configuration",
+        );
+      const logger = stderrLogger("warn");
+      const { server, note } = await startOnAnyPort(flags.port ?? DEFAULT_PORT, (port) => startServer(config(port), { adminToken, logger }));
+      let app: DemoApp | null = null;
+      const closeAll = async () => {
+        await app?.close();
+        await server.close();
+      };
+      try {
+        const admin = createClient({ url: server.url, adminToken }).admin;
+        const ada = await ensureUser(admin, creds, "ada", "pro");
+        const bob = await ensureUser(admin, creds, "bob", "free");
+        const demoApp = await ensureApp(admin, creds, APP_NAME, ada.user.id);
+        const credentialsPath = writeCredentials(dir, creds);
+        const poolPort = Number(new URL(server.url).port);
+        app = await appOnNextPort(poolPort, server.url, demoApp.app.key);
+
+        let bobQuota: Quota | null = null;
+        try {
+          const asApp = createClient({ url: server.url, appKey: demoApp.app.key, adminToken });
+          const { token } = await asApp.ipToken({ app: demoApp.app.id, user: bob.user.id });
+          bobQuota = await asApp.quota({ ipToken: token });
+        } catch {
+          // Only a nicety for the header; the tour works without it.
+        }
+        closeOnSignals(closeAll);
+        out(
+          renderTour(
+            {
+              poolUrl: server.url,
+              appUrl: app.url,
+              storage,
+              portNote: note,
+              adminToken,
+              adminSource,
+              ada: { ...ada.user, outcome: ada.outcome },
+              bob: { ...bob.user, outcome: bob.outcome },
+              bobQuota,
+              app: { ...demoApp.app, outcome: demoApp.outcome },
+              credentialsPath,
+              dir,
+            },
+            new Date(),
+          ),
+        );
+      } catch (error) {
+        await closeAll().catch(() => undefined);
+        throw error;
+      }
+    });
+}

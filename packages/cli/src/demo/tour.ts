@@ -1,0 +1,100 @@
+// The copy-pasteable walk-through `gpupool demo` prints, with the real values substituted.
+import type { Quota } from "@gpupool/sdk";
+import { relative, secs } from "../render.js";
+import type { Outcome } from "./credentials.js";
+
+export interface TourValues {
+  readonly poolUrl: string;
+  readonly appUrl: string;
+  readonly storage: string;
+  readonly portNote: string | null;
+  readonly adminToken: string;
+  readonly adminSource: "env" | "saved" | "generated";
+  readonly ada: { readonly name: string; readonly id: string; readonly tier: string; readonly outcome: Outcome };
+  readonly bob: { readonly name: string; readonly id: string; readonly tier: string; readonly outcome: Outcome };
+  readonly bobQuota: Quota | null;
+  readonly app: { readonly name: string; readonly id: string; readonly key: string; readonly outcome: Outcome };
+  readonly credentialsPath: string;
+  readonly dir: string;
+}
+
+/** Quotes a value for sh when it needs it. */
+function sh(value: string): string {
+  return /^[A-Za-z0-9_./:@%+=,-]+$/.test(value) ? value : `'${value.replace(/'/g, `'\\''`)}'`;
+}
+
+function outcome(o: Outcome): string {
+  return o === "created" ? "created now" : o === "existing" ? "already existed (reused)" : "created under a new name (the old one's token was not saved)";
+}
+
+function quotaNote(q: Quota | null, now: Date): string {
+  if (q === null) return "";
+  const reset = q.resetsAt === null ? "window not started" : `resets ${relative(q.resetsAt, now)}`;
+  return `; ${secs(q.left)} of ${secs(q.quota)} left, ${reset}`;
+}
+
+export function renderTour(v: TourValues, now: Date): string {
+  const admin =
+    v.adminSource === "env"
+      ? "from GPUPOOL_ADMIN_TOKEN"
+      : v.adminSource === "saved"
+        ? "generated earlier, read from the credentials file"
+        : "generated now, saved in the credentials file";
+  const auth = `-H "Authorization: Bearer $APP_KEY"`;
+  const json = `-H 'Content-Type: application/json' -d '{"duration": 60}'`;
+  const app = sh(v.app.name);
+  const lines = [
+    "gpupool demo is running: a control plane, a simulated pool of 2 GPUs and a demo app, in one process.",
+    "",
+    `  control plane  ${v.poolUrl}  (storage ${v.storage})`,
+    ...(v.portNote === null ? [] : [`                 ${v.portNote}`]),
+    "  GPU pool       sim-0: 2 × Simulated H200, 2 slots each (large = 1 slot, xlarge = a whole GPU)",
+    `  demo app       ${v.appUrl}  (POST /generate: a 2 s job through gpu({ duration: 20 }))`,
+    `  admin token    ${v.adminToken}  (${admin})`,
+    `  user ada       ${v.ada.id}, tier ${v.ada.tier}, name "${v.ada.name}": ${outcome(v.ada.outcome)}`,
+    `  user bob       ${v.bob.id}, tier ${v.bob.tier}, name "${v.bob.name}": ${outcome(v.bob.outcome)}${quotaNote(v.bobQuota, now)}`,
+    `  app            ${v.app.id}, name "${v.app.name}", owned by ada: ${outcome(v.app.outcome)}`,
+    `  credentials    ${v.credentialsPath} (mode 0600). The server shows tokens and keys once and`,
+    "                 stores only hashes; the demo keeps them here so these commands work after a restart.",
+    "",
+    "Try it in another terminal, from this directory (copy-paste one block at a time):",
+    "",
+    "# 1. Point the CLI and curl at this pool.",
+    `export GPUPOOL_URL=${sh(v.poolUrl)} GPUPOOL_ADMIN_TOKEN=${sh(v.adminToken)} APP_KEY=${sh(v.app.key)}`,
+    "",
+    `# 2. Be the app calling for bob: mint the X-IP-Token an edge would inject for him (valid 10 min; run`,
+    `#    the export again to refresh), get a GPU grant (201, charged to user:${v.bob.id}), release it.`,
+    `export GPUPOOL_TOKEN=$APP_KEY GPUPOOL_IP_TOKEN=$(npx gpupool ip-token --app ${app} --user ${sh(v.bob.name)})`,
+    `curl -s -X POST "$GPUPOOL_URL/v1/leases" ${auth} -H "X-IP-Token: $GPUPOOL_IP_TOKEN" \\`,
+    `  ${json} > /tmp/gpupool-lease.json; cat /tmp/gpupool-lease.json; echo`,
+    `curl -s -X POST "$GPUPOOL_URL/v1/leases/$(node -p 'require("/tmp/gpupool-lease.json").id')/release" ${auth}; echo`,
+    "",
+    "# 3. Exhaust bob's free quota (3.5 min a day): 60 s calls that are not released keep their reservation",
+    "#    (at the deadline they expire and are charged in full), so the 4th is refused with",
+    "#    429 quota_exceeded, whose detail says when to retry and what to do.",
+    "for i in 1 2 3 4; do",
+    `  code=$(curl -s -o /tmp/gpupool-lease.json -w '%{http_code}' -X POST "$GPUPOOL_URL/v1/leases" \\`,
+    `    ${auth} -H "X-IP-Token: $GPUPOOL_IP_TOKEN" ${json})`,
+    '  echo "call $i: HTTP $code"',
+    '  if [ "$code" != 201 ]; then cat /tmp/gpupool-lease.json; echo; break; fi',
+    "done",
+    "",
+    "# 4. bob's quota: what is left and reserved, and when his window resets (local time).",
+    "npx gpupool quota",
+    "",
+    "# 5. Why the next call fails: who is charged and why, billing buckets, verdict, fixes.",
+    "npx gpupool diagnose",
+    "",
+    "# 6. The demo app forwards the X-IP-Token it receives, so the viewer (ada, pro) is charged…",
+    `curl -s -X POST ${v.appUrl}/generate -H "X-IP-Token: $(npx gpupool ip-token --app ${app} --user ${sh(v.ada.name)})"`,
+    `#    …and with no token at all the app itself is charged (app:${v.app.id}, anonymous tier).`,
+    `curl -s -X POST ${v.appUrl}/generate`,
+    "",
+    "# 7. What the app and the operator see.",
+    "npx gpupool leases",
+    "npx gpupool pool",
+    "",
+    `Press Ctrl-C to stop. Delete ${sh(v.dir)} to start over.`,
+  ];
+  return lines.join("\n");
+}

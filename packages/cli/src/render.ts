@@ -1,0 +1,259 @@
+// Human output. Everything here is pure (a `now` is passed in) so it can be unit-tested.
+import { formatSeconds } from "@gpupool/core";
+import type { Diagnosis, Identity, Lease, PoolState, Quota } from "@gpupool/sdk";
+
+/** Seconds as a short human amount: 45s, 3m 30s, 1h 5m ("?" when the server sent none). */
+export function secs(seconds: number | null | undefined): string {
+  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "?";
+  return formatSeconds(seconds);
+}
+
+/** A span as "3h 12m", "12m 5s", "45s", "2d 4h" (two units at most). */
+export function span(totalSeconds: number): string {
+  const s = Math.floor(Math.abs(totalSeconds));
+  if (s < 60) return `${s}s`;
+  const [d, h, m] = [Math.floor(s / 86_400), Math.floor((s % 86_400) / 3600), Math.floor((s % 3600) / 60)];
+  if (d > 0) return h === 0 ? `${d}d` : `${d}d ${h}h`;
+  if (h > 0) return m === 0 ? `${h}h` : `${h}h ${m}m`;
+  const rest = s % 60;
+  return rest === 0 ? `${m}m` : `${m}m ${rest}s`;
+}
+
+/** "in 3h 12m", "5m ago", "now". */
+export function relative(date: Date, now: Date): string {
+  const diff = (date.getTime() - now.getTime()) / 1000;
+  if (Math.abs(diff) < 1) return "now";
+  return diff > 0 ? `in ${span(diff)}` : `${span(diff)} ago`;
+}
+
+/** A time in the local time zone, named, e.g. "Mon, Nov 24, 14:02 CET". */
+export function localTime(date: Date): string {
+  return date.toLocaleString(undefined, {
+    weekday: "short",
+    month: "short",
+    day: "numeric",
+    hour: "2-digit",
+    minute: "2-digit",
+    timeZoneName: "short",
+  });
+}
+
+export function identityLabel(identity: Identity): string {
+  if (identity.kind === ("" as Identity["kind"])) return "(nobody)";
+  return `${identity.kind}:${identity.id} (tier ${identity.tier})`;
+}
+
+export function width(): number {
+  const columns = process.stdout.columns;
+  return typeof columns === "number" && columns > 0 ? Math.max(60, Math.min(columns, 120)) : 100;
+}
+
+/** Word-wraps `text` to `cols`, indenting continuation lines by `indent` spaces. */
+export function wrap(text: string, cols: number, indent: number): string {
+  const words = text.split(/\s+/).filter((w) => w !== "");
+  const lines: string[] = [];
+  let line = "";
+  for (const word of words) {
+    if (line !== "" && line.length + 1 + word.length > cols - indent) {
+      lines.push(line);
+      line = word;
+    } else line = line === "" ? word : `${line} ${word}`;
+  }
+  if (line !== "") lines.push(line);
+  return lines.join(`\n${" ".repeat(indent)}`);
+}
+
+/** Left-aligned columns separated by two spaces. */
+export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+      .join("  ")
+      .trimEnd();
+  return [line(header), ...rows.map(line)].join("\n");
+}
+
+function bar(left: number, total: number): string {
+  if (!(total > 0) || !Number.isFinite(left)) return "";
+  const share = Math.max(0, Math.min(1, left / total));
+  const filled = Math.round(share * 20);
+  return `[${"█".repeat(filled)}${"░".repeat(20 - filled)}] ${Math.round(share * 100)}% left`;
+}
+
+export function renderQuota(q: Quota, now: Date): string {
+  const lines = [`GPU quota of ${identityLabel(q.identity)}`];
+  const row = (label: string, value: string) => lines.push(`  ${label.padEnd(10)}${value}`);
+  row("left", `${secs(q.left)} of ${secs(q.quota)}  ${bar(q.left, q.quota)}  (${q.left} of ${q.quota} s)`);
+  row("used", `${secs(q.used)}  (time actually held, rounded up to whole seconds × size cost)`);
+  row("reserved", `${secs(q.reserved)}${q.reserved > 0 ? "  (held by calls in progress; the unused part is refunded)" : ""}`);
+  if (q.bonus > 0) row("bonus", `${secs(q.bonus)} added to this window by the operator`);
+  if (q.resetsAt === null || q.windowStartedAt === null) {
+    row("window", `${secs(q.window)}, not started: it opens at the first GPU grant and resets ${secs(q.window)} later (not at midnight)`);
+  } else {
+    row("window", `${secs(q.window)}, started ${localTime(q.windowStartedAt)} (${relative(q.windowStartedAt, now)})`);
+    row("resets", `${localTime(q.resetsAt)} (${relative(q.resetsAt, now)})`);
+  }
+  const runs = q.runs === null ? "" : `   runs this window ${q.runs}${q.maxRuns === null ? "" : ` of ${q.maxRuns}`}`;
+  row("limits", `longest call ${secs(q.maxDuration)}   queue priority ${q.priority}${runs}`);
+  return lines.join("\n");
+}
+
+const STEP_MARK: Readonly<Record<string, string>> = { ok: "✓", fallback: "↳", rejected: "✗", info: "·" };
+const BUCKET_NAMES: Readonly<Record<string, string>> = {
+  gpu_quota: "GPU quota",
+  gpuQuota: "GPU quota",
+  credits: "credits",
+  overage: "overage",
+  paid_hardware: "paid hardware",
+  paidHardware: "paid hardware",
+};
+
+function text(value: unknown, fallback = "-"): string {
+  if (typeof value === "string") return value === "" ? fallback : value;
+  if (typeof value === "number" || typeof value === "boolean") return String(value);
+  return value === null || value === undefined ? fallback : JSON.stringify(value);
+}
+
+function record(value: unknown): Readonly<Record<string, unknown>> {
+  return typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
+}
+
+/** `raw` is the wire object, for fields the SDK does not model (the request, the queue reason). */
+export function renderDiagnosis(d: Diagnosis, raw: unknown, now: Date): string {
+  const cols = width();
+  const out: string[] = [];
+  out.push("Who is charged, step by step");
+  d.steps.forEach((s, i) => {
+    const head = `  ${i + 1}. ${STEP_MARK[s.outcome] ?? "·"} ${s.step} (${s.outcome}): `;
+    out.push(head + wrap(s.detail, cols, head.length));
+  });
+  const charged = d.identity.kind === ("" as Identity["kind"]) ? null : d.identity;
+  out.push(
+    charged === null
+      ? "  → charged to nobody: the request is refused before any identity is charged"
+      : `  → charged to ${identityLabel(charged)}`,
+  );
+  const request = record(record(raw)["request"]);
+  if (typeof request["duration"] === "number") {
+    out.push("", "Request");
+    out.push(
+      `  ${secs(request["duration"])} on ${String(request["size"])} (cost ×${String(request["cost"])}) reserves ${secs(Number(request["reserves"]))} of GPU quota`,
+    );
+  }
+  if (d.quota !== null) out.push("", renderQuota(d.quota, now));
+  const buckets = Array.isArray(d.buckets) ? d.buckets.map(record) : [];
+  if (buckets.length > 0) {
+    out.push("", "Billing buckets");
+    const nameWidth = Math.max(...buckets.map((b) => (BUCKET_NAMES[String(b["bucket"])] ?? String(b["bucket"])).length));
+    for (const b of buckets) {
+      const name = (BUCKET_NAMES[String(b["bucket"])] ?? String(b["bucket"])).padEnd(nameWidth);
+      const head = `  ${b["applies"] === true ? "✓ applies       " : "✗ does not apply"}  ${name}  `;
+      out.push(head + wrap(text(b["detail"], ""), cols, head.length));
+    }
+  }
+  out.push("", "Verdict");
+  const v = d.verdict;
+  const reason = text(record(record(raw)["verdict"])["reason"], "");
+  if (v.outcome === "granted") out.push("  GRANTED: a lease asked for now would get a GPU at once.");
+  else if (v.outcome === "queued") {
+    const why = reason === "concurrency" ? "the app is at its concurrency limit" : "every GPU slot that fits is busy";
+    out.push(`  QUEUED: it would wait at position ${v.position ?? "?"} (${why}). Queue time is never charged.`);
+  } else {
+    const p = v.problem;
+    const head = `  REJECTED [${p?.code ?? "unknown"}]: `;
+    out.push(head + wrap(p?.detail ?? "no detail", cols, head.length));
+  }
+  if (d.causes.length > 0) {
+    out.push("", "Likely causes and fixes (most likely first)");
+    for (const c of d.causes) {
+      const head = `  ${c.rank}. `;
+      out.push(head + wrap(c.cause, cols, head.length));
+      out.push(`     fix: ${wrap(c.fix, cols, 10)}`);
+    }
+  }
+  return out.join("\n");
+}
+
+function leaseWhen(l: Lease, now: Date): string {
+  if (l.status === "active" && l.deadline !== null) return `deadline ${relative(l.deadline, now)}`;
+  if (l.status === "queued" && l.queuedAt !== null) return `queued ${relative(l.queuedAt, now)}`;
+  if (l.endedAt !== null) return `ended ${relative(l.endedAt, now)}`;
+  const at = l.grantedAt ?? l.queuedAt;
+  return at === null ? "" : relative(at, now);
+}
+
+export function renderLeases(leases: readonly Lease[], now: Date): string {
+  if (leases.length === 0) return "No leases.";
+  const rows = leases.map((l) => [
+    l.id,
+    l.status === "queued" && l.position !== null ? `queued #${l.position}` : l.status,
+    `${l.identity.kind}:${l.identity.id}`,
+    l.identity.tier,
+    l.size,
+    secs(l.duration),
+    l.heldMs === null ? "-" : secs(l.heldMs / 1000),
+    secs(l.charged),
+    secs(l.refunded),
+    l.device === null ? "-" : `${l.device.node}/${l.device.index}`,
+    leaseWhen(l, now),
+  ]);
+  return table(["ID", "STATUS", "CHARGED TO", "TIER", "SIZE", "DURATION", "HELD", "CHARGED", "REFUNDED", "DEVICE", "WHEN"], rows);
+}
+
+function list(value: unknown): Readonly<Record<string, unknown>>[] {
+  return Array.isArray(value) ? value.map(record) : [];
+}
+
+
+export function renderPool(state: PoolState, now: Date): string {
+  const slots = record(state["slots"]);
+  const devices = list(state["devices"]);
+  const nodes = list(state["nodes"]);
+  const active = list(state["active"]);
+  const queue = list(state["queue"]);
+  const total = Number(slots["total"]);
+  const busy = Number(slots["busy"]);
+  const out = [
+    `Pool: ${nodes.length} node(s), ${devices.length} GPU(s), ${text(total, "?")} slots (${text(busy, "?")} busy, ${Number.isFinite(total - busy) ? total - busy : "?"} free), ${queue.length} queued`,
+    "",
+  ];
+  if (devices.length === 0) out.push("No GPUs registered: start an agent, or configure pool.simulated.");
+  else {
+    const nodeKind = new Map(nodes.map((n) => [String(n["name"]), text(n["kind"], "")]));
+    out.push(
+      table(
+        ["NODE", "GPU", "NAME", "MEMORY", "SLOTS"],
+        devices.map((d) => [
+          `${text(d["node"])}${nodeKind.get(String(d["node"])) === "simulated" ? " (simulated)" : ""}`,
+          text(d["index"]),
+          text(d["name"]),
+          typeof d["memoryMb"] === "number" ? `${Math.round(d["memoryMb"] / 1024)} GB` : "-",
+          (Array.isArray(d["slots"]) ? d["slots"] : []).map((h) => (h === null ? "free" : String(h))).join(" | "),
+        ]),
+      ),
+    );
+  }
+  out.push("", `Active leases (${active.length})`);
+  if (active.length > 0) {
+    out.push(
+      table(
+        ["ID", "APP", "CHARGED TO", "SIZE", "DEADLINE"],
+        active.map((a) => {
+          const deadline = typeof a["deadline"] === "string" ? new Date(a["deadline"]) : null;
+          return [text(a["id"]), text(a["app"]), text(a["identity"]), text(a["size"]), deadline === null ? "-" : relative(deadline, now)];
+        }),
+      ),
+    );
+  }
+  out.push("", `Queue (${queue.length})`);
+  if (queue.length > 0) {
+    out.push(
+      table(
+        ["POS", "LEASE", "APP", "CHARGED TO", "SLOTS", "WAITING FOR"],
+        queue.map((q) => [text(q["position"]), text(q["leaseId"]), text(q["appId"]), text(q["identity"]), text(q["slots"]), text(q["reason"])]),
+      ),
+    );
+  }
+  return out.join("\n");
+}

@@ -1,0 +1,75 @@
+import { statSync } from "node:fs";
+import { join } from "node:path";
+import { createClient } from "@gpupool/sdk";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { start, tempDir } from "./helpers.js";
+
+let tmp: { dir: string; remove(): void };
+beforeAll(() => {
+  tmp = tempDir();
+});
+afterAll(() => {
+  tmp.remove();
+});
+
+function values(stdout: string) {
+  const get = (re: RegExp) => {
+    const m = re.exec(stdout);
+    if (m === null || m[1] === undefined) throw new Error(`no ${re} in:\n${stdout}`);
+    return m[1];
+  };
+  return {
+    poolUrl: get(/^export GPUPOOL_URL=(\S+)/m),
+    adminToken: get(/GPUPOOL_ADMIN_TOKEN=(\S+)/),
+    appKey: get(/APP_KEY=(gpu_a_\S+)/),
+    appUrl: get(/^ {2}demo app {7}(http:\/\/\S+)/m),
+  };
+}
+
+describe("gpupool demo", () => {
+  it("starts a pool, users, an app and a demo app, prints a tour, and reuses them after a restart", async () => {
+    const dir = join(tmp.dir, "demo");
+    const first = start(["demo", "--port", "0", "--dir", dir]);
+    let v: ReturnType<typeof values>;
+    try {
+      await first.waitFor(/^Press Ctrl-C to stop/m, 20_000);
+      const out = first.stdout();
+      v = values(out);
+      expect(out).toMatch(/user ada {7}u_\S+, tier pro, name "ada": created now/);
+      expect(out).toMatch(/user bob {7}u_\S+, tier free, name "bob": created now/);
+      expect(out).toMatch(/name "sdxl-demo", owned by ada: created now/);
+      for (const step of ["npx gpupool quota", "npx gpupool diagnose", "npx gpupool leases", "/v1/leases", "/release", "429"]) expect(out).toContain(step);
+      expect(statSync(join(dir, "demo-credentials.json")).mode & 0o777).toBe(0o600);
+
+      // The demo app charges whoever the X-IP-Token names (here ada), through the SDK's gpu().
+      const issuer = createClient({ url: v.poolUrl, adminToken: v.adminToken });
+      const { token } = await issuer.ipToken({ app: "sdxl-demo", user: "ada" });
+      const res = await fetch(`${v.appUrl}/generate`, { method: "POST", headers: { "x-ip-token": token } });
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as Record<string, unknown>;
+      expect(body).toMatchObject({ charged_to: expect.stringMatching(/^user:u_/), tier: "pro", device: { node: "sim-0" } });
+      expect(String(body["image"])).toContain("fake");
+
+      const refused = await fetch(`${v.appUrl}/generate`, { method: "POST", headers: { "x-ip-token": "forged" } });
+      expect(refused.status).toBe(401);
+      expect(((await refused.json()) as { code: string }).code).toBe("invalid_ip_token");
+    } finally {
+      expect(await first.stop("SIGINT")).toBe(0);
+    }
+
+    const second = start(["demo", "--port", "0", "--dir", dir]);
+    try {
+      await second.waitFor(/^Press Ctrl-C to stop/m, 20_000);
+      const out = second.stdout();
+      expect(out).toMatch(/name "ada": already existed \(reused\)/);
+      expect(out).toMatch(/name "sdxl-demo", owned by ada: already existed \(reused\)/);
+      const again = values(out);
+      expect(again.appKey).toBe(v.appKey);
+      expect(again.adminToken).toBe(v.adminToken);
+      const quota = await createClient({ url: again.poolUrl, appKey: again.appKey }).quota();
+      expect(quota.identity.kind).toBe("app");
+    } finally {
+      expect(await second.stop("SIGTERM")).toBe(0);
+    }
+  });
+});

@@ -1,0 +1,76 @@
+import type { Diagnosis, Quota } from "@gpupool/sdk";
+import { describe, expect, it } from "vitest";
+import { relative, renderDiagnosis, renderQuota, span, table, wrap } from "../src/render.js";
+
+const now = new Date("2025-01-01T12:00:00Z");
+
+function quota(overrides: Partial<Quota> = {}): Quota {
+  return {
+    identity: { kind: "user", id: "u_1", tier: "free" },
+    quota: 210,
+    used: 30,
+    reserved: 60,
+    left: 120,
+    bonus: 0,
+    window: 86_400,
+    windowStartedAt: new Date("2025-01-01T08:48:00Z"),
+    resetsAt: new Date("2025-01-02T08:48:00Z"),
+    priority: 2,
+    maxDuration: 120,
+    runs: 3,
+    maxRuns: null,
+    ...overrides,
+  };
+}
+
+describe("render", () => {
+  it("spans and relative times", () => {
+    expect(span(45)).toBe("45s");
+    expect(span(125)).toBe("2m 5s");
+    expect(span(3 * 3600 + 12 * 60 + 30)).toBe("3h 12m");
+    expect(span(86_400 * 2 + 3600)).toBe("2d 1h");
+    expect(relative(new Date(now.getTime() + (3 * 3600 + 12 * 60) * 1000), now)).toBe("in 3h 12m");
+    expect(relative(new Date(now.getTime() - 300_000), now)).toBe("5m ago");
+    expect(relative(now, now)).toBe("now");
+  });
+
+  it("quota: amounts, reservations, and the reset in local time and relative", () => {
+    const text = renderQuota(quota(), now);
+    expect(text).toMatch(/^GPU quota of user:u_1 \(tier free\)$/m);
+    expect(text).toMatch(/left\s+2m of 3m 30s .* 57% left {2}\(120 of 210 s\)/);
+    expect(text).toMatch(/reserved\s+1m\s+\(held by calls in progress/);
+    expect(text).toMatch(/resets\s+.*\(in 20h 48m\)/);
+    expect(text).toMatch(/runs this window 3$/m);
+  });
+
+  it("quota: a window that has not started says when it will", () => {
+    const text = renderQuota(quota({ windowStartedAt: null, resetsAt: null, used: 0, reserved: 0, left: 210 }), now);
+    expect(text).toMatch(/window\s+24h, not started: it opens at the first GPU grant/);
+    expect(text).not.toMatch(/^ +resets /m);
+  });
+
+  it("tables and wrapping", () => {
+    expect(table(["A", "BB"], [["xxx", "y"]])).toBe("A    BB\nxxx  y");
+    expect(wrap("one two three four", 12, 2)).toBe("one two\n  three four");
+  });
+
+  it("diagnosis: a queued verdict names the position and why; a refused token charges nobody", () => {
+    const base: Diagnosis = {
+      identity: { kind: "user", id: "u_1", tier: "free" },
+      steps: [{ step: "charged_identity", outcome: "ok", detail: "Charged to user:u_1." }],
+      quota: null,
+      buckets: [],
+      verdict: { outcome: "queued", position: 3, problem: null },
+      causes: [{ rank: 1, cause: "All slots busy.", fix: "Nothing to fix." }],
+    };
+    const queued = renderDiagnosis(base, { verdict: { outcome: "queued", position: 3, reason: "concurrency" } }, now);
+    expect(queued).toMatch(/1\. ✓ charged_identity \(ok\): Charged to user:u_1\./);
+    expect(queued).toMatch(/QUEUED: it would wait at position 3 \(the app is at its concurrency limit\)/);
+    expect(queued).toMatch(/1\. All slots busy\.\n {5}fix: Nothing to fix\./);
+
+    const problem = { type: "t", title: "t", status: 401, detail: "Token expired.", code: "invalid_ip_token" };
+    const refused = renderDiagnosis({ ...base, identity: { kind: "" as "user", id: "", tier: "" }, verdict: { outcome: "rejected", position: null, problem } }, {}, now);
+    expect(refused).toMatch(/→ charged to nobody/);
+    expect(refused).toMatch(/REJECTED \[invalid_ip_token\]: Token expired\./);
+  });
+});

@@ -1,0 +1,297 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { openStore } from "../src/storage/open-store.js";
+import type { AppRecord, KeyedRecord, LeaseFilter, LeaseRecord, NewLease, Store, Tx, UserRecord } from "../src/storage/store.js";
+
+/**
+ * The storage contract (SPEC §1: "one storage contract test suite run against both"). Every
+ * adapter must pass `storeContract`; adding PostgreSQL is one more call at the bottom.
+ *
+ * `open` gives a fresh, migrated, empty store for each test. `reopen`, when given, opens a second
+ * store on the same data after the first is closed: durability is checked through it, never
+ * through whatever the first connection remembers.
+ */
+export function storeContract(name: string, open: () => Promise<Store>, reopen?: (closed: Store) => Promise<Store>): void {
+  describe(`storage contract: ${name}`, () => {
+    let store: Store;
+    const extra: Store[] = [];
+    beforeEach(async () => {
+      store = await open();
+    });
+    const closed = new Set<Store>();
+    const closeOnce = async (s: Store) => {
+      if (closed.has(s)) return;
+      closed.add(s);
+      await s.close();
+    };
+    afterEach(async () => {
+      // Each store is closed exactly once here (a second close has its own test below).
+      for (const s of [store, ...extra.splice(0)]) await closeOnce(s).catch(() => undefined);
+    });
+    const tx = <T>(fn: (t: Tx) => Promise<T>): Promise<T> => store.transaction(fn);
+    /** Closes `store` and returns a fresh connection to the same data (or null without `reopen`). */
+    const durable = async (): Promise<Store | null> => {
+      if (!reopen) return null;
+      await closeOnce(store);
+      const again = await reopen(store);
+      extra.push(again);
+      return again;
+    };
+
+    const user = (id: string, over: Partial<UserRecord> = {}): UserRecord => ({ id, name: `name-${id}`, tier: "free", tokenHash: `th-${id}`, quotaOverrideMs: null, createdAt: 1_000, ...over });
+    const app = (id: string, ownerId: string, over: Partial<AppRecord> = {}): AppRecord => ({ id, name: `app-${id}`, ownerId, keyHash: `kh-${id}`, maxConcurrency: null, createdAt: 1_000, ...over });
+    const keyed = (id: string, createdAt = 1_000): KeyedRecord => ({ id, name: `k-${id}`, keyHash: `kh-${id}`, createdAt });
+    const newLease = (id: string, over: Partial<NewLease> = {}): NewLease => ({
+      id, appId: "a1", identityKind: "user", identityId: "u1", tier: "free", size: "large", slots: 1, cost: 1, durationMs: 60_000, reservedMs: 60_000,
+      status: "queued", node: null, deviceIndex: null, deviceUuid: null, deviceName: null, slotIndexes: null, queuedAt: 5_000, grantedAt: null,
+      deadline: null, endedAt: null, heldMs: null, chargedMs: 0, refundedMs: 0, failed: false, windowStartedAt: null, problemCode: null, problemDetail: null, ...over,
+    });
+    const active = (l: LeaseRecord, deadline: number): LeaseRecord => ({ ...l, status: "active", node: "sim-0", deviceIndex: 1, deviceUuid: "GPU-x", deviceName: "H200", slotIndexes: [0, 1], grantedAt: deadline - l.durationMs, deadline, windowStartedAt: deadline - l.durationMs });
+
+    it("migrates idempotently, pings, and names its kind", async () => {
+      await store.migrate();
+      await store.migrate();
+      await expect(store.ping()).resolves.toBeUndefined();
+      expect(["sqlite", "postgres"]).toContain(store.kind);
+    });
+
+    it("users: insert, get by id / name / token hash, update, list in creation order", async () => {
+      await tx(async (t) => {
+        await t.insertUser(user("u2", { createdAt: 2_000 }));
+        await t.insertUser(user("u1", { tier: "pro", quotaOverrideMs: 90_000 }));
+      });
+      expect(await tx((t) => t.getUser("u1"))).toEqual(user("u1", { tier: "pro", quotaOverrideMs: 90_000 }));
+      expect(await tx((t) => t.getUserByName("name-u2"))).toEqual(user("u2", { createdAt: 2_000 }));
+      expect(await tx((t) => t.findUserByTokenHash("th-u1"))).toMatchObject({ id: "u1" });
+      expect(await tx(async (t) => [await t.getUser("nope"), await t.getUserByName("nope"), await t.findUserByTokenHash("nope")])).toEqual([null, null, null]);
+      await tx((t) => t.updateUser(user("u1", { tier: "team", quotaOverrideMs: null, tokenHash: "th-new" })));
+      expect(await tx((t) => t.getUser("u1"))).toEqual(user("u1", { tier: "team", tokenHash: "th-new" }));
+      expect(await tx((t) => t.findUserByTokenHash("th-u1"))).toBeNull();
+      expect((await tx((t) => t.listUsers())).map((u) => u.id)).toEqual(["u1", "u2"]);
+      await expect(tx((t) => t.insertUser(user("u3", { name: "name-u1" })))).rejects.toThrow();
+      expect(await tx((t) => t.listUsers())).toHaveLength(2);
+    });
+
+    it("apps: insert, get by id / name / key hash, list", async () => {
+      await tx(async (t) => {
+        await t.insertUser(user("u1"));
+        await t.insertApp(app("a1", "u1", { maxConcurrency: 3 }));
+        await t.insertApp(app("a2", "u1", { createdAt: 2_000 }));
+      });
+      expect(await tx((t) => t.getApp("a1"))).toEqual(app("a1", "u1", { maxConcurrency: 3 }));
+      expect(await tx((t) => t.getAppByName("app-a2"))).toEqual(app("a2", "u1", { createdAt: 2_000 }));
+      expect(await tx((t) => t.findAppByKeyHash("kh-a2"))).toMatchObject({ id: "a2", maxConcurrency: null });
+      expect(await tx(async (t) => [await t.getApp("x"), await t.getAppByName("x"), await t.findAppByKeyHash("x")])).toEqual([null, null, null]);
+      expect((await tx((t) => t.listApps())).map((a) => a.id)).toEqual(["a1", "a2"]);
+      await expect(tx((t) => t.insertApp(app("a3", "u1", { name: "app-a1" })))).rejects.toThrow();
+    });
+
+    it("nodes and edges: separate principals, found by key hash and name", async () => {
+      await tx(async (t) => {
+        await t.insertNode(keyed("n1"));
+        await t.insertNode(keyed("n2", 2_000));
+        await t.insertEdge(keyed("e1"));
+      });
+      expect(await tx((t) => t.findNodeByKeyHash("kh-n1"))).toEqual(keyed("n1"));
+      expect(await tx((t) => t.getNodeByName("k-n2"))).toEqual(keyed("n2", 2_000));
+      expect(await tx((t) => t.findEdgeByKeyHash("kh-e1"))).toEqual(keyed("e1"));
+      expect(await tx((t) => t.getEdgeByName("k-e1"))).toEqual(keyed("e1"));
+      expect(await tx((t) => t.findNodeByKeyHash("kh-e1"))).toBeNull();
+      expect(await tx((t) => t.findEdgeByKeyHash("kh-n1"))).toBeNull();
+      expect(await tx((t) => t.getNodeByName("k-e1"))).toBeNull();
+      expect((await tx((t) => t.listNodes())).map((n) => n.id)).toEqual(["n1", "n2"]);
+    });
+
+    it("ledgers: null until written, upsert replaces, survives a reopen", async () => {
+      expect(await tx((t) => t.getLedger("user:u1"))).toBeNull();
+      const first = { windowStartedAt: null, usedMs: 0, reservedMs: 60_000, bonusMs: 0, runs: 1 };
+      const second = { windowStartedAt: 1_700_000_000_123, usedMs: 1_000, reservedMs: 0, bonusMs: 5_000, runs: 2 };
+      await tx((t) => t.putLedger("user:u1", first));
+      expect(await tx((t) => t.getLedger("user:u1"))).toEqual(first);
+      await tx((t) => t.putLedger("user:u1", second));
+      await tx((t) => t.putLedger("ip:2001:db8::/64", first));
+      expect(await tx((t) => t.getLedger("user:u1"))).toEqual(second);
+      const again = await durable();
+      if (again) {
+        expect(await again.transaction((t) => t.getLedger("user:u1"))).toEqual(second);
+        expect(await again.transaction((t) => t.getLedger("ip:2001:db8::/64"))).toEqual(first);
+      }
+    });
+
+    it("leases: insert assigns increasing seq; get round-trips every field; update changes the lifecycle", async () => {
+      const a = await tx((t) => t.insertLease(newLease("l1")));
+      const b = await tx((t) => t.insertLease(newLease("l2", { size: "xlarge", slots: 2, cost: 1.5, reservedMs: 90_000, appId: null, identityKind: "ip", identityId: "203.0.113.7", tier: "anonymous" })));
+      const c = await tx((t) => t.insertLease(newLease("l3")));
+      expect(b.seq).toBeGreaterThan(a.seq);
+      expect(c.seq).toBeGreaterThan(b.seq);
+      expect(await tx((t) => t.getLease("l2"))).toEqual(b);
+      expect(await tx((t) => t.getLease("nope"))).toBeNull();
+      const granted = active(a, 70_000);
+      await tx((t) => t.updateLease(granted));
+      expect(await tx((t) => t.getLease("l1"))).toEqual(granted);
+      const ended: LeaseRecord = { ...granted, status: "released", endedAt: 12_345, heldMs: 2_345, chargedMs: 3_000, refundedMs: 57_000, failed: true, problemCode: "queue_timeout", problemDetail: "waited" };
+      await tx((t) => t.updateLease(ended));
+      const again = await durable();
+      const reader = again ?? store;
+      expect(await reader.transaction((t) => t.getLease("l1"))).toEqual(ended);
+      expect(await reader.transaction((t) => t.getLease("l2"))).toEqual(b);
+      // seq keeps growing after a reopen.
+      const d = await reader.transaction((t) => t.insertLease(newLease("l4")));
+      expect(d.seq).toBeGreaterThan(c.seq);
+      await expect(reader.transaction((t) => t.insertLease(newLease("l4")))).rejects.toThrow();
+    });
+
+    it("leases: list filters by app, identity and status, newest first, up to the limit", async () => {
+      const ids = ["l1", "l2", "l3", "l4", "l5"];
+      await tx(async (t) => {
+        await t.insertLease(newLease("l1"));
+        await t.insertLease(newLease("l2", { appId: "a2" }));
+        await t.insertLease(newLease("l3", { identityKind: "ip", identityId: "198.51.100.1", appId: "a2" }));
+        await t.insertLease(newLease("l4", { status: "cancelled" }));
+        await t.insertLease(newLease("l5", { appId: null }));
+      });
+      const list = async (f: LeaseFilter) => (await tx((t) => t.listLeases(f))).map((l) => l.id);
+      expect(await list({ limit: 50 })).toEqual([...ids].reverse());
+      expect(await list({ limit: 2 })).toEqual(["l5", "l4"]);
+      expect(await list({ limit: 50, appId: "a2" })).toEqual(["l3", "l2"]);
+      expect(await list({ limit: 50, identity: { kind: "user", id: "u1" } })).toEqual(["l5", "l4", "l2", "l1"]);
+      expect(await list({ limit: 50, identity: { kind: "ip", id: "198.51.100.1" } })).toEqual(["l3"]);
+      expect(await list({ limit: 50, status: "cancelled" })).toEqual(["l4"]);
+      expect(await list({ limit: 50, appId: "a1", status: "queued", identity: { kind: "user", id: "u1" } })).toEqual(["l1"]);
+      expect(await list({ limit: 50, appId: "zzz" })).toEqual([]);
+    });
+
+    it("leases: live leases in arrival order; the earliest certain end among one identity's live leases", async () => {
+      await tx(async (t) => {
+        const l1 = await t.insertLease(newLease("l1"));
+        await t.insertLease(newLease("l2"));
+        const l3 = await t.insertLease(newLease("l3"));
+        const l4 = await t.insertLease(newLease("l4"));
+        await t.insertLease(newLease("l5", { identityId: "u2" }));
+        await t.updateLease(active(l1, 90_000));
+        await t.updateLease(active(l3, 80_000));
+        await t.updateLease({ ...active(l4, 10_000), status: "expired", endedAt: 10_000 });
+      });
+      expect((await tx((t) => t.liveLeases())).map((l) => [l.id, l.status])).toEqual([["l1", "active"], ["l2", "queued"], ["l3", "active"], ["l5", "queued"]]);
+      // u1: active l1 (deadline 90 s), queued l2, active l3 (deadline 80 s): the earliest is l3's deadline
+      // unless a queued lease must end sooner (queued_at + timeout + duration).
+      expect(await tx((t) => t.earliestEnd({ kind: "user", id: "u1" }, 60_000))).toBe(80_000);
+      const l5 = await tx((t) => t.getLease("l5"));
+      // u2 has only a queued lease: it ends at the latest when its queue timeout and then its duration have passed.
+      expect(await tx((t) => t.earliestEnd({ kind: "user", id: "u2" }, 60_000))).toBe(l5!.queuedAt + 60_000 + l5!.durationMs);
+      expect(await tx((t) => t.earliestEnd({ kind: "ip", id: "u1" }, 60_000))).toBeNull();
+    });
+
+    it("signing keys: none at first, then oldest first", async () => {
+      expect(await tx((t) => t.signingKeys())).toEqual([]);
+      const k1 = { kid: "k1", privateJwk: '{"d":"1"}', publicJwk: '{"x":"1"}', createdAt: 1_000 };
+      const k2 = { kid: "k2", privateJwk: '{"d":"2"}', publicJwk: '{"x":"2"}', createdAt: 2_000 };
+      await tx((t) => t.insertSigningKey(k2));
+      await tx((t) => t.insertSigningKey(k1));
+      expect(await tx((t) => t.signingKeys())).toEqual([k1, k2]);
+    });
+
+    it("a transaction that throws leaves nothing behind, cached or stored, and the error reaches the caller", async () => {
+      await tx((t) => t.putLedger("user:u1", { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 }));
+      const boom = new Error("boom");
+      await expect(
+        tx(async (t) => {
+          await t.insertUser(user("u1"));
+          await t.putLedger("user:u1", { windowStartedAt: 1, usedMs: 9, reservedMs: 9, bonusMs: 9, runs: 9 });
+          await t.insertLease(newLease("l1"));
+          await t.insertSigningKey({ kid: "k", privateJwk: "{}", publicJwk: "{}", createdAt: 1 });
+          throw boom;
+        }),
+      ).rejects.toBe(boom);
+      expect(await tx((t) => t.getUser("u1"))).toBeNull();
+      expect(await tx((t) => t.getLedger("user:u1"))).toEqual({ windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 });
+      expect(await tx((t) => t.getLease("l1"))).toBeNull();
+      expect(await tx((t) => t.signingKeys())).toEqual([]);
+      // The store is still usable afterwards.
+      await tx((t) => t.insertUser(user("u1")));
+      const again = await durable();
+      if (again) {
+        expect(await again.transaction((t) => t.getUser("u1"))).toEqual(user("u1"));
+        expect(await again.transaction((t) => t.getLedger("user:u1"))).toMatchObject({ usedMs: 0, runs: 0 });
+      }
+    });
+
+    it("concurrent transactions are serializable: no lost update", async () => {
+      await tx((t) => t.putLedger("app:a1", { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 }));
+      await Promise.all(
+        Array.from({ length: 25 }, () =>
+          tx(async (t) => {
+            const l = await t.getLedger("app:a1");
+            await new Promise((r) => setTimeout(r, 1));
+            await t.putLedger("app:a1", { ...l!, reservedMs: l!.reservedMs + 1_000, runs: l!.runs + 1 });
+          }),
+        ),
+      );
+      expect(await tx((t) => t.getLedger("app:a1"))).toMatchObject({ reservedMs: 25_000, runs: 25 });
+    });
+
+    it("a transaction that resolved is durable, whatever a concurrent one does", async () => {
+      const results = await Promise.allSettled([
+        tx((t) => t.insertUser(user("ok1"))),
+        tx(async (t) => {
+          await t.insertUser(user("bad"));
+          throw new Error("fails after writing");
+        }),
+        tx((t) => t.insertUser(user("ok2"))),
+      ]);
+      expect(results[1]!.status).toBe("rejected");
+      const reader = (await durable()) ?? store;
+      for (const [i, id] of [[0, "ok1"], [2, "ok2"]] as const) {
+        const found = await reader.transaction((t) => t.getUser(id));
+        if (results[i]!.status === "fulfilled") expect(found, id).not.toBeNull();
+        else expect(found, id).toBeNull();
+      }
+      expect(await reader.transaction((t) => t.getUser("bad"))).toBeNull();
+    });
+
+    it("stage: the value at once, writes visible to later transactions, durable once committed", async () => {
+      const { value, committed } = await store.stage(async (t) => {
+        await t.insertUser(user("u1"));
+        return 42;
+      });
+      expect(value).toBe(42);
+      expect(await tx((t) => t.getUser("u1"))).toMatchObject({ id: "u1" });
+      await committed;
+      const again = await durable();
+      if (again) expect(await again.transaction((t) => t.getUser("u1"))).toMatchObject({ id: "u1" });
+    });
+
+    it("close can be called twice", async () => {
+      await closeOnce(store);
+      await expect(Promise.race([store.close().then(() => "closed"), new Promise((r) => setTimeout(() => r("hung"), 2_000))])).resolves.toBe("closed");
+    });
+  });
+}
+
+// ── adapters ────────────────────────────────────────────────────────────────────────────────
+const dirs: string[] = [];
+const paths = new WeakMap<Store, string>();
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+async function sqliteAt(url: string): Promise<Store> {
+  const store = await openStore(url);
+  paths.set(store, url);
+  return store;
+}
+
+storeContract(
+  "sqlite (file)",
+  async () => {
+    const dir = mkdtempSync(join(tmpdir(), "gpupool-store-"));
+    dirs.push(dir);
+    return sqliteAt(`sqlite:${join(dir, "contract.db")}`);
+  },
+  async (closed) => sqliteAt(paths.get(closed)!),
+);
+
+// PostgreSQL, once its adapter exists:
+// if (process.env.GPUPOOL_TEST_POSTGRES) storeContract("postgres", () => freshPostgresSchema(process.env.GPUPOOL_TEST_POSTGRES!));
