@@ -21,6 +21,12 @@ export interface Store {
   ping(): Promise<void>;
   close(): Promise<void>;
   readonly kind: "sqlite" | "postgres";
+  /**
+   * True when the adapter never runs two staged transactions at once (one embedded connection).
+   * Use cases that keep state in memory beside the store may then rely on the store's ordering
+   * instead of serializing themselves.
+   */
+  readonly serializesTransactions: boolean;
 }
 
 export interface UserRecord {

@@ -147,17 +147,19 @@ export class LeaseEngine {
   }
 
   private async recover(): Promise<void> {
-    const now = this.clock.now();
-    this.pool = new Pool(this.devices);
-    this.scheduler = new FifoScheduler();
-    this.appActive.clear();
-    this.live.clear();
-    for (const t of this.timers.values()) clearTimeout(t);
-    this.timers.clear();
-    const apps = await this.store.transaction((tx) => tx.listApps());
-    for (const app of apps) this.appLimits.set(app.id, app.maxConcurrency);
     const ended: LeaseRecord[] = [];
+    // One transaction: memory is rebuilt from a single consistent view, and no other use case's
+    // transaction can run in between.
     const grants = await this.store.transaction(async (tx) => {
+      const now = this.clock.now();
+      this.pool = new Pool(this.devices);
+      this.scheduler = new FifoScheduler();
+      this.appActive.clear();
+      this.live.clear();
+      this.announced.clear();
+      for (const t of this.timers.values()) clearTimeout(t);
+      this.timers.clear();
+      for (const app of await tx.listApps()) this.appLimits.set(app.id, app.maxConcurrency);
       for (const lease of await tx.liveLeases()) {
         if (lease.status === "active") {
           const occupied =
@@ -208,7 +210,9 @@ export class LeaseEngine {
    * fails, memory is rebuilt from the store and the error goes to the caller.
    */
   private async op<T, R>(stage: () => Promise<{ value: T; committed: Promise<void> }>, after: (value: T) => R): Promise<R> {
-    const staged = await this.serial.run(() => this.guard(stage));
+    // The memory changes happen inside the staged transaction; an adapter that runs those one at
+    // a time already orders them, so the engine's own section is needed only for one that doesn't.
+    const staged = this.store.serializesTransactions ? await this.guard(stage) : await this.serial.run(() => this.guard(stage));
     try {
       await staged.committed;
     } catch (err) {

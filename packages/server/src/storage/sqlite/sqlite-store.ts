@@ -142,6 +142,7 @@ function mutableParams(l: LeaseRecord): unknown[] {
  */
 export class SqliteStore implements Store {
   readonly kind = "sqlite" as const;
+  readonly serializesTransactions = true;
   private readonly db: Database.Database;
   private readonly serial = new Serial();
   private readonly cache = new Map<string, Statement>();
