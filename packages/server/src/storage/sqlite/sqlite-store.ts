@@ -115,7 +115,7 @@ const LEASE_COLUMNS =
   "id, app_id, identity_kind, identity_id, tier, size, slots, cost, duration_ms, reserved_ms, status, node, device_index, " +
   "device_uuid, device_name, slot_indexes, queued_at, granted_at, deadline, ended_at, held_ms, charged_ms, refunded_ms, failed, " +
   "window_started_at, problem_code, problem_detail";
-const INSERT_LEASE = `INSERT INTO leases (${LEASE_COLUMNS}) VALUES (${LEASE_COLUMNS.split(",").map(() => "?").join(", ")}) RETURNING seq`;
+const INSERT_LEASE = `INSERT INTO leases (${LEASE_COLUMNS}) VALUES (${LEASE_COLUMNS.split(",").map(() => "?").join(", ")})`;
 // Only the columns a lease's lifecycle changes: naming an indexed column in SET makes SQLite
 // rewrite that index entry even when the value is unchanged (app and identity never change).
 const MUTABLE_COLUMNS = [
@@ -351,8 +351,8 @@ export class SqliteStore implements Store {
 
       insertLease: async (l) => {
         this.wrote = true;
-        const r = one(INSERT_LEASE, ...leaseParams(l));
-        return { ...l, seq: Number(r?.["seq"]) };
+        const info = this.st(INSERT_LEASE).run(...leaseParams(l));
+        return { ...l, seq: Number(info.lastInsertRowid) };
       },
       updateLease: async (l) => run(UPDATE_LEASE, ...mutableParams(l), l.id),
       getLease: async (id) => toLease(one("SELECT * FROM leases WHERE id = ?", id)),
