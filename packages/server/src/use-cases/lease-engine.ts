@@ -346,17 +346,22 @@ export class LeaseEngine {
     );
   }
 
-  private onDeadline(leaseId: string): void {
+  /** A lease's timer fired: its deadline (expire it) or its queue timeout (fail it, refunded). */
+  private onTimer(leaseId: string, due: "deadline" | "queue_timeout"): void {
     this.timers.delete(leaseId);
     this.op(
       () => {
         const now = this.clock.now();
         return this.store.stage(async (tx) => {
           const lease = await this.leaseFor(tx, leaseId);
-          if (!lease || lease.status !== "active") return null;
-          if (lease.deadline !== null && lease.deadline > now) return { lease, early: true as const, grants: [] };
-          const ended = await this.finishActive(tx, lease, "expired", now);
-          return { lease: ended, early: false as const, grants: await this.dispatchAndPersist(tx, now) };
+          if (!lease || lease.status !== (due === "deadline" ? "active" : "queued")) return null;
+          // Timers can fire a little early; never expire a lease before its deadline.
+          if (due === "deadline" && lease.deadline !== null && lease.deadline > now) return { lease, early: true, grants: [] };
+          const ended =
+            due === "deadline"
+              ? await this.finishActive(tx, lease, "expired", now)
+              : await this.finishQueued(tx, lease, "failed", now, this.queueTimeoutProblem(lease, now));
+          return { lease: ended, early: false, grants: await this.dispatchAndPersist(tx, now) };
         });
       },
       (out) => {
@@ -365,27 +370,7 @@ export class LeaseEngine {
         this.announceEnd(out.lease);
         this.announceGrants(out.grants);
       },
-    ).catch((err: unknown) => this.log.error({ err, leaseId }, "expiring a lease failed"));
-  }
-
-  private onQueueTimeout(leaseId: string): void {
-    this.timers.delete(leaseId);
-    this.op(
-      () => {
-        const now = this.clock.now();
-        return this.store.stage(async (tx) => {
-          const lease = await this.leaseFor(tx, leaseId);
-          if (!lease || lease.status !== "queued") return null;
-          const ended = await this.finishQueued(tx, lease, "failed", now, this.queueTimeoutProblem(lease, now));
-          return { lease: ended, grants: await this.dispatchAndPersist(tx, now) };
-        });
-      },
-      (out) => {
-        if (!out) return;
-        this.announceEnd(out.lease);
-        this.announceGrants(out.grants);
-      },
-    ).catch((err: unknown) => this.log.error({ err, leaseId }, "timing out a queued lease failed"));
+    ).catch((err: unknown) => this.log.error({ err, leaseId, due }, "a lease timer failed"));
   }
 
   private queueTimeoutProblem(lease: LeaseRecord, now: number): Problem {
@@ -542,7 +527,7 @@ export class LeaseEngine {
   private armDeadline(lease: LeaseRecord): void {
     if (this.stopped || lease.deadline === null) return;
     this.clearTimer(lease.id);
-    const t = setTimeout(() => this.onDeadline(lease.id), Math.max(0, lease.deadline - this.clock.now()));
+    const t = setTimeout(() => this.onTimer(lease.id, "deadline"), Math.max(0, lease.deadline - this.clock.now()));
     t.unref();
     this.timers.set(lease.id, t);
   }
@@ -550,7 +535,7 @@ export class LeaseEngine {
   private armQueueTimeout(lease: LeaseRecord): void {
     if (this.stopped) return;
     this.clearTimer(lease.id);
-    const t = setTimeout(() => this.onQueueTimeout(lease.id), Math.max(0, lease.queuedAt + this.policy.queueTimeoutMs - this.clock.now()));
+    const t = setTimeout(() => this.onTimer(lease.id, "queue_timeout"), Math.max(0, lease.queuedAt + this.policy.queueTimeoutMs - this.clock.now()));
     t.unref();
     this.timers.set(lease.id, t);
   }
