@@ -104,19 +104,27 @@ function load(opts) {
   });
 }
 
+/** The load result plus this (server) process's CPU time per request, which explains the ratio. */
+async function loadWithCpu(opts) {
+  const before = process.cpuUsage();
+  const result = await load(opts);
+  const used = process.cpuUsage(before);
+  return { ...result, cpuUsPerRequest: (used.user + used.system) / result.total };
+}
+
 async function httpRound(dir) {
   const server = await createServer(config(dir), { adminToken: null, logger: pino({ level: "silent" }) });
   const url = await server.listen();
   const now = Date.now();
   await createUser(server.context.store, server.context.config.policy, { name: `owner${now}`, tier: "pro" }, now);
   const { key } = await createApp(server.context.store, { name: `bench${now}`, owner: `owner${now}`, maxConcurrency: null }, now);
-  const lease = await load({ url, mode: "lease", key, connections: CONNECTIONS, duration: HTTP_SECONDS });
+  const lease = await loadWithCpu({ url, mode: "lease", key, connections: CONNECTIONS, duration: HTTP_SECONDS });
   await server.close();
 
   const noop = Fastify({ logger: false });
   noop.post("/noop", async () => ({ ok: true }));
   const noopUrl = await noop.listen({ host: "127.0.0.1", port: 0 });
-  const ceiling = await load({ url: noopUrl, mode: "noop", connections: CONNECTIONS, duration: HTTP_SECONDS });
+  const ceiling = await loadWithCpu({ url: noopUrl, mode: "noop", connections: CONNECTIONS, duration: HTTP_SECONDS });
   await noop.close();
   if (lease.non2xx > 0 || lease.errors > 0) console.error(`warning: ${lease.non2xx} non-2xx and ${lease.errors} errors in the lease run`);
   return { lease, ceiling };
@@ -146,7 +154,10 @@ export async function main() {
     for (let r = 0; r < ROUNDS; r++) {
       const h = await httpRound(mkdtempSync(join(dir, "h")));
       http.push(h);
-      console.log(`http round ${r + 1}: lease+release ${round(h.lease.requestsPerS)} req/s (p99 ${h.lease.p99Ms} ms), no-op ceiling ${round(h.ceiling.requestsPerS)} req/s`);
+      console.log(
+        `http round ${r + 1}: lease+release ${round(h.lease.requestsPerS)} req/s (p99 ${h.lease.p99Ms} ms, ${round(h.lease.cpuUsPerRequest)} µs server CPU/request), ` +
+          `no-op ceiling ${round(h.ceiling.requestsPerS)} req/s (${round(h.ceiling.cpuUsPerRequest)} µs/request)`,
+      );
     }
     const inprocess = median(ours.map((o) => o.conc));
     const peerMedian = median(peer.map((p) => p.conc));
@@ -173,6 +184,8 @@ export async function main() {
       http_ceiling_requests_per_s: round(ceilingRps),
       http_ratio: round(httpRps / ceilingRps, 2),
       http_p99_ms: median(http.map((h) => h.lease.p99Ms)),
+      http_server_cpu_us_per_request: round(median(http.map((h) => h.lease.cpuUsPerRequest))),
+      http_ceiling_server_cpu_us_per_request: round(median(http.map((h) => h.ceiling.cpuUsPerRequest))),
     };
     console.log(JSON.stringify(result));
   } finally {
