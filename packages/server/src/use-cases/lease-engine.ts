@@ -25,6 +25,7 @@ import { Serial } from "../serial.js";
 import type { LeaseRecord, Store, Tx } from "../storage/store.js";
 import { chargedIdentity } from "./charged-identity.js";
 import type { IdentityQuota } from "./quota.js";
+import { LeaseTimers } from "./lease-timers.js";
 import { readQuota, reserveWithRetryTime } from "./quota.js";
 
 export interface AdmitInput {
@@ -60,13 +61,12 @@ export class LeaseEngine {
   private scheduler = new FifoScheduler();
   private readonly appActive = new Map<string, number>();
   private readonly appLimits = new Map<string, number | null>();
-  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly timers: LeaseTimers;
   /** Queued and active leases as last written: the hot path reads these instead of the store. */
   private readonly live = new Map<string, LeaseRecord>();
   /** Last queue place sent to each watched lease, so a change is announced once. */
   private readonly announced = new Map<string, string>();
   private readonly serial = new Serial();
-  private stopped = false;
 
   constructor(
     private readonly store: Store,
@@ -78,6 +78,7 @@ export class LeaseEngine {
     private readonly log: Logger,
   ) {
     this.pool = new Pool(devices);
+    this.timers = new LeaseTimers(clock, (leaseId, kind) => this.onTimer(leaseId, kind));
   }
 
   get queueDepth(): number {
@@ -141,9 +142,7 @@ export class LeaseEngine {
   }
 
   stop(): void {
-    this.stopped = true;
-    for (const t of this.timers.values()) clearTimeout(t);
-    this.timers.clear();
+    this.timers.stop();
   }
 
   private async recover(): Promise<void> {
@@ -157,8 +156,7 @@ export class LeaseEngine {
       this.appActive.clear();
       this.live.clear();
       this.announced.clear();
-      for (const t of this.timers.values()) clearTimeout(t);
-      this.timers.clear();
+      this.timers.clearAll();
       for (const app of await tx.listApps()) this.appLimits.set(app.id, app.maxConcurrency);
       for (const lease of await tx.liveLeases()) {
         if (lease.status === "active") {
@@ -348,7 +346,6 @@ export class LeaseEngine {
 
   /** A lease's timer fired: its deadline (expire it) or its queue timeout (fail it, refunded). */
   private onTimer(leaseId: string, due: "deadline" | "queue_timeout"): void {
-    this.timers.delete(leaseId);
     this.op(
       () => {
         const now = this.clock.now();
@@ -485,7 +482,7 @@ export class LeaseEngine {
 
   private announceGrants(granted: readonly LeaseRecord[]): void {
     for (const lease of granted) {
-      this.clearTimer(lease.id);
+      this.timers.clear(lease.id);
       this.announced.delete(lease.id);
       this.armDeadline(lease);
       this.metrics?.grant(lease.size, (lease.grantedAt ?? lease.queuedAt) - lease.queuedAt);
@@ -495,7 +492,7 @@ export class LeaseEngine {
   }
 
   private announceEnd(lease: LeaseRecord): void {
-    this.clearTimer(lease.id);
+    this.timers.clear(lease.id);
     this.announced.delete(lease.id);
     this.metrics?.end(lease.status, lease.size, lease.grantedAt === null ? null : lease.heldMs);
     if (lease.status === "failed" && lease.problemCode !== null && lease.grantedAt === null) {
@@ -525,27 +522,11 @@ export class LeaseEngine {
   }
 
   private armDeadline(lease: LeaseRecord): void {
-    if (this.stopped || lease.deadline === null) return;
-    this.clearTimer(lease.id);
-    const t = setTimeout(() => this.onTimer(lease.id, "deadline"), Math.max(0, lease.deadline - this.clock.now()));
-    t.unref();
-    this.timers.set(lease.id, t);
+    if (lease.deadline !== null) this.timers.arm(lease.id, "deadline", lease.deadline);
   }
 
   private armQueueTimeout(lease: LeaseRecord): void {
-    if (this.stopped) return;
-    this.clearTimer(lease.id);
-    const t = setTimeout(() => this.onTimer(lease.id, "queue_timeout"), Math.max(0, lease.queuedAt + this.policy.queueTimeoutMs - this.clock.now()));
-    t.unref();
-    this.timers.set(lease.id, t);
-  }
-
-  private clearTimer(leaseId: string): void {
-    const t = this.timers.get(leaseId);
-    if (t) {
-      clearTimeout(t);
-      this.timers.delete(leaseId);
-    }
+    this.timers.arm(lease.id, "queue_timeout", lease.queuedAt + this.policy.queueTimeoutMs);
   }
 
   private countActive(appId: string | null, delta: number): void {
