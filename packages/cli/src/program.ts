@@ -10,6 +10,7 @@ import { registerLeases } from "./commands/leases.js";
 import { registerPool } from "./commands/pool.js";
 import { registerQuota } from "./commands/quota.js";
 import { registerServer } from "./commands/server.js";
+import { registerSimulate } from "./commands/simulate.js";
 import { err, StartError, UsageError } from "./common.js";
 
 export const EXIT_OK = 0;
@@ -63,6 +64,7 @@ Exit codes: 0 ok, 1 the server refused or failed (printed as "error [code]: deta
   registerPool(program);
   registerIpToken(program);
   registerAdmin(program);
+  registerSimulate(program);
   return program;
 }
 

@@ -8,3 +8,5 @@ export * from "./problem.js";
 export * from "./quota.js";
 export * from "./scheduler.js";
 export * from "./diagnosis.js";
+export * from "./priority-scheduler.js";
+export * from "./simulator.js";

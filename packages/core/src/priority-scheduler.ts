@@ -1,0 +1,344 @@
+import type { Policy } from "./policy.js";
+import type { Pool, SlotAssignment } from "./pool.js";
+import type { Concurrency, Grant, QueuedRequest, WaitReason } from "./scheduler.js";
+import type { PriorityRequest, QueueEntry } from "./scheduler-lanes.js";
+import { LaneIndex, ranksBefore } from "./scheduler-lanes.js";
+import { RankedSet } from "./scheduler-rank.js";
+import type { DeviceTimeline } from "./scheduler-slots.js";
+import { SlotBoard } from "./scheduler-slots.js";
+
+export type { PriorityRequest } from "./scheduler-lanes.js";
+
+export interface SchedulerOptions {
+  /** Every step waited raises a request by one priority class (a fixed grid of time, see docs/scheduling.md). */
+  readonly agingStepMs: number;
+  /** A head of the queue that has waited this long gets slots held for it (0: at once). */
+  readonly holdAfterMs: number;
+  /** Quota-left shares are compared in this many equal steps (20: 5 % steps). */
+  readonly shareSteps: number;
+}
+
+export const DEFAULT_SCHEDULER_OPTIONS: SchedulerOptions = { agingStepMs: 15_000, holdAfterMs: 15_000, shareSteps: 20 };
+
+/** Aging step and hold threshold as a quarter of the queue timeout each. */
+export function schedulerOptionsFor(policy: Pick<Policy, "queueTimeoutMs">, overrides: Partial<SchedulerOptions> = {}): SchedulerOptions {
+  const quarter = Math.max(1, Math.round(policy.queueTimeoutMs / 4));
+  return { ...DEFAULT_SCHEDULER_OPTIONS, agingStepMs: quarter, holdAfterMs: quarter, ...overrides };
+}
+
+/** Slots held for an aged head of the queue that no device can take yet. */
+export interface Hold {
+  readonly leaseId: string;
+  readonly node: string;
+  readonly index: number;
+  /** When the held device will have room for the head at the latest (its leases' deadlines). */
+  readonly shadowAt: number;
+}
+
+/** Where a queued lease stands: its place in line, why it waits, and an estimate of the wait. */
+export interface QueuePlace {
+  readonly position: number;
+  readonly reason: WaitReason;
+  /** Estimated milliseconds until the grant (upper-bound style, see `place`); null when unknown. */
+  readonly etaMs: number | null;
+}
+
+/**
+ * The queue in front of the pool: priority classes with aging, quota-aware, backfilling,
+ * with holds for an aged head, per-app concurrency limits, positions and ETAs. Pure: no clock,
+ * no I/O — every time is passed in. Ordering and its math are in docs/scheduling.md.
+ *
+ * Contract with the engine (a drop-in for FifoScheduler, plus what it needs to know of time):
+ * - `enqueue(request)` when a lease is admitted (or recovered) as queued; pass `quotaLeftShare`.
+ * - `dispatch(pool, concurrency, onGrant, now)` after every change: admission, release, expiry,
+ *   cancel, queue timeout, app limit change, device change. It grants through `pool.occupy`
+ *   (it picks the device itself, so that held slots stay held) and calls `onGrant` for each
+ *   grant, in order, before it looks at the next request; the engine counts the grant in
+ *   `concurrency` there. A granted lease's deadline is taken to be `now + durationMs`.
+ * - `onGranted(leaseId, appId, assignment, deadline)` for every lease that became active without
+ *   this scheduler's dispatch (recovery after a restart), and whenever a deadline changes.
+ * - `onReleased(leaseId)` whenever a lease's slots are freed (release, expiry, failure, node
+ *   removal). Idempotent.
+ * - `appLimitChanged(appId)` when an app's max_concurrency changes.
+ * - `remove(leaseId)` when a queued lease leaves the queue without a grant (cancel, timeout).
+ * - `place(leaseId, now)` for the SSE `queued {position, reason, eta_s}` event; O(log n).
+ *
+ * If the engine's reports and the pool disagree (a forgotten onReleased, a node removed), the
+ * scheduler notices that its slot counts differ from the pool's at the next dispatch and rebuilds
+ * its device view from `pool.snapshot()`; leases it was never told about then count as having no
+ * known deadline (no ETA can be promised from them).
+ *
+ * Cost: enqueue, remove, each grant, onGranted, onReleased and place are O(log n + log d) for n
+ * queued requests and d devices; `waiting()` is O(n).
+ */
+export class PriorityScheduler {
+  readonly options: SchedulerOptions;
+  private readonly entries = new Map<string, QueueEntry>();
+  /** Every queued request in rank order, weighted by slot-milliseconds (positions and work ahead). */
+  private readonly ranked = new RankedSet<QueueEntry>(ranksBefore);
+  private readonly lanes = new LaneIndex();
+  private readonly board = new SlotBoard();
+  private readonly appLeases = new Map<string, Set<string>>();
+  /** Apps whose limit may have been reached since the last dispatch without this scheduler seeing it. */
+  private readonly recheck = new Set<string>();
+  private currentHold: Hold | null = null;
+  private ord = 0;
+
+  constructor(options: Partial<SchedulerOptions> = {}) {
+    this.options = { ...DEFAULT_SCHEDULER_OPTIONS, ...options };
+    if (!(this.options.agingStepMs > 0)) throw new Error("agingStepMs must be positive");
+    if (!(this.options.holdAfterMs >= 0)) throw new Error("holdAfterMs must not be negative");
+    if (!(Number.isInteger(this.options.shareSteps) && this.options.shareSteps >= 1)) throw new Error("shareSteps must be a positive integer");
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  enqueue(request: PriorityRequest): void {
+    if (this.entries.has(request.leaseId)) throw new Error(`lease ${request.leaseId} is already queued`);
+    const entry = this.entryFor(request, this.lanes.laneFor(request.appId, request.slots));
+    this.entries.set(request.leaseId, entry);
+    this.ranked.insert(entry);
+    this.lanes.add(entry);
+    if (request.appId !== null) this.recheck.add(request.appId);
+  }
+
+  remove(leaseId: string): boolean {
+    const entry = this.entries.get(leaseId);
+    if (!entry) return false;
+    this.entries.delete(leaseId);
+    this.ranked.remove(entry);
+    this.lanes.remove(entry);
+    return true;
+  }
+
+  has(leaseId: string): boolean {
+    return this.entries.has(leaseId);
+  }
+
+  /** 1-based place in the priority order (the order requests are considered in), or null. O(log n). */
+  position(leaseId: string): number | null {
+    const entry = this.entries.get(leaseId);
+    if (!entry) return null;
+    return (this.ranked.rank(entry)?.before ?? 0) + 1;
+  }
+
+  reason(leaseId: string): WaitReason | null {
+    const entry = this.entries.get(leaseId);
+    if (!entry) return null;
+    return this.reasonOf(entry.request);
+  }
+
+  /**
+   * Position, reason and an ETA. The ETA is upper-bound style: if every active lease ran to its
+   * deadline and every request ahead ran for its whole requested duration, the slot-time ahead,
+   * spread over all slots, is done by now + etaMs; a work-conserving scheduler starts a one-slot
+   * request by then unless a higher class arrives. A multi-slot request also waits for one device
+   * to clear (at the latest its leases' deadlines), and a request held back by its app's limit
+   * for one of the app's leases to end. Null when the pool has no slots or deadlines are unknown.
+   */
+  place(leaseId: string, now: number): QueuePlace | null {
+    const entry = this.entries.get(leaseId);
+    if (!entry) return null;
+    const rank = this.ranked.rank(entry);
+    if (rank === null) return null;
+    const reason = this.reasonOf(entry.request);
+    return { position: rank.before + 1, reason, etaMs: this.estimate(entry.request, rank.weightBefore, reason, now) };
+  }
+
+  /** Where a request not yet queued would stand (for diagnose and placement previews). */
+  preview(request: PriorityRequest, now: number): QueuePlace {
+    const rank = this.ranked.rankOf(this.entryFor(request, null));
+    const reason = this.reasonOf(request);
+    return { position: rank.before + 1, reason, etaMs: this.estimate(request, rank.weightBefore, reason, now) };
+  }
+
+  /** Queued requests in priority order with their place and why they wait. O(n). */
+  *waiting(): Generator<{ request: PriorityRequest; position: number; reason: WaitReason }> {
+    let position = 1;
+    for (const e of this.ranked.values()) yield { request: e.request, position: position++, reason: this.reasonOf(e.request) };
+  }
+
+  /** The hold in force after the last dispatch, if any. */
+  hold(): Hold | null {
+    return this.currentHold;
+  }
+
+  /** A lease became active without this scheduler's dispatch (recovery), or its deadline changed. */
+  onGranted(leaseId: string, appId: string | null, assignment: SlotAssignment, deadline: number): void {
+    this.board.occupy(leaseId, appId, assignment, deadline);
+    if (appId !== null) {
+      this.appSet(appId).add(leaseId);
+      this.recheck.add(appId);
+    }
+  }
+
+  /** A lease's slots were freed. Idempotent. */
+  onReleased(leaseId: string): void {
+    const gone = this.board.release(leaseId);
+    if (gone) this.forgetActive(leaseId, gone.appId);
+  }
+
+  /** The app's concurrency limit changed: re-examine its waiting requests at the next dispatch. */
+  appLimitChanged(appId: string): void {
+    this.lanes.unpark(appId);
+    this.recheck.add(appId);
+  }
+
+  /**
+   * Grants whatever can be granted now: the head of the queue if some device fits it, else
+   * smaller requests behind it that fit (backfill) — except on the device held for an aged head,
+   * which only takes requests that end before the head could start there. Work-conserving: when
+   * it returns, no free slot could take any waiting request without exceeding an app's limit or
+   * delaying the held head.
+   */
+  dispatch(pool: Pool, concurrency: Concurrency, onGrant: (grant: Grant, request: PriorityRequest) => void, now: number): Grant[] {
+    if (!this.board.inStepWith(pool)) this.resync(pool);
+    // Parked apps whose limit no longer holds (normally unparked by onReleased already; deleting
+    // from a Set while iterating it is safe), then apps that may have reached theirs unseen.
+    for (const app of this.lanes.parkedApps()) if (!atLimit(concurrency, app)) this.lanes.unpark(app);
+    for (const app of this.recheck) if (atLimit(concurrency, app)) this.lanes.park(app);
+    this.recheck.clear();
+    const grants: Grant[] = [];
+    let resynced = false;
+    this.currentHold = null;
+    for (;;) {
+      const head = this.lanes.best();
+      if (head === null) break;
+      if (atLimit(concurrency, head.lane.app)) {
+        this.lanes.park(head.lane.app as string);
+        continue;
+      }
+      let hold: { entry: QueueEntry; device: DeviceTimeline; at: number } | null = null;
+      if (!this.board.fits(head.request.slots, null) && now - head.request.queuedAt >= this.options.holdAfterMs) {
+        const soonest = this.board.soonest(head.request.slots);
+        if (soonest !== null) hold = { entry: head, device: soonest.device, at: soonest.at };
+      }
+      const entry = this.candidate(hold, now);
+      if (entry === null) {
+        if (hold !== null) this.currentHold = { leaseId: hold.entry.request.leaseId, node: hold.device.node, index: hold.device.index, shadowAt: hold.at };
+        break;
+      }
+      if (atLimit(concurrency, entry.lane.app)) {
+        this.lanes.park(entry.lane.app as string);
+        continue;
+      }
+      const request = entry.request;
+      // A request that ends before the shadow time goes on the held device when it has room,
+      // leaving the other devices' slots to requests that may not use held ones.
+      const chosen =
+        hold !== null && hold.device.free >= request.slots && now + request.durationMs <= hold.at
+          ? this.board.choose(request.slots, null, hold.device)
+          : this.board.choose(request.slots, hold?.device ?? null);
+      if (chosen === null) throw new Error(`scheduler slot view out of order: no device for ${request.leaseId}`);
+      const assignment = pool.occupy(request.leaseId, chosen.device.node, chosen.device.index, chosen.slots);
+      if (assignment === null) {
+        // The pool changed behind the scheduler's back: rebuild the view once and start over.
+        if (resynced) throw new Error(`pool refused slots the scheduler saw free for ${request.leaseId}`);
+        resynced = true;
+        this.resync(pool);
+        continue;
+      }
+      this.remove(request.leaseId);
+      this.board.occupy(request.leaseId, request.appId, assignment, now + request.durationMs);
+      if (request.appId !== null) this.appSet(request.appId).add(request.leaseId);
+      const grant: Grant = { leaseId: request.leaseId, assignment };
+      grants.push(grant);
+      onGrant(grant, request);
+      if (atLimit(concurrency, request.appId)) this.lanes.park(request.appId as string);
+    }
+    return grants;
+  }
+
+  /** The best-ranked request that may be placed now (on a free device, or within the hold's shadow). */
+  private candidate(hold: { device: DeviceTimeline; at: number } | null, now: number): QueueEntry | null {
+    let best: QueueEntry | null = null;
+    const except = hold?.device ?? null;
+    for (const s of this.lanes.sizes) {
+      let pick: QueueEntry | undefined;
+      if (this.board.fits(s, except)) {
+        pick = this.lanes.bestOfSize(s);
+      } else if (hold !== null && hold.device.free >= s) {
+        // EASY backfill on the held device: only a request that ends before the head's shadow
+        // time. The shortest one of this size is the one most likely to; if it does not, none does.
+        const shortest = this.lanes.shortestOfSize(s);
+        if (shortest !== undefined && now + shortest.request.durationMs <= hold.at) pick = shortest;
+      }
+      if (pick !== undefined && (best === null || ranksBefore(pick, best))) best = pick;
+    }
+    return best;
+  }
+
+  private estimate(request: QueuedRequest, workAheadMs: number, reason: WaitReason, now: number): number | null {
+    const total = this.board.total;
+    if (total === 0 || this.board.unknownDeadlines) return null;
+    let eta = (this.board.residualMs(now) + workAheadMs) / total;
+    if (request.slots > 1) {
+      const soonest = this.board.soonest(request.slots);
+      if (soonest === null || soonest.at === Number.POSITIVE_INFINITY) return null;
+      eta = Math.max(eta, soonest.at - now);
+    }
+    if (reason === "concurrency" && request.appId !== null) {
+      let earliest = Number.POSITIVE_INFINITY;
+      for (const id of this.appLeases.get(request.appId) ?? []) earliest = Math.min(earliest, this.board.deadlineOf(id) ?? Number.POSITIVE_INFINITY);
+      if (!Number.isFinite(earliest)) return null;
+      eta = Math.max(eta, earliest - now);
+    }
+    return Math.max(0, Math.ceil(eta));
+  }
+
+  private entryFor(request: PriorityRequest, lane: QueueEntry["lane"] | null): QueueEntry {
+    const share = Math.min(1, Math.max(0, request.quotaLeftShare ?? 1));
+    return {
+      request,
+      rankClass: request.priority - Math.floor(request.queuedAt / this.options.agingStepMs),
+      shareStep: Math.floor(share * this.options.shareSteps),
+      ord: lane === null ? this.ord : this.ord++,
+      // A preview is never stored in a lane; it only needs the key.
+      lane: lane as QueueEntry["lane"],
+      rankIndex: -1,
+      durationIndex: -1,
+      rankLeft: null,
+      rankRight: null,
+      rankPriority: 0,
+      rankCount: 0,
+      rankTotal: 0,
+      rankWeight: request.slots * request.durationMs,
+    };
+  }
+
+  private reasonOf(request: QueuedRequest): WaitReason {
+    return this.lanes.isParked(request.appId) ? "concurrency" : "node";
+  }
+
+  private resync(pool: Pool): void {
+    for (const gone of this.board.syncFrom(pool)) this.forgetActive(gone.leaseId, gone.appId);
+  }
+
+  private forgetActive(leaseId: string, appId: string | null): void {
+    if (appId === null) return;
+    const set = this.appLeases.get(appId);
+    if (set) {
+      set.delete(leaseId);
+      if (set.size === 0) this.appLeases.delete(appId);
+    }
+    // One of the app's leases ended: its requests may go again (re-parked if still at the limit).
+    this.lanes.unpark(appId);
+  }
+
+  private appSet(appId: string): Set<string> {
+    let set = this.appLeases.get(appId);
+    if (!set) {
+      set = new Set();
+      this.appLeases.set(appId, set);
+    }
+    return set;
+  }
+}
+
+function atLimit(concurrency: Concurrency, appId: string | null): boolean {
+  if (appId === null) return false;
+  const limit = concurrency.limit(appId);
+  return limit !== null && concurrency.active(appId) >= limit;
+}

@@ -1,0 +1,199 @@
+/** The fields an item carries to sit in a RankedSet (kept on the item: one allocation per item). */
+export interface RankNode<T> {
+  rankLeft: T | null;
+  rankRight: T | null;
+  /** Heap priority of the treap; 0 while the item is in no set. */
+  rankPriority: number;
+  /** Items in this subtree. */
+  rankCount: number;
+  /** Sum of the items' weights in this subtree. */
+  rankTotal: number;
+  readonly rankWeight: number;
+}
+
+/**
+ * An ordered set with order statistics: insert, remove, and "how many items (and how much
+ * weight) come before this one" in O(log n) expected time. A treap: a binary search tree on the
+ * items' order that is also a max-heap on a per-node priority, which keeps it balanced on average
+ * whatever the insertion order.
+ *
+ * The priorities come from a fixed-seed xorshift generator, not from Math.random, so the same
+ * sequence of operations always builds the same tree (the core stays deterministic).
+ *
+ * `before` must be a strict total order: no two items in the set may compare equal.
+ */
+export class RankedSet<T extends RankNode<T>> {
+  private root: T | null = null;
+  private seed = 0x9e3779b9;
+
+  constructor(private readonly before: (a: T, b: T) => boolean) {}
+
+  get size(): number {
+    return this.root === null ? 0 : this.root.rankCount;
+  }
+
+  /** Sum of the weights of every item. */
+  get totalWeight(): number {
+    return this.root === null ? 0 : this.root.rankTotal;
+  }
+
+  has(item: T): boolean {
+    return item.rankPriority !== 0;
+  }
+
+  insert(item: T): void {
+    if (item.rankPriority !== 0) throw new Error("item is already in the set");
+    item.rankPriority = this.nextPriority();
+    item.rankLeft = null;
+    item.rankRight = null;
+    item.rankCount = 1;
+    item.rankTotal = item.rankWeight;
+    this.root = this.insertAt(this.root, item);
+  }
+
+  remove(item: T): boolean {
+    if (item.rankPriority === 0) return false;
+    this.root = this.removeAt(this.root, item);
+    item.rankPriority = 0;
+    item.rankLeft = null;
+    item.rankRight = null;
+    return true;
+  }
+
+  /** Items strictly before `item` and their total weight; null when `item` is not in the set. */
+  rank(item: T): { before: number; weightBefore: number } | null {
+    if (item.rankPriority === 0) return null;
+    let before = 0;
+    let weightBefore = 0;
+    let node = this.root;
+    while (node !== null) {
+      if (node === item) {
+        before += node.rankLeft?.rankCount ?? 0;
+        weightBefore += node.rankLeft?.rankTotal ?? 0;
+        return { before, weightBefore };
+      }
+      if (this.before(item, node)) {
+        node = node.rankLeft;
+      } else {
+        before += (node.rankLeft?.rankCount ?? 0) + 1;
+        weightBefore += (node.rankLeft?.rankTotal ?? 0) + node.rankWeight;
+        node = node.rankRight;
+      }
+    }
+    throw new Error("ranked set out of order: an item in the set was not found by its key");
+  }
+
+  /** Items strictly before a value that need not be in the set (where it would be inserted). */
+  rankOf(probe: T): { before: number; weightBefore: number } {
+    let before = 0;
+    let weightBefore = 0;
+    let node = this.root;
+    while (node !== null) {
+      if (this.before(probe, node)) {
+        node = node.rankLeft;
+      } else {
+        before += (node.rankLeft?.rankCount ?? 0) + 1;
+        weightBefore += (node.rankLeft?.rankTotal ?? 0) + node.rankWeight;
+        node = node.rankRight;
+      }
+    }
+    return { before, weightBefore };
+  }
+
+  /** Items in order. */
+  *values(): Generator<T> {
+    const stack: T[] = [];
+    let node = this.root;
+    while (node !== null || stack.length > 0) {
+      while (node !== null) {
+        stack.push(node);
+        node = node.rankLeft;
+      }
+      const top = stack.pop() as T;
+      yield top;
+      node = top.rankRight;
+    }
+  }
+
+  private nextPriority(): number {
+    // xorshift32: a full-period generator over the non-zero 32-bit integers (never 0, the "not in a set" mark).
+    let x = this.seed;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.seed = x >>> 0;
+    return this.seed;
+  }
+
+  private pull(node: T): void {
+    const l = node.rankLeft;
+    const r = node.rankRight;
+    node.rankCount = 1 + (l === null ? 0 : l.rankCount) + (r === null ? 0 : r.rankCount);
+    node.rankTotal = node.rankWeight + (l === null ? 0 : l.rankTotal) + (r === null ? 0 : r.rankTotal);
+  }
+
+  private insertAt(root: T | null, node: T): T {
+    if (root === null) return node;
+    if (node.rankPriority > root.rankPriority) {
+      this.split(root, node);
+      this.pull(node);
+      return node;
+    }
+    if (this.before(node, root)) root.rankLeft = this.insertAt(root.rankLeft, node);
+    else root.rankRight = this.insertAt(root.rankRight, node);
+    this.pull(root);
+    return root;
+  }
+
+  /** Splits `root` around `key` into key.rankLeft (items before it) and key.rankRight (the rest). */
+  private split(root: T | null, key: T): void {
+    let left: T | null = null;
+    let right: T | null = null;
+    // Iterative split: hang each visited node on the right spine of `left` or the left spine of `right`.
+    let leftTail: T | null = null;
+    let rightTail: T | null = null;
+    const path: T[] = [];
+    let node = root;
+    while (node !== null) {
+      path.push(node);
+      if (this.before(node, key)) {
+        if (leftTail === null) left = node;
+        else leftTail.rankRight = node;
+        leftTail = node;
+        node = node.rankRight;
+      } else {
+        if (rightTail === null) right = node;
+        else rightTail.rankLeft = node;
+        rightTail = node;
+        node = node.rankLeft;
+      }
+    }
+    if (leftTail !== null) leftTail.rankRight = null;
+    if (rightTail !== null) rightTail.rankLeft = null;
+    for (let i = path.length - 1; i >= 0; i--) this.pull(path[i] as T);
+    key.rankLeft = left;
+    key.rankRight = right;
+  }
+
+  private merge(a: T | null, b: T | null): T | null {
+    if (a === null) return b;
+    if (b === null) return a;
+    if (a.rankPriority > b.rankPriority) {
+      a.rankRight = this.merge(a.rankRight, b);
+      this.pull(a);
+      return a;
+    }
+    b.rankLeft = this.merge(a, b.rankLeft);
+    this.pull(b);
+    return b;
+  }
+
+  private removeAt(root: T | null, item: T): T | null {
+    if (root === null) throw new Error("ranked set out of order: removing an item not found by its key");
+    if (root === item) return this.merge(root.rankLeft, root.rankRight);
+    if (this.before(item, root)) root.rankLeft = this.removeAt(root.rankLeft, item);
+    else root.rankRight = this.removeAt(root.rankRight, item);
+    this.pull(root);
+    return root;
+  }
+}

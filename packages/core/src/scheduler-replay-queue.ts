@@ -1,0 +1,44 @@
+import type { Pool } from "./pool.js";
+import type { Hold, PriorityRequest, SchedulerOptions } from "./priority-scheduler.js";
+import { PriorityScheduler, schedulerOptionsFor } from "./priority-scheduler.js";
+import type { Concurrency, Grant } from "./scheduler.js";
+import { FifoScheduler } from "./scheduler.js";
+import type { SimulationPolicyName } from "./scheduler-trace.js";
+
+/** The queue a run drives: gpupool's scheduler or the FIFO one, behind one shape. */
+export interface Queue {
+  readonly size: number;
+  enqueue(request: PriorityRequest): void;
+  remove(leaseId: string): boolean;
+  dispatch(pool: Pool, concurrency: Concurrency, onGrant: (grant: Grant, request: PriorityRequest) => void, now: number): void;
+  released(leaseId: string): void;
+  hold(): Hold | null;
+}
+
+/** The queue for a replay; the priority scheduler's options derive from the queue timeout unless overridden. */
+export function queueFor(name: SimulationPolicyName, queueTimeoutMs: number, overrides: Partial<SchedulerOptions>): Queue {
+  if (name === "fifo") {
+    const fifo = new FifoScheduler();
+    return {
+      get size() {
+        return fifo.size;
+      },
+      enqueue: (r) => fifo.enqueue(r),
+      remove: (id) => fifo.remove(id),
+      dispatch: (pool, c, onGrant) => void fifo.dispatch(pool, c, (g, r) => onGrant(g, r)),
+      released: () => undefined,
+      hold: () => null,
+    };
+  }
+  const scheduler = new PriorityScheduler(schedulerOptionsFor({ queueTimeoutMs }, overrides));
+  return {
+    get size() {
+      return scheduler.size;
+    },
+    enqueue: (r) => scheduler.enqueue(r),
+    remove: (id) => scheduler.remove(id),
+    dispatch: (pool, c, onGrant, now) => void scheduler.dispatch(pool, c, onGrant, now),
+    released: (id) => scheduler.onReleased(id),
+    hold: () => scheduler.hold(),
+  };
+}
