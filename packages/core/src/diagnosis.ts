@@ -7,7 +7,7 @@ import type { SizePolicy } from "./policy.js";
 
 export type Verdict =
   | { readonly outcome: "granted" }
-  | { readonly outcome: "queued"; readonly position: number; readonly reason: "node" | "concurrency" }
+  | { readonly outcome: "queued"; readonly position: number; readonly reason: "node" | "concurrency"; readonly eta_s?: number | null }
   | { readonly outcome: "rejected"; readonly problem: Problem };
 
 export interface Cause {

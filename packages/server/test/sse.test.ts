@@ -12,13 +12,15 @@ afterEach(async () => {
   await t?.close();
 });
 
+const BLOCKER_S = 60;
+
 async function setup(raw: Record<string, unknown> = {}) {
   t = await startTestServer({ ...raw, server: { port: 0 } });
   url = await t.server.listen();
   const alice = await t.user("alice", "free");
   const owner = await t.user("owner", "pro");
   const blockers: string[] = [];
-  for (let i = 0; i < 4; i++) blockers.push((await lease(t, owner.token, { duration: 60 })).body.id);
+  for (let i = 0; i < 4; i++) blockers.push((await lease(t, owner.token, { duration: BLOCKER_S })).body.id);
   return { alice, owner, blockers };
 }
 
@@ -74,7 +76,11 @@ describe("lease events (SSE)", () => {
     const sse = await open(q.body.id, alice.token);
     expect(sse.status).toBe(200);
     expect(sse.contentType).toMatch(/^text\/event-stream/);
-    expect(await sse.next()).toEqual({ event: "queued", data: { position: 1, reason: "node" } });
+    const queued = await sse.next();
+    expect(queued).toEqual({ event: "queued", data: { position: 1, reason: "node", eta_s: expect.any(Number) } });
+    // The estimate comes from the blockers' deadlines: never more than their whole duration.
+    expect(queued?.data.eta_s).toBeGreaterThan(0);
+    expect(queued?.data.eta_s).toBeLessThanOrEqual(BLOCKER_S);
 
     await release(blockers[2]!, owner.token);
     const granted = await sse.next();
@@ -90,9 +96,9 @@ describe("lease events (SSE)", () => {
     const first = await lease(t, alice.token, { duration: 5 });
     const second = await lease(t, alice.token, { duration: 5 });
     const sse = await open(second.body.id, alice.token);
-    expect(await sse.next()).toEqual({ event: "queued", data: { position: 2, reason: "node" } });
+    expect(await sse.next()).toEqual({ event: "queued", data: { position: 2, reason: "node", eta_s: expect.any(Number) } });
     await release(first.body.id, alice.token); // cancels the one ahead
-    expect(await sse.next()).toEqual({ event: "queued", data: { position: 1, reason: "node" } });
+    expect(await sse.next()).toEqual({ event: "queued", data: { position: 1, reason: "node", eta_s: expect.any(Number) } });
     await release(blockers[0]!, owner.token);
     // A repeat of the unchanged position may come first; the next change is the grant.
     let e = await sse.next();

@@ -76,7 +76,7 @@ export function leaseRoutes(app: FastifyInstance, ctx: ServerContext): void {
       reply.header("location", `/v1/leases/${result.lease.id}`);
       const quota = quotaJson(result.quota.identity, result.quota.view);
       if (result.kind === "granted") return reply.code(201).send(leaseJson(result.lease, null, quota));
-      return reply.code(202).send(leaseJson(result.lease, { position: result.position, reason: result.reason }, quota));
+      return reply.code(202).send(leaseJson(result.lease, { position: result.position, reason: result.reason, etaMs: result.etaMs }, quota));
     },
   );
 
@@ -166,7 +166,7 @@ function streamEvents(ctx: ServerContext, req: FastifyRequest, reply: FastifyRep
     if (closed) return;
     switch (e.type) {
       case "queued":
-        send("queued", { position: e.position, reason: e.reason });
+        send("queued", queuedEvent(e));
         return;
       case "granted":
         send("granted", { lease: leaseJson(e.lease, null, null) });
@@ -185,7 +185,7 @@ function streamEvents(ctx: ServerContext, req: FastifyRequest, reply: FastifyRep
   const sendState = (lease: LeaseRecord, quota: Record<string, unknown> | null): void => {
     if (closed) return;
     const current = lease.status === "queued" ? ctx.engine.position(lease.id) : null;
-    if (lease.status === "queued" && current) return void send("queued", current);
+    if (lease.status === "queued" && current) return void send("queued", queuedEvent(current));
     if (lease.status === "queued") {
       // Granted or ended between our read and the subscription: read it again.
       void ctx.store
@@ -209,4 +209,9 @@ function streamEvents(ctx: ServerContext, req: FastifyRequest, reply: FastifyRep
   }
   };
   sendState(lease, quota);
+}
+
+/** The SSE `queued` payload: place in line, why, and the estimated wait in whole seconds. */
+function queuedEvent(place: { position: number; reason: string; etaMs: number | null }): { position: number; reason: string; eta_s: number | null } {
+  return { position: place.position, reason: place.reason, eta_s: place.etaMs === null ? null : Math.ceil(place.etaMs / 1000) };
 }

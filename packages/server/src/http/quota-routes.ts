@@ -66,7 +66,20 @@ export function quotaRoutes(app: FastifyInstance, ctx: ServerContext): void {
         let verdict: Verdict;
         if (!outcome.ok) verdict = { outcome: "rejected", problem: outcome.problem };
         else if (!ctx.engine.couldEverFit(size.slots)) verdict = { outcome: "rejected", problem: problem("no_gpu_available", `No GPU in this pool can take a ${size.name} call.`, { reason: "no_capacity" }) };
-        else verdict = ctx.engine.placement(size.slots, appId);
+        else {
+          const placed = ctx.engine.placement({
+            slots: size.slots,
+            appId,
+            identity: identityKey(identity),
+            priority: tier.priority,
+            durationMs,
+            quotaLeftShare: view.quotaMs > 0 ? view.leftMs / view.quotaMs : 0,
+          });
+          verdict =
+            placed.outcome === "granted"
+              ? placed
+              : { outcome: "queued", position: placed.position, reason: placed.reason, eta_s: placed.etaMs === null ? null : Math.ceil(placed.etaMs / 1000) };
+        }
         return { identity, view, verdict };
       });
       const causes = likelyCauses({ attribution, identity: report.identity, view: report.view, durationMs, size, verdict: report.verdict });

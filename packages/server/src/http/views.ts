@@ -27,7 +27,7 @@ export function quotaJson(identity: Identity, v: QuotaView): Record<string, unkn
 
 export function leaseJson(
   l: LeaseRecord,
-  place: { position: number; reason: WaitReason } | null,
+  place: { position: number; reason: WaitReason; etaMs?: number | null } | null,
   quota: Record<string, unknown> | null,
 ): Record<string, unknown> {
   return {
@@ -49,6 +49,7 @@ export function leaseJson(
     ended_at: iso(l.endedAt),
     position: place?.position ?? null,
     reason: place?.reason ?? null,
+    eta_s: place?.etaMs === undefined || place.etaMs === null ? null : Math.ceil(place.etaMs / 1000),
     held_ms: l.heldMs,
     charged: msToSeconds(l.chargedMs),
     refunded: msToSeconds(l.refundedMs),

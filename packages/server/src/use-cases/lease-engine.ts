@@ -2,7 +2,7 @@ import {
   DomainError,
   admittedInCurrentWindow,
   EMPTY_LEDGER,
-  FifoScheduler,
+  PriorityScheduler,
   Pool,
   chargeMs,
   fail,
@@ -10,12 +10,13 @@ import {
   problem,
   quotaView,
   rollWindow,
+  schedulerOptionsFor,
   settle,
   startWindow,
   tierOf,
   unreserve,
 } from "@gpupool/core";
-import type { DeviceSpec, Grant, Identity, LedgerState, Policy, Problem, QueuedRequest, SizePolicy, Via, WaitReason } from "@gpupool/core";
+import type { DeviceSpec, Grant, Identity, LedgerState, Policy, PriorityRequest, Problem, QueuePlace, SizePolicy, Via, WaitReason } from "@gpupool/core";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import type { LeaseEvents } from "../events.js";
@@ -39,7 +40,7 @@ export interface AdmitInput {
 
 export type AdmitResult =
   | { readonly kind: "granted"; readonly lease: LeaseRecord; readonly quota: IdentityQuota }
-  | { readonly kind: "queued"; readonly lease: LeaseRecord; readonly position: number; readonly reason: WaitReason; readonly quota: IdentityQuota }
+  | { readonly kind: "queued"; readonly lease: LeaseRecord; readonly position: number; readonly reason: WaitReason; readonly etaMs: number | null; readonly quota: IdentityQuota }
   | { readonly kind: "denied"; readonly problem: Problem; readonly retryAfterS: number | null };
 
 const LIVE = new Set(["queued", "active"]);
@@ -58,7 +59,7 @@ type Staged<F extends (...args: never[]) => Promise<{ value: unknown }>> = Await
  */
 export class LeaseEngine {
   private pool: Pool;
-  private scheduler = new FifoScheduler();
+  private scheduler: PriorityScheduler;
   private readonly appActive = new Map<string, number>();
   private readonly appLimits = new Map<string, number | null>();
   private readonly timers: LeaseTimers;
@@ -78,6 +79,7 @@ export class LeaseEngine {
     private readonly log: Logger,
   ) {
     this.pool = new Pool(devices);
+    this.scheduler = new PriorityScheduler(schedulerOptionsFor(policy));
     this.timers = new LeaseTimers(clock, (leaseId, kind) => this.onTimer(leaseId, kind));
   }
 
@@ -99,22 +101,26 @@ export class LeaseEngine {
   /** Per-app concurrency limits are kept in memory; the admin use cases call this on change. */
   setAppLimit(appId: string, limit: number | null): void {
     this.appLimits.set(appId, limit);
+    this.scheduler.appLimitChanged(appId);
   }
 
-  position(leaseId: string): { position: number; reason: WaitReason } | null {
-    const position = this.scheduler.position(leaseId);
-    if (position === null) return null;
-    return { position, reason: this.scheduler.reason(leaseId) ?? "node" };
+  /** A queued lease's place in line, why it waits, and the estimated wait (null if not queued). */
+  position(leaseId: string): QueuePlace | null {
+    return this.scheduler.place(leaseId, this.clock.now());
   }
 
-  /** What a request of `slots` from `appId` would get now, without changing anything. */
-  placement(slots: number, appId: string | null): { outcome: "granted" } | { outcome: "queued"; position: number; reason: WaitReason } {
-    const limit = appId === null ? null : (this.appLimits.get(appId) ?? null);
-    if (appId !== null && limit !== null && (this.appActive.get(appId) ?? 0) >= limit) {
-      return { outcome: "queued", position: this.scheduler.size + 1, reason: "concurrency" };
-    }
-    if (this.scheduler.size === 0 && this.pool.fits(slots)) return { outcome: "granted" };
-    return { outcome: "queued", position: this.scheduler.size + 1, reason: "node" };
+  /**
+   * What a request would get now, without changing anything: granted if a slot fits it, its app
+   * is under its limit and no hold for an aged head is in force (then backfill might still place
+   * it, so this errs towards "queued"); otherwise its place in line and the estimated wait.
+   */
+  placement(request: { slots: number; appId: string | null; identity: string; priority: number; durationMs: number; quotaLeftShare: number }): { outcome: "granted" } | ({ outcome: "queued" } & QueuePlace) {
+    const now = this.clock.now();
+    const limit = request.appId === null ? null : (this.appLimits.get(request.appId) ?? null);
+    const atLimit = request.appId !== null && limit !== null && (this.appActive.get(request.appId) ?? 0) >= limit;
+    if (!atLimit && this.pool.fits(request.slots) && this.scheduler.hold() === null) return { outcome: "granted" };
+    const preview = this.scheduler.preview({ ...request, leaseId: "(preview)", seq: Number.MAX_SAFE_INTEGER, queuedAt: now }, now);
+    return { outcome: "queued", ...preview };
   }
 
   couldEverFit(slots: number): boolean {
@@ -152,7 +158,7 @@ export class LeaseEngine {
     const grants = await this.store.transaction(async (tx) => {
       const now = this.clock.now();
       this.pool = new Pool(this.devices);
-      this.scheduler = new FifoScheduler();
+      this.scheduler = new PriorityScheduler(schedulerOptionsFor(this.policy));
       this.appActive.clear();
       this.live.clear();
       this.announced.clear();
@@ -173,13 +179,17 @@ export class LeaseEngine {
           } else {
             this.live.set(lease.id, lease);
             this.countActive(lease.appId, +1);
+            this.scheduler.onGranted(lease.id, lease.appId, occupied, lease.deadline ?? now);
             this.armDeadline(lease);
           }
         } else if (lease.queuedAt + this.policy.queueTimeoutMs <= now) {
           ended.push(await this.finishQueued(tx, lease, "failed", now, this.queueTimeoutProblem(lease, now)));
         } else {
           this.live.set(lease.id, lease);
-          this.scheduler.enqueue(this.queuedRequest(lease));
+          const quota = await readQuota(tx, this.policy, { kind: lease.identityKind, id: lease.identityId }, now);
+          // Its own reservation is still counted in the ledger; add it back for "left before it".
+          const share = quota.view.quotaMs > 0 ? Math.min(1, (quota.view.leftMs + lease.reservedMs) / quota.view.quotaMs) : 0;
+          this.scheduler.enqueue(this.queuedRequest(lease, share));
           this.armQueueTimeout(lease);
         }
       }
@@ -233,8 +243,8 @@ export class LeaseEngine {
       return { kind: "granted", lease: result.lease, quota: result.quota };
     }
     this.armQueueTimeout(result.lease);
-    const place = this.position(result.lease.id) ?? { position: this.scheduler.size, reason: "node" as const };
-    return { kind: "queued", lease: result.lease, position: place.position, reason: place.reason, quota: result.quota };
+    const place = this.position(result.lease.id) ?? { position: this.scheduler.size, reason: "node" as const, etaMs: null };
+    return { kind: "queued", lease: result.lease, position: place.position, reason: place.reason, etaMs: place.etaMs, quota: result.quota };
   }
 
   private admitStaged(input: AdmitInput) {
@@ -250,9 +260,20 @@ export class LeaseEngine {
       if (!this.pool.couldEverFit(input.size.slots)) {
         return { kind: "denied" as const, retryAfterS: null, others: [] as LeaseRecord[], problem: problem("no_gpu_available", `No GPU in this pool can take a ${input.size.name} call (${input.size.slots} slots of one GPU). Ask the app's developer to use a smaller size.`, { reason: "no_capacity" }) };
       }
-      const request: QueuedRequest = { leaseId, appId: input.appId, identity: key, slots: input.size.slots, priority: tier.priority, durationMs: input.durationMs, seq: 0, queuedAt: now };
+      const before = quotaView(ledger, tier, overrideMs, this.policy.windowMs);
+      const request: PriorityRequest = {
+        leaseId,
+        appId: input.appId,
+        identity: key,
+        slots: input.size.slots,
+        priority: tier.priority,
+        durationMs: input.durationMs,
+        seq: 0,
+        queuedAt: now,
+        quotaLeftShare: before.quotaMs > 0 ? before.leftMs / before.quotaMs : 0,
+      };
       this.scheduler.enqueue(request);
-      const granted = this.dispatch();
+      const granted = this.dispatch(now);
       const mine = granted.find((g) => g.grant.leaseId === leaseId);
       if (!mine) {
         const full = this.scheduler.size > this.policy.queueMaxLength;
@@ -401,6 +422,7 @@ export class LeaseEngine {
     await tx.updateLease(ended);
     this.live.delete(ended.id);
     if (this.pool.release(lease.id)) this.countActive(lease.appId, -1);
+    this.scheduler.onReleased(lease.id);
     return ended;
   }
 
@@ -435,8 +457,8 @@ export class LeaseEngine {
     return this.live.get(id) ?? null;
   }
 
-  private dispatch(): { grant: Grant; request: QueuedRequest }[] {
-    const out: { grant: Grant; request: QueuedRequest }[] = [];
+  private dispatch(now: number): { grant: Grant; request: PriorityRequest }[] {
+    const out: { grant: Grant; request: PriorityRequest }[] = [];
     this.scheduler.dispatch(
       this.pool,
       { active: (id) => this.appActive.get(id) ?? 0, limit: (id) => this.appLimits.get(id) ?? null },
@@ -444,12 +466,13 @@ export class LeaseEngine {
         this.countActive(request.appId, +1);
         out.push({ grant, request });
       },
+      now,
     );
     return out;
   }
 
   private async dispatchAndPersist(tx: Tx, now: number): Promise<LeaseRecord[]> {
-    return this.persistGrants(tx, this.dispatch(), now);
+    return this.persistGrants(tx, this.dispatch(now), now);
   }
 
   /** Records grants made by dispatch: the lease becomes active and its identity's window may start. */
@@ -507,17 +530,17 @@ export class LeaseEngine {
     return problem((lease.problemCode ?? "queue_timeout") as "queue_timeout", lease.problemDetail ?? "", { waited: ((lease.endedAt ?? lease.queuedAt) - lease.queuedAt) / 1000 });
   }
 
-  /** Queue positions move whenever the queue changes; tell whoever is watching. */
+  /** Queue places move whenever the queue changes; tell whoever is watching (O(log n) each). */
   private announcePositions(): void {
-    const watching = this.events.subscribed();
-    if (watching.length === 0 || this.scheduler.size === 0) return;
-    const wanted = new Set(watching);
-    for (const w of this.scheduler.waiting()) {
-      if (!wanted.has(w.request.leaseId)) continue;
-      const said = `${w.position}:${w.reason}`;
-      if (this.announced.get(w.request.leaseId) === said) continue;
-      this.announced.set(w.request.leaseId, said);
-      this.events.emit(w.request.leaseId, { type: "queued", position: w.position, reason: w.reason });
+    if (this.scheduler.size === 0) return;
+    const now = this.clock.now();
+    for (const leaseId of this.events.subscribed()) {
+      const place = this.scheduler.place(leaseId, now);
+      if (!place) continue;
+      const said = `${place.position}:${place.reason}`;
+      if (this.announced.get(leaseId) === said) continue;
+      this.announced.set(leaseId, said);
+      this.events.emit(leaseId, { type: "queued", position: place.position, reason: place.reason, etaMs: place.etaMs });
     }
   }
 
@@ -534,8 +557,9 @@ export class LeaseEngine {
     this.appActive.set(appId, Math.max(0, (this.appActive.get(appId) ?? 0) + delta));
   }
 
-  private queuedRequest(lease: LeaseRecord): QueuedRequest {
+  private queuedRequest(lease: LeaseRecord, quotaLeftShare: number): PriorityRequest {
     return {
+      quotaLeftShare,
       leaseId: lease.id,
       appId: lease.appId,
       identity: identityKey({ kind: lease.identityKind, id: lease.identityId }),
