@@ -1,20 +1,15 @@
 import {
   DomainError,
-  admittedInCurrentWindow,
   EMPTY_LEDGER,
   PriorityScheduler,
   Pool,
-  chargeMs,
   fail,
   identityKey,
   problem,
   quotaView,
   rollWindow,
   schedulerOptionsFor,
-  settle,
-  startWindow,
   tierOf,
-  unreserve,
 } from "@gpupool/core";
 import type { DeviceSpec, Grant, Identity, LedgerState, Policy, PriorityRequest, Problem, QueuePlace, SizePolicy, Via, WaitReason } from "@gpupool/core";
 import type { Logger } from "pino";
@@ -23,10 +18,12 @@ import type { LeaseEvents } from "../events.js";
 import type { Metrics } from "../metrics.js";
 import { newOrderedId } from "../secrets.js";
 import { Serial } from "../serial.js";
-import type { LeaseRecord, Store, Tx } from "../storage/store.js";
+import type { LeaseRecord, NewLease, Store, Tx } from "../storage/store.js";
 import { chargedIdentity } from "./charged-identity.js";
 import type { IdentityQuota } from "./quota.js";
 import { LeaseTimers } from "./lease-timers.js";
+import { admitted, endActive, endQueued, grant } from "./lease-transitions.js";
+import type { Transition } from "./lease-transitions.js";
 import { readQuota, reserveWithRetryTime } from "./quota.js";
 
 export interface AdmitInput {
@@ -289,39 +286,10 @@ export class LeaseEngine {
           return { kind: "denied" as const, retryAfterS: full ? 60 : 5, problem: problem("no_gpu_available", detail, { reason }), others };
         }
       }
-      let ledgerAfter: LedgerState = outcome.ledger;
-      if (mine) ledgerAfter = startWindow(ledgerAfter, now);
-      const lease = await tx.insertLease({
-        id: leaseId,
-        appId: input.appId,
-        identityKind: identity.kind,
-        identityId: identity.id,
-        tier: identity.tier,
-        size: input.size.name,
-        slots: input.size.slots,
-        cost: input.size.cost,
-        durationMs: input.durationMs,
-        reservedMs: outcome.reservedMs,
-        status: mine ? "active" : "queued",
-        node: mine?.grant.assignment.node ?? null,
-        deviceIndex: mine?.grant.assignment.index ?? null,
-        deviceUuid: mine?.grant.assignment.uuid ?? null,
-        deviceName: mine?.grant.assignment.name ?? null,
-        slotIndexes: mine ? [...mine.grant.assignment.slots] : null,
-        queuedAt: now,
-        grantedAt: mine ? now : null,
-        deadline: mine ? now + input.durationMs : null,
-        endedAt: null,
-        heldMs: null,
-        chargedMs: 0,
-        refundedMs: 0,
-        failed: false,
-        // While queued: the window current at admission (its run was counted there); at grant:
-        // the window the lease's charge will count in.
-        windowStartedAt: ledgerAfter.windowStartedAt,
-        problemCode: null,
-        problemDetail: null,
-      });
+      const queued = admitted({ id: leaseId, appId: input.appId, identity, size: input.size, durationMs: input.durationMs, reservedMs: outcome.reservedMs, now, windowStartedAt: outcome.ledger.windowStartedAt });
+      const next: Transition<NewLease> = mine ? grant(queued, mine.grant.assignment, outcome.ledger, now) : { lease: queued, ledger: outcome.ledger };
+      const ledgerAfter = next.ledger;
+      const lease = await tx.insertLease(next.lease);
       await tx.putLedger(key, ledgerAfter);
       this.live.set(lease.id, lease);
       // Anything else the dispatch granted (normally nothing: dispatch runs after every change).
@@ -400,52 +368,30 @@ export class LeaseEngine {
     );
   }
 
-  /** Ends an active lease: frees its slots, charges held time (or the whole reservation on expiry). */
+  /** Ends an active lease (see endActive) and frees its slots. */
   private async finishActive(tx: Tx, lease: LeaseRecord, status: "released" | "expired" | "failed", now: number, why: Problem | null = null, failed = false): Promise<LeaseRecord> {
-    const grantedAt = lease.grantedAt ?? now;
-    const heldMs = Math.max(0, Math.min(now, lease.deadline ?? now) - grantedAt);
-    const charged = status === "expired" ? lease.reservedMs : chargeMs(lease.reservedMs, heldMs, lease.cost);
-    const key = identityKey({ kind: lease.identityKind, id: lease.identityId });
-    const ledger = rollWindow((await tx.getLedger(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs);
-    await tx.putLedger(key, settle(ledger, lease.reservedMs, charged, lease.windowStartedAt));
-    const ended: LeaseRecord = {
-      ...lease,
-      status,
-      endedAt: now,
-      heldMs: status === "expired" ? lease.durationMs : heldMs,
-      chargedMs: charged,
-      refundedMs: lease.reservedMs - charged,
-      failed: failed || status === "failed",
-      problemCode: why?.code ?? null,
-      problemDetail: why?.detail ?? null,
-    };
-    await tx.updateLease(ended);
+    const ended = await this.transition(tx, lease, now, (ledger) => endActive(lease, ledger, status, now, why, failed));
     this.live.delete(ended.id);
     if (this.pool.release(lease.id)) this.countActive(lease.appId, -1);
     this.scheduler.onReleased(lease.id);
     return ended;
   }
 
-  /** Ends a lease that never got a GPU: everything is refunded. */
+  /** Ends a lease that never got a GPU (see endQueued) and takes it out of the queue. */
   private async finishQueued(tx: Tx, lease: LeaseRecord, status: "cancelled" | "failed", now: number, why: Problem | null): Promise<LeaseRecord> {
     this.scheduler.remove(lease.id);
-    const key = identityKey({ kind: lease.identityKind, id: lease.identityId });
-    const ledger = rollWindow((await tx.getLedger(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs);
-    await tx.putLedger(key, unreserve(ledger, lease.reservedMs, admittedInCurrentWindow(lease.queuedAt, lease.windowStartedAt, ledger, now, this.policy.windowMs)));
-    const ended: LeaseRecord = {
-      ...lease,
-      status,
-      endedAt: now,
-      heldMs: 0,
-      chargedMs: 0,
-      refundedMs: lease.reservedMs,
-      failed: status === "failed",
-      problemCode: why?.code ?? null,
-      problemDetail: why?.detail ?? null,
-    };
-    await tx.updateLease(ended);
+    const ended = await this.transition(tx, lease, now, (ledger) => endQueued(lease, ledger, status, now, why, this.policy.windowMs));
     this.live.delete(ended.id);
     return ended;
+  }
+
+  /** Reads the lease's ledger (rolled to now), applies `step`, and writes lease and ledger. */
+  private async transition(tx: Tx, lease: LeaseRecord, now: number, step: (ledger: LedgerState) => Transition): Promise<LeaseRecord> {
+    const key = identityKey({ kind: lease.identityKind, id: lease.identityId });
+    const next = step(rollWindow((await tx.getLedger(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs));
+    await tx.putLedger(key, next.ledger);
+    await tx.updateLease(next.lease);
+    return next.lease;
   }
 
   private async leaseFor(tx: Tx, id: string): Promise<LeaseRecord | null> {
@@ -478,25 +424,10 @@ export class LeaseEngine {
   /** Records grants made by dispatch: the lease becomes active and its identity's window may start. */
   private async persistGrants(tx: Tx, grants: { grant: Grant }[], now: number): Promise<LeaseRecord[]> {
     const out: LeaseRecord[] = [];
-    for (const { grant } of grants) {
-      const lease = await this.leaseFor(tx, grant.leaseId);
-      if (!lease) throw new Error(`granted lease ${grant.leaseId} is not in the store`);
-      const key = identityKey({ kind: lease.identityKind, id: lease.identityId });
-      const ledger = startWindow(rollWindow((await tx.getLedger(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs), now);
-      await tx.putLedger(key, ledger);
-      const active: LeaseRecord = {
-        ...lease,
-        status: "active",
-        node: grant.assignment.node,
-        deviceIndex: grant.assignment.index,
-        deviceUuid: grant.assignment.uuid,
-        deviceName: grant.assignment.name,
-        slotIndexes: [...grant.assignment.slots],
-        grantedAt: now,
-        deadline: now + lease.durationMs,
-        windowStartedAt: ledger.windowStartedAt,
-      };
-      await tx.updateLease(active);
+    for (const { grant: g } of grants) {
+      const lease = await this.leaseFor(tx, g.leaseId);
+      if (!lease) throw new Error(`granted lease ${g.leaseId} is not in the store`);
+      const active = await this.transition(tx, lease, now, (ledger) => grant(lease, g.assignment, ledger, now));
       this.live.set(active.id, active);
       out.push(active);
     }
