@@ -59,3 +59,40 @@ export function runCli(args: string[], env: Record<string, string> = {}): Promis
     child.once("exit", (code) => resolve({ code, stdout, stderr }));
   });
 }
+
+/**
+ * Starts `gpupool <args>` and waits until its output matches `pattern`, whose first group is
+ * returned as `url` (e.g. /listening on (http:\/\/\S+)/).
+ */
+export async function startBinary(args: string[], env: Record<string, string>, pattern: RegExp): Promise<ServerProcess> {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ["pipe", "pipe", "pipe"] });
+  let out = "";
+  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`gpupool ${args[0] ?? ""} did not start:\n${out}`)), 15_000);
+    const check = () => {
+      const m = pattern.exec(out);
+      if (m?.[1]) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    };
+    child.stdout.on("data", check);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`gpupool ${args[0] ?? ""} exited with ${code}:\n${out}`));
+    });
+  });
+  return {
+    url,
+    child,
+    output: () => out,
+    stop: (signal = "SIGTERM") =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode);
+        child.once("exit", (code) => resolve(code));
+        child.kill(signal);
+      }),
+  };
+}

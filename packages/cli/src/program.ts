@@ -5,6 +5,7 @@ import { Command, CommanderError } from "commander";
 import { registerAdmin } from "./commands/admin.js";
 import { registerDemo } from "./commands/demo.js";
 import { registerDiagnose } from "./commands/diagnose.js";
+import { registerEdge } from "./commands/edge.js";
 import { registerIpToken } from "./commands/ip-token.js";
 import { registerLeases } from "./commands/leases.js";
 import { registerPool } from "./commands/pool.js";
@@ -58,6 +59,7 @@ Exit codes: 0 ok, 1 the server refused or failed (printed as "error [code]: deta
     );
   registerServer(program);
   registerDemo(program);
+  registerEdge(program);
   registerQuota(program);
   registerDiagnose(program);
   registerLeases(program);

@@ -87,7 +87,11 @@ export function attribute(principal: Principal, token: IpTokenCheck): Attributio
     detail:
       token.subject.kind === "user"
         ? `Charged to ${who}, the signed-in viewer named by the token.`
-        : `Charged to ${who}: the viewer was not signed in, so the edge identified them by IP address.`,
+        : // The control plane cannot see edge sessions; say what an IP subject means at the edge.
+          `Charged to ${who}: the viewer was not signed in, so the edge identified them by IP address. ` +
+          "The edge names the IP when the request came with no session cookie and no Bearer user token (a private window, " +
+          "another browser, or not signed in at the edge's /login), or when an app in between did not forward the X-IP-Token " +
+          "it received (or forwarded a forged or expired one, which the edge drops: see the X-Gpupool-Token-Dropped response header).",
   });
   return { ok: true, charged: token.subject, via: "ip-token", steps };
 }

@@ -6,6 +6,8 @@ export const PROBLEM_STATUS = {
   invalid_request: 400,
   unauthorized: 401,
   invalid_ip_token: 401,
+  invalid_session: 401,
+  invalid_credentials: 401,
   forbidden: 403,
   admin_disabled: 403,
   not_found: 404,
@@ -18,8 +20,10 @@ export const PROBLEM_STATUS = {
   quota_exceeded: 429,
   runs_exceeded: 429,
   internal: 500,
+  upstream_unavailable: 502,
   no_gpu_available: 503,
   storage_unavailable: 503,
+  control_plane_unavailable: 503,
 } as const satisfies Record<string, number>;
 
 export type ProblemCode = keyof typeof PROBLEM_STATUS;
@@ -28,6 +32,8 @@ const TITLES: Record<ProblemCode, string> = {
   invalid_request: "Invalid request",
   unauthorized: "Not authenticated",
   invalid_ip_token: "Invalid X-IP-Token",
+  invalid_session: "Invalid session",
+  invalid_credentials: "Invalid credentials",
   forbidden: "Not allowed",
   admin_disabled: "Admin API disabled",
   not_found: "Not found",
@@ -40,8 +46,10 @@ const TITLES: Record<ProblemCode, string> = {
   quota_exceeded: "GPU quota exceeded",
   runs_exceeded: "Daily runs limit reached",
   internal: "Internal error",
+  upstream_unavailable: "App not answering",
   no_gpu_available: "No GPU available",
   storage_unavailable: "Storage unavailable",
+  control_plane_unavailable: "Pool not answering",
 };
 
 /** RFC 9457 problem details with gpupool's stable `code`. */

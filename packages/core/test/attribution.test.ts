@@ -86,4 +86,13 @@ describe("attribute", () => {
       expect("charged" in r).toBe(false);
     },
   );
+
+  it("an IP subject explains what it means at the edge: no session or Bearer, or a token not forwarded", () => {
+    const r = attribute(APPK, { present: true, valid: true, subject: { kind: "ip", id: "203.0.113.7" }, expiresAt: EXP });
+    const why = r.steps.at(-1)?.detail ?? "";
+    expect(why).toMatch(/no session cookie and no Bearer user token/);
+    expect(why).toMatch(/\/login/);
+    expect(why).toMatch(/did not forward the X-IP-Token/);
+    expect(why).toMatch(/X-Gpupool-Token-Dropped/);
+  });
 });

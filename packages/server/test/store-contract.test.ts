@@ -193,6 +193,29 @@ export function storeContract(name: string, open: () => Promise<Store>, reopen?:
       expect(await tx((t) => t.signingKeys())).toEqual([k1, k2]);
     });
 
+    it("sessions: insert, get by hash, revoke one (idempotent), revoke all of a user's live ones; durable", async () => {
+      await tx((t) => t.insertUser(user("u1")));
+      await tx((t) => t.insertUser(user("u2")));
+      const s = (idHash: string, userId: string) => ({ idHash, userId, createdAt: 1_000, expiresAt: 9_000, revokedAt: null });
+      expect(await tx((t) => t.getSession("nope"))).toBeNull();
+      await tx(async (t) => {
+        await t.insertSession(s("h1", "u1"));
+        await t.insertSession(s("h2", "u1"));
+        await t.insertSession(s("h3", "u2"));
+      });
+      expect(await tx((t) => t.getSession("h1"))).toEqual(s("h1", "u1"));
+      expect(await tx((t) => t.revokeSession("h1", 2_000))).toBe(true);
+      expect(await tx((t) => t.revokeSession("h1", 3_000))).toBe(true);
+      expect(await tx((t) => t.revokeSession("missing", 3_000))).toBe(false);
+      expect(await tx((t) => t.getSession("h1"))).toMatchObject({ revokedAt: 2_000 });
+      // h1 is already revoked: only h2 counts; u2's session is untouched.
+      expect(await tx((t) => t.revokeUserSessions("u1", 4_000))).toBe(1);
+      const again = await durable();
+      const read = again ?? store;
+      expect(await read.transaction((t) => t.getSession("h2"))).toMatchObject({ revokedAt: 4_000 });
+      expect(await read.transaction((t) => t.getSession("h3"))).toEqual(s("h3", "u2"));
+    });
+
     it("a transaction that throws leaves nothing behind, cached or stored, and the error reaches the caller", async () => {
       await tx((t) => t.putLedger("user:u1", { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 }));
       const boom = new Error("boom");

@@ -7,6 +7,7 @@ import type { ServerContext } from "./context.js";
 import { leaseRoutes } from "./lease-routes.js";
 import { installErrorHandling } from "./problems.js";
 import { quotaRoutes } from "./quota-routes.js";
+import { sessionRoutes } from "./session-routes.js";
 import { tokenRoutes } from "./token-routes.js";
 
 /** The HTTP surface of the control plane. Routes parse, call one use case, and serialize. */
@@ -58,6 +59,7 @@ export function buildHttpApp(ctx: ServerContext): FastifyInstance {
   leaseRoutes(app, ctx);
   quotaRoutes(app, ctx);
   tokenRoutes(app, ctx);
+  sessionRoutes(app, ctx);
   adminRoutes(app, ctx);
   return app;
 }

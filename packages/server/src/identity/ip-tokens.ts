@@ -81,6 +81,19 @@ export class IpTokens {
 
   /** Checks a presented token for app `appId` at time `now`. Never throws for bad input. */
   async verify(token: string | undefined, appId: string, now: number): Promise<IpTokenCheck> {
+    return this.check(token, appId, now);
+  }
+
+  /**
+   * Checks a token minted for any app of this pool (the edge re-issues an app's token for the app
+   * it calls). Everything but the audience is checked as in `verify`: signature, pinned EdDSA,
+   * known kid, issuer, expiry, subject. The audience only says which app received it.
+   */
+  async verifyAnyApp(token: string, now: number): Promise<IpTokenCheck> {
+    return this.check(token, null, now);
+  }
+
+  private async check(token: string | undefined, appId: string | null, now: number): Promise<IpTokenCheck> {
     if (token === undefined) return { present: false };
     const bad = (reason: InvalidTokenReason, message: string): IpTokenCheck => ({ present: true, valid: false, reason, message });
     if (token.length === 0 || token.length > MAX_TOKEN_LENGTH) return bad("malformed", "The X-IP-Token header is empty or too long to be a token.");
@@ -92,7 +105,7 @@ export class IpTokens {
           if (!key) throw new UnknownKid();
           return key.publicKey;
         },
-        { algorithms: [ALG], issuer: this.issuer, audience: appId, currentDate: new Date(now), requiredClaims: ["exp", "sub", "aud"] },
+        { algorithms: [ALG], issuer: this.issuer, ...(appId === null ? {} : { audience: appId }), currentDate: new Date(now), requiredClaims: ["exp", "sub", "aud"] },
       );
       const subject = parseSubject(payload.sub);
       if (!subject) return bad("bad_subject", `The X-IP-Token names "${String(payload.sub)}", which is not a user or an IP address.`);

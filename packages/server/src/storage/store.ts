@@ -106,6 +106,15 @@ export interface SigningKeyRecord {
   readonly createdAt: number;
 }
 
+/** A viewer's edge session. `idHash` is the hash of the secret in the cookie; the secret is never stored. */
+export interface SessionRecord {
+  readonly idHash: string;
+  readonly userId: string;
+  readonly createdAt: number;
+  readonly expiresAt: number;
+  readonly revokedAt: number | null;
+}
+
 export interface Tx {
   insertUser(user: UserRecord): Promise<void>;
   getUser(id: string): Promise<UserRecord | null>;
@@ -147,4 +156,11 @@ export interface Tx {
 
   signingKeys(): Promise<SigningKeyRecord[]>;
   insertSigningKey(key: SigningKeyRecord): Promise<void>;
+
+  insertSession(session: SessionRecord): Promise<void>;
+  getSession(idHash: string): Promise<SessionRecord | null>;
+  /** Marks the session revoked (if it was not already); true when it exists. */
+  revokeSession(idHash: string, at: number): Promise<boolean>;
+  /** Revokes every live session of the user; returns how many were revoked. */
+  revokeUserSessions(userId: string, at: number): Promise<number>;
 }

@@ -3,7 +3,7 @@ import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import type { IdentityKind, LedgerState } from "@gpupool/core";
 import { Serial } from "../../serial.js";
-import type { AppRecord, KeyedRecord, LeaseFilter, LeaseRecord, LeaseStatus, NewLease, SigningKeyRecord, Store, Tx, UserRecord } from "../store.js";
+import type { AppRecord, KeyedRecord, LeaseFilter, LeaseRecord, LeaseStatus, NewLease, SessionRecord, SigningKeyRecord, Store, Tx, UserRecord } from "../store.js";
 import { Checkpointer } from "./checkpointer.js";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 
@@ -395,6 +395,22 @@ export class SqliteStore implements Store {
         })),
       insertSigningKey: async (k: SigningKeyRecord) =>
         run("INSERT INTO signing_keys (kid, private_jwk, public_jwk, created_at) VALUES (?, ?, ?, ?)", k.kid, k.privateJwk, k.publicJwk, k.createdAt),
+
+      insertSession: async (x: SessionRecord) =>
+        run("INSERT INTO sessions (id_hash, user_id, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?)", x.idHash, x.userId, x.createdAt, x.expiresAt, x.revokedAt),
+      getSession: async (idHash) => {
+        const r = one("SELECT * FROM sessions WHERE id_hash = ?", idHash);
+        return r ? { idHash: t(r["id_hash"]), userId: t(r["user_id"]), createdAt: Number(r["created_at"]), expiresAt: Number(r["expires_at"]), revokedAt: n(r["revoked_at"]) } : null;
+      },
+      revokeSession: async (idHash, at) => {
+        if (!one("SELECT 1 FROM sessions WHERE id_hash = ?", idHash)) return false;
+        run("UPDATE sessions SET revoked_at = ? WHERE id_hash = ? AND revoked_at IS NULL", at, idHash);
+        return true;
+      },
+      revokeUserSessions: async (userId, at) => {
+        this.wrote = true;
+        return this.st("UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL").run(at, userId).changes;
+      },
     };
   }
 }

@@ -1,0 +1,131 @@
+import { createHash } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:http";
+import type { IncomingMessage, Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createClient, forwardIpToken } from "@gpupool/sdk";
+import { startBinary, startServerBinary } from "./binary.js";
+import type { ServerProcess } from "./binary.js";
+
+const ADMIN = "e2e-edge-admin-token-0123456789";
+
+/** What the tiny upstream app says about a request: the identity its X-IP-Token names. */
+export interface Echo {
+  sub: string | null;
+  aud: string | null;
+  /** The identity the pool itself accepts the token for (GET /v1/quota with the app key). */
+  pool: { kind: string; id: string; tier: string } | null;
+  authorization: string | null;
+  cookie: string | null;
+  forwardedFor: string | null;
+  path: string;
+}
+
+function payloadOf(token: string | undefined): { sub?: string; aud?: string } {
+  try {
+    return JSON.parse(Buffer.from(token?.split(".")[1] ?? "", "base64url").toString("utf8")) as { sub?: string; aud?: string };
+  } catch {
+    return {};
+  }
+}
+
+/**
+ * A tiny app behind the edge. `/whoami` echoes the identity; `/sse` streams two events 1.5 s
+ * apart; `/call?target=URL` calls another app through the edge, forwarding its X-IP-Token like
+ * an app-to-app call; an Upgrade gets a 101 and one WebSocket text frame with the echo.
+ */
+async function startUpstream(poolUrl: string, appKey: string): Promise<{ url: string; server: Server }> {
+  const echo = async (req: IncomingMessage): Promise<Echo> => {
+    const token = forwardIpToken(req.headers);
+    const { sub, aud } = payloadOf(token);
+    let pool: Echo["pool"] = null;
+    if (token !== undefined) {
+      const q = await createClient({ url: poolUrl, appKey }).quota({ ipToken: token }).catch(() => null);
+      pool = q ? { kind: q.identity.kind, id: q.identity.id, tier: q.identity.tier } : null;
+    }
+    const h = (n: string) => (typeof req.headers[n] === "string" ? (req.headers[n] as string) : null);
+    return { sub: sub ?? null, aud: aud ?? null, pool, authorization: h("authorization"), cookie: h("cookie"), forwardedFor: h("x-forwarded-for"), path: req.url ?? "" };
+  };
+  const server = createServer((req, res) => {
+    void (async () => {
+      const url = new URL(req.url ?? "/", "http://app");
+      if (url.pathname === "/sse") {
+        res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store" });
+        res.write(`event: hello\ndata: ${JSON.stringify(await echo(req))}\n\n`);
+        setTimeout(() => res.end("event: bye\ndata: {}\n\n"), 1500);
+        return;
+      }
+      if (url.pathname === "/call") {
+        const token = forwardIpToken(req.headers);
+        const r = await fetch(url.searchParams.get("target") ?? "", { headers: token === undefined ? {} : { "x-ip-token": token } });
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(JSON.stringify({ status: r.status, chargedAs: r.headers.get("x-gpupool-charged-as"), echo: await r.json() }));
+        return;
+      }
+      res.writeHead(200, { "content-type": "application/json", "x-gpupool-charged-as": "user:forged-by-the-app" });
+      res.end(JSON.stringify(await echo(req)));
+    })();
+  });
+  server.on("upgrade", (req: IncomingMessage, socket) => {
+    // Upgraded sockets are not closed by closeAllConnections: end them when the peer does.
+    socket.on("end", () => socket.destroy());
+    server.once("close", () => socket.destroy());
+    void echo(req).then((e) => {
+      const accept = createHash("sha1").update(`${String(req.headers["sec-websocket-key"])}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64");
+      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+      const text = Buffer.from(JSON.stringify(e));
+      const header = text.length < 126 ? Buffer.from([0x81, text.length]) : Buffer.from([0x81, 126, text.length >> 8, text.length & 255]);
+      socket.write(Buffer.concat([header, text]));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
+}
+
+export interface EdgeWorld {
+  readonly pool: ServerProcess;
+  readonly edge: ServerProcess;
+  readonly alice: { id: string; token: string };
+  readonly apps: { front: { id: string }; back: { id: string } };
+  readonly upstreams: { front: string; back: string };
+  readonly edgeKey: string;
+  stop(): Promise<void>;
+}
+
+/** The real `gpupool server` and `gpupool edge` binaries, a user, and two upstream apps. */
+export async function startEdgeWorld(): Promise<EdgeWorld> {
+  const dir = mkdtempSync(join(tmpdir(), "gpupool-edge-"));
+  const pool = await startServerBinary(["--storage", `sqlite:${join(dir, "pool.db")}`], { GPUPOOL_ADMIN_TOKEN: ADMIN });
+  const admin = createClient({ url: pool.url, adminToken: ADMIN });
+  const alice = await admin.admin.createUser({ name: "alice", tier: "pro" });
+  await admin.admin.createUser({ name: "owner", tier: "pro" });
+  const front = await admin.admin.createApp({ name: "front", owner: "owner" });
+  const back = await admin.admin.createApp({ name: "back", owner: "owner" });
+  const edgeKey = await admin.admin.createEdge({ name: "edge-1" });
+  const up = [await startUpstream(pool.url, front.key), await startUpstream(pool.url, back.key)];
+  const edge = await startBinary(
+    ["edge", "--server", pool.url, "--listen", "127.0.0.1:0", "--app", `front=${up[0]!.url}`, "--app", `back=${up[1]!.url}`, "--app-host", "back=back.example.test"],
+    { GPUPOOL_EDGE_KEY: edgeKey.key },
+    /gpupool edge listening on (http:\/\/\S+)/,
+  );
+  return {
+    pool,
+    edge,
+    alice: { id: alice.id, token: alice.token },
+    apps: { front: { id: front.id }, back: { id: back.id } },
+    upstreams: { front: up[0]!.url, back: up[1]!.url },
+    edgeKey: edgeKey.key,
+    stop: async () => {
+      await edge.stop();
+      for (const u of up) {
+        const closed = new Promise((r) => u.server.close(r));
+        u.server.closeAllConnections();
+        await closed;
+      }
+      await pool.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
