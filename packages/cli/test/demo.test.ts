@@ -1,4 +1,4 @@
-import { statSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { createClient } from "@gpupool/sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -23,11 +23,12 @@ function values(stdout: string) {
     adminToken: get(/GPUPOOL_ADMIN_TOKEN=(\S+)/),
     appKey: get(/APP_KEY=(gpu_a_\S+)/),
     appUrl: get(/^ {2}demo app {7}(http:\/\/\S+)/m),
+    edgeUrl: get(/^ {2}edge {11}(http:\/\/\S+)/m),
   };
 }
 
 describe("gpupool demo", () => {
-  it("starts a pool, users, an app and a demo app, prints a tour, and reuses them after a restart", async () => {
+  it("starts a pool, users, an app, the edge and a demo app, prints a tour, and reuses them after a restart", async () => {
     const dir = join(tmp.dir, "demo");
     const first = start(["demo", "--port", "0", "--dir", dir]);
     let v: ReturnType<typeof values>;
@@ -53,6 +54,14 @@ describe("gpupool demo", () => {
       const refused = await fetch(`${v.appUrl}/generate`, { method: "POST", headers: { "x-ip-token": "forged" } });
       expect(refused.status).toBe(401);
       expect(((await refused.json()) as { code: string }).code).toBe("invalid_ip_token");
+
+      // Through the demo's edge the same app sees the viewer: the IP without credentials, ada with her token.
+      const creds = JSON.parse(readFileSync(join(dir, "demo-credentials.json"), "utf8")) as { users: { ada: { token: string; id: string } } };
+      const anon = await fetch(`${v.edgeUrl}/apps/sdxl-demo/`);
+      expect(anon.headers.get("x-gpupool-charged-as")).toBe("ip:127.0.0.1");
+      expect(await anon.text()).toContain("You are charged as ip:127.0.0.1");
+      const signedIn = await fetch(`${v.edgeUrl}/apps/sdxl-demo/`, { headers: { authorization: `Bearer ${creds.users.ada.token}` } });
+      expect(await signedIn.text()).toContain(`You are charged as user:${creds.users.ada.id}`);
     } finally {
       expect(await first.stop("SIGINT")).toBe(0);
     }

@@ -2,12 +2,13 @@ import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createClient } from "@gpupool/sdk";
 import type { Quota } from "@gpupool/sdk";
+import type { RunningEdge } from "@gpupool/edge";
 import type { RunningServer } from "@gpupool/server";
 import type { Command } from "commander";
 import { adminTokenFromEnv, err, out, parsePort, StartError } from "../common.js";
 import { startDemoApp } from "../demo/app.js";
 import type { DemoApp } from "../demo/app.js";
-import { ensureApp, ensureUser, randomAdminToken, readCredentials, writeCredentials } from "../demo/credentials.js";
+import { ensureApp, ensureEdge, ensureUser, randomAdminToken, readCredentials, writeCredentials } from "../demo/credentials.js";
 import { renderTour } from "../demo/tour.js";
 
 const DEFAULT_PORT = 7070;
@@ -42,11 +43,12 @@ async function appOnNextPort(poolPort: number, poolUrl: string, appKey: string):
 export function registerDemo(program: Command): void {
   program
     .command("demo")
-    .summary("run a pool, users and a demo app in one process, with a guided tour (npm start)")
+    .summary("run a pool, users, the edge and a demo app in one process, with a guided tour (npm start)")
     .description(
       "Run everything in one process on an embedded SQLite file: the control plane with a simulated pool of " +
         "2 GPUs, a pro user ada, a free user bob, an app sdxl-demo owned by ada, and a tiny demo app whose " +
-        "POST /generate borrows a GPU through the SDK. Prints copy-pasteable commands to try; Ctrl-C stops it. " +
+        "POST /generate borrows a GPU through the SDK, behind the edge that names each viewer. Prints copy-pasteable " +
+        "commands to try; Ctrl-C stops it. " +
         "Restarting with the same --dir reuses the same users, app and tokens.",
     )
     .option("--port <port>", `control plane port; a free one is used if it is taken (default ${DEFAULT_PORT})`, parsePort)
@@ -78,7 +80,9 @@ export function registerDemo(program: Command): void {
       const logger = stderrLogger("warn");
       const { server, note } = await startOnAnyPort(flags.port ?? DEFAULT_PORT, (port) => startServer(config(port), { adminToken, logger }));
       let app: DemoApp | null = null;
+      let edge: RunningEdge | null = null;
       const closeAll = async () => {
+        await edge?.close();
         await app?.close();
         await server.close();
       };
@@ -87,9 +91,29 @@ export function registerDemo(program: Command): void {
         const ada = await ensureUser(admin, creds, "ada", "pro");
         const bob = await ensureUser(admin, creds, "bob", "free");
         const demoApp = await ensureApp(admin, creds, APP_NAME, ada.user.id);
+        const demoEdge = await ensureEdge(admin, creds, (key) =>
+          createClient({ url: server.url, appKey: key })
+            .ipToken({ app: demoApp.app.id, ip: "127.0.0.1" })
+            .then(() => true, () => false),
+        );
         const credentialsPath = writeCredentials(dir, creds);
         const poolPort = Number(new URL(server.url).port);
         app = await appOnNextPort(poolPort, server.url, demoApp.app.key);
+        const { startEdge } = await import("@gpupool/edge");
+        const appPort = Number(new URL(app.url).port);
+        const edgeOn = (port: number) =>
+          startEdge({
+            server: server.url,
+            edgeKey: demoEdge.edge.key,
+            apps: [{ name: demoApp.app.name, upstream: new URL(app?.url ?? "") }],
+            host: "127.0.0.1",
+            port,
+            log: (line) => err(`edge: ${line}`),
+          });
+        edge = await edgeOn(appPort + 1 <= 65_535 ? appPort + 1 : 0).catch((error: unknown) => {
+          if ((error as NodeJS.ErrnoException).code !== "EADDRINUSE") throw error;
+          return edgeOn(0);
+        });
 
         let bobQuota: Quota | null = null;
         try {
@@ -105,6 +129,7 @@ export function registerDemo(program: Command): void {
             {
               poolUrl: server.url,
               appUrl: app.url,
+              edgeUrl: edge.url,
               storage,
               portNote: note,
               adminToken,

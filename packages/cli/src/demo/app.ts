@@ -70,6 +70,23 @@ The X-IP-Token of the request (the edge injects one per viewer) is forwarded to 
 pool, so the viewer is charged; without one, the app itself is charged.
 `;
 
+/**
+ * Who the pool will charge for this request, read from the X-IP-Token's claims. For display only:
+ * the app never trusts this itself — the pool verifies the token when the app borrows a GPU.
+ */
+function chargedAs(req: IncomingMessage): string {
+  const token = forwardIpToken(req.headers);
+  if (token === undefined) return "This request has no X-IP-Token: a GPU call from it is charged to the app itself (anonymous).";
+  try {
+    const payload = JSON.parse(Buffer.from(token.split(".")[1] ?? "", "base64url").toString("utf8")) as { sub?: unknown; exp?: unknown };
+    const sub = typeof payload.sub === "string" ? payload.sub : "?";
+    const how = sub.startsWith("user:") ? "you are signed in at the edge" : "you are not signed in, so the edge named your IP address";
+    return `You are charged as ${sub} (${how}).`;
+  } catch {
+    return "This request carries an X-IP-Token the app cannot read.";
+  }
+}
+
 export async function startDemoApp(options: DemoAppOptions): Promise<DemoApp> {
   const pool = createClient({ url: options.poolUrl, appKey: options.appKey });
   const workMs = options.workMs ?? 2000;
@@ -100,7 +117,7 @@ export async function startDemoApp(options: DemoAppOptions): Promise<DemoApp> {
 
   const server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
-    if (req.method === "GET" && path === "/") return send(res, 200, ABOUT, "text/plain; charset=utf-8");
+    if (req.method === "GET" && path === "/") return send(res, 200, `${ABOUT}\n${chargedAs(req)}\n`, "text/plain; charset=utf-8");
     if (path !== "/generate") return send(res, 404, { error: "not found: try POST /generate" });
     if (req.method !== "POST") return send(res, 405, { error: "use POST /generate" });
     generate(req, res).catch((error: unknown) => {

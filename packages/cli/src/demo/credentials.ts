@@ -16,6 +16,7 @@ export interface DemoCredentials {
   adminToken?: string;
   users: Record<string, DemoUser>;
   app?: { readonly id: string; readonly name: string; readonly key: string };
+  edge?: { readonly id: string; readonly name: string; readonly key: string };
 }
 
 export const CREDENTIALS_FILE = "demo-credentials.json";
@@ -47,6 +48,10 @@ export function readCredentials(dir: string, warn: (message: string) => void): D
   if (isRecord(app) && typeof app["id"] === "string" && typeof app["name"] === "string" && typeof app["key"] === "string") {
     creds.app = { id: app["id"], name: app["name"], key: app["key"] };
   }
+  const edge = raw["edge"];
+  if (isRecord(edge) && typeof edge["id"] === "string" && typeof edge["name"] === "string" && typeof edge["key"] === "string") {
+    creds.edge = { id: edge["id"], name: edge["name"], key: edge["key"] };
+  }
   return creds;
 }
 
@@ -57,6 +62,7 @@ export function writeCredentials(dir: string, creds: DemoCredentials): string {
     ...(creds.adminToken !== undefined ? { admin_token: creds.adminToken } : {}),
     users: creds.users,
     ...(creds.app !== undefined ? { app: creds.app } : {}),
+    ...(creds.edge !== undefined ? { edge: creds.edge } : {}),
   };
   const tmp = `${path}.${process.pid}.tmp`;
   writeFileSync(tmp, `${JSON.stringify(body, null, 2)}\n`, { mode: 0o600 });
@@ -104,4 +110,21 @@ export async function ensureApp(
   const created = await admin.createApp({ name: actual, owner: ownerId });
   creds.app = { id: created.id, name: created.name, key: created.key };
   return { app: creds.app, outcome: actual === name ? "created" : "renamed" };
+}
+
+/**
+ * The demo's edge key: the saved one if the pool still accepts it (there is no list of edges to
+ * check against, so it is tried), else a new edge under a fresh name.
+ */
+export async function ensureEdge(
+  admin: AdminClient,
+  creds: DemoCredentials,
+  works: (key: string) => Promise<boolean>,
+): Promise<{ edge: NonNullable<DemoCredentials["edge"]>; outcome: Outcome }> {
+  const saved = creds.edge;
+  if (saved !== undefined && (await works(saved.key))) return { edge: saved, outcome: "existing" };
+  const name = `demo-edge-${Date.now().toString(36)}`;
+  const created = await admin.createEdge({ name });
+  creds.edge = { id: created.id, name: created.name, key: created.key };
+  return { edge: creds.edge, outcome: "created" };
 }

@@ -6,6 +6,7 @@ import type { Outcome } from "./credentials.js";
 export interface TourValues {
   readonly poolUrl: string;
   readonly appUrl: string;
+  readonly edgeUrl: string;
   readonly storage: string;
   readonly portNote: string | null;
   readonly adminToken: string;
@@ -44,12 +45,13 @@ export function renderTour(v: TourValues, now: Date): string {
   const json = `-H 'Content-Type: application/json' -d '{"duration": 60}'`;
   const app = sh(v.app.name);
   const lines = [
-    "gpupool demo is running: a control plane, a simulated pool of 2 GPUs and a demo app, in one process.",
+    "gpupool demo is running: a control plane, a simulated pool of 2 GPUs, the edge and a demo app, in one process.",
     "",
     `  control plane  ${v.poolUrl}  (storage ${v.storage})`,
     ...(v.portNote === null ? [] : [`                 ${v.portNote}`]),
     "  GPU pool       sim-0: 2 × Simulated H200, 2 slots each (large = 1 slot, xlarge = a whole GPU)",
     `  demo app       ${v.appUrl}  (POST /generate: a 2 s job through gpu({ duration: 20 }))`,
+    `  edge           ${v.edgeUrl}  (the app at ${v.edgeUrl}/apps/${v.app.name}/, sign in at ${v.edgeUrl}/login)`,
     `  admin token    ${v.adminToken}  (${admin})`,
     `  user ada       ${v.ada.id}, tier ${v.ada.tier}, name "${v.ada.name}": ${outcome(v.ada.outcome)}`,
     `  user bob       ${v.bob.id}, tier ${v.bob.tier}, name "${v.bob.name}": ${outcome(v.bob.outcome)}${quotaNote(v.bobQuota, now)}`,
@@ -90,7 +92,15 @@ export function renderTour(v: TourValues, now: Date): string {
     `#    …and with no token at all the app itself is charged (app:${v.app.id}, anonymous tier).`,
     `curl -s -X POST ${v.appUrl}/generate`,
     "",
-    "# 7. What the app and the operator see.",
+    "# 7. Through the edge, every request is charged to the person behind it, whatever the client sends.",
+    `#    Open ${v.edgeUrl}/apps/${v.app.name}/ in a browser: charged as your IP. Sign in at ${v.edgeUrl}/login`,
+    `#    with bob's token (in the credentials file), reload: charged as bob. A private window: your IP again.`,
+    `curl -s ${v.edgeUrl}/apps/${app}/ | tail -1`,
+    `curl -s ${v.edgeUrl}/apps/${app}/ -H "Authorization: Bearer $(node -p 'require(${JSON.stringify(v.credentialsPath)}).users.ada.token')" | tail -1`,
+    `#    A forged X-IP-Token is dropped (see the X-Gpupool-Token-Dropped header) and the IP is charged.`,
+    `curl -si -X POST ${v.edgeUrl}/apps/${app}/generate -H "X-IP-Token: forged" | grep -i -E '^x-gpupool|charged_to'`,
+    "",
+    "# 8. What the app and the operator see.",
     "npx gpupool leases",
     "npx gpupool pool",
     "",
