@@ -73,6 +73,14 @@ describe("the gpupool server binary, driven by the SDK and the CLI", () => {
     expect(q.message).toMatch(/1m 30s left of its 3m 30s free quota/);
     await pool.release(first.id);
 
+    // The SDK decodes the real diagnose response: the request, the buckets, the refusal.
+    const d = await pool.diagnose({ duration: 300, ipToken: token });
+    expect(d.identity).toMatchObject({ kind: "user", tier: "free" });
+    expect(d.request).toEqual({ duration: 300, size: "large", cost: 1, reserves: 300 });
+    expect(d.buckets.find((b) => b.bucket === "credits")?.applies).toBe(false);
+    expect(d.verdict.outcome).toBe("rejected");
+    expect(d.verdict.problem?.code).toBe("duration_too_long");
+
     const env = { GPUPOOL_URL: server.url, GPUPOOL_TOKEN: app.key };
     const quota = await runCli(["quota", "--ip-token", token, "--json"], env);
     expect(quota.code).toBe(0);

@@ -119,8 +119,7 @@ function record(value: unknown): Readonly<Record<string, unknown>> {
   return typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
 }
 
-/** `raw` is the wire object, for fields the SDK does not model (the request, the queue reason). */
-export function renderDiagnosis(d: Diagnosis, raw: unknown, now: Date): string {
+export function renderDiagnosis(d: Diagnosis, now: Date): string {
   const cols = width();
   const out: string[] = [];
   out.push("Who is charged, step by step");
@@ -128,37 +127,32 @@ export function renderDiagnosis(d: Diagnosis, raw: unknown, now: Date): string {
     const head = `  ${i + 1}. ${STEP_MARK[s.outcome] ?? "·"} ${s.step} (${s.outcome}): `;
     out.push(head + wrap(s.detail, cols, head.length));
   });
-  const charged = d.identity.kind === ("" as Identity["kind"]) ? null : d.identity;
   out.push(
-    charged === null
+    d.identity === null
       ? "  → charged to nobody: the request is refused before any identity is charged"
-      : `  → charged to ${identityLabel(charged)}`,
+      : `  → charged to ${identityLabel(d.identity)}`,
   );
-  const request = record(record(raw)["request"]);
-  if (typeof request["duration"] === "number") {
+  if (d.request !== null) {
     out.push("", "Request");
-    out.push(
-      `  ${secs(request["duration"])} on ${String(request["size"])} (cost ×${String(request["cost"])}) reserves ${secs(Number(request["reserves"]))} of GPU quota`,
-    );
+    out.push(`  ${secs(d.request.duration)} on ${d.request.size} (cost ×${d.request.cost}) reserves ${secs(d.request.reserves)} of GPU quota`);
   }
   if (d.quota !== null) out.push("", renderQuota(d.quota, now));
-  const buckets = Array.isArray(d.buckets) ? d.buckets.map(record) : [];
-  if (buckets.length > 0) {
+  if (d.buckets.length > 0) {
     out.push("", "Billing buckets");
-    const nameWidth = Math.max(...buckets.map((b) => (BUCKET_NAMES[String(b["bucket"])] ?? String(b["bucket"])).length));
-    for (const b of buckets) {
-      const name = (BUCKET_NAMES[String(b["bucket"])] ?? String(b["bucket"])).padEnd(nameWidth);
-      const head = `  ${b["applies"] === true ? "✓ applies       " : "✗ does not apply"}  ${name}  `;
-      out.push(head + wrap(text(b["detail"], ""), cols, head.length));
+    const nameOf = (bucket: string) => BUCKET_NAMES[bucket] ?? bucket;
+    const nameWidth = Math.max(...d.buckets.map((b) => nameOf(b.bucket).length));
+    for (const b of d.buckets) {
+      const head = `  ${b.applies ? "✓ applies       " : "✗ does not apply"}  ${nameOf(b.bucket).padEnd(nameWidth)}  `;
+      out.push(head + wrap(b.detail, cols, head.length));
     }
   }
   out.push("", "Verdict");
   const v = d.verdict;
-  const reason = text(record(record(raw)["verdict"])["reason"], "");
   if (v.outcome === "granted") out.push("  GRANTED: a lease asked for now would get a GPU at once.");
   else if (v.outcome === "queued") {
-    const why = reason === "concurrency" ? "the app is at its concurrency limit" : "every GPU slot that fits is busy";
-    out.push(`  QUEUED: it would wait at position ${v.position ?? "?"} (${why}). Queue time is never charged.`);
+    const why = v.reason === "concurrency" ? "the app is at its concurrency limit" : "every GPU slot that fits is busy";
+    const eta = v.etaS === null ? "" : `, about ${secs(v.etaS)} at most`;
+    out.push(`  QUEUED: it would wait at position ${v.position ?? "?"} (${why}${eta}). Queue time is never charged.`);
   } else {
     const p = v.problem;
     const head = `  REJECTED [${p?.code ?? "unknown"}]: `;

@@ -54,22 +54,25 @@ describe("render", () => {
     expect(wrap("one two three four", 12, 2)).toBe("one two\n  three four");
   });
 
-  it("diagnosis: a queued verdict names the position and why; a refused token charges nobody", () => {
+  it("diagnosis: a queued verdict names the position, why and the estimated wait; a refused token charges nobody", () => {
     const base: Diagnosis = {
       identity: { kind: "user", id: "u_1", tier: "free" },
       steps: [{ step: "charged_identity", outcome: "ok", detail: "Charged to user:u_1." }],
+      request: { duration: 60, size: "large", cost: 1, reserves: 60 },
       quota: null,
-      buckets: [],
-      verdict: { outcome: "queued", position: 3, problem: null },
+      buckets: [{ bucket: "credits", applies: false, detail: "Credits do not extend the GPU quota." }],
+      verdict: { outcome: "queued", position: 3, reason: "concurrency", etaS: 45, problem: null },
       causes: [{ rank: 1, cause: "All slots busy.", fix: "Nothing to fix." }],
     };
-    const queued = renderDiagnosis(base, { verdict: { outcome: "queued", position: 3, reason: "concurrency" } }, now);
+    const queued = renderDiagnosis(base, now);
     expect(queued).toMatch(/1\. ✓ charged_identity \(ok\): Charged to user:u_1\./);
-    expect(queued).toMatch(/QUEUED: it would wait at position 3 \(the app is at its concurrency limit\)/);
+    expect(queued).toMatch(/1m on large \(cost ×1\) reserves 1m of GPU quota/);
+    expect(queued).toMatch(/✗ does not apply\s+credits\s+Credits do not extend the GPU quota\./);
+    expect(queued).toMatch(/QUEUED: it would wait at position 3 \(the app is at its concurrency limit, about 45s at most\)/);
     expect(queued).toMatch(/1\. All slots busy\.\n {5}fix: Nothing to fix\./);
 
     const problem = { type: "t", title: "t", status: 401, detail: "Token expired.", code: "invalid_ip_token" };
-    const refused = renderDiagnosis({ ...base, identity: { kind: "" as "user", id: "", tier: "" }, verdict: { outcome: "rejected", position: null, problem } }, {}, now);
+    const refused = renderDiagnosis({ ...base, identity: null, request: null, verdict: { outcome: "rejected", position: null, reason: null, etaS: null, problem } }, now);
     expect(refused).toMatch(/→ charged to nobody/);
     expect(refused).toMatch(/REJECTED \[invalid_ip_token\]: Token expired\./);
   });

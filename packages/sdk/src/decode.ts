@@ -7,6 +7,8 @@ import type {
   Diagnosis,
   DiagnosisCause,
   DiagnosisStep,
+  DiagnosisBucket,
+  DiagnosisRequest,
   DiagnosisVerdict,
   Identity,
   IdentityKind,
@@ -161,17 +163,31 @@ function decodeVerdict(value: unknown): DiagnosisVerdict {
   return {
     outcome: str(w["outcome"]) as DiagnosisVerdict["outcome"],
     position: numOrNull(w["position"]),
+    reason: w["reason"] === "node" || w["reason"] === "concurrency" ? w["reason"] : null,
+    etaS: numOrNull(w["eta_s"]),
     problem: problemOrNull(w["problem"]),
   };
+}
+
+function decodeBucket(value: unknown): DiagnosisBucket {
+  const w = record(value);
+  return { bucket: str(w["bucket"]), applies: w["applies"] === true, detail: str(w["detail"]) };
+}
+
+function decodeRequest(value: unknown): DiagnosisRequest | null {
+  if (value === null || value === undefined) return null;
+  const w = record(value);
+  return { duration: num(w["duration"]), size: str(w["size"]), cost: num(w["cost"]), reserves: num(w["reserves"]) };
 }
 
 export function decodeDiagnosis(value: unknown): Diagnosis {
   const w = record(value);
   return {
-    identity: decodeIdentity(w["identity"]),
+    identity: w["identity"] === null || w["identity"] === undefined ? null : decodeIdentity(w["identity"]),
     steps: list(w["steps"], decodeStep),
+    request: decodeRequest(w["request"]),
     quota: quotaOrNull(w["quota"]),
-    buckets: camelize(w["buckets"]),
+    buckets: list(w["buckets"], decodeBucket),
     verdict: decodeVerdict(w["verdict"]),
     causes: list(w["causes"], decodeCause),
   };

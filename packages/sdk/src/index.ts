@@ -36,6 +36,8 @@ export type {
   Diagnosis,
   DiagnosisCause,
   DiagnosisStep,
+  DiagnosisBucket,
+  DiagnosisRequest,
   DiagnosisVerdict,
   Identity,
   IdentityKind,

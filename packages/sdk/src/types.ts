@@ -114,7 +114,26 @@ export interface DiagnosisStep {
 export interface DiagnosisVerdict {
   readonly outcome: "granted" | "queued" | "rejected";
   readonly position: number | null;
+  /** Why it would wait, when queued. */
+  readonly reason: "node" | "concurrency" | null;
+  /** Estimated seconds to the grant, when queued (an upper-bound style estimate); null if unknown. */
+  readonly etaS: number | null;
   readonly problem: Problem | null;
+}
+
+/** A billing bucket and whether it applies to this call (credits never extend the GPU quota). */
+export interface DiagnosisBucket {
+  readonly bucket: string;
+  readonly applies: boolean;
+  readonly detail: string;
+}
+
+/** The call being diagnosed: its duration and size, and what it would reserve. */
+export interface DiagnosisRequest {
+  readonly duration: number;
+  readonly size: string;
+  readonly cost: number;
+  readonly reserves: number;
 }
 
 export interface DiagnosisCause {
@@ -125,11 +144,12 @@ export interface DiagnosisCause {
 
 /** What a lease request would be charged to, why, and what it would get now. */
 export interface Diagnosis {
-  readonly identity: Identity;
+  /** Who the call would be charged to; null when it would be refused before attribution (a bad X-IP-Token). */
+  readonly identity: Identity | null;
   readonly steps: readonly DiagnosisStep[];
+  readonly request: DiagnosisRequest | null;
   readonly quota: Quota | null;
-  /** Which billing buckets (GPU quota, credits, overage) apply; keys camelCased from the wire. */
-  readonly buckets: unknown;
+  readonly buckets: readonly DiagnosisBucket[];
   readonly verdict: DiagnosisVerdict;
   readonly causes: readonly DiagnosisCause[];
 }

@@ -63,8 +63,12 @@ describe("client calls", () => {
           identity: { kind: "user", id: "u_1", tier: "free" },
           steps: [{ step: "x-ip-token", outcome: "valid", detail: "token for user:u_1" }],
           quota: quotaObject,
-          buckets: { gpu_quota: { applies: true }, credits: { applies: false } },
-          verdict: { outcome: "queued", position: 2 },
+          request: { duration: 60, size: "xlarge", cost: 2, reserves: 120 },
+          buckets: [
+            { bucket: "gpu_quota", applies: true, detail: "charged to your GPU quota" },
+            { bucket: "credits", applies: false, detail: "credits do not extend it" },
+          ],
+          verdict: { outcome: "queued", position: 2, reason: "concurrency", eta_s: 40 },
           causes: [],
         });
       }
@@ -76,8 +80,12 @@ describe("client calls", () => {
     expect(server.requests[0]).toMatchObject({ method: "DELETE", path: "/v1/leases/ls_1" });
 
     const diagnosis = await pool.diagnose({ duration: 60, size: "xlarge", ipToken: ["ipt_1"] });
-    expect(diagnosis.verdict).toEqual({ outcome: "queued", position: 2, problem: null });
-    expect(diagnosis.buckets).toEqual({ gpuQuota: { applies: true }, credits: { applies: false } });
+    expect(diagnosis.verdict).toEqual({ outcome: "queued", position: 2, reason: "concurrency", etaS: 40, problem: null });
+    expect(diagnosis.request).toEqual({ duration: 60, size: "xlarge", cost: 2, reserves: 120 });
+    expect(diagnosis.buckets).toEqual([
+      { bucket: "gpu_quota", applies: true, detail: "charged to your GPU quota" },
+      { bucket: "credits", applies: false, detail: "credits do not extend it" },
+    ]);
     expect(diagnosis.steps[0]?.step).toBe("x-ip-token");
     const request = server.requests[1];
     expect(request?.path).toBe("/v1/diagnose");

@@ -44,6 +44,6 @@ Examples:
     const { client, lastBody } = connect(flags.url, { token });
     const diagnosis = await client.diagnose({ ipToken: flags.ipToken, duration: flags.duration, size: flags.size });
     if (flags.json === true) printJson(lastBody());
-    else out(renderDiagnosis(diagnosis, lastBody(), new Date()));
+    else out(renderDiagnosis(diagnosis, new Date()));
   });
 }
