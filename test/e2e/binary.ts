@@ -12,40 +12,8 @@ export interface ServerProcess {
 }
 
 /** Starts the real `gpupool server` binary on port 0 and waits for its listening line. */
-export async function startServerBinary(args: string[], env: Record<string, string> = {}): Promise<ServerProcess> {
-  const child = spawn(process.execPath, [BIN, "server", "--port", "0", ...args], {
-    env: { ...process.env, ...env },
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  let out = "";
-  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-  child.stderr.on("data", (d: Buffer) => (out += d.toString()));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 15_000);
-    const check = () => {
-      const m = /listening on (http:\/\/[^\s]+)/.exec(out);
-      if (m?.[1]) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    };
-    child.stdout.on("data", check);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited with ${code}:\n${out}`));
-    });
-  });
-  return {
-    url,
-    child,
-    output: () => out,
-    stop: (signal = "SIGTERM") =>
-      new Promise((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode);
-        child.once("exit", (code) => resolve(code));
-        child.kill(signal);
-      }),
-  };
+export function startServerBinary(args: string[], env: Record<string, string> = {}): Promise<ServerProcess> {
+  return startBinary(["server", "--port", "0", ...args], env, /listening on (http:\/\/[^\s]+)/);
 }
 
 /** Runs the CLI to completion. */
