@@ -8,6 +8,9 @@ export type LeaseEvent =
   | { readonly type: "failed"; readonly problem: Problem; readonly lease: LeaseRecord }
   | { readonly type: "ended"; readonly lease: LeaseRecord };
 
+/** A symbol, so no lease id can collide with it (subscribed() lists only string names). */
+const SHUTDOWN = Symbol("shutdown");
+
 /** In-process fan-out of lease state changes to SSE subscribers. */
 export class LeaseEvents {
   private readonly emitter = new EventEmitter();
@@ -24,6 +27,16 @@ export class LeaseEvents {
   subscribe(leaseId: string, listener: (event: LeaseEvent) => void): () => void {
     this.emitter.on(leaseId, listener);
     return () => this.emitter.off(leaseId, listener);
+  }
+
+  /** Called when the server shuts down: open streams must end so the HTTP server can close. */
+  onShutdown(listener: () => void): () => void {
+    this.emitter.on(SHUTDOWN, listener);
+    return () => this.emitter.off(SHUTDOWN, listener);
+  }
+
+  shutdown(): void {
+    this.emitter.emit(SHUTDOWN);
   }
 
   hasSubscribers(leaseId: string): boolean {

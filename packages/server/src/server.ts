@@ -65,6 +65,7 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
     },
     async close() {
       engine?.stop();
+      events.shutdown();
       await app.close();
       if (!options.store) await store.close();
     },

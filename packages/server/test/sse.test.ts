@@ -154,3 +154,16 @@ describe("lease events (SSE)", () => {
     expect(anon.status).toBe(401);
   });
 });
+
+describe("shutting down with streams open", () => {
+  it("closing the server ends open event streams instead of waiting for their leases", async () => {
+    const { alice } = await setup();
+    const q = await lease(t, alice.token, { duration: 20 });
+    const sse = await open(q.body.id, alice.token);
+    expect((await sse.next())?.event).toBe("queued");
+    // Without ending the stream, close() waits for the lease to leave the queue (60 s), past the
+    // test's timeout.
+    await t.server.close();
+    expect(await sse.next()).toBeNull();
+  });
+});

@@ -159,9 +159,13 @@ function streamEvents(ctx: ServerContext, req: FastifyRequest, reply: FastifyRep
     if (closed) return;
     closed = true;
     unsubscribe();
+    stopOnShutdown();
     clearInterval(ping);
     res.end();
   };
+  // A shutting-down server ends its streams (clients reconnect to the next one) instead of
+  // waiting for every queued lease to resolve.
+  const stopOnShutdown = ctx.events.onShutdown(() => close());
   const unsubscribe = ctx.events.subscribe(lease.id, (e) => {
     if (closed) return;
     switch (e.type) {
