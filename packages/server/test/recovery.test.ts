@@ -127,3 +127,32 @@ describe("restart on the same database", () => {
     for (const r of results) expect(await get(b, r.id)).toMatchObject({ status: "released", charged: r.charged, refunded: r.refunded });
   });
 });
+
+describe("restart with a smaller pool", () => {
+  it("a lease whose GPU left the pool while the server was down fails, charged only for the time it held", async () => {
+    dir = mkdtempSync(join(tmpdir(), "gpupool-recovery-"));
+    const twoGpus = { pool: { simulated: [{ node: "sim-0", gpus: 2 }] } };
+    const a = await start(twoGpus);
+    const owner = await a.user("owner", "pro");
+    // Best fit puts the first two large leases on GPU 0, the xlarge on GPU 1.
+    const kept = (await lease(a, owner.token, { duration: 60 })).body;
+    const gone = (await lease(a, owner.token, { duration: 60, size: "xlarge" })).body;
+    expect(gone.device.index).toBe(1);
+    await sleep(1100); // hold it for just over a second
+    await stop(a);
+
+    const b = await start({ pool: { simulated: [{ node: "sim-0", gpus: 1 }] } });
+    const after = await get(b, gone.id);
+    expect(after).toMatchObject({ status: "failed", failed: true, problem: { code: "no_gpu_available" } });
+    // Held ~1.1 s on an xlarge (cost 2) until the restart noticed: whole seconds × 2, a few
+    // seconds at most, not the 120 s reserved; the rest is refunded.
+    expect(after.charged % 2).toBe(0);
+    expect(after.charged).toBeGreaterThanOrEqual(4);
+    expect(after.charged).toBeLessThan(30);
+    expect(after.charged + after.refunded).toBe(120);
+    expect((await get(b, kept.id)).status).toBe("active");
+    const quota = await quotaOf(b, owner.token);
+    expect(quota.reserved).toBe(60);
+    expect(quota.used).toBe(after.charged);
+  });
+});
