@@ -39,10 +39,6 @@ export class LeaseEvents {
     this.emitter.emit(SHUTDOWN);
   }
 
-  hasSubscribers(leaseId: string): boolean {
-    return this.emitter.listenerCount(leaseId) > 0;
-  }
-
   /** Lease ids with at least one subscriber. */
   subscribed(): string[] {
     return this.emitter.eventNames().filter((n): n is string => typeof n === "string");

@@ -1,4 +1,4 @@
-import { DomainError, PROBLEM_STATUS, problem } from "@gpupool/core";
+import { DomainError, problem } from "@gpupool/core";
 import type { Problem } from "@gpupool/core";
 import type { FastifyError, FastifyInstance, FastifyReply } from "fastify";
 
@@ -73,4 +73,3 @@ export function installErrorHandling(app: FastifyInstance): void {
   });
 }
 
-export { PROBLEM_STATUS };
