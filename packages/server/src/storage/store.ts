@@ -1,4 +1,4 @@
-import type { IdentityKind, LedgerState } from "@gpupool/core";
+import type { DeviceSpec, IdentityKind, LedgerState } from "@gpupool/core";
 
 /**
  * The one storage interface. Use cases open a transaction and call these methods; nothing
@@ -21,12 +21,57 @@ export interface Store {
   ping(): Promise<void>;
   close(): Promise<void>;
   readonly kind: "sqlite" | "postgres";
+  /** Leader election and cross-replica wake-ups (SQLite: one process, always the leader). */
+  readonly coordination: Coordination;
   /**
    * True when the adapter never runs two staged transactions at once (one embedded connection).
    * Use cases that keep state in memory beside the store may then rely on the store's ordering
    * instead of serializing themselves.
    */
   readonly serializesTransactions: boolean;
+}
+
+/**
+ * How control-plane replicas on one database agree on a leader and wake each other.
+ *
+ * Exactly one replica at a time holds leadership; it alone runs the scheduler and the lease
+ * timers. A replica that holds it runs its leader work through `leaderStage`, which commits only
+ * while leadership is still held (PostgreSQL: on the very session that holds the advisory lock),
+ * so a replica that lost leadership without knowing it cannot grant or expire anything.
+ */
+export interface Coordination {
+  /** True when more than one replica may share the store (wake-ups and leader checks matter). */
+  readonly shared: boolean;
+  /**
+   * Resolves once this replica holds leadership (waiting as long as another replica does).
+   * `lost` is called at most once if it is later lost (the session holding it broke); the
+   * caller may then call `lead` again. Rejects if the store is closed while waiting.
+   */
+  lead(lost: (err: Error) => void): Promise<void>;
+  /** Like `Store.stage`, but fenced: rejects instead of committing if leadership is no longer held. */
+  leaderStage<T>(fn: (tx: Tx) => Promise<T>): Promise<{ value: T; committed: Promise<void> }>;
+  /** Sends `payload` (≤ 7,000 bytes) to every replica subscribed to `channel`, this one included. */
+  publish(channel: string, payload: string): Promise<void>;
+  /** Calls `onMessage` for each payload published on `channel` from now on; resolves to an unsubscribe. */
+  subscribe(channel: string, onMessage: (payload: string) => void): Promise<() => Promise<void>>;
+}
+
+/** Thrown by adapters when the database cannot be reached (answered 503 `storage_unavailable`). */
+export class StorageUnavailableError extends Error {
+  readonly code = "storage_unavailable";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "StorageUnavailableError";
+  }
+}
+
+/** Thrown by `Coordination.leaderStage` when this replica no longer holds leadership. */
+export class LeadershipLostError extends Error {
+  readonly code = "leadership_lost";
+  constructor(message = "This replica no longer leads the pool.") {
+    super(message);
+    this.name = "LeadershipLostError";
+  }
 }
 
 export interface UserRecord {
@@ -53,6 +98,23 @@ export interface KeyedRecord {
   readonly name: string;
   readonly keyHash: string;
   readonly createdAt: number;
+}
+
+/** A node: its key, and what its agent last registered. */
+export interface NodeRecord extends KeyedRecord {
+  /** The devices the node's agent registered last (each with `node` = this node's name); null if never. */
+  readonly devices: readonly DeviceSpec[] | null;
+  readonly registeredAt: number | null;
+  readonly heartbeatAt: number | null;
+  /** Where the agent's device API listens, as it reported (informational). */
+  readonly agentUrl: string | null;
+}
+
+export interface NodeState {
+  readonly devices: readonly DeviceSpec[] | null;
+  readonly registeredAt: number | null;
+  readonly heartbeatAt: number | null;
+  readonly agentUrl: string | null;
 }
 
 export type LeaseStatus = "queued" | "active" | "released" | "expired" | "cancelled" | "failed";
@@ -129,20 +191,30 @@ export interface Tx {
   findAppByKeyHash(hash: string): Promise<AppRecord | null>;
   listApps(): Promise<AppRecord[]>;
 
+  /** A new node has no state yet (devices, registeredAt, heartbeatAt, agentUrl all null). */
   insertNode(node: KeyedRecord): Promise<void>;
-  findNodeByKeyHash(hash: string): Promise<KeyedRecord | null>;
-  listNodes(): Promise<KeyedRecord[]>;
+  findNodeByKeyHash(hash: string): Promise<NodeRecord | null>;
+  listNodes(): Promise<NodeRecord[]>;
+  /** Replaces the node's registration state; false when no node has that id. */
+  setNodeState(id: string, state: NodeState): Promise<boolean>;
+  /** Records a heartbeat (only for a registered node); false when the node is unknown or not registered. */
+  heartbeatNode(id: string, at: number): Promise<boolean>;
   insertEdge(edge: KeyedRecord): Promise<void>;
   findEdgeByKeyHash(hash: string): Promise<KeyedRecord | null>;
-  getNodeByName(name: string): Promise<KeyedRecord | null>;
+  getNodeByName(name: string): Promise<NodeRecord | null>;
   getEdgeByName(name: string): Promise<KeyedRecord | null>;
 
-  /** The identity's ledger as stored (not rolled to now), or null if it never reserved anything. */
+  /**
+   * The identity's ledger as stored (not rolled to now), or null if it never reserved anything.
+   * On a shared store it locks the identity's ledger row until commit — also when it does not
+   * exist yet, so two replicas' first admissions for one identity are serialized too.
+   */
   getLedger(identity: string): Promise<LedgerState | null>;
   putLedger(identity: string, state: LedgerState): Promise<void>;
 
   insertLease(lease: NewLease): Promise<LeaseRecord>;
   updateLease(lease: LeaseRecord): Promise<void>;
+  /** Inside a transaction on a shared store, locks the row until commit (use cases read-modify-write it). */
   getLease(id: string): Promise<LeaseRecord | null>;
   listLeases(filter: LeaseFilter): Promise<LeaseRecord[]>;
   /** Queued and active leases, in arrival order (recovery). */
