@@ -11,6 +11,8 @@ export interface ServerConfig {
   readonly storage: { readonly url: string };
   readonly policy: Policy;
   readonly pool: { readonly devices: readonly DeviceSpec[] };
+  /** Agents heartbeat every `heartbeatIntervalMs`; a node silent for `heartbeatTimeoutMs` is lost. */
+  readonly nodes: { readonly heartbeatIntervalMs: number; readonly heartbeatTimeoutMs: number };
   readonly identity: { readonly ipTokenTtlMs: number; readonly trustedProxies: readonly string[]; readonly issuer: string };
   readonly logLevel: string;
 }
@@ -110,6 +112,7 @@ const schema = z.strictObject({
         .prefault([{ node: "sim-0", gpus: 2, name: "Simulated H200", memory_gb: 141 }]),
     })
     .prefault({}),
+  nodes: z.strictObject({ heartbeat_interval: duration("5s"), heartbeat_timeout: duration("20s") }).prefault({}),
   identity: z
     .strictObject({
       ip_token_ttl: duration("10m"),
@@ -152,6 +155,10 @@ export function normalizeConfig(raw: unknown, source = "configuration"): ServerC
       devices.push({ node: sim.node, index, uuid: simulatedUuid(sim.node, index), name: sim.name, memoryMb: Math.round(sim.memory_gb * 1024), slots: sim.slots_per_gpu });
     }
   });
+  if (c.nodes.heartbeat_interval <= 0) problems.push("nodes.heartbeat_interval: must be more than 0");
+  if (c.nodes.heartbeat_timeout < 2 * c.nodes.heartbeat_interval) {
+    problems.push("nodes.heartbeat_timeout: must be at least twice nodes.heartbeat_interval, or one late heartbeat loses the node");
+  }
   if (problems.length > 0) throw new ConfigError(source, problems);
   return {
     server: { host: c.server.host, port: c.server.port, bodyLimitBytes: c.server.body_limit },
@@ -166,6 +173,7 @@ export function normalizeConfig(raw: unknown, source = "configuration"): ServerC
       queueMaxLength: c.queue.max_length,
     },
     pool: { devices },
+    nodes: { heartbeatIntervalMs: c.nodes.heartbeat_interval, heartbeatTimeoutMs: c.nodes.heartbeat_timeout },
     identity: { ipTokenTtlMs: c.identity.ip_token_ttl, trustedProxies: c.identity.trusted_proxies, issuer: c.identity.issuer },
     logLevel: c.log.level,
   };
