@@ -3,7 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { openStore } from "../src/storage/open-store.js";
-import type { AppRecord, KeyedRecord, LeaseFilter, LeaseRecord, NewLease, Store, Tx, UserRecord } from "../src/storage/store.js";
+import type { DeviceSpec } from "@gpupool/core";
+import type { AppRecord, KeyedRecord, LeaseFilter, LeaseRecord, NewLease, NodeRecord, NodeState, Store, Tx, UserRecord } from "../src/storage/store.js";
 
 /**
  * The storage contract (SPEC §1: "one storage contract test suite run against both"). Every
@@ -43,6 +44,8 @@ export function storeContract(name: string, open: () => Promise<Store>, reopen?:
     const user = (id: string, over: Partial<UserRecord> = {}): UserRecord => ({ id, name: `name-${id}`, tier: "free", tokenHash: `th-${id}`, quotaOverrideMs: null, createdAt: 1_000, ...over });
     const app = (id: string, ownerId: string, over: Partial<AppRecord> = {}): AppRecord => ({ id, name: `app-${id}`, ownerId, keyHash: `kh-${id}`, maxConcurrency: null, createdAt: 1_000, ...over });
     const keyed = (id: string, createdAt = 1_000): KeyedRecord => ({ id, name: `k-${id}`, keyHash: `kh-${id}`, createdAt });
+    const unregistered: NodeState = { devices: null, registeredAt: null, heartbeatAt: null, agentUrl: null };
+    const node = (id: string, createdAt = 1_000, state: NodeState = unregistered): NodeRecord => ({ ...keyed(id, createdAt), ...state });
     const newLease = (id: string, over: Partial<NewLease> = {}): NewLease => ({
       id, appId: "a1", identityKind: "user", identityId: "u1", tier: "free", size: "large", slots: 1, cost: 1, durationMs: 60_000, reservedMs: 60_000,
       status: "queued", node: null, deviceIndex: null, deviceUuid: null, deviceName: null, slotIndexes: null, queuedAt: 5_000, grantedAt: null,
@@ -94,14 +97,100 @@ export function storeContract(name: string, open: () => Promise<Store>, reopen?:
         await t.insertNode(keyed("n2", 2_000));
         await t.insertEdge(keyed("e1"));
       });
-      expect(await tx((t) => t.findNodeByKeyHash("kh-n1"))).toEqual(keyed("n1"));
-      expect(await tx((t) => t.getNodeByName("k-n2"))).toEqual(keyed("n2", 2_000));
+      expect(await tx((t) => t.findNodeByKeyHash("kh-n1"))).toEqual(node("n1"));
+      expect(await tx((t) => t.getNodeByName("k-n2"))).toEqual(node("n2", 2_000));
       expect(await tx((t) => t.findEdgeByKeyHash("kh-e1"))).toEqual(keyed("e1"));
       expect(await tx((t) => t.getEdgeByName("k-e1"))).toEqual(keyed("e1"));
       expect(await tx((t) => t.findNodeByKeyHash("kh-e1"))).toBeNull();
       expect(await tx((t) => t.findEdgeByKeyHash("kh-n1"))).toBeNull();
       expect(await tx((t) => t.getNodeByName("k-e1"))).toBeNull();
       expect((await tx((t) => t.listNodes())).map((n) => n.id)).toEqual(["n1", "n2"]);
+    });
+
+    it("nodes: registration state round-trips every device field, replaces the last one, and survives a reopen", async () => {
+      await tx(async (t) => {
+        await t.insertNode(keyed("n1"));
+        await t.insertNode(keyed("n2", 2_000));
+      });
+      const devices: DeviceSpec[] = [
+        { node: "k-n1", index: 0, uuid: "GPU-0f1e2d3c-aaaa-bbbb-cccc-000000000000", name: "NVIDIA H200 \"NVL\" ünïcode", memoryMb: 143_771, slots: 2 },
+        { node: "k-n1", index: 1, uuid: "GPU-1", name: "NVIDIA A10G", memoryMb: 23_028, slots: 1 },
+      ];
+      const state: NodeState = { devices, registeredAt: 1_700_000_000_001, heartbeatAt: 1_700_000_000_001, agentUrl: "http://10.0.0.5:7071" };
+      expect(await tx((t) => t.setNodeState("n1", state))).toBe(true);
+      expect(await tx((t) => t.findNodeByKeyHash("kh-n1"))).toEqual(node("n1", 1_000, state));
+      expect(await tx((t) => t.getNodeByName("k-n1"))).toEqual(node("n1", 1_000, state));
+      expect(await tx((t) => t.listNodes())).toEqual([node("n1", 1_000, state), node("n2", 2_000)]);
+      // An agent that re-registers with no devices: an empty list is not "never registered".
+      const empty: NodeState = { devices: [], registeredAt: 1_700_000_000_500, heartbeatAt: 1_700_000_000_500, agentUrl: null };
+      expect(await tx((t) => t.setNodeState("n2", empty))).toBe(true);
+      expect(await tx((t) => t.getNodeByName("k-n2"))).toEqual(node("n2", 2_000, empty));
+      expect(await tx((t) => t.setNodeState("nope", state))).toBe(false);
+      // Deregistering clears everything.
+      expect(await tx((t) => t.setNodeState("n2", unregistered))).toBe(true);
+      expect(await tx((t) => t.getNodeByName("k-n2"))).toEqual(node("n2", 2_000));
+      const again = await durable();
+      if (again) expect(await again.transaction((t) => t.getNodeByName("k-n1"))).toEqual(node("n1", 1_000, state));
+    });
+
+    it("nodes: a heartbeat is recorded only for a registered node; unknown ids answer false", async () => {
+      await tx(async (t) => {
+        await t.insertNode(keyed("n1"));
+        await t.insertNode(keyed("n2"));
+      });
+      const state: NodeState = { devices: [{ node: "k-n1", index: 0, uuid: "GPU-0", name: "H200", memoryMb: 1, slots: 2 }], registeredAt: 10_000, heartbeatAt: 10_000, agentUrl: null };
+      await tx((t) => t.setNodeState("n1", state));
+      expect(await tx((t) => t.heartbeatNode("n1", 15_000))).toBe(true);
+      expect(await tx((t) => t.getNodeByName("k-n1"))).toEqual(node("n1", 1_000, { ...state, heartbeatAt: 15_000 }));
+      // n2 exists but never registered: its heartbeat changes nothing.
+      expect(await tx((t) => t.heartbeatNode("n2", 15_000))).toBe(false);
+      expect(await tx((t) => t.getNodeByName("k-n2"))).toEqual(node("n2"));
+      expect(await tx((t) => t.heartbeatNode("nope", 15_000))).toBe(false);
+      // A heartbeat in a transaction that rolls back is not kept.
+      await expect(tx(async (t) => {
+        await t.heartbeatNode("n1", 20_000);
+        throw new Error("boom");
+      })).rejects.toThrow("boom");
+      expect(await tx((t) => t.getNodeByName("k-n1"))).toMatchObject({ heartbeatAt: 15_000 });
+    });
+
+    it("coordination: this store can lead, and leaderStage commits like stage", async () => {
+      const lost: Error[] = [];
+      await store.coordination.lead((err) => lost.push(err));
+      const { value, committed } = await store.coordination.leaderStage(async (t) => {
+        await t.insertUser(user("u1"));
+        return "ok";
+      });
+      expect(value).toBe("ok");
+      await committed;
+      expect(await tx((t) => t.getUser("u1"))).toMatchObject({ id: "u1" });
+      expect(lost).toEqual([]);
+    });
+
+    it("coordination: publish reaches every subscriber of the channel (asynchronously, in order); unsubscribe stops it", async () => {
+      const c = store.coordination;
+      const heard: string[] = [];
+      const other: string[] = [];
+      const off1 = await c.subscribe("wake", (p) => heard.push(`1:${p}`));
+      const off2 = await c.subscribe("wake", (p) => heard.push(`2:${p}`));
+      const offOther = await c.subscribe("other", (p) => other.push(p));
+      await c.publish("wake", "a");
+      await c.publish("wake", "b");
+      await waitUntil(() => heard.length >= 4);
+      expect(heard.filter((h) => h.startsWith("1:"))).toEqual(["1:a", "1:b"]);
+      expect(heard.filter((h) => h.startsWith("2:"))).toEqual(["2:a", "2:b"]);
+      expect(other).toEqual([]);
+      await off1();
+      await c.publish("wake", "c");
+      await waitUntil(() => heard.includes("2:c"));
+      expect(heard).not.toContain("1:c");
+      await off2();
+      await offOther();
+      await c.publish("wake", "d");
+      await new Promise((r) => setTimeout(r, 100));
+      expect(heard).not.toContain("2:d");
+      // The payload bound of the interface (PostgreSQL NOTIFY's limit) holds on every adapter.
+      await expect(c.publish("wake", "x".repeat(7_001))).rejects.toThrow(/7000|7,000/);
     });
 
     it("ledgers: null until written, upsert replaces, survives a reopen", async () => {
@@ -291,6 +380,15 @@ export function storeContract(name: string, open: () => Promise<Store>, reopen?:
       await expect(Promise.race([store.close().then(() => "closed"), new Promise((r) => setTimeout(() => r("hung"), 2_000))])).resolves.toBe("closed");
     });
   });
+}
+
+/** Polls until `check()` holds, for at most `ms`. */
+async function waitUntil(check: () => boolean, ms = 3_000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`condition not met within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
 
 // ── adapters ────────────────────────────────────────────────────────────────────────────────

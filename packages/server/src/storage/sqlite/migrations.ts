@@ -89,4 +89,11 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX sessions_user ON sessions(user_id);
   `,
+  // 3: what a node's agent registered (devices as JSON text), when, its last heartbeat, its URL.
+  `
+  ALTER TABLE nodes ADD COLUMN devices TEXT;
+  ALTER TABLE nodes ADD COLUMN registered_at INTEGER;
+  ALTER TABLE nodes ADD COLUMN heartbeat_at INTEGER;
+  ALTER TABLE nodes ADD COLUMN agent_url TEXT;
+  `,
 ];

@@ -3,7 +3,9 @@ import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import type { IdentityKind, LedgerState } from "@gpupool/core";
 import { Serial } from "../../serial.js";
-import type { AppRecord, KeyedRecord, LeaseFilter, LeaseRecord, LeaseStatus, NewLease, SessionRecord, SigningKeyRecord, Store, Tx, UserRecord } from "../store.js";
+import { decodeDevices, encodeDevices } from "../devices-json.js";
+import { LocalCoordination } from "../local-coordination.js";
+import type { AppRecord, Coordination, KeyedRecord, LeaseFilter, LeaseRecord, LeaseStatus, NewLease, NodeRecord, SessionRecord, SigningKeyRecord, Store, Tx, UserRecord } from "../store.js";
 import { Checkpointer } from "./checkpointer.js";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 
@@ -65,6 +67,12 @@ function toApp(r: Row | undefined): AppRecord | null {
 function toKeyed(r: Row | undefined): KeyedRecord | null {
   if (!r) return null;
   return { id: t(r["id"]), name: t(r["name"]), keyHash: t(r["key_hash"]), createdAt: Number(r["created_at"]) };
+}
+
+function toNode(r: Row | undefined): NodeRecord | null {
+  const keyed = toKeyed(r);
+  if (!r || !keyed) return null;
+  return { ...keyed, devices: decodeDevices(r["devices"]), registeredAt: n(r["registered_at"]), heartbeatAt: n(r["heartbeat_at"]), agentUrl: tn(r["agent_url"]) };
 }
 
 function toLease(r: Row | undefined): LeaseRecord | null {
@@ -143,6 +151,8 @@ function mutableParams(l: LeaseRecord): unknown[] {
 export class SqliteStore implements Store {
   readonly kind = "sqlite" as const;
   readonly serializesTransactions = true;
+  /** One process per SQLite file: always the leader; wake-ups stay in this process. */
+  readonly coordination: Coordination = new LocalCoordination((fn) => this.stage(fn));
   private readonly db: Database.Database;
   private readonly serial = new Serial();
   private readonly cache = new Map<string, Statement>();
@@ -298,6 +308,11 @@ export class SqliteStore implements Store {
       this.wrote = true;
       this.st(sql).run(...params);
     };
+    /** Runs a write; how many rows it changed. */
+    const change = (sql: string, ...params: unknown[]): number => {
+      this.wrote = true;
+      return this.st(sql).run(...params).changes;
+    };
     const insertKeyed = (table: "nodes" | "edges", r: KeyedRecord): void =>
       run(`INSERT INTO ${table} (id, name, key_hash, created_at) VALUES (?, ?, ?, ?)`, r.id, r.name, r.keyHash, r.createdAt);
     return {
@@ -317,9 +332,15 @@ export class SqliteStore implements Store {
       listApps: async () => all("SELECT * FROM apps ORDER BY created_at, id").map((r) => toApp(r) as AppRecord),
 
       insertNode: async (r) => insertKeyed("nodes", r),
-      findNodeByKeyHash: async (hash) => toKeyed(one("SELECT * FROM nodes WHERE key_hash = ?", hash)),
-      listNodes: async () => all("SELECT * FROM nodes ORDER BY created_at, id").map((r) => toKeyed(r) as KeyedRecord),
-      getNodeByName: async (name) => toKeyed(one("SELECT * FROM nodes WHERE name = ?", name)),
+      findNodeByKeyHash: async (hash) => toNode(one("SELECT * FROM nodes WHERE key_hash = ?", hash)),
+      listNodes: async () => all("SELECT * FROM nodes ORDER BY created_at, id").map((r) => toNode(r) as NodeRecord),
+      getNodeByName: async (name) => toNode(one("SELECT * FROM nodes WHERE name = ?", name)),
+      setNodeState: async (id, s) =>
+        change(
+          "UPDATE nodes SET devices = ?, registered_at = ?, heartbeat_at = ?, agent_url = ? WHERE id = ?",
+          encodeDevices(s.devices), s.registeredAt, s.heartbeatAt, s.agentUrl, id,
+        ) > 0,
+      heartbeatNode: async (id, at) => change("UPDATE nodes SET heartbeat_at = ? WHERE id = ? AND registered_at IS NOT NULL", at, id) > 0,
       insertEdge: async (r) => insertKeyed("edges", r),
       findEdgeByKeyHash: async (hash) => toKeyed(one("SELECT * FROM edges WHERE key_hash = ?", hash)),
       getEdgeByName: async (name) => toKeyed(one("SELECT * FROM edges WHERE name = ?", name)),
@@ -407,10 +428,7 @@ export class SqliteStore implements Store {
         run("UPDATE sessions SET revoked_at = ? WHERE id_hash = ? AND revoked_at IS NULL", at, idHash);
         return true;
       },
-      revokeUserSessions: async (userId, at) => {
-        this.wrote = true;
-        return this.st("UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL").run(at, userId).changes;
-      },
+      revokeUserSessions: async (userId, at) => change("UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL", at, userId),
     };
   }
 }
