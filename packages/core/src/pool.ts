@@ -31,80 +31,111 @@ function deviceKey(node: string, index: number): string {
 /**
  * Slot occupancy of the whole pool. Devices are bucketed by free-slot count so that finding the
  * best fit costs O(slots per device), not O(devices), however large the pool.
+ *
+ * A request may be bound to one node (a lease asked for through that node's agent): such calls
+ * scan that node's devices instead, which is as cheap, since a node has a handful of GPUs.
  */
 export class Pool {
   private readonly devices = new Map<string, DeviceState>();
   /** free-slot count → devices with exactly that many free slots, in insertion order. */
-  private readonly byFree = new Map<number, Set<string>>();
+  private readonly byFree = new Map<number, Set<DeviceState>>();
+  /** node → its devices, in the order they were added (the tie-break of a node-bound best fit). */
+  private readonly byNode = new Map<string, DeviceState[]>();
+  /** slots per device → how many devices have that many (to know the largest after a removal). */
+  private readonly devicesOfSize = new Map<number, number>();
   private readonly leases = new Map<string, SlotAssignment>();
   private maxSlotsPerDevice = 0;
   private total = 0;
   private busy = 0;
+  private version = 0;
 
   constructor(devices: readonly DeviceSpec[] = []) {
     for (const d of devices) this.addDevice(d);
   }
 
+  /**
+   * Changes whenever the set of devices does (addDevice, removeNode). A mirror of the pool, such
+   * as the scheduler's slot view, compares it to notice a node swapped for one of the same size,
+   * which leaves every slot count as it was.
+   */
+  get devicesVersion(): number {
+    return this.version;
+  }
+
+  /** Adds a device, at construction or at any time later (a node's agent registering). */
   addDevice(spec: DeviceSpec): void {
     const key = deviceKey(spec.node, spec.index);
     if (this.devices.has(key)) throw new Error(`device ${key} already in the pool`);
     if (!Number.isInteger(spec.slots) || spec.slots < 1) throw new Error(`device ${key} must have at least one slot`);
-    this.devices.set(key, { spec, holders: new Array<string | null>(spec.slots).fill(null), free: spec.slots });
-    this.bucket(spec.slots).add(key);
+    const state: DeviceState = { spec, holders: new Array<string | null>(spec.slots).fill(null), free: spec.slots };
+    this.devices.set(key, state);
+    this.bucket(spec.slots).add(state);
+    const onNode = this.byNode.get(spec.node);
+    if (onNode) onNode.push(state);
+    else this.byNode.set(spec.node, [state]);
+    this.devicesOfSize.set(spec.slots, (this.devicesOfSize.get(spec.slots) ?? 0) + 1);
     this.maxSlotsPerDevice = Math.max(this.maxSlotsPerDevice, spec.slots);
     this.total += spec.slots;
+    this.version++;
   }
 
   /** Removes a node's devices; returns the ids of leases that held slots on them. */
   removeNode(node: string): string[] {
+    const onNode = this.byNode.get(node);
+    if (!onNode) return [];
+    this.byNode.delete(node);
     const evicted = new Set<string>();
-    for (const [key, state] of this.devices) {
-      if (state.spec.node !== node) continue;
+    for (const state of onNode) {
       for (const holder of state.holders) if (holder !== null) evicted.add(holder);
-      this.byFree.get(state.free)?.delete(key);
-      this.devices.delete(key);
+      this.byFree.get(state.free)?.delete(state);
+      this.devices.delete(deviceKey(state.spec.node, state.spec.index));
+      const sameSize = (this.devicesOfSize.get(state.spec.slots) ?? 0) - 1;
+      if (sameSize > 0) this.devicesOfSize.set(state.spec.slots, sameSize);
+      else this.devicesOfSize.delete(state.spec.slots);
       this.total -= state.spec.slots;
       this.busy -= state.spec.slots - state.free;
     }
     for (const id of evicted) this.leases.delete(id);
-    this.maxSlotsPerDevice = 0;
-    for (const state of this.devices.values()) this.maxSlotsPerDevice = Math.max(this.maxSlotsPerDevice, state.spec.slots);
+    this.maxSlotsPerDevice = Math.max(0, ...this.devicesOfSize.keys());
+    this.version++;
     return [...evicted];
   }
 
-  /** Whether some device could take `slots` right now. */
-  fits(slots: number): boolean {
-    for (let free = slots; free <= this.maxSlotsPerDevice; free++) {
-      const set = this.byFree.get(free);
-      if (set && set.size > 0) return true;
-    }
-    return false;
+  /** Whether the node has devices in the pool. */
+  hasNode(node: string): boolean {
+    return this.byNode.has(node);
   }
 
-  /** Whether any device could ever take `slots` (when all of it is free). */
-  couldEverFit(slots: number): boolean {
-    return slots >= 1 && slots <= this.maxSlotsPerDevice;
+  /** The nodes with devices in the pool, in the order they joined. */
+  nodes(): string[] {
+    return [...this.byNode.keys()];
+  }
+
+  /** Whether some device (of `node`, when given) could take `slots` right now. */
+  fits(slots: number, node: string | null = null): boolean {
+    return this.bestFit(slots, node) !== null;
+  }
+
+  /** Whether any device (of `node`, when given) could ever take `slots` (when all of it is free). */
+  couldEverFit(slots: number, node: string | null = null): boolean {
+    if (slots < 1) return false;
+    if (node === null) return slots <= this.maxSlotsPerDevice;
+    return this.byNode.get(node)?.some((d) => d.spec.slots >= slots) ?? false;
   }
 
   /**
    * Best fit: the device with the fewest free slots that still fits, so half-free GPUs fill up
-   * first and whole GPUs stay whole for `xlarge` requests.
+   * first and whole GPUs stay whole for `xlarge` requests. With `node`, only that node's devices.
    */
-  assign(leaseId: string, slots: number): SlotAssignment | null {
+  assign(leaseId: string, slots: number, node: string | null = null): SlotAssignment | null {
     if (this.leases.has(leaseId)) throw new Error(`lease ${leaseId} already holds slots`);
-    for (let free = slots; free <= this.maxSlotsPerDevice; free++) {
-      const set = this.byFree.get(free);
-      if (!set || set.size === 0) continue;
-      const key = set.values().next().value as string;
-      const state = this.devices.get(key);
-      if (!state) throw new Error(`pool index out of sync at ${key}`);
-      const taken: number[] = [];
-      for (let i = 0; i < state.holders.length && taken.length < slots; i++) {
-        if (state.holders[i] === null) taken.push(i);
-      }
-      return this.take(leaseId, state, taken);
+    const state = this.bestFit(slots, node);
+    if (state === null) return null;
+    const taken: number[] = [];
+    for (let i = 0; i < state.holders.length && taken.length < slots; i++) {
+      if (state.holders[i] === null) taken.push(i);
     }
-    return null;
+    return this.take(leaseId, state, taken);
   }
 
   /** Restores a known assignment (recovery). False when the slots are gone or taken. */
@@ -117,11 +148,10 @@ export class Pool {
   }
 
   private take(leaseId: string, state: DeviceState, slots: number[]): SlotAssignment {
-    const key = deviceKey(state.spec.node, state.spec.index);
-    this.byFree.get(state.free)?.delete(key);
+    this.byFree.get(state.free)?.delete(state);
     for (const s of slots) state.holders[s] = leaseId;
     state.free -= slots.length;
-    this.bucket(state.free).add(key);
+    this.bucket(state.free).add(state);
     this.busy += slots.length;
     const a: SlotAssignment = { node: state.spec.node, index: state.spec.index, uuid: state.spec.uuid, name: state.spec.name, slots };
     this.leases.set(leaseId, a);
@@ -133,13 +163,12 @@ export class Pool {
     const a = this.leases.get(leaseId);
     if (!a) return false;
     this.leases.delete(leaseId);
-    const key = deviceKey(a.node, a.index);
-    const state = this.devices.get(key);
+    const state = this.devices.get(deviceKey(a.node, a.index));
     if (!state) return true;
-    this.byFree.get(state.free)?.delete(key);
+    this.byFree.get(state.free)?.delete(state);
     for (const s of a.slots) if (state.holders[s] === leaseId) state.holders[s] = null;
     state.free += a.slots.length;
-    this.bucket(state.free).add(key);
+    this.bucket(state.free).add(state);
     this.busy -= a.slots.length;
     return true;
   }
@@ -165,7 +194,21 @@ export class Pool {
     return [...this.devices.values()].map((s) => ({ spec: s.spec, holders: [...s.holders] }));
   }
 
-  private bucket(free: number): Set<string> {
+  /** The device best fit for `slots` (of `node`, when given), or null when none has room. */
+  private bestFit(slots: number, node: string | null): DeviceState | null {
+    if (node === null) {
+      for (let free = slots; free <= this.maxSlotsPerDevice; free++) {
+        const set = this.byFree.get(free);
+        if (set && set.size > 0) return set.values().next().value as DeviceState;
+      }
+      return null;
+    }
+    let best: DeviceState | null = null;
+    for (const d of this.byNode.get(node) ?? []) if (d.free >= slots && (best === null || d.free < best.free)) best = d;
+    return best;
+  }
+
+  private bucket(free: number): Set<DeviceState> {
     let set = this.byFree.get(free);
     if (!set) {
       set = new Set();

@@ -178,3 +178,97 @@ describe("occupy (recovery)", () => {
     expect(pool.assign("b", 1)).not.toBeNull();
   });
 });
+
+describe("node-bound calls", () => {
+  it("fits, assigns and could-ever-fit only on the given node", () => {
+    const pool = new Pool([gpu("n1", 0), gpu("n2", 0, 4)]);
+    expect(pool.assign("a", 2, "n1")).toMatchObject({ node: "n1", index: 0 });
+    expect(pool.fits(1)).toBe(true);
+    expect(pool.fits(1, "n1")).toBe(false);
+    expect(pool.assign("b", 1, "n1")).toBeNull();
+    expect(pool.assignmentOf("b")).toBeNull();
+    expect(pool.couldEverFit(4)).toBe(true);
+    expect(pool.couldEverFit(4, "n1")).toBe(false);
+    expect(pool.couldEverFit(2, "n1")).toBe(true);
+    expect(pool.couldEverFit(0, "n1")).toBe(false);
+    expect(pool.fits(1, null)).toBe(true);
+    expect(pool.assign("c", 1, null)).toMatchObject({ node: "n2" });
+  });
+
+  it("a node that is not in the pool fits nothing, ever", () => {
+    const pool = new Pool([gpu("n1", 0)]);
+    expect(pool.hasNode("n9")).toBe(false);
+    expect(pool.fits(1, "n9")).toBe(false);
+    expect(pool.couldEverFit(1, "n9")).toBe(false);
+    expect(pool.assign("a", 1, "n9")).toBeNull();
+    expect(pool.busySlots).toBe(0);
+  });
+
+  it("best fit within the node: the fullest device that still fits, then the first added", () => {
+    const pool = new Pool([gpu("n1", 0, 4), gpu("n1", 1, 4), gpu("n2", 0, 4)]);
+    pool.occupy("x", "n2", 0, [0, 1, 2]); // the fullest device of the pool is on another node
+    pool.occupy("y", "n1", 1, [0]);
+    expect(pool.assign("a", 1, "n1")).toMatchObject({ node: "n1", index: 1, slots: [1] });
+    expect(pool.assign("b", 3, "n1")).toMatchObject({ node: "n1", index: 0, slots: [0, 1, 2] });
+    // n1#0 and n1#1 both have one free slot now: the first added wins.
+    expect(pool.assign("c", 1, "n1")).toMatchObject({ node: "n1", index: 0, slots: [3] });
+  });
+
+  it("lists its nodes in the order they joined and forgets a removed one", () => {
+    const pool = new Pool([gpu("n2", 0), gpu("n1", 0), gpu("n2", 1)]);
+    expect(pool.nodes()).toEqual(["n2", "n1"]);
+    expect(pool.hasNode("n1")).toBe(true);
+    pool.removeNode("n2");
+    expect(pool.nodes()).toEqual(["n1"]);
+    expect(pool.hasNode("n2")).toBe(false);
+    expect(pool.fits(1, "n2")).toBe(false);
+  });
+});
+
+describe("devices added and removed at run time", () => {
+  it("a device added after construction counts everywhere, however large", () => {
+    const pool = new Pool([gpu("n1", 0)]);
+    const before = pool.devicesVersion;
+    pool.addDevice(gpu("n2", 0, 4));
+    expect(pool.devicesVersion).not.toBe(before);
+    expect(pool.totalSlots).toBe(6);
+    expect(pool.couldEverFit(4)).toBe(true);
+    expect(pool.fits(4)).toBe(true);
+    expect(pool.assign("big", 4)).toMatchObject({ node: "n2", slots: [0, 1, 2, 3] });
+    expect(pool.fits(3)).toBe(false);
+    pool.addDevice(gpu("n1", 1, 3));
+    expect(pool.couldEverFit(3, "n1")).toBe(true);
+    expect(pool.assign("mid", 3, "n1")).toMatchObject({ node: "n1", index: 1 });
+  });
+
+  it("removing the node with the largest devices shrinks what could ever fit", () => {
+    const pool = new Pool([gpu("n1", 0), gpu("n2", 0, 4), gpu("n3", 0, 4)]);
+    pool.removeNode("n2");
+    expect(pool.couldEverFit(4)).toBe(true); // n3 still has one
+    const before = pool.devicesVersion;
+    pool.removeNode("n3");
+    expect(pool.devicesVersion).not.toBe(before);
+    expect(pool.couldEverFit(4)).toBe(false);
+    expect(pool.couldEverFit(2)).toBe(true);
+    expect(pool.fits(3)).toBe(false);
+  });
+
+  it("keeps the free-slot index right: no removed device is ever handed out again", () => {
+    const pool = new Pool([gpu("n1", 0), gpu("n2", 0), gpu("n2", 1), gpu("n3", 0)]);
+    pool.assign("a", 1); // a half-busy device, in the bucket best fit looks at first
+    const where = pool.assignmentOf("a")?.node as string;
+    pool.removeNode(where);
+    const seen = new Set<string>();
+    for (let i = 0; pool.fits(1); i++) seen.add((pool.assign(`l${i}`, 1) as { node: string }).node);
+    expect(seen.has(where)).toBe(false);
+    expect(pool.busySlots).toBe(pool.totalSlots);
+    expect(pool.snapshot().every((d) => d.holders.every((h) => h !== null))).toBe(true);
+  });
+
+  it("does nothing and keeps its version for a node it does not have", () => {
+    const pool = new Pool([gpu("n1", 0)]);
+    const before = pool.devicesVersion;
+    expect(pool.removeNode("n9")).toEqual([]);
+    expect(pool.devicesVersion).toBe(before);
+  });
+});
