@@ -149,6 +149,7 @@ export function renderDiagnosis(d: Diagnosis, now: Date): string {
   out.push("", "Verdict");
   const v = d.verdict;
   if (v.outcome === "granted") out.push("  GRANTED: a lease asked for now would get a GPU at once.");
+  else if (v.outcome === "admitted") out.push("  ADMITTED: the quota allows it; this replica does not run the scheduler, so whether a GPU is free right now is decided by the leading replica.");
   else if (v.outcome === "queued") {
     const why = v.reason === "concurrency" ? "the app is at its concurrency limit" : "every GPU slot that fits is busy";
     const eta = v.etaS === null ? "" : `, about ${secs(v.etaS)} at most`;
@@ -212,14 +213,25 @@ export function renderPool(state: PoolState, now: Date): string {
     `Pool: ${nodes.length} node(s), ${devices.length} GPU(s), ${text(total, "?")} slots (${text(busy, "?")} busy, ${Number.isFinite(total - busy) ? total - busy : "?"} free), ${queue.length} queued`,
     "",
   ];
-  if (devices.length === 0) out.push("No GPUs registered: start an agent, or configure pool.simulated.");
+  if (nodes.length > 0) {
+    out.push(
+      table(
+        ["NODE", "KIND", "STATE", "LAST HEARTBEAT", "AGENT"],
+        nodes.map((n) => {
+          const beat = typeof n["heartbeatAt"] === "string" ? new Date(n["heartbeatAt"]) : null;
+          return [text(n["name"]), text(n["kind"]), text(n["state"]), beat === null ? "-" : relative(beat, now), text(n["agentUrl"])];
+        }),
+      ),
+      "",
+    );
+  }
+  if (devices.length === 0) out.push("No GPUs registered: start an agent (gpupool agent), or configure pool.simulated.");
   else {
-    const nodeKind = new Map(nodes.map((n) => [String(n["name"]), text(n["kind"], "")]));
     out.push(
       table(
         ["NODE", "GPU", "NAME", "MEMORY", "SLOTS"],
         devices.map((d) => [
-          `${text(d["node"])}${nodeKind.get(String(d["node"])) === "simulated" ? " (simulated)" : ""}`,
+          text(d["node"]),
           text(d["index"]),
           text(d["name"]),
           typeof d["memoryMb"] === "number" ? `${Math.round(d["memoryMb"] / 1024)} GB` : "-",
@@ -232,10 +244,10 @@ export function renderPool(state: PoolState, now: Date): string {
   if (active.length > 0) {
     out.push(
       table(
-        ["ID", "APP", "CHARGED TO", "SIZE", "DEADLINE"],
+        ["ID", "APP", "CHARGED TO", "SIZE", "GPU", "DEADLINE"],
         active.map((a) => {
           const deadline = typeof a["deadline"] === "string" ? new Date(a["deadline"]) : null;
-          return [text(a["id"]), text(a["app"]), text(a["identity"]), text(a["size"]), deadline === null ? "-" : relative(deadline, now)];
+          return [text(a["id"]), text(a["app"]), text(a["identity"]), text(a["size"]), `${text(a["node"])}#${text(a["device"])}`, deadline === null ? "-" : relative(deadline, now)];
         }),
       ),
     );
@@ -245,7 +257,7 @@ export function renderPool(state: PoolState, now: Date): string {
     out.push(
       table(
         ["POS", "LEASE", "APP", "CHARGED TO", "SLOTS", "WAITING FOR"],
-        queue.map((q) => [text(q["position"]), text(q["leaseId"]), text(q["appId"]), text(q["identity"]), text(q["slots"]), text(q["reason"])]),
+        queue.map((q) => [text(q["position"]), text(q["lease"]), text(q["app"]), text(q["identity"]), text(q["slots"]), text(q["reason"])]),
       ),
     );
   }

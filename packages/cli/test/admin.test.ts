@@ -106,7 +106,8 @@ describe("gpupool admin", () => {
     const r = await cli(["pool"], env);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/2 GPU\(s\), 4 slots \(0 busy, 4 free\), 0 queued/);
-    expect(r.stdout).toMatch(/sim-0 \(simulated\)\s+0\s+Simulated H200\s+141 GB\s+free \| free/);
+    expect(r.stdout).toMatch(/sim-0\s+configured\s+up\s+-\s+-/);
+    expect(r.stdout).toMatch(/sim-0\s+0\s+Simulated H200\s+141 GB\s+free \| free/);
     const json = await cli(["pool", "--json"], env);
     expect(JSON.parse(json.stdout)).toMatchObject({ slots: { total: 4, busy: 0 } });
   });

@@ -7,6 +7,8 @@ import type { SizePolicy } from "./policy.js";
 
 export type Verdict =
   | { readonly outcome: "granted" }
+  /** The quota allows it; where it would be placed is known only to the leading replica (several replicas). */
+  | { readonly outcome: "admitted" }
   | { readonly outcome: "queued"; readonly position: number; readonly reason: "node" | "concurrency"; readonly eta_s?: number | null }
   | { readonly outcome: "rejected"; readonly problem: Problem };
 

@@ -112,7 +112,8 @@ export interface DiagnosisStep {
 }
 
 export interface DiagnosisVerdict {
-  readonly outcome: "granted" | "queued" | "rejected";
+  /** `admitted`: the quota allows it; this control-plane replica does not run the scheduler, so whether a GPU is free now is not known here. */
+  readonly outcome: "granted" | "admitted" | "queued" | "rejected";
   readonly position: number | null;
   /** Why it would wait, when queued. */
   readonly reason: "node" | "concurrency" | null;

@@ -47,7 +47,7 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
     totalSlots: () => engine?.totalSlots ?? 0,
     activeLeases: () => engine?.activeLeases ?? 0,
   });
-  engine = new LeaseEngine(store, config.policy, config.pool.devices, clock, events, metrics, log);
+  engine = new LeaseEngine(store, config.policy, config.pool.devices, clock, events, metrics, log, config.nodes.heartbeatTimeoutMs);
   const ipTokens = await IpTokens.open(store, config.identity.issuer, config.identity.ipTokenTtlMs, clock.now());
   await engine.start();
   const context: ServerContext = { config, store, engine, ipTokens, events, metrics, clock, adminToken: options.adminToken ?? null, log, callers: new CallerCache() };

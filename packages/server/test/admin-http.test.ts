@@ -62,7 +62,7 @@ describe("admin API", () => {
     expect(waiting.status).toBe(202);
     const pool = await admin("GET", "/v1/admin/pool");
     expect(pool.status).toBe(200);
-    expect(pool.body.nodes).toEqual([{ name: "sim-0", registered: false, kind: "simulated" }]);
+    expect(pool.body.nodes).toEqual([{ name: "sim-0", kind: "configured", state: "up", heartbeat_at: null, agent_url: null }]);
     expect(pool.body.devices).toHaveLength(2);
     expect(pool.body.devices[0]).toMatchObject({ node: "sim-0", index: 0, name: "Simulated H200", memory_mb: 141 * 1024 });
     expect(pool.body.slots).toEqual({ total: 4, busy: 4 });

@@ -111,14 +111,25 @@ export function adminRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const nodes = await ctx.store.transaction((tx) => tx.listNodes());
     const devices = ctx.engine.poolSnapshot();
     const leases = await ctx.store.transaction((tx) => tx.listLeases({ status: "active", limit: 500 }));
+    const live = new Set(ctx.engine.liveNodes());
+    const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+    const configured = [...new Set(ctx.config.pool.devices.map((d) => d.node))].map((name) => ({ name, kind: "configured", state: "up", heartbeat_at: null, agent_url: null }));
+    const agents = nodes.map((n) => ({
+      name: n.name,
+      kind: "agent",
+      // up: registered and heartbeating; lost: it stopped heartbeating (its agent must register
+      // again); new: its agent never registered.
+      state: live.has(n.name) ? "up" : n.devices !== null ? "registered" : n.agentUrl !== null ? "lost" : "new",
+      heartbeat_at: iso(n.heartbeatAt),
+      agent_url: n.agentUrl,
+    }));
     return {
-      nodes: [
-        ...new Set(devices.map((d) => d.spec.node)),
-      ].map((name) => ({ name, registered: nodes.some((n) => n.name === name), kind: nodes.some((n) => n.name === name) ? "agent" : "simulated" })),
+      nodes: [...configured, ...agents],
       devices: devices.map((d) => ({ node: d.spec.node, index: d.spec.index, uuid: d.spec.uuid, name: d.spec.name, memory_mb: d.spec.memoryMb, slots: d.holders })),
       slots: { total: ctx.engine.totalSlots, busy: ctx.engine.busySlots },
-      active: leases.map((l) => ({ id: l.id, app: l.appId, identity: `${l.identityKind}:${l.identityId}`, size: l.size, deadline: l.deadline === null ? null : new Date(l.deadline).toISOString() })),
+      active: leases.map((l) => ({ id: l.id, app: l.appId, identity: `${l.identityKind}:${l.identityId}`, size: l.size, node: l.node, device: l.deviceIndex, deadline: iso(l.deadline) })),
       queue: ctx.engine.queueSnapshot(),
     };
   });
+
 }

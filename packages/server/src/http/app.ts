@@ -5,6 +5,7 @@ import sjson from "secure-json-parse";
 import { adminRoutes } from "./admin-routes.js";
 import type { ServerContext } from "./context.js";
 import { leaseRoutes } from "./lease-routes.js";
+import { nodeRoutes } from "./node-routes.js";
 import { installErrorHandling } from "./problems.js";
 import { quotaRoutes } from "./quota-routes.js";
 import { sessionRoutes } from "./session-routes.js";
@@ -46,7 +47,7 @@ export function buildHttpApp(ctx: ServerContext): FastifyInstance {
   app.get("/readyz", async (_req, reply) => {
     try {
       await ctx.store.ping();
-      return { status: "ready", storage: ctx.store.kind, queue: ctx.engine.queueDepth, slots: { total: ctx.engine.totalSlots, busy: ctx.engine.busySlots } };
+      return { status: "ready", storage: ctx.store.kind, leader: ctx.engine.isLeader, queue: ctx.engine.queueDepth, slots: { total: ctx.engine.totalSlots, busy: ctx.engine.busySlots } };
     } catch {
       return reply.code(503).type("application/problem+json").send(problem("storage_unavailable", "The pool's database is not answering."));
     }
@@ -57,6 +58,7 @@ export function buildHttpApp(ctx: ServerContext): FastifyInstance {
   });
 
   leaseRoutes(app, ctx);
+  nodeRoutes(app, ctx);
   quotaRoutes(app, ctx);
   tokenRoutes(app, ctx);
   sessionRoutes(app, ctx);

@@ -34,39 +34,61 @@ export async function authenticate(ctx: ServerContext, req: FastifyRequest, acce
   const wanted = accepted.map((k) => WHAT[k]).join(" or ");
   const secret = bearer(req);
   if (secret === null) fail("unauthorized", `Send Authorization: Bearer <${wanted}>.`);
-  const kind = secretKind(secret);
   let caller: Caller | null = null;
-  if (kind === null) {
+  if (secretKind(secret) === null) {
     if (ctx.adminToken !== null && secretEquals(secret, ctx.adminToken)) caller = { kind: "admin" };
     else if (ctx.adminToken === null && accepted.length === 1 && accepted[0] === "admin") {
       fail("admin_disabled", "The admin API is disabled on this server: start it with GPUPOOL_ADMIN_TOKEN set.");
     }
   } else {
-    const hash = hashSecret(secret);
-    caller = ctx.callers.get(hash, ctx.clock.now()) ?? (await ctx.store.transaction(async (tx): Promise<Caller | null> => {
-      switch (kind) {
-        case "user": {
-          const user = await tx.findUserByTokenHash(hash);
-          return user ? { kind, user } : null;
-        }
-        case "app": {
-          const app = await tx.findAppByKeyHash(hash);
-          return app ? { kind, app } : null;
-        }
-        case "edge": {
-          const edge = await tx.findEdgeByKeyHash(hash);
-          return edge ? { kind, edge } : null;
-        }
-        case "node": {
-          const node = await tx.findNodeByKeyHash(hash);
-          return node ? { kind, node } : null;
-        }
-      }
-    }));
-    if (caller !== null) ctx.callers.set(hash, caller, ctx.clock.now());
+    caller = await keyedCaller(ctx, secret);
   }
   if (caller === null) fail("unauthorized", `The bearer token is not valid on this server (revoked, mistyped, or from another pool). Send ${wanted}.`);
   if (!accepted.includes(caller.kind)) fail("forbidden", `This endpoint takes ${wanted}, not ${WHAT[caller.kind]}.`);
+  return caller;
+}
+
+/**
+ * The node whose key is in `X-Gpupool-Node-Key` (an agent asking on behalf of an app running on
+ * its host), or null when the header is absent. A key that is not a valid node key is a 401.
+ */
+export async function nodeFromHeader(ctx: ServerContext, req: FastifyRequest): Promise<KeyedRecord | null> {
+  const v = req.headers["x-gpupool-node-key"];
+  if (v === undefined) return null;
+  const caller = typeof v === "string" && v.length <= 512 && secretKind(v) === "node" ? await keyedCaller(ctx, v) : null;
+  if (caller?.kind !== "node") fail("unauthorized", "X-Gpupool-Node-Key is not a valid node key on this server (revoked, mistyped, or from another pool).");
+  return caller.node;
+}
+
+/** The principal a generated key (user token, app/edge/node key) belongs to, cached a few seconds. */
+async function keyedCaller(ctx: ServerContext, secret: string): Promise<Caller | null> {
+  const kind = secretKind(secret);
+  const hash = hashSecret(secret);
+  const cached = ctx.callers.get(hash, ctx.clock.now());
+  if (cached !== null) return cached;
+  const caller = await ctx.store.transaction(async (tx): Promise<Caller | null> => {
+    switch (kind) {
+      case "user": {
+        const user = await tx.findUserByTokenHash(hash);
+        return user ? { kind, user } : null;
+      }
+      case "app": {
+        const app = await tx.findAppByKeyHash(hash);
+        return app ? { kind, app } : null;
+      }
+      case "edge": {
+        const edge = await tx.findEdgeByKeyHash(hash);
+        return edge ? { kind, edge } : null;
+      }
+      case "node": {
+        const node = await tx.findNodeByKeyHash(hash);
+        return node ? { kind, node } : null;
+      }
+      case null:
+        return null;
+    }
+  });
+  if (caller !== null) ctx.callers.set(hash, caller, ctx.clock.now());
   return caller;
 }
 

@@ -4,7 +4,7 @@ import type { LeaseRecord, LeaseStatus } from "../storage/store.js";
 import { readQuota } from "../use-cases/quota.js";
 import { attributeRequest } from "./attribution.js";
 import type { Caller } from "./auth.js";
-import { authenticate } from "./auth.js";
+import { authenticate, nodeFromHeader } from "./auth.js";
 import type { ServerContext } from "./context.js";
 import { sendProblem } from "./problems.js";
 import { leaseJson, quotaJson } from "./views.js";
@@ -57,6 +57,8 @@ export function leaseRoutes(app: FastifyInstance, ctx: ServerContext): void {
       const caller = await authenticate(ctx, req, ["app", "user"]);
       if (caller.kind !== "app" && caller.kind !== "user") throw new Error("unreachable");
       const body = (req.body ?? {}) as { duration?: number; size?: string; queue?: boolean };
+      // Through a node's agent, the app runs on that host: only that node's GPUs will do.
+      const node = await nodeFromHeader(ctx, req);
       const attribution = await attributeRequest(ctx, req, caller);
       if (!attribution.ok) {
         ctx.metrics.denial(attribution.problem.code);
@@ -71,6 +73,7 @@ export function leaseRoutes(app: FastifyInstance, ctx: ServerContext): void {
         durationMs: body.duration === undefined ? ctx.config.policy.defaultDurationMs : Math.round(body.duration * 1000),
         size,
         queue: body.queue ?? true,
+        node: node?.name ?? null,
       });
       if (result.kind === "denied") return sendProblem(reply, result.problem, result.retryAfterS);
       reply.header("location", `/v1/leases/${result.lease.id}`);
@@ -183,6 +186,8 @@ function streamEvents(ctx: ServerContext, req: FastifyRequest, reply: FastifyRep
         return close();
     }
   });
+  // On a replica that does not lead, the queue place comes from the leader: ask for it.
+  if (lease.status === "queued") ctx.engine.watch(lease.id);
   const ping = setInterval(() => res.write(": ping\n\n"), 15_000);
   ping.unref();
   req.raw.on("close", close);

@@ -1,6 +1,7 @@
 import { DomainError, problem } from "@gpupool/core";
 import type { Problem } from "@gpupool/core";
 import type { FastifyError, FastifyInstance, FastifyReply } from "fastify";
+import { LeadershipLostError, StorageUnavailableError } from "../storage/store.js";
 
 export function sendProblem(reply: FastifyReply, p: Problem, retryAfterS: number | null = null): FastifyReply {
   if (retryAfterS !== null) reply.header("retry-after", String(retryAfterS));
@@ -58,6 +59,14 @@ export function installErrorHandling(app: FastifyInstance): void {
         return sendProblem(reply, problem("invalid_request", "The request body is not valid JSON. Nothing was changed.", { errors: [{ field: "body", message: "is not valid JSON" }] }));
       default:
         break;
+    }
+    if ((err as Error) instanceof StorageUnavailableError) {
+      req.log.error({ err }, "storage unavailable");
+      return sendProblem(reply, problem("storage_unavailable", "The pool's database cannot be reached right now; nothing was changed. Retry in a few seconds."), 5);
+    }
+    if ((err as Error) instanceof LeadershipLostError) {
+      req.log.warn({ err }, "leadership lost during a request");
+      return sendProblem(reply, problem("storage_unavailable", "This control-plane replica stopped leading the pool while handling the request (another replica takes over within seconds); nothing was changed. Retry."), 1);
     }
     if (typeof err.code === "string" && (err.code.startsWith("SQLITE_BUSY") || err.code.startsWith("SQLITE_IOERR") || err.code === "SQLITE_FULL" || err.code === "SQLITE_CANTOPEN")) {
       req.log.error({ err }, "storage error");

@@ -65,6 +65,7 @@ export function quotaRoutes(app: FastifyInstance, ctx: ServerContext): void {
         const outcome = await reserveWithRetryTime(tx, { policy, identity, tier, overrideMs, ledger, durationMs, size, now, via: attribution.via });
         let verdict: Verdict;
         if (!outcome.ok) verdict = { outcome: "rejected", problem: outcome.problem };
+        else if (!ctx.engine.isLeader) verdict = { outcome: "admitted" };
         else if (!ctx.engine.couldEverFit(size.slots)) verdict = { outcome: "rejected", problem: problem("no_gpu_available", `No GPU in this pool can take a ${size.name} call.`, { reason: "no_capacity" }) };
         else {
           const placed = ctx.engine.placement({

@@ -39,8 +39,10 @@ export function leaseJson(
     duration: msToSeconds(l.durationMs),
     reserved: msToSeconds(l.reservedMs),
     cost: l.cost,
+    // Set at grant; before that a lease may already name the node it waits for (through an agent).
+    node: l.node,
     device:
-      l.node === null
+      l.deviceIndex === null || l.node === null
         ? null
         : { node: l.node, index: l.deviceIndex, uuid: l.deviceUuid, name: l.deviceName, slots: l.slotIndexes ?? [] },
     queued_at: iso(l.queuedAt),

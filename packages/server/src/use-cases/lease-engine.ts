@@ -18,7 +18,11 @@ import type { LeaseEvents } from "../events.js";
 import type { Metrics } from "../metrics.js";
 import { newOrderedId } from "../secrets.js";
 import { Serial } from "../serial.js";
-import type { LeaseRecord, NewLease, Store, Tx } from "../storage/store.js";
+import { LeadershipLostError } from "../storage/store.js";
+import type { LeaseRecord, NewLease, NodeRecord, Store, Tx } from "../storage/store.js";
+import { LeaseFollower } from "./lease-follower.js";
+import { EVENTS_CHANNEL, LEADER_CHANNEL, parseMessage } from "./replica-messages.js";
+import type { LeaderMessage, LeaseBroadcast } from "./replica-messages.js";
 import { chargedIdentity } from "./charged-identity.js";
 import type { IdentityQuota } from "./quota.js";
 import { LeaseTimers } from "./lease-timers.js";
@@ -33,6 +37,8 @@ export interface AdmitInput {
   readonly durationMs: number;
   readonly size: SizePolicy;
   readonly queue: boolean;
+  /** Only devices of this node may be granted (a request through the node's agent); null: any. */
+  readonly node: string | null;
 }
 
 export type AdmitResult =
@@ -41,6 +47,12 @@ export type AdmitResult =
   | { readonly kind: "denied"; readonly problem: Problem; readonly retryAfterS: number | null };
 
 const LIVE = new Set(["queued", "active"]);
+/** Node heartbeat timers share the lease timers, under keys lease ids can never take. */
+const NODE_TIMER = "node:";
+
+function sameDevices(a: readonly DeviceSpec[], b: readonly DeviceSpec[]): boolean {
+  return a.length === b.length && a.every((d, i) => d.node === b[i]?.node && d.index === b[i].index && d.uuid === b[i].uuid && d.slots === b[i].slots);
+}
 
 /** The value a staging function resolves to. */
 type Staged<F extends (...args: never[]) => Promise<{ value: unknown }>> = Awaited<ReturnType<F>>["value"];
@@ -65,6 +77,19 @@ export class LeaseEngine {
   /** Last queue place sent to each watched lease, so a change is announced once. */
   private readonly announced = new Map<string, string>();
   private readonly serial = new Serial();
+  /** Agent nodes that are registered and heartbeating, with their devices (config devices are not here). */
+  private readonly nodes = new Map<string, readonly DeviceSpec[]>();
+  /**
+   * Whether this replica runs the scheduler. Always, on a store no other replica shares (SQLite);
+   * on a shared one (PostgreSQL) only while it holds the leadership, otherwise `follower` serves.
+   */
+  private leading: boolean;
+  private readonly follower: LeaseFollower;
+  /** Queued leases watched from other replicas: their places are broadcast. */
+  private readonly remoteWatched = new Set<string>();
+  private readonly replica = newOrderedId("r", Date.now());
+  private readonly unsubscribe: (() => Promise<void>)[] = [];
+  private stopped = false;
 
   constructor(
     private readonly store: Store,
@@ -74,10 +99,40 @@ export class LeaseEngine {
     private readonly events: LeaseEvents,
     private readonly metrics: Metrics | null,
     private readonly log: Logger,
+    private readonly heartbeatTimeoutMs = 20_000,
   ) {
     this.pool = new Pool(devices);
     this.scheduler = new PriorityScheduler(schedulerOptionsFor(policy));
-    this.timers = new LeaseTimers(clock, (leaseId, kind) => this.onTimer(leaseId, kind));
+    this.timers = new LeaseTimers(clock, (key, kind) => (kind === "heartbeat" ? this.onNodeSilent(key.slice(NODE_TIMER.length)) : this.onTimer(key, kind)));
+    this.leading = !store.coordination.shared;
+    this.follower = new LeaseFollower(store, policy, clock, events, (m) => this.tellLeader(m), log);
+  }
+
+  /** True when this replica runs the scheduler (see `leading`). */
+  get isLeader(): boolean {
+    return this.leading;
+  }
+
+  /** The leader's transactions: fenced on a shared store, so a replica that lost the lead commits nothing. */
+  private stage<T>(fn: (tx: Tx) => Promise<T>): Promise<{ value: T; committed: Promise<void> }> {
+    return this.store.coordination.shared ? this.store.coordination.leaderStage(fn) : this.store.stage(fn);
+  }
+
+  /** Config devices plus every live agent node's devices. */
+  private freshPool(): Pool {
+    const pool = new Pool(this.devices);
+    for (const devices of this.nodes.values()) for (const d of devices) pool.addDevice(d);
+    return pool;
+  }
+
+  /** Whether `name` is a node of the pool's own configuration (not an agent's). */
+  isConfiguredNode(name: string): boolean {
+    return this.devices.some((d) => d.node === name);
+  }
+
+  /** Live agent nodes and when each was last heard from (for the pool view). */
+  liveNodes(): string[] {
+    return [...this.nodes.keys()];
   }
 
   get queueDepth(): number {
@@ -97,13 +152,19 @@ export class LeaseEngine {
 
   /** Per-app concurrency limits are kept in memory; the admin use cases call this on change. */
   setAppLimit(appId: string, limit: number | null): void {
+    if (!this.leading) return void this.tellLeader({ op: "limit", app: appId, limit }).catch((err: unknown) => this.log.warn({ err }, "could not tell the leader about a limit"));
     this.appLimits.set(appId, limit);
     this.scheduler.appLimitChanged(appId);
   }
 
   /** A queued lease's place in line, why it waits, and the estimated wait (null if not queued). */
   position(leaseId: string): QueuePlace | null {
-    return this.scheduler.place(leaseId, this.clock.now());
+    return this.leading ? this.scheduler.place(leaseId, this.clock.now()) : this.follower.position(leaseId);
+  }
+
+  /** Someone here follows a queued lease's events (on a follower, its place comes from the leader). */
+  watch(leaseId: string): void {
+    if (!this.leading) this.follower.watch(leaseId);
   }
 
   /**
@@ -141,25 +202,121 @@ export class LeaseEngine {
 
   /** Rebuilds memory from the store and settles whatever came due while the server was down. */
   async start(): Promise<void> {
-    await this.serial.run(() => this.recover());
+    if (!this.store.coordination.shared) return this.serial.run(() => this.recover());
+    const coordination = this.store.coordination;
+    this.unsubscribe.push(
+      await coordination.subscribe(EVENTS_CHANNEL, (payload) => {
+        const b = parseMessage<LeaseBroadcast & { from?: string }>(payload, "type");
+        if (b === null || b.from === this.replica) return;
+        this.follower.onBroadcast(b).catch((err: unknown) => this.log.warn({ err }, "relaying a lease event failed"));
+      }),
+      await coordination.subscribe(LEADER_CHANNEL, (payload) => {
+        const m = parseMessage<LeaderMessage>(payload, "op");
+        if (m !== null && this.leading) this.onLeaderMessage(m);
+      }),
+    );
+    // The first replica to start leads at once; a later one serves as a follower while it waits.
+    const campaign = this.campaign();
+    await Promise.race([campaign, new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
+  }
+
+  /** Waits for the leadership, then takes over: rebuilds the scheduler from the database. */
+  private async campaign(): Promise<void> {
+    const coordination = this.store.coordination;
+    while (!this.stopped) {
+      let lost!: (err: Error) => void;
+      const lostOnce = new Promise<Error>((resolve) => (lost = resolve));
+      try {
+        await coordination.lead((err) => lost(err));
+        if (this.stopped) return;
+        await this.serial.run(() => this.recover());
+        this.leading = true;
+        this.log.info({ replica: this.replica }, "this replica now leads the pool");
+      } catch (err) {
+        if (this.stopped) return;
+        this.log.error({ err }, "taking the lead failed; trying again");
+        await new Promise((resolve) => setTimeout(resolve, 1_000).unref());
+        continue;
+      }
+      const why = await lostOnce;
+      this.stepDown(why);
+    }
+  }
+
+  private stepDown(why: Error): void {
+    if (!this.leading) return;
+    this.leading = false;
+    this.timers.clearAll();
+    this.pool = new Pool();
+    this.scheduler = new PriorityScheduler(schedulerOptionsFor(this.policy));
+    this.appActive.clear();
+    this.live.clear();
+    this.nodes.clear();
+    this.remoteWatched.clear();
+    if (!this.stopped) this.log.warn({ err: why, replica: this.replica }, "this replica lost the lead; another takes over");
   }
 
   stop(): void {
+    this.stopped = true;
     this.timers.stop();
+    for (const off of this.unsubscribe.splice(0)) off().catch(() => undefined);
+  }
+
+  private tellLeader(m: LeaderMessage): Promise<void> {
+    return this.store.coordination.publish(LEADER_CHANNEL, JSON.stringify(m));
+  }
+
+  private broadcast(b: LeaseBroadcast): void {
+    if (!this.store.coordination.shared) return;
+    this.store.coordination.publish(EVENTS_CHANNEL, JSON.stringify({ ...b, from: this.replica })).catch((err: unknown) => this.log.warn({ err }, "broadcasting a lease event failed"));
+  }
+
+  /** Work another replica handed to the leader. */
+  private onLeaderMessage(m: LeaderMessage): void {
+    switch (m.op) {
+      case "admitted":
+        return void this.adopt(m.id, m.queue).catch((err: unknown) => this.log.error({ err, leaseId: m.id }, "placing a lease admitted by another replica failed"));
+      case "ended":
+        return void this.forget(m.id).catch((err: unknown) => this.log.error({ err, leaseId: m.id }, "freeing a lease ended by another replica failed"));
+      case "watch":
+        this.remoteWatched.add(m.id);
+        this.announced.delete(m.id);
+        return this.announcePositions();
+      case "node":
+        return void this.adoptNode(m.name).catch((err: unknown) => this.log.error({ err, node: m.name }, "adding a node registered through another replica failed"));
+      case "heartbeat":
+        return this.nodeHeartbeat(m.name, m.at);
+      case "limit":
+        return this.setAppLimit(m.app, m.limit);
+    }
   }
 
   private async recover(): Promise<void> {
     const ended: LeaseRecord[] = [];
     // One transaction: memory is rebuilt from a single consistent view, and no other use case's
     // transaction can run in between.
-    const grants = await this.store.transaction(async (tx) => {
+    const staged = await this.stage(async (tx) => {
       const now = this.clock.now();
-      this.pool = new Pool(this.devices);
       this.scheduler = new PriorityScheduler(schedulerOptionsFor(this.policy));
       this.appActive.clear();
       this.live.clear();
       this.announced.clear();
       this.timers.clearAll();
+      // Agent nodes: those still heartbeating keep their devices; the others were lost while the
+      // server was down (their leases fail below, charging only the time held).
+      this.nodes.clear();
+      const lost = new Set<string>();
+      for (const node of await tx.listNodes()) {
+        if (node.devices === null) continue;
+        if (node.heartbeatAt !== null && node.heartbeatAt + this.heartbeatTimeoutMs > now) {
+          this.nodes.set(node.name, node.devices);
+          this.timers.arm(NODE_TIMER + node.name, "heartbeat", node.heartbeatAt + this.heartbeatTimeoutMs);
+        } else {
+          lost.add(node.name);
+          await this.forgetNode(tx, node);
+        }
+      }
+      this.pool = this.freshPool();
       for (const app of await tx.listApps()) this.appLimits.set(app.id, app.maxConcurrency);
       for (const lease of await tx.liveLeases()) {
         if (lease.status === "active") {
@@ -172,7 +329,11 @@ export class LeaseEngine {
             ended.push(await this.finishActive(tx, lease, "expired", now));
           } else if (!occupied) {
             // Its device is no longer in the pool: the lease cannot continue. Charge only what it held.
-            ended.push(await this.finishActive(tx, lease, "failed", now, problem("no_gpu_available", "The GPU this lease held left the pool while the server was down.", { reason: "device_removed" })));
+            const why =
+              lease.node !== null && lost.has(lease.node)
+                ? this.nodeLostProblem(lease.node, lease, now)
+                : problem("no_gpu_available", "The GPU this lease held left the pool while the server was down.", { reason: "device_removed" });
+            ended.push(await this.finishActive(tx, lease, "failed", now, why));
           } else {
             this.live.set(lease.id, lease);
             this.countActive(lease.appId, +1);
@@ -181,6 +342,8 @@ export class LeaseEngine {
           }
         } else if (lease.queuedAt + this.policy.queueTimeoutMs <= now) {
           ended.push(await this.finishQueued(tx, lease, "failed", now, this.queueTimeoutProblem(lease, now)));
+        } else if (lease.node !== null && !this.pool.hasNode(lease.node)) {
+          ended.push(await this.finishQueued(tx, lease, "failed", now, this.nodeLostProblem(lease.node, lease, now)));
         } else {
           this.live.set(lease.id, lease);
           const quota = await readQuota(tx, this.policy, { kind: lease.identityKind, id: lease.identityId }, now);
@@ -192,12 +355,15 @@ export class LeaseEngine {
       }
       return this.dispatchAndPersist(tx, now);
     });
+    await staged.committed;
+    const grants = staged.value;
     for (const lease of ended) this.announceEnd(lease);
     this.announceGrants(grants);
     this.log.info({ active: this.activeLeases, queued: this.scheduler.size, settled: ended.length }, "lease state recovered");
   }
 
   admit(input: AdmitInput): Promise<AdmitResult> {
+    if (!this.leading) return this.follower.admit(input);
     const started = performance.now();
     return this.op(
       () => this.admitStaged(input),
@@ -217,11 +383,13 @@ export class LeaseEngine {
   private async op<T, R>(stage: () => Promise<{ value: T; committed: Promise<void> }>, after: (value: T) => R): Promise<R> {
     // The memory changes happen inside the staged transaction; an adapter that runs those one at
     // a time already orders them, so the engine's own section is needed only for one that doesn't.
-    const staged = this.store.serializesTransactions ? await this.guard(stage) : await this.serial.run(() => this.guard(stage));
+    let staged: { value: T; committed: Promise<void> };
     try {
+      staged = this.store.serializesTransactions ? await this.guard(stage) : await this.serial.run(() => this.guard(stage));
       await staged.committed;
     } catch (err) {
-      await this.serial.run(() => this.recover());
+      if (err instanceof LeadershipLostError) this.stepDown(err);
+      else await this.serial.run(() => this.recover());
       throw err;
     }
     return after(staged.value);
@@ -247,15 +415,19 @@ export class LeaseEngine {
   private admitStaged(input: AdmitInput) {
     const now = this.clock.now();
     const leaseId = newOrderedId("ls", now);
-    return this.store.stage(async (tx) => {
+    return this.stage(async (tx) => {
       const { identity, overrideMs } = await chargedIdentity(tx, this.policy, input.charged);
       const key = identityKey(identity);
       const tier = tierOf(this.policy, identity.tier);
       const ledger = rollWindow((await tx.getLedger(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs);
       const outcome = await reserveWithRetryTime(tx, { policy: this.policy, identity, tier, overrideMs, ledger, durationMs: input.durationMs, size: input.size, now, via: input.via });
       if (!outcome.ok) return { kind: "denied" as const, problem: outcome.problem, retryAfterS: outcome.retryAfterS, others: [] as LeaseRecord[] };
-      if (!this.pool.couldEverFit(input.size.slots)) {
-        return { kind: "denied" as const, retryAfterS: null, others: [] as LeaseRecord[], problem: problem("no_gpu_available", `No GPU in this pool can take a ${input.size.name} call (${input.size.slots} slots of one GPU). Ask the app's developer to use a smaller size.`, { reason: "no_capacity" }) };
+      if (input.node !== null && !this.pool.hasNode(input.node)) {
+        return { kind: "denied" as const, retryAfterS: 5, others: [] as LeaseRecord[], problem: problem("no_gpu_available", `Node ${input.node} has no GPUs in the pool right now: its agent has not registered, or stopped heartbeating. Nothing was reserved; check the agent on that host (gpupool pool shows the nodes).`, { reason: "node_not_registered" }) };
+      }
+      if (!this.pool.couldEverFit(input.size.slots, input.node ?? undefined)) {
+        const where = input.node === null ? "this pool" : `node ${input.node}`;
+        return { kind: "denied" as const, retryAfterS: null, others: [] as LeaseRecord[], problem: problem("no_gpu_available", `No GPU on ${where} can take a ${input.size.name} call (${input.size.slots} slots of one GPU). Ask the app's developer to use a smaller size.`, { reason: "no_capacity" }) };
       }
       const before = quotaView(ledger, tier, overrideMs, this.policy.windowMs);
       const request: PriorityRequest = {
@@ -268,6 +440,7 @@ export class LeaseEngine {
         seq: 0,
         queuedAt: now,
         quotaLeftShare: before.quotaMs > 0 ? before.leftMs / before.quotaMs : 0,
+        node: input.node,
       };
       this.scheduler.enqueue(request);
       const granted = this.dispatch(now);
@@ -286,7 +459,7 @@ export class LeaseEngine {
           return { kind: "denied" as const, retryAfterS: full ? 60 : 5, problem: problem("no_gpu_available", detail, { reason }), others };
         }
       }
-      const queued = admitted({ id: leaseId, appId: input.appId, identity, size: input.size, durationMs: input.durationMs, reservedMs: outcome.reservedMs, now, windowStartedAt: outcome.ledger.windowStartedAt });
+      const queued = admitted({ id: leaseId, appId: input.appId, identity, size: input.size, durationMs: input.durationMs, reservedMs: outcome.reservedMs, now, windowStartedAt: outcome.ledger.windowStartedAt, node: input.node });
       const next: Transition<NewLease> = mine ? grant(queued, mine.grant.assignment, outcome.ledger, now) : { lease: queued, ledger: outcome.ledger };
       const ledgerAfter = next.ledger;
       const lease = await tx.insertLease(next.lease);
@@ -304,11 +477,12 @@ export class LeaseEngine {
    * it is. `failed` records that the caller's function failed; it does not change the charge.
    */
   release(leaseId: string, failed: boolean): Promise<{ lease: LeaseRecord; quota: IdentityQuota }> {
+    if (!this.leading) return this.follower.release(leaseId, failed);
     const started = performance.now();
     return this.op(
       () => {
         const now = this.clock.now();
-        return this.store.stage(async (tx) => {
+        return this.stage(async (tx) => {
           const lease = await this.leaseFor(tx, leaseId);
           if (!lease) fail("not_found", `No lease ${leaseId}.`);
           const changed = LIVE.has(lease.status);
@@ -333,12 +507,206 @@ export class LeaseEngine {
     );
   }
 
+  /**
+   * An agent (re-)registered its node's devices. Unchanged devices keep their leases; changed ones
+   * fail the leases they held (charging only the time held) and the node's slots are replaced.
+   */
+  async registerNode(node: NodeRecord, devices: readonly DeviceSpec[], agentUrl: string | null): Promise<void> {
+    if (!this.leading) {
+      const now = this.clock.now();
+      await this.store.transaction((tx) => tx.setNodeState(node.id, { devices, registeredAt: now, heartbeatAt: now, agentUrl }));
+      return this.tellLeader({ op: "node", name: node.name });
+    }
+    return this.op(
+      () => {
+        const now = this.clock.now();
+        return this.stage(async (tx) => {
+          await tx.setNodeState(node.id, { devices, registeredAt: now, heartbeatAt: now, agentUrl });
+          return this.placeNode(tx, node.name, devices, now);
+        });
+      },
+      (out) => this.nodePlaced(node.name, out),
+    );
+  }
+
+  /** A node registered through another replica: its state is in the store. */
+  private adoptNode(name: string): Promise<void> {
+    return this.op(
+      () => {
+        const now = this.clock.now();
+        return this.stage(async (tx) => {
+          const node = await tx.getNodeByName(name);
+          return node?.devices ? this.placeNode(tx, name, node.devices, node.heartbeatAt ?? now) : null;
+        });
+      },
+      (out) => {
+        if (out !== null) this.nodePlaced(name, out);
+      },
+    );
+  }
+
+  private async placeNode(tx: Tx, name: string, devices: readonly DeviceSpec[], now: number) {
+    const before = this.nodes.get(name);
+    const replaced = before !== undefined && !sameDevices(before, devices);
+    let ended: LeaseRecord[] = [];
+    if (before === undefined || replaced) {
+      if (replaced) {
+        const why = (lease: LeaseRecord) => problem("no_gpu_available", `Node ${name} re-registered with different GPUs; this call's GPU is gone. It was charged only the ${Math.ceil((now - (lease.grantedAt ?? now)) / 1000)}s it held.`, { reason: "device_removed" });
+        ended = await this.evictNode(tx, name, now, why, false);
+      }
+      this.nodes.set(name, devices);
+      for (const d of devices) this.pool.addDevice(d);
+    }
+    return { replaced, ended, grants: await this.dispatchAndPersist(tx, now), at: now, devices: devices.length };
+  }
+
+  private nodePlaced(name: string, out: { replaced: boolean; ended: LeaseRecord[]; grants: LeaseRecord[]; at: number; devices: number }): void {
+    this.timers.arm(NODE_TIMER + name, "heartbeat", out.at + this.heartbeatTimeoutMs);
+    for (const lease of out.ended) this.announceEnd(lease);
+    this.announceGrants(out.grants);
+    this.log.info({ node: name, devices: out.devices, replaced: out.replaced }, "node registered");
+  }
+
+  /**
+   * A lease another replica admitted (stored queued, its quota reserved): queue it here and
+   * dispatch. With `queue: false` it is granted now or fails at once, refunded.
+   */
+  private adopt(id: string, queue: boolean): Promise<void> {
+    return this.op(
+      () => {
+        const now = this.clock.now();
+        return this.stage(async (tx) => {
+          const lease = await tx.getLease(id);
+          if (!lease || lease.status !== "queued" || this.live.has(id)) return null;
+          const why =
+            lease.node !== null && !this.pool.hasNode(lease.node)
+              ? problem("no_gpu_available", `Node ${lease.node} has no GPUs in the pool right now: its agent has not registered, or stopped heartbeating. Nothing was charged; check the agent on that host.`, { reason: "node_not_registered" })
+              : !this.pool.couldEverFit(lease.slots, lease.node ?? undefined)
+                ? problem("no_gpu_available", `No GPU in this pool can take a ${lease.size} call (${lease.slots} slots of one GPU). Nothing was charged; ask the app's developer to use a smaller size.`, { reason: "no_capacity" })
+                : null;
+          if (why !== null) return { lease, ended: [await this.finishQueued(tx, lease, "failed", now, why)], grants: [] as LeaseRecord[] };
+          this.live.set(lease.id, lease);
+          const quota = await readQuota(tx, this.policy, { kind: lease.identityKind, id: lease.identityId }, now);
+          const share = quota.view.quotaMs > 0 ? Math.min(1, (quota.view.leftMs + lease.reservedMs) / quota.view.quotaMs) : 0;
+          this.scheduler.enqueue(this.queuedRequest(lease, share));
+          const grants = await this.dispatchAndPersist(tx, now);
+          const ended: LeaseRecord[] = [];
+          if (!queue && !grants.some((g) => g.id === id)) {
+            const busy = problem("no_gpu_available", "Every GPU slot that fits this call is busy and the request asked not to queue (queue: false). Nothing was charged; retry, or allow queueing.", { reason: "queue_disabled" });
+            ended.push(await this.finishQueued(tx, lease, "failed", now, busy));
+          }
+          return { lease, ended, grants };
+        });
+      },
+      (out) => {
+        if (out === null) return;
+        for (const lease of out.ended) this.announceEnd(lease);
+        if (this.live.get(id)?.status === "queued") {
+          this.armQueueTimeout(out.lease);
+          // The replica that admitted it waits for its place.
+          this.remoteWatched.add(id);
+        }
+        this.announceGrants(out.grants);
+      },
+    );
+  }
+
+  /** A lease another replica ended (released or cancelled): free its slots or its place in line. */
+  private forget(id: string): Promise<void> {
+    return this.op(
+      () => {
+        const now = this.clock.now();
+        return this.stage(async (tx) => {
+          const had = this.live.get(id);
+          const lease = await tx.getLease(id);
+          if (!had || !lease || lease.status === "queued" || lease.status === "active") return null;
+          this.live.delete(id);
+          if (this.pool.release(id)) this.countActive(had.appId, -1);
+          this.scheduler.onReleased(id);
+          this.scheduler.remove(id);
+          return { lease, grants: await this.dispatchAndPersist(tx, now) };
+        });
+      },
+      (out) => {
+        if (out === null) return;
+        this.announceEnd(out.lease);
+        this.announceGrants(out.grants);
+      },
+    );
+  }
+
+  /** The node's agent was heard from (its heartbeat is already recorded in the store). */
+  nodeHeartbeat(name: string, at: number): void {
+    if (!this.leading) return void this.tellLeader({ op: "heartbeat", name, at }).catch((err: unknown) => this.log.warn({ err }, "could not pass a heartbeat to the leader"));
+    if (this.nodes.has(name)) this.timers.arm(NODE_TIMER + name, "heartbeat", at + this.heartbeatTimeoutMs);
+  }
+
+  /** No heartbeat from a node for the timeout: fail its leases (charging only the time held) and drop its slots. */
+  private onNodeSilent(name: string): void {
+    this.op(
+      () => {
+        const now = this.clock.now();
+        return this.stage(async (tx) => {
+          const node = (await tx.getNodeByName(name)) ?? null;
+          // Another replica may have recorded a heartbeat this one has not heard about yet.
+          if (node !== null && node.heartbeatAt !== null && node.devices !== null && node.heartbeatAt + this.heartbeatTimeoutMs > now) {
+            return { lost: false, at: node.heartbeatAt, ended: [] as LeaseRecord[], grants: [] as LeaseRecord[] };
+          }
+          if (node !== null) await this.forgetNode(tx, node);
+          const ended = await this.evictNode(tx, name, now, (lease) => this.nodeLostProblem(name, lease, now), true);
+          return { lost: true, at: now, ended, grants: await this.dispatchAndPersist(tx, now) };
+        });
+      },
+      (out) => {
+        if (!out.lost) return this.timers.arm(NODE_TIMER + name, "heartbeat", out.at + this.heartbeatTimeoutMs);
+        this.log.warn({ node: name, failed: out.ended.length }, "node lost: no heartbeat; its leases failed and its slots were removed");
+        for (const lease of out.ended) this.announceEnd(lease);
+        this.announceGrants(out.grants);
+      },
+    ).catch((err: unknown) => this.log.error({ err, node: name }, "handling a silent node failed"));
+  }
+
+  /**
+   * Takes the node's devices out of the pool and fails the leases that held them; with
+   * `waitingToo`, also the queued requests that could only run on that node (nothing is requeued
+   * elsewhere: the app runs on that host).
+   */
+  private async evictNode(tx: Tx, name: string, now: number, why: (lease: LeaseRecord) => Problem, waitingToo: boolean): Promise<LeaseRecord[]> {
+    const evicted = new Set(this.pool.removeNode(name));
+    this.nodes.delete(name);
+    const ended: LeaseRecord[] = [];
+    for (const lease of [...this.live.values()]) {
+      if (lease.status === "active" && evicted.has(lease.id)) {
+        this.countActive(lease.appId, -1);
+        ended.push(await this.finishActive(tx, lease, "failed", now, why(lease)));
+      } else if (waitingToo && lease.status === "queued" && lease.node === name) {
+        ended.push(await this.finishQueued(tx, lease, "failed", now, why(lease)));
+      }
+    }
+    return ended;
+  }
+
+  /** Marks a node unregistered, so its agent's next heartbeat is told to register again. */
+  private async forgetNode(tx: Tx, node: NodeRecord): Promise<void> {
+    this.timers.clear(NODE_TIMER + node.name);
+    await tx.setNodeState(node.id, { devices: null, registeredAt: null, heartbeatAt: null, agentUrl: node.agentUrl });
+  }
+
+  private nodeLostProblem(name: string, lease: LeaseRecord, now: number): Problem {
+    const timeout = Math.round(this.heartbeatTimeoutMs / 1000);
+    if (lease.status === "queued") {
+      return problem("no_gpu_available", `Node ${name} stopped answering (no heartbeat for ${timeout}s) while this call waited for it. Nothing was charged and the reservation was refunded; try again once the node is back.`, { reason: "node_lost" });
+    }
+    const held = Math.ceil(Math.max(0, Math.min(now, lease.deadline ?? now) - (lease.grantedAt ?? now)) / 1000);
+    return problem("no_gpu_available", `Node ${name} stopped answering (no heartbeat for ${timeout}s), so this call was stopped. It was charged only the ${held}s it held the GPU; the rest was refunded.`, { reason: "node_lost" });
+  }
+
   /** A lease's timer fired: its deadline (expire it) or its queue timeout (fail it, refunded). */
   private onTimer(leaseId: string, due: "deadline" | "queue_timeout"): void {
     this.op(
       () => {
         const now = this.clock.now();
-        return this.store.stage(async (tx) => {
+        return this.stage(async (tx) => {
           const lease = await this.leaseFor(tx, leaseId);
           if (!lease || lease.status !== (due === "deadline" ? "active" : "queued")) return null;
           // Timers can fire a little early; never expire a lease before its deadline.
@@ -395,12 +763,15 @@ export class LeaseEngine {
   }
 
   private async leaseFor(tx: Tx, id: string): Promise<LeaseRecord | null> {
+    // Other replicas change leases too when the store is shared: read (and lock) the row.
+    if (this.store.coordination.shared) return tx.getLease(id);
     return this.live.get(id) ?? (await tx.getLease(id));
   }
 
   /** A live lease as the engine last wrote it, or null (then ask the store). */
   liveLease(id: string): LeaseRecord | null {
-    return this.live.get(id) ?? null;
+    // On a shared store another replica may have just changed it: the store has the truth.
+    return this.store.coordination.shared ? null : (this.live.get(id) ?? null);
   }
 
   private dispatch(now: number): { grant: Grant; request: PriorityRequest }[] {
@@ -427,6 +798,13 @@ export class LeaseEngine {
     for (const { grant: g } of grants) {
       const lease = await this.leaseFor(tx, g.leaseId);
       if (!lease) throw new Error(`granted lease ${g.leaseId} is not in the store`);
+      if (lease.status !== "queued") {
+        // Another replica cancelled it just before: give the slots back (the cancel's message follows).
+        if (this.pool.release(lease.id)) this.countActive(lease.appId, -1);
+        this.scheduler.onReleased(lease.id);
+        this.live.delete(lease.id);
+        continue;
+      }
       const active = await this.transition(tx, lease, now, (ledger) => grant(lease, g.assignment, ledger, now));
       this.live.set(active.id, active);
       out.push(active);
@@ -440,7 +818,9 @@ export class LeaseEngine {
       this.announced.delete(lease.id);
       this.armDeadline(lease);
       this.metrics?.grant(lease.size, (lease.grantedAt ?? lease.queuedAt) - lease.queuedAt);
+      this.remoteWatched.delete(lease.id);
       this.events.emit(lease.id, { type: "granted", lease });
+      this.broadcast({ type: "granted", id: lease.id });
     }
     this.announcePositions();
   }
@@ -449,10 +829,14 @@ export class LeaseEngine {
     this.timers.clear(lease.id);
     this.announced.delete(lease.id);
     this.metrics?.end(lease.status, lease.size, lease.grantedAt === null ? null : lease.heldMs);
+    this.remoteWatched.delete(lease.id);
     if (lease.status === "failed" && lease.problemCode !== null && lease.grantedAt === null) {
-      this.events.emit(lease.id, { type: "failed", lease, problem: this.queueTimeoutProblemFrom(lease) });
+      const why = this.queueTimeoutProblemFrom(lease);
+      this.events.emit(lease.id, { type: "failed", lease, problem: why });
+      this.broadcast({ type: "failed", id: lease.id, problem: why });
     } else {
       this.events.emit(lease.id, { type: "ended", lease });
+      this.broadcast({ type: "ended", id: lease.id });
     }
     this.announcePositions();
   }
@@ -465,13 +849,15 @@ export class LeaseEngine {
   private announcePositions(): void {
     if (this.scheduler.size === 0) return;
     const now = this.clock.now();
-    for (const leaseId of this.events.subscribed()) {
+    const watched = this.remoteWatched.size === 0 ? this.events.subscribed() : new Set([...this.events.subscribed(), ...this.remoteWatched]);
+    for (const leaseId of watched) {
       const place = this.scheduler.place(leaseId, now);
       if (!place) continue;
       const said = `${place.position}:${place.reason}`;
       if (this.announced.get(leaseId) === said) continue;
       this.announced.set(leaseId, said);
       this.events.emit(leaseId, { type: "queued", position: place.position, reason: place.reason, etaMs: place.etaMs });
+      if (this.remoteWatched.has(leaseId)) this.broadcast({ type: "queued", id: leaseId, ...place });
     }
   }
 
@@ -499,6 +885,7 @@ export class LeaseEngine {
       durationMs: lease.durationMs,
       seq: lease.seq,
       queuedAt: lease.queuedAt,
+      node: lease.node,
     };
   }
 
@@ -510,7 +897,7 @@ export class LeaseEngine {
     try {
       return await fn();
     } catch (err) {
-      if (!(err instanceof DomainError)) {
+      if (!(err instanceof DomainError) && !(err instanceof LeadershipLostError)) {
         try {
           await this.recover();
         } catch (again) {

@@ -1,6 +1,7 @@
 import type { Clock } from "../clock.js";
 
-export type TimerKind = "deadline" | "queue_timeout";
+/** A lease's deadline or queue timeout, or (keyed by node name) a node's heartbeat deadline. */
+export type TimerKind = "deadline" | "queue_timeout" | "heartbeat";
 
 /**
  * At most one pending timer per lease: its deadline while active, its queue timeout while

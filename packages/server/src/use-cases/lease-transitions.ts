@@ -17,7 +17,7 @@ export interface Transition<L extends NewLease = LeaseRecord> {
  * A newly admitted lease, queued. `windowStartedAt` is the identity's window at admission (its run
  * was counted there); a grant replaces it with the window its charge will count in.
  */
-export function admitted(input: { id: string; appId: string | null; identity: Identity; size: SizePolicy; durationMs: number; reservedMs: number; now: number; windowStartedAt: number | null }): NewLease {
+export function admitted(input: { id: string; appId: string | null; identity: Identity; size: SizePolicy; durationMs: number; reservedMs: number; now: number; windowStartedAt: number | null; node?: string | null }): NewLease {
   return {
     id: input.id,
     appId: input.appId,
@@ -30,7 +30,8 @@ export function admitted(input: { id: string; appId: string | null; identity: Id
     durationMs: input.durationMs,
     reservedMs: input.reservedMs,
     status: "queued",
-    node: null,
+    // A request through an agent waits for that node; the grant sets the node it runs on.
+    node: input.node ?? null,
     deviceIndex: null,
     deviceUuid: null,
     deviceName: null,

@@ -1,0 +1,88 @@
+import { fail } from "@gpupool/core";
+import type { DeviceSpec } from "@gpupool/core";
+import type { FastifyInstance } from "fastify";
+import { authenticate } from "./auth.js";
+import type { ServerContext } from "./context.js";
+
+/** The most devices one agent may register (a large host has 8–16 GPUs, each with up to 7 MIG slices). */
+const MAX_DEVICES = 256;
+
+interface RegisterBody {
+  devices: { index: number; uuid: string; name: string; memory_mb: number; slots?: number }[];
+  agent_url?: string;
+}
+
+/** What node agents call: register their devices, then heartbeat (SPEC §6). */
+export function nodeRoutes(app: FastifyInstance, ctx: ServerContext): void {
+  const timing = () => ({
+    heartbeat_interval_s: ctx.config.nodes.heartbeatIntervalMs / 1000,
+    heartbeat_timeout_s: ctx.config.nodes.heartbeatTimeoutMs / 1000,
+  });
+
+  async function callingNode(req: Parameters<typeof authenticate>[1]) {
+    const caller = await authenticate(ctx, req, ["node"]);
+    if (caller.kind !== "node") throw new Error("unreachable");
+    // The cached caller may be seconds old; registration state must be current.
+    const node = await ctx.store.transaction((tx) => tx.getNodeByName(caller.node.name));
+    if (node === null) fail("unauthorized", "This node was removed from the pool.");
+    return node;
+  }
+
+  app.post<{ Body: RegisterBody }>(
+    "/v1/nodes/register",
+    {
+      schema: {
+        body: {
+          type: "object",
+          additionalProperties: false,
+          required: ["devices"],
+          properties: {
+            devices: {
+              type: "array",
+              maxItems: MAX_DEVICES,
+              items: {
+                type: "object",
+                additionalProperties: false,
+                required: ["index", "uuid", "name", "memory_mb"],
+                properties: {
+                  index: { type: "integer", minimum: 0, maximum: 65_535 },
+                  uuid: { type: "string", minLength: 1, maxLength: 128, pattern: "^[A-Za-z0-9._:/-]+$" },
+                  name: { type: "string", minLength: 1, maxLength: 128 },
+                  memory_mb: { type: "integer", minimum: 0, maximum: 100_000_000 },
+                  slots: { type: "integer", minimum: 1, maximum: 64 },
+                },
+              },
+            },
+            agent_url: { type: "string", maxLength: 512 },
+          },
+        },
+      },
+    },
+    async (req) => {
+      const node = await callingNode(req);
+      if (ctx.engine.isConfiguredNode(node.name)) {
+        fail("conflict", `Node name ${node.name} is also a node of the server's own pool configuration (pool.simulated); give the agent a node of its own (POST /v1/admin/nodes).`);
+      }
+      const seen = new Set<string>();
+      const devices: DeviceSpec[] = req.body.devices.map((d, i) => {
+        if (seen.has(`i${d.index}`)) fail("invalid_request", `devices.${i}.index: device ${d.index} is listed twice.`);
+        if (seen.has(`u${d.uuid}`)) fail("invalid_request", `devices.${i}.uuid: ${d.uuid} is listed twice.`);
+        seen.add(`i${d.index}`).add(`u${d.uuid}`);
+        return { node: node.name, index: d.index, uuid: d.uuid, name: d.name, memoryMb: d.memory_mb, slots: d.slots ?? 2 };
+      });
+      await ctx.engine.registerNode(node, devices, req.body.agent_url ?? null);
+      return { node: { id: node.id, name: node.name }, devices: devices.length, ...timing() };
+    },
+  );
+
+  app.post("/v1/nodes/heartbeat", async (req) => {
+    const node = await callingNode(req);
+    const now = ctx.clock.now();
+    const known = await ctx.store.transaction((tx) => tx.heartbeatNode(node.id, now));
+    if (!known) {
+      fail("node_not_registered", `Node ${node.name} is not registered (it was lost after missing heartbeats, or never registered): register its devices again with POST /v1/nodes/register.`);
+    }
+    ctx.engine.nodeHeartbeat(node.name, now);
+    return { node: { id: node.id, name: node.name }, ...timing() };
+  });
+}

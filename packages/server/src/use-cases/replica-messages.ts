@@ -1,0 +1,39 @@
+import type { Problem, WaitReason } from "@gpupool/core";
+
+/**
+ * What control-plane replicas on one PostgreSQL database tell each other (LISTEN/NOTIFY payloads,
+ * JSON). Only ids and small facts travel: the lease itself is always re-read from the database.
+ */
+
+/** To the leader: something changed that its scheduler must know about. */
+export type LeaderMessage =
+  /** A follower admitted (reserved and stored) a queued lease: place it. `queue: false` = grant now or give up. */
+  | { readonly op: "admitted"; readonly id: string; readonly queue: boolean }
+  /** A follower ended a lease (release or cancel): free its slots / take it out of the queue. */
+  | { readonly op: "ended"; readonly id: string }
+  /** Someone on a follower watches this queued lease: announce its place. */
+  | { readonly op: "watch"; readonly id: string }
+  /** A node registered (its state is in the database) or heartbeat. */
+  | { readonly op: "node"; readonly name: string }
+  | { readonly op: "heartbeat"; readonly name: string; readonly at: number }
+  /** An app's concurrency limit changed. */
+  | { readonly op: "limit"; readonly app: string; readonly limit: number | null };
+
+/** From the leader to every replica: a lease's state changed. */
+export type LeaseBroadcast =
+  | { readonly type: "granted" | "ended"; readonly id: string }
+  | { readonly type: "failed"; readonly id: string; readonly problem: Problem }
+  | { readonly type: "queued"; readonly id: string; readonly position: number; readonly reason: WaitReason; readonly etaMs: number | null };
+
+export const LEADER_CHANNEL = "gpupool_leader";
+export const EVENTS_CHANNEL = "gpupool_events";
+
+/** Parses a payload; null for anything malformed (a replica never crashes on another's message). */
+export function parseMessage<T extends { readonly op: string } | { readonly type: string }>(payload: string, key: "op" | "type"): T | null {
+  try {
+    const v = JSON.parse(payload) as unknown;
+    return typeof v === "object" && v !== null && typeof (v as Record<string, unknown>)[key] === "string" ? (v as T) : null;
+  } catch {
+    return null;
+  }
+}

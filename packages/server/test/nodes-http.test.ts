@@ -1,0 +1,187 @@
+import { afterEach, describe, expect, it } from "vitest";
+import type { TestServer } from "./harness.js";
+import { ADMIN, expectProblem, quotaOf, sleep, startTestServer, waitFor } from "./harness.js";
+
+/**
+ * Agent nodes over HTTP (SPEC §6): registration, heartbeats, leases bound to the node whose agent
+ * asked, and what happens to those leases when the node goes silent.
+ */
+
+let t: TestServer;
+afterEach(async () => {
+  await t?.close();
+});
+
+const GPU = (index: number, slots = 2) => ({ index, uuid: `GPU-0000000${index}-aaaa-bbbb-cccc-ddddeeeeffff`, name: "NVIDIA A100-SXM4-80GB", memory_mb: 81920, slots });
+
+async function setup(nodes: Record<string, unknown> = {}) {
+  // No configured GPUs at all: whatever is granted must come from an agent's node.
+  t = await startTestServer({ pool: { simulated: [] }, nodes });
+  const owner = await t.user("owner", "pro");
+  const alice = await t.user("alice", "free");
+  const app = await t.appFor("spaces-app", owner.id);
+  const node = await createNode("gpu-host-1");
+  return { owner, alice, app, node };
+}
+
+async function createNode(name: string): Promise<{ id: string; key: string }> {
+  const r = await t.call("POST", "/v1/admin/nodes", { token: ADMIN, body: { name } });
+  expect(r.status).toBe(201);
+  return { id: r.body.id, key: r.body.key };
+}
+
+const register = (key: string, devices: unknown[]) => t.call("POST", "/v1/nodes/register", { token: key, body: { devices, agent_url: "http://127.0.0.1:7071" } });
+const heartbeat = (key: string) => t.call("POST", "/v1/nodes/heartbeat", { token: key, body: {} });
+const leaseVia = (nodeKey: string, appKey: string, body: Record<string, unknown>, ipToken?: string) =>
+  t.call("POST", "/v1/leases", { token: appKey, body, headers: { "x-gpupool-node-key": nodeKey, ...(ipToken ? { "x-ip-token": ipToken } : {}) } });
+
+describe("node registration and heartbeats", () => {
+  it("registers devices, which then take leases; the pool view shows the node up", async () => {
+    const { app, node } = await setup();
+    const r = await register(node.key, [GPU(0), GPU(1)]);
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ node: { name: "gpu-host-1" }, devices: 2, heartbeat_interval_s: 5, heartbeat_timeout_s: 20 });
+    const granted = await leaseVia(node.key, app.key, { duration: 10 });
+    expect(granted.status).toBe(201);
+    expect(granted.body.device).toMatchObject({ node: "gpu-host-1", index: 0, uuid: GPU(0).uuid, name: "NVIDIA A100-SXM4-80GB" });
+    const pool = await t.call("GET", "/v1/admin/pool", { token: ADMIN });
+    expect(pool.body.nodes).toEqual([expect.objectContaining({ name: "gpu-host-1", kind: "agent", state: "up", agent_url: "http://127.0.0.1:7071" })]);
+    expect(pool.body.slots).toEqual({ total: 4, busy: 1 });
+    expect(pool.body.active[0]).toMatchObject({ node: "gpu-host-1", device: 0 });
+    expect((await heartbeat(node.key)).status).toBe(200);
+  });
+
+  it("a request through a node's agent gets only that node's GPUs, and waits for them", async () => {
+    const { app, node } = await setup();
+    const other = await createNode("gpu-host-2");
+    await register(node.key, [GPU(0, 1)]);
+    await register(other.key, [GPU(0, 2)]);
+    const first = await leaseVia(node.key, app.key, { duration: 30 });
+    expect(first.body.device.node).toBe("gpu-host-1");
+    // gpu-host-2 has two free slots, but this request came through gpu-host-1's agent.
+    const second = await leaseVia(node.key, app.key, { duration: 30 });
+    expect(second.status).toBe(202);
+    expect(second.body).toMatchObject({ status: "queued", node: "gpu-host-1", device: null, reason: "node" });
+    // A native request (no node) may use any node.
+    const native = await t.call("POST", "/v1/leases", { token: app.key, body: { duration: 30 } });
+    expect(native.status).toBe(201);
+    expect(native.body.device.node).toBe("gpu-host-2");
+    await t.call("POST", `/v1/leases/${first.body.id}/release`, { token: app.key });
+    const after = await waitFor(async () => {
+      const g = await t.call("GET", `/v1/leases/${second.body.id}`, { token: app.key });
+      return g.body.status === "active" ? g.body : null;
+    });
+    expect(after.device.node).toBe("gpu-host-1");
+  });
+
+  it("refuses requests for a node that has not registered, reserving nothing", async () => {
+    const { app, node, alice } = await setup();
+    const token = await t.ipToken(app.id, { user: alice.id });
+    const r = await leaseVia(node.key, app.key, { duration: 10 }, token);
+    expectProblem(r, 503, "no_gpu_available");
+    expect(r.body.reason).toBe("node_not_registered");
+    expect(r.body.detail).toMatch(/gpu-host-1.*agent/);
+    expect((await quotaOf(t, app.key, token)).reserved).toBe(0);
+  });
+
+  it("a bad node key is a 401 that names the header; heartbeats before registering are a 409", async () => {
+    const { app, node } = await setup();
+    const bad = await leaseVia("gpn_not-a-real-key", app.key, { duration: 10 });
+    expectProblem(bad, 401, "unauthorized");
+    expect(bad.body.detail).toMatch(/X-Gpupool-Node-Key/);
+    // An app key is not a node key either.
+    expectProblem(await leaseVia(app.key, app.key, { duration: 10 }), 401, "unauthorized");
+    expectProblem(await heartbeat(node.key), 409, "node_not_registered");
+    // Only node keys may register.
+    expectProblem(await register(app.key, [GPU(0)]), 403, "forbidden");
+  });
+
+  it("rejects malformed device lists with the field at fault, changing nothing", async () => {
+    const { node } = await setup();
+    expectProblem(await register(node.key, [GPU(0), GPU(0)]), 400, "invalid_request");
+    expectProblem(await register(node.key, [{ ...GPU(0), uuid: "GPU with spaces" }]), 400, "invalid_request");
+    expectProblem(await register(node.key, [{ index: -1, uuid: "x", name: "y", memory_mb: 1 }]), 400, "invalid_request");
+    const pool = await t.call("GET", "/v1/admin/pool", { token: ADMIN });
+    expect(pool.body.slots.total).toBe(0);
+  });
+
+  it("an agent may not take the name of a configured node", async () => {
+    t = await startTestServer({});
+    const r = await t.call("POST", "/v1/admin/nodes", { token: ADMIN, body: { name: "sim-0" } });
+    expectProblem(await register(r.body.key, [GPU(0)]), 409, "conflict");
+  });
+});
+
+describe("a node that stops heartbeating", () => {
+  it("fails its active leases charging only the time held, fails requests waiting for it, and removes its slots", async () => {
+    const { app, alice, node } = await setup({ heartbeat_interval: "100ms", heartbeat_timeout: "400ms" });
+    const token = await t.ipToken(app.id, { user: alice.id });
+    await register(node.key, [GPU(0, 1)]);
+    const active = await leaseVia(node.key, app.key, { duration: 60 }, token);
+    expect(active.status).toBe(201);
+    const waiting = await leaseVia(node.key, app.key, { duration: 60 }, token);
+    expect(waiting.status).toBe(202);
+    // No more heartbeats: the node is lost after 400 ms.
+    const failed = await waitFor(async () => {
+      const g = await t.call("GET", `/v1/leases/${active.body.id}`, { token: app.key });
+      return g.body.status === "failed" ? g.body : null;
+    }, 5_000);
+    expect(failed.problem).toMatchObject({ code: "no_gpu_available" });
+    expect(failed.problem.detail).toMatch(/gpu-host-1 stopped answering.*charged only the 1s/);
+    expect(failed.charged).toBe(1);
+    expect(failed.refunded).toBe(59);
+    const queued = (await t.call("GET", `/v1/leases/${waiting.body.id}`, { token: app.key })).body;
+    expect(queued).toMatchObject({ status: "failed", charged: 0, refunded: 60 });
+    const q = await quotaOf(t, app.key, token);
+    expect({ used: q.used, reserved: q.reserved }).toEqual({ used: 1, reserved: 0 });
+    const pool = await t.call("GET", "/v1/admin/pool", { token: ADMIN });
+    expect(pool.body.slots.total).toBe(0);
+    expect(pool.body.nodes[0]).toMatchObject({ name: "gpu-host-1", state: "lost" });
+    // Its agent hears it must register again, and after that the node takes leases again.
+    expectProblem(await heartbeat(node.key), 409, "node_not_registered");
+    expect((await register(node.key, [GPU(0, 1)])).status).toBe(200);
+    expect((await leaseVia(node.key, app.key, { duration: 5 }, token)).status).toBe(201);
+  });
+
+  it("heartbeats keep a node (and its leases) alive past the timeout", async () => {
+    const { app, node } = await setup({ heartbeat_interval: "100ms", heartbeat_timeout: "400ms" });
+    await register(node.key, [GPU(0)]);
+    const active = await leaseVia(node.key, app.key, { duration: 60 });
+    for (let i = 0; i < 8; i++) {
+      expect((await heartbeat(node.key)).status).toBe(200);
+      await sleep(100);
+    }
+    const g = await t.call("GET", `/v1/leases/${active.body.id}`, { token: app.key });
+    expect(g.body.status).toBe("active");
+  });
+
+  it("re-registering the same devices keeps the leases; different devices fail the ones that were on them", async () => {
+    const { app, node } = await setup();
+    await register(node.key, [GPU(0)]);
+    const a = await leaseVia(node.key, app.key, { duration: 60 });
+    expect((await register(node.key, [GPU(0)])).status).toBe(200);
+    expect((await t.call("GET", `/v1/leases/${a.body.id}`, { token: app.key })).body.status).toBe("active");
+    expect((await register(node.key, [GPU(1)])).status).toBe(200);
+    const g = (await t.call("GET", `/v1/leases/${a.body.id}`, { token: app.key })).body;
+    expect(g).toMatchObject({ status: "failed", problem: { code: "no_gpu_available" } });
+    expect(g.problem.detail).toMatch(/re-registered with different GPUs/);
+  });
+});
+
+describe("restarts", () => {
+  it("a node still heartbeating keeps its slots across a control-plane restart; one that went silent is lost", async () => {
+    const { app, node } = await setup({ heartbeat_interval: "100ms", heartbeat_timeout: "400ms" });
+    await register(node.key, [GPU(0)]);
+    const a = await leaseVia(node.key, app.key, { duration: 60 });
+    expect(a.status).toBe(201);
+    const { serveAt } = await import("./harness.js");
+    const dir = t.dir;
+    await t.server.close();
+    // Back at once: the node is still within its heartbeat timeout.
+    t = await serveAt(dir, { pool: { simulated: [] }, nodes: { heartbeat_interval: "100ms", heartbeat_timeout: "400ms" } });
+    expect((await t.call("GET", `/v1/leases/${a.body.id}`, { token: app.key })).body.status).toBe("active");
+    expect((await t.call("GET", "/v1/admin/pool", { token: ADMIN })).body.slots).toEqual({ total: 2, busy: 1 });
+    // It never heartbeats again: lost, the lease failed.
+    await waitFor(async () => (await t.call("GET", `/v1/leases/${a.body.id}`, { token: app.key })).body.status === "failed", 5_000);
+  });
+});
