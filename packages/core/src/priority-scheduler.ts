@@ -1,8 +1,9 @@
 import type { Policy } from "./policy.js";
 import type { Pool, SlotAssignment } from "./pool.js";
 import type { Concurrency, Grant, QueuedRequest, WaitReason } from "./scheduler.js";
+import { BoundWork } from "./scheduler-bound.js";
 import type { PriorityRequest, QueueEntry } from "./scheduler-lanes.js";
-import { LaneIndex, ranksBefore } from "./scheduler-lanes.js";
+import { LaneIndex, bestOf, ranksBefore, shortestOf } from "./scheduler-lanes.js";
 import { RankedSet } from "./scheduler-rank.js";
 import type { DeviceTimeline } from "./scheduler-slots.js";
 import { SlotBoard } from "./scheduler-slots.js";
@@ -63,13 +64,18 @@ export interface QueuePlace {
  * - `remove(leaseId)` when a queued lease leaves the queue without a grant (cancel, timeout).
  * - `place(leaseId, now)` for the SSE `queued {position, reason, eta_s}` event; O(log n).
  *
+ * A request with `node` set is only ever placed on that node's devices. One bound to a node that
+ * has no devices (yet, or any more) waits — the engine decides whether to fail it — and blocks
+ * nobody: it is neither the head a hold is made for nor in the way of any other request.
+ *
  * If the engine's reports and the pool disagree (a forgotten onReleased, a node removed), the
  * scheduler notices that its slot counts differ from the pool's at the next dispatch and rebuilds
  * its device view from `pool.snapshot()`; leases it was never told about then count as having no
  * known deadline (no ETA can be promised from them).
  *
  * Cost: enqueue, remove, each grant, onGranted, onReleased and place are O(log n + log d) for n
- * queued requests and d devices; `waiting()` is O(n).
+ * queued requests and d devices, plus, per grant, O(k) for each (size, node) group with waiting
+ * requests bound to a node of k devices; `waiting()` is O(n).
  */
 export class PriorityScheduler {
   readonly options: SchedulerOptions;
@@ -77,6 +83,8 @@ export class PriorityScheduler {
   /** Every queued request in rank order, weighted by slot-milliseconds (positions and work ahead). */
   private readonly ranked = new RankedSet<QueueEntry>(ranksBefore);
   private readonly lanes = new LaneIndex();
+  /** Node-bound requests in rank order, to leave other nodes' work out of their ETAs. */
+  private readonly bound = new BoundWork();
   private readonly board = new SlotBoard();
   private readonly appLeases = new Map<string, Set<string>>();
   /** Apps whose limit may have been reached since the last dispatch without this scheduler seeing it. */
@@ -97,10 +105,12 @@ export class PriorityScheduler {
 
   enqueue(request: PriorityRequest): void {
     if (this.entries.has(request.leaseId)) throw new Error(`lease ${request.leaseId} is already queued`);
-    const entry = this.entryFor(request, this.lanes.laneFor(request.appId, request.slots));
+    const node = request.node ?? null;
+    const entry = this.entryFor(request, this.lanes.laneFor(request.appId, request.slots, node));
     this.entries.set(request.leaseId, entry);
     this.ranked.insert(entry);
     this.lanes.add(entry);
+    if (node !== null) this.bound.add(entry, node);
     if (request.appId !== null) this.recheck.add(request.appId);
   }
 
@@ -110,6 +120,8 @@ export class PriorityScheduler {
     this.entries.delete(leaseId);
     this.ranked.remove(entry);
     this.lanes.remove(entry);
+    const node = entry.lane.group.node;
+    if (node !== null) this.bound.remove(entry, node);
     return true;
   }
 
@@ -137,6 +149,9 @@ export class PriorityScheduler {
    * request by then unless a higher class arrives. A multi-slot request also waits for one device
    * to clear (at the latest its leases' deadlines), and a request held back by its app's limit
    * for one of the app's leases to end. Null when the pool has no slots or deadlines are unknown.
+   *
+   * For a request bound to a node, "all slots" are that node's (and null when it has none), and
+   * the work ahead leaves out requests bound to other nodes, which can never use them.
    */
   place(leaseId: string, now: number): QueuePlace | null {
     const entry = this.entries.get(leaseId);
@@ -144,14 +159,15 @@ export class PriorityScheduler {
     const rank = this.ranked.rank(entry);
     if (rank === null) return null;
     const reason = this.reasonOf(entry.request);
-    return { position: rank.before + 1, reason, etaMs: this.estimate(entry.request, rank.weightBefore, reason, now) };
+    return { position: rank.before + 1, reason, etaMs: this.estimate(entry, rank.weightBefore, reason, now) };
   }
 
   /** Where a request not yet queued would stand (for diagnose and placement previews). */
   preview(request: PriorityRequest, now: number): QueuePlace {
-    const rank = this.ranked.rankOf(this.entryFor(request, null));
+    const probe = this.entryFor(request, null);
+    const rank = this.ranked.rankOf(probe);
     const reason = this.reasonOf(request);
-    return { position: rank.before + 1, reason, etaMs: this.estimate(request, rank.weightBefore, reason, now) };
+    return { position: rank.before + 1, reason, etaMs: this.estimate(probe, rank.weightBefore, reason, now) };
   }
 
   /** Queued requests in priority order with their place and why they wait. O(n). */
@@ -190,8 +206,8 @@ export class PriorityScheduler {
    * Grants whatever can be granted now: the head of the queue if some device fits it, else
    * smaller requests behind it that fit (backfill) — except on the device held for an aged head,
    * which only takes requests that end before the head could start there. Work-conserving: when
-   * it returns, no free slot could take any waiting request without exceeding an app's limit or
-   * delaying the held head.
+   * it returns, no free slot could take any waiting request allowed on its device without
+   * exceeding an app's limit or delaying the held head.
    */
   dispatch(pool: Pool, concurrency: Concurrency, onGrant: (grant: Grant, request: PriorityRequest) => void, now: number): Grant[] {
     if (!this.board.inStepWith(pool)) this.resync(pool);
@@ -204,15 +220,16 @@ export class PriorityScheduler {
     let resynced = false;
     this.currentHold = null;
     for (;;) {
-      const head = this.lanes.best();
+      const head = this.head();
       if (head === null) break;
       if (atLimit(concurrency, head.lane.app)) {
         this.lanes.park(head.lane.app as string);
         continue;
       }
+      const headNode = head.lane.group.node;
       let hold: { entry: QueueEntry; device: DeviceTimeline; at: number } | null = null;
-      if (!this.board.fits(head.request.slots, null) && now - head.request.queuedAt >= this.options.holdAfterMs) {
-        const soonest = this.board.soonest(head.request.slots);
+      if (!this.board.fits(head.request.slots, null, headNode) && now - head.request.queuedAt >= this.options.holdAfterMs) {
+        const soonest = this.board.soonest(head.request.slots, headNode);
         if (soonest !== null) hold = { entry: head, device: soonest.device, at: soonest.at };
       }
       const entry = this.candidate(hold, now);
@@ -225,12 +242,14 @@ export class PriorityScheduler {
         continue;
       }
       const request = entry.request;
-      // A request that ends before the shadow time goes on the held device when it has room,
-      // leaving the other devices' slots to requests that may not use held ones.
-      const chosen =
-        hold !== null && hold.device.free >= request.slots && now + request.durationMs <= hold.at
-          ? this.board.choose(request.slots, null, hold.device)
-          : this.board.choose(request.slots, hold?.device ?? null);
+      const node = entry.lane.group.node;
+      // A request that ends before the shadow time goes on the held device when it has room (and
+      // may go there at all), leaving the other devices' slots to requests that may not use held ones.
+      let chosen: { device: DeviceTimeline; slots: number[] } | null = null;
+      if (hold !== null && now + request.durationMs <= hold.at && (node === null || node === hold.device.node)) {
+        chosen = this.board.chooseOn(hold.device, request.slots);
+      }
+      chosen ??= this.board.choose(request.slots, hold?.device ?? null, node);
       if (chosen === null) throw new Error(`scheduler slot view out of order: no device for ${request.leaseId}`);
       const assignment = pool.occupy(request.leaseId, chosen.device.node, chosen.device.index, chosen.slots);
       if (assignment === null) {
@@ -251,31 +270,50 @@ export class PriorityScheduler {
     return grants;
   }
 
-  /** The best-ranked request that may be placed now (on a free device, or within the hold's shadow). */
+  /**
+   * The best-ranked request whose app is not parked and that some device could ever take: the one
+   * a hold is made for. Requests no device can take (bound to a node with no devices, or larger
+   * than any of its GPUs) are passed over, so they never keep a hold from the next one.
+   */
+  private head(): QueueEntry | null {
+    let head: QueueEntry | null = null;
+    for (const group of this.lanes.live) {
+      if (!this.board.couldEverFit(group.slots, group.node)) continue;
+      const best = bestOf(group);
+      if (head === null || ranksBefore(best, head)) head = best;
+    }
+    return head;
+  }
+
+  /** The best-ranked request that may be placed now (on a free device it may use, or within the hold's shadow). */
   private candidate(hold: { device: DeviceTimeline; at: number } | null, now: number): QueueEntry | null {
     let best: QueueEntry | null = null;
     const except = hold?.device ?? null;
-    for (const s of this.lanes.sizes) {
+    for (const group of this.lanes.live) {
       let pick: QueueEntry | undefined;
-      if (this.board.fits(s, except)) {
-        pick = this.lanes.bestOfSize(s);
-      } else if (hold !== null && hold.device.free >= s) {
+      if (this.board.fits(group.slots, except, group.node)) {
+        pick = bestOf(group);
+      } else if (hold !== null && hold.device.free >= group.slots && (group.node === null || group.node === hold.device.node)) {
         // EASY backfill on the held device: only a request that ends before the head's shadow
-        // time. The shortest one of this size is the one most likely to; if it does not, none does.
-        const shortest = this.lanes.shortestOfSize(s);
-        if (shortest !== undefined && now + shortest.request.durationMs <= hold.at) pick = shortest;
+        // time. The shortest one of this group is the one most likely to; if it does not, none does.
+        const shortest = shortestOf(group);
+        if (now + shortest.request.durationMs <= hold.at) pick = shortest;
       }
       if (pick !== undefined && (best === null || ranksBefore(pick, best))) best = pick;
     }
     return best;
   }
 
-  private estimate(request: QueuedRequest, workAheadMs: number, reason: WaitReason, now: number): number | null {
-    const total = this.board.total;
-    if (total === 0 || this.board.unknownDeadlines) return null;
-    let eta = (this.board.residualMs(now) + workAheadMs) / total;
+  /** See `place`; `entry` is queued, or a preview's probe. */
+  private estimate(entry: QueueEntry, workAheadMs: number, reason: WaitReason, now: number): number | null {
+    const request = entry.request;
+    const node = request.node ?? null;
+    const scope = this.board.scope(node);
+    if (scope === null || scope.totalSlots === 0 || scope.unknownDeadlines) return null;
+    const ahead = node === null ? workAheadMs : workAheadMs - this.bound.otherNodesBefore(entry, node);
+    let eta = (scope.residualMs(now) + ahead) / scope.totalSlots;
     if (request.slots > 1) {
-      const soonest = this.board.soonest(request.slots);
+      const soonest = this.board.soonest(request.slots, node);
       if (soonest === null || soonest.at === Number.POSITIVE_INFINITY) return null;
       eta = Math.max(eta, soonest.at - now);
     }

@@ -7,34 +7,51 @@ export interface WaitingCall {
   readonly appId: string | null;
   readonly slots: number;
   readonly durationMs: number;
+  /** The only node whose devices may take the call; null or missing: any. */
+  readonly node?: string | null;
+}
+
+/** The smallest waiting calls that may go on some devices: any call, and one that ends before the hold's shadow time. */
+interface Smallest {
+  any: number;
+  short: number;
 }
 
 /**
  * Free slots that some waiting call could be placed on right now: a device's free slots count
- * when a waiting call whose app is under its limit fits in them — and, on the device held for an
- * aged head, only a call that ends before the head's shadow time. This is exactly what work
- * conservation forbids to stay idle; the simulator integrates it over time.
+ * when a waiting call whose app is under its limit, and that may go on that device (unbound, or
+ * bound to its node), fits in them — and, on the device held for an aged head, only a call that
+ * ends before the head's shadow time. This is exactly what work conservation forbids to stay
+ * idle; the simulator integrates it over time.
  */
 export function usableIdleSlots(pool: Pool, waiting: Iterable<WaitingCall>, concurrency: Concurrency, hold: Hold | null, now: number): number {
   if (pool.freeSlots === 0) return 0;
-  let minAny = Number.POSITIVE_INFINITY;
-  let minShort = Number.POSITIVE_INFINITY;
+  const unbound: Smallest = { any: Number.POSITIVE_INFINITY, short: Number.POSITIVE_INFINITY };
+  const byNode = new Map<string, Smallest>();
   for (const w of waiting) {
     if (w.appId !== null) {
       const limit = concurrency.limit(w.appId);
       if (limit !== null && concurrency.active(w.appId) >= limit) continue;
     }
-    if (w.slots < minAny) minAny = w.slots;
-    if (hold !== null && now + w.durationMs <= hold.shadowAt && w.slots < minShort) minShort = w.slots;
+    const node = w.node ?? null;
+    let smallest = unbound;
+    if (node !== null) {
+      smallest = byNode.get(node) ?? { any: Number.POSITIVE_INFINITY, short: Number.POSITIVE_INFINITY };
+      byNode.set(node, smallest);
+    }
+    if (w.slots < smallest.any) smallest.any = w.slots;
+    if (hold !== null && now + w.durationMs <= hold.shadowAt && w.slots < smallest.short) smallest.short = w.slots;
   }
-  if (minAny === Number.POSITIVE_INFINITY) return 0;
+  if (unbound.any === Number.POSITIVE_INFINITY && byNode.size === 0) return 0;
   let usable = 0;
   for (const { spec, holders } of pool.snapshot()) {
     let free = 0;
     for (const h of holders) if (h === null) free++;
     if (free === 0) continue;
     const held = hold !== null && hold.node === spec.node && hold.index === spec.index;
-    if ((held ? minShort : minAny) <= free) usable += free;
+    const bound = byNode.get(spec.node);
+    const need = held ? Math.min(unbound.short, bound?.short ?? Number.POSITIVE_INFINITY) : Math.min(unbound.any, bound?.any ?? Number.POSITIVE_INFINITY);
+    if (need <= free) usable += free;
   }
   return usable;
 }

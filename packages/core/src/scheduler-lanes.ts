@@ -9,6 +9,11 @@ export interface PriorityRequest extends QueuedRequest {
    * More left ranks first within a priority class. Missing: 1 (a fresh quota).
    */
   readonly quotaLeftShare?: number;
+  /**
+   * The node whose devices alone may take this request: a lease asked for through a node's agent
+   * serves an app on that host, so a GPU elsewhere is of no use to it. Null or missing: any device.
+   */
+  readonly node?: string | null;
 }
 
 /** A queued request with its static sort key and its places in the scheduler's structures. */
@@ -43,44 +48,68 @@ export function shorterBefore(a: QueueEntry, b: QueueEntry): boolean {
   return ranksBefore(a, b);
 }
 
-/** The requests of one app and one size, by rank and by duration. */
+/** The requests of one app, one size and one node binding, by rank and by duration. */
 export interface Lane {
   readonly app: string | null;
-  readonly slots: number;
+  readonly group: LaneGroup;
   readonly byRank: IndexedHeap<QueueEntry>;
   readonly byDuration: IndexedHeap<QueueEntry>;
   rankIndex: number;
   durationIndex: number;
 }
 
-/** Lanes of one slot count that are not parked, by their best request and by their shortest. */
-interface SizeTops {
+/**
+ * The lanes of one size and one node binding (null: unbound) whose app is not parked, by their
+ * best request and by their shortest. Every request in a group can go on the same devices, so
+ * "does some device fit this group" is one question per group, not per request.
+ */
+export interface LaneGroup {
+  readonly slots: number;
+  readonly node: string | null;
   readonly byRank: IndexedHeap<Lane>;
   readonly byDuration: IndexedHeap<Lane>;
+  /** Lanes of the group, parked or not, empty or not (a node's group goes with its last lane). */
+  lanes: number;
+}
+
+/** The best request of a live group (one with a lane in its heaps). */
+export function bestOf(group: LaneGroup): QueueEntry {
+  return (group.byRank.peek() as Lane).byRank.peek() as QueueEntry;
+}
+
+/** The shortest request of a live group. */
+export function shortestOf(group: LaneGroup): QueueEntry {
+  return (group.byDuration.peek() as Lane).byDuration.peek() as QueueEntry;
 }
 
 /**
- * The queue split into lanes, one per (app, size): a two-level heap. Each size keeps the lanes'
- * best requests in one heap and their shortest in another, so "the best request of size s" and
- * "the shortest request of size s" are O(1) and every change is O(log n).
+ * The queue split into lanes, one per (app, size, node binding), and lanes into groups, one per
+ * (size, node binding): a two-level heap. Each group keeps its lanes' best requests in one heap
+ * and their shortest in another, so "the best request of group g" and "the shortest request of
+ * group g" are O(1) and every change is O(log n).
  *
- * An app at its concurrency limit is *parked*: its lanes leave the size heaps in O(sizes · log
+ * An app at its concurrency limit is *parked*: its lanes leave the group heaps in O(lanes · log
  * lanes), so none of its requests is looked at — or blocks anyone — until it is unparked.
+ *
+ * Unbound lanes and groups stay once made (there are apps × sizes of them), so a busy app does not
+ * churn them; a node's lanes and groups are dropped when they empty, since nodes come and go.
  */
 export class LaneIndex {
-  private readonly lanes = new Map<string | null, Map<number, Lane>>();
-  private readonly tops = new Map<number, SizeTops>();
+  private readonly lanes = new Map<string | null, Map<LaneGroup, Lane>>();
+  /** node binding → size → group. */
+  private readonly groups = new Map<string | null, Map<number, LaneGroup>>();
   private readonly parked = new Set<string>();
-  /** Sizes with lanes, ascending (a handful). */
-  sizes: readonly number[] = [];
+  /** Groups with at least one lane in their heaps: the only ones dispatch looks at (any order). */
+  readonly live = new Set<LaneGroup>();
 
-  laneFor(app: string | null, slots: number): Lane {
-    let bySize = this.lanes.get(app);
-    let lane = bySize?.get(slots);
+  laneFor(app: string | null, slots: number, node: string | null): Lane {
+    const group = this.groupFor(slots, node);
+    let byGroup = this.lanes.get(app);
+    let lane = byGroup?.get(group);
     if (lane) return lane;
     lane = {
       app,
-      slots,
+      group,
       byRank: new IndexedHeap<QueueEntry>(ranksBefore, (e) => e.rankIndex, (e, i) => {
         e.rankIndex = i;
       }),
@@ -90,12 +119,12 @@ export class LaneIndex {
       rankIndex: -1,
       durationIndex: -1,
     };
-    if (!bySize) {
-      bySize = new Map();
-      this.lanes.set(app, bySize);
+    if (!byGroup) {
+      byGroup = new Map();
+      this.lanes.set(app, byGroup);
     }
-    // Lanes stay once made (there are apps × sizes of them), so a busy app does not churn them.
-    bySize.set(slots, lane);
+    byGroup.set(group, lane);
+    group.lanes++;
     return lane;
   }
 
@@ -109,14 +138,12 @@ export class LaneIndex {
     const lane = entry.lane;
     lane.byRank.remove(entry);
     lane.byDuration.remove(entry);
-    const tops = this.tops.get(lane.slots);
-    if (!tops) return;
     if (lane.byRank.size === 0) {
-      tops.byRank.remove(lane);
-      tops.byDuration.remove(lane);
-    } else if (tops.byRank.has(lane)) {
-      tops.byRank.update(lane);
-      tops.byDuration.update(lane);
+      this.unplace(lane);
+      if (lane.group.node !== null) this.drop(lane);
+    } else if (lane.group.byRank.has(lane)) {
+      lane.group.byRank.update(lane);
+      lane.group.byDuration.update(lane);
     }
   }
 
@@ -131,11 +158,7 @@ export class LaneIndex {
   park(app: string): void {
     if (this.parked.has(app)) return;
     this.parked.add(app);
-    for (const lane of this.lanes.get(app)?.values() ?? []) {
-      const tops = this.tops.get(lane.slots);
-      tops?.byRank.remove(lane);
-      tops?.byDuration.remove(lane);
-    }
+    for (const lane of this.lanes.get(app)?.values() ?? []) this.unplace(lane);
   }
 
   unpark(app: string): void {
@@ -143,50 +166,67 @@ export class LaneIndex {
     for (const lane of this.lanes.get(app)?.values() ?? []) if (lane.byRank.size > 0) this.place(lane);
   }
 
-  /** The best request of any size whose app is not parked. */
-  best(): QueueEntry | null {
-    let best: QueueEntry | null = null;
-    for (const s of this.sizes) {
-      const e = this.bestOfSize(s);
-      if (e !== undefined && (best === null || ranksBefore(e, best))) best = e;
+  private groupFor(slots: number, node: string | null): LaneGroup {
+    let bySize = this.groups.get(node);
+    let group = bySize?.get(slots);
+    if (group) return group;
+    group = {
+      slots,
+      node,
+      byRank: new IndexedHeap<Lane>(
+        (a, b) => ranksBefore(a.byRank.peek() as QueueEntry, b.byRank.peek() as QueueEntry),
+        (l) => l.rankIndex,
+        (l, i) => {
+          l.rankIndex = i;
+        },
+      ),
+      byDuration: new IndexedHeap<Lane>(
+        (a, b) => shorterBefore(a.byDuration.peek() as QueueEntry, b.byDuration.peek() as QueueEntry),
+        (l) => l.durationIndex,
+        (l, i) => {
+          l.durationIndex = i;
+        },
+      ),
+      lanes: 0,
+    };
+    if (!bySize) {
+      bySize = new Map();
+      this.groups.set(node, bySize);
     }
-    return best;
+    bySize.set(slots, group);
+    return group;
   }
 
-  bestOfSize(slots: number): QueueEntry | undefined {
-    return this.tops.get(slots)?.byRank.peek()?.byRank.peek();
-  }
-
-  shortestOfSize(slots: number): QueueEntry | undefined {
-    return this.tops.get(slots)?.byDuration.peek()?.byDuration.peek();
-  }
-
-  /** Puts a non-empty lane in (or back in order in) the heaps of its size. */
+  /** Puts a non-empty lane in (or back in order in) the heaps of its group. */
   private place(lane: Lane): void {
-    let tops = this.tops.get(lane.slots);
-    if (!tops) {
-      tops = {
-        byRank: new IndexedHeap<Lane>(
-          (a, b) => ranksBefore(a.byRank.peek() as QueueEntry, b.byRank.peek() as QueueEntry),
-          (l) => l.rankIndex,
-          (l, i) => {
-            l.rankIndex = i;
-          },
-        ),
-        byDuration: new IndexedHeap<Lane>(
-          (a, b) => shorterBefore(a.byDuration.peek() as QueueEntry, b.byDuration.peek() as QueueEntry),
-          (l) => l.durationIndex,
-          (l, i) => {
-            l.durationIndex = i;
-          },
-        ),
-      };
-      this.tops.set(lane.slots, tops);
-      this.sizes = [...this.tops.keys()].sort((a, b) => a - b);
+    const group = lane.group;
+    if (group.byRank.has(lane)) {
+      group.byRank.update(lane);
+      group.byDuration.update(lane);
+      return;
     }
-    if (tops.byRank.has(lane)) tops.byRank.update(lane);
-    else tops.byRank.push(lane);
-    if (tops.byDuration.has(lane)) tops.byDuration.update(lane);
-    else tops.byDuration.push(lane);
+    group.byRank.push(lane);
+    group.byDuration.push(lane);
+    this.live.add(group);
+  }
+
+  /** Takes a lane out of its group's heaps (emptied or parked). */
+  private unplace(lane: Lane): void {
+    const group = lane.group;
+    if (!group.byRank.remove(lane)) return;
+    group.byDuration.remove(lane);
+    if (group.byRank.size === 0) this.live.delete(group);
+  }
+
+  /** Forgets an empty lane of a node, and its group with its last lane. */
+  private drop(lane: Lane): void {
+    const group = lane.group;
+    const byGroup = this.lanes.get(lane.app) as Map<LaneGroup, Lane>;
+    byGroup.delete(group);
+    if (byGroup.size === 0) this.lanes.delete(lane.app);
+    if (--group.lanes > 0) return;
+    const bySize = this.groups.get(group.node) as Map<number, LaneGroup>;
+    bySize.delete(group.slots);
+    if (bySize.size === 0) this.groups.delete(group.node);
   }
 }

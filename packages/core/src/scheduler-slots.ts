@@ -6,6 +6,8 @@ export interface DeviceTimeline {
   readonly key: string;
   readonly node: string;
   readonly index: number;
+  /** The node's slots (its part of the residual work, for ETAs of requests bound to it). */
+  readonly host: NodeSlots;
   readonly holders: (string | null)[];
   free: number;
   /** readyAt[s]: the time this device will have s free slots if every lease runs to its deadline (-Infinity: now). */
@@ -24,15 +26,65 @@ function deviceKey(node: string, index: number): string {
   return `${node}#${index}`;
 }
 
+/** Whether `a` will have `s` free slots before `b` (then the lower key first: a strict order). */
+function readyBefore(a: DeviceTimeline, b: DeviceTimeline, s: number): boolean {
+  const at = a.readyAt[s] as number;
+  const bt = b.readyAt[s] as number;
+  return at < bt || (at === bt && a.key < b.key);
+}
+
+/**
+ * The slots of some devices — the whole pool, or one node — and the work the leases on them may
+ * still do: what an ETA is computed from. A request bound to a node only ever runs on that node's
+ * slots, so its ETA is computed from that node's scope alone.
+ */
+export class SlotScope {
+  totalSlots = 0;
+  /** Slots of the largest device. */
+  maxSlots = 0;
+  /** Σ slots × deadline and Σ slots over placed leases with a known deadline (for the residual work). */
+  private slotDeadlineSum = 0;
+  private slotsWithDeadline = 0;
+  private leasesWithoutDeadline = 0;
+
+  /** Slot-milliseconds the active leases may still hold, if each runs to its deadline. */
+  residualMs(now: number): number {
+    return Math.max(0, this.slotDeadlineSum - now * this.slotsWithDeadline);
+  }
+
+  /** Whether some lease on the slots has no known deadline (then no ETA can be promised). */
+  get unknownDeadlines(): boolean {
+    return this.leasesWithoutDeadline > 0;
+  }
+
+  countLease(info: LeaseInfo, sign: 1 | -1): void {
+    if (!Number.isFinite(info.deadline)) {
+      this.leasesWithoutDeadline += sign;
+      return;
+    }
+    this.slotDeadlineSum += sign * info.slots * info.deadline;
+    this.slotsWithDeadline += sign * info.slots;
+  }
+}
+
+/** One node's scope and its devices, in the pool's order (a node has a handful: scanned, not indexed). */
+export class NodeSlots extends SlotScope {
+  readonly devices: DeviceTimeline[] = [];
+}
+
 /**
  * The scheduler's view of slot occupancy, mirrored from the Pool and extended with each lease's
  * deadline, so that it can answer "which device can take `s` slots soonest, and when" (holds and
  * ETAs) in O(log devices), and place a request on a device of its choosing (Pool.assign always
  * picks the best fit, which may be the very device held for the head of the queue).
  *
+ * Requests bound to a node are answered by scanning that node's devices (O(devices of the node));
+ * unbound ones use the pool-wide indexes, and cost what they did before requests could be bound.
+ *
  * It is kept in step by the scheduler's own grants plus the engine's onGranted/onReleased calls;
- * as a safety net, whenever its slot counts disagree with the Pool's it rebuilds itself from
- * Pool.snapshot() (O(devices), only when out of step).
+ * as a safety net, whenever it disagrees with the Pool — another Pool object, a device added or a
+ * node removed, or different slot counts — it rebuilds itself from Pool.snapshot() (O(devices),
+ * only when out of step).
  */
 export class SlotBoard {
   private readonly devices = new Map<string, DeviceTimeline>();
@@ -40,31 +92,34 @@ export class SlotBoard {
   private readonly byFree = new Map<number, Set<DeviceTimeline>>();
   /** readiness[s]: devices with at least s slots, soonest to have s free first. */
   private readonly readiness: IndexedHeap<DeviceTimeline>[] = [];
+  private readonly nodes = new Map<string, NodeSlots>();
   private readonly leases = new Map<string, LeaseInfo>();
   private readonly placed = new Map<string, DeviceTimeline>();
-  private maxSlots = 0;
-  private totalSlots = 0;
+  private whole = new SlotScope();
   private busySlots = 0;
-  /** Σ slots × deadline and Σ slots over placed leases with a known deadline (for the residual work). */
-  private slotDeadlineSum = 0;
-  private slotsWithDeadline = 0;
-  private leasesWithoutDeadline = 0;
+  /** The pool, and its devicesVersion, this view was last rebuilt from. */
+  private mirrored: Pool | null = null;
+  private mirroredVersion = -1;
   private readonly scratch: number[] = [];
 
-  get total(): number {
-    return this.totalSlots;
-  }
-
-  get busy(): number {
-    return this.busySlots;
-  }
-
-  get maxSlotsPerDevice(): number {
-    return this.maxSlots;
-  }
-
   inStepWith(pool: Pool): boolean {
-    return pool.totalSlots === this.totalSlots && pool.busySlots === this.busySlots;
+    return (
+      pool === this.mirrored &&
+      pool.devicesVersion === this.mirroredVersion &&
+      pool.totalSlots === this.whole.totalSlots &&
+      pool.busySlots === this.busySlots
+    );
+  }
+
+  /** The whole pool's slots (node null) or one node's; null for a node with no devices. */
+  scope(node: string | null): SlotScope | null {
+    return node === null ? this.whole : (this.nodes.get(node) ?? null);
+  }
+
+  /** Whether some device (of `node`, when given) could ever take `slots`. */
+  couldEverFit(slots: number, node: string | null): boolean {
+    const scope = this.scope(node);
+    return scope !== null && slots >= 1 && slots <= scope.maxSlots;
   }
 
   /** Rebuilds the device view from the pool; returns the leases that were gone from it. */
@@ -72,29 +127,37 @@ export class SlotBoard {
     this.devices.clear();
     this.byFree.clear();
     this.readiness.length = 0;
+    this.nodes.clear();
     this.placed.clear();
-    this.maxSlots = 0;
-    this.totalSlots = 0;
+    this.whole = new SlotScope();
     this.busySlots = 0;
-    this.slotDeadlineSum = 0;
-    this.slotsWithDeadline = 0;
-    this.leasesWithoutDeadline = 0;
+    this.mirrored = pool;
+    this.mirroredVersion = pool.devicesVersion;
     const seen = new Set<string>();
     const snapshot = pool.snapshot();
-    for (const { spec } of snapshot) this.maxSlots = Math.max(this.maxSlots, spec.slots);
-    for (let s = 1; s <= this.maxSlots; s++) this.readiness[s] = this.readinessHeap(s);
+    for (const { spec } of snapshot) this.whole.maxSlots = Math.max(this.whole.maxSlots, spec.slots);
+    for (let s = 1; s <= this.whole.maxSlots; s++) this.readiness[s] = this.readinessHeap(s);
     for (const { spec, holders } of snapshot) {
+      let host = this.nodes.get(spec.node);
+      if (!host) {
+        host = new NodeSlots();
+        this.nodes.set(spec.node, host);
+      }
       const d: DeviceTimeline = {
         key: deviceKey(spec.node, spec.index),
         node: spec.node,
         index: spec.index,
+        host,
         holders: [...holders],
         free: 0,
         readyAt: new Array<number>(spec.slots + 1).fill(Number.NEGATIVE_INFINITY),
         heapIndex: new Array<number>(spec.slots + 1).fill(-1),
       };
       this.devices.set(d.key, d);
-      this.totalSlots += spec.slots;
+      host.devices.push(d);
+      host.totalSlots += spec.slots;
+      host.maxSlots = Math.max(host.maxSlots, spec.slots);
+      this.whole.totalSlots += spec.slots;
       const slotsOf = new Map<string, number>();
       for (const h of holders) {
         if (h === null) d.free++;
@@ -111,7 +174,7 @@ export class SlotBoard {
           // A lease the scheduler was never told about: its deadline is unknown.
           this.leases.set(leaseId, { appId: null, slots, deadline: Number.POSITIVE_INFINITY });
         }
-        this.addResidual(this.leases.get(leaseId) as LeaseInfo, +1);
+        this.countLease(this.leases.get(leaseId) as LeaseInfo, d, +1);
       }
       this.bucket(d.free).add(d);
       for (let s = 1; s <= spec.slots; s++) (this.readiness[s] as IndexedHeap<DeviceTimeline>).push(d);
@@ -125,9 +188,13 @@ export class SlotBoard {
     return gone;
   }
 
-  /** Whether some device other than `except` has `slots` free now. */
-  fits(slots: number, except: DeviceTimeline | null): boolean {
-    for (let f = slots; f <= this.maxSlots; f++) {
+  /** Whether some device other than `except` (and of `node`, when given) has `slots` free now. */
+  fits(slots: number, except: DeviceTimeline | null, node: string | null): boolean {
+    if (node !== null) {
+      for (const d of this.nodes.get(node)?.devices ?? []) if (d !== except && d.free >= slots) return true;
+      return false;
+    }
+    for (let f = slots; f <= this.whole.maxSlots; f++) {
       const set = this.byFree.get(f);
       if (!set) continue;
       if (set.size > (except !== null && except.free === f ? 1 : 0)) return true;
@@ -137,14 +204,16 @@ export class SlotBoard {
 
   /**
    * Best fit, as Pool.assign: the device with the fewest free slots that still fits, skipping
-   * `except`; or exactly `only` when given. Returns the lowest free slot indexes on it.
+   * `except`, and only among `node`'s devices when given. Returns the lowest free slot indexes on it.
    */
-  choose(slots: number, except: DeviceTimeline | null, only: DeviceTimeline | null = null): { device: DeviceTimeline; slots: number[] } | null {
+  choose(slots: number, except: DeviceTimeline | null, node: string | null): { device: DeviceTimeline; slots: number[] } | null {
     let device: DeviceTimeline | null = null;
-    if (only !== null) {
-      if (only.free >= slots) device = only;
+    if (node !== null) {
+      for (const d of this.nodes.get(node)?.devices ?? []) {
+        if (d !== except && d.free >= slots && (device === null || d.free < device.free)) device = d;
+      }
     } else {
-      for (let f = slots; f <= this.maxSlots && device === null; f++) {
+      for (let f = slots; f <= this.whole.maxSlots && device === null; f++) {
         const set = this.byFree.get(f);
         if (!set) continue;
         for (const d of set) {
@@ -155,15 +224,30 @@ export class SlotBoard {
         }
       }
     }
-    if (device === null) return null;
+    return device === null ? null : this.chooseOn(device, slots);
+  }
+
+  /** The lowest free slot indexes of `device` for `slots`, or null when it has not that many free. */
+  chooseOn(device: DeviceTimeline, slots: number): { device: DeviceTimeline; slots: number[] } | null {
+    if (device.free < slots) return null;
     const taken: number[] = [];
     for (let i = 0; i < device.holders.length && taken.length < slots; i++) if (device.holders[i] === null) taken.push(i);
     return { device, slots: taken };
   }
 
-  /** The device that will have `slots` free soonest (assuming leases run to their deadlines), and when. */
-  soonest(slots: number): { device: DeviceTimeline; at: number } | null {
-    const device = this.readiness[slots]?.peek();
+  /**
+   * The device (of `node`, when given) that will have `slots` free soonest, assuming leases run to
+   * their deadlines, and when. Ties go to the lower device key, as in the readiness heaps.
+   */
+  soonest(slots: number, node: string | null): { device: DeviceTimeline; at: number } | null {
+    let device: DeviceTimeline | undefined;
+    if (node === null) {
+      device = this.readiness[slots]?.peek();
+    } else {
+      for (const d of this.nodes.get(node)?.devices ?? []) {
+        if (d.holders.length >= slots && (device === undefined || readyBefore(d, device, slots))) device = d;
+      }
+    }
     if (device === undefined) return null;
     return { device, at: device.readyAt[slots] as number };
   }
@@ -175,11 +259,11 @@ export class SlotBoard {
       // Already known (e.g. reported again after a grant): only the deadline may be news.
       const info = this.leases.get(leaseId);
       if (info && info.deadline !== deadline) {
-        this.addResidual(info, -1);
+        const at = this.placed.get(leaseId) as DeviceTimeline;
+        this.countLease(info, at, -1);
         info.deadline = deadline;
-        this.addResidual(info, +1);
-        const at = this.placed.get(leaseId);
-        if (at) this.refresh(at);
+        this.countLease(info, at, +1);
+        this.refresh(at);
       }
       return true;
     }
@@ -196,7 +280,7 @@ export class SlotBoard {
     d.free -= assignment.slots.length;
     this.bucket(d.free).add(d);
     this.busySlots += assignment.slots.length;
-    this.addResidual(info, +1);
+    this.countLease(info, d, +1);
     this.refresh(d);
     return true;
   }
@@ -209,7 +293,7 @@ export class SlotBoard {
     const d = this.placed.get(leaseId);
     if (d) {
       this.placed.delete(leaseId);
-      this.addResidual(info, -1);
+      this.countLease(info, d, -1);
       this.byFree.get(d.free)?.delete(d);
       for (let i = 0; i < d.holders.length; i++) {
         if (d.holders[i] === leaseId) {
@@ -228,23 +312,10 @@ export class SlotBoard {
     return this.leases.get(leaseId)?.deadline ?? null;
   }
 
-  /** Slot-milliseconds the active leases may still hold, if each runs to its deadline. */
-  residualMs(now: number): number {
-    return Math.max(0, this.slotDeadlineSum - now * this.slotsWithDeadline);
-  }
-
-  /** Whether some lease on the slots has no known deadline (then no ETA can be promised). */
-  get unknownDeadlines(): boolean {
-    return this.leasesWithoutDeadline > 0;
-  }
-
-  private addResidual(info: LeaseInfo, sign: 1 | -1): void {
-    if (!Number.isFinite(info.deadline)) {
-      this.leasesWithoutDeadline += sign;
-      return;
-    }
-    this.slotDeadlineSum += sign * info.slots * info.deadline;
-    this.slotsWithDeadline += sign * info.slots;
+  /** Counts a placed lease's remaining work in the pool's scope and its node's. */
+  private countLease(info: LeaseInfo, d: DeviceTimeline, sign: 1 | -1): void {
+    this.whole.countLease(info, sign);
+    d.host.countLease(info, sign);
   }
 
   /** Recomputes when the device will have 1, 2, … free slots, and its place in each readiness heap. */
@@ -273,7 +344,7 @@ export class SlotBoard {
 
   private readinessHeap(s: number): IndexedHeap<DeviceTimeline> {
     return new IndexedHeap<DeviceTimeline>(
-      (a, b) => (a.readyAt[s] as number) < (b.readyAt[s] as number) || ((a.readyAt[s] as number) === (b.readyAt[s] as number) && a.key < b.key),
+      (a, b) => readyBefore(a, b, s),
       (d) => d.heapIndex[s] ?? -1,
       (d, i) => {
         d.heapIndex[s] = i;
