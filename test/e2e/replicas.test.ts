@@ -1,0 +1,182 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { createClient } from "@gpupool/sdk";
+import { freshPostgresUrl, postgresUrl } from "../pg/postgres-url.js";
+import { startServerBinary } from "./binary.js";
+import type { ServerProcess } from "./binary.js";
+
+/**
+ * Several control-plane replicas (the real `gpupool server` binary) on one PostgreSQL database
+ * (SPEC §1, §8): admission is atomic across them, exactly one leads, and when the leader is
+ * killed another takes over without losing or double-charging anything.
+ */
+
+const ADMIN = "replica-test-admin-token-0123456789";
+const running: ServerProcess[] = [];
+const dirs: string[] = [];
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((s) => s.stop("SIGKILL")));
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+async function replicas(n: number, name: string): Promise<ServerProcess[]> {
+  const dir = mkdtempSync(join(tmpdir(), "gpupool-replicas-"));
+  dirs.push(dir);
+  const config = join(dir, "gpupool.yaml");
+  // The app's own identity (no X-IP-Token) is anonymous: 50 s of quota = exactly 50 one-second calls.
+  writeFileSync(
+    config,
+    [
+      "storage:",
+      `  url: "${freshPostgresUrl(name)}"`,
+      "quota:",
+      "  tiers:",
+      "    anonymous: { quota: 50s, priority: 1, max_duration: 120s }",
+      "    pro: { quota: 25m, priority: 3, max_duration: 300s }",
+      "log:",
+      "  level: warn",
+    ].join("\n"),
+  );
+  const out: ServerProcess[] = [];
+  // One after another: the first leads, the others follow (and wait for the lead).
+  for (let i = 0; i < n; i++) {
+    const s = await startServerBinary(["--config", config], { GPUPOOL_ADMIN_TOKEN: ADMIN });
+    running.push(s);
+    out.push(s);
+  }
+  return out;
+}
+
+async function call(base: string, method: string, path: string, token: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await fetch(base + path, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+async function appKey(base: string): Promise<string> {
+  const owner = await call(base, "POST", "/v1/admin/users", ADMIN, { name: "owner", tier: "pro" });
+  const app = await call(base, "POST", "/v1/admin/apps", ADMIN, { name: "demo", owner: owner.body.id });
+  expect(app.status).toBe(201);
+  return app.body.key as string;
+}
+
+async function leaderOf(servers: ServerProcess[]): Promise<ServerProcess | null> {
+  for (const s of servers) {
+    const r = await fetch(`${s.url}/readyz`).then((x) => x.json() as Promise<{ leader?: boolean }>).catch(() => null);
+    if (r?.leader === true) return s;
+  }
+  return null;
+}
+
+async function until<T>(check: () => Promise<T | null | false>, timeoutMs: number): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const pg = postgresUrl();
+
+describe.skipIf(pg === null)("control-plane replicas on PostgreSQL", () => {
+  it("300 parallel lease requests spread over 3 replicas, room for exactly 50 → exactly 50 admitted", async () => {
+    const servers = await replicas(3, "admission");
+    expect((await Promise.all(servers.map((s) => leaderOf([s])))).filter(Boolean)).toHaveLength(1);
+    const key = await appKey(servers[0]!.url);
+    const results = await Promise.all(Array.from({ length: 300 }, (_, i) => call(servers[i % 3]!.url, "POST", "/v1/leases", key, { duration: 1 })));
+    const by = (status: number) => results.filter((r) => r.status === status).length;
+    expect(by(201) + by(202)).toBe(50);
+    expect(by(429)).toBe(250);
+    expect(results.every((r) => [201, 202, 429].includes(r.status))).toBe(true);
+    const refused = results.find((r) => r.status === 429)!.body;
+    expect(refused).toMatchObject({ code: "quota_exceeded", quota: 50 });
+    // Whichever replica is asked, the ledger says the same: 50 s reserved or already used.
+    for (const s of servers) {
+      const q = await call(s.url, "GET", "/v1/quota", key);
+      expect(q.body.used + q.body.reserved).toBe(50);
+      expect(q.body.left).toBe(0);
+    }
+  });
+
+  it("kill -9 of the leader: another replica leads within seconds, queued requests are granted, nothing lost or double-charged", async () => {
+    const servers = await replicas(3, "failover");
+    const leader = await until(() => leaderOf(servers), 5_000);
+    const followers = servers.filter((s) => s !== leader);
+    const key = await appKey(followers[0]!.url);
+    // The default pool: 2 GPUs × 2 slots. Four 10 s calls fill it (through a follower), two more wait.
+    const active = [];
+    for (let i = 0; i < 4; i++) {
+      const r = await call(followers[0]!.url, "POST", "/v1/leases", key, { duration: 10 });
+      expect(r.status).toBe(201);
+      active.push(r.body.id as string);
+    }
+    const queued = [];
+    for (let i = 0; i < 2; i++) {
+      const r = await call(followers[1]!.url, "POST", "/v1/leases", key, { duration: 5 });
+      expect(r.status).toBe(202);
+      queued.push(r.body.id as string);
+    }
+    const before = (await call(followers[1]!.url, "GET", "/v1/quota", key)).body;
+    expect(before.reserved).toBe(4 * 10 + 2 * 5);
+
+    const killedAt = Date.now();
+    leader.child.kill("SIGKILL");
+    running.splice(running.indexOf(leader), 1);
+    const next = await until(() => leaderOf(followers), 10_000);
+    const tookOverMs = Date.now() - killedAt;
+    expect(tookOverMs).toBeLessThan(10_000);
+
+    // Active leases kept their GPUs and deadlines.
+    for (const id of active) expect((await call(next.url, "GET", `/v1/leases/${id}`, key)).body.status).toBe("active");
+    // Releases through any replica free slots; the new leader grants both queued requests.
+    const other = followers.find((s) => s !== next)!;
+    const released = [await call(other.url, "POST", `/v1/leases/${active[0]!}/release`, key), await call(next.url, "POST", `/v1/leases/${active[1]!}/release`, key)];
+    for (const r of released) expect(r.body.status).toBe("released");
+    const granted = await until(async () => {
+      const states = await Promise.all(queued.map(async (id) => (await call(next.url, "GET", `/v1/leases/${id}`, key)).body));
+      return states.every((g) => g.status === "active") ? states : null;
+    }, 10_000);
+    for (const g of granted) expect(g.device).not.toBeNull();
+
+    // The ledger: the releases charged, everything else still reserved; nothing charged twice or lost.
+    const after = (await call(other.url, "GET", `/v1/quota`, key)).body;
+    const charged = released.reduce((n, r) => n + (r.body.charged as number), 0);
+    const refunded = released.reduce((n, r) => n + (r.body.refunded as number), 0);
+    expect(after.used).toBe(charged);
+    expect(after.used + after.reserved).toBe(before.reserved - refunded);
+    // No slot handed out twice: the leader's pool view has each active lease once, on distinct slots.
+    const pool = (await call(next.url, "GET", "/v1/admin/pool", ADMIN)).body;
+    const holders = pool.devices.flatMap((d: { slots: (string | null)[] }) => d.slots).filter((h: string | null) => h !== null);
+    expect(new Set(holders).size).toBe(holders.length);
+    expect(holders).toHaveLength(4);
+  });
+
+  it("an SDK call queued on a follower hears its place and its grant, made by the leader", async () => {
+    const servers = await replicas(2, "events");
+    const leader = await until(() => leaderOf(servers), 5_000);
+    const follower = servers.find((s) => s !== leader)!;
+    const key = await appKey(leader.url);
+    const held = [];
+    // 4 × 10 s fill the pool; the 5 s call fits in the 50 s quota, but not on a GPU yet.
+    for (let i = 0; i < 4; i++) {
+      const r = await call(leader.url, "POST", "/v1/leases", key, { duration: 10 });
+      expect(r.status).toBe(201);
+      held.push(r.body.id as string);
+    }
+    const positions: number[] = [];
+    const pool = createClient({ url: follower.url, appKey: key });
+    const run = pool.gpu({ duration: 5, size: "large", onQueue: (p) => positions.push(p.position) }, async ({ device }) => device.node);
+    await until(async () => positions.length > 0, 5_000);
+    expect(positions[0]).toBe(1);
+    await call(leader.url, "POST", `/v1/leases/${held[0]!}/release`, key);
+    await expect(run).resolves.toBe("sim-0");
+  });
+});
