@@ -66,7 +66,7 @@ export function installErrorHandling(app: FastifyInstance): void {
     }
     if ((err as Error) instanceof LeadershipLostError) {
       req.log.warn({ err }, "leadership lost during a request");
-      return sendProblem(reply, problem("storage_unavailable", "This control-plane replica stopped leading the pool while handling the request (another replica takes over within seconds); nothing was changed. Retry."), 1);
+      return sendProblem(reply, problem("storage_unavailable", "This replica's session with the pool's database ended while handling the request (the database restarted or cannot be reached), so it no longer leads the pool; another replica, or this one once the database is back, takes over within seconds. Nothing was changed; retry."), 1);
     }
     if (typeof err.code === "string" && (err.code.startsWith("SQLITE_BUSY") || err.code.startsWith("SQLITE_IOERR") || err.code === "SQLITE_FULL" || err.code === "SQLITE_CANTOPEN")) {
       req.log.error({ err }, "storage error");
