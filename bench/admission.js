@@ -12,7 +12,7 @@ import { pino } from "pino";
 import { RateLimiterSQLite } from "rate-limiter-flexible";
 import { LeaseEngine, LeaseEvents, SqliteStore, createServer, createUser, createApp, normalizeConfig, systemClock } from "@gpupool/server";
 
-const KEYS = 100;
+export const KEYS = 100;
 const CYCLES = Number(process.env.BENCH_CYCLES ?? 20_000);
 // Rounds on a small shared machine swing by ±30%: five in-process rounds give a stable median.
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -21,22 +21,23 @@ const HTTP_SECONDS = Number(process.env.BENCH_HTTP_SECONDS ?? 5);
 const CONNECTIONS = 16;
 const CONCURRENT = 16;
 
-const median = (xs) => {
+export const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
-const round = (x, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
+export const round = (x, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 
 // A policy where quota never runs out and a slot is always free, so every cycle is a grant.
-const config = (dir, port = 0) =>
+export const benchConfig = (storageUrl, port = 0) =>
   normalizeConfig({
     server: { port },
-    storage: { url: `sqlite:${join(dir, "gpupool.db")}` },
+    storage: { url: storageUrl },
     quota: { tiers: { anonymous: { quota: "7d", max_duration: "60s" }, pro: { quota: "7d", priority: 3, max_duration: "60s" } } },
     pool: { simulated: [{ node: "bench", gpus: 64 }] },
     log: { level: "silent" },
   });
+const config = (dir, port = 0) => benchConfig(`sqlite:${join(dir, "gpupool.db")}`, port);
 
 async function gpupoolInProcess(dir) {
   const c = config(dir);
@@ -44,19 +45,29 @@ async function gpupoolInProcess(dir) {
   await store.migrate();
   const engine = new LeaseEngine(store, c.policy, c.pool.devices, systemClock, new LeaseEvents(), null, pino({ level: "silent" }));
   await engine.start();
-  const size = c.policy.sizes.large;
-  const cycle = async (i) => {
-    const r = await engine.admit({ appId: null, charged: { kind: "ip", id: keyOf(i) }, via: "ip-token", durationMs: 1000, size, queue: true });
-    if (r.kind !== "granted") throw new Error(`expected a grant, got ${r.kind}`);
-    await engine.release(r.lease.id, false);
-  };
-  const result = await measure(cycle);
+  const result = await measure(admitReleaseCycle(engine, c.policy));
   engine.stop();
   await store.close();
   return result;
 }
 
-const keyOf = (i) => `10.0.${(i % KEYS) >> 8}.${i % KEYS}`;
+export const keyOf = (i) => `10.0.${(i % KEYS) >> 8}.${i % KEYS}`;
+
+/**
+ * One durable cycle for caller-chosen i: admit a large lease for identity keyOf(i) (a grant on
+ * the bench's pool), then release it. Resolves to the admission's kind. A queued admission throws
+ * unless `allowQueued` (a follower replica answers "queued" when the leader's word came too late;
+ * the lease is then cancelled).
+ */
+export function admitReleaseCycle(engine, policy, { allowQueued = false } = {}) {
+  const size = policy.sizes.large;
+  return async (i) => {
+    const r = await engine.admit({ appId: null, charged: { kind: "ip", id: keyOf(i) }, via: "ip-token", durationMs: 1000, size, queue: true, node: null });
+    if (r.kind === "denied" || (r.kind === "queued" && !allowQueued)) throw new Error(`expected a grant, got ${r.kind}${r.kind === "denied" ? `: ${r.problem.detail}` : ""}`);
+    await engine.release(r.lease.id, false);
+    return r.kind;
+  };
+}
 
 /**
  * Cycles/s for one caller awaiting each cycle (sequential), and for CONCURRENT callers each

@@ -1,0 +1,358 @@
+// Admission benchmark on PostgreSQL (npm run bench -- admission --storage postgres): gpupool's
+// durable admit+release cycle with one replica and with three replicas (one leader, two
+// followers, each its own process and store on one schema), against rate-limiter-flexible's
+// RateLimiterPostgres (consume + reward) on the same database server, in one run.
+import { fork } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { availableParallelism } from "node:os";
+import { clearTimeout } from "node:timers";
+import { fileURLToPath } from "node:url";
+import pg from "pg";
+import { pino } from "pino";
+import { RateLimiterPostgres } from "rate-limiter-flexible";
+import { LeaseEngine, LeaseEvents, openStore, systemClock } from "@gpupool/server";
+import { KEYS, admitReleaseCycle, benchConfig, keyOf, median, round } from "./admission.js";
+import { HOW_TO_GET_POSTGRES, findPostgresBin, startCluster } from "./pg-cluster.js";
+
+// Rounds swing a lot on a small shared machine (other work, the disk's fsync times): the median of five.
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+/** Concurrent callers in total, whatever the number of replicas (a multiple of 3: spread evenly). */
+const CALLERS = Number(process.env.BENCH_PG_CALLERS ?? 24);
+const WARMUP_MS = Number(process.env.BENCH_PG_WARMUP_S ?? 3) * 1000;
+const MEASURE_MS = Number(process.env.BENCH_PG_SECONDS ?? 10) * 1000;
+/** The peer's pg.Pool size: the pool it would be given in a server handling this many callers. */
+const PEER_POOL = Number(process.env.BENCH_PG_PEER_POOL ?? 10);
+const REPLICAS = 3;
+
+const silent = pino({ level: "silent" });
+const withSchema = (url, schema) => `${url}${url.includes("?") ? "&" : "?"}schema=${schema}`;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ---------------------------------------------------------------------------------------------
+// Child side: one process per replica (or per peer), driven by the parent over IPC.
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Runs `callers` loops from t0 until the end of the window; each caller k-th cycle uses key index
+ * offset + w + k·stride (callers across replicas interleave like callers within one). Counts and
+ * times only the cycles that finish inside [t0 + warm-up, t0 + warm-up + window].
+ */
+async function drive(cycle, { callers, offset, stride, t0, warmupMs, measureMs }) {
+  const from = t0 + warmupMs;
+  const to = from + measureMs;
+  await sleep(Math.max(0, t0 - Date.now()));
+  let cpuFrom = null;
+  let cpuUsed = null;
+  const atFrom = setTimeout(() => (cpuFrom = process.cpuUsage()), Math.max(0, from - Date.now()));
+  const atTo = setTimeout(() => (cpuUsed = process.cpuUsage(cpuFrom ?? undefined)), Math.max(0, to - Date.now()));
+  const latencies = [];
+  const kinds = {};
+  let total = 0;
+  const caller = async (w) => {
+    for (let k = 0; Date.now() < to; k++) {
+      const started = performance.now();
+      const kind = await cycle(offset + w + k * stride);
+      const ms = performance.now() - started;
+      const end = Date.now();
+      total++;
+      if (end < from || end > to) continue;
+      kinds[kind] = (kinds[kind] ?? 0) + 1;
+      if (kind === "granted") latencies.push(ms);
+    }
+  };
+  await Promise.all(Array.from({ length: callers }, (_, w) => caller(w)));
+  clearTimeout(atFrom);
+  clearTimeout(atTo);
+  const cpu = cpuUsed ?? process.cpuUsage(cpuFrom ?? undefined);
+  return { granted: latencies.length, kinds, total, latencies, cpuUs: cpu.user + cpu.system };
+}
+
+async function openSide(init) {
+  if (init.side === "peer") {
+    const pool = new pg.Pool({ connectionString: init.url, max: PEER_POOL });
+    const limiter = await new Promise((resolve, reject) => {
+      const l = new RateLimiterPostgres(
+        { storeClient: pool, storeType: "pool", schemaName: init.schema, tableName: "rl", points: 1_000_000_000, duration: 86_400, clearExpiredByTimeout: false },
+        (err) => (err ? reject(err) : resolve(l)),
+      );
+    });
+    const cycle = async (i) => {
+      const key = keyOf(i);
+      await limiter.consume(key, 1);
+      await limiter.reward(key, 1);
+      return "granted";
+    };
+    return { cycle, isLeader: null, close: () => pool.end() };
+  }
+  const c = benchConfig(withSchema(init.url, init.schema));
+  const store = await openStore(c.storage.url);
+  const engine = new LeaseEngine(store, c.policy, c.pool.devices, systemClock, new LeaseEvents(), null, silent);
+  await engine.start();
+  return {
+    cycle: admitReleaseCycle(engine, c.policy, { allowQueued: true }),
+    get isLeader() {
+      return engine.isLeader;
+    },
+    close: async () => {
+      engine.stop();
+      await store.close();
+    },
+  };
+}
+
+async function child() {
+  // The parent went away (Ctrl-C, a crash): do not linger holding connections.
+  process.once("disconnect", () => process.exit(1));
+  const init = JSON.parse(process.env.GPUPOOL_BENCH_CHILD ?? "{}");
+  const side = await openSide(init);
+  process.send({ ready: true, isLeader: side.isLeader });
+  const go = await new Promise((resolve) => process.once("message", resolve));
+  const result = await drive(side.cycle, { ...init, ...go });
+  process.send({ ...result, isLeader: side.isLeader });
+  await new Promise((resolve) => process.once("message", resolve)); // "close": every replica has finished
+  await side.close();
+  process.exit(0);
+}
+
+if (process.argv[2] === "--pg-child") await child();
+
+// ---------------------------------------------------------------------------------------------
+// Parent side.
+// ---------------------------------------------------------------------------------------------
+
+function spawnChild(init) {
+  // The setup goes in the environment (a message sent before the child listens would be lost;
+  // argv would show a database password to ps).
+  const env = { ...process.env, GPUPOOL_BENCH_CHILD: JSON.stringify(init) };
+  const proc = fork(fileURLToPath(import.meta.url), ["--pg-child"], { env, stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const inbox = [];
+  const waiters = [];
+  let failure = null;
+  const deliver = () => {
+    while (waiters.length > 0 && (inbox.length > 0 || failure)) {
+      const w = waiters.shift();
+      if (inbox.length > 0) w.resolve(inbox.shift());
+      else w.reject(failure);
+    }
+  };
+  proc.on("message", (m) => {
+    inbox.push(m);
+    deliver();
+  });
+  const exited = new Promise((resolve) => {
+    proc.once("exit", (code, signal) => {
+      if (code !== 0) failure = new Error(`${init.side} process exited with ${code ?? signal}`);
+      else failure = new Error(`${init.side} process exited`);
+      deliver();
+      resolve(code);
+    });
+  });
+  return {
+    next: (what, ms = 120_000) =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${init.side}: no ${what} after ${ms / 1000}s`)), ms);
+        waiters.push({
+          resolve: (m) => (clearTimeout(timer), resolve(m)),
+          reject: (e) => (clearTimeout(timer), reject(e)),
+        });
+        deliver();
+      }),
+    send: (m) => proc.connected && proc.send(m),
+    exited,
+    kill: () => proc.exitCode === null && proc.kill(),
+  };
+}
+
+/** Counters from the server, to explain the figures: commits, WAL written and WAL syncs. */
+async function serverCounters(url) {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const db = await client.query("SELECT xact_commit::float8 AS commits FROM pg_stat_database WHERE datname = current_database()");
+    let wal = { bytes: null, syncs: null };
+    try {
+      const w = await client.query("SELECT wal_bytes::float8 AS bytes, wal_sync::float8 AS syncs FROM pg_stat_wal");
+      wal = w.rows[0];
+    } catch {
+      // pg_stat_wal needs PostgreSQL 14.
+    }
+    return { commits: db.rows[0].commits, walBytes: wal.bytes, walSyncs: wal.syncs };
+  } finally {
+    await client.end();
+  }
+}
+
+async function admin(url, sql) {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * One measurement: `replicas` processes of `side` on a fresh schema, started one after another
+ * (the first leads), all driven over the same wall-clock window; the schema is dropped after.
+ */
+export async function measure(url, side, replicas) {
+  const schema = `bench_${randomBytes(6).toString("hex")}`;
+  if (side === "peer") await admin(url, `CREATE SCHEMA ${schema}`);
+  const before = await serverCounters(url);
+  const children = [];
+  try {
+    const perReplica = CALLERS / replicas;
+    const ready = [];
+    for (let r = 0; r < replicas; r++) {
+      const c = spawnChild({ side, url, schema, callers: perReplica, offset: r * perReplica, stride: CALLERS, warmupMs: WARMUP_MS, measureMs: MEASURE_MS });
+      children.push(c);
+      // The first replica migrates the schema and takes the lead before the others start.
+      if (r === 0) ready.push(await c.next("ready"));
+    }
+    for (const c of children.slice(1)) ready.push(await c.next("ready"));
+    const t0 = Date.now() + 300;
+    for (const c of children) c.send({ t0 });
+    const results = [];
+    for (const c of children) results.push(await c.next("result", WARMUP_MS + MEASURE_MS + 120_000));
+    for (const c of children) c.send("close");
+    await Promise.all(children.map((c) => c.exited));
+    // Backends flush their statistics when their session ends.
+    await sleep(700);
+    const after = await serverCounters(url);
+    const granted = results.reduce((n, x) => n + x.granted, 0);
+    const total = results.reduce((n, x) => n + x.total, 0);
+    const latencies = results.flatMap((x) => x.latencies).sort((a, b) => a - b);
+    const at = (q) => (latencies.length === 0 ? null : latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]);
+    const kinds = {};
+    for (const x of results) for (const [k, n] of Object.entries(x.kinds)) kinds[k] = (kinds[k] ?? 0) + n;
+    const perCycle = (a, b) => (a === null || b === null ? null : (after[a] - before[a]) / b);
+    return {
+      cyclesPerS: granted / (MEASURE_MS / 1000),
+      p50Ms: at(0.5),
+      p99Ms: at(0.99),
+      notGranted: Object.entries(kinds).reduce((n, [k, v]) => (k === "granted" ? n : n + v), 0),
+      kinds,
+      leaders: ready.filter((x) => x.isLeader === true).length,
+      perReplica: results.map((x) => x.granted / (MEASURE_MS / 1000)),
+      cpuUsPerCycle: results.reduce((n, x) => n + x.cpuUs, 0) / Math.max(1, granted),
+      commitsPerCycle: perCycle("commits", total),
+      walBytesPerCycle: before.walBytes === null ? null : perCycle("walBytes", total),
+      walSyncsPerCycle: before.walSyncs === null ? null : perCycle("walSyncs", total),
+    };
+  } finally {
+    for (const c of children) c.kill();
+    await admin(url, `DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch((err) => console.error(`could not drop schema ${schema}: ${err.message}`));
+  }
+}
+
+/** GPUPOOL_BENCH_POSTGRES_URL, or a throwaway local cluster (null when PostgreSQL is not installed). */
+export async function database() {
+  const given = process.env.GPUPOOL_BENCH_POSTGRES_URL;
+  if (given) return { url: given, where: "GPUPOOL_BENCH_POSTGRES_URL", stop: () => undefined };
+  const bin = findPostgresBin();
+  if (bin === null) return null;
+  // BENCH_PG_SYNCHRONOUS_COMMIT=off shows how much of a figure is waiting for WAL flushes.
+  const sc = process.env.BENCH_PG_SYNCHRONOUS_COMMIT;
+  const cluster = await startCluster(bin, sc ? { synchronous_commit: sc } : {});
+  return { url: cluster.url, where: `throwaway cluster (${bin}, ${cluster.url.replace(/^postgres:\/\/[^@]*@/, "")})`, stop: cluster.stop };
+}
+
+const describe = (m) =>
+  `${round(m.cyclesPerS)} cycles/s (p50 ${round(m.p50Ms, 2)} ms, p99 ${round(m.p99Ms, 2)} ms, ` +
+  `${round(m.cpuUsPerCycle)} µs client CPU, ${m.commitsPerCycle === null ? "?" : round(m.commitsPerCycle, 2)} commits, ` +
+  `${m.walBytesPerCycle === null ? "?" : Math.round(m.walBytesPerCycle)} WAL bytes, ${m.walSyncsPerCycle === null ? "?" : round(m.walSyncsPerCycle, 3)} WAL syncs per cycle)`;
+
+export async function main() {
+  if (CALLERS % REPLICAS !== 0) throw new Error(`BENCH_PG_CALLERS must be a multiple of ${REPLICAS}`);
+  const db = await database();
+  if (db === null) {
+    console.error(HOW_TO_GET_POSTGRES);
+    process.exitCode = 1;
+    return;
+  }
+  const server = await (async () => {
+    const client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    try {
+      const r = await client.query("SELECT current_setting('server_version') AS v, current_setting('fsync') AS fsync, current_setting('synchronous_commit') AS sc");
+      return r.rows[0];
+    } finally {
+      await client.end();
+    }
+  })();
+  const cores = availableParallelism();
+  console.log(`PostgreSQL ${server.v} from ${db.where}; fsync=${server.fsync}, synchronous_commit=${server.sc}`);
+  console.log(`${CALLERS} concurrent callers, ${KEYS} keys, ${WARMUP_MS / 1000}s warm-up + ${MEASURE_MS / 1000}s window per measurement, ${ROUNDS} rounds; ${cores} cores shared by the replicas, the peer and PostgreSQL`);
+  const stopOnSignal = () => {
+    db.stop();
+    process.exit(130);
+  };
+  process.once("SIGINT", stopOnSignal);
+  process.once("SIGTERM", stopOnSignal);
+  try {
+    const sides = [
+      ["one", "gpupool", 1],
+      ["three", "gpupool", REPLICAS],
+      ["peer", "peer", 1],
+    ];
+    const runs = { one: [], three: [], peer: [] };
+    for (let r = 0; r < ROUNDS; r++) {
+      // Rotate the order so no side always gets the warmest (or coldest) server.
+      for (let s = 0; s < sides.length; s++) {
+        const [name, side, replicas] = sides[(s + r) % sides.length];
+        const m = await measure(db.url, side, replicas);
+        runs[name].push(m);
+        if (m.notGranted > 0) console.error(`warning: ${m.notGranted} admissions were not granted in the window (${JSON.stringify(m.kinds)})`);
+        if (name === "three" && m.leaders !== 1) console.error(`warning: ${m.leaders} replicas led during the 3-replica measurement (expected 1)`);
+      }
+      const [o, t, p] = [runs.one.at(-1), runs.three.at(-1), runs.peer.at(-1)];
+      console.log(`round ${r + 1}:`);
+      console.log(`  gpupool, 1 replica:  ${describe(o)}`);
+      console.log(`  gpupool, 3 replicas: ${describe(t)}; per replica ${t.perReplica.map((x) => round(x)).join(" / ")} (leader first)`);
+      console.log(`  RateLimiterPostgres: ${describe(p)}`);
+    }
+    const med = (name, key) => {
+      const xs = runs[name].map((m) => m[key]).filter((x) => x !== null);
+      return xs.length === 0 ? null : median(xs);
+    };
+    const one = med("one", "cyclesPerS");
+    const three = med("three", "cyclesPerS");
+    const peer = med("peer", "cyclesPerS");
+    const r2 = (x) => (x === null ? null : round(x, 2));
+    const result = {
+      bench: "admission",
+      storage: "postgres",
+      postgres_version: server.v,
+      postgres_fsync: server.fsync,
+      postgres_synchronous_commit: server.sc,
+      keys: KEYS,
+      concurrent_callers: CALLERS,
+      rounds: ROUNDS,
+      window_s: MEASURE_MS / 1000,
+      cores,
+      note: `the 3 replicas, the peer and PostgreSQL all share these ${cores} cores; ${CALLERS} callers in total, ${CALLERS / REPLICAS} per replica with 3`,
+      inprocess_cycles_per_s: round(one),
+      replicas3_cycles_per_s: round(three),
+      peer: `rate-limiter-flexible RateLimiterPostgres (pg Pool, max ${PEER_POOL}) consume+reward`,
+      peer_cycles_per_s: round(peer),
+      inprocess_ratio: r2(one / peer),
+      replicas3_ratio: r2(three / peer),
+      inprocess_p50_ms: r2(med("one", "p50Ms")),
+      inprocess_p99_ms: r2(med("one", "p99Ms")),
+      replicas3_p50_ms: r2(med("three", "p50Ms")),
+      replicas3_p99_ms: r2(med("three", "p99Ms")),
+      peer_p50_ms: r2(med("peer", "p50Ms")),
+      peer_p99_ms: r2(med("peer", "p99Ms")),
+      inprocess_commits_per_cycle: r2(med("one", "commitsPerCycle")),
+      replicas3_commits_per_cycle: r2(med("three", "commitsPerCycle")),
+      peer_commits_per_cycle: r2(med("peer", "commitsPerCycle")),
+      replicas3_not_granted: runs.three.reduce((n, m) => n + m.notGranted, 0),
+    };
+    console.log(JSON.stringify(result));
+  } finally {
+    process.off("SIGINT", stopOnSignal);
+    process.off("SIGTERM", stopOnSignal);
+    db.stop();
+  }
+}
