@@ -4,6 +4,7 @@ import { ANONYMOUS_TIER, parseDurationMs } from "@gpupool/core";
 import type { DeviceSpec, Policy, SizePolicy, TierPolicy } from "@gpupool/core";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
+import { parsePostgresUrl } from "./storage/postgres/url.js";
 
 /** The whole server configuration, normalized: milliseconds, resolved defaults. */
 export interface ServerConfig {
@@ -75,8 +76,19 @@ const schema = z.strictObject({
       url: z
         .string()
         .default("sqlite:./gpupool.db")
-        .refine((u) => u.startsWith("sqlite:") || u.startsWith("postgres://") || u.startsWith("postgresql://"), {
-          message: 'must start with "sqlite:" or "postgres://"',
+        .superRefine((u, ctx) => {
+          if (u.startsWith("sqlite:")) return;
+          if (!u.startsWith("postgres://") && !u.startsWith("postgresql://")) {
+            ctx.addIssue({ code: "custom", message: 'must start with "sqlite:" or "postgres://"' });
+            return;
+          }
+          // Schema name, pool size, timeouts: wrong ones are reported with the rest of the config
+          // (the message never repeats the URL, which may hold a password).
+          try {
+            parsePostgresUrl(u);
+          } catch (err) {
+            ctx.addIssue({ code: "custom", message: (err as Error).message.replace(/^storage\.url: /, "") });
+          }
         }),
     })
     .prefault({}),

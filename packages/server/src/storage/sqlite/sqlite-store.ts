@@ -1,15 +1,16 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
-import type { IdentityKind, LedgerState } from "@gpupool/core";
+import type { LedgerState } from "@gpupool/core";
 import { Serial } from "../../serial.js";
-import { decodeDevices, encodeDevices } from "../devices-json.js";
+import { encodeDevices } from "../devices-json.js";
 import { LocalCoordination } from "../local-coordination.js";
+import { encodeSlots, n, toApp, toKeyed, toLease, toLedger, toNode, toSession, toSigningKey, toUser } from "../rows.js";
+import type { Row } from "../rows.js";
 import type { AppRecord, Coordination, KeyedRecord, LeaseFilter, LeaseRecord, LeaseStatus, NewLease, NodeRecord, SessionRecord, SigningKeyRecord, Store, Tx, UserRecord } from "../store.js";
 import { Checkpointer } from "./checkpointer.js";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 
-type Row = Record<string, unknown>;
 
 interface Batch {
   size: number;
@@ -27,93 +28,10 @@ export function sqlitePath(url: string): string {
   return url.replace(/^sqlite:(\/\/)?/, "");
 }
 
-function n(v: unknown): number | null {
-  return v === null || v === undefined ? null : Number(v);
-}
-
-/** SQLite TEXT columns come back as strings (or null). */
-function t(v: unknown): string {
-  return typeof v === "string" ? v : JSON.stringify(v);
-}
-
-function tn(v: unknown): string | null {
-  return v === null || v === undefined ? null : t(v);
-}
-
-function toUser(r: Row | undefined): UserRecord | null {
-  if (!r) return null;
-  return {
-    id: t(r["id"]),
-    name: t(r["name"]),
-    tier: t(r["tier"]),
-    tokenHash: t(r["token_hash"]),
-    quotaOverrideMs: n(r["quota_override_ms"]),
-    createdAt: Number(r["created_at"]),
-  };
-}
-
-function toApp(r: Row | undefined): AppRecord | null {
-  if (!r) return null;
-  return {
-    id: t(r["id"]),
-    name: t(r["name"]),
-    ownerId: t(r["owner_id"]),
-    keyHash: t(r["key_hash"]),
-    maxConcurrency: n(r["max_concurrency"]),
-    createdAt: Number(r["created_at"]),
-  };
-}
-
-function toKeyed(r: Row | undefined): KeyedRecord | null {
-  if (!r) return null;
-  return { id: t(r["id"]), name: t(r["name"]), keyHash: t(r["key_hash"]), createdAt: Number(r["created_at"]) };
-}
-
-function toNode(r: Row | undefined): NodeRecord | null {
-  const keyed = toKeyed(r);
-  if (!r || !keyed) return null;
-  return { ...keyed, devices: decodeDevices(r["devices"]), registeredAt: n(r["registered_at"]), heartbeatAt: n(r["heartbeat_at"]), agentUrl: tn(r["agent_url"]) };
-}
-
-function toLease(r: Row | undefined): LeaseRecord | null {
-  if (!r) return null;
-  const slots = r["slot_indexes"];
-  return {
-    id: t(r["id"]),
-    seq: Number(r["seq"]),
-    appId: tn(r["app_id"]),
-    identityKind: r["identity_kind"] as IdentityKind,
-    identityId: t(r["identity_id"]),
-    tier: t(r["tier"]),
-    size: t(r["size"]),
-    slots: Number(r["slots"]),
-    cost: Number(r["cost"]),
-    durationMs: Number(r["duration_ms"]),
-    reservedMs: Number(r["reserved_ms"]),
-    status: r["status"] as LeaseStatus,
-    node: tn(r["node"]),
-    deviceIndex: n(r["device_index"]),
-    deviceUuid: tn(r["device_uuid"]),
-    deviceName: tn(r["device_name"]),
-    slotIndexes: typeof slots === "string" ? slots.split(",").filter((s) => s !== "").map(Number) : null,
-    queuedAt: Number(r["queued_at"]),
-    grantedAt: n(r["granted_at"]),
-    deadline: n(r["deadline"]),
-    endedAt: n(r["ended_at"]),
-    heldMs: n(r["held_ms"]),
-    chargedMs: Number(r["charged_ms"]),
-    refundedMs: Number(r["refunded_ms"]),
-    failed: Number(r["failed"]) === 1,
-    windowStartedAt: n(r["window_started_at"]),
-    problemCode: tn(r["problem_code"]),
-    problemDetail: tn(r["problem_detail"]),
-  };
-}
-
 function leaseParams(l: NewLease): unknown[] {
   return [
     l.id, l.appId, l.identityKind, l.identityId, l.tier, l.size, l.slots, l.cost, l.durationMs, l.reservedMs, l.status,
-    l.node, l.deviceIndex, l.deviceUuid, l.deviceName, l.slotIndexes === null ? null : l.slotIndexes.join(","),
+    l.node, l.deviceIndex, l.deviceUuid, l.deviceName, encodeSlots(l.slotIndexes),
     l.queuedAt, l.grantedAt, l.deadline, l.endedAt, l.heldMs, l.chargedMs, l.refundedMs, l.failed ? 1 : 0,
     l.windowStartedAt, l.problemCode, l.problemDetail,
   ];
@@ -134,7 +52,7 @@ const UPDATE_LEASE = `UPDATE leases SET ${MUTABLE_COLUMNS.map((c) => `${c} = ?`)
 
 function mutableParams(l: LeaseRecord): unknown[] {
   return [
-    l.status, l.node, l.deviceIndex, l.deviceUuid, l.deviceName, l.slotIndexes === null ? null : l.slotIndexes.join(","),
+    l.status, l.node, l.deviceIndex, l.deviceUuid, l.deviceName, encodeSlots(l.slotIndexes),
     l.grantedAt, l.deadline, l.endedAt, l.heldMs, l.chargedMs, l.refundedMs, l.failed ? 1 : 0, l.windowStartedAt,
     l.problemCode, l.problemDetail,
   ];
@@ -348,15 +266,8 @@ export class SqliteStore implements Store {
       getLedger: async (identity) => {
         const cached = this.ledgers.get(identity);
         if (cached) return cached;
-        const r = one("SELECT * FROM ledgers WHERE identity = ?", identity);
-        if (!r) return null;
-        const state: LedgerState = {
-          windowStartedAt: n(r["window_started_at"]),
-          usedMs: Number(r["used_ms"]),
-          reservedMs: Number(r["reserved_ms"]),
-          bonusMs: Number(r["bonus_ms"]),
-          runs: Number(r["runs"]),
-        };
+        const state = toLedger(one("SELECT * FROM ledgers WHERE identity = ?", identity));
+        if (!state) return null;
         this.remember(identity, state);
         return state;
       },
@@ -407,22 +318,13 @@ export class SqliteStore implements Store {
         return n(r?.["d"]);
       },
 
-      signingKeys: async () =>
-        all("SELECT * FROM signing_keys ORDER BY created_at").map((r) => ({
-          kid: t(r["kid"]),
-          privateJwk: t(r["private_jwk"]),
-          publicJwk: t(r["public_jwk"]),
-          createdAt: Number(r["created_at"]),
-        })),
+      signingKeys: async () => all("SELECT * FROM signing_keys ORDER BY created_at").map(toSigningKey),
       insertSigningKey: async (k: SigningKeyRecord) =>
         run("INSERT INTO signing_keys (kid, private_jwk, public_jwk, created_at) VALUES (?, ?, ?, ?)", k.kid, k.privateJwk, k.publicJwk, k.createdAt),
 
       insertSession: async (x: SessionRecord) =>
         run("INSERT INTO sessions (id_hash, user_id, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?)", x.idHash, x.userId, x.createdAt, x.expiresAt, x.revokedAt),
-      getSession: async (idHash) => {
-        const r = one("SELECT * FROM sessions WHERE id_hash = ?", idHash);
-        return r ? { idHash: t(r["id_hash"]), userId: t(r["user_id"]), createdAt: Number(r["created_at"]), expiresAt: Number(r["expires_at"]), revokedAt: n(r["revoked_at"]) } : null;
-      },
+      getSession: async (idHash) => toSession(one("SELECT * FROM sessions WHERE id_hash = ?", idHash)),
       revokeSession: async (idHash, at) => {
         if (!one("SELECT 1 FROM sessions WHERE id_hash = ?", idHash)) return false;
         run("UPDATE sessions SET revoked_at = ? WHERE id_hash = ? AND revoked_at IS NULL", at, idHash);

@@ -1,0 +1,196 @@
+import type postgres from "postgres";
+import { Serial } from "../../serial.js";
+import { checkPayload } from "../local-coordination.js";
+import { LeadershipLostError } from "../store.js";
+import type { Coordination, Tx } from "../store.js";
+import { isConnectionError, storageError } from "./errors.js";
+import type { InFlight } from "./in-flight.js";
+
+type Staged<T> = { value: T; committed: Promise<void> };
+type State =
+  | { readonly kind: "idle" }
+  | { readonly kind: "waiting" }
+  | { readonly kind: "leading"; readonly pid: number; readonly lost: (err: Error) => void }
+  | { readonly kind: "closed" };
+
+/** How often a replica that does not lead tries to take the lock (the takeover delay after a leader dies). */
+const POLL_MS = 250;
+/** NOTIFY channel names are identifiers: at most 63 bytes. */
+const MAX_CHANNEL_BYTES = 63;
+
+export interface PostgresCoordinationOptions {
+  /** Connection pool for NOTIFY and LISTEN. */
+  readonly pool: postgres.Sql;
+  /**
+   * A pool of exactly one connection that nothing else uses: the session that holds the leader lock.
+   * Its `onclose` must call `sessionClosed` (postgres.js reports a closed connection only there).
+   */
+  readonly leaderSession: postgres.Sql;
+  readonly schema: string;
+  /** The advisory lock key (a bigint, as a decimal string) that marks the leader of this schema. */
+  readonly leaderKey: string;
+  readonly makeTx: (sql: postgres.TransactionSql) => Tx;
+  /** The store's operation counter: leader work and messages count as the store's operations. */
+  readonly inFlight: InFlight;
+}
+
+/**
+ * Leadership and wake-ups for replicas sharing one PostgreSQL schema.
+ *
+ * The leader is the replica whose dedicated session holds a session-level advisory lock. The lock
+ * lives exactly as long as that session: when the process dies (even kill -9) the kernel closes
+ * its socket, PostgreSQL ends the session and the lock is free. Leader work runs on that same
+ * session (`leaderStage`), so a replica whose session is gone cannot commit leader work even
+ * before it hears that it lost.
+ *
+ * Replicas that do not lead poll `pg_try_advisory_lock` every POLL_MS instead of blocking in
+ * `pg_advisory_lock`: a statement blocked on a lock holds a snapshot, which pins the database's
+ * xmin horizon for as long as it waits (measured on PostgreSQL 15: backend_xmin is set on the
+ * waiting session) and would stop VACUUM for the whole database while a standby waits for days.
+ * A try-lock holds no snapshot between polls.
+ */
+export class PostgresCoordination implements Coordination {
+  readonly shared = true;
+  private state: State = { kind: "idle" };
+  private readonly serial = new Serial();
+  /** Handlers by channel (as the caller names it); one LISTEN per channel for the store's lifetime. */
+  private readonly handlers = new Map<string, Set<(payload: string) => void>>();
+  private readonly listening = new Map<string, Promise<unknown>>();
+  private wake: (() => void) | null = null;
+
+  constructor(private readonly o: PostgresCoordinationOptions) {}
+
+  /** Called when the leader session's connection closed, for whatever reason. */
+  sessionClosed(): void {
+    const state = this.state;
+    if (state.kind !== "leading") return;
+    this.state = { kind: "idle" };
+    state.lost(new LeadershipLostError("The database session holding leadership closed; another replica may lead now."));
+  }
+
+  async lead(lost: (err: Error) => void): Promise<void> {
+    if (this.state.kind === "closed") throw new Error("The store is closed.");
+    if (this.state.kind !== "idle") throw new Error("lead() was called while this replica already leads or waits to.");
+    this.state = { kind: "waiting" };
+    let failures = 0;
+    for (;;) {
+      let delayMs = POLL_MS;
+      try {
+        const [row] = await this.o.leaderSession<{ ok: boolean; pid: number }[]>`
+          SELECT pg_try_advisory_lock(${this.o.leaderKey}::bigint) AS ok, pg_backend_pid() AS pid`;
+        // The result arrives before any close of its connection is seen (a later event), so a
+        // session lost from here on is reported through sessionClosed.
+        if (this.isClosed()) throw new Error("The store was closed while waiting for leadership.");
+        if (row?.ok) {
+          this.state = { kind: "leading", pid: row.pid, lost };
+          return;
+        }
+        failures = 0;
+      } catch (err) {
+        if (this.isClosed()) throw new Error("The store was closed while waiting for leadership.", { cause: err });
+        if (!isConnectionError(err)) {
+          this.state = { kind: "idle" };
+          throw storageError(err);
+        }
+        // The database is away: keep waiting (leadership is what the caller asked for), backing off.
+        delayMs = Math.min(POLL_MS * 2 ** ++failures, 5_000);
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, delayMs);
+        this.wake = () => (clearTimeout(timer), resolve());
+      });
+      this.wake = null;
+    }
+  }
+
+  leaderStage<T>(fn: (tx: Tx) => Promise<T>): Promise<Staged<T>> {
+    return this.serial.run(() => this.o.inFlight.run(async () => {
+      const state = this.state;
+      if (state.kind !== "leading") throw new LeadershipLostError();
+      try {
+        const value = (await this.o.leaderSession.begin(async (sql) => {
+          // Belt and braces: the transaction must run on the session that took the lock. The
+          // driver reconnects by itself, and a new session does not hold the lock.
+          const [row] = await sql<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
+          if (row?.pid !== state.pid) throw new LeadershipLostError("The session holding leadership was replaced; nothing was committed.");
+          return fn(this.o.makeTx(sql));
+        })) as T;
+        return { value, committed: Promise.resolve() };
+      } catch (err) {
+        if (err instanceof LeadershipLostError) {
+          this.sessionClosed();
+          throw err;
+        }
+        if (isConnectionError(err)) {
+          const lostErr = new LeadershipLostError("The database session holding leadership broke; nothing was committed.");
+          (lostErr as Error & { cause?: unknown }).cause = err;
+          this.sessionClosed();
+          throw lostErr;
+        }
+        throw storageError(err);
+      }
+    }));
+  }
+
+  private channel(channel: string): string {
+    const name = `${this.o.schema}.${channel}`;
+    if (channel === "" || Buffer.byteLength(name) > MAX_CHANNEL_BYTES) {
+      throw new Error(`channel "${channel}": schema and channel together must fit in ${MAX_CHANNEL_BYTES} bytes`);
+    }
+    return name;
+  }
+
+  async publish(channel: string, payload: string): Promise<void> {
+    checkPayload(channel, payload);
+    const name = this.channel(channel);
+    await this.o.inFlight.run(async () => {
+      try {
+        await this.o.pool`SELECT pg_notify(${name}, ${payload})`;
+      } catch (err) {
+        throw storageError(err);
+      }
+    });
+  }
+
+  async subscribe(channel: string, onMessage: (payload: string) => void): Promise<() => Promise<void>> {
+    const name = this.channel(channel);
+    if (this.isClosed()) throw new Error("The store is closed.");
+    // A wrapper per call, so the same function subscribed twice is two subscriptions.
+    const handler = (payload: string): void => onMessage(payload);
+    let set = this.handlers.get(channel);
+    if (!set) this.handlers.set(channel, (set = new Set()));
+    set.add(handler);
+    // postgres.js keeps one connection for LISTEN and re-issues every LISTEN when it reconnects.
+    // Its own unlisten does not survive such a reconnect, so the channel stays listened to and
+    // this map decides who hears what. Delivery is on a microtask, never inside the driver.
+    let listening = this.listening.get(channel);
+    if (!listening) {
+      const dispatch = (payload: string): void => {
+        for (const h of [...(this.handlers.get(channel) ?? [])]) queueMicrotask(() => this.handlers.get(channel)?.has(h) && h(payload));
+      };
+      listening = this.o.pool.listen(name, dispatch);
+      this.listening.set(channel, listening);
+    }
+    try {
+      await listening;
+    } catch (err) {
+      set.delete(handler);
+      if (this.listening.get(channel) === listening) this.listening.delete(channel);
+      throw storageError(err);
+    }
+    return async () => {
+      set.delete(handler);
+    };
+  }
+
+  private isClosed(): boolean {
+    return this.state.kind === "closed";
+  }
+
+  /** Stops waiting for leadership; the store then ends the sessions (which frees the lock). */
+  close(): void {
+    this.state = { kind: "closed" };
+    this.handlers.clear();
+    this.wake?.();
+  }
+}

@@ -1,0 +1,233 @@
+import { createServer } from "node:net";
+import postgres from "postgres";
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
+import { startCluster } from "../../../test/pg/cluster.js";
+import type { Cluster } from "../../../test/pg/cluster.js";
+import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js";
+import { normalizeConfig } from "../src/config.js";
+import { openStore } from "../src/storage/open-store.js";
+import { PostgresStore } from "../src/storage/postgres/postgres-store.js";
+import { parsePostgresUrl } from "../src/storage/postgres/url.js";
+import { LeadershipLostError, StorageUnavailableError } from "../src/storage/store.js";
+import type { Store } from "../src/storage/store.js";
+import { waitFor } from "./harness.js";
+
+/** What the PostgreSQL adapter does beyond the shared contract (store-contract.test.ts): URLs, outages, several replicas. */
+
+const user = (id: string) => ({ id, name: `name-${id}`, tier: "free", tokenHash: `th-${id}`, quotaOverrideMs: null, createdAt: 1_000 });
+const opened: Store[] = [];
+async function open(url: string): Promise<Store> {
+  const store = await openStore(url);
+  opened.push(store);
+  return store;
+}
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((s) => s.close().catch(() => undefined)));
+});
+
+describe("postgres storage URL", () => {
+  it("reads schema, pool size and timeouts from the query and passes the rest to the driver", () => {
+    expect(parsePostgresUrl("postgres://u:p@db.example:5433/pool")).toMatchObject({
+      connection: "postgres://u:p@db.example:5433/pool", schema: "public", max: 10, connectTimeoutS: 5, statementTimeoutMs: 5_000, display: "db.example:5433/pool",
+    });
+    expect(parsePostgresUrl("postgresql://u@h/db?sslmode=require&schema=gp_1&max=3&statement_timeout=250&connect_timeout=2")).toMatchObject({
+      connection: "postgresql://u@h/db?sslmode=require", schema: "gp_1", max: 3, statementTimeoutMs: 250, connectTimeoutS: 2, display: "h/db",
+    });
+    expect(parsePostgresUrl("postgres://u:p@h1:5432,h2:5432/db").display).toBe("h1:5432,h2:5432/db");
+  });
+
+  it("names every problem at once and never repeats the password", () => {
+    let message = "";
+    try {
+      parsePostgresUrl("postgres://admin:hunter2@h/db?schema=Bad-Name&max=0&statement_timeout=x");
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/schema=/);
+    expect(message).toMatch(/max=/);
+    expect(message).toMatch(/statement_timeout=/);
+    expect(message).not.toContain("hunter2");
+    expect(() => parsePostgresUrl("postgres://a:b@[broken/db")).toThrow(/not a valid URL/);
+  });
+
+  it("the server config accepts postgres URLs and reports a bad one with the rest of the config's problems", () => {
+    expect(normalizeConfig({ storage: { url: "postgresql://u:p@h/db?schema=s1" } }).storage.url).toBe("postgresql://u:p@h/db?schema=s1");
+    let message = "";
+    try {
+      normalizeConfig({ storage: { url: "postgres://u:hunter2@h/db?max=-1" }, server: { port: -5 } });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/storage\.url/);
+    expect(message).toMatch(/max=/);
+    expect(message).toMatch(/server\.port/);
+    expect(message).not.toContain("hunter2");
+  });
+
+  it("a server that refuses connections is StorageUnavailableError at once, without the URL's password", async () => {
+    const port = await new Promise<number>((resolve) => {
+      const s = createServer().listen(0, "127.0.0.1", () => {
+        const a = s.address();
+        s.close(() => resolve(typeof a === "object" && a ? a.port : 1));
+      });
+    });
+    const t0 = Date.now();
+    const err: unknown = await openStore(`postgres://admin:hunter2@127.0.0.1:${port}/db`).then(() => null, (e: unknown) => e);
+    expect(err).toBeInstanceOf(StorageUnavailableError);
+    expect((err as Error).message).toMatch(/cannot be reached/);
+    expect((err as Error).message).not.toMatch(/hunter2|admin|127\.0\.0\.1/);
+    expect(Date.now() - t0).toBeLessThan(5_000);
+  });
+});
+
+describe.skipIf(!postgresUrl())("postgres store on a shared server", () => {
+  it("replicas migrating one fresh schema at once take turns: all succeed, each version applied once", async () => {
+    const url = freshPostgresUrl("migrate-race");
+    const stores = await Promise.all(Array.from({ length: 4 }, () => open(url)));
+    await Promise.all(stores.map((s) => s.migrate()));
+    const sql = postgres(postgresUrl()!, { max: 1 });
+    try {
+      const schema = new URL(url).searchParams.get("schema")!;
+      const rows = await sql`SELECT version FROM ${sql(schema)}.schema_migrations ORDER BY version`;
+      expect(rows.map((r) => r["version"])).toEqual([1, 2, 3]);
+    } finally {
+      await sql.end();
+    }
+  });
+
+  it("schemas in one database are separate: data, leaders and messages", async () => {
+    const a = await open(freshPostgresUrl("sep-a"));
+    const b = await open(freshPostgresUrl("sep-b"));
+    await a.transaction((t) => t.insertUser(user("u1")));
+    expect(await b.transaction((t) => t.getUser("u1"))).toBeNull();
+    await a.coordination.lead(() => undefined);
+    await b.coordination.lead(() => undefined);
+    const heard: string[] = [];
+    await b.coordination.subscribe("wake", (p) => heard.push(`b:${p}`));
+    await a.coordination.subscribe("wake", (p) => heard.push(`a:${p}`));
+    await a.coordination.publish("wake", "1");
+    await waitFor(() => heard.includes("a:1"));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(heard).toEqual(["a:1"]);
+  });
+
+  it("two replicas' first admissions for one identity are serialized (no lost update), with a concurrent lease read", async () => {
+    const url = freshPostgresUrl("ledger-race");
+    const [a, b] = [await open(url), await open(url)];
+    const add = (s: Store) =>
+      s.transaction(async (t) => {
+        const l = (await t.getLedger("user:new")) ?? { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 };
+        await new Promise((r) => setTimeout(r, 5));
+        await t.putLedger("user:new", { ...l, reservedMs: l.reservedMs + 1_000, runs: l.runs + 1 });
+      });
+    await Promise.all(Array.from({ length: 10 }, (_, i) => add(i % 2 ? a : b)));
+    expect(await a.transaction((t) => t.getLedger("user:new"))).toMatchObject({ reservedMs: 10_000, runs: 10 });
+  });
+
+  it("recovers by itself after every backend is terminated", async () => {
+    const url = freshPostgresUrl("terminated");
+    const store = await open(url);
+    await store.transaction((t) => t.insertUser(user("u1")));
+    const heard: string[] = [];
+    await store.coordination.subscribe("wake", (p) => heard.push(p));
+    const admin = postgres(postgresUrl()!, { max: 1 });
+    try {
+      const schema = new URL(url).searchParams.get("schema")!;
+      const killed = await admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ${`gpupool:${schema}`}`;
+      expect(killed.length).toBeGreaterThanOrEqual(2);
+
+      // A request that raced the termination may fail (as StorageUnavailableError); the next ones succeed.
+      await waitFor(async () => (await store.transaction((t) => t.getUser("u1")).catch(() => null)) !== null, 5_000);
+      // The driver listens again on a new connection.
+      await waitFor(async () => {
+        await store.coordination.publish("wake", "after");
+        return heard.includes("after");
+      }, 5_000, 100);
+      // Closing does not wait on connections that broke under a query.
+      const t0 = Date.now();
+      await store.close();
+      expect(Date.now() - t0).toBeLessThan(1_000);
+    } finally {
+      await admin.end();
+    }
+  });
+
+  it("leaderStage before lead() rejects with LeadershipLostError", async () => {
+    const store = await open(freshPostgresUrl("not-leader"));
+    await expect(store.coordination.leaderStage(async (t) => t.insertUser(user("u1")))).rejects.toBeInstanceOf(LeadershipLostError);
+    expect(await store.transaction((t) => t.getUser("u1"))).toBeNull();
+  });
+
+  it("lead() rejects when the store is closed while waiting", async () => {
+    const url = freshPostgresUrl("close-waiting");
+    const [a, b] = [await open(url), await open(url)];
+    await a.coordination.lead(() => undefined);
+    const waiting = b.coordination.lead(() => undefined);
+    waiting.catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 300));
+    await b.close();
+    await expect(waiting).rejects.toThrow(/closed/);
+  });
+
+  it("a statement that outlives statement_timeout is StorageUnavailableError", async () => {
+    const url = `${freshPostgresUrl("timeout")}&statement_timeout=200`;
+    const store = await open(url);
+    const err: unknown = await store.transaction(async (t) => {
+      // Another connection holds the ledger lock for longer than the timeout.
+      await t.getLedger("user:x");
+      const other = new PostgresStore(url);
+      try {
+        return await other.transaction((t2) => t2.getLedger("user:x"));
+      } finally {
+        await other.close();
+      }
+    }).then(() => null, (e: unknown) => e);
+    expect(err).toBeInstanceOf(StorageUnavailableError);
+  });
+});
+
+// A private cluster, stopped and started again under the store's feet (the shared one must stay up).
+describe.skipIf(!inject("pgBin"))("postgres store when the database goes away and comes back", () => {
+  let cluster: Cluster;
+  beforeAll(async () => {
+    cluster = await startCluster(inject("pgBin")!);
+  }, 60_000);
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it("fails fast with StorageUnavailableError while it is down, loses leadership, then works again by itself", async () => {
+    const store = await open(`${cluster.url}?schema=outage`);
+    await store.transaction((t) => t.insertUser(user("u1")));
+    const lost: Error[] = [];
+    await store.coordination.lead((err) => lost.push(err));
+    const heard: string[] = [];
+    await store.coordination.subscribe("wake", (p) => heard.push(p));
+
+    cluster.pause();
+    await waitFor(() => lost.length === 1, 5_000);
+    expect(lost[0]).toBeInstanceOf(LeadershipLostError);
+    const t0 = Date.now();
+    const err: unknown = await store.transaction((t) => t.getUser("u1")).then(() => null, (e: unknown) => e);
+    expect(err).toBeInstanceOf(StorageUnavailableError);
+    expect((err as Error).message).toMatch(/cannot be reached/);
+    expect((err as Error).message).not.toMatch(/gpupool@|127\.0\.0\.1/);
+    await expect(store.ping()).rejects.toBeInstanceOf(StorageUnavailableError);
+    await expect(store.coordination.publish("wake", "x")).rejects.toBeInstanceOf(StorageUnavailableError);
+    await expect(store.coordination.leaderStage(async () => 1)).rejects.toBeInstanceOf(LeadershipLostError);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    // Waiting to lead again while the database is down does not fail: it waits.
+    const again = store.coordination.lead((e) => lost.push(e));
+
+    cluster.resume();
+    await waitFor(async () => (await store.transaction((t) => t.getUser("u1")).catch(() => null)) !== null, 10_000, 100);
+    await store.ping();
+    await again;
+    await expect(store.coordination.leaderStage(async (t) => t.getUser("u1"))).resolves.toMatchObject({ value: { id: "u1" } });
+    await waitFor(async () => {
+      await store.coordination.publish("wake", "back");
+      return heard.includes("back");
+    }, 10_000, 100);
+    expect(lost).toHaveLength(1);
+  }, 60_000);
+});
