@@ -708,18 +708,22 @@ export class LeaseEngine {
         const now = this.clock.now();
         return this.stage(async (tx) => {
           const lease = await this.leaseFor(tx, leaseId);
-          if (!lease || lease.status !== (due === "deadline" ? "active" : "queued")) return null;
+          if (!lease || lease.status !== (due === "deadline" ? "active" : "queued")) {
+            // Ended by another replica whose word has not arrived (or was lost): free it now.
+            return lease !== null && this.live.has(leaseId) ? { lease, early: false, grants: [], elsewhere: true } : null;
+          }
           // Timers can fire a little early; never expire a lease before its deadline.
-          if (due === "deadline" && lease.deadline !== null && lease.deadline > now) return { lease, early: true, grants: [] };
+          if (due === "deadline" && lease.deadline !== null && lease.deadline > now) return { lease, early: true, grants: [], elsewhere: false };
           const ended =
             due === "deadline"
               ? await this.finishActive(tx, lease, "expired", now)
               : await this.finishQueued(tx, lease, "failed", now, this.queueTimeoutProblem(lease, now));
-          return { lease: ended, early: false, grants: await this.dispatchAndPersist(tx, now) };
+          return { lease: ended, early: false, grants: await this.dispatchAndPersist(tx, now), elsewhere: false };
         });
       },
       (out) => {
         if (!out) return;
+        if (out.elsewhere) return void this.forget(leaseId).catch((err: unknown) => this.log.error({ err, leaseId }, "freeing a lease ended elsewhere failed"));
         if (out.early) return this.armDeadline(out.lease);
         this.announceEnd(out.lease);
         this.announceGrants(out.grants);
