@@ -1,8 +1,9 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { pino } from "pino";
 import { expect } from "vitest";
+import { freshPostgresUrl } from "../../../test/pg/postgres-url.js";
 import { normalizeConfig } from "../src/config.js";
 import { createServer } from "../src/server.js";
 import type { RunningServer } from "../src/server.js";
@@ -19,17 +20,30 @@ export interface TestServer {
   close: () => Promise<void>;
 }
 
-/** A real server (fresh SQLite file, real engine) driven in-process through fastify.inject. */
+/**
+ * The storage a test server in `dir` uses: `dir/test.db`, or with GPUPOOL_TEST_STORAGE=postgres a
+ * fresh PostgreSQL schema, remembered in `dir` so a server restarted on the same dir finds its data.
+ */
+export function storageUrlFor(dir: string): string {
+  if (process.env["GPUPOOL_TEST_STORAGE"] !== "postgres") return `sqlite:${join(dir, "test.db")}`;
+  const file = join(dir, "postgres-url");
+  if (existsSync(file)) return readFileSync(file, "utf8");
+  const url = freshPostgresUrl(basename(dir).replace(/^gpupool-/, ""));
+  writeFileSync(file, url);
+  return url;
+}
+
+/** A real server (fresh SQLite file or PostgreSQL schema, real engine) driven in-process through fastify.inject. */
 export async function startTestServer(raw: Record<string, unknown> = {}): Promise<TestServer> {
   return serveAt(mkdtempSync(join(tmpdir(), "gpupool-test-")), raw);
 }
 
 /**
- * A server on `dir/test.db` (which may already hold state from an earlier server: restarts).
+ * A server on `dir`'s storage (which may already hold state from an earlier server: restarts).
  * `keepDir` leaves the directory in place on close; `adminToken: null` disables the admin API.
  */
 export async function serveAt(dir: string, raw: Record<string, unknown> = {}, options: { keepDir?: boolean; adminToken?: string | null } = {}): Promise<TestServer> {
-  const config = normalizeConfig({ ...raw, storage: { url: `sqlite:${join(dir, "test.db")}` } });
+  const config = normalizeConfig({ ...raw, storage: { url: storageUrlFor(dir) } });
   const server = await createServer(config, { adminToken: options.adminToken === undefined ? ADMIN : options.adminToken, logger: pino({ level: process.env.TEST_LOG ?? "silent" }) });
   const call: TestServer["call"] = async (method, url, opts = {}) => {
     const headers: Record<string, string> = { ...(opts.headers ?? {}) };
