@@ -1,0 +1,285 @@
+import { isRecord, num, numOrNull, str, strOrNull } from "./decode.js";
+import { GpupoolError, LeaseDeadlineError, ServerUnavailableError, normalizeProblem, problemToError, sdkProblem } from "./errors.js";
+import { normalizeIpToken, type IpTokenInput } from "./ip-token-header.js";
+import { readServerSentEvents } from "./sse.js";
+import type { FetchLike } from "./transport.js";
+import type { QueueReason, Size } from "./types.js";
+
+export interface AgentClientOptions {
+  /**
+   * The node agent's device API for this app, e.g. `http://127.0.0.1:7071/apps/<app-key>`
+   * (the same value as `SPACES_ZERO_DEVICE_API_URL`).
+   */
+  readonly url: string;
+  /** The process the agent stops (SIGTERM, then SIGKILL) if a call outlives its deadline. Default: this process. */
+  readonly pid?: number | undefined;
+  /** Replaces the global `fetch`. */
+  readonly fetch?: FetchLike | undefined;
+  /** Per-request timeout in milliseconds (default 30 000). Waiting in the queue is not bounded by it. */
+  readonly timeoutMs?: number | undefined;
+}
+
+/** A GPU granted through the agent. */
+export interface AgentGrant {
+  readonly allowToken: string;
+  readonly leaseId: string | null;
+  /** The device's index on its node. */
+  readonly index: number;
+  readonly uuid: string;
+  readonly name: string | null;
+  readonly node: string | null;
+  /** The device still runs this caller's previous worker (`spaces` reuse); false for SDK calls. */
+  readonly idle: boolean;
+  readonly deadline: Date | null;
+}
+
+export interface AgentQueueUpdate {
+  readonly position: number | null;
+  readonly reason: QueueReason | null;
+  readonly etaS: number | null;
+}
+
+export interface AgentScheduleOptions {
+  /** Longest the call may hold the GPU, in seconds (pool default 60). Unused time is refunded. */
+  readonly duration?: number | undefined;
+  readonly size?: Size | undefined;
+  /** Wait for a slot when none is free (default true); false fails fast with `NoGpuAvailableError`. */
+  readonly queue?: boolean | undefined;
+  /** The end user's `X-IP-Token`, so they are charged instead of the app. */
+  readonly ipToken?: IpTokenInput;
+  /** Called while waiting, whenever the agent reports the place in the queue. */
+  readonly onQueue?: ((update: AgentQueueUpdate) => void) | undefined;
+  /** Aborting gives up the request; the agent cancels a queued lease when the connection closes. */
+  readonly signal?: AbortSignal | undefined;
+}
+
+export interface AgentGpuOptions extends AgentScheduleOptions {
+  /** Called when releasing fails after the function ran (default: a process warning). */
+  readonly onReleaseError?: ((error: unknown, grant: AgentGrant) => void) | undefined;
+}
+
+export interface AgentGpuDevice {
+  readonly index: number;
+  readonly uuid: string;
+  readonly name: string | null;
+  readonly node: string | null;
+  /** Environment for a child process: `CUDA_VISIBLE_DEVICES` set to the granted device's UUID. */
+  env(): { CUDA_VISIBLE_DEVICES: string };
+}
+
+export interface AgentGpuContext {
+  readonly grant: AgentGrant;
+  readonly device: AgentGpuDevice;
+  /** Aborts at the deadline (reason: `LeaseDeadlineError`) or when the caller's `signal` aborts. */
+  readonly signal: AbortSignal;
+}
+
+/** A client of a node agent's device API (SPEC §6): the way an app on a GPU host borrows that host's GPUs. */
+export interface AgentClient {
+  readonly url: string;
+  /** Asks for a GPU on this host, following the queue; resolves with the grant. */
+  schedule(options?: AgentScheduleOptions): Promise<AgentGrant>;
+  /** Lets the agent stop `pid` (default: the client's pid) at the grant's deadline. */
+  allow(grant: AgentGrant, pid?: number): Promise<void>;
+  /** Releases the grant: `"released"`, or `"not_used"` when no process was ever allowed on it. */
+  release(grant: AgentGrant, options?: { readonly failed?: boolean | undefined }): Promise<"released" | "not_used">;
+  /** How many requests the agent is waiting on in the queue. */
+  queueSize(): Promise<number>;
+  /**
+   * Schedules a GPU, allows this process on it, runs `fn`, and always releases (with
+   * `failed` when `fn` throws, whose error is then rethrown).
+   */
+  gpu<T>(options: AgentGpuOptions, fn: (context: AgentGpuContext) => T | Promise<T>): Promise<T>;
+  gpu<T>(fn: (context: AgentGpuContext) => T | Promise<T>): Promise<T>;
+}
+
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** Creates a client of the node agent at `options.url`; nothing is sent until the first call. */
+export function createAgentClient(options: AgentClientOptions): AgentClient {
+  const base = new URL(options.url).href.replace(/\/+$/, "");
+  const fetchImpl = options.fetch ?? globalThis.fetch;
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  const pid = options.pid ?? globalThis.process?.pid;
+
+  async function request(method: "GET" | "POST", path: string, query: Record<string, string | undefined>, signal?: AbortSignal, stream = false): Promise<Response> {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(query)) if (v !== undefined) params.set(k, v);
+    const url = `${base}${path}${params.toString() === "" ? "" : `?${params.toString()}`}`;
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    const onAbort = () => controller.abort(signal?.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      const response = await fetchImpl(url, { method, signal: controller.signal, headers: { accept: stream ? "text/event-stream, application/json" : "application/json" } });
+      if (!response.ok) throw await errorOf(method, url, response);
+      return response;
+    } catch (error) {
+      if (signal?.aborted === true) throw signal.reason;
+      if (error instanceof GpupoolError) throw error;
+      const why = controller.signal.aborted && !(signal?.aborted ?? false) ? `it did not answer within ${timeoutMs} ms` : reasonOf(error);
+      throw new ServerUnavailableError(sdkProblem("server_unavailable", "gpupool agent unavailable", 0, `Could not reach the gpupool agent at ${url}: ${why}.`), { url, cause: error });
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  const client: AgentClient = {
+    url: base,
+    async schedule(o = {}) {
+      o.signal?.throwIfAborted();
+      const query = {
+        enableQueue: String(o.queue ?? true),
+        durationSeconds: o.duration === undefined ? undefined : String(o.duration),
+        gpuSize: o.size,
+        token: normalizeIpToken(o.ipToken),
+      };
+      const response = await request("POST", "/schedule", query, o.signal, true);
+      if (!(response.headers.get("content-type") ?? "").includes("text/event-stream")) return decodeGrant(await response.json().catch(() => null));
+      return followQueue(response, o);
+    },
+    async allow(grant, allowPid = pid) {
+      if (allowPid === undefined) throw new TypeError("allow(): no pid (not running under Node.js); pass one.");
+      await request("POST", "/allow", { allowToken: grant.allowToken, pid: String(allowPid) });
+    },
+    async release(grant, o = {}) {
+      const response = await request("POST", "/release", { allowToken: grant.allowToken, fail: String(o.failed ?? false) });
+      return response.status === 204 ? "not_used" : "released";
+    },
+    async queueSize() {
+      return num(await (await request("GET", "/queue-size", {})).json());
+    },
+    gpu<T>(first: AgentGpuOptions | ((c: AgentGpuContext) => T | Promise<T>), second?: (c: AgentGpuContext) => T | Promise<T>): Promise<T> {
+      const [o, fn] = typeof first === "function" ? [{}, first] : [first, second];
+      if (fn === undefined) return Promise.reject(new TypeError("gpu(options, fn): fn is missing."));
+      return runOnAgentGpu(client, o, fn);
+    },
+  };
+  return client;
+}
+
+async function runOnAgentGpu<T>(client: AgentClient, options: AgentGpuOptions, fn: (c: AgentGpuContext) => T | Promise<T>): Promise<T> {
+  const grant = await client.schedule(options);
+  const release = async (failed: boolean) => {
+    try {
+      await client.release(grant, { failed });
+    } catch (error) {
+      // Past the deadline the agent has already stopped the lease: nothing is left to release.
+      if (error instanceof GpupoolError && error.code === "not_found" && grant.deadline !== null && Date.now() >= grant.deadline.getTime()) return;
+      if (options.onReleaseError !== undefined) {
+        try {
+          options.onReleaseError(error, grant);
+        } catch {
+          // A throwing reporter must not replace the function's own result or error.
+        }
+      } else {
+        const why = error instanceof Error ? error.message : String(error);
+        globalThis.process?.emitWarning(`Releasing the GPU of lease ${grant.leaseId ?? "?"} failed (${why}); it will expire at its deadline and be charged in full.`, { type: "GpupoolReleaseWarning", code: "GPUPOOL_RELEASE_FAILED" });
+      }
+    }
+  };
+  try {
+    await client.allow(grant);
+  } catch (error) {
+    await release(true);
+    throw error;
+  }
+  const controller = new AbortController();
+  const caller = options.signal;
+  const onCallerAbort = () => controller.abort(caller?.reason);
+  caller?.addEventListener("abort", onCallerAbort, { once: true });
+  // Same host as the agent, so its deadline is on our clock.
+  const timer = grant.deadline === null ? undefined : setTimeout(() => controller.abort(new LeaseDeadlineError(grant.leaseId ?? "", grant.deadline)), Math.min(Math.max(0, grant.deadline.getTime() - Date.now()), MAX_TIMER_MS));
+  const device: AgentGpuDevice = { index: grant.index, uuid: grant.uuid, name: grant.name, node: grant.node, env: () => ({ CUDA_VISIBLE_DEVICES: grant.uuid }) };
+  let result: T;
+  try {
+    result = await fn({ grant, device, signal: controller.signal });
+  } catch (error) {
+    clearTimeout(timer);
+    caller?.removeEventListener("abort", onCallerAbort);
+    await release(true);
+    throw error;
+  }
+  clearTimeout(timer);
+  caller?.removeEventListener("abort", onCallerAbort);
+  await release(false);
+  return result;
+}
+
+async function followQueue(response: Response, o: AgentScheduleOptions): Promise<AgentGrant> {
+  if (response.body === null) throw invalid("an empty event stream");
+  for await (const event of readServerSentEvents(response.body)) {
+    let data: unknown = null;
+    try {
+      data = JSON.parse(event.data) as unknown;
+    } catch {
+      data = event.data;
+    }
+    if (event.event === "ping") {
+      if (isRecord(data)) o.onQueue?.({ position: numOrNull(data["position"]), reason: strOrNull(data["reason"]) as QueueReason | null, etaS: numOrNull(data["eta_s"]) });
+    } else if (event.event === "succeeded") {
+      return decodeGrant(data);
+    } else if (event.event === "failed") {
+      const detail = isRecord(data) ? str(data["detail"]) : String(data);
+      throw problemToError(normalizeProblem(isRecord(data) ? data : {}, isRecord(data) && typeof data["status"] === "number" ? data["status"] : 503, detail || "The queued request failed."));
+    }
+  }
+  if (o.signal?.aborted === true) throw o.signal.reason;
+  throw new ServerUnavailableError(sdkProblem("server_unavailable", "gpupool agent unavailable", 0, "The agent's queue stream ended without a grant or a failure."), { url: response.url });
+}
+
+function decodeGrant(v: unknown): AgentGrant {
+  if (!isRecord(v) || typeof v["allowToken"] !== "string" || typeof v["nvidiaUUID"] !== "string") throw invalid("a grant without allowToken or nvidiaUUID");
+  const deadline = typeof v["deadline"] === "string" ? new Date(v["deadline"]) : null;
+  return {
+    allowToken: v["allowToken"],
+    leaseId: strOrNull(v["leaseId"]),
+    index: num(v["nvidiaIndex"]),
+    uuid: v["nvidiaUUID"],
+    name: strOrNull(v["name"]),
+    node: strOrNull(v["node"]),
+    idle: v["idle"] === true,
+    deadline: deadline !== null && !Number.isNaN(deadline.getTime()) ? deadline : null,
+  };
+}
+
+/**
+ * A refusal as a typed error. The agent's answers carry the pool's problem; a bare 429 from
+ * another device API (`{left, wait}` only) is read the way the `spaces` client reads it.
+ */
+async function errorOf(method: string, url: string, response: Response): Promise<GpupoolError> {
+  const text = await response.text().catch(() => "");
+  let body: unknown = null;
+  try {
+    body = text === "" ? null : (JSON.parse(text) as unknown);
+  } catch {
+    // not JSON: described from the status below
+  }
+  const record = isRecord(body) ? body : {};
+  if (response.status === 429 && typeof record["code"] !== "string") {
+    const wait = num(record["wait"]);
+    const code = wait < 0 ? "duration_too_long" : wait === 0 ? "runs_exceeded" : "quota_exceeded";
+    body = { ...record, code, detail: code === "quota_exceeded" ? `GPU quota exceeded: ${num(record["left"])}s left; try again in ${wait}s.` : `Refused (${code}).` };
+  }
+  const fallback = response.headers.get("x-gpupool-detail") ?? `${method} ${url} answered ${response.status}.`;
+  const problem = normalizeProblem(body, response.status, fallback);
+  if (response.status >= 500 && problem.code !== "no_gpu_available") {
+    return new ServerUnavailableError(problem, { url, message: `The gpupool agent at ${url} could not serve the request (${response.status}): ${problem.detail}` });
+  }
+  return problemToError(problem);
+}
+
+function invalid(what: string): GpupoolError {
+  return new GpupoolError(sdkProblem("invalid_response", "Invalid response", 0, `The gpupool agent sent ${what}; is the URL a gpupool agent's device API (http://127.0.0.1:7071/apps/<app-key>)?`));
+}
+
+function reasonOf(error: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    const text = e.message === "fetch failed" ? (typeof code === "string" ? code : "") : e.message;
+    if (text !== "" && !parts.includes(text)) parts.push(text);
+  }
+  return parts.join("; ") || String(error);
+}
