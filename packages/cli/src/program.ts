@@ -3,6 +3,7 @@ import { GpupoolError, InvalidRequestError } from "@gpupool/sdk";
 import type { ConfigError } from "@gpupool/server";
 import { Command, CommanderError } from "commander";
 import { registerAdmin } from "./commands/admin.js";
+import { registerAgent } from "./commands/agent.js";
 import { registerDemo } from "./commands/demo.js";
 import { registerDiagnose } from "./commands/diagnose.js";
 import { registerEdge } from "./commands/edge.js";
@@ -60,6 +61,7 @@ Exit codes: 0 ok, 1 the server refused or failed (printed as "error [code]: deta
   registerServer(program);
   registerDemo(program);
   registerEdge(program);
+  registerAgent(program);
   registerQuota(program);
   registerDiagnose(program);
   registerLeases(program);
