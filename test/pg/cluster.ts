@@ -12,7 +12,7 @@ export interface Cluster {
   readonly url: string;
   readonly dir: string;
   readonly binDir: string;
-  /** Stops the server (every session ends), keeping the data, so `resume` brings it back on the same port. */
+  /** Stops the server (every session ends), keeping the data, so `resume` brings it back on the same port (a no-op if it runs). */
   pause(): void;
   resume(): void;
   /** Stops the server and deletes the cluster. */
@@ -104,8 +104,17 @@ export async function startCluster(binDir: string): Promise<Cluster> {
         rmSync(dir, { recursive: true, force: true });
       }
     };
-    const pause = () => run("pg_ctl", ["stop", "-D", data, "-m", "fast", "-w"]);
-    return { url: `postgres://gpupool@127.0.0.1:${port}/postgres`, dir, binDir, pause, resume: start, stop };
+    let running = true;
+    const pause = () => {
+      run("pg_ctl", ["stop", "-D", data, "-m", "fast", "-w"]);
+      running = false;
+    };
+    const resume = () => {
+      if (running) return;
+      start();
+      running = true;
+    };
+    return { url: `postgres://gpupool@127.0.0.1:${port}/postgres`, dir, binDir, pause, resume, stop };
   } catch (err) {
     rmSync(dir, { recursive: true, force: true });
     throw err;

@@ -230,4 +230,21 @@ describe.skipIf(!inject("pgBin"))("postgres store when the database goes away an
     }, 10_000, 100);
     expect(lost).toHaveLength(1);
   }, 60_000);
+
+  it("subscribing while it is down fails; once it is back, a subscription hears each message once", async () => {
+    const store = await open(`${cluster.url}?schema=late_listen`);
+    cluster.pause();
+    try {
+      const heard: string[] = [];
+      await expect(store.coordination.subscribe("late", (p) => heard.push(`failed:${p}`))).rejects.toBeInstanceOf(StorageUnavailableError);
+      cluster.resume();
+      await waitFor(async () => store.coordination.subscribe("late", (p) => heard.push(p)).then(() => true, () => false), 10_000, 100);
+      await store.coordination.publish("late", "one");
+      await waitFor(() => heard.includes("one"));
+      await new Promise((r) => setTimeout(r, 200));
+      expect(heard).toEqual(["one"]);
+    } finally {
+      cluster.resume();
+    }
+  }, 60_000);
 });

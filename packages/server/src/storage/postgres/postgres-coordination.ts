@@ -13,6 +13,12 @@ type State =
   | { readonly kind: "leading"; readonly pid: number; readonly lost: (err: Error) => void }
   | { readonly kind: "closed" };
 
+/** A channel the driver listens on: `first` is its first LISTEN; `ready` once any LISTEN succeeded. */
+interface Listen {
+  ready: boolean;
+  first: Promise<unknown>;
+}
+
 /** How often a replica that does not lead tries to take the lock (the takeover delay after a leader dies). */
 const POLL_MS = 250;
 /** NOTIFY channel names are identifiers: at most 63 bytes. */
@@ -55,7 +61,7 @@ export class PostgresCoordination implements Coordination {
   private readonly serial = new Serial();
   /** Handlers by channel (as the caller names it); one LISTEN per channel for the store's lifetime. */
   private readonly handlers = new Map<string, Set<(payload: string) => void>>();
-  private readonly listening = new Map<string, Promise<unknown>>();
+  private readonly listens = new Map<string, Listen>();
   private wake: (() => void) | null = null;
 
   constructor(private readonly o: PostgresCoordinationOptions) {}
@@ -74,6 +80,7 @@ export class PostgresCoordination implements Coordination {
     this.state = { kind: "waiting" };
     let failures = 0;
     for (;;) {
+      if (this.isClosed()) throw new Error("The store was closed while waiting for leadership.");
       let delayMs = POLL_MS;
       try {
         const [row] = await this.o.leaderSession<{ ok: boolean; pid: number }[]>`
@@ -122,10 +129,8 @@ export class PostgresCoordination implements Coordination {
           throw err;
         }
         if (isConnectionError(err)) {
-          const lostErr = new LeadershipLostError("The database session holding leadership broke; nothing was committed.");
-          (lostErr as Error & { cause?: unknown }).cause = err;
           this.sessionClosed();
-          throw lostErr;
+          throw Object.assign(new LeadershipLostError("The database session holding leadership broke; nothing was committed."), { cause: err });
         }
         throw storageError(err);
       }
@@ -160,27 +165,36 @@ export class PostgresCoordination implements Coordination {
     let set = this.handlers.get(channel);
     if (!set) this.handlers.set(channel, (set = new Set()));
     set.add(handler);
-    // postgres.js keeps one connection for LISTEN and re-issues every LISTEN when it reconnects.
-    // Its own unlisten does not survive such a reconnect, so the channel stays listened to and
-    // this map decides who hears what. Delivery is on a microtask, never inside the driver.
-    let listening = this.listening.get(channel);
-    if (!listening) {
-      const dispatch = (payload: string): void => {
-        for (const h of [...(this.handlers.get(channel) ?? [])]) queueMicrotask(() => this.handlers.get(channel)?.has(h) && h(payload));
-      };
-      listening = this.o.pool.listen(name, dispatch);
-      this.listening.set(channel, listening);
-    }
-    try {
-      await listening;
-    } catch (err) {
-      set.delete(handler);
-      if (this.listening.get(channel) === listening) this.listening.delete(channel);
-      throw storageError(err);
+    const listen = this.listens.get(channel) ?? this.listen(channel, name);
+    if (!listen.ready) {
+      try {
+        await listen.first;
+      } catch (err) {
+        set.delete(handler);
+        throw storageError(err);
+      }
     }
     return async () => {
       set.delete(handler);
     };
+  }
+
+  /**
+   * LISTENs on a channel, once for the store's lifetime. postgres.js keeps one connection for
+   * LISTEN, re-issues every LISTEN after it reconnects (also after a first attempt that failed),
+   * and reports each success through `onlisten`. Its own unlisten does not survive such a
+   * reconnect, and a second listen() on a channel would deliver twice, so the driver is asked once
+   * and `handlers` decides who hears what. Delivery is on a microtask, never inside the driver.
+   */
+  private listen(channel: string, name: string): Listen {
+    const dispatch = (payload: string): void => {
+      for (const h of [...(this.handlers.get(channel) ?? [])]) queueMicrotask(() => this.handlers.get(channel)?.has(h) && h(payload));
+    };
+    const listen: Listen = { ready: false, first: Promise.resolve() };
+    listen.first = this.o.pool.listen(name, dispatch, () => void (listen.ready = true));
+    listen.first.catch(() => undefined);
+    this.listens.set(channel, listen);
+    return listen;
   }
 
   private isClosed(): boolean {
