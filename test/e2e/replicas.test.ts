@@ -118,7 +118,7 @@ describe.skipIf(pg === null)("control-plane replicas on PostgreSQL", () => {
       expect(r.status).toBe(201);
       active.push(r.body.id as string);
     }
-    const queued = [];
+    const queued: string[] = [];
     for (let i = 0; i < 2; i++) {
       const r = await call(followers[1]!.url, "POST", "/v1/leases", key, { duration: 5 });
       expect(r.status).toBe(202);

@@ -110,7 +110,10 @@ export class PostgresStore implements Store {
     await this.guard(() =>
       this.sql.begin(async (sql) => {
         await sql`SELECT pg_advisory_xact_lock(${lockKey("migrate", schema)}::bigint)`;
-        await sql`CREATE SCHEMA IF NOT EXISTS ${sql(schema)}`;
+        // Only when missing: CREATE SCHEMA checks the CREATE privilege on the database even with
+        // IF NOT EXISTS, and a schema made by an administrator for a less privileged user is fine.
+        const [exists] = await sql`SELECT 1 FROM pg_namespace WHERE nspname = ${schema}`;
+        if (!exists) await sql`CREATE SCHEMA IF NOT EXISTS ${sql(schema)}`;
         await sql`CREATE TABLE IF NOT EXISTS ${sql(schema)}.schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`;
         const [row] = await sql<{ v: number }[]>`SELECT COALESCE(MAX(version), 0)::int AS v FROM ${sql(schema)}.schema_migrations`;
         for (let v = row?.v ?? 0; v < POSTGRES_MIGRATIONS.length; v++) {
