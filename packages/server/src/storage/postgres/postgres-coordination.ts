@@ -71,7 +71,9 @@ export class PostgresCoordination implements Coordination {
     const state = this.state;
     if (state.kind !== "leading") return;
     this.state = { kind: "idle" };
-    state.lost(new LeadershipLostError("The database session holding leadership closed; another replica may lead now."));
+    // Not from inside the driver's close handler: whatever the callback does (or throws) stays out of it.
+    const err = new LeadershipLostError("The database session holding leadership closed; another replica may lead now.");
+    queueMicrotask(() => state.lost(err));
   }
 
   async lead(lost: (err: Error) => void): Promise<void> {
