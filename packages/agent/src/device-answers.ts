@@ -100,7 +100,8 @@ export function refusalAnswer(p: WireProblem, retryAfterS: number | null, now: n
       return quota(seconds(p["left"]) ?? 0, Math.max(1, Math.ceil(wait)));
     }
     case "duration_too_long":
-      return quota(seconds(p["left"]) ?? seconds(p["quota"]) ?? 0, -1);
+      // The client ignores `left` here (it reports the maximum duration); 0 unless the pool said.
+      return quota(seconds(p["left"]) ?? 0, -1);
     case "runs_exceeded":
       return quota(seconds(p["left"]) ?? 0, 0);
     case "no_gpu_available":
