@@ -2,7 +2,7 @@ import type { Policy } from "./policy.js";
 import type { Pool, SlotAssignment } from "./pool.js";
 import type { Concurrency, Grant, QueuedRequest, WaitReason } from "./scheduler.js";
 import { BoundWork } from "./scheduler-bound.js";
-import type { PriorityRequest, QueueEntry } from "./scheduler-lanes.js";
+import type { LaneGroup, PriorityRequest, QueueEntry } from "./scheduler-lanes.js";
 import { LaneIndex, bestOf, ranksBefore, shortestOf } from "./scheduler-lanes.js";
 import { RankedSet } from "./scheduler-rank.js";
 import type { DeviceTimeline } from "./scheduler-slots.js";
@@ -82,7 +82,7 @@ export class PriorityScheduler {
   private readonly entries = new Map<string, QueueEntry>();
   /** Every queued request in rank order, weighted by slot-milliseconds (positions and work ahead). */
   private readonly ranked = new RankedSet<QueueEntry>(ranksBefore);
-  private readonly lanes = new LaneIndex();
+  private readonly lanes = new LaneIndex((slots, node) => this.board.couldEverFit(slots, node));
   /** Node-bound requests in rank order, to leave other nodes' work out of their ETAs. */
   private readonly bound = new BoundWork();
   private readonly board = new SlotBoard();
@@ -220,7 +220,7 @@ export class PriorityScheduler {
     let resynced = false;
     this.currentHold = null;
     for (;;) {
-      const head = this.head();
+      const head = this.lanes.head();
       if (head === null) break;
       if (atLimit(concurrency, head.lane.app)) {
         this.lanes.park(head.lane.app as string);
@@ -271,37 +271,38 @@ export class PriorityScheduler {
   }
 
   /**
-   * The best-ranked request whose app is not parked and that some device could ever take: the one
-   * a hold is made for. Requests no device can take (bound to a node with no devices, or larger
-   * than any of its GPUs) are passed over, so they never keep a hold from the next one.
+   * The best-ranked request that may be placed now (on a free device it may use, or within the
+   * hold's shadow). Bound groups are only looked at for nodes with a free slot: in a busy pool
+   * that is the node a lease just left, however many nodes have requests waiting.
    */
-  private head(): QueueEntry | null {
-    let head: QueueEntry | null = null;
-    for (const group of this.lanes.live) {
-      if (!this.board.couldEverFit(group.slots, group.node)) continue;
-      const best = bestOf(group);
-      if (head === null || ranksBefore(best, head)) head = best;
-    }
-    return head;
-  }
-
-  /** The best-ranked request that may be placed now (on a free device it may use, or within the hold's shadow). */
   private candidate(hold: { device: DeviceTimeline; at: number } | null, now: number): QueueEntry | null {
     let best: QueueEntry | null = null;
-    const except = hold?.device ?? null;
-    for (const group of this.lanes.live) {
-      let pick: QueueEntry | undefined;
-      if (this.board.fits(group.slots, except, group.node)) {
-        pick = bestOf(group);
-      } else if (hold !== null && hold.device.free >= group.slots && (group.node === null || group.node === hold.device.node)) {
-        // EASY backfill on the held device: only a request that ends before the head's shadow
-        // time. The shortest one of this group is the one most likely to; if it does not, none does.
-        const shortest = shortestOf(group);
-        if (now + shortest.request.durationMs <= hold.at) pick = shortest;
-      }
+    const consider = (group: LaneGroup): void => {
+      const pick = this.pick(group, hold, now);
       if (pick !== undefined && (best === null || ranksBefore(pick, best))) best = pick;
+    };
+    for (const group of this.lanes.unbound) consider(group);
+    const bound = this.lanes.bound;
+    const open = this.board.nodesWithFreeSlots;
+    // Walk the smaller of the two sets, looking each node up in the other.
+    if (open.size < bound.size) {
+      for (const node of open) for (const group of bound.get(node) ?? []) consider(group);
+    } else {
+      for (const [node, groups] of bound) if (open.has(node)) for (const group of groups) consider(group);
     }
     return best;
+  }
+
+  /** The best request of `group` that may be placed now, if any. */
+  private pick(group: LaneGroup, hold: { device: DeviceTimeline; at: number } | null, now: number): QueueEntry | undefined {
+    if (this.board.fits(group.slots, hold?.device ?? null, group.node)) return bestOf(group);
+    if (hold !== null && hold.device.free >= group.slots && (group.node === null || group.node === hold.device.node)) {
+      // EASY backfill on the held device: only a request that ends before the head's shadow
+      // time. The shortest one of this group is the one most likely to; if it does not, none does.
+      const shortest = shortestOf(group);
+      if (now + shortest.request.durationMs <= hold.at) return shortest;
+    }
+    return undefined;
   }
 
   /** See `place`; `entry` is queued, or a preview's probe. */
@@ -352,6 +353,8 @@ export class PriorityScheduler {
 
   private resync(pool: Pool): void {
     for (const gone of this.board.syncFrom(pool)) this.forgetActive(gone.leaseId, gone.appId);
+    // Devices may have come or gone: requests no device could take may fit now, or the reverse.
+    this.lanes.refit();
   }
 
   private forgetActive(leaseId: string, appId: string | null): void {

@@ -70,14 +70,20 @@ export interface LaneGroup {
   readonly byDuration: IndexedHeap<Lane>;
   /** Lanes of the group, parked or not, empty or not (a node's group goes with its last lane). */
   lanes: number;
+  /** Whether some device could ever take the group's requests (as of the last refit). */
+  placeable: boolean;
+  /** Whether dispatch looks at the group: it is placeable and has a lane in its heaps. */
+  listed: boolean;
+  /** Place in the heap of listed bound groups (-1: not there). */
+  topIndex: number;
 }
 
-/** The best request of a live group (one with a lane in its heaps). */
+/** The best request of a listed group. */
 export function bestOf(group: LaneGroup): QueueEntry {
   return (group.byRank.peek() as Lane).byRank.peek() as QueueEntry;
 }
 
-/** The shortest request of a live group. */
+/** The shortest request of a listed group. */
 export function shortestOf(group: LaneGroup): QueueEntry {
   return (group.byDuration.peek() as Lane).byDuration.peek() as QueueEntry;
 }
@@ -89,7 +95,13 @@ export function shortestOf(group: LaneGroup): QueueEntry {
  * group g" are O(1) and every change is O(log n).
  *
  * An app at its concurrency limit is *parked*: its lanes leave the group heaps in O(lanes · log
- * lanes), so none of its requests is looked at — or blocks anyone — until it is unparked.
+ * lanes), so none of its requests is looked at — or blocks anyone — until it is unparked. A group
+ * no device could ever take (bound to a node with no devices, or larger than any GPU) is likewise
+ * left out of what dispatch looks at until a refit finds it placeable.
+ *
+ * Dispatch looks at *listed* groups: the unbound ones (one per size, a handful) one by one, and
+ * the bound ones — there may be a few per node of a large pool — through a heap by best request
+ * (the head of the queue) and by node (only nodes with a free slot can take anything).
  *
  * Unbound lanes and groups stay once made (there are apps × sizes of them), so a busy app does not
  * churn them; a node's lanes and groups are dropped when they empty, since nodes come and go.
@@ -99,8 +111,21 @@ export class LaneIndex {
   /** node binding → size → group. */
   private readonly groups = new Map<string | null, Map<number, LaneGroup>>();
   private readonly parked = new Set<string>();
-  /** Groups with at least one lane in their heaps: the only ones dispatch looks at (any order). */
-  readonly live = new Set<LaneGroup>();
+  /** Listed unbound groups. */
+  readonly unbound = new Set<LaneGroup>();
+  /** node → its listed groups. */
+  readonly bound = new Map<string, Set<LaneGroup>>();
+  /** Listed bound groups, by their best request. */
+  private readonly boundTops = new IndexedHeap<LaneGroup>(
+    (a, b) => ranksBefore(bestOf(a), bestOf(b)),
+    (g) => g.topIndex,
+    (g, i) => {
+      g.topIndex = i;
+    },
+  );
+
+  /** `placeable`: whether some device could ever take `slots` (on `node`, when bound). */
+  constructor(private readonly placeable: (slots: number, node: string | null) => boolean) {}
 
   laneFor(app: string | null, slots: number, node: string | null): Lane {
     const group = this.groupFor(slots, node);
@@ -144,6 +169,7 @@ export class LaneIndex {
     } else if (lane.group.byRank.has(lane)) {
       lane.group.byRank.update(lane);
       lane.group.byDuration.update(lane);
+      this.relist(lane.group);
     }
   }
 
@@ -164,6 +190,34 @@ export class LaneIndex {
   unpark(app: string): void {
     if (!this.parked.delete(app)) return;
     for (const lane of this.lanes.get(app)?.values() ?? []) if (lane.byRank.size > 0) this.place(lane);
+  }
+
+  /** The best request of any listed group: the head of the queue. */
+  head(): QueueEntry | null {
+    let head: QueueEntry | null = null;
+    for (const group of this.unbound) {
+      const best = bestOf(group);
+      if (head === null || ranksBefore(best, head)) head = best;
+    }
+    const top = this.boundTops.peek();
+    if (top !== undefined) {
+      const best = bestOf(top);
+      if (head === null || ranksBefore(best, head)) head = best;
+    }
+    return head;
+  }
+
+  /** Re-asks which groups are placeable, after the devices changed. O(groups). */
+  refit(): void {
+    for (const bySize of this.groups.values()) {
+      for (const group of bySize.values()) {
+        const placeable = this.placeable(group.slots, group.node);
+        if (placeable === group.placeable) continue;
+        group.placeable = placeable;
+        if (!placeable) this.unlist(group);
+        else if (group.byRank.size > 0) this.relist(group);
+      }
+    }
   }
 
   private groupFor(slots: number, node: string | null): LaneGroup {
@@ -188,6 +242,9 @@ export class LaneIndex {
         },
       ),
       lanes: 0,
+      placeable: this.placeable(slots, node),
+      listed: false,
+      topIndex: -1,
     };
     if (!bySize) {
       bySize = new Map();
@@ -203,11 +260,11 @@ export class LaneIndex {
     if (group.byRank.has(lane)) {
       group.byRank.update(lane);
       group.byDuration.update(lane);
-      return;
+    } else {
+      group.byRank.push(lane);
+      group.byDuration.push(lane);
     }
-    group.byRank.push(lane);
-    group.byDuration.push(lane);
-    this.live.add(group);
+    this.relist(group);
   }
 
   /** Takes a lane out of its group's heaps (emptied or parked). */
@@ -215,7 +272,39 @@ export class LaneIndex {
     const group = lane.group;
     if (!group.byRank.remove(lane)) return;
     group.byDuration.remove(lane);
-    if (group.byRank.size === 0) this.live.delete(group);
+    if (group.byRank.size === 0) this.unlist(group);
+    else this.relist(group);
+  }
+
+  /** Lists a placeable group that has lanes in its heaps, or re-orders it after its best request changed. */
+  private relist(group: LaneGroup): void {
+    if (!group.placeable) return;
+    if (group.listed) {
+      if (group.node !== null) this.boundTops.update(group);
+      return;
+    }
+    group.listed = true;
+    if (group.node === null) {
+      this.unbound.add(group);
+      return;
+    }
+    this.boundTops.push(group);
+    const ofNode = this.bound.get(group.node);
+    if (ofNode) ofNode.add(group);
+    else this.bound.set(group.node, new Set([group]));
+  }
+
+  private unlist(group: LaneGroup): void {
+    if (!group.listed) return;
+    group.listed = false;
+    if (group.node === null) {
+      this.unbound.delete(group);
+      return;
+    }
+    this.boundTops.remove(group);
+    const ofNode = this.bound.get(group.node) as Set<LaneGroup>;
+    ofNode.delete(group);
+    if (ofNode.size === 0) this.bound.delete(group.node);
   }
 
   /** Forgets an empty lane of a node, and its group with its last lane. */

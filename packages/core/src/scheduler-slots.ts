@@ -70,6 +70,11 @@ export class SlotScope {
 /** One node's scope and its devices, in the pool's order (a node has a handful: scanned, not indexed). */
 export class NodeSlots extends SlotScope {
   readonly devices: DeviceTimeline[] = [];
+  freeSlots = 0;
+
+  constructor(readonly name: string) {
+    super();
+  }
 }
 
 /**
@@ -93,6 +98,8 @@ export class SlotBoard {
   /** readiness[s]: devices with at least s slots, soonest to have s free first. */
   private readonly readiness: IndexedHeap<DeviceTimeline>[] = [];
   private readonly nodes = new Map<string, NodeSlots>();
+  /** Nodes with a free slot: the only ones whose bound requests may be placed now. */
+  private readonly open = new Set<string>();
   private readonly leases = new Map<string, LeaseInfo>();
   private readonly placed = new Map<string, DeviceTimeline>();
   private whole = new SlotScope();
@@ -109,6 +116,11 @@ export class SlotBoard {
       pool.totalSlots === this.whole.totalSlots &&
       pool.busySlots === this.busySlots
     );
+  }
+
+  /** Nodes with at least one free slot. */
+  get nodesWithFreeSlots(): ReadonlySet<string> {
+    return this.open;
   }
 
   /** The whole pool's slots (node null) or one node's; null for a node with no devices. */
@@ -128,6 +140,7 @@ export class SlotBoard {
     this.byFree.clear();
     this.readiness.length = 0;
     this.nodes.clear();
+    this.open.clear();
     this.placed.clear();
     this.whole = new SlotScope();
     this.busySlots = 0;
@@ -140,7 +153,7 @@ export class SlotBoard {
     for (const { spec, holders } of snapshot) {
       let host = this.nodes.get(spec.node);
       if (!host) {
-        host = new NodeSlots();
+        host = new NodeSlots(spec.node);
         this.nodes.set(spec.node, host);
       }
       const d: DeviceTimeline = {
@@ -164,6 +177,8 @@ export class SlotBoard {
         else slotsOf.set(h, (slotsOf.get(h) ?? 0) + 1);
       }
       this.busySlots += spec.slots - d.free;
+      host.freeSlots += d.free;
+      if (d.free > 0) this.open.add(spec.node);
       for (const [leaseId, slots] of slotsOf) {
         seen.add(leaseId);
         this.placed.set(leaseId, d);
@@ -275,11 +290,8 @@ export class SlotBoard {
     const info: LeaseInfo = { appId, slots: assignment.slots.length, deadline };
     this.leases.set(leaseId, info);
     this.placed.set(leaseId, d);
-    this.byFree.get(d.free)?.delete(d);
     for (const s of assignment.slots) d.holders[s] = leaseId;
-    d.free -= assignment.slots.length;
-    this.bucket(d.free).add(d);
-    this.busySlots += assignment.slots.length;
+    this.addFree(d, -assignment.slots.length);
     this.countLease(info, d, +1);
     this.refresh(d);
     return true;
@@ -294,15 +306,14 @@ export class SlotBoard {
     if (d) {
       this.placed.delete(leaseId);
       this.countLease(info, d, -1);
-      this.byFree.get(d.free)?.delete(d);
+      let freed = 0;
       for (let i = 0; i < d.holders.length; i++) {
         if (d.holders[i] === leaseId) {
           d.holders[i] = null;
-          d.free++;
-          this.busySlots--;
+          freed++;
         }
       }
-      this.bucket(d.free).add(d);
+      this.addFree(d, freed);
       this.refresh(d);
     }
     return { appId: info.appId };
@@ -310,6 +321,19 @@ export class SlotBoard {
 
   deadlineOf(leaseId: string): number | null {
     return this.leases.get(leaseId)?.deadline ?? null;
+  }
+
+  /** Frees (delta > 0) or takes (delta < 0) slots of a device, in every count and index. */
+  private addFree(d: DeviceTimeline, delta: number): void {
+    this.byFree.get(d.free)?.delete(d);
+    d.free += delta;
+    this.bucket(d.free).add(d);
+    this.busySlots -= delta;
+    const host = d.host;
+    const was = host.freeSlots;
+    host.freeSlots += delta;
+    if (host.freeSlots === 0) this.open.delete(host.name);
+    else if (was === 0) this.open.add(host.name);
   }
 
   /** Counts a placed lease's remaining work in the pool's scope and its node's. */

@@ -72,19 +72,20 @@ describe("node-bound placement", () => {
   });
 
   it("backfills the held device of a bound head only with short requests that may run there", () => {
-    const b = new Bench([gpu("n1", 0), gpu("n2", 0)], {}, 5_000);
-    b.busy("a", "n1", 0, [0], T + 30_000);
-    b.busy("b", "n2", 0, [0, 1], T + 100_000);
-    b.enqueue(req("xl", { node: "n1", slots: 2, priority: 3 }));
+    const b = new Bench([gpu("n1", 0, 4), gpu("n2", 0)], {}, 5_000);
+    b.busy("a", "n1", 0, [0, 1], T + 30_000);
+    b.busy("b", "n2", 0, [0], T + 100_000);
+    b.enqueue(req("big", { node: "n1", slots: 3, priority: 3 }));
     const now = T + 6_000;
-    // Short enough for the shadow time, but bound to n2: the held slot on n1 is not for it.
-    b.enqueue(req("n2-short", { node: "n2", queuedAt: now, durationMs: 5_000 }), req("long", { queuedAt: now, durationMs: 60_000 }));
+    // Short enough for the shadow time, but bound to n2 (which has a slot free, not two): the
+    // held slots on n1 are not for it. "long" could use them, but would delay "big".
+    b.enqueue(req("n2-pair", { node: "n2", slots: 2, queuedAt: now, durationMs: 5_000 }), req("long", { slots: 2, queuedAt: now, durationMs: 60_000 }));
     expect(b.run(now)).toEqual([]);
-    expect(b.s.hold()).toEqual({ leaseId: "xl", node: "n1", index: 0, shadowAt: T + 30_000 });
+    expect(b.s.hold()).toEqual({ leaseId: "big", node: "n1", index: 0, shadowAt: T + 30_000 });
     expect(usableIdleSlots(b.pool, waitingOf(b), b.c, b.s.hold(), now)).toBe(0);
-    b.enqueue(req("short", { queuedAt: now + 1, durationMs: 10_000 }));
+    b.enqueue(req("short", { slots: 2, queuedAt: now + 1, durationMs: 10_000 }));
     expect(b.run(now + 1)).toEqual(["short"]);
-    expect(b.pool.assignmentOf("short")).toMatchObject({ node: "n1", index: 0, slots: [1] });
+    expect(b.pool.assignmentOf("short")).toMatchObject({ node: "n1", index: 0, slots: [2, 3] });
   });
 });
 
@@ -184,6 +185,20 @@ describe("devices added and nodes removed between dispatches", () => {
     b.pool.addDevice(gpu("n1", 0));
     expect(b.run(T + 4)).toEqual(["c"]);
     expect(b.pool.assignmentOf("c")).toMatchObject({ node: "n1", slots: [0, 1] });
+  });
+
+  it("a request whose node left stops being the head a hold is made for", () => {
+    const b = new Bench([gpu("n1", 0), gpu("n2", 0), gpu("n2", 1)], {}, 5_000);
+    b.busy("x", "n1", 0, [0], T + 50_000);
+    b.busy("a", "n2", 0, [0], T + 30_000);
+    b.busy("b", "n2", 1, [0], T + 40_000);
+    b.enqueue(req("r", { node: "n1", slots: 2, priority: 3 }), req("xl", { slots: 2, priority: 2 }));
+    expect(b.run(T + 6_000)).toEqual([]);
+    expect(b.s.hold()).toEqual({ leaseId: "r", node: "n1", index: 0, shadowAt: T + 50_000 });
+    b.removeNode("n1");
+    expect(b.run(T + 7_000)).toEqual([]);
+    expect(b.s.hold()).toEqual({ leaseId: "xl", node: "n2", index: 0, shadowAt: T + 30_000 });
+    expect(b.s.place("r", T + 7_000)).toEqual({ position: 1, reason: "node", etaMs: null });
   });
 
   it("moves a hold off a device whose node left", () => {
