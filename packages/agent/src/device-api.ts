@@ -129,11 +129,7 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
 
   // Requests carry no body worth reading; whatever the client sends (JSON, form, nothing) is ignored.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser("*", (_req, payload, done) => {
-    payload.on("data", () => undefined);
-    payload.on("end", () => done(null, undefined));
-    payload.on("error", (e) => done(e, undefined));
-  });
+  app.addContentTypeParser("*", { parseAs: "buffer" }, (_req, _body, done) => done(null, undefined));
 
   const routes = async (scope: FastifyInstance): Promise<void> => {
     scope.post("/startup-report", async (_req, reply) => reply.code(200).send({}));

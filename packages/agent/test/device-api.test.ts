@@ -324,6 +324,17 @@ describe("allow and release", () => {
     expect((await post(`/release?allowToken=${token}`)).status).toBe(204);
   });
 
+  it("bodies are ignored whatever their type; an oversized one is a 413 problem", async () => {
+    await start();
+    await ready();
+    expect((await post("/startup-report", { body: '{"a":1}', headers: { "content-type": "application/json" } })).status).toBe(200);
+    expect((await post("/startup-report", { body: "a=1", headers: { "content-type": "application/x-www-form-urlencoded" } })).status).toBe(200);
+    expect((await post("/startup-report", { body: "not json", headers: { "content-type": "application/json" } })).status).toBe(200);
+    const big = await post("/schedule", { body: "x".repeat(10_000), headers: { "content-type": "text/plain" } });
+    expect(big.status).toBe(413);
+    expect(((await big.json()) as { code: string }).code).toBe("payload_too_large");
+  });
+
   it("unknown routes are a 404 problem listing the device API", async () => {
     await start();
     const r = await fetch(`${agent.url}/nope`);
