@@ -2,12 +2,15 @@
 // same order, at 1k, 10k and 100k queued requests in front of a pool of thousands of slots.
 // One "event" is one operation the engine performs: a release (and the dispatch it triggers),
 // an admission (enqueue + dispatch), a queue timeout (remove the oldest), or an SSE position lookup.
+// BENCH_BOUND (0–1, default 0) binds that share of requests to a random node (leases asked for
+// through a node's agent); at 0 the workload is exactly the unbound one.
 import { Pool, PriorityScheduler } from "@gpupool/core";
 
 const SIZES = (process.env.BENCH_QUEUED ?? "1000,10000,100000").split(",").map(Number);
 const GPUS = Number(process.env.BENCH_GPUS ?? 2000);
 const CYCLES = Number(process.env.BENCH_CYCLES ?? 10_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const BOUND = Number(process.env.BENCH_BOUND ?? 0);
 const APPS = 200;
 const AGING_STEP_MS = 15_000;
 const T0 = 1_700_000_000_000;
@@ -78,7 +81,7 @@ class SortedArrayQueue {
       const { request } = this.items[i];
       const limit = concurrency.limit(request.appId);
       if (limit !== null && concurrency.active(request.appId) >= limit) continue;
-      const assignment = pool.assign(request.leaseId, request.slots);
+      const assignment = pool.assign(request.leaseId, request.slots, request.node);
       if (!assignment) continue;
       this.items.splice(i--, 1);
       this.byId.delete(request.leaseId);
@@ -127,6 +130,8 @@ export function run(kind, queued, cycles = CYCLES) {
       seq: n,
       queuedAt: now,
       quotaLeftShare: random(),
+      // Drawn only when asked for, so that the unbound workload stays the same draw for draw.
+      node: BOUND > 0 && random() < BOUND ? `n${Math.floor(random() * (GPUS >> 3))}` : null,
     };
     queuedAt.set(leaseId, queuedIds.length);
     queuedIds.push(leaseId);
@@ -224,6 +229,7 @@ export async function main() {
       slots: GPUS * 2,
       cycles: CYCLES,
       rounds: ROUNDS,
+      ...(BOUND > 0 ? { bound_share: BOUND } : {}),
       event_mix: "per cycle: release+dispatch, enqueue+dispatch, remove oldest (timeout), enqueue+dispatch, position; enqueue+dispatch to top the queue up",
       events_per_s: ours,
       peer: "sorted array (binary search + splice, front-to-back dispatch scan), same order",

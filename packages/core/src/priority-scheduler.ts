@@ -3,7 +3,7 @@ import type { Pool, SlotAssignment } from "./pool.js";
 import type { Concurrency, Grant, QueuedRequest, WaitReason } from "./scheduler.js";
 import { BoundWork } from "./scheduler-bound.js";
 import type { LaneGroup, PriorityRequest, QueueEntry } from "./scheduler-lanes.js";
-import { LaneIndex, bestOf, ranksBefore, shortestOf } from "./scheduler-lanes.js";
+import { LaneIndex, bestOf, newEntry, ranksBefore, shortestOf } from "./scheduler-lanes.js";
 import { RankedSet } from "./scheduler-rank.js";
 import type { DeviceTimeline } from "./scheduler-slots.js";
 import { SlotBoard } from "./scheduler-slots.js";
@@ -329,23 +329,11 @@ export class PriorityScheduler {
 
   private entryFor(request: PriorityRequest, lane: QueueEntry["lane"] | null): QueueEntry {
     const share = Math.min(1, Math.max(0, request.quotaLeftShare ?? 1));
-    return {
-      request,
-      rankClass: request.priority - Math.floor(request.queuedAt / this.options.agingStepMs),
-      shareStep: Math.floor(share * this.options.shareSteps),
-      ord: lane === null ? this.ord : this.ord++,
-      // A preview is never stored in a lane; it only needs the key.
-      lane: lane as QueueEntry["lane"],
-      rankIndex: -1,
-      durationIndex: -1,
-      rankLeft: null,
-      rankRight: null,
-      rankPriority: 0,
-      rankCount: 0,
-      rankTotal: 0,
-      rankWeight: request.slots * request.durationMs,
-    };
+    const rankClass = request.priority - Math.floor(request.queuedAt / this.options.agingStepMs);
+    // A preview is never stored in a lane; it only needs the key.
+    return newEntry(request, rankClass, Math.floor(share * this.options.shareSteps), lane === null ? this.ord : this.ord++, lane as QueueEntry["lane"]);
   }
+
 
   private reasonOf(request: QueuedRequest): WaitReason {
     return this.lanes.isParked(request.appId) ? "concurrency" : "node";

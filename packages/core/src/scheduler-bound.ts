@@ -1,51 +1,39 @@
 import type { QueueEntry } from "./scheduler-lanes.js";
-import { ranksBefore } from "./scheduler-lanes.js";
-import type { RankNode } from "./scheduler-rank.js";
+import { copyEntry, ranksBefore } from "./scheduler-lanes.js";
 import { RankedSet } from "./scheduler-rank.js";
-
-/** A node-bound request's place in one of the sets below (it sits in two, so the mark is apart from the entry). */
-interface Mark extends RankNode<Mark> {
-  readonly entry: QueueEntry;
-}
-
-function markOf(entry: QueueEntry): Mark {
-  return { entry, rankLeft: null, rankRight: null, rankPriority: 0, rankCount: 0, rankTotal: 0, rankWeight: entry.rankWeight };
-}
-
-function marksBefore(a: Mark, b: Mark): boolean {
-  return ranksBefore(a.entry, b.entry);
-}
 
 /**
  * The queued requests bound to a node, in rank order: all of them, and those of each node. A
  * request bound to node N can only be delayed by work that may run on N's slots: the work ahead
  * of it less that of requests bound to other nodes, which this gives in O(log n). Unbound
  * requests are in none of these sets, so they pay nothing for them.
+ *
+ * The sets hold copies of the entries (see newEntry), keyed by the queued entry.
  */
 export class BoundWork {
-  private readonly all = new RankedSet<Mark>(marksBefore);
-  private readonly byNode = new Map<string, RankedSet<Mark>>();
-  private readonly marks = new Map<QueueEntry, { readonly all: Mark; readonly own: Mark }>();
+  private readonly all = new RankedSet<QueueEntry>(ranksBefore);
+  private readonly byNode = new Map<string, RankedSet<QueueEntry>>();
+  private readonly copies = new Map<QueueEntry, { readonly all: QueueEntry; readonly own: QueueEntry }>();
 
   add(entry: QueueEntry, node: string): void {
     let own = this.byNode.get(node);
     if (!own) {
-      own = new RankedSet<Mark>(marksBefore);
+      own = new RankedSet<QueueEntry>(ranksBefore);
       this.byNode.set(node, own);
     }
-    const marks = { all: markOf(entry), own: markOf(entry) };
-    this.all.insert(marks.all);
-    own.insert(marks.own);
-    this.marks.set(entry, marks);
+    const copies = { all: copyEntry(entry), own: copyEntry(entry) };
+    this.all.insert(copies.all);
+    own.insert(copies.own);
+    this.copies.set(entry, copies);
   }
 
   remove(entry: QueueEntry, node: string): void {
-    const marks = this.marks.get(entry);
-    if (!marks) return;
-    this.marks.delete(entry);
-    this.all.remove(marks.all);
-    const own = this.byNode.get(node) as RankedSet<Mark>;
-    own.remove(marks.own);
+    const copies = this.copies.get(entry);
+    if (!copies) return;
+    this.copies.delete(entry);
+    this.all.remove(copies.all);
+    const own = this.byNode.get(node) as RankedSet<QueueEntry>;
+    own.remove(copies.own);
     // Nodes come and go: keep no empty set behind for one that left.
     if (own.size === 0) this.byNode.delete(node);
   }
@@ -56,9 +44,8 @@ export class BoundWork {
    */
   otherNodesBefore(entry: QueueEntry, node: string): number {
     const own = this.byNode.get(node);
-    const marks = this.marks.get(entry);
-    if (marks) return (this.all.rank(marks.all)?.weightBefore ?? 0) - (own?.rank(marks.own)?.weightBefore ?? 0);
-    const probe = markOf(entry);
-    return this.all.rankOf(probe).weightBefore - (own?.rankOf(probe).weightBefore ?? 0);
+    const copies = this.copies.get(entry);
+    if (copies) return (this.all.rank(copies.all)?.weightBefore ?? 0) - (own?.rank(copies.own)?.weightBefore ?? 0);
+    return this.all.rankOf(entry).weightBefore - (own?.rankOf(entry).weightBefore ?? 0);
   }
 }

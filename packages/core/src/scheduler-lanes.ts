@@ -30,6 +30,36 @@ export interface QueueEntry extends RankNode<QueueEntry> {
   durationIndex: number;
 }
 
+/**
+ * A queue entry, not yet in any structure. Every entry is made here — including the copies that
+ * sit in the extra order-statistics sets of node-bound requests (a set keeps its tree fields on
+ * the item, so an item in two sets needs two objects) — so that all of them have one object
+ * shape and the treap code, shared by every set, stays monomorphic: with two shapes its inserts
+ * ran about twice as slow.
+ */
+export function newEntry(request: PriorityRequest, rankClass: number, shareStep: number, ord: number, lane: Lane): QueueEntry {
+  return {
+    request,
+    rankClass,
+    shareStep,
+    ord,
+    lane,
+    rankIndex: -1,
+    durationIndex: -1,
+    rankLeft: null,
+    rankRight: null,
+    rankPriority: 0,
+    rankCount: 0,
+    rankTotal: 0,
+    rankWeight: request.slots * request.durationMs,
+  };
+}
+
+/** A copy of `entry` with the same key and weight, for another set. */
+export function copyEntry(entry: QueueEntry): QueueEntry {
+  return newEntry(entry.request, entry.rankClass, entry.shareStep, entry.ord, entry.lane);
+}
+
 /** The static order: class (with aging), then quota left, then shorter duration, then arrival. */
 export function ranksBefore(a: QueueEntry, b: QueueEntry): boolean {
   if (a.rankClass !== b.rankClass) return a.rankClass > b.rankClass;
