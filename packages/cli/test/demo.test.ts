@@ -24,6 +24,7 @@ function values(stdout: string) {
     appKey: get(/APP_KEY=(gpu_a_\S+)/),
     appUrl: get(/^ {2}demo app {7}(http:\/\/\S+)/m),
     edgeUrl: get(/^ {2}edge {11}(http:\/\/\S+)/m),
+    agentUrl: get(/^ {2}agent {10}(http:\/\/\S+)/m),
   };
 }
 
@@ -62,6 +63,15 @@ describe("gpupool demo", () => {
       expect(await anon.text()).toContain("You are charged as ip:127.0.0.1");
       const signedIn = await fetch(`${v.edgeUrl}/apps/sdxl-demo/`, { headers: { authorization: `Bearer ${creds.users.ada.token}` } });
       expect(await signedIn.text()).toContain(`You are charged as user:${creds.users.ada.id}`);
+
+      // The agent's device API, as the tour's step 8 uses it: a grant on its node's GPU, then a release.
+      expect(out).toContain(`SPACES_ZERO_DEVICE_API_URL=${v.agentUrl}/apps/$APP_KEY`);
+      const grant = await fetch(`${v.agentUrl}/apps/${v.appKey}/schedule?cgroupPath=/demo&taskId=1&enableQueue=true&tokenVersion=1&durationSeconds=10`, { method: "POST" });
+      expect(grant.status).toBe(200);
+      const g = (await grant.json()) as { idle: boolean; nvidiaIndex: number; nvidiaUUID: string; allowToken: string };
+      expect(g).toMatchObject({ idle: false, nvidiaIndex: 0, nvidiaUUID: expect.stringMatching(/^GPU-/) });
+      const released = await fetch(`${v.agentUrl}/apps/${v.appKey}/release?allowToken=${g.allowToken}`, { method: "POST" });
+      expect(released.status).toBe(204);
     } finally {
       expect(await first.stop("SIGINT")).toBe(0);
     }

@@ -2,13 +2,14 @@ import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createClient } from "@gpupool/sdk";
 import type { Quota } from "@gpupool/sdk";
+import type { RunningAgent } from "@gpupool/agent";
 import type { RunningEdge } from "@gpupool/edge";
 import type { RunningServer } from "@gpupool/server";
 import type { Command } from "commander";
 import { adminTokenFromEnv, err, out, parsePort, StartError } from "../common.js";
 import { startDemoApp } from "../demo/app.js";
 import type { DemoApp } from "../demo/app.js";
-import { ensureApp, ensureEdge, ensureUser, randomAdminToken, readCredentials, writeCredentials } from "../demo/credentials.js";
+import { ensureApp, ensureKeyed, ensureUser, randomAdminToken, readCredentials, writeCredentials } from "../demo/credentials.js";
 import { renderTour } from "../demo/tour.js";
 
 const DEFAULT_PORT = 7070;
@@ -81,7 +82,9 @@ export function registerDemo(program: Command): void {
       const { server, note } = await startOnAnyPort(flags.port ?? DEFAULT_PORT, (port) => startServer(config(port), { adminToken, logger }));
       let app: DemoApp | null = null;
       let edge: RunningEdge | null = null;
+      let agent: RunningAgent | null = null;
       const closeAll = async () => {
+        await agent?.close();
         await edge?.close();
         await app?.close();
         await server.close();
@@ -91,10 +94,14 @@ export function registerDemo(program: Command): void {
         const ada = await ensureUser(admin, creds, "ada", "pro");
         const bob = await ensureUser(admin, creds, "bob", "free");
         const demoApp = await ensureApp(admin, creds, APP_NAME, ada.user.id);
-        const demoEdge = await ensureEdge(admin, creds, (key) =>
+        const demoEdge = await ensureKeyed(admin, creds, "edge", (key) =>
           createClient({ url: server.url, appKey: key })
             .ipToken({ app: demoApp.app.id, ip: "127.0.0.1" })
             .then(() => true, () => false),
+        );
+        // A node key is valid when the pool answers its heartbeat with anything but 401/403.
+        const demoNode = await ensureKeyed(admin, creds, "node", (key) =>
+          fetch(`${server.url}/v1/nodes/heartbeat`, { method: "POST", headers: { authorization: `Bearer ${key}` } }).then((r) => r.status !== 401 && r.status !== 403, () => false),
         );
         const credentialsPath = writeCredentials(dir, creds);
         const poolPort = Number(new URL(server.url).port);
@@ -104,7 +111,7 @@ export function registerDemo(program: Command): void {
         const edgeOn = (port: number) =>
           startEdge({
             server: server.url,
-            edgeKey: demoEdge.edge.key,
+            edgeKey: demoEdge.principal.key,
             apps: [{ name: demoApp.app.name, upstream: new URL(app?.url ?? "") }],
             host: "127.0.0.1",
             port,
@@ -114,6 +121,25 @@ export function registerDemo(program: Command): void {
           if ((error as NodeJS.ErrnoException).code !== "EADDRINUSE") throw error;
           return edgeOn(0);
         });
+        // A GPU host's agent with one simulated GPU, serving the spaces device API.
+        const agentPkg = await import("@gpupool/agent");
+        const edgePort = Number(new URL(edge.url).port);
+        const agentOn = (port: number) =>
+          agentPkg.startAgent({
+            server: server.url,
+            nodeKey: demoNode.principal.key,
+            devices: agentPkg.simulatedDevices(1, agentPkg.simulationSeed(demoNode.principal.key)),
+            host: "127.0.0.1",
+            port,
+            log: logger,
+          });
+        agent = await agentOn(edgePort + 1 <= 65_535 ? edgePort + 1 : 0).catch((error: unknown) => {
+          if ((error as NodeJS.ErrnoException).code !== "EADDRINUSE") throw error;
+          return agentOn(0);
+        });
+
+        // Let the agent register its GPU before the tour tells people to use it.
+        for (let i = 0; i < 50 && !agent.ready(); i++) await new Promise((r) => setTimeout(r, 100));
 
         let bobQuota: Quota | null = null;
         try {
@@ -130,6 +156,8 @@ export function registerDemo(program: Command): void {
               poolUrl: server.url,
               appUrl: app.url,
               edgeUrl: edge.url,
+              agentUrl: agent.url,
+              node: demoNode.principal.name,
               storage,
               portNote: note,
               adminToken,

@@ -16,7 +16,18 @@ export interface DemoCredentials {
   adminToken?: string;
   users: Record<string, DemoUser>;
   app?: { readonly id: string; readonly name: string; readonly key: string };
-  edge?: { readonly id: string; readonly name: string; readonly key: string };
+  edge?: KeyedCredential;
+  node?: KeyedCredential;
+}
+
+export interface KeyedCredential {
+  readonly id: string;
+  readonly name: string;
+  readonly key: string;
+}
+
+function isKeyed(value: unknown): value is KeyedCredential {
+  return isRecord(value) && ["id", "name", "key"].every((k) => typeof value[k] === "string");
 }
 
 export const CREDENTIALS_FILE = "demo-credentials.json";
@@ -48,9 +59,9 @@ export function readCredentials(dir: string, warn: (message: string) => void): D
   if (isRecord(app) && typeof app["id"] === "string" && typeof app["name"] === "string" && typeof app["key"] === "string") {
     creds.app = { id: app["id"], name: app["name"], key: app["key"] };
   }
-  const edge = raw["edge"];
-  if (isRecord(edge) && typeof edge["id"] === "string" && typeof edge["name"] === "string" && typeof edge["key"] === "string") {
-    creds.edge = { id: edge["id"], name: edge["name"], key: edge["key"] };
+  for (const kind of ["edge", "node"] as const) {
+    const v = raw[kind];
+    if (isKeyed(v)) creds[kind] = { id: v.id, name: v.name, key: v.key };
   }
   return creds;
 }
@@ -63,6 +74,7 @@ export function writeCredentials(dir: string, creds: DemoCredentials): string {
     users: creds.users,
     ...(creds.app !== undefined ? { app: creds.app } : {}),
     ...(creds.edge !== undefined ? { edge: creds.edge } : {}),
+    ...(creds.node !== undefined ? { node: creds.node } : {}),
   };
   const tmp = `${path}.${process.pid}.tmp`;
   writeFileSync(tmp, `${JSON.stringify(body, null, 2)}\n`, { mode: 0o600 });
@@ -113,18 +125,19 @@ export async function ensureApp(
 }
 
 /**
- * The demo's edge key: the saved one if the pool still accepts it (there is no list of edges to
- * check against, so it is tried), else a new edge under a fresh name.
+ * The demo's edge or node key: the saved one if the pool still accepts it (there is no list of
+ * keys to check against, so it is tried), else a new principal under a fresh name.
  */
-export async function ensureEdge(
+export async function ensureKeyed(
   admin: AdminClient,
   creds: DemoCredentials,
+  kind: "edge" | "node",
   works: (key: string) => Promise<boolean>,
-): Promise<{ edge: NonNullable<DemoCredentials["edge"]>; outcome: Outcome }> {
-  const saved = creds.edge;
-  if (saved !== undefined && (await works(saved.key))) return { edge: saved, outcome: "existing" };
-  const name = `demo-edge-${Date.now().toString(36)}`;
-  const created = await admin.createEdge({ name });
-  creds.edge = { id: created.id, name: created.name, key: created.key };
-  return { edge: creds.edge, outcome: "created" };
+): Promise<{ principal: KeyedCredential; outcome: Outcome }> {
+  const saved = creds[kind];
+  if (saved !== undefined && (await works(saved.key))) return { principal: saved, outcome: "existing" };
+  const name = `demo-${kind}-${Date.now().toString(36)}`;
+  const created = kind === "edge" ? await admin.createEdge({ name }) : await admin.createNode({ name });
+  creds[kind] = { id: created.id, name: created.name, key: created.key };
+  return { principal: creds[kind], outcome: "created" };
 }

@@ -7,6 +7,9 @@ export interface TourValues {
   readonly poolUrl: string;
   readonly appUrl: string;
   readonly edgeUrl: string;
+  readonly agentUrl: string;
+  /** The agent's node name. */
+  readonly node: string;
   readonly storage: string;
   readonly portNote: string | null;
   readonly adminToken: string;
@@ -45,11 +48,12 @@ export function renderTour(v: TourValues, now: Date): string {
   const json = `-H 'Content-Type: application/json' -d '{"duration": 60}'`;
   const app = sh(v.app.name);
   const lines = [
-    "gpupool demo is running: a control plane, a simulated pool of 2 GPUs, the edge and a demo app, in one process.",
+    "gpupool demo is running: a control plane, a simulated pool of 2 GPUs, a GPU host's agent, the edge and a demo app, in one process.",
     "",
     `  control plane  ${v.poolUrl}  (storage ${v.storage})`,
     ...(v.portNote === null ? [] : [`                 ${v.portNote}`]),
     "  GPU pool       sim-0: 2 × Simulated H200, 2 slots each (large = 1 slot, xlarge = a whole GPU)",
+    `  agent          ${v.agentUrl}  (node ${v.node}: 1 simulated GPU; the spaces device API for apps on that host)`,
     `  demo app       ${v.appUrl}  (POST /generate: a 2 s job through gpu({ duration: 20 }))`,
     `  edge           ${v.edgeUrl}  (the app at ${v.edgeUrl}/apps/${v.app.name}/, sign in at ${v.edgeUrl}/login)`,
     `  admin token    ${v.adminToken}  (${admin})`,
@@ -100,7 +104,14 @@ export function renderTour(v: TourValues, now: Date): string {
     `#    A forged X-IP-Token is dropped (see the X-Gpupool-Token-Dropped header) and the IP is charged.`,
     `curl -si -X POST ${v.edgeUrl}/apps/${app}/generate -H "X-IP-Token: forged" | grep -i -E '^x-gpupool|charged_to'`,
     "",
-    "# 8. What the app and the operator see.",
+    "# 8. An app on a GPU host keeps using the `spaces` Python package unchanged, pointed at the host's agent:",
+    `#    SPACES_ZERO_GPU=true SPACES_ZERO_DEVICE_API_URL=${v.agentUrl}/apps/$APP_KEY. The same calls by hand:`,
+    "#    a grant on that host's GPU (JSON), then a release (204: the GPU was never given to a process).",
+    `curl -s -X POST "${v.agentUrl}/apps/$APP_KEY/schedule?cgroupPath=/demo&taskId=1&enableQueue=true&tokenVersion=1&durationSeconds=10" \\`,
+    "  | tee /tmp/gpupool-grant.json; echo",
+    `curl -s -o /dev/null -w '%{http_code}\\n' -X POST "${v.agentUrl}/apps/$APP_KEY/release?allowToken=$(node -p 'require("/tmp/gpupool-grant.json").allowToken')"`,
+    "",
+    "# 9. What the app and the operator see.",
     "npx gpupool leases",
     "npx gpupool pool",
     "",
