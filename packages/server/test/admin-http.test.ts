@@ -81,7 +81,7 @@ describe("health, readiness, metrics", () => {
     expect(await t.call("GET", "/healthz")).toMatchObject({ status: 200, body: { status: "ok" } });
     const ready = await t.call("GET", "/readyz");
     expect(ready.status).toBe(200);
-    expect(ready.body).toMatchObject({ status: "ready", storage: "sqlite", slots: { total: 4, busy: 0 } });
+    expect(ready.body).toMatchObject({ status: "ready", storage: process.env["GPUPOOL_TEST_STORAGE"] === "postgres" ? "postgres" : "sqlite", leader: true, slots: { total: 4, busy: 0 } });
   });
 
   it("/metrics counts grants and denials by code, and reports queue depth and slot utilization", async () => {

@@ -216,12 +216,14 @@ export class LeaseEngine {
       }),
     );
     // The first replica to start leads at once; a later one serves as a follower while it waits.
-    const campaign = this.campaign();
-    await Promise.race([campaign, new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
+    let leads!: () => void;
+    const leading = new Promise<void>((resolve) => (leads = resolve));
+    void this.campaign(leads);
+    await Promise.race([leading, new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
   }
 
-  /** Waits for the leadership, then takes over: rebuilds the scheduler from the database. */
-  private async campaign(): Promise<void> {
+  /** Waits for the leadership, then takes over: rebuilds the scheduler from the database. `leads` is called each time it does. */
+  private async campaign(leads: () => void): Promise<void> {
     const coordination = this.store.coordination;
     while (!this.stopped) {
       let lost!: (err: Error) => void;
@@ -231,6 +233,7 @@ export class LeaseEngine {
         if (this.stopped) return;
         await this.serial.run(() => this.recover());
         this.leading = true;
+        leads();
         this.log.info({ replica: this.replica }, "this replica now leads the pool");
       } catch (err) {
         if (this.stopped) return;
