@@ -129,7 +129,9 @@ describe.skipIf(!postgresUrl())("postgres store on a shared server", () => {
     const store = await open(url);
     await store.transaction((t) => t.insertUser(user("u1")));
     const heard: string[] = [];
-    await store.coordination.subscribe("wake", (p) => heard.push(p));
+    let resumed = 0;
+    await store.coordination.subscribe("wake", (p) => heard.push(p), () => resumed++);
+    expect(resumed).toBe(0);
     const admin = postgres(postgresUrl()!, { max: 1 });
     try {
       const schema = new URL(url).searchParams.get("schema")!;
@@ -143,6 +145,8 @@ describe.skipIf(!postgresUrl())("postgres store on a shared server", () => {
         await store.coordination.publish("wake", "after");
         return heard.includes("after");
       }, 5_000, 100);
+      // …and says so: what was sent while it was down is lost, and subscribers must re-read.
+      expect(resumed).toBe(1);
       // Closing does not wait on connections that broke under a query.
       const t0 = Date.now();
       await store.close();

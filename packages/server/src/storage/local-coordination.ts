@@ -36,6 +36,7 @@ export class LocalCoordination implements Coordination {
     for (const onMessage of [...set]) queueMicrotask(() => set.has(onMessage) && onMessage(payload));
   }
 
+  // In-process delivery is never interrupted, so `onResumed` is never called.
   async subscribe(channel: string, onMessage: (payload: string) => void): Promise<() => Promise<void>> {
     // A wrapper per call, so the same function subscribed twice is two subscriptions.
     const handler = (payload: string): void => onMessage(payload);

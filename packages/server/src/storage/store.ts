@@ -52,8 +52,13 @@ export interface Coordination {
   leaderStage<T>(fn: (tx: Tx) => Promise<T>): Promise<{ value: T; committed: Promise<void> }>;
   /** Sends `payload` (≤ 7,000 bytes) to every replica subscribed to `channel`, this one included. */
   publish(channel: string, payload: string): Promise<void>;
-  /** Calls `onMessage` for each payload published on `channel` from now on; resolves to an unsubscribe. */
-  subscribe(channel: string, onMessage: (payload: string) => void): Promise<() => Promise<void>>;
+  /**
+   * Calls `onMessage` for each payload published on `channel` from now on; resolves to an
+   * unsubscribe. `onResumed` is called whenever listening resumes after the connection that
+   * listens was lost: messages sent meanwhile were missed, so the caller should re-read what it
+   * relies on.
+   */
+  subscribe(channel: string, onMessage: (payload: string) => void, onResumed?: () => void): Promise<() => Promise<void>>;
 }
 
 /** Thrown by adapters when the database cannot be reached (answered 503 `storage_unavailable`). */

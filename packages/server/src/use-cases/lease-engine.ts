@@ -210,10 +210,19 @@ export class LeaseEngine {
         if (b === null || b.from === this.replica) return;
         this.follower.onBroadcast(b).catch((err: unknown) => this.log.warn({ err }, "relaying a lease event failed"));
       }),
-      await coordination.subscribe(LEADER_CHANNEL, (payload) => {
-        const m = parseMessage<LeaderMessage>(payload, "op");
-        if (m !== null && this.leading) this.onLeaderMessage(m);
-      }),
+      await coordination.subscribe(
+        LEADER_CHANNEL,
+        (payload) => {
+          const m = parseMessage<LeaderMessage>(payload, "op");
+          if (m !== null && this.leading) this.onLeaderMessage(m);
+        },
+        // Work announced while the listening connection was down was missed: rebuild from the database.
+        () => {
+          if (!this.leading) return;
+          this.log.warn("notifications resumed after a lost connection; re-reading the pool state");
+          this.serial.run(() => this.recover()).catch((err: unknown) => this.log.error({ err }, "re-reading the pool state failed"));
+        },
+      ),
     );
     // The first replica to start leads at once; a later one serves as a follower while it waits.
     let leads!: () => void;

@@ -61,6 +61,7 @@ export class PostgresCoordination implements Coordination {
   private readonly serial = new Serial();
   /** Handlers by channel (as the caller names it); one LISTEN per channel for the store's lifetime. */
   private readonly handlers = new Map<string, Set<(payload: string) => void>>();
+  private readonly resumers = new Map<string, Set<() => void>>();
   private readonly listens = new Map<string, Listen>();
   private wake: (() => void) | null = null;
 
@@ -159,7 +160,7 @@ export class PostgresCoordination implements Coordination {
     });
   }
 
-  async subscribe(channel: string, onMessage: (payload: string) => void): Promise<() => Promise<void>> {
+  async subscribe(channel: string, onMessage: (payload: string) => void, onResumed?: () => void): Promise<() => Promise<void>> {
     const name = this.channel(channel);
     if (this.isClosed()) throw new Error("The store is closed.");
     // A wrapper per call, so the same function subscribed twice is two subscriptions.
@@ -167,17 +168,25 @@ export class PostgresCoordination implements Coordination {
     let set = this.handlers.get(channel);
     if (!set) this.handlers.set(channel, (set = new Set()));
     set.add(handler);
+    const resumed = onResumed === undefined ? null : (): void => onResumed();
+    if (resumed !== null) {
+      let r = this.resumers.get(channel);
+      if (!r) this.resumers.set(channel, (r = new Set()));
+      r.add(resumed);
+    }
     const listen = this.listens.get(channel) ?? this.listen(channel, name);
     if (!listen.ready) {
       try {
         await listen.first;
       } catch (err) {
         set.delete(handler);
+        if (resumed !== null) this.resumers.get(channel)?.delete(resumed);
         throw storageError(err);
       }
     }
     return async () => {
       set.delete(handler);
+      if (resumed !== null) this.resumers.get(channel)?.delete(resumed);
     };
   }
 
@@ -193,7 +202,12 @@ export class PostgresCoordination implements Coordination {
       for (const h of [...(this.handlers.get(channel) ?? [])]) queueMicrotask(() => this.handlers.get(channel)?.has(h) && h(payload));
     };
     const listen: Listen = { ready: false, first: Promise.resolve() };
-    listen.first = this.o.pool.listen(name, dispatch, () => void (listen.ready = true));
+    // onlisten runs at the first LISTEN and again after every reconnect: the later ones mean
+    // notifications may have been missed while the connection was down.
+    listen.first = this.o.pool.listen(name, dispatch, () => {
+      if (listen.ready) for (const r of [...(this.resumers.get(channel) ?? [])]) queueMicrotask(r);
+      listen.ready = true;
+    });
     listen.first.catch(() => undefined);
     this.listens.set(channel, listen);
     return listen;
