@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createAgentClient } from "@gpupool/sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startBinary, startServerBinary } from "./binary.js";
+import { startBinary, startServerBinary, testStorage } from "./binary.js";
 import type { ServerProcess } from "./binary.js";
 
 /**
@@ -69,7 +69,7 @@ beforeAll(async () => {
       "",
     ].join("\n"),
   );
-  server = await startServerBinary(["--config", config, "--storage", `sqlite:${join(dir, "pool.db")}`], { GPUPOOL_ADMIN_TOKEN: ADMIN });
+  server = await startServerBinary(["--config", config, "--storage", testStorage(join(dir, "pool.db"))], { GPUPOOL_ADMIN_TOKEN: ADMIN });
   const node = await admin("/v1/admin/nodes", { name: "gpu-host-1" });
   const users = { ada: "pro", bob: "free", carol: "team" };
   for (const [name, tier] of Object.entries(users)) await admin("/v1/admin/users", { name, tier });

@@ -1,4 +1,6 @@
 import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { inject } from "vitest";
 import type { ChildProcessWithoutNullStreams } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
@@ -9,6 +11,19 @@ export interface ServerProcess {
   readonly child: ChildProcessWithoutNullStreams;
   output(): string;
   stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/**
+ * The storage URL for a test's database file: `sqlite:<file>`, or, with
+ * GPUPOOL_TEST_STORAGE=postgres, a PostgreSQL schema of its own named after the file (so a
+ * restarted server finds the same data).
+ */
+export function testStorage(file: string): string {
+  if (process.env["GPUPOOL_TEST_STORAGE"] !== "postgres") return `sqlite:${file}`;
+  const base = inject("pgUrl");
+  if (!base) throw new Error("GPUPOOL_TEST_STORAGE=postgres, but this run has no PostgreSQL server");
+  const schema = `${inject("pgSchemaPrefix")}e2e_${createHash("sha256").update(file).digest("hex").slice(0, 12)}`;
+  return `${base}${base.includes("?") ? "&" : "?"}schema=${schema}`;
 }
 
 /** Starts the real `gpupool server` binary on port 0 and waits for its listening line. */

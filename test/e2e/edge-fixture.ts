@@ -6,7 +6,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createClient, forwardIpToken } from "@gpupool/sdk";
-import { startBinary, startServerBinary } from "./binary.js";
+import { startBinary, startServerBinary, testStorage } from "./binary.js";
 import type { ServerProcess } from "./binary.js";
 
 const ADMIN = "e2e-edge-admin-token-0123456789";
@@ -97,7 +97,7 @@ export interface EdgeWorld {
 /** The real `gpupool server` and `gpupool edge` binaries, a user, and two upstream apps. */
 export async function startEdgeWorld(): Promise<EdgeWorld> {
   const dir = mkdtempSync(join(tmpdir(), "gpupool-edge-"));
-  const pool = await startServerBinary(["--storage", `sqlite:${join(dir, "pool.db")}`], { GPUPOOL_ADMIN_TOKEN: ADMIN });
+  const pool = await startServerBinary(["--storage", testStorage(join(dir, "pool.db"))], { GPUPOOL_ADMIN_TOKEN: ADMIN });
   const admin = createClient({ url: pool.url, adminToken: ADMIN });
   const alice = await admin.admin.createUser({ name: "alice", tier: "pro" });
   await admin.admin.createUser({ name: "owner", tier: "pro" });

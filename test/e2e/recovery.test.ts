@@ -3,14 +3,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { createClient } from "@gpupool/sdk";
-import { startServerBinary } from "./binary.js";
+import { startServerBinary, testStorage } from "./binary.js";
 import type { ServerProcess } from "./binary.js";
 
 const ADMIN = "e2e-admin-token-recovery-0123456";
 
 describe("recovery after kill -9", () => {
   const dir = mkdtempSync(join(tmpdir(), "gpupool-kill-"));
-  const db = `sqlite:${join(dir, "state.db")}`;
+  const db = testStorage(join(dir, "state.db"));
   let server: ServerProcess | null = null;
 
   afterAll(async () => {

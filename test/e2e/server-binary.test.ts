@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { QuotaExceededError, createClient } from "@gpupool/sdk";
 import type { GpupoolClient } from "@gpupool/sdk";
-import { runCli, startServerBinary } from "./binary.js";
+import { runCli, startServerBinary, testStorage } from "./binary.js";
 import type { ServerProcess } from "./binary.js";
 
 const ADMIN = "e2e-admin-token-abcdefghijklmnop";
@@ -16,7 +16,7 @@ describe("the gpupool server binary, driven by the SDK and the CLI", () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "gpupool-e2e-"));
-    server = await startServerBinary(["--storage", `sqlite:${join(dir, "e2e.db")}`], { GPUPOOL_ADMIN_TOKEN: ADMIN });
+    server = await startServerBinary(["--storage", testStorage(join(dir, "e2e.db"))], { GPUPOOL_ADMIN_TOKEN: ADMIN });
     admin = createClient({ url: server.url, adminToken: ADMIN });
   });
 
