@@ -68,14 +68,15 @@ export interface QueuePlace {
  * has no devices (yet, or any more) waits — the engine decides whether to fail it — and blocks
  * nobody: it is neither the head a hold is made for nor in the way of any other request.
  *
- * If the engine's reports and the pool disagree (a forgotten onReleased, a node removed), the
- * scheduler notices that its slot counts differ from the pool's at the next dispatch and rebuilds
- * its device view from `pool.snapshot()`; leases it was never told about then count as having no
+ * If the engine's reports and the pool disagree (a forgotten onReleased, a node removed or
+ * added), the scheduler notices at the next dispatch — its slot counts or the pool's
+ * devicesVersion differ from what it last saw, or it is handed another Pool — and rebuilds its
+ * device view from `pool.snapshot()`; leases it was never told about then count as having no
  * known deadline (no ETA can be promised from them).
  *
  * Cost: enqueue, remove, each grant, onGranted, onReleased and place are O(log n + log d) for n
- * queued requests and d devices, plus, per grant, O(k) for each (size, node) group with waiting
- * requests bound to a node of k devices; `waiting()` is O(n).
+ * queued requests and d devices, plus, per dispatch step, O(k) for each (size, node) group of
+ * waiting requests bound to a node of k devices that has a free slot; `waiting()` is O(n).
  */
 export class PriorityScheduler {
   readonly options: SchedulerOptions;
@@ -333,7 +334,6 @@ export class PriorityScheduler {
     // A preview is never stored in a lane; it only needs the key.
     return newEntry(request, rankClass, Math.floor(share * this.options.shareSteps), lane === null ? this.ord : this.ord++, lane as QueueEntry["lane"]);
   }
-
 
   private reasonOf(request: QueuedRequest): WaitReason {
     return this.lanes.isParked(request.appId) ? "concurrency" : "node";

@@ -57,6 +57,7 @@ export class SlotScope {
     return this.leasesWithoutDeadline > 0;
   }
 
+  /** Adds (sign 1) or takes away (-1) a placed lease's remaining work; SlotBoard's bookkeeping. */
   countLease(info: LeaseInfo, sign: 1 | -1): void {
     if (!Number.isFinite(info.deadline)) {
       this.leasesWithoutDeadline += sign;
