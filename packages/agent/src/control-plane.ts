@@ -1,7 +1,7 @@
 import type { NodeDevice } from "./devices.js";
 import { deviceJson } from "./devices.js";
-import { readServerSentEvents } from "./sse-reader.js";
-import type { SseEvent } from "./sse-reader.js";
+import { readServerSentEvents } from "@gpupool/sdk";
+import type { SseEvent } from "@gpupool/sdk";
 
 /** A problem (RFC 9457) as the control plane sent it; fields are kept loosely typed on purpose. */
 export interface WireProblem {

@@ -56,3 +56,6 @@ export type {
   Tier,
   User,
 } from "./types.js";
+// The stream parser, for other gpupool clients of the control plane (the node agent).
+export { readServerSentEvents } from "./sse.js";
+export type { SseEvent } from "./sse.js";
