@@ -7,6 +7,12 @@ export interface DeviceSpec {
   readonly memoryMb: number;
   /** Slots this device is split into (2: `large` takes one half, `xlarge` both). */
   readonly slots: number;
+  /**
+   * Only for requests bound to this device's node (default false). A GPU host's agent keeps idle
+   * workers on its GPUs that only it knows of, and a request made to the control plane directly
+   * serves an app that is not on that host: an unbound request never goes on a dedicated device.
+   */
+  readonly dedicated?: boolean;
 }
 
 export interface SlotAssignment {
@@ -19,6 +25,8 @@ export interface SlotAssignment {
 
 interface DeviceState {
   readonly spec: DeviceSpec;
+  /** Not dedicated: unbound requests may go on it too (then it is in the byFree index). */
+  readonly shared: boolean;
   /** Lease id holding each slot, or null when free. */
   readonly holders: (string | null)[];
   free: number;
@@ -29,24 +37,30 @@ function deviceKey(node: string, index: number): string {
 }
 
 /**
- * Slot occupancy of the whole pool. Devices are bucketed by free-slot count so that finding the
- * best fit costs O(slots per device), not O(devices), however large the pool.
+ * Slot occupancy of the whole pool. Shared (non-dedicated) devices are bucketed by free-slot count
+ * so that finding the best fit for an unbound request costs O(slots per device), not O(devices),
+ * however large the pool; dedicated devices are not in that index, since no unbound request may
+ * go on them.
  *
  * A request may be bound to one node (a lease asked for through that node's agent): such calls
- * scan that node's devices instead, which is as cheap, since a node has a handful of GPUs.
+ * scan that node's devices instead, dedicated or not, which is as cheap, since a node has a
+ * handful of GPUs.
  */
 export class Pool {
   private readonly devices = new Map<string, DeviceState>();
-  /** free-slot count → devices with exactly that many free slots, in insertion order. */
+  /** free-slot count → shared devices with exactly that many free slots, in insertion order. */
   private readonly byFree = new Map<number, Set<DeviceState>>();
   /** node → its devices, in the order they were added (the tie-break of a node-bound best fit). */
   private readonly byNode = new Map<string, DeviceState[]>();
-  /** slots per device → how many devices have that many (to know the largest after a removal). */
+  /** slots per device → how many shared devices have that many (to know the largest after a removal). */
   private readonly devicesOfSize = new Map<number, number>();
   private readonly leases = new Map<string, SlotAssignment>();
-  private maxSlotsPerDevice = 0;
+  /** Slots of the largest shared device (what an unbound request can ever get). */
+  private maxSharedSlots = 0;
   private total = 0;
   private busy = 0;
+  private shared = 0;
+  private sharedBusy = 0;
   private version = 0;
 
   constructor(devices: readonly DeviceSpec[] = []) {
@@ -67,14 +81,18 @@ export class Pool {
     const key = deviceKey(spec.node, spec.index);
     if (this.devices.has(key)) throw new Error(`device ${key} already in the pool`);
     if (!Number.isInteger(spec.slots) || spec.slots < 1) throw new Error(`device ${key} must have at least one slot`);
-    const state: DeviceState = { spec, holders: new Array<string | null>(spec.slots).fill(null), free: spec.slots };
+    const shared = spec.dedicated !== true;
+    const state: DeviceState = { spec, shared, holders: new Array<string | null>(spec.slots).fill(null), free: spec.slots };
     this.devices.set(key, state);
-    this.bucket(spec.slots).add(state);
     const onNode = this.byNode.get(spec.node);
     if (onNode) onNode.push(state);
     else this.byNode.set(spec.node, [state]);
-    this.devicesOfSize.set(spec.slots, (this.devicesOfSize.get(spec.slots) ?? 0) + 1);
-    this.maxSlotsPerDevice = Math.max(this.maxSlotsPerDevice, spec.slots);
+    if (shared) {
+      this.bucket(spec.slots).add(state);
+      this.devicesOfSize.set(spec.slots, (this.devicesOfSize.get(spec.slots) ?? 0) + 1);
+      this.maxSharedSlots = Math.max(this.maxSharedSlots, spec.slots);
+      this.shared += spec.slots;
+    }
     this.total += spec.slots;
     this.version++;
   }
@@ -87,16 +105,20 @@ export class Pool {
     const evicted = new Set<string>();
     for (const state of onNode) {
       for (const holder of state.holders) if (holder !== null) evicted.add(holder);
-      this.byFree.get(state.free)?.delete(state);
       this.devices.delete(deviceKey(state.spec.node, state.spec.index));
-      const sameSize = (this.devicesOfSize.get(state.spec.slots) ?? 0) - 1;
-      if (sameSize > 0) this.devicesOfSize.set(state.spec.slots, sameSize);
-      else this.devicesOfSize.delete(state.spec.slots);
+      if (state.shared) {
+        this.byFree.get(state.free)?.delete(state);
+        const sameSize = (this.devicesOfSize.get(state.spec.slots) ?? 0) - 1;
+        if (sameSize > 0) this.devicesOfSize.set(state.spec.slots, sameSize);
+        else this.devicesOfSize.delete(state.spec.slots);
+        this.shared -= state.spec.slots;
+        this.sharedBusy -= state.spec.slots - state.free;
+      }
       this.total -= state.spec.slots;
       this.busy -= state.spec.slots - state.free;
     }
     for (const id of evicted) this.leases.delete(id);
-    this.maxSlotsPerDevice = Math.max(0, ...this.devicesOfSize.keys());
+    this.maxSharedSlots = Math.max(0, ...this.devicesOfSize.keys());
     this.version++;
     return [...evicted];
   }
@@ -111,21 +133,29 @@ export class Pool {
     return [...this.byNode.keys()];
   }
 
-  /** Whether some device (of `node`, when given) could take `slots` right now. */
+  /**
+   * Whether some device a request bound to `node` may use (unbound: a shared one; bound: one of the
+   * node's) could take `slots` right now.
+   */
   fits(slots: number, node: string | null = null): boolean {
     return this.bestFit(slots, node) !== null;
   }
 
-  /** Whether any device (of `node`, when given) could ever take `slots` (when all of it is free). */
+  /**
+   * Whether any device the request may use (unbound: a shared one; bound: one of `node`'s) could
+   * ever take `slots` (when all of it is free). False for an unbound request in a pool of
+   * dedicated devices only.
+   */
   couldEverFit(slots: number, node: string | null = null): boolean {
     if (slots < 1) return false;
-    if (node === null) return slots <= this.maxSlotsPerDevice;
+    if (node === null) return slots <= this.maxSharedSlots;
     return this.byNode.get(node)?.some((d) => d.spec.slots >= slots) ?? false;
   }
 
   /**
    * Best fit: the device with the fewest free slots that still fits, so half-free GPUs fill up
-   * first and whole GPUs stay whole for `xlarge` requests. With `node`, only that node's devices.
+   * first and whole GPUs stay whole for `xlarge` requests. With `node`, only that node's devices
+   * (dedicated or not); without, only shared devices.
    */
   assign(leaseId: string, slots: number, node: string | null = null): SlotAssignment | null {
     if (this.leases.has(leaseId)) throw new Error(`lease ${leaseId} already holds slots`);
@@ -148,10 +178,13 @@ export class Pool {
   }
 
   private take(leaseId: string, state: DeviceState, slots: number[]): SlotAssignment {
-    this.byFree.get(state.free)?.delete(state);
     for (const s of slots) state.holders[s] = leaseId;
+    if (state.shared) {
+      this.byFree.get(state.free)?.delete(state);
+      this.bucket(state.free - slots.length).add(state);
+      this.sharedBusy += slots.length;
+    }
     state.free -= slots.length;
-    this.bucket(state.free).add(state);
     this.busy += slots.length;
     const a: SlotAssignment = { node: state.spec.node, index: state.spec.index, uuid: state.spec.uuid, name: state.spec.name, slots };
     this.leases.set(leaseId, a);
@@ -165,10 +198,13 @@ export class Pool {
     this.leases.delete(leaseId);
     const state = this.devices.get(deviceKey(a.node, a.index));
     if (!state) return true;
-    this.byFree.get(state.free)?.delete(state);
     for (const s of a.slots) if (state.holders[s] === leaseId) state.holders[s] = null;
+    if (state.shared) {
+      this.byFree.get(state.free)?.delete(state);
+      this.bucket(state.free + a.slots.length).add(state);
+      this.sharedBusy -= a.slots.length;
+    }
     state.free += a.slots.length;
-    this.bucket(state.free).add(state);
     this.busy -= a.slots.length;
     return true;
   }
@@ -189,15 +225,30 @@ export class Pool {
     return this.total - this.busy;
   }
 
+  /** Slots of the shared (non-dedicated) devices: those an unbound request may use. */
+  get sharedSlots(): number {
+    return this.shared;
+  }
+
+  /** Busy slots of the shared devices. */
+  get sharedBusySlots(): number {
+    return this.sharedBusy;
+  }
+
+  /** Free slots of the shared devices (an unbound request can only ever use these). */
+  get sharedFreeSlots(): number {
+    return this.shared - this.sharedBusy;
+  }
+
   /** Every device with who holds each slot (for the admin view and tests). */
   snapshot(): { spec: DeviceSpec; holders: (string | null)[] }[] {
     return [...this.devices.values()].map((s) => ({ spec: s.spec, holders: [...s.holders] }));
   }
 
-  /** The device best fit for `slots` (of `node`, when given), or null when none has room. */
+  /** The device best fit for `slots` (of `node`, when given; else shared), or null when none has room. */
   private bestFit(slots: number, node: string | null): DeviceState | null {
     if (node === null) {
-      for (let free = slots; free <= this.maxSlotsPerDevice; free++) {
+      for (let free = slots; free <= this.maxSharedSlots; free++) {
         const set = this.byFree.get(free);
         if (set && set.size > 0) return set.values().next().value as DeviceState;
       }

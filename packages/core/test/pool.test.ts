@@ -272,3 +272,74 @@ describe("devices added and removed at run time", () => {
     expect(pool.devicesVersion).toBe(before);
   });
 });
+
+describe("dedicated devices (a GPU host's agent's: only for calls bound to that node)", () => {
+  const dedicated = (node: string, index: number, slots = 2): DeviceSpec => ({ ...gpu(node, index, slots), dedicated: true });
+
+  it("an unbound call never lands on a dedicated device, even when it is the only free one", () => {
+    const pool = new Pool([gpu("n1", 0), dedicated("agent", 0)]);
+    expect(pool.assign("a", 2)).toMatchObject({ node: "n1", index: 0 });
+    expect(pool.fits(1)).toBe(false);
+    expect(pool.assign("b", 1)).toBeNull();
+    expect(pool.freeSlots).toBe(2); // free, but not for unbound calls
+    expect(pool.sharedFreeSlots).toBe(0);
+    // A call bound to the agent's node takes it.
+    expect(pool.fits(2, "agent")).toBe(true);
+    expect(pool.assign("c", 2, "agent")).toMatchObject({ node: "agent", index: 0, slots: [0, 1] });
+  });
+
+  it("a bound call uses its node's dedicated and non-dedicated devices alike, best fit", () => {
+    const pool = new Pool([gpu("n", 0), dedicated("n", 1)]);
+    pool.occupy("x", "n", 1, [0]);
+    expect(pool.assign("a", 1, "n")).toMatchObject({ node: "n", index: 1, slots: [1] });
+    expect(pool.assign("b", 1, "n")).toMatchObject({ node: "n", index: 0, slots: [0] });
+    expect(pool.assign("c", 1)).toMatchObject({ node: "n", index: 0, slots: [1] });
+    expect(pool.busySlots).toBe(4);
+  });
+
+  it("could-ever-fit for unbound calls looks at the largest non-dedicated device only", () => {
+    const pool = new Pool([gpu("n1", 0, 2), dedicated("agent", 0, 4)]);
+    expect(pool.couldEverFit(2)).toBe(true);
+    expect(pool.couldEverFit(3)).toBe(false);
+    expect(pool.fits(3)).toBe(false);
+    expect(pool.couldEverFit(4, "agent")).toBe(true);
+    pool.removeNode("n1");
+    expect(pool.couldEverFit(1)).toBe(false); // dedicated devices only: unbound calls can never fit
+    expect(pool.fits(1)).toBe(false);
+    expect(pool.couldEverFit(1, "agent")).toBe(true);
+  });
+
+  it("counts the whole pool in its totals, and the shared devices apart", () => {
+    const pool = new Pool([gpu("n1", 0), dedicated("agent", 0, 4)]);
+    expect(pool.totalSlots).toBe(6);
+    expect(pool.sharedSlots).toBe(2);
+    pool.assign("a", 1);
+    pool.assign("b", 3, "agent");
+    expect(pool.busySlots).toBe(4);
+    expect(pool.sharedBusySlots).toBe(1);
+    expect(pool.sharedFreeSlots).toBe(1);
+    pool.release("b");
+    expect(pool.sharedBusySlots).toBe(1);
+    pool.occupy("c", "agent", 0, [2]);
+    expect(pool.sharedBusySlots).toBe(1);
+    pool.removeNode("n1");
+    expect(pool.totalSlots).toBe(4);
+    expect(pool.busySlots).toBe(1);
+    expect(pool.sharedSlots).toBe(0);
+    expect(pool.sharedBusySlots).toBe(0);
+  });
+
+  it("keeps its index right through releases and removals: unbound calls fill every shared slot and no other", () => {
+    const pool = new Pool([dedicated("a", 0), gpu("b", 0), dedicated("b", 1, 4), gpu("c", 0, 1)]);
+    pool.assign("x", 1, "a");
+    pool.assign("y", 3, "b");
+    pool.release("x");
+    pool.release("y");
+    for (let i = 0; pool.fits(1); i++) expect(pool.assign(`u${i}`, 1)?.node).not.toBe("a");
+    const byDevice = holders(pool);
+    expect(byDevice["a#0"]).toEqual([null, null]);
+    expect(byDevice["b#1"]).toEqual([null, null, null, null]);
+    expect(pool.busySlots).toBe(3);
+    expect(pool.sharedFreeSlots).toBe(0);
+  });
+});
