@@ -6,7 +6,7 @@ import type { LaneGroup, PriorityRequest, QueueEntry } from "./scheduler-lanes.j
 import { LaneIndex, bestOf, newEntry, ranksBefore, shortestOf } from "./scheduler-lanes.js";
 import { RankedSet } from "./scheduler-rank.js";
 import type { DeviceTimeline } from "./scheduler-slots.js";
-import { SlotBoard } from "./scheduler-slots.js";
+import { SlotBoard, mayUse } from "./scheduler-slots.js";
 
 export type { PriorityRequest } from "./scheduler-lanes.js";
 
@@ -64,9 +64,11 @@ export interface QueuePlace {
  * - `remove(leaseId)` when a queued lease leaves the queue without a grant (cancel, timeout).
  * - `place(leaseId, now)` for the SSE `queued {position, reason, eta_s}` event; O(log n).
  *
- * A request with `node` set is only ever placed on that node's devices. One bound to a node that
- * has no devices (yet, or any more) waits — the engine decides whether to fail it — and blocks
- * nobody: it is neither the head a hold is made for nor in the way of any other request.
+ * A request with `node` set is only ever placed on that node's devices; one without, only on
+ * shared devices (not DeviceSpec.dedicated: those are for their node's requests alone). A request
+ * no device it may use could ever take — bound to a node that has no devices (yet, or any more),
+ * or unbound in a pool of dedicated devices only — waits (the engine decides whether to fail it)
+ * and blocks nobody: it is neither the head a hold is made for nor in the way of any other request.
  *
  * If the engine's reports and the pool disagree (a forgotten onReleased, a node removed or
  * added), the scheduler notices at the next dispatch — its slot counts or the pool's
@@ -152,7 +154,9 @@ export class PriorityScheduler {
    * for one of the app's leases to end. Null when the pool has no slots or deadlines are unknown.
    *
    * For a request bound to a node, "all slots" are that node's (and null when it has none), and
-   * the work ahead leaves out requests bound to other nodes, which can never use them.
+   * the work ahead leaves out requests bound to other nodes, which can never use them. For an
+   * unbound one, they are the shared devices' slots (null when there are none): the work of leases
+   * on dedicated devices is left out too, and bound requests ahead all count.
    */
   place(leaseId: string, now: number): QueuePlace | null {
     const entry = this.entries.get(leaseId);
@@ -247,7 +251,7 @@ export class PriorityScheduler {
       // A request that ends before the shadow time goes on the held device when it has room (and
       // may go there at all), leaving the other devices' slots to requests that may not use held ones.
       let chosen: { device: DeviceTimeline; slots: number[] } | null = null;
-      if (hold !== null && now + request.durationMs <= hold.at && (node === null || node === hold.device.node)) {
+      if (hold !== null && now + request.durationMs <= hold.at && mayUse(node, hold.device)) {
         chosen = this.board.chooseOn(hold.device, request.slots);
       }
       chosen ??= this.board.choose(request.slots, hold?.device ?? null, node);
@@ -297,7 +301,7 @@ export class PriorityScheduler {
   /** The best request of `group` that may be placed now, if any. */
   private pick(group: LaneGroup, hold: { device: DeviceTimeline; at: number } | null, now: number): QueueEntry | undefined {
     if (this.board.fits(group.slots, hold?.device ?? null, group.node)) return bestOf(group);
-    if (hold !== null && hold.device.free >= group.slots && (group.node === null || group.node === hold.device.node)) {
+    if (hold !== null && hold.device.free >= group.slots && mayUse(group.node, hold.device)) {
       // EASY backfill on the held device: only a request that ends before the head's shadow
       // time. The shortest one of this group is the one most likely to; if it does not, none does.
       const shortest = shortestOf(group);

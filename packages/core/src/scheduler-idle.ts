@@ -19,8 +19,8 @@ interface Smallest {
 
 /**
  * Free slots that some waiting call could be placed on right now: a device's free slots count
- * when a waiting call whose app is under its limit, and that may go on that device (unbound, or
- * bound to its node), fits in them — and, on the device held for an aged head, only a call that
+ * when a waiting call whose app is under its limit, and that may go on that device (bound to its
+ * node, or unbound when the device is not dedicated), fits in them — and, on the device held for an aged head, only a call that
  * ends before the head's shadow time. This is exactly what work conservation forbids to stay
  * idle; the simulator integrates it over time.
  */
@@ -50,7 +50,9 @@ export function usableIdleSlots(pool: Pool, waiting: Iterable<WaitingCall>, conc
     if (free === 0) continue;
     const held = hold !== null && hold.node === spec.node && hold.index === spec.index;
     const bound = byNode.get(spec.node);
-    const need = held ? Math.min(unbound.short, bound?.short ?? Number.POSITIVE_INFINITY) : Math.min(unbound.any, bound?.any ?? Number.POSITIVE_INFINITY);
+    // A dedicated device takes only calls bound to its node.
+    const open = spec.dedicated === true ? Number.POSITIVE_INFINITY : held ? unbound.short : unbound.any;
+    const need = Math.min(open, (held ? bound?.short : bound?.any) ?? Number.POSITIVE_INFINITY);
     if (need <= free) usable += free;
   }
   return usable;

@@ -6,6 +6,11 @@ export interface DeviceTimeline {
   readonly key: string;
   readonly node: string;
   readonly index: number;
+  /**
+   * Only for requests bound to its node (DeviceSpec.dedicated): then it is in none of the
+   * pool-wide indexes, which serve unbound requests, nor in the shared scope.
+   */
+  readonly dedicated: boolean;
   /** The node's slots (its part of the residual work, for ETAs of requests bound to it). */
   readonly host: NodeSlots;
   readonly holders: (string | null)[];
@@ -26,6 +31,11 @@ function deviceKey(node: string, index: number): string {
   return `${node}#${index}`;
 }
 
+/** Whether a request bound to `node` (null: unbound) may go on `d`: its node's, or any shared one. */
+export function mayUse(node: string | null, d: DeviceTimeline): boolean {
+  return node === null ? !d.dedicated : node === d.node;
+}
+
 /** Whether `a` will have `s` free slots before `b` (then the lower key first: a strict order). */
 function readyBefore(a: DeviceTimeline, b: DeviceTimeline, s: number): boolean {
   const at = a.readyAt[s] as number;
@@ -34,9 +44,10 @@ function readyBefore(a: DeviceTimeline, b: DeviceTimeline, s: number): boolean {
 }
 
 /**
- * The slots of some devices — the whole pool, or one node — and the work the leases on them may
- * still do: what an ETA is computed from. A request bound to a node only ever runs on that node's
- * slots, so its ETA is computed from that node's scope alone.
+ * The slots of some devices — the shared (non-dedicated) ones, or one node's — and the work the
+ * leases on them may still do: what an ETA is computed from. A request only ever runs on the
+ * devices of its scope (an unbound one on shared devices, a bound one on its node's), so its ETA
+ * is computed from that scope alone.
  */
 export class SlotScope {
   totalSlots = 0;
@@ -85,7 +96,8 @@ export class NodeSlots extends SlotScope {
  * picks the best fit, which may be the very device held for the head of the queue).
  *
  * Requests bound to a node are answered by scanning that node's devices (O(devices of the node));
- * unbound ones use the pool-wide indexes, and cost what they did before requests could be bound.
+ * unbound ones use the pool-wide indexes, which hold only shared devices (dedicated ones are for
+ * their node's requests alone), and cost what they did before requests could be bound.
  *
  * It is kept in step by the scheduler's own grants plus the engine's onGranted/onReleased calls;
  * as a safety net, whenever it disagrees with the Pool — another Pool object, a device added or a
@@ -94,16 +106,19 @@ export class NodeSlots extends SlotScope {
  */
 export class SlotBoard {
   private readonly devices = new Map<string, DeviceTimeline>();
-  /** free-slot count → devices with exactly that many free slots (the same best-fit index as Pool). */
+  /** free-slot count → shared devices with exactly that many free slots (the same best-fit index as Pool). */
   private readonly byFree = new Map<number, Set<DeviceTimeline>>();
-  /** readiness[s]: devices with at least s slots, soonest to have s free first. */
+  /** readiness[s]: shared devices with at least s slots, soonest to have s free first. */
   private readonly readiness: IndexedHeap<DeviceTimeline>[] = [];
   private readonly nodes = new Map<string, NodeSlots>();
   /** Nodes with a free slot: the only ones whose bound requests may be placed now. */
   private readonly open = new Set<string>();
   private readonly leases = new Map<string, LeaseInfo>();
   private readonly placed = new Map<string, DeviceTimeline>();
-  private whole = new SlotScope();
+  /** The shared devices: what unbound requests may use. */
+  private shared = new SlotScope();
+  /** Slot counts of the whole pool, dedicated devices included (to compare with the Pool's). */
+  private totalSlots = 0;
   private busySlots = 0;
   /** The pool, and its devicesVersion, this view was last rebuilt from. */
   private mirrored: Pool | null = null;
@@ -114,7 +129,7 @@ export class SlotBoard {
     return (
       pool === this.mirrored &&
       pool.devicesVersion === this.mirroredVersion &&
-      pool.totalSlots === this.whole.totalSlots &&
+      pool.totalSlots === this.totalSlots &&
       pool.busySlots === this.busySlots
     );
   }
@@ -124,12 +139,12 @@ export class SlotBoard {
     return this.open;
   }
 
-  /** The whole pool's slots (node null) or one node's; null for a node with no devices. */
+  /** The shared devices' slots (node null) or one node's; null for a node with no devices. */
   scope(node: string | null): SlotScope | null {
-    return node === null ? this.whole : (this.nodes.get(node) ?? null);
+    return node === null ? this.shared : (this.nodes.get(node) ?? null);
   }
 
-  /** Whether some device (of `node`, when given) could ever take `slots`. */
+  /** Whether some device the request may use (of `node` when given, else shared) could ever take `slots`. */
   couldEverFit(slots: number, node: string | null): boolean {
     const scope = this.scope(node);
     return scope !== null && slots >= 1 && slots <= scope.maxSlots;
@@ -143,14 +158,15 @@ export class SlotBoard {
     this.nodes.clear();
     this.open.clear();
     this.placed.clear();
-    this.whole = new SlotScope();
+    this.shared = new SlotScope();
+    this.totalSlots = 0;
     this.busySlots = 0;
     this.mirrored = pool;
     this.mirroredVersion = pool.devicesVersion;
     const seen = new Set<string>();
     const snapshot = pool.snapshot();
-    for (const { spec } of snapshot) this.whole.maxSlots = Math.max(this.whole.maxSlots, spec.slots);
-    for (let s = 1; s <= this.whole.maxSlots; s++) this.readiness[s] = this.readinessHeap(s);
+    for (const { spec } of snapshot) if (spec.dedicated !== true) this.shared.maxSlots = Math.max(this.shared.maxSlots, spec.slots);
+    for (let s = 1; s <= this.shared.maxSlots; s++) this.readiness[s] = this.readinessHeap(s);
     for (const { spec, holders } of snapshot) {
       let host = this.nodes.get(spec.node);
       if (!host) {
@@ -161,6 +177,7 @@ export class SlotBoard {
         key: deviceKey(spec.node, spec.index),
         node: spec.node,
         index: spec.index,
+        dedicated: spec.dedicated === true,
         host,
         holders: [...holders],
         free: 0,
@@ -171,7 +188,8 @@ export class SlotBoard {
       host.devices.push(d);
       host.totalSlots += spec.slots;
       host.maxSlots = Math.max(host.maxSlots, spec.slots);
-      this.whole.totalSlots += spec.slots;
+      this.totalSlots += spec.slots;
+      if (!d.dedicated) this.shared.totalSlots += spec.slots;
       const slotsOf = new Map<string, number>();
       for (const h of holders) {
         if (h === null) d.free++;
@@ -192,8 +210,10 @@ export class SlotBoard {
         }
         this.countLease(this.leases.get(leaseId) as LeaseInfo, d, +1);
       }
-      this.bucket(d.free).add(d);
-      for (let s = 1; s <= spec.slots; s++) (this.readiness[s] as IndexedHeap<DeviceTimeline>).push(d);
+      if (!d.dedicated) {
+        this.bucket(d.free).add(d);
+        for (let s = 1; s <= spec.slots; s++) (this.readiness[s] as IndexedHeap<DeviceTimeline>).push(d);
+      }
       this.refresh(d);
     }
     const gone: { leaseId: string; appId: string | null }[] = [];
@@ -204,23 +224,29 @@ export class SlotBoard {
     return gone;
   }
 
-  /** Whether some device other than `except` (and of `node`, when given) has `slots` free now. */
+  /**
+   * Whether some device other than `except` that the request may use (of `node` when given, else
+   * shared) has `slots` free now.
+   */
   fits(slots: number, except: DeviceTimeline | null, node: string | null): boolean {
     if (node !== null) {
       for (const d of this.nodes.get(node)?.devices ?? []) if (d !== except && d.free >= slots) return true;
       return false;
     }
-    for (let f = slots; f <= this.whole.maxSlots; f++) {
+    // `except` is only in the index when shared.
+    const skip = except !== null && !except.dedicated ? except.free : -1;
+    for (let f = slots; f <= this.shared.maxSlots; f++) {
       const set = this.byFree.get(f);
       if (!set) continue;
-      if (set.size > (except !== null && except.free === f ? 1 : 0)) return true;
+      if (set.size > (skip === f ? 1 : 0)) return true;
     }
     return false;
   }
 
   /**
    * Best fit, as Pool.assign: the device with the fewest free slots that still fits, skipping
-   * `except`, and only among `node`'s devices when given. Returns the lowest free slot indexes on it.
+   * `except`, and only among `node`'s devices when given (else among shared ones). Returns the
+   * lowest free slot indexes on it.
    */
   choose(slots: number, except: DeviceTimeline | null, node: string | null): { device: DeviceTimeline; slots: number[] } | null {
     let device: DeviceTimeline | null = null;
@@ -229,7 +255,7 @@ export class SlotBoard {
         if (d !== except && d.free >= slots && (device === null || d.free < device.free)) device = d;
       }
     } else {
-      for (let f = slots; f <= this.whole.maxSlots && device === null; f++) {
+      for (let f = slots; f <= this.shared.maxSlots && device === null; f++) {
         const set = this.byFree.get(f);
         if (!set) continue;
         for (const d of set) {
@@ -252,8 +278,8 @@ export class SlotBoard {
   }
 
   /**
-   * The device (of `node`, when given) that will have `slots` free soonest, assuming leases run to
-   * their deadlines, and when. Ties go to the lower device key, as in the readiness heaps.
+   * The device (of `node` when given, else shared) that will have `slots` free soonest, assuming
+   * leases run to their deadlines, and when. Ties go to the lower device key, as in the readiness heaps.
    */
   soonest(slots: number, node: string | null): { device: DeviceTimeline; at: number } | null {
     let device: DeviceTimeline | undefined;
@@ -326,9 +352,11 @@ export class SlotBoard {
 
   /** Frees (delta > 0) or takes (delta < 0) slots of a device, in every count and index. */
   private addFree(d: DeviceTimeline, delta: number): void {
-    this.byFree.get(d.free)?.delete(d);
+    if (!d.dedicated) {
+      this.byFree.get(d.free)?.delete(d);
+      this.bucket(d.free + delta).add(d);
+    }
     d.free += delta;
-    this.bucket(d.free).add(d);
     this.busySlots -= delta;
     const host = d.host;
     const was = host.freeSlots;
@@ -337,9 +365,9 @@ export class SlotBoard {
     else if (was === 0) this.open.add(host.name);
   }
 
-  /** Counts a placed lease's remaining work in the pool's scope and its node's. */
+  /** Counts a placed lease's remaining work in its node's scope, and the shared one when on a shared device. */
   private countLease(info: LeaseInfo, d: DeviceTimeline, sign: 1 | -1): void {
-    this.whole.countLease(info, sign);
+    if (!d.dedicated) this.shared.countLease(info, sign);
     d.host.countLease(info, sign);
   }
 

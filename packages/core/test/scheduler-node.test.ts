@@ -237,3 +237,150 @@ describe("usableIdleSlots with node-bound calls", () => {
     expect(idle([{ durationMs: 100 }], hold)).toBe(3);
   });
 });
+
+/** A GPU of a host's agent: only for calls bound to its node. */
+const dedicated = (node: string, index: number, slots = 2) => ({ ...gpu(node, index, slots), dedicated: true });
+
+describe("dedicated devices", () => {
+  it("an unbound request never goes on a dedicated device, even when it is the only free one", () => {
+    const b = new Bench([gpu("n1", 0), dedicated("agent", 0)]);
+    b.busy("x", "n1", 0, [0, 1], T + 30_000);
+    b.enqueue(req("u", { priority: 3 }), req("u2", { slots: 2, priority: 3 }));
+    expect(b.run()).toEqual([]);
+    expect(b.pool.snapshot().find((d) => d.spec.node === "agent")?.holders).toEqual([null, null]);
+    expect(usableIdleSlots(b.pool, waitingOf(b), b.c, b.s.hold(), T)).toBe(0);
+    // A request bound to the agent's node takes the slots the unbound ones may not.
+    b.enqueue(req("a", { node: "agent", queuedAt: T + 1 }));
+    expect(b.run(T + 1)).toEqual(["a"]);
+    expect(b.pool.assignmentOf("a")).toMatchObject({ node: "agent", index: 0 });
+    b.release("x");
+    expect(b.run(T + 2)).toEqual(["u"]);
+    expect(b.pool.assignmentOf("u")).toMatchObject({ node: "n1", index: 0 });
+    // n1#0 and agent#0 have a slot free each now: "u2" waits for one device of its own.
+    expect(b.s.reason("u2")).toBe("node");
+    expect(usableIdleSlots(b.pool, waitingOf(b), b.c, b.s.hold(), T + 2)).toBe(0);
+  });
+
+  it("a bound request uses its node's dedicated and non-dedicated devices, best fit across both", () => {
+    const b = new Bench([gpu("n", 0), dedicated("n", 1), gpu("m", 0)]);
+    b.busy("x", "n", 1, [0], T + 30_000);
+    b.enqueue(req("a", { node: "n", queuedAt: T + 1 }), req("b", { node: "n", slots: 2, queuedAt: T + 2 }), req("c", { node: "n", queuedAt: T + 3 }));
+    expect(b.run(T + 3)).toEqual(["a", "b"]);
+    expect(b.pool.assignmentOf("a")).toMatchObject({ node: "n", index: 1, slots: [1] }); // the fuller device, dedicated
+    expect(b.pool.assignmentOf("b")).toMatchObject({ node: "n", index: 0, slots: [0, 1] }); // the shared one
+    expect(b.s.reason("c")).toBe("node"); // m#0 is free, but not its node's
+    b.release("x");
+    expect(b.run(T + 4)).toEqual(["c"]);
+    expect(b.pool.assignmentOf("c")).toMatchObject({ node: "n", index: 1, slots: [0] });
+  });
+
+  it("in a pool of dedicated devices only, unbound requests wait with no ETA and block nobody, not even of a hold", () => {
+    const b = new Bench([dedicated("a1", 0), dedicated("a2", 0)], {}, 0);
+    b.busy("x", "a1", 0, [0], T + 30_000);
+    b.enqueue(req("u", { priority: 3 }), req("xl", { slots: 2, priority: 3 }), req("b", { node: "a1", slots: 2, queuedAt: T + 1 }), req("c", { node: "a1" }));
+    expect(b.run(T + 1)).toEqual(["c"]);
+    // "b" is the head a hold is made for: the unbound ones ahead of it could never be placed.
+    expect(b.s.hold()).toEqual({ leaseId: "b", node: "a1", index: 0, shadowAt: T + 1 + 60_000 });
+    expect(b.s.place("u", T + 1)).toEqual({ position: 1, reason: "node", etaMs: null });
+    expect(b.s.place("xl", T + 1)?.etaMs).toBeNull();
+    expect(b.s.preview(req("p"), T + 1).etaMs).toBeNull();
+    expect(usableIdleSlots(b.pool, waitingOf(b), b.c, b.s.hold(), T + 1)).toBe(0);
+    // A shared device joins: the unbound requests go there, and only there; an aged unbound head
+    // is held the shared device.
+    b.pool.addDevice(gpu("s", 0));
+    expect(b.run(T + 2)).toEqual(["u"]);
+    expect(b.pool.assignmentOf("u")).toMatchObject({ node: "s" });
+    expect(b.s.hold()).toEqual({ leaseId: "xl", node: "s", index: 0, shadowAt: T + 2 + 60_000 });
+  });
+
+  it("the ETA of an unbound request counts only the shared devices' slots and leases", () => {
+    const b = new Bench([gpu("n1", 0), dedicated("agent", 0), dedicated("agent", 1)]);
+    b.busy("a", "n1", 0, [0], T + 10_000);
+    b.busy("b", "n1", 0, [1], T + 20_000);
+    b.busy("c", "agent", 0, [0, 1], T + 5_000);
+    b.busy("d", "agent", 1, [0, 1], T + 200_000);
+    b.enqueue(req("u", { durationMs: 30_000 }), req("q", { node: "agent", priority: 0, durationMs: 30_000 }));
+    expect(b.run()).toEqual([]);
+    // 10 s + 20 s left on n1's 2 slots; agent's 4 slots and their leases are not for "u".
+    expect(b.s.place("u", T)).toEqual({ position: 1, reason: "node", etaMs: 15_000 });
+    // A bound request still sees its node's slots, dedicated ones included, and the unbound work ahead.
+    expect(b.s.place("q", T)).toEqual({ position: 2, reason: "node", etaMs: (10_000 + 400_000 + 30_000) / 4 });
+    // An xlarge waits for n1#0 to clear, though agent#0 clears sooner.
+    b.enqueue(req("xl", { slots: 2, priority: 5, durationMs: 1_000 }));
+    expect(b.s.place("xl", T)).toEqual({ position: 1, reason: "node", etaMs: 20_000 });
+    b.s.remove("xl");
+    // A lease of unknown deadline on a dedicated device does not make the unbound ETA unknown.
+    b.pool.addDevice(dedicated("agent", 2, 1));
+    b.pool.occupy("ghost", "agent", 2, [0]);
+    expect(b.run(T)).toEqual([]);
+    expect(b.s.place("u", T)?.etaMs).toBe(15_000);
+    expect(b.s.place("q", T)?.etaMs).toBeNull();
+  });
+
+  it("an aged unbound head is held a shared device, though a dedicated one would clear sooner", () => {
+    const b = new Bench([gpu("n1", 0), dedicated("agent", 0)], {}, 5_000);
+    b.busy("a", "n1", 0, [0], T + 30_000);
+    b.busy("b", "agent", 0, [0], T + 10_000);
+    b.enqueue(req("xl", { slots: 2 }));
+    expect(b.run(T + 6_000)).toEqual([]);
+    expect(b.s.hold()).toEqual({ leaseId: "xl", node: "n1", index: 0, shadowAt: T + 30_000 });
+  });
+
+  it("the held dedicated device of a bound head is backfilled only by short requests bound to its node", () => {
+    const b = new Bench([dedicated("agent", 0, 4), gpu("n1", 0)], {}, 5_000);
+    b.busy("a", "agent", 0, [0, 1], T + 30_000);
+    b.busy("x", "n1", 0, [0, 1], T + 100_000);
+    b.enqueue(req("big", { node: "agent", slots: 3, priority: 3 }));
+    const now = T + 6_000;
+    b.enqueue(req("short", { durationMs: 5_000, queuedAt: now }));
+    expect(b.run(now)).toEqual([]);
+    expect(b.s.hold()).toEqual({ leaseId: "big", node: "agent", index: 0, shadowAt: T + 30_000 });
+    expect(usableIdleSlots(b.pool, waitingOf(b), b.c, b.s.hold(), now)).toBe(0);
+    b.enqueue(req("mine", { node: "agent", durationMs: 5_000, queuedAt: now + 1 }));
+    expect(b.run(now + 1)).toEqual(["mine"]);
+    expect(b.pool.assignmentOf("mine")).toMatchObject({ node: "agent", slots: [2] });
+  });
+
+  it("a hold on a dedicated device does not hide a shared device with as many free slots from unbound requests", () => {
+    const b = new Bench([dedicated("agent", 0), gpu("n1", 0)], {}, 5_000);
+    b.busy("a", "agent", 0, [0], T + 30_000);
+    b.busy("x", "n1", 0, [0], T + 100_000);
+    b.enqueue(req("big", { node: "agent", slots: 2, priority: 3 }));
+    const now = T + 6_000;
+    b.enqueue(req("long", { durationMs: 60_000, queuedAt: now }));
+    // agent#0 and n1#0 both have one slot free; agent#0 is held, and not for "long" anyway.
+    expect(b.run(now)).toEqual(["long"]);
+    expect(b.pool.assignmentOf("long")).toMatchObject({ node: "n1", slots: [1] });
+    expect(b.s.hold()).toMatchObject({ leaseId: "big", node: "agent", index: 0 });
+  });
+
+  it("notices a shared node swapped for a dedicated one of the same size", () => {
+    const b = new Bench([gpu("n1", 0), gpu("n2", 0)]);
+    b.busy("x", "n1", 0, [0, 1], T + 60_000);
+    b.enqueue(req("u"));
+    expect(b.run()).toEqual(["u"]);
+    b.release("u");
+    b.removeNode("n2");
+    b.pool.addDevice(dedicated("n2", 0));
+    b.enqueue(req("v", { queuedAt: T + 1 }), req("w", { node: "n2", queuedAt: T + 2 }));
+    expect(b.run(T + 2)).toEqual(["w"]);
+    expect(b.s.place("v", T + 2)?.etaMs).toBe(60_000 - 2 + 0);
+  });
+});
+
+describe("usableIdleSlots with dedicated devices", () => {
+  const pool = new Pool([gpu("n1", 0), dedicated("agent", 0)]);
+  pool.occupy("x", "n1", 0, [0]);
+  const idle = (calls: { slots?: number; durationMs?: number; node?: string | null }[], hold: Hold | null = null) =>
+    usableIdleSlots(pool, calls.map((c) => ({ appId: null, slots: 1, durationMs: 1_000, ...c })), new Counter(), hold, T);
+
+  it("counts a dedicated device's free slots only for calls bound to its node", () => {
+    expect(idle([{ node: null }])).toBe(1);
+    expect(idle([{ node: null, slots: 2 }])).toBe(0);
+    expect(idle([{ node: "agent", slots: 2 }])).toBe(2);
+    expect(idle([{ node: "n1" }])).toBe(1);
+    const hold: Hold = { leaseId: "h", node: "agent", index: 0, shadowAt: T + 500 };
+    expect(idle([{ node: null, durationMs: 100 }], hold)).toBe(1);
+    expect(idle([{ node: "agent", durationMs: 100 }], hold)).toBe(2);
+  });
+});
