@@ -4,8 +4,9 @@ import { Pool, PriorityScheduler, usableIdleSlots } from "../src/index.js";
 import type { Concurrency, DeviceSpec, PriorityRequest } from "../src/index.js";
 
 /**
- * Properties of the priority scheduler with requests bound to nodes, and nodes joining and leaving
- * the pool, driven like the engine drives it: dispatch after every change.
+ * Properties of the priority scheduler with requests bound to nodes, dedicated devices (only for
+ * requests bound to their node), and nodes joining and leaving the pool, driven like the engine
+ * drives it: dispatch after every change.
  */
 
 const T0 = 1_700_000_000_000;
@@ -34,14 +35,16 @@ class Harness implements Concurrency {
   private requests = 0;
   private ghosts = 0;
   private devices = 0;
+  /** Dedicated devices are numbered apart, so that a run without them gives the others the same indexes. */
+  private dedicatedDevices = 0;
 
   constructor(
-    devices: readonly { readonly node: number; readonly slots: number }[],
+    devices: readonly { readonly node: number; readonly slots: number; readonly dedicated?: boolean }[],
     readonly holdAfterMs: number,
     agingStepMs: number,
   ) {
     this.pool = new Pool();
-    for (const d of devices) this.addDevice(d.node, d.slots);
+    for (const d of devices) this.addDevice(d.node, d.slots, d.dedicated ?? false);
     this.scheduler = new PriorityScheduler({ agingStepMs, holdAfterMs });
   }
 
@@ -73,9 +76,9 @@ class Harness implements Concurrency {
     expect(this.scheduler.remove(leaseId)).toBe(true);
   }
 
-  addDevice(node: number, slots: number): void {
-    const i = this.devices++;
-    const spec: DeviceSpec = { node: NODES[node % NODES.length] as string, index: i, uuid: `GPU-${i}`, name: "L4", memoryMb: 24_576, slots };
+  addDevice(node: number, slots: number, dedicated: boolean): void {
+    const i = dedicated ? 1000 + this.dedicatedDevices++ : this.devices++;
+    const spec: DeviceSpec = { node: NODES[node % NODES.length] as string, index: i, uuid: `GPU-${i}`, name: "L4", memoryMb: 24_576, slots, ...(dedicated ? { dedicated } : {}) };
     this.pool.addDevice(spec);
   }
 
@@ -109,8 +112,13 @@ class Harness implements Concurrency {
   /** Every invariant, checked against the pool itself and with an oracle of its own. */
   check(): void {
     const { pool, scheduler } = this;
-    // Bound leases run on their node.
-    for (const [id, r] of this.running) if (r.request.node != null) expect(pool.assignmentOf(id)?.node).toBe(r.request.node);
+    // Bound leases run on their node; unbound ones never on a dedicated device.
+    const dedicated = new Set(pool.snapshot().filter((d) => d.spec.dedicated === true).map((d) => `${d.spec.node}#${d.spec.index}`));
+    for (const [id, r] of this.running) {
+      const a = pool.assignmentOf(id);
+      if (r.request.node != null) expect(a?.node).toBe(r.request.node);
+      else expect(dedicated.has(`${a?.node}#${a?.index}`), `unbound ${id} on dedicated ${a?.node}#${a?.index}`).toBe(false);
+    }
     // Capacity, and no slot double-booked: each active lease holds exactly its slots, on one device.
     let slots = 0;
     for (const r of this.running.values()) slots += r.request.slots;
@@ -135,7 +143,7 @@ class Harness implements Concurrency {
       for (const r of this.queued.values()) {
         const usable =
           (r.appId === null || this.active(r.appId) < (this.limit(r.appId) ?? Infinity)) &&
-          (r.node == null || r.node === spec.node) &&
+          (r.node == null ? spec.dedicated !== true : r.node === spec.node) &&
           r.slots <= free &&
           (!isHeld || this.now + r.durationMs <= (hold as { shadowAt: number }).shadowAt);
         expect(usable, `${r.leaseId} could run on ${spec.node}#${spec.index}`).toBe(false);
@@ -151,6 +159,7 @@ class Harness implements Concurrency {
       expect(pool.fits(head.slots, head.node)).toBe(false);
       expect(pool.couldEverFit(head.slots, head.node)).toBe(true);
       if (head.node != null) expect(hold.node).toBe(head.node);
+      else expect(dedicated.has(`${hold.node}#${hold.index}`), "an unbound head held a dedicated device").toBe(false);
     }
     expect(scheduler.size).toBe(this.queued.size);
     const order = [...scheduler.waiting()];
@@ -170,7 +179,7 @@ type Op =
   | { readonly t: "end"; readonly pick: number }
   | { readonly t: "cancel"; readonly pick: number }
   | { readonly t: "advance"; readonly ms: number }
-  | { readonly t: "add"; readonly node: number; readonly slots: number }
+  | { readonly t: "add"; readonly node: number; readonly slots: number; readonly dedicated: boolean }
   | { readonly t: "remove"; readonly node: number; readonly report: boolean };
 
 const slotsArb = fc.constantFrom(1, 1, 2, 3);
@@ -181,10 +190,11 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 3, arbitrary: fc.record({ t: fc.constant("end" as const), pick: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant("cancel" as const), pick: fc.nat() }) },
   { weight: 3, arbitrary: fc.record({ t: fc.constant("advance" as const), ms: fc.integer({ min: 0, max: 40_000 }) }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant("add" as const), node: fc.nat(), slots: deviceSlotsArb }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant("add" as const), node: fc.nat(), slots: deviceSlotsArb, dedicated: fc.boolean() }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant("remove" as const), node: fc.nat(), report: fc.boolean() }) },
 );
-const devicesArb = fc.array(fc.record({ node: fc.nat({ max: NODES.length - 1 }), slots: deviceSlotsArb }), { maxLength: 6, size: "max" });
+/** Dedicated devices (a GPU host's agent's) in about a third of the pools' devices, none in others. */
+const devicesArb = fc.array(fc.record({ node: fc.nat({ max: NODES.length - 1 }), slots: deviceSlotsArb, dedicated: fc.constantFrom(false, false, true) }), { maxLength: 6, size: "max" });
 /** Long schedules (fast-check's default size keeps arrays to a handful), so that holds, evictions and backfills happen. */
 const opsArb = (maxLength: number) => fc.array(opArb, { maxLength, size: "max" });
 
@@ -215,7 +225,7 @@ function apply(h: Harness, op: Op, ghosts = true): void {
       h.now += op.ms;
       break;
     case "add":
-      h.addDevice(op.node, op.slots);
+      h.addDevice(op.node, op.slots, op.dedicated);
       break;
     case "remove":
       h.removeNode(op.node, op.report);
@@ -252,6 +262,36 @@ describe("PriorityScheduler properties with node-bound requests", () => {
     );
   });
 
+  it("dedicated devices are invisible to unbound requests: an unbound-only schedule gets the same grants, holds and ETAs without them", () => {
+    fc.assert(
+      fc.property(devicesArb, fc.constantFrom(0, 5_000), opsArb(100), (devices, holdAfterMs, ops) => {
+        const run = (withDedicated: boolean) => {
+          const h = new Harness(
+            devices.filter((d) => withDedicated || !d.dedicated),
+            holdAfterMs,
+            5_000,
+          );
+          for (const op of ops) {
+            if (op.t === "add" || op.t === "remove") {
+              // The scheduler rebuilds its view when the devices change, which may reorder ties
+              // between equally free devices: have it rebuild in both runs, whether or not a
+              // device of this run changes (adding or removing only dedicated ones).
+              h.pool.addDevice({ node: "gone", index: 0, uuid: "GPU-gone", name: "L4", memoryMb: 24_576, slots: 1 });
+              h.pool.removeNode("gone");
+            }
+            if (op.t === "enqueue") apply(h, { ...op, bind: 0 }, false);
+            else if (op.t === "add" && op.dedicated && !withDedicated) h.dispatch();
+            else apply(h, op, false);
+            for (const id of h.queued.keys()) h.log.push(`${id}:${h.scheduler.place(id, h.now)?.etaMs}`);
+          }
+          return h.log;
+        };
+        expect(run(true)).toEqual(run(false));
+      }),
+      { numRuns: 150 },
+    );
+  });
+
   it("is deterministic: the same operations, nodes joining and leaving included, give the same grants", () => {
     fc.assert(
       fc.property(devicesArb, opsArb(80), (devices, ops) => {
@@ -266,16 +306,17 @@ describe("PriorityScheduler properties with node-bound requests", () => {
     );
   });
 
-  it("the ETA of a one-slot request, bound or not, is an upper bound when nothing new arrives", () => {
+  it("the ETA of a one-slot request, bound or not, is an upper bound when nothing new arrives, dedicated devices or not", () => {
     const bindArb = fc.constantFrom<string | null>(null, "n0", "n1");
     fc.assert(
       fc.property(
-        fc.array(fc.record({ node: fc.nat({ max: 1 }), slots: fc.constantFrom(1, 2) }), { minLength: 1, maxLength: 4, size: "max" }),
+        fc.array(fc.record({ node: fc.nat({ max: 1 }), slots: fc.constantFrom(1, 2), dedicated: fc.boolean() }), { minLength: 1, maxLength: 4, size: "max" }),
         fc.array(fc.record({ node: bindArb, durationMs: fc.integer({ min: 1_000, max: 60_000 }), runShare: fc.double({ min: 0, max: 1, noNaN: true }) }), { maxLength: 6, size: "max" }),
         fc.array(fc.record({ node: bindArb, priority: fc.integer({ min: 1, max: 3 }), durationMs: fc.integer({ min: 1_000, max: 60_000 }), runShare: fc.double({ min: 0, max: 1, noNaN: true }) }), { minLength: 1, maxLength: 25, size: "max" }),
         (devices, running, waiting) => {
           const h = new Harness(devices, 0, 15_000);
-          const has = (node: string | null) => node === null || h.pool.hasNode(node);
+          // Only requests some device could take (an unbound one needs a shared device).
+          const has = (node: string | null) => h.pool.couldEverFit(1, node);
           const share = new Map<string, number>();
           for (const r of running) if (has(r.node)) share.set(h.enqueue({ priority: 9, slots: 1, durationMs: r.durationMs, appId: null, node: r.node }), r.runShare);
           const ends: { at: number; id: string }[] = [];
