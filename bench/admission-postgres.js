@@ -163,7 +163,7 @@ function spawnChild(init) {
   };
 }
 
-/** Counters from the server, to explain the figures: commits, WAL written and WAL syncs. */
+/** Counters from the server, to explain the figures: transactions, WAL written and WAL flushes. */
 async function serverCounters(url) {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
@@ -260,7 +260,7 @@ export async function database() {
 
 const describe = (m) =>
   `${round(m.cyclesPerS)} cycles/s (p50 ${round(m.p50Ms, 2)} ms, p99 ${round(m.p99Ms, 2)} ms, ` +
-  `${round(m.cpuUsPerCycle)} µs client CPU, ${m.commitsPerCycle === null ? "?" : round(m.commitsPerCycle, 2)} commits, ` +
+  `${round(m.cpuUsPerCycle)} µs client CPU, ${m.commitsPerCycle === null ? "?" : round(m.commitsPerCycle, 2)} transactions, ` +
   `${m.walBytesPerCycle === null ? "?" : Math.round(m.walBytesPerCycle)} WAL bytes, ${m.walSyncsPerCycle === null ? "?" : round(m.walSyncsPerCycle, 3)} WAL syncs per cycle)`;
 
 export async function main() {
@@ -344,9 +344,15 @@ export async function main() {
       replicas3_p99_ms: r2(med("three", "p99Ms")),
       peer_p50_ms: r2(med("peer", "p50Ms")),
       peer_p99_ms: r2(med("peer", "p99Ms")),
-      inprocess_commits_per_cycle: r2(med("one", "commitsPerCycle")),
-      replicas3_commits_per_cycle: r2(med("three", "commitsPerCycle")),
-      peer_commits_per_cycle: r2(med("peer", "commitsPerCycle")),
+      // PostgreSQL's counters over each measurement (whole run of its processes, warm-up included),
+      // per cycle: transactions (pg_stat_database.xact_commit, which also counts a listening
+      // session's read of each notification) and WAL flushes (pg_stat_wal.wal_sync).
+      inprocess_transactions_per_cycle: r2(med("one", "commitsPerCycle")),
+      replicas3_transactions_per_cycle: r2(med("three", "commitsPerCycle")),
+      peer_transactions_per_cycle: r2(med("peer", "commitsPerCycle")),
+      inprocess_wal_syncs_per_cycle: r2(med("one", "walSyncsPerCycle")),
+      replicas3_wal_syncs_per_cycle: r2(med("three", "walSyncsPerCycle")),
+      peer_wal_syncs_per_cycle: r2(med("peer", "walSyncsPerCycle")),
       replicas3_not_granted: runs.three.reduce((n, m) => n + m.notGranted, 0),
     };
     console.log(JSON.stringify(result));
