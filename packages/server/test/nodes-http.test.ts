@@ -62,16 +62,38 @@ describe("node registration and heartbeats", () => {
     const second = await leaseVia(node.key, app.key, { duration: 30 });
     expect(second.status).toBe(202);
     expect(second.body).toMatchObject({ status: "queued", node: "gpu-host-1", device: null, reason: "node" });
-    // A native request (no node) may use any node.
-    const native = await t.call("POST", "/v1/leases", { token: app.key, body: { duration: 30 } });
-    expect(native.status).toBe(201);
-    expect(native.body.device.node).toBe("gpu-host-2");
     await t.call("POST", `/v1/leases/${first.body.id}/release`, { token: app.key });
     const after = await waitFor(async () => {
       const g = await t.call("GET", `/v1/leases/${second.body.id}`, { token: app.key });
       return g.body.status === "active" ? g.body : null;
     });
     expect(after.device.node).toBe("gpu-host-1");
+  });
+
+  it("an agent's GPUs take only requests through that agent: a direct request never lands there", async () => {
+    t = await startTestServer({ pool: { simulated: [{ node: "sim-0", gpus: 1, slots_per_gpu: 1 }] } });
+    const owner = await t.user("owner", "pro");
+    const app = await t.appFor("spaces-app", owner.id);
+    const node = await createNode("gpu-host-1");
+    await register(node.key, [GPU(0), GPU(1)]);
+    const first = await t.call("POST", "/v1/leases", { token: app.key, body: { duration: 30 } });
+    expect(first.body.device.node).toBe("sim-0");
+    // sim-0 is full; gpu-host-1 has 4 free slots, but the app is not running on that host.
+    const second = await t.call("POST", "/v1/leases", { token: app.key, body: { duration: 30 } });
+    expect(second.status).toBe(202);
+    expect(second.body.device).toBeNull();
+    // Through the agent it is granted at once.
+    const viaAgent = await leaseVia(node.key, app.key, { duration: 30 });
+    expect(viaAgent.status).toBe(201);
+    expect(viaAgent.body.device.node).toBe("gpu-host-1");
+  });
+
+  it("a pool with only agents' GPUs refuses direct requests, saying to go through the host's agent", async () => {
+    const { app, node } = await setup();
+    await register(node.key, [GPU(0)]);
+    const r = await t.call("POST", "/v1/leases", { token: app.key, body: { duration: 10 } });
+    expectProblem(r, 503, "no_gpu_available");
+    expect(r.body.detail).toMatch(/through its agent/);
   });
 
   it("refuses requests for a node that has not registered, reserving nothing", async () => {
@@ -181,6 +203,8 @@ describe("restarts", () => {
     t = await serveAt(dir, { pool: { simulated: [] }, nodes: { heartbeat_interval: "100ms", heartbeat_timeout: "400ms" } });
     expect((await t.call("GET", `/v1/leases/${a.body.id}`, { token: app.key })).body.status).toBe("active");
     expect((await t.call("GET", "/v1/admin/pool", { token: ADMIN })).body.slots).toEqual({ total: 2, busy: 1 });
+    // Still the agent's own: a direct request is not put on its free slot.
+    expectProblem(await t.call("POST", "/v1/leases", { token: app.key, body: { duration: 5 } }), 503, "no_gpu_available");
     // It never heartbeats again: lost, the lease failed.
     await waitFor(async () => (await t.call("GET", `/v1/leases/${a.body.id}`, { token: app.key })).body.status === "failed", 5_000);
   });

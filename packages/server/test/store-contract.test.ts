@@ -127,7 +127,7 @@ export function storeContract(
       });
       const devices: DeviceSpec[] = [
         { node: "k-n1", index: 0, uuid: "GPU-0f1e2d3c-aaaa-bbbb-cccc-000000000000", name: "NVIDIA H200 \"NVL\" ünïcode", memoryMb: 143_771, slots: 2 },
-        { node: "k-n1", index: 1, uuid: "GPU-1", name: "NVIDIA A10G", memoryMb: 23_028, slots: 1 },
+        { node: "k-n1", index: 1, uuid: "GPU-1", name: "NVIDIA A10G", memoryMb: 23_028, slots: 1, dedicated: true },
       ];
       const state: NodeState = { devices, registeredAt: 1_700_000_000_001, heartbeatAt: 1_700_000_000_001, agentUrl: "http://10.0.0.5:7071" };
       expect(await tx((t) => t.setNodeState("n1", state))).toBe(true);

@@ -68,7 +68,8 @@ export function nodeRoutes(app: FastifyInstance, ctx: ServerContext): void {
         if (seen.has(`i${d.index}`)) fail("invalid_request", `devices.${i}.index: device ${d.index} is listed twice.`);
         if (seen.has(`u${d.uuid}`)) fail("invalid_request", `devices.${i}.uuid: ${d.uuid} is listed twice.`);
         seen.add(`i${d.index}`).add(`u${d.uuid}`);
-        return { node: node.name, index: d.index, uuid: d.uuid, name: d.name, memoryMb: d.memory_mb, slots: d.slots ?? 2 };
+        // Dedicated: only apps on that host (through its agent) may use these GPUs.
+        return { node: node.name, index: d.index, uuid: d.uuid, name: d.name, memoryMb: d.memory_mb, slots: d.slots ?? 2, dedicated: true };
       });
       await ctx.engine.registerNode(node, devices, req.body.agent_url ?? null);
       return { node: { id: node.id, name: node.name }, devices: devices.length, ...timing() };

@@ -438,8 +438,7 @@ export class LeaseEngine {
         return { kind: "denied" as const, retryAfterS: 5, others: [] as LeaseRecord[], problem: problem("no_gpu_available", `Node ${input.node} has no GPUs in the pool right now: its agent has not registered, or stopped heartbeating. Nothing was reserved; check the agent on that host (gpupool pool shows the nodes).`, { reason: "node_not_registered" }) };
       }
       if (!this.pool.couldEverFit(input.size.slots, input.node ?? undefined)) {
-        const where = input.node === null ? "this pool" : `node ${input.node}`;
-        return { kind: "denied" as const, retryAfterS: null, others: [] as LeaseRecord[], problem: problem("no_gpu_available", `No GPU on ${where} can take a ${input.size.name} call (${input.size.slots} slots of one GPU). Ask the app's developer to use a smaller size.`, { reason: "no_capacity" }) };
+        return { kind: "denied" as const, retryAfterS: null, others: [] as LeaseRecord[], problem: this.noCapacityProblem(input.size, input.node) };
       }
       const before = quotaView(ledger, tier, overrideMs, this.policy.windowMs);
       const request: PriorityRequest = {
@@ -594,7 +593,7 @@ export class LeaseEngine {
             lease.node !== null && !this.pool.hasNode(lease.node)
               ? problem("no_gpu_available", `Node ${lease.node} has no GPUs in the pool right now: its agent has not registered, or stopped heartbeating. Nothing was charged; check the agent on that host.`, { reason: "node_not_registered" })
               : !this.pool.couldEverFit(lease.slots, lease.node ?? undefined)
-                ? problem("no_gpu_available", `No GPU in this pool can take a ${lease.size} call (${lease.slots} slots of one GPU). Nothing was charged; ask the app's developer to use a smaller size.`, { reason: "no_capacity" })
+                ? this.noCapacityProblem({ name: lease.size, slots: lease.slots }, lease.node)
                 : null;
           if (why !== null) return { lease, ended: [await this.finishQueued(tx, lease, "failed", now, why)], grants: [] as LeaseRecord[] };
           this.live.set(lease.id, lease);
@@ -741,6 +740,15 @@ export class LeaseEngine {
         this.announceGrants(out.grants);
       },
     ).catch((err: unknown) => this.log.error({ err, leaseId, due }, "a lease timer failed"));
+  }
+
+  /** Why no GPU could ever take the call: too big, or (not through an agent) only agents' GPUs exist. */
+  private noCapacityProblem(size: { name: string; slots: number }, node: string | null): Problem {
+    if (node === null && !this.pool.couldEverFit(size.slots) && this.nodes.size > 0 && this.devices.length === 0) {
+      return problem("no_gpu_available", `Every GPU of this pool is on a GPU host served by its node agent, and those GPUs go only to apps running on that host, through its agent (SPACES_ZERO_DEVICE_API_URL, or the SDK's createAgentClient). Nothing was charged.`, { reason: "no_capacity" });
+    }
+    const where = node === null ? "this pool" : `node ${node}`;
+    return problem("no_gpu_available", `No GPU on ${where} can take a ${size.name} call (${size.slots} slots of one GPU). Nothing was charged; ask the app's developer to use a smaller size.`, { reason: "no_capacity" });
   }
 
   private queueTimeoutProblem(lease: LeaseRecord, now: number): Problem {
