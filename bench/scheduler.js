@@ -4,6 +4,10 @@
 // an admission (enqueue + dispatch), a queue timeout (remove the oldest), or an SSE position lookup.
 // BENCH_BOUND (0–1, default 0) binds that share of requests to a random node (leases asked for
 // through a node's agent); at 0 the workload is exactly the unbound one.
+// BENCH_DEDICATED (0–1, default 0) makes that share of nodes a GPU host's agent's: their devices
+// are dedicated (only requests bound to the node go there, so use it with BENCH_BOUND > 0). The
+// sorted array then scans its whole queue at each dispatch while a dedicated slot is free: keep
+// BENCH_QUEUED small (e.g. 1000,10000).
 import { Pool, PriorityScheduler } from "@gpupool/core";
 
 const SIZES = (process.env.BENCH_QUEUED ?? "1000,10000,100000").split(",").map(Number);
@@ -11,6 +15,7 @@ const GPUS = Number(process.env.BENCH_GPUS ?? 2000);
 const CYCLES = Number(process.env.BENCH_CYCLES ?? 10_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const BOUND = Number(process.env.BENCH_BOUND ?? 0);
+const DEDICATED = Number(process.env.BENCH_DEDICATED ?? 0);
 const APPS = 200;
 const AGING_STEP_MS = 15_000;
 const T0 = 1_700_000_000_000;
@@ -97,7 +102,9 @@ class SortedArrayQueue {
 /** Runs the same workload on `queue`: returns events per second of the measured part. */
 export function run(kind, queued, cycles = CYCLES) {
   const random = rng(42);
-  const devices = Array.from({ length: GPUS }, (_, i) => ({ node: `n${i >> 3}`, index: i & 7, uuid: `GPU-${i}`, name: "H100", memoryMb: 81_920, slots: 2 }));
+  // Node k is dedicated when it brings the count of dedicated nodes up to the share: spread evenly.
+  const dedicated = (k) => Math.floor((k + 1) * DEDICATED) > Math.floor(k * DEDICATED);
+  const devices = Array.from({ length: GPUS }, (_, i) => ({ node: `n${i >> 3}`, index: i & 7, uuid: `GPU-${i}`, name: "H100", memoryMb: 81_920, slots: 2, ...(dedicated(i >> 3) ? { dedicated: true } : {}) }));
   const pool = new Pool(devices);
   const scheduler = kind === "gpupool" ? new PriorityScheduler({ agingStepMs: AGING_STEP_MS, holdAfterMs: 15_000 }) : new SortedArrayQueue();
   const appActive = new Map();
@@ -156,8 +163,8 @@ export function run(kind, queued, cycles = CYCLES) {
     scheduler.onReleased(lease.leaseId);
     appActive.set(lease.app, appActive.get(lease.app) - 1);
   };
-  // Fill the pool, then the queue.
-  while (pool.freeSlots > 0) {
+  // Fill the pool (its shared devices: dedicated ones fill as bound requests come), then the queue.
+  while (pool.sharedFreeSlots > 0) {
     newRequest();
     dispatch();
   }
@@ -230,6 +237,7 @@ export async function main() {
       cycles: CYCLES,
       rounds: ROUNDS,
       ...(BOUND > 0 ? { bound_share: BOUND } : {}),
+      ...(DEDICATED > 0 ? { dedicated_node_share: DEDICATED } : {}),
       event_mix: "per cycle: release+dispatch, enqueue+dispatch, remove oldest (timeout), enqueue+dispatch, position; enqueue+dispatch to top the queue up",
       events_per_s: ours,
       peer: "sorted array (binary search + splice, front-to-back dispatch scan), same order",
