@@ -20,9 +20,9 @@ interface Smallest {
 /**
  * Free slots that some waiting call could be placed on right now: a device's free slots count
  * when a waiting call whose app is under its limit, and that may go on that device (bound to its
- * node, or unbound when the device is not dedicated), fits in them — and, on the device held for an aged head, only a call that
- * ends before the head's shadow time. This is exactly what work conservation forbids to stay
- * idle; the simulator integrates it over time.
+ * node, or unbound when the device is not dedicated), fits in them — and, on the device held for
+ * an aged head, only a call that ends before the head's shadow time. This is exactly what work
+ * conservation forbids to stay idle; the simulator integrates it over time.
  */
 export function usableIdleSlots(pool: Pool, waiting: Iterable<WaitingCall>, concurrency: Concurrency, hold: Hold | null, now: number): number {
   if (pool.freeSlots === 0) return 0;
