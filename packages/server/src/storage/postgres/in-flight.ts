@@ -18,6 +18,21 @@ export class InFlight {
     }
   }
 
+  /**
+   * Counts one operation that outlives a call (a group of leader transactions, from BEGIN to
+   * COMMIT) until the returned function is called (at most once counts).
+   */
+  hold(): () => void {
+    if (this.closed) throw new Error("The store is closed.");
+    this.count++;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      if (--this.count === 0) this.drained?.();
+    };
+  }
+
   /** Refuses new operations and resolves once the running ones are done, or after `timeoutMs`. */
   async close(timeoutMs: number): Promise<void> {
     this.closed = true;

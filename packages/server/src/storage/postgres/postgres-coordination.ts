@@ -5,6 +5,7 @@ import { LeadershipLostError } from "../store.js";
 import type { Coordination, Tx } from "../store.js";
 import { isConnectionError, storageError } from "./errors.js";
 import type { InFlight } from "./in-flight.js";
+import { LeaderGroup } from "./leader-group.js";
 
 type Staged<T> = { value: T; committed: Promise<void> };
 type State =
@@ -18,6 +19,14 @@ interface Listen {
   ready: boolean;
   first: Promise<unknown>;
 }
+
+/**
+ * The most leader transactions that share one COMMIT. Each one that writes gets a subtransaction
+ * id (its savepoint); PostgreSQL caches 64 per backend, and a transaction with more makes every
+ * snapshot in the database look subtransactions up in pg_subtrans. It also bounds how long the
+ * first member of a group waits for the COMMIT under a steady stream of work.
+ */
+const MAX_GROUP = 64;
 
 /** How often a replica that does not lead tries to take the lock (the takeover delay after a leader dies). */
 const POLL_MS = 250;
@@ -35,7 +44,7 @@ export interface PostgresCoordinationOptions {
   readonly schema: string;
   /** The advisory lock key (a bigint, as a decimal string) that marks the leader of this schema. */
   readonly leaderKey: string;
-  readonly makeTx: (sql: postgres.TransactionSql) => Tx;
+  readonly makeTx: (sql: postgres.ISql) => Tx;
   /** The store's operation counter: leader work and messages count as the store's operations. */
   readonly inFlight: InFlight;
 }
@@ -64,11 +73,22 @@ export class PostgresCoordination implements Coordination {
   private readonly resumers = new Map<string, Set<() => void>>();
   private readonly listens = new Map<string, Listen>();
   private wake: (() => void) | null = null;
+  /** The open group of leader transactions, if any (see `leaderStage`). */
+  private group: LeaderGroup | null = null;
+  /** Groups not over yet: the open one, and one whose COMMIT is in flight. */
+  private readonly groups = new Set<LeaderGroup>();
+  /** Settles when the last group opened is over. */
+  private previous: Promise<void> = Promise.resolve();
+  /** Leader transactions waiting for or inside the serial section. */
+  private staging = 0;
 
   constructor(private readonly o: PostgresCoordinationOptions) {}
 
   /** Called when the leader session's connection closed, for whatever reason. */
   sessionClosed(): void {
+    // Whatever the state: nothing more may be sent on that connection, nor committed.
+    this.group = null;
+    for (const group of this.groups) group.break();
     const state = this.state;
     if (state.kind !== "leading") return;
     this.state = { kind: "idle" };
@@ -113,31 +133,93 @@ export class PostgresCoordination implements Coordination {
     }
   }
 
+  /**
+   * Group commit on the leader's session, as the SQLite adapter does on its one connection: each
+   * leader transaction runs inside a SAVEPOINT of one open transaction (a `LeaderGroup`) and
+   * resolves once its statements have run, with `committed` settling after the group's COMMIT.
+   * The group commits when the leader has nothing more to stage (a turn of the event loop with no
+   * leader transaction running or waiting) or after MAX_GROUP of them. The lease engine stages its
+   * transactions one at a time and releases its own section before awaiting `committed`, so its
+   * next transaction (and every caller waiting behind it) joins the open group: under load the
+   * group holds as many transactions as there are callers waiting, which then share one BEGIN,
+   * one fencing check and one WAL flush. Committing at the first turn of the event loop after the
+   * group opened would commit after one member here: each member waits for the network, and the
+   * engine's next transaction only comes once the previous one has run.
+   *
+   * Fencing is unchanged: every group runs on the lock's session and checks its backend pid once
+   * at BEGIN; when that session breaks, the open group (and a COMMIT in flight) fails with
+   * LeadershipLostError for every member and nothing more is sent on it.
+   */
   leaderStage<T>(fn: (tx: Tx) => Promise<T>): Promise<Staged<T>> {
-    return this.serial.run(() => this.o.inFlight.run(async () => {
-      const state = this.state;
-      if (state.kind !== "leading") throw new LeadershipLostError();
-      try {
-        const value = (await this.o.leaderSession.begin(async (sql) => {
-          // Belt and braces: the transaction must run on the session that took the lock. The
-          // driver reconnects by itself, and a new session does not hold the lock.
-          const [row] = await sql<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
-          if (row?.pid !== state.pid) throw new LeadershipLostError("The session holding leadership was replaced; nothing was committed.");
-          return fn(this.o.makeTx(sql));
-        })) as T;
-        return { value, committed: Promise.resolve() };
-      } catch (err) {
-        if (err instanceof LeadershipLostError) {
-          this.sessionClosed();
-          throw err;
-        }
-        if (isConnectionError(err)) {
-          this.sessionClosed();
-          throw Object.assign(new LeadershipLostError("The database session holding leadership broke; nothing was committed."), { cause: err });
-        }
-        throw storageError(err);
-      }
-    }));
+    this.staging++;
+    const staged = this.serial.run(() => this.stageInGroup(fn));
+    const left = (): void => {
+      if (--this.staging === 0) this.commitWhenIdle();
+    };
+    staged.then(left, left);
+    return staged;
+  }
+
+  private async stageInGroup<T>(fn: (tx: Tx) => Promise<T>): Promise<Staged<T>> {
+    const state = this.state;
+    if (state.kind !== "leading") throw new LeadershipLostError();
+    try {
+      const group = this.group ?? (await this.openGroup(state.pid));
+      const value = await group.run((sql) => fn(this.o.makeTx(sql)));
+      if (group.size >= MAX_GROUP && this.group === group) this.commitGroup();
+      return { value, committed: group.committed };
+    } catch (err) {
+      throw this.leaderError(err);
+    }
+  }
+
+  /** Opens the next group once the previous one is over (the session runs one transaction at a time). */
+  private async openGroup(pid: number): Promise<LeaderGroup> {
+    await this.previous;
+    const state = this.state;
+    if (state.kind !== "leading" || state.pid !== pid) throw new LeadershipLostError();
+    const group = new LeaderGroup({
+      session: this.o.leaderSession,
+      pid,
+      hold: () => this.o.inFlight.hold(),
+      broken: () => this.sessionClosed(),
+    });
+    this.groups.add(group);
+    void group.over.then(() => this.groups.delete(group));
+    this.previous = group.over;
+    await group.open();
+    this.group = group;
+    return group;
+  }
+
+  /** Commits the open group at the next turn of the event loop if no leader transaction runs or waits by then. */
+  private commitWhenIdle(): void {
+    const group = this.group;
+    if (group === null) return;
+    setImmediate(() => {
+      if (this.staging === 0 && this.group === group) this.commitGroup();
+    });
+  }
+
+  /** Only between leader transactions. Later ones open the next group, which waits for this COMMIT. */
+  private commitGroup(): void {
+    const group = this.group;
+    if (group === null) return;
+    this.group = null;
+    void group.commit();
+  }
+
+  /** A driver error of leader work, as the caller should see it (a broken session: leadership lost). */
+  private leaderError(err: unknown): unknown {
+    if (err instanceof LeadershipLostError) {
+      this.sessionClosed();
+      return err;
+    }
+    if (isConnectionError(err)) {
+      this.sessionClosed();
+      return Object.assign(new LeadershipLostError("The database session holding leadership broke; nothing was committed."), { cause: err });
+    }
+    return storageError(err);
   }
 
   private channel(channel: string): string {

@@ -4,7 +4,8 @@ import { encodeSlots, n, toApp, toKeyed, toLease, toLedger, toNode, toSession, t
 import type { Row } from "../rows.js";
 import type { AppRecord, KeyedRecord, LeaseFilter, LeaseRecord, NewLease, NodeRecord, Tx, UserRecord } from "../store.js";
 
-type Sql = postgres.TransactionSql;
+/** A connection inside a transaction: `sql.begin`'s, or the leader's session within its open group. */
+type Sql = postgres.ISql;
 
 function leaseRow(l: NewLease): Record<string, string | number | boolean | null> {
   return {

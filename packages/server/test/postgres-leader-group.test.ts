@@ -1,0 +1,191 @@
+import postgres from "postgres";
+import { afterEach, describe, expect, it } from "vitest";
+import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js";
+import { openStore } from "../src/storage/open-store.js";
+import { leaderLockKey } from "../src/storage/postgres/postgres-store.js";
+import { LeadershipLostError } from "../src/storage/store.js";
+import type { Store, Tx } from "../src/storage/store.js";
+import { waitFor } from "./harness.js";
+
+/**
+ * Group commit on the PostgreSQL leader's session (PostgresCoordination.leaderStage): leader
+ * transactions staged back to back share one transaction, each in a savepoint, and commit together.
+ */
+
+const user = (id: string) => ({ id, name: `name-${id}`, tier: "free", tokenHash: `th-${id}`, quotaOverrideMs: null, createdAt: 1_000 });
+type Staged<T> = { value: T; committed: Promise<void> };
+
+const opened: Store[] = [];
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((s) => s.close().catch(() => undefined)));
+});
+
+/** A leader on a fresh schema, and a second replica on it (which reads through its own pool). */
+async function leaderAndReader(name: string): Promise<{ leader: Store; reader: Store; url: string; lost: Error[] }> {
+  const url = freshPostgresUrl(name);
+  const leader = await openStore(url);
+  const reader = await openStore(url);
+  opened.push(leader, reader);
+  const lost: Error[] = [];
+  await leader.coordination.lead((err) => lost.push(err));
+  return { leader, reader, url, lost };
+}
+
+/**
+ * Stages `fns` one after the other, each as soon as the previous one's value is there and without
+ * waiting for its commit: what the lease engine does under load. Outcomes in order.
+ */
+async function stageBackToBack<T>(store: Store, fns: ((t: Tx) => Promise<T>)[]): Promise<PromiseSettledResult<Staged<T>>[]> {
+  const out: PromiseSettledResult<Staged<T>>[] = [];
+  for (const fn of fns) {
+    out.push(await store.coordination.leaderStage(fn).then((value) => ({ status: "fulfilled" as const, value }), (reason: unknown) => ({ status: "rejected" as const, reason })));
+  }
+  return out;
+}
+
+const fulfilled = <T>(r: PromiseSettledResult<Staged<T>> | undefined): Staged<T> => {
+  if (r?.status !== "fulfilled") throw new Error(`expected a staged transaction, got ${r?.status === "rejected" ? String(r.reason) : "nothing"}`);
+  return r.value;
+};
+
+const settle = (p: Promise<void>): Promise<string> => p.then(() => "committed", (err: unknown) => (err instanceof LeadershipLostError ? "leadership_lost" : String(err)));
+
+describe.skipIf(!postgresUrl())("postgres leader: group commit", () => {
+  it("transactions staged back to back run in one open transaction, see each other, and each hears of its commit", async () => {
+    const { leader, reader } = await leaderAndReader("group-basic");
+    let seenOutside: unknown = "not checked";
+    let seenInside: unknown = null;
+    const fns = Array.from({ length: 20 }, (_, i) => async (t: Tx) => {
+      await t.insertUser(user(`u${i}`));
+      if (i === 19) {
+        // The first 19 already have their values, but their group has not committed yet.
+        seenInside = await t.getUser("u0");
+        seenOutside = await reader.transaction((r) => r.getUser("u0"));
+      }
+      return i;
+    });
+    const staged = await stageBackToBack(leader, fns);
+    expect(staged.map((r) => fulfilled(r).value)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+    expect(seenInside).toMatchObject({ id: "u0" });
+    expect(seenOutside).toBeNull();
+    await Promise.all(staged.map((r) => fulfilled(r).committed));
+    const users = await reader.transaction((r) => r.listUsers());
+    expect(users.map((u) => u.id).sort()).toEqual(Array.from({ length: 20 }, (_, i) => `u${i}`).sort());
+  });
+
+  it("concurrent callers each get their own value and commit", async () => {
+    const { leader, reader } = await leaderAndReader("group-concurrent");
+    const staged = await Promise.all(
+      Array.from({ length: 30 }, (_, i) =>
+        leader.coordination.leaderStage(async (t) => {
+          await t.putLedger(`user:c${i}`, { windowStartedAt: i, usedMs: i * 10, reservedMs: 0, bonusMs: 0, runs: 1 });
+          return (await t.getLedger(`user:c${i}`))?.usedMs;
+        }),
+      ),
+    );
+    expect(staged.map((s) => s.value)).toEqual(Array.from({ length: 30 }, (_, i) => i * 10));
+    await Promise.all(staged.map((s) => s.committed));
+    for (const i of [0, 17, 29]) expect(await reader.transaction((r) => r.getLedger(`user:c${i}`))).toMatchObject({ usedMs: i * 10 });
+  });
+
+  it("a transaction that throws, or whose statement fails, is rolled back alone; the rest of its group commits", async () => {
+    const { leader, reader, lost } = await leaderAndReader("group-failure");
+    const staged = await stageBackToBack<string>(leader, [
+      async (t) => (await t.insertUser(user("a")), "a"),
+      async (t) => {
+        await t.insertUser(user("thrown"));
+        throw new Error("boom");
+      },
+      async (t) => (await t.insertUser(user("b")), "b"),
+      // A duplicate key: the statement fails, and PostgreSQL would abort a transaction without a savepoint.
+      async (t) => (await t.insertUser(user("b")), "duplicate"),
+      async (t) => {
+        // Sees what the group committed so far, not what was rolled back.
+        expect(await t.getUser("thrown")).toBeNull();
+        await t.insertUser(user("c"));
+        return "c";
+      },
+    ]);
+    expect(staged.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled", "rejected", "fulfilled"]);
+    expect(staged[1]?.status === "rejected" && (staged[1].reason as Error).message).toBe("boom");
+    expect(staged[3]?.status === "rejected" && (staged[3].reason as { code?: string }).code).toBe("23505");
+    await Promise.all([0, 2, 4].map((i) => fulfilled(staged[i]).committed));
+    const users = await reader.transaction((r) => r.listUsers());
+    expect(users.map((u) => u.id).sort()).toEqual(["a", "b", "c"]);
+    expect(lost).toEqual([]);
+  });
+
+  it("the leader session breaking fails the whole open group with LeadershipLostError; nothing of it is committed", async () => {
+    const { leader, reader, url, lost } = await leaderAndReader("group-lost");
+    await (await leader.coordination.leaderStage((t) => t.insertUser(user("before")))).committed;
+    const schema = new URL(url).searchParams.get("schema")!;
+    const admin = postgres(postgresUrl()!, { max: 1, onnotice: () => undefined });
+    try {
+      const staged = await stageBackToBack<string>(leader, [
+        async (t) => (await t.insertUser(user("g1")), "g1"),
+        async (t) => (await t.insertUser(user("g2")), "g2"),
+        async (t) => {
+          // The leader's session ends while this transaction runs (as when the database restarts).
+          await admin`
+            SELECT pg_terminate_backend(pid) FROM pg_locks
+            WHERE locktype = 'advisory' AND granted AND objsubid = 1
+              AND ((classid::bigint << 32) | objid::bigint) = ${leaderLockKey(schema)}::bigint`;
+          await t.insertUser(user("g3"));
+          return "g3";
+        },
+      ]);
+      expect(staged.map((r) => r.status)).toEqual(["fulfilled", "fulfilled", "rejected"]);
+      expect(staged[2]?.status === "rejected" && staged[2].reason).toBeInstanceOf(LeadershipLostError);
+      expect(await Promise.all([0, 1].map((i) => settle(fulfilled(staged[i]).committed)))).toEqual(["leadership_lost", "leadership_lost"]);
+      await waitFor(() => lost.length === 1);
+      expect(lost[0]).toBeInstanceOf(LeadershipLostError);
+      await expect(leader.coordination.leaderStage((t) => t.insertUser(user("after")))).rejects.toBeInstanceOf(LeadershipLostError);
+      // Another replica takes the lead and finds only what committed before.
+      await reader.coordination.lead(() => undefined);
+      const users = await reader.transaction((r) => r.listUsers());
+      expect(users.map((u) => u.id)).toEqual(["before"]);
+      await (await reader.coordination.leaderStage((t) => t.insertUser(user("new-leader")))).committed;
+      // The old leader's store closes at once and still works for ordinary transactions.
+      expect(await leader.transaction((t) => t.getUser("new-leader"))).toMatchObject({ id: "new-leader" });
+      expect(lost).toHaveLength(1);
+      const t0 = Date.now();
+      await leader.close();
+      expect(Date.now() - t0).toBeLessThan(1_000);
+    } finally {
+      await admin.end();
+    }
+  });
+
+  it("close() lets the open group commit, then refuses leader work", async () => {
+    const url = freshPostgresUrl("group-close");
+    const leader = await openStore(url);
+    opened.push(leader);
+    await leader.coordination.lead(() => undefined);
+    const staged = await stageBackToBack(leader, [(t: Tx) => t.insertUser(user("x1")), (t: Tx) => t.insertUser(user("x2"))]);
+    const closing = leader.close();
+    await expect(leader.coordination.leaderStage((t) => t.insertUser(user("late")))).rejects.toBeInstanceOf(LeadershipLostError);
+    expect(await Promise.all(staged.map((r) => settle(fulfilled(r).committed)))).toEqual(["committed", "committed"]);
+    const t0 = Date.now();
+    await closing;
+    expect(Date.now() - t0).toBeLessThan(1_000);
+    const again = await openStore(url);
+    opened.push(again);
+    expect((await again.transaction((t) => t.listUsers())).map((u) => u.id).sort()).toEqual(["x1", "x2"]);
+  });
+
+  it("a long stream of leader transactions commits at least every 64 of them", async () => {
+    const { leader, reader } = await leaderAndReader("group-bound");
+    const seen: unknown[] = [];
+    const fns = Array.from({ length: 140 }, (_, i) => async (t: Tx) => {
+      await t.insertUser(user(`s${i}`));
+      // From another connection: the first group (s0…s63) has committed by the time s70 runs.
+      if (i === 70 || i === 63) seen.push(await reader.transaction((r) => r.getUser("s0")));
+    });
+    const staged = await stageBackToBack(leader, fns);
+    expect(staged.every((r) => r.status === "fulfilled")).toBe(true);
+    expect(seen[0]).toBeNull();
+    expect(seen[1]).toMatchObject({ id: "s0" });
+    await Promise.all(staged.map((r) => fulfilled(r).committed));
+    expect(await reader.transaction((r) => r.listUsers())).toHaveLength(140);
+  });
+});
