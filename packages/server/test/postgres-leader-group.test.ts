@@ -48,7 +48,11 @@ const fulfilled = <T>(r: PromiseSettledResult<Staged<T>> | undefined): Staged<T>
   return r.value;
 };
 
-const settle = (p: Promise<void>): Promise<string> => p.then(() => "committed", (err: unknown) => (err instanceof LeadershipLostError ? "leadership_lost" : String(err)));
+const settle = (p: Promise<void>): Promise<string> =>
+  p.then(
+    () => "committed",
+    (err: unknown) => (err instanceof LeadershipLostError ? "leadership_lost" : `failed: ${(err as { code?: string }).code ?? String(err)}`),
+  );
 
 describe.skipIf(!postgresUrl())("postgres leader: group commit", () => {
   it("transactions staged back to back run in one open transaction, see each other, and each hears of its commit", async () => {
@@ -112,6 +116,76 @@ describe.skipIf(!postgresUrl())("postgres leader: group commit", () => {
     await Promise.all([0, 2, 4].map((i) => fulfilled(staged[i]).committed));
     const users = await reader.transaction((r) => r.listUsers());
     expect(users.map((u) => u.id).sort()).toEqual(["a", "b", "c"]);
+    expect(lost).toEqual([]);
+  });
+
+  it("a ledger is read and locked once per group; a transaction rolled back takes its ledger changes with it", async () => {
+    const { leader, reader } = await leaderAndReader("group-ledger");
+    const ledger = (usedMs: number) => ({ windowStartedAt: 1, usedMs, reservedMs: 0, bonusMs: 0, runs: 1 });
+    const staged = await stageBackToBack<number | null | undefined>(leader, [
+      async (t) => (await t.getLedger("user:x"), await t.putLedger("user:x", ledger(100)), 100),
+      async (t) => (await t.getLedger("user:x"))?.usedMs,
+      async (t) => {
+        await t.getLedger("user:x");
+        await t.putLedger("user:x", ledger(999));
+        await t.putLedger("user:y", ledger(5));
+        throw new Error("undo");
+      },
+      async (t) => (await t.getLedger("user:x"))?.usedMs,
+      async (t) => (await t.getLedger("user:y"))?.usedMs ?? null,
+    ]);
+    expect(staged.map((r) => (r.status === "fulfilled" ? r.value.value : (r.reason as Error).message))).toEqual([100, 100, "undo", 100, null]);
+    await Promise.all([0, 1, 3, 4].map((i) => fulfilled(staged[i]).committed));
+    expect(await reader.transaction((r) => r.getLedger("user:x"))).toMatchObject({ usedMs: 100 });
+    expect(await reader.transaction((r) => r.getLedger("user:y"))).toBeNull();
+  });
+
+  it("a write the transaction did not wait for that fails while it runs fails it alone", async () => {
+    const { leader, reader, lost } = await leaderAndReader("group-deferred-member");
+    const tooMany = { windowStartedAt: 1, usedMs: 1, reservedMs: 0, bonusMs: 0, runs: 3_000_000_000 }; // runs is an INTEGER
+    const staged = await stageBackToBack<string>(leader, [
+      async (t) => (await t.insertUser(user("a")), "a"),
+      async (t) => {
+        await t.getLedger("user:bad");
+        await t.putLedger("user:bad", tooMany);
+        await t.insertUser(user("after-bad"));
+        return "bad";
+      },
+      async (t) => (await t.insertUser(user("b")), "b"),
+      // Throws before the failed write's answer comes: rolled back with it, still alone.
+      async (t) => {
+        await t.getLedger("user:bad2");
+        await t.putLedger("user:bad2", tooMany);
+        throw new Error("changed my mind");
+      },
+      async (t) => (await t.insertUser(user("c")), "c"),
+    ]);
+    expect(staged.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled", "rejected", "fulfilled"]);
+    // The failed write's own error, not the "transaction is aborted" of the statement after it.
+    expect(staged[1]?.status === "rejected" && (staged[1].reason as { code?: string }).code).toBe("22003");
+    expect(staged[3]?.status === "rejected" && (staged[3].reason as Error).message).toBe("changed my mind");
+    await Promise.all([0, 2, 4].map((i) => fulfilled(staged[i]).committed));
+    expect((await reader.transaction((r) => r.listUsers())).map((u) => u.id).sort()).toEqual(["a", "b", "c"]);
+    expect(await reader.transaction((r) => r.getLedger("user:bad"))).toBeNull();
+    expect(lost).toEqual([]);
+  });
+
+  it("a write that fails after its transaction finished fails the whole group, like a failed COMMIT; the next group works", async () => {
+    const { leader, reader, lost } = await leaderAndReader("group-deferred-late");
+    const tooMany = { windowStartedAt: 1, usedMs: 1, reservedMs: 0, bonusMs: 0, runs: 3_000_000_000 };
+    const staged = await stageBackToBack<string>(leader, [
+      async (t) => (await t.insertUser(user("a")), "a"),
+      // Its last statement is a write nobody waits for: the transaction is over before the answer comes.
+      async (t) => (await t.getLedger("user:bad"), await t.putLedger("user:bad", tooMany), "bad"),
+      async (t) => (await t.insertUser(user("b")), "b"),
+    ]);
+    expect(staged[0]?.status).toBe("fulfilled");
+    const outcomes = await Promise.all(staged.map((r) => (r.status === "fulfilled" ? settle(r.value.committed) : Promise.resolve(`rejected: ${(r.reason as { code?: string }).code}`))));
+    expect(outcomes.every((o) => o.includes("22003"))).toBe(true);
+    expect(await reader.transaction((r) => r.listUsers())).toEqual([]);
+    // The session was rolled back and is the leader's still: the next group commits.
+    await (await leader.coordination.leaderStage((t) => t.insertUser(user("next")))).committed;
+    expect((await reader.transaction((r) => r.listUsers())).map((u) => u.id)).toEqual(["next"]);
     expect(lost).toEqual([]);
   });
 

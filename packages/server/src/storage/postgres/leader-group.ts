@@ -1,6 +1,8 @@
+import type { LedgerState } from "@gpupool/core";
 import type postgres from "postgres";
 import { LeadershipLostError } from "../store.js";
 import { isConnectionError, storageError } from "./errors.js";
+import type { GroupedTx } from "./postgres-tx.js";
 
 export interface LeaderGroupOptions {
   /** The leader's one-connection session; the group reserves its connection for its transaction. */
@@ -19,24 +21,30 @@ export interface LeaderGroupOptions {
  * for all of them. Each member runs inside a SAVEPOINT, so one that throws is rolled back alone;
  * each member hears whether it committed only through `committed`, after the COMMIT.
  *
+ * Round trips saved inside the group (see `GroupedTx`): a member's writes whose answer nobody
+ * reads go out without waiting for it, and a ledger the group already holds the locks of is not
+ * read again. A write that fails after its member finished fails the whole group, as a failed
+ * COMMIT does: such writes only fail when the storage does (their rows are locked and checked).
+ *
  * The connection is reserved by hand (BEGIN, SAVEPOINT, COMMIT are statements of ours) rather than
  * through `sql.begin`, so that those statements are pipelined with the ones after them, and so
- * that nothing is ever sent once the session broke: postgres.js sends a statement given to a
- * closed connection's transaction into a dead socket (an uncaught TypeError, and the next
- * connection's startup message mixed with it). Hence the rule kept here: after a connection
- * error, a close, or the end of the group, not one more statement goes out on the group's
- * connection, and it is not released to the pool (the pool reconnects when it is next used).
+ * that nothing is ever sent once the session broke: postgres.js (3.4) writes a statement given to
+ * a closed connection into a null socket (an uncaught TypeError). Hence the rule kept here: after
+ * a connection error or a close, not one more statement goes out on the group's connection and it
+ * is not released to the pool (which reconnects when next used); after the group is over
+ * otherwise, only the ROLLBACK that makes the connection reusable.
  */
 export class LeaderGroup {
   /** Members run in the group so far (whether they succeeded or were rolled back to their savepoint). */
   size = 0;
   /** Resolves once the group's COMMIT is confirmed (durable); rejects if the group did not commit. */
   readonly committed: Promise<void>;
-  /** Resolves once the group is over, whichever way: the session may take the next group. */
+  /** Resolves once the group is over, whichever way (the session is then free, or gone). */
   readonly over: Promise<void>;
   private phase: "opening" | "open" | "committing" | "over" = "opening";
+  /** The reserved connection while the group owns it and it is usable (null once it is released or broken). */
   private sql: postgres.ReservedSql | null = null;
-  /** Rejects with `failure` if the group ends without committing: running members race it. */
+  /** Rejects with `failure` when the group ends without committing: running members race it. */
   private readonly failed: Promise<never>;
   private failure: Error | null = null;
   private fail!: (err: unknown) => void;
@@ -45,6 +53,12 @@ export class LeaderGroup {
   private readonly unhold: () => void;
   /** Number of the member allowed to send statements (0: none). */
   private current = 0;
+  /** The running member's first failed deferred write (it fails the member). */
+  private memberError: Error | null = null;
+  /** The member being rolled back to its savepoint: a failure of its deferred writes is undone with it. */
+  private undoing = 0;
+  /** Ledgers whose locks (advisory and row) the group's transaction holds, as it sees them. */
+  private readonly ledgers = new Map<string, LedgerState | null>();
 
   constructor(private readonly o: LeaderGroupOptions) {
     this.unhold = o.hold();
@@ -56,9 +70,19 @@ export class LeaderGroup {
     this.over = new Promise<void>((resolve) => (this.finish = resolve));
   }
 
+  /** True while members may join (false once it commits or is over). */
+  get isOpen(): boolean {
+    return this.phase === "open";
+  }
+
   /** Read through a method: the phase changes while this awaits (TypeScript narrows a field as if it could not). */
   private isOver(): boolean {
     return this.phase === "over";
+  }
+
+  /** The running member's failed deferred write, if any (a method: it is set by answers that arrive while the member awaits). */
+  private deferredFailure(): Error | null {
+    return this.memberError;
   }
 
   /** What every member of a group that is over without committing gets. */
@@ -72,7 +96,7 @@ export class LeaderGroup {
     try {
       sql = await this.o.session.reserve();
     } catch (err) {
-      throw this.end(err, false);
+      throw this.end(err);
     }
     if (this.isOver()) {
       // The session closed while this waited for it: what it got may be a new session. Unused, it can go back.
@@ -85,15 +109,11 @@ export class LeaderGroup {
       const [, rows] = await Promise.all([sql`BEGIN`.execute(), sql<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`.execute()]);
       pid = rows[0]?.pid;
     } catch (err) {
-      if (this.isOver()) throw this.why;
-      if (isConnectionError(err)) throw this.brokenSession(err);
-      throw this.end(err, await this.rollback());
+      throw this.isOver() ? this.why : this.abort(err);
     }
     if (this.isOver()) throw this.why;
     // The driver reconnects by itself, and a new session does not hold the lock.
-    if (pid !== this.o.pid) {
-      throw this.end(new LeadershipLostError("The session holding leadership was replaced; nothing was committed."), await this.rollback());
-    }
+    if (pid !== this.o.pid) throw this.abort(new LeadershipLostError("The session holding leadership was replaced; nothing was committed."));
     this.phase = "open";
   }
 
@@ -101,31 +121,39 @@ export class LeaderGroup {
    * Runs one member inside a savepoint. Its statements go out only while it runs: a member that
    * is over (finished, or abandoned because the group broke) can send nothing more into the group.
    */
-  async run<T>(fn: (sql: postgres.ISql) => Promise<T>): Promise<T> {
+  async run<T>(fn: (sql: postgres.ISql, grouped: GroupedTx) => Promise<T>): Promise<T> {
     const sql = this.sql;
     if (this.phase !== "open" || sql === null) throw this.why;
     const member = ++this.size;
     this.current = member;
+    this.memberError = null;
     // Sent together with the member's first statements, in one round trip.
     const savepoint = sql`SAVEPOINT leader_tx`.execute();
     savepoint.catch(() => undefined);
+    const grouped: GroupedTx = { ledgers: this.ledgers, defer: (q) => this.defer(q, member) };
     try {
-      const value = await Promise.race([(async () => fn(this.fence(sql, member)))(), this.failed]);
+      const value = await Promise.race([(async () => fn(this.fence(sql, member), grouped))(), this.failed]);
       // Its answer came before those of the member's own statements.
       await savepoint;
+      const late = this.deferredFailure();
+      if (late !== null) throw late;
       return value;
-    } catch (err) {
+    } catch (thrown) {
       this.current = 0;
       if (this.isOver()) throw this.why;
+      // A failed deferred write aborts the transaction: what the member saw next was that, not the cause.
+      const err = this.deferredFailure() ?? thrown;
       if (isConnectionError(err)) throw this.brokenSession(err);
-      // Undo this member alone; the group goes on.
+      // Undo this member alone (with whatever locks it took and ledgers it read); the group goes on.
+      this.ledgers.clear();
+      this.undoing = member;
       try {
         await sql`ROLLBACK TO SAVEPOINT leader_tx`;
       } catch (again) {
-        if (this.isOver()) throw this.why;
-        if (isConnectionError(again)) throw this.brokenSession(again);
         // A transaction that cannot go back to its savepoint cannot commit either: the group fails.
-        throw this.end(again, await this.rollback());
+        throw this.isOver() ? this.why : this.abort(again);
+      } finally {
+        this.undoing = 0;
       }
       throw err;
     } finally {
@@ -138,80 +166,108 @@ export class LeaderGroup {
     const sql = this.sql;
     if (this.phase !== "open" || sql === null) return;
     this.phase = "committing";
+    let result: postgres.RowList<postgres.Row[]>;
     try {
-      await sql`COMMIT`;
+      result = await sql`COMMIT`;
     } catch (err) {
-      if (this.isOver()) return;
+      if (this.sql === null) return; // the session broke: the group was failed then
       if (isConnectionError(err)) {
         this.brokenSession(err, "The database session holding leadership broke while committing; the next leader reads from the database whether it did.");
-      } else {
-        // A COMMIT that fails ends the transaction all the same: the session is free again.
-        this.end(err, true);
+        return;
       }
+      // A COMMIT that fails ends the transaction all the same: the session is free again.
+      this.end(err);
+      this.release();
       return;
     }
+    if (this.sql === null) return;
+    // An aborted transaction (a deferred write failed) answers COMMIT with ROLLBACK.
+    if (result.command !== "COMMIT") this.end(new Error(`The leader's transaction group was rolled back (COMMIT answered ${result.command}).`));
+    this.release();
     if (this.isOver()) return;
     this.phase = "over";
-    this.sql = null;
-    sql.release();
     this.settle.resolve();
     this.done();
   }
 
   /** The session closed: the group is over; nothing more is sent, and its connection is not reused. */
   break(): void {
+    const committing = this.phase === "committing";
+    this.sql = null;
     if (this.isOver()) return;
-    const message =
-      this.phase === "committing"
-        ? "The database session holding leadership closed while committing; the next leader reads from the database whether it did."
-        : "The database session holding leadership closed; nothing of its open transaction was committed.";
-    this.end(new LeadershipLostError(message), false);
+    this.end(
+      new LeadershipLostError(
+        committing
+          ? "The database session holding leadership closed while committing; the next leader reads from the database whether it did."
+          : "The database session holding leadership closed; nothing of its open transaction was committed.",
+      ),
+    );
+  }
+
+  /** A write sent without waiting: its failure is its member's while that runs, else the whole group's. */
+  private defer(q: postgres.PendingQuery<postgres.Row[]>, member: number): void {
+    q.execute().catch((err: unknown) => {
+      if (this.current === member) this.memberError ??= err instanceof Error ? err : new Error(String(err));
+      else if (this.undoing !== member && !this.isOver()) this.abort(err);
+    });
   }
 
   /** A statement failed because the session broke: the group is over, and so is the lead. */
   private brokenSession(cause: unknown, message = "The database session holding leadership broke; nothing was committed."): Error {
-    const err = this.end(Object.assign(new LeadershipLostError(message), { cause }), false);
+    this.sql = null;
+    const err = this.end(Object.assign(new LeadershipLostError(message), { cause }));
     this.o.broken();
     return err;
   }
 
   /**
-   * Ends the group without a commit (the first call decides) and returns the error every member
-   * gets. `reusable`: the connection is healthy and out of any transaction, so it goes back to the pool.
+   * Ends the group for `err`. A connection error means the session broke (nothing more is sent);
+   * otherwise, unless a COMMIT is in flight (its answer ends the transaction), ROLLBACK so the
+   * connection can go back to the pool. Returns the error members get.
    */
-  private end(err: unknown, reusable: boolean): Error {
-    if (this.isOver()) return this.why;
-    this.phase = "over";
+  private abort(err: unknown): Error {
+    if (isConnectionError(err)) return this.brokenSession(err);
+    const committing = this.phase === "committing";
+    const failure = this.end(err);
+    const sql = this.sql;
+    if (sql !== null && !committing) {
+      // Sent now, in the same turn as the answer that brought the failure: the session cannot have closed in between.
+      sql`ROLLBACK`.execute().then(
+        () => this.release(),
+        () => undefined, // the session broke meanwhile: it is not reused (sessionClosed breaks the group)
+      );
+    }
+    return failure;
+  }
+
+  /** Ends the group without a commit (the first call decides) and returns the error every member gets. */
+  private end(err: unknown): Error {
+    if (this.failure !== null || this.phase === "over") return this.why;
+    const committing = this.phase === "committing";
     const mapped = err instanceof LeadershipLostError ? err : storageError(err);
     this.failure = mapped instanceof Error ? mapped : new Error(String(mapped));
-    if (reusable) this.sql?.release();
-    this.sql = null;
+    this.phase = "over";
     this.current = 0;
+    this.ledgers.clear();
     this.fail(this.failure);
     this.settle.reject(this.failure);
-    this.done();
+    // A COMMIT in flight still owns the connection: the group is over for the pool once it is answered.
+    if (!committing || this.sql === null) this.done();
     return this.failure;
   }
 
+  /** The transaction is over and the connection fine: back to the pool. */
+  private release(): void {
+    const sql = this.sql;
+    this.sql = null;
+    sql?.release();
+    if (this.isOver()) this.done();
+  }
+
+  /** The group no longer needs the connection (released, being rolled back, or broken). Idempotent. */
   private done(): void {
     this.unhold();
     this.finish();
-  }
-
-  /**
-   * Rolls the whole transaction back; true when that went through (the connection is then out of
-   * any transaction and reusable). A failure is not reported: the group ends with its first error,
-   * and a session that broke meanwhile is reported when it closes.
-   */
-  private async rollback(): Promise<boolean> {
-    const sql = this.sql;
-    if (sql === null) return false;
-    try {
-      await sql`ROLLBACK`;
-      return true;
-    } catch {
-      return false;
-    }
   }
 
   /** The member's view of the connection: refuses statements once the member or the group is over. */

@@ -6,6 +6,7 @@ import type { Coordination, Tx } from "../store.js";
 import { isConnectionError, storageError } from "./errors.js";
 import type { InFlight } from "./in-flight.js";
 import { LeaderGroup } from "./leader-group.js";
+import type { GroupedTx } from "./postgres-tx.js";
 
 type Staged<T> = { value: T; committed: Promise<void> };
 type State =
@@ -44,7 +45,8 @@ export interface PostgresCoordinationOptions {
   readonly schema: string;
   /** The advisory lock key (a bigint, as a decimal string) that marks the leader of this schema. */
   readonly leaderKey: string;
-  readonly makeTx: (sql: postgres.ISql) => Tx;
+  /** A transaction's view of the store; `grouped` inside a leader group. */
+  readonly makeTx: (sql: postgres.ISql, grouped?: GroupedTx) => Tx;
   /** The store's operation counter: leader work and messages count as the store's operations. */
   readonly inFlight: InFlight;
 }
@@ -164,8 +166,9 @@ export class PostgresCoordination implements Coordination {
     const state = this.state;
     if (state.kind !== "leading") throw new LeadershipLostError();
     try {
-      const group = this.group ?? (await this.openGroup(state.pid));
-      const value = await group.run((sql) => fn(this.o.makeTx(sql)));
+      // A group that failed on its own (a write that failed after its transaction ran) is not reused.
+      const group = this.group?.isOpen ? this.group : await this.openGroup(state.pid);
+      const value = await group.run((sql, grouped) => fn(this.o.makeTx(sql, grouped)));
       if (group.size >= MAX_GROUP && this.group === group) this.commitGroup();
       return { value, committed: group.committed };
     } catch (err) {
@@ -195,7 +198,7 @@ export class PostgresCoordination implements Coordination {
   /** Commits the open group at the next turn of the event loop if no leader transaction runs or waits by then. */
   private commitWhenIdle(): void {
     const group = this.group;
-    if (group === null) return;
+    if (group === null || !group.isOpen) return;
     setImmediate(() => {
       if (this.staging === 0 && this.group === group) this.commitGroup();
     });

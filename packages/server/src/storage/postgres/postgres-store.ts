@@ -92,7 +92,7 @@ export class PostgresStore implements Store {
       schema,
       leaderKey: leaderLockKey(schema),
       inFlight: this.inFlight,
-      makeTx: (sql) => postgresTx(sql, this.ledgerLockSpace),
+      makeTx: (sql, grouped) => postgresTx(sql, this.ledgerLockSpace, grouped),
     });
   }
 

@@ -1,3 +1,4 @@
+import type { LedgerState } from "@gpupool/core";
 import type postgres from "postgres";
 import { encodeDevices } from "../devices-json.js";
 import { encodeSlots, n, toApp, toKeyed, toLease, toLedger, toNode, toSession, toSigningKey, toUser } from "../rows.js";
@@ -26,6 +27,21 @@ function mutableRow(l: NewLease): Record<string, string | number | boolean | nul
 }
 
 /**
+ * What a leader transaction gets from the group it runs in (see LeaderGroup): both save round
+ * trips on the leader's session, where every transaction waits for the one before it.
+ */
+export interface GroupedTx {
+  /**
+   * Ledgers whose locks (the identity's advisory lock and the row's) the group's transaction holds,
+   * as that transaction sees them. Every writer of a ledger takes those locks first (`getLedger`),
+   * so while the group holds them nobody else can change the row, and reading it again is not needed.
+   */
+  readonly ledgers: Map<string, LedgerState | null>;
+  /** Sends a write whose answer nothing reads without waiting for it (a failure fails the member, or the group). */
+  readonly defer: (q: postgres.PendingQuery<Row[]>) => void;
+}
+
+/**
  * One transaction's view of the store. Transactions run at READ COMMITTED; the rows a use case
  * reads to modify (an identity's ledger, a lease) are locked explicitly until commit, so two
  * replicas admitting for one identity, or ending one lease, take turns instead of losing an update.
@@ -33,7 +49,7 @@ function mutableRow(l: NewLease): Record<string, string | number | boolean | nul
  * `ledgerLockSpace` is the first key of the ledger advisory locks (derived from the schema, so
  * schemas in one database do not contend).
  */
-export function postgresTx(sql: Sql, ledgerLockSpace: number): Tx {
+export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedTx): Tx {
   const one = async (q: postgres.PendingQuery<Row[]>): Promise<Row | undefined> => (await q)[0];
   const all = async (q: postgres.PendingQuery<Row[]>): Promise<Row[]> => [...(await q)];
   const count = async (q: postgres.PendingQuery<Row[]>): Promise<number> => (await q).count;
@@ -74,6 +90,7 @@ export function postgresTx(sql: Sql, ledgerLockSpace: number): Tx {
     getEdgeByName: async (name) => toKeyed(await one(sql`SELECT * FROM edges WHERE name = ${name}`)),
 
     getLedger: async (identity) => {
+      if (grouped?.ledgers.has(identity)) return grouped.ledgers.get(identity) ?? null;
       // The row may not exist yet, and FOR UPDATE cannot lock a missing row: an advisory lock on
       // the identity serializes first admissions too (without writing a placeholder row). The
       // SELECT is a separate statement so its snapshot is taken after the lock is granted; both
@@ -82,14 +99,20 @@ export function postgresTx(sql: Sql, ledgerLockSpace: number): Tx {
         sql`SELECT pg_advisory_xact_lock(${ledgerLockSpace}::int4, hashtext(${identity}))`,
         sql<Row[]>`SELECT * FROM ledgers WHERE identity = ${identity} FOR UPDATE`,
       ]);
-      return toLedger(rows[0]);
+      const ledger = toLedger(rows[0]);
+      grouped?.ledgers.set(identity, ledger);
+      return ledger;
     },
     putLedger: async (identity, s) => {
-      await sql`
+      const q = sql<Row[]>`
         INSERT INTO ledgers (identity, window_started_at, used_ms, reserved_ms, bonus_ms, runs)
         VALUES (${identity}, ${s.windowStartedAt}, ${s.usedMs}, ${s.reservedMs}, ${s.bonusMs}, ${s.runs})
         ON CONFLICT (identity) DO UPDATE SET window_started_at = excluded.window_started_at, used_ms = excluded.used_ms,
           reserved_ms = excluded.reserved_ms, bonus_ms = excluded.bonus_ms, runs = excluded.runs`;
+      if (!grouped) return void (await q);
+      grouped.defer(q);
+      // Only a ledger whose locks the group holds is remembered (every writer reads it first anyway).
+      if (grouped.ledgers.has(identity)) grouped.ledgers.set(identity, s);
     },
 
     insertLease: async (l) => {
@@ -97,7 +120,9 @@ export function postgresTx(sql: Sql, ledgerLockSpace: number): Tx {
       return { ...l, seq: Number(row?.["seq"]) };
     },
     updateLease: async (l: LeaseRecord) => {
-      await sql`UPDATE leases SET ${sql(mutableRow(l))} WHERE id = ${l.id}`;
+      const q = sql<Row[]>`UPDATE leases SET ${sql(mutableRow(l))} WHERE id = ${l.id}`;
+      if (grouped) grouped.defer(q);
+      else await q;
     },
     getLease: async (id) => toLease(await one(sql`SELECT * FROM leases WHERE id = ${id} FOR UPDATE`)),
     listLeases: async (f: LeaseFilter) => {
