@@ -48,7 +48,8 @@ const MUTABLE_COLUMNS = [
   "status", "node", "device_index", "device_uuid", "device_name", "slot_indexes", "granted_at", "deadline",
   "ended_at", "held_ms", "charged_ms", "refunded_ms", "failed", "window_started_at", "problem_code", "problem_detail",
 ] as const;
-const UPDATE_LEASE = `UPDATE leases SET ${MUTABLE_COLUMNS.map((c) => `${c} = ?`).join(", ")} WHERE id = ?`;
+// By seq, the table's own key, with no lookup in the id index first (the id is still checked).
+const UPDATE_LEASE = `UPDATE leases SET ${MUTABLE_COLUMNS.map((c) => `${c} = ?`).join(", ")} WHERE seq = ? AND id = ?`;
 
 function mutableParams(l: LeaseRecord): unknown[] {
   return [
@@ -286,7 +287,7 @@ export class SqliteStore implements Store {
         const info = this.st(INSERT_LEASE).run(...leaseParams(l));
         return { ...l, seq: Number(info.lastInsertRowid) };
       },
-      updateLease: async (l) => run(UPDATE_LEASE, ...mutableParams(l), l.id),
+      updateLease: async (l) => run(UPDATE_LEASE, ...mutableParams(l), l.seq, l.id),
       getLease: async (id) => toLease(one("SELECT * FROM leases WHERE id = ?", id)),
       listLeases: async (f: LeaseFilter) => {
         const where: string[] = [];
@@ -296,8 +297,9 @@ export class SqliteStore implements Store {
           params.push(f.appId);
         }
         if (f.identity !== undefined) {
-          where.push("identity_kind = ? AND identity_id = ?");
-          params.push(f.identity.kind, f.identity.id);
+          // Spelled out for users, so SQLite can use the partial index of users' leases.
+          where.push(f.identity.kind === "user" ? "identity_kind = 'user' AND identity_id = ?" : "identity_kind = ? AND identity_id = ?");
+          params.push(...(f.identity.kind === "user" ? [] : [f.identity.kind]), f.identity.id);
         }
         if (f.status !== undefined) {
           where.push("status = ?");

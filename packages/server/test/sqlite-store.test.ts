@@ -1,0 +1,38 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { afterEach, describe, expect, it } from "vitest";
+import { SqliteStore } from "../src/storage/sqlite/sqlite-store.js";
+
+/** What only the SQLite adapter promises, beyond the storage contract. */
+describe("SQLite store", () => {
+  const dirs: string[] = [];
+  afterEach(() => {
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
+  const migrated = async (): Promise<string> => {
+    const dir = mkdtempSync(join(tmpdir(), "gpupool-sqlite-"));
+    dirs.push(dir);
+    const path = join(dir, "gpupool.db");
+    const store = new SqliteStore(`sqlite:${path}`);
+    await store.migrate();
+    await store.close();
+    return path;
+  };
+
+  it("lists a user's leases through the index of users' leases, and keeps no index of other identities' leases", async () => {
+    const db = new Database(await migrated(), { readonly: true });
+    try {
+      const plan = db
+        .prepare("EXPLAIN QUERY PLAN SELECT * FROM leases WHERE identity_kind = 'user' AND identity_id = ? ORDER BY seq DESC LIMIT ?")
+        .all("u1", 50) as { detail: string }[];
+      expect(plan.map((p) => p.detail).join(" ")).toMatch(/USING INDEX leases_user/);
+      const indexes = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'leases'").all() as { name: string }[]).map((r) => r.name);
+      // An admission for an ip or app identity writes no page of a per-identity index.
+      expect(indexes).not.toContain("leases_identity");
+    } finally {
+      db.close();
+    }
+  });
+});
