@@ -1,6 +1,6 @@
 import { DomainError, problem } from "@gpupool/core";
 import type { Problem } from "@gpupool/core";
-import type { FastifyError, FastifyInstance, FastifyReply } from "fastify";
+import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { LeadershipLostError, StorageUnavailableError } from "../storage/store.js";
 
 export function sendProblem(reply: FastifyReply, p: Problem, retryAfterS: number | null = null): FastifyReply {
@@ -33,6 +33,11 @@ function messageOf(e: AjvError): string {
   return e.message ?? "is invalid";
 }
 
+/** The request's logger with its id bound (requests share the server's logger unless request logging is on). */
+function logFor(req: FastifyRequest): FastifyBaseLogger {
+  return req.log === req.server.log ? req.log.child({ reqId: req.id }) : req.log;
+}
+
 /**
  * Every error leaves as problem+json with a stable code. Broken rules (DomainError) carry their
  * own problem; framework errors map to 4xx codes; anything else is a bug: logged with its stack,
@@ -61,15 +66,15 @@ export function installErrorHandling(app: FastifyInstance): void {
         break;
     }
     if ((err as Error) instanceof StorageUnavailableError) {
-      req.log.error({ err }, "storage unavailable");
+      logFor(req).error({ err }, "storage unavailable");
       return sendProblem(reply, problem("storage_unavailable", "The pool's database cannot be reached right now; nothing was changed. Retry in a few seconds."), 5);
     }
     if ((err as Error) instanceof LeadershipLostError) {
-      req.log.warn({ err }, "leadership lost during a request");
+      logFor(req).warn({ err }, "leadership lost during a request");
       return sendProblem(reply, problem("storage_unavailable", "This replica's session with the pool's database ended while handling the request (the database restarted or cannot be reached), so it no longer leads the pool; another replica, or this one once the database is back, takes over within seconds. Nothing was changed; retry."), 1);
     }
     if (typeof err.code === "string" && (err.code.startsWith("SQLITE_BUSY") || err.code.startsWith("SQLITE_IOERR") || err.code === "SQLITE_FULL" || err.code === "SQLITE_CANTOPEN")) {
-      req.log.error({ err }, "storage error");
+      logFor(req).error({ err }, "storage error");
       return sendProblem(reply, problem("storage_unavailable", "The pool's database is not answering right now; nothing was changed. Retry in a few seconds."), 5);
     }
     const status = typeof err.statusCode === "number" ? err.statusCode : 500;
@@ -77,7 +82,7 @@ export function installErrorHandling(app: FastifyInstance): void {
       const code = status === 401 ? "unauthorized" : status === 404 ? "not_found" : status === 413 ? "payload_too_large" : "invalid_request";
       return sendProblem(reply, problem(code, `The request was refused: ${err.message}`));
     }
-    req.log.error({ err }, "unhandled error");
+    logFor(req).error({ err }, "unhandled error");
     return sendProblem(reply, problem("internal", "Something went wrong on the server; it has been logged. Nothing secret is shown here — retry, and tell the operator if it persists."));
   });
 }
