@@ -79,6 +79,26 @@ export function problemAnswer(p: WireProblem, status = p.status, extraHeaders: R
   };
 }
 
+/** The /schedule query parameter each field of the pool's POST /v1/leases body comes from. */
+const QUERY_PARAMETER_OF: Readonly<Record<string, string>> = { size: "gpuSize", duration: "durationSeconds", queue: "enableQueue" };
+
+/**
+ * The pool validates the body the agent built from the query ("size must be one of large,
+ * xlarge"); the caller wrote query parameters, so the answer names those (gpuSize). A problem
+ * about anything else is passed on as it is.
+ */
+function inQueryTerms(p: WireProblem): WireProblem {
+  const raw = Array.isArray(p["errors"]) ? (p["errors"] as unknown[]) : [];
+  const errors = raw.map((e) => {
+    const r = typeof e === "object" && e !== null ? (e as Record<string, unknown>) : {};
+    const field = typeof r["field"] === "string" ? r["field"] : "";
+    return { field: QUERY_PARAMETER_OF[field] ?? null, message: typeof r["message"] === "string" ? r["message"] : "is invalid" };
+  });
+  if (errors.length === 0 || errors.some((e) => e.field === null)) return p;
+  const named = errors.map((e) => ({ field: e.field ?? "", message: e.message }));
+  return { ...p, detail: `The /schedule query is invalid: ${named.map((e) => `${e.field} ${e.message}`).join("; ")}. Nothing was requested.`, errors: named };
+}
+
 /**
  * A refusal of POST /v1/leases, as the `spaces` client understands it:
  * quota → 429 `{left, wait > 0}`; a duration over the maximum → 429 `{wait: -1}`; the daily
@@ -110,6 +130,8 @@ export function refusalAnswer(p: WireProblem, retryAfterS: number | null, now: n
       return problemAnswer(p, 401);
     case "unauthorized":
       return problemAnswer({ ...p, detail: `The pool refused the app key of this request (the one in SPACES_ZERO_DEVICE_API_URL, .../apps/<app-key>): ${p.detail}` }, 403);
+    case "invalid_request":
+      return problemAnswer(inQueryTerms(p), 400);
     default:
       return problemAnswer(p, p.status >= 400 && p.status < 500 ? p.status : 503);
   }

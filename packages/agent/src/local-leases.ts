@@ -58,6 +58,10 @@ interface ParkedWorkers {
 }
 
 const MAX_TIMER_MS = 2_147_483_647;
+/** SIGTERM → SIGKILL delay for idle workers stopped to hand their device over (at most --grace-s). */
+const EVICTION_GRACE_MS = 1_000;
+/** How long a grant waits for evicted idle workers to vanish after SIGKILL. */
+const EVICTION_KILL_WAIT_MS = 500;
 const MAX_TOMBSTONES = 10_000;
 
 export function hashKey(secret: string): Buffer {
@@ -94,14 +98,19 @@ export class LocalLeases {
    * handed to the new lease, and the answer says `idle: true` so the client reuses them.
    */
   async grant(g: { leaseId: string; app: string | null; appKey: string; device: GrantedDevice; durationMs: number; reuseKey: string | null }): Promise<{ token: string; lease: LocalLease; idle: boolean }> {
+    // The lease's time runs on the pool from its grant: the deadline counts from when the grant
+    // arrived here, not from when the idle workers below are gone.
+    const receivedAt = this.now();
     const here = this.parked.get(g.device.uuid) ?? [];
     this.parked.delete(g.device.uuid);
     const mine = g.reuseKey === null ? [] : here.filter((p) => p.reuseKey === g.reuseKey);
     const others = here.filter((p) => !mine.includes(p));
     const evicted = others.flatMap((p) => p.pids).filter(isAlive);
     if (evicted.length > 0) {
+      // The new lease is charged while they go, so they get a short grace: they are idle (parked
+      // after a finished call), with no work to save.
       this.options.log.info({ device: g.device.uuid, pids: evicted.map((r) => r.pid), lease: g.leaseId }, "stopping idle workers left on the device by an earlier call, before handing it over");
-      const r = await terminate(evicted, this.options.graceMs);
+      const r = await terminate(evicted, Math.min(this.options.graceMs, EVICTION_GRACE_MS), EVICTION_KILL_WAIT_MS);
       if (r.survivors.length > 0) this.options.log.error({ pids: r.survivors, device: g.device.uuid }, "idle workers survived SIGKILL; the device may be short of memory");
     }
     const inherited = mine.flatMap((p) => p.pids).filter(isAlive);
@@ -112,13 +121,13 @@ export class LocalLeases {
       appKey: g.appKey,
       appKeyHash: hashKey(g.appKey),
       device: g.device,
-      deadlineAt: this.now() + g.durationMs,
+      deadlineAt: receivedAt + g.durationMs,
       reuseKey: g.reuseKey,
       pids: new Map(inherited.map((r) => [r.pid, r])),
       used: inherited.length > 0,
     };
     this.byToken.set(hashKey(token).toString("hex"), lease);
-    const timer = setTimeout(() => void this.expire(lease), Math.min(Math.max(0, g.durationMs), MAX_TIMER_MS));
+    const timer = setTimeout(() => void this.expire(lease), Math.min(Math.max(0, lease.deadlineAt - this.now()), MAX_TIMER_MS));
     this.deadlines.set(lease, timer);
     return { token, lease, idle: inherited.length > 0 };
   }

@@ -80,9 +80,9 @@ export interface TerminateResult {
 
 /**
  * SIGTERM to each live process, then SIGKILL to those still there after `graceMs`. Resolves
- * once all are gone (or a short while after the SIGKILL).
+ * once all are gone (or `killWaitMs` after the SIGKILL).
  */
-export async function terminate(refs: readonly ProcessRef[], graceMs: number, pollMs = 50): Promise<TerminateResult> {
+export async function terminate(refs: readonly ProcessRef[], graceMs: number, killWaitMs = 2_000, pollMs = 50): Promise<TerminateResult> {
   const terminated = refs.filter((r) => signalProcess(r, "SIGTERM")).map((r) => r.pid);
   const until = Date.now() + graceMs;
   let left = refs.filter(isAlive);
@@ -91,7 +91,7 @@ export async function terminate(refs: readonly ProcessRef[], graceMs: number, po
     left = left.filter(isAlive);
   }
   const killed = left.filter((r) => signalProcess(r, "SIGKILL")).map((r) => r.pid);
-  const killWait = Date.now() + 2_000;
+  const killWait = Date.now() + killWaitMs;
   while (left.length > 0 && Date.now() < killWait) {
     await sleep(pollMs);
     left = left.filter(isAlive);

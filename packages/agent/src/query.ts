@@ -12,6 +12,7 @@ export interface ScheduleQuery {
   readonly token: string | undefined;
 }
 
+export const MIN_DURATION_S = 1;
 export const MAX_DURATION_S = 86_400;
 
 /** One parameter, at most `max` characters; given twice is an error (which one would win?). */
@@ -44,7 +45,8 @@ export function parseScheduleQuery(query: RawQuery): ScheduleQuery {
   let durationS: number | undefined;
   if (durationText !== undefined && durationText !== "") {
     durationS = /^\d+(\.\d+)?$/.test(durationText) ? Number(durationText) : NaN;
-    if (!(durationS > 0 && durationS <= MAX_DURATION_S)) errors.push({ field: "durationSeconds", message: `must be a number of seconds from 1 to ${MAX_DURATION_S}` });
+    // At least a second: the pool charges whole seconds, and the `spaces` client sends whole seconds.
+    if (!(durationS >= MIN_DURATION_S && durationS <= MAX_DURATION_S)) errors.push({ field: "durationSeconds", message: `must be a number of seconds from ${MIN_DURATION_S} to ${MAX_DURATION_S}` });
   }
   const gpuSize = param(query, "gpuSize", 32);
   if (gpuSize !== undefined && !/^[a-z][a-z0-9_-]{0,31}$/.test(gpuSize)) errors.push({ field: "gpuSize", message: "must be a size name such as large or xlarge" });

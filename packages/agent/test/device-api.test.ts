@@ -208,6 +208,23 @@ describe("POST /schedule", () => {
     expect(cp.requests.filter((q) => q.path === "/v1/leases")).toHaveLength(0);
   });
 
+  it("durationSeconds under a second is refused as the message says; a size the pool does not know names gpuSize, not the pool's body field", async () => {
+    await start();
+    await ready();
+    const short = await post("/schedule?durationSeconds=0.4");
+    expect(short.status).toBe(400);
+    expect(((await short.json()) as { detail: string }).detail).toMatch(/durationSeconds must be a number of seconds from 1 to 86400/);
+    expect(cp.requests.filter((q) => q.path === "/v1/leases")).toHaveLength(0);
+    // What the pool answers for {size: "mega"} (its body validation).
+    cp.onLease = () => ({ status: 400, body: problemJson("invalid_request", 400, "The request body is invalid: size must be one of large, xlarge. Nothing was changed.", { errors: [{ field: "size", message: "must be one of large, xlarge" }] }) });
+    const mega = await post("/schedule?gpuSize=mega");
+    expect(mega.status).toBe(400);
+    const body = (await mega.json()) as { code: string; detail: string; errors: { field: string }[] };
+    expect(body.code).toBe("invalid_request");
+    expect(body.detail).toBe("The /schedule query is invalid: gpuSize must be one of large, xlarge. Nothing was requested.");
+    expect(body.errors).toEqual([{ field: "gpuSize", message: "must be one of large, xlarge" }]);
+  });
+
   it("the app key comes from the path, else a Bearer header, else the agent's default; none → 403 saying how", async () => {
     await start();
     await ready();

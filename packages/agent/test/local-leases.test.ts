@@ -160,6 +160,22 @@ describe("allow and release", () => {
     expect(h.leases.parkedWorkers()).toEqual([]);
   });
 
+  it("handing a device over, an idle worker that ignores SIGTERM is killed within a second, and the new lease's deadline counts from its grant", async () => {
+    // A 5 s grace for processes at a deadline; an idle worker has no work to save, and the new
+    // lease is charged from its grant on the pool while the worker goes.
+    const h = harness(5_000);
+    const stubborn = await child({ ignoreTerm: true });
+    const first = await h.leases.grant({ leaseId: "ls_1", app: null, appKey: APP_KEY, device: DEVICE, durationMs: 60_000, reuseKey: "app\n/cg\n1" });
+    h.leases.allow(first.token, APP_KEY, stubborn.proc.pid!);
+    await h.leases.release(first.token, APP_KEY, false);
+    const askedAt = Date.now();
+    const other = await h.leases.grant({ leaseId: "ls_2", app: null, appKey: APP_KEY, device: DEVICE, durationMs: 10_000, reuseKey: "app\n/cg\n2" });
+    const answeredAt = Date.now();
+    expect(stubborn.events).toEqual(["ready", "got SIGTERM", "exit SIGKILL"]);
+    expect(answeredAt - askedAt).toBeLessThan(5_000);
+    expect(other.lease.deadlineAt).toBeLessThanOrEqual(askedAt + 10_000 + 50);
+  });
+
   it("a spaces worker released with fail=true is stopped (its client drops it); an SDK caller's process is never signalled at release", async () => {
     const h = harness(300);
     const worker = await child();
