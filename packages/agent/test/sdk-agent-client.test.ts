@@ -2,6 +2,7 @@ import { createAgentClient, DurationTooLongError, InvalidIpTokenError, LeaseDead
 import type { AgentQueueUpdate } from "@gpupool/sdk";
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { startAgent } from "../src/index.js";
@@ -14,6 +15,7 @@ import type { FakeControlPlane } from "./fake-control-plane.js";
 // own: a deadline must never signal the test runner.
 
 const APP_KEY = "gpu_a_sdk-agent-client-test";
+const REPO = fileURLToPath(new URL("../../..", import.meta.url));
 let cp: FakeControlPlane;
 let agent: RunningAgent;
 let url: string;
@@ -98,6 +100,45 @@ describe("createAgentClient", () => {
     const pool = createAgentClient({ url, pid: STAND_IN_PID });
     const reason = await pool.gpu(({ signal }) => new Promise((resolve) => signal.addEventListener("abort", () => resolve(signal.reason as unknown)))).catch((e: unknown) => e);
     expect(reason).toBeInstanceOf(LeaseDeadlineError);
+  });
+
+  it("gpu() allows no process unless told: an app whose call outlives its deadline is not stopped, its signal aborts", async () => {
+    cp.onLease = () => {
+      const now = Date.now();
+      return { status: 201, body: leaseJson({ id: "ls_overrun", status: "active", granted_at: new Date(now).toISOString(), deadline: new Date(now + 300).toISOString() }) };
+    };
+    // The app is a process of its own, as in production: it overruns its lease by 1.5 s.
+    const script = [
+      'import { createAgentClient } from "@gpupool/sdk";',
+      "const pool = createAgentClient({ url: process.argv[1] });",
+      "const why = await pool.gpu({ duration: 1 }, ({ signal }) => new Promise((resolve) => signal.addEventListener('abort', () => setTimeout(() => resolve(signal.reason.name), 1500))));",
+      "console.log('still running after ' + why);",
+    ].join("\n");
+    const app = spawn(process.execPath, ["--input-type=module", "-e", script, url], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    app.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+    app.stderr!.on("data", (d: Buffer) => (out += d.toString()));
+    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => app.once("exit", (code, signal) => resolve({ code, signal })));
+    expect(exit, out).toEqual({ code: 0, signal: null });
+    expect(out.trim()).toBe("still running after LeaseDeadlineError");
+  });
+
+  it("gpu(): the function allows the child it started; at the deadline the agent stops the child, and the app goes on", async () => {
+    cp.onLease = () => {
+      const now = Date.now();
+      return { status: 201, body: leaseJson({ id: "ls_child", status: "active", granted_at: new Date(now).toISOString(), deadline: new Date(now + 300).toISOString() }) };
+    };
+    const pool = createAgentClient({ url });
+    let worker: ChildProcess | null = null;
+    const reason = await pool.gpu(async ({ device, signal, allow }) => {
+      worker = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { env: { ...process.env, ...device.env() }, stdio: "ignore" });
+      await allow(worker.pid!);
+      return new Promise((resolve) => signal.addEventListener("abort", () => resolve(signal.reason as unknown)));
+    });
+    expect(reason).toBeInstanceOf(LeaseDeadlineError);
+    const w = worker as ChildProcess | null;
+    const signal = w!.exitCode === null && w!.signalCode === null ? await new Promise((resolve) => w!.once("exit", (_c, s) => resolve(s))) : w!.signalCode;
+    expect(signal).toBe("SIGTERM");
   });
 
   it("an agent that is not there is a ServerUnavailableError naming the URL", async () => {

@@ -11,7 +11,11 @@ export interface AgentClientOptions {
    * (the same value as `SPACES_ZERO_DEVICE_API_URL`).
    */
   readonly url: string;
-  /** The process the agent stops (SIGTERM, then SIGKILL) if a call outlives its deadline. Default: this process. */
+  /**
+   * A process `gpu()` allows on every call: the agent stops it (SIGTERM, then SIGKILL) if a call
+   * outlives its deadline. Default: none. Never this app's own pid unless it may be killed: pass
+   * a worker's (or use the function's `allow`, for a child started per call).
+   */
   readonly pid?: number | undefined;
   /** Replaces the global `fetch`. */
   readonly fetch?: FetchLike | undefined;
@@ -54,6 +58,11 @@ export interface AgentScheduleOptions {
 }
 
 export interface AgentGpuOptions extends AgentScheduleOptions {
+  /**
+   * A process to allow before the function runs: the agent stops it at the deadline. Default: the
+   * client's `pid`, else none (the function's `signal` still aborts at the deadline).
+   */
+  readonly pid?: number | undefined;
   /** Called when releasing fails after the function ran (default: a process warning). */
   readonly onReleaseError?: ((error: unknown, grant: AgentGrant) => void) | undefined;
 }
@@ -72,6 +81,11 @@ export interface AgentGpuContext {
   readonly device: AgentGpuDevice;
   /** Aborts at the deadline (reason: `LeaseDeadlineError`) or when the caller's `signal` aborts. */
   readonly signal: AbortSignal;
+  /**
+   * Lets the agent stop `pid` at the deadline (SIGTERM, then SIGKILL): typically a child process
+   * the function started on the granted device. Give the pid of a process this app started.
+   */
+  allow(pid: number): Promise<void>;
 }
 
 /** A client of a node agent's device API (SPEC §6): the way an app on a GPU host borrows that host's GPUs. */
@@ -79,15 +93,15 @@ export interface AgentClient {
   readonly url: string;
   /** Asks for a GPU on this host, following the queue; resolves with the grant. */
   schedule(options?: AgentScheduleOptions): Promise<AgentGrant>;
-  /** Lets the agent stop `pid` (default: the client's pid) at the grant's deadline. */
+  /** Lets the agent stop `pid` (default: the client's `pid` option) at the grant's deadline. */
   allow(grant: AgentGrant, pid?: number): Promise<void>;
   /** Releases the grant: `"released"`, or `"not_used"` when no process was ever allowed on it. */
   release(grant: AgentGrant, options?: { readonly failed?: boolean | undefined }): Promise<"released" | "not_used">;
   /** How many requests the agent is waiting on in the queue. */
   queueSize(): Promise<number>;
   /**
-   * Schedules a GPU, allows this process on it, runs `fn`, and always releases (with
-   * `failed` when `fn` throws, whose error is then rethrown).
+   * Schedules a GPU, allows the `pid` option's process if any (never this process by default),
+   * runs `fn`, and always releases (with `failed` when `fn` throws, whose error is then rethrown).
    */
   gpu<T>(options: AgentGpuOptions, fn: (context: AgentGpuContext) => T | Promise<T>): Promise<T>;
   gpu<T>(fn: (context: AgentGpuContext) => T | Promise<T>): Promise<T>;
@@ -100,7 +114,7 @@ export function createAgentClient(options: AgentClientOptions): AgentClient {
   const base = new URL(options.url).href.replace(/\/+$/, "");
   const fetchImpl = options.fetch ?? globalThis.fetch;
   const timeoutMs = options.timeoutMs ?? 30_000;
-  const pid = options.pid ?? globalThis.process?.pid;
+  const defaultPid = options.pid;
 
   async function request(method: "GET" | "POST", path: string, query: Record<string, string | undefined>, signal?: AbortSignal, stream = false): Promise<Response> {
     const params = new URLSearchParams();
@@ -139,8 +153,8 @@ export function createAgentClient(options: AgentClientOptions): AgentClient {
       if (!(response.headers.get("content-type") ?? "").includes("text/event-stream")) return decodeGrant(await response.json().catch(() => null));
       return followQueue(response, o);
     },
-    async allow(grant, allowPid = pid) {
-      if (allowPid === undefined) throw new TypeError("allow(): no pid (not running under Node.js); pass one.");
+    async allow(grant, allowPid = defaultPid) {
+      if (allowPid === undefined) throw new TypeError("allow(grant, pid): say which process the agent may stop at the deadline (a worker or child process of this app).");
       await request("POST", "/allow", { allowToken: grant.allowToken, pid: String(allowPid) });
     },
     async release(grant, o = {}) {
@@ -153,7 +167,7 @@ export function createAgentClient(options: AgentClientOptions): AgentClient {
     gpu<T>(first: AgentGpuOptions | ((c: AgentGpuContext) => T | Promise<T>), second?: (c: AgentGpuContext) => T | Promise<T>): Promise<T> {
       const [o, fn] = typeof first === "function" ? [{}, first] : [first, second];
       if (fn === undefined) return Promise.reject(new TypeError("gpu(options, fn): fn is missing."));
-      return runOnAgentGpu(client, o, fn);
+      return runOnAgentGpu(client, { ...o, pid: o.pid ?? defaultPid }, fn);
     },
   };
   return client;
@@ -179,11 +193,15 @@ async function runOnAgentGpu<T>(client: AgentClient, options: AgentGpuOptions, f
       }
     }
   };
-  try {
-    await client.allow(grant);
-  } catch (error) {
-    await release(true);
-    throw error;
+  // Nothing is allowed unless the caller said which process: an allowed process is stopped when the
+  // call outlives its deadline, and by default that must not be the app itself.
+  if (options.pid !== undefined) {
+    try {
+      await client.allow(grant, options.pid);
+    } catch (error) {
+      await release(true);
+      throw error;
+    }
   }
   const controller = new AbortController();
   const caller = options.signal;
@@ -194,7 +212,7 @@ async function runOnAgentGpu<T>(client: AgentClient, options: AgentGpuOptions, f
   const device: AgentGpuDevice = { index: grant.index, uuid: grant.uuid, name: grant.name, node: grant.node, env: () => ({ CUDA_VISIBLE_DEVICES: grant.uuid }) };
   let result: T;
   try {
-    result = await fn({ grant, device, signal: controller.signal });
+    result = await fn({ grant, device, signal: controller.signal, allow: (pid) => client.allow(grant, pid) });
   } catch (error) {
     clearTimeout(timer);
     caller?.removeEventListener("abort", onCallerAbort);
