@@ -9,8 +9,10 @@ export function newSecret(kind: SecretKind): string {
   return PREFIX[kind] + randomBytes(24).toString("base64url");
 }
 
+const PREFIXES = Object.entries(PREFIX) as [SecretKind, string][];
+
 export function secretKind(secret: string): SecretKind | null {
-  for (const [kind, prefix] of Object.entries(PREFIX) as [SecretKind, string][]) if (secret.startsWith(prefix)) return kind;
+  for (const [kind, prefix] of PREFIXES) if (secret.startsWith(prefix)) return kind;
   return null;
 }
 

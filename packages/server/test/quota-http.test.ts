@@ -220,6 +220,8 @@ describe("operator adjustments: PATCH /v1/admin/users/:id", () => {
     const pro = await patchUser(alice.id, { tier: "pro" });
     expect(pro.body).toMatchObject({ tier: "pro", quota: { identity: { tier: "pro" }, quota: 1510, max_duration: 300 } });
     expect((await t.call("GET", `/v1/admin/users/${alice.id}`, { token: ADMIN })).body).toMatchObject({ tier: "pro", quota_override: null });
+    // Her very next call is admitted as pro (a free call may last at most 120 s).
+    expect(await lease(t, alice.token, { duration: 250 })).toMatchObject({ status: 201, body: { identity: { tier: "pro" } } });
     // A name works as the reference too.
     expect((await patchUser("alice", { quota: 50 })).body.quota_override).toBe(50);
   });

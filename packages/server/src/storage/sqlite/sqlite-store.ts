@@ -85,6 +85,8 @@ export class SqliteStore implements Store {
    * cache is exact; it is dropped on any rollback.
    */
   private readonly ledgers = new Map<string, LedgerState>();
+  /** Users by id, kept the same way: an admission charged to a user reads its tier and override. */
+  private readonly users = new Map<string, UserRecord>();
   private readonly checkpointer: Checkpointer | null = null;
 
   constructor(url: string) {
@@ -160,7 +162,7 @@ export class SqliteStore implements Store {
   private rollbackBatch(err: unknown): void {
     const batch = this.batch;
     this.batch = null;
-    this.ledgers.clear();
+    this.forget();
     if (this.db.inTransaction) this.db.exec("ROLLBACK");
     batch?.reject(err);
   }
@@ -188,7 +190,7 @@ export class SqliteStore implements Store {
       this.st("COMMIT").run();
       batch.resolve();
     } catch (err) {
-      this.ledgers.clear();
+      this.forget();
       if (this.db.inTransaction) this.db.exec("ROLLBACK");
       batch.reject(err);
     }
@@ -214,10 +216,17 @@ export class SqliteStore implements Store {
     if (this.db.open) this.db.close();
   }
 
-  private remember(identity: string, state: LedgerState): void {
+  private remember<T>(cache: Map<string, T>, key: string, value: T): T {
     // Bounded: a pool with more identities than this just reads the rest from SQLite.
-    if (this.ledgers.size >= 100_000 && !this.ledgers.has(identity)) this.ledgers.clear();
-    this.ledgers.set(identity, state);
+    if (cache.size >= 100_000 && !cache.has(key)) cache.clear();
+    cache.set(key, value);
+    return value;
+  }
+
+  /** After a rollback the caches may hold what was never committed. */
+  private forget(): void {
+    this.ledgers.clear();
+    this.users.clear();
   }
 
   private makeTx(): Tx {
@@ -235,12 +244,22 @@ export class SqliteStore implements Store {
     const insertKeyed = (table: "nodes" | "edges", r: KeyedRecord): void =>
       run(`INSERT INTO ${table} (id, name, key_hash, created_at) VALUES (?, ?, ?, ?)`, r.id, r.name, r.keyHash, r.createdAt);
     return {
-      insertUser: async (u) =>
-        run("INSERT INTO users (id, name, tier, token_hash, quota_override_ms, created_at) VALUES (?, ?, ?, ?, ?, ?)", u.id, u.name, u.tier, u.tokenHash, u.quotaOverrideMs, u.createdAt),
-      getUser: async (id) => toUser(one("SELECT * FROM users WHERE id = ?", id)),
+      insertUser: async (u) => {
+        run("INSERT INTO users (id, name, tier, token_hash, quota_override_ms, created_at) VALUES (?, ?, ?, ?, ?, ?)", u.id, u.name, u.tier, u.tokenHash, u.quotaOverrideMs, u.createdAt);
+        this.remember(this.users, u.id, u);
+      },
+      getUser: async (id) => {
+        const cached = this.users.get(id);
+        if (cached) return cached;
+        const user = toUser(one("SELECT * FROM users WHERE id = ?", id));
+        return user && this.remember(this.users, id, user);
+      },
       getUserByName: async (name) => toUser(one("SELECT * FROM users WHERE name = ?", name)),
       findUserByTokenHash: async (hash) => toUser(one("SELECT * FROM users WHERE token_hash = ?", hash)),
-      updateUser: async (u) => run("UPDATE users SET name = ?, tier = ?, token_hash = ?, quota_override_ms = ? WHERE id = ?", u.name, u.tier, u.tokenHash, u.quotaOverrideMs, u.id),
+      updateUser: async (u) => {
+        run("UPDATE users SET name = ?, tier = ?, token_hash = ?, quota_override_ms = ? WHERE id = ?", u.name, u.tier, u.tokenHash, u.quotaOverrideMs, u.id);
+        this.users.delete(u.id);
+      },
       listUsers: async () => all("SELECT * FROM users ORDER BY created_at, id").map((r) => toUser(r) as UserRecord),
 
       insertApp: async (a) =>
@@ -268,12 +287,10 @@ export class SqliteStore implements Store {
         const cached = this.ledgers.get(identity);
         if (cached) return cached;
         const state = toLedger(one("SELECT * FROM ledgers WHERE identity = ?", identity));
-        if (!state) return null;
-        this.remember(identity, state);
-        return state;
+        return state && this.remember(this.ledgers, identity, state);
       },
       putLedger: async (identity, s) => {
-        this.remember(identity, s);
+        this.remember(this.ledgers, identity, s);
         run(
           "INSERT INTO ledgers (identity, window_started_at, used_ms, reserved_ms, bonus_ms, runs) VALUES (?, ?, ?, ?, ?, ?) " +
             "ON CONFLICT(identity) DO UPDATE SET window_started_at = excluded.window_started_at, used_ms = excluded.used_ms, " +
