@@ -213,6 +213,9 @@ export function renderPool(state: PoolState, now: Date): string {
     `Pool: ${nodes.length} node(s), ${devices.length} GPU(s), ${text(total, "?")} slots (${text(busy, "?")} busy, ${Number.isFinite(total - busy) ? total - busy : "?"} free), ${queue.length} queued`,
     "",
   ];
+  if (state["leader"] === false) {
+    out.push("This replica does not lead the pool: what follows is what the database records (the queue in arrival order; the leader orders it by priority). Its /readyz says leader: true.", "");
+  }
   if (nodes.length > 0) {
     out.push(
       table(

@@ -1,6 +1,6 @@
 import type { Diagnosis, Quota } from "@gpupool/sdk";
 import { describe, expect, it } from "vitest";
-import { relative, renderDiagnosis, renderQuota, span, table, wrap } from "../src/render.js";
+import { relative, renderDiagnosis, renderPool, renderQuota, span, table, wrap } from "../src/render.js";
 
 const now = new Date("2025-01-01T12:00:00Z");
 
@@ -75,5 +75,22 @@ describe("render", () => {
     const refused = renderDiagnosis({ ...base, identity: null, request: null, verdict: { outcome: "rejected", position: null, reason: null, etaS: null, problem } }, now);
     expect(refused).toMatch(/→ charged to nobody/);
     expect(refused).toMatch(/REJECTED \[invalid_ip_token\]: Token expired\./);
+  });
+
+  it("a pool view from a replica that does not lead says so, and where to ask", () => {
+    const state = {
+      leader: false,
+      source: "database",
+      nodes: [{ name: "sim-0", kind: "configured", state: "up", heartbeatAt: null, agentUrl: null }],
+      devices: [{ node: "sim-0", index: 0, name: "Simulated H200", memoryMb: 144_384, slots: ["ls_1", null] }],
+      slots: { total: 2, busy: 1 },
+      active: [],
+      queue: [{ lease: "ls_2", position: 1, reason: null, identity: "app:a_1", app: "a_1", slots: 1 }],
+    };
+    const text = renderPool(state, now);
+    expect(text).toMatch(/^Pool: 1 node\(s\), 1 GPU\(s\), 2 slots \(1 busy, 1 free\), 1 queued/);
+    expect(text).toMatch(/does not lead the pool/);
+    expect(text).toMatch(/leader: true/);
+    expect(renderPool({ ...state, leader: true }, now)).not.toMatch(/does not lead/);
   });
 });

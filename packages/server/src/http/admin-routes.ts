@@ -1,5 +1,6 @@
 import type { FastifyInstance } from "fastify";
 import { createApp, createKeyed, createUser, findUser, updateUser } from "../use-cases/admin.js";
+import { poolView } from "../use-cases/pool-view.js";
 import { readQuota } from "../use-cases/quota.js";
 import type { AppRecord, UserRecord } from "../storage/store.js";
 import { authenticate } from "./auth.js";
@@ -108,27 +109,17 @@ export function adminRoutes(app: FastifyInstance, ctx: ServerContext): void {
   }
 
   app.get("/v1/admin/pool", admin, async () => {
-    const nodes = await ctx.store.transaction((tx) => tx.listNodes());
-    const devices = ctx.engine.poolSnapshot();
-    const leases = await ctx.store.transaction((tx) => tx.listLeases({ status: "active", limit: 500 }));
-    const live = new Set(ctx.engine.liveNodes());
+    const view = await poolView(ctx.store, ctx.engine, ctx.config.pool.devices, ctx.config.nodes.heartbeatTimeoutMs, ctx.clock.now());
     const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
-    const configured = [...new Set(ctx.config.pool.devices.map((d) => d.node))].map((name) => ({ name, kind: "configured", state: "up", heartbeat_at: null, agent_url: null }));
-    const agents = nodes.map((n) => ({
-      name: n.name,
-      kind: "agent",
-      // up: registered and heartbeating; lost: it stopped heartbeating (its agent must register
-      // again); new: its agent never registered.
-      state: live.has(n.name) ? "up" : n.devices !== null ? "registered" : n.agentUrl !== null ? "lost" : "new",
-      heartbeat_at: iso(n.heartbeatAt),
-      agent_url: n.agentUrl,
-    }));
     return {
-      nodes: [...configured, ...agents],
-      devices: devices.map((d) => ({ node: d.spec.node, index: d.spec.index, uuid: d.spec.uuid, name: d.spec.name, memory_mb: d.spec.memoryMb, slots: d.holders })),
-      slots: { total: ctx.engine.totalSlots, busy: ctx.engine.busySlots },
-      active: leases.map((l) => ({ id: l.id, app: l.appId, identity: `${l.identityKind}:${l.identityId}`, size: l.size, node: l.node, device: l.deviceIndex, deadline: iso(l.deadline) })),
-      queue: ctx.engine.queueSnapshot(),
+      // A replica that does not lead rebuilds the view from the database (see poolView).
+      leader: ctx.engine.isLeader,
+      source: view.source,
+      nodes: view.nodes.map((n) => ({ name: n.name, kind: n.kind, state: n.state, heartbeat_at: iso(n.heartbeatAt), agent_url: n.agentUrl })),
+      devices: view.devices.map((d) => ({ node: d.spec.node, index: d.spec.index, uuid: d.spec.uuid, name: d.spec.name, memory_mb: d.spec.memoryMb, slots: d.holders })),
+      slots: view.slots,
+      active: view.active.map((l) => ({ id: l.id, app: l.appId, identity: `${l.identityKind}:${l.identityId}`, size: l.size, node: l.node, device: l.deviceIndex, deadline: iso(l.deadline) })),
+      queue: view.queue,
     };
   });
 

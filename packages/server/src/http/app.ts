@@ -51,7 +51,9 @@ export function buildHttpApp(ctx: ServerContext): FastifyInstance {
   app.get("/readyz", async (_req, reply) => {
     try {
       await ctx.store.ping();
-      return { status: "ready", storage: ctx.store.kind, leader: ctx.engine.isLeader, queue: ctx.engine.queueDepth, slots: { total: ctx.engine.totalSlots, busy: ctx.engine.busySlots } };
+      // The queue and the slots live in the leader's memory: a replica that does not lead says it does not know.
+      const leader = ctx.engine.isLeader;
+      return { status: "ready", storage: ctx.store.kind, leader, queue: leader ? ctx.engine.queueDepth : null, slots: leader ? { total: ctx.engine.totalSlots, busy: ctx.engine.busySlots } : null };
     } catch {
       return reply.code(503).type("application/problem+json").send(problem("storage_unavailable", "The pool's database is not answering."));
     }

@@ -1,0 +1,60 @@
+import { Pool } from "@gpupool/core";
+import type { DeviceSpec, WaitReason } from "@gpupool/core";
+import type { LeaseRecord, NodeRecord, Store } from "../storage/store.js";
+import type { LeaseEngine } from "./lease-engine.js";
+
+export type NodeState = "up" | "registered" | "lost" | "new";
+
+export interface PoolView {
+  /** "leader": the scheduler's own memory; "database": rebuilt from the store by a replica that does not lead. */
+  readonly source: "leader" | "database";
+  readonly nodes: readonly { name: string; kind: "configured" | "agent"; state: NodeState; heartbeatAt: number | null; agentUrl: string | null }[];
+  readonly devices: readonly { spec: DeviceSpec; holders: (string | null)[] }[];
+  readonly slots: { readonly total: number; readonly busy: number };
+  readonly active: readonly LeaseRecord[];
+  /** Position is the place in the priority order (leader), or in arrival order (database: the order is the leader's). */
+  readonly queue: readonly { lease: string; position: number; reason: WaitReason | null; identity: string; app: string | null; slots: number }[];
+}
+
+function nodeState(up: boolean, n: NodeRecord): NodeState {
+  if (up) return "up";
+  if (n.devices !== null) return "registered";
+  return n.agentUrl !== null ? "lost" : "new";
+}
+
+/**
+ * The pool as an operator sees it: nodes, devices with their slots' holders, active leases and
+ * the queue. The leader answers from its scheduler. A replica that does not lead has none of that
+ * in memory, so it rebuilds what the database records — the devices of the configuration and of
+ * agents heard from within the heartbeat timeout, occupied by the active leases — rather than
+ * show its own empty view as the pool's. Only the queue's priority order is the leader's alone.
+ */
+export async function poolView(store: Store, engine: LeaseEngine, configured: readonly DeviceSpec[], heartbeatTimeoutMs: number, now: number): Promise<PoolView> {
+  const { nodes, active, queued } = await store.transaction(async (tx) => ({
+    nodes: await tx.listNodes(),
+    active: await tx.listLeases({ status: "active", limit: 500 }),
+    queued: engine.isLeader ? [] : await tx.listLeases({ status: "queued", limit: 500 }),
+  }));
+  const fresh = (n: NodeRecord) => n.devices !== null && n.heartbeatAt !== null && n.heartbeatAt + heartbeatTimeoutMs > now;
+  const up = engine.isLeader ? new Set(engine.liveNodes()) : new Set(nodes.filter(fresh).map((n) => n.name));
+  const configuredNodes = [...new Set(configured.map((d) => d.node))].map((name) => ({ name, kind: "configured" as const, state: "up" as const, heartbeatAt: null, agentUrl: null }));
+  const agents = nodes.map((n) => ({
+    name: n.name,
+    kind: "agent" as const,
+    // up: registered and heartbeating; lost: it stopped heartbeating (its agent must register
+    // again); new: its agent never registered.
+    state: nodeState(up.has(n.name), n),
+    heartbeatAt: n.heartbeatAt,
+    agentUrl: n.agentUrl,
+  }));
+  const base = { nodes: [...configuredNodes, ...agents], active };
+  if (engine.isLeader) {
+    return { ...base, source: "leader", devices: engine.poolSnapshot(), slots: { total: engine.totalSlots, busy: engine.busySlots }, queue: engine.queueSnapshot() };
+  }
+  const pool = new Pool(configured);
+  for (const n of nodes) if (up.has(n.name)) for (const d of n.devices ?? []) pool.addDevice(d);
+  for (const l of active) if (l.node !== null && l.deviceIndex !== null && l.slotIndexes !== null) pool.occupy(l.id, l.node, l.deviceIndex, l.slotIndexes);
+  // listLeases is newest first; the database knows arrival order, not the leader's priorities.
+  const queue = [...queued].reverse().map((l, i) => ({ lease: l.id, position: i + 1, reason: null, identity: `${l.identityKind}:${l.identityId}`, app: l.appId, slots: l.slots }));
+  return { ...base, source: "database", devices: pool.snapshot(), slots: { total: pool.totalSlots, busy: pool.busySlots }, queue };
+}
