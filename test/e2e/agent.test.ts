@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -96,6 +96,31 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
+/** The lease on the pool once it is no longer active (the pool ends it at its deadline). */
+async function leaseAfterDeadline(id: string): Promise<Record<string, unknown>> {
+  for (let i = 0; i < 100; i++) {
+    const lease = (await (await fetch(`${server.url}/v1/leases/${id}`, { headers: { authorization: `Bearer ${appKey}` } })).json()) as Record<string, unknown>;
+    if (lease["status"] !== "active") return lease;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`lease ${id} is still active`);
+}
+
+/** The pid of the `sleep` that `runuser` started (itself once it has exec'd, or its child). */
+async function sleepPidUnder(parent: number): Promise<number> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      if (readFileSync(`/proc/${parent}/comm`, "utf8").trim() === "sleep") return parent;
+      const children = readFileSync(`/proc/${parent}/task/${parent}/children`, "utf8").trim();
+      if (children !== "") return Number(children.split(" ")[0]);
+    } catch {
+      // not there yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error("runuser did not start sleep");
+}
+
 function runPython(env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(python!, [SCRIPT], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
@@ -167,8 +192,66 @@ describe("gpupool agent: the device API as the spaces ZeroGPU client uses it", (
       expect(out["deadline_exit"]).toBe(-9);
       expect(out["deadline_output"]).toEqual(["TERM"]);
       expect(out["deadline_release"]).toBe(404);
+      // … and on the pool the lease ended as expired at its deadline, charged its full reservation.
+      const ended = await leaseAfterDeadline(String(out["deadline_lease"]));
+      expect(ended).toMatchObject({ status: "expired", reserved: 2, charged: 2, refunded: 0 });
     },
     90_000,
+  );
+
+  it("the device API names its own query parameters in refusals: gpuSize (not the pool's size), durationSeconds from 1", async () => {
+    const mega = await fetch(`${agent.url}/apps/${appKey}/schedule?gpuSize=mega`, { method: "POST" });
+    expect(mega.status).toBe(400);
+    expect(((await mega.json()) as { detail: string }).detail).toBe("The /schedule query is invalid: gpuSize must be one of large, xlarge. Nothing was requested.");
+    const short = await fetch(`${agent.url}/apps/${appKey}/schedule?durationSeconds=0.4`, { method: "POST" });
+    expect(short.status).toBe(400);
+    expect(((await short.json()) as { detail: string }).detail).toMatch(/durationSeconds must be a number of seconds from 1 to 86400/);
+  });
+
+  // The agent runs as root here, as it would with CAP_KILL: it can signal any process of the host.
+  it.runIf(process.getuid?.() === 0 && existsSync("/usr/bin/python3"))(
+    "an app key gives no power over another user's processes: /allow of someone else's pid is refused and that process outlives the deadline",
+    async () => {
+      // `runuser -u nobody -- sleep 300 &`: a process of another user.
+      const victim = spawn("runuser", ["-u", "nobody", "--", "sleep", "300"], { stdio: "ignore" });
+      const victimPid = await sleepPidUnder(victim.pid!);
+      // An app running as user `daemon`, holding a valid app key: it asks for a 2 s lease and
+      // allows the other user's pid, then its own child.
+      const script = [
+        "import json, subprocess, sys, urllib.request, urllib.error",
+        "def post(path):",
+        "    try:",
+        "        with urllib.request.urlopen(urllib.request.Request(sys.argv[1] + path, method='POST')) as r: return [r.status, json.loads(r.read() or b'null')]",
+        "    except urllib.error.HTTPError as e: return [e.code, json.loads(e.read() or b'null')]",
+        "grant = post('/schedule?durationSeconds=2')[1]",
+        "own = subprocess.Popen(['sleep', '300'])",
+        "print(json.dumps({'lease': grant['leaseId'], 'victim': post(f\"/allow?allowToken={grant['allowToken']}&pid={sys.argv[2]}\"), 'own': post(f\"/allow?allowToken={grant['allowToken']}&pid={own.pid}\")}), flush=True)",
+        "own.wait()",
+        "print(json.dumps({'own_exit': own.returncode}), flush=True)",
+      ].join("\n");
+      const app = spawn("/usr/bin/python3", ["-c", script, `${agent.url}/apps/${appKey}`, String(victimPid)], { uid: 1, gid: 1, cwd: "/", stdio: ["ignore", "pipe", "pipe"] });
+      let out = "";
+      app.stdout.on("data", (d: Buffer) => (out += d.toString()));
+      app.stderr.on("data", (d: Buffer) => (out += d.toString()));
+      try {
+        await new Promise((resolve) => app.once("exit", resolve));
+        const [first, second] = out.trim().split("\n").map((l) => JSON.parse(l) as Record<string, any>);
+        expect(first!["victim"], out).toEqual([403, expect.objectContaining({ code: "forbidden", reason: "pid_not_yours" })]);
+        expect(first!["own"][0]).toBe(200);
+        // The app's own process was stopped at the deadline; the other user's is still there.
+        expect(second).toEqual({ own_exit: -15 });
+        expect(await leaseAfterDeadline(String(first!["lease"]))).toMatchObject({ status: "expired" });
+        expect(() => process.kill(victimPid, 0)).not.toThrow();
+      } finally {
+        victim.kill("SIGKILL");
+        try {
+          process.kill(victimPid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+    },
+    30_000,
   );
 
   it("the TypeScript SDK through the agent: gpu() with CUDA_VISIBLE_DEVICES of the granted GPU, charged only the time held", async () => {

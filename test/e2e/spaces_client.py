@@ -17,6 +17,7 @@ Prints one JSON object with what it saw; the TypeScript test checks it.
 """
 import json
 import os
+from pathlib import Path
 import signal
 import subprocess
 import sys
@@ -27,8 +28,22 @@ import traceback
 import httpx
 
 URL = os.environ["AGENT_URL"]
-CGROUP = "/gpupool-e2e/spaces-app"
 out = {}
+
+
+def self_cgroup_device_path():
+    """spaces/zero/utils.py (spaces >= 0.46): the devices controller's path on cgroup v1 (and
+    hybrid hosts), else the path of the first line, "0::<path>", on cgroup v2. The agent only
+    allows pids in the cgroup a lease was scheduled with, so this must be the real one."""
+    lines = Path("/proc/self/cgroup").read_text().strip().splitlines()
+    for line in lines:
+        contents = line.split(":devices:")
+        if len(contents) == 2:
+            return contents[1]
+    return [line.split("::") for line in lines][0][1]
+
+
+CGROUP = self_cgroup_device_path()
 
 
 # --- the client, as spaces/zero/api.py behaves ------------------------------------------------
@@ -215,6 +230,7 @@ def scenarios():
     #    release afterwards is a 404 (spaces calls it with allow_404=True).
     w3 = worker(ignore_term=True)
     d = schedule(task_id=9, duration_seconds=2)
+    out["deadline_lease"] = d["grant"].get("leaseId")
     out["deadline_allow"] = allow(d["grant"]["allowToken"], w3.pid)
     out["deadline_exit"] = wait_exit(w3)
     out["deadline_output"] = w3.stdout.read().split()

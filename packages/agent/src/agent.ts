@@ -5,6 +5,7 @@ import { buildDeviceApi } from "./device-api.js";
 import type { Readiness } from "./device-api.js";
 import type { NodeDevice } from "./devices.js";
 import { LocalLeases } from "./local-leases.js";
+import type { PidCheck } from "./pid-ownership.js";
 import type { LocalLease } from "./local-leases.js";
 import { Registration } from "./registration.js";
 
@@ -24,6 +25,8 @@ export interface AgentOptions {
   readonly pingIntervalMs?: number;
   /** Interval of the early-exit probe of allowed pids (default 500 ms). */
   readonly watchIntervalMs?: number;
+  /** How /allow ties a pid to the app that asks (default `strict`; pid-ownership.ts, docs/agent.md). */
+  readonly pidCheck?: PidCheck;
 }
 
 export interface RunningAgent {
@@ -90,6 +93,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     defaultAppKey: options.defaultAppKey ?? null,
     pingIntervalMs: options.pingIntervalMs ?? 5_000,
     deviceCount: options.devices.length,
+    pidCheck: options.pidCheck ?? "strict",
   });
 
   try {

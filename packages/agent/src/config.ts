@@ -5,6 +5,8 @@ import { z } from "zod";
 import { WHOLE_GPU_SLOTS } from "./devices.js";
 import type { NodeDevice } from "./devices.js";
 import type { DeviceSource } from "./discovery.js";
+import { PID_CHECKS } from "./pid-ownership.js";
+import type { PidCheck } from "./pid-ownership.js";
 
 /** The agent's configuration file, normalized (milliseconds, camelCase). Every field is optional. */
 export interface AgentFileConfig {
@@ -17,6 +19,7 @@ export interface AgentFileConfig {
   /** The device list for `devices: config`. */
   readonly gpus?: readonly NodeDevice[];
   readonly logLevel?: string;
+  readonly pidCheck?: PidCheck;
 }
 
 /** The file is not a valid agent configuration; every problem is listed (exit code 2). */
@@ -66,6 +69,7 @@ const schema = z.object({
       simulated_gpus: z.number().int().min(1).max(MAX_SIMULATED_GPUS).optional(),
       grace: duration.optional(),
       gpus: z.array(gpu).max(256).optional(),
+      pid_check: z.enum(PID_CHECKS as [PidCheck, ...PidCheck[]]).optional(),
     })
     .prefault({}),
   log: z.object({ level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).optional() }).prefault({}),
@@ -101,6 +105,7 @@ export function normalizeAgentConfig(raw: unknown, source = "configuration"): Ag
     ...(a.simulated_gpus !== undefined ? { simulatedGpus: a.simulated_gpus } : {}),
     ...(a.grace !== undefined ? { graceMs: a.grace } : {}),
     ...(gpus !== undefined ? { gpus } : {}),
+    ...(a.pid_check !== undefined ? { pidCheck: a.pid_check } : {}),
     ...(parsed.data.log.level !== undefined ? { logLevel: parsed.data.log.level } : {}),
   };
 }

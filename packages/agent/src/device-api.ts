@@ -3,11 +3,14 @@ import { DomainError, fail, problem } from "@gpupool/core";
 import Fastify from "fastify";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Logger } from "pino";
+import { callerUid } from "./caller.js";
 import { ControlPlaneDown, ControlPlaneRefusal } from "./control-plane.js";
 import type { ControlPlane, WireLease } from "./control-plane.js";
 import { authLevel, grantJson, leaseSpanMs, problemAnswer, refusalAnswer } from "./device-answers.js";
 import type { DeviceAnswer, GrantJson } from "./device-answers.js";
 import type { LocalLeases } from "./local-leases.js";
+import { judgePid, readPidOwner } from "./pid-ownership.js";
+import type { PidCheck } from "./pid-ownership.js";
 import { MAX_PID } from "./processes.js";
 import { boolParam, parseScheduleQuery, requiredParam } from "./query.js";
 import type { RawQuery } from "./query.js";
@@ -29,6 +32,15 @@ export interface DeviceApiOptions {
   readonly defaultAppKey: string | null;
   readonly pingIntervalMs: number;
   readonly deviceCount: number;
+  /** How /allow ties a pid to its caller (pid-ownership.ts). */
+  readonly pidCheck: PidCheck;
+}
+
+/** What a /schedule request said about its caller, kept until its lease is granted (maybe after a wait). */
+interface Requester {
+  readonly reuseKey: string | null;
+  readonly cgroupPath: string | null;
+  readonly uid: number | null;
 }
 
 export interface DeviceApi {
@@ -82,7 +94,7 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
     return503OnClosing: true,
   });
 
-  const grant = async (lease: WireLease, appKey: string, reuseKey: string | null): Promise<GrantJson> => {
+  const grant = async (lease: WireLease, appKey: string, requester: Requester): Promise<GrantJson> => {
     const node = options.readiness().nodeName;
     if (lease.device === null) throw new Error(`The control plane granted lease ${lease.id} without a device.`);
     if (node !== null && lease.device.node !== node) {
@@ -91,18 +103,27 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
       log.error({ lease: lease.id, granted_node: lease.device.node, node }, "the control plane granted a GPU of another node; released it");
       throw new Error(`The pool granted a GPU of node ${lease.device.node}, not of this node (${node}). Is the control plane a gpupool version that honours X-Gpupool-Node-Key?`);
     }
-    const g = await leases.grant({ leaseId: lease.id, app: lease.app, appKey, device: { index: lease.device.index, uuid: lease.device.uuid, name: lease.device.name }, durationMs: leaseSpanMs(lease), reuseKey });
+    const g = await leases.grant({
+      leaseId: lease.id,
+      app: lease.app,
+      appKey,
+      device: { index: lease.device.index, uuid: lease.device.uuid, name: lease.device.name },
+      durationMs: leaseSpanMs(lease),
+      reuseKey: requester.reuseKey,
+      cgroupPath: requester.cgroupPath,
+      scheduleUid: requester.uid,
+    });
     log.info({ lease: lease.id, app: lease.app, device: g.lease.device.uuid, idle: g.idle, deadline: new Date(g.lease.deadlineAt).toISOString() }, "lease granted");
     return grantJson(g.lease, g.token, g.idle, lease.device.node);
   };
 
-  const reuseKeys = new Map<string, string>();
+  const requesters = new Map<string, Requester>();
   const queues = new QueueStreams({
     cp,
     log,
     pingIntervalMs: options.pingIntervalMs,
-    // Queued requests carry their reuse key through the closure in /schedule below.
-    grant: (lease, appKey) => grant(lease, appKey, reuseKeys.get(lease.id) ?? null),
+    // Queued requests carry what /schedule learnt of their caller through this map.
+    grant: (lease, appKey) => grant(lease, appKey, requesters.get(lease.id) ?? { reuseKey: null, cgroupPath: null, uid: null }),
     abandon: async (g, appKey) => {
       await leases.release(g.allowToken, appKey, false);
     },
@@ -143,7 +164,11 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
       if (!readiness.ready) {
         return sendProblem(reply, problem("control_plane_unavailable", `This GPU node cannot take work now: ${readiness.whyNotReady}. Try again shortly.`));
       }
-      const reuseKey = q.cgroupPath !== undefined && q.taskId !== undefined ? `${shortHash(appKey)}\n${q.cgroupPath}\n${q.taskId}` : null;
+      const requester: Requester = {
+        reuseKey: q.cgroupPath !== undefined && q.taskId !== undefined ? `${shortHash(appKey)}\n${q.cgroupPath}\n${q.taskId}` : null,
+        cgroupPath: q.cgroupPath === undefined || q.cgroupPath === "" ? null : q.cgroupPath,
+        uid: callerUid(req.socket),
+      };
       let answer;
       try {
         answer = await cp.requestLease(appKey, { ...(q.durationS !== undefined ? { duration: q.durationS } : {}), ...(q.gpuSize !== undefined ? { size: q.gpuSize } : {}), queue: q.enableQueue }, q.token);
@@ -162,16 +187,16 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
       const headers: Record<string, string> = level === null ? {} : { "x-authenticated": level };
       if (answer.kind === "granted") {
         try {
-          return await reply.code(200).headers(headers).type("application/json").send(await grant(answer.lease, appKey, reuseKey));
+          return await reply.code(200).headers(headers).type("application/json").send(await grant(answer.lease, appKey, requester));
         } catch (error) {
           return sendProblem(reply, problem("control_plane_unavailable", error instanceof Error ? error.message : String(error)));
         }
       }
       log.info({ lease: answer.lease.id, position: answer.lease.position, reason: answer.lease.reason }, "lease queued; following it for the client");
-      if (reuseKey !== null) reuseKeys.set(answer.lease.id, reuseKey);
+      requesters.set(answer.lease.id, requester);
       reply.hijack();
       queues.follow(reply.raw, { ...headers, "x-queuing-reason": answer.lease.reason === "concurrency" ? "concurrency" : "node" }, appKey, answer.lease);
-      void reply.raw.once("close", () => reuseKeys.delete(answer.lease.id));
+      void reply.raw.once("close", () => requesters.delete(answer.lease.id));
       return reply;
     });
 
@@ -183,7 +208,8 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
       const pid = /^\d+$/.test(pidText) ? Number(pidText) : NaN;
       if (!(pid >= 2 && pid <= MAX_PID)) fail("invalid_request", `pid must be a process id from 2 to ${MAX_PID}, not "${pidText}" (pid 1 is the init process).`, { errors: [{ field: "pid", message: "is not a process id" }] });
       if (pid === process.pid) fail("invalid_request", `pid ${pid} is the agent itself.`, { errors: [{ field: "pid", message: "is the agent" }] });
-      const outcome = leases.allow(token, appKey, pid);
+      const allowUid = callerUid(req.socket);
+      const outcome = leases.allow(token, appKey, pid, (lease) => judgePid(options.pidCheck, pid, readPidOwner(pid), { allowUid, scheduleUid: lease.scheduleUid, cgroupPath: lease.cgroupPath }));
       switch (outcome.kind) {
         case "allowed":
           log.info({ lease: outcome.lease.leaseId, pid }, "process allowed on the lease");
@@ -194,8 +220,11 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
           return sendProblem(reply, problem("not_found", `This allowToken no longer works: ${outcome.why}.`));
         case "no_such_process":
           return sendProblem(reply, problem("invalid_request", `No process with pid ${pid} on this host. The agent and the app must share a PID namespace (run the agent on the host, outside the app's container, with the app's container in the host PID namespace, or inside the app's container).`));
+        case "not_owned":
+          log.warn({ pid, reason: outcome.reason, caller_uid: allowUid }, `refused to allow a process on a lease: ${outcome.detail}`);
+          return sendProblem(reply, problem("forbidden", outcome.detail, { reason: outcome.reason }));
         case "forbidden":
-          return sendProblem(reply, problem("forbidden", `The agent may not signal pid ${pid} (another user's process): run the agent as the app's user, or give it CAP_KILL.`));
+          return sendProblem(reply, problem("forbidden", `The agent may not signal pid ${pid} (another user's process): give the agent CAP_KILL (docs/agent.md, Security).`, { reason: "agent_may_not_signal" }));
       }
     });
 

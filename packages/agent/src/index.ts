@@ -11,3 +11,6 @@ export { authLevel, refusalAnswer } from "./device-answers.js";
 export { LocalLeases } from "./local-leases.js";
 export type { LocalLease, LocalLeasesOptions } from "./local-leases.js";
 export { isAlive, probe, terminate } from "./processes.js";
+export { callerUid } from "./caller.js";
+export { cgroupPathOf, judgePid, PID_CHECKS, readPidOwner } from "./pid-ownership.js";
+export type { PidCheck, PidVerdict } from "./pid-ownership.js";

@@ -1,5 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { Logger } from "pino";
+import type { PidReason, PidVerdict } from "./pid-ownership.js";
 import { isAlive, probe, terminate } from "./processes.js";
 import type { ProcessRef } from "./processes.js";
 
@@ -25,6 +26,10 @@ export interface LocalLease {
    * and is reused by the next call of the same function on the same GPU (`idle: true`).
    */
   readonly reuseKey: string | null;
+  /** The cgroupPath /schedule carried (the `spaces` client's own cgroup): allowed pids must be in it. */
+  readonly cgroupPath: string | null;
+  /** The uid of the process that asked for the lease, when the agent could tell (see caller.ts). */
+  readonly scheduleUid: number | null;
   readonly pids: Map<number, ProcessRef>;
   /** A pid was allowed (or a reused worker inherited); release answers 204 otherwise. */
   used: boolean;
@@ -35,6 +40,7 @@ export type AllowOutcome =
   | { readonly kind: "unknown" }
   | { readonly kind: "ended"; readonly why: string }
   | { readonly kind: "no_such_process" }
+  | { readonly kind: "not_owned"; readonly reason: PidReason; readonly detail: string }
   | { readonly kind: "forbidden" };
 
 export type ReleaseOutcome = { readonly kind: "released"; readonly lease: LocalLease } | { readonly kind: "unknown" } | { readonly kind: "ended"; readonly why: string };
@@ -97,7 +103,16 @@ export class LocalLeases {
    * function or app are stopped first (they hold GPU memory); the same function's workers are
    * handed to the new lease, and the answer says `idle: true` so the client reuses them.
    */
-  async grant(g: { leaseId: string; app: string | null; appKey: string; device: GrantedDevice; durationMs: number; reuseKey: string | null }): Promise<{ token: string; lease: LocalLease; idle: boolean }> {
+  async grant(g: {
+    leaseId: string;
+    app: string | null;
+    appKey: string;
+    device: GrantedDevice;
+    durationMs: number;
+    reuseKey: string | null;
+    cgroupPath?: string | null;
+    scheduleUid?: number | null;
+  }): Promise<{ token: string; lease: LocalLease; idle: boolean }> {
     // The lease's time runs on the pool from its grant: the deadline counts from when the grant
     // arrived here, not from when the idle workers below are gone.
     const receivedAt = this.now();
@@ -123,6 +138,8 @@ export class LocalLeases {
       device: g.device,
       deadlineAt: receivedAt + g.durationMs,
       reuseKey: g.reuseKey,
+      cgroupPath: g.cgroupPath ?? null,
+      scheduleUid: g.scheduleUid ?? null,
       pids: new Map(inherited.map((r) => [r.pid, r])),
       used: inherited.length > 0,
     };
@@ -132,12 +149,19 @@ export class LocalLeases {
     return { token, lease, idle: inherited.length > 0 };
   }
 
-  /** Gives the lease's deadline power over `pid`. */
-  allow(token: string, appKey: string, pid: number): AllowOutcome {
+  /**
+   * Gives the lease's deadline power over `pid`, once `verify` (the device API's ownership check,
+   * pid-ownership.ts) agrees that the process is the caller's.
+   */
+  allow(token: string, appKey: string, pid: number, verify?: (lease: LocalLease) => PidVerdict): AllowOutcome {
     const found = this.find(token, appKey);
     if (found.kind !== "found") return found;
     const p = probe(pid);
     if (p.kind === "missing") return { kind: "no_such_process" };
+    const verdict = verify?.(found.lease) ?? { ok: true };
+    // The check read /proc/<pid>/…: still the process probed above (not a reused pid)?
+    if (!isAlive(p.kind === "alive" ? p.ref : { pid, startTime: null })) return { kind: "no_such_process" };
+    if (!verdict.ok) return { kind: "not_owned", reason: verdict.reason, detail: verdict.detail };
     if (p.kind === "forbidden") return { kind: "forbidden" };
     found.lease.pids.set(pid, p.ref);
     found.lease.used = true;

@@ -1,10 +1,11 @@
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { request } from "node:http";
 import type { IncomingHttpHeaders } from "node:http";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { startAgent } from "../src/index.js";
+import { cgroupPathOf, startAgent } from "../src/index.js";
 import type { RunningAgent } from "../src/index.js";
 import { NODE, leaseJson, problemJson, startFakeControlPlane } from "./fake-control-plane.js";
 import type { FakeControlPlane } from "./fake-control-plane.js";
@@ -330,6 +331,62 @@ describe("allow and release", () => {
     expect(((await missing.json()) as { detail: string }).detail).toMatch(/No process with pid 4194000 .*PID namespace/);
     const c = sleeper();
     expect((await post(`/allow?allowToken=unknown&pid=${c.pid}`)).status).toBe(404);
+  });
+
+  it("a lease scheduled with a cgroupPath (the spaces client's own cgroup) takes only pids in that cgroup", async () => {
+    await start();
+    await ready();
+    const c = sleeper();
+    const theirs = ((await (await post("/schedule?cgroupPath=%2Fsomeone-else&taskId=1")).json()) as { allowToken: string }).allowToken;
+    const refused = await post(`/allow?allowToken=${theirs}&pid=${c.pid}`);
+    expect(refused.status).toBe(403);
+    const body = (await refused.json()) as { code: string; reason: string; detail: string };
+    expect(body).toMatchObject({ code: "forbidden", reason: "pid_cgroup_mismatch" });
+    expect(body.detail).toMatch(new RegExp(`pid ${c.pid} is in cgroup .*, not in /someone-else, the cgroupPath this lease was scheduled with`));
+    const mine = cgroupPathOf(readFileSync("/proc/self/cgroup", "utf8"))!;
+    const own = ((await (await post(`/schedule?cgroupPath=${encodeURIComponent(mine)}&taskId=1`)).json()) as { allowToken: string }).allowToken;
+    expect((await post(`/allow?allowToken=${own}&pid=${c.pid}`)).status).toBe(200);
+  });
+
+  // The agent runs as root here (as with CAP_KILL): it could signal anything, so /allow must check whose pid it is.
+  it.runIf(process.getuid?.() === 0)("an app key gives no power over another user's processes: the pid must be one the app could signal itself", async () => {
+    cp.onLease = () => {
+      const now = Date.now();
+      return { status: 201, body: leaseJson({ id: "ls_other_user", status: "active", granted_at: new Date(now).toISOString(), deadline: new Date(now + 1_000).toISOString() }) };
+    };
+    await start();
+    await ready();
+    // Someone else's process: `runuser -u nobody -- sleep 300`.
+    const victim = spawn("sleep", ["300"], { uid: 65534, gid: 65534, stdio: "ignore" });
+    children.push(victim);
+    // The app runs as another user (daemon) and calls the agent with its own key, over 127.0.0.1.
+    const script = [
+      "import json, subprocess, sys, urllib.request, urllib.error",
+      "def post(path):",
+      "    try:",
+      "        with urllib.request.urlopen(urllib.request.Request(sys.argv[1] + path, method='POST')) as r: return [r.status, json.loads(r.read() or b'null')]",
+      "    except urllib.error.HTTPError as e: return [e.code, json.loads(e.read() or b'null')]",
+      "token = post('/schedule')[1]['allowToken']",
+      "own = subprocess.Popen(['sleep', '300'])",
+      "print(json.dumps({'victim': post(f'/allow?allowToken={token}&pid={sys.argv[2]}'), 'own': post(f'/allow?allowToken={token}&pid={own.pid}')}), flush=True)",
+      "own.wait()",
+      "print(json.dumps({'own_exit': own.returncode}), flush=True)",
+    ].join("\n");
+    const app = spawn("/usr/bin/python3", ["-c", script, base, String(victim.pid)], { uid: 1, gid: 1, cwd: "/", stdio: ["ignore", "pipe", "inherit"] });
+    children.push(app);
+    let out = "";
+    app.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+    await new Promise((resolve) => app.once("exit", resolve));
+    const [first, second] = out.trim().split("\n").map((l) => JSON.parse(l) as Record<string, any>);
+    expect(first!["victim"][0]).toBe(403);
+    expect(first!["victim"][1]).toMatchObject({ code: "forbidden", reason: "pid_not_yours" });
+    expect(first!["victim"][1].detail).toMatch(new RegExp(`pid ${victim.pid} belongs to uid 65534, and this lease's requests come from uid 1`));
+    // Its own process is allowed, and stopped at the deadline …
+    expect(first!["own"][0]).toBe(200);
+    expect(second).toEqual({ own_exit: -15 });
+    // … while the other user's process lives on.
+    expect(victim.exitCode).toBeNull();
+    expect(victim.signalCode).toBeNull();
   });
 
   it("a token works only under the app key it was granted to", async () => {

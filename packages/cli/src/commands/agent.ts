@@ -1,4 +1,4 @@
-import type { AgentFileConfig, DeviceSource, NodeDevice } from "@gpupool/agent";
+import type { AgentFileConfig, DeviceSource, NodeDevice, PidCheck } from "@gpupool/agent";
 import { InvalidArgumentError, Option } from "commander";
 import type { Command } from "commander";
 import { pino } from "pino";
@@ -14,10 +14,12 @@ interface AgentFlags {
   readonly graceS: number;
   readonly simulatedGpus: number;
   readonly appKey?: string;
+  readonly pidCheck: PidCheck;
 }
 
 const DEFAULT_LISTEN = "127.0.0.1:7071";
 const SOURCES: readonly DeviceSource[] = ["nvidia-smi", "config", "simulated"];
+const PID_CHECK_CHOICES: readonly PidCheck[] = ["strict", "uid", "cgroup", "off"];
 
 function parseGrace(value: string): number {
   const n = /^\d+(\.\d+)?$/.test(value.trim()) ? Number(value) : NaN;
@@ -57,6 +59,11 @@ export function registerAgent(program: Command): void {
     .addOption(new Option("--grace-s <seconds>", "seconds between SIGTERM and SIGKILL at a lease deadline").default(5).argParser(parseGrace))
     .addOption(new Option("--simulated-gpus <n>", "how many GPUs --devices simulated pretends to have").default(2).argParser(parseGpuCount))
     .addOption(new Option("--app-key <key>", "app key for device API calls without /apps/<app-key>/ in their path (single-app hosts)").env("GPUPOOL_APP_KEY"))
+    .addOption(
+      new Option("--pid-check <mode>", "how /allow ties a pid to the app asking: the caller's uid must be able to signal it, and it must be in the cgroupPath of /schedule (strict); uid only; cgroupPath when the uid is unknown (cgroup); off")
+        .choices(PID_CHECK_CHOICES)
+        .default("strict"),
+    )
     .addHelpText(
       "after",
       `
@@ -95,6 +102,7 @@ Exit codes: 0 after a clean stop, 2 for bad flags, configuration or device disco
       const source = given("devices") || file.devices === undefined ? flags.devices : file.devices;
       const graceMs = given("graceS") || file.graceMs === undefined ? Math.round(flags.graceS * 1000) : file.graceMs;
       const gpus = given("simulatedGpus") || file.simulatedGpus === undefined ? flags.simulatedGpus : file.simulatedGpus;
+      const pidCheck = given("pidCheck") || file.pidCheck === undefined ? flags.pidCheck : file.pidCheck;
 
       let devices: NodeDevice[];
       try {
@@ -113,7 +121,7 @@ Exit codes: 0 after a clean stop, 2 for bad flags, configuration or device disco
       log.info({ source, devices: devices.map((d) => ({ index: d.index, uuid: d.uuid, name: d.name, memory_mb: d.memoryMb, slots: d.slots })) }, "devices discovered");
       let agent: Awaited<ReturnType<typeof agentPkg.startAgent>>;
       try {
-        agent = await agentPkg.startAgent({ server, nodeKey, devices, host: listen.host, port: listen.port, graceMs, defaultAppKey: flags.appKey?.trim() || null, log });
+        agent = await agentPkg.startAgent({ server, nodeKey, devices, host: listen.host, port: listen.port, graceMs, defaultAppKey: flags.appKey?.trim() || null, log, pidCheck });
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code === "EADDRINUSE") throw new StartError(`${listen.host}:${listen.port} is already in use (another agent?); pick another address with --listen (port 0 picks a free one).`, code);
