@@ -54,6 +54,14 @@ function sameDevices(a: readonly DeviceSpec[], b: readonly DeviceSpec[]): boolea
   return a.length === b.length && a.every((d, i) => d.node === b[i]?.node && d.index === b[i].index && d.uuid === b[i].uuid && d.slots === b[i].slots);
 }
 
+/**
+ * When a lease on a node that went silent stopped holding its GPU: when the node was last heard
+ * from (never before the grant, never after now); now if that is not known.
+ */
+function heldUntil(lease: LeaseRecord, lastHeard: number | null, now: number): number {
+  return lastHeard === null ? now : Math.min(now, Math.max(lease.grantedAt ?? now, lastHeard));
+}
+
 /** The value a staging function resolves to. */
 type Staged<F extends (...args: never[]) => Promise<{ value: unknown }>> = Awaited<ReturnType<F>>["value"];
 
@@ -317,14 +325,15 @@ export class LeaseEngine {
       // Agent nodes: those still heartbeating keep their devices; the others were lost while the
       // server was down (their leases fail below, charging only the time held).
       this.nodes.clear();
-      const lost = new Set<string>();
+      /** Nodes lost while the server was down, with when each was last heard from. */
+      const lost = new Map<string, number | null>();
       for (const node of await tx.listNodes()) {
         if (node.devices === null) continue;
         if (node.heartbeatAt !== null && node.heartbeatAt + this.heartbeatTimeoutMs > now) {
           this.nodes.set(node.name, node.devices);
           this.timers.arm(NODE_TIMER + node.name, "heartbeat", node.heartbeatAt + this.heartbeatTimeoutMs);
         } else {
-          lost.add(node.name);
+          lost.set(node.name, node.heartbeatAt);
           await this.forgetNode(tx, node);
         }
       }
@@ -340,12 +349,14 @@ export class LeaseEngine {
             if (occupied) this.pool.release(lease.id);
             ended.push(await this.finishActive(tx, lease, "expired", now));
           } else if (!occupied) {
-            // Its device is no longer in the pool: the lease cannot continue. Charge only what it held.
-            const why =
-              lease.node !== null && lost.has(lease.node)
-                ? this.nodeLostProblem(lease.node, lease, now)
-                : problem("no_gpu_available", "The GPU this lease held left the pool while the server was down.", { reason: "device_removed" });
-            ended.push(await this.finishActive(tx, lease, "failed", now, why));
+            // Its device is no longer in the pool: the lease cannot continue. Charge only what it
+            // held: on a lost node, until the node was last heard from.
+            const onLost = lease.node !== null && lost.has(lease.node);
+            const endAt = onLost ? heldUntil(lease, lost.get(lease.node ?? "") ?? null, now) : now;
+            const why = onLost
+              ? this.nodeLostProblem(lease.node ?? "", lease, endAt)
+              : problem("no_gpu_available", "The GPU this lease held left the pool while the server was down.", { reason: "device_removed" });
+            ended.push(await this.finishActive(tx, lease, "failed", now, why, false, endAt));
           } else {
             this.live.set(lease.id, lease);
             this.countActive(lease.appId, +1);
@@ -664,7 +675,9 @@ export class LeaseEngine {
             return { lost: false, at: node.heartbeatAt, ended: [] as LeaseRecord[], grants: [] as LeaseRecord[] };
           }
           if (node !== null) await this.forgetNode(tx, node);
-          const ended = await this.evictNode(tx, name, now, (lease) => this.nodeLostProblem(name, lease, now), true);
+          // Its leases held their GPUs as long as the node was heard from, not until now.
+          const lastHeard = node?.heartbeatAt ?? null;
+          const ended = await this.evictNode(tx, name, now, (lease) => this.nodeLostProblem(name, lease, heldUntil(lease, lastHeard, now)), true, lastHeard);
           return { lost: true, at: now, ended, grants: await this.dispatchAndPersist(tx, now) };
         });
       },
@@ -682,14 +695,14 @@ export class LeaseEngine {
    * `waitingToo`, also the queued requests that could only run on that node (nothing is requeued
    * elsewhere: the app runs on that host).
    */
-  private async evictNode(tx: Tx, name: string, now: number, why: (lease: LeaseRecord) => Problem, waitingToo: boolean): Promise<LeaseRecord[]> {
+  private async evictNode(tx: Tx, name: string, now: number, why: (lease: LeaseRecord) => Problem, waitingToo: boolean, lastHeard: number | null = now): Promise<LeaseRecord[]> {
     const evicted = new Set(this.pool.removeNode(name));
     this.nodes.delete(name);
     const ended: LeaseRecord[] = [];
     for (const lease of [...this.live.values()]) {
       if (lease.status === "active" && evicted.has(lease.id)) {
         this.countActive(lease.appId, -1);
-        ended.push(await this.finishActive(tx, lease, "failed", now, why(lease)));
+        ended.push(await this.finishActive(tx, lease, "failed", now, why(lease), false, heldUntil(lease, lastHeard, now)));
       } else if (waitingToo && lease.status === "queued" && lease.node === name) {
         ended.push(await this.finishQueued(tx, lease, "failed", now, why(lease)));
       }
@@ -697,19 +710,24 @@ export class LeaseEngine {
     return ended;
   }
 
-  /** Marks a node unregistered, so its agent's next heartbeat is told to register again. */
+  /** Marks a node unregistered, so its agent's next heartbeat is told to register again (when it was last heard from stays known). */
   private async forgetNode(tx: Tx, node: NodeRecord): Promise<void> {
     this.timers.clear(NODE_TIMER + node.name);
-    await tx.setNodeState(node.id, { devices: null, registeredAt: null, heartbeatAt: null, agentUrl: node.agentUrl });
+    await tx.setNodeState(node.id, { devices: null, registeredAt: null, heartbeatAt: node.heartbeatAt, agentUrl: node.agentUrl });
   }
 
+  /** `now`: when an active lease stopped holding its GPU (its node's last heartbeat, for a lost node). */
   private nodeLostProblem(name: string, lease: LeaseRecord, now: number): Problem {
     const timeout = Math.round(this.heartbeatTimeoutMs / 1000);
     if (lease.status === "queued") {
       return problem("no_gpu_available", `Node ${name} stopped answering (no heartbeat for ${timeout}s) while this call waited for it. Nothing was charged and the reservation was refunded; try again once the node is back.`, { reason: "node_lost" });
     }
     const held = Math.ceil(Math.max(0, Math.min(now, lease.deadline ?? now) - (lease.grantedAt ?? now)) / 1000);
-    return problem("no_gpu_available", `Node ${name} stopped answering (no heartbeat for ${timeout}s), so this call was stopped. It was charged only the ${held}s it held the GPU; the rest was refunded.`, { reason: "node_lost" });
+    const charge =
+      held === 0
+        ? "Nothing was charged: the node was not heard from after this call got its GPU."
+        : `It was charged only the ${held}s it held the GPU (until the node was last heard from); the rest was refunded.`;
+    return problem("no_gpu_available", `Node ${name} stopped answering (no heartbeat for ${timeout}s), so this call was stopped. ${charge}`, { reason: "node_lost" });
   }
 
   /** A lease's timer fired: its deadline (expire it) or its queue timeout (fail it, refunded). */
@@ -760,9 +778,12 @@ export class LeaseEngine {
     );
   }
 
-  /** Ends an active lease (see endActive) and frees its slots. */
-  private async finishActive(tx: Tx, lease: LeaseRecord, status: "released" | "expired" | "failed", now: number, why: Problem | null = null, failed = false): Promise<LeaseRecord> {
-    const ended = await this.transition(tx, lease, now, (ledger) => endActive(lease, ledger, status, now, why, failed));
+  /**
+   * Ends an active lease (see endActive) and frees its slots. `endAt` (≤ now): when it stopped
+   * holding its GPU, if that was before now (a node that went silent).
+   */
+  private async finishActive(tx: Tx, lease: LeaseRecord, status: "released" | "expired" | "failed", now: number, why: Problem | null = null, failed = false, endAt = now): Promise<LeaseRecord> {
+    const ended = await this.transition(tx, lease, now, (ledger) => endActive(lease, ledger, status, endAt, why, failed));
     this.live.delete(ended.id);
     if (this.pool.release(lease.id)) this.countActive(lease.appId, -1);
     this.scheduler.onReleased(lease.id);

@@ -1,0 +1,64 @@
+import { afterEach, describe, expect, it } from "vitest";
+import type { TestServer } from "./harness.js";
+import { ADMIN, serveAt, sleep, startTestServer, waitFor } from "./harness.js";
+
+/**
+ * What a lease on a node that went silent is charged: the time its GPU was known to be held,
+ * until the node was last heard from — not the heartbeat timeout the pool waited on top.
+ */
+let t: TestServer;
+afterEach(async () => {
+  await t?.close();
+});
+
+const GPU = { index: 0, uuid: "GPU-00000000-aaaa-bbbb-cccc-ddddeeeeffff", name: "NVIDIA A100-SXM4-80GB", memory_mb: 81920, slots: 2 };
+const NODES = { heartbeat_interval: "100ms", heartbeat_timeout: "2s" };
+const raw = { pool: { simulated: [] }, nodes: NODES };
+
+async function setup() {
+  t = await startTestServer(raw);
+  const owner = await t.user("owner", "pro");
+  const app = await t.appFor("spaces-app", owner.id);
+  const created = await t.call("POST", "/v1/admin/nodes", { token: ADMIN, body: { name: "gpu-host-1" } });
+  const nodeKey = created.body.key as string;
+  expect((await t.call("POST", "/v1/nodes/register", { token: nodeKey, body: { devices: [GPU], agent_url: "http://127.0.0.1:7071" } })).status).toBe(200);
+  const lease = await t.call("POST", "/v1/leases", { token: app.key, body: { duration: 60 }, headers: { "x-gpupool-node-key": nodeKey } });
+  expect(lease.status).toBe(201);
+  return { app, nodeKey, lease: lease.body };
+}
+
+const leaseNow = (id: string, key: string) => t.call("GET", `/v1/leases/${id}`, { token: key }).then((r) => r.body);
+
+describe("a lease on a node that goes silent", () => {
+  it("is charged until the node's last heartbeat, and the pool still shows when that was", async () => {
+    const { app, nodeKey, lease } = await setup();
+    await sleep(300);
+    expect((await t.call("POST", "/v1/nodes/heartbeat", { token: nodeKey, body: {} })).status).toBe(200);
+    const heardAt = Date.now();
+    // Then nothing: lost 2 s later. Held ~0.3 s → 1 s charged (2.3 s or more, had it run to the detection).
+    const failed = await waitFor(async () => {
+      const l = await leaseNow(lease.id, app.key);
+      return l.status === "failed" ? l : null;
+    }, 6_000);
+    expect(failed).toMatchObject({ charged: 1, refunded: 59 });
+    expect(failed.held_ms).toBeLessThan(1_000);
+    expect(failed.problem.detail).toMatch(/charged only the 1s it held/);
+    expect(Date.parse(failed.ended_at)).toBeLessThanOrEqual(heardAt + 50);
+    const node = (await t.call("GET", "/v1/admin/pool", { token: ADMIN })).body.nodes[0];
+    expect(node).toMatchObject({ name: "gpu-host-1", state: "lost" });
+    expect(Date.parse(node.heartbeat_at)).toBeLessThanOrEqual(heardAt);
+  });
+
+  it("lost while the control plane was down: charged until its last heartbeat too", async () => {
+    const { app, nodeKey, lease } = await setup();
+    await sleep(300);
+    expect((await t.call("POST", "/v1/nodes/heartbeat", { token: nodeKey, body: {} })).status).toBe(200);
+    const dir = t.dir;
+    await t.server.close();
+    await sleep(2_500);
+    t = await serveAt(dir, raw);
+    const l = await leaseNow(lease.id, app.key);
+    expect(l).toMatchObject({ status: "failed", charged: 1, refunded: 59, problem: { code: "no_gpu_available" } });
+    expect(l.held_ms).toBeLessThan(1_000);
+  });
+});
