@@ -1,9 +1,9 @@
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { inject } from "vitest";
 import { createServer, normalizeConfig } from "@gpupool/server";
 import type { RunningServer } from "@gpupool/server";
 import { startCluster } from "../pg/cluster.js";
+import { postgresBin } from "../pg/postgres-url.js";
 import type { Cluster } from "../pg/cluster.js";
 
 /**
@@ -13,7 +13,7 @@ import type { Cluster } from "../pg/cluster.js";
  */
 
 const ADMIN = "outage-test-admin-token-0123456789";
-const bin = inject("pgBin");
+const bin = postgresBin();
 let cluster: Cluster;
 let server: RunningServer;
 

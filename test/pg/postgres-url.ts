@@ -1,9 +1,24 @@
 import { randomBytes } from "node:crypto";
 import { inject } from "vitest";
 
-/** The test PostgreSQL server's URL (no schema), or null when this run has none. */
+/**
+ * The test PostgreSQL server's URL (no schema), or null when this run has none (its suites skip).
+ * Under CI=true a missing PostgreSQL is not a skip: this throws, failing the suite that asked.
+ */
 export function postgresUrl(): string | null {
+  required();
   return inject("pgUrl");
+}
+
+/** Where initdb and pg_ctl live (for a private cluster), or null; throws like postgresUrl under CI. */
+export function postgresBin(): string | null {
+  required();
+  return inject("pgBin");
+}
+
+function required(): void {
+  const missing = inject("pgMissing");
+  if (missing) throw new Error(missing);
 }
 
 /**

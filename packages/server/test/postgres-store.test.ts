@@ -1,9 +1,9 @@
 import { createServer } from "node:net";
 import postgres from "postgres";
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startCluster } from "../../../test/pg/cluster.js";
 import type { Cluster } from "../../../test/pg/cluster.js";
-import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js";
+import { freshPostgresUrl, postgresBin, postgresUrl } from "../../../test/pg/postgres-url.js";
 import { normalizeConfig } from "../src/config.js";
 import { openStore } from "../src/storage/open-store.js";
 import { PostgresStore } from "../src/storage/postgres/postgres-store.js";
@@ -191,10 +191,10 @@ describe.skipIf(!postgresUrl())("postgres store on a shared server", () => {
 });
 
 // A private cluster, stopped and started again under the store's feet (the shared one must stay up).
-describe.skipIf(!inject("pgBin"))("postgres store when the database goes away and comes back", () => {
+describe.skipIf(!postgresBin())("postgres store when the database goes away and comes back", () => {
   let cluster: Cluster;
   beforeAll(async () => {
-    cluster = await startCluster(inject("pgBin")!);
+    cluster = await startCluster(postgresBin()!);
   }, 60_000);
   afterAll(async () => {
     await cluster?.stop();
