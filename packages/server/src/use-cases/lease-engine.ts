@@ -25,6 +25,7 @@ import { EVENTS_CHANNEL, LEADER_CHANNEL, parseMessage } from "./replica-messages
 import type { LeaderMessage, LeaseBroadcast } from "./replica-messages.js";
 import { chargedIdentity } from "./charged-identity.js";
 import type { IdentityQuota } from "./quota.js";
+import { heldUntil, noCapacityProblem, nodeLostProblem, queueTimeoutProblem, queueTimeoutProblemFrom } from "./lease-problems.js";
 import { LeaseTimers } from "./lease-timers.js";
 import { admitted, endActive, endQueued, grant } from "./lease-transitions.js";
 import type { Transition } from "./lease-transitions.js";
@@ -52,14 +53,6 @@ const NODE_TIMER = "node:";
 
 function sameDevices(a: readonly DeviceSpec[], b: readonly DeviceSpec[]): boolean {
   return a.length === b.length && a.every((d, i) => d.node === b[i]?.node && d.index === b[i].index && d.uuid === b[i].uuid && d.slots === b[i].slots);
-}
-
-/**
- * When a lease on a node that went silent stopped holding its GPU: when the node was last heard
- * from (never before the grant, never after now); now if that is not known.
- */
-function heldUntil(lease: LeaseRecord, lastHeard: number | null, now: number): number {
-  return lastHeard === null ? now : Math.min(now, Math.max(lease.grantedAt ?? now, lastHeard));
 }
 
 /** The value a staging function resolves to. */
@@ -354,7 +347,7 @@ export class LeaseEngine {
             const onLost = lease.node !== null && lost.has(lease.node);
             const endAt = onLost ? heldUntil(lease, lost.get(lease.node ?? "") ?? null, now) : now;
             const why = onLost
-              ? this.nodeLostProblem(lease.node ?? "", lease, endAt)
+              ? nodeLostProblem(this.heartbeatTimeoutMs, lease.node ?? "", lease, endAt)
               : problem("no_gpu_available", "The GPU this lease held left the pool while the server was down.", { reason: "device_removed" });
             ended.push(await this.finishActive(tx, lease, "failed", now, why, false, endAt));
           } else {
@@ -364,9 +357,9 @@ export class LeaseEngine {
             this.armDeadline(lease);
           }
         } else if (lease.queuedAt + this.policy.queueTimeoutMs <= now) {
-          ended.push(await this.finishQueued(tx, lease, "failed", now, this.queueTimeoutProblem(lease, now)));
+          ended.push(await this.finishQueued(tx, lease, "failed", now, queueTimeoutProblem(lease, now, this.policy.queueTimeoutMs)));
         } else if (lease.node !== null && !this.pool.hasNode(lease.node)) {
-          ended.push(await this.finishQueued(tx, lease, "failed", now, this.nodeLostProblem(lease.node, lease, now)));
+          ended.push(await this.finishQueued(tx, lease, "failed", now, nodeLostProblem(this.heartbeatTimeoutMs, lease.node, lease, now)));
         } else {
           this.live.set(lease.id, lease);
           const quota = await readQuota(tx, this.policy, { kind: lease.identityKind, id: lease.identityId }, now);
@@ -449,7 +442,7 @@ export class LeaseEngine {
         return { kind: "denied" as const, retryAfterS: 5, others: [] as LeaseRecord[], problem: problem("no_gpu_available", `Node ${input.node} has no GPUs in the pool right now: its agent has not registered, or stopped heartbeating. Nothing was reserved; check the agent on that host (gpupool pool shows the nodes).`, { reason: "node_not_registered" }) };
       }
       if (!this.pool.couldEverFit(input.size.slots, input.node ?? undefined)) {
-        return { kind: "denied" as const, retryAfterS: null, others: [] as LeaseRecord[], problem: this.noCapacityProblem(input.size, input.node) };
+        return { kind: "denied" as const, retryAfterS: null, others: [] as LeaseRecord[], problem: this.noCapacity(input.size, input.node) };
       }
       const before = quotaView(ledger, tier, overrideMs, this.policy.windowMs);
       const request: PriorityRequest = {
@@ -604,7 +597,7 @@ export class LeaseEngine {
             lease.node !== null && !this.pool.hasNode(lease.node)
               ? problem("no_gpu_available", `Node ${lease.node} has no GPUs in the pool right now: its agent has not registered, or stopped heartbeating. Nothing was charged; check the agent on that host.`, { reason: "node_not_registered" })
               : !this.pool.couldEverFit(lease.slots, lease.node ?? undefined)
-                ? this.noCapacityProblem({ name: lease.size, slots: lease.slots }, lease.node)
+                ? this.noCapacity({ name: lease.size, slots: lease.slots }, lease.node)
                 : null;
           if (why !== null) return { lease, ended: [await this.finishQueued(tx, lease, "failed", now, why)], grants: [] as LeaseRecord[] };
           this.live.set(lease.id, lease);
@@ -677,7 +670,7 @@ export class LeaseEngine {
           if (node !== null) await this.forgetNode(tx, node);
           // Its leases held their GPUs as long as the node was heard from, not until now.
           const lastHeard = node?.heartbeatAt ?? null;
-          const ended = await this.evictNode(tx, name, now, (lease) => this.nodeLostProblem(name, lease, heldUntil(lease, lastHeard, now)), true, lastHeard);
+          const ended = await this.evictNode(tx, name, now, (lease) => nodeLostProblem(this.heartbeatTimeoutMs, name, lease, heldUntil(lease, lastHeard, now)), true, lastHeard);
           return { lost: true, at: now, ended, grants: await this.dispatchAndPersist(tx, now) };
         });
       },
@@ -716,18 +709,11 @@ export class LeaseEngine {
     await tx.setNodeState(node.id, { devices: null, registeredAt: null, heartbeatAt: node.heartbeatAt, agentUrl: node.agentUrl });
   }
 
-  /** `now`: when an active lease stopped holding its GPU (its node's last heartbeat, for a lost node). */
-  private nodeLostProblem(name: string, lease: LeaseRecord, now: number): Problem {
-    const timeout = Math.round(this.heartbeatTimeoutMs / 1000);
-    if (lease.status === "queued") {
-      return problem("no_gpu_available", `Node ${name} stopped answering (no heartbeat for ${timeout}s) while this call waited for it. Nothing was charged and the reservation was refunded; try again once the node is back.`, { reason: "node_lost" });
-    }
-    const held = Math.ceil(Math.max(0, Math.min(now, lease.deadline ?? now) - (lease.grantedAt ?? now)) / 1000);
-    const charge =
-      held === 0
-        ? "Nothing was charged: the node was not heard from after this call got its GPU."
-        : `It was charged only the ${held}s it held the GPU (until the node was last heard from); the rest was refunded.`;
-    return problem("no_gpu_available", `Node ${name} stopped answering (no heartbeat for ${timeout}s), so this call was stopped. ${charge}`, { reason: "node_lost" });
+  /** Why no GPU could ever take the call (see noCapacityProblem). */
+  private noCapacity(size: { name: string; slots: number }, node: string | null): Problem {
+    // Only agents' GPUs exist, and a direct request may not use them.
+    const onlyAgents = node === null && !this.pool.couldEverFit(size.slots) && this.nodes.size > 0 && this.devices.length === 0;
+    return noCapacityProblem(size, node, onlyAgents);
   }
 
   /** A lease's timer fired: its deadline (expire it) or its queue timeout (fail it, refunded). */
@@ -746,7 +732,7 @@ export class LeaseEngine {
           const ended =
             due === "deadline"
               ? await this.finishActive(tx, lease, "expired", now)
-              : await this.finishQueued(tx, lease, "failed", now, this.queueTimeoutProblem(lease, now));
+              : await this.finishQueued(tx, lease, "failed", now, queueTimeoutProblem(lease, now, this.policy.queueTimeoutMs));
           return { lease: ended, early: false, grants: await this.dispatchAndPersist(tx, now), elsewhere: false };
         });
       },
@@ -758,24 +744,6 @@ export class LeaseEngine {
         this.announceGrants(out.grants);
       },
     ).catch((err: unknown) => this.log.error({ err, leaseId, due }, "a lease timer failed"));
-  }
-
-  /** Why no GPU could ever take the call: too big, or (not through an agent) only agents' GPUs exist. */
-  private noCapacityProblem(size: { name: string; slots: number }, node: string | null): Problem {
-    if (node === null && !this.pool.couldEverFit(size.slots) && this.nodes.size > 0 && this.devices.length === 0) {
-      return problem("no_gpu_available", `Every GPU of this pool is on a GPU host served by its node agent, and those GPUs go only to apps running on that host, through its agent (SPACES_ZERO_DEVICE_API_URL, or the SDK's createAgentClient). Nothing was charged.`, { reason: "no_capacity" });
-    }
-    const where = node === null ? "this pool" : `node ${node}`;
-    return problem("no_gpu_available", `No GPU on ${where} can take a ${size.name} call (${size.slots} slots of one GPU). Nothing was charged; ask the app's developer to use a smaller size.`, { reason: "no_capacity" });
-  }
-
-  private queueTimeoutProblem(lease: LeaseRecord, now: number): Problem {
-    const waited = Math.round((now - lease.queuedAt) / 100) / 10;
-    return problem(
-      "queue_timeout",
-      `Waited ${waited}s in the queue without a free GPU (the limit is ${this.policy.queueTimeoutMs / 1000}s). Nothing was charged and the reservation was refunded; the pool is busy, try again shortly.`,
-      { waited },
-    );
   }
 
   /**
@@ -876,7 +844,7 @@ export class LeaseEngine {
     this.metrics?.end(lease.status, lease.size, lease.grantedAt === null ? null : lease.heldMs);
     this.remoteWatched.delete(lease.id);
     if (lease.status === "failed" && lease.problemCode !== null && lease.grantedAt === null) {
-      const why = this.queueTimeoutProblemFrom(lease);
+      const why = queueTimeoutProblemFrom(lease);
       this.events.emit(lease.id, { type: "failed", lease, problem: why });
       this.broadcast({ type: "failed", id: lease.id, problem: why });
     } else {
@@ -884,10 +852,6 @@ export class LeaseEngine {
       this.broadcast({ type: "ended", id: lease.id });
     }
     this.announcePositions();
-  }
-
-  private queueTimeoutProblemFrom(lease: LeaseRecord): Problem {
-    return problem((lease.problemCode ?? "queue_timeout") as "queue_timeout", lease.problemDetail ?? "", { waited: ((lease.endedAt ?? lease.queuedAt) - lease.queuedAt) / 1000 });
   }
 
   /** Queue places move whenever the queue changes; tell whoever is watching (O(log n) each). */
