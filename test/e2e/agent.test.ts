@@ -39,6 +39,7 @@ let dir: string;
 let server: ServerProcess;
 let agent: ServerProcess;
 let appKey: string;
+let nodeKey: string;
 let tokens: Record<string, string>;
 
 async function admin(path: string, body: unknown): Promise<Record<string, unknown>> {
@@ -78,17 +79,24 @@ beforeAll(async () => {
   tokens = {};
   for (const name of Object.keys(users)) tokens[name] = String((await admin("/v1/ip-tokens", { app: "spaces-demo", user: name }))["token"]);
 
-  agent = await startBinary(
-    ["agent", "--server", server.url, "--listen", "127.0.0.1:0", "--devices", "simulated", "--simulated-gpus", "1", "--grace-s", "1"],
-    { GPUPOOL_NODE_KEY: String(node["key"]) },
+  nodeKey = String(node["key"]);
+  agent = await startAgentBinary("127.0.0.1:0");
+}, 60_000);
+
+/** The real `gpupool agent` with one simulated GPU, its state in the test's directory; resolves once registered. */
+async function startAgentBinary(listen: string): Promise<ServerProcess> {
+  const started = await startBinary(
+    ["agent", "--server", server.url, "--listen", listen, "--devices", "simulated", "--simulated-gpus", "1", "--grace-s", "1", "--state-file", join(dir, "agent-state.json")],
+    { GPUPOOL_NODE_KEY: nodeKey },
     /listening on (http:\/\/\S+)/,
   );
   for (let i = 0; i < 100; i++) {
-    const r = await fetch(`${agent.url}/healthz`).catch(() => null);
+    const r = await fetch(`${started.url}/healthz`).catch(() => null);
     if (r?.ok) break;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
-}, 60_000);
+  return started;
+}
 
 afterAll(async () => {
   await agent?.stop();
@@ -263,6 +271,35 @@ describe("gpupool agent: the device API as the spaces ZeroGPU client uses it", (
     expect(lease).toMatchObject({ status: "released", identity: { kind: "user" }, device: { node: "gpu-host-1" } });
     expect(lease["charged"]).toBeLessThanOrEqual(2);
   });
+
+  it("after the agent crashes, its successor (same state file) still stops an allowed process at the deadline, and /release still works", async () => {
+    const port = new URL(agent.url).port;
+    const pool = createAgentClient({ url: `${agent.url}/apps/${appKey}` });
+    const short = await pool.schedule({ duration: 3 });
+    const worker = spawn(process.execPath, ["-e", "process.on('SIGTERM', () => console.log('TERM')); setInterval(() => {}, 1000); console.log('ready')"], { stdio: ["ignore", "pipe", "ignore"] });
+    let said = "";
+    worker.stdout.on("data", (d: Buffer) => (said += d.toString()));
+    const exited = new Promise<NodeJS.Signals | null>((resolve) => worker.once("exit", (_code, signal) => resolve(signal)));
+    try {
+      while (!said.includes("ready")) await new Promise((resolve) => setTimeout(resolve, 20));
+      await pool.allow(short, worker.pid!);
+      const unused = await pool.schedule({ duration: 30 });
+      // kill -9: nothing is written on the way out.
+      expect(await agent.stop("SIGKILL")).toBeNull();
+      agent = await startAgentBinary(`127.0.0.1:${port}`);
+      expect(agent.output()).toMatch(new RegExp(`"lease":"${short.leaseId}".*resuming a lease of the agent's previous run`));
+      // SIGTERM at the deadline (ignored), SIGKILL after the 1 s grace.
+      expect(await exited).toBe("SIGKILL");
+      expect(said.trim().split("\n")).toEqual(["ready", "TERM"]);
+      expect(await leaseAfterDeadline(String(short.leaseId))).toMatchObject({ status: "expired" });
+      // The other lease's token still works after the restart: released, never used.
+      expect(await pool.release(unused)).toBe("not_used");
+      const other = (await (await fetch(`${server.url}/v1/leases/${unused.leaseId}`, { headers: { authorization: `Bearer ${appKey}` } })).json()) as Record<string, unknown>;
+      expect(other["status"]).toBe("released");
+    } finally {
+      worker.kill("SIGKILL");
+    }
+  }, 30_000);
 
   it("SIGTERM stops the agent cleanly (exit 0), logging the active lease it leaves", async () => {
     const pool = createAgentClient({ url: `${agent.url}/apps/${appKey}` });

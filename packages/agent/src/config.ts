@@ -20,6 +20,7 @@ export interface AgentFileConfig {
   readonly gpus?: readonly NodeDevice[];
   readonly logLevel?: string;
   readonly pidCheck?: PidCheck;
+  readonly stateFile?: string;
 }
 
 /** The file is not a valid agent configuration; every problem is listed (exit code 2). */
@@ -70,6 +71,7 @@ const schema = z.object({
       grace: duration.optional(),
       gpus: z.array(gpu).max(256).optional(),
       pid_check: z.enum(PID_CHECKS as [PidCheck, ...PidCheck[]]).optional(),
+      state_file: z.string().min(1).optional(),
     })
     .prefault({}),
   log: z.object({ level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).optional() }).prefault({}),
@@ -106,6 +108,7 @@ export function normalizeAgentConfig(raw: unknown, source = "configuration"): Ag
     ...(a.grace !== undefined ? { graceMs: a.grace } : {}),
     ...(gpus !== undefined ? { gpus } : {}),
     ...(a.pid_check !== undefined ? { pidCheck: a.pid_check } : {}),
+    ...(a.state_file !== undefined ? { stateFile: a.state_file } : {}),
     ...(parsed.data.log.level !== undefined ? { logLevel: parsed.data.log.level } : {}),
   };
 }

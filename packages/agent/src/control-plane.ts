@@ -48,6 +48,12 @@ export interface Registered {
   readonly node: { readonly id: string; readonly name: string };
   readonly heartbeatIntervalS: number;
   readonly heartbeatTimeoutS: number;
+  /**
+   * Which registration of the node this agent holds (the pool's answer to register): heartbeats
+   * carry it, so an agent whose node another agent registered since is told (409). Null from a
+   * pool that does not send one.
+   */
+  readonly registration: string | null;
 }
 
 const REQUEST_TIMEOUT_MS = 15_000;
@@ -120,13 +126,14 @@ export class ControlPlane {
     return this.base;
   }
 
-  async register(devices: readonly NodeDevice[], agentUrl: string): Promise<Registered> {
-    const body = await this.call("POST", "/v1/nodes/register", { authorization: `Bearer ${this.nodeKey}` }, { devices: devices.map(deviceJson), agent_url: agentUrl });
+  /** `previous`: the registration this agent held before (a restart), so the pool lets it take the node back at once. */
+  async register(devices: readonly NodeDevice[], agentUrl: string, previous: string | null = null): Promise<Registered> {
+    const body = await this.call("POST", "/v1/nodes/register", { authorization: `Bearer ${this.nodeKey}` }, { devices: devices.map(deviceJson), agent_url: agentUrl, ...(previous !== null ? { previous_registration: previous } : {}) });
     return this.timing(body);
   }
 
-  async heartbeat(): Promise<Registered> {
-    return this.timing(await this.call("POST", "/v1/nodes/heartbeat", { authorization: `Bearer ${this.nodeKey}` }, {}));
+  async heartbeat(registration: string | null = null): Promise<Registered> {
+    return this.timing(await this.call("POST", "/v1/nodes/heartbeat", { authorization: `Bearer ${this.nodeKey}` }, registration !== null ? { registration } : {}));
   }
 
   /** POST /v1/leases for an app on this node: 201 → granted, 202 → queued, a problem → ControlPlaneRefusal. */
@@ -173,6 +180,7 @@ export class ControlPlane {
       node: { id: str(node["id"]) ?? "", name: str(node["name"]) ?? "" },
       heartbeatIntervalS: num(b["heartbeat_interval_s"]) ?? 5,
       heartbeatTimeoutS: num(b["heartbeat_timeout_s"]) ?? 20,
+      registration: str(b["registration"]),
     };
   }
 

@@ -8,6 +8,7 @@ import { ControlPlaneDown, ControlPlaneRefusal } from "./control-plane.js";
 import type { ControlPlane, WireLease } from "./control-plane.js";
 import { authLevel, grantJson, leaseSpanMs, problemAnswer, refusalAnswer } from "./device-answers.js";
 import type { DeviceAnswer, GrantJson } from "./device-answers.js";
+import type { NodeDevice } from "./devices.js";
 import type { LocalLeases } from "./local-leases.js";
 import { judgePid, readPidOwner } from "./pid-ownership.js";
 import type { PidCheck } from "./pid-ownership.js";
@@ -31,7 +32,8 @@ export interface DeviceApiOptions {
   /** App key for requests that carry none in their path (/apps/<key>/…) or Authorization header. */
   readonly defaultAppKey: string | null;
   readonly pingIntervalMs: number;
-  readonly deviceCount: number;
+  /** This host's devices: a grant of any other device is given back. */
+  readonly devices: readonly NodeDevice[];
   /** How /allow ties a pid to its caller (pid-ownership.ts). */
   readonly pidCheck: PidCheck;
 }
@@ -76,6 +78,17 @@ function appKeyOf(req: FastifyRequest, fallback: string | null): string {
   );
 }
 
+/** A grant this agent cannot hand out; the lease was given back. `reason` goes into the 503. */
+class UnusableGrant extends Error {
+  override readonly name = "UnusableGrant";
+  constructor(
+    message: string,
+    readonly reason: string,
+  ) {
+    super(message);
+  }
+}
+
 function shortHash(s: string): string {
   return createHash("sha256").update(s).digest("hex").slice(0, 16);
 }
@@ -101,7 +114,21 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
       // An app here cannot use another host's GPU: give it back rather than hand out a useless grant.
       await cp.release(appKey, lease.id, true).catch(() => undefined);
       log.error({ lease: lease.id, granted_node: lease.device.node, node }, "the control plane granted a GPU of another node; released it");
-      throw new Error(`The pool granted a GPU of node ${lease.device.node}, not of this node (${node}). Is the control plane a gpupool version that honours X-Gpupool-Node-Key?`);
+      throw new UnusableGrant(`The pool granted a GPU of node ${lease.device.node}, not of this node (${node}). Is the control plane a gpupool version that honours X-Gpupool-Node-Key?`, "foreign_node");
+    }
+    const own = options.devices.find((d) => d.uuid === lease.device?.uuid);
+    if (own === undefined) {
+      // The pool's device list for this node is not this host's: most likely another agent
+      // registered the same node (one node key on two hosts) and overwrote it.
+      await cp.release(appKey, lease.id, true).catch(() => undefined);
+      log.error(
+        { lease: lease.id, granted_device: lease.device.uuid, granted_index: lease.device.index, own_devices: options.devices.map((d) => d.uuid), node },
+        "THE POOL GRANTED A GPU THIS HOST DOES NOT HAVE: released it. Is the node key of this agent also used by an agent on another host? Give each host a node of its own (POST /v1/admin/nodes)",
+      );
+      throw new UnusableGrant(
+        `The pool granted GPU ${lease.device.uuid} (index ${lease.device.index}) of node ${lease.device.node}, which is not a GPU of this host; the lease was given back and nothing is charged beyond the moment it was held. The pool's device list for this node is not this agent's: is its node key also used by an agent on another host? Tell the operator.`,
+        "foreign_device",
+      );
     }
     const g = await leases.grant({
       leaseId: lease.id,
@@ -189,7 +216,7 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
         try {
           return await reply.code(200).headers(headers).type("application/json").send(await grant(answer.lease, appKey, requester));
         } catch (error) {
-          return sendProblem(reply, problem("control_plane_unavailable", error instanceof Error ? error.message : String(error)));
+          return sendProblem(reply, problem("control_plane_unavailable", error instanceof Error ? error.message : String(error), error instanceof UnusableGrant ? { reason: error.reason } : {}));
         }
       }
       log.info({ lease: answer.lease.id, position: answer.lease.position, reason: answer.lease.reason }, "lease queued; following it for the client");
@@ -255,7 +282,7 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
     return reply.code(r.ready ? 200 : 503).send({
       status: r.ready ? "ready" : "not_registered",
       node: r.nodeName,
-      devices: options.deviceCount,
+      devices: options.devices.length,
       leases: leases.size,
       queued: queues.size,
       ...(r.ready ? {} : { detail: r.whyNotReady }),

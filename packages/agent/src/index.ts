@@ -14,3 +14,4 @@ export { isAlive, probe, terminate } from "./processes.js";
 export { callerUid } from "./caller.js";
 export { cgroupPathOf, judgePid, PID_CHECKS, readPidOwner } from "./pid-ownership.js";
 export type { PidCheck, PidVerdict } from "./pid-ownership.js";
+export { StateFile, StateFileError, defaultStateFile } from "./state-file.js";

@@ -15,8 +15,11 @@ export interface LocalLease {
   readonly leaseId: string;
   /** The app's id in the pool, for logs (the key itself is never logged). */
   readonly app: string | null;
-  /** Kept to release the lease on the app's behalf (early exit, /release). */
-  readonly appKey: string;
+  /**
+   * Kept to release the lease on the app's behalf (early exit, /release). Null only for a lease
+   * reloaded from a state file whose sealed key could not be opened, until its app calls again.
+   */
+  appKey: string | null;
   readonly appKeyHash: Buffer;
   readonly device: GrantedDevice;
   /** Local clock: grant received + the lease's duration (so host clock skew does not matter). */
@@ -54,6 +57,8 @@ export interface LocalLeasesOptions {
   readonly releaseOnControlPlane: (lease: LocalLease, failed: boolean) => Promise<void>;
   readonly log: Logger;
   readonly now?: () => number;
+  /** Called (synchronously) after every change worth keeping across a restart: the agent saves its state. */
+  readonly onChange?: () => void;
 }
 
 /** Workers of a finished `spaces` call that stay alive on a device, waiting to be reused. */
@@ -61,6 +66,16 @@ interface ParkedWorkers {
   readonly reuseKey: string;
   readonly app: string | null;
   readonly pids: ProcessRef[];
+}
+
+export interface ParkedSnapshot extends ParkedWorkers {
+  readonly device: string;
+}
+
+/** Everything the agent must not forget across a restart (state-file.ts writes it). */
+export interface LeasesSnapshot {
+  readonly leases: readonly (LocalLease & { readonly tokenHash: string })[];
+  readonly parked: readonly ParkedSnapshot[];
 }
 
 const MAX_TIMER_MS = 2_147_483_647;
@@ -144,8 +159,8 @@ export class LocalLeases {
       used: inherited.length > 0,
     };
     this.byToken.set(hashKey(token).toString("hex"), lease);
-    const timer = setTimeout(() => void this.expire(lease), Math.min(Math.max(0, lease.deadlineAt - this.now()), MAX_TIMER_MS));
-    this.deadlines.set(lease, timer);
+    this.arm(lease);
+    this.changed();
     return { token, lease, idle: inherited.length > 0 };
   }
 
@@ -165,6 +180,9 @@ export class LocalLeases {
     if (p.kind === "forbidden") return { kind: "forbidden" };
     found.lease.pids.set(pid, p.ref);
     found.lease.used = true;
+    found.lease.appKey ??= appKey;
+    // Saved before the answer: once the app hears 200, a restart does not lose this pid.
+    this.changed();
     return { kind: "allowed", lease: found.lease };
   }
 
@@ -178,6 +196,7 @@ export class LocalLeases {
     const found = this.find(token, appKey);
     if (found.kind !== "found") return found;
     const lease = found.lease;
+    lease.appKey ??= appKey;
     this.forget(lease, failed ? "it was released (failed)" : "it was released");
     const live = [...lease.pids.values()].filter(isAlive);
     if (lease.reuseKey !== null && live.length > 0) {
@@ -191,6 +210,7 @@ export class LocalLeases {
         this.parked.set(lease.device.uuid, list);
       }
     }
+    this.changed();
     await this.options.releaseOnControlPlane(lease, failed);
     return { kind: "released", lease };
   }
@@ -200,6 +220,7 @@ export class LocalLeases {
     const lease = [...this.byToken.values()].find((l) => l.leaseId === leaseId);
     if (lease === undefined) return;
     this.forget(lease, why);
+    this.changed();
     const pids = [...lease.pids.values()];
     this.options.log.warn({ lease: leaseId, pids: pids.map((r) => r.pid) }, `lease ended by the control plane (${why}); stopping its processes`);
     await terminate(pids, this.options.graceMs);
@@ -207,6 +228,32 @@ export class LocalLeases {
 
   leases(): LocalLease[] {
     return [...this.byToken.values()];
+  }
+
+  snapshot(): LeasesSnapshot {
+    return {
+      leases: [...this.byToken.entries()].map(([tokenHash, lease]) => ({ ...lease, tokenHash })),
+      parked: [...this.parked.entries()].flatMap(([device, list]) => list.map((p) => ({ device, ...p }))),
+    };
+  }
+
+  /**
+   * Takes over the leases of an earlier run of the agent (state-file.ts): their deadlines are
+   * armed again, and one already past is enforced at once. A lease whose processes all exited
+   * meanwhile is released by the next early-exit probe.
+   */
+  restore(snapshot: LeasesSnapshot): void {
+    for (const { tokenHash, ...lease } of snapshot.leases) {
+      const l: LocalLease = { ...lease };
+      this.byToken.set(tokenHash, l);
+      this.arm(l);
+    }
+    for (const p of snapshot.parked) {
+      const list = this.parked.get(p.device) ?? [];
+      list.push({ reuseKey: p.reuseKey, app: p.app, pids: [...p.pids] });
+      this.parked.set(p.device, list);
+    }
+    this.changed();
   }
 
   parkedWorkers(): { device: string; app: string | null; pids: number[] }[] {
@@ -246,9 +293,19 @@ export class LocalLeases {
     this.deadlines.delete(lease);
   }
 
+  private arm(lease: LocalLease): void {
+    const timer = setTimeout(() => void this.expire(lease), Math.min(Math.max(0, lease.deadlineAt - this.now()), MAX_TIMER_MS));
+    this.deadlines.set(lease, timer);
+  }
+
+  private changed(): void {
+    this.options.onChange?.();
+  }
+
   /** The deadline: SIGTERM, then SIGKILL after the grace. The control plane expires the lease itself. */
   private async expire(lease: LocalLease): Promise<void> {
     this.forget(lease, `it reached its deadline (${new Date(lease.deadlineAt).toISOString()}) and its processes were stopped`);
+    this.changed();
     const pids = [...lease.pids.values()];
     if (pids.length === 0) {
       this.options.log.info({ lease: lease.leaseId }, "lease reached its deadline with no process allowed on it");
@@ -261,9 +318,14 @@ export class LocalLeases {
 
   /** Early exit: a lease whose allowed processes are all gone is released, so only held time is charged. */
   private watch(): void {
+    let changed = false;
     for (const lease of [...this.byToken.values()]) {
       if (lease.pids.size === 0) continue;
-      for (const [pid, ref] of lease.pids) if (!isAlive(ref)) lease.pids.delete(pid);
+      for (const [pid, ref] of lease.pids) {
+        if (isAlive(ref)) continue;
+        lease.pids.delete(pid);
+        changed = true;
+      }
       if (lease.pids.size > 0) continue;
       this.forget(lease, "every process allowed on it exited before it was released, so the agent released it (failed)");
       this.options.log.warn({ lease: lease.leaseId, app: lease.app }, "every process allowed on the lease exited before releasing it: releasing it (failed) so only the time held is charged");
@@ -271,8 +333,10 @@ export class LocalLeases {
     }
     for (const [device, list] of this.parked) {
       const kept = list.map((p) => ({ ...p, pids: p.pids.filter(isAlive) })).filter((p) => p.pids.length > 0);
+      if (kept.reduce((n, p) => n + p.pids.length, 0) !== list.reduce((n, p) => n + p.pids.length, 0)) changed = true;
       if (kept.length === 0) this.parked.delete(device);
       else this.parked.set(device, kept);
     }
+    if (changed) this.changed();
   }
 }

@@ -47,6 +47,11 @@ export function probe(pid: number): Probe {
   return { kind: "alive", ref: { pid, startTime: stat?.startTime ?? null } };
 }
 
+/** The process `pid` names now (its start time pins it: see ProcessRef). */
+export function processRef(pid: number): ProcessRef {
+  return { pid, startTime: procStat(pid)?.startTime ?? null };
+}
+
 /**
  * Whether the process is still the one that was allowed. Apps are not the agent's children, so
  * there is no exit event to wait for: a signal-0 probe on a short interval is the portable way.

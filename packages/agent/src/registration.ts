@@ -11,8 +11,15 @@ export interface RegistrationOptions {
   readonly devices: readonly NodeDevice[];
   readonly agentUrl: string;
   readonly log: Logger;
-  /** Called after the node registered again following a loss, to reconcile leases the pool ended. */
-  readonly onReregistered?: () => Promise<void>;
+  /**
+   * Called after each registration (`again`: not the first of this run, i.e. after the pool lost
+   * the node), to reconcile leases the pool may have ended meanwhile.
+   */
+  readonly onRegistered?: (again: boolean) => Promise<void>;
+  /** The registration this agent held before it restarted (its state file), if any. */
+  readonly registration?: string | null;
+  /** Called with each new registration, to keep it across a restart. */
+  readonly onRegistration?: (registration: string | null) => void;
   readonly now?: () => number;
 }
 
@@ -28,6 +35,7 @@ export class Registration {
   private intervalMs = 5_000;
   private timeoutMs = 20_000;
   private node: { id: string; name: string } | null = null;
+  private registration: string | null;
   private lastProblem = "the agent has not registered with the control plane yet";
   private stopped = false;
   private wake: (() => void) | null = null;
@@ -36,6 +44,7 @@ export class Registration {
 
   constructor(private readonly options: RegistrationOptions) {
     this.now = options.now ?? Date.now;
+    this.registration = options.registration ?? null;
   }
 
   start(): void {
@@ -69,21 +78,24 @@ export class Registration {
     while (!this.stopped) {
       try {
         if (!this.registered) {
-          const r = await this.options.cp.register(this.options.devices, this.options.agentUrl);
+          const r = await this.options.cp.register(this.options.devices, this.options.agentUrl, this.registration);
           this.accept(r.node, r.heartbeatIntervalS, r.heartbeatTimeoutS);
           this.registered = true;
+          this.registration = r.registration;
+          this.options.onRegistration?.(r.registration);
           this.options.log.info(
             { node: r.node.name, devices: this.options.devices.length, heartbeat_interval_s: r.heartbeatIntervalS },
             failures > 0 ? `registered with the control plane after ${failures} failed attempts` : "registered with the control plane",
           );
           failures = 0;
           backoffMs = FIRST_BACKOFF_MS;
-          if (this.registeredOnce) await this.options.onReregistered?.().catch((error: unknown) => this.options.log.error({ err: error }, "reconciling leases after registering again failed"));
+          const again = this.registeredOnce;
           this.registeredOnce = true;
+          await this.options.onRegistered?.(again).catch((error: unknown) => this.options.log.error({ err: error }, "reconciling leases with the control plane failed"));
         } else {
           await this.sleep(this.intervalMs);
           if (this.stopped) return;
-          const r = await this.options.cp.heartbeat();
+          const r = await this.options.cp.heartbeat(this.registration);
           this.accept(r.node, r.heartbeatIntervalS, r.heartbeatTimeoutS);
           if (failures > 0) this.options.log.info({ failures }, "heartbeats reach the control plane again");
           failures = 0;
@@ -94,8 +106,15 @@ export class Registration {
         if (error instanceof ControlPlaneRefusal && error.problem.code === "node_not_registered") {
           failures = 0;
           this.registered = false;
-          this.lastProblem = "the control plane lost this node (missed heartbeats); registering again";
-          this.options.log.warn({ detail: error.problem.detail }, "the control plane no longer counts this node as registered: registering its devices again");
+          if (error.problem["reason"] === "replaced") {
+            // Another agent registered this node with the same key: its GPUs are not this host's
+            // to hand out. Registering again is refused while that agent heartbeats.
+            this.lastProblem = `another agent registered this node with the same node key: ${error.problem.detail}`;
+            this.options.log.error({ detail: error.problem.detail }, "ANOTHER AGENT TOOK OVER THIS NODE (same node key): this agent takes no work until it can register the node again; give each host a node key of its own");
+          } else {
+            this.lastProblem = "the control plane lost this node (missed heartbeats); registering again";
+            this.options.log.warn({ detail: error.problem.detail }, "the control plane no longer counts this node as registered: registering its devices again");
+          }
           continue;
         }
         this.lastProblem = this.describe(error);

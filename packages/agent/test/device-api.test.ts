@@ -20,7 +20,7 @@ let base: string;
 const children: ChildProcess[] = [];
 
 async function start(options: { defaultAppKey?: string; server?: string } = {}): Promise<void> {
-  agent = await startAgent({ server: options.server ?? cp.url, nodeKey: NODE_KEY, devices: DEVICES, port: 0, graceMs: 200, pingIntervalMs: 100, watchIntervalMs: 50, log: pino({ level: process.env["AGENT_TEST_LOG"] ?? "silent" }), defaultAppKey: options.defaultAppKey ?? null });
+  agent = await startAgent({ server: options.server ?? cp.url, nodeKey: NODE_KEY, devices: DEVICES, port: 0, graceMs: 200, pingIntervalMs: 100, watchIntervalMs: 50, log: pino({ level: process.env["AGENT_TEST_LOG"] ?? "silent" }), defaultAppKey: options.defaultAppKey ?? null, stateFile: null });
   base = `${agent.url}/apps/${APP_KEY}`;
 }
 

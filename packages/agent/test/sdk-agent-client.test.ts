@@ -4,7 +4,7 @@ import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, onTestFinished } from "vitest";
 import { startAgent } from "../src/index.js";
 import type { RunningAgent } from "../src/index.js";
 import { leaseJson, problemJson, startFakeControlPlane } from "./fake-control-plane.js";
@@ -26,7 +26,7 @@ beforeEach(async () => {
   standIn = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { stdio: "ignore" });
   STAND_IN_PID = standIn.pid!;
   cp = await startFakeControlPlane();
-  agent = await startAgent({ server: cp.url, nodeKey: "gpu_n_sdk", devices: [{ index: 0, uuid: "GPU-00000000-0000-0000-0000-000000000000", name: "Simulated GPU", memoryMb: 81920, slots: 2 }], port: 0, pingIntervalMs: 100, log: pino({ level: "silent" }) });
+  agent = await startAgent({ server: cp.url, nodeKey: "gpu_n_sdk", devices: [{ index: 0, uuid: "GPU-00000000-0000-0000-0000-000000000000", name: "Simulated GPU", memoryMb: 81920, slots: 2 }], port: 0, pingIntervalMs: 100, log: pino({ level: "silent" }), stateFile: null });
   for (let i = 0; i < 200 && !agent.ready(); i++) await new Promise((r) => setTimeout(r, 20));
   url = `${agent.url}/apps/${APP_KEY}`;
 });
@@ -126,14 +126,15 @@ describe("createAgentClient", () => {
   it("gpu(): the function allows the child it started; at the deadline the agent stops the child, and the app goes on", async () => {
     cp.onLease = () => {
       const now = Date.now();
-      return { status: 201, body: leaseJson({ id: "ls_child", status: "active", granted_at: new Date(now).toISOString(), deadline: new Date(now + 300).toISOString() }) };
+      return { status: 201, body: leaseJson({ id: "ls_child", status: "active", granted_at: new Date(now).toISOString(), deadline: new Date(now + 1_000).toISOString() }) };
     };
     const pool = createAgentClient({ url });
     let worker: ChildProcess | null = null;
+    onTestFinished(() => void (worker as ChildProcess | null)?.kill("SIGKILL"));
     const reason = await pool.gpu(async ({ device, signal, allow }) => {
       worker = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { env: { ...process.env, ...device.env() }, stdio: "ignore" });
       await allow(worker.pid!);
-      return new Promise((resolve) => signal.addEventListener("abort", () => resolve(signal.reason as unknown)));
+      return signal.aborted ? signal.reason : new Promise((resolve) => signal.addEventListener("abort", () => resolve(signal.reason as unknown)));
     });
     expect(reason).toBeInstanceOf(LeaseDeadlineError);
     const w = worker as ChildProcess | null;

@@ -15,6 +15,7 @@ interface AgentFlags {
   readonly simulatedGpus: number;
   readonly appKey?: string;
   readonly pidCheck: PidCheck;
+  readonly stateFile?: string;
 }
 
 const DEFAULT_LISTEN = "127.0.0.1:7071";
@@ -64,6 +65,7 @@ export function registerAgent(program: Command): void {
         .choices(PID_CHECK_CHOICES)
         .default("strict"),
     )
+    .addOption(new Option("--state-file <path>", "where the agent keeps its leases across restarts (default: $STATE_DIRECTORY, else ~/.local/state/gpupool/agent-<node>.json)").env("GPUPOOL_AGENT_STATE_FILE"))
     .addHelpText(
       "after",
       `
@@ -103,6 +105,7 @@ Exit codes: 0 after a clean stop, 2 for bad flags, configuration or device disco
       const graceMs = given("graceS") || file.graceMs === undefined ? Math.round(flags.graceS * 1000) : file.graceMs;
       const gpus = given("simulatedGpus") || file.simulatedGpus === undefined ? flags.simulatedGpus : file.simulatedGpus;
       const pidCheck = given("pidCheck") || file.pidCheck === undefined ? flags.pidCheck : file.pidCheck;
+      const stateFile = flags.stateFile?.trim() || file.stateFile || agentPkg.defaultStateFile(nodeKey);
 
       let devices: NodeDevice[];
       try {
@@ -121,8 +124,9 @@ Exit codes: 0 after a clean stop, 2 for bad flags, configuration or device disco
       log.info({ source, devices: devices.map((d) => ({ index: d.index, uuid: d.uuid, name: d.name, memory_mb: d.memoryMb, slots: d.slots })) }, "devices discovered");
       let agent: Awaited<ReturnType<typeof agentPkg.startAgent>>;
       try {
-        agent = await agentPkg.startAgent({ server, nodeKey, devices, host: listen.host, port: listen.port, graceMs, defaultAppKey: flags.appKey?.trim() || null, log, pidCheck });
+        agent = await agentPkg.startAgent({ server, nodeKey, devices, host: listen.host, port: listen.port, graceMs, defaultAppKey: flags.appKey?.trim() || null, log, pidCheck, stateFile });
       } catch (e) {
+        if (e instanceof agentPkg.StateFileError) throw new StartError(e.message, "STATE_FILE");
         const code = (e as NodeJS.ErrnoException).code;
         if (code === "EADDRINUSE") throw new StartError(`${listen.host}:${listen.port} is already in use (another agent?); pick another address with --listen (port 0 picks a free one).`, code);
         if (code === "EACCES") throw new StartError(`not allowed to listen on ${listen.host}:${listen.port}; pick a port above 1023 with --listen.`, code);
