@@ -272,6 +272,28 @@ describe("gpupool agent: the device API as the spaces ZeroGPU client uses it", (
     expect(lease["charged"]).toBeLessThanOrEqual(2);
   });
 
+  it("a second agent started with the same node key is refused by the pool and says so; the first keeps its GPU", async () => {
+    const second = await startBinary(
+      ["agent", "--server", server.url, "--listen", "127.0.0.1:0", "--devices", "simulated", "--simulated-gpus", "2", "--state-file", join(dir, "second-agent-state.json")],
+      { GPUPOOL_NODE_KEY: nodeKey },
+      /listening on (http:\/\/\S+)/,
+    );
+    try {
+      for (let i = 0; i < 100 && !/in use by another agent/.test(second.output()); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(second.output()).toMatch(/registration failed: the control plane refused: \[conflict\] Node gpu-host-1 is in use by another agent/);
+      const refused = await fetch(`${second.url}/apps/${appKey}/schedule`, { method: "POST" });
+      expect(refused.status).toBe(503);
+      expect(((await refused.json()) as { detail: string }).detail).toMatch(/Node gpu-host-1 is in use by another agent \(http:\/\/127\.0\.0\.1:\d+/);
+      // The pool still has the first agent's one GPU, and grants it through the first agent.
+      const pool = (await (await fetch(`${server.url}/v1/admin/pool`, { headers: { authorization: `Bearer ${ADMIN}` } })).json()) as { devices: unknown[] };
+      expect(pool.devices).toHaveLength(1);
+      const client = createAgentClient({ url: `${agent.url}/apps/${appKey}` });
+      expect(await client.gpu({ duration: 5 }, ({ device }) => device.uuid)).toMatch(/^GPU-/);
+    } finally {
+      expect(await second.stop()).toBe(0);
+    }
+  });
+
   it("after the agent crashes, its successor (same state file) still stops an allowed process at the deadline, and /release still works", async () => {
     const port = new URL(agent.url).port;
     const pool = createAgentClient({ url: `${agent.url}/apps/${appKey}` });
@@ -288,6 +310,9 @@ describe("gpupool agent: the device API as the spaces ZeroGPU client uses it", (
       expect(await agent.stop("SIGKILL")).toBeNull();
       agent = await startAgentBinary(`127.0.0.1:${port}`);
       expect(agent.output()).toMatch(new RegExp(`"lease":"${short.leaseId}".*resuming a lease of the agent's previous run`));
+      // It presented its registration from the state file, so the pool let it take its node back at once.
+      expect((await fetch(`${agent.url}/healthz`)).status).toBe(200);
+      expect(agent.output()).not.toMatch(/in use by another agent/);
       // SIGTERM at the deadline (ignored), SIGKILL after the 1 s grace.
       expect(await exited).toBe("SIGKILL");
       expect(said.trim().split("\n")).toEqual(["ready", "TERM"]);

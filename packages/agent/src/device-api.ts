@@ -126,7 +126,7 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
         "THE POOL GRANTED A GPU THIS HOST DOES NOT HAVE: released it. Is the node key of this agent also used by an agent on another host? Give each host a node of its own (POST /v1/admin/nodes)",
       );
       throw new UnusableGrant(
-        `The pool granted GPU ${lease.device.uuid} (index ${lease.device.index}) of node ${lease.device.node}, which is not a GPU of this host; the lease was given back and nothing is charged beyond the moment it was held. The pool's device list for this node is not this agent's: is its node key also used by an agent on another host? Tell the operator.`,
+        `The pool granted GPU ${lease.device.uuid} (index ${lease.device.index}) of node ${lease.device.node}, which is not a GPU of this host; the lease was given back at once (charged at most the second it was held). The pool's device list for this node is not this agent's: is its node key also used by an agent on another host? Tell the operator.`,
         "foreign_device",
       );
     }

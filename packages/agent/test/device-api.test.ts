@@ -106,6 +106,23 @@ describe("registration", () => {
   });
 });
 
+describe("one node key, two agents", () => {
+  it("heartbeats carry the registration; told another agent took the node over, the agent stops taking work and says why", async () => {
+    cp.onRegister = () => ({ status: 200, body: { node: { id: "n_1", name: NODE }, devices: 1, registration: "1700000000000", heartbeat_interval_s: 0.1, heartbeat_timeout_s: 5 } });
+    await start();
+    await ready();
+    expect((await cp.waitFor((r) => r.path === "/v1/nodes/heartbeat")).body).toEqual({ registration: "1700000000000" });
+    cp.onHeartbeat = () => ({ status: 409, body: problemJson("node_not_registered", 409, "Node node-a was registered since by another agent (http://10.0.0.9:7071).", { reason: "replaced" }) });
+    cp.onRegister = () => ({ status: 409, body: problemJson("conflict", 409, "Node node-a is in use by another agent (http://10.0.0.9:7071, last heartbeat 0s ago): two agents cannot share a node key.", { reason: "node_in_use" }) });
+    const again = await cp.waitFor((r) => r.path === "/v1/nodes/register" && (r.body as Record<string, unknown>)["previous_registration"] === "1700000000000");
+    expect(again.headers.authorization).toBe(`Bearer ${NODE_KEY}`);
+    await until(() => !agent.ready());
+    const r = await post("/schedule");
+    expect(r.status).toBe(503);
+    expect(((await r.json()) as { detail: string }).detail).toMatch(/in use by another agent \(http:\/\/10\.0\.0\.9:7071/);
+  });
+});
+
 describe("POST /schedule", () => {
   it("granted (201) → 200 JSON grant in the spaces format; the request carries the app key, node key, token and body", async () => {
     cp.onLease = () => ({ status: 201, body: leaseJson({ id: "ls_g", status: "active", identity: { kind: "user", id: "u_ada", tier: "pro" } }) });
@@ -193,6 +210,18 @@ describe("POST /schedule", () => {
     expect(r.status).toBe(503);
     expect(((await r.json()) as { detail: string }).detail).toMatch(/node node-b, not of this node \(node-a\)/);
     expect((await cp.waitFor((q) => q.path === "/v1/leases/ls_other/release")).body).toEqual({ failed: true });
+  });
+
+  it("a GPU this host does not have (the pool's device list for the node is another agent's) is given back, never handed to the app", async () => {
+    cp.onLease = () => ({ status: 201, body: leaseJson({ id: "ls_foreign", status: "active", device: { node: NODE, index: 3, uuid: "GPU-ffffffff-0000-0000-0000-000000000003", name: "x", slots: [0] } }) });
+    await start();
+    await ready();
+    const r = await post("/schedule");
+    expect(r.status).toBe(503);
+    const body = (await r.json()) as { code: string; reason: string; detail: string };
+    expect(body).toMatchObject({ code: "control_plane_unavailable", reason: "foreign_device" });
+    expect(body.detail).toMatch(/granted GPU GPU-ffffffff-0000-0000-0000-000000000003 \(index 3\) of node node-a, which is not a GPU of this host.*node key also used by an agent on another host/);
+    expect((await cp.waitFor((q) => q.path === "/v1/leases/ls_foreign/release")).body).toEqual({ failed: true });
   });
 
   it("bad parameters are a 400 naming each one; a repeated parameter too; a huge URL is refused", async () => {

@@ -30,8 +30,9 @@ async function createNode(name: string): Promise<{ id: string; key: string }> {
   return { id: r.body.id, key: r.body.key };
 }
 
-const register = (key: string, devices: unknown[]) => t.call("POST", "/v1/nodes/register", { token: key, body: { devices, agent_url: "http://127.0.0.1:7071" } });
-const heartbeat = (key: string) => t.call("POST", "/v1/nodes/heartbeat", { token: key, body: {} });
+const register = (key: string, devices: unknown[], options: { previous?: string; agentUrl?: string } = {}) =>
+  t.call("POST", "/v1/nodes/register", { token: key, body: { devices, agent_url: options.agentUrl ?? "http://127.0.0.1:7071", ...(options.previous !== undefined ? { previous_registration: options.previous } : {}) } });
+const heartbeat = (key: string, registration?: string) => t.call("POST", "/v1/nodes/heartbeat", { token: key, body: registration !== undefined ? { registration } : {} });
 const leaseVia = (nodeKey: string, appKey: string, body: Record<string, unknown>, ipToken?: string) =>
   t.call("POST", "/v1/leases", { token: appKey, body, headers: { "x-gpupool-node-key": nodeKey, ...(ipToken ? { "x-ip-token": ipToken } : {}) } });
 
@@ -180,14 +181,60 @@ describe("a node that stops heartbeating", () => {
 
   it("re-registering the same devices keeps the leases; different devices fail the ones that were on them", async () => {
     const { app, node } = await setup();
-    await register(node.key, [GPU(0)]);
+    const first = await register(node.key, [GPU(0)]);
     const a = await leaseVia(node.key, app.key, { duration: 60 });
-    expect((await register(node.key, [GPU(0)])).status).toBe(200);
+    // The same agent, restarted: it presents the registration it held.
+    const again = await register(node.key, [GPU(0)], { previous: first.body.registration });
+    expect(again.status).toBe(200);
     expect((await t.call("GET", `/v1/leases/${a.body.id}`, { token: app.key })).body.status).toBe("active");
-    expect((await register(node.key, [GPU(1)])).status).toBe(200);
+    expect((await register(node.key, [GPU(1)], { previous: again.body.registration })).status).toBe(200);
     const g = (await t.call("GET", `/v1/leases/${a.body.id}`, { token: app.key })).body;
     expect(g).toMatchObject({ status: "failed", problem: { code: "no_gpu_available" } });
     expect(g.problem.detail).toMatch(/re-registered with different GPUs/);
+  });
+});
+
+describe("one node key, two agents", () => {
+  it("a second agent is refused while the node's agent heartbeats (409 naming the node and the agent), and changes nothing", async () => {
+    const { app, node } = await setup();
+    const first = await register(node.key, [GPU(0)]);
+    expect(first.body.registration).toEqual(expect.any(String));
+    const lease = await leaseVia(node.key, app.key, { duration: 60 });
+    const second = await register(node.key, [GPU(5)], { agentUrl: "http://127.0.0.1:7072" });
+    expectProblem(second, 409, "conflict");
+    expect(second.body).toMatchObject({ reason: "node_in_use", node: "gpu-host-1", agent_url: "http://127.0.0.1:7071" });
+    expect(second.body.detail).toMatch(/Node gpu-host-1 is in use by another agent \(http:\/\/127\.0\.0\.1:7071, last heartbeat \d+s ago\): two agents cannot share a node key.*POST \/v1\/admin\/nodes.*within \d+s/);
+    // The first agent's GPUs and lease are untouched; it keeps heartbeating.
+    expect((await t.call("GET", `/v1/leases/${lease.body.id}`, { token: app.key })).body).toMatchObject({ status: "active", device: { uuid: GPU(0).uuid } });
+    const pool = await t.call("GET", "/v1/admin/pool", { token: ADMIN });
+    expect(pool.body.slots.total).toBe(2);
+    expect((await heartbeat(node.key, first.body.registration)).status).toBe(200);
+  });
+
+  it("once the node's agent is gone the other registers; the replaced agent's heartbeats are then a 409 saying so, and it cannot take the node back", async () => {
+    const { node } = await setup({ heartbeat_interval: "100ms", heartbeat_timeout: "400ms" });
+    const first = await register(node.key, [GPU(0)]);
+    // The first agent goes quiet (a network partition); the node times out.
+    await waitFor(async () => (await t.call("GET", "/v1/admin/pool", { token: ADMIN })).body.slots.total === 0, 5_000);
+    const second = await register(node.key, [GPU(5)], { agentUrl: "http://10.0.0.9:7071" });
+    expect(second.status).toBe(200);
+    expect(second.body.registration).not.toBe(first.body.registration);
+    // The first agent comes back: its registration is not the node's any more.
+    const stale = await heartbeat(node.key, first.body.registration);
+    expectProblem(stale, 409, "node_not_registered");
+    expect(stale.body).toMatchObject({ reason: "replaced", agent_url: "http://10.0.0.9:7071" });
+    expect(stale.body.detail).toMatch(/registered since by another agent.*two agents cannot share a node key/i);
+    // It registers again, presenting its old registration: refused while the other heartbeats.
+    expect((await heartbeat(node.key, second.body.registration)).status).toBe(200);
+    expectProblem(await register(node.key, [GPU(0)], { previous: first.body.registration }), 409, "conflict");
+    expect((await t.call("GET", "/v1/admin/pool", { token: ADMIN })).body.devices).toEqual([expect.objectContaining({ uuid: GPU(5).uuid })]);
+  });
+
+  it("a heartbeat's registration must be a short string; agents that send none are not checked", async () => {
+    const { node } = await setup();
+    await register(node.key, [GPU(0)]);
+    expectProblem(await t.call("POST", "/v1/nodes/heartbeat", { token: node.key, body: { registration: 5 } }), 400, "invalid_request");
+    expect((await heartbeat(node.key)).status).toBe(200);
   });
 });
 

@@ -3,6 +3,7 @@ import type { DeviceSpec } from "@gpupool/core";
 import type { FastifyInstance } from "fastify";
 import { authenticate } from "./auth.js";
 import type { ServerContext } from "./context.js";
+import type { NodeRecord } from "../storage/store.js";
 
 /** The most devices one agent may register (a large host has 8–16 GPUs, each with up to 7 MIG slices). */
 const MAX_DEVICES = 256;
@@ -10,6 +11,18 @@ const MAX_DEVICES = 256;
 interface RegisterBody {
   devices: { index: number; uuid: string; name: string; memory_mb: number; slots?: number }[];
   agent_url?: string;
+  /** The registration the agent held before it restarted (the `registration` it was answered). */
+  previous_registration?: string;
+}
+
+const MAX_REGISTRATION = 64;
+
+/**
+ * Which registration of a node is current. An agent is answered it at registration and sends it
+ * with each heartbeat; the moment of registration serves, since each registration stores its own.
+ */
+function registrationOf(node: NodeRecord): string | null {
+  return node.registeredAt === null ? null : String(node.registeredAt);
 }
 
 /** What node agents call: register their devices, then heartbeat (SPEC §6). */
@@ -54,12 +67,27 @@ export function nodeRoutes(app: FastifyInstance, ctx: ServerContext): void {
               },
             },
             agent_url: { type: "string", maxLength: 512 },
+            previous_registration: { type: "string", maxLength: MAX_REGISTRATION },
           },
         },
       },
     },
     async (req) => {
       const node = await callingNode(req);
+      const now = ctx.clock.now();
+      // Two agents with one node key would each replace the other's devices, and hand out GPUs of
+      // the other host. While the node's agent heartbeats, only that agent (restarted: it presents
+      // its registration) may register it; another one waits for the node to time out.
+      const current = registrationOf(node);
+      const timeoutMs = ctx.config.nodes.heartbeatTimeoutMs;
+      if (current !== null && node.devices !== null && node.heartbeatAt !== null && now - node.heartbeatAt < timeoutMs && req.body.previous_registration !== current) {
+        const waitS = Math.max(1, Math.ceil((node.heartbeatAt + timeoutMs - now) / 1000));
+        fail(
+          "conflict",
+          `Node ${node.name} is in use by another agent (${node.agentUrl ?? "it gave no URL"}, last heartbeat ${Math.round((now - node.heartbeatAt) / 1000)}s ago): two agents cannot share a node key, each would overwrite the other's GPUs. Stop the other agent, or create a node for this host (POST /v1/admin/nodes) and use its key. If the other agent is gone, this one can register once the node times out, within ${waitS}s.`,
+          { reason: "node_in_use", node: node.name, agent_url: node.agentUrl, retry_after_s: waitS },
+        );
+      }
       if (ctx.engine.isConfiguredNode(node.name)) {
         fail("conflict", `Node name ${node.name} is also a node of the server's own pool configuration (pool.simulated); give the agent a node of its own (POST /v1/admin/nodes).`);
       }
@@ -72,13 +100,27 @@ export function nodeRoutes(app: FastifyInstance, ctx: ServerContext): void {
         return { node: node.name, index: d.index, uuid: d.uuid, name: d.name, memoryMb: d.memory_mb, slots: d.slots ?? 2, dedicated: true };
       });
       await ctx.engine.registerNode(node, devices, req.body.agent_url ?? null);
-      return { node: { id: node.id, name: node.name }, devices: devices.length, ...timing() };
+      const registered = await ctx.store.transaction((tx) => tx.getNodeByName(node.name));
+      return { node: { id: node.id, name: node.name }, devices: devices.length, registration: registered === null ? null : registrationOf(registered), ...timing() };
     },
   );
 
   app.post("/v1/nodes/heartbeat", async (req) => {
     const node = await callingNode(req);
     const now = ctx.clock.now();
+    // Agents before registrations existed send no body: they are not checked.
+    const sent = typeof req.body === "object" && req.body !== null ? (req.body as Record<string, unknown>)["registration"] : undefined;
+    if (sent !== undefined && (typeof sent !== "string" || sent.length > MAX_REGISTRATION)) {
+      fail("invalid_request", `The request body is invalid: registration must be the string the node's registration answered (at most ${MAX_REGISTRATION} characters).`, { errors: [{ field: "registration", message: "is not a registration" }] });
+    }
+    const current = registrationOf(node);
+    if (typeof sent === "string" && current !== null && node.devices !== null && sent !== current) {
+      fail(
+        "node_not_registered",
+        `Node ${node.name} was registered since by another agent (${node.agentUrl ?? "it gave no URL"}): this agent's registration is no longer current, and the node's GPUs are now the other agent's. Two agents cannot share a node key: stop one of them, or give each host a node of its own (POST /v1/admin/nodes).`,
+        { reason: "replaced", node: node.name, agent_url: node.agentUrl },
+      );
+    }
     const known = await ctx.store.transaction((tx) => tx.heartbeatNode(node.id, now));
     if (!known) {
       fail("node_not_registered", `Node ${node.name} is not registered (it was lost after missing heartbeats, or never registered): register its devices again with POST /v1/nodes/register.`);
