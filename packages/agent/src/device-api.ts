@@ -189,7 +189,7 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
       const q = parseScheduleQuery(req.query as RawQuery);
       const readiness = options.readiness();
       if (!readiness.ready) {
-        return sendProblem(reply, problem("control_plane_unavailable", `This GPU node cannot take work now: ${readiness.whyNotReady}. Try again shortly.`));
+        return sendProblem(reply, problem("control_plane_unavailable", `This GPU node cannot take work now: ${readiness.whyNotReady.replace(/\.$/, "")}. Try again shortly.`));
       }
       const requester: Requester = {
         reuseKey: q.cgroupPath !== undefined && q.taskId !== undefined ? `${shortHash(appKey)}\n${q.cgroupPath}\n${q.taskId}` : null,
