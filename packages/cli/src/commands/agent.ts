@@ -79,7 +79,8 @@ An app on this host then runs with
 Once listening it prints one line to stdout, e.g.
   gpupool agent listening on http://127.0.0.1:7071 (2 devices from nvidia-smi; control plane http://10.0.0.5:7070)
 Logs are JSON lines on stderr. SIGINT / SIGTERM stop it; active leases and their processes are left
-running and each one is logged. Operator guide: docs/agent.md.
+running and each one is logged: the next start (same --state-file) stops them at their deadlines.
+/allow accepts only a pid the calling app could signal itself (--pid-check). Operator guide: docs/agent.md.
 Exit codes: 0 after a clean stop, 2 for bad flags, configuration or device discovery, 1 when it cannot start.`,
     )
     .action(async (flags: AgentFlags, cmd: Command) => {
