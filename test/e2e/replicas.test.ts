@@ -159,6 +159,52 @@ describe.skipIf(pg === null)("control-plane replicas on PostgreSQL", () => {
     expect(holders).toHaveLength(4);
   });
 
+  it("releases on the leader racing cancels on a follower for one identity: no deadlock, no 500, the ledger exact", async () => {
+    // The audit's reproduction. The leader's release of an active lease grants a queued one (its
+    // ledger locked, then the lease row); the follower cancelling that same queued lease locked the
+    // lease row, then the ledger — a deadlock PostgreSQL broke by failing one side with a 500.
+    const servers = await replicas(2, "release-race");
+    const leader = await until(() => leaderOf(servers), 5_000);
+    const follower = servers.find((s) => s !== leader)!;
+    const owner = await call(leader.url, "POST", "/v1/admin/users", ADMIN, { name: "racer", tier: "pro" });
+    const token = owner.body.token as string;
+    const statuses: number[] = [];
+    const failures: unknown[] = [];
+    const record = (r: { status: number; body: any }) => {
+      statuses.push(r.status);
+      if (r.status >= 500) failures.push({ status: r.status, code: r.body?.code, detail: r.body?.detail });
+      return r;
+    };
+    const charged: number[] = [];
+    for (let round = 0; round < 8; round++) {
+      const active = await Promise.all(Array.from({ length: 4 }, () => call(leader.url, "POST", "/v1/leases", token, { duration: 30 }).then(record)));
+      const queued = await Promise.all(Array.from({ length: 16 }, () => call(follower.url, "POST", "/v1/leases", token, { duration: 2 }).then(record)));
+      const ended = await Promise.all([
+        ...active.map((r) => call(leader.url, "POST", `/v1/leases/${r.body.id}/release`, token).then(record)),
+        ...queued.map((r) => call(follower.url, "DELETE", `/v1/leases/${r.body.id}`, token).then(record)),
+      ]);
+      for (const r of ended) if (r.status === 200) charged.push(r.body.charged as number);
+    }
+    const count = (s: number) => statuses.filter((x) => x === s).length;
+    // Before the lock order: {"200":286,"201":32,"202":128,"500":2} over 8 rounds in the audit, and
+    // here 500s (deadlock detected) and 503s (statement timeouts behind the deadlocked transactions).
+    expect(failures).toEqual([]);
+    expect(count(201)).toBe(8 * 4);
+    expect(count(202)).toBe(8 * 16);
+    expect(count(200)).toBe(8 * 20);
+    // Every lease ended, each charged once: the ledger holds exactly the sum of the charges.
+    const leases = (await call(follower.url, "GET", "/v1/leases?limit=500", token)).body.leases as { status: string; charged: number }[];
+    expect(leases).toHaveLength(8 * 20);
+    expect(leases.filter((l) => l.status === "queued" || l.status === "active")).toEqual([]);
+    const sum = (xs: number[]) => Math.round(xs.reduce((a, b) => a + b, 0) * 1000);
+    expect(sum(leases.map((l) => l.charged))).toBe(sum(charged));
+    for (const s of servers) {
+      const q = (await call(s.url, "GET", "/v1/quota", token)).body;
+      expect(q.reserved).toBe(0);
+      expect(Math.round(q.used * 1000)).toBe(sum(charged));
+    }
+  }, 120_000);
+
   it("an SDK call queued on a follower hears its place and its grant, made by the leader", async () => {
     const servers = await replicas(2, "events");
     const leader = await until(() => leaderOf(servers), 5_000);

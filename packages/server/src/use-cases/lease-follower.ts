@@ -46,6 +46,8 @@ export class LeaseFollower {
   async admit(input: AdmitInput): Promise<AdmitResult> {
     const now = this.clock.now();
     const leaseId = newOrderedId("ls", now);
+    // May run more than once (see Store.transaction on PostgreSQL): statements and pure computation
+    // only; a second run inserts the same lease id, the first having been rolled back.
     const staged = await this.store.transaction(async (tx) => {
       const { identity, overrideMs } = await chargedIdentity(tx, this.policy, input.charged);
       const key = identityKey(identity);
@@ -90,8 +92,17 @@ export class LeaseFollower {
     return { kind: "queued", lease, position: place?.position ?? 0, reason: place?.reason ?? "node", etaMs: place?.etaMs ?? null, quota: fresh.quota };
   }
 
-  /** Release or cancel in the database, then tell the leader (and every watcher). Idempotent. */
+  /**
+   * Release or cancel in the database, then tell the leader (and every watcher). Idempotent.
+   *
+   * Locks: `getLease` takes the lease's identity's ledger lock before it locks the lease row and
+   * reads its status (the order every replica takes them in, leader included: see the PostgreSQL
+   * adapter's postgresTx), so a cancel here and the leader granting that same lease while it
+   * releases another of the identity take turns instead of deadlocking.
+   */
   async release(leaseId: string, failed: boolean): Promise<{ lease: LeaseRecord; quota: IdentityQuota }> {
+    // Run again if the database broke a deadlock against it: it does nothing but its statements
+    // until it returns (the clock is read inside, so a second run ends the lease at its own time).
     const out = await this.store.transaction(async (tx) => {
       const now = this.clock.now();
       const lease = await tx.getLease(leaseId);

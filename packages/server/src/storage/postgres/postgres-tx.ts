@@ -46,6 +46,18 @@ export interface GroupedTx {
  * reads to modify (an identity's ledger, a lease) are locked explicitly until commit, so two
  * replicas admitting for one identity, or ending one lease, take turns instead of losing an update.
  *
+ * Lock order, which keeps replicas from deadlocking: an identity's advisory lock comes before any
+ * row of that identity — its ledger (`getLedger`) and its leases (`getLease`, and the
+ * `updateLease` that use cases only do after reading the lease's ledger). So a transaction that
+ * holds a ledger or lease row of an identity holds that identity's advisory lock, and whoever
+ * waits for such a row already holds the advisory lock itself, which its holder cannot. A plain
+ * transaction (a follower's admission, release or cancel, a quota read) works on one identity: it
+ * only ever waits for that identity's advisory lock, before it holds anything of its own, so it
+ * cannot be part of a cycle — nor can the leader's group, which holds many identities' locks but
+ * can only wait for ones such a transaction holds (before, a follower's cancel locked the lease
+ * row and then the ledger while the leader's release held the ledger and then granted that lease:
+ * a deadlock).
+ *
  * `ledgerLockSpace` is the first key of the ledger advisory locks (derived from the schema, so
  * schemas in one database do not contend).
  */
@@ -124,7 +136,17 @@ export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedT
       if (grouped) grouped.defer(q);
       else await q;
     },
-    getLease: async (id) => toLease(await one(sql`SELECT * FROM leases WHERE id = ${id} FOR UPDATE`)),
+    getLease: async (id) => {
+      // The lock order above: the identity's advisory lock (its identity read from the row without
+      // a lock: it never changes), then the row, FOR UPDATE — a separate statement, so its snapshot
+      // is taken once the advisory lock is held and it reads the status as it is then. Sent at once:
+      // one round trip. In a group already holding the identity's lock, the first one is free.
+      const [, rows] = await Promise.all([
+        sql`SELECT pg_advisory_xact_lock(${ledgerLockSpace}::int4, hashtext(identity_kind || ':' || identity_id)) FROM leases WHERE id = ${id}`,
+        sql<Row[]>`SELECT * FROM leases WHERE id = ${id} FOR UPDATE`,
+      ]);
+      return toLease(rows[0]);
+    },
     listLeases: async (f: LeaseFilter) => {
       const rows = await all(sql`
         SELECT * FROM leases WHERE TRUE
