@@ -1,7 +1,8 @@
 import type { LedgerState } from "@gpupool/core";
 import type postgres from "postgres";
-import { LeadershipLostError } from "../store.js";
+import { LeadershipLostError, StorageUnavailableError } from "../store.js";
 import { isConnectionError, storageError } from "./errors.js";
+import { fence } from "./fence.js";
 import type { GroupedTx } from "./postgres-tx.js";
 
 export interface LeaderGroupOptions {
@@ -208,8 +209,24 @@ export class LeaderGroup {
   private defer(q: postgres.PendingQuery<postgres.Row[]>, member: number): void {
     q.execute().catch((err: unknown) => {
       if (this.current === member) this.memberError ??= err instanceof Error ? err : new Error(String(err));
-      else if (this.undoing !== member && !this.isOver()) this.abort(err);
+      else if (this.undoing !== member && !this.isOver()) this.abort(this.lateFailure(err, member));
     });
+  }
+
+  /**
+   * What every member hears when a deferred write of a member that already finished failed. The
+   * writes deferred are of rows the group holds locked (the lock order of postgresTx), so they do
+   * not wait for other transactions and a lock conflict here means a transaction outside that
+   * order (an operator's SQL, a bug); it still fails the group as a whole, loudly: each member's
+   * caller gets 503 storage_unavailable, and the engine rebuilds its state from the database.
+   */
+  private lateFailure(err: unknown, member: number): unknown {
+    const mapped = storageError(err);
+    if (!(mapped instanceof StorageUnavailableError) || isConnectionError(err)) return err;
+    return new StorageUnavailableError(
+      `A write of the leader's transaction ${member} failed after that transaction had run (${mapped.message}), so its group of ${this.size} transactions cannot commit: all of them were rolled back, and the leader rebuilds its state from the database.`,
+      { cause: err },
+    );
   }
 
   /** A statement failed because the session broke: the group is over, and so is the lead. */
@@ -272,24 +289,10 @@ export class LeaderGroup {
 
   /** The member's view of the connection: refuses statements once the member or the group is over. */
   private fence(sql: postgres.ReservedSql, member: number): postgres.ISql {
-    const check = (): void => {
-      if (this.current !== member || this.phase !== "open") {
-        throw new Error("A leader transaction sent a statement after it ended, or after the leader's session broke; it was not sent.");
-      }
-    };
-    return new Proxy(sql, {
-      apply: (target, self, args) => {
-        check();
-        return Reflect.apply(target, self, args) as unknown;
-      },
-      get: (target, key, receiver) => {
-        const value = Reflect.get(target, key, receiver) as unknown;
-        if ((key !== "unsafe" && key !== "file") || typeof value !== "function") return value;
-        return (...args: unknown[]) => {
-          check();
-          return Reflect.apply(value, target, args) as unknown;
-        };
-      },
-    });
+    return fence(
+      sql as postgres.ISql,
+      () => this.current === member && this.phase === "open",
+      () => new Error("A leader transaction sent a statement after it ended, or after the leader's session broke; it was not sent."),
+    );
   }
 }

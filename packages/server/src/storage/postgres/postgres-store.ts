@@ -1,7 +1,9 @@
 import { createHash } from "node:crypto";
 import postgres from "postgres";
+import { StorageUnavailableError } from "../store.js";
 import type { Store, Tx } from "../store.js";
-import { storageError } from "./errors.js";
+import { isSerializationFailure, storageError } from "./errors.js";
+import { fence } from "./fence.js";
 import { InFlight } from "./in-flight.js";
 import { POSTGRES_MIGRATIONS } from "./migrations.js";
 import { PostgresCoordination } from "./postgres-coordination.js";
@@ -23,6 +25,17 @@ function lockSpace(purpose: string, schema: string): number {
   return createHash("sha256").update(`gpupool\0${purpose}\0${schema}`).digest().readInt32BE(0);
 }
 
+/**
+ * How many times a plain transaction is run when PostgreSQL fails it as a deadlock victim or for a
+ * serialization failure (the first run included).
+ */
+const MAX_ATTEMPTS = 4;
+
+/** Before running such a transaction again: a few ms, doubling, jittered so that the two sides of a deadlock do not meet again. */
+function retryDelayMs(attempt: number): number {
+  return (5 + Math.random() * 15) * 2 ** (attempt - 1);
+}
+
 /** Reconnect delay after `attempt` failures, in seconds: quick at first, at most 2 s (postgres.js's default grows to 20 s). */
 function backoff(attempt: number): number {
   return Math.min(0.05 * 2 ** attempt, 2);
@@ -33,8 +46,20 @@ function backoff(attempt: number): number {
  *
  * Each transaction is a real PostgreSQL transaction at READ COMMITTED; the rows a use case
  * read-modify-writes are locked explicitly (see postgresTx), so replicas never lose an update.
- * Nothing is cached in memory: another replica may have written anything since. Deadlocks and
- * serialization failures are not retried here; they reach the caller as errors.
+ * Nothing is cached in memory: another replica may have written anything since. A transaction
+ * that PostgreSQL fails as a deadlock victim or for a serialization failure is run again (see
+ * `transaction`); the leader's are not (see `PostgresCoordination.leaderStage`).
+ *
+ * Timeouts set on every session (from the URL, see url.ts): statement_timeout;
+ * idle_in_transaction_session_timeout, so that a replica stalled mid-transaction (SIGSTOP, a GC
+ * pause, a blocked event loop) loses its session and its locks instead of holding an identity for
+ * everyone; lock_timeout, longer than that, so that a request waiting behind such a stalled
+ * replica outlives its session and goes on, and no request waits for a lock until its statement
+ * timeout. The leader's session gets the same: a leader stalled inside its open group past the
+ * idle timeout holds every lock the group took, and serves nobody meanwhile; it loses its session,
+ * hence the lead (its open group fails with 503; another replica leads within 250 ms). The LISTEN
+ * connection inherits them and is never inside a transaction. idle_session_timeout is not set: it
+ * would end the leader's and the LISTEN sessions whenever they are quiet.
  *
  * `?schema=` puts every table in that schema (created if missing; search_path is set on every
  * connection), so several deployments or test files can share one database.
@@ -52,7 +77,12 @@ export class PostgresStore implements Store {
 
   constructor(url: string) {
     this.url = parsePostgresUrl(url);
-    const { schema, statementTimeoutMs } = this.url;
+    const { schema, statementTimeoutMs, idleInTransactionTimeoutMs, lockTimeoutMs } = this.url;
+    const timeouts = {
+      statement_timeout: statementTimeoutMs,
+      idle_in_transaction_session_timeout: idleInTransactionTimeoutMs,
+      lock_timeout: lockTimeoutMs,
+    };
     const common = {
       connect_timeout: this.url.connectTimeoutS,
       backoff,
@@ -64,7 +94,7 @@ export class PostgresStore implements Store {
       ...common,
       max: this.url.max,
       idle_timeout: 60,
-      connection: { application_name: `gpupool:${schema}`, search_path: schema, statement_timeout: statementTimeoutMs },
+      connection: { application_name: `gpupool:${schema}`, search_path: schema, ...timeouts },
     });
     // The leader's session: one connection that is never closed for being idle or old (closing it
     // would hand leadership over), with server-side keepalives so PostgreSQL notices a leader
@@ -78,7 +108,7 @@ export class PostgresStore implements Store {
       connection: {
         application_name: `gpupool-leader:${schema}`,
         search_path: schema,
-        statement_timeout: statementTimeoutMs,
+        ...timeouts,
         tcp_keepalives_idle: 10,
         tcp_keepalives_interval: 5,
         tcp_keepalives_count: 3,
@@ -109,6 +139,9 @@ export class PostgresStore implements Store {
     const schema = this.url.schema;
     await this.guard(() =>
       this.sql.begin(async (sql) => {
+        // Replicas starting together wait here for the first one's migration, which may take longer
+        // than lock_timeout (statement_timeout still bounds it).
+        await sql`SET LOCAL lock_timeout = 0`;
         await sql`SELECT pg_advisory_xact_lock(${lockKey("migrate", schema)}::bigint)`;
         // Only when missing: CREATE SCHEMA checks the CREATE privilege on the database even with
         // IF NOT EXISTS, and a schema made by an administrator for a less privileged user is fine.
@@ -124,8 +157,43 @@ export class PostgresStore implements Store {
     );
   }
 
+  /**
+   * Runs `fn` in a transaction. When PostgreSQL fails it as a deadlock victim or for a
+   * serialization failure (it was then rolled back whole), it is run again, up to MAX_ATTEMPTS
+   * times in all, after a short jittered pause; what still fails is StorageUnavailableError (503).
+   * So `fn` may run more than once: it must do nothing but its statements and pure computation
+   * (every caller's does: the use cases of replicas that do not lead, admin and quota reads,
+   * authentication). The leader's transactions, which change its memory, go through
+   * `coordination.leaderStage` and are never run again.
+   */
   async transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
-    return this.guard(async () => (await this.sql.begin((sql) => fn(postgresTx(sql, this.ledgerLockSpace)))) as T);
+    return this.guard(async () => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await this.runOnce(fn);
+        } catch (err) {
+          if (!isSerializationFailure(err) || attempt >= MAX_ATTEMPTS) throw storageError(err, attempt);
+        }
+        await new Promise((resolve) => setTimeout(resolve, retryDelayMs(attempt)));
+      }
+    });
+  }
+
+  /** One run of a transaction, whose statements are refused once it is over (see fence.ts). */
+  private async runOnce<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    let over = false;
+    try {
+      return (await this.sql.begin((sql) => {
+        const fenced = fence(
+          sql,
+          () => !over,
+          () => new StorageUnavailableError("A statement came after its transaction was over (its session closed under it, or it had committed); it was not sent."),
+        );
+        return fn(postgresTx(fenced, this.ledgerLockSpace));
+      })) as T;
+    } finally {
+      over = true;
+    }
   }
 
   /** Runs one operation of the store: counted for `close`, driver errors turned into the store's. */
@@ -139,9 +207,12 @@ export class PostgresStore implements Store {
     });
   }
 
-  /** A whole transaction: by the time it resolves its commit is durable, so `committed` is settled. */
+  /**
+   * A whole transaction: by the time it resolves its commit is durable, so `committed` is settled.
+   * Run once only (not `transaction`): a staged function may change its caller's memory.
+   */
   async stage<T>(fn: (tx: Tx) => Promise<T>): Promise<{ value: T; committed: Promise<void> }> {
-    return { value: await this.transaction(fn), committed: Promise.resolve() };
+    return { value: await this.guard(() => this.runOnce(fn)), committed: Promise.resolve() };
   }
 
   async ping(): Promise<void> {

@@ -10,6 +10,19 @@ export interface PostgresUrl {
   readonly connectTimeoutS: number;
   /** Longest a statement may run, in ms (`?statement_timeout=`, default 5000). */
   readonly statementTimeoutMs: number;
+  /**
+   * Longest a session may sit idle inside a transaction before PostgreSQL ends it, in ms
+   * (`?idle_in_transaction_session_timeout=`, default 2000; 0: never). A replica frozen mid-transaction
+   * (SIGSTOP, a long GC pause, a blocked event loop) then loses its session and its locks instead of
+   * holding an identity's ledger for every other replica until it wakes.
+   */
+  readonly idleInTransactionTimeoutMs: number;
+  /**
+   * Longest a statement waits for a lock, in ms (`?lock_timeout=`, default 3000; 0: no limit but
+   * statement_timeout). Longer than the idle timeout, so a request queued behind a frozen replica's
+   * lock outlives that replica's session and goes on.
+   */
+  readonly lockTimeoutMs: number;
   /** `host:port/database`, without user or password: safe for messages and logs. */
   readonly display: string;
 }
@@ -51,7 +64,9 @@ export function parsePostgresUrl(url: string): PostgresUrl {
   const max = int(params, "max", 10, 1, 1_000, problems);
   const connectTimeoutS = int(params, "connect_timeout", 5, 1, 600, problems);
   const statementTimeoutMs = int(params, "statement_timeout", 5_000, 0, 3_600_000, problems);
+  const idleInTransactionTimeoutMs = int(params, "idle_in_transaction_session_timeout", 2_000, 0, 3_600_000, problems);
+  const lockTimeoutMs = int(params, "lock_timeout", 3_000, 0, 3_600_000, problems);
   if (problems.length > 0) throw new Error(`storage.url: ${problems.join("; ")}`);
   const rest = params.toString();
-  return { connection: rest ? `${base}?${rest}` : base, schema, max, connectTimeoutS, statementTimeoutMs, display };
+  return { connection: rest ? `${base}?${rest}` : base, schema, max, connectTimeoutS, statementTimeoutMs, idleInTransactionTimeoutMs, lockTimeoutMs, display };
 }

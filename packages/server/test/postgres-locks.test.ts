@@ -1,0 +1,234 @@
+import postgres from "postgres";
+import { afterEach, describe, expect, it } from "vitest";
+import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js";
+import { openStore } from "../src/storage/open-store.js";
+import { StorageUnavailableError } from "../src/storage/store.js";
+import type { LeaseRecord, NewLease, Store } from "../src/storage/store.js";
+import { sleep } from "./harness.js";
+
+/**
+ * Lock order and deadlocks between replicas on one PostgreSQL schema: the leader's group and the
+ * other replicas' transactions take an identity's advisory lock before any of its rows, so they
+ * take turns instead of deadlocking; a plain transaction that PostgreSQL still fails as a deadlock
+ * victim is run again; the leader's are not, and fail loudly (503) without taking others with them
+ * unless the group cannot commit.
+ */
+
+const EMPTY = { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 };
+const user = (id: string) => ({ id, name: `name-${id}`, tier: "free", tokenHash: `th-${id}`, quotaOverrideMs: null, createdAt: 1_000 });
+const queuedLease = (id: string, identityId: string): NewLease => ({
+  id, appId: null, identityKind: "user", identityId, tier: "pro", size: "large", slots: 1, cost: 1, durationMs: 2_000, reservedMs: 2_000,
+  status: "queued", node: null, deviceIndex: null, deviceUuid: null, deviceName: null, slotIndexes: null, queuedAt: 5_000, grantedAt: null,
+  deadline: null, endedAt: null, heldMs: null, chargedMs: 0, refundedMs: 0, failed: false, windowStartedAt: null, problemCode: null, problemDetail: null,
+});
+const granted = (l: LeaseRecord): LeaseRecord => ({ ...l, status: "active", node: "sim-0", deviceIndex: 0, deviceUuid: "GPU-0", deviceName: "sim", slotIndexes: [0], grantedAt: 6_000, deadline: 8_000, windowStartedAt: 6_000 });
+
+const opened: Store[] = [];
+const raw: postgres.Sql[] = [];
+afterEach(async () => {
+  await Promise.all(raw.splice(0).map((s) => s.end({ timeout: 1 })));
+  await Promise.all(opened.splice(0).map((s) => s.close().catch(() => undefined)));
+});
+
+/** Two replicas of one fresh schema: the first leads. */
+async function replicas(name: string): Promise<{ leader: Store; follower: Store; url: string }> {
+  const url = freshPostgresUrl(name);
+  const leader = await openStore(url);
+  const follower = await openStore(url);
+  opened.push(leader, follower);
+  await leader.coordination.lead(() => undefined);
+  return { leader, follower, url };
+}
+
+/** A session of our own on the schema that follows no lock order (an operator's SQL, say). */
+function outsider(url: string): postgres.Sql {
+  const schema = new URL(url).searchParams.get("schema")!;
+  const sql = postgres(postgresUrl()!, { max: 1, onnotice: () => undefined, connection: { search_path: schema } });
+  raw.push(sql);
+  return sql;
+}
+
+function signal(): { wait: Promise<void>; fire: () => void } {
+  let fire!: () => void;
+  const wait = new Promise<void>((r) => (fire = r));
+  return { wait, fire };
+}
+
+describe.skipIf(!postgresUrl())("postgres lock order between replicas", () => {
+  it("a follower cancelling a queued lease while the leader grants it (ledger locked first) takes turns with it: no deadlock, nothing run twice", async () => {
+    const { leader, follower } = await replicas("lock-order");
+    const queued = await follower.transaction(async (t) => {
+      await t.putLedger("user:x", { ...EMPTY, reservedMs: 2_000, runs: 1 });
+      return t.insertLease(queuedLease("ls-b", "x"));
+    });
+
+    // The leader, releasing another lease of user x, grants the queued one: x's ledger, then the lease row.
+    const leaderHolds = signal();
+    const cancelSent = signal();
+    const grant = leader.coordination.leaderStage(async (t) => {
+      const ledger = (await t.getLedger("user:x")) ?? EMPTY;
+      leaderHolds.fire();
+      await cancelSent.wait;
+      // The follower's cancel is on its way (and, before the lock order, already held the lease row).
+      await sleep(150);
+      await t.putLedger("user:x", { ...ledger, windowStartedAt: 6_000 });
+      await t.updateLease(granted(queued));
+    });
+
+    // The follower cancels that same lease: lease, then ledger — the leader's lock first, by getLease.
+    await leaderHolds.wait;
+    let runs = 0;
+    const t0 = Date.now();
+    const cancel = follower.transaction(async (t) => {
+      runs++;
+      const pending = t.getLease("ls-b");
+      cancelSent.fire();
+      const lease = await pending;
+      const ledger = (await t.getLedger("user:x")) ?? EMPTY;
+      await t.putLedger("user:x", { ...ledger, reservedMs: ledger.reservedMs - 1_000, usedMs: ledger.usedMs + 1_000 });
+      return lease?.status;
+    });
+
+    await (await grant).committed;
+    // It read the lease only once the leader's grant was committed, so it saw it granted.
+    expect(await cancel).toBe("active");
+    expect(runs).toBe(1);
+    // Far from PostgreSQL's deadlock_timeout (1 s), after which one side would have been failed.
+    expect(Date.now() - t0).toBeLessThan(900);
+    expect(await follower.transaction((t) => t.getLedger("user:x"))).toMatchObject({ windowStartedAt: 6_000, reservedMs: 1_000, usedMs: 1_000 });
+  });
+
+  it("a plain transaction that PostgreSQL fails as a deadlock victim is run again, and both sides commit", async () => {
+    const { follower: a, url } = await replicas("retry");
+    const b = await openStore(url);
+    opened.push(b);
+    const firstLocks = { a: signal(), b: signal() };
+    const runs = { a: 0, b: 0 };
+    // Two identities in opposite orders: outside the lock order, so a real deadlock.
+    const cross = (store: Store, me: "a" | "b", first: string, second: string) =>
+      store.transaction(async (t) => {
+        runs[me]++;
+        const one = (await t.getLedger(first)) ?? EMPTY;
+        if (runs[me] === 1) {
+          firstLocks[me].fire();
+          await firstLocks[me === "a" ? "b" : "a"].wait;
+        }
+        const two = (await t.getLedger(second)) ?? EMPTY;
+        await t.putLedger(first, { ...one, runs: one.runs + 1 });
+        await t.putLedger(second, { ...two, runs: two.runs + 1 });
+      });
+    await Promise.all([cross(a, "a", "user:p", "user:q"), cross(b, "b", "user:q", "user:p")]);
+    expect(runs.a + runs.b).toBe(3);
+    expect(await a.transaction(async (t) => [(await t.getLedger("user:p"))?.runs, (await t.getLedger("user:q"))?.runs])).toEqual([2, 2]);
+  });
+
+  it("a transaction that keeps failing as a deadlock victim is run 4 times, then is StorageUnavailableError (503) saying so; other errors are not retried", async () => {
+    const { follower } = await replicas("retry-out");
+    let runs = 0;
+    const err: unknown = await follower
+      .transaction(async (t) => {
+        runs++;
+        await t.getLedger("user:z");
+        throw Object.assign(new Error("deadlock detected"), { code: "40P01" });
+      })
+      .then(() => null, (e: unknown) => e);
+    expect(runs).toBe(4);
+    expect(err).toBeInstanceOf(StorageUnavailableError);
+    expect((err as Error).message).toMatch(/deadlock.*4 times in a row.*nothing of it was changed/);
+
+    runs = 0;
+    await expect(
+      follower.transaction(async (t) => {
+        runs++;
+        await t.insertUser(user("dup"));
+        await t.insertUser(user("dup"));
+      }),
+    ).rejects.toMatchObject({ code: "23505" });
+    expect(runs).toBe(1);
+  });
+});
+
+describe.skipIf(!postgresUrl())("postgres leader group: a deadlock in it", () => {
+  it("a leader transaction chosen as the deadlock victim is rolled back alone (503 for its caller); the rest of its group commits, the other side goes on", async () => {
+    const { leader, follower, url } = await replicas("group-victim");
+    await follower.transaction(async (t) => {
+      await t.putLedger("user:a", EMPTY);
+      await t.putLedger("user:b", EMPTY);
+    });
+    const other = outsider(url);
+    const leaderHolds = signal();
+    const otherHolds = signal();
+    const before = leader.coordination.leaderStage(async (t) => t.insertUser(user("before")));
+    const victim = leader.coordination.leaderStage(async (t) => {
+      await t.getLedger("user:a");
+      leaderHolds.fire();
+      await otherHolds.wait;
+      // Waits for the outsider's lock first, so PostgreSQL's deadlock check fails this side.
+      await t.getLedger("user:b");
+      await t.insertUser(user("victim"));
+    });
+    victim.catch(() => undefined);
+    const after = leader.coordination.leaderStage(async (t) => t.insertUser(user("after")));
+    await leaderHolds.wait;
+    const outside = other.begin(async (sql) => {
+      // Rows only, no advisory locks: outside the lock order.
+      await sql`SELECT * FROM ledgers WHERE identity = 'user:b' FOR UPDATE`;
+      otherHolds.fire();
+      await sleep(300);
+      await sql`UPDATE ledgers SET runs = 7 WHERE identity = 'user:a'`;
+    });
+
+    const err: unknown = await victim.then(() => null, (e: unknown) => e);
+    expect(err).toBeInstanceOf(StorageUnavailableError);
+    expect((err as Error).message).toMatch(/deadlock/);
+    await (await before).committed;
+    await (await after).committed;
+    await outside;
+    const seen = await follower.transaction(async (t) => ({
+      before: (await t.getUser("before"))?.id, victim: await t.getUser("victim"), after: (await t.getUser("after"))?.id, a: (await t.getLedger("user:a"))?.runs,
+    }));
+    expect(seen).toEqual({ before: "before", victim: null, after: "after", a: 7 });
+  });
+
+  it("a write the leader did not wait for, failed by a deadlock after its transaction ran, fails the whole group loudly (503 for every member, nothing committed); the next group works", async () => {
+    const { leader, follower, url } = await replicas("group-late");
+    const queued = await follower.transaction(async (t) => {
+      await t.putLedger("user:x", { ...EMPTY, reservedMs: 2_000 });
+      return t.insertLease(queuedLease("ls-late", "x"));
+    });
+    // An outsider locks the lease row without the identity's advisory lock (outside the lock order).
+    const other = outsider(url);
+    const rowHeld = signal();
+    const release = signal();
+    const outside = other.begin(async (sql) => {
+      await sql`SELECT * FROM leases WHERE id = 'ls-late' FOR UPDATE`;
+      rowHeld.fire();
+      await release.wait;
+      await sql`SELECT * FROM ledgers WHERE identity = 'user:x' FOR UPDATE`;
+    });
+    await rowHeld.wait;
+
+    const first = await leader.coordination.leaderStage(async (t) => t.insertUser(user("g1")));
+    const grant = await leader.coordination.leaderStage(async (t) => {
+      const ledger = (await t.getLedger("user:x")) ?? EMPTY;
+      await t.putLedger("user:x", { ...ledger, windowStartedAt: 6_000 });
+      // Not waited for (group commit): it waits for the outsider's row lock after this returns.
+      await t.updateLease(granted(queued));
+      return "staged";
+    });
+    expect(grant.value).toBe("staged");
+    // The leader's write waits first, so PostgreSQL's deadlock check fails it.
+    await sleep(300);
+    release.fire();
+
+    const outcomes = await Promise.all([first.committed, grant.committed].map((p) => p.then(() => null, (e: unknown) => e)));
+    for (const err of outcomes) {
+      expect(err).toBeInstanceOf(StorageUnavailableError);
+      expect((err as Error).message).toMatch(/group of 2 transactions cannot commit: all of them were rolled back/);
+    }
+    await outside;
+    expect(await follower.transaction(async (t) => ({ g1: await t.getUser("g1"), lease: (await t.getLease("ls-late"))?.status }))).toEqual({ g1: null, lease: "queued" });
+    await (await leader.coordination.leaderStage(async (t) => t.insertUser(user("g2")))).committed;
+    expect(await follower.transaction((t) => t.getUser("g2"))).toMatchObject({ id: "g2" });
+  });
+});
