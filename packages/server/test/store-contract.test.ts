@@ -422,7 +422,8 @@ export function storeContract(
         await store.coordination.lead((err) => lost.push(err));
         const waiting = other.coordination.lead(() => undefined);
         waiting.catch(() => undefined);
-        await store.coordination.leaderStage(async (t) => t.insertUser(user("before")));
+        // Committed before the session dies: with group commit, a staged transaction commits later.
+        await (await store.coordination.leaderStage(async (t) => t.insertUser(user("before")))).committed;
         await replicas.killLeaderSession(store);
         const t0 = Date.now();
         await waiting;
