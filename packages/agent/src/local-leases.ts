@@ -197,6 +197,12 @@ export class LocalLeases {
     if (found.kind !== "found") return found;
     const lease = found.lease;
     lease.appKey ??= appKey;
+    if (this.now() >= lease.deadlineAt) {
+      // The release and the deadline raced (an app that gives up at its deadline releases at that
+      // very moment): the deadline wins, so allowed processes are stopped, never forgotten.
+      void this.expire(lease);
+      return this.find(token, appKey) as ReleaseOutcome;
+    }
     this.forget(lease, failed ? "it was released (failed)" : "it was released");
     const live = [...lease.pids.values()].filter(isAlive);
     if (lease.reuseKey !== null && live.length > 0) {

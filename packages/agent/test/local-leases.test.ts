@@ -96,6 +96,24 @@ describe("deadline enforcement", () => {
   });
 });
 
+describe("a release at the deadline", () => {
+  it("counts as the deadline: the allowed process is stopped, not forgotten, and the token says it ended", async () => {
+    let now = 1_000_000;
+    const releases: { leaseId: string; failed: boolean }[] = [];
+    const leases = new LocalLeases({ graceMs: 300, watchIntervalMs: 50, log, now: () => now, releaseOnControlPlane: async (lease, failed) => void releases.push({ leaseId: lease.leaseId, failed }) });
+    open.push(leases);
+    const c = await child();
+    const { token } = await leases.grant({ leaseId: "ls_race", app: null, appKey: APP_KEY, device: DEVICE, durationMs: 10_000, reuseKey: null });
+    leases.allow(token, APP_KEY, c.proc.pid!);
+    // The app's own deadline timer fired and it released, a moment before the agent's timer.
+    now += 10_000;
+    expect(await leases.release(token, APP_KEY, false)).toMatchObject({ kind: "ended", why: expect.stringMatching(/reached its deadline/) });
+    expect((await c.exited).signal).toBe("SIGTERM");
+    // The pool expires the lease itself: nothing is released there.
+    expect(releases).toEqual([]);
+  });
+});
+
 describe("early exit", () => {
   it("when every allowed process has exited, the lease is released (failed) so only held time is charged", async () => {
     const h = harness();
