@@ -54,6 +54,8 @@ describe.skipIf(bin === null)("PostgreSQL outage", () => {
     expect(down.status).toBe(503);
     expect(down.body.code).toBe("storage_unavailable");
     expect(down.body.detail).toMatch(/database/i);
+    // The lease needed the leader's session, which broke: this replica stepped down.
+    expect(down.body.reason).toBe("leadership_lost");
     expect(JSON.stringify(down.body)).not.toMatch(/postgres:\/\/|127\.0\.0\.1:\d+|\.ts:\d+|node_modules/);
     const ready = await server.app.inject({ method: "GET", url: "/readyz" });
     expect(ready.statusCode).toBe(503);

@@ -127,6 +127,7 @@ describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () =>
       const err: unknown = await store.transaction((t) => t.getLedger("user:busy")).then(() => null, (e: unknown) => e);
       expect(err).toBeInstanceOf(StorageUnavailableError);
       expect((err as Error).message).toMatch(/lock_timeout/);
+      expect((err as StorageUnavailableError).reason).toBe("contention");
       expect(Date.now() - t0).toBeLessThan(1_200);
       await holding;
     } finally {

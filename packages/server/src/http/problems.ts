@@ -2,6 +2,7 @@ import { DomainError, problem } from "@gpupool/core";
 import type { Problem } from "@gpupool/core";
 import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { LeadershipLostError, StorageUnavailableError } from "../storage/store.js";
+import type { StorageUnavailableReason } from "../storage/store.js";
 
 export function sendProblem(reply: FastifyReply, p: Problem, retryAfterS: number | null = null): FastifyReply {
   if (retryAfterS !== null) reply.header("retry-after", String(retryAfterS));
@@ -32,6 +33,14 @@ function messageOf(e: AjvError): string {
   if (e.keyword === "enum") return `must be one of ${(e.params?.["allowedValues"] as unknown[] | undefined)?.join(", ") ?? "the allowed values"}`;
   return e.message ?? "is invalid";
 }
+
+/** What a person is told when the database could not do the work, by why (the log has the database's own words). */
+const STORAGE_UNAVAILABLE = {
+  unreachable: { detail: "The pool's database cannot be reached right now; nothing was changed. Retry in a few seconds.", retryAfterS: 5 },
+  timeout: { detail: "The pool's database did not answer in time; nothing was changed. Retry in a few seconds.", retryAfterS: 2 },
+  contention: { detail: "Another request for the same person or lease was being handled at the same moment (on this server or another replica); nothing was changed. Retry in a second.", retryAfterS: 1 },
+  stalled: { detail: "This server stalled in the middle of a database transaction and the database ended it; nothing was changed. Retry.", retryAfterS: 1 },
+} satisfies Record<StorageUnavailableReason, { detail: string; retryAfterS: number }>;
 
 /** The request's logger with its id bound (requests share the server's logger unless request logging is on). */
 function logFor(req: FastifyRequest): FastifyBaseLogger {
@@ -66,12 +75,14 @@ export function installErrorHandling(app: FastifyInstance): void {
         break;
     }
     if ((err as Error) instanceof StorageUnavailableError) {
+      const unavailable = err as unknown as StorageUnavailableError;
       logFor(req).error({ err }, "storage unavailable");
-      return sendProblem(reply, problem("storage_unavailable", "The pool's database cannot be reached right now; nothing was changed. Retry in a few seconds."), 5);
+      const { detail, retryAfterS } = STORAGE_UNAVAILABLE[unavailable.reason];
+      return sendProblem(reply, problem("storage_unavailable", detail, { reason: unavailable.reason }), retryAfterS);
     }
     if ((err as Error) instanceof LeadershipLostError) {
       logFor(req).warn({ err }, "leadership lost during a request");
-      return sendProblem(reply, problem("storage_unavailable", "This replica's session with the pool's database ended while handling the request (the database restarted or cannot be reached), so it no longer leads the pool; another replica, or this one once the database is back, takes over within seconds. Nothing was changed; retry."), 1);
+      return sendProblem(reply, problem("storage_unavailable", "This replica's session with the pool's database ended while handling the request (the database restarted or cannot be reached), so it no longer leads the pool; another replica, or this one once the database is back, takes over within seconds. Nothing was changed; retry.", { reason: "leadership_lost" }), 1);
     }
     if (typeof err.code === "string" && (err.code.startsWith("SQLITE_BUSY") || err.code.startsWith("SQLITE_IOERR") || err.code === "SQLITE_FULL" || err.code === "SQLITE_CANTOPEN")) {
       logFor(req).error({ err }, "storage error");

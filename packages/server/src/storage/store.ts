@@ -61,12 +61,22 @@ export interface Coordination {
   subscribe(channel: string, onMessage: (payload: string) => void, onResumed?: () => void): Promise<() => Promise<void>>;
 }
 
-/** Thrown by adapters when the database cannot be reached (answered 503 `storage_unavailable`). */
+/**
+ * Why the database could not do what was asked, as a caller can act on it: it cannot be reached;
+ * it did not answer in time; another request held what this one needed (contention); or this
+ * replica stalled inside a transaction and the database ended it.
+ */
+export type StorageUnavailableReason = "unreachable" | "timeout" | "contention" | "stalled";
+
+/** Thrown by adapters when the database cannot do the work now (answered 503 `storage_unavailable`); nothing was changed. */
 export class StorageUnavailableError extends Error {
   readonly code = "storage_unavailable";
-  constructor(message: string, options?: { cause?: unknown }) {
+  readonly reason: StorageUnavailableReason;
+  /** `message` is for the log (it may name the database); the response says only what `reason` means. */
+  constructor(message: string, options?: { cause?: unknown; reason?: StorageUnavailableReason }) {
     super(message, options);
     this.name = "StorageUnavailableError";
+    this.reason = options?.reason ?? "unreachable";
   }
 }
 

@@ -225,7 +225,7 @@ export class LeaderGroup {
     if (!(mapped instanceof StorageUnavailableError) || isConnectionError(err)) return err;
     return new StorageUnavailableError(
       `A write of the leader's transaction ${member} failed after that transaction had run (${mapped.message}), so its group of ${this.size} transactions cannot commit: all of them were rolled back, and the leader rebuilds its state from the database.`,
-      { cause: err },
+      { cause: err, reason: mapped.reason },
     );
   }
 
