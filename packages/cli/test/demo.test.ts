@@ -42,6 +42,8 @@ describe("gpupool demo", () => {
       expect(out).toMatch(/name "sdxl-demo", owned by ada: created now/);
       for (const step of ["npx gpupool quota", "npx gpupool diagnose", "npx gpupool leases", "/v1/leases", "/release", "429"]) expect(out).toContain(step);
       expect(statSync(join(dir, "demo-credentials.json")).mode & 0o777).toBe(0o600);
+      // The demo's agent keeps its state beside the demo's database, not in the home directory.
+      expect(statSync(join(dir, "agent-state.json")).mode & 0o777).toBe(0o600);
 
       // The demo app charges whoever the X-IP-Token names (here ada), through the SDK's gpu().
       const issuer = createClient({ url: v.poolUrl, adminToken: v.adminToken });

@@ -132,6 +132,8 @@ export function registerDemo(program: Command): void {
             host: "127.0.0.1",
             port,
             log: logger,
+            // Beside the demo's database, not in the user's home directory.
+            stateFile: join(dir, "agent-state.json"),
           });
         agent = await agentOn(edgePort + 1 <= 65_535 ? edgePort + 1 : 0).catch((error: unknown) => {
           if ((error as NodeJS.ErrnoException).code !== "EADDRINUSE") throw error;
