@@ -290,13 +290,19 @@ export class SqliteStore implements Store {
         return state && this.remember(this.ledgers, identity, state);
       },
       putLedger: async (identity, s) => {
+        // A cached row exists (it was read or written in this store, and caches are dropped on any
+        // rollback): update it in place rather than attempt an insert first.
+        if (this.ledgers.has(identity)) {
+          run("UPDATE ledgers SET window_started_at = ?, used_ms = ?, reserved_ms = ?, bonus_ms = ?, runs = ? WHERE identity = ?", s.windowStartedAt, s.usedMs, s.reservedMs, s.bonusMs, s.runs, identity);
+        } else {
+          run(
+            "INSERT INTO ledgers (identity, window_started_at, used_ms, reserved_ms, bonus_ms, runs) VALUES (?, ?, ?, ?, ?, ?) " +
+              "ON CONFLICT(identity) DO UPDATE SET window_started_at = excluded.window_started_at, used_ms = excluded.used_ms, " +
+              "reserved_ms = excluded.reserved_ms, bonus_ms = excluded.bonus_ms, runs = excluded.runs",
+            identity, s.windowStartedAt, s.usedMs, s.reservedMs, s.bonusMs, s.runs,
+          );
+        }
         this.remember(this.ledgers, identity, s);
-        run(
-          "INSERT INTO ledgers (identity, window_started_at, used_ms, reserved_ms, bonus_ms, runs) VALUES (?, ?, ?, ?, ?, ?) " +
-            "ON CONFLICT(identity) DO UPDATE SET window_started_at = excluded.window_started_at, used_ms = excluded.used_ms, " +
-            "reserved_ms = excluded.reserved_ms, bonus_ms = excluded.bonus_ms, runs = excluded.runs",
-          identity, s.windowStartedAt, s.usedMs, s.reservedMs, s.bonusMs, s.runs,
-        );
       },
 
       insertLease: async (l) => {
