@@ -208,6 +208,26 @@ export class PriorityScheduler {
   }
 
   /**
+   * A request that arrives while nothing waits: placed at once if it may run now — on the very
+   * slots `enqueue` then `dispatch` would give it — without going through the queue's structures
+   * (the common case on a pool with free slots). Null when it must wait, when anything else
+   * waits, or when the scheduler's view of the pool is out of date: then enqueue it and dispatch.
+   */
+  grantNow(request: PriorityRequest, pool: Pool, concurrency: Concurrency, now: number): Grant | null {
+    if (this.entries.size > 0 || atLimit(concurrency, request.appId) || !this.board.inStepWith(pool)) return null;
+    const node = request.node ?? null;
+    // With nothing waiting there is no hold: the best fit anywhere the request may go, as dispatch.
+    const chosen = this.board.fits(request.slots, null, node) ? this.board.choose(request.slots, null, node) : null;
+    if (chosen === null) return null;
+    const assignment = pool.occupy(request.leaseId, chosen.device.node, chosen.device.index, chosen.slots);
+    if (assignment === null) return null;
+    this.board.occupy(request.leaseId, request.appId, assignment, now + request.durationMs);
+    if (request.appId !== null) this.appSet(request.appId).add(request.leaseId);
+    this.currentHold = null;
+    return { leaseId: request.leaseId, assignment };
+  }
+
+  /**
    * Grants whatever can be granted now: the head of the queue if some device fits it, else
    * smaller requests behind it that fit (backfill) — except on the device held for an aged head,
    * which only takes requests that end before the head could start there. Work-conserving: when

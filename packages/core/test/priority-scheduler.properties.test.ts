@@ -2,7 +2,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { Pool, PriorityScheduler, usableIdleSlots } from "../src/index.js";
 import { IndexedHeap } from "../src/scheduler-heap.js";
-import type { Concurrency, DeviceSpec, PriorityRequest } from "../src/index.js";
+import type { Concurrency, DeviceSpec, Grant, PriorityRequest } from "../src/index.js";
 
 /** Properties of the priority scheduler, driven like the engine drives it: dispatch after every change. */
 
@@ -36,6 +36,8 @@ class Harness implements Concurrency {
     readonly holdAfterMs: number,
     agingStepMs: number,
     private readonly limits: Readonly<Record<string, number | null>> = LIMITS,
+    /** Arrivals try grantNow first, as the engine does (else enqueue, then dispatch as usual). */
+    private readonly grantNow = false,
   ) {
     this.pool = new Pool(devices(sizes));
     this.scheduler = new PriorityScheduler({ agingStepMs, holdAfterMs });
@@ -51,9 +53,22 @@ class Harness implements Concurrency {
   enqueue(o: { priority: number; slots: number; durationMs: number; appId: string | null; share: number }): string {
     const leaseId = `q${this.n++}`;
     const request: PriorityRequest = { leaseId, appId: o.appId, identity: `user:${leaseId}`, slots: o.slots, priority: o.priority, durationMs: o.durationMs, seq: this.n, queuedAt: this.now, quotaLeftShare: o.share };
+    const now = this.grantNow ? this.scheduler.grantNow(request, this.pool, this, this.now) : null;
+    if (now !== null) {
+      this.granted(now, request);
+      return leaseId;
+    }
     this.queued.set(leaseId, request);
     this.scheduler.enqueue(request);
     return leaseId;
+  }
+
+  private granted(grant: Grant, request: PriorityRequest): void {
+    expect(this.everGranted.has(grant.leaseId)).toBe(false);
+    this.everGranted.add(grant.leaseId);
+    this.running.set(grant.leaseId, { request, grantedAt: this.now });
+    if (request.appId !== null) this.appActive.set(request.appId, this.active(request.appId) + 1);
+    this.log.push(`${this.now}:${grant.leaseId}@${grant.assignment.node}#${grant.assignment.index}/${grant.assignment.slots.join(",")}`);
   }
 
   end(leaseId: string): void {
@@ -77,12 +92,8 @@ class Harness implements Concurrency {
       this,
       (grant, request) => {
         expect(this.queued.delete(grant.leaseId)).toBe(true);
-        expect(this.everGranted.has(grant.leaseId)).toBe(false);
-        this.everGranted.add(grant.leaseId);
-        this.running.set(grant.leaseId, { request, grantedAt: this.now });
-        if (request.appId !== null) this.appActive.set(request.appId, this.active(request.appId) + 1);
+        this.granted(grant, request);
         granted.push(grant.leaseId);
-        this.log.push(`${this.now}:${grant.leaseId}@${grant.assignment.node}#${grant.assignment.index}/${grant.assignment.slots.join(",")}`);
       },
       this.now,
     );
@@ -175,6 +186,23 @@ describe("PriorityScheduler properties", () => {
         for (const op of ops) {
           apply(h, op);
           h.check();
+        }
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it("grantNow places an arrival exactly where enqueue + dispatch would, and the rest of the schedule is unchanged", () => {
+    fc.assert(
+      fc.property(poolArb, fc.constantFrom(0, 5_000, 15_000), fc.constantFrom(1_000, 15_000), fc.array(opArb, { maxLength: 120 }), (sizes, holdAfterMs, agingStepMs, ops) => {
+        const queued = new Harness(sizes, holdAfterMs, agingStepMs);
+        const direct = new Harness(sizes, holdAfterMs, agingStepMs, LIMITS, true);
+        for (const op of ops) {
+          apply(queued, op);
+          apply(direct, op);
+          direct.check();
+          expect(direct.log).toEqual(queued.log);
+          expect(direct.scheduler.hold()).toEqual(queued.scheduler.hold());
         }
       }),
       { numRuns: 150 },

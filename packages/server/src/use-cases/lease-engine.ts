@@ -90,6 +90,8 @@ export class LeaseEngine {
   private readonly remoteWatched = new Set<string>();
   private readonly replica = newOrderedId("r", Date.now());
   private readonly unsubscribe: (() => Promise<void>)[] = [];
+  /** Per-app active counts and limits, as the scheduler asks for them. */
+  private readonly concurrency = { active: (id: string) => this.appActive.get(id) ?? 0, limit: (id: string) => this.appLimits.get(id) ?? null };
   private stopped = false;
 
   constructor(
@@ -457,8 +459,7 @@ export class LeaseEngine {
         quotaLeftShare: before.quotaMs > 0 ? before.leftMs / before.quotaMs : 0,
         node: input.node,
       };
-      this.scheduler.enqueue(request);
-      const granted = this.dispatch(now);
+      const granted = this.placeNew(request, now);
       const mine = granted.find((g) => g.grant.leaseId === leaseId);
       if (!mine) {
         const full = this.scheduler.size > this.policy.queueMaxLength;
@@ -791,7 +792,7 @@ export class LeaseEngine {
     const out: { grant: Grant; request: PriorityRequest }[] = [];
     this.scheduler.dispatch(
       this.pool,
-      { active: (id) => this.appActive.get(id) ?? 0, limit: (id) => this.appLimits.get(id) ?? null },
+      this.concurrency,
       (grant, request) => {
         this.countActive(request.appId, +1);
         out.push({ grant, request });
@@ -799,6 +800,17 @@ export class LeaseEngine {
       now,
     );
     return out;
+  }
+
+  /** A new request: granted at once when nothing waits and it fits (see grantNow), else queued and dispatched. */
+  private placeNew(request: PriorityRequest, now: number): { grant: Grant; request: PriorityRequest }[] {
+    const atOnce = this.scheduler.grantNow(request, this.pool, this.concurrency, now);
+    if (atOnce !== null) {
+      this.countActive(request.appId, +1);
+      return [{ grant: atOnce, request }];
+    }
+    this.scheduler.enqueue(request);
+    return this.dispatch(now);
   }
 
   private async dispatchAndPersist(tx: Tx, now: number): Promise<LeaseRecord[]> {
