@@ -1,6 +1,7 @@
 import { EMPTY_LEDGER, rollWindow } from "@gpupool/core";
 import type { LedgerState } from "@gpupool/core";
 import { describe, expect, it } from "vitest";
+import { admissionAnswer } from "../src/use-cases/lease-follower.js";
 import { admitted, endActive, endQueued, grant } from "../src/use-cases/lease-transitions.js";
 import type { LeaseRecord } from "../src/storage/store.js";
 
@@ -71,5 +72,18 @@ describe("lease transitions", () => {
     const other = endQueued(l, { ...rolled, runs: 3 }, "failed", T0 + WINDOW, null, WINDOW);
     expect(other.ledger.runs).toBe(3);
     expect(other.lease.failed).toBe(true);
+  });
+
+  it("a follower answers granted for a lease the leader granted, even one already over when read back; refused only when it never got a GPU", () => {
+    const ledger = { ...EMPTY_LEDGER, reservedMs: 1 * S };
+    const waiting = queued(1 * S);
+    const active = grant(waiting, device, ledger, T0);
+    // A 1 s lease, read back by a slow follower after its deadline: expired, but it was granted.
+    const over = endActive(active.lease, active.ledger, "expired", T0 + 1 * S, null, false);
+    const turnedDown = endQueued(waiting, ledger, "failed", T0, { type: "", title: "", status: 503, code: "no_gpu_available", detail: "busy" }, WINDOW);
+    expect(admissionAnswer(active.lease)).toBe("granted");
+    expect(admissionAnswer(over.lease)).toBe("granted");
+    expect(admissionAnswer(waiting)).toBe("queued");
+    expect(admissionAnswer(turnedDown.lease)).toBe("refused");
   });
 });

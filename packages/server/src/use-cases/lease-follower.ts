@@ -80,8 +80,9 @@ export class LeaseFollower {
     const word = await verdict;
     const fresh = await this.store.transaction(async (tx) => ({ lease: await tx.getLease(leaseId), quota: await readQuota(tx, this.policy, input.charged, this.clock.now()) }));
     const lease = fresh.lease ?? staged.lease;
-    if (lease.status === "active") return { kind: "granted", lease, quota: fresh.quota };
-    if (lease.status !== "queued") {
+    const answer = admissionAnswer(lease);
+    if (answer === "granted") return { kind: "granted", lease, quota: fresh.quota };
+    if (answer === "refused") {
       // The leader turned it down (queue: false with no free slot, no GPU that could ever fit).
       const why = lease.problemCode === null ? problem("no_gpu_available", "The request ended before it was granted.") : problem(lease.problemCode as "no_gpu_available", lease.problemDetail ?? "");
       return { kind: "denied", problem: why, retryAfterS: 5 };
@@ -147,4 +148,15 @@ export class LeaseFollower {
     if (b.type === "failed") this.events.emit(b.id, { type: "failed", lease, problem: b.problem });
     else this.events.emit(b.id, { type: b.type, lease });
   }
+}
+
+/**
+ * What a follower answers for a lease it stored and handed to the leader, read back afterwards:
+ * granted if the leader gave it a GPU — even if it is already over (a short lease can end before a
+ * slow answer gets back; the record says how it ended) —, still queued, or refused (the leader
+ * ended it without a grant: queue: false with no free slot, or no GPU that could ever take it).
+ */
+export function admissionAnswer(lease: LeaseRecord): "granted" | "queued" | "refused" {
+  if (lease.status === "active" || lease.grantedAt !== null) return "granted";
+  return lease.status === "queued" ? "queued" : "refused";
 }
