@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -17,26 +17,14 @@ afterEach(async () => {
 
 /** Two servers on one fresh schema: the one that leads, and a follower. */
 async function pair(): Promise<{ leader: TestServer; follower: TestServer }> {
-  const url = freshPostgresUrl("follower");
-  const dir = () => {
-    const d = mkdtempSync(join(tmpdir(), "gpupool-follower-"));
-    writeFileSync(join(d, "postgres-url"), url);
-    return d;
-  };
-  const previous = process.env["GPUPOOL_TEST_STORAGE"];
-  process.env["GPUPOOL_TEST_STORAGE"] = "postgres";
-  try {
-    const raw = { pool: { simulated: [{ node: "sim-0", gpus: 2 }] } };
-    const first = await serveAt(dir(), raw);
-    servers.push(first);
-    const second = await serveAt(dir(), raw);
-    servers.push(second);
-    const leader = await waitFor(async () => ((await first.call("GET", "/readyz")).body.leader ? first : (await second.call("GET", "/readyz")).body.leader ? second : null));
-    return { leader, follower: leader === first ? second : first };
-  } finally {
-    if (previous === undefined) delete process.env["GPUPOOL_TEST_STORAGE"];
-    else process.env["GPUPOOL_TEST_STORAGE"] = previous;
-  }
+  const storageUrl = freshPostgresUrl("follower");
+  const raw = { pool: { simulated: [{ node: "sim-0", gpus: 2 }] } };
+  const first = await serveAt(mkdtempSync(join(tmpdir(), "gpupool-follower-")), raw, { storageUrl });
+  servers.push(first);
+  const second = await serveAt(mkdtempSync(join(tmpdir(), "gpupool-follower-")), raw, { storageUrl });
+  servers.push(second);
+  const leader = await waitFor(async () => ((await first.call("GET", "/readyz")).body.leader ? first : (await second.call("GET", "/readyz")).body.leader ? second : null));
+  return { leader, follower: leader === first ? second : first };
 }
 
 describe.skipIf(!postgresUrl())("a replica that does not lead", () => {

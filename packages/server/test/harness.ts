@@ -42,8 +42,9 @@ export async function startTestServer(raw: Record<string, unknown> = {}): Promis
  * A server on `dir`'s storage (which may already hold state from an earlier server: restarts).
  * `keepDir` leaves the directory in place on close; `adminToken: null` disables the admin API.
  */
-export async function serveAt(dir: string, raw: Record<string, unknown> = {}, options: { keepDir?: boolean; adminToken?: string | null } = {}): Promise<TestServer> {
-  const config = normalizeConfig({ ...raw, storage: { url: storageUrlFor(dir) } });
+export async function serveAt(dir: string, raw: Record<string, unknown> = {}, options: { keepDir?: boolean; adminToken?: string | null; storageUrl?: string } = {}): Promise<TestServer> {
+  // storageUrl: this storage rather than the dir's (e.g. several replicas on one PostgreSQL schema).
+  const config = normalizeConfig({ ...raw, storage: { url: options.storageUrl ?? storageUrlFor(dir) } });
   const server = await createServer(config, { adminToken: options.adminToken === undefined ? ADMIN : options.adminToken, logger: pino({ level: process.env.TEST_LOG ?? "silent" }) });
   const call: TestServer["call"] = async (method, url, opts = {}) => {
     const headers: Record<string, string> = { ...(opts.headers ?? {}) };

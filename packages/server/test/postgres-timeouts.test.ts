@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
@@ -140,16 +140,7 @@ describe.skipIf(!postgresUrl())("a replica frozen mid-transaction, seen over HTT
   it("with the default timeouts, the next lease request for that identity on another replica is granted once PostgreSQL ends the frozen session", async () => {
     const url = freshPostgresUrl("idle-http");
     const dir = mkdtempSync(join(tmpdir(), "gpupool-idle-"));
-    writeFileSync(join(dir, "postgres-url"), url);
-    const previous = process.env["GPUPOOL_TEST_STORAGE"];
-    process.env["GPUPOOL_TEST_STORAGE"] = "postgres";
-    let server: TestServer;
-    try {
-      server = await serveAt(dir, { pool: { simulated: [{ node: "sim-0", gpus: 2 }] } });
-    } finally {
-      if (previous === undefined) delete process.env["GPUPOOL_TEST_STORAGE"];
-      else process.env["GPUPOOL_TEST_STORAGE"] = previous;
-    }
+    const server = await serveAt(dir, { pool: { simulated: [{ node: "sim-0", gpus: 2 }] } }, { storageUrl: url });
     servers.push(server);
     const owner = await server.user("frozen-owner", "pro");
     const first = await lease(server, owner.token, { duration: 10 });
