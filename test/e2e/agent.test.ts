@@ -225,19 +225,9 @@ describe("gpupool agent: the device API as the spaces ZeroGPU client uses it", (
       const victimPid = await sleepPidUnder(victim.pid!);
       // An app running as user `daemon`, holding a valid app key: it asks for a 2 s lease and
       // allows the other user's pid, then its own child.
-      const script = [
-        "import json, subprocess, sys, urllib.request, urllib.error",
-        "def post(path):",
-        "    try:",
-        "        with urllib.request.urlopen(urllib.request.Request(sys.argv[1] + path, method='POST')) as r: return [r.status, json.loads(r.read() or b'null')]",
-        "    except urllib.error.HTTPError as e: return [e.code, json.loads(e.read() or b'null')]",
-        "grant = post('/schedule?durationSeconds=2')[1]",
-        "own = subprocess.Popen(['sleep', '300'])",
-        "print(json.dumps({'lease': grant['leaseId'], 'victim': post(f\"/allow?allowToken={grant['allowToken']}&pid={sys.argv[2]}\"), 'own': post(f\"/allow?allowToken={grant['allowToken']}&pid={own.pid}\")}), flush=True)",
-        "own.wait()",
-        "print(json.dumps({'own_exit': own.returncode}), flush=True)",
-      ].join("\n");
-      const app = spawn("/usr/bin/python3", ["-c", script, `${agent.url}/apps/${appKey}`, String(victimPid)], { uid: 1, gid: 1, cwd: "/", stdio: ["ignore", "pipe", "pipe"] });
+      const script = fileURLToPath(new URL("./allow_other_pid.py", import.meta.url));
+    // Given as -c: the app's user (daemon) may not be able to read the checkout.
+      const app = spawn("/usr/bin/python3", ["-c", readFileSync(script, "utf8"), `${agent.url}/apps/${appKey}`, String(victimPid)], { uid: 1, gid: 1, cwd: "/", stdio: ["ignore", "pipe", "pipe"] });
       let out = "";
       app.stdout.on("data", (d: Buffer) => (out += d.toString()));
       app.stderr.on("data", (d: Buffer) => (out += d.toString()));

@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { request } from "node:http";
+import { fileURLToPath } from "node:url";
 import type { IncomingHttpHeaders } from "node:http";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -389,19 +390,10 @@ describe("allow and release", () => {
     const victim = spawn("sleep", ["300"], { uid: 65534, gid: 65534, stdio: "ignore" });
     children.push(victim);
     // The app runs as another user (daemon) and calls the agent with its own key, over 127.0.0.1.
-    const script = [
-      "import json, subprocess, sys, urllib.request, urllib.error",
-      "def post(path):",
-      "    try:",
-      "        with urllib.request.urlopen(urllib.request.Request(sys.argv[1] + path, method='POST')) as r: return [r.status, json.loads(r.read() or b'null')]",
-      "    except urllib.error.HTTPError as e: return [e.code, json.loads(e.read() or b'null')]",
-      "token = post('/schedule')[1]['allowToken']",
-      "own = subprocess.Popen(['sleep', '300'])",
-      "print(json.dumps({'victim': post(f'/allow?allowToken={token}&pid={sys.argv[2]}'), 'own': post(f'/allow?allowToken={token}&pid={own.pid}')}), flush=True)",
-      "own.wait()",
-      "print(json.dumps({'own_exit': own.returncode}), flush=True)",
-    ].join("\n");
-    const app = spawn("/usr/bin/python3", ["-c", script, base, String(victim.pid)], { uid: 1, gid: 1, cwd: "/", stdio: ["ignore", "pipe", "inherit"] });
+    // The app: test/e2e/allow_other_pid.py (shared with the end-to-end test).
+    const script = fileURLToPath(new URL("../../../test/e2e/allow_other_pid.py", import.meta.url));
+    // Given as -c: the app's user (daemon) may not be able to read the checkout.
+    const app = spawn("/usr/bin/python3", ["-c", readFileSync(script, "utf8"), base, String(victim.pid)], { uid: 1, gid: 1, cwd: "/", stdio: ["ignore", "pipe", "inherit"] });
     children.push(app);
     let out = "";
     app.stdout!.on("data", (d: Buffer) => (out += d.toString()));
