@@ -21,7 +21,7 @@ const MAX_REGISTRATION = 64;
  * Which registration of a node is current. An agent is answered it at registration and sends it
  * with each heartbeat; the moment of registration serves, since each registration stores its own.
  */
-function registrationOf(node: NodeRecord): string | null {
+function registrationOf(node: Pick<NodeRecord, "registeredAt">): string | null {
   return node.registeredAt === null ? null : String(node.registeredAt);
 }
 
@@ -99,9 +99,8 @@ export function nodeRoutes(app: FastifyInstance, ctx: ServerContext): void {
         // Dedicated: only apps on that host (through its agent) may use these GPUs.
         return { node: node.name, index: d.index, uuid: d.uuid, name: d.name, memoryMb: d.memory_mb, slots: d.slots ?? 2, dedicated: true };
       });
-      await ctx.engine.registerNode(node, devices, req.body.agent_url ?? null);
-      const registered = await ctx.store.transaction((tx) => tx.getNodeByName(node.name));
-      return { node: { id: node.id, name: node.name }, devices: devices.length, registration: registered === null ? null : registrationOf(registered), ...timing() };
+      const registeredAt = await ctx.engine.registerNode(node, devices, req.body.agent_url ?? null);
+      return { node: { id: node.id, name: node.name }, devices: devices.length, registration: registrationOf({ registeredAt }), ...timing() };
     },
   );
 

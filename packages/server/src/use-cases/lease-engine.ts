@@ -527,11 +527,13 @@ export class LeaseEngine {
    * An agent (re-)registered its node's devices. Unchanged devices keep their leases; changed ones
    * fail the leases they held (charging only the time held) and the node's slots are replaced.
    */
-  async registerNode(node: NodeRecord, devices: readonly DeviceSpec[], agentUrl: string | null): Promise<void> {
+  /** Resolves to when the node was registered (its registration's mark, see the node routes). */
+  async registerNode(node: NodeRecord, devices: readonly DeviceSpec[], agentUrl: string | null): Promise<number> {
     if (!this.leading) {
       const now = this.clock.now();
       await this.store.transaction((tx) => tx.setNodeState(node.id, { devices, registeredAt: now, heartbeatAt: now, agentUrl }));
-      return this.tellLeader({ op: "node", name: node.name });
+      await this.tellLeader({ op: "node", name: node.name });
+      return now;
     }
     return this.op(
       () => {
@@ -541,7 +543,10 @@ export class LeaseEngine {
           return this.placeNode(tx, node.name, devices, now);
         });
       },
-      (out) => this.nodePlaced(node.name, out),
+      (out) => {
+        this.nodePlaced(node.name, out);
+        return out.at;
+      },
     );
   }
 
