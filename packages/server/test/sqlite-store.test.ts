@@ -35,4 +35,28 @@ describe("SQLite store", () => {
       db.close();
     }
   });
+
+  it("transactions staged together run in the order they were staged, and close still commits them", async () => {
+    const path = await migrated();
+    const store = new SqliteStore(`sqlite:${path}`);
+    const order: number[] = [];
+    const user = (i: number) => ({ id: `u${i}`, name: `user${i}`, tier: "free", tokenHash: `h${i}`, quotaOverrideMs: null, createdAt: i });
+    // Not awaited: all five wait for the same turn's group commit, then close is asked for at once.
+    const staged = [1, 2, 3, 4, 5].map((i) =>
+      store.transaction(async (t) => {
+        order.push(i);
+        await t.insertUser(user(i));
+      }),
+    );
+    const closed = store.close();
+    await Promise.all(staged);
+    await closed;
+    expect(order).toEqual([1, 2, 3, 4, 5]);
+    const reopened = new SqliteStore(`sqlite:${path}`);
+    try {
+      expect((await reopened.transaction((t) => t.listUsers())).map((u) => u.id)).toEqual(["u1", "u2", "u3", "u4", "u5"]);
+    } finally {
+      await reopened.close();
+    }
+  });
 });
