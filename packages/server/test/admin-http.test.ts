@@ -121,5 +121,8 @@ describe("health, readiness, metrics", () => {
     expect(after).toMatch(/^gpupool_grants_total\{size="large"\} 5$/m);
     expect(after).toMatch(/^gpupool_queue_depth 0$/m);
     expect(after).toMatch(/^gpupool_slot_utilization 0\.75$/m);
+    expect(after).toMatch(/^gpupool_leases_ended_total\{status="released"\} 2$/m);
+    expect(after).toMatch(/^gpupool_lease_held_seconds_count\{size="large"\} 2$/m);
+    expect(after).toMatch(/^gpupool_ledger_transaction_seconds_count\{op="release"\} 2$/m);
   });
 });
