@@ -355,6 +355,9 @@ export function storeContract(
         ),
       );
       expect(await tx((t) => t.getLedger("app:a1"))).toMatchObject({ reservedMs: 25_000, runs: 25 });
+      // Written once per commit group by SQLite: what was committed is the last of them.
+      const again = await durable();
+      if (again) expect(await again.transaction((t) => t.getLedger("app:a1"))).toMatchObject({ reservedMs: 25_000, runs: 25 });
     });
 
     it("a transaction that resolved is durable, whatever a concurrent one does", async () => {

@@ -41,6 +41,11 @@ const LEASE_COLUMNS =
   "id, app_id, identity_kind, identity_id, tier, size, slots, cost, duration_ms, reserved_ms, status, node, device_index, " +
   "device_uuid, device_name, slot_indexes, queued_at, granted_at, deadline, ended_at, held_ms, charged_ms, refunded_ms, failed, " +
   "window_started_at, problem_code, problem_detail";
+const UPDATE_LEDGER = "UPDATE ledgers SET window_started_at = ?, used_ms = ?, reserved_ms = ?, bonus_ms = ?, runs = ? WHERE identity = ?";
+const UPSERT_LEDGER =
+  "INSERT INTO ledgers (identity, window_started_at, used_ms, reserved_ms, bonus_ms, runs) VALUES (?, ?, ?, ?, ?, ?) " +
+  "ON CONFLICT(identity) DO UPDATE SET window_started_at = excluded.window_started_at, used_ms = excluded.used_ms, " +
+  "reserved_ms = excluded.reserved_ms, bonus_ms = excluded.bonus_ms, runs = excluded.runs";
 const INSERT_LEASE = `INSERT INTO leases (${LEASE_COLUMNS}) VALUES (${LEASE_COLUMNS.split(",").map(() => "?").join(", ")})`;
 // Only the columns a lease's lifecycle changes: naming an indexed column in SET makes SQLite
 // rewrite that index entry even when the value is unchanged (app and identity never change).
@@ -89,6 +94,13 @@ export class SqliteStore implements Store {
   private readonly ledgers = new Map<string, LedgerState>();
   /** Users by id, kept the same way: an admission charged to a user reads its tier and override. */
   private readonly users = new Map<string, UserRecord>();
+  /**
+   * Ledger rows changed in the open commit group and not yet written: an identity's row is written
+   * once per group however many of its leases the group admitted or released (a busy app's
+   * anonymous identity is in most of them). Written just before COMMIT; nothing reads the ledgers
+   * table but `getLedger`, which looks here first.
+   */
+  private readonly unwrittenLedgers = new Map<string, LedgerState>();
   private readonly checkpointer: Checkpointer | null = null;
 
   constructor(url: string) {
@@ -207,6 +219,7 @@ export class SqliteStore implements Store {
     if (!batch) return;
     this.batch = null;
     try {
+      this.flushLedgers();
       this.st("COMMIT").run();
       batch.resolve();
     } catch (err) {
@@ -245,8 +258,24 @@ export class SqliteStore implements Store {
     return value;
   }
 
+  /** Writes the ledger rows the commit group changed (inside it, before COMMIT). */
+  private flushLedgers(): void {
+    for (const [identity, s] of this.unwrittenLedgers) {
+      // A cached row exists (it was read or written in this store, and caches are dropped on any
+      // rollback): update it in place rather than attempt an insert first.
+      if (this.ledgers.has(identity)) {
+        this.st(UPDATE_LEDGER).run(s.windowStartedAt, s.usedMs, s.reservedMs, s.bonusMs, s.runs, identity);
+      } else {
+        this.st(UPSERT_LEDGER).run(identity, s.windowStartedAt, s.usedMs, s.reservedMs, s.bonusMs, s.runs);
+      }
+      this.remember(this.ledgers, identity, s);
+    }
+    this.unwrittenLedgers.clear();
+  }
+
   /** After a rollback the caches may hold what was never committed. */
   private forget(): void {
+    this.unwrittenLedgers.clear();
     this.ledgers.clear();
     this.users.clear();
   }
@@ -306,25 +335,14 @@ export class SqliteStore implements Store {
       getEdgeByName: async (name) => toKeyed(one("SELECT * FROM edges WHERE name = ?", name)),
 
       getLedger: async (identity) => {
-        const cached = this.ledgers.get(identity);
+        const cached = this.unwrittenLedgers.get(identity) ?? this.ledgers.get(identity);
         if (cached) return cached;
         const state = toLedger(one("SELECT * FROM ledgers WHERE identity = ?", identity));
         return state && this.remember(this.ledgers, identity, state);
       },
       putLedger: async (identity, s) => {
-        // A cached row exists (it was read or written in this store, and caches are dropped on any
-        // rollback): update it in place rather than attempt an insert first.
-        if (this.ledgers.has(identity)) {
-          run("UPDATE ledgers SET window_started_at = ?, used_ms = ?, reserved_ms = ?, bonus_ms = ?, runs = ? WHERE identity = ?", s.windowStartedAt, s.usedMs, s.reservedMs, s.bonusMs, s.runs, identity);
-        } else {
-          run(
-            "INSERT INTO ledgers (identity, window_started_at, used_ms, reserved_ms, bonus_ms, runs) VALUES (?, ?, ?, ?, ?, ?) " +
-              "ON CONFLICT(identity) DO UPDATE SET window_started_at = excluded.window_started_at, used_ms = excluded.used_ms, " +
-              "reserved_ms = excluded.reserved_ms, bonus_ms = excluded.bonus_ms, runs = excluded.runs",
-            identity, s.windowStartedAt, s.usedMs, s.reservedMs, s.bonusMs, s.runs,
-          );
-        }
-        this.remember(this.ledgers, identity, s);
+        this.wrote = true;
+        this.unwrittenLedgers.set(identity, s);
       },
 
       insertLease: async (l) => {
