@@ -16,7 +16,7 @@ export const KEYS = 100;
 const CYCLES = Number(process.env.BENCH_CYCLES ?? 20_000);
 // Rounds on a small shared machine swing by ±30%: five in-process rounds give a stable median.
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
-const HTTP_ROUNDS = Number(process.env.BENCH_HTTP_ROUNDS ?? 3);
+const HTTP_ROUNDS = Number(process.env.BENCH_HTTP_ROUNDS ?? 5);
 const HTTP_SECONDS = Number(process.env.BENCH_HTTP_SECONDS ?? 5);
 const CONNECTIONS = 16;
 const CONCURRENT = 16;
@@ -141,7 +141,7 @@ async function loadWithCpu(opts) {
   return { ...result, cpuUsPerRequest: (used.user + used.system) / result.total };
 }
 
-async function httpRound(dir) {
+async function leaseLoad(dir) {
   const server = await createServer(config(dir), { adminToken: null, logger: pino({ level: "silent" }) });
   const url = await server.listen();
   const now = Date.now();
@@ -149,14 +149,27 @@ async function httpRound(dir) {
   const { key } = await createApp(server.context.store, { name: `bench${now}`, owner: `owner${now}`, maxConcurrency: null }, now);
   const lease = await loadWithCpu({ url, mode: "lease", key, connections: CONNECTIONS, duration: HTTP_SECONDS });
   await server.close();
+  if (lease.non2xx > 0 || lease.errors > 0) console.error(`warning: ${lease.non2xx} non-2xx and ${lease.errors} errors in the lease run`);
+  return lease;
+}
 
+async function noopLoad() {
   const noop = Fastify({ logger: false });
   noop.post("/noop", async () => ({ ok: true }));
   const noopUrl = await noop.listen({ host: "127.0.0.1", port: 0 });
   const ceiling = await loadWithCpu({ url: noopUrl, mode: "noop", connections: CONNECTIONS, duration: HTTP_SECONDS });
   await noop.close();
-  if (lease.non2xx > 0 || lease.errors > 0) console.error(`warning: ${lease.non2xx} non-2xx and ${lease.errors} errors in the lease run`);
-  return { lease, ceiling };
+  return ceiling;
+}
+
+/** One HTTP round: the lease API and the no-op ceiling back to back, in the order given. */
+async function httpRound(dir, leaseFirst) {
+  if (leaseFirst) {
+    const lease = await leaseLoad(dir);
+    return { lease, ceiling: await noopLoad() };
+  }
+  const ceiling = await noopLoad();
+  return { lease: await leaseLoad(dir), ceiling };
 }
 
 export async function main() {
@@ -179,17 +192,22 @@ export async function main() {
       }
       const o = ours.at(-1);
       const p = peer.at(-1);
-      console.log(`round ${r + 1}: ${CONCURRENT} concurrent callers: gpupool ${round(o.conc)} cycles/s, RateLimiterSQLite ${round(p.conc)} cycles/s; one caller: gpupool ${round(o.seq)}, RateLimiterSQLite ${round(p.seq)}`);
+      console.log(`round ${r + 1}: ${CONCURRENT} concurrent callers: gpupool ${round(o.conc)} cycles/s, RateLimiterSQLite ${round(p.conc)} cycles/s (ratio ${round(o.conc / p.conc, 2)}); one caller: gpupool ${round(o.seq)}, RateLimiterSQLite ${round(p.seq)}`);
     }
     const http = [];
     for (let r = 0; r < HTTP_ROUNDS; r++) {
-      const h = await httpRound(mkdtempSync(join(dir, "h")));
+      const h = await httpRound(mkdtempSync(join(dir, "h")), r % 2 === 0);
       http.push(h);
       console.log(
-        `http round ${r + 1}: lease+release ${round(h.lease.requestsPerS)} req/s (p99 ${h.lease.p99Ms} ms, ${round(h.lease.cpuUsPerRequest)} µs server CPU/request), ` +
-          `no-op ceiling ${round(h.ceiling.requestsPerS)} req/s (${round(h.ceiling.cpuUsPerRequest)} µs/request)`,
+        `http round ${r + 1} (${r % 2 === 0 ? "lease first" : "no-op first"}): lease+release ${round(h.lease.requestsPerS)} req/s (p99 ${h.lease.p99Ms} ms, ${round(h.lease.cpuUsPerRequest)} µs server CPU/request), ` +
+          `no-op ceiling ${round(h.ceiling.requestsPerS)} req/s (${round(h.ceiling.cpuUsPerRequest)} µs/request), ratio ${round(h.lease.requestsPerS / h.ceiling.requestsPerS, 2)}`,
       );
     }
+    // Ratios are the median of each round's ratio: the two sides of a round ran back to back, so
+    // their ratio is what a slow or fast minute of this shared machine changes least.
+    const inprocessRatio = median(ours.map((o, i) => o.conc / peer[i].conc));
+    const inprocessSeqRatio = median(ours.map((o, i) => o.seq / peer[i].seq));
+    const httpRatio = median(http.map((h) => h.lease.requestsPerS / h.ceiling.requestsPerS));
     const inprocess = median(ours.map((o) => o.conc));
     const peerMedian = median(peer.map((p) => p.conc));
     const inprocessSeq = median(ours.map((o) => o.seq));
@@ -207,14 +225,14 @@ export async function main() {
       inprocess_cycles_per_s: round(inprocess),
       peer: "rate-limiter-flexible RateLimiterSQLite (better-sqlite3, WAL, synchronous=NORMAL) consume+reward",
       peer_cycles_per_s: round(peerMedian),
-      inprocess_ratio: round(inprocess / peerMedian, 2),
+      inprocess_ratio: round(inprocessRatio, 2),
       inprocess_concurrent_callers: CONCURRENT,
       inprocess_sequential_cycles_per_s: round(inprocessSeq),
       peer_sequential_cycles_per_s: round(peerSeq),
-      inprocess_sequential_ratio: round(inprocessSeq / peerSeq, 2),
+      inprocess_sequential_ratio: round(inprocessSeqRatio, 2),
       http_requests_per_s: round(httpRps),
       http_ceiling_requests_per_s: round(ceilingRps),
-      http_ratio: round(httpRps / ceilingRps, 2),
+      http_ratio: round(httpRatio, 2),
       http_p99_ms: median(http.map((h) => h.lease.p99Ms)),
       http_server_cpu_us_per_request: round(median(http.map((h) => h.lease.cpuUsPerRequest))),
       http_ceiling_server_cpu_us_per_request: round(median(http.map((h) => h.ceiling.cpuUsPerRequest))),
