@@ -56,6 +56,19 @@ function crash(r: Run): void {
   r.leases.close();
 }
 
+/**
+ * An agent on `path` granted a lease to a running child and allowed its pid, then crashed
+ * (kill -9: nothing but the state file survives).
+ */
+async function grantedThenCrashed(path: string, lease: { leaseId: string; app?: string; durationMs: number; ignoreTerm?: boolean }) {
+  const first = run(path);
+  const c = await child(lease.ignoreTerm ?? false);
+  const { token } = await first.leases.grant({ leaseId: lease.leaseId, app: lease.app ?? null, appKey: APP_KEY, device: DEVICE, durationMs: lease.durationMs, reuseKey: null });
+  const allowed = first.leases.allow(token, APP_KEY, c.proc.pid!);
+  crash(first);
+  return { c, token, allowed };
+}
+
 function child(ignoreTerm: boolean): Promise<{ proc: ChildProcess; events: string[]; exited: Promise<NodeJS.Signals | null> }> {
   const script = `${ignoreTerm ? "process.on('SIGTERM', () => console.log('got SIGTERM'));" : ""} setInterval(() => {}, 1000); console.log('ready');`;
   const proc = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "inherit"] });
@@ -80,11 +93,8 @@ function child(ignoreTerm: boolean): Promise<{ proc: ChildProcess; events: strin
 describe("the agent's state file", () => {
   it("after a crash, the next run stops an allowed process at its deadline (SIGTERM, then SIGKILL)", async () => {
     const path = join(dir, "crash.json");
-    const first = run(path);
-    const c = await child(true);
-    const { token } = await first.leases.grant({ leaseId: "ls_crash", app: "a_1", appKey: APP_KEY, device: DEVICE, durationMs: 1_000, reuseKey: null });
-    expect(first.leases.allow(token, APP_KEY, c.proc.pid!)).toMatchObject({ kind: "allowed" });
-    crash(first);
+    const { c, token, allowed } = await grantedThenCrashed(path, { leaseId: "ls_crash", app: "a_1", durationMs: 1_000, ignoreTerm: true });
+    expect(allowed).toMatchObject({ kind: "allowed" });
 
     const second = run(path);
     expect(second.leases.leases().map((l) => l.leaseId)).toEqual(["ls_crash"]);
@@ -96,11 +106,7 @@ describe("the agent's state file", () => {
 
   it("a deadline that passed while the agent was down is enforced as soon as it starts", async () => {
     const path = join(dir, "late.json");
-    const first = run(path);
-    const c = await child(false);
-    const { token } = await first.leases.grant({ leaseId: "ls_late", app: null, appKey: APP_KEY, device: DEVICE, durationMs: 60_000, reuseKey: null });
-    first.leases.allow(token, APP_KEY, c.proc.pid!);
-    crash(first);
+    const { c } = await grantedThenCrashed(path, { leaseId: "ls_late", durationMs: 60_000 });
     // The agent was down past the deadline.
     const saved = JSON.parse(readFileSync(path, "utf8")) as { leases: { deadline_ms: number }[] };
     saved.leases[0]!.deadline_ms = Date.now() - 1_000;
@@ -111,11 +117,7 @@ describe("the agent's state file", () => {
 
   it("/release works after a restart; the app key is back (sealed with the node key) to release on the pool", async () => {
     const path = join(dir, "release.json");
-    const first = run(path);
-    const c = await child(false);
-    const { token } = await first.leases.grant({ leaseId: "ls_rel", app: null, appKey: APP_KEY, device: DEVICE, durationMs: 60_000, reuseKey: null });
-    first.leases.allow(token, APP_KEY, c.proc.pid!);
-    crash(first);
+    const { c, token } = await grantedThenCrashed(path, { leaseId: "ls_rel", durationMs: 60_000 });
     const second = run(path);
     expect(await second.leases.release(token, "gpu_a_someone-else", false)).toEqual({ kind: "unknown" });
     expect(await second.leases.release(token, APP_KEY, false)).toMatchObject({ kind: "released", lease: { leaseId: "ls_rel", used: true } });
@@ -145,11 +147,7 @@ describe("the agent's state file", () => {
 
   it("a reused pid is never signalled: a saved pid whose process is gone (its number maybe taken) is dropped", async () => {
     const path = join(dir, "reused.json");
-    const first = run(path);
-    const c = await child(false);
-    const { token } = await first.leases.grant({ leaseId: "ls_reuse", app: null, appKey: APP_KEY, device: DEVICE, durationMs: 800, reuseKey: null });
-    first.leases.allow(token, APP_KEY, c.proc.pid!);
-    crash(first);
+    await grantedThenCrashed(path, { leaseId: "ls_reuse", durationMs: 800 });
     // Another process now has that pid: same number, another start time.
     const stranger = await child(false);
     const saved = JSON.parse(readFileSync(path, "utf8")) as { leases: { pids: { pid: number; start_time: string }[] }[] };
