@@ -139,7 +139,8 @@ function load(opts) {
  * Serves one side of an HTTP round in a child process of this same script, like the in-process
  * measurements (run in the bench's own process, the no-op served 9.9–10.4k requests/s right
  * after the lease server and 11.2–14.5k before it, in one run): "ready" with its URL (and an app key), then its CPU time from
- * "start" to "stop", which explains the ratio.
+ * "start" to "stop", which explains the ratio, and how busy its event loop was (near 1 when the
+ * load saturates it, so that the ratio compares capacities rather than latencies).
  */
 if (process.argv[2] === "--serve") {
   const [, , , side, dir] = process.argv;
@@ -160,14 +161,17 @@ if (process.argv[2] === "--serve") {
     stop = () => server.close();
   }
   let before;
+  let elu;
   process.on("message", async (m) => {
     if (m === "start") {
       before = process.cpuUsage();
+      elu = performance.eventLoopUtilization();
       process.send("started");
     } else if (m === "stop") {
       const used = process.cpuUsage(before);
+      const busy = performance.eventLoopUtilization(elu).utilization;
       await stop();
-      process.send({ cpuUs: used.user + used.system }, () => process.exit(0));
+      process.send({ cpuUs: used.user + used.system, busy }, () => process.exit(0));
     }
   });
   process.send({ ready });
@@ -187,9 +191,9 @@ async function serveAndLoad(side, dir) {
   await next();
   const result = await load({ url: ready.url, mode: side, key: ready.key, connections: CONNECTIONS, duration: HTTP_SECONDS });
   server.send("stop");
-  const { cpuUs } = await next();
+  const { cpuUs, busy } = await next();
   if (side === "lease" && (result.non2xx > 0 || result.errors > 0)) console.error(`warning: ${result.non2xx} non-2xx and ${result.errors} errors in the lease run`);
-  return { ...result, cpuUsPerRequest: cpuUs / result.total };
+  return { ...result, cpuUsPerRequest: cpuUs / result.total, busy, clientCpuUsPerRequest: result.clientCpuUs / result.total };
 }
 
 /** One HTTP round: the lease API and the no-op ceiling back to back, in the order given. */
@@ -229,8 +233,8 @@ export async function main() {
       const h = await httpRound(mkdtempSync(join(dir, "h")), r % 2 === 0);
       http.push(h);
       console.log(
-        `http round ${r + 1} (${r % 2 === 0 ? "lease first" : "no-op first"}): lease+release ${round(h.lease.requestsPerS)} req/s (p99 ${h.lease.p99Ms} ms, ${round(h.lease.cpuUsPerRequest)} µs server CPU/request), ` +
-          `no-op ceiling ${round(h.ceiling.requestsPerS)} req/s (${round(h.ceiling.cpuUsPerRequest)} µs/request), ratio ${round(h.lease.requestsPerS / h.ceiling.requestsPerS, 2)}`,
+        `http round ${r + 1} (${r % 2 === 0 ? "lease first" : "no-op first"}): lease+release ${round(h.lease.requestsPerS)} req/s (p99 ${h.lease.p99Ms} ms, ${round(h.lease.cpuUsPerRequest)} µs server CPU/request, event loop ${round(h.lease.busy * 100)}% busy), ` +
+          `no-op ceiling ${round(h.ceiling.requestsPerS)} req/s (${round(h.ceiling.cpuUsPerRequest)} µs/request, ${round(h.ceiling.busy * 100)}% busy), ratio ${round(h.lease.requestsPerS / h.ceiling.requestsPerS, 2)}`,
       );
     }
     // Ratios are the median of each round's ratio: the two sides of a round ran back to back, so
@@ -266,6 +270,11 @@ export async function main() {
       http_p99_ms: median(http.map((h) => h.lease.p99Ms)),
       http_server_cpu_us_per_request: round(median(http.map((h) => h.lease.cpuUsPerRequest))),
       http_ceiling_server_cpu_us_per_request: round(median(http.map((h) => h.ceiling.cpuUsPerRequest))),
+      // Event-loop utilisation of each server under the load: both near 1 means both were saturated.
+      http_server_event_loop_busy: round(median(http.map((h) => h.lease.busy)), 2),
+      http_ceiling_server_event_loop_busy: round(median(http.map((h) => h.ceiling.busy)), 2),
+      http_client_cpu_us_per_request: round(median(http.map((h) => h.lease.clientCpuUsPerRequest))),
+      http_ceiling_client_cpu_us_per_request: round(median(http.map((h) => h.ceiling.clientCpuUsPerRequest))),
     };
     console.log(JSON.stringify(result));
   } finally {

@@ -24,6 +24,7 @@ process.once("message", async (opts) => {
           },
         ]
       : [{ method: "POST", path: "/noop", headers, body: JSON.stringify({ duration: 1 }) }];
+  const before = process.cpuUsage();
   const result = await autocannon({ url: opts.url, connections: opts.connections, duration: opts.duration, requests });
   process.send({
     requestsPerS: result.requests.average,
@@ -32,5 +33,6 @@ process.once("message", async (opts) => {
     non2xx: result.non2xx,
     errors: result.errors,
     total: result.requests.total,
+    clientCpuUs: (({ user, system }) => user + system)(process.cpuUsage(before)),
   });
 });
