@@ -247,10 +247,11 @@ export function renderPool(state: PoolState, now: Date): string {
   if (active.length > 0) {
     out.push(
       table(
-        ["ID", "APP", "CHARGED TO", "SIZE", "GPU", "DEADLINE"],
+        ["ID", "APP", "CHARGED TO", "SIZE", "DEVICE", "DEADLINE"],
         active.map((a) => {
           const deadline = typeof a["deadline"] === "string" ? new Date(a["deadline"]) : null;
-          return [text(a["id"]), text(a["app"]), text(a["identity"]), text(a["size"]), `${text(a["node"])}#${text(a["device"])}`, deadline === null ? "-" : relative(deadline, now)];
+          // node/index, as `gpupool leases` names a device.
+          return [text(a["id"]), text(a["app"]), text(a["identity"]), text(a["size"]), `${text(a["node"])}/${text(a["device"])}`, deadline === null ? "-" : relative(deadline, now)];
         }),
       ),
     );

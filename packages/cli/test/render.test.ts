@@ -1,6 +1,6 @@
 import type { Diagnosis, Quota } from "@gpupool/sdk";
 import { describe, expect, it } from "vitest";
-import { relative, renderDiagnosis, renderPool, renderQuota, span, table, wrap } from "../src/render.js";
+import { relative, renderDiagnosis, renderLeases, renderPool, renderQuota, span, table, wrap } from "../src/render.js";
 
 const now = new Date("2025-01-01T12:00:00Z");
 
@@ -92,5 +92,22 @@ describe("render", () => {
     expect(text).toMatch(/does not lead the pool/);
     expect(text).toMatch(/leader: true/);
     expect(renderPool({ ...state, leader: true }, now)).not.toMatch(/does not lead/);
+  });
+
+  it("an active lease's device is named node/index, as `gpupool leases` names it", () => {
+    const active = [{ id: "ls_1", app: "a_1", identity: "user:u_1", size: "large", node: "sim-0", device: 1, deadline: "2025-01-01T12:00:45Z" }];
+    const pool = renderPool({ leader: true, source: "memory", nodes: [], devices: [], slots: { total: 2, busy: 1 }, active, queue: [] }, now);
+    const leases = renderLeases(
+      [
+        {
+          id: "ls_1", status: "active", app: "a_1", identity: { kind: "user", id: "u_1", tier: "free" }, size: "large", duration: 60, reserved: 60, cost: 1,
+          device: { node: "sim-0", index: 1, uuid: "GPU-1", name: "H200", slots: [0] }, queuedAt: now, grantedAt: now, deadline: new Date(now.getTime() + 45_000),
+          endedAt: null, position: null, reason: null, heldMs: null, charged: 0, refunded: 0, problem: null, quota: null,
+        },
+      ],
+      now,
+    );
+    expect(pool).toMatch(/ls_1 +a_1 +user:u_1 +large +sim-0\/1 +in 45s/);
+    expect(leases).toMatch(/ sim-0\/1 /);
   });
 });
