@@ -211,6 +211,18 @@ describe("one node key, two agents", () => {
     expect((await heartbeat(node.key, first.body.registration)).status).toBe(200);
   });
 
+  it("two agents started together with one node key: one registers, the other is refused, and the node has the first one's GPUs", async () => {
+    const { node } = await setup();
+    // Both find the node free if it is read outside the transaction that registers it.
+    const [a, b] = await Promise.all([register(node.key, [GPU(0)], { agentUrl: "http://10.0.0.1:7071" }), register(node.key, [GPU(5)], { agentUrl: "http://10.0.0.2:7071" })]);
+    expect([a.status, b.status].sort()).toEqual([200, 409]);
+    const [won, lost, wonGpu] = a.status === 200 ? [a, b, GPU(0)] : [b, a, GPU(5)];
+    expectProblem(lost, 409, "conflict");
+    expect(lost.body).toMatchObject({ reason: "node_in_use", node: "gpu-host-1" });
+    expect((await t.call("GET", "/v1/admin/pool", { token: ADMIN })).body.devices).toEqual([expect.objectContaining({ uuid: wonGpu.uuid })]);
+    expect((await heartbeat(node.key, won.body.registration)).status).toBe(200);
+  });
+
   it("once the node's agent is gone the other registers; the replaced agent's heartbeats are then a 409 saying so, and it cannot take the node back", async () => {
     const { node } = await setup({ heartbeat_interval: "100ms", heartbeat_timeout: "400ms" });
     const first = await register(node.key, [GPU(0)]);

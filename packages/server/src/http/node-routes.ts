@@ -1,9 +1,9 @@
-import { fail } from "@gpupool/core";
+import { DomainError, fail } from "@gpupool/core";
 import type { DeviceSpec } from "@gpupool/core";
 import type { FastifyInstance } from "fastify";
 import { authenticate } from "./auth.js";
 import type { ServerContext } from "./context.js";
-import type { NodeRecord } from "../storage/store.js";
+import { registrationOf } from "../use-cases/node-registration.js";
 
 /** The most devices one agent may register (a large host has 8–16 GPUs, each with up to 7 MIG slices). */
 const MAX_DEVICES = 256;
@@ -16,14 +16,6 @@ interface RegisterBody {
 }
 
 const MAX_REGISTRATION = 64;
-
-/**
- * Which registration of a node is current. An agent is answered it at registration and sends it
- * with each heartbeat; the moment of registration serves, since each registration stores its own.
- */
-function registrationOf(node: Pick<NodeRecord, "registeredAt">): string | null {
-  return node.registeredAt === null ? null : String(node.registeredAt);
-}
 
 /** What node agents call: register their devices, then heartbeat (SPEC §6). */
 export function nodeRoutes(app: FastifyInstance, ctx: ServerContext): void {
@@ -74,20 +66,6 @@ export function nodeRoutes(app: FastifyInstance, ctx: ServerContext): void {
     },
     async (req) => {
       const node = await callingNode(req);
-      const now = ctx.clock.now();
-      // Two agents with one node key would each replace the other's devices, and hand out GPUs of
-      // the other host. While the node's agent heartbeats, only that agent (restarted: it presents
-      // its registration) may register it; another one waits for the node to time out.
-      const current = registrationOf(node);
-      const timeoutMs = ctx.config.nodes.heartbeatTimeoutMs;
-      if (current !== null && node.devices !== null && node.heartbeatAt !== null && now - node.heartbeatAt < timeoutMs && req.body.previous_registration !== current) {
-        const waitS = Math.max(1, Math.ceil((node.heartbeatAt + timeoutMs - now) / 1000));
-        fail(
-          "conflict",
-          `Node ${node.name} is in use by another agent (${node.agentUrl ?? "it gave no URL"}, last heartbeat ${Math.round((now - node.heartbeatAt) / 1000)}s ago): two agents cannot share a node key, each would overwrite the other's GPUs. Stop the other agent, or create a node for this host (POST /v1/admin/nodes) and use its key. If the other agent is gone, this one can register once the node times out, within ${waitS}s.`,
-          { reason: "node_in_use", node: node.name, agent_url: node.agentUrl, retry_after_s: waitS },
-        );
-      }
       if (ctx.engine.isConfiguredNode(node.name)) {
         fail("conflict", `Node name ${node.name} is also a node of the server's own pool configuration (pool.simulated); give the agent a node of its own (POST /v1/admin/nodes).`);
       }
@@ -99,8 +77,10 @@ export function nodeRoutes(app: FastifyInstance, ctx: ServerContext): void {
         // Dedicated: only apps on that host (through its agent) may use these GPUs.
         return { node: node.name, index: d.index, uuid: d.uuid, name: d.name, memoryMb: d.memory_mb, slots: d.slots ?? 2, dedicated: true };
       });
-      const registeredAt = await ctx.engine.registerNode(node, devices, req.body.agent_url ?? null);
-      return { node: { id: node.id, name: node.name }, devices: devices.length, registration: registrationOf({ registeredAt }), ...timing() };
+      // Whether another agent holds the node is decided in the registering transaction (nodeInUse).
+      const registered = await ctx.engine.registerNode(node, devices, req.body.agent_url ?? null, req.body.previous_registration ?? null);
+      if (registered.kind === "refused") throw new DomainError(registered.problem);
+      return { node: { id: node.id, name: node.name }, devices: devices.length, registration: registrationOf({ registeredAt: registered.at }), ...timing() };
     },
   );
 

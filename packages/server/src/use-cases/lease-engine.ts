@@ -27,6 +27,7 @@ import { chargedIdentity } from "./charged-identity.js";
 import type { IdentityQuota } from "./quota.js";
 import { heldUntil, noCapacityProblem, nodeLostProblem, queueTimeoutProblem, queueTimeoutProblemFrom } from "./lease-problems.js";
 import { LeaseTimers } from "./lease-timers.js";
+import { nodeInUse } from "./node-registration.js";
 import { admitted, endActive, endQueued, grant } from "./lease-transitions.js";
 import type { Transition } from "./lease-transitions.js";
 import { readQuota, reserveWithRetryTime } from "./quota.js";
@@ -67,6 +68,8 @@ type Staged<F extends (...args: never[]) => Promise<{ value: unknown }>> = Await
  * the transaction that records it change together; if a transaction fails, the in-memory state
  * is rebuilt from the store rather than patched.
  */
+export type NodeRegistration = { readonly kind: "registered"; readonly at: number } | { readonly kind: "refused"; readonly problem: Problem };
+
 export class LeaseEngine {
   private pool: Pool;
   private scheduler: PriorityScheduler;
@@ -527,25 +530,36 @@ export class LeaseEngine {
    * An agent (re-)registered its node's devices. Unchanged devices keep their leases; changed ones
    * fail the leases they held (charging only the time held) and the node's slots are replaced.
    */
-  /** Resolves to when the node was registered (its registration's mark, see the node routes). */
-  async registerNode(node: NodeRecord, devices: readonly DeviceSpec[], agentUrl: string | null): Promise<number> {
+  /**
+   * Resolves to when the node was registered (its registration's mark, see the node routes), or
+   * to why not: another agent holds the node (`presented` is the registration the calling agent
+   * held before it restarted, if any). Checked and written in one transaction.
+   */
+  async registerNode(node: NodeRecord, devices: readonly DeviceSpec[], agentUrl: string | null, presented: string | null): Promise<NodeRegistration> {
+    const claim = async (tx: Tx, now: number): Promise<Problem | null> => {
+      const refused = nodeInUse((await tx.getNodeByName(node.name)) ?? node, presented, now, this.heartbeatTimeoutMs);
+      if (refused === null) await tx.setNodeState(node.id, { devices, registeredAt: now, heartbeatAt: now, agentUrl });
+      return refused;
+    };
     if (!this.leading) {
       const now = this.clock.now();
-      await this.store.transaction((tx) => tx.setNodeState(node.id, { devices, registeredAt: now, heartbeatAt: now, agentUrl }));
+      const refused = await this.store.transaction((tx) => claim(tx, now));
+      if (refused !== null) return { kind: "refused", problem: refused };
       await this.tellLeader({ op: "node", name: node.name });
-      return now;
+      return { kind: "registered", at: now };
     }
     return this.op(
       () => {
         const now = this.clock.now();
         return this.stage(async (tx) => {
-          await tx.setNodeState(node.id, { devices, registeredAt: now, heartbeatAt: now, agentUrl });
-          return this.placeNode(tx, node.name, devices, now);
+          const refused = await claim(tx, now);
+          return refused !== null ? { refused } : { placed: await this.placeNode(tx, node.name, devices, now) };
         });
       },
-      (out) => {
-        this.nodePlaced(node.name, out);
-        return out.at;
+      (out): NodeRegistration => {
+        if ("refused" in out) return { kind: "refused", problem: out.refused };
+        this.nodePlaced(node.name, out.placed);
+        return { kind: "registered", at: out.placed.at };
       },
     );
   }
