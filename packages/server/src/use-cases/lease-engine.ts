@@ -59,6 +59,9 @@ function sameDevices(a: readonly DeviceSpec[], b: readonly DeviceSpec[]): boolea
 /** The value a staging function resolves to. */
 type Staged<F extends (...args: never[]) => Promise<{ value: unknown }>> = Awaited<ReturnType<F>>["value"];
 
+/** A node's registration: when it took effect (its mark), or why another agent keeps the node. */
+export type NodeRegistration = { readonly kind: "registered"; readonly at: number } | { readonly kind: "refused"; readonly problem: Problem };
+
 /**
  * The lease use cases: admit, grant, release, cancel, expire, queue timeout, and recovery.
  *
@@ -68,8 +71,6 @@ type Staged<F extends (...args: never[]) => Promise<{ value: unknown }>> = Await
  * the transaction that records it change together; if a transaction fails, the in-memory state
  * is rebuilt from the store rather than patched.
  */
-export type NodeRegistration = { readonly kind: "registered"; readonly at: number } | { readonly kind: "refused"; readonly problem: Problem };
-
 export class LeaseEngine {
   private pool: Pool;
   private scheduler: PriorityScheduler;
@@ -529,11 +530,8 @@ export class LeaseEngine {
   /**
    * An agent (re-)registered its node's devices. Unchanged devices keep their leases; changed ones
    * fail the leases they held (charging only the time held) and the node's slots are replaced.
-   */
-  /**
-   * Resolves to when the node was registered (its registration's mark, see the node routes), or
-   * to why not: another agent holds the node (`presented` is the registration the calling agent
-   * held before it restarted, if any). Checked and written in one transaction.
+   * Refused while another agent holds the node (`presented` is the registration the calling agent
+   * held before it restarted, if any): checked and written in one transaction.
    */
   async registerNode(node: NodeRecord, devices: readonly DeviceSpec[], agentUrl: string | null, presented: string | null): Promise<NodeRegistration> {
     const claim = async (tx: Tx, now: number): Promise<Problem | null> => {
