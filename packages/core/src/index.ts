@@ -10,3 +10,4 @@ export * from "./scheduler.js";
 export * from "./diagnosis.js";
 export * from "./priority-scheduler.js";
 export * from "./simulator.js";
+export * from "./admission.js";

@@ -36,6 +36,9 @@ export interface Hold {
   readonly shadowAt: number;
 }
 
+/** What a request arriving now would get (see `PriorityScheduler.trial`). */
+export type Trial = { readonly kind: "now"; readonly node: string; readonly index: number; readonly slots: readonly number[] } | { readonly kind: "wait"; readonly place: QueuePlace };
+
 /** Where a queued lease stands: its place in line, why it waits, and an estimate of the wait. */
 export interface QueuePlace {
   readonly position: number;
@@ -235,48 +238,18 @@ export class PriorityScheduler {
    * exceeding an app's limit or delaying the held head.
    */
   dispatch(pool: Pool, concurrency: Concurrency, onGrant: (grant: Grant, request: PriorityRequest) => void, now: number): Grant[] {
-    if (!this.board.inStepWith(pool)) this.resync(pool);
-    // Parked apps whose limit no longer holds (normally unparked by onReleased already; deleting
-    // from a Set while iterating it is safe), then apps that may have reached theirs unseen.
-    for (const app of this.lanes.parkedApps()) if (!atLimit(concurrency, app)) this.lanes.unpark(app);
-    for (const app of this.recheck) if (atLimit(concurrency, app)) this.lanes.park(app);
-    this.recheck.clear();
+    this.normalize(pool, concurrency);
     const grants: Grant[] = [];
     let resynced = false;
     this.currentHold = null;
     for (;;) {
-      const head = this.lanes.head();
-      if (head === null) break;
-      if (atLimit(concurrency, head.lane.app)) {
-        this.lanes.park(head.lane.app as string);
-        continue;
-      }
-      const headNode = head.lane.group.node;
-      let hold: { entry: QueueEntry; device: DeviceTimeline; at: number } | null = null;
-      if (!this.board.fits(head.request.slots, null, headNode) && now - head.request.queuedAt >= this.options.holdAfterMs) {
-        const soonest = this.board.soonest(head.request.slots, headNode);
-        if (soonest !== null) hold = { entry: head, device: soonest.device, at: soonest.at };
-      }
-      const entry = this.candidate(hold, now);
-      if (entry === null) {
-        if (hold !== null) this.currentHold = { leaseId: hold.entry.request.leaseId, node: hold.device.node, index: hold.device.index, shadowAt: hold.at };
+      const step = this.nextStep(concurrency, now);
+      if (step.kind === "none") {
+        this.currentHold = step.hold;
         break;
       }
-      if (atLimit(concurrency, entry.lane.app)) {
-        this.lanes.park(entry.lane.app as string);
-        continue;
-      }
-      const request = entry.request;
-      const node = entry.lane.group.node;
-      // A request that ends before the shadow time goes on the held device when it has room (and
-      // may go there at all), leaving the other devices' slots to requests that may not use held ones.
-      let chosen: { device: DeviceTimeline; slots: number[] } | null = null;
-      if (hold !== null && now + request.durationMs <= hold.at && mayUse(node, hold.device)) {
-        chosen = this.board.chooseOn(hold.device, request.slots);
-      }
-      chosen ??= this.board.choose(request.slots, hold?.device ?? null, node);
-      if (chosen === null) throw new Error(`scheduler slot view out of order: no device for ${request.leaseId}`);
-      const assignment = pool.occupy(request.leaseId, chosen.device.node, chosen.device.index, chosen.slots);
+      const request = step.entry.request;
+      const assignment = pool.occupy(request.leaseId, step.chosen.device.node, step.chosen.device.index, step.chosen.slots);
       if (assignment === null) {
         // The pool changed behind the scheduler's back: rebuild the view once and start over.
         if (resynced) throw new Error(`pool refused slots the scheduler saw free for ${request.leaseId}`);
@@ -293,6 +266,81 @@ export class PriorityScheduler {
       if (atLimit(concurrency, request.appId)) this.lanes.park(request.appId as string);
     }
     return grants;
+  }
+
+  /**
+   * What `enqueue(request)` and then `dispatch` would do with a request arriving now, without
+   * doing it: the slots it would get at once, or its place in line. Exact when nothing waiting
+   * could be placed before it arrived (the engine dispatches after every change). Only the
+   * scheduler's own bookkeeping may change, as dispatch would change it (its view of the pool
+   * resynced, apps at their limit parked).
+   */
+  trial(request: PriorityRequest, pool: Pool, concurrency: Concurrency, now: number): Trial {
+    this.normalize(pool, concurrency);
+    const ord = this.ord;
+    this.enqueue(request);
+    try {
+      if (request.appId !== null && atLimit(concurrency, request.appId)) this.lanes.park(request.appId);
+      this.recheck.delete(request.appId ?? "");
+      const step = this.nextStep(concurrency, now);
+      if (step.kind === "place" && step.entry.request.leaseId === request.leaseId) {
+        return { kind: "now", node: step.chosen.device.node, index: step.chosen.device.index, slots: step.chosen.slots };
+      }
+      return { kind: "wait", place: this.place(request.leaseId, now) as QueuePlace };
+    } finally {
+      this.remove(request.leaseId);
+      this.ord = ord;
+    }
+  }
+
+  /** Brings the scheduler's bookkeeping up to date with the pool and the apps' limits (the start of every dispatch). */
+  private normalize(pool: Pool, concurrency: Concurrency): void {
+    if (!this.board.inStepWith(pool)) this.resync(pool);
+    // Parked apps whose limit no longer holds (normally unparked by onReleased already; deleting
+    // from a Set while iterating it is safe), then apps that may have reached theirs unseen.
+    for (const app of this.lanes.parkedApps()) if (!atLimit(concurrency, app)) this.lanes.unpark(app);
+    for (const app of this.recheck) if (atLimit(concurrency, app)) this.lanes.park(app);
+    this.recheck.clear();
+  }
+
+  /**
+   * One step of dispatch: the request it places next and the slots it gives it, or, when nothing
+   * can be placed, the hold it leaves for an aged head. Parks apps at their limit on the way.
+   */
+  private nextStep(concurrency: Concurrency, now: number): { kind: "place"; entry: QueueEntry; chosen: { device: DeviceTimeline; slots: number[] } } | { kind: "none"; hold: Hold | null } {
+    for (;;) {
+      const head = this.lanes.head();
+      if (head === null) return { kind: "none", hold: null };
+      if (atLimit(concurrency, head.lane.app)) {
+        this.lanes.park(head.lane.app as string);
+        continue;
+      }
+      const headNode = head.lane.group.node;
+      let hold: { entry: QueueEntry; device: DeviceTimeline; at: number } | null = null;
+      if (!this.board.fits(head.request.slots, null, headNode) && now - head.request.queuedAt >= this.options.holdAfterMs) {
+        const soonest = this.board.soonest(head.request.slots, headNode);
+        if (soonest !== null) hold = { entry: head, device: soonest.device, at: soonest.at };
+      }
+      const entry = this.candidate(hold, now);
+      if (entry === null) {
+        return { kind: "none", hold: hold && { leaseId: hold.entry.request.leaseId, node: hold.device.node, index: hold.device.index, shadowAt: hold.at } };
+      }
+      if (atLimit(concurrency, entry.lane.app)) {
+        this.lanes.park(entry.lane.app as string);
+        continue;
+      }
+      const request = entry.request;
+      const node = entry.lane.group.node;
+      // A request that ends before the shadow time goes on the held device when it has room (and
+      // may go there at all), leaving the other devices' slots to requests that may not use held ones.
+      let chosen: { device: DeviceTimeline; slots: number[] } | null = null;
+      if (hold !== null && now + request.durationMs <= hold.at && mayUse(node, hold.device)) {
+        chosen = this.board.chooseOn(hold.device, request.slots);
+      }
+      chosen ??= this.board.choose(request.slots, hold?.device ?? null, node);
+      if (chosen === null) throw new Error(`scheduler slot view out of order: no device for ${request.leaseId}`);
+      return { kind: "place", entry, chosen };
+    }
   }
 
   /**

@@ -1,5 +1,5 @@
 import type { Pool } from "./pool.js";
-import type { Hold, PriorityRequest, SchedulerOptions } from "./priority-scheduler.js";
+import type { Hold, PriorityRequest, QueuePlace, SchedulerOptions } from "./priority-scheduler.js";
 import { PriorityScheduler, schedulerOptionsFor } from "./priority-scheduler.js";
 import type { Concurrency, Grant } from "./scheduler.js";
 import { FifoScheduler } from "./scheduler.js";
@@ -13,6 +13,8 @@ export interface Queue {
   dispatch(pool: Pool, concurrency: Concurrency, onGrant: (grant: Grant, request: PriorityRequest) => void, now: number): void;
   released(leaseId: string): void;
   hold(): Hold | null;
+  /** What enqueue + dispatch would do with a request arriving now (see PriorityScheduler.trial); changes nothing. */
+  trial(request: PriorityRequest, pool: Pool, concurrency: Concurrency, now: number): { kind: "now" } | { kind: "wait"; place: QueuePlace | null };
 }
 
 /** The queue for a replay; the priority scheduler's options derive from the queue timeout unless overridden. */
@@ -28,6 +30,7 @@ export function queueFor(name: SimulationPolicyName, queueTimeoutMs: number, ove
       dispatch: (pool, c, onGrant) => void fifo.dispatch(pool, c, (g, r) => onGrant(g, r)),
       released: () => undefined,
       hold: () => null,
+      trial: (r, pool, c) => (fifo.wouldGrantNow(r, pool, c) ? { kind: "now" } : { kind: "wait", place: null }),
     };
   }
   const scheduler = new PriorityScheduler(schedulerOptionsFor({ queueTimeoutMs }, overrides));
@@ -40,5 +43,6 @@ export function queueFor(name: SimulationPolicyName, queueTimeoutMs: number, ove
     dispatch: (pool, c, onGrant, now) => void scheduler.dispatch(pool, c, onGrant, now),
     released: (id) => scheduler.onReleased(id),
     hold: () => scheduler.hold(),
+    trial: (r, pool, c, now) => scheduler.trial(r, pool, c, now),
   };
 }

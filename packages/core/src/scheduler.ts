@@ -78,6 +78,16 @@ export class FifoScheduler {
   }
 
   /**
+   * Whether a request arriving now would be granted at once by enqueue + dispatch: only when no
+   * request ahead of it waits for a device (those held back by their app's limit never block) and
+   * its own app is under its limit and a device fits it. Changes nothing.
+   */
+  wouldGrantNow(request: QueuedRequest, pool: Pool, concurrency: Concurrency): boolean {
+    for (const waiting of this.queue.values()) if (!atLimit(concurrency, waiting.appId)) return false;
+    return !atLimit(concurrency, request.appId) && pool.fits(request.slots);
+  }
+
+  /**
    * Grants what can be granted now, in order, assigning slots in `pool` and counting them in
    * `concurrency` through `onGrant`. Stops at the first request no device can take.
    */
@@ -104,4 +114,10 @@ export class FifoScheduler {
     }
     return grants;
   }
+}
+
+function atLimit(concurrency: Concurrency, appId: string | null): boolean {
+  if (appId === null) return false;
+  const limit = concurrency.limit(appId);
+  return limit !== null && concurrency.active(appId) >= limit;
 }

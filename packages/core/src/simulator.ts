@@ -1,12 +1,14 @@
+import type { Placement } from "./admission.js";
+import { decideAdmission, quotaLeftShare } from "./admission.js";
 import type { Identity } from "./identity.js";
 import { identityKey } from "./identity.js";
 import type { Policy, SizePolicy, TierPolicy } from "./policy.js";
 import { DEFAULT_POLICY, tierOf } from "./policy.js";
 import type { DeviceSpec } from "./pool.js";
 import { Pool } from "./pool.js";
-import type { SchedulerOptions } from "./priority-scheduler.js";
+import type { PriorityRequest, QueuePlace, SchedulerOptions } from "./priority-scheduler.js";
 import type { LedgerState } from "./quota.js";
-import { EMPTY_LEDGER, admittedInCurrentWindow, chargeMs, quotaView, reserve, rollWindow, settle, startWindow, unreserve } from "./quota.js";
+import { EMPTY_LEDGER, admittedInCurrentWindow, chargeMs, rollWindow, settle, startWindow, unreserve } from "./quota.js";
 import type { Concurrency } from "./scheduler.js";
 import { IndexedHeap } from "./scheduler-heap.js";
 import { queueFor } from "./scheduler-replay-queue.js";
@@ -104,6 +106,10 @@ function sizeOf(policy: Policy, name: string): SizePolicy {
  * Events at the same instant run in this order: lease ends, then queue timeouts, then arrivals
  * (in trace order); the queue is dispatched after each, as the server does.
  */
+function placementOf(trial: { kind: "now" } | { kind: "wait"; place: QueuePlace | null }, queued: number): Placement {
+  return trial.kind === "now" ? { kind: "now" } : { kind: "wait", place: trial.place, queued };
+}
+
 export function simulate(records: readonly TraceRecord[], policyName: SimulationPolicyName, overrides: Partial<SimulationOptions> = {}): SimulationResult {
   const options: SimulationOptions = { ...DEFAULT_SIMULATION_OPTIONS, ...overrides };
   const { policy } = options;
@@ -268,17 +274,26 @@ export function simulate(records: readonly TraceRecord[], policyName: Simulation
     const size = options.xlargeImages !== null && r.imagesPerPrompt !== null && r.imagesPerPrompt >= options.xlargeImages ? xlarge : large;
     const durationMs = requestedDurationMs(r.execMs, options.durationStepMs, tier.maxDurationMs);
     const ledger = ledgerAt(key, now);
-    const outcome = reserve({ policy, identity, tier, overrideMs: null, ledger, durationMs, size, now, earliestInFlightEnd: null, via: identity.kind === "ip" ? "ip-token" : "user-token" });
-    if (!outcome.ok) {
-      t.quotaDenials++;
+    const account = { identity, tier, overrideMs: null, ledger, inFlightEnd: null };
+    const request: PriorityRequest = {
+      leaseId: `r${i}`,
+      appId: r.app,
+      identity: key,
+      slots: size.slots,
+      priority: tier.priority,
+      durationMs,
+      seq: i,
+      queuedAt: now,
+      quotaLeftShare: quotaLeftShare(policy, account),
+    };
+    // The server's admission: the same decision, on where this pool's queue would put the call.
+    const placement: Placement = !pool.couldEverFit(size.slots) ? { kind: "never", onlyAgents: false } : placementOf(queue.trial(request, pool, concurrency, now), queue.size);
+    const decision = decideAdmission(policy, account, { durationMs, size, queue: true, via: identity.kind === "ip" ? "ip-token" : "user-token", node: null, now }, placement);
+    if (decision.kind === "refused") {
+      if (decision.problem.code === "no_gpu_available") t.noGpuAvailable++;
+      else t.quotaDenials++;
       return;
     }
-    if (!pool.couldEverFit(size.slots)) {
-      // As the server: refused before anything is reserved.
-      t.noGpuAvailable++;
-      return;
-    }
-    const view = quotaView(ledger, tier, null, policy.windowMs);
     const lease: SimLease = {
       id: `r${i}`,
       person: r.person,
@@ -289,37 +304,17 @@ export function simulate(records: readonly TraceRecord[], policyName: Simulation
       cost: size.cost,
       durationMs,
       execMs: r.execMs,
-      reservedMs: outcome.reservedMs,
+      reservedMs: decision.reservedMs,
       queuedAt: now,
-      windowAtAdmission: outcome.ledger.windowStartedAt,
+      windowAtAdmission: decision.ledger.windowStartedAt,
       grantedAt: null,
       windowStartedAt: null,
       state: "queued",
     };
-    ledgers.set(key, outcome.ledger);
+    ledgers.set(key, decision.ledger);
     queued.set(lease.id, lease);
-    queue.enqueue({
-      leaseId: lease.id,
-      appId: lease.appId,
-      identity: key,
-      slots: lease.slots,
-      priority: tier.priority,
-      durationMs,
-      seq: i,
-      queuedAt: now,
-      quotaLeftShare: view.quotaMs > 0 ? view.leftMs / view.quotaMs : 0,
-    });
+    queue.enqueue(request);
     dispatch(now);
-    if (lease.state === "queued" && queue.size > policy.queueMaxLength) {
-      // As the server: a request that would overflow the queue is refused, its reservation undone.
-      queue.remove(lease.id);
-      queued.delete(lease.id);
-      ledgers.set(key, unreserve(ledgerAt(key, now), lease.reservedMs));
-      lease.state = "done";
-      t.noGpuAvailable++;
-      measureIdle(now);
-      return;
-    }
     admitted++;
     const hour = Math.floor((now - start) / 3_600_000);
     demandByHour.set(hour, (demandByHour.get(hour) ?? 0) + Math.min(r.execMs, durationMs) * size.slots);

@@ -28,6 +28,8 @@ class Harness implements Concurrency {
   readonly running = new Map<string, Active>();
   readonly everGranted = new Set<string>();
   readonly log: string[] = [];
+  /** What `trial` said of each arrival: its grant as `log` records it, or "wait". */
+  readonly predicted = new Map<string, string>();
   private readonly appActive = new Map<string, number>();
   private n = 0;
 
@@ -38,6 +40,8 @@ class Harness implements Concurrency {
     private readonly limits: Readonly<Record<string, number | null>> = LIMITS,
     /** Arrivals try grantNow first, as the engine does (else enqueue, then dispatch as usual). */
     private readonly grantNow = false,
+    /** Before each arrival, ask `trial` what enqueue + dispatch will do with it, and record the answer. */
+    private readonly trials = false,
   ) {
     this.pool = new Pool(devices(sizes));
     this.scheduler = new PriorityScheduler({ agingStepMs, holdAfterMs });
@@ -53,6 +57,10 @@ class Harness implements Concurrency {
   enqueue(o: { priority: number; slots: number; durationMs: number; appId: string | null; share: number }): string {
     const leaseId = `q${this.n++}`;
     const request: PriorityRequest = { leaseId, appId: o.appId, identity: `user:${leaseId}`, slots: o.slots, priority: o.priority, durationMs: o.durationMs, seq: this.n, queuedAt: this.now, quotaLeftShare: o.share };
+    if (this.trials) {
+      const t = this.scheduler.trial(request, this.pool, this, this.now);
+      this.predicted.set(leaseId, t.kind === "now" ? `${this.now}:${leaseId}@${t.node}#${t.index}/${t.slots.join(",")}` : "wait");
+    }
     const now = this.grantNow ? this.scheduler.grantNow(request, this.pool, this, this.now) : null;
     if (now !== null) {
       this.granted(now, request);
@@ -206,6 +214,27 @@ describe("PriorityScheduler properties", () => {
         }
       }),
       { numRuns: 150 },
+    );
+  });
+
+  it("trial predicts exactly whether enqueue + dispatch grants an arrival at once, and on which slots, and changes nothing", () => {
+    fc.assert(
+      fc.property(poolArb, fc.constantFrom(0, 5_000, 15_000), fc.constantFrom(1_000, 15_000), fc.array(opArb, { maxLength: 120 }), (sizes, holdAfterMs, agingStepMs, ops) => {
+        const plain = new Harness(sizes, holdAfterMs, agingStepMs);
+        const tried = new Harness(sizes, holdAfterMs, agingStepMs, LIMITS, false, true);
+        for (const op of ops) {
+          const before = tried.log.length;
+          apply(plain, op);
+          apply(tried, op);
+          expect(tried.log).toEqual(plain.log);
+          expect(tried.scheduler.hold()).toEqual(plain.scheduler.hold());
+          if (op.t !== "enqueue") continue;
+          const id = [...tried.predicted.keys()].at(-1) as string;
+          const granted = tried.log.slice(before).find((line) => line.includes(`:${id}@`));
+          expect(granted ?? "wait").toBe(tried.predicted.get(id));
+        }
+      }),
+      { numRuns: 200 },
     );
   });
 

@@ -1,0 +1,133 @@
+import type { Via } from "./attribution.js";
+import type { Identity } from "./identity.js";
+import { noCapacityProblem, nodeNotRegisteredProblem, queueDisabledProblem, queueFullProblem } from "./messages.js";
+import type { Policy, SizePolicy, TierPolicy } from "./policy.js";
+import type { QueuePlace } from "./priority-scheduler.js";
+import type { Problem } from "./problem.js";
+import type { LedgerState, ReserveOutcome } from "./quota.js";
+import { quotaView, reserve } from "./quota.js";
+
+/**
+ * The one admission decision: whether a GPU call is admitted, and if not, the refusal a person
+ * reads. The leader, a replica that does not lead, `diagnose` and the simulator all call
+ * `decideAdmission`; nothing else decides admission or writes a refusal's text. Pure: the
+ * account and where the pool would put the call come in as values.
+ */
+
+/** Who would be charged, as admission sees them. */
+export interface AdmissionAccount {
+  readonly identity: Identity;
+  readonly tier: TierPolicy;
+  /** A per-user quota (ms) replacing the tier's; null: the tier's. */
+  readonly overrideMs: number | null;
+  /** The identity's ledger, rolled to `request.now`. */
+  readonly ledger: LedgerState;
+  /**
+   * When one of the identity's calls in flight is certain to have ended (null: none, or not
+   * looked up). Only a quota refusal uses it, for an honest retry time: look it up when
+   * `needsInFlightEnd` says so, never on the way to a grant.
+   */
+  readonly inFlightEnd: number | null;
+}
+
+export interface AdmissionRequest {
+  readonly durationMs: number;
+  readonly size: SizePolicy;
+  /** False: refuse rather than wait for a slot. */
+  readonly queue: boolean;
+  /** How the call named its identity (the refusal says why this identity was charged). */
+  readonly via: Via;
+  /** Only this node's GPUs may take the call (a call through its agent); null: any shared GPU. */
+  readonly node: string | null;
+  readonly now: number;
+}
+
+/** Where the pool would put the call now, as whoever decides can tell. */
+export type Placement =
+  /** A free slot takes it at once. */
+  | { readonly kind: "now" }
+  /** It would wait in the queue: its place there, and the queue's length before it. */
+  | { readonly kind: "wait"; readonly place: QueuePlace | null; readonly queued: number }
+  /** Placed after admission by the scheduler (a replica that does not lead; the simulator's FIFO-or-not queue). */
+  | { readonly kind: "later" }
+  /** The call's node has no GPUs in the pool (its agent never registered or went silent). */
+  | { readonly kind: "node_missing" }
+  /** No GPU the call may use could ever take its size; `onlyAgents`: the pool's GPUs are all agents' and the call did not come through one. */
+  | { readonly kind: "never"; readonly onlyAgents: boolean };
+
+export type AdmissionDecision =
+  | { readonly kind: "refused"; readonly problem: Problem; readonly retryAfterS: number | null }
+  | {
+      readonly kind: "admitted";
+      /** granted: on a slot now; queued: waits in the queue; pending: the scheduler places it later. */
+      readonly outcome: "granted" | "queued" | "pending";
+      readonly reservedMs: number;
+      /** The ledger with the reservation (and the run) added: write it with the lease. */
+      readonly ledger: LedgerState;
+    };
+
+/** What the quota side allows: the reservation, or the refusal (see `reserve`). */
+export function allowance(policy: Policy, account: AdmissionAccount, request: AdmissionRequest): ReserveOutcome {
+  return reserve({
+    policy,
+    identity: account.identity,
+    tier: account.tier,
+    overrideMs: account.overrideMs,
+    ledger: account.ledger,
+    durationMs: request.durationMs,
+    size: request.size,
+    now: request.now,
+    via: request.via,
+    earliestInFlightEnd: account.inFlightEnd,
+  });
+}
+
+/**
+ * Whether the decision would refuse the call for quota while the identity has calls in flight,
+ * so that `account.inFlightEnd` changes the refusal's retry time and must be looked up.
+ */
+export function needsInFlightEnd(policy: Policy, account: AdmissionAccount, request: AdmissionRequest): boolean {
+  if (account.ledger.reservedMs === 0) return false;
+  const first = allowance(policy, { ...account, inFlightEnd: null }, request);
+  return !first.ok && first.problem.code === "quota_exceeded";
+}
+
+/** The share of its quota the identity has left before this call (the scheduler ranks by it). */
+export function quotaLeftShare(policy: Policy, account: Omit<AdmissionAccount, "inFlightEnd">): number {
+  const view = quotaView(account.ledger, account.tier, account.overrideMs, policy.windowMs);
+  return view.quotaMs > 0 ? Math.min(1, view.leftMs / view.quotaMs) : 0;
+}
+
+/**
+ * The decision, in this order: the call's duration and size against the tier, the runs limit,
+ * the quota; then the pool — the call's node, whether any GPU could ever take it, and whether it
+ * may or can wait for one.
+ */
+export function decideAdmission(policy: Policy, account: AdmissionAccount, request: AdmissionRequest, placement: Placement): AdmissionDecision {
+  const quota = allowance(policy, account, request);
+  if (!quota.ok) return { kind: "refused", problem: quota.problem, retryAfterS: quota.retryAfterS };
+  const refused = placementRefusal(policy, request, placement);
+  if (refused !== null) return refused;
+  const outcome = placement.kind === "now" ? "granted" : placement.kind === "wait" ? "queued" : "pending";
+  return { kind: "admitted", outcome, reservedMs: quota.reservedMs, ledger: quota.ledger };
+}
+
+/**
+ * The pool's half of the decision, alone: for a call whose quota is already reserved and that is
+ * placed only now (the leader placing what another replica admitted). Null: it may go on.
+ */
+export function placementRefusal(policy: Policy, request: Pick<AdmissionRequest, "size" | "node" | "queue">, placement: Placement): (AdmissionDecision & { kind: "refused" }) | null {
+  switch (placement.kind) {
+    case "node_missing":
+      return { kind: "refused", problem: nodeNotRegisteredProblem(request.node ?? ""), retryAfterS: 5 };
+    case "never":
+      return { kind: "refused", problem: noCapacityProblem(request.size, request.node, placement.onlyAgents), retryAfterS: null };
+    case "wait":
+      if (placement.queued >= policy.queueMaxLength) return { kind: "refused", problem: queueFullProblem(policy.queueMaxLength), retryAfterS: 60 };
+      if (!request.queue) return { kind: "refused", problem: queueDisabledProblem(), retryAfterS: 5 };
+      return null;
+    case "now":
+    case "later":
+      return null;
+  }
+}
