@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { Pool, PriorityScheduler, usableIdleSlots } from "../src/index.js";
-import { IndexedHeap } from "../src/scheduler-heap.js";
+import { IndexedHeap } from "../src/scheduling/scheduler-heap.js";
 import type { Concurrency, DeviceSpec, Grant, PriorityRequest } from "../src/index.js";
 
 /** Properties of the priority scheduler, driven like the engine drives it: dispatch after every change. */

@@ -1,11 +1,13 @@
-import type { Via } from "./attribution.js";
-import type { Identity } from "./identity.js";
-import { noCapacityProblem, nodeNotRegisteredProblem, queueDisabledProblem, queueFullProblem } from "./messages.js";
-import type { Policy, SizePolicy, TierPolicy } from "./policy.js";
-import type { QueuePlace } from "./priority-scheduler.js";
-import type { Problem } from "./problem.js";
-import type { LedgerState, ReserveOutcome } from "./quota.js";
-import { quotaView, reserve } from "./quota.js";
+import type { Via } from "../identity/attribution.js";
+import type { Identity } from "../identity/identity.js";
+import { noCapacityProblem, nodeNotRegisteredProblem, queueDisabledProblem, queueFullProblem } from "./pool-refusals.js";
+import type { Policy, SizePolicy, TierPolicy } from "../policy.js";
+import type { QueuePlace } from "../scheduling/priority-scheduler.js";
+import type { Problem } from "../problem.js";
+import type { LedgerState } from "../accounts/ledger.js";
+import { quotaView } from "../accounts/ledger.js";
+import type { ReserveOutcome } from "../accounts/reserve.js";
+import { reserve } from "../accounts/reserve.js";
 
 /**
  * The one admission decision: whether a GPU call is admitted, and if not, the refusal a person

@@ -1,6 +1,6 @@
 import { identityKey } from "./identity.js";
-import type { Problem } from "./problem.js";
-import { problem } from "./problem.js";
+import type { Problem } from "../problem.js";
+import { problem } from "../problem.js";
 
 /** Who is calling the API. */
 export type Principal =

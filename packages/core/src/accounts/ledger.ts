@@ -1,7 +1,4 @@
-import type { Identity } from "./identity.js";
-import type { Policy, SizePolicy, TierPolicy } from "./policy.js";
-import type { Problem } from "./problem.js";
-import { durationTooLongProblem, quotaExceededProblem, runsExceededProblem } from "./messages.js";
+import type { TierPolicy } from "../policy.js";
 
 /**
  * One identity's ledger, as stored. `reservedMs` is held by its queued and active leases;
@@ -65,63 +62,6 @@ export function quotaView(state: LedgerState, tier: TierPolicy, overrideMs: numb
     maxRuns: tier.maxRuns,
     priority: tier.priority,
     maxDurationMs: tier.maxDurationMs,
-  };
-}
-
-export interface ReserveInput {
-  readonly policy: Policy;
-  readonly identity: Identity;
-  readonly tier: TierPolicy;
-  readonly overrideMs: number | null;
-  /** Rolled to `now`. */
-  readonly ledger: LedgerState;
-  readonly durationMs: number;
-  readonly size: SizePolicy;
-  readonly now: number;
-  /** Earliest time one of the identity's leases in flight ends (its deadline), if any. */
-  readonly earliestInFlightEnd: number | null;
-  /** How the call reached us, so the message can say why this identity was charged. */
-  readonly via: "ip-token" | "app-key" | "user-token";
-}
-
-export type ReserveOutcome =
-  | { readonly ok: true; readonly reservedMs: number; readonly ledger: LedgerState }
-  | { readonly ok: false; readonly problem: Problem; readonly retryAfterS: number | null };
-
-/**
- * The quota half of admission: can this identity reserve `duration × cost` now? Pure; the caller
- * persists the returned ledger in the same transaction it read it in.
- */
-export function reserve(input: ReserveInput): ReserveOutcome {
-  const { tier, ledger, size, durationMs, now } = input;
-  const costMs = durationMs * size.cost;
-  const view = quotaView(ledger, tier, input.overrideMs, input.policy.windowMs);
-  if (durationMs > tier.maxDurationMs || costMs > view.quotaMs) {
-    return { ok: false, problem: durationTooLongProblem(input, view, costMs), retryAfterS: null };
-  }
-  if (tier.maxRuns !== null && ledger.runs >= tier.maxRuns) {
-    const retryAt = view.resetsAt;
-    return {
-      ok: false,
-      problem: runsExceededProblem(input, view),
-      retryAfterS: retryAt === null ? null : Math.max(1, Math.ceil((retryAt - now) / 1000)),
-    };
-  }
-  if (costMs > view.leftMs) {
-    // If the finished usage alone leaves room, the only obstacle is the identity's own calls in
-    // flight: the earliest could succeed when one of them ends. Otherwise only the reset helps.
-    const blockedByInFlight = view.quotaMs - view.usedMs >= costMs;
-    const retryAt = blockedByInFlight && input.earliestInFlightEnd !== null ? input.earliestInFlightEnd : view.resetsAt;
-    return {
-      ok: false,
-      problem: quotaExceededProblem(input, view, costMs, retryAt),
-      retryAfterS: retryAt === null ? null : Math.max(1, Math.ceil((retryAt - now) / 1000)),
-    };
-  }
-  return {
-    ok: true,
-    reservedMs: costMs,
-    ledger: { ...ledger, reservedMs: ledger.reservedMs + costMs, runs: ledger.runs + 1 },
   };
 }
 

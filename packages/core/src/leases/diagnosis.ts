@@ -1,9 +1,9 @@
-import type { Attribution } from "./attribution.js";
-import { formatSeconds } from "./duration.js";
-import type { Identity } from "./identity.js";
-import type { Problem } from "./problem.js";
-import type { QuotaView } from "./quota.js";
-import type { SizePolicy } from "./policy.js";
+import type { Attribution } from "../identity/attribution.js";
+import { formatSeconds } from "../duration.js";
+import type { Identity } from "../identity/identity.js";
+import type { Problem } from "../problem.js";
+import type { QuotaView } from "../accounts/ledger.js";
+import type { SizePolicy } from "../policy.js";
 
 export type Verdict =
   | { readonly outcome: "granted" }
@@ -95,4 +95,26 @@ export function likelyCauses(input: CauseInput): Cause[] {
     });
   }
   return causes.map((c, i) => ({ rank: i + 1, ...c }));
+}
+
+export interface BucketReport {
+  readonly bucket: "gpu_quota" | "credits" | "overage";
+  readonly applies: boolean;
+  readonly detail: string;
+}
+
+/** Which billing bucket would pay for a call charged to `identity` (null: refused before admission), and why the others do not. */
+export function billingBuckets(identity: Identity | null): BucketReport[] {
+  return [
+    {
+      bucket: "gpu_quota",
+      applies: identity !== null,
+      detail:
+        identity !== null
+          ? `GPU calls are charged to the daily GPU quota of ${identity.kind}:${identity.id}, for the time actually held (rounded up to whole seconds × size cost). Time spent queued is never charged.`
+          : "Nobody would be charged: the request is refused before admission (see the steps above).",
+    },
+    { bucket: "credits", applies: false, detail: "Credits (included monthly or purchased) pay for paid inference and paid hardware. They do not extend the GPU quota." },
+    { bucket: "overage", applies: false, detail: "Overage billing of GPU time to credits is not enabled on this pool, so calls past the quota are refused, never billed." },
+  ];
 }

@@ -1,9 +1,24 @@
-import { formatSeconds, msToSeconds } from "./duration.js";
-import { identityKey } from "./identity.js";
-import { ANONYMOUS_TIER, nextTierUp, signedInTier } from "./policy.js";
-import type { Problem } from "./problem.js";
-import { problem } from "./problem.js";
-import type { QuotaView, ReserveInput } from "./quota.js";
+import { formatSeconds, msToSeconds } from "../duration.js";
+import { identityKey } from "../identity/identity.js";
+import { ANONYMOUS_TIER, nextTierUp, signedInTier } from "../policy.js";
+import type { Problem } from "../problem.js";
+import { problem } from "../problem.js";
+import type { QuotaView } from "./ledger.js";
+import type { Policy, SizePolicy, TierPolicy } from "../policy.js";
+import type { Identity } from "../identity/identity.js";
+import type { Via } from "../identity/attribution.js";
+
+/** What a quota refusal's text is about: the call, who it is charged to, and how that identity was named. */
+export interface RefusalInput {
+  readonly policy: Policy;
+  readonly identity: Identity;
+  readonly tier: TierPolicy;
+  readonly durationMs: number;
+  readonly size: SizePolicy;
+  readonly now: number;
+  /** How the call reached us, so the message can say why this identity was charged. */
+  readonly via: Via;
+}
 
 /**
  * The texts people read when a call is refused. Each names who was charged and why, both
@@ -22,7 +37,7 @@ function when(ms: number, now: number): string {
 export type NextStep = "sign_in" | "upgrade" | "forward_identity" | "wait_for_reset" | "wait_for_calls";
 
 /** Why this identity, in words — the part of the message that catches wrong attribution. */
-function chargedAs(input: ReserveInput): string {
+function chargedAs(input: RefusalInput): string {
   const who = identityKey(input.identity);
   switch (input.identity.kind) {
     case "app":
@@ -34,7 +49,7 @@ function chargedAs(input: ReserveInput): string {
   }
 }
 
-function nextStepFor(input: ReserveInput, blockedByInFlight: boolean): { step: NextStep; text: string } {
+function nextStepFor(input: RefusalInput, blockedByInFlight: boolean): { step: NextStep; text: string } {
   const { policy, identity, tier } = input;
   if (blockedByInFlight) {
     return { step: "wait_for_calls", text: "Your own calls in progress hold the rest as reservations; unused time is refunded when they finish." };
@@ -67,7 +82,7 @@ function nextStepFor(input: ReserveInput, blockedByInFlight: boolean): { step: N
   };
 }
 
-export function quotaExceededProblem(input: ReserveInput, view: QuotaView, costMs: number, retryAt: number | null): Problem {
+export function quotaExceededProblem(input: RefusalInput, view: QuotaView, costMs: number, retryAt: number | null): Problem {
   const blockedByInFlight = view.quotaMs - view.usedMs >= costMs && view.reservedMs > 0;
   const next = nextStepFor(input, blockedByInFlight);
   const need = formatSeconds(costMs / 1000);
@@ -94,7 +109,7 @@ export function quotaExceededProblem(input: ReserveInput, view: QuotaView, costM
   });
 }
 
-export function durationTooLongProblem(input: ReserveInput, view: QuotaView, costMs: number): Problem {
+export function durationTooLongProblem(input: RefusalInput, view: QuotaView, costMs: number): Problem {
   const { tier, durationMs, size } = input;
   const overMax = durationMs > tier.maxDurationMs;
   const detail = overMax
@@ -115,7 +130,7 @@ export function durationTooLongProblem(input: ReserveInput, view: QuotaView, cos
   });
 }
 
-export function runsExceededProblem(input: ReserveInput, view: QuotaView): Problem {
+export function runsExceededProblem(input: RefusalInput, view: QuotaView): Problem {
   const retry = view.resetsAt === null ? "" : ` Try again at ${when(view.resetsAt, input.now)}.`;
   return problem(
     "runs_exceeded",
@@ -128,41 +143,5 @@ export function runsExceededProblem(input: ReserveInput, view: QuotaView): Probl
       resets_at: iso(view.resetsAt),
       retry_at: iso(view.resetsAt),
     },
-  );
-}
-
-/** A call through a node's agent, while that node has no GPUs in the pool. */
-export function nodeNotRegisteredProblem(node: string): Problem {
-  return problem(
-    "no_gpu_available",
-    `Node ${node} has no GPUs in the pool right now: its agent has not registered, or stopped heartbeating. Nothing was charged; check the agent on that host (gpupool pool shows the nodes).`,
-    { reason: "node_not_registered" },
-  );
-}
-
-/** No GPU the call may use could ever take it: too big for every GPU, or (`onlyAgents`) every GPU is an agent's and the call did not come through one. */
-export function noCapacityProblem(size: { name: string; slots: number }, node: string | null, onlyAgents: boolean): Problem {
-  if (onlyAgents) {
-    return problem(
-      "no_gpu_available",
-      "Every GPU of this pool is on a GPU host served by its node agent, and those GPUs go only to apps running on that host, through its agent (SPACES_ZERO_DEVICE_API_URL, or the SDK's createAgentClient). Nothing was charged.",
-      { reason: "no_capacity" },
-    );
-  }
-  const where = node === null ? "this pool" : `node ${node}`;
-  return problem("no_gpu_available", `No GPU on ${where} can take a ${size.name} call (${size.slots} slots of one GPU). Nothing was charged; ask the app's developer to use a smaller size.`, {
-    reason: "no_capacity",
-  });
-}
-
-export function queueFullProblem(maxLength: number): Problem {
-  return problem("no_gpu_available", `Every GPU is busy and the queue is full (${maxLength} waiting). Nothing was reserved or charged; try again in a minute.`, { reason: "queue_full" });
-}
-
-export function queueDisabledProblem(): Problem {
-  return problem(
-    "no_gpu_available",
-    "Every GPU slot that fits this call is busy and the request asked not to queue (queue: false). Nothing was reserved or charged; retry, or allow queueing.",
-    { reason: "queue_disabled" },
   );
 }

@@ -1,8 +1,8 @@
-import type { Pool } from "./pool.js";
-import type { Hold, PriorityRequest, QueuePlace, SchedulerOptions } from "./priority-scheduler.js";
-import { PriorityScheduler, schedulerOptionsFor } from "./priority-scheduler.js";
-import type { Concurrency, Grant } from "./scheduler.js";
-import { FifoScheduler } from "./scheduler.js";
+import type { Pool } from "../scheduling/pool.js";
+import type { Hold, PriorityRequest, QueuePlace, SchedulerOptions } from "../scheduling/priority-scheduler.js";
+import { PriorityScheduler, schedulerOptionsFor } from "../scheduling/priority-scheduler.js";
+import type { Concurrency, Grant } from "../scheduling/scheduler.js";
+import { FifoScheduler } from "../scheduling/scheduler.js";
 import type { SimulationPolicyName } from "./scheduler-trace.js";
 
 /** The queue a run drives: gpupool's scheduler or the FIFO one, behind one shape. */

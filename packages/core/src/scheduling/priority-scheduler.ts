@@ -1,4 +1,4 @@
-import type { Policy } from "./policy.js";
+import type { Policy } from "../policy.js";
 import type { Pool, SlotAssignment } from "./pool.js";
 import type { Concurrency, Grant, QueuedRequest, WaitReason } from "./scheduler.js";
 import { BoundWork } from "./scheduler-bound.js";
@@ -277,6 +277,12 @@ export class PriorityScheduler {
    */
   trial(request: PriorityRequest, pool: Pool, concurrency: Concurrency, now: number): Trial {
     this.normalize(pool, concurrency);
+    const node = request.node ?? null;
+    if (this.entries.size === 0 && !atLimit(concurrency, request.appId)) {
+      // Nothing waits: where grantNow would put it (the common case, kept cheap).
+      const chosen = this.board.fits(request.slots, null, node) ? this.board.choose(request.slots, null, node) : null;
+      if (chosen !== null) return { kind: "now", node: chosen.device.node, index: chosen.device.index, slots: chosen.slots };
+    }
     const ord = this.ord;
     this.enqueue(request);
     try {

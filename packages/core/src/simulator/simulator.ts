@@ -1,22 +1,22 @@
-import type { Placement } from "./admission.js";
-import { decideAdmission, quotaLeftShare } from "./admission.js";
-import type { Identity } from "./identity.js";
-import { identityKey } from "./identity.js";
-import type { Policy, SizePolicy, TierPolicy } from "./policy.js";
-import { DEFAULT_POLICY, tierOf } from "./policy.js";
-import type { DeviceSpec } from "./pool.js";
-import { Pool } from "./pool.js";
-import type { PriorityRequest, QueuePlace, SchedulerOptions } from "./priority-scheduler.js";
-import type { LedgerState } from "./quota.js";
-import { EMPTY_LEDGER, admittedInCurrentWindow, chargeMs, rollWindow, settle, startWindow, unreserve } from "./quota.js";
-import type { Concurrency } from "./scheduler.js";
-import { IndexedHeap } from "./scheduler-heap.js";
+import type { Placement } from "../leases/admission.js";
+import { decideAdmission, quotaLeftShare } from "../leases/admission.js";
+import type { Identity } from "../identity/identity.js";
+import { identityKey } from "../identity/identity.js";
+import type { Policy, SizePolicy, TierPolicy } from "../policy.js";
+import { DEFAULT_POLICY, tierOf } from "../policy.js";
+import type { DeviceSpec } from "../scheduling/pool.js";
+import { Pool } from "../scheduling/pool.js";
+import type { PriorityRequest, QueuePlace, SchedulerOptions } from "../scheduling/priority-scheduler.js";
+import type { LedgerState } from "../accounts/ledger.js";
+import { EMPTY_LEDGER, admittedInCurrentWindow, chargeMs, rollWindow, settle, startWindow, unreserve } from "../accounts/ledger.js";
+import type { Concurrency } from "../scheduling/scheduler.js";
+import { IndexedHeap } from "../scheduling/scheduler-heap.js";
 import { queueFor } from "./scheduler-replay-queue.js";
-import { usableIdleSlots } from "./scheduler-idle.js";
+import { usableIdleSlots } from "../scheduling/scheduler-idle.js";
 import type { SimulationPolicyName, SimulationResult, TierFigures, TraceRecord } from "./scheduler-trace.js";
 import { requestedDurationMs, tierForPerson } from "./scheduler-trace.js";
 
-export * from "./scheduler-idle.js";
+export * from "../scheduling/scheduler-idle.js";
 export * from "./scheduler-trace.js";
 
 export interface SimulationOptions {

@@ -1,0 +1,40 @@
+import type { Problem } from "../problem.js";
+import { problem } from "../problem.js";
+
+/** The texts of refusals whose reason is the pool, not the caller's quota (see admission.ts). */
+
+/** A call through a node's agent, while that node has no GPUs in the pool. */
+export function nodeNotRegisteredProblem(node: string): Problem {
+  return problem(
+    "no_gpu_available",
+    `Node ${node} has no GPUs in the pool right now: its agent has not registered, or stopped heartbeating. Nothing was charged; check the agent on that host (gpupool pool shows the nodes).`,
+    { reason: "node_not_registered" },
+  );
+}
+
+/** No GPU the call may use could ever take it: too big for every GPU, or (`onlyAgents`) every GPU is an agent's and the call did not come through one. */
+export function noCapacityProblem(size: { name: string; slots: number }, node: string | null, onlyAgents: boolean): Problem {
+  if (onlyAgents) {
+    return problem(
+      "no_gpu_available",
+      "Every GPU of this pool is on a GPU host served by its node agent, and those GPUs go only to apps running on that host, through its agent (SPACES_ZERO_DEVICE_API_URL, or the SDK's createAgentClient). Nothing was charged.",
+      { reason: "no_capacity" },
+    );
+  }
+  const where = node === null ? "this pool" : `node ${node}`;
+  return problem("no_gpu_available", `No GPU on ${where} can take a ${size.name} call (${size.slots} slots of one GPU). Nothing was charged; ask the app's developer to use a smaller size.`, {
+    reason: "no_capacity",
+  });
+}
+
+export function queueFullProblem(maxLength: number): Problem {
+  return problem("no_gpu_available", `Every GPU is busy and the queue is full (${maxLength} waiting). Nothing was reserved or charged; try again in a minute.`, { reason: "queue_full" });
+}
+
+export function queueDisabledProblem(): Problem {
+  return problem(
+    "no_gpu_available",
+    "Every GPU slot that fits this call is busy and the request asked not to queue (queue: false). Nothing was reserved or charged; retry, or allow queueing.",
+    { reason: "queue_disabled" },
+  );
+}
