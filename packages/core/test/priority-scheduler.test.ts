@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { DEFAULT_POLICY, Pool, PriorityScheduler, schedulerOptionsFor, usableIdleSlots } from "../src/index.js";
 import { Bench, Counter, STEP, T, gpu, req } from "./scheduler-harness.js";
+import type { PriorityRequest, QueuePlace } from "../src/index.js";
 
 describe("PriorityScheduler ordering", () => {
   it("ranks by class, then quota left, then shorter duration, then arrival", () => {
@@ -165,7 +166,7 @@ describe("PriorityScheduler ETA and the engine's reports", () => {
     // residual 10 s + 20 s over 2 slots: 15 s; then 30 s of work ahead for q2: 30 s.
     expect(b.s.place("q1", T)).toEqual({ position: 1, reason: "node", etaMs: 15_000 });
     expect(b.s.place("q2", T)).toEqual({ position: 2, reason: "node", etaMs: 30_000 });
-    expect(b.s.preview(req("new", { durationMs: 30_000, queuedAt: T + 3 }), T)).toEqual({ position: 3, reason: "node", etaMs: 45_000 });
+    expect(waitPlace(b, req("new", { durationMs: 30_000, queuedAt: T + 3 }), T)).toEqual({ position: 3, reason: "node", etaMs: 45_000 });
     // An xlarge request waits for a whole device at least.
     b.enqueue(req("xl", { slots: 2, priority: 5, durationMs: 15_000 }));
     expect(b.s.place("xl", T)).toEqual({ position: 1, reason: "node", etaMs: 20_000 });
@@ -197,3 +198,10 @@ describe("PriorityScheduler ETA and the engine's reports", () => {
     expect(new PriorityScheduler().dispatch(new Pool([gpu("n", 0)]), new Counter(), () => undefined, T)).toEqual([]);
   });
 });
+
+/** Where a request arriving at `now` would wait (the scheduler's trial, which must say it waits). */
+function waitPlace(b: Bench, request: PriorityRequest, now: number): QueuePlace {
+  const trial = b.s.trial(request, b.pool, b.c, now);
+  if (trial.kind !== "wait") throw new Error(`expected ${request.leaseId} to wait, the trial places it now`);
+  return trial.place;
+}

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { Pool, PriorityScheduler, usableIdleSlots } from "../src/index.js";
-import type { Hold } from "../src/index.js";
+import type { Hold, PriorityRequest, QueuePlace } from "../src/index.js";
 import { Bench, Counter, T, gpu, req } from "./scheduler-harness.js";
 
 /** Requests bound to a node (asked for through the node's agent): placement, holds, ETAs, pool changes. */
@@ -109,7 +109,7 @@ describe("node-bound ETA", () => {
     expect(b.s.place("other", T)).toEqual({ position: 1, reason: "node", etaMs: 110_000 });
     // Unbound: the whole pool, and "other" ahead of it counts (it may keep slots "u" could use busy).
     expect(b.s.place("u", T)).toEqual({ position: 2, reason: "node", etaMs: (250_000 + 30_000) / 4 });
-    expect(b.s.preview(req("p", { node: "n1", queuedAt: T + 1, durationMs: 30_000 }), T)).toEqual({ position: 4, reason: "node", etaMs: 45_000 });
+    expect(waitPlace(b, req("p", { node: "n1", queuedAt: T + 1, durationMs: 30_000 }), T)).toEqual({ position: 4, reason: "node", etaMs: 45_000 });
     // A bound xlarge waits for one of its own node's devices to clear.
     b.enqueue(req("xl", { node: "n2", slots: 2, priority: 5, durationMs: 15_000 }));
     expect(b.s.place("xl", T)?.etaMs).toBe(120_000);
@@ -124,7 +124,7 @@ describe("node-bound ETA", () => {
     const b = twoNodes();
     b.enqueue(req("g", { node: "n9" }));
     expect(b.s.place("g", T)).toEqual({ position: 4, reason: "node", etaMs: null });
-    expect(b.s.preview(req("p", { node: "n9", queuedAt: T + 1 }), T)).toEqual({ position: 5, reason: "node", etaMs: null });
+    expect(waitPlace(b, req("p", { node: "n9", queuedAt: T + 1 }), T)).toEqual({ position: 5, reason: "node", etaMs: null });
   });
 
   it("stays known for a node when a lease of unknown deadline is on another", () => {
@@ -283,7 +283,7 @@ describe("dedicated devices", () => {
     expect(b.s.hold()).toEqual({ leaseId: "b", node: "a1", index: 0, shadowAt: T + 1 + 60_000 });
     expect(b.s.place("u", T + 1)).toEqual({ position: 1, reason: "node", etaMs: null });
     expect(b.s.place("xl", T + 1)?.etaMs).toBeNull();
-    expect(b.s.preview(req("p"), T + 1).etaMs).toBeNull();
+    expect(waitPlace(b, req("p"), T + 1).etaMs).toBeNull();
     expect(usableIdleSlots(b.pool, waitingOf(b), b.c, b.s.hold(), T + 1)).toBe(0);
     // A shared device joins: the unbound requests go there, and only there; an aged unbound head
     // is held the shared device.
@@ -384,3 +384,10 @@ describe("usableIdleSlots with dedicated devices", () => {
     expect(idle([{ node: "agent", durationMs: 100 }], hold)).toBe(2);
   });
 });
+
+/** Where a request arriving at `now` would wait (the scheduler's trial, which must say it waits). */
+function waitPlace(b: Bench, request: PriorityRequest, now: number): QueuePlace {
+  const trial = b.s.trial(request, b.pool, b.c, now);
+  if (trial.kind !== "wait") throw new Error(`expected ${request.leaseId} to wait, the trial places it now`);
+  return trial.place;
+}

@@ -1,51 +1,19 @@
-import type { Policy } from "../policy.js";
 import type { Pool, SlotAssignment } from "./pool.js";
 import type { Concurrency, Grant, QueuedRequest, WaitReason } from "./scheduler.js";
 import { BoundWork } from "./scheduler-bound.js";
-import type { LaneGroup, PriorityRequest, QueueEntry } from "./scheduler-lanes.js";
-import { LaneIndex, bestOf, newEntry, ranksBefore, shortestOf } from "./scheduler-lanes.js";
+import type { PriorityRequest, QueueEntry } from "./scheduler-lanes.js";
+import { LaneIndex, newEntry, ranksBefore } from "./scheduler-lanes.js";
 import { RankedSet } from "./scheduler-rank.js";
-import type { DeviceTimeline } from "./scheduler-slots.js";
-import { SlotBoard, mayUse } from "./scheduler-slots.js";
+import { SlotBoard } from "./scheduler-slots.js";
+import { atLimit, nextStep } from "./dispatch-step.js";
+import type { StepState } from "./dispatch-step.js";
+import { DEFAULT_SCHEDULER_OPTIONS } from "./scheduler-types.js";
+import type { Hold, QueuePlace, SchedulerOptions, Trial } from "./scheduler-types.js";
 
 export type { PriorityRequest } from "./scheduler-lanes.js";
 
-export interface SchedulerOptions {
-  /** Every step waited raises a request by one priority class (a fixed grid of time, see docs/scheduling.md). */
-  readonly agingStepMs: number;
-  /** A head of the queue that has waited this long gets slots held for it (0: at once). */
-  readonly holdAfterMs: number;
-  /** Quota-left shares are compared in this many equal steps (20: 5 % steps). */
-  readonly shareSteps: number;
-}
-
-export const DEFAULT_SCHEDULER_OPTIONS: SchedulerOptions = { agingStepMs: 15_000, holdAfterMs: 15_000, shareSteps: 20 };
-
-/** Aging step and hold threshold as a quarter of the queue timeout each. */
-export function schedulerOptionsFor(policy: Pick<Policy, "queueTimeoutMs">, overrides: Partial<SchedulerOptions> = {}): SchedulerOptions {
-  const quarter = Math.max(1, Math.round(policy.queueTimeoutMs / 4));
-  return { ...DEFAULT_SCHEDULER_OPTIONS, agingStepMs: quarter, holdAfterMs: quarter, ...overrides };
-}
-
-/** Slots held for an aged head of the queue that no device can take yet. */
-export interface Hold {
-  readonly leaseId: string;
-  readonly node: string;
-  readonly index: number;
-  /** When the held device will have room for the head at the latest (its leases' deadlines). */
-  readonly shadowAt: number;
-}
-
-/** What a request arriving now would get (see `PriorityScheduler.trial`). */
-export type Trial = { readonly kind: "now"; readonly node: string; readonly index: number; readonly slots: readonly number[] } | { readonly kind: "wait"; readonly place: QueuePlace };
-
-/** Where a queued lease stands: its place in line, why it waits, and an estimate of the wait. */
-export interface QueuePlace {
-  readonly position: number;
-  readonly reason: WaitReason;
-  /** Estimated milliseconds until the grant (upper-bound style, see `place`); null when unknown. */
-  readonly etaMs: number | null;
-}
+export type { Hold, QueuePlace, SchedulerOptions, Trial } from "./scheduler-types.js";
+export { DEFAULT_SCHEDULER_OPTIONS, schedulerOptionsFor } from "./scheduler-types.js";
 
 /**
  * The queue in front of the pool: priority classes with aging, quota-aware, backfilling,
@@ -97,12 +65,15 @@ export class PriorityScheduler {
   private readonly recheck = new Set<string>();
   private currentHold: Hold | null = null;
   private ord = 0;
+  /** What each dispatch step looks at. */
+  private readonly steps: StepState;
 
   constructor(options: Partial<SchedulerOptions> = {}) {
     this.options = { ...DEFAULT_SCHEDULER_OPTIONS, ...options };
     if (!(this.options.agingStepMs > 0)) throw new Error("agingStepMs must be positive");
     if (!(this.options.holdAfterMs >= 0)) throw new Error("holdAfterMs must not be negative");
     if (!(Number.isInteger(this.options.shareSteps) && this.options.shareSteps >= 1)) throw new Error("shareSteps must be a positive integer");
+    this.steps = { lanes: this.lanes, board: this.board, holdAfterMs: this.options.holdAfterMs };
   }
 
   get size(): number {
@@ -170,14 +141,6 @@ export class PriorityScheduler {
     return { position: rank.before + 1, reason, etaMs: this.estimate(entry, rank.weightBefore, reason, now) };
   }
 
-  /** Where a request not yet queued would stand (for diagnose and placement previews). */
-  preview(request: PriorityRequest, now: number): QueuePlace {
-    const probe = this.entryFor(request, null);
-    const rank = this.ranked.rankOf(probe);
-    const reason = this.reasonOf(request);
-    return { position: rank.before + 1, reason, etaMs: this.estimate(probe, rank.weightBefore, reason, now) };
-  }
-
   /** Queued requests in priority order with their place and why they wait. O(n). */
   *waiting(): Generator<{ request: PriorityRequest; position: number; reason: WaitReason }> {
     let position = 1;
@@ -243,7 +206,7 @@ export class PriorityScheduler {
     let resynced = false;
     this.currentHold = null;
     for (;;) {
-      const step = this.nextStep(concurrency, now);
+      const step = nextStep(this.steps, concurrency, now);
       if (step.kind === "none") {
         this.currentHold = step.hold;
         break;
@@ -288,7 +251,7 @@ export class PriorityScheduler {
     try {
       if (request.appId !== null && atLimit(concurrency, request.appId)) this.lanes.park(request.appId);
       this.recheck.delete(request.appId ?? "");
-      const step = this.nextStep(concurrency, now);
+      const step = nextStep(this.steps, concurrency, now);
       if (step.kind === "place" && step.entry.request.leaseId === request.leaseId) {
         return { kind: "now", node: step.chosen.device.node, index: step.chosen.device.index, slots: step.chosen.slots };
       }
@@ -307,81 +270,6 @@ export class PriorityScheduler {
     for (const app of this.lanes.parkedApps()) if (!atLimit(concurrency, app)) this.lanes.unpark(app);
     for (const app of this.recheck) if (atLimit(concurrency, app)) this.lanes.park(app);
     this.recheck.clear();
-  }
-
-  /**
-   * One step of dispatch: the request it places next and the slots it gives it, or, when nothing
-   * can be placed, the hold it leaves for an aged head. Parks apps at their limit on the way.
-   */
-  private nextStep(concurrency: Concurrency, now: number): { kind: "place"; entry: QueueEntry; chosen: { device: DeviceTimeline; slots: number[] } } | { kind: "none"; hold: Hold | null } {
-    for (;;) {
-      const head = this.lanes.head();
-      if (head === null) return { kind: "none", hold: null };
-      if (atLimit(concurrency, head.lane.app)) {
-        this.lanes.park(head.lane.app as string);
-        continue;
-      }
-      const headNode = head.lane.group.node;
-      let hold: { entry: QueueEntry; device: DeviceTimeline; at: number } | null = null;
-      if (!this.board.fits(head.request.slots, null, headNode) && now - head.request.queuedAt >= this.options.holdAfterMs) {
-        const soonest = this.board.soonest(head.request.slots, headNode);
-        if (soonest !== null) hold = { entry: head, device: soonest.device, at: soonest.at };
-      }
-      const entry = this.candidate(hold, now);
-      if (entry === null) {
-        return { kind: "none", hold: hold && { leaseId: hold.entry.request.leaseId, node: hold.device.node, index: hold.device.index, shadowAt: hold.at } };
-      }
-      if (atLimit(concurrency, entry.lane.app)) {
-        this.lanes.park(entry.lane.app as string);
-        continue;
-      }
-      const request = entry.request;
-      const node = entry.lane.group.node;
-      // A request that ends before the shadow time goes on the held device when it has room (and
-      // may go there at all), leaving the other devices' slots to requests that may not use held ones.
-      let chosen: { device: DeviceTimeline; slots: number[] } | null = null;
-      if (hold !== null && now + request.durationMs <= hold.at && mayUse(node, hold.device)) {
-        chosen = this.board.chooseOn(hold.device, request.slots);
-      }
-      chosen ??= this.board.choose(request.slots, hold?.device ?? null, node);
-      if (chosen === null) throw new Error(`scheduler slot view out of order: no device for ${request.leaseId}`);
-      return { kind: "place", entry, chosen };
-    }
-  }
-
-  /**
-   * The best-ranked request that may be placed now (on a free device it may use, or within the
-   * hold's shadow). Bound groups are only looked at for nodes with a free slot: in a busy pool
-   * that is the node a lease just left, however many nodes have requests waiting.
-   */
-  private candidate(hold: { device: DeviceTimeline; at: number } | null, now: number): QueueEntry | null {
-    let best: QueueEntry | null = null;
-    const consider = (group: LaneGroup): void => {
-      const pick = this.pick(group, hold, now);
-      if (pick !== undefined && (best === null || ranksBefore(pick, best))) best = pick;
-    };
-    for (const group of this.lanes.unbound) consider(group);
-    const bound = this.lanes.bound;
-    const open = this.board.nodesWithFreeSlots;
-    // Walk the smaller of the two sets, looking each node up in the other.
-    if (open.size < bound.size) {
-      for (const node of open) for (const group of bound.get(node) ?? []) consider(group);
-    } else {
-      for (const [node, groups] of bound) if (open.has(node)) for (const group of groups) consider(group);
-    }
-    return best;
-  }
-
-  /** The best request of `group` that may be placed now, if any. */
-  private pick(group: LaneGroup, hold: { device: DeviceTimeline; at: number } | null, now: number): QueueEntry | undefined {
-    if (this.board.fits(group.slots, hold?.device ?? null, group.node)) return bestOf(group);
-    if (hold !== null && hold.device.free >= group.slots && mayUse(group.node, hold.device)) {
-      // EASY backfill on the held device: only a request that ends before the head's shadow
-      // time. The shortest one of this group is the one most likely to; if it does not, none does.
-      const shortest = shortestOf(group);
-      if (now + shortest.request.durationMs <= hold.at) return shortest;
-    }
-    return undefined;
   }
 
   /** See `place`; `entry` is queued, or a preview's probe. */
@@ -442,10 +330,4 @@ export class PriorityScheduler {
     }
     return set;
   }
-}
-
-function atLimit(concurrency: Concurrency, appId: string | null): boolean {
-  if (appId === null) return false;
-  const limit = concurrency.limit(appId);
-  return limit !== null && concurrency.active(appId) >= limit;
 }

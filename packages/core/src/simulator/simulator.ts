@@ -13,8 +13,10 @@ import type { Concurrency } from "../scheduling/scheduler.js";
 import { IndexedHeap } from "../scheduling/scheduler-heap.js";
 import { queueFor } from "./scheduler-replay-queue.js";
 import { usableIdleSlots } from "../scheduling/scheduler-idle.js";
-import type { SimulationPolicyName, SimulationResult, TierFigures, TraceRecord } from "./scheduler-trace.js";
+import type { SimulationPolicyName, SimulationResult, TraceRecord } from "./scheduler-trace.js";
 import { requestedDurationMs, tierForPerson } from "./scheduler-trace.js";
+import { round, tierFigures } from "./figures.js";
+import type { TierAcc } from "./figures.js";
 
 export * from "../scheduling/scheduler-idle.js";
 export * from "./scheduler-trace.js";
@@ -83,13 +85,6 @@ interface SimEvent {
   index: number;
 }
 
-function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return 0;
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[i] as number;
-}
-
-const round = (x: number, digits = 3): number => Math.round(x * 10 ** digits) / 10 ** digits;
 
 function sizeOf(policy: Policy, name: string): SizePolicy {
   const size = policy.sizes[name];
@@ -138,15 +133,6 @@ export function simulate(records: readonly TraceRecord[], policyName: Simulation
   let eventSeq = 0;
   const schedule = (at: number, kind: Kind, lease: SimLease): void => events.push({ at, kind, seq: eventSeq++, lease, index: -1 });
 
-  interface TierAcc {
-    requests: number;
-    granted: number;
-    queueTimeouts: number;
-    quotaDenials: number;
-    noGpuAvailable: number;
-    waits: number[];
-    longest: number;
-  }
   const tiers = new Map<string, TierAcc>();
   const tierAcc = (name: string): TierAcc => {
     let t = tiers.get(name);
@@ -345,26 +331,7 @@ export function simulate(records: readonly TraceRecord[], policyName: Simulation
   const people = [...heldByPerson.values()];
   const sum = people.reduce((a, b) => a + b, 0);
   const sumSq = people.reduce((a, b) => a + b * b, 0);
-  const tierOut: Record<string, TierFigures> = {};
-  let queueTimeouts = 0;
-  let quotaDenials = 0;
-  for (const name of [...tiers.keys()].sort()) {
-    const t = tiers.get(name) as TierAcc;
-    const waits = [...t.waits].sort((a, b) => a - b);
-    queueTimeouts += t.queueTimeouts;
-    quotaDenials += t.quotaDenials;
-    tierOut[name] = {
-      requests: t.requests,
-      granted: t.granted,
-      queueTimeouts: t.queueTimeouts,
-      quotaDenials: t.quotaDenials,
-      noGpuAvailable: t.noGpuAvailable,
-      waitP50S: round(percentile(waits, 50) / 1000),
-      waitP95S: round(percentile(waits, 95) / 1000),
-      waitP99S: round(percentile(waits, 99) / 1000),
-      longestWaitS: round(t.longest / 1000),
-    };
-  }
+  const { tierOut, queueTimeouts, quotaDenials } = tierFigures(tiers);
   const peakDemand = Math.max(0, ...demandByHour.values());
   return {
     policy: policyName,

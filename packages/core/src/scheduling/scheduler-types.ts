@@ -1,0 +1,40 @@
+import type { Policy } from "../policy.js";
+import type { WaitReason } from "./scheduler.js";
+
+export interface SchedulerOptions {
+  /** Every step waited raises a request by one priority class (a fixed grid of time, see docs/scheduling.md). */
+  readonly agingStepMs: number;
+  /** A head of the queue that has waited this long gets slots held for it (0: at once). */
+  readonly holdAfterMs: number;
+  /** Quota-left shares are compared in this many equal steps (20: 5 % steps). */
+  readonly shareSteps: number;
+}
+
+export const DEFAULT_SCHEDULER_OPTIONS: SchedulerOptions = { agingStepMs: 15_000, holdAfterMs: 15_000, shareSteps: 20 };
+
+/** Aging step and hold threshold as a quarter of the queue timeout each. */
+export function schedulerOptionsFor(policy: Pick<Policy, "queueTimeoutMs">, overrides: Partial<SchedulerOptions> = {}): SchedulerOptions {
+  const quarter = Math.max(1, Math.round(policy.queueTimeoutMs / 4));
+  return { ...DEFAULT_SCHEDULER_OPTIONS, agingStepMs: quarter, holdAfterMs: quarter, ...overrides };
+}
+
+/** Slots held for an aged head of the queue that no device can take yet. */
+export interface Hold {
+  readonly leaseId: string;
+  readonly node: string;
+  readonly index: number;
+  /** When the held device will have room for the head at the latest (its leases' deadlines). */
+  readonly shadowAt: number;
+}
+
+/** What a request arriving now would get (see `PriorityScheduler.trial`). */
+export type Trial = { readonly kind: "now"; readonly node: string; readonly index: number; readonly slots: readonly number[] } | { readonly kind: "wait"; readonly place: QueuePlace };
+
+/** Where a queued lease stands: its place in line, why it waits, and an estimate of the wait. */
+export interface QueuePlace {
+  readonly position: number;
+  readonly reason: WaitReason;
+  /** Estimated milliseconds until the grant (upper-bound style, see `place`); null when unknown. */
+  readonly etaMs: number | null;
+}
+
