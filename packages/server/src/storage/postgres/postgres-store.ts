@@ -1,11 +1,11 @@
 import { createHash } from "node:crypto";
 import postgres from "postgres";
+import { MIGRATIONS } from "../migrations.js";
 import { StorageUnavailableError } from "../store.js";
 import type { Store, Tx } from "../store.js";
 import { isSerializationFailure, storageError } from "./errors.js";
 import { fence } from "./fence.js";
 import { InFlight } from "./in-flight.js";
-import { POSTGRES_MIGRATIONS } from "./migrations.js";
 import { PostgresCoordination } from "./postgres-coordination.js";
 import { postgresTx } from "./postgres-tx.js";
 import { parsePostgresUrl } from "./url.js";
@@ -149,9 +149,11 @@ export class PostgresStore implements Store {
         if (!exists) await sql`CREATE SCHEMA IF NOT EXISTS ${sql(schema)}`;
         await sql`CREATE TABLE IF NOT EXISTS ${sql(schema)}.schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`;
         const [row] = await sql<{ v: number }[]>`SELECT COALESCE(MAX(version), 0)::int AS v FROM ${sql(schema)}.schema_migrations`;
-        for (let v = row?.v ?? 0; v < POSTGRES_MIGRATIONS.length; v++) {
-          await sql.unsafe(POSTGRES_MIGRATIONS[v] ?? "");
-          await sql`INSERT INTO ${sql(schema)}.schema_migrations (version, applied_at) VALUES (${v + 1}, ${Date.now()})`;
+        const current = row?.v ?? 0;
+        for (const m of MIGRATIONS) {
+          if (m.version <= current) continue;
+          await sql.unsafe(m.postgres);
+          await sql`INSERT INTO ${sql(schema)}.schema_migrations (version, applied_at) VALUES (${m.version}, ${Date.now()})`;
         }
       }),
     );

@@ -5,11 +5,12 @@ import type { LedgerState } from "@gpupool/core";
 import { Serial } from "../../serial.js";
 import { encodeDevices } from "../devices-json.js";
 import { LocalCoordination } from "../local-coordination.js";
+import { MIGRATIONS } from "../migrations.js";
 import { encodeSlots, n, toApp, toKeyed, toLease, toLedger, toNode, toSession, toSigningKey, toUser } from "../rows.js";
 import type { Row } from "../rows.js";
 import type { AppRecord, Coordination, KeyedRecord, LeaseFilter, LeaseRecord, LeaseStatus, NewLease, NodeRecord, SessionRecord, SigningKeyRecord, Store, Tx, UserRecord } from "../store.js";
 import { Checkpointer } from "./checkpointer.js";
-import { SQLITE_MIGRATIONS } from "./migrations.js";
+
 
 
 interface Batch {
@@ -131,10 +132,11 @@ export class SqliteStore implements Store {
     await this.serial.run(async () => {
       this.db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)");
       const row = this.db.prepare("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations").get() as { v: number };
-      for (let v = row.v; v < SQLITE_MIGRATIONS.length; v++) {
+      for (const m of MIGRATIONS) {
+        if (m.version <= row.v) continue;
         const apply = this.db.transaction(() => {
-          this.db.exec(SQLITE_MIGRATIONS[v] ?? "");
-          this.db.prepare("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)").run(v + 1, Date.now());
+          this.db.exec(m.sqlite);
+          this.db.prepare("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)").run(m.version, Date.now());
         });
         apply.immediate();
       }
