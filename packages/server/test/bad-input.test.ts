@@ -141,7 +141,7 @@ describe("the admin API without GPUPOOL_ADMIN_TOKEN", () => {
       }
       const pool = await server.app.inject({ method: "GET", url: "/v1/admin/pool", headers: { authorization: `Bearer ${ADMIN}` } });
       expect(pool.json()).toMatchObject({ code: "admin_disabled" });
-      const users = await server.context.store.transaction((tx) => tx.listUsers());
+      const users = await server.context.store.transaction((tx) => tx.users.list());
       expect(users).toEqual([]);
     } finally {
       await server.close();

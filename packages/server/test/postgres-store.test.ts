@@ -98,8 +98,8 @@ describe.skipIf(!postgresUrl())("postgres store on a shared server", () => {
   it("schemas in one database are separate: data, leaders and messages", async () => {
     const a = await open(freshPostgresUrl("sep-a"));
     const b = await open(freshPostgresUrl("sep-b"));
-    await a.transaction((t) => t.insertUser(user("u1")));
-    expect(await b.transaction((t) => t.getUser("u1"))).toBeNull();
+    await a.transaction((t) => t.users.insert(user("u1")));
+    expect(await b.transaction((t) => t.users.get("u1"))).toBeNull();
     await a.coordination.lead(() => undefined);
     await b.coordination.lead(() => undefined);
     const heard: string[] = [];
@@ -116,18 +116,18 @@ describe.skipIf(!postgresUrl())("postgres store on a shared server", () => {
     const [a, b] = [await open(url), await open(url)];
     const add = (s: Store) =>
       s.transaction(async (t) => {
-        const l = (await t.getLedger("user:new")) ?? { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 };
+        const l = (await t.ledgers.get("user:new")) ?? { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 };
         await new Promise((r) => setTimeout(r, 5));
-        await t.putLedger("user:new", { ...l, reservedMs: l.reservedMs + 1_000, runs: l.runs + 1 });
+        await t.ledgers.put("user:new", { ...l, reservedMs: l.reservedMs + 1_000, runs: l.runs + 1 });
       });
     await Promise.all(Array.from({ length: 10 }, (_, i) => add(i % 2 ? a : b)));
-    expect(await a.transaction((t) => t.getLedger("user:new"))).toMatchObject({ reservedMs: 10_000, runs: 10 });
+    expect(await a.transaction((t) => t.ledgers.get("user:new"))).toMatchObject({ reservedMs: 10_000, runs: 10 });
   });
 
   it("recovers by itself after every backend is terminated", async () => {
     const url = freshPostgresUrl("terminated");
     const store = await open(url);
-    await store.transaction((t) => t.insertUser(user("u1")));
+    await store.transaction((t) => t.users.insert(user("u1")));
     const heard: string[] = [];
     let resumed = 0;
     await store.coordination.subscribe("wake", (p) => heard.push(p), () => resumed++);
@@ -139,7 +139,7 @@ describe.skipIf(!postgresUrl())("postgres store on a shared server", () => {
       expect(killed.length).toBeGreaterThanOrEqual(2);
 
       // A request that raced the termination may fail (as StorageUnavailableError); the next ones succeed.
-      await waitFor(async () => (await store.transaction((t) => t.getUser("u1")).catch(() => null)) !== null, 5_000);
+      await waitFor(async () => (await store.transaction((t) => t.users.get("u1")).catch(() => null)) !== null, 5_000);
       // The driver listens again on a new connection.
       await waitFor(async () => {
         await store.coordination.publish("wake", "after");
@@ -158,8 +158,8 @@ describe.skipIf(!postgresUrl())("postgres store on a shared server", () => {
 
   it("leaderStage before lead() rejects with LeadershipLostError", async () => {
     const store = await open(freshPostgresUrl("not-leader"));
-    await expect(store.coordination.leaderStage(async (t) => t.insertUser(user("u1")))).rejects.toBeInstanceOf(LeadershipLostError);
-    expect(await store.transaction((t) => t.getUser("u1"))).toBeNull();
+    await expect(store.coordination.leaderStage(async (t) => t.users.insert(user("u1")))).rejects.toBeInstanceOf(LeadershipLostError);
+    expect(await store.transaction((t) => t.users.get("u1"))).toBeNull();
   });
 
   it("lead() rejects when the store is closed while waiting", async () => {
@@ -178,10 +178,10 @@ describe.skipIf(!postgresUrl())("postgres store on a shared server", () => {
     const store = await open(url);
     const err: unknown = await store.transaction(async (t) => {
       // Another connection holds the ledger lock for longer than the timeout.
-      await t.getLedger("user:x");
+      await t.ledgers.get("user:x");
       const other = new PostgresStore(url);
       try {
-        return await other.transaction((t2) => t2.getLedger("user:x"));
+        return await other.transaction((t2) => t2.ledgers.get("user:x"));
       } finally {
         await other.close();
       }
@@ -202,7 +202,7 @@ describe.skipIf(!postgresBin())("postgres store when the database goes away and 
 
   it("fails fast with StorageUnavailableError while it is down, loses leadership, then works again by itself", async () => {
     const store = await open(`${cluster.url}?schema=outage`);
-    await store.transaction((t) => t.insertUser(user("u1")));
+    await store.transaction((t) => t.users.insert(user("u1")));
     const lost: Error[] = [];
     await store.coordination.lead((err) => lost.push(err));
     const heard: string[] = [];
@@ -212,7 +212,7 @@ describe.skipIf(!postgresBin())("postgres store when the database goes away and 
     await waitFor(() => lost.length === 1, 5_000);
     expect(lost[0]).toBeInstanceOf(LeadershipLostError);
     const t0 = Date.now();
-    const err: unknown = await store.transaction((t) => t.getUser("u1")).then(() => null, (e: unknown) => e);
+    const err: unknown = await store.transaction((t) => t.users.get("u1")).then(() => null, (e: unknown) => e);
     expect(err).toBeInstanceOf(StorageUnavailableError);
     expect((err as Error).message).toMatch(/cannot be reached/);
     expect((err as Error).message).not.toMatch(/gpupool@|127\.0\.0\.1/);
@@ -224,10 +224,10 @@ describe.skipIf(!postgresBin())("postgres store when the database goes away and 
     const again = store.coordination.lead((e) => lost.push(e));
 
     cluster.resume();
-    await waitFor(async () => (await store.transaction((t) => t.getUser("u1")).catch(() => null)) !== null, 10_000, 100);
+    await waitFor(async () => (await store.transaction((t) => t.users.get("u1")).catch(() => null)) !== null, 10_000, 100);
     await store.ping();
     await again;
-    await expect(store.coordination.leaderStage(async (t) => t.getUser("u1"))).resolves.toMatchObject({ value: { id: "u1" } });
+    await expect(store.coordination.leaderStage(async (t) => t.users.get("u1"))).resolves.toMatchObject({ value: { id: "u1" } });
     await waitFor(async () => {
       await store.coordination.publish("wake", "back");
       return heard.includes("back");

@@ -64,7 +64,7 @@ describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () =>
     const url = `${freshPostgresUrl("idle-tx")}&idle_in_transaction_session_timeout=300&lock_timeout=2000&max=1`;
     const frozen = await open(url);
     const other = await open(url);
-    await other.transaction((t) => t.putLedger("user:frozen", { ...EMPTY, reservedMs: 1_000 }));
+    await other.transaction((t) => t.ledgers.put("user:frozen", { ...EMPTY, reservedMs: 1_000 }));
 
     let locked!: () => void;
     const hasLock = new Promise<void>((r) => (locked = r));
@@ -74,11 +74,11 @@ describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () =>
     // Holds the identity's ledger lock, then stops answering for longer than the idle timeout
     // (a SIGSTOP would freeze the whole process; here only this transaction waits).
     const stalled = frozen.transaction(async (t) => {
-      const l = (await t.getLedger("user:frozen")) ?? EMPTY;
+      const l = (await t.ledgers.get("user:frozen")) ?? EMPTY;
       locked();
       await sleep(1_200);
       // What it would have written when it woke: must never reach the database.
-      await t.putLedger("user:frozen", { ...l, reservedMs: 999_000 }).then(
+      await t.ledgers.put("user:frozen", { ...l, reservedMs: 999_000 }).then(
         () => woke(null),
         (err: unknown) => woke(err),
       );
@@ -89,8 +89,8 @@ describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () =>
     // Another replica admits for the same identity: it waits for the lock until PostgreSQL ends the
     // frozen session (300 ms), then goes on — long before the frozen replica wakes up.
     await other.transaction(async (t) => {
-      const l = (await t.getLedger("user:frozen")) ?? EMPTY;
-      await t.putLedger("user:frozen", { ...l, reservedMs: l.reservedMs + 2_000 });
+      const l = (await t.ledgers.get("user:frozen")) ?? EMPTY;
+      await t.ledgers.put("user:frozen", { ...l, reservedMs: l.reservedMs + 2_000 });
     });
     const waited = Date.now() - t0;
     expect(waited).toBeGreaterThanOrEqual(250);
@@ -99,19 +99,19 @@ describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () =>
     // The frozen replica's transaction failed as soon as its session was gone; the replica works
     // again, on a new session (the same connection, reconnected).
     await expect(stalled).rejects.toBeInstanceOf(StorageUnavailableError);
-    expect(await frozen.transaction((t) => t.getLedger("user:frozen"))).toMatchObject({ reservedMs: 3_000 });
+    expect(await frozen.transaction((t) => t.ledgers.get("user:frozen"))).toMatchObject({ reservedMs: 3_000 });
 
     // When it wakes, its late write is refused here rather than sent on that new session, outside
     // any transaction and without the lock it read the ledger under (nor into a closed socket).
     expect(await lateWrite).toBeInstanceOf(StorageUnavailableError);
     await sleep(100);
-    expect(await other.transaction((t) => t.getLedger("user:frozen"))).toMatchObject({ reservedMs: 3_000 });
+    expect(await other.transaction((t) => t.ledgers.get("user:frozen"))).toMatchObject({ reservedMs: 3_000 });
   });
 
   it("a lock held by a busy (not idle) session is waited for at most lock_timeout: 503 storage_unavailable, not the statement timeout", async () => {
     const url = `${freshPostgresUrl("lock-timeout")}&lock_timeout=300&statement_timeout=5000`;
     const store = await open(url);
-    await store.transaction((t) => t.putLedger("user:busy", EMPTY));
+    await store.transaction((t) => t.ledgers.put("user:busy", EMPTY));
     const schema = new URL(url).searchParams.get("schema")!;
     const holder = postgres(postgresUrl()!, { max: 1, onnotice: () => undefined, connection: { search_path: schema } });
     try {
@@ -124,7 +124,7 @@ describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () =>
       });
       await hasLock;
       const t0 = Date.now();
-      const err: unknown = await store.transaction((t) => t.getLedger("user:busy")).then(() => null, (e: unknown) => e);
+      const err: unknown = await store.transaction((t) => t.ledgers.get("user:busy")).then(() => null, (e: unknown) => e);
       expect(err).toBeInstanceOf(StorageUnavailableError);
       expect((err as Error).message).toMatch(/lock_timeout/);
       expect((err as StorageUnavailableError).reason).toBe("contention");
@@ -153,7 +153,7 @@ describe.skipIf(!postgresUrl())("a replica frozen mid-transaction, seen over HTT
     let locked!: () => void;
     const hasLock = new Promise<void>((r) => (locked = r));
     const stalled = frozen.transaction(async (t) => {
-      await t.getLedger(`user:${owner.id}`);
+      await t.ledgers.get(`user:${owner.id}`);
       locked();
       await sleep(6_000);
     });

@@ -45,7 +45,7 @@ describe("SQLite store", () => {
     const staged = [1, 2, 3, 4, 5].map((i) =>
       store.transaction(async (t) => {
         order.push(i);
-        await t.insertUser(user(i));
+        await t.users.insert(user(i));
       }),
     );
     const closed = store.close();
@@ -54,7 +54,7 @@ describe("SQLite store", () => {
     expect(order).toEqual([1, 2, 3, 4, 5]);
     const reopened = new SqliteStore(`sqlite:${path}`);
     try {
-      expect((await reopened.transaction((t) => t.listUsers())).map((u) => u.id)).toEqual(["u1", "u2", "u3", "u4", "u5"]);
+      expect((await reopened.transaction((t) => t.users.list())).map((u) => u.id)).toEqual(["u1", "u2", "u3", "u4", "u5"]);
     } finally {
       await reopened.close();
     }

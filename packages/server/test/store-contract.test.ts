@@ -75,108 +75,108 @@ export function storeContract(
 
     it("users: insert, get by id / name / token hash, update, list in creation order", async () => {
       await tx(async (t) => {
-        await t.insertUser(user("u2", { createdAt: 2_000 }));
-        await t.insertUser(user("u1", { tier: "pro", quotaOverrideMs: 90_000 }));
+        await t.users.insert(user("u2", { createdAt: 2_000 }));
+        await t.users.insert(user("u1", { tier: "pro", quotaOverrideMs: 90_000 }));
       });
-      expect(await tx((t) => t.getUser("u1"))).toEqual(user("u1", { tier: "pro", quotaOverrideMs: 90_000 }));
-      expect(await tx((t) => t.getUserByName("name-u2"))).toEqual(user("u2", { createdAt: 2_000 }));
-      expect(await tx((t) => t.findUserByTokenHash("th-u1"))).toMatchObject({ id: "u1" });
-      expect(await tx(async (t) => [await t.getUser("nope"), await t.getUserByName("nope"), await t.findUserByTokenHash("nope")])).toEqual([null, null, null]);
-      await tx((t) => t.updateUser(user("u1", { tier: "team", quotaOverrideMs: null, tokenHash: "th-new" })));
-      expect(await tx((t) => t.getUser("u1"))).toEqual(user("u1", { tier: "team", tokenHash: "th-new" }));
-      expect(await tx((t) => t.findUserByTokenHash("th-u1"))).toBeNull();
-      expect((await tx((t) => t.listUsers())).map((u) => u.id)).toEqual(["u1", "u2"]);
-      await expect(tx((t) => t.insertUser(user("u3", { name: "name-u1" })))).rejects.toThrow();
-      expect(await tx((t) => t.listUsers())).toHaveLength(2);
+      expect(await tx((t) => t.users.get("u1"))).toEqual(user("u1", { tier: "pro", quotaOverrideMs: 90_000 }));
+      expect(await tx((t) => t.users.getByName("name-u2"))).toEqual(user("u2", { createdAt: 2_000 }));
+      expect(await tx((t) => t.users.findByTokenHash("th-u1"))).toMatchObject({ id: "u1" });
+      expect(await tx(async (t) => [await t.users.get("nope"), await t.users.getByName("nope"), await t.users.findByTokenHash("nope")])).toEqual([null, null, null]);
+      await tx((t) => t.users.update(user("u1", { tier: "team", quotaOverrideMs: null, tokenHash: "th-new" })));
+      expect(await tx((t) => t.users.get("u1"))).toEqual(user("u1", { tier: "team", tokenHash: "th-new" }));
+      expect(await tx((t) => t.users.findByTokenHash("th-u1"))).toBeNull();
+      expect((await tx((t) => t.users.list())).map((u) => u.id)).toEqual(["u1", "u2"]);
+      await expect(tx((t) => t.users.insert(user("u3", { name: "name-u1" })))).rejects.toThrow();
+      expect(await tx((t) => t.users.list())).toHaveLength(2);
     });
 
     it("apps: insert, get by id / name / key hash, list", async () => {
       await tx(async (t) => {
-        await t.insertUser(user("u1"));
-        await t.insertApp(app("a1", "u1", { maxConcurrency: 3 }));
-        await t.insertApp(app("a2", "u1", { createdAt: 2_000 }));
+        await t.users.insert(user("u1"));
+        await t.apps.insert(app("a1", "u1", { maxConcurrency: 3 }));
+        await t.apps.insert(app("a2", "u1", { createdAt: 2_000 }));
       });
-      expect(await tx((t) => t.getApp("a1"))).toEqual(app("a1", "u1", { maxConcurrency: 3 }));
-      expect(await tx((t) => t.getAppByName("app-a2"))).toEqual(app("a2", "u1", { createdAt: 2_000 }));
-      expect(await tx((t) => t.findAppByKeyHash("kh-a2"))).toMatchObject({ id: "a2", maxConcurrency: null });
-      expect(await tx(async (t) => [await t.getApp("x"), await t.getAppByName("x"), await t.findAppByKeyHash("x")])).toEqual([null, null, null]);
-      expect((await tx((t) => t.listApps())).map((a) => a.id)).toEqual(["a1", "a2"]);
-      await expect(tx((t) => t.insertApp(app("a3", "u1", { name: "app-a1" })))).rejects.toThrow();
+      expect(await tx((t) => t.apps.get("a1"))).toEqual(app("a1", "u1", { maxConcurrency: 3 }));
+      expect(await tx((t) => t.apps.getByName("app-a2"))).toEqual(app("a2", "u1", { createdAt: 2_000 }));
+      expect(await tx((t) => t.apps.findByKeyHash("kh-a2"))).toMatchObject({ id: "a2", maxConcurrency: null });
+      expect(await tx(async (t) => [await t.apps.get("x"), await t.apps.getByName("x"), await t.apps.findByKeyHash("x")])).toEqual([null, null, null]);
+      expect((await tx((t) => t.apps.list())).map((a) => a.id)).toEqual(["a1", "a2"]);
+      await expect(tx((t) => t.apps.insert(app("a3", "u1", { name: "app-a1" })))).rejects.toThrow();
     });
 
     it("nodes and edges: separate principals, found by key hash and name", async () => {
       await tx(async (t) => {
-        await t.insertNode(keyed("n1"));
-        await t.insertNode(keyed("n2", 2_000));
-        await t.insertEdge(keyed("e1"));
+        await t.nodes.insert(keyed("n1"));
+        await t.nodes.insert(keyed("n2", 2_000));
+        await t.edges.insert(keyed("e1"));
       });
-      expect(await tx((t) => t.findNodeByKeyHash("kh-n1"))).toEqual(node("n1"));
-      expect(await tx((t) => t.getNodeByName("k-n2"))).toEqual(node("n2", 2_000));
-      expect(await tx((t) => t.findEdgeByKeyHash("kh-e1"))).toEqual(keyed("e1"));
-      expect(await tx((t) => t.getEdgeByName("k-e1"))).toEqual(keyed("e1"));
-      expect(await tx((t) => t.findNodeByKeyHash("kh-e1"))).toBeNull();
-      expect(await tx((t) => t.findEdgeByKeyHash("kh-n1"))).toBeNull();
-      expect(await tx((t) => t.getNodeByName("k-e1"))).toBeNull();
-      expect((await tx((t) => t.listNodes())).map((n) => n.id)).toEqual(["n1", "n2"]);
+      expect(await tx((t) => t.nodes.findByKeyHash("kh-n1"))).toEqual(node("n1"));
+      expect(await tx((t) => t.nodes.getByName("k-n2"))).toEqual(node("n2", 2_000));
+      expect(await tx((t) => t.edges.findByKeyHash("kh-e1"))).toEqual(keyed("e1"));
+      expect(await tx((t) => t.edges.getByName("k-e1"))).toEqual(keyed("e1"));
+      expect(await tx((t) => t.nodes.findByKeyHash("kh-e1"))).toBeNull();
+      expect(await tx((t) => t.edges.findByKeyHash("kh-n1"))).toBeNull();
+      expect(await tx((t) => t.nodes.getByName("k-e1"))).toBeNull();
+      expect((await tx((t) => t.nodes.list())).map((n) => n.id)).toEqual(["n1", "n2"]);
     });
 
     it("nodes: registration state round-trips every device field, replaces the last one, and survives a reopen", async () => {
       await tx(async (t) => {
-        await t.insertNode(keyed("n1"));
-        await t.insertNode(keyed("n2", 2_000));
+        await t.nodes.insert(keyed("n1"));
+        await t.nodes.insert(keyed("n2", 2_000));
       });
       const devices: DeviceSpec[] = [
         { node: "k-n1", index: 0, uuid: "GPU-0f1e2d3c-aaaa-bbbb-cccc-000000000000", name: "NVIDIA H200 \"NVL\" ünïcode", memoryMb: 143_771, slots: 2 },
         { node: "k-n1", index: 1, uuid: "GPU-1", name: "NVIDIA A10G", memoryMb: 23_028, slots: 1, dedicated: true },
       ];
       const state: NodeState = { devices, registeredAt: 1_700_000_000_001, heartbeatAt: 1_700_000_000_001, agentUrl: "http://10.0.0.5:7071" };
-      expect(await tx((t) => t.setNodeState("n1", state))).toBe(true);
-      expect(await tx((t) => t.findNodeByKeyHash("kh-n1"))).toEqual(node("n1", 1_000, state));
-      expect(await tx((t) => t.getNodeByName("k-n1"))).toEqual(node("n1", 1_000, state));
-      expect(await tx((t) => t.listNodes())).toEqual([node("n1", 1_000, state), node("n2", 2_000)]);
+      expect(await tx((t) => t.nodes.setState("n1", state))).toBe(true);
+      expect(await tx((t) => t.nodes.findByKeyHash("kh-n1"))).toEqual(node("n1", 1_000, state));
+      expect(await tx((t) => t.nodes.getByName("k-n1"))).toEqual(node("n1", 1_000, state));
+      expect(await tx((t) => t.nodes.list())).toEqual([node("n1", 1_000, state), node("n2", 2_000)]);
       // An agent that re-registers with no devices: an empty list is not "never registered".
       const empty: NodeState = { devices: [], registeredAt: 1_700_000_000_500, heartbeatAt: 1_700_000_000_500, agentUrl: null };
-      expect(await tx((t) => t.setNodeState("n2", empty))).toBe(true);
-      expect(await tx((t) => t.getNodeByName("k-n2"))).toEqual(node("n2", 2_000, empty));
-      expect(await tx((t) => t.setNodeState("nope", state))).toBe(false);
+      expect(await tx((t) => t.nodes.setState("n2", empty))).toBe(true);
+      expect(await tx((t) => t.nodes.getByName("k-n2"))).toEqual(node("n2", 2_000, empty));
+      expect(await tx((t) => t.nodes.setState("nope", state))).toBe(false);
       // Deregistering clears everything.
-      expect(await tx((t) => t.setNodeState("n2", unregistered))).toBe(true);
-      expect(await tx((t) => t.getNodeByName("k-n2"))).toEqual(node("n2", 2_000));
+      expect(await tx((t) => t.nodes.setState("n2", unregistered))).toBe(true);
+      expect(await tx((t) => t.nodes.getByName("k-n2"))).toEqual(node("n2", 2_000));
       const again = await durable();
-      if (again) expect(await again.transaction((t) => t.getNodeByName("k-n1"))).toEqual(node("n1", 1_000, state));
+      if (again) expect(await again.transaction((t) => t.nodes.getByName("k-n1"))).toEqual(node("n1", 1_000, state));
     });
 
     it("nodes: a heartbeat is recorded only for a registered node; unknown ids answer false", async () => {
       await tx(async (t) => {
-        await t.insertNode(keyed("n1"));
-        await t.insertNode(keyed("n2"));
+        await t.nodes.insert(keyed("n1"));
+        await t.nodes.insert(keyed("n2"));
       });
       const state: NodeState = { devices: [{ node: "k-n1", index: 0, uuid: "GPU-0", name: "H200", memoryMb: 1, slots: 2 }], registeredAt: 10_000, heartbeatAt: 10_000, agentUrl: null };
-      await tx((t) => t.setNodeState("n1", state));
-      expect(await tx((t) => t.heartbeatNode("n1", 15_000))).toBe(true);
-      expect(await tx((t) => t.getNodeByName("k-n1"))).toEqual(node("n1", 1_000, { ...state, heartbeatAt: 15_000 }));
+      await tx((t) => t.nodes.setState("n1", state));
+      expect(await tx((t) => t.nodes.heartbeat("n1", 15_000))).toBe(true);
+      expect(await tx((t) => t.nodes.getByName("k-n1"))).toEqual(node("n1", 1_000, { ...state, heartbeatAt: 15_000 }));
       // n2 exists but never registered: its heartbeat changes nothing.
-      expect(await tx((t) => t.heartbeatNode("n2", 15_000))).toBe(false);
-      expect(await tx((t) => t.getNodeByName("k-n2"))).toEqual(node("n2"));
-      expect(await tx((t) => t.heartbeatNode("nope", 15_000))).toBe(false);
+      expect(await tx((t) => t.nodes.heartbeat("n2", 15_000))).toBe(false);
+      expect(await tx((t) => t.nodes.getByName("k-n2"))).toEqual(node("n2"));
+      expect(await tx((t) => t.nodes.heartbeat("nope", 15_000))).toBe(false);
       // A heartbeat in a transaction that rolls back is not kept.
       await expect(tx(async (t) => {
-        await t.heartbeatNode("n1", 20_000);
+        await t.nodes.heartbeat("n1", 20_000);
         throw new Error("boom");
       })).rejects.toThrow("boom");
-      expect(await tx((t) => t.getNodeByName("k-n1"))).toMatchObject({ heartbeatAt: 15_000 });
+      expect(await tx((t) => t.nodes.getByName("k-n1"))).toMatchObject({ heartbeatAt: 15_000 });
     });
 
     it("coordination: this store can lead, and leaderStage commits like stage", async () => {
       const lost: Error[] = [];
       await store.coordination.lead((err) => lost.push(err));
       const { value, committed } = await store.coordination.leaderStage(async (t) => {
-        await t.insertUser(user("u1"));
+        await t.users.insert(user("u1"));
         return "ok";
       });
       expect(value).toBe("ok");
       await committed;
-      expect(await tx((t) => t.getUser("u1"))).toMatchObject({ id: "u1" });
+      expect(await tx((t) => t.users.get("u1"))).toMatchObject({ id: "u1" });
       expect(lost).toEqual([]);
     });
 
@@ -207,54 +207,54 @@ export function storeContract(
     });
 
     it("ledgers: null until written, upsert replaces, survives a reopen", async () => {
-      expect(await tx((t) => t.getLedger("user:u1"))).toBeNull();
+      expect(await tx((t) => t.ledgers.get("user:u1"))).toBeNull();
       const first = { windowStartedAt: null, usedMs: 0, reservedMs: 60_000, bonusMs: 0, runs: 1 };
       const second = { windowStartedAt: 1_700_000_000_123, usedMs: 1_000, reservedMs: 0, bonusMs: 5_000, runs: 2 };
-      await tx((t) => t.putLedger("user:u1", first));
-      expect(await tx((t) => t.getLedger("user:u1"))).toEqual(first);
-      await tx((t) => t.putLedger("user:u1", second));
-      await tx((t) => t.putLedger("ip:2001:db8::/64", first));
-      expect(await tx((t) => t.getLedger("user:u1"))).toEqual(second);
+      await tx((t) => t.ledgers.put("user:u1", first));
+      expect(await tx((t) => t.ledgers.get("user:u1"))).toEqual(first);
+      await tx((t) => t.ledgers.put("user:u1", second));
+      await tx((t) => t.ledgers.put("ip:2001:db8::/64", first));
+      expect(await tx((t) => t.ledgers.get("user:u1"))).toEqual(second);
       const again = await durable();
       if (again) {
-        expect(await again.transaction((t) => t.getLedger("user:u1"))).toEqual(second);
-        expect(await again.transaction((t) => t.getLedger("ip:2001:db8::/64"))).toEqual(first);
+        expect(await again.transaction((t) => t.ledgers.get("user:u1"))).toEqual(second);
+        expect(await again.transaction((t) => t.ledgers.get("ip:2001:db8::/64"))).toEqual(first);
       }
     });
 
     it("leases: insert assigns increasing seq; get round-trips every field; update changes the lifecycle", async () => {
-      const a = await tx((t) => t.insertLease(newLease("l1")));
-      const b = await tx((t) => t.insertLease(newLease("l2", { size: "xlarge", slots: 2, cost: 1.5, reservedMs: 90_000, appId: null, identityKind: "ip", identityId: "203.0.113.7", tier: "anonymous" })));
-      const c = await tx((t) => t.insertLease(newLease("l3")));
+      const a = await tx((t) => t.leases.insert(newLease("l1")));
+      const b = await tx((t) => t.leases.insert(newLease("l2", { size: "xlarge", slots: 2, cost: 1.5, reservedMs: 90_000, appId: null, identityKind: "ip", identityId: "203.0.113.7", tier: "anonymous" })));
+      const c = await tx((t) => t.leases.insert(newLease("l3")));
       expect(b.seq).toBeGreaterThan(a.seq);
       expect(c.seq).toBeGreaterThan(b.seq);
-      expect(await tx((t) => t.getLease("l2"))).toEqual(b);
-      expect(await tx((t) => t.getLease("nope"))).toBeNull();
+      expect(await tx((t) => t.leases.get("l2"))).toEqual(b);
+      expect(await tx((t) => t.leases.get("nope"))).toBeNull();
       const granted = active(a, 70_000);
-      await tx((t) => t.updateLease(granted));
-      expect(await tx((t) => t.getLease("l1"))).toEqual(granted);
+      await tx((t) => t.leases.update(granted));
+      expect(await tx((t) => t.leases.get("l1"))).toEqual(granted);
       const ended: LeaseRecord = { ...granted, status: "released", endedAt: 12_345, heldMs: 2_345, chargedMs: 3_000, refundedMs: 57_000, failed: true, problemCode: "queue_timeout", problemDetail: "waited" };
-      await tx((t) => t.updateLease(ended));
+      await tx((t) => t.leases.update(ended));
       const again = await durable();
       const reader = again ?? store;
-      expect(await reader.transaction((t) => t.getLease("l1"))).toEqual(ended);
-      expect(await reader.transaction((t) => t.getLease("l2"))).toEqual(b);
+      expect(await reader.transaction((t) => t.leases.get("l1"))).toEqual(ended);
+      expect(await reader.transaction((t) => t.leases.get("l2"))).toEqual(b);
       // seq keeps growing after a reopen.
-      const d = await reader.transaction((t) => t.insertLease(newLease("l4")));
+      const d = await reader.transaction((t) => t.leases.insert(newLease("l4")));
       expect(d.seq).toBeGreaterThan(c.seq);
-      await expect(reader.transaction((t) => t.insertLease(newLease("l4")))).rejects.toThrow();
+      await expect(reader.transaction((t) => t.leases.insert(newLease("l4")))).rejects.toThrow();
     });
 
     it("leases: list filters by app, identity and status, newest first, up to the limit", async () => {
       const ids = ["l1", "l2", "l3", "l4", "l5"];
       await tx(async (t) => {
-        await t.insertLease(newLease("l1"));
-        await t.insertLease(newLease("l2", { appId: "a2" }));
-        await t.insertLease(newLease("l3", { identityKind: "ip", identityId: "198.51.100.1", appId: "a2" }));
-        await t.insertLease(newLease("l4", { status: "cancelled" }));
-        await t.insertLease(newLease("l5", { appId: null }));
+        await t.leases.insert(newLease("l1"));
+        await t.leases.insert(newLease("l2", { appId: "a2" }));
+        await t.leases.insert(newLease("l3", { identityKind: "ip", identityId: "198.51.100.1", appId: "a2" }));
+        await t.leases.insert(newLease("l4", { status: "cancelled" }));
+        await t.leases.insert(newLease("l5", { appId: null }));
       });
-      const list = async (f: LeaseFilter) => (await tx((t) => t.listLeases(f))).map((l) => l.id);
+      const list = async (f: LeaseFilter) => (await tx((t) => t.leases.list(f))).map((l) => l.id);
       expect(await list({ limit: 50 })).toEqual([...ids].reverse());
       expect(await list({ limit: 2 })).toEqual(["l5", "l4"]);
       expect(await list({ limit: 50, appId: "a2" })).toEqual(["l3", "l2"]);
@@ -267,128 +267,128 @@ export function storeContract(
 
     it("leases: live leases in arrival order; the earliest certain end among one identity's live leases", async () => {
       await tx(async (t) => {
-        const l1 = await t.insertLease(newLease("l1"));
-        await t.insertLease(newLease("l2"));
-        const l3 = await t.insertLease(newLease("l3"));
-        const l4 = await t.insertLease(newLease("l4"));
-        await t.insertLease(newLease("l5", { identityId: "u2" }));
-        await t.updateLease(active(l1, 90_000));
-        await t.updateLease(active(l3, 80_000));
-        await t.updateLease({ ...active(l4, 10_000), status: "expired", endedAt: 10_000 });
+        const l1 = await t.leases.insert(newLease("l1"));
+        await t.leases.insert(newLease("l2"));
+        const l3 = await t.leases.insert(newLease("l3"));
+        const l4 = await t.leases.insert(newLease("l4"));
+        await t.leases.insert(newLease("l5", { identityId: "u2" }));
+        await t.leases.update(active(l1, 90_000));
+        await t.leases.update(active(l3, 80_000));
+        await t.leases.update({ ...active(l4, 10_000), status: "expired", endedAt: 10_000 });
       });
-      expect((await tx((t) => t.liveLeases())).map((l) => [l.id, l.status])).toEqual([["l1", "active"], ["l2", "queued"], ["l3", "active"], ["l5", "queued"]]);
+      expect((await tx((t) => t.leases.live())).map((l) => [l.id, l.status])).toEqual([["l1", "active"], ["l2", "queued"], ["l3", "active"], ["l5", "queued"]]);
       // u1: active l1 (deadline 90 s), queued l2, active l3 (deadline 80 s): the earliest is l3's deadline
       // unless a queued lease must end sooner (queued_at + timeout + duration).
-      expect(await tx((t) => t.earliestEnd({ kind: "user", id: "u1" }, 60_000))).toBe(80_000);
-      const l5 = await tx((t) => t.getLease("l5"));
+      expect(await tx((t) => t.leases.earliestEnd({ kind: "user", id: "u1" }, 60_000))).toBe(80_000);
+      const l5 = await tx((t) => t.leases.get("l5"));
       // u2 has only a queued lease: it ends at the latest when its queue timeout and then its duration have passed.
-      expect(await tx((t) => t.earliestEnd({ kind: "user", id: "u2" }, 60_000))).toBe(l5!.queuedAt + 60_000 + l5!.durationMs);
-      expect(await tx((t) => t.earliestEnd({ kind: "ip", id: "u1" }, 60_000))).toBeNull();
+      expect(await tx((t) => t.leases.earliestEnd({ kind: "user", id: "u2" }, 60_000))).toBe(l5!.queuedAt + 60_000 + l5!.durationMs);
+      expect(await tx((t) => t.leases.earliestEnd({ kind: "ip", id: "u1" }, 60_000))).toBeNull();
     });
 
     it("signing keys: none at first, then oldest first", async () => {
-      expect(await tx((t) => t.signingKeys())).toEqual([]);
+      expect(await tx((t) => t.signingKeys.list())).toEqual([]);
       const k1 = { kid: "k1", privateJwk: '{"d":"1"}', publicJwk: '{"x":"1"}', createdAt: 1_000 };
       const k2 = { kid: "k2", privateJwk: '{"d":"2"}', publicJwk: '{"x":"2"}', createdAt: 2_000 };
-      await tx((t) => t.insertSigningKey(k2));
-      await tx((t) => t.insertSigningKey(k1));
-      expect(await tx((t) => t.signingKeys())).toEqual([k1, k2]);
+      await tx((t) => t.signingKeys.insert(k2));
+      await tx((t) => t.signingKeys.insert(k1));
+      expect(await tx((t) => t.signingKeys.list())).toEqual([k1, k2]);
     });
 
     it("sessions: insert, get by hash, revoke one (idempotent), revoke all of a user's live ones; durable", async () => {
-      await tx((t) => t.insertUser(user("u1")));
-      await tx((t) => t.insertUser(user("u2")));
+      await tx((t) => t.users.insert(user("u1")));
+      await tx((t) => t.users.insert(user("u2")));
       const s = (idHash: string, userId: string) => ({ idHash, userId, createdAt: 1_000, expiresAt: 9_000, revokedAt: null });
-      expect(await tx((t) => t.getSession("nope"))).toBeNull();
+      expect(await tx((t) => t.sessions.get("nope"))).toBeNull();
       await tx(async (t) => {
-        await t.insertSession(s("h1", "u1"));
-        await t.insertSession(s("h2", "u1"));
-        await t.insertSession(s("h3", "u2"));
+        await t.sessions.insert(s("h1", "u1"));
+        await t.sessions.insert(s("h2", "u1"));
+        await t.sessions.insert(s("h3", "u2"));
       });
-      expect(await tx((t) => t.getSession("h1"))).toEqual(s("h1", "u1"));
-      expect(await tx((t) => t.revokeSession("h1", 2_000))).toBe(true);
-      expect(await tx((t) => t.revokeSession("h1", 3_000))).toBe(true);
-      expect(await tx((t) => t.revokeSession("missing", 3_000))).toBe(false);
-      expect(await tx((t) => t.getSession("h1"))).toMatchObject({ revokedAt: 2_000 });
+      expect(await tx((t) => t.sessions.get("h1"))).toEqual(s("h1", "u1"));
+      expect(await tx((t) => t.sessions.revoke("h1", 2_000))).toBe(true);
+      expect(await tx((t) => t.sessions.revoke("h1", 3_000))).toBe(true);
+      expect(await tx((t) => t.sessions.revoke("missing", 3_000))).toBe(false);
+      expect(await tx((t) => t.sessions.get("h1"))).toMatchObject({ revokedAt: 2_000 });
       // h1 is already revoked: only h2 counts; u2's session is untouched.
-      expect(await tx((t) => t.revokeUserSessions("u1", 4_000))).toBe(1);
+      expect(await tx((t) => t.sessions.revokeForUser("u1", 4_000))).toBe(1);
       const again = await durable();
       const read = again ?? store;
-      expect(await read.transaction((t) => t.getSession("h2"))).toMatchObject({ revokedAt: 4_000 });
-      expect(await read.transaction((t) => t.getSession("h3"))).toEqual(s("h3", "u2"));
+      expect(await read.transaction((t) => t.sessions.get("h2"))).toMatchObject({ revokedAt: 4_000 });
+      expect(await read.transaction((t) => t.sessions.get("h3"))).toEqual(s("h3", "u2"));
     });
 
     it("a transaction that throws leaves nothing behind, cached or stored, and the error reaches the caller", async () => {
-      await tx((t) => t.putLedger("user:u1", { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 }));
+      await tx((t) => t.ledgers.put("user:u1", { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 }));
       const boom = new Error("boom");
       await expect(
         tx(async (t) => {
-          await t.insertUser(user("u1"));
-          await t.putLedger("user:u1", { windowStartedAt: 1, usedMs: 9, reservedMs: 9, bonusMs: 9, runs: 9 });
-          await t.insertLease(newLease("l1"));
-          await t.insertSigningKey({ kid: "k", privateJwk: "{}", publicJwk: "{}", createdAt: 1 });
+          await t.users.insert(user("u1"));
+          await t.ledgers.put("user:u1", { windowStartedAt: 1, usedMs: 9, reservedMs: 9, bonusMs: 9, runs: 9 });
+          await t.leases.insert(newLease("l1"));
+          await t.signingKeys.insert({ kid: "k", privateJwk: "{}", publicJwk: "{}", createdAt: 1 });
           throw boom;
         }),
       ).rejects.toBe(boom);
-      expect(await tx((t) => t.getUser("u1"))).toBeNull();
-      expect(await tx((t) => t.getLedger("user:u1"))).toEqual({ windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 });
-      expect(await tx((t) => t.getLease("l1"))).toBeNull();
-      expect(await tx((t) => t.signingKeys())).toEqual([]);
+      expect(await tx((t) => t.users.get("u1"))).toBeNull();
+      expect(await tx((t) => t.ledgers.get("user:u1"))).toEqual({ windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 });
+      expect(await tx((t) => t.leases.get("l1"))).toBeNull();
+      expect(await tx((t) => t.signingKeys.list())).toEqual([]);
       // The store is still usable afterwards.
-      await tx((t) => t.insertUser(user("u1")));
+      await tx((t) => t.users.insert(user("u1")));
       const again = await durable();
       if (again) {
-        expect(await again.transaction((t) => t.getUser("u1"))).toEqual(user("u1"));
-        expect(await again.transaction((t) => t.getLedger("user:u1"))).toMatchObject({ usedMs: 0, runs: 0 });
+        expect(await again.transaction((t) => t.users.get("u1"))).toEqual(user("u1"));
+        expect(await again.transaction((t) => t.ledgers.get("user:u1"))).toMatchObject({ usedMs: 0, runs: 0 });
       }
     });
 
     it("concurrent transactions are serializable: no lost update", async () => {
-      await tx((t) => t.putLedger("app:a1", { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 }));
+      await tx((t) => t.ledgers.put("app:a1", { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 }));
       await Promise.all(
         Array.from({ length: 25 }, () =>
           tx(async (t) => {
-            const l = await t.getLedger("app:a1");
+            const l = await t.ledgers.get("app:a1");
             await new Promise((r) => setTimeout(r, 1));
-            await t.putLedger("app:a1", { ...l!, reservedMs: l!.reservedMs + 1_000, runs: l!.runs + 1 });
+            await t.ledgers.put("app:a1", { ...l!, reservedMs: l!.reservedMs + 1_000, runs: l!.runs + 1 });
           }),
         ),
       );
-      expect(await tx((t) => t.getLedger("app:a1"))).toMatchObject({ reservedMs: 25_000, runs: 25 });
+      expect(await tx((t) => t.ledgers.get("app:a1"))).toMatchObject({ reservedMs: 25_000, runs: 25 });
       // Written once per commit group by SQLite: what was committed is the last of them.
       const again = await durable();
-      if (again) expect(await again.transaction((t) => t.getLedger("app:a1"))).toMatchObject({ reservedMs: 25_000, runs: 25 });
+      if (again) expect(await again.transaction((t) => t.ledgers.get("app:a1"))).toMatchObject({ reservedMs: 25_000, runs: 25 });
     });
 
     it("a transaction that resolved is durable, whatever a concurrent one does", async () => {
       const results = await Promise.allSettled([
-        tx((t) => t.insertUser(user("ok1"))),
+        tx((t) => t.users.insert(user("ok1"))),
         tx(async (t) => {
-          await t.insertUser(user("bad"));
+          await t.users.insert(user("bad"));
           throw new Error("fails after writing");
         }),
-        tx((t) => t.insertUser(user("ok2"))),
+        tx((t) => t.users.insert(user("ok2"))),
       ]);
       expect(results[1]!.status).toBe("rejected");
       const reader = (await durable()) ?? store;
       for (const [i, id] of [[0, "ok1"], [2, "ok2"]] as const) {
-        const found = await reader.transaction((t) => t.getUser(id));
+        const found = await reader.transaction((t) => t.users.get(id));
         if (results[i]!.status === "fulfilled") expect(found, id).not.toBeNull();
         else expect(found, id).toBeNull();
       }
-      expect(await reader.transaction((t) => t.getUser("bad"))).toBeNull();
+      expect(await reader.transaction((t) => t.users.get("bad"))).toBeNull();
     });
 
     it("stage: the value at once, writes visible to later transactions, durable once committed", async () => {
       const { value, committed } = await store.stage(async (t) => {
-        await t.insertUser(user("u1"));
+        await t.users.insert(user("u1"));
         return 42;
       });
       expect(value).toBe(42);
-      expect(await tx((t) => t.getUser("u1"))).toMatchObject({ id: "u1" });
+      expect(await tx((t) => t.users.get("u1"))).toMatchObject({ id: "u1" });
       await committed;
       const again = await durable();
-      if (again) expect(await again.transaction((t) => t.getUser("u1"))).toMatchObject({ id: "u1" });
+      if (again) expect(await again.transaction((t) => t.users.get("u1"))).toMatchObject({ id: "u1" });
     });
 
     // Only for shared stores: SQLite has nothing to run these against (they would show as skipped).
@@ -416,7 +416,7 @@ export function storeContract(
         const t0 = Date.now();
         await waiting;
         expect(Date.now() - t0).toBeLessThan(1_000);
-        await expect(other.coordination.leaderStage(async (t) => t.insertUser(user("u1")))).resolves.toMatchObject({ value: undefined });
+        await expect(other.coordination.leaderStage(async (t) => t.users.insert(user("u1")))).resolves.toMatchObject({ value: undefined });
       });
 
       it("a leader whose session dies hears `lost` once, commits nothing more, and the other replica takes over", async () => {
@@ -426,7 +426,7 @@ export function storeContract(
         const waiting = other.coordination.lead(() => undefined);
         waiting.catch(() => undefined);
         // Committed before the session dies: with group commit, a staged transaction commits later.
-        await (await store.coordination.leaderStage(async (t) => t.insertUser(user("before")))).committed;
+        await (await store.coordination.leaderStage(async (t) => t.users.insert(user("before")))).committed;
         await replicas.killLeaderSession(store);
         const t0 = Date.now();
         await waiting;
@@ -434,11 +434,11 @@ export function storeContract(
         await waitUntil(() => lost.length > 0);
         expect(lost).toHaveLength(1);
         expect(lost[0]).toBeInstanceOf(LeadershipLostError);
-        await expect(store.coordination.leaderStage(async (t) => t.insertUser(user("after")))).rejects.toBeInstanceOf(LeadershipLostError);
-        expect(await other.transaction((t) => t.getUser("after"))).toBeNull();
-        expect(await other.transaction((t) => t.getUser("before"))).toMatchObject({ id: "before" });
+        await expect(store.coordination.leaderStage(async (t) => t.users.insert(user("after")))).rejects.toBeInstanceOf(LeadershipLostError);
+        expect(await other.transaction((t) => t.users.get("after"))).toBeNull();
+        expect(await other.transaction((t) => t.users.get("before"))).toMatchObject({ id: "before" });
         // The new leader commits; the old one may wait to lead again (and does not get it).
-        await other.coordination.leaderStage(async (t) => t.insertUser(user("new-leader")));
+        await other.coordination.leaderStage(async (t) => t.users.insert(user("new-leader")));
         const again = store.coordination.lead(() => undefined);
         again.catch(() => undefined);
         expect(await settledWithin(again, 600)).toBe(false);

@@ -3,7 +3,7 @@
  * meaning, in each one's types (PostgreSQL: times and durations BIGINT milliseconds, `failed`
  * BOOLEAN, lease `seq` an identity column; SQLite: INTEGER, and `seq` the rowid alias). Applied in
  * order, each once, inside one transaction. Never edit a shipped version (databases already ran its
- * text); add the next one, for both adapters.
+ * text); add the next one, for both adapters, and the column in tables.ts.
  */
 export interface Migration {
   readonly version: number;

@@ -192,62 +192,95 @@ export interface SessionRecord {
   readonly revokedAt: number | null;
 }
 
+/**
+ * One transaction's view of the store, by entity: inside `Store.transaction`, `Store.stage` or
+ * `Coordination.leaderStage`.
+ */
 export interface Tx {
-  insertUser(user: UserRecord): Promise<void>;
-  getUser(id: string): Promise<UserRecord | null>;
-  getUserByName(name: string): Promise<UserRecord | null>;
-  findUserByTokenHash(hash: string): Promise<UserRecord | null>;
-  updateUser(user: UserRecord): Promise<void>;
-  listUsers(): Promise<UserRecord[]>;
+  readonly users: UsersTx;
+  readonly apps: AppsTx;
+  readonly nodes: NodesTx;
+  readonly edges: EdgesTx;
+  readonly ledgers: LedgersTx;
+  readonly leases: LeasesTx;
+  readonly signingKeys: SigningKeysTx;
+  readonly sessions: SessionsTx;
+}
 
-  insertApp(app: AppRecord): Promise<void>;
-  getApp(id: string): Promise<AppRecord | null>;
-  getAppByName(name: string): Promise<AppRecord | null>;
-  findAppByKeyHash(hash: string): Promise<AppRecord | null>;
-  listApps(): Promise<AppRecord[]>;
+export interface UsersTx {
+  insert(user: UserRecord): Promise<void>;
+  get(id: string): Promise<UserRecord | null>;
+  getByName(name: string): Promise<UserRecord | null>;
+  findByTokenHash(hash: string): Promise<UserRecord | null>;
+  update(user: UserRecord): Promise<void>;
+  list(): Promise<UserRecord[]>;
+}
 
+export interface AppsTx {
+  insert(app: AppRecord): Promise<void>;
+  get(id: string): Promise<AppRecord | null>;
+  getByName(name: string): Promise<AppRecord | null>;
+  findByKeyHash(hash: string): Promise<AppRecord | null>;
+  list(): Promise<AppRecord[]>;
+}
+
+export interface NodesTx {
   /** A new node has no state yet (devices, registeredAt, heartbeatAt, agentUrl all null). */
-  insertNode(node: KeyedRecord): Promise<void>;
-  findNodeByKeyHash(hash: string): Promise<NodeRecord | null>;
-  listNodes(): Promise<NodeRecord[]>;
+  insert(node: KeyedRecord): Promise<void>;
+  findByKeyHash(hash: string): Promise<NodeRecord | null>;
+  getByName(name: string): Promise<NodeRecord | null>;
+  list(): Promise<NodeRecord[]>;
   /** Replaces the node's registration state; false when no node has that id. */
-  setNodeState(id: string, state: NodeState): Promise<boolean>;
+  setState(id: string, state: NodeState): Promise<boolean>;
   /** Records a heartbeat (only for a registered node); false when the node is unknown or not registered. */
-  heartbeatNode(id: string, at: number): Promise<boolean>;
-  insertEdge(edge: KeyedRecord): Promise<void>;
-  findEdgeByKeyHash(hash: string): Promise<KeyedRecord | null>;
-  getNodeByName(name: string): Promise<NodeRecord | null>;
-  getEdgeByName(name: string): Promise<KeyedRecord | null>;
+  heartbeat(id: string, at: number): Promise<boolean>;
+}
 
+export interface EdgesTx {
+  insert(edge: KeyedRecord): Promise<void>;
+  findByKeyHash(hash: string): Promise<KeyedRecord | null>;
+  getByName(name: string): Promise<KeyedRecord | null>;
+}
+
+export interface LedgersTx {
   /**
    * The identity's ledger as stored (not rolled to now), or null if it never reserved anything.
    * On a shared store it locks the identity's ledger row until commit — also when it does not
    * exist yet, so two replicas' first admissions for one identity are serialized too.
    */
-  getLedger(identity: string): Promise<LedgerState | null>;
-  putLedger(identity: string, state: LedgerState): Promise<void>;
+  get(identity: string): Promise<LedgerState | null>;
+  put(identity: string, state: LedgerState): Promise<void>;
+}
 
-  insertLease(lease: NewLease): Promise<LeaseRecord>;
-  updateLease(lease: LeaseRecord): Promise<void>;
+export interface LeasesTx {
+  /** Stores a new lease; the store assigns its `seq` (arrival order). */
+  insert(lease: NewLease): Promise<LeaseRecord>;
+  /** Writes what a lease's lifecycle changes (status, placement, times, charges, problem); the rest never changes. */
+  update(lease: LeaseRecord): Promise<void>;
   /** Inside a transaction on a shared store, locks the row until commit (use cases read-modify-write it). */
-  getLease(id: string): Promise<LeaseRecord | null>;
-  listLeases(filter: LeaseFilter): Promise<LeaseRecord[]>;
+  get(id: string): Promise<LeaseRecord | null>;
+  list(filter: LeaseFilter): Promise<LeaseRecord[]>;
   /** Queued and active leases, in arrival order (recovery). */
-  liveLeases(): Promise<LeaseRecord[]>;
+  live(): Promise<LeaseRecord[]>;
   /**
    * The earliest time by which one of the identity's live leases is certain to have ended — an
    * active lease's deadline, or for a queued one its queue timeout plus its duration — for an
    * honest retry time. Null when it has no live lease.
    */
   earliestEnd(identity: { kind: IdentityKind; id: string }, queueTimeoutMs: number): Promise<number | null>;
+}
 
-  signingKeys(): Promise<SigningKeyRecord[]>;
-  insertSigningKey(key: SigningKeyRecord): Promise<void>;
+export interface SigningKeysTx {
+  /** Oldest first. */
+  list(): Promise<SigningKeyRecord[]>;
+  insert(key: SigningKeyRecord): Promise<void>;
+}
 
-  insertSession(session: SessionRecord): Promise<void>;
-  getSession(idHash: string): Promise<SessionRecord | null>;
+export interface SessionsTx {
+  insert(session: SessionRecord): Promise<void>;
+  get(idHash: string): Promise<SessionRecord | null>;
   /** Marks the session revoked (if it was not already); true when it exists. */
-  revokeSession(idHash: string, at: number): Promise<boolean>;
+  revoke(idHash: string, at: number): Promise<boolean>;
   /** Revokes every live session of the user; returns how many were revoked. */
-  revokeUserSessions(userId: string, at: number): Promise<number>;
+  revokeForUser(userId: string, at: number): Promise<number>;
 }

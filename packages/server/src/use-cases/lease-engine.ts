@@ -326,7 +326,7 @@ export class LeaseEngine {
       this.nodes.clear();
       /** Nodes lost while the server was down, with when each was last heard from. */
       const lost = new Map<string, number | null>();
-      for (const node of await tx.listNodes()) {
+      for (const node of await tx.nodes.list()) {
         if (node.devices === null) continue;
         if (node.heartbeatAt !== null && node.heartbeatAt + this.heartbeatTimeoutMs > now) {
           this.nodes.set(node.name, node.devices);
@@ -337,8 +337,8 @@ export class LeaseEngine {
         }
       }
       this.pool = this.freshPool();
-      for (const app of await tx.listApps()) this.appLimits.set(app.id, app.maxConcurrency);
-      for (const lease of await tx.liveLeases()) {
+      for (const app of await tx.apps.list()) this.appLimits.set(app.id, app.maxConcurrency);
+      for (const lease of await tx.leases.live()) {
         if (lease.status === "active") {
           const occupied =
             lease.node !== null && lease.deviceIndex !== null && lease.slotIndexes !== null
@@ -441,7 +441,7 @@ export class LeaseEngine {
       const { identity, overrideMs } = await chargedIdentity(tx, this.policy, input.charged);
       const key = identityKey(identity);
       const tier = tierOf(this.policy, identity.tier);
-      const ledger = rollWindow((await tx.getLedger(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs);
+      const ledger = rollWindow((await tx.ledgers.get(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs);
       const outcome = await reserveWithRetryTime(tx, { policy: this.policy, identity, tier, overrideMs, ledger, durationMs: input.durationMs, size: input.size, now, via: input.via });
       if (!outcome.ok) return { kind: "denied" as const, problem: outcome.problem, retryAfterS: outcome.retryAfterS, others: [] as LeaseRecord[] };
       if (input.node !== null && !this.pool.hasNode(input.node)) {
@@ -482,8 +482,8 @@ export class LeaseEngine {
       const queued = admitted({ id: leaseId, appId: input.appId, identity, size: input.size, durationMs: input.durationMs, reservedMs: outcome.reservedMs, now, windowStartedAt: outcome.ledger.windowStartedAt, node: input.node });
       const next: Transition<NewLease> = mine ? grant(queued, mine.grant.assignment, outcome.ledger, now) : { lease: queued, ledger: outcome.ledger };
       const ledgerAfter = next.ledger;
-      const lease = await tx.insertLease(next.lease);
-      await tx.putLedger(key, ledgerAfter);
+      const lease = await tx.leases.insert(next.lease);
+      await tx.ledgers.put(key, ledgerAfter);
       this.live.set(lease.id, lease);
       // Anything else the dispatch granted (normally nothing: dispatch runs after every change).
       const others = await this.persistGrants(tx, granted.filter((g) => g !== mine), now);
@@ -535,8 +535,8 @@ export class LeaseEngine {
    */
   async registerNode(node: NodeRecord, devices: readonly DeviceSpec[], agentUrl: string | null, presented: string | null): Promise<NodeRegistration> {
     const claim = async (tx: Tx, now: number): Promise<Problem | null> => {
-      const refused = nodeInUse((await tx.getNodeByName(node.name)) ?? node, presented, now, this.heartbeatTimeoutMs);
-      if (refused === null) await tx.setNodeState(node.id, { devices, registeredAt: now, heartbeatAt: now, agentUrl });
+      const refused = nodeInUse((await tx.nodes.getByName(node.name)) ?? node, presented, now, this.heartbeatTimeoutMs);
+      if (refused === null) await tx.nodes.setState(node.id, { devices, registeredAt: now, heartbeatAt: now, agentUrl });
       return refused;
     };
     if (!this.leading) {
@@ -568,7 +568,7 @@ export class LeaseEngine {
       () => {
         const now = this.clock.now();
         return this.stage(async (tx) => {
-          const node = await tx.getNodeByName(name);
+          const node = await tx.nodes.getByName(name);
           return node?.devices ? this.placeNode(tx, name, node.devices, node.heartbeatAt ?? now) : null;
         });
       },
@@ -609,7 +609,7 @@ export class LeaseEngine {
       () => {
         const now = this.clock.now();
         return this.stage(async (tx) => {
-          const lease = await tx.getLease(id);
+          const lease = await tx.leases.get(id);
           if (!lease || lease.status !== "queued" || this.live.has(id)) return null;
           const why =
             lease.node !== null && !this.pool.hasNode(lease.node)
@@ -651,7 +651,7 @@ export class LeaseEngine {
         const now = this.clock.now();
         return this.stage(async (tx) => {
           const had = this.live.get(id);
-          const lease = await tx.getLease(id);
+          const lease = await tx.leases.get(id);
           if (!had || !lease || lease.status === "queued" || lease.status === "active") return null;
           this.live.delete(id);
           if (this.pool.release(id)) this.countActive(had.appId, -1);
@@ -680,7 +680,7 @@ export class LeaseEngine {
       () => {
         const now = this.clock.now();
         return this.stage(async (tx) => {
-          const node = (await tx.getNodeByName(name)) ?? null;
+          const node = (await tx.nodes.getByName(name)) ?? null;
           // Another replica may have recorded a heartbeat this one has not heard about yet.
           if (node !== null && node.heartbeatAt !== null && node.devices !== null && node.heartbeatAt + this.heartbeatTimeoutMs > now) {
             return { lost: false, at: node.heartbeatAt, ended: [] as LeaseRecord[], grants: [] as LeaseRecord[] };
@@ -724,7 +724,7 @@ export class LeaseEngine {
   /** Marks a node unregistered, so its agent's next heartbeat is told to register again (when it was last heard from stays known). */
   private async forgetNode(tx: Tx, node: NodeRecord): Promise<void> {
     this.timers.clear(NODE_TIMER + node.name);
-    await tx.setNodeState(node.id, { devices: null, registeredAt: null, heartbeatAt: node.heartbeatAt, agentUrl: node.agentUrl });
+    await tx.nodes.setState(node.id, { devices: null, registeredAt: null, heartbeatAt: node.heartbeatAt, agentUrl: node.agentUrl });
   }
 
   /** Why no GPU could ever take the call (see noCapacityProblem). */
@@ -787,16 +787,16 @@ export class LeaseEngine {
   /** Reads the lease's ledger (rolled to now), applies `step`, and writes lease and ledger. */
   private async transition(tx: Tx, lease: LeaseRecord, now: number, step: (ledger: LedgerState) => Transition): Promise<LeaseRecord> {
     const key = identityKey({ kind: lease.identityKind, id: lease.identityId });
-    const next = step(rollWindow((await tx.getLedger(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs));
-    await tx.putLedger(key, next.ledger);
-    await tx.updateLease(next.lease);
+    const next = step(rollWindow((await tx.ledgers.get(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs));
+    await tx.ledgers.put(key, next.ledger);
+    await tx.leases.update(next.lease);
     return next.lease;
   }
 
   private async leaseFor(tx: Tx, id: string): Promise<LeaseRecord | null> {
     // Other replicas change leases too when the store is shared: read (and lock) the row.
-    if (this.store.coordination.shared) return tx.getLease(id);
-    return this.live.get(id) ?? (await tx.getLease(id));
+    if (this.store.coordination.shared) return tx.leases.get(id);
+    return this.live.get(id) ?? (await tx.leases.get(id));
   }
 
   /** A live lease as the engine last wrote it, or null (then ask the store). */
