@@ -1,9 +1,9 @@
 import postgres from "postgres";
 import { afterEach, describe, expect, it } from "vitest";
 import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js";
-import { openStore } from "../src/storage/open-store.js";
+import { openStorage } from "../src/storage/open-store.js";
 import { StorageUnavailableError } from "../src/storage/store.js";
-import type { LeaseRecord, NewLease, Store } from "../src/storage/store.js";
+import type { LeaseRecord, NewLease, Storage } from "../src/storage/store.js";
 import { sleep } from "./harness.js";
 
 /**
@@ -23,7 +23,7 @@ const queuedLease = (id: string, identityId: string): NewLease => ({
 });
 const granted = (l: LeaseRecord): LeaseRecord => ({ ...l, status: "active", node: "sim-0", deviceIndex: 0, deviceUuid: "GPU-0", deviceName: "sim", slotIndexes: [0], grantedAt: 6_000, deadline: 8_000, windowStartedAt: 6_000 });
 
-const opened: Store[] = [];
+const opened: Storage[] = [];
 const raw: postgres.Sql[] = [];
 afterEach(async () => {
   await Promise.all(raw.splice(0).map((s) => s.end({ timeout: 1 })));
@@ -31,10 +31,10 @@ afterEach(async () => {
 });
 
 /** Two replicas of one fresh schema: the first leads. */
-async function replicas(name: string): Promise<{ leader: Store; follower: Store; url: string }> {
+async function replicas(name: string): Promise<{ leader: Storage; follower: Storage; url: string }> {
   const url = freshPostgresUrl(name);
-  const leader = await openStore(url);
-  const follower = await openStore(url);
+  const leader = await openStorage(url);
+  const follower = await openStorage(url);
   opened.push(leader, follower);
   await leader.coordination.lead(() => undefined);
   return { leader, follower, url };
@@ -57,7 +57,7 @@ function signal(): { wait: Promise<void>; fire: () => void } {
 describe.skipIf(!postgresUrl())("postgres lock order between replicas", () => {
   it("a follower cancelling a queued lease while the leader grants it (ledger locked first) takes turns with it: no deadlock, nothing run twice", async () => {
     const { leader, follower } = await replicas("lock-order");
-    const queued = await follower.transaction(async (t) => {
+    const queued = await follower.store.transaction(async (t) => {
       await t.ledgers.put("user:x", { ...EMPTY, reservedMs: 2_000, runs: 1 });
       return t.leases.insert(queuedLease("ls-b", "x"));
     });
@@ -65,7 +65,7 @@ describe.skipIf(!postgresUrl())("postgres lock order between replicas", () => {
     // The leader, releasing another lease of user x, grants the queued one: x's ledger, then the lease row.
     const leaderHolds = signal();
     const cancelSent = signal();
-    const grant = leader.coordination.leaderStage(async (t) => {
+    const grant = leader.coordination.leaderStager.stage(async (t) => {
       const ledger = (await t.ledgers.get("user:x")) ?? EMPTY;
       leaderHolds.fire();
       await cancelSent.wait;
@@ -79,7 +79,7 @@ describe.skipIf(!postgresUrl())("postgres lock order between replicas", () => {
     await leaderHolds.wait;
     let runs = 0;
     const t0 = Date.now();
-    const cancel = follower.transaction(async (t) => {
+    const cancel = follower.store.transaction(async (t) => {
       runs++;
       const pending = t.leases.get("ls-b");
       cancelSent.fire();
@@ -95,18 +95,18 @@ describe.skipIf(!postgresUrl())("postgres lock order between replicas", () => {
     expect(runs).toBe(1);
     // Far from PostgreSQL's deadlock_timeout (1 s), after which one side would have been failed.
     expect(Date.now() - t0).toBeLessThan(900);
-    expect(await follower.transaction((t) => t.ledgers.get("user:x"))).toMatchObject({ windowStartedAt: 6_000, reservedMs: 1_000, usedMs: 1_000 });
+    expect(await follower.store.transaction((t) => t.ledgers.get("user:x"))).toMatchObject({ windowStartedAt: 6_000, reservedMs: 1_000, usedMs: 1_000 });
   });
 
   it("a plain transaction that PostgreSQL fails as a deadlock victim is run again, and both sides commit", async () => {
     const { follower: a, url } = await replicas("retry");
-    const b = await openStore(url);
+    const b = await openStorage(url);
     opened.push(b);
     const firstLocks = { a: signal(), b: signal() };
     const runs = { a: 0, b: 0 };
     // Two identities in opposite orders: outside the lock order, so a real deadlock.
-    const cross = (store: Store, me: "a" | "b", first: string, second: string) =>
-      store.transaction(async (t) => {
+    const cross = (storage: Storage, me: "a" | "b", first: string, second: string) =>
+      storage.store.transaction(async (t) => {
         runs[me]++;
         const one = (await t.ledgers.get(first)) ?? EMPTY;
         if (runs[me] === 1) {
@@ -119,14 +119,14 @@ describe.skipIf(!postgresUrl())("postgres lock order between replicas", () => {
       });
     await Promise.all([cross(a, "a", "user:p", "user:q"), cross(b, "b", "user:q", "user:p")]);
     expect(runs.a + runs.b).toBe(3);
-    expect(await a.transaction(async (t) => [(await t.ledgers.get("user:p"))?.runs, (await t.ledgers.get("user:q"))?.runs])).toEqual([2, 2]);
+    expect(await a.store.transaction(async (t) => [(await t.ledgers.get("user:p"))?.runs, (await t.ledgers.get("user:q"))?.runs])).toEqual([2, 2]);
   });
 
   it("a transaction that keeps failing as a deadlock victim is run 4 times, then is StorageUnavailableError (503) saying so; other errors are not retried", async () => {
     const { follower } = await replicas("retry-out");
     let runs = 0;
     const err: unknown = await follower
-      .transaction(async (t) => {
+      .store.transaction(async (t) => {
         runs++;
         await t.ledgers.get("user:z");
         throw Object.assign(new Error("deadlock detected"), { code: "40P01" });
@@ -138,7 +138,7 @@ describe.skipIf(!postgresUrl())("postgres lock order between replicas", () => {
 
     runs = 0;
     await expect(
-      follower.transaction(async (t) => {
+      follower.store.transaction(async (t) => {
         runs++;
         await t.users.insert(user("dup"));
         await t.users.insert(user("dup"));
@@ -151,15 +151,15 @@ describe.skipIf(!postgresUrl())("postgres lock order between replicas", () => {
 describe.skipIf(!postgresUrl())("postgres leader group: a deadlock in it", () => {
   it("a leader transaction chosen as the deadlock victim is rolled back alone (503 for its caller); the rest of its group commits, the other side goes on", async () => {
     const { leader, follower, url } = await replicas("group-victim");
-    await follower.transaction(async (t) => {
+    await follower.store.transaction(async (t) => {
       await t.ledgers.put("user:a", EMPTY);
       await t.ledgers.put("user:b", EMPTY);
     });
     const other = outsider(url);
     const leaderHolds = signal();
     const otherHolds = signal();
-    const before = leader.coordination.leaderStage(async (t) => t.users.insert(user("before")));
-    const victim = leader.coordination.leaderStage(async (t) => {
+    const before = leader.coordination.leaderStager.stage(async (t) => t.users.insert(user("before")));
+    const victim = leader.coordination.leaderStager.stage(async (t) => {
       await t.ledgers.get("user:a");
       leaderHolds.fire();
       await otherHolds.wait;
@@ -168,7 +168,7 @@ describe.skipIf(!postgresUrl())("postgres leader group: a deadlock in it", () =>
       await t.users.insert(user("victim"));
     });
     victim.catch(() => undefined);
-    const after = leader.coordination.leaderStage(async (t) => t.users.insert(user("after")));
+    const after = leader.coordination.leaderStager.stage(async (t) => t.users.insert(user("after")));
     await leaderHolds.wait;
     const outside = other.begin(async (sql) => {
       // Rows only, no advisory locks: outside the lock order.
@@ -184,7 +184,7 @@ describe.skipIf(!postgresUrl())("postgres leader group: a deadlock in it", () =>
     await (await before).committed;
     await (await after).committed;
     await outside;
-    const seen = await follower.transaction(async (t) => ({
+    const seen = await follower.store.transaction(async (t) => ({
       before: (await t.users.get("before"))?.id, victim: await t.users.get("victim"), after: (await t.users.get("after"))?.id, a: (await t.ledgers.get("user:a"))?.runs,
     }));
     expect(seen).toEqual({ before: "before", victim: null, after: "after", a: 7 });
@@ -192,7 +192,7 @@ describe.skipIf(!postgresUrl())("postgres leader group: a deadlock in it", () =>
 
   it("a write the leader did not wait for, failed by a deadlock after its transaction ran, fails the whole group loudly (503 for every member, nothing committed); the next group works", async () => {
     const { leader, follower, url } = await replicas("group-late");
-    const queued = await follower.transaction(async (t) => {
+    const queued = await follower.store.transaction(async (t) => {
       await t.ledgers.put("user:x", { ...EMPTY, reservedMs: 2_000 });
       return t.leases.insert(queuedLease("ls-late", "x"));
     });
@@ -208,8 +208,8 @@ describe.skipIf(!postgresUrl())("postgres leader group: a deadlock in it", () =>
     });
     await rowHeld.wait;
 
-    const first = await leader.coordination.leaderStage(async (t) => t.users.insert(user("g1")));
-    const grant = await leader.coordination.leaderStage(async (t) => {
+    const first = await leader.coordination.leaderStager.stage(async (t) => t.users.insert(user("g1")));
+    const grant = await leader.coordination.leaderStager.stage(async (t) => {
       const ledger = (await t.ledgers.get("user:x")) ?? EMPTY;
       await t.ledgers.put("user:x", { ...ledger, windowStartedAt: 6_000 });
       // Not waited for (group commit): it waits for the outsider's row lock after this returns.
@@ -227,8 +227,8 @@ describe.skipIf(!postgresUrl())("postgres leader group: a deadlock in it", () =>
       expect((err as Error).message).toMatch(/group of 2 transactions cannot commit: all of them were rolled back/);
     }
     await outside;
-    expect(await follower.transaction(async (t) => ({ g1: await t.users.get("g1"), lease: (await t.leases.get("ls-late"))?.status }))).toEqual({ g1: null, lease: "queued" });
-    await (await leader.coordination.leaderStage(async (t) => t.users.insert(user("g2")))).committed;
-    expect(await follower.transaction((t) => t.users.get("g2"))).toMatchObject({ id: "g2" });
+    expect(await follower.store.transaction(async (t) => ({ g1: await t.users.get("g1"), lease: (await t.leases.get("ls-late"))?.status }))).toEqual({ g1: null, lease: "queued" });
+    await (await leader.coordination.leaderStager.stage(async (t) => t.users.insert(user("g2")))).committed;
+    expect(await follower.store.transaction((t) => t.users.get("g2"))).toMatchObject({ id: "g2" });
   });
 });

@@ -4,54 +4,57 @@ import { join } from "node:path";
 import postgres from "postgres";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js";
-import { openStore } from "../src/storage/open-store.js";
-import { leaderLockKey } from "../src/storage/postgres/postgres-store.js";
+import { openStorage } from "../src/storage/open-store.js";
+import { leaderLockKey } from "../src/storage/postgres/connections.js";
 import { LeadershipLostError } from "../src/storage/store.js";
 import type { DeviceSpec } from "@gpupool/core";
-import type { AppRecord, KeyedRecord, LeaseFilter, LeaseRecord, NewLease, NodeRecord, NodeState, Store, Tx, UserRecord } from "../src/storage/store.js";
+import type { AppRecord, KeyedRecord, LeaseFilter, LeaseRecord, NewLease, NodeRecord, NodeState, Storage, Store, Tx, UserRecord } from "../src/storage/store.js";
 
 /**
- * The storage contract (SPEC §1: "one storage contract test suite run against both"). Every
- * adapter must pass `storeContract`; adding PostgreSQL is one more call at the bottom.
+ * The storage contract: one suite, run against every adapter through the Store, Stager and
+ * Coordination interfaces (nothing here knows a driver). Every adapter must pass `storeContract`;
+ * adding one is one more call at the bottom.
  *
- * `open` gives a fresh, migrated, empty store for each test. `reopen`, when given, opens a second
- * store on the same data after the first is closed: durability is checked through it, never
- * through whatever the first connection remembers.
+ * `open` gives fresh, migrated, empty storage (a store and its coordination) for each test.
+ * `reopen`, when given, opens second storage on the same data after the first is closed:
+ * durability is checked through it, never through whatever the first connection remembers.
  *
- * `replicas`, for a store several processes share (`coordination.shared`): `sibling` opens another
- * store on the same data while the first stays open (another replica), and `killLeaderSession`
- * breaks the database session through which a store leads, as a crash of its process would.
+ * `replicas`, for storage several processes share (`coordination.shared`): `sibling` opens another
+ * storage on the same data while the first stays open (another replica), and `killLeaderSession`
+ * breaks the database session through which a replica leads, as a crash of its process would.
  */
 export function storeContract(
   name: string,
-  open: () => Promise<Store>,
-  reopen?: (closed: Store) => Promise<Store>,
-  replicas?: { sibling: (of: Store) => Promise<Store>; killLeaderSession: (of: Store) => Promise<void> },
+  open: () => Promise<Storage>,
+  reopen?: (closed: Storage) => Promise<Storage>,
+  replicas?: { sibling: (of: Storage) => Promise<Storage>; killLeaderSession: (of: Storage) => Promise<void> },
 ): void {
   describe(`storage contract: ${name}`, () => {
+    let storage: Storage;
     let store: Store;
-    const extra: Store[] = [];
+    const extra: Storage[] = [];
     beforeEach(async () => {
-      store = await open();
+      storage = await open();
+      store = storage.store;
     });
-    const closed = new Set<Store>();
-    const closeOnce = async (s: Store) => {
+    const closed = new Set<Storage>();
+    const closeOnce = async (s: Storage) => {
       if (closed.has(s)) return;
       closed.add(s);
       await s.close();
     };
     afterEach(async () => {
-      // Each store is closed exactly once here (a second close has its own test below).
-      for (const s of [store, ...extra.splice(0)]) await closeOnce(s).catch(() => undefined);
+      // Each storage is closed exactly once here (a second close has its own test below).
+      for (const s of [storage, ...extra.splice(0)]) await closeOnce(s).catch(() => undefined);
     });
     const tx = <T>(fn: (t: Tx) => Promise<T>): Promise<T> => store.transaction(fn);
-    /** Closes `store` and returns a fresh connection to the same data (or null without `reopen`). */
+    /** Closes `storage` and returns a fresh store on the same data (or null without `reopen`). */
     const durable = async (): Promise<Store | null> => {
       if (!reopen) return null;
-      await closeOnce(store);
-      const again = await reopen(store);
+      await closeOnce(storage);
+      const again = await reopen(storage);
       extra.push(again);
-      return again;
+      return again.store;
     };
 
     const user = (id: string, over: Partial<UserRecord> = {}): UserRecord => ({ id, name: `name-${id}`, tier: "free", tokenHash: `th-${id}`, quotaOverrideMs: null, createdAt: 1_000, ...over });
@@ -167,10 +170,10 @@ export function storeContract(
       expect(await tx((t) => t.nodes.getByName("k-n1"))).toMatchObject({ heartbeatAt: 15_000 });
     });
 
-    it("coordination: this store can lead, and leaderStage commits like stage", async () => {
+    it("coordination: this replica can lead, and its leader stager commits", async () => {
       const lost: Error[] = [];
-      await store.coordination.lead((err) => lost.push(err));
-      const { value, committed } = await store.coordination.leaderStage(async (t) => {
+      await storage.coordination.lead((err) => lost.push(err));
+      const { value, committed } = await storage.coordination.leaderStager.stage(async (t) => {
         await t.users.insert(user("u1"));
         return "ok";
       });
@@ -181,7 +184,7 @@ export function storeContract(
     });
 
     it("coordination: publish reaches every subscriber of the channel (asynchronously, in order); unsubscribe stops it", async () => {
-      const c = store.coordination;
+      const c = storage.coordination;
       const heard: string[] = [];
       const other: string[] = [];
       const off1 = await c.subscribe("wake", (p) => heard.push(`1:${p}`));
@@ -379,22 +382,29 @@ export function storeContract(
       expect(await reader.transaction((t) => t.users.get("bad"))).toBeNull();
     });
 
-    it("stage: the value at once, writes visible to later transactions, durable once committed", async () => {
-      const { value, committed } = await store.stage(async (t) => {
+    it("leader stager: the value at once, writes visible to the functions staged after it, durable once committed", async () => {
+      await storage.coordination.lead(() => undefined);
+      const stager = storage.coordination.leaderStager;
+      const first = await stager.stage(async (t) => {
         await t.users.insert(user("u1"));
         return 42;
       });
-      expect(value).toBe(42);
-      expect(await tx((t) => t.users.get("u1"))).toMatchObject({ id: "u1" });
-      await committed;
+      expect(first.value).toBe(42);
+      const second = await stager.stage(async (t) => {
+        await t.users.insert(user("u2"));
+        return t.users.get("u1");
+      });
+      expect(second.value).toMatchObject({ id: "u1" });
+      await Promise.all([first.committed, second.committed]);
+      expect((await tx((t) => t.users.list())).map((u) => u.id)).toEqual(["u1", "u2"]);
       const again = await durable();
-      if (again) expect(await again.transaction((t) => t.users.get("u1"))).toMatchObject({ id: "u1" });
+      if (again) expect((await again.transaction((t) => t.users.list())).map((u) => u.id)).toEqual(["u1", "u2"]);
     });
 
     // Only for shared stores: SQLite has nothing to run these against (they would show as skipped).
     if (replicas) describe("coordination between replicas", () => {
-      const sibling = async (): Promise<Store> => {
-        const other = await replicas.sibling(store);
+      const sibling = async (): Promise<Storage> => {
+        const other = await replicas.sibling(storage);
         extra.push(other);
         return other;
       };
@@ -402,44 +412,44 @@ export function storeContract(
         Promise.race([p.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
 
       it("is shared", () => {
-        expect(store.coordination.shared).toBe(true);
+        expect(storage.coordination.shared).toBe(true);
       });
 
       it("leadership is exclusive; when the leader closes, the other replica leads within a second", async () => {
         const other = await sibling();
-        await store.coordination.lead(() => undefined);
+        await storage.coordination.lead(() => undefined);
         const waiting = other.coordination.lead(() => undefined);
         waiting.catch(() => undefined);
         expect(await settledWithin(waiting, 800)).toBe(false);
-        await expect(other.coordination.leaderStage(async () => 1)).rejects.toBeInstanceOf(LeadershipLostError);
-        await closeOnce(store);
+        await expect(other.coordination.leaderStager.stage(async () => 1)).rejects.toBeInstanceOf(LeadershipLostError);
+        await closeOnce(storage);
         const t0 = Date.now();
         await waiting;
         expect(Date.now() - t0).toBeLessThan(1_000);
-        await expect(other.coordination.leaderStage(async (t) => t.users.insert(user("u1")))).resolves.toMatchObject({ value: undefined });
+        await expect(other.coordination.leaderStager.stage(async (t) => t.users.insert(user("u1")))).resolves.toMatchObject({ value: undefined });
       });
 
       it("a leader whose session dies hears `lost` once, commits nothing more, and the other replica takes over", async () => {
         const other = await sibling();
         const lost: Error[] = [];
-        await store.coordination.lead((err) => lost.push(err));
+        await storage.coordination.lead((err) => lost.push(err));
         const waiting = other.coordination.lead(() => undefined);
         waiting.catch(() => undefined);
         // Committed before the session dies: with group commit, a staged transaction commits later.
-        await (await store.coordination.leaderStage(async (t) => t.users.insert(user("before")))).committed;
-        await replicas.killLeaderSession(store);
+        await (await storage.coordination.leaderStager.stage(async (t) => t.users.insert(user("before")))).committed;
+        await replicas.killLeaderSession(storage);
         const t0 = Date.now();
         await waiting;
         expect(Date.now() - t0).toBeLessThan(1_000);
         await waitUntil(() => lost.length > 0);
         expect(lost).toHaveLength(1);
         expect(lost[0]).toBeInstanceOf(LeadershipLostError);
-        await expect(store.coordination.leaderStage(async (t) => t.users.insert(user("after")))).rejects.toBeInstanceOf(LeadershipLostError);
-        expect(await other.transaction((t) => t.users.get("after"))).toBeNull();
-        expect(await other.transaction((t) => t.users.get("before"))).toMatchObject({ id: "before" });
+        await expect(storage.coordination.leaderStager.stage(async (t) => t.users.insert(user("after")))).rejects.toBeInstanceOf(LeadershipLostError);
+        expect(await other.store.transaction((t) => t.users.get("after"))).toBeNull();
+        expect(await other.store.transaction((t) => t.users.get("before"))).toMatchObject({ id: "before" });
         // The new leader commits; the old one may wait to lead again (and does not get it).
-        await other.coordination.leaderStage(async (t) => t.users.insert(user("new-leader")));
-        const again = store.coordination.lead(() => undefined);
+        await other.coordination.leaderStager.stage(async (t) => t.users.insert(user("new-leader")));
+        const again = storage.coordination.lead(() => undefined);
         again.catch(() => undefined);
         expect(await settledWithin(again, 600)).toBe(false);
         expect(lost).toHaveLength(1);
@@ -450,19 +460,19 @@ export function storeContract(
         const heard: string[] = [];
         const off = await other.coordination.subscribe("wake", (p) => heard.push(p));
         await other.coordination.subscribe("else", (p) => heard.push(`else:${p}`));
-        await store.coordination.publish("wake", "hello");
+        await storage.coordination.publish("wake", "hello");
         await waitUntil(() => heard.includes("hello"));
         await off();
-        await store.coordination.publish("wake", "gone");
-        await store.coordination.publish("else", "x");
+        await storage.coordination.publish("wake", "gone");
+        await storage.coordination.publish("else", "x");
         await waitUntil(() => heard.includes("else:x"));
         expect(heard).toEqual(["hello", "else:x"]);
       });
     });
 
     it("close can be called twice", async () => {
-      await closeOnce(store);
-      await expect(Promise.race([store.close().then(() => "closed"), new Promise((r) => setTimeout(() => r("hung"), 2_000))])).resolves.toBe("closed");
+      await closeOnce(storage);
+      await expect(Promise.race([storage.close().then(() => "closed"), new Promise((r) => setTimeout(() => r("hung"), 2_000))])).resolves.toBe("closed");
     });
   });
 }
@@ -478,15 +488,15 @@ async function waitUntil(check: () => boolean, ms = 3_000): Promise<void> {
 
 // ── adapters ────────────────────────────────────────────────────────────────────────────────
 const dirs: string[] = [];
-const paths = new WeakMap<Store, string>();
+const paths = new WeakMap<Storage, string>();
 afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-async function sqliteAt(url: string): Promise<Store> {
-  const store = await openStore(url);
-  paths.set(store, url);
-  return store;
+async function sqliteAt(url: string): Promise<Storage> {
+  const storage = await openStorage(url);
+  paths.set(storage, url);
+  return storage;
 }
 
 storeContract(
@@ -501,11 +511,11 @@ storeContract(
 
 // PostgreSQL: a schema of its own per test on the run's server (test/pg/global-setup.ts); skipped,
 // and said so at the end of the run, when there is none.
-const urls = new WeakMap<Store, string>();
-async function postgresAt(url: string): Promise<Store> {
-  const store = await openStore(url);
-  urls.set(store, url);
-  return store;
+const urls = new WeakMap<Storage, string>();
+async function postgresAt(url: string): Promise<Storage> {
+  const storage = await openStorage(url);
+  urls.set(storage, url);
+  return storage;
 }
 describe.skipIf(!postgresUrl())("postgres", () => {
   storeContract("postgres", () => postgresAt(freshPostgresUrl("contract")), (closed) => postgresAt(urls.get(closed)!), {

@@ -4,40 +4,56 @@ import type { DeviceSpec, IdentityKind, LedgerState } from "@gpupool/core";
  * The one storage interface. Use cases open a transaction and call these methods; nothing
  * outside an adapter sees a driver, a connection or SQL. Every method is async so a networked
  * adapter (PostgreSQL) fits the same shape as the embedded one.
+ *
+ * How the lease engine writes (run once, grouped commits) and leader election are not the store's
+ * business: see `Stager` and `Coordination`, which `openStorage` returns beside it.
  */
 export interface Store {
-  /** Runs `fn` in one serializable transaction; rolls back if it throws. Resolves once durable. */
-  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  readonly kind: "sqlite" | "postgres";
   /**
-   * Like `transaction`, but resolves as soon as `fn`'s writes are applied and visible to later
-   * transactions, with `committed` settling when they are durable. Adapters may group several
-   * staged transactions into one physical commit; if that commit fails, every transaction in it
-   * is rolled back and `committed` rejects. Callers must not report success before `committed`.
+   * Runs `fn` in one serializable transaction (rolled back if it throws) and resolves once its
+   * commit is durable. `fn` may run more than once: an adapter runs it again
+   * when the database rolled it back as a deadlock victim or for a serialization failure
+   * (PostgreSQL), so it must do nothing but its statements and pure computation — no changes to
+   * memory outside it, no messages, no clock reads whose second value would matter.
    */
-  stage<T>(fn: (tx: Tx) => Promise<T>): Promise<{ value: T; committed: Promise<void> }>;
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
   /** Creates or upgrades the schema. */
   migrate(): Promise<void>;
   /** A cheap round trip, for readiness. */
   ping(): Promise<void>;
   close(): Promise<void>;
-  readonly kind: "sqlite" | "postgres";
-  /** Leader election and cross-replica wake-ups (SQLite: one process, always the leader). */
-  readonly coordination: Coordination;
-  /**
-   * True when the adapter never runs two staged transactions at once (one embedded connection).
-   * Use cases that keep state in memory beside the store may then rely on the store's ordering
-   * instead of serializing themselves.
-   */
-  readonly serializesTransactions: boolean;
+}
+
+/** What a staged function returned, and when its writes became durable. */
+export interface Staged<T> {
+  readonly value: T;
+  /** Resolves once the writes are durable; rejects if they were rolled back (then nothing of them is kept). */
+  readonly committed: Promise<void>;
+}
+
+/**
+ * How the lease engine writes: `fn` runs exactly once (it may change the caller's memory as it
+ * goes), its writes are visible to the functions staged after it once `stage` resolves, and
+ * durable when `committed` settles. Adapters may group several staged functions into one commit;
+ * if that commit fails, every member's `committed` rejects and none of their writes are kept.
+ * A function that throws leaves none of its own writes behind (an adapter may also roll back the
+ * other members of its group, which then hear it through `committed`). Callers must not report
+ * success before `committed` resolves.
+ */
+export interface Stager {
+  stage<T>(fn: (tx: Tx) => Promise<T>): Promise<Staged<T>>;
+  /** True when staged functions never overlap (one embedded connection), so the caller need not serialize them. */
+  readonly ordered: boolean;
 }
 
 /**
  * How control-plane replicas on one database agree on a leader and wake each other.
  *
  * Exactly one replica at a time holds leadership; it alone runs the scheduler and the lease
- * timers. A replica that holds it runs its leader work through `leaderStage`, which commits only
- * while leadership is still held (PostgreSQL: on the very session that holds the advisory lock),
- * so a replica that lost leadership without knowing it cannot grant or expire anything.
+ * timers. A replica that holds it writes through `leaderStager`, which commits only while
+ * leadership is still held (PostgreSQL: on the very session that holds the advisory lock), so a
+ * replica that lost leadership without knowing it cannot grant or expire anything.
  */
 export interface Coordination {
   /** True when more than one replica may share the store (wake-ups and leader checks matter). */
@@ -45,11 +61,11 @@ export interface Coordination {
   /**
    * Resolves once this replica holds leadership (waiting as long as another replica does).
    * `lost` is called at most once if it is later lost (the session holding it broke); the
-   * caller may then call `lead` again. Rejects if the store is closed while waiting.
+   * caller may then call `lead` again. Rejects if the storage is closed while waiting.
    */
   lead(lost: (err: Error) => void): Promise<void>;
-  /** Like `Store.stage`, but fenced: rejects instead of committing if leadership is no longer held. */
-  leaderStage<T>(fn: (tx: Tx) => Promise<T>): Promise<{ value: T; committed: Promise<void> }>;
+  /** Fenced: commits only while this replica leads; rejects with LeadershipLostError otherwise. */
+  readonly leaderStager: Stager;
   /** Sends `payload` (≤ 7,000 bytes) to every replica subscribed to `channel`, this one included. */
   publish(channel: string, payload: string): Promise<void>;
   /**
@@ -59,6 +75,14 @@ export interface Coordination {
    * relies on.
    */
   subscribe(channel: string, onMessage: (payload: string) => void, onResumed?: () => void): Promise<() => Promise<void>>;
+}
+
+/** A storage URL opened: the store, and the coordination of the replicas that share it (see `openStorage`). */
+export interface Storage {
+  readonly store: Store;
+  readonly coordination: Coordination;
+  /** Closes the store and the coordination (stops waiting for leadership, releases it). */
+  close(): Promise<void>;
 }
 
 /**
@@ -80,7 +104,7 @@ export class StorageUnavailableError extends Error {
   }
 }
 
-/** Thrown by `Coordination.leaderStage` when this replica no longer holds leadership. */
+/** Thrown by `Coordination.leaderStager` when this replica no longer holds leadership. */
 export class LeadershipLostError extends Error {
   readonly code = "leadership_lost";
   constructor(message = "This replica no longer leads the pool.") {
@@ -193,8 +217,8 @@ export interface SessionRecord {
 }
 
 /**
- * One transaction's view of the store, by entity: inside `Store.transaction`, `Store.stage` or
- * `Coordination.leaderStage`.
+ * One transaction's view of the store, by entity. Inside a `Store.transaction` (which may run
+ * more than once) or a staged function.
  */
 export interface Tx {
   readonly users: UsersTx;

@@ -19,7 +19,7 @@ import type { Metrics } from "../metrics.js";
 import { newOrderedId } from "../secrets.js";
 import { Serial } from "../serial.js";
 import { LeadershipLostError } from "../storage/store.js";
-import type { LeaseRecord, NewLease, NodeRecord, Store, Tx } from "../storage/store.js";
+import type { Coordination, LeaseRecord, NewLease, NodeRecord, Store, Tx } from "../storage/store.js";
 import { LeaseFollower } from "./lease-follower.js";
 import { EVENTS_CHANNEL, LEADER_CHANNEL, parseMessage } from "./replica-messages.js";
 import type { LeaderMessage, LeaseBroadcast } from "./replica-messages.js";
@@ -100,6 +100,8 @@ export class LeaseEngine {
 
   constructor(
     private readonly store: Store,
+    /** Leader election, the fenced stager the leader writes through, and wake-ups between replicas. */
+    private readonly coordination: Coordination,
     private readonly policy: Policy,
     private readonly devices: readonly DeviceSpec[],
     private readonly clock: Clock,
@@ -111,7 +113,7 @@ export class LeaseEngine {
     this.pool = new Pool(devices);
     this.scheduler = new PriorityScheduler(schedulerOptionsFor(policy));
     this.timers = new LeaseTimers(clock, (key, kind) => (kind === "heartbeat" ? this.onNodeSilent(key.slice(NODE_TIMER.length)) : this.onTimer(key, kind)));
-    this.leading = !store.coordination.shared;
+    this.leading = !coordination.shared;
     this.follower = new LeaseFollower(store, policy, clock, events, (m) => this.tellLeader(m), log);
   }
 
@@ -122,7 +124,7 @@ export class LeaseEngine {
 
   /** The leader's transactions: fenced on a shared store, so a replica that lost the lead commits nothing. */
   private stage<T>(fn: (tx: Tx) => Promise<T>): Promise<{ value: T; committed: Promise<void> }> {
-    return this.store.coordination.shared ? this.store.coordination.leaderStage(fn) : this.store.stage(fn);
+    return this.coordination.leaderStager.stage(fn);
   }
 
   /** Config devices plus every live agent node's devices. */
@@ -209,8 +211,8 @@ export class LeaseEngine {
 
   /** Rebuilds memory from the store and settles whatever came due while the server was down. */
   async start(): Promise<void> {
-    if (!this.store.coordination.shared) return this.serial.run(() => this.recover());
-    const coordination = this.store.coordination;
+    if (!this.coordination.shared) return this.serial.run(() => this.recover());
+    const coordination = this.coordination;
     this.unsubscribe.push(
       await coordination.subscribe(EVENTS_CHANNEL, (payload) => {
         const b = parseMessage<LeaseBroadcast & { from?: string }>(payload, "type");
@@ -240,7 +242,7 @@ export class LeaseEngine {
 
   /** Waits for the leadership, then takes over: rebuilds the scheduler from the database. `leads` is called each time it does. */
   private async campaign(leads: () => void): Promise<void> {
-    const coordination = this.store.coordination;
+    const coordination = this.coordination;
     while (!this.stopped) {
       let lost!: (err: Error) => void;
       const lostOnce = new Promise<Error>((resolve) => (lost = resolve));
@@ -282,12 +284,12 @@ export class LeaseEngine {
   }
 
   private tellLeader(m: LeaderMessage): Promise<void> {
-    return this.store.coordination.publish(LEADER_CHANNEL, JSON.stringify(m));
+    return this.coordination.publish(LEADER_CHANNEL, JSON.stringify(m));
   }
 
   private broadcast(b: LeaseBroadcast): void {
-    if (!this.store.coordination.shared) return;
-    this.store.coordination.publish(EVENTS_CHANNEL, JSON.stringify({ ...b, from: this.replica })).catch((err: unknown) => this.log.warn({ err }, "broadcasting a lease event failed"));
+    if (!this.coordination.shared) return;
+    this.coordination.publish(EVENTS_CHANNEL, JSON.stringify({ ...b, from: this.replica })).catch((err: unknown) => this.log.warn({ err }, "broadcasting a lease event failed"));
   }
 
   /** Work another replica handed to the leader. */
@@ -407,7 +409,7 @@ export class LeaseEngine {
     // a time already orders them, so the engine's own section is needed only for one that doesn't.
     let staged: { value: T; committed: Promise<void> };
     try {
-      staged = this.store.serializesTransactions ? await this.guard(stage) : await this.serial.run(() => this.guard(stage));
+      staged = this.coordination.leaderStager.ordered ? await this.guard(stage) : await this.serial.run(() => this.guard(stage));
       await staged.committed;
     } catch (err) {
       if (err instanceof LeadershipLostError) this.stepDown(err);
@@ -795,14 +797,14 @@ export class LeaseEngine {
 
   private async leaseFor(tx: Tx, id: string): Promise<LeaseRecord | null> {
     // Other replicas change leases too when the store is shared: read (and lock) the row.
-    if (this.store.coordination.shared) return tx.leases.get(id);
+    if (this.coordination.shared) return tx.leases.get(id);
     return this.live.get(id) ?? (await tx.leases.get(id));
   }
 
   /** A live lease as the engine last wrote it, or null (then ask the store). */
   liveLease(id: string): LeaseRecord | null {
     // On a shared store another replica may have just changed it: the store has the truth.
-    return this.store.coordination.shared ? null : (this.live.get(id) ?? null);
+    return this.coordination.shared ? null : (this.live.get(id) ?? null);
   }
 
   private dispatch(now: number): { grant: Grant; request: PriorityRequest }[] {

@@ -3,9 +3,8 @@ import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import type { LedgerState } from "@gpupool/core";
 import { Serial } from "../../serial.js";
-import { LocalCoordination } from "../local-coordination.js";
 import { MIGRATIONS } from "../migrations.js";
-import type { Coordination, Store, Tx, UserRecord } from "../store.js";
+import type { Staged, Stager, Store, Tx, UserRecord } from "../store.js";
 import { Checkpointer } from "./checkpointer.js";
 import { sqliteTx, writeLedger } from "./sqlite-tx.js";
 import type { SqliteConnection, Statement } from "./sqlite-tx.js";
@@ -35,9 +34,11 @@ export function sqlitePath(url: string): string {
  */
 export class SqliteStore implements Store {
   readonly kind = "sqlite" as const;
-  readonly serializesTransactions = true;
-  /** One process per SQLite file: always the leader; wake-ups stay in this process. */
-  readonly coordination: Coordination = new LocalCoordination((fn) => this.stage(fn));
+  /**
+   * How the lease engine writes here: group commit (see `stage`). Staged transactions run one at a
+   * time on the one connection, so they never overlap.
+   */
+  readonly stager: Stager = { stage: (fn) => this.stage(fn), ordered: true };
   private readonly db: Database.Database;
   private readonly serial = new Serial();
   private readonly cache = new Map<string, Statement>();
@@ -111,6 +112,7 @@ export class SqliteStore implements Store {
     });
   }
 
+  /** Here `fn` runs exactly once (SQLite never fails a transaction for a deadlock): staged, and awaited until durable. */
   async transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     const { value, committed } = await this.stage(fn);
     await committed;
@@ -128,7 +130,7 @@ export class SqliteStore implements Store {
    * at the end of the turn anyway) and made a lease request over HTTP ~15% cheaper: SQLite and
    * the engine run back to back, not interleaved with HTTP parsing (docs/benchmarks.md).
    */
-  stage<T>(fn: (tx: Tx) => Promise<T>): Promise<{ value: T; committed: Promise<void> }> {
+  private stage<T>(fn: (tx: Tx) => Promise<T>): Promise<Staged<T>> {
     return new Promise((resolve, reject) => {
       this.waiting.push(() => void this.stageNow(fn).then(resolve, reject));
       if (this.waiting.length === 1) setImmediate(this.runWaiting);
@@ -143,7 +145,7 @@ export class SqliteStore implements Store {
     void this.serial.run(async () => this.commitBatch());
   };
 
-  private stageNow<T>(fn: (tx: Tx) => Promise<T>): Promise<{ value: T; committed: Promise<void> }> {
+  private stageNow<T>(fn: (tx: Tx) => Promise<T>): Promise<Staged<T>> {
     return this.serial.run(async () => {
       const batch = this.openBatch();
       this.wrote = false;
