@@ -382,6 +382,26 @@ export function storeContract(
       expect(await reader.transaction((t) => t.users.get("bad"))).toBeNull();
     });
 
+    it("transaction: fn may run more than once — a run the adapter retries leaves nothing behind, and the result is the last run's", async () => {
+      // What PostgreSQL raises for a serialization failure: an adapter may roll the run back and run
+      // fn again (PostgreSQL does), or hand the error to the caller (SQLite, which never raises it).
+      let runs = 0;
+      const outcome = await tx(async (t) => {
+        runs++;
+        await t.users.insert(user("u1", { tier: `run-${runs}` }));
+        if (runs === 1) throw Object.assign(new Error("could not serialize access"), { code: "40001" });
+        return runs;
+      }).then((value) => ({ value }), (err: unknown) => ({ err }));
+      if ("err" in outcome) {
+        expect(runs).toBe(1);
+        expect(await tx((t) => t.users.list())).toEqual([]);
+      } else {
+        // The first run's insert was rolled back, or the second would have failed on the unique id.
+        expect(outcome.value).toBe(runs);
+        expect(await tx((t) => t.users.list())).toEqual([user("u1", { tier: `run-${runs}` })]);
+      }
+    });
+
     it("leader stager: the value at once, writes visible to the functions staged after it, durable once committed", async () => {
       await storage.coordination.lead(() => undefined);
       const stager = storage.coordination.leaderStager;
@@ -399,6 +419,57 @@ export function storeContract(
       expect((await tx((t) => t.users.list())).map((u) => u.id)).toEqual(["u1", "u2"]);
       const again = await durable();
       if (again) expect((await again.transaction((t) => t.users.list())).map((u) => u.id)).toEqual(["u1", "u2"]);
+    });
+
+    it("leader stager: a function that throws keeps none of its writes; every other one commits or hears of its rollback through `committed`", async () => {
+      await storage.coordination.lead(() => undefined);
+      const stager = storage.coordination.leaderStager;
+      const runs = { ok1: 0, bad: 0, ok2: 0 };
+      const staged = (id: keyof typeof runs) =>
+        stager.stage(async (t) => {
+          runs[id]++;
+          await t.users.insert(user(id));
+          await t.ledgers.put(`user:${id}`, { windowStartedAt: null, usedMs: 0, reservedMs: 1_000, bonusMs: 0, runs: 1 });
+          if (id === "bad") throw new Error("fails after writing");
+          return id;
+        });
+      // Staged together, so an adapter that groups commits puts them in one group.
+      const [ok1, bad, ok2] = await Promise.allSettled([staged("ok1"), staged("bad"), staged("ok2")]);
+      expect(bad.status).toBe("rejected");
+      expect((bad as PromiseRejectedResult).reason).toMatchObject({ message: "fails after writing" });
+      // Each function ran exactly once.
+      expect(runs).toEqual({ ok1: 1, bad: 1, ok2: 1 });
+      const committed: Record<string, boolean> = {};
+      for (const [id, r] of [["ok1", ok1], ["ok2", ok2]] as const) {
+        committed[id] = r.status === "fulfilled" && (await r.value.committed.then(() => true, () => false));
+      }
+      const reader = (await durable()) ?? store;
+      expect(await reader.transaction((t) => t.users.get("bad"))).toBeNull();
+      expect(await reader.transaction((t) => t.ledgers.get("user:bad"))).toBeNull();
+      for (const id of ["ok1", "ok2"]) {
+        // Never half: the user and the ledger of one function are both kept or both gone.
+        expect(await reader.transaction(async (t) => [(await t.users.get(id)) !== null, (await t.ledgers.get(`user:${id}`)) !== null]), id).toEqual([committed[id], committed[id]]);
+      }
+    });
+
+    it("leader stager: an `ordered` stager never runs two functions at once", async () => {
+      await storage.coordination.lead(() => undefined);
+      const stager = storage.coordination.leaderStager;
+      let running = 0;
+      let most = 0;
+      const staged = await Promise.all(
+        Array.from({ length: 5 }, (_, i) =>
+          stager.stage(async (t) => {
+            most = Math.max(most, ++running);
+            await new Promise((r) => setTimeout(r, 2));
+            await t.users.insert(user(`o${i}`));
+            running--;
+          }),
+        ),
+      );
+      await Promise.all(staged.map((s) => s.committed));
+      if (stager.ordered) expect(most).toBe(1);
+      expect(await tx((t) => t.users.list())).toHaveLength(5);
     });
 
     // Only for shared stores: SQLite has nothing to run these against (they would show as skipped).
