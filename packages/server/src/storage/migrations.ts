@@ -4,6 +4,8 @@
  * BOOLEAN, lease `seq` an identity column; SQLite: INTEGER, and `seq` the rowid alias). Applied in
  * order, each once, inside one transaction. Never edit a shipped version (databases already ran its
  * text); add the next one, for both adapters, and the column in tables.ts.
+ * `packages/server/test/storage-migrations.test.ts` checks that both reach the same version with the
+ * same columns and equivalent indexes.
  */
 export interface Migration {
   readonly version: number;
