@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { pino } from "pino";
 import { RateLimiterPostgres } from "rate-limiter-flexible";
-import { LeaseEngine, LeaseEvents, openStore, systemClock } from "@gpupool/server";
+import { LeaseEngine, LeaseEvents, openStorage, systemClock } from "@gpupool/server";
 import { KEYS, admitReleaseCycle, benchConfig, keyOf, median, round } from "./admission.js";
 import { HOW_TO_GET_POSTGRES, findPostgresBin, startCluster } from "./pg-cluster.js";
 
@@ -85,8 +85,8 @@ async function openSide(init) {
     return { cycle, isLeader: null, close: () => pool.end() };
   }
   const c = benchConfig(withSchema(init.url, init.schema));
-  const store = await openStore(c.storage.url);
-  const engine = new LeaseEngine(store, c.policy, c.pool.devices, systemClock, new LeaseEvents(), null, silent);
+  const storage = await openStorage(c.storage.url);
+  const engine = new LeaseEngine(storage.store, storage.coordination, c.policy, c.pool.devices, systemClock, new LeaseEvents(), null, silent);
   await engine.start();
   return {
     cycle: admitReleaseCycle(engine, c.policy, { allowQueued: true }),
@@ -95,7 +95,7 @@ async function openSide(init) {
     },
     close: async () => {
       engine.stop();
-      await store.close();
+      await storage.close();
     },
   };
 }

@@ -10,7 +10,7 @@ import Database from "better-sqlite3";
 import Fastify from "fastify";
 import { pino } from "pino";
 import { RateLimiterSQLite } from "rate-limiter-flexible";
-import { LeaseEngine, LeaseEvents, SqliteStore, createServer, createUser, createApp, normalizeConfig, systemClock } from "@gpupool/server";
+import { LeaseEngine, LeaseEvents, createServer, createUser, createApp, normalizeConfig, openStorage, systemClock } from "@gpupool/server";
 
 export const KEYS = 100;
 const CYCLES = Number(process.env.BENCH_CYCLES ?? 20_000);
@@ -41,13 +41,12 @@ const config = (dir, port = 0) => benchConfig(`sqlite:${join(dir, "gpupool.db")}
 
 async function gpupoolInProcess(dir) {
   const c = config(dir);
-  const store = new SqliteStore(c.storage.url);
-  await store.migrate();
-  const engine = new LeaseEngine(store, c.policy, c.pool.devices, systemClock, new LeaseEvents(), null, pino({ level: "silent" }));
+  const storage = await openStorage(c.storage.url);
+  const engine = new LeaseEngine(storage.store, storage.coordination, c.policy, c.pool.devices, systemClock, new LeaseEvents(), null, pino({ level: "silent" }));
   await engine.start();
   const result = await measure(admitReleaseCycle(engine, c.policy));
   engine.stop();
-  await store.close();
+  await storage.close();
   return result;
 }
 

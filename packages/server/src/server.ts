@@ -10,16 +10,16 @@ import { CallerCache } from "./http/auth.js";
 import type { ServerContext } from "./http/context.js";
 import { IpTokens } from "./identity/ip-tokens.js";
 import { Metrics } from "./metrics.js";
-import { openStore } from "./storage/open-store.js";
-import type { Store } from "./storage/store.js";
+import { openStorage } from "./storage/open-store.js";
+import type { Storage } from "./storage/store.js";
 import { LeaseEngine } from "./use-cases/lease-engine.js";
 
 export interface ServerOptions {
   readonly adminToken?: string | null;
   readonly clock?: Clock;
   readonly logger?: Logger;
-  /** Use this store instead of opening `config.storage.url` (tests). */
-  readonly store?: Store;
+  /** Use this storage instead of opening `config.storage.url` (tests); the caller closes it. */
+  readonly storage?: Storage;
 }
 
 export interface RunningServer {
@@ -32,13 +32,14 @@ export interface RunningServer {
 }
 
 /**
- * The composition root: opens the store, restores the signing key and the lease state, and
+ * The composition root: opens the storage, restores the signing key and the lease state, and
  * wires the HTTP app. Nothing is read from the environment here; the CLI passes it in.
  */
 export async function createServer(config: ServerConfig, options: ServerOptions = {}): Promise<RunningServer> {
   const log = options.logger ?? pino({ level: config.logLevel, base: { service: "gpupool" } });
   const clock = options.clock ?? systemClock;
-  const store = options.store ?? (await openStore(config.storage.url));
+  const storage = options.storage ?? (await openStorage(config.storage.url));
+  const store = storage.store;
   const events = new LeaseEvents();
   let engine: LeaseEngine | null = null;
   const metrics = new Metrics({
@@ -47,7 +48,7 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
     totalSlots: () => engine?.totalSlots ?? 0,
     activeLeases: () => engine?.activeLeases ?? 0,
   });
-  engine = new LeaseEngine(store, config.policy, config.pool.devices, clock, events, metrics, log, config.nodes.heartbeatTimeoutMs);
+  engine = new LeaseEngine(store, storage.coordination, config.policy, config.pool.devices, clock, events, metrics, log, config.nodes.heartbeatTimeoutMs);
   const ipTokens = await IpTokens.open(store, config.identity.issuer, config.identity.ipTokenTtlMs, clock.now());
   await engine.start();
   const context: ServerContext = { config, store, engine, ipTokens, events, metrics, clock, adminToken: options.adminToken ?? null, log, callers: new CallerCache() };
@@ -67,7 +68,7 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
       engine?.stop();
       events.shutdown();
       await app.close();
-      if (!options.store) await store.close();
+      if (!options.storage) await storage.close();
     },
   };
   return running;

@@ -141,7 +141,7 @@ describe("the admin API without GPUPOOL_ADMIN_TOKEN", () => {
       }
       const pool = await server.app.inject({ method: "GET", url: "/v1/admin/pool", headers: { authorization: `Bearer ${ADMIN}` } });
       expect(pool.json()).toMatchObject({ code: "admin_disabled" });
-      const users = await server.context.store.transaction((tx) => tx.listUsers());
+      const users = await server.context.store.transaction((tx) => tx.users.list());
       expect(users).toEqual([]);
     } finally {
       await server.close();
@@ -153,13 +153,13 @@ describe("server failures", () => {
   it("a 500 reveals no stack and no secret; readiness reports the storage down", async () => {
     const s = await startTestServer();
     const store = s.server.context.store;
-    const { transaction, stage, ping } = store;
+    const { transaction, ping } = store;
     try {
       const bob = await s.user("bob", "free");
       const boom = () => {
         throw Object.assign(new Error(`disk I/O error at /srv/gpupool/secret.db (token ${bob.token}, admin ${ADMIN})`), { code: "EWEIRD" });
       };
-      Object.assign(store, { transaction: boom, stage: boom, ping: boom });
+      Object.assign(store, { transaction: boom, ping: boom });
       for (const [method, url] of [["GET", "/v1/quota"], ["POST", "/v1/leases"], ["GET", "/v1/leases"]] as const) {
         const res = await s.call(method, url, { token: bob.token, ...(method === "POST" ? { body: {} } : {}) });
         const p = expectProblem(res, 500, "internal");
@@ -170,7 +170,7 @@ describe("server failures", () => {
       }
       expectProblem(await s.call("GET", "/readyz"), 503, "storage_unavailable");
     } finally {
-      Object.assign(store, { transaction, stage, ping });
+      Object.assign(store, { transaction, ping });
       await s.close();
     }
   });

@@ -11,7 +11,7 @@ afterEach(async () => {
 });
 
 async function ledgerOf(key: string) {
-  return t.server.context.store.transaction((tx) => tx.getLedger(key));
+  return t.server.context.store.transaction((tx) => tx.ledgers.get(key));
 }
 
 function tally(statuses: number[]): Record<number, number> {

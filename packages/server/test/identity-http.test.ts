@@ -22,7 +22,7 @@ async function setup(raw: Record<string, unknown> = {}) {
 
 /** The pool's own signing key, read from the store: lets a test forge claims the pool would never sign. */
 async function poolKey() {
-  const [rec] = await t.server.context.store.transaction((tx) => tx.signingKeys());
+  const [rec] = await t.server.context.store.transaction((tx) => tx.signingKeys.list());
   if (!rec) throw new Error("no signing key");
   return { kid: rec.kid, key: await importJWK(JSON.parse(rec.privateJwk) as JWK, "EdDSA") };
 }

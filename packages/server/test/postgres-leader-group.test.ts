@@ -1,30 +1,30 @@
 import postgres from "postgres";
 import { afterEach, describe, expect, it } from "vitest";
 import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js";
-import { openStore } from "../src/storage/open-store.js";
-import { leaderLockKey } from "../src/storage/postgres/postgres-store.js";
+import { openStorage } from "../src/storage/open-store.js";
+import { leaderLockKey } from "../src/storage/postgres/connections.js";
 import { LeadershipLostError } from "../src/storage/store.js";
-import type { Store, Tx } from "../src/storage/store.js";
+import type { Storage, Tx } from "../src/storage/store.js";
 import { waitFor } from "./harness.js";
 
 /**
- * Group commit on the PostgreSQL leader's session (PostgresCoordination.leaderStage): leader
+ * Group commit on the PostgreSQL leader's session (PostgresCoordination.leaderStager): leader
  * transactions staged back to back share one transaction, each in a savepoint, and commit together.
  */
 
 const user = (id: string) => ({ id, name: `name-${id}`, tier: "free", tokenHash: `th-${id}`, quotaOverrideMs: null, createdAt: 1_000 });
 type Staged<T> = { value: T; committed: Promise<void> };
 
-const opened: Store[] = [];
+const opened: Storage[] = [];
 afterEach(async () => {
   await Promise.all(opened.splice(0).map((s) => s.close().catch(() => undefined)));
 });
 
 /** A leader on a fresh schema, and a second replica on it (which reads through its own pool). */
-async function leaderAndReader(name: string): Promise<{ leader: Store; reader: Store; url: string; lost: Error[] }> {
+async function leaderAndReader(name: string): Promise<{ leader: Storage; reader: Storage; url: string; lost: Error[] }> {
   const url = freshPostgresUrl(name);
-  const leader = await openStore(url);
-  const reader = await openStore(url);
+  const leader = await openStorage(url);
+  const reader = await openStorage(url);
   opened.push(leader, reader);
   const lost: Error[] = [];
   await leader.coordination.lead((err) => lost.push(err));
@@ -35,10 +35,10 @@ async function leaderAndReader(name: string): Promise<{ leader: Store; reader: S
  * Stages `fns` one after the other, each as soon as the previous one's value is there and without
  * waiting for its commit: what the lease engine does under load. Outcomes in order.
  */
-async function stageBackToBack<T>(store: Store, fns: ((t: Tx) => Promise<T>)[]): Promise<PromiseSettledResult<Staged<T>>[]> {
+async function stageBackToBack<T>(storage: Storage, fns: ((t: Tx) => Promise<T>)[]): Promise<PromiseSettledResult<Staged<T>>[]> {
   const out: PromiseSettledResult<Staged<T>>[] = [];
   for (const fn of fns) {
-    out.push(await store.coordination.leaderStage(fn).then((value) => ({ status: "fulfilled" as const, value }), (reason: unknown) => ({ status: "rejected" as const, reason })));
+    out.push(await storage.coordination.leaderStager.stage(fn).then((value) => ({ status: "fulfilled" as const, value }), (reason: unknown) => ({ status: "rejected" as const, reason })));
   }
   return out;
 }
@@ -60,11 +60,11 @@ describe.skipIf(!postgresUrl())("postgres leader: group commit", () => {
     let seenOutside: unknown = "not checked";
     let seenInside: unknown = null;
     const fns = Array.from({ length: 20 }, (_, i) => async (t: Tx) => {
-      await t.insertUser(user(`u${i}`));
+      await t.users.insert(user(`u${i}`));
       if (i === 19) {
         // The first 19 already have their values, but their group has not committed yet.
-        seenInside = await t.getUser("u0");
-        seenOutside = await reader.transaction((r) => r.getUser("u0"));
+        seenInside = await t.users.get("u0");
+        seenOutside = await reader.store.transaction((r) => r.users.get("u0"));
       }
       return i;
     });
@@ -73,7 +73,7 @@ describe.skipIf(!postgresUrl())("postgres leader: group commit", () => {
     expect(seenInside).toMatchObject({ id: "u0" });
     expect(seenOutside).toBeNull();
     await Promise.all(staged.map((r) => fulfilled(r).committed));
-    const users = await reader.transaction((r) => r.listUsers());
+    const users = await reader.store.transaction((r) => r.users.list());
     expect(users.map((u) => u.id).sort()).toEqual(Array.from({ length: 20 }, (_, i) => `u${i}`).sort());
   });
 
@@ -81,32 +81,32 @@ describe.skipIf(!postgresUrl())("postgres leader: group commit", () => {
     const { leader, reader } = await leaderAndReader("group-concurrent");
     const staged = await Promise.all(
       Array.from({ length: 30 }, (_, i) =>
-        leader.coordination.leaderStage(async (t) => {
-          await t.putLedger(`user:c${i}`, { windowStartedAt: i, usedMs: i * 10, reservedMs: 0, bonusMs: 0, runs: 1 });
-          return (await t.getLedger(`user:c${i}`))?.usedMs;
+        leader.coordination.leaderStager.stage(async (t) => {
+          await t.ledgers.put(`user:c${i}`, { windowStartedAt: i, usedMs: i * 10, reservedMs: 0, bonusMs: 0, runs: 1 });
+          return (await t.ledgers.get(`user:c${i}`))?.usedMs;
         }),
       ),
     );
     expect(staged.map((s) => s.value)).toEqual(Array.from({ length: 30 }, (_, i) => i * 10));
     await Promise.all(staged.map((s) => s.committed));
-    for (const i of [0, 17, 29]) expect(await reader.transaction((r) => r.getLedger(`user:c${i}`))).toMatchObject({ usedMs: i * 10 });
+    for (const i of [0, 17, 29]) expect(await reader.store.transaction((r) => r.ledgers.get(`user:c${i}`))).toMatchObject({ usedMs: i * 10 });
   });
 
   it("a transaction that throws, or whose statement fails, is rolled back alone; the rest of its group commits", async () => {
     const { leader, reader, lost } = await leaderAndReader("group-failure");
     const staged = await stageBackToBack<string>(leader, [
-      async (t) => (await t.insertUser(user("a")), "a"),
+      async (t) => (await t.users.insert(user("a")), "a"),
       async (t) => {
-        await t.insertUser(user("thrown"));
+        await t.users.insert(user("thrown"));
         throw new Error("boom");
       },
-      async (t) => (await t.insertUser(user("b")), "b"),
+      async (t) => (await t.users.insert(user("b")), "b"),
       // A duplicate key: the statement fails, and PostgreSQL would abort a transaction without a savepoint.
-      async (t) => (await t.insertUser(user("b")), "duplicate"),
+      async (t) => (await t.users.insert(user("b")), "duplicate"),
       async (t) => {
         // Sees what the group committed so far, not what was rolled back.
-        expect(await t.getUser("thrown")).toBeNull();
-        await t.insertUser(user("c"));
+        expect(await t.users.get("thrown")).toBeNull();
+        await t.users.insert(user("c"));
         return "c";
       },
     ]);
@@ -114,7 +114,7 @@ describe.skipIf(!postgresUrl())("postgres leader: group commit", () => {
     expect(staged[1]?.status === "rejected" && (staged[1].reason as Error).message).toBe("boom");
     expect(staged[3]?.status === "rejected" && (staged[3].reason as { code?: string }).code).toBe("23505");
     await Promise.all([0, 2, 4].map((i) => fulfilled(staged[i]).committed));
-    const users = await reader.transaction((r) => r.listUsers());
+    const users = await reader.store.transaction((r) => r.users.list());
     expect(users.map((u) => u.id).sort()).toEqual(["a", "b", "c"]);
     expect(lost).toEqual([]);
   });
@@ -123,50 +123,50 @@ describe.skipIf(!postgresUrl())("postgres leader: group commit", () => {
     const { leader, reader } = await leaderAndReader("group-ledger");
     const ledger = (usedMs: number) => ({ windowStartedAt: 1, usedMs, reservedMs: 0, bonusMs: 0, runs: 1 });
     const staged = await stageBackToBack<number | null | undefined>(leader, [
-      async (t) => (await t.getLedger("user:x"), await t.putLedger("user:x", ledger(100)), 100),
-      async (t) => (await t.getLedger("user:x"))?.usedMs,
+      async (t) => (await t.ledgers.get("user:x"), await t.ledgers.put("user:x", ledger(100)), 100),
+      async (t) => (await t.ledgers.get("user:x"))?.usedMs,
       async (t) => {
-        await t.getLedger("user:x");
-        await t.putLedger("user:x", ledger(999));
-        await t.putLedger("user:y", ledger(5));
+        await t.ledgers.get("user:x");
+        await t.ledgers.put("user:x", ledger(999));
+        await t.ledgers.put("user:y", ledger(5));
         throw new Error("undo");
       },
-      async (t) => (await t.getLedger("user:x"))?.usedMs,
-      async (t) => (await t.getLedger("user:y"))?.usedMs ?? null,
+      async (t) => (await t.ledgers.get("user:x"))?.usedMs,
+      async (t) => (await t.ledgers.get("user:y"))?.usedMs ?? null,
     ]);
     expect(staged.map((r) => (r.status === "fulfilled" ? r.value.value : (r.reason as Error).message))).toEqual([100, 100, "undo", 100, null]);
     await Promise.all([0, 1, 3, 4].map((i) => fulfilled(staged[i]).committed));
-    expect(await reader.transaction((r) => r.getLedger("user:x"))).toMatchObject({ usedMs: 100 });
-    expect(await reader.transaction((r) => r.getLedger("user:y"))).toBeNull();
+    expect(await reader.store.transaction((r) => r.ledgers.get("user:x"))).toMatchObject({ usedMs: 100 });
+    expect(await reader.store.transaction((r) => r.ledgers.get("user:y"))).toBeNull();
   });
 
   it("a write the transaction did not wait for that fails while it runs fails it alone", async () => {
     const { leader, reader, lost } = await leaderAndReader("group-deferred-member");
     const tooMany = { windowStartedAt: 1, usedMs: 1, reservedMs: 0, bonusMs: 0, runs: 3_000_000_000 }; // runs is an INTEGER
     const staged = await stageBackToBack<string>(leader, [
-      async (t) => (await t.insertUser(user("a")), "a"),
+      async (t) => (await t.users.insert(user("a")), "a"),
       async (t) => {
-        await t.getLedger("user:bad");
-        await t.putLedger("user:bad", tooMany);
-        await t.insertUser(user("after-bad"));
+        await t.ledgers.get("user:bad");
+        await t.ledgers.put("user:bad", tooMany);
+        await t.users.insert(user("after-bad"));
         return "bad";
       },
-      async (t) => (await t.insertUser(user("b")), "b"),
+      async (t) => (await t.users.insert(user("b")), "b"),
       // Throws before the failed write's answer comes: rolled back with it, still alone.
       async (t) => {
-        await t.getLedger("user:bad2");
-        await t.putLedger("user:bad2", tooMany);
+        await t.ledgers.get("user:bad2");
+        await t.ledgers.put("user:bad2", tooMany);
         throw new Error("changed my mind");
       },
-      async (t) => (await t.insertUser(user("c")), "c"),
+      async (t) => (await t.users.insert(user("c")), "c"),
     ]);
     expect(staged.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled", "rejected", "fulfilled"]);
     // The failed write's own error, not the "transaction is aborted" of the statement after it.
     expect(staged[1]?.status === "rejected" && (staged[1].reason as { code?: string }).code).toBe("22003");
     expect(staged[3]?.status === "rejected" && (staged[3].reason as Error).message).toBe("changed my mind");
     await Promise.all([0, 2, 4].map((i) => fulfilled(staged[i]).committed));
-    expect((await reader.transaction((r) => r.listUsers())).map((u) => u.id).sort()).toEqual(["a", "b", "c"]);
-    expect(await reader.transaction((r) => r.getLedger("user:bad"))).toBeNull();
+    expect((await reader.store.transaction((r) => r.users.list())).map((u) => u.id).sort()).toEqual(["a", "b", "c"]);
+    expect(await reader.store.transaction((r) => r.ledgers.get("user:bad"))).toBeNull();
     expect(lost).toEqual([]);
   });
 
@@ -174,37 +174,37 @@ describe.skipIf(!postgresUrl())("postgres leader: group commit", () => {
     const { leader, reader, lost } = await leaderAndReader("group-deferred-late");
     const tooMany = { windowStartedAt: 1, usedMs: 1, reservedMs: 0, bonusMs: 0, runs: 3_000_000_000 };
     const staged = await stageBackToBack<string>(leader, [
-      async (t) => (await t.insertUser(user("a")), "a"),
+      async (t) => (await t.users.insert(user("a")), "a"),
       // Its last statement is a write nobody waits for: the transaction is over before the answer comes.
-      async (t) => (await t.getLedger("user:bad"), await t.putLedger("user:bad", tooMany), "bad"),
-      async (t) => (await t.insertUser(user("b")), "b"),
+      async (t) => (await t.ledgers.get("user:bad"), await t.ledgers.put("user:bad", tooMany), "bad"),
+      async (t) => (await t.users.insert(user("b")), "b"),
     ]);
     expect(staged[0]?.status).toBe("fulfilled");
     const outcomes = await Promise.all(staged.map((r) => (r.status === "fulfilled" ? settle(r.value.committed) : Promise.resolve(`rejected: ${(r.reason as { code?: string }).code}`))));
     expect(outcomes.every((o) => o.includes("22003"))).toBe(true);
-    expect(await reader.transaction((r) => r.listUsers())).toEqual([]);
+    expect(await reader.store.transaction((r) => r.users.list())).toEqual([]);
     // The session was rolled back and is the leader's still: the next group commits.
-    await (await leader.coordination.leaderStage((t) => t.insertUser(user("next")))).committed;
-    expect((await reader.transaction((r) => r.listUsers())).map((u) => u.id)).toEqual(["next"]);
+    await (await leader.coordination.leaderStager.stage((t) => t.users.insert(user("next")))).committed;
+    expect((await reader.store.transaction((r) => r.users.list())).map((u) => u.id)).toEqual(["next"]);
     expect(lost).toEqual([]);
   });
 
   it("the leader session breaking fails the whole open group with LeadershipLostError; nothing of it is committed", async () => {
     const { leader, reader, url, lost } = await leaderAndReader("group-lost");
-    await (await leader.coordination.leaderStage((t) => t.insertUser(user("before")))).committed;
+    await (await leader.coordination.leaderStager.stage((t) => t.users.insert(user("before")))).committed;
     const schema = new URL(url).searchParams.get("schema")!;
     const admin = postgres(postgresUrl()!, { max: 1, onnotice: () => undefined });
     try {
       const staged = await stageBackToBack<string>(leader, [
-        async (t) => (await t.insertUser(user("g1")), "g1"),
-        async (t) => (await t.insertUser(user("g2")), "g2"),
+        async (t) => (await t.users.insert(user("g1")), "g1"),
+        async (t) => (await t.users.insert(user("g2")), "g2"),
         async (t) => {
           // The leader's session ends while this transaction runs (as when the database restarts).
           await admin`
             SELECT pg_terminate_backend(pid) FROM pg_locks
             WHERE locktype = 'advisory' AND granted AND objsubid = 1
               AND ((classid::bigint << 32) | objid::bigint) = ${leaderLockKey(schema)}::bigint`;
-          await t.insertUser(user("g3"));
+          await t.users.insert(user("g3"));
           return "g3";
         },
       ]);
@@ -213,14 +213,14 @@ describe.skipIf(!postgresUrl())("postgres leader: group commit", () => {
       expect(await Promise.all([0, 1].map((i) => settle(fulfilled(staged[i]).committed)))).toEqual(["leadership_lost", "leadership_lost"]);
       await waitFor(() => lost.length === 1);
       expect(lost[0]).toBeInstanceOf(LeadershipLostError);
-      await expect(leader.coordination.leaderStage((t) => t.insertUser(user("after")))).rejects.toBeInstanceOf(LeadershipLostError);
+      await expect(leader.coordination.leaderStager.stage((t) => t.users.insert(user("after")))).rejects.toBeInstanceOf(LeadershipLostError);
       // Another replica takes the lead and finds only what committed before.
       await reader.coordination.lead(() => undefined);
-      const users = await reader.transaction((r) => r.listUsers());
+      const users = await reader.store.transaction((r) => r.users.list());
       expect(users.map((u) => u.id)).toEqual(["before"]);
-      await (await reader.coordination.leaderStage((t) => t.insertUser(user("new-leader")))).committed;
+      await (await reader.coordination.leaderStager.stage((t) => t.users.insert(user("new-leader")))).committed;
       // The old leader's store closes at once and still works for ordinary transactions.
-      expect(await leader.transaction((t) => t.getUser("new-leader"))).toMatchObject({ id: "new-leader" });
+      expect(await leader.store.transaction((t) => t.users.get("new-leader"))).toMatchObject({ id: "new-leader" });
       expect(lost).toHaveLength(1);
       const t0 = Date.now();
       await leader.close();
@@ -232,34 +232,34 @@ describe.skipIf(!postgresUrl())("postgres leader: group commit", () => {
 
   it("close() lets the open group commit, then refuses leader work", async () => {
     const url = freshPostgresUrl("group-close");
-    const leader = await openStore(url);
+    const leader = await openStorage(url);
     opened.push(leader);
     await leader.coordination.lead(() => undefined);
-    const staged = await stageBackToBack(leader, [(t: Tx) => t.insertUser(user("x1")), (t: Tx) => t.insertUser(user("x2"))]);
+    const staged = await stageBackToBack(leader, [(t: Tx) => t.users.insert(user("x1")), (t: Tx) => t.users.insert(user("x2"))]);
     const closing = leader.close();
-    await expect(leader.coordination.leaderStage((t) => t.insertUser(user("late")))).rejects.toBeInstanceOf(LeadershipLostError);
+    await expect(leader.coordination.leaderStager.stage((t) => t.users.insert(user("late")))).rejects.toBeInstanceOf(LeadershipLostError);
     expect(await Promise.all(staged.map((r) => settle(fulfilled(r).committed)))).toEqual(["committed", "committed"]);
     const t0 = Date.now();
     await closing;
     expect(Date.now() - t0).toBeLessThan(1_000);
-    const again = await openStore(url);
+    const again = await openStorage(url);
     opened.push(again);
-    expect((await again.transaction((t) => t.listUsers())).map((u) => u.id).sort()).toEqual(["x1", "x2"]);
+    expect((await again.store.transaction((t) => t.users.list())).map((u) => u.id).sort()).toEqual(["x1", "x2"]);
   });
 
   it("a long stream of leader transactions commits at least every 64 of them", async () => {
     const { leader, reader } = await leaderAndReader("group-bound");
     const seen: unknown[] = [];
     const fns = Array.from({ length: 140 }, (_, i) => async (t: Tx) => {
-      await t.insertUser(user(`s${i}`));
+      await t.users.insert(user(`s${i}`));
       // From another connection: the first group (s0…s63) has committed by the time s70 runs.
-      if (i === 70 || i === 63) seen.push(await reader.transaction((r) => r.getUser("s0")));
+      if (i === 70 || i === 63) seen.push(await reader.store.transaction((r) => r.users.get("s0")));
     });
     const staged = await stageBackToBack(leader, fns);
     expect(staged.every((r) => r.status === "fulfilled")).toBe(true);
     expect(seen[0]).toBeNull();
     expect(seen[1]).toMatchObject({ id: "s0" });
     await Promise.all(staged.map((r) => fulfilled(r).committed));
-    expect(await reader.transaction((r) => r.listUsers())).toHaveLength(140);
+    expect(await reader.store.transaction((r) => r.users.list())).toHaveLength(140);
   });
 });

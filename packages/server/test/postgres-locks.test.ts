@@ -1,9 +1,9 @@
 import postgres from "postgres";
 import { afterEach, describe, expect, it } from "vitest";
 import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js";
-import { openStore } from "../src/storage/open-store.js";
+import { openStorage } from "../src/storage/open-store.js";
 import { StorageUnavailableError } from "../src/storage/store.js";
-import type { LeaseRecord, NewLease, Store } from "../src/storage/store.js";
+import type { LeaseRecord, NewLease, Storage } from "../src/storage/store.js";
 import { sleep } from "./harness.js";
 
 /**
@@ -23,7 +23,7 @@ const queuedLease = (id: string, identityId: string): NewLease => ({
 });
 const granted = (l: LeaseRecord): LeaseRecord => ({ ...l, status: "active", node: "sim-0", deviceIndex: 0, deviceUuid: "GPU-0", deviceName: "sim", slotIndexes: [0], grantedAt: 6_000, deadline: 8_000, windowStartedAt: 6_000 });
 
-const opened: Store[] = [];
+const opened: Storage[] = [];
 const raw: postgres.Sql[] = [];
 afterEach(async () => {
   await Promise.all(raw.splice(0).map((s) => s.end({ timeout: 1 })));
@@ -31,10 +31,10 @@ afterEach(async () => {
 });
 
 /** Two replicas of one fresh schema: the first leads. */
-async function replicas(name: string): Promise<{ leader: Store; follower: Store; url: string }> {
+async function replicas(name: string): Promise<{ leader: Storage; follower: Storage; url: string }> {
   const url = freshPostgresUrl(name);
-  const leader = await openStore(url);
-  const follower = await openStore(url);
+  const leader = await openStorage(url);
+  const follower = await openStorage(url);
   opened.push(leader, follower);
   await leader.coordination.lead(() => undefined);
   return { leader, follower, url };
@@ -57,35 +57,35 @@ function signal(): { wait: Promise<void>; fire: () => void } {
 describe.skipIf(!postgresUrl())("postgres lock order between replicas", () => {
   it("a follower cancelling a queued lease while the leader grants it (ledger locked first) takes turns with it: no deadlock, nothing run twice", async () => {
     const { leader, follower } = await replicas("lock-order");
-    const queued = await follower.transaction(async (t) => {
-      await t.putLedger("user:x", { ...EMPTY, reservedMs: 2_000, runs: 1 });
-      return t.insertLease(queuedLease("ls-b", "x"));
+    const queued = await follower.store.transaction(async (t) => {
+      await t.ledgers.put("user:x", { ...EMPTY, reservedMs: 2_000, runs: 1 });
+      return t.leases.insert(queuedLease("ls-b", "x"));
     });
 
     // The leader, releasing another lease of user x, grants the queued one: x's ledger, then the lease row.
     const leaderHolds = signal();
     const cancelSent = signal();
-    const grant = leader.coordination.leaderStage(async (t) => {
-      const ledger = (await t.getLedger("user:x")) ?? EMPTY;
+    const grant = leader.coordination.leaderStager.stage(async (t) => {
+      const ledger = (await t.ledgers.get("user:x")) ?? EMPTY;
       leaderHolds.fire();
       await cancelSent.wait;
       // The follower's cancel is on its way (and, before the lock order, already held the lease row).
       await sleep(150);
-      await t.putLedger("user:x", { ...ledger, windowStartedAt: 6_000 });
-      await t.updateLease(granted(queued));
+      await t.ledgers.put("user:x", { ...ledger, windowStartedAt: 6_000 });
+      await t.leases.update(granted(queued));
     });
 
-    // The follower cancels that same lease: lease, then ledger — the leader's lock first, by getLease.
+    // The follower cancels that same lease: lease, then ledger — the leader's lock first, by leases.get.
     await leaderHolds.wait;
     let runs = 0;
     const t0 = Date.now();
-    const cancel = follower.transaction(async (t) => {
+    const cancel = follower.store.transaction(async (t) => {
       runs++;
-      const pending = t.getLease("ls-b");
+      const pending = t.leases.get("ls-b");
       cancelSent.fire();
       const lease = await pending;
-      const ledger = (await t.getLedger("user:x")) ?? EMPTY;
-      await t.putLedger("user:x", { ...ledger, reservedMs: ledger.reservedMs - 1_000, usedMs: ledger.usedMs + 1_000 });
+      const ledger = (await t.ledgers.get("user:x")) ?? EMPTY;
+      await t.ledgers.put("user:x", { ...ledger, reservedMs: ledger.reservedMs - 1_000, usedMs: ledger.usedMs + 1_000 });
       return lease?.status;
     });
 
@@ -95,40 +95,40 @@ describe.skipIf(!postgresUrl())("postgres lock order between replicas", () => {
     expect(runs).toBe(1);
     // Far from PostgreSQL's deadlock_timeout (1 s), after which one side would have been failed.
     expect(Date.now() - t0).toBeLessThan(900);
-    expect(await follower.transaction((t) => t.getLedger("user:x"))).toMatchObject({ windowStartedAt: 6_000, reservedMs: 1_000, usedMs: 1_000 });
+    expect(await follower.store.transaction((t) => t.ledgers.get("user:x"))).toMatchObject({ windowStartedAt: 6_000, reservedMs: 1_000, usedMs: 1_000 });
   });
 
   it("a plain transaction that PostgreSQL fails as a deadlock victim is run again, and both sides commit", async () => {
     const { follower: a, url } = await replicas("retry");
-    const b = await openStore(url);
+    const b = await openStorage(url);
     opened.push(b);
     const firstLocks = { a: signal(), b: signal() };
     const runs = { a: 0, b: 0 };
     // Two identities in opposite orders: outside the lock order, so a real deadlock.
-    const cross = (store: Store, me: "a" | "b", first: string, second: string) =>
-      store.transaction(async (t) => {
+    const cross = (storage: Storage, me: "a" | "b", first: string, second: string) =>
+      storage.store.transaction(async (t) => {
         runs[me]++;
-        const one = (await t.getLedger(first)) ?? EMPTY;
+        const one = (await t.ledgers.get(first)) ?? EMPTY;
         if (runs[me] === 1) {
           firstLocks[me].fire();
           await firstLocks[me === "a" ? "b" : "a"].wait;
         }
-        const two = (await t.getLedger(second)) ?? EMPTY;
-        await t.putLedger(first, { ...one, runs: one.runs + 1 });
-        await t.putLedger(second, { ...two, runs: two.runs + 1 });
+        const two = (await t.ledgers.get(second)) ?? EMPTY;
+        await t.ledgers.put(first, { ...one, runs: one.runs + 1 });
+        await t.ledgers.put(second, { ...two, runs: two.runs + 1 });
       });
     await Promise.all([cross(a, "a", "user:p", "user:q"), cross(b, "b", "user:q", "user:p")]);
     expect(runs.a + runs.b).toBe(3);
-    expect(await a.transaction(async (t) => [(await t.getLedger("user:p"))?.runs, (await t.getLedger("user:q"))?.runs])).toEqual([2, 2]);
+    expect(await a.store.transaction(async (t) => [(await t.ledgers.get("user:p"))?.runs, (await t.ledgers.get("user:q"))?.runs])).toEqual([2, 2]);
   });
 
   it("a transaction that keeps failing as a deadlock victim is run 4 times, then is StorageUnavailableError (503) saying so; other errors are not retried", async () => {
     const { follower } = await replicas("retry-out");
     let runs = 0;
     const err: unknown = await follower
-      .transaction(async (t) => {
+      .store.transaction(async (t) => {
         runs++;
-        await t.getLedger("user:z");
+        await t.ledgers.get("user:z");
         throw Object.assign(new Error("deadlock detected"), { code: "40P01" });
       })
       .then(() => null, (e: unknown) => e);
@@ -138,10 +138,10 @@ describe.skipIf(!postgresUrl())("postgres lock order between replicas", () => {
 
     runs = 0;
     await expect(
-      follower.transaction(async (t) => {
+      follower.store.transaction(async (t) => {
         runs++;
-        await t.insertUser(user("dup"));
-        await t.insertUser(user("dup"));
+        await t.users.insert(user("dup"));
+        await t.users.insert(user("dup"));
       }),
     ).rejects.toMatchObject({ code: "23505" });
     expect(runs).toBe(1);
@@ -151,24 +151,24 @@ describe.skipIf(!postgresUrl())("postgres lock order between replicas", () => {
 describe.skipIf(!postgresUrl())("postgres leader group: a deadlock in it", () => {
   it("a leader transaction chosen as the deadlock victim is rolled back alone (503 for its caller); the rest of its group commits, the other side goes on", async () => {
     const { leader, follower, url } = await replicas("group-victim");
-    await follower.transaction(async (t) => {
-      await t.putLedger("user:a", EMPTY);
-      await t.putLedger("user:b", EMPTY);
+    await follower.store.transaction(async (t) => {
+      await t.ledgers.put("user:a", EMPTY);
+      await t.ledgers.put("user:b", EMPTY);
     });
     const other = outsider(url);
     const leaderHolds = signal();
     const otherHolds = signal();
-    const before = leader.coordination.leaderStage(async (t) => t.insertUser(user("before")));
-    const victim = leader.coordination.leaderStage(async (t) => {
-      await t.getLedger("user:a");
+    const before = leader.coordination.leaderStager.stage(async (t) => t.users.insert(user("before")));
+    const victim = leader.coordination.leaderStager.stage(async (t) => {
+      await t.ledgers.get("user:a");
       leaderHolds.fire();
       await otherHolds.wait;
       // Waits for the outsider's lock first, so PostgreSQL's deadlock check fails this side.
-      await t.getLedger("user:b");
-      await t.insertUser(user("victim"));
+      await t.ledgers.get("user:b");
+      await t.users.insert(user("victim"));
     });
     victim.catch(() => undefined);
-    const after = leader.coordination.leaderStage(async (t) => t.insertUser(user("after")));
+    const after = leader.coordination.leaderStager.stage(async (t) => t.users.insert(user("after")));
     await leaderHolds.wait;
     const outside = other.begin(async (sql) => {
       // Rows only, no advisory locks: outside the lock order.
@@ -184,17 +184,17 @@ describe.skipIf(!postgresUrl())("postgres leader group: a deadlock in it", () =>
     await (await before).committed;
     await (await after).committed;
     await outside;
-    const seen = await follower.transaction(async (t) => ({
-      before: (await t.getUser("before"))?.id, victim: await t.getUser("victim"), after: (await t.getUser("after"))?.id, a: (await t.getLedger("user:a"))?.runs,
+    const seen = await follower.store.transaction(async (t) => ({
+      before: (await t.users.get("before"))?.id, victim: await t.users.get("victim"), after: (await t.users.get("after"))?.id, a: (await t.ledgers.get("user:a"))?.runs,
     }));
     expect(seen).toEqual({ before: "before", victim: null, after: "after", a: 7 });
   });
 
   it("a write the leader did not wait for, failed by a deadlock after its transaction ran, fails the whole group loudly (503 for every member, nothing committed); the next group works", async () => {
     const { leader, follower, url } = await replicas("group-late");
-    const queued = await follower.transaction(async (t) => {
-      await t.putLedger("user:x", { ...EMPTY, reservedMs: 2_000 });
-      return t.insertLease(queuedLease("ls-late", "x"));
+    const queued = await follower.store.transaction(async (t) => {
+      await t.ledgers.put("user:x", { ...EMPTY, reservedMs: 2_000 });
+      return t.leases.insert(queuedLease("ls-late", "x"));
     });
     // An outsider locks the lease row without the identity's advisory lock (outside the lock order).
     const other = outsider(url);
@@ -208,12 +208,12 @@ describe.skipIf(!postgresUrl())("postgres leader group: a deadlock in it", () =>
     });
     await rowHeld.wait;
 
-    const first = await leader.coordination.leaderStage(async (t) => t.insertUser(user("g1")));
-    const grant = await leader.coordination.leaderStage(async (t) => {
-      const ledger = (await t.getLedger("user:x")) ?? EMPTY;
-      await t.putLedger("user:x", { ...ledger, windowStartedAt: 6_000 });
+    const first = await leader.coordination.leaderStager.stage(async (t) => t.users.insert(user("g1")));
+    const grant = await leader.coordination.leaderStager.stage(async (t) => {
+      const ledger = (await t.ledgers.get("user:x")) ?? EMPTY;
+      await t.ledgers.put("user:x", { ...ledger, windowStartedAt: 6_000 });
       // Not waited for (group commit): it waits for the outsider's row lock after this returns.
-      await t.updateLease(granted(queued));
+      await t.leases.update(granted(queued));
       return "staged";
     });
     expect(grant.value).toBe("staged");
@@ -227,8 +227,8 @@ describe.skipIf(!postgresUrl())("postgres leader group: a deadlock in it", () =>
       expect((err as Error).message).toMatch(/group of 2 transactions cannot commit: all of them were rolled back/);
     }
     await outside;
-    expect(await follower.transaction(async (t) => ({ g1: await t.getUser("g1"), lease: (await t.getLease("ls-late"))?.status }))).toEqual({ g1: null, lease: "queued" });
-    await (await leader.coordination.leaderStage(async (t) => t.insertUser(user("g2")))).committed;
-    expect(await follower.transaction((t) => t.getUser("g2"))).toMatchObject({ id: "g2" });
+    expect(await follower.store.transaction(async (t) => ({ g1: await t.users.get("g1"), lease: (await t.leases.get("ls-late"))?.status }))).toEqual({ g1: null, lease: "queued" });
+    await (await leader.coordination.leaderStager.stage(async (t) => t.users.insert(user("g2")))).committed;
+    expect(await follower.store.transaction((t) => t.users.get("g2"))).toMatchObject({ id: "g2" });
   });
 });

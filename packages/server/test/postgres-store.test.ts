@@ -5,21 +5,22 @@ import { startCluster } from "../../../test/pg/cluster.js";
 import type { Cluster } from "../../../test/pg/cluster.js";
 import { freshPostgresUrl, postgresBin, postgresUrl } from "../../../test/pg/postgres-url.js";
 import { normalizeConfig } from "../src/config.js";
-import { openStore } from "../src/storage/open-store.js";
+import { openStorage } from "../src/storage/open-store.js";
+import { PostgresConnections } from "../src/storage/postgres/connections.js";
 import { PostgresStore } from "../src/storage/postgres/postgres-store.js";
 import { parsePostgresUrl } from "../src/storage/postgres/url.js";
 import { LeadershipLostError, StorageUnavailableError } from "../src/storage/store.js";
-import type { Store } from "../src/storage/store.js";
+import type { Storage } from "../src/storage/store.js";
 import { waitFor } from "./harness.js";
 
 /** What the PostgreSQL adapter does beyond the shared contract (store-contract.test.ts): URLs, outages, several replicas. */
 
 const user = (id: string) => ({ id, name: `name-${id}`, tier: "free", tokenHash: `th-${id}`, quotaOverrideMs: null, createdAt: 1_000 });
-const opened: Store[] = [];
-async function open(url: string): Promise<Store> {
-  const store = await openStore(url);
-  opened.push(store);
-  return store;
+const opened: Storage[] = [];
+async function open(url: string): Promise<Storage> {
+  const storage = await openStorage(url);
+  opened.push(storage);
+  return storage;
 }
 afterEach(async () => {
   await Promise.all(opened.splice(0).map((s) => s.close().catch(() => undefined)));
@@ -72,7 +73,7 @@ describe("postgres storage URL", () => {
       });
     });
     const t0 = Date.now();
-    const err: unknown = await openStore(`postgres://admin:hunter2@127.0.0.1:${port}/db`).then(() => null, (e: unknown) => e);
+    const err: unknown = await openStorage(`postgres://admin:hunter2@127.0.0.1:${port}/db`).then(() => null, (e: unknown) => e);
     expect(err).toBeInstanceOf(StorageUnavailableError);
     expect((err as Error).message).toMatch(/cannot be reached/);
     expect((err as Error).message).not.toMatch(/hunter2|admin|127\.0\.0\.1/);
@@ -84,12 +85,12 @@ describe.skipIf(!postgresUrl())("postgres store on a shared server", () => {
   it("replicas migrating one fresh schema at once take turns: all succeed, each version applied once", async () => {
     const url = freshPostgresUrl("migrate-race");
     const stores = await Promise.all(Array.from({ length: 4 }, () => open(url)));
-    await Promise.all(stores.map((s) => s.migrate()));
+    await Promise.all(stores.map((s) => s.store.migrate()));
     const sql = postgres(postgresUrl()!, { max: 1 });
     try {
       const schema = new URL(url).searchParams.get("schema")!;
       const rows = await sql`SELECT version FROM ${sql(schema)}.schema_migrations ORDER BY version`;
-      expect(rows.map((r) => r["version"])).toEqual([1, 2, 3]);
+      expect(rows.map((r) => r["version"])).toEqual([1, 2, 3, 4]);
     } finally {
       await sql.end();
     }
@@ -98,8 +99,8 @@ describe.skipIf(!postgresUrl())("postgres store on a shared server", () => {
   it("schemas in one database are separate: data, leaders and messages", async () => {
     const a = await open(freshPostgresUrl("sep-a"));
     const b = await open(freshPostgresUrl("sep-b"));
-    await a.transaction((t) => t.insertUser(user("u1")));
-    expect(await b.transaction((t) => t.getUser("u1"))).toBeNull();
+    await a.store.transaction((t) => t.users.insert(user("u1")));
+    expect(await b.store.transaction((t) => t.users.get("u1"))).toBeNull();
     await a.coordination.lead(() => undefined);
     await b.coordination.lead(() => undefined);
     const heard: string[] = [];
@@ -114,23 +115,23 @@ describe.skipIf(!postgresUrl())("postgres store on a shared server", () => {
   it("two replicas' first admissions for one identity are serialized (no lost update), with a concurrent lease read", async () => {
     const url = freshPostgresUrl("ledger-race");
     const [a, b] = [await open(url), await open(url)];
-    const add = (s: Store) =>
-      s.transaction(async (t) => {
-        const l = (await t.getLedger("user:new")) ?? { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 };
+    const add = (s: Storage) =>
+      s.store.transaction(async (t) => {
+        const l = (await t.ledgers.get("user:new")) ?? { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 };
         await new Promise((r) => setTimeout(r, 5));
-        await t.putLedger("user:new", { ...l, reservedMs: l.reservedMs + 1_000, runs: l.runs + 1 });
+        await t.ledgers.put("user:new", { ...l, reservedMs: l.reservedMs + 1_000, runs: l.runs + 1 });
       });
     await Promise.all(Array.from({ length: 10 }, (_, i) => add(i % 2 ? a : b)));
-    expect(await a.transaction((t) => t.getLedger("user:new"))).toMatchObject({ reservedMs: 10_000, runs: 10 });
+    expect(await a.store.transaction((t) => t.ledgers.get("user:new"))).toMatchObject({ reservedMs: 10_000, runs: 10 });
   });
 
   it("recovers by itself after every backend is terminated", async () => {
     const url = freshPostgresUrl("terminated");
-    const store = await open(url);
-    await store.transaction((t) => t.insertUser(user("u1")));
+    const storage = await open(url);
+    await storage.store.transaction((t) => t.users.insert(user("u1")));
     const heard: string[] = [];
     let resumed = 0;
-    await store.coordination.subscribe("wake", (p) => heard.push(p), () => resumed++);
+    await storage.coordination.subscribe("wake", (p) => heard.push(p), () => resumed++);
     expect(resumed).toBe(0);
     const admin = postgres(postgresUrl()!, { max: 1 });
     try {
@@ -139,27 +140,27 @@ describe.skipIf(!postgresUrl())("postgres store on a shared server", () => {
       expect(killed.length).toBeGreaterThanOrEqual(2);
 
       // A request that raced the termination may fail (as StorageUnavailableError); the next ones succeed.
-      await waitFor(async () => (await store.transaction((t) => t.getUser("u1")).catch(() => null)) !== null, 5_000);
+      await waitFor(async () => (await storage.store.transaction((t) => t.users.get("u1")).catch(() => null)) !== null, 5_000);
       // The driver listens again on a new connection.
       await waitFor(async () => {
-        await store.coordination.publish("wake", "after");
+        await storage.coordination.publish("wake", "after");
         return heard.includes("after");
       }, 5_000, 100);
       // …and says so: what was sent while it was down is lost, and subscribers must re-read.
       expect(resumed).toBe(1);
       // Closing does not wait on connections that broke under a query.
       const t0 = Date.now();
-      await store.close();
+      await storage.close();
       expect(Date.now() - t0).toBeLessThan(1_000);
     } finally {
       await admin.end();
     }
   });
 
-  it("leaderStage before lead() rejects with LeadershipLostError", async () => {
-    const store = await open(freshPostgresUrl("not-leader"));
-    await expect(store.coordination.leaderStage(async (t) => t.insertUser(user("u1")))).rejects.toBeInstanceOf(LeadershipLostError);
-    expect(await store.transaction((t) => t.getUser("u1"))).toBeNull();
+  it("leaderStager.stage before lead() rejects with LeadershipLostError", async () => {
+    const storage = await open(freshPostgresUrl("not-leader"));
+    await expect(storage.coordination.leaderStager.stage(async (t) => t.users.insert(user("u1")))).rejects.toBeInstanceOf(LeadershipLostError);
+    expect(await storage.store.transaction((t) => t.users.get("u1"))).toBeNull();
   });
 
   it("lead() rejects when the store is closed while waiting", async () => {
@@ -175,13 +176,14 @@ describe.skipIf(!postgresUrl())("postgres store on a shared server", () => {
 
   it("a statement that outlives statement_timeout is StorageUnavailableError", async () => {
     const url = `${freshPostgresUrl("timeout")}&statement_timeout=200`;
-    const store = await open(url);
-    const err: unknown = await store.transaction(async (t) => {
+    const storage = await open(url);
+    const err: unknown = await storage.store.transaction(async (t) => {
       // Another connection holds the ledger lock for longer than the timeout.
-      await t.getLedger("user:x");
-      const other = new PostgresStore(url);
+      await t.ledgers.get("user:x");
+      // Not migrated (nothing to create): just another replica's connections.
+      const other = new PostgresStore(new PostgresConnections(url));
       try {
-        return await other.transaction((t2) => t2.getLedger("user:x"));
+        return await other.transaction((t2) => t2.ledgers.get("user:x"));
       } finally {
         await other.close();
       }
@@ -201,49 +203,49 @@ describe.skipIf(!postgresBin())("postgres store when the database goes away and 
   });
 
   it("fails fast with StorageUnavailableError while it is down, loses leadership, then works again by itself", async () => {
-    const store = await open(`${cluster.url}?schema=outage`);
-    await store.transaction((t) => t.insertUser(user("u1")));
+    const storage = await open(`${cluster.url}?schema=outage`);
+    await storage.store.transaction((t) => t.users.insert(user("u1")));
     const lost: Error[] = [];
-    await store.coordination.lead((err) => lost.push(err));
+    await storage.coordination.lead((err) => lost.push(err));
     const heard: string[] = [];
-    await store.coordination.subscribe("wake", (p) => heard.push(p));
+    await storage.coordination.subscribe("wake", (p) => heard.push(p));
 
     cluster.pause();
     await waitFor(() => lost.length === 1, 5_000);
     expect(lost[0]).toBeInstanceOf(LeadershipLostError);
     const t0 = Date.now();
-    const err: unknown = await store.transaction((t) => t.getUser("u1")).then(() => null, (e: unknown) => e);
+    const err: unknown = await storage.store.transaction((t) => t.users.get("u1")).then(() => null, (e: unknown) => e);
     expect(err).toBeInstanceOf(StorageUnavailableError);
     expect((err as Error).message).toMatch(/cannot be reached/);
     expect((err as Error).message).not.toMatch(/gpupool@|127\.0\.0\.1/);
-    await expect(store.ping()).rejects.toBeInstanceOf(StorageUnavailableError);
-    await expect(store.coordination.publish("wake", "x")).rejects.toBeInstanceOf(StorageUnavailableError);
-    await expect(store.coordination.leaderStage(async () => 1)).rejects.toBeInstanceOf(LeadershipLostError);
+    await expect(storage.store.ping()).rejects.toBeInstanceOf(StorageUnavailableError);
+    await expect(storage.coordination.publish("wake", "x")).rejects.toBeInstanceOf(StorageUnavailableError);
+    await expect(storage.coordination.leaderStager.stage(async () => 1)).rejects.toBeInstanceOf(LeadershipLostError);
     expect(Date.now() - t0).toBeLessThan(10_000);
     // Waiting to lead again while the database is down does not fail: it waits.
-    const again = store.coordination.lead((e) => lost.push(e));
+    const again = storage.coordination.lead((e) => lost.push(e));
 
     cluster.resume();
-    await waitFor(async () => (await store.transaction((t) => t.getUser("u1")).catch(() => null)) !== null, 10_000, 100);
-    await store.ping();
+    await waitFor(async () => (await storage.store.transaction((t) => t.users.get("u1")).catch(() => null)) !== null, 10_000, 100);
+    await storage.store.ping();
     await again;
-    await expect(store.coordination.leaderStage(async (t) => t.getUser("u1"))).resolves.toMatchObject({ value: { id: "u1" } });
+    await expect(storage.coordination.leaderStager.stage(async (t) => t.users.get("u1"))).resolves.toMatchObject({ value: { id: "u1" } });
     await waitFor(async () => {
-      await store.coordination.publish("wake", "back");
+      await storage.coordination.publish("wake", "back");
       return heard.includes("back");
     }, 10_000, 100);
     expect(lost).toHaveLength(1);
   }, 60_000);
 
   it("subscribing while it is down fails; once it is back, a subscription hears each message once", async () => {
-    const store = await open(`${cluster.url}?schema=late_listen`);
+    const storage = await open(`${cluster.url}?schema=late_listen`);
     cluster.pause();
     try {
       const heard: string[] = [];
-      await expect(store.coordination.subscribe("late", (p) => heard.push(`failed:${p}`))).rejects.toBeInstanceOf(StorageUnavailableError);
+      await expect(storage.coordination.subscribe("late", (p) => heard.push(`failed:${p}`))).rejects.toBeInstanceOf(StorageUnavailableError);
       cluster.resume();
-      await waitFor(async () => store.coordination.subscribe("late", (p) => heard.push(p)).then(() => true, () => false), 10_000, 100);
-      await store.coordination.publish("late", "one");
+      await waitFor(async () => storage.coordination.subscribe("late", (p) => heard.push(p)).then(() => true, () => false), 10_000, 100);
+      await storage.coordination.publish("late", "one");
       await waitFor(() => heard.includes("one"));
       await new Promise((r) => setTimeout(r, 200));
       expect(heard).toEqual(["one"]);

@@ -4,10 +4,10 @@ import { join } from "node:path";
 import postgres from "postgres";
 import { afterEach, describe, expect, it } from "vitest";
 import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js";
-import { openStore } from "../src/storage/open-store.js";
+import { openStorage } from "../src/storage/open-store.js";
 import { parsePostgresUrl } from "../src/storage/postgres/url.js";
 import { StorageUnavailableError } from "../src/storage/store.js";
-import type { Store } from "../src/storage/store.js";
+import type { Storage } from "../src/storage/store.js";
 import { lease, serveAt, sleep } from "./harness.js";
 import type { TestServer } from "./harness.js";
 
@@ -18,17 +18,17 @@ import type { TestServer } from "./harness.js";
  * lock_timeout (longer), so the request behind the frozen one goes on.
  */
 
-const opened: Store[] = [];
+const opened: Storage[] = [];
 const servers: TestServer[] = [];
 afterEach(async () => {
   for (const s of servers.splice(0)) await s.close();
   await Promise.all(opened.splice(0).map((s) => s.close().catch(() => undefined)));
 });
 
-async function open(url: string): Promise<Store> {
-  const store = await openStore(url);
-  opened.push(store);
-  return store;
+async function open(url: string): Promise<Storage> {
+  const storage = await openStorage(url);
+  opened.push(storage);
+  return storage;
 }
 
 const EMPTY = { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 };
@@ -46,11 +46,11 @@ describe("postgres storage URL: session timeouts", () => {
 describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () => {
   it("the pool's sessions and the leader's have the timeouts of the URL", async () => {
     const url = `${freshPostgresUrl("timeouts-set")}&idle_in_transaction_session_timeout=1234&lock_timeout=2345&statement_timeout=3456`;
-    const store = await open(url);
-    await store.coordination.lead(() => undefined);
+    const storage = await open(url);
+    await storage.coordination.lead(() => undefined);
     // The driver's pools, as the store keeps them (not part of the Store interface).
-    const { sql, leaderSession } = store as unknown as { sql: postgres.Sql; leaderSession: postgres.Sql };
-    for (const session of [sql, leaderSession]) {
+    const { pool, leaderSession } = (storage.store as unknown as { connections: { pool: postgres.Sql; leaderSession: postgres.Sql } }).connections;
+    for (const session of [pool, leaderSession]) {
       const [row] = await session`
         SELECT current_setting('idle_in_transaction_session_timeout') AS idle, current_setting('lock_timeout') AS lock,
                current_setting('statement_timeout') AS statement, current_setting('idle_session_timeout') AS idle_session`;
@@ -64,7 +64,7 @@ describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () =>
     const url = `${freshPostgresUrl("idle-tx")}&idle_in_transaction_session_timeout=300&lock_timeout=2000&max=1`;
     const frozen = await open(url);
     const other = await open(url);
-    await other.transaction((t) => t.putLedger("user:frozen", { ...EMPTY, reservedMs: 1_000 }));
+    await other.store.transaction((t) => t.ledgers.put("user:frozen", { ...EMPTY, reservedMs: 1_000 }));
 
     let locked!: () => void;
     const hasLock = new Promise<void>((r) => (locked = r));
@@ -73,12 +73,12 @@ describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () =>
     const t0 = Date.now();
     // Holds the identity's ledger lock, then stops answering for longer than the idle timeout
     // (a SIGSTOP would freeze the whole process; here only this transaction waits).
-    const stalled = frozen.transaction(async (t) => {
-      const l = (await t.getLedger("user:frozen")) ?? EMPTY;
+    const stalled = frozen.store.transaction(async (t) => {
+      const l = (await t.ledgers.get("user:frozen")) ?? EMPTY;
       locked();
       await sleep(1_200);
       // What it would have written when it woke: must never reach the database.
-      await t.putLedger("user:frozen", { ...l, reservedMs: 999_000 }).then(
+      await t.ledgers.put("user:frozen", { ...l, reservedMs: 999_000 }).then(
         () => woke(null),
         (err: unknown) => woke(err),
       );
@@ -88,9 +88,9 @@ describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () =>
 
     // Another replica admits for the same identity: it waits for the lock until PostgreSQL ends the
     // frozen session (300 ms), then goes on — long before the frozen replica wakes up.
-    await other.transaction(async (t) => {
-      const l = (await t.getLedger("user:frozen")) ?? EMPTY;
-      await t.putLedger("user:frozen", { ...l, reservedMs: l.reservedMs + 2_000 });
+    await other.store.transaction(async (t) => {
+      const l = (await t.ledgers.get("user:frozen")) ?? EMPTY;
+      await t.ledgers.put("user:frozen", { ...l, reservedMs: l.reservedMs + 2_000 });
     });
     const waited = Date.now() - t0;
     expect(waited).toBeGreaterThanOrEqual(250);
@@ -99,19 +99,19 @@ describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () =>
     // The frozen replica's transaction failed as soon as its session was gone; the replica works
     // again, on a new session (the same connection, reconnected).
     await expect(stalled).rejects.toBeInstanceOf(StorageUnavailableError);
-    expect(await frozen.transaction((t) => t.getLedger("user:frozen"))).toMatchObject({ reservedMs: 3_000 });
+    expect(await frozen.store.transaction((t) => t.ledgers.get("user:frozen"))).toMatchObject({ reservedMs: 3_000 });
 
     // When it wakes, its late write is refused here rather than sent on that new session, outside
     // any transaction and without the lock it read the ledger under (nor into a closed socket).
     expect(await lateWrite).toBeInstanceOf(StorageUnavailableError);
     await sleep(100);
-    expect(await other.transaction((t) => t.getLedger("user:frozen"))).toMatchObject({ reservedMs: 3_000 });
+    expect(await other.store.transaction((t) => t.ledgers.get("user:frozen"))).toMatchObject({ reservedMs: 3_000 });
   });
 
   it("a lock held by a busy (not idle) session is waited for at most lock_timeout: 503 storage_unavailable, not the statement timeout", async () => {
     const url = `${freshPostgresUrl("lock-timeout")}&lock_timeout=300&statement_timeout=5000`;
-    const store = await open(url);
-    await store.transaction((t) => t.putLedger("user:busy", EMPTY));
+    const storage = await open(url);
+    await storage.store.transaction((t) => t.ledgers.put("user:busy", EMPTY));
     const schema = new URL(url).searchParams.get("schema")!;
     const holder = postgres(postgresUrl()!, { max: 1, onnotice: () => undefined, connection: { search_path: schema } });
     try {
@@ -124,7 +124,7 @@ describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () =>
       });
       await hasLock;
       const t0 = Date.now();
-      const err: unknown = await store.transaction((t) => t.getLedger("user:busy")).then(() => null, (e: unknown) => e);
+      const err: unknown = await storage.store.transaction((t) => t.ledgers.get("user:busy")).then(() => null, (e: unknown) => e);
       expect(err).toBeInstanceOf(StorageUnavailableError);
       expect((err as Error).message).toMatch(/lock_timeout/);
       expect((err as StorageUnavailableError).reason).toBe("contention");
@@ -152,8 +152,8 @@ describe.skipIf(!postgresUrl())("a replica frozen mid-transaction, seen over HTT
     const frozen = await open(url);
     let locked!: () => void;
     const hasLock = new Promise<void>((r) => (locked = r));
-    const stalled = frozen.transaction(async (t) => {
-      await t.getLedger(`user:${owner.id}`);
+    const stalled = frozen.store.transaction(async (t) => {
+      await t.ledgers.get(`user:${owner.id}`);
       locked();
       await sleep(6_000);
     });

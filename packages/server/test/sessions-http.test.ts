@@ -44,7 +44,7 @@ describe("sessions", () => {
     const { alice, edgeKey } = await setup();
     const opened = await t.call("POST", "/v1/sessions", { token: edgeKey, body: { token: alice.token, name: "alice" } });
     expect(opened.status).toBe(201);
-    expect(await t.server.context.store.transaction((tx) => tx.getSession(opened.body.session))).toBeNull();
+    expect(await t.server.context.store.transaction((tx) => tx.sessions.get(opened.body.session))).toBeNull();
   });
 
   it("a wrong token, or a name that is not the token's owner, is invalid_credentials", async () => {
@@ -81,7 +81,7 @@ describe("re-issuing an X-IP-Token for another app", () => {
 
   it("refuses forged, expired and foreign tokens with the reason", async () => {
     const { edgeKey, front } = await setup();
-    const [rec] = await t.server.context.store.transaction((tx) => tx.signingKeys());
+    const [rec] = await t.server.context.store.transaction((tx) => tx.signingKeys.list());
     const key = await importJWK(JSON.parse(rec!.privateJwk) as JWK, "EdDSA");
     const past = Math.floor(Date.now() / 1000) - 3600;
     const expired = await new SignJWT({}).setProtectedHeader({ alg: "EdDSA", kid: rec!.kid }).setIssuer("gpupool").setSubject("user:u_x").setAudience(front.id).setIssuedAt(past - 60).setExpirationTime(past).sign(key);

@@ -36,6 +36,33 @@ describe("SQLite store", () => {
     }
   });
 
+  it("a staged transaction that throws after writing rolls back its whole commit group; the others hear it through `committed`, the next group commits", async () => {
+    const path = await migrated();
+    const store = new SqliteStore(`sqlite:${path}`);
+    const user = (id: string) => ({ id, name: id, tier: "free", tokenHash: `h-${id}`, quotaOverrideMs: null, createdAt: 1 });
+    try {
+      // Staged in one turn: one commit group (see SqliteStore.stage).
+      const [before, bad, after] = await Promise.allSettled([
+        store.stager.stage((t) => t.users.insert(user("before"))),
+        store.stager.stage(async (t) => {
+          await t.users.insert(user("bad"));
+          throw new Error("fails after writing");
+        }),
+        store.stager.stage((t) => t.users.insert(user("after"))),
+      ]);
+      expect(bad.status).toBe("rejected");
+      // Staged before the failure: in its group, rolled back with it, told so through `committed`.
+      expect(before.status).toBe("fulfilled");
+      await expect((before as PromiseFulfilledResult<{ committed: Promise<void> }>).value.committed).rejects.toThrow("fails after writing");
+      // Staged after it: a new group, committed.
+      expect(after.status).toBe("fulfilled");
+      await (after as PromiseFulfilledResult<{ committed: Promise<void> }>).value.committed;
+      expect((await store.transaction((t) => t.users.list())).map((u) => u.id)).toEqual(["after"]);
+    } finally {
+      await store.close();
+    }
+  });
+
   it("transactions staged together run in the order they were staged, and close still commits them", async () => {
     const path = await migrated();
     const store = new SqliteStore(`sqlite:${path}`);
@@ -45,7 +72,7 @@ describe("SQLite store", () => {
     const staged = [1, 2, 3, 4, 5].map((i) =>
       store.transaction(async (t) => {
         order.push(i);
-        await t.insertUser(user(i));
+        await t.users.insert(user(i));
       }),
     );
     const closed = store.close();
@@ -54,7 +81,7 @@ describe("SQLite store", () => {
     expect(order).toEqual([1, 2, 3, 4, 5]);
     const reopened = new SqliteStore(`sqlite:${path}`);
     try {
-      expect((await reopened.transaction((t) => t.listUsers())).map((u) => u.id)).toEqual(["u1", "u2", "u3", "u4", "u5"]);
+      expect((await reopened.transaction((t) => t.users.list())).map((u) => u.id)).toEqual(["u1", "u2", "u3", "u4", "u5"]);
     } finally {
       await reopened.close();
     }

@@ -4,54 +4,57 @@ import { join } from "node:path";
 import postgres from "postgres";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js";
-import { openStore } from "../src/storage/open-store.js";
-import { leaderLockKey } from "../src/storage/postgres/postgres-store.js";
+import { openStorage } from "../src/storage/open-store.js";
+import { leaderLockKey } from "../src/storage/postgres/connections.js";
 import { LeadershipLostError } from "../src/storage/store.js";
 import type { DeviceSpec } from "@gpupool/core";
-import type { AppRecord, KeyedRecord, LeaseFilter, LeaseRecord, NewLease, NodeRecord, NodeState, Store, Tx, UserRecord } from "../src/storage/store.js";
+import type { AppRecord, KeyedRecord, LeaseFilter, LeaseRecord, NewLease, NodeRecord, NodeState, Storage, Store, Tx, UserRecord } from "../src/storage/store.js";
 
 /**
- * The storage contract (SPEC §1: "one storage contract test suite run against both"). Every
- * adapter must pass `storeContract`; adding PostgreSQL is one more call at the bottom.
+ * The storage contract: one suite, run against every adapter through the Store, Stager and
+ * Coordination interfaces (nothing here knows a driver). Every adapter must pass `storeContract`;
+ * adding one is one more call at the bottom.
  *
- * `open` gives a fresh, migrated, empty store for each test. `reopen`, when given, opens a second
- * store on the same data after the first is closed: durability is checked through it, never
- * through whatever the first connection remembers.
+ * `open` gives fresh, migrated, empty storage (a store and its coordination) for each test.
+ * `reopen`, when given, opens second storage on the same data after the first is closed:
+ * durability is checked through it, never through whatever the first connection remembers.
  *
- * `replicas`, for a store several processes share (`coordination.shared`): `sibling` opens another
- * store on the same data while the first stays open (another replica), and `killLeaderSession`
- * breaks the database session through which a store leads, as a crash of its process would.
+ * `replicas`, for storage several processes share (`coordination.shared`): `sibling` opens another
+ * storage on the same data while the first stays open (another replica), and `killLeaderSession`
+ * breaks the database session through which a replica leads, as a crash of its process would.
  */
 export function storeContract(
   name: string,
-  open: () => Promise<Store>,
-  reopen?: (closed: Store) => Promise<Store>,
-  replicas?: { sibling: (of: Store) => Promise<Store>; killLeaderSession: (of: Store) => Promise<void> },
+  open: () => Promise<Storage>,
+  reopen?: (closed: Storage) => Promise<Storage>,
+  replicas?: { sibling: (of: Storage) => Promise<Storage>; killLeaderSession: (of: Storage) => Promise<void> },
 ): void {
   describe(`storage contract: ${name}`, () => {
+    let storage: Storage;
     let store: Store;
-    const extra: Store[] = [];
+    const extra: Storage[] = [];
     beforeEach(async () => {
-      store = await open();
+      storage = await open();
+      store = storage.store;
     });
-    const closed = new Set<Store>();
-    const closeOnce = async (s: Store) => {
+    const closed = new Set<Storage>();
+    const closeOnce = async (s: Storage) => {
       if (closed.has(s)) return;
       closed.add(s);
       await s.close();
     };
     afterEach(async () => {
-      // Each store is closed exactly once here (a second close has its own test below).
-      for (const s of [store, ...extra.splice(0)]) await closeOnce(s).catch(() => undefined);
+      // Each storage is closed exactly once here (a second close has its own test below).
+      for (const s of [storage, ...extra.splice(0)]) await closeOnce(s).catch(() => undefined);
     });
     const tx = <T>(fn: (t: Tx) => Promise<T>): Promise<T> => store.transaction(fn);
-    /** Closes `store` and returns a fresh connection to the same data (or null without `reopen`). */
+    /** Closes `storage` and returns a fresh store on the same data (or null without `reopen`). */
     const durable = async (): Promise<Store | null> => {
       if (!reopen) return null;
-      await closeOnce(store);
-      const again = await reopen(store);
+      await closeOnce(storage);
+      const again = await reopen(storage);
       extra.push(again);
-      return again;
+      return again.store;
     };
 
     const user = (id: string, over: Partial<UserRecord> = {}): UserRecord => ({ id, name: `name-${id}`, tier: "free", tokenHash: `th-${id}`, quotaOverrideMs: null, createdAt: 1_000, ...over });
@@ -75,113 +78,113 @@ export function storeContract(
 
     it("users: insert, get by id / name / token hash, update, list in creation order", async () => {
       await tx(async (t) => {
-        await t.insertUser(user("u2", { createdAt: 2_000 }));
-        await t.insertUser(user("u1", { tier: "pro", quotaOverrideMs: 90_000 }));
+        await t.users.insert(user("u2", { createdAt: 2_000 }));
+        await t.users.insert(user("u1", { tier: "pro", quotaOverrideMs: 90_000 }));
       });
-      expect(await tx((t) => t.getUser("u1"))).toEqual(user("u1", { tier: "pro", quotaOverrideMs: 90_000 }));
-      expect(await tx((t) => t.getUserByName("name-u2"))).toEqual(user("u2", { createdAt: 2_000 }));
-      expect(await tx((t) => t.findUserByTokenHash("th-u1"))).toMatchObject({ id: "u1" });
-      expect(await tx(async (t) => [await t.getUser("nope"), await t.getUserByName("nope"), await t.findUserByTokenHash("nope")])).toEqual([null, null, null]);
-      await tx((t) => t.updateUser(user("u1", { tier: "team", quotaOverrideMs: null, tokenHash: "th-new" })));
-      expect(await tx((t) => t.getUser("u1"))).toEqual(user("u1", { tier: "team", tokenHash: "th-new" }));
-      expect(await tx((t) => t.findUserByTokenHash("th-u1"))).toBeNull();
-      expect((await tx((t) => t.listUsers())).map((u) => u.id)).toEqual(["u1", "u2"]);
-      await expect(tx((t) => t.insertUser(user("u3", { name: "name-u1" })))).rejects.toThrow();
-      expect(await tx((t) => t.listUsers())).toHaveLength(2);
+      expect(await tx((t) => t.users.get("u1"))).toEqual(user("u1", { tier: "pro", quotaOverrideMs: 90_000 }));
+      expect(await tx((t) => t.users.getByName("name-u2"))).toEqual(user("u2", { createdAt: 2_000 }));
+      expect(await tx((t) => t.users.findByTokenHash("th-u1"))).toMatchObject({ id: "u1" });
+      expect(await tx(async (t) => [await t.users.get("nope"), await t.users.getByName("nope"), await t.users.findByTokenHash("nope")])).toEqual([null, null, null]);
+      await tx((t) => t.users.update(user("u1", { tier: "team", quotaOverrideMs: null, tokenHash: "th-new" })));
+      expect(await tx((t) => t.users.get("u1"))).toEqual(user("u1", { tier: "team", tokenHash: "th-new" }));
+      expect(await tx((t) => t.users.findByTokenHash("th-u1"))).toBeNull();
+      expect((await tx((t) => t.users.list())).map((u) => u.id)).toEqual(["u1", "u2"]);
+      await expect(tx((t) => t.users.insert(user("u3", { name: "name-u1" })))).rejects.toThrow();
+      expect(await tx((t) => t.users.list())).toHaveLength(2);
     });
 
     it("apps: insert, get by id / name / key hash, list", async () => {
       await tx(async (t) => {
-        await t.insertUser(user("u1"));
-        await t.insertApp(app("a1", "u1", { maxConcurrency: 3 }));
-        await t.insertApp(app("a2", "u1", { createdAt: 2_000 }));
+        await t.users.insert(user("u1"));
+        await t.apps.insert(app("a1", "u1", { maxConcurrency: 3 }));
+        await t.apps.insert(app("a2", "u1", { createdAt: 2_000 }));
       });
-      expect(await tx((t) => t.getApp("a1"))).toEqual(app("a1", "u1", { maxConcurrency: 3 }));
-      expect(await tx((t) => t.getAppByName("app-a2"))).toEqual(app("a2", "u1", { createdAt: 2_000 }));
-      expect(await tx((t) => t.findAppByKeyHash("kh-a2"))).toMatchObject({ id: "a2", maxConcurrency: null });
-      expect(await tx(async (t) => [await t.getApp("x"), await t.getAppByName("x"), await t.findAppByKeyHash("x")])).toEqual([null, null, null]);
-      expect((await tx((t) => t.listApps())).map((a) => a.id)).toEqual(["a1", "a2"]);
-      await expect(tx((t) => t.insertApp(app("a3", "u1", { name: "app-a1" })))).rejects.toThrow();
+      expect(await tx((t) => t.apps.get("a1"))).toEqual(app("a1", "u1", { maxConcurrency: 3 }));
+      expect(await tx((t) => t.apps.getByName("app-a2"))).toEqual(app("a2", "u1", { createdAt: 2_000 }));
+      expect(await tx((t) => t.apps.findByKeyHash("kh-a2"))).toMatchObject({ id: "a2", maxConcurrency: null });
+      expect(await tx(async (t) => [await t.apps.get("x"), await t.apps.getByName("x"), await t.apps.findByKeyHash("x")])).toEqual([null, null, null]);
+      expect((await tx((t) => t.apps.list())).map((a) => a.id)).toEqual(["a1", "a2"]);
+      await expect(tx((t) => t.apps.insert(app("a3", "u1", { name: "app-a1" })))).rejects.toThrow();
     });
 
     it("nodes and edges: separate principals, found by key hash and name", async () => {
       await tx(async (t) => {
-        await t.insertNode(keyed("n1"));
-        await t.insertNode(keyed("n2", 2_000));
-        await t.insertEdge(keyed("e1"));
+        await t.nodes.insert(keyed("n1"));
+        await t.nodes.insert(keyed("n2", 2_000));
+        await t.edges.insert(keyed("e1"));
       });
-      expect(await tx((t) => t.findNodeByKeyHash("kh-n1"))).toEqual(node("n1"));
-      expect(await tx((t) => t.getNodeByName("k-n2"))).toEqual(node("n2", 2_000));
-      expect(await tx((t) => t.findEdgeByKeyHash("kh-e1"))).toEqual(keyed("e1"));
-      expect(await tx((t) => t.getEdgeByName("k-e1"))).toEqual(keyed("e1"));
-      expect(await tx((t) => t.findNodeByKeyHash("kh-e1"))).toBeNull();
-      expect(await tx((t) => t.findEdgeByKeyHash("kh-n1"))).toBeNull();
-      expect(await tx((t) => t.getNodeByName("k-e1"))).toBeNull();
-      expect((await tx((t) => t.listNodes())).map((n) => n.id)).toEqual(["n1", "n2"]);
+      expect(await tx((t) => t.nodes.findByKeyHash("kh-n1"))).toEqual(node("n1"));
+      expect(await tx((t) => t.nodes.getByName("k-n2"))).toEqual(node("n2", 2_000));
+      expect(await tx((t) => t.edges.findByKeyHash("kh-e1"))).toEqual(keyed("e1"));
+      expect(await tx((t) => t.edges.getByName("k-e1"))).toEqual(keyed("e1"));
+      expect(await tx((t) => t.nodes.findByKeyHash("kh-e1"))).toBeNull();
+      expect(await tx((t) => t.edges.findByKeyHash("kh-n1"))).toBeNull();
+      expect(await tx((t) => t.nodes.getByName("k-e1"))).toBeNull();
+      expect((await tx((t) => t.nodes.list())).map((n) => n.id)).toEqual(["n1", "n2"]);
     });
 
     it("nodes: registration state round-trips every device field, replaces the last one, and survives a reopen", async () => {
       await tx(async (t) => {
-        await t.insertNode(keyed("n1"));
-        await t.insertNode(keyed("n2", 2_000));
+        await t.nodes.insert(keyed("n1"));
+        await t.nodes.insert(keyed("n2", 2_000));
       });
       const devices: DeviceSpec[] = [
         { node: "k-n1", index: 0, uuid: "GPU-0f1e2d3c-aaaa-bbbb-cccc-000000000000", name: "NVIDIA H200 \"NVL\" ünïcode", memoryMb: 143_771, slots: 2 },
         { node: "k-n1", index: 1, uuid: "GPU-1", name: "NVIDIA A10G", memoryMb: 23_028, slots: 1, dedicated: true },
       ];
       const state: NodeState = { devices, registeredAt: 1_700_000_000_001, heartbeatAt: 1_700_000_000_001, agentUrl: "http://10.0.0.5:7071" };
-      expect(await tx((t) => t.setNodeState("n1", state))).toBe(true);
-      expect(await tx((t) => t.findNodeByKeyHash("kh-n1"))).toEqual(node("n1", 1_000, state));
-      expect(await tx((t) => t.getNodeByName("k-n1"))).toEqual(node("n1", 1_000, state));
-      expect(await tx((t) => t.listNodes())).toEqual([node("n1", 1_000, state), node("n2", 2_000)]);
+      expect(await tx((t) => t.nodes.setState("n1", state))).toBe(true);
+      expect(await tx((t) => t.nodes.findByKeyHash("kh-n1"))).toEqual(node("n1", 1_000, state));
+      expect(await tx((t) => t.nodes.getByName("k-n1"))).toEqual(node("n1", 1_000, state));
+      expect(await tx((t) => t.nodes.list())).toEqual([node("n1", 1_000, state), node("n2", 2_000)]);
       // An agent that re-registers with no devices: an empty list is not "never registered".
       const empty: NodeState = { devices: [], registeredAt: 1_700_000_000_500, heartbeatAt: 1_700_000_000_500, agentUrl: null };
-      expect(await tx((t) => t.setNodeState("n2", empty))).toBe(true);
-      expect(await tx((t) => t.getNodeByName("k-n2"))).toEqual(node("n2", 2_000, empty));
-      expect(await tx((t) => t.setNodeState("nope", state))).toBe(false);
+      expect(await tx((t) => t.nodes.setState("n2", empty))).toBe(true);
+      expect(await tx((t) => t.nodes.getByName("k-n2"))).toEqual(node("n2", 2_000, empty));
+      expect(await tx((t) => t.nodes.setState("nope", state))).toBe(false);
       // Deregistering clears everything.
-      expect(await tx((t) => t.setNodeState("n2", unregistered))).toBe(true);
-      expect(await tx((t) => t.getNodeByName("k-n2"))).toEqual(node("n2", 2_000));
+      expect(await tx((t) => t.nodes.setState("n2", unregistered))).toBe(true);
+      expect(await tx((t) => t.nodes.getByName("k-n2"))).toEqual(node("n2", 2_000));
       const again = await durable();
-      if (again) expect(await again.transaction((t) => t.getNodeByName("k-n1"))).toEqual(node("n1", 1_000, state));
+      if (again) expect(await again.transaction((t) => t.nodes.getByName("k-n1"))).toEqual(node("n1", 1_000, state));
     });
 
     it("nodes: a heartbeat is recorded only for a registered node; unknown ids answer false", async () => {
       await tx(async (t) => {
-        await t.insertNode(keyed("n1"));
-        await t.insertNode(keyed("n2"));
+        await t.nodes.insert(keyed("n1"));
+        await t.nodes.insert(keyed("n2"));
       });
       const state: NodeState = { devices: [{ node: "k-n1", index: 0, uuid: "GPU-0", name: "H200", memoryMb: 1, slots: 2 }], registeredAt: 10_000, heartbeatAt: 10_000, agentUrl: null };
-      await tx((t) => t.setNodeState("n1", state));
-      expect(await tx((t) => t.heartbeatNode("n1", 15_000))).toBe(true);
-      expect(await tx((t) => t.getNodeByName("k-n1"))).toEqual(node("n1", 1_000, { ...state, heartbeatAt: 15_000 }));
+      await tx((t) => t.nodes.setState("n1", state));
+      expect(await tx((t) => t.nodes.heartbeat("n1", 15_000))).toBe(true);
+      expect(await tx((t) => t.nodes.getByName("k-n1"))).toEqual(node("n1", 1_000, { ...state, heartbeatAt: 15_000 }));
       // n2 exists but never registered: its heartbeat changes nothing.
-      expect(await tx((t) => t.heartbeatNode("n2", 15_000))).toBe(false);
-      expect(await tx((t) => t.getNodeByName("k-n2"))).toEqual(node("n2"));
-      expect(await tx((t) => t.heartbeatNode("nope", 15_000))).toBe(false);
+      expect(await tx((t) => t.nodes.heartbeat("n2", 15_000))).toBe(false);
+      expect(await tx((t) => t.nodes.getByName("k-n2"))).toEqual(node("n2"));
+      expect(await tx((t) => t.nodes.heartbeat("nope", 15_000))).toBe(false);
       // A heartbeat in a transaction that rolls back is not kept.
       await expect(tx(async (t) => {
-        await t.heartbeatNode("n1", 20_000);
+        await t.nodes.heartbeat("n1", 20_000);
         throw new Error("boom");
       })).rejects.toThrow("boom");
-      expect(await tx((t) => t.getNodeByName("k-n1"))).toMatchObject({ heartbeatAt: 15_000 });
+      expect(await tx((t) => t.nodes.getByName("k-n1"))).toMatchObject({ heartbeatAt: 15_000 });
     });
 
-    it("coordination: this store can lead, and leaderStage commits like stage", async () => {
+    it("coordination: this replica can lead, and its leader stager commits", async () => {
       const lost: Error[] = [];
-      await store.coordination.lead((err) => lost.push(err));
-      const { value, committed } = await store.coordination.leaderStage(async (t) => {
-        await t.insertUser(user("u1"));
+      await storage.coordination.lead((err) => lost.push(err));
+      const { value, committed } = await storage.coordination.leaderStager.stage(async (t) => {
+        await t.users.insert(user("u1"));
         return "ok";
       });
       expect(value).toBe("ok");
       await committed;
-      expect(await tx((t) => t.getUser("u1"))).toMatchObject({ id: "u1" });
+      expect(await tx((t) => t.users.get("u1"))).toMatchObject({ id: "u1" });
       expect(lost).toEqual([]);
     });
 
     it("coordination: publish reaches every subscriber of the channel (asynchronously, in order); unsubscribe stops it", async () => {
-      const c = store.coordination;
+      const c = storage.coordination;
       const heard: string[] = [];
       const other: string[] = [];
       const off1 = await c.subscribe("wake", (p) => heard.push(`1:${p}`));
@@ -207,54 +210,54 @@ export function storeContract(
     });
 
     it("ledgers: null until written, upsert replaces, survives a reopen", async () => {
-      expect(await tx((t) => t.getLedger("user:u1"))).toBeNull();
+      expect(await tx((t) => t.ledgers.get("user:u1"))).toBeNull();
       const first = { windowStartedAt: null, usedMs: 0, reservedMs: 60_000, bonusMs: 0, runs: 1 };
       const second = { windowStartedAt: 1_700_000_000_123, usedMs: 1_000, reservedMs: 0, bonusMs: 5_000, runs: 2 };
-      await tx((t) => t.putLedger("user:u1", first));
-      expect(await tx((t) => t.getLedger("user:u1"))).toEqual(first);
-      await tx((t) => t.putLedger("user:u1", second));
-      await tx((t) => t.putLedger("ip:2001:db8::/64", first));
-      expect(await tx((t) => t.getLedger("user:u1"))).toEqual(second);
+      await tx((t) => t.ledgers.put("user:u1", first));
+      expect(await tx((t) => t.ledgers.get("user:u1"))).toEqual(first);
+      await tx((t) => t.ledgers.put("user:u1", second));
+      await tx((t) => t.ledgers.put("ip:2001:db8::/64", first));
+      expect(await tx((t) => t.ledgers.get("user:u1"))).toEqual(second);
       const again = await durable();
       if (again) {
-        expect(await again.transaction((t) => t.getLedger("user:u1"))).toEqual(second);
-        expect(await again.transaction((t) => t.getLedger("ip:2001:db8::/64"))).toEqual(first);
+        expect(await again.transaction((t) => t.ledgers.get("user:u1"))).toEqual(second);
+        expect(await again.transaction((t) => t.ledgers.get("ip:2001:db8::/64"))).toEqual(first);
       }
     });
 
     it("leases: insert assigns increasing seq; get round-trips every field; update changes the lifecycle", async () => {
-      const a = await tx((t) => t.insertLease(newLease("l1")));
-      const b = await tx((t) => t.insertLease(newLease("l2", { size: "xlarge", slots: 2, cost: 1.5, reservedMs: 90_000, appId: null, identityKind: "ip", identityId: "203.0.113.7", tier: "anonymous" })));
-      const c = await tx((t) => t.insertLease(newLease("l3")));
+      const a = await tx((t) => t.leases.insert(newLease("l1")));
+      const b = await tx((t) => t.leases.insert(newLease("l2", { size: "xlarge", slots: 2, cost: 1.5, reservedMs: 90_000, appId: null, identityKind: "ip", identityId: "203.0.113.7", tier: "anonymous" })));
+      const c = await tx((t) => t.leases.insert(newLease("l3")));
       expect(b.seq).toBeGreaterThan(a.seq);
       expect(c.seq).toBeGreaterThan(b.seq);
-      expect(await tx((t) => t.getLease("l2"))).toEqual(b);
-      expect(await tx((t) => t.getLease("nope"))).toBeNull();
+      expect(await tx((t) => t.leases.get("l2"))).toEqual(b);
+      expect(await tx((t) => t.leases.get("nope"))).toBeNull();
       const granted = active(a, 70_000);
-      await tx((t) => t.updateLease(granted));
-      expect(await tx((t) => t.getLease("l1"))).toEqual(granted);
+      await tx((t) => t.leases.update(granted));
+      expect(await tx((t) => t.leases.get("l1"))).toEqual(granted);
       const ended: LeaseRecord = { ...granted, status: "released", endedAt: 12_345, heldMs: 2_345, chargedMs: 3_000, refundedMs: 57_000, failed: true, problemCode: "queue_timeout", problemDetail: "waited" };
-      await tx((t) => t.updateLease(ended));
+      await tx((t) => t.leases.update(ended));
       const again = await durable();
       const reader = again ?? store;
-      expect(await reader.transaction((t) => t.getLease("l1"))).toEqual(ended);
-      expect(await reader.transaction((t) => t.getLease("l2"))).toEqual(b);
+      expect(await reader.transaction((t) => t.leases.get("l1"))).toEqual(ended);
+      expect(await reader.transaction((t) => t.leases.get("l2"))).toEqual(b);
       // seq keeps growing after a reopen.
-      const d = await reader.transaction((t) => t.insertLease(newLease("l4")));
+      const d = await reader.transaction((t) => t.leases.insert(newLease("l4")));
       expect(d.seq).toBeGreaterThan(c.seq);
-      await expect(reader.transaction((t) => t.insertLease(newLease("l4")))).rejects.toThrow();
+      await expect(reader.transaction((t) => t.leases.insert(newLease("l4")))).rejects.toThrow();
     });
 
     it("leases: list filters by app, identity and status, newest first, up to the limit", async () => {
       const ids = ["l1", "l2", "l3", "l4", "l5"];
       await tx(async (t) => {
-        await t.insertLease(newLease("l1"));
-        await t.insertLease(newLease("l2", { appId: "a2" }));
-        await t.insertLease(newLease("l3", { identityKind: "ip", identityId: "198.51.100.1", appId: "a2" }));
-        await t.insertLease(newLease("l4", { status: "cancelled" }));
-        await t.insertLease(newLease("l5", { appId: null }));
+        await t.leases.insert(newLease("l1"));
+        await t.leases.insert(newLease("l2", { appId: "a2" }));
+        await t.leases.insert(newLease("l3", { identityKind: "ip", identityId: "198.51.100.1", appId: "a2" }));
+        await t.leases.insert(newLease("l4", { status: "cancelled" }));
+        await t.leases.insert(newLease("l5", { appId: null }));
       });
-      const list = async (f: LeaseFilter) => (await tx((t) => t.listLeases(f))).map((l) => l.id);
+      const list = async (f: LeaseFilter) => (await tx((t) => t.leases.list(f))).map((l) => l.id);
       expect(await list({ limit: 50 })).toEqual([...ids].reverse());
       expect(await list({ limit: 2 })).toEqual(["l5", "l4"]);
       expect(await list({ limit: 50, appId: "a2" })).toEqual(["l3", "l2"]);
@@ -267,134 +270,212 @@ export function storeContract(
 
     it("leases: live leases in arrival order; the earliest certain end among one identity's live leases", async () => {
       await tx(async (t) => {
-        const l1 = await t.insertLease(newLease("l1"));
-        await t.insertLease(newLease("l2"));
-        const l3 = await t.insertLease(newLease("l3"));
-        const l4 = await t.insertLease(newLease("l4"));
-        await t.insertLease(newLease("l5", { identityId: "u2" }));
-        await t.updateLease(active(l1, 90_000));
-        await t.updateLease(active(l3, 80_000));
-        await t.updateLease({ ...active(l4, 10_000), status: "expired", endedAt: 10_000 });
+        const l1 = await t.leases.insert(newLease("l1"));
+        await t.leases.insert(newLease("l2"));
+        const l3 = await t.leases.insert(newLease("l3"));
+        const l4 = await t.leases.insert(newLease("l4"));
+        await t.leases.insert(newLease("l5", { identityId: "u2" }));
+        await t.leases.update(active(l1, 90_000));
+        await t.leases.update(active(l3, 80_000));
+        await t.leases.update({ ...active(l4, 10_000), status: "expired", endedAt: 10_000 });
       });
-      expect((await tx((t) => t.liveLeases())).map((l) => [l.id, l.status])).toEqual([["l1", "active"], ["l2", "queued"], ["l3", "active"], ["l5", "queued"]]);
+      expect((await tx((t) => t.leases.live())).map((l) => [l.id, l.status])).toEqual([["l1", "active"], ["l2", "queued"], ["l3", "active"], ["l5", "queued"]]);
       // u1: active l1 (deadline 90 s), queued l2, active l3 (deadline 80 s): the earliest is l3's deadline
       // unless a queued lease must end sooner (queued_at + timeout + duration).
-      expect(await tx((t) => t.earliestEnd({ kind: "user", id: "u1" }, 60_000))).toBe(80_000);
-      const l5 = await tx((t) => t.getLease("l5"));
+      expect(await tx((t) => t.leases.earliestEnd({ kind: "user", id: "u1" }, 60_000))).toBe(80_000);
+      const l5 = await tx((t) => t.leases.get("l5"));
       // u2 has only a queued lease: it ends at the latest when its queue timeout and then its duration have passed.
-      expect(await tx((t) => t.earliestEnd({ kind: "user", id: "u2" }, 60_000))).toBe(l5!.queuedAt + 60_000 + l5!.durationMs);
-      expect(await tx((t) => t.earliestEnd({ kind: "ip", id: "u1" }, 60_000))).toBeNull();
+      expect(await tx((t) => t.leases.earliestEnd({ kind: "user", id: "u2" }, 60_000))).toBe(l5!.queuedAt + 60_000 + l5!.durationMs);
+      expect(await tx((t) => t.leases.earliestEnd({ kind: "ip", id: "u1" }, 60_000))).toBeNull();
     });
 
     it("signing keys: none at first, then oldest first", async () => {
-      expect(await tx((t) => t.signingKeys())).toEqual([]);
+      expect(await tx((t) => t.signingKeys.list())).toEqual([]);
       const k1 = { kid: "k1", privateJwk: '{"d":"1"}', publicJwk: '{"x":"1"}', createdAt: 1_000 };
       const k2 = { kid: "k2", privateJwk: '{"d":"2"}', publicJwk: '{"x":"2"}', createdAt: 2_000 };
-      await tx((t) => t.insertSigningKey(k2));
-      await tx((t) => t.insertSigningKey(k1));
-      expect(await tx((t) => t.signingKeys())).toEqual([k1, k2]);
+      await tx((t) => t.signingKeys.insert(k2));
+      await tx((t) => t.signingKeys.insert(k1));
+      expect(await tx((t) => t.signingKeys.list())).toEqual([k1, k2]);
     });
 
     it("sessions: insert, get by hash, revoke one (idempotent), revoke all of a user's live ones; durable", async () => {
-      await tx((t) => t.insertUser(user("u1")));
-      await tx((t) => t.insertUser(user("u2")));
+      await tx((t) => t.users.insert(user("u1")));
+      await tx((t) => t.users.insert(user("u2")));
       const s = (idHash: string, userId: string) => ({ idHash, userId, createdAt: 1_000, expiresAt: 9_000, revokedAt: null });
-      expect(await tx((t) => t.getSession("nope"))).toBeNull();
+      expect(await tx((t) => t.sessions.get("nope"))).toBeNull();
       await tx(async (t) => {
-        await t.insertSession(s("h1", "u1"));
-        await t.insertSession(s("h2", "u1"));
-        await t.insertSession(s("h3", "u2"));
+        await t.sessions.insert(s("h1", "u1"));
+        await t.sessions.insert(s("h2", "u1"));
+        await t.sessions.insert(s("h3", "u2"));
       });
-      expect(await tx((t) => t.getSession("h1"))).toEqual(s("h1", "u1"));
-      expect(await tx((t) => t.revokeSession("h1", 2_000))).toBe(true);
-      expect(await tx((t) => t.revokeSession("h1", 3_000))).toBe(true);
-      expect(await tx((t) => t.revokeSession("missing", 3_000))).toBe(false);
-      expect(await tx((t) => t.getSession("h1"))).toMatchObject({ revokedAt: 2_000 });
+      expect(await tx((t) => t.sessions.get("h1"))).toEqual(s("h1", "u1"));
+      expect(await tx((t) => t.sessions.revoke("h1", 2_000))).toBe(true);
+      expect(await tx((t) => t.sessions.revoke("h1", 3_000))).toBe(true);
+      expect(await tx((t) => t.sessions.revoke("missing", 3_000))).toBe(false);
+      expect(await tx((t) => t.sessions.get("h1"))).toMatchObject({ revokedAt: 2_000 });
       // h1 is already revoked: only h2 counts; u2's session is untouched.
-      expect(await tx((t) => t.revokeUserSessions("u1", 4_000))).toBe(1);
+      expect(await tx((t) => t.sessions.revokeForUser("u1", 4_000))).toBe(1);
       const again = await durable();
       const read = again ?? store;
-      expect(await read.transaction((t) => t.getSession("h2"))).toMatchObject({ revokedAt: 4_000 });
-      expect(await read.transaction((t) => t.getSession("h3"))).toEqual(s("h3", "u2"));
+      expect(await read.transaction((t) => t.sessions.get("h2"))).toMatchObject({ revokedAt: 4_000 });
+      expect(await read.transaction((t) => t.sessions.get("h3"))).toEqual(s("h3", "u2"));
     });
 
     it("a transaction that throws leaves nothing behind, cached or stored, and the error reaches the caller", async () => {
-      await tx((t) => t.putLedger("user:u1", { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 }));
+      await tx((t) => t.ledgers.put("user:u1", { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 }));
       const boom = new Error("boom");
       await expect(
         tx(async (t) => {
-          await t.insertUser(user("u1"));
-          await t.putLedger("user:u1", { windowStartedAt: 1, usedMs: 9, reservedMs: 9, bonusMs: 9, runs: 9 });
-          await t.insertLease(newLease("l1"));
-          await t.insertSigningKey({ kid: "k", privateJwk: "{}", publicJwk: "{}", createdAt: 1 });
+          await t.users.insert(user("u1"));
+          await t.ledgers.put("user:u1", { windowStartedAt: 1, usedMs: 9, reservedMs: 9, bonusMs: 9, runs: 9 });
+          await t.leases.insert(newLease("l1"));
+          await t.signingKeys.insert({ kid: "k", privateJwk: "{}", publicJwk: "{}", createdAt: 1 });
           throw boom;
         }),
       ).rejects.toBe(boom);
-      expect(await tx((t) => t.getUser("u1"))).toBeNull();
-      expect(await tx((t) => t.getLedger("user:u1"))).toEqual({ windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 });
-      expect(await tx((t) => t.getLease("l1"))).toBeNull();
-      expect(await tx((t) => t.signingKeys())).toEqual([]);
+      expect(await tx((t) => t.users.get("u1"))).toBeNull();
+      expect(await tx((t) => t.ledgers.get("user:u1"))).toEqual({ windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 });
+      expect(await tx((t) => t.leases.get("l1"))).toBeNull();
+      expect(await tx((t) => t.signingKeys.list())).toEqual([]);
       // The store is still usable afterwards.
-      await tx((t) => t.insertUser(user("u1")));
+      await tx((t) => t.users.insert(user("u1")));
       const again = await durable();
       if (again) {
-        expect(await again.transaction((t) => t.getUser("u1"))).toEqual(user("u1"));
-        expect(await again.transaction((t) => t.getLedger("user:u1"))).toMatchObject({ usedMs: 0, runs: 0 });
+        expect(await again.transaction((t) => t.users.get("u1"))).toEqual(user("u1"));
+        expect(await again.transaction((t) => t.ledgers.get("user:u1"))).toMatchObject({ usedMs: 0, runs: 0 });
       }
     });
 
     it("concurrent transactions are serializable: no lost update", async () => {
-      await tx((t) => t.putLedger("app:a1", { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 }));
+      await tx((t) => t.ledgers.put("app:a1", { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 }));
       await Promise.all(
         Array.from({ length: 25 }, () =>
           tx(async (t) => {
-            const l = await t.getLedger("app:a1");
+            const l = await t.ledgers.get("app:a1");
             await new Promise((r) => setTimeout(r, 1));
-            await t.putLedger("app:a1", { ...l!, reservedMs: l!.reservedMs + 1_000, runs: l!.runs + 1 });
+            await t.ledgers.put("app:a1", { ...l!, reservedMs: l!.reservedMs + 1_000, runs: l!.runs + 1 });
           }),
         ),
       );
-      expect(await tx((t) => t.getLedger("app:a1"))).toMatchObject({ reservedMs: 25_000, runs: 25 });
+      expect(await tx((t) => t.ledgers.get("app:a1"))).toMatchObject({ reservedMs: 25_000, runs: 25 });
       // Written once per commit group by SQLite: what was committed is the last of them.
       const again = await durable();
-      if (again) expect(await again.transaction((t) => t.getLedger("app:a1"))).toMatchObject({ reservedMs: 25_000, runs: 25 });
+      if (again) expect(await again.transaction((t) => t.ledgers.get("app:a1"))).toMatchObject({ reservedMs: 25_000, runs: 25 });
     });
 
     it("a transaction that resolved is durable, whatever a concurrent one does", async () => {
       const results = await Promise.allSettled([
-        tx((t) => t.insertUser(user("ok1"))),
+        tx((t) => t.users.insert(user("ok1"))),
         tx(async (t) => {
-          await t.insertUser(user("bad"));
+          await t.users.insert(user("bad"));
           throw new Error("fails after writing");
         }),
-        tx((t) => t.insertUser(user("ok2"))),
+        tx((t) => t.users.insert(user("ok2"))),
       ]);
       expect(results[1]!.status).toBe("rejected");
       const reader = (await durable()) ?? store;
       for (const [i, id] of [[0, "ok1"], [2, "ok2"]] as const) {
-        const found = await reader.transaction((t) => t.getUser(id));
+        const found = await reader.transaction((t) => t.users.get(id));
         if (results[i]!.status === "fulfilled") expect(found, id).not.toBeNull();
         else expect(found, id).toBeNull();
       }
-      expect(await reader.transaction((t) => t.getUser("bad"))).toBeNull();
+      expect(await reader.transaction((t) => t.users.get("bad"))).toBeNull();
     });
 
-    it("stage: the value at once, writes visible to later transactions, durable once committed", async () => {
-      const { value, committed } = await store.stage(async (t) => {
-        await t.insertUser(user("u1"));
+    it("transaction: fn may run more than once — a run the adapter retries leaves nothing behind, and the result is the last run's", async () => {
+      // What PostgreSQL raises for a serialization failure: an adapter may roll the run back and run
+      // fn again (PostgreSQL does), or hand the error to the caller (SQLite, which never raises it).
+      let runs = 0;
+      const outcome = await tx(async (t) => {
+        runs++;
+        await t.users.insert(user("u1", { tier: `run-${runs}` }));
+        if (runs === 1) throw Object.assign(new Error("could not serialize access"), { code: "40001" });
+        return runs;
+      }).then((value) => ({ value }), (err: unknown) => ({ err }));
+      if ("err" in outcome) {
+        expect(runs).toBe(1);
+        expect(await tx((t) => t.users.list())).toEqual([]);
+      } else {
+        // The first run's insert was rolled back, or the second would have failed on the unique id.
+        expect(outcome.value).toBe(runs);
+        expect(await tx((t) => t.users.list())).toEqual([user("u1", { tier: `run-${runs}` })]);
+      }
+    });
+
+    it("leader stager: the value at once, writes visible to the functions staged after it, durable once committed", async () => {
+      await storage.coordination.lead(() => undefined);
+      const stager = storage.coordination.leaderStager;
+      const first = await stager.stage(async (t) => {
+        await t.users.insert(user("u1"));
         return 42;
       });
-      expect(value).toBe(42);
-      expect(await tx((t) => t.getUser("u1"))).toMatchObject({ id: "u1" });
-      await committed;
+      expect(first.value).toBe(42);
+      const second = await stager.stage(async (t) => {
+        await t.users.insert(user("u2"));
+        return t.users.get("u1");
+      });
+      expect(second.value).toMatchObject({ id: "u1" });
+      await Promise.all([first.committed, second.committed]);
+      expect((await tx((t) => t.users.list())).map((u) => u.id)).toEqual(["u1", "u2"]);
       const again = await durable();
-      if (again) expect(await again.transaction((t) => t.getUser("u1"))).toMatchObject({ id: "u1" });
+      if (again) expect((await again.transaction((t) => t.users.list())).map((u) => u.id)).toEqual(["u1", "u2"]);
+    });
+
+    it("leader stager: a function that throws keeps none of its writes; every other one commits or hears of its rollback through `committed`", async () => {
+      await storage.coordination.lead(() => undefined);
+      const stager = storage.coordination.leaderStager;
+      const runs = { ok1: 0, bad: 0, ok2: 0 };
+      const staged = (id: keyof typeof runs) =>
+        stager.stage(async (t) => {
+          runs[id]++;
+          await t.users.insert(user(id));
+          await t.ledgers.put(`user:${id}`, { windowStartedAt: null, usedMs: 0, reservedMs: 1_000, bonusMs: 0, runs: 1 });
+          if (id === "bad") throw new Error("fails after writing");
+          return id;
+        });
+      // Staged together, so an adapter that groups commits puts them in one group.
+      const [ok1, bad, ok2] = await Promise.allSettled([staged("ok1"), staged("bad"), staged("ok2")]);
+      expect(bad.status).toBe("rejected");
+      expect((bad as PromiseRejectedResult).reason).toMatchObject({ message: "fails after writing" });
+      // Each function ran exactly once.
+      expect(runs).toEqual({ ok1: 1, bad: 1, ok2: 1 });
+      const committed: Record<string, boolean> = {};
+      for (const [id, r] of [["ok1", ok1], ["ok2", ok2]] as const) {
+        committed[id] = r.status === "fulfilled" && (await r.value.committed.then(() => true, () => false));
+      }
+      const reader = (await durable()) ?? store;
+      expect(await reader.transaction((t) => t.users.get("bad"))).toBeNull();
+      expect(await reader.transaction((t) => t.ledgers.get("user:bad"))).toBeNull();
+      for (const id of ["ok1", "ok2"]) {
+        // Never half: the user and the ledger of one function are both kept or both gone.
+        expect(await reader.transaction(async (t) => [(await t.users.get(id)) !== null, (await t.ledgers.get(`user:${id}`)) !== null]), id).toEqual([committed[id], committed[id]]);
+      }
+    });
+
+    it("leader stager: an `ordered` stager never runs two functions at once", async () => {
+      await storage.coordination.lead(() => undefined);
+      const stager = storage.coordination.leaderStager;
+      let running = 0;
+      let most = 0;
+      const staged = await Promise.all(
+        Array.from({ length: 5 }, (_, i) =>
+          stager.stage(async (t) => {
+            most = Math.max(most, ++running);
+            await new Promise((r) => setTimeout(r, 2));
+            await t.users.insert(user(`o${i}`));
+            running--;
+          }),
+        ),
+      );
+      await Promise.all(staged.map((s) => s.committed));
+      if (stager.ordered) expect(most).toBe(1);
+      expect(await tx((t) => t.users.list())).toHaveLength(5);
     });
 
     // Only for shared stores: SQLite has nothing to run these against (they would show as skipped).
     if (replicas) describe("coordination between replicas", () => {
-      const sibling = async (): Promise<Store> => {
-        const other = await replicas.sibling(store);
+      const sibling = async (): Promise<Storage> => {
+        const other = await replicas.sibling(storage);
         extra.push(other);
         return other;
       };
@@ -402,44 +483,44 @@ export function storeContract(
         Promise.race([p.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
 
       it("is shared", () => {
-        expect(store.coordination.shared).toBe(true);
+        expect(storage.coordination.shared).toBe(true);
       });
 
       it("leadership is exclusive; when the leader closes, the other replica leads within a second", async () => {
         const other = await sibling();
-        await store.coordination.lead(() => undefined);
+        await storage.coordination.lead(() => undefined);
         const waiting = other.coordination.lead(() => undefined);
         waiting.catch(() => undefined);
         expect(await settledWithin(waiting, 800)).toBe(false);
-        await expect(other.coordination.leaderStage(async () => 1)).rejects.toBeInstanceOf(LeadershipLostError);
-        await closeOnce(store);
+        await expect(other.coordination.leaderStager.stage(async () => 1)).rejects.toBeInstanceOf(LeadershipLostError);
+        await closeOnce(storage);
         const t0 = Date.now();
         await waiting;
         expect(Date.now() - t0).toBeLessThan(1_000);
-        await expect(other.coordination.leaderStage(async (t) => t.insertUser(user("u1")))).resolves.toMatchObject({ value: undefined });
+        await expect(other.coordination.leaderStager.stage(async (t) => t.users.insert(user("u1")))).resolves.toMatchObject({ value: undefined });
       });
 
       it("a leader whose session dies hears `lost` once, commits nothing more, and the other replica takes over", async () => {
         const other = await sibling();
         const lost: Error[] = [];
-        await store.coordination.lead((err) => lost.push(err));
+        await storage.coordination.lead((err) => lost.push(err));
         const waiting = other.coordination.lead(() => undefined);
         waiting.catch(() => undefined);
         // Committed before the session dies: with group commit, a staged transaction commits later.
-        await (await store.coordination.leaderStage(async (t) => t.insertUser(user("before")))).committed;
-        await replicas.killLeaderSession(store);
+        await (await storage.coordination.leaderStager.stage(async (t) => t.users.insert(user("before")))).committed;
+        await replicas.killLeaderSession(storage);
         const t0 = Date.now();
         await waiting;
         expect(Date.now() - t0).toBeLessThan(1_000);
         await waitUntil(() => lost.length > 0);
         expect(lost).toHaveLength(1);
         expect(lost[0]).toBeInstanceOf(LeadershipLostError);
-        await expect(store.coordination.leaderStage(async (t) => t.insertUser(user("after")))).rejects.toBeInstanceOf(LeadershipLostError);
-        expect(await other.transaction((t) => t.getUser("after"))).toBeNull();
-        expect(await other.transaction((t) => t.getUser("before"))).toMatchObject({ id: "before" });
+        await expect(storage.coordination.leaderStager.stage(async (t) => t.users.insert(user("after")))).rejects.toBeInstanceOf(LeadershipLostError);
+        expect(await other.store.transaction((t) => t.users.get("after"))).toBeNull();
+        expect(await other.store.transaction((t) => t.users.get("before"))).toMatchObject({ id: "before" });
         // The new leader commits; the old one may wait to lead again (and does not get it).
-        await other.coordination.leaderStage(async (t) => t.insertUser(user("new-leader")));
-        const again = store.coordination.lead(() => undefined);
+        await other.coordination.leaderStager.stage(async (t) => t.users.insert(user("new-leader")));
+        const again = storage.coordination.lead(() => undefined);
         again.catch(() => undefined);
         expect(await settledWithin(again, 600)).toBe(false);
         expect(lost).toHaveLength(1);
@@ -450,19 +531,19 @@ export function storeContract(
         const heard: string[] = [];
         const off = await other.coordination.subscribe("wake", (p) => heard.push(p));
         await other.coordination.subscribe("else", (p) => heard.push(`else:${p}`));
-        await store.coordination.publish("wake", "hello");
+        await storage.coordination.publish("wake", "hello");
         await waitUntil(() => heard.includes("hello"));
         await off();
-        await store.coordination.publish("wake", "gone");
-        await store.coordination.publish("else", "x");
+        await storage.coordination.publish("wake", "gone");
+        await storage.coordination.publish("else", "x");
         await waitUntil(() => heard.includes("else:x"));
         expect(heard).toEqual(["hello", "else:x"]);
       });
     });
 
     it("close can be called twice", async () => {
-      await closeOnce(store);
-      await expect(Promise.race([store.close().then(() => "closed"), new Promise((r) => setTimeout(() => r("hung"), 2_000))])).resolves.toBe("closed");
+      await closeOnce(storage);
+      await expect(Promise.race([storage.close().then(() => "closed"), new Promise((r) => setTimeout(() => r("hung"), 2_000))])).resolves.toBe("closed");
     });
   });
 }
@@ -478,15 +559,15 @@ async function waitUntil(check: () => boolean, ms = 3_000): Promise<void> {
 
 // ── adapters ────────────────────────────────────────────────────────────────────────────────
 const dirs: string[] = [];
-const paths = new WeakMap<Store, string>();
+const paths = new WeakMap<Storage, string>();
 afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-async function sqliteAt(url: string): Promise<Store> {
-  const store = await openStore(url);
-  paths.set(store, url);
-  return store;
+async function sqliteAt(url: string): Promise<Storage> {
+  const storage = await openStorage(url);
+  paths.set(storage, url);
+  return storage;
 }
 
 storeContract(
@@ -501,11 +582,11 @@ storeContract(
 
 // PostgreSQL: a schema of its own per test on the run's server (test/pg/global-setup.ts); skipped,
 // and said so at the end of the run, when there is none.
-const urls = new WeakMap<Store, string>();
-async function postgresAt(url: string): Promise<Store> {
-  const store = await openStore(url);
-  urls.set(store, url);
-  return store;
+const urls = new WeakMap<Storage, string>();
+async function postgresAt(url: string): Promise<Storage> {
+  const storage = await openStorage(url);
+  urls.set(storage, url);
+  return storage;
 }
 describe.skipIf(!postgresUrl())("postgres", () => {
   storeContract("postgres", () => postgresAt(freshPostgresUrl("contract")), (closed) => postgresAt(urls.get(closed)!), {

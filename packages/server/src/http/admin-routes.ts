@@ -31,7 +31,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ServerContext): void {
   );
 
   app.get("/v1/admin/users", admin, async () => {
-    const users = await ctx.store.transaction((tx) => tx.listUsers());
+    const users = await ctx.store.transaction((tx) => tx.users.list());
     return { users: users.map(userJson) };
   });
 
@@ -93,7 +93,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ServerContext): void {
   );
 
   app.get("/v1/admin/apps", admin, async () => {
-    const apps = await ctx.store.transaction((tx) => tx.listApps());
+    const apps = await ctx.store.transaction((tx) => tx.apps.list());
     return { apps: apps.map(appJson) };
   });
 

@@ -71,19 +71,19 @@ async function keyedCaller(ctx: ServerContext, secret: string): Promise<Caller |
   const caller = await ctx.store.transaction(async (tx): Promise<Caller | null> => {
     switch (kind) {
       case "user": {
-        const user = await tx.findUserByTokenHash(hash);
+        const user = await tx.users.findByTokenHash(hash);
         return user ? { kind, user } : null;
       }
       case "app": {
-        const app = await tx.findAppByKeyHash(hash);
+        const app = await tx.apps.findByKeyHash(hash);
         return app ? { kind, app } : null;
       }
       case "edge": {
-        const edge = await tx.findEdgeByKeyHash(hash);
+        const edge = await tx.edges.findByKeyHash(hash);
         return edge ? { kind, edge } : null;
       }
       case "node": {
-        const node = await tx.findNodeByKeyHash(hash);
+        const node = await tx.nodes.findByKeyHash(hash);
         return node ? { kind, node } : null;
       }
       case null:

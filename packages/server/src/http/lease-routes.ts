@@ -27,7 +27,7 @@ export function leaseRoutes(app: FastifyInstance, ctx: ServerContext): void {
   /** A lease is visible to the app that made it, the user it is charged to, and the admin. */
   async function visibleLease(req: FastifyRequest, id: string, forWrite: boolean): Promise<{ lease: LeaseRecord; caller: Caller }> {
     const caller = await authenticate(ctx, req, ["app", "user", "admin"]);
-    const lease = ctx.engine.liveLease(id) ?? (await ctx.store.transaction((tx) => tx.getLease(id)));
+    const lease = ctx.engine.liveLease(id) ?? (await ctx.store.transaction((tx) => tx.leases.get(id)));
     const mine =
       lease !== null &&
       (caller.kind === "admin" ||
@@ -99,7 +99,7 @@ export function leaseRoutes(app: FastifyInstance, ctx: ServerContext): void {
       const q = req.query as { status?: LeaseStatus; limit?: string };
       const limit = Math.min(500, Math.max(1, Number(q.limit ?? 50)));
       const leases = await ctx.store.transaction((tx) =>
-        tx.listLeases({
+        tx.leases.list({
           limit,
           ...(q.status ? { status: q.status } : {}),
           ...(caller.kind === "app" ? { appId: caller.app.id } : {}),
@@ -198,7 +198,7 @@ function streamEvents(ctx: ServerContext, req: FastifyRequest, reply: FastifyRep
     if (lease.status === "queued") {
       // Granted or ended between our read and the subscription: read it again.
       void ctx.store
-        .transaction((tx) => tx.getLease(lease.id))
+        .transaction((tx) => tx.leases.get(lease.id))
         .then((fresh) => fresh && fresh.status !== "queued" && sendState(fresh, null))
         .catch(() => close());
       return;

@@ -28,7 +28,7 @@ export function nodeRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const caller = await authenticate(ctx, req, ["node"]);
     if (caller.kind !== "node") throw new Error("unreachable");
     // The cached caller may be seconds old; registration state must be current.
-    const node = await ctx.store.transaction((tx) => tx.getNodeByName(caller.node.name));
+    const node = await ctx.store.transaction((tx) => tx.nodes.getByName(caller.node.name));
     if (node === null) fail("unauthorized", "This node was removed from the pool.");
     return node;
   }
@@ -100,7 +100,7 @@ export function nodeRoutes(app: FastifyInstance, ctx: ServerContext): void {
         { reason: "replaced", node: node.name, agent_url: node.agentUrl },
       );
     }
-    const known = await ctx.store.transaction((tx) => tx.heartbeatNode(node.id, now));
+    const known = await ctx.store.transaction((tx) => tx.nodes.heartbeat(node.id, now));
     if (!known) {
       fail("node_not_registered", `Node ${node.name} is not registered (it was lost after missing heartbeats, or never registered): register its devices again with POST /v1/nodes/register.`);
     }

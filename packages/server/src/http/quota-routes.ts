@@ -60,7 +60,7 @@ export function quotaRoutes(app: FastifyInstance, ctx: ServerContext): void {
         }
         const { identity, overrideMs } = resolved;
         const tier = tierOf(policy, identity.tier);
-        const ledger = rollWindow((await tx.getLedger(identityKey(identity))) ?? EMPTY_LEDGER, now, policy.windowMs);
+        const ledger = rollWindow((await tx.ledgers.get(identityKey(identity))) ?? EMPTY_LEDGER, now, policy.windowMs);
         const view = quotaView(ledger, tier, overrideMs, policy.windowMs);
         const outcome = await reserveWithRetryTime(tx, { policy, identity, tier, overrideMs, ledger, durationMs, size, now, via: attribution.via });
         let verdict: Verdict;

@@ -32,14 +32,14 @@ export class IpTokens {
 
   static async open(store: Store, issuer: string, ttlMs: number, now: number): Promise<IpTokens> {
     const records = await store.transaction(async (tx) => {
-      const existing = await tx.signingKeys();
+      const existing = await tx.signingKeys.list();
       if (existing.length > 0) return existing;
       const { privateKey, publicKey } = await generateKeyPair(ALG, { extractable: true });
       const kid = randomBytes(9).toString("base64url");
       const publicJwk = { ...(await exportJWK(publicKey)), kid, alg: ALG, use: "sig" };
       const privateJwk = { ...(await exportJWK(privateKey)), kid, alg: ALG };
       const record = { kid, privateJwk: JSON.stringify(privateJwk), publicJwk: JSON.stringify(publicJwk), createdAt: now };
-      await tx.insertSigningKey(record);
+      await tx.signingKeys.insert(record);
       return [record];
     });
     const keys = new Map<string, KeyPair>();

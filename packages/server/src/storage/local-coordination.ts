@@ -1,4 +1,4 @@
-import type { Coordination, Tx } from "./store.js";
+import type { Coordination, Stager } from "./store.js";
 
 /** The longest payload `publish` accepts: PostgreSQL's NOTIFY takes < 8,000 bytes, so both adapters hold to one bound. */
 export const MAX_PAYLOAD_BYTES = 7_000;
@@ -10,22 +10,19 @@ export function checkPayload(channel: string, payload: string): void {
 }
 
 /**
- * Coordination for a store only one process uses (SQLite): this process is always the leader, and
- * messages go to this process's subscribers. Delivery is asynchronous (a microtask after
- * `publish`), as it is over PostgreSQL, so a publisher never re-enters its own subscriber.
+ * Coordination for a store only one process uses (SQLite): this process is always the leader, so
+ * its leader work goes through the store's own stager unfenced, and messages go to this process's
+ * subscribers. Delivery is asynchronous (a microtask after `publish`), as it is over PostgreSQL,
+ * so a publisher never re-enters its own subscriber.
  */
 export class LocalCoordination implements Coordination {
   readonly shared = false;
   private readonly subscribers = new Map<string, Set<(payload: string) => void>>();
 
-  constructor(private readonly stage: <T>(fn: (tx: Tx) => Promise<T>) => Promise<{ value: T; committed: Promise<void> }>) {}
+  constructor(readonly leaderStager: Stager) {}
 
   async lead(): Promise<void> {
     // Nobody else can hold the store, so leadership is never lost.
-  }
-
-  leaderStage<T>(fn: (tx: Tx) => Promise<T>): Promise<{ value: T; committed: Promise<void> }> {
-    return this.stage(fn);
   }
 
   async publish(channel: string, payload: string): Promise<void> {

@@ -1,23 +1,45 @@
+import { LocalCoordination } from "./local-coordination.js";
+import { PostgresConnections } from "./postgres/connections.js";
+import { PostgresCoordination } from "./postgres/postgres-coordination.js";
 import { PostgresStore } from "./postgres/postgres-store.js";
+import { postgresTx } from "./postgres/postgres-tx.js";
 import { SqliteStore } from "./sqlite/sqlite-store.js";
-import type { Store } from "./store.js";
+import type { Storage } from "./store.js";
 
-/** The adapter for a storage URL, migrated and ready. */
-export async function openStore(url: string): Promise<Store> {
+/**
+ * The storage for a URL, migrated and ready: the store, and the coordination the composition root
+ * hands to the lease engine (leader election, the fenced stager, wake-ups).
+ *
+ * SQLite: one process per file, always the leader; its leader work goes through the store's group
+ * commit. PostgreSQL: replicas share the schema; the coordination uses the store's connections
+ * (the pool for NOTIFY/LISTEN, a session of its own for the leader lock and the leader's groups).
+ */
+export async function openStorage(url: string): Promise<Storage> {
   if (url.startsWith("sqlite:")) {
     const store = new SqliteStore(url);
     await store.migrate();
-    return store;
+    return { store, coordination: new LocalCoordination(store.stager), close: () => store.close() };
   }
   if (url.startsWith("postgres://") || url.startsWith("postgresql://")) {
-    const store = new PostgresStore(url);
+    const connections = new PostgresConnections(url);
+    const store = new PostgresStore(connections);
+    const coordination = new PostgresCoordination({
+      pool: connections.pool,
+      leaderSession: connections.leaderSession,
+      schema: connections.schema,
+      leaderKey: connections.leaderKey,
+      inFlight: connections.inFlight,
+      makeTx: (sql, grouped) => postgresTx(sql, connections.ledgerLockSpace, grouped),
+    });
+    connections.onLeaderSessionClosed(() => coordination.sessionClosed());
+    connections.onClose(() => coordination.close());
     try {
       await store.migrate();
     } catch (err) {
-      await store.close();
+      await connections.close();
       throw err;
     }
-    return store;
+    return { store, coordination, close: () => connections.close() };
   }
   throw new Error('storage.url must start with "sqlite:" or "postgres://"');
 }

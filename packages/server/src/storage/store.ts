@@ -4,40 +4,56 @@ import type { DeviceSpec, IdentityKind, LedgerState } from "@gpupool/core";
  * The one storage interface. Use cases open a transaction and call these methods; nothing
  * outside an adapter sees a driver, a connection or SQL. Every method is async so a networked
  * adapter (PostgreSQL) fits the same shape as the embedded one.
+ *
+ * How the lease engine writes (run once, grouped commits) and leader election are not the store's
+ * business: see `Stager` and `Coordination`, which `openStorage` returns beside it.
  */
 export interface Store {
-  /** Runs `fn` in one serializable transaction; rolls back if it throws. Resolves once durable. */
-  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  readonly kind: "sqlite" | "postgres";
   /**
-   * Like `transaction`, but resolves as soon as `fn`'s writes are applied and visible to later
-   * transactions, with `committed` settling when they are durable. Adapters may group several
-   * staged transactions into one physical commit; if that commit fails, every transaction in it
-   * is rolled back and `committed` rejects. Callers must not report success before `committed`.
+   * Runs `fn` in one serializable transaction (rolled back if it throws) and resolves once its
+   * commit is durable. `fn` may run more than once: an adapter runs it again
+   * when the database rolled it back as a deadlock victim or for a serialization failure
+   * (PostgreSQL), so it must do nothing but its statements and pure computation — no changes to
+   * memory outside it, no messages, no clock reads whose second value would matter.
    */
-  stage<T>(fn: (tx: Tx) => Promise<T>): Promise<{ value: T; committed: Promise<void> }>;
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
   /** Creates or upgrades the schema. */
   migrate(): Promise<void>;
   /** A cheap round trip, for readiness. */
   ping(): Promise<void>;
   close(): Promise<void>;
-  readonly kind: "sqlite" | "postgres";
-  /** Leader election and cross-replica wake-ups (SQLite: one process, always the leader). */
-  readonly coordination: Coordination;
-  /**
-   * True when the adapter never runs two staged transactions at once (one embedded connection).
-   * Use cases that keep state in memory beside the store may then rely on the store's ordering
-   * instead of serializing themselves.
-   */
-  readonly serializesTransactions: boolean;
+}
+
+/** What a staged function returned, and when its writes became durable. */
+export interface Staged<T> {
+  readonly value: T;
+  /** Resolves once the writes are durable; rejects if they were rolled back (then nothing of them is kept). */
+  readonly committed: Promise<void>;
+}
+
+/**
+ * How the lease engine writes: `fn` runs exactly once (it may change the caller's memory as it
+ * goes), its writes are visible to the functions staged after it once `stage` resolves, and
+ * durable when `committed` settles. Adapters may group several staged functions into one commit;
+ * if that commit fails, every member's `committed` rejects and none of their writes are kept.
+ * A function that throws leaves none of its own writes behind (an adapter may also roll back the
+ * other members of its group, which then hear it through `committed`). Callers must not report
+ * success before `committed` resolves.
+ */
+export interface Stager {
+  stage<T>(fn: (tx: Tx) => Promise<T>): Promise<Staged<T>>;
+  /** True when staged functions never overlap (one embedded connection), so the caller need not serialize them. */
+  readonly ordered: boolean;
 }
 
 /**
  * How control-plane replicas on one database agree on a leader and wake each other.
  *
  * Exactly one replica at a time holds leadership; it alone runs the scheduler and the lease
- * timers. A replica that holds it runs its leader work through `leaderStage`, which commits only
- * while leadership is still held (PostgreSQL: on the very session that holds the advisory lock),
- * so a replica that lost leadership without knowing it cannot grant or expire anything.
+ * timers. A replica that holds it writes through `leaderStager`, which commits only while
+ * leadership is still held (PostgreSQL: on the very session that holds the advisory lock), so a
+ * replica that lost leadership without knowing it cannot grant or expire anything.
  */
 export interface Coordination {
   /** True when more than one replica may share the store (wake-ups and leader checks matter). */
@@ -45,11 +61,11 @@ export interface Coordination {
   /**
    * Resolves once this replica holds leadership (waiting as long as another replica does).
    * `lost` is called at most once if it is later lost (the session holding it broke); the
-   * caller may then call `lead` again. Rejects if the store is closed while waiting.
+   * caller may then call `lead` again. Rejects if the storage is closed while waiting.
    */
   lead(lost: (err: Error) => void): Promise<void>;
-  /** Like `Store.stage`, but fenced: rejects instead of committing if leadership is no longer held. */
-  leaderStage<T>(fn: (tx: Tx) => Promise<T>): Promise<{ value: T; committed: Promise<void> }>;
+  /** Fenced: commits only while this replica leads; rejects with LeadershipLostError otherwise. */
+  readonly leaderStager: Stager;
   /** Sends `payload` (≤ 7,000 bytes) to every replica subscribed to `channel`, this one included. */
   publish(channel: string, payload: string): Promise<void>;
   /**
@@ -59,6 +75,14 @@ export interface Coordination {
    * relies on.
    */
   subscribe(channel: string, onMessage: (payload: string) => void, onResumed?: () => void): Promise<() => Promise<void>>;
+}
+
+/** A storage URL opened: the store, and the coordination of the replicas that share it (see `openStorage`). */
+export interface Storage {
+  readonly store: Store;
+  readonly coordination: Coordination;
+  /** Closes the store and the coordination (stops waiting for leadership, releases it). */
+  close(): Promise<void>;
 }
 
 /**
@@ -80,7 +104,7 @@ export class StorageUnavailableError extends Error {
   }
 }
 
-/** Thrown by `Coordination.leaderStage` when this replica no longer holds leadership. */
+/** Thrown by `Coordination.leaderStager` when this replica no longer holds leadership. */
 export class LeadershipLostError extends Error {
   readonly code = "leadership_lost";
   constructor(message = "This replica no longer leads the pool.") {
@@ -192,62 +216,95 @@ export interface SessionRecord {
   readonly revokedAt: number | null;
 }
 
+/**
+ * One transaction's view of the store, by entity. Inside a `Store.transaction` (which may run
+ * more than once) or a staged function.
+ */
 export interface Tx {
-  insertUser(user: UserRecord): Promise<void>;
-  getUser(id: string): Promise<UserRecord | null>;
-  getUserByName(name: string): Promise<UserRecord | null>;
-  findUserByTokenHash(hash: string): Promise<UserRecord | null>;
-  updateUser(user: UserRecord): Promise<void>;
-  listUsers(): Promise<UserRecord[]>;
+  readonly users: UsersTx;
+  readonly apps: AppsTx;
+  readonly nodes: NodesTx;
+  readonly edges: EdgesTx;
+  readonly ledgers: LedgersTx;
+  readonly leases: LeasesTx;
+  readonly signingKeys: SigningKeysTx;
+  readonly sessions: SessionsTx;
+}
 
-  insertApp(app: AppRecord): Promise<void>;
-  getApp(id: string): Promise<AppRecord | null>;
-  getAppByName(name: string): Promise<AppRecord | null>;
-  findAppByKeyHash(hash: string): Promise<AppRecord | null>;
-  listApps(): Promise<AppRecord[]>;
+export interface UsersTx {
+  insert(user: UserRecord): Promise<void>;
+  get(id: string): Promise<UserRecord | null>;
+  getByName(name: string): Promise<UserRecord | null>;
+  findByTokenHash(hash: string): Promise<UserRecord | null>;
+  update(user: UserRecord): Promise<void>;
+  list(): Promise<UserRecord[]>;
+}
 
+export interface AppsTx {
+  insert(app: AppRecord): Promise<void>;
+  get(id: string): Promise<AppRecord | null>;
+  getByName(name: string): Promise<AppRecord | null>;
+  findByKeyHash(hash: string): Promise<AppRecord | null>;
+  list(): Promise<AppRecord[]>;
+}
+
+export interface NodesTx {
   /** A new node has no state yet (devices, registeredAt, heartbeatAt, agentUrl all null). */
-  insertNode(node: KeyedRecord): Promise<void>;
-  findNodeByKeyHash(hash: string): Promise<NodeRecord | null>;
-  listNodes(): Promise<NodeRecord[]>;
+  insert(node: KeyedRecord): Promise<void>;
+  findByKeyHash(hash: string): Promise<NodeRecord | null>;
+  getByName(name: string): Promise<NodeRecord | null>;
+  list(): Promise<NodeRecord[]>;
   /** Replaces the node's registration state; false when no node has that id. */
-  setNodeState(id: string, state: NodeState): Promise<boolean>;
+  setState(id: string, state: NodeState): Promise<boolean>;
   /** Records a heartbeat (only for a registered node); false when the node is unknown or not registered. */
-  heartbeatNode(id: string, at: number): Promise<boolean>;
-  insertEdge(edge: KeyedRecord): Promise<void>;
-  findEdgeByKeyHash(hash: string): Promise<KeyedRecord | null>;
-  getNodeByName(name: string): Promise<NodeRecord | null>;
-  getEdgeByName(name: string): Promise<KeyedRecord | null>;
+  heartbeat(id: string, at: number): Promise<boolean>;
+}
 
+export interface EdgesTx {
+  insert(edge: KeyedRecord): Promise<void>;
+  findByKeyHash(hash: string): Promise<KeyedRecord | null>;
+  getByName(name: string): Promise<KeyedRecord | null>;
+}
+
+export interface LedgersTx {
   /**
    * The identity's ledger as stored (not rolled to now), or null if it never reserved anything.
    * On a shared store it locks the identity's ledger row until commit — also when it does not
    * exist yet, so two replicas' first admissions for one identity are serialized too.
    */
-  getLedger(identity: string): Promise<LedgerState | null>;
-  putLedger(identity: string, state: LedgerState): Promise<void>;
+  get(identity: string): Promise<LedgerState | null>;
+  put(identity: string, state: LedgerState): Promise<void>;
+}
 
-  insertLease(lease: NewLease): Promise<LeaseRecord>;
-  updateLease(lease: LeaseRecord): Promise<void>;
+export interface LeasesTx {
+  /** Stores a new lease; the store assigns its `seq` (arrival order). */
+  insert(lease: NewLease): Promise<LeaseRecord>;
+  /** Writes what a lease's lifecycle changes (status, placement, times, charges, problem); the rest never changes. */
+  update(lease: LeaseRecord): Promise<void>;
   /** Inside a transaction on a shared store, locks the row until commit (use cases read-modify-write it). */
-  getLease(id: string): Promise<LeaseRecord | null>;
-  listLeases(filter: LeaseFilter): Promise<LeaseRecord[]>;
+  get(id: string): Promise<LeaseRecord | null>;
+  list(filter: LeaseFilter): Promise<LeaseRecord[]>;
   /** Queued and active leases, in arrival order (recovery). */
-  liveLeases(): Promise<LeaseRecord[]>;
+  live(): Promise<LeaseRecord[]>;
   /**
    * The earliest time by which one of the identity's live leases is certain to have ended — an
    * active lease's deadline, or for a queued one its queue timeout plus its duration — for an
    * honest retry time. Null when it has no live lease.
    */
   earliestEnd(identity: { kind: IdentityKind; id: string }, queueTimeoutMs: number): Promise<number | null>;
+}
 
-  signingKeys(): Promise<SigningKeyRecord[]>;
-  insertSigningKey(key: SigningKeyRecord): Promise<void>;
+export interface SigningKeysTx {
+  /** Oldest first. */
+  list(): Promise<SigningKeyRecord[]>;
+  insert(key: SigningKeyRecord): Promise<void>;
+}
 
-  insertSession(session: SessionRecord): Promise<void>;
-  getSession(idHash: string): Promise<SessionRecord | null>;
+export interface SessionsTx {
+  insert(session: SessionRecord): Promise<void>;
+  get(idHash: string): Promise<SessionRecord | null>;
   /** Marks the session revoked (if it was not already); true when it exists. */
-  revokeSession(idHash: string, at: number): Promise<boolean>;
+  revoke(idHash: string, at: number): Promise<boolean>;
   /** Revokes every live session of the user; returns how many were revoked. */
-  revokeUserSessions(userId: string, at: number): Promise<number>;
+  revokeForUser(userId: string, at: number): Promise<number>;
 }

@@ -5,11 +5,11 @@ import type { AppRecord, KeyedRecord, Store, Tx, UserRecord } from "../storage/s
 
 /** Finds a user by id or by name. */
 export async function findUser(tx: Tx, ref: string): Promise<UserRecord | null> {
-  return (await tx.getUser(ref)) ?? (await tx.getUserByName(ref));
+  return (await tx.users.get(ref)) ?? (await tx.users.getByName(ref));
 }
 
 export async function findApp(tx: Tx, ref: string): Promise<AppRecord | null> {
-  return (await tx.getApp(ref)) ?? (await tx.getAppByName(ref));
+  return (await tx.apps.get(ref)) ?? (await tx.apps.getByName(ref));
 }
 
 function knownTier(policy: Policy, tier: string): void {
@@ -21,8 +21,8 @@ export async function createUser(store: Store, policy: Policy, input: { name: st
   const token = newSecret("user");
   const user: UserRecord = { id: newId("u"), name: input.name, tier: input.tier, tokenHash: hashSecret(token), quotaOverrideMs: null, createdAt: now };
   await store.transaction(async (tx) => {
-    if (await tx.getUserByName(input.name)) fail("conflict", `A user named "${input.name}" already exists.`);
-    await tx.insertUser(user);
+    if (await tx.users.getByName(input.name)) fail("conflict", `A user named "${input.name}" already exists.`);
+    await tx.users.insert(user);
   });
   return { user, token };
 }
@@ -45,11 +45,11 @@ export async function updateUser(store: Store, policy: Policy, ref: string, upda
       ...(update.tier !== undefined ? { tier: update.tier } : {}),
       ...(update.quotaS !== undefined ? { quotaOverrideMs: update.quotaS === null ? null : Math.round(update.quotaS * 1000) } : {}),
     };
-    await tx.updateUser(next);
+    await tx.users.update(next);
     if (update.bonusS !== undefined && update.bonusS !== 0) {
       const key = identityKey({ kind: "user", id: user.id });
-      const ledger = rollWindow((await tx.getLedger(key)) ?? EMPTY_LEDGER, now, policy.windowMs);
-      await tx.putLedger(key, { ...ledger, bonusMs: Math.max(0, ledger.bonusMs + Math.round(update.bonusS * 1000)) });
+      const ledger = rollWindow((await tx.ledgers.get(key)) ?? EMPTY_LEDGER, now, policy.windowMs);
+      await tx.ledgers.put(key, { ...ledger, bonusMs: Math.max(0, ledger.bonusMs + Math.round(update.bonusS * 1000)) });
     }
     return next;
   });
@@ -60,9 +60,9 @@ export async function createApp(store: Store, input: { name: string; owner: stri
   return store.transaction(async (tx) => {
     const owner = await findUser(tx, input.owner);
     if (!owner) fail("invalid_request", `No user "${input.owner}" to own the app; create the user first.`, { errors: [{ field: "owner", message: "is not a known user" }] });
-    if (await tx.getAppByName(input.name)) fail("conflict", `An app named "${input.name}" already exists.`);
+    if (await tx.apps.getByName(input.name)) fail("conflict", `An app named "${input.name}" already exists.`);
     const app: AppRecord = { id: newId("a"), name: input.name, ownerId: owner.id, keyHash: hashSecret(key), maxConcurrency: input.maxConcurrency, createdAt: now };
-    await tx.insertApp(app);
+    await tx.apps.insert(app);
     return { app, key };
   });
 }
@@ -71,10 +71,10 @@ export async function createKeyed(store: Store, kind: "node" | "edge", name: str
   const key = newSecret(kind);
   const record: KeyedRecord = { id: newId(kind === "node" ? "n" : "e"), name, keyHash: hashSecret(key), createdAt: now };
   await store.transaction(async (tx) => {
-    const existing = kind === "node" ? await tx.getNodeByName(name) : await tx.getEdgeByName(name);
+    const existing = kind === "node" ? await tx.nodes.getByName(name) : await tx.edges.getByName(name);
     if (existing) fail("conflict", `A ${kind} named "${name}" already exists.`);
-    if (kind === "node") await tx.insertNode(record);
-    else await tx.insertEdge(record);
+    if (kind === "node") await tx.nodes.insert(record);
+    else await tx.edges.insert(record);
   });
   return { record, key };
 }

@@ -8,7 +8,7 @@ import type { Tx } from "../storage/store.js";
  */
 export async function chargedIdentity(tx: Tx, policy: Policy, charged: { kind: "user" | "ip" | "app"; id: string }): Promise<{ identity: Identity; overrideMs: number | null }> {
   if (charged.kind !== "user") return { identity: { kind: charged.kind, id: charged.id, tier: ANONYMOUS_TIER }, overrideMs: null };
-  const user = await tx.getUser(charged.id);
+  const user = await tx.users.get(charged.id);
   if (!user) fail("invalid_ip_token", `The token names user:${charged.id}, who does not exist on this pool (deleted?). Sign in again.`, { reason: "unknown_user" });
   const tier = policy.tiers[user.tier] ? user.tier : ANONYMOUS_TIER;
   return { identity: { kind: "user", id: user.id, tier }, overrideMs: user.quotaOverrideMs };

@@ -19,7 +19,7 @@ import type { Metrics } from "../metrics.js";
 import { newOrderedId } from "../secrets.js";
 import { Serial } from "../serial.js";
 import { LeadershipLostError } from "../storage/store.js";
-import type { LeaseRecord, NewLease, NodeRecord, Store, Tx } from "../storage/store.js";
+import type { Coordination, LeaseRecord, NewLease, NodeRecord, Store, Tx } from "../storage/store.js";
 import { LeaseFollower } from "./lease-follower.js";
 import { EVENTS_CHANNEL, LEADER_CHANNEL, parseMessage } from "./replica-messages.js";
 import type { LeaderMessage, LeaseBroadcast } from "./replica-messages.js";
@@ -100,6 +100,8 @@ export class LeaseEngine {
 
   constructor(
     private readonly store: Store,
+    /** Leader election, the fenced stager the leader writes through, and wake-ups between replicas. */
+    private readonly coordination: Coordination,
     private readonly policy: Policy,
     private readonly devices: readonly DeviceSpec[],
     private readonly clock: Clock,
@@ -111,7 +113,7 @@ export class LeaseEngine {
     this.pool = new Pool(devices);
     this.scheduler = new PriorityScheduler(schedulerOptionsFor(policy));
     this.timers = new LeaseTimers(clock, (key, kind) => (kind === "heartbeat" ? this.onNodeSilent(key.slice(NODE_TIMER.length)) : this.onTimer(key, kind)));
-    this.leading = !store.coordination.shared;
+    this.leading = !coordination.shared;
     this.follower = new LeaseFollower(store, policy, clock, events, (m) => this.tellLeader(m), log);
   }
 
@@ -122,7 +124,7 @@ export class LeaseEngine {
 
   /** The leader's transactions: fenced on a shared store, so a replica that lost the lead commits nothing. */
   private stage<T>(fn: (tx: Tx) => Promise<T>): Promise<{ value: T; committed: Promise<void> }> {
-    return this.store.coordination.shared ? this.store.coordination.leaderStage(fn) : this.store.stage(fn);
+    return this.coordination.leaderStager.stage(fn);
   }
 
   /** Config devices plus every live agent node's devices. */
@@ -209,8 +211,8 @@ export class LeaseEngine {
 
   /** Rebuilds memory from the store and settles whatever came due while the server was down. */
   async start(): Promise<void> {
-    if (!this.store.coordination.shared) return this.serial.run(() => this.recover());
-    const coordination = this.store.coordination;
+    if (!this.coordination.shared) return this.serial.run(() => this.recover());
+    const coordination = this.coordination;
     this.unsubscribe.push(
       await coordination.subscribe(EVENTS_CHANNEL, (payload) => {
         const b = parseMessage<LeaseBroadcast & { from?: string }>(payload, "type");
@@ -240,7 +242,7 @@ export class LeaseEngine {
 
   /** Waits for the leadership, then takes over: rebuilds the scheduler from the database. `leads` is called each time it does. */
   private async campaign(leads: () => void): Promise<void> {
-    const coordination = this.store.coordination;
+    const coordination = this.coordination;
     while (!this.stopped) {
       let lost!: (err: Error) => void;
       const lostOnce = new Promise<Error>((resolve) => (lost = resolve));
@@ -282,12 +284,12 @@ export class LeaseEngine {
   }
 
   private tellLeader(m: LeaderMessage): Promise<void> {
-    return this.store.coordination.publish(LEADER_CHANNEL, JSON.stringify(m));
+    return this.coordination.publish(LEADER_CHANNEL, JSON.stringify(m));
   }
 
   private broadcast(b: LeaseBroadcast): void {
-    if (!this.store.coordination.shared) return;
-    this.store.coordination.publish(EVENTS_CHANNEL, JSON.stringify({ ...b, from: this.replica })).catch((err: unknown) => this.log.warn({ err }, "broadcasting a lease event failed"));
+    if (!this.coordination.shared) return;
+    this.coordination.publish(EVENTS_CHANNEL, JSON.stringify({ ...b, from: this.replica })).catch((err: unknown) => this.log.warn({ err }, "broadcasting a lease event failed"));
   }
 
   /** Work another replica handed to the leader. */
@@ -326,7 +328,7 @@ export class LeaseEngine {
       this.nodes.clear();
       /** Nodes lost while the server was down, with when each was last heard from. */
       const lost = new Map<string, number | null>();
-      for (const node of await tx.listNodes()) {
+      for (const node of await tx.nodes.list()) {
         if (node.devices === null) continue;
         if (node.heartbeatAt !== null && node.heartbeatAt + this.heartbeatTimeoutMs > now) {
           this.nodes.set(node.name, node.devices);
@@ -337,8 +339,8 @@ export class LeaseEngine {
         }
       }
       this.pool = this.freshPool();
-      for (const app of await tx.listApps()) this.appLimits.set(app.id, app.maxConcurrency);
-      for (const lease of await tx.liveLeases()) {
+      for (const app of await tx.apps.list()) this.appLimits.set(app.id, app.maxConcurrency);
+      for (const lease of await tx.leases.live()) {
         if (lease.status === "active") {
           const occupied =
             lease.node !== null && lease.deviceIndex !== null && lease.slotIndexes !== null
@@ -407,7 +409,7 @@ export class LeaseEngine {
     // a time already orders them, so the engine's own section is needed only for one that doesn't.
     let staged: { value: T; committed: Promise<void> };
     try {
-      staged = this.store.serializesTransactions ? await this.guard(stage) : await this.serial.run(() => this.guard(stage));
+      staged = this.coordination.leaderStager.ordered ? await this.guard(stage) : await this.serial.run(() => this.guard(stage));
       await staged.committed;
     } catch (err) {
       if (err instanceof LeadershipLostError) this.stepDown(err);
@@ -441,7 +443,7 @@ export class LeaseEngine {
       const { identity, overrideMs } = await chargedIdentity(tx, this.policy, input.charged);
       const key = identityKey(identity);
       const tier = tierOf(this.policy, identity.tier);
-      const ledger = rollWindow((await tx.getLedger(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs);
+      const ledger = rollWindow((await tx.ledgers.get(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs);
       const outcome = await reserveWithRetryTime(tx, { policy: this.policy, identity, tier, overrideMs, ledger, durationMs: input.durationMs, size: input.size, now, via: input.via });
       if (!outcome.ok) return { kind: "denied" as const, problem: outcome.problem, retryAfterS: outcome.retryAfterS, others: [] as LeaseRecord[] };
       if (input.node !== null && !this.pool.hasNode(input.node)) {
@@ -482,8 +484,8 @@ export class LeaseEngine {
       const queued = admitted({ id: leaseId, appId: input.appId, identity, size: input.size, durationMs: input.durationMs, reservedMs: outcome.reservedMs, now, windowStartedAt: outcome.ledger.windowStartedAt, node: input.node });
       const next: Transition<NewLease> = mine ? grant(queued, mine.grant.assignment, outcome.ledger, now) : { lease: queued, ledger: outcome.ledger };
       const ledgerAfter = next.ledger;
-      const lease = await tx.insertLease(next.lease);
-      await tx.putLedger(key, ledgerAfter);
+      const lease = await tx.leases.insert(next.lease);
+      await tx.ledgers.put(key, ledgerAfter);
       this.live.set(lease.id, lease);
       // Anything else the dispatch granted (normally nothing: dispatch runs after every change).
       const others = await this.persistGrants(tx, granted.filter((g) => g !== mine), now);
@@ -535,8 +537,8 @@ export class LeaseEngine {
    */
   async registerNode(node: NodeRecord, devices: readonly DeviceSpec[], agentUrl: string | null, presented: string | null): Promise<NodeRegistration> {
     const claim = async (tx: Tx, now: number): Promise<Problem | null> => {
-      const refused = nodeInUse((await tx.getNodeByName(node.name)) ?? node, presented, now, this.heartbeatTimeoutMs);
-      if (refused === null) await tx.setNodeState(node.id, { devices, registeredAt: now, heartbeatAt: now, agentUrl });
+      const refused = nodeInUse((await tx.nodes.getByName(node.name)) ?? node, presented, now, this.heartbeatTimeoutMs);
+      if (refused === null) await tx.nodes.setState(node.id, { devices, registeredAt: now, heartbeatAt: now, agentUrl });
       return refused;
     };
     if (!this.leading) {
@@ -568,7 +570,7 @@ export class LeaseEngine {
       () => {
         const now = this.clock.now();
         return this.stage(async (tx) => {
-          const node = await tx.getNodeByName(name);
+          const node = await tx.nodes.getByName(name);
           return node?.devices ? this.placeNode(tx, name, node.devices, node.heartbeatAt ?? now) : null;
         });
       },
@@ -609,7 +611,7 @@ export class LeaseEngine {
       () => {
         const now = this.clock.now();
         return this.stage(async (tx) => {
-          const lease = await tx.getLease(id);
+          const lease = await tx.leases.get(id);
           if (!lease || lease.status !== "queued" || this.live.has(id)) return null;
           const why =
             lease.node !== null && !this.pool.hasNode(lease.node)
@@ -651,7 +653,7 @@ export class LeaseEngine {
         const now = this.clock.now();
         return this.stage(async (tx) => {
           const had = this.live.get(id);
-          const lease = await tx.getLease(id);
+          const lease = await tx.leases.get(id);
           if (!had || !lease || lease.status === "queued" || lease.status === "active") return null;
           this.live.delete(id);
           if (this.pool.release(id)) this.countActive(had.appId, -1);
@@ -680,7 +682,7 @@ export class LeaseEngine {
       () => {
         const now = this.clock.now();
         return this.stage(async (tx) => {
-          const node = (await tx.getNodeByName(name)) ?? null;
+          const node = (await tx.nodes.getByName(name)) ?? null;
           // Another replica may have recorded a heartbeat this one has not heard about yet.
           if (node !== null && node.heartbeatAt !== null && node.devices !== null && node.heartbeatAt + this.heartbeatTimeoutMs > now) {
             return { lost: false, at: node.heartbeatAt, ended: [] as LeaseRecord[], grants: [] as LeaseRecord[] };
@@ -724,7 +726,7 @@ export class LeaseEngine {
   /** Marks a node unregistered, so its agent's next heartbeat is told to register again (when it was last heard from stays known). */
   private async forgetNode(tx: Tx, node: NodeRecord): Promise<void> {
     this.timers.clear(NODE_TIMER + node.name);
-    await tx.setNodeState(node.id, { devices: null, registeredAt: null, heartbeatAt: node.heartbeatAt, agentUrl: node.agentUrl });
+    await tx.nodes.setState(node.id, { devices: null, registeredAt: null, heartbeatAt: node.heartbeatAt, agentUrl: node.agentUrl });
   }
 
   /** Why no GPU could ever take the call (see noCapacityProblem). */
@@ -787,22 +789,22 @@ export class LeaseEngine {
   /** Reads the lease's ledger (rolled to now), applies `step`, and writes lease and ledger. */
   private async transition(tx: Tx, lease: LeaseRecord, now: number, step: (ledger: LedgerState) => Transition): Promise<LeaseRecord> {
     const key = identityKey({ kind: lease.identityKind, id: lease.identityId });
-    const next = step(rollWindow((await tx.getLedger(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs));
-    await tx.putLedger(key, next.ledger);
-    await tx.updateLease(next.lease);
+    const next = step(rollWindow((await tx.ledgers.get(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs));
+    await tx.ledgers.put(key, next.ledger);
+    await tx.leases.update(next.lease);
     return next.lease;
   }
 
   private async leaseFor(tx: Tx, id: string): Promise<LeaseRecord | null> {
     // Other replicas change leases too when the store is shared: read (and lock) the row.
-    if (this.store.coordination.shared) return tx.getLease(id);
-    return this.live.get(id) ?? (await tx.getLease(id));
+    if (this.coordination.shared) return tx.leases.get(id);
+    return this.live.get(id) ?? (await tx.leases.get(id));
   }
 
   /** A live lease as the engine last wrote it, or null (then ask the store). */
   liveLease(id: string): LeaseRecord | null {
     // On a shared store another replica may have just changed it: the store has the truth.
-    return this.store.coordination.shared ? null : (this.live.get(id) ?? null);
+    return this.coordination.shared ? null : (this.live.get(id) ?? null);
   }
 
   private dispatch(now: number): { grant: Grant; request: PriorityRequest }[] {

@@ -52,14 +52,14 @@ export class LeaseFollower {
       const { identity, overrideMs } = await chargedIdentity(tx, this.policy, input.charged);
       const key = identityKey(identity);
       const tier = tierOf(this.policy, identity.tier);
-      if (input.node !== null && (await tx.getNodeByName(input.node))?.devices == null) {
+      if (input.node !== null && (await tx.nodes.getByName(input.node))?.devices == null) {
         return { kind: "denied" as const, retryAfterS: 5, problem: problem("no_gpu_available", `Node ${input.node} has no GPUs in the pool right now: its agent has not registered, or stopped heartbeating. Nothing was reserved; check the agent on that host (gpupool pool shows the nodes).`, { reason: "node_not_registered" }) };
       }
-      const ledger = rollWindow((await tx.getLedger(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs);
+      const ledger = rollWindow((await tx.ledgers.get(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs);
       const outcome = await reserveWithRetryTime(tx, { policy: this.policy, identity, tier, overrideMs, ledger, durationMs: input.durationMs, size: input.size, now, via: input.via });
       if (!outcome.ok) return { kind: "denied" as const, problem: outcome.problem, retryAfterS: outcome.retryAfterS };
-      const lease = await tx.insertLease(admitted({ id: leaseId, appId: input.appId, identity, size: input.size, durationMs: input.durationMs, reservedMs: outcome.reservedMs, now, windowStartedAt: outcome.ledger.windowStartedAt, node: input.node }));
-      await tx.putLedger(key, outcome.ledger);
+      const lease = await tx.leases.insert(admitted({ id: leaseId, appId: input.appId, identity, size: input.size, durationMs: input.durationMs, reservedMs: outcome.reservedMs, now, windowStartedAt: outcome.ledger.windowStartedAt, node: input.node }));
+      await tx.ledgers.put(key, outcome.ledger);
       const quota: IdentityQuota = { identity, view: quotaView(outcome.ledger, tier, overrideMs, this.policy.windowMs) };
       return { kind: "stored" as const, lease, quota };
     });
@@ -78,7 +78,7 @@ export class LeaseFollower {
     });
     await this.tellLeader({ op: "admitted", id: leaseId, queue: input.queue });
     const word = await verdict;
-    const fresh = await this.store.transaction(async (tx) => ({ lease: await tx.getLease(leaseId), quota: await readQuota(tx, this.policy, input.charged, this.clock.now()) }));
+    const fresh = await this.store.transaction(async (tx) => ({ lease: await tx.leases.get(leaseId), quota: await readQuota(tx, this.policy, input.charged, this.clock.now()) }));
     const lease = fresh.lease ?? staged.lease;
     const answer = admissionAnswer(lease);
     if (answer === "granted") return { kind: "granted", lease, quota: fresh.quota };
@@ -96,7 +96,7 @@ export class LeaseFollower {
   /**
    * Release or cancel in the database, then tell the leader (and every watcher). Idempotent.
    *
-   * Locks: `getLease` takes the lease's identity's ledger lock before it locks the lease row and
+   * Locks: `leases.get` takes the lease's identity's ledger lock before it locks the lease row and
    * reads its status (the order every replica takes them in, leader included: see the PostgreSQL
    * adapter's postgresTx), so a cancel here and the leader granting that same lease while it
    * releases another of the identity take turns instead of deadlocking.
@@ -106,15 +106,15 @@ export class LeaseFollower {
     // until it returns (the clock is read inside, so a second run ends the lease at its own time).
     const out = await this.store.transaction(async (tx) => {
       const now = this.clock.now();
-      const lease = await tx.getLease(leaseId);
+      const lease = await tx.leases.get(leaseId);
       if (!lease) fail("not_found", `No lease ${leaseId}.`);
       let ended = lease;
       if (lease.status === "queued" || lease.status === "active") {
         const key = identityKey({ kind: lease.identityKind, id: lease.identityId });
-        const ledger = rollWindow((await tx.getLedger(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs);
+        const ledger = rollWindow((await tx.ledgers.get(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs);
         const next = lease.status === "queued" ? endQueued(lease, ledger, "cancelled", now, null, this.policy.windowMs) : endActive(lease, ledger, "released", now, null, failed);
-        await tx.putLedger(key, next.ledger);
-        await tx.updateLease(next.lease);
+        await tx.ledgers.put(key, next.ledger);
+        await tx.leases.update(next.lease);
         ended = next.lease;
       }
       return { lease: ended, changed: ended !== lease, quota: await readQuota(tx, this.policy, { kind: lease.identityKind, id: lease.identityId }, now) };
@@ -143,7 +143,7 @@ export class LeaseFollower {
     }
     this.places.delete(b.id);
     if (!this.events.subscribed().includes(b.id)) return;
-    const lease = await this.store.transaction((tx) => tx.getLease(b.id));
+    const lease = await this.store.transaction((tx) => tx.leases.get(b.id));
     if (lease === null) return;
     if (b.type === "failed") this.events.emit(b.id, { type: "failed", lease, problem: b.problem });
     else this.events.emit(b.id, { type: b.type, lease });

@@ -31,9 +31,9 @@ function nodeState(up: boolean, n: NodeRecord): NodeState {
  */
 export async function poolView(store: Store, engine: LeaseEngine, configured: readonly DeviceSpec[], heartbeatTimeoutMs: number, now: number): Promise<PoolView> {
   const { nodes, active, queued } = await store.transaction(async (tx) => ({
-    nodes: await tx.listNodes(),
-    active: await tx.listLeases({ status: "active", limit: 500 }),
-    queued: engine.isLeader ? [] : await tx.listLeases({ status: "queued", limit: 500 }),
+    nodes: await tx.nodes.list(),
+    active: await tx.leases.list({ status: "active", limit: 500 }),
+    queued: engine.isLeader ? [] : await tx.leases.list({ status: "queued", limit: 500 }),
   }));
   const fresh = (n: NodeRecord) => n.devices !== null && n.heartbeatAt !== null && n.heartbeatAt + heartbeatTimeoutMs > now;
   const up = engine.isLeader ? new Set(engine.liveNodes()) : new Set(nodes.filter(fresh).map((n) => n.name));
@@ -54,7 +54,7 @@ export async function poolView(store: Store, engine: LeaseEngine, configured: re
   const pool = new Pool(configured);
   for (const n of nodes) if (up.has(n.name)) for (const d of n.devices ?? []) pool.addDevice(d);
   for (const l of active) if (l.node !== null && l.deviceIndex !== null && l.slotIndexes !== null) pool.occupy(l.id, l.node, l.deviceIndex, l.slotIndexes);
-  // listLeases is newest first; the database knows arrival order, not the leader's priorities.
+  // leases.list is newest first; the database knows arrival order, not the leader's priorities.
   const queue = [...queued].reverse().map((l, i) => ({ lease: l.id, position: i + 1, reason: null, identity: `${l.identityKind}:${l.identityId}`, app: l.appId, slots: l.slots }));
   return { ...base, source: "database", devices: pool.snapshot(), slots: { total: pool.totalSlots, busy: pool.busySlots }, queue };
 }

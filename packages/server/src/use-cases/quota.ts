@@ -11,7 +11,7 @@ export interface IdentityQuota {
 /** What an identity has left right now, and when its window resets. Reads only. */
 export async function readQuota(tx: Tx, policy: Policy, charged: { kind: "user" | "ip" | "app"; id: string }, now: number): Promise<IdentityQuota> {
   const { identity, overrideMs } = await chargedIdentity(tx, policy, charged);
-  const ledger = rollWindow((await tx.getLedger(identityKey(identity))) ?? EMPTY_LEDGER, now, policy.windowMs);
+  const ledger = rollWindow((await tx.ledgers.get(identityKey(identity))) ?? EMPTY_LEDGER, now, policy.windowMs);
   return { identity, view: quotaView(ledger, tierOf(policy, identity.tier), overrideMs, policy.windowMs) };
 }
 
@@ -22,5 +22,5 @@ export async function readQuota(tx: Tx, policy: Policy, charged: { kind: "user" 
 export async function reserveWithRetryTime(tx: Tx, input: Omit<ReserveInput, "earliestInFlightEnd">): Promise<ReserveOutcome> {
   const first = reserve({ ...input, earliestInFlightEnd: null });
   if (first.ok || first.problem.code !== "quota_exceeded" || input.ledger.reservedMs === 0) return first;
-  return reserve({ ...input, earliestInFlightEnd: await tx.earliestEnd(input.identity, input.policy.queueTimeoutMs) });
+  return reserve({ ...input, earliestInFlightEnd: await tx.leases.earliestEnd(input.identity, input.policy.queueTimeoutMs) });
 }

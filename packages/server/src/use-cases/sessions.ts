@@ -27,12 +27,12 @@ export async function openSession(store: Store, input: { token: string; name?: s
   const secret = SESSION_PREFIX + randomBytes(32).toString("base64url");
   const expiresAt = now + SESSION_TTL_MS;
   const user = await store.transaction(async (tx) => {
-    const found = await tx.findUserByTokenHash(hashSecret(input.token));
+    const found = await tx.users.findByTokenHash(hashSecret(input.token));
     // One message for "no such token" and "token of someone else": no hint which part was wrong.
     if (!found || (input.name !== undefined && input.name !== found.name)) {
       fail("invalid_credentials", "That user token is not valid on this pool (or does not belong to that user name). Check it with your pool's operator.");
     }
-    await tx.insertSession({ idHash: hashSecret(secret), userId: found.id, createdAt: now, expiresAt, revokedAt: null });
+    await tx.sessions.insert({ idHash: hashSecret(secret), userId: found.id, createdAt: now, expiresAt, revokedAt: null });
     return found;
   });
   return { session: secret, user, expiresAt };
@@ -41,9 +41,9 @@ export async function openSession(store: Store, input: { token: string; name?: s
 /** The user behind a live session; expired, revoked and unknown sessions are one error. */
 export async function resolveSession(store: Store, secret: string, now: number): Promise<{ user: UserRecord; expiresAt: number }> {
   return store.transaction(async (tx) => {
-    const s = secret.startsWith(SESSION_PREFIX) ? await tx.getSession(hashSecret(secret)) : null;
+    const s = secret.startsWith(SESSION_PREFIX) ? await tx.sessions.get(hashSecret(secret)) : null;
     if (!s || s.revokedAt !== null || s.expiresAt <= now) fail("invalid_session", "The session has expired or was signed out; sign in again at /login.");
-    const user = await tx.getUser(s.userId);
+    const user = await tx.users.get(s.userId);
     if (!user) fail("invalid_session", "The session's user no longer exists; sign in again at /login.");
     return { user, expiresAt: s.expiresAt };
   });
@@ -51,7 +51,7 @@ export async function resolveSession(store: Store, secret: string, now: number):
 
 /** Revokes the session named by its secret; unknown sessions are not an error (sign-out is idempotent). */
 export async function revokeSession(store: Store, secret: string, now: number): Promise<boolean> {
-  return store.transaction((tx) => tx.revokeSession(hashSecret(secret), now));
+  return store.transaction((tx) => tx.sessions.revoke(hashSecret(secret), now));
 }
 
 /** Revokes all of a user's sessions (by id or name); an unknown user is a 404. */
@@ -59,6 +59,6 @@ export async function revokeUserSessions(store: Store, ref: string, now: number)
   return store.transaction(async (tx) => {
     const user = await findUser(tx, ref);
     if (!user) fail("not_found", `No user "${ref}".`);
-    return { user, revoked: await tx.revokeUserSessions(user.id, now) };
+    return { user, revoked: await tx.sessions.revokeForUser(user.id, now) };
   });
 }

@@ -2,13 +2,12 @@ import type postgres from "postgres";
 import { Serial } from "../../serial.js";
 import { checkPayload } from "../local-coordination.js";
 import { LeadershipLostError } from "../store.js";
-import type { Coordination, Tx } from "../store.js";
+import type { Coordination, Staged, Stager, Tx } from "../store.js";
 import { isConnectionError, storageError } from "./errors.js";
 import type { InFlight } from "./in-flight.js";
 import { LeaderGroup } from "./leader-group.js";
 import type { GroupedTx } from "./postgres-tx.js";
 
-type Staged<T> = { value: T; committed: Promise<void> };
 type State =
   | { readonly kind: "idle" }
   | { readonly kind: "waiting" }
@@ -39,7 +38,8 @@ export interface PostgresCoordinationOptions {
   readonly pool: postgres.Sql;
   /**
    * A pool of exactly one connection that nothing else uses: the session that holds the leader lock.
-   * Its `onclose` must call `sessionClosed` (postgres.js reports a closed connection only there).
+   * Its `onclose` must call `sessionClosed` (postgres.js reports a closed connection only there;
+   * see PostgresConnections.onLeaderSessionClosed).
    */
   readonly leaderSession: postgres.Sql;
   readonly schema: string;
@@ -47,7 +47,7 @@ export interface PostgresCoordinationOptions {
   readonly leaderKey: string;
   /** A transaction's view of the store; `grouped` inside a leader group. */
   readonly makeTx: (sql: postgres.ISql, grouped?: GroupedTx) => Tx;
-  /** The store's operation counter: leader work and messages count as the store's operations. */
+  /** The replica's operation counter: leader work and messages count as the store's operations (`close` waits for them). */
   readonly inFlight: InFlight;
 }
 
@@ -57,7 +57,7 @@ export interface PostgresCoordinationOptions {
  * The leader is the replica whose dedicated session holds a session-level advisory lock. The lock
  * lives exactly as long as that session: when the process dies (even kill -9) the kernel closes
  * its socket, PostgreSQL ends the session and the lock is free. Leader work runs on that same
- * session (`leaderStage`), so a replica whose session is gone cannot commit leader work even
+ * session (`leaderStager`), so a replica whose session is gone cannot commit leader work even
  * before it hears that it lost.
  *
  * Replicas that do not lead poll `pg_try_advisory_lock` every POLL_MS instead of blocking in
@@ -68,6 +68,13 @@ export interface PostgresCoordinationOptions {
  */
 export class PostgresCoordination implements Coordination {
   readonly shared = true;
+  /**
+   * Leader work, fenced and grouped (see `leaderStage`). Its functions do run one at a time (one
+   * session, one serial section), but it does not claim `ordered`: the lease engine keeps its own
+   * serial section around staging on PostgreSQL, as it always has, and whether it could rely on
+   * this order instead (a failed group, a lost lead) has not been examined.
+   */
+  readonly leaderStager: Stager = { stage: (fn) => this.leaderStage(fn), ordered: false };
   private state: State = { kind: "idle" };
   private readonly serial = new Serial();
   /** Handlers by channel (as the caller names it); one LISTEN per channel for the store's lifetime. */
@@ -152,7 +159,7 @@ export class PostgresCoordination implements Coordination {
    * at BEGIN; when that session breaks, the open group (and a COMMIT in flight) fails with
    * LeadershipLostError for every member and nothing more is sent on it.
    */
-  leaderStage<T>(fn: (tx: Tx) => Promise<T>): Promise<Staged<T>> {
+  private leaderStage<T>(fn: (tx: Tx) => Promise<T>): Promise<Staged<T>> {
     this.staging++;
     const staged = this.serial.run(() => this.stageInGroup(fn));
     const left = (): void => {
@@ -302,7 +309,7 @@ export class PostgresCoordination implements Coordination {
     return this.state.kind === "closed";
   }
 
-  /** Stops waiting for leadership; the store then ends the sessions (which frees the lock). */
+  /** Stops waiting for leadership; the connections then end the sessions (which frees the lock). */
   close(): void {
     this.state = { kind: "closed" };
     this.handlers.clear();

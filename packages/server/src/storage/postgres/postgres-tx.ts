@@ -1,30 +1,74 @@
 import type { LedgerState } from "@gpupool/core";
 import type postgres from "postgres";
-import { encodeDevices } from "../devices-json.js";
-import { encodeSlots, n, toApp, toKeyed, toLease, toLedger, toNode, toSession, toSigningKey, toUser } from "../rows.js";
-import type { Row } from "../rows.js";
-import type { AppRecord, KeyedRecord, LeaseFilter, LeaseRecord, NewLease, NodeRecord, Tx, UserRecord } from "../store.js";
+import { leaseListStatements } from "../lease-list.js";
+import type { Tx } from "../store.js";
+import type { Row, SqlValue, TableNames } from "../table.js";
+import { APPS, EDGES, LEASES, LEDGERS, NODES, SESSIONS, SIGNING_KEYS, USERS } from "../tables.js";
 
 /** A connection inside a transaction: `sql.begin`'s, or the leader's session within its open group. */
 type Sql = postgres.ISql;
 
-function leaseRow(l: NewLease): Record<string, string | number | boolean | null> {
-  return {
-    id: l.id, app_id: l.appId, identity_kind: l.identityKind, identity_id: l.identityId, tier: l.tier, size: l.size, slots: l.slots,
-    cost: l.cost, duration_ms: l.durationMs, reserved_ms: l.reservedMs, ...mutableRow(l),
-    queued_at: l.queuedAt,
-  };
-}
+// Statements, built once from the tables (tables.ts), with numbered parameters; prepared on each
+// connection the first time it runs them (postgres.js caches them by text).
+const param = (n: number): string => `$${n}`;
+const insert = (t: TableNames): string => `INSERT INTO ${t.name} (${t.insertNames.join(", ")}) VALUES (${t.insertNames.map((_, i) => param(i + 1)).join(", ")})`;
+const select = (t: TableNames, rest: string): string => `SELECT ${t.selectList} FROM ${t.name} ${rest}`;
+/** SET every mutable column, WHERE `key` is the parameter after them. */
+const update = (t: TableNames, key: string): string =>
+  `UPDATE ${t.name} SET ${t.mutableNames.map((c, i) => `${c} = ${param(i + 1)}`).join(", ")} WHERE ${key} = ${param(t.mutableNames.length + 1)}`;
 
-/** The columns a lease's lifecycle changes (app, identity, size and arrival never do). */
-function mutableRow(l: NewLease): Record<string, string | number | boolean | null> {
-  return {
-    status: l.status, node: l.node, device_index: l.deviceIndex, device_uuid: l.deviceUuid, device_name: l.deviceName,
-    slot_indexes: encodeSlots(l.slotIndexes), granted_at: l.grantedAt, deadline: l.deadline, ended_at: l.endedAt, held_ms: l.heldMs,
-    charged_ms: l.chargedMs, refunded_ms: l.refundedMs, failed: l.failed, window_started_at: l.windowStartedAt,
-    problem_code: l.problemCode, problem_detail: l.problemDetail,
-  };
-}
+const USER = {
+  insert: insert(USERS),
+  byId: select(USERS, "WHERE id = $1"),
+  byName: select(USERS, "WHERE name = $1"),
+  byTokenHash: select(USERS, "WHERE token_hash = $1"),
+  update: update(USERS, "id"),
+  list: select(USERS, "ORDER BY created_at, id"),
+};
+const APP = {
+  insert: insert(APPS),
+  byId: select(APPS, "WHERE id = $1"),
+  byName: select(APPS, "WHERE name = $1"),
+  byKeyHash: select(APPS, "WHERE key_hash = $1"),
+  list: select(APPS, "ORDER BY created_at, id"),
+};
+const NODE = {
+  insert: insert(NODES),
+  byKeyHash: select(NODES, "WHERE key_hash = $1"),
+  byName: select(NODES, "WHERE name = $1"),
+  list: select(NODES, "ORDER BY created_at, id"),
+  setState: update(NODES, "id"),
+  heartbeat: "UPDATE nodes SET heartbeat_at = $1 WHERE id = $2 AND registered_at IS NOT NULL",
+};
+const EDGE = {
+  insert: insert(EDGES),
+  byKeyHash: select(EDGES, "WHERE key_hash = $1"),
+  byName: select(EDGES, "WHERE name = $1"),
+};
+const LEDGER = {
+  lock: "SELECT pg_advisory_xact_lock($1::int4, hashtext($2))",
+  forUpdate: select(LEDGERS, "WHERE identity = $1 FOR UPDATE"),
+  upsert: `${insert(LEDGERS)} ON CONFLICT (identity) DO UPDATE SET ${LEDGERS.mutableNames.map((c) => `${c} = excluded.${c}`).join(", ")}`,
+};
+const LEASE = {
+  insert: `${insert(LEASES)} RETURNING seq`,
+  update: update(LEASES, "id"),
+  lockIdentity: "SELECT pg_advisory_xact_lock($1::int4, hashtext(identity_kind || ':' || identity_id)) FROM leases WHERE id = $2",
+  forUpdate: select(LEASES, "WHERE id = $1 FOR UPDATE"),
+  live: select(LEASES, "WHERE status IN ('queued', 'active') ORDER BY seq"),
+  earliestEnd:
+    "SELECT MIN(CASE WHEN status = 'active' THEN deadline ELSE queued_at + $1::bigint + duration_ms END) AS d " +
+    "FROM leases WHERE status IN ('queued', 'active') AND identity_kind = $2 AND identity_id = $3",
+};
+const listLeases = leaseListStatements(`SELECT ${LEASES.selectList} FROM leases`, param);
+const SIGNING_KEY = { insert: insert(SIGNING_KEYS), list: select(SIGNING_KEYS, "ORDER BY created_at") };
+const SESSION = {
+  insert: insert(SESSIONS),
+  byIdHash: select(SESSIONS, "WHERE id_hash = $1"),
+  // The first revocation time stays; true whenever the session exists.
+  revoke: "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $1) WHERE id_hash = $2",
+  revokeForUser: "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+};
 
 /**
  * What a leader transaction gets from the group it runs in (see LeaderGroup): both save round
@@ -33,7 +77,7 @@ function mutableRow(l: NewLease): Record<string, string | number | boolean | nul
 export interface GroupedTx {
   /**
    * Ledgers whose locks (the identity's advisory lock and the row's) the group's transaction holds,
-   * as that transaction sees them. Every writer of a ledger takes those locks first (`getLedger`),
+   * as that transaction sees them. Every writer of a ledger takes those locks first (`ledgers.get`),
    * so while the group holds them nobody else can change the row, and reading it again is not needed.
    */
   readonly ledgers: Map<string, LedgerState | null>;
@@ -47,8 +91,8 @@ export interface GroupedTx {
  * replicas admitting for one identity, or ending one lease, take turns instead of losing an update.
  *
  * Lock order, which keeps replicas from deadlocking: an identity's advisory lock comes before any
- * row of that identity — its ledger (`getLedger`) and its leases (`getLease`, and the
- * `updateLease` that use cases only do after reading the lease's ledger). So a transaction that
+ * row of that identity — its ledger (`ledgers.get`) and its leases (`leases.get`, and the
+ * `leases.update` that use cases only do after reading the lease's ledger). So a transaction that
  * holds a ledger or lease row of an identity holds that identity's advisory lock, and whoever
  * waits for such a row already holds the advisory lock itself, which its holder cannot. A plain
  * transaction (a follower's admission, release or cancel, a quota read) works on one identity: it
@@ -62,119 +106,105 @@ export interface GroupedTx {
  * schemas in one database do not contend).
  */
 export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedTx): Tx {
-  const one = async (q: postgres.PendingQuery<Row[]>): Promise<Row | undefined> => (await q)[0];
-  const all = async (q: postgres.PendingQuery<Row[]>): Promise<Row[]> => [...(await q)];
-  const count = async (q: postgres.PendingQuery<Row[]>): Promise<number> => (await q).count;
-  const insertKeyed = async (table: "nodes" | "edges", r: KeyedRecord): Promise<void> => {
-    await sql`INSERT INTO ${sql(table)} (id, name, key_hash, created_at) VALUES (${r.id}, ${r.name}, ${r.keyHash}, ${r.createdAt})`;
-  };
+  const q = (text: string, params: SqlValue[] = []): postgres.PendingQuery<Row[]> => sql.unsafe<Row[]>(text, params, { prepare: true });
+  const one = async (text: string, ...params: SqlValue[]): Promise<Row | undefined> => (await q(text, params))[0];
+  const all = async (text: string, ...params: SqlValue[]): Promise<Row[]> => [...(await q(text, params))];
+  const run = async (text: string, ...params: SqlValue[]): Promise<void> => void (await q(text, params));
+  const count = async (text: string, ...params: SqlValue[]): Promise<number> => (await q(text, params)).count;
+  const decode = <R>(table: { decode(row: Row): R }, row: Row | undefined): R | null => (row === undefined ? null : table.decode(row));
   return {
-    insertUser: async (u) => {
-      await sql`INSERT INTO users (id, name, tier, token_hash, quota_override_ms, created_at) VALUES (${u.id}, ${u.name}, ${u.tier}, ${u.tokenHash}, ${u.quotaOverrideMs}, ${u.createdAt})`;
-    },
-    getUser: async (id) => toUser(await one(sql`SELECT * FROM users WHERE id = ${id}`)),
-    getUserByName: async (name) => toUser(await one(sql`SELECT * FROM users WHERE name = ${name}`)),
-    findUserByTokenHash: async (hash) => toUser(await one(sql`SELECT * FROM users WHERE token_hash = ${hash}`)),
-    updateUser: async (u) => {
-      await sql`UPDATE users SET name = ${u.name}, tier = ${u.tier}, token_hash = ${u.tokenHash}, quota_override_ms = ${u.quotaOverrideMs} WHERE id = ${u.id}`;
-    },
-    listUsers: async () => (await all(sql`SELECT * FROM users ORDER BY created_at, id`)).map((r) => toUser(r) as UserRecord),
-
-    insertApp: async (a) => {
-      await sql`INSERT INTO apps (id, name, owner_id, key_hash, max_concurrency, created_at) VALUES (${a.id}, ${a.name}, ${a.ownerId}, ${a.keyHash}, ${a.maxConcurrency}, ${a.createdAt})`;
-    },
-    getApp: async (id) => toApp(await one(sql`SELECT * FROM apps WHERE id = ${id}`)),
-    getAppByName: async (name) => toApp(await one(sql`SELECT * FROM apps WHERE name = ${name}`)),
-    findAppByKeyHash: async (hash) => toApp(await one(sql`SELECT * FROM apps WHERE key_hash = ${hash}`)),
-    listApps: async () => (await all(sql`SELECT * FROM apps ORDER BY created_at, id`)).map((r) => toApp(r) as AppRecord),
-
-    insertNode: (r) => insertKeyed("nodes", r),
-    findNodeByKeyHash: async (hash) => toNode(await one(sql`SELECT * FROM nodes WHERE key_hash = ${hash}`)),
-    listNodes: async () => (await all(sql`SELECT * FROM nodes ORDER BY created_at, id`)).map((r) => toNode(r) as NodeRecord),
-    getNodeByName: async (name) => toNode(await one(sql`SELECT * FROM nodes WHERE name = ${name}`)),
-    setNodeState: async (id, s) =>
-      (await count(sql`
-        UPDATE nodes SET devices = ${encodeDevices(s.devices)}, registered_at = ${s.registeredAt}, heartbeat_at = ${s.heartbeatAt}, agent_url = ${s.agentUrl}
-        WHERE id = ${id}`)) > 0,
-    heartbeatNode: async (id, at) => (await count(sql`UPDATE nodes SET heartbeat_at = ${at} WHERE id = ${id} AND registered_at IS NOT NULL`)) > 0,
-    insertEdge: (r) => insertKeyed("edges", r),
-    findEdgeByKeyHash: async (hash) => toKeyed(await one(sql`SELECT * FROM edges WHERE key_hash = ${hash}`)),
-    getEdgeByName: async (name) => toKeyed(await one(sql`SELECT * FROM edges WHERE name = ${name}`)),
-
-    getLedger: async (identity) => {
-      if (grouped?.ledgers.has(identity)) return grouped.ledgers.get(identity) ?? null;
-      // The row may not exist yet, and FOR UPDATE cannot lock a missing row: an advisory lock on
-      // the identity serializes first admissions too (without writing a placeholder row). The
-      // SELECT is a separate statement so its snapshot is taken after the lock is granted; both
-      // are sent at once (pipelined), so this costs one round trip.
-      const [, rows] = await Promise.all([
-        sql`SELECT pg_advisory_xact_lock(${ledgerLockSpace}::int4, hashtext(${identity}))`,
-        sql<Row[]>`SELECT * FROM ledgers WHERE identity = ${identity} FOR UPDATE`,
-      ]);
-      const ledger = toLedger(rows[0]);
-      grouped?.ledgers.set(identity, ledger);
-      return ledger;
-    },
-    putLedger: async (identity, s) => {
-      const q = sql<Row[]>`
-        INSERT INTO ledgers (identity, window_started_at, used_ms, reserved_ms, bonus_ms, runs)
-        VALUES (${identity}, ${s.windowStartedAt}, ${s.usedMs}, ${s.reservedMs}, ${s.bonusMs}, ${s.runs})
-        ON CONFLICT (identity) DO UPDATE SET window_started_at = excluded.window_started_at, used_ms = excluded.used_ms,
-          reserved_ms = excluded.reserved_ms, bonus_ms = excluded.bonus_ms, runs = excluded.runs`;
-      if (!grouped) return void (await q);
-      grouped.defer(q);
-      // Only a ledger whose locks the group holds is remembered (every writer reads it first anyway).
-      if (grouped.ledgers.has(identity)) grouped.ledgers.set(identity, s);
+    users: {
+      insert: (u) => run(USER.insert, ...USERS.insertParams(u, "postgres")),
+      get: async (id) => decode(USERS, await one(USER.byId, id)),
+      getByName: async (name) => decode(USERS, await one(USER.byName, name)),
+      findByTokenHash: async (hash) => decode(USERS, await one(USER.byTokenHash, hash)),
+      update: (u) => run(USER.update, ...USERS.updateParams(u, "postgres"), u.id),
+      list: async () => (await all(USER.list)).map((r) => USERS.decode(r)),
     },
 
-    insertLease: async (l) => {
-      const row = await one(sql`INSERT INTO leases ${sql(leaseRow(l))} RETURNING seq`);
-      return { ...l, seq: Number(row?.["seq"]) };
-    },
-    updateLease: async (l: LeaseRecord) => {
-      const q = sql<Row[]>`UPDATE leases SET ${sql(mutableRow(l))} WHERE id = ${l.id}`;
-      if (grouped) grouped.defer(q);
-      else await q;
-    },
-    getLease: async (id) => {
-      // The lock order above: the identity's advisory lock (its identity read from the row without
-      // a lock: it never changes), then the row, FOR UPDATE — a separate statement, so its snapshot
-      // is taken once the advisory lock is held and it reads the status as it is then. Sent at once:
-      // one round trip. In a group already holding the identity's lock, the first one is free.
-      const [, rows] = await Promise.all([
-        sql`SELECT pg_advisory_xact_lock(${ledgerLockSpace}::int4, hashtext(identity_kind || ':' || identity_id)) FROM leases WHERE id = ${id}`,
-        sql<Row[]>`SELECT * FROM leases WHERE id = ${id} FOR UPDATE`,
-      ]);
-      return toLease(rows[0]);
-    },
-    listLeases: async (f: LeaseFilter) => {
-      const rows = await all(sql`
-        SELECT * FROM leases WHERE TRUE
-        ${f.appId !== undefined ? sql`AND app_id = ${f.appId}` : sql``}
-        ${f.identity !== undefined ? sql`AND identity_kind = ${f.identity.kind} AND identity_id = ${f.identity.id}` : sql``}
-        ${f.status !== undefined ? sql`AND status = ${f.status}` : sql``}
-        ORDER BY seq DESC LIMIT ${f.limit}`);
-      return rows.map((r) => toLease(r) as LeaseRecord);
-    },
-    liveLeases: async () => (await all(sql`SELECT * FROM leases WHERE status IN ('queued', 'active') ORDER BY seq`)).map((r) => toLease(r) as LeaseRecord),
-    earliestEnd: async (identity, queueTimeoutMs) => {
-      const r = await one(sql`
-        SELECT MIN(CASE WHEN status = 'active' THEN deadline ELSE queued_at + ${queueTimeoutMs}::bigint + duration_ms END) AS d
-        FROM leases WHERE status IN ('queued', 'active') AND identity_kind = ${identity.kind} AND identity_id = ${identity.id}`);
-      return n(r?.["d"]);
+    apps: {
+      insert: (a) => run(APP.insert, ...APPS.insertParams(a, "postgres")),
+      get: async (id) => decode(APPS, await one(APP.byId, id)),
+      getByName: async (name) => decode(APPS, await one(APP.byName, name)),
+      findByKeyHash: async (hash) => decode(APPS, await one(APP.byKeyHash, hash)),
+      list: async () => (await all(APP.list)).map((r) => APPS.decode(r)),
     },
 
-    signingKeys: async () => (await all(sql`SELECT * FROM signing_keys ORDER BY created_at`)).map(toSigningKey),
-    insertSigningKey: async (k) => {
-      await sql`INSERT INTO signing_keys (kid, private_jwk, public_jwk, created_at) VALUES (${k.kid}, ${k.privateJwk}, ${k.publicJwk}, ${k.createdAt})`;
+    nodes: {
+      insert: (r) => run(NODE.insert, ...NODES.insertParams({ ...r, devices: null, registeredAt: null, heartbeatAt: null, agentUrl: null }, "postgres")),
+      findByKeyHash: async (hash) => decode(NODES, await one(NODE.byKeyHash, hash)),
+      getByName: async (name) => decode(NODES, await one(NODE.byName, name)),
+      list: async () => (await all(NODE.list)).map((r) => NODES.decode(r)),
+      setState: async (id, s) => (await count(NODE.setState, ...NODES.updateParams(s, "postgres"), id)) > 0,
+      heartbeat: async (id, at) => (await count(NODE.heartbeat, at, id)) > 0,
     },
 
-    insertSession: async (x) => {
-      await sql`INSERT INTO sessions (id_hash, user_id, created_at, expires_at, revoked_at) VALUES (${x.idHash}, ${x.userId}, ${x.createdAt}, ${x.expiresAt}, ${x.revokedAt})`;
+    edges: {
+      insert: (r) => run(EDGE.insert, ...EDGES.insertParams(r, "postgres")),
+      findByKeyHash: async (hash) => decode(EDGES, await one(EDGE.byKeyHash, hash)),
+      getByName: async (name) => decode(EDGES, await one(EDGE.byName, name)),
     },
-    getSession: async (idHash) => toSession(await one(sql`SELECT * FROM sessions WHERE id_hash = ${idHash}`)),
-    // The first revocation time stays; true whenever the session exists.
-    revokeSession: async (idHash, at) => (await count(sql`UPDATE sessions SET revoked_at = COALESCE(revoked_at, ${at}) WHERE id_hash = ${idHash}`)) > 0,
-    revokeUserSessions: (userId, at) => count(sql`UPDATE sessions SET revoked_at = ${at} WHERE user_id = ${userId} AND revoked_at IS NULL`),
+
+    ledgers: {
+      get: async (identity) => {
+        if (grouped?.ledgers.has(identity)) return grouped.ledgers.get(identity) ?? null;
+        // The row may not exist yet, and FOR UPDATE cannot lock a missing row: an advisory lock on
+        // the identity serializes first admissions too (without writing a placeholder row). The
+        // SELECT is a separate statement so its snapshot is taken after the lock is granted; both
+        // are sent at once (pipelined), so this costs one round trip.
+        const [, rows] = await Promise.all([q(LEDGER.lock, [ledgerLockSpace, identity]), q(LEDGER.forUpdate, [identity])]);
+        const ledger = decode(LEDGERS, rows[0]);
+        grouped?.ledgers.set(identity, ledger);
+        return ledger;
+      },
+      put: async (identity, s) => {
+        const write = q(LEDGER.upsert, LEDGERS.insertParams(s, "postgres", identity));
+        if (!grouped) return void (await write);
+        grouped.defer(write);
+        // Only a ledger whose locks the group holds is remembered (every writer reads it first anyway).
+        if (grouped.ledgers.has(identity)) grouped.ledgers.set(identity, s);
+      },
+    },
+
+    leases: {
+      insert: async (l) => {
+        const row = await one(LEASE.insert, ...LEASES.insertParams(l, "postgres"));
+        return { ...l, seq: Number(row?.["seq"]) };
+      },
+      update: async (l) => {
+        const write = q(LEASE.update, [...LEASES.updateParams(l, "postgres"), l.id]);
+        if (grouped) grouped.defer(write);
+        else await write;
+      },
+      get: async (id) => {
+        // The lock order above: the identity's advisory lock (its identity read from the row without
+        // a lock: it never changes), then the row, FOR UPDATE — a separate statement, so its snapshot
+        // is taken once the advisory lock is held and it reads the status as it is then. Sent at once:
+        // one round trip. In a group already holding the identity's lock, the first one is free.
+        const [, rows] = await Promise.all([q(LEASE.lockIdentity, [ledgerLockSpace, id]), q(LEASE.forUpdate, [id])]);
+        return decode(LEASES, rows[0]);
+      },
+      list: async (f) => {
+        const { text, params } = listLeases(f);
+        return (await all(text, ...params)).map((r) => LEASES.decode(r));
+      },
+      live: async () => (await all(LEASE.live)).map((r) => LEASES.decode(r)),
+      earliestEnd: async (identity, queueTimeoutMs) => {
+        const d = (await one(LEASE.earliestEnd, queueTimeoutMs, identity.kind, identity.id))?.["d"];
+        return d === null || d === undefined ? null : Number(d);
+      },
+    },
+
+    signingKeys: {
+      list: async () => (await all(SIGNING_KEY.list)).map((r) => SIGNING_KEYS.decode(r)),
+      insert: (k) => run(SIGNING_KEY.insert, ...SIGNING_KEYS.insertParams(k, "postgres")),
+    },
+
+    sessions: {
+      insert: (x) => run(SESSION.insert, ...SESSIONS.insertParams(x, "postgres")),
+      get: async (idHash) => decode(SESSIONS, await one(SESSION.byIdHash, idHash)),
+      revoke: async (idHash, at) => (await count(SESSION.revoke, at, idHash)) > 0,
+      revokeForUser: (userId, at) => count(SESSION.revokeForUser, at, userId),
+    },
   };
 }

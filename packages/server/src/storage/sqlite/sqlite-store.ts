@@ -3,14 +3,11 @@ import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import type { LedgerState } from "@gpupool/core";
 import { Serial } from "../../serial.js";
-import { encodeDevices } from "../devices-json.js";
-import { LocalCoordination } from "../local-coordination.js";
-import { encodeSlots, n, toApp, toKeyed, toLease, toLedger, toNode, toSession, toSigningKey, toUser } from "../rows.js";
-import type { Row } from "../rows.js";
-import type { AppRecord, Coordination, KeyedRecord, LeaseFilter, LeaseRecord, LeaseStatus, NewLease, NodeRecord, SessionRecord, SigningKeyRecord, Store, Tx, UserRecord } from "../store.js";
+import { MIGRATIONS } from "../migrations.js";
+import type { Staged, Stager, Store, Tx, UserRecord } from "../store.js";
 import { Checkpointer } from "./checkpointer.js";
-import { SQLITE_MIGRATIONS } from "./migrations.js";
-
+import { sqliteTx, writeLedger } from "./sqlite-tx.js";
+import type { SqliteConnection, Statement } from "./sqlite-tx.js";
 
 interface Batch {
   size: number;
@@ -21,47 +18,10 @@ interface Batch {
 
 /** Staged transactions per physical commit, at most: bounds the latency one commit adds. */
 const MAX_BATCH = 256;
-type Statement = Database.Statement<unknown[], Row>;
 
 /** `sqlite:./path.db` → `./path.db`; `sqlite::memory:` → `:memory:`. */
 export function sqlitePath(url: string): string {
   return url.replace(/^sqlite:(\/\/)?/, "");
-}
-
-function leaseParams(l: NewLease): unknown[] {
-  return [
-    l.id, l.appId, l.identityKind, l.identityId, l.tier, l.size, l.slots, l.cost, l.durationMs, l.reservedMs, l.status,
-    l.node, l.deviceIndex, l.deviceUuid, l.deviceName, encodeSlots(l.slotIndexes),
-    l.queuedAt, l.grantedAt, l.deadline, l.endedAt, l.heldMs, l.chargedMs, l.refundedMs, l.failed ? 1 : 0,
-    l.windowStartedAt, l.problemCode, l.problemDetail,
-  ];
-}
-
-const LEASE_COLUMNS =
-  "id, app_id, identity_kind, identity_id, tier, size, slots, cost, duration_ms, reserved_ms, status, node, device_index, " +
-  "device_uuid, device_name, slot_indexes, queued_at, granted_at, deadline, ended_at, held_ms, charged_ms, refunded_ms, failed, " +
-  "window_started_at, problem_code, problem_detail";
-const UPDATE_LEDGER = "UPDATE ledgers SET window_started_at = ?, used_ms = ?, reserved_ms = ?, bonus_ms = ?, runs = ? WHERE identity = ?";
-const UPSERT_LEDGER =
-  "INSERT INTO ledgers (identity, window_started_at, used_ms, reserved_ms, bonus_ms, runs) VALUES (?, ?, ?, ?, ?, ?) " +
-  "ON CONFLICT(identity) DO UPDATE SET window_started_at = excluded.window_started_at, used_ms = excluded.used_ms, " +
-  "reserved_ms = excluded.reserved_ms, bonus_ms = excluded.bonus_ms, runs = excluded.runs";
-const INSERT_LEASE = `INSERT INTO leases (${LEASE_COLUMNS}) VALUES (${LEASE_COLUMNS.split(",").map(() => "?").join(", ")})`;
-// Only the columns a lease's lifecycle changes: naming an indexed column in SET makes SQLite
-// rewrite that index entry even when the value is unchanged (app and identity never change).
-const MUTABLE_COLUMNS = [
-  "status", "node", "device_index", "device_uuid", "device_name", "slot_indexes", "granted_at", "deadline",
-  "ended_at", "held_ms", "charged_ms", "refunded_ms", "failed", "window_started_at", "problem_code", "problem_detail",
-] as const;
-// By seq, the table's own key, with no lookup in the id index first (the id is still checked).
-const UPDATE_LEASE = `UPDATE leases SET ${MUTABLE_COLUMNS.map((c) => `${c} = ?`).join(", ")} WHERE seq = ? AND id = ?`;
-
-function mutableParams(l: LeaseRecord): unknown[] {
-  return [
-    l.status, l.node, l.deviceIndex, l.deviceUuid, l.deviceName, encodeSlots(l.slotIndexes),
-    l.grantedAt, l.deadline, l.endedAt, l.heldMs, l.chargedMs, l.refundedMs, l.failed ? 1 : 0, l.windowStartedAt,
-    l.problemCode, l.problemDetail,
-  ];
 }
 
 /**
@@ -74,9 +34,11 @@ function mutableParams(l: LeaseRecord): unknown[] {
  */
 export class SqliteStore implements Store {
   readonly kind = "sqlite" as const;
-  readonly serializesTransactions = true;
-  /** One process per SQLite file: always the leader; wake-ups stay in this process. */
-  readonly coordination: Coordination = new LocalCoordination((fn) => this.stage(fn));
+  /**
+   * How the lease engine writes here: group commit (see `stage`). Staged transactions run one at a
+   * time on the one connection, so they never overlap.
+   */
+  readonly stager: Stager = { stage: (fn) => this.stage(fn), ordered: true };
   private readonly db: Database.Database;
   private readonly serial = new Serial();
   private readonly cache = new Map<string, Statement>();
@@ -98,7 +60,7 @@ export class SqliteStore implements Store {
    * Ledger rows changed in the open commit group and not yet written: an identity's row is written
    * once per group however many of its leases the group admitted or released (a busy app's
    * anonymous identity is in most of them). Written just before COMMIT; nothing reads the ledgers
-   * table but `getLedger`, which looks here first.
+   * table but `ledgers.get`, which looks here first.
    */
   private readonly unwrittenLedgers = new Map<string, LedgerState>();
   private readonly checkpointer: Checkpointer | null = null;
@@ -115,7 +77,15 @@ export class SqliteStore implements Store {
       this.db.pragma("wal_autocheckpoint = 0");
       this.checkpointer = new Checkpointer(path);
     }
-    this.tx = this.makeTx();
+    const connection: SqliteConnection = {
+      st: (sql) => this.st(sql),
+      wrote: () => void (this.wrote = true),
+      ledgers: this.ledgers,
+      unwrittenLedgers: this.unwrittenLedgers,
+      users: this.users,
+      remember: (cache, key, value) => this.remember(cache, key, value),
+    };
+    this.tx = sqliteTx(connection);
   }
 
   private st(sql: string): Statement {
@@ -131,16 +101,18 @@ export class SqliteStore implements Store {
     await this.serial.run(async () => {
       this.db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)");
       const row = this.db.prepare("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations").get() as { v: number };
-      for (let v = row.v; v < SQLITE_MIGRATIONS.length; v++) {
+      for (const m of MIGRATIONS) {
+        if (m.version <= row.v) continue;
         const apply = this.db.transaction(() => {
-          this.db.exec(SQLITE_MIGRATIONS[v] ?? "");
-          this.db.prepare("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)").run(v + 1, Date.now());
+          this.db.exec(m.sqlite);
+          this.db.prepare("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)").run(m.version, Date.now());
         });
         apply.immediate();
       }
     });
   }
 
+  /** Here `fn` runs exactly once (SQLite never fails a transaction for a deadlock): staged, and awaited until durable. */
   async transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     const { value, committed } = await this.stage(fn);
     await committed;
@@ -158,7 +130,7 @@ export class SqliteStore implements Store {
    * at the end of the turn anyway) and made a lease request over HTTP ~15% cheaper: SQLite and
    * the engine run back to back, not interleaved with HTTP parsing (docs/benchmarks.md).
    */
-  stage<T>(fn: (tx: Tx) => Promise<T>): Promise<{ value: T; committed: Promise<void> }> {
+  private stage<T>(fn: (tx: Tx) => Promise<T>): Promise<Staged<T>> {
     return new Promise((resolve, reject) => {
       this.waiting.push(() => void this.stageNow(fn).then(resolve, reject));
       if (this.waiting.length === 1) setImmediate(this.runWaiting);
@@ -173,7 +145,7 @@ export class SqliteStore implements Store {
     void this.serial.run(async () => this.commitBatch());
   };
 
-  private stageNow<T>(fn: (tx: Tx) => Promise<T>): Promise<{ value: T; committed: Promise<void> }> {
+  private stageNow<T>(fn: (tx: Tx) => Promise<T>): Promise<Staged<T>> {
     return this.serial.run(async () => {
       const batch = this.openBatch();
       this.wrote = false;
@@ -263,11 +235,7 @@ export class SqliteStore implements Store {
     for (const [identity, s] of this.unwrittenLedgers) {
       // A cached row exists (it was read or written in this store, and caches are dropped on any
       // rollback): update it in place rather than attempt an insert first.
-      if (this.ledgers.has(identity)) {
-        this.st(UPDATE_LEDGER).run(s.windowStartedAt, s.usedMs, s.reservedMs, s.bonusMs, s.runs, identity);
-      } else {
-        this.st(UPSERT_LEDGER).run(identity, s.windowStartedAt, s.usedMs, s.reservedMs, s.bonusMs, s.runs);
-      }
+      writeLedger((sql) => this.st(sql), identity, s, this.ledgers.has(identity));
       this.remember(this.ledgers, identity, s);
     }
     this.unwrittenLedgers.clear();
@@ -279,125 +247,4 @@ export class SqliteStore implements Store {
     this.ledgers.clear();
     this.users.clear();
   }
-
-  private makeTx(): Tx {
-    const one = (sql: string, ...params: unknown[]): Row | undefined => this.st(sql).get(...params);
-    const all = (sql: string, ...params: unknown[]): Row[] => this.st(sql).all(...params);
-    const run = (sql: string, ...params: unknown[]): void => {
-      this.wrote = true;
-      this.st(sql).run(...params);
-    };
-    /** Runs a write; how many rows it changed. */
-    const change = (sql: string, ...params: unknown[]): number => {
-      this.wrote = true;
-      return this.st(sql).run(...params).changes;
-    };
-    const insertKeyed = (table: "nodes" | "edges", r: KeyedRecord): void =>
-      run(`INSERT INTO ${table} (id, name, key_hash, created_at) VALUES (?, ?, ?, ?)`, r.id, r.name, r.keyHash, r.createdAt);
-    return {
-      insertUser: async (u) => {
-        run("INSERT INTO users (id, name, tier, token_hash, quota_override_ms, created_at) VALUES (?, ?, ?, ?, ?, ?)", u.id, u.name, u.tier, u.tokenHash, u.quotaOverrideMs, u.createdAt);
-        this.remember(this.users, u.id, u);
-      },
-      getUser: async (id) => {
-        const cached = this.users.get(id);
-        if (cached) return cached;
-        const user = toUser(one("SELECT * FROM users WHERE id = ?", id));
-        return user && this.remember(this.users, id, user);
-      },
-      getUserByName: async (name) => toUser(one("SELECT * FROM users WHERE name = ?", name)),
-      findUserByTokenHash: async (hash) => toUser(one("SELECT * FROM users WHERE token_hash = ?", hash)),
-      updateUser: async (u) => {
-        run("UPDATE users SET name = ?, tier = ?, token_hash = ?, quota_override_ms = ? WHERE id = ?", u.name, u.tier, u.tokenHash, u.quotaOverrideMs, u.id);
-        this.users.delete(u.id);
-      },
-      listUsers: async () => all("SELECT * FROM users ORDER BY created_at, id").map((r) => toUser(r) as UserRecord),
-
-      insertApp: async (a) =>
-        run("INSERT INTO apps (id, name, owner_id, key_hash, max_concurrency, created_at) VALUES (?, ?, ?, ?, ?, ?)", a.id, a.name, a.ownerId, a.keyHash, a.maxConcurrency, a.createdAt),
-      getApp: async (id) => toApp(one("SELECT * FROM apps WHERE id = ?", id)),
-      getAppByName: async (name) => toApp(one("SELECT * FROM apps WHERE name = ?", name)),
-      findAppByKeyHash: async (hash) => toApp(one("SELECT * FROM apps WHERE key_hash = ?", hash)),
-      listApps: async () => all("SELECT * FROM apps ORDER BY created_at, id").map((r) => toApp(r) as AppRecord),
-
-      insertNode: async (r) => insertKeyed("nodes", r),
-      findNodeByKeyHash: async (hash) => toNode(one("SELECT * FROM nodes WHERE key_hash = ?", hash)),
-      listNodes: async () => all("SELECT * FROM nodes ORDER BY created_at, id").map((r) => toNode(r) as NodeRecord),
-      getNodeByName: async (name) => toNode(one("SELECT * FROM nodes WHERE name = ?", name)),
-      setNodeState: async (id, s) =>
-        change(
-          "UPDATE nodes SET devices = ?, registered_at = ?, heartbeat_at = ?, agent_url = ? WHERE id = ?",
-          encodeDevices(s.devices), s.registeredAt, s.heartbeatAt, s.agentUrl, id,
-        ) > 0,
-      heartbeatNode: async (id, at) => change("UPDATE nodes SET heartbeat_at = ? WHERE id = ? AND registered_at IS NOT NULL", at, id) > 0,
-      insertEdge: async (r) => insertKeyed("edges", r),
-      findEdgeByKeyHash: async (hash) => toKeyed(one("SELECT * FROM edges WHERE key_hash = ?", hash)),
-      getEdgeByName: async (name) => toKeyed(one("SELECT * FROM edges WHERE name = ?", name)),
-
-      getLedger: async (identity) => {
-        const cached = this.unwrittenLedgers.get(identity) ?? this.ledgers.get(identity);
-        if (cached) return cached;
-        const state = toLedger(one("SELECT * FROM ledgers WHERE identity = ?", identity));
-        return state && this.remember(this.ledgers, identity, state);
-      },
-      putLedger: async (identity, s) => {
-        this.wrote = true;
-        this.unwrittenLedgers.set(identity, s);
-      },
-
-      insertLease: async (l) => {
-        this.wrote = true;
-        const info = this.st(INSERT_LEASE).run(...leaseParams(l));
-        return { ...l, seq: Number(info.lastInsertRowid) };
-      },
-      updateLease: async (l) => run(UPDATE_LEASE, ...mutableParams(l), l.seq, l.id),
-      getLease: async (id) => toLease(one("SELECT * FROM leases WHERE id = ?", id)),
-      listLeases: async (f: LeaseFilter) => {
-        const where: string[] = [];
-        const params: unknown[] = [];
-        if (f.appId !== undefined) {
-          where.push("app_id = ?");
-          params.push(f.appId);
-        }
-        if (f.identity !== undefined) {
-          // Spelled out for users, so SQLite can use the partial index of users' leases.
-          where.push(f.identity.kind === "user" ? "identity_kind = 'user' AND identity_id = ?" : "identity_kind = ? AND identity_id = ?");
-          params.push(...(f.identity.kind === "user" ? [] : [f.identity.kind]), f.identity.id);
-        }
-        if (f.status !== undefined) {
-          where.push("status = ?");
-          params.push(f.status);
-        }
-        const sql = `SELECT * FROM leases ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY seq DESC LIMIT ?`;
-        return all(sql, ...params, f.limit).map((r) => toLease(r) as LeaseRecord);
-      },
-      liveLeases: async () => all("SELECT * FROM leases WHERE status IN ('queued', 'active') ORDER BY seq").map((r) => toLease(r) as LeaseRecord),
-      earliestEnd: async (identity, queueTimeoutMs) => {
-        // The IN term repeats the partial index's condition so SQLite can prove it applies; the
-        // small index of live leases beats the identity index, which holds all history.
-        const r = one(
-          "SELECT MIN(CASE WHEN status = 'active' THEN deadline ELSE queued_at + ? + duration_ms END) AS d " +
-            "FROM leases INDEXED BY leases_live WHERE status IN ('queued', 'active') AND identity_kind = ? AND identity_id = ?",
-          queueTimeoutMs, identity.kind, identity.id,
-        );
-        return n(r?.["d"]);
-      },
-
-      signingKeys: async () => all("SELECT * FROM signing_keys ORDER BY created_at").map(toSigningKey),
-      insertSigningKey: async (k: SigningKeyRecord) =>
-        run("INSERT INTO signing_keys (kid, private_jwk, public_jwk, created_at) VALUES (?, ?, ?, ?)", k.kid, k.privateJwk, k.publicJwk, k.createdAt),
-
-      insertSession: async (x: SessionRecord) =>
-        run("INSERT INTO sessions (id_hash, user_id, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?)", x.idHash, x.userId, x.createdAt, x.expiresAt, x.revokedAt),
-      getSession: async (idHash) => toSession(one("SELECT * FROM sessions WHERE id_hash = ?", idHash)),
-      revokeSession: async (idHash, at) => {
-        if (!one("SELECT 1 FROM sessions WHERE id_hash = ?", idHash)) return false;
-        run("UPDATE sessions SET revoked_at = ? WHERE id_hash = ? AND revoked_at IS NULL", at, idHash);
-        return true;
-      },
-      revokeUserSessions: async (userId, at) => change("UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL", at, userId),
-    };
-  }
 }
-
-export type { LeaseStatus };

@@ -1,0 +1,234 @@
+/**
+ * Schema versions, each as SQLite and as PostgreSQL run it: the same tables, columns, indexes and
+ * meaning, in each one's types (PostgreSQL: times and durations BIGINT milliseconds, `failed`
+ * BOOLEAN, lease `seq` an identity column; SQLite: INTEGER, and `seq` the rowid alias). Applied in
+ * order, each once, inside one transaction. Never edit a shipped version (databases already ran its
+ * text); add the next one, for both adapters, and the column in tables.ts.
+ * `packages/server/test/storage-migrations.test.ts` checks that both reach the same version with the
+ * same columns and equivalent indexes.
+ */
+export interface Migration {
+  readonly version: number;
+  /** Why this version exists. */
+  readonly why: string;
+  readonly sqlite: string;
+  readonly postgres: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    why: "The tables: users, apps, nodes and edges (named principals with a key), ledgers, leases, signing keys.",
+    sqlite: `
+  CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    tier TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    quota_override_ms INTEGER,
+    created_at INTEGER NOT NULL
+  );
+  CREATE TABLE apps (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    owner_id TEXT NOT NULL REFERENCES users(id),
+    key_hash TEXT NOT NULL UNIQUE,
+    max_concurrency INTEGER,
+    created_at INTEGER NOT NULL
+  );
+  CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    key_hash TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+  );
+  CREATE TABLE edges (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    key_hash TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+  );
+  CREATE TABLE ledgers (
+    identity TEXT PRIMARY KEY,
+    window_started_at INTEGER,
+    used_ms INTEGER NOT NULL,
+    reserved_ms INTEGER NOT NULL,
+    bonus_ms INTEGER NOT NULL,
+    runs INTEGER NOT NULL
+  );
+  CREATE TABLE leases (
+    -- rowid alias: new rows get max(seq)+1, and leases are never deleted, so seq only grows.
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    app_id TEXT,
+    identity_kind TEXT NOT NULL,
+    identity_id TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    size TEXT NOT NULL,
+    slots INTEGER NOT NULL,
+    cost REAL NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    reserved_ms INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    node TEXT,
+    device_index INTEGER,
+    device_uuid TEXT,
+    device_name TEXT,
+    slot_indexes TEXT,
+    queued_at INTEGER NOT NULL,
+    granted_at INTEGER,
+    deadline INTEGER,
+    ended_at INTEGER,
+    held_ms INTEGER,
+    charged_ms INTEGER NOT NULL,
+    refunded_ms INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    window_started_at INTEGER,
+    problem_code TEXT,
+    problem_detail TEXT
+  );
+  CREATE INDEX leases_live ON leases(status, seq) WHERE status IN ('queued', 'active');
+  CREATE INDEX leases_app ON leases(app_id, seq);
+  CREATE INDEX leases_identity ON leases(identity_kind, identity_id, seq);
+  CREATE TABLE signing_keys (
+    kid TEXT PRIMARY KEY,
+    private_jwk TEXT NOT NULL,
+    public_jwk TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  );
+  `,
+    postgres: `
+  CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    tier TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    quota_override_ms BIGINT,
+    created_at BIGINT NOT NULL
+  );
+  CREATE TABLE apps (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    owner_id TEXT NOT NULL REFERENCES users(id),
+    key_hash TEXT NOT NULL UNIQUE,
+    max_concurrency INTEGER,
+    created_at BIGINT NOT NULL
+  );
+  CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    key_hash TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL
+  );
+  CREATE TABLE edges (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    key_hash TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL
+  );
+  CREATE TABLE ledgers (
+    identity TEXT PRIMARY KEY,
+    window_started_at BIGINT,
+    used_ms BIGINT NOT NULL,
+    reserved_ms BIGINT NOT NULL,
+    bonus_ms BIGINT NOT NULL,
+    runs INTEGER NOT NULL
+  );
+  CREATE TABLE leases (
+    -- Arrival order across replicas: a sequence, so seq only grows (leases are never deleted).
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    app_id TEXT,
+    identity_kind TEXT NOT NULL,
+    identity_id TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    size TEXT NOT NULL,
+    slots INTEGER NOT NULL,
+    cost DOUBLE PRECISION NOT NULL,
+    duration_ms BIGINT NOT NULL,
+    reserved_ms BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    node TEXT,
+    device_index INTEGER,
+    device_uuid TEXT,
+    device_name TEXT,
+    slot_indexes TEXT,
+    queued_at BIGINT NOT NULL,
+    granted_at BIGINT,
+    deadline BIGINT,
+    ended_at BIGINT,
+    held_ms BIGINT,
+    charged_ms BIGINT NOT NULL,
+    refunded_ms BIGINT NOT NULL,
+    failed BOOLEAN NOT NULL,
+    window_started_at BIGINT,
+    problem_code TEXT,
+    problem_detail TEXT
+  );
+  CREATE INDEX leases_live ON leases(status, seq) WHERE status IN ('queued', 'active');
+  CREATE INDEX leases_app ON leases(app_id, seq);
+  CREATE INDEX leases_identity ON leases(identity_kind, identity_id, seq);
+  CREATE TABLE signing_keys (
+    kid TEXT PRIMARY KEY,
+    private_jwk TEXT NOT NULL,
+    public_jwk TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+  );
+  `,
+  },
+  {
+    version: 2,
+    why: "Viewer sessions of the edge. Only a hash of the session secret is kept, like user tokens.",
+    sqlite: `
+  CREATE TABLE sessions (
+    id_hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked_at INTEGER
+  );
+  CREATE INDEX sessions_user ON sessions(user_id);
+  `,
+    postgres: `
+  CREATE TABLE sessions (
+    id_hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    revoked_at BIGINT
+  );
+  CREATE INDEX sessions_user ON sessions(user_id);
+  `,
+  },
+  {
+    version: 3,
+    why: "What a node's agent registered (devices as JSON text), when, its last heartbeat, its URL.",
+    sqlite: `
+  ALTER TABLE nodes ADD COLUMN devices TEXT;
+  ALTER TABLE nodes ADD COLUMN registered_at INTEGER;
+  ALTER TABLE nodes ADD COLUMN heartbeat_at INTEGER;
+  ALTER TABLE nodes ADD COLUMN agent_url TEXT;
+  `,
+    postgres: `
+  ALTER TABLE nodes ADD COLUMN devices TEXT;
+  ALTER TABLE nodes ADD COLUMN registered_at BIGINT;
+  ALTER TABLE nodes ADD COLUMN heartbeat_at BIGINT;
+  ALTER TABLE nodes ADD COLUMN agent_url TEXT;
+  `,
+  },
+  {
+    version: 4,
+    why: "Only a user's own leases are listed by identity (GET /v1/leases with a user token). An index of every identity's leases cost each admission a page write at a random place in it (ip and app identities are most of the traffic), about half the pages a group commit wrote. PostgreSQL got this version later than SQLite, when the lists were paired.",
+    sqlite: `
+  DROP INDEX leases_identity;
+  CREATE INDEX leases_user ON leases(identity_id, seq) WHERE identity_kind = 'user';
+  `,
+    postgres: `
+  DROP INDEX leases_identity;
+  CREATE INDEX leases_user ON leases(identity_id, seq) WHERE identity_kind = 'user';
+  `,
+  },
+];
+
+/** The version a fully migrated database is at. */
+export const LATEST_VERSION = MIGRATIONS.length;
