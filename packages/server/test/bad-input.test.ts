@@ -1,7 +1,7 @@
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { normalizeConfig } from "../src/config.js";
-import { createServer } from "../src/server.js";
+import { createServer } from "../src/main/server.js";
 import type { TestServer } from "./harness.js";
 import { ADMIN, allLeases, expectProblem, quotaOf, startTestServer } from "./harness.js";
 

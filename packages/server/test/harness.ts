@@ -5,8 +5,9 @@ import { pino } from "pino";
 import { expect } from "vitest";
 import { freshPostgresUrl } from "../../../test/pg/postgres-url.js";
 import { normalizeConfig } from "../src/config.js";
-import { createServer } from "../src/server.js";
-import type { RunningServer } from "../src/server.js";
+import type { Clock } from "../src/clock.js";
+import { createServer } from "../src/main/server.js";
+import type { RunningServer } from "../src/main/server.js";
 
 export const ADMIN = "test-admin-token-0123456789";
 
@@ -42,10 +43,14 @@ export async function startTestServer(raw: Record<string, unknown> = {}): Promis
  * A server on `dir`'s storage (which may already hold state from an earlier server: restarts).
  * `keepDir` leaves the directory in place on close; `adminToken: null` disables the admin API.
  */
-export async function serveAt(dir: string, raw: Record<string, unknown> = {}, options: { keepDir?: boolean; adminToken?: string | null; storageUrl?: string } = {}): Promise<TestServer> {
+export async function serveAt(dir: string, raw: Record<string, unknown> = {}, options: { keepDir?: boolean; adminToken?: string | null; storageUrl?: string; clock?: Clock } = {}): Promise<TestServer> {
   // storageUrl: this storage rather than the dir's (e.g. several replicas on one PostgreSQL schema).
   const config = normalizeConfig({ ...raw, storage: { url: options.storageUrl ?? storageUrlFor(dir) } });
-  const server = await createServer(config, { adminToken: options.adminToken === undefined ? ADMIN : options.adminToken, logger: pino({ level: process.env.TEST_LOG ?? "silent" }) });
+  const server = await createServer(config, {
+    adminToken: options.adminToken === undefined ? ADMIN : options.adminToken,
+    logger: pino({ level: process.env.TEST_LOG ?? "silent" }),
+    ...(options.clock ? { clock: options.clock } : {}),
+  });
   const call: TestServer["call"] = async (method, url, opts = {}) => {
     const headers: Record<string, string> = { ...(opts.headers ?? {}) };
     if (opts.token) headers["authorization"] = `Bearer ${opts.token}`;

@@ -1,8 +1,8 @@
 import { EMPTY_LEDGER, rollWindow } from "@gpupool/core";
 import type { LedgerState } from "@gpupool/core";
 import { describe, expect, it } from "vitest";
-import { admissionAnswer } from "../src/use-cases/lease-follower.js";
-import { admitted, endActive, endQueued, grant } from "../src/use-cases/lease-transitions.js";
+import { admissionAnswer } from "../src/replication/follower.js";
+import { admitted, endActive, endQueued, grant } from "../src/use-cases/leases/lease-transitions.js";
 import type { LeaseRecord } from "../src/storage/store.js";
 
 const S = 1000;

@@ -1,11 +1,8 @@
 import type { FastifyInstance } from "fastify";
-import { createApp, createKeyed, createUser, findUser, updateUser } from "../use-cases/admin.js";
-import { poolView } from "../use-cases/pool-view.js";
-import { readQuota } from "../use-cases/quota.js";
 import type { AppRecord, UserRecord } from "../storage/store.js";
-import { authenticate } from "./auth.js";
-import type { ServerContext } from "./context.js";
-import { quotaJson } from "./views.js";
+import { only } from "./auth.js";
+import type { RouteContext } from "./context.js";
+import { iso, quotaJson } from "./views.js";
 
 const NAME = { type: "string", minLength: 1, maxLength: 64, pattern: "^[A-Za-z0-9][A-Za-z0-9._-]*$" } as const;
 
@@ -17,23 +14,19 @@ function appJson(a: AppRecord): Record<string, unknown> {
   return { id: a.id, name: a.name, owner: a.ownerId, max_concurrency: a.maxConcurrency, created_at: new Date(a.createdAt).toISOString() };
 }
 
-export function adminRoutes(app: FastifyInstance, ctx: ServerContext): void {
-  const { policy } = ctx.config;
-  const admin = { preHandler: async (req: Parameters<typeof authenticate>[1]) => void (await authenticate(ctx, req, ["admin"])) };
+export function adminRoutes(app: FastifyInstance, ctx: RouteContext): void {
+  const admin = only(ctx, "admin");
 
   app.post<{ Body: { name: string; tier?: string } }>(
     "/v1/admin/users",
     { ...admin, schema: { body: { type: "object", additionalProperties: false, required: ["name"], properties: { name: NAME, tier: { type: "string", maxLength: 32 } } } } },
     async (req, reply) => {
-      const { user, token } = await createUser(ctx.store, policy, { name: req.body.name, tier: req.body.tier ?? "free" }, ctx.clock.now());
+      const { user, token } = await ctx.directory.createUser({ name: req.body.name, tier: req.body.tier ?? "free" });
       return reply.code(201).send({ ...userJson(user), token });
     },
   );
 
-  app.get("/v1/admin/users", admin, async () => {
-    const users = await ctx.store.transaction((tx) => tx.users.list());
-    return { users: users.map(userJson) };
-  });
+  app.get("/v1/admin/users", admin, async () => ({ users: (await ctx.directory.listUsers()).map(userJson) }));
 
   app.patch<{ Params: { id: string }; Body: { tier?: string; quota?: number | null; bonus?: number } }>(
     "/v1/admin/users/:id",
@@ -54,22 +47,18 @@ export function adminRoutes(app: FastifyInstance, ctx: ServerContext): void {
     },
     async (req) => {
       const b = req.body;
-      const user = await updateUser(ctx.store, policy, req.params.id, {
+      const { user, quota } = await ctx.directory.updateUser(req.params.id, {
         ...(b.tier !== undefined ? { tier: b.tier } : {}),
         ...(b.quota !== undefined ? { quotaS: b.quota } : {}),
         ...(b.bonus !== undefined ? { bonusS: b.bonus } : {}),
-      }, ctx.clock.now());
-      ctx.callers.clear(); // a changed tier applies to the user's token at once
-      const q = await ctx.store.transaction((tx) => readQuota(tx, policy, { kind: "user", id: user.id }, ctx.clock.now()));
-      return { ...userJson(user), quota: quotaJson(q.identity, q.view) };
+      });
+      return { ...userJson(user), quota: quotaJson(quota.identity, quota.view) };
     },
   );
 
-  app.get<{ Params: { id: string } }>("/v1/admin/users/:id", admin, async (req, reply) => {
-    const user = await ctx.store.transaction((tx) => findUser(tx, req.params.id));
-    if (!user) return reply.callNotFound();
-    const q = await ctx.store.transaction((tx) => readQuota(tx, policy, { kind: "user", id: user.id }, ctx.clock.now()));
-    return { ...userJson(user), quota: quotaJson(q.identity, q.view) };
+  app.get<{ Params: { id: string } }>("/v1/admin/users/:id", admin, async (req) => {
+    const { user, quota } = await ctx.directory.user(req.params.id);
+    return { ...userJson(user), quota: quotaJson(quota.identity, quota.view) };
   });
 
   app.post<{ Body: { name: string; owner: string; max_concurrency?: number | null } }>(
@@ -86,34 +75,29 @@ export function adminRoutes(app: FastifyInstance, ctx: ServerContext): void {
       },
     },
     async (req, reply) => {
-      const { app: created, key } = await createApp(ctx.store, { name: req.body.name, owner: req.body.owner, maxConcurrency: req.body.max_concurrency ?? null }, ctx.clock.now());
-      ctx.engine.setAppLimit(created.id, created.maxConcurrency);
+      const { app: created, key } = await ctx.directory.createApp({ name: req.body.name, owner: req.body.owner, maxConcurrency: req.body.max_concurrency ?? null });
       return reply.code(201).send({ ...appJson(created), key });
     },
   );
 
-  app.get("/v1/admin/apps", admin, async () => {
-    const apps = await ctx.store.transaction((tx) => tx.apps.list());
-    return { apps: apps.map(appJson) };
-  });
+  app.get("/v1/admin/apps", admin, async () => ({ apps: (await ctx.directory.listApps()).map(appJson) }));
 
   for (const kind of ["node", "edge"] as const) {
     app.post<{ Body: { name: string } }>(
       `/v1/admin/${kind}s`,
       { ...admin, schema: { body: { type: "object", additionalProperties: false, required: ["name"], properties: { name: NAME } } } },
       async (req, reply) => {
-        const { record, key } = await createKeyed(ctx.store, kind, req.body.name, ctx.clock.now());
+        const { record, key } = await ctx.directory.createKeyed(kind, req.body.name);
         return reply.code(201).send({ id: record.id, name: record.name, key });
       },
     );
   }
 
   app.get("/v1/admin/pool", admin, async () => {
-    const view = await poolView(ctx.store, ctx.engine, ctx.config.pool.devices, ctx.config.nodes.heartbeatTimeoutMs, ctx.clock.now());
-    const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+    const view = await ctx.pool.view();
     return {
-      // A replica that does not lead rebuilds the view from the database (see poolView).
-      leader: ctx.engine.isLeader,
+      // A replica that does not lead rebuilds the view from the database (see PoolViewer).
+      leader: view.source === "leader",
       source: view.source,
       nodes: view.nodes.map((n) => ({ name: n.name, kind: n.kind, state: n.state, heartbeat_at: iso(n.heartbeatAt), agent_url: n.agentUrl })),
       devices: view.devices.map((d) => ({ node: d.spec.node, index: d.spec.index, uuid: d.spec.uuid, name: d.spec.name, memory_mb: d.spec.memoryMb, slots: d.holders })),

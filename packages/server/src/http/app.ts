@@ -3,7 +3,7 @@ import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import { problem } from "@gpupool/core";
 import sjson from "secure-json-parse";
 import { adminRoutes } from "./admin-routes.js";
-import type { ServerContext } from "./context.js";
+import type { RouteContext } from "./context.js";
 import { leaseRoutes } from "./lease-routes.js";
 import { nodeRoutes } from "./node-routes.js";
 import { installErrorHandling } from "./problems.js";
@@ -12,7 +12,7 @@ import { sessionRoutes } from "./session-routes.js";
 import { tokenRoutes } from "./token-routes.js";
 
 /** The HTTP surface of the control plane. Routes parse, call one use case, and serialize. */
-export function buildHttpApp(ctx: ServerContext): FastifyInstance {
+export function buildHttpApp(ctx: RouteContext): FastifyInstance {
   const requestLogging = ctx.config.logLevel === "debug" || ctx.config.logLevel === "trace";
   const app = Fastify({
     // The cast picks Fastify's logger type for the instance's generics (routes take FastifyInstance).
@@ -50,10 +50,7 @@ export function buildHttpApp(ctx: ServerContext): FastifyInstance {
   app.get("/healthz", async () => ({ status: "ok" }));
   app.get("/readyz", async (_req, reply) => {
     try {
-      await ctx.store.ping();
-      // The queue and the slots live in the leader's memory: a replica that does not lead says it does not know.
-      const leader = ctx.engine.isLeader;
-      return { status: "ready", storage: ctx.store.kind, leader, queue: leader ? ctx.engine.queueDepth : null, slots: leader ? { total: ctx.engine.totalSlots, busy: ctx.engine.busySlots } : null };
+      return { status: "ready", ...(await ctx.health.ready()) };
     } catch {
       return reply.code(503).type("application/problem+json").send(problem("storage_unavailable", "The pool's database is not answering."));
     }

@@ -1,24 +1,38 @@
+import type { Policy } from "@gpupool/core";
 import type { Logger } from "pino";
-import type { CallerCache } from "./auth.js";
-import type { Clock } from "../clock.js";
 import type { ServerConfig } from "../config.js";
 import type { LeaseEvents } from "../events.js";
-import type { IpTokens } from "../identity/ip-tokens.js";
 import type { Metrics } from "../metrics.js";
-import type { Store } from "../storage/store.js";
-import type { LeaseEngine } from "../use-cases/lease-engine.js";
+import type { QuotaQueries } from "../use-cases/accounts/quota-queries.js";
+import type { Directory } from "../use-cases/admin/directory.js";
+import type { PoolViewer } from "../use-cases/admin/pool-view.js";
+import type { Health } from "../use-cases/health.js";
+import type { Callers } from "../use-cases/identity/callers.js";
+import type { Sessions } from "../use-cases/identity/sessions.js";
+import type { TokenIssuer } from "../use-cases/identity/token-issuer.js";
+import type { Diagnose } from "../use-cases/leases/diagnose.js";
+import type { LeaseRequests } from "../use-cases/leases/lease-requests.js";
+import type { NodeAgents } from "../use-cases/nodes/node-agents.js";
 
-/** What the routes may use. Routes parse, call one use case, and serialize. */
-export interface ServerContext {
-  readonly config: ServerConfig;
-  readonly store: Store;
-  readonly engine: LeaseEngine;
-  readonly ipTokens: IpTokens;
-  readonly events: LeaseEvents;
+/**
+ * What the routes may use: use cases, never the store. A route parses the request, calls one
+ * use case (after the caller is authenticated), and serializes what it returns.
+ */
+export interface RouteContext {
+  readonly config: Pick<ServerConfig, "server" | "identity" | "logLevel" | "nodes">;
+  readonly policy: Policy;
+  readonly callers: Callers;
+  readonly leases: LeaseRequests;
+  readonly quota: QuotaQueries;
+  readonly diagnose: Diagnose;
+  readonly nodes: NodeAgents;
+  readonly directory: Directory;
+  readonly sessions: Sessions;
+  readonly tokens: TokenIssuer;
+  readonly pool: PoolViewer;
+  readonly health: Health;
   readonly metrics: Metrics;
-  readonly clock: Clock;
-  /** Null disables the admin API. */
-  readonly adminToken: string | null;
+  /** For open event streams: they end when the server shuts down. */
+  readonly events: LeaseEvents;
   readonly log: Logger;
-  readonly callers: CallerCache;
 }

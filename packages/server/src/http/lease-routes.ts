@@ -1,43 +1,24 @@
-import { fail } from "@gpupool/core";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import type { LeaseRecord, LeaseStatus } from "../storage/store.js";
-import { readQuota } from "../use-cases/quota.js";
-import { attributeRequest } from "./attribution.js";
-import type { Caller } from "./auth.js";
-import { authenticate, nodeFromHeader } from "./auth.js";
-import type { ServerContext } from "./context.js";
+import type { LeaseStatus } from "../storage/store.js";
+import type { Released } from "../use-cases/leases/leases.js";
+import type { LeaseUpdate } from "../use-cases/leases/lease-requests.js";
+import { authenticate, ipTokenHeader, nodeKeyHeader } from "./auth.js";
+import type { RouteContext } from "./context.js";
 import { sendProblem } from "./problems.js";
 import { leaseJson, quotaJson } from "./views.js";
 
 const MAX_DURATION_S = 86_400;
 const STATUSES: LeaseStatus[] = ["queued", "active", "released", "expired", "cancelled", "failed"];
 
-export function leaseRoutes(app: FastifyInstance, ctx: ServerContext): void {
-  const sizes = Object.keys(ctx.config.policy.sizes);
+function releasedJson(r: Released): Record<string, unknown> {
+  const l = r.lease;
+  return { id: l.id, status: l.status, held_ms: l.heldMs, charged: l.chargedMs / 1000, refunded: l.refundedMs / 1000, quota: quotaJson(r.quota.identity, r.quota.view) };
+}
 
-  async function quotaFor(lease: LeaseRecord): Promise<Record<string, unknown> | null> {
-    const q = await ctx.store.transaction((tx) => readQuota(tx, ctx.config.policy, { kind: lease.identityKind, id: lease.identityId }, ctx.clock.now()));
-    return quotaJson(q.identity, q.view);
-  }
+export function leaseRoutes(app: FastifyInstance, ctx: RouteContext): void {
+  const sizes = Object.keys(ctx.policy.sizes);
 
-  async function view(lease: LeaseRecord): Promise<Record<string, unknown>> {
-    return leaseJson(lease, lease.status === "queued" ? ctx.engine.position(lease.id) : null, await quotaFor(lease));
-  }
-
-  /** A lease is visible to the app that made it, the user it is charged to, and the admin. */
-  async function visibleLease(req: FastifyRequest, id: string, forWrite: boolean): Promise<{ lease: LeaseRecord; caller: Caller }> {
-    const caller = await authenticate(ctx, req, ["app", "user", "admin"]);
-    const lease = ctx.engine.liveLease(id) ?? (await ctx.store.transaction((tx) => tx.leases.get(id)));
-    const mine =
-      lease !== null &&
-      (caller.kind === "admin" ||
-        (caller.kind === "app" && lease.appId === caller.app.id) ||
-        (caller.kind === "user" && lease.identityKind === "user" && lease.identityId === caller.user.id && (!forWrite || lease.appId === null)));
-    if (!lease || !mine) fail("not_found", `No lease ${id} visible to this caller.`);
-    return { lease, caller };
-  }
-
-  app.post(
+  app.post<{ Body: { duration?: number; size?: string; queue?: boolean } | null }>(
     "/v1/leases",
     {
       schema: {
@@ -55,35 +36,17 @@ export function leaseRoutes(app: FastifyInstance, ctx: ServerContext): void {
     },
     async (req, reply) => {
       const caller = await authenticate(ctx, req, ["app", "user"]);
-      if (caller.kind !== "app" && caller.kind !== "user") throw new Error("unreachable");
-      const body = (req.body ?? {}) as { duration?: number; size?: string; queue?: boolean };
-      // Through a node's agent, the app runs on that host: only that node's GPUs will do.
-      const node = await nodeFromHeader(ctx, req);
-      const attribution = await attributeRequest(ctx, req, caller);
-      if (!attribution.ok) {
-        ctx.metrics.denial(attribution.problem.code);
-        return sendProblem(reply, attribution.problem);
-      }
-      const size = ctx.config.policy.sizes[body.size ?? ctx.config.policy.defaultSize];
-      if (!size) throw new Error("size validated by schema");
-      const result = await ctx.engine.admit({
-        appId: caller.kind === "app" ? caller.app.id : null,
-        charged: attribution.charged,
-        via: attribution.via,
-        durationMs: body.duration === undefined ? ctx.config.policy.defaultDurationMs : Math.round(body.duration * 1000),
-        size,
-        queue: body.queue ?? true,
-        node: node?.name ?? null,
-      });
+      const body = req.body ?? {};
+      const result = await ctx.leases.request(caller, { ipToken: ipTokenHeader(req), nodeKey: nodeKeyHeader(req), duration: body.duration, size: body.size, queue: body.queue });
       if (result.kind === "denied") return sendProblem(reply, result.problem, result.retryAfterS);
       reply.header("location", `/v1/leases/${result.lease.id}`);
       const quota = quotaJson(result.quota.identity, result.quota.view);
       if (result.kind === "granted") return reply.code(201).send(leaseJson(result.lease, null, quota));
-      return reply.code(202).send(leaseJson(result.lease, { position: result.position, reason: result.reason, etaMs: result.etaMs }, quota));
+      return reply.code(202).send(leaseJson(result.lease, result.place, quota));
     },
   );
 
-  app.get(
+  app.get<{ Querystring: { status?: LeaseStatus; limit?: string } }>(
     "/v1/leases",
     {
       schema: {
@@ -96,36 +59,21 @@ export function leaseRoutes(app: FastifyInstance, ctx: ServerContext): void {
     },
     async (req) => {
       const caller = await authenticate(ctx, req, ["app", "user", "admin"]);
-      const q = req.query as { status?: LeaseStatus; limit?: string };
-      const limit = Math.min(500, Math.max(1, Number(q.limit ?? 50)));
-      const leases = await ctx.store.transaction((tx) =>
-        tx.leases.list({
-          limit,
-          ...(q.status ? { status: q.status } : {}),
-          ...(caller.kind === "app" ? { appId: caller.app.id } : {}),
-          ...(caller.kind === "user" ? { identity: { kind: "user" as const, id: caller.user.id } } : {}),
-        }),
-      );
-      return { leases: leases.map((l) => leaseJson(l, l.status === "queued" ? ctx.engine.position(l.id) : null, null)) };
+      const limit = Math.min(500, Math.max(1, Number(req.query.limit ?? 50)));
+      const leases = await ctx.leases.list(caller, { status: req.query.status, limit });
+      return { leases: leases.map((l) => leaseJson(l.lease, l.place, null)) };
     },
   );
 
   app.get<{ Params: { id: string } }>("/v1/leases/:id", async (req) => {
-    const { lease } = await visibleLease(req, req.params.id, false);
-    return view(lease);
+    const caller = await authenticate(ctx, req, ["app", "user", "admin"]);
+    const v = await ctx.leases.get(caller, req.params.id);
+    return leaseJson(v.lease, v.place, v.quota === null ? null : quotaJson(v.quota.identity, v.quota.view));
   });
 
   const release = async (req: FastifyRequest<{ Params: { id: string } }>, failed: boolean) => {
-    await visibleLease(req, req.params.id, true);
-    const { lease: ended, quota } = await ctx.engine.release(req.params.id, failed);
-    return {
-      id: ended.id,
-      status: ended.status,
-      held_ms: ended.heldMs,
-      charged: ended.chargedMs / 1000,
-      refunded: ended.refundedMs / 1000,
-      quota: quotaJson(quota.identity, quota.view),
-    };
+    const caller = await authenticate(ctx, req, ["app", "user", "admin"]);
+    return releasedJson(await ctx.leases.release(caller, req.params.id, failed));
   };
 
   app.post<{ Params: { id: string }; Body: { failed?: boolean } | null }>(
@@ -137,90 +85,60 @@ export function leaseRoutes(app: FastifyInstance, ctx: ServerContext): void {
   app.delete<{ Params: { id: string } }>("/v1/leases/:id", async (req) => release(req, false));
 
   app.get<{ Params: { id: string } }>("/v1/leases/:id/events", async (req, reply) => {
-    const { lease } = await visibleLease(req, req.params.id, false);
-    streamEvents(ctx, req, reply, lease, await quotaFor(lease));
+    const caller = await authenticate(ctx, req, ["app", "user", "admin"]);
+    await streamEvents(ctx, req, reply, (listener) => ctx.leases.follow(caller, req.params.id, listener));
   });
 }
 
 /**
- * Server-Sent Events for one lease: the current state first, then each change, ending with the
- * terminal event. A subscription made before reading the state would be more precise, but the
- * engine serializes changes, and the state read here is re-sent when it changes anyway.
+ * Server-Sent Events for one lease: its current state first, then each change, ending with the
+ * terminal event (`granted`, `failed` or `ended`). Keep-alive comments every 15 s; a shutting-down
+ * server ends its streams (clients reconnect to the next one).
  */
-function streamEvents(ctx: ServerContext, req: FastifyRequest, reply: FastifyReply, lease: LeaseRecord, quota: Record<string, unknown> | null): void {
+async function streamEvents(ctx: RouteContext, req: FastifyRequest, reply: FastifyReply, follow: (listener: (u: LeaseUpdate) => void) => Promise<() => void>): Promise<void> {
+  let res: FastifyReply["raw"] | null = null;
+  let closed = false;
+  const pending: LeaseUpdate[] = [];
+  const send = (u: LeaseUpdate): void => {
+    if (res === null) return void pending.push(u);
+    if (closed) return;
+    res.write(`event: ${u.type}\ndata: ${JSON.stringify(updateJson(u))}\n\n`);
+    if (u.type !== "queued") close();
+  };
+  // Following checks that the caller may see the lease (a 404 is still an ordinary answer).
+  const stop = await follow(send);
   reply.hijack();
-  const res = reply.raw;
+  res = reply.raw;
   res.writeHead(200, {
     "content-type": "text/event-stream; charset=utf-8",
     "cache-control": "no-cache, no-transform",
     connection: "keep-alive",
     "x-accel-buffering": "no",
   });
-  const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
-  let closed = false;
-  const close = () => {
+  const ping = setInterval(() => res?.write(": ping\n\n"), 15_000);
+  ping.unref();
+  const stopOnShutdown = ctx.events.onShutdown(() => close());
+  function close(): void {
     if (closed) return;
     closed = true;
-    unsubscribe();
+    stop();
     stopOnShutdown();
     clearInterval(ping);
-    res.end();
-  };
-  // A shutting-down server ends its streams (clients reconnect to the next one) instead of
-  // waiting for every queued lease to resolve.
-  const stopOnShutdown = ctx.events.onShutdown(() => close());
-  const unsubscribe = ctx.events.subscribe(lease.id, (e) => {
-    if (closed) return;
-    switch (e.type) {
-      case "queued":
-        send("queued", queuedEvent(e));
-        return;
-      case "granted":
-        send("granted", { lease: leaseJson(e.lease, null, null) });
-        return close();
-      case "failed":
-        send("failed", { problem: e.problem });
-        return close();
-      case "ended":
-        send("ended", { lease: leaseJson(e.lease, null, null) });
-        return close();
-    }
-  });
-  // On a replica that does not lead, the queue place comes from the leader: ask for it.
-  if (lease.status === "queued") ctx.engine.watch(lease.id);
-  const ping = setInterval(() => res.write(": ping\n\n"), 15_000);
-  ping.unref();
-  req.raw.on("close", close);
-  const sendState = (lease: LeaseRecord, quota: Record<string, unknown> | null): void => {
-    if (closed) return;
-    const current = lease.status === "queued" ? ctx.engine.position(lease.id) : null;
-    if (lease.status === "queued" && current) return void send("queued", queuedEvent(current));
-    if (lease.status === "queued") {
-      // Granted or ended between our read and the subscription: read it again.
-      void ctx.store
-        .transaction((tx) => tx.leases.get(lease.id))
-        .then((fresh) => fresh && fresh.status !== "queued" && sendState(fresh, null))
-        .catch(() => close());
-      return;
-    }
-    sendTerminal(lease, quota);
-  };
-  const sendTerminal = (lease: LeaseRecord, quota: Record<string, unknown> | null): void => {
-  if (lease.status === "active") {
-    send("granted", { lease: leaseJson(lease, null, quota) });
-    close();
-  } else if (lease.status === "failed" && lease.grantedAt === null && lease.problemCode !== null) {
-    send("failed", { problem: { code: lease.problemCode, detail: lease.problemDetail, status: 408, title: "Queue timeout", type: `urn:gpupool:problem:${lease.problemCode}` } });
-    close();
-  } else {
-    send("ended", { lease: leaseJson(lease, null, quota) });
-    close();
+    res?.end();
   }
-  };
-  sendState(lease, quota);
+  req.raw.on("close", close);
+  for (const u of pending.splice(0)) send(u);
 }
 
-/** The SSE `queued` payload: place in line, why, and the estimated wait in whole seconds. */
-function queuedEvent(place: { position: number; reason: string; etaMs: number | null }): { position: number; reason: string; eta_s: number | null } {
-  return { position: place.position, reason: place.reason, eta_s: place.etaMs === null ? null : Math.ceil(place.etaMs / 1000) };
+function updateJson(u: LeaseUpdate): unknown {
+  switch (u.type) {
+    case "queued":
+      // The place in line, why it waits, and the estimated wait in whole seconds.
+      return { position: u.place.position, reason: u.place.reason, eta_s: u.place.etaMs === null ? null : Math.ceil(u.place.etaMs / 1000) };
+    case "failed":
+      return { problem: u.problem };
+    case "granted":
+    case "ended":
+      return { lease: leaseJson(u.lease, null, u.quota === null ? null : quotaJson(u.quota.identity, u.quota.view)) };
+  }
 }

@@ -21,7 +21,7 @@ export function iso(ms: number | null): string | null {
   return `${prefix}${millis < 10 ? "00" : millis < 100 ? "0" : ""}${millis}Z`;
 }
 
-/** The quota object of the wire format (SPEC §4): seconds and ISO times. */
+/** The quota object of the wire format (docs/wire.md): seconds and ISO times. */
 export function quotaJson(identity: Identity, v: QuotaView): Record<string, unknown> {
   return {
     identity: { kind: identity.kind, id: identity.id, tier: identity.tier },

@@ -1,8 +1,9 @@
 import { randomBytes } from "node:crypto";
 import { fail } from "@gpupool/core";
-import { hashSecret } from "../secrets.js";
-import type { Store, UserRecord } from "../storage/store.js";
-import { findUser } from "./admin.js";
+import { hashSecret } from "../../secrets.js";
+import type { Clock } from "../../clock.js";
+import type { Store, UserRecord } from "../../storage/store.js";
+import { findUser } from "../admin/directory.js";
 
 /** How long a browser session lives. Long enough for a demo hub; revocable at any time. */
 export const SESSION_TTL_MS = 30 * 24 * 3600 * 1000;
@@ -19,14 +20,22 @@ export interface OpenedSession {
   readonly expiresAt: number;
 }
 
-/**
- * Trades a user token (and, from the login form, optionally the user's name, which must match)
- * for a new session. Only the session's hash is stored.
- */
-export async function openSession(store: Store, input: { token: string; name?: string }, now: number): Promise<OpenedSession> {
+/** Viewers' edge sessions: kept here so they survive edge restarts and can be revoked centrally. */
+export class Sessions {
+  constructor(
+    private readonly store: Store,
+    private readonly clock: Clock,
+  ) {}
+
+  /**
+   * Trades a user token (and, from the login form, optionally the user's name, which must match)
+   * for a new session. Only the session's hash is stored.
+   */
+  async open(input: { token: string; name?: string }): Promise<OpenedSession> {
+  const now = this.clock.now();
   const secret = SESSION_PREFIX + randomBytes(32).toString("base64url");
   const expiresAt = now + SESSION_TTL_MS;
-  const user = await store.transaction(async (tx) => {
+  const user = await this.store.transaction(async (tx) => {
     const found = await tx.users.findByTokenHash(hashSecret(input.token));
     // One message for "no such token" and "token of someone else": no hint which part was wrong.
     if (!found || (input.name !== undefined && input.name !== found.name)) {
@@ -39,8 +48,9 @@ export async function openSession(store: Store, input: { token: string; name?: s
 }
 
 /** The user behind a live session; expired, revoked and unknown sessions are one error. */
-export async function resolveSession(store: Store, secret: string, now: number): Promise<{ user: UserRecord; expiresAt: number }> {
-  return store.transaction(async (tx) => {
+  async resolve(secret: string): Promise<{ user: UserRecord; expiresAt: number }> {
+  const now = this.clock.now();
+  return this.store.transaction(async (tx) => {
     const s = secret.startsWith(SESSION_PREFIX) ? await tx.sessions.get(hashSecret(secret)) : null;
     if (!s || s.revokedAt !== null || s.expiresAt <= now) fail("invalid_session", "The session has expired or was signed out; sign in again at /login.");
     const user = await tx.users.get(s.userId);
@@ -50,15 +60,18 @@ export async function resolveSession(store: Store, secret: string, now: number):
 }
 
 /** Revokes the session named by its secret; unknown sessions are not an error (sign-out is idempotent). */
-export async function revokeSession(store: Store, secret: string, now: number): Promise<boolean> {
-  return store.transaction((tx) => tx.sessions.revoke(hashSecret(secret), now));
+  async revoke(secret: string): Promise<boolean> {
+  const now = this.clock.now();
+  return this.store.transaction((tx) => tx.sessions.revoke(hashSecret(secret), now));
 }
 
 /** Revokes all of a user's sessions (by id or name); an unknown user is a 404. */
-export async function revokeUserSessions(store: Store, ref: string, now: number): Promise<{ user: UserRecord; revoked: number }> {
-  return store.transaction(async (tx) => {
+  async revokeForUser(ref: string): Promise<{ user: UserRecord; revoked: number }> {
+  const now = this.clock.now();
+  return this.store.transaction(async (tx) => {
     const user = await findUser(tx, ref);
     if (!user) fail("not_found", `No user "${ref}".`);
     return { user, revoked: await tx.sessions.revokeForUser(user.id, now) };
   });
+}
 }

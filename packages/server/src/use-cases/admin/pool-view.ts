@@ -1,7 +1,8 @@
 import { Pool } from "@gpupool/core";
 import type { DeviceSpec, WaitReason } from "@gpupool/core";
-import type { LeaseRecord, NodeRecord, Store } from "../storage/store.js";
-import type { LeaseEngine } from "./lease-engine.js";
+import type { Clock } from "../../clock.js";
+import type { LeaseRecord, NodeRecord, Store } from "../../storage/store.js";
+import type { PoolState } from "../leases/pool-state.js";
 
 export type NodeState = "up" | "registered" | "lost" | "new";
 
@@ -29,14 +30,28 @@ function nodeState(up: boolean, n: NodeRecord): NodeState {
  * agents heard from within the heartbeat timeout, occupied by the active leases — rather than
  * show its own empty view as the pool's. Only the queue's priority order is the leader's alone.
  */
-export async function poolView(store: Store, engine: LeaseEngine, configured: readonly DeviceSpec[], heartbeatTimeoutMs: number, now: number): Promise<PoolView> {
+export class PoolViewer {
+  constructor(
+    private readonly store: Store,
+    /** Whether this replica runs the scheduler (then `state` is the pool's own memory). */
+    private readonly leading: () => boolean,
+    private readonly state: PoolState,
+    private readonly configured: readonly DeviceSpec[],
+    private readonly heartbeatTimeoutMs: number,
+    private readonly clock: Clock,
+  ) {}
+
+  async view(): Promise<PoolView> {
+    const now = this.clock.now();
+    const leading = this.leading();
+    const { store, state, configured, heartbeatTimeoutMs } = this;
   const { nodes, active, queued } = await store.transaction(async (tx) => ({
     nodes: await tx.nodes.list(),
     active: await tx.leases.list({ status: "active", limit: 500 }),
-    queued: engine.isLeader ? [] : await tx.leases.list({ status: "queued", limit: 500 }),
+    queued: leading ? [] : await tx.leases.list({ status: "queued", limit: 500 }),
   }));
   const fresh = (n: NodeRecord) => n.devices !== null && n.heartbeatAt !== null && n.heartbeatAt + heartbeatTimeoutMs > now;
-  const up = engine.isLeader ? new Set(engine.liveNodes()) : new Set(nodes.filter(fresh).map((n) => n.name));
+  const up = leading ? new Set(state.liveNodes()) : new Set(nodes.filter(fresh).map((n) => n.name));
   const configuredNodes = [...new Set(configured.map((d) => d.node))].map((name) => ({ name, kind: "configured" as const, state: "up" as const, heartbeatAt: null, agentUrl: null }));
   const agents = nodes.map((n) => ({
     name: n.name,
@@ -48,13 +63,14 @@ export async function poolView(store: Store, engine: LeaseEngine, configured: re
     agentUrl: n.agentUrl,
   }));
   const base = { nodes: [...configuredNodes, ...agents], active };
-  if (engine.isLeader) {
-    return { ...base, source: "leader", devices: engine.poolSnapshot(), slots: { total: engine.totalSlots, busy: engine.busySlots }, queue: engine.queueSnapshot() };
+  if (leading) {
+    return { ...base, source: "leader", devices: state.poolSnapshot(), slots: { total: state.totalSlots, busy: state.busySlots }, queue: state.queueSnapshot() };
   }
   const pool = new Pool(configured);
   for (const n of nodes) if (up.has(n.name)) for (const d of n.devices ?? []) pool.addDevice(d);
   for (const l of active) if (l.node !== null && l.deviceIndex !== null && l.slotIndexes !== null) pool.occupy(l.id, l.node, l.deviceIndex, l.slotIndexes);
-  // leases.list is newest first; the database knows arrival order, not the leader's priorities.
+  // listLeases is newest first; the database knows arrival order, not the leader's priorities.
   const queue = [...queued].reverse().map((l, i) => ({ lease: l.id, position: i + 1, reason: null, identity: `${l.identityKind}:${l.identityId}`, app: l.appId, slots: l.slots }));
   return { ...base, source: "database", devices: pool.snapshot(), slots: { total: pool.totalSlots, busy: pool.busySlots }, queue };
+}
 }

@@ -1,6 +1,6 @@
 import { problem } from "@gpupool/core";
 import type { Problem } from "@gpupool/core";
-import type { NodeRecord } from "../storage/store.js";
+import type { NodeRecord } from "../../storage/store.js";
 
 /**
  * Which registration of a node is current. An agent is answered it at registration and sends it

@@ -1,30 +1,27 @@
-import { EMPTY_LEDGER, fail, identityKey, problem, quotaView, rollWindow, tierOf } from "@gpupool/core";
-import type { QueuePlace } from "@gpupool/core";
+import { decideAdmission, fail, problem } from "@gpupool/core";
+import type { AdmissionRequest, Placement, Policy, QueuePlace } from "@gpupool/core";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import type { LeaseEvents } from "../events.js";
 import { newOrderedId } from "../secrets.js";
 import type { LeaseRecord, Store } from "../storage/store.js";
-import { chargedIdentity } from "./charged-identity.js";
-import type { AdmitInput, AdmitResult } from "./lease-engine.js";
-import { admitted, endActive, endQueued } from "./lease-transitions.js";
-import type { IdentityQuota } from "./quota.js";
-import { readQuota, reserveWithRetryTime } from "./quota.js";
-import type { LeaderMessage, LeaseBroadcast } from "./replica-messages.js";
-import type { Policy } from "@gpupool/core";
+import type { Accounts } from "../use-cases/accounts/accounts.js";
+import { admitted, endActive, endQueued } from "../use-cases/leases/lease-transitions.js";
+import type { AdmitInput, AdmitResult, LeaseLifecycle, Released } from "../use-cases/leases/leases.js";
+import type { LeaderMessage, LeaseBroadcast } from "./messages.js";
 
 /** How long a follower waits for the leader to place a lease it admitted before answering 202. */
 const VERDICT_WAIT_MS = 2_000;
 
 /**
- * The lease use cases on a replica that does not lead (PostgreSQL, several replicas). The ledger
+ * The lease lifecycle on a replica that does not lead (PostgreSQL, several replicas). The ledger
  * is changed here, under the database's row locks, exactly as on the leader — so admission is
  * atomic across replicas — but slots and the queue belong to the leader: an admitted lease is
- * stored queued and the leader is told to place it; a release frees the lease in the database
+ * stored queued and the leader is told to place it; a release ends the lease in the database
  * and tells the leader to free its slots. The answer waits (briefly) for the leader's verdict, so
  * a caller still gets 201 when a GPU was free.
  */
-export class LeaseFollower {
+export class FollowerLeases implements LeaseLifecycle {
   /** The latest queue place the leader announced for each queued lease. */
   private readonly places = new Map<string, QueuePlace>();
   /** Admissions waiting for the leader's first word on their lease. */
@@ -32,6 +29,7 @@ export class LeaseFollower {
 
   constructor(
     private readonly store: Store,
+    private readonly accounts: Accounts,
     private readonly policy: Policy,
     private readonly clock: Clock,
     private readonly events: LeaseEvents,
@@ -43,25 +41,28 @@ export class LeaseFollower {
     return this.places.get(leaseId) ?? null;
   }
 
+  liveLease(): LeaseRecord | null {
+    return null;
+  }
+
   async admit(input: AdmitInput): Promise<AdmitResult> {
     const now = this.clock.now();
     const leaseId = newOrderedId("ls", now);
-    // May run more than once (see Store.transaction on PostgreSQL): statements and pure computation
-    // only; a second run inserts the same lease id, the first having been rolled back.
+    const request: AdmissionRequest = { durationMs: input.durationMs, size: input.size, queue: input.queue, via: input.via, node: input.node, now };
+    // May run more than once (Store.transaction): statements and pure computation only; a second
+    // run inserts the same lease id, the first having been rolled back.
     const staged = await this.store.transaction(async (tx) => {
-      const { identity, overrideMs } = await chargedIdentity(tx, this.policy, input.charged);
-      const key = identityKey(identity);
-      const tier = tierOf(this.policy, identity.tier);
-      if (input.node !== null && (await tx.nodes.getByName(input.node))?.devices == null) {
-        return { kind: "denied" as const, retryAfterS: 5, problem: problem("no_gpu_available", `Node ${input.node} has no GPUs in the pool right now: its agent has not registered, or stopped heartbeating. Nothing was reserved; check the agent on that host (gpupool pool shows the nodes).`, { reason: "node_not_registered" }) };
-      }
-      const ledger = rollWindow((await tx.ledgers.get(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs);
-      const outcome = await reserveWithRetryTime(tx, { policy: this.policy, identity, tier, overrideMs, ledger, durationMs: input.durationMs, size: input.size, now, via: input.via });
-      if (!outcome.ok) return { kind: "denied" as const, problem: outcome.problem, retryAfterS: outcome.retryAfterS };
-      const lease = await tx.leases.insert(admitted({ id: leaseId, appId: input.appId, identity, size: input.size, durationMs: input.durationMs, reservedMs: outcome.reservedMs, now, windowStartedAt: outcome.ledger.windowStartedAt, node: input.node }));
-      await tx.ledgers.put(key, outcome.ledger);
-      const quota: IdentityQuota = { identity, view: quotaView(outcome.ledger, tier, overrideMs, this.policy.windowMs) };
-      return { kind: "stored" as const, lease, quota };
+      const account = await this.accounts.forAdmission(tx, input.charged, request);
+      // Slots and the queue are the leader's: it places the lease once it is stored.
+      const placement: Placement = input.node !== null && (await tx.nodes.getByName(input.node))?.devices == null ? { kind: "node_missing" } : { kind: "later" };
+      const decision = decideAdmission(this.policy, account, request, placement);
+      if (decision.kind === "refused") return { kind: "denied" as const, problem: decision.problem, retryAfterS: decision.retryAfterS };
+      const { identity } = account;
+      const lease = await tx.leases.insert(
+        admitted({ id: leaseId, appId: input.appId, identity, size: input.size, durationMs: input.durationMs, reservedMs: decision.reservedMs, now, windowStartedAt: decision.ledger.windowStartedAt, node: input.node }),
+      );
+      await this.accounts.save(tx, identity, decision.ledger);
+      return { kind: "stored" as const, lease };
     });
     if (staged.kind === "denied") return staged;
     const verdict = new Promise<LeaseBroadcast | null>((resolve) => {
@@ -78,30 +79,30 @@ export class LeaseFollower {
     });
     await this.tellLeader({ op: "admitted", id: leaseId, queue: input.queue });
     const word = await verdict;
-    const fresh = await this.store.transaction(async (tx) => ({ lease: await tx.leases.get(leaseId), quota: await readQuota(tx, this.policy, input.charged, this.clock.now()) }));
+    const fresh = await this.store.transaction(async (tx) => ({ lease: await tx.leases.get(leaseId), quota: await this.accounts.quota(tx, input.charged, this.clock.now()) }));
     const lease = fresh.lease ?? staged.lease;
     const answer = admissionAnswer(lease);
     if (answer === "granted") return { kind: "granted", lease, quota: fresh.quota };
     if (answer === "refused") {
-      // The leader turned it down (queue: false with no free slot, no GPU that could ever fit).
+      // The leader turned it down (the pool's half of admission: no GPU that could ever take it, queue: false with no free slot, a full queue).
       const why = lease.problemCode === null ? problem("no_gpu_available", "The request ended before it was granted.") : problem(lease.problemCode as "no_gpu_available", lease.problemDetail ?? "");
       return { kind: "denied", problem: why, retryAfterS: 5 };
     }
     // No word from the leader in time (none is leading right now, or it is slow): the lease is
     // stored and waits; whichever replica leads next places it.
     const place = word?.type === "queued" ? word : this.places.get(leaseId);
-    return { kind: "queued", lease, position: place?.position ?? 0, reason: place?.reason ?? "node", etaMs: place?.etaMs ?? null, quota: fresh.quota };
+    return { kind: "queued", lease, place: { position: place?.position ?? 0, reason: place?.reason ?? "node", etaMs: place?.etaMs ?? null }, quota: fresh.quota };
   }
 
   /**
    * Release or cancel in the database, then tell the leader (and every watcher). Idempotent.
    *
-   * Locks: `leases.get` takes the lease's identity's ledger lock before it locks the lease row and
-   * reads its status (the order every replica takes them in, leader included: see the PostgreSQL
-   * adapter's postgresTx), so a cancel here and the leader granting that same lease while it
-   * releases another of the identity take turns instead of deadlocking.
+   * Locks: reading the lease takes its identity's ledger lock before it locks the lease row (the
+   * order every replica takes them in, leader included: see the PostgreSQL adapter's postgresTx),
+   * so a cancel here and the leader granting that same lease while it releases another of the
+   * identity take turns instead of deadlocking.
    */
-  async release(leaseId: string, failed: boolean): Promise<{ lease: LeaseRecord; quota: IdentityQuota }> {
+  async release(leaseId: string, failed: boolean): Promise<Released> {
     // Run again if the database broke a deadlock against it: it does nothing but its statements
     // until it returns (the clock is read inside, so a second run ends the lease at its own time).
     const out = await this.store.transaction(async (tx) => {
@@ -109,15 +110,9 @@ export class LeaseFollower {
       const lease = await tx.leases.get(leaseId);
       if (!lease) fail("not_found", `No lease ${leaseId}.`);
       let ended = lease;
-      if (lease.status === "queued" || lease.status === "active") {
-        const key = identityKey({ kind: lease.identityKind, id: lease.identityId });
-        const ledger = rollWindow((await tx.ledgers.get(key)) ?? EMPTY_LEDGER, now, this.policy.windowMs);
-        const next = lease.status === "queued" ? endQueued(lease, ledger, "cancelled", now, null, this.policy.windowMs) : endActive(lease, ledger, "released", now, null, failed);
-        await tx.ledgers.put(key, next.ledger);
-        await tx.leases.update(next.lease);
-        ended = next.lease;
-      }
-      return { lease: ended, changed: ended !== lease, quota: await readQuota(tx, this.policy, { kind: lease.identityKind, id: lease.identityId }, now) };
+      if (lease.status === "queued") ended = await this.accounts.step(tx, lease, now, (ledger) => endQueued(lease, ledger, "cancelled", now, null, this.policy.windowMs));
+      else if (lease.status === "active") ended = await this.accounts.step(tx, lease, now, (ledger) => endActive(lease, ledger, "released", now, null, failed));
+      return { lease: ended, changed: ended !== lease, quota: await this.accounts.quota(tx, { kind: lease.identityKind, id: lease.identityId }, now) };
     });
     if (out.changed) {
       this.places.delete(leaseId);
@@ -133,7 +128,7 @@ export class LeaseFollower {
   }
 
   /** The leader announced a change: answer a waiting admission, and tell local watchers. */
-  async onBroadcast(b: LeaseBroadcast): Promise<void> {
+  async heard(b: LeaseBroadcast): Promise<void> {
     this.waiting.get(b.id)?.(b);
     if (b.type === "queued") {
       const place: QueuePlace = { position: b.position, reason: b.reason, etaMs: b.etaMs };
@@ -154,7 +149,7 @@ export class LeaseFollower {
  * What a follower answers for a lease it stored and handed to the leader, read back afterwards:
  * granted if the leader gave it a GPU — even if it is already over (a short lease can end before a
  * slow answer gets back; the record says how it ended) —, still queued, or refused (the leader
- * ended it without a grant: queue: false with no free slot, or no GPU that could ever take it).
+ * ended it without a grant).
  */
 export function admissionAnswer(lease: LeaseRecord): "granted" | "queued" | "refused" {
   if (lease.status === "active" || lease.grantedAt !== null) return "granted";

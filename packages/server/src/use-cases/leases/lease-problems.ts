@@ -1,6 +1,6 @@
 import { problem } from "@gpupool/core";
 import type { Problem } from "@gpupool/core";
-import type { LeaseRecord } from "../storage/store.js";
+import type { LeaseRecord } from "../../storage/store.js";
 
 /**
  * The problems a lease ends with or is refused with when the pool, not the caller, is the reason,
@@ -29,15 +29,6 @@ export function nodeLostProblem(heartbeatTimeoutMs: number, name: string, lease:
   return problem("no_gpu_available", `Node ${name} stopped answering (no heartbeat for ${timeout}s), so this call was stopped. ${charge}`, { reason: "node_lost" });
 }
 
-/** No GPU could ever take the call: too big for every GPU, or (`onlyAgents`) every GPU is an agent's and the call did not come through one. */
-export function noCapacityProblem(size: { name: string; slots: number }, node: string | null, onlyAgents: boolean): Problem {
-  if (onlyAgents) {
-    return problem("no_gpu_available", `Every GPU of this pool is on a GPU host served by its node agent, and those GPUs go only to apps running on that host, through its agent (SPACES_ZERO_DEVICE_API_URL, or the SDK's createAgentClient). Nothing was charged.`, { reason: "no_capacity" });
-  }
-  const where = node === null ? "this pool" : `node ${node}`;
-  return problem("no_gpu_available", `No GPU on ${where} can take a ${size.name} call (${size.slots} slots of one GPU). Nothing was charged; ask the app's developer to use a smaller size.`, { reason: "no_capacity" });
-}
-
 export function queueTimeoutProblem(lease: LeaseRecord, now: number, queueTimeoutMs: number): Problem {
   const waited = Math.round((now - lease.queuedAt) / 100) / 10;
   return problem(
@@ -50,4 +41,9 @@ export function queueTimeoutProblem(lease: LeaseRecord, now: number, queueTimeou
 /** The problem a lease that failed in the queue ended with, as recorded on it. */
 export function queueTimeoutProblemFrom(lease: LeaseRecord): Problem {
   return problem((lease.problemCode ?? "queue_timeout") as "queue_timeout", lease.problemDetail ?? "", { waited: ((lease.endedAt ?? lease.queuedAt) - lease.queuedAt) / 1000 });
+}
+
+/** An active lease whose device is no longer in the pool after a restart (not on a lost node). */
+export function deviceGoneProblem(): Problem {
+  return problem("no_gpu_available", "The GPU this lease held left the pool while the server was down.", { reason: "device_removed" });
 }

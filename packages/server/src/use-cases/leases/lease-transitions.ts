@@ -1,7 +1,7 @@
 import { admittedInCurrentWindow, chargeMs, settle, startWindow, unreserve } from "@gpupool/core";
 import type { LedgerState, Problem, SlotAssignment } from "@gpupool/core";
 import type { Identity, SizePolicy } from "@gpupool/core";
-import type { LeaseRecord, NewLease } from "../storage/store.js";
+import type { LeaseRecord, NewLease } from "../../storage/store.js";
 
 /**
  * What a lease and its identity's ledger become at each step of the lifecycle. Pure: the engine

@@ -1,4 +1,5 @@
-import type { Problem, WaitReason } from "@gpupool/core";
+import type { Coordination } from "../storage/store.js";
+import type { Announcement } from "../use-cases/leases/announcer.js";
 
 /**
  * What control-plane replicas on one PostgreSQL database tell each other (LISTEN/NOTIFY payloads,
@@ -19,11 +20,8 @@ export type LeaderMessage =
   /** An app's concurrency limit changed. */
   | { readonly op: "limit"; readonly app: string; readonly limit: number | null };
 
-/** From the leader to every replica: a lease's state changed. */
-export type LeaseBroadcast =
-  | { readonly type: "granted" | "ended"; readonly id: string }
-  | { readonly type: "failed"; readonly id: string; readonly problem: Problem }
-  | { readonly type: "queued"; readonly id: string; readonly position: number; readonly reason: WaitReason; readonly etaMs: number | null };
+/** From the leader to every replica: a lease's state changed (what the leader announced). */
+export type LeaseBroadcast = Announcement;
 
 export const LEADER_CHANNEL = "gpupool_leader";
 export const EVENTS_CHANNEL = "gpupool_events";
@@ -36,4 +34,9 @@ export function parseMessage<T extends { readonly op: string } | { readonly type
   } catch {
     return null;
   }
+}
+
+/** Sends a message to whichever replica leads (it acts on it only while it leads). */
+export function tellLeader(coordination: Pick<Coordination, "publish">, m: LeaderMessage): Promise<void> {
+  return coordination.publish(LEADER_CHANNEL, JSON.stringify(m));
 }

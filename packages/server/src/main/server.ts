@@ -1,0 +1,99 @@
+import type { FastifyInstance } from "fastify";
+import { pino } from "pino";
+import type { Logger } from "pino";
+import type { Clock } from "../clock.js";
+import { systemClock } from "../clock.js";
+import type { ServerConfig } from "../config.js";
+import { buildHttpApp } from "../http/app.js";
+import type { RouteContext } from "../http/context.js";
+import { IpTokens } from "../identity/ip-tokens.js";
+import type { Replica } from "../replication/replica.js";
+import { openStorage } from "../storage/open-store.js";
+import type { Storage, Store } from "../storage/store.js";
+import { QuotaQueries } from "../use-cases/accounts/quota-queries.js";
+import { Directory } from "../use-cases/admin/directory.js";
+import { PoolViewer } from "../use-cases/admin/pool-view.js";
+import { Health } from "../use-cases/health.js";
+import { Callers } from "../use-cases/identity/callers.js";
+import { RequestIdentity } from "../use-cases/identity/request-identity.js";
+import { Sessions } from "../use-cases/identity/sessions.js";
+import { TokenIssuer } from "../use-cases/identity/token-issuer.js";
+import { Diagnose } from "../use-cases/leases/diagnose.js";
+import { LeaseRequests } from "../use-cases/leases/lease-requests.js";
+import { NodeAgents } from "../use-cases/nodes/node-agents.js";
+import { assemblePool } from "./pool.js";
+
+export interface ServerOptions {
+  readonly adminToken?: string | null;
+  readonly clock?: Clock;
+  readonly logger?: Logger;
+  /** Use this storage instead of opening `config.storage.url` (tests); the caller closes it. */
+  readonly storage?: Storage;
+}
+
+export interface RunningServer {
+  readonly app: FastifyInstance;
+  /** For tests and tools that look behind the API. */
+  readonly context: { readonly config: ServerConfig; readonly store: Store; readonly replica: Replica };
+  /** Set once listening. */
+  url: string;
+  listen(): Promise<string>;
+  close(): Promise<void>;
+}
+
+/**
+ * The composition root: opens the storage, restores the signing key and the pool's state (this
+ * replica leads, or follows), and wires the use cases into the HTTP app. Nothing is read from
+ * the environment here; the CLI passes it in.
+ */
+export async function createServer(config: ServerConfig, options: ServerOptions = {}): Promise<RunningServer> {
+  const log = options.logger ?? pino({ level: config.logLevel, base: { service: "gpupool" } });
+  const clock = options.clock ?? systemClock;
+  const storage = options.storage ?? (await openStorage(config.storage.url));
+  const { store } = storage;
+  const { policy } = config;
+  const pool = assemblePool(config, storage, { clock, log });
+  const { replica, state, accounts, events, metrics } = pool;
+  const ipTokens = await IpTokens.open(store, config.identity.issuer, config.identity.ipTokenTtlMs, clock.now());
+  await replica.start();
+  const callers = new Callers(store, options.adminToken ?? null, clock);
+  const identity = new RequestIdentity(ipTokens, clock);
+  const leading = () => replica.isLeader;
+  const ctx: RouteContext = {
+    config,
+    policy,
+    callers,
+    leases: new LeaseRequests(replica, identity, callers, store, accounts, events, metrics, policy, clock),
+    quota: new QuotaQueries(store, identity, accounts, clock),
+    diagnose: new Diagnose(store, identity, accounts, replica, policy, clock),
+    nodes: new NodeAgents(store, replica, config.pool.devices, clock),
+    directory: new Directory(store, accounts, policy, clock, { callersChanged: () => callers.forgetCached(), appLimitChanged: (id, limit) => replica.appLimitChanged(id, limit) }),
+    sessions: new Sessions(store, clock),
+    tokens: new TokenIssuer(store, ipTokens, clock),
+    pool: new PoolViewer(store, leading, state, config.pool.devices, config.nodes.heartbeatTimeoutMs, clock),
+    health: new Health(store, leading, state),
+    metrics,
+    events,
+    log,
+  };
+  const app = buildHttpApp(ctx);
+  const running: RunningServer = {
+    app,
+    context: { config, store, replica },
+    url: "",
+    async listen() {
+      const address = await app.listen({ host: config.server.host, port: config.server.port });
+      running.url = address.replace("[::1]", "localhost");
+      const port = app.server.address();
+      if (port && typeof port === "object") running.url = `http://${config.server.host.includes(":") ? `[${config.server.host}]` : config.server.host}:${port.port}`;
+      return running.url;
+    },
+    async close() {
+      pool.stop();
+      events.shutdown();
+      await app.close();
+      if (!options.storage) await storage.close();
+    },
+  };
+  return running;
+}

@@ -1,0 +1,93 @@
+import { ANONYMOUS_TIER, EMPTY_LEDGER, fail, identityKey, needsInFlightEnd, quotaView, rollWindow, tierOf } from "@gpupool/core";
+import type { AdmissionAccount, AdmissionRequest, Identity, IdentityKind, LedgerState, Policy, QuotaView } from "@gpupool/core";
+import type { LeaseRecord, Tx } from "../../storage/store.js";
+
+/** Who a call is charged to, before their tier is known. */
+export interface ChargedParty {
+  readonly kind: IdentityKind;
+  readonly id: string;
+}
+
+/** An identity and its quota, as `GET /v1/quota` and every lease answer show them. */
+export interface IdentityQuota {
+  readonly identity: Identity;
+  readonly view: QuotaView;
+}
+
+/** What a lease and its identity's ledger become at one step of the lease's life (see lease-transitions). */
+export interface LedgerStep<L> {
+  readonly lease: L;
+  readonly ledger: LedgerState;
+}
+
+/**
+ * The accounts seam: the only code that loads, rolls and saves an identity's ledger. An account
+ * is the charged identity with its tier and quota override, and its ledger rolled to now (a
+ * window that ended restarts from zero). Every use case that charges, reserves, refunds or shows
+ * quota goes through here, in its own transaction.
+ */
+export class Accounts {
+  constructor(private readonly policy: Policy) {}
+
+  /**
+   * The charged identity with its tier: users have theirs (and maybe a quota override); IP
+   * addresses and apps are anonymous. A token naming a user who no longer exists is refused.
+   */
+  async identity(tx: Tx, charged: ChargedParty): Promise<{ identity: Identity; overrideMs: number | null }> {
+    if (charged.kind !== "user") return { identity: { kind: charged.kind, id: charged.id, tier: ANONYMOUS_TIER }, overrideMs: null };
+    const user = await tx.users.get(charged.id);
+    if (!user) fail("invalid_ip_token", `The token names user:${charged.id}, who does not exist on this pool (deleted?). Sign in again.`, { reason: "unknown_user" });
+    const tier = this.policy.tiers[user.tier] ? user.tier : ANONYMOUS_TIER;
+    return { identity: { kind: "user", id: user.id, tier }, overrideMs: user.quotaOverrideMs };
+  }
+
+  /**
+   * The account as admission needs it. The in-flight end (for an honest retry time) is read only
+   * when the decision would be a quota refusal that depends on it — never on the way to a grant.
+   */
+  async forAdmission(tx: Tx, charged: ChargedParty, request: AdmissionRequest): Promise<AdmissionAccount> {
+    const { identity, overrideMs } = await this.identity(tx, charged);
+    const account: AdmissionAccount = { identity, tier: tierOf(this.policy, identity.tier), overrideMs, ledger: await this.ledger(tx, identity, request.now), inFlightEnd: null };
+    if (!needsInFlightEnd(this.policy, account, request)) return account;
+    return { ...account, inFlightEnd: await tx.leases.earliestEnd(identity, this.policy.queueTimeoutMs) };
+  }
+
+  /** What the identity has left right now, and when its window resets. */
+  async quota(tx: Tx, charged: ChargedParty, now: number): Promise<IdentityQuota> {
+    const { identity, overrideMs } = await this.identity(tx, charged);
+    return this.view(identity, overrideMs, await this.ledger(tx, identity, now));
+  }
+
+  /** The quota object for an account whose ledger is `ledger` (rolled to now). */
+  view(identity: Identity, overrideMs: number | null, ledger: LedgerState): IdentityQuota {
+    return { identity, view: quotaView(ledger, tierOf(this.policy, identity.tier), overrideMs, this.policy.windowMs) };
+  }
+
+  /** Writes an account's ledger as admission (or an adjustment) left it. */
+  async save(tx: Tx, identity: { kind: IdentityKind; id: string }, ledger: LedgerState): Promise<void> {
+    await tx.ledgers.put(identityKey(identity), ledger);
+  }
+
+  /**
+   * One step of a lease's life: reads the lease's identity's ledger (rolled to now), applies
+   * `step`, and writes both the ledger and the lease.
+   */
+  async step(tx: Tx, lease: LeaseRecord, now: number, step: (ledger: LedgerState) => LedgerStep<LeaseRecord>): Promise<LeaseRecord> {
+    const identity = { kind: lease.identityKind, id: lease.identityId };
+    const next = step(await this.ledger(tx, identity, now));
+    await tx.ledgers.put(identityKey(identity), next.ledger);
+    await tx.leases.update(next.lease);
+    return next.lease;
+  }
+
+  /** Extra seconds for the user's current window only (an operator's bonus; never below zero). */
+  async addBonus(tx: Tx, userId: string, bonusMs: number, now: number): Promise<void> {
+    const identity = { kind: "user" as const, id: userId };
+    const ledger = await this.ledger(tx, identity, now);
+    await tx.ledgers.put(identityKey(identity), { ...ledger, bonusMs: Math.max(0, ledger.bonusMs + bonusMs) });
+  }
+
+  private async ledger(tx: Tx, identity: { kind: IdentityKind; id: string }, now: number): Promise<LedgerState> {
+    return rollWindow((await tx.ledgers.get(identityKey(identity))) ?? EMPTY_LEDGER, now, this.policy.windowMs);
+  }
+}

@@ -1,0 +1,123 @@
+import { fail } from "@gpupool/core";
+import type { Policy } from "@gpupool/core";
+import type { Clock } from "../../clock.js";
+import { hashSecret, newId, newSecret } from "../../secrets.js";
+import type { AppRecord, KeyedRecord, Store, Tx, UserRecord } from "../../storage/store.js";
+import type { Accounts, IdentityQuota } from "../accounts/accounts.js";
+
+/** Finds a user by id or by name. */
+export async function findUser(tx: Tx, ref: string): Promise<UserRecord | null> {
+  return (await tx.users.get(ref)) ?? (await tx.users.getByName(ref));
+}
+
+export async function findApp(tx: Tx, ref: string): Promise<AppRecord | null> {
+  return (await tx.apps.get(ref)) ?? (await tx.apps.getByName(ref));
+}
+
+export interface UserUpdate {
+  readonly tier?: string;
+  /** Seconds; null clears the override. */
+  readonly quotaS?: number | null;
+  /** Seconds added to the current window only. */
+  readonly bonusS?: number;
+}
+
+/** What changes elsewhere when the directory changes: cached callers, and the scheduler's app limits. */
+export interface DirectoryListeners {
+  /** A user's tier or an app changed: cached callers must not keep the old one. */
+  callersChanged(): void;
+  appLimitChanged(appId: string, limit: number | null): void;
+}
+
+/**
+ * The operator's directory: users, apps, nodes and edges, each created with a secret shown once
+ * (only its hash is kept), and a user's tier, quota override and bonus.
+ */
+export class Directory {
+  constructor(
+    private readonly store: Store,
+    private readonly accounts: Accounts,
+    private readonly policy: Policy,
+    private readonly clock: Clock,
+    private readonly listeners: DirectoryListeners,
+  ) {}
+
+  async createUser(input: { name: string; tier: string }): Promise<{ user: UserRecord; token: string }> {
+    this.knownTier(input.tier);
+    const token = newSecret("user");
+    const user: UserRecord = { id: newId("u"), name: input.name, tier: input.tier, tokenHash: hashSecret(token), quotaOverrideMs: null, createdAt: this.clock.now() };
+    await this.store.transaction(async (tx) => {
+      if (await tx.users.getByName(input.name)) fail("conflict", `A user named "${input.name}" already exists.`);
+      await tx.users.insert(user);
+    });
+    return { user, token };
+  }
+
+  listUsers(): Promise<UserRecord[]> {
+    return this.store.transaction((tx) => tx.users.list());
+  }
+
+  /** A user (by id or name) with their quota now. */
+  async user(ref: string): Promise<{ user: UserRecord; quota: IdentityQuota }> {
+    const now = this.clock.now();
+    return this.store.transaction(async (tx) => {
+      const user = await findUser(tx, ref);
+      if (!user) fail("not_found", `No user "${ref}".`);
+      return { user, quota: await this.accounts.quota(tx, { kind: "user", id: user.id }, now) };
+    });
+  }
+
+  async updateUser(ref: string, update: UserUpdate): Promise<{ user: UserRecord; quota: IdentityQuota }> {
+    if (update.tier !== undefined) this.knownTier(update.tier);
+    const now = this.clock.now();
+    const out = await this.store.transaction(async (tx) => {
+      const user = await findUser(tx, ref);
+      if (!user) fail("not_found", `No user "${ref}".`);
+      const next: UserRecord = {
+        ...user,
+        ...(update.tier !== undefined ? { tier: update.tier } : {}),
+        ...(update.quotaS !== undefined ? { quotaOverrideMs: update.quotaS === null ? null : Math.round(update.quotaS * 1000) } : {}),
+      };
+      await tx.users.update(next);
+      if (update.bonusS !== undefined && update.bonusS !== 0) await this.accounts.addBonus(tx, user.id, Math.round(update.bonusS * 1000), now);
+      return { user: next, quota: await this.accounts.quota(tx, { kind: "user", id: user.id }, now) };
+    });
+    // A changed tier applies to the user's token at once.
+    this.listeners.callersChanged();
+    return out;
+  }
+
+  async createApp(input: { name: string; owner: string; maxConcurrency: number | null }): Promise<{ app: AppRecord; key: string }> {
+    const key = newSecret("app");
+    const created = await this.store.transaction(async (tx) => {
+      const owner = await findUser(tx, input.owner);
+      if (!owner) fail("invalid_request", `No user "${input.owner}" to own the app; create the user first.`, { errors: [{ field: "owner", message: "is not a known user" }] });
+      if (await tx.apps.getByName(input.name)) fail("conflict", `An app named "${input.name}" already exists.`);
+      const app: AppRecord = { id: newId("a"), name: input.name, ownerId: owner.id, keyHash: hashSecret(key), maxConcurrency: input.maxConcurrency, createdAt: this.clock.now() };
+      await tx.apps.insert(app);
+      return app;
+    });
+    this.listeners.appLimitChanged(created.id, created.maxConcurrency);
+    return { app: created, key };
+  }
+
+  listApps(): Promise<AppRecord[]> {
+    return this.store.transaction((tx) => tx.apps.list());
+  }
+
+  async createKeyed(kind: "node" | "edge", name: string): Promise<{ record: KeyedRecord; key: string }> {
+    const key = newSecret(kind);
+    const record: KeyedRecord = { id: newId(kind === "node" ? "n" : "e"), name, keyHash: hashSecret(key), createdAt: this.clock.now() };
+    await this.store.transaction(async (tx) => {
+      const existing = kind === "node" ? await tx.nodes.getByName(name) : await tx.edges.getByName(name);
+      if (existing) fail("conflict", `A ${kind} named "${name}" already exists.`);
+      if (kind === "node") await tx.nodes.insert(record);
+      else await tx.edges.insert(record);
+    });
+    return { record, key };
+  }
+
+  private knownTier(tier: string): void {
+    if (!this.policy.tiers[tier]) fail("invalid_request", `Unknown tier "${tier}"; this pool's tiers are ${Object.keys(this.policy.tiers).join(", ")}.`, { errors: [{ field: "tier", message: "is not a configured tier" }] });
+  }
+}

@@ -1,0 +1,226 @@
+import { decideAdmission, fail, placementRefusal, quotaLeftShare } from "@gpupool/core";
+import type { AdmissionRequest, Policy, QueuePlace } from "@gpupool/core";
+import type { Clock } from "../../clock.js";
+import type { EngineRunner } from "../../engine/runner.js";
+import type { Metrics } from "../../metrics.js";
+import { newOrderedId } from "../../secrets.js";
+import type { LeaseRecord, Tx } from "../../storage/store.js";
+import type { Accounts, IdentityQuota } from "../accounts/accounts.js";
+import type { LeaseAnnouncer, LeaseTimerKind } from "./announcer.js";
+import { queueTimeoutProblem } from "./lease-problems.js";
+import { admitted, grant } from "./lease-transitions.js";
+import type { LeaseWrites } from "./lease-writes.js";
+import type { AdmitInput, AdmitResult, Released } from "./leases.js";
+import type { PoolState } from "./pool-state.js";
+
+/**
+ * The lease use cases of the replica that runs the scheduler (always, on a store nobody shares):
+ * admit, release or cancel, deadlines and queue timeouts, and the leases other replicas admitted
+ * or ended. Each is one operation of the EngineRunner.
+ */
+export class LeaderLeases {
+  constructor(
+    private readonly runner: EngineRunner,
+    private readonly state: PoolState,
+    private readonly writes: LeaseWrites,
+    private readonly accounts: Accounts,
+    private readonly announcer: LeaseAnnouncer,
+    private readonly policy: Policy,
+    private readonly clock: Clock,
+    private readonly metrics: Metrics | null,
+  ) {}
+
+  admit(input: AdmitInput): Promise<AdmitResult> {
+    const started = performance.now();
+    const now = this.clock.now();
+    const leaseId = newOrderedId("ls", now);
+    const request: AdmissionRequest = { durationMs: input.durationMs, size: input.size, queue: input.queue, via: input.via, node: input.node, now };
+    return this.runner.run(
+      async (tx) => {
+        const account = await this.accounts.forAdmission(tx, input.charged, request);
+        const { identity } = account;
+        const fields = { id: leaseId, appId: input.appId, identityKind: identity.kind, identityId: identity.id, tier: identity.tier, slots: input.size.slots, durationMs: input.durationMs, seq: 0, queuedAt: now, node: input.node };
+        const queued = this.state.request(fields, quotaLeftShare(this.policy, account));
+        // Whatever could be placed already is placed first (normally nothing: the queue is
+        // dispatched after every change), so the trial behind `placement` is exact.
+        const earlier = await this.writes.dispatch(tx, now);
+        const decision = decideAdmission(this.policy, account, request, this.state.placement(queued, now));
+        if (decision.kind === "refused") return { kind: "denied" as const, problem: decision.problem, retryAfterS: decision.retryAfterS, others: earlier };
+        const placed = this.state.place(queued, now);
+        const mine = placed.find((p) => p.grant.leaseId === leaseId);
+        if ((decision.outcome === "granted") !== (mine !== undefined)) throw new Error(`admission decided ${decision.outcome} for ${leaseId}, but the scheduler ${mine ? "granted" : "queued"} it`);
+        const lease0 = admitted({ id: leaseId, appId: input.appId, identity, size: input.size, durationMs: input.durationMs, reservedMs: decision.reservedMs, now, windowStartedAt: decision.ledger.windowStartedAt, node: input.node });
+        const next = mine ? grant(lease0, mine.grant.assignment, decision.ledger, now) : { lease: lease0, ledger: decision.ledger };
+        const lease = await tx.leases.insert(next.lease);
+        await this.accounts.save(tx, identity, next.ledger);
+        this.state.live.set(lease.id, lease);
+        const others = [...earlier, ...(await this.writes.recordGrants(tx, placed.filter((p) => p !== mine), now))];
+        const quota = this.accounts.view(identity, account.overrideMs, next.ledger);
+        return { kind: mine ? ("granted" as const) : ("queued" as const), lease, others, quota };
+      },
+      (out): AdmitResult => {
+        this.metrics?.ledgerTransaction("admit", (performance.now() - started) / 1000);
+        this.announcer.granted(out.others);
+        if (out.kind === "denied") {
+          this.metrics?.denial(out.problem.code);
+          return { kind: "denied", problem: out.problem, retryAfterS: out.retryAfterS };
+        }
+        if (out.kind === "granted") {
+          this.announcer.armDeadline(out.lease);
+          this.metrics?.grant(out.lease.size, 0);
+          return { kind: "granted", lease: out.lease, quota: out.quota };
+        }
+        this.announcer.queued(out.lease);
+        const place: QueuePlace = this.state.position(out.lease.id, this.clock.now()) ?? { position: this.state.queueDepth, reason: "node", etaMs: null };
+        return { kind: "queued", lease: out.lease, place, quota: out.quota };
+      },
+    );
+  }
+
+  /**
+   * Release (or cancel, if still queued). Idempotent: a lease that already ended is returned as
+   * it is. `failed` records that the caller's function failed; it does not change the charge.
+   */
+  release(leaseId: string, failed: boolean): Promise<Released> {
+    const started = performance.now();
+    const now = this.clock.now();
+    return this.runner.run(
+      async (tx) => {
+        const lease = await this.writes.lease(tx, leaseId);
+        if (!lease) fail("not_found", `No lease ${leaseId}.`);
+        const changed = lease.status === "queued" || lease.status === "active";
+        const ended = !changed
+          ? lease
+          : lease.status === "queued"
+            ? await this.writes.finishQueued(tx, lease, "cancelled", now, null)
+            : await this.writes.finishActive(tx, lease, "released", now, null, failed);
+        const grants = changed ? await this.writes.dispatch(tx, now) : [];
+        const quota = await this.accounts.quota(tx, { kind: lease.identityKind, id: lease.identityId }, now);
+        return { lease: ended, grants, changed, quota };
+      },
+      (out) => {
+        this.metrics?.ledgerTransaction("release", (performance.now() - started) / 1000);
+        if (out.changed) {
+          this.announcer.ended([out.lease]);
+          this.announcer.granted(out.grants);
+        }
+        return { lease: out.lease, quota: out.quota };
+      },
+    );
+  }
+
+  /** A lease's timer fired: its deadline (expire it) or its queue timeout (fail it, refunded). */
+  async onTimer(leaseId: string, due: LeaseTimerKind): Promise<void> {
+    const now = this.clock.now();
+    const elsewhere = await this.runner.run(
+      async (tx) => {
+        const lease = await this.writes.lease(tx, leaseId);
+        if (!lease || lease.status !== (due === "deadline" ? "active" : "queued")) {
+          // Ended by another replica whose word has not arrived (or was lost): free it now.
+          return { kind: lease !== null && this.state.live.has(leaseId) ? ("elsewhere" as const) : ("gone" as const) };
+        }
+        // Timers can fire a little early; never expire a lease before its deadline.
+        if (due === "deadline" && lease.deadline !== null && lease.deadline > now) return { kind: "early" as const, lease };
+        const ended =
+          due === "deadline"
+            ? await this.writes.finishActive(tx, lease, "expired", now)
+            : await this.writes.finishQueued(tx, lease, "failed", now, queueTimeoutProblem(lease, now, this.policy.queueTimeoutMs));
+        return { kind: "ended" as const, lease: ended, grants: await this.writes.dispatch(tx, now) };
+      },
+      (out) => {
+        if (out.kind === "early") this.announcer.armDeadline(out.lease);
+        if (out.kind === "ended") {
+          this.announcer.ended([out.lease]);
+          this.announcer.granted(out.grants);
+        }
+        return out.kind === "elsewhere";
+      },
+    );
+    if (elsewhere) await this.forget(leaseId);
+  }
+
+  /**
+   * A lease another replica admitted (stored queued, its quota reserved): the pool's half of
+   * admission decides it here — it fails at once (refunded) if no GPU of its node could take it,
+   * or it may not wait and no slot is free; else it is queued and the queue dispatched.
+   */
+  adopt(id: string, queue: boolean): Promise<void> {
+    const now = this.clock.now();
+    return this.runner.run(
+      async (tx) => {
+        const lease = await tx.leases.get(id);
+        if (!lease || lease.status !== "queued" || this.state.live.has(id)) return null;
+        const request = this.state.request(lease, await this.shareBefore(tx, lease, now));
+        const refused = placementRefusal(this.policy, { size: { name: lease.size, slots: lease.slots, cost: lease.cost }, node: lease.node, queue }, this.state.placement(request, now));
+        if (refused !== null) return { lease, ended: [await this.writes.finishQueued(tx, lease, "failed", now, refused.problem)], grants: [] };
+        this.state.live.set(lease.id, lease);
+        this.state.enqueue(request);
+        return { lease, ended: [], grants: await this.writes.dispatch(tx, now) };
+      },
+      (out) => {
+        if (out === null) return;
+        this.announcer.ended(out.ended);
+        // The replica that admitted it waits for its place.
+        if (this.state.live.get(id)?.status === "queued") this.announcer.queued(out.lease, true);
+        this.announcer.granted(out.grants);
+      },
+    );
+  }
+
+  /** A lease another replica ended (released or cancelled): free its slots or its place in line. */
+  forget(id: string): Promise<void> {
+    const now = this.clock.now();
+    return this.runner.run(
+      async (tx) => {
+        const had = this.state.live.get(id);
+        const lease = await tx.leases.get(id);
+        if (!had || !lease || lease.status === "queued" || lease.status === "active") return null;
+        this.state.undoPlacement(had);
+        this.state.dequeue(id);
+        return { lease, grants: await this.writes.dispatch(tx, now) };
+      },
+      (out) => {
+        if (out === null) return;
+        this.announcer.ended([out.lease]);
+        this.announcer.granted(out.grants);
+      },
+    );
+  }
+
+  /** An app's concurrency limit changed: its waiting calls may go now (or must wait). */
+  setAppLimit(appId: string, limit: number | null): Promise<void> {
+    const now = this.clock.now();
+    return this.runner.run(
+      async (tx) => {
+        this.state.setAppLimit(appId, limit);
+        return this.writes.dispatch(tx, now);
+      },
+      (grants) => this.announcer.granted(grants),
+    );
+  }
+
+  /** Someone on another replica watches a queued lease. */
+  watchRemote(id: string): void {
+    this.announcer.watchRemote(id);
+  }
+
+  liveLease(leaseId: string): LeaseRecord | null {
+    return this.writes.liveLease(leaseId);
+  }
+
+  position(leaseId: string): QueuePlace | null {
+    return this.state.position(leaseId, this.clock.now());
+  }
+
+  /** What the lease's identity had left before this lease reserved its share (the scheduler's quota-left share). */
+  private async shareBefore(tx: Tx, lease: LeaseRecord, now: number): Promise<number> {
+    const quota: IdentityQuota = await this.accounts.quota(tx, { kind: lease.identityKind, id: lease.identityId }, now);
+    return quota.view.quotaMs > 0 ? Math.min(1, (quota.view.leftMs + lease.reservedMs) / quota.view.quotaMs) : 0;
+  }
+
+  /** For recovery: re-queues a lease recovered queued. */
+  async requeue(tx: Tx, lease: LeaseRecord, now: number): Promise<void> {
+    this.state.live.set(lease.id, lease);
+    this.state.enqueue(this.state.request(lease, await this.shareBefore(tx, lease, now)));
+  }
+}

@@ -1,0 +1,42 @@
+import type { Problem, QueuePlace, SizePolicy, Via } from "@gpupool/core";
+import type { LeaseRecord } from "../../storage/store.js";
+import type { ChargedParty, IdentityQuota } from "../accounts/accounts.js";
+
+export interface AdmitInput {
+  readonly appId: string | null;
+  readonly charged: ChargedParty;
+  readonly via: Via;
+  readonly durationMs: number;
+  readonly size: SizePolicy;
+  readonly queue: boolean;
+  /** Only devices of this node may be granted (a request through the node's agent); null: any. */
+  readonly node: string | null;
+}
+
+export type AdmitResult =
+  | { readonly kind: "granted"; readonly lease: LeaseRecord; readonly quota: IdentityQuota }
+  | { readonly kind: "queued"; readonly lease: LeaseRecord; readonly place: QueuePlace; readonly quota: IdentityQuota }
+  | { readonly kind: "denied"; readonly problem: Problem; readonly retryAfterS: number | null };
+
+export interface Released {
+  readonly lease: LeaseRecord;
+  readonly quota: IdentityQuota;
+}
+
+/**
+ * The lease lifecycle as the rest of the server uses it, whichever replica serves the call: the
+ * leader runs these itself (LeaderLeases), a replica that does not lead through the database and
+ * the leader (replication/FollowerLeases). The composition root hands routes the replica's
+ * current choice (replication/Replica).
+ */
+export interface LeaseLifecycle {
+  admit(input: AdmitInput): Promise<AdmitResult>;
+  /** Release, or cancel a queued lease. Idempotent. */
+  release(leaseId: string, failed: boolean): Promise<Released>;
+  /** A queued lease's place in line (null: not queued, or not known here yet). */
+  position(leaseId: string): QueuePlace | null;
+  /** Someone here follows a queued lease's events: its place must reach this replica. */
+  watch(leaseId: string): void;
+  /** A live lease as this replica last wrote it, when its memory is the truth (else null: read the store). */
+  liveLease(leaseId: string): LeaseRecord | null;
+}
