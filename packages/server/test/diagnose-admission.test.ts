@@ -1,0 +1,105 @@
+import fc from "fast-check";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { ADMIN, serveAt } from "./harness.js";
+import type { TestServer } from "./harness.js";
+
+/**
+ * Diagnose is a dry run of admission: for any state of the pool and the ledgers, the verdict
+ * `GET /v1/diagnose` gives is what `POST /v1/leases` then does with the same call — granted (201),
+ * queued at the same place (202), or refused with the same problem.
+ */
+
+// A small pool (one GPU of two slots), a short queue, quotas that run out within a run, and an app
+// with a concurrency limit: every kind of verdict comes up.
+const CONFIG = {
+  pool: { simulated: [{ node: "sim-0", gpus: 1 }] },
+  queue: { timeout: "60s", max_length: 3 },
+  quota: { tiers: { anonymous: { quota: "100s", max_duration: "60s" }, free: { quota: "150s", priority: 2, max_duration: "90s" }, pro: { quota: "400s", priority: 3, max_duration: "120s" } } },
+};
+
+/** A fixed clock: nothing expires between the diagnose and the lease, and no timer moves the state. */
+const clock = { now: () => Date.UTC(2026, 11, 5, 12) };
+
+interface World {
+  t: TestServer;
+  /** Credentials a call can be made with: a user token (their own scripts), or an app key with a viewer's X-IP-Token. */
+  callers: { token: string; ipToken?: string }[];
+  leases: string[];
+}
+
+async function world(): Promise<World> {
+  const dir = mkdtempSync(join(tmpdir(), "gpupool-diagnose-"));
+  const t = await serveAt(dir, CONFIG, { clock });
+  const owner = await t.user("owner", "pro");
+  const free = await t.user("fay", "free");
+  const pro = await t.user("pat", "pro");
+  const limited = await t.appFor("limited", "owner", 1);
+  const open = await t.appFor("open", "owner");
+  const callers = [
+    { token: free.token },
+    { token: pro.token },
+    { token: limited.key, ipToken: await t.ipToken(limited.id, { user: free.id }) },
+    { token: limited.key, ipToken: await t.ipToken(limited.id, { ip: "203.0.113.7" }) },
+    { token: open.key, ipToken: await t.ipToken(open.id, { user: pro.id }) },
+    { token: open.key },
+  ];
+  void owner;
+  return { t, callers, leases: [] };
+}
+
+type Step = { kind: "call"; who: number; duration: number; size: "large" | "xlarge" } | { kind: "release"; pick: number };
+
+const stepArb: fc.Arbitrary<Step> = fc.oneof(
+  { weight: 3, arbitrary: fc.record({ kind: fc.constant("call" as const), who: fc.nat({ max: 5 }), duration: fc.constantFrom(10, 30, 60, 90, 150), size: fc.constantFrom("large" as const, "large" as const, "xlarge" as const) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant("release" as const), pick: fc.nat() }) },
+);
+
+describe("diagnose is a dry run of admission", () => {
+  it("gives the verdict the lease request then gets, in any state (property)", async () => {
+    // Which verdicts the runs came across: the property means little if it only ever saw grants.
+    const seen = new Set<string>();
+    await fc.assert(
+      fc.asyncProperty(fc.array(stepArb, { minLength: 1, maxLength: 24 }), async (steps) => {
+        const w = await world();
+        try {
+          for (const step of steps) {
+            if (step.kind === "release") {
+              const id = w.leases.splice(step.pick % Math.max(1, w.leases.length), 1)[0];
+              if (id !== undefined) expect((await w.t.call("POST", `/v1/leases/${id}/release`, { token: ADMIN })).status).toBe(200);
+              continue;
+            }
+            const who = w.callers[step.who] as World["callers"][number];
+            const headers = who.ipToken ? { "x-ip-token": who.ipToken } : undefined;
+            const d = await w.t.call("GET", `/v1/diagnose?duration=${step.duration}&size=${step.size}`, { token: who.token, ...(headers ? { headers } : {}) });
+            expect(d.status).toBe(200);
+            const r = await w.t.call("POST", "/v1/leases", { token: who.token, body: { duration: step.duration, size: step.size }, ...(headers ? { headers } : {}) });
+            const verdict = d.body.verdict;
+            seen.add([verdict.outcome, verdict.problem?.code, verdict.problem?.reason].filter(Boolean).join(":"));
+            switch (verdict.outcome) {
+              case "granted":
+                expect(r.status, JSON.stringify(r.body)).toBe(201);
+                break;
+              case "queued":
+                expect(r.status, JSON.stringify(r.body)).toBe(202);
+                expect({ position: r.body.position, reason: r.body.reason }).toEqual({ position: verdict.position, reason: verdict.reason });
+                break;
+              case "rejected":
+                expect({ status: r.status, code: r.body.code, reason: r.body.reason }).toEqual({ status: verdict.problem.status, code: verdict.problem.code, reason: verdict.problem.reason });
+                break;
+              default:
+                throw new Error(`unexpected verdict ${JSON.stringify(verdict)}`);
+            }
+            if (r.status === 201 || r.status === 202) w.leases.push(r.body.id as string);
+          }
+        } finally {
+          await w.t.close();
+        }
+      }),
+      { numRuns: 30 },
+    );
+    expect([...seen].sort()).toEqual(expect.arrayContaining(["granted", "queued", "rejected:duration_too_long", "rejected:no_gpu_available:queue_full", "rejected:quota_exceeded"]));
+  });
+});
