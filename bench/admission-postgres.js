@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { pino } from "pino";
 import { RateLimiterPostgres } from "rate-limiter-flexible";
-import { LeaseEngine, LeaseEvents, openStorage, systemClock } from "@gpupool/server";
+import { assemblePool, openStorage, systemClock } from "@gpupool/server";
 import { KEYS, admitReleaseCycle, benchConfig, keyOf, median, round } from "./admission.js";
 import { HOW_TO_GET_POSTGRES, findPostgresBin, startCluster } from "./pg-cluster.js";
 
@@ -86,15 +86,15 @@ async function openSide(init) {
   }
   const c = benchConfig(withSchema(init.url, init.schema));
   const storage = await openStorage(c.storage.url);
-  const engine = new LeaseEngine(storage.store, storage.coordination, c.policy, c.pool.devices, systemClock, new LeaseEvents(), null, silent);
-  await engine.start();
+  const pool = assemblePool(c, storage, { clock: systemClock, log: silent });
+  await pool.replica.start();
   return {
-    cycle: admitReleaseCycle(engine, c.policy, { allowQueued: true }),
+    cycle: admitReleaseCycle(pool.replica, c.policy, { allowQueued: true }),
     get isLeader() {
-      return engine.isLeader;
+      return pool.replica.isLeader;
     },
     close: async () => {
-      engine.stop();
+      pool.stop();
       await storage.close();
     },
   };

@@ -1,6 +1,9 @@
 // Admission benchmark: gpupool's durable admit+release cycle against rate-limiter-flexible's
 // RateLimiterSQLite (consume + reward) on the same kind of SQLite file, in-process; then the
 // lease+release HTTP API against a no-op route of the same framework (Fastify), over loopback.
+// `--baseline DIR` (a built checkout of another version, e.g. `git worktree add ../old main~10 &&
+// (cd ../old && npm ci && npm run build)`) measures that build too, in the same rounds, with its own
+// copy of this script, and reports this build / baseline paired per round.
 import { execSync, fork } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -10,7 +13,7 @@ import Database from "better-sqlite3";
 import Fastify from "fastify";
 import { pino } from "pino";
 import { RateLimiterSQLite } from "rate-limiter-flexible";
-import { LeaseEngine, LeaseEvents, createServer, createUser, createApp, normalizeConfig, openStorage, systemClock } from "@gpupool/server";
+import { assemblePool, createServer, normalizeConfig, openStorage, systemClock } from "@gpupool/server";
 
 export const KEYS = 100;
 const CYCLES = Number(process.env.BENCH_CYCLES ?? 20_000);
@@ -42,10 +45,10 @@ const config = (dir, port = 0) => benchConfig(`sqlite:${join(dir, "gpupool.db")}
 async function gpupoolInProcess(dir) {
   const c = config(dir);
   const storage = await openStorage(c.storage.url);
-  const engine = new LeaseEngine(storage.store, storage.coordination, c.policy, c.pool.devices, systemClock, new LeaseEvents(), null, pino({ level: "silent" }));
-  await engine.start();
-  const result = await measure(admitReleaseCycle(engine, c.policy));
-  engine.stop();
+  const pool = assemblePool(c, storage, { clock: systemClock, log: pino({ level: "silent" }) });
+  await pool.replica.start();
+  const result = await measure(admitReleaseCycle(pool.replica, c.policy));
+  pool.stop();
   await storage.close();
   return result;
 }
@@ -54,16 +57,16 @@ export const keyOf = (i) => `10.0.${(i % KEYS) >> 8}.${i % KEYS}`;
 
 /**
  * One durable cycle for caller-chosen i: admit a large lease for identity keyOf(i) (a grant on
- * the bench's pool), then release it. Resolves to the admission's kind. A queued admission throws
+ * the bench's pool), then release it, through the pool's lease lifecycle (no HTTP). Resolves to the admission's kind. A queued admission throws
  * unless `allowQueued` (a follower replica answers "queued" when the leader's word came too late;
  * the lease is then cancelled).
  */
-export function admitReleaseCycle(engine, policy, { allowQueued = false } = {}) {
+export function admitReleaseCycle(leases, policy, { allowQueued = false } = {}) {
   const size = policy.sizes.large;
   return async (i) => {
-    const r = await engine.admit({ appId: null, charged: { kind: "ip", id: keyOf(i) }, via: "ip-token", durationMs: 1000, size, queue: true, node: null });
+    const r = await leases.admit({ appId: null, charged: { kind: "ip", id: keyOf(i) }, via: "ip-token", durationMs: 1000, size, queue: true, node: null });
     if (r.kind === "denied" || (r.kind === "queued" && !allowQueued)) throw new Error(`expected a grant, got ${r.kind}${r.kind === "denied" ? `: ${r.problem.detail}` : ""}`);
-    await engine.release(r.lease.id, false);
+    await leases.release(r.lease.id, false);
     return r.kind;
   };
 }
@@ -104,12 +107,17 @@ async function peerInProcess(dir) {
   return result;
 }
 
-/** Runs one in-process measurement in a child process of this same script. */
-function isolated(side, dir) {
+const THIS_SCRIPT = fileURLToPath(import.meta.url);
+
+/**
+ * Runs one in-process measurement in a child process of this same script — or of another
+ * build's copy of it (`--baseline`), which measures that build with its own code.
+ */
+function isolated(side, dir, script = THIS_SCRIPT) {
   // So that neither side pays for the kernel writing back the other's dirty pages.
   execSync("sync");
   return new Promise((resolve, reject) => {
-    const child = fork(fileURLToPath(import.meta.url), ["--inprocess", side, dir], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    const child = fork(script, ["--inprocess", side, dir], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
     child.once("message", (m) => resolve(m));
     child.once("error", reject);
     child.once("exit", (code) => code !== 0 && reject(new Error(`${side} measurement exited with ${code}`)));
@@ -151,11 +159,13 @@ if (process.argv[2] === "--serve") {
     ready = { url: await noop.listen({ host: "127.0.0.1", port: 0 }), key: null };
     stop = () => noop.close();
   } else {
-    const server = await createServer(config(dir), { adminToken: null, logger: pino({ level: "silent" }) });
+    const admin = `bench-admin-${process.pid}`;
+    const server = await createServer(config(dir), { adminToken: admin, logger: pino({ level: "silent" }) });
     const url = await server.listen();
     const now = Date.now();
-    await createUser(server.context.store, server.context.config.policy, { name: `owner${now}`, tier: "pro" }, now);
-    const { key } = await createApp(server.context.store, { name: `bench${now}`, owner: `owner${now}`, maxConcurrency: null }, now);
+    const post = async (path, body) => (await server.app.inject({ method: "POST", url: path, headers: { authorization: `Bearer ${admin}` }, payload: body })).json();
+    await post("/v1/admin/users", { name: `owner${now}`, tier: "pro" });
+    const { key } = await post("/v1/admin/apps", { name: `bench${now}`, owner: `owner${now}` });
     ready = { url, key };
     stop = () => server.close();
   }
@@ -177,9 +187,9 @@ if (process.argv[2] === "--serve") {
 }
 
 /** Serves `side` in a fresh process and loads it; the load result plus the server's CPU per request. */
-async function serveAndLoad(side, dir) {
+async function serveAndLoad(side, dir, script = THIS_SCRIPT) {
   execSync("sync");
-  const server = fork(fileURLToPath(import.meta.url), ["--serve", side, dir], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const server = fork(script, ["--serve", side, dir], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
   const next = () =>
     new Promise((resolve, reject) => {
       server.once("message", resolve);
@@ -195,45 +205,63 @@ async function serveAndLoad(side, dir) {
   return { ...result, cpuUsPerRequest: cpuUs / result.total, busy, clientCpuUsPerRequest: result.clientCpuUs / result.total };
 }
 
-/** One HTTP round: the lease API and the no-op ceiling back to back, in the order given. */
-async function httpRound(dir, leaseFirst) {
-  if (leaseFirst) {
-    const lease = await serveAndLoad("lease", dir);
-    return { lease, ceiling: await serveAndLoad("noop", dir) };
+/**
+ * One HTTP round: the lease API, the no-op ceiling and (with a baseline) the baseline build's
+ * lease API, back to back, in an order that rotates with the round.
+ */
+async function httpRound(dir, r, baseline) {
+  const sides = [
+    ["lease", () => serveAndLoad("lease", mkdtempSync(join(dir, "l")))],
+    ["ceiling", () => serveAndLoad("noop", mkdtempSync(join(dir, "n")))],
+    ...(baseline ? [["baseline", () => serveAndLoad("lease", mkdtempSync(join(dir, "b")), baseline)]] : []),
+  ];
+  const out = {};
+  for (let i = 0; i < sides.length; i++) {
+    const [name, run] = sides[(i + r) % sides.length];
+    out[name] = await run();
   }
-  const ceiling = await serveAndLoad("noop", dir);
-  return { lease: await serveAndLoad("lease", dir), ceiling };
+  return out;
 }
 
-export async function main() {
+/** `--baseline DIR`: a built checkout of another version (e.g. the one before a change), measured in the same rounds. */
+function baselineScript(args) {
+  const at = args.indexOf("--baseline");
+  if (at < 0) return null;
+  const dir = args[at + 1];
+  if (!dir) throw new Error("--baseline needs the directory of a built checkout");
+  return join(dir, "bench", "admission.js");
+}
+
+export async function main(args = []) {
+  const baseline = baselineScript(args);
   const dir = mkdtempSync(join(tmpdir(), "gpupool-bench-"));
   try {
     const ours = [];
     const peer = [];
+    const old = [];
     for (let r = 0; r < ROUNDS; r++) {
-      // Alternate which goes first so neither always gets the warmer machine.
-      const sub = join(dir, `r${r}`);
-      mkdtempSync(sub);
       // Each measurement runs in a fresh process: garbage and JIT state left by the other side
-      // otherwise slowed whichever ran second by up to 40%.
-      if (r % 2 === 0) {
-        ours.push(await isolated("gpupool", mkdtempSync(join(dir, "g"))));
-        peer.push(await isolated("peer", mkdtempSync(join(dir, "p"))));
-      } else {
-        peer.push(await isolated("peer", mkdtempSync(join(dir, "p"))));
-        ours.push(await isolated("gpupool", mkdtempSync(join(dir, "g"))));
-      }
+      // otherwise slowed whichever ran second by up to 40%. The order rotates with the round so
+      // that no side always gets the warmer machine.
+      const sides = [
+        () => isolated("gpupool", mkdtempSync(join(dir, "g"))).then((m) => ours.push(m)),
+        () => isolated("peer", mkdtempSync(join(dir, "p"))).then((m) => peer.push(m)),
+        ...(baseline ? [() => isolated("gpupool", mkdtempSync(join(dir, "b")), baseline).then((m) => old.push(m))] : []),
+      ];
+      for (let i = 0; i < sides.length; i++) await sides[(i + r) % sides.length]();
       const o = ours.at(-1);
       const p = peer.at(-1);
-      console.log(`round ${r + 1}: ${CONCURRENT} concurrent callers: gpupool ${round(o.conc)} cycles/s, RateLimiterSQLite ${round(p.conc)} cycles/s (ratio ${round(o.conc / p.conc, 2)}); one caller: gpupool ${round(o.seq)}, RateLimiterSQLite ${round(p.seq)}`);
+      const b = baseline ? `; baseline build ${round(old.at(-1).conc)} cycles/s (this build / baseline ${round(o.conc / old.at(-1).conc, 2)})` : "";
+      console.log(`round ${r + 1}: ${CONCURRENT} concurrent callers: gpupool ${round(o.conc)} cycles/s, RateLimiterSQLite ${round(p.conc)} cycles/s (ratio ${round(o.conc / p.conc, 2)}); one caller: gpupool ${round(o.seq)}, RateLimiterSQLite ${round(p.seq)}${b}`);
     }
     const http = [];
     for (let r = 0; r < HTTP_ROUNDS; r++) {
-      const h = await httpRound(mkdtempSync(join(dir, "h")), r % 2 === 0);
+      const h = await httpRound(mkdtempSync(join(dir, "h")), r, baseline);
       http.push(h);
       console.log(
-        `http round ${r + 1} (${r % 2 === 0 ? "lease first" : "no-op first"}): lease+release ${round(h.lease.requestsPerS)} req/s (p99 ${h.lease.p99Ms} ms, ${round(h.lease.cpuUsPerRequest)} µs server CPU/request, event loop ${round(h.lease.busy * 100)}% busy), ` +
-          `no-op ceiling ${round(h.ceiling.requestsPerS)} req/s (${round(h.ceiling.cpuUsPerRequest)} µs/request, ${round(h.ceiling.busy * 100)}% busy), ratio ${round(h.lease.requestsPerS / h.ceiling.requestsPerS, 2)}`,
+        `http round ${r + 1}: lease+release ${round(h.lease.requestsPerS)} req/s (p99 ${h.lease.p99Ms} ms, ${round(h.lease.cpuUsPerRequest)} µs server CPU/request, event loop ${round(h.lease.busy * 100)}% busy), ` +
+          `no-op ceiling ${round(h.ceiling.requestsPerS)} req/s (${round(h.ceiling.cpuUsPerRequest)} µs/request, ${round(h.ceiling.busy * 100)}% busy), ratio ${round(h.lease.requestsPerS / h.ceiling.requestsPerS, 2)}` +
+          (h.baseline ? `; baseline build ${round(h.baseline.requestsPerS)} req/s (${round(h.baseline.cpuUsPerRequest)} µs/request; this build / baseline ${round(h.lease.requestsPerS / h.baseline.requestsPerS, 2)})` : ""),
       );
     }
     // Ratios are the median of each round's ratio: the two sides of a round ran back to back, so
@@ -274,6 +302,17 @@ export async function main() {
       http_ceiling_server_event_loop_busy: round(median(http.map((h) => h.ceiling.busy)), 2),
       http_client_cpu_us_per_request: round(median(http.map((h) => h.lease.clientCpuUsPerRequest))),
       http_ceiling_client_cpu_us_per_request: round(median(http.map((h) => h.ceiling.clientCpuUsPerRequest))),
+      // Against the baseline build, paired per round like the other ratios.
+      ...(baseline
+        ? {
+            baseline: baseline,
+            baseline_inprocess_cycles_per_s: round(median(old.map((b) => b.conc))),
+            inprocess_vs_baseline: round(median(ours.map((o, i) => o.conc / old[i].conc)), 2),
+            baseline_http_requests_per_s: round(median(http.map((h) => h.baseline.requestsPerS))),
+            http_vs_baseline: round(median(http.map((h) => h.lease.requestsPerS / h.baseline.requestsPerS)), 2),
+            baseline_http_server_cpu_us_per_request: round(median(http.map((h) => h.baseline.cpuUsPerRequest))),
+          }
+        : {}),
     };
     console.log(JSON.stringify(result));
   } finally {

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { startEdge } from "@gpupool/edge";
-import { createApp, createKeyed, createServer, createUser, normalizeConfig } from "@gpupool/server";
+import { createServer, normalizeConfig } from "@gpupool/server";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const SECONDS = Number(process.env.BENCH_HTTP_SECONDS ?? 5);
@@ -109,12 +109,13 @@ export async function main() {
     const { port } = await new Promise((resolve) => upstream.once("message", resolve));
     const upstreamUrl = `http://127.0.0.1:${port}`;
     const config = normalizeConfig({ server: { port: 0 }, storage: { url: `sqlite:${join(dir, "gpupool.db")}` }, log: { level: "silent" } });
-    pool = await createServer(config, { adminToken: null, logger: pino({ level: "silent" }) });
+    const admin = `bench-admin-${process.pid}`;
+    pool = await createServer(config, { adminToken: admin, logger: pino({ level: "silent" }) });
     const poolUrl = await pool.listen();
-    const now = Date.now();
-    await createUser(pool.context.store, pool.context.config.policy, { name: "owner", tier: "pro" }, now);
-    await createApp(pool.context.store, { name: "bench", owner: "owner", maxConcurrency: null }, now);
-    const { key } = await createKeyed(pool.context.store, "edge", "bench-edge", now);
+    const post = async (path, body) => (await pool.app.inject({ method: "POST", url: path, headers: { authorization: `Bearer ${admin}` }, payload: body })).json();
+    await post("/v1/admin/users", { name: "owner", tier: "pro" });
+    await post("/v1/admin/apps", { name: "bench", owner: "owner" });
+    const { key } = await post("/v1/admin/edges", { name: "bench-edge" });
     edge = await startEdge({ server: poolUrl, edgeKey: key, apps: [{ name: "bench", upstream: new URL(upstreamUrl) }], port: 0 });
 
     const direct = [];

@@ -2,6 +2,7 @@
 // npm run bench -- <name> [options]: runs one benchmark; each prints its figures and, as its
 // last line, one JSON object {"bench": "<name>", ...}.
 //   npm run bench -- admission --storage postgres   the admission benchmark on PostgreSQL
+//   npm run bench -- admission --baseline ../old     also measures another built checkout, same rounds
 const [name = "admission", ...rest] = process.argv.slice(2);
 const benches = { admission: "./admission.js", scheduler: "./scheduler.js", edge: "./edge.js" };
 if (!benches[name]) {
