@@ -5,3 +5,6 @@ export type { JsonSchema, OpenApiDocument, OpenApiOperation, OpenApiResponse } f
 export { OPERATIONS, PRINCIPALS } from "./operations.js";
 export type { Operation, Principal } from "./operations.js";
 export { NAMED_SCHEMAS, problemSchemaName } from "./schemas.js";
+export { renderApiReference } from "./reference.js";
+export type { ApiReferenceOptions } from "./reference.js";
+export { renderWireDoc } from "./wire-doc.js";
