@@ -14,6 +14,11 @@ export interface FieldRow {
 
 const REF = "#/components/schemas/";
 
+/** A keyword's value as text: strings as they are, numbers written out, anything else "". */
+export function text(value: unknown): string {
+  return typeof value === "string" ? value : typeof value === "number" || typeof value === "boolean" ? String(value) : "";
+}
+
 /** The name of the schema a `$ref` points to, or null. */
 export function refName(schema: JsonSchema): string | null {
   const ref = schema["$ref"];

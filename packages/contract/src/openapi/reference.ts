@@ -1,6 +1,6 @@
 import type { JsonSchema, OpenApiDocument, OpenApiOperation } from "./document.js";
 import type { FieldRow, TypePart } from "./fields.js";
-import { fieldsOf, problemCodeOf, refName, typeOf, variantsOf } from "./fields.js";
+import { fieldsOf, problemCodeOf, refName, text, typeOf, variantsOf } from "./fields.js";
 
 export interface ApiReferenceOptions {
   /** Where the page links its stylesheet (default `/docs/api.css`). */
@@ -125,10 +125,10 @@ function problemsHtml(doc: OpenApiDocument): string {
     .map(([name, s]) => {
       const properties = (s["properties"] ?? {}) as Record<string, JsonSchema>;
       const code = problemCodeOf(s) ?? "";
-      const title = String(properties["title"]?.["description"] ?? "").replace(/^"|"$/g, "");
+      const title = text(properties["title"]?.["description"]).replace(/^"|"$/g, "");
       const extra = fieldsOf(doc, s).filter((f) => !["type", "title", "status", "detail", "code"].includes(f.name));
       const fields = extra.length === 0 ? "" : extra.map((f) => `<code>${escape(f.name)}</code>${f.required ? "" : "?"}`).join(", ");
-      return `<tr id="${anchor("problem", name.replace(/Problem$/, ""))}"><td><a href="#${anchor("schema", name)}"><code>${escape(code)}</code></a></td><td>${escape(String(properties["status"]?.["const"] ?? ""))}</td><td>${escape(title)}</td><td>${fields}</td><td>${inline(typeof s["description"] === "string" ? s["description"] : "")}</td></tr>`;
+      return `<tr id="${anchor("problem", name.replace(/Problem$/, ""))}"><td><a href="#${anchor("schema", name)}"><code>${escape(code)}</code></a></td><td>${escape(text(properties["status"]?.["const"]))}</td><td>${escape(title)}</td><td>${fields}</td><td>${inline(typeof s["description"] === "string" ? s["description"] : "")}</td></tr>`;
     })
     .join("\n");
   return `<section id="problems"><h2>Problem codes</h2>\n<p>Every error is <code>application/problem+json</code>: <code>{ type, title, status, detail, code, …fields }</code>. Branch on <code>code</code>; show <code>detail</code> to people. A field marked ? is not always sent.</p>\n<table class="problems"><thead><tr><th>Code</th><th>Status</th><th>Title</th><th>Fields</th><th>When</th></tr></thead>\n<tbody>\n${rows}\n</tbody></table></section>`;
@@ -163,7 +163,7 @@ export function renderApiReference(doc: OpenApiDocument, options: ApiReferenceOp
     .map((tag) => `<li>${escape(tag)}<ul>${(byTag.get(tag) ?? []).map(({ path, method, op }) => `<li><a href="#${anchor("op", op.operationId)}"><span class="method ${method}">${method.toUpperCase()}</span> ${escape(path)}</a></li>`).join("")}</ul></li>`)
     .join("\n");
   const auth = Object.entries(doc.components.securitySchemes)
-    .map(([name, s]) => `<tr id="${anchor("auth", name)}"><td><code>${escape(name)}</code></td><td>${inline(String(s["description"] ?? ""))}</td></tr>`)
+    .map(([name, s]) => `<tr id="${anchor("auth", name)}"><td><code>${escape(name)}</code></td><td>${inline(text(s["description"]))}</td></tr>`)
     .join("\n");
   const sections = tags
     .map((tag) => {

@@ -1,6 +1,6 @@
 import type { JsonSchema, OpenApiDocument, OpenApiOperation } from "./document.js";
 import type { FieldRow, TypePart } from "./fields.js";
-import { fieldsOf, problemCodeOf, refName, typeOf, variantsOf } from "./fields.js";
+import { fieldsOf, problemCodeOf, refName, text, typeOf, variantsOf } from "./fields.js";
 
 // docs/wire.md, written from the OpenAPI document so it cannot drift from the contract
 // (a test compares the file with this output; `npm run docs` rewrites it).
@@ -59,7 +59,7 @@ function operationMd(doc: OpenApiDocument, path: string, method: string, op: Ope
     const schema = (p["schema"] ?? {}) as JsonSchema;
     const where = p["in"] === "header" ? "header" : p["in"] === "query" ? "query" : "path";
     const type = p["in"] === "query" ? ` (${typeMd(typeOf(schema))}${typeof schema["pattern"] === "string" ? `, \`${schema["pattern"]}\`` : ""})` : "";
-    out.push(`- ${where[0]?.toUpperCase()}${where.slice(1)} \`${String(p["name"])}\`${p["required"] === true ? "" : " (optional)"}${type}: ${String(p["description"] ?? "")}`);
+    out.push(`- ${where[0]?.toUpperCase()}${where.slice(1)} \`${String(p["name"])}\`${p["required"] === true ? "" : " (optional)"}${type}: ${text(p["description"])}`);
   }
   if (op.requestBody !== undefined) {
     const schema = ((op.requestBody["content"] as Record<string, JsonSchema>)["application/json"]?.["schema"] ?? {}) as JsonSchema;
@@ -111,10 +111,10 @@ export function renderWireDoc(doc: OpenApiDocument): string {
   const extraOf = (s: JsonSchema) => fieldsOf(doc, s).filter((f) => !["type", "title", "status", "detail", "code"].includes(f.name));
   for (const [, s] of problemSchemas) {
     const code = problemCodeOf(s) ?? "";
-    const status = String(((s["properties"] ?? {}) as Record<string, JsonSchema>)["status"]?.["const"] ?? "");
+    const status = text(((s["properties"] ?? {}) as Record<string, JsonSchema>)["status"]?.["const"]);
     const extra = extraOf(s);
     const fields = extra.map((f) => `\`${f.name}\`${f.required ? "" : "?"}`).join(", ");
-    out.push(`| ${extra.length > 0 ? `[\`${code}\`](#${code})` : `\`${code}\``} | ${status} | ${cell(fields)} | ${cell(String(s["description"] ?? ""))} |`);
+    out.push(`| ${extra.length > 0 ? `[\`${code}\`](#${code})` : `\`${code}\``} | ${status} | ${cell(fields)} | ${cell(text(s["description"]))} |`);
   }
   out.push("", "`identity` in problems is the string `\"<kind>:<id>\"`, e.g. `\"user:u_abc\"`, `\"ip:203.0.113.7\"`, `\"app:a_xyz\"`.", "");
   for (const [, s] of problemSchemas) {
