@@ -1,7 +1,9 @@
 import * as z from "zod/mini";
 
-// zod/mini rather than zod: the SDK bundles these decoders, and mini's functions tree-shake
-// where the classic API's methods cannot (docs/wire.md says what it costs).
+// zod/mini rather than zod: the SDK bundles these decoders, and mini's functions tree-shake where
+// the classic API's methods cannot. For the kinds of schema used here, minified: zod/mini 28 KB
+// (8 KB gzip), zod 93 KB (25 KB gzip). The SDK's whole bundle went from 23 KB (8 KB gzip) to
+// 77 KB (24 KB gzip) with the contract in it; about 12 KB of that is the fields' descriptions.
 
 /** `schema` with a description (it reaches the OpenAPI document, the API reference and docs/wire.md). */
 export function describe<T extends z.ZodMiniType>(schema: T, description: string): T {

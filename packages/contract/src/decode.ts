@@ -1,5 +1,10 @@
 import type * as z from "zod/mini";
 
+/** Any of the contract's schemas (for code that decodes with them without importing zod itself). */
+export type WireSchema = z.ZodMiniType;
+/** What a schema decodes to. */
+export type WireType<S extends WireSchema> = z.infer<S>;
+
 export type Decoded<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly message: string };
 
 /**
