@@ -57,7 +57,7 @@ export const Lease = z.object({
   refunded: describe(Seconds, "`reserved − charged` once it ended, else 0."),
   failed: describe(z.boolean(), "True when released with `failed: true` (the app's call failed)."),
   problem: describe(z.nullable(LeaseProblem), "Why a lease ended without a grant or was failed (e.g. `queue_timeout`, `no_gpu_available`): the problem's code and detail. Null otherwise."),
-  quota: describe(z.nullable(Quota), "The charged identity's quota after this change; null in lists and events."),
+  quota: describe(z.nullable(Quota), "The charged identity's quota after this change; null in lists, and in events that happen while a stream is open."),
 });
 export type Lease = z.infer<typeof Lease>;
 
@@ -88,7 +88,6 @@ export const ReleaseResult = z.object({
 });
 export type ReleaseResult = z.infer<typeof ReleaseResult>;
 
-/** SSE `queued`: the place in line, sent first and whenever it changes. */
 export const QueuedEvent = describe(z.object({
   position: describe(z.int(), "1 is next."),
   reason: QueueReason,
@@ -96,18 +95,16 @@ export const QueuedEvent = describe(z.object({
 }), "SSE `queued`: the place in line, sent first and whenever it changes.");
 export type QueuedEvent = z.infer<typeof QueuedEvent>;
 
-/** SSE `granted`: the lease is active; the stream ends. */
-export const GrantedEvent = describe(z.object({ lease: Lease }), "SSE `granted`: the lease is active (`quota` null); the stream ends.");
+export const GrantedEvent = describe(z.object({ lease: Lease }), "SSE `granted`: the lease is active; the stream ends. The lease's `quota` is set when the stream opened on a lease already granted, null when the grant happened while it was open.");
 export type GrantedEvent = z.infer<typeof GrantedEvent>;
 
 export const FailedEvent = describe(
   z.object({ problem: Problem }),
-  "SSE `failed`: the lease ended before a grant (`queue_timeout`, `no_gpu_available`, …); the stream ends. The problem carries its code's own fields (e.g. `waited`) only when the failure happens while the stream is open; when the stream opens on a lease that already failed, it has `type`, `title`, `status`, `code` and `detail` only.",
+  "SSE `failed`: the lease ended before a grant (`queue_timeout`, `no_gpu_available`, …); the stream ends. The problem carries its code's own fields (e.g. `waited`) only when the failure happens while the stream is open; when the stream opens on a lease that already failed, it has `type`, `title`, `status`, `code` and `detail` only, and today's server labels it 408 \"Queue timeout\" whatever its code.",
 );
 export type FailedEvent = z.infer<typeof FailedEvent>;
 
-/** SSE `ended`: released, expired or cancelled (or failed after its grant); the stream ends. */
-export const EndedEvent = describe(z.object({ lease: Lease }), "SSE `ended`: released, expired or cancelled, or failed after its grant (`quota` null); the stream ends.");
+export const EndedEvent = describe(z.object({ lease: Lease }), "SSE `ended`: released, expired or cancelled, or failed after its grant; the stream ends. The lease's `quota` is set when the stream opened on a lease already ended, null when it ended while the stream was open.");
 export type EndedEvent = z.infer<typeof EndedEvent>;
 
 /** The events of `GET /v1/leases/:id/events`, by event name. */
