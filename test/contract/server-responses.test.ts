@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ADMIN, serveAt, startTestServer } from "../../packages/server/test/harness.js";
 import type { TestServer } from "../../packages/server/test/harness.js";
 import { ContractMismatch, checkResponse, documentedOperations } from "./check-response.js";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -76,6 +76,7 @@ describe("the server's responses match the contract", () => {
     // The store is closed already; closing the server closes it again, which must not fail the test.
     servers.splice(servers.indexOf(t), 1);
     await t.server.app.close();
+    rmSync(t.dir, { recursive: true, force: true });
   });
 
   it("admin: users, apps, nodes, edges, sessions, and their refusals", async () => {
