@@ -242,7 +242,8 @@ caption { text-align: left; font-weight: 600; padding: 0.3rem 0; }
 th, td { text-align: left; vertical-align: top; border-bottom: 1px solid var(--line); padding: 0.35rem 0.5rem; }
 th { background: var(--panel); font-weight: 600; }
 td.type { min-width: 9rem; }
-td, th { overflow-wrap: anywhere; }
+td, th { overflow-wrap: break-word; }
+table.problems td:nth-child(-n+2), td.status { white-space: nowrap; }
 .optional, .limits, .none { color: var(--muted); font-size: 0.85em; }
 td.status { font-weight: 600; font-family: ui-monospace, monospace; }
 td.s2xx { color: var(--get); }
