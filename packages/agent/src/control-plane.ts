@@ -1,13 +1,17 @@
+import { Heartbeat, Lease, NodeRegistered, Problem, decodeWire } from "@gpupool/contract";
+import type { LeaseRequest, NodeRegisterRequest, WireSchema, WireType } from "@gpupool/contract";
 import type { NodeDevice } from "./devices.js";
 import { deviceJson } from "./devices.js";
 import { readServerSentEvents } from "@gpupool/sdk";
 import type { SseEvent } from "@gpupool/sdk";
 
-/** A problem (RFC 9457) as the control plane sent it; fields are kept loosely typed on purpose. */
-export interface WireProblem {
+/**
+ * A problem (RFC 9457) the agent relays: the control plane's (decoded with the contract), or one
+ * the agent writes itself, whose code may be its own (`lease_ended`) or one a newer pool added.
+ */
+export interface WireProblem extends Readonly<Pick<Problem, "detail" | "status">> {
+  /** A `ProblemCode` of the contract, or the agent's own (`lease_ended`, `http_<status>`). */
   readonly code: string;
-  readonly detail: string;
-  readonly status: number;
   readonly [field: string]: unknown;
 }
 
@@ -27,22 +31,7 @@ export class ControlPlaneRefusal extends Error {
   }
 }
 
-/** The lease fields the agent uses (docs/wire.md has the whole object). */
-export interface WireLease {
-  readonly id: string;
-  readonly status: string;
-  readonly app: string | null;
-  readonly identity: { readonly kind: string; readonly id: string; readonly tier: string } | null;
-  readonly duration: number;
-  readonly device: { readonly node: string; readonly index: number; readonly uuid: string; readonly name: string } | null;
-  readonly grantedAt: number | null;
-  readonly deadline: number | null;
-  readonly position: number | null;
-  readonly reason: string | null;
-  readonly etaS: number | null;
-}
-
-export type LeaseAnswer = { readonly kind: "granted"; readonly lease: WireLease } | { readonly kind: "queued"; readonly lease: WireLease };
+export type LeaseAnswer = { readonly kind: "granted"; readonly lease: Lease } | { readonly kind: "queued"; readonly lease: Lease };
 
 export interface Registered {
   readonly node: { readonly id: string; readonly name: string };
@@ -61,40 +50,21 @@ const REQUEST_TIMEOUT_MS = 15_000;
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
-const str = (v: unknown): string | null => (typeof v === "string" ? v : null);
-const num = (v: unknown): number | null => (typeof v === "number" && Number.isFinite(v) ? v : null);
-const time = (v: unknown): number | null => {
-  const t = typeof v === "string" ? Date.parse(v) : NaN;
-  return Number.isNaN(t) ? null : t;
-};
 
-export function decodeLease(v: unknown): WireLease {
-  if (!isRecord(v) || typeof v["id"] !== "string" || typeof v["status"] !== "string") {
-    throw new ControlPlaneDown("the control plane sent a lease without id or status");
-  }
-  const identity = isRecord(v["identity"]) ? v["identity"] : null;
-  const device = isRecord(v["device"]) ? v["device"] : null;
-  return {
-    id: v["id"],
-    status: v["status"],
-    app: str(v["app"]),
-    identity: identity === null ? null : { kind: str(identity["kind"]) ?? "", id: str(identity["id"]) ?? "", tier: str(identity["tier"]) ?? "" },
-    duration: num(v["duration"]) ?? 0,
-    device:
-      device === null || num(device["index"]) === null || str(device["uuid"]) === null
-        ? null
-        : { node: str(device["node"]) ?? "", index: num(device["index"]) ?? 0, uuid: str(device["uuid"]) ?? "", name: str(device["name"]) ?? "" },
-    grantedAt: time(v["granted_at"]),
-    deadline: time(v["deadline"]),
-    position: num(v["position"]),
-    reason: str(v["reason"]),
-    etaS: num(v["eta_s"]),
-  };
+/** `value` as the contract's `schema`; a mismatch means the pool is not one this agent can work with. */
+export function decodeFromPool<S extends WireSchema>(schema: S, value: unknown, what: string): WireType<S> {
+  const decoded = decodeWire(schema, value);
+  if (!decoded.ok) throw new ControlPlaneDown(`the control plane sent ${what} that does not match the gpupool wire format (${decoded.message}); is it a gpupool control plane of this agent's version?`);
+  return decoded.value;
 }
 
-function asProblem(body: unknown, status: number, fallback: string): WireProblem {
+/** A problem body as a refusal: the contract's problem when it is one, else what can be read of it. */
+export function asProblem(body: unknown, status: number, fallback: string): WireProblem {
+  const decoded = decodeWire(Problem, body);
+  if (decoded.ok) return decoded.value;
   const b = isRecord(body) ? body : {};
-  return { ...b, code: str(b["code"]) ?? `http_${status}`, detail: str(b["detail"]) ?? fallback, status: num(b["status"]) ?? status };
+  const str = (v: unknown): string | null => (typeof v === "string" ? v : null);
+  return { ...b, code: str(b["code"]) ?? `http_${status}`, detail: str(b["detail"]) ?? fallback, status: typeof b["status"] === "number" ? b["status"] : status };
 }
 
 function networkReason(error: unknown): string {
@@ -128,25 +98,28 @@ export class ControlPlane {
 
   /** `previous`: the registration this agent held before (a restart), so the pool lets it take the node back at once. */
   async register(devices: readonly NodeDevice[], agentUrl: string, previous: string | null = null): Promise<Registered> {
-    const body = await this.call("POST", "/v1/nodes/register", { authorization: `Bearer ${this.nodeKey}` }, { devices: devices.map(deviceJson), agent_url: agentUrl, ...(previous !== null ? { previous_registration: previous } : {}) });
-    return this.timing(body);
+    const request: NodeRegisterRequest = { devices: devices.map(deviceJson), agent_url: agentUrl, ...(previous !== null ? { previous_registration: previous } : {}) };
+    const r = decodeFromPool(NodeRegistered, await this.call("POST", "/v1/nodes/register", { authorization: `Bearer ${this.nodeKey}` }, request), "a registration");
+    return { node: r.node, heartbeatIntervalS: r.heartbeat_interval_s, heartbeatTimeoutS: r.heartbeat_timeout_s, registration: r.registration };
   }
 
+  /** The registration is the one register answered; a heartbeat answer does not repeat it. */
   async heartbeat(registration: string | null = null): Promise<Registered> {
-    return this.timing(await this.call("POST", "/v1/nodes/heartbeat", { authorization: `Bearer ${this.nodeKey}` }, registration !== null ? { registration } : {}));
+    const h = decodeFromPool(Heartbeat, await this.call("POST", "/v1/nodes/heartbeat", { authorization: `Bearer ${this.nodeKey}` }, registration !== null ? { registration } : {}), "a heartbeat answer");
+    return { node: h.node, heartbeatIntervalS: h.heartbeat_interval_s, heartbeatTimeoutS: h.heartbeat_timeout_s, registration };
   }
 
   /** POST /v1/leases for an app on this node: 201 → granted, 202 → queued, a problem → ControlPlaneRefusal. */
-  async requestLease(appKey: string, body: { duration?: number; size?: string; queue: boolean }, ipToken: string | undefined): Promise<LeaseAnswer> {
+  async requestLease(appKey: string, body: LeaseRequest, ipToken: string | undefined): Promise<LeaseAnswer> {
     const headers: Record<string, string> = { authorization: `Bearer ${appKey}`, "x-gpupool-node-key": this.nodeKey };
     if (ipToken !== undefined) headers["x-ip-token"] = ipToken;
     const { status, json } = await this.send("POST", "/v1/leases", headers, body);
-    const lease = decodeLease(json);
+    const lease = decodeFromPool(Lease, json, "a lease");
     return status === 201 || lease.status === "active" ? { kind: "granted", lease } : { kind: "queued", lease };
   }
 
-  async lease(appKey: string, id: string): Promise<WireLease> {
-    return decodeLease(await this.call("GET", `/v1/leases/${encodeURIComponent(id)}`, { authorization: `Bearer ${appKey}` }));
+  async lease(appKey: string, id: string): Promise<Lease> {
+    return decodeFromPool(Lease, await this.call("GET", `/v1/leases/${encodeURIComponent(id)}`, { authorization: `Bearer ${appKey}` }), "a lease");
   }
 
   async release(appKey: string, id: string, failed: boolean): Promise<void> {
@@ -171,17 +144,6 @@ export class ControlPlane {
       throw this.failure(res, text, "GET", "/v1/leases/:id/events");
     }
     return readServerSentEvents(res.body);
-  }
-
-  private timing(body: unknown): Registered {
-    const b = isRecord(body) ? body : {};
-    const node = isRecord(b["node"]) ? b["node"] : {};
-    return {
-      node: { id: str(node["id"]) ?? "", name: str(node["name"]) ?? "" },
-      heartbeatIntervalS: num(b["heartbeat_interval_s"]) ?? 5,
-      heartbeatTimeoutS: num(b["heartbeat_timeout_s"]) ?? 20,
-      registration: str(b["registration"]),
-    };
   }
 
   private async call(method: string, path: string, headers: Record<string, string>, body?: unknown): Promise<unknown> {

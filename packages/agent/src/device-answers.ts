@@ -2,7 +2,8 @@
 // The `spaces` client reads only the status, two headers, and for 200/429 a small JSON body;
 // every answer also carries the pool's `detail` (body field and X-Gpupool-Detail header), so a
 // person reading logs or curl output sees why.
-import type { WireLease, WireProblem } from "./control-plane.js";
+import type { Lease } from "@gpupool/contract";
+import type { WireProblem } from "./control-plane.js";
 import type { LocalLease } from "./local-leases.js";
 
 export type AuthLevel = "regular" | "pro";
@@ -151,7 +152,7 @@ export function grantJson(lease: LocalLease, token: string, idle: boolean, node:
 }
 
 /** How long the lease may hold the GPU, measured on the control plane's own clock. */
-export function leaseSpanMs(lease: WireLease): number {
-  if (lease.deadline !== null && lease.grantedAt !== null) return Math.max(0, lease.deadline - lease.grantedAt);
+export function leaseSpanMs(lease: Lease): number {
+  if (lease.deadline !== null && lease.granted_at !== null) return Math.max(0, Date.parse(lease.deadline) - Date.parse(lease.granted_at));
   return Math.max(0, lease.duration * 1000);
 }

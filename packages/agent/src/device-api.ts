@@ -1,11 +1,12 @@
 import { createHash } from "node:crypto";
+import type { Lease } from "@gpupool/contract";
 import { DomainError, fail, problem } from "@gpupool/core";
 import Fastify from "fastify";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Logger } from "pino";
 import { callerUid } from "./caller.js";
 import { ControlPlaneDown, ControlPlaneRefusal } from "./control-plane.js";
-import type { ControlPlane, WireLease } from "./control-plane.js";
+import type { ControlPlane } from "./control-plane.js";
 import { authLevel, grantJson, leaseSpanMs, problemAnswer, refusalAnswer } from "./device-answers.js";
 import type { DeviceAnswer, GrantJson } from "./device-answers.js";
 import type { NodeDevice } from "./devices.js";
@@ -107,7 +108,7 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
     return503OnClosing: true,
   });
 
-  const grant = async (lease: WireLease, appKey: string, requester: Requester): Promise<GrantJson> => {
+  const grant = async (lease: Lease, appKey: string, requester: Requester): Promise<GrantJson> => {
     const node = options.readiness().nodeName;
     if (lease.device === null) throw new Error(`The control plane granted lease ${lease.id} without a device.`);
     if (node !== null && lease.device.node !== node) {

@@ -1,7 +1,9 @@
 import type { ServerResponse } from "node:http";
 import type { Logger } from "pino";
-import { ControlPlaneRefusal, decodeLease } from "./control-plane.js";
-import type { ControlPlane, WireLease, WireProblem } from "./control-plane.js";
+import { EndedEvent, FailedEvent, GrantedEvent, PROBLEM_STATUS, QueuedEvent } from "@gpupool/contract";
+import type { Lease } from "@gpupool/contract";
+import { ControlPlaneRefusal, asProblem, decodeFromPool } from "./control-plane.js";
+import type { ControlPlane, WireProblem } from "./control-plane.js";
 import type { GrantJson } from "./device-answers.js";
 
 export interface QueueStreamsOptions {
@@ -10,12 +12,12 @@ export interface QueueStreamsOptions {
   /** How often a waiting client gets `event: ping` (besides one per change of place). */
   readonly pingIntervalMs: number;
   /** Records a granted lease locally and returns the grant for the client. */
-  readonly grant: (lease: WireLease, appKey: string) => Promise<GrantJson>;
+  readonly grant: (lease: Lease, appKey: string) => Promise<GrantJson>;
   /** Gives a grant back when its client left before it could be told. */
   readonly abandon: (grant: GrantJson, appKey: string) => Promise<void>;
 }
 
-type Outcome = { readonly kind: "granted"; readonly lease: WireLease } | { readonly kind: "failed"; readonly problem: WireProblem } | { readonly kind: "none" };
+type Outcome = { readonly kind: "granted"; readonly lease: Lease } | { readonly kind: "failed"; readonly problem: WireProblem } | { readonly kind: "none" };
 
 interface Stream {
   readonly leaseId: string;
@@ -27,16 +29,11 @@ interface Stream {
 /** Consecutive dropped event streams with no news in between before the wait is given up. */
 const MAX_QUIET_RECONNECTS = 5;
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-function parse(data: string): Record<string, unknown> {
+function parse(data: string): unknown {
   try {
-    const v: unknown = JSON.parse(data);
-    return isRecord(v) ? v : {};
+    return JSON.parse(data) as unknown;
   } catch {
-    return {};
+    return null;
   }
 }
 
@@ -44,9 +41,10 @@ function failedProblem(code: string, status: number, detail: string): WireProble
   return { code, status, detail, type: `urn:gpupool:problem:${code}`, title: code };
 }
 
-function endedProblem(lease: WireLease, raw: Record<string, unknown>): WireProblem {
-  const p = isRecord(raw["problem"]) ? raw["problem"] : null;
-  if (p !== null && typeof p["code"] === "string" && typeof p["detail"] === "string") return failedProblem(p["code"], typeof p["status"] === "number" ? p["status"] : 409, p["detail"]);
+/** Why a lease ended before its grant: the problem it records (with its code's status), else `lease_ended`. */
+function endedProblem(lease: Lease): WireProblem {
+  const p = lease.problem;
+  if (p !== null && p.detail !== null) return failedProblem(p.code, PROBLEM_STATUS[p.code], p.detail);
   return failedProblem("lease_ended", 409, `Lease ${lease.id} ended as "${lease.status}" before it was granted a GPU; nothing was charged for the wait.`);
 }
 
@@ -72,7 +70,7 @@ export class QueueStreams {
     return this.open.size;
   }
 
-  follow(res: ServerResponse, headers: Record<string, string>, appKey: string, lease: WireLease): void {
+  follow(res: ServerResponse, headers: Record<string, string>, appKey: string, lease: Lease): void {
     res.writeHead(200, {
       ...headers,
       "content-type": "text/event-stream; charset=utf-8",
@@ -97,7 +95,7 @@ export class QueueStreams {
     await Promise.all(streams.map((s) => s.done));
   }
 
-  private async run(stream: Stream, res: ServerResponse, appKey: string, first: WireLease): Promise<void> {
+  private async run(stream: Stream, res: ServerResponse, appKey: string, first: Lease): Promise<void> {
     const { cp, log } = this.options;
     let appGone = false;
     let finished = false;
@@ -106,7 +104,7 @@ export class QueueStreams {
       appGone = true;
       stream.abort.abort();
     });
-    let place = { position: first.position, reason: first.reason ?? "node", eta_s: first.etaS };
+    let place = { position: first.position, reason: first.reason ?? "node", eta_s: first.eta_s };
     const write = (event: string, data: string): void => {
       if (!res.destroyed && !res.writableEnded) res.write(`event: ${event}\ndata: ${data}\n\n`);
     };
@@ -123,16 +121,18 @@ export class QueueStreams {
             progressed = true;
             const data = parse(ev.data);
             if (ev.event === "queued") {
-              const next = { position: typeof data["position"] === "number" ? data["position"] : place.position, reason: typeof data["reason"] === "string" ? data["reason"] : place.reason, eta_s: typeof data["eta_s"] === "number" ? data["eta_s"] : null };
+              const next = decodeFromPool(QueuedEvent, data, "a queued event");
               if (next.position !== place.position || next.reason !== place.reason) write("ping", JSON.stringify(next));
               place = next;
             } else if (ev.event === "granted") {
-              outcome = { kind: "granted", lease: decodeLease(data["lease"]) };
+              outcome = { kind: "granted", lease: decodeFromPool(GrantedEvent, data, "a granted event").lease };
             } else if (ev.event === "failed") {
-              outcome = { kind: "failed", problem: endedProblem(first, data) };
+              // A problem's code may be one this agent does not know yet: pass on what it says.
+              const failed = FailedEvent.safeParse(data);
+              const raw = typeof data === "object" && data !== null ? (data as { problem?: unknown }).problem : undefined;
+              outcome = { kind: "failed", problem: failed.success ? failed.data.problem : asProblem(raw, 409, `Lease ${first.id} failed while queued.`) };
             } else if (ev.event === "ended") {
-              const lease = decodeLease(data["lease"]);
-              outcome = { kind: "failed", problem: endedProblem(lease, isRecord(data["lease"]) ? data["lease"] : {}) };
+              outcome = { kind: "failed", problem: endedProblem(decodeFromPool(EndedEvent, data, "an ended event").lease) };
             }
             if (outcome.kind !== "none") break;
           }
@@ -150,7 +150,7 @@ export class QueueStreams {
         try {
           const current = await cp.lease(appKey, first.id);
           if (current.status === "active") outcome = { kind: "granted", lease: current };
-          else if (current.status !== "queued") outcome = { kind: "failed", problem: endedProblem(current, {}) };
+          else if (current.status !== "queued") outcome = { kind: "failed", problem: endedProblem(current) };
         } catch (error) {
           if (error instanceof ControlPlaneRefusal) outcome = { kind: "failed", problem: error.problem };
         }

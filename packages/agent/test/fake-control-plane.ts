@@ -4,6 +4,7 @@
 import { createServer } from "node:http";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { Lease } from "@gpupool/contract";
 
 export interface Recorded {
   readonly method: string;
@@ -39,10 +40,11 @@ export interface FakeControlPlane {
 
 export const NODE = "node-a";
 
+/** A lease as the control plane sends it (checked against the contract, so the fake cannot drift). */
 export function leaseJson(fields: Partial<Record<string, unknown>> & { id: string; status: string }): Record<string, unknown> {
   const granted = fields.status === "active";
   const now = Date.now();
-  return {
+  const lease = {
     app: "a_app",
     identity: { kind: "app", id: "a_app", tier: "anonymous" },
     size: "large",
@@ -54,11 +56,20 @@ export function leaseJson(fields: Partial<Record<string, unknown>> & { id: strin
     queued_at: new Date(now).toISOString(),
     granted_at: granted ? new Date(now).toISOString() : null,
     deadline: granted ? new Date(now + 60_000).toISOString() : null,
+    ended_at: null,
     position: granted ? null : 1,
     reason: granted ? null : "node",
     eta_s: null,
+    held_ms: null,
+    charged: 0,
+    refunded: 0,
+    failed: false,
+    problem: null,
+    quota: null,
     ...fields,
   };
+  Lease.parse(lease);
+  return lease;
 }
 
 export function problemJson(code: string, status: number, detail: string, fields: Record<string, unknown> = {}): Record<string, unknown> {
@@ -78,7 +89,7 @@ export async function startFakeControlPlane(): Promise<FakeControlPlane> {
     requests,
     leases,
     onLease: () => ({ status: 201, body: leaseJson({ id: `ls_${++seq}`, status: "active" }) }),
-    onRegister: () => ({ status: 200, body: { node: { id: "n_1", name: NODE }, devices: 1, replaced: 0, heartbeat_interval_s: 0.2, heartbeat_timeout_s: 5 } }),
+    onRegister: () => ({ status: 200, body: { node: { id: "n_1", name: NODE }, devices: 1, registration: "1700000000000", heartbeat_interval_s: 0.2, heartbeat_timeout_s: 5 } }),
     onHeartbeat: () => ({ status: 200, body: { node: { id: "n_1", name: NODE }, heartbeat_interval_s: 0.2, heartbeat_timeout_s: 5 } }),
     push(leaseId, event, data) {
       for (const res of streams.get(leaseId) ?? []) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);

@@ -115,10 +115,6 @@ function text(value: unknown, fallback = "-"): string {
   return value === null || value === undefined ? fallback : JSON.stringify(value);
 }
 
-function record(value: unknown): Readonly<Record<string, unknown>> {
-  return typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
-}
-
 export function renderDiagnosis(d: Diagnosis, now: Date): string {
   const cols = width();
   const out: string[] = [];
@@ -196,34 +192,18 @@ export function renderLeases(leases: readonly Lease[], now: Date): string {
   return table(["ID", "STATUS", "CHARGED TO", "TIER", "SIZE", "DURATION", "HELD", "CHARGED", "REFUNDED", "DEVICE", "WHEN"], rows);
 }
 
-function list(value: unknown): Readonly<Record<string, unknown>>[] {
-  return Array.isArray(value) ? value.map(record) : [];
-}
-
-
 export function renderPool(state: PoolState, now: Date): string {
-  const slots = record(state["slots"]);
-  const devices = list(state["devices"]);
-  const nodes = list(state["nodes"]);
-  const active = list(state["active"]);
-  const queue = list(state["queue"]);
-  const total = Number(slots["total"]);
-  const busy = Number(slots["busy"]);
-  const out = [
-    `Pool: ${nodes.length} node(s), ${devices.length} GPU(s), ${text(total, "?")} slots (${text(busy, "?")} busy, ${Number.isFinite(total - busy) ? total - busy : "?"} free), ${queue.length} queued`,
-    "",
-  ];
-  if (state["leader"] === false) {
+  const { nodes, devices, active, queue } = state;
+  const { total, busy } = state.slots;
+  const out = [`Pool: ${nodes.length} node(s), ${devices.length} GPU(s), ${total} slots (${busy} busy, ${total - busy} free), ${queue.length} queued`, ""];
+  if (!state.leader) {
     out.push("This replica does not lead the pool: what follows is what the database records (the queue in arrival order; the leader orders it by priority). Its /readyz says leader: true.", "");
   }
   if (nodes.length > 0) {
     out.push(
       table(
         ["NODE", "KIND", "STATE", "LAST HEARTBEAT", "AGENT"],
-        nodes.map((n) => {
-          const beat = typeof n["heartbeatAt"] === "string" ? new Date(n["heartbeatAt"]) : null;
-          return [text(n["name"]), text(n["kind"]), text(n["state"]), beat === null ? "-" : relative(beat, now), text(n["agentUrl"])];
-        }),
+        nodes.map((n) => [text(n.name), text(n.kind), text(n.state), n.heartbeatAt === null ? "-" : relative(n.heartbeatAt, now), text(n.agentUrl)]),
       ),
       "",
     );
@@ -233,13 +213,7 @@ export function renderPool(state: PoolState, now: Date): string {
     out.push(
       table(
         ["NODE", "GPU", "NAME", "MEMORY", "SLOTS"],
-        devices.map((d) => [
-          text(d["node"]),
-          text(d["index"]),
-          text(d["name"]),
-          typeof d["memoryMb"] === "number" ? `${Math.round(d["memoryMb"] / 1024)} GB` : "-",
-          (Array.isArray(d["slots"]) ? d["slots"] : []).map((h) => (h === null ? "free" : String(h))).join(" | "),
-        ]),
+        devices.map((d) => [text(d.node), text(d.index), text(d.name), `${Math.round(d.memoryMb / 1024)} GB`, d.slots.map((h) => (h === null ? "free" : h)).join(" | ")]),
       ),
     );
   }
@@ -248,11 +222,8 @@ export function renderPool(state: PoolState, now: Date): string {
     out.push(
       table(
         ["ID", "APP", "CHARGED TO", "SIZE", "DEVICE", "DEADLINE"],
-        active.map((a) => {
-          const deadline = typeof a["deadline"] === "string" ? new Date(a["deadline"]) : null;
-          // node/index, as `gpupool leases` names a device.
-          return [text(a["id"]), text(a["app"]), text(a["identity"]), text(a["size"]), `${text(a["node"])}/${text(a["device"])}`, deadline === null ? "-" : relative(deadline, now)];
-        }),
+        // node/index, as `gpupool leases` names a device.
+        active.map((a) => [text(a.id), text(a.app), text(a.identity), text(a.size), `${text(a.node)}/${text(a.device)}`, a.deadline === null ? "-" : relative(a.deadline, now)]),
       ),
     );
   }
@@ -261,7 +232,7 @@ export function renderPool(state: PoolState, now: Date): string {
     out.push(
       table(
         ["POS", "LEASE", "APP", "CHARGED TO", "SLOTS", "WAITING FOR"],
-        queue.map((q) => [text(q["position"]), text(q["lease"]), text(q["app"]), text(q["identity"]), text(q["slots"]), text(q["reason"])]),
+        queue.map((q) => [text(q.position), text(q.lease), text(q.app), text(q.identity), text(q.slots), text(q.reason)]),
       ),
     );
   }

@@ -1,4 +1,4 @@
-import type { Diagnosis, Quota } from "@gpupool/sdk";
+import type { Diagnosis, PoolState, Quota } from "@gpupool/sdk";
 import { describe, expect, it } from "vitest";
 import { relative, renderDiagnosis, renderLeases, renderPool, renderQuota, span, table, wrap } from "../src/render.js";
 
@@ -78,11 +78,11 @@ describe("render", () => {
   });
 
   it("a pool view from a replica that does not lead says so, and where to ask", () => {
-    const state = {
+    const state: PoolState = {
       leader: false,
       source: "database",
       nodes: [{ name: "sim-0", kind: "configured", state: "up", heartbeatAt: null, agentUrl: null }],
-      devices: [{ node: "sim-0", index: 0, name: "Simulated H200", memoryMb: 144_384, slots: ["ls_1", null] }],
+      devices: [{ node: "sim-0", index: 0, uuid: "GPU-0", name: "Simulated H200", memoryMb: 144_384, slots: ["ls_1", null] }],
       slots: { total: 2, busy: 1 },
       active: [],
       queue: [{ lease: "ls_2", position: 1, reason: null, identity: "app:a_1", app: "a_1", slots: 1 }],
@@ -95,14 +95,14 @@ describe("render", () => {
   });
 
   it("an active lease's device is named node/index, as `gpupool leases` names it", () => {
-    const active = [{ id: "ls_1", app: "a_1", identity: "user:u_1", size: "large", node: "sim-0", device: 1, deadline: "2025-01-01T12:00:45Z" }];
-    const pool = renderPool({ leader: true, source: "memory", nodes: [], devices: [], slots: { total: 2, busy: 1 }, active, queue: [] }, now);
+    const active = [{ id: "ls_1", app: "a_1", identity: "user:u_1", size: "large", node: "sim-0", device: 1, deadline: new Date("2025-01-01T12:00:45Z") }];
+    const pool = renderPool({ leader: true, source: "leader", nodes: [], devices: [], slots: { total: 2, busy: 1 }, active, queue: [] }, now);
     const leases = renderLeases(
       [
         {
-          id: "ls_1", status: "active", app: "a_1", identity: { kind: "user", id: "u_1", tier: "free" }, size: "large", duration: 60, reserved: 60, cost: 1,
+          id: "ls_1", status: "active", app: "a_1", identity: { kind: "user", id: "u_1", tier: "free" }, size: "large", duration: 60, reserved: 60, cost: 1, node: "sim-0",
           device: { node: "sim-0", index: 1, uuid: "GPU-1", name: "H200", slots: [0] }, queuedAt: now, grantedAt: now, deadline: new Date(now.getTime() + 45_000),
-          endedAt: null, position: null, reason: null, heldMs: null, charged: 0, refunded: 0, problem: null, quota: null,
+          endedAt: null, position: null, reason: null, etaS: null, heldMs: null, charged: 0, refunded: 0, failed: false, problem: null, quota: null,
         },
       ],
       now,

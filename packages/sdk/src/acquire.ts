@@ -1,9 +1,12 @@
-import { decodeLease, isProblem, isRecord, num, numOrNull, str } from "./decode.js";
-import { GpupoolError, ServerUnavailableError, problemToError, sdkProblem } from "./errors.js";
+import { EndedEvent, GrantedEvent, Lease as WireLease, QueuedEvent, ReleaseResult, decodeWire } from "@gpupool/contract";
+import type { LeaseRequest } from "@gpupool/contract";
+import { GpupoolError, ServerUnavailableError, normalizeProblem, problemToError, sdkProblem } from "./errors.js";
+import { isRecord } from "./json.js";
 import { normalizeIpToken, type IpTokenInput } from "./ip-token-header.js";
 import { readServerSentEvents, type SseEvent } from "./sse.js";
 import type { Transport } from "./transport.js";
-import type { Lease, Problem, QueueReason, QueueUpdate, Size } from "./types.js";
+import type { Lease, Problem, QueueUpdate, Size } from "./types.js";
+import { toLease } from "./wire.js";
 
 export interface AcquireOptions {
   /** Longest the call may hold the GPU, in seconds (server default 60). Unused time is refunded. */
@@ -25,10 +28,11 @@ const MAX_QUIET_RECONNECTS = 3;
 export async function acquireLease(transport: Transport, options: AcquireOptions): Promise<Lease> {
   const { signal } = options;
   signal?.throwIfAborted();
-  const body: Record<string, unknown> = {};
-  if (options.duration !== undefined) body["duration"] = options.duration;
-  if (options.size !== undefined) body["size"] = options.size;
-  if (options.queue !== undefined) body["queue"] = options.queue;
+  const body: LeaseRequest = {
+    ...(options.duration !== undefined ? { duration: options.duration } : {}),
+    ...(options.size !== undefined ? { size: options.size } : {}),
+    ...(options.queue !== undefined ? { queue: options.queue } : {}),
+  };
 
   const lease = await admit(transport, body, normalizeIpToken(options.ipToken), signal);
   if (signal?.aborted === true) {
@@ -47,13 +51,11 @@ export async function acquireLease(transport: Transport, options: AcquireOptions
  */
 function admit(
   transport: Transport,
-  body: Record<string, unknown>,
+  body: LeaseRequest,
   ipToken: string | undefined,
   signal: AbortSignal | undefined,
 ): Promise<Lease> {
-  const request = transport
-    .json({ method: "POST", path: "/v1/leases", auth: "client", body, ipToken })
-    .then(decodeLease);
+  const request = transport.json({ method: "POST", path: "/v1/leases", auth: "client", body, ipToken }, WireLease).then(toLease);
   if (signal === undefined) return request;
   let onAbort = (): void => {};
   const aborted = new Promise<never>((_resolve, reject) => {
@@ -110,9 +112,7 @@ async function followQueue(transport: Transport, queued: Lease, options: Acquire
       }
 
       // The stream closed without an outcome (proxy timeout, server restart): ask directly.
-      const current = decodeLease(
-        await transport.json({ method: "GET", path: leasePath(id), auth: "client", signal }),
-      );
+      const current = toLease(await transport.json({ method: "GET", path: leasePath(id), auth: "client", signal }, WireLease));
       if (current.status === "active") return current;
       if (current.status !== "queued") {
         settled = true;
@@ -200,32 +200,21 @@ function parseLeaseEvent(id: string, name: string, data: string): LeaseEvent | u
       { cause: error },
     );
   }
-  const record = isRecord(payload) ? payload : {};
-  switch (name) {
-    case "queued":
-      return {
-        kind: "queued",
-        update: {
-          leaseId: id,
-          position: num(record["position"]),
-          reason: str(record["reason"]) as QueueReason,
-          etaS: numOrNull(record["eta_s"]),
-        },
-      };
-    case "granted":
-      return { kind: "granted", lease: decodeLease(record["lease"]) };
-    case "ended":
-      return { kind: "ended", lease: decodeLease(record["lease"]) };
-    case "failed": {
-      const problem = record["problem"];
-      return {
-        kind: "failed",
-        problem: isProblem(problem)
-          ? problem
-          : sdkProblem("lease_failed", "Lease failed", 0, `Lease ${id} failed while queued.`),
-      };
-    }
+  if (name === "failed") {
+    // A problem may carry a code this SDK does not know yet: keep whatever the server said.
+    const problem = isRecord(payload) ? payload["problem"] : undefined;
+    return {
+      kind: "failed",
+      problem: isRecord(problem) ? normalizeProblem(problem, 0, `Lease ${id} failed while queued.`) : sdkProblem("lease_failed", "Lease failed", 0, `Lease ${id} failed while queued.`),
+    };
   }
+  const decoded = name === "queued" ? decodeWire(QueuedEvent, payload) : decodeWire(name === "granted" ? GrantedEvent : EndedEvent, payload);
+  if (!decoded.ok) {
+    throw new GpupoolError(sdkProblem("invalid_response", "Invalid response", 200, `Lease ${id} sent a "${name}" event that does not match the gpupool wire format (${decoded.message}).`));
+  }
+  const value = decoded.value;
+  if ("position" in value) return { kind: "queued", update: { leaseId: id, position: value.position, reason: value.reason, etaS: value.eta_s } };
+  return { kind: name === "granted" ? "granted" : "ended", lease: toLease(value.lease) };
 }
 
 function endedError(lease: Lease): GpupoolError {
@@ -256,7 +245,7 @@ function lostStream(transport: Transport, id: string, cause: unknown): ServerUna
 /** Best effort: the caller is already failing for another reason, which is what it should see. */
 export async function cancelQuietly(transport: Transport, id: string): Promise<void> {
   try {
-    await transport.json({ method: "DELETE", path: leasePath(id), auth: "client" });
+    await transport.json({ method: "DELETE", path: leasePath(id), auth: "client" }, ReleaseResult);
   } catch {
     // Ignored on purpose; the server's queue timeout or lease deadline bounds the leak.
   }

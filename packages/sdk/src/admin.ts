@@ -1,15 +1,8 @@
-import {
-  camelize,
-  decodeApp,
-  decodeCreatedApp,
-  decodeCreatedUser,
-  decodeList,
-  decodePrincipal,
-  decodeUser,
-  isRecord,
-} from "./decode.js";
+import { AppList, CreatedApp as WireCreatedApp, CreatedKey, CreatedUser as WireCreatedUser, PoolView, UserList, UserWithQuota } from "@gpupool/contract";
+import type { CreateAppRequest, UpdateUserRequest, WireSchema, WireType } from "@gpupool/contract";
 import type { Transport } from "./transport.js";
 import type { App, CreatedApp, CreatedPrincipal, CreatedUser, PoolState, Tier, User } from "./types.js";
+import { toApp, toCreatedApp, toCreatedPrincipal, toCreatedUser, toPoolState, toUser } from "./wire.js";
 
 export interface UserChanges {
   readonly tier?: Tier | undefined;
@@ -36,44 +29,44 @@ export interface AdminClient {
   createNode(node: { readonly name: string }): Promise<CreatedPrincipal>;
   /** Registers an edge proxy (it may issue IP tokens); the returned `key` is shown only this once. */
   createEdge(edge: { readonly name: string }): Promise<CreatedPrincipal>;
+  /** The pool as the scheduler sees it (on a replica that does not lead: as the database records it). */
   pool(): Promise<PoolState>;
 }
 
 export function createAdminClient(transport: Transport): AdminClient {
-  const call = (method: "GET" | "POST" | "PATCH", path: string, body?: unknown) =>
-    transport.json(body === undefined ? { method, path, auth: "admin" } : { method, path, auth: "admin", body });
+  const call = <S extends WireSchema>(method: "GET" | "POST" | "PATCH", path: string, schema: S, body?: unknown): Promise<WireType<S>> =>
+    transport.json(body === undefined ? { method, path, auth: "admin" } : { method, path, auth: "admin", body }, schema);
 
   return {
     async createUser({ name, tier }) {
-      return decodeCreatedUser(await call("POST", "/v1/admin/users", { name, tier }));
+      return toCreatedUser(await call("POST", "/v1/admin/users", WireCreatedUser, { name, tier }));
     },
     async listUsers() {
-      return decodeList(await call("GET", "/v1/admin/users"), "users", decodeUser);
+      return (await call("GET", "/v1/admin/users", UserList)).users.map(toUser);
     },
     async updateUser(id, changes) {
-      const body: Record<string, unknown> = {};
-      if (changes.tier !== undefined) body["tier"] = changes.tier;
-      if (changes.quota !== undefined) body["quota"] = changes.quota;
-      if (changes.bonus !== undefined) body["bonus"] = changes.bonus;
-      return decodeUser(await call("PATCH", `/v1/admin/users/${encodeURIComponent(id)}`, body));
+      const body: UpdateUserRequest = {
+        ...(changes.tier !== undefined ? { tier: changes.tier } : {}),
+        ...(changes.quota !== undefined ? { quota: changes.quota } : {}),
+        ...(changes.bonus !== undefined ? { bonus: changes.bonus } : {}),
+      };
+      return toUser(await call("PATCH", `/v1/admin/users/${encodeURIComponent(id)}`, UserWithQuota, body));
     },
     async createApp({ name, owner, maxConcurrency }) {
-      const body: Record<string, unknown> = { name, owner };
-      if (maxConcurrency !== undefined) body["max_concurrency"] = maxConcurrency;
-      return decodeCreatedApp(await call("POST", "/v1/admin/apps", body));
+      const body: CreateAppRequest = { name, owner, ...(maxConcurrency !== undefined ? { max_concurrency: maxConcurrency } : {}) };
+      return toCreatedApp(await call("POST", "/v1/admin/apps", WireCreatedApp, body));
     },
     async listApps() {
-      return decodeList(await call("GET", "/v1/admin/apps"), "apps", decodeApp);
+      return (await call("GET", "/v1/admin/apps", AppList)).apps.map(toApp);
     },
     async createNode({ name }) {
-      return decodePrincipal(await call("POST", "/v1/admin/nodes", { name }));
+      return toCreatedPrincipal(await call("POST", "/v1/admin/nodes", CreatedKey, { name }));
     },
     async createEdge({ name }) {
-      return decodePrincipal(await call("POST", "/v1/admin/edges", { name }));
+      return toCreatedPrincipal(await call("POST", "/v1/admin/edges", CreatedKey, { name }));
     },
     async pool() {
-      const state = camelize(await call("GET", "/v1/admin/pool"));
-      return isRecord(state) ? state : {};
+      return toPoolState(await call("GET", "/v1/admin/pool", PoolView));
     },
   };
 }

@@ -1,4 +1,4 @@
-import { isRecord, num, numOrNull, str, strOrNull } from "./decode.js";
+import { isRecord, num, numOrNull, str, strOrNull } from "./json.js";
 import { GpupoolError, LeaseDeadlineError, ServerUnavailableError, normalizeProblem, problemToError, sdkProblem } from "./errors.js";
 import { normalizeIpToken, type IpTokenInput } from "./ip-token-header.js";
 import { readServerSentEvents } from "./sse.js";

@@ -1,10 +1,12 @@
 import { acquireLease, leasePath, type AcquireOptions } from "./acquire.js";
 import { createAdminClient, type AdminClient } from "./admin.js";
-import { decodeDiagnosis, decodeIpToken, decodeLease, decodeList, decodeQuota, decodeReleaseResult } from "./decode.js";
+import type { IpTokenRequest } from "@gpupool/contract";
+import { Diagnosis as WireDiagnosis, IpToken as WireIpToken, Lease as WireLease, LeaseList, Quota as WireQuota, ReleaseResult as WireReleaseResult } from "@gpupool/contract";
 import { runOnGpu, type GpuFunction, type GpuOptions } from "./gpu.js";
 import { normalizeIpToken, type IpTokenInput } from "./ip-token-header.js";
 import { Transport, type FetchLike } from "./transport.js";
 import type { Diagnosis, IpToken, Lease, LeaseStatus, Quota, ReleaseResult, Size } from "./types.js";
+import { toDiagnosis, toIpToken, toLease, toQuota, toReleaseResult } from "./wire.js";
 
 export interface ClientOptions {
   /** Base URL of the control plane, e.g. `http://127.0.0.1:7070` (a path prefix is kept). */
@@ -89,13 +91,11 @@ export function createClient(options: ClientOptions): GpupoolClient {
   });
 
   const release = async (id: string, failed?: boolean): Promise<ReleaseResult> =>
-    decodeReleaseResult(
-      await transport.json({
-        method: "POST",
-        path: `${leasePath(id)}/release`,
-        auth: "client",
-        body: failed === undefined ? {} : { failed },
-      }),
+    toReleaseResult(
+      await transport.json(
+        { method: "POST", path: `${leasePath(id)}/release`, auth: "client", body: failed === undefined ? {} : { failed } },
+        WireReleaseResult,
+      ),
     );
 
   const client: GpupoolClient = {
@@ -112,51 +112,44 @@ export function createClient(options: ClientOptions): GpupoolClient {
     },
     release: (id, releaseOptions = {}) => release(id, releaseOptions.failed),
     async cancel(id) {
-      return decodeReleaseResult(await transport.json({ method: "DELETE", path: leasePath(id), auth: "client" }));
+      return toReleaseResult(await transport.json({ method: "DELETE", path: leasePath(id), auth: "client" }, WireReleaseResult));
     },
     async lease(id, leaseOptions = {}) {
-      return decodeLease(
-        await transport.json({ method: "GET", path: leasePath(id), auth: "client", signal: leaseOptions.signal }),
-      );
+      return toLease(await transport.json({ method: "GET", path: leasePath(id), auth: "client", signal: leaseOptions.signal }, WireLease));
     },
     async leases(listOptions = {}) {
-      const body = await transport.json({
-        method: "GET",
-        path: "/v1/leases",
-        auth: "client",
-        query: { status: listOptions.status, limit: listOptions.limit },
-        signal: listOptions.signal,
-      });
-      return decodeList(body, "leases", decodeLease);
+      const body = await transport.json(
+        { method: "GET", path: "/v1/leases", auth: "client", query: { status: listOptions.status, limit: listOptions.limit }, signal: listOptions.signal },
+        LeaseList,
+      );
+      return body.leases.map(toLease);
     },
     async quota(queryOptions = {}) {
-      return decodeQuota(
-        await transport.json({
-          method: "GET",
-          path: "/v1/quota",
-          auth: "client",
-          ipToken: normalizeIpToken(queryOptions.ipToken),
-          signal: queryOptions.signal,
-        }),
+      return toQuota(
+        await transport.json(
+          { method: "GET", path: "/v1/quota", auth: "client", ipToken: normalizeIpToken(queryOptions.ipToken), signal: queryOptions.signal },
+          WireQuota,
+        ),
       );
     },
     async diagnose(diagnoseOptions = {}) {
-      return decodeDiagnosis(
-        await transport.json({
-          method: "GET",
-          path: "/v1/diagnose",
-          auth: "client",
-          query: { duration: diagnoseOptions.duration, size: diagnoseOptions.size },
-          ipToken: normalizeIpToken(diagnoseOptions.ipToken),
-          signal: diagnoseOptions.signal,
-        }),
+      return toDiagnosis(
+        await transport.json(
+          {
+            method: "GET",
+            path: "/v1/diagnose",
+            auth: "client",
+            query: { duration: diagnoseOptions.duration, size: diagnoseOptions.size },
+            ipToken: normalizeIpToken(diagnoseOptions.ipToken),
+            signal: diagnoseOptions.signal,
+          },
+          WireDiagnosis,
+        ),
       );
     },
     async ipToken({ app, user, ip }) {
-      const body: Record<string, unknown> = { app };
-      if (user !== undefined) body["user"] = user;
-      if (ip !== undefined) body["ip"] = ip;
-      return decodeIpToken(await transport.json({ method: "POST", path: "/v1/ip-tokens", auth: "issuer", body }));
+      const body: IpTokenRequest = { app, ...(user !== undefined ? { user } : {}), ...(ip !== undefined ? { ip } : {}) };
+      return toIpToken(await transport.json({ method: "POST", path: "/v1/ip-tokens", auth: "issuer", body }, WireIpToken));
     },
     admin: createAdminClient(transport),
   };

@@ -1,25 +1,19 @@
-import { dateOrNull, isRecord, num, numOrNull, str, strOrNull } from "./decode.js";
-import type { Problem } from "./types.js";
+import { problemFields } from "@gpupool/contract";
+import type * as wire from "@gpupool/contract";
+import { isRecord, str } from "./json.js";
+import type { Problem, ProblemCode } from "./types.js";
 
-/** Why an `X-IP-Token` was refused (docs/wire.md). */
-export type InvalidIpTokenReason =
-  | "malformed"
-  | "expired"
-  | "wrong_app"
-  | "bad_signature"
-  | "alg_not_allowed"
-  | "unknown_key"
-  | "wrong_issuer"
-  | "bad_subject"
-  | "not_accepted"
-  | (string & {});
+/** Why an `X-IP-Token` was refused (docs/wire.md); a newer server may add reasons. */
+export type InvalidIpTokenReason = wire.InvalidIpTokenReason | (string & {});
 
-export type NoGpuAvailableReason = "queue_disabled" | "queue_full" | "no_capacity" | (string & {});
+/** Why no GPU could be had (docs/wire.md); a newer server may add reasons. */
+export type NoGpuAvailableReason = wire.NoGpuAvailableReason | (string & {});
 
-export interface FieldError {
-  readonly field: string;
-  readonly message: string;
-}
+export type FieldError = Readonly<wire.FieldError>;
+
+const dateOrNull = (iso: string | null | undefined): Date | null => (iso === null || iso === undefined ? null : new Date(iso));
+/** A code's own field that the contract leaves open to new values (a reason): whatever string was sent. */
+const openString = (problem: Problem, field: string): string => str(problem[field]);
 
 export interface GpupoolErrorOptions {
   /** Replaces the server's `detail` as the message (the SDK adds context such as the URL). */
@@ -67,21 +61,23 @@ export class QuotaExceededError extends GpupoolError {
   readonly resetsAt: Date | null;
   /** Earliest time the same request could be admitted. */
   readonly retryAt: Date | null;
-  /** What to do next for this tier (sign in, upgrade, enable overage…). */
-  readonly nextStep: string | null;
+  /** What to do next for this tier (sign in, upgrade, forward the viewer's identity, wait…). */
+  readonly nextStep: wire.NextStep | null;
 
   constructor(problem: Problem, options?: GpupoolErrorOptions) {
     super(problem, options);
-    this.requested = num(problem["requested"]);
-    this.left = num(problem["left"]);
-    this.quota = num(problem["quota"]);
-    this.used = num(problem["used"]);
-    this.reserved = num(problem["reserved"]);
-    this.tier = str(problem["tier"]);
-    this.identity = str(problem["identity"]);
-    this.resetsAt = dateOrNull(problem["resets_at"]);
-    this.retryAt = dateOrNull(problem["retry_at"]);
-    this.nextStep = strOrNull(problem["next_step"]);
+    // Each field as the contract reads it; one missing (NaN / null) does not lose the others.
+    const f = problemFields("quota_exceeded", problem);
+    this.requested = f.requested ?? Number.NaN;
+    this.left = f.left ?? Number.NaN;
+    this.quota = f.quota ?? Number.NaN;
+    this.used = f.used ?? Number.NaN;
+    this.reserved = f.reserved ?? Number.NaN;
+    this.tier = f.tier ?? "";
+    this.identity = f.identity ?? "";
+    this.resetsAt = dateOrNull(f.resets_at);
+    this.retryAt = dateOrNull(f.retry_at);
+    this.nextStep = f.next_step ?? null;
   }
 }
 
@@ -91,18 +87,22 @@ export class DurationTooLongError extends GpupoolError {
   readonly duration: number;
   readonly maxDuration: number;
   readonly cost: number;
+  /** What the call would reserve: `duration × cost`. */
+  readonly requested: number;
   readonly quota: number;
   readonly tier: string;
   readonly identity: string;
 
   constructor(problem: Problem, options?: GpupoolErrorOptions) {
     super(problem, options);
-    this.duration = num(problem["duration"]);
-    this.maxDuration = num(problem["max_duration"]);
-    this.cost = num(problem["cost"]);
-    this.quota = num(problem["quota"]);
-    this.tier = str(problem["tier"]);
-    this.identity = str(problem["identity"]);
+    const f = problemFields("duration_too_long", problem);
+    this.duration = f.duration ?? Number.NaN;
+    this.maxDuration = f.max_duration ?? Number.NaN;
+    this.cost = f.cost ?? Number.NaN;
+    this.requested = f.requested ?? Number.NaN;
+    this.quota = f.quota ?? Number.NaN;
+    this.tier = f.tier ?? "";
+    this.identity = f.identity ?? "";
   }
 }
 
@@ -117,11 +117,12 @@ export class RunsExceededError extends GpupoolError {
 
   constructor(problem: Problem, options?: GpupoolErrorOptions) {
     super(problem, options);
-    this.runs = num(problem["runs"]);
-    this.maxRuns = num(problem["max_runs"]);
-    this.tier = str(problem["tier"]);
-    this.identity = str(problem["identity"]);
-    this.resetsAt = dateOrNull(problem["resets_at"]);
+    const f = problemFields("runs_exceeded", problem);
+    this.runs = f.runs ?? Number.NaN;
+    this.maxRuns = f.max_runs ?? Number.NaN;
+    this.tier = f.tier ?? "";
+    this.identity = f.identity ?? "";
+    this.resetsAt = dateOrNull(f.resets_at);
   }
 }
 
@@ -132,7 +133,7 @@ export class InvalidIpTokenError extends GpupoolError {
 
   constructor(problem: Problem, options?: GpupoolErrorOptions) {
     super(problem, options);
-    this.reason = str(problem["reason"]);
+    this.reason = openString(problem, "reason");
   }
 }
 
@@ -144,7 +145,7 @@ export class QueueTimeoutError extends GpupoolError {
 
   constructor(problem: Problem, options?: GpupoolErrorOptions) {
     super(problem, options);
-    this.waited = numOrNull(problem["waited"]);
+    this.waited = problemFields("queue_timeout", problem).waited ?? null;
   }
 }
 
@@ -155,13 +156,21 @@ export class NoGpuAvailableError extends GpupoolError {
 
   constructor(problem: Problem, options?: GpupoolErrorOptions) {
     super(problem, options);
-    this.reason = str(problem["reason"]);
+    this.reason = openString(problem, "reason");
   }
 }
 
-/** Missing or unknown app key, user token or admin token. */
+/**
+ * Missing or unknown app key, user token or admin token (`unauthorized`); also an edge session
+ * or sign-in refused (`invalid_session`, `invalid_credentials`): branch on `code`.
+ */
 export class UnauthorizedError extends GpupoolError {
   override readonly name: string = "UnauthorizedError";
+}
+
+/** A valid credential of a kind the route does not take (`forbidden`), or the admin API is off (`admin_disabled`). */
+export class ForbiddenError extends GpupoolError {
+  override readonly name: string = "ForbiddenError";
 }
 
 export class NotFoundError extends GpupoolError {
@@ -175,22 +184,22 @@ export class InvalidRequestError extends GpupoolError {
 
   constructor(problem: Problem, options?: GpupoolErrorOptions) {
     super(problem, options);
-    const errors = problem["errors"];
-    this.errors = Array.isArray(errors)
-      ? errors.filter(isRecord).map((e) => ({ field: str(e["field"]), message: str(e["message"]) }))
-      : [];
+    this.errors = problemFields("invalid_request", problem).errors ?? [];
   }
 }
 
-/** The control plane could not be reached, did not answer in time, or failed (5xx). */
+/**
+ * The control plane could not be reached, did not answer in time, or failed (5xx): also
+ * `storage_unavailable` (its database; `problem.reason` says why, `Retry-After` when to retry).
+ */
 export class ServerUnavailableError extends GpupoolError {
   override readonly name: string = "ServerUnavailableError";
   /** The URL that was requested. */
   readonly url: string;
 
-  constructor(problem: Problem, options: GpupoolErrorOptions & { readonly url: string }) {
+  constructor(problem: Problem, options: GpupoolErrorOptions & { readonly url?: string | undefined } = {}) {
     super(problem, options);
-    this.url = options.url;
+    this.url = options.url ?? "";
   }
 }
 
@@ -219,28 +228,64 @@ export class LeaseDeadlineError extends GpupoolError {
   }
 }
 
-type ErrorClass = new (problem: Problem, options?: GpupoolErrorOptions) => GpupoolError;
+type ErrorClass = new (problem: Problem, options?: GpupoolErrorOptions & { readonly url?: string | undefined }) => GpupoolError;
 
-const errorClasses: Readonly<Record<string, ErrorClass>> = {
-  quota_exceeded: QuotaExceededError,
-  duration_too_long: DurationTooLongError,
-  runs_exceeded: RunsExceededError,
-  invalid_ip_token: InvalidIpTokenError,
-  queue_timeout: QueueTimeoutError,
-  no_gpu_available: NoGpuAvailableError,
-  unauthorized: UnauthorizedError,
-  not_found: NotFoundError,
+/**
+ * The error class of every code the pool sends. Typed against the contract's codes, so a new code
+ * does not compile until it is given one here. `GpupoolError` itself for codes that carry no fields
+ * of their own and need no branch of their own (branch on `code`).
+ */
+const ERROR_CLASSES = {
   invalid_request: InvalidRequestError,
-};
+  unauthorized: UnauthorizedError,
+  invalid_ip_token: InvalidIpTokenError,
+  invalid_session: UnauthorizedError,
+  invalid_credentials: UnauthorizedError,
+  forbidden: ForbiddenError,
+  admin_disabled: ForbiddenError,
+  not_found: NotFoundError,
+  queue_timeout: QueueTimeoutError,
+  conflict: GpupoolError,
+  lease_not_active: GpupoolError,
+  node_not_registered: GpupoolError,
+  payload_too_large: InvalidRequestError,
+  unsupported_media_type: InvalidRequestError,
+  duration_too_long: DurationTooLongError,
+  quota_exceeded: QuotaExceededError,
+  runs_exceeded: RunsExceededError,
+  internal: ServerUnavailableError,
+  upstream_unavailable: ServerUnavailableError,
+  no_gpu_available: NoGpuAvailableError,
+  storage_unavailable: ServerUnavailableError,
+  control_plane_unavailable: ServerUnavailableError,
+} as const satisfies Record<ProblemCode, ErrorClass>;
 
-/** Whether `code` has a dedicated error class (internal: decides if a 5xx is "server unavailable"). */
-export function hasErrorClass(code: string): boolean {
-  return Object.hasOwn(errorClasses, code);
+/** The class for a code the pool sends, or undefined for any other code. */
+function errorClassOf(code: string): ErrorClass | undefined {
+  return Object.hasOwn(ERROR_CLASSES, code) ? ERROR_CLASSES[code as ProblemCode] : undefined;
+}
+
+/**
+ * Whether a problem with this code (answered with a 5xx) means the server or something it depends
+ * on is unavailable, rather than a refusal of this request (internal: decides the error's message).
+ */
+export function meansUnavailable(code: string): boolean {
+  const ErrorClass = errorClassOf(code);
+  return ErrorClass === undefined || ErrorClass === ServerUnavailableError || ErrorClass.prototype instanceof ServerUnavailableError;
+}
+
+/** A 5xx meaning unavailable: its code's class when that is a ServerUnavailableError, else a plain one. */
+export function serverUnavailableError(problem: Problem, options: GpupoolErrorOptions & { readonly url: string }): ServerUnavailableError {
+  const ErrorClass = errorClassOf(problem.code);
+  if (ErrorClass !== undefined && (ErrorClass === ServerUnavailableError || ErrorClass.prototype instanceof ServerUnavailableError)) {
+    return new ErrorClass(problem, options) as ServerUnavailableError;
+  }
+  return new ServerUnavailableError(problem, options);
 }
 
 /** Turns a problem object into the matching typed error; unknown codes give a plain `GpupoolError`. */
-export function problemToError(problem: Problem, options?: GpupoolErrorOptions): GpupoolError {
-  const ErrorClass = Object.hasOwn(errorClasses, problem.code) ? errorClasses[problem.code] : undefined;
+export function problemToError(problem: Problem, options?: GpupoolErrorOptions & { readonly url?: string | undefined }): GpupoolError {
+  const ErrorClass = errorClassOf(problem.code);
   return ErrorClass === undefined ? new GpupoolError(problem, options) : new ErrorClass(problem, options);
 }
 

@@ -10,6 +10,7 @@ export type { HeadersLike, IpTokenInput } from "./ip-token-header.js";
 export type { FetchLike } from "./transport.js";
 export {
   DurationTooLongError,
+  ForbiddenError,
   GpupoolError,
   InvalidIpTokenError,
   InvalidRequestError,
@@ -46,8 +47,13 @@ export type {
   IpToken,
   Lease,
   LeaseStatus,
+  PoolActiveLease,
+  PoolDevice,
+  PoolNode,
+  PoolQueueEntry,
   PoolState,
   Problem,
+  ProblemCode,
   QueueReason,
   QueueUpdate,
   Quota,

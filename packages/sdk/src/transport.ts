@@ -1,11 +1,14 @@
+import { decodeWire } from "@gpupool/contract";
+import type { WireSchema, WireType } from "@gpupool/contract";
 import {
   GpupoolError,
   ServerUnavailableError,
   UnauthorizedError,
-  hasErrorClass,
+  meansUnavailable,
   normalizeProblem,
   problemToError,
   sdkProblem,
+  serverUnavailableError,
 } from "./errors.js";
 import type { Problem } from "./types.js";
 
@@ -53,20 +56,27 @@ export class Transport {
     return this.#base;
   }
 
-  /** Sends a request and returns the parsed JSON body of a 2xx answer; throws a `GpupoolError` otherwise. */
-  async json(spec: RequestSpec): Promise<unknown> {
+  /**
+   * Sends a request and returns the body of a 2xx answer decoded with the contract's `schema`;
+   * throws a `GpupoolError` otherwise (`invalid_response` naming the fields when the body does
+   * not match: a server of another version, or not a gpupool control plane).
+   */
+  async json<S extends WireSchema>(spec: RequestSpec, schema: S): Promise<WireType<S>> {
     const url = this.#url(spec);
     const call = this.#start(spec, url, "application/json");
     try {
       const response = await call.response;
       const text = await response.text().catch((error: unknown) => call.fail(error));
       if (!response.ok) throw errorFromResponse(spec.method, url, response, text);
-      if (text === "") return null;
+      let body: unknown;
       try {
-        return JSON.parse(text) as unknown;
+        body = JSON.parse(text) as unknown;
       } catch (error) {
-        throw invalidResponse(spec.method, url, response.status, "a body that is not JSON", error);
+        throw invalidResponse(spec.method, url, response.status, text === "" ? "an empty body" : "a body that is not JSON", error);
       }
+      const decoded = decodeWire(schema, body);
+      if (!decoded.ok) throw invalidResponse(spec.method, url, response.status, `a body that does not match the gpupool wire format (${decoded.message})`);
+      return decoded.value;
     } finally {
       call.done();
     }
@@ -199,7 +209,7 @@ function invalidResponse(
   what: string,
   cause?: unknown,
 ): GpupoolError {
-  const detail = `${method} ${url} answered ${status} with ${what}; is this URL a gpupool control plane?`;
+  const detail = `${method} ${url} answered ${status} with ${what}; is this URL a gpupool control plane of this SDK's version?`;
   return new GpupoolError(sdkProblem("invalid_response", "Invalid response", status, detail), {
     cause,
   });
@@ -215,13 +225,10 @@ function errorFromResponse(method: string, url: string, response: Response, text
   const status = response.status;
   const fallback = `${method} ${url} answered ${status} ${response.statusText}`.trim() + ".";
   const problem = withRetryAt(normalizeProblem(body, status, fallback), response.headers);
-  if (status >= 500 && !hasErrorClass(problem.code)) {
-    return new ServerUnavailableError(problem, {
-      url,
-      message: `The gpupool server at ${url} failed (${status}): ${problem.detail}`,
-    });
+  if (status >= 500 && meansUnavailable(problem.code)) {
+    return serverUnavailableError(problem, { url, message: `The gpupool server at ${url} failed (${status}): ${problem.detail}` });
   }
-  return problemToError(problem);
+  return problemToError(problem, { url });
 }
 
 /** Derives `retry_at` from `Retry-After` when the body lacks it, so `retryAt` is set either way. */

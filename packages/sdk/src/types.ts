@@ -1,147 +1,89 @@
-// Public, camelCased shapes of the v1 wire objects (docs/wire.md).
+// The SDK's public shapes: the wire objects of @gpupool/contract with camelCased keys and Dates for
+// times. They are derived from the contract's types, so a field added there shows up here (or
+// fails to compile in wire.ts, which converts them) rather than drifting.
 // Amounts are seconds unless the name says otherwise; times are Date objects.
+import type * as wire from "@gpupool/contract";
+
+type CamelCase<S extends string> = S extends `${infer Head}_${infer Tail}` ? `${Head}${Capitalize<CamelCase<Tail>>}` : S;
+
+/** A wire object's fields camelCased and read-only; the fields named in `Times` become Dates. */
+export type Camelized<T, Times extends keyof T = never> = {
+  readonly [K in keyof T as CamelCase<K & string>]: K extends Times ? (null extends T[K] ? Date | null : Date) : T[K] extends readonly (infer E)[] ? readonly E[] : T[K];
+};
 
 /** Account tier of a charged identity (`anonymous`, `free`, `pro`, `team`, `enterprise`, or an operator-defined one). */
 export type Tier = string;
 
-export type IdentityKind = "user" | "ip" | "app";
+export type IdentityKind = wire.IdentityKind;
 
 /** Who a lease or a quota is charged to. */
-export interface Identity {
-  readonly kind: IdentityKind;
-  readonly id: string;
-  readonly tier: Tier;
-}
+export type Identity = Camelized<wire.Identity>;
 
 /** GPU slice size: `large` is half a GPU, `xlarge` a whole one (operators may add more). */
 export type Size = "large" | "xlarge" | (string & {});
 
-export type LeaseStatus = "queued" | "active" | "released" | "expired" | "cancelled" | "failed";
+export type LeaseStatus = wire.LeaseStatus;
 
 /** Why a lease is waiting: no free slot on any node, or the app's concurrency limit. */
-export type QueueReason = "node" | "concurrency";
+export type QueueReason = wire.QueueReason;
+
+/** Every code the control plane sends (its problems' `code`). */
+export type ProblemCode = wire.ProblemCode;
 
 /**
  * An RFC 9457 problem exactly as the server sent it (snake_case fields included),
- * kept so callers can read fields the SDK does not model.
+ * kept so callers can read fields the SDK does not model. `code` is one of the pool's codes,
+ * or one the SDK reports in its own name (`server_unavailable`, `invalid_response`, …).
  */
-export interface Problem {
-  readonly type: string;
-  readonly title: string;
-  readonly status: number;
-  readonly detail: string;
-  readonly code: string;
+export interface Problem extends Readonly<Pick<wire.Problem, "type" | "title" | "status" | "detail">> {
+  readonly code: ProblemCode | (string & {});
   readonly [field: string]: unknown;
 }
 
-/** GPU-time quota state of one identity for its current window. */
-export interface Quota {
-  readonly identity: Identity;
-  readonly quota: number;
-  readonly used: number;
-  readonly reserved: number;
-  /** `quota − used − reserved`. */
-  readonly left: number;
-  readonly bonus: number;
-  readonly window: number;
-  /** Null until the identity's first grant opens a window. */
-  readonly windowStartedAt: Date | null;
-  /** Null until the identity's first grant opens a window. */
-  readonly resetsAt: Date | null;
-  readonly priority: number;
-  readonly maxDuration: number;
-  readonly runs: number | null;
-  readonly maxRuns: number | null;
-}
+/** GPU-time quota state of one identity for its current window (`left = quota − used − reserved`). */
+export type Quota = Camelized<wire.Quota, "window_started_at" | "resets_at">;
 
 /** The GPU (or part of one) a lease was granted. */
-export interface Device {
-  readonly node: string;
-  readonly index: number;
-  readonly uuid: string;
-  readonly name: string;
-  readonly slots: readonly number[];
-}
+export type Device = Camelized<wire.Device>;
 
-export interface Lease {
-  readonly id: string;
-  readonly status: LeaseStatus;
-  readonly app: string | null;
-  readonly identity: Identity;
+type LeaseTimes = "queued_at" | "granted_at" | "deadline" | "ended_at";
+
+export type Lease = Omit<Camelized<wire.Lease, LeaseTimes>, "size" | "problem" | "quota"> & {
   readonly size: Size;
-  readonly duration: number;
-  readonly reserved: number;
-  readonly cost: number;
-  /** Null while queued and after the GPU was reclaimed. */
-  readonly device: Device | null;
-  readonly queuedAt: Date | null;
-  readonly grantedAt: Date | null;
-  readonly deadline: Date | null;
-  readonly endedAt: Date | null;
-  readonly position: number | null;
-  readonly reason: QueueReason | null;
-  readonly heldMs: number | null;
-  readonly charged: number;
-  readonly refunded: number;
+  /** Why it ended without a grant or failed, as a whole problem (status and title from the code). */
   readonly problem: Problem | null;
+  /** Null in lists and in events. */
   readonly quota: Quota | null;
-}
+};
 
 /** Progress of a queued lease, passed to `onQueue`. */
-export interface QueueUpdate {
-  readonly leaseId: string;
-  readonly position: number;
-  readonly reason: QueueReason;
-  /** Server's estimate of the wait in seconds, when it has one. */
-  readonly etaS: number | null;
-}
+export type QueueUpdate = Camelized<wire.QueuedEvent> & { readonly leaseId: string };
 
-export interface ReleaseResult {
-  readonly id: string;
-  readonly status: LeaseStatus;
-  readonly heldMs: number | null;
-  readonly charged: number;
-  readonly refunded: number;
-  readonly quota: Quota | null;
-}
+export type ReleaseResult = Omit<Camelized<wire.ReleaseResult>, "quota"> & { readonly quota: Quota };
 
-export interface DiagnosisStep {
-  readonly step: string;
-  readonly outcome: string;
-  readonly detail: string;
-}
+export type DiagnosisStep = Camelized<wire.DiagnosisStep>;
 
+type VerdictOf<O extends wire.DiagnosisVerdict["outcome"]> = Extract<wire.DiagnosisVerdict, { outcome: O }>;
+
+/** The verdict flattened: the fields a verdict of another outcome has not are null. */
 export interface DiagnosisVerdict {
   /** `admitted`: the quota allows it; this control-plane replica does not run the scheduler, so whether a GPU is free now is not known here. */
-  readonly outcome: "granted" | "admitted" | "queued" | "rejected";
-  readonly position: number | null;
+  readonly outcome: wire.DiagnosisVerdict["outcome"];
+  readonly position: VerdictOf<"queued">["position"] | null;
   /** Why it would wait, when queued. */
-  readonly reason: "node" | "concurrency" | null;
+  readonly reason: VerdictOf<"queued">["reason"] | null;
   /** Estimated seconds to the grant, when queued (an upper-bound style estimate); null if unknown. */
-  readonly etaS: number | null;
+  readonly etaS: VerdictOf<"queued">["eta_s"];
   readonly problem: Problem | null;
 }
 
 /** A billing bucket and whether it applies to this call (credits never extend the GPU quota). */
-export interface DiagnosisBucket {
-  readonly bucket: string;
-  readonly applies: boolean;
-  readonly detail: string;
-}
+export type DiagnosisBucket = Camelized<wire.DiagnosisBucket>;
 
 /** The call being diagnosed: its duration and size, and what it would reserve. */
-export interface DiagnosisRequest {
-  readonly duration: number;
-  readonly size: string;
-  readonly cost: number;
-  readonly reserves: number;
-}
+export type DiagnosisRequest = Camelized<wire.DiagnosisRequest>;
 
-export interface DiagnosisCause {
-  readonly rank: number;
-  readonly cause: string;
-  readonly fix: string;
-}
+export type DiagnosisCause = Camelized<wire.DiagnosisCause>;
 
 /** What a lease request would be charged to, why, and what it would get now. */
 export interface Diagnosis {
@@ -155,48 +97,31 @@ export interface Diagnosis {
   readonly causes: readonly DiagnosisCause[];
 }
 
-export interface IpToken {
-  readonly token: string;
-  readonly expiresAt: Date | null;
-  /** `user:<id>` or `ip:<address>`. */
-  readonly subject: string;
-}
+export type IpToken = Pick<Camelized<wire.IpToken, "expires_at">, "token" | "expiresAt" | "subject">;
 
-export interface User {
-  readonly id: string;
-  readonly name: string;
-  readonly tier: Tier;
-  /** Per-user quota in seconds replacing the tier default, or null. */
-  readonly quotaOverride: number | null;
+export type User = Pick<Camelized<wire.User>, "id" | "name" | "tier" | "quotaOverride"> & {
+  /** The user's quota now; null in lists. */
   readonly quota: Quota | null;
-}
+};
 
-export interface CreatedUser {
-  readonly id: string;
-  readonly name: string;
-  readonly tier: Tier;
-  /** The user's access token; the server shows it only once. */
-  readonly token: string;
-}
+export type CreatedUser = Pick<Camelized<wire.CreatedUser>, "id" | "name" | "tier" | "token">;
 
-export interface App {
-  readonly id: string;
-  readonly name: string;
-  readonly owner: string;
-  readonly maxConcurrency: number | null;
-}
+export type App = Pick<Camelized<wire.App>, "id" | "name" | "owner" | "maxConcurrency">;
 
-export interface CreatedApp extends App {
-  /** The app key; the server shows it only once. */
-  readonly key: string;
-}
+export type CreatedApp = App & Pick<Camelized<wire.CreatedApp>, "key">;
 
 /** A node or edge credential; `key` is shown only once. */
-export interface CreatedPrincipal {
-  readonly id: string;
-  readonly name: string;
-  readonly key: string;
-}
+export type CreatedPrincipal = Camelized<wire.CreatedKey>;
 
-/** Snapshot of nodes, devices, slots, active leases and the queue, keys camelCased from the wire. */
-export type PoolState = Readonly<Record<string, unknown>>;
+export type PoolNode = Camelized<wire.PoolNode, "heartbeat_at">;
+export type PoolDevice = Camelized<wire.PoolDevice>;
+export type PoolActiveLease = Camelized<wire.PoolActiveLease, "deadline">;
+export type PoolQueueEntry = Camelized<wire.PoolQueueEntry>;
+
+/** The pool as an operator sees it: nodes, GPUs and who holds each slot, active leases, the queue. */
+export type PoolState = Omit<Camelized<wire.PoolView>, "nodes" | "devices" | "active" | "queue"> & {
+  readonly nodes: readonly PoolNode[];
+  readonly devices: readonly PoolDevice[];
+  readonly active: readonly PoolActiveLease[];
+  readonly queue: readonly PoolQueueEntry[];
+};

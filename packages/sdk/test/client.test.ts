@@ -61,7 +61,7 @@ describe("client calls", () => {
       } else {
         sendJson(res, 200, {
           identity: { kind: "user", id: "u_1", tier: "free" },
-          steps: [{ step: "x-ip-token", outcome: "valid", detail: "token for user:u_1" }],
+          steps: [{ step: "x-ip-token", outcome: "ok", detail: "token for user:u_1" }],
           quota: quotaObject,
           request: { duration: 60, size: "xlarge", cost: 2, reserves: 120 },
           buckets: [
@@ -103,7 +103,7 @@ describe("client calls", () => {
 
   it("ipToken issues a token with the admin token when given, else the client's token", async () => {
     server = await startFakeControlPlane((_request, res) =>
-      sendJson(res, 201, { token: "eyJ.x.y", expires_at: "2025-01-01T10:10:00.000Z", subject: "ip:203.0.113.7" }),
+      sendJson(res, 201, { token: "eyJ.x.y", expires_at: "2025-01-01T10:10:00.000Z", subject: "ip:203.0.113.7", app: "a_demo" }),
     );
     const edge = createClient({ url: server.url, token: "ek_edge" });
     const token = await edge.ipToken({ app: "a_demo", ip: "203.0.113.7" });
@@ -121,27 +121,37 @@ describe("client calls", () => {
   });
 });
 
+const CREATED = "2025-01-01T09:00:00.000Z";
+
 describe("admin", () => {
   it("uses the admin token and converts the answers", async () => {
     server = await startFakeControlPlane((request, res) => {
       const key = `${request.method} ${request.path}`;
       switch (key) {
         case "POST /v1/admin/users":
-          return sendJson(res, 201, { id: "u_1", name: "ada", tier: "pro", token: "ut_secret" });
+          return sendJson(res, 201, { id: "u_1", name: "ada", tier: "pro", quota_override: null, created_at: CREATED, token: "ut_secret" });
         case "GET /v1/admin/users":
-          return sendJson(res, 200, { users: [{ id: "u_1", name: "ada", tier: "pro", quota_override: null }] });
+          return sendJson(res, 200, { users: [{ id: "u_1", name: "ada", tier: "pro", quota_override: null, created_at: CREATED }] });
         case "PATCH /v1/admin/users/u_1":
-          return sendJson(res, 200, { id: "u_1", name: "ada", tier: "team", quota_override: 600, quota: quotaObject });
+          return sendJson(res, 200, { id: "u_1", name: "ada", tier: "team", quota_override: 600, created_at: CREATED, quota: quotaObject });
         case "POST /v1/admin/apps":
-          return sendJson(res, 201, { id: "a_1", name: "sdxl", owner: "u_1", max_concurrency: 2, key: "ak_secret" });
+          return sendJson(res, 201, { id: "a_1", name: "sdxl", owner: "u_1", max_concurrency: 2, created_at: CREATED, key: "ak_secret" });
         case "GET /v1/admin/apps":
-          return sendJson(res, 200, [{ id: "a_1", name: "sdxl", owner: "u_1", max_concurrency: null }]);
+          return sendJson(res, 200, { apps: [{ id: "a_1", name: "sdxl", owner: "u_1", max_concurrency: null, created_at: CREATED }] });
         case "POST /v1/admin/nodes":
           return sendJson(res, 201, { id: "n_1", name: "gpu-box", key: "nk_secret" });
         case "POST /v1/admin/edges":
           return sendJson(res, 201, { id: "e_1", name: "edge", key: "ek_secret" });
         case "GET /v1/admin/pool":
-          return sendJson(res, 200, { nodes: [{ id: "sim-0", free_slots: 3 }], queue_length: 0 });
+          return sendJson(res, 200, {
+            leader: true,
+            source: "leader",
+            nodes: [{ name: "gpu-host", kind: "agent", state: "up", heartbeat_at: CREATED, agent_url: "http://127.0.0.1:7071" }],
+            devices: [{ node: "gpu-host", index: 0, uuid: "GPU-1", name: "H200", memory_mb: 144384, slots: ["ls_1", null] }],
+            slots: { total: 2, busy: 1 },
+            active: [{ id: "ls_1", app: "a_1", identity: "user:u_1", size: "large", node: "gpu-host", device: 0, deadline: CREATED }],
+            queue: [{ lease: "ls_2", position: 1, reason: "node", identity: "ip:203.0.113.7", app: "a_1", slots: 2 }],
+          });
         default:
           return sendJson(res, 404, {});
       }
@@ -167,7 +177,15 @@ describe("admin", () => {
     expect(await pool.admin.listApps()).toEqual([{ id: "a_1", name: "sdxl", owner: "u_1", maxConcurrency: null }]);
     expect((await pool.admin.createNode({ name: "gpu-box" })).key).toBe("nk_secret");
     expect((await pool.admin.createEdge({ name: "edge" })).key).toBe("ek_secret");
-    expect(await pool.admin.pool()).toEqual({ nodes: [{ id: "sim-0", freeSlots: 3 }], queueLength: 0 });
+    expect(await pool.admin.pool()).toEqual({
+      leader: true,
+      source: "leader",
+      nodes: [{ name: "gpu-host", kind: "agent", state: "up", heartbeatAt: new Date(CREATED), agentUrl: "http://127.0.0.1:7071" }],
+      devices: [{ node: "gpu-host", index: 0, uuid: "GPU-1", name: "H200", memoryMb: 144384, slots: ["ls_1", null] }],
+      slots: { total: 2, busy: 1 },
+      active: [{ id: "ls_1", app: "a_1", identity: "user:u_1", size: "large", node: "gpu-host", device: 0, deadline: new Date(CREATED) }],
+      queue: [{ lease: "ls_2", position: 1, reason: "node", identity: "ip:203.0.113.7", app: "a_1", slots: 2 }],
+    });
 
     expect(server.requests.every((r) => r.headers["authorization"] === "Bearer adm_secret")).toBe(true);
     expect(server.requests.find((r) => r.method === "PATCH")?.body).toEqual({ tier: "team", quota: 600, bonus: 30 });

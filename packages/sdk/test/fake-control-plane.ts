@@ -3,6 +3,7 @@
 // real server live with the server.
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { Lease, Quota, ReleaseResult } from "@gpupool/contract";
 
 export interface RecordedRequest {
   readonly method: string;
@@ -103,7 +104,8 @@ export function openEventStream(res: ServerResponse): EventStream {
   };
 }
 
-export const quotaObject = {
+/** Fixtures are checked against the contract, so the fake speaks what the real server sends. */
+export const quotaObject = Quota.parse({
   identity: { kind: "ip", id: "203.0.113.7", tier: "anonymous" },
   quota: 120,
   used: 30,
@@ -117,7 +119,7 @@ export const quotaObject = {
   max_duration: 120,
   runs: 3,
   max_runs: null,
-};
+});
 
 /** A lease object as the server sends it; `granted` fills in device, grant time and deadline. */
 export function wireLease(
@@ -126,7 +128,7 @@ export function wireLease(
 ): Record<string, unknown> {
   const now = Date.now();
   const granted = status === "active" || status === "released";
-  return {
+  const lease = {
     id: "ls_1",
     status,
     app: "a_demo",
@@ -135,6 +137,7 @@ export function wireLease(
     duration: 60,
     reserved: 60,
     cost: 1,
+    node: granted ? "sim-0" : null,
     device: granted
       ? { node: "sim-0", index: 1, uuid: "GPU-11111111-2222", name: "Simulated H200", slots: [0] }
       : null,
@@ -144,15 +147,19 @@ export function wireLease(
     ended_at: null,
     position: status === "queued" ? 2 : null,
     reason: status === "queued" ? "node" : null,
+    eta_s: null,
     held_ms: null,
     charged: 0,
     refunded: 0,
+    failed: false,
     problem: null,
     quota: quotaObject,
     ...overrides,
   };
+  Lease.parse(lease);
+  return lease;
 }
 
 export function releaseResult(id: string, failed: boolean): Record<string, unknown> {
-  return { id, status: failed ? "failed" : "released", held_ms: 1234, charged: 2, refunded: 58, quota: quotaObject };
+  return ReleaseResult.parse({ id, status: failed ? "failed" : "released", held_ms: 1234, charged: 2, refunded: 58, quota: quotaObject });
 }

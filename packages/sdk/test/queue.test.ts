@@ -23,10 +23,10 @@ describe("acquire() following the queue", () => {
         sendJson(res, 202, wireLease("queued", { position: 3 }));
       } else if (request.path === "/v1/leases/ls_1/events") {
         const stream = openEventStream(res);
-        stream.send("queued", { position: 3, reason: "node" });
+        stream.send("queued", { position: 3, reason: "node", eta_s: null });
         stream.comment("ping");
         stream.send("queued", { position: 2, reason: "node", eta_s: 12 });
-        stream.send("queued", { position: 1, reason: "concurrency" });
+        stream.send("queued", { position: 1, reason: "concurrency", eta_s: null });
         stream.send("granted", { lease: wireLease("active") });
       } else if (request.path === "/v1/leases/ls_1/release") {
         sendJson(res, 200, releaseResult("ls_1", false));
@@ -57,7 +57,7 @@ describe("acquire() following the queue", () => {
         sendJson(res, 202, wireLease("queued"));
       } else if (request.path === "/v1/leases/ls_1/events") {
         const stream = openEventStream(res);
-        stream.send("queued", { position: 1, reason: "node" });
+        stream.send("queued", { position: 1, reason: "node", eta_s: null });
         stream.send("granted", { lease: wireLease("active") });
       } else if (request.path === "/v1/leases/ls_1/release") {
         sendJson(res, 200, releaseResult("ls_1", false));
@@ -80,7 +80,7 @@ describe("acquire() following the queue", () => {
         sendJson(res, 202, wireLease("queued"));
       } else if (request.path === "/v1/leases/ls_1/events") {
         const stream = openEventStream(res);
-        stream.send("queued", { position: 1, reason: "node" });
+        stream.send("queued", { position: 1, reason: "node", eta_s: null });
         stream.send("failed", {
           problem: {
             type: "urn:gpupool:problem:queue_timeout",
@@ -117,7 +117,7 @@ describe("acquire() following the queue", () => {
       if (request.method === "POST" && request.path === "/v1/leases") {
         sendJson(res, 202, wireLease("queued"));
       } else if (request.path === "/v1/leases/ls_1/events") {
-        openEventStream(res).send("queued", { position: 4, reason: "node" });
+        openEventStream(res).send("queued", { position: 4, reason: "node", eta_s: null });
         // ...and stays open: the queue is not moving.
       } else if (request.method === "DELETE" && request.path === "/v1/leases/ls_1") {
         sendJson(res, 200, releaseResult("ls_1", false));
@@ -163,10 +163,10 @@ describe("acquire() following the queue", () => {
         connections += 1;
         const stream = openEventStream(res);
         if (connections === 1) {
-          stream.send("queued", { position: 2, reason: "node" });
+          stream.send("queued", { position: 2, reason: "node", eta_s: null });
           stream.end(); // e.g. a proxy cutting the connection
         } else {
-          stream.send("queued", { position: 1, reason: "node" });
+          stream.send("queued", { position: 1, reason: "node", eta_s: null });
           stream.send("granted", { lease: wireLease("active") });
         }
       } else if (request.method === "GET" && request.path === "/v1/leases/ls_1") {
@@ -186,7 +186,7 @@ describe("acquire() following the queue", () => {
   it("cancels the lease and rethrows when onQueue throws", async () => {
     server = await startFakeControlPlane((request, res) => {
       if (request.method === "POST") sendJson(res, 202, wireLease("queued"));
-      else if (request.path.endsWith("/events")) openEventStream(res).send("queued", { position: 1, reason: "node" });
+      else if (request.path.endsWith("/events")) openEventStream(res).send("queued", { position: 1, reason: "node", eta_s: null });
       else sendJson(res, 200, releaseResult("ls_1", false));
     });
     const pool = createClient({ url: server.url, appKey: "ak_test" });

@@ -1,0 +1,82 @@
+import type * as z from "zod/mini";
+import * as admin from "../admin.js";
+import { Identity } from "../common.js";
+import * as diagnose from "../diagnose.js";
+import * as health from "../health.js";
+import * as identity from "../identity.js";
+import * as leases from "../leases.js";
+import * as nodes from "../nodes.js";
+import * as pool from "../pool.js";
+import { FieldError, PROBLEMS, Problem } from "../problem-objects.js";
+import type { ProblemCode } from "../problems.js";
+import { PROBLEM_CODES } from "../problems.js";
+import { Quota } from "../quota.js";
+
+/** `quota_exceeded` → `QuotaExceededProblem`. */
+export function problemSchemaName(code: ProblemCode): string {
+  return `${code.replace(/(^|_)([a-z])/g, (_, _sep: string, c: string) => c.toUpperCase())}Problem`;
+}
+
+/** Every named schema of the document (components/schemas), by its name there. */
+export const NAMED_SCHEMAS: Readonly<Record<string, z.ZodMiniType>> = {
+  Identity,
+  Quota,
+  Lease: leases.Lease,
+  Device: leases.Device,
+  LeaseProblem: leases.LeaseProblem,
+  LeaseRequest: leases.LeaseRequest,
+  LeaseList: leases.LeaseList,
+  ReleaseRequest: leases.ReleaseRequest,
+  ReleaseResult: leases.ReleaseResult,
+  QueuedEvent: leases.QueuedEvent,
+  GrantedEvent: leases.GrantedEvent,
+  FailedEvent: leases.FailedEvent,
+  EndedEvent: leases.EndedEvent,
+  Diagnosis: diagnose.Diagnosis,
+  DiagnosisStep: diagnose.DiagnosisStep,
+  DiagnosisRequest: diagnose.DiagnosisRequest,
+  DiagnosisBucket: diagnose.DiagnosisBucket,
+  DiagnosisVerdict: diagnose.DiagnosisVerdict,
+  DiagnosisCause: diagnose.DiagnosisCause,
+  IpTokenRequest: identity.IpTokenRequest,
+  IpTokenReissueRequest: identity.IpTokenReissueRequest,
+  IpToken: identity.IpToken,
+  Jwks: identity.Jwks,
+  Jwk: identity.Jwk,
+  SessionOpenRequest: identity.SessionOpenRequest,
+  SessionRequest: identity.SessionRequest,
+  SessionUser: identity.SessionUser,
+  SessionOpened: identity.SessionOpened,
+  SessionResolved: identity.SessionResolved,
+  SessionRevoked: identity.SessionRevoked,
+  CreateUserRequest: admin.CreateUserRequest,
+  UpdateUserRequest: admin.UpdateUserRequest,
+  User: admin.User,
+  CreatedUser: admin.CreatedUser,
+  UserWithQuota: admin.UserWithQuota,
+  UserList: admin.UserList,
+  UserSessionsRevoked: admin.UserSessionsRevoked,
+  CreateAppRequest: admin.CreateAppRequest,
+  App: admin.App,
+  CreatedApp: admin.CreatedApp,
+  AppList: admin.AppList,
+  CreateKeyRequest: admin.CreateKeyRequest,
+  CreatedKey: admin.CreatedKey,
+  PoolView: pool.PoolView,
+  PoolNode: pool.PoolNode,
+  PoolDevice: pool.PoolDevice,
+  PoolActiveLease: pool.PoolActiveLease,
+  PoolQueueEntry: pool.PoolQueueEntry,
+  SlotCounts: pool.SlotCounts,
+  NodeRegisterRequest: nodes.NodeRegisterRequest,
+  RegisteredDevice: nodes.RegisteredDevice,
+  NodeRegistered: nodes.NodeRegistered,
+  NodeRef: nodes.NodeRef,
+  HeartbeatRequest: nodes.HeartbeatRequest,
+  Heartbeat: nodes.Heartbeat,
+  Health: health.Health,
+  Readiness: health.Readiness,
+  Problem,
+  FieldError,
+  ...Object.fromEntries(PROBLEM_CODES.map((code) => [problemSchemaName(code), PROBLEMS[code]])),
+};

@@ -1,0 +1,91 @@
+/**
+ * Every error a caller can cause has a stable code. The wire owns them: the HTTP status of each,
+ * its title and when it is sent live here, in tables keyed by the code, so adding a code without
+ * deciding its status, title and meaning does not compile. (No zod here: `@gpupool/core` takes
+ * the table from this file alone.) The extra fields of each code are in problem-objects.ts.
+ */
+export const PROBLEM_STATUS = {
+  invalid_request: 400,
+  unauthorized: 401,
+  invalid_ip_token: 401,
+  invalid_session: 401,
+  invalid_credentials: 401,
+  forbidden: 403,
+  admin_disabled: 403,
+  not_found: 404,
+  queue_timeout: 408,
+  conflict: 409,
+  lease_not_active: 409,
+  node_not_registered: 409,
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  duration_too_long: 422,
+  quota_exceeded: 429,
+  runs_exceeded: 429,
+  internal: 500,
+  upstream_unavailable: 502,
+  no_gpu_available: 503,
+  storage_unavailable: 503,
+  control_plane_unavailable: 503,
+} as const satisfies Record<string, number>;
+
+export type ProblemCode = keyof typeof PROBLEM_STATUS;
+
+/** Every code, in the table's order (by status). */
+export const PROBLEM_CODES = Object.keys(PROBLEM_STATUS) as readonly ProblemCode[];
+
+export const PROBLEM_TITLES: Readonly<Record<ProblemCode, string>> = {
+  invalid_request: "Invalid request",
+  unauthorized: "Not authenticated",
+  invalid_ip_token: "Invalid X-IP-Token",
+  invalid_session: "Invalid session",
+  invalid_credentials: "Invalid credentials",
+  forbidden: "Not allowed",
+  admin_disabled: "Admin API disabled",
+  not_found: "Not found",
+  queue_timeout: "Queue timeout",
+  conflict: "Conflict",
+  lease_not_active: "Lease not active",
+  node_not_registered: "Node not registered",
+  payload_too_large: "Request body too large",
+  unsupported_media_type: "Unsupported media type",
+  duration_too_long: "Requested duration can never fit",
+  quota_exceeded: "GPU quota exceeded",
+  runs_exceeded: "Daily runs limit reached",
+  internal: "Internal error",
+  upstream_unavailable: "App not answering",
+  no_gpu_available: "No GPU available",
+  storage_unavailable: "Storage unavailable",
+  control_plane_unavailable: "Pool not answering",
+};
+
+/** When each code is sent, for people reading docs/wire.md and the API reference. */
+export const PROBLEM_MEANINGS: Readonly<Record<ProblemCode, string>> = {
+  invalid_request: "The body, query or a parameter is invalid; `errors` names every invalid field when the server can tell which. Nothing was changed.",
+  unauthorized: "No bearer credential, or one this server does not know (revoked, mistyped, from another pool).",
+  invalid_ip_token: "An X-IP-Token was sent but cannot be used; `reason` says why. Never a silent fallback to another identity.",
+  invalid_session: "Edge sessions: the session is unknown, expired or revoked, or its user no longer exists.",
+  invalid_credentials: "Sign-in with a user token that is not valid, or not the named user's.",
+  forbidden: "A valid credential of a kind this route does not take (the detail names the kinds it takes).",
+  admin_disabled: "The admin API is off: the server was started without GPUPOOL_ADMIN_TOKEN.",
+  not_found: "No such route, or no such lease or user visible to this caller.",
+  queue_timeout: "The lease waited in the queue longer than the queue timeout; nothing was charged. Sent as the SSE `failed` event (and stored as the lease's `problem`); 408 when returned over HTTP.",
+  conflict: "The name is taken, or the node is in use by another agent (`reason: node_in_use`).",
+  lease_not_active: "Reserved for operations that need an active lease; today's server does not send it.",
+  node_not_registered: "A node's heartbeat, when its agent must register again (lost after missed heartbeats) or another agent registered the node since (`reason: replaced`).",
+  payload_too_large: "The request body is larger than the server accepts. Nothing was changed.",
+  unsupported_media_type: "A body that is not `application/json`.",
+  duration_too_long: "The call can never be granted: `duration` is over the tier's `max_duration`, or its cost is more than the whole quota.",
+  quota_exceeded: "Not enough GPU quota left in the identity's window for this call; with `Retry-After` (seconds). The detail names the tier, both numbers, when to retry and the next step.",
+  runs_exceeded: "The identity made its tier's number of GPU calls in this window; with `Retry-After`.",
+  internal: "A bug on the server; logged there. Nothing secret is shown.",
+  upstream_unavailable: "From the edge: the app behind it does not answer.",
+  no_gpu_available: "No GPU can take the call now and it may not wait, or none ever could; `reason` says which.",
+  storage_unavailable: "The pool's database could not do the work; nothing was changed. With `Retry-After` when `reason` is set.",
+  control_plane_unavailable: "From the edge or a node agent: it cannot reach the pool (nothing was forwarded).",
+};
+
+/** The `type` URI of a code's problems. */
+export function problemType(code: ProblemCode): string {
+  return `urn:gpupool:problem:${code}`;
+}

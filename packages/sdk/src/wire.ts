@@ -1,0 +1,137 @@
+// From the contract's wire objects (snake_case, ISO times) to the SDK's public shapes (camelCase,
+// Dates). Decoding itself is the contract's: see Transport.decoded.
+import { PROBLEM_STATUS, PROBLEM_TITLES, problemType } from "@gpupool/contract";
+import type * as wire from "@gpupool/contract";
+import type {
+  App,
+  CreatedApp,
+  CreatedPrincipal,
+  CreatedUser,
+  Diagnosis,
+  DiagnosisVerdict,
+  IpToken,
+  Lease,
+  PoolState,
+  Problem,
+  Quota,
+  ReleaseResult,
+  User,
+} from "./types.js";
+
+const date = (iso: string): Date => new Date(iso);
+const dateOrNull = (iso: string | null): Date | null => (iso === null ? null : new Date(iso));
+
+export function toQuota(q: wire.Quota): Quota {
+  return {
+    identity: q.identity,
+    quota: q.quota,
+    used: q.used,
+    reserved: q.reserved,
+    left: q.left,
+    bonus: q.bonus,
+    window: q.window,
+    windowStartedAt: dateOrNull(q.window_started_at),
+    resetsAt: dateOrNull(q.resets_at),
+    priority: q.priority,
+    maxDuration: q.max_duration,
+    runs: q.runs,
+    maxRuns: q.max_runs,
+  };
+}
+
+/** A lease's `{ code, detail }` as a whole problem: the status and title come with the code. */
+function leaseProblem(p: wire.LeaseProblem): Problem {
+  return { type: problemType(p.code), title: PROBLEM_TITLES[p.code], status: PROBLEM_STATUS[p.code], detail: p.detail ?? PROBLEM_TITLES[p.code], code: p.code };
+}
+
+export function toLease(l: wire.Lease): Lease {
+  return {
+    id: l.id,
+    status: l.status,
+    app: l.app,
+    identity: l.identity,
+    size: l.size,
+    duration: l.duration,
+    reserved: l.reserved,
+    cost: l.cost,
+    node: l.node,
+    device: l.device,
+    queuedAt: date(l.queued_at),
+    grantedAt: dateOrNull(l.granted_at),
+    deadline: dateOrNull(l.deadline),
+    endedAt: dateOrNull(l.ended_at),
+    position: l.position,
+    reason: l.reason,
+    etaS: l.eta_s,
+    heldMs: l.held_ms,
+    charged: l.charged,
+    refunded: l.refunded,
+    failed: l.failed,
+    problem: l.problem === null ? null : leaseProblem(l.problem),
+    quota: l.quota === null ? null : toQuota(l.quota),
+  };
+}
+
+export function toReleaseResult(r: wire.ReleaseResult): ReleaseResult {
+  return { id: r.id, status: r.status, heldMs: r.held_ms, charged: r.charged, refunded: r.refunded, quota: toQuota(r.quota) };
+}
+
+function toVerdict(v: wire.DiagnosisVerdict): DiagnosisVerdict {
+  switch (v.outcome) {
+    case "granted":
+    case "admitted":
+      return { outcome: v.outcome, position: null, reason: null, etaS: null, problem: null };
+    case "queued":
+      return { outcome: v.outcome, position: v.position, reason: v.reason, etaS: v.eta_s, problem: null };
+    case "rejected":
+      return { outcome: v.outcome, position: null, reason: null, etaS: null, problem: v.problem };
+  }
+}
+
+export function toDiagnosis(d: wire.Diagnosis): Diagnosis {
+  return {
+    identity: d.identity,
+    steps: d.steps,
+    request: d.request,
+    quota: d.quota === null ? null : toQuota(d.quota),
+    buckets: d.buckets,
+    verdict: toVerdict(d.verdict),
+    causes: d.causes,
+  };
+}
+
+export function toIpToken(t: wire.IpToken): IpToken {
+  return { token: t.token, expiresAt: date(t.expires_at), subject: t.subject };
+}
+
+export function toUser(u: wire.User | wire.UserWithQuota): User {
+  return { id: u.id, name: u.name, tier: u.tier, quotaOverride: u.quota_override, quota: "quota" in u ? toQuota(u.quota) : null };
+}
+
+export function toCreatedUser(u: wire.CreatedUser): CreatedUser {
+  return { id: u.id, name: u.name, tier: u.tier, token: u.token };
+}
+
+export function toApp(a: wire.App): App {
+  return { id: a.id, name: a.name, owner: a.owner, maxConcurrency: a.max_concurrency };
+}
+
+export function toCreatedApp(a: wire.CreatedApp): CreatedApp {
+  return { ...toApp(a), key: a.key };
+}
+
+export function toCreatedPrincipal(k: wire.CreatedKey): CreatedPrincipal {
+  return { id: k.id, name: k.name, key: k.key };
+}
+
+export function toPoolState(p: wire.PoolView): PoolState {
+  return {
+    leader: p.leader,
+    source: p.source,
+    nodes: p.nodes.map((n) => ({ name: n.name, kind: n.kind, state: n.state, heartbeatAt: dateOrNull(n.heartbeat_at), agentUrl: n.agent_url })),
+    devices: p.devices.map((d) => ({ node: d.node, index: d.index, uuid: d.uuid, name: d.name, memoryMb: d.memory_mb, slots: d.slots })),
+    slots: p.slots,
+    active: p.active.map((a) => ({ id: a.id, app: a.app, identity: a.identity, size: a.size, node: a.node, device: a.device, deadline: dateOrNull(a.deadline) })),
+    queue: p.queue,
+  };
+}
