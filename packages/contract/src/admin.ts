@@ -21,7 +21,7 @@ export type User = z.infer<typeof User>;
 
 export const CreatedUser = z.object({
   ...User.shape,
-  token: describe(z.string(), "The user's access token (`ut_…`): shown only this once."),
+  token: describe(z.string(), "The user's access token (`gpu_u_…`): shown only this once."),
 });
 export type CreatedUser = z.infer<typeof CreatedUser>;
 
@@ -62,7 +62,7 @@ export type App = z.infer<typeof App>;
 
 export const CreatedApp = z.object({
   ...App.shape,
-  key: describe(z.string(), "The app key (`ak_…`): shown only this once."),
+  key: describe(z.string(), "The app key (`gpu_a_…`): shown only this once."),
 });
 export type CreatedApp = z.infer<typeof CreatedApp>;
 
@@ -77,7 +77,7 @@ export type CreateKeyRequest = z.infer<typeof CreateKeyRequest>;
 export const CreatedKey = z.object({
   id: z.string(),
   name: z.string(),
-  key: describe(z.string(), "The node key (`nk_…`) or edge key (`ek_…`): shown only this once."),
+  key: describe(z.string(), "The node key (`gpu_n_…`) or edge key (`gpu_e_…`): shown only this once."),
 });
 export type CreatedKey = z.infer<typeof CreatedKey>;
 

@@ -15,3 +15,4 @@ export * from "./nodes.js";
 export * from "./identity.js";
 export * from "./health.js";
 export * from "./decode.js";
+export * from "./documents.js";

@@ -54,6 +54,7 @@ const TAGS = [
   { name: "Admin", description: "Users, apps, nodes, edges and the pool, with the admin token." },
   { name: "Nodes", description: "What node agents call." },
   { name: "Health", description: "Liveness, readiness and metrics." },
+  { name: "Documents", description: "This API's own documents: the OpenAPI document and the reference page made from it." },
 ];
 
 /** Drops what zod writes for documents of its own (`$schema`, `$id`) and the safe-integer bounds of every integer. */

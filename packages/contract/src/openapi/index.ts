@@ -8,3 +8,5 @@ export { NAMED_SCHEMAS, problemSchemaName } from "./schemas.js";
 export { renderApiReference } from "./reference.js";
 export type { ApiReferenceOptions } from "./reference.js";
 export { renderWireDoc } from "./wire-doc.js";
+export { requestSchemas } from "./request-schemas.js";
+export type { RequestSchemas } from "./request-schemas.js";

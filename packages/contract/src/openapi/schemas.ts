@@ -2,6 +2,7 @@ import type * as z from "zod/mini";
 import * as admin from "../admin.js";
 import { Identity } from "../common.js";
 import * as diagnose from "../diagnose.js";
+import { OpenApiDocumentObject } from "../documents.js";
 import * as health from "../health.js";
 import * as identity from "../identity.js";
 import * as leases from "../leases.js";
@@ -76,6 +77,7 @@ export const NAMED_SCHEMAS: Readonly<Record<string, z.ZodMiniType>> = {
   Heartbeat: nodes.Heartbeat,
   Health: health.Health,
   Readiness: health.Readiness,
+  OpenApiDocument: OpenApiDocumentObject,
   Problem,
   FieldError,
   ...Object.fromEntries(PROBLEM_CODES.map((code) => [problemSchemaName(code), PROBLEMS[code]])),
