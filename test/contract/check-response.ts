@@ -171,6 +171,26 @@ export function checkResponse(response: ReceivedResponse): string {
   return route.op.operationId;
 }
 
+/**
+ * What the HTTP test suites check every response with: a documented route's answer must match
+ * the contract (checkResponse); a request to a route the server does not have may only be
+ * answered 404 `not_found` as a problem. Returns the operation's id, or null for such a 404.
+ */
+export function checkServerResponse(response: ReceivedResponse): string | null {
+  const c = getChecker();
+  const method = response.method.toUpperCase();
+  const path = new URL(response.url, "http://localhost").pathname;
+  if (c.routes.some((r) => r.method === method && r.pattern.test(path))) return checkResponse(response);
+  const what = `${method} ${path} → ${response.status}`;
+  const contentType = typeof response.contentType === "string" ? response.contentType : "";
+  if (response.status !== 404 || !contentType.startsWith("application/problem+json")) {
+    throw new ContractMismatch(`${what}: no such operation in the contract, and the answer is not a 404 problem (undocumented route). Body: ${snippet(response.body)}`);
+  }
+  const fn = validator(c, "unknown route 404", { $ref: "#/components/schemas/NotFoundProblem" });
+  if (!fn(response.body)) throw new ContractMismatch(`${what}: the 404 for an unknown route is not a not_found problem (${errorsOf(fn)}). Body: ${snippet(response.body)}`);
+  return null;
+}
+
 /** The operations of the contract, as `METHOD /template` (to tell which ones a suite drove). */
 export function documentedOperations(): Map<string, string> {
   return new Map(getChecker().routes.map((r) => [r.op.operationId, `${r.method} ${r.template}`]));

@@ -1,3 +1,4 @@
+import { openApiDocument } from "@gpupool/contract/openapi";
 import { afterEach, describe, expect, it } from "vitest";
 import { ADMIN, serveAt, startTestServer } from "../../packages/server/test/harness.js";
 import type { TestServer } from "../../packages/server/test/harness.js";
@@ -67,6 +68,24 @@ describe("the server's responses match the contract", () => {
     const jwks = await t.checked("GET", "/.well-known/jwks.json");
     expectStatus(jwks, 200);
     expect(jwks.body.keys.length).toBeGreaterThan(0);
+  });
+
+  it("its own documents: the OpenAPI document, and the reference page under a strict CSP with its stylesheet", async () => {
+    const t = await server();
+    const doc = await t.checked("GET", "/openapi.json");
+    expectStatus(doc, 200);
+    expect(doc.body).toEqual(JSON.parse(JSON.stringify(openApiDocument())));
+    const page = await t.checked("GET", "/docs/api");
+    expectStatus(page, 200);
+    expect(page.headers["content-security-policy"]).toMatch(/default-src 'none'/);
+    expect(page.headers["content-security-policy"]).not.toMatch(/script-src|unsafe-inline/);
+    expect(page.headers["x-frame-options"]).toBe("DENY");
+    expect(page.body).toContain('href="/docs/api.css"');
+    expect(page.body).toContain("/v1/leases");
+    expect(page.body).not.toMatch(/<script|style=|onclick=/i);
+    const css = await t.checked("GET", "/docs/api.css");
+    expectStatus(css, 200);
+    expect(String(css.headers["content-type"])).toMatch(/^text\/css/);
   });
 
   it("readyz answers 503 storage_unavailable when the database does not answer", async () => {

@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { pino } from "pino";
 import { expect } from "vitest";
+import { checkServerResponse } from "../../../test/contract/check-response.js";
 import { freshPostgresUrl } from "../../../test/pg/postgres-url.js";
 import { normalizeConfig } from "../src/config.js";
 import type { Clock } from "../src/clock.js";
@@ -66,6 +67,8 @@ export async function serveAt(dir: string, raw: Record<string, unknown> = {}, op
     } catch {
       /* not JSON */
     }
+    // Every answer must be what the contract (and so the OpenAPI document and docs/wire.md) says.
+    checkServerResponse({ method, url, status: res.statusCode, contentType: res.headers["content-type"], body });
     return { status: res.statusCode, body, headers: res.headers as Record<string, unknown> };
   };
   const user = async (name: string, tier = "free") => {

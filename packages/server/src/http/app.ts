@@ -3,6 +3,7 @@ import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import { problem } from "@gpupool/core";
 import sjson from "secure-json-parse";
 import { adminRoutes } from "./admin-routes.js";
+import { docsRoutes } from "./docs-routes.js";
 import type { RouteContext } from "./context.js";
 import { leaseRoutes } from "./lease-routes.js";
 import { nodeRoutes } from "./node-routes.js";
@@ -60,6 +61,7 @@ export function buildHttpApp(ctx: RouteContext): FastifyInstance {
     return ctx.metrics.registry.metrics();
   });
 
+  docsRoutes(app);
   leaseRoutes(app, ctx);
   nodeRoutes(app, ctx);
   quotaRoutes(app, ctx);

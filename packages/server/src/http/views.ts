@@ -1,12 +1,26 @@
+import type * as wire from "@gpupool/contract";
 import { msToSeconds } from "@gpupool/core";
-import type { Identity, QuotaView, WaitReason } from "@gpupool/core";
-import type { LeaseRecord } from "../storage/store.js";
+import type { Identity, Problem, QuotaView, QueuePlace } from "@gpupool/core";
+import type { AppRecord, LeaseRecord, UserRecord } from "../storage/store.js";
+import type { IdentityQuota } from "../use-cases/accounts/accounts.js";
+import type { PoolView } from "../use-cases/admin/pool-view.js";
+import type { Diagnosis } from "../use-cases/leases/diagnose.js";
+import type { Released } from "../use-cases/leases/leases.js";
+import type { LeaseUpdate } from "../use-cases/leases/lease-requests.js";
+
+/**
+ * The server's answers in the wire format of @gpupool/contract (docs/wire.md is generated from
+ * it): every serializer returns the contract's type, so a field the contract does not name, or a
+ * missing one, does not compile. Seconds for amounts, ISO 8601 for times.
+ */
 
 /**
  * `new Date(ms).toISOString()`, with the part up to the second kept for the few seconds a response
  * names (now, a deadline, a window's reset): formatting dates was ~2% of a lease request.
  */
 const secondsPrefix = new Map<number, string>();
+export function iso(ms: number): string;
+export function iso(ms: number | null): string | null;
 export function iso(ms: number | null): string | null {
   if (ms === null) return null;
   if (!Number.isInteger(ms) || ms < 0 || ms >= 253_402_300_800_000) return new Date(ms).toISOString(); // outside years 1970–9999
@@ -21,10 +35,13 @@ export function iso(ms: number | null): string | null {
   return `${prefix}${millis < 10 ? "00" : millis < 100 ? "0" : ""}${millis}Z`;
 }
 
-/** The quota object of the wire format (docs/wire.md): seconds and ISO times. */
-export function quotaJson(identity: Identity, v: QuotaView): Record<string, unknown> {
+export function identityJson(identity: Identity): wire.Identity {
+  return { kind: identity.kind, id: identity.id, tier: identity.tier };
+}
+
+export function quotaJson(identity: Identity, v: QuotaView): wire.Quota {
   return {
-    identity: { kind: identity.kind, id: identity.id, tier: identity.tier },
+    identity: identityJson(identity),
     quota: msToSeconds(v.quotaMs),
     used: msToSeconds(v.usedMs),
     reserved: msToSeconds(v.reservedMs),
@@ -40,11 +57,11 @@ export function quotaJson(identity: Identity, v: QuotaView): Record<string, unkn
   };
 }
 
-export function leaseJson(
-  l: LeaseRecord,
-  place: { position: number; reason: WaitReason; etaMs?: number | null } | null,
-  quota: Record<string, unknown> | null,
-): Record<string, unknown> {
+export function quotaOf(q: IdentityQuota | null): wire.Quota | null {
+  return q === null ? null : quotaJson(q.identity, q.view);
+}
+
+export function leaseJson(l: LeaseRecord, place: QueuePlace | null, quota: wire.Quota | null): wire.Lease {
   return {
     id: l.id,
     status: l.status,
@@ -56,22 +73,80 @@ export function leaseJson(
     cost: l.cost,
     // Set at grant; before that a lease may already name the node it waits for (through an agent).
     node: l.node,
-    device:
-      l.deviceIndex === null || l.node === null
-        ? null
-        : { node: l.node, index: l.deviceIndex, uuid: l.deviceUuid, name: l.deviceName, slots: l.slotIndexes ?? [] },
+    device: l.deviceIndex === null || l.node === null ? null : { node: l.node, index: l.deviceIndex, uuid: l.deviceUuid ?? "", name: l.deviceName ?? "", slots: [...(l.slotIndexes ?? [])] },
     queued_at: iso(l.queuedAt),
     granted_at: iso(l.grantedAt),
     deadline: iso(l.deadline),
     ended_at: iso(l.endedAt),
     position: place?.position ?? null,
     reason: place?.reason ?? null,
-    eta_s: place?.etaMs === undefined || place.etaMs === null ? null : Math.ceil(place.etaMs / 1000),
+    eta_s: etaSeconds(place),
     held_ms: l.heldMs,
     charged: msToSeconds(l.chargedMs),
     refunded: msToSeconds(l.refundedMs),
     failed: l.failed,
-    problem: l.problemCode === null ? null : { code: l.problemCode, detail: l.problemDetail },
+    problem: l.problemCode === null ? null : { code: l.problemCode as wire.LeaseProblem["code"], detail: l.problemDetail },
     quota,
+  };
+}
+
+export function releasedJson(r: Released): wire.ReleaseResult {
+  const l = r.lease;
+  return { id: l.id, status: l.status, held_ms: l.heldMs, charged: msToSeconds(l.chargedMs), refunded: msToSeconds(l.refundedMs), quota: quotaJson(r.quota.identity, r.quota.view) };
+}
+
+/** The estimated wait in whole seconds, or null when unknown. */
+function etaSeconds(place: QueuePlace | null): number | null {
+  return place === null || place.etaMs === null ? null : Math.ceil(place.etaMs / 1000);
+}
+
+/** One Server-Sent Event of a lease's stream: its name and data. */
+export function leaseEventJson(u: LeaseUpdate): { event: wire.LeaseEventName; data: wire.QueuedEvent | wire.GrantedEvent | wire.FailedEvent | wire.EndedEvent } {
+  switch (u.type) {
+    case "queued":
+      return { event: "queued", data: { position: u.place.position, reason: u.place.reason, eta_s: etaSeconds(u.place) } };
+    case "failed":
+      return { event: "failed", data: { problem: problemJson(u.problem) } };
+    case "granted":
+    case "ended":
+      return { event: u.type, data: { lease: leaseJson(u.lease, null, quotaOf(u.quota)) } };
+  }
+}
+
+export function problemJson(p: Problem): wire.Problem {
+  return p;
+}
+
+export function userJson(u: UserRecord): wire.User {
+  return { id: u.id, name: u.name, tier: u.tier, quota_override: u.quotaOverrideMs === null ? null : msToSeconds(u.quotaOverrideMs), created_at: iso(u.createdAt) };
+}
+
+export function appJson(a: AppRecord): wire.App {
+  return { id: a.id, name: a.name, owner: a.ownerId, max_concurrency: a.maxConcurrency, created_at: iso(a.createdAt) };
+}
+
+export function poolJson(view: PoolView): wire.PoolView {
+  return {
+    // A replica that does not lead rebuilds the view from the database (see PoolViewer).
+    leader: view.source === "leader",
+    source: view.source,
+    nodes: view.nodes.map((n) => ({ name: n.name, kind: n.kind, state: n.state, heartbeat_at: iso(n.heartbeatAt), agent_url: n.agentUrl })),
+    devices: view.devices.map((d) => ({ node: d.spec.node, index: d.spec.index, uuid: d.spec.uuid, name: d.spec.name, memory_mb: d.spec.memoryMb, slots: d.holders })),
+    slots: view.slots,
+    active: view.active.map((l) => ({ id: l.id, app: l.appId, identity: `${l.identityKind}:${l.identityId}`, size: l.size, node: l.node, device: l.deviceIndex, deadline: iso(l.deadline) })),
+    queue: view.queue.map((q) => ({ ...q })),
+  };
+}
+
+export function diagnosisJson(d: Diagnosis, buckets: wire.DiagnosisBucket[]): wire.Diagnosis {
+  const { durationMs, size } = d.request;
+  return {
+    identity: d.identity === null ? null : identityJson(d.identity),
+    steps: d.steps.map((s) => ({ ...s })),
+    request: { duration: durationMs / 1000, size: size.name, cost: size.cost, reserves: (durationMs * size.cost) / 1000 },
+    quota: quotaOf(d.quota),
+    buckets,
+    verdict: d.verdict.outcome === "rejected" ? { outcome: "rejected", problem: problemJson(d.verdict.problem) } : (d.verdict as wire.DiagnosisVerdict),
+    causes: d.causes.map((c) => ({ ...c })),
   };
 }

@@ -1,10 +1,11 @@
-import { DomainError, decideAdmission, identityKey, likelyCauses, quotaLeftShare } from "@gpupool/core";
+import { DomainError, decideAdmission, fail, identityKey, likelyCauses, quotaLeftShare } from "@gpupool/core";
 import type { AdmissionRequest, AttributionStep, Cause, Identity, Placement, Policy, PriorityRequest, SizePolicy, Verdict } from "@gpupool/core";
 import type { Clock } from "../../clock.js";
 import type { Store } from "../../storage/store.js";
 import type { Accounts, IdentityQuota } from "../accounts/accounts.js";
 import type { Caller } from "../identity/callers.js";
 import type { IpTokenHeader, RequestIdentity } from "../identity/request-identity.js";
+import { sizeNamed } from "./sizes.js";
 
 /** Where the pool would put a call now, as this replica can tell (null: only the leader knows). */
 export interface PlacementView {
@@ -35,8 +36,11 @@ export class Diagnose {
     private readonly clock: Clock,
   ) {}
 
-  async run(caller: Caller & { kind: "app" | "user" }, input: { ipToken: IpTokenHeader; durationMs: number; size: SizePolicy }): Promise<Diagnosis> {
-    const { durationMs, size } = input;
+  /** `durationMs` and `size` as the request named them (absent: the policy's defaults). */
+  async run(caller: Caller & { kind: "app" | "user" }, input: { ipToken: IpTokenHeader; durationMs?: number | undefined; size?: string | undefined }): Promise<Diagnosis> {
+    const durationMs = input.durationMs ?? this.policy.defaultDurationMs;
+    if (!(durationMs > 0)) fail("invalid_request", "duration must be more than 0 seconds.", { errors: [{ field: "duration", message: "must be more than 0" }] });
+    const size = sizeNamed(this.policy, input.size);
     const attribution = await this.identity.of(caller, input.ipToken);
     const now = this.clock.now();
     const request: AdmissionRequest = { durationMs, size, queue: true, via: attribution.ok ? attribution.via : "app-key", node: null, now };

@@ -8,6 +8,7 @@ import type { Accounts, IdentityQuota } from "../accounts/accounts.js";
 import type { Caller, Callers } from "../identity/callers.js";
 import type { IpTokenHeader, RequestIdentity } from "../identity/request-identity.js";
 import { queueTimeoutProblemFrom } from "./lease-problems.js";
+import { sizeNamed } from "./sizes.js";
 import type { AdmitResult, LeaseLifecycle, Released } from "./leases.js";
 
 export interface LeaseRequest {
@@ -60,8 +61,7 @@ export class LeaseRequests {
       this.metrics.denial(attribution.problem.code);
       return { kind: "denied", problem: attribution.problem, retryAfterS: null };
     }
-    const size = this.policy.sizes[input.size ?? this.policy.defaultSize];
-    if (!size) fail("invalid_request", `Unknown size "${input.size ?? ""}"; this pool's sizes are ${Object.keys(this.policy.sizes).join(", ")}.`, { errors: [{ field: "size", message: "is not a configured size" }] });
+    const size = sizeNamed(this.policy, input.size);
     return this.lifecycle.admit({
       appId: caller.kind === "app" ? caller.app.id : null,
       charged: attribution.charged,

@@ -3,7 +3,7 @@ import type { DeviceSpec } from "@gpupool/core";
 import type { Clock } from "../../clock.js";
 import type { KeyedRecord, NodeRecord, Store } from "../../storage/store.js";
 import type { NodeRegistration } from "./node-membership.js";
-import { registrationOf } from "./node-registration.js";
+import { registrationAt, registrationOf } from "./node-registration.js";
 
 /**
  * The pool's side of node membership, whichever replica an agent reaches (replication/Replica:
@@ -36,7 +36,7 @@ export class NodeAgents {
   ) {}
 
   /** An agent registers its node's devices (its key authenticated it as `caller`). */
-  async register(caller: KeyedRecord, input: { devices: readonly RegisteredDevice[]; agentUrl: string | null; previousRegistration: string | null }): Promise<{ node: NodeRecord; devices: number; registration: string | null }> {
+  async register(caller: KeyedRecord, input: { devices: readonly RegisteredDevice[]; agentUrl: string | null; previousRegistration: string | null }): Promise<{ node: NodeRecord; devices: number; registration: string }> {
     const node = await this.current(caller);
     if (this.configured.some((d) => d.node === node.name)) {
       fail("conflict", `Node name ${node.name} is also a node of the server's own pool configuration (pool.simulated); give the agent a node of its own (POST /v1/admin/nodes).`);
@@ -52,7 +52,7 @@ export class NodeAgents {
     // Whether another agent holds the node is decided in the registering transaction (nodeInUse).
     const registered = await this.membership.register(node, devices, input.agentUrl, input.previousRegistration);
     if (registered.kind === "refused") throw new DomainError(registered.problem);
-    return { node, devices: devices.length, registration: registrationOf({ registeredAt: registered.at }) };
+    return { node, devices: devices.length, registration: registrationAt(registered.at) };
   }
 
   /**

@@ -7,7 +7,12 @@ import type { NodeRecord } from "../../storage/store.js";
  * with each heartbeat; the moment of registration serves, since each registration stores its own.
  */
 export function registrationOf(node: Pick<NodeRecord, "registeredAt">): string | null {
-  return node.registeredAt === null ? null : String(node.registeredAt);
+  return node.registeredAt === null ? null : registrationAt(node.registeredAt);
+}
+
+/** The registration a node registered at `at` holds. */
+export function registrationAt(at: number): string {
+  return String(at);
 }
 
 /**
