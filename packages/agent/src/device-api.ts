@@ -7,7 +7,7 @@ import type { Logger } from "pino";
 import { callerUid } from "./caller.js";
 import { ControlPlaneDown, ControlPlaneRefusal } from "./control-plane.js";
 import type { ControlPlane } from "./control-plane.js";
-import { authLevel, grantJson, leaseSpanMs, problemAnswer, refusalAnswer } from "./device-answers.js";
+import { authLevel, problemAnswer, refusalAnswer } from "./device-answers.js";
 import type { DeviceAnswer, GrantJson } from "./device-answers.js";
 import type { NodeDevice } from "./devices.js";
 import type { LocalLeases } from "./local-leases.js";
@@ -17,6 +17,8 @@ import { MAX_PID } from "./processes.js";
 import { boolParam, parseScheduleQuery, requiredParam } from "./query.js";
 import type { RawQuery } from "./query.js";
 import { QueueStreams } from "./queue-streams.js";
+import { UnusableGrant, grantOnThisHost } from "./host-grant.js";
+import type { Requester } from "./host-grant.js";
 
 /** What the device API needs to know about the node's registration. */
 export interface Readiness {
@@ -37,13 +39,6 @@ export interface DeviceApiOptions {
   readonly devices: readonly NodeDevice[];
   /** How /allow ties a pid to its caller (pid-ownership.ts). */
   readonly pidCheck: PidCheck;
-}
-
-/** What a /schedule request said about its caller, kept until its lease is granted (maybe after a wait). */
-interface Requester {
-  readonly reuseKey: string | null;
-  readonly cgroupPath: string | null;
-  readonly uid: number | null;
 }
 
 export interface DeviceApi {
@@ -79,23 +74,12 @@ function appKeyOf(req: FastifyRequest, fallback: string | null): string {
   );
 }
 
-/** A grant this agent cannot hand out; the lease was given back. `reason` goes into the 503. */
-class UnusableGrant extends Error {
-  override readonly name = "UnusableGrant";
-  constructor(
-    message: string,
-    readonly reason: string,
-  ) {
-    super(message);
-  }
-}
-
 function shortHash(s: string): string {
   return createHash("sha256").update(s).digest("hex").slice(0, 16);
 }
 
 /**
- * The device API of SPEC §6 — what the `spaces` package's ZeroGPU client calls — served at the
+ * The device API (docs/agent.md) — what the `spaces` package's ZeroGPU client calls — served at the
  * root and under /apps/<app-key>/. All parameters are query parameters.
  */
 export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
@@ -108,42 +92,8 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
     return503OnClosing: true,
   });
 
-  const grant = async (lease: Lease, appKey: string, requester: Requester): Promise<GrantJson> => {
-    const node = options.readiness().nodeName;
-    if (lease.device === null) throw new Error(`The control plane granted lease ${lease.id} without a device.`);
-    if (node !== null && lease.device.node !== node) {
-      // An app here cannot use another host's GPU: give it back rather than hand out a useless grant.
-      await cp.release(appKey, lease.id, true).catch(() => undefined);
-      log.error({ lease: lease.id, granted_node: lease.device.node, node }, "the control plane granted a GPU of another node; released it");
-      throw new UnusableGrant(`The pool granted a GPU of node ${lease.device.node}, not of this node (${node}). Is the control plane a gpupool version that honours X-Gpupool-Node-Key?`, "foreign_node");
-    }
-    const own = options.devices.find((d) => d.uuid === lease.device?.uuid);
-    if (own === undefined) {
-      // The pool's device list for this node is not this host's: most likely another agent
-      // registered the same node (one node key on two hosts) and overwrote it.
-      await cp.release(appKey, lease.id, true).catch(() => undefined);
-      log.error(
-        { lease: lease.id, granted_device: lease.device.uuid, granted_index: lease.device.index, own_devices: options.devices.map((d) => d.uuid), node },
-        "THE POOL GRANTED A GPU THIS HOST DOES NOT HAVE: released it. Is the node key of this agent also used by an agent on another host? Give each host a node of its own (POST /v1/admin/nodes)",
-      );
-      throw new UnusableGrant(
-        `The pool granted GPU ${lease.device.uuid} (index ${lease.device.index}) of node ${lease.device.node}, which is not a GPU of this host; the lease was given back at once (charged at most the second it was held). The pool's device list for this node is not this agent's: is its node key also used by an agent on another host? Tell the operator.`,
-        "foreign_device",
-      );
-    }
-    const g = await leases.grant({
-      leaseId: lease.id,
-      app: lease.app,
-      appKey,
-      device: { index: lease.device.index, uuid: lease.device.uuid, name: lease.device.name },
-      durationMs: leaseSpanMs(lease),
-      reuseKey: requester.reuseKey,
-      cgroupPath: requester.cgroupPath,
-      scheduleUid: requester.uid,
-    });
-    log.info({ lease: lease.id, app: lease.app, device: g.lease.device.uuid, idle: g.idle, deadline: new Date(g.lease.deadlineAt).toISOString() }, "lease granted");
-    return grantJson(g.lease, g.token, g.idle, lease.device.node);
-  };
+  const grant = (lease: Lease, appKey: string, requester: Requester): Promise<GrantJson> =>
+    grantOnThisHost(options, lease, appKey, requester);
 
   const requesters = new Map<string, Requester>();
   const queues = new QueueStreams({
@@ -151,27 +101,46 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
     log,
     pingIntervalMs: options.pingIntervalMs,
     // Queued requests carry what /schedule learnt of their caller through this map.
-    grant: (lease, appKey) => grant(lease, appKey, requesters.get(lease.id) ?? { reuseKey: null, cgroupPath: null, uid: null }),
+    grant: (lease, appKey) =>
+      grant(lease, appKey, requesters.get(lease.id) ?? { reuseKey: null, cgroupPath: null, uid: null }),
     abandon: async (g, appKey) => {
       await leases.release(g.allowToken, appKey, false);
     },
   });
 
   app.addHook("onRequest", async (req, reply) => {
-    if ((req.url ?? "").length > MAX_URL) return sendProblem(reply.code(414), problem("invalid_request", `The request URL is longer than ${MAX_URL} characters.`));
+    if ((req.url ?? "").length > MAX_URL)
+      return sendProblem(
+        reply.code(414),
+        problem("invalid_request", `The request URL is longer than ${MAX_URL} characters.`),
+      );
   });
 
   app.setNotFoundHandler((req, reply) => {
     void sendProblem(
       reply,
-      problem("not_found", `There is no ${req.method} ${req.url.split("?")[0] ?? ""} on this gpupool agent. The device API is POST /schedule, /allow, /release, /startup-report and GET /queue-size, at / or under /apps/<app-key>/.`),
+      problem(
+        "not_found",
+        `There is no ${req.method} ${req.url.split("?")[0] ?? ""} on this gpupool agent. The device API is POST /schedule, /allow, /release, /startup-report and GET /queue-size, at / or under /apps/<app-key>/.`,
+      ),
     );
   });
 
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
     if (err instanceof DomainError) return sendProblem(reply, err.problem);
-    if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE") return sendProblem(reply, problem("payload_too_large", "The device API takes its parameters in the query string; the body is too large."));
-    if (typeof err.statusCode === "number" && err.statusCode >= 400 && err.statusCode < 500) return sendProblem(reply, problem("invalid_request", "The request could not be read. The device API takes its parameters in the query string."));
+    if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE")
+      return sendProblem(
+        reply,
+        problem("payload_too_large", "The device API takes its parameters in the query string; the body is too large."),
+      );
+    if (typeof err.statusCode === "number" && err.statusCode >= 400 && err.statusCode < 500)
+      return sendProblem(
+        reply,
+        problem(
+          "invalid_request",
+          "The request could not be read. The device API takes its parameters in the query string.",
+        ),
+      );
     log.error({ err, url: req.url.split("?")[0] }, "device API request failed");
     return sendProblem(reply, problem("internal", "The GPU node's agent failed to handle this request; see its log."));
   });
@@ -190,24 +159,50 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
       const q = parseScheduleQuery(req.query as RawQuery);
       const readiness = options.readiness();
       if (!readiness.ready) {
-        return sendProblem(reply, problem("control_plane_unavailable", `This GPU node cannot take work now: ${readiness.whyNotReady.replace(/\.$/, "")}. Try again shortly.`));
+        return sendProblem(
+          reply,
+          problem(
+            "control_plane_unavailable",
+            `This GPU node cannot take work now: ${readiness.whyNotReady.replace(/\.$/, "")}. Try again shortly.`,
+          ),
+        );
       }
       const requester: Requester = {
-        reuseKey: q.cgroupPath !== undefined && q.taskId !== undefined ? `${shortHash(appKey)}\n${q.cgroupPath}\n${q.taskId}` : null,
+        reuseKey:
+          q.cgroupPath !== undefined && q.taskId !== undefined
+            ? `${shortHash(appKey)}\n${q.cgroupPath}\n${q.taskId}`
+            : null,
         cgroupPath: q.cgroupPath === undefined || q.cgroupPath === "" ? null : q.cgroupPath,
         uid: callerUid(req.socket),
       };
       let answer;
       try {
-        answer = await cp.requestLease(appKey, { ...(q.durationS !== undefined ? { duration: q.durationS } : {}), ...(q.gpuSize !== undefined ? { size: q.gpuSize } : {}), queue: q.enableQueue }, q.token);
+        answer = await cp.requestLease(
+          appKey,
+          {
+            ...(q.durationS !== undefined ? { duration: q.durationS } : {}),
+            ...(q.gpuSize !== undefined ? { size: q.gpuSize } : {}),
+            queue: q.enableQueue,
+          },
+          q.token,
+        );
       } catch (error) {
         if (error instanceof ControlPlaneRefusal) {
-          log.info({ code: error.problem.code, status: error.problem.status }, `schedule refused by the control plane: ${error.problem.detail}`);
+          log.info(
+            { code: error.problem.code, status: error.problem.status },
+            `schedule refused by the control plane: ${error.problem.detail}`,
+          );
           return send(reply, refusalAnswer(error.problem, error.retryAfterS, Date.now()));
         }
         if (error instanceof ControlPlaneDown) {
           log.warn({ err: error.message }, "schedule: the control plane is unreachable");
-          return sendProblem(reply, problem("control_plane_unavailable", `The GPU pool's control plane is not answering (${error.message}). Try again shortly.`));
+          return sendProblem(
+            reply,
+            problem(
+              "control_plane_unavailable",
+              `The GPU pool's control plane is not answering (${error.message}). Try again shortly.`,
+            ),
+          );
         }
         throw error;
       }
@@ -215,15 +210,34 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
       const headers: Record<string, string> = level === null ? {} : { "x-authenticated": level };
       if (answer.kind === "granted") {
         try {
-          return await reply.code(200).headers(headers).type("application/json").send(await grant(answer.lease, appKey, requester));
+          return await reply
+            .code(200)
+            .headers(headers)
+            .type("application/json")
+            .send(await grant(answer.lease, appKey, requester));
         } catch (error) {
-          return sendProblem(reply, problem("control_plane_unavailable", error instanceof Error ? error.message : String(error), error instanceof UnusableGrant ? { reason: error.reason } : {}));
+          return sendProblem(
+            reply,
+            problem(
+              "control_plane_unavailable",
+              error instanceof Error ? error.message : String(error),
+              error instanceof UnusableGrant ? { reason: error.reason } : {},
+            ),
+          );
         }
       }
-      log.info({ lease: answer.lease.id, position: answer.lease.position, reason: answer.lease.reason }, "lease queued; following it for the client");
+      log.info(
+        { lease: answer.lease.id, position: answer.lease.position, reason: answer.lease.reason },
+        "lease queued; following it for the client",
+      );
       requesters.set(answer.lease.id, requester);
       reply.hijack();
-      queues.follow(reply.raw, { ...headers, "x-queuing-reason": answer.lease.reason === "concurrency" ? "concurrency" : "node" }, appKey, answer.lease);
+      queues.follow(
+        reply.raw,
+        { ...headers, "x-queuing-reason": answer.lease.reason === "concurrency" ? "concurrency" : "node" },
+        appKey,
+        answer.lease,
+      );
       void reply.raw.once("close", () => requesters.delete(answer.lease.id));
       return reply;
     });
@@ -234,25 +248,63 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
       const token = requiredParam(query, "allowToken", 256);
       const pidText = requiredParam(query, "pid", 10);
       const pid = /^\d+$/.test(pidText) ? Number(pidText) : NaN;
-      if (!(pid >= 2 && pid <= MAX_PID)) fail("invalid_request", `pid must be a process id from 2 to ${MAX_PID}, not "${pidText}" (pid 1 is the init process).`, { errors: [{ field: "pid", message: "is not a process id" }] });
-      if (pid === process.pid) fail("invalid_request", `pid ${pid} is the agent itself.`, { errors: [{ field: "pid", message: "is the agent" }] });
+      if (!(pid >= 2 && pid <= MAX_PID))
+        fail(
+          "invalid_request",
+          `pid must be a process id from 2 to ${MAX_PID}, not "${pidText}" (pid 1 is the init process).`,
+          { errors: [{ field: "pid", message: "is not a process id" }] },
+        );
+      if (pid === process.pid)
+        fail("invalid_request", `pid ${pid} is the agent itself.`, {
+          errors: [{ field: "pid", message: "is the agent" }],
+        });
       const allowUid = callerUid(req.socket);
-      const outcome = leases.allow(token, appKey, pid, (lease) => judgePid(options.pidCheck, pid, readPidOwner(pid), { allowUid, scheduleUid: lease.scheduleUid, cgroupPath: lease.cgroupPath }));
+      const outcome = leases.allow(token, appKey, pid, (lease) =>
+        judgePid(options.pidCheck, pid, readPidOwner(pid), {
+          allowUid,
+          scheduleUid: lease.scheduleUid,
+          cgroupPath: lease.cgroupPath,
+        }),
+      );
       switch (outcome.kind) {
         case "allowed":
           log.info({ lease: outcome.lease.leaseId, pid }, "process allowed on the lease");
-          return reply.code(200).send({ lease: outcome.lease.leaseId, pid, deadline: new Date(outcome.lease.deadlineAt).toISOString() });
+          return reply
+            .code(200)
+            .send({ lease: outcome.lease.leaseId, pid, deadline: new Date(outcome.lease.deadlineAt).toISOString() });
         case "unknown":
-          return sendProblem(reply, problem("not_found", "No lease with this allowToken on this agent (unknown token, or granted to another app key)."));
+          return sendProblem(
+            reply,
+            problem(
+              "not_found",
+              "No lease with this allowToken on this agent (unknown token, or granted to another app key).",
+            ),
+          );
         case "ended":
           return sendProblem(reply, problem("not_found", `This allowToken no longer works: ${outcome.why}.`));
         case "no_such_process":
-          return sendProblem(reply, problem("invalid_request", `No process with pid ${pid} on this host. The agent and the app must share a PID namespace (run the agent on the host, outside the app's container, with the app's container in the host PID namespace, or inside the app's container).`));
+          return sendProblem(
+            reply,
+            problem(
+              "invalid_request",
+              `No process with pid ${pid} on this host. The agent and the app must share a PID namespace (run the agent on the host, outside the app's container, with the app's container in the host PID namespace, or inside the app's container).`,
+            ),
+          );
         case "not_owned":
-          log.warn({ pid, reason: outcome.reason, caller_uid: allowUid }, `refused to allow a process on a lease: ${outcome.detail}`);
+          log.warn(
+            { pid, reason: outcome.reason, caller_uid: allowUid },
+            `refused to allow a process on a lease: ${outcome.detail}`,
+          );
           return sendProblem(reply, problem("forbidden", outcome.detail, { reason: outcome.reason }));
         case "forbidden":
-          return sendProblem(reply, problem("forbidden", `The agent may not signal pid ${pid} (another user's process): give the agent CAP_KILL (docs/agent.md, Security).`, { reason: "agent_may_not_signal" }));
+          return sendProblem(
+            reply,
+            problem(
+              "forbidden",
+              `The agent may not signal pid ${pid} (another user's process): give the agent CAP_KILL (docs/agent.md, Security).`,
+              { reason: "agent_may_not_signal" },
+            ),
+          );
       }
     });
 
@@ -266,9 +318,17 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
         case "released":
           log.info({ lease: outcome.lease.leaseId, failed, used: outcome.lease.used }, "lease released");
           // 204: no process was ever allowed on the lease ("GPU device not used" for the client).
-          return outcome.lease.used ? reply.code(200).send({ lease: outcome.lease.leaseId, released: true }) : reply.code(204).send();
+          return outcome.lease.used
+            ? reply.code(200).send({ lease: outcome.lease.leaseId, released: true })
+            : reply.code(204).send();
         case "unknown":
-          return sendProblem(reply, problem("not_found", "No lease with this allowToken on this agent (unknown token, or granted to another app key)."));
+          return sendProblem(
+            reply,
+            problem(
+              "not_found",
+              "No lease with this allowToken on this agent (unknown token, or granted to another app key).",
+            ),
+          );
         case "ended":
           return sendProblem(reply, problem("not_found", `This allowToken no longer works: ${outcome.why}.`));
       }

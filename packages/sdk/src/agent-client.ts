@@ -1,5 +1,16 @@
+import { decodeGrant, errorOf, invalid, reasonOf } from "./agent-answers.js";
+import type { AgentGrant } from "./agent-answers.js";
+
+export type { AgentGrant } from "./agent-answers.js";
 import { isRecord, num, numOrNull, str, strOrNull } from "./json.js";
-import { GpupoolError, LeaseDeadlineError, ServerUnavailableError, normalizeProblem, problemToError, sdkProblem } from "./errors.js";
+import {
+  GpupoolError,
+  LeaseDeadlineError,
+  ServerUnavailableError,
+  normalizeProblem,
+  problemToError,
+  sdkProblem,
+} from "./errors.js";
 import { normalizeIpToken, type IpTokenInput } from "./ip-token-header.js";
 import { readServerSentEvents } from "./sse.js";
 import type { FetchLike } from "./transport.js";
@@ -21,20 +32,6 @@ export interface AgentClientOptions {
   readonly fetch?: FetchLike | undefined;
   /** Per-request timeout in milliseconds (default 30 000). Waiting in the queue is not bounded by it. */
   readonly timeoutMs?: number | undefined;
-}
-
-/** A GPU granted through the agent. */
-export interface AgentGrant {
-  readonly allowToken: string;
-  readonly leaseId: string | null;
-  /** The device's index on its node. */
-  readonly index: number;
-  readonly uuid: string;
-  readonly name: string | null;
-  readonly node: string | null;
-  /** The device still runs this caller's previous worker (`spaces` reuse); false for SDK calls. */
-  readonly idle: boolean;
-  readonly deadline: Date | null;
 }
 
 export interface AgentQueueUpdate {
@@ -116,7 +113,13 @@ export function createAgentClient(options: AgentClientOptions): AgentClient {
   const timeoutMs = options.timeoutMs ?? 30_000;
   const defaultPid = options.pid;
 
-  async function request(method: "GET" | "POST", path: string, query: Record<string, string | undefined>, signal?: AbortSignal, stream = false): Promise<Response> {
+  async function request(
+    method: "GET" | "POST",
+    path: string,
+    query: Record<string, string | undefined>,
+    signal?: AbortSignal,
+    stream = false,
+  ): Promise<Response> {
     const params = new URLSearchParams();
     for (const [k, v] of Object.entries(query)) if (v !== undefined) params.set(k, v);
     const url = `${base}${path}${params.toString() === "" ? "" : `?${params.toString()}`}`;
@@ -125,14 +128,29 @@ export function createAgentClient(options: AgentClientOptions): AgentClient {
     const onAbort = () => controller.abort(signal?.reason);
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
-      const response = await fetchImpl(url, { method, signal: controller.signal, headers: { accept: stream ? "text/event-stream, application/json" : "application/json" } });
+      const response = await fetchImpl(url, {
+        method,
+        signal: controller.signal,
+        headers: { accept: stream ? "text/event-stream, application/json" : "application/json" },
+      });
       if (!response.ok) throw await errorOf(method, url, response);
       return response;
     } catch (error) {
       if (signal?.aborted === true) throw signal.reason;
       if (error instanceof GpupoolError) throw error;
-      const why = controller.signal.aborted && !(signal?.aborted ?? false) ? `it did not answer within ${timeoutMs} ms` : reasonOf(error);
-      throw new ServerUnavailableError(sdkProblem("server_unavailable", "gpupool agent unavailable", 0, `Could not reach the gpupool agent at ${url}: ${why}.`), { url, cause: error });
+      const why =
+        controller.signal.aborted && !(signal?.aborted ?? false)
+          ? `it did not answer within ${timeoutMs} ms`
+          : reasonOf(error);
+      throw new ServerUnavailableError(
+        sdkProblem(
+          "server_unavailable",
+          "gpupool agent unavailable",
+          0,
+          `Could not reach the gpupool agent at ${url}: ${why}.`,
+        ),
+        { url, cause: error },
+      );
     } finally {
       clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
@@ -150,21 +168,31 @@ export function createAgentClient(options: AgentClientOptions): AgentClient {
         token: normalizeIpToken(o.ipToken),
       };
       const response = await request("POST", "/schedule", query, o.signal, true);
-      if (!(response.headers.get("content-type") ?? "").includes("text/event-stream")) return decodeGrant(await response.json().catch(() => null));
+      if (!(response.headers.get("content-type") ?? "").includes("text/event-stream"))
+        return decodeGrant(await response.json().catch(() => null));
       return followQueue(response, o);
     },
     async allow(grant, allowPid = defaultPid) {
-      if (allowPid === undefined) throw new TypeError("allow(grant, pid): say which process the agent may stop at the deadline (a worker or child process of this app).");
+      if (allowPid === undefined)
+        throw new TypeError(
+          "allow(grant, pid): say which process the agent may stop at the deadline (a worker or child process of this app).",
+        );
       await request("POST", "/allow", { allowToken: grant.allowToken, pid: String(allowPid) });
     },
     async release(grant, o = {}) {
-      const response = await request("POST", "/release", { allowToken: grant.allowToken, fail: String(o.failed ?? false) });
+      const response = await request("POST", "/release", {
+        allowToken: grant.allowToken,
+        fail: String(o.failed ?? false),
+      });
       return response.status === 204 ? "not_used" : "released";
     },
     async queueSize() {
       return num(await (await request("GET", "/queue-size", {})).json());
     },
-    gpu<T>(first: AgentGpuOptions | ((c: AgentGpuContext) => T | Promise<T>), second?: (c: AgentGpuContext) => T | Promise<T>): Promise<T> {
+    gpu<T>(
+      first: AgentGpuOptions | ((c: AgentGpuContext) => T | Promise<T>),
+      second?: (c: AgentGpuContext) => T | Promise<T>,
+    ): Promise<T> {
       const [o, fn] = typeof first === "function" ? [{}, first] : [first, second];
       if (fn === undefined) return Promise.reject(new TypeError("gpu(options, fn): fn is missing."));
       return runOnAgentGpu(client, { ...o, pid: o.pid ?? defaultPid }, fn);
@@ -173,14 +201,24 @@ export function createAgentClient(options: AgentClientOptions): AgentClient {
   return client;
 }
 
-async function runOnAgentGpu<T>(client: AgentClient, options: AgentGpuOptions, fn: (c: AgentGpuContext) => T | Promise<T>): Promise<T> {
+async function runOnAgentGpu<T>(
+  client: AgentClient,
+  options: AgentGpuOptions,
+  fn: (c: AgentGpuContext) => T | Promise<T>,
+): Promise<T> {
   const grant = await client.schedule(options);
   const release = async (failed: boolean) => {
     try {
       await client.release(grant, { failed });
     } catch (error) {
       // Past the deadline the agent has already stopped the lease: nothing is left to release.
-      if (error instanceof GpupoolError && error.code === "not_found" && grant.deadline !== null && Date.now() >= grant.deadline.getTime()) return;
+      if (
+        error instanceof GpupoolError &&
+        error.code === "not_found" &&
+        grant.deadline !== null &&
+        Date.now() >= grant.deadline.getTime()
+      )
+        return;
       if (options.onReleaseError !== undefined) {
         try {
           options.onReleaseError(error, grant);
@@ -189,7 +227,10 @@ async function runOnAgentGpu<T>(client: AgentClient, options: AgentGpuOptions, f
         }
       } else {
         const why = error instanceof Error ? error.message : String(error);
-        globalThis.process?.emitWarning(`Releasing the GPU of lease ${grant.leaseId ?? "?"} failed (${why}); it will expire at its deadline and be charged in full.`, { type: "GpupoolReleaseWarning", code: "GPUPOOL_RELEASE_FAILED" });
+        globalThis.process?.emitWarning(
+          `Releasing the GPU of lease ${grant.leaseId ?? "?"} failed (${why}); it will expire at its deadline and be charged in full.`,
+          { type: "GpupoolReleaseWarning", code: "GPUPOOL_RELEASE_FAILED" },
+        );
       }
     }
   };
@@ -208,8 +249,20 @@ async function runOnAgentGpu<T>(client: AgentClient, options: AgentGpuOptions, f
   const onCallerAbort = () => controller.abort(caller?.reason);
   caller?.addEventListener("abort", onCallerAbort, { once: true });
   // Same host as the agent, so its deadline is on our clock.
-  const timer = grant.deadline === null ? undefined : setTimeout(() => controller.abort(new LeaseDeadlineError(grant.leaseId ?? "", grant.deadline)), Math.min(Math.max(0, grant.deadline.getTime() - Date.now()), MAX_TIMER_MS));
-  const device: AgentGpuDevice = { index: grant.index, uuid: grant.uuid, name: grant.name, node: grant.node, env: () => ({ CUDA_VISIBLE_DEVICES: grant.uuid }) };
+  const timer =
+    grant.deadline === null
+      ? undefined
+      : setTimeout(
+          () => controller.abort(new LeaseDeadlineError(grant.leaseId ?? "", grant.deadline)),
+          Math.min(Math.max(0, grant.deadline.getTime() - Date.now()), MAX_TIMER_MS),
+        );
+  const device: AgentGpuDevice = {
+    index: grant.index,
+    uuid: grant.uuid,
+    name: grant.name,
+    node: grant.node,
+    env: () => ({ CUDA_VISIBLE_DEVICES: grant.uuid }),
+  };
   let result: T;
   try {
     result = await fn({ grant, device, signal: controller.signal, allow: (pid) => client.allow(grant, pid) });
@@ -235,69 +288,33 @@ async function followQueue(response: Response, o: AgentScheduleOptions): Promise
       data = event.data;
     }
     if (event.event === "ping") {
-      if (isRecord(data)) o.onQueue?.({ position: numOrNull(data["position"]), reason: strOrNull(data["reason"]) as QueueReason | null, etaS: numOrNull(data["eta_s"]) });
+      if (isRecord(data))
+        o.onQueue?.({
+          position: numOrNull(data["position"]),
+          reason: strOrNull(data["reason"]) as QueueReason | null,
+          etaS: numOrNull(data["eta_s"]),
+        });
     } else if (event.event === "succeeded") {
       return decodeGrant(data);
     } else if (event.event === "failed") {
       const detail = isRecord(data) ? str(data["detail"]) : String(data);
-      throw problemToError(normalizeProblem(isRecord(data) ? data : {}, isRecord(data) && typeof data["status"] === "number" ? data["status"] : 503, detail || "The queued request failed."));
+      throw problemToError(
+        normalizeProblem(
+          isRecord(data) ? data : {},
+          isRecord(data) && typeof data["status"] === "number" ? data["status"] : 503,
+          detail || "The queued request failed.",
+        ),
+      );
     }
   }
   if (o.signal?.aborted === true) throw o.signal.reason;
-  throw new ServerUnavailableError(sdkProblem("server_unavailable", "gpupool agent unavailable", 0, "The agent's queue stream ended without a grant or a failure."), { url: response.url });
-}
-
-function decodeGrant(v: unknown): AgentGrant {
-  if (!isRecord(v) || typeof v["allowToken"] !== "string" || typeof v["nvidiaUUID"] !== "string") throw invalid("a grant without allowToken or nvidiaUUID");
-  const deadline = typeof v["deadline"] === "string" ? new Date(v["deadline"]) : null;
-  return {
-    allowToken: v["allowToken"],
-    leaseId: strOrNull(v["leaseId"]),
-    index: num(v["nvidiaIndex"]),
-    uuid: v["nvidiaUUID"],
-    name: strOrNull(v["name"]),
-    node: strOrNull(v["node"]),
-    idle: v["idle"] === true,
-    deadline: deadline !== null && !Number.isNaN(deadline.getTime()) ? deadline : null,
-  };
-}
-
-/**
- * A refusal as a typed error. The agent's answers carry the pool's problem; a bare 429 from
- * another device API (`{left, wait}` only) is read the way the `spaces` client reads it.
- */
-async function errorOf(method: string, url: string, response: Response): Promise<GpupoolError> {
-  const text = await response.text().catch(() => "");
-  let body: unknown = null;
-  try {
-    body = text === "" ? null : (JSON.parse(text) as unknown);
-  } catch {
-    // not JSON: described from the status below
-  }
-  const record = isRecord(body) ? body : {};
-  if (response.status === 429 && typeof record["code"] !== "string") {
-    const wait = num(record["wait"]);
-    const code = wait < 0 ? "duration_too_long" : wait === 0 ? "runs_exceeded" : "quota_exceeded";
-    body = { ...record, code, detail: code === "quota_exceeded" ? `GPU quota exceeded: ${num(record["left"])}s left; try again in ${wait}s.` : `Refused (${code}).` };
-  }
-  const fallback = response.headers.get("x-gpupool-detail") ?? `${method} ${url} answered ${response.status}.`;
-  const problem = normalizeProblem(body, response.status, fallback);
-  if (response.status >= 500 && problem.code !== "no_gpu_available") {
-    return new ServerUnavailableError(problem, { url, message: `The gpupool agent at ${url} could not serve the request (${response.status}): ${problem.detail}` });
-  }
-  return problemToError(problem);
-}
-
-function invalid(what: string): GpupoolError {
-  return new GpupoolError(sdkProblem("invalid_response", "Invalid response", 0, `The gpupool agent sent ${what}; is the URL a gpupool agent's device API (http://127.0.0.1:7071/apps/<app-key>)?`));
-}
-
-function reasonOf(error: unknown): string {
-  const parts: string[] = [];
-  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
-    const code = (e as { code?: unknown }).code;
-    const text = e.message === "fetch failed" ? (typeof code === "string" ? code : "") : e.message;
-    if (text !== "" && !parts.includes(text)) parts.push(text);
-  }
-  return parts.join("; ") || String(error);
+  throw new ServerUnavailableError(
+    sdkProblem(
+      "server_unavailable",
+      "gpupool agent unavailable",
+      0,
+      "The agent's queue stream ended without a grant or a failure.",
+    ),
+    { url: response.url },
+  );
 }
