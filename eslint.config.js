@@ -30,6 +30,14 @@ export default tseslint.config(
   },
   {
     files: ["bench/**/*.js", "packages/*/bin/*.js", "eslint.config.js"],
-    languageOptions: { globals: { process: "readonly", console: "readonly", performance: "readonly", URL: "readonly", setTimeout: "readonly" } },
+    languageOptions: {
+      globals: {
+        process: "readonly",
+        console: "readonly",
+        performance: "readonly",
+        URL: "readonly",
+        setTimeout: "readonly",
+      },
+    },
   },
 );

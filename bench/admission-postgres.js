@@ -72,7 +72,15 @@ async function openSide(init) {
     const pool = new pg.Pool({ connectionString: init.url, max: PEER_POOL });
     const limiter = await new Promise((resolve, reject) => {
       const l = new RateLimiterPostgres(
-        { storeClient: pool, storeType: "pool", schemaName: init.schema, tableName: "rl", points: 1_000_000_000, duration: 86_400, clearExpiredByTimeout: false },
+        {
+          storeClient: pool,
+          storeType: "pool",
+          schemaName: init.schema,
+          tableName: "rl",
+          points: 1_000_000_000,
+          duration: 86_400,
+          clearExpiredByTimeout: false,
+        },
         (err) => (err ? reject(err) : resolve(l)),
       );
     });
@@ -124,7 +132,10 @@ function spawnChild(init) {
   // The setup goes in the environment (a message sent before the child listens would be lost;
   // argv would show a database password to ps).
   const env = { ...process.env, GPUPOOL_BENCH_CHILD: JSON.stringify(init) };
-  const proc = fork(fileURLToPath(import.meta.url), ["--pg-child"], { env, stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const proc = fork(fileURLToPath(import.meta.url), ["--pg-child"], {
+    env,
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
   const inbox = [];
   const waiters = [];
   let failure = null;
@@ -168,7 +179,9 @@ async function serverCounters(url) {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
-    const db = await client.query("SELECT xact_commit::float8 AS commits FROM pg_stat_database WHERE datname = current_database()");
+    const db = await client.query(
+      "SELECT xact_commit::float8 AS commits FROM pg_stat_database WHERE datname = current_database()",
+    );
     let wal = { bytes: null, syncs: null };
     try {
       const w = await client.query("SELECT wal_bytes::float8 AS bytes, wal_sync::float8 AS syncs FROM pg_stat_wal");
@@ -205,7 +218,16 @@ export async function measure(url, side, replicas) {
     const perReplica = CALLERS / replicas;
     const ready = [];
     for (let r = 0; r < replicas; r++) {
-      const c = spawnChild({ side, url, schema, callers: perReplica, offset: r * perReplica, stride: CALLERS, warmupMs: WARMUP_MS, measureMs: MEASURE_MS });
+      const c = spawnChild({
+        side,
+        url,
+        schema,
+        callers: perReplica,
+        offset: r * perReplica,
+        stride: CALLERS,
+        warmupMs: WARMUP_MS,
+        measureMs: MEASURE_MS,
+      });
       children.push(c);
       // The first replica migrates the schema and takes the lead before the others start.
       if (r === 0) ready.push(await c.next("ready"));
@@ -223,7 +245,8 @@ export async function measure(url, side, replicas) {
     const granted = results.reduce((n, x) => n + x.granted, 0);
     const total = results.reduce((n, x) => n + x.total, 0);
     const latencies = results.flatMap((x) => x.latencies).sort((a, b) => a - b);
-    const at = (q) => (latencies.length === 0 ? null : latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]);
+    const at = (q) =>
+      latencies.length === 0 ? null : latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
     const kinds = {};
     for (const x of results) for (const [k, n] of Object.entries(x.kinds)) kinds[k] = (kinds[k] ?? 0) + n;
     const perCycle = (a, b) => (a === null || b === null ? null : (after[a] - before[a]) / b);
@@ -242,7 +265,9 @@ export async function measure(url, side, replicas) {
     };
   } finally {
     for (const c of children) c.kill();
-    await admin(url, `DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch((err) => console.error(`could not drop schema ${schema}: ${err.message}`));
+    await admin(url, `DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch((err) =>
+      console.error(`could not drop schema ${schema}: ${err.message}`),
+    );
   }
 }
 
@@ -255,7 +280,11 @@ export async function database() {
   // BENCH_PG_SYNCHRONOUS_COMMIT=off shows how much of a figure is waiting for WAL flushes.
   const sc = process.env.BENCH_PG_SYNCHRONOUS_COMMIT;
   const cluster = await startCluster(bin, sc ? { synchronous_commit: sc } : {});
-  return { url: cluster.url, where: `throwaway cluster (${bin}, ${cluster.url.replace(/^postgres:\/\/[^@]*@/, "")})`, stop: cluster.stop };
+  return {
+    url: cluster.url,
+    where: `throwaway cluster (${bin}, ${cluster.url.replace(/^postgres:\/\/[^@]*@/, "")})`,
+    stop: cluster.stop,
+  };
 }
 
 const describe = (m) =>
@@ -275,7 +304,9 @@ export async function main() {
     const client = new pg.Client({ connectionString: db.url });
     await client.connect();
     try {
-      const r = await client.query("SELECT current_setting('server_version') AS v, current_setting('fsync') AS fsync, current_setting('synchronous_commit') AS sc");
+      const r = await client.query(
+        "SELECT current_setting('server_version') AS v, current_setting('fsync') AS fsync, current_setting('synchronous_commit') AS sc",
+      );
       return r.rows[0];
     } finally {
       await client.end();
@@ -283,7 +314,9 @@ export async function main() {
   })();
   const cores = availableParallelism();
   console.log(`PostgreSQL ${server.v} from ${db.where}; fsync=${server.fsync}, synchronous_commit=${server.sc}`);
-  console.log(`${CALLERS} concurrent callers, ${KEYS} keys, ${WARMUP_MS / 1000}s warm-up + ${MEASURE_MS / 1000}s window per measurement, ${ROUNDS} rounds; ${cores} cores shared by the replicas, the peer and PostgreSQL`);
+  console.log(
+    `${CALLERS} concurrent callers, ${KEYS} keys, ${WARMUP_MS / 1000}s warm-up + ${MEASURE_MS / 1000}s window per measurement, ${ROUNDS} rounds; ${cores} cores shared by the replicas, the peer and PostgreSQL`,
+  );
   const stopOnSignal = () => {
     db.stop();
     process.exit(130);
@@ -303,13 +336,19 @@ export async function main() {
         const [name, side, replicas] = sides[(s + r) % sides.length];
         const m = await measure(db.url, side, replicas);
         runs[name].push(m);
-        if (m.notGranted > 0) console.error(`warning: ${m.notGranted} admissions were not granted in the window (${JSON.stringify(m.kinds)})`);
-        if (name === "three" && m.leaders !== 1) console.error(`warning: ${m.leaders} replicas led during the 3-replica measurement (expected 1)`);
+        if (m.notGranted > 0)
+          console.error(
+            `warning: ${m.notGranted} admissions were not granted in the window (${JSON.stringify(m.kinds)})`,
+          );
+        if (name === "three" && m.leaders !== 1)
+          console.error(`warning: ${m.leaders} replicas led during the 3-replica measurement (expected 1)`);
       }
       const [o, t, p] = [runs.one.at(-1), runs.three.at(-1), runs.peer.at(-1)];
       console.log(`round ${r + 1}:`);
       console.log(`  gpupool, 1 replica:  ${describe(o)}`);
-      console.log(`  gpupool, 3 replicas: ${describe(t)}; per replica ${t.perReplica.map((x) => round(x)).join(" / ")} (leader first)`);
+      console.log(
+        `  gpupool, 3 replicas: ${describe(t)}; per replica ${t.perReplica.map((x) => round(x)).join(" / ")} (leader first)`,
+      );
       console.log(`  RateLimiterPostgres: ${describe(p)}`);
     }
     const med = (name, key) => {

@@ -36,7 +36,12 @@ export const benchConfig = (storageUrl, port = 0) =>
   normalizeConfig({
     server: { port },
     storage: { url: storageUrl },
-    quota: { tiers: { anonymous: { quota: "7d", max_duration: "60s" }, pro: { quota: "7d", priority: 3, max_duration: "60s" } } },
+    quota: {
+      tiers: {
+        anonymous: { quota: "7d", max_duration: "60s" },
+        pro: { quota: "7d", priority: 3, max_duration: "60s" },
+      },
+    },
     pool: { simulated: [{ node: "bench", gpus: 64 }] },
     log: { level: "silent" },
   });
@@ -64,8 +69,17 @@ export const keyOf = (i) => `10.0.${(i % KEYS) >> 8}.${i % KEYS}`;
 export function admitReleaseCycle(leases, policy, { allowQueued = false } = {}) {
   const size = policy.sizes.large;
   return async (i) => {
-    const r = await leases.admit({ appId: null, charged: { kind: "ip", id: keyOf(i) }, via: "ip-token", durationMs: 1000, size, queue: true, node: null });
-    if (r.kind === "denied" || (r.kind === "queued" && !allowQueued)) throw new Error(`expected a grant, got ${r.kind}${r.kind === "denied" ? `: ${r.problem.detail}` : ""}`);
+    const r = await leases.admit({
+      appId: null,
+      charged: { kind: "ip", id: keyOf(i) },
+      via: "ip-token",
+      durationMs: 1000,
+      size,
+      queue: true,
+      node: null,
+    });
+    if (r.kind === "denied" || (r.kind === "queued" && !allowQueued))
+      throw new Error(`expected a grant, got ${r.kind}${r.kind === "denied" ? `: ${r.problem.detail}` : ""}`);
     await leases.release(r.lease.id, false);
     return r.kind;
   };
@@ -96,7 +110,10 @@ async function peerInProcess(dir) {
   db.pragma("journal_mode = WAL");
   db.pragma("synchronous = NORMAL");
   const limiter = await new Promise((resolve, reject) => {
-    const l = new RateLimiterSQLite({ storeClient: db, storeType: "better-sqlite3", tableName: "rl", points: 1_000_000_000, duration: 86_400 }, (err) => (err ? reject(err) : resolve(l)));
+    const l = new RateLimiterSQLite(
+      { storeClient: db, storeType: "better-sqlite3", tableName: "rl", points: 1_000_000_000, duration: 86_400 },
+      (err) => (err ? reject(err) : resolve(l)),
+    );
   });
   const result = await measure(async (i) => {
     const key = keyOf(i);
@@ -132,7 +149,9 @@ if (process.argv[2] === "--inprocess") {
 
 function load(opts) {
   return new Promise((resolve, reject) => {
-    const child = fork(fileURLToPath(new URL("./http-load.js", import.meta.url)), { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    const child = fork(fileURLToPath(new URL("./http-load.js", import.meta.url)), {
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
     child.once("message", (m) => {
       child.kill();
       resolve(m);
@@ -163,7 +182,15 @@ if (process.argv[2] === "--serve") {
     const server = await createServer(config(dir), { adminToken: admin, logger: pino({ level: "silent" }) });
     const url = await server.listen();
     const now = Date.now();
-    const post = async (path, body) => (await server.app.inject({ method: "POST", url: path, headers: { authorization: `Bearer ${admin}` }, payload: body })).json();
+    const post = async (path, body) =>
+      (
+        await server.app.inject({
+          method: "POST",
+          url: path,
+          headers: { authorization: `Bearer ${admin}` },
+          payload: body,
+        })
+      ).json();
     await post("/v1/admin/users", { name: `owner${now}`, tier: "pro" });
     const { key } = await post("/v1/admin/apps", { name: `bench${now}`, owner: `owner${now}` });
     ready = { url, key };
@@ -198,11 +225,23 @@ async function serveAndLoad(side, dir, script = THIS_SCRIPT) {
   const { ready } = await next();
   server.send("start");
   await next();
-  const result = await load({ url: ready.url, mode: side, key: ready.key, connections: CONNECTIONS, duration: HTTP_SECONDS });
+  const result = await load({
+    url: ready.url,
+    mode: side,
+    key: ready.key,
+    connections: CONNECTIONS,
+    duration: HTTP_SECONDS,
+  });
   server.send("stop");
   const { cpuUs, busy } = await next();
-  if (side === "lease" && (result.non2xx > 0 || result.errors > 0)) console.error(`warning: ${result.non2xx} non-2xx and ${result.errors} errors in the lease run`);
-  return { ...result, cpuUsPerRequest: cpuUs / result.total, busy, clientCpuUsPerRequest: result.clientCpuUs / result.total };
+  if (side === "lease" && (result.non2xx > 0 || result.errors > 0))
+    console.error(`warning: ${result.non2xx} non-2xx and ${result.errors} errors in the lease run`);
+  return {
+    ...result,
+    cpuUsPerRequest: cpuUs / result.total,
+    busy,
+    clientCpuUsPerRequest: result.clientCpuUs / result.total,
+  };
 }
 
 /**
@@ -246,13 +285,19 @@ export async function main(args = []) {
       const sides = [
         () => isolated("gpupool", mkdtempSync(join(dir, "g"))).then((m) => ours.push(m)),
         () => isolated("peer", mkdtempSync(join(dir, "p"))).then((m) => peer.push(m)),
-        ...(baseline ? [() => isolated("gpupool", mkdtempSync(join(dir, "b")), baseline).then((m) => old.push(m))] : []),
+        ...(baseline
+          ? [() => isolated("gpupool", mkdtempSync(join(dir, "b")), baseline).then((m) => old.push(m))]
+          : []),
       ];
       for (let i = 0; i < sides.length; i++) await sides[(i + r) % sides.length]();
       const o = ours.at(-1);
       const p = peer.at(-1);
-      const b = baseline ? `; baseline build ${round(old.at(-1).conc)} cycles/s (this build / baseline ${round(o.conc / old.at(-1).conc, 2)})` : "";
-      console.log(`round ${r + 1}: ${CONCURRENT} concurrent callers: gpupool ${round(o.conc)} cycles/s, RateLimiterSQLite ${round(p.conc)} cycles/s (ratio ${round(o.conc / p.conc, 2)}); one caller: gpupool ${round(o.seq)}, RateLimiterSQLite ${round(p.seq)}${b}`);
+      const b = baseline
+        ? `; baseline build ${round(old.at(-1).conc)} cycles/s (this build / baseline ${round(o.conc / old.at(-1).conc, 2)})`
+        : "";
+      console.log(
+        `round ${r + 1}: ${CONCURRENT} concurrent callers: gpupool ${round(o.conc)} cycles/s, RateLimiterSQLite ${round(p.conc)} cycles/s (ratio ${round(o.conc / p.conc, 2)}); one caller: gpupool ${round(o.seq)}, RateLimiterSQLite ${round(p.seq)}${b}`,
+      );
     }
     const http = [];
     for (let r = 0; r < HTTP_ROUNDS; r++) {
@@ -261,7 +306,9 @@ export async function main(args = []) {
       console.log(
         `http round ${r + 1}: lease+release ${round(h.lease.requestsPerS)} req/s (p99 ${h.lease.p99Ms} ms, ${round(h.lease.cpuUsPerRequest)} µs server CPU/request, event loop ${round(h.lease.busy * 100)}% busy), ` +
           `no-op ceiling ${round(h.ceiling.requestsPerS)} req/s (${round(h.ceiling.cpuUsPerRequest)} µs/request, ${round(h.ceiling.busy * 100)}% busy), ratio ${round(h.lease.requestsPerS / h.ceiling.requestsPerS, 2)}` +
-          (h.baseline ? `; baseline build ${round(h.baseline.requestsPerS)} req/s (${round(h.baseline.cpuUsPerRequest)} µs/request; this build / baseline ${round(h.lease.requestsPerS / h.baseline.requestsPerS, 2)})` : ""),
+          (h.baseline
+            ? `; baseline build ${round(h.baseline.requestsPerS)} req/s (${round(h.baseline.cpuUsPerRequest)} µs/request; this build / baseline ${round(h.lease.requestsPerS / h.baseline.requestsPerS, 2)})`
+            : ""),
       );
     }
     // Ratios are the median of each round's ratio: the two sides of a round ran back to back, so

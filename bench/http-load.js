@@ -20,7 +20,11 @@ process.once("message", async (opts) => {
           {
             method: "POST",
             headers,
-            setupRequest: (req, context) => ({ ...req, path: `/v1/leases/${context.id ?? "missing"}/release`, body: "{}" }),
+            setupRequest: (req, context) => ({
+              ...req,
+              path: `/v1/leases/${context.id ?? "missing"}/release`,
+              body: "{}",
+            }),
           },
         ]
       : [{ method: "POST", path: "/noop", headers, body: JSON.stringify({ duration: 1 }) }];

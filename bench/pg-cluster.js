@@ -18,7 +18,9 @@ export function findPostgresBin() {
   for (const dir of (process.env.PATH ?? "").split(delimiter)) if (dir && has(dir)) return dir;
   const root = "/usr/lib/postgresql";
   if (!existsSync(root)) return null;
-  const versions = readdirSync(root).filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a));
+  const versions = readdirSync(root)
+    .filter((v) => /^\d+$/.test(v))
+    .sort((a, b) => Number(b) - Number(a));
   for (const v of versions) if (has(join(root, v, "bin"))) return join(root, v, "bin");
   return null;
 }
@@ -62,11 +64,15 @@ export async function startCluster(binDir, settings = {}) {
     chmodSync(dir, 0o700);
   }
   const run = (program, args) => {
-    const [cmd, argv] = user ? ["runuser", ["-u", user.name, "--", join(binDir, program), ...args]] : [join(binDir, program), args];
+    const [cmd, argv] = user
+      ? ["runuser", ["-u", user.name, "--", join(binDir, program), ...args]]
+      : [join(binDir, program), args];
     const r = spawnSync(cmd, argv, { encoding: "utf8", cwd: dir, env: { ...process.env, LC_ALL: "C", LANG: "C" } });
     if (r.status !== 0) {
       const log = existsSync(join(dir, "log")) ? readFileSync(join(dir, "log"), "utf8").slice(-2_000) : "";
-      throw new Error(`${program} failed (exit ${r.status ?? r.signal}): ${r.stderr || r.stdout}${r.error ? String(r.error) : ""}\n${log}`);
+      throw new Error(
+        `${program} failed (exit ${r.status ?? r.signal}): ${r.stderr || r.stdout}${r.error ? String(r.error) : ""}\n${log}`,
+      );
     }
   };
   try {

@@ -17,7 +17,11 @@ if (storageAt >= 0) {
   rest.splice(storageAt, arg.includes("=") ? 1 : 2);
   const byStorage = { sqlite: file, postgres: name === "admission" ? "./admission-postgres.js" : null };
   if (!byStorage[storage]) {
-    console.error(`--storage ${storage ?? "(missing)"}: the ${name} benchmark runs on ${Object.keys(byStorage).filter((k) => byStorage[k]).join(", ")}`);
+    console.error(
+      `--storage ${storage ?? "(missing)"}: the ${name} benchmark runs on ${Object.keys(byStorage)
+        .filter((k) => byStorage[k])
+        .join(", ")}`,
+    );
     process.exit(2);
   }
   file = byStorage[storage];

@@ -65,7 +65,11 @@ class SortedArrayQueue {
     return this.items.length;
   }
   enqueue(request) {
-    const e = { request, rankClass: request.priority - Math.floor(request.queuedAt / AGING_STEP_MS), shareStep: Math.floor((request.quotaLeftShare ?? 1) * 20) };
+    const e = {
+      request,
+      rankClass: request.priority - Math.floor(request.queuedAt / AGING_STEP_MS),
+      shareStep: Math.floor((request.quotaLeftShare ?? 1) * 20),
+    };
     this.items.splice(this.lowerBound(e), 0, e);
     this.byId.set(request.leaseId, e);
   }
@@ -104,9 +108,20 @@ export function run(kind, queued, cycles = CYCLES) {
   const random = rng(42);
   // Node k is dedicated when it brings the count of dedicated nodes up to the share: spread evenly.
   const dedicated = (k) => Math.floor((k + 1) * DEDICATED) > Math.floor(k * DEDICATED);
-  const devices = Array.from({ length: GPUS }, (_, i) => ({ node: `n${i >> 3}`, index: i & 7, uuid: `GPU-${i}`, name: "H100", memoryMb: 81_920, slots: 2, ...(dedicated(i >> 3) ? { dedicated: true } : {}) }));
+  const devices = Array.from({ length: GPUS }, (_, i) => ({
+    node: `n${i >> 3}`,
+    index: i & 7,
+    uuid: `GPU-${i}`,
+    name: "H100",
+    memoryMb: 81_920,
+    slots: 2,
+    ...(dedicated(i >> 3) ? { dedicated: true } : {}),
+  }));
   const pool = new Pool(devices);
-  const scheduler = kind === "gpupool" ? new PriorityScheduler({ agingStepMs: AGING_STEP_MS, holdAfterMs: 15_000 }) : new SortedArrayQueue();
+  const scheduler =
+    kind === "gpupool"
+      ? new PriorityScheduler({ agingStepMs: AGING_STEP_MS, holdAfterMs: 15_000 })
+      : new SortedArrayQueue();
   const appActive = new Map();
   const limited = (app) => app % 20 === 0; // one app in twenty has max_concurrency 8
   const concurrency = { active: (app) => appActive.get(app) ?? 0, limit: (app) => (limited(app) ? 8 : null) };
@@ -228,7 +243,9 @@ export async function main() {
     ours[key] = round(median(a));
     peer[key] = round(median(b));
     ratio[key] = round(median(a) / median(b), 2);
-    console.log(`${String(queued).padStart(7)} queued, ${GPUS * 2} slots: gpupool ${ours[key].toLocaleString("en")} events/s, sorted array ${peer[key].toLocaleString("en")} events/s (×${ratio[key]})`);
+    console.log(
+      `${String(queued).padStart(7)} queued, ${GPUS * 2} slots: gpupool ${ours[key].toLocaleString("en")} events/s, sorted array ${peer[key].toLocaleString("en")} events/s (×${ratio[key]})`,
+    );
   }
   console.log(
     JSON.stringify({
@@ -238,7 +255,8 @@ export async function main() {
       rounds: ROUNDS,
       ...(BOUND > 0 ? { bound_share: BOUND } : {}),
       ...(DEDICATED > 0 ? { dedicated_node_share: DEDICATED } : {}),
-      event_mix: "per cycle: release+dispatch, enqueue+dispatch, remove oldest (timeout), enqueue+dispatch, position; enqueue+dispatch to top the queue up",
+      event_mix:
+        "per cycle: release+dispatch, enqueue+dispatch, remove oldest (timeout), enqueue+dispatch, position; enqueue+dispatch to top the queue up",
       events_per_s: ours,
       peer: "sorted array (binary search + splice, front-to-back dispatch scan), same order",
       peer_events_per_s: peer,

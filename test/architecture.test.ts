@@ -15,13 +15,17 @@ const server = join(root, "packages/server/src");
 const core = join(root, "packages/core/src");
 
 function sources(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? sources(join(dir, e.name)) : e.name.endsWith(".ts") ? [join(dir, e.name)] : []));
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? sources(join(dir, e.name)) : e.name.endsWith(".ts") ? [join(dir, e.name)] : [],
+  );
 }
 
 /** The files a source file imports (relative imports only, type imports included), resolved. */
 function importsOf(file: string): string[] {
   const text = readFileSync(file, "utf8");
-  return [...text.matchAll(/^(?:import|export)[^;]*?from "(\.{1,2}\/[^"]+)\.js";/gms)].map((m) => resolve(dirname(file), `${m[1]}.ts`));
+  return [...text.matchAll(/^(?:import|export)[^;]*?from "(\.{1,2}\/[^"]+)\.js";/gms)].map((m) =>
+    resolve(dirname(file), `${m[1]}.ts`),
+  );
 }
 
 /** The top folder of the server's src a file is in ("http", "use-cases", …; "." for the files at the top). */
@@ -62,7 +66,10 @@ describe("the server's shape", () => {
   });
 
   it("the engine runner knows no use case (it is handed what to rebuild)", () => {
-    for (const file of sources(join(server, "engine"))) expect(importsOf(file).filter((t) => layer(t) !== "engine" && layer(t) !== "storage" && layer(t) !== ".")).toEqual([]);
+    for (const file of sources(join(server, "engine")))
+      expect(
+        importsOf(file).filter((t) => layer(t) !== "engine" && layer(t) !== "storage" && layer(t) !== "."),
+      ).toEqual([]);
   });
 
   it("routes only parse, call a use case and serialize: no store, no transaction", () => {
@@ -77,7 +84,10 @@ describe("the server's shape", () => {
   });
 
   it("one function decides admission, and the pool's and the quota's refusal texts live beside it in core", () => {
-    const deciders = [...serverFiles, ...sources(core)].filter((f) => /\bdecideAdmission\(/.test(text(f))).map(rel).sort();
+    const deciders = [...serverFiles, ...sources(core)]
+      .filter((f) => /\bdecideAdmission\(/.test(text(f)))
+      .map(rel)
+      .sort();
     expect(deciders).toEqual([
       "packages/core/src/leases/admission.ts",
       "packages/core/src/simulator/simulator.ts",
@@ -89,12 +99,20 @@ describe("the server's shape", () => {
     const reserving = [...serverFiles, ...sources(core)].filter((f) => /[^n]reserve\(\{/.test(text(f))).map(rel);
     expect(reserving).toEqual(["packages/core/src/leases/admission.ts"]);
     // Refusals for quota or the pool are written only in core.
-    const writers = serverFiles.filter((f) => /problem\("(quota_exceeded|duration_too_long|runs_exceeded)"|reason: "(queue_full|queue_disabled|no_capacity|node_not_registered)"/.test(text(f))).map(rel);
+    const writers = serverFiles
+      .filter((f) =>
+        /problem\("(quota_exceeded|duration_too_long|runs_exceeded)"|reason: "(queue_full|queue_disabled|no_capacity|node_not_registered)"/.test(
+          text(f),
+        ),
+      )
+      .map(rel);
     expect(writers).toEqual([]);
   });
 
   it("no source file is over 400 lines", () => {
-    const files = [...sources(join(root, "packages"))].filter((f) => f.includes("/src/") && !f.includes("/node_modules/") && !f.includes("/dist/"));
+    const files = [...sources(join(root, "packages"))].filter(
+      (f) => f.includes("/src/") && !f.includes("/node_modules/") && !f.includes("/dist/"),
+    );
     const long = files.map((f) => ({ file: rel(f), lines: text(f).split("\n").length })).filter((f) => f.lines > 400);
     expect(long).toEqual([]);
   });

@@ -35,7 +35,8 @@ function closed(value: unknown): unknown {
   if (typeof value !== "object" || value === null) return value;
   const out: Record<string, unknown> = {};
   for (const [key, inner] of Object.entries(value)) out[key] = closed(inner);
-  if (out["type"] === "object" && typeof out["properties"] === "object" && !("additionalProperties" in out)) out["additionalProperties"] = false;
+  if (out["type"] === "object" && typeof out["properties"] === "object" && !("additionalProperties" in out))
+    out["additionalProperties"] = false;
   return out;
 }
 
@@ -89,7 +90,10 @@ function snippet(body: unknown): string {
 function errorsOf(fn: ValidateFunction): string {
   return (fn.errors ?? [])
     .slice(0, 8)
-    .map((e) => `${e.instancePath || "(root)"} ${e.message ?? "is invalid"}${e.params && Object.keys(e.params).length > 0 ? ` ${JSON.stringify(e.params)}` : ""}`)
+    .map(
+      (e) =>
+        `${e.instancePath || "(root)"} ${e.message ?? "is invalid"}${e.params && Object.keys(e.params).length > 0 ? ` ${JSON.stringify(e.params)}` : ""}`,
+    )
     .join("; ");
 }
 
@@ -123,19 +127,29 @@ export function checkResponse(response: ReceivedResponse): string {
   const path = new URL(response.url, "http://localhost").pathname;
   const what = `${method} ${path} → ${response.status}`;
   const route = c.routes.find((r) => r.method === method && r.pattern.test(path));
-  if (route === undefined) throw new ContractMismatch(`${what}: no such operation in the contract (undocumented route). Add it to packages/contract/src/openapi/operations.ts.`);
+  if (route === undefined)
+    throw new ContractMismatch(
+      `${what}: no such operation in the contract (undocumented route). Add it to packages/contract/src/openapi/operations.ts.`,
+    );
   const documented = route.op.responses[String(response.status)];
   if (documented === undefined) {
     throw new ContractMismatch(
       `${what}: status ${response.status} is not documented for ${method} ${route.template} (documented: ${Object.keys(route.op.responses).join(", ")}). Body: ${snippet(response.body)}`,
     );
   }
-  const contentType = typeof response.contentType === "string" ? response.contentType : Array.isArray(response.contentType) ? String(response.contentType[0]) : "";
+  const contentType =
+    typeof response.contentType === "string"
+      ? response.contentType
+      : Array.isArray(response.contentType)
+        ? String(response.contentType[0])
+        : "";
   const mediaType = contentType.split(";")[0]?.trim().toLowerCase() ?? "";
   const content = documented.content ?? {};
   const media = content[mediaType];
   if (media === undefined) {
-    throw new ContractMismatch(`${what}: content type "${contentType}" is not documented for this status (documented: ${Object.keys(content).join(", ") || "no body"}).`);
+    throw new ContractMismatch(
+      `${what}: content type "${contentType}" is not documented for this status (documented: ${Object.keys(content).join(", ") || "no body"}).`,
+    );
   }
   const key = `${route.op.operationId} ${response.status} ${mediaType}`;
   if (mediaType === "application/json" || mediaType === "application/problem+json") {
@@ -148,14 +162,20 @@ export function checkResponse(response: ReceivedResponse): string {
       }
     }
     const fn = validator(c, key, media["schema"]);
-    if (!fn(body)) throw new ContractMismatch(`${what}: the body does not match the contract (${errorsOf(fn)}). Body: ${snippet(body)}`);
+    if (!fn(body))
+      throw new ContractMismatch(
+        `${what}: the body does not match the contract (${errorsOf(fn)}). Body: ${snippet(body)}`,
+      );
   } else if (mediaType === "text/event-stream") {
     if (typeof response.body !== "string") throw new ContractMismatch(`${what}: expected the event stream as text.`);
     const schemas = (media["x-events"] ?? {}) as Record<string, JsonSchema>;
     const events = serverSentEvents(response.body);
     for (const [i, e] of events.entries()) {
       const schema = schemas[e.event];
-      if (schema === undefined) throw new ContractMismatch(`${what}: event ${i} is "${e.event}", which the contract does not name (${Object.keys(schemas).join(", ")}).`);
+      if (schema === undefined)
+        throw new ContractMismatch(
+          `${what}: event ${i} is "${e.event}", which the contract does not name (${Object.keys(schemas).join(", ")}).`,
+        );
       let data: unknown;
       try {
         data = JSON.parse(e.data) as unknown;
@@ -163,7 +183,10 @@ export function checkResponse(response: ReceivedResponse): string {
         throw new ContractMismatch(`${what}: the data of event ${i} ("${e.event}") is not JSON: ${snippet(e.data)}`);
       }
       const fn = validator(c, `${key} ${e.event}`, schema);
-      if (!fn(data)) throw new ContractMismatch(`${what}: event ${i} ("${e.event}") does not match the contract (${errorsOf(fn)}). Data: ${snippet(data)}`);
+      if (!fn(data))
+        throw new ContractMismatch(
+          `${what}: event ${i} ("${e.event}") does not match the contract (${errorsOf(fn)}). Data: ${snippet(data)}`,
+        );
     }
   } else if (typeof response.body !== "string") {
     throw new ContractMismatch(`${what}: expected a ${mediaType} body as text.`);
@@ -184,10 +207,15 @@ export function checkServerResponse(response: ReceivedResponse): string | null {
   const what = `${method} ${path} → ${response.status}`;
   const contentType = typeof response.contentType === "string" ? response.contentType : "";
   if (response.status !== 404 || !contentType.startsWith("application/problem+json")) {
-    throw new ContractMismatch(`${what}: no such operation in the contract, and the answer is not a 404 problem (undocumented route). Body: ${snippet(response.body)}`);
+    throw new ContractMismatch(
+      `${what}: no such operation in the contract, and the answer is not a 404 problem (undocumented route). Body: ${snippet(response.body)}`,
+    );
   }
   const fn = validator(c, "unknown route 404", { $ref: "#/components/schemas/NotFoundProblem" });
-  if (!fn(response.body)) throw new ContractMismatch(`${what}: the 404 for an unknown route is not a not_found problem (${errorsOf(fn)}). Body: ${snippet(response.body)}`);
+  if (!fn(response.body))
+    throw new ContractMismatch(
+      `${what}: the 404 for an unknown route is not a not_found problem (${errorsOf(fn)}). Body: ${snippet(response.body)}`,
+    );
   return null;
 }
 

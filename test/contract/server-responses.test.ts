@@ -29,14 +29,19 @@ async function server(raw: Record<string, unknown> = {}): Promise<TestServer & {
 function withChecks(t: TestServer): TestServer & { checked: TestServer["call"] } {
   const checked: TestServer["call"] = async (method, url, opts) => {
     const r = await t.call(method, url, opts);
-    driven.add(`${checkResponse({ method, url, status: r.status, contentType: r.headers["content-type"], body: r.body })} ${r.status}`);
+    driven.add(
+      `${checkResponse({ method, url, status: r.status, contentType: r.headers["content-type"], body: r.body })} ${r.status}`,
+    );
     return r;
   };
   return Object.assign(t, { checked });
 }
 
 function expectStatus(r: Call, status: number, code?: string): void {
-  expect({ status: r.status, code: (r.body as { code?: string } | null)?.code }, JSON.stringify(r.body)).toEqual({ status, code });
+  expect({ status: r.status, code: (r.body as { code?: string } | null)?.code }, JSON.stringify(r.body)).toEqual({
+    status,
+    code,
+  });
 }
 
 /** A user, an app and an edge, with their credentials. */
@@ -50,8 +55,15 @@ async function principals(t: TestServer & { checked: TestServer["call"] }) {
 }
 
 /** Reads a Server-Sent Events response to its end (the stream ends at a lease's outcome). */
-async function readStream(url: string, token: string, timeoutMs = 10_000): Promise<{ status: number; contentType: string | null; text: string }> {
-  const res = await fetch(url, { headers: { authorization: `Bearer ${token}`, accept: "text/event-stream" }, signal: AbortSignal.timeout(timeoutMs) });
+async function readStream(
+  url: string,
+  token: string,
+  timeoutMs = 10_000,
+): Promise<{ status: number; contentType: string | null; text: string }> {
+  const res = await fetch(url, {
+    headers: { authorization: `Bearer ${token}`, accept: "text/event-stream" },
+    signal: AbortSignal.timeout(timeoutMs),
+  });
   return { status: res.status, contentType: res.headers.get("content-type"), text: await res.text() };
 }
 
@@ -104,35 +116,100 @@ describe("the server's responses match the contract", () => {
     expectStatus(created, 201);
     const ada = created.body as { id: string; token: string };
     expectStatus(await t.checked("POST", "/v1/admin/users", { token: ADMIN, body: { name: "ada" } }), 409, "conflict");
-    expectStatus(await t.checked("POST", "/v1/admin/users", { token: ADMIN, body: { name: "bob", tier: "gold" } }), 400, "invalid_request");
-    expectStatus(await t.checked("POST", "/v1/admin/users", { token: ADMIN, body: { name: "bob", extra: 1 } }), 400, "invalid_request");
+    expectStatus(
+      await t.checked("POST", "/v1/admin/users", { token: ADMIN, body: { name: "bob", tier: "gold" } }),
+      400,
+      "invalid_request",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/admin/users", { token: ADMIN, body: { name: "bob", extra: 1 } }),
+      400,
+      "invalid_request",
+    );
     expectStatus(await t.checked("POST", "/v1/admin/users", { body: { name: "bob" } }), 401, "unauthorized");
-    expectStatus(await t.checked("POST", "/v1/admin/users", { token: ada.token, body: { name: "bob" } }), 403, "forbidden");
-    expectStatus(await t.checked("POST", "/v1/admin/users", { token: ADMIN, body: "{not json", headers: { "content-type": "application/json" } }), 400, "invalid_request");
-    expectStatus(await t.checked("POST", "/v1/admin/users", { token: ADMIN, body: "name=bob", headers: { "content-type": "text/plain" } }), 415, "unsupported_media_type");
-    expectStatus(await t.checked("POST", "/v1/admin/users", { token: ADMIN, body: { name: "x".repeat(70 * 1024) } }), 413, "payload_too_large");
+    expectStatus(
+      await t.checked("POST", "/v1/admin/users", { token: ada.token, body: { name: "bob" } }),
+      403,
+      "forbidden",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/admin/users", {
+        token: ADMIN,
+        body: "{not json",
+        headers: { "content-type": "application/json" },
+      }),
+      400,
+      "invalid_request",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/admin/users", {
+        token: ADMIN,
+        body: "name=bob",
+        headers: { "content-type": "text/plain" },
+      }),
+      415,
+      "unsupported_media_type",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/admin/users", { token: ADMIN, body: { name: "x".repeat(70 * 1024) } }),
+      413,
+      "payload_too_large",
+    );
 
     expectStatus(await t.checked("GET", "/v1/admin/users", { token: ADMIN }), 200);
     expectStatus(await t.checked("GET", `/v1/admin/users/${ada.id}`, { token: ADMIN }), 200);
     expectStatus(await t.checked("GET", "/v1/admin/users/u_nobody", { token: ADMIN }), 404, "not_found");
-    const patched = await t.checked("PATCH", `/v1/admin/users/${ada.id}`, { token: ADMIN, body: { tier: "team", quota: 600, bonus: 30 } });
+    const patched = await t.checked("PATCH", `/v1/admin/users/${ada.id}`, {
+      token: ADMIN,
+      body: { tier: "team", quota: 600, bonus: 30 },
+    });
     expectStatus(patched, 200);
     expect(patched.body).toMatchObject({ tier: "team", quota_override: 600 });
     expectStatus(await t.checked("PATCH", `/v1/admin/users/${ada.id}`, { token: ADMIN, body: { quota: null } }), 200);
-    expectStatus(await t.checked("PATCH", `/v1/admin/users/${ada.id}`, { token: ADMIN, body: {} }), 400, "invalid_request");
-    expectStatus(await t.checked("PATCH", "/v1/admin/users/u_nobody", { token: ADMIN, body: { bonus: 10 } }), 404, "not_found");
+    expectStatus(
+      await t.checked("PATCH", `/v1/admin/users/${ada.id}`, { token: ADMIN, body: {} }),
+      400,
+      "invalid_request",
+    );
+    expectStatus(
+      await t.checked("PATCH", "/v1/admin/users/u_nobody", { token: ADMIN, body: { bonus: 10 } }),
+      404,
+      "not_found",
+    );
 
-    const app = await t.checked("POST", "/v1/admin/apps", { token: ADMIN, body: { name: "sdxl", owner: ada.id, max_concurrency: 2 } });
+    const app = await t.checked("POST", "/v1/admin/apps", {
+      token: ADMIN,
+      body: { name: "sdxl", owner: ada.id, max_concurrency: 2 },
+    });
     expectStatus(app, 201);
-    expectStatus(await t.checked("POST", "/v1/admin/apps", { token: ADMIN, body: { name: "free-app", owner: "ada" } }), 201);
-    expectStatus(await t.checked("POST", "/v1/admin/apps", { token: ADMIN, body: { name: "sdxl", owner: ada.id } }), 409, "conflict");
-    expectStatus(await t.checked("POST", "/v1/admin/apps", { token: ADMIN, body: { name: "other", owner: "nobody" } }), 400, "invalid_request");
+    expectStatus(
+      await t.checked("POST", "/v1/admin/apps", { token: ADMIN, body: { name: "free-app", owner: "ada" } }),
+      201,
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/admin/apps", { token: ADMIN, body: { name: "sdxl", owner: ada.id } }),
+      409,
+      "conflict",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/admin/apps", { token: ADMIN, body: { name: "other", owner: "nobody" } }),
+      400,
+      "invalid_request",
+    );
     expectStatus(await t.checked("GET", "/v1/admin/apps", { token: ADMIN }), 200);
 
     expectStatus(await t.checked("POST", "/v1/admin/nodes", { token: ADMIN, body: { name: "gpu-host" } }), 201);
-    expectStatus(await t.checked("POST", "/v1/admin/nodes", { token: ADMIN, body: { name: "gpu-host" } }), 409, "conflict");
+    expectStatus(
+      await t.checked("POST", "/v1/admin/nodes", { token: ADMIN, body: { name: "gpu-host" } }),
+      409,
+      "conflict",
+    );
     expectStatus(await t.checked("POST", "/v1/admin/edges", { token: ADMIN, body: { name: "edge" } }), 201);
-    expectStatus(await t.checked("POST", "/v1/admin/edges", { token: ADMIN, body: { name: "bad name!" } }), 400, "invalid_request");
+    expectStatus(
+      await t.checked("POST", "/v1/admin/edges", { token: ADMIN, body: { name: "bad name!" } }),
+      400,
+      "invalid_request",
+    );
 
     expectStatus(await t.checked("DELETE", `/v1/admin/users/${ada.id}/sessions`, { token: ADMIN }), 200);
     expectStatus(await t.checked("DELETE", "/v1/admin/users/u_nobody/sessions", { token: ADMIN }), 404, "not_found");
@@ -151,51 +228,179 @@ describe("the server's responses match the contract", () => {
     const { alice, app, edgeKey } = await principals(t);
     const minted = await t.checked("POST", "/v1/ip-tokens", { token: edgeKey, body: { app: app.id, user: alice.id } });
     expectStatus(minted, 201);
-    expectStatus(await t.checked("POST", "/v1/ip-tokens", { token: ADMIN, body: { app: "demo-app", ip: "2001:db8::1" } }), 201);
-    expectStatus(await t.checked("POST", "/v1/ip-tokens", { token: edgeKey, body: { app: app.id, user: alice.id, ip: "203.0.113.7" } }), 400, "invalid_request");
-    expectStatus(await t.checked("POST", "/v1/ip-tokens", { token: edgeKey, body: { app: "nope", ip: "203.0.113.7" } }), 400, "invalid_request");
-    expectStatus(await t.checked("POST", "/v1/ip-tokens", { token: edgeKey, body: { app: app.id, ip: "not-an-ip" } }), 400, "invalid_request");
-    expectStatus(await t.checked("POST", "/v1/ip-tokens", { body: { app: app.id, ip: "203.0.113.7" } }), 401, "unauthorized");
-    expectStatus(await t.checked("POST", "/v1/ip-tokens", { token: app.key, body: { app: app.id, ip: "203.0.113.7" } }), 403, "forbidden");
+    expectStatus(
+      await t.checked("POST", "/v1/ip-tokens", { token: ADMIN, body: { app: "demo-app", ip: "2001:db8::1" } }),
+      201,
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/ip-tokens", {
+        token: edgeKey,
+        body: { app: app.id, user: alice.id, ip: "203.0.113.7" },
+      }),
+      400,
+      "invalid_request",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/ip-tokens", { token: edgeKey, body: { app: "nope", ip: "203.0.113.7" } }),
+      400,
+      "invalid_request",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/ip-tokens", { token: edgeKey, body: { app: app.id, ip: "not-an-ip" } }),
+      400,
+      "invalid_request",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/ip-tokens", { body: { app: app.id, ip: "203.0.113.7" } }),
+      401,
+      "unauthorized",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/ip-tokens", { token: app.key, body: { app: app.id, ip: "203.0.113.7" } }),
+      403,
+      "forbidden",
+    );
 
     const other = await t.appFor("other-app", alice.id);
-    expectStatus(await t.checked("POST", "/v1/ip-tokens/reissue", { token: edgeKey, body: { token: minted.body.token, app: other.id } }), 201);
-    expectStatus(await t.checked("POST", "/v1/ip-tokens/reissue", { token: edgeKey, body: { token: "eyJhbGciOiJub25lIn0.e30.", app: other.id } }), 401, "invalid_ip_token");
-    expectStatus(await t.checked("POST", "/v1/ip-tokens/reissue", { token: edgeKey, body: { token: minted.body.token, app: "nope" } }), 400, "invalid_request");
-    expectStatus(await t.checked("POST", "/v1/ip-tokens/reissue", { token: ADMIN, body: { token: minted.body.token, app: other.id } }), 403, "forbidden");
+    expectStatus(
+      await t.checked("POST", "/v1/ip-tokens/reissue", {
+        token: edgeKey,
+        body: { token: minted.body.token, app: other.id },
+      }),
+      201,
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/ip-tokens/reissue", {
+        token: edgeKey,
+        body: { token: "eyJhbGciOiJub25lIn0.e30.", app: other.id },
+      }),
+      401,
+      "invalid_ip_token",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/ip-tokens/reissue", {
+        token: edgeKey,
+        body: { token: minted.body.token, app: "nope" },
+      }),
+      400,
+      "invalid_request",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/ip-tokens/reissue", {
+        token: ADMIN,
+        body: { token: minted.body.token, app: other.id },
+      }),
+      403,
+      "forbidden",
+    );
 
-    const opened = await t.checked("POST", "/v1/sessions", { token: edgeKey, body: { token: alice.token, name: "alice" } });
+    const opened = await t.checked("POST", "/v1/sessions", {
+      token: edgeKey,
+      body: { token: alice.token, name: "alice" },
+    });
     expectStatus(opened, 201);
-    expectStatus(await t.checked("POST", "/v1/sessions", { token: edgeKey, body: { token: "ut_wrong" } }), 401, "invalid_credentials");
-    expectStatus(await t.checked("POST", "/v1/sessions/resolve", { token: edgeKey, body: { session: opened.body.session } }), 200);
-    expectStatus(await t.checked("POST", "/v1/sessions/revoke", { token: edgeKey, body: { session: opened.body.session } }), 200);
-    expectStatus(await t.checked("POST", "/v1/sessions/revoke", { token: edgeKey, body: { session: opened.body.session } }), 200);
-    expectStatus(await t.checked("POST", "/v1/sessions/resolve", { token: edgeKey, body: { session: opened.body.session } }), 401, "invalid_session");
-    expectStatus(await t.checked("POST", "/v1/sessions/resolve", { token: ADMIN, body: { session: "x" } }), 403, "forbidden");
+    expectStatus(
+      await t.checked("POST", "/v1/sessions", { token: edgeKey, body: { token: "ut_wrong" } }),
+      401,
+      "invalid_credentials",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/sessions/resolve", { token: edgeKey, body: { session: opened.body.session } }),
+      200,
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/sessions/revoke", { token: edgeKey, body: { session: opened.body.session } }),
+      200,
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/sessions/revoke", { token: edgeKey, body: { session: opened.body.session } }),
+      200,
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/sessions/resolve", { token: edgeKey, body: { session: opened.body.session } }),
+      401,
+      "invalid_session",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/sessions/resolve", { token: ADMIN, body: { session: "x" } }),
+      403,
+      "forbidden",
+    );
   });
 
   it("leases: granted, queued, listed, released, cancelled, and every refusal of a lease request", async () => {
     // One GPU of two slots; a queue of one; anonymous callers get 2 minutes a day.
-    const t = await server({ pool: { simulated: [{ node: "sim-0", gpus: 1 }] }, queue: { timeout: "30s", max_length: 1 } });
+    const t = await server({
+      pool: { simulated: [{ node: "sim-0", gpus: 1 }] },
+      queue: { timeout: "30s", max_length: 1 },
+    });
     const { owner, alice, app } = await principals(t);
     const viewer = await t.ipToken(app.id, { user: alice.id });
     const anon = await t.ipToken(app.id, { ip: "203.0.113.7" });
 
-    const first = await t.checked("POST", "/v1/leases", { token: app.key, body: { duration: 30, size: "large" }, headers: { "x-ip-token": viewer } });
+    const first = await t.checked("POST", "/v1/leases", {
+      token: app.key,
+      body: { duration: 30, size: "large" },
+      headers: { "x-ip-token": viewer },
+    });
     expectStatus(first, 201);
-    const second = await t.checked("POST", "/v1/leases", { token: app.key, body: { duration: 100 }, headers: { "x-ip-token": anon } });
+    const second = await t.checked("POST", "/v1/leases", {
+      token: app.key,
+      body: { duration: 100 },
+      headers: { "x-ip-token": anon },
+    });
     expectStatus(second, 201);
-    expectStatus(await t.checked("POST", "/v1/leases", { token: owner.token, body: { queue: false } }), 503, "no_gpu_available"); // queue_disabled
+    expectStatus(
+      await t.checked("POST", "/v1/leases", { token: owner.token, body: { queue: false } }),
+      503,
+      "no_gpu_available",
+    ); // queue_disabled
     const queued = await t.checked("POST", "/v1/leases", { token: app.key, body: { duration: 10 } });
     expectStatus(queued, 202);
     expect(queued.body).toMatchObject({ status: "queued", position: 1, reason: "node" });
-    expectStatus(await t.checked("POST", "/v1/leases", { token: owner.token, body: { duration: 10 } }), 503, "no_gpu_available"); // queue_full
-    expectStatus(await t.checked("POST", "/v1/leases", { token: app.key, body: { duration: 100 }, headers: { "x-ip-token": anon } }), 429, "quota_exceeded");
-    expectStatus(await t.checked("POST", "/v1/leases", { token: app.key, body: { duration: 600 }, headers: { "x-ip-token": anon } }), 422, "duration_too_long");
-    expectStatus(await t.checked("POST", "/v1/leases", { token: app.key, headers: { "x-ip-token": "garbage" } }), 401, "invalid_ip_token");
-    expectStatus(await t.checked("POST", "/v1/leases", { token: owner.token, headers: { "x-ip-token": viewer } }), 401, "invalid_ip_token");
-    expectStatus(await t.checked("POST", "/v1/leases", { token: app.key, body: { size: "huge" } }), 400, "invalid_request");
-    expectStatus(await t.checked("POST", "/v1/leases", { token: app.key, headers: { "x-gpupool-node-key": "nk_forged" } }), 401, "unauthorized");
+    expectStatus(
+      await t.checked("POST", "/v1/leases", { token: owner.token, body: { duration: 10 } }),
+      503,
+      "no_gpu_available",
+    ); // queue_full
+    expectStatus(
+      await t.checked("POST", "/v1/leases", {
+        token: app.key,
+        body: { duration: 100 },
+        headers: { "x-ip-token": anon },
+      }),
+      429,
+      "quota_exceeded",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/leases", {
+        token: app.key,
+        body: { duration: 600 },
+        headers: { "x-ip-token": anon },
+      }),
+      422,
+      "duration_too_long",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/leases", { token: app.key, headers: { "x-ip-token": "garbage" } }),
+      401,
+      "invalid_ip_token",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/leases", { token: owner.token, headers: { "x-ip-token": viewer } }),
+      401,
+      "invalid_ip_token",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/leases", { token: app.key, body: { size: "huge" } }),
+      400,
+      "invalid_request",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/leases", { token: app.key, headers: { "x-gpupool-node-key": "nk_forged" } }),
+      401,
+      "unauthorized",
+    );
     expectStatus(await t.checked("POST", "/v1/leases", {}), 401, "unauthorized");
     expectStatus(await t.checked("POST", "/v1/leases", { token: ADMIN }), 403, "forbidden");
 
@@ -209,10 +414,17 @@ describe("the server's responses match the contract", () => {
     expectStatus(await t.checked("GET", "/v1/admin/pool", { token: ADMIN }), 200);
 
     expectStatus(await t.checked("DELETE", `/v1/leases/${queued.body.id}`, { token: app.key }), 200);
-    const released = await t.checked("POST", `/v1/leases/${first.body.id}/release`, { token: app.key, body: { failed: true } });
+    const released = await t.checked("POST", `/v1/leases/${first.body.id}/release`, {
+      token: app.key,
+      body: { failed: true },
+    });
     expectStatus(released, 200);
     expectStatus(await t.checked("POST", `/v1/leases/${first.body.id}/release`, { token: app.key }), 200);
-    expectStatus(await t.checked("POST", `/v1/leases/${second.body.id}/release`, { token: app.key, body: { failed: "no" } }), 400, "invalid_request");
+    expectStatus(
+      await t.checked("POST", `/v1/leases/${second.body.id}/release`, { token: app.key, body: { failed: "no" } }),
+      400,
+      "invalid_request",
+    );
     expectStatus(await t.checked("POST", "/v1/leases/ls_nope/release", { token: app.key }), 404, "not_found");
     expectStatus(await t.checked("DELETE", `/v1/leases/${second.body.id}`, { token: app.key }), 200);
     const own = await t.checked("POST", "/v1/leases", { token: owner.token, body: { duration: 5 } });
@@ -230,16 +442,29 @@ describe("the server's responses match the contract", () => {
   });
 
   it("lease events as they happen: queued then granted, queued then a queue timeout (live and replayed)", async () => {
-    const t = await server({ pool: { simulated: [{ node: "sim-0", gpus: 1 }] }, queue: { timeout: "1s" }, server: { port: 0 } });
+    const t = await server({
+      pool: { simulated: [{ node: "sim-0", gpus: 1 }] },
+      queue: { timeout: "1s" },
+      server: { port: 0 },
+    });
     const url = await t.server.listen();
     const { owner, app } = await principals(t);
-    const blockers = [await t.checked("POST", "/v1/leases", { token: owner.token }), await t.checked("POST", "/v1/leases", { token: owner.token })];
+    const blockers = [
+      await t.checked("POST", "/v1/leases", { token: owner.token }),
+      await t.checked("POST", "/v1/leases", { token: owner.token }),
+    ];
     const waiting = await t.checked("POST", "/v1/leases", { token: app.key, body: { duration: 5 } });
     expectStatus(waiting, 202);
 
     // Times out after 1 s: `queued` then `failed` (with `waited`).
     const timedOut = await readStream(`${url}/v1/leases/${waiting.body.id}/events`, app.key);
-    checkResponse({ method: "GET", url: `/v1/leases/${waiting.body.id}/events`, status: timedOut.status, contentType: timedOut.contentType, body: timedOut.text });
+    checkResponse({
+      method: "GET",
+      url: `/v1/leases/${waiting.body.id}/events`,
+      status: timedOut.status,
+      contentType: timedOut.contentType,
+      body: timedOut.text,
+    });
     expect(timedOut.text).toMatch(/event: queued[\s\S]*event: failed/);
     // Opened again on the failed lease: the failure is sent at once.
     const replayed = await t.checked("GET", `/v1/leases/${waiting.body.id}/events`, { token: app.key });
@@ -253,7 +478,13 @@ describe("the server's responses match the contract", () => {
     await new Promise((resolve) => setTimeout(resolve, 200));
     expectStatus(await t.checked("POST", `/v1/leases/${blockers[0]!.body.id}/release`, { token: owner.token }), 200);
     const granted = await stream;
-    checkResponse({ method: "GET", url: `/v1/leases/${next.body.id}/events`, status: granted.status, contentType: granted.contentType, body: granted.text });
+    checkResponse({
+      method: "GET",
+      url: `/v1/leases/${next.body.id}/events`,
+      status: granted.status,
+      contentType: granted.contentType,
+      body: granted.text,
+    });
     expect(granted.text).toMatch(/event: queued[\s\S]*event: granted/);
     const replayedGrant = await t.checked("GET", `/v1/leases/${next.body.id}/events`, { token: app.key });
     expect(String(replayedGrant.body)).toMatch(/^event: granted\n/);
@@ -263,15 +494,29 @@ describe("the server's responses match the contract", () => {
   it("a runs limit, and a size no GPU can take", async () => {
     const t = await server({
       pool: { simulated: [{ node: "sim-0", gpus: 1, slots_per_gpu: 1 }] },
-      quota: { tiers: { anonymous: { quota: "2m", max_runs: 1 }, free: { quota: "3.5m", priority: 2 }, pro: { quota: "25m", priority: 3, max_duration: "300s" } } },
+      quota: {
+        tiers: {
+          anonymous: { quota: "2m", max_runs: 1 },
+          free: { quota: "3.5m", priority: 2 },
+          pro: { quota: "25m", priority: 3, max_duration: "300s" },
+        },
+      },
     });
     const { app } = await principals(t);
     const granted = await t.checked("POST", "/v1/leases", { token: app.key, body: { duration: 5 } });
     expectStatus(granted, 201);
     expectStatus(await t.checked("POST", `/v1/leases/${granted.body.id}/release`, { token: app.key }), 200);
-    expectStatus(await t.checked("POST", "/v1/leases", { token: app.key, body: { duration: 5 } }), 429, "runs_exceeded");
+    expectStatus(
+      await t.checked("POST", "/v1/leases", { token: app.key, body: { duration: 5 } }),
+      429,
+      "runs_exceeded",
+    );
     const owner = await t.user("big", "pro");
-    expectStatus(await t.checked("POST", "/v1/leases", { token: owner.token, body: { size: "xlarge" } }), 503, "no_gpu_available"); // no_capacity
+    expectStatus(
+      await t.checked("POST", "/v1/leases", { token: owner.token, body: { size: "xlarge" } }),
+      503,
+      "no_gpu_available",
+    ); // no_capacity
     expectStatus(await t.checked("GET", "/v1/diagnose?size=xlarge", { token: owner.token }), 200);
   });
 
@@ -283,14 +528,27 @@ describe("the server's responses match the contract", () => {
     expectStatus(await t.checked("GET", "/v1/quota", { token: owner.token }), 200);
     expectStatus(await t.checked("GET", "/v1/quota", { token: app.key }), 200);
     expectStatus(await t.checked("GET", "/v1/quota", { token: app.key, headers: { "x-ip-token": viewer } }), 200);
-    expectStatus(await t.checked("GET", "/v1/quota", { token: app.key, headers: { "x-ip-token": "garbage" } }), 401, "invalid_ip_token");
+    expectStatus(
+      await t.checked("GET", "/v1/quota", { token: app.key, headers: { "x-ip-token": "garbage" } }),
+      401,
+      "invalid_ip_token",
+    );
     expectStatus(await t.checked("GET", "/v1/quota", { token: ADMIN }), 403, "forbidden");
 
     expectStatus(await t.checked("GET", "/v1/diagnose", { token: owner.token }), 200); // granted
-    expectStatus(await t.checked("GET", "/v1/diagnose?duration=600&size=large", { token: app.key, headers: { "x-ip-token": anon } }), 200); // rejected
+    expectStatus(
+      await t.checked("GET", "/v1/diagnose?duration=600&size=large", {
+        token: app.key,
+        headers: { "x-ip-token": anon },
+      }),
+      200,
+    ); // rejected
     expectStatus(await t.checked("GET", "/v1/diagnose", { token: app.key, headers: { "x-ip-token": "garbage" } }), 200); // rejected before attribution
     await t.checked("POST", "/v1/leases", { token: owner.token, body: { size: "xlarge", duration: 30 } });
-    expectStatus(await t.checked("GET", "/v1/diagnose?duration=30", { token: app.key, headers: { "x-ip-token": viewer } }), 200); // queued
+    expectStatus(
+      await t.checked("GET", "/v1/diagnose?duration=30", { token: app.key, headers: { "x-ip-token": viewer } }),
+      200,
+    ); // queued
     expectStatus(await t.checked("GET", "/v1/diagnose?duration=0", { token: owner.token }), 400, "invalid_request");
     expectStatus(await t.checked("GET", "/v1/diagnose?size=huge", { token: owner.token }), 400, "invalid_request");
     expectStatus(await t.checked("GET", "/v1/diagnose"), 401, "unauthorized");
@@ -304,38 +562,115 @@ describe("the server's responses match the contract", () => {
     const key = node.body.key as string;
     const gpu = { index: 0, uuid: "GPU-00000000-aaaa-bbbb-cccc-ddddeeeeffff", name: "NVIDIA A100", memory_mb: 81920 };
     expectStatus(await t.checked("POST", "/v1/nodes/heartbeat", { token: key }), 409, "node_not_registered");
-    expectStatus(await t.checked("POST", "/v1/leases", { token: app.key, headers: { "x-gpupool-node-key": key } }), 503, "no_gpu_available"); // node_not_registered
-    const registered = await t.checked("POST", "/v1/nodes/register", { token: key, body: { devices: [gpu], agent_url: "http://127.0.0.1:7071" } });
+    expectStatus(
+      await t.checked("POST", "/v1/leases", { token: app.key, headers: { "x-gpupool-node-key": key } }),
+      503,
+      "no_gpu_available",
+    ); // node_not_registered
+    const registered = await t.checked("POST", "/v1/nodes/register", {
+      token: key,
+      body: { devices: [gpu], agent_url: "http://127.0.0.1:7071" },
+    });
     expectStatus(registered, 200);
-    expectStatus(await t.checked("POST", "/v1/nodes/heartbeat", { token: key, body: { registration: registered.body.registration } }), 200);
+    expectStatus(
+      await t.checked("POST", "/v1/nodes/heartbeat", {
+        token: key,
+        body: { registration: registered.body.registration },
+      }),
+      200,
+    );
     expectStatus(await t.checked("POST", "/v1/nodes/heartbeat", { token: key }), 200);
-    expectStatus(await t.checked("POST", "/v1/nodes/heartbeat", { token: key, body: { registration: "0" } }), 409, "node_not_registered"); // replaced
-    expectStatus(await t.checked("POST", "/v1/nodes/heartbeat", { token: key, body: { registration: 5 } }), 400, "invalid_request");
-    expectStatus(await t.checked("POST", "/v1/nodes/register", { token: key, body: { devices: [gpu, gpu] } }), 400, "invalid_request");
-    expectStatus(await t.checked("POST", "/v1/nodes/register", { token: key, body: { devices: [{ ...gpu, memory_mb: -1 }] } }), 400, "invalid_request");
-    expectStatus(await t.checked("POST", "/v1/nodes/register", { token: configured.body.key, body: { devices: [gpu] } }), 409, "conflict");
-    expectStatus(await t.checked("POST", "/v1/nodes/register", { token: app.key, body: { devices: [] } }), 403, "forbidden");
-    const via = await t.checked("POST", "/v1/leases", { token: app.key, body: { duration: 5 }, headers: { "x-gpupool-node-key": key } });
+    expectStatus(
+      await t.checked("POST", "/v1/nodes/heartbeat", { token: key, body: { registration: "0" } }),
+      409,
+      "node_not_registered",
+    ); // replaced
+    expectStatus(
+      await t.checked("POST", "/v1/nodes/heartbeat", { token: key, body: { registration: 5 } }),
+      400,
+      "invalid_request",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/nodes/register", { token: key, body: { devices: [gpu, gpu] } }),
+      400,
+      "invalid_request",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/nodes/register", { token: key, body: { devices: [{ ...gpu, memory_mb: -1 }] } }),
+      400,
+      "invalid_request",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/nodes/register", { token: configured.body.key, body: { devices: [gpu] } }),
+      409,
+      "conflict",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/nodes/register", { token: app.key, body: { devices: [] } }),
+      403,
+      "forbidden",
+    );
+    const via = await t.checked("POST", "/v1/leases", {
+      token: app.key,
+      body: { duration: 5 },
+      headers: { "x-gpupool-node-key": key },
+    });
     expectStatus(via, 201);
     expectStatus(await t.checked("GET", "/v1/admin/pool", { token: ADMIN }), 200);
   });
 
   it("the checker refuses what the contract does not describe", () => {
-    expect(() => checkResponse({ method: "GET", url: "/v1/nope", status: 404, contentType: "application/problem+json", body: {} })).toThrow(/undocumented route/);
-    expect(() => checkResponse({ method: "GET", url: "/healthz", status: 418, contentType: "application/json", body: {} })).toThrow(/418 is not documented/);
-    expect(() => checkResponse({ method: "GET", url: "/healthz", status: 200, contentType: "text/html", body: "" })).toThrow(/content type/);
-    expect(() => checkResponse({ method: "GET", url: "/healthz", status: 200, contentType: "application/json", body: { status: "ok", extra: 1 } })).toThrow(ContractMismatch);
-    expect(() => checkResponse({ method: "GET", url: "/v1/quota", status: 200, contentType: "application/json", body: { left: 3 } })).toThrow(/does not match/);
     expect(() =>
-      checkResponse({ method: "GET", url: "/v1/leases/ls_1/events", status: 200, contentType: "text/event-stream", body: "event: paused\ndata: {}\n\n" }),
+      checkResponse({ method: "GET", url: "/v1/nope", status: 404, contentType: "application/problem+json", body: {} }),
+    ).toThrow(/undocumented route/);
+    expect(() =>
+      checkResponse({ method: "GET", url: "/healthz", status: 418, contentType: "application/json", body: {} }),
+    ).toThrow(/418 is not documented/);
+    expect(() =>
+      checkResponse({ method: "GET", url: "/healthz", status: 200, contentType: "text/html", body: "" }),
+    ).toThrow(/content type/);
+    expect(() =>
+      checkResponse({
+        method: "GET",
+        url: "/healthz",
+        status: 200,
+        contentType: "application/json",
+        body: { status: "ok", extra: 1 },
+      }),
+    ).toThrow(ContractMismatch);
+    expect(() =>
+      checkResponse({
+        method: "GET",
+        url: "/v1/quota",
+        status: 200,
+        contentType: "application/json",
+        body: { left: 3 },
+      }),
+    ).toThrow(/does not match/);
+    expect(() =>
+      checkResponse({
+        method: "GET",
+        url: "/v1/leases/ls_1/events",
+        status: 200,
+        contentType: "text/event-stream",
+        body: "event: paused\ndata: {}\n\n",
+      }),
     ).toThrow(/"paused"/);
-    expect(checkResponse({ method: "GET", url: "http://127.0.0.1:7070/healthz?x=1", status: 200, contentType: "application/json; charset=utf-8", body: '{"status":"ok"}' })).toBe("healthz");
+    expect(
+      checkResponse({
+        method: "GET",
+        url: "http://127.0.0.1:7070/healthz?x=1",
+        status: 200,
+        contentType: "application/json; charset=utf-8",
+        body: '{"status":"ok"}',
+      }),
+    ).toBe("healthz");
   });
 
   it("drove every documented operation (this runs last)", () => {
     const operations = documentedOperations();
-  const seen = new Set([...driven].map((d) => d.split(" ")[0]));
-  const missing = [...operations.keys()].filter((id) => !seen.has(id)).map((id) => operations.get(id));
+    const seen = new Set([...driven].map((d) => d.split(" ")[0]));
+    const missing = [...operations.keys()].filter((id) => !seen.has(id)).map((id) => operations.get(id));
     expect(missing).toEqual([]);
   });
 });

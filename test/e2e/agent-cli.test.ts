@@ -48,11 +48,15 @@ describe("gpupool agent: bad flags, configuration and devices", () => {
 
   it("an invalid configuration file lists every problem → exit 2", async () => {
     const file = join(dir, "bad.yaml");
-    writeFileSync(file, "agent:\n  devices: config\n  grace: soon\n  simulated_gpus: 1000\n  gpus:\n    - { index: 0, uuid: 'GPU 0', name: A100, memory_mb: 81920 }\n  listne: 127.0.0.1:7071\n");
+    writeFileSync(
+      file,
+      "agent:\n  devices: config\n  grace: soon\n  simulated_gpus: 1000\n  gpus:\n    - { index: 0, uuid: 'GPU 0', name: A100, memory_mb: 81920 }\n  listne: 127.0.0.1:7071\n",
+    );
     const r = await runCli(["agent", "--config", file], KEY);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/is not a valid agent configuration/);
-    for (const field of ["agent.grace", "agent.simulated_gpus", "agent.gpus.0.uuid", "listne"]) expect(r.stderr).toContain(field);
+    for (const field of ["agent.grace", "agent.simulated_gpus", "agent.gpus.0.uuid", "listne"])
+      expect(r.stderr).toContain(field);
     expect(r.stderr).toMatch(/Nothing was started/);
     noStack(r.stderr);
   });
@@ -61,7 +65,9 @@ describe("gpupool agent: bad flags, configuration and devices", () => {
     const path = fakeNvidiaSmi("0, GPU-8f6c0b1e-2a3d-4c5b-9e7f-0123456789ab, NVIDIA A100-SXM4-80GB\n");
     const r = await runCli(["agent"], { ...KEY, PATH: path });
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/device discovery failed: .*line 1 "0, GPU-8f6c0b1e-2a3d-4c5b-9e7f-0123456789ab, NVIDIA A100-SXM4-80GB" is malformed/);
+    expect(r.stderr).toMatch(
+      /device discovery failed: .*line 1 "0, GPU-8f6c0b1e-2a3d-4c5b-9e7f-0123456789ab, NVIDIA A100-SXM4-80GB" is malformed/,
+    );
     noStack(r.stderr);
   });
 
@@ -73,13 +79,22 @@ describe("gpupool agent: bad flags, configuration and devices", () => {
 
   it("a device list from the config file; an unreachable control plane → it keeps trying and the device API answers 503 saying why", async () => {
     const file = join(dir, "ok.yaml");
-    writeFileSync(file, "agent:\n  devices: config\n  listen: 127.0.0.1:0\n  server: http://127.0.0.1:9\n  gpus:\n    - { index: 0, uuid: GPU-8f6c0b1e-2a3d-4c5b-9e7f-0123456789ab, name: NVIDIA A100-SXM4-80GB, memory_mb: 81920 }\n");
-    const agent = await startBinary(["agent", "--config", file], { ...KEY, GPUPOOL_AGENT_STATE_FILE: join(dir, "ok-state.json") }, /listening on (http:\/\/\S+)/);
+    writeFileSync(
+      file,
+      "agent:\n  devices: config\n  listen: 127.0.0.1:0\n  server: http://127.0.0.1:9\n  gpus:\n    - { index: 0, uuid: GPU-8f6c0b1e-2a3d-4c5b-9e7f-0123456789ab, name: NVIDIA A100-SXM4-80GB, memory_mb: 81920 }\n",
+    );
+    const agent = await startBinary(
+      ["agent", "--config", file],
+      { ...KEY, GPUPOOL_AGENT_STATE_FILE: join(dir, "ok-state.json") },
+      /listening on (http:\/\/\S+)/,
+    );
     try {
       expect(agent.output()).toMatch(/\(1 device from config; control plane http:\/\/127\.0\.0\.1:9\)/);
       const r = await fetch(`${agent.url}/apps/gpu_a_x/schedule`, { method: "POST" });
       expect(r.status).toBe(503);
-      expect(((await r.json()) as { detail: string }).detail).toMatch(/cannot reach the control plane at http:\/\/127\.0\.0\.1:9/);
+      expect(((await r.json()) as { detail: string }).detail).toMatch(
+        /cannot reach the control plane at http:\/\/127\.0\.0\.1:9/,
+      );
       expect(agent.output()).toMatch(/registration failed: cannot reach the control plane/);
     } finally {
       expect(await agent.stop()).toBe(0);
@@ -89,16 +104,60 @@ describe("gpupool agent: bad flags, configuration and devices", () => {
   it("a state file it cannot use, or one another running agent holds → exit 1 saying which and what to do", async () => {
     const notADirectory = join(dir, "a-file");
     writeFileSync(notADirectory, "");
-    const bad = await runCli(["agent", "--devices", "simulated", "--listen", "127.0.0.1:0", "--server", "http://127.0.0.1:9", "--state-file", join(notADirectory, "state.json")], KEY);
+    const bad = await runCli(
+      [
+        "agent",
+        "--devices",
+        "simulated",
+        "--listen",
+        "127.0.0.1:0",
+        "--server",
+        "http://127.0.0.1:9",
+        "--state-file",
+        join(notADirectory, "state.json"),
+      ],
+      KEY,
+    );
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/cannot create the directory of the state file .*a-file\/state\.json.*--state-file/);
     noStack(bad.stderr);
     const state = join(dir, "shared-state.json");
-    const first = await startBinary(["agent", "--devices", "simulated", "--listen", "127.0.0.1:0", "--server", "http://127.0.0.1:9", "--state-file", state], KEY, /listening on (http:\/\/\S+)/);
+    const first = await startBinary(
+      [
+        "agent",
+        "--devices",
+        "simulated",
+        "--listen",
+        "127.0.0.1:0",
+        "--server",
+        "http://127.0.0.1:9",
+        "--state-file",
+        state,
+      ],
+      KEY,
+      /listening on (http:\/\/\S+)/,
+    );
     try {
-      const second = await runCli(["agent", "--devices", "simulated", "--listen", "127.0.0.1:0", "--server", "http://127.0.0.1:9", "--state-file", state], KEY);
+      const second = await runCli(
+        [
+          "agent",
+          "--devices",
+          "simulated",
+          "--listen",
+          "127.0.0.1:0",
+          "--server",
+          "http://127.0.0.1:9",
+          "--state-file",
+          state,
+        ],
+        KEY,
+      );
       expect(second.code).toBe(1);
-      expect(second.stderr).toMatch(new RegExp(`another agent \\(pid ${first.child.pid}\\) uses the state file .*shared-state\\.json.*a node key each`));
+      expect(second.stderr).toMatch(
+        new RegExp(
+          `another agent \\(pid ${first.child.pid}\\) uses the state file .*shared-state\\.json.*a node key each`,
+        ),
+      );
       noStack(second.stderr);
     } finally {
       expect(await first.stop()).toBe(0);

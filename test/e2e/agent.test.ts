@@ -43,7 +43,11 @@ let nodeKey: string;
 let tokens: Record<string, string>;
 
 async function admin(path: string, body: unknown): Promise<Record<string, unknown>> {
-  const r = await fetch(`${server.url}${path}`, { method: "POST", headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" }, body: JSON.stringify(body) });
+  const r = await fetch(`${server.url}${path}`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
   const json = (await r.json()) as Record<string, unknown>;
   if (!r.ok) throw new Error(`${path}: ${r.status} ${JSON.stringify(json)}`);
   return json;
@@ -70,14 +74,17 @@ beforeAll(async () => {
       "",
     ].join("\n"),
   );
-  server = await startServerBinary(["--config", config, "--storage", testStorage(join(dir, "pool.db"))], { GPUPOOL_ADMIN_TOKEN: ADMIN });
+  server = await startServerBinary(["--config", config, "--storage", testStorage(join(dir, "pool.db"))], {
+    GPUPOOL_ADMIN_TOKEN: ADMIN,
+  });
   const node = await admin("/v1/admin/nodes", { name: "gpu-host-1" });
   const users = { ada: "pro", bob: "free", carol: "team" };
   for (const [name, tier] of Object.entries(users)) await admin("/v1/admin/users", { name, tier });
   const app = await admin("/v1/admin/apps", { name: "spaces-demo", owner: "ada" });
   appKey = String(app["key"]);
   tokens = {};
-  for (const name of Object.keys(users)) tokens[name] = String((await admin("/v1/ip-tokens", { app: "spaces-demo", user: name }))["token"]);
+  for (const name of Object.keys(users))
+    tokens[name] = String((await admin("/v1/ip-tokens", { app: "spaces-demo", user: name }))["token"]);
 
   nodeKey = String(node["key"]);
   agent = await startAgentBinary("127.0.0.1:0");
@@ -86,7 +93,21 @@ beforeAll(async () => {
 /** The real `gpupool agent` with one simulated GPU, its state in the test's directory; resolves once registered. */
 async function startAgentBinary(listen: string): Promise<ServerProcess> {
   const started = await startBinary(
-    ["agent", "--server", server.url, "--listen", listen, "--devices", "simulated", "--simulated-gpus", "1", "--grace-s", "1", "--state-file", join(dir, "agent-state.json")],
+    [
+      "agent",
+      "--server",
+      server.url,
+      "--listen",
+      listen,
+      "--devices",
+      "simulated",
+      "--simulated-gpus",
+      "1",
+      "--grace-s",
+      "1",
+      "--state-file",
+      join(dir, "agent-state.json"),
+    ],
     { GPUPOOL_NODE_KEY: nodeKey },
     /listening on (http:\/\/\S+)/,
   );
@@ -107,7 +128,9 @@ afterAll(async () => {
 /** The lease on the pool once it is no longer active (the pool ends it at its deadline). */
 async function leaseAfterDeadline(id: string): Promise<Record<string, unknown>> {
   for (let i = 0; i < 100; i++) {
-    const lease = (await (await fetch(`${server.url}/v1/leases/${id}`, { headers: { authorization: `Bearer ${appKey}` } })).json()) as Record<string, unknown>;
+    const lease = (await (
+      await fetch(`${server.url}/v1/leases/${id}`, { headers: { authorization: `Bearer ${appKey}` } })
+    ).json()) as Record<string, unknown>;
     if (lease["status"] !== "active") return lease;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
@@ -144,7 +167,9 @@ describe("gpupool agent: the device API as the spaces ZeroGPU client uses it", (
   it("registers the simulated GPU with the control plane", async () => {
     const health = (await (await fetch(`${agent.url}/healthz`)).json()) as Record<string, unknown>;
     expect(health).toMatchObject({ status: "ready", node: "gpu-host-1", devices: 1 });
-    const pool = (await (await fetch(`${server.url}/v1/admin/pool`, { headers: { authorization: `Bearer ${ADMIN}` } })).json()) as { devices: { node: string; slots: unknown[] }[] };
+    const pool = (await (
+      await fetch(`${server.url}/v1/admin/pool`, { headers: { authorization: `Bearer ${ADMIN}` } })
+    ).json()) as { devices: { node: string; slots: unknown[] }[] };
     expect(pool.devices).toEqual([expect.objectContaining({ node: "gpu-host-1", slots: [null, null] })]);
   });
 
@@ -152,7 +177,12 @@ describe("gpupool agent: the device API as the spaces ZeroGPU client uses it", (
     "grant, queue over SSE, idle-worker reuse, quota/duration/runs 429s, 401, 503, queue timeout, deadline kill, release 200/204/404",
     async () => {
       expect(python, "CI needs a python3 with httpx (apt-get install -y python3-httpx)").not.toBeNull();
-      const r = await runPython({ AGENT_URL: `${agent.url}/apps/${appKey}`, TOKEN_PRO: tokens["ada"]!, TOKEN_FREE: tokens["bob"]!, TOKEN_RUNS: tokens["carol"]! });
+      const r = await runPython({
+        AGENT_URL: `${agent.url}/apps/${appKey}`,
+        TOKEN_PRO: tokens["ada"]!,
+        TOKEN_FREE: tokens["bob"]!,
+        TOKEN_RUNS: tokens["carol"]!,
+      });
       expect(r.stderr).toBe("");
       const out = JSON.parse(r.stdout) as Record<string, any>;
       if (process.env["AGENT_E2E_PRINT"]) console.log(JSON.stringify(out, null, 1));
@@ -162,12 +192,23 @@ describe("gpupool agent: the device API as the spaces ZeroGPU client uses it", (
       expect(out["startup_report"]).toBe(200);
       expect(out["queue_size_idle"]).toBe(0);
       // Granted now: the spaces grant, X-Authenticated from the pro user's tier.
-      expect(out["grant"]).toMatchObject({ status: 200, kind: "grant", auth: "pro", grant: { idle: false, nvidiaIndex: 0, nvidiaUUID: expect.stringMatching(/^GPU-/) } });
+      expect(out["grant"]).toMatchObject({
+        status: 200,
+        kind: "grant",
+        auth: "pro",
+        grant: { idle: false, nvidiaIndex: 0, nvidiaUUID: expect.stringMatching(/^GPU-/) },
+      });
       expect(out["allow"]).toBe(200);
       // Queued: 200 text/event-stream, X-Queuing-Reason, pings, then succeeded once the GPU was released.
       expect(out["queue_size_waiting"]).toBe(1);
       expect(out["release_used"]).toBe(200);
-      expect(out["queued"]).toMatchObject({ status: 200, kind: "stream", queuing_reason: "node", auth: null, grant: { idle: false, nvidiaIndex: 0 } });
+      expect(out["queued"]).toMatchObject({
+        status: 200,
+        kind: "stream",
+        queuing_reason: "node",
+        auth: null,
+        grant: { idle: false, nvidiaIndex: 0 },
+      });
       expect(out["queued"].events[0]).toBe("ping");
       expect(out["queued"].events[out["queued"].events.length - 1]).toBe("succeeded");
       // The first call's idle worker was stopped before its GPU went to another task.
@@ -210,10 +251,14 @@ describe("gpupool agent: the device API as the spaces ZeroGPU client uses it", (
   it("the device API names its own query parameters in refusals: gpuSize (not the pool's size), durationSeconds from 1", async () => {
     const mega = await fetch(`${agent.url}/apps/${appKey}/schedule?gpuSize=mega`, { method: "POST" });
     expect(mega.status).toBe(400);
-    expect(((await mega.json()) as { detail: string }).detail).toBe("The /schedule query is invalid: gpuSize must be one of large, xlarge. Nothing was requested.");
+    expect(((await mega.json()) as { detail: string }).detail).toBe(
+      "The /schedule query is invalid: gpuSize must be one of large, xlarge. Nothing was requested.",
+    );
     const short = await fetch(`${agent.url}/apps/${appKey}/schedule?durationSeconds=0.4`, { method: "POST" });
     expect(short.status).toBe(400);
-    expect(((await short.json()) as { detail: string }).detail).toMatch(/durationSeconds must be a number of seconds from 1 to 86400/);
+    expect(((await short.json()) as { detail: string }).detail).toMatch(
+      /durationSeconds must be a number of seconds from 1 to 86400/,
+    );
   });
 
   // The agent runs as root here, as it would with CAP_KILL: it can signal any process of the host.
@@ -226,15 +271,25 @@ describe("gpupool agent: the device API as the spaces ZeroGPU client uses it", (
       // An app running as user `daemon`, holding a valid app key: it asks for a 2 s lease and
       // allows the other user's pid, then its own child.
       const script = fileURLToPath(new URL("./allow_other_pid.py", import.meta.url));
-    // Given as -c: the app's user (daemon) may not be able to read the checkout.
-      const app = spawn("/usr/bin/python3", ["-c", readFileSync(script, "utf8"), `${agent.url}/apps/${appKey}`, String(victimPid)], { uid: 1, gid: 1, cwd: "/", stdio: ["ignore", "pipe", "pipe"] });
+      // Given as -c: the app's user (daemon) may not be able to read the checkout.
+      const app = spawn(
+        "/usr/bin/python3",
+        ["-c", readFileSync(script, "utf8"), `${agent.url}/apps/${appKey}`, String(victimPid)],
+        { uid: 1, gid: 1, cwd: "/", stdio: ["ignore", "pipe", "pipe"] },
+      );
       let out = "";
       app.stdout.on("data", (d: Buffer) => (out += d.toString()));
       app.stderr.on("data", (d: Buffer) => (out += d.toString()));
       try {
         await new Promise((resolve) => app.once("exit", resolve));
-        const [first, second] = out.trim().split("\n").map((l) => JSON.parse(l) as Record<string, any>);
-        expect(first!["victim"], out).toEqual([403, expect.objectContaining({ code: "forbidden", reason: "pid_not_yours" })]);
+        const [first, second] = out
+          .trim()
+          .split("\n")
+          .map((l) => JSON.parse(l) as Record<string, any>);
+        expect(first!["victim"], out).toEqual([
+          403,
+          expect.objectContaining({ code: "forbidden", reason: "pid_not_yours" }),
+        ]);
         expect(first!["own"][0]).toBe(200);
         // The app's own process was stopped at the deadline; the other user's is still there.
         expect(second).toEqual({ own_exit: -15 });
@@ -254,28 +309,52 @@ describe("gpupool agent: the device API as the spaces ZeroGPU client uses it", (
 
   it("the TypeScript SDK through the agent: gpu() with CUDA_VISIBLE_DEVICES of the granted GPU, charged only the time held", async () => {
     const pool = createAgentClient({ url: `${agent.url}/apps/${appKey}` });
-    const seen = await pool.gpu({ duration: 60, size: "large", ipToken: tokens["ada"] }, async ({ device, grant }) => ({ env: device.env(), grant }));
+    const seen = await pool.gpu({ duration: 60, size: "large", ipToken: tokens["ada"] }, async ({ device, grant }) => ({
+      env: device.env(),
+      grant,
+    }));
     expect(seen.env.CUDA_VISIBLE_DEVICES).toMatch(/^GPU-/);
     expect(seen.grant.node).toBe("gpu-host-1");
-    const lease = (await (await fetch(`${server.url}/v1/leases/${seen.grant.leaseId}`, { headers: { authorization: `Bearer ${appKey}` } })).json()) as Record<string, unknown>;
+    const lease = (await (
+      await fetch(`${server.url}/v1/leases/${seen.grant.leaseId}`, { headers: { authorization: `Bearer ${appKey}` } })
+    ).json()) as Record<string, unknown>;
     expect(lease).toMatchObject({ status: "released", identity: { kind: "user" }, device: { node: "gpu-host-1" } });
     expect(lease["charged"]).toBeLessThanOrEqual(2);
   });
 
   it("a second agent started with the same node key is refused by the pool and says so; the first keeps its GPU", async () => {
     const second = await startBinary(
-      ["agent", "--server", server.url, "--listen", "127.0.0.1:0", "--devices", "simulated", "--simulated-gpus", "2", "--state-file", join(dir, "second-agent-state.json")],
+      [
+        "agent",
+        "--server",
+        server.url,
+        "--listen",
+        "127.0.0.1:0",
+        "--devices",
+        "simulated",
+        "--simulated-gpus",
+        "2",
+        "--state-file",
+        join(dir, "second-agent-state.json"),
+      ],
       { GPUPOOL_NODE_KEY: nodeKey },
       /listening on (http:\/\/\S+)/,
     );
     try {
-      for (let i = 0; i < 100 && !/in use by another agent/.test(second.output()); i++) await new Promise((resolve) => setTimeout(resolve, 50));
-      expect(second.output()).toMatch(/registration failed: the control plane refused: \[conflict\] Node gpu-host-1 is in use by another agent/);
+      for (let i = 0; i < 100 && !/in use by another agent/.test(second.output()); i++)
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(second.output()).toMatch(
+        /registration failed: the control plane refused: \[conflict\] Node gpu-host-1 is in use by another agent/,
+      );
       const refused = await fetch(`${second.url}/apps/${appKey}/schedule`, { method: "POST" });
       expect(refused.status).toBe(503);
-      expect(((await refused.json()) as { detail: string }).detail).toMatch(/Node gpu-host-1 is in use by another agent \(http:\/\/127\.0\.0\.1:\d+/);
+      expect(((await refused.json()) as { detail: string }).detail).toMatch(
+        /Node gpu-host-1 is in use by another agent \(http:\/\/127\.0\.0\.1:\d+/,
+      );
       // The pool still has the first agent's one GPU, and grants it through the first agent.
-      const pool = (await (await fetch(`${server.url}/v1/admin/pool`, { headers: { authorization: `Bearer ${ADMIN}` } })).json()) as { devices: unknown[] };
+      const pool = (await (
+        await fetch(`${server.url}/v1/admin/pool`, { headers: { authorization: `Bearer ${ADMIN}` } })
+      ).json()) as { devices: unknown[] };
       expect(pool.devices).toHaveLength(1);
       const client = createAgentClient({ url: `${agent.url}/apps/${appKey}` });
       expect(await client.gpu({ duration: 5 }, ({ device }) => device.uuid)).toMatch(/^GPU-/);
@@ -288,10 +367,16 @@ describe("gpupool agent: the device API as the spaces ZeroGPU client uses it", (
     const port = new URL(agent.url).port;
     const pool = createAgentClient({ url: `${agent.url}/apps/${appKey}` });
     const short = await pool.schedule({ duration: 3 });
-    const worker = spawn(process.execPath, ["-e", "process.on('SIGTERM', () => console.log('TERM')); setInterval(() => {}, 1000); console.log('ready')"], { stdio: ["ignore", "pipe", "ignore"] });
+    const worker = spawn(
+      process.execPath,
+      ["-e", "process.on('SIGTERM', () => console.log('TERM')); setInterval(() => {}, 1000); console.log('ready')"],
+      { stdio: ["ignore", "pipe", "ignore"] },
+    );
     let said = "";
     worker.stdout.on("data", (d: Buffer) => (said += d.toString()));
-    const exited = new Promise<NodeJS.Signals | null>((resolve) => worker.once("exit", (_code, signal) => resolve(signal)));
+    const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+      worker.once("exit", (_code, signal) => resolve(signal)),
+    );
     try {
       while (!said.includes("ready")) await new Promise((resolve) => setTimeout(resolve, 20));
       await pool.allow(short, worker.pid!);
@@ -299,7 +384,9 @@ describe("gpupool agent: the device API as the spaces ZeroGPU client uses it", (
       // kill -9: nothing is written on the way out.
       expect(await agent.stop("SIGKILL")).toBeNull();
       agent = await startAgentBinary(`127.0.0.1:${port}`);
-      expect(agent.output()).toMatch(new RegExp(`"lease":"${short.leaseId}".*resuming a lease of the agent's previous run`));
+      expect(agent.output()).toMatch(
+        new RegExp(`"lease":"${short.leaseId}".*resuming a lease of the agent's previous run`),
+      );
       // It presented its registration from the state file, so the pool let it take its node back at once.
       expect((await fetch(`${agent.url}/healthz`)).status).toBe(200);
       expect(agent.output()).not.toMatch(/in use by another agent/);
@@ -309,7 +396,9 @@ describe("gpupool agent: the device API as the spaces ZeroGPU client uses it", (
       expect(await leaseAfterDeadline(String(short.leaseId))).toMatchObject({ status: "expired" });
       // The other lease's token still works after the restart: released, never used.
       expect(await pool.release(unused)).toBe("not_used");
-      const other = (await (await fetch(`${server.url}/v1/leases/${unused.leaseId}`, { headers: { authorization: `Bearer ${appKey}` } })).json()) as Record<string, unknown>;
+      const other = (await (
+        await fetch(`${server.url}/v1/leases/${unused.leaseId}`, { headers: { authorization: `Bearer ${appKey}` } })
+      ).json()) as Record<string, unknown>;
       expect(other["status"]).toBe("released");
     } finally {
       worker.kill("SIGKILL");

@@ -32,9 +32,15 @@ export function startServerBinary(args: string[], env: Record<string, string> = 
 }
 
 /** Runs the CLI to completion. */
-export function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runCli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [BIN, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
@@ -47,8 +53,15 @@ export function runCli(args: string[], env: Record<string, string> = {}): Promis
  * Starts `gpupool <args>` and waits until its output matches `pattern`, whose first group is
  * returned as `url` (e.g. /listening on (http:\/\/\S+)/).
  */
-export async function startBinary(args: string[], env: Record<string, string>, pattern: RegExp): Promise<ServerProcess> {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ["pipe", "pipe", "pipe"] });
+export async function startBinary(
+  args: string[],
+  env: Record<string, string>,
+  pattern: RegExp,
+): Promise<ServerProcess> {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
   let out = "";
   child.stdout.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr.on("data", (d: Buffer) => (out += d.toString()));

@@ -17,8 +17,21 @@ const bin = postgresBin();
 let cluster: Cluster;
 let server: RunningServer;
 
-async function call(method: string, url: string, token: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const r = await server.app.inject({ method: method as "GET", url, headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) }, ...(body === undefined ? {} : { payload: JSON.stringify(body) }) });
+async function call(
+  method: string,
+  url: string,
+  token: string,
+  body?: unknown,
+): Promise<{ status: number; body: any }> {
+  const r = await server.app.inject({
+    method: method as "GET",
+    url,
+    headers: {
+      authorization: `Bearer ${token}`,
+      ...(body === undefined ? {} : { "content-type": "application/json" }),
+    },
+    ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
+  });
   return { status: r.statusCode, body: r.body ? JSON.parse(r.body) : null };
 }
 
@@ -36,7 +49,10 @@ describe.skipIf(bin === null)("PostgreSQL outage", () => {
   beforeAll(async () => {
     cluster = await startCluster(bin!);
     const config = normalizeConfig({ storage: { url: `${cluster.url}?schema=outage` } });
-    server = await createServer(config, { adminToken: ADMIN, logger: pino({ level: process.env["TEST_LOG"] ?? "silent" }) });
+    server = await createServer(config, {
+      adminToken: ADMIN,
+      logger: pino({ level: process.env["TEST_LOG"] ?? "silent" }),
+    });
   }, 60_000);
   afterAll(async () => {
     await server?.close();
@@ -45,7 +61,8 @@ describe.skipIf(bin === null)("PostgreSQL outage", () => {
 
   it("answers 503 storage_unavailable while the database is down, and works again once it is back", async () => {
     const owner = await call("POST", "/v1/admin/users", ADMIN, { name: "owner", tier: "pro" });
-    const key = (await call("POST", "/v1/admin/apps", ADMIN, { name: "demo", owner: owner.body.id })).body.key as string;
+    const key = (await call("POST", "/v1/admin/apps", ADMIN, { name: "demo", owner: owner.body.id })).body
+      .key as string;
     const before = await call("POST", "/v1/leases", key, { duration: 5 });
     expect(before.status).toBe(201);
 

@@ -49,10 +49,19 @@ async function replicas(n: number, name: string): Promise<ServerProcess[]> {
   return out;
 }
 
-async function call(base: string, method: string, path: string, token: string, body?: unknown): Promise<{ status: number; body: any }> {
+async function call(
+  base: string,
+  method: string,
+  path: string,
+  token: string,
+  body?: unknown,
+): Promise<{ status: number; body: any }> {
   const res = await fetch(base + path, {
     method,
-    headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+    headers: {
+      authorization: `Bearer ${token}`,
+      ...(body === undefined ? {} : { "content-type": "application/json" }),
+    },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
   const text = await res.text();
@@ -68,7 +77,9 @@ async function appKey(base: string): Promise<string> {
 
 async function leaderOf(servers: ServerProcess[]): Promise<ServerProcess | null> {
   for (const s of servers) {
-    const r = await fetch(`${s.url}/readyz`).then((x) => x.json() as Promise<{ leader?: boolean }>).catch(() => null);
+    const r = await fetch(`${s.url}/readyz`)
+      .then((x) => x.json() as Promise<{ leader?: boolean }>)
+      .catch(() => null);
     if (r?.leader === true) return s;
   }
   return null;
@@ -91,10 +102,15 @@ describe.skipIf(pg === null)("control-plane replicas on PostgreSQL", () => {
     const servers = await replicas(3, "admission");
     expect((await Promise.all(servers.map((s) => leaderOf([s])))).filter(Boolean)).toHaveLength(1);
     const key = await appKey(servers[0]!.url);
-    const results = await Promise.all(Array.from({ length: 300 }, (_, i) => call(servers[i % 3]!.url, "POST", "/v1/leases", key, { duration: 1 })));
+    const results = await Promise.all(
+      Array.from({ length: 300 }, (_, i) => call(servers[i % 3]!.url, "POST", "/v1/leases", key, { duration: 1 })),
+    );
     const by = (status: number) => results.filter((r) => r.status === status).length;
     // On failure, say what came back instead: statuses and the first unexpected body.
-    const seen = JSON.stringify({ statuses: Object.fromEntries([...new Set(results.map((r) => r.status))].map((st) => [st, by(st)])), other: results.find((r) => ![201, 202, 429].includes(r.status))?.body ?? null });
+    const seen = JSON.stringify({
+      statuses: Object.fromEntries([...new Set(results.map((r) => r.status))].map((st) => [st, by(st)])),
+      other: results.find((r) => ![201, 202, 429].includes(r.status))?.body ?? null,
+    });
     expect(by(201) + by(202), seen).toBe(50);
     expect(by(429)).toBe(250);
     expect(results.every((r) => [201, 202, 429].includes(r.status))).toBe(true);
@@ -140,10 +156,15 @@ describe.skipIf(pg === null)("control-plane replicas on PostgreSQL", () => {
     for (const id of active) expect((await call(next.url, "GET", `/v1/leases/${id}`, key)).body.status).toBe("active");
     // Releases through any replica free slots; the new leader grants both queued requests.
     const other = followers.find((s) => s !== next)!;
-    const released = [await call(other.url, "POST", `/v1/leases/${active[0]!}/release`, key), await call(next.url, "POST", `/v1/leases/${active[1]!}/release`, key)];
+    const released = [
+      await call(other.url, "POST", `/v1/leases/${active[0]!}/release`, key),
+      await call(next.url, "POST", `/v1/leases/${active[1]!}/release`, key),
+    ];
     for (const r of released) expect(r.body.status).toBe("released");
     const granted = await until(async () => {
-      const states = await Promise.all(queued.map(async (id) => (await call(next.url, "GET", `/v1/leases/${id}`, key)).body));
+      const states = await Promise.all(
+        queued.map(async (id) => (await call(next.url, "GET", `/v1/leases/${id}`, key)).body),
+      );
       return states.every((g) => g.status === "active") ? states : null;
     }, 10_000);
     for (const g of granted) expect(g.device).not.toBeNull();
@@ -156,7 +177,9 @@ describe.skipIf(pg === null)("control-plane replicas on PostgreSQL", () => {
     expect(after.used + after.reserved).toBe(before.reserved - refunded);
     // No slot handed out twice: the leader's pool view has each active lease once, on distinct slots.
     const pool = (await call(next.url, "GET", "/v1/admin/pool", ADMIN)).body;
-    const holders = pool.devices.flatMap((d: { slots: (string | null)[] }) => d.slots).filter((h: string | null) => h !== null);
+    const holders = pool.devices
+      .flatMap((d: { slots: (string | null)[] }) => d.slots)
+      .filter((h: string | null) => h !== null);
     expect(new Set(holders).size).toBe(holders.length);
     expect(holders).toHaveLength(4);
   });
@@ -179,8 +202,12 @@ describe.skipIf(pg === null)("control-plane replicas on PostgreSQL", () => {
     };
     const charged: number[] = [];
     for (let round = 0; round < 8; round++) {
-      const active = await Promise.all(Array.from({ length: 4 }, () => call(leader.url, "POST", "/v1/leases", token, { duration: 30 }).then(record)));
-      const queued = await Promise.all(Array.from({ length: 16 }, () => call(follower.url, "POST", "/v1/leases", token, { duration: 2 }).then(record)));
+      const active = await Promise.all(
+        Array.from({ length: 4 }, () => call(leader.url, "POST", "/v1/leases", token, { duration: 30 }).then(record)),
+      );
+      const queued = await Promise.all(
+        Array.from({ length: 16 }, () => call(follower.url, "POST", "/v1/leases", token, { duration: 2 }).then(record)),
+      );
       const ended = await Promise.all([
         ...active.map((r) => call(leader.url, "POST", `/v1/leases/${r.body.id}/release`, token).then(record)),
         ...queued.map((r) => call(follower.url, "DELETE", `/v1/leases/${r.body.id}`, token).then(record)),
@@ -195,7 +222,10 @@ describe.skipIf(pg === null)("control-plane replicas on PostgreSQL", () => {
     expect(count(202)).toBe(8 * 16);
     expect(count(200)).toBe(8 * 20);
     // Every lease ended, each charged once: the ledger holds exactly the sum of the charges.
-    const leases = (await call(follower.url, "GET", "/v1/leases?limit=500", token)).body.leases as { status: string; charged: number }[];
+    const leases = (await call(follower.url, "GET", "/v1/leases?limit=500", token)).body.leases as {
+      status: string;
+      charged: number;
+    }[];
     expect(leases).toHaveLength(8 * 20);
     expect(leases.filter((l) => l.status === "queued" || l.status === "active")).toEqual([]);
     const sum = (xs: number[]) => Math.round(xs.reduce((a, b) => a + b, 0) * 1000);
@@ -221,7 +251,10 @@ describe.skipIf(pg === null)("control-plane replicas on PostgreSQL", () => {
     }
     const positions: number[] = [];
     const pool = createClient({ url: follower.url, appKey: key });
-    const run = pool.gpu({ duration: 5, size: "large", onQueue: (p) => positions.push(p.position) }, async ({ device }) => device.node);
+    const run = pool.gpu(
+      { duration: 5, size: "large", onQueue: (p) => positions.push(p.position) },
+      async ({ device }) => device.node,
+    );
     await until(async () => positions.length > 0, 5_000);
     expect(positions[0]).toBe(1);
     await call(leader.url, "POST", `/v1/leases/${held[0]!}/release`, key);

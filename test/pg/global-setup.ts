@@ -69,7 +69,9 @@ export async function teardown(): Promise<void> {
     // Only the schemas this run created: the server may hold anything else.
     const sql = postgres(external.url, { max: 1, onnotice: () => undefined });
     try {
-      const rows = await sql<{ name: string }[]>`SELECT nspname AS name FROM pg_namespace WHERE starts_with(nspname, ${external.prefix})`;
+      const rows = await sql<
+        { name: string }[]
+      >`SELECT nspname AS name FROM pg_namespace WHERE starts_with(nspname, ${external.prefix})`;
       for (const { name } of rows) await sql`DROP SCHEMA ${sql(name)} CASCADE`;
     } finally {
       await sql.end({ timeout: 5 });

@@ -29,7 +29,10 @@ function required(): void {
 export function freshPostgresUrl(name = "x"): string {
   const base = postgresUrl();
   if (!base) throw new Error("freshPostgresUrl: no PostgreSQL server in this run");
-  const slug = name.toLowerCase().replace(/[^a-z0-9]+/g, "_").slice(0, 24);
+  const slug = name
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, "_")
+    .slice(0, 24);
   const schema = `${inject("pgSchemaPrefix")}${slug}_${randomBytes(4).toString("hex")}`;
   return `${base}${base.includes("?") ? "&" : "?"}schema=${schema}`;
 }

@@ -51,11 +51,15 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const log = options.log;
   const cp = new ControlPlane(options.server, options.nodeKey);
   let stopping = false;
-  const stateFile = options.stateFile === null ? null : new StateFile(options.stateFile ?? defaultStateFile(options.nodeKey), options.nodeKey, log);
+  const stateFile =
+    options.stateFile === null
+      ? null
+      : new StateFile(options.stateFile ?? defaultStateFile(options.nodeKey), options.nodeKey, log);
   // Throws StateFileError (the caller reports it) before anything listens.
   const saved = stateFile?.open() ?? { registration: null, leases: { leases: [], parked: [] } };
   let registrationId = saved.registration;
-  if (stateFile !== null) log.info({ state_file: stateFile.path }, "the agent keeps its leases in this state file across restarts");
+  if (stateFile !== null)
+    log.info({ state_file: stateFile.path }, "the agent keeps its leases in this state file across restarts");
 
   /**
    * Releases on the control plane. An unreachable control plane is retried in the background
@@ -65,7 +69,10 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const releaseOnControlPlane = async (lease: LocalLease, failed: boolean): Promise<void> => {
     const appKey = lease.appKey;
     if (appKey === null) {
-      log.warn({ lease: lease.leaseId }, "cannot release the lease on the pool: its app key did not survive the agent's restart; the pool expires it at its deadline");
+      log.warn(
+        { lease: lease.leaseId },
+        "cannot release the lease on the pool: its app key did not survive the agent's restart; the pool expires it at its deadline",
+      );
       return;
     }
     const attempt = () => cp.release(appKey, lease.leaseId, failed);
@@ -74,13 +81,23 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       return;
     } catch (error) {
       if (error instanceof ControlPlaneRefusal) {
-        log.warn({ lease: lease.leaseId, code: error.problem.code }, `the control plane refused to release the lease: ${error.problem.detail}`);
+        log.warn(
+          { lease: lease.leaseId, code: error.problem.code },
+          `the control plane refused to release the lease: ${error.problem.detail}`,
+        );
         return;
       }
-      log.warn({ lease: lease.leaseId, err: error instanceof Error ? error.message : String(error) }, "releasing the lease failed; retrying in the background until its deadline");
+      log.warn(
+        { lease: lease.leaseId, err: error instanceof Error ? error.message : String(error) },
+        "releasing the lease failed; retrying in the background until its deadline",
+      );
     }
     void (async () => {
-      for (let wait = 1000; !stopping && Date.now() < lease.deadlineAt; wait = Math.min(wait * 2, RELEASE_RETRY_MAX_MS)) {
+      for (
+        let wait = 1000;
+        !stopping && Date.now() < lease.deadlineAt;
+        wait = Math.min(wait * 2, RELEASE_RETRY_MAX_MS)
+      ) {
         await sleep(Math.min(wait, Math.max(0, lease.deadlineAt - Date.now())));
         try {
           await attempt();
@@ -90,7 +107,10 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
           if (!(error instanceof ControlPlaneDown)) return;
         }
       }
-      log.warn({ lease: lease.leaseId }, "gave up releasing the lease: the pool expires it at its deadline and charges its full reservation");
+      log.warn(
+        { lease: lease.leaseId },
+        "gave up releasing the lease: the pool expires it at its deadline and charges its full reservation",
+      );
     })();
   };
 
@@ -100,17 +120,35 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const persist = () => {
     if (stateFile !== null && leases !== null) stateFile.save(registrationId, leases.snapshot());
   };
-  leases = new LocalLeases({ graceMs, releaseOnControlPlane, log, onChange: persist, ...(options.watchIntervalMs !== undefined ? { watchIntervalMs: options.watchIntervalMs } : {}) });
+  leases = new LocalLeases({
+    graceMs,
+    releaseOnControlPlane,
+    log,
+    onChange: persist,
+    ...(options.watchIntervalMs !== undefined ? { watchIntervalMs: options.watchIntervalMs } : {}),
+  });
   const local = leases;
   if (saved.leases.leases.length > 0 || saved.leases.parked.length > 0) {
     for (const l of saved.leases.leases) {
       const late = l.deadlineAt <= Date.now();
       log.warn(
-        { lease: l.leaseId, app: l.app, pids: [...l.pids.keys()], deadline: new Date(l.deadlineAt).toISOString(), state_file: stateFile?.path },
-        late ? "resuming a lease of the agent's previous run: its deadline passed while the agent was down, so its processes are stopped now" : "resuming a lease of the agent's previous run: its processes are stopped at its deadline",
+        {
+          lease: l.leaseId,
+          app: l.app,
+          pids: [...l.pids.keys()],
+          deadline: new Date(l.deadlineAt).toISOString(),
+          state_file: stateFile?.path,
+        },
+        late
+          ? "resuming a lease of the agent's previous run: its deadline passed while the agent was down, so its processes are stopped now"
+          : "resuming a lease of the agent's previous run: its processes are stopped at its deadline",
       );
     }
-    for (const p of saved.leases.parked) log.info({ device: p.device, app: p.app, pids: p.pids.map((r) => r.pid) }, "resuming idle workers of the agent's previous run");
+    for (const p of saved.leases.parked)
+      log.info(
+        { device: p.device, app: p.app, pids: p.pids.map((r) => r.pid) },
+        "resuming idle workers of the agent's previous run",
+      );
   }
   local.restore(saved.leases);
   const restored = saved.leases.leases.length > 0;
@@ -151,9 +189,14 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       if (lease.appKey === null) continue;
       try {
         const current = await cp.lease(lease.appKey, lease.leaseId);
-        if (current.status !== "active") await local.endedByControlPlane(lease.leaseId, `the control plane ended it (${current.status}) while ${again ? "this node was lost" : "the agent was down"}`);
+        if (current.status !== "active")
+          await local.endedByControlPlane(
+            lease.leaseId,
+            `the control plane ended it (${current.status}) while ${again ? "this node was lost" : "the agent was down"}`,
+          );
       } catch (error) {
-        if (error instanceof ControlPlaneRefusal && error.problem.status === 404) await local.endedByControlPlane(lease.leaseId, "the control plane no longer knows it");
+        if (error instanceof ControlPlaneRefusal && error.problem.status === 404)
+          await local.endedByControlPlane(lease.leaseId, "the control plane no longer knows it");
       }
     }
   };
@@ -189,10 +232,21 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
             ? `the next start of this agent (state file ${stateFile.path}) stops them at the deadline, or at once if it has passed`
             : "they will NOT be stopped at the deadline (no state file); the pool expires the lease at its deadline (or fails it when the node is lost)";
         for (const lease of local.leases()) {
-          log.warn({ lease: lease.leaseId, app: lease.app, pids: [...lease.pids.keys()], deadline: new Date(lease.deadlineAt).toISOString() }, `leaving an active lease as it is: its processes keep running; ${until}`);
+          log.warn(
+            {
+              lease: lease.leaseId,
+              app: lease.app,
+              pids: [...lease.pids.keys()],
+              deadline: new Date(lease.deadlineAt).toISOString(),
+            },
+            `leaving an active lease as it is: its processes keep running; ${until}`,
+          );
         }
         for (const p of local.parkedWorkers()) {
-          log.warn({ device: p.device, app: p.app, pids: p.pids }, "leaving idle workers of an earlier call running on the device");
+          log.warn(
+            { device: p.device, app: p.app, pids: p.pids },
+            "leaving idle workers of an earlier call running on the device",
+          );
         }
       })()),
   };

@@ -21,7 +21,8 @@ export interface ConnectionEnds {
  */
 export function callerUid(ends: ConnectionEnds, readProc: (path: string) => string | null = readText): number | null {
   const { remoteAddress, remotePort, localAddress, localPort } = ends;
-  if (remoteAddress === undefined || remotePort === undefined || localAddress === undefined || localPort === undefined) return null;
+  if (remoteAddress === undefined || remotePort === undefined || localAddress === undefined || localPort === undefined)
+    return null;
   for (const table of ["/proc/net/tcp", "/proc/net/tcp6"] as const) {
     const wantLocal = procEndpoints(remoteAddress, remotePort, table);
     const wantRemote = procEndpoints(localAddress, localPort, table);
@@ -60,7 +61,8 @@ function procIPv6(address: string): string | null {
   const bytes = ipv6Bytes(address);
   if (bytes === null) return null;
   let out = "";
-  for (let w = 0; w < 16; w += 4) out += [bytes[w + 3], bytes[w + 2], bytes[w + 1], bytes[w]].map((x) => hex(x ?? 0, 2)).join("");
+  for (let w = 0; w < 16; w += 4)
+    out += [bytes[w + 3], bytes[w + 2], bytes[w + 1], bytes[w]].map((x) => hex(x ?? 0, 2)).join("");
   return out;
 }
 
@@ -74,7 +76,8 @@ function ipv6Bytes(address: string): number[] | null {
   }
   const halves = text.split("::");
   if (halves.length > 2) return null;
-  const words = (s: string | undefined) => (s === undefined || s === "" ? [] : s.split(":").map((w) => parseInt(w, 16)));
+  const words = (s: string | undefined) =>
+    s === undefined || s === "" ? [] : s.split(":").map((w) => parseInt(w, 16));
   const head = words(halves[0]);
   const rest = halves.length === 2 ? words(halves[1]) : [];
   const fill = 8 - head.length - rest.length;

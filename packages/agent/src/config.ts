@@ -74,7 +74,9 @@ const schema = z.object({
       state_file: z.string().min(1).optional(),
     })
     .prefault({}),
-  log: z.object({ level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).optional() }).prefault({}),
+  log: z
+    .object({ level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).optional() })
+    .prefault({}),
 });
 
 function pathOf(path: readonly PropertyKey[]): string {
@@ -87,17 +89,28 @@ export function normalizeAgentConfig(raw: unknown, source = "configuration"): Ag
     throw new AgentConfigError(source, ["(top level): must be a mapping with an agent: section"]);
   }
   const parsed = schema.safeParse(raw ?? {});
-  if (!parsed.success) throw new AgentConfigError(source, parsed.error.issues.map((i) => `${pathOf(i.path)}: ${i.message}`));
+  if (!parsed.success)
+    throw new AgentConfigError(
+      source,
+      parsed.error.issues.map((i) => `${pathOf(i.path)}: ${i.message}`),
+    );
   const a = parsed.data.agent;
   const problems: string[] = [];
-  const gpus = a.gpus?.map((g) => ({ index: g.index, uuid: g.uuid, name: g.name, memoryMb: g.memory_mb, slots: g.slots }));
+  const gpus = a.gpus?.map((g) => ({
+    index: g.index,
+    uuid: g.uuid,
+    name: g.name,
+    memoryMb: g.memory_mb,
+    slots: g.slots,
+  }));
   const seen = new Set<string>();
   gpus?.forEach((g, i) => {
     if (seen.has(`i${g.index}`)) problems.push(`agent.gpus.${i}.index: device ${g.index} is listed twice`);
     if (seen.has(`u${g.uuid}`)) problems.push(`agent.gpus.${i}.uuid: ${g.uuid} is listed twice`);
     seen.add(`i${g.index}`).add(`u${g.uuid}`);
   });
-  if (a.devices === "config" && (gpus === undefined || gpus.length === 0)) problems.push("agent.gpus: devices: config needs a list of GPUs here");
+  if (a.devices === "config" && (gpus === undefined || gpus.length === 0))
+    problems.push("agent.gpus: devices: config needs a list of GPUs here");
   if (problems.length > 0) throw new AgentConfigError(source, problems);
   return {
     ...(a.server !== undefined ? { server: a.server } : {}),
@@ -118,7 +131,7 @@ export function readAgentConfigFile(path: string): AgentFileConfig {
   try {
     raw = parseYaml(readFileSync(path, "utf8"));
   } catch (e) {
-    throw new AgentConfigError(path, [e instanceof Error ? e.message.split("\n")[0] ?? e.message : String(e)]);
+    throw new AgentConfigError(path, [e instanceof Error ? (e.message.split("\n")[0] ?? e.message) : String(e)]);
   }
   return normalizeAgentConfig(raw, path);
 }

@@ -31,7 +31,8 @@ export class ControlPlaneRefusal extends Error {
   }
 }
 
-export type LeaseAnswer = { readonly kind: "granted"; readonly lease: Lease } | { readonly kind: "queued"; readonly lease: Lease };
+export type LeaseAnswer =
+  { readonly kind: "granted"; readonly lease: Lease } | { readonly kind: "queued"; readonly lease: Lease };
 
 export interface Registered {
   readonly node: { readonly id: string; readonly name: string };
@@ -54,7 +55,10 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 /** `value` as the contract's `schema`; a mismatch means the pool is not one this agent can work with. */
 export function decodeFromPool<S extends WireSchema>(schema: S, value: unknown, what: string): WireType<S> {
   const decoded = decodeWire(schema, value);
-  if (!decoded.ok) throw new ControlPlaneDown(`the control plane sent ${what} that does not match the gpupool wire format (${decoded.message}); is it a gpupool control plane of this agent's version?`);
+  if (!decoded.ok)
+    throw new ControlPlaneDown(
+      `the control plane sent ${what} that does not match the gpupool wire format (${decoded.message}); is it a gpupool control plane of this agent's version?`,
+    );
   return decoded.value;
 }
 
@@ -64,7 +68,12 @@ export function asProblem(body: unknown, status: number, fallback: string): Wire
   if (decoded.ok) return decoded.value;
   const b = isRecord(body) ? body : {};
   const str = (v: unknown): string | null => (typeof v === "string" ? v : null);
-  return { ...b, code: str(b["code"]) ?? `http_${status}`, detail: str(b["detail"]) ?? fallback, status: typeof b["status"] === "number" ? b["status"] : status };
+  return {
+    ...b,
+    code: str(b["code"]) ?? `http_${status}`,
+    detail: str(b["detail"]) ?? fallback,
+    status: typeof b["status"] === "number" ? b["status"] : status,
+  };
 }
 
 function networkReason(error: unknown): string {
@@ -97,16 +106,47 @@ export class ControlPlane {
   }
 
   /** `previous`: the registration this agent held before (a restart), so the pool lets it take the node back at once. */
-  async register(devices: readonly NodeDevice[], agentUrl: string, previous: string | null = null): Promise<Registered> {
-    const request: NodeRegisterRequest = { devices: devices.map(deviceJson), agent_url: agentUrl, ...(previous !== null ? { previous_registration: previous } : {}) };
-    const r = decodeFromPool(NodeRegistered, await this.call("POST", "/v1/nodes/register", { authorization: `Bearer ${this.nodeKey}` }, request), "a registration");
-    return { node: r.node, heartbeatIntervalS: r.heartbeat_interval_s, heartbeatTimeoutS: r.heartbeat_timeout_s, registration: r.registration };
+  async register(
+    devices: readonly NodeDevice[],
+    agentUrl: string,
+    previous: string | null = null,
+  ): Promise<Registered> {
+    const request: NodeRegisterRequest = {
+      devices: devices.map(deviceJson),
+      agent_url: agentUrl,
+      ...(previous !== null ? { previous_registration: previous } : {}),
+    };
+    const r = decodeFromPool(
+      NodeRegistered,
+      await this.call("POST", "/v1/nodes/register", { authorization: `Bearer ${this.nodeKey}` }, request),
+      "a registration",
+    );
+    return {
+      node: r.node,
+      heartbeatIntervalS: r.heartbeat_interval_s,
+      heartbeatTimeoutS: r.heartbeat_timeout_s,
+      registration: r.registration,
+    };
   }
 
   /** The registration is the one register answered; a heartbeat answer does not repeat it. */
   async heartbeat(registration: string | null = null): Promise<Registered> {
-    const h = decodeFromPool(Heartbeat, await this.call("POST", "/v1/nodes/heartbeat", { authorization: `Bearer ${this.nodeKey}` }, registration !== null ? { registration } : {}), "a heartbeat answer");
-    return { node: h.node, heartbeatIntervalS: h.heartbeat_interval_s, heartbeatTimeoutS: h.heartbeat_timeout_s, registration };
+    const h = decodeFromPool(
+      Heartbeat,
+      await this.call(
+        "POST",
+        "/v1/nodes/heartbeat",
+        { authorization: `Bearer ${this.nodeKey}` },
+        registration !== null ? { registration } : {},
+      ),
+      "a heartbeat answer",
+    );
+    return {
+      node: h.node,
+      heartbeatIntervalS: h.heartbeat_interval_s,
+      heartbeatTimeoutS: h.heartbeat_timeout_s,
+      registration,
+    };
   }
 
   /** POST /v1/leases for an app on this node: 201 → granted, 202 → queued, a problem → ControlPlaneRefusal. */
@@ -119,11 +159,20 @@ export class ControlPlane {
   }
 
   async lease(appKey: string, id: string): Promise<Lease> {
-    return decodeFromPool(Lease, await this.call("GET", `/v1/leases/${encodeURIComponent(id)}`, { authorization: `Bearer ${appKey}` }), "a lease");
+    return decodeFromPool(
+      Lease,
+      await this.call("GET", `/v1/leases/${encodeURIComponent(id)}`, { authorization: `Bearer ${appKey}` }),
+      "a lease",
+    );
   }
 
   async release(appKey: string, id: string, failed: boolean): Promise<void> {
-    await this.call("POST", `/v1/leases/${encodeURIComponent(id)}/release`, { authorization: `Bearer ${appKey}` }, { failed });
+    await this.call(
+      "POST",
+      `/v1/leases/${encodeURIComponent(id)}/release`,
+      { authorization: `Bearer ${appKey}` },
+      { failed },
+    );
   }
 
   /** Cancels a queued lease (or releases an active one). */
@@ -135,7 +184,10 @@ export class ControlPlane {
   async leaseEvents(appKey: string, id: string, signal: AbortSignal): Promise<AsyncGenerator<SseEvent>> {
     let res: Response;
     try {
-      res = await fetch(`${this.base}/v1/leases/${encodeURIComponent(id)}/events`, { headers: { authorization: `Bearer ${appKey}`, accept: "text/event-stream" }, signal });
+      res = await fetch(`${this.base}/v1/leases/${encodeURIComponent(id)}/events`, {
+        headers: { authorization: `Bearer ${appKey}`, accept: "text/event-stream" },
+        signal,
+      });
     } catch (error) {
       throw new ControlPlaneDown(`cannot reach the control plane at ${this.base}: ${networkReason(error)}`);
     }
@@ -150,13 +202,22 @@ export class ControlPlane {
     return (await this.send(method, path, headers, body)).json;
   }
 
-  private async send(method: string, path: string, headers: Record<string, string>, body?: unknown): Promise<{ status: number; json: unknown }> {
+  private async send(
+    method: string,
+    path: string,
+    headers: Record<string, string>,
+    body?: unknown,
+  ): Promise<{ status: number; json: unknown }> {
     let res: Response;
     let text: string;
     try {
       res = await fetch(this.base + path, {
         method,
-        headers: { ...headers, accept: "application/json", ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+        headers: {
+          ...headers,
+          accept: "application/json",
+          ...(body !== undefined ? { "content-type": "application/json" } : {}),
+        },
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
         signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
       });
@@ -168,7 +229,9 @@ export class ControlPlane {
     try {
       return { status: res.status, json: text === "" ? null : (JSON.parse(text) as unknown) };
     } catch {
-      throw new ControlPlaneDown(`the control plane at ${this.base} answered ${method} ${path} with something that is not JSON; is --server the gpupool control plane?`);
+      throw new ControlPlaneDown(
+        `the control plane at ${this.base} answered ${method} ${path} with something that is not JSON; is --server the gpupool control plane?`,
+      );
     }
   }
 
@@ -183,9 +246,15 @@ export class ControlPlane {
     // 4xx with a problem body is an answer about the request; anything else means the pool is unwell.
     if (res.status >= 400 && res.status < 500 && isRecord(json) && typeof json["code"] === "string") {
       const retry = Number(res.headers.get("retry-after"));
-      return new ControlPlaneRefusal(p, Number.isFinite(retry) && res.headers.get("retry-after") !== null ? retry : null);
+      return new ControlPlaneRefusal(
+        p,
+        Number.isFinite(retry) && res.headers.get("retry-after") !== null ? retry : null,
+      );
     }
-    if (res.status === 503 && isRecord(json) && json["code"] === "no_gpu_available") return new ControlPlaneRefusal(p, null);
-    return new ControlPlaneDown(`the control plane at ${this.base} answered ${res.status} to ${method} ${path}: ${p.detail}`);
+    if (res.status === 503 && isRecord(json) && json["code"] === "no_gpu_available")
+      return new ControlPlaneRefusal(p, null);
+    return new ControlPlaneDown(
+      `the control plane at ${this.base} answered ${res.status} to ${method} ${path}: ${p.detail}`,
+    );
   }
 }

@@ -70,18 +70,33 @@ function withAuth(headers: Record<string, string>, level: AuthLevel | null): Rec
 }
 
 /** A problem answered as problem+json with the given status. */
-export function problemAnswer(p: WireProblem, status = p.status, extraHeaders: Record<string, string> = {}): DeviceAnswer {
+export function problemAnswer(
+  p: WireProblem,
+  status = p.status,
+  extraHeaders: Record<string, string> = {},
+): DeviceAnswer {
   const { code, detail } = p;
   return {
     status,
     contentType: "application/problem+json",
     headers: { ...extraHeaders, "x-gpupool-detail": headerSafe(detail) },
-    body: { ...p, type: typeof p["type"] === "string" ? p["type"] : `urn:gpupool:problem:${code}`, title: typeof p["title"] === "string" ? p["title"] : code, status, code, detail },
+    body: {
+      ...p,
+      type: typeof p["type"] === "string" ? p["type"] : `urn:gpupool:problem:${code}`,
+      title: typeof p["title"] === "string" ? p["title"] : code,
+      status,
+      code,
+      detail,
+    },
   };
 }
 
 /** The /schedule query parameter each field of the pool's POST /v1/leases body comes from. */
-const QUERY_PARAMETER_OF: Readonly<Record<string, string>> = { size: "gpuSize", duration: "durationSeconds", queue: "enableQueue" };
+const QUERY_PARAMETER_OF: Readonly<Record<string, string>> = {
+  size: "gpuSize",
+  duration: "durationSeconds",
+  queue: "enableQueue",
+};
 
 /**
  * The pool validates the body the agent built from the query ("size must be one of large,
@@ -93,11 +108,18 @@ function inQueryTerms(p: WireProblem): WireProblem {
   const errors = raw.map((e) => {
     const r = typeof e === "object" && e !== null ? (e as Record<string, unknown>) : {};
     const field = typeof r["field"] === "string" ? r["field"] : "";
-    return { field: QUERY_PARAMETER_OF[field] ?? null, message: typeof r["message"] === "string" ? r["message"] : "is invalid" };
+    return {
+      field: QUERY_PARAMETER_OF[field] ?? null,
+      message: typeof r["message"] === "string" ? r["message"] : "is invalid",
+    };
   });
   if (errors.length === 0 || errors.some((e) => e.field === null)) return p;
   const named = errors.map((e) => ({ field: e.field ?? "", message: e.message }));
-  return { ...p, detail: `The /schedule query is invalid: ${named.map((e) => `${e.field} ${e.message}`).join("; ")}. Nothing was requested.`, errors: named };
+  return {
+    ...p,
+    detail: `The /schedule query is invalid: ${named.map((e) => `${e.field} ${e.message}`).join("; ")}. Nothing was requested.`,
+    errors: named,
+  };
 }
 
 /**
@@ -130,7 +152,13 @@ export function refusalAnswer(p: WireProblem, retryAfterS: number | null, now: n
     case "invalid_ip_token":
       return problemAnswer(p, 401);
     case "unauthorized":
-      return problemAnswer({ ...p, detail: `The pool refused the app key of this request (the one in SPACES_ZERO_DEVICE_API_URL, .../apps/<app-key>): ${p.detail}` }, 403);
+      return problemAnswer(
+        {
+          ...p,
+          detail: `The pool refused the app key of this request (the one in SPACES_ZERO_DEVICE_API_URL, .../apps/<app-key>): ${p.detail}`,
+        },
+        403,
+      );
     case "invalid_request":
       return problemAnswer(inQueryTerms(p), 400);
     default:
@@ -153,6 +181,7 @@ export function grantJson(lease: LocalLease, token: string, idle: boolean, node:
 
 /** How long the lease may hold the GPU, measured on the control plane's own clock. */
 export function leaseSpanMs(lease: Lease): number {
-  if (lease.deadline !== null && lease.granted_at !== null) return Math.max(0, Date.parse(lease.deadline) - Date.parse(lease.granted_at));
+  if (lease.deadline !== null && lease.granted_at !== null)
+    return Math.max(0, Date.parse(lease.deadline) - Date.parse(lease.granted_at));
   return Math.max(0, lease.duration * 1000);
 }

@@ -23,6 +23,12 @@ export class DiscoveryError extends Error {
 }
 
 /** The control plane's register body shape (snake_case on the wire). */
-export function deviceJson(d: NodeDevice): { index: number; uuid: string; name: string; memory_mb: number; slots: number } {
+export function deviceJson(d: NodeDevice): {
+  index: number;
+  uuid: string;
+  name: string;
+  memory_mb: number;
+  slots: number;
+} {
   return { index: d.index, uuid: d.uuid, name: d.name, memory_mb: d.memoryMb, slots: d.slots };
 }

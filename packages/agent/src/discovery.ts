@@ -10,19 +10,35 @@ const NVIDIA_SMI_TIMEOUT_MS = 20_000;
 
 function run(command: string, args: readonly string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(command, args, { timeout: NVIDIA_SMI_TIMEOUT_MS, maxBuffer: 4 * 1024 * 1024, encoding: "utf8" }, (error, stdout, stderr) => {
-      const shown = `${command} ${args.join(" ")}`;
-      if (error === null) return resolve(stdout);
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code === "ENOENT") {
-        return reject(new DiscoveryError(`${command} was not found on PATH. Install the NVIDIA driver utilities, put nvidia-smi on the agent's PATH, or use --devices config (a device list) or --devices simulated.`));
-      }
-      if (code === "EACCES") return reject(new DiscoveryError(`${command} is not executable by the agent's user.`));
-      if (error.killed) return reject(new DiscoveryError(`${shown} did not finish within ${NVIDIA_SMI_TIMEOUT_MS / 1000}s (a hung driver?).`));
-      // nvidia-smi prints its reason on stdout ("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver…").
-      const said = `${stderr}\n${stdout}`.split("\n").map((l) => l.trim()).find((l) => l !== "") ?? "no output";
-      reject(new DiscoveryError(`${shown} failed (exit ${String(error.code ?? "?")}): ${said.slice(0, 300)}`));
-    });
+    execFile(
+      command,
+      args,
+      { timeout: NVIDIA_SMI_TIMEOUT_MS, maxBuffer: 4 * 1024 * 1024, encoding: "utf8" },
+      (error, stdout, stderr) => {
+        const shown = `${command} ${args.join(" ")}`;
+        if (error === null) return resolve(stdout);
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code === "ENOENT") {
+          return reject(
+            new DiscoveryError(
+              `${command} was not found on PATH. Install the NVIDIA driver utilities, put nvidia-smi on the agent's PATH, or use --devices config (a device list) or --devices simulated.`,
+            ),
+          );
+        }
+        if (code === "EACCES") return reject(new DiscoveryError(`${command} is not executable by the agent's user.`));
+        if (error.killed)
+          return reject(
+            new DiscoveryError(`${shown} did not finish within ${NVIDIA_SMI_TIMEOUT_MS / 1000}s (a hung driver?).`),
+          );
+        // nvidia-smi prints its reason on stdout ("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver…").
+        const said =
+          `${stderr}\n${stdout}`
+            .split("\n")
+            .map((l) => l.trim())
+            .find((l) => l !== "") ?? "no output";
+        reject(new DiscoveryError(`${shown} failed (exit ${String(error.code ?? "?")}): ${said.slice(0, 300)}`));
+      },
+    );
   });
 }
 

@@ -1,6 +1,12 @@
 export { startAgent } from "./agent.js";
 export type { AgentOptions, RunningAgent } from "./agent.js";
-export { AgentConfigError, MAX_GRACE_MS, MAX_SIMULATED_GPUS, normalizeAgentConfig, readAgentConfigFile } from "./config.js";
+export {
+  AgentConfigError,
+  MAX_GRACE_MS,
+  MAX_SIMULATED_GPUS,
+  normalizeAgentConfig,
+  readAgentConfigFile,
+} from "./config.js";
 export type { AgentFileConfig } from "./config.js";
 export { DiscoveryError, MIG_SLICE_SLOTS, WHOLE_GPU_SLOTS } from "./devices.js";
 export type { NodeDevice } from "./devices.js";

@@ -46,7 +46,10 @@ export type AllowOutcome =
   | { readonly kind: "not_owned"; readonly reason: PidReason; readonly detail: string }
   | { readonly kind: "forbidden" };
 
-export type ReleaseOutcome = { readonly kind: "released"; readonly lease: LocalLease } | { readonly kind: "unknown" } | { readonly kind: "ended"; readonly why: string };
+export type ReleaseOutcome =
+  | { readonly kind: "released"; readonly lease: LocalLease }
+  | { readonly kind: "unknown" }
+  | { readonly kind: "ended"; readonly why: string };
 
 export interface LocalLeasesOptions {
   /** SIGTERM → SIGKILL delay at a deadline (and when evicting an idle worker). */
@@ -139,9 +142,16 @@ export class LocalLeases {
     if (evicted.length > 0) {
       // The new lease is charged while they go, so they get a short grace: they are idle (parked
       // after a finished call), with no work to save.
-      this.options.log.info({ device: g.device.uuid, pids: evicted.map((r) => r.pid), lease: g.leaseId }, "stopping idle workers left on the device by an earlier call, before handing it over");
+      this.options.log.info(
+        { device: g.device.uuid, pids: evicted.map((r) => r.pid), lease: g.leaseId },
+        "stopping idle workers left on the device by an earlier call, before handing it over",
+      );
       const r = await terminate(evicted, Math.min(this.options.graceMs, EVICTION_GRACE_MS), EVICTION_KILL_WAIT_MS);
-      if (r.survivors.length > 0) this.options.log.error({ pids: r.survivors, device: g.device.uuid }, "idle workers survived SIGKILL; the device may be short of memory");
+      if (r.survivors.length > 0)
+        this.options.log.error(
+          { pids: r.survivors, device: g.device.uuid },
+          "idle workers survived SIGKILL; the device may be short of memory",
+        );
     }
     const inherited = mine.flatMap((p) => p.pids).filter(isAlive);
     const token = randomBytes(24).toString("base64url");
@@ -208,7 +218,10 @@ export class LocalLeases {
     if (lease.reuseKey !== null && live.length > 0) {
       if (failed) {
         void terminate(live, this.options.graceMs).then((r) =>
-          this.options.log.info({ lease: lease.leaseId, pids: [...r.terminated, ...r.killed] }, "stopped the worker of a failed call (its client does not reuse it)"),
+          this.options.log.info(
+            { lease: lease.leaseId, pids: [...r.terminated, ...r.killed] },
+            "stopped the worker of a failed call (its client does not reuse it)",
+          ),
         );
       } else {
         const list = this.parked.get(lease.device.uuid) ?? [];
@@ -228,7 +241,10 @@ export class LocalLeases {
     this.forget(lease, why);
     this.changed();
     const pids = [...lease.pids.values()];
-    this.options.log.warn({ lease: leaseId, pids: pids.map((r) => r.pid) }, `lease ended by the control plane (${why}); stopping its processes`);
+    this.options.log.warn(
+      { lease: leaseId, pids: pids.map((r) => r.pid) },
+      `lease ended by the control plane (${why}); stopping its processes`,
+    );
     await terminate(pids, this.options.graceMs);
   }
 
@@ -263,7 +279,9 @@ export class LocalLeases {
   }
 
   parkedWorkers(): { device: string; app: string | null; pids: number[] }[] {
-    return [...this.parked.entries()].flatMap(([device, list]) => list.map((p) => ({ device, app: p.app, pids: p.pids.map((r) => r.pid) })));
+    return [...this.parked.entries()].flatMap(([device, list]) =>
+      list.map((p) => ({ device, app: p.app, pids: p.pids.map((r) => r.pid) })),
+    );
   }
 
   /** Stops timers; processes are left as they are (the caller logs what it leaves). */
@@ -273,7 +291,10 @@ export class LocalLeases {
     this.deadlines.clear();
   }
 
-  private find(token: string, appKey: string): { kind: "found"; lease: LocalLease } | { kind: "unknown" } | { kind: "ended"; why: string } {
+  private find(
+    token: string,
+    appKey: string,
+  ): { kind: "found"; lease: LocalLease } | { kind: "unknown" } | { kind: "ended"; why: string } {
     const key = hashKey(token).toString("hex");
     const lease = this.byToken.get(key);
     if (lease === undefined) {
@@ -300,7 +321,10 @@ export class LocalLeases {
   }
 
   private arm(lease: LocalLease): void {
-    const timer = setTimeout(() => void this.expire(lease), Math.min(Math.max(0, lease.deadlineAt - this.now()), MAX_TIMER_MS));
+    const timer = setTimeout(
+      () => void this.expire(lease),
+      Math.min(Math.max(0, lease.deadlineAt - this.now()), MAX_TIMER_MS),
+    );
     this.deadlines.set(lease, timer);
   }
 
@@ -310,16 +334,25 @@ export class LocalLeases {
 
   /** The deadline: SIGTERM, then SIGKILL after the grace. The control plane expires the lease itself. */
   private async expire(lease: LocalLease): Promise<void> {
-    this.forget(lease, `it reached its deadline (${new Date(lease.deadlineAt).toISOString()}) and its processes were stopped`);
+    this.forget(
+      lease,
+      `it reached its deadline (${new Date(lease.deadlineAt).toISOString()}) and its processes were stopped`,
+    );
     this.changed();
     const pids = [...lease.pids.values()];
     if (pids.length === 0) {
       this.options.log.info({ lease: lease.leaseId }, "lease reached its deadline with no process allowed on it");
       return;
     }
-    this.options.log.warn({ lease: lease.leaseId, app: lease.app, pids: pids.map((r) => r.pid), grace_ms: this.options.graceMs }, "lease reached its deadline: SIGTERM to its processes, SIGKILL after the grace");
+    this.options.log.warn(
+      { lease: lease.leaseId, app: lease.app, pids: pids.map((r) => r.pid), grace_ms: this.options.graceMs },
+      "lease reached its deadline: SIGTERM to its processes, SIGKILL after the grace",
+    );
     const r = await terminate(pids, this.options.graceMs);
-    this.options.log.warn({ lease: lease.leaseId, terminated: r.terminated, killed: r.killed, survivors: r.survivors }, r.survivors.length > 0 ? "processes survived SIGKILL at the deadline" : "processes stopped at the deadline");
+    this.options.log.warn(
+      { lease: lease.leaseId, terminated: r.terminated, killed: r.killed, survivors: r.survivors },
+      r.survivors.length > 0 ? "processes survived SIGKILL at the deadline" : "processes stopped at the deadline",
+    );
   }
 
   /** Early exit: a lease whose allowed processes are all gone is released, so only held time is charged. */
@@ -333,8 +366,14 @@ export class LocalLeases {
         changed = true;
       }
       if (lease.pids.size > 0) continue;
-      this.forget(lease, "every process allowed on it exited before it was released, so the agent released it (failed)");
-      this.options.log.warn({ lease: lease.leaseId, app: lease.app }, "every process allowed on the lease exited before releasing it: releasing it (failed) so only the time held is charged");
+      this.forget(
+        lease,
+        "every process allowed on it exited before it was released, so the agent released it (failed)",
+      );
+      this.options.log.warn(
+        { lease: lease.leaseId, app: lease.app },
+        "every process allowed on the lease exited before releasing it: releasing it (failed) so only the time held is charged",
+      );
       void this.options.releaseOnControlPlane(lease, true);
     }
     for (const [device, list] of this.parked) {

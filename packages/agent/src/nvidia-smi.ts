@@ -64,20 +64,30 @@ export function parseGpuQuery(text: string): QueriedGpu[] {
   for (const { no, line } of lines(text)) {
     const fields = line.split(",").map((f) => f.trim());
     if (no === 1 && fields[0]?.toLowerCase() === "index") continue;
-    if (fields.length < 4) throw malformed(QUERY_CMD, no, line, `expected 4 comma-separated fields (index, uuid, name, memory.total), found ${fields.length}`);
+    if (fields.length < 4)
+      throw malformed(
+        QUERY_CMD,
+        no,
+        line,
+        `expected 4 comma-separated fields (index, uuid, name, memory.total), found ${fields.length}`,
+      );
     const [indexText = "", uuid = ""] = fields;
     const memoryText = fields[fields.length - 1] ?? "";
     const name = fields.slice(2, -1).join(", ");
-    if (!/^\d{1,5}$/.test(indexText)) throw malformed(QUERY_CMD, no, line, `index "${indexText}" is not a whole number`);
-    if (!/^GPU-[0-9A-Za-z-]{1,120}$/.test(uuid)) throw malformed(QUERY_CMD, no, line, `uuid "${uuid}" does not look like GPU-xxxxxxxx-…`);
+    if (!/^\d{1,5}$/.test(indexText))
+      throw malformed(QUERY_CMD, no, line, `index "${indexText}" is not a whole number`);
+    if (!/^GPU-[0-9A-Za-z-]{1,120}$/.test(uuid))
+      throw malformed(QUERY_CMD, no, line, `uuid "${uuid}" does not look like GPU-xxxxxxxx-…`);
     if (name === "") throw malformed(QUERY_CMD, no, line, "the name is empty");
     const memoryMb = parseMemory(memoryText);
-    if (memoryMb === undefined) throw malformed(QUERY_CMD, no, line, `memory.total "${memoryText}" is not like "81920 MiB"`);
+    if (memoryMb === undefined)
+      throw malformed(QUERY_CMD, no, line, `memory.total "${memoryText}" is not like "81920 MiB"`);
     gpus.push({ index: Number(indexText), uuid, name: name.slice(0, MAX_NAME), memoryMb, line: line.trim() });
   }
   const seen = new Set<string>();
   for (const g of gpus) {
-    if (seen.has(g.uuid)) throw new DiscoveryError(`${QUERY_CMD}: GPU ${g.uuid} is listed twice. Nothing was registered.`);
+    if (seen.has(g.uuid))
+      throw new DiscoveryError(`${QUERY_CMD}: GPU ${g.uuid} is listed twice. Nothing was registered.`);
     seen.add(g.uuid);
   }
   return gpus;
@@ -107,7 +117,12 @@ export function parseGpuList(text: string): ListedGpu[] {
       parent.migs.push({ profile: mig[1] ?? "", uuid: mig[3] ?? "", line: line.trim() });
       continue;
     }
-    throw malformed(LIST_CMD, no, line, 'expected "GPU <n>: <name> (UUID: GPU-…)" or "  MIG <profile> Device <n>: (UUID: MIG-…)"');
+    throw malformed(
+      LIST_CMD,
+      no,
+      line,
+      'expected "GPU <n>: <name> (UUID: GPU-…)" or "  MIG <profile> Device <n>: (UUID: MIG-…)"',
+    );
   }
   return gpus;
 }
@@ -127,7 +142,9 @@ function migMemoryMb(profile: string): number | null {
 export function devicesFromNvidiaSmi(queryText: string, listText: string): NodeDevice[] {
   const queried = parseGpuQuery(queryText);
   if (queried.length === 0) {
-    throw new DiscoveryError(`${QUERY_CMD} listed no GPUs. Check the driver (does \`nvidia-smi\` show GPUs?), or use --devices config / --devices simulated.`);
+    throw new DiscoveryError(
+      `${QUERY_CMD} listed no GPUs. Check the driver (does \`nvidia-smi\` show GPUs?), or use --devices config / --devices simulated.`,
+    );
   }
   const listed = new Map(parseGpuList(listText).map((g) => [g.uuid, g]));
   const devices: NodeDevice[] = [];
@@ -140,15 +157,29 @@ export function devicesFromNvidiaSmi(queryText: string, listText: string): NodeD
             "Run the agent where nvidia-smi can read it, or list the devices in a config file (--devices config).",
         );
       }
-      devices.push({ index: devices.length, uuid: gpu.uuid, name: gpu.name, memoryMb: gpu.memoryMb, slots: WHOLE_GPU_SLOTS });
+      devices.push({
+        index: devices.length,
+        uuid: gpu.uuid,
+        name: gpu.name,
+        memoryMb: gpu.memoryMb,
+        slots: WHOLE_GPU_SLOTS,
+      });
       continue;
     }
     for (const mig of migs) {
       const memoryMb = migMemoryMb(mig.profile);
       if (memoryMb === null) {
-        throw new DiscoveryError(`${LIST_CMD}: "${mig.line}" is malformed: the MIG profile "${mig.profile}" does not name its memory (like 3g.40gb). Nothing was registered.`);
+        throw new DiscoveryError(
+          `${LIST_CMD}: "${mig.line}" is malformed: the MIG profile "${mig.profile}" does not name its memory (like 3g.40gb). Nothing was registered.`,
+        );
       }
-      devices.push({ index: devices.length, uuid: mig.uuid, name: `${gpu.name} MIG ${mig.profile}`.slice(0, MAX_NAME), memoryMb, slots: MIG_SLICE_SLOTS });
+      devices.push({
+        index: devices.length,
+        uuid: mig.uuid,
+        name: `${gpu.name} MIG ${mig.profile}`.slice(0, MAX_NAME),
+        memoryMb,
+        slots: MIG_SLICE_SLOTS,
+      });
     }
   }
   return devices;

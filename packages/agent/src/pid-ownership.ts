@@ -28,7 +28,8 @@ export interface PidCaller {
 }
 
 export type PidReason = "pid_not_yours" | "pid_cgroup_mismatch" | "pid_unverified";
-export type PidVerdict = { readonly ok: true } | { readonly ok: false; readonly reason: PidReason; readonly detail: string };
+export type PidVerdict =
+  { readonly ok: true } | { readonly ok: false; readonly reason: PidReason; readonly detail: string };
 
 function readText(path: string): string | null {
   try {
@@ -63,7 +64,10 @@ export function readPidOwner(pid: number, read: (path: string) => string | null 
   const [real, effective, saved] = ids;
   const cgroup = read(`/proc/${pid}/cgroup`);
   return {
-    uids: real !== undefined && effective !== undefined && saved !== undefined && ids.every(Number.isInteger) ? { real, effective, saved } : null,
+    uids:
+      real !== undefined && effective !== undefined && saved !== undefined && ids.every(Number.isInteger)
+        ? { real, effective, saved }
+        : null,
     cgroupPath: cgroup === null ? null : cgroupPathOf(cgroup),
   };
 }
@@ -84,7 +88,11 @@ export function judgePid(mode: PidCheck, pid: number, owner: PidOwner, caller: P
   if (mode === "off") return { ok: true };
   const uids = [...new Set([caller.allowUid, caller.scheduleUid].filter((u): u is number => u !== null))];
   if (uids.length > 0 && owner.uids === null) {
-    return { ok: false, reason: "pid_unverified", detail: `The agent cannot read the owner of pid ${pid} (/proc/${pid}/status), so it cannot tell that the process is the caller's.` };
+    return {
+      ok: false,
+      reason: "pid_unverified",
+      detail: `The agent cannot read the owner of pid ${pid} (/proc/${pid}/status), so it cannot tell that the process is the caller's.`,
+    };
   }
   for (const uid of uids) {
     if (owner.uids !== null && !maySignal(uid, owner.uids)) {
@@ -98,7 +106,11 @@ export function judgePid(mode: PidCheck, pid: number, owner: PidOwner, caller: P
   const checkCgroup = mode !== "uid" && caller.cgroupPath !== null;
   if (checkCgroup && owner.cgroupPath !== caller.cgroupPath) {
     if (owner.cgroupPath === null) {
-      return { ok: false, reason: "pid_unverified", detail: `The agent cannot read the cgroup of pid ${pid} (/proc/${pid}/cgroup), so it cannot check it against the cgroupPath this lease was scheduled with.` };
+      return {
+        ok: false,
+        reason: "pid_unverified",
+        detail: `The agent cannot read the cgroup of pid ${pid} (/proc/${pid}/cgroup), so it cannot check it against the cgroupPath this lease was scheduled with.`,
+      };
     }
     return {
       ok: false,
@@ -113,6 +125,8 @@ export function judgePid(mode: PidCheck, pid: number, owner: PidOwner, caller: P
     reason: "pid_unverified",
     detail:
       `Nothing ties pid ${pid} to the caller: ${UNTRACED}. Call the agent from the app's host at http://127.0.0.1:<port>/apps/<app-key>` +
-      (mode === "cgroup" ? ", or send cgroupPath to /schedule (the spaces client does)." : "; for apps in containers on a bridge network, start the agent with --pid-check cgroup (the pid must then be in the cgroupPath sent to /schedule)."),
+      (mode === "cgroup"
+        ? ", or send cgroupPath to /schedule (the spaces client does)."
+        : "; for apps in containers on a bridge network, start the agent with --pid-check cgroup (the pid must then be in the cgroupPath sent to /schedule)."),
   };
 }

@@ -10,7 +10,8 @@ export interface ProcessRef {
   readonly startTime: string | null;
 }
 
-export type Probe = { readonly kind: "alive"; readonly ref: ProcessRef } | { readonly kind: "missing" } | { readonly kind: "forbidden" };
+export type Probe =
+  { readonly kind: "alive"; readonly ref: ProcessRef } | { readonly kind: "missing" } | { readonly kind: "forbidden" };
 
 /** The highest pid Linux can hand out (pid_max is at most 2^22). */
 export const MAX_PID = 4_194_304;
@@ -87,7 +88,12 @@ export interface TerminateResult {
  * SIGTERM to each live process, then SIGKILL to those still there after `graceMs`. Resolves
  * once all are gone (or `killWaitMs` after the SIGKILL).
  */
-export async function terminate(refs: readonly ProcessRef[], graceMs: number, killWaitMs = 2_000, pollMs = 50): Promise<TerminateResult> {
+export async function terminate(
+  refs: readonly ProcessRef[],
+  graceMs: number,
+  killWaitMs = 2_000,
+  pollMs = 50,
+): Promise<TerminateResult> {
   const terminated = refs.filter((r) => signalProcess(r, "SIGTERM")).map((r) => r.pid);
   const until = Date.now() + graceMs;
   let left = refs.filter(isAlive);

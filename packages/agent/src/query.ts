@@ -18,15 +18,24 @@ export const MAX_DURATION_S = 86_400;
 /** One parameter, at most `max` characters; given twice is an error (which one would win?). */
 export function param(query: RawQuery, name: string, max: number): string | undefined {
   const v = query[name];
-  if (Array.isArray(v)) fail("invalid_request", `The query parameter ${name} is given ${v.length} times; give it once.`, { errors: [{ field: name, message: "is repeated" }] });
+  if (Array.isArray(v))
+    fail("invalid_request", `The query parameter ${name} is given ${v.length} times; give it once.`, {
+      errors: [{ field: name, message: "is repeated" }],
+    });
   if (v === undefined) return undefined;
-  if (v.length > max) fail("invalid_request", `The query parameter ${name} is longer than ${max} characters.`, { errors: [{ field: name, message: `is longer than ${max} characters` }] });
+  if (v.length > max)
+    fail("invalid_request", `The query parameter ${name} is longer than ${max} characters.`, {
+      errors: [{ field: name, message: `is longer than ${max} characters` }],
+    });
   return v;
 }
 
 export function requiredParam(query: RawQuery, name: string, max: number): string {
   const v = param(query, name, max);
-  if (v === undefined || v === "") fail("invalid_request", `The query parameter ${name} is missing.`, { errors: [{ field: name, message: "is required" }] });
+  if (v === undefined || v === "")
+    fail("invalid_request", `The query parameter ${name} is missing.`, {
+      errors: [{ field: name, message: "is required" }],
+    });
   return v;
 }
 
@@ -36,7 +45,9 @@ export function boolParam(query: RawQuery, name: string, fallback: boolean): boo
   if (v === undefined || v === "") return fallback;
   if (/^(true|1)$/i.test(v)) return true;
   if (/^(false|0)$/i.test(v)) return false;
-  return fail("invalid_request", `The query parameter ${name} must be true or false, not "${v}".`, { errors: [{ field: name, message: "must be true or false" }] });
+  return fail("invalid_request", `The query parameter ${name} must be true or false, not "${v}".`, {
+    errors: [{ field: name, message: "must be true or false" }],
+  });
 }
 
 export function parseScheduleQuery(query: RawQuery): ScheduleQuery {
@@ -46,19 +57,30 @@ export function parseScheduleQuery(query: RawQuery): ScheduleQuery {
   if (durationText !== undefined && durationText !== "") {
     durationS = /^\d+(\.\d+)?$/.test(durationText) ? Number(durationText) : NaN;
     // At least a second: the pool charges whole seconds, and the `spaces` client sends whole seconds.
-    if (!(durationS >= MIN_DURATION_S && durationS <= MAX_DURATION_S)) errors.push({ field: "durationSeconds", message: `must be a number of seconds from ${MIN_DURATION_S} to ${MAX_DURATION_S}` });
+    if (!(durationS >= MIN_DURATION_S && durationS <= MAX_DURATION_S))
+      errors.push({
+        field: "durationSeconds",
+        message: `must be a number of seconds from ${MIN_DURATION_S} to ${MAX_DURATION_S}`,
+      });
   }
   const gpuSize = param(query, "gpuSize", 32);
-  if (gpuSize !== undefined && !/^[a-z][a-z0-9_-]{0,31}$/.test(gpuSize)) errors.push({ field: "gpuSize", message: "must be a size name such as large or xlarge" });
+  if (gpuSize !== undefined && !/^[a-z][a-z0-9_-]{0,31}$/.test(gpuSize))
+    errors.push({ field: "gpuSize", message: "must be a size name such as large or xlarge" });
   const taskId = param(query, "taskId", 64);
-  if (taskId !== undefined && !/^[A-Za-z0-9_.:-]{1,64}$/.test(taskId)) errors.push({ field: "taskId", message: "must be an identifier (letters, digits, _ . : -)" });
+  if (taskId !== undefined && !/^[A-Za-z0-9_.:-]{1,64}$/.test(taskId))
+    errors.push({ field: "taskId", message: "must be an identifier (letters, digits, _ . : -)" });
   const tokenVersion = param(query, "tokenVersion", 8);
-  if (tokenVersion !== undefined && tokenVersion !== "" && !/^\d{1,3}$/.test(tokenVersion)) errors.push({ field: "tokenVersion", message: "must be a small whole number" });
+  if (tokenVersion !== undefined && tokenVersion !== "" && !/^\d{1,3}$/.test(tokenVersion))
+    errors.push({ field: "tokenVersion", message: "must be a small whole number" });
   const token = param(query, "token", 8192);
   const cgroupPath = param(query, "cgroupPath", 4096);
   const enableQueue = boolParam(query, "enableQueue", true);
   if (errors.length > 0) {
-    fail("invalid_request", `The /schedule query is invalid: ${errors.map((e) => `${e.field} ${e.message}`).join("; ")}. Nothing was requested.`, { errors });
+    fail(
+      "invalid_request",
+      `The /schedule query is invalid: ${errors.map((e) => `${e.field} ${e.message}`).join("; ")}. Nothing was requested.`,
+      { errors },
+    );
   }
   return {
     cgroupPath,

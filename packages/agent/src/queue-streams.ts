@@ -17,7 +17,10 @@ export interface QueueStreamsOptions {
   readonly abandon: (grant: GrantJson, appKey: string) => Promise<void>;
 }
 
-type Outcome = { readonly kind: "granted"; readonly lease: Lease } | { readonly kind: "failed"; readonly problem: WireProblem } | { readonly kind: "none" };
+type Outcome =
+  | { readonly kind: "granted"; readonly lease: Lease }
+  | { readonly kind: "failed"; readonly problem: WireProblem }
+  | { readonly kind: "none" };
 
 interface Stream {
   readonly leaseId: string;
@@ -45,7 +48,11 @@ function failedProblem(code: string, status: number, detail: string): WireProble
 function endedProblem(lease: Lease): WireProblem {
   const p = lease.problem;
   if (p !== null && p.detail !== null) return failedProblem(p.code, PROBLEM_STATUS[p.code], p.detail);
-  return failedProblem("lease_ended", 409, `Lease ${lease.id} ended as "${lease.status}" before it was granted a GPU; nothing was charged for the wait.`);
+  return failedProblem(
+    "lease_ended",
+    409,
+    `Lease ${lease.id} ended as "${lease.status}" before it was granted a GPU; nothing was charged for the wait.`,
+  );
 }
 
 const sleep = (ms: number, signal: AbortSignal) =>
@@ -81,7 +88,9 @@ export class QueueStreams {
     const stream: Stream = { leaseId: lease.id, abort: new AbortController(), shutdown: null, done: Promise.resolve() };
     this.open.add(stream);
     stream.done = this.run(stream, res, appKey, lease)
-      .catch((error: unknown) => this.options.log.error({ err: error, lease: lease.id }, "following a queued lease failed"))
+      .catch((error: unknown) =>
+        this.options.log.error({ err: error, lease: lease.id }, "following a queued lease failed"),
+      )
       .finally(() => this.open.delete(stream));
   }
 
@@ -129,10 +138,19 @@ export class QueueStreams {
             } else if (ev.event === "failed") {
               // A problem's code may be one this agent does not know yet: pass on what it says.
               const failed = FailedEvent.safeParse(data);
-              const raw = typeof data === "object" && data !== null ? (data as { problem?: unknown }).problem : undefined;
-              outcome = { kind: "failed", problem: failed.success ? failed.data.problem : asProblem(raw, 409, `Lease ${first.id} failed while queued.`) };
+              const raw =
+                typeof data === "object" && data !== null ? (data as { problem?: unknown }).problem : undefined;
+              outcome = {
+                kind: "failed",
+                problem: failed.success
+                  ? failed.data.problem
+                  : asProblem(raw, 409, `Lease ${first.id} failed while queued.`),
+              };
             } else if (ev.event === "ended") {
-              outcome = { kind: "failed", problem: endedProblem(decodeFromPool(EndedEvent, data, "an ended event").lease) };
+              outcome = {
+                kind: "failed",
+                problem: endedProblem(decodeFromPool(EndedEvent, data, "an ended event").lease),
+              };
             }
             if (outcome.kind !== "none") break;
           }
@@ -142,7 +160,10 @@ export class QueueStreams {
             outcome = { kind: "failed", problem: error.problem };
             break;
           }
-          log.warn({ lease: first.id, err: error instanceof Error ? error.message : String(error) }, "the lease's event stream dropped; asking the control plane for its state");
+          log.warn(
+            { lease: first.id, err: error instanceof Error ? error.message : String(error) },
+            "the lease's event stream dropped; asking the control plane for its state",
+          );
         }
         if (outcome.kind !== "none" || stream.abort.signal.aborted) break;
         // The stream closed without an outcome (proxy timeout, control-plane restart): ask directly.
@@ -155,7 +176,14 @@ export class QueueStreams {
           if (error instanceof ControlPlaneRefusal) outcome = { kind: "failed", problem: error.problem };
         }
         if (outcome.kind === "none" && quiet >= MAX_QUIET_RECONNECTS) {
-          outcome = { kind: "failed", problem: failedProblem("control_plane_unavailable", 503, `Lost the control plane's event stream for lease ${first.id} ${quiet} times in a row; the request was cancelled. Try again.`) };
+          outcome = {
+            kind: "failed",
+            problem: failedProblem(
+              "control_plane_unavailable",
+              503,
+              `Lost the control plane's event stream for lease ${first.id} ${quiet} times in a row; the request was cancelled. Try again.`,
+            ),
+          };
         }
         if (outcome.kind === "none") await sleep(Math.min(250 * 2 ** quiet, 4000), stream.abort.signal);
       }
@@ -169,16 +197,33 @@ export class QueueStreams {
       const why = stream.shutdown ?? "the client closed the connection while waiting";
       await cp.cancel(appKey, first.id).then(
         () => log.info({ lease: first.id }, `cancelled the queued lease: ${why}`),
-        (error: unknown) => log.warn({ lease: first.id, err: error instanceof Error ? error.message : String(error) }, `could not cancel the queued lease (${why}); the pool's queue timeout will end it`),
+        (error: unknown) =>
+          log.warn(
+            { lease: first.id, err: error instanceof Error ? error.message : String(error) },
+            `could not cancel the queued lease (${why}); the pool's queue timeout will end it`,
+          ),
       );
-      if (stream.shutdown !== null) write("failed", JSON.stringify(failedProblem("control_plane_unavailable", 503, `The GPU node's agent is stopping (${stream.shutdown}); the request was cancelled. Try again.`)));
+      if (stream.shutdown !== null)
+        write(
+          "failed",
+          JSON.stringify(
+            failedProblem(
+              "control_plane_unavailable",
+              503,
+              `The GPU node's agent is stopping (${stream.shutdown}); the request was cancelled. Try again.`,
+            ),
+          ),
+        );
       finished = true;
       res.end();
       return;
     }
     if (outcome.kind === "failed") {
       log.info({ lease: first.id, code: outcome.problem.code }, `queued lease failed: ${outcome.problem.detail}`);
-      write("failed", JSON.stringify({ code: outcome.problem.code, status: outcome.problem.status, detail: outcome.problem.detail }));
+      write(
+        "failed",
+        JSON.stringify({ code: outcome.problem.code, status: outcome.problem.status, detail: outcome.problem.detail }),
+      );
       finished = true;
       res.end();
       return;

@@ -68,7 +68,8 @@ export class Registration {
 
   /** Why the node cannot take work now, for a person (503 details, /healthz). */
   get whyNotReady(): string {
-    if (this.registered && !this.ready) return `no heartbeat reached the control plane at ${this.options.cp.url} for ${Math.round((this.now() - this.lastOkAt) / 1000)}s (${this.lastProblem})`;
+    if (this.registered && !this.ready)
+      return `no heartbeat reached the control plane at ${this.options.cp.url} for ${Math.round((this.now() - this.lastOkAt) / 1000)}s (${this.lastProblem})`;
     return this.lastProblem;
   }
 
@@ -85,13 +86,19 @@ export class Registration {
           this.options.onRegistration?.(r.registration);
           this.options.log.info(
             { node: r.node.name, devices: this.options.devices.length, heartbeat_interval_s: r.heartbeatIntervalS },
-            failures > 0 ? `registered with the control plane after ${failures} failed attempts` : "registered with the control plane",
+            failures > 0
+              ? `registered with the control plane after ${failures} failed attempts`
+              : "registered with the control plane",
           );
           failures = 0;
           backoffMs = FIRST_BACKOFF_MS;
           const again = this.registeredOnce;
           this.registeredOnce = true;
-          await this.options.onRegistered?.(again).catch((error: unknown) => this.options.log.error({ err: error }, "reconciling leases with the control plane failed"));
+          await this.options
+            .onRegistered?.(again)
+            .catch((error: unknown) =>
+              this.options.log.error({ err: error }, "reconciling leases with the control plane failed"),
+            );
         } else {
           await this.sleep(this.intervalMs);
           if (this.stopped) return;
@@ -110,10 +117,16 @@ export class Registration {
             // Another agent registered this node with the same key: its GPUs are not this host's
             // to hand out. Registering again is refused while that agent heartbeats.
             this.lastProblem = `another agent registered this node with the same node key: ${error.problem.detail}`;
-            this.options.log.error({ detail: error.problem.detail }, "ANOTHER AGENT TOOK OVER THIS NODE (same node key): this agent takes no work until it can register the node again; give each host a node key of its own");
+            this.options.log.error(
+              { detail: error.problem.detail },
+              "ANOTHER AGENT TOOK OVER THIS NODE (same node key): this agent takes no work until it can register the node again; give each host a node key of its own",
+            );
           } else {
             this.lastProblem = "the control plane lost this node (missed heartbeats); registering again";
-            this.options.log.warn({ detail: error.problem.detail }, "the control plane no longer counts this node as registered: registering its devices again");
+            this.options.log.warn(
+              { detail: error.problem.detail },
+              "the control plane no longer counts this node as registered: registering its devices again",
+            );
           }
           continue;
         }
@@ -122,7 +135,10 @@ export class Registration {
         if (failures === 1 || failures % 10 === 0) {
           const what = this.registered ? "heartbeat" : "registration";
           const level = error instanceof ControlPlaneRefusal ? "error" : "warn";
-          this.options.log[level]({ failures, retry_in_s: backoffMs / 1000 }, `${what} failed: ${this.lastProblem}; retrying (the device API answers 503 until the node is registered)`);
+          this.options.log[level](
+            { failures, retry_in_s: backoffMs / 1000 },
+            `${what} failed: ${this.lastProblem}; retrying (the device API answers 503 until the node is registered)`,
+          );
         }
         if (!this.registered) {
           await this.sleep(backoffMs);
@@ -142,7 +158,10 @@ export class Registration {
 
   private describe(error: unknown): string {
     if (error instanceof ControlPlaneRefusal) {
-      const hint = error.problem.status === 401 ? " (is --node-key / GPUPOOL_NODE_KEY a node key of this pool? Create one with POST /v1/admin/nodes)" : "";
+      const hint =
+        error.problem.status === 401
+          ? " (is --node-key / GPUPOOL_NODE_KEY a node key of this pool? Create one with POST /v1/admin/nodes)"
+          : "";
       return `the control plane refused: [${error.problem.code}] ${error.problem.detail}${hint}`;
     }
     if (error instanceof ControlPlaneDown) return error.message;

@@ -72,7 +72,10 @@ export interface LoadedState {
  */
 export function defaultStateFile(nodeKey: string, env: NodeJS.ProcessEnv = process.env): string {
   const systemd = env["STATE_DIRECTORY"]?.split(":")[0];
-  const dir = systemd !== undefined && systemd !== "" ? systemd : join(env["XDG_STATE_HOME"] || join(homedir(), ".local", "state"), "gpupool");
+  const dir =
+    systemd !== undefined && systemd !== ""
+      ? systemd
+      : join(env["XDG_STATE_HOME"] || join(homedir(), ".local", "state"), "gpupool");
   return join(dir, `agent-${createHash("sha256").update(nodeKey).digest("hex").slice(0, 12)}.json`);
 }
 
@@ -108,7 +111,9 @@ export class StateFile {
     try {
       mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
     } catch (error) {
-      throw new StateFileError(`cannot create the directory of the state file ${this.path}: ${(error as Error).message}. Pass --state-file with a writable path.`);
+      throw new StateFileError(
+        `cannot create the directory of the state file ${this.path}: ${(error as Error).message}. Pass --state-file with a writable path.`,
+      );
     }
     this.lock();
     let text: string;
@@ -127,11 +132,18 @@ export class StateFile {
     if (!isRecord(raw) || raw["version"] !== 1 || !Array.isArray(raw["leases"]) || !Array.isArray(raw["parked"])) {
       const aside = `${this.path}.unreadable-${Date.now()}`;
       renameSync(this.path, aside);
-      this.log.error({ state_file: this.path, moved_to: aside }, "the agent's state file is not one it can read: moved it aside and started without the leases it held (the pool still expires them at their deadlines)");
+      this.log.error(
+        { state_file: this.path, moved_to: aside },
+        "the agent's state file is not one it can read: moved it aside and started without the leases it held (the pool still expires them at their deadlines)",
+      );
       return this.fresh();
     }
     const sameBoot = raw["boot_id"] === bootId();
-    if (!sameBoot) this.log.warn({ state_file: this.path }, "the host rebooted since the state file was written: its processes are gone, so no saved pid is signalled");
+    if (!sameBoot)
+      this.log.warn(
+        { state_file: this.path },
+        "the host rebooted since the state file was written: its processes are gone, so no saved pid is signalled",
+      );
     const pidsOf = (list: unknown, what: string): ProcessRef[] => {
       if (!sameBoot || !Array.isArray(list)) return [];
       const refs: ProcessRef[] = [];
@@ -140,7 +152,8 @@ export class StateFile {
         const startTime = isRecord(p) ? str(p["start_time"]) : null;
         if (pid === null) continue;
         // Without a start time a reused pid cannot be told apart: never signal it.
-        if (startTime === null) this.log.warn({ pid, what }, "a saved pid has no start time (no /proc): not signalled after the restart");
+        if (startTime === null)
+          this.log.warn({ pid, what }, "a saved pid has no start time (no /proc): not signalled after the restart");
         else refs.push({ pid, startTime });
       }
       return refs;
@@ -156,7 +169,8 @@ export class StateFile {
       const device = str(p["device"]);
       const reuseKey = str(p["reuse_key"]);
       const pids = pidsOf(p["pids"], "idle worker").filter(isAlive);
-      if (device !== null && reuseKey !== null && pids.length > 0) parked.push({ device, reuseKey, app: str(p["app"]), pids });
+      if (device !== null && reuseKey !== null && pids.length > 0)
+        parked.push({ device, reuseKey, app: str(p["app"]), pids });
     }
     return { registration: str(raw["registration"]), leases: { leases, parked } };
   }
@@ -168,7 +182,12 @@ export class StateFile {
       boot_id: bootId(),
       registration,
       leases: snapshot.leases.map((l) => this.encodeLease(l)),
-      parked: snapshot.parked.map((p) => ({ device: p.device, reuse_key: p.reuseKey, app: p.app, pids: p.pids.map(savedProcess) })),
+      parked: snapshot.parked.map((p) => ({
+        device: p.device,
+        reuse_key: p.reuseKey,
+        app: p.app,
+        pids: p.pids.map(savedProcess),
+      })),
     };
     const tmp = `${this.path}.${process.pid}.tmp`;
     try {
@@ -186,7 +205,10 @@ export class StateFile {
       const why = (error as Error).message;
       // Logged when it starts failing (or fails differently), not on every change.
       if (why !== this.lastWriteError) {
-        this.log.error({ state_file: this.path, err: why }, "cannot write the agent's state file: after a restart, leases granted since would not be enforced");
+        this.log.error(
+          { state_file: this.path, err: why },
+          "cannot write the agent's state file: after a restart, leases granted since would not be enforced",
+        );
       }
       this.lastWriteError = why;
     }
@@ -217,7 +239,10 @@ export class StateFile {
         this.locked = true;
         return;
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw new StateFileError(`cannot lock the state file ${this.path} (${this.lockPath}): ${(error as Error).message}. Pass --state-file with a writable path.`);
+        if ((error as NodeJS.ErrnoException).code !== "EEXIST")
+          throw new StateFileError(
+            `cannot lock the state file ${this.path} (${this.lockPath}): ${(error as Error).message}. Pass --state-file with a writable path.`,
+          );
       }
       let holder: unknown = null;
       try {
@@ -226,7 +251,11 @@ export class StateFile {
         // unreadable: a crash while writing it; take it over
       }
       const pid = isRecord(holder) ? int(holder["pid"]) : null;
-      if (pid !== null && pid !== process.pid && isAlive({ pid, startTime: isRecord(holder) ? str(holder["start_time"]) : null })) {
+      if (
+        pid !== null &&
+        pid !== process.pid &&
+        isAlive({ pid, startTime: isRecord(holder) ? str(holder["start_time"]) : null })
+      ) {
         throw new StateFileError(
           `another agent (pid ${pid}) uses the state file ${this.path}. Two agents on one host need a node key each (POST /v1/admin/nodes) and a state file each (--state-file).`,
         );
@@ -258,7 +287,10 @@ export class StateFile {
     };
   }
 
-  private decodeLease(l: Record<string, unknown>, pidsOf: (list: unknown, what: string) => ProcessRef[]): (LocalLease & { tokenHash: string }) | null {
+  private decodeLease(
+    l: Record<string, unknown>,
+    pidsOf: (list: unknown, what: string) => ProcessRef[],
+  ): (LocalLease & { tokenHash: string }) | null {
     const tokenHash = str(l["token_sha256"]);
     const leaseId = str(l["lease"]);
     const keyHash = str(l["app_key_sha256"]);
@@ -266,7 +298,16 @@ export class StateFile {
     const d = isRecord(l["device"]) ? l["device"] : null;
     const index = d === null ? null : int(d["index"]);
     const uuid = d === null ? null : str(d["uuid"]);
-    if (tokenHash === null || !/^[0-9a-f]{64}$/.test(tokenHash) || leaseId === null || keyHash === null || !/^[0-9a-f]{64}$/.test(keyHash) || deadlineAt === null || index === null || uuid === null) {
+    if (
+      tokenHash === null ||
+      !/^[0-9a-f]{64}$/.test(tokenHash) ||
+      leaseId === null ||
+      keyHash === null ||
+      !/^[0-9a-f]{64}$/.test(keyHash) ||
+      deadlineAt === null ||
+      index === null ||
+      uuid === null
+    ) {
       this.log.warn({ state_file: this.path }, "skipped a saved lease the agent cannot read");
       return null;
     }
@@ -274,7 +315,10 @@ export class StateFile {
     let appKey = sealed === null ? null : this.unseal(sealed);
     if (appKey !== null && !hashKey(appKey).equals(Buffer.from(keyHash, "hex"))) appKey = null;
     if (sealed !== null && appKey === null) {
-      this.log.warn({ lease: leaseId }, "cannot unseal the app key of a saved lease (another node key?): it is enforced, but released on the pool only when its app calls /release");
+      this.log.warn(
+        { lease: leaseId },
+        "cannot unseal the app key of a saved lease (another node key?): it is enforced, but released on the pool only when its app calls /release",
+      );
     }
     return {
       tokenHash,

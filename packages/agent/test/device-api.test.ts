@@ -13,7 +13,9 @@ import type { FakeControlPlane } from "./fake-control-plane.js";
 
 const APP_KEY = "gpu_a_device-api-test-key";
 const NODE_KEY = "gpu_n_device-api-test-node";
-const DEVICES = [{ index: 0, uuid: "GPU-00000000-0000-0000-0000-000000000000", name: "Simulated GPU", memoryMb: 81920, slots: 2 }];
+const DEVICES = [
+  { index: 0, uuid: "GPU-00000000-0000-0000-0000-000000000000", name: "Simulated GPU", memoryMb: 81920, slots: 2 },
+];
 
 let cp: FakeControlPlane;
 let agent: RunningAgent;
@@ -21,7 +23,18 @@ let base: string;
 const children: ChildProcess[] = [];
 
 async function start(options: { defaultAppKey?: string; server?: string } = {}): Promise<void> {
-  agent = await startAgent({ server: options.server ?? cp.url, nodeKey: NODE_KEY, devices: DEVICES, port: 0, graceMs: 200, pingIntervalMs: 100, watchIntervalMs: 50, log: pino({ level: process.env["AGENT_TEST_LOG"] ?? "silent" }), defaultAppKey: options.defaultAppKey ?? null, stateFile: null });
+  agent = await startAgent({
+    server: options.server ?? cp.url,
+    nodeKey: NODE_KEY,
+    devices: DEVICES,
+    port: 0,
+    graceMs: 200,
+    pingIntervalMs: 100,
+    watchIntervalMs: 50,
+    log: pino({ level: process.env["AGENT_TEST_LOG"] ?? "silent" }),
+    defaultAppKey: options.defaultAppKey ?? null,
+    stateFile: null,
+  });
   base = `${agent.url}/apps/${APP_KEY}`;
 }
 
@@ -42,7 +55,9 @@ afterEach(async () => {
 const post = (path: string, init: RequestInit = {}) => fetch(`${base}${path}`, { method: "POST", ...init });
 
 /** Raw chunks of a streamed response, as the HTTP client received them. */
-function rawStream(url: string): Promise<{ status: number; headers: IncomingHttpHeaders; chunks: string[]; ended: Promise<void>; close(): void }> {
+function rawStream(
+  url: string,
+): Promise<{ status: number; headers: IncomingHttpHeaders; chunks: string[]; ended: Promise<void>; close(): void }> {
   return new Promise((resolve, reject) => {
     const req = request(url, { method: "POST" }, (res) => {
       const chunks: string[] = [];
@@ -69,13 +84,23 @@ describe("registration", () => {
     await ready();
     const reg = await cp.waitFor((r) => r.path === "/v1/nodes/register");
     expect(reg.headers.authorization).toBe(`Bearer ${NODE_KEY}`);
-    expect(reg.body).toEqual({ devices: [{ index: 0, uuid: DEVICES[0]!.uuid, name: "Simulated GPU", memory_mb: 81920, slots: 2 }], agent_url: agent.url });
+    expect(reg.body).toEqual({
+      devices: [{ index: 0, uuid: DEVICES[0]!.uuid, name: "Simulated GPU", memory_mb: 81920, slots: 2 }],
+      agent_url: agent.url,
+    });
     await cp.waitFor((r) => r.path === "/v1/nodes/heartbeat");
-    expect(await (await fetch(`${agent.url}/healthz`)).json()).toMatchObject({ status: "ready", node: NODE, devices: 1 });
+    expect(await (await fetch(`${agent.url}/healthz`)).json()).toMatchObject({
+      status: "ready",
+      node: NODE,
+      devices: 1,
+    });
   });
 
   it("until registered the device API answers 503 saying why; a refused node key is named", async () => {
-    cp.onRegister = () => ({ status: 401, body: problemJson("unauthorized", 401, "The bearer token is not valid on this server.") });
+    cp.onRegister = () => ({
+      status: 401,
+      body: problemJson("unauthorized", 401, "The bearer token is not valid on this server."),
+    });
     await start();
     await cp.waitFor((r) => r.path === "/v1/nodes/register");
     const r = await post("/schedule?enableQueue=true");
@@ -91,7 +116,7 @@ describe("registration", () => {
   it("a control plane that forgot the node gets its devices again, and leases it failed meanwhile are stopped here", async () => {
     await start();
     await ready();
-    const token = ((await (await post("/schedule")).json()) as { allowToken: string; leaseId: string });
+    const token = (await (await post("/schedule")).json()) as { allowToken: string; leaseId: string };
     const c = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { stdio: "ignore" });
     children.push(c);
     const exited = new Promise<NodeJS.Signals | null>((resolve) => c.once("exit", (_code, signal) => resolve(signal)));
@@ -99,9 +124,15 @@ describe("registration", () => {
     // The pool lost the node (missed heartbeats) and failed its lease.
     cp.leases.set(token.leaseId, leaseJson({ id: token.leaseId, status: "failed" }));
     const before = cp.requests.filter((q) => q.path === "/v1/nodes/register").length;
-    cp.onHeartbeat = () => ({ status: 409, body: problemJson("node_not_registered", 409, "Node node-a is not registered.") });
+    cp.onHeartbeat = () => ({
+      status: 409,
+      body: problemJson("node_not_registered", 409, "Node node-a is not registered."),
+    });
     await until(() => cp.requests.filter((q) => q.path === "/v1/nodes/register").length > before);
-    cp.onHeartbeat = () => ({ status: 200, body: { node: { id: "n_1", name: NODE }, heartbeat_interval_s: 0.2, heartbeat_timeout_s: 5 } });
+    cp.onHeartbeat = () => ({
+      status: 200,
+      body: { node: { id: "n_1", name: NODE }, heartbeat_interval_s: 0.2, heartbeat_timeout_s: 5 },
+    });
     expect(await exited).toBe("SIGTERM");
     expect(agent.ready()).toBe(true);
   });
@@ -109,32 +140,74 @@ describe("registration", () => {
 
 describe("one node key, two agents", () => {
   it("heartbeats carry the registration; told another agent took the node over, the agent stops taking work and says why", async () => {
-    cp.onRegister = () => ({ status: 200, body: { node: { id: "n_1", name: NODE }, devices: 1, registration: "1700000000000", heartbeat_interval_s: 0.1, heartbeat_timeout_s: 5 } });
+    cp.onRegister = () => ({
+      status: 200,
+      body: {
+        node: { id: "n_1", name: NODE },
+        devices: 1,
+        registration: "1700000000000",
+        heartbeat_interval_s: 0.1,
+        heartbeat_timeout_s: 5,
+      },
+    });
     await start();
     await ready();
     expect((await cp.waitFor((r) => r.path === "/v1/nodes/heartbeat")).body).toEqual({ registration: "1700000000000" });
-    cp.onHeartbeat = () => ({ status: 409, body: problemJson("node_not_registered", 409, "Node node-a was registered since by another agent (http://10.0.0.9:7071).", { reason: "replaced" }) });
-    cp.onRegister = () => ({ status: 409, body: problemJson("conflict", 409, "Node node-a is in use by another agent (http://10.0.0.9:7071, last heartbeat 0s ago): two agents cannot share a node key.", { reason: "node_in_use" }) });
-    const again = await cp.waitFor((r) => r.path === "/v1/nodes/register" && (r.body as Record<string, unknown>)["previous_registration"] === "1700000000000");
+    cp.onHeartbeat = () => ({
+      status: 409,
+      body: problemJson(
+        "node_not_registered",
+        409,
+        "Node node-a was registered since by another agent (http://10.0.0.9:7071).",
+        { reason: "replaced" },
+      ),
+    });
+    cp.onRegister = () => ({
+      status: 409,
+      body: problemJson(
+        "conflict",
+        409,
+        "Node node-a is in use by another agent (http://10.0.0.9:7071, last heartbeat 0s ago): two agents cannot share a node key.",
+        { reason: "node_in_use" },
+      ),
+    });
+    const again = await cp.waitFor(
+      (r) =>
+        r.path === "/v1/nodes/register" &&
+        (r.body as Record<string, unknown>)["previous_registration"] === "1700000000000",
+    );
     expect(again.headers.authorization).toBe(`Bearer ${NODE_KEY}`);
     await until(() => !agent.ready());
     const r = await post("/schedule");
     expect(r.status).toBe(503);
-    expect(((await r.json()) as { detail: string }).detail).toMatch(/in use by another agent \(http:\/\/10\.0\.0\.9:7071/);
+    expect(((await r.json()) as { detail: string }).detail).toMatch(
+      /in use by another agent \(http:\/\/10\.0\.0\.9:7071/,
+    );
   });
 });
 
 describe("POST /schedule", () => {
   it("granted (201) → 200 JSON grant in the spaces format; the request carries the app key, node key, token and body", async () => {
-    cp.onLease = () => ({ status: 201, body: leaseJson({ id: "ls_g", status: "active", identity: { kind: "user", id: "u_ada", tier: "pro" } }) });
+    cp.onLease = () => ({
+      status: 201,
+      body: leaseJson({ id: "ls_g", status: "active", identity: { kind: "user", id: "u_ada", tier: "pro" } }),
+    });
     await start();
     await ready();
-    const r = await post("/schedule?cgroupPath=%2Fdocker%2Fabc&taskId=140234&enableQueue=true&tokenVersion=2&durationSeconds=30&gpuSize=xlarge&token=eyJ.tok.en");
+    const r = await post(
+      "/schedule?cgroupPath=%2Fdocker%2Fabc&taskId=140234&enableQueue=true&tokenVersion=2&durationSeconds=30&gpuSize=xlarge&token=eyJ.tok.en",
+    );
     expect(r.status).toBe(200);
     expect(r.headers.get("content-type")).toMatch(/^application\/json/);
     expect(r.headers.get("x-authenticated")).toBe("pro");
     const grant = (await r.json()) as Record<string, unknown>;
-    expect(grant).toMatchObject({ idle: false, nvidiaIndex: 0, nvidiaUUID: DEVICES[0]!.uuid, leaseId: "ls_g", node: NODE });
+    expect(grant).toMatchObject({
+      idle: false,
+      nvidiaIndex: 0,
+      nvidiaUUID: DEVICES[0]!.uuid,
+      leaseId: "ls_g",
+      node: NODE,
+    });
     expect(grant["allowToken"]).toMatch(/^[\w-]{32}$/);
     const sent = await cp.waitFor((q) => q.path === "/v1/leases");
     expect(sent.headers.authorization).toBe(`Bearer ${APP_KEY}`);
@@ -147,7 +220,10 @@ describe("POST /schedule", () => {
     await start();
     await ready();
     expect((await post("/schedule")).headers.get("x-authenticated")).toBeNull();
-    cp.onLease = () => ({ status: 201, body: leaseJson({ id: "ls_f", status: "active", identity: { kind: "user", id: "u_bob", tier: "free" } }) });
+    cp.onLease = () => ({
+      status: 201,
+      body: leaseJson({ id: "ls_f", status: "active", identity: { kind: "user", id: "u_bob", tier: "free" } }),
+    });
     expect((await post("/schedule")).headers.get("x-authenticated")).toBe("regular");
   });
 
@@ -155,7 +231,14 @@ describe("POST /schedule", () => {
     [
       "quota_exceeded → 429 {left: int, wait > 0}",
       429,
-      () => problemJson("quota_exceeded", 429, "This call needs 1m of GPU quota but user:u_bob has 29.5s left.", { left: 29.5, requested: 60, tier: "free", identity: "user:u_bob", retry_at: new Date(Date.now() + 90_000).toISOString() }),
+      () =>
+        problemJson("quota_exceeded", 429, "This call needs 1m of GPU quota but user:u_bob has 29.5s left.", {
+          left: 29.5,
+          requested: 60,
+          tier: "free",
+          identity: "user:u_bob",
+          retry_at: new Date(Date.now() + 90_000).toISOString(),
+        }),
       429,
       (b) => {
         expect(b["left"]).toBe(29);
@@ -164,11 +247,55 @@ describe("POST /schedule", () => {
         expect(b["code"]).toBe("quota_exceeded");
       },
     ],
-    ["duration_too_long (422) → 429 with wait < 0", 422, () => problemJson("duration_too_long", 422, "300s is over the 120s maximum of the free tier.", { max_duration: 120, tier: "free", identity: "user:u_bob" }), 429, (b) => expect(b["wait"]).toBeLessThan(0)],
-    ["runs_exceeded → 429 with wait = 0", 429, () => problemJson("runs_exceeded", 429, "Daily runs limit reached.", { runs: 5, max_runs: 5, tier: "free", identity: "user:u_bob" }), 429, (b) => expect(b["wait"]).toBe(0)],
-    ["no_gpu_available → 503", 503, () => problemJson("no_gpu_available", 503, "No GPU is free and the request may not wait.", { reason: "queue_disabled" }), 503, (b) => expect(b["code"]).toBe("no_gpu_available")],
-    ["invalid_ip_token → 401", 401, () => problemJson("invalid_ip_token", 401, "The X-IP-Token expired.", { reason: "expired" }), 401, (b) => expect(b["reason"]).toBe("expired")],
-    ["a bad app key (401 unauthorized) → 403, not the client's 'expired token'", 401, () => problemJson("unauthorized", 401, "The bearer token is not valid on this server."), 403, (b) => expect(b["detail"]).toMatch(/SPACES_ZERO_DEVICE_API_URL/)],
+    [
+      "duration_too_long (422) → 429 with wait < 0",
+      422,
+      () =>
+        problemJson("duration_too_long", 422, "300s is over the 120s maximum of the free tier.", {
+          max_duration: 120,
+          tier: "free",
+          identity: "user:u_bob",
+        }),
+      429,
+      (b) => expect(b["wait"]).toBeLessThan(0),
+    ],
+    [
+      "runs_exceeded → 429 with wait = 0",
+      429,
+      () =>
+        problemJson("runs_exceeded", 429, "Daily runs limit reached.", {
+          runs: 5,
+          max_runs: 5,
+          tier: "free",
+          identity: "user:u_bob",
+        }),
+      429,
+      (b) => expect(b["wait"]).toBe(0),
+    ],
+    [
+      "no_gpu_available → 503",
+      503,
+      () =>
+        problemJson("no_gpu_available", 503, "No GPU is free and the request may not wait.", {
+          reason: "queue_disabled",
+        }),
+      503,
+      (b) => expect(b["code"]).toBe("no_gpu_available"),
+    ],
+    [
+      "invalid_ip_token → 401",
+      401,
+      () => problemJson("invalid_ip_token", 401, "The X-IP-Token expired.", { reason: "expired" }),
+      401,
+      (b) => expect(b["reason"]).toBe("expired"),
+    ],
+    [
+      "a bad app key (401 unauthorized) → 403, not the client's 'expired token'",
+      401,
+      () => problemJson("unauthorized", 401, "The bearer token is not valid on this server."),
+      403,
+      (b) => expect(b["detail"]).toMatch(/SPACES_ZERO_DEVICE_API_URL/),
+    ],
   ];
   for (const [name, cpStatus, makeProblem, status, check] of refusals) {
     it(name, async () => {
@@ -187,7 +314,15 @@ describe("POST /schedule", () => {
   }
 
   it("the quota 429 says regular/pro in X-Authenticated from the problem's identity", async () => {
-    cp.onLease = () => ({ status: 429, body: problemJson("quota_exceeded", 429, "no quota", { left: 0, tier: "team", identity: "user:u_t", retry_at: new Date(Date.now() + 5_000).toISOString() }) });
+    cp.onLease = () => ({
+      status: 429,
+      body: problemJson("quota_exceeded", 429, "no quota", {
+        left: 0,
+        tier: "team",
+        identity: "user:u_t",
+        retry_at: new Date(Date.now() + 5_000).toISOString(),
+      }),
+    });
     await start();
     await ready();
     expect((await post("/schedule")).headers.get("x-authenticated")).toBe("pro");
@@ -199,12 +334,21 @@ describe("POST /schedule", () => {
     await cp.close();
     const r = await post("/schedule");
     expect(r.status).toBe(503);
-    expect(((await r.json()) as { detail: string }).detail).toMatch(/control plane is not answering .*cannot reach the control plane at http:\/\/127\.0\.0\.1:\d+/);
+    expect(((await r.json()) as { detail: string }).detail).toMatch(
+      /control plane is not answering .*cannot reach the control plane at http:\/\/127\.0\.0\.1:\d+/,
+    );
     cp = await startFakeControlPlane();
   });
 
   it("a GPU granted on another node is given back, never handed to the app", async () => {
-    cp.onLease = () => ({ status: 201, body: leaseJson({ id: "ls_other", status: "active", device: { node: "node-b", index: 0, uuid: "GPU-b", name: "x", slots: [0] } }) });
+    cp.onLease = () => ({
+      status: 201,
+      body: leaseJson({
+        id: "ls_other",
+        status: "active",
+        device: { node: "node-b", index: 0, uuid: "GPU-b", name: "x", slots: [0] },
+      }),
+    });
     await start();
     await ready();
     const r = await post("/schedule");
@@ -214,14 +358,23 @@ describe("POST /schedule", () => {
   });
 
   it("a GPU this host does not have (the pool's device list for the node is another agent's) is given back, never handed to the app", async () => {
-    cp.onLease = () => ({ status: 201, body: leaseJson({ id: "ls_foreign", status: "active", device: { node: NODE, index: 3, uuid: "GPU-ffffffff-0000-0000-0000-000000000003", name: "x", slots: [0] } }) });
+    cp.onLease = () => ({
+      status: 201,
+      body: leaseJson({
+        id: "ls_foreign",
+        status: "active",
+        device: { node: NODE, index: 3, uuid: "GPU-ffffffff-0000-0000-0000-000000000003", name: "x", slots: [0] },
+      }),
+    });
     await start();
     await ready();
     const r = await post("/schedule");
     expect(r.status).toBe(503);
     const body = (await r.json()) as { code: string; reason: string; detail: string };
     expect(body).toMatchObject({ code: "control_plane_unavailable", reason: "foreign_device" });
-    expect(body.detail).toMatch(/granted GPU GPU-ffffffff-0000-0000-0000-000000000003 \(index 3\) of node node-a, which is not a GPU of this host.*node key also used by an agent on another host/);
+    expect(body.detail).toMatch(
+      /granted GPU GPU-ffffffff-0000-0000-0000-000000000003 \(index 3\) of node node-a, which is not a GPU of this host.*node key also used by an agent on another host/,
+    );
     expect((await cp.waitFor((q) => q.path === "/v1/leases/ls_foreign/release")).body).toEqual({ failed: true });
   });
 
@@ -244,15 +397,27 @@ describe("POST /schedule", () => {
     await ready();
     const short = await post("/schedule?durationSeconds=0.4");
     expect(short.status).toBe(400);
-    expect(((await short.json()) as { detail: string }).detail).toMatch(/durationSeconds must be a number of seconds from 1 to 86400/);
+    expect(((await short.json()) as { detail: string }).detail).toMatch(
+      /durationSeconds must be a number of seconds from 1 to 86400/,
+    );
     expect(cp.requests.filter((q) => q.path === "/v1/leases")).toHaveLength(0);
     // What the pool answers for {size: "mega"} (its body validation).
-    cp.onLease = () => ({ status: 400, body: problemJson("invalid_request", 400, "The request body is invalid: size must be one of large, xlarge. Nothing was changed.", { errors: [{ field: "size", message: "must be one of large, xlarge" }] }) });
+    cp.onLease = () => ({
+      status: 400,
+      body: problemJson(
+        "invalid_request",
+        400,
+        "The request body is invalid: size must be one of large, xlarge. Nothing was changed.",
+        { errors: [{ field: "size", message: "must be one of large, xlarge" }] },
+      ),
+    });
     const mega = await post("/schedule?gpuSize=mega");
     expect(mega.status).toBe(400);
     const body = (await mega.json()) as { code: string; detail: string; errors: { field: string }[] };
     expect(body.code).toBe("invalid_request");
-    expect(body.detail).toBe("The /schedule query is invalid: gpuSize must be one of large, xlarge. Nothing was requested.");
+    expect(body.detail).toBe(
+      "The /schedule query is invalid: gpuSize must be one of large, xlarge. Nothing was requested.",
+    );
     expect(body.errors).toEqual([{ field: "gpuSize", message: "must be one of large, xlarge" }]);
   });
 
@@ -261,8 +426,13 @@ describe("POST /schedule", () => {
     await ready();
     const none = await fetch(`${agent.url}/schedule`, { method: "POST" });
     expect(none.status).toBe(403);
-    expect(((await none.json()) as { detail: string }).detail).toMatch(/SPACES_ZERO_DEVICE_API_URL at http:\/\/<agent>\/apps\/<app-key>/);
-    const bearer = await fetch(`${agent.url}/schedule`, { method: "POST", headers: { authorization: `Bearer ${APP_KEY}` } });
+    expect(((await none.json()) as { detail: string }).detail).toMatch(
+      /SPACES_ZERO_DEVICE_API_URL at http:\/\/<agent>\/apps\/<app-key>/,
+    );
+    const bearer = await fetch(`${agent.url}/schedule`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${APP_KEY}` },
+    });
     expect(bearer.status).toBe(200);
     expect((await cp.waitFor((q) => q.path === "/v1/leases")).headers.authorization).toBe(`Bearer ${APP_KEY}`);
   });
@@ -270,7 +440,10 @@ describe("POST /schedule", () => {
 
 describe("queued: the event stream", () => {
   it("202 → 200 text/event-stream: pings (one event per chunk), then succeeded with the grant", async () => {
-    cp.onLease = () => ({ status: 202, body: leaseJson({ id: "ls_q", status: "queued", position: 3, reason: "concurrency" }) });
+    cp.onLease = () => ({
+      status: 202,
+      body: leaseJson({ id: "ls_q", status: "queued", position: 3, reason: "concurrency" }),
+    });
     await start();
     await ready();
     const s = await rawStream(`${base}/schedule?enableQueue=true`);
@@ -298,10 +471,14 @@ describe("queued: the event stream", () => {
     await ready();
     const s = await rawStream(`${base}/schedule`);
     await cp.streamOpen("ls_t");
-    cp.push("ls_t", "failed", { problem: problemJson("queue_timeout", 408, "No GPU became free within 60s; nothing was charged.") });
+    cp.push("ls_t", "failed", {
+      problem: problemJson("queue_timeout", 408, "No GPU became free within 60s; nothing was charged."),
+    });
     await s.ended;
     const last = s.chunks[s.chunks.length - 1]!;
-    expect(last).toMatch(/^event: failed\ndata: \{"code":"queue_timeout","status":408,"detail":"No GPU became free within 60s; nothing was charged."\}\n\n$/);
+    expect(last).toMatch(
+      /^event: failed\ndata: \{"code":"queue_timeout","status":408,"detail":"No GPU became free within 60s; nothing was charged."\}\n\n$/,
+    );
   });
 
   it("a client that leaves while waiting gets its queued lease cancelled", async () => {
@@ -358,7 +535,9 @@ describe("allow and release", () => {
     expect((await post(`/allow?allowToken=${token}&pid=${process.pid}`)).status).toBe(400);
     const missing = await post(`/allow?allowToken=${token}&pid=4194000`);
     expect(missing.status).toBe(400);
-    expect(((await missing.json()) as { detail: string }).detail).toMatch(/No process with pid 4194000 .*PID namespace/);
+    expect(((await missing.json()) as { detail: string }).detail).toMatch(
+      /No process with pid 4194000 .*PID namespace/,
+    );
     const c = sleeper();
     expect((await post(`/allow?allowToken=unknown&pid=${c.pid}`)).status).toBe(404);
   });
@@ -367,48 +546,75 @@ describe("allow and release", () => {
     await start();
     await ready();
     const c = sleeper();
-    const theirs = ((await (await post("/schedule?cgroupPath=%2Fsomeone-else&taskId=1")).json()) as { allowToken: string }).allowToken;
+    const theirs = (
+      (await (await post("/schedule?cgroupPath=%2Fsomeone-else&taskId=1")).json()) as { allowToken: string }
+    ).allowToken;
     const refused = await post(`/allow?allowToken=${theirs}&pid=${c.pid}`);
     expect(refused.status).toBe(403);
     const body = (await refused.json()) as { code: string; reason: string; detail: string };
     expect(body).toMatchObject({ code: "forbidden", reason: "pid_cgroup_mismatch" });
-    expect(body.detail).toMatch(new RegExp(`pid ${c.pid} is in cgroup .*, not in /someone-else, the cgroupPath this lease was scheduled with`));
+    expect(body.detail).toMatch(
+      new RegExp(`pid ${c.pid} is in cgroup .*, not in /someone-else, the cgroupPath this lease was scheduled with`),
+    );
     const mine = cgroupPathOf(readFileSync("/proc/self/cgroup", "utf8"))!;
-    const own = ((await (await post(`/schedule?cgroupPath=${encodeURIComponent(mine)}&taskId=1`)).json()) as { allowToken: string }).allowToken;
+    const own = (
+      (await (await post(`/schedule?cgroupPath=${encodeURIComponent(mine)}&taskId=1`)).json()) as { allowToken: string }
+    ).allowToken;
     expect((await post(`/allow?allowToken=${own}&pid=${c.pid}`)).status).toBe(200);
   });
 
   // The agent runs as root here (as with CAP_KILL): it could signal anything, so /allow must check whose pid it is.
-  it.runIf(process.getuid?.() === 0)("an app key gives no power over another user's processes: the pid must be one the app could signal itself", async () => {
-    cp.onLease = () => {
-      const now = Date.now();
-      return { status: 201, body: leaseJson({ id: "ls_other_user", status: "active", granted_at: new Date(now).toISOString(), deadline: new Date(now + 1_000).toISOString() }) };
-    };
-    await start();
-    await ready();
-    // Someone else's process: `runuser -u nobody -- sleep 300`.
-    const victim = spawn("sleep", ["300"], { uid: 65534, gid: 65534, stdio: "ignore" });
-    children.push(victim);
-    // The app runs as another user (daemon) and calls the agent with its own key, over 127.0.0.1.
-    // The app: test/e2e/allow_other_pid.py (shared with the end-to-end test).
-    const script = fileURLToPath(new URL("../../../test/e2e/allow_other_pid.py", import.meta.url));
-    // Given as -c: the app's user (daemon) may not be able to read the checkout.
-    const app = spawn("/usr/bin/python3", ["-c", readFileSync(script, "utf8"), base, String(victim.pid)], { uid: 1, gid: 1, cwd: "/", stdio: ["ignore", "pipe", "inherit"] });
-    children.push(app);
-    let out = "";
-    app.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-    await new Promise((resolve) => app.once("exit", resolve));
-    const [first, second] = out.trim().split("\n").map((l) => JSON.parse(l) as Record<string, any>);
-    expect(first!["victim"][0]).toBe(403);
-    expect(first!["victim"][1]).toMatchObject({ code: "forbidden", reason: "pid_not_yours" });
-    expect(first!["victim"][1].detail).toMatch(new RegExp(`pid ${victim.pid} belongs to uid 65534, and this lease's requests come from uid 1`));
-    // Its own process is allowed, and stopped at the deadline …
-    expect(first!["own"][0]).toBe(200);
-    expect(second).toEqual({ own_exit: -15 });
-    // … while the other user's process lives on.
-    expect(victim.exitCode).toBeNull();
-    expect(victim.signalCode).toBeNull();
-  });
+  it.runIf(process.getuid?.() === 0)(
+    "an app key gives no power over another user's processes: the pid must be one the app could signal itself",
+    async () => {
+      cp.onLease = () => {
+        const now = Date.now();
+        return {
+          status: 201,
+          body: leaseJson({
+            id: "ls_other_user",
+            status: "active",
+            granted_at: new Date(now).toISOString(),
+            deadline: new Date(now + 1_000).toISOString(),
+          }),
+        };
+      };
+      await start();
+      await ready();
+      // Someone else's process: `runuser -u nobody -- sleep 300`.
+      const victim = spawn("sleep", ["300"], { uid: 65534, gid: 65534, stdio: "ignore" });
+      children.push(victim);
+      // The app runs as another user (daemon) and calls the agent with its own key, over 127.0.0.1.
+      // The app: test/e2e/allow_other_pid.py (shared with the end-to-end test).
+      const script = fileURLToPath(new URL("../../../test/e2e/allow_other_pid.py", import.meta.url));
+      // Given as -c: the app's user (daemon) may not be able to read the checkout.
+      const app = spawn("/usr/bin/python3", ["-c", readFileSync(script, "utf8"), base, String(victim.pid)], {
+        uid: 1,
+        gid: 1,
+        cwd: "/",
+        stdio: ["ignore", "pipe", "inherit"],
+      });
+      children.push(app);
+      let out = "";
+      app.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+      await new Promise((resolve) => app.once("exit", resolve));
+      const [first, second] = out
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as Record<string, any>);
+      expect(first!["victim"][0]).toBe(403);
+      expect(first!["victim"][1]).toMatchObject({ code: "forbidden", reason: "pid_not_yours" });
+      expect(first!["victim"][1].detail).toMatch(
+        new RegExp(`pid ${victim.pid} belongs to uid 65534, and this lease's requests come from uid 1`),
+      );
+      // Its own process is allowed, and stopped at the deadline …
+      expect(first!["own"][0]).toBe(200);
+      expect(second).toEqual({ own_exit: -15 });
+      // … while the other user's process lives on.
+      expect(victim.exitCode).toBeNull();
+      expect(victim.signalCode).toBeNull();
+    },
+  );
 
   it("a token works only under the app key it was granted to", async () => {
     await start();
@@ -422,9 +628,16 @@ describe("allow and release", () => {
   it("bodies are ignored whatever their type; an oversized one is a 413 problem", async () => {
     await start();
     await ready();
-    expect((await post("/startup-report", { body: '{"a":1}', headers: { "content-type": "application/json" } })).status).toBe(200);
-    expect((await post("/startup-report", { body: "a=1", headers: { "content-type": "application/x-www-form-urlencoded" } })).status).toBe(200);
-    expect((await post("/startup-report", { body: "not json", headers: { "content-type": "application/json" } })).status).toBe(200);
+    expect(
+      (await post("/startup-report", { body: '{"a":1}', headers: { "content-type": "application/json" } })).status,
+    ).toBe(200);
+    expect(
+      (await post("/startup-report", { body: "a=1", headers: { "content-type": "application/x-www-form-urlencoded" } }))
+        .status,
+    ).toBe(200);
+    expect(
+      (await post("/startup-report", { body: "not json", headers: { "content-type": "application/json" } })).status,
+    ).toBe(200);
     const big = await post("/schedule", { body: "x".repeat(10_000), headers: { "content-type": "text/plain" } });
     expect(big.status).toBe(413);
     expect(((await big.json()) as { code: string }).code).toBe("payload_too_large");

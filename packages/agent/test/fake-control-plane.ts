@@ -41,7 +41,9 @@ export interface FakeControlPlane {
 export const NODE = "node-a";
 
 /** A lease as the control plane sends it (checked against the contract, so the fake cannot drift). */
-export function leaseJson(fields: Partial<Record<string, unknown>> & { id: string; status: string }): Record<string, unknown> {
+export function leaseJson(
+  fields: Partial<Record<string, unknown>> & { id: string; status: string },
+): Record<string, unknown> {
   const granted = fields.status === "active";
   const now = Date.now();
   const lease = {
@@ -52,7 +54,9 @@ export function leaseJson(fields: Partial<Record<string, unknown>> & { id: strin
     reserved: 60,
     cost: 1,
     node: NODE,
-    device: granted ? { node: NODE, index: 0, uuid: "GPU-00000000-0000-0000-0000-000000000000", name: "Simulated GPU", slots: [0] } : null,
+    device: granted
+      ? { node: NODE, index: 0, uuid: "GPU-00000000-0000-0000-0000-000000000000", name: "Simulated GPU", slots: [0] }
+      : null,
     queued_at: new Date(now).toISOString(),
     granted_at: granted ? new Date(now).toISOString() : null,
     deadline: granted ? new Date(now + 60_000).toISOString() : null,
@@ -72,7 +76,12 @@ export function leaseJson(fields: Partial<Record<string, unknown>> & { id: strin
   return lease;
 }
 
-export function problemJson(code: string, status: number, detail: string, fields: Record<string, unknown> = {}): Record<string, unknown> {
+export function problemJson(
+  code: string,
+  status: number,
+  detail: string,
+  fields: Record<string, unknown> = {},
+): Record<string, unknown> {
   return { type: `urn:gpupool:problem:${code}`, title: code, status, detail, code, ...fields };
 }
 
@@ -89,8 +98,20 @@ export async function startFakeControlPlane(): Promise<FakeControlPlane> {
     requests,
     leases,
     onLease: () => ({ status: 201, body: leaseJson({ id: `ls_${++seq}`, status: "active" }) }),
-    onRegister: () => ({ status: 200, body: { node: { id: "n_1", name: NODE }, devices: 1, registration: "1700000000000", heartbeat_interval_s: 0.2, heartbeat_timeout_s: 5 } }),
-    onHeartbeat: () => ({ status: 200, body: { node: { id: "n_1", name: NODE }, heartbeat_interval_s: 0.2, heartbeat_timeout_s: 5 } }),
+    onRegister: () => ({
+      status: 200,
+      body: {
+        node: { id: "n_1", name: NODE },
+        devices: 1,
+        registration: "1700000000000",
+        heartbeat_interval_s: 0.2,
+        heartbeat_timeout_s: 5,
+      },
+    }),
+    onHeartbeat: () => ({
+      status: 200,
+      body: { node: { id: "n_1", name: NODE }, heartbeat_interval_s: 0.2, heartbeat_timeout_s: 5 },
+    }),
     push(leaseId, event, data) {
       for (const res of streams.get(leaseId) ?? []) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
     },
@@ -110,7 +131,10 @@ export async function startFakeControlPlane(): Promise<FakeControlPlane> {
   };
 
   const send = (res: ServerResponse, a: Answer) => {
-    res.writeHead(a.status, { "content-type": a.status >= 400 ? "application/problem+json" : "application/json", ...a.headers });
+    res.writeHead(a.status, {
+      "content-type": a.status >= 400 ? "application/problem+json" : "application/json",
+      ...a.headers,
+    });
     res.end(a.body === undefined ? "" : JSON.stringify(a.body));
   };
 
@@ -120,7 +144,12 @@ export async function startFakeControlPlane(): Promise<FakeControlPlane> {
     req.on("end", () => {
       const text = Buffer.concat(chunks).toString("utf8");
       const path = new URL(req.url ?? "/", "http://x").pathname;
-      const r: Recorded = { method: req.method ?? "GET", path, headers: req.headers, body: text === "" ? undefined : (JSON.parse(text) as unknown) };
+      const r: Recorded = {
+        method: req.method ?? "GET",
+        path,
+        headers: req.headers,
+        body: text === "" ? undefined : (JSON.parse(text) as unknown),
+      };
       requests.push(r);
       for (const w of [...waiters]) {
         if (!w.predicate(r)) continue;
@@ -150,9 +179,15 @@ export async function startFakeControlPlane(): Promise<FakeControlPlane> {
       }
       if (m && r.method === "GET") {
         const lease = leases.get(decodeURIComponent(m[1]!));
-        return lease ? send(res, { status: 200, body: lease }) : send(res, { status: 404, body: problemJson("not_found", 404, "No such lease.") });
+        return lease
+          ? send(res, { status: 200, body: lease })
+          : send(res, { status: 404, body: problemJson("not_found", 404, "No such lease.") });
       }
-      if (m && (m[2] === "/release" || r.method === "DELETE")) return send(res, { status: 200, body: { id: m[1], status: "released", held_ms: 1000, charged: 1, refunded: 59, quota: null } });
+      if (m && (m[2] === "/release" || r.method === "DELETE"))
+        return send(res, {
+          status: 200,
+          body: { id: m[1], status: "released", held_ms: 1000, charged: 1, refunded: 59, quota: null },
+        });
       send(res, { status: 404, body: problemJson("not_found", 404, `no ${r.method} ${path}`) });
     });
   });

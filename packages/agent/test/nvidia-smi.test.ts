@@ -2,7 +2,15 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { DiscoveryError, devicesFromNvidiaSmi, discoverWithNvidiaSmi, parseGpuList, parseGpuQuery, simulatedDevices, simulationSeed } from "../src/index.js";
+import {
+  DiscoveryError,
+  devicesFromNvidiaSmi,
+  discoverWithNvidiaSmi,
+  parseGpuList,
+  parseGpuQuery,
+  simulatedDevices,
+  simulationSeed,
+} from "../src/index.js";
 
 // Output formats as nvidia-smi prints them (R470+ drivers; MIG UUIDs as "MIG-<uuid>").
 const QUERY_4 = [
@@ -23,7 +31,10 @@ const LIST_4 = [
 
 // GPU 0 split into MIG devices (a 3g.40gb and two 1g.10gb), GPU 1 whole. With MIG on, some
 // drivers cannot read memory.total of the parent in a container: "[N/A]".
-const QUERY_MIG = ["0, GPU-8f6c0b1e-2a3d-4c5b-9e7f-0123456789ab, NVIDIA A100-SXM4-80GB, [N/A]", "1, GPU-1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901, NVIDIA A100-SXM4-80GB, 81920 MiB"].join("\n");
+const QUERY_MIG = [
+  "0, GPU-8f6c0b1e-2a3d-4c5b-9e7f-0123456789ab, NVIDIA A100-SXM4-80GB, [N/A]",
+  "1, GPU-1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901, NVIDIA A100-SXM4-80GB, 81920 MiB",
+].join("\n");
 const LIST_MIG = [
   "GPU 0: NVIDIA A100-SXM4-80GB (UUID: GPU-8f6c0b1e-2a3d-4c5b-9e7f-0123456789ab)",
   "  MIG 3g.40gb     Device  0: (UUID: MIG-51fa7c7a-4c41-59bf-b08a-9cb4b47525a7)",
@@ -37,10 +48,34 @@ describe("nvidia-smi output parsing", () => {
     expect(parseGpuQuery(QUERY_4)).toHaveLength(4);
     const devices = devicesFromNvidiaSmi(QUERY_4, LIST_4);
     expect(devices).toEqual([
-      { index: 0, uuid: "GPU-8f6c0b1e-2a3d-4c5b-9e7f-0123456789ab", name: "NVIDIA A100-SXM4-80GB", memoryMb: 81920, slots: 2 },
-      { index: 1, uuid: "GPU-1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901", name: "NVIDIA A100-SXM4-80GB", memoryMb: 81920, slots: 2 },
-      { index: 2, uuid: "GPU-22222222-3333-4444-5555-666666666666", name: "NVIDIA H100 80GB HBM3", memoryMb: 81559, slots: 2 },
-      { index: 3, uuid: "GPU-33333333-4444-5555-6666-777777777777", name: "NVIDIA GeForce RTX 4090", memoryMb: 24564, slots: 2 },
+      {
+        index: 0,
+        uuid: "GPU-8f6c0b1e-2a3d-4c5b-9e7f-0123456789ab",
+        name: "NVIDIA A100-SXM4-80GB",
+        memoryMb: 81920,
+        slots: 2,
+      },
+      {
+        index: 1,
+        uuid: "GPU-1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901",
+        name: "NVIDIA A100-SXM4-80GB",
+        memoryMb: 81920,
+        slots: 2,
+      },
+      {
+        index: 2,
+        uuid: "GPU-22222222-3333-4444-5555-666666666666",
+        name: "NVIDIA H100 80GB HBM3",
+        memoryMb: 81559,
+        slots: 2,
+      },
+      {
+        index: 3,
+        uuid: "GPU-33333333-4444-5555-6666-777777777777",
+        name: "NVIDIA GeForce RTX 4090",
+        memoryMb: 24564,
+        slots: 2,
+      },
     ]);
   });
 
@@ -53,29 +88,63 @@ describe("nvidia-smi output parsing", () => {
     expect(parseGpuList(LIST_MIG)[0]?.migs).toHaveLength(3);
     const devices = devicesFromNvidiaSmi(QUERY_MIG, LIST_MIG);
     expect(devices).toEqual([
-      { index: 0, uuid: "MIG-51fa7c7a-4c41-59bf-b08a-9cb4b47525a7", name: "NVIDIA A100-SXM4-80GB MIG 3g.40gb", memoryMb: 40960, slots: 1 },
-      { index: 1, uuid: "MIG-27b1a30b-e164-5ba8-9904-9d949f65d8e4", name: "NVIDIA A100-SXM4-80GB MIG 1g.10gb", memoryMb: 10240, slots: 1 },
-      { index: 2, uuid: "MIG-6c80966f-629d-5379-803b-55424fc1a0bc", name: "NVIDIA A100-SXM4-80GB MIG 1g.10gb", memoryMb: 10240, slots: 1 },
-      { index: 3, uuid: "GPU-1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901", name: "NVIDIA A100-SXM4-80GB", memoryMb: 81920, slots: 2 },
+      {
+        index: 0,
+        uuid: "MIG-51fa7c7a-4c41-59bf-b08a-9cb4b47525a7",
+        name: "NVIDIA A100-SXM4-80GB MIG 3g.40gb",
+        memoryMb: 40960,
+        slots: 1,
+      },
+      {
+        index: 1,
+        uuid: "MIG-27b1a30b-e164-5ba8-9904-9d949f65d8e4",
+        name: "NVIDIA A100-SXM4-80GB MIG 1g.10gb",
+        memoryMb: 10240,
+        slots: 1,
+      },
+      {
+        index: 2,
+        uuid: "MIG-6c80966f-629d-5379-803b-55424fc1a0bc",
+        name: "NVIDIA A100-SXM4-80GB MIG 1g.10gb",
+        memoryMb: 10240,
+        slots: 1,
+      },
+      {
+        index: 3,
+        uuid: "GPU-1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901",
+        name: "NVIDIA A100-SXM4-80GB",
+        memoryMb: 81920,
+        slots: 2,
+      },
     ]);
   });
 
   it("a malformed query line is an error naming the command, the line number and the line", () => {
     const bad = `${QUERY_4.split("\n")[0]}\n1, GPU-1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901, NVIDIA A100-SXM4-80GB\n`;
     expect(() => parseGpuQuery(bad)).toThrow(DiscoveryError);
-    expect(() => parseGpuQuery(bad)).toThrow(/--query-gpu=index,uuid,name,memory.total.*line 2 "1, GPU-1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901, NVIDIA A100-SXM4-80GB" is malformed: expected 4 comma-separated fields/);
-    expect(() => parseGpuQuery("zero, GPU-8f6c0b1e, A100, 81920 MiB")).toThrow(/line 1 .*index "zero" is not a whole number/);
+    expect(() => parseGpuQuery(bad)).toThrow(
+      /--query-gpu=index,uuid,name,memory.total.*line 2 "1, GPU-1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901, NVIDIA A100-SXM4-80GB" is malformed: expected 4 comma-separated fields/,
+    );
+    expect(() => parseGpuQuery("zero, GPU-8f6c0b1e, A100, 81920 MiB")).toThrow(
+      /line 1 .*index "zero" is not a whole number/,
+    );
     expect(() => parseGpuQuery("0, 8f6c0b1e, A100, 81920 MiB")).toThrow(/uuid "8f6c0b1e" does not look like GPU-/);
     expect(() => parseGpuQuery("0, GPU-8f6c0b1e, A100, lots")).toThrow(/memory.total "lots"/);
   });
 
   it("a malformed -L line is an error naming it; a MIG line before any GPU too", () => {
-    expect(() => parseGpuList("GPU 0: NVIDIA A100 (UUID: GPU-8f6c0b1e-2a3d)\nNo devices were found\n")).toThrow(/nvidia-smi -L: line 2 "No devices were found" is malformed/);
-    expect(() => parseGpuList("  MIG 1g.10gb     Device  0: (UUID: MIG-27b1a30b-e164)\n")).toThrow(/a MIG device listed before any GPU/);
+    expect(() => parseGpuList("GPU 0: NVIDIA A100 (UUID: GPU-8f6c0b1e-2a3d)\nNo devices were found\n")).toThrow(
+      /nvidia-smi -L: line 2 "No devices were found" is malformed/,
+    );
+    expect(() => parseGpuList("  MIG 1g.10gb     Device  0: (UUID: MIG-27b1a30b-e164)\n")).toThrow(
+      /a MIG device listed before any GPU/,
+    );
   });
 
   it("a whole GPU whose memory nvidia-smi cannot read is an error saying what to do", () => {
-    expect(() => devicesFromNvidiaSmi("0, GPU-8f6c0b1e-2a3d-4c5b-9e7f-0123456789ab, A100, [Insufficient Permissions]", "")).toThrow(/could not read memory.total of GPU 0.*--devices config/);
+    expect(() =>
+      devicesFromNvidiaSmi("0, GPU-8f6c0b1e-2a3d-4c5b-9e7f-0123456789ab, A100, [Insufficient Permissions]", ""),
+    ).toThrow(/could not read memory.total of GPU 0.*--devices config/);
   });
 
   it("no GPUs at all is an error, not an empty node", () => {
@@ -128,15 +197,25 @@ describe("discovery with a fake nvidia-smi on PATH", () => {
 
   it("a malformed line fails discovery with the line in the message", async () => {
     fakeNvidiaSmi("0, GPU-8f6c0b1e-2a3d-4c5b-9e7f-0123456789ab, NVIDIA A100-SXM4-80GB\n", LIST_4);
-    await expect(discoverWithNvidiaSmi()).rejects.toThrow(/line 1 "0, GPU-8f6c0b1e-2a3d-4c5b-9e7f-0123456789ab, NVIDIA A100-SXM4-80GB" is malformed/);
+    await expect(discoverWithNvidiaSmi()).rejects.toThrow(
+      /line 1 "0, GPU-8f6c0b1e-2a3d-4c5b-9e7f-0123456789ab, NVIDIA A100-SXM4-80GB" is malformed/,
+    );
   });
 
   it("nvidia-smi failing (no driver) reports its own first line", async () => {
-    fakeNvidiaSmi("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running.\n", "", 9);
-    await expect(discoverWithNvidiaSmi()).rejects.toThrow(/failed \(exit 9\): NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver/);
+    fakeNvidiaSmi(
+      "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running.\n",
+      "",
+      9,
+    );
+    await expect(discoverWithNvidiaSmi()).rejects.toThrow(
+      /failed \(exit 9\): NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver/,
+    );
   });
 
   it("no nvidia-smi on PATH says what to do instead", async () => {
-    await expect(discoverWithNvidiaSmi("nvidia-smi-that-does-not-exist")).rejects.toThrow(/not found on PATH.*--devices config.*--devices simulated/);
+    await expect(discoverWithNvidiaSmi("nvidia-smi-that-does-not-exist")).rejects.toThrow(
+      /not found on PATH.*--devices config.*--devices simulated/,
+    );
   });
 });

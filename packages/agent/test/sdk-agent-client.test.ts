@@ -1,4 +1,13 @@
-import { createAgentClient, DurationTooLongError, InvalidIpTokenError, LeaseDeadlineError, NoGpuAvailableError, QueueTimeoutError, QuotaExceededError, ServerUnavailableError } from "@gpupool/sdk";
+import {
+  createAgentClient,
+  DurationTooLongError,
+  InvalidIpTokenError,
+  LeaseDeadlineError,
+  NoGpuAvailableError,
+  QueueTimeoutError,
+  QuotaExceededError,
+  ServerUnavailableError,
+} from "@gpupool/sdk";
 import type { AgentQueueUpdate } from "@gpupool/sdk";
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
@@ -26,7 +35,17 @@ beforeEach(async () => {
   standIn = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { stdio: "ignore" });
   STAND_IN_PID = standIn.pid!;
   cp = await startFakeControlPlane();
-  agent = await startAgent({ server: cp.url, nodeKey: "gpu_n_sdk", devices: [{ index: 0, uuid: "GPU-00000000-0000-0000-0000-000000000000", name: "Simulated GPU", memoryMb: 81920, slots: 2 }], port: 0, pingIntervalMs: 100, log: pino({ level: "silent" }), stateFile: null });
+  agent = await startAgent({
+    server: cp.url,
+    nodeKey: "gpu_n_sdk",
+    devices: [
+      { index: 0, uuid: "GPU-00000000-0000-0000-0000-000000000000", name: "Simulated GPU", memoryMb: 81920, slots: 2 },
+    ],
+    port: 0,
+    pingIntervalMs: 100,
+    log: pino({ level: "silent" }),
+    stateFile: null,
+  });
   for (let i = 0; i < 200 && !agent.ready(); i++) await new Promise((r) => setTimeout(r, 20));
   url = `${agent.url}/apps/${APP_KEY}`;
 });
@@ -39,8 +58,16 @@ afterEach(async () => {
 describe("createAgentClient", () => {
   it("gpu(): schedules, allows the pid, runs with CUDA_VISIBLE_DEVICES of the granted device, releases", async () => {
     const pool = createAgentClient({ url, pid: STAND_IN_PID });
-    const seen = await pool.gpu({ duration: 30, size: "large" }, async ({ device, grant, signal }) => ({ env: device.env(), leaseId: grant.leaseId, aborted: signal.aborted }));
-    expect(seen).toEqual({ env: { CUDA_VISIBLE_DEVICES: "GPU-00000000-0000-0000-0000-000000000000" }, leaseId: expect.stringMatching(/^ls_/), aborted: false });
+    const seen = await pool.gpu({ duration: 30, size: "large" }, async ({ device, grant, signal }) => ({
+      env: device.env(),
+      leaseId: grant.leaseId,
+      aborted: signal.aborted,
+    }));
+    expect(seen).toEqual({
+      env: { CUDA_VISIBLE_DEVICES: "GPU-00000000-0000-0000-0000-000000000000" },
+      leaseId: expect.stringMatching(/^ls_/),
+      aborted: false,
+    });
     const lease = await cp.waitFor((r) => r.path === "/v1/leases");
     expect(lease.body).toEqual({ duration: 30, size: "large", queue: true });
     expect((await cp.waitFor((r) => r.path.endsWith("/release"))).body).toEqual({ failed: false });
@@ -67,17 +94,35 @@ describe("createAgentClient", () => {
 
   it("refusals are the SDK's typed errors, with the pool's detail as the message", async () => {
     const pool = createAgentClient({ url, pid: STAND_IN_PID });
-    cp.onLease = () => ({ status: 429, body: problemJson("quota_exceeded", 429, "user:u_bob has 10s left of its free quota.", { left: 10, requested: 60, tier: "free", identity: "user:u_bob", retry_at: new Date(Date.now() + 60_000).toISOString() }) });
+    cp.onLease = () => ({
+      status: 429,
+      body: problemJson("quota_exceeded", 429, "user:u_bob has 10s left of its free quota.", {
+        left: 10,
+        requested: 60,
+        tier: "free",
+        identity: "user:u_bob",
+        retry_at: new Date(Date.now() + 60_000).toISOString(),
+      }),
+    });
     const quota = await pool.schedule().catch((e: unknown) => e);
     expect(quota).toBeInstanceOf(QuotaExceededError);
     expect((quota as QuotaExceededError).message).toBe("user:u_bob has 10s left of its free quota.");
     expect((quota as QuotaExceededError).left).toBe(10);
 
-    cp.onLease = () => ({ status: 422, body: problemJson("duration_too_long", 422, "Too long.", { max_duration: 120 }) });
+    cp.onLease = () => ({
+      status: 422,
+      body: problemJson("duration_too_long", 422, "Too long.", { max_duration: 120 }),
+    });
     await expect(pool.schedule({ duration: 500 })).rejects.toBeInstanceOf(DurationTooLongError);
-    cp.onLease = () => ({ status: 401, body: problemJson("invalid_ip_token", 401, "The X-IP-Token expired.", { reason: "expired" }) });
+    cp.onLease = () => ({
+      status: 401,
+      body: problemJson("invalid_ip_token", 401, "The X-IP-Token expired.", { reason: "expired" }),
+    });
     await expect(pool.schedule({ ipToken: "x.y.z" })).rejects.toBeInstanceOf(InvalidIpTokenError);
-    cp.onLease = () => ({ status: 503, body: problemJson("no_gpu_available", 503, "No GPU free.", { reason: "queue_disabled" }) });
+    cp.onLease = () => ({
+      status: 503,
+      body: problemJson("no_gpu_available", 503, "No GPU free.", { reason: "queue_disabled" }),
+    });
     await expect(pool.schedule({ queue: false })).rejects.toBeInstanceOf(NoGpuAvailableError);
   });
 
@@ -95,17 +140,38 @@ describe("createAgentClient", () => {
   it("the function's signal aborts at the deadline with LeaseDeadlineError", async () => {
     cp.onLease = () => {
       const now = Date.now();
-      return { status: 201, body: leaseJson({ id: "ls_short", status: "active", granted_at: new Date(now).toISOString(), deadline: new Date(now + 300).toISOString() }) };
+      return {
+        status: 201,
+        body: leaseJson({
+          id: "ls_short",
+          status: "active",
+          granted_at: new Date(now).toISOString(),
+          deadline: new Date(now + 300).toISOString(),
+        }),
+      };
     };
     const pool = createAgentClient({ url, pid: STAND_IN_PID });
-    const reason = await pool.gpu(({ signal }) => new Promise((resolve) => signal.addEventListener("abort", () => resolve(signal.reason as unknown)))).catch((e: unknown) => e);
+    const reason = await pool
+      .gpu(
+        ({ signal }) =>
+          new Promise((resolve) => signal.addEventListener("abort", () => resolve(signal.reason as unknown))),
+      )
+      .catch((e: unknown) => e);
     expect(reason).toBeInstanceOf(LeaseDeadlineError);
   });
 
   it("gpu() allows no process unless told: an app whose call outlives its deadline is not stopped, its signal aborts", async () => {
     cp.onLease = () => {
       const now = Date.now();
-      return { status: 201, body: leaseJson({ id: "ls_overrun", status: "active", granted_at: new Date(now).toISOString(), deadline: new Date(now + 300).toISOString() }) };
+      return {
+        status: 201,
+        body: leaseJson({
+          id: "ls_overrun",
+          status: "active",
+          granted_at: new Date(now).toISOString(),
+          deadline: new Date(now + 300).toISOString(),
+        }),
+      };
     };
     // The app is a process of its own, as in production: it overruns its lease by 1.5 s.
     const script = [
@@ -114,11 +180,16 @@ describe("createAgentClient", () => {
       "const why = await pool.gpu({ duration: 1 }, ({ signal }) => new Promise((resolve) => signal.addEventListener('abort', () => setTimeout(() => resolve(signal.reason.name), 1500))));",
       "console.log('still running after ' + why);",
     ].join("\n");
-    const app = spawn(process.execPath, ["--input-type=module", "-e", script, url], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+    const app = spawn(process.execPath, ["--input-type=module", "-e", script, url], {
+      cwd: REPO,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let out = "";
     app.stdout!.on("data", (d: Buffer) => (out += d.toString()));
     app.stderr!.on("data", (d: Buffer) => (out += d.toString()));
-    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => app.once("exit", (code, signal) => resolve({ code, signal })));
+    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      app.once("exit", (code, signal) => resolve({ code, signal })),
+    );
     expect(exit, out).toEqual({ code: 0, signal: null });
     expect(out.trim()).toBe("still running after LeaseDeadlineError");
   });
@@ -126,19 +197,35 @@ describe("createAgentClient", () => {
   it("gpu(): the function allows the child it started; at the deadline the agent stops the child, and the app goes on", async () => {
     cp.onLease = () => {
       const now = Date.now();
-      return { status: 201, body: leaseJson({ id: "ls_child", status: "active", granted_at: new Date(now).toISOString(), deadline: new Date(now + 1_000).toISOString() }) };
+      return {
+        status: 201,
+        body: leaseJson({
+          id: "ls_child",
+          status: "active",
+          granted_at: new Date(now).toISOString(),
+          deadline: new Date(now + 1_000).toISOString(),
+        }),
+      };
     };
     const pool = createAgentClient({ url });
     let worker: ChildProcess | null = null;
     onTestFinished(() => void (worker as ChildProcess | null)?.kill("SIGKILL"));
     const reason = await pool.gpu(async ({ device, signal, allow }) => {
-      worker = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { env: { ...process.env, ...device.env() }, stdio: "ignore" });
+      worker = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], {
+        env: { ...process.env, ...device.env() },
+        stdio: "ignore",
+      });
       await allow(worker.pid!);
-      return signal.aborted ? signal.reason : new Promise((resolve) => signal.addEventListener("abort", () => resolve(signal.reason as unknown)));
+      return signal.aborted
+        ? signal.reason
+        : new Promise((resolve) => signal.addEventListener("abort", () => resolve(signal.reason as unknown)));
     });
     expect(reason).toBeInstanceOf(LeaseDeadlineError);
     const w = worker as ChildProcess | null;
-    const signal = w!.exitCode === null && w!.signalCode === null ? await new Promise((resolve) => w!.once("exit", (_c, s) => resolve(s))) : w!.signalCode;
+    const signal =
+      w!.exitCode === null && w!.signalCode === null
+        ? await new Promise((resolve) => w!.once("exit", (_c, s) => resolve(s)))
+        : w!.signalCode;
     expect(signal).toBe("SIGTERM");
   });
 
@@ -146,6 +233,8 @@ describe("createAgentClient", () => {
     const pool = createAgentClient({ url: "http://127.0.0.1:9/apps/x", pid: STAND_IN_PID });
     const error = await pool.schedule().catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ServerUnavailableError);
-    expect((error as Error).message).toMatch(/Could not reach the gpupool agent at http:\/\/127\.0\.0\.1:9\/apps\/x\/schedule/);
+    expect((error as Error).message).toMatch(
+      /Could not reach the gpupool agent at http:\/\/127\.0\.0\.1:9\/apps\/x\/schedule/,
+    );
   });
 });

@@ -60,16 +60,28 @@ function crash(r: Run): void {
  * An agent on `path` granted a lease to a running child and allowed its pid, then crashed
  * (kill -9: nothing but the state file survives).
  */
-async function grantedThenCrashed(path: string, lease: { leaseId: string; app?: string; durationMs: number; ignoreTerm?: boolean }) {
+async function grantedThenCrashed(
+  path: string,
+  lease: { leaseId: string; app?: string; durationMs: number; ignoreTerm?: boolean },
+) {
   const first = run(path);
   const c = await child(lease.ignoreTerm ?? false);
-  const { token } = await first.leases.grant({ leaseId: lease.leaseId, app: lease.app ?? null, appKey: APP_KEY, device: DEVICE, durationMs: lease.durationMs, reuseKey: null });
+  const { token } = await first.leases.grant({
+    leaseId: lease.leaseId,
+    app: lease.app ?? null,
+    appKey: APP_KEY,
+    device: DEVICE,
+    durationMs: lease.durationMs,
+    reuseKey: null,
+  });
   const allowed = first.leases.allow(token, APP_KEY, c.proc.pid!);
   crash(first);
   return { c, token, allowed };
 }
 
-function child(ignoreTerm: boolean): Promise<{ proc: ChildProcess; events: string[]; exited: Promise<NodeJS.Signals | null> }> {
+function child(
+  ignoreTerm: boolean,
+): Promise<{ proc: ChildProcess; events: string[]; exited: Promise<NodeJS.Signals | null> }> {
   const script = `${ignoreTerm ? "process.on('SIGTERM', () => console.log('got SIGTERM'));" : ""} setInterval(() => {}, 1000); console.log('ready');`;
   const proc = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "inherit"] });
   children.push(proc);
@@ -93,7 +105,12 @@ function child(ignoreTerm: boolean): Promise<{ proc: ChildProcess; events: strin
 describe("the agent's state file", () => {
   it("after a crash, the next run stops an allowed process at its deadline (SIGTERM, then SIGKILL)", async () => {
     const path = join(dir, "crash.json");
-    const { c, token, allowed } = await grantedThenCrashed(path, { leaseId: "ls_crash", app: "a_1", durationMs: 1_000, ignoreTerm: true });
+    const { c, token, allowed } = await grantedThenCrashed(path, {
+      leaseId: "ls_crash",
+      app: "a_1",
+      durationMs: 1_000,
+      ignoreTerm: true,
+    });
     expect(allowed).toMatchObject({ kind: "allowed" });
 
     const second = run(path);
@@ -101,7 +118,10 @@ describe("the agent's state file", () => {
     expect(await c.exited).toBe("SIGKILL");
     expect(c.events).toEqual(["ready", "got SIGTERM", "exit SIGKILL"]);
     // The token says why it ended, as before the restart.
-    expect(await second.leases.release(token, APP_KEY, false)).toMatchObject({ kind: "ended", why: expect.stringMatching(/reached its deadline/) });
+    expect(await second.leases.release(token, APP_KEY, false)).toMatchObject({
+      kind: "ended",
+      why: expect.stringMatching(/reached its deadline/),
+    });
   });
 
   it("a deadline that passed while the agent was down is enforced as soon as it starts", async () => {
@@ -120,7 +140,10 @@ describe("the agent's state file", () => {
     const { c, token } = await grantedThenCrashed(path, { leaseId: "ls_rel", durationMs: 60_000 });
     const second = run(path);
     expect(await second.leases.release(token, "gpu_a_someone-else", false)).toEqual({ kind: "unknown" });
-    expect(await second.leases.release(token, APP_KEY, false)).toMatchObject({ kind: "released", lease: { leaseId: "ls_rel", used: true } });
+    expect(await second.leases.release(token, APP_KEY, false)).toMatchObject({
+      kind: "released",
+      lease: { leaseId: "ls_rel", used: true },
+    });
     expect(second.releases).toEqual([{ leaseId: "ls_rel", failed: false, appKey: APP_KEY }]);
     expect(c.proc.exitCode).toBeNull();
   });
@@ -129,7 +152,14 @@ describe("the agent's state file", () => {
     const path = join(dir, "secrets.json");
     const r = run(path);
     const c = await child(false);
-    const { token } = await r.leases.grant({ leaseId: "ls_s", app: null, appKey: APP_KEY, device: DEVICE, durationMs: 60_000, reuseKey: null });
+    const { token } = await r.leases.grant({
+      leaseId: "ls_s",
+      app: null,
+      appKey: APP_KEY,
+      device: DEVICE,
+      durationMs: 60_000,
+      reuseKey: null,
+    });
     r.leases.allow(token, APP_KEY, c.proc.pid!);
     const text = readFileSync(path, "utf8");
     expect(text).not.toContain(token);
@@ -150,7 +180,9 @@ describe("the agent's state file", () => {
     await grantedThenCrashed(path, { leaseId: "ls_reuse", durationMs: 800 });
     // Another process now has that pid: same number, another start time.
     const stranger = await child(false);
-    const saved = JSON.parse(readFileSync(path, "utf8")) as { leases: { pids: { pid: number; start_time: string }[] }[] };
+    const saved = JSON.parse(readFileSync(path, "utf8")) as {
+      leases: { pids: { pid: number; start_time: string }[] }[];
+    };
     saved.leases[0]!.pids = [{ pid: stranger.proc.pid!, start_time: "1" }];
     writeFileSync(path, JSON.stringify(saved));
     const second = run(path);
@@ -175,8 +207,12 @@ describe("the agent's state file", () => {
   });
 
   it("the default path follows systemd's StateDirectory, else XDG_STATE_HOME, and names the node by a hash", () => {
-    expect(defaultStateFile(NODE_KEY, { STATE_DIRECTORY: "/var/lib/gpupool-agent" })).toMatch(/^\/var\/lib\/gpupool-agent\/agent-[0-9a-f]{12}\.json$/);
-    expect(defaultStateFile(NODE_KEY, { XDG_STATE_HOME: "/home/u/.state" })).toMatch(/^\/home\/u\/\.state\/gpupool\/agent-[0-9a-f]{12}\.json$/);
+    expect(defaultStateFile(NODE_KEY, { STATE_DIRECTORY: "/var/lib/gpupool-agent" })).toMatch(
+      /^\/var\/lib\/gpupool-agent\/agent-[0-9a-f]{12}\.json$/,
+    );
+    expect(defaultStateFile(NODE_KEY, { XDG_STATE_HOME: "/home/u/.state" })).toMatch(
+      /^\/home\/u\/\.state\/gpupool\/agent-[0-9a-f]{12}\.json$/,
+    );
     expect(defaultStateFile(NODE_KEY, {})).not.toContain(NODE_KEY);
   });
 });

@@ -101,9 +101,7 @@ export function adminTokenFromEnv(): string | undefined {
 export function requireAdminToken(): string {
   const token = adminTokenFromEnv();
   if (token === undefined) {
-    throw new UsageError(
-      "This is an admin command: set GPUPOOL_ADMIN_TOKEN to the token the server was started with.",
-    );
+    throw new UsageError("This is an admin command: set GPUPOOL_ADMIN_TOKEN to the token the server was started with.");
   }
   return token;
 }

@@ -74,7 +74,9 @@ Exit codes: 0 ok, 1 the server refused or failed (printed as "error [code]: deta
 
 /** Duck-typed so that client commands need not load the server package (a quarter-second at start). */
 function isConfigError(error: unknown): error is ConfigError {
-  return error instanceof Error && error.name === "ConfigError" && Array.isArray((error as Partial<ConfigError>).problems);
+  return (
+    error instanceof Error && error.name === "ConfigError" && Array.isArray((error as Partial<ConfigError>).problems)
+  );
 }
 
 /** Prints an error the way a person should see it, and returns the exit code. */
@@ -103,7 +105,9 @@ export function reportError(error: unknown): number {
     err(`error [${error.code}]: ${error.message}`);
     if (error instanceof InvalidRequestError) for (const e of error.errors) err(`  - ${e.field}: ${e.message}`);
     if (error.code === "server_unavailable" && error.status === 0) {
-      err("Is the server running? Start one with `gpupool server` (or `npm start` for the demo), or point --url / GPUPOOL_URL at it.");
+      err(
+        "Is the server running? Start one with `gpupool server` (or `npm start` for the demo), or point --url / GPUPOOL_URL at it.",
+      );
     }
     return EXIT_FAILURE;
   }

@@ -86,10 +86,16 @@ export function renderQuota(q: Quota, now: Date): string {
   const row = (label: string, value: string) => lines.push(`  ${label.padEnd(10)}${value}`);
   row("left", `${secs(q.left)} of ${secs(q.quota)}  ${bar(q.left, q.quota)}  (${q.left} of ${q.quota} s)`);
   row("used", `${secs(q.used)}  (time actually held, rounded up to whole seconds × size cost)`);
-  row("reserved", `${secs(q.reserved)}${q.reserved > 0 ? "  (held by calls in progress; the unused part is refunded)" : ""}`);
+  row(
+    "reserved",
+    `${secs(q.reserved)}${q.reserved > 0 ? "  (held by calls in progress; the unused part is refunded)" : ""}`,
+  );
   if (q.bonus > 0) row("bonus", `${secs(q.bonus)} added to this window by the operator`);
   if (q.resetsAt === null || q.windowStartedAt === null) {
-    row("window", `${secs(q.window)}, not started: it opens at the first GPU grant and resets ${secs(q.window)} later (not at midnight)`);
+    row(
+      "window",
+      `${secs(q.window)}, not started: it opens at the first GPU grant and resets ${secs(q.window)} later (not at midnight)`,
+    );
   } else {
     row("window", `${secs(q.window)}, started ${localTime(q.windowStartedAt)} (${relative(q.windowStartedAt, now)})`);
     row("resets", `${localTime(q.resetsAt)} (${relative(q.resetsAt, now)})`);
@@ -130,7 +136,9 @@ export function renderDiagnosis(d: Diagnosis, now: Date): string {
   );
   if (d.request !== null) {
     out.push("", "Request");
-    out.push(`  ${secs(d.request.duration)} on ${d.request.size} (cost ×${d.request.cost}) reserves ${secs(d.request.reserves)} of GPU quota`);
+    out.push(
+      `  ${secs(d.request.duration)} on ${d.request.size} (cost ×${d.request.cost}) reserves ${secs(d.request.reserves)} of GPU quota`,
+    );
   }
   if (d.quota !== null) out.push("", renderQuota(d.quota, now));
   if (d.buckets.length > 0) {
@@ -145,7 +153,10 @@ export function renderDiagnosis(d: Diagnosis, now: Date): string {
   out.push("", "Verdict");
   const v = d.verdict;
   if (v.outcome === "granted") out.push("  GRANTED: a lease asked for now would get a GPU at once.");
-  else if (v.outcome === "admitted") out.push("  ADMITTED: the quota allows it; this replica does not run the scheduler, so whether a GPU is free right now is decided by the leading replica.");
+  else if (v.outcome === "admitted")
+    out.push(
+      "  ADMITTED: the quota allows it; this replica does not run the scheduler, so whether a GPU is free right now is decided by the leading replica.",
+    );
   else if (v.outcome === "queued") {
     const why = v.reason === "concurrency" ? "the app is at its concurrency limit" : "every GPU slot that fits is busy";
     const eta = v.etaS === null ? "" : `, about ${secs(v.etaS)} at most`;
@@ -189,31 +200,53 @@ export function renderLeases(leases: readonly Lease[], now: Date): string {
     l.device === null ? "-" : `${l.device.node}/${l.device.index}`,
     leaseWhen(l, now),
   ]);
-  return table(["ID", "STATUS", "CHARGED TO", "TIER", "SIZE", "DURATION", "HELD", "CHARGED", "REFUNDED", "DEVICE", "WHEN"], rows);
+  return table(
+    ["ID", "STATUS", "CHARGED TO", "TIER", "SIZE", "DURATION", "HELD", "CHARGED", "REFUNDED", "DEVICE", "WHEN"],
+    rows,
+  );
 }
 
 export function renderPool(state: PoolState, now: Date): string {
   const { nodes, devices, active, queue } = state;
   const { total, busy } = state.slots;
-  const out = [`Pool: ${nodes.length} node(s), ${devices.length} GPU(s), ${total} slots (${busy} busy, ${total - busy} free), ${queue.length} queued`, ""];
+  const out = [
+    `Pool: ${nodes.length} node(s), ${devices.length} GPU(s), ${total} slots (${busy} busy, ${total - busy} free), ${queue.length} queued`,
+    "",
+  ];
   if (!state.leader) {
-    out.push("This replica does not lead the pool: what follows is what the database records (the queue in arrival order; the leader orders it by priority). Its /readyz says leader: true.", "");
+    out.push(
+      "This replica does not lead the pool: what follows is what the database records (the queue in arrival order; the leader orders it by priority). Its /readyz says leader: true.",
+      "",
+    );
   }
   if (nodes.length > 0) {
     out.push(
       table(
         ["NODE", "KIND", "STATE", "LAST HEARTBEAT", "AGENT"],
-        nodes.map((n) => [text(n.name), text(n.kind), text(n.state), n.heartbeatAt === null ? "-" : relative(n.heartbeatAt, now), text(n.agentUrl)]),
+        nodes.map((n) => [
+          text(n.name),
+          text(n.kind),
+          text(n.state),
+          n.heartbeatAt === null ? "-" : relative(n.heartbeatAt, now),
+          text(n.agentUrl),
+        ]),
       ),
       "",
     );
   }
-  if (devices.length === 0) out.push("No GPUs registered: start an agent (gpupool agent), or configure pool.simulated.");
+  if (devices.length === 0)
+    out.push("No GPUs registered: start an agent (gpupool agent), or configure pool.simulated.");
   else {
     out.push(
       table(
         ["NODE", "GPU", "NAME", "MEMORY", "SLOTS"],
-        devices.map((d) => [text(d.node), text(d.index), text(d.name), `${Math.round(d.memoryMb / 1024)} GB`, d.slots.map((h) => (h === null ? "free" : h)).join(" | ")]),
+        devices.map((d) => [
+          text(d.node),
+          text(d.index),
+          text(d.name),
+          `${Math.round(d.memoryMb / 1024)} GB`,
+          d.slots.map((h) => (h === null ? "free" : h)).join(" | "),
+        ]),
       ),
     );
   }
@@ -223,7 +256,14 @@ export function renderPool(state: PoolState, now: Date): string {
       table(
         ["ID", "APP", "CHARGED TO", "SIZE", "DEVICE", "DEADLINE"],
         // node/index, as `gpupool leases` names a device.
-        active.map((a) => [text(a.id), text(a.app), text(a.identity), text(a.size), `${text(a.node)}/${text(a.device)}`, a.deadline === null ? "-" : relative(a.deadline, now)]),
+        active.map((a) => [
+          text(a.id),
+          text(a.app),
+          text(a.identity),
+          text(a.size),
+          `${text(a.node)}/${text(a.device)}`,
+          a.deadline === null ? "-" : relative(a.deadline, now),
+        ]),
       ),
     );
   }
@@ -232,7 +272,14 @@ export function renderPool(state: PoolState, now: Date): string {
     out.push(
       table(
         ["POS", "LEASE", "APP", "CHARGED TO", "SLOTS", "WAITING FOR"],
-        queue.map((q) => [text(q.position), text(q.lease), text(q.app), text(q.identity), text(q.slots), text(q.reason)]),
+        queue.map((q) => [
+          text(q.position),
+          text(q.lease),
+          text(q.app),
+          text(q.identity),
+          text(q.slots),
+          text(q.reason),
+        ]),
       ),
     );
   }

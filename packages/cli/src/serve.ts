@@ -19,7 +19,8 @@ function listenMessage(code: string | undefined, host: string, port: number): st
   if (code === "EADDRINUSE") {
     return `port ${port} on ${host} is already in use (another gpupool server?). Stop that process, or pick another port with --port (0 picks a free one).`;
   }
-  if (code === "EACCES") return `not allowed to listen on port ${port} on ${host}; ports below 1024 need privileges. Pick another port with --port.`;
+  if (code === "EACCES")
+    return `not allowed to listen on port ${port} on ${host}; ports below 1024 need privileges. Pick another port with --port.`;
   if (code === "EADDRNOTAVAIL" || code === "ENOTFOUND") {
     return `cannot listen on host ${host}: it is not an address of this machine. Use --host 127.0.0.1 or 0.0.0.0.`;
   }
@@ -27,7 +28,10 @@ function listenMessage(code: string | undefined, host: string, port: number): st
 }
 
 /** Creates and starts a server; failures that a person can fix become a StartError. */
-export async function startServer(config: ServerConfig, options: { adminToken: string | null; logger: Logger }): Promise<RunningServer> {
+export async function startServer(
+  config: ServerConfig,
+  options: { adminToken: string | null; logger: Logger },
+): Promise<RunningServer> {
   let running: RunningServer;
   try {
     running = await createServer(config, options);

@@ -68,7 +68,10 @@ describe("gpupool admin", () => {
 
   it("apps create prints the app key once; apps list shows the app without it", async () => {
     await cli(["admin", "users", "create", "--name", "owner"], env);
-    const r = await cli(["admin", "apps", "create", "--name", "sdxl", "--owner", "owner", "--max-concurrency", "2"], env);
+    const r = await cli(
+      ["admin", "apps", "create", "--name", "sdxl", "--owner", "owner", "--max-concurrency", "2"],
+      env,
+    );
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/Created app sdxl \(a_[\w-]+\), owned by u_[\w-]+, at most 2 calls at once\./);
     const keys = r.stdout.match(/gpu_a_[\w-]+/g) ?? [];
@@ -97,7 +100,10 @@ describe("gpupool admin", () => {
     const missing = await cli(["admin", "users", "list"], { GPUPOOL_URL: pool.url });
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/GPUPOOL_ADMIN_TOKEN/);
-    const wrong = await cli(["admin", "users", "list"], { GPUPOOL_URL: pool.url, GPUPOOL_ADMIN_TOKEN: "not-the-token" });
+    const wrong = await cli(["admin", "users", "list"], {
+      GPUPOOL_URL: pool.url,
+      GPUPOOL_ADMIN_TOKEN: "not-the-token",
+    });
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toMatch(/^error \[unauthorized\]: /m);
   });

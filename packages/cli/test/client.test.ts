@@ -55,7 +55,12 @@ describe("gpupool quota", () => {
       expect(r.stdout).toMatch(/resets\s+.+ UTC \(in 23h 59m\)/);
 
       const json = await cli(["quota", "--json", "--token", appKey, "--ip-token", viewer.token, "--url", pool.url]);
-      expect(JSON.parse(json.stdout)).toMatchObject({ identity: { kind: "user", id: viewer.id }, left: 120, reserved: 90, quota: 210 });
+      expect(JSON.parse(json.stdout)).toMatchObject({
+        identity: { kind: "user", id: viewer.id },
+        left: 120,
+        reserved: 90,
+        quota: 210,
+      });
     } finally {
       await app.release(lease.id);
     }
@@ -149,8 +154,14 @@ describe("gpupool leases", () => {
       const env = { GPUPOOL_URL: pool.url, GPUPOOL_TOKEN: appKey };
       const r = await cli(["leases"], env);
       expect(r.code).toBe(0);
-      expect(r.stdout).toMatch(/^ID\s+STATUS\s+CHARGED TO\s+TIER\s+SIZE\s+DURATION\s+HELD\s+CHARGED\s+REFUNDED\s+DEVICE\s+WHEN$/m);
-      expect(r.stdout).toMatch(new RegExp(`${live.id}\\s+active\\s+user:${userId}\\s+free\\s+xlarge\\s+40s\\s+-\\s+0s\\s+0s\\s+sim-0/\\d\\s+deadline in \\d+s`));
+      expect(r.stdout).toMatch(
+        /^ID\s+STATUS\s+CHARGED TO\s+TIER\s+SIZE\s+DURATION\s+HELD\s+CHARGED\s+REFUNDED\s+DEVICE\s+WHEN$/m,
+      );
+      expect(r.stdout).toMatch(
+        new RegExp(
+          `${live.id}\\s+active\\s+user:${userId}\\s+free\\s+xlarge\\s+40s\\s+-\\s+0s\\s+0s\\s+sim-0/\\d\\s+deadline in \\d+s`,
+        ),
+      );
       expect(r.stdout).toMatch(new RegExp(`${done.id}\\s+released\\s+app:${appId}\\s+anonymous\\s+large\\s+20s`));
 
       const active = await cli(["leases", "--status", "active"], env);

@@ -40,7 +40,15 @@ describe("gpupool demo", () => {
       expect(out).toMatch(/user ada {7}u_\S+, tier pro, name "ada": created now/);
       expect(out).toMatch(/user bob {7}u_\S+, tier free, name "bob": created now/);
       expect(out).toMatch(/name "sdxl-demo", owned by ada: created now/);
-      for (const step of ["npx gpupool quota", "npx gpupool diagnose", "npx gpupool leases", "/v1/leases", "/release", "429"]) expect(out).toContain(step);
+      for (const step of [
+        "npx gpupool quota",
+        "npx gpupool diagnose",
+        "npx gpupool leases",
+        "/v1/leases",
+        "/release",
+        "429",
+      ])
+        expect(out).toContain(step);
       expect(statSync(join(dir, "demo-credentials.json")).mode & 0o777).toBe(0o600);
       // The demo's agent keeps its state beside the demo's database, not in the home directory.
       expect(statSync(join(dir, "agent-state.json")).mode & 0o777).toBe(0o600);
@@ -51,7 +59,11 @@ describe("gpupool demo", () => {
       const res = await fetch(`${v.appUrl}/generate`, { method: "POST", headers: { "x-ip-token": token } });
       expect(res.status).toBe(200);
       const body = (await res.json()) as Record<string, unknown>;
-      expect(body).toMatchObject({ charged_to: expect.stringMatching(/^user:u_/), tier: "pro", device: { node: "sim-0" } });
+      expect(body).toMatchObject({
+        charged_to: expect.stringMatching(/^user:u_/),
+        tier: "pro",
+        device: { node: "sim-0" },
+      });
       expect(String(body["image"])).toContain("fake");
 
       const refused = await fetch(`${v.appUrl}/generate`, { method: "POST", headers: { "x-ip-token": "forged" } });
@@ -59,20 +71,29 @@ describe("gpupool demo", () => {
       expect(((await refused.json()) as { code: string }).code).toBe("invalid_ip_token");
 
       // Through the demo's edge the same app sees the viewer: the IP without credentials, ada with her token.
-      const creds = JSON.parse(readFileSync(join(dir, "demo-credentials.json"), "utf8")) as { users: { ada: { token: string; id: string } } };
+      const creds = JSON.parse(readFileSync(join(dir, "demo-credentials.json"), "utf8")) as {
+        users: { ada: { token: string; id: string } };
+      };
       const anon = await fetch(`${v.edgeUrl}/apps/sdxl-demo/`);
       expect(anon.headers.get("x-gpupool-charged-as")).toBe("ip:127.0.0.1");
       expect(await anon.text()).toContain("You are charged as ip:127.0.0.1");
-      const signedIn = await fetch(`${v.edgeUrl}/apps/sdxl-demo/`, { headers: { authorization: `Bearer ${creds.users.ada.token}` } });
+      const signedIn = await fetch(`${v.edgeUrl}/apps/sdxl-demo/`, {
+        headers: { authorization: `Bearer ${creds.users.ada.token}` },
+      });
       expect(await signedIn.text()).toContain(`You are charged as user:${creds.users.ada.id}`);
 
       // The agent's device API, as the tour's step 8 uses it: a grant on its node's GPU, then a release.
       expect(out).toContain(`SPACES_ZERO_DEVICE_API_URL=${v.agentUrl}/apps/$APP_KEY`);
-      const grant = await fetch(`${v.agentUrl}/apps/${v.appKey}/schedule?cgroupPath=/demo&taskId=1&enableQueue=true&tokenVersion=1&durationSeconds=10`, { method: "POST" });
+      const grant = await fetch(
+        `${v.agentUrl}/apps/${v.appKey}/schedule?cgroupPath=/demo&taskId=1&enableQueue=true&tokenVersion=1&durationSeconds=10`,
+        { method: "POST" },
+      );
       expect(grant.status).toBe(200);
       const g = (await grant.json()) as { idle: boolean; nvidiaIndex: number; nvidiaUUID: string; allowToken: string };
       expect(g).toMatchObject({ idle: false, nvidiaIndex: 0, nvidiaUUID: expect.stringMatching(/^GPU-/) });
-      const released = await fetch(`${v.agentUrl}/apps/${v.appKey}/release?allowToken=${g.allowToken}`, { method: "POST" });
+      const released = await fetch(`${v.agentUrl}/apps/${v.appKey}/release?allowToken=${g.allowToken}`, {
+        method: "POST",
+      });
       expect(released.status).toBe(204);
     } finally {
       expect(await first.stop("SIGINT")).toBe(0);

@@ -62,13 +62,26 @@ function childEnv(env: Readonly<Record<string, string | undefined>>): NodeJS.Pro
   return merged;
 }
 
-function launch(args: readonly string[], env: Readonly<Record<string, string | undefined>>, cwd?: string): ChildProcess {
-  if (!existsSync(MAIN)) throw new Error(`The CLI is not built (${MAIN} is missing): run \`npx tsc -b\` in the repository root first.`);
-  return spawn(process.execPath, [BIN, ...args], { env: childEnv(env), cwd: cwd ?? process.cwd(), stdio: ["ignore", "pipe", "pipe"] });
+function launch(
+  args: readonly string[],
+  env: Readonly<Record<string, string | undefined>>,
+  cwd?: string,
+): ChildProcess {
+  if (!existsSync(MAIN))
+    throw new Error(`The CLI is not built (${MAIN} is missing): run \`npx tsc -b\` in the repository root first.`);
+  return spawn(process.execPath, [BIN, ...args], {
+    env: childEnv(env),
+    cwd: cwd ?? process.cwd(),
+    stdio: ["ignore", "pipe", "pipe"],
+  });
 }
 
 /** Runs `gpupool …` to completion (asynchronously: the server under test lives in this process). */
-export function cli(args: readonly string[], env: Readonly<Record<string, string | undefined>> = {}, cwd?: string): Promise<CliResult> {
+export function cli(
+  args: readonly string[],
+  env: Readonly<Record<string, string | undefined>> = {},
+  cwd?: string,
+): Promise<CliResult> {
   const child = launch(args, env, cwd);
   let stdout = "";
   let stderr = "";
@@ -91,7 +104,11 @@ export interface Running {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-export function start(args: readonly string[], env: Readonly<Record<string, string | undefined>> = {}, cwd?: string): Running {
+export function start(
+  args: readonly string[],
+  env: Readonly<Record<string, string | undefined>> = {},
+  cwd?: string,
+): Running {
   const child = launch(args, env, cwd);
   let stdout = "";
   let stderr = "";

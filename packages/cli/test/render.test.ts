@@ -68,11 +68,21 @@ describe("render", () => {
     expect(queued).toMatch(/1\. ✓ charged_identity \(ok\): Charged to user:u_1\./);
     expect(queued).toMatch(/1m on large \(cost ×1\) reserves 1m of GPU quota/);
     expect(queued).toMatch(/✗ does not apply\s+credits\s+Credits do not extend the GPU quota\./);
-    expect(queued).toMatch(/QUEUED: it would wait at position 3 \(the app is at its concurrency limit, about 45s at most\)/);
+    expect(queued).toMatch(
+      /QUEUED: it would wait at position 3 \(the app is at its concurrency limit, about 45s at most\)/,
+    );
     expect(queued).toMatch(/1\. All slots busy\.\n {5}fix: Nothing to fix\./);
 
     const problem = { type: "t", title: "t", status: 401, detail: "Token expired.", code: "invalid_ip_token" };
-    const refused = renderDiagnosis({ ...base, identity: null, request: null, verdict: { outcome: "rejected", position: null, reason: null, etaS: null, problem } }, now);
+    const refused = renderDiagnosis(
+      {
+        ...base,
+        identity: null,
+        request: null,
+        verdict: { outcome: "rejected", position: null, reason: null, etaS: null, problem },
+      },
+      now,
+    );
     expect(refused).toMatch(/→ charged to nobody/);
     expect(refused).toMatch(/REJECTED \[invalid_ip_token\]: Token expired\./);
   });
@@ -82,7 +92,9 @@ describe("render", () => {
       leader: false,
       source: "database",
       nodes: [{ name: "sim-0", kind: "configured", state: "up", heartbeatAt: null, agentUrl: null }],
-      devices: [{ node: "sim-0", index: 0, uuid: "GPU-0", name: "Simulated H200", memoryMb: 144_384, slots: ["ls_1", null] }],
+      devices: [
+        { node: "sim-0", index: 0, uuid: "GPU-0", name: "Simulated H200", memoryMb: 144_384, slots: ["ls_1", null] },
+      ],
       slots: { total: 2, busy: 1 },
       active: [],
       queue: [{ lease: "ls_2", position: 1, reason: null, identity: "app:a_1", app: "a_1", slots: 1 }],
@@ -95,14 +107,47 @@ describe("render", () => {
   });
 
   it("an active lease's device is named node/index, as `gpupool leases` names it", () => {
-    const active = [{ id: "ls_1", app: "a_1", identity: "user:u_1", size: "large", node: "sim-0", device: 1, deadline: new Date("2025-01-01T12:00:45Z") }];
-    const pool = renderPool({ leader: true, source: "leader", nodes: [], devices: [], slots: { total: 2, busy: 1 }, active, queue: [] }, now);
+    const active = [
+      {
+        id: "ls_1",
+        app: "a_1",
+        identity: "user:u_1",
+        size: "large",
+        node: "sim-0",
+        device: 1,
+        deadline: new Date("2025-01-01T12:00:45Z"),
+      },
+    ];
+    const pool = renderPool(
+      { leader: true, source: "leader", nodes: [], devices: [], slots: { total: 2, busy: 1 }, active, queue: [] },
+      now,
+    );
     const leases = renderLeases(
       [
         {
-          id: "ls_1", status: "active", app: "a_1", identity: { kind: "user", id: "u_1", tier: "free" }, size: "large", duration: 60, reserved: 60, cost: 1, node: "sim-0",
-          device: { node: "sim-0", index: 1, uuid: "GPU-1", name: "H200", slots: [0] }, queuedAt: now, grantedAt: now, deadline: new Date(now.getTime() + 45_000),
-          endedAt: null, position: null, reason: null, etaS: null, heldMs: null, charged: 0, refunded: 0, failed: false, problem: null, quota: null,
+          id: "ls_1",
+          status: "active",
+          app: "a_1",
+          identity: { kind: "user", id: "u_1", tier: "free" },
+          size: "large",
+          duration: 60,
+          reserved: 60,
+          cost: 1,
+          node: "sim-0",
+          device: { node: "sim-0", index: 1, uuid: "GPU-1", name: "H200", slots: [0] },
+          queuedAt: now,
+          grantedAt: now,
+          deadline: new Date(now.getTime() + 45_000),
+          endedAt: null,
+          position: null,
+          reason: null,
+          etaS: null,
+          heldMs: null,
+          charged: 0,
+          refunded: 0,
+          failed: false,
+          problem: null,
+          quota: null,
         },
       ],
       now,

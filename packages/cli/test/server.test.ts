@@ -18,7 +18,18 @@ afterAll(() => {
 describe("gpupool server", () => {
   it("--config with a bad file prints every problem with its field path and exits 2", async () => {
     const file = join(tmp.dir, "bad.yaml");
-    writeFileSync(file, ["server: { port: -1, bogus: 1 }", "quota:", "  window: abc", "  tiers:", "    free: { quota: x }", "queue: { timeout: -5 }", ""].join("\n"));
+    writeFileSync(
+      file,
+      [
+        "server: { port: -1, bogus: 1 }",
+        "quota:",
+        "  window: abc",
+        "  tiers:",
+        "    free: { quota: x }",
+        "queue: { timeout: -5 }",
+        "",
+      ].join("\n"),
+    );
     const r = await cli(["server", "--config", file]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/^error \[invalid_config\]: .*bad\.yaml is not a valid gpupool configuration:/m);
@@ -37,7 +48,9 @@ describe("gpupool server", () => {
 
   it("--port 0 prints the listening line with the real port, serves /healthz, and exits 0 on SIGTERM", async () => {
     const storage = `sqlite:${join(tmp.dir, "a.db")}`;
-    const server = start(["server", "--port", "0", "--storage", storage], { GPUPOOL_ADMIN_TOKEN: "secret-admin-token-1234567890" });
+    const server = start(["server", "--port", "0", "--storage", storage], {
+      GPUPOOL_ADMIN_TOKEN: "secret-admin-token-1234567890",
+    });
     try {
       const match = await server.waitFor(LISTENING);
       expect(Number(match[2])).toBeGreaterThan(0);
@@ -45,7 +58,9 @@ describe("gpupool server", () => {
       const health = await fetch(`${match[1]}/healthz`);
       expect(await health.json()).toEqual({ status: "ok" });
       await server.waitFor(/^admin API enabled/m);
-      const admin = await fetch(`${match[1]}/v1/admin/users`, { headers: { authorization: "Bearer secret-admin-token-1234567890" } });
+      const admin = await fetch(`${match[1]}/v1/admin/users`, {
+        headers: { authorization: "Bearer secret-admin-token-1234567890" },
+      });
       expect(admin.status).toBe(200);
     } finally {
       expect(await server.stop("SIGTERM")).toBe(0);
@@ -55,7 +70,10 @@ describe("gpupool server", () => {
 
   it("flags override the file; without GPUPOOL_ADMIN_TOKEN the admin API is off; SIGINT exits 0", async () => {
     const file = join(tmp.dir, "good.yaml");
-    writeFileSync(file, `server: { port: 1 }\nstorage: { url: "sqlite:${join(tmp.dir, "file.db")}" }\nquota: { window: 12h }\n`);
+    writeFileSync(
+      file,
+      `server: { port: 1 }\nstorage: { url: "sqlite:${join(tmp.dir, "file.db")}" }\nquota: { window: 12h }\n`,
+    );
     const storage = `sqlite:${join(tmp.dir, "flag.db")}`;
     const server = start(["server", "--config", file, "--port", "0", "--storage", storage]);
     try {
@@ -101,7 +119,8 @@ describe("gpupool (program)", () => {
     expect(version.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
     const help = await cli(["--help"]);
     expect(help.code).toBe(0);
-    for (const command of ["server", "demo", "quota", "diagnose", "leases", "pool", "admin"]) expect(help.stdout).toMatch(new RegExp(`^ {2}${command}\\b`, "m"));
+    for (const command of ["server", "demo", "quota", "diagnose", "leases", "pool", "admin"])
+      expect(help.stdout).toMatch(new RegExp(`^ {2}${command}\\b`, "m"));
     expect(help.stdout).toMatch(/GPUPOOL_ADMIN_TOKEN/);
   });
 

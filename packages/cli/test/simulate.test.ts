@@ -16,12 +16,14 @@ const dir = mkdtempSync(join(tmpdir(), "gpupool-simulate-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 function gpupool(args: readonly string[]): { code: number | null; stdout: string; stderr: string } {
-  if (!existsSync(MAIN)) throw new Error(`The CLI is not built (${MAIN} is missing): run \`npx tsc -b\` in the repository root first.`);
+  if (!existsSync(MAIN))
+    throw new Error(`The CLI is not built (${MAIN} is missing): run \`npx tsc -b\` in the repository root first.`);
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8", env: { ...process.env, TZ: "UTC" } });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-const HEADER = "gmt_create,predict_type,predict_status,exec_time_seconds,groupId,prompt_length,negative_prompt_length,num_images_per_prompt,num_inference_steps,checkpoint_model_version_id,num_lora";
+const HEADER =
+  "gmt_create,predict_type,predict_status,exec_time_seconds,groupId,prompt_length,negative_prompt_length,num_images_per_prompt,num_inference_steps,checkpoint_model_version_id,num_lora";
 
 /** A busy quarter hour: 60 calls from 12 people on 3 models, a fifth of them asking for 8 images. */
 function syntheticTrace(): string {
@@ -30,7 +32,9 @@ function syntheticTrace(): string {
     const at = new Date(Date.UTC(2024, 10, 20, 18, 0, 0) + i * 15_000).toISOString().slice(0, 19).replace("T", " ");
     const exec = 5 + ((i * 7) % 40);
     const images = i % 5 === 0 ? 8 : 1;
-    lines.push(`${at},TXT_2_IMG,SUCCEED,${exec}.0,G${String(i % 12).padStart(4, "0")},60.0,,${images}.0,30.0,M000${i % 3},0`);
+    lines.push(
+      `${at},TXT_2_IMG,SUCCEED,${exec}.0,G${String(i % 12).padStart(4, "0")},60.0,,${images}.0,30.0,M000${i % 3},0`,
+    );
   }
   // A call that never ran, with no model: still replayed (as its own app).
   lines.push("2024-11-20 18:20:00,TXT_2_IMG,PENDING,0.0,G0001,,,,,,0");
@@ -58,7 +62,13 @@ describe("gpupool simulate", () => {
     const { records, skipped } = parseTrace(syntheticTrace());
     expect(records).toHaveLength(61);
     expect(skipped).toBe(0);
-    expect(records[0]).toEqual({ arrivalMs: Date.UTC(2024, 10, 20, 18, 0, 0), person: "G0000", app: "M0000", execMs: 5000, imagesPerPrompt: 8 });
+    expect(records[0]).toEqual({
+      arrivalMs: Date.UTC(2024, 10, 20, 18, 0, 0),
+      person: "G0000",
+      app: "M0000",
+      execMs: 5000,
+      imagesPerPrompt: 8,
+    });
     expect(records[60]).toMatchObject({ app: "(none)", imagesPerPrompt: null, execMs: 0 });
     expect(parseTrace(`${HEADER}\nnot-a-date,X,Y,abc,G1,,,,,M1,0\n`).skipped).toBe(1);
   });
@@ -94,18 +104,21 @@ describe("gpupool simulate", () => {
     expect(gpupool(["simulate", "--trace", trace, "--speedup", "0"]).code).toBe(2);
   });
 
-  it.skipIf(!existsSync(NOVEMBER))("on the November trace at the default load: tiers in order, no idle-while-waiting, utilization at least FIFO's", () => {
-    const r = gpupool(["simulate", "--json"]);
-    expect(r.code).toBe(0);
-    const out = lastJson(r.stdout);
-    expect(out["rows"]).toBe(14_279);
-    const policies = out["policies"] as Record<string, PolicyFigures>;
-    const ours = policies["gpupool"] as PolicyFigures;
-    const fifo = policies["fifo"] as PolicyFigures;
-    expect(ours.tiers["pro"]?.wait_p95_s).toBeLessThan(ours.tiers["free"]?.wait_p95_s as number);
-    expect(ours.tiers["free"]?.wait_p95_s).toBeLessThan(ours.tiers["anonymous"]?.wait_p95_s as number);
-    expect(ours.idle_while_waiting_slot_s).toBe(0);
-    expect(fifo.idle_while_waiting_slot_s).toBeGreaterThan(0);
-    expect(ours.utilization).toBeGreaterThanOrEqual(fifo.utilization);
-  });
+  it.skipIf(!existsSync(NOVEMBER))(
+    "on the November trace at the default load: tiers in order, no idle-while-waiting, utilization at least FIFO's",
+    () => {
+      const r = gpupool(["simulate", "--json"]);
+      expect(r.code).toBe(0);
+      const out = lastJson(r.stdout);
+      expect(out["rows"]).toBe(14_279);
+      const policies = out["policies"] as Record<string, PolicyFigures>;
+      const ours = policies["gpupool"] as PolicyFigures;
+      const fifo = policies["fifo"] as PolicyFigures;
+      expect(ours.tiers["pro"]?.wait_p95_s).toBeLessThan(ours.tiers["free"]?.wait_p95_s as number);
+      expect(ours.tiers["free"]?.wait_p95_s).toBeLessThan(ours.tiers["anonymous"]?.wait_p95_s as number);
+      expect(ours.idle_while_waiting_slot_s).toBe(0);
+      expect(fifo.idle_while_waiting_slot_s).toBeGreaterThan(0);
+      expect(ours.utilization).toBeGreaterThanOrEqual(fifo.utilization);
+    },
+  );
 });

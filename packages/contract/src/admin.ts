@@ -2,7 +2,10 @@ import * as z from "zod/mini";
 import { Name, Seconds, Time, describe } from "./common.js";
 import { Quota } from "./quota.js";
 
-const Tier = describe(z.string().check(z.maxLength(32)), "A configured tier (`anonymous`, `free`, `pro`, `team`, `enterprise` by default).");
+const Tier = describe(
+  z.string().check(z.maxLength(32)),
+  "A configured tier (`anonymous`, `free`, `pro`, `team`, `enterprise` by default).",
+);
 
 export const CreateUserRequest = z.strictObject({
   name: Name,
@@ -38,8 +41,14 @@ export type UserList = z.infer<typeof UserList>;
 export const UpdateUserRequest = z
   .strictObject({
     tier: z.optional(Tier),
-    quota: describe(z.optional(z.nullable(z.number().check(z.minimum(0), z.maximum(7 * 86_400)))), "Seconds per window replacing the tier's quota; null clears the override."),
-    bonus: describe(z.optional(z.number().check(z.minimum(-86_400), z.maximum(86_400))), "Seconds added to (or, negative, taken from) the current window only."),
+    quota: describe(
+      z.optional(z.nullable(z.number().check(z.minimum(0), z.maximum(7 * 86_400)))),
+      "Seconds per window replacing the tier's quota; null clears the override.",
+    ),
+    bonus: describe(
+      z.optional(z.number().check(z.minimum(-86_400), z.maximum(86_400))),
+      "Seconds added to (or, negative, taken from) the current window only.",
+    ),
   })
   .check(z.meta({ minProperties: 1 }));
 export type UpdateUserRequest = z.infer<typeof UpdateUserRequest>;
@@ -47,7 +56,10 @@ export type UpdateUserRequest = z.infer<typeof UpdateUserRequest>;
 export const CreateAppRequest = z.strictObject({
   name: Name,
   owner: describe(z.string().check(z.minLength(1), z.maxLength(64)), "The owning user's id or name."),
-  max_concurrency: describe(z.optional(z.nullable(z.int().check(z.minimum(1), z.maximum(100_000)))), "Most leases of this app active at once; more wait with reason `concurrency`. Null or absent: no limit."),
+  max_concurrency: describe(
+    z.optional(z.nullable(z.int().check(z.minimum(1), z.maximum(100_000)))),
+    "Most leases of this app active at once; more wait with reason `concurrency`. Null or absent: no limit.",
+  ),
 });
 export type CreateAppRequest = z.infer<typeof CreateAppRequest>;
 

@@ -27,9 +27,15 @@ export type IdentityKind = z.infer<typeof IdentityKind>;
 
 /** Who pays for a lease. */
 export const Identity = z.object({
-  kind: describe(IdentityKind, "`user` (signed in), `ip` (an unauthenticated viewer: IPv4 /32, IPv6 /64 prefix) or `app` (the app called with no end user)."),
+  kind: describe(
+    IdentityKind,
+    "`user` (signed in), `ip` (an unauthenticated viewer: IPv4 /32, IPv6 /64 prefix) or `app` (the app called with no end user).",
+  ),
   id: describe(z.string(), "User id, IP address (or `…::/64` prefix) or app id."),
-  tier: describe(z.string(), "Account tier: `anonymous` (ip and app identities), `free`, `pro`, `team`, `enterprise`, or one the operator configured."),
+  tier: describe(
+    z.string(),
+    "Account tier: `anonymous` (ip and app identities), `free`, `pro`, `team`, `enterprise`, or one the operator configured.",
+  ),
 });
 export type Identity = z.infer<typeof Identity>;
 
@@ -46,7 +52,10 @@ export const QueueReason = z.enum(QUEUE_REASONS);
 export type QueueReason = z.infer<typeof QueueReason>;
 
 /** A GPU slice size; `large` (half a GPU) and `xlarge` (a whole one) unless the operator configured others. */
-export const Size = describe(z.string(), "GPU slice size: `large` = half a GPU (1 slot, cost ×1), `xlarge` = a whole GPU (2 slots, cost ×2), or a size the operator configured.");
+export const Size = describe(
+  z.string(),
+  "GPU slice size: `large` = half a GPU (1 slot, cost ×1), `xlarge` = a whole GPU (2 slots, cost ×2), or a size the operator configured.",
+);
 
 /** A display name of a user, app, node or edge as the admin API accepts it. */
 export const Name = z.string().check(z.minLength(1), z.maxLength(64), z.regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/));

@@ -15,7 +15,9 @@ export type Decoded<T> = { readonly ok: true; readonly value: T } | { readonly o
 export function decodeWire<S extends z.ZodMiniType>(schema: S, value: unknown): Decoded<z.infer<S>> {
   const result = schema.safeParse(value);
   if (result.success) return { ok: true, value: result.data };
-  const issues = result.error.issues.slice(0, 5).map((issue) => `${issue.path.length === 0 ? "(the body)" : issue.path.join(".")}: ${issue.message}`);
+  const issues = result.error.issues
+    .slice(0, 5)
+    .map((issue) => `${issue.path.length === 0 ? "(the body)" : issue.path.join(".")}: ${issue.message}`);
   const more = result.error.issues.length > 5 ? `; and ${result.error.issues.length - 5} more` : "";
   return { ok: false, message: issues.join("; ") + more };
 }

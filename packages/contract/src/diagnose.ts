@@ -5,7 +5,10 @@ import { Quota } from "./quota.js";
 
 /** `GET /v1/diagnose` query: the call to diagnose (as strings, since they are query parameters). */
 export const DiagnoseQuery = z.strictObject({
-  duration: describe(z.optional(z.string().check(z.regex(/^[0-9]{1,6}(\.[0-9]{1,3})?$/))), "Seconds, more than 0 (default 60)."),
+  duration: describe(
+    z.optional(z.string().check(z.regex(/^[0-9]{1,6}(\.[0-9]{1,3})?$/))),
+    "Seconds, more than 0 (default 60).",
+  ),
   size: describe(z.optional(z.string()), "A configured size (default `large`)."),
 });
 export type DiagnoseQuery = z.infer<typeof DiagnoseQuery>;
@@ -40,14 +43,20 @@ export type DiagnosisBucket = z.infer<typeof DiagnosisBucket>;
 /** What `POST /v1/leases` would answer now. */
 export const DiagnosisVerdict = z.discriminatedUnion("outcome", [
   z.object({ outcome: z.literal("granted") }),
-  describe(z.object({ outcome: z.literal("admitted") }), "The quota allows it; a replica that does not lead cannot tell whether a GPU is free now."),
+  describe(
+    z.object({ outcome: z.literal("admitted") }),
+    "The quota allows it; a replica that does not lead cannot tell whether a GPU is free now.",
+  ),
   z.object({
     outcome: z.literal("queued"),
     position: describe(z.int(), "Where it would wait (1 is next)."),
     reason: QueueReason,
     eta_s: describe(z.nullable(Count), "Estimated seconds to the grant; null when unknown."),
   }),
-  describe(z.object({ outcome: z.literal("rejected"), problem: Problem }), "`problem`: the exact problem the lease request would get."),
+  describe(
+    z.object({ outcome: z.literal("rejected"), problem: Problem }),
+    "`problem`: the exact problem the lease request would get.",
+  ),
 ]);
 export type DiagnosisVerdict = z.infer<typeof DiagnosisVerdict>;
 
@@ -60,12 +69,18 @@ export type DiagnosisCause = z.infer<typeof DiagnosisCause>;
 
 /** Who a lease request would be charged to and why, and what it would get now, without reserving anything. */
 export const Diagnosis = z.object({
-  identity: describe(z.nullable(Identity), "Who would be charged; null when the request is refused before attribution (a bad X-IP-Token)."),
+  identity: describe(
+    z.nullable(Identity),
+    "Who would be charged; null when the request is refused before attribution (a bad X-IP-Token).",
+  ),
   steps: z.array(DiagnosisStep),
   request: DiagnosisRequest,
   quota: describe(z.nullable(Quota), "The identity's quota now; null with `identity`."),
   buckets: describe(z.array(DiagnosisBucket), "Each billing bucket, whether it applies to this call and why."),
   verdict: DiagnosisVerdict,
-  causes: describe(z.array(DiagnosisCause), "Likely causes and fixes, most likely first: why it is charged where it is, or refused."),
+  causes: describe(
+    z.array(DiagnosisCause),
+    "Likely causes and fixes, most likely first: why it is charged where it is, or refused.",
+  ),
 });
 export type Diagnosis = z.infer<typeof Diagnosis>;

@@ -7,4 +7,3 @@ export const OpenApiDocumentObject = z.looseObject({
   paths: z.record(z.string(), z.unknown()),
   components: z.looseObject({}),
 });
-

@@ -9,7 +9,10 @@ export const Readiness = z.object({
   status: z.literal("ready"),
   storage: z.enum(["sqlite", "postgres"]),
   leader: describe(z.boolean(), "Whether this replica leads the pool."),
-  queue: describe(z.nullable(z.int()), "Leases waiting; null on a replica that does not lead (the queue lives in the leader's memory)."),
+  queue: describe(
+    z.nullable(z.int()),
+    "Leases waiting; null on a replica that does not lead (the queue lives in the leader's memory).",
+  ),
   slots: describe(z.nullable(SlotCounts), "Null on a replica that does not lead."),
 });
 export type Readiness = z.infer<typeof Readiness>;

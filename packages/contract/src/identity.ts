@@ -13,7 +13,10 @@ export const IpTokenRequest = z.strictObject({
 export type IpTokenRequest = z.infer<typeof IpTokenRequest>;
 
 export const IpToken = z.object({
-  token: describe(z.string(), "The X-IP-Token: an EdDSA JWT (`kid` in its header) naming `sub`, `aud` (the app) and a short `exp`."),
+  token: describe(
+    z.string(),
+    "The X-IP-Token: an EdDSA JWT (`kid` in its header) naming `sub`, `aud` (the app) and a short `exp`.",
+  ),
   expires_at: Time,
   subject: describe(z.string(), "`user:<id>` or `ip:<address>`."),
   app: describe(z.string(), "The app's id (the token's audience)."),

@@ -3,7 +3,18 @@
 // know (a newer server may add some) and require every field the server sends today.
 // The OpenAPI document, the API reference page and docs/wire.md are generated from these:
 // `@gpupool/contract/openapi`.
-export { IDENTITY_KINDS, Identity, IdentityKey, IdentityKind, LEASE_STATUSES, LeaseStatus, QUEUE_REASONS, QueueReason, Size, Time } from "./common.js";
+export {
+  IDENTITY_KINDS,
+  Identity,
+  IdentityKey,
+  IdentityKind,
+  LEASE_STATUSES,
+  LeaseStatus,
+  QUEUE_REASONS,
+  QueueReason,
+  Size,
+  Time,
+} from "./common.js";
 export * from "./problems.js";
 export * from "./problem-objects.js";
 export * from "./quota.js";

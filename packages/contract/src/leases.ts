@@ -12,8 +12,14 @@ export const LeaseRequest = z.strictObject({
     z.optional(z.number().check(z.minimum(0.001), z.maximum(MAX_LEASE_DURATION_S))),
     "Seconds: the longest the call may hold the GPU (default 60, at most the tier's `max_duration`). Reserved at admission; the unused part is refunded at release.",
   ),
-  size: describe(z.optional(z.string()), "`large` (default) or `xlarge`, or a size the operator configured; anything else is a 400 naming the sizes."),
-  queue: describe(z.optional(z.boolean()), "Wait for a slot when none is free (default true); false fails at once with 503 `no_gpu_available`."),
+  size: describe(
+    z.optional(z.string()),
+    "`large` (default) or `xlarge`, or a size the operator configured; anything else is a 400 naming the sizes.",
+  ),
+  queue: describe(
+    z.optional(z.boolean()),
+    "Wait for a slot when none is free (default true); false fails at once with 503 `no_gpu_available`.",
+  ),
 });
 export type LeaseRequest = z.infer<typeof LeaseRequest>;
 
@@ -43,21 +49,45 @@ export const Lease = z.object({
   duration: describe(Seconds, "The duration asked for."),
   reserved: describe(Seconds, "`duration × cost`, held from the quota from admission to release."),
   cost: describe(z.number(), "The size's cost multiplier."),
-  node: describe(z.nullable(z.string()), "The node of the GPU, set at grant; a lease made through a node's agent names that node while it waits."),
+  node: describe(
+    z.nullable(z.string()),
+    "The node of the GPU, set at grant; a lease made through a node's agent names that node while it waits.",
+  ),
   device: describe(z.nullable(Device), "Null until granted."),
   queued_at: describe(Time, "When the request was admitted."),
   granted_at: describe(TimeOrNull, "Null until granted."),
-  deadline: describe(TimeOrNull, "`granted_at + duration`: past it the GPU is reclaimed and the whole reservation charged."),
+  deadline: describe(
+    TimeOrNull,
+    "`granted_at + duration`: past it the GPU is reclaimed and the whole reservation charged.",
+  ),
   ended_at: describe(TimeOrNull, "Null until released, expired, cancelled or failed."),
   position: describe(z.nullable(z.int()), "Place in the queue (1 is next) while queued, else null."),
-  reason: describe(z.nullable(QueueReason), "While queued: `node` (no slot fits) or `concurrency` (the app is at its limit); else null."),
-  eta_s: describe(z.nullable(Count), "While queued: estimated seconds to the grant from the slots' deadlines and the queue ahead (an upper-bound style estimate); null when unknown."),
-  held_ms: describe(z.nullable(Count), "Milliseconds from grant to release; null until the lease ends (and for one never granted)."),
-  charged: describe(Seconds, "`min(reserved, ceil(held_ms / 1000) × cost)`; the whole reservation when it expired. Time queued is never charged."),
+  reason: describe(
+    z.nullable(QueueReason),
+    "While queued: `node` (no slot fits) or `concurrency` (the app is at its limit); else null.",
+  ),
+  eta_s: describe(
+    z.nullable(Count),
+    "While queued: estimated seconds to the grant from the slots' deadlines and the queue ahead (an upper-bound style estimate); null when unknown.",
+  ),
+  held_ms: describe(
+    z.nullable(Count),
+    "Milliseconds from grant to release; null until the lease ends (and for one never granted).",
+  ),
+  charged: describe(
+    Seconds,
+    "`min(reserved, ceil(held_ms / 1000) × cost)`; the whole reservation when it expired. Time queued is never charged.",
+  ),
   refunded: describe(Seconds, "`reserved − charged` once it ended, else 0."),
   failed: describe(z.boolean(), "True when released with `failed: true` (the app's call failed)."),
-  problem: describe(z.nullable(LeaseProblem), "Why a lease ended without a grant or was failed (e.g. `queue_timeout`, `no_gpu_available`): the problem's code and detail. Null otherwise."),
-  quota: describe(z.nullable(Quota), "The charged identity's quota after this change; null in lists, and in events that happen while a stream is open."),
+  problem: describe(
+    z.nullable(LeaseProblem),
+    "Why a lease ended without a grant or was failed (e.g. `queue_timeout`, `no_gpu_available`): the problem's code and detail. Null otherwise.",
+  ),
+  quota: describe(
+    z.nullable(Quota),
+    "The charged identity's quota after this change; null in lists, and in events that happen while a stream is open.",
+  ),
 });
 export type Lease = z.infer<typeof Lease>;
 
@@ -80,7 +110,10 @@ export type ReleaseRequest = z.infer<typeof ReleaseRequest>;
 
 export const ReleaseResult = z.object({
   id: z.string(),
-  status: describe(LeaseStatus, "`released` (or `failed` when released with `failed: true`), `cancelled` for a lease released while queued, or the status it had already ended with."),
+  status: describe(
+    LeaseStatus,
+    "`released` (or `failed` when released with `failed: true`), `cancelled` for a lease released while queued, or the status it had already ended with.",
+  ),
   held_ms: describe(z.nullable(Count), "Null for a lease that was never granted."),
   charged: Seconds,
   refunded: Seconds,
@@ -88,14 +121,20 @@ export const ReleaseResult = z.object({
 });
 export type ReleaseResult = z.infer<typeof ReleaseResult>;
 
-export const QueuedEvent = describe(z.object({
-  position: describe(z.int(), "1 is next."),
-  reason: QueueReason,
-  eta_s: describe(z.nullable(Count), "Estimated seconds to the grant; null when unknown."),
-}), "SSE `queued`: the place in line, sent first and whenever it changes.");
+export const QueuedEvent = describe(
+  z.object({
+    position: describe(z.int(), "1 is next."),
+    reason: QueueReason,
+    eta_s: describe(z.nullable(Count), "Estimated seconds to the grant; null when unknown."),
+  }),
+  "SSE `queued`: the place in line, sent first and whenever it changes.",
+);
 export type QueuedEvent = z.infer<typeof QueuedEvent>;
 
-export const GrantedEvent = describe(z.object({ lease: Lease }), "SSE `granted`: the lease is active; the stream ends. The lease's `quota` is set when the stream opened on a lease already granted, null when the grant happened while it was open.");
+export const GrantedEvent = describe(
+  z.object({ lease: Lease }),
+  "SSE `granted`: the lease is active; the stream ends. The lease's `quota` is set when the stream opened on a lease already granted, null when the grant happened while it was open.",
+);
 export type GrantedEvent = z.infer<typeof GrantedEvent>;
 
 export const FailedEvent = describe(
@@ -104,9 +143,17 @@ export const FailedEvent = describe(
 );
 export type FailedEvent = z.infer<typeof FailedEvent>;
 
-export const EndedEvent = describe(z.object({ lease: Lease }), "SSE `ended`: released, expired or cancelled, or failed after its grant; the stream ends. The lease's `quota` is set when the stream opened on a lease already ended, null when it ended while the stream was open.");
+export const EndedEvent = describe(
+  z.object({ lease: Lease }),
+  "SSE `ended`: released, expired or cancelled, or failed after its grant; the stream ends. The lease's `quota` is set when the stream opened on a lease already ended, null when it ended while the stream was open.",
+);
 export type EndedEvent = z.infer<typeof EndedEvent>;
 
 /** The events of `GET /v1/leases/:id/events`, by event name. */
-export const LEASE_EVENTS = { queued: QueuedEvent, granted: GrantedEvent, failed: FailedEvent, ended: EndedEvent } as const;
+export const LEASE_EVENTS = {
+  queued: QueuedEvent,
+  granted: GrantedEvent,
+  failed: FailedEvent,
+  ended: EndedEvent,
+} as const;
 export type LeaseEventName = keyof typeof LEASE_EVENTS;

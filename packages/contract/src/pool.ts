@@ -9,9 +9,18 @@ export type SlotCounts = z.infer<typeof SlotCounts>;
 
 export const PoolNode = z.object({
   name: z.string(),
-  kind: describe(z.enum(["configured", "agent"]), "`configured`: the server's own `pool.simulated`; `agent`: a node whose agent registers its GPUs."),
-  state: describe(z.enum(["up", "registered", "lost", "new"]), "`up`: registered and heartbeating (configured nodes always are); `registered`: it has GPUs but no recent heartbeat; `lost`: it stopped heartbeating and must register again; `new`: its agent never registered."),
-  heartbeat_at: describe(TimeOrNull, "The agent's last heartbeat; null for configured nodes and agents never heard from."),
+  kind: describe(
+    z.enum(["configured", "agent"]),
+    "`configured`: the server's own `pool.simulated`; `agent`: a node whose agent registers its GPUs.",
+  ),
+  state: describe(
+    z.enum(["up", "registered", "lost", "new"]),
+    "`up`: registered and heartbeating (configured nodes always are); `registered`: it has GPUs but no recent heartbeat; `lost`: it stopped heartbeating and must register again; `new`: its agent never registered.",
+  ),
+  heartbeat_at: describe(
+    TimeOrNull,
+    "The agent's last heartbeat; null for configured nodes and agents never heard from.",
+  ),
   agent_url: describe(z.nullable(z.string()), "The agent's device API, as it reported it."),
 });
 export type PoolNode = z.infer<typeof PoolNode>;
@@ -22,7 +31,10 @@ export const PoolDevice = z.object({
   uuid: z.string(),
   name: z.string(),
   memory_mb: Count,
-  slots: describe(z.array(z.nullable(z.string())), "Each slot's holder: the id of the active lease on it, or null when free."),
+  slots: describe(
+    z.array(z.nullable(z.string())),
+    "Each slot's holder: the id of the active lease on it, or null when free.",
+  ),
 });
 export type PoolDevice = z.infer<typeof PoolDevice>;
 

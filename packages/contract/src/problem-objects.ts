@@ -20,7 +20,10 @@ export const Problem = z.looseObject({
 export type Problem = z.infer<typeof Problem>;
 
 export const FieldError = z.object({
-  field: describe(z.string(), "The invalid field (dotted path, e.g. `devices.0.uuid`), or `body` / `querystring` for the whole of it."),
+  field: describe(
+    z.string(),
+    "The invalid field (dotted path, e.g. `devices.0.uuid`), or `body` / `querystring` for the whole of it.",
+  ),
   message: describe(z.string(), "What is wrong with it, e.g. `must be one of large, xlarge`."),
 });
 export type FieldError = z.infer<typeof FieldError>;
@@ -39,10 +42,23 @@ export const INVALID_IP_TOKEN_REASONS = [
 ] as const;
 export type InvalidIpTokenReason = (typeof INVALID_IP_TOKEN_REASONS)[number];
 
-export const NO_GPU_REASONS = ["node_not_registered", "node_lost", "device_removed", "no_capacity", "queue_full", "queue_disabled"] as const;
+export const NO_GPU_REASONS = [
+  "node_not_registered",
+  "node_lost",
+  "device_removed",
+  "no_capacity",
+  "queue_full",
+  "queue_disabled",
+] as const;
 export type NoGpuAvailableReason = (typeof NO_GPU_REASONS)[number];
 
-export const STORAGE_UNAVAILABLE_REASONS = ["unreachable", "timeout", "contention", "stalled", "leadership_lost"] as const;
+export const STORAGE_UNAVAILABLE_REASONS = [
+  "unreachable",
+  "timeout",
+  "contention",
+  "stalled",
+  "leadership_lost",
+] as const;
 export type StorageUnavailableReason = (typeof STORAGE_UNAVAILABLE_REASONS)[number];
 
 export const NEXT_STEPS = ["sign_in", "upgrade", "forward_identity", "wait_for_reset", "wait_for_calls"] as const;
@@ -53,7 +69,10 @@ const agentUrl = describe(z.nullable(z.string()), "The device API URL the other 
 /** The fields each code adds to the problem, with what they mean. */
 export const PROBLEM_FIELDS = {
   invalid_request: {
-    errors: describe(z.optional(z.array(FieldError)), "Every invalid field, when the server can tell which (not for malformed JSON alone, or a device listed twice)."),
+    errors: describe(
+      z.optional(z.array(FieldError)),
+      "Every invalid field, when the server can tell which (not for malformed JSON alone, or a device listed twice).",
+    ),
   },
   unauthorized: {},
   invalid_ip_token: {
@@ -68,17 +87,29 @@ export const PROBLEM_FIELDS = {
   admin_disabled: {},
   not_found: {},
   queue_timeout: {
-    waited: describe(z.optional(Seconds), "Seconds the lease waited in the queue (one decimal). Absent when a replica that does not lead reports a lease that timed out."),
+    waited: describe(
+      z.optional(Seconds),
+      "Seconds the lease waited in the queue (one decimal). Absent when a replica that does not lead reports a lease that timed out.",
+    ),
   },
   conflict: {
-    reason: describe(z.optional(z.enum(["node_in_use"])), "`node_in_use`: another agent registered this node and still heartbeats (two agents cannot share a node key). Absent for a name that is taken."),
+    reason: describe(
+      z.optional(z.enum(["node_in_use"])),
+      "`node_in_use`: another agent registered this node and still heartbeats (two agents cannot share a node key). Absent for a name that is taken.",
+    ),
     node: describe(z.optional(z.string()), "With `node_in_use`: the node."),
     agent_url: z.optional(agentUrl),
-    retry_after_s: describe(z.optional(Seconds), "With `node_in_use`: when this agent may register if the other one is gone (the node's heartbeat timeout)."),
+    retry_after_s: describe(
+      z.optional(Seconds),
+      "With `node_in_use`: when this agent may register if the other one is gone (the node's heartbeat timeout).",
+    ),
   },
   lease_not_active: {},
   node_not_registered: {
-    reason: describe(z.optional(z.enum(["replaced"])), "`replaced`: another agent registered the node since, and this agent's registration is no longer current. Absent when the node was lost (missed heartbeats) or never registered: register again."),
+    reason: describe(
+      z.optional(z.enum(["replaced"])),
+      "`replaced`: another agent registered the node since, and this agent's registration is no longer current. Absent when the node was lost (missed heartbeats) or never registered: register again.",
+    ),
     node: describe(z.optional(z.string()), "With `replaced`: the node."),
     agent_url: z.optional(agentUrl),
   },
@@ -102,8 +133,14 @@ export const PROBLEM_FIELDS = {
     tier: z.string(),
     identity: IdentityKey,
     resets_at: describe(TimeOrNull, "When the window resets; null before the identity's first grant."),
-    retry_at: describe(TimeOrNull, "The earliest time the same call could be admitted (when calls in flight end, or the window resets)."),
-    next_step: describe(z.enum(NEXT_STEPS), "The one next step that helps for this tier: `sign_in`, `upgrade`, `forward_identity` (the app sent no X-IP-Token), `wait_for_reset`, `wait_for_calls` (the identity's own calls hold the rest)."),
+    retry_at: describe(
+      TimeOrNull,
+      "The earliest time the same call could be admitted (when calls in flight end, or the window resets).",
+    ),
+    next_step: describe(
+      z.enum(NEXT_STEPS),
+      "The one next step that helps for this tier: `sign_in`, `upgrade`, `forward_identity` (the app sent no X-IP-Token), `wait_for_reset`, `wait_for_calls` (the identity's own calls hold the rest).",
+    ),
   },
   runs_exceeded: {
     runs: describe(Count, "GPU calls made in this window."),
@@ -128,7 +165,10 @@ export const PROBLEM_FIELDS = {
     ),
   },
   control_plane_unavailable: {
-    reason: describe(z.optional(z.string()), "From a node agent: `foreign_node` or `foreign_device` when the pool granted a GPU that is not on its host."),
+    reason: describe(
+      z.optional(z.string()),
+      "From a node agent: `foreign_node` or `foreign_device` when the pool granted a GPU that is not on its host.",
+    ),
   },
 } as const satisfies Record<ProblemCode, Readonly<Record<string, z.ZodMiniType>>>;
 
@@ -185,7 +225,10 @@ export type InvalidRequestProblem = ProblemOf<"invalid_request">;
  * The code's own fields, each optional: for a client reading whatever a problem carries (one
  * relayed by a proxy, or from a server a version apart) without refusing the whole of it.
  */
-export function problemFields<C extends ProblemCode>(code: C, problem: unknown): Partial<z.infer<z.ZodMiniObject<(typeof PROBLEM_FIELDS)[C]>>> {
+export function problemFields<C extends ProblemCode>(
+  code: C,
+  problem: unknown,
+): Partial<z.infer<z.ZodMiniObject<(typeof PROBLEM_FIELDS)[C]>>> {
   const shape = PROBLEM_FIELDS[code];
   const out: Record<string, unknown> = {};
   if (typeof problem !== "object" || problem === null) return {};

@@ -61,27 +61,34 @@ export const PROBLEM_TITLES: Readonly<Record<ProblemCode, string>> = {
 
 /** When each code is sent, for people reading docs/wire.md and the API reference. */
 export const PROBLEM_MEANINGS: Readonly<Record<ProblemCode, string>> = {
-  invalid_request: "The body, query or a parameter is invalid; `errors` names every invalid field when the server can tell which. Nothing was changed.",
+  invalid_request:
+    "The body, query or a parameter is invalid; `errors` names every invalid field when the server can tell which. Nothing was changed.",
   unauthorized: "No bearer credential, or one this server does not know (revoked, mistyped, from another pool).",
-  invalid_ip_token: "An X-IP-Token was sent but cannot be used; `reason` says why. Never a silent fallback to another identity.",
+  invalid_ip_token:
+    "An X-IP-Token was sent but cannot be used; `reason` says why. Never a silent fallback to another identity.",
   invalid_session: "Edge sessions: the session is unknown, expired or revoked, or its user no longer exists.",
   invalid_credentials: "Sign-in with a user token that is not valid, or not the named user's.",
   forbidden: "A valid credential of a kind this route does not take (the detail names the kinds it takes).",
   admin_disabled: "The admin API is off: the server was started without GPUPOOL_ADMIN_TOKEN.",
   not_found: "No such route, or no such lease or user visible to this caller.",
-  queue_timeout: "The lease waited in the queue longer than the queue timeout; nothing was charged. Sent as the SSE `failed` event (and stored as the lease's `problem`); 408 when returned over HTTP.",
+  queue_timeout:
+    "The lease waited in the queue longer than the queue timeout; nothing was charged. Sent as the SSE `failed` event (and stored as the lease's `problem`); 408 when returned over HTTP.",
   conflict: "The name is taken, or the node is in use by another agent (`reason: node_in_use`).",
   lease_not_active: "Reserved for operations that need an active lease; today's server does not send it.",
-  node_not_registered: "A node's heartbeat, when its agent must register again (lost after missed heartbeats) or another agent registered the node since (`reason: replaced`).",
+  node_not_registered:
+    "A node's heartbeat, when its agent must register again (lost after missed heartbeats) or another agent registered the node since (`reason: replaced`).",
   payload_too_large: "The request body is larger than the server accepts. Nothing was changed.",
   unsupported_media_type: "A body that is not `application/json`.",
-  duration_too_long: "The call can never be granted: `duration` is over the tier's `max_duration`, or its cost is more than the whole quota.",
-  quota_exceeded: "Not enough GPU quota left in the identity's window for this call; with `Retry-After` (seconds). The detail names the tier, both numbers, when to retry and the next step.",
+  duration_too_long:
+    "The call can never be granted: `duration` is over the tier's `max_duration`, or its cost is more than the whole quota.",
+  quota_exceeded:
+    "Not enough GPU quota left in the identity's window for this call; with `Retry-After` (seconds). The detail names the tier, both numbers, when to retry and the next step.",
   runs_exceeded: "The identity made its tier's number of GPU calls in this window; with `Retry-After`.",
   internal: "A bug on the server; logged there. Nothing secret is shown.",
   upstream_unavailable: "From the edge: the app behind it does not answer.",
   no_gpu_available: "No GPU can take the call now and it may not wait, or none ever could; `reason` says which.",
-  storage_unavailable: "The pool's database could not do the work; nothing was changed. With `Retry-After` when `reason` is set.",
+  storage_unavailable:
+    "The pool's database could not do the work; nothing was changed. With `Retry-After` when `reason` is set.",
   control_plane_unavailable: "From the edge or a node agent: it cannot reach the pool (nothing was forwarded).",
 };
 

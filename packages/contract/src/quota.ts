@@ -6,10 +6,16 @@ export const Quota = z.object({
   identity: Identity,
   quota: describe(Seconds, "GPU seconds per window: the tier's (or the user's override), plus any bonus."),
   used: describe(Seconds, "Charged in the current window."),
-  reserved: describe(Seconds, "Held by the identity's calls in flight (queued or active); the unused part is refunded at release."),
+  reserved: describe(
+    Seconds,
+    "Held by the identity's calls in flight (queued or active); the unused part is refunded at release.",
+  ),
   left: describe(Seconds, "`quota − used − reserved`."),
   bonus: describe(Seconds, "Seconds an admin added to the current window only."),
-  window: describe(Seconds, "Length of a window (default 86400). A window starts at the identity's first grant, not at midnight."),
+  window: describe(
+    Seconds,
+    "Length of a window (default 86400). A window starts at the identity's first grant, not at midnight.",
+  ),
   window_started_at: describe(TimeOrNull, "Null before the identity's first grant."),
   resets_at: describe(TimeOrNull, "`window_started_at + window`; null before the first grant."),
   priority: describe(z.int(), "The tier's queue priority class (higher goes first)."),

@@ -24,9 +24,13 @@ describe("the API reference page", () => {
   it("lists every operation with its method, path, auth and responses", () => {
     for (const op of OPERATIONS) {
       expect(html).toContain(`id="op-${op.id}"`);
-      expect(html).toContain(`<span class="method ${op.method}">${op.method.toUpperCase()}</span> <code>${op.path}</code>`);
+      expect(html).toContain(
+        `<span class="method ${op.method}">${op.method.toUpperCase()}</span> <code>${op.path}</code>`,
+      );
     }
-    expect(html).toMatch(/Auth: <code>Authorization: Bearer<\/code> <a href="#auth-appKey">appKey<\/a> or <a href="#auth-userToken">userToken<\/a>/);
+    expect(html).toMatch(
+      /Auth: <code>Authorization: Bearer<\/code> <a href="#auth-appKey">appKey<\/a> or <a href="#auth-userToken">userToken<\/a>/,
+    );
     expect(html).toContain("<code>X-IP-Token</code>");
     expect(html).toContain("<code>text/event-stream</code>");
   });
@@ -39,7 +43,8 @@ describe("the API reference page", () => {
   });
 
   it("has the problem-code table: every code, its status and its fields", () => {
-    for (const code of PROBLEM_CODES) expect(html).toMatch(new RegExp(`<code>${code}</code></a></td><td>${PROBLEM_STATUS[code]}</td>`));
+    for (const code of PROBLEM_CODES)
+      expect(html).toMatch(new RegExp(`<code>${code}</code></a></td><td>${PROBLEM_STATUS[code]}</td>`));
     expect(html).toMatch(/<code>quota_exceeded<\/code>.*<code>retry_at<\/code>.*<code>next_step<\/code>/);
   });
 

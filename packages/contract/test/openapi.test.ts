@@ -42,13 +42,17 @@ describe("the OpenAPI document", () => {
     // Ajv resolves the meta-schema's `$dynamicRef: "#meta"` (a Schema Object) to the wrong anchor;
     // without an extended dialect it means `#/$defs/schema`, which is what it is replaced with.
     // The Schema Objects themselves are checked against JSON Schema 2020-12 in the next test.
-    const meta = JSON.parse(JSON.stringify(openapiV31).replaceAll('"$dynamicRef":"#meta"', '"$ref":"#/$defs/schema"')) as object;
+    const meta = JSON.parse(
+      JSON.stringify(openapiV31).replaceAll('"$dynamicRef":"#meta"', '"$ref":"#/$defs/schema"'),
+    ) as object;
     const validate = ajv.compile(meta);
     const ok = validate(doc);
     expect(validate.errors ?? [], JSON.stringify(validate.errors?.slice(0, 5), null, 1)).toEqual([]);
     expect(ok).toBe(true);
     // The check bites: a response without a description, or a parameter without `in`, is refused.
-    const broken = JSON.parse(JSON.stringify(doc)) as { paths: Record<string, Record<string, { responses: Record<string, object>; parameters?: object[] }>> };
+    const broken = JSON.parse(JSON.stringify(doc)) as {
+      paths: Record<string, Record<string, { responses: Record<string, object>; parameters?: object[] }>>;
+    };
     delete (broken.paths["/v1/leases"]!["post"]!.responses["201"] as { description?: string }).description;
     expect(validate(broken)).toBe(false);
     const noIn = JSON.parse(JSON.stringify(doc)) as typeof broken;
@@ -60,7 +64,9 @@ describe("the OpenAPI document", () => {
     const ajv = new Ajv2020({ strict: true, strictTypes: false, allErrors: true });
     addFormats(ajv);
     // The components as one JSON Schema document of `$defs`, so references resolve as in the document.
-    const defs = JSON.parse(JSON.stringify(doc.components.schemas).replaceAll('"#/components/schemas/', '"#/$defs/')) as Record<string, object>;
+    const defs = JSON.parse(
+      JSON.stringify(doc.components.schemas).replaceAll('"#/components/schemas/', '"#/$defs/'),
+    ) as Record<string, object>;
     ajv.addSchema({ $id: "https://gpupool.invalid/components.json", $defs: defs });
     for (const [name, schema] of Object.entries(defs)) {
       expect(ajv.validateSchema(schema), `${name}: ${ajv.errorsText()}`).toBe(true);
@@ -76,10 +82,16 @@ describe("the OpenAPI document", () => {
         expect(ids.has(op.operationId), `${method} ${path}`).toBe(false);
         ids.add(op.operationId);
         expect(Array.isArray(op.security)).toBe(true);
-        expect(Object.keys(op.responses).some((s) => s.startsWith("2")), `${method} ${path}`).toBe(true);
+        expect(
+          Object.keys(op.responses).some((s) => s.startsWith("2")),
+          `${method} ${path}`,
+        ).toBe(true);
         // Every path parameter of the template is declared.
         for (const [, name] of path.matchAll(/\{([^}]+)\}/g)) {
-          expect(op.parameters?.some((p) => p["in"] === "path" && p["name"] === name), `${method} ${path} {${name}}`).toBe(true);
+          expect(
+            op.parameters?.some((p) => p["in"] === "path" && p["name"] === name),
+            `${method} ${path} {${name}}`,
+          ).toBe(true);
         }
       }
     }
@@ -106,17 +118,42 @@ describe("the OpenAPI document", () => {
 
   it("documents every problem code with its status, title and fields", () => {
     for (const code of PROBLEM_CODES) {
-      const schema = doc.components.schemas[problemSchemaName(code)] as { properties: Record<string, JsonSchema>; description?: string };
+      const schema = doc.components.schemas[problemSchemaName(code)] as {
+        properties: Record<string, JsonSchema>;
+        description?: string;
+      };
       expect(schema.properties["code"]).toMatchObject({ const: code });
       expect(schema.properties["status"]).toMatchObject({ const: PROBLEM_STATUS[code] });
       expect(typeof schema.description).toBe("string");
     }
     const quota = doc.components.schemas["QuotaExceededProblem"] as { required: string[] };
-    expect(quota.required).toEqual(expect.arrayContaining(["requested", "left", "quota", "used", "reserved", "tier", "identity", "resets_at", "retry_at", "next_step"]));
+    expect(quota.required).toEqual(
+      expect.arrayContaining([
+        "requested",
+        "left",
+        "quota",
+        "used",
+        "reserved",
+        "tier",
+        "identity",
+        "resets_at",
+        "retry_at",
+        "next_step",
+      ]),
+    );
     const token = doc.components.schemas["InvalidIpTokenProblem"] as { properties: { reason: { enum: string[] } } };
     expect(token.properties.reason.enum).toContain("unknown_user");
     const noGpu = doc.components.schemas["NoGpuAvailableProblem"] as { properties: { reason: { enum: string[] } } };
-    expect(noGpu.properties.reason.enum).toEqual(expect.arrayContaining(["node_not_registered", "node_lost", "device_removed", "no_capacity", "queue_full", "queue_disabled"]));
+    expect(noGpu.properties.reason.enum).toEqual(
+      expect.arrayContaining([
+        "node_not_registered",
+        "node_lost",
+        "device_removed",
+        "no_capacity",
+        "queue_full",
+        "queue_disabled",
+      ]),
+    );
   });
 
   it("keeps response objects open (a newer server may add fields) and request bodies closed (the server refuses unknown fields)", () => {

@@ -9,7 +9,8 @@ export function parseDurationMs(value: unknown): { ok: true; ms: number } | { ok
     if (!Number.isFinite(value) || value < 0) return { ok: false, message: "must be a non-negative number of seconds" };
     return { ok: true, ms: Math.round(value * 1000) };
   }
-  if (typeof value !== "string") return { ok: false, message: 'must be a duration such as "60s", "3.5m" or "24h", or a number of seconds' };
+  if (typeof value !== "string")
+    return { ok: false, message: 'must be a duration such as "60s", "3.5m" or "24h", or a number of seconds' };
   const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(value);
   if (!match) return { ok: false, message: `"${value}" is not a duration; write e.g. "60s", "3.5m", "24h"` };
   const amount = Number(match[1]);

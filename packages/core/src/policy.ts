@@ -64,7 +64,8 @@ export function nextTierUp(policy: Policy, current: string): TierPolicy | null {
   let best: TierPolicy | null = null;
   for (const tier of Object.values(policy.tiers)) {
     if (tier.name === ANONYMOUS_TIER || tier.quotaMs <= mine.quotaMs) continue;
-    if (!best || tier.quotaMs < best.quotaMs || (tier.quotaMs === best.quotaMs && tier.priority > best.priority)) best = tier;
+    if (!best || tier.quotaMs < best.quotaMs || (tier.quotaMs === best.quotaMs && tier.priority > best.priority))
+      best = tier;
   }
   return best;
 }

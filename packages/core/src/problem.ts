@@ -17,7 +17,14 @@ export interface Problem {
 }
 
 export function problem(code: ProblemCode, detail: string, fields: Record<string, unknown> = {}): Problem {
-  return { ...fields, type: problemType(code), title: PROBLEM_TITLES[code], status: PROBLEM_STATUS[code], detail, code };
+  return {
+    ...fields,
+    type: problemType(code),
+    title: PROBLEM_TITLES[code],
+    status: PROBLEM_STATUS[code],
+    detail,
+    code,
+  };
 }
 
 /** A broken rule, carrying the problem to show. Bugs stay plain Errors. */

@@ -1,6 +1,14 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { DEFAULT_POLICY, EMPTY_LEDGER, decideAdmission, needsInFlightEnd, quotaLeftShare, quotaView, tierOf } from "../src/index.js";
+import {
+  DEFAULT_POLICY,
+  EMPTY_LEDGER,
+  decideAdmission,
+  needsInFlightEnd,
+  quotaLeftShare,
+  quotaView,
+  tierOf,
+} from "../src/index.js";
 import type { AdmissionAccount, AdmissionRequest, LedgerState, Placement } from "../src/index.js";
 
 const NOW = Date.UTC(2026, 11, 5, 12);
@@ -8,8 +16,18 @@ const policy = { ...DEFAULT_POLICY, queueMaxLength: 3 };
 const large = policy.sizes["large"]!;
 const xlarge = policy.sizes["xlarge"]!;
 
-function account(tier = "free", ledger: Partial<LedgerState> = {}, inFlightEnd: number | null = null): AdmissionAccount {
-  return { identity: { kind: "user", id: "u_1", tier }, tier: tierOf(policy, tier), overrideMs: null, ledger: { ...EMPTY_LEDGER, ...ledger }, inFlightEnd };
+function account(
+  tier = "free",
+  ledger: Partial<LedgerState> = {},
+  inFlightEnd: number | null = null,
+): AdmissionAccount {
+  return {
+    identity: { kind: "user", id: "u_1", tier },
+    tier: tierOf(policy, tier),
+    overrideMs: null,
+    ledger: { ...EMPTY_LEDGER, ...ledger },
+    inFlightEnd,
+  };
 }
 
 function request(o: Partial<AdmissionRequest> = {}): AdmissionRequest {
@@ -21,17 +39,30 @@ const WAIT: Placement = { kind: "wait", place: { position: 1, reason: "node", et
 describe("decideAdmission", () => {
   it("admits onto a free slot, reserving duration × cost and counting the run", () => {
     const d = decideAdmission(policy, account(), request({ size: xlarge }), { kind: "now" });
-    expect(d).toEqual({ kind: "admitted", outcome: "granted", reservedMs: 120_000, ledger: { ...EMPTY_LEDGER, reservedMs: 120_000, runs: 1 } });
+    expect(d).toEqual({
+      kind: "admitted",
+      outcome: "granted",
+      reservedMs: 120_000,
+      ledger: { ...EMPTY_LEDGER, reservedMs: 120_000, runs: 1 },
+    });
   });
 
   it("names the outcome after the placement: queued in line, or pending for the scheduler to place", () => {
     expect(decideAdmission(policy, account(), request(), WAIT)).toMatchObject({ kind: "admitted", outcome: "queued" });
-    expect(decideAdmission(policy, account(), request(), { kind: "later" })).toMatchObject({ kind: "admitted", outcome: "pending" });
+    expect(decideAdmission(policy, account(), request(), { kind: "later" })).toMatchObject({
+      kind: "admitted",
+      outcome: "pending",
+    });
   });
 
   it("refuses for quota before it looks at the pool: a person over quota is told so, not that the node is down", () => {
     const over = account("free", { usedMs: 200_000, windowStartedAt: NOW - 1_000 });
-    for (const placement of [{ kind: "node_missing" }, { kind: "never", onlyAgents: false }, WAIT, { kind: "now" }] as Placement[]) {
+    for (const placement of [
+      { kind: "node_missing" },
+      { kind: "never", onlyAgents: false },
+      WAIT,
+      { kind: "now" },
+    ] as Placement[]) {
       const d = decideAdmission(policy, over, request({ queue: false, node: "gpu-host" }), placement);
       expect(d.kind === "refused" && d.problem.code).toBe("quota_exceeded");
     }
@@ -39,7 +70,11 @@ describe("decideAdmission", () => {
 
   it("refuses a call over the tier's maximum duration with 422, whatever the pool would do", () => {
     const d = decideAdmission(policy, account(), request({ durationMs: 121_000 }), { kind: "now" });
-    expect(d).toMatchObject({ kind: "refused", retryAfterS: null, problem: { code: "duration_too_long", status: 422 } });
+    expect(d).toMatchObject({
+      kind: "refused",
+      retryAfterS: null,
+      problem: { code: "duration_too_long", status: 422 },
+    });
   });
 
   it("refuses what the pool cannot take, each with its reason and a retry hint", () => {
@@ -54,7 +89,11 @@ describe("decideAdmission", () => {
     ];
     for (const [placement, o, reason, retryAfterS] of cases) {
       const d = decideAdmission(policy, account(), request(o), placement);
-      expect(d).toMatchObject({ kind: "refused", retryAfterS, problem: { code: "no_gpu_available", status: 503, reason } });
+      expect(d).toMatchObject({
+        kind: "refused",
+        retryAfterS,
+        problem: { code: "no_gpu_available", status: 503, reason },
+      });
       if (d.kind === "refused") expect(d.problem.detail).toMatch(/Nothing was (reserved or )?charged/);
     }
     const onNode = decideAdmission(policy, account(), request({ node: "gpu-host" }), { kind: "node_missing" });
@@ -62,17 +101,27 @@ describe("decideAdmission", () => {
   });
 
   it("a call that may not queue is still admitted when a slot takes it, or when the scheduler places it later", () => {
-    expect(decideAdmission(policy, account(), request({ queue: false }), { kind: "now" })).toMatchObject({ outcome: "granted" });
-    expect(decideAdmission(policy, account(), request({ queue: false }), { kind: "later" })).toMatchObject({ outcome: "pending" });
+    expect(decideAdmission(policy, account(), request({ queue: false }), { kind: "now" })).toMatchObject({
+      outcome: "granted",
+    });
+    expect(decideAdmission(policy, account(), request({ queue: false }), { kind: "later" })).toMatchObject({
+      outcome: "pending",
+    });
   });
 
   it("uses the in-flight end for the retry time of a quota refusal, and asks for it only then", () => {
     const busy = account("free", { reservedMs: 180_000, windowStartedAt: NOW - 1_000 });
     expect(needsInFlightEnd(policy, busy, request())).toBe(true);
     expect(needsInFlightEnd(policy, account(), request())).toBe(false);
-    expect(needsInFlightEnd(policy, account("free", { usedMs: 200_000, windowStartedAt: NOW - 1_000 }), request())).toBe(false);
+    expect(
+      needsInFlightEnd(policy, account("free", { usedMs: 200_000, windowStartedAt: NOW - 1_000 }), request()),
+    ).toBe(false);
     const d = decideAdmission(policy, { ...busy, inFlightEnd: NOW + 30_000 }, request(), { kind: "now" });
-    expect(d).toMatchObject({ kind: "refused", retryAfterS: 30, problem: { code: "quota_exceeded", next_step: "wait_for_calls" } });
+    expect(d).toMatchObject({
+      kind: "refused",
+      retryAfterS: 30,
+      problem: { code: "quota_exceeded", next_step: "wait_for_calls" },
+    });
   });
 
   it("never admits past the quota, and an admission adds exactly its reservation to the ledger (property)", () => {

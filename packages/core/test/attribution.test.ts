@@ -69,7 +69,17 @@ describe("attribute", () => {
     expect(r.steps[2]?.detail).toMatch(why);
   });
 
-  it.each(["malformed", "expired", "wrong_app", "bad_signature", "alg_not_allowed", "unknown_key", "wrong_issuer", "bad_subject", "unknown_user"] as const)(
+  it.each([
+    "malformed",
+    "expired",
+    "wrong_app",
+    "bad_signature",
+    "alg_not_allowed",
+    "unknown_key",
+    "wrong_issuer",
+    "bad_subject",
+    "unknown_user",
+  ] as const)(
     "app key + invalid token (%s): invalid_ip_token with its reason, nothing charged, no fallback",
     (reason) => {
       const r = attribute(APPK, { present: true, valid: false, reason, message: `The X-IP-Token is ${reason}.` });
@@ -88,7 +98,12 @@ describe("attribute", () => {
   );
 
   it("an IP subject explains what it means at the edge: no session or Bearer, or a token not forwarded", () => {
-    const r = attribute(APPK, { present: true, valid: true, subject: { kind: "ip", id: "203.0.113.7" }, expiresAt: EXP });
+    const r = attribute(APPK, {
+      present: true,
+      valid: true,
+      subject: { kind: "ip", id: "203.0.113.7" },
+      expiresAt: EXP,
+    });
     const why = r.steps.at(-1)?.detail ?? "";
     expect(why).toMatch(/no session cookie and no Bearer user token/);
     expect(why).toMatch(/\/login/);

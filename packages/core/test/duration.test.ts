@@ -28,11 +28,14 @@ describe("parseDurationMs", () => {
     if (!r.ok) expect(r.message).toMatch(/non-negative/);
   });
 
-  it.each(["", "abc", "-5s", "5 minutes", "1e3", "5x", "s", "1.s", ".5s", "60S"])("refuses the string %j and quotes it", (text) => {
-    const r = parseDurationMs(text);
-    expect(r.ok).toBe(false);
-    if (!r.ok) expect(r.message).toContain(`"${text}"`);
-  });
+  it.each(["", "abc", "-5s", "5 minutes", "1e3", "5x", "s", "1.s", ".5s", "60S"])(
+    "refuses the string %j and quotes it",
+    (text) => {
+      const r = parseDurationMs(text);
+      expect(r.ok).toBe(false);
+      if (!r.ok) expect(r.message).toContain(`"${text}"`);
+    },
+  );
 
   it.each([null, undefined, {}, [], true])("refuses the non-duration %j", (value) => {
     const r = parseDurationMs(value);

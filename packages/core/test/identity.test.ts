@@ -14,9 +14,12 @@ describe("normalizeIp — IPv4", () => {
     expect(normalizeIp("1.2.3.4")).not.toBe(normalizeIp("1.2.3.5"));
   });
 
-  it.each(["1.2.3.256", "1.2.3", "1.2.3.4.5", "01.2.3.4", "1.2.3.-1", "1..3.4", "1.2.3.4/32", "1.2.3.4:80"])("refuses %j", (ip) => {
-    expect(normalizeIp(ip)).toBeNull();
-  });
+  it.each(["1.2.3.256", "1.2.3", "1.2.3.4.5", "01.2.3.4", "1.2.3.-1", "1..3.4", "1.2.3.4/32", "1.2.3.4:80"])(
+    "refuses %j",
+    (ip) => {
+      expect(normalizeIp(ip)).toBeNull();
+    },
+  );
 });
 
 describe("normalizeIp — IPv6 /64", () => {

@@ -75,8 +75,12 @@ describe("quota_exceeded", () => {
     expect(problem).toMatchObject({ requested: 60, left: 10, quota: 1500, used: 1490 });
   });
 
-  it("says a reset 23h 59m 30s away in well-formed units (not \"23h 60m\")", () => {
-    const { problem } = refused({ identity: PRO_USER, ledger: ledger({ windowStartedAt: T0 - 30 * S, usedMs: 1500 * S }), durationMs: 10 * S });
+  it('says a reset 23h 59m 30s away in well-formed units (not "23h 60m")', () => {
+    const { problem } = refused({
+      identity: PRO_USER,
+      ledger: ledger({ windowStartedAt: T0 - 30 * S, usedMs: 1500 * S }),
+      durationMs: 10 * S,
+    });
     expect(problem.detail).toContain("(in ");
     expect(problem.detail).not.toMatch(/\b60[sm]\b/);
   });
@@ -144,7 +148,14 @@ describe("duration_too_long", () => {
     expect(problem.detail).toContain("at most 2m per call");
     expect(problem.detail).toContain("user:alice");
     expect(problem.detail).toMatch(/never be granted/);
-    expect(problem).toMatchObject({ duration: 121, max_duration: 120, cost: 1, requested: 121, quota: 210, tier: "free" });
+    expect(problem).toMatchObject({
+      duration: 121,
+      max_duration: 120,
+      cost: 1,
+      requested: 121,
+      quota: 210,
+      tier: "free",
+    });
   });
 
   it("cost larger than the whole quota (anonymous xlarge): suggests signing in", () => {
@@ -167,14 +178,21 @@ describe("duration_too_long", () => {
   });
 
   it("wins over quota_exceeded even when nothing is left", () => {
-    const { problem } = refused({ identity: FREE_USER, ledger: ledger({ usedMs: 210 * S, windowStartedAt: T0 }), durationMs: 200 * S });
+    const { problem } = refused({
+      identity: FREE_USER,
+      ledger: ledger({ usedMs: 210 * S, windowStartedAt: T0 }),
+      durationMs: 200 * S,
+    });
     expect(problem.code).toBe("duration_too_long");
   });
 });
 
 describe("runs_exceeded", () => {
   it("refuses at the tier's runs limit and says when to retry", () => {
-    const policy = { ...DEFAULT_POLICY, tiers: { ...DEFAULT_POLICY.tiers, free: { ...DEFAULT_POLICY.tiers.free!, maxRuns: 3 } } };
+    const policy = {
+      ...DEFAULT_POLICY,
+      tiers: { ...DEFAULT_POLICY.tiers, free: { ...DEFAULT_POLICY.tiers.free!, maxRuns: 3 } },
+    };
     const { problem, retryAfterS } = refused({
       policy,
       identity: FREE_USER,

@@ -274,7 +274,10 @@ describe("devices added and removed at run time", () => {
 });
 
 describe("dedicated devices (a GPU host's agent's: only for calls bound to that node)", () => {
-  const dedicated = (node: string, index: number, slots = 2): DeviceSpec => ({ ...gpu(node, index, slots), dedicated: true });
+  const dedicated = (node: string, index: number, slots = 2): DeviceSpec => ({
+    ...gpu(node, index, slots),
+    dedicated: true,
+  });
 
   it("an unbound call never lands on a dedicated device, even when it is the only free one", () => {
     const pool = new Pool([gpu("n1", 0), dedicated("agent", 0)]);

@@ -11,7 +11,14 @@ const LIMITS: Readonly<Record<string, number | null>> = { a: 1, b: 2, c: null };
 const APPS = [null, "a", "b", "c"] as const;
 
 function devices(sizes: readonly number[]): DeviceSpec[] {
-  return sizes.map((slots, i) => ({ node: `n${i % 2}`, index: i, uuid: `GPU-${i}`, name: "L4", memoryMb: 24_576, slots }));
+  return sizes.map((slots, i) => ({
+    node: `n${i % 2}`,
+    index: i,
+    uuid: `GPU-${i}`,
+    name: "L4",
+    memoryMb: 24_576,
+    slots,
+  }));
 }
 
 interface Active {
@@ -56,10 +63,23 @@ class Harness implements Concurrency {
 
   enqueue(o: { priority: number; slots: number; durationMs: number; appId: string | null; share: number }): string {
     const leaseId = `q${this.n++}`;
-    const request: PriorityRequest = { leaseId, appId: o.appId, identity: `user:${leaseId}`, slots: o.slots, priority: o.priority, durationMs: o.durationMs, seq: this.n, queuedAt: this.now, quotaLeftShare: o.share };
+    const request: PriorityRequest = {
+      leaseId,
+      appId: o.appId,
+      identity: `user:${leaseId}`,
+      slots: o.slots,
+      priority: o.priority,
+      durationMs: o.durationMs,
+      seq: this.n,
+      queuedAt: this.now,
+      quotaLeftShare: o.share,
+    };
     if (this.trials) {
       const t = this.scheduler.trial(request, this.pool, this, this.now);
-      this.predicted.set(leaseId, t.kind === "now" ? `${this.now}:${leaseId}@${t.node}#${t.index}/${t.slots.join(",")}` : "wait");
+      this.predicted.set(
+        leaseId,
+        t.kind === "now" ? `${this.now}:${leaseId}@${t.node}#${t.index}/${t.slots.join(",")}` : "wait",
+      );
     }
     const now = this.grantNow ? this.scheduler.grantNow(request, this.pool, this, this.now) : null;
     if (now !== null) {
@@ -76,7 +96,9 @@ class Harness implements Concurrency {
     this.everGranted.add(grant.leaseId);
     this.running.set(grant.leaseId, { request, grantedAt: this.now });
     if (request.appId !== null) this.appActive.set(request.appId, this.active(request.appId) + 1);
-    this.log.push(`${this.now}:${grant.leaseId}@${grant.assignment.node}#${grant.assignment.index}/${grant.assignment.slots.join(",")}`);
+    this.log.push(
+      `${this.now}:${grant.leaseId}@${grant.assignment.node}#${grant.assignment.index}/${grant.assignment.slots.join(",")}`,
+    );
   }
 
   end(leaseId: string): void {
@@ -150,13 +172,30 @@ class Harness implements Concurrency {
 }
 
 type Op =
-  | { readonly t: "enqueue"; readonly priority: number; readonly slots: number; readonly durationS: number; readonly app: number; readonly share: number }
+  | {
+      readonly t: "enqueue";
+      readonly priority: number;
+      readonly slots: number;
+      readonly durationS: number;
+      readonly app: number;
+      readonly share: number;
+    }
   | { readonly t: "end"; readonly pick: number }
   | { readonly t: "cancel"; readonly pick: number }
   | { readonly t: "advance"; readonly ms: number };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 5, arbitrary: fc.record({ t: fc.constant("enqueue" as const), priority: fc.integer({ min: 1, max: 3 }), slots: fc.constantFrom(1, 1, 2), durationS: fc.integer({ min: 1, max: 120 }), app: fc.integer({ min: 0, max: 3 }), share: fc.double({ min: 0, max: 1, noNaN: true }) }) },
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      t: fc.constant("enqueue" as const),
+      priority: fc.integer({ min: 1, max: 3 }),
+      slots: fc.constantFrom(1, 1, 2),
+      durationS: fc.integer({ min: 1, max: 120 }),
+      app: fc.integer({ min: 0, max: 3 }),
+      share: fc.double({ min: 0, max: 1, noNaN: true }),
+    }),
+  },
   { weight: 3, arbitrary: fc.record({ t: fc.constant("end" as const), pick: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant("cancel" as const), pick: fc.nat() }) },
   { weight: 3, arbitrary: fc.record({ t: fc.constant("advance" as const), ms: fc.integer({ min: 0, max: 40_000 }) }) },
@@ -165,7 +204,13 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 function apply(h: Harness, op: Op): void {
   switch (op.t) {
     case "enqueue":
-      h.enqueue({ priority: op.priority, slots: op.slots, durationMs: op.durationS * 1000, appId: APPS[op.app] ?? null, share: op.share });
+      h.enqueue({
+        priority: op.priority,
+        slots: op.slots,
+        durationMs: op.durationS * 1000,
+        appId: APPS[op.app] ?? null,
+        share: op.share,
+      });
       break;
     case "end": {
       const ids = [...h.running.keys()];
@@ -189,51 +234,69 @@ const poolArb = fc.array(fc.constantFrom(1, 2, 2, 2), { minLength: 1, maxLength:
 describe("PriorityScheduler properties", () => {
   it("never double-books a slot, never exceeds capacity or app limits, and is work-conserving", () => {
     fc.assert(
-      fc.property(poolArb, fc.constantFrom(0, 5_000, 15_000), fc.constantFrom(1_000, 15_000), fc.array(opArb, { maxLength: 120 }), (sizes, holdAfterMs, agingStepMs, ops) => {
-        const h = new Harness(sizes, holdAfterMs, agingStepMs);
-        for (const op of ops) {
-          apply(h, op);
-          h.check();
-        }
-      }),
+      fc.property(
+        poolArb,
+        fc.constantFrom(0, 5_000, 15_000),
+        fc.constantFrom(1_000, 15_000),
+        fc.array(opArb, { maxLength: 120 }),
+        (sizes, holdAfterMs, agingStepMs, ops) => {
+          const h = new Harness(sizes, holdAfterMs, agingStepMs);
+          for (const op of ops) {
+            apply(h, op);
+            h.check();
+          }
+        },
+      ),
       { numRuns: 150 },
     );
   });
 
   it("grantNow places an arrival exactly where enqueue + dispatch would, and the rest of the schedule is unchanged", () => {
     fc.assert(
-      fc.property(poolArb, fc.constantFrom(0, 5_000, 15_000), fc.constantFrom(1_000, 15_000), fc.array(opArb, { maxLength: 120 }), (sizes, holdAfterMs, agingStepMs, ops) => {
-        const queued = new Harness(sizes, holdAfterMs, agingStepMs);
-        const direct = new Harness(sizes, holdAfterMs, agingStepMs, LIMITS, true);
-        for (const op of ops) {
-          apply(queued, op);
-          apply(direct, op);
-          direct.check();
-          expect(direct.log).toEqual(queued.log);
-          expect(direct.scheduler.hold()).toEqual(queued.scheduler.hold());
-        }
-      }),
+      fc.property(
+        poolArb,
+        fc.constantFrom(0, 5_000, 15_000),
+        fc.constantFrom(1_000, 15_000),
+        fc.array(opArb, { maxLength: 120 }),
+        (sizes, holdAfterMs, agingStepMs, ops) => {
+          const queued = new Harness(sizes, holdAfterMs, agingStepMs);
+          const direct = new Harness(sizes, holdAfterMs, agingStepMs, LIMITS, true);
+          for (const op of ops) {
+            apply(queued, op);
+            apply(direct, op);
+            direct.check();
+            expect(direct.log).toEqual(queued.log);
+            expect(direct.scheduler.hold()).toEqual(queued.scheduler.hold());
+          }
+        },
+      ),
       { numRuns: 150 },
     );
   });
 
   it("trial predicts exactly whether enqueue + dispatch grants an arrival at once, and on which slots, and changes nothing", () => {
     fc.assert(
-      fc.property(poolArb, fc.constantFrom(0, 5_000, 15_000), fc.constantFrom(1_000, 15_000), fc.array(opArb, { maxLength: 120 }), (sizes, holdAfterMs, agingStepMs, ops) => {
-        const plain = new Harness(sizes, holdAfterMs, agingStepMs);
-        const tried = new Harness(sizes, holdAfterMs, agingStepMs, LIMITS, false, true);
-        for (const op of ops) {
-          const before = tried.log.length;
-          apply(plain, op);
-          apply(tried, op);
-          expect(tried.log).toEqual(plain.log);
-          expect(tried.scheduler.hold()).toEqual(plain.scheduler.hold());
-          if (op.t !== "enqueue") continue;
-          const id = [...tried.predicted.keys()].at(-1) as string;
-          const granted = tried.log.slice(before).find((line) => line.includes(`:${id}@`));
-          expect(granted ?? "wait").toBe(tried.predicted.get(id));
-        }
-      }),
+      fc.property(
+        poolArb,
+        fc.constantFrom(0, 5_000, 15_000),
+        fc.constantFrom(1_000, 15_000),
+        fc.array(opArb, { maxLength: 120 }),
+        (sizes, holdAfterMs, agingStepMs, ops) => {
+          const plain = new Harness(sizes, holdAfterMs, agingStepMs);
+          const tried = new Harness(sizes, holdAfterMs, agingStepMs, LIMITS, false, true);
+          for (const op of ops) {
+            const before = tried.log.length;
+            apply(plain, op);
+            apply(tried, op);
+            expect(tried.log).toEqual(plain.log);
+            expect(tried.scheduler.hold()).toEqual(plain.scheduler.hold());
+            if (op.t !== "enqueue") continue;
+            const id = [...tried.predicted.keys()].at(-1) as string;
+            const granted = tried.log.slice(before).find((line) => line.includes(`:${id}@`));
+            expect(granted ?? "wait").toBe(tried.predicted.get(id));
+          }
+        },
+      ),
       { numRuns: 200 },
     );
   });
@@ -280,9 +343,13 @@ describe("PriorityScheduler properties", () => {
             id: string;
             index: number;
           }
-          const ends = new IndexedHeap<End>((a, b) => a.at < b.at || (a.at === b.at && a.id < b.id), (e) => e.index, (e, i) => {
-            e.index = i;
-          });
+          const ends = new IndexedHeap<End>(
+            (a, b) => a.at < b.at || (a.at === b.at && a.id < b.id),
+            (e) => e.index,
+            (e, i) => {
+              e.index = i;
+            },
+          );
           const runShare = new Map<string, number>();
           const dispatch = () => {
             for (const id of h.dispatch()) {
@@ -303,7 +370,12 @@ describe("PriorityScheduler properties", () => {
             if (victimGranted && h.queued.size === 0 && ends.size === 0) break;
             // The stream keeps coming until the victim is granted, then everything drains.
             const arrivalAt = victimGranted ? Number.POSITIVE_INFINITY : nextArrival;
-            const candidates = [arrivalAt, ends.peek()?.at ?? Number.POSITIVE_INFINITY, victim === null ? victimAt : Number.POSITIVE_INFINITY, positionAtAged === null && victim !== null ? agedAt : Number.POSITIVE_INFINITY];
+            const candidates = [
+              arrivalAt,
+              ends.peek()?.at ?? Number.POSITIVE_INFINITY,
+              victim === null ? victimAt : Number.POSITIVE_INFINITY,
+              positionAtAged === null && victim !== null ? agedAt : Number.POSITIVE_INFINITY,
+            ];
             const at = Math.min(...candidates);
             expect(at).toBeLessThan(Number.POSITIVE_INFINITY);
             h.now = at;
@@ -313,10 +385,22 @@ describe("PriorityScheduler properties", () => {
               ends.pop();
               h.end(end.id);
             } else if (victim === null && at === victimAt) {
-              victim = h.enqueue({ priority: 1, slots: victimSlots, durationMs: victimDurationMs, appId: null, share: 0 });
+              victim = h.enqueue({
+                priority: 1,
+                slots: victimSlots,
+                durationMs: victimDurationMs,
+                appId: null,
+                share: 0,
+              });
             } else if (at === arrivalAt) {
               const s = stream[k++ % stream.length] as (typeof stream)[number];
-              const id = h.enqueue({ priority: s.priority, slots: s.slots, durationMs: s.durationMs, appId: null, share: 1 });
+              const id = h.enqueue({
+                priority: s.priority,
+                slots: s.slots,
+                durationMs: s.durationMs,
+                appId: null,
+                share: 1,
+              });
               runShare.set(id, s.runShare);
               nextArrival = at + s.gapMs;
             } // else: the probe at agedAt
@@ -343,19 +427,44 @@ describe("PriorityScheduler properties", () => {
     fc.assert(
       fc.property(
         fc.integer({ min: 1, max: 3 }),
-        fc.array(fc.record({ durationMs: fc.integer({ min: 1_000, max: 60_000 }), runShare: fc.double({ min: 0, max: 1, noNaN: true }) }), { maxLength: 6 }),
-        fc.array(fc.record({ priority: fc.integer({ min: 1, max: 3 }), durationMs: fc.integer({ min: 1_000, max: 60_000 }), runShare: fc.double({ min: 0, max: 1, noNaN: true }) }), { minLength: 1, maxLength: 25 }),
+        fc.array(
+          fc.record({
+            durationMs: fc.integer({ min: 1_000, max: 60_000 }),
+            runShare: fc.double({ min: 0, max: 1, noNaN: true }),
+          }),
+          { maxLength: 6 },
+        ),
+        fc.array(
+          fc.record({
+            priority: fc.integer({ min: 1, max: 3 }),
+            durationMs: fc.integer({ min: 1_000, max: 60_000 }),
+            runShare: fc.double({ min: 0, max: 1, noNaN: true }),
+          }),
+          { minLength: 1, maxLength: 25 },
+        ),
         (gpus, running, waiting) => {
           const h = new Harness(new Array<number>(gpus).fill(2), 0, 15_000, {});
           const share = new Map<string, number>();
-          for (const r of running) share.set(h.enqueue({ priority: 9, slots: 1, durationMs: r.durationMs, appId: null, share: 1 }), r.runShare);
+          for (const r of running)
+            share.set(
+              h.enqueue({ priority: 9, slots: 1, durationMs: r.durationMs, appId: null, share: 1 }),
+              r.runShare,
+            );
           const ends: { at: number; id: string }[] = [];
           const track = (ids: string[]) => {
-            for (const id of ids) ends.push({ at: h.now + Math.floor((h.running.get(id) as Active).request.durationMs * (share.get(id) ?? 1)), id });
+            for (const id of ids)
+              ends.push({
+                at: h.now + Math.floor((h.running.get(id) as Active).request.durationMs * (share.get(id) ?? 1)),
+                id,
+              });
           };
           track(h.dispatch());
           const etas = new Map<string, number>();
-          for (const w of waiting) share.set(h.enqueue({ priority: w.priority, slots: 1, durationMs: w.durationMs, appId: null, share: 1 }), w.runShare);
+          for (const w of waiting)
+            share.set(
+              h.enqueue({ priority: w.priority, slots: 1, durationMs: w.durationMs, appId: null, share: 1 }),
+              w.runShare,
+            );
           track(h.dispatch());
           const start = h.now;
           for (const id of h.queued.keys()) {

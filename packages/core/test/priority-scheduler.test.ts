@@ -55,7 +55,10 @@ describe("PriorityScheduler ordering", () => {
 
   it("derives its options from the queue timeout", () => {
     expect(schedulerOptionsFor(DEFAULT_POLICY)).toMatchObject({ agingStepMs: 15_000, holdAfterMs: 15_000 });
-    expect(schedulerOptionsFor({ queueTimeoutMs: 120_000 }, { holdAfterMs: 0 })).toMatchObject({ agingStepMs: 30_000, holdAfterMs: 0 });
+    expect(schedulerOptionsFor({ queueTimeoutMs: 120_000 }, { holdAfterMs: 0 })).toMatchObject({
+      agingStepMs: 30_000,
+      holdAfterMs: 0,
+    });
     expect(() => new PriorityScheduler({ agingStepMs: 0 })).toThrow(/agingStepMs/);
   });
 });
@@ -87,7 +90,15 @@ describe("PriorityScheduler backfill and holds", () => {
     // Another long one cannot take a held slot: it waits, and that is not idle-while-waiting.
     b.enqueue(req("long2", { queuedAt: now + 1, durationMs: 60_000 }));
     expect(b.run(now + 1)).toEqual([]);
-    expect(usableIdleSlots(b.pool, [...b.s.waiting()].map((w) => w.request), b.c, b.s.hold(), now + 1)).toBe(0);
+    expect(
+      usableIdleSlots(
+        b.pool,
+        [...b.s.waiting()].map((w) => w.request),
+        b.c,
+        b.s.hold(),
+        now + 1,
+      ),
+    ).toBe(0);
     b.release("a");
     b.release("short");
     expect(b.run(now + 20_000)).toEqual(["xl"]);
@@ -166,7 +177,11 @@ describe("PriorityScheduler ETA and the engine's reports", () => {
     // residual 10 s + 20 s over 2 slots: 15 s; then 30 s of work ahead for q2: 30 s.
     expect(b.s.place("q1", T)).toEqual({ position: 1, reason: "node", etaMs: 15_000 });
     expect(b.s.place("q2", T)).toEqual({ position: 2, reason: "node", etaMs: 30_000 });
-    expect(waitPlace(b, req("new", { durationMs: 30_000, queuedAt: T + 3 }), T)).toEqual({ position: 3, reason: "node", etaMs: 45_000 });
+    expect(waitPlace(b, req("new", { durationMs: 30_000, queuedAt: T + 3 }), T)).toEqual({
+      position: 3,
+      reason: "node",
+      etaMs: 45_000,
+    });
     // An xlarge request waits for a whole device at least.
     b.enqueue(req("xl", { slots: 2, priority: 5, durationMs: 15_000 }));
     expect(b.s.place("xl", T)).toEqual({ position: 1, reason: "node", etaMs: 20_000 });

@@ -72,7 +72,16 @@ class Sim implements Concurrency {
     gpus: number,
     readonly policy: Policy,
   ) {
-    this.pool = new Pool(Array.from({ length: gpus }, (_, i) => ({ node: `n${i % 2}`, index: i, uuid: `GPU-${i}`, name: "L4", memoryMb: 24_576, slots: 2 })));
+    this.pool = new Pool(
+      Array.from({ length: gpus }, (_, i) => ({
+        node: `n${i % 2}`,
+        index: i,
+        uuid: `GPU-${i}`,
+        name: "L4",
+        memoryMb: 24_576,
+        slots: 2,
+      })),
+    );
   }
 
   active(appId: string): number {
@@ -93,7 +102,12 @@ class Sim implements Concurrency {
   apply(e: Event): void {
     switch (e.t) {
       case "admit":
-        return this.admit(IDENTITIES[e.who % IDENTITIES.length]!, e.size, e.durationS * 1000, APPS[e.app % APPS.length] ?? null);
+        return this.admit(
+          IDENTITIES[e.who % IDENTITIES.length]!,
+          e.size,
+          e.durationS * 1000,
+          APPS[e.app % APPS.length] ?? null,
+        );
       case "release": {
         const active = this.list("active");
         const lease = active[e.pick % Math.max(1, active.length)];
@@ -125,7 +139,9 @@ class Sim implements Concurrency {
     const key = identityKey(identity);
     const tier = tierOf(this.policy, identity.tier);
     const size = this.policy.sizes[sizeName]!;
-    const deadlines = this.list("active").filter((l) => l.identity === key).map((l) => l.deadline ?? 0);
+    const deadlines = this.list("active")
+      .filter((l) => l.identity === key)
+      .map((l) => l.deadline ?? 0);
     const r = reserve({
       policy: this.policy,
       identity,
@@ -145,10 +161,33 @@ class Sim implements Concurrency {
     this.ledgers.set(key, r.ledger);
     const id = `L${++this.seq}`;
     this.leases.set(id, {
-      id, identity: key, tier: tier.name, appId, slots: size.slots, cost: size.cost, durationMs, reservedMs: r.reservedMs,
-      queuedAt: this.now, state: "queued", grantedAt: null, deadline: null, grantWindowStartedAt: null, endedAt: null, chargedMs: null, refundedMs: null,
+      id,
+      identity: key,
+      tier: tier.name,
+      appId,
+      slots: size.slots,
+      cost: size.cost,
+      durationMs,
+      reservedMs: r.reservedMs,
+      queuedAt: this.now,
+      state: "queued",
+      grantedAt: null,
+      deadline: null,
+      grantWindowStartedAt: null,
+      endedAt: null,
+      chargedMs: null,
+      refundedMs: null,
     });
-    this.scheduler.enqueue({ leaseId: id, appId, identity: key, slots: size.slots, priority: tier.priority, durationMs, seq: this.seq, queuedAt: this.now });
+    this.scheduler.enqueue({
+      leaseId: id,
+      appId,
+      identity: key,
+      slots: size.slots,
+      priority: tier.priority,
+      durationMs,
+      seq: this.seq,
+      queuedAt: this.now,
+    });
     this.log.push(`${this.now} admit ${id}`);
     this.dispatch();
   }
@@ -164,7 +203,9 @@ class Sim implements Concurrency {
       lease.deadline = this.now + lease.durationMs;
       lease.grantWindowStartedAt = ledger.windowStartedAt;
       if (lease.appId !== null) this.activeByApp.set(lease.appId, this.active(lease.appId) + 1);
-      this.log.push(`${this.now} grant ${grant.leaseId} ${grant.assignment.node}#${grant.assignment.index}:${grant.assignment.slots.join(",")}`);
+      this.log.push(
+        `${this.now} grant ${grant.leaseId} ${grant.assignment.node}#${grant.assignment.index}:${grant.assignment.slots.join(",")}`,
+      );
     });
   }
 
@@ -173,7 +214,8 @@ class Sim implements Concurrency {
     for (;;) {
       let next: LeaseRecord | null = null;
       for (const l of this.leases.values()) {
-        if (l.state === "active" && (l.deadline ?? 0) <= target && (!next || (l.deadline ?? 0) < (next.deadline ?? 0))) next = l;
+        if (l.state === "active" && (l.deadline ?? 0) <= target && (!next || (l.deadline ?? 0) < (next.deadline ?? 0)))
+          next = l;
       }
       if (!next) break;
       this.now = Math.max(this.now, next.deadline ?? 0);
@@ -185,7 +227,10 @@ class Sim implements Concurrency {
   finish(lease: LeaseRecord, how: "released" | "expired"): void {
     const held = this.now - (lease.grantedAt ?? this.now);
     const charged = chargeMs(lease.reservedMs, held, lease.cost);
-    this.ledgers.set(lease.identity, settle(this.ledger(lease.identity), lease.reservedMs, charged, lease.grantWindowStartedAt));
+    this.ledgers.set(
+      lease.identity,
+      settle(this.ledger(lease.identity), lease.reservedMs, charged, lease.grantWindowStartedAt),
+    );
     expect(this.pool.release(lease.id)).toBe(true);
     if (lease.appId !== null) this.activeByApp.set(lease.appId, this.active(lease.appId) - 1);
     lease.state = how;
@@ -217,7 +262,9 @@ class Sim implements Concurrency {
       const rolled = this.ledger(key);
       const quota = quotaOf(tierOf(this.policy, identity.tier), null, rolled.bonusMs);
       for (const l of [stored, rolled]) {
-        expect(l.usedMs + l.reservedMs, `${key} used+reserved`).toBeLessThanOrEqual(quotaOf(tierOf(this.policy, identity.tier), null, l.bonusMs));
+        expect(l.usedMs + l.reservedMs, `${key} used+reserved`).toBeLessThanOrEqual(
+          quotaOf(tierOf(this.policy, identity.tier), null, l.bonusMs),
+        );
       }
       expect(rolled.usedMs + rolled.reservedMs).toBeLessThanOrEqual(quota);
       const reservedLive = live.filter((l) => l.identity === key).reduce((s, l) => s + l.reservedMs, 0);
@@ -225,7 +272,9 @@ class Sim implements Concurrency {
       const usedInWindow =
         rolled.windowStartedAt === null
           ? 0
-          : finished.filter((l) => l.identity === key && l.grantWindowStartedAt === rolled.windowStartedAt).reduce((s, l) => s + (l.chargedMs ?? 0), 0);
+          : finished
+              .filter((l) => l.identity === key && l.grantWindowStartedAt === rolled.windowStartedAt)
+              .reduce((s, l) => s + (l.chargedMs ?? 0), 0);
       expect(rolled.usedMs, `${key} used = charges settled in this window`).toBe(usedInWindow);
     }
     // (b) slots
@@ -275,17 +324,44 @@ class Sim implements Concurrency {
   }
 
   record(): unknown {
-    return { now: this.now, ledgers: Object.fromEntries(this.ledgers), leases: [...this.leases.values()].map((l) => ({ ...l })), log: this.log };
+    return {
+      now: this.now,
+      ledgers: Object.fromEntries(this.ledgers),
+      leases: [...this.leases.values()].map((l) => ({ ...l })),
+      log: this.log,
+    };
   }
 }
 
 const eventArb: fc.Arbitrary<Event> = fc.oneof(
-  { weight: 5, arbitrary: fc.record({ t: fc.constant("admit" as const), who: fc.nat(), size: fc.constantFrom<Size>("large", "xlarge"), durationS: fc.oneof(fc.integer({ min: 1, max: 30 }), fc.integer({ min: 1, max: 300 })), app: fc.nat() }) },
-  { weight: 3, arbitrary: fc.record({ t: fc.constant("release" as const), pick: fc.nat(), heldMs: fc.integer({ min: 0, max: 300_000 }) }) },
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      t: fc.constant("admit" as const),
+      who: fc.nat(),
+      size: fc.constantFrom<Size>("large", "xlarge"),
+      durationS: fc.oneof(fc.integer({ min: 1, max: 30 }), fc.integer({ min: 1, max: 300 })),
+      app: fc.nat(),
+    }),
+  },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      t: fc.constant("release" as const),
+      pick: fc.nat(),
+      heldMs: fc.integer({ min: 0, max: 300_000 }),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ t: fc.constant("expire" as const), pick: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant("cancel" as const), pick: fc.nat() }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant("advance" as const), ms: fc.integer({ min: 0, max: 120_000 }) }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant("advance" as const), ms: fc.integer({ min: 3_600_000, max: 30 * 3_600_000 }) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      t: fc.constant("advance" as const),
+      ms: fc.integer({ min: 3_600_000, max: 30 * 3_600_000 }),
+    }),
+  },
 );
 
 const scenarioArb = fc.record({

@@ -46,7 +46,13 @@ describe("window", () => {
 
   it("carries reservations of leases in flight over the reset", () => {
     const l = ledger({ windowStartedAt: T0, usedMs: 100 * S, reservedMs: 60 * S, runs: 2 });
-    expect(rollWindow(l, T0 + W, W)).toEqual({ windowStartedAt: null, usedMs: 0, reservedMs: 60 * S, bonusMs: 0, runs: 0 });
+    expect(rollWindow(l, T0 + W, W)).toEqual({
+      windowStartedAt: null,
+      usedMs: 0,
+      reservedMs: 60 * S,
+      bonusMs: 0,
+      runs: 0,
+    });
   });
 
   it("after the reset, the next grant starts a new window", () => {
@@ -73,15 +79,34 @@ describe("quotaOf / quotaView", () => {
   });
 
   it("left = quota − used − reserved, never negative", () => {
-    const v = quotaView(ledger({ windowStartedAt: T0, usedMs: 100 * S, reservedMs: 50 * S, bonusMs: 10 * S }), FREE, null, W);
-    expect(v).toMatchObject({ quotaMs: 220 * S, usedMs: 100 * S, reservedMs: 50 * S, leftMs: 70 * S, resetsAt: T0 + W, priority: 2 });
+    const v = quotaView(
+      ledger({ windowStartedAt: T0, usedMs: 100 * S, reservedMs: 50 * S, bonusMs: 10 * S }),
+      FREE,
+      null,
+      W,
+    );
+    expect(v).toMatchObject({
+      quotaMs: 220 * S,
+      usedMs: 100 * S,
+      reservedMs: 50 * S,
+      leftMs: 70 * S,
+      resetsAt: T0 + W,
+      priority: 2,
+    });
     expect(quotaView(ledger({ usedMs: 300 * S }), FREE, null, W).leftMs).toBe(0);
   });
 });
 
 describe("reserve", () => {
   it("reserves duration × cost and counts a run", () => {
-    const r = reserve(input({ identity: FREE_USER, ledger: ledger({ reservedMs: 10 * S, runs: 1 }), durationMs: 50 * S, size: "xlarge" }));
+    const r = reserve(
+      input({
+        identity: FREE_USER,
+        ledger: ledger({ reservedMs: 10 * S, runs: 1 }),
+        durationMs: 50 * S,
+        size: "xlarge",
+      }),
+    );
     expect(r).toEqual({ ok: true, reservedMs: 100 * S, ledger: ledger({ reservedMs: 110 * S, runs: 2 }) });
   });
 
@@ -96,7 +121,11 @@ describe("reserve", () => {
   it("respects a per-user override and bonus", () => {
     const l = ledger({ windowStartedAt: T0, usedMs: 210 * S, bonusMs: 60 * S });
     expect(reserve(input({ identity: FREE_USER, ledger: l, durationMs: 60 * S })).ok).toBe(true);
-    expect(reserve(input({ identity: FREE_USER, ledger: ledger({ usedMs: 210 * S }), overrideMs: 300 * S, durationMs: 90 * S })).ok).toBe(true);
+    expect(
+      reserve(
+        input({ identity: FREE_USER, ledger: ledger({ usedMs: 210 * S }), overrideMs: 300 * S, durationMs: 90 * S }),
+      ).ok,
+    ).toBe(true);
   });
 
   it("allows the max duration itself, but not more", () => {
@@ -106,7 +135,14 @@ describe("reserve", () => {
   });
 
   it("retries at the reset when finished usage alone is the obstacle", () => {
-    const r = reserve(input({ identity: ANON_IP, ledger: ledger({ windowStartedAt: T0 - 1000, usedMs: 90 * S, reservedMs: 20 * S }), durationMs: 60 * S, earliestInFlightEnd: T0 + 5 * S }));
+    const r = reserve(
+      input({
+        identity: ANON_IP,
+        ledger: ledger({ windowStartedAt: T0 - 1000, usedMs: 90 * S, reservedMs: 20 * S }),
+        durationMs: 60 * S,
+        earliestInFlightEnd: T0 + 5 * S,
+      }),
+    );
     expect(r.ok).toBe(false);
     if (!r.ok) expect(r.retryAfterS).toBe(Math.ceil((W - 1000) / 1000));
   });
@@ -147,7 +183,9 @@ describe("chargeMs", () => {
 describe("settle", () => {
   it("moves the charge from reserved to used within the grant's window", () => {
     const l = ledger({ windowStartedAt: T0, usedMs: 10 * S, reservedMs: 90 * S, runs: 2 });
-    expect(settle(l, 60 * S, 7 * S, T0)).toEqual(ledger({ windowStartedAt: T0, usedMs: 17 * S, reservedMs: 30 * S, runs: 2 }));
+    expect(settle(l, 60 * S, 7 * S, T0)).toEqual(
+      ledger({ windowStartedAt: T0, usedMs: 17 * S, reservedMs: 30 * S, runs: 2 }),
+    );
   });
 
   it("into a rolled-over window: releases the reservation but does not count the charge", () => {
@@ -156,7 +194,9 @@ describe("settle", () => {
     expect(settle(rolled, 60 * S, 60 * S, T0)).toEqual(ledger({ reservedMs: 0, usedMs: 0 }));
     // and after a new window has started with another grant
     const renewed = startWindow(rolled, T0 + W + 5);
-    expect(settle(renewed, 60 * S, 60 * S, T0)).toEqual(ledger({ windowStartedAt: T0 + W + 5, usedMs: 0, reservedMs: 0 }));
+    expect(settle(renewed, 60 * S, 60 * S, T0)).toEqual(
+      ledger({ windowStartedAt: T0 + W + 5, usedMs: 0, reservedMs: 0 }),
+    );
   });
 
   it("a lease never granted in a window (null) does not count", () => {

@@ -14,7 +14,17 @@ export function gpu(node: string, index: number, slots = 2): DeviceSpec {
 let seq = 0;
 export function req(leaseId: string, o: Partial<PriorityRequest> = {}): PriorityRequest {
   seq++;
-  return { leaseId, appId: null, identity: `user:${leaseId}`, slots: 1, priority: 1, durationMs: 60_000, seq, queuedAt: T, ...o };
+  return {
+    leaseId,
+    appId: null,
+    identity: `user:${leaseId}`,
+    slots: 1,
+    priority: 1,
+    durationMs: 60_000,
+    seq,
+    queuedAt: T,
+    ...o,
+  };
 }
 
 export class Counter implements Concurrency {
@@ -82,7 +92,14 @@ export class Bench {
     return evicted;
   }
   /** Occupies slots outside the scheduler (as recovery does) and reports the lease. */
-  busy(leaseId: string, node: string, index: number, slots: number[], deadline: number, appId: string | null = null): void {
+  busy(
+    leaseId: string,
+    node: string,
+    index: number,
+    slots: number[],
+    deadline: number,
+    appId: string | null = null,
+  ): void {
     const a = this.pool.occupy(leaseId, node, index, slots);
     if (!a) throw new Error("slots taken");
     this.apps.set(leaseId, appId);

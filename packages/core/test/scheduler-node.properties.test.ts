@@ -55,9 +55,25 @@ class Harness implements Concurrency {
     return LIMITS[appId] ?? null;
   }
 
-  enqueue(o: { priority: number; slots: number; durationMs: number; appId: string | null; node: string | null }): string {
+  enqueue(o: {
+    priority: number;
+    slots: number;
+    durationMs: number;
+    appId: string | null;
+    node: string | null;
+  }): string {
     const id = o.node === GHOST ? `g${this.ghosts++}` : `q${this.requests++}`;
-    const request: PriorityRequest = { leaseId: id, appId: o.appId, identity: `user:${id}`, slots: o.slots, priority: o.priority, durationMs: o.durationMs, seq: this.seq++, queuedAt: this.now, node: o.node };
+    const request: PriorityRequest = {
+      leaseId: id,
+      appId: o.appId,
+      identity: `user:${id}`,
+      slots: o.slots,
+      priority: o.priority,
+      durationMs: o.durationMs,
+      seq: this.seq++,
+      queuedAt: this.now,
+      node: o.node,
+    };
     this.queued.set(id, request);
     this.scheduler.enqueue(request);
     return id;
@@ -78,7 +94,15 @@ class Harness implements Concurrency {
 
   addDevice(node: number, slots: number, dedicated: boolean): void {
     const i = dedicated ? 1000 + this.dedicatedDevices++ : this.devices++;
-    const spec: DeviceSpec = { node: NODES[node % NODES.length] as string, index: i, uuid: `GPU-${i}`, name: "L4", memoryMb: 24_576, slots, ...(dedicated ? { dedicated } : {}) };
+    const spec: DeviceSpec = {
+      node: NODES[node % NODES.length] as string,
+      index: i,
+      uuid: `GPU-${i}`,
+      name: "L4",
+      memoryMb: 24_576,
+      slots,
+      ...(dedicated ? { dedicated } : {}),
+    };
     this.pool.addDevice(spec);
   }
 
@@ -100,12 +124,15 @@ class Harness implements Concurrency {
         this.running.set(grant.leaseId, { request, grantedAt: this.now });
         if (request.appId !== null) this.appActive.set(request.appId, this.active(request.appId) + 1);
         granted.push(grant.leaseId);
-        this.log.push(`${this.now}:${grant.leaseId}@${grant.assignment.node}#${grant.assignment.index}/${grant.assignment.slots.join(",")}`);
+        this.log.push(
+          `${this.now}:${grant.leaseId}@${grant.assignment.node}#${grant.assignment.index}/${grant.assignment.slots.join(",")}`,
+        );
       },
       this.now,
     );
     const hold = this.scheduler.hold();
-    if (hold !== null) this.log.push(`${this.now}:hold ${hold.leaseId}@${hold.node}#${hold.index} until ${hold.shadowAt}`);
+    if (hold !== null)
+      this.log.push(`${this.now}:hold ${hold.leaseId}@${hold.node}#${hold.index} until ${hold.shadowAt}`);
     return granted;
   }
 
@@ -113,11 +140,19 @@ class Harness implements Concurrency {
   check(): void {
     const { pool, scheduler } = this;
     // Bound leases run on their node; unbound ones never on a dedicated device.
-    const dedicated = new Set(pool.snapshot().filter((d) => d.spec.dedicated === true).map((d) => `${d.spec.node}#${d.spec.index}`));
+    const dedicated = new Set(
+      pool
+        .snapshot()
+        .filter((d) => d.spec.dedicated === true)
+        .map((d) => `${d.spec.node}#${d.spec.index}`),
+    );
     for (const [id, r] of this.running) {
       const a = pool.assignmentOf(id);
       if (r.request.node != null) expect(a?.node).toBe(r.request.node);
-      else expect(dedicated.has(`${a?.node}#${a?.index}`), `unbound ${id} on dedicated ${a?.node}#${a?.index}`).toBe(false);
+      else
+        expect(dedicated.has(`${a?.node}#${a?.index}`), `unbound ${id} on dedicated ${a?.node}#${a?.index}`).toBe(
+          false,
+        );
     }
     // Capacity, and no slot double-booked: each active lease holds exactly its slots, on one device.
     let slots = 0;
@@ -174,7 +209,14 @@ class Harness implements Concurrency {
 }
 
 type Op =
-  | { readonly t: "enqueue"; readonly priority: number; readonly slots: number; readonly durationS: number; readonly app: number; readonly bind: number }
+  | {
+      readonly t: "enqueue";
+      readonly priority: number;
+      readonly slots: number;
+      readonly durationS: number;
+      readonly app: number;
+      readonly bind: number;
+    }
   | { readonly t: "ghost"; readonly priority: number; readonly slots: number; readonly app: number }
   | { readonly t: "end"; readonly pick: number }
   | { readonly t: "cancel"; readonly pick: number }
@@ -185,16 +227,49 @@ type Op =
 const slotsArb = fc.constantFrom(1, 1, 2, 3);
 const deviceSlotsArb = fc.constantFrom(1, 2, 2, 2, 4);
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ t: fc.constant("enqueue" as const), priority: fc.integer({ min: 1, max: 3 }), slots: slotsArb, durationS: fc.integer({ min: 1, max: 120 }), app: fc.integer({ min: 0, max: 3 }), bind: fc.integer({ min: 0, max: BINDINGS.length - 1 }) }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant("ghost" as const), priority: fc.integer({ min: 1, max: 3 }), slots: slotsArb, app: fc.integer({ min: 0, max: 3 }) }) },
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      t: fc.constant("enqueue" as const),
+      priority: fc.integer({ min: 1, max: 3 }),
+      slots: slotsArb,
+      durationS: fc.integer({ min: 1, max: 120 }),
+      app: fc.integer({ min: 0, max: 3 }),
+      bind: fc.integer({ min: 0, max: BINDINGS.length - 1 }),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      t: fc.constant("ghost" as const),
+      priority: fc.integer({ min: 1, max: 3 }),
+      slots: slotsArb,
+      app: fc.integer({ min: 0, max: 3 }),
+    }),
+  },
   { weight: 3, arbitrary: fc.record({ t: fc.constant("end" as const), pick: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant("cancel" as const), pick: fc.nat() }) },
   { weight: 3, arbitrary: fc.record({ t: fc.constant("advance" as const), ms: fc.integer({ min: 0, max: 40_000 }) }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant("add" as const), node: fc.nat(), slots: deviceSlotsArb, dedicated: fc.boolean() }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      t: fc.constant("add" as const),
+      node: fc.nat(),
+      slots: deviceSlotsArb,
+      dedicated: fc.boolean(),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ t: fc.constant("remove" as const), node: fc.nat(), report: fc.boolean() }) },
 );
 /** Dedicated devices (a GPU host's agent's) in about a third of the pools' devices, none in others. */
-const devicesArb = fc.array(fc.record({ node: fc.nat({ max: NODES.length - 1 }), slots: deviceSlotsArb, dedicated: fc.constantFrom(false, false, true) }), { maxLength: 6, size: "max" });
+const devicesArb = fc.array(
+  fc.record({
+    node: fc.nat({ max: NODES.length - 1 }),
+    slots: deviceSlotsArb,
+    dedicated: fc.constantFrom(false, false, true),
+  }),
+  { maxLength: 6, size: "max" },
+);
 /** Long schedules (fast-check's default size keeps arrays to a handful), so that holds, evictions and backfills happen. */
 const opsArb = (maxLength: number) => fc.array(opArb, { maxLength, size: "max" });
 
@@ -205,10 +280,23 @@ const opsArb = (maxLength: number) => fc.array(opArb, { maxLength, size: "max" }
 function apply(h: Harness, op: Op, ghosts = true): void {
   switch (op.t) {
     case "enqueue":
-      h.enqueue({ priority: op.priority, slots: op.slots, durationMs: op.durationS * 1000, appId: APPS[op.app] ?? null, node: BINDINGS[op.bind] ?? null });
+      h.enqueue({
+        priority: op.priority,
+        slots: op.slots,
+        durationMs: op.durationS * 1000,
+        appId: APPS[op.app] ?? null,
+        node: BINDINGS[op.bind] ?? null,
+      });
       break;
     case "ghost":
-      if (ghosts) h.enqueue({ priority: op.priority, slots: op.slots, durationMs: 1_000, appId: APPS[op.app] ?? null, node: GHOST });
+      if (ghosts)
+        h.enqueue({
+          priority: op.priority,
+          slots: op.slots,
+          durationMs: 1_000,
+          appId: APPS[op.app] ?? null,
+          node: GHOST,
+        });
       break;
     case "end": {
       const ids = [...h.running.keys()];
@@ -237,13 +325,19 @@ function apply(h: Harness, op: Op, ghosts = true): void {
 describe("PriorityScheduler properties with node-bound requests", () => {
   it("places bound requests only on their node, never double-books, keeps capacity and app limits, and conserves work", () => {
     fc.assert(
-      fc.property(devicesArb, fc.constantFrom(0, 5_000, 15_000), fc.constantFrom(1_000, 15_000), opsArb(120), (devices, holdAfterMs, agingStepMs, ops) => {
-        const h = new Harness(devices, holdAfterMs, agingStepMs);
-        for (const op of ops) {
-          apply(h, op);
-          h.check();
-        }
-      }),
+      fc.property(
+        devicesArb,
+        fc.constantFrom(0, 5_000, 15_000),
+        fc.constantFrom(1_000, 15_000),
+        opsArb(120),
+        (devices, holdAfterMs, agingStepMs, ops) => {
+          const h = new Harness(devices, holdAfterMs, agingStepMs);
+          for (const op of ops) {
+            apply(h, op);
+            h.check();
+          }
+        },
+      ),
       { numRuns: 200 },
     );
   });
@@ -310,21 +404,54 @@ describe("PriorityScheduler properties with node-bound requests", () => {
     const bindArb = fc.constantFrom<string | null>(null, "n0", "n1");
     fc.assert(
       fc.property(
-        fc.array(fc.record({ node: fc.nat({ max: 1 }), slots: fc.constantFrom(1, 2), dedicated: fc.boolean() }), { minLength: 1, maxLength: 4, size: "max" }),
-        fc.array(fc.record({ node: bindArb, durationMs: fc.integer({ min: 1_000, max: 60_000 }), runShare: fc.double({ min: 0, max: 1, noNaN: true }) }), { maxLength: 6, size: "max" }),
-        fc.array(fc.record({ node: bindArb, priority: fc.integer({ min: 1, max: 3 }), durationMs: fc.integer({ min: 1_000, max: 60_000 }), runShare: fc.double({ min: 0, max: 1, noNaN: true }) }), { minLength: 1, maxLength: 25, size: "max" }),
+        fc.array(fc.record({ node: fc.nat({ max: 1 }), slots: fc.constantFrom(1, 2), dedicated: fc.boolean() }), {
+          minLength: 1,
+          maxLength: 4,
+          size: "max",
+        }),
+        fc.array(
+          fc.record({
+            node: bindArb,
+            durationMs: fc.integer({ min: 1_000, max: 60_000 }),
+            runShare: fc.double({ min: 0, max: 1, noNaN: true }),
+          }),
+          { maxLength: 6, size: "max" },
+        ),
+        fc.array(
+          fc.record({
+            node: bindArb,
+            priority: fc.integer({ min: 1, max: 3 }),
+            durationMs: fc.integer({ min: 1_000, max: 60_000 }),
+            runShare: fc.double({ min: 0, max: 1, noNaN: true }),
+          }),
+          { minLength: 1, maxLength: 25, size: "max" },
+        ),
         (devices, running, waiting) => {
           const h = new Harness(devices, 0, 15_000);
           // Only requests some device could take (an unbound one needs a shared device).
           const has = (node: string | null) => h.pool.couldEverFit(1, node);
           const share = new Map<string, number>();
-          for (const r of running) if (has(r.node)) share.set(h.enqueue({ priority: 9, slots: 1, durationMs: r.durationMs, appId: null, node: r.node }), r.runShare);
+          for (const r of running)
+            if (has(r.node))
+              share.set(
+                h.enqueue({ priority: 9, slots: 1, durationMs: r.durationMs, appId: null, node: r.node }),
+                r.runShare,
+              );
           const ends: { at: number; id: string }[] = [];
           const track = (ids: string[]) => {
-            for (const id of ids) ends.push({ at: h.now + Math.floor((h.running.get(id) as Running).request.durationMs * (share.get(id) ?? 1)), id });
+            for (const id of ids)
+              ends.push({
+                at: h.now + Math.floor((h.running.get(id) as Running).request.durationMs * (share.get(id) ?? 1)),
+                id,
+              });
           };
           track(h.dispatch());
-          for (const w of waiting) if (has(w.node)) share.set(h.enqueue({ priority: w.priority, slots: 1, durationMs: w.durationMs, appId: null, node: w.node }), w.runShare);
+          for (const w of waiting)
+            if (has(w.node))
+              share.set(
+                h.enqueue({ priority: w.priority, slots: 1, durationMs: w.durationMs, appId: null, node: w.node }),
+                w.runShare,
+              );
           track(h.dispatch());
           const start = h.now;
           const etas = new Map<string, number>();

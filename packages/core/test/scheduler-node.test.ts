@@ -79,7 +79,10 @@ describe("node-bound placement", () => {
     const now = T + 6_000;
     // Short enough for the shadow time, but bound to n2 (which has a slot free, not two): the
     // held slots on n1 are not for it. "long" could use them, but would delay "big".
-    b.enqueue(req("n2-pair", { node: "n2", slots: 2, queuedAt: now, durationMs: 5_000 }), req("long", { slots: 2, queuedAt: now, durationMs: 60_000 }));
+    b.enqueue(
+      req("n2-pair", { node: "n2", slots: 2, queuedAt: now, durationMs: 5_000 }),
+      req("long", { slots: 2, queuedAt: now, durationMs: 60_000 }),
+    );
     expect(b.run(now)).toEqual([]);
     expect(b.s.hold()).toEqual({ leaseId: "big", node: "n1", index: 0, shadowAt: T + 30_000 });
     expect(usableIdleSlots(b.pool, waitingOf(b), b.c, b.s.hold(), now)).toBe(0);
@@ -96,7 +99,11 @@ describe("node-bound ETA", () => {
     b.busy("b", "n1", 0, [1], T + 20_000);
     b.busy("c", "n2", 0, [0], T + 100_000);
     b.busy("d", "n2", 0, [1], T + 120_000);
-    b.enqueue(req("other", { node: "n2", priority: 3, durationMs: 30_000 }), req("u", { priority: 2, durationMs: 30_000 }), req("q", { node: "n1", durationMs: 30_000 }));
+    b.enqueue(
+      req("other", { node: "n2", priority: 3, durationMs: 30_000 }),
+      req("u", { priority: 2, durationMs: 30_000 }),
+      req("q", { node: "n1", durationMs: 30_000 }),
+    );
     expect(b.run()).toEqual([]);
     return b;
   }
@@ -109,7 +116,11 @@ describe("node-bound ETA", () => {
     expect(b.s.place("other", T)).toEqual({ position: 1, reason: "node", etaMs: 110_000 });
     // Unbound: the whole pool, and "other" ahead of it counts (it may keep slots "u" could use busy).
     expect(b.s.place("u", T)).toEqual({ position: 2, reason: "node", etaMs: (250_000 + 30_000) / 4 });
-    expect(waitPlace(b, req("p", { node: "n1", queuedAt: T + 1, durationMs: 30_000 }), T)).toEqual({ position: 4, reason: "node", etaMs: 45_000 });
+    expect(waitPlace(b, req("p", { node: "n1", queuedAt: T + 1, durationMs: 30_000 }), T)).toEqual({
+      position: 4,
+      reason: "node",
+      etaMs: 45_000,
+    });
     // A bound xlarge waits for one of its own node's devices to clear.
     b.enqueue(req("xl", { node: "n2", slots: 2, priority: 5, durationMs: 15_000 }));
     expect(b.s.place("xl", T)?.etaMs).toBe(120_000);
@@ -124,7 +135,11 @@ describe("node-bound ETA", () => {
     const b = twoNodes();
     b.enqueue(req("g", { node: "n9" }));
     expect(b.s.place("g", T)).toEqual({ position: 4, reason: "node", etaMs: null });
-    expect(waitPlace(b, req("p", { node: "n9", queuedAt: T + 1 }), T)).toEqual({ position: 5, reason: "node", etaMs: null });
+    expect(waitPlace(b, req("p", { node: "n9", queuedAt: T + 1 }), T)).toEqual({
+      position: 5,
+      reason: "node",
+      etaMs: null,
+    });
   });
 
   it("stays known for a node when a lease of unknown deadline is on another", () => {
@@ -164,28 +179,33 @@ describe("devices added and nodes removed between dispatches", () => {
     const c = new Counter();
     s.enqueue(req("q", { node: "n2" }));
     expect(s.dispatch(new Pool([gpu("n1", 0)]), c, () => undefined, T)).toEqual([]);
-    expect(s.dispatch(new Pool([gpu("n2", 0)]), c, () => undefined, T + 1).map((g) => g.assignment.node)).toEqual(["n2"]);
+    expect(s.dispatch(new Pool([gpu("n2", 0)]), c, () => undefined, T + 1).map((g) => g.assignment.node)).toEqual([
+      "n2",
+    ]);
   });
 
   it.each([
     ["reported", true],
     ["not reported", false],
-  ])("losing a node mid-flight (evictions %s): its app's slot is freed, its requests wait, and it can come back", (_, report) => {
-    const b = new Bench([gpu("n1", 0), gpu("n2", 0)], { app: 1 });
-    b.busy("x", "n2", 0, [0], T + 60_000);
-    b.enqueue(req("a", { appId: "app", node: "n1" }));
-    expect(b.run()).toEqual(["a"]);
-    b.enqueue(req("a2", { appId: "app", queuedAt: T + 1 }), req("c", { node: "n1", slots: 2, queuedAt: T + 2 }));
-    expect(b.run(T + 2)).toEqual([]);
-    expect(b.s.reason("a2")).toBe("concurrency");
-    expect(b.removeNode("n1", report)).toEqual(["a"]);
-    expect(b.run(T + 3)).toEqual(["a2"]);
-    expect(b.pool.assignmentOf("a2")).toMatchObject({ node: "n2", slots: [1] });
-    expect(b.s.place("c", T + 3)).toEqual({ position: 1, reason: "node", etaMs: null });
-    b.pool.addDevice(gpu("n1", 0));
-    expect(b.run(T + 4)).toEqual(["c"]);
-    expect(b.pool.assignmentOf("c")).toMatchObject({ node: "n1", slots: [0, 1] });
-  });
+  ])(
+    "losing a node mid-flight (evictions %s): its app's slot is freed, its requests wait, and it can come back",
+    (_, report) => {
+      const b = new Bench([gpu("n1", 0), gpu("n2", 0)], { app: 1 });
+      b.busy("x", "n2", 0, [0], T + 60_000);
+      b.enqueue(req("a", { appId: "app", node: "n1" }));
+      expect(b.run()).toEqual(["a"]);
+      b.enqueue(req("a2", { appId: "app", queuedAt: T + 1 }), req("c", { node: "n1", slots: 2, queuedAt: T + 2 }));
+      expect(b.run(T + 2)).toEqual([]);
+      expect(b.s.reason("a2")).toBe("concurrency");
+      expect(b.removeNode("n1", report)).toEqual(["a"]);
+      expect(b.run(T + 3)).toEqual(["a2"]);
+      expect(b.pool.assignmentOf("a2")).toMatchObject({ node: "n2", slots: [1] });
+      expect(b.s.place("c", T + 3)).toEqual({ position: 1, reason: "node", etaMs: null });
+      b.pool.addDevice(gpu("n1", 0));
+      expect(b.run(T + 4)).toEqual(["c"]);
+      expect(b.pool.assignmentOf("c")).toMatchObject({ node: "n1", slots: [0, 1] });
+    },
+  );
 
   it("a request whose node left stops being the head a hold is made for", () => {
     const b = new Bench([gpu("n1", 0), gpu("n2", 0), gpu("n2", 1)], {}, 5_000);
@@ -218,7 +238,13 @@ describe("usableIdleSlots with node-bound calls", () => {
   const pool = new Pool([gpu("n1", 0), gpu("n2", 0)]);
   pool.occupy("x", "n1", 0, [0]);
   const idle = (calls: { slots?: number; durationMs?: number; node?: string | null }[], hold: Hold | null = null) =>
-    usableIdleSlots(pool, calls.map((c) => ({ appId: null, slots: 1, durationMs: 1_000, ...c })), new Counter(), hold, T);
+    usableIdleSlots(
+      pool,
+      calls.map((c) => ({ appId: null, slots: 1, durationMs: 1_000, ...c })),
+      new Counter(),
+      hold,
+      T,
+    );
 
   it("counts a free slot only for calls that may go on its device", () => {
     expect(idle([{ node: "n2" }])).toBe(2);
@@ -226,7 +252,12 @@ describe("usableIdleSlots with node-bound calls", () => {
     expect(idle([{ node: "n1", slots: 2 }])).toBe(0);
     expect(idle([{ node: "n9" }])).toBe(0);
     expect(idle([{ node: null }])).toBe(3);
-    expect(idle([{ node: "n1", slots: 2 }, { node: "n2", slots: 2 }])).toBe(2);
+    expect(
+      idle([
+        { node: "n1", slots: 2 },
+        { node: "n2", slots: 2 },
+      ]),
+    ).toBe(2);
   });
 
   it("on a held device, only for short calls that may go there", () => {
@@ -264,7 +295,11 @@ describe("dedicated devices", () => {
   it("a bound request uses its node's dedicated and non-dedicated devices, best fit across both", () => {
     const b = new Bench([gpu("n", 0), dedicated("n", 1), gpu("m", 0)]);
     b.busy("x", "n", 1, [0], T + 30_000);
-    b.enqueue(req("a", { node: "n", queuedAt: T + 1 }), req("b", { node: "n", slots: 2, queuedAt: T + 2 }), req("c", { node: "n", queuedAt: T + 3 }));
+    b.enqueue(
+      req("a", { node: "n", queuedAt: T + 1 }),
+      req("b", { node: "n", slots: 2, queuedAt: T + 2 }),
+      req("c", { node: "n", queuedAt: T + 3 }),
+    );
     expect(b.run(T + 3)).toEqual(["a", "b"]);
     expect(b.pool.assignmentOf("a")).toMatchObject({ node: "n", index: 1, slots: [1] }); // the fuller device, dedicated
     expect(b.pool.assignmentOf("b")).toMatchObject({ node: "n", index: 0, slots: [0, 1] }); // the shared one
@@ -277,7 +312,12 @@ describe("dedicated devices", () => {
   it("in a pool of dedicated devices only, unbound requests wait with no ETA and block nobody, not even of a hold", () => {
     const b = new Bench([dedicated("a1", 0), dedicated("a2", 0)], {}, 0);
     b.busy("x", "a1", 0, [0], T + 30_000);
-    b.enqueue(req("u", { priority: 3 }), req("xl", { slots: 2, priority: 3 }), req("b", { node: "a1", slots: 2, queuedAt: T + 1 }), req("c", { node: "a1" }));
+    b.enqueue(
+      req("u", { priority: 3 }),
+      req("xl", { slots: 2, priority: 3 }),
+      req("b", { node: "a1", slots: 2, queuedAt: T + 1 }),
+      req("c", { node: "a1" }),
+    );
     expect(b.run(T + 1)).toEqual(["c"]);
     // "b" is the head a hold is made for: the unbound ones ahead of it could never be placed.
     expect(b.s.hold()).toEqual({ leaseId: "b", node: "a1", index: 0, shadowAt: T + 1 + 60_000 });
@@ -372,7 +412,13 @@ describe("usableIdleSlots with dedicated devices", () => {
   const pool = new Pool([gpu("n1", 0), dedicated("agent", 0)]);
   pool.occupy("x", "n1", 0, [0]);
   const idle = (calls: { slots?: number; durationMs?: number; node?: string | null }[], hold: Hold | null = null) =>
-    usableIdleSlots(pool, calls.map((c) => ({ appId: null, slots: 1, durationMs: 1_000, ...c })), new Counter(), hold, T);
+    usableIdleSlots(
+      pool,
+      calls.map((c) => ({ appId: null, slots: 1, durationMs: 1_000, ...c })),
+      new Counter(),
+      hold,
+      T,
+    );
 
   it("counts a dedicated device's free slots only for calls bound to its node", () => {
     expect(idle([{ node: null }])).toBe(1);

@@ -9,7 +9,16 @@ function gpu(node: string, index: number): DeviceSpec {
 let seq = 0;
 function req(leaseId: string, slots: number, appId: string | null = null): QueuedRequest {
   seq++;
-  return { leaseId, appId, identity: `user:${leaseId}`, slots, priority: 2, durationMs: 60_000, seq, queuedAt: 1000 + seq };
+  return {
+    leaseId,
+    appId,
+    identity: `user:${leaseId}`,
+    slots,
+    priority: 2,
+    durationMs: 60_000,
+    seq,
+    queuedAt: 1000 + seq,
+  };
 }
 
 class Counter implements Concurrency {

@@ -84,7 +84,12 @@ describe("simulate", () => {
     expect(r.tiers["free"]).toMatchObject({ requests: 3, granted: 3, queueTimeouts: 0 });
     expect(r.admitted).toBe(4);
     // With a 5 s queue timeout, the second and third wait for the first (until 12 s) and time out.
-    const short = simulate(records, "gpupool", { gpus: 1, speedup: 1, xlargeImages: null, policy: { ...DEFAULT_POLICY, queueTimeoutMs: 5 * S } });
+    const short = simulate(records, "gpupool", {
+      gpus: 1,
+      speedup: 1,
+      xlargeImages: null,
+      policy: { ...DEFAULT_POLICY, queueTimeoutMs: 5 * S },
+    });
     expect(short.tiers["free"]).toMatchObject({ granted: 1, queueTimeouts: 2 });
     expect(short.tiers["free"]?.waitP99S).toBe(5);
   });
@@ -113,7 +118,9 @@ describe("simulate", () => {
     }),
     { maxLength: 120 },
   );
-  const toRecords = (rows: { gapS: number; person: number; app: string; execS: number; images: number }[]): TraceRecord[] => {
+  const toRecords = (
+    rows: { gapS: number; person: number; app: string; execS: number; images: number }[],
+  ): TraceRecord[] => {
     let at = 0;
     return rows.map((r) => {
       at += r.gapS;
@@ -123,16 +130,22 @@ describe("simulate", () => {
 
   it("property: gpupool never idles a usable slot, accounts every call, and replays deterministically", () => {
     fc.assert(
-      fc.property(traceArb, fc.integer({ min: 1, max: 3 }), fc.constantFrom(1, 3), fc.constantFrom(null, 1, 2), (rows, gpus, speedup, limit) => {
-        const records = toRecords(rows);
-        const options = { gpus, speedup, appMaxConcurrency: limit, proPercent: 20, freePercent: 30 };
-        const a = simulate(records, "gpupool", options);
-        const b = simulate(records, "gpupool", options);
-        expect(a).toEqual(b);
-        expect(a.idleWhileWaitingSlotS).toBe(0);
-        check(a, records.length);
-        check(simulate(records, "fifo", options), records.length);
-      }),
+      fc.property(
+        traceArb,
+        fc.integer({ min: 1, max: 3 }),
+        fc.constantFrom(1, 3),
+        fc.constantFrom(null, 1, 2),
+        (rows, gpus, speedup, limit) => {
+          const records = toRecords(rows);
+          const options = { gpus, speedup, appMaxConcurrency: limit, proPercent: 20, freePercent: 30 };
+          const a = simulate(records, "gpupool", options);
+          const b = simulate(records, "gpupool", options);
+          expect(a).toEqual(b);
+          expect(a.idleWhileWaitingSlotS).toBe(0);
+          check(a, records.length);
+          check(simulate(records, "fifo", options), records.length);
+        },
+      ),
       { numRuns: 100 },
     );
   });

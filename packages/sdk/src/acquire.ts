@@ -1,4 +1,11 @@
-import { EndedEvent, GrantedEvent, Lease as WireLease, QueuedEvent, ReleaseResult, decodeWire } from "@gpupool/contract";
+import {
+  EndedEvent,
+  GrantedEvent,
+  Lease as WireLease,
+  QueuedEvent,
+  ReleaseResult,
+  decodeWire,
+} from "@gpupool/contract";
 import type { LeaseRequest } from "@gpupool/contract";
 import { GpupoolError, ServerUnavailableError, normalizeProblem, problemToError, sdkProblem } from "./errors.js";
 import { isRecord } from "./json.js";
@@ -55,7 +62,9 @@ function admit(
   ipToken: string | undefined,
   signal: AbortSignal | undefined,
 ): Promise<Lease> {
-  const request = transport.json({ method: "POST", path: "/v1/leases", auth: "client", body, ipToken }, WireLease).then(toLease);
+  const request = transport
+    .json({ method: "POST", path: "/v1/leases", auth: "client", body, ipToken }, WireLease)
+    .then(toLease);
   if (signal === undefined) return request;
   let onAbort = (): void => {};
   const aborted = new Promise<never>((_resolve, reject) => {
@@ -112,7 +121,9 @@ async function followQueue(transport: Transport, queued: Lease, options: Acquire
       }
 
       // The stream closed without an outcome (proxy timeout, server restart): ask directly.
-      const current = toLease(await transport.json({ method: "GET", path: leasePath(id), auth: "client", signal }, WireLease));
+      const current = toLease(
+        await transport.json({ method: "GET", path: leasePath(id), auth: "client", signal }, WireLease),
+      );
       if (current.status === "active") return current;
       if (current.status !== "queued") {
         settled = true;
@@ -205,15 +216,31 @@ function parseLeaseEvent(id: string, name: string, data: string): LeaseEvent | u
     const problem = isRecord(payload) ? payload["problem"] : undefined;
     return {
       kind: "failed",
-      problem: isRecord(problem) ? normalizeProblem(problem, 0, `Lease ${id} failed while queued.`) : sdkProblem("lease_failed", "Lease failed", 0, `Lease ${id} failed while queued.`),
+      problem: isRecord(problem)
+        ? normalizeProblem(problem, 0, `Lease ${id} failed while queued.`)
+        : sdkProblem("lease_failed", "Lease failed", 0, `Lease ${id} failed while queued.`),
     };
   }
-  const decoded = name === "queued" ? decodeWire(QueuedEvent, payload) : decodeWire(name === "granted" ? GrantedEvent : EndedEvent, payload);
+  const decoded =
+    name === "queued"
+      ? decodeWire(QueuedEvent, payload)
+      : decodeWire(name === "granted" ? GrantedEvent : EndedEvent, payload);
   if (!decoded.ok) {
-    throw new GpupoolError(sdkProblem("invalid_response", "Invalid response", 200, `Lease ${id} sent a "${name}" event that does not match the gpupool wire format (${decoded.message}).`));
+    throw new GpupoolError(
+      sdkProblem(
+        "invalid_response",
+        "Invalid response",
+        200,
+        `Lease ${id} sent a "${name}" event that does not match the gpupool wire format (${decoded.message}).`,
+      ),
+    );
   }
   const value = decoded.value;
-  if ("position" in value) return { kind: "queued", update: { leaseId: id, position: value.position, reason: value.reason, etaS: value.eta_s } };
+  if ("position" in value)
+    return {
+      kind: "queued",
+      update: { leaseId: id, position: value.position, reason: value.reason, etaS: value.eta_s },
+    };
   return { kind: name === "granted" ? "granted" : "ended", lease: toLease(value.lease) };
 }
 

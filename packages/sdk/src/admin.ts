@@ -1,4 +1,12 @@
-import { AppList, CreatedApp as WireCreatedApp, CreatedKey, CreatedUser as WireCreatedUser, PoolView, UserList, UserWithQuota } from "@gpupool/contract";
+import {
+  AppList,
+  CreatedApp as WireCreatedApp,
+  CreatedKey,
+  CreatedUser as WireCreatedUser,
+  PoolView,
+  UserList,
+  UserWithQuota,
+} from "@gpupool/contract";
 import type { CreateAppRequest, UpdateUserRequest, WireSchema, WireType } from "@gpupool/contract";
 import type { Transport } from "./transport.js";
 import type { App, CreatedApp, CreatedPrincipal, CreatedUser, PoolState, Tier, User } from "./types.js";
@@ -34,8 +42,16 @@ export interface AdminClient {
 }
 
 export function createAdminClient(transport: Transport): AdminClient {
-  const call = <S extends WireSchema>(method: "GET" | "POST" | "PATCH", path: string, schema: S, body?: unknown): Promise<WireType<S>> =>
-    transport.json(body === undefined ? { method, path, auth: "admin" } : { method, path, auth: "admin", body }, schema);
+  const call = <S extends WireSchema>(
+    method: "GET" | "POST" | "PATCH",
+    path: string,
+    schema: S,
+    body?: unknown,
+  ): Promise<WireType<S>> =>
+    transport.json(
+      body === undefined ? { method, path, auth: "admin" } : { method, path, auth: "admin", body },
+      schema,
+    );
 
   return {
     async createUser({ name, tier }) {
@@ -53,7 +69,11 @@ export function createAdminClient(transport: Transport): AdminClient {
       return toUser(await call("PATCH", `/v1/admin/users/${encodeURIComponent(id)}`, UserWithQuota, body));
     },
     async createApp({ name, owner, maxConcurrency }) {
-      const body: CreateAppRequest = { name, owner, ...(maxConcurrency !== undefined ? { max_concurrency: maxConcurrency } : {}) };
+      const body: CreateAppRequest = {
+        name,
+        owner,
+        ...(maxConcurrency !== undefined ? { max_concurrency: maxConcurrency } : {}),
+      };
       return toCreatedApp(await call("POST", "/v1/admin/apps", WireCreatedApp, body));
     },
     async listApps() {

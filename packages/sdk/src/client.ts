@@ -1,7 +1,14 @@
 import { acquireLease, leasePath, type AcquireOptions } from "./acquire.js";
 import { createAdminClient, type AdminClient } from "./admin.js";
 import type { IpTokenRequest } from "@gpupool/contract";
-import { Diagnosis as WireDiagnosis, IpToken as WireIpToken, Lease as WireLease, LeaseList, Quota as WireQuota, ReleaseResult as WireReleaseResult } from "@gpupool/contract";
+import {
+  Diagnosis as WireDiagnosis,
+  IpToken as WireIpToken,
+  Lease as WireLease,
+  LeaseList,
+  Quota as WireQuota,
+  ReleaseResult as WireReleaseResult,
+} from "@gpupool/contract";
 import { runOnGpu, type GpuFunction, type GpuOptions } from "./gpu.js";
 import { normalizeIpToken, type IpTokenInput } from "./ip-token-header.js";
 import { Transport, type FetchLike } from "./transport.js";
@@ -93,7 +100,12 @@ export function createClient(options: ClientOptions): GpupoolClient {
   const release = async (id: string, failed?: boolean): Promise<ReleaseResult> =>
     toReleaseResult(
       await transport.json(
-        { method: "POST", path: `${leasePath(id)}/release`, auth: "client", body: failed === undefined ? {} : { failed } },
+        {
+          method: "POST",
+          path: `${leasePath(id)}/release`,
+          auth: "client",
+          body: failed === undefined ? {} : { failed },
+        },
         WireReleaseResult,
       ),
     );
@@ -112,14 +124,27 @@ export function createClient(options: ClientOptions): GpupoolClient {
     },
     release: (id, releaseOptions = {}) => release(id, releaseOptions.failed),
     async cancel(id) {
-      return toReleaseResult(await transport.json({ method: "DELETE", path: leasePath(id), auth: "client" }, WireReleaseResult));
+      return toReleaseResult(
+        await transport.json({ method: "DELETE", path: leasePath(id), auth: "client" }, WireReleaseResult),
+      );
     },
     async lease(id, leaseOptions = {}) {
-      return toLease(await transport.json({ method: "GET", path: leasePath(id), auth: "client", signal: leaseOptions.signal }, WireLease));
+      return toLease(
+        await transport.json(
+          { method: "GET", path: leasePath(id), auth: "client", signal: leaseOptions.signal },
+          WireLease,
+        ),
+      );
     },
     async leases(listOptions = {}) {
       const body = await transport.json(
-        { method: "GET", path: "/v1/leases", auth: "client", query: { status: listOptions.status, limit: listOptions.limit }, signal: listOptions.signal },
+        {
+          method: "GET",
+          path: "/v1/leases",
+          auth: "client",
+          query: { status: listOptions.status, limit: listOptions.limit },
+          signal: listOptions.signal,
+        },
         LeaseList,
       );
       return body.leases.map(toLease);
@@ -127,7 +152,13 @@ export function createClient(options: ClientOptions): GpupoolClient {
     async quota(queryOptions = {}) {
       return toQuota(
         await transport.json(
-          { method: "GET", path: "/v1/quota", auth: "client", ipToken: normalizeIpToken(queryOptions.ipToken), signal: queryOptions.signal },
+          {
+            method: "GET",
+            path: "/v1/quota",
+            auth: "client",
+            ipToken: normalizeIpToken(queryOptions.ipToken),
+            signal: queryOptions.signal,
+          },
           WireQuota,
         ),
       );
@@ -148,8 +179,14 @@ export function createClient(options: ClientOptions): GpupoolClient {
       );
     },
     async ipToken({ app, user, ip }) {
-      const body: IpTokenRequest = { app, ...(user !== undefined ? { user } : {}), ...(ip !== undefined ? { ip } : {}) };
-      return toIpToken(await transport.json({ method: "POST", path: "/v1/ip-tokens", auth: "issuer", body }, WireIpToken));
+      const body: IpTokenRequest = {
+        app,
+        ...(user !== undefined ? { user } : {}),
+        ...(ip !== undefined ? { ip } : {}),
+      };
+      return toIpToken(
+        await transport.json({ method: "POST", path: "/v1/ip-tokens", auth: "issuer", body }, WireIpToken),
+      );
     },
     admin: createAdminClient(transport),
   };

@@ -11,7 +11,8 @@ export type NoGpuAvailableReason = wire.NoGpuAvailableReason | (string & {});
 
 export type FieldError = Readonly<wire.FieldError>;
 
-const dateOrNull = (iso: string | null | undefined): Date | null => (iso === null || iso === undefined ? null : new Date(iso));
+const dateOrNull = (iso: string | null | undefined): Date | null =>
+  iso === null || iso === undefined ? null : new Date(iso);
 /** A code's own field that the contract leaves open to new values (a reason): whatever string was sent. */
 const openString = (problem: Problem, field: string): string => str(problem[field]);
 
@@ -228,7 +229,10 @@ export class LeaseDeadlineError extends GpupoolError {
   }
 }
 
-type ErrorClass = new (problem: Problem, options?: GpupoolErrorOptions & { readonly url?: string | undefined }) => GpupoolError;
+type ErrorClass = new (
+  problem: Problem,
+  options?: GpupoolErrorOptions & { readonly url?: string | undefined },
+) => GpupoolError;
 
 /**
  * The error class of every code the pool sends. Typed against the contract's codes, so a new code
@@ -271,20 +275,33 @@ function errorClassOf(code: string): ErrorClass | undefined {
  */
 export function meansUnavailable(code: string): boolean {
   const ErrorClass = errorClassOf(code);
-  return ErrorClass === undefined || ErrorClass === ServerUnavailableError || ErrorClass.prototype instanceof ServerUnavailableError;
+  return (
+    ErrorClass === undefined ||
+    ErrorClass === ServerUnavailableError ||
+    ErrorClass.prototype instanceof ServerUnavailableError
+  );
 }
 
 /** A 5xx meaning unavailable: its code's class when that is a ServerUnavailableError, else a plain one. */
-export function serverUnavailableError(problem: Problem, options: GpupoolErrorOptions & { readonly url: string }): ServerUnavailableError {
+export function serverUnavailableError(
+  problem: Problem,
+  options: GpupoolErrorOptions & { readonly url: string },
+): ServerUnavailableError {
   const ErrorClass = errorClassOf(problem.code);
-  if (ErrorClass !== undefined && (ErrorClass === ServerUnavailableError || ErrorClass.prototype instanceof ServerUnavailableError)) {
+  if (
+    ErrorClass !== undefined &&
+    (ErrorClass === ServerUnavailableError || ErrorClass.prototype instanceof ServerUnavailableError)
+  ) {
     return new ErrorClass(problem, options) as ServerUnavailableError;
   }
   return new ServerUnavailableError(problem, options);
 }
 
 /** Turns a problem object into the matching typed error; unknown codes give a plain `GpupoolError`. */
-export function problemToError(problem: Problem, options?: GpupoolErrorOptions & { readonly url?: string | undefined }): GpupoolError {
+export function problemToError(
+  problem: Problem,
+  options?: GpupoolErrorOptions & { readonly url?: string | undefined },
+): GpupoolError {
   const ErrorClass = errorClassOf(problem.code);
   return ErrorClass === undefined ? new GpupoolError(problem, options) : new ErrorClass(problem, options);
 }

@@ -3,7 +3,16 @@ export type { ClientOptions, GpupoolClient, QueryOptions } from "./client.js";
 export type { AcquireOptions } from "./acquire.js";
 export type { AdminClient, UserChanges } from "./admin.js";
 export { createAgentClient } from "./agent-client.js";
-export type { AgentClient, AgentClientOptions, AgentGpuContext, AgentGpuDevice, AgentGpuOptions, AgentGrant, AgentQueueUpdate, AgentScheduleOptions } from "./agent-client.js";
+export type {
+  AgentClient,
+  AgentClientOptions,
+  AgentGpuContext,
+  AgentGpuDevice,
+  AgentGpuOptions,
+  AgentGrant,
+  AgentQueueUpdate,
+  AgentScheduleOptions,
+} from "./agent-client.js";
 export type { GpuContext, GpuDevice, GpuFunction, GpuOptions } from "./gpu.js";
 export { forwardIpToken } from "./ip-token-header.js";
 export type { HeadersLike, IpTokenInput } from "./ip-token-header.js";
@@ -24,12 +33,7 @@ export {
   UnauthorizedError,
   problemToError,
 } from "./errors.js";
-export type {
-  FieldError,
-  GpupoolErrorOptions,
-  InvalidIpTokenReason,
-  NoGpuAvailableReason,
-} from "./errors.js";
+export type { FieldError, GpupoolErrorOptions, InvalidIpTokenReason, NoGpuAvailableReason } from "./errors.js";
 export type {
   App,
   CreatedApp,

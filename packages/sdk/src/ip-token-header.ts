@@ -7,8 +7,7 @@ export type IpTokenInput = string | readonly string[] | null | undefined;
 
 /** A Node `IncomingHttpHeaders`-like record or a WHATWG `Headers`. */
 export type HeadersLike =
-  | { get(name: string): string | null }
-  | Readonly<Record<string, string | readonly string[] | undefined>>;
+  { get(name: string): string | null } | Readonly<Record<string, string | readonly string[] | undefined>>;
 
 /**
  * Reads the `X-IP-Token` of an incoming request so an app calling another app (or the

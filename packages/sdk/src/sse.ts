@@ -9,7 +9,10 @@ export interface SseEvent {
  * newlines, a blank line dispatches, `:` lines are comments (keep-alives).
  * Hand-written because the SDK has no dependencies and Node has no EventSource before v22.
  */
-export async function* readServerSentEvents(body: ReadableStream<Uint8Array>, options: { readonly maxEventBytes?: number } = {}): AsyncGenerator<SseEvent> {
+export async function* readServerSentEvents(
+  body: ReadableStream<Uint8Array>,
+  options: { readonly maxEventBytes?: number } = {},
+): AsyncGenerator<SseEvent> {
   // Bounds one event, so a broken upstream cannot make the reader buffer without end.
   const maxEventBytes = options.maxEventBytes ?? 1024 * 1024;
   const reader = body.getReader();
@@ -34,7 +37,8 @@ export async function* readServerSentEvents(body: ReadableStream<Uint8Array>, op
           continue;
         }
         buffer += decoder.decode(chunk.value, { stream: true });
-        if (buffer.length > maxEventBytes) throw new Error(`an event of the stream is larger than ${maxEventBytes} bytes`);
+        if (buffer.length > maxEventBytes)
+          throw new Error(`an event of the stream is larger than ${maxEventBytes} bytes`);
         if (first && buffer.length > 0) {
           if (buffer.startsWith("\uFEFF")) buffer = buffer.slice(1);
           first = false;

@@ -72,10 +72,22 @@ export class Transport {
       try {
         body = JSON.parse(text) as unknown;
       } catch (error) {
-        throw invalidResponse(spec.method, url, response.status, text === "" ? "an empty body" : "a body that is not JSON", error);
+        throw invalidResponse(
+          spec.method,
+          url,
+          response.status,
+          text === "" ? "an empty body" : "a body that is not JSON",
+          error,
+        );
       }
       const decoded = decodeWire(schema, body);
-      if (!decoded.ok) throw invalidResponse(spec.method, url, response.status, `a body that does not match the gpupool wire format (${decoded.message})`);
+      if (!decoded.ok)
+        throw invalidResponse(
+          spec.method,
+          url,
+          response.status,
+          `a body that does not match the gpupool wire format (${decoded.message})`,
+        );
       return decoded.value;
     } finally {
       call.done();
@@ -179,10 +191,10 @@ export class Transport {
 
 function unavailable(url: string, why: string, cause: unknown): ServerUnavailableError {
   const detail = `Could not reach the gpupool server at ${url}: ${why}.`;
-  return new ServerUnavailableError(
-    sdkProblem("server_unavailable", "gpupool server unavailable", 0, detail),
-    { url, cause },
-  );
+  return new ServerUnavailableError(sdkProblem("server_unavailable", "gpupool server unavailable", 0, detail), {
+    url,
+    cause,
+  });
 }
 
 /** undici hides the real reason (ECONNREFUSED, ENOTFOUND…) in `cause`, sometimes as an AggregateError. */
@@ -202,13 +214,7 @@ function networkReason(error: unknown): string {
   return messages.length > 0 ? messages.join("; ") : String(error);
 }
 
-function invalidResponse(
-  method: string,
-  url: string,
-  status: number,
-  what: string,
-  cause?: unknown,
-): GpupoolError {
+function invalidResponse(method: string, url: string, status: number, what: string, cause?: unknown): GpupoolError {
   const detail = `${method} ${url} answered ${status} with ${what}; is this URL a gpupool control plane of this SDK's version?`;
   return new GpupoolError(sdkProblem("invalid_response", "Invalid response", status, detail), {
     cause,
@@ -226,7 +232,10 @@ function errorFromResponse(method: string, url: string, response: Response, text
   const fallback = `${method} ${url} answered ${status} ${response.statusText}`.trim() + ".";
   const problem = withRetryAt(normalizeProblem(body, status, fallback), response.headers);
   if (status >= 500 && meansUnavailable(problem.code)) {
-    return serverUnavailableError(problem, { url, message: `The gpupool server at ${url} failed (${status}): ${problem.detail}` });
+    return serverUnavailableError(problem, {
+      url,
+      message: `The gpupool server at ${url} failed (${status}): ${problem.detail}`,
+    });
   }
   return problemToError(problem, { url });
 }

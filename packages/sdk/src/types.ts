@@ -4,11 +4,19 @@
 // Amounts are seconds unless the name says otherwise; times are Date objects.
 import type * as wire from "@gpupool/contract";
 
-type CamelCase<S extends string> = S extends `${infer Head}_${infer Tail}` ? `${Head}${Capitalize<CamelCase<Tail>>}` : S;
+type CamelCase<S extends string> = S extends `${infer Head}_${infer Tail}`
+  ? `${Head}${Capitalize<CamelCase<Tail>>}`
+  : S;
 
 /** A wire object's fields camelCased and read-only; the fields named in `Times` become Dates. */
 export type Camelized<T, Times extends keyof T = never> = {
-  readonly [K in keyof T as CamelCase<K & string>]: K extends Times ? (null extends T[K] ? Date | null : Date) : T[K] extends readonly (infer E)[] ? readonly E[] : T[K];
+  readonly [K in keyof T as CamelCase<K & string>]: K extends Times
+    ? null extends T[K]
+      ? Date | null
+      : Date
+    : T[K] extends readonly (infer E)[]
+      ? readonly E[]
+      : T[K];
 };
 
 /** Account tier of a charged identity (`anonymous`, `free`, `pro`, `team`, `enterprise`, or an operator-defined one). */

@@ -41,7 +41,13 @@ export function toQuota(q: wire.Quota): Quota {
 
 /** A lease's `{ code, detail }` as a whole problem: the status and title come with the code. */
 function leaseProblem(p: wire.LeaseProblem): Problem {
-  return { type: problemType(p.code), title: PROBLEM_TITLES[p.code], status: PROBLEM_STATUS[p.code], detail: p.detail ?? PROBLEM_TITLES[p.code], code: p.code };
+  return {
+    type: problemType(p.code),
+    title: PROBLEM_TITLES[p.code],
+    status: PROBLEM_STATUS[p.code],
+    detail: p.detail ?? PROBLEM_TITLES[p.code],
+    code: p.code,
+  };
 }
 
 export function toLease(l: wire.Lease): Lease {
@@ -73,7 +79,14 @@ export function toLease(l: wire.Lease): Lease {
 }
 
 export function toReleaseResult(r: wire.ReleaseResult): ReleaseResult {
-  return { id: r.id, status: r.status, heldMs: r.held_ms, charged: r.charged, refunded: r.refunded, quota: toQuota(r.quota) };
+  return {
+    id: r.id,
+    status: r.status,
+    heldMs: r.held_ms,
+    charged: r.charged,
+    refunded: r.refunded,
+    quota: toQuota(r.quota),
+  };
 }
 
 function toVerdict(v: wire.DiagnosisVerdict): DiagnosisVerdict {
@@ -105,7 +118,13 @@ export function toIpToken(t: wire.IpToken): IpToken {
 }
 
 export function toUser(u: wire.User | wire.UserWithQuota): User {
-  return { id: u.id, name: u.name, tier: u.tier, quotaOverride: u.quota_override, quota: "quota" in u ? toQuota(u.quota) : null };
+  return {
+    id: u.id,
+    name: u.name,
+    tier: u.tier,
+    quotaOverride: u.quota_override,
+    quota: "quota" in u ? toQuota(u.quota) : null,
+  };
 }
 
 export function toCreatedUser(u: wire.CreatedUser): CreatedUser {
@@ -128,10 +147,31 @@ export function toPoolState(p: wire.PoolView): PoolState {
   return {
     leader: p.leader,
     source: p.source,
-    nodes: p.nodes.map((n) => ({ name: n.name, kind: n.kind, state: n.state, heartbeatAt: dateOrNull(n.heartbeat_at), agentUrl: n.agent_url })),
-    devices: p.devices.map((d) => ({ node: d.node, index: d.index, uuid: d.uuid, name: d.name, memoryMb: d.memory_mb, slots: d.slots })),
+    nodes: p.nodes.map((n) => ({
+      name: n.name,
+      kind: n.kind,
+      state: n.state,
+      heartbeatAt: dateOrNull(n.heartbeat_at),
+      agentUrl: n.agent_url,
+    })),
+    devices: p.devices.map((d) => ({
+      node: d.node,
+      index: d.index,
+      uuid: d.uuid,
+      name: d.name,
+      memoryMb: d.memory_mb,
+      slots: d.slots,
+    })),
     slots: p.slots,
-    active: p.active.map((a) => ({ id: a.id, app: a.app, identity: a.identity, size: a.size, node: a.node, device: a.device, deadline: dateOrNull(a.deadline) })),
+    active: p.active.map((a) => ({
+      id: a.id,
+      app: a.app,
+      identity: a.identity,
+      size: a.size,
+      node: a.node,
+      device: a.device,
+      deadline: dateOrNull(a.deadline),
+    })),
     queue: p.queue,
   };
 }

@@ -20,8 +20,10 @@ describe("client calls", () => {
   it("converts wire objects to camelCase with Dates", async () => {
     server = await startFakeControlPlane((request, res) => {
       if (request.path === "/v1/quota") sendJson(res, 200, quotaObject);
-      else if (request.path === "/v1/leases/ls_1") sendJson(res, 200, wireLease("released", { held_ms: 1234, charged: 2 }));
-      else if (request.path === "/v1/leases") sendJson(res, 200, { leases: [wireLease("active"), wireLease("queued")] });
+      else if (request.path === "/v1/leases/ls_1")
+        sendJson(res, 200, wireLease("released", { held_ms: 1234, charged: 2 }));
+      else if (request.path === "/v1/leases")
+        sendJson(res, 200, { leases: [wireLease("active"), wireLease("queued")] });
       else if (request.path === "/v1/leases/ls_1/release") sendJson(res, 200, releaseResult("ls_1", false));
     });
     const pool = createClient({ url: server.url, token: "ut_user" });
@@ -80,7 +82,13 @@ describe("client calls", () => {
     expect(server.requests[0]).toMatchObject({ method: "DELETE", path: "/v1/leases/ls_1" });
 
     const diagnosis = await pool.diagnose({ duration: 60, size: "xlarge", ipToken: ["ipt_1"] });
-    expect(diagnosis.verdict).toEqual({ outcome: "queued", position: 2, reason: "concurrency", etaS: 40, problem: null });
+    expect(diagnosis.verdict).toEqual({
+      outcome: "queued",
+      position: 2,
+      reason: "concurrency",
+      etaS: 40,
+      problem: null,
+    });
     expect(diagnosis.request).toEqual({ duration: 60, size: "xlarge", cost: 2, reserves: 120 });
     expect(diagnosis.buckets).toEqual([
       { bucket: "gpu_quota", applies: true, detail: "charged to your GPU quota" },
@@ -103,7 +111,12 @@ describe("client calls", () => {
 
   it("ipToken issues a token with the admin token when given, else the client's token", async () => {
     server = await startFakeControlPlane((_request, res) =>
-      sendJson(res, 201, { token: "eyJ.x.y", expires_at: "2025-01-01T10:10:00.000Z", subject: "ip:203.0.113.7", app: "a_demo" }),
+      sendJson(res, 201, {
+        token: "eyJ.x.y",
+        expires_at: "2025-01-01T10:10:00.000Z",
+        subject: "ip:203.0.113.7",
+        app: "a_demo",
+      }),
     );
     const edge = createClient({ url: server.url, token: "ek_edge" });
     const token = await edge.ipToken({ app: "a_demo", ip: "203.0.113.7" });
@@ -129,15 +142,40 @@ describe("admin", () => {
       const key = `${request.method} ${request.path}`;
       switch (key) {
         case "POST /v1/admin/users":
-          return sendJson(res, 201, { id: "u_1", name: "ada", tier: "pro", quota_override: null, created_at: CREATED, token: "ut_secret" });
+          return sendJson(res, 201, {
+            id: "u_1",
+            name: "ada",
+            tier: "pro",
+            quota_override: null,
+            created_at: CREATED,
+            token: "ut_secret",
+          });
         case "GET /v1/admin/users":
-          return sendJson(res, 200, { users: [{ id: "u_1", name: "ada", tier: "pro", quota_override: null, created_at: CREATED }] });
+          return sendJson(res, 200, {
+            users: [{ id: "u_1", name: "ada", tier: "pro", quota_override: null, created_at: CREATED }],
+          });
         case "PATCH /v1/admin/users/u_1":
-          return sendJson(res, 200, { id: "u_1", name: "ada", tier: "team", quota_override: 600, created_at: CREATED, quota: quotaObject });
+          return sendJson(res, 200, {
+            id: "u_1",
+            name: "ada",
+            tier: "team",
+            quota_override: 600,
+            created_at: CREATED,
+            quota: quotaObject,
+          });
         case "POST /v1/admin/apps":
-          return sendJson(res, 201, { id: "a_1", name: "sdxl", owner: "u_1", max_concurrency: 2, created_at: CREATED, key: "ak_secret" });
+          return sendJson(res, 201, {
+            id: "a_1",
+            name: "sdxl",
+            owner: "u_1",
+            max_concurrency: 2,
+            created_at: CREATED,
+            key: "ak_secret",
+          });
         case "GET /v1/admin/apps":
-          return sendJson(res, 200, { apps: [{ id: "a_1", name: "sdxl", owner: "u_1", max_concurrency: null, created_at: CREATED }] });
+          return sendJson(res, 200, {
+            apps: [{ id: "a_1", name: "sdxl", owner: "u_1", max_concurrency: null, created_at: CREATED }],
+          });
         case "POST /v1/admin/nodes":
           return sendJson(res, 201, { id: "n_1", name: "gpu-box", key: "nk_secret" });
         case "POST /v1/admin/edges":
@@ -146,10 +184,30 @@ describe("admin", () => {
           return sendJson(res, 200, {
             leader: true,
             source: "leader",
-            nodes: [{ name: "gpu-host", kind: "agent", state: "up", heartbeat_at: CREATED, agent_url: "http://127.0.0.1:7071" }],
-            devices: [{ node: "gpu-host", index: 0, uuid: "GPU-1", name: "H200", memory_mb: 144384, slots: ["ls_1", null] }],
+            nodes: [
+              {
+                name: "gpu-host",
+                kind: "agent",
+                state: "up",
+                heartbeat_at: CREATED,
+                agent_url: "http://127.0.0.1:7071",
+              },
+            ],
+            devices: [
+              { node: "gpu-host", index: 0, uuid: "GPU-1", name: "H200", memory_mb: 144384, slots: ["ls_1", null] },
+            ],
             slots: { total: 2, busy: 1 },
-            active: [{ id: "ls_1", app: "a_1", identity: "user:u_1", size: "large", node: "gpu-host", device: 0, deadline: CREATED }],
+            active: [
+              {
+                id: "ls_1",
+                app: "a_1",
+                identity: "user:u_1",
+                size: "large",
+                node: "gpu-host",
+                device: 0,
+                deadline: CREATED,
+              },
+            ],
             queue: [{ lease: "ls_2", position: 1, reason: "node", identity: "ip:203.0.113.7", app: "a_1", slots: 2 }],
           });
         default:
@@ -164,7 +222,9 @@ describe("admin", () => {
       tier: "pro",
       token: "ut_secret",
     });
-    expect(await pool.admin.listUsers()).toEqual([{ id: "u_1", name: "ada", tier: "pro", quotaOverride: null, quota: null }]);
+    expect(await pool.admin.listUsers()).toEqual([
+      { id: "u_1", name: "ada", tier: "pro", quotaOverride: null, quota: null },
+    ]);
     const updated = await pool.admin.updateUser("u_1", { tier: "team", quota: 600, bonus: 30 });
     expect(updated.quotaOverride).toBe(600);
     expect(await pool.admin.createApp({ name: "sdxl", owner: "u_1", maxConcurrency: 2 })).toEqual({
@@ -180,10 +240,28 @@ describe("admin", () => {
     expect(await pool.admin.pool()).toEqual({
       leader: true,
       source: "leader",
-      nodes: [{ name: "gpu-host", kind: "agent", state: "up", heartbeatAt: new Date(CREATED), agentUrl: "http://127.0.0.1:7071" }],
+      nodes: [
+        {
+          name: "gpu-host",
+          kind: "agent",
+          state: "up",
+          heartbeatAt: new Date(CREATED),
+          agentUrl: "http://127.0.0.1:7071",
+        },
+      ],
       devices: [{ node: "gpu-host", index: 0, uuid: "GPU-1", name: "H200", memoryMb: 144384, slots: ["ls_1", null] }],
       slots: { total: 2, busy: 1 },
-      active: [{ id: "ls_1", app: "a_1", identity: "user:u_1", size: "large", node: "gpu-host", device: 0, deadline: new Date(CREATED) }],
+      active: [
+        {
+          id: "ls_1",
+          app: "a_1",
+          identity: "user:u_1",
+          size: "large",
+          node: "gpu-host",
+          device: 0,
+          deadline: new Date(CREATED),
+        },
+      ],
       queue: [{ lease: "ls_2", position: 1, reason: "node", identity: "ip:203.0.113.7", app: "a_1", slots: 2 }],
     });
 

@@ -11,7 +11,13 @@ import {
   UnauthorizedError,
   type Problem,
 } from "../src/index.js";
-import { openEventStream, sendJson, startFakeControlPlane, wireLease, type FakeControlPlane } from "./fake-control-plane.js";
+import {
+  openEventStream,
+  sendJson,
+  startFakeControlPlane,
+  wireLease,
+  type FakeControlPlane,
+} from "./fake-control-plane.js";
 
 let server: FakeControlPlane | undefined;
 afterEach(async () => {
@@ -41,7 +47,9 @@ describe("the SDK reads the wire through @gpupool/contract", () => {
     expect(problemToError(problem("invalid_session", 401))).toBeInstanceOf(UnauthorizedError);
     expect(problemToError(problem("invalid_credentials", 401))).toBeInstanceOf(UnauthorizedError);
     expect(problemToError(problem("payload_too_large", 413))).toBeInstanceOf(InvalidRequestError);
-    expect(problemToError(problem("storage_unavailable", 503, { reason: "contention" }))).toBeInstanceOf(ServerUnavailableError);
+    expect(problemToError(problem("storage_unavailable", 503, { reason: "contention" }))).toBeInstanceOf(
+      ServerUnavailableError,
+    );
   });
 
   it("unknown_user is an InvalidIpTokenError with that reason", () => {
@@ -51,7 +59,9 @@ describe("the SDK reads the wire through @gpupool/contract", () => {
   });
 
   it("a body that does not match the contract is an invalid_response naming the field", async () => {
-    server = await startFakeControlPlane((_request, res) => sendJson(res, 200, { ...wireLease("active"), charged: "2s" }));
+    server = await startFakeControlPlane((_request, res) =>
+      sendJson(res, 200, { ...wireLease("active"), charged: "2s" }),
+    );
     const pool = createClient({ url: server.url, appKey: "ak_test" });
     const error = (await pool.lease("ls_1").catch((e: unknown) => e)) as GpupoolError;
     expect(error).toBeInstanceOf(GpupoolError);
@@ -61,7 +71,9 @@ describe("the SDK reads the wire through @gpupool/contract", () => {
   });
 
   it("accepts fields a newer server adds", async () => {
-    server = await startFakeControlPlane((_request, res) => sendJson(res, 200, { ...wireLease("active"), billing: { quota_s: 60 } }));
+    server = await startFakeControlPlane((_request, res) =>
+      sendJson(res, 200, { ...wireLease("active"), billing: { quota_s: 60 } }),
+    );
     const pool = createClient({ url: server.url, appKey: "ak_test" });
     const lease = await pool.lease("ls_1");
     expect(lease.status).toBe("active");
@@ -73,7 +85,11 @@ describe("the SDK reads the wire through @gpupool/contract", () => {
     server = await startFakeControlPlane((request, res) => {
       if (request.method === "POST") sendJson(res, 202, wireLease("queued"));
       else if (request.path.endsWith("/events")) {
-        openEventStream(res).send("ended", { lease: wireLease("failed", { problem: { code: "no_gpu_available", detail: "Node gpu-1 stopped answering." } }) });
+        openEventStream(res).send("ended", {
+          lease: wireLease("failed", {
+            problem: { code: "no_gpu_available", detail: "Node gpu-1 stopped answering." },
+          }),
+        });
       }
     });
     const pool = createClient({ url: server.url, appKey: "ak_test" });

@@ -85,9 +85,16 @@ describe("problems become typed errors", () => {
 
   it("derives retryAt from Retry-After when the body has no retry_at", async () => {
     server = await startFakeControlPlane((_request, res) =>
-      sendProblem(res, 429, "runs_exceeded", "10 runs a day on the free tier.", { runs: 10, max_runs: 10 }, {
-        "retry-after": "60",
-      }),
+      sendProblem(
+        res,
+        429,
+        "runs_exceeded",
+        "10 runs a day on the free tier.",
+        { runs: 10, max_runs: 10 },
+        {
+          "retry-after": "60",
+        },
+      ),
     );
     const pool = createClient({ url: server.url, appKey: "ak_test" });
     const before = Date.now();
@@ -135,10 +142,12 @@ describe("problems become typed errors", () => {
     const unknown = problemToError(problem("conflict", 409));
     expect(unknown.constructor).toBe(GpupoolError);
     expect(unknown.code).toBe("conflict");
-    expect((problemToError(problem("duration_too_long", 422, { max_duration: 120 })) as DurationTooLongError).maxDuration).toBe(120);
-    expect((problemToError(problem("no_gpu_available", 503, { reason: "queue_full" })) as NoGpuAvailableError).reason).toBe(
-      "queue_full",
-    );
+    expect(
+      (problemToError(problem("duration_too_long", 422, { max_duration: 120 })) as DurationTooLongError).maxDuration,
+    ).toBe(120);
+    expect(
+      (problemToError(problem("no_gpu_available", 503, { reason: "queue_full" })) as NoGpuAvailableError).reason,
+    ).toBe("queue_full");
     expect(problemToError(problem("toString", 400)).constructor).toBe(GpupoolError);
   });
 

@@ -69,7 +69,12 @@ export async function startFakeControlPlane(handler: Handler): Promise<FakeContr
   };
 }
 
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   res.writeHead(status, { "content-type": "application/json", ...headers });
   res.end(JSON.stringify(body));
 }
@@ -84,7 +89,14 @@ export function sendProblem(
 ): void {
   res.writeHead(status, { "content-type": "application/problem+json", ...headers });
   res.end(
-    JSON.stringify({ type: `urn:gpupool:problem:${code}`, title: code.replace(/_/g, " "), status, detail, code, ...fields }),
+    JSON.stringify({
+      type: `urn:gpupool:problem:${code}`,
+      title: code.replace(/_/g, " "),
+      status,
+      detail,
+      code,
+      ...fields,
+    }),
   );
 }
 
@@ -138,9 +150,7 @@ export function wireLease(
     reserved: 60,
     cost: 1,
     node: granted ? "sim-0" : null,
-    device: granted
-      ? { node: "sim-0", index: 1, uuid: "GPU-11111111-2222", name: "Simulated H200", slots: [0] }
-      : null,
+    device: granted ? { node: "sim-0", index: 1, uuid: "GPU-11111111-2222", name: "Simulated H200", slots: [0] } : null,
     queued_at: new Date(now - 1000).toISOString(),
     granted_at: granted ? new Date(now).toISOString() : null,
     deadline: granted ? new Date(now + 60_000).toISOString() : null,
@@ -161,5 +171,12 @@ export function wireLease(
 }
 
 export function releaseResult(id: string, failed: boolean): Record<string, unknown> {
-  return ReleaseResult.parse({ id, status: failed ? "failed" : "released", held_ms: 1234, charged: 2, refunded: 58, quota: quotaObject });
+  return ReleaseResult.parse({
+    id,
+    status: failed ? "failed" : "released",
+    held_ms: 1234,
+    charged: 2,
+    refunded: 58,
+    quota: quotaObject,
+  });
 }

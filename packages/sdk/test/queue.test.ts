@@ -186,7 +186,8 @@ describe("acquire() following the queue", () => {
   it("cancels the lease and rethrows when onQueue throws", async () => {
     server = await startFakeControlPlane((request, res) => {
       if (request.method === "POST") sendJson(res, 202, wireLease("queued"));
-      else if (request.path.endsWith("/events")) openEventStream(res).send("queued", { position: 1, reason: "node", eta_s: null });
+      else if (request.path.endsWith("/events"))
+        openEventStream(res).send("queued", { position: 1, reason: "node", eta_s: null });
       else sendJson(res, 200, releaseResult("ls_1", false));
     });
     const pool = createClient({ url: server.url, appKey: "ak_test" });

@@ -22,7 +22,7 @@ describe("readServerSentEvents", () => {
     expect(
       await collect([
         ": ping\n\n",
-        "event: queued\ndata: {\"position\":2}\n\n",
+        'event: queued\ndata: {"position":2}\n\n',
         "data: a\ndata: b\n\n",
         "event:granted\ndata:{}\n\n",
       ]),
@@ -35,7 +35,7 @@ describe("readServerSentEvents", () => {
 
   it("handles events and CRLF split across chunks, a BOM, and a trailing partial event", async () => {
     expect(
-      await collect(["\uFEFFeve", "nt: queued\r", "\ndata: {\"po", "sition\":1}\r\n\r", "\nevent: granted\ndata: x"]),
+      await collect(["\uFEFFeve", "nt: queued\r", '\ndata: {"po', 'sition":1}\r\n\r', "\nevent: granted\ndata: x"]),
     ).toEqual([{ event: "queued", data: '{"position":1}' }]);
   });
 

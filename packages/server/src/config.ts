@@ -14,7 +14,11 @@ export interface ServerConfig {
   readonly pool: { readonly devices: readonly DeviceSpec[] };
   /** Agents heartbeat every `heartbeatIntervalMs`; a node silent for `heartbeatTimeoutMs` is lost. */
   readonly nodes: { readonly heartbeatIntervalMs: number; readonly heartbeatTimeoutMs: number };
-  readonly identity: { readonly ipTokenTtlMs: number; readonly trustedProxies: readonly string[]; readonly issuer: string };
+  readonly identity: {
+    readonly ipTokenTtlMs: number;
+    readonly trustedProxies: readonly string[];
+    readonly issuer: string;
+  };
   readonly logLevel: string;
 }
 
@@ -68,7 +72,12 @@ const schema = z.strictObject({
     .strictObject({
       host: z.string().min(1).default("127.0.0.1"),
       port: z.number().int().min(0).max(65535).default(7070),
-      body_limit: z.number().int().min(1024).max(10 * 1024 * 1024).default(64 * 1024),
+      body_limit: z
+        .number()
+        .int()
+        .min(1024)
+        .max(10 * 1024 * 1024)
+        .default(64 * 1024),
     })
     .prefault({}),
   storage: z
@@ -97,7 +106,9 @@ const schema = z.strictObject({
       window: duration("24h"),
       default_duration: duration("60s"),
       default_size: z.string().default("large"),
-      tiers: z.record(z.string().regex(NAME, "tier names are lowercase letters, digits, - and _"), tierSchema).prefault(DEFAULT_TIERS),
+      tiers: z
+        .record(z.string().regex(NAME, "tier names are lowercase letters, digits, - and _"), tierSchema)
+        .prefault(DEFAULT_TIERS),
       sizes: z
         .record(
           z.string().regex(NAME, "size names are lowercase letters, digits, - and _"),
@@ -132,7 +143,9 @@ const schema = z.strictObject({
       issuer: z.string().min(1).default("gpupool"),
     })
     .prefault({}),
-  log: z.strictObject({ level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info") }).prefault({}),
+  log: z
+    .strictObject({ level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info") })
+    .prefault({}),
 });
 
 function pathOf(path: readonly PropertyKey[]): string {
@@ -143,7 +156,10 @@ function pathOf(path: readonly PropertyKey[]): string {
 export function normalizeConfig(raw: unknown, source = "configuration"): ServerConfig {
   const parsed = schema.safeParse(raw ?? {});
   if (!parsed.success) {
-    throw new ConfigError(source, parsed.error.issues.map((i) => `${pathOf(i.path)}: ${i.message}`));
+    throw new ConfigError(
+      source,
+      parsed.error.issues.map((i) => `${pathOf(i.path)}: ${i.message}`),
+    );
   }
   const c = parsed.data;
   const problems: string[] = [];
@@ -152,10 +168,14 @@ export function normalizeConfig(raw: unknown, source = "configuration"): ServerC
     if (t.max_duration <= 0) problems.push(`quota.tiers.${name}.max_duration: must be more than 0`);
     tiers[name] = { name, quotaMs: t.quota, priority: t.priority, maxDurationMs: t.max_duration, maxRuns: t.max_runs };
   }
-  if (!tiers[ANONYMOUS_TIER]) problems.push(`quota.tiers: must define the "${ANONYMOUS_TIER}" tier (used for IP and app identities)`);
+  if (!tiers[ANONYMOUS_TIER])
+    problems.push(`quota.tiers: must define the "${ANONYMOUS_TIER}" tier (used for IP and app identities)`);
   const sizes: Record<string, SizePolicy> = {};
   for (const [name, s] of Object.entries(c.quota.sizes)) sizes[name] = { name, slots: s.slots, cost: s.cost };
-  if (!sizes[c.quota.default_size]) problems.push(`quota.default_size: "${c.quota.default_size}" is not one of quota.sizes (${Object.keys(sizes).join(", ")})`);
+  if (!sizes[c.quota.default_size])
+    problems.push(
+      `quota.default_size: "${c.quota.default_size}" is not one of quota.sizes (${Object.keys(sizes).join(", ")})`,
+    );
   if (c.quota.window <= 0) problems.push("quota.window: must be more than 0");
   if (c.quota.default_duration <= 0) problems.push("quota.default_duration: must be more than 0");
   const nodes = new Set<string>();
@@ -164,12 +184,21 @@ export function normalizeConfig(raw: unknown, source = "configuration"): ServerC
     if (nodes.has(sim.node)) problems.push(`pool.simulated.${i}.node: "${sim.node}" appears twice`);
     nodes.add(sim.node);
     for (let index = 0; index < sim.gpus; index++) {
-      devices.push({ node: sim.node, index, uuid: simulatedUuid(sim.node, index), name: sim.name, memoryMb: Math.round(sim.memory_gb * 1024), slots: sim.slots_per_gpu });
+      devices.push({
+        node: sim.node,
+        index,
+        uuid: simulatedUuid(sim.node, index),
+        name: sim.name,
+        memoryMb: Math.round(sim.memory_gb * 1024),
+        slots: sim.slots_per_gpu,
+      });
     }
   });
   if (c.nodes.heartbeat_interval <= 0) problems.push("nodes.heartbeat_interval: must be more than 0");
   if (c.nodes.heartbeat_timeout < 2 * c.nodes.heartbeat_interval) {
-    problems.push("nodes.heartbeat_timeout: must be at least twice nodes.heartbeat_interval, or one late heartbeat loses the node");
+    problems.push(
+      "nodes.heartbeat_timeout: must be at least twice nodes.heartbeat_interval, or one late heartbeat loses the node",
+    );
   }
   if (problems.length > 0) throw new ConfigError(source, problems);
   return {
@@ -186,7 +215,11 @@ export function normalizeConfig(raw: unknown, source = "configuration"): ServerC
     },
     pool: { devices },
     nodes: { heartbeatIntervalMs: c.nodes.heartbeat_interval, heartbeatTimeoutMs: c.nodes.heartbeat_timeout },
-    identity: { ipTokenTtlMs: c.identity.ip_token_ttl, trustedProxies: c.identity.trusted_proxies, issuer: c.identity.issuer },
+    identity: {
+      ipTokenTtlMs: c.identity.ip_token_ttl,
+      trustedProxies: c.identity.trusted_proxies,
+      issuer: c.identity.issuer,
+    },
     logLevel: c.log.level,
   };
 }

@@ -13,9 +13,24 @@ export class Metrics {
   constructor(state: { queueDepth(): number; busySlots(): number; totalSlots(): number; activeLeases(): number }) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: "gpupool_process_" });
-    this.grants = new Counter({ name: "gpupool_grants_total", help: "Leases granted a GPU slot", labelNames: ["size"], registers });
-    this.denials = new Counter({ name: "gpupool_denials_total", help: "Lease requests refused, by problem code", labelNames: ["code"], registers });
-    this.ended = new Counter({ name: "gpupool_leases_ended_total", help: "Leases that ended, by final status", labelNames: ["status"], registers });
+    this.grants = new Counter({
+      name: "gpupool_grants_total",
+      help: "Leases granted a GPU slot",
+      labelNames: ["size"],
+      registers,
+    });
+    this.denials = new Counter({
+      name: "gpupool_denials_total",
+      help: "Lease requests refused, by problem code",
+      labelNames: ["code"],
+      registers,
+    });
+    this.ended = new Counter({
+      name: "gpupool_leases_ended_total",
+      help: "Leases that ended, by final status",
+      labelNames: ["status"],
+      registers,
+    });
     this.held = new Histogram({
       name: "gpupool_lease_held_seconds",
       help: "Time a lease held its GPU slot (grant to release or expiry)",
@@ -36,9 +51,30 @@ export class Metrics {
       buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5],
       registers,
     });
-    new Gauge({ name: "gpupool_queue_depth", help: "Requests waiting for a slot", registers, collect() { this.set(state.queueDepth()); } });
-    new Gauge({ name: "gpupool_slots_busy", help: "Slots held by active leases", registers, collect() { this.set(state.busySlots()); } });
-    new Gauge({ name: "gpupool_slots_total", help: "Slots in the pool", registers, collect() { this.set(state.totalSlots()); } });
+    new Gauge({
+      name: "gpupool_queue_depth",
+      help: "Requests waiting for a slot",
+      registers,
+      collect() {
+        this.set(state.queueDepth());
+      },
+    });
+    new Gauge({
+      name: "gpupool_slots_busy",
+      help: "Slots held by active leases",
+      registers,
+      collect() {
+        this.set(state.busySlots());
+      },
+    });
+    new Gauge({
+      name: "gpupool_slots_total",
+      help: "Slots in the pool",
+      registers,
+      collect() {
+        this.set(state.totalSlots());
+      },
+    });
     new Gauge({
       name: "gpupool_slot_utilization",
       help: "Fraction of slots held by active leases",
@@ -48,7 +84,14 @@ export class Metrics {
         this.set(total === 0 ? 0 : state.busySlots() / total);
       },
     });
-    new Gauge({ name: "gpupool_active_leases", help: "Leases holding a slot", registers, collect() { this.set(state.activeLeases()); } });
+    new Gauge({
+      name: "gpupool_active_leases",
+      help: "Leases holding a slot",
+      registers,
+      collect() {
+        this.set(state.activeLeases());
+      },
+    });
   }
 
   grant(size: string, waitedMs: number): void {

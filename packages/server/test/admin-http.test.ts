@@ -9,31 +9,57 @@ afterEach(async () => {
   await t?.close();
 });
 
-const admin = (method: string, url: string, body?: unknown) => t.call(method, url, { token: ADMIN, ...(body !== undefined ? { body } : {}) });
+const admin = (method: string, url: string, body?: unknown) =>
+  t.call(method, url, { token: ADMIN, ...(body !== undefined ? { body } : {}) });
 
 describe("admin API", () => {
   it("creates users (token shown once, stored hashed), apps, nodes and edges", async () => {
     t = await startTestServer();
     const u = await admin("POST", "/v1/admin/users", { name: "alice", tier: "pro" });
     expect(u.status).toBe(201);
-    expect(u.body).toMatchObject({ id: expect.stringMatching(/^u_/), name: "alice", tier: "pro", quota_override: null, token: expect.stringMatching(/^gpu_u_/) });
+    expect(u.body).toMatchObject({
+      id: expect.stringMatching(/^u_/),
+      name: "alice",
+      tier: "pro",
+      quota_override: null,
+      token: expect.stringMatching(/^gpu_u_/),
+    });
     const listed = await admin("GET", "/v1/admin/users");
     expect(listed.body.users).toEqual([expect.objectContaining({ id: u.body.id, name: "alice", tier: "pro" })]);
     expect(JSON.stringify(listed.body)).not.toContain(u.body.token);
     const [stored] = await t.server.context.store.transaction((tx) => tx.users.list());
     expect(stored!.tokenHash).not.toContain(u.body.token);
     // The new token works at once.
-    expect((await t.call("GET", "/v1/quota", { token: u.body.token })).body.identity).toMatchObject({ id: u.body.id, tier: "pro" });
+    expect((await t.call("GET", "/v1/quota", { token: u.body.token })).body.identity).toMatchObject({
+      id: u.body.id,
+      tier: "pro",
+    });
 
     const a = await admin("POST", "/v1/admin/apps", { name: "sdxl-demo", owner: "alice", max_concurrency: 2 });
     expect(a.status).toBe(201);
-    expect(a.body).toMatchObject({ id: expect.stringMatching(/^a_/), name: "sdxl-demo", owner: u.body.id, max_concurrency: 2, key: expect.stringMatching(/^gpu_a_/) });
-    expect((await admin("GET", "/v1/admin/apps")).body.apps).toEqual([expect.objectContaining({ id: a.body.id, max_concurrency: 2 })]);
+    expect(a.body).toMatchObject({
+      id: expect.stringMatching(/^a_/),
+      name: "sdxl-demo",
+      owner: u.body.id,
+      max_concurrency: 2,
+      key: expect.stringMatching(/^gpu_a_/),
+    });
+    expect((await admin("GET", "/v1/admin/apps")).body.apps).toEqual([
+      expect.objectContaining({ id: a.body.id, max_concurrency: 2 }),
+    ]);
 
     const n = await admin("POST", "/v1/admin/nodes", { name: "gpu-host-1" });
-    expect(n.body).toMatchObject({ id: expect.stringMatching(/^n_/), name: "gpu-host-1", key: expect.stringMatching(/^gpu_n_/) });
+    expect(n.body).toMatchObject({
+      id: expect.stringMatching(/^n_/),
+      name: "gpu-host-1",
+      key: expect.stringMatching(/^gpu_n_/),
+    });
     const e = await admin("POST", "/v1/admin/edges", { name: "edge-1" });
-    expect(e.body).toMatchObject({ id: expect.stringMatching(/^e_/), name: "edge-1", key: expect.stringMatching(/^gpu_e_/) });
+    expect(e.body).toMatchObject({
+      id: expect.stringMatching(/^e_/),
+      name: "edge-1",
+      key: expect.stringMatching(/^gpu_e_/),
+    });
   });
 
   it("refuses duplicates (409), unknown owners and tiers (400), and unknown users (404)", async () => {
@@ -44,7 +70,11 @@ describe("admin API", () => {
     expectProblem(await admin("POST", "/v1/admin/apps", { name: "x", owner: "nobody" }), 400, "invalid_request");
     await t.appFor("x", "alice");
     expectProblem(await admin("POST", "/v1/admin/apps", { name: "x", owner: "alice" }), 409, "conflict");
-    expectProblem(await admin("POST", "/v1/admin/apps", { name: "y", owner: "alice", max_concurrency: 0 }), 400, "invalid_request");
+    expectProblem(
+      await admin("POST", "/v1/admin/apps", { name: "y", owner: "alice", max_concurrency: 0 }),
+      400,
+      "invalid_request",
+    );
     await admin("POST", "/v1/admin/nodes", { name: "n1" });
     expectProblem(await admin("POST", "/v1/admin/nodes", { name: "n1" }), 409, "conflict");
     expectProblem(await admin("GET", "/v1/admin/users/nobody"), 404, "not_found");
@@ -62,16 +92,33 @@ describe("admin API", () => {
     expect(waiting.status).toBe(202);
     const pool = await admin("GET", "/v1/admin/pool");
     expect(pool.status).toBe(200);
-    expect(pool.body.nodes).toEqual([{ name: "sim-0", kind: "configured", state: "up", heartbeat_at: null, agent_url: null }]);
+    expect(pool.body.nodes).toEqual([
+      { name: "sim-0", kind: "configured", state: "up", heartbeat_at: null, agent_url: null },
+    ]);
     expect(pool.body.devices).toHaveLength(2);
-    expect(pool.body.devices[0]).toMatchObject({ node: "sim-0", index: 0, name: "Simulated H200", memory_mb: 141 * 1024 });
+    expect(pool.body.devices[0]).toMatchObject({
+      node: "sim-0",
+      index: 0,
+      name: "Simulated H200",
+      memory_mb: 141 * 1024,
+    });
     expect(pool.body.slots).toEqual({ total: 4, busy: 4 });
     const holders = pool.body.devices.flatMap((d: { slots: unknown[] }) => d.slots);
     expect(holders).toContain(big.body.id);
     expect(holders).toContain(small.body.id);
     expect(pool.body.active).toHaveLength(3);
-    expect(pool.body.active).toContainEqual(expect.objectContaining({ id: big.body.id, app: app.id, identity: `app:${app.id}`, size: "xlarge", deadline: big.body.deadline }));
-    expect(pool.body.queue).toEqual([expect.objectContaining({ lease: waiting.body.id, position: 1, reason: "node", identity: `user:${alice.id}` })]);
+    expect(pool.body.active).toContainEqual(
+      expect.objectContaining({
+        id: big.body.id,
+        app: app.id,
+        identity: `app:${app.id}`,
+        size: "xlarge",
+        deadline: big.body.deadline,
+      }),
+    );
+    expect(pool.body.queue).toEqual([
+      expect.objectContaining({ lease: waiting.body.id, position: 1, reason: "node", identity: `user:${alice.id}` }),
+    ]);
   });
 });
 
@@ -81,7 +128,12 @@ describe("health, readiness, metrics", () => {
     expect(await t.call("GET", "/healthz")).toMatchObject({ status: 200, body: { status: "ok" } });
     const ready = await t.call("GET", "/readyz");
     expect(ready.status).toBe(200);
-    expect(ready.body).toMatchObject({ status: "ready", storage: process.env["GPUPOOL_TEST_STORAGE"] === "postgres" ? "postgres" : "sqlite", leader: true, slots: { total: 4, busy: 0 } });
+    expect(ready.body).toMatchObject({
+      status: "ready",
+      storage: process.env["GPUPOOL_TEST_STORAGE"] === "postgres" ? "postgres" : "sqlite",
+      leader: true,
+      slots: { total: 4, busy: 0 },
+    });
   });
 
   it("/metrics counts grants and denials by code, and reports queue depth and slot utilization", async () => {
@@ -103,7 +155,13 @@ describe("health, readiness, metrics", () => {
     const text = String(m.body);
     const value = (re: RegExp): number => {
       const match = re.exec(text);
-      if (!match) throw new Error(`metric ${re} not found in:\n${text.split("\n").filter((l) => l.startsWith("gpupool_") && !l.startsWith("gpupool_process")).join("\n")}`);
+      if (!match)
+        throw new Error(
+          `metric ${re} not found in:\n${text
+            .split("\n")
+            .filter((l) => l.startsWith("gpupool_") && !l.startsWith("gpupool_process"))
+            .join("\n")}`,
+        );
       return Number(match[1]);
     };
     expect(value(/^gpupool_grants_total\{size="large"\} (\S+)$/m)).toBe(4);

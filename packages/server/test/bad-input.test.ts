@@ -30,7 +30,13 @@ afterAll(async () => {
   await t?.close();
 });
 
-type Req = { method?: string; url?: string; token?: () => string | undefined; body?: unknown; headers?: Record<string, string> };
+type Req = {
+  method?: string;
+  url?: string;
+  token?: () => string | undefined;
+  body?: unknown;
+  headers?: Record<string, string>;
+};
 const json = "application/json";
 
 /** [name, request, status, code, fields the errors list must name] */
@@ -38,7 +44,13 @@ const TABLE: [string, Req, number, string, string[]?][] = [
   ["malformed JSON", { body: '{"duration": 5' }, 400, "invalid_request", ["body"]],
   ["JSON with trailing garbage", { body: '{"duration": 5} x' }, 400, "invalid_request", ["body"]],
   ["an unknown field", { body: { duration: 5, gpus: "all" } }, 400, "invalid_request", ["gpus"]],
-  ["several invalid fields, each named", { body: { duration: -1, size: "huge", queue: "yes" } }, 400, "invalid_request", ["duration", "size", "queue"]],
+  [
+    "several invalid fields, each named",
+    { body: { duration: -1, size: "huge", queue: "yes" } },
+    400,
+    "invalid_request",
+    ["duration", "size", "queue"],
+  ],
   ["a huge duration", { body: { duration: 1e9 } }, 400, "invalid_request", ["duration"]],
   ["an infinite duration (1e400)", { body: '{"duration": 1e400}' }, 400, "invalid_request", ["duration"]],
   ["a negative duration", { body: { duration: -60 } }, 400, "invalid_request", ["duration"]],
@@ -51,37 +63,107 @@ const TABLE: [string, Req, number, string, string[]?][] = [
   ["an array body", { body: "[]" }, 400, "invalid_request"],
   ["a string body", { body: '"hello"' }, 400, "invalid_request"],
   ["__proto__ pollution", { body: '{"__proto__": {"admin": true}}' }, 400, "invalid_request"],
-  ["constructor.prototype pollution", { body: '{"constructor": {"prototype": {"admin": true}}}' }, 400, "invalid_request"],
+  [
+    "constructor.prototype pollution",
+    { body: '{"constructor": {"prototype": {"admin": true}}}' },
+    400,
+    "invalid_request",
+  ],
   ["text/plain", { body: '{"duration": 5}', headers: { "content-type": "text/plain" } }, 415, "unsupported_media_type"],
-  ["a form body", { body: "duration=5", headers: { "content-type": "application/x-www-form-urlencoded" } }, 415, "unsupported_media_type"],
+  [
+    "a form body",
+    { body: "duration=5", headers: { "content-type": "application/x-www-form-urlencoded" } },
+    415,
+    "unsupported_media_type",
+  ],
   ["a body over 64 KiB", { body: JSON.stringify({ duration: 5, pad: "x".repeat(70_000) }) }, 413, "payload_too_large"],
   ["no Authorization", { token: () => undefined, body: {} }, 401, "unauthorized"],
   ["an unknown app key", { token: () => "gpu_a_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", body: {} }, 401, "unauthorized"],
   ["a made-up bearer", { token: () => "letmein", body: {} }, 401, "unauthorized"],
-  ["Basic instead of Bearer", { token: () => undefined, headers: { authorization: "Basic YWxpY2U6cHc=", "content-type": json }, body: {} }, 401, "unauthorized"],
+  [
+    "Basic instead of Bearer",
+    { token: () => undefined, headers: { authorization: "Basic YWxpY2U6cHc=", "content-type": json }, body: {} },
+    401,
+    "unauthorized",
+  ],
   ["an overlong bearer", { token: () => `gpu_a_${"A".repeat(2000)}`, body: {} }, 401, "unauthorized"],
   ["a node key on /v1/leases", { token: () => nodeKey, body: {} }, 403, "forbidden"],
-  ["an app key on an admin route", { url: "/v1/admin/users", token: () => app.key, body: { name: "mallory", tier: "pro" } }, 403, "forbidden"],
-  ["a user token on an admin route", { url: "/v1/admin/users", token: () => alice.token, body: { name: "mallory", tier: "pro" } }, 403, "forbidden"],
-  ["an app key patching a user", { method: "PATCH", url: "/v1/admin/users/alice", token: () => app.key, body: { quota: 99_999 } }, 403, "forbidden"],
-  ["an invalid admin user name", { url: "/v1/admin/users", token: () => ADMIN, body: { name: "../etc/passwd" } }, 400, "invalid_request", ["name"]],
-  ["an infinite quota override", { method: "PATCH", url: "/v1/admin/users/alice", token: () => ADMIN, body: '{"quota": 1e400}' }, 400, "invalid_request", ["quota"]],
-  ["a huge bonus", { method: "PATCH", url: "/v1/admin/users/alice", token: () => ADMIN, body: { bonus: 1e12 } }, 400, "invalid_request", ["bonus"]],
+  [
+    "an app key on an admin route",
+    { url: "/v1/admin/users", token: () => app.key, body: { name: "mallory", tier: "pro" } },
+    403,
+    "forbidden",
+  ],
+  [
+    "a user token on an admin route",
+    { url: "/v1/admin/users", token: () => alice.token, body: { name: "mallory", tier: "pro" } },
+    403,
+    "forbidden",
+  ],
+  [
+    "an app key patching a user",
+    { method: "PATCH", url: "/v1/admin/users/alice", token: () => app.key, body: { quota: 99_999 } },
+    403,
+    "forbidden",
+  ],
+  [
+    "an invalid admin user name",
+    { url: "/v1/admin/users", token: () => ADMIN, body: { name: "../etc/passwd" } },
+    400,
+    "invalid_request",
+    ["name"],
+  ],
+  [
+    "an infinite quota override",
+    { method: "PATCH", url: "/v1/admin/users/alice", token: () => ADMIN, body: '{"quota": 1e400}' },
+    400,
+    "invalid_request",
+    ["quota"],
+  ],
+  [
+    "a huge bonus",
+    { method: "PATCH", url: "/v1/admin/users/alice", token: () => ADMIN, body: { bonus: 1e12 } },
+    400,
+    "invalid_request",
+    ["bonus"],
+  ],
   ["an unknown route", { method: "GET", url: "/v1/nope" }, 404, "not_found"],
   ["an unknown lease", { method: "GET", url: "/v1/leases/ls_nope" }, 404, "not_found"],
   ["a bad status filter", { method: "GET", url: "/v1/leases?status=bogus" }, 400, "invalid_request", ["status"]],
   ["a negative limit", { method: "GET", url: "/v1/leases?limit=-1" }, 400, "invalid_request", ["limit"]],
-  ["a negative diagnose duration", { method: "GET", url: "/v1/diagnose?duration=-5" }, 400, "invalid_request", ["duration"]],
+  [
+    "a negative diagnose duration",
+    { method: "GET", url: "/v1/diagnose?duration=-5" },
+    400,
+    "invalid_request",
+    ["duration"],
+  ],
   ["a zero diagnose duration", { method: "GET", url: "/v1/diagnose?duration=0" }, 400, "invalid_request", ["duration"]],
-  ["a bad release body", { url: "/v1/leases/ACTIVE/release", body: { failed: "yes" } }, 400, "invalid_request", ["failed"]],
-  ["an unknown release field", { url: "/v1/leases/ACTIVE/release", body: { charge: 0 } }, 400, "invalid_request", ["charge"]],
+  [
+    "a bad release body",
+    { url: "/v1/leases/ACTIVE/release", body: { failed: "yes" } },
+    400,
+    "invalid_request",
+    ["failed"],
+  ],
+  [
+    "an unknown release field",
+    { url: "/v1/leases/ACTIVE/release", body: { charge: 0 } },
+    400,
+    "invalid_request",
+    ["charge"],
+  ],
 ];
 
 const CASES = TABLE.map(([name, req, status, code, fields]) => ({ name, req, status, code, fields }));
 
 describe("every kind of bad input → a clear 4xx that changes nothing", () => {
   it.each(CASES)("$name → $status $code", async ({ req, status, code, fields }) => {
-    const before = { quota: await quotaOf(t, alice.token), leases: await allLeases(t), users: (await t.call("GET", "/v1/admin/users", { token: ADMIN })).body };
+    const before = {
+      quota: await quotaOf(t, alice.token),
+      leases: await allLeases(t),
+      users: (await t.call("GET", "/v1/admin/users", { token: ADMIN })).body,
+    };
     const token = req.token ? req.token() : alice.token;
     const res = await t.call(req.method ?? "POST", (req.url ?? "/v1/leases").replace("ACTIVE", activeLease), {
       ...(token ? { token } : {}),
@@ -113,7 +195,9 @@ describe("a duration that rounds to 0 ms", () => {
     try {
       const bob = await s.user("bob", "free");
       const res = await s.call("POST", "/v1/leases", { token: bob.token, body: { duration: 0.0001 } });
-      expect(expectProblem(res, 400, "invalid_request").errors.map((e: { field: string }) => e.field)).toContain("duration");
+      expect(expectProblem(res, 400, "invalid_request").errors.map((e: { field: string }) => e.field)).toContain(
+        "duration",
+      );
       expect(await allLeases(s)).toEqual([]);
       expect(await quotaOf(s, bob.token)).toMatchObject({ window_started_at: null, runs: 0 });
     } finally {
@@ -128,7 +212,12 @@ describe("the admin API without GPUPOOL_ADMIN_TOKEN", () => {
     const server = await createServer(config, { adminToken: null, logger: pino({ level: "silent" }) });
     try {
       for (const token of ["", ADMIN, "anything"]) {
-        const res = await server.app.inject({ method: "POST", url: "/v1/admin/users", headers: { authorization: `Bearer ${token}`, "content-type": json }, payload: JSON.stringify({ name: "eve", tier: "pro" }) });
+        const res = await server.app.inject({
+          method: "POST",
+          url: "/v1/admin/users",
+          headers: { authorization: `Bearer ${token}`, "content-type": json },
+          payload: JSON.stringify({ name: "eve", tier: "pro" }),
+        });
         const body = res.json();
         if (token === "") {
           expect(res.statusCode).toBe(401);
@@ -139,7 +228,11 @@ describe("the admin API without GPUPOOL_ADMIN_TOKEN", () => {
         expect(body).toMatchObject({ code: "admin_disabled", status: 403 });
         expect(body.detail).toMatch(/GPUPOOL_ADMIN_TOKEN/);
       }
-      const pool = await server.app.inject({ method: "GET", url: "/v1/admin/pool", headers: { authorization: `Bearer ${ADMIN}` } });
+      const pool = await server.app.inject({
+        method: "GET",
+        url: "/v1/admin/pool",
+        headers: { authorization: `Bearer ${ADMIN}` },
+      });
       expect(pool.json()).toMatchObject({ code: "admin_disabled" });
       const users = await server.context.store.transaction((tx) => tx.users.list());
       expect(users).toEqual([]);
@@ -157,10 +250,17 @@ describe("server failures", () => {
     try {
       const bob = await s.user("bob", "free");
       const boom = () => {
-        throw Object.assign(new Error(`disk I/O error at /srv/gpupool/secret.db (token ${bob.token}, admin ${ADMIN})`), { code: "EWEIRD" });
+        throw Object.assign(
+          new Error(`disk I/O error at /srv/gpupool/secret.db (token ${bob.token}, admin ${ADMIN})`),
+          { code: "EWEIRD" },
+        );
       };
       Object.assign(store, { transaction: boom, ping: boom });
-      for (const [method, url] of [["GET", "/v1/quota"], ["POST", "/v1/leases"], ["GET", "/v1/leases"]] as const) {
+      for (const [method, url] of [
+        ["GET", "/v1/quota"],
+        ["POST", "/v1/leases"],
+        ["GET", "/v1/leases"],
+      ] as const) {
         const res = await s.call(method, url, { token: bob.token, ...(method === "POST" ? { body: {} } : {}) });
         const p = expectProblem(res, 500, "internal");
         const text = JSON.stringify(p) + JSON.stringify(res.headers);

@@ -33,7 +33,10 @@ describe("concurrent admission for one identity", () => {
     expect(await quotaOf(t, alice.token)).toMatchObject({ quota: 100, reserved: 100, used: 0, left: 0 });
     const live = await t.call("GET", "/v1/leases?limit=500", { token: alice.token });
     expect(live.body.leases).toHaveLength(20);
-    const positions = live.body.leases.filter((l: { status: string }) => l.status === "queued").map((l: { position: number }) => l.position).sort((a: number, b: number) => a - b);
+    const positions = live.body.leases
+      .filter((l: { status: string }) => l.status === "queued")
+      .map((l: { position: number }) => l.position)
+      .sort((a: number, b: number) => a - b);
     expect(positions).toEqual(Array.from({ length: 16 }, (_, i) => i + 1));
   });
 
@@ -65,7 +68,14 @@ describe("concurrent admission for one identity", () => {
     const alice = await t.user("alice", "free");
     const l = await lease(t, alice.token, { duration: 30 });
     await new Promise((r) => setTimeout(r, 5));
-    const results = await Promise.all(Array.from({ length: 10 }, (_, i) => t.call(i % 2 ? "DELETE" : "POST", `/v1/leases/${l.body.id}${i % 2 ? "" : "/release"}`, { token: alice.token, ...(i % 2 ? {} : { body: {} }) })));
+    const results = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        t.call(i % 2 ? "DELETE" : "POST", `/v1/leases/${l.body.id}${i % 2 ? "" : "/release"}`, {
+          token: alice.token,
+          ...(i % 2 ? {} : { body: {} }),
+        }),
+      ),
+    );
     for (const r of results) expect(r.body).toEqual(results[0]!.body);
     expect(results[0]!.body).toMatchObject({ status: "released", charged: 1, refunded: 29 });
     expect(await quotaOf(t, alice.token)).toMatchObject({ used: 1, reserved: 0 });
@@ -75,8 +85,12 @@ describe("concurrent admission for one identity", () => {
     t = await startTestServer();
     const owner = await t.user("owner", "pro");
     const app = await t.appFor("demo", owner.id);
-    const tokens = await Promise.all(Array.from({ length: 30 }, (_, i) => t.ipToken(app.id, { ip: `198.51.100.${i + 1}` })));
-    const results = await Promise.all(tokens.map((tok, i) => lease(t, app.key, { duration: 10, size: i % 3 === 0 ? "xlarge" : "large" }, tok)));
+    const tokens = await Promise.all(
+      Array.from({ length: 30 }, (_, i) => t.ipToken(app.id, { ip: `198.51.100.${i + 1}` })),
+    );
+    const results = await Promise.all(
+      tokens.map((tok, i) => lease(t, app.key, { duration: 10, size: i % 3 === 0 ? "xlarge" : "large" }, tok)),
+    );
     const granted = results.filter((r) => r.status === 201);
     expect(results.every((r) => r.status === 201 || r.status === 202)).toBe(true);
     const slots = granted.flatMap((r) => r.body.device.slots.map((s: number) => `${r.body.device.index}/${s}`));
@@ -93,54 +107,80 @@ describe("property: the ledger matches the leases and never exceeds the quota", 
     const QUOTA = 100;
     let run = 0;
     const op = fc.oneof(
-      fc.record({ kind: fc.constant("admit" as const), who: fc.nat(2), duration: fc.integer({ min: 1, max: 60 }), xl: fc.boolean() }),
+      fc.record({
+        kind: fc.constant("admit" as const),
+        who: fc.nat(2),
+        duration: fc.integer({ min: 1, max: 60 }),
+        xl: fc.boolean(),
+      }),
       fc.record({ kind: fc.constant("release" as const), pick: fc.nat(1000) }),
     );
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.array(op, { minLength: 1, maxLength: 8 }), { minLength: 1, maxLength: 5 }), async (batches) => {
-        run++;
-        const users = await Promise.all([0, 1, 2].map((i) => t.user(`u${run}x${i}`, "free")));
-        for (const u of users) await t.call("PATCH", `/v1/admin/users/${u.id}`, { token: ADMIN, body: { quota: QUOTA } });
-        const leases: { id: string; who: number }[] = [];
-        const check = async () => {
-          for (const [i, u] of users.entries()) {
-            const ledger = (await ledgerOf(`user:${u.id}`)) ?? { usedMs: 0, reservedMs: 0 };
-            const mine = (await t.call("GET", "/v1/leases?limit=500", { token: u.token })).body.leases as { status: string; reserved: number; charged: number }[];
-            const live = mine.filter((l) => l.status === "queued" || l.status === "active");
-            const reserved = live.reduce((s, l) => s + l.reserved, 0);
-            const used = mine.reduce((s, l) => s + l.charged, 0);
-            expect({ who: i, reservedMs: ledger.reservedMs, usedMs: ledger.usedMs }).toEqual({ who: i, reservedMs: Math.round(reserved * 1000), usedMs: Math.round(used * 1000) });
-            expect(ledger.usedMs + ledger.reservedMs).toBeLessThanOrEqual(QUOTA * 1000);
+      fc.asyncProperty(
+        fc.array(fc.array(op, { minLength: 1, maxLength: 8 }), { minLength: 1, maxLength: 5 }),
+        async (batches) => {
+          run++;
+          const users = await Promise.all([0, 1, 2].map((i) => t.user(`u${run}x${i}`, "free")));
+          for (const u of users)
+            await t.call("PATCH", `/v1/admin/users/${u.id}`, { token: ADMIN, body: { quota: QUOTA } });
+          const leases: { id: string; who: number }[] = [];
+          const check = async () => {
+            for (const [i, u] of users.entries()) {
+              const ledger = (await ledgerOf(`user:${u.id}`)) ?? { usedMs: 0, reservedMs: 0 };
+              const mine = (await t.call("GET", "/v1/leases?limit=500", { token: u.token })).body.leases as {
+                status: string;
+                reserved: number;
+                charged: number;
+              }[];
+              const live = mine.filter((l) => l.status === "queued" || l.status === "active");
+              const reserved = live.reduce((s, l) => s + l.reserved, 0);
+              const used = mine.reduce((s, l) => s + l.charged, 0);
+              expect({ who: i, reservedMs: ledger.reservedMs, usedMs: ledger.usedMs }).toEqual({
+                who: i,
+                reservedMs: Math.round(reserved * 1000),
+                usedMs: Math.round(used * 1000),
+              });
+              expect(ledger.usedMs + ledger.reservedMs).toBeLessThanOrEqual(QUOTA * 1000);
+            }
+          };
+          const releaseAll = () =>
+            Promise.all(
+              leases.map((l) => t.call("POST", `/v1/leases/${l.id}/release`, { token: users[l.who]!.token, body: {} })),
+            );
+          try {
+            for (const batch of batches) {
+              // allSettled: every request of the batch finishes (and its lease is known) before a failure is reported.
+              const settled = await Promise.allSettled(
+                batch.map(async (o) => {
+                  if (o.kind === "admit") {
+                    const r = await lease(t, users[o.who]!.token, {
+                      duration: o.duration,
+                      size: o.xl ? "xlarge" : "large",
+                    });
+                    expect([201, 202, 422, 429]).toContain(r.status);
+                    if (r.status === 201 || r.status === 202) leases.push({ id: r.body.id, who: o.who });
+                  } else if (leases.length > 0) {
+                    const l = leases[o.pick % leases.length]!;
+                    const r = await t.call("POST", `/v1/leases/${l.id}/release`, {
+                      token: users[l.who]!.token,
+                      body: {},
+                    });
+                    expect(r.status).toBe(200);
+                  }
+                }),
+              );
+              for (const r of settled) if (r.status === "rejected") throw r.reason;
+              await check();
+            }
+          } finally {
+            // Whatever happened, free the pool for the next run (runs share one server).
+            await releaseAll();
           }
-        };
-        const releaseAll = () => Promise.all(leases.map((l) => t.call("POST", `/v1/leases/${l.id}/release`, { token: users[l.who]!.token, body: {} })));
-        try {
-        for (const batch of batches) {
-          // allSettled: every request of the batch finishes (and its lease is known) before a failure is reported.
-          const settled = await Promise.allSettled(
-            batch.map(async (o) => {
-              if (o.kind === "admit") {
-                const r = await lease(t, users[o.who]!.token, { duration: o.duration, size: o.xl ? "xlarge" : "large" });
-                expect([201, 202, 422, 429]).toContain(r.status);
-                if (r.status === 201 || r.status === 202) leases.push({ id: r.body.id, who: o.who });
-              } else if (leases.length > 0) {
-                const l = leases[o.pick % leases.length]!;
-                const r = await t.call("POST", `/v1/leases/${l.id}/release`, { token: users[l.who]!.token, body: {} });
-                expect(r.status).toBe(200);
-              }
-            }),
-          );
-          for (const r of settled) if (r.status === "rejected") throw r.reason;
           await check();
-        }
-        } finally {
-          // Whatever happened, free the pool for the next run (runs share one server).
-          await releaseAll();
-        }
-        await check();
-        for (const u of users) expect((await ledgerOf(`user:${u.id}`))?.reservedMs ?? 0).toBe(0);
-        expect((await t.call("GET", "/v1/admin/pool", { token: ADMIN })).body.slots.busy).toBe(0);
-      }),
+          for (const u of users) expect((await ledgerOf(`user:${u.id}`))?.reservedMs ?? 0).toBe(0);
+          expect((await t.call("GET", "/v1/admin/pool", { token: ADMIN })).body.slots.busy).toBe(0);
+        },
+      ),
       { numRuns: 15 },
     );
   });

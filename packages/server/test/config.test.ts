@@ -7,7 +7,13 @@ describe("configuration", () => {
     expect(c.server).toEqual({ host: "127.0.0.1", port: 7070, bodyLimitBytes: 65536 });
     expect(c.storage.url).toBe("sqlite:./gpupool.db");
     expect(c.policy.windowMs).toBe(86_400_000);
-    expect(c.policy.tiers["free"]).toEqual({ name: "free", quotaMs: 210_000, priority: 2, maxDurationMs: 120_000, maxRuns: null });
+    expect(c.policy.tiers["free"]).toEqual({
+      name: "free",
+      quotaMs: 210_000,
+      priority: 2,
+      maxDurationMs: 120_000,
+      maxRuns: null,
+    });
     expect(c.policy.tiers["pro"]?.quotaMs).toBe(1_500_000);
     expect(c.policy.sizes["xlarge"]).toEqual({ name: "xlarge", slots: 2, cost: 2 });
     expect(c.policy.queueTimeoutMs).toBe(60_000);
@@ -17,7 +23,9 @@ describe("configuration", () => {
   });
 
   it("accepts durations as strings or seconds", () => {
-    const c = normalizeConfig({ quota: { window: "12h", default_duration: 30, tiers: { anonymous: { quota: "90s", max_duration: "1.5m" } } } });
+    const c = normalizeConfig({
+      quota: { window: "12h", default_duration: 30, tiers: { anonymous: { quota: "90s", max_duration: "1.5m" } } },
+    });
     expect(c.policy.windowMs).toBe(43_200_000);
     expect(c.policy.defaultDurationMs).toBe(30_000);
     expect(c.policy.tiers["anonymous"]?.maxDurationMs).toBe(90_000);
@@ -27,7 +35,11 @@ describe("configuration", () => {
   it("reports every problem at once, each with the field's path", () => {
     let error: unknown;
     try {
-      normalizeConfig({ server: { port: -1, bogus: 1 }, quota: { window: "abc", tiers: { free: { quota: "x" } } }, queue: { timeout: -5 } });
+      normalizeConfig({
+        server: { port: -1, bogus: 1 },
+        quota: { window: "abc", tiers: { free: { quota: "x" } } },
+        queue: { timeout: -5 },
+      });
     } catch (e) {
       error = e;
     }
@@ -41,6 +53,8 @@ describe("configuration", () => {
   });
 
   it("requires the anonymous tier and a known default size", () => {
-    expect(() => normalizeConfig({ quota: { tiers: { free: { quota: "1m" } }, default_size: "huge" } })).toThrow(/anonymous[\s\S]*default_size|default_size[\s\S]*anonymous/);
+    expect(() => normalizeConfig({ quota: { tiers: { free: { quota: "1m" } }, default_size: "huge" } })).toThrow(
+      /anonymous[\s\S]*default_size|default_size[\s\S]*anonymous/,
+    );
   });
 });

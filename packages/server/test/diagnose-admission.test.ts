@@ -17,7 +17,13 @@ import type { TestServer } from "./harness.js";
 const CONFIG = {
   pool: { simulated: [{ node: "sim-0", gpus: 1 }] },
   queue: { timeout: "60s", max_length: 3 },
-  quota: { tiers: { anonymous: { quota: "100s", max_duration: "60s" }, free: { quota: "150s", priority: 2, max_duration: "90s" }, pro: { quota: "400s", priority: 3, max_duration: "120s" } } },
+  quota: {
+    tiers: {
+      anonymous: { quota: "100s", max_duration: "60s" },
+      free: { quota: "150s", priority: 2, max_duration: "90s" },
+      pro: { quota: "400s", priority: 3, max_duration: "120s" },
+    },
+  },
 };
 
 /** A fixed clock: nothing expires between the diagnose and the lease, and no timer moves the state. */
@@ -50,10 +56,19 @@ async function world(): Promise<World> {
   return { t, callers, leases: [] };
 }
 
-type Step = { kind: "call"; who: number; duration: number; size: "large" | "xlarge" } | { kind: "release"; pick: number };
+type Step =
+  { kind: "call"; who: number; duration: number; size: "large" | "xlarge" } | { kind: "release"; pick: number };
 
 const stepArb: fc.Arbitrary<Step> = fc.oneof(
-  { weight: 3, arbitrary: fc.record({ kind: fc.constant("call" as const), who: fc.nat({ max: 5 }), duration: fc.constantFrom(10, 30, 60, 90, 150), size: fc.constantFrom("large" as const, "large" as const, "xlarge" as const) }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      kind: fc.constant("call" as const),
+      who: fc.nat({ max: 5 }),
+      duration: fc.constantFrom(10, 30, 60, 90, 150),
+      size: fc.constantFrom("large" as const, "large" as const, "xlarge" as const),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("release" as const), pick: fc.nat() }) },
 );
 
@@ -68,14 +83,22 @@ describe("diagnose is a dry run of admission", () => {
           for (const step of steps) {
             if (step.kind === "release") {
               const id = w.leases.splice(step.pick % Math.max(1, w.leases.length), 1)[0];
-              if (id !== undefined) expect((await w.t.call("POST", `/v1/leases/${id}/release`, { token: ADMIN })).status).toBe(200);
+              if (id !== undefined)
+                expect((await w.t.call("POST", `/v1/leases/${id}/release`, { token: ADMIN })).status).toBe(200);
               continue;
             }
             const who = w.callers[step.who] as World["callers"][number];
             const headers = who.ipToken ? { "x-ip-token": who.ipToken } : undefined;
-            const d = await w.t.call("GET", `/v1/diagnose?duration=${step.duration}&size=${step.size}`, { token: who.token, ...(headers ? { headers } : {}) });
+            const d = await w.t.call("GET", `/v1/diagnose?duration=${step.duration}&size=${step.size}`, {
+              token: who.token,
+              ...(headers ? { headers } : {}),
+            });
             expect(d.status).toBe(200);
-            const r = await w.t.call("POST", "/v1/leases", { token: who.token, body: { duration: step.duration, size: step.size }, ...(headers ? { headers } : {}) });
+            const r = await w.t.call("POST", "/v1/leases", {
+              token: who.token,
+              body: { duration: step.duration, size: step.size },
+              ...(headers ? { headers } : {}),
+            });
             const verdict = d.body.verdict;
             seen.add([verdict.outcome, verdict.problem?.code, verdict.problem?.reason].filter(Boolean).join(":"));
             switch (verdict.outcome) {
@@ -84,10 +107,17 @@ describe("diagnose is a dry run of admission", () => {
                 break;
               case "queued":
                 expect(r.status, JSON.stringify(r.body)).toBe(202);
-                expect({ position: r.body.position, reason: r.body.reason }).toEqual({ position: verdict.position, reason: verdict.reason });
+                expect({ position: r.body.position, reason: r.body.reason }).toEqual({
+                  position: verdict.position,
+                  reason: verdict.reason,
+                });
                 break;
               case "rejected":
-                expect({ status: r.status, code: r.body.code, reason: r.body.reason }).toEqual({ status: verdict.problem.status, code: verdict.problem.code, reason: verdict.problem.reason });
+                expect({ status: r.status, code: r.body.code, reason: r.body.reason }).toEqual({
+                  status: verdict.problem.status,
+                  code: verdict.problem.code,
+                  reason: verdict.problem.reason,
+                });
                 break;
               default:
                 throw new Error(`unexpected verdict ${JSON.stringify(verdict)}`);
@@ -100,6 +130,14 @@ describe("diagnose is a dry run of admission", () => {
       }),
       { numRuns: 30 },
     );
-    expect([...seen].sort()).toEqual(expect.arrayContaining(["granted", "queued", "rejected:duration_too_long", "rejected:no_gpu_available:queue_full", "rejected:quota_exceeded"]));
+    expect([...seen].sort()).toEqual(
+      expect.arrayContaining([
+        "granted",
+        "queued",
+        "rejected:duration_too_long",
+        "rejected:no_gpu_available:queue_full",
+        "rejected:quota_exceeded",
+      ]),
+    );
   });
 });

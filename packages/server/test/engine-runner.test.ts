@@ -36,13 +36,22 @@ function faulty(real: Stager): Stager & { failing: boolean } {
     async stage<T>(fn: Parameters<Stager["stage"]>[0]) {
       const failNow = s.failing;
       const staged = await real.stage(fn);
-      return { value: staged.value as T, committed: failNow ? staged.committed.then(() => Promise.reject(new Error("disk I/O error"))) : staged.committed };
+      return {
+        value: staged.value as T,
+        committed: failNow
+          ? staged.committed.then(() => Promise.reject(new Error("disk I/O error")))
+          : staged.committed,
+      };
     },
   };
   return s as unknown as Stager & { failing: boolean };
 }
 
-function runner(stager: Stager, rebuild: () => Promise<void>, onLeadershipLost: (err: LeadershipLostError) => void = () => undefined): EngineRunner {
+function runner(
+  stager: Stager,
+  rebuild: () => Promise<void>,
+  onLeadershipLost: (err: LeadershipLostError) => void = () => undefined,
+): EngineRunner {
   return new EngineRunner({ stager, rebuild, onLeadershipLost, log: pino({ level: "silent" }) });
 }
 
@@ -50,10 +59,25 @@ describe("EngineRunner's error policy", () => {
   it("a refusal or a not-found goes to the caller and rebuilds nothing", async () => {
     let rebuilds = 0;
     const r = runner(storage.coordination.leaderStager, async () => void rebuilds++);
-    await expect(r.run(async () => fail("not_found", "No lease ls_x."), () => "after")).rejects.toMatchObject({ code: "not_found" });
-    await expect(r.run(async () => fail("quota_exceeded", "Over."), () => "after")).rejects.toMatchObject({ code: "quota_exceeded" });
+    await expect(
+      r.run(
+        async () => fail("not_found", "No lease ls_x."),
+        () => "after",
+      ),
+    ).rejects.toMatchObject({ code: "not_found" });
+    await expect(
+      r.run(
+        async () => fail("quota_exceeded", "Over."),
+        () => "after",
+      ),
+    ).rejects.toMatchObject({ code: "quota_exceeded" });
     expect(rebuilds).toBe(0);
-    expect(await r.run(async () => 1, (v) => v + 1)).toBe(2);
+    expect(
+      await r.run(
+        async () => 1,
+        (v) => v + 1,
+      ),
+    ).toBe(2);
   });
 
   it("a failed commit fails every operation of its group and rebuilds memory once for all of them", async () => {
@@ -62,14 +86,24 @@ describe("EngineRunner's error policy", () => {
     const r = runner(stager, async () => void rebuilds++);
     stager.failing = true;
     const afters: number[] = [];
-    const ops = [1, 2, 3].map((n) => r.run(async () => n, (v) => afters.push(v)));
+    const ops = [1, 2, 3].map((n) =>
+      r.run(
+        async () => n,
+        (v) => afters.push(v),
+      ),
+    );
     const results = await Promise.allSettled(ops);
     expect(results.map((x) => x.status)).toEqual(["rejected", "rejected", "rejected"]);
     // Nobody was told of success: what follows a commit never ran.
     expect(afters).toEqual([]);
     expect(rebuilds).toBe(1);
     stager.failing = false;
-    expect(await r.run(async () => 4, (v) => v)).toBe(4);
+    expect(
+      await r.run(
+        async () => 4,
+        (v) => v,
+      ),
+    ).toBe(4);
     expect(rebuilds).toBe(1);
   });
 
@@ -82,7 +116,12 @@ describe("EngineRunner's error policy", () => {
       if (!rebuildWorks) throw new Error("database is locked");
     });
     stager.failing = true;
-    await expect(r.run(async () => 1, (v) => v)).rejects.toThrow("disk I/O error");
+    await expect(
+      r.run(
+        async () => 1,
+        (v) => v,
+      ),
+    ).rejects.toThrow("disk I/O error");
     stager.failing = false;
     let ran = false;
     await expect(
@@ -96,18 +135,30 @@ describe("EngineRunner's error policy", () => {
     ).rejects.toThrow("database is locked");
     expect(ran).toBe(false);
     rebuildWorks = true;
-    expect(await r.run(async () => 3, (v) => v)).toBe(3);
+    expect(
+      await r.run(
+        async () => 3,
+        (v) => v,
+      ),
+    ).toBe(3);
     expect(rebuilds).toBe(3);
   });
 
   it("lost leadership steps down and rebuilds nothing", async () => {
     let rebuilds = 0;
     const lost: Error[] = [];
-    const r = runner(storage.coordination.leaderStager, async () => void rebuilds++, (err) => lost.push(err));
+    const r = runner(
+      storage.coordination.leaderStager,
+      async () => void rebuilds++,
+      (err) => lost.push(err),
+    );
     await expect(
-      r.run(async () => {
-        throw new LeadershipLostError();
-      }, () => "after"),
+      r.run(
+        async () => {
+          throw new LeadershipLostError();
+        },
+        () => "after",
+      ),
     ).rejects.toBeInstanceOf(LeadershipLostError);
     expect(lost).toHaveLength(1);
     expect(rebuilds).toBe(0);

@@ -23,7 +23,13 @@ async function pair(): Promise<{ leader: TestServer; follower: TestServer }> {
   servers.push(first);
   const second = await serveAt(mkdtempSync(join(tmpdir(), "gpupool-follower-")), raw, { storageUrl });
   servers.push(second);
-  const leader = await waitFor(async () => ((await first.call("GET", "/readyz")).body.leader ? first : (await second.call("GET", "/readyz")).body.leader ? second : null));
+  const leader = await waitFor(async () =>
+    (await first.call("GET", "/readyz")).body.leader
+      ? first
+      : (await second.call("GET", "/readyz")).body.leader
+        ? second
+        : null,
+  );
   return { leader, follower: leader === first ? second : first };
 }
 
@@ -45,12 +51,27 @@ describe.skipIf(!postgresUrl())("a replica that does not lead", () => {
     expect(view.queue).toEqual([expect.objectContaining({ lease: queued.body.id, position: 1, reason: null })]);
 
     // The leader's own view is the same pool, from its scheduler.
-    expect((await leader.call("GET", "/v1/admin/pool", { token: ADMIN })).body).toMatchObject({ leader: true, source: "leader", slots: { total: 4, busy: 4 } });
+    expect((await leader.call("GET", "/v1/admin/pool", { token: ADMIN })).body).toMatchObject({
+      leader: true,
+      source: "leader",
+      slots: { total: 4, busy: 4 },
+    });
   });
 
   it("/readyz says it is ready but does not lead, and does not report a queue or slots it cannot know", async () => {
     const { leader, follower } = await pair();
-    expect((await leader.call("GET", "/readyz")).body).toMatchObject({ status: "ready", leader: true, queue: 0, slots: { total: 4, busy: 0 } });
-    expect((await follower.call("GET", "/readyz")).body).toMatchObject({ status: "ready", storage: "postgres", leader: false, queue: null, slots: null });
+    expect((await leader.call("GET", "/readyz")).body).toMatchObject({
+      status: "ready",
+      leader: true,
+      queue: 0,
+      slots: { total: 4, busy: 0 },
+    });
+    expect((await follower.call("GET", "/readyz")).body).toMatchObject({
+      status: "ready",
+      storage: "postgres",
+      leader: false,
+      queue: null,
+      slots: null,
+    });
   });
 });

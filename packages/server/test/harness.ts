@@ -15,7 +15,11 @@ export const ADMIN = "test-admin-token-0123456789";
 export interface TestServer {
   server: RunningServer;
   dir: string;
-  call: (method: string, url: string, opts?: { token?: string; body?: unknown; headers?: Record<string, string> }) => Promise<{ status: number; body: any; headers: Record<string, unknown> }>;
+  call: (
+    method: string,
+    url: string,
+    opts?: { token?: string; body?: unknown; headers?: Record<string, string> },
+  ) => Promise<{ status: number; body: any; headers: Record<string, unknown> }>;
   user: (name: string, tier?: string) => Promise<{ id: string; token: string }>;
   appFor: (name: string, owner: string, maxConcurrency?: number) => Promise<{ id: string; key: string }>;
   ipToken: (app: string, who: { user?: string; ip?: string }) => Promise<string>;
@@ -44,7 +48,11 @@ export async function startTestServer(raw: Record<string, unknown> = {}): Promis
  * A server on `dir`'s storage (which may already hold state from an earlier server: restarts).
  * `keepDir` leaves the directory in place on close; `adminToken: null` disables the admin API.
  */
-export async function serveAt(dir: string, raw: Record<string, unknown> = {}, options: { keepDir?: boolean; adminToken?: string | null; storageUrl?: string; clock?: Clock } = {}): Promise<TestServer> {
+export async function serveAt(
+  dir: string,
+  raw: Record<string, unknown> = {},
+  options: { keepDir?: boolean; adminToken?: string | null; storageUrl?: string; clock?: Clock } = {},
+): Promise<TestServer> {
   // storageUrl: this storage rather than the dir's (e.g. several replicas on one PostgreSQL schema).
   const config = normalizeConfig({ ...raw, storage: { url: options.storageUrl ?? storageUrlFor(dir) } });
   const server = await createServer(config, {
@@ -59,7 +67,12 @@ export async function serveAt(dir: string, raw: Record<string, unknown> = {}, op
       method: method as "GET",
       url,
       headers,
-      ...(opts.body !== undefined ? { payload: typeof opts.body === "string" ? opts.body : JSON.stringify(opts.body), headers: { "content-type": "application/json", ...headers } } : {}),
+      ...(opts.body !== undefined
+        ? {
+            payload: typeof opts.body === "string" ? opts.body : JSON.stringify(opts.body),
+            headers: { "content-type": "application/json", ...headers },
+          }
+        : {}),
     });
     let body: unknown = res.body;
     try {
@@ -77,7 +90,10 @@ export async function serveAt(dir: string, raw: Record<string, unknown> = {}, op
     return { id: r.body.id as string, token: r.body.token as string };
   };
   const appFor = async (name: string, owner: string, maxConcurrency?: number) => {
-    const r = await call("POST", "/v1/admin/apps", { token: ADMIN, body: { name, owner, ...(maxConcurrency ? { max_concurrency: maxConcurrency } : {}) } });
+    const r = await call("POST", "/v1/admin/apps", {
+      token: ADMIN,
+      body: { name, owner, ...(maxConcurrency ? { max_concurrency: maxConcurrency } : {}) },
+    });
     if (r.status !== 201) throw new Error(`create app: ${r.status} ${JSON.stringify(r.body)}`);
     return { id: r.body.id as string, key: r.body.key as string };
   };
@@ -139,7 +155,12 @@ export async function quotaOf(t: TestServer, token: string, ipToken?: string): P
 }
 
 /** POST /v1/leases with an optional X-IP-Token. */
-export function lease(t: TestServer, token: string, body: Record<string, unknown> = {}, ipToken?: string): Promise<Response> {
+export function lease(
+  t: TestServer,
+  token: string,
+  body: Record<string, unknown> = {},
+  ipToken?: string,
+): Promise<Response> {
   return t.call("POST", "/v1/leases", { token, body, ...(ipToken ? { headers: { "x-ip-token": ipToken } } : {}) });
 }
 

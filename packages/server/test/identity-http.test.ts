@@ -1,4 +1,12 @@
-import { SignJWT, UnsecuredJWT, createLocalJWKSet, decodeProtectedHeader, generateKeyPair, importJWK, jwtVerify } from "jose";
+import {
+  SignJWT,
+  UnsecuredJWT,
+  createLocalJWKSet,
+  decodeProtectedHeader,
+  generateKeyPair,
+  importJWK,
+  jwtVerify,
+} from "jose";
 import type { JWK } from "jose";
 import { afterEach, describe, expect, it } from "vitest";
 import type { TestServer } from "./harness.js";
@@ -28,9 +36,17 @@ async function poolKey() {
 }
 
 type Claims = { sub?: string; aud?: string; iss?: string; exp?: number | null };
-async function signWith(key: Parameters<SignJWT["sign"]>[0], kid: string | undefined, c: Claims, alg = "EdDSA"): Promise<string> {
+async function signWith(
+  key: Parameters<SignJWT["sign"]>[0],
+  kid: string | undefined,
+  c: Claims,
+  alg = "EdDSA",
+): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
-  let jwt = new SignJWT({}).setProtectedHeader({ alg, ...(kid ? { kid } : {}), typ: "JWT" }).setIssuedAt(now).setIssuer(c.iss ?? "gpupool");
+  let jwt = new SignJWT({})
+    .setProtectedHeader({ alg, ...(kid ? { kid } : {}), typ: "JWT" })
+    .setIssuedAt(now)
+    .setIssuer(c.iss ?? "gpupool");
   if (c.sub !== undefined) jwt = jwt.setSubject(c.sub);
   if (c.aud !== undefined) jwt = jwt.setAudience(c.aud);
   if (c.exp !== null) jwt = jwt.setExpirationTime(c.exp ?? now + 300);
@@ -45,7 +61,11 @@ describe("valid X-IP-Token: the viewer named in it pays", () => {
     expect(byName.body).toMatchObject({ subject: `user:${alice.id}`, app: app.id });
     const r = await lease(t, app.key, { duration: 12 }, byName.body.token);
     expect(r.status).toBe(201);
-    expect(r.body).toMatchObject({ app: app.id, identity: { kind: "user", id: alice.id, tier: "free" }, quota: { quota: 210, reserved: 12 } });
+    expect(r.body).toMatchObject({
+      app: app.id,
+      identity: { kind: "user", id: alice.id, tier: "free" },
+      quota: { quota: 210, reserved: 12 },
+    });
     expect(await quotaOf(t, alice.token)).toMatchObject({ reserved: 12, left: 198 });
     expect(await quotaOf(t, app.key)).toMatchObject({ identity: { kind: "app" }, reserved: 0 });
   });
@@ -54,7 +74,10 @@ describe("valid X-IP-Token: the viewer named in it pays", () => {
     const { app } = await setup();
     const tok = await t.ipToken(app.id, { ip: "203.0.113.7" });
     const r = await lease(t, app.key, { duration: 12 }, tok);
-    expect(r.body).toMatchObject({ identity: { kind: "ip", id: "203.0.113.7", tier: "anonymous" }, quota: { quota: 120, reserved: 12 } });
+    expect(r.body).toMatchObject({
+      identity: { kind: "ip", id: "203.0.113.7", tier: "anonymous" },
+      quota: { quota: 120, reserved: 12 },
+    });
     // The same address seen through a dual-stack socket is the same viewer.
     const mapped = await t.ipToken(app.id, { ip: "::ffff:203.0.113.7" });
     expect(await quotaOf(t, app.key, mapped)).toMatchObject({ identity: { id: "203.0.113.7" }, reserved: 12 });
@@ -92,79 +115,155 @@ describe("valid X-IP-Token: the viewer named in it pays", () => {
   it("X-Forwarded-For does not change who pays", async () => {
     const { app } = await setup();
     const tok = await t.ipToken(app.id, { ip: "203.0.113.7" });
-    const spoofed = await t.call("POST", "/v1/leases", { token: app.key, body: { duration: 5 }, headers: { "x-ip-token": tok, "x-forwarded-for": "198.51.100.99" } });
+    const spoofed = await t.call("POST", "/v1/leases", {
+      token: app.key,
+      body: { duration: 5 },
+      headers: { "x-ip-token": tok, "x-forwarded-for": "198.51.100.99" },
+    });
     expect(spoofed.body.identity).toMatchObject({ kind: "ip", id: "203.0.113.7" });
-    const bare = await t.call("POST", "/v1/leases", { token: app.key, body: { duration: 5 }, headers: { "x-forwarded-for": "198.51.100.99" } });
+    const bare = await t.call("POST", "/v1/leases", {
+      token: app.key,
+      body: { duration: 5 },
+      headers: { "x-forwarded-for": "198.51.100.99" },
+    });
     expect(bare.body.identity).toMatchObject({ kind: "app", id: app.id });
   });
 });
 
 describe("invalid X-IP-Token → 401 invalid_ip_token with the reason, and nothing reserved", () => {
   const cases: [string, string, (ctx: Awaited<ReturnType<typeof setup>>) => Promise<string>][] = [
-    ["expired", "expired", async ({ alice, app }) => {
-      const { key, kid } = await poolKey();
-      return signWith(key, kid, { sub: `user:${alice.id}`, aud: app.id, exp: Math.floor(Date.now() / 1000) - 60 });
-    }],
-    ["signed by a key the pool does not know", "unknown_key", async ({ alice, app }) => {
-      const { privateKey } = await generateKeyPair("EdDSA");
-      return signWith(privateKey, "not-our-kid", { sub: `user:${alice.id}`, aud: app.id });
-    }],
-    ["forged with another key under the pool's kid", "bad_signature", async ({ alice, app }) => {
-      const { privateKey } = await generateKeyPair("EdDSA");
-      return signWith(privateKey, (await poolKey()).kid, { sub: `user:${alice.id}`, aud: app.id });
-    }],
-    ["a real token with its subject altered", "bad_signature", async ({ alice, owner, app }) => {
-      const [h, p, s] = (await t.ipToken(app.id, { user: owner.id })).split(".");
-      const payload = JSON.parse(Buffer.from(p!, "base64url").toString());
-      payload.sub = `user:${alice.id}`;
-      return [h, Buffer.from(JSON.stringify(payload)).toString("base64url"), s].join(".");
-    }],
-    ["alg: none", "alg_not_allowed", async ({ alice, app }) =>
-      new UnsecuredJWT({}).setSubject(`user:${alice.id}`).setAudience(app.id).setIssuer("gpupool").setExpirationTime("5m").encode()],
-    ["HS256 (algorithm confusion)", "alg_not_allowed", async ({ alice, app }) =>
-      signWith(new TextEncoder().encode("x".repeat(32)), (await poolKey()).kid, { sub: `user:${alice.id}`, aud: app.id }, "HS256")],
+    [
+      "expired",
+      "expired",
+      async ({ alice, app }) => {
+        const { key, kid } = await poolKey();
+        return signWith(key, kid, { sub: `user:${alice.id}`, aud: app.id, exp: Math.floor(Date.now() / 1000) - 60 });
+      },
+    ],
+    [
+      "signed by a key the pool does not know",
+      "unknown_key",
+      async ({ alice, app }) => {
+        const { privateKey } = await generateKeyPair("EdDSA");
+        return signWith(privateKey, "not-our-kid", { sub: `user:${alice.id}`, aud: app.id });
+      },
+    ],
+    [
+      "forged with another key under the pool's kid",
+      "bad_signature",
+      async ({ alice, app }) => {
+        const { privateKey } = await generateKeyPair("EdDSA");
+        return signWith(privateKey, (await poolKey()).kid, { sub: `user:${alice.id}`, aud: app.id });
+      },
+    ],
+    [
+      "a real token with its subject altered",
+      "bad_signature",
+      async ({ alice, owner, app }) => {
+        const [h, p, s] = (await t.ipToken(app.id, { user: owner.id })).split(".");
+        const payload = JSON.parse(Buffer.from(p!, "base64url").toString());
+        payload.sub = `user:${alice.id}`;
+        return [h, Buffer.from(JSON.stringify(payload)).toString("base64url"), s].join(".");
+      },
+    ],
+    [
+      "alg: none",
+      "alg_not_allowed",
+      async ({ alice, app }) =>
+        new UnsecuredJWT({})
+          .setSubject(`user:${alice.id}`)
+          .setAudience(app.id)
+          .setIssuer("gpupool")
+          .setExpirationTime("5m")
+          .encode(),
+    ],
+    [
+      "HS256 (algorithm confusion)",
+      "alg_not_allowed",
+      async ({ alice, app }) =>
+        signWith(
+          new TextEncoder().encode("x".repeat(32)),
+          (await poolKey()).kid,
+          { sub: `user:${alice.id}`, aud: app.id },
+          "HS256",
+        ),
+    ],
     ["minted for another app", "wrong_app", async ({ alice, other }) => t.ipToken(other.id, { user: alice.id })],
-    ["from another issuer", "wrong_issuer", async ({ alice, app }) => {
-      const { key, kid } = await poolKey();
-      return signWith(key, kid, { sub: `user:${alice.id}`, aud: app.id, iss: "someone-else" });
-    }],
-    ["naming neither a user nor an IP", "bad_subject", async ({ app }) => {
-      const { key, kid } = await poolKey();
-      return signWith(key, kid, { sub: "admin:root", aud: app.id });
-    }],
-    ["without an expiry", "malformed", async ({ alice, app }) => {
-      const { key, kid } = await poolKey();
-      return signWith(key, kid, { sub: `user:${alice.id}`, aud: app.id, exp: null });
-    }],
+    [
+      "from another issuer",
+      "wrong_issuer",
+      async ({ alice, app }) => {
+        const { key, kid } = await poolKey();
+        return signWith(key, kid, { sub: `user:${alice.id}`, aud: app.id, iss: "someone-else" });
+      },
+    ],
+    [
+      "naming neither a user nor an IP",
+      "bad_subject",
+      async ({ app }) => {
+        const { key, kid } = await poolKey();
+        return signWith(key, kid, { sub: "admin:root", aud: app.id });
+      },
+    ],
+    [
+      "without an expiry",
+      "malformed",
+      async ({ alice, app }) => {
+        const { key, kid } = await poolKey();
+        return signWith(key, kid, { sub: `user:${alice.id}`, aud: app.id, exp: null });
+      },
+    ],
     ["not a JWT at all", "malformed", async () => "definitely-not-a-token"],
     ["absurdly long", "malformed", async () => "a".repeat(5000)],
-    ["naming a user who does not exist", "unknown_user", async ({ app }) => {
-      const { key, kid } = await poolKey();
-      return signWith(key, kid, { sub: "user:u_ghost", aud: app.id });
-    }],
+    [
+      "naming a user who does not exist",
+      "unknown_user",
+      async ({ app }) => {
+        const { key, kid } = await poolKey();
+        return signWith(key, kid, { sub: "user:u_ghost", aud: app.id });
+      },
+    ],
   ];
 
   it.each(cases)("%s → reason %s", async (_name, reason, make) => {
     const ctx = await setup();
     const token = await make(ctx);
-    const before = { app: await quotaOf(t, ctx.app.key), alice: await quotaOf(t, ctx.alice.token), owner: await quotaOf(t, ctx.owner.token) };
+    const before = {
+      app: await quotaOf(t, ctx.app.key),
+      alice: await quotaOf(t, ctx.alice.token),
+      owner: await quotaOf(t, ctx.owner.token),
+    };
     const r = await lease(t, ctx.app.key, { duration: 10 }, token);
     const p = expectProblem(r, 401, "invalid_ip_token");
     expect(p.reason).toBe(reason);
     // The same token is refused on the quota endpoint, and diagnose explains it without reserving.
-    expect(expectProblem(await t.call("GET", "/v1/quota", { token: ctx.app.key, headers: { "x-ip-token": token } }), 401, "invalid_ip_token").reason).toBe(reason);
+    expect(
+      expectProblem(
+        await t.call("GET", "/v1/quota", { token: ctx.app.key, headers: { "x-ip-token": token } }),
+        401,
+        "invalid_ip_token",
+      ).reason,
+    ).toBe(reason);
     const d = await t.call("GET", "/v1/diagnose?duration=10", { token: ctx.app.key, headers: { "x-ip-token": token } });
     expect(d.status).toBe(200);
     expect(d.body.verdict).toMatchObject({ outcome: "rejected", problem: { code: "invalid_ip_token", reason } });
     // Never a silent fallback: no one was charged, nothing reserved, no lease.
-    expect({ app: await quotaOf(t, ctx.app.key), alice: await quotaOf(t, ctx.alice.token), owner: await quotaOf(t, ctx.owner.token) }).toEqual(before);
+    expect({
+      app: await quotaOf(t, ctx.app.key),
+      alice: await quotaOf(t, ctx.alice.token),
+      owner: await quotaOf(t, ctx.owner.token),
+    }).toEqual(before);
     expect(await allLeases(t)).toEqual([]);
   });
 
   it("two X-IP-Token headers are refused (malformed)", async () => {
     const { alice, app } = await setup();
     const tok = await t.ipToken(app.id, { user: alice.id });
-    const r = await t.server.app.inject({ method: "POST", url: "/v1/leases", headers: { authorization: `Bearer ${app.key}`, "x-ip-token": [tok, tok] as unknown as string } });
+    const r = await t.server.app.inject({
+      method: "POST",
+      url: "/v1/leases",
+      headers: { authorization: `Bearer ${app.key}`, "x-ip-token": [tok, tok] as unknown as string },
+    });
     expect(r.statusCode).toBe(401);
     expect(r.json()).toMatchObject({ code: "invalid_ip_token", reason: "malformed" });
     expect(await allLeases(t)).toEqual([]);
@@ -188,7 +287,13 @@ describe("JWKS and minting", () => {
     expect(r.status).toBe(200);
     expect(r.body.keys).toHaveLength(1);
     const jwk = r.body.keys[0];
-    expect(jwk).toMatchObject({ kty: "OKP", crv: "Ed25519", alg: "EdDSA", kid: expect.any(String), x: expect.any(String) });
+    expect(jwk).toMatchObject({
+      kty: "OKP",
+      crv: "Ed25519",
+      alg: "EdDSA",
+      kid: expect.any(String),
+      x: expect.any(String),
+    });
     expect(jwk.d).toBeUndefined();
     const token = await t.ipToken(app.id, { user: alice.id });
     expect(decodeProtectedHeader(token)).toMatchObject({ alg: "EdDSA", kid: jwk.kid });

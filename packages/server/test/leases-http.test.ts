@@ -32,7 +32,8 @@ async function fillPool(token: string, duration = 30): Promise<string[]> {
 }
 
 const get = (id: string, token: string) => t.call("GET", `/v1/leases/${id}`, { token });
-const release = (id: string, token: string, body: unknown = {}) => t.call("POST", `/v1/leases/${id}/release`, { token, body });
+const release = (id: string, token: string, body: unknown = {}) =>
+  t.call("POST", `/v1/leases/${id}/release`, { token, body });
 
 describe("POST /v1/leases: grant", () => {
   it("grants now with 201, a device, a deadline, the reservation and the quota after it", async () => {
@@ -41,7 +42,17 @@ describe("POST /v1/leases: grant", () => {
     expect(r.status).toBe(201);
     const l = r.body;
     expect(r.headers["location"]).toBe(`/v1/leases/${l.id}`);
-    expect(l).toMatchObject({ status: "active", app: null, identity: { kind: "user", id: alice.id, tier: "free" }, size: "large", duration: 30, reserved: 30, cost: 1, charged: 0, position: null });
+    expect(l).toMatchObject({
+      status: "active",
+      app: null,
+      identity: { kind: "user", id: alice.id, tier: "free" },
+      size: "large",
+      duration: 30,
+      reserved: 30,
+      cost: 1,
+      charged: 0,
+      position: null,
+    });
     expect(l.device).toMatchObject({ node: "sim-0", name: "Simulated H200", slots: [expect.any(Number)] });
     expect([0, 1]).toContain(l.device.index);
     expect(l.device.uuid).toMatch(/^GPU-[0-9a-f-]{36}$/);
@@ -155,7 +166,15 @@ describe("queueing", () => {
     const blockers = await fillPool(owner.token);
     const q1 = await lease(t, alice.token, { duration: 10 });
     expect(q1.status).toBe(202);
-    expect(q1.body).toMatchObject({ status: "queued", position: 1, reason: "node", device: null, granted_at: null, deadline: null, reserved: 10 });
+    expect(q1.body).toMatchObject({
+      status: "queued",
+      position: 1,
+      reason: "node",
+      device: null,
+      granted_at: null,
+      deadline: null,
+      reserved: 10,
+    });
     expect(q1.body.quota).toMatchObject({ reserved: 10, left: 200, resets_at: null });
     const q2 = await lease(t, alice.token, { duration: 10 });
     expect(q2.body).toMatchObject({ status: "queued", position: 2, reason: "node" });
@@ -189,7 +208,12 @@ describe("queueing", () => {
     const r = await release(q.body.id, alice.token);
     expect(r.status).toBe(200);
     expect(r.body).toMatchObject({ status: "cancelled", charged: 0, refunded: 40 });
-    expect(await quotaOf(t, alice.token)).toMatchObject({ used: before.used, reserved: before.reserved, left: before.left, resets_at: null });
+    expect(await quotaOf(t, alice.token)).toMatchObject({
+      used: before.used,
+      reserved: before.reserved,
+      left: before.left,
+      resets_at: null,
+    });
     const d = await t.call("DELETE", `/v1/leases/${q.body.id}`, { token: alice.token });
     expect(d.body).toMatchObject({ status: "cancelled", charged: 0, refunded: 40 });
   });

@@ -11,7 +11,13 @@ afterEach(async () => {
   await t?.close();
 });
 
-const GPU = { index: 0, uuid: "GPU-00000000-aaaa-bbbb-cccc-ddddeeeeffff", name: "NVIDIA A100-SXM4-80GB", memory_mb: 81920, slots: 2 };
+const GPU = {
+  index: 0,
+  uuid: "GPU-00000000-aaaa-bbbb-cccc-ddddeeeeffff",
+  name: "NVIDIA A100-SXM4-80GB",
+  memory_mb: 81920,
+  slots: 2,
+};
 const NODES = { heartbeat_interval: "100ms", heartbeat_timeout: "2s" };
 const raw = { pool: { simulated: [] }, nodes: NODES };
 
@@ -21,8 +27,19 @@ async function setup() {
   const app = await t.appFor("spaces-app", owner.id);
   const created = await t.call("POST", "/v1/admin/nodes", { token: ADMIN, body: { name: "gpu-host-1" } });
   const nodeKey = created.body.key as string;
-  expect((await t.call("POST", "/v1/nodes/register", { token: nodeKey, body: { devices: [GPU], agent_url: "http://127.0.0.1:7071" } })).status).toBe(200);
-  const lease = await t.call("POST", "/v1/leases", { token: app.key, body: { duration: 60 }, headers: { "x-gpupool-node-key": nodeKey } });
+  expect(
+    (
+      await t.call("POST", "/v1/nodes/register", {
+        token: nodeKey,
+        body: { devices: [GPU], agent_url: "http://127.0.0.1:7071" },
+      })
+    ).status,
+  ).toBe(200);
+  const lease = await t.call("POST", "/v1/leases", {
+    token: app.key,
+    body: { duration: 60 },
+    headers: { "x-gpupool-node-key": nodeKey },
+  });
   expect(lease.status).toBe(201);
   return { app, nodeKey, lease: lease.body };
 }

@@ -12,7 +12,13 @@ afterEach(async () => {
   await t?.close();
 });
 
-const GPU = (index: number, slots = 2) => ({ index, uuid: `GPU-0000000${index}-aaaa-bbbb-cccc-ddddeeeeffff`, name: "NVIDIA A100-SXM4-80GB", memory_mb: 81920, slots });
+const GPU = (index: number, slots = 2) => ({
+  index,
+  uuid: `GPU-0000000${index}-aaaa-bbbb-cccc-ddddeeeeffff`,
+  name: "NVIDIA A100-SXM4-80GB",
+  memory_mb: 81920,
+  slots,
+});
 
 async function setup(nodes: Record<string, unknown> = {}) {
   // No configured GPUs at all: whatever is granted must come from an agent's node.
@@ -31,22 +37,46 @@ async function createNode(name: string): Promise<{ id: string; key: string }> {
 }
 
 const register = (key: string, devices: unknown[], options: { previous?: string; agentUrl?: string } = {}) =>
-  t.call("POST", "/v1/nodes/register", { token: key, body: { devices, agent_url: options.agentUrl ?? "http://127.0.0.1:7071", ...(options.previous !== undefined ? { previous_registration: options.previous } : {}) } });
-const heartbeat = (key: string, registration?: string) => t.call("POST", "/v1/nodes/heartbeat", { token: key, body: registration !== undefined ? { registration } : {} });
+  t.call("POST", "/v1/nodes/register", {
+    token: key,
+    body: {
+      devices,
+      agent_url: options.agentUrl ?? "http://127.0.0.1:7071",
+      ...(options.previous !== undefined ? { previous_registration: options.previous } : {}),
+    },
+  });
+const heartbeat = (key: string, registration?: string) =>
+  t.call("POST", "/v1/nodes/heartbeat", { token: key, body: registration !== undefined ? { registration } : {} });
 const leaseVia = (nodeKey: string, appKey: string, body: Record<string, unknown>, ipToken?: string) =>
-  t.call("POST", "/v1/leases", { token: appKey, body, headers: { "x-gpupool-node-key": nodeKey, ...(ipToken ? { "x-ip-token": ipToken } : {}) } });
+  t.call("POST", "/v1/leases", {
+    token: appKey,
+    body,
+    headers: { "x-gpupool-node-key": nodeKey, ...(ipToken ? { "x-ip-token": ipToken } : {}) },
+  });
 
 describe("node registration and heartbeats", () => {
   it("registers devices, which then take leases; the pool view shows the node up", async () => {
     const { app, node } = await setup();
     const r = await register(node.key, [GPU(0), GPU(1)]);
     expect(r.status).toBe(200);
-    expect(r.body).toMatchObject({ node: { name: "gpu-host-1" }, devices: 2, heartbeat_interval_s: 5, heartbeat_timeout_s: 20 });
+    expect(r.body).toMatchObject({
+      node: { name: "gpu-host-1" },
+      devices: 2,
+      heartbeat_interval_s: 5,
+      heartbeat_timeout_s: 20,
+    });
     const granted = await leaseVia(node.key, app.key, { duration: 10 });
     expect(granted.status).toBe(201);
-    expect(granted.body.device).toMatchObject({ node: "gpu-host-1", index: 0, uuid: GPU(0).uuid, name: "NVIDIA A100-SXM4-80GB" });
+    expect(granted.body.device).toMatchObject({
+      node: "gpu-host-1",
+      index: 0,
+      uuid: GPU(0).uuid,
+      name: "NVIDIA A100-SXM4-80GB",
+    });
     const pool = await t.call("GET", "/v1/admin/pool", { token: ADMIN });
-    expect(pool.body.nodes).toEqual([expect.objectContaining({ name: "gpu-host-1", kind: "agent", state: "up", agent_url: "http://127.0.0.1:7071" })]);
+    expect(pool.body.nodes).toEqual([
+      expect.objectContaining({ name: "gpu-host-1", kind: "agent", state: "up", agent_url: "http://127.0.0.1:7071" }),
+    ]);
     expect(pool.body.slots).toEqual({ total: 4, busy: 1 });
     expect(pool.body.active[0]).toMatchObject({ node: "gpu-host-1", device: 0 });
     expect((await heartbeat(node.key)).status).toBe(200);
@@ -123,7 +153,11 @@ describe("node registration and heartbeats", () => {
     const { node } = await setup();
     expectProblem(await register(node.key, [GPU(0), GPU(0)]), 400, "invalid_request");
     expectProblem(await register(node.key, [{ ...GPU(0), uuid: "GPU with spaces" }]), 400, "invalid_request");
-    expectProblem(await register(node.key, [{ index: -1, uuid: "x", name: "y", memory_mb: 1 }]), 400, "invalid_request");
+    expectProblem(
+      await register(node.key, [{ index: -1, uuid: "x", name: "y", memory_mb: 1 }]),
+      400,
+      "invalid_request",
+    );
     const pool = await t.call("GET", "/v1/admin/pool", { token: ADMIN });
     expect(pool.body.slots.total).toBe(0);
   });
@@ -202,10 +236,19 @@ describe("one node key, two agents", () => {
     const lease = await leaseVia(node.key, app.key, { duration: 60 });
     const second = await register(node.key, [GPU(5)], { agentUrl: "http://127.0.0.1:7072" });
     expectProblem(second, 409, "conflict");
-    expect(second.body).toMatchObject({ reason: "node_in_use", node: "gpu-host-1", agent_url: "http://127.0.0.1:7071" });
-    expect(second.body.detail).toMatch(/Node gpu-host-1 is in use by another agent \(http:\/\/127\.0\.0\.1:7071, last heartbeat \d+s ago\): two agents cannot share a node key.*POST \/v1\/admin\/nodes.*within \d+s/);
+    expect(second.body).toMatchObject({
+      reason: "node_in_use",
+      node: "gpu-host-1",
+      agent_url: "http://127.0.0.1:7071",
+    });
+    expect(second.body.detail).toMatch(
+      /Node gpu-host-1 is in use by another agent \(http:\/\/127\.0\.0\.1:7071, last heartbeat \d+s ago\): two agents cannot share a node key.*POST \/v1\/admin\/nodes.*within \d+s/,
+    );
     // The first agent's GPUs and lease are untouched; it keeps heartbeating.
-    expect((await t.call("GET", `/v1/leases/${lease.body.id}`, { token: app.key })).body).toMatchObject({ status: "active", device: { uuid: GPU(0).uuid } });
+    expect((await t.call("GET", `/v1/leases/${lease.body.id}`, { token: app.key })).body).toMatchObject({
+      status: "active",
+      device: { uuid: GPU(0).uuid },
+    });
     const pool = await t.call("GET", "/v1/admin/pool", { token: ADMIN });
     expect(pool.body.slots.total).toBe(2);
     expect((await heartbeat(node.key, first.body.registration)).status).toBe(200);
@@ -214,12 +257,17 @@ describe("one node key, two agents", () => {
   it("two agents started together with one node key: one registers, the other is refused, and the node has the first one's GPUs", async () => {
     const { node } = await setup();
     // Both find the node free if it is read outside the transaction that registers it.
-    const [a, b] = await Promise.all([register(node.key, [GPU(0)], { agentUrl: "http://10.0.0.1:7071" }), register(node.key, [GPU(5)], { agentUrl: "http://10.0.0.2:7071" })]);
+    const [a, b] = await Promise.all([
+      register(node.key, [GPU(0)], { agentUrl: "http://10.0.0.1:7071" }),
+      register(node.key, [GPU(5)], { agentUrl: "http://10.0.0.2:7071" }),
+    ]);
     expect([a.status, b.status].sort()).toEqual([200, 409]);
     const [won, lost, wonGpu] = a.status === 200 ? [a, b, GPU(0)] : [b, a, GPU(5)];
     expectProblem(lost, 409, "conflict");
     expect(lost.body).toMatchObject({ reason: "node_in_use", node: "gpu-host-1" });
-    expect((await t.call("GET", "/v1/admin/pool", { token: ADMIN })).body.devices).toEqual([expect.objectContaining({ uuid: wonGpu.uuid })]);
+    expect((await t.call("GET", "/v1/admin/pool", { token: ADMIN })).body.devices).toEqual([
+      expect.objectContaining({ uuid: wonGpu.uuid }),
+    ]);
     expect((await heartbeat(node.key, won.body.registration)).status).toBe(200);
   });
 
@@ -239,13 +287,19 @@ describe("one node key, two agents", () => {
     // It registers again, presenting its old registration: refused while the other heartbeats.
     expect((await heartbeat(node.key, second.body.registration)).status).toBe(200);
     expectProblem(await register(node.key, [GPU(0)], { previous: first.body.registration }), 409, "conflict");
-    expect((await t.call("GET", "/v1/admin/pool", { token: ADMIN })).body.devices).toEqual([expect.objectContaining({ uuid: GPU(5).uuid })]);
+    expect((await t.call("GET", "/v1/admin/pool", { token: ADMIN })).body.devices).toEqual([
+      expect.objectContaining({ uuid: GPU(5).uuid }),
+    ]);
   });
 
   it("a heartbeat's registration must be a short string; agents that send none are not checked", async () => {
     const { node } = await setup();
     await register(node.key, [GPU(0)]);
-    expectProblem(await t.call("POST", "/v1/nodes/heartbeat", { token: node.key, body: { registration: 5 } }), 400, "invalid_request");
+    expectProblem(
+      await t.call("POST", "/v1/nodes/heartbeat", { token: node.key, body: { registration: 5 } }),
+      400,
+      "invalid_request",
+    );
     expect((await heartbeat(node.key)).status).toBe(200);
   });
 });
@@ -260,12 +314,22 @@ describe("restarts", () => {
     const dir = t.dir;
     await t.server.close();
     // Back at once: the node is still within its heartbeat timeout.
-    t = await serveAt(dir, { pool: { simulated: [] }, nodes: { heartbeat_interval: "100ms", heartbeat_timeout: "400ms" } });
+    t = await serveAt(dir, {
+      pool: { simulated: [] },
+      nodes: { heartbeat_interval: "100ms", heartbeat_timeout: "400ms" },
+    });
     expect((await t.call("GET", `/v1/leases/${a.body.id}`, { token: app.key })).body.status).toBe("active");
     expect((await t.call("GET", "/v1/admin/pool", { token: ADMIN })).body.slots).toEqual({ total: 2, busy: 1 });
     // Still the agent's own: a direct request is not put on its free slot.
-    expectProblem(await t.call("POST", "/v1/leases", { token: app.key, body: { duration: 5 } }), 503, "no_gpu_available");
+    expectProblem(
+      await t.call("POST", "/v1/leases", { token: app.key, body: { duration: 5 } }),
+      503,
+      "no_gpu_available",
+    );
     // It never heartbeats again: lost, the lease failed.
-    await waitFor(async () => (await t.call("GET", `/v1/leases/${a.body.id}`, { token: app.key })).body.status === "failed", 5_000);
+    await waitFor(
+      async () => (await t.call("GET", `/v1/leases/${a.body.id}`, { token: app.key })).body.status === "failed",
+      5_000,
+    );
   });
 });

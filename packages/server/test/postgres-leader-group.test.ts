@@ -12,7 +12,14 @@ import { waitFor } from "./harness.js";
  * transactions staged back to back share one transaction, each in a savepoint, and commit together.
  */
 
-const user = (id: string) => ({ id, name: `name-${id}`, tier: "free", tokenHash: `th-${id}`, quotaOverrideMs: null, createdAt: 1_000 });
+const user = (id: string) => ({
+  id,
+  name: `name-${id}`,
+  tier: "free",
+  tokenHash: `th-${id}`,
+  quotaOverrideMs: null,
+  createdAt: 1_000,
+});
 type Staged<T> = { value: T; committed: Promise<void> };
 
 const opened: Storage[] = [];
@@ -21,7 +28,9 @@ afterEach(async () => {
 });
 
 /** A leader on a fresh schema, and a second replica on it (which reads through its own pool). */
-async function leaderAndReader(name: string): Promise<{ leader: Storage; reader: Storage; url: string; lost: Error[] }> {
+async function leaderAndReader(
+  name: string,
+): Promise<{ leader: Storage; reader: Storage; url: string; lost: Error[] }> {
   const url = freshPostgresUrl(name);
   const leader = await openStorage(url);
   const reader = await openStorage(url);
@@ -35,23 +44,35 @@ async function leaderAndReader(name: string): Promise<{ leader: Storage; reader:
  * Stages `fns` one after the other, each as soon as the previous one's value is there and without
  * waiting for its commit: what the lease engine does under load. Outcomes in order.
  */
-async function stageBackToBack<T>(storage: Storage, fns: ((t: Tx) => Promise<T>)[]): Promise<PromiseSettledResult<Staged<T>>[]> {
+async function stageBackToBack<T>(
+  storage: Storage,
+  fns: ((t: Tx) => Promise<T>)[],
+): Promise<PromiseSettledResult<Staged<T>>[]> {
   const out: PromiseSettledResult<Staged<T>>[] = [];
   for (const fn of fns) {
-    out.push(await storage.coordination.leaderStager.stage(fn).then((value) => ({ status: "fulfilled" as const, value }), (reason: unknown) => ({ status: "rejected" as const, reason })));
+    out.push(
+      await storage.coordination.leaderStager.stage(fn).then(
+        (value) => ({ status: "fulfilled" as const, value }),
+        (reason: unknown) => ({ status: "rejected" as const, reason }),
+      ),
+    );
   }
   return out;
 }
 
 const fulfilled = <T>(r: PromiseSettledResult<Staged<T>> | undefined): Staged<T> => {
-  if (r?.status !== "fulfilled") throw new Error(`expected a staged transaction, got ${r?.status === "rejected" ? String(r.reason) : "nothing"}`);
+  if (r?.status !== "fulfilled")
+    throw new Error(`expected a staged transaction, got ${r?.status === "rejected" ? String(r.reason) : "nothing"}`);
   return r.value;
 };
 
 const settle = (p: Promise<void>): Promise<string> =>
   p.then(
     () => "committed",
-    (err: unknown) => (err instanceof LeadershipLostError ? "leadership_lost" : `failed: ${(err as { code?: string }).code ?? String(err)}`),
+    (err: unknown) =>
+      err instanceof LeadershipLostError
+        ? "leadership_lost"
+        : `failed: ${(err as { code?: string }).code ?? String(err)}`,
   );
 
 describe.skipIf(!postgresUrl())("postgres leader: group commit", () => {
@@ -89,7 +110,8 @@ describe.skipIf(!postgresUrl())("postgres leader: group commit", () => {
     );
     expect(staged.map((s) => s.value)).toEqual(Array.from({ length: 30 }, (_, i) => i * 10));
     await Promise.all(staged.map((s) => s.committed));
-    for (const i of [0, 17, 29]) expect(await reader.store.transaction((r) => r.ledgers.get(`user:c${i}`))).toMatchObject({ usedMs: i * 10 });
+    for (const i of [0, 17, 29])
+      expect(await reader.store.transaction((r) => r.ledgers.get(`user:c${i}`))).toMatchObject({ usedMs: i * 10 });
   });
 
   it("a transaction that throws, or whose statement fails, is rolled back alone; the rest of its group commits", async () => {
@@ -134,7 +156,13 @@ describe.skipIf(!postgresUrl())("postgres leader: group commit", () => {
       async (t) => (await t.ledgers.get("user:x"))?.usedMs,
       async (t) => (await t.ledgers.get("user:y"))?.usedMs ?? null,
     ]);
-    expect(staged.map((r) => (r.status === "fulfilled" ? r.value.value : (r.reason as Error).message))).toEqual([100, 100, "undo", 100, null]);
+    expect(staged.map((r) => (r.status === "fulfilled" ? r.value.value : (r.reason as Error).message))).toEqual([
+      100,
+      100,
+      "undo",
+      100,
+      null,
+    ]);
     await Promise.all([0, 1, 3, 4].map((i) => fulfilled(staged[i]).committed));
     expect(await reader.store.transaction((r) => r.ledgers.get("user:x"))).toMatchObject({ usedMs: 100 });
     expect(await reader.store.transaction((r) => r.ledgers.get("user:y"))).toBeNull();
@@ -180,18 +208,28 @@ describe.skipIf(!postgresUrl())("postgres leader: group commit", () => {
       async (t) => (await t.users.insert(user("b")), "b"),
     ]);
     expect(staged[0]?.status).toBe("fulfilled");
-    const outcomes = await Promise.all(staged.map((r) => (r.status === "fulfilled" ? settle(r.value.committed) : Promise.resolve(`rejected: ${(r.reason as { code?: string }).code}`))));
+    const outcomes = await Promise.all(
+      staged.map((r) =>
+        r.status === "fulfilled"
+          ? settle(r.value.committed)
+          : Promise.resolve(`rejected: ${(r.reason as { code?: string }).code}`),
+      ),
+    );
     expect(outcomes.every((o) => o.includes("22003"))).toBe(true);
     expect(await reader.store.transaction((r) => r.users.list())).toEqual([]);
     // The session was rolled back and is the leader's still: the next group commits.
-    await (await leader.coordination.leaderStager.stage((t) => t.users.insert(user("next")))).committed;
+    await (
+      await leader.coordination.leaderStager.stage((t) => t.users.insert(user("next")))
+    ).committed;
     expect((await reader.store.transaction((r) => r.users.list())).map((u) => u.id)).toEqual(["next"]);
     expect(lost).toEqual([]);
   });
 
   it("the leader session breaking fails the whole open group with LeadershipLostError; nothing of it is committed", async () => {
     const { leader, reader, url, lost } = await leaderAndReader("group-lost");
-    await (await leader.coordination.leaderStager.stage((t) => t.users.insert(user("before")))).committed;
+    await (
+      await leader.coordination.leaderStager.stage((t) => t.users.insert(user("before")))
+    ).committed;
     const schema = new URL(url).searchParams.get("schema")!;
     const admin = postgres(postgresUrl()!, { max: 1, onnotice: () => undefined });
     try {
@@ -210,15 +248,22 @@ describe.skipIf(!postgresUrl())("postgres leader: group commit", () => {
       ]);
       expect(staged.map((r) => r.status)).toEqual(["fulfilled", "fulfilled", "rejected"]);
       expect(staged[2]?.status === "rejected" && staged[2].reason).toBeInstanceOf(LeadershipLostError);
-      expect(await Promise.all([0, 1].map((i) => settle(fulfilled(staged[i]).committed)))).toEqual(["leadership_lost", "leadership_lost"]);
+      expect(await Promise.all([0, 1].map((i) => settle(fulfilled(staged[i]).committed)))).toEqual([
+        "leadership_lost",
+        "leadership_lost",
+      ]);
       await waitFor(() => lost.length === 1);
       expect(lost[0]).toBeInstanceOf(LeadershipLostError);
-      await expect(leader.coordination.leaderStager.stage((t) => t.users.insert(user("after")))).rejects.toBeInstanceOf(LeadershipLostError);
+      await expect(leader.coordination.leaderStager.stage((t) => t.users.insert(user("after")))).rejects.toBeInstanceOf(
+        LeadershipLostError,
+      );
       // Another replica takes the lead and finds only what committed before.
       await reader.coordination.lead(() => undefined);
       const users = await reader.store.transaction((r) => r.users.list());
       expect(users.map((u) => u.id)).toEqual(["before"]);
-      await (await reader.coordination.leaderStager.stage((t) => t.users.insert(user("new-leader")))).committed;
+      await (
+        await reader.coordination.leaderStager.stage((t) => t.users.insert(user("new-leader")))
+      ).committed;
       // The old leader's store closes at once and still works for ordinary transactions.
       expect(await leader.store.transaction((t) => t.users.get("new-leader"))).toMatchObject({ id: "new-leader" });
       expect(lost).toHaveLength(1);
@@ -235,9 +280,14 @@ describe.skipIf(!postgresUrl())("postgres leader: group commit", () => {
     const leader = await openStorage(url);
     opened.push(leader);
     await leader.coordination.lead(() => undefined);
-    const staged = await stageBackToBack(leader, [(t: Tx) => t.users.insert(user("x1")), (t: Tx) => t.users.insert(user("x2"))]);
+    const staged = await stageBackToBack(leader, [
+      (t: Tx) => t.users.insert(user("x1")),
+      (t: Tx) => t.users.insert(user("x2")),
+    ]);
     const closing = leader.close();
-    await expect(leader.coordination.leaderStager.stage((t) => t.users.insert(user("late")))).rejects.toBeInstanceOf(LeadershipLostError);
+    await expect(leader.coordination.leaderStager.stage((t) => t.users.insert(user("late")))).rejects.toBeInstanceOf(
+      LeadershipLostError,
+    );
     expect(await Promise.all(staged.map((r) => settle(fulfilled(r).committed)))).toEqual(["committed", "committed"]);
     const t0 = Date.now();
     await closing;

@@ -15,13 +15,55 @@ import { sleep } from "./harness.js";
  */
 
 const EMPTY = { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 };
-const user = (id: string) => ({ id, name: `name-${id}`, tier: "free", tokenHash: `th-${id}`, quotaOverrideMs: null, createdAt: 1_000 });
-const queuedLease = (id: string, identityId: string): NewLease => ({
-  id, appId: null, identityKind: "user", identityId, tier: "pro", size: "large", slots: 1, cost: 1, durationMs: 2_000, reservedMs: 2_000,
-  status: "queued", node: null, deviceIndex: null, deviceUuid: null, deviceName: null, slotIndexes: null, queuedAt: 5_000, grantedAt: null,
-  deadline: null, endedAt: null, heldMs: null, chargedMs: 0, refundedMs: 0, failed: false, windowStartedAt: null, problemCode: null, problemDetail: null,
+const user = (id: string) => ({
+  id,
+  name: `name-${id}`,
+  tier: "free",
+  tokenHash: `th-${id}`,
+  quotaOverrideMs: null,
+  createdAt: 1_000,
 });
-const granted = (l: LeaseRecord): LeaseRecord => ({ ...l, status: "active", node: "sim-0", deviceIndex: 0, deviceUuid: "GPU-0", deviceName: "sim", slotIndexes: [0], grantedAt: 6_000, deadline: 8_000, windowStartedAt: 6_000 });
+const queuedLease = (id: string, identityId: string): NewLease => ({
+  id,
+  appId: null,
+  identityKind: "user",
+  identityId,
+  tier: "pro",
+  size: "large",
+  slots: 1,
+  cost: 1,
+  durationMs: 2_000,
+  reservedMs: 2_000,
+  status: "queued",
+  node: null,
+  deviceIndex: null,
+  deviceUuid: null,
+  deviceName: null,
+  slotIndexes: null,
+  queuedAt: 5_000,
+  grantedAt: null,
+  deadline: null,
+  endedAt: null,
+  heldMs: null,
+  chargedMs: 0,
+  refundedMs: 0,
+  failed: false,
+  windowStartedAt: null,
+  problemCode: null,
+  problemDetail: null,
+});
+const granted = (l: LeaseRecord): LeaseRecord => ({
+  ...l,
+  status: "active",
+  node: "sim-0",
+  deviceIndex: 0,
+  deviceUuid: "GPU-0",
+  deviceName: "sim",
+  slotIndexes: [0],
+  grantedAt: 6_000,
+  deadline: 8_000,
+  windowStartedAt: 6_000,
+});
 
 const opened: Storage[] = [];
 const raw: postgres.Sql[] = [];
@@ -85,17 +127,27 @@ describe.skipIf(!postgresUrl())("postgres lock order between replicas", () => {
       cancelSent.fire();
       const lease = await pending;
       const ledger = (await t.ledgers.get("user:x")) ?? EMPTY;
-      await t.ledgers.put("user:x", { ...ledger, reservedMs: ledger.reservedMs - 1_000, usedMs: ledger.usedMs + 1_000 });
+      await t.ledgers.put("user:x", {
+        ...ledger,
+        reservedMs: ledger.reservedMs - 1_000,
+        usedMs: ledger.usedMs + 1_000,
+      });
       return lease?.status;
     });
 
-    await (await grant).committed;
+    await (
+      await grant
+    ).committed;
     // It read the lease only once the leader's grant was committed, so it saw it granted.
     expect(await cancel).toBe("active");
     expect(runs).toBe(1);
     // Far from PostgreSQL's deadlock_timeout (1 s), after which one side would have been failed.
     expect(Date.now() - t0).toBeLessThan(900);
-    expect(await follower.store.transaction((t) => t.ledgers.get("user:x"))).toMatchObject({ windowStartedAt: 6_000, reservedMs: 1_000, usedMs: 1_000 });
+    expect(await follower.store.transaction((t) => t.ledgers.get("user:x"))).toMatchObject({
+      windowStartedAt: 6_000,
+      reservedMs: 1_000,
+      usedMs: 1_000,
+    });
   });
 
   it("a plain transaction that PostgreSQL fails as a deadlock victim is run again, and both sides commit", async () => {
@@ -119,19 +171,27 @@ describe.skipIf(!postgresUrl())("postgres lock order between replicas", () => {
       });
     await Promise.all([cross(a, "a", "user:p", "user:q"), cross(b, "b", "user:q", "user:p")]);
     expect(runs.a + runs.b).toBe(3);
-    expect(await a.store.transaction(async (t) => [(await t.ledgers.get("user:p"))?.runs, (await t.ledgers.get("user:q"))?.runs])).toEqual([2, 2]);
+    expect(
+      await a.store.transaction(async (t) => [
+        (await t.ledgers.get("user:p"))?.runs,
+        (await t.ledgers.get("user:q"))?.runs,
+      ]),
+    ).toEqual([2, 2]);
   });
 
   it("a transaction that keeps failing as a deadlock victim is run 4 times, then is StorageUnavailableError (503) saying so; other errors are not retried", async () => {
     const { follower } = await replicas("retry-out");
     let runs = 0;
-    const err: unknown = await follower
-      .store.transaction(async (t) => {
+    const err: unknown = await follower.store
+      .transaction(async (t) => {
         runs++;
         await t.ledgers.get("user:z");
         throw Object.assign(new Error("deadlock detected"), { code: "40P01" });
       })
-      .then(() => null, (e: unknown) => e);
+      .then(
+        () => null,
+        (e: unknown) => e,
+      );
     expect(runs).toBe(4);
     expect(err).toBeInstanceOf(StorageUnavailableError);
     expect((err as Error).message).toMatch(/deadlock.*4 times in a row.*nothing of it was changed/);
@@ -178,14 +238,24 @@ describe.skipIf(!postgresUrl())("postgres leader group: a deadlock in it", () =>
       await sql`UPDATE ledgers SET runs = 7 WHERE identity = 'user:a'`;
     });
 
-    const err: unknown = await victim.then(() => null, (e: unknown) => e);
+    const err: unknown = await victim.then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(StorageUnavailableError);
     expect((err as Error).message).toMatch(/deadlock/);
-    await (await before).committed;
-    await (await after).committed;
+    await (
+      await before
+    ).committed;
+    await (
+      await after
+    ).committed;
     await outside;
     const seen = await follower.store.transaction(async (t) => ({
-      before: (await t.users.get("before"))?.id, victim: await t.users.get("victim"), after: (await t.users.get("after"))?.id, a: (await t.ledgers.get("user:a"))?.runs,
+      before: (await t.users.get("before"))?.id,
+      victim: await t.users.get("victim"),
+      after: (await t.users.get("after"))?.id,
+      a: (await t.ledgers.get("user:a"))?.runs,
     }));
     expect(seen).toEqual({ before: "before", victim: null, after: "after", a: 7 });
   });
@@ -221,14 +291,28 @@ describe.skipIf(!postgresUrl())("postgres leader group: a deadlock in it", () =>
     await sleep(300);
     release.fire();
 
-    const outcomes = await Promise.all([first.committed, grant.committed].map((p) => p.then(() => null, (e: unknown) => e)));
+    const outcomes = await Promise.all(
+      [first.committed, grant.committed].map((p) =>
+        p.then(
+          () => null,
+          (e: unknown) => e,
+        ),
+      ),
+    );
     for (const err of outcomes) {
       expect(err).toBeInstanceOf(StorageUnavailableError);
       expect((err as Error).message).toMatch(/group of 2 transactions cannot commit: all of them were rolled back/);
     }
     await outside;
-    expect(await follower.store.transaction(async (t) => ({ g1: await t.users.get("g1"), lease: (await t.leases.get("ls-late"))?.status }))).toEqual({ g1: null, lease: "queued" });
-    await (await leader.coordination.leaderStager.stage(async (t) => t.users.insert(user("g2")))).committed;
+    expect(
+      await follower.store.transaction(async (t) => ({
+        g1: await t.users.get("g1"),
+        lease: (await t.leases.get("ls-late"))?.status,
+      })),
+    ).toEqual({ g1: null, lease: "queued" });
+    await (
+      await leader.coordination.leaderStager.stage(async (t) => t.users.insert(user("g2")))
+    ).committed;
     expect(await follower.store.transaction((t) => t.users.get("g2"))).toMatchObject({ id: "g2" });
   });
 });

@@ -15,7 +15,14 @@ import { waitFor } from "./harness.js";
 
 /** What the PostgreSQL adapter does beyond the shared contract (store-contract.test.ts): URLs, outages, several replicas. */
 
-const user = (id: string) => ({ id, name: `name-${id}`, tier: "free", tokenHash: `th-${id}`, quotaOverrideMs: null, createdAt: 1_000 });
+const user = (id: string) => ({
+  id,
+  name: `name-${id}`,
+  tier: "free",
+  tokenHash: `th-${id}`,
+  quotaOverrideMs: null,
+  createdAt: 1_000,
+});
 const opened: Storage[] = [];
 async function open(url: string): Promise<Storage> {
   const storage = await openStorage(url);
@@ -29,10 +36,22 @@ afterEach(async () => {
 describe("postgres storage URL", () => {
   it("reads schema, pool size and timeouts from the query and passes the rest to the driver", () => {
     expect(parsePostgresUrl("postgres://u:p@db.example:5433/pool")).toMatchObject({
-      connection: "postgres://u:p@db.example:5433/pool", schema: "public", max: 10, connectTimeoutS: 5, statementTimeoutMs: 5_000, display: "db.example:5433/pool",
+      connection: "postgres://u:p@db.example:5433/pool",
+      schema: "public",
+      max: 10,
+      connectTimeoutS: 5,
+      statementTimeoutMs: 5_000,
+      display: "db.example:5433/pool",
     });
-    expect(parsePostgresUrl("postgresql://u@h/db?sslmode=require&schema=gp_1&max=3&statement_timeout=250&connect_timeout=2")).toMatchObject({
-      connection: "postgresql://u@h/db?sslmode=require", schema: "gp_1", max: 3, statementTimeoutMs: 250, connectTimeoutS: 2, display: "h/db",
+    expect(
+      parsePostgresUrl("postgresql://u@h/db?sslmode=require&schema=gp_1&max=3&statement_timeout=250&connect_timeout=2"),
+    ).toMatchObject({
+      connection: "postgresql://u@h/db?sslmode=require",
+      schema: "gp_1",
+      max: 3,
+      statementTimeoutMs: 250,
+      connectTimeoutS: 2,
+      display: "h/db",
     });
     expect(parsePostgresUrl("postgres://u:p@h1:5432,h2:5432/db").display).toBe("h1:5432,h2:5432/db");
   });
@@ -52,7 +71,9 @@ describe("postgres storage URL", () => {
   });
 
   it("the server config accepts postgres URLs and reports a bad one with the rest of the config's problems", () => {
-    expect(normalizeConfig({ storage: { url: "postgresql://u:p@h/db?schema=s1" } }).storage.url).toBe("postgresql://u:p@h/db?schema=s1");
+    expect(normalizeConfig({ storage: { url: "postgresql://u:p@h/db?schema=s1" } }).storage.url).toBe(
+      "postgresql://u:p@h/db?schema=s1",
+    );
     let message = "";
     try {
       normalizeConfig({ storage: { url: "postgres://u:hunter2@h/db?max=-1" }, server: { port: -5 } });
@@ -73,7 +94,10 @@ describe("postgres storage URL", () => {
       });
     });
     const t0 = Date.now();
-    const err: unknown = await openStorage(`postgres://admin:hunter2@127.0.0.1:${port}/db`).then(() => null, (e: unknown) => e);
+    const err: unknown = await openStorage(`postgres://admin:hunter2@127.0.0.1:${port}/db`).then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(StorageUnavailableError);
     expect((err as Error).message).toMatch(/cannot be reached/);
     expect((err as Error).message).not.toMatch(/hunter2|admin|127\.0\.0\.1/);
@@ -117,7 +141,13 @@ describe.skipIf(!postgresUrl())("postgres store on a shared server", () => {
     const [a, b] = [await open(url), await open(url)];
     const add = (s: Storage) =>
       s.store.transaction(async (t) => {
-        const l = (await t.ledgers.get("user:new")) ?? { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 };
+        const l = (await t.ledgers.get("user:new")) ?? {
+          windowStartedAt: null,
+          usedMs: 0,
+          reservedMs: 0,
+          bonusMs: 0,
+          runs: 0,
+        };
         await new Promise((r) => setTimeout(r, 5));
         await t.ledgers.put("user:new", { ...l, reservedMs: l.reservedMs + 1_000, runs: l.runs + 1 });
       });
@@ -131,21 +161,33 @@ describe.skipIf(!postgresUrl())("postgres store on a shared server", () => {
     await storage.store.transaction((t) => t.users.insert(user("u1")));
     const heard: string[] = [];
     let resumed = 0;
-    await storage.coordination.subscribe("wake", (p) => heard.push(p), () => resumed++);
+    await storage.coordination.subscribe(
+      "wake",
+      (p) => heard.push(p),
+      () => resumed++,
+    );
     expect(resumed).toBe(0);
     const admin = postgres(postgresUrl()!, { max: 1 });
     try {
       const schema = new URL(url).searchParams.get("schema")!;
-      const killed = await admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ${`gpupool:${schema}`}`;
+      const killed =
+        await admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ${`gpupool:${schema}`}`;
       expect(killed.length).toBeGreaterThanOrEqual(2);
 
       // A request that raced the termination may fail (as StorageUnavailableError); the next ones succeed.
-      await waitFor(async () => (await storage.store.transaction((t) => t.users.get("u1")).catch(() => null)) !== null, 5_000);
+      await waitFor(
+        async () => (await storage.store.transaction((t) => t.users.get("u1")).catch(() => null)) !== null,
+        5_000,
+      );
       // The driver listens again on a new connection.
-      await waitFor(async () => {
-        await storage.coordination.publish("wake", "after");
-        return heard.includes("after");
-      }, 5_000, 100);
+      await waitFor(
+        async () => {
+          await storage.coordination.publish("wake", "after");
+          return heard.includes("after");
+        },
+        5_000,
+        100,
+      );
       // …and says so: what was sent while it was down is lost, and subscribers must re-read.
       expect(resumed).toBe(1);
       // Closing does not wait on connections that broke under a query.
@@ -159,7 +201,9 @@ describe.skipIf(!postgresUrl())("postgres store on a shared server", () => {
 
   it("leaderStager.stage before lead() rejects with LeadershipLostError", async () => {
     const storage = await open(freshPostgresUrl("not-leader"));
-    await expect(storage.coordination.leaderStager.stage(async (t) => t.users.insert(user("u1")))).rejects.toBeInstanceOf(LeadershipLostError);
+    await expect(
+      storage.coordination.leaderStager.stage(async (t) => t.users.insert(user("u1"))),
+    ).rejects.toBeInstanceOf(LeadershipLostError);
     expect(await storage.store.transaction((t) => t.users.get("u1"))).toBeNull();
   });
 
@@ -177,17 +221,22 @@ describe.skipIf(!postgresUrl())("postgres store on a shared server", () => {
   it("a statement that outlives statement_timeout is StorageUnavailableError", async () => {
     const url = `${freshPostgresUrl("timeout")}&statement_timeout=200`;
     const storage = await open(url);
-    const err: unknown = await storage.store.transaction(async (t) => {
-      // Another connection holds the ledger lock for longer than the timeout.
-      await t.ledgers.get("user:x");
-      // Not migrated (nothing to create): just another replica's connections.
-      const other = new PostgresStore(new PostgresConnections(url));
-      try {
-        return await other.transaction((t2) => t2.ledgers.get("user:x"));
-      } finally {
-        await other.close();
-      }
-    }).then(() => null, (e: unknown) => e);
+    const err: unknown = await storage.store
+      .transaction(async (t) => {
+        // Another connection holds the ledger lock for longer than the timeout.
+        await t.ledgers.get("user:x");
+        // Not migrated (nothing to create): just another replica's connections.
+        const other = new PostgresStore(new PostgresConnections(url));
+        try {
+          return await other.transaction((t2) => t2.ledgers.get("user:x"));
+        } finally {
+          await other.close();
+        }
+      })
+      .then(
+        () => null,
+        (e: unknown) => e,
+      );
     expect(err).toBeInstanceOf(StorageUnavailableError);
   });
 });
@@ -214,7 +263,12 @@ describe.skipIf(!postgresBin())("postgres store when the database goes away and 
     await waitFor(() => lost.length === 1, 5_000);
     expect(lost[0]).toBeInstanceOf(LeadershipLostError);
     const t0 = Date.now();
-    const err: unknown = await storage.store.transaction((t) => t.users.get("u1")).then(() => null, (e: unknown) => e);
+    const err: unknown = await storage.store
+      .transaction((t) => t.users.get("u1"))
+      .then(
+        () => null,
+        (e: unknown) => e,
+      );
     expect(err).toBeInstanceOf(StorageUnavailableError);
     expect((err as Error).message).toMatch(/cannot be reached/);
     expect((err as Error).message).not.toMatch(/gpupool@|127\.0\.0\.1/);
@@ -226,14 +280,24 @@ describe.skipIf(!postgresBin())("postgres store when the database goes away and 
     const again = storage.coordination.lead((e) => lost.push(e));
 
     cluster.resume();
-    await waitFor(async () => (await storage.store.transaction((t) => t.users.get("u1")).catch(() => null)) !== null, 10_000, 100);
+    await waitFor(
+      async () => (await storage.store.transaction((t) => t.users.get("u1")).catch(() => null)) !== null,
+      10_000,
+      100,
+    );
     await storage.store.ping();
     await again;
-    await expect(storage.coordination.leaderStager.stage(async (t) => t.users.get("u1"))).resolves.toMatchObject({ value: { id: "u1" } });
-    await waitFor(async () => {
-      await storage.coordination.publish("wake", "back");
-      return heard.includes("back");
-    }, 10_000, 100);
+    await expect(storage.coordination.leaderStager.stage(async (t) => t.users.get("u1"))).resolves.toMatchObject({
+      value: { id: "u1" },
+    });
+    await waitFor(
+      async () => {
+        await storage.coordination.publish("wake", "back");
+        return heard.includes("back");
+      },
+      10_000,
+      100,
+    );
     expect(lost).toHaveLength(1);
   }, 60_000);
 
@@ -242,9 +306,21 @@ describe.skipIf(!postgresBin())("postgres store when the database goes away and 
     cluster.pause();
     try {
       const heard: string[] = [];
-      await expect(storage.coordination.subscribe("late", (p) => heard.push(`failed:${p}`))).rejects.toBeInstanceOf(StorageUnavailableError);
+      await expect(storage.coordination.subscribe("late", (p) => heard.push(`failed:${p}`))).rejects.toBeInstanceOf(
+        StorageUnavailableError,
+      );
       cluster.resume();
-      await waitFor(async () => storage.coordination.subscribe("late", (p) => heard.push(p)).then(() => true, () => false), 10_000, 100);
+      await waitFor(
+        async () =>
+          storage.coordination
+            .subscribe("late", (p) => heard.push(p))
+            .then(
+              () => true,
+              () => false,
+            ),
+        10_000,
+        100,
+      );
       await storage.coordination.publish("late", "one");
       await waitFor(() => heard.includes("one"));
       await new Promise((r) => setTimeout(r, 200));

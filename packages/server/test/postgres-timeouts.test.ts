@@ -35,11 +35,21 @@ const EMPTY = { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, run
 
 describe("postgres storage URL: session timeouts", () => {
   it("reads idle_in_transaction_session_timeout and lock_timeout (ms), with defaults, and keeps them from the driver", () => {
-    expect(parsePostgresUrl("postgres://u@h/db")).toMatchObject({ idleInTransactionTimeoutMs: 2_000, lockTimeoutMs: 3_000, statementTimeoutMs: 5_000 });
-    expect(parsePostgresUrl("postgres://u@h/db?idle_in_transaction_session_timeout=0&lock_timeout=250&sslmode=require")).toMatchObject({
-      idleInTransactionTimeoutMs: 0, lockTimeoutMs: 250, connection: "postgres://u@h/db?sslmode=require",
+    expect(parsePostgresUrl("postgres://u@h/db")).toMatchObject({
+      idleInTransactionTimeoutMs: 2_000,
+      lockTimeoutMs: 3_000,
+      statementTimeoutMs: 5_000,
     });
-    expect(() => parsePostgresUrl("postgres://u@h/db?idle_in_transaction_session_timeout=-1&lock_timeout=soon")).toThrow(/idle_in_transaction_session_timeout=.*lock_timeout=/);
+    expect(
+      parsePostgresUrl("postgres://u@h/db?idle_in_transaction_session_timeout=0&lock_timeout=250&sslmode=require"),
+    ).toMatchObject({
+      idleInTransactionTimeoutMs: 0,
+      lockTimeoutMs: 250,
+      connection: "postgres://u@h/db?sslmode=require",
+    });
+    expect(() =>
+      parsePostgresUrl("postgres://u@h/db?idle_in_transaction_session_timeout=-1&lock_timeout=soon"),
+    ).toThrow(/idle_in_transaction_session_timeout=.*lock_timeout=/);
   });
 });
 
@@ -49,7 +59,9 @@ describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () =>
     const storage = await open(url);
     await storage.coordination.lead(() => undefined);
     // The driver's pools, as the store keeps them (not part of the Store interface).
-    const { pool, leaderSession } = (storage.store as unknown as { connections: { pool: postgres.Sql; leaderSession: postgres.Sql } }).connections;
+    const { pool, leaderSession } = (
+      storage.store as unknown as { connections: { pool: postgres.Sql; leaderSession: postgres.Sql } }
+    ).connections;
     for (const session of [pool, leaderSession]) {
       const [row] = await session`
         SELECT current_setting('idle_in_transaction_session_timeout') AS idle, current_setting('lock_timeout') AS lock,
@@ -124,7 +136,12 @@ describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () =>
       });
       await hasLock;
       const t0 = Date.now();
-      const err: unknown = await storage.store.transaction((t) => t.ledgers.get("user:busy")).then(() => null, (e: unknown) => e);
+      const err: unknown = await storage.store
+        .transaction((t) => t.ledgers.get("user:busy"))
+        .then(
+          () => null,
+          (e: unknown) => e,
+        );
       expect(err).toBeInstanceOf(StorageUnavailableError);
       expect((err as Error).message).toMatch(/lock_timeout/);
       expect((err as StorageUnavailableError).reason).toBe("contention");

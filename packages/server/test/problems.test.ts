@@ -12,21 +12,26 @@ describe("503 storage_unavailable", () => {
     ["contention", /same person or lease was being handled at the same moment/, "1"],
     ["stalled", /stalled/, "1"],
   ];
-  it.each(cases)("%s: says so, with Retry-After, and never the database's own words", async (reason, detail, retryAfter) => {
-    const app = Fastify({ logger: false });
-    installErrorHandling(app);
-    app.get("/x", async () => {
-      throw new StorageUnavailableError("PostgreSQL at db.internal:5432 (user gpupool) said 40P01 on ledgers", { reason });
-    });
-    const res = await app.inject({ method: "GET", url: "/x" });
-    expect(res.statusCode).toBe(503);
-    expect(res.headers["content-type"]).toMatch(/^application\/problem\+json/);
-    expect(res.headers["retry-after"]).toBe(retryAfter);
-    const body = res.json();
-    expect(body).toMatchObject({ code: "storage_unavailable", reason, status: 503 });
-    expect(body.detail).toMatch(detail);
-    expect(body.detail).toMatch(/nothing was changed/i);
-    expect(res.body).not.toMatch(/db\.internal|5432|40P01|gpupool\)/);
-    await app.close();
-  });
+  it.each(cases)(
+    "%s: says so, with Retry-After, and never the database's own words",
+    async (reason, detail, retryAfter) => {
+      const app = Fastify({ logger: false });
+      installErrorHandling(app);
+      app.get("/x", async () => {
+        throw new StorageUnavailableError("PostgreSQL at db.internal:5432 (user gpupool) said 40P01 on ledgers", {
+          reason,
+        });
+      });
+      const res = await app.inject({ method: "GET", url: "/x" });
+      expect(res.statusCode).toBe(503);
+      expect(res.headers["content-type"]).toMatch(/^application\/problem\+json/);
+      expect(res.headers["retry-after"]).toBe(retryAfter);
+      const body = res.json();
+      expect(body).toMatchObject({ code: "storage_unavailable", reason, status: 503 });
+      expect(body.detail).toMatch(detail);
+      expect(body.detail).toMatch(/nothing was changed/i);
+      expect(res.body).not.toMatch(/db\.internal|5432|40P01|gpupool\)/);
+      await app.close();
+    },
+  );
 });

@@ -38,7 +38,16 @@ describe("429 quota_exceeded", () => {
     expect([first.status, second.status]).toEqual([201, 201]);
     const r = await lease(t, alice.token, { duration: 10 });
     const p = expectProblem(r, 429, "quota_exceeded");
-    expect(p).toMatchObject({ requested: 10, left: 0, quota: 20, used: 0, reserved: 20, tier: "free", identity: `user:${alice.id}`, next_step: "wait_for_calls" });
+    expect(p).toMatchObject({
+      requested: 10,
+      left: 0,
+      quota: 20,
+      used: 0,
+      reserved: 20,
+      tier: "free",
+      identity: `user:${alice.id}`,
+      next_step: "wait_for_calls",
+    });
     expect(p.resets_at).toBe(new Date(Date.parse(first.body.granted_at) + DAY_MS).toISOString());
     expect(p.retry_at).toBe(first.body.deadline);
     const retryAfter = Number(r.headers["retry-after"]);
@@ -57,7 +66,16 @@ describe("429 quota_exceeded", () => {
     await useOneSecond(app.key, 120, ip);
     const r = await lease(t, app.key, { duration: 120 }, ip);
     const p = expectProblem(r, 429, "quota_exceeded");
-    expect(p).toMatchObject({ requested: 120, left: 119, quota: 120, used: 1, reserved: 0, tier: "anonymous", identity: "ip:203.0.113.9", next_step: "sign_in" });
+    expect(p).toMatchObject({
+      requested: 120,
+      left: 119,
+      quota: 120,
+      used: 1,
+      reserved: 0,
+      tier: "anonymous",
+      identity: "ip:203.0.113.9",
+      next_step: "sign_in",
+    });
     expect(p.retry_at).toBe(p.resets_at);
     expect(Number(r.headers["retry-after"])).toBeGreaterThan(86_000);
     expect(p.detail).toMatch(/anonymous/);
@@ -125,7 +143,9 @@ describe("422 duration_too_long", () => {
     expect(anon).toMatchObject({ max_duration: 120, tier: "anonymous", identity: `app:${app.id}` });
     const carol = await t.user("carol", "pro");
     expect((await lease(t, carol.token, { duration: 300 })).status).toBe(201);
-    expect(expectProblem(await lease(t, carol.token, { duration: 301 }), 422, "duration_too_long").max_duration).toBe(300);
+    expect(expectProblem(await lease(t, carol.token, { duration: 301 }), 422, "duration_too_long").max_duration).toBe(
+      300,
+    );
     expect(await quotaOf(t, alice.token)).toMatchObject({ used: 0, reserved: 0, left: 210, runs: 0 });
   });
 
@@ -144,7 +164,14 @@ describe("the quota window", () => {
     const { owner } = await setup();
     const alice = await t.user("alice", "free");
     const before = await quotaOf(t, alice.token);
-    expect(before).toMatchObject({ window_started_at: null, resets_at: null, used: 0, reserved: 0, left: 210, window: 86_400 });
+    expect(before).toMatchObject({
+      window_started_at: null,
+      resets_at: null,
+      used: 0,
+      reserved: 0,
+      left: 210,
+      window: 86_400,
+    });
     const blockers = [];
     for (let i = 0; i < 4; i++) blockers.push((await lease(t, owner.token, { duration: 60 })).body.id as string);
     const q = await lease(t, alice.token, { duration: 10 });
@@ -174,8 +201,18 @@ describe("GET /v1/quota", () => {
     const q = await quotaOf(t, alice.token);
     expect(q).toEqual({
       identity: { kind: "user", id: alice.id, tier: "free" },
-      quota: 210, used: 0, reserved: 0, left: 210, bonus: 0, window: 86_400,
-      window_started_at: null, resets_at: null, priority: 2, max_duration: 120, runs: 0, max_runs: null,
+      quota: 210,
+      used: 0,
+      reserved: 0,
+      left: 210,
+      bonus: 0,
+      window: 86_400,
+      window_started_at: null,
+      resets_at: null,
+      priority: 2,
+      max_duration: 120,
+      runs: 0,
+      max_runs: null,
     });
   });
 
@@ -184,11 +221,23 @@ describe("GET /v1/quota", () => {
     const alice = await t.user("alice", "free");
     const forAlice = await t.ipToken(app.id, { user: alice.id });
     expect((await lease(t, app.key, { duration: 7 }, forAlice)).status).toBe(201);
-    expect(await quotaOf(t, app.key, forAlice)).toMatchObject({ identity: { kind: "user", id: alice.id, tier: "free" }, reserved: 7, left: 203 });
+    expect(await quotaOf(t, app.key, forAlice)).toMatchObject({
+      identity: { kind: "user", id: alice.id, tier: "free" },
+      reserved: 7,
+      left: 203,
+    });
     expect(await quotaOf(t, alice.token)).toMatchObject({ reserved: 7 });
     const forIp = await t.ipToken(app.id, { ip: "198.51.100.4" });
-    expect(await quotaOf(t, app.key, forIp)).toMatchObject({ identity: { kind: "ip", id: "198.51.100.4", tier: "anonymous" }, quota: 120, reserved: 0 });
-    expect(await quotaOf(t, app.key)).toMatchObject({ identity: { kind: "app", id: app.id, tier: "anonymous" }, quota: 120, reserved: 0 });
+    expect(await quotaOf(t, app.key, forIp)).toMatchObject({
+      identity: { kind: "ip", id: "198.51.100.4", tier: "anonymous" },
+      quota: 120,
+      reserved: 0,
+    });
+    expect(await quotaOf(t, app.key)).toMatchObject({
+      identity: { kind: "app", id: app.id, tier: "anonymous" },
+      quota: 120,
+      reserved: 0,
+    });
   });
 
   it("refuses node and edge keys, and no credentials", async () => {
@@ -218,10 +267,19 @@ describe("operator adjustments: PATCH /v1/admin/users/:id", () => {
     expect(cleared.body).toMatchObject({ quota_override: null, quota: { quota: 220, left: 185 } });
 
     const pro = await patchUser(alice.id, { tier: "pro" });
-    expect(pro.body).toMatchObject({ tier: "pro", quota: { identity: { tier: "pro" }, quota: 1510, max_duration: 300 } });
-    expect((await t.call("GET", `/v1/admin/users/${alice.id}`, { token: ADMIN })).body).toMatchObject({ tier: "pro", quota_override: null });
+    expect(pro.body).toMatchObject({
+      tier: "pro",
+      quota: { identity: { tier: "pro" }, quota: 1510, max_duration: 300 },
+    });
+    expect((await t.call("GET", `/v1/admin/users/${alice.id}`, { token: ADMIN })).body).toMatchObject({
+      tier: "pro",
+      quota_override: null,
+    });
     // Her very next call is admitted as pro (a free call may last at most 120 s).
-    expect(await lease(t, alice.token, { duration: 250 })).toMatchObject({ status: 201, body: { identity: { tier: "pro" } } });
+    expect(await lease(t, alice.token, { duration: 250 })).toMatchObject({
+      status: 201,
+      body: { identity: { tier: "pro" } },
+    });
     // A name works as the reference too.
     expect((await patchUser("alice", { quota: 50 })).body.quota_override).toBe(50);
   });
@@ -240,7 +298,11 @@ describe("operator adjustments: PATCH /v1/admin/users/:id", () => {
 
 describe("runs limit (optional per tier)", () => {
   it("429 runs_exceeded with Retry-After after max_runs calls in a window", async () => {
-    const { app } = await setup({ quota: { tiers: { anonymous: { quota: "2m", max_runs: 2 }, pro: { quota: "25m", priority: 3, max_duration: "300s" } } } });
+    const { app } = await setup({
+      quota: {
+        tiers: { anonymous: { quota: "2m", max_runs: 2 }, pro: { quota: "25m", priority: 3, max_duration: "300s" } },
+      },
+    });
     const a = await lease(t, app.key, { duration: 5 });
     const b = await lease(t, app.key, { duration: 5 });
     expect([a.status, b.status]).toEqual([201, 201]);

@@ -55,7 +55,9 @@ describe("restart on the same database", () => {
     expect(await quotaOf(b, alice.token)).toEqual(quotaBefore.alice);
     expect((await b.call("GET", "/v1/admin/pool", { token: ADMIN })).body.slots).toEqual({ total: 4, busy: 4 });
     // A token the first server minted still verifies: the signing key survived.
-    expect((await b.call("GET", "/v1/quota", { token: app.key, headers: { "x-ip-token": ipTok } })).body.identity).toMatchObject({ kind: "ip", id: "203.0.113.7" });
+    expect(
+      (await b.call("GET", "/v1/quota", { token: app.key, headers: { "x-ip-token": ipTok } })).body.identity,
+    ).toMatchObject({ kind: "ip", id: "203.0.113.7" });
 
     // The recovered state is live: a release frees a slot, the queued lease gets it, charges add up.
     const released = await b.call("POST", `/v1/leases/${held[0].id}/release`, { token: owner.token, body: {} });
@@ -85,7 +87,10 @@ describe("restart on the same database", () => {
     expect(await quotaOf(b, alice.token)).toMatchObject({ used: 1, reserved: 0, left: 209 });
     expect(await get(b, long.id)).toMatchObject({ status: "active", deadline: long.deadline });
     // Its GPU went to the lease that was waiting for it.
-    expect(await get(b, waiting.id)).toMatchObject({ status: "active", device: { index: short.device.index, slots: [0, 1] } });
+    expect(await get(b, waiting.id)).toMatchObject({
+      status: "active",
+      device: { index: short.device.index, slots: [0, 1] },
+    });
     // Releasing the expired lease now changes nothing.
     const again = await b.call("POST", `/v1/leases/${short.id}/release`, { token: alice.token, body: {} });
     expect(again.body).toMatchObject({ status: "expired", charged: 1 });
@@ -124,7 +129,8 @@ describe("restart on the same database", () => {
     await stop(a);
     const b = await start();
     expect(await quotaOf(b, alice.token)).toEqual(before);
-    for (const r of results) expect(await get(b, r.id)).toMatchObject({ status: "released", charged: r.charged, refunded: r.refunded });
+    for (const r of results)
+      expect(await get(b, r.id)).toMatchObject({ status: "released", charged: r.charged, refunded: r.refunded });
   });
 });
 

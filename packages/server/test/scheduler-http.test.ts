@@ -12,7 +12,10 @@ const get = (id: string, token: string) => t.call("GET", `/v1/leases/${id}`, { t
 async function fullPool() {
   t = await startTestServer({ pool: { simulated: [{ node: "sim-0", gpus: 1 }] } });
   const owner = await t.user("owner", "pro");
-  const blockers = [(await lease(t, owner.token, { duration: 60 })).body.id as string, (await lease(t, owner.token, { duration: 60 })).body.id as string];
+  const blockers = [
+    (await lease(t, owner.token, { duration: 60 })).body.id as string,
+    (await lease(t, owner.token, { duration: 60 })).body.id as string,
+  ];
   return { owner, blockers };
 }
 
@@ -24,10 +27,18 @@ describe("the server schedules by priority class, not arrival", () => {
     await t.user("ada", "pro");
     const proToken = await t.ipToken(app.id, { user: "ada" });
 
-    const early = await t.call("POST", "/v1/leases", { token: app.key, body: { duration: 10 }, headers: { "x-ip-token": anon } });
+    const early = await t.call("POST", "/v1/leases", {
+      token: app.key,
+      body: { duration: 10 },
+      headers: { "x-ip-token": anon },
+    });
     expect(early.status).toBe(202);
     expect(early.body.identity).toMatchObject({ kind: "ip", tier: "anonymous" });
-    const late = await t.call("POST", "/v1/leases", { token: app.key, body: { duration: 10 }, headers: { "x-ip-token": proToken } });
+    const late = await t.call("POST", "/v1/leases", {
+      token: app.key,
+      body: { duration: 10 },
+      headers: { "x-ip-token": proToken },
+    });
     expect(late.status).toBe(202);
     // The pro call goes straight to the front of the line, ahead of the earlier anonymous one.
     expect(late.body.position).toBe(1);

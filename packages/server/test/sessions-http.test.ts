@@ -29,41 +29,77 @@ describe("sessions", () => {
     expect(opened.body).toMatchObject({ user: { id: alice.id, name: "alice", tier: "pro" } });
     expect(opened.body.session).toMatch(/^gps_/);
     expect(Date.parse(opened.body.expires_at)).toBeGreaterThan(Date.now());
-    const resolved = await t.call("POST", "/v1/sessions/resolve", { token: edgeKey, body: { session: opened.body.session } });
+    const resolved = await t.call("POST", "/v1/sessions/resolve", {
+      token: edgeKey,
+      body: { session: opened.body.session },
+    });
     expect(resolved.status).toBe(200);
     expect(resolved.body.user).toEqual({ id: alice.id, name: "alice", tier: "pro" });
 
-    const revoked = await t.call("POST", "/v1/sessions/revoke", { token: edgeKey, body: { session: opened.body.session } });
+    const revoked = await t.call("POST", "/v1/sessions/revoke", {
+      token: edgeKey,
+      body: { session: opened.body.session },
+    });
     expect(revoked.body).toEqual({ revoked: true });
-    expectProblem(await t.call("POST", "/v1/sessions/resolve", { token: edgeKey, body: { session: opened.body.session } }), 401, "invalid_session");
+    expectProblem(
+      await t.call("POST", "/v1/sessions/resolve", { token: edgeKey, body: { session: opened.body.session } }),
+      401,
+      "invalid_session",
+    );
     // Signing out twice is fine.
-    expect((await t.call("POST", "/v1/sessions/revoke", { token: edgeKey, body: { session: opened.body.session } })).status).toBe(200);
+    expect(
+      (await t.call("POST", "/v1/sessions/revoke", { token: edgeKey, body: { session: opened.body.session } })).status,
+    ).toBe(200);
   });
 
   it("the session secret is not stored, only its hash", async () => {
     const { alice, edgeKey } = await setup();
-    const opened = await t.call("POST", "/v1/sessions", { token: edgeKey, body: { token: alice.token, name: "alice" } });
+    const opened = await t.call("POST", "/v1/sessions", {
+      token: edgeKey,
+      body: { token: alice.token, name: "alice" },
+    });
     expect(opened.status).toBe(201);
     expect(await t.server.context.store.transaction((tx) => tx.sessions.get(opened.body.session))).toBeNull();
   });
 
   it("a wrong token, or a name that is not the token's owner, is invalid_credentials", async () => {
     const { alice, edgeKey } = await setup();
-    expectProblem(await t.call("POST", "/v1/sessions", { token: edgeKey, body: { token: "gpu_u_nope" } }), 401, "invalid_credentials");
-    expectProblem(await t.call("POST", "/v1/sessions", { token: edgeKey, body: { token: alice.token, name: "owner" } }), 401, "invalid_credentials");
-    expectProblem(await t.call("POST", "/v1/sessions/resolve", { token: edgeKey, body: { session: "gps_made-up" } }), 401, "invalid_session");
+    expectProblem(
+      await t.call("POST", "/v1/sessions", { token: edgeKey, body: { token: "gpu_u_nope" } }),
+      401,
+      "invalid_credentials",
+    );
+    expectProblem(
+      await t.call("POST", "/v1/sessions", { token: edgeKey, body: { token: alice.token, name: "owner" } }),
+      401,
+      "invalid_credentials",
+    );
+    expectProblem(
+      await t.call("POST", "/v1/sessions/resolve", { token: edgeKey, body: { session: "gps_made-up" } }),
+      401,
+      "invalid_session",
+    );
   });
 
   it("only an edge key may open sessions; the admin revokes all of a user's sessions", async () => {
     const { alice, edgeKey, front } = await setup();
-    expectProblem(await t.call("POST", "/v1/sessions", { token: front.key, body: { token: alice.token } }), 403, "forbidden");
+    expectProblem(
+      await t.call("POST", "/v1/sessions", { token: front.key, body: { token: alice.token } }),
+      403,
+      "forbidden",
+    );
     expectProblem(await t.call("POST", "/v1/sessions", { body: { token: alice.token } }), 401, "unauthorized");
     const a = await t.call("POST", "/v1/sessions", { token: edgeKey, body: { token: alice.token } });
     const b = await t.call("POST", "/v1/sessions", { token: edgeKey, body: { token: alice.token } });
     expectProblem(await t.call("DELETE", "/v1/admin/users/alice/sessions", { token: edgeKey }), 403, "forbidden");
     const r = await t.call("DELETE", "/v1/admin/users/alice/sessions", { token: ADMIN });
     expect(r.body).toEqual({ user: alice.id, revoked: 2 });
-    for (const s of [a, b]) expectProblem(await t.call("POST", "/v1/sessions/resolve", { token: edgeKey, body: { session: s.body.session } }), 401, "invalid_session");
+    for (const s of [a, b])
+      expectProblem(
+        await t.call("POST", "/v1/sessions/resolve", { token: edgeKey, body: { session: s.body.session } }),
+        401,
+        "invalid_session",
+      );
     expectProblem(await t.call("DELETE", "/v1/admin/users/nobody/sessions", { token: ADMIN }), 404, "not_found");
   });
 });
@@ -84,8 +120,16 @@ describe("re-issuing an X-IP-Token for another app", () => {
     const [rec] = await t.server.context.store.transaction((tx) => tx.signingKeys.list());
     const key = await importJWK(JSON.parse(rec!.privateJwk) as JWK, "EdDSA");
     const past = Math.floor(Date.now() / 1000) - 3600;
-    const expired = await new SignJWT({}).setProtectedHeader({ alg: "EdDSA", kid: rec!.kid }).setIssuer("gpupool").setSubject("user:u_x").setAudience(front.id).setIssuedAt(past - 60).setExpirationTime(past).sign(key);
-    const reissue = (token: string) => t.call("POST", "/v1/ip-tokens/reissue", { token: edgeKey, body: { token, app: "back" } });
+    const expired = await new SignJWT({})
+      .setProtectedHeader({ alg: "EdDSA", kid: rec!.kid })
+      .setIssuer("gpupool")
+      .setSubject("user:u_x")
+      .setAudience(front.id)
+      .setIssuedAt(past - 60)
+      .setExpirationTime(past)
+      .sign(key);
+    const reissue = (token: string) =>
+      t.call("POST", "/v1/ip-tokens/reissue", { token: edgeKey, body: { token, app: "back" } });
     expect(expectProblem(await reissue(expired), 401, "invalid_ip_token").reason).toBe("expired");
     const good = await t.ipToken(front.id, { ip: "198.51.100.4" });
     const [h, p] = good.split(".");
@@ -93,8 +137,18 @@ describe("re-issuing an X-IP-Token for another app", () => {
     expect(expectProblem(await reissue(tampered), 401, "invalid_ip_token").reason).toBe("bad_signature");
     expect(expectProblem(await reissue("not-a-token"), 401, "invalid_ip_token").reason).toBe("malformed");
     const unsigned = `${Buffer.from('{"alg":"none"}').toString("base64url")}.${p}.`;
-    expect(expectProblem(await reissue(unsigned), 401, "invalid_ip_token").reason).toMatch(/alg_not_allowed|unknown_key|malformed/);
-    expectProblem(await t.call("POST", "/v1/ip-tokens/reissue", { token: front.key, body: { token: good, app: "back" } }), 403, "forbidden");
-    expectProblem(await t.call("POST", "/v1/ip-tokens/reissue", { token: edgeKey, body: { token: good, app: "nope" } }), 400, "invalid_request");
+    expect(expectProblem(await reissue(unsigned), 401, "invalid_ip_token").reason).toMatch(
+      /alg_not_allowed|unknown_key|malformed/,
+    );
+    expectProblem(
+      await t.call("POST", "/v1/ip-tokens/reissue", { token: front.key, body: { token: good, app: "back" } }),
+      403,
+      "forbidden",
+    );
+    expectProblem(
+      await t.call("POST", "/v1/ip-tokens/reissue", { token: edgeKey, body: { token: good, app: "nope" } }),
+      400,
+      "invalid_request",
+    );
   });
 });

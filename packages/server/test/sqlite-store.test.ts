@@ -25,10 +25,16 @@ describe("SQLite store", () => {
     const db = new Database(await migrated(), { readonly: true });
     try {
       const plan = db
-        .prepare("EXPLAIN QUERY PLAN SELECT * FROM leases WHERE identity_kind = 'user' AND identity_id = ? ORDER BY seq DESC LIMIT ?")
+        .prepare(
+          "EXPLAIN QUERY PLAN SELECT * FROM leases WHERE identity_kind = 'user' AND identity_id = ? ORDER BY seq DESC LIMIT ?",
+        )
         .all("u1", 50) as { detail: string }[];
       expect(plan.map((p) => p.detail).join(" ")).toMatch(/USING INDEX leases_user/);
-      const indexes = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'leases'").all() as { name: string }[]).map((r) => r.name);
+      const indexes = (
+        db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'leases'").all() as {
+          name: string;
+        }[]
+      ).map((r) => r.name);
       // An admission for an ip or app identity writes no page of a per-identity index.
       expect(indexes).not.toContain("leases_identity");
     } finally {
@@ -39,7 +45,14 @@ describe("SQLite store", () => {
   it("a staged transaction that throws after writing rolls back its whole commit group; the others hear it through `committed`, the next group commits", async () => {
     const path = await migrated();
     const store = new SqliteStore(`sqlite:${path}`);
-    const user = (id: string) => ({ id, name: id, tier: "free", tokenHash: `h-${id}`, quotaOverrideMs: null, createdAt: 1 });
+    const user = (id: string) => ({
+      id,
+      name: id,
+      tier: "free",
+      tokenHash: `h-${id}`,
+      quotaOverrideMs: null,
+      createdAt: 1,
+    });
     try {
       // Staged in one turn: one commit group (see SqliteStore.stage).
       const [before, bad, after] = await Promise.allSettled([
@@ -53,7 +66,9 @@ describe("SQLite store", () => {
       expect(bad.status).toBe("rejected");
       // Staged before the failure: in its group, rolled back with it, told so through `committed`.
       expect(before.status).toBe("fulfilled");
-      await expect((before as PromiseFulfilledResult<{ committed: Promise<void> }>).value.committed).rejects.toThrow("fails after writing");
+      await expect((before as PromiseFulfilledResult<{ committed: Promise<void> }>).value.committed).rejects.toThrow(
+        "fails after writing",
+      );
       // Staged after it: a new group, committed.
       expect(after.status).toBe("fulfilled");
       await (after as PromiseFulfilledResult<{ committed: Promise<void> }>).value.committed;
@@ -67,7 +82,14 @@ describe("SQLite store", () => {
     const path = await migrated();
     const store = new SqliteStore(`sqlite:${path}`);
     const order: number[] = [];
-    const user = (i: number) => ({ id: `u${i}`, name: `user${i}`, tier: "free", tokenHash: `h${i}`, quotaOverrideMs: null, createdAt: i });
+    const user = (i: number) => ({
+      id: `u${i}`,
+      name: `user${i}`,
+      tier: "free",
+      tokenHash: `h${i}`,
+      quotaOverrideMs: null,
+      createdAt: i,
+    });
     // Not awaited: all five wait for the same turn's group commit, then close is asked for at once.
     const staged = [1, 2, 3, 4, 5].map((i) =>
       store.transaction(async (t) => {
@@ -81,7 +103,13 @@ describe("SQLite store", () => {
     expect(order).toEqual([1, 2, 3, 4, 5]);
     const reopened = new SqliteStore(`sqlite:${path}`);
     try {
-      expect((await reopened.transaction((t) => t.users.list())).map((u) => u.id)).toEqual(["u1", "u2", "u3", "u4", "u5"]);
+      expect((await reopened.transaction((t) => t.users.list())).map((u) => u.id)).toEqual([
+        "u1",
+        "u2",
+        "u3",
+        "u4",
+        "u5",
+      ]);
     } finally {
       await reopened.close();
     }

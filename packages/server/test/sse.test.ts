@@ -34,7 +34,10 @@ interface Sse {
 async function open(id: string, token: string): Promise<Sse> {
   const ctl = new AbortController();
   streams.push(ctl);
-  const res = await fetch(`${url}/v1/leases/${id}/events`, { headers: { authorization: `Bearer ${token}`, accept: "text/event-stream" }, signal: ctl.signal });
+  const res = await fetch(`${url}/v1/leases/${id}/events`, {
+    headers: { authorization: `Bearer ${token}`, accept: "text/event-stream" },
+    signal: ctl.signal,
+  });
   const reader = res.body!.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
@@ -57,7 +60,9 @@ async function open(id: string, token: string): Promise<Sse> {
         if (done) return null;
         const chunk = await Promise.race([
           reader.read(),
-          new Promise<never>((_, reject) => setTimeout(() => reject(new Error("no SSE event within 3 s")), Math.max(1, deadline - Date.now()))),
+          new Promise<never>((_, reject) =>
+            setTimeout(() => reject(new Error("no SSE event within 3 s")), Math.max(1, deadline - Date.now())),
+          ),
         ]);
         if (chunk.done) done = true;
         else buffer += decoder.decode(chunk.value, { stream: true });
@@ -96,9 +101,15 @@ describe("lease events (SSE)", () => {
     const first = await lease(t, alice.token, { duration: 5 });
     const second = await lease(t, alice.token, { duration: 5 });
     const sse = await open(second.body.id, alice.token);
-    expect(await sse.next()).toEqual({ event: "queued", data: { position: 2, reason: "node", eta_s: expect.any(Number) } });
+    expect(await sse.next()).toEqual({
+      event: "queued",
+      data: { position: 2, reason: "node", eta_s: expect.any(Number) },
+    });
     await release(first.body.id, alice.token); // cancels the one ahead
-    expect(await sse.next()).toEqual({ event: "queued", data: { position: 1, reason: "node", eta_s: expect.any(Number) } });
+    expect(await sse.next()).toEqual({
+      event: "queued",
+      data: { position: 1, reason: "node", eta_s: expect.any(Number) },
+    });
     await release(blockers[0]!, owner.token);
     // A repeat of the unchanged position may come first; the next change is the grant.
     let e = await sse.next();
@@ -114,7 +125,11 @@ describe("lease events (SSE)", () => {
     expect((await sse.next())?.event).toBe("queued");
     const failed = await sse.next();
     expect(failed?.event).toBe("failed");
-    expect(failed?.data.problem).toMatchObject({ code: "queue_timeout", status: 408, type: "urn:gpupool:problem:queue_timeout" });
+    expect(failed?.data.problem).toMatchObject({
+      code: "queue_timeout",
+      status: 408,
+      type: "urn:gpupool:problem:queue_timeout",
+    });
     expect(failed?.data.problem.detail).toMatch(/queue/);
     expect(failed?.data.problem.waited).toBeGreaterThanOrEqual(0.5);
     expect(await sse.next()).toBeNull();
@@ -130,23 +145,34 @@ describe("lease events (SSE)", () => {
     expect((await sse.next())?.event).toBe("queued");
     await t.call("DELETE", `/v1/leases/${q.body.id}`, { token: alice.token });
     const ended = await sse.next();
-    expect(ended).toMatchObject({ event: "ended", data: { lease: { id: q.body.id, status: "cancelled", charged: 0, refunded: 20 } } });
+    expect(ended).toMatchObject({
+      event: "ended",
+      data: { lease: { id: q.body.id, status: "cancelled", charged: 0, refunded: 20 } },
+    });
     expect(await sse.next()).toBeNull();
   });
 
   it("the current state comes first: an active lease answers granted, an ended one ended", async () => {
     const { owner, blockers } = await setup();
     const active = await open(blockers[0]!, owner.token);
-    expect(await active.next()).toMatchObject({ event: "granted", data: { lease: { id: blockers[0], status: "active" } } });
+    expect(await active.next()).toMatchObject({
+      event: "granted",
+      data: { lease: { id: blockers[0], status: "active" } },
+    });
     expect(await active.next()).toBeNull();
     await release(blockers[1]!, owner.token);
     const ended = await open(blockers[1]!, owner.token);
-    expect(await ended.next()).toMatchObject({ event: "ended", data: { lease: { id: blockers[1], status: "released" } } });
+    expect(await ended.next()).toMatchObject({
+      event: "ended",
+      data: { lease: { id: blockers[1], status: "released" } },
+    });
   });
 
   it("unknown leases and missing credentials get problems, not streams", async () => {
     const { alice } = await setup();
-    const missing = await fetch(`${url}/v1/leases/ls_nope/events`, { headers: { authorization: `Bearer ${alice.token}` } });
+    const missing = await fetch(`${url}/v1/leases/ls_nope/events`, {
+      headers: { authorization: `Bearer ${alice.token}` },
+    });
     expect(missing.status).toBe(404);
     expect(missing.headers.get("content-type")).toMatch(/^application\/problem\+json/);
     expect(((await missing.json()) as { code: string }).code).toBe("not_found");

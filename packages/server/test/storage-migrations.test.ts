@@ -39,7 +39,13 @@ interface TableShape {
 /** Type families: what a column holds, whatever each database calls it. */
 const SQLITE_FAMILY: Record<string, string> = { INTEGER: "integer", REAL: "real", TEXT: "text" };
 // BOOLEAN is SQLite's INTEGER 0/1 (see table.ts `boolean`); BIGINT holds milliseconds.
-const POSTGRES_FAMILY: Record<string, string> = { bigint: "integer", integer: "integer", boolean: "integer", "double precision": "real", text: "text" };
+const POSTGRES_FAMILY: Record<string, string> = {
+  bigint: "integer",
+  integer: "integer",
+  boolean: "integer",
+  "double precision": "real",
+  text: "text",
+};
 
 /** A partial index's predicate as text both spell alike: `status IN ('queued', 'active')`. */
 function normalisePredicate(where: string | null): string | null {
@@ -66,29 +72,53 @@ function sqliteSchema(path: string): Schema {
   const db = new Database(path, { readonly: true });
   try {
     const version = (db.prepare("SELECT MAX(version) AS v FROM schema_migrations").get() as { v: number }).v;
-    const names = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name").all() as { name: string }[]).map((r) => r.name);
+    const names = (
+      db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .all() as { name: string }[]
+    ).map((r) => r.name);
     const schema: Schema = { version, tables: {}, indexes: {} };
     for (const table of names) {
-      const info = db.prepare(`PRAGMA table_info(${table})`).all() as { name: string; type: string; notnull: number; pk: number }[];
+      const info = db.prepare(`PRAGMA table_info(${table})`).all() as {
+        name: string;
+        type: string;
+        notnull: number;
+        pk: number;
+      }[];
       const shape: TableShape = { columns: {}, primaryKey: [], unique: [], foreignKeys: [] };
       for (const c of info) {
         // A PRIMARY KEY column is never NULL here (SQLite's legacy lets a TEXT key be NULL; nothing writes one).
         shape.columns[c.name] = `${SQLITE_FAMILY[c.type] ?? c.type} ${c.notnull || c.pk ? "not null" : "null"}`;
       }
-      shape.primaryKey = info.filter((c) => c.pk > 0).sort((a, b) => a.pk - b.pk).map((c) => c.name);
-      for (const ix of db.prepare(`PRAGMA index_list(${table})`).all() as { name: string; unique: number; origin: string }[]) {
-        const columns = (db.prepare(`PRAGMA index_info(${ix.name})`).all() as { seqno: number; name: string }[]).sort((a, b) => a.seqno - b.seqno).map((c) => c.name);
+      shape.primaryKey = info
+        .filter((c) => c.pk > 0)
+        .sort((a, b) => a.pk - b.pk)
+        .map((c) => c.name);
+      for (const ix of db.prepare(`PRAGMA index_list(${table})`).all() as {
+        name: string;
+        unique: number;
+        origin: string;
+      }[]) {
+        const columns = (db.prepare(`PRAGMA index_info(${ix.name})`).all() as { seqno: number; name: string }[])
+          .sort((a, b) => a.seqno - b.seqno)
+          .map((c) => c.name);
         if (ix.origin === "pk") continue;
         if (ix.origin === "u") {
           shape.unique.push(columns.join(","));
           continue;
         }
-        const sql = (db.prepare("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?").get(ix.name) as { sql: string }).sql;
+        const sql = (
+          db.prepare("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?").get(ix.name) as { sql: string }
+        ).sql;
         const where = /\bWHERE\b([\s\S]*)$/i.exec(sql)?.[1] ?? null;
         schema.indexes[ix.name] = { table, columns, unique: ix.unique === 1, where: normalisePredicate(where) };
       }
       shape.unique.sort();
-      shape.foreignKeys = (db.prepare(`PRAGMA foreign_key_list(${table})`).all() as { table: string; from: string; to: string }[]).map((f) => `${f.from} -> ${f.table}(${f.to})`).sort();
+      shape.foreignKeys = (
+        db.prepare(`PRAGMA foreign_key_list(${table})`).all() as { table: string; from: string; to: string }[]
+      )
+        .map((f) => `${f.from} -> ${f.table}(${f.to})`)
+        .sort();
       schema.tables[table] = shape;
     }
     return schema;
@@ -98,15 +128,27 @@ function sqliteSchema(path: string): Schema {
 }
 
 async function postgresSchema(sql: postgres.Sql, schemaName: string): Promise<Schema> {
-  const [{ v }] = (await sql.unsafe(`SELECT MAX(version)::int AS v FROM ${schemaName}.schema_migrations`)) as unknown as [{ v: number }];
+  const [{ v }] = (await sql.unsafe(
+    `SELECT MAX(version)::int AS v FROM ${schemaName}.schema_migrations`,
+  )) as unknown as [{ v: number }];
   const schema: Schema = { version: v, tables: {}, indexes: {} };
   const columns = await sql<{ table_name: string; column_name: string; data_type: string; is_nullable: string }[]>`
     SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns WHERE table_schema = ${schemaName}`;
   for (const c of columns) {
     const shape = (schema.tables[c.table_name] ??= { columns: {}, primaryKey: [], unique: [], foreignKeys: [] });
-    shape.columns[c.column_name] = `${POSTGRES_FAMILY[c.data_type] ?? c.data_type} ${c.is_nullable === "YES" ? "null" : "not null"}`;
+    shape.columns[c.column_name] =
+      `${POSTGRES_FAMILY[c.data_type] ?? c.data_type} ${c.is_nullable === "YES" ? "null" : "not null"}`;
   }
-  const indexes = await sql<{ name: string; table: string; unique: boolean; constraint: string | null; columns: string; predicate: string | null }[]>`
+  const indexes = await sql<
+    {
+      name: string;
+      table: string;
+      unique: boolean;
+      constraint: string | null;
+      columns: string;
+      predicate: string | null;
+    }[]
+  >`
     SELECT i.relname AS name, t.relname AS table, ix.indisunique AS unique, con.contype::text AS constraint,
            (SELECT string_agg(a.attname, ',' ORDER BY k.n) FROM unnest(ix.indkey) WITH ORDINALITY AS k(attnum, n)
               JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum) AS columns,
@@ -121,7 +163,13 @@ async function postgresSchema(sql: postgres.Sql, schemaName: string): Promise<Sc
     const shape = schema.tables[ix.table]!;
     if (ix.constraint === "p") shape.primaryKey = ix.columns.split(",");
     else if (ix.constraint === "u") shape.unique.push(ix.columns);
-    else schema.indexes[ix.name] = { table: ix.table, columns: ix.columns.split(","), unique: ix.unique, where: normalisePredicate(ix.predicate) };
+    else
+      schema.indexes[ix.name] = {
+        table: ix.table,
+        columns: ix.columns.split(","),
+        unique: ix.unique,
+        where: normalisePredicate(ix.predicate),
+      };
   }
   const foreignKeys = await sql<{ table: string; column: string; ref_table: string; ref_column: string }[]>`
     SELECT cl.relname AS table, a.attname AS column, rc.relname AS ref_table, ra.attname AS ref_column
@@ -132,7 +180,8 @@ async function postgresSchema(sql: postgres.Sql, schemaName: string): Promise<Sc
     JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
     JOIN pg_attribute ra ON ra.attrelid = c.confrelid AND ra.attnum = c.confkey[1]
     WHERE c.contype = 'f' AND n.nspname = ${schemaName}`;
-  for (const f of foreignKeys) schema.tables[f.table]!.foreignKeys.push(`${f.column} -> ${f.ref_table}(${f.ref_column})`);
+  for (const f of foreignKeys)
+    schema.tables[f.table]!.foreignKeys.push(`${f.column} -> ${f.ref_table}(${f.ref_column})`);
   for (const shape of Object.values(schema.tables)) {
     shape.unique.sort();
     shape.foreignKeys.sort();
@@ -165,10 +214,26 @@ describe("paired migrations", () => {
     // sha256 of each version's text as it shipped (versions 1–3 as the adapters ran them before the
     // lists were paired; 4 as SQLite ran it, PostgreSQL's the same text). Add a line per new version.
     const shipped: [number, string, string][] = [
-      [1, "99ff96e420cbf2f2c52144d5c1451fc6bb2108f0dc4ecf87a54dc5c6bda717b2", "9f7ec38c5650033b08981da247e8627afc86443dfb56308d2707866af09df466"],
-      [2, "b4564dd03aaca8059622a503afdf38a483957086464a82933c27deb627ddd051", "9007e6f91f43328bfef7baede182366917e3ffcd131b804ed99b5ee6ea5f0357"],
-      [3, "2ee0136c6833bcc0b212692dd90c1cc40e4b7372bc68b86d4b76fe8ed776eda4", "c938538808b72bfc46cf3108a1ca7ebecdfe758e16c6312f5c5a4ab4d599903d"],
-      [4, "532f25c0bc54e244e3d8d04b888d4b0648f3a0e645a1fe48a0c329d0a5b8cf9c", "532f25c0bc54e244e3d8d04b888d4b0648f3a0e645a1fe48a0c329d0a5b8cf9c"],
+      [
+        1,
+        "99ff96e420cbf2f2c52144d5c1451fc6bb2108f0dc4ecf87a54dc5c6bda717b2",
+        "9f7ec38c5650033b08981da247e8627afc86443dfb56308d2707866af09df466",
+      ],
+      [
+        2,
+        "b4564dd03aaca8059622a503afdf38a483957086464a82933c27deb627ddd051",
+        "9007e6f91f43328bfef7baede182366917e3ffcd131b804ed99b5ee6ea5f0357",
+      ],
+      [
+        3,
+        "2ee0136c6833bcc0b212692dd90c1cc40e4b7372bc68b86d4b76fe8ed776eda4",
+        "c938538808b72bfc46cf3108a1ca7ebecdfe758e16c6312f5c5a4ab4d599903d",
+      ],
+      [
+        4,
+        "532f25c0bc54e244e3d8d04b888d4b0648f3a0e645a1fe48a0c329d0a5b8cf9c",
+        "532f25c0bc54e244e3d8d04b888d4b0648f3a0e645a1fe48a0c329d0a5b8cf9c",
+      ],
     ];
     const sha = (text: string): string => createHash("sha256").update(text).digest("hex");
     for (const [version, sqlite, pg] of shipped) {
@@ -178,7 +243,9 @@ describe("paired migrations", () => {
   });
 
   it("normalise both spellings of a partial index's predicate alike", () => {
-    expect(normalisePredicate("(status = ANY (ARRAY['queued'::text, 'active'::text]))")).toBe(normalisePredicate(" status IN ('queued', 'active')\n  "));
+    expect(normalisePredicate("(status = ANY (ARRAY['queued'::text, 'active'::text]))")).toBe(
+      normalisePredicate(" status IN ('queued', 'active')\n  "),
+    );
     expect(normalisePredicate("(identity_kind = 'user'::text)")).toBe("identity_kind = 'user'");
     expect(normalisePredicate("(a = 1) AND (b = 2)")).toBe("(a = 1) and (b = 2)");
   });
@@ -186,7 +253,11 @@ describe("paired migrations", () => {
   it("SQLite: the column tables name exactly the migrated columns of their tables", async () => {
     const schema = await migratedSqlite();
     const declared = Object.values(tables).filter((t) => t instanceof Table);
-    expect(declared.map((t) => t.name).sort()).toEqual(Object.keys(schema.tables).filter((t) => t !== "schema_migrations").sort());
+    expect(declared.map((t) => t.name).sort()).toEqual(
+      Object.keys(schema.tables)
+        .filter((t) => t !== "schema_migrations")
+        .sort(),
+    );
     for (const t of declared) {
       const names = [...(t.key ? [t.key.name] : []), ...t.selectList.split(", ")];
       expect(names.sort(), t.name).toEqual(Object.keys(schema.tables[t.name]!.columns).sort());
@@ -219,7 +290,11 @@ describe("paired migrations", () => {
     it("a PostgreSQL schema at version 3 (before the lists were paired) upgrades to the latest, its leases intact", async () => {
       const url = freshPostgresUrl("from-v3");
       const schemaName = new URL(url).searchParams.get("schema")!;
-      const sql = postgres(postgresUrl()!, { max: 1, onnotice: () => undefined, connection: { search_path: schemaName } });
+      const sql = postgres(postgresUrl()!, {
+        max: 1,
+        onnotice: () => undefined,
+        connection: { search_path: schemaName },
+      });
       try {
         await sql.unsafe(`CREATE SCHEMA ${schemaName}`);
         await sql.unsafe("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)");
@@ -232,14 +307,20 @@ describe("paired migrations", () => {
           VALUES ('l1', NULL, 'user', 'u1', 'free', 'large', 1, 1, 1000, 1000, 'queued', 5000, 0, 0, false)`;
         const storage = await openStorage(url);
         try {
-          expect(await storage.store.transaction((t) => t.leases.list({ identity: { kind: "user", id: "u1" }, limit: 10 }))).toMatchObject([{ id: "l1", status: "queued" }]);
+          expect(
+            await storage.store.transaction((t) => t.leases.list({ identity: { kind: "user", id: "u1" }, limit: 10 })),
+          ).toMatchObject([{ id: "l1", status: "queued" }]);
         } finally {
           await storage.close();
         }
-        const indexes = await sql<{ indexname: string }[]>`SELECT indexname FROM pg_indexes WHERE schemaname = ${schemaName} AND tablename = 'leases'`;
+        const indexes = await sql<
+          { indexname: string }[]
+        >`SELECT indexname FROM pg_indexes WHERE schemaname = ${schemaName} AND tablename = 'leases'`;
         expect(indexes.map((r) => r.indexname)).toContain("leases_user");
         expect(indexes.map((r) => r.indexname)).not.toContain("leases_identity");
-        expect((await sql`SELECT version FROM schema_migrations ORDER BY version`).map((r) => r["version"])).toEqual(MIGRATIONS.map((m) => m.version));
+        expect((await sql`SELECT version FROM schema_migrations ORDER BY version`).map((r) => r["version"])).toEqual(
+          MIGRATIONS.map((m) => m.version),
+        );
       } finally {
         await sql.end();
       }

@@ -8,7 +8,19 @@ import { openStorage } from "../src/storage/open-store.js";
 import { leaderLockKey } from "../src/storage/postgres/connections.js";
 import { LeadershipLostError } from "../src/storage/store.js";
 import type { DeviceSpec } from "@gpupool/core";
-import type { AppRecord, KeyedRecord, LeaseFilter, LeaseRecord, NewLease, NodeRecord, NodeState, Storage, Store, Tx, UserRecord } from "../src/storage/store.js";
+import type {
+  AppRecord,
+  KeyedRecord,
+  LeaseFilter,
+  LeaseRecord,
+  NewLease,
+  NodeRecord,
+  NodeState,
+  Storage,
+  Store,
+  Tx,
+  UserRecord,
+} from "../src/storage/store.js";
 
 /**
  * The storage contract: one suite, run against every adapter through the Store, Stager and
@@ -57,17 +69,77 @@ export function storeContract(
       return again.store;
     };
 
-    const user = (id: string, over: Partial<UserRecord> = {}): UserRecord => ({ id, name: `name-${id}`, tier: "free", tokenHash: `th-${id}`, quotaOverrideMs: null, createdAt: 1_000, ...over });
-    const app = (id: string, ownerId: string, over: Partial<AppRecord> = {}): AppRecord => ({ id, name: `app-${id}`, ownerId, keyHash: `kh-${id}`, maxConcurrency: null, createdAt: 1_000, ...over });
-    const keyed = (id: string, createdAt = 1_000): KeyedRecord => ({ id, name: `k-${id}`, keyHash: `kh-${id}`, createdAt });
-    const unregistered: NodeState = { devices: null, registeredAt: null, heartbeatAt: null, agentUrl: null };
-    const node = (id: string, createdAt = 1_000, state: NodeState = unregistered): NodeRecord => ({ ...keyed(id, createdAt), ...state });
-    const newLease = (id: string, over: Partial<NewLease> = {}): NewLease => ({
-      id, appId: "a1", identityKind: "user", identityId: "u1", tier: "free", size: "large", slots: 1, cost: 1, durationMs: 60_000, reservedMs: 60_000,
-      status: "queued", node: null, deviceIndex: null, deviceUuid: null, deviceName: null, slotIndexes: null, queuedAt: 5_000, grantedAt: null,
-      deadline: null, endedAt: null, heldMs: null, chargedMs: 0, refundedMs: 0, failed: false, windowStartedAt: null, problemCode: null, problemDetail: null, ...over,
+    const user = (id: string, over: Partial<UserRecord> = {}): UserRecord => ({
+      id,
+      name: `name-${id}`,
+      tier: "free",
+      tokenHash: `th-${id}`,
+      quotaOverrideMs: null,
+      createdAt: 1_000,
+      ...over,
     });
-    const active = (l: LeaseRecord, deadline: number): LeaseRecord => ({ ...l, status: "active", node: "sim-0", deviceIndex: 1, deviceUuid: "GPU-x", deviceName: "H200", slotIndexes: [0, 1], grantedAt: deadline - l.durationMs, deadline, windowStartedAt: deadline - l.durationMs });
+    const app = (id: string, ownerId: string, over: Partial<AppRecord> = {}): AppRecord => ({
+      id,
+      name: `app-${id}`,
+      ownerId,
+      keyHash: `kh-${id}`,
+      maxConcurrency: null,
+      createdAt: 1_000,
+      ...over,
+    });
+    const keyed = (id: string, createdAt = 1_000): KeyedRecord => ({
+      id,
+      name: `k-${id}`,
+      keyHash: `kh-${id}`,
+      createdAt,
+    });
+    const unregistered: NodeState = { devices: null, registeredAt: null, heartbeatAt: null, agentUrl: null };
+    const node = (id: string, createdAt = 1_000, state: NodeState = unregistered): NodeRecord => ({
+      ...keyed(id, createdAt),
+      ...state,
+    });
+    const newLease = (id: string, over: Partial<NewLease> = {}): NewLease => ({
+      id,
+      appId: "a1",
+      identityKind: "user",
+      identityId: "u1",
+      tier: "free",
+      size: "large",
+      slots: 1,
+      cost: 1,
+      durationMs: 60_000,
+      reservedMs: 60_000,
+      status: "queued",
+      node: null,
+      deviceIndex: null,
+      deviceUuid: null,
+      deviceName: null,
+      slotIndexes: null,
+      queuedAt: 5_000,
+      grantedAt: null,
+      deadline: null,
+      endedAt: null,
+      heldMs: null,
+      chargedMs: 0,
+      refundedMs: 0,
+      failed: false,
+      windowStartedAt: null,
+      problemCode: null,
+      problemDetail: null,
+      ...over,
+    });
+    const active = (l: LeaseRecord, deadline: number): LeaseRecord => ({
+      ...l,
+      status: "active",
+      node: "sim-0",
+      deviceIndex: 1,
+      deviceUuid: "GPU-x",
+      deviceName: "H200",
+      slotIndexes: [0, 1],
+      grantedAt: deadline - l.durationMs,
+      deadline,
+      windowStartedAt: deadline - l.durationMs,
+    });
 
     it("migrates idempotently, pings, and names its kind", async () => {
       await store.migrate();
@@ -84,7 +156,13 @@ export function storeContract(
       expect(await tx((t) => t.users.get("u1"))).toEqual(user("u1", { tier: "pro", quotaOverrideMs: 90_000 }));
       expect(await tx((t) => t.users.getByName("name-u2"))).toEqual(user("u2", { createdAt: 2_000 }));
       expect(await tx((t) => t.users.findByTokenHash("th-u1"))).toMatchObject({ id: "u1" });
-      expect(await tx(async (t) => [await t.users.get("nope"), await t.users.getByName("nope"), await t.users.findByTokenHash("nope")])).toEqual([null, null, null]);
+      expect(
+        await tx(async (t) => [
+          await t.users.get("nope"),
+          await t.users.getByName("nope"),
+          await t.users.findByTokenHash("nope"),
+        ]),
+      ).toEqual([null, null, null]);
       await tx((t) => t.users.update(user("u1", { tier: "team", quotaOverrideMs: null, tokenHash: "th-new" })));
       expect(await tx((t) => t.users.get("u1"))).toEqual(user("u1", { tier: "team", tokenHash: "th-new" }));
       expect(await tx((t) => t.users.findByTokenHash("th-u1"))).toBeNull();
@@ -102,7 +180,9 @@ export function storeContract(
       expect(await tx((t) => t.apps.get("a1"))).toEqual(app("a1", "u1", { maxConcurrency: 3 }));
       expect(await tx((t) => t.apps.getByName("app-a2"))).toEqual(app("a2", "u1", { createdAt: 2_000 }));
       expect(await tx((t) => t.apps.findByKeyHash("kh-a2"))).toMatchObject({ id: "a2", maxConcurrency: null });
-      expect(await tx(async (t) => [await t.apps.get("x"), await t.apps.getByName("x"), await t.apps.findByKeyHash("x")])).toEqual([null, null, null]);
+      expect(
+        await tx(async (t) => [await t.apps.get("x"), await t.apps.getByName("x"), await t.apps.findByKeyHash("x")]),
+      ).toEqual([null, null, null]);
       expect((await tx((t) => t.apps.list())).map((a) => a.id)).toEqual(["a1", "a2"]);
       await expect(tx((t) => t.apps.insert(app("a3", "u1", { name: "app-a1" })))).rejects.toThrow();
     });
@@ -129,16 +209,33 @@ export function storeContract(
         await t.nodes.insert(keyed("n2", 2_000));
       });
       const devices: DeviceSpec[] = [
-        { node: "k-n1", index: 0, uuid: "GPU-0f1e2d3c-aaaa-bbbb-cccc-000000000000", name: "NVIDIA H200 \"NVL\" ünïcode", memoryMb: 143_771, slots: 2 },
+        {
+          node: "k-n1",
+          index: 0,
+          uuid: "GPU-0f1e2d3c-aaaa-bbbb-cccc-000000000000",
+          name: 'NVIDIA H200 "NVL" ünïcode',
+          memoryMb: 143_771,
+          slots: 2,
+        },
         { node: "k-n1", index: 1, uuid: "GPU-1", name: "NVIDIA A10G", memoryMb: 23_028, slots: 1, dedicated: true },
       ];
-      const state: NodeState = { devices, registeredAt: 1_700_000_000_001, heartbeatAt: 1_700_000_000_001, agentUrl: "http://10.0.0.5:7071" };
+      const state: NodeState = {
+        devices,
+        registeredAt: 1_700_000_000_001,
+        heartbeatAt: 1_700_000_000_001,
+        agentUrl: "http://10.0.0.5:7071",
+      };
       expect(await tx((t) => t.nodes.setState("n1", state))).toBe(true);
       expect(await tx((t) => t.nodes.findByKeyHash("kh-n1"))).toEqual(node("n1", 1_000, state));
       expect(await tx((t) => t.nodes.getByName("k-n1"))).toEqual(node("n1", 1_000, state));
       expect(await tx((t) => t.nodes.list())).toEqual([node("n1", 1_000, state), node("n2", 2_000)]);
       // An agent that re-registers with no devices: an empty list is not "never registered".
-      const empty: NodeState = { devices: [], registeredAt: 1_700_000_000_500, heartbeatAt: 1_700_000_000_500, agentUrl: null };
+      const empty: NodeState = {
+        devices: [],
+        registeredAt: 1_700_000_000_500,
+        heartbeatAt: 1_700_000_000_500,
+        agentUrl: null,
+      };
       expect(await tx((t) => t.nodes.setState("n2", empty))).toBe(true);
       expect(await tx((t) => t.nodes.getByName("k-n2"))).toEqual(node("n2", 2_000, empty));
       expect(await tx((t) => t.nodes.setState("nope", state))).toBe(false);
@@ -154,7 +251,12 @@ export function storeContract(
         await t.nodes.insert(keyed("n1"));
         await t.nodes.insert(keyed("n2"));
       });
-      const state: NodeState = { devices: [{ node: "k-n1", index: 0, uuid: "GPU-0", name: "H200", memoryMb: 1, slots: 2 }], registeredAt: 10_000, heartbeatAt: 10_000, agentUrl: null };
+      const state: NodeState = {
+        devices: [{ node: "k-n1", index: 0, uuid: "GPU-0", name: "H200", memoryMb: 1, slots: 2 }],
+        registeredAt: 10_000,
+        heartbeatAt: 10_000,
+        agentUrl: null,
+      };
       await tx((t) => t.nodes.setState("n1", state));
       expect(await tx((t) => t.nodes.heartbeat("n1", 15_000))).toBe(true);
       expect(await tx((t) => t.nodes.getByName("k-n1"))).toEqual(node("n1", 1_000, { ...state, heartbeatAt: 15_000 }));
@@ -163,10 +265,12 @@ export function storeContract(
       expect(await tx((t) => t.nodes.getByName("k-n2"))).toEqual(node("n2"));
       expect(await tx((t) => t.nodes.heartbeat("nope", 15_000))).toBe(false);
       // A heartbeat in a transaction that rolls back is not kept.
-      await expect(tx(async (t) => {
-        await t.nodes.heartbeat("n1", 20_000);
-        throw new Error("boom");
-      })).rejects.toThrow("boom");
+      await expect(
+        tx(async (t) => {
+          await t.nodes.heartbeat("n1", 20_000);
+          throw new Error("boom");
+        }),
+      ).rejects.toThrow("boom");
       expect(await tx((t) => t.nodes.getByName("k-n1"))).toMatchObject({ heartbeatAt: 15_000 });
     });
 
@@ -227,7 +331,20 @@ export function storeContract(
 
     it("leases: insert assigns increasing seq; get round-trips every field; update changes the lifecycle", async () => {
       const a = await tx((t) => t.leases.insert(newLease("l1")));
-      const b = await tx((t) => t.leases.insert(newLease("l2", { size: "xlarge", slots: 2, cost: 1.5, reservedMs: 90_000, appId: null, identityKind: "ip", identityId: "203.0.113.7", tier: "anonymous" })));
+      const b = await tx((t) =>
+        t.leases.insert(
+          newLease("l2", {
+            size: "xlarge",
+            slots: 2,
+            cost: 1.5,
+            reservedMs: 90_000,
+            appId: null,
+            identityKind: "ip",
+            identityId: "203.0.113.7",
+            tier: "anonymous",
+          }),
+        ),
+      );
       const c = await tx((t) => t.leases.insert(newLease("l3")));
       expect(b.seq).toBeGreaterThan(a.seq);
       expect(c.seq).toBeGreaterThan(b.seq);
@@ -236,7 +353,17 @@ export function storeContract(
       const granted = active(a, 70_000);
       await tx((t) => t.leases.update(granted));
       expect(await tx((t) => t.leases.get("l1"))).toEqual(granted);
-      const ended: LeaseRecord = { ...granted, status: "released", endedAt: 12_345, heldMs: 2_345, chargedMs: 3_000, refundedMs: 57_000, failed: true, problemCode: "queue_timeout", problemDetail: "waited" };
+      const ended: LeaseRecord = {
+        ...granted,
+        status: "released",
+        endedAt: 12_345,
+        heldMs: 2_345,
+        chargedMs: 3_000,
+        refundedMs: 57_000,
+        failed: true,
+        problemCode: "queue_timeout",
+        problemDetail: "waited",
+      };
       await tx((t) => t.leases.update(ended));
       const again = await durable();
       const reader = again ?? store;
@@ -264,7 +391,9 @@ export function storeContract(
       expect(await list({ limit: 50, identity: { kind: "user", id: "u1" } })).toEqual(["l5", "l4", "l2", "l1"]);
       expect(await list({ limit: 50, identity: { kind: "ip", id: "198.51.100.1" } })).toEqual(["l3"]);
       expect(await list({ limit: 50, status: "cancelled" })).toEqual(["l4"]);
-      expect(await list({ limit: 50, appId: "a1", status: "queued", identity: { kind: "user", id: "u1" } })).toEqual(["l1"]);
+      expect(await list({ limit: 50, appId: "a1", status: "queued", identity: { kind: "user", id: "u1" } })).toEqual([
+        "l1",
+      ]);
       expect(await list({ limit: 50, appId: "zzz" })).toEqual([]);
     });
 
@@ -279,13 +408,20 @@ export function storeContract(
         await t.leases.update(active(l3, 80_000));
         await t.leases.update({ ...active(l4, 10_000), status: "expired", endedAt: 10_000 });
       });
-      expect((await tx((t) => t.leases.live())).map((l) => [l.id, l.status])).toEqual([["l1", "active"], ["l2", "queued"], ["l3", "active"], ["l5", "queued"]]);
+      expect((await tx((t) => t.leases.live())).map((l) => [l.id, l.status])).toEqual([
+        ["l1", "active"],
+        ["l2", "queued"],
+        ["l3", "active"],
+        ["l5", "queued"],
+      ]);
       // u1: active l1 (deadline 90 s), queued l2, active l3 (deadline 80 s): the earliest is l3's deadline
       // unless a queued lease must end sooner (queued_at + timeout + duration).
       expect(await tx((t) => t.leases.earliestEnd({ kind: "user", id: "u1" }, 60_000))).toBe(80_000);
       const l5 = await tx((t) => t.leases.get("l5"));
       // u2 has only a queued lease: it ends at the latest when its queue timeout and then its duration have passed.
-      expect(await tx((t) => t.leases.earliestEnd({ kind: "user", id: "u2" }, 60_000))).toBe(l5!.queuedAt + 60_000 + l5!.durationMs);
+      expect(await tx((t) => t.leases.earliestEnd({ kind: "user", id: "u2" }, 60_000))).toBe(
+        l5!.queuedAt + 60_000 + l5!.durationMs,
+      );
       expect(await tx((t) => t.leases.earliestEnd({ kind: "ip", id: "u1" }, 60_000))).toBeNull();
     });
 
@@ -301,7 +437,13 @@ export function storeContract(
     it("sessions: insert, get by hash, revoke one (idempotent), revoke all of a user's live ones; durable", async () => {
       await tx((t) => t.users.insert(user("u1")));
       await tx((t) => t.users.insert(user("u2")));
-      const s = (idHash: string, userId: string) => ({ idHash, userId, createdAt: 1_000, expiresAt: 9_000, revokedAt: null });
+      const s = (idHash: string, userId: string) => ({
+        idHash,
+        userId,
+        createdAt: 1_000,
+        expiresAt: 9_000,
+        revokedAt: null,
+      });
       expect(await tx((t) => t.sessions.get("nope"))).toBeNull();
       await tx(async (t) => {
         await t.sessions.insert(s("h1", "u1"));
@@ -322,7 +464,9 @@ export function storeContract(
     });
 
     it("a transaction that throws leaves nothing behind, cached or stored, and the error reaches the caller", async () => {
-      await tx((t) => t.ledgers.put("user:u1", { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 }));
+      await tx((t) =>
+        t.ledgers.put("user:u1", { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 }),
+      );
       const boom = new Error("boom");
       await expect(
         tx(async (t) => {
@@ -334,7 +478,13 @@ export function storeContract(
         }),
       ).rejects.toBe(boom);
       expect(await tx((t) => t.users.get("u1"))).toBeNull();
-      expect(await tx((t) => t.ledgers.get("user:u1"))).toEqual({ windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 });
+      expect(await tx((t) => t.ledgers.get("user:u1"))).toEqual({
+        windowStartedAt: null,
+        usedMs: 0,
+        reservedMs: 0,
+        bonusMs: 0,
+        runs: 0,
+      });
       expect(await tx((t) => t.leases.get("l1"))).toBeNull();
       expect(await tx((t) => t.signingKeys.list())).toEqual([]);
       // The store is still usable afterwards.
@@ -347,7 +497,9 @@ export function storeContract(
     });
 
     it("concurrent transactions are serializable: no lost update", async () => {
-      await tx((t) => t.ledgers.put("app:a1", { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 }));
+      await tx((t) =>
+        t.ledgers.put("app:a1", { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 }),
+      );
       await Promise.all(
         Array.from({ length: 25 }, () =>
           tx(async (t) => {
@@ -360,7 +512,8 @@ export function storeContract(
       expect(await tx((t) => t.ledgers.get("app:a1"))).toMatchObject({ reservedMs: 25_000, runs: 25 });
       // Written once per commit group by SQLite: what was committed is the last of them.
       const again = await durable();
-      if (again) expect(await again.transaction((t) => t.ledgers.get("app:a1"))).toMatchObject({ reservedMs: 25_000, runs: 25 });
+      if (again)
+        expect(await again.transaction((t) => t.ledgers.get("app:a1"))).toMatchObject({ reservedMs: 25_000, runs: 25 });
     });
 
     it("a transaction that resolved is durable, whatever a concurrent one does", async () => {
@@ -374,7 +527,10 @@ export function storeContract(
       ]);
       expect(results[1]!.status).toBe("rejected");
       const reader = (await durable()) ?? store;
-      for (const [i, id] of [[0, "ok1"], [2, "ok2"]] as const) {
+      for (const [i, id] of [
+        [0, "ok1"],
+        [2, "ok2"],
+      ] as const) {
         const found = await reader.transaction((t) => t.users.get(id));
         if (results[i]!.status === "fulfilled") expect(found, id).not.toBeNull();
         else expect(found, id).toBeNull();
@@ -391,7 +547,10 @@ export function storeContract(
         await t.users.insert(user("u1", { tier: `run-${runs}` }));
         if (runs === 1) throw Object.assign(new Error("could not serialize access"), { code: "40001" });
         return runs;
-      }).then((value) => ({ value }), (err: unknown) => ({ err }));
+      }).then(
+        (value) => ({ value }),
+        (err: unknown) => ({ err }),
+      );
       if ("err" in outcome) {
         expect(runs).toBe(1);
         expect(await tx((t) => t.users.list())).toEqual([]);
@@ -429,7 +588,13 @@ export function storeContract(
         stager.stage(async (t) => {
           runs[id]++;
           await t.users.insert(user(id));
-          await t.ledgers.put(`user:${id}`, { windowStartedAt: null, usedMs: 0, reservedMs: 1_000, bonusMs: 0, runs: 1 });
+          await t.ledgers.put(`user:${id}`, {
+            windowStartedAt: null,
+            usedMs: 0,
+            reservedMs: 1_000,
+            bonusMs: 0,
+            runs: 1,
+          });
           if (id === "bad") throw new Error("fails after writing");
           return id;
         });
@@ -440,15 +605,29 @@ export function storeContract(
       // Each function ran exactly once.
       expect(runs).toEqual({ ok1: 1, bad: 1, ok2: 1 });
       const committed: Record<string, boolean> = {};
-      for (const [id, r] of [["ok1", ok1], ["ok2", ok2]] as const) {
-        committed[id] = r.status === "fulfilled" && (await r.value.committed.then(() => true, () => false));
+      for (const [id, r] of [
+        ["ok1", ok1],
+        ["ok2", ok2],
+      ] as const) {
+        committed[id] =
+          r.status === "fulfilled" &&
+          (await r.value.committed.then(
+            () => true,
+            () => false,
+          ));
       }
       const reader = (await durable()) ?? store;
       expect(await reader.transaction((t) => t.users.get("bad"))).toBeNull();
       expect(await reader.transaction((t) => t.ledgers.get("user:bad"))).toBeNull();
       for (const id of ["ok1", "ok2"]) {
         // Never half: the user and the ledger of one function are both kept or both gone.
-        expect(await reader.transaction(async (t) => [(await t.users.get(id)) !== null, (await t.ledgers.get(`user:${id}`)) !== null]), id).toEqual([committed[id], committed[id]]);
+        expect(
+          await reader.transaction(async (t) => [
+            (await t.users.get(id)) !== null,
+            (await t.ledgers.get(`user:${id}`)) !== null,
+          ]),
+          id,
+        ).toEqual([committed[id], committed[id]]);
       }
     });
 
@@ -473,77 +652,88 @@ export function storeContract(
     });
 
     // Only for shared stores: SQLite has nothing to run these against (they would show as skipped).
-    if (replicas) describe("coordination between replicas", () => {
-      const sibling = async (): Promise<Storage> => {
-        const other = await replicas.sibling(storage);
-        extra.push(other);
-        return other;
-      };
-      const settledWithin = async (p: Promise<unknown>, ms: number): Promise<boolean> =>
-        Promise.race([p.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
+    if (replicas)
+      describe("coordination between replicas", () => {
+        const sibling = async (): Promise<Storage> => {
+          const other = await replicas.sibling(storage);
+          extra.push(other);
+          return other;
+        };
+        const settledWithin = async (p: Promise<unknown>, ms: number): Promise<boolean> =>
+          Promise.race([p.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
 
-      it("is shared", () => {
-        expect(storage.coordination.shared).toBe(true);
-      });
+        it("is shared", () => {
+          expect(storage.coordination.shared).toBe(true);
+        });
 
-      it("leadership is exclusive; when the leader closes, the other replica leads within a second", async () => {
-        const other = await sibling();
-        await storage.coordination.lead(() => undefined);
-        const waiting = other.coordination.lead(() => undefined);
-        waiting.catch(() => undefined);
-        expect(await settledWithin(waiting, 800)).toBe(false);
-        await expect(other.coordination.leaderStager.stage(async () => 1)).rejects.toBeInstanceOf(LeadershipLostError);
-        await closeOnce(storage);
-        const t0 = Date.now();
-        await waiting;
-        expect(Date.now() - t0).toBeLessThan(1_000);
-        await expect(other.coordination.leaderStager.stage(async (t) => t.users.insert(user("u1")))).resolves.toMatchObject({ value: undefined });
-      });
+        it("leadership is exclusive; when the leader closes, the other replica leads within a second", async () => {
+          const other = await sibling();
+          await storage.coordination.lead(() => undefined);
+          const waiting = other.coordination.lead(() => undefined);
+          waiting.catch(() => undefined);
+          expect(await settledWithin(waiting, 800)).toBe(false);
+          await expect(other.coordination.leaderStager.stage(async () => 1)).rejects.toBeInstanceOf(
+            LeadershipLostError,
+          );
+          await closeOnce(storage);
+          const t0 = Date.now();
+          await waiting;
+          expect(Date.now() - t0).toBeLessThan(1_000);
+          await expect(
+            other.coordination.leaderStager.stage(async (t) => t.users.insert(user("u1"))),
+          ).resolves.toMatchObject({ value: undefined });
+        });
 
-      it("a leader whose session dies hears `lost` once, commits nothing more, and the other replica takes over", async () => {
-        const other = await sibling();
-        const lost: Error[] = [];
-        await storage.coordination.lead((err) => lost.push(err));
-        const waiting = other.coordination.lead(() => undefined);
-        waiting.catch(() => undefined);
-        // Committed before the session dies: with group commit, a staged transaction commits later.
-        await (await storage.coordination.leaderStager.stage(async (t) => t.users.insert(user("before")))).committed;
-        await replicas.killLeaderSession(storage);
-        const t0 = Date.now();
-        await waiting;
-        expect(Date.now() - t0).toBeLessThan(1_000);
-        await waitUntil(() => lost.length > 0);
-        expect(lost).toHaveLength(1);
-        expect(lost[0]).toBeInstanceOf(LeadershipLostError);
-        await expect(storage.coordination.leaderStager.stage(async (t) => t.users.insert(user("after")))).rejects.toBeInstanceOf(LeadershipLostError);
-        expect(await other.store.transaction((t) => t.users.get("after"))).toBeNull();
-        expect(await other.store.transaction((t) => t.users.get("before"))).toMatchObject({ id: "before" });
-        // The new leader commits; the old one may wait to lead again (and does not get it).
-        await other.coordination.leaderStager.stage(async (t) => t.users.insert(user("new-leader")));
-        const again = storage.coordination.lead(() => undefined);
-        again.catch(() => undefined);
-        expect(await settledWithin(again, 600)).toBe(false);
-        expect(lost).toHaveLength(1);
-      });
+        it("a leader whose session dies hears `lost` once, commits nothing more, and the other replica takes over", async () => {
+          const other = await sibling();
+          const lost: Error[] = [];
+          await storage.coordination.lead((err) => lost.push(err));
+          const waiting = other.coordination.lead(() => undefined);
+          waiting.catch(() => undefined);
+          // Committed before the session dies: with group commit, a staged transaction commits later.
+          await (
+            await storage.coordination.leaderStager.stage(async (t) => t.users.insert(user("before")))
+          ).committed;
+          await replicas.killLeaderSession(storage);
+          const t0 = Date.now();
+          await waiting;
+          expect(Date.now() - t0).toBeLessThan(1_000);
+          await waitUntil(() => lost.length > 0);
+          expect(lost).toHaveLength(1);
+          expect(lost[0]).toBeInstanceOf(LeadershipLostError);
+          await expect(
+            storage.coordination.leaderStager.stage(async (t) => t.users.insert(user("after"))),
+          ).rejects.toBeInstanceOf(LeadershipLostError);
+          expect(await other.store.transaction((t) => t.users.get("after"))).toBeNull();
+          expect(await other.store.transaction((t) => t.users.get("before"))).toMatchObject({ id: "before" });
+          // The new leader commits; the old one may wait to lead again (and does not get it).
+          await other.coordination.leaderStager.stage(async (t) => t.users.insert(user("new-leader")));
+          const again = storage.coordination.lead(() => undefined);
+          again.catch(() => undefined);
+          expect(await settledWithin(again, 600)).toBe(false);
+          expect(lost).toHaveLength(1);
+        });
 
-      it("a message published by one replica reaches the other's subscribers, and only on that channel", async () => {
-        const other = await sibling();
-        const heard: string[] = [];
-        const off = await other.coordination.subscribe("wake", (p) => heard.push(p));
-        await other.coordination.subscribe("else", (p) => heard.push(`else:${p}`));
-        await storage.coordination.publish("wake", "hello");
-        await waitUntil(() => heard.includes("hello"));
-        await off();
-        await storage.coordination.publish("wake", "gone");
-        await storage.coordination.publish("else", "x");
-        await waitUntil(() => heard.includes("else:x"));
-        expect(heard).toEqual(["hello", "else:x"]);
+        it("a message published by one replica reaches the other's subscribers, and only on that channel", async () => {
+          const other = await sibling();
+          const heard: string[] = [];
+          const off = await other.coordination.subscribe("wake", (p) => heard.push(p));
+          await other.coordination.subscribe("else", (p) => heard.push(`else:${p}`));
+          await storage.coordination.publish("wake", "hello");
+          await waitUntil(() => heard.includes("hello"));
+          await off();
+          await storage.coordination.publish("wake", "gone");
+          await storage.coordination.publish("else", "x");
+          await waitUntil(() => heard.includes("else:x"));
+          expect(heard).toEqual(["hello", "else:x"]);
+        });
       });
-    });
 
     it("close can be called twice", async () => {
       await closeOnce(storage);
-      await expect(Promise.race([storage.close().then(() => "closed"), new Promise((r) => setTimeout(() => r("hung"), 2_000))])).resolves.toBe("closed");
+      await expect(
+        Promise.race([storage.close().then(() => "closed"), new Promise((r) => setTimeout(() => r("hung"), 2_000))]),
+      ).resolves.toBe("closed");
     });
   });
 }
@@ -589,22 +779,27 @@ async function postgresAt(url: string): Promise<Storage> {
   return storage;
 }
 describe.skipIf(!postgresUrl())("postgres", () => {
-  storeContract("postgres", () => postgresAt(freshPostgresUrl("contract")), (closed) => postgresAt(urls.get(closed)!), {
-    sibling: (of) => postgresAt(urls.get(of)!),
-    killLeaderSession: async (of) => {
-      const url = urls.get(of)!;
-      const schema = new URL(url).searchParams.get("schema")!;
-      const admin = postgres(postgresUrl()!, { max: 1 });
-      try {
-        // The session holding this schema's leader lock (a bigint key: classid is its high half, objid its low half).
-        const killed = await admin`
+  storeContract(
+    "postgres",
+    () => postgresAt(freshPostgresUrl("contract")),
+    (closed) => postgresAt(urls.get(closed)!),
+    {
+      sibling: (of) => postgresAt(urls.get(of)!),
+      killLeaderSession: async (of) => {
+        const url = urls.get(of)!;
+        const schema = new URL(url).searchParams.get("schema")!;
+        const admin = postgres(postgresUrl()!, { max: 1 });
+        try {
+          // The session holding this schema's leader lock (a bigint key: classid is its high half, objid its low half).
+          const killed = await admin`
           SELECT pg_terminate_backend(pid) AS ok FROM pg_locks
           WHERE locktype = 'advisory' AND granted AND objsubid = 1
             AND ((classid::bigint << 32) | objid::bigint) = ${leaderLockKey(schema)}::bigint`;
-        expect(killed.map((r) => r["ok"])).toEqual([true]);
-      } finally {
-        await admin.end();
-      }
+          expect(killed.map((r) => r["ok"])).toEqual([true]);
+        } finally {
+          await admin.end();
+        }
+      },
     },
-  });
+  );
 });

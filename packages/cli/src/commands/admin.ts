@@ -2,7 +2,16 @@ import { parseDurationMs } from "@gpupool/core";
 import type { UserChanges } from "@gpupool/sdk";
 import { InvalidArgumentError } from "commander";
 import type { Command } from "commander";
-import { addJsonOption, addUrlOption, connect, out, parsePositiveInt, printJson, requireAdminToken, UsageError } from "../common.js";
+import {
+  addJsonOption,
+  addUrlOption,
+  connect,
+  out,
+  parsePositiveInt,
+  printJson,
+  requireAdminToken,
+  UsageError,
+} from "../common.js";
 import type { ClientFlags } from "../common.js";
 import { renderQuota, secs, table } from "../render.js";
 
@@ -10,7 +19,8 @@ import { renderQuota, secs, table } from "../render.js";
 function seconds(value: string, signed: boolean): number {
   const negative = signed && value.trim().startsWith("-");
   const parsed = parseDurationMs(negative ? value.trim().slice(1) : value);
-  if (!parsed.ok) throw new InvalidArgumentError(`"${value}" is not a number of seconds or a duration such as 90s, 25m, 2h.`);
+  if (!parsed.ok)
+    throw new InvalidArgumentError(`"${value}" is not a number of seconds or a duration such as 90s, 25m, 2h.`);
   return ((negative ? -1 : 1) * parsed.ms) / 1000;
 }
 
@@ -47,7 +57,9 @@ export function registerAdmin(program: Command): void {
   const admin = program
     .command("admin")
     .summary("manage users, apps, nodes and edges (needs GPUPOOL_ADMIN_TOKEN)")
-    .description("Operator commands. Every one needs GPUPOOL_ADMIN_TOKEN set to the token the server was started with.");
+    .description(
+      "Operator commands. Every one needs GPUPOOL_ADMIN_TOKEN set to the token the server was started with.",
+    );
   admin.addHelpText(
     "after",
     `
@@ -67,28 +79,43 @@ Examples:
     const user = await client.admin.createUser({ name: flags.name, tier: flags.tier });
     if (flags.json === true) return printJson(lastBody());
     out(`Created user ${user.name} (${user.id}), tier ${user.tier}.`);
-    printSecret("token", user.token, `${user.name} uses it as GPUPOOL_TOKEN with this CLI, or as "Authorization: Bearer <token>" with the API.`);
+    printSecret(
+      "token",
+      user.token,
+      `${user.name} uses it as GPUPOOL_TOKEN with this CLI, or as "Authorization: Bearer <token>" with the API.`,
+    );
   });
 
   const updateUser = adminCommand(users, "update", "change a user's tier, quota override or bonus seconds")
     .argument("<user>", "user id or name")
     .option("--tier <tier>", "new account tier")
-    .option("--quota <seconds|none>", 'per-window quota replacing the tier default (seconds or e.g. "45m"); "none" clears it', parseQuota)
-    .option("--bonus <seconds>", "seconds added to the user's current window only (negative to take back)", (v: string) => seconds(v, true));
-  common(updateUser).action(async (ref: string, flags: ClientFlags & { tier?: string; quota?: number | "none"; bonus?: number }) => {
-    const changes: UserChanges = {
-      ...(flags.tier !== undefined ? { tier: flags.tier } : {}),
-      ...(flags.quota !== undefined ? { quota: flags.quota === "none" ? null : flags.quota } : {}),
-      ...(flags.bonus !== undefined ? { bonus: flags.bonus } : {}),
-    };
-    if (Object.keys(changes).length === 0) throw new UsageError("Nothing to change: pass --tier, --quota or --bonus.");
-    const { client, lastBody } = adminClient(flags);
-    const user = await client.admin.updateUser(ref, changes);
-    if (flags.json === true) return printJson(lastBody());
-    const override = user.quotaOverride === null ? "none (tier default)" : secs(user.quotaOverride);
-    out(`Updated user ${user.name} (${user.id}): tier ${user.tier}, quota override ${override}.`);
-    if (user.quota !== null) out(`\n${renderQuota(user.quota, new Date())}`);
-  });
+    .option(
+      "--quota <seconds|none>",
+      'per-window quota replacing the tier default (seconds or e.g. "45m"); "none" clears it',
+      parseQuota,
+    )
+    .option(
+      "--bonus <seconds>",
+      "seconds added to the user's current window only (negative to take back)",
+      (v: string) => seconds(v, true),
+    );
+  common(updateUser).action(
+    async (ref: string, flags: ClientFlags & { tier?: string; quota?: number | "none"; bonus?: number }) => {
+      const changes: UserChanges = {
+        ...(flags.tier !== undefined ? { tier: flags.tier } : {}),
+        ...(flags.quota !== undefined ? { quota: flags.quota === "none" ? null : flags.quota } : {}),
+        ...(flags.bonus !== undefined ? { bonus: flags.bonus } : {}),
+      };
+      if (Object.keys(changes).length === 0)
+        throw new UsageError("Nothing to change: pass --tier, --quota or --bonus.");
+      const { client, lastBody } = adminClient(flags);
+      const user = await client.admin.updateUser(ref, changes);
+      if (flags.json === true) return printJson(lastBody());
+      const override = user.quotaOverride === null ? "none (tier default)" : secs(user.quotaOverride);
+      out(`Updated user ${user.name} (${user.id}): tier ${user.tier}, quota override ${override}.`);
+      if (user.quota !== null) out(`\n${renderQuota(user.quota, new Date())}`);
+    },
+  );
 
   common(adminCommand(users, "list", "list users")).action(async (flags: ClientFlags) => {
     const { client, lastBody } = adminClient(flags);
@@ -96,42 +123,81 @@ Examples:
     if (flags.json === true) return printJson(lastBody());
     if (list.length === 0) return out("No users yet: create one with gpupool admin users create --name <name>.");
     const quota = (override: number | null) => (override === null ? "tier default" : `${secs(override)} (override)`);
-    out(table(["ID", "NAME", "TIER", "QUOTA"], list.map((u) => [u.id, u.name, u.tier, quota(u.quotaOverride)])));
+    out(
+      table(
+        ["ID", "NAME", "TIER", "QUOTA"],
+        list.map((u) => [u.id, u.name, u.tier, quota(u.quotaOverride)]),
+      ),
+    );
   });
 
   const apps = admin.command("apps").description("register and list apps");
   const createApp = adminCommand(apps, "create", "register an app and print its app key (shown once)")
     .requiredOption("--name <name>", "app name")
     .requiredOption("--owner <user>", "owning user's id or name")
-    .option("--max-concurrency <n>", "at most this many GPU calls of the app at once; more wait in the queue", parsePositiveInt(100_000));
+    .option(
+      "--max-concurrency <n>",
+      "at most this many GPU calls of the app at once; more wait in the queue",
+      parsePositiveInt(100_000),
+    );
   common(createApp).action(async (flags: ClientFlags & { name: string; owner: string; maxConcurrency?: number }) => {
     const { client, lastBody } = adminClient(flags);
-    const app = await client.admin.createApp({ name: flags.name, owner: flags.owner, maxConcurrency: flags.maxConcurrency });
+    const app = await client.admin.createApp({
+      name: flags.name,
+      owner: flags.owner,
+      maxConcurrency: flags.maxConcurrency,
+    });
     if (flags.json === true) return printJson(lastBody());
     const limit = app.maxConcurrency === null ? "no concurrency limit" : `at most ${app.maxConcurrency} calls at once`;
     out(`Created app ${app.name} (${app.id}), owned by ${app.owner}, ${limit}.`);
-    printSecret("app key", app.key, 'The app sends it as "Authorization: Bearer <key>" (SDK: createClient({ url, appKey })).');
+    printSecret(
+      "app key",
+      app.key,
+      'The app sends it as "Authorization: Bearer <key>" (SDK: createClient({ url, appKey })).',
+    );
   });
 
   common(adminCommand(apps, "list", "list apps")).action(async (flags: ClientFlags) => {
     const { client, lastBody } = adminClient(flags);
     const list = await client.admin.listApps();
     if (flags.json === true) return printJson(lastBody());
-    if (list.length === 0) return out("No apps yet: register one with gpupool admin apps create --name <name> --owner <user>.");
+    if (list.length === 0)
+      return out("No apps yet: register one with gpupool admin apps create --name <name> --owner <user>.");
     const limit = (n: number | null) => (n === null ? "-" : String(n));
-    out(table(["ID", "NAME", "OWNER", "MAX CONCURRENCY"], list.map((a) => [a.id, a.name, a.owner, limit(a.maxConcurrency)])));
+    out(
+      table(
+        ["ID", "NAME", "OWNER", "MAX CONCURRENCY"],
+        list.map((a) => [a.id, a.name, a.owner, limit(a.maxConcurrency)]),
+      ),
+    );
   });
 
   const keyed = [
-    { kind: "nodes", what: "GPU node agent", plural: "GPU node agents", usage: "The node agent on that GPU host authenticates with it." },
-    { kind: "edges", what: "edge proxy", plural: "edge proxies", usage: "The edge authenticates with it to mint an X-IP-Token for every request it proxies." },
+    {
+      kind: "nodes",
+      what: "GPU node agent",
+      plural: "GPU node agents",
+      usage: "The node agent on that GPU host authenticates with it.",
+    },
+    {
+      kind: "edges",
+      what: "edge proxy",
+      plural: "edge proxies",
+      usage: "The edge authenticates with it to mint an X-IP-Token for every request it proxies.",
+    },
   ] as const;
   for (const { kind, what, plural, usage } of keyed) {
     const group = admin.command(kind).description(`register ${plural}`);
-    const create = adminCommand(group, "create", `register a ${what} and print its key (shown once)`).requiredOption("--name <name>", `${what} name`);
+    const create = adminCommand(group, "create", `register a ${what} and print its key (shown once)`).requiredOption(
+      "--name <name>",
+      `${what} name`,
+    );
     common(create).action(async (flags: ClientFlags & { name: string }) => {
       const { client, lastBody } = adminClient(flags);
-      const created = kind === "nodes" ? await client.admin.createNode({ name: flags.name }) : await client.admin.createEdge({ name: flags.name });
+      const created =
+        kind === "nodes"
+          ? await client.admin.createNode({ name: flags.name })
+          : await client.admin.createEdge({ name: flags.name });
       if (flags.json === true) return printJson(lastBody());
       out(`Registered ${what} ${created.name} (${created.id}).`);
       printSecret("key", created.key, usage);

@@ -52,20 +52,51 @@ export function registerAgent(program: Command): void {
         "the SDK's createAgentClient speak, and stop each allowed process at its lease's deadline (SIGTERM, then " +
         "SIGKILL after the grace). Apps reach it at http://127.0.0.1:7071/apps/<app-key>.",
     )
-    .addOption(new Option("--server <url>", "control plane URL").env("GPUPOOL_URL").default(DEFAULT_URL).argParser(parseUrl))
-    .addOption(new Option("--node-key <key>", "node key from POST /v1/admin/nodes (never printed)").env("GPUPOOL_NODE_KEY"))
-    .addOption(new Option("--listen <host:port>", "address of the device API (port 0 picks a free one)").default(DEFAULT_LISTEN))
-    .addOption(new Option("--devices <source>", "where the GPUs come from").choices(SOURCES).default("nvidia-smi"))
-    .addOption(new Option("--config <file>", "YAML file with an agent: section (server, listen, devices, gpus, grace…)").env("GPUPOOL_AGENT_CONFIG"))
-    .addOption(new Option("--grace-s <seconds>", "seconds between SIGTERM and SIGKILL at a lease deadline").default(5).argParser(parseGrace))
-    .addOption(new Option("--simulated-gpus <n>", "how many GPUs --devices simulated pretends to have").default(2).argParser(parseGpuCount))
-    .addOption(new Option("--app-key <key>", "app key for device API calls without /apps/<app-key>/ in their path (single-app hosts)").env("GPUPOOL_APP_KEY"))
     .addOption(
-      new Option("--pid-check <mode>", "how /allow ties a pid to the app asking: the caller's uid must be able to signal it, and it must be in the cgroupPath of /schedule (strict); uid only; cgroupPath when the uid is unknown (cgroup); off")
+      new Option("--server <url>", "control plane URL").env("GPUPOOL_URL").default(DEFAULT_URL).argParser(parseUrl),
+    )
+    .addOption(
+      new Option("--node-key <key>", "node key from POST /v1/admin/nodes (never printed)").env("GPUPOOL_NODE_KEY"),
+    )
+    .addOption(
+      new Option("--listen <host:port>", "address of the device API (port 0 picks a free one)").default(DEFAULT_LISTEN),
+    )
+    .addOption(new Option("--devices <source>", "where the GPUs come from").choices(SOURCES).default("nvidia-smi"))
+    .addOption(
+      new Option("--config <file>", "YAML file with an agent: section (server, listen, devices, gpus, grace…)").env(
+        "GPUPOOL_AGENT_CONFIG",
+      ),
+    )
+    .addOption(
+      new Option("--grace-s <seconds>", "seconds between SIGTERM and SIGKILL at a lease deadline")
+        .default(5)
+        .argParser(parseGrace),
+    )
+    .addOption(
+      new Option("--simulated-gpus <n>", "how many GPUs --devices simulated pretends to have")
+        .default(2)
+        .argParser(parseGpuCount),
+    )
+    .addOption(
+      new Option(
+        "--app-key <key>",
+        "app key for device API calls without /apps/<app-key>/ in their path (single-app hosts)",
+      ).env("GPUPOOL_APP_KEY"),
+    )
+    .addOption(
+      new Option(
+        "--pid-check <mode>",
+        "how /allow ties a pid to the app asking: the caller's uid must be able to signal it, and it must be in the cgroupPath of /schedule (strict); uid only; cgroupPath when the uid is unknown (cgroup); off",
+      )
         .choices(PID_CHECK_CHOICES)
         .default("strict"),
     )
-    .addOption(new Option("--state-file <path>", "where the agent keeps its leases across restarts (default: $STATE_DIRECTORY, else ~/.local/state/gpupool/agent-<node>.json)").env("GPUPOOL_AGENT_STATE_FILE"))
+    .addOption(
+      new Option(
+        "--state-file <path>",
+        "where the agent keeps its leases across restarts (default: $STATE_DIRECTORY, else ~/.local/state/gpupool/agent-<node>.json)",
+      ).env("GPUPOOL_AGENT_STATE_FILE"),
+    )
     .addHelpText(
       "after",
       `
@@ -94,17 +125,22 @@ Exit codes: 0 after a clean stop, 2 for bad flags, configuration or device disco
         try {
           file = agentPkg.readAgentConfigFile(flags.config);
         } catch (e) {
-          if (e instanceof agentPkg.AgentConfigError) throw new UsageError(`${e.message}\nNothing was started: fix the configuration, then start again.`);
+          if (e instanceof agentPkg.AgentConfigError)
+            throw new UsageError(`${e.message}\nNothing was started: fix the configuration, then start again.`);
           throw e;
         }
       }
       const nodeKey = flags.nodeKey?.trim();
-      if (!nodeKey) throw new UsageError("a node key is required: pass --node-key or set GPUPOOL_NODE_KEY (an admin creates one with POST /v1/admin/nodes).");
+      if (!nodeKey)
+        throw new UsageError(
+          "a node key is required: pass --node-key or set GPUPOOL_NODE_KEY (an admin creates one with POST /v1/admin/nodes).",
+        );
       const server = given("server") || file.server === undefined ? flags.server : parseUrlOrUsage(file.server);
       const listen = listenOf(given("listen") || file.listen === undefined ? flags.listen : file.listen);
       const source = given("devices") || file.devices === undefined ? flags.devices : file.devices;
       const graceMs = given("graceS") || file.graceMs === undefined ? Math.round(flags.graceS * 1000) : file.graceMs;
-      const gpus = given("simulatedGpus") || file.simulatedGpus === undefined ? flags.simulatedGpus : file.simulatedGpus;
+      const gpus =
+        given("simulatedGpus") || file.simulatedGpus === undefined ? flags.simulatedGpus : file.simulatedGpus;
       const pidCheck = given("pidCheck") || file.pidCheck === undefined ? flags.pidCheck : file.pidCheck;
       const stateFile = flags.stateFile?.trim() || file.stateFile || agentPkg.defaultStateFile(nodeKey);
 
@@ -113,7 +149,10 @@ Exit codes: 0 after a clean stop, 2 for bad flags, configuration or device disco
         if (source === "nvidia-smi") devices = await agentPkg.discoverWithNvidiaSmi(file.nvidiaSmi);
         else if (source === "simulated") devices = agentPkg.simulatedDevices(gpus, agentPkg.simulationSeed(nodeKey));
         else {
-          if (file.gpus === undefined || file.gpus.length === 0) throw new agentPkg.DiscoveryError("--devices config needs --config FILE with a list under agent.gpus (index, uuid, name, memory_mb, slots).");
+          if (file.gpus === undefined || file.gpus.length === 0)
+            throw new agentPkg.DiscoveryError(
+              "--devices config needs --config FILE with a list under agent.gpus (index, uuid, name, memory_mb, slots).",
+            );
           devices = [...file.gpus];
         }
       } catch (e) {
@@ -121,17 +160,55 @@ Exit codes: 0 after a clean stop, 2 for bad flags, configuration or device disco
         throw e;
       }
 
-      const log = pino({ level: file.logLevel ?? "info", base: { service: "gpupool-agent" } }, pino.destination({ dest: 2, sync: true }));
-      log.info({ source, devices: devices.map((d) => ({ index: d.index, uuid: d.uuid, name: d.name, memory_mb: d.memoryMb, slots: d.slots })) }, "devices discovered");
+      const log = pino(
+        { level: file.logLevel ?? "info", base: { service: "gpupool-agent" } },
+        pino.destination({ dest: 2, sync: true }),
+      );
+      log.info(
+        {
+          source,
+          devices: devices.map((d) => ({
+            index: d.index,
+            uuid: d.uuid,
+            name: d.name,
+            memory_mb: d.memoryMb,
+            slots: d.slots,
+          })),
+        },
+        "devices discovered",
+      );
       let agent: Awaited<ReturnType<typeof agentPkg.startAgent>>;
       try {
-        agent = await agentPkg.startAgent({ server, nodeKey, devices, host: listen.host, port: listen.port, graceMs, defaultAppKey: flags.appKey?.trim() || null, log, pidCheck, stateFile });
+        agent = await agentPkg.startAgent({
+          server,
+          nodeKey,
+          devices,
+          host: listen.host,
+          port: listen.port,
+          graceMs,
+          defaultAppKey: flags.appKey?.trim() || null,
+          log,
+          pidCheck,
+          stateFile,
+        });
       } catch (e) {
         if (e instanceof agentPkg.StateFileError) throw new StartError(e.message, "STATE_FILE");
         const code = (e as NodeJS.ErrnoException).code;
-        if (code === "EADDRINUSE") throw new StartError(`${listen.host}:${listen.port} is already in use (another agent?); pick another address with --listen (port 0 picks a free one).`, code);
-        if (code === "EACCES") throw new StartError(`not allowed to listen on ${listen.host}:${listen.port}; pick a port above 1023 with --listen.`, code);
-        if (code === "EADDRNOTAVAIL" || code === "ENOTFOUND") throw new StartError(`cannot listen on ${listen.host}: it is not an address of this machine. Use --listen 127.0.0.1:7071.`, code);
+        if (code === "EADDRINUSE")
+          throw new StartError(
+            `${listen.host}:${listen.port} is already in use (another agent?); pick another address with --listen (port 0 picks a free one).`,
+            code,
+          );
+        if (code === "EACCES")
+          throw new StartError(
+            `not allowed to listen on ${listen.host}:${listen.port}; pick a port above 1023 with --listen.`,
+            code,
+          );
+        if (code === "EADDRNOTAVAIL" || code === "ENOTFOUND")
+          throw new StartError(
+            `cannot listen on ${listen.host}: it is not an address of this machine. Use --listen 127.0.0.1:7071.`,
+            code,
+          );
         throw e;
       }
       let closing = false;
@@ -141,7 +218,9 @@ Exit codes: 0 after a clean stop, 2 for bad flags, configuration or device disco
           process.exit(1);
         }
         closing = true;
-        err(`${signal} received: stopping the agent (active leases and their processes are left running; see the log)…`);
+        err(
+          `${signal} received: stopping the agent (active leases and their processes are left running; see the log)…`,
+        );
         agent.close().then(
           () => process.exit(0),
           () => process.exit(1),
@@ -149,9 +228,13 @@ Exit codes: 0 after a clean stop, 2 for bad flags, configuration or device disco
       };
       process.on("SIGINT", stop);
       process.on("SIGTERM", stop);
-      out(`gpupool agent listening on ${agent.url} (${devices.length} device${devices.length === 1 ? "" : "s"} from ${source}; control plane ${server})`);
+      out(
+        `gpupool agent listening on ${agent.url} (${devices.length} device${devices.length === 1 ? "" : "s"} from ${source}; control plane ${server})`,
+      );
       if (listen.host !== "127.0.0.1" && listen.host !== "::1" && listen.host !== "localhost") {
-        err(`warning: the device API listens on ${listen.host}: anyone who can reach it and knows an app key can request GPUs and have processes of this host signalled. Keep it on 127.0.0.1 unless apps run elsewhere.`);
+        err(
+          `warning: the device API listens on ${listen.host}: anyone who can reach it and knows an app key can request GPUs and have processes of this host signalled. Keep it on 127.0.0.1 unless apps run elsewhere.`,
+        );
       }
     });
 }

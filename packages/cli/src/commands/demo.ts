@@ -9,7 +9,14 @@ import type { Command } from "commander";
 import { adminTokenFromEnv, err, out, parsePort, StartError } from "../common.js";
 import { startDemoApp } from "../demo/app.js";
 import type { DemoApp } from "../demo/app.js";
-import { ensureApp, ensureKeyed, ensureUser, randomAdminToken, readCredentials, writeCredentials } from "../demo/credentials.js";
+import {
+  ensureApp,
+  ensureKeyed,
+  ensureUser,
+  randomAdminToken,
+  readCredentials,
+  writeCredentials,
+} from "../demo/credentials.js";
 import { renderTour } from "../demo/tour.js";
 
 const DEFAULT_PORT = 7070;
@@ -21,7 +28,10 @@ interface DemoFlags {
 }
 
 /** Listens on `port`, or on a free port when that one is taken (saying so through `note`). */
-async function startOnAnyPort(port: number, make: (port: number) => Promise<RunningServer>): Promise<{ server: RunningServer; note: string | null }> {
+async function startOnAnyPort(
+  port: number,
+  make: (port: number) => Promise<RunningServer>,
+): Promise<{ server: RunningServer; note: string | null }> {
   try {
     return { server: await make(port), note: null };
   } catch (error) {
@@ -52,9 +62,16 @@ export function registerDemo(program: Command): void {
         "commands to try; Ctrl-C stops it. " +
         "Restarting with the same --dir reuses the same users, app and tokens.",
     )
-    .option("--port <port>", `control plane port; a free one is used if it is taken (default ${DEFAULT_PORT})`, parsePort)
+    .option(
+      "--port <port>",
+      `control plane port; a free one is used if it is taken (default ${DEFAULT_PORT})`,
+      parsePort,
+    )
     .option("--dir <dir>", "directory for the demo's database and credentials", ".gpupool")
-    .addHelpText("after", "\nThe admin token is GPUPOOL_ADMIN_TOKEN when set, otherwise a random one (saved in the directory).")
+    .addHelpText(
+      "after",
+      "\nThe admin token is GPUPOOL_ADMIN_TOKEN when set, otherwise a random one (saved in the directory).",
+    )
     .action(async (flags: DemoFlags) => {
       // Loaded here, not at the top: the server package is heavy and other commands do not need it.
       const { normalizeConfig } = await import("@gpupool/server");
@@ -79,7 +96,9 @@ export function registerDemo(program: Command): void {
           "demo configuration",
         );
       const logger = stderrLogger("warn");
-      const { server, note } = await startOnAnyPort(flags.port ?? DEFAULT_PORT, (port) => startServer(config(port), { adminToken, logger }));
+      const { server, note } = await startOnAnyPort(flags.port ?? DEFAULT_PORT, (port) =>
+        startServer(config(port), { adminToken, logger }),
+      );
       let app: DemoApp | null = null;
       let edge: RunningEdge | null = null;
       let agent: RunningAgent | null = null;
@@ -97,11 +116,20 @@ export function registerDemo(program: Command): void {
         const demoEdge = await ensureKeyed(admin, creds, "edge", (key) =>
           createClient({ url: server.url, appKey: key })
             .ipToken({ app: demoApp.app.id, ip: "127.0.0.1" })
-            .then(() => true, () => false),
+            .then(
+              () => true,
+              () => false,
+            ),
         );
         // A node key is valid when the pool answers its heartbeat with anything but 401/403.
         const demoNode = await ensureKeyed(admin, creds, "node", (key) =>
-          fetch(`${server.url}/v1/nodes/heartbeat`, { method: "POST", headers: { authorization: `Bearer ${key}` } }).then((r) => r.status !== 401 && r.status !== 403, () => false),
+          fetch(`${server.url}/v1/nodes/heartbeat`, {
+            method: "POST",
+            headers: { authorization: `Bearer ${key}` },
+          }).then(
+            (r) => r.status !== 401 && r.status !== 403,
+            () => false,
+          ),
         );
         const credentialsPath = writeCredentials(dir, creds);
         const poolPort = Number(new URL(server.url).port);

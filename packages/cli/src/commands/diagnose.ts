@@ -1,6 +1,15 @@
 import { InvalidArgumentError } from "commander";
 import type { Command } from "commander";
-import { addIpTokenOption, addJsonOption, addTokenOption, addUrlOption, connect, out, printJson, requireToken } from "../common.js";
+import {
+  addIpTokenOption,
+  addJsonOption,
+  addTokenOption,
+  addUrlOption,
+  connect,
+  out,
+  printJson,
+  requireToken,
+} from "../common.js";
 import type { ClientFlags } from "../common.js";
 import { renderDiagnosis } from "../render.js";
 

@@ -1,7 +1,17 @@
 import { Option } from "commander";
 import type { Command } from "commander";
 import type { LeaseStatus } from "@gpupool/sdk";
-import { addJsonOption, addTokenOption, addUrlOption, adminTokenFromEnv, connect, out, parsePositiveInt, printJson, UsageError } from "../common.js";
+import {
+  addJsonOption,
+  addTokenOption,
+  addUrlOption,
+  adminTokenFromEnv,
+  connect,
+  out,
+  parsePositiveInt,
+  printJson,
+  UsageError,
+} from "../common.js";
 import type { ClientFlags } from "../common.js";
 import { renderLeases } from "../render.js";
 
@@ -28,7 +38,9 @@ export function registerLeases(program: Command): void {
   cmd.action(async (flags: LeasesFlags) => {
     const token = flags.token?.trim() || adminTokenFromEnv();
     if (token === undefined) {
-      throw new UsageError("gpupool leases needs credentials: pass --token (or set GPUPOOL_TOKEN), or set GPUPOOL_ADMIN_TOKEN to see every lease.");
+      throw new UsageError(
+        "gpupool leases needs credentials: pass --token (or set GPUPOOL_TOKEN), or set GPUPOOL_ADMIN_TOKEN to see every lease.",
+      );
     }
     const { client, lastBody } = connect(flags.url, { token });
     const leases = await client.leases({ status: flags.status, limit: flags.limit });

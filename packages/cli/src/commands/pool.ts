@@ -7,7 +7,9 @@ export function registerPool(program: Command): void {
   const cmd = program
     .command("pool")
     .summary("show GPUs, slots, active leases and the queue (admin)")
-    .description("Show the pool as the scheduler sees it: nodes, GPUs and who holds each slot, active leases, and the queue. Needs GPUPOOL_ADMIN_TOKEN.");
+    .description(
+      "Show the pool as the scheduler sees it: nodes, GPUs and who holds each slot, active leases, and the queue. Needs GPUPOOL_ADMIN_TOKEN.",
+    );
   addUrlOption(cmd);
   addJsonOption(cmd);
   cmd.action(async (flags: ClientFlags) => {

@@ -1,5 +1,14 @@
 import type { Command } from "commander";
-import { addIpTokenOption, addJsonOption, addTokenOption, addUrlOption, connect, out, printJson, requireToken } from "../common.js";
+import {
+  addIpTokenOption,
+  addJsonOption,
+  addTokenOption,
+  addUrlOption,
+  connect,
+  out,
+  printJson,
+  requireToken,
+} from "../common.js";
 import type { ClientFlags } from "../common.js";
 import { renderQuota } from "../render.js";
 

@@ -21,7 +21,11 @@ function parseStorage(value: string): string {
 export function applyFlags(config: ServerConfig, flags: ServerFlags): ServerConfig {
   return {
     ...config,
-    server: { ...config.server, ...(flags.host !== undefined ? { host: flags.host } : {}), ...(flags.port !== undefined ? { port: flags.port } : {}) },
+    server: {
+      ...config.server,
+      ...(flags.host !== undefined ? { host: flags.host } : {}),
+      ...(flags.port !== undefined ? { port: flags.port } : {}),
+    },
     storage: flags.storage !== undefined ? { url: flags.storage } : config.storage,
   };
 }
@@ -38,7 +42,11 @@ export function registerServer(program: Command): void {
     .addOption(new Option("--config <file>", "YAML configuration file").env("GPUPOOL_CONFIG"))
     .option("--host <host>", "address to listen on (overrides server.host; default 127.0.0.1)")
     .option("--port <port>", "port to listen on, 0 for any free port (overrides server.port; default 7070)", parsePort)
-    .option("--storage <url>", 'storage URL, "sqlite:./gpupool.db" or "postgres://…" (overrides storage.url)', parseStorage)
+    .option(
+      "--storage <url>",
+      'storage URL, "sqlite:./gpupool.db" or "postgres://…" (overrides storage.url)',
+      parseStorage,
+    )
     .addHelpText(
       "after",
       `

@@ -21,12 +21,14 @@ interface SimulateFlags {
 
 function parseSpeedup(value: string): number {
   const n = Number(value);
-  if (value.trim() === "" || !Number.isFinite(n) || n <= 0 || n > 10_000) throw new InvalidArgumentError(`"${value}" is not a speedup between 0 and 10000.`);
+  if (value.trim() === "" || !Number.isFinite(n) || n <= 0 || n > 10_000)
+    throw new InvalidArgumentError(`"${value}" is not a speedup between 0 and 10000.`);
   return n;
 }
 
 function parsePolicy(value: string): SimulationPolicyName {
-  if (value !== "gpupool" && value !== "fifo") throw new InvalidArgumentError(`"${value}" is not a policy: use gpupool or fifo.`);
+  if (value !== "gpupool" && value !== "fifo")
+    throw new InvalidArgumentError(`"${value}" is not a policy: use gpupool or fifo.`);
   return value;
 }
 
@@ -58,13 +60,25 @@ export function parseTrace(text: string): { records: TraceRecord[]; skipped: num
     const who = (cells[person] ?? "").trim();
     // A few calls that never ran (PENDING) name no model: they count as one app of their own.
     const model = (cells[app] ?? "").trim() || "(none)";
-    if (!Number.isFinite(arrivalMs) || (cells[exec] ?? "").trim() === "" || !Number.isFinite(execS) || execS < 0 || who === "") {
+    if (
+      !Number.isFinite(arrivalMs) ||
+      (cells[exec] ?? "").trim() === "" ||
+      !Number.isFinite(execS) ||
+      execS < 0 ||
+      who === ""
+    ) {
       skipped++;
       continue;
     }
     const imagesText = images < 0 ? "" : (cells[images] ?? "").trim();
     const n = Number(imagesText);
-    records.push({ arrivalMs, person: who, app: model, execMs: Math.round(execS * 1000), imagesPerPrompt: imagesText === "" || !Number.isFinite(n) ? null : n });
+    records.push({
+      arrivalMs,
+      person: who,
+      app: model,
+      execMs: Math.round(execS * 1000),
+      imagesPerPrompt: imagesText === "" || !Number.isFinite(n) ? null : n,
+    });
   }
   return { records, skipped };
 }
@@ -72,7 +86,10 @@ export function parseTrace(text: string): { records: TraceRecord[]; skipped: num
 const pct = (x: number): string => `${(x * 100).toFixed(2)}%`;
 const s = (x: number): string => `${x.toFixed(1)}s`;
 
-function renderComparison(results: readonly SimulationResult[], meta: { trace: string; rows: number; skipped: number; replayMs: number }): string {
+function renderComparison(
+  results: readonly SimulationResult[],
+  meta: { trace: string; rows: number; skipped: number; replayMs: number },
+): string {
   const first = results[0] as SimulationResult;
   const tiers = [...new Set(results.flatMap((r) => Object.keys(r.tiers)))].sort((a, b) => tierOrder(a) - tierOrder(b));
   const rows: string[][] = [];
@@ -154,9 +171,18 @@ export function registerSimulate(program: Command): void {
         "and report slot utilization, idle-while-waiting, waits and denials per tier, fairness and the longest wait — " +
         "for gpupool's scheduler and a FIFO queue side by side. The rules (tiers, durations, sizes) are in docs/scheduling.md.",
     )
-    .option("--trace <file>", "trace CSV (columns gmt_create, exec_time_seconds, groupId, checkpoint_model_version_id, num_images_per_prompt)", DEFAULT_TRACE)
+    .option(
+      "--trace <file>",
+      "trace CSV (columns gmt_create, exec_time_seconds, groupId, checkpoint_model_version_id, num_images_per_prompt)",
+      DEFAULT_TRACE,
+    )
     .option("--gpus <n>", "GPUs in the pool (2 slots each)", parsePositiveInt(100_000), DEFAULT_SIMULATION_OPTIONS.gpus)
-    .option("--speedup <s>", "divide inter-arrival times by this (GPU times stay real)", parseSpeedup, DEFAULT_SIMULATION_OPTIONS.speedup)
+    .option(
+      "--speedup <s>",
+      "divide inter-arrival times by this (GPU times stay real)",
+      parseSpeedup,
+      DEFAULT_SIMULATION_OPTIONS.speedup,
+    )
     .option("--policy <name>", "only this policy: gpupool or fifo (default: both, side by side)", parsePolicy)
     .option("--max-concurrency <n>", "every app's max_concurrency (default: none)", parsePositiveInt(1_000_000))
     .option("--json", "print one JSON object (the last line) instead of the table");
@@ -170,11 +196,15 @@ Examples:
   );
   cmd.action((flags: SimulateFlags) => {
     if (!existsSync(flags.trace)) {
-      const hint = flags.trace === DEFAULT_TRACE ? " The November trace is expected in ../shared/data/ next to the repository; pass --trace FILE to use another." : " Pass --trace with the path of a trace CSV.";
+      const hint =
+        flags.trace === DEFAULT_TRACE
+          ? " The November trace is expected in ../shared/data/ next to the repository; pass --trace FILE to use another."
+          : " Pass --trace with the path of a trace CSV.";
       throw new UsageError(`trace file ${flags.trace} not found.${hint}`);
     }
     const { records, skipped } = parseTrace(readFileSync(flags.trace, "utf8"));
-    if (records.length === 0) throw new UsageError(`trace file ${flags.trace} has no usable rows (${skipped} skipped).`);
+    if (records.length === 0)
+      throw new UsageError(`trace file ${flags.trace} has no usable rows (${skipped} skipped).`);
     const options: Partial<SimulationOptions> = {
       gpus: flags.gpus,
       speedup: flags.speedup,

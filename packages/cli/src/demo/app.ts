@@ -50,7 +50,9 @@ async function readPrompt(req: IncomingMessage): Promise<string> {
   if (text === "") return "an astronaut riding a horse";
   try {
     const body = JSON.parse(text) as { prompt?: unknown };
-    return typeof body.prompt === "string" && body.prompt !== "" ? body.prompt.slice(0, 500) : "an astronaut riding a horse";
+    return typeof body.prompt === "string" && body.prompt !== ""
+      ? body.prompt.slice(0, 500)
+      : "an astronaut riding a horse";
   } catch {
     throw Object.assign(new Error('send JSON such as {"prompt": "a cat"} (or no body)'), { status: 400 });
   }
@@ -76,11 +78,17 @@ pool, so the viewer is charged; without one, the app itself is charged.
  */
 function chargedAs(req: IncomingMessage): string {
   const token = forwardIpToken(req.headers);
-  if (token === undefined) return "This request has no X-IP-Token: a GPU call from it is charged to the app itself (anonymous).";
+  if (token === undefined)
+    return "This request has no X-IP-Token: a GPU call from it is charged to the app itself (anonymous).";
   try {
-    const payload = JSON.parse(Buffer.from(token.split(".")[1] ?? "", "base64url").toString("utf8")) as { sub?: unknown; exp?: unknown };
+    const payload = JSON.parse(Buffer.from(token.split(".")[1] ?? "", "base64url").toString("utf8")) as {
+      sub?: unknown;
+      exp?: unknown;
+    };
     const sub = typeof payload.sub === "string" ? payload.sub : "?";
-    const how = sub.startsWith("user:") ? "you are signed in at the edge" : "you are not signed in, so the edge named your IP address";
+    const how = sub.startsWith("user:")
+      ? "you are signed in at the edge"
+      : "you are not signed in, so the edge named your IP address";
     return `You are charged as ${sub} (${how}).`;
   } catch {
     return "This request carries an X-IP-Token the app cannot read.";
@@ -117,7 +125,8 @@ export async function startDemoApp(options: DemoAppOptions): Promise<DemoApp> {
 
   const server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
-    if (req.method === "GET" && path === "/") return send(res, 200, `${ABOUT}\n${chargedAs(req)}\n`, "text/plain; charset=utf-8");
+    if (req.method === "GET" && path === "/")
+      return send(res, 200, `${ABOUT}\n${chargedAs(req)}\n`, "text/plain; charset=utf-8");
     if (path !== "/generate") return send(res, 404, { error: "not found: try POST /generate" });
     if (req.method !== "POST") return send(res, 405, { error: "use POST /generate" });
     generate(req, res).catch((error: unknown) => {
@@ -126,7 +135,9 @@ export async function startDemoApp(options: DemoAppOptions): Promise<DemoApp> {
         return send(res, error.status >= 400 ? error.status : 502, error.problem, "application/problem+json");
       }
       const status = (error as { status?: unknown }).status;
-      send(res, typeof status === "number" ? status : 500, { error: error instanceof Error ? error.message : String(error) });
+      send(res, typeof status === "number" ? status : 500, {
+        error: error instanceof Error ? error.message : String(error),
+      });
     });
   });
 

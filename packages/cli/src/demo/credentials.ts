@@ -52,11 +52,17 @@ export function readCredentials(dir: string, warn: (message: string) => void): D
   }
   if (!isRecord(raw)) return { users: {} };
   const users: Record<string, DemoUser> = {};
-  if (isRecord(raw["users"])) for (const [role, user] of Object.entries(raw["users"])) if (isUser(user)) users[role] = user;
+  if (isRecord(raw["users"]))
+    for (const [role, user] of Object.entries(raw["users"])) if (isUser(user)) users[role] = user;
   const creds: DemoCredentials = { users };
   if (typeof raw["admin_token"] === "string" && raw["admin_token"] !== "") creds.adminToken = raw["admin_token"];
   const app = raw["app"];
-  if (isRecord(app) && typeof app["id"] === "string" && typeof app["name"] === "string" && typeof app["key"] === "string") {
+  if (
+    isRecord(app) &&
+    typeof app["id"] === "string" &&
+    typeof app["name"] === "string" &&
+    typeof app["key"] === "string"
+  ) {
     creds.app = { id: app["id"], name: app["name"], key: app["key"] };
   }
   for (const kind of ["edge", "node"] as const) {
@@ -98,7 +104,12 @@ export type Outcome = "created" | "existing" | "renamed";
  * Reuses the user saved under `role` if the server still has it; otherwise creates one, under
  * another name when the wanted one is taken by a user whose token was not saved.
  */
-export async function ensureUser(admin: AdminClient, creds: DemoCredentials, role: string, tier: string): Promise<{ user: DemoUser; outcome: Outcome }> {
+export async function ensureUser(
+  admin: AdminClient,
+  creds: DemoCredentials,
+  role: string,
+  tier: string,
+): Promise<{ user: DemoUser; outcome: Outcome }> {
   const users = await admin.listUsers();
   const saved = creds.users[role];
   if (saved !== undefined && users.some((u) => u.id === saved.id)) return { user: saved, outcome: "existing" };

@@ -28,7 +28,11 @@ function sh(value: string): string {
 }
 
 function outcome(o: Outcome): string {
-  return o === "created" ? "created now" : o === "existing" ? "already existed (reused)" : "created under a new name (the old one's token was not saved)";
+  return o === "created"
+    ? "created now"
+    : o === "existing"
+      ? "already existed (reused)"
+      : "created under a new name (the old one's token was not saved)";
 }
 
 function quotaNote(q: Quota | null, now: Date): string {

@@ -13,7 +13,10 @@ export interface OpenApiDocument {
   readonly info: { readonly title: string; readonly version: string; readonly description: string };
   readonly tags: readonly { name: string; description: string }[];
   readonly paths: Readonly<Record<string, Readonly<Record<string, OpenApiOperation>>>>;
-  readonly components: { readonly schemas: Readonly<Record<string, JsonSchema>>; readonly securitySchemes: Readonly<Record<string, JsonSchema>> };
+  readonly components: {
+    readonly schemas: Readonly<Record<string, JsonSchema>>;
+    readonly securitySchemes: Readonly<Record<string, JsonSchema>>;
+  };
 }
 
 export interface OpenApiOperation {
@@ -54,7 +57,10 @@ const TAGS = [
   { name: "Admin", description: "Users, apps, nodes, edges and the pool, with the admin token." },
   { name: "Nodes", description: "What node agents call." },
   { name: "Health", description: "Liveness, readiness and metrics." },
-  { name: "Documents", description: "This API's own documents: the OpenAPI document and the reference page made from it." },
+  {
+    name: "Documents",
+    description: "This API's own documents: the OpenAPI document and the reference page made from it.",
+  },
 ];
 
 /** Drops what zod writes for documents of its own (`$schema`, `$id`) and the safe-integer bounds of every integer. */
@@ -73,13 +79,18 @@ function tidy(value: unknown): unknown {
 function componentSchemas(): Record<string, JsonSchema> {
   const registry = z.registry<{ id: string }>();
   for (const [id, schema] of Object.entries(NAMED_SCHEMAS)) registry.add(schema, { id });
-  const { schemas } = z.toJSONSchema(registry, { target: "draft-2020-12", io: "input", uri: (id) => `#/components/schemas/${id}` });
+  const { schemas } = z.toJSONSchema(registry, {
+    target: "draft-2020-12",
+    io: "input",
+    uri: (id) => `#/components/schemas/${id}`,
+  });
   return tidy(schemas) as Record<string, JsonSchema>;
 }
 
 function refTo(schema: z.ZodMiniType): JsonSchema {
   const entry = Object.entries(NAMED_SCHEMAS).find(([, named]) => named === schema);
-  if (entry === undefined) throw new Error("A schema of the operations table is not in NAMED_SCHEMAS: give it a name there.");
+  if (entry === undefined)
+    throw new Error("A schema of the operations table is not in NAMED_SCHEMAS: give it a name there.");
   return { $ref: `#/components/schemas/${entry[0]}` };
 }
 
@@ -109,7 +120,9 @@ function successResponse(spec: ResponseSpec): OpenApiResponse {
   if ("json" in spec) {
     return {
       description: spec.description,
-      ...(spec.headers !== undefined ? { headers: Object.fromEntries(spec.headers.map((h) => [h.name, header(h)])) } : {}),
+      ...(spec.headers !== undefined
+        ? { headers: Object.fromEntries(spec.headers.map((h) => [h.name, header(h)])) }
+        : {}),
       content: { "application/json": { schema: refTo(spec.json) } },
     };
   }
@@ -119,7 +132,10 @@ function successResponse(spec: ResponseSpec): OpenApiResponse {
       description: spec.description,
       content: {
         "text/event-stream": {
-          schema: { type: "string", description: `Server-Sent Events; each event's \`data\` is JSON, by event name: ${Object.keys(events).join(", ")} (see \`x-events\`).` },
+          schema: {
+            type: "string",
+            description: `Server-Sent Events; each event's \`data\` is JSON, by event name: ${Object.keys(events).join(", ")} (see \`x-events\`).`,
+          },
           "x-events": events,
         },
       },
@@ -145,18 +161,39 @@ function problemResponses(codes: readonly ProblemCode[]): Record<string, OpenApi
 }
 
 function queryParameters(query: z.ZodMiniObject): JsonSchema[] {
-  const schema = tidy(z.toJSONSchema(query, { target: "draft-2020-12", io: "input" })) as { properties?: Record<string, JsonSchema>; required?: string[] };
+  const schema = tidy(z.toJSONSchema(query, { target: "draft-2020-12", io: "input" })) as {
+    properties?: Record<string, JsonSchema>;
+    required?: string[];
+  };
   return Object.entries(schema.properties ?? {}).map(([name, property]) => {
     const { description, ...rest } = property;
-    return { name, in: "query", required: schema.required?.includes(name) ?? false, ...(typeof description === "string" ? { description } : {}), schema: rest };
+    return {
+      name,
+      in: "query",
+      required: schema.required?.includes(name) ?? false,
+      ...(typeof description === "string" ? { description } : {}),
+      schema: rest,
+    };
   });
 }
 
 function operation(op: Operation): OpenApiOperation {
   const parameters: JsonSchema[] = [
-    ...(op.pathParams ?? []).map((p) => ({ name: p.name, in: "path", required: true, description: p.description, schema: { type: "string" } })),
+    ...(op.pathParams ?? []).map((p) => ({
+      name: p.name,
+      in: "path",
+      required: true,
+      description: p.description,
+      schema: { type: "string" },
+    })),
     ...(op.query !== undefined ? queryParameters(op.query) : []),
-    ...(op.headers ?? []).map((h) => ({ name: h.name, in: "header", required: false, description: h.description, schema: { type: "string" } })),
+    ...(op.headers ?? []).map((h) => ({
+      name: h.name,
+      in: "header",
+      required: false,
+      description: h.description,
+      schema: { type: "string" },
+    })),
   ];
   const responses: Record<string, OpenApiResponse> = {};
   for (const [status, spec] of Object.entries(op.responses)) responses[status] = successResponse(spec);
@@ -187,7 +224,8 @@ export function openApiDocument(): OpenApiDocument {
   const paths: Record<string, Record<string, OpenApiOperation>> = {};
   for (const op of OPERATIONS) {
     const item = (paths[op.path] ??= {});
-    if (item[op.method] !== undefined) throw new Error(`${op.method.toUpperCase()} ${op.path} is in the operations table twice.`);
+    if (item[op.method] !== undefined)
+      throw new Error(`${op.method.toUpperCase()} ${op.path} is in the operations table twice.`);
     item[op.method] = operation(op);
   }
   return {
@@ -198,7 +236,12 @@ export function openApiDocument(): OpenApiDocument {
     paths,
     components: {
       schemas: componentSchemas(),
-      securitySchemes: Object.fromEntries(Object.values(PRINCIPALS).map((p) => [p.scheme, { type: "http", scheme: "bearer", description: p.description }])),
+      securitySchemes: Object.fromEntries(
+        Object.values(PRINCIPALS).map((p) => [
+          p.scheme,
+          { type: "http", scheme: "bearer", description: p.description },
+        ]),
+      ),
     },
   };
 }

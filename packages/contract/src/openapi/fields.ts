@@ -16,7 +16,11 @@ const REF = "#/components/schemas/";
 
 /** A keyword's value as text: strings as they are, numbers written out, anything else "". */
 export function text(value: unknown): string {
-  return typeof value === "string" ? value : typeof value === "number" || typeof value === "boolean" ? String(value) : "";
+  return typeof value === "string"
+    ? value
+    : typeof value === "number" || typeof value === "boolean"
+      ? String(value)
+      : "";
 }
 
 /** The name of the schema a `$ref` points to, or null. */
@@ -55,13 +59,18 @@ export function typeOf(schema: JsonSchema): TypePart[] {
 /** What a schema limits, in words (the date-time pattern is what `date-time` already says). */
 export function limitsOf(schema: JsonSchema): string {
   const out: string[] = [];
-  const inner = Array.isArray(schema["anyOf"]) ? ((schema["anyOf"] as JsonSchema[]).find((s) => s["type"] !== "null") ?? schema) : schema;
+  const inner = Array.isArray(schema["anyOf"])
+    ? ((schema["anyOf"] as JsonSchema[]).find((s) => s["type"] !== "null") ?? schema)
+    : schema;
   const s = { ...inner, ...schema };
-  if (typeof s["minimum"] === "number" && typeof s["maximum"] === "number") out.push(`${String(s["minimum"])} to ${String(s["maximum"])}`);
+  if (typeof s["minimum"] === "number" && typeof s["maximum"] === "number")
+    out.push(`${String(s["minimum"])} to ${String(s["maximum"])}`);
   else if (typeof s["minimum"] === "number") out.push(`≥ ${String(s["minimum"])}`);
   else if (typeof s["maximum"] === "number") out.push(`≤ ${String(s["maximum"])}`);
-  if (typeof s["minLength"] === "number" && typeof s["maxLength"] === "number") out.push(`${String(s["minLength"])}–${String(s["maxLength"])} characters`);
-  else if (typeof s["maxLength"] === "number") out.push(`at most ${String(s["maxLength"])} ${s["type"] === "array" ? "items" : "characters"}`);
+  if (typeof s["minLength"] === "number" && typeof s["maxLength"] === "number")
+    out.push(`${String(s["minLength"])}–${String(s["maxLength"])} characters`);
+  else if (typeof s["maxLength"] === "number")
+    out.push(`at most ${String(s["maxLength"])} ${s["type"] === "array" ? "items" : "characters"}`);
   if (typeof s["pattern"] === "string" && s["format"] !== "date-time") out.push(`matches \`${s["pattern"]}\``);
   if (typeof s["minProperties"] === "number") out.push(`at least ${String(s["minProperties"])} field`);
   return out.join(", ");

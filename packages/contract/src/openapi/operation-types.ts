@@ -5,11 +5,28 @@ import type { ProblemCode } from "../problems.js";
 export type Principal = "app" | "user" | "admin" | "edge" | "node";
 
 export const PRINCIPALS: Readonly<Record<Principal, { scheme: string; description: string }>> = {
-  app: { scheme: "appKey", description: "An app key (`gpu_a_…`, from `POST /v1/admin/apps`): leases are the app's, charged to the X-IP-Token's identity or else to the app." },
-  user: { scheme: "userToken", description: "A user access token (`gpu_u_…`, from `POST /v1/admin/users`): for a user's own scripts, charged to that user." },
-  admin: { scheme: "adminToken", description: "The server's `GPUPOOL_ADMIN_TOKEN`. Without it set, admin routes answer 403 `admin_disabled`." },
-  edge: { scheme: "edgeKey", description: "An edge key (`gpu_e_…`, from `POST /v1/admin/edges`): the identity proxy's credential." },
-  node: { scheme: "nodeKey", description: "A node key (`gpu_n_…`, from `POST /v1/admin/nodes`): a node agent's credential." },
+  app: {
+    scheme: "appKey",
+    description:
+      "An app key (`gpu_a_…`, from `POST /v1/admin/apps`): leases are the app's, charged to the X-IP-Token's identity or else to the app.",
+  },
+  user: {
+    scheme: "userToken",
+    description:
+      "A user access token (`gpu_u_…`, from `POST /v1/admin/users`): for a user's own scripts, charged to that user.",
+  },
+  admin: {
+    scheme: "adminToken",
+    description: "The server's `GPUPOOL_ADMIN_TOKEN`. Without it set, admin routes answer 403 `admin_disabled`.",
+  },
+  edge: {
+    scheme: "edgeKey",
+    description: "An edge key (`gpu_e_…`, from `POST /v1/admin/edges`): the identity proxy's credential.",
+  },
+  node: {
+    scheme: "nodeKey",
+    description: "A node key (`gpu_n_…`, from `POST /v1/admin/nodes`): a node agent's credential.",
+  },
 };
 
 export interface HeaderParam {
@@ -25,7 +42,8 @@ export const IP_TOKEN_HEADER: HeaderParam = {
 
 export const NODE_KEY_HEADER: HeaderParam = {
   name: "X-Gpupool-Node-Key",
-  description: "Sent by a node agent asking on behalf of an app on its host: only that node's GPUs will do. Not a valid node key: 401.",
+  description:
+    "Sent by a node agent asking on behalf of an app on its host: only that node's GPUs will do. Not a valid node key: 401.",
 };
 
 export type ResponseSpec =
@@ -65,7 +83,11 @@ export interface Operation {
 
 export const RETRY_AFTER: HeaderParam = { name: "Retry-After", description: "Seconds to wait before retrying." };
 export const LOCATION: HeaderParam = { name: "Location", description: "`/v1/leases/<id>`." };
-export const LEASE_ID: HeaderParam = { name: "id", description: "The lease id (`ls_…`). A lease is visible to the app that made it, the user it is charged to, and the admin." };
+export const LEASE_ID: HeaderParam = {
+  name: "id",
+  description:
+    "The lease id (`ls_…`). A lease is visible to the app that made it, the user it is charged to, and the admin.",
+};
 export const USER_REF: HeaderParam = { name: "id", description: "The user's id (`u_…`) or name." };
 
 /** Headers sent with problems of these codes (the rest of a route's problems carry none). */

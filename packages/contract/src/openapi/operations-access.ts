@@ -12,7 +12,8 @@ export const ACCESS_OPERATIONS: readonly Operation[] = [
     path: "/v1/ip-tokens",
     tag: "Identity",
     summary: "Mint an X-IP-Token",
-    description: "The edge calls this for every proxied request. Name exactly one viewer: `user` or `ip`; an unknown app, user or address is a 400.",
+    description:
+      "The edge calls this for every proxied request. Name exactly one viewer: `user` or `ip`; an unknown app, user or address is a 400.",
     auth: ["edge", "admin"],
     body: { schema: identity.IpTokenRequest },
     responses: { 201: { description: "The token.", json: identity.IpToken } },

@@ -18,10 +18,25 @@ export const LEASE_OPERATIONS: readonly Operation[] = [
     headers: [IP_TOKEN_HEADER, NODE_KEY_HEADER],
     body: { schema: leases.LeaseRequest, optional: true },
     responses: {
-      201: { description: "Granted now: an `active` lease with its `device` and `deadline`.", json: leases.Lease, headers: [LOCATION] },
-      202: { description: "Waiting for a slot: a `queued` lease with `position`, `reason` and `eta_s`.", json: leases.Lease, headers: [LOCATION] },
+      201: {
+        description: "Granted now: an `active` lease with its `device` and `deadline`.",
+        json: leases.Lease,
+        headers: [LOCATION],
+      },
+      202: {
+        description: "Waiting for a slot: a `queued` lease with `position`, `reason` and `eta_s`.",
+        json: leases.Lease,
+        headers: [LOCATION],
+      },
     },
-    problems: ["invalid_ip_token", "duration_too_long", "quota_exceeded", "runs_exceeded", "no_gpu_available", "queue_timeout"],
+    problems: [
+      "invalid_ip_token",
+      "duration_too_long",
+      "quota_exceeded",
+      "runs_exceeded",
+      "no_gpu_available",
+      "queue_timeout",
+    ],
   },
   {
     id: "listLeases",
@@ -29,7 +44,8 @@ export const LEASE_OPERATIONS: readonly Operation[] = [
     path: "/v1/leases",
     tag: "Leases",
     summary: "List leases",
-    description: "An app key sees its own leases; a user token, the leases charged to the user; the admin, all. Newest first.",
+    description:
+      "An app key sees its own leases; a user token, the leases charged to the user; the admin, all. Newest first.",
     auth: ["app", "user", "admin"],
     query: leases.LeaseListQuery,
     responses: { 200: { description: "The leases (`quota` null in each).", json: leases.LeaseList } },
@@ -58,7 +74,12 @@ export const LEASE_OPERATIONS: readonly Operation[] = [
     responses: {
       200: {
         description: "`text/event-stream`: each event is `event: <name>` and one `data:` line of JSON.",
-        events: { queued: leases.QueuedEvent, granted: leases.GrantedEvent, failed: leases.FailedEvent, ended: leases.EndedEvent },
+        events: {
+          queued: leases.QueuedEvent,
+          granted: leases.GrantedEvent,
+          failed: leases.FailedEvent,
+          ended: leases.EndedEvent,
+        },
       },
     },
     problems: ["not_found"],
@@ -74,7 +95,9 @@ export const LEASE_OPERATIONS: readonly Operation[] = [
     auth: ["app", "user", "admin"],
     pathParams: [LEASE_ID],
     body: { schema: leases.ReleaseRequest, optional: true },
-    responses: { 200: { description: "What was charged and refunded, and the quota after it.", json: leases.ReleaseResult } },
+    responses: {
+      200: { description: "What was charged and refunded, and the quota after it.", json: leases.ReleaseResult },
+    },
     problems: ["not_found"],
   },
   {
@@ -86,7 +109,9 @@ export const LEASE_OPERATIONS: readonly Operation[] = [
     description: "The same as `POST /v1/leases/{id}/release` with `failed: false`.",
     auth: ["app", "user", "admin"],
     pathParams: [LEASE_ID],
-    responses: { 200: { description: "What was charged and refunded, and the quota after it.", json: leases.ReleaseResult } },
+    responses: {
+      200: { description: "What was charged and refunded, and the quota after it.", json: leases.ReleaseResult },
+    },
     problems: ["not_found"],
   },
   {
@@ -95,7 +120,8 @@ export const LEASE_OPERATIONS: readonly Operation[] = [
     path: "/v1/quota",
     tag: "Quota",
     summary: "Quota of the charged identity",
-    description: "For a user token: that user. For an app key: the X-IP-Token's identity, or the app itself without one.",
+    description:
+      "For a user token: that user. For an app key: the X-IP-Token's identity, or the app itself without one.",
     auth: ["app", "user"],
     headers: [IP_TOKEN_HEADER],
     responses: { 200: { description: "The quota object.", json: Quota } },

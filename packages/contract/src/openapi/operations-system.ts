@@ -24,7 +24,8 @@ export const SYSTEM_OPERATIONS: readonly Operation[] = [
     path: "/v1/nodes/heartbeat",
     tag: "Nodes",
     summary: "Heartbeat (node agent)",
-    description: "A node that stops heartbeating for `heartbeat_timeout_s` has its leases failed and its GPUs removed; it must register again (409 `node_not_registered`).",
+    description:
+      "A node that stops heartbeating for `heartbeat_timeout_s` has its leases failed and its GPUs removed; it must register again (409 `node_not_registered`).",
     auth: ["node"],
     body: { schema: nodes.HeartbeatRequest, optional: true },
     responses: { 200: { description: "The heartbeat timing.", json: nodes.Heartbeat } },
@@ -67,7 +68,8 @@ export const SYSTEM_OPERATIONS: readonly Operation[] = [
     path: "/openapi.json",
     tag: "Documents",
     summary: "This API's OpenAPI 3.1 document",
-    description: "Generated from @gpupool/contract, the same schemas the server validates requests with and its answers are typed against.",
+    description:
+      "Generated from @gpupool/contract, the same schemas the server validates requests with and its answers are typed against.",
     auth: [],
     noStorage: true,
     responses: { 200: { description: "The OpenAPI 3.1 document.", json: OpenApiDocumentObject } },
@@ -78,7 +80,8 @@ export const SYSTEM_OPERATIONS: readonly Operation[] = [
     path: "/docs/api",
     tag: "Documents",
     summary: "The API reference, for a person",
-    description: "A static page rendered from the OpenAPI document: no scripts, served under a strict Content-Security-Policy.",
+    description:
+      "A static page rendered from the OpenAPI document: no scripts, served under a strict Content-Security-Policy.",
     auth: [],
     noStorage: true,
     responses: { 200: { description: "The reference page.", text: "text/html" } },

@@ -31,7 +31,9 @@ function inline(text: string): string {
 const anchor = (prefix: string, name: string): string => `${prefix}-${name.replace(/[^A-Za-z0-9_-]/g, "-")}`;
 
 function typeHtml(parts: readonly TypePart[]): string {
-  return parts.map((p) => (typeof p === "string" ? escape(p) : `<a href="#${anchor("schema", p.ref)}">${escape(p.ref)}</a>`)).join("");
+  return parts
+    .map((p) => (typeof p === "string" ? escape(p) : `<a href="#${anchor("schema", p.ref)}">${escape(p.ref)}</a>`))
+    .join("");
 }
 
 function fieldTable(rows: readonly FieldRow[], caption: string): string {
@@ -55,7 +57,9 @@ function schemaBlock(doc: OpenApiDocument, schema: JsonSchema, caption: string):
 
 function authHtml(doc: OpenApiDocument, op: OpenApiOperation): string {
   if (op.security.length === 0) return `<p class="auth">Auth: none.</p>`;
-  const schemes = op.security.map((s) => Object.keys(s)[0] ?? "").map((name) => `<a href="#${anchor("auth", name)}">${escape(name)}</a>`);
+  const schemes = op.security
+    .map((s) => Object.keys(s)[0] ?? "")
+    .map((name) => `<a href="#${anchor("auth", name)}">${escape(name)}</a>`);
   return `<p class="auth">Auth: <code>Authorization: Bearer</code> ${schemes.join(" or ")}.</p>`;
 }
 
@@ -79,16 +83,25 @@ function responsesHtml(doc: OpenApiDocument, op: OpenApiOperation): string {
       const schema = (media["schema"] ?? {}) as JsonSchema;
       const events = media["x-events"] as Record<string, JsonSchema> | undefined;
       let body: string;
-      if (events !== undefined) body = Object.entries(events).map(([name, s]) => `<code>${escape(name)}</code> ${typeHtml(typeOf(s))}`).join("<br>");
+      if (events !== undefined)
+        body = Object.entries(events)
+          .map(([name, s]) => `<code>${escape(name)}</code> ${typeHtml(typeOf(s))}`)
+          .join("<br>");
       else if (type === "application/problem+json") {
         const refs = Array.isArray(schema["oneOf"]) ? (schema["oneOf"] as JsonSchema[]) : [schema];
-        body = refs.map((r) => `<a href="#${anchor("problem", (refName(r) ?? "").replace(/Problem$/, ""))}"><code>${escape(problemCodeOf(doc.components.schemas[refName(r) ?? ""] ?? {}) ?? "?")}</code></a>`).join(", ");
+        body = refs
+          .map(
+            (r) =>
+              `<a href="#${anchor("problem", (refName(r) ?? "").replace(/Problem$/, ""))}"><code>${escape(problemCodeOf(doc.components.schemas[refName(r) ?? ""] ?? {}) ?? "?")}</code></a>`,
+          )
+          .join(", ");
       } else body = typeHtml(typeOf(schema));
       const headers = Object.keys(response.headers ?? {});
       rows.push(
         `<tr><td class="status s${status.slice(0, 1)}xx">${escape(status)}</td><td><code>${escape(type)}</code></td><td>${body}</td><td>${inline(response.description)}${headers.length > 0 ? `<br><span class="limits">Headers: ${headers.map((h) => `<code>${escape(h)}</code>`).join(", ")}</span>` : ""}</td></tr>`,
       );
-      if (status.startsWith("2") && type === "application/json") details.push(schemaBlock(doc, schema, `Response: ${refName(schema) ?? "body"}`));
+      if (status.startsWith("2") && type === "application/json")
+        details.push(schemaBlock(doc, schema, `Response: ${refName(schema) ?? "body"}`));
     }
   }
   return `<table class="responses"><caption>Responses</caption>\n<thead><tr><th>Status</th><th>Content type</th><th>Body</th><th>When</th></tr></thead>\n<tbody>\n${rows.join("\n")}\n</tbody></table>\n${[...new Set(details)].join("\n")}`;
@@ -100,8 +113,12 @@ function operationHtml(doc: OpenApiDocument, path: string, method: string, op: O
     body === undefined
       ? ""
       : (() => {
-          const schema = ((body["content"] as Record<string, JsonSchema>)["application/json"]?.["schema"] ?? {}) as JsonSchema;
-          const note = body["required"] === true ? "" : ` ${typeof body["description"] === "string" ? inline(body["description"]) : ""}`;
+          const schema = ((body["content"] as Record<string, JsonSchema>)["application/json"]?.["schema"] ??
+            {}) as JsonSchema;
+          const note =
+            body["required"] === true
+              ? ""
+              : ` ${typeof body["description"] === "string" ? inline(body["description"]) : ""}`;
           return `<p>Request body: <code>application/json</code> ${typeHtml(typeOf(schema))}.${note}</p>\n${schemaBlock(doc, schema, `Request body ${refName(schema) ?? ""}`.trim())}`;
         })();
   return [
@@ -127,7 +144,8 @@ function problemsHtml(doc: OpenApiDocument): string {
       const code = problemCodeOf(s) ?? "";
       const title = text(properties["title"]?.["description"]).replace(/^"|"$/g, "");
       const extra = fieldsOf(doc, s).filter((f) => !["type", "title", "status", "detail", "code"].includes(f.name));
-      const fields = extra.length === 0 ? "" : extra.map((f) => `<code>${escape(f.name)}</code>${f.required ? "" : "?"}`).join(", ");
+      const fields =
+        extra.length === 0 ? "" : extra.map((f) => `<code>${escape(f.name)}</code>${f.required ? "" : "?"}`).join(", ");
       return `<tr id="${anchor("problem", name.replace(/Problem$/, ""))}"><td><a href="#${anchor("schema", name)}"><code>${escape(code)}</code></a></td><td>${escape(text(properties["status"]?.["const"]))}</td><td>${escape(title)}</td><td>${fields}</td><td>${inline(typeof s["description"] === "string" ? s["description"] : "")}</td></tr>`;
     })
     .join("\n");
@@ -147,7 +165,10 @@ function schemasHtml(doc: OpenApiDocument): string {
  * parameters, request and response fields, and the problem codes. No scripts and no inline
  * styles, so it can be served under `default-src 'none'; style-src 'self'`.
  */
-export function renderApiReference(doc: OpenApiDocument, options: ApiReferenceOptions = {}): { html: string; css: string } {
+export function renderApiReference(
+  doc: OpenApiDocument,
+  options: ApiReferenceOptions = {},
+): { html: string; css: string } {
   const cssHref = options.cssHref ?? "/docs/api.css";
   const byTag = new Map<string, { path: string; method: string; op: OpenApiOperation }[]>();
   for (const [path, item] of Object.entries(doc.paths)) {
@@ -158,12 +179,21 @@ export function renderApiReference(doc: OpenApiDocument, options: ApiReferenceOp
       byTag.set(tag, [...(byTag.get(tag) ?? []), { path, method, op }]);
     }
   }
-  const tags = [...doc.tags.map((t) => t.name).filter((t) => byTag.has(t)), ...[...byTag.keys()].filter((t) => !doc.tags.some((d) => d.name === t))];
+  const tags = [
+    ...doc.tags.map((t) => t.name).filter((t) => byTag.has(t)),
+    ...[...byTag.keys()].filter((t) => !doc.tags.some((d) => d.name === t)),
+  ];
   const nav = tags
-    .map((tag) => `<li>${escape(tag)}<ul>${(byTag.get(tag) ?? []).map(({ path, method, op }) => `<li><a href="#${anchor("op", op.operationId)}"><span class="method ${method}">${method.toUpperCase()}</span> ${escape(path)}</a></li>`).join("")}</ul></li>`)
+    .map(
+      (tag) =>
+        `<li>${escape(tag)}<ul>${(byTag.get(tag) ?? []).map(({ path, method, op }) => `<li><a href="#${anchor("op", op.operationId)}"><span class="method ${method}">${method.toUpperCase()}</span> ${escape(path)}</a></li>`).join("")}</ul></li>`,
+    )
     .join("\n");
   const auth = Object.entries(doc.components.securitySchemes)
-    .map(([name, s]) => `<tr id="${anchor("auth", name)}"><td><code>${escape(name)}</code></td><td>${inline(text(s["description"]))}</td></tr>`)
+    .map(
+      ([name, s]) =>
+        `<tr id="${anchor("auth", name)}"><td><code>${escape(name)}</code></td><td>${inline(text(s["description"]))}</td></tr>`,
+    )
     .join("\n");
   const sections = tags
     .map((tag) => {

@@ -17,7 +17,8 @@ function strip(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(strip);
   if (typeof value !== "object" || value === null) return value;
   const out: Record<string, unknown> = {};
-  for (const [key, inner] of Object.entries(value)) if (key !== "$schema" && key !== "description") out[key] = strip(inner);
+  for (const [key, inner] of Object.entries(value))
+    if (key !== "$schema" && key !== "description") out[key] = strip(inner);
   return out;
 }
 

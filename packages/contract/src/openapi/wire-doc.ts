@@ -58,12 +58,20 @@ function operationMd(doc: OpenApiDocument, path: string, method: string, op: Ope
   for (const p of op.parameters ?? []) {
     const schema = (p["schema"] ?? {}) as JsonSchema;
     const where = p["in"] === "header" ? "header" : p["in"] === "query" ? "query" : "path";
-    const type = p["in"] === "query" ? ` (${typeMd(typeOf(schema))}${typeof schema["pattern"] === "string" ? `, \`${schema["pattern"]}\`` : ""})` : "";
-    out.push(`- ${where[0]?.toUpperCase()}${where.slice(1)} \`${String(p["name"])}\`${p["required"] === true ? "" : " (optional)"}${type}: ${text(p["description"])}`);
+    const type =
+      p["in"] === "query"
+        ? ` (${typeMd(typeOf(schema))}${typeof schema["pattern"] === "string" ? `, \`${schema["pattern"]}\`` : ""})`
+        : "";
+    out.push(
+      `- ${where[0]?.toUpperCase()}${where.slice(1)} \`${String(p["name"])}\`${p["required"] === true ? "" : " (optional)"}${type}: ${text(p["description"])}`,
+    );
   }
   if (op.requestBody !== undefined) {
-    const schema = ((op.requestBody["content"] as Record<string, JsonSchema>)["application/json"]?.["schema"] ?? {}) as JsonSchema;
-    out.push(`- Body: ${typeMd(typeOf(schema))}${op.requestBody["required"] === true ? "" : " — may be empty (the same as `{}`)"}.`);
+    const schema = ((op.requestBody["content"] as Record<string, JsonSchema>)["application/json"]?.["schema"] ??
+      {}) as JsonSchema;
+    out.push(
+      `- Body: ${typeMd(typeOf(schema))}${op.requestBody["required"] === true ? "" : " — may be empty (the same as `{}`)"}.`,
+    );
   }
   const problems = new Map<string, string[]>();
   for (const [status, response] of Object.entries(op.responses)) {
@@ -71,13 +79,25 @@ function operationMd(doc: OpenApiDocument, path: string, method: string, op: Ope
       const schema = (media["schema"] ?? {}) as JsonSchema;
       if (type === "application/problem+json") {
         const refs = Array.isArray(schema["oneOf"]) ? (schema["oneOf"] as JsonSchema[]) : [schema];
-        problems.set(status, refs.map((r) => `\`${problemCodeOf(doc.components.schemas[refName(r) ?? ""] ?? {}) ?? "?"}\``));
+        problems.set(
+          status,
+          refs.map((r) => `\`${problemCodeOf(doc.components.schemas[refName(r) ?? ""] ?? {}) ?? "?"}\``),
+        );
         continue;
       }
       const events = media["x-events"] as Record<string, JsonSchema> | undefined;
-      const body = events !== undefined ? `events ${Object.entries(events).map(([name, s]) => `\`${name}\` ${typeMd(typeOf(s))}`).join(", ")}` : type === "application/json" ? typeMd(typeOf(schema)) : "text";
+      const body =
+        events !== undefined
+          ? `events ${Object.entries(events)
+              .map(([name, s]) => `\`${name}\` ${typeMd(typeOf(s))}`)
+              .join(", ")}`
+          : type === "application/json"
+            ? typeMd(typeOf(schema))
+            : "text";
       const headers = Object.keys(response.headers ?? {});
-      out.push(`- ${status} \`${type}\`: ${body} — ${response.description}${headers.length > 0 ? ` Headers: ${headers.map((h) => `\`${h}\``).join(", ")}.` : ""}`);
+      out.push(
+        `- ${status} \`${type}\`: ${body} — ${response.description}${headers.length > 0 ? ` Headers: ${headers.map((h) => `\`${h}\``).join(", ")}.` : ""}`,
+      );
     }
   }
   out.push(`- Problems: ${[...problems].map(([status, codes]) => `${status} ${codes.join(", ")}`).join("; ")}.`);
@@ -91,7 +111,7 @@ export function renderWireDoc(doc: OpenApiDocument): string {
     "",
     "<!-- Generated from packages/contract by `npm run docs`: edit the contract, not this file (a test compares them). -->",
     "",
-    "The control plane's requests and responses, exactly as sent. Their source is the `@gpupool/contract` package: a runtime decoder and TypeScript type for each (`import { Lease } from \"@gpupool/contract\"`), from which the OpenAPI 3.1 document (`GET /openapi.json`), the API reference page (`GET /docs/api`) and this file are generated.",
+    'The control plane\'s requests and responses, exactly as sent. Their source is the `@gpupool/contract` package: a runtime decoder and TypeScript type for each (`import { Lease } from "@gpupool/contract"`), from which the OpenAPI 3.1 document (`GET /openapi.json`), the API reference page (`GET /docs/api`) and this file are generated.',
     "",
     "All amounts are **seconds** (numbers, may be fractional for sub-second values) unless the name says otherwise (`held_ms`, `eta_s`), all times ISO 8601 strings (UTC). Response objects may gain fields in later versions: clients ignore fields they do not know. Request bodies are closed: an unknown field is a 400.",
     "",
@@ -108,15 +128,22 @@ export function renderWireDoc(doc: OpenApiDocument): string {
     "|---|---|---|---|",
   ];
   const problemSchemas = Object.entries(doc.components.schemas).filter(([, s]) => problemCodeOf(s) !== null);
-  const extraOf = (s: JsonSchema) => fieldsOf(doc, s).filter((f) => !["type", "title", "status", "detail", "code"].includes(f.name));
+  const extraOf = (s: JsonSchema) =>
+    fieldsOf(doc, s).filter((f) => !["type", "title", "status", "detail", "code"].includes(f.name));
   for (const [, s] of problemSchemas) {
     const code = problemCodeOf(s) ?? "";
     const status = text(((s["properties"] ?? {}) as Record<string, JsonSchema>)["status"]?.["const"]);
     const extra = extraOf(s);
     const fields = extra.map((f) => `\`${f.name}\`${f.required ? "" : "?"}`).join(", ");
-    out.push(`| ${extra.length > 0 ? `[\`${code}\`](#${code})` : `\`${code}\``} | ${status} | ${cell(fields)} | ${cell(text(s["description"]))} |`);
+    out.push(
+      `| ${extra.length > 0 ? `[\`${code}\`](#${code})` : `\`${code}\``} | ${status} | ${cell(fields)} | ${cell(text(s["description"]))} |`,
+    );
   }
-  out.push("", "`identity` in problems is the string `\"<kind>:<id>\"`, e.g. `\"user:u_abc\"`, `\"ip:203.0.113.7\"`, `\"app:a_xyz\"`.", "");
+  out.push(
+    "",
+    '`identity` in problems is the string `"<kind>:<id>"`, e.g. `"user:u_abc"`, `"ip:203.0.113.7"`, `"app:a_xyz"`.',
+    "",
+  );
   for (const [, s] of problemSchemas) {
     const extra = extraOf(s);
     if (extra.length === 0) continue;
@@ -139,7 +166,12 @@ export function renderWireDoc(doc: OpenApiDocument): string {
     out.push(schemaMd(doc, s));
   }
 
-  out.push("## Routes", "", "Problems every route of its kind can answer are listed with each: `internal` (500) always; `storage_unavailable` (503) when it touches the database; `unauthorized` (401) and `forbidden` (403) with a credential, `admin_disabled` (403) for admin-only routes; `invalid_request` (400) with a body or query, `payload_too_large` (413) and `unsupported_media_type` (415) with a body. Unknown routes answer 404 `not_found`.", "");
+  out.push(
+    "## Routes",
+    "",
+    "Problems every route of its kind can answer are listed with each: `internal` (500) always; `storage_unavailable` (503) when it touches the database; `unauthorized` (401) and `forbidden` (403) with a credential, `admin_disabled` (403) for admin-only routes; `invalid_request` (400) with a body or query, `payload_too_large` (413) and `unsupported_media_type` (415) with a body. Unknown routes answer 404 `not_found`.",
+    "",
+  );
   for (const tag of doc.tags) {
     const ops: string[] = [];
     for (const [path, item] of Object.entries(doc.paths)) {

@@ -47,7 +47,12 @@ export function quotaOf(tier: TierPolicy, overrideMs: number | null, bonusMs: nu
 }
 
 /** `state` must already be rolled to now. */
-export function quotaView(state: LedgerState, tier: TierPolicy, overrideMs: number | null, windowMs: number): QuotaView {
+export function quotaView(
+  state: LedgerState,
+  tier: TierPolicy,
+  overrideMs: number | null,
+  windowMs: number,
+): QuotaView {
   const quotaMs = quotaOf(tier, overrideMs, state.bonusMs);
   return {
     quotaMs,
@@ -80,7 +85,12 @@ export function startWindow(ledger: LedgerState, now: number): LedgerState {
  * lease was granted in. If that window has since reset, the charge stays on the lease's record
  * but does not count against the new window (it was earned in the old one).
  */
-export function settle(ledger: LedgerState, reservedMs: number, chargedMs: number, grantWindowStartedAt: number | null): LedgerState {
+export function settle(
+  ledger: LedgerState,
+  reservedMs: number,
+  chargedMs: number,
+  grantWindowStartedAt: number | null,
+): LedgerState {
   const sameWindow = grantWindowStartedAt !== null && ledger.windowStartedAt === grantWindowStartedAt;
   return {
     ...ledger,
@@ -107,7 +117,13 @@ export function unreserve(ledger: LedgerState, reservedMs: number, runCountedInT
  * is in. A window that had not started at admission is the one that started first after it, and
  * any later window starts at least `windowMs` after the admission.
  */
-export function admittedInCurrentWindow(admittedAt: number, windowAtAdmission: number | null, ledger: LedgerState, now: number, windowMs: number): boolean {
+export function admittedInCurrentWindow(
+  admittedAt: number,
+  windowAtAdmission: number | null,
+  ledger: LedgerState,
+  now: number,
+  windowMs: number,
+): boolean {
   const current = ledger.windowStartedAt;
   if (windowAtAdmission !== null) return current === windowAtAdmission;
   if (current === null) return now < admittedAt + windowMs;

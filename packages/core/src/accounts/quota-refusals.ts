@@ -52,7 +52,10 @@ function chargedAs(input: RefusalInput): string {
 function nextStepFor(input: RefusalInput, blockedByInFlight: boolean): { step: NextStep; text: string } {
   const { policy, identity, tier } = input;
   if (blockedByInFlight) {
-    return { step: "wait_for_calls", text: "Your own calls in progress hold the rest as reservations; unused time is refunded when they finish." };
+    return {
+      step: "wait_for_calls",
+      text: "Your own calls in progress hold the rest as reservations; unused time is refunded when they finish.",
+    };
   }
   if (identity.kind === "app") {
     return {
@@ -82,14 +85,23 @@ function nextStepFor(input: RefusalInput, blockedByInFlight: boolean): { step: N
   };
 }
 
-export function quotaExceededProblem(input: RefusalInput, view: QuotaView, costMs: number, retryAt: number | null): Problem {
+export function quotaExceededProblem(
+  input: RefusalInput,
+  view: QuotaView,
+  costMs: number,
+  retryAt: number | null,
+): Problem {
   const blockedByInFlight = view.quotaMs - view.usedMs >= costMs && view.reservedMs > 0;
   const next = nextStepFor(input, blockedByInFlight);
   const need = formatSeconds(costMs / 1000);
-  const sizeNote = input.size.cost === 1 ? "" : ` (${formatSeconds(input.durationMs / 1000)} × ${input.size.cost} for ${input.size.name})`;
+  const sizeNote =
+    input.size.cost === 1
+      ? ""
+      : ` (${formatSeconds(input.durationMs / 1000)} × ${input.size.cost} for ${input.size.name})`;
   const retry = retryAt === null ? "" : ` Try again at ${when(retryAt, input.now)}.`;
   const resets = view.resetsAt === null ? "" : ` Your window resets at ${when(view.resetsAt, input.now)}.`;
-  const reservedNote = view.reservedMs > 0 ? `, ${formatSeconds(view.reservedMs / 1000)} reserved by calls in progress` : "";
+  const reservedNote =
+    view.reservedMs > 0 ? `, ${formatSeconds(view.reservedMs / 1000)} reserved by calls in progress` : "";
   const detail =
     `This call needs ${need}${sizeNote} of GPU quota but ${chargedAs(input)} has ${formatSeconds(view.leftMs / 1000)} left of its ` +
     `${formatSeconds(view.quotaMs / 1000)} ${input.tier.name} quota (${formatSeconds(view.usedMs / 1000)} used${reservedNote}).` +
@@ -118,7 +130,9 @@ export function durationTooLongProblem(input: RefusalInput, view: QuotaView, cos
       `Ask the app's developer to request a shorter duration.`
     : `This call would reserve ${formatSeconds(costMs / 1000)} of GPU quota (${formatSeconds(durationMs / 1000)} on ${size.name}, cost ×${size.cost}), ` +
       `more than the whole ${tier.name} quota of ${formatSeconds(view.quotaMs / 1000)} (charged to ${identityKey(input.identity)}), so it can never be granted. ` +
-      (tier.name === ANONYMOUS_TIER ? "Sign in for a larger quota, or ask the app's developer for a shorter duration or a smaller size." : "Ask the app's developer for a shorter duration or a smaller size.");
+      (tier.name === ANONYMOUS_TIER
+        ? "Sign in for a larger quota, or ask the app's developer for a shorter duration or a smaller size."
+        : "Ask the app's developer for a shorter duration or a smaller size.");
   return problem("duration_too_long", detail, {
     duration: msToSeconds(durationMs),
     max_duration: msToSeconds(tier.maxDurationMs),

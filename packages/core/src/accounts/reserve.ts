@@ -52,4 +52,3 @@ export function reserve(input: ReserveInput): ReserveOutcome {
     ledger: { ...ledger, reservedMs: ledger.reservedMs + costMs, runs: ledger.runs + 1 },
   };
 }
-

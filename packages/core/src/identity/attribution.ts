@@ -22,7 +22,12 @@ export type InvalidTokenReason =
 /** What verifying the X-IP-Token header found (verification itself is I/O and lives in the server). */
 export type IpTokenCheck =
   | { readonly present: false }
-  | { readonly present: true; readonly valid: true; readonly subject: { kind: "user" | "ip"; id: string }; readonly expiresAt: number }
+  | {
+      readonly present: true;
+      readonly valid: true;
+      readonly subject: { kind: "user" | "ip"; id: string };
+      readonly expiresAt: number;
+    }
   | { readonly present: true; readonly valid: false; readonly reason: InvalidTokenReason; readonly message: string };
 
 export interface AttributionStep {
@@ -34,7 +39,12 @@ export interface AttributionStep {
 export type Via = "ip-token" | "app-key" | "user-token";
 
 export type Attribution =
-  | { readonly ok: true; readonly charged: { kind: "user" | "ip" | "app"; id: string }; readonly via: Via; readonly steps: AttributionStep[] }
+  | {
+      readonly ok: true;
+      readonly charged: { kind: "user" | "ip" | "app"; id: string };
+      readonly via: Via;
+      readonly steps: AttributionStep[];
+    }
   | { readonly ok: false; readonly problem: Problem; readonly steps: AttributionStep[] };
 
 /**
@@ -44,21 +54,35 @@ export type Attribution =
 export function attribute(principal: Principal, token: IpTokenCheck): Attribution {
   const steps: AttributionStep[] = [];
   if (principal.kind === "user") {
-    steps.push({ step: "authorization", outcome: "ok", detail: `Bearer user token of ${principal.userName} (user:${principal.userId}).` });
+    steps.push({
+      step: "authorization",
+      outcome: "ok",
+      detail: `Bearer user token of ${principal.userName} (user:${principal.userId}).`,
+    });
     if (token.present) {
-      const message = "X-IP-Token is for apps calling on behalf of a viewer; a user token already says who you are. Remove the header.";
+      const message =
+        "X-IP-Token is for apps calling on behalf of a viewer; a user token already says who you are. Remove the header.";
       steps.push({ step: "x-ip-token", outcome: "rejected", detail: message });
       return { ok: false, steps, problem: problem("invalid_ip_token", message, { reason: "not_accepted" }) };
     }
-    steps.push({ step: "charged_identity", outcome: "ok", detail: `Charged to user:${principal.userId}, the owner of the user token.` });
+    steps.push({
+      step: "charged_identity",
+      outcome: "ok",
+      detail: `Charged to user:${principal.userId}, the owner of the user token.`,
+    });
     return { ok: true, charged: { kind: "user", id: principal.userId }, via: "user-token", steps };
   }
-  steps.push({ step: "authorization", outcome: "ok", detail: `Bearer app key of app ${principal.appName} (app:${principal.appId}).` });
+  steps.push({
+    step: "authorization",
+    outcome: "ok",
+    detail: `Bearer app key of app ${principal.appName} (app:${principal.appId}).`,
+  });
   if (!token.present) {
     steps.push({
       step: "x-ip-token",
       outcome: "fallback",
-      detail: "No X-IP-Token header: the app did not say which viewer caused the call (not opened through the edge, or not forwarded by the app).",
+      detail:
+        "No X-IP-Token header: the app did not say which viewer caused the call (not opened through the edge, or not forwarded by the app).",
     });
     steps.push({
       step: "charged_identity",
@@ -72,7 +96,11 @@ export function attribute(principal: Principal, token: IpTokenCheck): Attributio
     return {
       ok: false,
       steps,
-      problem: problem("invalid_ip_token", `${token.message} The call was not charged to anyone and nothing was reserved.`, { reason: token.reason }),
+      problem: problem(
+        "invalid_ip_token",
+        `${token.message} The call was not charged to anyone and nothing was reserved.`,
+        { reason: token.reason },
+      ),
     };
   }
   const who = identityKey(token.subject);

@@ -58,7 +58,10 @@ export function normalizeIp(address: string): string | null {
 }
 
 function formatPrefix64(groups: number[]): string {
-  return `${groups.slice(0, 4).map((g) => g.toString(16)).join(":")}::/64`;
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.toString(16))
+    .join(":")}::/64`;
 }
 
 /** Eight 16-bit groups, or null. Accepts `::` compression and a trailing dotted IPv4. */

@@ -1,6 +1,11 @@
 import type { Via } from "../identity/attribution.js";
 import type { Identity } from "../identity/identity.js";
-import { noCapacityProblem, nodeNotRegisteredProblem, queueDisabledProblem, queueFullProblem } from "./pool-refusals.js";
+import {
+  noCapacityProblem,
+  nodeNotRegisteredProblem,
+  queueDisabledProblem,
+  queueFullProblem,
+} from "./pool-refusals.js";
 import type { Policy, SizePolicy, TierPolicy } from "../policy.js";
 import type { QueuePlace } from "../scheduling/priority-scheduler.js";
 import type { Problem } from "../problem.js";
@@ -105,7 +110,12 @@ export function quotaLeftShare(policy: Policy, account: Omit<AdmissionAccount, "
  * the quota; then the pool — the call's node, whether any GPU could ever take it, and whether it
  * may or can wait for one.
  */
-export function decideAdmission(policy: Policy, account: AdmissionAccount, request: AdmissionRequest, placement: Placement): AdmissionDecision {
+export function decideAdmission(
+  policy: Policy,
+  account: AdmissionAccount,
+  request: AdmissionRequest,
+  placement: Placement,
+): AdmissionDecision {
   const quota = allowance(policy, account, request);
   if (!quota.ok) return { kind: "refused", problem: quota.problem, retryAfterS: quota.retryAfterS };
   const refused = placementRefusal(policy, request, placement);
@@ -118,14 +128,23 @@ export function decideAdmission(policy: Policy, account: AdmissionAccount, reque
  * The pool's half of the decision, alone: for a call whose quota is already reserved and that is
  * placed only now (the leader placing what another replica admitted). Null: it may go on.
  */
-export function placementRefusal(policy: Policy, request: Pick<AdmissionRequest, "size" | "node" | "queue">, placement: Placement): (AdmissionDecision & { kind: "refused" }) | null {
+export function placementRefusal(
+  policy: Policy,
+  request: Pick<AdmissionRequest, "size" | "node" | "queue">,
+  placement: Placement,
+): (AdmissionDecision & { kind: "refused" }) | null {
   switch (placement.kind) {
     case "node_missing":
       return { kind: "refused", problem: nodeNotRegisteredProblem(request.node ?? ""), retryAfterS: 5 };
     case "never":
-      return { kind: "refused", problem: noCapacityProblem(request.size, request.node, placement.onlyAgents), retryAfterS: null };
+      return {
+        kind: "refused",
+        problem: noCapacityProblem(request.size, request.node, placement.onlyAgents),
+        retryAfterS: null,
+      };
     case "wait":
-      if (placement.queued >= policy.queueMaxLength) return { kind: "refused", problem: queueFullProblem(policy.queueMaxLength), retryAfterS: 60 };
+      if (placement.queued >= policy.queueMaxLength)
+        return { kind: "refused", problem: queueFullProblem(policy.queueMaxLength), retryAfterS: 60 };
       if (!request.queue) return { kind: "refused", problem: queueDisabledProblem(), retryAfterS: 5 };
       return null;
     case "now":

@@ -9,7 +9,12 @@ export type Verdict =
   | { readonly outcome: "granted" }
   /** The quota allows it; where it would be placed is known only to the leading replica (several replicas). */
   | { readonly outcome: "admitted" }
-  | { readonly outcome: "queued"; readonly position: number; readonly reason: "node" | "concurrency"; readonly eta_s?: number | null }
+  | {
+      readonly outcome: "queued";
+      readonly position: number;
+      readonly reason: "node" | "concurrency";
+      readonly eta_s?: number | null;
+    }
   | { readonly outcome: "rejected"; readonly problem: Problem };
 
 export interface Cause {
@@ -47,12 +52,14 @@ export function likelyCauses(input: CauseInput): Cause[] {
     });
   } else if (identity?.kind === "app") {
     causes.push({
-      cause: "The app sent no X-IP-Token, so the call is charged to the app itself at the anonymous tier — not to the person using it.",
+      cause:
+        "The app sent no X-IP-Token, so the call is charged to the app itself at the anonymous tier — not to the person using it.",
       fix: "Open the app through the gpupool edge (it injects a token for each viewer), and in app-to-app calls forward the incoming X-IP-Token (SDK: forwardIpToken).",
     });
   } else if (identity?.kind === "ip") {
     causes.push({
-      cause: "The viewer is not signed in at the edge (private window, a direct link that bypasses the edge session, or blocked cookies), so the call is charged to the IP address at the anonymous tier.",
+      cause:
+        "The viewer is not signed in at the edge (private window, a direct link that bypasses the edge session, or blocked cookies), so the call is charged to the IP address at the anonymous tier.",
       fix: "Sign in at the edge's /login page in this browser, or call with Authorization: Bearer <your user token>.",
     });
   }
@@ -66,7 +73,10 @@ export function likelyCauses(input: CauseInput): Cause[] {
     } else if (p.code === "quota_exceeded" && view) {
       const cost = (durationMs * size.cost) / 1000;
       if (view.reservedMs > 0 && view.quotaMs - view.usedMs >= durationMs * size.cost) {
-        causes.push({ cause: "Your calls already in progress hold the remaining quota as reservations.", fix: "Wait for them to finish; unused reserved time is refunded." });
+        causes.push({
+          cause: "Your calls already in progress hold the remaining quota as reservations.",
+          fix: "Wait for them to finish; unused reserved time is refunded.",
+        });
       } else {
         causes.push({
           cause: `This call reserves ${formatSeconds(cost)} but only ${formatSeconds(view.leftMs / 1000)} of today's ${formatSeconds(view.quotaMs / 1000)} is left.`,
@@ -77,11 +87,15 @@ export function likelyCauses(input: CauseInput): Cause[] {
         });
       }
       causes.push({
-        cause: "Credits you may have bought do not extend the GPU quota: they pay for inference and paid hardware, a different billing bucket.",
+        cause:
+          "Credits you may have bought do not extend the GPU quota: they pay for inference and paid hardware, a different billing bucket.",
         fix: "A higher tier raises the daily GPU quota; credits will not.",
       });
     } else if (p.code === "no_gpu_available") {
-      causes.push({ cause: "No GPU slot fits this call and it asked not to queue, or the queue is full.", fix: "Retry shortly, or allow queueing." });
+      causes.push({
+        cause: "No GPU slot fits this call and it asked not to queue, or the queue is full.",
+        fix: "Retry shortly, or allow queueing.",
+      });
     } else {
       causes.push({ cause: p.detail, fix: "See the detail above." });
     }
@@ -114,7 +128,17 @@ export function billingBuckets(identity: Identity | null): BucketReport[] {
           ? `GPU calls are charged to the daily GPU quota of ${identity.kind}:${identity.id}, for the time actually held (rounded up to whole seconds × size cost). Time spent queued is never charged.`
           : "Nobody would be charged: the request is refused before admission (see the steps above).",
     },
-    { bucket: "credits", applies: false, detail: "Credits (included monthly or purchased) pay for paid inference and paid hardware. They do not extend the GPU quota." },
-    { bucket: "overage", applies: false, detail: "Overage billing of GPU time to credits is not enabled on this pool, so calls past the quota are refused, never billed." },
+    {
+      bucket: "credits",
+      applies: false,
+      detail:
+        "Credits (included monthly or purchased) pay for paid inference and paid hardware. They do not extend the GPU quota.",
+    },
+    {
+      bucket: "overage",
+      applies: false,
+      detail:
+        "Overage billing of GPU time to credits is not enabled on this pool, so calls past the quota are refused, never billed.",
+    },
   ];
 }

@@ -13,7 +13,11 @@ export function nodeNotRegisteredProblem(node: string): Problem {
 }
 
 /** No GPU the call may use could ever take it: too big for every GPU, or (`onlyAgents`) every GPU is an agent's and the call did not come through one. */
-export function noCapacityProblem(size: { name: string; slots: number }, node: string | null, onlyAgents: boolean): Problem {
+export function noCapacityProblem(
+  size: { name: string; slots: number },
+  node: string | null,
+  onlyAgents: boolean,
+): Problem {
   if (onlyAgents) {
     return problem(
       "no_gpu_available",
@@ -22,13 +26,21 @@ export function noCapacityProblem(size: { name: string; slots: number }, node: s
     );
   }
   const where = node === null ? "this pool" : `node ${node}`;
-  return problem("no_gpu_available", `No GPU on ${where} can take a ${size.name} call (${size.slots} slots of one GPU). Nothing was charged; ask the app's developer to use a smaller size.`, {
-    reason: "no_capacity",
-  });
+  return problem(
+    "no_gpu_available",
+    `No GPU on ${where} can take a ${size.name} call (${size.slots} slots of one GPU). Nothing was charged; ask the app's developer to use a smaller size.`,
+    {
+      reason: "no_capacity",
+    },
+  );
 }
 
 export function queueFullProblem(maxLength: number): Problem {
-  return problem("no_gpu_available", `Every GPU is busy and the queue is full (${maxLength} waiting). Nothing was reserved or charged; try again in a minute.`, { reason: "queue_full" });
+  return problem(
+    "no_gpu_available",
+    `Every GPU is busy and the queue is full (${maxLength} waiting). Nothing was reserved or charged; try again in a minute.`,
+    { reason: "queue_full" },
+  );
 }
 
 export function queueDisabledProblem(): Problem {

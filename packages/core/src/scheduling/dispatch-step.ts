@@ -13,7 +13,9 @@ export interface StepState {
   readonly holdAfterMs: number;
 }
 
-export type Step = { readonly kind: "place"; readonly entry: QueueEntry; readonly chosen: { device: DeviceTimeline; slots: number[] } } | { readonly kind: "none"; readonly hold: Hold | null };
+export type Step =
+  | { readonly kind: "place"; readonly entry: QueueEntry; readonly chosen: { device: DeviceTimeline; slots: number[] } }
+  | { readonly kind: "none"; readonly hold: Hold | null };
 
 /**
  * One step of dispatch: the request it places next and the slots it gives it, or, when nothing
@@ -35,7 +37,15 @@ export function nextStep(s: StepState, concurrency: Concurrency, now: number): S
     }
     const entry = candidate(s, hold, now);
     if (entry === null) {
-      return { kind: "none", hold: hold && { leaseId: hold.entry.request.leaseId, node: hold.device.node, index: hold.device.index, shadowAt: hold.at } };
+      return {
+        kind: "none",
+        hold: hold && {
+          leaseId: hold.entry.request.leaseId,
+          node: hold.device.node,
+          index: hold.device.index,
+          shadowAt: hold.at,
+        },
+      };
     }
     if (atLimit(concurrency, entry.lane.app)) {
       s.lanes.park(entry.lane.app as string);
@@ -79,7 +89,12 @@ function candidate(s: StepState, hold: { device: DeviceTimeline; at: number } | 
 }
 
 /** The best request of `group` that may be placed now, if any. */
-function pick(s: StepState, group: LaneGroup, hold: { device: DeviceTimeline; at: number } | null, now: number): QueueEntry | undefined {
+function pick(
+  s: StepState,
+  group: LaneGroup,
+  hold: { device: DeviceTimeline; at: number } | null,
+  now: number,
+): QueueEntry | undefined {
   if (s.board.fits(group.slots, hold?.device ?? null, group.node)) return bestOf(group);
   if (hold !== null && hold.device.free >= group.slots && mayUse(group.node, hold.device)) {
     // EASY backfill on the held device: only a request that ends before the head's shadow

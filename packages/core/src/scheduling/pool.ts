@@ -82,7 +82,12 @@ export class Pool {
     if (this.devices.has(key)) throw new Error(`device ${key} already in the pool`);
     if (!Number.isInteger(spec.slots) || spec.slots < 1) throw new Error(`device ${key} must have at least one slot`);
     const shared = spec.dedicated !== true;
-    const state: DeviceState = { spec, shared, holders: new Array<string | null>(spec.slots).fill(null), free: spec.slots };
+    const state: DeviceState = {
+      spec,
+      shared,
+      holders: new Array<string | null>(spec.slots).fill(null),
+      free: spec.slots,
+    };
     this.devices.set(key, state);
     const onNode = this.byNode.get(spec.node);
     if (onNode) onNode.push(state);
@@ -173,7 +178,8 @@ export class Pool {
     const state = this.devices.get(deviceKey(node, index));
     if (!state || this.leases.has(leaseId)) return null;
     if (new Set(slots).size !== slots.length) return null;
-    if (slots.some((s) => !Number.isInteger(s) || s < 0 || s >= state.holders.length || state.holders[s] !== null)) return null;
+    if (slots.some((s) => !Number.isInteger(s) || s < 0 || s >= state.holders.length || state.holders[s] !== null))
+      return null;
     return this.take(leaseId, state, [...slots]);
   }
 
@@ -186,7 +192,13 @@ export class Pool {
     }
     state.free -= slots.length;
     this.busy += slots.length;
-    const a: SlotAssignment = { node: state.spec.node, index: state.spec.index, uuid: state.spec.uuid, name: state.spec.name, slots };
+    const a: SlotAssignment = {
+      node: state.spec.node,
+      index: state.spec.index,
+      uuid: state.spec.uuid,
+      name: state.spec.name,
+      slots,
+    };
     this.leases.set(leaseId, a);
     return a;
   }

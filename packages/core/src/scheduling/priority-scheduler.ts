@@ -72,7 +72,8 @@ export class PriorityScheduler {
     this.options = { ...DEFAULT_SCHEDULER_OPTIONS, ...options };
     if (!(this.options.agingStepMs > 0)) throw new Error("agingStepMs must be positive");
     if (!(this.options.holdAfterMs >= 0)) throw new Error("holdAfterMs must not be negative");
-    if (!(Number.isInteger(this.options.shareSteps) && this.options.shareSteps >= 1)) throw new Error("shareSteps must be a positive integer");
+    if (!(Number.isInteger(this.options.shareSteps) && this.options.shareSteps >= 1))
+      throw new Error("shareSteps must be a positive integer");
     this.steps = { lanes: this.lanes, board: this.board, holdAfterMs: this.options.holdAfterMs };
   }
 
@@ -144,7 +145,8 @@ export class PriorityScheduler {
   /** Queued requests in priority order with their place and why they wait. O(n). */
   *waiting(): Generator<{ request: PriorityRequest; position: number; reason: WaitReason }> {
     let position = 1;
-    for (const e of this.ranked.values()) yield { request: e.request, position: position++, reason: this.reasonOf(e.request) };
+    for (const e of this.ranked.values())
+      yield { request: e.request, position: position++, reason: this.reasonOf(e.request) };
   }
 
   /** The hold in force after the last dispatch, if any. */
@@ -200,7 +202,12 @@ export class PriorityScheduler {
    * it returns, no free slot could take any waiting request allowed on its device without
    * exceeding an app's limit or delaying the held head.
    */
-  dispatch(pool: Pool, concurrency: Concurrency, onGrant: (grant: Grant, request: PriorityRequest) => void, now: number): Grant[] {
+  dispatch(
+    pool: Pool,
+    concurrency: Concurrency,
+    onGrant: (grant: Grant, request: PriorityRequest) => void,
+    now: number,
+  ): Grant[] {
     this.normalize(pool, concurrency);
     const grants: Grant[] = [];
     let resynced = false;
@@ -212,7 +219,12 @@ export class PriorityScheduler {
         break;
       }
       const request = step.entry.request;
-      const assignment = pool.occupy(request.leaseId, step.chosen.device.node, step.chosen.device.index, step.chosen.slots);
+      const assignment = pool.occupy(
+        request.leaseId,
+        step.chosen.device.node,
+        step.chosen.device.index,
+        step.chosen.slots,
+      );
       if (assignment === null) {
         // The pool changed behind the scheduler's back: rebuild the view once and start over.
         if (resynced) throw new Error(`pool refused slots the scheduler saw free for ${request.leaseId}`);
@@ -244,7 +256,8 @@ export class PriorityScheduler {
     if (this.entries.size === 0 && !atLimit(concurrency, request.appId)) {
       // Nothing waits: where grantNow would put it (the common case, kept cheap).
       const chosen = this.board.fits(request.slots, null, node) ? this.board.choose(request.slots, null, node) : null;
-      if (chosen !== null) return { kind: "now", node: chosen.device.node, index: chosen.device.index, slots: chosen.slots };
+      if (chosen !== null)
+        return { kind: "now", node: chosen.device.node, index: chosen.device.index, slots: chosen.slots };
     }
     const ord = this.ord;
     this.enqueue(request);
@@ -253,7 +266,12 @@ export class PriorityScheduler {
       this.recheck.delete(request.appId ?? "");
       const step = nextStep(this.steps, concurrency, now);
       if (step.kind === "place" && step.entry.request.leaseId === request.leaseId) {
-        return { kind: "now", node: step.chosen.device.node, index: step.chosen.device.index, slots: step.chosen.slots };
+        return {
+          kind: "now",
+          node: step.chosen.device.node,
+          index: step.chosen.device.index,
+          slots: step.chosen.slots,
+        };
       }
       return { kind: "wait", place: this.place(request.leaseId, now) as QueuePlace };
     } finally {
@@ -287,7 +305,8 @@ export class PriorityScheduler {
     }
     if (reason === "concurrency" && request.appId !== null) {
       let earliest = Number.POSITIVE_INFINITY;
-      for (const id of this.appLeases.get(request.appId) ?? []) earliest = Math.min(earliest, this.board.deadlineOf(id) ?? Number.POSITIVE_INFINITY);
+      for (const id of this.appLeases.get(request.appId) ?? [])
+        earliest = Math.min(earliest, this.board.deadlineOf(id) ?? Number.POSITIVE_INFINITY);
       if (!Number.isFinite(earliest)) return null;
       eta = Math.max(eta, earliest - now);
     }
@@ -298,7 +317,13 @@ export class PriorityScheduler {
     const share = Math.min(1, Math.max(0, request.quotaLeftShare ?? 1));
     const rankClass = request.priority - Math.floor(request.queuedAt / this.options.agingStepMs);
     // A preview is never stored in a lane; it only needs the key.
-    return newEntry(request, rankClass, Math.floor(share * this.options.shareSteps), lane === null ? this.ord : this.ord++, lane as QueueEntry["lane"]);
+    return newEntry(
+      request,
+      rankClass,
+      Math.floor(share * this.options.shareSteps),
+      lane === null ? this.ord : this.ord++,
+      lane as QueueEntry["lane"],
+    );
   }
 
   private reasonOf(request: QueuedRequest): WaitReason {

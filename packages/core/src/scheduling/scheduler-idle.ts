@@ -24,7 +24,13 @@ interface Smallest {
  * an aged head, only a call that ends before the head's shadow time. This is exactly what work
  * conservation forbids to stay idle; the simulator integrates it over time.
  */
-export function usableIdleSlots(pool: Pool, waiting: Iterable<WaitingCall>, concurrency: Concurrency, hold: Hold | null, now: number): number {
+export function usableIdleSlots(
+  pool: Pool,
+  waiting: Iterable<WaitingCall>,
+  concurrency: Concurrency,
+  hold: Hold | null,
+  now: number,
+): number {
   if (pool.freeSlots === 0) return 0;
   const unbound: Smallest = { any: Number.POSITIVE_INFINITY, short: Number.POSITIVE_INFINITY };
   const byNode = new Map<string, Smallest>();

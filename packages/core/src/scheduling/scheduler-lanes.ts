@@ -37,7 +37,13 @@ export interface QueueEntry extends RankNode<QueueEntry> {
  * shape and the treap code, shared by every set, stays monomorphic: with two shapes its inserts
  * ran about twice as slow.
  */
-export function newEntry(request: PriorityRequest, rankClass: number, shareStep: number, ord: number, lane: Lane): QueueEntry {
+export function newEntry(
+  request: PriorityRequest,
+  rankClass: number,
+  shareStep: number,
+  ord: number,
+  lane: Lane,
+): QueueEntry {
   return {
     request,
     rankClass,
@@ -165,12 +171,20 @@ export class LaneIndex {
     lane = {
       app,
       group,
-      byRank: new IndexedHeap<QueueEntry>(ranksBefore, (e) => e.rankIndex, (e, i) => {
-        e.rankIndex = i;
-      }),
-      byDuration: new IndexedHeap<QueueEntry>(shorterBefore, (e) => e.durationIndex, (e, i) => {
-        e.durationIndex = i;
-      }),
+      byRank: new IndexedHeap<QueueEntry>(
+        ranksBefore,
+        (e) => e.rankIndex,
+        (e, i) => {
+          e.rankIndex = i;
+        },
+      ),
+      byDuration: new IndexedHeap<QueueEntry>(
+        shorterBefore,
+        (e) => e.durationIndex,
+        (e, i) => {
+          e.durationIndex = i;
+        },
+      ),
       rankIndex: -1,
       durationIndex: -1,
     };

@@ -93,7 +93,8 @@ export class SlotBoard {
     this.mirroredVersion = pool.devicesVersion;
     const seen = new Set<string>();
     const snapshot = pool.snapshot();
-    for (const { spec } of snapshot) if (spec.dedicated !== true) this.shared.maxSlots = Math.max(this.shared.maxSlots, spec.slots);
+    for (const { spec } of snapshot)
+      if (spec.dedicated !== true) this.shared.maxSlots = Math.max(this.shared.maxSlots, spec.slots);
     for (let s = 1; s <= this.shared.maxSlots; s++) this.readiness[s] = this.readinessHeap(s);
     for (const { spec, holders } of snapshot) {
       let host = this.nodes.get(spec.node);
@@ -176,7 +177,11 @@ export class SlotBoard {
    * `except`, and only among `node`'s devices when given (else among shared ones). Returns the
    * lowest free slot indexes on it.
    */
-  choose(slots: number, except: DeviceTimeline | null, node: string | null): { device: DeviceTimeline; slots: number[] } | null {
+  choose(
+    slots: number,
+    except: DeviceTimeline | null,
+    node: string | null,
+  ): { device: DeviceTimeline; slots: number[] } | null {
     let device: DeviceTimeline | null = null;
     if (node !== null) {
       for (const d of this.nodes.get(node)?.devices ?? []) {
@@ -201,7 +206,8 @@ export class SlotBoard {
   chooseOn(device: DeviceTimeline, slots: number): { device: DeviceTimeline; slots: number[] } | null {
     if (device.free < slots) return null;
     const taken: number[] = [];
-    for (let i = 0; i < device.holders.length && taken.length < slots; i++) if (device.holders[i] === null) taken.push(i);
+    for (let i = 0; i < device.holders.length && taken.length < slots; i++)
+      if (device.holders[i] === null) taken.push(i);
     return { device, slots: taken };
   }
 

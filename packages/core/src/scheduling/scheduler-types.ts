@@ -13,7 +13,10 @@ export interface SchedulerOptions {
 export const DEFAULT_SCHEDULER_OPTIONS: SchedulerOptions = { agingStepMs: 15_000, holdAfterMs: 15_000, shareSteps: 20 };
 
 /** Aging step and hold threshold as a quarter of the queue timeout each. */
-export function schedulerOptionsFor(policy: Pick<Policy, "queueTimeoutMs">, overrides: Partial<SchedulerOptions> = {}): SchedulerOptions {
+export function schedulerOptionsFor(
+  policy: Pick<Policy, "queueTimeoutMs">,
+  overrides: Partial<SchedulerOptions> = {},
+): SchedulerOptions {
   const quarter = Math.max(1, Math.round(policy.queueTimeoutMs / 4));
   return { ...DEFAULT_SCHEDULER_OPTIONS, agingStepMs: quarter, holdAfterMs: quarter, ...overrides };
 }
@@ -28,7 +31,9 @@ export interface Hold {
 }
 
 /** What a request arriving now would get (see `PriorityScheduler.trial`). */
-export type Trial = { readonly kind: "now"; readonly node: string; readonly index: number; readonly slots: readonly number[] } | { readonly kind: "wait"; readonly place: QueuePlace };
+export type Trial =
+  | { readonly kind: "now"; readonly node: string; readonly index: number; readonly slots: readonly number[] }
+  | { readonly kind: "wait"; readonly place: QueuePlace };
 
 /** Where a queued lease stands: its place in line, why it waits, and an estimate of the wait. */
 export interface QueuePlace {
@@ -37,4 +42,3 @@ export interface QueuePlace {
   /** Estimated milliseconds until the grant (upper-bound style, see `place`); null when unknown. */
   readonly etaMs: number | null;
 }
-

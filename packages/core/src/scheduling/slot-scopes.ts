@@ -74,4 +74,3 @@ export class NodeSlots extends SlotScope {
     super();
   }
 }
-

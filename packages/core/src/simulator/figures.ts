@@ -20,7 +20,11 @@ function percentile(sorted: readonly number[], p: number): number {
 }
 
 /** Each tier's figures (by tier name, sorted), and the totals of timeouts and quota refusals. */
-export function tierFigures(tiers: ReadonlyMap<string, TierAcc>): { tierOut: Record<string, TierFigures>; queueTimeouts: number; quotaDenials: number } {
+export function tierFigures(tiers: ReadonlyMap<string, TierAcc>): {
+  tierOut: Record<string, TierFigures>;
+  queueTimeouts: number;
+  quotaDenials: number;
+} {
   const tierOut: Record<string, TierFigures> = {};
   let queueTimeouts = 0;
   let quotaDenials = 0;

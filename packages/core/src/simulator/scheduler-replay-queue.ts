@@ -10,15 +10,29 @@ export interface Queue {
   readonly size: number;
   enqueue(request: PriorityRequest): void;
   remove(leaseId: string): boolean;
-  dispatch(pool: Pool, concurrency: Concurrency, onGrant: (grant: Grant, request: PriorityRequest) => void, now: number): void;
+  dispatch(
+    pool: Pool,
+    concurrency: Concurrency,
+    onGrant: (grant: Grant, request: PriorityRequest) => void,
+    now: number,
+  ): void;
   released(leaseId: string): void;
   hold(): Hold | null;
   /** What enqueue + dispatch would do with a request arriving now (see PriorityScheduler.trial); changes nothing. */
-  trial(request: PriorityRequest, pool: Pool, concurrency: Concurrency, now: number): { kind: "now" } | { kind: "wait"; place: QueuePlace | null };
+  trial(
+    request: PriorityRequest,
+    pool: Pool,
+    concurrency: Concurrency,
+    now: number,
+  ): { kind: "now" } | { kind: "wait"; place: QueuePlace | null };
 }
 
 /** The queue for a replay; the priority scheduler's options derive from the queue timeout unless overridden. */
-export function queueFor(name: SimulationPolicyName, queueTimeoutMs: number, overrides: Partial<SchedulerOptions>): Queue {
+export function queueFor(
+  name: SimulationPolicyName,
+  queueTimeoutMs: number,
+  overrides: Partial<SchedulerOptions>,
+): Queue {
   if (name === "fifo") {
     const fifo = new FifoScheduler();
     return {

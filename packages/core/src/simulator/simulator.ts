@@ -8,7 +8,15 @@ import type { DeviceSpec } from "../scheduling/pool.js";
 import { Pool } from "../scheduling/pool.js";
 import type { PriorityRequest, QueuePlace, SchedulerOptions } from "../scheduling/priority-scheduler.js";
 import type { LedgerState } from "../accounts/ledger.js";
-import { EMPTY_LEDGER, admittedInCurrentWindow, chargeMs, rollWindow, settle, startWindow, unreserve } from "../accounts/ledger.js";
+import {
+  EMPTY_LEDGER,
+  admittedInCurrentWindow,
+  chargeMs,
+  rollWindow,
+  settle,
+  startWindow,
+  unreserve,
+} from "../accounts/ledger.js";
 import type { Concurrency } from "../scheduling/scheduler.js";
 import { IndexedHeap } from "../scheduling/scheduler-heap.js";
 import { queueFor } from "./scheduler-replay-queue.js";
@@ -85,7 +93,6 @@ interface SimEvent {
   index: number;
 }
 
-
 function sizeOf(policy: Policy, name: string): SizePolicy {
   const size = policy.sizes[name];
   if (!size) throw new Error(`the policy has no size ${name}`);
@@ -105,12 +112,23 @@ function placementOf(trial: { kind: "now" } | { kind: "wait"; place: QueuePlace 
   return trial.kind === "now" ? { kind: "now" } : { kind: "wait", place: trial.place, queued };
 }
 
-export function simulate(records: readonly TraceRecord[], policyName: SimulationPolicyName, overrides: Partial<SimulationOptions> = {}): SimulationResult {
+export function simulate(
+  records: readonly TraceRecord[],
+  policyName: SimulationPolicyName,
+  overrides: Partial<SimulationOptions> = {},
+): SimulationResult {
   const options: SimulationOptions = { ...DEFAULT_SIMULATION_OPTIONS, ...overrides };
   const { policy } = options;
   if (!(options.gpus >= 1) || !Number.isInteger(options.gpus)) throw new Error("gpus must be a positive whole number");
   if (!(options.speedup > 0)) throw new Error("speedup must be positive");
-  const devices: DeviceSpec[] = Array.from({ length: options.gpus }, (_, i) => ({ node: `sim-${Math.floor(i / 8)}`, index: i % 8, uuid: `GPU-sim-${i}`, name: "Simulated GPU", memoryMb: 81_920, slots: options.slotsPerGpu }));
+  const devices: DeviceSpec[] = Array.from({ length: options.gpus }, (_, i) => ({
+    node: `sim-${Math.floor(i / 8)}`,
+    index: i % 8,
+    uuid: `GPU-sim-${i}`,
+    name: "Simulated GPU",
+    memoryMb: 81_920,
+    slots: options.slotsPerGpu,
+  }));
   const pool = new Pool(devices);
   const queue = queueFor(policyName, policy.queueTimeoutMs, options.scheduler);
   const large = sizeOf(policy, "large");
@@ -131,7 +149,8 @@ export function simulate(records: readonly TraceRecord[], policyName: Simulation
     },
   );
   let eventSeq = 0;
-  const schedule = (at: number, kind: Kind, lease: SimLease): void => events.push({ at, kind, seq: eventSeq++, lease, index: -1 });
+  const schedule = (at: number, kind: Kind, lease: SimLease): void =>
+    events.push({ at, kind, seq: eventSeq++, lease, index: -1 });
 
   const tiers = new Map<string, TierAcc>();
   const tierAcc = (name: string): TierAcc => {
@@ -180,7 +199,8 @@ export function simulate(records: readonly TraceRecord[], policyName: Simulation
     }
   };
 
-  const ledgerAt = (key: string, now: number): LedgerState => rollWindow(ledgers.get(key) ?? EMPTY_LEDGER, now, policy.windowMs);
+  const ledgerAt = (key: string, now: number): LedgerState =>
+    rollWindow(ledgers.get(key) ?? EMPTY_LEDGER, now, policy.windowMs);
 
   const dispatch = (now: number): void => {
     queue.dispatch(
@@ -238,7 +258,14 @@ export function simulate(records: readonly TraceRecord[], policyName: Simulation
     queue.remove(lease.id);
     queued.delete(lease.id);
     const ledger = ledgerAt(lease.key, now);
-    ledgers.set(lease.key, unreserve(ledger, lease.reservedMs, admittedInCurrentWindow(lease.queuedAt, lease.windowAtAdmission, ledger, now, policy.windowMs)));
+    ledgers.set(
+      lease.key,
+      unreserve(
+        ledger,
+        lease.reservedMs,
+        admittedInCurrentWindow(lease.queuedAt, lease.windowAtAdmission, ledger, now, policy.windowMs),
+      ),
+    );
     lease.state = "done";
     const t = tierAcc(lease.tier);
     t.queueTimeouts++;
@@ -257,7 +284,10 @@ export function simulate(records: readonly TraceRecord[], policyName: Simulation
     t.requests++;
     const identity: Identity = { kind: tierName === "anonymous" ? "ip" : "user", id: r.person, tier: tierName };
     const key = identityKey(identity);
-    const size = options.xlargeImages !== null && r.imagesPerPrompt !== null && r.imagesPerPrompt >= options.xlargeImages ? xlarge : large;
+    const size =
+      options.xlargeImages !== null && r.imagesPerPrompt !== null && r.imagesPerPrompt >= options.xlargeImages
+        ? xlarge
+        : large;
     const durationMs = requestedDurationMs(r.execMs, options.durationStepMs, tier.maxDurationMs);
     const ledger = ledgerAt(key, now);
     const account = { identity, tier, overrideMs: null, ledger, inFlightEnd: null };
@@ -273,8 +303,15 @@ export function simulate(records: readonly TraceRecord[], policyName: Simulation
       quotaLeftShare: quotaLeftShare(policy, account),
     };
     // The server's admission: the same decision, on where this pool's queue would put the call.
-    const placement: Placement = !pool.couldEverFit(size.slots) ? { kind: "never", onlyAgents: false } : placementOf(queue.trial(request, pool, concurrency, now), queue.size);
-    const decision = decideAdmission(policy, account, { durationMs, size, queue: true, via: identity.kind === "ip" ? "ip-token" : "user-token", node: null, now }, placement);
+    const placement: Placement = !pool.couldEverFit(size.slots)
+      ? { kind: "never", onlyAgents: false }
+      : placementOf(queue.trial(request, pool, concurrency, now), queue.size);
+    const decision = decideAdmission(
+      policy,
+      account,
+      { durationMs, size, queue: true, via: identity.kind === "ip" ? "ip-token" : "user-token", node: null, now },
+      placement,
+    );
     if (decision.kind === "refused") {
       if (decision.problem.code === "no_gpu_available") t.noGpuAvailable++;
       else t.quotaDenials++;

@@ -83,7 +83,10 @@ export class EngineRunner {
     try {
       await this.rebuildSince(began);
     } catch (again) {
-      this.options.log.error({ err: again }, "rebuilding the pool's state from the store failed; the next operation rebuilds it first");
+      this.options.log.error(
+        { err: again },
+        "rebuilding the pool's state from the store failed; the next operation rebuilds it first",
+      );
     }
   }
 

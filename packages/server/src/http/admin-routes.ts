@@ -9,50 +9,77 @@ import { appJson, poolJson, quotaJson, userJson } from "./views.js";
 export function adminRoutes(app: FastifyInstance, ctx: RouteContext): void {
   const admin = only(ctx, "admin");
 
-  app.post<{ Body: wire.CreateUserRequest }>("/v1/admin/users", { ...admin, schema: requestSchemas("createUser") }, async (req, reply) => {
-    const { user, token } = await ctx.directory.createUser({ name: req.body.name, tier: req.body.tier ?? "free" });
-    const created: wire.CreatedUser = { ...userJson(user), token };
-    return reply.code(201).send(created);
-  });
+  app.post<{ Body: wire.CreateUserRequest }>(
+    "/v1/admin/users",
+    { ...admin, schema: requestSchemas("createUser") },
+    async (req, reply) => {
+      const { user, token } = await ctx.directory.createUser({ name: req.body.name, tier: req.body.tier ?? "free" });
+      const created: wire.CreatedUser = { ...userJson(user), token };
+      return reply.code(201).send(created);
+    },
+  );
 
-  app.get("/v1/admin/users", admin, async (): Promise<wire.UserList> => ({ users: (await ctx.directory.listUsers()).map(userJson) }));
+  app.get("/v1/admin/users", admin, async (): Promise<wire.UserList> => ({
+    users: (await ctx.directory.listUsers()).map(userJson),
+  }));
 
-  app.patch<{ Params: { id: string }; Body: wire.UpdateUserRequest }>("/v1/admin/users/:id", { ...admin, schema: requestSchemas("updateUser") }, async (req): Promise<wire.UserWithQuota> => {
-    const b = req.body;
-    const { user, quota } = await ctx.directory.updateUser(req.params.id, {
-      ...(b.tier !== undefined ? { tier: b.tier } : {}),
-      ...(b.quota !== undefined ? { quotaS: b.quota } : {}),
-      ...(b.bonus !== undefined ? { bonusS: b.bonus } : {}),
-    });
-    return { ...userJson(user), quota: quotaJson(quota.identity, quota.view) };
-  });
+  app.patch<{ Params: { id: string }; Body: wire.UpdateUserRequest }>(
+    "/v1/admin/users/:id",
+    { ...admin, schema: requestSchemas("updateUser") },
+    async (req): Promise<wire.UserWithQuota> => {
+      const b = req.body;
+      const { user, quota } = await ctx.directory.updateUser(req.params.id, {
+        ...(b.tier !== undefined ? { tier: b.tier } : {}),
+        ...(b.quota !== undefined ? { quotaS: b.quota } : {}),
+        ...(b.bonus !== undefined ? { bonusS: b.bonus } : {}),
+      });
+      return { ...userJson(user), quota: quotaJson(quota.identity, quota.view) };
+    },
+  );
 
   app.get<{ Params: { id: string } }>("/v1/admin/users/:id", admin, async (req): Promise<wire.UserWithQuota> => {
     const { user, quota } = await ctx.directory.user(req.params.id);
     return { ...userJson(user), quota: quotaJson(quota.identity, quota.view) };
   });
 
-  app.post<{ Body: wire.CreateAppRequest }>("/v1/admin/apps", { ...admin, schema: requestSchemas("createApp") }, async (req, reply) => {
-    const { app: created, key } = await ctx.directory.createApp({ name: req.body.name, owner: req.body.owner, maxConcurrency: req.body.max_concurrency ?? null });
-    const answer: wire.CreatedApp = { ...appJson(created), key };
-    return reply.code(201).send(answer);
-  });
+  app.post<{ Body: wire.CreateAppRequest }>(
+    "/v1/admin/apps",
+    { ...admin, schema: requestSchemas("createApp") },
+    async (req, reply) => {
+      const { app: created, key } = await ctx.directory.createApp({
+        name: req.body.name,
+        owner: req.body.owner,
+        maxConcurrency: req.body.max_concurrency ?? null,
+      });
+      const answer: wire.CreatedApp = { ...appJson(created), key };
+      return reply.code(201).send(answer);
+    },
+  );
 
-  app.get("/v1/admin/apps", admin, async (): Promise<wire.AppList> => ({ apps: (await ctx.directory.listApps()).map(appJson) }));
+  app.get("/v1/admin/apps", admin, async (): Promise<wire.AppList> => ({
+    apps: (await ctx.directory.listApps()).map(appJson),
+  }));
 
   for (const kind of ["node", "edge"] as const) {
-    app.post<{ Body: wire.CreateKeyRequest }>(`/v1/admin/${kind}s`, { ...admin, schema: requestSchemas(kind === "node" ? "createNode" : "createEdge") }, async (req, reply) => {
-      const { record, key } = await ctx.directory.createKeyed(kind, req.body.name);
-      const created: wire.CreatedKey = { id: record.id, name: record.name, key };
-      return reply.code(201).send(created);
-    });
+    app.post<{ Body: wire.CreateKeyRequest }>(
+      `/v1/admin/${kind}s`,
+      { ...admin, schema: requestSchemas(kind === "node" ? "createNode" : "createEdge") },
+      async (req, reply) => {
+        const { record, key } = await ctx.directory.createKeyed(kind, req.body.name);
+        const created: wire.CreatedKey = { id: record.id, name: record.name, key };
+        return reply.code(201).send(created);
+      },
+    );
   }
 
   app.get("/v1/admin/pool", admin, async (): Promise<wire.PoolView> => poolJson(await ctx.pool.view()));
 
-  app.delete<{ Params: { id: string } }>("/v1/admin/users/:id/sessions", admin, async (req): Promise<wire.UserSessionsRevoked> => {
-    const r = await ctx.sessions.revokeForUser(req.params.id);
-    return { user: r.user.id, revoked: r.revoked };
-  });
-
+  app.delete<{ Params: { id: string } }>(
+    "/v1/admin/users/:id/sessions",
+    admin,
+    async (req): Promise<wire.UserSessionsRevoked> => {
+      const r = await ctx.sessions.revokeForUser(req.params.id);
+      return { user: r.user.id, revoked: r.revoked };
+    },
+  );
 }

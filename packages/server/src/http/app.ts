@@ -53,7 +53,10 @@ export function buildHttpApp(ctx: RouteContext): FastifyInstance {
     try {
       return { status: "ready", ...(await ctx.health.ready()) };
     } catch {
-      return reply.code(503).type("application/problem+json").send(problem("storage_unavailable", "The pool's database is not answering."));
+      return reply
+        .code(503)
+        .type("application/problem+json")
+        .send(problem("storage_unavailable", "The pool's database is not answering."));
     }
   });
   app.get("/metrics", async (_req, reply) => {

@@ -12,12 +12,19 @@ export function bearer(req: FastifyRequest): string | null {
 }
 
 /** Who is calling, restricted to the kinds the route accepts (401 / 403 otherwise). */
-export function authenticate<K extends CallerKind>(ctx: RouteContext, req: FastifyRequest, accepted: readonly K[]): Promise<Caller & { kind: K }> {
+export function authenticate<K extends CallerKind>(
+  ctx: RouteContext,
+  req: FastifyRequest,
+  accepted: readonly K[],
+): Promise<Caller & { kind: K }> {
   return ctx.callers.authenticate(bearer(req), accepted) as Promise<Caller & { kind: K }>;
 }
 
 /** A Fastify preHandler that lets only these kinds of caller in. */
-export function only(ctx: RouteContext, ...accepted: CallerKind[]): { preHandler: (req: FastifyRequest) => Promise<void> } {
+export function only(
+  ctx: RouteContext,
+  ...accepted: CallerKind[]
+): { preHandler: (req: FastifyRequest) => Promise<void> } {
   return { preHandler: async (req) => void (await authenticate(ctx, req, accepted)) };
 }
 

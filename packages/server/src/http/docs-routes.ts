@@ -6,7 +6,8 @@ import type { FastifyInstance, FastifyReply } from "fastify";
  * stylesheet may load (no scripts at all), it may not be framed, and it sends no referrer.
  */
 export const PAGE_HEADERS = {
-  "content-security-policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  "content-security-policy":
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
   "x-frame-options": "DENY",
   "referrer-policy": "no-referrer",
   "x-content-type-options": "nosniff",
@@ -22,9 +23,14 @@ export function docsRoutes(app: FastifyInstance): void {
   const doc = openApiDocument();
   const json = JSON.stringify(doc);
   const page = renderApiReference(doc, { cssHref: "/docs/api.css" });
-  const cached = (reply: FastifyReply, type: string): FastifyReply => reply.header("cache-control", "public, max-age=300").type(type);
+  const cached = (reply: FastifyReply, type: string): FastifyReply =>
+    reply.header("cache-control", "public, max-age=300").type(type);
 
   app.get("/openapi.json", async (_req, reply) => cached(reply, "application/json; charset=utf-8").send(json));
-  app.get("/docs/api", async (_req, reply) => cached(reply, "text/html; charset=utf-8").headers(PAGE_HEADERS).send(page.html));
-  app.get("/docs/api.css", async (_req, reply) => cached(reply, "text/css; charset=utf-8").header("x-content-type-options", "nosniff").send(page.css));
+  app.get("/docs/api", async (_req, reply) =>
+    cached(reply, "text/html; charset=utf-8").headers(PAGE_HEADERS).send(page.html),
+  );
+  app.get("/docs/api.css", async (_req, reply) =>
+    cached(reply, "text/css; charset=utf-8").header("x-content-type-options", "nosniff").send(page.css),
+  );
 }

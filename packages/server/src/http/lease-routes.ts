@@ -9,24 +9,37 @@ import { withConfiguredSizes } from "./schemas.js";
 import { leaseEventJson, leaseJson, quotaJson, quotaOf, releasedJson } from "./views.js";
 
 export function leaseRoutes(app: FastifyInstance, ctx: RouteContext): void {
-
-  app.post<{ Body: wire.LeaseRequest | null }>("/v1/leases", { schema: withConfiguredSizes("createLease", Object.keys(ctx.policy.sizes)) }, async (req, reply) => {
+  app.post<{ Body: wire.LeaseRequest | null }>(
+    "/v1/leases",
+    { schema: withConfiguredSizes("createLease", Object.keys(ctx.policy.sizes)) },
+    async (req, reply) => {
       const caller = await authenticate(ctx, req, ["app", "user"]);
       const body = req.body ?? {};
-      const result = await ctx.leases.request(caller, { ipToken: ipTokenHeader(req), nodeKey: nodeKeyHeader(req), duration: body.duration, size: body.size, queue: body.queue });
+      const result = await ctx.leases.request(caller, {
+        ipToken: ipTokenHeader(req),
+        nodeKey: nodeKeyHeader(req),
+        duration: body.duration,
+        size: body.size,
+        queue: body.queue,
+      });
       if (result.kind === "denied") return sendProblem(reply, result.problem, result.retryAfterS);
       reply.header("location", `/v1/leases/${result.lease.id}`);
       const quota = quotaJson(result.quota.identity, result.quota.view);
       if (result.kind === "granted") return reply.code(201).send(leaseJson(result.lease, null, quota));
       return reply.code(202).send(leaseJson(result.lease, result.place, quota));
-  });
+    },
+  );
 
-  app.get<{ Querystring: { status?: wire.LeaseStatus; limit?: string } }>("/v1/leases", { schema: requestSchemas("listLeases") }, async (req): Promise<wire.LeaseList> => {
+  app.get<{ Querystring: { status?: wire.LeaseStatus; limit?: string } }>(
+    "/v1/leases",
+    { schema: requestSchemas("listLeases") },
+    async (req): Promise<wire.LeaseList> => {
       const caller = await authenticate(ctx, req, ["app", "user", "admin"]);
       const limit = Math.min(500, Math.max(1, Number(req.query.limit ?? 50)));
       const leases = await ctx.leases.list(caller, { status: req.query.status, limit });
       return { leases: leases.map((l) => leaseJson(l.lease, l.place, null)) };
-  });
+    },
+  );
 
   app.get<{ Params: { id: string } }>("/v1/leases/:id", async (req): Promise<wire.Lease> => {
     const caller = await authenticate(ctx, req, ["app", "user", "admin"]);
@@ -39,8 +52,10 @@ export function leaseRoutes(app: FastifyInstance, ctx: RouteContext): void {
     return releasedJson(await ctx.leases.release(caller, req.params.id, failed));
   };
 
-  app.post<{ Params: { id: string }; Body: wire.ReleaseRequest | null }>("/v1/leases/:id/release", { schema: requestSchemas("releaseLease") }, async (req) =>
-    release(req, req.body?.failed ?? false),
+  app.post<{ Params: { id: string }; Body: wire.ReleaseRequest | null }>(
+    "/v1/leases/:id/release",
+    { schema: requestSchemas("releaseLease") },
+    async (req) => release(req, req.body?.failed ?? false),
   );
 
   app.delete<{ Params: { id: string } }>("/v1/leases/:id", async (req) => release(req, false));
@@ -56,7 +71,12 @@ export function leaseRoutes(app: FastifyInstance, ctx: RouteContext): void {
  * terminal event (`granted`, `failed` or `ended`). Keep-alive comments every 15 s; a shutting-down
  * server ends its streams (clients reconnect to the next one).
  */
-async function streamEvents(ctx: RouteContext, req: FastifyRequest, reply: FastifyReply, follow: (listener: (u: LeaseUpdate) => void) => Promise<() => void>): Promise<void> {
+async function streamEvents(
+  ctx: RouteContext,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  follow: (listener: (u: LeaseUpdate) => void) => Promise<() => void>,
+): Promise<void> {
   let res: FastifyReply["raw"] | null = null;
   let closed = false;
   const pending: LeaseUpdate[] = [];

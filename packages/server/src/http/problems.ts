@@ -30,16 +30,31 @@ function fieldOf(e: AjvError, context: string): string {
 
 function messageOf(e: AjvError): string {
   if (e.keyword === "additionalProperties") return "is not a known field";
-  if (e.keyword === "enum") return `must be one of ${(e.params?.["allowedValues"] as unknown[] | undefined)?.join(", ") ?? "the allowed values"}`;
+  if (e.keyword === "enum")
+    return `must be one of ${(e.params?.["allowedValues"] as unknown[] | undefined)?.join(", ") ?? "the allowed values"}`;
   return e.message ?? "is invalid";
 }
 
 /** What a person is told when the database could not do the work, by why (the log has the database's own words). */
 const STORAGE_UNAVAILABLE = {
-  unreachable: { detail: "The pool's database cannot be reached right now; nothing was changed. Retry in a few seconds.", retryAfterS: 5 },
-  timeout: { detail: "The pool's database did not answer in time; nothing was changed. Retry in a few seconds.", retryAfterS: 2 },
-  contention: { detail: "Another request for the same person or lease was being handled at the same moment (on this server or another replica); nothing was changed. Retry in a second.", retryAfterS: 1 },
-  stalled: { detail: "This server stalled in the middle of a database transaction and the database ended it; nothing was changed. Retry.", retryAfterS: 1 },
+  unreachable: {
+    detail: "The pool's database cannot be reached right now; nothing was changed. Retry in a few seconds.",
+    retryAfterS: 5,
+  },
+  timeout: {
+    detail: "The pool's database did not answer in time; nothing was changed. Retry in a few seconds.",
+    retryAfterS: 2,
+  },
+  contention: {
+    detail:
+      "Another request for the same person or lease was being handled at the same moment (on this server or another replica); nothing was changed. Retry in a second.",
+    retryAfterS: 1,
+  },
+  stalled: {
+    detail:
+      "This server stalled in the middle of a database transaction and the database ended it; nothing was changed. Retry.",
+    retryAfterS: 1,
+  },
 } satisfies Record<StorageUnavailableReason, { detail: string; retryAfterS: number }>;
 
 /** The request's logger with its id bound (requests share the server's logger unless request logging is on). */
@@ -54,23 +69,43 @@ function logFor(req: FastifyRequest): FastifyBaseLogger {
  */
 export function installErrorHandling(app: FastifyInstance): void {
   app.setNotFoundHandler((req, reply) => {
-    void sendProblem(reply, problem("not_found", `There is no ${req.method} ${req.url.split("?")[0] ?? ""} on this server. The API is under /v1 (see the README).`));
+    void sendProblem(
+      reply,
+      problem(
+        "not_found",
+        `There is no ${req.method} ${req.url.split("?")[0] ?? ""} on this server. The API is under /v1 (see the README).`,
+      ),
+    );
   });
   app.setErrorHandler((err: FastifyError & { validation?: AjvError[]; validationContext?: string }, req, reply) => {
     if (err instanceof DomainError) return sendProblem(reply, err.problem);
     if (err.validation) {
-      const errors = err.validation.map((e) => ({ field: fieldOf(e, err.validationContext ?? "body"), message: messageOf(e) }));
+      const errors = err.validation.map((e) => ({
+        field: fieldOf(e, err.validationContext ?? "body"),
+        message: messageOf(e),
+      }));
       const detail = `The request ${err.validationContext ?? "body"} is invalid: ${errors.map((e) => `${e.field} ${e.message}`).join("; ")}. Nothing was changed.`;
       return sendProblem(reply, problem("invalid_request", detail, { errors }));
     }
     switch (err.code) {
       case "FST_ERR_CTP_BODY_TOO_LARGE":
-        return sendProblem(reply, problem("payload_too_large", "The request body is larger than this server accepts. Nothing was changed."));
+        return sendProblem(
+          reply,
+          problem("payload_too_large", "The request body is larger than this server accepts. Nothing was changed."),
+        );
       case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
-        return sendProblem(reply, problem("unsupported_media_type", "Send JSON bodies with Content-Type: application/json."));
+        return sendProblem(
+          reply,
+          problem("unsupported_media_type", "Send JSON bodies with Content-Type: application/json."),
+        );
       case "FST_ERR_CTP_INVALID_JSON_BODY":
       case "FST_ERR_CTP_EMPTY_JSON_BODY":
-        return sendProblem(reply, problem("invalid_request", "The request body is not valid JSON. Nothing was changed.", { errors: [{ field: "body", message: "is not valid JSON" }] }));
+        return sendProblem(
+          reply,
+          problem("invalid_request", "The request body is not valid JSON. Nothing was changed.", {
+            errors: [{ field: "body", message: "is not valid JSON" }],
+          }),
+        );
       default:
         break;
     }
@@ -82,19 +117,52 @@ export function installErrorHandling(app: FastifyInstance): void {
     }
     if ((err as Error) instanceof LeadershipLostError) {
       logFor(req).warn({ err }, "leadership lost during a request");
-      return sendProblem(reply, problem("storage_unavailable", "This replica's session with the pool's database ended while handling the request (the database restarted or cannot be reached), so it no longer leads the pool; another replica, or this one once the database is back, takes over within seconds. Nothing was changed; retry.", { reason: "leadership_lost" }), 1);
+      return sendProblem(
+        reply,
+        problem(
+          "storage_unavailable",
+          "This replica's session with the pool's database ended while handling the request (the database restarted or cannot be reached), so it no longer leads the pool; another replica, or this one once the database is back, takes over within seconds. Nothing was changed; retry.",
+          { reason: "leadership_lost" },
+        ),
+        1,
+      );
     }
-    if (typeof err.code === "string" && (err.code.startsWith("SQLITE_BUSY") || err.code.startsWith("SQLITE_IOERR") || err.code === "SQLITE_FULL" || err.code === "SQLITE_CANTOPEN")) {
+    if (
+      typeof err.code === "string" &&
+      (err.code.startsWith("SQLITE_BUSY") ||
+        err.code.startsWith("SQLITE_IOERR") ||
+        err.code === "SQLITE_FULL" ||
+        err.code === "SQLITE_CANTOPEN")
+    ) {
       logFor(req).error({ err }, "storage error");
-      return sendProblem(reply, problem("storage_unavailable", "The pool's database is not answering right now; nothing was changed. Retry in a few seconds."), 5);
+      return sendProblem(
+        reply,
+        problem(
+          "storage_unavailable",
+          "The pool's database is not answering right now; nothing was changed. Retry in a few seconds.",
+        ),
+        5,
+      );
     }
     const status = typeof err.statusCode === "number" ? err.statusCode : 500;
     if (status >= 400 && status < 500) {
-      const code = status === 401 ? "unauthorized" : status === 404 ? "not_found" : status === 413 ? "payload_too_large" : "invalid_request";
+      const code =
+        status === 401
+          ? "unauthorized"
+          : status === 404
+            ? "not_found"
+            : status === 413
+              ? "payload_too_large"
+              : "invalid_request";
       return sendProblem(reply, problem(code, `The request was refused: ${err.message}`));
     }
     logFor(req).error({ err }, "unhandled error");
-    return sendProblem(reply, problem("internal", "Something went wrong on the server; it has been logged. Nothing secret is shown here — retry, and tell the operator if it persists."));
+    return sendProblem(
+      reply,
+      problem(
+        "internal",
+        "Something went wrong on the server; it has been logged. Nothing secret is shown here — retry, and tell the operator if it persists.",
+      ),
+    );
   });
 }
-

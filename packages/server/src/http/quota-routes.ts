@@ -17,10 +17,14 @@ export function quotaRoutes(app: FastifyInstance, ctx: RouteContext): void {
    * Everything a lease request would be charged and decided, without reserving anything: the
    * attribution steps, the quota state, the billing buckets, the verdict, and the likely fixes.
    */
-  app.get<{ Querystring: wire.DiagnoseQuery }>("/v1/diagnose", { schema: withConfiguredSizes("diagnose", Object.keys(ctx.policy.sizes)) }, async (req): Promise<wire.Diagnosis> => {
+  app.get<{ Querystring: wire.DiagnoseQuery }>(
+    "/v1/diagnose",
+    { schema: withConfiguredSizes("diagnose", Object.keys(ctx.policy.sizes)) },
+    async (req): Promise<wire.Diagnosis> => {
       const caller = await authenticate(ctx, req, ["app", "user"]);
       const durationMs = req.query.duration === undefined ? undefined : Math.round(Number(req.query.duration) * 1000);
       const d = await ctx.diagnose.run(caller, { ipToken: ipTokenHeader(req), durationMs, size: req.query.size });
       return diagnosisJson(d, billingBuckets(d.identity));
-  });
+    },
+  );
 }

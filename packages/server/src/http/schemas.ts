@@ -13,5 +13,8 @@ export function withConfiguredSizes(operationId: string, sizes: readonly string[
     if (properties?.["size"] === undefined) return schema;
     return { ...schema, properties: { ...properties, size: { ...properties["size"], enum: [...sizes] } } };
   };
-  return { ...(schemas.body ? { body: narrow(schemas.body) } : {}), ...(schemas.querystring ? { querystring: narrow(schemas.querystring) } : {}) };
+  return {
+    ...(schemas.body ? { body: narrow(schemas.body) } : {}),
+    ...(schemas.querystring ? { querystring: narrow(schemas.querystring) } : {}),
+  };
 }

@@ -12,9 +12,18 @@ export function tokenRoutes(app: FastifyInstance, ctx: RouteContext): void {
   });
 
   /** Mints an X-IP-Token: the edge calls this for every proxied request. */
-  app.post<{ Body: wire.IpTokenRequest }>("/v1/ip-tokens", { ...only(ctx, "edge", "admin"), schema: requestSchemas("mintIpToken") }, async (req, reply) => {
-    const minted = await ctx.tokens.mint(req.body);
-    const token: wire.IpToken = { token: minted.token, expires_at: iso(minted.expiresAt), subject: minted.subject, app: minted.app };
-    return reply.code(201).send(token);
-  });
+  app.post<{ Body: wire.IpTokenRequest }>(
+    "/v1/ip-tokens",
+    { ...only(ctx, "edge", "admin"), schema: requestSchemas("mintIpToken") },
+    async (req, reply) => {
+      const minted = await ctx.tokens.mint(req.body);
+      const token: wire.IpToken = {
+        token: minted.token,
+        expires_at: iso(minted.expiresAt),
+        subject: minted.subject,
+        app: minted.app,
+      };
+      return reply.code(201).send(token);
+    },
+  );
 }

@@ -73,7 +73,16 @@ export function leaseJson(l: LeaseRecord, place: QueuePlace | null, quota: wire.
     cost: l.cost,
     // Set at grant; before that a lease may already name the node it waits for (through an agent).
     node: l.node,
-    device: l.deviceIndex === null || l.node === null ? null : { node: l.node, index: l.deviceIndex, uuid: l.deviceUuid ?? "", name: l.deviceName ?? "", slots: [...(l.slotIndexes ?? [])] },
+    device:
+      l.deviceIndex === null || l.node === null
+        ? null
+        : {
+            node: l.node,
+            index: l.deviceIndex,
+            uuid: l.deviceUuid ?? "",
+            name: l.deviceName ?? "",
+            slots: [...(l.slotIndexes ?? [])],
+          },
     queued_at: iso(l.queuedAt),
     granted_at: iso(l.grantedAt),
     deadline: iso(l.deadline),
@@ -85,14 +94,22 @@ export function leaseJson(l: LeaseRecord, place: QueuePlace | null, quota: wire.
     charged: msToSeconds(l.chargedMs),
     refunded: msToSeconds(l.refundedMs),
     failed: l.failed,
-    problem: l.problemCode === null ? null : { code: l.problemCode as wire.LeaseProblem["code"], detail: l.problemDetail },
+    problem:
+      l.problemCode === null ? null : { code: l.problemCode as wire.LeaseProblem["code"], detail: l.problemDetail },
     quota,
   };
 }
 
 export function releasedJson(r: Released): wire.ReleaseResult {
   const l = r.lease;
-  return { id: l.id, status: l.status, held_ms: l.heldMs, charged: msToSeconds(l.chargedMs), refunded: msToSeconds(l.refundedMs), quota: quotaJson(r.quota.identity, r.quota.view) };
+  return {
+    id: l.id,
+    status: l.status,
+    held_ms: l.heldMs,
+    charged: msToSeconds(l.chargedMs),
+    refunded: msToSeconds(l.refundedMs),
+    quota: quotaJson(r.quota.identity, r.quota.view),
+  };
 }
 
 /** The estimated wait in whole seconds, or null when unknown. */
@@ -101,10 +118,16 @@ function etaSeconds(place: QueuePlace | null): number | null {
 }
 
 /** One Server-Sent Event of a lease's stream: its name and data. */
-export function leaseEventJson(u: LeaseUpdate): { event: wire.LeaseEventName; data: wire.QueuedEvent | wire.GrantedEvent | wire.FailedEvent | wire.EndedEvent } {
+export function leaseEventJson(u: LeaseUpdate): {
+  event: wire.LeaseEventName;
+  data: wire.QueuedEvent | wire.GrantedEvent | wire.FailedEvent | wire.EndedEvent;
+} {
   switch (u.type) {
     case "queued":
-      return { event: "queued", data: { position: u.place.position, reason: u.place.reason, eta_s: etaSeconds(u.place) } };
+      return {
+        event: "queued",
+        data: { position: u.place.position, reason: u.place.reason, eta_s: etaSeconds(u.place) },
+      };
     case "failed":
       return { event: "failed", data: { problem: problemJson(u.problem) } };
     case "granted":
@@ -118,7 +141,13 @@ export function problemJson(p: Problem): wire.Problem {
 }
 
 export function userJson(u: UserRecord): wire.User {
-  return { id: u.id, name: u.name, tier: u.tier, quota_override: u.quotaOverrideMs === null ? null : msToSeconds(u.quotaOverrideMs), created_at: iso(u.createdAt) };
+  return {
+    id: u.id,
+    name: u.name,
+    tier: u.tier,
+    quota_override: u.quotaOverrideMs === null ? null : msToSeconds(u.quotaOverrideMs),
+    created_at: iso(u.createdAt),
+  };
 }
 
 export function appJson(a: AppRecord): wire.App {
@@ -130,10 +159,31 @@ export function poolJson(view: PoolView): wire.PoolView {
     // A replica that does not lead rebuilds the view from the database (see PoolViewer).
     leader: view.source === "leader",
     source: view.source,
-    nodes: view.nodes.map((n) => ({ name: n.name, kind: n.kind, state: n.state, heartbeat_at: iso(n.heartbeatAt), agent_url: n.agentUrl })),
-    devices: view.devices.map((d) => ({ node: d.spec.node, index: d.spec.index, uuid: d.spec.uuid, name: d.spec.name, memory_mb: d.spec.memoryMb, slots: d.holders })),
+    nodes: view.nodes.map((n) => ({
+      name: n.name,
+      kind: n.kind,
+      state: n.state,
+      heartbeat_at: iso(n.heartbeatAt),
+      agent_url: n.agentUrl,
+    })),
+    devices: view.devices.map((d) => ({
+      node: d.spec.node,
+      index: d.spec.index,
+      uuid: d.spec.uuid,
+      name: d.spec.name,
+      memory_mb: d.spec.memoryMb,
+      slots: d.holders,
+    })),
     slots: view.slots,
-    active: view.active.map((l) => ({ id: l.id, app: l.appId, identity: `${l.identityKind}:${l.identityId}`, size: l.size, node: l.node, device: l.deviceIndex, deadline: iso(l.deadline) })),
+    active: view.active.map((l) => ({
+      id: l.id,
+      app: l.appId,
+      identity: `${l.identityKind}:${l.identityId}`,
+      size: l.size,
+      node: l.node,
+      device: l.deviceIndex,
+      deadline: iso(l.deadline),
+    })),
     queue: view.queue.map((q) => ({ ...q })),
   };
 }
@@ -143,10 +193,18 @@ export function diagnosisJson(d: Diagnosis, buckets: wire.DiagnosisBucket[]): wi
   return {
     identity: d.identity === null ? null : identityJson(d.identity),
     steps: d.steps.map((s) => ({ ...s })),
-    request: { duration: durationMs / 1000, size: size.name, cost: size.cost, reserves: (durationMs * size.cost) / 1000 },
+    request: {
+      duration: durationMs / 1000,
+      size: size.name,
+      cost: size.cost,
+      reserves: (durationMs * size.cost) / 1000,
+    },
     quota: quotaOf(d.quota),
     buckets,
-    verdict: d.verdict.outcome === "rejected" ? { outcome: "rejected", problem: problemJson(d.verdict.problem) } : (d.verdict as wire.DiagnosisVerdict),
+    verdict:
+      d.verdict.outcome === "rejected"
+        ? { outcome: "rejected", problem: problemJson(d.verdict.problem) }
+        : (d.verdict as wire.DiagnosisVerdict),
     causes: d.causes.map((c) => ({ ...c })),
   };
 }

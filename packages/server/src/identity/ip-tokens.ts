@@ -38,7 +38,12 @@ export class IpTokens {
       const kid = randomBytes(9).toString("base64url");
       const publicJwk = { ...(await exportJWK(publicKey)), kid, alg: ALG, use: "sig" };
       const privateJwk = { ...(await exportJWK(privateKey)), kid, alg: ALG };
-      const record = { kid, privateJwk: JSON.stringify(privateJwk), publicJwk: JSON.stringify(publicJwk), createdAt: now };
+      const record = {
+        kid,
+        privateJwk: JSON.stringify(privateJwk),
+        publicJwk: JSON.stringify(publicJwk),
+        createdAt: now,
+      };
       await tx.signingKeys.insert(record);
       return [record];
     });
@@ -95,8 +100,14 @@ export class IpTokens {
 
   private async check(token: string | undefined, appId: string | null, now: number): Promise<IpTokenCheck> {
     if (token === undefined) return { present: false };
-    const bad = (reason: InvalidTokenReason, message: string): IpTokenCheck => ({ present: true, valid: false, reason, message });
-    if (token.length === 0 || token.length > MAX_TOKEN_LENGTH) return bad("malformed", "The X-IP-Token header is empty or too long to be a token.");
+    const bad = (reason: InvalidTokenReason, message: string): IpTokenCheck => ({
+      present: true,
+      valid: false,
+      reason,
+      message,
+    });
+    if (token.length === 0 || token.length > MAX_TOKEN_LENGTH)
+      return bad("malformed", "The X-IP-Token header is empty or too long to be a token.");
     try {
       const { payload } = await jwtVerify(
         token,
@@ -105,20 +116,49 @@ export class IpTokens {
           if (!key) throw new UnknownKid();
           return key.publicKey;
         },
-        { algorithms: [ALG], issuer: this.issuer, ...(appId === null ? {} : { audience: appId }), currentDate: new Date(now), requiredClaims: ["exp", "sub", "aud"] },
+        {
+          algorithms: [ALG],
+          issuer: this.issuer,
+          ...(appId === null ? {} : { audience: appId }),
+          currentDate: new Date(now),
+          requiredClaims: ["exp", "sub", "aud"],
+        },
       );
       const subject = parseSubject(payload.sub);
-      if (!subject) return bad("bad_subject", `The X-IP-Token names "${String(payload.sub)}", which is not a user or an IP address.`);
+      if (!subject)
+        return bad(
+          "bad_subject",
+          `The X-IP-Token names "${String(payload.sub)}", which is not a user or an IP address.`,
+        );
       return { present: true, valid: true, subject, expiresAt: (payload.exp ?? 0) * 1000 };
     } catch (err) {
-      if (err instanceof UnknownKid) return bad("unknown_key", "The X-IP-Token was signed with a key this pool does not know (kid unknown): it was not issued by this pool.");
-      if (err instanceof errors.JWTExpired) return bad("expired", "The X-IP-Token has expired; the edge issues a fresh one with every request, so reload the page or mint a new one.");
-      if (err instanceof errors.JOSEAlgNotAllowed) return bad("alg_not_allowed", `The X-IP-Token uses a signing algorithm other than ${ALG}; only ${ALG} tokens from this pool are accepted.`);
-      if (err instanceof errors.JWSSignatureVerificationFailed) return bad("bad_signature", "The X-IP-Token's signature does not verify: it was altered or forged.");
+      if (err instanceof UnknownKid)
+        return bad(
+          "unknown_key",
+          "The X-IP-Token was signed with a key this pool does not know (kid unknown): it was not issued by this pool.",
+        );
+      if (err instanceof errors.JWTExpired)
+        return bad(
+          "expired",
+          "The X-IP-Token has expired; the edge issues a fresh one with every request, so reload the page or mint a new one.",
+        );
+      if (err instanceof errors.JOSEAlgNotAllowed)
+        return bad(
+          "alg_not_allowed",
+          `The X-IP-Token uses a signing algorithm other than ${ALG}; only ${ALG} tokens from this pool are accepted.`,
+        );
+      if (err instanceof errors.JWSSignatureVerificationFailed)
+        return bad("bad_signature", "The X-IP-Token's signature does not verify: it was altered or forged.");
       if (err instanceof errors.JWTClaimValidationFailed) {
-        if (err.claim === "aud") return bad("wrong_app", "The X-IP-Token was issued for another app; a token is only valid for the app it was minted for.");
-        if (err.claim === "iss") return bad("wrong_issuer", "The X-IP-Token was issued by someone other than this pool.");
-        if (err.claim === "nbf" || err.claim === "iat") return bad("malformed", "The X-IP-Token is not valid yet (issued in the future).");
+        if (err.claim === "aud")
+          return bad(
+            "wrong_app",
+            "The X-IP-Token was issued for another app; a token is only valid for the app it was minted for.",
+          );
+        if (err.claim === "iss")
+          return bad("wrong_issuer", "The X-IP-Token was issued by someone other than this pool.");
+        if (err.claim === "nbf" || err.claim === "iat")
+          return bad("malformed", "The X-IP-Token is not valid yet (issued in the future).");
         return bad("malformed", `The X-IP-Token is missing or has an invalid "${err.claim}" claim.`);
       }
       return bad("malformed", "The X-IP-Token is not a well-formed signed token.");

@@ -42,20 +42,55 @@ export function assemblePool(config: ServerConfig, storage: Storage, deps: { clo
   const heartbeatTimeoutMs = config.nodes.heartbeatTimeoutMs;
   const events = new LeaseEvents();
   const state = new PoolState(policy, config.pool.devices);
-  const metrics = new Metrics({ queueDepth: () => state.queueDepth, busySlots: () => state.busySlots, totalSlots: () => state.totalSlots, activeLeases: () => state.activeLeases });
+  const metrics = new Metrics({
+    queueDepth: () => state.queueDepth,
+    busySlots: () => state.busySlots,
+    totalSlots: () => state.totalSlots,
+    activeLeases: () => state.activeLeases,
+  });
   const accounts = new Accounts(policy);
   // Only on a store nobody shares is this process's copy of a lease always the current one.
   const writes = new LeaseWrites(state, accounts, policy, !coordination.shared);
 
   // Timers, the announcer's outbox and the runner's hooks call parts built after them.
   const late = {} as { leader: LeaderLeases; nodes: NodeMembership; recovery: Recovery; replica: Replica };
-  const leaseTimers = new Timers<LeaseTimerKind>(clock, (id, kind) => void late.leader.onTimer(id, kind).catch((err: unknown) => log.error({ err, leaseId: id, due: kind }, "a lease timer failed")));
-  const nodeTimers = new Timers<"heartbeat">(clock, (name) => void late.nodes.silent(name).catch((err: unknown) => log.error({ err, node: name }, "handling a silent node failed")));
-  const announcer = new LeaseAnnouncer(state, leaseTimers, events, metrics, clock, policy, (a) => late.replica.announce(a));
-  const runner = new EngineRunner({ stager: coordination.leaderStager, rebuild: () => late.recovery.rebuild(), onLeadershipLost: (err) => late.replica.stepDown(err), log });
+  const leaseTimers = new Timers<LeaseTimerKind>(
+    clock,
+    (id, kind) =>
+      void late.leader
+        .onTimer(id, kind)
+        .catch((err: unknown) => log.error({ err, leaseId: id, due: kind }, "a lease timer failed")),
+  );
+  const nodeTimers = new Timers<"heartbeat">(
+    clock,
+    (name) =>
+      void late.nodes
+        .silent(name)
+        .catch((err: unknown) => log.error({ err, node: name }, "handling a silent node failed")),
+  );
+  const announcer = new LeaseAnnouncer(state, leaseTimers, events, metrics, clock, policy, (a) =>
+    late.replica.announce(a),
+  );
+  const runner = new EngineRunner({
+    stager: coordination.leaderStager,
+    rebuild: () => late.recovery.rebuild(),
+    onLeadershipLost: (err) => late.replica.stepDown(err),
+    log,
+  });
   late.leader = new LeaderLeases(runner, state, writes, accounts, announcer, policy, clock, metrics);
   late.nodes = new NodeMembership(runner, state, writes, announcer, nodeTimers, clock, log, heartbeatTimeoutMs);
-  late.recovery = new Recovery(coordination.leaderStager, state, writes, announcer, late.nodes, late.leader, policy, clock, log, heartbeatTimeoutMs);
+  late.recovery = new Recovery(
+    coordination.leaderStager,
+    state,
+    writes,
+    announcer,
+    late.nodes,
+    late.leader,
+    policy,
+    clock,
+    log,
+    heartbeatTimeoutMs,
+  );
   const follower = new FollowerLeases(store, accounts, policy, clock, events, (m) => tellLeader(coordination, m), log);
   late.replica = new Replica({
     store,

@@ -67,7 +67,10 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
     quota: new QuotaQueries(store, identity, accounts, clock),
     diagnose: new Diagnose(store, identity, accounts, replica, policy, clock),
     nodes: new NodeAgents(store, replica, config.pool.devices, clock),
-    directory: new Directory(store, accounts, policy, clock, { callersChanged: () => callers.forgetCached(), appLimitChanged: (id, limit) => replica.appLimitChanged(id, limit) }),
+    directory: new Directory(store, accounts, policy, clock, {
+      callersChanged: () => callers.forgetCached(),
+      appLimitChanged: (id, limit) => replica.appLimitChanged(id, limit),
+    }),
     sessions: new Sessions(store, clock),
     tokens: new TokenIssuer(store, ipTokens, clock),
     pool: new PoolViewer(store, leading, state, config.pool.devices, config.nodes.heartbeatTimeoutMs, clock),
@@ -85,7 +88,8 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
       const address = await app.listen({ host: config.server.host, port: config.server.port });
       running.url = address.replace("[::1]", "localhost");
       const port = app.server.address();
-      if (port && typeof port === "object") running.url = `http://${config.server.host.includes(":") ? `[${config.server.host}]` : config.server.host}:${port.port}`;
+      if (port && typeof port === "object")
+        running.url = `http://${config.server.host.includes(":") ? `[${config.server.host}]` : config.server.host}:${port.port}`;
       return running.url;
     },
     async close() {

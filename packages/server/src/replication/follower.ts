@@ -48,18 +48,39 @@ export class FollowerLeases implements LeaseLifecycle {
   async admit(input: AdmitInput): Promise<AdmitResult> {
     const now = this.clock.now();
     const leaseId = newOrderedId("ls", now);
-    const request: AdmissionRequest = { durationMs: input.durationMs, size: input.size, queue: input.queue, via: input.via, node: input.node, now };
+    const request: AdmissionRequest = {
+      durationMs: input.durationMs,
+      size: input.size,
+      queue: input.queue,
+      via: input.via,
+      node: input.node,
+      now,
+    };
     // May run more than once (Store.transaction): statements and pure computation only; a second
     // run inserts the same lease id, the first having been rolled back.
     const staged = await this.store.transaction(async (tx) => {
       const account = await this.accounts.forAdmission(tx, input.charged, request);
       // Slots and the queue are the leader's: it places the lease once it is stored.
-      const placement: Placement = input.node !== null && (await tx.nodes.getByName(input.node))?.devices == null ? { kind: "node_missing" } : { kind: "later" };
+      const placement: Placement =
+        input.node !== null && (await tx.nodes.getByName(input.node))?.devices == null
+          ? { kind: "node_missing" }
+          : { kind: "later" };
       const decision = decideAdmission(this.policy, account, request, placement);
-      if (decision.kind === "refused") return { kind: "denied" as const, problem: decision.problem, retryAfterS: decision.retryAfterS };
+      if (decision.kind === "refused")
+        return { kind: "denied" as const, problem: decision.problem, retryAfterS: decision.retryAfterS };
       const { identity } = account;
       const lease = await tx.leases.insert(
-        admitted({ id: leaseId, appId: input.appId, identity, size: input.size, durationMs: input.durationMs, reservedMs: decision.reservedMs, now, windowStartedAt: decision.ledger.windowStartedAt, node: input.node }),
+        admitted({
+          id: leaseId,
+          appId: input.appId,
+          identity,
+          size: input.size,
+          durationMs: input.durationMs,
+          reservedMs: decision.reservedMs,
+          now,
+          windowStartedAt: decision.ledger.windowStartedAt,
+          node: input.node,
+        }),
       );
       await this.accounts.save(tx, identity, decision.ledger);
       return { kind: "stored" as const, lease };
@@ -79,19 +100,30 @@ export class FollowerLeases implements LeaseLifecycle {
     });
     await this.tellLeader({ op: "admitted", id: leaseId, queue: input.queue });
     const word = await verdict;
-    const fresh = await this.store.transaction(async (tx) => ({ lease: await tx.leases.get(leaseId), quota: await this.accounts.quota(tx, input.charged, this.clock.now()) }));
+    const fresh = await this.store.transaction(async (tx) => ({
+      lease: await tx.leases.get(leaseId),
+      quota: await this.accounts.quota(tx, input.charged, this.clock.now()),
+    }));
     const lease = fresh.lease ?? staged.lease;
     const answer = admissionAnswer(lease);
     if (answer === "granted") return { kind: "granted", lease, quota: fresh.quota };
     if (answer === "refused") {
       // The leader turned it down (the pool's half of admission: no GPU that could ever take it, queue: false with no free slot, a full queue).
-      const why = lease.problemCode === null ? problem("no_gpu_available", "The request ended before it was granted.") : problem(lease.problemCode as "no_gpu_available", lease.problemDetail ?? "");
+      const why =
+        lease.problemCode === null
+          ? problem("no_gpu_available", "The request ended before it was granted.")
+          : problem(lease.problemCode as "no_gpu_available", lease.problemDetail ?? "");
       return { kind: "denied", problem: why, retryAfterS: 5 };
     }
     // No word from the leader in time (none is leading right now, or it is slow): the lease is
     // stored and waits; whichever replica leads next places it.
     const place = word?.type === "queued" ? word : this.places.get(leaseId);
-    return { kind: "queued", lease, place: { position: place?.position ?? 0, reason: place?.reason ?? "node", etaMs: place?.etaMs ?? null }, quota: fresh.quota };
+    return {
+      kind: "queued",
+      lease,
+      place: { position: place?.position ?? 0, reason: place?.reason ?? "node", etaMs: place?.etaMs ?? null },
+      quota: fresh.quota,
+    };
   }
 
   /**
@@ -110,21 +142,38 @@ export class FollowerLeases implements LeaseLifecycle {
       const lease = await tx.leases.get(leaseId);
       if (!lease) fail("not_found", `No lease ${leaseId}.`);
       let ended = lease;
-      if (lease.status === "queued") ended = await this.accounts.step(tx, lease, now, (ledger) => endQueued(lease, ledger, "cancelled", now, null, this.policy.windowMs));
-      else if (lease.status === "active") ended = await this.accounts.step(tx, lease, now, (ledger) => endActive(lease, ledger, "released", now, null, failed));
-      return { lease: ended, changed: ended !== lease, quota: await this.accounts.quota(tx, { kind: lease.identityKind, id: lease.identityId }, now) };
+      if (lease.status === "queued")
+        ended = await this.accounts.step(tx, lease, now, (ledger) =>
+          endQueued(lease, ledger, "cancelled", now, null, this.policy.windowMs),
+        );
+      else if (lease.status === "active")
+        ended = await this.accounts.step(tx, lease, now, (ledger) =>
+          endActive(lease, ledger, "released", now, null, failed),
+        );
+      return {
+        lease: ended,
+        changed: ended !== lease,
+        quota: await this.accounts.quota(tx, { kind: lease.identityKind, id: lease.identityId }, now),
+      };
     });
     if (out.changed) {
       this.places.delete(leaseId);
       this.events.emit(leaseId, { type: "ended", lease: out.lease });
-      await this.tellLeader({ op: "ended", id: leaseId }).catch((err: unknown) => this.log.warn({ err, leaseId }, "could not tell the leader about a release; it frees the slots when it next recovers"));
+      await this.tellLeader({ op: "ended", id: leaseId }).catch((err: unknown) =>
+        this.log.warn(
+          { err, leaseId },
+          "could not tell the leader about a release; it frees the slots when it next recovers",
+        ),
+      );
     }
     return { lease: out.lease, quota: out.quota };
   }
 
   /** Someone here watches a queued lease: ask the leader for its place. */
   watch(leaseId: string): void {
-    this.tellLeader({ op: "watch", id: leaseId }).catch((err: unknown) => this.log.warn({ err, leaseId }, "could not ask the leader for a queue place"));
+    this.tellLeader({ op: "watch", id: leaseId }).catch((err: unknown) =>
+      this.log.warn({ err, leaseId }, "could not ask the leader for a queue place"),
+    );
   }
 
   /** The leader announced a change: answer a waiting admission, and tell local watchers. */

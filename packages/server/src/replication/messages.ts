@@ -27,10 +27,15 @@ export const LEADER_CHANNEL = "gpupool_leader";
 export const EVENTS_CHANNEL = "gpupool_events";
 
 /** Parses a payload; null for anything malformed (a replica never crashes on another's message). */
-export function parseMessage<T extends { readonly op: string } | { readonly type: string }>(payload: string, key: "op" | "type"): T | null {
+export function parseMessage<T extends { readonly op: string } | { readonly type: string }>(
+  payload: string,
+  key: "op" | "type",
+): T | null {
   try {
     const v = JSON.parse(payload) as unknown;
-    return typeof v === "object" && v !== null && typeof (v as Record<string, unknown>)[key] === "string" ? (v as T) : null;
+    return typeof v === "object" && v !== null && typeof (v as Record<string, unknown>)[key] === "string"
+      ? (v as T)
+      : null;
   } catch {
     return null;
   }

@@ -76,14 +76,28 @@ export class Replica implements LeaseLifecycle, PoolMembership, PlacementView {
 
   /** An app's concurrency limit changed (the admin use case calls this). */
   appLimitChanged(appId: string, limit: number | null): void {
-    const done = this.leading ? this.parts.leader.setAppLimit(appId, limit) : this.tellLeader({ op: "limit", app: appId, limit });
-    done.catch((err: unknown) => this.parts.log.warn({ err, app: appId }, "applying an app's concurrency limit failed; it applies at the next rebuild"));
+    const done = this.leading
+      ? this.parts.leader.setAppLimit(appId, limit)
+      : this.tellLeader({ op: "limit", app: appId, limit });
+    done.catch((err: unknown) =>
+      this.parts.log.warn(
+        { err, app: appId },
+        "applying an app's concurrency limit failed; it applies at the next rebuild",
+      ),
+    );
   }
 
-  async register(node: NodeRecord, devices: readonly DeviceSpec[], agentUrl: string | null, presented: string | null): Promise<NodeRegistration> {
+  async register(
+    node: NodeRecord,
+    devices: readonly DeviceSpec[],
+    agentUrl: string | null,
+    presented: string | null,
+  ): Promise<NodeRegistration> {
     if (this.leading) return this.parts.nodes.register(node, devices, agentUrl, presented);
     const now = this.parts.clock.now();
-    const refused = await this.parts.store.transaction((tx) => this.parts.nodes.claim(tx, node, devices, agentUrl, presented, now));
+    const refused = await this.parts.store.transaction((tx) =>
+      this.parts.nodes.claim(tx, node, devices, agentUrl, presented, now),
+    );
     if (refused !== null) return { kind: "refused", problem: refused };
     await this.tellLeader({ op: "node", name: node.name });
     return { kind: "registered", at: now };
@@ -91,13 +105,17 @@ export class Replica implements LeaseLifecycle, PoolMembership, PlacementView {
 
   heard(name: string, at: number): void {
     if (this.leading) return this.parts.nodes.heard(name, at);
-    this.tellLeader({ op: "heartbeat", name, at }).catch((err: unknown) => this.parts.log.warn({ err }, "could not pass a heartbeat to the leader"));
+    this.tellLeader({ op: "heartbeat", name, at }).catch((err: unknown) =>
+      this.parts.log.warn({ err }, "could not pass a heartbeat to the leader"),
+    );
   }
 
   /** The leader's announcement, for the other replicas' watchers (nothing to do on a store nobody shares). */
   announce(a: Announcement): void {
     if (!this.parts.coordination.shared) return;
-    this.parts.coordination.publish(EVENTS_CHANNEL, JSON.stringify({ ...a, from: this.parts.id })).catch((err: unknown) => this.parts.log.warn({ err }, "broadcasting a lease event failed"));
+    this.parts.coordination
+      .publish(EVENTS_CHANNEL, JSON.stringify({ ...a, from: this.parts.id }))
+      .catch((err: unknown) => this.parts.log.warn({ err }, "broadcasting a lease event failed"));
   }
 
   /**
@@ -131,7 +149,8 @@ export class Replica implements LeaseLifecycle, PoolMembership, PlacementView {
     if (!this.leading) return;
     this.leading = false;
     this.parts.forget();
-    if (!this.stopped) this.parts.log.warn({ err: why, replica: this.parts.id }, "this replica lost the lead; another takes over");
+    if (!this.stopped)
+      this.parts.log.warn({ err: why, replica: this.parts.id }, "this replica lost the lead; another takes over");
   }
 
   private tellLeader(m: LeaderMessage): Promise<void> {
@@ -193,20 +212,29 @@ export class Replica implements LeaseLifecycle, PoolMembership, PlacementView {
   /** Work another replica handed to the leader. */
   private onLeaderMessage(m: LeaderMessage): void {
     const { leader, nodes, log } = this.parts;
-    const failed = (what: string, fields: Record<string, unknown>) => (err: unknown) => log.error({ err, ...fields }, what);
+    const failed = (what: string, fields: Record<string, unknown>) => (err: unknown) =>
+      log.error({ err, ...fields }, what);
     switch (m.op) {
       case "admitted":
-        return void leader.adopt(m.id, m.queue).catch(failed("placing a lease admitted by another replica failed", { leaseId: m.id }));
+        return void leader
+          .adopt(m.id, m.queue)
+          .catch(failed("placing a lease admitted by another replica failed", { leaseId: m.id }));
       case "ended":
-        return void leader.forget(m.id).catch(failed("freeing a lease ended by another replica failed", { leaseId: m.id }));
+        return void leader
+          .forget(m.id)
+          .catch(failed("freeing a lease ended by another replica failed", { leaseId: m.id }));
       case "watch":
         return leader.watchRemote(m.id);
       case "node":
-        return void nodes.adopt(m.name).catch(failed("adding a node registered through another replica failed", { node: m.name }));
+        return void nodes
+          .adopt(m.name)
+          .catch(failed("adding a node registered through another replica failed", { node: m.name }));
       case "heartbeat":
         return nodes.heard(m.name, m.at);
       case "limit":
-        return void leader.setAppLimit(m.app, m.limit).catch(failed("applying an app's concurrency limit failed", { app: m.app }));
+        return void leader
+          .setAppLimit(m.app, m.limit)
+          .catch(failed("applying an app's concurrency limit failed", { app: m.app }));
     }
   }
 }

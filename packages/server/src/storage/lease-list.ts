@@ -13,7 +13,10 @@ function shape(app: boolean, identity: IdentityShape, status: boolean): string {
  * FROM leases`) and the adapter's placeholder for the n-th parameter (1-based). A user is spelled
  * out so the database can use the partial index of users' leases (migration 4).
  */
-export function leaseListStatements(selectFrom: string, placeholder: (n: number) => string): (f: LeaseFilter) => { text: string; params: SqlValue[] } {
+export function leaseListStatements(
+  selectFrom: string,
+  placeholder: (n: number) => string,
+): (f: LeaseFilter) => { text: string; params: SqlValue[] } {
   const texts = new Map<string, string>();
   for (const app of [false, true]) {
     for (const identity of ["none", "user", "other"] as const) {

@@ -6,7 +6,8 @@ export const MAX_PAYLOAD_BYTES = 7_000;
 export function checkPayload(channel: string, payload: string): void {
   if (channel === "") throw new Error("publish: the channel name is empty");
   const bytes = Buffer.byteLength(payload, "utf8");
-  if (bytes > MAX_PAYLOAD_BYTES) throw new Error(`publish: payload of ${bytes} bytes on "${channel}" exceeds ${MAX_PAYLOAD_BYTES} bytes`);
+  if (bytes > MAX_PAYLOAD_BYTES)
+    throw new Error(`publish: payload of ${bytes} bytes on "${channel}" exceeds ${MAX_PAYLOAD_BYTES} bytes`);
 }
 
 /**

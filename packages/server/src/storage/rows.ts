@@ -1,6 +1,15 @@
 import type { IdentityKind, LedgerState } from "@gpupool/core";
 import { decodeDevices } from "./devices-json.js";
-import type { AppRecord, KeyedRecord, LeaseRecord, LeaseStatus, NodeRecord, SessionRecord, SigningKeyRecord, UserRecord } from "./store.js";
+import type {
+  AppRecord,
+  KeyedRecord,
+  LeaseRecord,
+  LeaseStatus,
+  NodeRecord,
+  SessionRecord,
+  SigningKeyRecord,
+  UserRecord,
+} from "./store.js";
 
 /**
  * Rows as both adapters return them, by column name. The schemas are the same; only the value
@@ -59,7 +68,13 @@ export function toKeyed(r: Row | undefined): KeyedRecord | null {
 export function toNode(r: Row | undefined): NodeRecord | null {
   const keyed = toKeyed(r);
   if (!r || !keyed) return null;
-  return { ...keyed, devices: decodeDevices(r["devices"]), registeredAt: n(r["registered_at"]), heartbeatAt: n(r["heartbeat_at"]), agentUrl: tn(r["agent_url"]) };
+  return {
+    ...keyed,
+    devices: decodeDevices(r["devices"]),
+    registeredAt: n(r["registered_at"]),
+    heartbeatAt: n(r["heartbeat_at"]),
+    agentUrl: tn(r["agent_url"]),
+  };
 }
 
 export function toLedger(r: Row | undefined): LedgerState | null {
@@ -98,7 +113,13 @@ export function toLease(r: Row | undefined): LeaseRecord | null {
     deviceIndex: n(r["device_index"]),
     deviceUuid: tn(r["device_uuid"]),
     deviceName: tn(r["device_name"]),
-    slotIndexes: typeof slots === "string" ? slots.split(",").filter((s) => s !== "").map(Number) : null,
+    slotIndexes:
+      typeof slots === "string"
+        ? slots
+            .split(",")
+            .filter((s) => s !== "")
+            .map(Number)
+        : null,
     queuedAt: Number(r["queued_at"]),
     grantedAt: n(r["granted_at"]),
     deadline: n(r["deadline"]),
@@ -114,10 +135,21 @@ export function toLease(r: Row | undefined): LeaseRecord | null {
 }
 
 export function toSigningKey(r: Row): SigningKeyRecord {
-  return { kid: t(r["kid"]), privateJwk: t(r["private_jwk"]), publicJwk: t(r["public_jwk"]), createdAt: Number(r["created_at"]) };
+  return {
+    kid: t(r["kid"]),
+    privateJwk: t(r["private_jwk"]),
+    publicJwk: t(r["public_jwk"]),
+    createdAt: Number(r["created_at"]),
+  };
 }
 
 export function toSession(r: Row | undefined): SessionRecord | null {
   if (!r) return null;
-  return { idHash: t(r["id_hash"]), userId: t(r["user_id"]), createdAt: Number(r["created_at"]), expiresAt: Number(r["expires_at"]), revokedAt: n(r["revoked_at"]) };
+  return {
+    idHash: t(r["id_hash"]),
+    userId: t(r["user_id"]),
+    createdAt: Number(r["created_at"]),
+    expiresAt: Number(r["expires_at"]),
+    revokedAt: n(r["revoked_at"]),
+  };
 }

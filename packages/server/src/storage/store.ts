@@ -74,7 +74,11 @@ export interface Coordination {
    * listens was lost: messages sent meanwhile were missed, so the caller should re-read what it
    * relies on.
    */
-  subscribe(channel: string, onMessage: (payload: string) => void, onResumed?: () => void): Promise<() => Promise<void>>;
+  subscribe(
+    channel: string,
+    onMessage: (payload: string) => void,
+    onResumed?: () => void,
+  ): Promise<() => Promise<void>>;
 }
 
 /** A storage URL opened: the store, and the coordination of the replicas that share it (see `openStorage`). */

@@ -49,7 +49,11 @@ export function textOrNull(name: string): Column<string | null> {
 
 /** BOOLEAN on PostgreSQL; 0/1 in an INTEGER column on SQLite. */
 export function boolean(name: string): Column<boolean> {
-  return { name, encode: (v, dialect) => (dialect === "sqlite" ? (v ? 1 : 0) : v), decode: (v) => v === true || Number(v) === 1 };
+  return {
+    name,
+    encode: (v, dialect) => (dialect === "sqlite" ? (v ? 1 : 0) : v),
+    decode: (v) => v === true || Number(v) === 1,
+  };
 }
 
 /** Slot indexes as "0,1" (NULL before a grant). */
@@ -57,7 +61,13 @@ export function slotList(name: string): Column<readonly number[] | null> {
   return {
     name,
     encode: (slots) => (slots === null ? null : slots.join(",")),
-    decode: (v) => (typeof v === "string" ? v.split(",").filter((s) => s !== "").map(Number) : null),
+    decode: (v) =>
+      typeof v === "string"
+        ? v
+            .split(",")
+            .filter((s) => s !== "")
+            .map(Number)
+        : null,
   };
 }
 

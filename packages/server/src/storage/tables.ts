@@ -1,5 +1,14 @@
 import type { IdentityKind, LedgerState } from "@gpupool/core";
-import type { AppRecord, KeyedRecord, LeaseRecord, LeaseStatus, NodeRecord, SessionRecord, SigningKeyRecord, UserRecord } from "./store.js";
+import type {
+  AppRecord,
+  KeyedRecord,
+  LeaseRecord,
+  LeaseStatus,
+  NodeRecord,
+  SessionRecord,
+  SigningKeyRecord,
+  UserRecord,
+} from "./store.js";
 import { Table, boolean, devicesJson, integer, integerOrNull, real, slotList, text, textOrNull } from "./table.js";
 
 /*
@@ -41,7 +50,12 @@ const keyed = {
 } as const;
 
 /** A node's registration state: what its agent last registered, which `nodes.setState` replaces. */
-const NODE_STATE = ["devices", "registeredAt", "heartbeatAt", "agentUrl"] as const satisfies readonly (keyof NodeRecord)[];
+const NODE_STATE = [
+  "devices",
+  "registeredAt",
+  "heartbeatAt",
+  "agentUrl",
+] as const satisfies readonly (keyof NodeRecord)[];
 
 /** Nodes: their key, and their registration state. */
 export const NODES = new Table<NodeRecord, (typeof NODE_STATE)[number]>(
@@ -77,8 +91,22 @@ export const LEDGERS = new Table<LedgerState, keyof LedgerState>(
  * and arrival never change).
  */
 const LEASE_LIFECYCLE = [
-  "status", "node", "deviceIndex", "deviceUuid", "deviceName", "slotIndexes", "grantedAt", "deadline",
-  "endedAt", "heldMs", "chargedMs", "refundedMs", "failed", "windowStartedAt", "problemCode", "problemDetail",
+  "status",
+  "node",
+  "deviceIndex",
+  "deviceUuid",
+  "deviceName",
+  "slotIndexes",
+  "grantedAt",
+  "deadline",
+  "endedAt",
+  "heldMs",
+  "chargedMs",
+  "refundedMs",
+  "failed",
+  "windowStartedAt",
+  "problemCode",
+  "problemDetail",
 ] as const satisfies readonly (keyof LeaseRecord)[];
 
 export const LEASES = new Table<LeaseRecord, (typeof LEASE_LIFECYCLE)[number], "seq">(

@@ -20,6 +20,11 @@ export class Health {
   async ready(): Promise<Readiness> {
     await this.store.ping();
     const leader = this.leading();
-    return { storage: this.store.kind, leader, queue: leader ? this.state.queueDepth : null, slots: leader ? { total: this.state.totalSlots, busy: this.state.busySlots } : null };
+    return {
+      storage: this.store.kind,
+      leader,
+      queue: leader ? this.state.queueDepth : null,
+      slots: leader ? { total: this.state.totalSlots, busy: this.state.busySlots } : null,
+    };
   }
 }

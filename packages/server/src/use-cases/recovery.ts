@@ -42,7 +42,8 @@ export class Recovery {
       for (const app of await tx.apps.list()) this.state.setAppLimit(app.id, app.maxConcurrency);
       const ended: LeaseRecord[] = [];
       for (const lease of await tx.leases.live()) {
-        const settled = lease.status === "active" ? await this.active(tx, lease, now, lost) : await this.queued(tx, lease, now);
+        const settled =
+          lease.status === "active" ? await this.active(tx, lease, now, lost) : await this.queued(tx, lease, now);
         if (settled !== null) ended.push(settled);
       }
       return { ended, grants: await this.writes.dispatch(tx, now) };
@@ -50,11 +51,19 @@ export class Recovery {
     await staged.committed;
     this.announcer.ended(staged.value.ended);
     this.announcer.granted(staged.value.grants);
-    this.log.info({ active: this.state.activeLeases, queued: this.state.queueDepth, settled: staged.value.ended.length }, "lease state recovered");
+    this.log.info(
+      { active: this.state.activeLeases, queued: this.state.queueDepth, settled: staged.value.ended.length },
+      "lease state recovered",
+    );
   }
 
   /** An active lease: kept on its slots, or ended (the lease as ended). */
-  private async active(tx: Tx, lease: LeaseRecord, now: number, lost: ReadonlyMap<string, number | null>): Promise<LeaseRecord | null> {
+  private async active(
+    tx: Tx,
+    lease: LeaseRecord,
+    now: number,
+    lost: ReadonlyMap<string, number | null>,
+  ): Promise<LeaseRecord | null> {
     if (lease.deadline !== null && lease.deadline <= now) return this.writes.finishActive(tx, lease, "expired", now);
     if (this.state.restoreActive(lease, now)) {
       this.announcer.armDeadline(lease);
@@ -64,13 +73,35 @@ export class Recovery {
     const node = lease.node ?? "";
     if (!lost.has(node)) return this.writes.finishActive(tx, lease, "failed", now, deviceGoneProblem());
     const endAt = heldUntil(lease, lost.get(node) ?? null, now);
-    return this.writes.finishActive(tx, lease, "failed", now, nodeLostProblem(this.heartbeatTimeoutMs, node, lease, endAt), false, endAt);
+    return this.writes.finishActive(
+      tx,
+      lease,
+      "failed",
+      now,
+      nodeLostProblem(this.heartbeatTimeoutMs, node, lease, endAt),
+      false,
+      endAt,
+    );
   }
 
   /** A queued lease: back in line, or ended. */
   private async queued(tx: Tx, lease: LeaseRecord, now: number): Promise<LeaseRecord | null> {
-    if (lease.queuedAt + this.policy.queueTimeoutMs <= now) return this.writes.finishQueued(tx, lease, "failed", now, queueTimeoutProblem(lease, now, this.policy.queueTimeoutMs));
-    if (lease.node !== null && !this.state.hasNode(lease.node)) return this.writes.finishQueued(tx, lease, "failed", now, nodeLostProblem(this.heartbeatTimeoutMs, lease.node, lease, now));
+    if (lease.queuedAt + this.policy.queueTimeoutMs <= now)
+      return this.writes.finishQueued(
+        tx,
+        lease,
+        "failed",
+        now,
+        queueTimeoutProblem(lease, now, this.policy.queueTimeoutMs),
+      );
+    if (lease.node !== null && !this.state.hasNode(lease.node))
+      return this.writes.finishQueued(
+        tx,
+        lease,
+        "failed",
+        now,
+        nodeLostProblem(this.heartbeatTimeoutMs, lease.node, lease, now),
+      );
     await this.leases.requeue(tx, lease, now);
     this.announcer.armQueueTimeout(lease);
     return null;

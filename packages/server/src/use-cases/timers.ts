@@ -18,10 +18,13 @@ export class Timers<K extends string> {
   arm(key: string, kind: K, at: number): void {
     if (this.stopped) return;
     this.clear(key);
-    const t = setTimeout(() => {
-      this.timers.delete(key);
-      this.fire(key, kind);
-    }, Math.max(0, at - this.clock.now()));
+    const t = setTimeout(
+      () => {
+        this.timers.delete(key);
+        this.fire(key, kind);
+      },
+      Math.max(0, at - this.clock.now()),
+    );
     t.unref();
     this.timers.set(key, t);
   }

@@ -2,8 +2,18 @@ import { StorageUnavailableError } from "../store.js";
 
 // Node's socket errors and postgres.js's own connection errors.
 const NETWORK_CODES = new Set([
-  "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH", "ENETDOWN",
-  "CONNECTION_CLOSED", "CONNECTION_DESTROYED", "CONNECT_TIMEOUT",
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EPIPE",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENETDOWN",
+  "CONNECTION_CLOSED",
+  "CONNECTION_DESTROYED",
+  "CONNECT_TIMEOUT",
 ]);
 // SQLSTATEs that mean the session or the server went away or would not take us: admin shutdown,
 // crash shutdown, cannot connect now, too many connections, out of memory; and the session ended
@@ -42,21 +52,38 @@ export function storageError(err: unknown, attempts = 1): unknown {
   if (err instanceof StorageUnavailableError) return err;
   const code = codeOf(err);
   if (code === "25P03") {
-    return new StorageUnavailableError("PostgreSQL ended this replica's session because it sat idle inside a transaction for longer than idle_in_transaction_session_timeout (the process stalled); nothing of that transaction was committed; retry.", { cause: err, reason: "stalled" });
+    return new StorageUnavailableError(
+      "PostgreSQL ended this replica's session because it sat idle inside a transaction for longer than idle_in_transaction_session_timeout (the process stalled); nothing of that transaction was committed; retry.",
+      { cause: err, reason: "stalled" },
+    );
   }
   if (isConnectionError(err)) {
-    return new StorageUnavailableError(`The PostgreSQL database cannot be reached (${code}); retry once it is back.`, { cause: err });
+    return new StorageUnavailableError(`The PostgreSQL database cannot be reached (${code}); retry once it is back.`, {
+      cause: err,
+    });
   }
   if (code === "57014") {
-    return new StorageUnavailableError("The PostgreSQL database did not answer in time (statement timeout or cancelled); retry shortly.", { cause: err, reason: "timeout" });
+    return new StorageUnavailableError(
+      "The PostgreSQL database did not answer in time (statement timeout or cancelled); retry shortly.",
+      { cause: err, reason: "timeout" },
+    );
   }
   if (code === "55P03") {
-    return new StorageUnavailableError("Waited longer than lock_timeout for a lock that another transaction (on this or another replica) held on the same identity or lease; nothing was changed; retry shortly.", { cause: err, reason: "contention" });
+    return new StorageUnavailableError(
+      "Waited longer than lock_timeout for a lock that another transaction (on this or another replica) held on the same identity or lease; nothing was changed; retry shortly.",
+      { cause: err, reason: "contention" },
+    );
   }
   if (isSerializationFailure(err)) {
-    const what = code === "40P01" ? "broke a deadlock between this transaction and another one" : "could not serialize this transaction with another one";
+    const what =
+      code === "40P01"
+        ? "broke a deadlock between this transaction and another one"
+        : "could not serialize this transaction with another one";
     const tries = attempts > 1 ? `, ${attempts} times in a row` : "";
-    return new StorageUnavailableError(`PostgreSQL ${what} on the same identity or lease${tries}; this transaction was rolled back and nothing of it was changed; retry shortly.`, { cause: err, reason: "contention" });
+    return new StorageUnavailableError(
+      `PostgreSQL ${what} on the same identity or lease${tries}; this transaction was rolled back and nothing of it was changed; retry shortly.`,
+      { cause: err, reason: "contention" },
+    );
   }
   return err;
 }

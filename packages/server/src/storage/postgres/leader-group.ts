@@ -107,14 +107,18 @@ export class LeaderGroup {
     this.sql = sql;
     let pid: number | undefined;
     try {
-      const [, rows] = await Promise.all([sql`BEGIN`.execute(), sql<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`.execute()]);
+      const [, rows] = await Promise.all([
+        sql`BEGIN`.execute(),
+        sql<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`.execute(),
+      ]);
       pid = rows[0]?.pid;
     } catch (err) {
       throw this.isOver() ? this.why : this.abort(err);
     }
     if (this.isOver()) throw this.why;
     // The driver reconnects by itself, and a new session does not hold the lock.
-    if (pid !== this.o.pid) throw this.abort(new LeadershipLostError("The session holding leadership was replaced; nothing was committed."));
+    if (pid !== this.o.pid)
+      throw this.abort(new LeadershipLostError("The session holding leadership was replaced; nothing was committed."));
     this.phase = "open";
   }
 
@@ -173,7 +177,10 @@ export class LeaderGroup {
     } catch (err) {
       if (this.sql === null) return; // the session broke: the group was failed then
       if (isConnectionError(err)) {
-        this.brokenSession(err, "The database session holding leadership broke while committing; the next leader reads from the database whether it did.");
+        this.brokenSession(
+          err,
+          "The database session holding leadership broke while committing; the next leader reads from the database whether it did.",
+        );
         return;
       }
       // A COMMIT that fails ends the transaction all the same: the session is free again.
@@ -183,7 +190,8 @@ export class LeaderGroup {
     }
     if (this.sql === null) return;
     // An aborted transaction (a deferred write failed) answers COMMIT with ROLLBACK.
-    if (result.command !== "COMMIT") this.end(new Error(`The leader's transaction group was rolled back (COMMIT answered ${result.command}).`));
+    if (result.command !== "COMMIT")
+      this.end(new Error(`The leader's transaction group was rolled back (COMMIT answered ${result.command}).`));
     this.release();
     if (this.isOver()) return;
     this.phase = "over";
@@ -230,7 +238,10 @@ export class LeaderGroup {
   }
 
   /** A statement failed because the session broke: the group is over, and so is the lead. */
-  private brokenSession(cause: unknown, message = "The database session holding leadership broke; nothing was committed."): Error {
+  private brokenSession(
+    cause: unknown,
+    message = "The database session holding leadership broke; nothing was committed.",
+  ): Error {
     this.sql = null;
     const err = this.end(Object.assign(new LeadershipLostError(message), { cause }));
     this.o.broken();
@@ -292,7 +303,10 @@ export class LeaderGroup {
     return fence(
       sql as postgres.ISql,
       () => this.current === member && this.phase === "open",
-      () => new Error("A leader transaction sent a statement after it ended, or after the leader's session broke; it was not sent."),
+      () =>
+        new Error(
+          "A leader transaction sent a statement after it ended, or after the leader's session broke; it was not sent.",
+        ),
     );
   }
 }

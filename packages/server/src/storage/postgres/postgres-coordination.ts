@@ -102,7 +102,9 @@ export class PostgresCoordination implements Coordination {
     if (state.kind !== "leading") return;
     this.state = { kind: "idle" };
     // Not from inside the driver's close handler: whatever the callback does (or throws) stays out of it.
-    const err = new LeadershipLostError("The database session holding leadership closed; another replica may lead now.");
+    const err = new LeadershipLostError(
+      "The database session holding leadership closed; another replica may lead now.",
+    );
     queueMicrotask(() => state.lost(err));
   }
 
@@ -227,7 +229,10 @@ export class PostgresCoordination implements Coordination {
     }
     if (isConnectionError(err)) {
       this.sessionClosed();
-      return Object.assign(new LeadershipLostError("The database session holding leadership broke; nothing was committed."), { cause: err });
+      return Object.assign(
+        new LeadershipLostError("The database session holding leadership broke; nothing was committed."),
+        { cause: err },
+      );
     }
     return storageError(err);
   }
@@ -252,7 +257,11 @@ export class PostgresCoordination implements Coordination {
     });
   }
 
-  async subscribe(channel: string, onMessage: (payload: string) => void, onResumed?: () => void): Promise<() => Promise<void>> {
+  async subscribe(
+    channel: string,
+    onMessage: (payload: string) => void,
+    onResumed?: () => void,
+  ): Promise<() => Promise<void>> {
     const name = this.channel(channel);
     if (this.isClosed()) throw new Error("The store is closed.");
     // A wrapper per call, so the same function subscribed twice is two subscriptions.
@@ -291,7 +300,8 @@ export class PostgresCoordination implements Coordination {
    */
   private listen(channel: string, name: string): Listen {
     const dispatch = (payload: string): void => {
-      for (const h of [...(this.handlers.get(channel) ?? [])]) queueMicrotask(() => this.handlers.get(channel)?.has(h) && h(payload));
+      for (const h of [...(this.handlers.get(channel) ?? [])])
+        queueMicrotask(() => this.handlers.get(channel)?.has(h) && h(payload));
     };
     const listen: Listen = { ready: false, first: Promise.resolve() };
     // onlisten runs at the first LISTEN and again after every reconnect: the later ones mean

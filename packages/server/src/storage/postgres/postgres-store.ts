@@ -55,7 +55,9 @@ export class PostgresStore implements Store {
         const [exists] = await sql`SELECT 1 FROM pg_namespace WHERE nspname = ${schema}`;
         if (!exists) await sql`CREATE SCHEMA IF NOT EXISTS ${sql(schema)}`;
         await sql`CREATE TABLE IF NOT EXISTS ${sql(schema)}.schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`;
-        const [row] = await sql<{ v: number }[]>`SELECT COALESCE(MAX(version), 0)::int AS v FROM ${sql(schema)}.schema_migrations`;
+        const [row] = await sql<
+          { v: number }[]
+        >`SELECT COALESCE(MAX(version), 0)::int AS v FROM ${sql(schema)}.schema_migrations`;
         const current = row?.v ?? 0;
         for (const m of MIGRATIONS) {
           if (m.version <= current) continue;
@@ -96,7 +98,10 @@ export class PostgresStore implements Store {
         const fenced = fence(
           sql,
           () => !over,
-          () => new StorageUnavailableError("A statement came after its transaction was over (its session closed under it, or it had committed); it was not sent."),
+          () =>
+            new StorageUnavailableError(
+              "A statement came after its transaction was over (its session closed under it, or it had committed); it was not sent.",
+            ),
         );
         return fn(postgresTx(fenced, this.connections.ledgerLockSpace));
       })) as T;

@@ -11,7 +11,8 @@ type Sql = postgres.ISql;
 // Statements, built once from the tables (tables.ts), with numbered parameters; prepared on each
 // connection the first time it runs them (postgres.js caches them by text).
 const param = (n: number): string => `$${n}`;
-const insert = (t: TableNames): string => `INSERT INTO ${t.name} (${t.insertNames.join(", ")}) VALUES (${t.insertNames.map((_, i) => param(i + 1)).join(", ")})`;
+const insert = (t: TableNames): string =>
+  `INSERT INTO ${t.name} (${t.insertNames.join(", ")}) VALUES (${t.insertNames.map((_, i) => param(i + 1)).join(", ")})`;
 const select = (t: TableNames, rest: string): string => `SELECT ${t.selectList} FROM ${t.name} ${rest}`;
 /** SET every mutable column, WHERE `key` is the parameter after them. */
 const update = (t: TableNames, key: string): string =>
@@ -53,7 +54,8 @@ const LEDGER = {
 const LEASE = {
   insert: `${insert(LEASES)} RETURNING seq`,
   update: update(LEASES, "id"),
-  lockIdentity: "SELECT pg_advisory_xact_lock($1::int4, hashtext(identity_kind || ':' || identity_id)) FROM leases WHERE id = $2",
+  lockIdentity:
+    "SELECT pg_advisory_xact_lock($1::int4, hashtext(identity_kind || ':' || identity_id)) FROM leases WHERE id = $2",
   forUpdate: select(LEASES, "WHERE id = $1 FOR UPDATE"),
   live: select(LEASES, "WHERE status IN ('queued', 'active') ORDER BY seq"),
   earliestEnd:
@@ -106,12 +108,14 @@ export interface GroupedTx {
  * schemas in one database do not contend).
  */
 export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedTx): Tx {
-  const q = (text: string, params: SqlValue[] = []): postgres.PendingQuery<Row[]> => sql.unsafe<Row[]>(text, params, { prepare: true });
+  const q = (text: string, params: SqlValue[] = []): postgres.PendingQuery<Row[]> =>
+    sql.unsafe<Row[]>(text, params, { prepare: true });
   const one = async (text: string, ...params: SqlValue[]): Promise<Row | undefined> => (await q(text, params))[0];
   const all = async (text: string, ...params: SqlValue[]): Promise<Row[]> => [...(await q(text, params))];
   const run = async (text: string, ...params: SqlValue[]): Promise<void> => void (await q(text, params));
   const count = async (text: string, ...params: SqlValue[]): Promise<number> => (await q(text, params)).count;
-  const decode = <R>(table: { decode(row: Row): R }, row: Row | undefined): R | null => (row === undefined ? null : table.decode(row));
+  const decode = <R>(table: { decode(row: Row): R }, row: Row | undefined): R | null =>
+    row === undefined ? null : table.decode(row);
   return {
     users: {
       insert: (u) => run(USER.insert, ...USERS.insertParams(u, "postgres")),
@@ -131,7 +135,14 @@ export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedT
     },
 
     nodes: {
-      insert: (r) => run(NODE.insert, ...NODES.insertParams({ ...r, devices: null, registeredAt: null, heartbeatAt: null, agentUrl: null }, "postgres")),
+      insert: (r) =>
+        run(
+          NODE.insert,
+          ...NODES.insertParams(
+            { ...r, devices: null, registeredAt: null, heartbeatAt: null, agentUrl: null },
+            "postgres",
+          ),
+        ),
       findByKeyHash: async (hash) => decode(NODES, await one(NODE.byKeyHash, hash)),
       getByName: async (name) => decode(NODES, await one(NODE.byName, name)),
       list: async () => (await all(NODE.list)).map((r) => NODES.decode(r)),
@@ -152,7 +163,10 @@ export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedT
         // the identity serializes first admissions too (without writing a placeholder row). The
         // SELECT is a separate statement so its snapshot is taken after the lock is granted; both
         // are sent at once (pipelined), so this costs one round trip.
-        const [, rows] = await Promise.all([q(LEDGER.lock, [ledgerLockSpace, identity]), q(LEDGER.forUpdate, [identity])]);
+        const [, rows] = await Promise.all([
+          q(LEDGER.lock, [ledgerLockSpace, identity]),
+          q(LEDGER.forUpdate, [identity]),
+        ]);
         const ledger = decode(LEDGERS, rows[0]);
         grouped?.ledgers.set(identity, ledger);
         return ledger;

@@ -30,7 +30,14 @@ export interface PostgresUrl {
 // Plain lower-case identifiers only: the name is used in search_path, in channel names and in DDL.
 const SCHEMA = /^[a-z_][a-z0-9_]{0,62}$/;
 
-function int(params: URLSearchParams, name: string, fallback: number, min: number, max: number, problems: string[]): number {
+function int(
+  params: URLSearchParams,
+  name: string,
+  fallback: number,
+  min: number,
+  max: number,
+  problems: string[],
+): number {
   const raw = params.get(name);
   params.delete(name);
   if (raw === null) return fallback;
@@ -45,7 +52,8 @@ function int(params: URLSearchParams, name: string, fallback: number, min: numbe
 /** Parses a storage URL; throws one Error naming every problem (never echoing the URL, which may hold a password). */
 export function parsePostgresUrl(url: string): PostgresUrl {
   const problems: string[] = [];
-  if (!/^postgres(ql)?:\/\//.test(url)) throw new Error('a PostgreSQL storage URL starts with "postgres://" or "postgresql://"');
+  if (!/^postgres(ql)?:\/\//.test(url))
+    throw new Error('a PostgreSQL storage URL starts with "postgres://" or "postgresql://"');
   const q = url.indexOf("?");
   const base = q === -1 ? url : url.slice(0, q);
   const params = new URLSearchParams(q === -1 ? "" : url.slice(q + 1));
@@ -68,5 +76,14 @@ export function parsePostgresUrl(url: string): PostgresUrl {
   const lockTimeoutMs = int(params, "lock_timeout", 3_000, 0, 3_600_000, problems);
   if (problems.length > 0) throw new Error(`storage.url: ${problems.join("; ")}`);
   const rest = params.toString();
-  return { connection: rest ? `${base}?${rest}` : base, schema, max, connectTimeoutS, statementTimeoutMs, idleInTransactionTimeoutMs, lockTimeoutMs, display };
+  return {
+    connection: rest ? `${base}?${rest}` : base,
+    schema,
+    max,
+    connectTimeoutS,
+    statementTimeoutMs,
+    idleInTransactionTimeoutMs,
+    lockTimeoutMs,
+    display,
+  };
 }

@@ -99,13 +99,19 @@ export class SqliteStore implements Store {
 
   async migrate(): Promise<void> {
     await this.serial.run(async () => {
-      this.db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)");
-      const row = this.db.prepare("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations").get() as { v: number };
+      this.db.exec(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+      );
+      const row = this.db.prepare("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations").get() as {
+        v: number;
+      };
       for (const m of MIGRATIONS) {
         if (m.version <= row.v) continue;
         const apply = this.db.transaction(() => {
           this.db.exec(m.sqlite);
-          this.db.prepare("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)").run(m.version, Date.now());
+          this.db
+            .prepare("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+            .run(m.version, Date.now());
         });
         apply.immediate();
       }

@@ -24,9 +24,11 @@ export interface SqliteConnection {
 }
 
 // Statements, built once from the tables (tables.ts): the text is also the statement cache's key.
-const insert = (t: TableNames): string => `INSERT INTO ${t.name} (${t.insertNames.join(", ")}) VALUES (${t.insertNames.map(() => "?").join(", ")})`;
+const insert = (t: TableNames): string =>
+  `INSERT INTO ${t.name} (${t.insertNames.join(", ")}) VALUES (${t.insertNames.map(() => "?").join(", ")})`;
 const select = (t: TableNames, rest: string): string => `SELECT ${t.selectList} FROM ${t.name} ${rest}`;
-const update = (t: TableNames, where: string): string => `UPDATE ${t.name} SET ${t.mutableNames.map((c) => `${c} = ?`).join(", ")} WHERE ${where}`;
+const update = (t: TableNames, where: string): string =>
+  `UPDATE ${t.name} SET ${t.mutableNames.map((c) => `${c} = ?`).join(", ")} WHERE ${where}`;
 
 const USER = {
   insert: insert(USERS),
@@ -83,7 +85,12 @@ const SESSION = {
 };
 
 /** Writes an identity's ledger row: an UPDATE when the row is known to exist, else an upsert. */
-export function writeLedger(st: (sql: string) => Statement, identity: string, state: LedgerState, exists: boolean): void {
+export function writeLedger(
+  st: (sql: string) => Statement,
+  identity: string,
+  state: LedgerState,
+  exists: boolean,
+): void {
   if (exists) st(LEDGER.update).run(...LEDGERS.updateParams(state, "sqlite"), identity);
   else st(LEDGER.upsert).run(...LEDGERS.insertParams(state, "sqlite", identity));
 }
@@ -103,7 +110,8 @@ export function sqliteTx(c: SqliteConnection): Tx {
     c.wrote();
     return c.st(sql).run(...params).changes;
   };
-  const decode = <R>(table: { decode(row: Row): R }, row: Row | undefined): R | null => (row === undefined ? null : table.decode(row));
+  const decode = <R>(table: { decode(row: Row): R }, row: Row | undefined): R | null =>
+    row === undefined ? null : table.decode(row);
   return {
     users: {
       insert: async (u) => {
@@ -134,7 +142,14 @@ export function sqliteTx(c: SqliteConnection): Tx {
     },
 
     nodes: {
-      insert: async (r) => void run(NODE.insert, ...NODES.insertParams({ ...r, devices: null, registeredAt: null, heartbeatAt: null, agentUrl: null }, "sqlite")),
+      insert: async (r) =>
+        void run(
+          NODE.insert,
+          ...NODES.insertParams(
+            { ...r, devices: null, registeredAt: null, heartbeatAt: null, agentUrl: null },
+            "sqlite",
+          ),
+        ),
       findByKeyHash: async (hash) => decode(NODES, one(NODE.byKeyHash, hash)),
       getByName: async (name) => decode(NODES, one(NODE.byName, name)),
       list: async () => all(NODE.list).map((r) => NODES.decode(r)),

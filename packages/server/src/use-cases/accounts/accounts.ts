@@ -1,5 +1,22 @@
-import { ANONYMOUS_TIER, EMPTY_LEDGER, fail, identityKey, needsInFlightEnd, quotaView, rollWindow, tierOf } from "@gpupool/core";
-import type { AdmissionAccount, AdmissionRequest, Identity, IdentityKind, LedgerState, Policy, QuotaView } from "@gpupool/core";
+import {
+  ANONYMOUS_TIER,
+  EMPTY_LEDGER,
+  fail,
+  identityKey,
+  needsInFlightEnd,
+  quotaView,
+  rollWindow,
+  tierOf,
+} from "@gpupool/core";
+import type {
+  AdmissionAccount,
+  AdmissionRequest,
+  Identity,
+  IdentityKind,
+  LedgerState,
+  Policy,
+  QuotaView,
+} from "@gpupool/core";
 import type { LeaseRecord, Tx } from "../../storage/store.js";
 
 /** Who a call is charged to, before their tier is known. */
@@ -34,9 +51,15 @@ export class Accounts {
    * addresses and apps are anonymous. A token naming a user who no longer exists is refused.
    */
   async identity(tx: Tx, charged: ChargedParty): Promise<{ identity: Identity; overrideMs: number | null }> {
-    if (charged.kind !== "user") return { identity: { kind: charged.kind, id: charged.id, tier: ANONYMOUS_TIER }, overrideMs: null };
+    if (charged.kind !== "user")
+      return { identity: { kind: charged.kind, id: charged.id, tier: ANONYMOUS_TIER }, overrideMs: null };
     const user = await tx.users.get(charged.id);
-    if (!user) fail("invalid_ip_token", `The token names user:${charged.id}, who does not exist on this pool (deleted?). Sign in again.`, { reason: "unknown_user" });
+    if (!user)
+      fail(
+        "invalid_ip_token",
+        `The token names user:${charged.id}, who does not exist on this pool (deleted?). Sign in again.`,
+        { reason: "unknown_user" },
+      );
     const tier = this.policy.tiers[user.tier] ? user.tier : ANONYMOUS_TIER;
     return { identity: { kind: "user", id: user.id, tier }, overrideMs: user.quotaOverrideMs };
   }
@@ -47,7 +70,13 @@ export class Accounts {
    */
   async forAdmission(tx: Tx, charged: ChargedParty, request: AdmissionRequest): Promise<AdmissionAccount> {
     const { identity, overrideMs } = await this.identity(tx, charged);
-    const account: AdmissionAccount = { identity, tier: tierOf(this.policy, identity.tier), overrideMs, ledger: await this.ledger(tx, identity, request.now), inFlightEnd: null };
+    const account: AdmissionAccount = {
+      identity,
+      tier: tierOf(this.policy, identity.tier),
+      overrideMs,
+      ledger: await this.ledger(tx, identity, request.now),
+      inFlightEnd: null,
+    };
     if (!needsInFlightEnd(this.policy, account, request)) return account;
     return { ...account, inFlightEnd: await tx.leases.earliestEnd(identity, this.policy.queueTimeoutMs) };
   }
@@ -72,7 +101,12 @@ export class Accounts {
    * One step of a lease's life: reads the lease's identity's ledger (rolled to now), applies
    * `step`, and writes both the ledger and the lease.
    */
-  async step(tx: Tx, lease: LeaseRecord, now: number, step: (ledger: LedgerState) => LedgerStep<LeaseRecord>): Promise<LeaseRecord> {
+  async step(
+    tx: Tx,
+    lease: LeaseRecord,
+    now: number,
+    step: (ledger: LedgerState) => LedgerStep<LeaseRecord>,
+  ): Promise<LeaseRecord> {
     const identity = { kind: lease.identityKind, id: lease.identityId };
     const next = step(await this.ledger(tx, identity, now));
     await tx.ledgers.put(identityKey(identity), next.ledger);

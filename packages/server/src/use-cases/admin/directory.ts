@@ -45,7 +45,14 @@ export class Directory {
   async createUser(input: { name: string; tier: string }): Promise<{ user: UserRecord; token: string }> {
     this.knownTier(input.tier);
     const token = newSecret("user");
-    const user: UserRecord = { id: newId("u"), name: input.name, tier: input.tier, tokenHash: hashSecret(token), quotaOverrideMs: null, createdAt: this.clock.now() };
+    const user: UserRecord = {
+      id: newId("u"),
+      name: input.name,
+      tier: input.tier,
+      tokenHash: hashSecret(token),
+      quotaOverrideMs: null,
+      createdAt: this.clock.now(),
+    };
     await this.store.transaction(async (tx) => {
       if (await tx.users.getByName(input.name)) fail("conflict", `A user named "${input.name}" already exists.`);
       await tx.users.insert(user);
@@ -76,10 +83,13 @@ export class Directory {
       const next: UserRecord = {
         ...user,
         ...(update.tier !== undefined ? { tier: update.tier } : {}),
-        ...(update.quotaS !== undefined ? { quotaOverrideMs: update.quotaS === null ? null : Math.round(update.quotaS * 1000) } : {}),
+        ...(update.quotaS !== undefined
+          ? { quotaOverrideMs: update.quotaS === null ? null : Math.round(update.quotaS * 1000) }
+          : {}),
       };
       await tx.users.update(next);
-      if (update.bonusS !== undefined && update.bonusS !== 0) await this.accounts.addBonus(tx, user.id, Math.round(update.bonusS * 1000), now);
+      if (update.bonusS !== undefined && update.bonusS !== 0)
+        await this.accounts.addBonus(tx, user.id, Math.round(update.bonusS * 1000), now);
       return { user: next, quota: await this.accounts.quota(tx, { kind: "user", id: user.id }, now) };
     });
     // A changed tier applies to the user's token at once.
@@ -87,13 +97,27 @@ export class Directory {
     return out;
   }
 
-  async createApp(input: { name: string; owner: string; maxConcurrency: number | null }): Promise<{ app: AppRecord; key: string }> {
+  async createApp(input: {
+    name: string;
+    owner: string;
+    maxConcurrency: number | null;
+  }): Promise<{ app: AppRecord; key: string }> {
     const key = newSecret("app");
     const created = await this.store.transaction(async (tx) => {
       const owner = await findUser(tx, input.owner);
-      if (!owner) fail("invalid_request", `No user "${input.owner}" to own the app; create the user first.`, { errors: [{ field: "owner", message: "is not a known user" }] });
+      if (!owner)
+        fail("invalid_request", `No user "${input.owner}" to own the app; create the user first.`, {
+          errors: [{ field: "owner", message: "is not a known user" }],
+        });
       if (await tx.apps.getByName(input.name)) fail("conflict", `An app named "${input.name}" already exists.`);
-      const app: AppRecord = { id: newId("a"), name: input.name, ownerId: owner.id, keyHash: hashSecret(key), maxConcurrency: input.maxConcurrency, createdAt: this.clock.now() };
+      const app: AppRecord = {
+        id: newId("a"),
+        name: input.name,
+        ownerId: owner.id,
+        keyHash: hashSecret(key),
+        maxConcurrency: input.maxConcurrency,
+        createdAt: this.clock.now(),
+      };
       await tx.apps.insert(app);
       return app;
     });
@@ -107,7 +131,12 @@ export class Directory {
 
   async createKeyed(kind: "node" | "edge", name: string): Promise<{ record: KeyedRecord; key: string }> {
     const key = newSecret(kind);
-    const record: KeyedRecord = { id: newId(kind === "node" ? "n" : "e"), name, keyHash: hashSecret(key), createdAt: this.clock.now() };
+    const record: KeyedRecord = {
+      id: newId(kind === "node" ? "n" : "e"),
+      name,
+      keyHash: hashSecret(key),
+      createdAt: this.clock.now(),
+    };
     await this.store.transaction(async (tx) => {
       const existing = kind === "node" ? await tx.nodes.getByName(name) : await tx.edges.getByName(name);
       if (existing) fail("conflict", `A ${kind} named "${name}" already exists.`);
@@ -118,6 +147,11 @@ export class Directory {
   }
 
   private knownTier(tier: string): void {
-    if (!this.policy.tiers[tier]) fail("invalid_request", `Unknown tier "${tier}"; this pool's tiers are ${Object.keys(this.policy.tiers).join(", ")}.`, { errors: [{ field: "tier", message: "is not a configured tier" }] });
+    if (!this.policy.tiers[tier])
+      fail(
+        "invalid_request",
+        `Unknown tier "${tier}"; this pool's tiers are ${Object.keys(this.policy.tiers).join(", ")}.`,
+        { errors: [{ field: "tier", message: "is not a configured tier" }] },
+      );
   }
 }

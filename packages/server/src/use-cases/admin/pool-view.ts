@@ -9,12 +9,25 @@ export type NodeState = "up" | "registered" | "lost" | "new";
 export interface PoolView {
   /** "leader": the scheduler's own memory; "database": rebuilt from the store by a replica that does not lead. */
   readonly source: "leader" | "database";
-  readonly nodes: readonly { name: string; kind: "configured" | "agent"; state: NodeState; heartbeatAt: number | null; agentUrl: string | null }[];
+  readonly nodes: readonly {
+    name: string;
+    kind: "configured" | "agent";
+    state: NodeState;
+    heartbeatAt: number | null;
+    agentUrl: string | null;
+  }[];
   readonly devices: readonly { spec: DeviceSpec; holders: (string | null)[] }[];
   readonly slots: { readonly total: number; readonly busy: number };
   readonly active: readonly LeaseRecord[];
   /** Position is the place in the priority order (leader), or in arrival order (database: the order is the leader's). */
-  readonly queue: readonly { lease: string; position: number; reason: WaitReason | null; identity: string; app: string | null; slots: number }[];
+  readonly queue: readonly {
+    lease: string;
+    position: number;
+    reason: WaitReason | null;
+    identity: string;
+    app: string | null;
+    slots: number;
+  }[];
 }
 
 function nodeState(up: boolean, n: NodeRecord): NodeState {
@@ -45,32 +58,62 @@ export class PoolViewer {
     const now = this.clock.now();
     const leading = this.leading();
     const { store, state, configured, heartbeatTimeoutMs } = this;
-  const { nodes, active, queued } = await store.transaction(async (tx) => ({
-    nodes: await tx.nodes.list(),
-    active: await tx.leases.list({ status: "active", limit: 500 }),
-    queued: leading ? [] : await tx.leases.list({ status: "queued", limit: 500 }),
-  }));
-  const fresh = (n: NodeRecord) => n.devices !== null && n.heartbeatAt !== null && n.heartbeatAt + heartbeatTimeoutMs > now;
-  const up = leading ? new Set(state.liveNodes()) : new Set(nodes.filter(fresh).map((n) => n.name));
-  const configuredNodes = [...new Set(configured.map((d) => d.node))].map((name) => ({ name, kind: "configured" as const, state: "up" as const, heartbeatAt: null, agentUrl: null }));
-  const agents = nodes.map((n) => ({
-    name: n.name,
-    kind: "agent" as const,
-    // up: registered and heartbeating; lost: it stopped heartbeating (its agent must register
-    // again); new: its agent never registered.
-    state: nodeState(up.has(n.name), n),
-    heartbeatAt: n.heartbeatAt,
-    agentUrl: n.agentUrl,
-  }));
-  const base = { nodes: [...configuredNodes, ...agents], active };
-  if (leading) {
-    return { ...base, source: "leader", devices: state.poolSnapshot(), slots: { total: state.totalSlots, busy: state.busySlots }, queue: state.queueSnapshot() };
+    const { nodes, active, queued } = await store.transaction(async (tx) => ({
+      nodes: await tx.nodes.list(),
+      active: await tx.leases.list({ status: "active", limit: 500 }),
+      queued: leading ? [] : await tx.leases.list({ status: "queued", limit: 500 }),
+    }));
+    const fresh = (n: NodeRecord) =>
+      n.devices !== null && n.heartbeatAt !== null && n.heartbeatAt + heartbeatTimeoutMs > now;
+    const up = leading ? new Set(state.liveNodes()) : new Set(nodes.filter(fresh).map((n) => n.name));
+    const configuredNodes = [...new Set(configured.map((d) => d.node))].map((name) => ({
+      name,
+      kind: "configured" as const,
+      state: "up" as const,
+      heartbeatAt: null,
+      agentUrl: null,
+    }));
+    const agents = nodes.map((n) => ({
+      name: n.name,
+      kind: "agent" as const,
+      // up: registered and heartbeating; lost: it stopped heartbeating (its agent must register
+      // again); new: its agent never registered.
+      state: nodeState(up.has(n.name), n),
+      heartbeatAt: n.heartbeatAt,
+      agentUrl: n.agentUrl,
+    }));
+    const base = { nodes: [...configuredNodes, ...agents], active };
+    if (leading) {
+      return {
+        ...base,
+        source: "leader",
+        devices: state.poolSnapshot(),
+        slots: { total: state.totalSlots, busy: state.busySlots },
+        queue: state.queueSnapshot(),
+      };
+    }
+    const pool = new Pool(configured);
+    for (const n of nodes) if (up.has(n.name)) for (const d of n.devices ?? []) pool.addDevice(d);
+    for (const l of active)
+      if (l.node !== null && l.deviceIndex !== null && l.slotIndexes !== null)
+        pool.occupy(l.id, l.node, l.deviceIndex, l.slotIndexes);
+    // listLeases is newest first; the database knows arrival order, not the leader's priorities.
+    const queue = [...queued]
+      .reverse()
+      .map((l, i) => ({
+        lease: l.id,
+        position: i + 1,
+        reason: null,
+        identity: `${l.identityKind}:${l.identityId}`,
+        app: l.appId,
+        slots: l.slots,
+      }));
+    return {
+      ...base,
+      source: "database",
+      devices: pool.snapshot(),
+      slots: { total: pool.totalSlots, busy: pool.busySlots },
+      queue,
+    };
   }
-  const pool = new Pool(configured);
-  for (const n of nodes) if (up.has(n.name)) for (const d of n.devices ?? []) pool.addDevice(d);
-  for (const l of active) if (l.node !== null && l.deviceIndex !== null && l.slotIndexes !== null) pool.occupy(l.id, l.node, l.deviceIndex, l.slotIndexes);
-  // listLeases is newest first; the database knows arrival order, not the leader's priorities.
-  const queue = [...queued].reverse().map((l, i) => ({ lease: l.id, position: i + 1, reason: null, identity: `${l.identityKind}:${l.identityId}`, app: l.appId, slots: l.slots }));
-  return { ...base, source: "database", devices: pool.snapshot(), slots: { total: pool.totalSlots, busy: pool.busySlots }, queue };
-}
 }

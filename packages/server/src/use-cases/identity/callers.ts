@@ -50,7 +50,11 @@ export class Callers {
     } else {
       caller = await this.keyed(secret);
     }
-    if (caller === null) fail("unauthorized", `The bearer token is not valid on this server (revoked, mistyped, or from another pool). Send ${wanted}.`);
+    if (caller === null)
+      fail(
+        "unauthorized",
+        `The bearer token is not valid on this server (revoked, mistyped, or from another pool). Send ${wanted}.`,
+      );
     if (!accepted.includes(caller.kind)) fail("forbidden", `This endpoint takes ${wanted}, not ${WHAT[caller.kind]}.`);
     return caller;
   }
@@ -59,7 +63,11 @@ export class Callers {
   async nodeByKey(key: string | null): Promise<KeyedRecord | null> {
     if (key === null) return null;
     const caller = key.length <= 512 && secretKind(key) === "node" ? await this.keyed(key) : null;
-    if (caller?.kind !== "node") fail("unauthorized", "X-Gpupool-Node-Key is not a valid node key on this server (revoked, mistyped, or from another pool).");
+    if (caller?.kind !== "node")
+      fail(
+        "unauthorized",
+        "X-Gpupool-Node-Key is not a valid node key on this server (revoked, mistyped, or from another pool).",
+      );
     return caller.node;
   }
 

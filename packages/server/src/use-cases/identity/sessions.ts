@@ -32,46 +32,56 @@ export class Sessions {
    * for a new session. Only the session's hash is stored.
    */
   async open(input: { token: string; name?: string }): Promise<OpenedSession> {
-  const now = this.clock.now();
-  const secret = SESSION_PREFIX + randomBytes(32).toString("base64url");
-  const expiresAt = now + SESSION_TTL_MS;
-  const user = await this.store.transaction(async (tx) => {
-    const found = await tx.users.findByTokenHash(hashSecret(input.token));
-    // One message for "no such token" and "token of someone else": no hint which part was wrong.
-    if (!found || (input.name !== undefined && input.name !== found.name)) {
-      fail("invalid_credentials", "That user token is not valid on this pool (or does not belong to that user name). Check it with your pool's operator.");
-    }
-    await tx.sessions.insert({ idHash: hashSecret(secret), userId: found.id, createdAt: now, expiresAt, revokedAt: null });
-    return found;
-  });
-  return { session: secret, user, expiresAt };
-}
+    const now = this.clock.now();
+    const secret = SESSION_PREFIX + randomBytes(32).toString("base64url");
+    const expiresAt = now + SESSION_TTL_MS;
+    const user = await this.store.transaction(async (tx) => {
+      const found = await tx.users.findByTokenHash(hashSecret(input.token));
+      // One message for "no such token" and "token of someone else": no hint which part was wrong.
+      if (!found || (input.name !== undefined && input.name !== found.name)) {
+        fail(
+          "invalid_credentials",
+          "That user token is not valid on this pool (or does not belong to that user name). Check it with your pool's operator.",
+        );
+      }
+      await tx.sessions.insert({
+        idHash: hashSecret(secret),
+        userId: found.id,
+        createdAt: now,
+        expiresAt,
+        revokedAt: null,
+      });
+      return found;
+    });
+    return { session: secret, user, expiresAt };
+  }
 
-/** The user behind a live session; expired, revoked and unknown sessions are one error. */
+  /** The user behind a live session; expired, revoked and unknown sessions are one error. */
   async resolve(secret: string): Promise<{ user: UserRecord; expiresAt: number }> {
-  const now = this.clock.now();
-  return this.store.transaction(async (tx) => {
-    const s = secret.startsWith(SESSION_PREFIX) ? await tx.sessions.get(hashSecret(secret)) : null;
-    if (!s || s.revokedAt !== null || s.expiresAt <= now) fail("invalid_session", "The session has expired or was signed out; sign in again at /login.");
-    const user = await tx.users.get(s.userId);
-    if (!user) fail("invalid_session", "The session's user no longer exists; sign in again at /login.");
-    return { user, expiresAt: s.expiresAt };
-  });
-}
+    const now = this.clock.now();
+    return this.store.transaction(async (tx) => {
+      const s = secret.startsWith(SESSION_PREFIX) ? await tx.sessions.get(hashSecret(secret)) : null;
+      if (!s || s.revokedAt !== null || s.expiresAt <= now)
+        fail("invalid_session", "The session has expired or was signed out; sign in again at /login.");
+      const user = await tx.users.get(s.userId);
+      if (!user) fail("invalid_session", "The session's user no longer exists; sign in again at /login.");
+      return { user, expiresAt: s.expiresAt };
+    });
+  }
 
-/** Revokes the session named by its secret; unknown sessions are not an error (sign-out is idempotent). */
+  /** Revokes the session named by its secret; unknown sessions are not an error (sign-out is idempotent). */
   async revoke(secret: string): Promise<boolean> {
-  const now = this.clock.now();
-  return this.store.transaction((tx) => tx.sessions.revoke(hashSecret(secret), now));
-}
+    const now = this.clock.now();
+    return this.store.transaction((tx) => tx.sessions.revoke(hashSecret(secret), now));
+  }
 
-/** Revokes all of a user's sessions (by id or name); an unknown user is a 404. */
+  /** Revokes all of a user's sessions (by id or name); an unknown user is a 404. */
   async revokeForUser(ref: string): Promise<{ user: UserRecord; revoked: number }> {
-  const now = this.clock.now();
-  return this.store.transaction(async (tx) => {
-    const user = await findUser(tx, ref);
-    if (!user) fail("not_found", `No user "${ref}".`);
-    return { user, revoked: await tx.sessions.revokeForUser(user.id, now) };
-  });
-}
+    const now = this.clock.now();
+    return this.store.transaction(async (tx) => {
+      const user = await findUser(tx, ref);
+      if (!user) fail("not_found", `No user "${ref}".`);
+      return { user, revoked: await tx.sessions.revokeForUser(user.id, now) };
+    });
+  }
 }

@@ -32,19 +32,30 @@ export class TokenIssuer {
   async mint(input: { app: string; user?: string | undefined; ip?: string | undefined }): Promise<MintedToken> {
     if ((input.user === undefined) === (input.ip === undefined)) {
       fail("invalid_request", "Name exactly one viewer: user (a user id or name) or ip (an address).", {
-        errors: [{ field: input.user === undefined ? "user" : "ip", message: "exactly one of user and ip is required" }],
+        errors: [
+          { field: input.user === undefined ? "user" : "ip", message: "exactly one of user and ip is required" },
+        ],
       });
     }
     const { app, subject } = await this.store.transaction(async (tx) => {
       const target = await findApp(tx, input.app);
-      if (!target) fail("invalid_request", `No app "${input.app}".`, { errors: [{ field: "app", message: "is not a known app" }] });
+      if (!target)
+        fail("invalid_request", `No app "${input.app}".`, {
+          errors: [{ field: "app", message: "is not a known app" }],
+        });
       if (input.user !== undefined) {
         const user = await findUser(tx, input.user);
-        if (!user) fail("invalid_request", `No user "${input.user}".`, { errors: [{ field: "user", message: "is not a known user" }] });
+        if (!user)
+          fail("invalid_request", `No user "${input.user}".`, {
+            errors: [{ field: "user", message: "is not a known user" }],
+          });
         return { app: target.id, subject: `user:${user.id}` };
       }
       const ip = normalizeIp(input.ip ?? "");
-      if (ip === null) fail("invalid_request", `"${input.ip ?? ""}" is not an IP address.`, { errors: [{ field: "ip", message: "is not an IPv4 or IPv6 address" }] });
+      if (ip === null)
+        fail("invalid_request", `"${input.ip ?? ""}" is not an IP address.`, {
+          errors: [{ field: "ip", message: "is not an IPv4 or IPv6 address" }],
+        });
       return { app: target.id, subject: `ip:${ip}` };
     });
     const minted = await this.ipTokens.mint(subject, app, this.clock.now());
@@ -58,10 +69,14 @@ export class TokenIssuer {
   async reissue(input: { token: string; app: string }): Promise<MintedToken> {
     const now = this.clock.now();
     const target = await this.store.transaction((tx) => findApp(tx, input.app));
-    if (!target) fail("invalid_request", `No app "${input.app}".`, { errors: [{ field: "app", message: "is not a known app" }] });
+    if (!target)
+      fail("invalid_request", `No app "${input.app}".`, { errors: [{ field: "app", message: "is not a known app" }] });
     const check = await this.ipTokens.verifyAnyApp(input.token, now);
     if (!check.present) throw new Error("unreachable: a token was given");
-    if (!check.valid) throw new DomainError(problem("invalid_ip_token", `${check.message} It was not re-issued.`, { reason: check.reason }));
+    if (!check.valid)
+      throw new DomainError(
+        problem("invalid_ip_token", `${check.message} It was not re-issued.`, { reason: check.reason }),
+      );
     const subject = identityKey(check.subject);
     const minted = await this.ipTokens.mint(subject, target.id, now);
     return { token: minted.token, expiresAt: minted.expiresAt, subject, app: target.id };

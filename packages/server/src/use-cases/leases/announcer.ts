@@ -11,7 +11,13 @@ import type { PoolState } from "./pool-state.js";
 export type Announcement =
   | { readonly type: "granted" | "ended"; readonly id: string }
   | { readonly type: "failed"; readonly id: string; readonly problem: Problem }
-  | { readonly type: "queued"; readonly id: string; readonly position: number; readonly reason: WaitReason; readonly etaMs: number | null };
+  | {
+      readonly type: "queued";
+      readonly id: string;
+      readonly position: number;
+      readonly reason: WaitReason;
+      readonly etaMs: number | null;
+    };
 
 export type LeaseTimerKind = "deadline" | "queue_timeout";
 
@@ -99,7 +105,10 @@ export class LeaseAnnouncer {
   positions(): void {
     if (this.state.queueDepth === 0) return;
     const now = this.clock.now();
-    const watched = this.remoteWatched.size === 0 ? this.events.subscribed() : new Set([...this.events.subscribed(), ...this.remoteWatched]);
+    const watched =
+      this.remoteWatched.size === 0
+        ? this.events.subscribed()
+        : new Set([...this.events.subscribed(), ...this.remoteWatched]);
     for (const leaseId of watched) {
       const place = this.state.position(leaseId, now);
       if (!place) continue;

@@ -1,5 +1,15 @@
 import { DomainError, decideAdmission, fail, identityKey, likelyCauses, quotaLeftShare } from "@gpupool/core";
-import type { AdmissionRequest, AttributionStep, Cause, Identity, Placement, Policy, PriorityRequest, SizePolicy, Verdict } from "@gpupool/core";
+import type {
+  AdmissionRequest,
+  AttributionStep,
+  Cause,
+  Identity,
+  Placement,
+  Policy,
+  PriorityRequest,
+  SizePolicy,
+  Verdict,
+} from "@gpupool/core";
 import type { Clock } from "../../clock.js";
 import type { Store } from "../../storage/store.js";
 import type { Accounts, IdentityQuota } from "../accounts/accounts.js";
@@ -37,45 +47,87 @@ export class Diagnose {
   ) {}
 
   /** `durationMs` and `size` as the request named them (absent: the policy's defaults). */
-  async run(caller: Caller & { kind: "app" | "user" }, input: { ipToken: IpTokenHeader; durationMs?: number | undefined; size?: string | undefined }): Promise<Diagnosis> {
+  async run(
+    caller: Caller & { kind: "app" | "user" },
+    input: { ipToken: IpTokenHeader; durationMs?: number | undefined; size?: string | undefined },
+  ): Promise<Diagnosis> {
     const durationMs = input.durationMs ?? this.policy.defaultDurationMs;
-    if (!(durationMs > 0)) fail("invalid_request", "duration must be more than 0 seconds.", { errors: [{ field: "duration", message: "must be more than 0" }] });
+    if (!(durationMs > 0))
+      fail("invalid_request", "duration must be more than 0 seconds.", {
+        errors: [{ field: "duration", message: "must be more than 0" }],
+      });
     const size = sizeNamed(this.policy, input.size);
     const attribution = await this.identity.of(caller, input.ipToken);
     const now = this.clock.now();
-    const request: AdmissionRequest = { durationMs, size, queue: true, via: attribution.ok ? attribution.via : "app-key", node: null, now };
-    const report = await this.store.transaction(async (tx): Promise<{ identity: Identity | null; quota: IdentityQuota | null; verdict: Verdict }> => {
-      if (!attribution.ok) return { identity: null, quota: null, verdict: { outcome: "rejected", problem: attribution.problem } };
-      let account;
-      try {
-        account = await this.accounts.forAdmission(tx, attribution.charged, request);
-      } catch (err) {
-        if (err instanceof DomainError) return { identity: null, quota: null, verdict: { outcome: "rejected", problem: err.problem } };
-        throw err;
-      }
-      const { identity } = account;
-      const queued: PriorityRequest = {
-        leaseId: "(diagnose)",
-        appId: caller.kind === "app" ? caller.app.id : null,
-        identity: identityKey(identity),
-        slots: size.slots,
-        priority: account.tier.priority,
-        durationMs,
-        seq: Number.MAX_SAFE_INTEGER,
-        queuedAt: now,
-        quotaLeftShare: quotaLeftShare(this.policy, account),
-        node: null,
-      };
-      const placement = this.view.placement(queued, now) ?? { kind: "later" };
-      const decision = decideAdmission(this.policy, account, request, placement);
-      const quota = this.accounts.view(identity, account.overrideMs, account.ledger);
-      if (decision.kind === "refused") return { identity, quota, verdict: { outcome: "rejected", problem: decision.problem } };
-      if (decision.outcome === "granted") return { identity, quota, verdict: { outcome: "granted" } };
-      if (decision.outcome === "pending" || placement.kind !== "wait" || placement.place === null) return { identity, quota, verdict: { outcome: "admitted" } };
-      const { place } = placement;
-      return { identity, quota, verdict: { outcome: "queued", position: place.position, reason: place.reason, eta_s: place.etaMs === null ? null : Math.ceil(place.etaMs / 1000) } };
+    const request: AdmissionRequest = {
+      durationMs,
+      size,
+      queue: true,
+      via: attribution.ok ? attribution.via : "app-key",
+      node: null,
+      now,
+    };
+    const report = await this.store.transaction(
+      async (tx): Promise<{ identity: Identity | null; quota: IdentityQuota | null; verdict: Verdict }> => {
+        if (!attribution.ok)
+          return { identity: null, quota: null, verdict: { outcome: "rejected", problem: attribution.problem } };
+        let account;
+        try {
+          account = await this.accounts.forAdmission(tx, attribution.charged, request);
+        } catch (err) {
+          if (err instanceof DomainError)
+            return { identity: null, quota: null, verdict: { outcome: "rejected", problem: err.problem } };
+          throw err;
+        }
+        const { identity } = account;
+        const queued: PriorityRequest = {
+          leaseId: "(diagnose)",
+          appId: caller.kind === "app" ? caller.app.id : null,
+          identity: identityKey(identity),
+          slots: size.slots,
+          priority: account.tier.priority,
+          durationMs,
+          seq: Number.MAX_SAFE_INTEGER,
+          queuedAt: now,
+          quotaLeftShare: quotaLeftShare(this.policy, account),
+          node: null,
+        };
+        const placement = this.view.placement(queued, now) ?? { kind: "later" };
+        const decision = decideAdmission(this.policy, account, request, placement);
+        const quota = this.accounts.view(identity, account.overrideMs, account.ledger);
+        if (decision.kind === "refused")
+          return { identity, quota, verdict: { outcome: "rejected", problem: decision.problem } };
+        if (decision.outcome === "granted") return { identity, quota, verdict: { outcome: "granted" } };
+        if (decision.outcome === "pending" || placement.kind !== "wait" || placement.place === null)
+          return { identity, quota, verdict: { outcome: "admitted" } };
+        const { place } = placement;
+        return {
+          identity,
+          quota,
+          verdict: {
+            outcome: "queued",
+            position: place.position,
+            reason: place.reason,
+            eta_s: place.etaMs === null ? null : Math.ceil(place.etaMs / 1000),
+          },
+        };
+      },
+    );
+    const causes = likelyCauses({
+      attribution,
+      identity: report.identity,
+      view: report.quota?.view ?? null,
+      durationMs,
+      size,
+      verdict: report.verdict,
     });
-    const causes = likelyCauses({ attribution, identity: report.identity, view: report.quota?.view ?? null, durationMs, size, verdict: report.verdict });
-    return { identity: report.identity, steps: attribution.steps, request: { durationMs, size }, quota: report.quota, verdict: report.verdict, causes };
+    return {
+      identity: report.identity,
+      steps: attribution.steps,
+      request: { durationMs, size },
+      quota: report.quota,
+      verdict: report.verdict,
+      causes,
+    };
   }
 }

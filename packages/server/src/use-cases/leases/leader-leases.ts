@@ -34,27 +34,73 @@ export class LeaderLeases {
     const started = performance.now();
     const now = this.clock.now();
     const leaseId = newOrderedId("ls", now);
-    const request: AdmissionRequest = { durationMs: input.durationMs, size: input.size, queue: input.queue, via: input.via, node: input.node, now };
+    const request: AdmissionRequest = {
+      durationMs: input.durationMs,
+      size: input.size,
+      queue: input.queue,
+      via: input.via,
+      node: input.node,
+      now,
+    };
     return this.runner.run(
       async (tx) => {
         const account = await this.accounts.forAdmission(tx, input.charged, request);
         const { identity } = account;
-        const fields = { id: leaseId, appId: input.appId, identityKind: identity.kind, identityId: identity.id, tier: identity.tier, slots: input.size.slots, durationMs: input.durationMs, seq: 0, queuedAt: now, node: input.node };
+        const fields = {
+          id: leaseId,
+          appId: input.appId,
+          identityKind: identity.kind,
+          identityId: identity.id,
+          tier: identity.tier,
+          slots: input.size.slots,
+          durationMs: input.durationMs,
+          seq: 0,
+          queuedAt: now,
+          node: input.node,
+        };
         const queued = this.state.request(fields, quotaLeftShare(this.policy, account));
         // Whatever could be placed already is placed first (normally nothing: the queue is
         // dispatched after every change), so the trial behind `placement` is exact.
         const earlier = await this.writes.dispatch(tx, now);
         const decision = decideAdmission(this.policy, account, request, this.state.placement(queued, now));
-        if (decision.kind === "refused") return { kind: "denied" as const, problem: decision.problem, retryAfterS: decision.retryAfterS, others: earlier };
+        if (decision.kind === "refused")
+          return {
+            kind: "denied" as const,
+            problem: decision.problem,
+            retryAfterS: decision.retryAfterS,
+            others: earlier,
+          };
         const placed = this.state.place(queued, now);
         const mine = placed.find((p) => p.grant.leaseId === leaseId);
-        if ((decision.outcome === "granted") !== (mine !== undefined)) throw new Error(`admission decided ${decision.outcome} for ${leaseId}, but the scheduler ${mine ? "granted" : "queued"} it`);
-        const lease0 = admitted({ id: leaseId, appId: input.appId, identity, size: input.size, durationMs: input.durationMs, reservedMs: decision.reservedMs, now, windowStartedAt: decision.ledger.windowStartedAt, node: input.node });
-        const next = mine ? grant(lease0, mine.grant.assignment, decision.ledger, now) : { lease: lease0, ledger: decision.ledger };
+        if ((decision.outcome === "granted") !== (mine !== undefined))
+          throw new Error(
+            `admission decided ${decision.outcome} for ${leaseId}, but the scheduler ${mine ? "granted" : "queued"} it`,
+          );
+        const lease0 = admitted({
+          id: leaseId,
+          appId: input.appId,
+          identity,
+          size: input.size,
+          durationMs: input.durationMs,
+          reservedMs: decision.reservedMs,
+          now,
+          windowStartedAt: decision.ledger.windowStartedAt,
+          node: input.node,
+        });
+        const next = mine
+          ? grant(lease0, mine.grant.assignment, decision.ledger, now)
+          : { lease: lease0, ledger: decision.ledger };
         const lease = await tx.leases.insert(next.lease);
         await this.accounts.save(tx, identity, next.ledger);
         this.state.live.set(lease.id, lease);
-        const others = [...earlier, ...(await this.writes.recordGrants(tx, placed.filter((p) => p !== mine), now))];
+        const others = [
+          ...earlier,
+          ...(await this.writes.recordGrants(
+            tx,
+            placed.filter((p) => p !== mine),
+            now,
+          )),
+        ];
         const quota = this.accounts.view(identity, account.overrideMs, next.ledger);
         return { kind: mine ? ("granted" as const) : ("queued" as const), lease, others, quota };
       },
@@ -71,7 +117,11 @@ export class LeaderLeases {
           return { kind: "granted", lease: out.lease, quota: out.quota };
         }
         this.announcer.queued(out.lease);
-        const place: QueuePlace = this.state.position(out.lease.id, this.clock.now()) ?? { position: this.state.queueDepth, reason: "node", etaMs: null };
+        const place: QueuePlace = this.state.position(out.lease.id, this.clock.now()) ?? {
+          position: this.state.queueDepth,
+          reason: "node",
+          etaMs: null,
+        };
         return { kind: "queued", lease: out.lease, place, quota: out.quota };
       },
     );
@@ -120,11 +170,18 @@ export class LeaderLeases {
           return { kind: lease !== null && this.state.live.has(leaseId) ? ("elsewhere" as const) : ("gone" as const) };
         }
         // Timers can fire a little early; never expire a lease before its deadline.
-        if (due === "deadline" && lease.deadline !== null && lease.deadline > now) return { kind: "early" as const, lease };
+        if (due === "deadline" && lease.deadline !== null && lease.deadline > now)
+          return { kind: "early" as const, lease };
         const ended =
           due === "deadline"
             ? await this.writes.finishActive(tx, lease, "expired", now)
-            : await this.writes.finishQueued(tx, lease, "failed", now, queueTimeoutProblem(lease, now, this.policy.queueTimeoutMs));
+            : await this.writes.finishQueued(
+                tx,
+                lease,
+                "failed",
+                now,
+                queueTimeoutProblem(lease, now, this.policy.queueTimeoutMs),
+              );
         return { kind: "ended" as const, lease: ended, grants: await this.writes.dispatch(tx, now) };
       },
       (out) => {
@@ -151,8 +208,17 @@ export class LeaderLeases {
         const lease = await tx.leases.get(id);
         if (!lease || lease.status !== "queued" || this.state.live.has(id)) return null;
         const request = this.state.request(lease, await this.shareBefore(tx, lease, now));
-        const refused = placementRefusal(this.policy, { size: { name: lease.size, slots: lease.slots, cost: lease.cost }, node: lease.node, queue }, this.state.placement(request, now));
-        if (refused !== null) return { lease, ended: [await this.writes.finishQueued(tx, lease, "failed", now, refused.problem)], grants: [] };
+        const refused = placementRefusal(
+          this.policy,
+          { size: { name: lease.size, slots: lease.slots, cost: lease.cost }, node: lease.node, queue },
+          this.state.placement(request, now),
+        );
+        if (refused !== null)
+          return {
+            lease,
+            ended: [await this.writes.finishQueued(tx, lease, "failed", now, refused.problem)],
+            grants: [],
+          };
         this.state.live.set(lease.id, lease);
         this.state.enqueue(request);
         return { lease, ended: [], grants: await this.writes.dispatch(tx, now) };

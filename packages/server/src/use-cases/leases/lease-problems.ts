@@ -19,14 +19,22 @@ export function heldUntil(lease: LeaseRecord, lastHeard: number | null, now: num
 export function nodeLostProblem(heartbeatTimeoutMs: number, name: string, lease: LeaseRecord, endAt: number): Problem {
   const timeout = Math.round(heartbeatTimeoutMs / 1000);
   if (lease.status === "queued") {
-    return problem("no_gpu_available", `Node ${name} stopped answering (no heartbeat for ${timeout}s) while this call waited for it. Nothing was charged and the reservation was refunded; try again once the node is back.`, { reason: "node_lost" });
+    return problem(
+      "no_gpu_available",
+      `Node ${name} stopped answering (no heartbeat for ${timeout}s) while this call waited for it. Nothing was charged and the reservation was refunded; try again once the node is back.`,
+      { reason: "node_lost" },
+    );
   }
   const held = Math.ceil(Math.max(0, Math.min(endAt, lease.deadline ?? endAt) - (lease.grantedAt ?? endAt)) / 1000);
   const charge =
     held === 0
       ? "Nothing was charged: the node was not heard from after this call got its GPU."
       : `It was charged only the ${held}s it held the GPU (until the node was last heard from); the rest was refunded.`;
-  return problem("no_gpu_available", `Node ${name} stopped answering (no heartbeat for ${timeout}s), so this call was stopped. ${charge}`, { reason: "node_lost" });
+  return problem(
+    "no_gpu_available",
+    `Node ${name} stopped answering (no heartbeat for ${timeout}s), so this call was stopped. ${charge}`,
+    { reason: "node_lost" },
+  );
 }
 
 export function queueTimeoutProblem(lease: LeaseRecord, now: number, queueTimeoutMs: number): Problem {
@@ -40,10 +48,14 @@ export function queueTimeoutProblem(lease: LeaseRecord, now: number, queueTimeou
 
 /** The problem a lease that failed in the queue ended with, as recorded on it. */
 export function queueTimeoutProblemFrom(lease: LeaseRecord): Problem {
-  return problem((lease.problemCode ?? "queue_timeout") as "queue_timeout", lease.problemDetail ?? "", { waited: ((lease.endedAt ?? lease.queuedAt) - lease.queuedAt) / 1000 });
+  return problem((lease.problemCode ?? "queue_timeout") as "queue_timeout", lease.problemDetail ?? "", {
+    waited: ((lease.endedAt ?? lease.queuedAt) - lease.queuedAt) / 1000,
+  });
 }
 
 /** An active lease whose device is no longer in the pool after a restart (not on a lost node). */
 export function deviceGoneProblem(): Problem {
-  return problem("no_gpu_available", "The GPU this lease held left the pool while the server was down.", { reason: "device_removed" });
+  return problem("no_gpu_available", "The GPU this lease held left the pool while the server was down.", {
+    reason: "device_removed",
+  });
 }

@@ -79,7 +79,10 @@ export class LeaseRequests {
   }
 
   /** The caller's leases, newest first: an app's own, a user's (charged to them), or all for the admin. */
-  async list(caller: Caller, filter: { status?: LeaseStatus | undefined; limit: number }): Promise<{ lease: LeaseRecord; place: QueuePlace | null }[]> {
+  async list(
+    caller: Caller,
+    filter: { status?: LeaseStatus | undefined; limit: number },
+  ): Promise<{ lease: LeaseRecord; place: QueuePlace | null }[]> {
     const leases = await this.store.transaction((tx) =>
       tx.leases.list({
         limit: filter.limit,
@@ -111,7 +114,8 @@ export class LeaseRequests {
       if (done) unsubscribe();
     };
     const unsubscribe = this.events.subscribe(id, (e) => {
-      if (e.type === "queued") hear({ type: "queued", place: { position: e.position, reason: e.reason, etaMs: e.etaMs } });
+      if (e.type === "queued")
+        hear({ type: "queued", place: { position: e.position, reason: e.reason, etaMs: e.etaMs } });
       else if (e.type === "failed") hear({ type: "failed", problem: e.problem });
       else hear({ type: e.type, lease: e.lease, quota: null });
     });
@@ -125,7 +129,12 @@ export class LeaseRequests {
       void this.store
         .transaction((tx) => tx.leases.get(l.id))
         .then((fresh) => fresh && fresh.status !== "queued" && current(fresh, null))
-        .catch(() => hear({ type: "failed", problem: problem("storage_unavailable", "The lease could not be read again; reconnect to follow it.") }));
+        .catch(() =>
+          hear({
+            type: "failed",
+            problem: problem("storage_unavailable", "The lease could not be read again; reconnect to follow it."),
+          }),
+        );
     };
     current(lease, quota);
     return () => {
@@ -140,7 +149,10 @@ export class LeaseRequests {
       lease !== null &&
       (caller.kind === "admin" ||
         (caller.kind === "app" && lease.appId === caller.app.id) ||
-        (caller.kind === "user" && lease.identityKind === "user" && lease.identityId === caller.user.id && (!forWrite || lease.appId === null)));
+        (caller.kind === "user" &&
+          lease.identityKind === "user" &&
+          lease.identityId === caller.user.id &&
+          (!forWrite || lease.appId === null)));
     if (!lease || !mine) fail("not_found", `No lease ${id} visible to this caller.`);
     return lease;
   }
@@ -150,13 +162,16 @@ export class LeaseRequests {
   }
 
   private quotaOf(lease: LeaseRecord): Promise<IdentityQuota> {
-    return this.store.transaction((tx) => this.accounts.quota(tx, { kind: lease.identityKind, id: lease.identityId }, this.clock.now()));
+    return this.store.transaction((tx) =>
+      this.accounts.quota(tx, { kind: lease.identityKind, id: lease.identityId }, this.clock.now()),
+    );
   }
 }
 
 /** How a lease that is not queued ends a watch: granted while active, failed if it never got a GPU, else ended. */
 function terminal(lease: LeaseRecord, quota: IdentityQuota | null): LeaseUpdate {
   if (lease.status === "active") return { type: "granted", lease, quota };
-  if (lease.status === "failed" && lease.grantedAt === null && lease.problemCode !== null) return { type: "failed", problem: queueTimeoutProblemFrom(lease) };
+  if (lease.status === "failed" && lease.grantedAt === null && lease.problemCode !== null)
+    return { type: "failed", problem: queueTimeoutProblemFrom(lease) };
   return { type: "ended", lease, quota };
 }

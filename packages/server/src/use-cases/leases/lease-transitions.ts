@@ -17,7 +17,17 @@ export interface Transition<L extends NewLease = LeaseRecord> {
  * A newly admitted lease, queued. `windowStartedAt` is the identity's window at admission (its run
  * was counted there); a grant replaces it with the window its charge will count in.
  */
-export function admitted(input: { id: string; appId: string | null; identity: Identity; size: SizePolicy; durationMs: number; reservedMs: number; now: number; windowStartedAt: number | null; node?: string | null }): NewLease {
+export function admitted(input: {
+  id: string;
+  appId: string | null;
+  identity: Identity;
+  size: SizePolicy;
+  durationMs: number;
+  reservedMs: number;
+  now: number;
+  windowStartedAt: number | null;
+  node?: string | null;
+}): NewLease {
   return {
     id: input.id,
     appId: input.appId,
@@ -51,7 +61,12 @@ export function admitted(input: { id: string; appId: string | null; identity: Id
 }
 
 /** queued → active on `assignment`: the deadline starts now, and so may the identity's window. */
-export function grant<L extends NewLease>(lease: L, assignment: SlotAssignment, ledger: LedgerState, now: number): Transition<L> {
+export function grant<L extends NewLease>(
+  lease: L,
+  assignment: SlotAssignment,
+  ledger: LedgerState,
+  now: number,
+): Transition<L> {
   const started = startWindow(ledger, now);
   return {
     ledger: started,
@@ -75,7 +90,14 @@ export function grant<L extends NewLease>(lease: L, assignment: SlotAssignment, 
  * charged, rounded up to whole seconds × cost and capped by the reservation; an expiry is charged
  * the whole reservation. The rest is refunded.
  */
-export function endActive(lease: LeaseRecord, ledger: LedgerState, status: "released" | "expired" | "failed", now: number, why: Problem | null, failed: boolean): Transition {
+export function endActive(
+  lease: LeaseRecord,
+  ledger: LedgerState,
+  status: "released" | "expired" | "failed",
+  now: number,
+  why: Problem | null,
+  failed: boolean,
+): Transition {
   const grantedAt = lease.grantedAt ?? now;
   const heldMs = Math.max(0, Math.min(now, lease.deadline ?? now) - grantedAt);
   const charged = status === "expired" ? lease.reservedMs : chargeMs(lease.reservedMs, heldMs, lease.cost);
@@ -96,9 +118,20 @@ export function endActive(lease: LeaseRecord, ledger: LedgerState, status: "rele
 }
 
 /** queued → cancelled | failed: it never held a GPU, so everything is refunded (and its run, if counted in this window). */
-export function endQueued(lease: LeaseRecord, ledger: LedgerState, status: "cancelled" | "failed", now: number, why: Problem | null, windowMs: number): Transition {
+export function endQueued(
+  lease: LeaseRecord,
+  ledger: LedgerState,
+  status: "cancelled" | "failed",
+  now: number,
+  why: Problem | null,
+  windowMs: number,
+): Transition {
   return {
-    ledger: unreserve(ledger, lease.reservedMs, admittedInCurrentWindow(lease.queuedAt, lease.windowStartedAt, ledger, now, windowMs)),
+    ledger: unreserve(
+      ledger,
+      lease.reservedMs,
+      admittedInCurrentWindow(lease.queuedAt, lease.windowStartedAt, ledger, now, windowMs),
+    ),
     lease: {
       ...lease,
       status,

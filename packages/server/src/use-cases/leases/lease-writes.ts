@@ -33,17 +33,35 @@ export class LeaseWrites {
    * Ends an active lease (see endActive) and frees its slots. `endAt` (≤ now): when it stopped
    * holding its GPU, if that was before now (a node that went silent).
    */
-  async finishActive(tx: Tx, lease: LeaseRecord, status: "released" | "expired" | "failed", now: number, why: Problem | null = null, failed = false, endAt = now): Promise<LeaseRecord> {
-    const ended = await this.accounts.step(tx, lease, now, (ledger) => endActive(lease, ledger, status, endAt, why, failed));
+  async finishActive(
+    tx: Tx,
+    lease: LeaseRecord,
+    status: "released" | "expired" | "failed",
+    now: number,
+    why: Problem | null = null,
+    failed = false,
+    endAt = now,
+  ): Promise<LeaseRecord> {
+    const ended = await this.accounts.step(tx, lease, now, (ledger) =>
+      endActive(lease, ledger, status, endAt, why, failed),
+    );
     this.state.live.delete(ended.id);
     this.state.freeSlots(lease);
     return ended;
   }
 
   /** Ends a lease that never got a GPU (see endQueued) and takes it out of the queue. */
-  async finishQueued(tx: Tx, lease: LeaseRecord, status: "cancelled" | "failed", now: number, why: Problem | null): Promise<LeaseRecord> {
+  async finishQueued(
+    tx: Tx,
+    lease: LeaseRecord,
+    status: "cancelled" | "failed",
+    now: number,
+    why: Problem | null,
+  ): Promise<LeaseRecord> {
     this.state.dequeue(lease.id);
-    const ended = await this.accounts.step(tx, lease, now, (ledger) => endQueued(lease, ledger, status, now, why, this.policy.windowMs));
+    const ended = await this.accounts.step(tx, lease, now, (ledger) =>
+      endQueued(lease, ledger, status, now, why, this.policy.windowMs),
+    );
     this.state.live.delete(ended.id);
     return ended;
   }

@@ -1,5 +1,14 @@
 import { Pool, PriorityScheduler, identityKey, schedulerOptionsFor } from "@gpupool/core";
-import type { Concurrency, DeviceSpec, Grant, Placement, Policy, PriorityRequest, QueuePlace, WaitReason } from "@gpupool/core";
+import type {
+  Concurrency,
+  DeviceSpec,
+  Grant,
+  Placement,
+  Policy,
+  PriorityRequest,
+  QueuePlace,
+  WaitReason,
+} from "@gpupool/core";
 import type { LeaseRecord } from "../../storage/store.js";
 
 /** A grant made by the scheduler, with the request it was for. */
@@ -9,7 +18,10 @@ export interface Placed {
 }
 
 function sameDevices(a: readonly DeviceSpec[], b: readonly DeviceSpec[]): boolean {
-  return a.length === b.length && a.every((d, i) => d.node === b[i]?.node && d.index === b[i].index && d.uuid === b[i].uuid && d.slots === b[i].slots);
+  return (
+    a.length === b.length &&
+    a.every((d, i) => d.node === b[i]?.node && d.index === b[i].index && d.uuid === b[i].uuid && d.slots === b[i].slots)
+  );
 }
 
 /**
@@ -29,7 +41,10 @@ export class PoolState {
   /** Agent nodes that are registered and heartbeating, with their devices (configured devices are not here). */
   private readonly agentNodes = new Map<string, readonly DeviceSpec[]>();
   /** Per-app active counts and limits, as the scheduler asks for them. */
-  private readonly concurrency: Concurrency = { active: (id) => this.appActive.get(id) ?? 0, limit: (id) => this.appLimits.get(id) ?? null };
+  private readonly concurrency: Concurrency = {
+    active: (id) => this.appActive.get(id) ?? 0,
+    limit: (id) => this.appLimits.get(id) ?? null,
+  };
 
   constructor(
     private readonly policy: Policy,
@@ -105,7 +120,13 @@ export class PoolState {
   }
 
   /** The scheduler's request for a lease (its quota-left share: what the identity had left before it). */
-  request(lease: Pick<LeaseRecord, "id" | "appId" | "identityKind" | "identityId" | "slots" | "tier" | "durationMs" | "seq" | "queuedAt" | "node">, quotaLeftShare: number): PriorityRequest {
+  request(
+    lease: Pick<
+      LeaseRecord,
+      "id" | "appId" | "identityKind" | "identityId" | "slots" | "tier" | "durationMs" | "seq" | "queuedAt" | "node"
+    >,
+    quotaLeftShare: number,
+  ): PriorityRequest {
     return {
       quotaLeftShare,
       leaseId: lease.id,
@@ -205,7 +226,14 @@ export class PoolState {
     return this.pool.snapshot();
   }
 
-  queueSnapshot(): { lease: string; position: number; reason: WaitReason; identity: string; app: string | null; slots: number }[] {
+  queueSnapshot(): {
+    lease: string;
+    position: number;
+    reason: WaitReason;
+    identity: string;
+    app: string | null;
+    slots: number;
+  }[] {
     return [...this.scheduler.waiting()].map((w) => ({
       lease: w.request.leaseId,
       position: w.position,

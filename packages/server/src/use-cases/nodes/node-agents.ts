@@ -10,7 +10,12 @@ import { registrationAt, registrationOf } from "./node-registration.js";
  * the leader places the node itself, another replica records it and tells the leader).
  */
 export interface PoolMembership {
-  register(node: NodeRecord, devices: readonly DeviceSpec[], agentUrl: string | null, presented: string | null): Promise<NodeRegistration>;
+  register(
+    node: NodeRecord,
+    devices: readonly DeviceSpec[],
+    agentUrl: string | null,
+    presented: string | null,
+  ): Promise<NodeRegistration>;
   /** The node's agent was heard from at `at` (recorded in the store already). */
   heard(name: string, at: number): void;
 }
@@ -36,18 +41,38 @@ export class NodeAgents {
   ) {}
 
   /** An agent registers its node's devices (its key authenticated it as `caller`). */
-  async register(caller: KeyedRecord, input: { devices: readonly RegisteredDevice[]; agentUrl: string | null; previousRegistration: string | null }): Promise<{ node: NodeRecord; devices: number; registration: string }> {
+  async register(
+    caller: KeyedRecord,
+    input: { devices: readonly RegisteredDevice[]; agentUrl: string | null; previousRegistration: string | null },
+  ): Promise<{ node: NodeRecord; devices: number; registration: string }> {
     const node = await this.current(caller);
     if (this.configured.some((d) => d.node === node.name)) {
-      fail("conflict", `Node name ${node.name} is also a node of the server's own pool configuration (pool.simulated); give the agent a node of its own (POST /v1/admin/nodes).`);
+      fail(
+        "conflict",
+        `Node name ${node.name} is also a node of the server's own pool configuration (pool.simulated); give the agent a node of its own (POST /v1/admin/nodes).`,
+      );
     }
     const seen = new Set<string>();
     const devices: DeviceSpec[] = input.devices.map((d, i) => {
-      if (seen.has(`i${d.index}`)) fail("invalid_request", `devices.${i}.index: device ${d.index} is listed twice.`, { errors: [{ field: `devices.${i}.index`, message: "is listed twice" }] });
-      if (seen.has(`u${d.uuid}`)) fail("invalid_request", `devices.${i}.uuid: ${d.uuid} is listed twice.`, { errors: [{ field: `devices.${i}.uuid`, message: "is listed twice" }] });
+      if (seen.has(`i${d.index}`))
+        fail("invalid_request", `devices.${i}.index: device ${d.index} is listed twice.`, {
+          errors: [{ field: `devices.${i}.index`, message: "is listed twice" }],
+        });
+      if (seen.has(`u${d.uuid}`))
+        fail("invalid_request", `devices.${i}.uuid: ${d.uuid} is listed twice.`, {
+          errors: [{ field: `devices.${i}.uuid`, message: "is listed twice" }],
+        });
       seen.add(`i${d.index}`).add(`u${d.uuid}`);
       // Dedicated: only apps on that host (through its agent) may use these GPUs.
-      return { node: node.name, index: d.index, uuid: d.uuid, name: d.name, memoryMb: d.memoryMb, slots: d.slots ?? DEFAULT_SLOTS, dedicated: true };
+      return {
+        node: node.name,
+        index: d.index,
+        uuid: d.uuid,
+        name: d.name,
+        memoryMb: d.memoryMb,
+        slots: d.slots ?? DEFAULT_SLOTS,
+        dedicated: true,
+      };
     });
     // Whether another agent holds the node is decided in the registering transaction (nodeInUse).
     const registered = await this.membership.register(node, devices, input.agentUrl, input.previousRegistration);
@@ -72,7 +97,10 @@ export class NodeAgents {
     }
     const known = await this.store.transaction((tx) => tx.nodes.heartbeat(node.id, now));
     if (!known) {
-      fail("node_not_registered", `Node ${node.name} is not registered (it was lost after missing heartbeats, or never registered): register its devices again with POST /v1/nodes/register.`);
+      fail(
+        "node_not_registered",
+        `Node ${node.name} is not registered (it was lost after missing heartbeats, or never registered): register its devices again with POST /v1/nodes/register.`,
+      );
     }
     this.membership.heard(node.name, now);
     return { node };

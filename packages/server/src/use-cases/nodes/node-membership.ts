@@ -12,7 +12,8 @@ import type { Timers } from "../timers.js";
 import { nodeInUse } from "./node-registration.js";
 
 /** A node's registration: when it took effect (its mark), or why another agent keeps the node. */
-export type NodeRegistration = { readonly kind: "registered"; readonly at: number } | { readonly kind: "refused"; readonly problem: Problem };
+export type NodeRegistration =
+  { readonly kind: "registered"; readonly at: number } | { readonly kind: "refused"; readonly problem: Problem };
 
 interface Placed {
   readonly replaced: boolean;
@@ -44,14 +45,26 @@ export class NodeMembership {
    * node (`presented` is the registration the calling agent held before it restarted, if any),
    * checked and written in one transaction so two agents started together cannot both win.
    */
-  async claim(tx: Tx, node: NodeRecord, devices: readonly DeviceSpec[], agentUrl: string | null, presented: string | null, now: number): Promise<Problem | null> {
+  async claim(
+    tx: Tx,
+    node: NodeRecord,
+    devices: readonly DeviceSpec[],
+    agentUrl: string | null,
+    presented: string | null,
+    now: number,
+  ): Promise<Problem | null> {
     const refused = nodeInUse((await tx.nodes.getByName(node.name)) ?? node, presented, now, this.heartbeatTimeoutMs);
     if (refused === null) await tx.nodes.setState(node.id, { devices, registeredAt: now, heartbeatAt: now, agentUrl });
     return refused;
   }
 
   /** A registration on the leader: claimed in the store and placed in the pool in one operation. */
-  register(node: NodeRecord, devices: readonly DeviceSpec[], agentUrl: string | null, presented: string | null): Promise<NodeRegistration> {
+  register(
+    node: NodeRecord,
+    devices: readonly DeviceSpec[],
+    agentUrl: string | null,
+    presented: string | null,
+  ): Promise<NodeRegistration> {
     const now = this.clock.now();
     return this.runner.run(
       async (tx) => {
@@ -92,18 +105,33 @@ export class NodeMembership {
       async (tx) => {
         const node = await tx.nodes.getByName(name);
         // Another replica may have recorded a heartbeat this one has not heard about yet.
-        if (node !== null && node.heartbeatAt !== null && node.devices !== null && node.heartbeatAt + this.heartbeatTimeoutMs > now) {
+        if (
+          node !== null &&
+          node.heartbeatAt !== null &&
+          node.devices !== null &&
+          node.heartbeatAt + this.heartbeatTimeoutMs > now
+        ) {
           return { lost: false as const, at: node.heartbeatAt };
         }
         if (node !== null) await this.forget(tx, node);
         // Its leases held their GPUs as long as the node was heard from, not until now.
         const lastHeard = node?.heartbeatAt ?? null;
-        const ended = await this.evict(tx, name, now, (lease) => nodeLostProblem(this.heartbeatTimeoutMs, name, lease, heldUntil(lease, lastHeard, now)), true, lastHeard);
+        const ended = await this.evict(
+          tx,
+          name,
+          now,
+          (lease) => nodeLostProblem(this.heartbeatTimeoutMs, name, lease, heldUntil(lease, lastHeard, now)),
+          true,
+          lastHeard,
+        );
         return { lost: true as const, ended, grants: await this.writes.dispatch(tx, now) };
       },
       (out) => {
         if (!out.lost) return this.timers.arm(name, "heartbeat", out.at + this.heartbeatTimeoutMs);
-        this.log.warn({ node: name, failed: out.ended.length }, "node lost: no heartbeat; its leases failed and its slots were removed");
+        this.log.warn(
+          { node: name, failed: out.ended.length },
+          "node lost: no heartbeat; its leases failed and its slots were removed",
+        );
         this.announcer.ended(out.ended);
         this.announcer.granted(out.grants);
       },
@@ -138,7 +166,11 @@ export class NodeMembership {
     if (changed !== false) {
       if (replaced) {
         const why = (lease: LeaseRecord) =>
-          problem("no_gpu_available", `Node ${name} re-registered with different GPUs; this call's GPU is gone. It was charged only the ${Math.ceil((now - (lease.grantedAt ?? now)) / 1000)}s it held.`, { reason: "device_removed" });
+          problem(
+            "no_gpu_available",
+            `Node ${name} re-registered with different GPUs; this call's GPU is gone. It was charged only the ${Math.ceil((now - (lease.grantedAt ?? now)) / 1000)}s it held.`,
+            { reason: "device_removed" },
+          );
         ended = await this.evict(tx, name, now, why, false);
       }
       this.state.addNode(name, devices);
@@ -158,12 +190,21 @@ export class NodeMembership {
    * `waitingToo`, also the queued requests that could only run on that node (nothing is requeued
    * elsewhere: the app runs on that host).
    */
-  private async evict(tx: Tx, name: string, now: number, why: (lease: LeaseRecord) => Problem, waitingToo: boolean, lastHeard: number | null = now): Promise<LeaseRecord[]> {
+  private async evict(
+    tx: Tx,
+    name: string,
+    now: number,
+    why: (lease: LeaseRecord) => Problem,
+    waitingToo: boolean,
+    lastHeard: number | null = now,
+  ): Promise<LeaseRecord[]> {
     const evicted = this.state.removeNode(name);
     const ended: LeaseRecord[] = [];
     for (const lease of [...this.state.live.values()]) {
       if (lease.status === "active" && evicted.has(lease.id)) {
-        ended.push(await this.writes.finishActive(tx, lease, "failed", now, why(lease), false, heldUntil(lease, lastHeard, now)));
+        ended.push(
+          await this.writes.finishActive(tx, lease, "failed", now, why(lease), false, heldUntil(lease, lastHeard, now)),
+        );
       } else if (waitingToo && lease.status === "queued" && lease.node === name) {
         ended.push(await this.writes.finishQueued(tx, lease, "failed", now, why(lease)));
       }
@@ -174,6 +215,11 @@ export class NodeMembership {
   /** Marks a node unregistered, so its agent's next heartbeat is told to register again (when it was last heard from stays known). */
   private async forget(tx: Tx, node: NodeRecord): Promise<void> {
     this.timers.clear(node.name);
-    await tx.nodes.setState(node.id, { devices: null, registeredAt: null, heartbeatAt: node.heartbeatAt, agentUrl: node.agentUrl });
+    await tx.nodes.setState(node.id, {
+      devices: null,
+      registeredAt: null,
+      heartbeatAt: node.heartbeatAt,
+      agentUrl: node.agentUrl,
+    });
   }
 }

@@ -22,9 +22,21 @@ export function registrationAt(at: number): string {
  * waits for the node to time out. `node` must be read in the transaction that registers it: two
  * agents started together otherwise both find it free.
  */
-export function nodeInUse(node: NodeRecord, presented: string | null, now: number, heartbeatTimeoutMs: number): Problem | null {
+export function nodeInUse(
+  node: NodeRecord,
+  presented: string | null,
+  now: number,
+  heartbeatTimeoutMs: number,
+): Problem | null {
   const current = registrationOf(node);
-  if (current === null || node.devices === null || node.heartbeatAt === null || now - node.heartbeatAt >= heartbeatTimeoutMs || presented === current) return null;
+  if (
+    current === null ||
+    node.devices === null ||
+    node.heartbeatAt === null ||
+    now - node.heartbeatAt >= heartbeatTimeoutMs ||
+    presented === current
+  )
+    return null;
   const waitS = Math.max(1, Math.ceil((node.heartbeatAt + heartbeatTimeoutMs - now) / 1000));
   return problem(
     "conflict",
