@@ -33,9 +33,16 @@ export interface SignInDeps {
   readonly failure: (err: unknown) => Problem;
 }
 
-/** A top-level navigation of a browser tab: the only request worth a sign-in round trip. */
+/**
+ * A top-level navigation of a browser tab: the only request worth a sign-in round trip. Browsers
+ * send Sec-Fetch-* to HTTPS (and localhost) only; over plain HTTP, `Upgrade-Insecure-Requests: 1`
+ * (sent on navigations only) and an HTML Accept stand in for it.
+ */
 export function isNavigation(req: IncomingMessage): boolean {
-  return req.method === "GET" && req.headers["sec-fetch-mode"] === "navigate" && req.headers["sec-fetch-dest"] === "document";
+  if (req.method !== "GET") return false;
+  const mode = req.headers["sec-fetch-mode"];
+  if (mode !== undefined) return mode === "navigate" && req.headers["sec-fetch-dest"] === "document";
+  return req.headers["upgrade-insecure-requests"] === "1" && String(req.headers.accept ?? "").includes("text/html");
 }
 
 /**
