@@ -95,11 +95,12 @@ function climbsOut(p: string): boolean {
 
 /**
  * The path to send to an app whose root is `/` of `path`: dot segments removed, one leading
- * slash (`//host/x` is a network-path reference to URL parsers an app may feed it to). Null
- * when the path leaves the root under any reading of `couldEscape`.
+ * slash (`//host/x` and `/\host/x` are network-path references to the WHATWG URL parser, which
+ * an app may well feed `req.url` to: it would read `host` as the host). Null when the path
+ * leaves the root under any reading of `couldEscape`.
  */
 export function confinedPath(path: string): string | null {
   const normal = removeDotSegments(path);
   if (normal === null || couldEscape(normal)) return null;
-  return normal.replace(/^\/{2,}/, "/");
+  return normal.replace(/^[/\\]{2,}/, "/");
 }
