@@ -244,9 +244,14 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
       return;
     }
     const tooLarge = err.code === "HPE_HEADER_OVERFLOW";
+    // The method is a guess from the bytes that failed to parse: a HEAD gets no body.
+    const raw: unknown = (err as { rawPacket?: unknown }).rawPacket;
+    const headOnly = raw instanceof Buffer && raw.subarray(0, 5).toString("latin1") === "HEAD ";
     writeRawProblem(
       socket,
       problem("invalid_request", tooLarge ? "The request's headers are larger than this edge accepts (16 KiB)." : "The request is not well-formed HTTP/1.1.", { reason: tooLarge ? "headers_too_large" : "malformed_http" }),
+      {},
+      headOnly,
     );
   });
   // Upgraded sockets leave the server's bookkeeping (closeAllConnections skips them): track all.

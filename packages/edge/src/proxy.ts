@@ -143,9 +143,10 @@ function head(status: number, message: string, headers: OutgoingHttpHeaders): st
   return `${lines.join("\r\n")}\r\n\r\n`;
 }
 
-export function writeRawProblem(socket: Duplex, p: Problem, extra: Record<string, string> = {}): void {
+/** `headOnly`: the answer to a HEAD request, which has the headers of the body and no body. */
+export function writeRawProblem(socket: Duplex, p: Problem, extra: Record<string, string> = {}, headOnly = false): void {
   const body = JSON.stringify(p);
-  socket.end(head(p.status, p.title, { ...extra, "content-type": "application/problem+json", "content-length": Buffer.byteLength(body), connection: "close" }) + body);
+  socket.end(head(p.status, p.title, { ...extra, "content-type": "application/problem+json", "content-length": Buffer.byteLength(body), connection: "close" }) + (headOnly ? "" : body));
 }
 
 /**
