@@ -56,7 +56,8 @@ async function startUpstream(poolUrl: string, appKey: string, seen: Seen[]): Pro
     const token = forwardIpToken(req.headers);
     const { sub, aud } = payloadOf(token);
     let pool: Echo["pool"] = null;
-    if (token !== undefined) {
+    // The fuzz test's thousands of requests skip the pool's own check of the token.
+    if (token !== undefined && req.headers["x-fuzz-id"] === undefined) {
       const q = await createClient({ url: poolUrl, appKey }).quota({ ipToken: token }).catch(() => null);
       pool = q ? { kind: q.identity.kind, id: q.identity.id, tier: q.identity.tier } : null;
     }
@@ -66,7 +67,14 @@ async function startUpstream(poolUrl: string, appKey: string, seen: Seen[]): Pro
   const server = createServer((req, res) => {
     seen.push({ path: req.url ?? "", headers: req.headers });
     void (async () => {
-      const url = new URL(req.url ?? "/", "http://app");
+      let url: URL;
+      try {
+        url = new URL(req.url ?? "/", "http://app");
+      } catch {
+        res.writeHead(400, { "content-type": "application/json" });
+        res.end(JSON.stringify(await echo(req)));
+        return;
+      }
       if (url.pathname === "/sse") {
         res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store" });
         res.write(`event: hello\ndata: ${JSON.stringify(await echo(req))}\n\n`);
