@@ -1,4 +1,7 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { connect } from "node:net";
 import { SignJWT, generateKeyPair } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -179,6 +182,29 @@ describe("gpupool edge: who each proxied request is charged to", () => {
     const moved = await fetch(`${w.edge.url}/apps/side/x?y=1`, { redirect: "manual" });
     expect(moved.status).toBe(308);
     expect(moved.headers.get("location")).toBe(`http://side.example.test:${port}/x?y=1`);
+  });
+
+  it("reads public_url and app_domain from --config's edge: section", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "gpupool-edge-config-"));
+    try {
+      const file = join(dir, "gpupool.yaml");
+      const edge = await w.startEdge((p) => {
+        writeFileSync(file, `edge:\n  public_url: http://edge.test:${p}\n  app_domain: apps.test\n  apps:\n    front: ${w.upstreams.front}\n`);
+        return ["--config", file];
+      });
+      const r = await new Promise<{ status: number; location: string | undefined }>((resolve, reject) => {
+        const req = request({ host: "127.0.0.1", port: edge.port, path: "/x", headers: { host: "front.apps.test", "upgrade-insecure-requests": "1", accept: "text/html" } }, (res) => {
+          res.resume();
+          resolve({ status: res.statusCode ?? 0, location: res.headers.location });
+        });
+        req.on("error", reject);
+        req.end();
+      });
+      expect(r.status).toBe(303);
+      expect(r.location).toMatch(new RegExp(`^http://edge\\.test:${edge.port}/\\.gpupool/enter\\?host=front\\.apps\\.test&`));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("refuses to start without an edge key or apps (exit 2, saying what to do)", async () => {

@@ -86,8 +86,8 @@ export function registerEdge(program: Command): void {
       `
 Examples:
   GPUPOOL_EDGE_KEY=gpu_e_… gpupool edge --server http://127.0.0.1:7070 --app painter=http://127.0.0.1:8001
-  gpupool edge --app painter=http://127.0.0.1:8001 --app-domain apps.example.com \
-    --public-url https://pool.example.com --trusted-proxy 10.0.0.5     # behind a TLS proxy at 10.0.0.5
+  # each app on its own host, sign-in at pool.example.com, behind a TLS proxy at 10.0.0.5:
+  gpupool edge --app painter=http://127.0.0.1:8001 --app-domain apps.example.com --public-url https://pool.example.com --trusted-proxy 10.0.0.5
   gpupool edge --config gpupool.yaml          # edge: { apps: { painter: http://127.0.0.1:8001 } }
 
 Once listening it prints one line to stdout, e.g.
