@@ -11,6 +11,10 @@ import { startEdgeWorld } from "./edge-fixture.js";
  * without it, this test is skipped and says so — under CI=true a missing browser is a failure.
  */
 const CHROMIUM = process.env.GPUPOOL_CHROMIUM ?? "/usr/bin/chromium";
+
+// The page's globals, for the functions page.evaluate runs there (the tests have no DOM types).
+declare const document: any;
+declare const location: any;
 const haveBrowser = existsSync(CHROMIUM);
 const inCi = process.env.CI === "true";
 
