@@ -16,8 +16,12 @@ import { Sealer, randomState, sameSecret, signOutToken } from "./sealed.js";
 
 const FORM_LIMIT = 8 * 1024;
 const TICKET_TTL_MS = 60_000;
-/** An app host's cookie for a signed-in viewer; the session itself is checked on every request. */
-const APP_SESSION_TTL_S = 30 * 24 * 3600;
+/**
+ * An app host's cookie for a signed-in viewer (the session itself is checked on every request).
+ * Short, then the host asks the sign-in host again: a ticket the app stole on its own host (see
+ * docs/edge.md, threat model) signs a browser in there for no longer than this.
+ */
+const APP_SESSION_TTL_S = 12 * 3600;
 /** "Not signed in", as an app host last heard from the sign-in host: asked again after this. */
 const ANONYMOUS_TTL_S = 600;
 const STATE_TTL_S = 600;
