@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { problem } from "@gpupool/core";
 import type { Problem } from "@gpupool/core";
 import type { AppTable } from "./apps.js";
 import { plausibleSession, plausibleUserToken } from "./attribution.js";
@@ -9,7 +10,6 @@ import type { Incoming, PublicUrl } from "./incoming.js";
 import { indexPage, loginPage, pageHeaders, safeNext } from "./login-page.js";
 import type { SignedIn } from "./login-page.js";
 import { sendProblem } from "./proxy.js";
-import { problem } from "@gpupool/core";
 import { crossSiteReason } from "./same-origin.js";
 import type { Sealed } from "./sealed.js";
 import { Sealer, randomState, sameSecret, signOutToken } from "./sealed.js";
