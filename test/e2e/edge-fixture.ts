@@ -168,10 +168,18 @@ export async function startEdgeWorld(): Promise<EdgeWorld> {
   const upstreams = { front: up[0]!.url, back: up[1]!.url, based: `${up[0]!.url}/base/`, side: up[1]!.url };
   const others: ServerProcess[] = [];
   const startEdge = async (args: (port: number) => string[]) => {
-    const port = await freePort();
-    const e = await startBinary(["edge", "--server", pool.url, "--listen", `127.0.0.1:${port}`, ...args(port)], { GPUPOOL_EDGE_KEY: edgeKey.key }, /gpupool edge listening on (http:\/\/\S+)/);
-    others.push(e);
-    return { ...e, port };
+    // The port is chosen before the edge listens (its --public-url names it): should another
+    // process take it in between, choose again.
+    for (let attempt = 1; ; attempt++) {
+      const port = await freePort();
+      try {
+        const e = await startBinary(["edge", "--server", pool.url, "--listen", `127.0.0.1:${port}`, ...args(port)], { GPUPOOL_EDGE_KEY: edgeKey.key }, /gpupool edge listening on (http:\/\/\S+)/);
+        others.push(e);
+        return { ...e, port };
+      } catch (err) {
+        if (attempt >= 3 || !String(err).includes("already in use")) throw err;
+      }
+    }
   };
   const edge = await startEdge((port) => [
     "--app",
