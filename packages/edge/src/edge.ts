@@ -95,8 +95,9 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
     pub?.secure === true || (req.socket as Partial<TLSSocket>).encrypted === true || (trustedPeer && String(req.headers["x-forwarded-proto"] ?? "").split(",")[0]?.trim() === "https");
 
   function take(req: IncomingMessage): Incoming | Problem {
-    const trustedPeer = trusted.has(peerOf(req));
-    return incoming(req, isSecure(req, trustedPeer), trustedPeer);
+    const peer = peerOf(req);
+    const trustedPeer = trusted.has(peer);
+    return incoming(req, peer, isSecure(req, trustedPeer), trustedPeer);
   }
 
   /** What the request presents as credentials. An app host's cookie stands for the session there. */
@@ -158,11 +159,12 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
   }
 
   /** Attribution plus everything the app and the viewer are told about it. */
-  async function prepare(inc: Incoming, route: Extract<Route, { kind: "app" }>, p: Presented): Promise<Forward> {
+  async function prepare(inc: Incoming, route: Extract<Route, { kind: "app" }>, p: Presented): Promise<Forward | null> {
     const req = inc.req;
-    const peer = peerOf(req);
+    const peer = inc.peer;
     const address = viewerAddress(peer, req.headers["x-forwarded-for"], trusted);
-    if (address === null) throw new Error(`unusable client address "${peer}"`);
+    // Only a socket closed before the request was read has no address: nobody to answer.
+    if (address === null) return null;
     const who = await attribute(p, route.app.name, address, cp, now());
     const cookie = withoutEdgeCookies(req.headers.cookie);
     const proto = inc.secure ? "https" : "http";
@@ -198,12 +200,13 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
       case "page":
         return d.serve(res);
       case "app": {
-        let forward: Forward;
+        let forward: Forward | null;
         try {
           forward = await prepare(inc, d.route, d.presented);
         } catch (err) {
           return sendProblem(res, failure(err));
         }
+        if (forward === null) return void res.destroy();
         forwardHttp(req, res, forward, d.route.app.name);
       }
     }
@@ -215,12 +218,13 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
     const d = await decide(inc);
     if (d.kind === "problem") return writeRawProblem(socket, d.problem);
     if (d.kind !== "app") return writeRawProblem(socket, problem("not_found", "No app at this path for an upgrade."));
-    let forward: Forward;
+    let forward: Forward | null;
     try {
       forward = await prepare(inc, d.route, d.presented);
     } catch (err) {
       return writeRawProblem(socket, failure(err));
     }
+    if (forward === null) return void socket.destroy();
     forwardUpgrade(req, socket, head, forward, d.route.app.name);
   }
 

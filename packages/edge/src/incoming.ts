@@ -16,6 +16,8 @@ export interface Incoming {
   readonly query: string;
   /** The viewer reached the edge over TLS (directly, through a trusted proxy, or per --public-url). */
   readonly secure: boolean;
+  /** The socket peer's address, read when the request arrived (a closed socket no longer says). */
+  readonly peer: string;
   /** The socket peer is a trusted proxy. */
   readonly trustedPeer: boolean;
 }
@@ -46,12 +48,12 @@ export function parsePublicUrl(value: string): PublicUrl {
 }
 
 /** Takes a request apart; a target that is not a path or http(s) URL is a 400 problem. */
-export function incoming(req: IncomingMessage, secure: boolean, trustedPeer: boolean): Incoming | Problem {
+export function incoming(req: IncomingMessage, peer: string, secure: boolean, trustedPeer: boolean): Incoming | Problem {
   const t = parseTarget(req.url ?? "/");
   if (!t.ok) return problem("invalid_request", t.detail, { reason: t.reason });
   // RFC 9112 §3.2.2: an absolute-form target names the host; the Host header is then ignored.
   const host = t.host ?? (req.headers.host ?? "").trim();
-  return { req, host, hostname: hostName(host), path: t.path, query: t.query, secure, trustedPeer };
+  return { req, host, hostname: hostName(host), path: t.path, query: t.query, secure, peer, trustedPeer };
 }
 
 export function isProblem(x: Incoming | Problem): x is Problem {
