@@ -88,7 +88,14 @@ const spoofName = fc.constantFrom(
 const spoofValue = fc.constantFrom(SPOOF_ADDR, `for=${SPOOF_ADDR}`, `${SPOOF_ADDR}, 10.0.0.1`, `/${MARK}`, `user:${MARK}`, `https://${MARK}.example`);
 const spoofs = fc.uniqueArray(fc.tuple(spoofName, spoofValue), { maxLength: 6, selector: ([n]) => n.toLowerCase() });
 
-const ipToken = fc.constantFrom<"none" | "valid" | "garbage" | "jws" | "huge" | "twice" | "empty">("none", "none", "valid", "garbage", "jws", "huge", "twice", "empty");
+const b64url = (v: unknown) => Buffer.from(JSON.stringify(v) ?? "").toString("base64url");
+const claims = fc.record({ alg: fc.constantFrom("EdDSA", "none", "HS256"), kid: fc.oneof(fc.string(), fc.integer()), sub: fc.string(), aud: fc.string(), exp: fc.oneof(fc.integer(), fc.double()), iss: fc.constantFrom("gpupool", "x") }, { requiredKeys: [] });
+/** A JWS-shaped token the pool never signed: three base64url parts of JSON (or anything). */
+const randomJws = fc.tuple(fc.oneof(claims, fc.jsonValue()), fc.oneof(claims, fc.jsonValue()), fc.base64String({ maxLength: 120 })).map(([h, p, sig]) => `jws:${b64url(h)}.${b64url(p)}.${sig.replace(/\+/g, "-").replace(/\//g, "_").replace(/=/g, "")}`);
+const ipToken = fc.oneof(
+  { weight: 8, arbitrary: fc.constantFrom("none", "none", "valid", "garbage", "jws", "huge", "twice", "empty") },
+  { weight: 1, arbitrary: randomJws },
+);
 const cookie = fc.constantFrom<"none" | "valid" | "huge" | "odd" | "twice" | "app" | "host" | "state">("none", "none", "valid", "huge", "odd", "twice", "app", "host", "state");
 const authorization = fc.constantFrom(undefined, undefined, "valid", `Bearer gpu_u_${"a".repeat(600)}`, "Bearer gpu_u_bad", "Bearer gpu_u_é", "Basic dXNlcjpwdw==", "Bearer other-scheme-token", "Bearer");
 const browserish = fc.constantFrom<Record<string, string>>(
@@ -112,7 +119,8 @@ function build(g: Generated, id: string): { sent: Sent; presentedTokens: string[
   if (g.host !== undefined) headers["host"] = g.host.replace("PORT", String(port));
   for (const [n, v] of g.spoofs) headers[n] = v;
   const presentedTokens: string[] = [];
-  const tok = { none: null, valid: validIpToken, garbage: "not a token", jws: "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1c2VyOng.", huge: "a".repeat(9 * 1024), twice: null, empty: "" }[g.ipToken];
+  const fixed: Record<string, string | null> = { none: null, valid: validIpToken, garbage: "not a token", jws: "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1c2VyOng.", huge: "a".repeat(9 * 1024), twice: null, empty: "" };
+  const tok = g.ipToken.startsWith("jws:") ? g.ipToken.slice(4) : (fixed[g.ipToken] ?? null);
   if (tok !== null) {
     headers["x-ip-token"] = tok;
     presentedTokens.push(tok);
