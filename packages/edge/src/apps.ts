@@ -50,6 +50,7 @@ export function hostName(header: string | undefined): string {
 
 /** `"%zz"` is not an app name; decoding it must not throw. */
 function decodedName(segment: string): string | null {
+  if (!segment.includes("%")) return segment;
   try {
     return decodeURIComponent(segment);
   } catch {

@@ -61,6 +61,21 @@ const normal = (name: string): string => name.toLowerCase().replace(/_/g, "-");
  * only (no proxy writes `X_Forwarded_For`; a client behind it may).
  */
 export function dropFromClient(name: string, fromTrustedProxy: boolean): boolean {
+  // The same few header names come on every request: decided once each (a bounded memo).
+  const memo = fromTrustedProxy ? decidedTrusted : decidedUntrusted;
+  let drop = memo.get(name);
+  if (drop === undefined) {
+    drop = decide(name, fromTrustedProxy);
+    if (memo.size >= 2048) memo.clear();
+    memo.set(name, drop);
+  }
+  return drop;
+}
+
+const decidedTrusted = new Map<string, boolean>();
+const decidedUntrusted = new Map<string, boolean>();
+
+function decide(name: string, fromTrustedProxy: boolean): boolean {
   const n = normal(name);
   if (EDGE_OWNED.has(n) || EDGE_OWNED_PREFIXES.some((p) => n.startsWith(p))) return true;
   const proxySet = PROXY_SET.has(n) || PROXY_SET_PREFIXES.some((p) => n.startsWith(p));
@@ -68,9 +83,11 @@ export function dropFromClient(name: string, fromTrustedProxy: boolean): boolean
   return !fromTrustedProxy || n !== name.toLowerCase();
 }
 
+const TOKEN = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
+
 /** A `Forwarded` parameter value (RFC 7239 §4): a token as is, anything else quoted. */
 function forwardedValue(v: string): string {
-  return /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, "\\$&")}"`;
+  return TOKEN.test(v) ? v : `"${v.replace(/["\\]/g, "\\$&")}"`;
 }
 
 /** One `Forwarded` element for this hop: the peer (IPv6 in brackets), the host asked for, the scheme. */

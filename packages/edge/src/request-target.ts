@@ -93,6 +93,8 @@ function climbsOut(p: string): boolean {
   return false;
 }
 
+const PLAIN_PATH_UNSAFE = /\/\.|[%\\;]|\/\//;
+
 /**
  * The path to send to an app whose root is `/` of `path`: dot segments removed, one leading
  * slash (`//host/x` and `/\host/x` are network-path references to the WHATWG URL parser, which
@@ -100,6 +102,8 @@ function climbsOut(p: string): boolean {
  * leaves the root under any reading of `couldEscape`.
  */
 export function confinedPath(path: string): string | null {
+  // Most paths have no segment starting with ".", no "%", "\\", ";" or "//": nothing to do.
+  if (!PLAIN_PATH_UNSAFE.test(path)) return path;
   const normal = removeDotSegments(path);
   if (normal === null || couldEscape(normal)) return null;
   return normal.replace(/^[/\\]{2,}/, "/");
