@@ -1,4 +1,7 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { connect } from "node:net";
 import { SignJWT, generateKeyPair } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -60,7 +63,7 @@ describe("gpupool edge: who each proxied request is charged to", () => {
     expect(body.echo).toMatchObject({ sub: `user:${w.alice.id}`, aud: w.apps.back.id, pool: { kind: "user", id: w.alice.id } });
   });
 
-  it("signing in at /login sets an HttpOnly session cookie; the cookie identifies the user and is not passed on; /logout revokes it", async () => {
+  it("signing in at /login sets an HttpOnly session cookie; the cookie identifies the user and is not passed on; signing out revokes it", async () => {
     const form = new URLSearchParams({ name: "alice", token: w.alice.token, next: "/apps/front/whoami" });
     const login = await fetch(`${w.edge.url}/login`, { method: "POST", body: form, redirect: "manual" });
     expect(login.status).toBe(303);
@@ -75,7 +78,10 @@ describe("gpupool edge: who each proxied request is charged to", () => {
     expect(bad.status).toBe(401);
     expect(await bad.text()).toMatch(/not valid/);
 
-    const out = await fetch(`${w.edge.url}/logout`, { method: "POST", headers: { cookie }, redirect: "manual" });
+    // The sign-out button carries the page's token; with it, the session is revoked.
+    const page = await (await fetch(`${w.edge.url}/login`, { headers: { cookie } })).text();
+    const csrf = /name="csrf" value="([^"]+)"/.exec(page)?.[1] ?? "";
+    const out = await fetch(`${w.edge.url}/logout`, { method: "POST", headers: { cookie }, body: new URLSearchParams({ csrf }), redirect: "manual" });
     expect(out.status).toBe(303);
     expect(out.headers.get("set-cookie")).toMatch(/^gpupool_session=; .*Max-Age=0/);
     // A copy of the cookie is useless once revoked.
@@ -153,24 +159,52 @@ describe("gpupool edge: who each proxied request is charged to", () => {
     }
   });
 
-  it("--app-host serves an app at the root of its host; the edge's own pages move to /.gpupool/", async () => {
+  it("--app-host serves an app at the root of its host, and only there; /.gpupool/ on it belongs to the edge", async () => {
     const port = Number(new URL(w.edge.url).port);
     const viaHost = (path: string) =>
-      new Promise<{ status: number; body: string; charged: string | undefined }>((resolve, reject) => {
-        const req = request({ host: "127.0.0.1", port, path, headers: { host: "back.example.test", authorization: `Bearer ${w.alice.token}` } }, (res) => {
+      new Promise<{ status: number; body: string; charged: string | undefined; location: string | undefined }>((resolve, reject) => {
+        const req = request({ host: "127.0.0.1", port, path, headers: { host: `side.example.test:${port}`, authorization: `Bearer ${w.alice.token}` } }, (res) => {
           let body = "";
           res.on("data", (d: Buffer) => (body += d.toString()));
-          res.on("end", () => resolve({ status: res.statusCode ?? 0, body, charged: res.headers["x-gpupool-charged-as"] as string | undefined }));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, body, charged: res.headers["x-gpupool-charged-as"] as string | undefined, location: res.headers.location }));
         });
         req.on("error", reject);
         req.end();
       });
     const app = await viaHost("/login?x=1");
-    expect(JSON.parse(app.body)).toMatchObject({ path: "/login?x=1", sub: `user:${w.alice.id}`, aud: w.apps.back.id });
+    expect(JSON.parse(app.body)).toMatchObject({ path: "/login?x=1", sub: `user:${w.alice.id}`, aud: w.apps.side.id });
     expect(app.charged).toBe(`user:${w.alice.id}`);
-    const page = await viaHost("/.gpupool/login");
-    expect(page.status).toBe(200);
-    expect(page.body).toContain('action="/.gpupool/login"');
+    // Signing in is on the sign-in host (--public-url), which gives this host a ticket back.
+    const signIn = await viaHost("/.gpupool/login?next=/x");
+    expect(signIn.status).toBe(303);
+    expect(signIn.location).toMatch(new RegExp(`^${w.publicUrl}/\\.gpupool/enter\\?host=side\\.example\\.test&state=[\\w-]+&next=%2Fx&login=1$`));
+    // Never on the sign-in pages' origin, under /apps/: sent to its own host.
+    const moved = await fetch(`${w.edge.url}/apps/side/x?y=1`, { redirect: "manual" });
+    expect(moved.status).toBe(308);
+    expect(moved.headers.get("location")).toBe(`http://side.example.test:${port}/x?y=1`);
+  });
+
+  it("reads public_url and app_domain from --config's edge: section", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "gpupool-edge-config-"));
+    try {
+      const file = join(dir, "gpupool.yaml");
+      const edge = await w.startEdge((p) => {
+        writeFileSync(file, `edge:\n  public_url: http://edge.test:${p}\n  app_domain: apps.test\n  apps:\n    front: ${w.upstreams.front}\n`);
+        return ["--config", file];
+      });
+      const r = await new Promise<{ status: number; location: string | undefined }>((resolve, reject) => {
+        const req = request({ host: "127.0.0.1", port: edge.port, path: "/x", headers: { host: "front.apps.test", "upgrade-insecure-requests": "1", accept: "text/html" } }, (res) => {
+          res.resume();
+          resolve({ status: res.statusCode ?? 0, location: res.headers.location });
+        });
+        req.on("error", reject);
+        req.end();
+      });
+      expect(r.status).toBe(303);
+      expect(r.location).toMatch(new RegExp(`^http://edge\\.test:${edge.port}/\\.gpupool/enter\\?host=front\\.apps\\.test&`));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("refuses to start without an edge key or apps (exit 2, saying what to do)", async () => {
@@ -180,6 +214,10 @@ describe("gpupool edge: who each proxied request is charged to", () => {
     const noApps = await runCli(["edge", "--server", w.pool.url], { GPUPOOL_EDGE_KEY: w.edgeKey });
     expect(noApps.code).toBe(2);
     expect(noApps.stderr).toMatch(/no apps/);
+    // Apps on hosts of their own need a sign-in host apart from them.
+    const noPublicUrl = await runCli(["edge", "--server", w.pool.url, "--app", "front=http://127.0.0.1:1", "--app-domain", "apps.test"], { GPUPOOL_EDGE_KEY: w.edgeKey });
+    expect(noPublicUrl.code).toBe(2);
+    expect(noPublicUrl.stderr).toMatch(/need --public-url/);
   });
 
   it("exits 0 on SIGTERM", async () => {

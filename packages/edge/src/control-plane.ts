@@ -39,10 +39,14 @@ const hash = (s: string): string => createHash("sha256").update(s).digest("base6
 export class ControlPlane {
   private readonly tokens = new Map<string, MintedToken>();
   private readonly viewers = new Map<string, { user: SessionUser | null; until: number }>();
+  /** Refused re-issues, so a client repeating a forged token costs one round trip per few seconds. */
+  private readonly refusals = new Map<string, { problem: Problem; until: number }>();
 
   constructor(
     private readonly baseUrl: string,
     private readonly edgeKey: string,
+    /** A refusal the edge should not have provoked (its own checks let bad input through). */
+    private readonly warn: (line: string) => void = () => undefined,
     private readonly lookupTtlMs = 5_000,
     private readonly max = 50_000,
   ) {}
@@ -64,7 +68,18 @@ export class ControlPlane {
     const key = `reissue\n${hash(token)}\n${app}`;
     const hit = this.fresh(this.tokens.get(key), now);
     if (hit) return hit;
-    const minted = await this.mintCall("/v1/ip-tokens/reissue", { token, app });
+    const refused = this.refusals.get(key);
+    if (refused && refused.until > now) throw new ControlPlaneRefusal(refused.problem);
+    let minted: MintedToken;
+    try {
+      minted = await this.mintCall("/v1/ip-tokens/reissue", { token, app });
+    } catch (err) {
+      if (err instanceof ControlPlaneRefusal && err.problem.code === "invalid_ip_token") {
+        if (this.refusals.size >= this.max) this.refusals.clear();
+        this.refusals.set(key, { problem: err.problem, until: now + this.lookupTtlMs });
+      }
+      throw err;
+    }
     this.remember(this.tokens, key, minted);
     return minted;
   }
@@ -76,15 +91,18 @@ export class ControlPlane {
 
   /** The session's user, or null when it is unknown, expired or revoked. */
   async sessionUser(session: string, now: number): Promise<SessionUser | null> {
-    return this.lookup(`s\n${hash(session)}`, now, "invalid_session", async () => {
+    return this.lookup(`s\n${hash(session)}`, now, ["invalid_session", "invalid_request"], async () => {
       const body = (await this.call("POST", "/v1/sessions/resolve", { session })) as { user: SessionUser };
       return body.user;
     });
   }
 
-  /** The owner of a user token (sent as a Bearer by API clients), or null when not valid. */
+  /**
+   * The owner of a user token (sent as a Bearer by API clients), or null when not valid. The call
+   * is made with the user's token, not the edge key, so any refusal is about that token.
+   */
   async tokenUser(userToken: string, now: number): Promise<SessionUser | null> {
-    return this.lookup(`u\n${hash(userToken)}`, now, "unauthorized", async () => {
+    return this.lookup(`u\n${hash(userToken)}`, now, "any", async () => {
       const body = (await this.call("GET", "/v1/quota", undefined, userToken)) as { identity: { kind: string; id: string; tier: string } };
       return body.identity.kind === "user" ? { id: body.identity.id, name: body.identity.id, tier: body.identity.tier } : null;
     });
@@ -95,15 +113,20 @@ export class ControlPlane {
     await this.call("POST", "/v1/sessions/revoke", { session });
   }
 
-  /** `invalid`: the problem code meaning "no such viewer"; any other refusal (a bad edge key) is thrown. */
-  private async lookup(key: string, now: number, invalid: string, fetchUser: () => Promise<SessionUser | null>): Promise<SessionUser | null> {
+  /**
+   * `invalid`: the problem codes meaning "no such viewer" (`any`: every refusal); any other
+   * refusal (a bad edge key) is thrown. `invalid_request` means the edge sent something its own
+   * checks should have kept back: still no such viewer, and worth a warning.
+   */
+  private async lookup(key: string, now: number, invalid: readonly string[] | "any", fetchUser: () => Promise<SessionUser | null>): Promise<SessionUser | null> {
     const hit = this.viewers.get(key);
     if (hit && hit.until > now) return hit.user;
     let user: SessionUser | null;
     try {
       user = await fetchUser();
     } catch (err) {
-      if (!(err instanceof ControlPlaneRefusal) || err.problem.code !== invalid) throw err;
+      if (!(err instanceof ControlPlaneRefusal) || (invalid !== "any" && !invalid.includes(err.problem.code))) throw err;
+      if (err.problem.code === "invalid_request") this.warn(`edge: the control plane refused a viewer lookup as malformed: ${err.problem.detail}`);
       user = null; // an invalid session or token: remembered too, so it cannot hammer the pool
     }
     if (this.viewers.size >= this.max) this.viewers.clear();
@@ -155,6 +178,7 @@ export class ControlPlane {
   }
 }
 
-export function controlPlaneProblem(err: ControlPlaneDown): Problem {
-  return problem("control_plane_unavailable", `The edge cannot reach the GPU pool to identify you (${err.message}); nothing was forwarded. Try again shortly.`);
+/** What the viewer is told; the details (the pool's address, the error) go to the operator's log. */
+export function controlPlaneProblem(): Problem {
+  return problem("control_plane_unavailable", "The edge cannot reach the GPU pool to identify you; nothing was forwarded. Try again shortly.");
 }

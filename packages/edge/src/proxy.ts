@@ -1,16 +1,21 @@
 import { request as httpRequest, Agent as HttpAgent } from "node:http";
-import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
+import type { ClientRequest, IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import { request as httpsRequest, Agent as HttpsAgent } from "node:https";
 import type { Duplex } from "node:stream";
 import { problem } from "@gpupool/core";
 import type { Problem } from "@gpupool/core";
+import { dropFromClient } from "./client-headers.js";
+import { appSetCookies } from "./cookies.js";
 
-/** Per-connection headers (RFC 9110 §7.6.1) and the ones the edge sets itself: never copied through. */
-const REQUEST_DROPPED = new Set([
-  "connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade", "host",
-  "x-ip-token", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-prefix", "forwarded",
-]);
-const RESPONSE_DROPPED = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "trailer", "upgrade", "x-gpupool-charged-as", "x-gpupool-token-dropped"]);
+/** Per-connection headers (RFC 9110 §7.6.1): never copied through. Identity headers: client-headers.ts. */
+const REQUEST_DROPPED = new Set(["connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade", "host"]);
+/**
+ * Per-connection headers, and what an app must not tell the browser on the edge's behalf:
+ * `Clear-Site-Data` would wipe the edge's cookies (for the whole site, sibling hosts included),
+ * signing the viewer out; `Service-Worker-Allowed` would let a worker from under /apps/<name>/
+ * take over the whole origin, the sign-in form included. `Set-Cookie` is filtered (cookies.ts).
+ */
+const RESPONSE_DROPPED = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "trailer", "upgrade", "clear-site-data", "service-worker-allowed"]);
 
 export interface Forward {
   readonly upstream: URL;
@@ -19,6 +24,8 @@ export interface Forward {
   /** Headers to send besides the client's (X-IP-Token, X-Forwarded-*), and client headers to remove. */
   readonly set: Record<string, string>;
   readonly remove: readonly string[];
+  /** The socket peer is a trusted proxy: its address headers pass (client-headers.ts). */
+  readonly trustedPeer: boolean;
   /** Added to the response the client sees. */
   readonly responseHeaders: Record<string, string>;
 }
@@ -35,7 +42,7 @@ function upstreamHeaders(req: IncomingMessage, f: Forward): OutgoingHttpHeaders 
   const named = connectionTokens(req.headers);
   const out: OutgoingHttpHeaders = {};
   for (const [k, v] of Object.entries(req.headers)) {
-    if (v === undefined || REQUEST_DROPPED.has(k) || named.has(k) || f.remove.includes(k)) continue;
+    if (v === undefined || REQUEST_DROPPED.has(k) || named.has(k) || f.remove.includes(k) || dropFromClient(k, f.trustedPeer)) continue;
     out[k] = v;
   }
   out["host"] = f.upstream.host;
@@ -46,8 +53,11 @@ function responseHeaders(res: IncomingMessage, f: Forward): OutgoingHttpHeaders 
   const named = connectionTokens(res.headers);
   const out: OutgoingHttpHeaders = {};
   for (const [k, v] of Object.entries(res.headers)) {
-    if (v === undefined || RESPONSE_DROPPED.has(k) || named.has(k)) continue;
-    out[k] = v;
+    if (v === undefined || RESPONSE_DROPPED.has(k) || named.has(k) || k.startsWith("x-gpupool-")) continue;
+    if (k === "set-cookie") {
+      const kept = appSetCookies(v as string[]);
+      if (kept !== undefined) out[k] = kept;
+    } else out[k] = v;
   }
   return { ...out, ...f.responseHeaders };
 }
@@ -81,8 +91,15 @@ export function sendProblem(res: ServerResponse, p: Problem, extra: Record<strin
   res.end(body);
 }
 
+/** The app's address stays out of the answer (it is the operator's business); the error code says enough. */
 function upstreamDown(name: string, err: Error): Problem {
-  return problem("upstream_unavailable", `The app ${name} is not answering at its upstream address (${err.message}). Try again shortly; if it persists, tell the app's owner.`);
+  const code = (err as NodeJS.ErrnoException).code;
+  return problem("upstream_unavailable", `The app ${name} is not answering${code === undefined ? "" : ` (${code})`}. Try again shortly; if it persists, tell the app's owner.`);
+}
+
+/** Node refuses to send what no request may carry (a control character in a header, say). */
+function unforwardable(): Problem {
+  return problem("invalid_request", "This request cannot be passed on to the app: it carries a character no HTTP request may carry.", { reason: "unforwardable" });
 }
 
 /**
@@ -90,7 +107,12 @@ function upstreamDown(name: string, err: Error): Problem {
  * Server-Sent Events and long downloads pass through as they are produced.
  */
 export function forwardHttp(req: IncomingMessage, res: ServerResponse, f: Forward, appName: string): void {
-  const up = open(f, req.method ?? "GET", upstreamHeaders(req, f), true);
+  let up: ClientRequest;
+  try {
+    up = open(f, req.method ?? "GET", upstreamHeaders(req, f), true);
+  } catch {
+    return sendProblem(res, unforwardable(), f.responseHeaders);
+  }
   up.on("response", (upRes) => {
     res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, responseHeaders(upRes, f));
     // A stream (SSE, or no declared length) gets its headers now: an SSE client waits for them
@@ -121,9 +143,10 @@ function head(status: number, message: string, headers: OutgoingHttpHeaders): st
   return `${lines.join("\r\n")}\r\n\r\n`;
 }
 
-export function writeRawProblem(socket: Duplex, p: Problem, extra: Record<string, string> = {}): void {
+/** `headOnly`: the answer to a HEAD request, which has the headers of the body and no body. */
+export function writeRawProblem(socket: Duplex, p: Problem, extra: Record<string, string> = {}, headOnly = false): void {
   const body = JSON.stringify(p);
-  socket.end(head(p.status, p.title, { ...extra, "content-type": "application/problem+json", "content-length": Buffer.byteLength(body), connection: "close" }) + body);
+  socket.end(head(p.status, p.title, { ...extra, "content-type": "application/problem+json", "content-length": Buffer.byteLength(body), connection: "close" }) + (headOnly ? "" : body));
 }
 
 /**
@@ -136,7 +159,12 @@ export function forwardUpgrade(req: IncomingMessage, socket: Duplex, clientHead:
   headers["connection"] = "Upgrade";
   headers["upgrade"] = req.headers.upgrade ?? "websocket";
   // Upgraded sockets are never reused: no agent.
-  const up = open(f, req.method ?? "GET", headers, false);
+  let up: ClientRequest;
+  try {
+    up = open(f, req.method ?? "GET", headers, false);
+  } catch {
+    return writeRawProblem(socket, unforwardable(), f.responseHeaders);
+  }
   up.on("upgrade", (upRes, upSocket, upHead) => {
     const h = responseHeaders(upRes, f);
     h["connection"] = "Upgrade";

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { AppTable, parseAppFlag } from "../src/apps.js";
-import { parseCookies, sessionCookie, withoutSessionCookie } from "../src/cookies.js";
+import { cookieValue, edgeCookie, withoutEdgeCookies } from "../src/cookies.js";
 import { safeNext } from "../src/login-page.js";
 import { TrustedProxies, viewerAddress } from "../src/viewer-ip.js";
 
@@ -36,23 +36,23 @@ describe("routing, cookies, redirects", () => {
   const table = new AppTable([parseAppFlag("painter=http://127.0.0.1:8001"), { ...parseAppFlag("chat=http://127.0.0.1:8002/base/"), host: "chat.example.org" }]);
 
   it("routes /apps/<name>/… with the prefix removed, and whole hosts to their app", () => {
-    expect(table.route("edge", "/apps/painter/x/y?z=1")).toMatchObject({ app: { name: "painter" }, path: "/x/y?z=1", prefix: "/apps/painter" });
-    expect(table.route("edge", "/apps/painter")).toEqual({ redirect: "/apps/painter/" });
-    expect(table.route("edge", "/apps/other/")).toBeNull();
-    expect(table.route("chat.example.org", "/login")).toMatchObject({ app: { name: "chat" }, path: "/login", prefix: "" });
+    expect(table.route("edge", "/apps/painter/x/y", "?z=1")).toMatchObject({ kind: "app", app: { name: "painter" }, path: "/x/y?z=1", prefix: "/apps/painter" });
+    expect(table.route("edge", "/apps/painter", "")).toEqual({ kind: "slash", location: "/apps/painter/" });
+    expect(table.route("edge", "/apps/other/", "")).toEqual({ kind: "edge" });
+    expect(table.route("chat.example.org", "/login", "")).toMatchObject({ kind: "app", app: { name: "chat" }, path: "/login", prefix: "" });
     expect(() => parseAppFlag("bad")).toThrow(/NAME=URL/);
     expect(() => parseAppFlag("x=ftp://a")).toThrow(/http/);
   });
 
   it("keeps the session cookie from the app and makes it HttpOnly, Lax, Secure over TLS", () => {
-    expect(withoutSessionCookie("a=1; gpupool_session=gps_x; b=2")).toBe("a=1; b=2");
-    expect(withoutSessionCookie("gpupool_session=gps_x")).toBeUndefined();
-    expect(parseCookies("a=1; gpupool_session=s").get("gpupool_session")).toBe("s");
-    expect(sessionCookie("v", 60, true)).toBe("gpupool_session=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=60; Secure");
+    expect(withoutEdgeCookies("a=1; gpupool_session=gps_x; b=2")).toBe("a=1; b=2");
+    expect(withoutEdgeCookies("gpupool_session=gps_x")).toBeUndefined();
+    expect(cookieValue("a=1; gpupool_session=s", "gpupool_session")).toBe("s");
+    expect(edgeCookie("gpupool_session", "v", 60, false)).toBe("gpupool_session=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=60");
   });
 
   it("redirects after sign-in only to local paths", () => {
     expect(safeNext("/apps/x/")).toBe("/apps/x/");
-    for (const bad of ["//evil.example", "https://evil.example", "/\\evil", undefined]) expect(safeNext(bad)).toBe("/");
+    for (const bad of ["//evil.example", "https://evil.example", "/\\evil", "/\t/evil.example", undefined]) expect(safeNext(bad)).toBe("/");
   });
 });

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import type { AppRoute } from "@gpupool/edge";
 import { InvalidArgumentError, Option } from "commander";
 import type { Command } from "commander";
+import { pino } from "pino";
 import { parse as parseYaml } from "yaml";
 import { DEFAULT_URL, StartError, UsageError, err, out, parseUrl } from "../common.js";
 
@@ -12,6 +13,8 @@ interface EdgeFlags {
   readonly appHost: string[];
   readonly listen?: string;
   readonly trustedProxy: string[];
+  readonly publicUrl?: string;
+  readonly appDomain?: string;
   readonly config?: string;
 }
 
@@ -21,6 +24,8 @@ interface EdgeFile {
   listen?: string;
   apps: Record<string, string | { upstream: string; host?: string }>;
   trustedProxies: string[];
+  publicUrl?: string;
+  appDomain?: string;
 }
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -49,6 +54,8 @@ function readEdgeFile(path: string): EdgeFile {
   return {
     ...(typeof edge["server"] === "string" ? { server: edge["server"] } : {}),
     ...(typeof edge["listen"] === "string" ? { listen: edge["listen"] } : {}),
+    ...(typeof edge["public_url"] === "string" ? { publicUrl: edge["public_url"] } : {}),
+    ...(typeof edge["app_domain"] === "string" ? { appDomain: edge["app_domain"] } : {}),
     apps: apps as EdgeFile["apps"],
     trustedProxies: proxies as string[],
   };
@@ -61,25 +68,31 @@ export function registerEdge(program: Command): void {
     .description(
       "Run the edge: a reverse proxy in front of apps that signs viewers in (session cookie or Bearer user token), " +
         "drops any X-IP-Token a client sent and injects a freshly signed one naming the viewer, so each viewer " +
-        "is charged as themselves (or as their IP address when not signed in). Apps are served under /apps/<name>/.",
+        "is charged as themselves (or as their IP address when not signed in). Apps are served under /apps/<name>/ " +
+        "(one origin: only for apps you trust), or each on a host of its own (--app-domain, --app-host: recommended, " +
+        "the browser then keeps apps apart from each other and from the sign-in pages at --public-url). See docs/edge.md.",
     )
     .addOption(new Option("--server <url>", "control plane URL").env("GPUPOOL_URL").default(DEFAULT_URL).argParser(parseUrl))
     .addOption(new Option("--edge-key <key>", "edge key from `gpupool admin edge create` (never printed)").env("GPUPOOL_EDGE_KEY"))
     .option("--app <NAME=URL>", "an app (its name in the pool) and its upstream URL; repeat for several", collect, [])
-    .option("--app-host <NAME=HOST>", "also serve app NAME at the root of host name HOST; repeatable", collect, [])
+    .option("--app-host <NAME=HOST>", "serve app NAME at the root of host name HOST (and not under /apps/); repeatable", collect, [])
+    .option("--app-domain <domain>", "serve each app at <name>.<domain> (e.g. apps.example.com → painter.apps.example.com)")
+    .option("--public-url <url>", "where viewers reach the edge's sign-in pages, e.g. https://pool.example.com (https: cookies are Secure, __Host-); required with --app-host/--app-domain")
     .option("--listen <host:port>", "address to listen on (default 127.0.0.1:7080; port 0 picks a free one)")
     .option("--trusted-proxy <cidr>", "a proxy whose X-Forwarded-For is believed (address or CIDR); repeatable", collect, [])
-    .addOption(new Option("--config <file>", "YAML file with an edge: section (apps, listen, server, trusted_proxies)").env("GPUPOOL_CONFIG"))
+    .addOption(new Option("--config <file>", "YAML file with an edge: section (apps, listen, server, trusted_proxies, public_url, app_domain)").env("GPUPOOL_CONFIG"))
     .addHelpText(
       "after",
       `
 Examples:
   GPUPOOL_EDGE_KEY=gpu_e_… gpupool edge --server http://127.0.0.1:7070 --app painter=http://127.0.0.1:8001
+  # each app on its own host, sign-in at pool.example.com, behind a TLS proxy at 10.0.0.5:
+  gpupool edge --app painter=http://127.0.0.1:8001 --app-domain apps.example.com --public-url https://pool.example.com --trusted-proxy 10.0.0.5
   gpupool edge --config gpupool.yaml          # edge: { apps: { painter: http://127.0.0.1:8001 } }
 
 Once listening it prints one line to stdout, e.g.
   gpupool edge listening on http://127.0.0.1:7080 (apps painter)
-Viewers sign in at /login and out at /logout. SIGINT / SIGTERM close it.`,
+Viewers sign in at /login (of --public-url) and out with its Sign out button. SIGINT / SIGTERM close it.`,
     )
     .action(async (flags: EdgeFlags) => {
       const file = flags.config === undefined || flags.config.trim() === "" ? null : readEdgeFile(flags.config);
@@ -111,13 +124,27 @@ Viewers sign in at /login and out at /logout. SIGINT / SIGTERM close it.`,
       const listen = parseListen(flags.listen ?? file?.listen ?? "127.0.0.1:7080");
       const trustedProxies = flags.trustedProxy.length > 0 ? flags.trustedProxy : (file?.trustedProxies ?? []);
       const server = flags.server !== DEFAULT_URL || file?.server === undefined ? flags.server : file.server;
+      const publicUrl = flags.publicUrl ?? file?.publicUrl;
+      const appDomain = flags.appDomain ?? file?.appDomain;
+      // JSON lines on stderr with a level, as the server and the agent log.
+      const logger = pino({ level: "info", base: { service: "gpupool-edge" } }, pino.destination({ dest: 2, sync: true }));
       let edge: Awaited<ReturnType<typeof startEdge>>;
       try {
-        edge = await startEdge({ server, edgeKey, apps: [...apps.values()], trustedProxies, host: listen.host, port: listen.port, log: (line) => err(line) });
+        edge = await startEdge({
+          server,
+          edgeKey,
+          apps: [...apps.values()],
+          trustedProxies,
+          ...(publicUrl !== undefined ? { publicUrl } : {}),
+          ...(appDomain !== undefined ? { appDomain } : {}),
+          host: listen.host,
+          port: listen.port,
+          log: (line, level) => logger[level](line),
+        });
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code === "EADDRINUSE") throw new StartError(`${listen.host}:${listen.port} is already in use; pick another address with --listen (port 0 picks a free one).`, code);
-        if (e instanceof Error && !code) throw new UsageError(e.message); // a bad --trusted-proxy, a duplicate app
+        if (e instanceof Error && !code) throw new UsageError(e.message); // a bad --trusted-proxy or --public-url, a duplicate app
         throw e;
       }
       let closing = false;
