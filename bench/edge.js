@@ -40,7 +40,14 @@ if (process.argv[2] === "--load") {
   process.once("message", async (opts) => {
     if (opts.connections === 1) return process.send(await sequential(opts.url, opts.duration));
     const r = await autocannon({ url: opts.url, connections: opts.connections, duration: opts.duration });
-    process.send({ requestsPerS: r.requests.average, p50Ms: r.latency.p50, p99Ms: r.latency.p99, non2xx: r.non2xx, errors: r.errors, total: r.requests.total });
+    process.send({
+      requestsPerS: r.requests.average,
+      p50Ms: r.latency.p50,
+      p99Ms: r.latency.p99,
+      non2xx: r.non2xx,
+      errors: r.errors,
+      total: r.requests.total,
+    });
   });
 }
 
@@ -73,7 +80,14 @@ async function sequential(url, seconds) {
   agent.destroy();
   times.sort((a, b) => a - b);
   const at = (q) => Math.round(times[Math.min(times.length - 1, Math.floor(q * times.length))] * 1000) / 1000;
-  return { requestsPerS: times.length / seconds, p50Ms: at(0.5), p99Ms: at(0.99), non2xx, errors: 0, total: times.length };
+  return {
+    requestsPerS: times.length / seconds,
+    p50Ms: at(0.5),
+    p99Ms: at(0.99),
+    non2xx,
+    errors: 0,
+    total: times.length,
+  };
 }
 
 function child(args) {
@@ -96,8 +110,17 @@ function load(opts) {
 async function measure(url) {
   const busy = await load({ url, connections: CONNECTIONS, duration: SECONDS });
   const single = await load({ url, connections: 1, duration: Math.max(2, Math.ceil(SECONDS / 2)) });
-  if (busy.non2xx + busy.errors + single.non2xx + single.errors > 0) console.error(`warning: ${busy.non2xx + single.non2xx} non-2xx and ${busy.errors + single.errors} errors at ${url}`);
-  return { requestsPerS: busy.requestsPerS, p99Busy: busy.p99Ms, p50Ms: single.p50Ms, p99Ms: single.p99Ms, total: busy.total + single.total };
+  if (busy.non2xx + busy.errors + single.non2xx + single.errors > 0)
+    console.error(
+      `warning: ${busy.non2xx + single.non2xx} non-2xx and ${busy.errors + single.errors} errors at ${url}`,
+    );
+  return {
+    requestsPerS: busy.requestsPerS,
+    p99Busy: busy.p99Ms,
+    p50Ms: single.p50Ms,
+    p99Ms: single.p99Ms,
+    total: busy.total + single.total,
+  };
 }
 
 export async function main() {
@@ -108,15 +131,32 @@ export async function main() {
   try {
     const { port } = await new Promise((resolve) => upstream.once("message", resolve));
     const upstreamUrl = `http://127.0.0.1:${port}`;
-    const config = normalizeConfig({ server: { port: 0 }, storage: { url: `sqlite:${join(dir, "gpupool.db")}` }, log: { level: "silent" } });
+    const config = normalizeConfig({
+      server: { port: 0 },
+      storage: { url: `sqlite:${join(dir, "gpupool.db")}` },
+      log: { level: "silent" },
+    });
     const admin = `bench-admin-${process.pid}`;
     pool = await createServer(config, { adminToken: admin, logger: pino({ level: "silent" }) });
     const poolUrl = await pool.listen();
-    const post = async (path, body) => (await pool.app.inject({ method: "POST", url: path, headers: { authorization: `Bearer ${admin}` }, payload: body })).json();
+    const post = async (path, body) =>
+      (
+        await pool.app.inject({
+          method: "POST",
+          url: path,
+          headers: { authorization: `Bearer ${admin}` },
+          payload: body,
+        })
+      ).json();
     await post("/v1/admin/users", { name: "owner", tier: "pro" });
     await post("/v1/admin/apps", { name: "bench", owner: "owner" });
     const { key } = await post("/v1/admin/edges", { name: "bench-edge" });
-    edge = await startEdge({ server: poolUrl, edgeKey: key, apps: [{ name: "bench", upstream: new URL(upstreamUrl) }], port: 0 });
+    edge = await startEdge({
+      server: poolUrl,
+      edgeKey: key,
+      apps: [{ name: "bench", upstream: new URL(upstreamUrl) }],
+      port: 0,
+    });
 
     const direct = [];
     const proxied = [];

@@ -27,7 +27,10 @@ export interface Echo {
 
 function payloadOf(token: string | undefined): { sub?: string; aud?: string } {
   try {
-    return JSON.parse(Buffer.from(token?.split(".")[1] ?? "", "base64url").toString("utf8")) as { sub?: string; aud?: string };
+    return JSON.parse(Buffer.from(token?.split(".")[1] ?? "", "base64url").toString("utf8")) as {
+      sub?: string;
+      aud?: string;
+    };
   } catch {
     return {};
   }
@@ -58,11 +61,22 @@ async function startUpstream(poolUrl: string, appKey: string, seen: Seen[]): Pro
     let pool: Echo["pool"] = null;
     // The fuzz test's thousands of requests skip the pool's own check of the token.
     if (token !== undefined && req.headers["x-fuzz-id"] === undefined) {
-      const q = await createClient({ url: poolUrl, appKey }).quota({ ipToken: token }).catch(() => null);
+      const q = await createClient({ url: poolUrl, appKey })
+        .quota({ ipToken: token })
+        .catch(() => null);
       pool = q ? { kind: q.identity.kind, id: q.identity.id, tier: q.identity.tier } : null;
     }
     const h = (n: string) => (typeof req.headers[n] === "string" ? (req.headers[n] as string) : null);
-    return { sub: sub ?? null, aud: aud ?? null, pool, authorization: h("authorization"), cookie: h("cookie"), forwardedFor: h("x-forwarded-for"), path: req.url ?? "", headers: req.headers };
+    return {
+      sub: sub ?? null,
+      aud: aud ?? null,
+      pool,
+      authorization: h("authorization"),
+      cookie: h("cookie"),
+      forwardedFor: h("x-forwarded-for"),
+      path: req.url ?? "",
+      headers: req.headers,
+    };
   };
   const server = createServer((req, res) => {
     seen.push({ path: req.url ?? "", headers: req.headers });
@@ -89,9 +103,13 @@ async function startUpstream(poolUrl: string, appKey: string, seen: Seen[]): Pro
       }
       if (url.pathname === "/call") {
         const token = forwardIpToken(req.headers);
-        const r = await fetch(url.searchParams.get("target") ?? "", { headers: token === undefined ? {} : { "x-ip-token": token } });
+        const r = await fetch(url.searchParams.get("target") ?? "", {
+          headers: token === undefined ? {} : { "x-ip-token": token },
+        });
         res.writeHead(200, { "content-type": "application/json" });
-        res.end(JSON.stringify({ status: r.status, chargedAs: r.headers.get("x-gpupool-charged-as"), echo: await r.json() }));
+        res.end(
+          JSON.stringify({ status: r.status, chargedAs: r.headers.get("x-gpupool-charged-as"), echo: await r.json() }),
+        );
         return;
       }
       res.writeHead(200, { "content-type": "application/json", "x-gpupool-charged-as": "user:forged-by-the-app" });
@@ -104,10 +122,17 @@ async function startUpstream(poolUrl: string, appKey: string, seen: Seen[]): Pro
     socket.on("end", () => socket.destroy());
     server.once("close", () => socket.destroy());
     void echo(req).then((e) => {
-      const accept = createHash("sha1").update(`${String(req.headers["sec-websocket-key"])}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64");
-      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+      const accept = createHash("sha1")
+        .update(`${String(req.headers["sec-websocket-key"])}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`)
+        .digest("base64");
+      socket.write(
+        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`,
+      );
       const text = Buffer.from(JSON.stringify(e));
-      const header = text.length < 126 ? Buffer.from([0x81, text.length]) : Buffer.from([0x81, 126, text.length >> 8, text.length & 255]);
+      const header =
+        text.length < 126
+          ? Buffer.from([0x81, text.length])
+          : Buffer.from([0x81, 126, text.length >> 8, text.length & 255]);
       socket.write(Buffer.concat([header, text]));
     });
   });
@@ -154,7 +179,9 @@ export async function freePort(): Promise<number> {
  */
 export async function startEdgeWorld(): Promise<EdgeWorld> {
   const dir = mkdtempSync(join(tmpdir(), "gpupool-edge-"));
-  const pool = await startServerBinary(["--storage", testStorage(join(dir, "pool.db"))], { GPUPOOL_ADMIN_TOKEN: ADMIN });
+  const pool = await startServerBinary(["--storage", testStorage(join(dir, "pool.db"))], {
+    GPUPOOL_ADMIN_TOKEN: ADMIN,
+  });
   const admin = createClient({ url: pool.url, adminToken: ADMIN });
   const alice = await admin.admin.createUser({ name: "alice", tier: "pro" });
   await admin.admin.createUser({ name: "owner", tier: "pro" });
@@ -173,7 +200,11 @@ export async function startEdgeWorld(): Promise<EdgeWorld> {
     for (let attempt = 1; ; attempt++) {
       const port = await freePort();
       try {
-        const e = await startBinary(["edge", "--server", pool.url, "--listen", `127.0.0.1:${port}`, ...args(port)], { GPUPOOL_EDGE_KEY: edgeKey.key }, /gpupool edge listening on (http:\/\/\S+)/);
+        const e = await startBinary(
+          ["edge", "--server", pool.url, "--listen", `127.0.0.1:${port}`, ...args(port)],
+          { GPUPOOL_EDGE_KEY: edgeKey.key },
+          /gpupool edge listening on (http:\/\/\S+)/,
+        );
         others.push(e);
         return { ...e, port };
       } catch (err) {

@@ -19,7 +19,10 @@ afterAll(async () => {
   await w?.stop();
 });
 
-async function get(path: string, headers: Record<string, string> = {}): Promise<{ status: number; headers: Headers; echo: Echo }> {
+async function get(
+  path: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; headers: Headers; echo: Echo }> {
   const r = await fetch(`${w.edge.url}${path}`, { headers, redirect: "manual" });
   return { status: r.status, headers: r.headers, echo: (await r.json()) as Echo };
 }
@@ -28,7 +31,13 @@ describe("gpupool edge: who each proxied request is charged to", () => {
   it("a viewer with a Bearer user token → that user; the pool accepts the token; the user token is not passed on", async () => {
     const r = await get("/apps/front/whoami?x=1", { authorization: `Bearer ${w.alice.token}` });
     expect(r.status).toBe(200);
-    expect(r.echo).toMatchObject({ sub: `user:${w.alice.id}`, aud: w.apps.front.id, pool: { kind: "user", id: w.alice.id, tier: "pro" }, path: "/whoami?x=1", authorization: null });
+    expect(r.echo).toMatchObject({
+      sub: `user:${w.alice.id}`,
+      aud: w.apps.front.id,
+      pool: { kind: "user", id: w.alice.id, tier: "pro" },
+      path: "/whoami?x=1",
+      authorization: null,
+    });
     // The edge's header wins over one the app tried to set.
     expect(r.headers.get("x-gpupool-charged-as")).toBe(`user:${w.alice.id}`);
     expect(r.headers.get("x-gpupool-token-dropped")).toBeNull();
@@ -41,14 +50,27 @@ describe("gpupool edge: who each proxied request is charged to", () => {
   });
 
   it("a spoofed X-IP-Token and X-Forwarded-For from an untrusted peer are ignored, and the response says so", async () => {
-    const r = await get("/apps/front/whoami", { "x-ip-token": "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1c2VyOnZpY3RpbSJ9.", "x-forwarded-for": "203.0.113.9" });
-    expect(r.echo).toMatchObject({ sub: "ip:127.0.0.1", pool: { kind: "ip", id: "127.0.0.1" }, forwardedFor: "127.0.0.1" });
+    const r = await get("/apps/front/whoami", {
+      "x-ip-token": "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1c2VyOnZpY3RpbSJ9.",
+      "x-forwarded-for": "203.0.113.9",
+    });
+    expect(r.echo).toMatchObject({
+      sub: "ip:127.0.0.1",
+      pool: { kind: "ip", id: "127.0.0.1" },
+      forwardedFor: "127.0.0.1",
+    });
     expect(r.headers.get("x-gpupool-charged-as")).toBe("ip:127.0.0.1");
     expect(r.headers.get("x-gpupool-token-dropped")).toMatch(/alg_not_allowed|unknown_key|malformed/);
 
     // Well-formed, EdDSA, but signed by someone else's key.
     const { privateKey } = await generateKeyPair("EdDSA");
-    const forged = await new SignJWT({}).setProtectedHeader({ alg: "EdDSA", kid: "x" }).setIssuer("gpupool").setSubject(`user:${w.alice.id}`).setAudience(w.apps.front.id).setExpirationTime("5m").sign(privateKey);
+    const forged = await new SignJWT({})
+      .setProtectedHeader({ alg: "EdDSA", kid: "x" })
+      .setIssuer("gpupool")
+      .setSubject(`user:${w.alice.id}`)
+      .setAudience(w.apps.front.id)
+      .setExpirationTime("5m")
+      .sign(privateKey);
     const f = await get("/apps/front/whoami", { "x-ip-token": forged });
     expect(f.echo.sub).toBe("ip:127.0.0.1");
     expect(f.headers.get("x-gpupool-token-dropped")).toBe("unknown_key");
@@ -56,11 +78,17 @@ describe("gpupool edge: who each proxied request is charged to", () => {
 
   it("app-to-app: the token the first app forwards is re-issued for the second app, naming the original user", async () => {
     const target = `${w.edge.url}/apps/back/whoami`;
-    const r = await fetch(`${w.edge.url}/apps/front/call?target=${encodeURIComponent(target)}`, { headers: { authorization: `Bearer ${w.alice.token}` } });
+    const r = await fetch(`${w.edge.url}/apps/front/call?target=${encodeURIComponent(target)}`, {
+      headers: { authorization: `Bearer ${w.alice.token}` },
+    });
     const body = (await r.json()) as { status: number; chargedAs: string; echo: Echo };
     expect(body.status).toBe(200);
     expect(body.chargedAs).toBe(`user:${w.alice.id}`);
-    expect(body.echo).toMatchObject({ sub: `user:${w.alice.id}`, aud: w.apps.back.id, pool: { kind: "user", id: w.alice.id } });
+    expect(body.echo).toMatchObject({
+      sub: `user:${w.alice.id}`,
+      aud: w.apps.back.id,
+      pool: { kind: "user", id: w.alice.id },
+    });
   });
 
   it("signing in at /login sets an HttpOnly session cookie; the cookie identifies the user and is not passed on; signing out revokes it", async () => {
@@ -74,14 +102,22 @@ describe("gpupool edge: who each proxied request is charged to", () => {
     const r = await get("/apps/front/whoami", { cookie });
     expect(r.echo).toMatchObject({ sub: `user:${w.alice.id}`, cookie: "theme=dark" });
 
-    const bad = await fetch(`${w.edge.url}/login`, { method: "POST", body: new URLSearchParams({ token: "gpu_u_wrong" }) });
+    const bad = await fetch(`${w.edge.url}/login`, {
+      method: "POST",
+      body: new URLSearchParams({ token: "gpu_u_wrong" }),
+    });
     expect(bad.status).toBe(401);
     expect(await bad.text()).toMatch(/not valid/);
 
     // The sign-out button carries the page's token; with it, the session is revoked.
     const page = await (await fetch(`${w.edge.url}/login`, { headers: { cookie } })).text();
     const csrf = /name="csrf" value="([^"]+)"/.exec(page)?.[1] ?? "";
-    const out = await fetch(`${w.edge.url}/logout`, { method: "POST", headers: { cookie }, body: new URLSearchParams({ csrf }), redirect: "manual" });
+    const out = await fetch(`${w.edge.url}/logout`, {
+      method: "POST",
+      headers: { cookie },
+      body: new URLSearchParams({ csrf }),
+      redirect: "manual",
+    });
     expect(out.status).toBe(303);
     expect(out.headers.get("set-cookie")).toMatch(/^gpupool_session=; .*Max-Age=0/);
     // A copy of the cookie is useless once revoked.
@@ -130,7 +166,10 @@ describe("gpupool edge: who each proxied request is charged to", () => {
     expect(received).toMatch(new RegExp(`x-gpupool-charged-as: user:${w.alice.id}`, "i"));
     const frame = received.slice(received.indexOf("\r\n\r\n") + 4);
     const json = frame.slice(frame.indexOf("{"));
-    expect(JSON.parse(json.slice(0, json.lastIndexOf("}") + 1))).toMatchObject({ sub: `user:${w.alice.id}`, aud: w.apps.back.id });
+    expect(JSON.parse(json.slice(0, json.lastIndexOf("}") + 1))).toMatchObject({
+      sub: `user:${w.alice.id}`,
+      aud: w.apps.back.id,
+    });
   });
 
   it("unknown apps are a 404 problem; /apps/<name> redirects to the trailing slash", async () => {
@@ -144,15 +183,33 @@ describe("gpupool edge: who each proxied request is charged to", () => {
 
   it("behind a trusted proxy, the right-most untrusted X-Forwarded-For entry is the viewer", async () => {
     const behind = await startBinary(
-      ["edge", "--server", w.pool.url, "--listen", "127.0.0.1:0", "--app", `front=${w.upstreams.front}`, "--trusted-proxy", "127.0.0.0/8"],
+      [
+        "edge",
+        "--server",
+        w.pool.url,
+        "--listen",
+        "127.0.0.1:0",
+        "--app",
+        `front=${w.upstreams.front}`,
+        "--trusted-proxy",
+        "127.0.0.0/8",
+      ],
       { GPUPOOL_EDGE_KEY: w.edgeKey },
       /gpupool edge listening on (http:\/\/\S+)/,
     );
     try {
-      const r = await fetch(`${behind.url}/apps/front/whoami`, { headers: { "x-forwarded-for": "192.0.2.66, 203.0.113.9" } });
+      const r = await fetch(`${behind.url}/apps/front/whoami`, {
+        headers: { "x-forwarded-for": "192.0.2.66, 203.0.113.9" },
+      });
       const echo = (await r.json()) as Echo;
-      expect(echo).toMatchObject({ sub: "ip:203.0.113.9", pool: { kind: "ip", id: "203.0.113.9" }, forwardedFor: "192.0.2.66, 203.0.113.9, 127.0.0.1" });
-      const v6 = (await (await fetch(`${behind.url}/apps/front/whoami`, { headers: { "x-forwarded-for": "2001:db8:1:2:3:4:5:6" } })).json()) as Echo;
+      expect(echo).toMatchObject({
+        sub: "ip:203.0.113.9",
+        pool: { kind: "ip", id: "203.0.113.9" },
+        forwardedFor: "192.0.2.66, 203.0.113.9, 127.0.0.1",
+      });
+      const v6 = (await (
+        await fetch(`${behind.url}/apps/front/whoami`, { headers: { "x-forwarded-for": "2001:db8:1:2:3:4:5:6" } })
+      ).json()) as Echo;
       expect(v6.sub).toBe("ip:2001:db8:1:2::/64");
     } finally {
       expect(await behind.stop()).toBe(0);
@@ -162,22 +219,41 @@ describe("gpupool edge: who each proxied request is charged to", () => {
   it("--app-host serves an app at the root of its host, and only there; /.gpupool/ on it belongs to the edge", async () => {
     const port = Number(new URL(w.edge.url).port);
     const viaHost = (path: string) =>
-      new Promise<{ status: number; body: string; charged: string | undefined; location: string | undefined }>((resolve, reject) => {
-        const req = request({ host: "127.0.0.1", port, path, headers: { host: `side.example.test:${port}`, authorization: `Bearer ${w.alice.token}` } }, (res) => {
-          let body = "";
-          res.on("data", (d: Buffer) => (body += d.toString()));
-          res.on("end", () => resolve({ status: res.statusCode ?? 0, body, charged: res.headers["x-gpupool-charged-as"] as string | undefined, location: res.headers.location }));
-        });
-        req.on("error", reject);
-        req.end();
-      });
+      new Promise<{ status: number; body: string; charged: string | undefined; location: string | undefined }>(
+        (resolve, reject) => {
+          const req = request(
+            {
+              host: "127.0.0.1",
+              port,
+              path,
+              headers: { host: `side.example.test:${port}`, authorization: `Bearer ${w.alice.token}` },
+            },
+            (res) => {
+              let body = "";
+              res.on("data", (d: Buffer) => (body += d.toString()));
+              res.on("end", () =>
+                resolve({
+                  status: res.statusCode ?? 0,
+                  body,
+                  charged: res.headers["x-gpupool-charged-as"] as string | undefined,
+                  location: res.headers.location,
+                }),
+              );
+            },
+          );
+          req.on("error", reject);
+          req.end();
+        },
+      );
     const app = await viaHost("/login?x=1");
     expect(JSON.parse(app.body)).toMatchObject({ path: "/login?x=1", sub: `user:${w.alice.id}`, aud: w.apps.side.id });
     expect(app.charged).toBe(`user:${w.alice.id}`);
     // Signing in is on the sign-in host (--public-url), which gives this host a ticket back.
     const signIn = await viaHost("/.gpupool/login?next=/x");
     expect(signIn.status).toBe(303);
-    expect(signIn.location).toMatch(new RegExp(`^${w.publicUrl}/\\.gpupool/enter\\?host=side\\.example\\.test&state=[\\w-]+&next=%2Fx&login=1$`));
+    expect(signIn.location).toMatch(
+      new RegExp(`^${w.publicUrl}/\\.gpupool/enter\\?host=side\\.example\\.test&state=[\\w-]+&next=%2Fx&login=1$`),
+    );
     // Never on the sign-in pages' origin, under /apps/: sent to its own host.
     const moved = await fetch(`${w.edge.url}/apps/side/x?y=1`, { redirect: "manual" });
     expect(moved.status).toBe(308);
@@ -189,33 +265,51 @@ describe("gpupool edge: who each proxied request is charged to", () => {
     try {
       const file = join(dir, "gpupool.yaml");
       const edge = await w.startEdge((p) => {
-        writeFileSync(file, `edge:\n  public_url: http://edge.test:${p}\n  app_domain: apps.test\n  apps:\n    front: ${w.upstreams.front}\n`);
+        writeFileSync(
+          file,
+          `edge:\n  public_url: http://edge.test:${p}\n  app_domain: apps.test\n  apps:\n    front: ${w.upstreams.front}\n`,
+        );
         return ["--config", file];
       });
       const r = await new Promise<{ status: number; location: string | undefined }>((resolve, reject) => {
-        const req = request({ host: "127.0.0.1", port: edge.port, path: "/x", headers: { host: "front.apps.test", "upgrade-insecure-requests": "1", accept: "text/html" } }, (res) => {
-          res.resume();
-          resolve({ status: res.statusCode ?? 0, location: res.headers.location });
-        });
+        const req = request(
+          {
+            host: "127.0.0.1",
+            port: edge.port,
+            path: "/x",
+            headers: { host: "front.apps.test", "upgrade-insecure-requests": "1", accept: "text/html" },
+          },
+          (res) => {
+            res.resume();
+            resolve({ status: res.statusCode ?? 0, location: res.headers.location });
+          },
+        );
         req.on("error", reject);
         req.end();
       });
       expect(r.status).toBe(303);
-      expect(r.location).toMatch(new RegExp(`^http://edge\\.test:${edge.port}/\\.gpupool/enter\\?host=front\\.apps\\.test&`));
+      expect(r.location).toMatch(
+        new RegExp(`^http://edge\\.test:${edge.port}/\\.gpupool/enter\\?host=front\\.apps\\.test&`),
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
   it("refuses to start without an edge key or apps (exit 2, saying what to do)", async () => {
-    const noKey = await runCli(["edge", "--server", w.pool.url, "--app", "front=http://127.0.0.1:1"], { GPUPOOL_EDGE_KEY: "" });
+    const noKey = await runCli(["edge", "--server", w.pool.url, "--app", "front=http://127.0.0.1:1"], {
+      GPUPOOL_EDGE_KEY: "",
+    });
     expect(noKey.code).toBe(2);
     expect(noKey.stderr).toMatch(/edge key is required/);
     const noApps = await runCli(["edge", "--server", w.pool.url], { GPUPOOL_EDGE_KEY: w.edgeKey });
     expect(noApps.code).toBe(2);
     expect(noApps.stderr).toMatch(/no apps/);
     // Apps on hosts of their own need a sign-in host apart from them.
-    const noPublicUrl = await runCli(["edge", "--server", w.pool.url, "--app", "front=http://127.0.0.1:1", "--app-domain", "apps.test"], { GPUPOOL_EDGE_KEY: w.edgeKey });
+    const noPublicUrl = await runCli(
+      ["edge", "--server", w.pool.url, "--app", "front=http://127.0.0.1:1", "--app-domain", "apps.test"],
+      { GPUPOOL_EDGE_KEY: w.edgeKey },
+    );
     expect(noPublicUrl.code).toBe(2);
     expect(noPublicUrl.stderr).toMatch(/need --public-url/);
   });

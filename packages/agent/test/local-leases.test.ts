@@ -36,9 +36,7 @@ function harness(graceMs = 300): Harness {
 }
 
 /** A child that prints "ready", then lives until killed. `ignoreTerm`: it logs SIGTERM and carries on. */
-function child(
-  options: { ignoreTerm?: boolean; exitAfterMs?: number } = {},
-): Promise<{
+function child(options: { ignoreTerm?: boolean; exitAfterMs?: number } = {}): Promise<{
   proc: ChildProcess;
   events: string[];
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;

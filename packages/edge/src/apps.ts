@@ -10,7 +10,13 @@ export interface AppRoute {
 /** Where a request goes, decided from its host and path alone (before any identity is looked up). */
 export type Route =
   /** To the app: `path` (with the query) is what the app sees, confined to its root. */
-  | { readonly kind: "app"; readonly app: AppRoute; readonly path: string; readonly prefix: string; readonly byHost: boolean }
+  | {
+      readonly kind: "app";
+      readonly app: AppRoute;
+      readonly path: string;
+      readonly prefix: string;
+      readonly byHost: boolean;
+    }
   /** `/apps/<name>` without the slash (→ `/apps/<name>/`). */
   | { readonly kind: "slash"; readonly location: string }
   /** `/apps/<name>/…` of an app served on its own host: sent there, never served on this origin. */
@@ -35,7 +41,8 @@ export function parseAppFlag(value: string): AppRoute {
   } catch {
     throw new Error(`"${value.slice(eq + 1)}" is not a URL`);
   }
-  if (upstream.protocol !== "http:" && upstream.protocol !== "https:") throw new Error(`the upstream of ${name} must be an http:// or https:// URL`);
+  if (upstream.protocol !== "http:" && upstream.protocol !== "https:")
+    throw new Error(`the upstream of ${name} must be an http:// or https:// URL`);
   return { name, upstream };
 }
 
@@ -75,12 +82,19 @@ export class AppTable {
       this.byName.set(a.name, a);
       if (a.host !== undefined) {
         const host = a.host.toLowerCase();
-        if (this.byHost.has(host)) throw new Error(`apps "${this.byHost.get(host)?.name ?? ""}" and "${a.name}" both have host ${host}`);
+        if (this.byHost.has(host))
+          throw new Error(`apps "${this.byHost.get(host)?.name ?? ""}" and "${a.name}" both have host ${host}`);
         this.byHost.set(host, a);
       } else if (this.domainSuffix !== null) {
         const label = a.name.toLowerCase();
-        if (!LABEL.test(label)) throw new Error(`app "${a.name}" cannot be served as ${a.name}${this.domainSuffix}: a host name label is letters, digits and inner hyphens; give it its own --app-host`);
-        if (this.byLabel.has(label)) throw new Error(`apps "${this.byLabel.get(label)?.name ?? ""}" and "${a.name}" would both be ${label}${this.domainSuffix}`);
+        if (!LABEL.test(label))
+          throw new Error(
+            `app "${a.name}" cannot be served as ${a.name}${this.domainSuffix}: a host name label is letters, digits and inner hyphens; give it its own --app-host`,
+          );
+        if (this.byLabel.has(label))
+          throw new Error(
+            `apps "${this.byLabel.get(label)?.name ?? ""}" and "${a.name}" would both be ${label}${this.domainSuffix}`,
+          );
         this.byLabel.set(label, a);
       }
     }
@@ -121,7 +135,9 @@ export class AppTable {
     const byHost = this.forHost(host);
     if (byHost) {
       const confined = confinedPath(path);
-      return confined === null ? { kind: "outside", app: byHost } : { kind: "app", app: byHost, path: confined + query, prefix: "", byHost: true };
+      return confined === null
+        ? { kind: "outside", app: byHost }
+        : { kind: "app", app: byHost, path: confined + query, prefix: "", byHost: true };
     }
     const m = /^\/apps\/([^/]+)(\/.*)?$/.exec(path);
     if (!m) return { kind: "edge" };

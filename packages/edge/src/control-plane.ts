@@ -1,12 +1,10 @@
 import { createHash } from "node:crypto";
+import { IpToken, Quota, SessionOpened, SessionResolved, decodeWire } from "@gpupool/contract";
+import type { SessionUser, WireSchema, WireType } from "@gpupool/contract";
 import { problem } from "@gpupool/core";
 import type { Problem } from "@gpupool/core";
 
-export interface SessionUser {
-  readonly id: string;
-  readonly name: string;
-  readonly tier: string;
-}
+export type { SessionUser } from "@gpupool/contract";
 
 export interface MintedToken {
   readonly token: string;
@@ -57,7 +55,8 @@ export class ControlPlane {
     const hit = this.fresh(this.tokens.get(key), now);
     if (hit) return hit;
     const colon = subject.indexOf(":");
-    const who = subject.slice(0, colon) === "user" ? { user: subject.slice(colon + 1) } : { ip: subject.slice(colon + 1) };
+    const who =
+      subject.slice(0, colon) === "user" ? { user: subject.slice(colon + 1) } : { ip: subject.slice(colon + 1) };
     const minted = await this.mintCall("/v1/ip-tokens", { app, ...who });
     this.remember(this.tokens, key, minted);
     return minted;
@@ -84,15 +83,21 @@ export class ControlPlane {
     return minted;
   }
 
-  async openSession(token: string, name: string | undefined): Promise<{ session: string; user: SessionUser; expiresAt: number }> {
-    const body = (await this.call("POST", "/v1/sessions", { token, ...(name !== undefined ? { name } : {}) })) as { session: string; user: SessionUser; expires_at: string };
+  async openSession(
+    token: string,
+    name: string | undefined,
+  ): Promise<{ session: string; user: SessionUser; expiresAt: number }> {
+    const body = await this.call("POST", "/v1/sessions", SessionOpened, {
+      token,
+      ...(name !== undefined ? { name } : {}),
+    });
     return { session: body.session, user: body.user, expiresAt: Date.parse(body.expires_at) };
   }
 
   /** The session's user, or null when it is unknown, expired or revoked. */
   async sessionUser(session: string, now: number): Promise<SessionUser | null> {
     return this.lookup(`s\n${hash(session)}`, now, ["invalid_session", "invalid_request"], async () => {
-      const body = (await this.call("POST", "/v1/sessions/resolve", { session })) as { user: SessionUser };
+      const body = await this.call("POST", "/v1/sessions/resolve", SessionResolved, { session });
       return body.user;
     });
   }
@@ -103,14 +108,16 @@ export class ControlPlane {
    */
   async tokenUser(userToken: string, now: number): Promise<SessionUser | null> {
     return this.lookup(`u\n${hash(userToken)}`, now, "any", async () => {
-      const body = (await this.call("GET", "/v1/quota", undefined, userToken)) as { identity: { kind: string; id: string; tier: string } };
-      return body.identity.kind === "user" ? { id: body.identity.id, name: body.identity.id, tier: body.identity.tier } : null;
+      const body = await this.call("GET", "/v1/quota", Quota, undefined, userToken);
+      return body.identity.kind === "user"
+        ? { id: body.identity.id, name: body.identity.id, tier: body.identity.tier }
+        : null;
     });
   }
 
   async revokeSession(session: string): Promise<void> {
     this.viewers.delete(`s\n${hash(session)}`);
-    await this.call("POST", "/v1/sessions/revoke", { session });
+    await this.call("POST", "/v1/sessions/revoke", null, { session });
   }
 
   /**
@@ -118,15 +125,22 @@ export class ControlPlane {
    * refusal (a bad edge key) is thrown. `invalid_request` means the edge sent something its own
    * checks should have kept back: still no such viewer, and worth a warning.
    */
-  private async lookup(key: string, now: number, invalid: readonly string[] | "any", fetchUser: () => Promise<SessionUser | null>): Promise<SessionUser | null> {
+  private async lookup(
+    key: string,
+    now: number,
+    invalid: readonly string[] | "any",
+    fetchUser: () => Promise<SessionUser | null>,
+  ): Promise<SessionUser | null> {
     const hit = this.viewers.get(key);
     if (hit && hit.until > now) return hit.user;
     let user: SessionUser | null;
     try {
       user = await fetchUser();
     } catch (err) {
-      if (!(err instanceof ControlPlaneRefusal) || (invalid !== "any" && !invalid.includes(err.problem.code))) throw err;
-      if (err.problem.code === "invalid_request") this.warn(`edge: the control plane refused a viewer lookup as malformed: ${err.problem.detail}`);
+      if (!(err instanceof ControlPlaneRefusal) || (invalid !== "any" && !invalid.includes(err.problem.code)))
+        throw err;
+      if (err.problem.code === "invalid_request")
+        this.warn(`edge: the control plane refused a viewer lookup as malformed: ${err.problem.detail}`);
       user = null; // an invalid session or token: remembered too, so it cannot hammer the pool
     }
     if (this.viewers.size >= this.max) this.viewers.clear();
@@ -145,21 +159,41 @@ export class ControlPlane {
   }
 
   private async mintCall(path: string, body: Record<string, unknown>): Promise<MintedToken> {
-    const r = (await this.call("POST", path, body)) as { token: string; expires_at: string; subject: string };
+    const r = await this.call("POST", path, IpToken, body);
     return { token: r.token, expiresAt: Date.parse(r.expires_at), subject: r.subject };
   }
 
-  private async call(method: string, path: string, body?: unknown, bearer = this.edgeKey): Promise<unknown> {
+  /** One call: the answer read as `schema` says (the wire format of @gpupool/contract); null: no answer wanted. */
+  private async call<S extends WireSchema>(
+    method: string,
+    path: string,
+    schema: S,
+    body?: unknown,
+    bearer?: string,
+  ): Promise<WireType<S>>;
+  private async call(method: string, path: string, schema: null, body?: unknown, bearer?: string): Promise<void>;
+  private async call(
+    method: string,
+    path: string,
+    schema: WireSchema | null,
+    body?: unknown,
+    bearer = this.edgeKey,
+  ): Promise<unknown> {
     let res: Response;
     try {
       res = await fetch(new URL(path, this.baseUrl), {
         method,
-        headers: { authorization: `Bearer ${bearer}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+        headers: {
+          authorization: `Bearer ${bearer}`,
+          ...(body !== undefined ? { "content-type": "application/json" } : {}),
+        },
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
         signal: AbortSignal.timeout(10_000),
       });
     } catch (err) {
-      throw new ControlPlaneDown(`cannot reach the control plane at ${this.baseUrl}: ${err instanceof Error ? err.message : String(err)}`);
+      throw new ControlPlaneDown(
+        `cannot reach the control plane at ${this.baseUrl}: ${err instanceof Error ? err.message : String(err)}`,
+      );
     }
     const text = await res.text();
     let json: unknown = null;
@@ -168,7 +202,16 @@ export class ControlPlane {
     } catch {
       /* not JSON: handled below */
     }
-    if (res.ok) return json;
+    if (res.ok) {
+      if (schema === null) return undefined;
+      const decoded = decodeWire(schema, json);
+      // An answer the edge cannot read is the pool's fault (another version?), not the viewer's.
+      if (!decoded.ok)
+        throw new ControlPlaneDown(
+          `the control plane's answer to ${method} ${path} is not in the wire format: ${decoded.message}`,
+        );
+      return decoded.value;
+    }
     const p = json as Partial<Problem> | null;
     // 4xx with a problem body is an answer about the input; anything else means the pool is unwell.
     if (res.status >= 400 && res.status < 500 && p && typeof p.code === "string" && typeof p.detail === "string") {
@@ -180,5 +223,8 @@ export class ControlPlane {
 
 /** What the viewer is told; the details (the pool's address, the error) go to the operator's log. */
 export function controlPlaneProblem(): Problem {
-  return problem("control_plane_unavailable", "The edge cannot reach the GPU pool to identify you; nothing was forwarded. Try again shortly.");
+  return problem(
+    "control_plane_unavailable",
+    "The edge cannot reach the GPU pool to identify you; nothing was forwarded. Try again shortly.",
+  );
 }

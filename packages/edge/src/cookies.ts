@@ -39,7 +39,10 @@ export function cookieValue(header: string | undefined, name: string): string | 
 
 /** `gpupool_…`, `__Host-gpupool_…`, `__Secure-gpupool_…` in any case: names the edge keeps for itself. */
 export function isEdgeCookie(name: string): boolean {
-  const n = name.trim().toLowerCase().replace(/^__(host|secure)-/, "");
+  const n = name
+    .trim()
+    .toLowerCase()
+    .replace(/^__(host|secure)-/, "");
   return n.startsWith("gpupool_");
 }
 

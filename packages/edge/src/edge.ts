@@ -7,8 +7,8 @@ import { problem } from "@gpupool/core";
 import type { Problem } from "@gpupool/core";
 import type { AppRoute, Route } from "./apps.js";
 import { AppTable } from "./apps.js";
-import { attribute, bearerUserToken } from "./attribution.js";
-import type { Presented } from "./attribution.js";
+import { bearerUserToken, viewerToken } from "./viewer-token.js";
+import type { Presented } from "./viewer-token.js";
 import { forwardedElement } from "./client-headers.js";
 import { ControlPlane, ControlPlaneDown, ControlPlaneRefusal, controlPlaneProblem } from "./control-plane.js";
 import { withoutEdgeCookies } from "./cookies.js";
@@ -60,14 +60,17 @@ type Decision =
   | { readonly kind: "redirect"; readonly status: 303 | 308; readonly location: string }
   | { readonly kind: "app"; readonly route: Extract<Route, { kind: "app" }>; readonly presented: Presented };
 
-/** The identity proxy of SPEC §5: sign-in, sessions, and an X-IP-Token on every proxied request. */
+/** The identity proxy (docs/edge.md): sign-in, sessions, and an X-IP-Token on every proxied request. */
 export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
   const apps = new AppTable(options.apps, options.appDomain);
   const pub = options.publicUrl === undefined ? null : parsePublicUrl(options.publicUrl);
   if (apps.hasHostRoutes && pub === null) {
-    throw new Error("apps on hosts of their own (--app-host, --app-domain) need --public-url: the address of the edge's sign-in pages, on a host no app is served on");
+    throw new Error(
+      "apps on hosts of their own (--app-host, --app-domain) need --public-url: the address of the edge's sign-in pages, on a host no app is served on",
+    );
   }
-  if (pub !== null && apps.forHost(pub.hostname) !== undefined) throw new Error(`--public-url ${pub.origin} is an app's host; the sign-in pages need a host of their own`);
+  if (pub !== null && apps.forHost(pub.hostname) !== undefined)
+    throw new Error(`--public-url ${pub.origin} is an app's host; the sign-in pages need a host of their own`);
   const trusted = new TrustedProxies(options.trustedProxies ?? []);
   const now = options.now ?? Date.now;
   const log = options.log ?? (() => undefined);
@@ -81,7 +84,10 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
     if (err instanceof ControlPlaneRefusal) {
       // The pool refused the edge itself (a revoked edge key, an app it does not know).
       log(`edge: the control plane refused: [${err.problem.code}] ${err.problem.detail}`, "error");
-      return problem("control_plane_unavailable", `The GPU pool refused this edge (${err.problem.code}); nothing was forwarded. Tell the pool's operator.`);
+      return problem(
+        "control_plane_unavailable",
+        `The GPU pool refused this edge (${err.problem.code}); nothing was forwarded. Tell the pool's operator.`,
+      );
     }
     log(`edge: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`, "error");
     return problem("internal", "The edge failed to handle this request; nothing was forwarded.");
@@ -92,7 +98,12 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
   const peerOf = (req: IncomingMessage): string => req.socket.remoteAddress ?? "";
   /** TLS as the viewer sees it: --public-url https, a TLS socket, or a trusted proxy that says so. */
   const isSecure = (req: IncomingMessage, trustedPeer: boolean): boolean =>
-    pub?.secure === true || (req.socket as Partial<TLSSocket>).encrypted === true || (trustedPeer && String(req.headers["x-forwarded-proto"] ?? "").split(",")[0]?.trim() === "https");
+    pub?.secure === true ||
+    (req.socket as Partial<TLSSocket>).encrypted === true ||
+    (trustedPeer &&
+      String(req.headers["x-forwarded-proto"] ?? "")
+        .split(",")[0]
+        ?.trim() === "https");
 
   function take(req: IncomingMessage): Incoming | Problem {
     const peer = peerOf(req);
@@ -113,7 +124,14 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
     const route = apps.route(inc.hostname, inc.path, inc.query);
     switch (route.kind) {
       case "outside":
-        return { kind: "problem", problem: problem("invalid_request", `This path leaves the app ${route.app.name}: a path's dot segments ("..", "%2e%2e", "..%2f"…) cannot climb above the app's root.`, { reason: "path_outside_app" }) };
+        return {
+          kind: "problem",
+          problem: problem(
+            "invalid_request",
+            `This path leaves the app ${route.app.name}: a path's dot segments ("..", "%2e%2e", "..%2f"…) cannot climb above the app's root.`,
+            { reason: "path_outside_app" },
+          ),
+        };
       case "slash":
         return { kind: "redirect", status: 308, location: route.location };
       case "own_host":
@@ -131,7 +149,8 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
         // since signed out: ask the sign-in host (a round trip of two redirects).
         if (isNavigation(inc.req) && p.bearer === null && p.ipToken === undefined) {
           const stale = held !== null && held.session !== null && (await cp.sessionUser(held.session, now())) === null;
-          if (held === null || stale) return { kind: "page", serve: (res) => signIn.startHostSignIn(inc, res, route.path, false) };
+          if (held === null || stale)
+            return { kind: "page", serve: (res) => signIn.startHostSignIn(inc, res, route.path, false) };
         }
         return { kind: "app", route, presented: p };
       }
@@ -141,11 +160,16 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
   /** The edge's pages on its own host(s): any host that is not an app's. */
   function edgePage(inc: Incoming): Decision {
     const p = inc.path;
-    if (p === "/login" || p === "/.gpupool/login") return { kind: "page", serve: (res) => signIn.login(inc, res, p === "/login" ? "" : "/.gpupool") };
-    if (p === "/logout" || p === "/.gpupool/logout") return { kind: "page", serve: (res) => signIn.logout(inc, res, p === "/logout" ? "" : "/.gpupool") };
+    if (p === "/login" || p === "/.gpupool/login")
+      return { kind: "page", serve: (res) => signIn.login(inc, res, p === "/login" ? "" : "/.gpupool") };
+    if (p === "/logout" || p === "/.gpupool/logout")
+      return { kind: "page", serve: (res) => signIn.logout(inc, res, p === "/logout" ? "" : "/.gpupool") };
     if (p === "/.gpupool/enter") return { kind: "page", serve: (res) => signIn.issueTicket(inc, res) };
     if (p === "/") return { kind: "page", serve: (res) => signIn.index(inc, res) };
-    return { kind: "problem", problem: problem("not_found", `No app at this path. The apps behind this edge: ${apps.names.join(", ")}.`) };
+    return {
+      kind: "problem",
+      problem: problem("not_found", `No app at this path. The apps behind this edge: ${apps.names.join(", ")}.`),
+    };
   }
 
   /** On an app's host, `/.gpupool/…` belongs to the edge (so an app never sees a sign-in ticket). */
@@ -155,7 +179,13 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
     if (page === "login") return { kind: "page", serve: (res) => signIn.startHostSignIn(inc, res, next, true) };
     // Signing out happens on the sign-in host, whose form an app's pages cannot reach.
     if (page === "logout") return { kind: "redirect", status: 303, location: `${pub?.origin ?? ""}/login` };
-    return { kind: "problem", problem: problem("not_found", `${pathAndQuery.split("?")[0] ?? ""} belongs to the edge, and there is no such page.`) };
+    return {
+      kind: "problem",
+      problem: problem(
+        "not_found",
+        `${pathAndQuery.split("?")[0] ?? ""} belongs to the edge, and there is no such page.`,
+      ),
+    };
   }
 
   /** Attribution plus everything the app and the viewer are told about it. */
@@ -165,7 +195,7 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
     const address = viewerAddress(peer, req.headers["x-forwarded-for"], trusted);
     // Only a socket closed before the request was read has no address: nobody to answer.
     if (address === null) return null;
-    const who = await attribute(p, route.app.name, address, cp, now());
+    const who = await viewerToken(p, route.app.name, address, cp, now());
     const cookie = withoutEdgeCookies(req.headers.cookie);
     const proto = inc.secure ? "https" : "http";
     const bare = peer.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, "");
@@ -174,16 +204,30 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
     const set: Record<string, string> = {
       "x-ip-token": who.token.token,
       // Appended to only when the peer is a proxy we trust; otherwise what the client wrote is noise.
-      "x-forwarded-for": (inc.trustedPeer && typeof priorFor === "string" && priorFor.trim() !== "" ? `${priorFor}, ` : "") + bare,
-      forwarded: (inc.trustedPeer && typeof priorForwarded === "string" && priorForwarded.trim() !== "" ? `${priorForwarded}, ` : "") + forwardedElement(bare, inc.host, proto),
+      "x-forwarded-for":
+        (inc.trustedPeer && typeof priorFor === "string" && priorFor.trim() !== "" ? `${priorFor}, ` : "") + bare,
+      forwarded:
+        (inc.trustedPeer && typeof priorForwarded === "string" && priorForwarded.trim() !== ""
+          ? `${priorForwarded}, `
+          : "") + forwardedElement(bare, inc.host, proto),
       "x-forwarded-proto": proto,
       "x-forwarded-host": inc.host,
       ...(route.prefix !== "" ? { "x-forwarded-prefix": route.prefix } : {}),
       ...(cookie !== undefined ? { cookie } : {}),
     };
     const remove = [...(cookie === undefined ? ["cookie"] : []), ...(who.consumedBearer ? ["authorization"] : [])];
-    const responseHeaders: Record<string, string> = { "x-gpupool-charged-as": who.subject, ...(who.dropped !== null ? { "x-gpupool-token-dropped": who.dropped } : {}) };
-    return { upstream: route.app.upstream, path: route.path, set, remove, responseHeaders, trustedPeer: inc.trustedPeer };
+    const responseHeaders: Record<string, string> = {
+      "x-gpupool-charged-as": who.subject,
+      ...(who.dropped !== null ? { "x-gpupool-token-dropped": who.dropped } : {}),
+    };
+    return {
+      upstream: route.app.upstream,
+      path: route.path,
+      set,
+      remove,
+      responseHeaders,
+      trustedPeer: inc.trustedPeer,
+    };
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -238,12 +282,23 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
   // CONNECT asks for a tunnel to anywhere: the edge is no forward proxy.
   server.on("connect", (_req: IncomingMessage, socket: Duplex) => {
     socket.on("error", () => socket.destroy());
-    writeRawProblem(socket, problem("invalid_request", "CONNECT is not served: the edge is a reverse proxy for its apps, not a forward proxy.", { reason: "connect" }));
+    writeRawProblem(
+      socket,
+      problem(
+        "invalid_request",
+        "CONNECT is not served: the edge is a reverse proxy for its apps, not a forward proxy.",
+        { reason: "connect" },
+      ),
+    );
   });
   // A request Node cannot parse (bad framing, headers too large): answered as a problem, like the rest.
   server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
     // As Node's own handler does: nothing is written into a response already under way.
-    if (err.code === "ECONNRESET" || !socket.writable || (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent === true) {
+    if (
+      err.code === "ECONNRESET" ||
+      !socket.writable ||
+      (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent === true
+    ) {
       socket.destroy();
       return;
     }
@@ -253,7 +308,13 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
     const headOnly = raw instanceof Buffer && raw.subarray(0, 5).toString("latin1") === "HEAD ";
     writeRawProblem(
       socket,
-      problem("invalid_request", tooLarge ? "The request's headers are larger than this edge accepts (16 KiB)." : "The request is not well-formed HTTP/1.1.", { reason: tooLarge ? "headers_too_large" : "malformed_http" }),
+      problem(
+        "invalid_request",
+        tooLarge
+          ? "The request's headers are larger than this edge accepts (16 KiB)."
+          : "The request is not well-formed HTTP/1.1.",
+        { reason: tooLarge ? "headers_too_large" : "malformed_http" },
+      ),
       {},
       headOnly,
     );

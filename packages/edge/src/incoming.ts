@@ -40,15 +40,33 @@ export function parsePublicUrl(value: string): PublicUrl {
   } catch {
     throw new Error(`--public-url "${value}" is not a URL; write e.g. https://pool.example.com`);
   }
-  if (u.protocol !== "http:" && u.protocol !== "https:") throw new Error(`--public-url must be an http:// or https:// URL (got ${u.protocol})`);
-  if (u.username !== "" || u.password !== "" || (u.pathname !== "/" && u.pathname !== "") || u.search !== "" || u.hash !== "") {
+  if (u.protocol !== "http:" && u.protocol !== "https:")
+    throw new Error(`--public-url must be an http:// or https:// URL (got ${u.protocol})`);
+  if (
+    u.username !== "" ||
+    u.password !== "" ||
+    (u.pathname !== "/" && u.pathname !== "") ||
+    u.search !== "" ||
+    u.hash !== ""
+  ) {
     throw new Error(`--public-url must be an origin only (scheme, host, port), e.g. ${u.protocol}//${u.host}`);
   }
-  return { origin: u.origin, scheme: u.protocol, hostname: u.hostname.toLowerCase(), port: u.port === "" ? "" : `:${u.port}`, secure: u.protocol === "https:" };
+  return {
+    origin: u.origin,
+    scheme: u.protocol,
+    hostname: u.hostname.toLowerCase(),
+    port: u.port === "" ? "" : `:${u.port}`,
+    secure: u.protocol === "https:",
+  };
 }
 
 /** Takes a request apart; a target that is not a path or http(s) URL is a 400 problem. */
-export function incoming(req: IncomingMessage, peer: string, secure: boolean, trustedPeer: boolean): Incoming | Problem {
+export function incoming(
+  req: IncomingMessage,
+  peer: string,
+  secure: boolean,
+  trustedPeer: boolean,
+): Incoming | Problem {
   const t = parseTarget(req.url ?? "/");
   if (!t.ok) return problem("invalid_request", t.detail, { reason: t.reason });
   // RFC 9112 §3.2.2: an absolute-form target names the host; the Host header is then ignored.

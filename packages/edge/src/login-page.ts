@@ -9,12 +9,14 @@ const escape = (s: string): string =>
  * `/\t/evil.example` would become `//evil.example`.
  */
 export function safeNext(next: string | undefined | null): string {
-  if (next === undefined || next === null || !next.startsWith("/") || next.startsWith("//") || next.startsWith("/\\")) return "/";
+  if (next === undefined || next === null || !next.startsWith("/") || next.startsWith("//") || next.startsWith("/\\"))
+    return "/";
   for (let i = 0; i < next.length; i++) if (next.charCodeAt(i) < 0x20 || next.charCodeAt(i) === 0x7f) return "/";
   return next;
 }
 
-const STYLE = "body{font:16px system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}label{display:block;margin:.8rem 0 .2rem}input{width:100%;padding:.4rem;box-sizing:border-box}button{margin-top:1rem;padding:.5rem 1rem}.err{color:#a00}.inline{display:inline}";
+const STYLE =
+  "body{font:16px system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}label{display:block;margin:.8rem 0 .2rem}input{width:100%;padding:.4rem;box-sizing:border-box}button{margin-top:1rem;padding:.5rem 1rem}.err{color:#a00}.inline{display:inline}";
 const STYLE_HASH = createHash("sha256").update(STYLE).digest("base64");
 
 /**
@@ -51,7 +53,8 @@ function signOutForm(action: string, s: SignedIn): string {
 /** The sign-in form: no scripts, no external assets, so it works under the strictest CSP and offline. */
 export function loginPage(options: { next: string; action: string; error?: string; signedIn?: SignedIn }): string {
   const s = options.signedIn;
-  const status = s === undefined ? "" : `<p>Signed in as <b id="who">${escape(s.who)}</b>. ${signOutForm(options.action, s)}</p>`;
+  const status =
+    s === undefined ? "" : `<p>Signed in as <b id="who">${escape(s.who)}</b>. ${signOutForm(options.action, s)}</p>`;
   const error = options.error === undefined ? "" : `<p class="err" role="alert">${escape(options.error)}</p>`;
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
@@ -69,7 +72,10 @@ ${status}${error}
 
 /** The edge's home page: the apps it serves, each at its path or on its own host. */
 export function indexPage(apps: readonly { name: string; href: string }[], signedIn: SignedIn | undefined): string {
-  const who = signedIn === undefined ? `Not signed in: <a href="/login">sign in</a>.` : `Signed in as <b>${escape(signedIn.who)}</b>. ${signOutForm("", signedIn)}`;
+  const who =
+    signedIn === undefined
+      ? `Not signed in: <a href="/login">sign in</a>.`
+      : `Signed in as <b>${escape(signedIn.who)}</b>. ${signOutForm("", signedIn)}`;
   const list = apps.map((a) => `<li><a href="${escape(a.href)}">${escape(a.name)}</a></li>`).join("");
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Apps — gpupool</title><style>${STYLE}</style></head>

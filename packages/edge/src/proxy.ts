@@ -1,5 +1,11 @@
 import { request as httpRequest, Agent as HttpAgent } from "node:http";
-import type { ClientRequest, IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
+import type {
+  ClientRequest,
+  IncomingHttpHeaders,
+  IncomingMessage,
+  OutgoingHttpHeaders,
+  ServerResponse,
+} from "node:http";
 import { request as httpsRequest, Agent as HttpsAgent } from "node:https";
 import type { Duplex } from "node:stream";
 import { problem } from "@gpupool/core";
@@ -8,14 +14,33 @@ import { dropFromClient } from "./client-headers.js";
 import { appSetCookies } from "./cookies.js";
 
 /** Per-connection headers (RFC 9110 §7.6.1): never copied through. Identity headers: client-headers.ts. */
-const REQUEST_DROPPED = new Set(["connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade", "host"]);
+const REQUEST_DROPPED = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "proxy-authorization",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "host",
+]);
 /**
  * Per-connection headers, and what an app must not tell the browser on the edge's behalf:
  * `Clear-Site-Data` would wipe the edge's cookies (for the whole site, sibling hosts included),
  * signing the viewer out; `Service-Worker-Allowed` would let a worker from under /apps/<name>/
  * take over the whole origin, the sign-in form included. `Set-Cookie` is filtered (cookies.ts).
  */
-const RESPONSE_DROPPED = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "trailer", "upgrade", "clear-site-data", "service-worker-allowed"]);
+const RESPONSE_DROPPED = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "trailer",
+  "upgrade",
+  "clear-site-data",
+  "service-worker-allowed",
+]);
 
 export interface Forward {
   readonly upstream: URL;
@@ -31,18 +56,33 @@ export interface Forward {
 }
 
 // Kept-alive upstream connections: a new TCP connection per request doubled the added latency.
-const agents = { http: new HttpAgent({ keepAlive: true, maxSockets: 512 }), https: new HttpsAgent({ keepAlive: true, maxSockets: 512 }) };
+const agents = {
+  http: new HttpAgent({ keepAlive: true, maxSockets: 512 }),
+  https: new HttpsAgent({ keepAlive: true, maxSockets: 512 }),
+};
 
 function connectionTokens(h: IncomingHttpHeaders): Set<string> {
   const c = h.connection;
-  return new Set((typeof c === "string" ? c : "").split(",").map((s) => s.trim().toLowerCase()).filter((s) => s !== ""));
+  return new Set(
+    (typeof c === "string" ? c : "")
+      .split(",")
+      .map((s) => s.trim().toLowerCase())
+      .filter((s) => s !== ""),
+  );
 }
 
 function upstreamHeaders(req: IncomingMessage, f: Forward): OutgoingHttpHeaders {
   const named = connectionTokens(req.headers);
   const out: OutgoingHttpHeaders = {};
   for (const [k, v] of Object.entries(req.headers)) {
-    if (v === undefined || REQUEST_DROPPED.has(k) || named.has(k) || f.remove.includes(k) || dropFromClient(k, f.trustedPeer)) continue;
+    if (
+      v === undefined ||
+      REQUEST_DROPPED.has(k) ||
+      named.has(k) ||
+      f.remove.includes(k) ||
+      dropFromClient(k, f.trustedPeer)
+    )
+      continue;
     out[k] = v;
   }
   out["host"] = f.upstream.host;
@@ -87,19 +127,31 @@ export function sendProblem(res: ServerResponse, p: Problem, extra: Record<strin
     return;
   }
   const body = JSON.stringify(p);
-  res.writeHead(p.status, { ...extra, "content-type": "application/problem+json", "content-length": Buffer.byteLength(body), "cache-control": "no-store" });
+  res.writeHead(p.status, {
+    ...extra,
+    "content-type": "application/problem+json",
+    "content-length": Buffer.byteLength(body),
+    "cache-control": "no-store",
+  });
   res.end(body);
 }
 
 /** The app's address stays out of the answer (it is the operator's business); the error code says enough. */
 function upstreamDown(name: string, err: Error): Problem {
   const code = (err as NodeJS.ErrnoException).code;
-  return problem("upstream_unavailable", `The app ${name} is not answering${code === undefined ? "" : ` (${code})`}. Try again shortly; if it persists, tell the app's owner.`);
+  return problem(
+    "upstream_unavailable",
+    `The app ${name} is not answering${code === undefined ? "" : ` (${code})`}. Try again shortly; if it persists, tell the app's owner.`,
+  );
 }
 
 /** Node refuses to send what no request may carry (a control character in a header, say). */
 function unforwardable(): Problem {
-  return problem("invalid_request", "This request cannot be passed on to the app: it carries a character no HTTP request may carry.", { reason: "unforwardable" });
+  return problem(
+    "invalid_request",
+    "This request cannot be passed on to the app: it carries a character no HTTP request may carry.",
+    { reason: "unforwardable" },
+  );
 }
 
 /**
@@ -117,7 +169,11 @@ export function forwardHttp(req: IncomingMessage, res: ServerResponse, f: Forwar
     res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, responseHeaders(upRes, f));
     // A stream (SSE, or no declared length) gets its headers now: an SSE client waits for them
     // before any event. A sized body carries them in its first write, one packet instead of two.
-    if (upRes.headers["content-length"] === undefined || String(upRes.headers["content-type"] ?? "").startsWith("text/event-stream")) res.flushHeaders();
+    if (
+      upRes.headers["content-length"] === undefined ||
+      String(upRes.headers["content-type"] ?? "").startsWith("text/event-stream")
+    )
+      res.flushHeaders();
     upRes.pipe(res);
     upRes.on("error", () => res.destroy());
   });
@@ -144,9 +200,21 @@ function head(status: number, message: string, headers: OutgoingHttpHeaders): st
 }
 
 /** `headOnly`: the answer to a HEAD request, which has the headers of the body and no body. */
-export function writeRawProblem(socket: Duplex, p: Problem, extra: Record<string, string> = {}, headOnly = false): void {
+export function writeRawProblem(
+  socket: Duplex,
+  p: Problem,
+  extra: Record<string, string> = {},
+  headOnly = false,
+): void {
   const body = JSON.stringify(p);
-  socket.end(head(p.status, p.title, { ...extra, "content-type": "application/problem+json", "content-length": Buffer.byteLength(body), connection: "close" }) + (headOnly ? "" : body));
+  socket.end(
+    head(p.status, p.title, {
+      ...extra,
+      "content-type": "application/problem+json",
+      "content-length": Buffer.byteLength(body),
+      connection: "close",
+    }) + (headOnly ? "" : body),
+  );
 }
 
 /**
@@ -154,7 +222,13 @@ export function writeRawProblem(socket: Duplex, p: Problem, extra: Record<string
  * header, the app's 101 comes back with the edge's response headers added, and from then on the
  * two sockets are piped to each other byte for byte.
  */
-export function forwardUpgrade(req: IncomingMessage, socket: Duplex, clientHead: Buffer, f: Forward, appName: string): void {
+export function forwardUpgrade(
+  req: IncomingMessage,
+  socket: Duplex,
+  clientHead: Buffer,
+  f: Forward,
+  appName: string,
+): void {
   const headers = upstreamHeaders(req, f);
   headers["connection"] = "Upgrade";
   headers["upgrade"] = req.headers.upgrade ?? "websocket";

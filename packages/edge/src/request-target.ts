@@ -6,23 +6,45 @@
  */
 export type RequestTarget =
   | { readonly ok: true; readonly host: string | null; readonly path: string; readonly query: string }
-  | { readonly ok: false; readonly reason: "not_a_path" | "fragment" | "not_http" | "userinfo" | "bad_host"; readonly detail: string };
+  | {
+      readonly ok: false;
+      readonly reason: "not_a_path" | "fragment" | "not_http" | "userinfo" | "bad_host";
+      readonly detail: string;
+    };
 
 const ABSOLUTE = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]*)([^#]*)$/;
 /** A DNS name or IPv4 address, or a bracketed IPv6 literal, with an optional port. */
-const HOST = /^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.?|\[[0-9a-f:.]+\])(?::\d{1,5})?$/;
+const HOST =
+  /^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.?|\[[0-9a-f:.]+\])(?::\d{1,5})?$/;
 
 export function parseTarget(raw: string): RequestTarget {
   // A fragment never belongs in a request; servers disagree on what follows `#`, so refuse it.
-  if (raw.includes("#")) return { ok: false, reason: "fragment", detail: "The request target contains '#': fragments stay in the browser and are never sent." };
+  if (raw.includes("#"))
+    return {
+      ok: false,
+      reason: "fragment",
+      detail: "The request target contains '#': fragments stay in the browser and are never sent.",
+    };
   if (raw.startsWith("/")) return { ok: true, host: null, ...splitQuery(raw) };
   const m = ABSOLUTE.exec(raw);
-  if (!m) return { ok: false, reason: "not_a_path", detail: "The request target must be a path (/…) or an http(s):// URL." };
+  if (!m)
+    return { ok: false, reason: "not_a_path", detail: "The request target must be a path (/…) or an http(s):// URL." };
   const scheme = (m[1] ?? "").toLowerCase();
-  if (scheme !== "http" && scheme !== "https") return { ok: false, reason: "not_http", detail: `The request target is a ${scheme}: URL; only http and https are served.` };
+  if (scheme !== "http" && scheme !== "https")
+    return {
+      ok: false,
+      reason: "not_http",
+      detail: `The request target is a ${scheme}: URL; only http and https are served.`,
+    };
   const authority = (m[2] ?? "").toLowerCase();
-  if (authority.includes("@")) return { ok: false, reason: "userinfo", detail: "The request target names a user (user@host); the edge does not take credentials in URLs." };
-  if (!HOST.test(authority)) return { ok: false, reason: "bad_host", detail: "The request target's host is not a host name or address." };
+  if (authority.includes("@"))
+    return {
+      ok: false,
+      reason: "userinfo",
+      detail: "The request target names a user (user@host); the edge does not take credentials in URLs.",
+    };
+  if (!HOST.test(authority))
+    return { ok: false, reason: "bad_host", detail: "The request target's host is not a host name or address." };
   const rest = m[3] ?? "";
   return { ok: true, host: authority, ...splitQuery(rest.startsWith("/") ? rest : `/${rest}`) };
 }
@@ -69,7 +91,12 @@ export function couldEscape(path: string): boolean {
   if (!/[%\\]/.test(path)) return false;
   for (const twice of [false, true]) {
     const decoded = twice ? path.replace(/%25/gi, "%") : path;
-    for (const [slash, backslash] of [[true, false], [false, true], [true, true], [false, false]] as const) {
+    for (const [slash, backslash] of [
+      [true, false],
+      [false, true],
+      [true, true],
+      [false, false],
+    ] as const) {
       let p = decoded.replace(/%2e/gi, ".");
       if (slash) p = p.replace(/%2f/gi, "/");
       if (backslash) p = p.replace(/%5c/gi, "/").replace(/\\/g, "/");

@@ -11,9 +11,14 @@ import type { IncomingHttpHeaders } from "node:http";
  * `host`: the Host the request was sent to (with its port, if any); `publicOrigin`: the edge's
  * configured public origin (`--public-url`), also accepted.
  */
-export function crossSiteReason(headers: IncomingHttpHeaders, host: string, publicOrigin: string | null): string | null {
+export function crossSiteReason(
+  headers: IncomingHttpHeaders,
+  host: string,
+  publicOrigin: string | null,
+): string | null {
   const site = headers["sec-fetch-site"];
-  if (site !== undefined && site !== "same-origin" && site !== "none") return `it was sent from another site (Sec-Fetch-Site: ${String(site).slice(0, 20)})`;
+  if (site !== undefined && site !== "same-origin" && site !== "none")
+    return `it was sent from another site (Sec-Fetch-Site: ${String(site).slice(0, 20)})`;
   const origin = headers.origin;
   if (origin === undefined) return null;
   if (publicOrigin !== null && origin === publicOrigin) return null;

@@ -34,7 +34,10 @@ export class Sealer {
     const iv = randomBytes(12);
     const cipher = createCipheriv("aes-256-gcm", this.key, iv);
     cipher.setAAD(Buffer.from(`${kind}\n${host}`));
-    const body = Buffer.concat([cipher.update(JSON.stringify({ s: value.session, t: value.state, e: value.expiresAt })), cipher.final()]);
+    const body = Buffer.concat([
+      cipher.update(JSON.stringify({ s: value.session, t: value.state, e: value.expiresAt })),
+      cipher.final(),
+    ]);
     return Buffer.concat([iv, body, cipher.getAuthTag()]).toString("base64url");
   }
 
@@ -47,7 +50,9 @@ export class Sealer {
       const decipher = createDecipheriv("aes-256-gcm", this.key, raw.subarray(0, 12));
       decipher.setAAD(Buffer.from(`${kind}\n${host}`));
       decipher.setAuthTag(raw.subarray(raw.length - 16));
-      const text = Buffer.concat([decipher.update(raw.subarray(12, raw.length - 16)), decipher.final()]).toString("utf8");
+      const text = Buffer.concat([decipher.update(raw.subarray(12, raw.length - 16)), decipher.final()]).toString(
+        "utf8",
+      );
       const v = JSON.parse(text) as { s?: unknown; t?: unknown; e?: unknown };
       if (typeof v.e !== "number" || v.e <= now) return null;
       if (v.s !== null && typeof v.s !== "string") return null;

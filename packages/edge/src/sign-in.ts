@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { problem } from "@gpupool/core";
 import type { Problem } from "@gpupool/core";
 import type { AppTable } from "./apps.js";
-import { plausibleSession, plausibleUserToken } from "./attribution.js";
+import { plausibleSession, plausibleUserToken } from "./viewer-token.js";
 import type { ControlPlane } from "./control-plane.js";
 import { ControlPlaneRefusal } from "./control-plane.js";
 import { APP_SESSION, SESSION, SIGN_IN_STATE, clearedCookie, cookieName, cookieValue, edgeCookie } from "./cookies.js";
@@ -72,10 +72,13 @@ export class SignIn {
   constructor(private readonly d: SignInDeps) {
     this.sealer = new Sealer(d.edgeKey);
     const pub = d.pub;
-    this.formTargets = pub === null ? [] : d.apps.all.flatMap((a) => {
-      const host = d.apps.hostOf(a);
-      return host === null ? [] : [`${pub.scheme}//${host}${pub.port}`];
-    });
+    this.formTargets =
+      pub === null
+        ? []
+        : d.apps.all.flatMap((a) => {
+            const host = d.apps.hostOf(a);
+            return host === null ? [] : [`${pub.scheme}//${host}${pub.port}`];
+          });
   }
 
   /** The session secret a request to the sign-in host presents, if it could be one. */
@@ -102,7 +105,12 @@ export class SignIn {
   }
 
   private redirect(res: ServerResponse, location: string, cookies: string[] = []): void {
-    res.writeHead(303, { location, "cache-control": "no-store", "referrer-policy": "no-referrer", ...(cookies.length > 0 ? { "set-cookie": cookies } : {}) });
+    res.writeHead(303, {
+      location,
+      "cache-control": "no-store",
+      "referrer-policy": "no-referrer",
+      ...(cookies.length > 0 ? { "set-cookie": cookies } : {}),
+    });
     res.end();
   }
 
@@ -114,16 +122,40 @@ export class SignIn {
   }
 
   /** The sign-in page, with an error when something was refused; `action`: "" or "/.gpupool". */
-  async page(inc: Incoming, res: ServerResponse, action: string, next: string, error?: string, status = 200): Promise<void> {
+  async page(
+    inc: Incoming,
+    res: ServerResponse,
+    action: string,
+    next: string,
+    error?: string,
+    status = 200,
+  ): Promise<void> {
     const signedIn = await this.signedIn(inc);
-    this.html(res, status, loginPage({ next, action, ...(error !== undefined ? { error } : {}), ...(signedIn !== undefined ? { signedIn } : {}) }));
+    this.html(
+      res,
+      status,
+      loginPage({
+        next,
+        action,
+        ...(error !== undefined ? { error } : {}),
+        ...(signedIn !== undefined ? { signedIn } : {}),
+      }),
+    );
   }
 
   async login(inc: Incoming, res: ServerResponse, action: string): Promise<void> {
     const next = safeNext(new URLSearchParams(inc.query).get("next"));
     if (inc.req.method !== "POST") return this.page(inc, res, action, next);
     const forged = crossSiteReason(inc.req.headers, inc.host, this.d.pub?.origin ?? null);
-    if (forged !== null) return this.page(inc, res, action, next, `This sign-in was refused: ${forged}. Sign in with the form on this page.`, 403);
+    if (forged !== null)
+      return this.page(
+        inc,
+        res,
+        action,
+        next,
+        `This sign-in was refused: ${forged}. Sign in with the form on this page.`,
+        403,
+      );
     const form = await readForm(inc.req);
     if (form === null) return this.page(inc, res, action, next, "The sign-in form is larger than 8 KiB.", 413);
     const to = safeNext(form.get("next"));
@@ -132,13 +164,30 @@ export class SignIn {
     if (token === "") return this.page(inc, res, action, to, "Enter your user token.", 400);
     if (name.length > 64) return this.page(inc, res, action, to, "A user name is at most 64 characters.", 400);
     // Checked here, so no typo or junk reaches the pool as a request it would refuse as malformed.
-    if (!plausibleUserToken(token)) return this.page(inc, res, action, to, "That is not a gpupool user token: they begin with gpu_u_ and are at most 512 characters. Check it with your pool's operator.", 401);
+    if (!plausibleUserToken(token))
+      return this.page(
+        inc,
+        res,
+        action,
+        to,
+        "That is not a gpupool user token: they begin with gpu_u_ and are at most 512 characters. Check it with your pool's operator.",
+        401,
+      );
     try {
       const s = await this.d.cp.openSession(token, name === "" ? undefined : name);
       this.redirect(res, to, [edgeCookie(SESSION, s.session, (s.expiresAt - this.d.now()) / 1000, inc.secure)]);
     } catch (err) {
-      if (err instanceof ControlPlaneRefusal && err.problem.code === "invalid_credentials") return this.page(inc, res, action, to, err.problem.detail, 401);
-      if (err instanceof ControlPlaneRefusal && err.problem.code === "invalid_request") return this.page(inc, res, action, to, "The pool refused this sign-in as malformed; check the token and the user name.", 400);
+      if (err instanceof ControlPlaneRefusal && err.problem.code === "invalid_credentials")
+        return this.page(inc, res, action, to, err.problem.detail, 401);
+      if (err instanceof ControlPlaneRefusal && err.problem.code === "invalid_request")
+        return this.page(
+          inc,
+          res,
+          action,
+          to,
+          "The pool refused this sign-in as malformed; check the token and the user name.",
+          400,
+        );
       const p = this.d.failure(err);
       return this.page(inc, res, action, to, p.detail, p.status);
     }
@@ -146,15 +195,37 @@ export class SignIn {
 
   /** POST only, from this origin, with the form's token: a sign-out no other page can cause. */
   async logout(inc: Incoming, res: ServerResponse, action: string): Promise<void> {
-    if (inc.req.method !== "POST") return this.page(inc, res, action, "/", inc.req.method === "GET" || inc.req.method === "HEAD" ? undefined : "Sign out with the button on this page.");
+    if (inc.req.method !== "POST")
+      return this.page(
+        inc,
+        res,
+        action,
+        "/",
+        inc.req.method === "GET" || inc.req.method === "HEAD" ? undefined : "Sign out with the button on this page.",
+      );
     const forged = crossSiteReason(inc.req.headers, inc.host, this.d.pub?.origin ?? null);
-    if (forged !== null) return this.page(inc, res, action, "/", `This sign-out was refused: ${forged}. To sign out, press Sign out on this page.`, 403);
+    if (forged !== null)
+      return this.page(
+        inc,
+        res,
+        action,
+        "/",
+        `This sign-out was refused: ${forged}. To sign out, press Sign out on this page.`,
+        403,
+      );
     const form = await readForm(inc.req);
     if (form === null) return this.page(inc, res, action, "/", "The sign-out form is larger than 8 KiB.", 413);
     const session = this.session(inc);
     if (session !== null) {
       if (!sameSecret(form.get("csrf") ?? "", signOutToken(session))) {
-        return this.page(inc, res, action, "/", "This sign-out was refused: it did not come from this edge's Sign out button. To sign out, press Sign out on this page.", 403);
+        return this.page(
+          inc,
+          res,
+          action,
+          "/",
+          "This sign-out was refused: it did not come from this edge's Sign out button. To sign out, press Sign out on this page.",
+          403,
+        );
       }
       try {
         await this.d.cp.revokeSession(session);
@@ -170,7 +241,11 @@ export class SignIn {
   async index(inc: Incoming, res: ServerResponse): Promise<void> {
     const apps = this.d.apps.all.map((a) => {
       const host = this.d.apps.hostOf(a);
-      return { name: a.name, href: host === null ? `/apps/${encodeURIComponent(a.name)}/` : `${this.appOrigin(host)}/.gpupool/enter?next=%2F` };
+      return {
+        name: a.name,
+        href:
+          host === null ? `/apps/${encodeURIComponent(a.name)}/` : `${this.appOrigin(host)}/.gpupool/enter?next=%2F`,
+      };
     });
     this.html(res, 200, indexPage(apps, await this.signedIn(inc)));
   }
@@ -182,15 +257,31 @@ export class SignIn {
     const state = q.get("state") ?? "";
     const next = safeNext(q.get("next"));
     if (this.d.pub === null || this.d.apps.forHost(host) === undefined) {
-      return sendProblem(res, problem("invalid_request", "That is not the host of an app behind this edge.", { reason: "not_an_app_host" }));
+      return sendProblem(
+        res,
+        problem("invalid_request", "That is not the host of an app behind this edge.", { reason: "not_an_app_host" }),
+      );
     }
-    if (!STATE.test(state)) return sendProblem(res, problem("invalid_request", "The sign-in round trip lost its state; open the app again.", { reason: "bad_state" }));
+    if (!STATE.test(state))
+      return sendProblem(
+        res,
+        problem("invalid_request", "The sign-in round trip lost its state; open the app again.", {
+          reason: "bad_state",
+        }),
+      );
     const session = this.session(inc);
     const user = session === null ? null : await this.d.cp.sessionUser(session, this.d.now());
     if (user === null && q.get("login") === "1") {
-      return this.redirect(res, `/login?next=${encodeURIComponent(`/.gpupool/enter?host=${encodeURIComponent(host)}&state=${state}&next=${encodeURIComponent(next)}`)}`);
+      return this.redirect(
+        res,
+        `/login?next=${encodeURIComponent(`/.gpupool/enter?host=${encodeURIComponent(host)}&state=${state}&next=${encodeURIComponent(next)}`)}`,
+      );
     }
-    const ticket = this.sealer.seal("ticket", host, { session: user === null ? null : session, state, expiresAt: this.d.now() + TICKET_TTL_MS });
+    const ticket = this.sealer.seal("ticket", host, {
+      session: user === null ? null : session,
+      state,
+      expiresAt: this.d.now() + TICKET_TTL_MS,
+    });
     this.redirect(res, `${this.appOrigin(host)}/.gpupool/enter?ticket=${ticket}&next=${encodeURIComponent(next)}`);
   }
 
@@ -212,14 +303,30 @@ export class SignIn {
     const ticket = q.get("ticket");
     if (ticket === null) return this.startHostSignIn(inc, res, q.get("next") ?? "/", false);
     const t = this.sealer.open("ticket", inc.hostname, ticket, this.d.now());
-    if (t === null) return sendProblem(res, problem("invalid_request", "This sign-in link has expired or is not for this host; open the app again.", { reason: "bad_ticket" }));
+    if (t === null)
+      return sendProblem(
+        res,
+        problem("invalid_request", "This sign-in link has expired or is not for this host; open the app again.", {
+          reason: "bad_ticket",
+        }),
+      );
     const state = cookieValue(inc.req.headers.cookie, cookieName(SIGN_IN_STATE, inc.secure));
     if (state === null || t.state === undefined || !sameSecret(state, t.state)) {
-      return sendProblem(res, problem("invalid_request", "This sign-in was not started in this browser (or the browser did not keep the edge's cookie); open the app again.", { reason: "state_mismatch" }));
+      return sendProblem(
+        res,
+        problem(
+          "invalid_request",
+          "This sign-in was not started in this browser (or the browser did not keep the edge's cookie); open the app again.",
+          { reason: "state_mismatch" },
+        ),
+      );
     }
     const ttlS = t.session === null ? ANONYMOUS_TTL_S : APP_SESSION_TTL_S;
     const sealed = this.sealer.seal("app", inc.hostname, { session: t.session, expiresAt: this.d.now() + ttlS * 1000 });
-    this.redirect(res, safeNext(q.get("next")), [edgeCookie(APP_SESSION, sealed, ttlS, inc.secure), clearedCookie(SIGN_IN_STATE, inc.secure)]);
+    this.redirect(res, safeNext(q.get("next")), [
+      edgeCookie(APP_SESSION, sealed, ttlS, inc.secure),
+      clearedCookie(SIGN_IN_STATE, inc.secure),
+    ]);
   }
 }
 

@@ -16,7 +16,8 @@ export class TrustedProxies {
       if (bits === undefined) this.list.addAddress(addr, type);
       else {
         const prefix = Number(bits);
-        if (!Number.isInteger(prefix) || prefix < 0 || prefix > (family === 4 ? 32 : 128)) throw new Error(`"${entry}" has an invalid prefix length`);
+        if (!Number.isInteger(prefix) || prefix < 0 || prefix > (family === 4 ? 32 : 128))
+          throw new Error(`"${entry}" has an invalid prefix length`);
         this.list.addSubnet(addr, prefix, type);
       }
     }
@@ -44,10 +45,17 @@ function unmapped(address: string): string {
  * is the viewer. Entries left of it were written by the client and could say anything. An entry
  * that is not an address ends the walk at the hop that wrote it. IPv6 is grouped by /64.
  */
-export function viewerAddress(peer: string, forwardedFor: string | string[] | undefined, trusted: TrustedProxies): string | null {
+export function viewerAddress(
+  peer: string,
+  forwardedFor: string | string[] | undefined,
+  trusted: TrustedProxies,
+): string | null {
   let current = peer;
   if (!trusted.empty && trusted.has(peer) && forwardedFor !== undefined) {
-    const hops = (Array.isArray(forwardedFor) ? forwardedFor.join(",") : forwardedFor).split(",").map((h) => h.trim()).filter((h) => h !== "");
+    const hops = (Array.isArray(forwardedFor) ? forwardedFor.join(",") : forwardedFor)
+      .split(",")
+      .map((h) => h.trim())
+      .filter((h) => h !== "");
     for (let i = hops.length - 1; i >= 0; i--) {
       const hop = stripPort(hops[i] ?? "");
       if (isIP(hop) === 0) break;

@@ -1,22 +1,40 @@
 import { describe, expect, it } from "vitest";
-import { plausibleSession, plausibleUserToken } from "../src/attribution.js";
+import { plausibleSession, plausibleUserToken } from "../src/viewer-token.js";
 import { dropFromClient, forwardedElement } from "../src/client-headers.js";
-import { appSetCookies, cookieName, cookieValue, edgeCookie, setsEdgeCookie, withoutEdgeCookies } from "../src/cookies.js";
+import {
+  appSetCookies,
+  cookieName,
+  cookieValue,
+  edgeCookie,
+  setsEdgeCookie,
+  withoutEdgeCookies,
+} from "../src/cookies.js";
 import { crossSiteReason } from "../src/same-origin.js";
 import { Sealer, sameSecret, signOutToken } from "../src/sealed.js";
 
 describe("the edge's cookies", () => {
   it("are __Host- prefixed, Secure, host-only and Path=/ over TLS", () => {
     expect(cookieName("gpupool_session", true)).toBe("__Host-gpupool_session");
-    expect(edgeCookie("gpupool_session", "v", 60, true)).toBe("__Host-gpupool_session=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=60; Secure");
+    expect(edgeCookie("gpupool_session", "v", 60, true)).toBe(
+      "__Host-gpupool_session=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=60; Secure",
+    );
     expect(edgeCookie("gpupool_session", "v", 60, false)).not.toMatch(/Domain|Secure|__Host-/);
   });
 
   it("an app cannot set one, in any spelling", () => {
-    for (const c of ["gpupool_session=x; Path=/", "__Host-gpupool_session=x; Secure; Path=/", "__SECURE-GPUPOOL_APP=x", " gpupool_state =x", "=gpupool_session=x", "gpupool_session", "gpupool_anything_new=1"]) {
+    for (const c of [
+      "gpupool_session=x; Path=/",
+      "__Host-gpupool_session=x; Secure; Path=/",
+      "__SECURE-GPUPOOL_APP=x",
+      " gpupool_state =x",
+      "=gpupool_session=x",
+      "gpupool_session",
+      "gpupool_anything_new=1",
+    ]) {
       expect(setsEdgeCookie(c), c).toBe(true);
     }
-    for (const c of ["theme=dark", "session=gpupool_session", "my_gpupool_session=1"]) expect(setsEdgeCookie(c), c).toBe(false);
+    for (const c of ["theme=dark", "session=gpupool_session", "my_gpupool_session=1"])
+      expect(setsEdgeCookie(c), c).toBe(false);
     expect(appSetCookies(["gpupool_session=x", "theme=dark"])).toEqual(["theme=dark"]);
     expect(appSetCookies(["gpupool_session=x"])).toBeUndefined();
   });
@@ -40,10 +58,24 @@ describe("the edge's cookies", () => {
 
 describe("client headers an app must not believe", () => {
   it("address and identity headers are dropped from an untrusted peer, in hyphen or underscore spelling", () => {
-    for (const h of ["x-real-ip", "true-client-ip", "forwarded", "x-forwarded-for", "x-forwarded-host", "X_Forwarded_For", "x-client-ip", "cf-connecting-ip", "x_real_ip", "x-original-url", "x-remote-user", "fastly-client-ip"]) {
+    for (const h of [
+      "x-real-ip",
+      "true-client-ip",
+      "forwarded",
+      "x-forwarded-for",
+      "x-forwarded-host",
+      "X_Forwarded_For",
+      "x-client-ip",
+      "cf-connecting-ip",
+      "x_real_ip",
+      "x-original-url",
+      "x-remote-user",
+      "fastly-client-ip",
+    ]) {
       expect(dropFromClient(h, false), h).toBe(true);
     }
-    for (const h of ["accept", "x-requested-with", "x-custom_thing", "authorization"]) expect(dropFromClient(h, false), h).toBe(false);
+    for (const h of ["accept", "x-requested-with", "x-custom_thing", "authorization"])
+      expect(dropFromClient(h, false), h).toBe(false);
   });
 
   it("X-IP-Token and X-Gpupool-* are dropped from everyone; a trusted proxy's canonical headers pass", () => {
@@ -56,7 +88,9 @@ describe("client headers an app must not believe", () => {
   });
 
   it("Forwarded is written as RFC 7239 says", () => {
-    expect(forwardedElement("203.0.113.9", "edge.example:7080", "https")).toBe('for=203.0.113.9;host="edge.example:7080";proto=https');
+    expect(forwardedElement("203.0.113.9", "edge.example:7080", "https")).toBe(
+      'for=203.0.113.9;host="edge.example:7080";proto=https',
+    );
     expect(forwardedElement("2001:db8::1", "e", "http")).toBe('for="[2001:db8::1]";host=e;proto=http');
   });
 });
@@ -65,9 +99,17 @@ describe("forged sign-ins and sign-outs", () => {
   it("a form from another origin or site is refused; this origin, or no browser at all, is not", () => {
     expect(crossSiteReason({ origin: "http://evil.example" }, "edge.example", null)).toMatch(/another origin/);
     expect(crossSiteReason({ origin: "null" }, "edge.example", null)).toMatch(/opaque/);
-    expect(crossSiteReason({ "sec-fetch-site": "same-site", origin: "http://app.apps.example" }, "edge.example", null)).toMatch(/another site/);
+    expect(
+      crossSiteReason({ "sec-fetch-site": "same-site", origin: "http://app.apps.example" }, "edge.example", null),
+    ).toMatch(/another site/);
     expect(crossSiteReason({ origin: "http://edge.example:8080" }, "edge.example", null)).toMatch(/another origin/);
-    expect(crossSiteReason({ origin: "http://edge.example:8080", "sec-fetch-site": "same-origin" }, "edge.example:8080", null)).toBeNull();
+    expect(
+      crossSiteReason(
+        { origin: "http://edge.example:8080", "sec-fetch-site": "same-origin" },
+        "edge.example:8080",
+        null,
+      ),
+    ).toBeNull();
     expect(crossSiteReason({ origin: "https://edge.example" }, "edge.example", null)).toBeNull();
     expect(crossSiteReason({ origin: "https://pool.example" }, "10.0.0.1:7080", "https://pool.example")).toBeNull();
     expect(crossSiteReason({}, "edge.example", null)).toBeNull();

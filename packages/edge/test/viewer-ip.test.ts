@@ -33,13 +33,26 @@ describe("viewer address", () => {
 });
 
 describe("routing, cookies, redirects", () => {
-  const table = new AppTable([parseAppFlag("painter=http://127.0.0.1:8001"), { ...parseAppFlag("chat=http://127.0.0.1:8002/base/"), host: "chat.example.org" }]);
+  const table = new AppTable([
+    parseAppFlag("painter=http://127.0.0.1:8001"),
+    { ...parseAppFlag("chat=http://127.0.0.1:8002/base/"), host: "chat.example.org" },
+  ]);
 
   it("routes /apps/<name>/… with the prefix removed, and whole hosts to their app", () => {
-    expect(table.route("edge", "/apps/painter/x/y", "?z=1")).toMatchObject({ kind: "app", app: { name: "painter" }, path: "/x/y?z=1", prefix: "/apps/painter" });
+    expect(table.route("edge", "/apps/painter/x/y", "?z=1")).toMatchObject({
+      kind: "app",
+      app: { name: "painter" },
+      path: "/x/y?z=1",
+      prefix: "/apps/painter",
+    });
     expect(table.route("edge", "/apps/painter", "")).toEqual({ kind: "slash", location: "/apps/painter/" });
     expect(table.route("edge", "/apps/other/", "")).toEqual({ kind: "edge" });
-    expect(table.route("chat.example.org", "/login", "")).toMatchObject({ kind: "app", app: { name: "chat" }, path: "/login", prefix: "" });
+    expect(table.route("chat.example.org", "/login", "")).toMatchObject({
+      kind: "app",
+      app: { name: "chat" },
+      path: "/login",
+      prefix: "",
+    });
     expect(() => parseAppFlag("bad")).toThrow(/NAME=URL/);
     expect(() => parseAppFlag("x=ftp://a")).toThrow(/http/);
   });
@@ -48,11 +61,14 @@ describe("routing, cookies, redirects", () => {
     expect(withoutEdgeCookies("a=1; gpupool_session=gps_x; b=2")).toBe("a=1; b=2");
     expect(withoutEdgeCookies("gpupool_session=gps_x")).toBeUndefined();
     expect(cookieValue("a=1; gpupool_session=s", "gpupool_session")).toBe("s");
-    expect(edgeCookie("gpupool_session", "v", 60, false)).toBe("gpupool_session=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=60");
+    expect(edgeCookie("gpupool_session", "v", 60, false)).toBe(
+      "gpupool_session=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=60",
+    );
   });
 
   it("redirects after sign-in only to local paths", () => {
     expect(safeNext("/apps/x/")).toBe("/apps/x/");
-    for (const bad of ["//evil.example", "https://evil.example", "/\\evil", "/\t/evil.example", undefined]) expect(safeNext(bad)).toBe("/");
+    for (const bad of ["//evil.example", "https://evil.example", "/\\evil", "/\t/evil.example", undefined])
+      expect(safeNext(bad)).toBe("/");
   });
 });

@@ -33,7 +33,8 @@ const collect = (value: string, previous: string[]): string[] => [...previous, v
 export function parseListen(value: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value.trim()) ?? /^()()(\d{1,5})$/.exec(value.trim());
   const port = Number(m?.[3]);
-  if (!m || port > 65_535) throw new InvalidArgumentError(`"${value}" is not HOST:PORT (e.g. 127.0.0.1:7080, or :0 for any free port).`);
+  if (!m || port > 65_535)
+    throw new InvalidArgumentError(`"${value}" is not HOST:PORT (e.g. 127.0.0.1:7080, or :0 for any free port).`);
   return { host: m[1] ?? (m[2] === "" || m[2] === undefined ? "127.0.0.1" : m[2]), port };
 }
 
@@ -48,9 +49,11 @@ function readEdgeFile(path: string): EdgeFile {
   const edge = (root["edge"] ?? {}) as Record<string, unknown>;
   const identity = (root["identity"] ?? {}) as Record<string, unknown>;
   const proxies = edge["trusted_proxies"] ?? identity["trusted_proxies"] ?? [];
-  if (!Array.isArray(proxies) || proxies.some((p) => typeof p !== "string")) throw new UsageError(`${path}: trusted_proxies must be a list of addresses or CIDR blocks.`);
+  if (!Array.isArray(proxies) || proxies.some((p) => typeof p !== "string"))
+    throw new UsageError(`${path}: trusted_proxies must be a list of addresses or CIDR blocks.`);
   const apps = edge["apps"] ?? {};
-  if (typeof apps !== "object" || apps === null || Array.isArray(apps)) throw new UsageError(`${path}: edge.apps must map app names to upstream URLs.`);
+  if (typeof apps !== "object" || apps === null || Array.isArray(apps))
+    throw new UsageError(`${path}: edge.apps must map app names to upstream URLs.`);
   return {
     ...(typeof edge["server"] === "string" ? { server: edge["server"] } : {}),
     ...(typeof edge["listen"] === "string" ? { listen: edge["listen"] } : {}),
@@ -72,15 +75,42 @@ export function registerEdge(program: Command): void {
         "(one origin: only for apps you trust), or each on a host of its own (--app-domain, --app-host: recommended, " +
         "the browser then keeps apps apart from each other and from the sign-in pages at --public-url). See docs/edge.md.",
     )
-    .addOption(new Option("--server <url>", "control plane URL").env("GPUPOOL_URL").default(DEFAULT_URL).argParser(parseUrl))
-    .addOption(new Option("--edge-key <key>", "edge key from `gpupool admin edge create` (never printed)").env("GPUPOOL_EDGE_KEY"))
+    .addOption(
+      new Option("--server <url>", "control plane URL").env("GPUPOOL_URL").default(DEFAULT_URL).argParser(parseUrl),
+    )
+    .addOption(
+      new Option("--edge-key <key>", "edge key from `gpupool admin edge create` (never printed)").env(
+        "GPUPOOL_EDGE_KEY",
+      ),
+    )
     .option("--app <NAME=URL>", "an app (its name in the pool) and its upstream URL; repeat for several", collect, [])
-    .option("--app-host <NAME=HOST>", "serve app NAME at the root of host name HOST (and not under /apps/); repeatable", collect, [])
-    .option("--app-domain <domain>", "serve each app at <name>.<domain> (e.g. apps.example.com → painter.apps.example.com)")
-    .option("--public-url <url>", "where viewers reach the edge's sign-in pages, e.g. https://pool.example.com (https: cookies are Secure, __Host-); required with --app-host/--app-domain")
+    .option(
+      "--app-host <NAME=HOST>",
+      "serve app NAME at the root of host name HOST (and not under /apps/); repeatable",
+      collect,
+      [],
+    )
+    .option(
+      "--app-domain <domain>",
+      "serve each app at <name>.<domain> (e.g. apps.example.com → painter.apps.example.com)",
+    )
+    .option(
+      "--public-url <url>",
+      "where viewers reach the edge's sign-in pages, e.g. https://pool.example.com (https: cookies are Secure, __Host-); required with --app-host/--app-domain",
+    )
     .option("--listen <host:port>", "address to listen on (default 127.0.0.1:7080; port 0 picks a free one)")
-    .option("--trusted-proxy <cidr>", "a proxy whose X-Forwarded-For is believed (address or CIDR); repeatable", collect, [])
-    .addOption(new Option("--config <file>", "YAML file with an edge: section (apps, listen, server, trusted_proxies, public_url, app_domain)").env("GPUPOOL_CONFIG"))
+    .option(
+      "--trusted-proxy <cidr>",
+      "a proxy whose X-Forwarded-For is believed (address or CIDR); repeatable",
+      collect,
+      [],
+    )
+    .addOption(
+      new Option(
+        "--config <file>",
+        "YAML file with an edge: section (apps, listen, server, trusted_proxies, public_url, app_domain)",
+      ).env("GPUPOOL_CONFIG"),
+    )
     .addHelpText(
       "after",
       `
@@ -97,7 +127,10 @@ Viewers sign in at /login (of --public-url) and out with its Sign out button. SI
     .action(async (flags: EdgeFlags) => {
       const file = flags.config === undefined || flags.config.trim() === "" ? null : readEdgeFile(flags.config);
       const edgeKey = flags.edgeKey?.trim();
-      if (!edgeKey) throw new UsageError("an edge key is required: pass --edge-key or set GPUPOOL_EDGE_KEY (create one with POST /v1/admin/edges).");
+      if (!edgeKey)
+        throw new UsageError(
+          "an edge key is required: pass --edge-key or set GPUPOOL_EDGE_KEY (create one with POST /v1/admin/edges).",
+        );
       // Loaded here, not at the top: other commands should not pay for it.
       const { parseAppFlag, startEdge } = await import("@gpupool/edge");
       const apps = new Map<string, AppRoute>();
@@ -120,14 +153,18 @@ Viewers sign in at /login (of --public-url) and out with its Sign out button. SI
       } catch (e) {
         throw new UsageError(e instanceof Error ? e.message : String(e));
       }
-      if (apps.size === 0) throw new UsageError("no apps: pass --app NAME=URL (or list them under edge.apps in --config).");
+      if (apps.size === 0)
+        throw new UsageError("no apps: pass --app NAME=URL (or list them under edge.apps in --config).");
       const listen = parseListen(flags.listen ?? file?.listen ?? "127.0.0.1:7080");
       const trustedProxies = flags.trustedProxy.length > 0 ? flags.trustedProxy : (file?.trustedProxies ?? []);
       const server = flags.server !== DEFAULT_URL || file?.server === undefined ? flags.server : file.server;
       const publicUrl = flags.publicUrl ?? file?.publicUrl;
       const appDomain = flags.appDomain ?? file?.appDomain;
       // JSON lines on stderr with a level, as the server and the agent log.
-      const logger = pino({ level: "info", base: { service: "gpupool-edge" } }, pino.destination({ dest: 2, sync: true }));
+      const logger = pino(
+        { level: "info", base: { service: "gpupool-edge" } },
+        pino.destination({ dest: 2, sync: true }),
+      );
       let edge: Awaited<ReturnType<typeof startEdge>>;
       try {
         edge = await startEdge({
@@ -143,7 +180,11 @@ Viewers sign in at /login (of --public-url) and out with its Sign out button. SI
         });
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
-        if (code === "EADDRINUSE") throw new StartError(`${listen.host}:${listen.port} is already in use; pick another address with --listen (port 0 picks a free one).`, code);
+        if (code === "EADDRINUSE")
+          throw new StartError(
+            `${listen.host}:${listen.port} is already in use; pick another address with --listen (port 0 picks a free one).`,
+            code,
+          );
         if (e instanceof Error && !code) throw new UsageError(e.message); // a bad --trusted-proxy or --public-url, a duplicate app
         throw e;
       }
@@ -152,7 +193,10 @@ Viewers sign in at /login (of --public-url) and out with its Sign out button. SI
         if (closing) process.exit(1);
         closing = true;
         err(`${signal} received: shutting down the edge…`);
-        edge.close().then(() => process.exit(0), () => process.exit(1));
+        edge.close().then(
+          () => process.exit(0),
+          () => process.exit(1),
+        );
       };
       process.on("SIGINT", stop);
       process.on("SIGTERM", stop);

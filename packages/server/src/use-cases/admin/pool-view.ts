@@ -98,16 +98,14 @@ export class PoolViewer {
       if (l.node !== null && l.deviceIndex !== null && l.slotIndexes !== null)
         pool.occupy(l.id, l.node, l.deviceIndex, l.slotIndexes);
     // listLeases is newest first; the database knows arrival order, not the leader's priorities.
-    const queue = [...queued]
-      .reverse()
-      .map((l, i) => ({
-        lease: l.id,
-        position: i + 1,
-        reason: null,
-        identity: `${l.identityKind}:${l.identityId}`,
-        app: l.appId,
-        slots: l.slots,
-      }));
+    const queue = [...queued].reverse().map((l, i) => ({
+      lease: l.id,
+      position: i + 1,
+      reason: null,
+      identity: `${l.identityKind}:${l.identityId}`,
+      app: l.appId,
+      slots: l.slots,
+    }));
     return {
       ...base,
       source: "database",

@@ -3,7 +3,7 @@ import type { ControlPlane, MintedToken, SessionUser } from "./control-plane.js"
 import { ControlPlaneRefusal } from "./control-plane.js";
 
 /** Who a proxied request is charged to, and the token that says so to the app. */
-export interface ViewerAttribution {
+export interface ViewerToken {
   readonly token: MintedToken;
   /** `user:<id>` or `ip:<addr>`, as in the token's `sub`. */
   readonly subject: string;
@@ -68,12 +68,18 @@ async function viewerUser(p: Presented, cp: ControlPlane, now: number): Promise<
 }
 
 /**
- * SPEC §5 at the edge. A valid pool-signed X-IP-Token (an app calling another app, forwarding
+ * The token an app gets for this request (docs/edge.md). A valid pool-signed X-IP-Token (an app calling another app, forwarding
  * what it received) is re-issued for the target app with the same subject, so the end user pays.
  * Any other presented token is dropped — never forwarded — and the request is charged as the
  * viewer: the signed-in user (Bearer user token or session), else the client address.
  */
-export async function attribute(p: Presented, app: string, address: string, cp: ControlPlane, now: number): Promise<ViewerAttribution> {
+export async function viewerToken(
+  p: Presented,
+  app: string,
+  address: string,
+  cp: ControlPlane,
+  now: number,
+): Promise<ViewerToken> {
   const presented = p.ipToken;
   const consumedBearer = p.bearer !== null;
   let dropped: string | null = null;
