@@ -20,13 +20,29 @@ export default tseslint.config(
     },
   },
   {
-    files: ["packages/*/test/**/*.ts", "test/**/*.ts", "vitest.config.ts"],
-    extends: [...tseslint.configs.recommended],
+    // Tests get the type-aware rules too (floating promises, misused promises, needless
+    // assertions…), except the no-unsafe-* family: they read untyped JSON bodies on purpose, and
+    // the harness checks every body against the contract instead.
+    files: ["packages/*/test/**/*.ts", "test/**/*.ts"],
+    extends: [...tseslint.configs.recommendedTypeChecked],
+    languageOptions: { parserOptions: { project: "./tsconfig.test.json", tsconfigRootDir: import.meta.dirname } },
     rules: {
+      "@typescript-eslint/no-floating-promises": "error",
+      "@typescript-eslint/switch-exhaustiveness-check": "error",
       "@typescript-eslint/no-explicit-any": "off",
+      "@typescript-eslint/no-unsafe-member-access": "off",
+      "@typescript-eslint/no-unsafe-assignment": "off",
+      "@typescript-eslint/no-unsafe-argument": "off",
+      "@typescript-eslint/no-unsafe-call": "off",
+      "@typescript-eslint/no-unsafe-return": "off",
+      "@typescript-eslint/require-await": "off",
       "@typescript-eslint/no-non-null-assertion": "off",
       "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_" }],
     },
+  },
+  {
+    files: ["vitest.config.ts"],
+    extends: [...tseslint.configs.recommended],
   },
   {
     files: ["bench/**/*.js", "packages/*/bin/*.js", "eslint.config.js"],

@@ -379,7 +379,7 @@ describe("gpupool agent: the device API as the spaces ZeroGPU client uses it", (
     );
     try {
       while (!said.includes("ready")) await new Promise((resolve) => setTimeout(resolve, 20));
-      await pool.allow(short, worker.pid!);
+      await pool.allow(short, worker.pid);
       const unused = await pool.schedule({ duration: 30 });
       // kill -9: nothing is written on the way out.
       expect(await agent.stop("SIGKILL")).toBeNull();

@@ -66,7 +66,7 @@ async function startUpstream(poolUrl: string, appKey: string, seen: Seen[]): Pro
         .catch(() => null);
       pool = q ? { kind: q.identity.kind, id: q.identity.id, tier: q.identity.tier } : null;
     }
-    const h = (n: string) => (typeof req.headers[n] === "string" ? (req.headers[n] as string) : null);
+    const h = (n: string) => (typeof req.headers[n] === "string" ? req.headers[n] : null);
     return {
       sub: sub ?? null,
       aud: aud ?? null,

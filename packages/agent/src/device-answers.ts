@@ -1,4 +1,4 @@
-// How control-plane answers become device API answers (SPEC §6, docs/agent.md has the table).
+// How control-plane answers become device API answers (docs/agent.md has the table).
 // The `spaces` client reads only the status, two headers, and for 200/429 a small JSON body;
 // every answer also carries the pool's `detail` (body field and X-Gpupool-Detail header), so a
 // person reading logs or curl output sees why.

@@ -596,7 +596,7 @@ describe("allow and release", () => {
       });
       children.push(app);
       let out = "";
-      app.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+      app.stdout.on("data", (d: Buffer) => (out += d.toString()));
       await new Promise((resolve) => app.once("exit", resolve));
       const [first, second] = out
         .trim()

@@ -57,7 +57,7 @@ function child(options: { ignoreTerm?: boolean; exitAfterMs?: number } = {}): Pr
     }),
   );
   return new Promise((resolve) => {
-    proc.stdout!.on("data", (d: Buffer) => {
+    proc.stdout.on("data", (d: Buffer) => {
       for (const line of d.toString().split("\n").filter(Boolean)) {
         events.push(line);
         if (line === "ready") resolve({ proc, events, exited });

@@ -185,8 +185,8 @@ describe("createAgentClient", () => {
       stdio: ["ignore", "pipe", "pipe"],
     });
     let out = "";
-    app.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-    app.stderr!.on("data", (d: Buffer) => (out += d.toString()));
+    app.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    app.stderr.on("data", (d: Buffer) => (out += d.toString()));
     const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
       app.once("exit", (code, signal) => resolve({ code, signal })),
     );
@@ -209,7 +209,7 @@ describe("createAgentClient", () => {
     };
     const pool = createAgentClient({ url });
     let worker: ChildProcess | null = null;
-    onTestFinished(() => void (worker as ChildProcess | null)?.kill("SIGKILL"));
+    onTestFinished(() => void worker?.kill("SIGKILL"));
     const reason = await pool.gpu(async ({ device, signal, allow }) => {
       worker = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], {
         env: { ...process.env, ...device.env() },

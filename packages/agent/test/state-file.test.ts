@@ -93,7 +93,7 @@ function child(
     }),
   );
   return new Promise((resolve) => {
-    proc.stdout!.on("data", (d: Buffer) => {
+    proc.stdout.on("data", (d: Buffer) => {
       for (const line of d.toString().split("\n").filter(Boolean)) {
         events.push(line);
         if (line === "ready") resolve({ proc, events, exited });

@@ -82,10 +82,10 @@ export interface AgentGpuContext {
    * Lets the agent stop `pid` at the deadline (SIGTERM, then SIGKILL): typically a child process
    * the function started on the granted device. Give the pid of a process this app started.
    */
-  allow(pid: number): Promise<void>;
+  readonly allow: (pid: number) => Promise<void>;
 }
 
-/** A client of a node agent's device API (SPEC §6): the way an app on a GPU host borrows that host's GPUs. */
+/** A client of a node agent's device API (docs/agent.md): the way an app on a GPU host borrows that host's GPUs. */
 export interface AgentClient {
   readonly url: string;
   /** Asks for a GPU on this host, following the queue; resolves with the grant. */

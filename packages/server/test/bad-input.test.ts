@@ -246,7 +246,8 @@ describe("server failures", () => {
   it("a 500 reveals no stack and no secret; readiness reports the storage down", async () => {
     const s = await startTestServer();
     const store = s.server.context.store;
-    const { transaction, ping } = store;
+    const transaction = store.transaction.bind(store);
+    const ping = store.ping.bind(store);
     try {
       const bob = await s.user("bob", "free");
       const boom = () => {

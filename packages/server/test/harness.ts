@@ -82,7 +82,7 @@ export async function serveAt(
     }
     // Every answer must be what the contract (and so the OpenAPI document and docs/wire.md) says.
     checkServerResponse({ method, url, status: res.statusCode, contentType: res.headers["content-type"], body });
-    return { status: res.statusCode, body, headers: res.headers as Record<string, unknown> };
+    return { status: res.statusCode, body, headers: res.headers };
   };
   const user = async (name: string, tier = "free") => {
     const r = await call("POST", "/v1/admin/users", { token: ADMIN, body: { name, tier } });
@@ -123,7 +123,7 @@ export async function waitFor<T>(check: () => Promise<T> | T, timeoutMs = 3000, 
   const until = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();
-    if (value) return value as NonNullable<T>;
+    if (value) return value;
     if (Date.now() > until) throw new Error(`waitFor: condition not met within ${timeoutMs} ms`);
     await sleep(everyMs);
   }

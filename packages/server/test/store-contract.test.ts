@@ -525,14 +525,14 @@ export function storeContract(
         }),
         tx((t) => t.users.insert(user("ok2"))),
       ]);
-      expect(results[1]!.status).toBe("rejected");
+      expect(results[1].status).toBe("rejected");
       const reader = (await durable()) ?? store;
       for (const [i, id] of [
         [0, "ok1"],
         [2, "ok2"],
       ] as const) {
         const found = await reader.transaction((t) => t.users.get(id));
-        if (results[i]!.status === "fulfilled") expect(found, id).not.toBeNull();
+        if (results[i].status === "fulfilled") expect(found, id).not.toBeNull();
         else expect(found, id).toBeNull();
       }
       expect(await reader.transaction((t) => t.users.get("bad"))).toBeNull();
