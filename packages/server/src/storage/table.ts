@@ -125,18 +125,32 @@ function identifier(name: string): string {
  * codecs are passed in as values, never as text.
  */
 
-function compileEncoder(fields: readonly string[], encoders: readonly Encode[], dialect: Dialect, withKey: boolean): Encoder {
-  const values = fields.map((field, i) => (encoders[i] === same ? `r.${identifier(field)}` : `enc[${i}](r.${identifier(field)}, d)`));
+function compileEncoder(
+  fields: readonly string[],
+  encoders: readonly Encode[],
+  dialect: Dialect,
+  withKey: boolean,
+): Encoder {
+  const values = fields.map((field, i) =>
+    encoders[i] === same ? `r.${identifier(field)}` : `enc[${i}](r.${identifier(field)}, d)`,
+  );
   if (withKey) values.unshift("key ?? null");
   // eslint-disable-next-line @typescript-eslint/no-implied-eval -- compiled once from tables.ts (see above)
-  const make = new Function("enc", "d", `"use strict"; return function encode(r, key) { return [${values.join(", ")}]; };`) as (enc: readonly Encode[], d: Dialect) => Encoder;
+  const make = new Function(
+    "enc",
+    "d",
+    `"use strict"; return function encode(r, key) { return [${values.join(", ")}]; };`,
+  ) as (enc: readonly Encode[], d: Dialect) => Encoder;
   return make(encoders, dialect);
 }
 
 function compileDecoder(fields: readonly string[], names: readonly string[], decoders: readonly Decode[]): Decoder {
   const entries = fields.map((field, i) => `${identifier(field)}: dec[${i}](row.${identifier(names[i] ?? "")})`);
   // eslint-disable-next-line @typescript-eslint/no-implied-eval -- compiled once from tables.ts (see above)
-  const make = new Function("dec", `"use strict"; return function decode(row) { return { ${entries.join(", ")} }; };`) as (dec: readonly Decode[]) => Decoder;
+  const make = new Function(
+    "dec",
+    `"use strict"; return function decode(row) { return { ${entries.join(", ")} }; };`,
+  ) as (dec: readonly Decode[]) => Decoder;
   return make(decoders);
 }
 
@@ -160,20 +174,33 @@ export class Table<R, M extends keyof R = never, G extends keyof R = never> impl
     columns: Columns<R>,
     options: TableOptions<R, M, G> = {},
   ) {
-    const all = (Object.keys(columns) as (keyof R & string)[]).map((field) => ({ field, column: columns[field] as Column<unknown> }));
+    const all = (Object.keys(columns) as (keyof R & string)[]).map((field) => ({
+      field,
+      column: columns[field] as Column<unknown>,
+    }));
     const generated = new Set<keyof R>(options.generated ?? []);
     const inserted = all.filter((c) => !generated.has(c.field));
-    const mutable = (options.mutable ?? []).map((field) => ({ field: field as keyof R & string, column: columns[field] as Column<unknown> }));
+    const mutable = (options.mutable ?? []).map((field) => ({
+      field: field as keyof R & string,
+      column: columns[field] as Column<unknown>,
+    }));
     this.key = options.key ?? null;
     this.selectList = all.map((c) => c.column.name).join(", ");
     this.insertNames = [...(this.key ? [this.key.name] : []), ...inserted.map((c) => c.column.name)];
     this.mutableNames = mutable.map((c) => c.column.name);
 
-    this.decoder = compileDecoder(all.map((c) => c.field), all.map((c) => c.column.name), all.map((c) => c.column.decode));
+    this.decoder = compileDecoder(
+      all.map((c) => c.field),
+      all.map((c) => c.column.name),
+      all.map((c) => c.column.decode),
+    );
     const encoders = (list: typeof all, withKey: boolean): Record<Dialect, Encoder> => {
       const fields = list.map((c) => c.field);
       const encode = list.map((c) => c.column.encode);
-      return { sqlite: compileEncoder(fields, encode, "sqlite", withKey), postgres: compileEncoder(fields, encode, "postgres", withKey) };
+      return {
+        sqlite: compileEncoder(fields, encode, "sqlite", withKey),
+        postgres: compileEncoder(fields, encode, "postgres", withKey),
+      };
     };
     this.insertEncoders = encoders(inserted, this.key !== null);
     this.updateEncoders = encoders(mutable, false);
