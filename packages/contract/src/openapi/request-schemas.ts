@@ -28,6 +28,18 @@ function strip(value: unknown): unknown {
  * body also accepts `null` (no body, or an empty one, is the same as `{}`).
  */
 export function requestSchemas(operationId: string): RequestSchemas {
+  let schemas = made.get(operationId);
+  if (schemas === undefined) {
+    schemas = make(operationId);
+    made.set(operationId, schemas);
+  }
+  return schemas;
+}
+
+/** Each operation's schemas, made once per process (every server a test starts asks for them). */
+const made = new Map<string, RequestSchemas>();
+
+function make(operationId: string): RequestSchemas {
   const op = OPERATIONS.find((o) => o.id === operationId);
   if (op === undefined) throw new Error(`no operation ${operationId} in the contract`);
   const out: { body?: JsonSchema; querystring?: JsonSchema } = {};

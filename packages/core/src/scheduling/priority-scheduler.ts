@@ -251,14 +251,14 @@ export class PriorityScheduler {
    * resynced, apps at their limit parked).
    */
   trial(request: PriorityRequest, pool: Pool, concurrency: Concurrency, now: number): Trial {
-    this.normalize(pool, concurrency);
     const node = request.node ?? null;
-    if (this.entries.size === 0 && !atLimit(concurrency, request.appId)) {
+    if (this.entries.size === 0 && !atLimit(concurrency, request.appId) && this.board.inStepWith(pool)) {
       // Nothing waits: where grantNow would put it (the common case, kept cheap).
       const chosen = this.board.fits(request.slots, null, node) ? this.board.choose(request.slots, null, node) : null;
       if (chosen !== null)
         return { kind: "now", node: chosen.device.node, index: chosen.device.index, slots: chosen.slots };
     }
+    this.normalize(pool, concurrency);
     const ord = this.ord;
     this.enqueue(request);
     try {

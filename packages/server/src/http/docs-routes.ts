@@ -20,17 +20,26 @@ export const PAGE_HEADERS = {
  * stylesheet at `/docs/api.css`). No authentication: they describe the API, they hold no data.
  */
 export function docsRoutes(app: FastifyInstance): void {
-  const doc = openApiDocument();
-  const json = JSON.stringify(doc);
-  const page = renderApiReference(doc, { cssHref: "/docs/api.css" });
   const cached = (reply: FastifyReply, type: string): FastifyReply =>
     reply.header("cache-control", "public, max-age=300").type(type);
 
-  app.get("/openapi.json", async (_req, reply) => cached(reply, "application/json; charset=utf-8").send(json));
+  app.get("/openapi.json", async (_req, reply) =>
+    cached(reply, "application/json; charset=utf-8").send(documents().json),
+  );
   app.get("/docs/api", async (_req, reply) =>
-    cached(reply, "text/html; charset=utf-8").headers(PAGE_HEADERS).send(page.html),
+    cached(reply, "text/html; charset=utf-8").headers(PAGE_HEADERS).send(documents().html),
   );
   app.get("/docs/api.css", async (_req, reply) =>
-    cached(reply, "text/css; charset=utf-8").header("x-content-type-options", "nosniff").send(page.css),
+    cached(reply, "text/css; charset=utf-8").header("x-content-type-options", "nosniff").send(documents().css),
   );
+}
+
+/** Made on the first request for them (not at start: a server that is never asked pays nothing), once per process. */
+let made: { json: string; html: string; css: string } | null = null;
+function documents(): { json: string; html: string; css: string } {
+  if (made === null) {
+    const doc = openApiDocument();
+    made = { json: JSON.stringify(doc), ...renderApiReference(doc, { cssHref: "/docs/api.css" }) };
+  }
+  return made;
 }

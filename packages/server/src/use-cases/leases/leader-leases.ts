@@ -93,14 +93,8 @@ export class LeaderLeases {
         const lease = await tx.leases.insert(next.lease);
         await this.accounts.save(tx, identity, next.ledger);
         this.state.live.set(lease.id, lease);
-        const others = [
-          ...earlier,
-          ...(await this.writes.recordGrants(
-            tx,
-            placed.filter((p) => p !== mine),
-            now,
-          )),
-        ];
+        const rest = placed.filter((p) => p !== mine);
+        const others = rest.length === 0 ? earlier : [...earlier, ...(await this.writes.recordGrants(tx, rest, now))];
         const quota = this.accounts.view(identity, account.overrideMs, next.ledger);
         return { kind: mine ? ("granted" as const) : ("queued" as const), lease, others, quota };
       },

@@ -67,8 +67,11 @@ export class LeaseWrites {
   }
 
   /** Dispatches the queue and records what it granted. */
-  dispatch(tx: Tx, now: number): Promise<LeaseRecord[]> {
-    return this.recordGrants(tx, this.state.dispatch(now), now);
+  async dispatch(tx: Tx, now: number): Promise<LeaseRecord[]> {
+    // With nothing queued there is nothing to grant (the common case after a release).
+    if (this.state.queueDepth === 0) return [];
+    const placed = this.state.dispatch(now);
+    return placed.length === 0 ? [] : this.recordGrants(tx, placed, now);
   }
 
   /** Records grants the scheduler made: each lease becomes active, and its identity's window may start. */
