@@ -306,17 +306,18 @@ describe("one node key, two agents", () => {
 
 describe("restarts", () => {
   it("a node still heartbeating keeps its slots across a control-plane restart; one that went silent is lost", async () => {
-    const { app, node } = await setup({ heartbeat_interval: "100ms", heartbeat_timeout: "400ms" });
+    const { app, node } = await setup({ heartbeat_interval: "100ms", heartbeat_timeout: "1500ms" });
     await register(node.key, [GPU(0)]);
     const a = await leaseVia(node.key, app.key, { duration: 60 });
     expect(a.status).toBe(201);
     const { serveAt } = await import("./harness.js");
     const dir = t.dir;
     await t.server.close();
-    // Back at once: the node is still within its heartbeat timeout.
+    // Back at once: the node is still within its heartbeat timeout (1.5 s: a restart on a busy
+    // machine, PostgreSQL's included, takes a few hundred milliseconds).
     t = await serveAt(dir, {
       pool: { simulated: [] },
-      nodes: { heartbeat_interval: "100ms", heartbeat_timeout: "400ms" },
+      nodes: { heartbeat_interval: "100ms", heartbeat_timeout: "1500ms" },
     });
     expect((await t.call("GET", `/v1/leases/${a.body.id}`, { token: app.key })).body.status).toBe("active");
     expect((await t.call("GET", "/v1/admin/pool", { token: ADMIN })).body.slots).toEqual({ total: 2, busy: 1 });
