@@ -8,6 +8,7 @@ import { EngineRunner } from "../src/engine/runner.js";
 import { openStorage } from "../src/storage/open-store.js";
 import { LeadershipLostError } from "../src/storage/store.js";
 import type { Stager, Storage } from "../src/storage/store.js";
+import { waitFor } from "./harness.js";
 
 /**
  * The engine runner's one error policy, on the real SQLite stager with faults injected into its
@@ -142,6 +143,28 @@ describe("EngineRunner's error policy", () => {
       ),
     ).toBe(3);
     expect(rebuilds).toBe(3);
+  });
+
+  it("a rebuild the store refused is retried in the background until it succeeds, with no request to trigger it", async () => {
+    const stager = faulty(storage.coordination.leaderStager);
+    let rebuildWorks = false;
+    let rebuilt = false;
+    const r = runner(stager, async () => {
+      if (!rebuildWorks) throw new Error("database or disk is full");
+      rebuilt = true;
+    });
+    stager.failing = true;
+    await expect(
+      r.run(
+        async () => 1,
+        (v) => v,
+      ),
+    ).rejects.toThrow("disk I/O error");
+    // Space comes back; nobody calls the runner.
+    stager.failing = false;
+    rebuildWorks = true;
+    await waitFor(() => rebuilt, 5_000);
+    r.stop();
   });
 
   it("lost leadership steps down and rebuilds nothing", async () => {

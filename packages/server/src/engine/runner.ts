@@ -32,8 +32,10 @@ export interface RunnerOptions {
  * - Anything else — a statement or the commit failed, or a bug — may have left memory ahead of
  *   the store. Memory is rebuilt from the store, once for all the operations of a failed commit
  *   group, and the error goes to each caller. If that rebuild fails too, memory is stale: the
- *   next operation rebuilds it before it runs, and fails if it still cannot. Memory never serves
- *   ahead of the store.
+ *   next operation rebuilds it before it runs, and fails if it still cannot; meanwhile the rebuild
+ *   is retried in the background (0.5 s, doubling to 10 s), so that what came due while the store
+ *   refused writes — a deadline, a queue timeout — is settled as soon as it accepts them, whether
+ *   or not a request comes. Memory never serves ahead of the store.
  */
 export class EngineRunner {
   private readonly serial = new Serial();
@@ -44,8 +46,27 @@ export class EngineRunner {
   /** The count of the last rebuild that succeeded. */
   private succeeded = 0;
   private stale = false;
+  /** The background retry of a failed rebuild, and its current delay. */
+  private retry: NodeJS.Timeout | null = null;
+  private retryMs = 0;
+  private stopped = false;
 
   constructor(private readonly options: RunnerOptions) {}
+
+  /** No more background rebuilds (the server is closing). */
+  stop(): void {
+    this.stopped = true;
+    if (this.retry !== null) clearTimeout(this.retry);
+    this.retry = null;
+  }
+
+  /** This replica stopped leading: there is no memory to keep in step with the store any more. */
+  reset(): void {
+    this.stale = false;
+    this.retryMs = 0;
+    if (this.retry !== null) clearTimeout(this.retry);
+    this.retry = null;
+  }
 
   /**
    * One operation: `stage` changes memory and writes, inside the serial section (or the
@@ -106,9 +127,16 @@ export class EngineRunner {
         () => {
           this.succeeded = Math.max(this.succeeded, n);
           this.stale = false;
+          this.retryMs = 0;
         },
         (err: unknown) => {
-          this.stale = true;
+          if (err instanceof LeadershipLostError) {
+            // Not this replica's memory to rebuild any more.
+            this.options.onLeadershipLost(err);
+          } else {
+            this.stale = true;
+            this.retryLater();
+          }
           throw err;
         },
       );
@@ -120,5 +148,21 @@ export class EngineRunner {
       })
       .catch(() => undefined);
     return done;
+  }
+
+  /** Retries a failed rebuild in the background, backing off, until one succeeds. */
+  private retryLater(): void {
+    if (this.retry !== null || this.stopped) return;
+    this.retryMs = Math.min(10_000, Math.max(500, this.retryMs * 2));
+    this.retry = setTimeout(() => {
+      this.retry = null;
+      if (!this.stale || this.stopped) return;
+      this.rebuildSince(this.started).then(
+        () => this.options.log.info("the pool's state is rebuilt from the store again"),
+        (err: unknown) =>
+          this.options.log.warn({ err, retryInMs: this.retryMs }, "the store still refuses the rebuild; trying again"),
+      );
+    }, this.retryMs);
+    this.retry.unref();
   }
 }

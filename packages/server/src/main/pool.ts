@@ -96,7 +96,6 @@ export function assemblePool(config: ServerConfig, storage: Storage, deps: { clo
     store,
     coordination,
     runner,
-    rebuild: () => late.recovery.rebuild(),
     forget: () => {
       state.clear();
       announcer.clear();
@@ -118,6 +117,7 @@ export function assemblePool(config: ServerConfig, storage: Storage, deps: { clo
     metrics,
     stop() {
       late.replica.stop();
+      runner.stop();
       leaseTimers.stop();
       nodeTimers.stop();
     },

@@ -18,8 +18,6 @@ export interface ReplicaParts {
   readonly store: Store;
   readonly coordination: Coordination;
   readonly runner: EngineRunner;
-  /** Rebuilds the leader's memory from the store (Recovery.rebuild). */
-  readonly rebuild: () => Promise<void>;
   /** Drops the leader's memory and timers (this replica stops leading). */
   readonly forget: () => void;
   readonly leader: LeaderLeases;
@@ -124,11 +122,11 @@ export class Replica implements LeaseLifecycle, PoolMembership, PlacementView {
    * first replica to start leads at once; a later one serves as a follower while it waits.
    */
   async start(): Promise<void> {
-    const { coordination, runner, rebuild } = this.parts;
+    const { coordination, runner } = this.parts;
     if (!coordination.shared) {
       // Nobody else can lead a store nobody shares, and never takes the lead away.
       await coordination.lead(() => undefined);
-      await runner.exclusive(rebuild);
+      await runner.refresh();
       this.leading = true;
       return;
     }
@@ -148,6 +146,7 @@ export class Replica implements LeaseLifecycle, PoolMembership, PlacementView {
   stepDown(why: Error): void {
     if (!this.leading) return;
     this.leading = false;
+    this.parts.runner.reset();
     this.parts.forget();
     if (!this.stopped)
       this.parts.log.warn({ err: why, replica: this.parts.id }, "this replica lost the lead; another takes over");
@@ -188,14 +187,14 @@ export class Replica implements LeaseLifecycle, PoolMembership, PlacementView {
 
   /** Waits for the leadership, then takes over: rebuilds the pool's memory from the database. `leads` is called each time it does. */
   private async campaign(leads: () => void): Promise<void> {
-    const { coordination, runner, rebuild, log, id } = this.parts;
+    const { coordination, runner, log, id } = this.parts;
     while (!this.stopped) {
       let lost!: (err: Error) => void;
       const lostOnce = new Promise<Error>((resolve) => (lost = resolve));
       try {
         await coordination.lead((err) => lost(err));
         if (this.stopped) return;
-        await runner.exclusive(rebuild);
+        await runner.refresh();
         this.leading = true;
         leads();
         log.info({ replica: id }, "this replica now leads the pool");

@@ -6,6 +6,7 @@ import { Serial } from "../../serial.js";
 import { MIGRATIONS } from "../migrations.js";
 import type { Staged, Stager, Store, Tx, UserRecord } from "../store.js";
 import { Checkpointer } from "./checkpointer.js";
+import { DatabaseLock } from "./database-lock.js";
 import { sqliteTx, writeLedger } from "./sqlite-tx.js";
 import type { SqliteConnection, Statement } from "./sqlite-tx.js";
 
@@ -64,18 +65,28 @@ export class SqliteStore implements Store {
    */
   private readonly unwrittenLedgers = new Map<string, LedgerState>();
   private readonly checkpointer: Checkpointer | null = null;
+  /** This process's hold on the file: no other server may open it while we do. */
+  private readonly lock: DatabaseLock | null;
 
   constructor(url: string) {
     const path = sqlitePath(url);
-    if (path !== ":memory:" && path !== "") mkdirSync(dirname(path), { recursive: true });
-    this.db = new Database(path);
-    this.db.pragma("journal_mode = WAL");
-    this.db.pragma("synchronous = NORMAL");
-    this.db.pragma("foreign_keys = ON");
-    this.db.pragma("busy_timeout = 5000");
-    if (path !== ":memory:" && path !== "") {
-      this.db.pragma("wal_autocheckpoint = 0");
-      this.checkpointer = new Checkpointer(path);
+    const onDisk = path !== ":memory:" && path !== "";
+    if (onDisk) mkdirSync(dirname(path), { recursive: true });
+    // One server per file, decided before anything else touches it (see DatabaseLock).
+    this.lock = onDisk ? DatabaseLock.take(path) : null;
+    try {
+      this.db = new Database(path);
+      this.db.pragma("journal_mode = WAL");
+      this.db.pragma("synchronous = NORMAL");
+      this.db.pragma("foreign_keys = ON");
+      this.db.pragma("busy_timeout = 5000");
+      if (onDisk) {
+        this.db.pragma("wal_autocheckpoint = 0");
+        this.checkpointer = new Checkpointer(path);
+      }
+    } catch (err) {
+      this.lock?.release();
+      throw err;
     }
     const connection: SqliteConnection = {
       st: (sql) => this.st(sql),
@@ -227,6 +238,7 @@ export class SqliteStore implements Store {
     });
     await this.checkpointer?.stop();
     if (this.db.open) this.db.close();
+    this.lock?.release();
   }
 
   private remember<T>(cache: Map<string, T>, key: string, value: T): T {

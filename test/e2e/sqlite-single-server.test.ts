@@ -1,0 +1,57 @@
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { runCli, startServerBinary } from "./binary.js";
+import type { ServerProcess } from "./binary.js";
+
+/**
+ * One server process per SQLite file: each keeps its own caches and its own pool in memory, so a
+ * second one on the same file would double-book slots and over-reserve quota. The second must
+ * refuse to start, before it touches the database, and say who holds it.
+ */
+
+const ADMIN = "single-server-admin-token";
+let dir: string;
+const running: ServerProcess[] = [];
+
+afterEach(async () => {
+  for (const s of running.splice(0)) await s.stop("SIGKILL");
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("one server per SQLite file", () => {
+  it("a second server on the same file exits 1 naming the file and the first one's pid; after a kill -9 a new one starts at once", async () => {
+    dir = mkdtempSync(join(tmpdir(), "gpupool-single-"));
+    const db = join(dir, "pool.db");
+    const env = { GPUPOOL_ADMIN_TOKEN: ADMIN };
+    const first = await startServerBinary(["--storage", `sqlite:${db}`], env);
+    running.push(first);
+    const created = await fetch(`${first.url}/v1/admin/users`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" },
+      body: JSON.stringify({ name: "ada", tier: "pro" }),
+    });
+    expect(created.status).toBe(201);
+
+    const second = await runCli(["server", "--port", "0", "--storage", `sqlite:${db}`], env);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toContain(db);
+    expect(second.stderr).toContain(`pid ${first.child.pid}`);
+    expect(second.stderr).toMatch(/One server process per SQLite file/);
+    // It never got as far as the database: the first server still serves what it had.
+    expect((await fetch(`${first.url}/readyz`)).status).toBe(200);
+    const users = await fetch(`${first.url}/v1/admin/users`, { headers: { authorization: `Bearer ${ADMIN}` } });
+    expect(((await users.json()) as { users: unknown[] }).users).toHaveLength(1);
+
+    // The lock dies with its process: a restart right after a kill -9 finds the file free.
+    await first.stop("SIGKILL");
+    running.splice(running.indexOf(first), 1);
+    const third = await startServerBinary(["--storage", `sqlite:${db}`], env);
+    running.push(third);
+    const after = await fetch(`${third.url}/v1/admin/users`, { headers: { authorization: `Bearer ${ADMIN}` } });
+    expect(((await after.json()) as { users: unknown[] }).users).toHaveLength(1);
+    // Who holds the file is written beside it while it is held.
+    expect(existsSync(`${db}.lock.holder`)).toBe(true);
+  });
+});
