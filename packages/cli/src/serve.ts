@@ -34,7 +34,9 @@ export async function startServer(
 ): Promise<RunningServer> {
   let running: RunningServer;
   try {
-    running = await createServer(config, options);
+    // The port is bound before the pool's state is restored: a second server on a taken port
+    // fails before it recovers anything.
+    running = await createServer(config, { ...options, bindFirst: true });
   } catch (error) {
     const why = error instanceof Error ? error.message : String(error);
     throw new StartError(`cannot open storage ${redactStorage(config.storage.url)}: ${why}`, "storage");
@@ -46,7 +48,11 @@ export async function startServer(
     const code = (error as NodeJS.ErrnoException).code;
     const message = listenMessage(code, config.server.host, config.server.port);
     if (message !== null) throw new StartError(message, code);
-    throw error;
+    const why = error instanceof Error ? error.message : String(error);
+    throw new StartError(
+      `cannot restore the pool's state from ${redactStorage(config.storage.url)}: ${why}`,
+      "storage",
+    );
   }
   return running;
 }

@@ -58,6 +58,10 @@ export const STORAGE_UNAVAILABLE_REASONS = [
   "contention",
   "stalled",
   "leadership_lost",
+  "disk_full",
+  "database_missing",
+  "write_failed",
+  "starting",
 ] as const;
 export type StorageUnavailableReason = (typeof STORAGE_UNAVAILABLE_REASONS)[number];
 
@@ -161,7 +165,7 @@ export const PROBLEM_FIELDS = {
   storage_unavailable: {
     reason: describe(
       z.optional(z.enum(STORAGE_UNAVAILABLE_REASONS)),
-      "`unreachable` (the database cannot be reached), `timeout` (it did not answer in time), `contention` (another request for the same person or lease held what this one needed; retry in a second), `stalled` (this server stalled mid-transaction and the database ended it), `leadership_lost` (the replica lost its leader session mid-request). With `Retry-After`. Absent from /readyz and from SQLite's own errors.",
+      "`unreachable` (the database cannot be reached), `timeout` (it did not answer in time), `contention` (another request for the same person or lease held what this one needed; retry in a second), `stalled` (this server stalled mid-transaction and the database ended it), `leadership_lost` (the replica lost its leader session mid-request), `disk_full` (the database's disk is full or nearly: readiness says so before writes fail), `database_missing` (the SQLite file was deleted or replaced while the server ran: it writes nothing more until restarted), `write_failed` (another I/O error), `starting` (the server is still restoring its state). With `Retry-After`.",
     ),
   },
   control_plane_unavailable: {

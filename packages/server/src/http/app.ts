@@ -7,7 +7,8 @@ import { docsRoutes } from "./docs-routes.js";
 import type { RouteContext } from "./context.js";
 import { leaseRoutes } from "./lease-routes.js";
 import { nodeRoutes } from "./node-routes.js";
-import { installErrorHandling } from "./problems.js";
+import { installErrorHandling, sendProblem, sendStorageUnavailable } from "./problems.js";
+import { StorageUnavailableError } from "../storage/store.js";
 import { quotaRoutes } from "./quota-routes.js";
 import { sessionRoutes } from "./session-routes.js";
 import { tokenRoutes } from "./token-routes.js";
@@ -48,15 +49,25 @@ export function buildHttpApp(ctx: RouteContext): FastifyInstance {
 
   installErrorHandling(app);
 
+  // A server bound before its state is restored (see ServerOptions.bindFirst) serves only liveness meanwhile.
+  app.addHook("onRequest", (req, reply, done) => {
+    const starting = ctx.health.notStarted();
+    if (starting === null || req.url === "/healthz") return done();
+    void sendStorageUnavailable(reply, starting);
+  });
+
   app.get("/healthz", async () => ({ status: "ok" }));
   app.get("/readyz", async (_req, reply) => {
     try {
       return { status: "ready", ...(await ctx.health.ready()) };
-    } catch {
-      return reply
-        .code(503)
-        .type("application/problem+json")
-        .send(problem("storage_unavailable", "The pool's database is not answering."));
+    } catch (err) {
+      // Not ready: why, in the storage's words (a full disk, a replaced file, starting…).
+      if (err instanceof StorageUnavailableError) return sendStorageUnavailable(reply, err);
+      return sendProblem(
+        reply,
+        problem("storage_unavailable", "The pool's database is not answering.", { reason: "unreachable" }),
+        5,
+      );
     }
   });
   app.get("/metrics", async (_req, reply) => {

@@ -55,7 +55,32 @@ const STORAGE_UNAVAILABLE = {
       "This server stalled in the middle of a database transaction and the database ended it; nothing was changed. Retry.",
     retryAfterS: 1,
   },
+  disk_full: {
+    detail:
+      "The disk the pool's database is on is full; nothing was changed. The operator must free space: the pool catches up by itself once there is room.",
+    retryAfterS: 30,
+  },
+  database_missing: {
+    detail:
+      "The pool's database file was deleted or replaced while the server ran, so the server writes nothing more (it would be lost); nothing was changed. Tell the operator: the server must be restarted on its database.",
+    retryAfterS: 60,
+  },
+  write_failed: {
+    detail:
+      "The pool's database could not write (an I/O error); nothing was changed. Retry shortly, and tell the operator if it persists.",
+    retryAfterS: 5,
+  },
+  starting: {
+    detail: "The pool is starting: its state is being restored from the database. Retry in a moment.",
+    retryAfterS: 1,
+  },
 } satisfies Record<StorageUnavailableReason, { detail: string; retryAfterS: number }>;
+
+/** The 503 for a storage failure: what its reason means for a person, and when to retry. */
+export function sendStorageUnavailable(reply: FastifyReply, err: StorageUnavailableError): FastifyReply {
+  const { detail, retryAfterS } = STORAGE_UNAVAILABLE[err.reason];
+  return sendProblem(reply, problem("storage_unavailable", detail, { reason: err.reason }), retryAfterS);
+}
 
 /** The request's logger with its id bound (requests share the server's logger unless request logging is on). */
 function logFor(req: FastifyRequest): FastifyBaseLogger {
@@ -111,9 +136,11 @@ export function installErrorHandling(app: FastifyInstance): void {
     }
     if ((err as Error) instanceof StorageUnavailableError) {
       const unavailable = err as unknown as StorageUnavailableError;
-      logFor(req).error({ err }, "storage unavailable");
-      const { detail, retryAfterS } = STORAGE_UNAVAILABLE[unavailable.reason];
-      return sendProblem(reply, problem("storage_unavailable", detail, { reason: unavailable.reason }), retryAfterS);
+      // Starting and contention are the ordinary course of things; the rest is the operator's to see.
+      if (unavailable.reason === "starting" || unavailable.reason === "contention")
+        logFor(req).warn({ err }, "storage unavailable");
+      else logFor(req).error({ err }, "storage unavailable");
+      return sendStorageUnavailable(reply, unavailable);
     }
     if ((err as Error) instanceof LeadershipLostError) {
       logFor(req).warn({ err }, "leadership lost during a request");

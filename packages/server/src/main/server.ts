@@ -29,6 +29,13 @@ export interface ServerOptions {
   readonly logger?: Logger;
   /** Use this storage instead of opening `config.storage.url` (tests); the caller closes it. */
   readonly storage?: Storage;
+  /**
+   * Restore the pool's state only once `listen()` has bound the port (what `gpupool server` does):
+   * a server whose port is taken then fails before it recovers anything. Until the state is
+   * restored, every request but /healthz is answered 503 `storage_unavailable`, reason `starting`.
+   * Without it, the state is restored before createServer returns.
+   */
+  readonly bindFirst?: boolean;
 }
 
 export interface RunningServer {
@@ -55,7 +62,10 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
   const pool = assemblePool(config, storage, { clock, log });
   const { replica, state, accounts, events, metrics } = pool;
   const ipTokens = await IpTokens.open(store, config.identity.issuer, config.identity.ipTokenTtlMs, clock.now());
-  await replica.start();
+  const health = new Health(store, () => replica.isLeader, state);
+  let starting: Promise<void> | null = null;
+  const start = (): Promise<void> => (starting ??= replica.start().then(() => health.started()));
+  if (!options.bindFirst) await start();
   const callers = new Callers(store, options.adminToken ?? null, clock);
   const identity = new RequestIdentity(ipTokens, clock);
   const leading = () => replica.isLeader;
@@ -74,7 +84,7 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
     sessions: new Sessions(store, clock),
     tokens: new TokenIssuer(store, ipTokens, clock),
     pool: new PoolViewer(store, leading, state, config.pool.devices, config.nodes.heartbeatTimeoutMs, clock),
-    health: new Health(store, leading, state),
+    health,
     metrics,
     events,
     log,
@@ -90,6 +100,7 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
       const port = app.server.address();
       if (port && typeof port === "object")
         running.url = `http://${config.server.host.includes(":") ? `[${config.server.host}]` : config.server.host}:${port.port}`;
+      await start();
       return running.url;
     },
     async close() {

@@ -94,7 +94,19 @@ export interface Storage {
  * it did not answer in time; another request held what this one needed (contention); or this
  * replica stalled inside a transaction and the database ended it.
  */
-export type StorageUnavailableReason = "unreachable" | "timeout" | "contention" | "stalled";
+export type StorageUnavailableReason =
+  | "unreachable"
+  | "timeout"
+  | "contention"
+  | "stalled"
+  /** The disk the database is on is full (or nearly). */
+  | "disk_full"
+  /** The database file was deleted or replaced while the server had it open, or cannot be read as one. */
+  | "database_missing"
+  /** A write to the database failed for another reason (an I/O error). */
+  | "write_failed"
+  /** The server is still starting: its state is not restored yet. */
+  | "starting";
 
 /** Thrown by adapters when the database cannot do the work now (answered 503 `storage_unavailable`); nothing was changed. */
 export class StorageUnavailableError extends Error {

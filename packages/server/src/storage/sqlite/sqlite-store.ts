@@ -4,9 +4,11 @@ import Database from "better-sqlite3";
 import type { LedgerState } from "@gpupool/core";
 import { Serial } from "../../serial.js";
 import { MIGRATIONS } from "../migrations.js";
+import { StorageUnavailableError } from "../store.js";
 import type { Staged, Stager, Store, Tx, UserRecord } from "../store.js";
 import { Checkpointer } from "./checkpointer.js";
 import { DatabaseLock } from "./database-lock.js";
+import { DatabaseFile, sqliteUnavailable } from "./file-health.js";
 import { sqliteTx, writeLedger } from "./sqlite-tx.js";
 import type { SqliteConnection, Statement } from "./sqlite-tx.js";
 
@@ -67,6 +69,10 @@ export class SqliteStore implements Store {
   private readonly checkpointer: Checkpointer | null = null;
   /** This process's hold on the file: no other server may open it while we do. */
   private readonly lock: DatabaseLock | null;
+  /** The file opened, watched for deletion or replacement (null in memory). */
+  private readonly file: DatabaseFile | null = null;
+  /** Why the last commit failed, until one succeeds again (readiness says so). */
+  private lastCommitError: StorageUnavailableError | null = null;
 
   constructor(url: string) {
     const path = sqlitePath(url);
@@ -83,6 +89,7 @@ export class SqliteStore implements Store {
       if (onDisk) {
         this.db.pragma("wal_autocheckpoint = 0");
         this.checkpointer = new Checkpointer(path);
+        this.file = new DatabaseFile(path);
       }
     } catch (err) {
       this.lock?.release();
@@ -208,17 +215,29 @@ export class SqliteStore implements Store {
     if (!batch) return;
     this.batch = null;
     try {
+      // Written to a file nobody will open again, a commit would be lost: refuse it instead.
+      const gone = this.file?.gone();
+      if (gone) throw gone;
       this.flushLedgers();
       this.st("COMMIT").run();
+      this.lastCommitError = null;
       batch.resolve();
     } catch (err) {
       this.forget();
       if (this.db.inTransaction) this.db.exec("ROLLBACK");
-      batch.reject(err);
+      const unavailable = err instanceof StorageUnavailableError ? err : (sqliteUnavailable(err) ?? err);
+      if (unavailable instanceof StorageUnavailableError) this.lastCommitError = unavailable;
+      batch.reject(unavailable);
     }
   }
 
+  /**
+   * Ready only while writes commit: the file is still the one opened, its disk has room, the last
+   * commit did not fail (until one succeeds again), and it answers.
+   */
   async ping(): Promise<void> {
+    const problem = this.file?.gone() ?? this.file?.tooFull() ?? this.lastCommitError;
+    if (problem) throw problem;
     this.st("SELECT 1").get();
   }
 

@@ -99,6 +99,10 @@ describe.skipIf(!root && process.env["CI"] !== "true")("a full disk under SQLite
     // next commit needs new space (done through a connection of the test's own).
     truncateLog(join(dir, "pool.db"));
     const filler = fill(disk);
+    // Readiness says so, and why, before anyone's write fails.
+    const notReady = await t.call("GET", "/readyz");
+    expect(notReady.status).toBe(503);
+    expect(notReady.body).toMatchObject({ code: "storage_unavailable", reason: "disk_full" });
     // The deadline passes while nothing can be written.
     await sleep(1_500);
     const during = await t.call("POST", "/v1/leases", { token: ada.token, body: { duration: 5 } });
@@ -112,6 +116,7 @@ describe.skipIf(!root && process.env["CI"] !== "true")("a full disk under SQLite
       15_000,
       200,
     );
+    expect((await t.call("GET", "/readyz")).status).toBe(200);
     const ended = (await t.call("GET", `/v1/leases/${short.body.id}`, { token: ada.token })).body;
     expect(ended).toMatchObject({ status: "expired", charged: 1, refunded: 0 });
     // The one slot is free again, and goes to one lease only.
@@ -120,5 +125,23 @@ describe.skipIf(!root && process.env["CI"] !== "true")("a full disk under SQLite
     const pool = (await t.call("GET", "/v1/admin/pool", { token: ADMIN })).body;
     expect(pool.slots).toEqual({ total: 1, busy: 1 });
     expect(pool.active.map((l: { id: string }) => l.id)).toEqual([next.body.id]);
+  });
+});
+
+describe("a SQLite database file deleted under a running server", () => {
+  it("a database file deleted under a running server: readiness says so and no write is acknowledged any more (it would be lost at the next start)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "gpupool-deleted-"));
+    const db = join(dir, "pool.db");
+    t = await serveAt(dir, {}, { storageUrl: `sqlite:${db}` });
+    await t.user("ada", "pro");
+    expect((await t.call("GET", "/readyz")).status).toBe(200);
+    rmSync(db);
+    const ready = await t.call("GET", "/readyz");
+    expect(ready.status).toBe(503);
+    expect(ready.body).toMatchObject({ code: "storage_unavailable", reason: "database_missing" });
+    const write = await t.call("POST", "/v1/admin/users", { token: ADMIN, body: { name: "bob" } });
+    expect(write.status).toBe(503);
+    expect(write.body).toMatchObject({ code: "storage_unavailable", reason: "database_missing" });
+    expect(write.body.detail).toMatch(/deleted or replaced/);
   });
 });

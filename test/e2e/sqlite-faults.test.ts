@@ -1,6 +1,7 @@
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
 import { runCli, startServerBinary } from "./binary.js";
 import type { ServerProcess } from "./binary.js";
@@ -53,5 +54,55 @@ describe("one server per SQLite file", () => {
     expect(((await after.json()) as { users: unknown[] }).users).toHaveLength(1);
     // Who holds the file is written beside it while it is held.
     expect(existsSync(`${db}.lock.holder`)).toBe(true);
+  });
+
+  it("a server whose port is taken fails before it restores anything from its database", async () => {
+    dir = mkdtempSync(join(tmpdir(), "gpupool-single-"));
+    const db = join(dir, "pool.db");
+    const env = { GPUPOOL_ADMIN_TOKEN: ADMIN };
+    // A lease whose deadline passes while no server runs: the next recovery expires it.
+    const first = await startServerBinary(["--storage", `sqlite:${db}`], env);
+    running.push(first);
+    const auth = { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" };
+    const user = (await (
+      await fetch(`${first.url}/v1/admin/users`, {
+        method: "POST",
+        headers: auth,
+        body: JSON.stringify({ name: "ada", tier: "pro" }),
+      })
+    ).json()) as { token: string };
+    const lease = (await (
+      await fetch(`${first.url}/v1/leases`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${user.token}`, "content-type": "application/json" },
+        body: JSON.stringify({ duration: 1 }),
+      })
+    ).json()) as { id: string; status: string };
+    expect(lease.status).toBe("active");
+    await first.stop("SIGKILL");
+    running.splice(running.indexOf(first), 1);
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
+
+    // Another server holds the port.
+    const other = await startServerBinary(["--storage", `sqlite:${join(dir, "other.db")}`], env);
+    running.push(other);
+    const port = new URL(other.url).port;
+    const refused = await runCli(["server", "--port", port, "--storage", `sqlite:${db}`], env);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/already in use/);
+    // Nothing was recovered: the lease is still active in the database, as the killed server left it.
+    const raw = new Database(db, { readonly: true });
+    expect((raw.prepare("SELECT status FROM leases WHERE id = ?").get(lease.id) as { status: string }).status).toBe(
+      "active",
+    );
+    raw.close();
+
+    // On a free port, recovery runs: the lease expires, charged in full.
+    const third = await startServerBinary(["--storage", `sqlite:${db}`], env);
+    running.push(third);
+    const after = (await (
+      await fetch(`${third.url}/v1/leases/${lease.id}`, { headers: { authorization: `Bearer ${user.token}` } })
+    ).json()) as { status: string };
+    expect(after.status).toBe("expired");
   });
 });

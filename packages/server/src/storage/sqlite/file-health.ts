@@ -1,0 +1,70 @@
+import { statSync, statfsSync } from "node:fs";
+import { dirname } from "node:path";
+import Database from "better-sqlite3";
+import { StorageUnavailableError } from "../store.js";
+
+/** Below this much free space on its disk, a SQLite database is not ready: its log and checkpoints need room. */
+export const MIN_FREE_BYTES = 8 * 1024 * 1024;
+
+/**
+ * What a SQLite error means for a person (`storage_unavailable` with a reason), or null when the
+ * error is not SQLite's (a refusal, a bug: those keep their own meaning).
+ */
+export function sqliteUnavailable(err: unknown): StorageUnavailableError | null {
+  if (!(err instanceof Database.SqliteError)) return null;
+  const code = err.code;
+  const reason =
+    code === "SQLITE_FULL"
+      ? "disk_full"
+      : code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED")
+        ? "contention"
+        : code === "SQLITE_CANTOPEN" || code === "SQLITE_NOTADB" || code === "SQLITE_CORRUPT"
+          ? "database_missing"
+          : "write_failed";
+  return new StorageUnavailableError(`SQLite: ${err.message} (${code})`, { cause: err, reason });
+}
+
+/**
+ * The database file this process opened, watched: deleted, or replaced by another file (another
+ * inode at the path), it is no longer what the server writes to — and whatever is committed then
+ * would be lost at the next start — so writes stop with a clear error instead.
+ */
+export class DatabaseFile {
+  private readonly dev: number;
+  private readonly ino: number;
+
+  constructor(private readonly path: string) {
+    const st = statSync(path);
+    this.dev = st.dev;
+    this.ino = st.ino;
+  }
+
+  /** Why the file is no longer the one opened, or null. */
+  gone(): StorageUnavailableError | null {
+    let st;
+    try {
+      st = statSync(this.path);
+    } catch {
+      return new StorageUnavailableError(`${this.path} was deleted while the server had it open`, {
+        reason: "database_missing",
+      });
+    }
+    if (st.ino !== this.ino || st.dev !== this.dev) {
+      return new StorageUnavailableError(`${this.path} was replaced by another file while the server had it open`, {
+        reason: "database_missing",
+      });
+    }
+    return null;
+  }
+
+  /** Why the disk is too full for the database to go on, or null. */
+  tooFull(): StorageUnavailableError | null {
+    const fs = statfsSync(dirname(this.path));
+    const free = fs.bavail * fs.bsize;
+    if (free >= MIN_FREE_BYTES) return null;
+    return new StorageUnavailableError(
+      `${dirname(this.path)} has ${free} bytes free, less than the ${MIN_FREE_BYTES} the database needs`,
+      { reason: "disk_full" },
+    );
+  }
+}
