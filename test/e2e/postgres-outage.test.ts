@@ -87,6 +87,6 @@ describe.skipIf(bin === null)("PostgreSQL outage", () => {
     const q = await call("GET", "/v1/quota", key);
     // The first lease and this one are reserved; the refused one left nothing behind.
     expect(q.body.reserved + q.body.used).toBe(10);
-    expect(server.context.engine.isLeader).toBe(true);
+    expect(server.context.replica.isLeader).toBe(true);
   }, 60_000);
 });
