@@ -22,7 +22,7 @@ export type Problem = z.infer<typeof Problem>;
 export const FieldError = z.object({
   field: describe(
     z.string(),
-    "The invalid field (dotted path, e.g. `devices.0.uuid`), or `body` / `querystring` for the whole of it.",
+    "The invalid field (dotted path, e.g. `devices.0.uuid`), `body` / `querystring` for the whole of it, or a header's name (`Authorization`).",
   ),
   message: describe(z.string(), "What is wrong with it, e.g. `must be one of large, xlarge`."),
 });
@@ -86,6 +86,7 @@ export const PROBLEM_FIELDS = {
   forbidden: {},
   admin_disabled: {},
   not_found: {},
+  request_timeout: {},
   queue_timeout: {
     waited: describe(
       z.optional(Seconds),
@@ -114,6 +115,7 @@ export const PROBLEM_FIELDS = {
     agent_url: z.optional(agentUrl),
   },
   payload_too_large: {},
+  uri_too_long: {},
   unsupported_media_type: {},
   duration_too_long: {
     duration: describe(Seconds, "The duration asked for."),
@@ -150,6 +152,7 @@ export const PROBLEM_FIELDS = {
     resets_at: TimeOrNull,
     retry_at: describe(TimeOrNull, "When the window resets (the same as `resets_at`)."),
   },
+  headers_too_large: {},
   internal: {},
   upstream_unavailable: {},
   no_gpu_available: {
@@ -195,14 +198,17 @@ export const PROBLEMS = {
   admin_disabled: codedProblem("admin_disabled"),
   not_found: codedProblem("not_found"),
   queue_timeout: codedProblem("queue_timeout"),
+  request_timeout: codedProblem("request_timeout"),
   conflict: codedProblem("conflict"),
   lease_not_active: codedProblem("lease_not_active"),
   node_not_registered: codedProblem("node_not_registered"),
   payload_too_large: codedProblem("payload_too_large"),
+  uri_too_long: codedProblem("uri_too_long"),
   unsupported_media_type: codedProblem("unsupported_media_type"),
   duration_too_long: codedProblem("duration_too_long"),
   quota_exceeded: codedProblem("quota_exceeded"),
   runs_exceeded: codedProblem("runs_exceeded"),
+  headers_too_large: codedProblem("headers_too_large"),
   internal: codedProblem("internal"),
   upstream_unavailable: codedProblem("upstream_unavailable"),
   no_gpu_available: codedProblem("no_gpu_available"),

@@ -3,11 +3,12 @@ import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import { problem } from "@gpupool/core";
 import sjson from "secure-json-parse";
 import { adminRoutes } from "./admin-routes.js";
+import { MAX_PARAM_LENGTH, answerClientError, frameworkErrorProblem } from "./client-errors.js";
 import { docsRoutes } from "./docs-routes.js";
 import type { RouteContext } from "./context.js";
 import { leaseRoutes } from "./lease-routes.js";
 import { nodeRoutes } from "./node-routes.js";
-import { installErrorHandling } from "./problems.js";
+import { installErrorHandling, sendProblem } from "./problems.js";
 import { quotaRoutes } from "./quota-routes.js";
 import { sessionRoutes } from "./session-routes.js";
 import { tokenRoutes } from "./token-routes.js";
@@ -28,6 +29,10 @@ export function buildHttpApp(ctx: RouteContext): FastifyInstance {
     trustProxy: ctx.config.identity.trustedProxies.length > 0 ? [...ctx.config.identity.trustedProxies] : false,
     ajv: { customOptions: { allErrors: true, coerceTypes: false, removeAdditional: false, useDefaults: false } },
     return503OnClosing: true,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    // Whatever cannot become a request is answered as a problem too, quoting at most an excerpt.
+    clientErrorHandler: answerClientError,
+    frameworkErrors: (err, req, reply) => void sendProblem(reply, frameworkErrorProblem(err, req.url)),
   });
 
   // An empty body is the same as {} (all lease fields are optional); malformed JSON is a 400, and

@@ -1,4 +1,4 @@
-import { DomainError, problem } from "@gpupool/core";
+import { DomainError, excerpt, problem } from "@gpupool/core";
 import type { Problem } from "@gpupool/core";
 import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { LeadershipLostError, StorageUnavailableError } from "../storage/store.js";
@@ -23,7 +23,9 @@ function param(e: AjvError, name: string): string {
 
 function fieldOf(e: AjvError, context: string): string {
   const base = (e.instancePath ?? "").replace(/^\//, "").replace(/\//g, ".");
-  if (e.keyword === "additionalProperties") return [base, param(e, "additionalProperty")].filter(Boolean).join(".");
+  // A property name is the client's: quoted only as an excerpt, so the answer cannot grow with it.
+  if (e.keyword === "additionalProperties")
+    return [base, excerpt(param(e, "additionalProperty"))].filter(Boolean).join(".");
   if (e.keyword === "required") return [base, param(e, "missingProperty")].filter(Boolean).join(".");
   return base || context;
 }
@@ -73,7 +75,7 @@ export function installErrorHandling(app: FastifyInstance): void {
       reply,
       problem(
         "not_found",
-        `There is no ${req.method} ${req.url.split("?")[0] ?? ""} on this server. The API is under /v1 (see the README).`,
+        `There is no ${excerpt(req.method, 10)} ${excerpt(req.url.split("?")[0] ?? "")} on this server. The API is under /v1 (see the README).`,
       ),
     );
   });
@@ -154,7 +156,7 @@ export function installErrorHandling(app: FastifyInstance): void {
             : status === 413
               ? "payload_too_large"
               : "invalid_request";
-      return sendProblem(reply, problem(code, `The request was refused: ${err.message}`));
+      return sendProblem(reply, problem(code, `The request was refused: ${excerpt(err.message, 200)}`));
     }
     logFor(req).error({ err }, "unhandled error");
     return sendProblem(
