@@ -10,6 +10,22 @@ export function describe<T extends z.ZodMiniType>(schema: T, description: string
   return schema.check(z.describe(description));
 }
 
+const PATTERN_WORDS = new Map<string, string>();
+
+/**
+ * A pattern check that also says in words what it accepts: a 400 then tells a person "limit must
+ * be a whole number from 1 to 500" rather than quoting a regular expression, and the docs say the same.
+ */
+export function matching(pattern: RegExp, words: string): ReturnType<typeof z.regex> {
+  PATTERN_WORDS.set(pattern.source, words);
+  return z.regex(pattern);
+}
+
+/** What a pattern of the wire accepts, in words (to follow "must be"), or undefined for one that has none. */
+export function patternWords(source: string): string | undefined {
+  return PATTERN_WORDS.get(source);
+}
+
 /** An instant: ISO 8601 in UTC, as `Date.prototype.toISOString` writes it. */
 export const Time = z.iso.datetime();
 

@@ -14,6 +14,7 @@ export {
   QueueReason,
   Size,
   Time,
+  patternWords,
 } from "./common.js";
 export * from "./problems.js";
 export * from "./problem-objects.js";

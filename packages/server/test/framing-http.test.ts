@@ -159,3 +159,64 @@ describe("before any route", () => {
     expect(r.status).toBe(200);
   });
 });
+
+/**
+ * Node keeps the first of two Authorization or Content-Type headers and joins two X-IP-Token
+ * headers with ", "; a server that read them so would act on a guess. Each is refused instead.
+ */
+describe("headers sent twice", () => {
+  it("two Authorization headers are 400 invalid_request naming the header, whichever would have worked", async () => {
+    for (const [first, second] of [
+      [app.key, ADMIN],
+      [ADMIN, app.key],
+    ]) {
+      const r = await rawRequest(
+        port,
+        request("GET /v1/leases HTTP/1.1", [`Authorization: Bearer ${first}`, `authorization: Bearer ${second}`]),
+      );
+      const body = expectProblem(r, 400, "invalid_request");
+      expect(body["errors"]).toEqual([{ field: "Authorization", message: "is sent more than once" }]);
+      checkServerResponse({
+        method: "GET",
+        url: "/v1/leases",
+        status: r.status,
+        contentType: r.headers["content-type"],
+        body,
+      });
+    }
+  });
+
+  it("two Content-Type headers are 400 invalid_request, and no lease is made", async () => {
+    const lease = JSON.stringify({ duration: 5 });
+    const r = await rawRequest(
+      port,
+      request(
+        "POST /v1/leases HTTP/1.1",
+        [
+          `Authorization: Bearer ${app.key}`,
+          "Content-Type: application/json",
+          "Content-Type: text/plain",
+          `Content-Length: ${lease.length}`,
+        ],
+        lease,
+      ),
+    );
+    const body = expectProblem(r, 400, "invalid_request");
+    expect(body["errors"]).toEqual([{ field: "Content-Type", message: "is sent more than once" }]);
+    expect(await allLeases(t)).toEqual([]);
+  });
+
+  it("two X-IP-Token headers are refused as several tokens, not read as one joined value", async () => {
+    const token = await t.ipToken(app.id, { ip: "203.0.113.9" });
+    const r = await rawRequest(
+      port,
+      request("GET /v1/quota HTTP/1.1", [
+        `Authorization: Bearer ${app.key}`,
+        `X-IP-Token: ${token}`,
+        `X-IP-Token: ${token}`,
+      ]),
+    );
+    const body = expectProblem(r, 401, "invalid_ip_token");
+    expect(body).toMatchObject({ reason: "malformed", detail: expect.stringMatching(/Several X-IP-Token headers/) });
+  });
+});

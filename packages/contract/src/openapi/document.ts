@@ -109,6 +109,8 @@ export function problemCodesOf(op: Operation): ProblemCode[] {
   }
   if (op.pathParams !== undefined && op.pathParams.length > 0) codes.add("uri_too_long");
   if (op.auth.length > 0) {
+    // An Authorization header sent more than once is refused, not read as its first copy.
+    codes.add("invalid_request");
     codes.add("unauthorized");
     codes.add("forbidden");
     if (op.auth.length === 1 && op.auth[0] === "admin") codes.add("admin_disabled");

@@ -72,9 +72,9 @@ export interface Operation {
   /**
    * The problem codes the route itself can answer with. Those of every route of its kind are
    * added by the document: `internal`; `storage_unavailable` unless `noStorage`; with `auth`,
-   * `unauthorized` and `forbidden` (and `admin_disabled` for admin-only routes); with a body,
-   * `invalid_request`, `payload_too_large` and `unsupported_media_type`; with a query,
-   * `invalid_request`; with path parameters, `uri_too_long`.
+   * `invalid_request`, `unauthorized` and `forbidden` (and `admin_disabled` for admin-only
+   * routes); with a body, `invalid_request`, `payload_too_large` and `unsupported_media_type`;
+   * with a query, `invalid_request`; with path parameters, `uri_too_long`.
    */
   readonly problems?: readonly ProblemCode[];
   /** The route never touches the database. */

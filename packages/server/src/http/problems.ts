@@ -1,3 +1,4 @@
+import { patternWords } from "@gpupool/contract";
 import { DomainError, excerpt, problem } from "@gpupool/core";
 import type { Problem } from "@gpupool/core";
 import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
@@ -32,6 +33,10 @@ function fieldOf(e: AjvError, context: string): string {
 
 function messageOf(e: AjvError): string {
   if (e.keyword === "additionalProperties") return "is not a known field";
+  if (e.keyword === "pattern") {
+    const words = patternWords(param(e, "pattern"));
+    if (words !== undefined) return `must be ${words}`;
+  }
   if (e.keyword === "enum")
     return `must be one of ${(e.params?.["allowedValues"] as unknown[] | undefined)?.join(", ") ?? "the allowed values"}`;
   return e.message ?? "is invalid";
