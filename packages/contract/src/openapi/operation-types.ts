@@ -88,7 +88,10 @@ export const LEASE_ID: HeaderParam = {
   description:
     "The lease id (`ls_…`). A lease is visible to the app that made it, the user it is charged to, and the admin.",
 };
-export const USER_REF: HeaderParam = { name: "id", description: "The user's id (`u_…`) or name." };
+export const USER_REF: HeaderParam = {
+  name: "id",
+  description: "The user's id (`u_` then 16 characters: looked up as an id only) or name.",
+};
 
 /** Headers sent with problems of these codes (the rest of a route's problems carry none). */
 export const PROBLEM_HEADERS: Partial<Record<ProblemCode, HeaderParam>> = {
