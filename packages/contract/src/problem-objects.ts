@@ -78,7 +78,7 @@ export const PROBLEM_FIELDS = {
   invalid_ip_token: {
     reason: describe(
       z.enum(INVALID_IP_TOKEN_REASONS),
-      "Why the token was refused: `malformed`, `expired`, `wrong_app` (minted for another app), `bad_signature`, `alg_not_allowed` (not EdDSA, e.g. `alg: none`), `unknown_key` (no such `kid`), `wrong_issuer`, `bad_subject` (not `user:` or `ip:`), `unknown_user` (the token names a user who no longer exists), `not_accepted` (sent with a user token, which already says who you are).",
+      "Why the token was refused: `malformed` (not a token as this pool issues them: unparseable, a claim missing, issued more than 30 s ahead of the pool's clock, or living longer than `identity.ip_token_ttl` + 30 s), `expired`, `wrong_app` (minted for another app), `bad_signature`, `alg_not_allowed` (not EdDSA, e.g. `alg: none`), `unknown_key` (no such `kid`), `wrong_issuer`, `bad_subject` (not `user:` or `ip:`), `unknown_user` (the token names a user who does not exist, also when re-issuing), `not_accepted` (sent with a user token, which already says who you are).",
     ),
   },
   invalid_session: {},
