@@ -164,7 +164,7 @@ export const PROBLEM_FIELDS = {
   storage_unavailable: {
     reason: describe(
       z.optional(z.enum(STORAGE_UNAVAILABLE_REASONS)),
-      "`unreachable` (the database cannot be reached), `timeout` (it did not answer in time), `contention` (another request for the same person or lease held what this one needed; retry in a second), `stalled` (this server stalled mid-transaction and the database ended it), `leadership_lost` (the replica lost its leader session mid-request). With `Retry-After`. Absent from /readyz and from SQLite's own errors.",
+      "`unreachable` (the database cannot be reached, or cannot read or write its files: a full or failing disk), `timeout` (it did not answer in time), `contention` (another request for the same person or lease held what this one needed; retry in a second), `stalled` (this server stalled mid-transaction and the database ended it), `leadership_lost` (the replica lost its leader session mid-request). With `Retry-After`. Absent from /readyz.",
     ),
   },
   control_plane_unavailable: {

@@ -1,3 +1,4 @@
+import type Database from "better-sqlite3";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { normalizeConfig } from "../src/config.js";
@@ -310,4 +311,44 @@ describe("server failures", () => {
       await s.close();
     }
   });
+});
+
+describe("a full disk (SQLite)", () => {
+  it.skipIf(process.env["GPUPOOL_TEST_STORAGE"] === "postgres")(
+    "answers 503 storage_unavailable with a reason and Retry-After, changes nothing, and works again once there is room",
+    async () => {
+      const s = await startTestServer();
+      // The database may not grow past its current size: SQLite then fails writes with SQLITE_FULL,
+      // as it does when the disk is full. (The connection is the adapter's own; nothing is mocked.)
+      const db = (s.server.context.store as unknown as { db: Database.Database }).db;
+      try {
+        db.pragma(`max_page_count = ${Number(db.pragma("page_count", { simple: true }))}`);
+        let refused: Awaited<ReturnType<TestServer["call"]>> | null = null;
+        let created = 0;
+        for (let i = 0; i < 500 && refused === null; i++) {
+          const r = await s.call("POST", "/v1/admin/users", {
+            token: ADMIN,
+            body: { name: `u${i}-${"x".repeat(50)}` },
+          });
+          if (r.status === 201) created++;
+          else refused = r;
+        }
+        expect(refused, "the database never filled up").not.toBeNull();
+        const p = expectProblem(refused!, 503, "storage_unavailable");
+        expect(p).toMatchObject({
+          reason: "unreachable",
+          detail: expect.stringMatching(/disk is full.*Nothing was changed/),
+        });
+        expect(refused!.headers["retry-after"]).toBe("60");
+        expect(JSON.stringify(p)).not.toMatch(/SQLITE|database or disk/);
+        const users = (await s.call("GET", "/v1/admin/users", { token: ADMIN })).body.users;
+        expect(users).toHaveLength(created);
+
+        db.pragma("max_page_count = 1073741823");
+        expect((await s.call("POST", "/v1/admin/users", { token: ADMIN, body: { name: "after" } })).status).toBe(201);
+      } finally {
+        await s.close();
+      }
+    },
+  );
 });

@@ -64,6 +64,32 @@ const STORAGE_UNAVAILABLE = {
   },
 } satisfies Record<StorageUnavailableReason, { detail: string; retryAfterS: number }>;
 
+/**
+ * SQLite's own errors, which its adapter passes on as they are: the reason each means, and what a
+ * person is told. A full disk does not empty itself in seconds, so its Retry-After is longer.
+ */
+function sqliteUnavailable(
+  code: string,
+): { reason: StorageUnavailableReason; detail: string; retryAfterS: number } | null {
+  if (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED"))
+    return { reason: "timeout", ...STORAGE_UNAVAILABLE.timeout };
+  if (code === "SQLITE_FULL")
+    return {
+      reason: "unreachable",
+      detail:
+        "The pool's database cannot write: its disk is full. Nothing was changed; retry later (the server's log tells the operator).",
+      retryAfterS: 60,
+    };
+  if (code.startsWith("SQLITE_IOERR") || code === "SQLITE_CANTOPEN")
+    return {
+      reason: "unreachable",
+      detail:
+        "The pool's database cannot read or write its file right now (a disk error); nothing was changed. Retry in a few seconds.",
+      retryAfterS: 5,
+    };
+  return null;
+}
+
 /** The request's logger with its id bound (requests share the server's logger unless request logging is on). */
 function logFor(req: FastifyRequest): FastifyBaseLogger {
   return req.log === req.server.log ? req.log.child({ reqId: req.id }) : req.log;
@@ -134,21 +160,13 @@ export function installErrorHandling(app: FastifyInstance): void {
         1,
       );
     }
-    if (
-      typeof err.code === "string" &&
-      (err.code.startsWith("SQLITE_BUSY") ||
-        err.code.startsWith("SQLITE_IOERR") ||
-        err.code === "SQLITE_FULL" ||
-        err.code === "SQLITE_CANTOPEN")
-    ) {
+    const sqlite = typeof err.code === "string" ? sqliteUnavailable(err.code) : null;
+    if (sqlite !== null) {
       logFor(req).error({ err }, "storage error");
       return sendProblem(
         reply,
-        problem(
-          "storage_unavailable",
-          "The pool's database is not answering right now; nothing was changed. Retry in a few seconds.",
-        ),
-        5,
+        problem("storage_unavailable", sqlite.detail, { reason: sqlite.reason }),
+        sqlite.retryAfterS,
       );
     }
     const status = typeof err.statusCode === "number" ? err.statusCode : 500;
