@@ -3,6 +3,7 @@
 // every answer also carries the pool's `detail` (body field and X-Gpupool-Detail header), so a
 // person reading logs or curl output sees why.
 import type { Lease } from "@gpupool/contract";
+import { problem } from "@gpupool/core";
 import type { WireProblem } from "./control-plane.js";
 import type { LocalLease } from "./local-leases.js";
 
@@ -69,13 +70,9 @@ function withAuth(headers: Record<string, string>, level: AuthLevel | null): Rec
   return level === null ? headers : { ...headers, "x-authenticated": level };
 }
 
-/** A problem answered as problem+json with the given status. */
-export function problemAnswer(
-  p: WireProblem,
-  status = p.status,
-  extraHeaders: Record<string, string> = {},
-): DeviceAnswer {
-  const { code, detail } = p;
+/** A problem answered as problem+json, with its own status: a code is never sent with another code's status. */
+export function problemAnswer(p: WireProblem, extraHeaders: Record<string, string> = {}): DeviceAnswer {
+  const { code, detail, status } = p;
   return {
     status,
     contentType: "application/problem+json",
@@ -126,7 +123,7 @@ function inQueryTerms(p: WireProblem): WireProblem {
  * A refusal of POST /v1/leases, as the `spaces` client understands it:
  * quota → 429 `{left, wait > 0}`; a duration over the maximum → 429 `{wait: -1}`; the daily
  * runs limit → 429 `{wait: 0}`; no GPU → 503; a bad X-IP-Token → 401. A bad app key is 403
- * (not 401, which the client reports as an expired viewer token).
+ * `forbidden` (not 401, which the client reports as an expired viewer token).
  */
 export function refusalAnswer(p: WireProblem, retryAfterS: number | null, now: number): DeviceAnswer {
   const auth = problemAuthLevel(p);
@@ -148,21 +145,26 @@ export function refusalAnswer(p: WireProblem, retryAfterS: number | null, now: n
     case "runs_exceeded":
       return quota(seconds(p["left"]) ?? 0, 0);
     case "no_gpu_available":
-      return problemAnswer(p, 503, withAuth({}, auth));
-    case "invalid_ip_token":
-      return problemAnswer(p, 401);
+      return problemAnswer(p, withAuth({}, auth));
     case "unauthorized":
+      // 403 `forbidden`, not 401: the client reads a 401 as the viewer's token having expired.
       return problemAnswer(
-        {
-          ...p,
-          detail: `The pool refused the app key of this request (the one in SPACES_ZERO_DEVICE_API_URL, .../apps/<app-key>): ${p.detail}`,
-        },
-        403,
+        problem(
+          "forbidden",
+          `The pool refused the app key of this request (the one in SPACES_ZERO_DEVICE_API_URL, .../apps/<app-key>): ${p.detail}`,
+          { reason: "app_key_refused" },
+        ),
       );
     case "invalid_request":
-      return problemAnswer(inQueryTerms(p), 400);
+      return problemAnswer(inQueryTerms(p));
     default:
-      return problemAnswer(p, p.status >= 400 && p.status < 500 ? p.status : 503);
+      // Any other refusal is about the request and keeps its code and status; a refusal that is
+      // not a 4xx means the pool is unwell, which is what the agent's 503 says.
+      return p.status >= 400 && p.status < 500
+        ? problemAnswer(p)
+        : problemAnswer(
+            problem("control_plane_unavailable", `The GPU pool could not take the request now: ${p.detail}`),
+          );
   }
 }
 

@@ -1,10 +1,11 @@
 import { createHash } from "node:crypto";
 import type { Lease } from "@gpupool/contract";
-import { DomainError, fail, problem } from "@gpupool/core";
+import { DomainError, excerpt, fail, problem } from "@gpupool/core";
 import Fastify from "fastify";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Logger } from "pino";
 import { callerUid } from "./caller.js";
+import { MAX_PARAM_LENGTH, answerClientError, frameworkErrorProblem } from "./client-errors.js";
 import { ControlPlaneDown, ControlPlaneRefusal } from "./control-plane.js";
 import type { ControlPlane } from "./control-plane.js";
 import { authLevel, problemAnswer, refusalAnswer } from "./device-answers.js";
@@ -88,8 +89,11 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
     logger: false,
     bodyLimit: 4096,
     // App keys travel in the path.
-    routerOptions: { maxParamLength: 300 },
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     return503OnClosing: true,
+    // Whatever cannot become a request is answered as a problem too, quoting at most an excerpt.
+    clientErrorHandler: answerClientError,
+    frameworkErrors: (err, req, reply) => void sendProblem(reply, frameworkErrorProblem(err, req.url)),
   });
 
   const grant = (lease: Lease, appKey: string, requester: Requester): Promise<GrantJson> =>
@@ -110,10 +114,7 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
 
   app.addHook("onRequest", async (req, reply) => {
     if ((req.url ?? "").length > MAX_URL)
-      return sendProblem(
-        reply.code(414),
-        problem("invalid_request", `The request URL is longer than ${MAX_URL} characters.`),
-      );
+      return sendProblem(reply, problem("uri_too_long", `The request URL is longer than ${MAX_URL} characters.`));
   });
 
   app.setNotFoundHandler((req, reply) => {
@@ -121,7 +122,7 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
       reply,
       problem(
         "not_found",
-        `There is no ${req.method} ${req.url.split("?")[0] ?? ""} on this gpupool agent. The device API is POST /schedule, /allow, /release, /startup-report and GET /queue-size, at / or under /apps/<app-key>/.`,
+        `There is no ${excerpt(req.method, 10)} ${excerpt(req.url.split("?")[0] ?? "")} on this gpupool agent. The device API is POST /schedule, /allow, /release, /startup-report and GET /queue-size, at / or under /apps/<app-key>/.`,
       ),
     );
   });

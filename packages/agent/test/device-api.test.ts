@@ -290,11 +290,21 @@ describe("POST /schedule", () => {
       (b) => expect(b["reason"]).toBe("expired"),
     ],
     [
-      "a bad app key (401 unauthorized) → 403, not the client's 'expired token'",
+      "a bad app key (401 unauthorized) → 403 forbidden, not the client's 'expired token'",
       401,
       () => problemJson("unauthorized", 401, "The bearer token is not valid on this server."),
       403,
-      (b) => expect(b["detail"]).toMatch(/SPACES_ZERO_DEVICE_API_URL/),
+      (b) => {
+        // The status, the code and the type agree: a 403 is `forbidden`, whatever the pool's code was.
+        expect(b).toMatchObject({
+          status: 403,
+          code: "forbidden",
+          type: "urn:gpupool:problem:forbidden",
+          title: "Not allowed",
+          reason: "app_key_refused",
+        });
+        expect(b["detail"]).toMatch(/SPACES_ZERO_DEVICE_API_URL/);
+      },
     ],
   ];
   for (const [name, cpStatus, makeProblem, status, check] of refusals) {

@@ -1,5 +1,7 @@
-import { readFileSync, statSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { createClient } from "@gpupool/sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { start, tempDir } from "./helpers.js";
@@ -11,6 +13,39 @@ beforeAll(() => {
 afterAll(() => {
   tmp.remove();
 });
+
+const REPO = fileURLToPath(new URL("../../../", import.meta.url));
+
+/**
+ * Runs the printed tour's steps 1–3 as a person pasting them into bash would (from the
+ * repository, so `npx gpupool` is this build), and returns what they print.
+ */
+function pasteTourSteps(stdout: string): Promise<string> {
+  const script = /^# 1\. [\s\S]*?(?=^# 4\. )/m.exec(stdout)?.[0];
+  if (script === undefined) throw new Error(`no steps 1-3 in:\n${stdout}`);
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) if (!key.startsWith("GPUPOOL_")) env[key] = value;
+  return new Promise((resolve, reject) => {
+    const bash = spawn("bash", ["-c", script], { cwd: REPO, env, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    bash.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+    bash.stderr.setEncoding("utf8").on("data", (d: string) => (out += d));
+    bash.on("error", reject);
+    bash.on("close", () => resolve(out));
+  });
+}
+
+/** What steps 2 and 3 of the tour show when they work: a grant and its release, then three grants and a 429. */
+function expectTourWorked(printed: string, bob: string): void {
+  expect(printed).toMatch(
+    new RegExp(`^HTTP 201\\n\\{"id":"ls_[^"]+","status":"active".*"identity":\\{"kind":"user","id":"${bob}"`, "m"),
+  );
+  expect(printed).toMatch(/\{"id":"ls_[^"]+","status":"released","held_ms":\d+,"charged":1,"refunded":59/);
+  expect(printed).not.toContain("undefined");
+  expect(printed).toMatch(
+    /call 1: HTTP 201\ncall 2: HTTP 201\ncall 3: HTTP 201\ncall 4: HTTP 429\n\{.*"code":"quota_exceeded"/,
+  );
+}
 
 function values(stdout: string) {
   const get = (re: RegExp) => {
@@ -39,6 +74,13 @@ describe("gpupool demo", () => {
       v = values(out);
       expect(out).toMatch(/user ada {7}u_\S+, tier pro, name "ada": created now/);
       expect(out).toMatch(/user bob {7}u_\S+, tier free, name "bob": created now/);
+      // The tour works as printed: bob is granted a GPU, then uses up his quota. Its scratch files
+      // are kept in the demo's directory, not in /tmp.
+      const bob = /user bob {7}(u_\S+),/.exec(out)?.[1] ?? "";
+      expectTourWorked(await pasteTourSteps(out), bob);
+      expect(out).not.toMatch(/\/tmp\/gpupool-(lease|grant)/);
+      expect(out).toContain(`-o ${join(dir, "lease.json")}`);
+      expect(existsSync(join(dir, "lease.json"))).toBe(true);
       expect(out).toMatch(/name "sdxl-demo", owned by ada: created now/);
       for (const step of [
         "npx gpupool quota",
@@ -104,6 +146,13 @@ describe("gpupool demo", () => {
       await second.waitFor(/^Press Ctrl-C to stop/m, 20_000);
       const out = second.stdout();
       expect(out).toMatch(/name "ada": already existed \(reused\)/);
+      // The first run used bob's quota, so a fresh free user plays bob, and the tour works again as printed.
+      const bob = /user bob {7}(u_\S+), tier free, name "bob-2": created now \(an earlier run of the tour used/.exec(
+        out,
+      )?.[1];
+      expect(bob, out).toBeDefined();
+      expect(out).toContain("BOB=bob-2");
+      expectTourWorked(await pasteTourSteps(out), bob ?? "");
       expect(out).toMatch(/name "sdxl-demo", owned by ada: already existed \(reused\)/);
       const again = values(out);
       expect(again.appKey).toBe(v.appKey);

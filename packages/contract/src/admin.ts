@@ -14,7 +14,7 @@ export const CreateUserRequest = z.strictObject({
 export type CreateUserRequest = z.infer<typeof CreateUserRequest>;
 
 export const User = z.object({
-  id: describe(z.string(), "`u_…`."),
+  id: describe(z.string(), "`u_` then 16 characters."),
   name: z.string(),
   tier: z.string(),
   quota_override: describe(z.nullable(Seconds), "Seconds per window replacing the tier's quota, or null."),
@@ -55,7 +55,10 @@ export type UpdateUserRequest = z.infer<typeof UpdateUserRequest>;
 
 export const CreateAppRequest = z.strictObject({
   name: Name,
-  owner: describe(z.string().check(z.minLength(1), z.maxLength(64)), "The owning user's id or name."),
+  owner: describe(
+    z.string().check(z.minLength(1), z.maxLength(64)),
+    "The owning user's id or name (`u_` then 16 characters is an id only).",
+  ),
   max_concurrency: describe(
     z.optional(z.nullable(z.int().check(z.minimum(1), z.maximum(100_000)))),
     "Most leases of this app active at once; more wait with reason `concurrency`. Null or absent: no limit.",
@@ -64,7 +67,7 @@ export const CreateAppRequest = z.strictObject({
 export type CreateAppRequest = z.infer<typeof CreateAppRequest>;
 
 export const App = z.object({
-  id: describe(z.string(), "`a_…`."),
+  id: describe(z.string(), "`a_` then 16 characters."),
   name: z.string(),
   owner: describe(z.string(), "The owning user's id."),
   max_concurrency: z.nullable(z.int()),

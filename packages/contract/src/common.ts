@@ -10,6 +10,22 @@ export function describe<T extends z.ZodMiniType>(schema: T, description: string
   return schema.check(z.describe(description));
 }
 
+const PATTERN_WORDS = new Map<string, string>();
+
+/**
+ * A pattern check that also says in words what it accepts: a 400 then tells a person "limit must
+ * be a whole number from 1 to 500" rather than quoting a regular expression, and the docs say the same.
+ */
+export function matching(pattern: RegExp, words: string): ReturnType<typeof z.regex> {
+  PATTERN_WORDS.set(pattern.source, words);
+  return z.regex(pattern);
+}
+
+/** What a pattern of the wire accepts, in words (to follow "must be"), or undefined for one that has none. */
+export function patternWords(source: string): string | undefined {
+  return PATTERN_WORDS.get(source);
+}
+
 /** An instant: ISO 8601 in UTC, as `Date.prototype.toISOString` writes it. */
 export const Time = z.iso.datetime();
 
@@ -57,5 +73,40 @@ export const Size = describe(
   "GPU slice size: `large` = half a GPU (1 slot, cost ×1), `xlarge` = a whole GPU (2 slots, cost ×2), or a size the operator configured.",
 );
 
-/** A display name of a user, app, node or edge as the admin API accepts it. */
-export const Name = z.string().check(z.minLength(1), z.maxLength(64), z.regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/));
+/**
+ * The ids of the records the admin API names, as the server makes them: a kind's letter, `_`, and
+ * 16 base64url characters. A reference of this form is looked up as an id only, never as a name.
+ */
+export const ID_PATTERNS = {
+  user: /^u_[A-Za-z0-9_-]{16}$/,
+  app: /^a_[A-Za-z0-9_-]{16}$/,
+  node: /^n_[A-Za-z0-9_-]{16}$/,
+  edge: /^e_[A-Za-z0-9_-]{16}$/,
+} as const;
+export type RecordKind = keyof typeof ID_PATTERNS;
+
+/** Whether `ref` has the form of a `kind`'s id (and so names no record by its name). */
+export function isIdOf(kind: RecordKind, ref: string): boolean {
+  return ID_PATTERNS[kind].test(ref);
+}
+
+/** Whether `ref` has the form of any record's id: no name may, or "id or name" would be ambiguous. */
+export function isIdShaped(ref: string): boolean {
+  return Object.values(ID_PATTERNS).some((pattern) => pattern.test(ref));
+}
+
+/**
+ * A display name of a user, app, node or edge as the admin API accepts it. Never of an id's form:
+ * a user named `u_…` like another user's id would otherwise be found (and edited, or given that
+ * user's tokens) when someone meant the other.
+ */
+export const Name = z
+  .string()
+  .check(
+    z.minLength(1),
+    z.maxLength(64),
+    matching(
+      /^(?![uane]_[A-Za-z0-9_-]{16}$)[A-Za-z0-9][A-Za-z0-9._-]*$/,
+      "letters, digits, `.`, `_` and `-`, starting with a letter or digit, and not of an id's form (`u_`, `a_`, `n_` or `e_` then 16 characters)",
+    ),
+  );

@@ -1,12 +1,18 @@
 import * as z from "zod/mini";
-import { Count, Identity, QueueReason, Seconds, Size, describe } from "./common.js";
+import { Count, Identity, QueueReason, Seconds, Size, describe, matching } from "./common.js";
 import { Problem } from "./problem-objects.js";
 import { Quota } from "./quota.js";
 
 /** `GET /v1/diagnose` query: the call to diagnose (as strings, since they are query parameters). */
 export const DiagnoseQuery = z.strictObject({
   duration: describe(
-    z.optional(z.string().check(z.regex(/^[0-9]{1,6}(\.[0-9]{1,3})?$/))),
+    z.optional(
+      z
+        .string()
+        .check(
+          matching(/^[0-9]{1,6}(\.[0-9]{1,3})?$/, "a number of seconds (digits, at most 3 decimals), e.g. 60 or 1.5"),
+        ),
+    ),
     "Seconds, more than 0 (default 60).",
   ),
   size: describe(z.optional(z.string()), "A configured size (default `large`)."),

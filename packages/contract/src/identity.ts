@@ -6,8 +6,8 @@ const Secret = z.string().check(z.minLength(1), z.maxLength(512));
 
 /** `POST /v1/ip-tokens`: name exactly one of `user` and `ip`. */
 export const IpTokenRequest = z.strictObject({
-  app: describe(Ref, "The app (id or name) the token is for: its `aud`."),
-  user: describe(z.optional(Ref), "A signed-in viewer: user id or name."),
+  app: describe(Ref, "The app (id or name; `a_` then 16 characters is an id only) the token is for: its `aud`."),
+  user: describe(z.optional(Ref), "A signed-in viewer: user id or name (`u_` then 16 characters is an id only)."),
   ip: describe(z.optional(Ref), "An anonymous viewer's address (IPv6 is reduced to its /64)."),
 });
 export type IpTokenRequest = z.infer<typeof IpTokenRequest>;

@@ -4,6 +4,7 @@
 // The OpenAPI document, the API reference page and docs/wire.md are generated from these:
 // `@gpupool/contract/openapi`.
 export {
+  ID_PATTERNS,
   IDENTITY_KINDS,
   Identity,
   IdentityKey,
@@ -14,7 +15,11 @@ export {
   QueueReason,
   Size,
   Time,
+  isIdOf,
+  isIdShaped,
+  patternWords,
 } from "./common.js";
+export type { RecordKind } from "./common.js";
 export * from "./problems.js";
 export * from "./problem-objects.js";
 export * from "./quota.js";

@@ -1,5 +1,16 @@
 import * as z from "zod/mini";
-import { Count, Identity, LeaseStatus, QueueReason, Seconds, Size, Time, TimeOrNull, describe } from "./common.js";
+import {
+  Count,
+  Identity,
+  LeaseStatus,
+  QueueReason,
+  Seconds,
+  Size,
+  Time,
+  TimeOrNull,
+  describe,
+  matching,
+} from "./common.js";
 import { Problem, ProblemCodeSchema } from "./problem-objects.js";
 import { Quota } from "./quota.js";
 
@@ -99,7 +110,10 @@ export type LeaseList = z.infer<typeof LeaseList>;
 /** `GET /v1/leases` query. */
 export const LeaseListQuery = z.strictObject({
   status: z.optional(LeaseStatus),
-  limit: describe(z.optional(z.string().check(z.regex(/^[0-9]{1,4}$/))), "At most this many (1–500, default 50)."),
+  limit: describe(
+    z.optional(z.string().check(matching(/^(?:[1-9][0-9]?|[1-4][0-9]{2}|500)$/, "a whole number from 1 to 500"))),
+    "At most this many, newest first: 1 to 500 (default 50). 0, more than 500 or anything but digits is a 400 naming `limit`.",
+  ),
 });
 
 /** `POST /v1/leases/:id/release`; an empty body is `{}`. */

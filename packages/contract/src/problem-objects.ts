@@ -22,7 +22,7 @@ export type Problem = z.infer<typeof Problem>;
 export const FieldError = z.object({
   field: describe(
     z.string(),
-    "The invalid field (dotted path, e.g. `devices.0.uuid`), or `body` / `querystring` for the whole of it.",
+    "The invalid field (dotted path, e.g. `devices.0.uuid`), `body` / `querystring` for the whole of it, or a header's name (`Authorization`).",
   ),
   message: describe(z.string(), "What is wrong with it, e.g. `must be one of large, xlarge`."),
 });
@@ -82,7 +82,7 @@ export const PROBLEM_FIELDS = {
   invalid_ip_token: {
     reason: describe(
       z.enum(INVALID_IP_TOKEN_REASONS),
-      "Why the token was refused: `malformed`, `expired`, `wrong_app` (minted for another app), `bad_signature`, `alg_not_allowed` (not EdDSA, e.g. `alg: none`), `unknown_key` (no such `kid`), `wrong_issuer`, `bad_subject` (not `user:` or `ip:`), `unknown_user` (the token names a user who no longer exists), `not_accepted` (sent with a user token, which already says who you are).",
+      "Why the token was refused: `malformed` (not a token as this pool issues them: unparseable, a claim missing, issued more than 30 s ahead of the pool's clock, or living longer than `identity.ip_token_ttl` + 30 s), `expired`, `wrong_app` (minted for another app), `bad_signature`, `alg_not_allowed` (not EdDSA, e.g. `alg: none`), `unknown_key` (no such `kid`), `wrong_issuer`, `bad_subject` (not `user:` or `ip:`), `unknown_user` (the token names a user who does not exist, also when re-issuing), `not_accepted` (sent with a user token, which already says who you are).",
     ),
   },
   invalid_session: {},
@@ -90,6 +90,7 @@ export const PROBLEM_FIELDS = {
   forbidden: {},
   admin_disabled: {},
   not_found: {},
+  request_timeout: {},
   queue_timeout: {
     waited: describe(
       z.optional(Seconds),
@@ -118,6 +119,7 @@ export const PROBLEM_FIELDS = {
     agent_url: z.optional(agentUrl),
   },
   payload_too_large: {},
+  uri_too_long: {},
   unsupported_media_type: {},
   duration_too_long: {
     duration: describe(Seconds, "The duration asked for."),
@@ -154,6 +156,7 @@ export const PROBLEM_FIELDS = {
     resets_at: TimeOrNull,
     retry_at: describe(TimeOrNull, "When the window resets (the same as `resets_at`)."),
   },
+  headers_too_large: {},
   internal: {},
   upstream_unavailable: {},
   no_gpu_available: {
@@ -199,14 +202,17 @@ export const PROBLEMS = {
   admin_disabled: codedProblem("admin_disabled"),
   not_found: codedProblem("not_found"),
   queue_timeout: codedProblem("queue_timeout"),
+  request_timeout: codedProblem("request_timeout"),
   conflict: codedProblem("conflict"),
   lease_not_active: codedProblem("lease_not_active"),
   node_not_registered: codedProblem("node_not_registered"),
   payload_too_large: codedProblem("payload_too_large"),
+  uri_too_long: codedProblem("uri_too_long"),
   unsupported_media_type: codedProblem("unsupported_media_type"),
   duration_too_long: codedProblem("duration_too_long"),
   quota_exceeded: codedProblem("quota_exceeded"),
   runs_exceeded: codedProblem("runs_exceeded"),
+  headers_too_large: codedProblem("headers_too_large"),
   internal: codedProblem("internal"),
   upstream_unavailable: codedProblem("upstream_unavailable"),
   no_gpu_available: codedProblem("no_gpu_available"),

@@ -14,14 +14,17 @@ export const PROBLEM_STATUS = {
   admin_disabled: 403,
   not_found: 404,
   queue_timeout: 408,
+  request_timeout: 408,
   conflict: 409,
   lease_not_active: 409,
   node_not_registered: 409,
   payload_too_large: 413,
+  uri_too_long: 414,
   unsupported_media_type: 415,
   duration_too_long: 422,
   quota_exceeded: 429,
   runs_exceeded: 429,
+  headers_too_large: 431,
   internal: 500,
   upstream_unavailable: 502,
   no_gpu_available: 503,
@@ -44,14 +47,17 @@ export const PROBLEM_TITLES: Readonly<Record<ProblemCode, string>> = {
   admin_disabled: "Admin API disabled",
   not_found: "Not found",
   queue_timeout: "Queue timeout",
+  request_timeout: "Request timeout",
   conflict: "Conflict",
   lease_not_active: "Lease not active",
   node_not_registered: "Node not registered",
   payload_too_large: "Request body too large",
+  uri_too_long: "Request URL too long",
   unsupported_media_type: "Unsupported media type",
   duration_too_long: "Requested duration can never fit",
   quota_exceeded: "GPU quota exceeded",
   runs_exceeded: "Daily runs limit reached",
+  headers_too_large: "Request headers too large",
   internal: "Internal error",
   upstream_unavailable: "App not answering",
   no_gpu_available: "No GPU available",
@@ -62,7 +68,7 @@ export const PROBLEM_TITLES: Readonly<Record<ProblemCode, string>> = {
 /** When each code is sent, for people reading docs/wire.md and the API reference. */
 export const PROBLEM_MEANINGS: Readonly<Record<ProblemCode, string>> = {
   invalid_request:
-    "The body, query or a parameter is invalid; `errors` names every invalid field when the server can tell which. Nothing was changed.",
+    "The body, query, a parameter or a header is invalid (e.g. `Authorization` sent twice); `errors` names every invalid field when the server can tell which. Also sent before any route for a request that is not well-formed HTTP/1.1 (bad chunking, a bare CR, `Content-Length` with `Transfer-Encoding`). Nothing was changed.",
   unauthorized: "No bearer credential, or one this server does not know (revoked, mistyped, from another pool).",
   invalid_ip_token:
     "An X-IP-Token was sent but cannot be used; `reason` says why. Never a silent fallback to another identity.",
@@ -73,17 +79,23 @@ export const PROBLEM_MEANINGS: Readonly<Record<ProblemCode, string>> = {
   not_found: "No such route, or no such lease or user visible to this caller.",
   queue_timeout:
     "The lease waited in the queue longer than the queue timeout; nothing was charged. Sent as the SSE `failed` event (and stored as the lease's `problem`); 408 when returned over HTTP.",
+  request_timeout:
+    "The request was not received in time (its headers or body arrived too slowly); it was not read and nothing was changed. Sent before any route, so no route lists it.",
   conflict: "The name is taken, or the node is in use by another agent (`reason: node_in_use`).",
   lease_not_active: "Reserved for operations that need an active lease; today's server does not send it.",
   node_not_registered:
     "A node's heartbeat, when its agent must register again (lost after missed heartbeats) or another agent registered the node since (`reason: replaced`).",
   payload_too_large: "The request body is larger than the server accepts. Nothing was changed.",
-  unsupported_media_type: "A body that is not `application/json`.",
+  uri_too_long:
+    "The request's path has a segment longer than any id or name (100 characters), so it names nothing; nothing was changed. The detail quotes at most the path's first characters.",
+  unsupported_media_type: "A body that is not `application/json` in UTF-8 (another `charset` is refused too).",
   duration_too_long:
     "The call can never be granted: `duration` is over the tier's `max_duration`, or its cost is more than the whole quota.",
   quota_exceeded:
     "Not enough GPU quota left in the identity's window for this call; with `Retry-After` (seconds). The detail names the tier, both numbers, when to retry and the next step.",
   runs_exceeded: "The identity made its tier's number of GPU calls in this window; with `Retry-After`.",
+  headers_too_large:
+    "The request line and headers together are larger than the server reads (16 KiB); it was not read and nothing was changed. Sent before any route, so no route lists it.",
   internal: "A bug on the server; logged there. Nothing secret is shown.",
   upstream_unavailable: "From the edge: the app behind it does not answer.",
   no_gpu_available: "No GPU can take the call now and it may not wait, or none ever could; `reason` says which.",

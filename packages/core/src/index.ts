@@ -1,6 +1,7 @@
 export * from "./accounts/ledger.js";
 export * from "./accounts/quota-refusals.js";
 export * from "./accounts/reserve.js";
+export * from "./client-errors.js";
 export * from "./duration.js";
 export * from "./identity/attribution.js";
 export * from "./identity/identity.js";

@@ -31,7 +31,7 @@ export function secretEquals(presented: string, expected: string): boolean {
   return timingSafeEqual(a, b);
 }
 
-/** Short random ids for records: `u_…`, `a_…`. */
+/** Short random ids for records: `u_…`, `a_…` (12 bytes: 16 characters, the form of the contract's ID_PATTERNS). */
 export function newId(prefix: string): string {
   return `${prefix}_${randomBytes(12).toString("base64url")}`;
 }

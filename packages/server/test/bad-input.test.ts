@@ -1,3 +1,4 @@
+import type Database from "better-sqlite3";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { normalizeConfig } from "../src/config.js";
@@ -131,6 +132,20 @@ const TABLE: [string, Req, number, string, string[]?][] = [
   ["an unknown lease", { method: "GET", url: "/v1/leases/ls_nope" }, 404, "not_found"],
   ["a bad status filter", { method: "GET", url: "/v1/leases?status=bogus" }, 400, "invalid_request", ["status"]],
   ["a negative limit", { method: "GET", url: "/v1/leases?limit=-1" }, 400, "invalid_request", ["limit"]],
+  ["a limit of 0", { method: "GET", url: "/v1/leases?limit=0" }, 400, "invalid_request", ["limit"]],
+  ["a limit over 500", { method: "GET", url: "/v1/leases?limit=501" }, 400, "invalid_request", ["limit"]],
+  [
+    "JSON in UTF-16",
+    { body: '{"duration": 5}', headers: { "content-type": "application/json; charset=utf-16" } },
+    415,
+    "unsupported_media_type",
+  ],
+  [
+    "JSON in Latin-1",
+    { body: '{"duration": 5}', headers: { "content-type": 'application/json;charset="ISO-8859-1"' } },
+    415,
+    "unsupported_media_type",
+  ],
   [
     "a negative diagnose duration",
     { method: "GET", url: "/v1/diagnose?duration=-5" },
@@ -181,6 +196,28 @@ describe("every kind of bad input → a clear 4xx that changes nothing", () => {
     expect(await quotaOf(t, alice.token)).toEqual(before.quota);
     expect(await allLeases(t)).toEqual(before.leases);
     expect((await t.call("GET", "/v1/admin/users", { token: ADMIN })).body).toEqual(before.users);
+  });
+
+  it("a limit out of range is refused in words, not as a regular expression", async () => {
+    const p = expectProblem(await t.call("GET", "/v1/leases?limit=0", { token: alice.token }), 400, "invalid_request");
+    expect(p.errors).toEqual([{ field: "limit", message: "must be a whole number from 1 to 500" }]);
+  });
+
+  it("a charset other than UTF-8 is named in the refusal; JSON declared UTF-8 (any spelling) is read", async () => {
+    const refused = await t.call("POST", "/v1/leases", {
+      token: alice.token,
+      body: '{"duration": 5}',
+      headers: { "content-type": "application/json; charset=utf-16" },
+    });
+    expect(expectProblem(refused, 415, "unsupported_media_type").detail).toMatch(/UTF-8 only.*charset=utf-16/);
+    for (const contentType of ["application/json; charset=utf-8", 'application/json; Charset="UTF8"']) {
+      const ok = await t.call("PATCH", "/v1/admin/users/alice", {
+        token: ADMIN,
+        body: '{"bonus": 0}',
+        headers: { "content-type": contentType },
+      });
+      expect(ok.status, JSON.stringify(ok.body)).toBe(200);
+    }
   });
 
   it("the pre-existing lease is still active after all of it", async () => {
@@ -275,4 +312,44 @@ describe("server failures", () => {
       await s.close();
     }
   });
+});
+
+describe("a full disk (SQLite)", () => {
+  it.skipIf(process.env["GPUPOOL_TEST_STORAGE"] === "postgres")(
+    "answers 503 storage_unavailable with a reason and Retry-After, changes nothing, and works again once there is room",
+    async () => {
+      const s = await startTestServer();
+      // The database may not grow past its current size: SQLite then fails writes with SQLITE_FULL,
+      // as it does when the disk is full. (The connection is the adapter's own; nothing is mocked.)
+      const db = (s.server.context.store as unknown as { db: Database.Database }).db;
+      try {
+        db.pragma(`max_page_count = ${Number(db.pragma("page_count", { simple: true }))}`);
+        let refused: Awaited<ReturnType<TestServer["call"]>> | null = null;
+        let created = 0;
+        for (let i = 0; i < 500 && refused === null; i++) {
+          const r = await s.call("POST", "/v1/admin/users", {
+            token: ADMIN,
+            body: { name: `u${i}-${"x".repeat(50)}` },
+          });
+          if (r.status === 201) created++;
+          else refused = r;
+        }
+        expect(refused, "the database never filled up").not.toBeNull();
+        const p = expectProblem(refused!, 503, "storage_unavailable");
+        expect(p).toMatchObject({
+          reason: "disk_full",
+          detail: expect.stringMatching(/is full; nothing was changed/),
+        });
+        expect(refused!.headers["retry-after"]).toBe("30");
+        expect(JSON.stringify(p)).not.toMatch(/SQLITE|database or disk/);
+        const users = (await s.call("GET", "/v1/admin/users", { token: ADMIN })).body.users;
+        expect(users).toHaveLength(created);
+
+        db.pragma("max_page_count = 1073741823");
+        expect((await s.call("POST", "/v1/admin/users", { token: ADMIN, body: { name: "after" } })).status).toBe(201);
+      } finally {
+        await s.close();
+      }
+    },
+  );
 });

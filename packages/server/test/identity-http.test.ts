@@ -35,7 +35,7 @@ async function poolKey() {
   return { kid: rec.kid, key: await importJWK(JSON.parse(rec.privateJwk) as JWK, "EdDSA") };
 }
 
-type Claims = { sub?: string; aud?: string; iss?: string; exp?: number | null };
+type Claims = { sub?: string; aud?: string; iss?: string; exp?: number | null; iat?: number | null };
 async function signWith(
   key: Parameters<SignJWT["sign"]>[0],
   kid: string | undefined,
@@ -45,8 +45,8 @@ async function signWith(
   const now = Math.floor(Date.now() / 1000);
   let jwt = new SignJWT({})
     .setProtectedHeader({ alg, ...(kid ? { kid } : {}), typ: "JWT" })
-    .setIssuedAt(now)
     .setIssuer(c.iss ?? "gpupool");
+  if (c.iat !== null) jwt = jwt.setIssuedAt(c.iat ?? now);
   if (c.sub !== undefined) jwt = jwt.setSubject(c.sub);
   if (c.aud !== undefined) jwt = jwt.setAudience(c.aud);
   if (c.exp !== null) jwt = jwt.setExpirationTime(c.exp ?? now + 300);
@@ -213,6 +213,32 @@ describe("invalid X-IP-Token → 401 invalid_ip_token with the reason, and nothi
         return signWith(key, kid, { sub: `user:${alice.id}`, aud: app.id, exp: null });
       },
     ],
+    [
+      "signed by the pool but issued an hour in the future",
+      "malformed",
+      async ({ alice, app }) => {
+        const { key, kid } = await poolKey();
+        const now = Math.floor(Date.now() / 1000);
+        return signWith(key, kid, { sub: `user:${alice.id}`, aud: app.id, iat: now + 3600, exp: now + 3900 });
+      },
+    ],
+    [
+      "signed by the pool but valid for 10 years",
+      "malformed",
+      async ({ alice, app }) => {
+        const { key, kid } = await poolKey();
+        const now = Math.floor(Date.now() / 1000);
+        return signWith(key, kid, { sub: `user:${alice.id}`, aud: app.id, exp: now + 10 * 365 * 86_400 });
+      },
+    ],
+    [
+      "signed by the pool but without an issue time",
+      "malformed",
+      async ({ alice, app }) => {
+        const { key, kid } = await poolKey();
+        return signWith(key, kid, { sub: `user:${alice.id}`, aud: app.id, iat: null });
+      },
+    ],
     ["not a JWT at all", "malformed", async () => "definitely-not-a-token"],
     ["absurdly long", "malformed", async () => "a".repeat(5000)],
     [
@@ -267,6 +293,24 @@ describe("invalid X-IP-Token → 401 invalid_ip_token with the reason, and nothi
     expect(r.statusCode).toBe(401);
     expect(r.json()).toMatchObject({ code: "invalid_ip_token", reason: "malformed" });
     expect(await allLeases(t)).toEqual([]);
+  });
+
+  it("a token's issue time may be ahead by the allowed clock skew (30 s), and its life the ttl plus that", async () => {
+    const { alice, app } = await setup();
+    const { key, kid } = await poolKey();
+    const now = Math.floor(Date.now() / 1000);
+    // Another replica's clock 20 s ahead; the default ttl is 10 minutes.
+    const ahead = await signWith(key, kid, { sub: `user:${alice.id}`, aud: app.id, iat: now + 20, exp: now + 620 });
+    expect(await quotaOf(t, app.key, ahead)).toMatchObject({ identity: { kind: "user", id: alice.id } });
+    const longest = await signWith(key, kid, { sub: `user:${alice.id}`, aud: app.id, iat: now, exp: now + 630 });
+    expect(await quotaOf(t, app.key, longest)).toMatchObject({ identity: { kind: "user", id: alice.id } });
+    const longer = await signWith(key, kid, { sub: `user:${alice.id}`, aud: app.id, iat: now, exp: now + 631 });
+    const p = expectProblem(
+      await t.call("GET", "/v1/quota", { token: app.key, headers: { "x-ip-token": longer } }),
+      401,
+      "invalid_ip_token",
+    );
+    expect(p).toMatchObject({ reason: "malformed", detail: expect.stringMatching(/live 631 s, longer than .* 600 s/) });
   });
 
   it("a token expires after identity.ip_token_ttl", async () => {

@@ -131,6 +131,18 @@ describe("re-issuing an X-IP-Token for another app", () => {
     const reissue = (token: string) =>
       t.call("POST", "/v1/ip-tokens/reissue", { token: edgeKey, body: { token, app: "back" } });
     expect(expectProblem(await reissue(expired), 401, "invalid_ip_token").reason).toBe("expired");
+    // Signed by the pool, unexpired, but naming a user the pool does not have: nobody to charge.
+    const now = Math.floor(Date.now() / 1000);
+    const nobody = await new SignJWT({})
+      .setProtectedHeader({ alg: "EdDSA", kid: rec!.kid })
+      .setIssuer("gpupool")
+      .setSubject("user:u_doesnotexist")
+      .setAudience(front.id)
+      .setIssuedAt(now)
+      .setExpirationTime(now + 300)
+      .sign(key);
+    const unknown = expectProblem(await reissue(nobody), 401, "invalid_ip_token");
+    expect(unknown).toMatchObject({ reason: "unknown_user", detail: expect.stringMatching(/user:u_doesnotexist/) });
     const good = await t.ipToken(front.id, { ip: "198.51.100.4" });
     const [h, p] = good.split(".");
     const tampered = `${h}.${p}.${"A".repeat(86)}`;

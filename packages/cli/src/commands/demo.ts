@@ -1,7 +1,7 @@
 import { mkdirSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { isAbsolute, join, relative, resolve } from "node:path";
 import { createClient } from "@gpupool/sdk";
-import type { Quota } from "@gpupool/sdk";
+import type { GpupoolClient, Quota } from "@gpupool/sdk";
 import type { RunningAgent } from "@gpupool/agent";
 import type { RunningEdge } from "@gpupool/edge";
 import type { RunningServer } from "@gpupool/server";
@@ -25,6 +25,21 @@ const APP_NAME = "sdxl-demo";
 interface DemoFlags {
   readonly port?: number;
   readonly dir: string;
+}
+
+/** Ends the demo app's active and queued leases charged to user `userId` (the unused time is refunded). */
+async function endCallsOf(asApp: GpupoolClient, userId: string): Promise<void> {
+  for (const status of ["active", "queued"] as const) {
+    const leases = await asApp.leases({ status, limit: 500 }).catch(() => []);
+    for (const l of leases)
+      if (l.identity.kind === "user" && l.identity.id === userId) await asApp.cancel(l.id).catch(() => undefined);
+  }
+}
+
+/** `dir` as the tour shows it: relative to where it was started (`./.gpupool`) when inside it. */
+function shownPath(dir: string): string {
+  const rel = relative(process.cwd(), dir);
+  return rel !== "" && !rel.startsWith("..") && !isAbsolute(rel) ? `./${rel}` : dir;
 }
 
 /** Listens on `port`, or on a free port when that one is taken (saying so through `note`). */
@@ -60,7 +75,8 @@ export function registerDemo(program: Command): void {
         "2 GPUs, a pro user ada, a free user bob, an app sdxl-demo owned by ada, and a tiny demo app whose " +
         "POST /generate borrows a GPU through the SDK, behind the edge that names each viewer. Prints copy-pasteable " +
         "commands to try; Ctrl-C stops it. " +
-        "Restarting with the same --dir reuses the same users, app and tokens.",
+        "Restarting with the same --dir reuses the same users, app and tokens, except that a fresh free user " +
+        "plays bob when an earlier run of the tour used bob's quota.",
     )
     .option(
       "--port <port>",
@@ -111,8 +127,19 @@ export function registerDemo(program: Command): void {
       try {
         const admin = createClient({ url: server.url, adminToken }).admin;
         const ada = await ensureUser(admin, creds, "ada", "pro");
-        const bob = await ensureUser(admin, creds, "bob", "free");
         const demoApp = await ensureApp(admin, creds, APP_NAME, ada.user.id);
+        const asApp = createClient({ url: server.url, appKey: demoApp.app.key, adminToken });
+        const quotaOf = async (userId: string): Promise<Quota> =>
+          asApp.quota({ ipToken: (await asApp.ipToken({ app: demoApp.app.id, user: userId })).token });
+        // The tour uses up bob's free quota, and a restart within the day would find it used: then
+        // a fresh free user plays bob, so the tour's steps show the same on every start. The calls
+        // the previous bob left running (step 3's) are ended, so their GPU slots are free again.
+        const previousBob = creds.users["bob"];
+        const bob = await ensureUser(admin, creds, "bob", "free", async (user) => {
+          const q = await quotaOf(user.id).catch(() => null);
+          return q === null || (q.used === 0 && q.reserved === 0 && q.runs === 0);
+        });
+        if (bob.outcome === "fresh" && previousBob !== undefined) await endCallsOf(asApp, previousBob.id);
         const demoEdge = await ensureKeyed(admin, creds, "edge", (key) =>
           createClient({ url: server.url, appKey: key })
             .ipToken({ app: demoApp.app.id, ip: "127.0.0.1" })
@@ -171,14 +198,8 @@ export function registerDemo(program: Command): void {
         // Let the agent register its GPU before the tour tells people to use it.
         for (let i = 0; i < 50 && !agent.ready(); i++) await new Promise((r) => setTimeout(r, 100));
 
-        let bobQuota: Quota | null = null;
-        try {
-          const asApp = createClient({ url: server.url, appKey: demoApp.app.key, adminToken });
-          const { token } = await asApp.ipToken({ app: demoApp.app.id, user: bob.user.id });
-          bobQuota = await asApp.quota({ ipToken: token });
-        } catch {
-          // Only a nicety for the header; the tour works without it.
-        }
+        // Only a nicety for the header; the tour works without it.
+        const bobQuota = await quotaOf(bob.user.id).catch(() => null);
         closeOnSignals(closeAll);
         out(
           renderTour(
@@ -198,6 +219,7 @@ export function registerDemo(program: Command): void {
               app: { ...demoApp.app, outcome: demoApp.outcome },
               credentialsPath,
               dir,
+              scratchDir: shownPath(dir),
             },
             new Date(),
           ),

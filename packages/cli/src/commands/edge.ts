@@ -79,7 +79,7 @@ export function registerEdge(program: Command): void {
       new Option("--server <url>", "control plane URL").env("GPUPOOL_URL").default(DEFAULT_URL).argParser(parseUrl),
     )
     .addOption(
-      new Option("--edge-key <key>", "edge key from `gpupool admin edge create` (never printed)").env(
+      new Option("--edge-key <key>", "edge key from `gpupool admin edges create` (never printed)").env(
         "GPUPOOL_EDGE_KEY",
       ),
     )

@@ -98,26 +98,33 @@ function freeName(wanted: string, taken: ReadonlySet<string>): string {
   for (let i = 2; ; i++) if (!taken.has(`${wanted}-${i}`)) return `${wanted}-${i}`;
 }
 
-export type Outcome = "created" | "existing" | "renamed";
+/**
+ * What became of a demo principal at this start: `fresh` is a user created in place of the saved
+ * one, whose quota an earlier run of the tour had used (the tour needs a whole quota to show).
+ */
+export type Outcome = "created" | "existing" | "renamed" | "fresh";
 
 /**
- * Reuses the user saved under `role` if the server still has it; otherwise creates one, under
- * another name when the wanted one is taken by a user whose token was not saved.
+ * Reuses the user saved under `role` if the server still has it (and `keep` says it is still fit,
+ * when given); otherwise creates one, under another name when the wanted one is taken.
  */
 export async function ensureUser(
   admin: AdminClient,
   creds: DemoCredentials,
   role: string,
   tier: string,
+  keep?: (user: DemoUser) => Promise<boolean>,
 ): Promise<{ user: DemoUser; outcome: Outcome }> {
   const users = await admin.listUsers();
   const saved = creds.users[role];
-  if (saved !== undefined && users.some((u) => u.id === saved.id)) return { user: saved, outcome: "existing" };
+  const exists = saved !== undefined && users.some((u) => u.id === saved.id);
+  if (saved !== undefined && exists && (keep === undefined || (await keep(saved))))
+    return { user: saved, outcome: "existing" };
   const name = freeName(role, new Set(users.map((u) => u.name)));
   const created = await admin.createUser({ name, tier });
   const user = { id: created.id, name: created.name, tier: created.tier, token: created.token };
   creds.users[role] = user;
-  return { user, outcome: name === role ? "created" : "renamed" };
+  return { user, outcome: exists ? "fresh" : name === role ? "created" : "renamed" };
 }
 
 export async function ensureApp(

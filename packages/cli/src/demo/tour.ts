@@ -20,6 +20,8 @@ export interface TourValues {
   readonly app: { readonly name: string; readonly id: string; readonly key: string; readonly outcome: Outcome };
   readonly credentialsPath: string;
   readonly dir: string;
+  /** Where the tour's commands keep their scratch files: the demo's directory, as a person would type it. */
+  readonly scratchDir: string;
 }
 
 /** Quotes a value for sh when it needs it. */
@@ -28,11 +30,16 @@ function sh(value: string): string {
 }
 
 function outcome(o: Outcome): string {
-  return o === "created"
-    ? "created now"
-    : o === "existing"
-      ? "already existed (reused)"
-      : "created under a new name (the old one's token was not saved)";
+  switch (o) {
+    case "created":
+      return "created now";
+    case "existing":
+      return "already existed (reused)";
+    case "renamed":
+      return "created under a new name (the old one's token was not saved)";
+    case "fresh":
+      return "created now (an earlier run of the tour used the previous one's quota)";
+  }
 }
 
 function quotaNote(q: Quota | null, now: Date): string {
@@ -51,6 +58,10 @@ export function renderTour(v: TourValues, now: Date): string {
   const auth = `-H "Authorization: Bearer $APP_KEY"`;
   const json = `-H 'Content-Type: application/json' -d '{"duration": 60}'`;
   const app = sh(v.app.name);
+  const lease = `${v.scratchDir}/lease.json`;
+  const grant = `${v.scratchDir}/grant.json`;
+  /** A field of a JSON file, as the shell substitutes it. */
+  const field = (file: string, name: string) => `$(node -p 'require(${JSON.stringify(file)}).${name}')`;
   const lines = [
     "gpupool demo is running: a control plane, a simulated pool of 2 GPUs, a GPU host's agent, the edge and a demo app, in one process.",
     "",
@@ -69,24 +80,25 @@ export function renderTour(v: TourValues, now: Date): string {
     "",
     "Try it in another terminal, from this directory (copy-paste one block at a time):",
     "",
-    "# 1. Point the CLI and curl at this pool.",
-    `export GPUPOOL_URL=${sh(v.poolUrl)} GPUPOOL_ADMIN_TOKEN=${sh(v.adminToken)} APP_KEY=${sh(v.app.key)}`,
+    "# 1. Point the CLI and curl at this pool; BOB is the free user the tour charges.",
+    `export GPUPOOL_URL=${sh(v.poolUrl)} GPUPOOL_ADMIN_TOKEN=${sh(v.adminToken)} APP_KEY=${sh(v.app.key)} BOB=${sh(v.bob.name)}`,
     "",
     `# 2. Be the app calling for bob: mint the X-IP-Token an edge would inject for him (valid 10 min; run`,
-    `#    the export again to refresh), get a GPU grant (201, charged to user:${v.bob.id}), release it.`,
-    `export GPUPOOL_TOKEN=$APP_KEY GPUPOOL_IP_TOKEN=$(npx gpupool ip-token --app ${app} --user ${sh(v.bob.name)})`,
-    `curl -s -X POST "$GPUPOOL_URL/v1/leases" ${auth} -H "X-IP-Token: $GPUPOOL_IP_TOKEN" \\`,
-    `  ${json} > /tmp/gpupool-lease.json; cat /tmp/gpupool-lease.json; echo`,
-    `curl -s -X POST "$GPUPOOL_URL/v1/leases/$(node -p 'require("/tmp/gpupool-lease.json").id')/release" ${auth}; echo`,
+    `#    the export again to refresh), get a GPU grant (HTTP 201, charged to user:${v.bob.id}), release it.`,
+    "#    (Pasted again after step 3 it is an HTTP 429 and nothing to release: restart the demo for a fresh bob.)",
+    `export GPUPOOL_TOKEN=$APP_KEY GPUPOOL_IP_TOKEN=$(npx gpupool ip-token --app ${app} --user "$BOB")`,
+    `code=$(curl -s -o ${sh(lease)} -w '%{http_code}' -X POST "$GPUPOOL_URL/v1/leases" ${auth} \\`,
+    `  -H "X-IP-Token: $GPUPOOL_IP_TOKEN" ${json}); echo "HTTP $code"; cat ${sh(lease)}; echo`,
+    `if [ "$code" = 201 ]; then curl -s -X POST "$GPUPOOL_URL/v1/leases/${field(lease, "id")}/release" ${auth}; echo; fi`,
     "",
     "# 3. Exhaust bob's free quota (3.5 min a day): 60 s calls that are not released keep their reservation",
     "#    (at the deadline they expire and are charged in full), so the 4th is refused with",
     "#    429 quota_exceeded, whose detail says when to retry and what to do.",
     "for i in 1 2 3 4; do",
-    `  code=$(curl -s -o /tmp/gpupool-lease.json -w '%{http_code}' -X POST "$GPUPOOL_URL/v1/leases" \\`,
+    `  code=$(curl -s -o ${sh(lease)} -w '%{http_code}' -X POST "$GPUPOOL_URL/v1/leases" \\`,
     `    ${auth} -H "X-IP-Token: $GPUPOOL_IP_TOKEN" ${json})`,
     '  echo "call $i: HTTP $code"',
-    '  if [ "$code" != 201 ]; then cat /tmp/gpupool-lease.json; echo; break; fi',
+    `  if [ "$code" != 201 ]; then cat ${sh(lease)}; echo; break; fi`,
     "done",
     "",
     "# 4. bob's quota: what is left and reserved, and when his window resets (local time).",
@@ -112,8 +124,8 @@ export function renderTour(v: TourValues, now: Date): string {
     `#    SPACES_ZERO_GPU=true SPACES_ZERO_DEVICE_API_URL=${v.agentUrl}/apps/$APP_KEY. The same calls by hand:`,
     "#    a grant on that host's GPU (JSON), then a release (204: the GPU was never given to a process).",
     `curl -s -X POST "${v.agentUrl}/apps/$APP_KEY/schedule?cgroupPath=/demo&taskId=1&enableQueue=true&tokenVersion=1&durationSeconds=10" \\`,
-    "  | tee /tmp/gpupool-grant.json; echo",
-    `curl -s -o /dev/null -w '%{http_code}\\n' -X POST "${v.agentUrl}/apps/$APP_KEY/release?allowToken=$(node -p 'require("/tmp/gpupool-grant.json").allowToken')"`,
+    `  | tee ${sh(grant)}; echo`,
+    `curl -s -o /dev/null -w '%{http_code}\\n' -X POST "${v.agentUrl}/apps/$APP_KEY/release?allowToken=${field(grant, "allowToken")}"`,
     "",
     "# 9. What the app and the operator see.",
     "npx gpupool leases",

@@ -47,6 +47,7 @@ const DESCRIPTION = [
   "",
   "Errors are `application/problem+json` (RFC 9457): `{ type, title, status, detail, code, ...fields }`. `code` is stable and machine-readable; `detail` is one or two sentences a person can act on.",
   "Unknown routes answer 404 `not_found`; bad bodies and queries 400 `invalid_request` naming every invalid field; no 500 ever carries a stack or a secret.",
+  "Before any route, a request that cannot be read is answered as a problem too: 400 `invalid_request` (not well-formed HTTP/1.1), 408 `request_timeout`, 431 `headers_too_large` (over 16 KiB of request line and headers); a path segment over 100 characters is 414 `uri_too_long`. A detail quotes at most a short excerpt of what was sent.",
 ].join("\n");
 
 const TAGS = [
@@ -106,7 +107,10 @@ export function problemCodesOf(op: Operation): ProblemCode[] {
     codes.add("payload_too_large");
     codes.add("unsupported_media_type");
   }
+  if (op.pathParams !== undefined && op.pathParams.length > 0) codes.add("uri_too_long");
   if (op.auth.length > 0) {
+    // An Authorization header sent more than once is refused, not read as its first copy.
+    codes.add("invalid_request");
     codes.add("unauthorized");
     codes.add("forbidden");
     if (op.auth.length === 1 && op.auth[0] === "admin") codes.add("admin_disabled");

@@ -1,3 +1,4 @@
+import { patternWords } from "../common.js";
 import type { JsonSchema, OpenApiDocument } from "./document.js";
 
 /** A piece of a type as people read it: text, or a reference to a named schema. */
@@ -71,7 +72,8 @@ export function limitsOf(schema: JsonSchema): string {
     out.push(`${String(s["minLength"])}–${String(s["maxLength"])} characters`);
   else if (typeof s["maxLength"] === "number")
     out.push(`at most ${String(s["maxLength"])} ${s["type"] === "array" ? "items" : "characters"}`);
-  if (typeof s["pattern"] === "string" && s["format"] !== "date-time") out.push(`matches \`${s["pattern"]}\``);
+  if (typeof s["pattern"] === "string" && s["format"] !== "date-time")
+    out.push(patternWords(s["pattern"]) ?? `matches \`${s["pattern"]}\``);
   if (typeof s["minProperties"] === "number") out.push(`at least ${String(s["minProperties"])} field`);
   return out.join(", ");
 }

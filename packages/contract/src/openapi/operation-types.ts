@@ -72,9 +72,9 @@ export interface Operation {
   /**
    * The problem codes the route itself can answer with. Those of every route of its kind are
    * added by the document: `internal`; `storage_unavailable` unless `noStorage`; with `auth`,
-   * `unauthorized` and `forbidden` (and `admin_disabled` for admin-only routes); with a body,
-   * `invalid_request`, `payload_too_large` and `unsupported_media_type`; with a query,
-   * `invalid_request`.
+   * `invalid_request`, `unauthorized` and `forbidden` (and `admin_disabled` for admin-only
+   * routes); with a body, `invalid_request`, `payload_too_large` and `unsupported_media_type`;
+   * with a query, `invalid_request`; with path parameters, `uri_too_long`.
    */
   readonly problems?: readonly ProblemCode[];
   /** The route never touches the database. */
@@ -88,7 +88,10 @@ export const LEASE_ID: HeaderParam = {
   description:
     "The lease id (`ls_…`). A lease is visible to the app that made it, the user it is charged to, and the admin.",
 };
-export const USER_REF: HeaderParam = { name: "id", description: "The user's id (`u_…`) or name." };
+export const USER_REF: HeaderParam = {
+  name: "id",
+  description: "The user's id (`u_` then 16 characters: looked up as an id only) or name.",
+};
 
 /** Headers sent with problems of these codes (the rest of a route's problems carry none). */
 export const PROBLEM_HEADERS: Partial<Record<ProblemCode, HeaderParam>> = {

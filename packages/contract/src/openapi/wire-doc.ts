@@ -1,3 +1,4 @@
+import { patternWords } from "../common.js";
 import type { JsonSchema, OpenApiDocument, OpenApiOperation } from "./document.js";
 import type { FieldRow, TypePart } from "./fields.js";
 import { fieldsOf, problemCodeOf, refName, text, typeOf, variantsOf } from "./fields.js";
@@ -60,7 +61,7 @@ function operationMd(doc: OpenApiDocument, path: string, method: string, op: Ope
     const where = p["in"] === "header" ? "header" : p["in"] === "query" ? "query" : "path";
     const type =
       p["in"] === "query"
-        ? ` (${typeMd(typeOf(schema))}${typeof schema["pattern"] === "string" ? `, \`${schema["pattern"]}\`` : ""})`
+        ? ` (${typeMd(typeOf(schema))}${typeof schema["pattern"] === "string" ? `, ${patternWords(schema["pattern"]) ?? `\`${schema["pattern"]}\``}` : ""})`
         : "";
     out.push(
       `- ${where[0]?.toUpperCase()}${where.slice(1)} \`${String(p["name"])}\`${p["required"] === true ? "" : " (optional)"}${type}: ${text(p["description"])}`,
@@ -169,7 +170,7 @@ export function renderWireDoc(doc: OpenApiDocument): string {
   out.push(
     "## Routes",
     "",
-    "Problems every route of its kind can answer are listed with each: `internal` (500) always; `storage_unavailable` (503) when it touches the database; `unauthorized` (401) and `forbidden` (403) with a credential, `admin_disabled` (403) for admin-only routes; `invalid_request` (400) with a body or query, `payload_too_large` (413) and `unsupported_media_type` (415) with a body. Unknown routes answer 404 `not_found`.",
+    "Problems every route of its kind can answer are listed with each: `internal` (500) always; `storage_unavailable` (503) when it touches the database; `unauthorized` (401), `forbidden` (403) and `invalid_request` (400: `Authorization` sent twice) with a credential, `admin_disabled` (403) for admin-only routes; `invalid_request` (400) with a body or query, `payload_too_large` (413) and `unsupported_media_type` (415) with a body; `uri_too_long` (414) with a path parameter. Unknown routes answer 404 `not_found`. Before any route, a request the server cannot read is answered 400 `invalid_request` (not well-formed HTTP/1.1), 408 `request_timeout` or 431 `headers_too_large`, as problems like the rest; no detail quotes more than a short excerpt of what was sent.",
     "",
   );
   for (const tag of doc.tags) {

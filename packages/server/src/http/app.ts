@@ -1,12 +1,13 @@
 import Fastify, { LogController } from "fastify";
 import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import { problem } from "@gpupool/core";
-import sjson from "secure-json-parse";
 import { adminRoutes } from "./admin-routes.js";
+import { MAX_PARAM_LENGTH, answerClientError, frameworkErrorProblem } from "./client-errors.js";
 import { docsRoutes } from "./docs-routes.js";
 import type { RouteContext } from "./context.js";
 import { leaseRoutes } from "./lease-routes.js";
 import { nodeRoutes } from "./node-routes.js";
+import { acceptJsonBodies } from "./json-body.js";
 import { installErrorHandling, sendProblem, sendStorageUnavailable } from "./problems.js";
 import { StorageUnavailableError } from "../storage/store.js";
 import { quotaRoutes } from "./quota-routes.js";
@@ -29,24 +30,13 @@ export function buildHttpApp(ctx: RouteContext): FastifyInstance {
     trustProxy: ctx.config.identity.trustedProxies.length > 0 ? [...ctx.config.identity.trustedProxies] : false,
     ajv: { customOptions: { allErrors: true, coerceTypes: false, removeAdditional: false, useDefaults: false } },
     return503OnClosing: true,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    // Whatever cannot become a request is answered as a problem too, quoting at most an excerpt.
+    clientErrorHandler: answerClientError,
+    frameworkErrors: (err, req, reply) => void sendProblem(reply, frameworkErrorProblem(err, req.url)),
   });
 
-  // An empty body is the same as {} (all lease fields are optional); malformed JSON is a 400, and
-  // prototype-poisoning keys are refused outright.
-  // Only JSON bodies: text/plain would otherwise reach validation and fail with a confusing 400.
-  app.removeContentTypeParser("text/plain");
-  app.removeContentTypeParser("application/json");
-  app.addContentTypeParser("application/json", { parseAs: "string" }, (_req, body, done) => {
-    const text = typeof body === "string" ? body : body.toString("utf8");
-    if (text.trim() === "") return done(null, null);
-    try {
-      done(null, sjson.parse(text, null, { protoAction: "error", constructorAction: "error" }));
-    } catch {
-      const err = Object.assign(new Error("invalid JSON"), { statusCode: 400, code: "FST_ERR_CTP_INVALID_JSON_BODY" });
-      done(err, undefined);
-    }
-  });
-
+  acceptJsonBodies(app);
   installErrorHandling(app);
 
   // A server bound before its state is restored (see ServerOptions.bindFirst) serves only liveness meanwhile.

@@ -1,10 +1,20 @@
+import { fail } from "@gpupool/core";
 import type { FastifyRequest } from "fastify";
 import type { Caller, CallerKind } from "../use-cases/identity/callers.js";
 import type { IpTokenHeader } from "../use-cases/identity/request-identity.js";
 import type { RouteContext } from "./context.js";
+import { copies } from "./headers.js";
 
-/** The bearer secret of the Authorization header, or null. */
+/** The bearer secret of the Authorization header, or null. Several Authorization headers are refused: which would count? */
 export function bearer(req: FastifyRequest): string | null {
+  if (copies(req, "authorization") > 1)
+    fail(
+      "invalid_request",
+      "The request has more than one Authorization header; send exactly one. Nothing was changed.",
+      {
+        errors: [{ field: "Authorization", message: "is sent more than once" }],
+      },
+    );
   const h = req.headers.authorization;
   if (typeof h !== "string") return null;
   const m = /^Bearer\s+(\S{1,512})\s*$/i.exec(h);
@@ -31,8 +41,9 @@ export function only(
 /** The X-IP-Token the request carried; several copies are refused by whoever reads it. */
 export function ipTokenHeader(req: FastifyRequest): IpTokenHeader {
   const v = req.headers["x-ip-token"];
-  if (Array.isArray(v)) return { kind: "several" };
-  return v === undefined ? { kind: "none" } : { kind: "one", token: v };
+  if (v === undefined) return { kind: "none" };
+  if (Array.isArray(v) || copies(req, "x-ip-token") > 1) return { kind: "several" };
+  return { kind: "one", token: v };
 }
 
 /** X-Gpupool-Node-Key: an agent calling on behalf of an app on its host. */

@@ -1,6 +1,8 @@
-import { DomainError, problem } from "@gpupool/core";
+import { patternWords } from "@gpupool/contract";
+import { DomainError, excerpt, problem } from "@gpupool/core";
 import type { Problem } from "@gpupool/core";
 import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { sqliteReason } from "../storage/sqlite/file-health.js";
 import { LeadershipLostError, StorageUnavailableError } from "../storage/store.js";
 import type { StorageUnavailableReason } from "../storage/store.js";
 
@@ -23,13 +25,19 @@ function param(e: AjvError, name: string): string {
 
 function fieldOf(e: AjvError, context: string): string {
   const base = (e.instancePath ?? "").replace(/^\//, "").replace(/\//g, ".");
-  if (e.keyword === "additionalProperties") return [base, param(e, "additionalProperty")].filter(Boolean).join(".");
+  // A property name is the client's: quoted only as an excerpt, so the answer cannot grow with it.
+  if (e.keyword === "additionalProperties")
+    return [base, excerpt(param(e, "additionalProperty"))].filter(Boolean).join(".");
   if (e.keyword === "required") return [base, param(e, "missingProperty")].filter(Boolean).join(".");
   return base || context;
 }
 
 function messageOf(e: AjvError): string {
   if (e.keyword === "additionalProperties") return "is not a known field";
+  if (e.keyword === "pattern") {
+    const words = patternWords(param(e, "pattern"));
+    if (words !== undefined) return `must be ${words}`;
+  }
   if (e.keyword === "enum")
     return `must be one of ${(e.params?.["allowedValues"] as unknown[] | undefined)?.join(", ") ?? "the allowed values"}`;
   return e.message ?? "is invalid";
@@ -98,7 +106,7 @@ export function installErrorHandling(app: FastifyInstance): void {
       reply,
       problem(
         "not_found",
-        `There is no ${req.method} ${req.url.split("?")[0] ?? ""} on this server. The API is under /v1 (see the README).`,
+        `There is no ${excerpt(req.method, 10)} ${excerpt(req.url.split("?")[0] ?? "")} on this server. The API is under /v1 (see the README).`,
       ),
     );
   });
@@ -154,22 +162,11 @@ export function installErrorHandling(app: FastifyInstance): void {
         1,
       );
     }
-    if (
-      typeof err.code === "string" &&
-      (err.code.startsWith("SQLITE_BUSY") ||
-        err.code.startsWith("SQLITE_IOERR") ||
-        err.code === "SQLITE_FULL" ||
-        err.code === "SQLITE_CANTOPEN")
-    ) {
+    // A SQLite error the adapter passed on as it was (a failed read): the same reasons as its own.
+    const sqlite = typeof err.code === "string" && err.code.startsWith("SQLITE_") ? sqliteReason(err.code) : null;
+    if (sqlite !== null) {
       logFor(req).error({ err }, "storage error");
-      return sendProblem(
-        reply,
-        problem(
-          "storage_unavailable",
-          "The pool's database is not answering right now; nothing was changed. Retry in a few seconds.",
-        ),
-        5,
-      );
+      return sendStorageUnavailable(reply, new StorageUnavailableError(err.message, { cause: err, reason: sqlite }));
     }
     const status = typeof err.statusCode === "number" ? err.statusCode : 500;
     if (status >= 400 && status < 500) {
@@ -181,7 +178,7 @@ export function installErrorHandling(app: FastifyInstance): void {
             : status === 413
               ? "payload_too_large"
               : "invalid_request";
-      return sendProblem(reply, problem(code, `The request was refused: ${err.message}`));
+      return sendProblem(reply, problem(code, `The request was refused: ${excerpt(err.message, 200)}`));
     }
     logFor(req).error({ err }, "unhandled error");
     return sendProblem(

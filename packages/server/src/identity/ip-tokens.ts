@@ -8,6 +8,11 @@ import type { Store } from "../storage/store.js";
 const ALG = "EdDSA";
 /** A header larger than this is not a token we issued; refuse before parsing. */
 const MAX_TOKEN_LENGTH = 4096;
+/**
+ * How far the clocks of the replicas that mint and verify a token may disagree: a token may be
+ * issued this much in the future, and live this much longer than `identity.ip_token_ttl`.
+ */
+export const CLOCK_SKEW_S = 30;
 
 interface KeyPair {
   readonly kid: string;
@@ -92,7 +97,7 @@ export class IpTokens {
   /**
    * Checks a token minted for any app of this pool (the edge re-issues an app's token for the app
    * it calls). Everything but the audience is checked as in `verify`: signature, pinned EdDSA,
-   * known kid, issuer, expiry, subject. The audience only says which app received it.
+   * known kid, issuer, issue time and lifetime, expiry, subject. The audience only says which app received it.
    */
   async verifyAnyApp(token: string, now: number): Promise<IpTokenCheck> {
     return this.check(token, null, now);
@@ -121,16 +126,31 @@ export class IpTokens {
           issuer: this.issuer,
           ...(appId === null ? {} : { audience: appId }),
           currentDate: new Date(now),
-          requiredClaims: ["exp", "sub", "aud"],
+          requiredClaims: ["exp", "iat", "sub", "aud"],
         },
       );
+      // Signed by this pool, but not as this pool signs: not in the future, and no longer-lived
+      // than the configured ttl (a leaked signing key, or a bug, must not yield a token for years).
+      const nowS = Math.floor(now / 1000);
+      const iat = payload.iat ?? 0;
+      const exp = payload.exp ?? 0;
+      if (iat > nowS + CLOCK_SKEW_S)
+        return bad(
+          "malformed",
+          `The X-IP-Token was issued in the future (${iat - nowS} s ahead of this pool's clock, more than the ${CLOCK_SKEW_S} s of clock skew allowed).`,
+        );
+      if (exp - iat > Math.ceil(this.ttlMs / 1000) + CLOCK_SKEW_S)
+        return bad(
+          "malformed",
+          `The X-IP-Token claims to live ${exp - iat} s, longer than this pool's tokens ever do (identity.ip_token_ttl, ${Math.ceil(this.ttlMs / 1000)} s).`,
+        );
       const subject = parseSubject(payload.sub);
       if (!subject)
         return bad(
           "bad_subject",
           `The X-IP-Token names "${String(payload.sub)}", which is not a user or an IP address.`,
         );
-      return { present: true, valid: true, subject, expiresAt: (payload.exp ?? 0) * 1000 };
+      return { present: true, valid: true, subject, expiresAt: exp * 1000 };
     } catch (err) {
       if (err instanceof UnknownKid)
         return bad(
@@ -157,8 +177,8 @@ export class IpTokens {
           );
         if (err.claim === "iss")
           return bad("wrong_issuer", "The X-IP-Token was issued by someone other than this pool.");
-        if (err.claim === "nbf" || err.claim === "iat")
-          return bad("malformed", "The X-IP-Token is not valid yet (issued in the future).");
+        if (err.claim === "nbf" && err.reason === "check_failed")
+          return bad("malformed", "The X-IP-Token is not valid yet (its nbf is in the future).");
         return bad("malformed", `The X-IP-Token is missing or has an invalid "${err.claim}" claim.`);
       }
       return bad("malformed", "The X-IP-Token is not a well-formed signed token.");

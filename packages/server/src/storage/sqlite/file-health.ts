@@ -2,26 +2,33 @@ import { statSync, statfsSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { StorageUnavailableError } from "../store.js";
+import type { StorageUnavailableReason } from "../store.js";
 
 /** Below this much free space on its disk, a SQLite database is not ready: its log and checkpoints need room. */
 export const MIN_FREE_BYTES = 8 * 1024 * 1024;
 
+/** What a SQLite error code means for a person (the reason of `storage_unavailable`), or null when it is no storage failure. */
+export function sqliteReason(code: string): StorageUnavailableReason | null {
+  if (code === "SQLITE_FULL") return "disk_full";
+  // The connection waits busy_timeout (5 s) for a lock before it says busy.
+  if (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED")) return "timeout";
+  if (code === "SQLITE_CANTOPEN" || code === "SQLITE_NOTADB" || code.startsWith("SQLITE_CORRUPT"))
+    return "database_missing";
+  if (code.startsWith("SQLITE_IOERR") || code === "SQLITE_READONLY" || code.startsWith("SQLITE_READONLY_"))
+    return "write_failed";
+  return null;
+}
+
 /**
- * What a SQLite error means for a person (`storage_unavailable` with a reason), or null when the
- * error is not SQLite's (a refusal, a bug: those keep their own meaning).
+ * A SQLite error as the store's StorageUnavailableError (with its reason), or null when the error
+ * is not SQLite's storage failing (a refusal, a bug: those keep their own meaning).
  */
 export function sqliteUnavailable(err: unknown): StorageUnavailableError | null {
   if (!(err instanceof Database.SqliteError)) return null;
-  const code = err.code;
-  const reason =
-    code === "SQLITE_FULL"
-      ? "disk_full"
-      : code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED")
-        ? "contention"
-        : code === "SQLITE_CANTOPEN" || code === "SQLITE_NOTADB" || code === "SQLITE_CORRUPT"
-          ? "database_missing"
-          : "write_failed";
-  return new StorageUnavailableError(`SQLite: ${err.message} (${code})`, { cause: err, reason });
+  const reason = sqliteReason(err.code);
+  return reason === null
+    ? null
+    : new StorageUnavailableError(`SQLite: ${err.message} (${err.code})`, { cause: err, reason });
 }
 
 /**

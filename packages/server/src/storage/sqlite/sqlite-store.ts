@@ -181,7 +181,7 @@ export class SqliteStore implements Store {
         // the storage or a bug: undo the whole commit group rather than pay for a savepoint
         // around every transaction. Its other members learn of it through `committed`.
         if (this.wrote) this.rollbackBatch(err);
-        throw err;
+        throw sqliteUnavailable(err) ?? err;
       }
       if (++batch.size >= MAX_BATCH) this.commitBatch();
       return { value, committed: batch.committed };

@@ -1,3 +1,4 @@
+import { isIdOf, isIdShaped } from "@gpupool/contract";
 import { fail } from "@gpupool/core";
 import type { Policy } from "@gpupool/core";
 import type { Clock } from "../../clock.js";
@@ -5,13 +6,27 @@ import { hashSecret, newId, newSecret } from "../../secrets.js";
 import type { AppRecord, KeyedRecord, Store, Tx, UserRecord } from "../../storage/store.js";
 import type { Accounts, IdentityQuota } from "../accounts/accounts.js";
 
-/** Finds a user by id or by name. */
+/**
+ * Finds a user by id or by name, unambiguously: a reference of an id's form is looked up as an id
+ * only (no name may have that form, and one that did before the rule cannot shadow an id).
+ */
 export async function findUser(tx: Tx, ref: string): Promise<UserRecord | null> {
-  return (await tx.users.get(ref)) ?? (await tx.users.getByName(ref));
+  return isIdOf("user", ref) ? tx.users.get(ref) : tx.users.getByName(ref);
 }
 
+/** Finds an app by id or by name, as findUser does. */
 export async function findApp(tx: Tx, ref: string): Promise<AppRecord | null> {
-  return (await tx.apps.get(ref)) ?? (await tx.apps.getByName(ref));
+  return isIdOf("app", ref) ? tx.apps.get(ref) : tx.apps.getByName(ref);
+}
+
+/** Refuses a name of an id's form (the admin API's schema does too; this holds for any caller). */
+function nameNotAnId(name: string): void {
+  if (isIdShaped(name))
+    fail(
+      "invalid_request",
+      `"${name}" has the form of an id (u_, a_, n_ or e_ then 16 characters), so it cannot be a name: lookups by "id or name" would find the record with that id. Choose another name.`,
+      { errors: [{ field: "name", message: "must not be of an id's form" }] },
+    );
 }
 
 export interface UserUpdate {
@@ -43,6 +58,7 @@ export class Directory {
   ) {}
 
   async createUser(input: { name: string; tier: string }): Promise<{ user: UserRecord; token: string }> {
+    nameNotAnId(input.name);
     this.knownTier(input.tier);
     const token = newSecret("user");
     const user: UserRecord = {
@@ -102,6 +118,7 @@ export class Directory {
     owner: string;
     maxConcurrency: number | null;
   }): Promise<{ app: AppRecord; key: string }> {
+    nameNotAnId(input.name);
     const key = newSecret("app");
     const created = await this.store.transaction(async (tx) => {
       const owner = await findUser(tx, input.owner);
@@ -130,6 +147,7 @@ export class Directory {
   }
 
   async createKeyed(kind: "node" | "edge", name: string): Promise<{ record: KeyedRecord; key: string }> {
+    nameNotAnId(name);
     const key = newSecret(kind);
     const record: KeyedRecord = {
       id: newId(kind === "node" ? "n" : "e"),

@@ -68,16 +68,29 @@ export class TokenIssuer {
    */
   async reissue(input: { token: string; app: string }): Promise<MintedToken> {
     const now = this.clock.now();
-    const target = await this.store.transaction((tx) => findApp(tx, input.app));
-    if (!target)
-      fail("invalid_request", `No app "${input.app}".`, { errors: [{ field: "app", message: "is not a known app" }] });
+    // Verifying reads no storage: done first, so the one transaction below decides everything.
     const check = await this.ipTokens.verifyAnyApp(input.token, now);
     if (!check.present) throw new Error("unreachable: a token was given");
-    if (!check.valid)
-      throw new DomainError(
-        problem("invalid_ip_token", `${check.message} It was not re-issued.`, { reason: check.reason }),
-      );
-    const subject = identityKey(check.subject);
+    const { target, named } = await this.store.transaction(async (tx) => {
+      const app = await findApp(tx, input.app);
+      if (!app)
+        fail("invalid_request", `No app "${input.app}".`, {
+          errors: [{ field: "app", message: "is not a known app" }],
+        });
+      if (!check.valid)
+        throw new DomainError(
+          problem("invalid_ip_token", `${check.message} It was not re-issued.`, { reason: check.reason }),
+        );
+      // A token naming a user who does not exist (deleted since, or never) names nobody to charge.
+      if (check.subject.kind === "user" && !(await tx.users.get(check.subject.id)))
+        fail(
+          "invalid_ip_token",
+          `The X-IP-Token names user:${check.subject.id}, who does not exist on this pool (deleted?). It was not re-issued; sign in again.`,
+          { reason: "unknown_user" },
+        );
+      return { target: app, named: check.subject };
+    });
+    const subject = identityKey(named);
     const minted = await this.ipTokens.mint(subject, target.id, now);
     return { token: minted.token, expiresAt: minted.expiresAt, subject, app: target.id };
   }
