@@ -50,7 +50,8 @@ const config = (dir, port = 0) => benchConfig(`sqlite:${join(dir, "gpupool.db")}
 async function gpupoolInProcess(dir) {
   const c = config(dir);
   const storage = await openStorage(c.storage.url);
-  const pool = assemblePool(c, storage, { clock: systemClock, log: pino({ level: "silent" }) });
+  // No metrics, as the engine was measured before it recorded them in-process (the HTTP side has them).
+  const pool = assemblePool(c, storage, { clock: systemClock, log: pino({ level: "silent" }), recordMetrics: false });
   await pool.replica.start();
   const result = await measure(admitReleaseCycle(pool.replica, c.policy));
   pool.stop();

@@ -35,7 +35,16 @@ export interface PoolParts {
  * cases, node membership, recovery as the runner's rebuild, and the replica that decides whether
  * this process leads. Not started: call `replica.start()`.
  */
-export function assemblePool(config: ServerConfig, storage: Storage, deps: { clock: Clock; log: Logger }): PoolParts {
+export function assemblePool(
+  config: ServerConfig,
+  storage: Storage,
+  deps: {
+    clock: Clock;
+    log: Logger;
+    /** False: the lease use cases record no metrics (the in-process benchmark, measured as before it had them). */
+    recordMetrics?: boolean;
+  },
+): PoolParts {
   const { clock, log } = deps;
   const { store, coordination } = storage;
   const { policy } = config;
@@ -68,7 +77,8 @@ export function assemblePool(config: ServerConfig, storage: Storage, deps: { clo
         .silent(name)
         .catch((err: unknown) => log.error({ err, node: name }, "handling a silent node failed")),
   );
-  const announcer = new LeaseAnnouncer(state, leaseTimers, events, metrics, clock, policy, (a) =>
+  const recorded = deps.recordMetrics === false ? null : metrics;
+  const announcer = new LeaseAnnouncer(state, leaseTimers, events, recorded, clock, policy, (a) =>
     late.replica.announce(a),
   );
   const runner = new EngineRunner({
@@ -77,7 +87,7 @@ export function assemblePool(config: ServerConfig, storage: Storage, deps: { clo
     onLeadershipLost: (err) => late.replica.stepDown(err),
     log,
   });
-  late.leader = new LeaderLeases(runner, state, writes, accounts, announcer, policy, clock, metrics);
+  late.leader = new LeaderLeases(runner, state, writes, accounts, announcer, policy, clock, recorded);
   late.nodes = new NodeMembership(runner, state, writes, announcer, nodeTimers, clock, log, heartbeatTimeoutMs);
   late.recovery = new Recovery(
     coordination.leaderStager,
