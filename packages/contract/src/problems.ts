@@ -10,6 +10,8 @@ export const PROBLEM_STATUS = {
   invalid_ip_token: 401,
   invalid_session: 401,
   invalid_credentials: 401,
+  credits_exhausted: 402,
+  spend_cap_reached: 402,
   forbidden: 403,
   admin_disabled: 403,
   not_found: 404,
@@ -18,6 +20,8 @@ export const PROBLEM_STATUS = {
   conflict: 409,
   lease_not_active: 409,
   node_not_registered: 409,
+  overage_not_available: 409,
+  idempotency_key_reused: 409,
   payload_too_large: 413,
   uri_too_long: 414,
   unsupported_media_type: 415,
@@ -43,6 +47,8 @@ export const PROBLEM_TITLES: Readonly<Record<ProblemCode, string>> = {
   invalid_ip_token: "Invalid X-IP-Token",
   invalid_session: "Invalid session",
   invalid_credentials: "Invalid credentials",
+  credits_exhausted: "Not enough credits",
+  spend_cap_reached: "Monthly spend cap reached",
   forbidden: "Not allowed",
   admin_disabled: "Admin API disabled",
   not_found: "Not found",
@@ -51,6 +57,8 @@ export const PROBLEM_TITLES: Readonly<Record<ProblemCode, string>> = {
   conflict: "Conflict",
   lease_not_active: "Lease not active",
   node_not_registered: "Node not registered",
+  overage_not_available: "Overage not available",
+  idempotency_key_reused: "Idempotency key reused",
   payload_too_large: "Request body too large",
   uri_too_long: "Request URL too long",
   unsupported_media_type: "Unsupported media type",
@@ -74,6 +82,10 @@ export const PROBLEM_MEANINGS: Readonly<Record<ProblemCode, string>> = {
     "An X-IP-Token was sent but cannot be used; `reason` says why. Never a silent fallback to another identity.",
   invalid_session: "Edge sessions: the session is unknown, expired or revoked, or its user no longer exists.",
   invalid_credentials: "Sign-in with a user token that is not valid, or not the named user's.",
+  credits_exhausted:
+    "The call needs more GPU time than the quota has left, overage is on, and the credits available do not cover the hold for the rest (`needed_micros` > `available_micros`). Nothing was reserved or held.",
+  spend_cap_reached:
+    "The call's overage hold would take this month's overage spending past the user's monthly cap (`spent_micros + held_micros + needed_micros > cap_micros`). Nothing was reserved or held.",
   forbidden: "A valid credential of a kind this route does not take (the detail names the kinds it takes).",
   admin_disabled: "The admin API is off: the server was started without GPUPOOL_ADMIN_TOKEN.",
   not_found: "No such route, or no such lease or user visible to this caller.",
@@ -85,6 +97,10 @@ export const PROBLEM_MEANINGS: Readonly<Record<ProblemCode, string>> = {
   lease_not_active: "Reserved for operations that need an active lease; today's server does not send it.",
   node_not_registered:
     "A node's heartbeat, when its agent must register again (lost after missed heartbeats) or another agent registered the node since (`reason: replaced`).",
+  overage_not_available:
+    "`PATCH /v1/me/billing` turning overage on when the operator has not enabled overage or the user's tier is not among those it is offered to (`blocked_by` says which). Nothing was changed.",
+  idempotency_key_reused:
+    "The idempotency key was used before for a request with different content (e.g. another amount); nothing was changed. Use a new key for a new request.",
   payload_too_large: "The request body is larger than the server accepts. Nothing was changed.",
   uri_too_long:
     "The request's path has a segment longer than any id or name (100 characters), so it names nothing; nothing was changed. The detail quotes at most the path's first characters.",
