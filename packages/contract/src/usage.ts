@@ -76,7 +76,7 @@ export const UsageTotals = z.object({
   overage_s: Seconds,
   charged_micros: Micros,
   refusals: describe(
-    z.record(ProblemCodeSchema, Count),
+    z.partialRecord(ProblemCodeSchema, Count),
     "Leases that ended without a grant, by problem code (`queue_timeout`, `no_gpu_available`, …), and admissions refused (`quota_exceeded`, `credits_exhausted`, …) counted by the pool.",
   ),
 });

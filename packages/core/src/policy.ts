@@ -1,3 +1,5 @@
+import type { BillingPolicy } from "./accounts/overage.js";
+
 /** A tier's rules, normalized (milliseconds). */
 export interface TierPolicy {
   readonly name: string;
@@ -25,6 +27,8 @@ export interface Policy {
   readonly sizes: Readonly<Record<string, SizePolicy>>;
   readonly queueTimeoutMs: number;
   readonly queueMaxLength: number;
+  /** Credits and overage (SPEC §9); absent: none (see NO_BILLING). */
+  readonly billing?: BillingPolicy;
 }
 
 export const ANONYMOUS_TIER = "anonymous";

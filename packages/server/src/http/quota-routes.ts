@@ -10,7 +10,7 @@ export function quotaRoutes(app: FastifyInstance, ctx: RouteContext): void {
   app.get("/v1/quota", async (req): Promise<wire.Quota> => {
     const caller = await authenticate(ctx, req, ["app", "user"]);
     const q = await ctx.quota.forCaller(caller, ipTokenHeader(req));
-    return quotaJson(q.identity, q.view);
+    return quotaJson(q);
   });
 
   /**

@@ -1,12 +1,13 @@
 import type * as wire from "@gpupool/contract";
 import { msToSeconds } from "@gpupool/core";
-import type { Identity, Problem, QuotaView, QueuePlace } from "@gpupool/core";
+import type { Identity, Problem, QueuePlace } from "@gpupool/core";
 import type { AppRecord, LeaseRecord, UserRecord } from "../storage/store.js";
 import type { IdentityQuota } from "../use-cases/accounts/accounts.js";
 import type { PoolView } from "../use-cases/admin/pool-view.js";
 import type { Diagnosis } from "../use-cases/leases/diagnose.js";
 import type { Released } from "../use-cases/leases/leases.js";
 import type { LeaseUpdate } from "../use-cases/leases/lease-requests.js";
+import { leaseBillingJson, quotaBillingJson } from "./billing-views.js";
 
 /**
  * The server's answers in the wire format of @gpupool/contract (docs/wire.md is generated from
@@ -39,7 +40,8 @@ export function identityJson(identity: Identity): wire.Identity {
   return { kind: identity.kind, id: identity.id, tier: identity.tier };
 }
 
-export function quotaJson(identity: Identity, v: QuotaView): wire.Quota {
+export function quotaJson(q: IdentityQuota): wire.Quota {
+  const { identity, view: v } = q;
   return {
     identity: identityJson(identity),
     quota: msToSeconds(v.quotaMs),
@@ -54,14 +56,20 @@ export function quotaJson(identity: Identity, v: QuotaView): wire.Quota {
     max_duration: msToSeconds(v.maxDurationMs),
     runs: v.runs,
     max_runs: v.maxRuns,
+    ...quotaBillingJson(q.billing),
   };
 }
 
 export function quotaOf(q: IdentityQuota | null): wire.Quota | null {
-  return q === null ? null : quotaJson(q.identity, q.view);
+  return q === null ? null : quotaJson(q);
 }
 
-export function leaseJson(l: LeaseRecord, place: QueuePlace | null, quota: wire.Quota | null): wire.Lease {
+export function leaseJson(
+  l: LeaseRecord,
+  place: QueuePlace | null,
+  quota: wire.Quota | null,
+  currency: string,
+): wire.Lease {
   return {
     id: l.id,
     status: l.status,
@@ -94,13 +102,14 @@ export function leaseJson(l: LeaseRecord, place: QueuePlace | null, quota: wire.
     charged: msToSeconds(l.chargedMs),
     refunded: msToSeconds(l.refundedMs),
     failed: l.failed,
+    billing: leaseBillingJson(l, currency),
     problem:
       l.problemCode === null ? null : { code: l.problemCode as wire.LeaseProblem["code"], detail: l.problemDetail },
     quota,
   };
 }
 
-export function releasedJson(r: Released): wire.ReleaseResult {
+export function releasedJson(r: Released, currency: string): wire.ReleaseResult {
   const l = r.lease;
   return {
     id: l.id,
@@ -108,7 +117,8 @@ export function releasedJson(r: Released): wire.ReleaseResult {
     held_ms: l.heldMs,
     charged: msToSeconds(l.chargedMs),
     refunded: msToSeconds(l.refundedMs),
-    quota: quotaJson(r.quota.identity, r.quota.view),
+    billing: leaseBillingJson(l, currency),
+    quota: quotaJson(r.quota),
   };
 }
 
@@ -118,7 +128,10 @@ function etaSeconds(place: QueuePlace | null): number | null {
 }
 
 /** One Server-Sent Event of a lease's stream: its name and data. */
-export function leaseEventJson(u: LeaseUpdate): {
+export function leaseEventJson(
+  u: LeaseUpdate,
+  currency: string,
+): {
   event: wire.LeaseEventName;
   data: wire.QueuedEvent | wire.GrantedEvent | wire.FailedEvent | wire.EndedEvent;
 } {
@@ -132,7 +145,7 @@ export function leaseEventJson(u: LeaseUpdate): {
       return { event: "failed", data: { problem: problemJson(u.problem) } };
     case "granted":
     case "ended":
-      return { event: u.type, data: { lease: leaseJson(u.lease, null, quotaOf(u.quota)) } };
+      return { event: u.type, data: { lease: leaseJson(u.lease, null, quotaOf(u.quota), currency) } };
   }
 }
 

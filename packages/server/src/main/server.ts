@@ -10,6 +10,7 @@ import { IpTokens } from "../identity/ip-tokens.js";
 import type { Replica } from "../replication/replica.js";
 import { openStorage } from "../storage/open-store.js";
 import type { Storage, Store } from "../storage/store.js";
+import { Billing } from "../use-cases/accounts/billing.js";
 import { QuotaQueries } from "../use-cases/accounts/quota-queries.js";
 import { Directory } from "../use-cases/admin/directory.js";
 import { PoolViewer } from "../use-cases/admin/pool-view.js";
@@ -75,6 +76,7 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
     callers,
     leases: new LeaseRequests(replica, identity, callers, store, accounts, events, metrics, policy, clock),
     quota: new QuotaQueries(store, identity, accounts, clock),
+    billing: new Billing(store, accounts, config.policy, clock),
     diagnose: new Diagnose(store, identity, accounts, replica, policy, clock),
     nodes: new NodeAgents(store, replica, config.pool.devices, clock),
     directory: new Directory(store, accounts, policy, clock, {

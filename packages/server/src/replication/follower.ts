@@ -1,4 +1,4 @@
-import { decideAdmission, fail, problem } from "@gpupool/core";
+import { billingOf, decideAdmission, fail, problem } from "@gpupool/core";
 import type { AdmissionRequest, Placement, Policy, QueuePlace } from "@gpupool/core";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
@@ -80,6 +80,8 @@ export class FollowerLeases implements LeaseLifecycle {
           now,
           windowStartedAt: decision.ledger.windowStartedAt,
           node: input.node,
+          split: decision.split,
+          holdShares: await this.accounts.hold(tx, identity, leaseId, decision.split.holdMicros, now),
         }),
       );
       await this.accounts.save(tx, identity, decision.ledger);
@@ -148,7 +150,7 @@ export class FollowerLeases implements LeaseLifecycle {
         );
       else if (lease.status === "active")
         ended = await this.accounts.step(tx, lease, now, (ledger) =>
-          endActive(lease, ledger, "released", now, null, failed),
+          endActive(lease, ledger, "released", now, null, failed, billingOf(this.policy).overage.pricePerMinuteMicros),
         );
       return {
         lease: ended,

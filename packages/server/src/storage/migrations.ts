@@ -1,3 +1,5 @@
+import { BILLING_MIGRATION } from "./migrations-billing.js";
+
 /**
  * Schema versions, each as SQLite and as PostgreSQL run it: the same tables, columns, indexes and
  * meaning, in each one's types (PostgreSQL: times and durations BIGINT milliseconds, `failed`
@@ -228,6 +230,7 @@ export const MIGRATIONS: readonly Migration[] = [
   CREATE INDEX leases_user ON leases(identity_id, seq) WHERE identity_kind = 'user';
   `,
   },
+  { version: 5, ...BILLING_MIGRATION },
 ];
 
 /** The version a fully migrated database is at. */

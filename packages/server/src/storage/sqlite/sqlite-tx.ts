@@ -1,5 +1,6 @@
 import type Database from "better-sqlite3";
 import type { LedgerState } from "@gpupool/core";
+import { billingTx } from "../billing-sql.js";
 import { leaseListStatements } from "../lease-list.js";
 import type { LeaseRecord, Tx, UserRecord } from "../store.js";
 import type { Row, TableNames } from "../table.js";
@@ -113,6 +114,13 @@ export function sqliteTx(c: SqliteConnection): Tx {
   const decode = <R>(table: { decode(row: Row): R }, row: Row | undefined): R | null =>
     row === undefined ? null : table.decode(row);
   return {
+    ...billingTx({
+      dialect: "sqlite",
+      all: async (text, params) => all(text, ...params),
+      run: async (text, params) => run(text, ...params),
+      // One connection writes: nothing to wait for.
+      lockUser: async () => {},
+    }),
     users: {
       insert: async (u) => {
         run(USER.insert, ...USERS.insertParams(u, "sqlite"));

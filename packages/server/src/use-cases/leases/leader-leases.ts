@@ -86,6 +86,8 @@ export class LeaderLeases {
           now,
           windowStartedAt: decision.ledger.windowStartedAt,
           node: input.node,
+          split: decision.split,
+          holdShares: await this.accounts.hold(tx, identity, leaseId, decision.split.holdMicros, now),
         });
         const next = mine
           ? grant(lease0, mine.grant.assignment, decision.ledger, now)
@@ -95,7 +97,9 @@ export class LeaderLeases {
         this.state.live.set(lease.id, lease);
         const rest = placed.filter((p) => p !== mine);
         const others = rest.length === 0 ? earlier : [...earlier, ...(await this.writes.recordGrants(tx, rest, now))];
-        const quota = this.accounts.view(identity, account.overrideMs, next.ledger);
+        const billing =
+          decision.split.holdMicros > 0 ? await this.accounts.wallets.view(tx, identity, now) : account.billing;
+        const quota = this.accounts.view(identity, account.overrideMs, next.ledger, billing);
         return { kind: mine ? ("granted" as const) : ("queued" as const), lease, others, quota };
       },
       (out): AdmitResult => {
