@@ -75,6 +75,11 @@ export function likelyCauses(input: CauseInput): Cause[] {
         cause: `The app asks for ${formatSeconds(durationMs / 1000)} on ${size.name} (cost ×${size.cost}), which this tier can never grant.`,
         fix: "Ask the app's developer to request a shorter duration or the large size.",
       });
+      if (p["overage_blocked_by"] === "not_opted_in")
+        causes.push({
+          cause: blockerText("not_opted_in", identity?.tier ?? ""),
+          fix: "With overage on, the quota pays what it can and credits pay the rest of a call larger than the whole quota.",
+        });
     } else if (p.code === "quota_exceeded" && view) {
       const cost = (durationMs * size.cost) / 1000;
       if (view.reservedMs > 0 && view.quotaMs - view.usedMs >= durationMs * size.cost) {

@@ -14,6 +14,7 @@ import type {
 } from "../../storage/store.js";
 import { findUser } from "../admin/directory.js";
 import type { Accounts, IdentityQuota } from "./accounts.js";
+import type { RefusalLog } from "./refusals.js";
 import type { OverageView } from "./wallets.js";
 
 export interface CreditGrantInput {
@@ -43,6 +44,7 @@ export class Billing {
     private readonly accounts: Accounts,
     private readonly policy: Policy,
     private readonly clock: Clock,
+    private readonly refusals: RefusalLog | null = null,
   ) {}
 
   /** `GET /v1/me`: the user, their quota with credits and overage (granting this month's included credits at the first read). */
@@ -181,6 +183,8 @@ export class Billing {
   }
 
   async usageSummary(filter: UsageFilter, groupBy: UsageGroupBy) {
+    // What this replica counted so far is written first, so the summary includes it.
+    await this.refusals?.flush();
     return this.store.transaction(async (tx) => ({
       groups: await tx.usage.summary(filter, groupBy),
       refusals: await tx.usage.refusals(filter, groupBy),
