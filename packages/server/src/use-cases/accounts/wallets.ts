@@ -92,7 +92,9 @@ export class Wallets {
     await tx.wallets.lock(userId);
     const month = billingMonth(now);
     const billing = billingOf(this.policy);
-    let grants = await tx.wallets.grants(userId);
+    // Both reads sent at once (PostgreSQL pipelines them on the transaction's connection).
+    const [stored, loaded] = await Promise.all([tx.wallets.account(userId), tx.wallets.grants(userId)]);
+    let grants = loaded;
     const log: WalletTransactionRecord[] = [];
     const included = billing.includedMicros[identity.tier] ?? 0;
     if (included > 0) {
@@ -113,7 +115,6 @@ export class Wallets {
       for (const e of expiry.expired) log.push(this.entry(userId, now, "expire", e.micros, e.grantId, null));
     }
     if (log.length > 0) await tx.wallets.addTransactions(log);
-    const stored = await tx.wallets.account(userId);
     const account: BillingAccountRecord =
       stored === null
         ? { userId, overageEnabled: false, monthlyCapMicros: null, month: month.name, monthSpentMicros: 0 }
