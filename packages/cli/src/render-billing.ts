@@ -1,39 +1,10 @@
 // Human output of billing and usage (`gpupool me`, `billing`, `usage`, `admin wallet`). Pure: a
 // `now` is passed in. Money arrives in micro-units; it is shown with the currency's symbol.
-import { displayMoney } from "@gpupool/core";
-import type {
-  Credits,
-  Me,
-  Overage,
-  OverageBlocker,
-  UsageRecord,
-  UsageSummary,
-  UsageTotals,
-  Wallet,
-} from "@gpupool/sdk";
+import type { Credits, Me, Overage, UsageRecord, UsageSummary, UsageTotals, Wallet } from "@gpupool/sdk";
 import { localTime, relative, secs, table, width, wrap } from "./render.js";
+import { blockerWords, money } from "./render-money.js";
 
-/** Micro-units for people: "$1.25", "$0.083334". */
-export function money(micros: number | null | undefined, currency: string): string {
-  if (micros === null || micros === undefined || !Number.isSafeInteger(micros)) return "?";
-  return displayMoney(micros, currency === "" ? "USD" : currency);
-}
-
-/** Why credits do not pay past the quota, and what to do about it, in words (`tier` "": "your tier"). */
-export function blockerWords(blocker: OverageBlocker, tier: string): string {
-  switch (blocker) {
-    case "operator_disabled":
-      return "this pool does not offer overage (the operator has not enabled billing.overage): credits never extend the GPU quota here, and a call past the quota waits for the reset.";
-    case "tier_without_overage":
-      return `${tier === "" ? "your tier" : `the ${tier} tier`} has no overage: credits do not extend its quota. A tier that has it (ask the operator) lets credits pay past the quota.`;
-    case "not_opted_in":
-      return "you have not turned it on: credits do not pay for calls past your quota until you run `gpupool billing overage on` (optionally with --cap 5.00).";
-    case "not_a_user":
-      return "only a signed-in user has a wallet: an anonymous visitor or an app cannot pay past the quota. Sign in.";
-    default:
-      return `overage does not engage (${blocker}).`;
-  }
-}
+export { blockerWords, money };
 
 export function creditsLine(c: Credits): string {
   return `balance ${money(c.balanceMicros, c.currency)}, held ${money(c.heldMicros, c.currency)} by calls in flight, available ${money(c.availableMicros, c.currency)}`;

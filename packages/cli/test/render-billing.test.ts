@@ -9,6 +9,7 @@ import {
   renderUsageSummary,
   renderWallet,
 } from "../src/render-billing.js";
+import { renderQuota } from "../src/render.js";
 
 const now = new Date("2025-01-10T12:00:00Z");
 
@@ -180,5 +181,14 @@ describe("render billing", () => {
     expect(text).toMatch(/^DAY +CALLS +GRANTED/m);
     expect(text).toMatch(/2025-01-09 +3 +2 +40s +40s +20s +20s +\$0\.033334 +queue_timeout 1/);
     expect(text).toMatch(/^total +3 /m);
+  });
+
+  it("quota: credits and whether they pay past the quota, beside the quota itself", () => {
+    const on = renderQuota({ ...me().quota, credits: me().credits }, now);
+    expect(on).toMatch(/credits +\$1\.916666 available \(\$2\.00 balance, \$0\.083334 held\)/);
+    expect(on).toMatch(/overage +on: credits pay for calls past the quota, cap \$5\.00 a month/);
+    const off = renderQuota(me({ available: false, enabled: false, blockedBy: "operator_disabled" }).quota, now);
+    expect(off).not.toMatch(/credits +\$/);
+    expect(off).toMatch(/overage +off: this pool does not offer overage/);
   });
 });
