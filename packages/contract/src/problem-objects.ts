@@ -159,6 +159,10 @@ export const PROBLEM_FIELDS = {
     quota: describe(Seconds, "The identity's whole quota for a window."),
     tier: z.string(),
     identity: IdentityKey,
+    overage_blocked_by: describe(
+      z.optional(OverageBlockerSchema),
+      "When the call is larger than the whole quota: why credits did not pay for the rest.",
+    ),
   },
   quota_exceeded: {
     requested: describe(Seconds, "What the call would reserve: `duration × cost`."),

@@ -126,6 +126,11 @@ export function storeContract(
       windowStartedAt: null,
       problemCode: null,
       problemDetail: null,
+      quotaMs: 60_000,
+      overageMs: 0,
+      holdMicros: 0,
+      holdShares: null,
+      chargedMicros: 0,
       ...over,
     });
     const active = (l: LeaseRecord, deadline: number): LeaseRecord => ({

@@ -37,12 +37,7 @@ function when(ms: number, now: number): string {
 }
 
 export type NextStep =
-  | "sign_in"
-  | "upgrade"
-  | "forward_identity"
-  | "wait_for_reset"
-  | "wait_for_calls"
-  | "enable_overage";
+  "sign_in" | "upgrade" | "forward_identity" | "wait_for_reset" | "wait_for_calls" | "enable_overage";
 
 /** Why this identity, in words — the part of the message that catches wrong attribution. */
 function chargedAs(input: RefusalInput): string {
@@ -108,7 +103,10 @@ export function quotaExceededProblem(
   const blockedByInFlight = view.quotaMs - view.usedMs >= costMs && view.reservedMs > 0;
   const next = nextStepFor(input, blockedByInFlight, blocker);
   // Every quota refusal says why credits did not pay for the rest (once: the next step may say it).
-  const credits = blocker === null || next.text === blockerText(blocker, input.tier.name) ? "" : ` ${blockerText(blocker, input.tier.name)}`;
+  const credits =
+    blocker === null || next.text === blockerText(blocker, input.tier.name)
+      ? ""
+      : ` ${blockerText(blocker, input.tier.name)}`;
   const need = formatSeconds(costMs / 1000);
   const sizeNote =
     input.size.cost === 1
@@ -139,9 +137,16 @@ export function quotaExceededProblem(
   });
 }
 
-export function durationTooLongProblem(input: RefusalInput, view: QuotaView, costMs: number): Problem {
+export function durationTooLongProblem(
+  input: RefusalInput,
+  view: QuotaView,
+  costMs: number,
+  blocker: OverageBlocker | null = null,
+): Problem {
   const { tier, durationMs, size } = input;
   const overMax = durationMs > tier.maxDurationMs;
+  // Past the whole quota (not the tier's longest call), overage could have paid: say why it did not.
+  const credits = overMax || blocker === null ? "" : ` ${blockerText(blocker, tier.name)}`;
   const detail = overMax
     ? `This call asks to hold a GPU for ${formatSeconds(durationMs / 1000)}, but the ${tier.name} tier allows at most ` +
       `${formatSeconds(tier.maxDurationMs / 1000)} per call (charged to ${identityKey(input.identity)}), so it can never be granted. ` +
@@ -150,7 +155,8 @@ export function durationTooLongProblem(input: RefusalInput, view: QuotaView, cos
       `more than the whole ${tier.name} quota of ${formatSeconds(view.quotaMs / 1000)} (charged to ${identityKey(input.identity)}), so it can never be granted. ` +
       (tier.name === ANONYMOUS_TIER
         ? "Sign in for a larger quota, or ask the app's developer for a shorter duration or a smaller size."
-        : "Ask the app's developer for a shorter duration or a smaller size.");
+        : "Ask the app's developer for a shorter duration or a smaller size.") +
+      credits;
   return problem("duration_too_long", detail, {
     duration: msToSeconds(durationMs),
     max_duration: msToSeconds(tier.maxDurationMs),
@@ -159,6 +165,7 @@ export function durationTooLongProblem(input: RefusalInput, view: QuotaView, cos
     quota: msToSeconds(view.quotaMs),
     tier: tier.name,
     identity: identityKey(input.identity),
+    ...(overMax || blocker === null ? {} : { overage_blocked_by: blocker }),
   });
 }
 

@@ -12,9 +12,9 @@ export interface ReserveInput extends RefusalInput {
   readonly ledger: LedgerState;
   /** Earliest time one of the identity's leases in flight ends (its deadline), if any. */
   readonly earliestInFlightEnd: number | null;
-  /** Why credits may not pay past the quota (null: they may, from `wallet`). */
-  readonly overageBlocker: OverageBlocker | null;
-  readonly wallet: WalletState | null;
+  /** Why credits may not pay past the quota (null: they may, from `wallet`; absent: overage is off). */
+  readonly overageBlocker?: OverageBlocker | null;
+  readonly wallet?: WalletState | null;
 }
 
 export type ReserveOutcome =
@@ -36,9 +36,10 @@ export function reserve(input: ReserveInput): ReserveOutcome {
   const costMs = durationMs * size.cost;
   const view = quotaView(ledger, tier, input.overrideMs, input.policy.windowMs);
   // With overage, a call larger than the whole quota is paid partly from credits: it can fit.
-  const overage = input.overageBlocker === null && input.wallet !== null ? input.wallet : null;
+  const blocker = input.overageBlocker === undefined ? "operator_disabled" : input.overageBlocker;
+  const overage = blocker === null && input.wallet != null ? input.wallet : null;
   if (durationMs > tier.maxDurationMs || (overage === null && costMs > view.quotaMs)) {
-    return { ok: false, problem: durationTooLongProblem(input, view, costMs), retryAfterS: null };
+    return { ok: false, problem: durationTooLongProblem(input, view, costMs, blocker), retryAfterS: null };
   }
   if (tier.maxRuns !== null && ledger.runs >= tier.maxRuns) {
     const retryAt = view.resetsAt;
@@ -66,7 +67,7 @@ export function reserve(input: ReserveInput): ReserveOutcome {
     const retryAt = blockedByInFlight && input.earliestInFlightEnd !== null ? input.earliestInFlightEnd : view.resetsAt;
     return {
       ok: false,
-      problem: quotaExceededProblem(input, view, costMs, retryAt, input.overageBlocker),
+      problem: quotaExceededProblem(input, view, costMs, retryAt, blocker),
       retryAfterS: retryAt === null ? null : Math.max(1, Math.ceil((retryAt - now) / 1000)),
     };
   }

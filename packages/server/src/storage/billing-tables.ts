@@ -1,6 +1,7 @@
 import type { GrantCategory, GrantShare, IdentityKind } from "@gpupool/core";
 import type {
   BillingAccountRecord,
+  RefusalCount,
   GrantRecord,
   UsageRecordRow,
   WalletTransactionKind,
@@ -77,4 +78,14 @@ export const USAGE_RECORDS = new Table<UsageRecordRow>("usage_records", {
   chargedMicros: integer("charged_micros"),
   refundedMs: integer("refunded_ms"),
   problemCode: textOrNull("problem_code"),
+});
+
+/** Refusals counted per day, identity, app (`""`: none) and code (see billing-sql's `addRefusals`). */
+export const REFUSAL_COUNTS = new Table<RefusalCount>("refusal_counts", {
+  day: text("day"),
+  identity: text("identity"),
+  appId: text("app_id"),
+  tier: text("tier"),
+  code: text("code"),
+  count: integer("count"),
 });

@@ -80,7 +80,7 @@ export class Billing {
     const cap =
       change.monthlyCap === undefined || change.monthlyCap === null ? change.monthlyCap : parseMoney(change.monthlyCap);
     if (cap !== undefined && cap !== null && !cap.ok)
-      fail("invalid_request", `monthly_cap ${cap.message}.`, {
+      fail("invalid_request", `monthly_cap ${cap.message}. Nothing was changed.`, {
         errors: [{ field: "monthly_cap", message: cap.message }],
       });
     return this.store.transaction(async (tx) => {
@@ -111,9 +111,11 @@ export class Billing {
     const now = this.clock.now();
     const amount = parseMoney(input.amount, { positive: true });
     if (!amount.ok)
-      fail("invalid_request", `amount ${amount.message}.`, { errors: [{ field: "amount", message: amount.message }] });
+      fail("invalid_request", `amount ${amount.message}. Nothing was changed.`, {
+        errors: [{ field: "amount", message: amount.message }],
+      });
     if (input.expiresAt !== null && input.expiresAt <= now)
-      fail("invalid_request", "expires_at must be in the future.", {
+      fail("invalid_request", "expires_at must be in the future. Nothing was changed.", {
         errors: [{ field: "expires_at", message: "must be in the future" }],
       });
     return this.store.transaction(async (tx) => {

@@ -120,6 +120,7 @@ export class Diagnose {
       durationMs,
       size,
       verdict: report.verdict,
+      overageBlocker: report.quota?.billing.overage.blockedBy ?? null,
     });
     return {
       identity: report.identity,
