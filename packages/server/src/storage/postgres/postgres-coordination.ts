@@ -69,8 +69,10 @@ export class PostgresCoordination implements Coordination {
   private wake: (() => void) | null = null;
   /** The open group of leader transactions, if any (see `leaderStage`). */
   private group: LeaderGroup | null = null;
-  /** Groups not over yet: the open one, and one whose COMMIT is in flight. */
-  private readonly groups = new Set<LeaderGroup>();
+  /** Groups not over yet (the open one, and one whose COMMIT is in flight), with their term. */
+  private readonly groups = new Map<LeaderGroup, Term>();
+  /** Terms that are over (each ends once, whoever notices first: a renewal, a group, the session's close). */
+  private readonly ended = new WeakSet<Term>();
   /** Leader transactions waiting for or inside the serial section. */
   private staging = 0;
 
@@ -82,12 +84,15 @@ export class PostgresCoordination implements Coordination {
    * not at all), then the term's session is dropped, which frees the leader lock.
    */
   private termOver(term: Term, err: LeadershipLostError): void {
+    if (this.ended.has(term)) return;
+    this.ended.add(term);
     const state = this.state;
     if (state.kind === "leading" && state.term === term) this.state = { kind: "idle" };
-    this.group = null;
-    const session = !term.session.isOpen;
-    for (const group of this.groups) group.stop(err, session);
-    const settled = Promise.all([...this.groups].map((g) => g.over));
+    const own = [...this.groups].filter(([, t]) => t === term).map(([g]) => g);
+    if (this.group !== null && own.includes(this.group)) this.group = null;
+    const sessionGone = !term.session.isOpen;
+    for (const group of own) group.stop(err, sessionGone);
+    const settled = Promise.all(own.map((g) => g.over));
     this.o.lease.drop(term, settled);
     // Not from inside the driver's close handler: whatever the callback does (or throws) stays out of it.
     if (state.kind === "leading" && state.term === term) queueMicrotask(() => state.lost(err));
@@ -192,7 +197,7 @@ export class PostgresCoordination implements Coordination {
       release();
       throw err;
     }
-    this.groups.add(group);
+    this.groups.set(group, term);
     void group.over.then(() => {
       this.groups.delete(group);
       release();
