@@ -87,7 +87,7 @@ describe.skipIf(bin === null)("PostgreSQL faults: 3 replicas under load", () => 
         `  timeout: ${QUEUE_TIMEOUT_MS / 1000}s`,
         "pool:",
         "  simulated:",
-        "    - { node: sim-0, gpus: 3 }",
+        "    - { node: sim-0, gpus: 5 }",
         "log:",
         "  level: warn",
       ].join("\n"),
