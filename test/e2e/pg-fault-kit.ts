@@ -76,7 +76,8 @@ export class ReplicaSet {
 
   async start(): Promise<Replica> {
     const name = `r${this.started++}`;
-    const process = await startServerBinary(["--config", this.config], this.env);
+    // Generous: several replicas start at once on a machine the test itself keeps busy.
+    const process = await startServerBinary(["--config", this.config], this.env, 60_000);
     const replica: Replica = { name, process, expectedExit: false, frozen: false };
     process.child.once("exit", (code, signal) => {
       if (!replica.expectedExit)
