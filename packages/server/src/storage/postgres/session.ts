@@ -20,7 +20,7 @@ import { isConnectionError } from "./errors.js";
  * the buffer and its spent timer, so after the driver reconnects the same connection object, its
  * startup message is appended to the stale bytes and never flushed. A session that is never
  * reused after its connection closed, and a transaction that never lets `begin` send anything
- * once the session closed (see PostgresStore.runOnce), avoid all of it.
+ * once the session closed (see PostgresStore.inSession), avoid all of it.
  */
 export class Session {
   readonly sql: postgres.Sql;
