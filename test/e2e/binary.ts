@@ -71,7 +71,11 @@ export async function startBinary(
   child.stdout.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr.on("data", (d: Buffer) => (out += d.toString()));
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`gpupool ${args[0] ?? ""} did not start:\n${out}`)), timeoutMs);
+    const timer = setTimeout(() => {
+      // Not left running behind the failed test.
+      child.kill("SIGKILL");
+      reject(new Error(`gpupool ${args[0] ?? ""} did not start:\n${out}`));
+    }, timeoutMs);
     const check = () => {
       const m = pattern.exec(out);
       if (m?.[1]) {
