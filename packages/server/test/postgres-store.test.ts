@@ -114,7 +114,7 @@ describe.skipIf(!postgresUrl())("postgres store on a shared server", () => {
     try {
       const schema = new URL(url).searchParams.get("schema")!;
       const rows = await sql`SELECT version FROM ${sql(schema)}.schema_migrations ORDER BY version`;
-      expect(rows.map((r) => r["version"])).toEqual([1, 2, 3, 4]);
+      expect(rows.map((r) => r["version"])).toEqual([1, 2, 3, 4, 5]);
     } finally {
       await sql.end();
     }
