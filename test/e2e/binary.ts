@@ -26,9 +26,13 @@ export function testStorage(file: string): string {
   return `${base}${base.includes("?") ? "&" : "?"}schema=${schema}`;
 }
 
-/** Starts the real `gpupool server` binary on port 0 and waits for its listening line. */
-export function startServerBinary(args: string[], env: Record<string, string> = {}): Promise<ServerProcess> {
-  return startBinary(["server", "--port", "0", ...args], env, /listening on (http:\/\/[^\s]+)/);
+/** Starts the real `gpupool server` binary on port 0 and waits (up to `timeoutMs`) for its listening line. */
+export function startServerBinary(
+  args: string[],
+  env: Record<string, string> = {},
+  timeoutMs = 15_000,
+): Promise<ServerProcess> {
+  return startBinary(["server", "--port", "0", ...args], env, /listening on (http:\/\/[^\s]+)/, timeoutMs);
 }
 
 /** Runs the CLI to completion. */
@@ -57,6 +61,7 @@ export async function startBinary(
   args: string[],
   env: Record<string, string>,
   pattern: RegExp,
+  timeoutMs = 15_000,
 ): Promise<ServerProcess> {
   const child = spawn(process.execPath, [BIN, ...args], {
     env: { ...process.env, ...env },
@@ -66,7 +71,11 @@ export async function startBinary(
   child.stdout.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr.on("data", (d: Buffer) => (out += d.toString()));
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`gpupool ${args[0] ?? ""} did not start:\n${out}`)), 15_000);
+    const timer = setTimeout(() => {
+      // Not left running behind the failed test.
+      child.kill("SIGKILL");
+      reject(new Error(`gpupool ${args[0] ?? ""} did not start:\n${out}`));
+    }, timeoutMs);
     const check = () => {
       const m = pattern.exec(out);
       if (m?.[1]) {

@@ -15,6 +15,8 @@ export interface Cluster {
   /** Stops the server (every session ends), keeping the data, so `resume` brings it back on the same port (a no-op if it runs). */
   pause(): void;
   resume(): void;
+  /** `pg_ctl restart -m <mode>`: every session ends (`immediate`: as in a crash, then recovery); back on the same port. */
+  restart(mode: "fast" | "immediate"): void;
   /** Stops the server and deletes the cluster. */
   stop(): Promise<void>;
 }
@@ -58,7 +60,12 @@ function freePort(): Promise<number> {
   });
 }
 
-export async function startCluster(binDir: string): Promise<Cluster> {
+/**
+ * `crashSafe`: commits are written to the WAL before they are acknowledged (synchronous_commit
+ * on; fsync stays off, as the machine does not crash), so that `restart("immediate")`, which
+ * throws away what PostgreSQL holds in memory, loses nothing a client was told was committed.
+ */
+export async function startCluster(binDir: string, opts: { crashSafe?: boolean } = {}): Promise<Cluster> {
   const user = clusterUser();
   const dir = mkdtempSync(join(tmpdir(), "gpupool-pg-"));
   const data = join(dir, "data");
@@ -87,7 +94,7 @@ export async function startCluster(binDir: string): Promise<Cluster> {
         `-c port=${port}`,
         `-c unix_socket_directories=${dir}`,
         "-c fsync=off",
-        "-c synchronous_commit=off",
+        `-c synchronous_commit=${opts.crashSafe ? "on" : "off"}`,
         "-c full_page_writes=off",
         "-c max_connections=300",
       ].join(" ");
@@ -120,7 +127,10 @@ export async function startCluster(binDir: string): Promise<Cluster> {
       start();
       running = true;
     };
-    return { url: `postgres://gpupool@127.0.0.1:${port}/postgres`, dir, binDir, pause, resume, stop };
+    // With -l, as at start: pg_ctl must not leave the server holding its own output pipe.
+    const restart = (mode: "fast" | "immediate") =>
+      run("pg_ctl", ["restart", "-D", data, "-m", mode, "-l", join(dir, "log"), "-w", "-t", "60"]);
+    return { url: `postgres://gpupool@127.0.0.1:${port}/postgres`, dir, binDir, pause, resume, restart, stop };
   } catch (err) {
     rmSync(dir, { recursive: true, force: true });
     throw err;

@@ -5,6 +5,8 @@ import postgres from "postgres";
 import { afterEach, describe, expect, it } from "vitest";
 import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js";
 import { openStorage } from "../src/storage/open-store.js";
+import type { PostgresConnections } from "../src/storage/postgres/connections.js";
+import type { Session } from "../src/storage/postgres/session.js";
 import { parsePostgresUrl } from "../src/storage/postgres/url.js";
 import { StorageUnavailableError } from "../src/storage/store.js";
 import type { Storage } from "../src/storage/store.js";
@@ -58,11 +60,12 @@ describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () =>
     const url = `${freshPostgresUrl("timeouts-set")}&idle_in_transaction_session_timeout=1234&lock_timeout=2345&statement_timeout=3456`;
     const storage = await open(url);
     await storage.coordination.lead(() => undefined);
-    // The driver's pools, as the store keeps them (not part of the Store interface).
-    const { pool, leaderSession } = (
-      storage.store as unknown as { connections: { pool: postgres.Sql; leaderSession: postgres.Sql } }
-    ).connections;
-    for (const session of [pool, leaderSession]) {
+    // The store's sessions and the leader's, as the connections keep them (not part of the Store interface).
+    const connections = (storage.store as unknown as { connections: PostgresConnections }).connections;
+    const leader = (connections as unknown as { leaderSessions: Set<Session> }).leaderSessions;
+    expect(leader.size).toBe(1);
+    const pooled = await connections.pool.run(async (s) => s.sql);
+    for (const session of [pooled, ...[...leader].map((s) => s.sql)]) {
       const [row] = await session`
         SELECT current_setting('idle_in_transaction_session_timeout') AS idle, current_setting('lock_timeout') AS lock,
                current_setting('statement_timeout') AS statement, current_setting('idle_session_timeout') AS idle_session`;

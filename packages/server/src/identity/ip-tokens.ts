@@ -3,7 +3,7 @@ import { parseSubject } from "@gpupool/core";
 import type { InvalidTokenReason, IpTokenCheck } from "@gpupool/core";
 import { SignJWT, errors, exportJWK, generateKeyPair, importJWK, jwtVerify } from "jose";
 import type { CryptoKey, JWK } from "jose";
-import type { Store } from "../storage/store.js";
+import type { SigningKeyRecord, Store } from "../storage/store.js";
 
 const ALG = "EdDSA";
 /** A header larger than this is not a token we issued; refuse before parsing. */
@@ -21,14 +21,36 @@ interface KeyPair {
   readonly publicJwk: JWK;
 }
 
+/** At most one re-read of the keys per this many ms, however many tokens name an unknown kid. */
+const RELOAD_EVERY_MS = 2_000;
+
+async function keyPair(r: SigningKeyRecord): Promise<KeyPair> {
+  const publicJwk = JSON.parse(r.publicJwk) as JWK;
+  return {
+    kid: r.kid,
+    privateKey: (await importJWK(JSON.parse(r.privateJwk) as JWK, ALG)) as CryptoKey,
+    publicKey: (await importJWK(publicJwk, ALG)) as CryptoKey,
+    publicJwk,
+  };
+}
+
 /**
  * Signs and verifies X-IP-Tokens. The EdDSA key is generated on first start and kept in the
  * store, so tokens survive restarts; keys are looked up by `kid` so a rotation can add keys
  * while old tokens still verify. Verification pins the algorithm: `alg: none` or HS256 with the
  * public key as secret are refused, whatever the header says.
+ *
+ * Replicas sharing a database share the keys: the first key is made under the signing keys' lock
+ * (replicas starting together on an empty database make one between them), and a token naming a
+ * kid this replica does not know makes it re-read the keys (at most every RELOAD_EVERY_MS) before
+ * it is refused, so a key another replica added is served and accepted here too.
  */
 export class IpTokens {
+  private reloading: Promise<void> | null = null;
+  private reloadedAt = 0;
+
   private constructor(
+    private readonly store: Store,
     private readonly keys: Map<string, KeyPair>,
     private readonly current: KeyPair,
     private readonly issuer: string,
@@ -37,6 +59,7 @@ export class IpTokens {
 
   static async open(store: Store, issuer: string, ttlMs: number, now: number): Promise<IpTokens> {
     const records = await store.transaction(async (tx) => {
+      await tx.signingKeys.lock();
       const existing = await tx.signingKeys.list();
       if (existing.length > 0) return existing;
       const { privateKey, publicKey } = await generateKeyPair(ALG, { extractable: true });
@@ -55,18 +78,30 @@ export class IpTokens {
     const keys = new Map<string, KeyPair>();
     let current: KeyPair | null = null;
     for (const r of records) {
-      const publicJwk = JSON.parse(r.publicJwk) as JWK;
-      const pair: KeyPair = {
-        kid: r.kid,
-        privateKey: (await importJWK(JSON.parse(r.privateJwk) as JWK, ALG)) as CryptoKey,
-        publicKey: (await importJWK(publicJwk, ALG)) as CryptoKey,
-        publicJwk,
-      };
+      const pair = await keyPair(r);
       keys.set(r.kid, pair);
       current = pair; // newest last
     }
     if (!current) throw new Error("no signing key");
-    return new IpTokens(keys, current, issuer, ttlMs);
+    return new IpTokens(store, keys, current, issuer, ttlMs);
+  }
+
+  /** Re-reads the keys from the store (shared by concurrent callers; at most every RELOAD_EVERY_MS). Never throws. */
+  private reload(): Promise<void> {
+    if (this.reloading !== null) return this.reloading;
+    if (Date.now() - this.reloadedAt < RELOAD_EVERY_MS) return Promise.resolve();
+    this.reloadedAt = Date.now();
+    this.reloading = (async () => {
+      try {
+        const records = await this.store.transaction((tx) => tx.signingKeys.list());
+        for (const r of records) if (!this.keys.has(r.kid)) this.keys.set(r.kid, await keyPair(r));
+      } catch {
+        // The store is away: the token is refused as unknown, as it would have been.
+      } finally {
+        this.reloading = null;
+      }
+    })();
+    return this.reloading;
   }
 
   jwks(): { keys: JWK[] } {
@@ -116,8 +151,11 @@ export class IpTokens {
     try {
       const { payload } = await jwtVerify(
         token,
-        (header) => {
-          const key = header.kid === undefined ? undefined : this.keys.get(header.kid);
+        async (header) => {
+          const kid = header.kid;
+          if (kid === undefined) throw new UnknownKid();
+          if (!this.keys.has(kid)) await this.reload();
+          const key = this.keys.get(kid);
           if (!key) throw new UnknownKid();
           return key.publicKey;
         },

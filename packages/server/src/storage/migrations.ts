@@ -230,7 +230,31 @@ export const MIGRATIONS: readonly Migration[] = [
   CREATE INDEX leases_user ON leases(identity_id, seq) WHERE identity_kind = 'user';
   `,
   },
-  { version: 5, ...BILLING_MIGRATION },
+  {
+    version: 5,
+    why: "Leadership as a lease with a fencing epoch (PostgreSQL replicas): a leader renews its lease every second, another replica may take over once it expired (or at once when the leader's session, which holds the leader lock, is gone) and bumps the epoch, and every transaction of a leader checks the epoch, so a leader that was frozen (SIGSTOP) is replaced and can write nothing after it. One row. SQLite has the table for the pairing; its one server never reads it.",
+    sqlite: `
+  CREATE TABLE leadership (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch INTEGER NOT NULL,
+    holder TEXT,
+    locked INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+  );
+  INSERT INTO leadership (id, epoch, holder, locked, expires_at) VALUES (1, 0, NULL, 0, 0);
+  `,
+    postgres: `
+  CREATE TABLE leadership (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch BIGINT NOT NULL,
+    holder TEXT,
+    locked BOOLEAN NOT NULL,
+    expires_at BIGINT NOT NULL
+  );
+  INSERT INTO leadership (id, epoch, holder, locked, expires_at) VALUES (1, 0, NULL, false, 0);
+  `,
+  },
+  { version: 6, ...BILLING_MIGRATION },
 ];
 
 /** The version a fully migrated database is at. */

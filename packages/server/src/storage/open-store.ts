@@ -1,5 +1,7 @@
 import { LocalCoordination } from "./local-coordination.js";
 import { PostgresConnections } from "./postgres/connections.js";
+import { LeaderLease } from "./postgres/leader-lease.js";
+import { PostgresChannels } from "./postgres/postgres-channels.js";
 import { PostgresCoordination } from "./postgres/postgres-coordination.js";
 import { PostgresStore } from "./postgres/postgres-store.js";
 import { postgresTx } from "./postgres/postgres-tx.js";
@@ -12,7 +14,7 @@ import type { Storage } from "./store.js";
  *
  * SQLite: one process per file, always the leader; its leader work goes through the store's group
  * commit. PostgreSQL: replicas share the schema; the coordination uses the store's connections
- * (the pool for NOTIFY/LISTEN, a session of its own for the leader lock and the leader's groups).
+ * (sessions for NOTIFY, a connection for LISTEN, and the leadership lease, whose session runs the leader's groups).
  */
 export async function openStorage(url: string): Promise<Storage> {
   if (url.startsWith("sqlite:")) {
@@ -23,15 +25,23 @@ export async function openStorage(url: string): Promise<Storage> {
   if (url.startsWith("postgres://") || url.startsWith("postgresql://")) {
     const connections = new PostgresConnections(url);
     const store = new PostgresStore(connections);
-    const coordination = new PostgresCoordination({
+    const channels = new PostgresChannels({
       pool: connections.pool,
-      leaderSession: connections.leaderSession,
+      listener: connections.listener,
       schema: connections.schema,
-      leaderKey: connections.leaderKey,
+      inFlight: connections.inFlight,
+    });
+    const lease = new LeaderLease({
+      newSession: () => connections.leaderSession(),
+      lockKey: connections.leaderKey,
+      leaseMs: connections.url.leaderLeaseMs,
+    });
+    const coordination = new PostgresCoordination({
+      channels,
+      lease,
       inFlight: connections.inFlight,
       makeTx: (sql, grouped) => postgresTx(sql, connections.ledgerLockSpace, grouped),
     });
-    connections.onLeaderSessionClosed(() => coordination.sessionClosed());
     connections.onClose(() => coordination.close());
     try {
       await store.migrate();

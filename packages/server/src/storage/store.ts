@@ -234,6 +234,21 @@ export interface SigningKeyRecord {
   readonly createdAt: number;
 }
 
+/**
+ * Who leads the replicas of a PostgreSQL schema (one row, id 1). The leader renews `expiresAt`
+ * (the database's clock, ms); another replica may take over once it has passed, or at once when
+ * `locked` says the leader held the leader lock and that lock is free (its session is gone), and
+ * bumps `epoch`, which every transaction of a leader checks. SQLite has the table but never reads it.
+ */
+export interface LeadershipRecord {
+  readonly id: number;
+  readonly epoch: number;
+  /** Which replica (host:pid), for people reading the table. */
+  readonly holder: string | null;
+  readonly locked: boolean;
+  readonly expiresAt: number;
+}
+
 /** A viewer's edge session. `idHash` is the hash of the secret in the cookie; the secret is never stored. */
 export interface SessionRecord {
   readonly idHash: string;
@@ -324,6 +339,11 @@ export interface LeasesTx {
 }
 
 export interface SigningKeysTx {
+  /**
+   * Takes the signing keys' lock until the transaction ends, so that replicas starting together
+   * on an empty database make one key between them: the first inserts, the others then read it.
+   */
+  lock(): Promise<void>;
   /** Oldest first. */
   list(): Promise<SigningKeyRecord[]>;
   insert(key: SigningKeyRecord): Promise<void>;

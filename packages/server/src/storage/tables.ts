@@ -2,6 +2,7 @@ import type { IdentityKind, LedgerState } from "@gpupool/core";
 import type {
   AppRecord,
   KeyedRecord,
+  LeadershipRecord,
   LeaseRecord,
   LeaseStatus,
   NodeRecord,
@@ -168,4 +169,13 @@ export const SESSIONS = new Table<SessionRecord>("sessions", {
   createdAt: integer("created_at"),
   expiresAt: integer("expires_at"),
   revokedAt: integerOrNull("revoked_at"),
+});
+
+/** The leader's lease (one row; read and written only by the PostgreSQL coordination, see postgres/leader-lease.ts). */
+export const LEADERSHIP = new Table<LeadershipRecord>("leadership", {
+  id: integer("id"),
+  epoch: integer("epoch"),
+  holder: textOrNull("holder"),
+  locked: boolean("locked"),
+  expiresAt: integer("expires_at"),
 });

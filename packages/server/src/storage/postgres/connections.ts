@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import postgres from "postgres";
 import { InFlight } from "./in-flight.js";
+import { Session, SessionPool } from "./session.js";
 import { parsePostgresUrl } from "./url.js";
 import type { PostgresUrl } from "./url.js";
 
@@ -25,9 +26,12 @@ function backoff(attempt: number): number {
 
 /**
  * One replica's connections to a PostgreSQL schema (`postgres://…`), which the store and the
- * coordination share: a pool for transactions, NOTIFY and LISTEN, and the one session that holds
- * the leader lock. It owns their lifetime: `close` stops the coordination, lets running
- * operations finish (a few seconds at most), then drops every connection.
+ * coordination share: a pool of sessions for transactions and NOTIFY, a connection for LISTEN, and
+ * the leader's session, made on demand. Each session is one connection used for that
+ * connection's life only (see session.ts: postgres.js crashes the process, or stalls a
+ * reconnected connection, when a statement reaches a connection that closed). It owns their
+ * lifetime: `close` stops the coordination, lets running operations finish (a few seconds at
+ * most), then drops every connection.
  *
  * Timeouts set on every session (from the URL, see url.ts): statement_timeout;
  * idle_in_transaction_session_timeout, so that a replica stalled mid-transaction (SIGSTOP, a GC
@@ -45,59 +49,55 @@ function backoff(attempt: number): number {
  */
 export class PostgresConnections {
   readonly url: PostgresUrl;
-  /** Transactions, NOTIFY and LISTEN. */
-  readonly pool: postgres.Sql;
-  /** The leader's session: one connection that nothing but leadership uses (see PostgresCoordination). */
-  readonly leaderSession: postgres.Sql;
+  /** Transactions and NOTIFY: `max` sessions, each lent to one operation at a time. */
+  readonly pool: SessionPool;
+  /** Only its LISTEN connection is used (postgres.js keeps one per instance, and listens again after a reconnect). */
+  readonly listener: postgres.Sql;
   /** The store's and the coordination's running operations, which `close` lets finish. */
   readonly inFlight = new InFlight();
   /** The first key of the ledger advisory locks (derived from the schema, so schemas in one database do not contend). */
   readonly ledgerLockSpace: number;
   /** The advisory lock key that marks the leader of this schema. */
   readonly leaderKey: string;
-  private leaderSessionClosed: () => void = () => undefined;
-  private readonly stops: (() => void)[] = [];
+  private readonly stops: (() => void | Promise<void>)[] = [];
+  private readonly leaderSessions = new Set<Session>();
   private closing: Promise<void> | null = null;
+  private readonly common: postgres.Options<Record<string, postgres.PostgresType>>;
+  private readonly settings: Record<string, string | number>;
 
   constructor(url: string) {
     this.url = parsePostgresUrl(url);
     const { schema, statementTimeoutMs, idleInTransactionTimeoutMs, lockTimeoutMs } = this.url;
-    const timeouts = {
+    this.settings = {
+      search_path: schema,
       statement_timeout: statementTimeoutMs,
       idle_in_transaction_session_timeout: idleInTransactionTimeoutMs,
       lock_timeout: lockTimeoutMs,
     };
-    const common = {
+    this.common = {
       connect_timeout: this.url.connectTimeoutS,
       backoff,
       fetch_types: false,
       // Notices ("schema already exists, skipping") are not news; errors still throw.
       onnotice: () => undefined,
-    } as const;
-    this.pool = postgres(this.url.connection, {
-      ...common,
-      max: this.url.max,
-      idle_timeout: 60,
-      connection: { application_name: `gpupool:${schema}`, search_path: schema, ...timeouts },
-    });
-    // The leader's session: one connection that is never closed for being idle or old (closing it
-    // would hand leadership over), with server-side keepalives so PostgreSQL notices a leader
-    // host that vanished without closing its socket and frees the lock within about half a minute.
-    this.leaderSession = postgres(this.url.connection, {
-      ...common,
+    };
+    this.pool = new SessionPool(
+      () =>
+        new Session((closed) =>
+          postgres(this.url.connection, {
+            ...this.common,
+            max: 1,
+            idle_timeout: 60,
+            connection: { application_name: `gpupool:${schema}`, ...this.settings },
+            onclose: closed,
+          }),
+        ),
+      this.url.max,
+    );
+    this.listener = postgres(this.url.connection, {
+      ...this.common,
       max: 1,
-      idle_timeout: 0,
-      max_lifetime: 0,
-      keep_alive: 10,
-      connection: {
-        application_name: `gpupool-leader:${schema}`,
-        search_path: schema,
-        ...timeouts,
-        tcp_keepalives_idle: 10,
-        tcp_keepalives_interval: 5,
-        tcp_keepalives_count: 3,
-      },
-      onclose: () => this.leaderSessionClosed(),
+      connection: { application_name: `gpupool:${schema}`, ...this.settings },
     });
     this.ledgerLockSpace = lockSpace("ledger", schema);
     this.leaderKey = leaderLockKey(schema);
@@ -112,13 +112,40 @@ export class PostgresConnections {
     return `${this.url.display}?schema=${this.url.schema}`;
   }
 
-  /** Who hears that the leader session's connection closed, for whatever reason (postgres.js reports it only through `onclose`). */
-  onLeaderSessionClosed(listener: () => void): void {
-    this.leaderSessionClosed = listener;
+  /**
+   * A new session for leadership: never closed for being idle or old (closing it would hand
+   * leadership over), with server-side keepalives so PostgreSQL notices a leader host that
+   * vanished without closing its socket and frees its lock within about half a minute.
+   */
+  leaderSession(): Session {
+    const session = new Session((closed) =>
+      postgres(this.url.connection, {
+        ...this.common,
+        max: 1,
+        idle_timeout: 0,
+        max_lifetime: 0,
+        keep_alive: 10,
+        connection: {
+          application_name: `gpupool-leader:${this.url.schema}`,
+          ...this.settings,
+          tcp_keepalives_idle: 10,
+          tcp_keepalives_interval: 5,
+          tcp_keepalives_count: 3,
+        },
+        onclose: closed,
+      }),
+    );
+    this.leaderSessions.add(session);
+    session.onClosed(() => this.leaderSessions.delete(session));
+    return session;
   }
 
-  /** Called first when closing, before operations are waited for (the coordination stops waiting for leadership). */
-  onClose(stop: () => void): void {
+  /**
+   * Called first when closing, before operations are waited for (the coordination stops waiting
+   * for leadership, and hands it over); what it returns is waited for (2 s at most) once the
+   * operations are done, before the connections are dropped.
+   */
+  onClose(stop: () => void | Promise<void>): void {
     this.stops.push(stop);
   }
 
@@ -128,10 +155,15 @@ export class PostgresConnections {
   }
 
   private async closeOnce(): Promise<void> {
-    for (const stop of this.stops) stop();
+    const stopping = Promise.allSettled(this.stops.map(async (stop) => stop()));
     // Running operations get a few seconds to finish; then every connection is dropped (the
     // leader session with it, which frees the lock for another replica).
     await this.inFlight.close(5_000);
-    await Promise.all([this.pool.end({ timeout: 0 }), this.leaderSession.end({ timeout: 0 })]);
+    await Promise.race([stopping, new Promise((resolve) => setTimeout(resolve, 2_000).unref())]);
+    await Promise.all([
+      this.pool.end(),
+      this.listener.end({ timeout: 0 }),
+      ...[...this.leaderSessions].map((s) => s.end()),
+    ]);
   }
 }

@@ -3,22 +3,23 @@ import type postgres from "postgres";
 import { LeadershipLostError, StorageUnavailableError } from "../store.js";
 import { isConnectionError, storageError } from "./errors.js";
 import { fence } from "./fence.js";
+import { CHECK_EPOCH } from "./leader-lease.js";
 import type { GroupedTx } from "./postgres-tx.js";
+import type { Session } from "./session.js";
 
 export interface LeaderGroupOptions {
   /** The leader's one-connection session; the group reserves its connection for its transaction. */
-  readonly session: postgres.Sql;
-  /** The backend pid of the session that took the leader lock. */
-  readonly pid: number;
+  readonly session: Session;
+  /** The term's epoch, which the group checks at BEGIN (see CHECK_EPOCH). */
+  readonly epoch: number;
   /** Counts the group as one of the store's operations until it is over (`close` waits for it). */
   readonly hold: () => () => void;
-  /** Called when the group finds the session broken (then leadership is lost). */
-  readonly broken: () => void;
 }
 
 /**
  * One transaction on the leader's session that several leader transactions share ("members"):
- * one BEGIN, one check that the session is still the lock's session, one COMMIT and one WAL flush
+ * one BEGIN, one check of the term's epoch (which locks the leadership row until the group ends,
+ * so no other replica takes over meanwhile), one COMMIT and one WAL flush
  * for all of them. Each member runs inside a SAVEPOINT, so one that throws is rolled back alone;
  * each member hears whether it committed only through `committed`, after the COMMIT.
  *
@@ -31,9 +32,9 @@ export interface LeaderGroupOptions {
  * through `sql.begin`, so that those statements are pipelined with the ones after them, and so
  * that nothing is ever sent once the session broke: postgres.js (3.4) writes a statement given to
  * a closed connection into a null socket (an uncaught TypeError). Hence the rule kept here: after
- * a connection error or a close, not one more statement goes out on the group's connection and it
- * is not released to the pool (which reconnects when next used); after the group is over
- * otherwise, only the ROLLBACK that makes the connection reusable.
+ * a connection error or a close, not one more statement goes out on the group's connection (every
+ * statement of the group's own is sent only while `Session.isOpen`, checked in the same turn);
+ * after the group is over otherwise, only the ROLLBACK that makes the connection reusable.
  */
 export class LeaderGroup {
   /** Members run in the group so far (whether they succeeded or were rolled back to their savepoint). */
@@ -91,34 +92,38 @@ export class LeaderGroup {
     return this.failure ?? new LeadershipLostError("The leader's transaction group is over; nothing was committed.");
   }
 
-  /** BEGIN on the leader's session, checked (in the same round trip) to still be the lock's session. */
+  /** BEGIN on the leader's session, and the term's epoch checked (in the same round trip). */
   async open(): Promise<void> {
     let sql: postgres.ReservedSql;
     try {
-      sql = await this.o.session.reserve();
+      sql = await this.o.session.sql.reserve();
     } catch (err) {
       throw this.end(err);
     }
-    if (this.isOver()) {
-      // The session closed while this waited for it: what it got may be a new session. Unused, it can go back.
-      sql.release();
-      throw this.why;
+    if (this.isOver() || !this.o.session.isOpen) {
+      // The session closed while this waited for it (or the group was stopped): nothing was sent.
+      if (this.o.session.isOpen) sql.release();
+      throw this.end(new LeadershipLostError("The database session holding leadership closed; nothing was committed."));
     }
     this.sql = sql;
-    let pid: number | undefined;
+    let epoch: number | undefined;
     try {
       const [, rows] = await Promise.all([
         sql`BEGIN`.execute(),
-        sql<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`.execute(),
+        sql.unsafe<{ epoch: string }[]>(CHECK_EPOCH).execute(),
       ]);
-      pid = rows[0]?.pid;
+      epoch = rows[0] === undefined ? undefined : Number(rows[0].epoch);
     } catch (err) {
       throw this.isOver() ? this.why : this.abort(err);
     }
     if (this.isOver()) throw this.why;
-    // The driver reconnects by itself, and a new session does not hold the lock.
-    if (pid !== this.o.pid)
-      throw this.abort(new LeadershipLostError("The session holding leadership was replaced; nothing was committed."));
+    // Another replica took over since this term began: this one can commit nothing more.
+    if (epoch !== this.o.epoch)
+      throw this.abort(
+        new LeadershipLostError(
+          `Another replica leads now (leadership epoch ${epoch ?? "?"}, this replica's was ${this.o.epoch}); nothing was committed.`,
+        ),
+      );
     this.phase = "open";
   }
 
@@ -153,6 +158,7 @@ export class LeaderGroup {
       this.ledgers.clear();
       this.undoing = member;
       try {
+        if (!this.o.session.isOpen) throw this.brokenSession(err);
         await sql`ROLLBACK TO SAVEPOINT leader_tx`;
       } catch (again) {
         // A transaction that cannot go back to its savepoint cannot commit either: the group fails.
@@ -170,6 +176,7 @@ export class LeaderGroup {
   async commit(): Promise<void> {
     const sql = this.sql;
     if (this.phase !== "open" || sql === null) return;
+    if (!this.o.session.isOpen) return this.break();
     this.phase = "committing";
     let result: postgres.RowList<postgres.Row[]>;
     try {
@@ -197,6 +204,19 @@ export class LeaderGroup {
     this.phase = "over";
     this.settle.resolve();
     this.done();
+  }
+
+  /**
+   * The term is over (`err`): a group still open ends without committing. With the session still
+   * there (the lease was lost, not the session), a COMMIT in flight is let finish: the group
+   * checked the epoch under a lock on the leadership row, so no other replica took over before it
+   * commits; the session is dropped once the group is over.
+   */
+  stop(err: LeadershipLostError, sessionGone: boolean): void {
+    if (sessionGone) return this.break();
+    if (this.phase === "committing" || this.isOver()) return;
+    this.sql = null;
+    this.end(err);
   }
 
   /** The session closed: the group is over; nothing more is sent, and its connection is not reused. */
@@ -243,9 +263,7 @@ export class LeaderGroup {
     message = "The database session holding leadership broke; nothing was committed.",
   ): Error {
     this.sql = null;
-    const err = this.end(Object.assign(new LeadershipLostError(message), { cause }));
-    this.o.broken();
-    return err;
+    return this.end(Object.assign(new LeadershipLostError(message), { cause }));
   }
 
   /**
@@ -258,7 +276,7 @@ export class LeaderGroup {
     const committing = this.phase === "committing";
     const failure = this.end(err);
     const sql = this.sql;
-    if (sql !== null && !committing) {
+    if (sql !== null && !committing && this.o.session.isOpen) {
       // Sent now, in the same turn as the answer that brought the failure: the session cannot have closed in between.
       sql`ROLLBACK`.execute().then(
         () => this.release(),
@@ -288,7 +306,7 @@ export class LeaderGroup {
   private release(): void {
     const sql = this.sql;
     this.sql = null;
-    sql?.release();
+    if (this.o.session.isOpen) sql?.release();
     if (this.isOver()) this.done();
   }
 
@@ -302,7 +320,7 @@ export class LeaderGroup {
   private fence(sql: postgres.ReservedSql, member: number): postgres.ISql {
     return fence(
       sql as postgres.ISql,
-      () => this.current === member && this.phase === "open",
+      () => this.current === member && this.phase === "open" && this.o.session.isOpen,
       () =>
         new Error(
           "A leader transaction sent a statement after it ended, or after the leader's session broke; it was not sent.",

@@ -1,24 +1,20 @@
-import type postgres from "postgres";
 import { Serial } from "../../serial.js";
-import { checkPayload } from "../local-coordination.js";
 import { LeadershipLostError } from "../store.js";
 import type { Coordination, Staged, Stager, Tx } from "../store.js";
 import { isConnectionError, storageError } from "./errors.js";
 import type { InFlight } from "./in-flight.js";
 import { LeaderGroup } from "./leader-group.js";
+import { POLL_MS } from "./leader-lease.js";
+import type { LeaderLease, Term } from "./leader-lease.js";
+import type { PostgresChannels } from "./postgres-channels.js";
+import type postgres from "postgres";
 import type { GroupedTx } from "./postgres-tx.js";
 
 type State =
   | { readonly kind: "idle" }
   | { readonly kind: "waiting" }
-  | { readonly kind: "leading"; readonly pid: number; readonly lost: (err: Error) => void }
+  | { readonly kind: "leading"; readonly term: Term; readonly lost: (err: Error) => void }
   | { readonly kind: "closed" };
-
-/** A channel the driver listens on: `first` is its first LISTEN; `ready` once any LISTEN succeeded. */
-interface Listen {
-  ready: boolean;
-  first: Promise<unknown>;
-}
 
 /**
  * The most leader transactions that share one COMMIT. Each one that writes gets a subtransaction
@@ -28,23 +24,17 @@ interface Listen {
  */
 const MAX_GROUP = 64;
 
-/** How often a replica that does not lead tries to take the lock (the takeover delay after a leader dies). */
-const POLL_MS = 250;
-/** NOTIFY channel names are identifiers: at most 63 bytes. */
-const MAX_CHANNEL_BYTES = 63;
+/** Errors of a takeover try that say nothing but "not now": the database is away, or busy. */
+function transient(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return isConnectionError(err) || code === "55P03" || code === "57014";
+}
 
 export interface PostgresCoordinationOptions {
-  /** Connection pool for NOTIFY and LISTEN. */
-  readonly pool: postgres.Sql;
-  /**
-   * A pool of exactly one connection that nothing else uses: the session that holds the leader lock.
-   * Its `onclose` must call `sessionClosed` (postgres.js reports a closed connection only there;
-   * see PostgresConnections.onLeaderSessionClosed).
-   */
-  readonly leaderSession: postgres.Sql;
-  readonly schema: string;
-  /** The advisory lock key (a bigint, as a decimal string) that marks the leader of this schema. */
-  readonly leaderKey: string;
+  /** NOTIFY and LISTEN. */
+  readonly channels: PostgresChannels;
+  /** The leadership row: takeover, renewal, the leader's session (see leader-lease.ts). */
+  readonly lease: LeaderLease;
   /** A transaction's view of the store; `grouped` inside a leader group. */
   readonly makeTx: (sql: postgres.ISql, grouped?: GroupedTx) => Tx;
   /** The replica's operation counter: leader work and messages count as the store's operations (`close` waits for them). */
@@ -54,58 +44,58 @@ export interface PostgresCoordinationOptions {
 /**
  * Leadership and wake-ups for replicas sharing one PostgreSQL schema.
  *
- * The leader is the replica whose dedicated session holds a session-level advisory lock. The lock
- * lives exactly as long as that session: when the process dies (even kill -9) the kernel closes
- * its socket, PostgreSQL ends the session and the lock is free. Leader work runs on that same
- * session (`leaderStager`), so a replica whose session is gone cannot commit leader work even
- * before it hears that it lost.
+ * The leader is the replica whose term (a lease in the `leadership` row, with a fencing epoch;
+ * see LeaderLease) is current. Its term ends when its lease is taken over (it froze, and another
+ * replica took over once the lease expired), when it cannot renew in time, or when its session
+ * closes (the database restarted or ended it): then the replica hears `lost`, steps down, and
+ * campaigns again like any other. Leader work runs on the term's session (`leaderStager`), in
+ * groups whose first statement checks the epoch under a lock on the row: a replaced leader cannot
+ * commit anything, even before it hears that it lost.
  *
- * Replicas that do not lead poll `pg_try_advisory_lock` every POLL_MS instead of blocking in
- * `pg_advisory_lock`: a statement blocked on a lock holds a snapshot, which pins the database's
- * xmin horizon for as long as it waits (measured on PostgreSQL 15: backend_xmin is set on the
- * waiting session) and would stop VACUUM for the whole database while a standby waits for days.
- * A try-lock holds no snapshot between polls.
+ * Replicas that do not lead try to take over every POLL_MS (a statement or two, no waiting on a
+ * lock: a statement blocked on a lock holds a snapshot, which pins the database's xmin horizon
+ * for as long as it waits and would stop VACUUM while a standby waits for days).
  */
 export class PostgresCoordination implements Coordination {
   readonly shared = true;
   /**
    * Leader work, fenced and grouped (see `leaderStage`). Its functions do run one at a time (one
    * session, one serial section), but it does not claim `ordered`: the lease engine keeps its own
-   * serial section around staging on PostgreSQL, as it always has, and whether it could rely on
-   * this order instead (a failed group, a lost lead) has not been examined.
+   * serial section around staging on PostgreSQL, as it always has.
    */
   readonly leaderStager: Stager = { stage: (fn) => this.leaderStage(fn), ordered: false };
   private state: State = { kind: "idle" };
   private readonly serial = new Serial();
-  /** Handlers by channel (as the caller names it); one LISTEN per channel for the store's lifetime. */
-  private readonly handlers = new Map<string, Set<(payload: string) => void>>();
-  private readonly resumers = new Map<string, Set<() => void>>();
-  private readonly listens = new Map<string, Listen>();
   private wake: (() => void) | null = null;
   /** The open group of leader transactions, if any (see `leaderStage`). */
   private group: LeaderGroup | null = null;
-  /** Groups not over yet: the open one, and one whose COMMIT is in flight. */
-  private readonly groups = new Set<LeaderGroup>();
-  /** Settles when the last group opened is over. */
-  private previous: Promise<void> = Promise.resolve();
+  /** Groups not over yet (the open one, and one whose COMMIT is in flight), with their term. */
+  private readonly groups = new Map<LeaderGroup, Term>();
+  /** Terms that are over (each ends once, whoever notices first: a renewal, a group, the session's close). */
+  private readonly ended = new WeakSet<Term>();
   /** Leader transactions waiting for or inside the serial section. */
   private staging = 0;
 
   constructor(private readonly o: PostgresCoordinationOptions) {}
 
-  /** Called when the leader session's connection closed, for whatever reason. */
-  sessionClosed(): void {
-    // Whatever the state: nothing more may be sent on that connection, nor committed.
-    this.group = null;
-    for (const group of this.groups) group.break();
+  /**
+   * The term is over (`err` says why): the open group is rolled back (nothing of it commits), a
+   * COMMIT in flight is let finish (it commits under the epoch it checked, which holds the row, or
+   * not at all), then the term's session is dropped, which frees the leader lock.
+   */
+  private termOver(term: Term, err: LeadershipLostError): void {
+    if (this.ended.has(term)) return;
+    this.ended.add(term);
     const state = this.state;
-    if (state.kind !== "leading") return;
-    this.state = { kind: "idle" };
+    if (state.kind === "leading" && state.term === term) this.state = { kind: "idle" };
+    const own = [...this.groups].filter(([, t]) => t === term).map(([g]) => g);
+    if (this.group !== null && own.includes(this.group)) this.group = null;
+    const sessionGone = !term.session.isOpen;
+    for (const group of own) group.stop(err, sessionGone);
+    const settled = Promise.all(own.map((g) => g.over));
+    this.o.lease.drop(term, settled);
     // Not from inside the driver's close handler: whatever the callback does (or throws) stays out of it.
-    const err = new LeadershipLostError(
-      "The database session holding leadership closed; another replica may lead now.",
-    );
-    queueMicrotask(() => state.lost(err));
+    if (state.kind === "leading" && state.term === term) queueMicrotask(() => state.lost(err));
   }
 
   async lead(lost: (err: Error) => void): Promise<void> {
@@ -117,23 +107,31 @@ export class PostgresCoordination implements Coordination {
       if (this.isClosed()) throw new Error("The store was closed while waiting for leadership.");
       let delayMs = POLL_MS;
       try {
-        const [row] = await this.o.leaderSession<{ ok: boolean; pid: number }[]>`
-          SELECT pg_try_advisory_lock(${this.o.leaderKey}::bigint) AS ok, pg_backend_pid() AS pid`;
-        // The result arrives before any close of its connection is seen (a later event), so a
-        // session lost from here on is reported through sessionClosed.
-        if (this.isClosed()) throw new Error("The store was closed while waiting for leadership.");
-        if (row?.ok) {
-          this.state = { kind: "leading", pid: row.pid, lost };
+        const took = await this.o.lease.tryTakeOver();
+        if (took !== null) {
+          const { term, sentAt } = took;
+          if (this.isClosed()) {
+            await this.o.lease.resign(term).catch(() => undefined);
+            throw new Error("The store was closed while waiting for leadership.");
+          }
+          this.state = { kind: "leading", term, lost };
+          this.o.lease.keep(term, sentAt, (err) => this.termOver(term, err));
+          term.session.onClosed(() =>
+            this.termOver(
+              term,
+              new LeadershipLostError("The database session holding leadership closed; another replica may lead now."),
+            ),
+          );
           return;
         }
         failures = 0;
       } catch (err) {
         if (this.isClosed()) throw new Error("The store was closed while waiting for leadership.", { cause: err });
-        if (!isConnectionError(err)) {
+        if (!transient(err)) {
           this.state = { kind: "idle" };
           throw storageError(err);
         }
-        // The database is away: keep waiting (leadership is what the caller asked for), backing off.
+        // The database is away or busy: keep trying (leadership is what the caller asked for), backing off.
         delayMs = Math.min(POLL_MS * 2 ** ++failures, 5_000);
       }
       await new Promise<void>((resolve) => {
@@ -153,13 +151,12 @@ export class PostgresCoordination implements Coordination {
    * transactions one at a time and releases its own section before awaiting `committed`, so its
    * next transaction (and every caller waiting behind it) joins the open group: under load the
    * group holds as many transactions as there are callers waiting, which then share one BEGIN,
-   * one fencing check and one WAL flush. Committing at the first turn of the event loop after the
-   * group opened would commit after one member here: each member waits for the network, and the
-   * engine's next transaction only comes once the previous one has run.
+   * one fencing check and one WAL flush.
    *
-   * Fencing is unchanged: every group runs on the lock's session and checks its backend pid once
-   * at BEGIN; when that session breaks, the open group (and a COMMIT in flight) fails with
-   * LeadershipLostError for every member and nothing more is sent on it.
+   * Fencing: every group checks the term's epoch at BEGIN, with a lock on the leadership row that
+   * it holds until it ends, so no takeover happens while a group runs and a group after a takeover
+   * fails with LeadershipLostError. When the session breaks, the open group (and a COMMIT in
+   * flight) fails with LeadershipLostError for every member and nothing more is sent on it.
    */
   private leaderStage<T>(fn: (tx: Tx) => Promise<T>): Promise<Staged<T>> {
     this.staging++;
@@ -176,29 +173,35 @@ export class PostgresCoordination implements Coordination {
     if (state.kind !== "leading") throw new LeadershipLostError();
     try {
       // A group that failed on its own (a write that failed after its transaction ran) is not reused.
-      const group = this.group?.isOpen ? this.group : await this.openGroup(state.pid);
+      const group = this.group?.isOpen ? this.group : await this.openGroup(state.term);
       const value = await group.run((sql, grouped) => fn(this.o.makeTx(sql, grouped)));
       if (group.size >= MAX_GROUP && this.group === group) this.commitGroup();
       return { value, committed: group.committed };
     } catch (err) {
-      throw this.leaderError(err);
+      throw this.leaderError(state.term, err);
     }
   }
 
-  /** Opens the next group once the previous one is over (the session runs one transaction at a time). */
-  private async openGroup(pid: number): Promise<LeaderGroup> {
-    await this.previous;
+  /** Opens the next group in the term session's next turn (after the previous group, or a renewal, is over). */
+  private async openGroup(term: Term): Promise<LeaderGroup> {
+    const release = await this.o.lease.turn();
     const state = this.state;
-    if (state.kind !== "leading" || state.pid !== pid) throw new LeadershipLostError();
-    const group = new LeaderGroup({
-      session: this.o.leaderSession,
-      pid,
-      hold: () => this.o.inFlight.hold(),
-      broken: () => this.sessionClosed(),
+    if (state.kind !== "leading" || state.term !== term || !term.session.isOpen) {
+      release();
+      throw new LeadershipLostError();
+    }
+    let group: LeaderGroup;
+    try {
+      group = new LeaderGroup({ session: term.session, epoch: term.epoch, hold: () => this.o.inFlight.hold() });
+    } catch (err) {
+      release();
+      throw err;
+    }
+    this.groups.set(group, term);
+    void group.over.then(() => {
+      this.groups.delete(group);
+      release();
     });
-    this.groups.add(group);
-    void group.over.then(() => this.groups.delete(group));
-    this.previous = group.over;
     await group.open();
     this.group = group;
     return group;
@@ -221,108 +224,49 @@ export class PostgresCoordination implements Coordination {
     void group.commit();
   }
 
-  /** A driver error of leader work, as the caller should see it (a broken session: leadership lost). */
-  private leaderError(err: unknown): unknown {
+  /** A driver error of leader work, as the caller should see it (a broken session, or another epoch: leadership lost). */
+  private leaderError(term: Term, err: unknown): unknown {
     if (err instanceof LeadershipLostError) {
-      this.sessionClosed();
+      this.termOver(term, err);
       return err;
     }
     if (isConnectionError(err)) {
-      this.sessionClosed();
-      return Object.assign(
+      const lost = Object.assign(
         new LeadershipLostError("The database session holding leadership broke; nothing was committed."),
         { cause: err },
       );
+      this.termOver(term, lost);
+      return lost;
     }
     return storageError(err);
   }
 
-  private channel(channel: string): string {
-    const name = `${this.o.schema}.${channel}`;
-    if (channel === "" || Buffer.byteLength(name) > MAX_CHANNEL_BYTES) {
-      throw new Error(`channel "${channel}": schema and channel together must fit in ${MAX_CHANNEL_BYTES} bytes`);
-    }
-    return name;
+  publish(channel: string, payload: string): Promise<void> {
+    return this.o.channels.publish(channel, payload);
   }
 
-  async publish(channel: string, payload: string): Promise<void> {
-    checkPayload(channel, payload);
-    const name = this.channel(channel);
-    await this.o.inFlight.run(async () => {
-      try {
-        await this.o.pool`SELECT pg_notify(${name}, ${payload})`;
-      } catch (err) {
-        throw storageError(err);
-      }
-    });
-  }
-
-  async subscribe(
+  subscribe(
     channel: string,
     onMessage: (payload: string) => void,
     onResumed?: () => void,
   ): Promise<() => Promise<void>> {
-    const name = this.channel(channel);
-    if (this.isClosed()) throw new Error("The store is closed.");
-    // A wrapper per call, so the same function subscribed twice is two subscriptions.
-    const handler = (payload: string): void => onMessage(payload);
-    let set = this.handlers.get(channel);
-    if (!set) this.handlers.set(channel, (set = new Set()));
-    set.add(handler);
-    const resumed = onResumed === undefined ? null : (): void => onResumed();
-    if (resumed !== null) {
-      let r = this.resumers.get(channel);
-      if (!r) this.resumers.set(channel, (r = new Set()));
-      r.add(resumed);
-    }
-    const listen = this.listens.get(channel) ?? this.listen(channel, name);
-    if (!listen.ready) {
-      try {
-        await listen.first;
-      } catch (err) {
-        set.delete(handler);
-        if (resumed !== null) this.resumers.get(channel)?.delete(resumed);
-        throw storageError(err);
-      }
-    }
-    return async () => {
-      set.delete(handler);
-      if (resumed !== null) this.resumers.get(channel)?.delete(resumed);
-    };
-  }
-
-  /**
-   * LISTENs on a channel, once for the store's lifetime. postgres.js keeps one connection for
-   * LISTEN, re-issues every LISTEN after it reconnects (also after a first attempt that failed),
-   * and reports each success through `onlisten`. Its own unlisten does not survive such a
-   * reconnect, and a second listen() on a channel would deliver twice, so the driver is asked once
-   * and `handlers` decides who hears what. Delivery is on a microtask, never inside the driver.
-   */
-  private listen(channel: string, name: string): Listen {
-    const dispatch = (payload: string): void => {
-      for (const h of [...(this.handlers.get(channel) ?? [])])
-        queueMicrotask(() => this.handlers.get(channel)?.has(h) && h(payload));
-    };
-    const listen: Listen = { ready: false, first: Promise.resolve() };
-    // onlisten runs at the first LISTEN and again after every reconnect: the later ones mean
-    // notifications may have been missed while the connection was down.
-    listen.first = this.o.pool.listen(name, dispatch, () => {
-      if (listen.ready) for (const r of [...(this.resumers.get(channel) ?? [])]) queueMicrotask(r);
-      listen.ready = true;
-    });
-    listen.first.catch(() => undefined);
-    this.listens.set(channel, listen);
-    return listen;
+    if (this.isClosed()) return Promise.reject(new Error("The store is closed."));
+    return this.o.channels.subscribe(channel, onMessage, onResumed);
   }
 
   private isClosed(): boolean {
     return this.state.kind === "closed";
   }
 
-  /** Stops waiting for leadership; the connections then end the sessions (which frees the lock). */
-  close(): void {
+  /**
+   * Stops waiting for leadership, and hands the lead over at once when this replica has it (the
+   * next replica need not wait for the lease to run out); the connections then end the sessions.
+   */
+  async close(): Promise<void> {
+    const state = this.state;
     this.state = { kind: "closed" };
-    this.handlers.clear();
+    this.o.channels.close();
     this.wake?.();
+    if (state.kind === "leading") await this.o.lease.resign(state.term).catch(() => undefined);
   }
 }

@@ -1,3 +1,4 @@
+import type postgres from "postgres";
 import { StorageUnavailableError } from "../store.js";
 import type { Store, Tx } from "../store.js";
 import { MIGRATIONS } from "../migrations.js";
@@ -45,7 +46,7 @@ export class PostgresStore implements Store {
   async migrate(): Promise<void> {
     const schema = this.connections.schema;
     await this.guard(() =>
-      this.connections.pool.begin(async (sql) => {
+      this.inSession(async (sql) => {
         // Replicas starting together wait here for the first one's migration, which may take longer
         // than lock_timeout (statement_timeout still bounds it).
         await sql`SET LOCAL lock_timeout = 0`;
@@ -91,23 +92,54 @@ export class PostgresStore implements Store {
   }
 
   /** One run of a transaction, whose statements are refused once it is over (see fence.ts). */
-  private async runOnce<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
-    let over = false;
-    try {
-      return (await this.connections.pool.begin((sql) => {
-        const fenced = fence(
-          sql,
-          () => !over,
-          () =>
-            new StorageUnavailableError(
-              "A statement came after its transaction was over (its session closed under it, or it had committed); it was not sent.",
-            ),
-        );
-        return fn(postgresTx(fenced, this.connections.ledgerLockSpace));
-      })) as T;
-    } finally {
-      over = true;
-    }
+  private runOnce<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return this.inSession((sql) => fn(postgresTx(sql, this.connections.ledgerLockSpace)));
+  }
+
+  /**
+   * Runs `fn` in a transaction on a session of its own (`sql.begin`), such that nothing is sent
+   * on that session once its connection closed — neither by `fn` nor by postgres.js itself:
+   *
+   * - `fn`'s statements go through a fence that refuses them once the transaction is over or its
+   *   session closed (`Session.isOpen` turns false inside the driver's close handling, before any
+   *   rejection reaches `fn`).
+   * - When `fn` settles after its session closed, what it hands `begin` never settles: `begin`
+   *   would otherwise answer a rejection with a `rollback`, or a result with a `commit`, written
+   *   into the closed connection — the uncaught TypeError of session.ts. `begin` itself rejects
+   *   all the same (postgres.js rejects a transaction whose connection closed), and the session
+   *   is never lent again, so the abandoned `begin` holds nothing.
+   */
+  private inSession<T>(fn: (sql: postgres.TransactionSql) => Promise<T>): Promise<T> {
+    return this.connections.pool.run(async (session) => {
+      let over = false;
+      // What `fn` failed with after the session closed: it says more than the driver's "connection closed".
+      let cause: unknown = null;
+      try {
+        return (await session.sql.begin((sql) => {
+          const fenced = fence(
+            sql,
+            () => !over && session.isOpen,
+            () =>
+              new StorageUnavailableError(
+                "A statement came after its transaction was over (its session closed under it, or it had committed); it was not sent.",
+              ),
+          );
+          const never = new Promise<never>(() => undefined);
+          return fn(fenced).then(
+            (value) => (session.isOpen ? value : never),
+            (err: unknown) => {
+              if (session.isOpen) throw err;
+              cause = err;
+              return never;
+            },
+          );
+        })) as T;
+      } catch (err) {
+        throw cause ?? err;
+      } finally {
+        over = true;
+      }
+    });
   }
 
   /** Runs one operation of the store: counted for `close`, driver errors turned into the store's. */
@@ -122,7 +154,7 @@ export class PostgresStore implements Store {
   }
 
   async ping(): Promise<void> {
-    await this.guard(() => this.connections.pool`SELECT 1`);
+    await this.guard(() => this.connections.pool.run((session) => session.sql`SELECT 1`));
   }
 
   /** Closes the replica's connections, its coordination's included (see PostgresConnections.close). */

@@ -64,7 +64,12 @@ const LEASE = {
     "FROM leases WHERE status IN ('queued', 'active') AND identity_kind = $2 AND identity_id = $3",
 };
 const listLeases = leaseListStatements(`SELECT ${LEASES.selectList} FROM leases`, param);
-const SIGNING_KEY = { insert: insert(SIGNING_KEYS), list: select(SIGNING_KEYS, "ORDER BY created_at") };
+const SIGNING_KEY = {
+  // In the ledger locks' key space, under a name no identity ("kind:id") can have.
+  lock: "SELECT pg_advisory_xact_lock($1::int4, hashtext('signing_keys'))",
+  insert: insert(SIGNING_KEYS),
+  list: select(SIGNING_KEYS, "ORDER BY created_at"),
+};
 const SESSION = {
   insert: insert(SESSIONS),
   byIdHash: select(SESSIONS, "WHERE id_hash = $1"),
@@ -218,6 +223,7 @@ export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedT
     },
 
     signingKeys: {
+      lock: () => run(SIGNING_KEY.lock, ledgerLockSpace),
       list: async () => (await all(SIGNING_KEY.list)).map((r) => SIGNING_KEYS.decode(r)),
       insert: (k) => run(SIGNING_KEY.insert, ...SIGNING_KEYS.insertParams(k, "postgres")),
     },

@@ -23,6 +23,11 @@ export interface PostgresUrl {
    * lock outlives that replica's session and goes on.
    */
   readonly lockTimeoutMs: number;
+  /**
+   * How long the leader's lease lasts unrenewed, in ms (`?leader_lease=`, default 5000; renewed
+   * every fifth of it): a leader that froze is replaced about this long after its last renewal.
+   */
+  readonly leaderLeaseMs: number;
   /** `host:port/database`, without user or password: safe for messages and logs. */
   readonly display: string;
 }
@@ -74,6 +79,7 @@ export function parsePostgresUrl(url: string): PostgresUrl {
   const statementTimeoutMs = int(params, "statement_timeout", 5_000, 0, 3_600_000, problems);
   const idleInTransactionTimeoutMs = int(params, "idle_in_transaction_session_timeout", 2_000, 0, 3_600_000, problems);
   const lockTimeoutMs = int(params, "lock_timeout", 3_000, 0, 3_600_000, problems);
+  const leaderLeaseMs = int(params, "leader_lease", 5_000, 500, 600_000, problems);
   if (problems.length > 0) throw new Error(`storage.url: ${problems.join("; ")}`);
   const rest = params.toString();
   return {
@@ -84,6 +90,7 @@ export function parsePostgresUrl(url: string): PostgresUrl {
     statementTimeoutMs,
     idleInTransactionTimeoutMs,
     lockTimeoutMs,
+    leaderLeaseMs,
     display,
   };
 }

@@ -208,6 +208,8 @@ export function sqliteTx(c: SqliteConnection): Tx {
     },
 
     signingKeys: {
+      // One process per file, and its transactions run one at a time: nothing to wait for.
+      lock: async () => undefined,
       list: async () => all(SIGNING_KEY.list).map((r) => SIGNING_KEYS.decode(r)),
       insert: async (k) => void run(SIGNING_KEY.insert, ...SIGNING_KEYS.insertParams(k, "sqlite")),
     },
