@@ -149,7 +149,7 @@ describe("billing fields and calls", () => {
     const released = await pool.release(lease.id);
     expect(released.billing).toMatchObject({ quotaS: 10, overageS: 20, holdMicros: 0, chargedMicros: 33_334 });
     expect(released.quota.credits).toBeNull();
-    expect(released.quota.overage.blockedBy).toBe("operator_disabled");
+    expect(released.quota.overage?.blockedBy).toBe("operator_disabled");
   });
 
   it("me(), wallet({limit}) and setBilling({monthlyCap}) speak the wire and answer camelCased with Dates", async () => {
