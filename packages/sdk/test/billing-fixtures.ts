@@ -1,5 +1,5 @@
 // Billing and usage answers as the server sends them, each checked against the contract.
-import { Me, PROBLEM_CODES, UsagePage, UsageRecord, UsageSummary, Wallet, WalletGrant } from "@gpupool/contract";
+import { Me, UsagePage, UsageRecord, UsageSummary, Wallet, WalletGrant } from "@gpupool/contract";
 import { overageOff, quotaObject } from "./fake-control-plane.js";
 
 export const credits = {
@@ -101,8 +101,7 @@ const totals = {
   quota_s: 10,
   overage_s: 20,
   charged_micros: 33_334,
-  // The contract's refusals are a record keyed by every problem code (zod's record of an enum is exhaustive).
-  refusals: { ...Object.fromEntries(PROBLEM_CODES.map((code) => [code, 0])), queue_timeout: 1 },
+  refusals: { queue_timeout: 1 },
 };
 
 export const summaryObject = UsageSummary.parse({

@@ -100,7 +100,10 @@ export function overageRefusal(
 ): { problem: Problem; retryAfterS: number | null } | null {
   const currency = billingOf(policy).currency;
   const money = (m: number): string => displayMoney(m, currency);
-  const parts = `${formatSeconds(split.quotaMs / 1000)} from your quota and ${formatSeconds(split.overageMs / 1000)} of overage`;
+  const parts =
+    split.quotaMs === 0
+      ? `${formatSeconds(split.overageMs / 1000)} of overage (your quota has nothing left)`
+      : `${formatSeconds(split.quotaMs / 1000)} from your quota and ${formatSeconds(split.overageMs / 1000)} of overage`;
   if (split.holdMicros > wallet.availableMicros) {
     return {
       retryAfterS: null,

@@ -81,7 +81,7 @@ export class FollowerLeases implements LeaseLifecycle {
           windowStartedAt: decision.ledger.windowStartedAt,
           node: input.node,
           split: decision.split,
-          holdShares: await this.accounts.hold(tx, identity, leaseId, decision.split.holdMicros, now),
+          holdShares: (await this.accounts.hold(tx, account, leaseId, decision.split.holdMicros, now)).shares,
         }),
       );
       await this.accounts.save(tx, identity, decision.ledger);

@@ -1,4 +1,13 @@
-import type { RefusalCount, UsageFilter, UsageGroupBy, UsageGroupRow, UsageTx, WalletsTx } from "./billing-records.js";
+import type {
+  BillingAccountRecord,
+  GrantRecord,
+  RefusalCount,
+  UsageFilter,
+  UsageGroupBy,
+  UsageGroupRow,
+  UsageTx,
+  WalletsTx,
+} from "./billing-records.js";
 import { BILLING_ACCOUNTS, GRANTS, USAGE_RECORDS, WALLET_TRANSACTIONS } from "./billing-tables.js";
 import type { Dialect, Row, SqlValue, TableNames } from "./table.js";
 
@@ -10,6 +19,22 @@ export interface SqlRunner {
   run(text: string, params: readonly SqlValue[]): Promise<number>;
   /** See WalletsTx.lock. */
   lockUser(userId: string): Promise<void>;
+  /** Where one connection is the only writer (SQLite): what it last read or wrote, dropped on rollback. */
+  readonly cache?: WalletCache;
+}
+
+/** Grants and billing settings by user, exact while one connection writes them all. */
+export interface WalletCache {
+  readonly grants: Map<string, readonly GrantRecord[]>;
+  readonly accounts: Map<string, BillingAccountRecord | null>;
+}
+
+/** Bounded like the SQLite store's other caches: past this many users, start again. */
+const CACHE_USERS = 50_000;
+function keep<V>(cache: Map<string, V>, key: string, value: V): V {
+  if (cache.size >= CACHE_USERS && !cache.has(key)) cache.clear();
+  cache.set(key, value);
+  return value;
 }
 
 const numbered = new Map<string, string>();
@@ -108,21 +133,47 @@ const REFUSAL_KEY: Readonly<Record<UsageGroupBy, string>> = {
 export function billingTx(db: SqlRunner): { wallets: WalletsTx; usage: UsageTx } {
   const d = db.dialect;
   const num = (v: unknown): number => (v === null || v === undefined ? 0 : Number(v));
+  const cache = db.cache;
+  /** Keeps the cached grants of a user (when cached) in step with a write. */
+  const cachedGrant = (g: GrantRecord): void => {
+    const list = cache?.grants.get(g.userId);
+    if (cache === undefined || list === undefined) return;
+    const at = list.findIndex((x) => x.id === g.id);
+    cache.grants.set(g.userId, at < 0 ? [...list, g] : list.map((x, i) => (i === at ? g : x)));
+  };
   return {
     wallets: {
       lock: (userId) => db.lockUser(userId),
       account: async (userId) => {
+        const hit = cache?.accounts.get(userId);
+        if (hit !== undefined) return hit;
         const row = (await db.all(SQL.account, [userId]))[0];
-        return row === undefined ? null : BILLING_ACCOUNTS.decode(row);
+        const account = row === undefined ? null : BILLING_ACCOUNTS.decode(row);
+        return cache ? keep(cache.accounts, userId, account) : account;
       },
-      putAccount: async (a) => void (await db.run(SQL.putAccount, BILLING_ACCOUNTS.insertParams(a, d))),
-      grants: async (userId) => (await db.all(SQL.grants, [userId])).map((r) => GRANTS.decode(r)),
+      putAccount: async (a) => {
+        await db.run(SQL.putAccount, BILLING_ACCOUNTS.insertParams(a, d));
+        if (cache) keep(cache.accounts, a.userId, a);
+      },
+      grants: async (userId) => {
+        const hit = cache?.grants.get(userId);
+        if (hit !== undefined) return [...hit];
+        const grants = (await db.all(SQL.grants, [userId])).map((r) => GRANTS.decode(r));
+        return cache ? [...keep(cache.grants, userId, grants)] : grants;
+      },
       grantByKey: async (userId, key) => {
         const row = (await db.all(SQL.grantByKey, [userId, key]))[0];
         return row === undefined ? null : GRANTS.decode(row);
       },
-      insertGrant: async (g) => (await db.run(SQL.insertGrant, GRANTS.insertParams(g, d))) > 0,
-      updateGrant: async (g) => void (await db.run(SQL.updateGrant, [g.remainingMicros, g.heldMicros, g.id])),
+      insertGrant: async (g) => {
+        const inserted = (await db.run(SQL.insertGrant, GRANTS.insertParams(g, d))) > 0;
+        if (inserted) cachedGrant(g);
+        return inserted;
+      },
+      updateGrant: async (g) => {
+        await db.run(SQL.updateGrant, [g.remainingMicros, g.heldMicros, g.id]);
+        cachedGrant(g);
+      },
       addTransactions: async (rows) => {
         for (const r of rows) await db.run(SQL.addTransaction, WALLET_TRANSACTIONS.insertParams(r, d));
       },

@@ -9,6 +9,7 @@ import {
   tierOf,
 } from "@gpupool/core";
 import type {
+  GrantShare,
   AdmissionAccount,
   AdmissionRequest,
   Identity,
@@ -19,7 +20,7 @@ import type {
 } from "@gpupool/core";
 import type { LeaseRecord, Tx } from "../../storage/store.js";
 import { usageRecordOf } from "./usage-records.js";
-import type { BillingView } from "./wallets.js";
+import type { BillingView, LoadedWallet } from "./wallets.js";
 import { Wallets } from "./wallets.js";
 
 /** Who a call is charged to, before their tier is known. */
@@ -38,6 +39,8 @@ export interface IdentityQuota {
 /** The account as admission needs it, with its billing view (for the answer). */
 export interface LoadedAccount extends AdmissionAccount {
   readonly billing: BillingView;
+  /** A user's wallet as loaded in the admission's transaction (null: no wallet). */
+  readonly loadedWallet: LoadedWallet | null;
 }
 
 /** What a lease and its identity's ledger become at one step of the lease's life (see lease-transitions). */
@@ -85,7 +88,8 @@ export class Accounts {
     const { identity, overrideMs } = await this.identity(tx, charged);
     // The ledger first: on PostgreSQL its lock is the identity's, which the wallet's rows come after.
     const ledger = await this.ledger(tx, identity, request.now);
-    const billing = await this.wallets.view(tx, identity, request.now);
+    const loadedWallet = identity.kind === "user" ? await this.wallets.load(tx, identity, request.now) : null;
+    const billing = loadedWallet?.view ?? this.wallets.walletless(identity, request.now);
     const account: LoadedAccount = {
       identity,
       tier: tierOf(this.policy, identity.tier),
@@ -94,6 +98,7 @@ export class Accounts {
       inFlightEnd: null,
       wallet: billing.wallet,
       billing,
+      loadedWallet,
     };
     if (!needsInFlightEnd(this.policy, account, request)) return account;
     return { ...account, inFlightEnd: await tx.leases.earliestEnd(identity, this.policy.queueTimeoutMs) };
@@ -119,8 +124,16 @@ export class Accounts {
    * Places an admitted call's credit hold (its overage), in the admission's transaction: the
    * shares of grants to store on the lease. Nothing for a call the quota pays alone.
    */
-  async hold(tx: Tx, identity: Identity, leaseId: string, micros: number, now: number) {
-    return this.wallets.hold(tx, identity, leaseId, micros, now);
+  async hold(
+    tx: Tx,
+    account: LoadedAccount,
+    leaseId: string,
+    micros: number,
+    now: number,
+  ): Promise<{ shares: GrantShare[]; billing: BillingView }> {
+    if (micros === 0 || account.loadedWallet === null) return { shares: [], billing: account.billing };
+    const held = await this.wallets.hold(tx, account.identity, account.loadedWallet, leaseId, micros, now);
+    return { shares: held.shares, billing: held.view };
   }
 
   /** Writes an account's ledger as admission (or an adjustment) left it. */

@@ -92,7 +92,9 @@ export class Wallets {
     await tx.wallets.lock(userId);
     const month = billingMonth(now);
     const billing = billingOf(this.policy);
-    let grants = await tx.wallets.grants(userId);
+    // Both reads sent at once (PostgreSQL pipelines them on the transaction's connection).
+    const [stored, loaded] = await Promise.all([tx.wallets.account(userId), tx.wallets.grants(userId)]);
+    let grants = loaded;
     const log: WalletTransactionRecord[] = [];
     const included = billing.includedMicros[identity.tier] ?? 0;
     if (included > 0) {
@@ -113,7 +115,6 @@ export class Wallets {
       for (const e of expiry.expired) log.push(this.entry(userId, now, "expire", e.micros, e.grantId, null));
     }
     if (log.length > 0) await tx.wallets.addTransactions(log);
-    const stored = await tx.wallets.account(userId);
     const account: BillingAccountRecord =
       stored === null
         ? { userId, overageEnabled: false, monthlyCapMicros: null, month: month.name, monthSpentMicros: 0 }
@@ -158,11 +159,18 @@ export class Wallets {
 
   /**
    * Places a new lease's hold on the user's grants in the spending order (admission decided it
-   * fits): the shares to store on the lease, each with a `hold` transaction.
+   * fits, on `wallet` as loaded in the same transaction): the shares to store on the lease, each
+   * with a `hold` transaction, and the view after it.
    */
-  async hold(tx: Tx, identity: Identity, leaseId: string, micros: number, now: number): Promise<GrantShare[]> {
-    if (micros === 0) return [];
-    const wallet = await this.load(tx, identity, now);
+  async hold(
+    tx: Tx,
+    identity: Identity,
+    wallet: LoadedWallet,
+    leaseId: string,
+    micros: number,
+    now: number,
+  ): Promise<{ shares: GrantShare[]; view: BillingView }> {
+    if (micros === 0) return { shares: [], view: wallet.view };
     const placed = placeHold(wallet.grants, micros, now);
     if (placed === null)
       throw new Error(`hold of ${micros} for ${leaseId}: the wallet cannot cover what admission allowed`);
@@ -171,7 +179,7 @@ export class Wallets {
     await tx.wallets.addTransactions(
       placed.shares.map((s) => this.entry(identity.id, now, "hold", s.micros, s.grantId, leaseId)),
     );
-    return placed.shares;
+    return { shares: placed.shares, view: this.viewOf(identity, next, wallet.account, now) };
   }
 
   /**

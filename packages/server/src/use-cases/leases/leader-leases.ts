@@ -76,6 +76,7 @@ export class LeaderLeases {
           throw new Error(
             `admission decided ${decision.outcome} for ${leaseId}, but the scheduler ${mine ? "granted" : "queued"} it`,
           );
+        const held = await this.accounts.hold(tx, account, leaseId, decision.split.holdMicros, now);
         const lease0 = admitted({
           id: leaseId,
           appId: input.appId,
@@ -87,7 +88,7 @@ export class LeaderLeases {
           windowStartedAt: decision.ledger.windowStartedAt,
           node: input.node,
           split: decision.split,
-          holdShares: await this.accounts.hold(tx, identity, leaseId, decision.split.holdMicros, now),
+          holdShares: held.shares,
         });
         const next = mine
           ? grant(lease0, mine.grant.assignment, decision.ledger, now)
@@ -97,9 +98,7 @@ export class LeaderLeases {
         this.state.live.set(lease.id, lease);
         const rest = placed.filter((p) => p !== mine);
         const others = rest.length === 0 ? earlier : [...earlier, ...(await this.writes.recordGrants(tx, rest, now))];
-        const billing =
-          decision.split.holdMicros > 0 ? await this.accounts.wallets.view(tx, identity, now) : account.billing;
-        const quota = this.accounts.view(identity, account.overrideMs, next.ledger, billing);
+        const quota = this.accounts.view(identity, account.overrideMs, next.ledger, held.billing);
         return { kind: mine ? ("granted" as const) : ("queued" as const), lease, others, quota };
       },
       (out): AdmitResult => {
