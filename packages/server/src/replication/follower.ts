@@ -109,10 +109,13 @@ export class FollowerLeases implements LeaseLifecycle {
     if (answer === "granted") return { kind: "granted", lease, quota: fresh.quota };
     if (answer === "refused") {
       // The leader turned it down (the pool's half of admission: no GPU that could ever take it, queue: false with no free slot, a full queue).
+      // The leader's word carries the problem itself (with its `reason`); the record only its code and detail.
       const why =
-        lease.problemCode === null
-          ? problem("no_gpu_available", "The request ended before it was granted.")
-          : problem(lease.problemCode as "no_gpu_available", lease.problemDetail ?? "");
+        word?.type === "failed"
+          ? word.problem
+          : lease.problemCode === null
+            ? problem("no_gpu_available", "The request ended before it was granted.")
+            : problem(lease.problemCode as "no_gpu_available", lease.problemDetail ?? "");
       return { kind: "denied", problem: why, retryAfterS: 5 };
     }
     // No word from the leader in time (none is leading right now, or it is slow): the lease is

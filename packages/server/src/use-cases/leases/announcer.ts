@@ -62,14 +62,15 @@ export class LeaseAnnouncer {
     this.positions();
   }
 
-  ended(leases: readonly LeaseRecord[]): void {
+  /** `problems`: the problem a lease that never got a GPU was refused with, when known (else rebuilt from the record). */
+  ended(leases: readonly LeaseRecord[], problems?: ReadonlyMap<string, Problem>): void {
     for (const lease of leases) {
       this.timers.clear(lease.id);
       this.announced.delete(lease.id);
       this.metrics?.end(lease.status, lease.size, lease.grantedAt === null ? null : lease.heldMs);
       this.remoteWatched.delete(lease.id);
       if (lease.status === "failed" && lease.problemCode !== null && lease.grantedAt === null) {
-        const why = queueTimeoutProblemFrom(lease);
+        const why = problems?.get(lease.id) ?? queueTimeoutProblemFrom(lease);
         this.events.emit(lease.id, { type: "failed", lease, problem: why });
         this.outbox({ type: "failed", id: lease.id, problem: why });
       } else {

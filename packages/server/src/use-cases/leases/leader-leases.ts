@@ -1,5 +1,5 @@
 import { decideAdmission, fail, placementRefusal, quotaLeftShare } from "@gpupool/core";
-import type { AdmissionRequest, Policy, QueuePlace } from "@gpupool/core";
+import type { AdmissionRequest, Policy, Problem, QueuePlace } from "@gpupool/core";
 import type { Clock } from "../../clock.js";
 import type { EngineRunner } from "../../engine/runner.js";
 import type { Metrics } from "../../metrics.js";
@@ -12,6 +12,12 @@ import { admitted, grant } from "./lease-transitions.js";
 import type { LeaseWrites } from "./lease-writes.js";
 import type { AdmitInput, AdmitResult, Released } from "./leases.js";
 import type { PoolState } from "./pool-state.js";
+
+/** A lease the pool's half of admission turned down, as ended, and the problem it was refused with. */
+interface Refused {
+  readonly lease: LeaseRecord;
+  readonly problem: Problem;
+}
 
 /**
  * The lease use cases of the replica that runs the scheduler (always, on a store nobody shares):
@@ -201,30 +207,87 @@ export class LeaderLeases {
       async (tx) => {
         const lease = await tx.leases.get(id);
         if (!lease || lease.status !== "queued" || this.state.live.has(id)) return null;
-        const request = this.state.request(lease, await this.shareBefore(tx, lease, now));
-        const refused = placementRefusal(
-          this.policy,
-          { size: { name: lease.size, slots: lease.slots, cost: lease.cost }, node: lease.node, queue },
-          this.state.placement(request, now),
-        );
-        if (refused !== null)
-          return {
-            lease,
-            ended: [await this.writes.finishQueued(tx, lease, "failed", now, refused.problem)],
-            grants: [],
-          };
-        this.state.live.set(lease.id, lease);
-        this.state.enqueue(request);
-        return { lease, ended: [], grants: await this.writes.dispatch(tx, now) };
+        const refused = await this.place(tx, lease, queue, now);
+        return {
+          leases: [lease],
+          ended: refused === null ? [] : [refused],
+          grants: await this.writes.dispatch(tx, now),
+        };
       },
       (out) => {
-        if (out === null) return;
-        this.announcer.ended(out.ended);
-        // The replica that admitted it waits for its place.
-        if (this.state.live.get(id)?.status === "queued") this.announcer.queued(out.lease, true);
-        this.announcer.granted(out.grants);
+        if (out !== null) this.adopted(out);
       },
     );
+  }
+
+  /**
+   * After this replica takes the lead, once its memory is rebuilt: the store's live set read
+   * again, so no lease another replica admitted in the meantime is missed — its word to the
+   * leader came while this replica was still rebuilding (and was dropped), or went to the leader
+   * that just stopped. Each queued lease not in memory is placed as `adopt` would place it (its
+   * queue timeout counted from when it was admitted); a lease memory holds that the store has
+   * ended is freed. Returns how many were adopted.
+   */
+  async catchUp(): Promise<number> {
+    const now = this.clock.now();
+    return await this.runner.run(
+      async (tx) => {
+        const live = await tx.leases.live();
+        const stored = new Set(live.map((l) => l.id));
+        const gone = [...this.state.live.keys()].filter((id) => !stored.has(id));
+        const leases: LeaseRecord[] = [];
+        const ended: Refused[] = [];
+        for (const found of live) {
+          if (found.status !== "queued" || this.state.live.has(found.id)) continue;
+          // Read again, locked: another replica may be cancelling it right now.
+          const lease = await tx.leases.get(found.id);
+          if (!lease || lease.status !== "queued") continue;
+          const late = lease.queuedAt + this.policy.queueTimeoutMs <= now;
+          const why = queueTimeoutProblem(lease, now, this.policy.queueTimeoutMs);
+          const done = late
+            ? { lease: await this.writes.finishQueued(tx, lease, "failed", now, why), problem: why }
+            : await this.place(tx, lease, true, now);
+          if (done === null) leases.push(lease);
+          else ended.push(done);
+        }
+        return { leases, ended, gone, grants: await this.writes.dispatch(tx, now) };
+      },
+      async (out) => {
+        this.adopted(out);
+        for (const id of out.gone) await this.forget(id);
+        return out.leases.length + out.ended.length;
+      },
+    );
+  }
+
+  /** The pool's half of admission for a stored queued lease: refused (the lease as ended, and why), or queued here (null). */
+  private async place(tx: Tx, lease: LeaseRecord, queue: boolean, now: number): Promise<Refused | null> {
+    const request = this.state.request(lease, await this.shareBefore(tx, lease, now));
+    const refused = placementRefusal(
+      this.policy,
+      { size: { name: lease.size, slots: lease.slots, cost: lease.cost }, node: lease.node, queue },
+      this.state.placement(request, now),
+    );
+    if (refused !== null)
+      return {
+        lease: await this.writes.finishQueued(tx, lease, "failed", now, refused.problem),
+        problem: refused.problem,
+      };
+    this.state.live.set(lease.id, lease);
+    this.state.enqueue(request);
+    return null;
+  }
+
+  /** Announces adopted leases: refusals, those that wait (the replica that admitted them waits for their place), grants. */
+  private adopted(out: { leases: readonly LeaseRecord[]; ended: readonly Refused[]; grants: LeaseRecord[] }): void {
+    // With the problem itself, so its fields (a refusal's `reason`) reach the replica that admitted it.
+    this.announcer.ended(
+      out.ended.map((r) => r.lease),
+      new Map(out.ended.map((r) => [r.lease.id, r.problem])),
+    );
+    for (const lease of out.leases)
+      if (this.state.live.get(lease.id)?.status === "queued") this.announcer.queued(lease, true);
+    this.announcer.granted(out.grants);
   }
 
   /** A lease another replica ended (released or cancelled): free its slots or its place in line. */
