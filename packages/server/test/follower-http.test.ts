@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js";
-import { ADMIN, lease, serveAt, waitFor } from "./harness.js";
+import { ADMIN, expectProblem, lease, serveAt, waitFor } from "./harness.js";
 import type { TestServer } from "./harness.js";
 
 /**
@@ -73,5 +73,42 @@ describe.skipIf(!postgresUrl())("a replica that does not lead", () => {
       queue: null,
       slots: null,
     });
+  });
+
+  it("/metrics: gpupool_leader on each replica; the pool's gauges only from the leader (a follower has no pool to report)", async () => {
+    const { leader, follower } = await pair();
+    const gauge = (text: string, name: string): number | null => {
+      const m = new RegExp(`^${name} (\\S+)$`, "m").exec(text);
+      return m ? Number(m[1]) : null;
+    };
+    const ofLeader = String((await leader.call("GET", "/metrics")).body);
+    const ofFollower = String((await follower.call("GET", "/metrics")).body);
+    expect(gauge(ofLeader, "gpupool_leader")).toBe(1);
+    expect(gauge(ofFollower, "gpupool_leader")).toBe(0);
+    expect(gauge(ofLeader, "gpupool_slots_total")).toBe(4);
+    expect(gauge(ofLeader, "gpupool_queue_depth")).toBe(0);
+    for (const name of [
+      "gpupool_slots_total",
+      "gpupool_slots_busy",
+      "gpupool_slot_utilization",
+      "gpupool_queue_depth",
+      "gpupool_active_leases",
+    ])
+      expect(ofFollower, name).not.toContain(name);
+    // The follower's own process metrics are still there.
+    expect(ofFollower).toContain("gpupool_process_");
+  });
+
+  it("queue: false with every slot busy, asked through the follower: the leader's refusal, reason included", async () => {
+    const { leader, follower } = await pair();
+    const owner = await leader.user("owner", "pro");
+    const app = await leader.appFor("demo", owner.id);
+    for (let i = 0; i < 4; i++) expect((await lease(leader, app.key, { duration: 20 })).status).toBe(201);
+    const refused = expectProblem(
+      await lease(follower, app.key, { duration: 5, queue: false }),
+      503,
+      "no_gpu_available",
+    );
+    expect(refused.reason).toBe("queue_disabled");
   });
 });
