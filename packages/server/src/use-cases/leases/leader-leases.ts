@@ -7,6 +7,7 @@ import { newOrderedId } from "../../secrets.js";
 import type { LeaseRecord, Tx } from "../../storage/store.js";
 import type { Accounts, IdentityQuota } from "../accounts/accounts.js";
 import type { LeaseAnnouncer, LeaseTimerKind } from "./announcer.js";
+import { earlierUse, rememberKey, replayKind } from "./idempotency.js";
 import { queueTimeoutProblem } from "./lease-problems.js";
 import { admitted, grant } from "./lease-transitions.js";
 import type { LeaseWrites } from "./lease-writes.js";
@@ -52,6 +53,17 @@ export class LeaderLeases {
       async (tx) => {
         const account = await this.accounts.forAdmission(tx, input.charged, request);
         const { identity } = account;
+        // A retry with the same Idempotency-Key: the lease the first request made (the ledger read above took its lock).
+        const earlier = await earlierUse(tx, input.idempotency, now);
+        if (earlier.kind === "reused")
+          return { kind: "denied" as const, problem: earlier.problem, retryAfterS: null, others: [] };
+        if (earlier.kind === "same")
+          return {
+            kind: "replay" as const,
+            lease: earlier.lease,
+            others: [],
+            quota: this.accounts.view(identity, account.overrideMs, account.ledger),
+          };
         const fields = {
           id: leaseId,
           appId: input.appId,
@@ -67,14 +79,14 @@ export class LeaderLeases {
         const queued = this.state.request(fields, quotaLeftShare(this.policy, account));
         // Whatever could be placed already is placed first (normally nothing: the queue is
         // dispatched after every change), so the trial behind `placement` is exact.
-        const earlier = await this.writes.dispatch(tx, now);
+        const before = await this.writes.dispatch(tx, now);
         const decision = decideAdmission(this.policy, account, request, this.state.placement(queued, now));
         if (decision.kind === "refused")
           return {
             kind: "denied" as const,
             problem: decision.problem,
             retryAfterS: decision.retryAfterS,
-            others: earlier,
+            others: before,
           };
         const placed = this.state.place(queued, now);
         const mine = placed.find((p) => p.grant.leaseId === leaseId);
@@ -98,9 +110,10 @@ export class LeaderLeases {
           : { lease: lease0, ledger: decision.ledger };
         const lease = await tx.leases.insert(next.lease);
         await this.accounts.save(tx, identity, next.ledger);
+        await rememberKey(tx, input.idempotency, lease.id, now);
         this.state.live.set(lease.id, lease);
         const rest = placed.filter((p) => p !== mine);
-        const others = rest.length === 0 ? earlier : [...earlier, ...(await this.writes.recordGrants(tx, rest, now))];
+        const others = rest.length === 0 ? before : [...before, ...(await this.writes.recordGrants(tx, rest, now))];
         const quota = this.accounts.view(identity, account.overrideMs, next.ledger);
         return { kind: mine ? ("granted" as const) : ("queued" as const), lease, others, quota };
       },
@@ -111,6 +124,7 @@ export class LeaderLeases {
           this.metrics?.denial(out.problem.code);
           return { kind: "denied", problem: out.problem, retryAfterS: out.retryAfterS };
         }
+        if (out.kind === "replay") return this.replayed(out.lease, out.quota);
         if (out.kind === "granted") {
           this.announcer.armDeadline(out.lease);
           this.metrics?.grant(out.lease.size, 0);
@@ -320,6 +334,14 @@ export class LeaderLeases {
       },
       (grants) => this.announcer.granted(grants),
     );
+  }
+
+  /** The answer to a retry (same Idempotency-Key): the lease as it stands now. */
+  private replayed(lease: LeaseRecord, quota: IdentityQuota): AdmitResult {
+    const kind = replayKind(lease);
+    if (kind !== "queued") return { kind, lease, quota };
+    const place = this.state.position(lease.id, this.clock.now()) ?? { position: 0, reason: "node", etaMs: null };
+    return { kind, lease, place, quota };
   }
 
   /** Someone on another replica watches a queued lease. */
