@@ -75,7 +75,7 @@ export const LEASE_OPERATIONS: readonly Operation[] = [
     tag: "Leases",
     summary: "Follow a lease (Server-Sent Events)",
     description:
-      "Sends the current state first: `queued` while it waits (again each time its place or reason changes), then exactly one of `granted`, `failed` or `ended`, and closes. A comment line `: ping` keeps the connection alive every 15 s. A server that shuts down closes the stream; reconnect (the state is sent again).",
+      "Sends the current state first: `queued` while it waits (again when its place or reason changed: batched, at most once a second, and less often — up to every 8 s — while the queue keeps moving), then exactly one of `granted`, `failed` or `ended`, and closes. A comment line `: ping` keeps the connection alive every 15 s. A server that shuts down closes the stream; reconnect (the state is sent again).",
     auth: ["app", "user", "admin"],
     pathParams: [LEASE_ID],
     responses: {
