@@ -66,7 +66,7 @@ export async function startBinary(
   child.stdout.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr.on("data", (d: Buffer) => (out += d.toString()));
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`gpupool ${args[0] ?? ""} did not start:\n${out}`)), 15_000);
+    const timer = setTimeout(() => reject(new Error(`gpupool ${args[0] ?? ""} did not start:\n${out}`)), 60_000);
     const check = () => {
       const m = pattern.exec(out);
       if (m?.[1]) {

@@ -162,7 +162,12 @@ async function takeover(how: "SIGKILL" | "SIGTERM"): Promise<void> {
   // Admissions go on through the takeover and a little after it.
   await new Promise((r) => setTimeout(r, 2_000));
   await load.stop();
-  expect(load.failures, JSON.stringify(Object.fromEntries(load.statuses))).toEqual([]);
+  // What the replicas logged as errors, to tell a failure here apart.
+  const errors = followers
+    .flatMap((s) => s.output().split("\n"))
+    .filter((l) => /"level":50/.test(l))
+    .slice(0, 5);
+  expect(load.failures, `${JSON.stringify(Object.fromEntries(load.statuses))}\n${errors.join("\n")}`).toEqual([]);
 
   // Every queued lease ends by its queue timeout (granted is impossible: the slots are held).
   const drained = await until(

@@ -218,7 +218,12 @@ export class Replica implements LeaseLifecycle, PoolMembership, PlacementView {
     const { leader, log, id } = this.parts;
     for (let delayMs = 500; this.leading && !this.stopped; delayMs = Math.min(10_000, delayMs * 2)) {
       try {
-        const adopted = await leader.catchUp();
+        let adopted = 0;
+        for (let more = true; more && this.leading;) {
+          const batch = await leader.catchUp();
+          adopted += batch.adopted;
+          more = batch.more;
+        }
         if (adopted > 0) log.info({ replica: id, adopted }, "placed leases admitted while this replica took the lead");
         return;
       } catch (err) {

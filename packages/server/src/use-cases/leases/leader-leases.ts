@@ -14,6 +14,9 @@ import type { LeaseWrites } from "./lease-writes.js";
 import type { AdmitInput, AdmitResult, Released } from "./leases.js";
 import type { PoolState } from "./pool-state.js";
 
+/** How many leases one catch-up transaction places at most (see LeaderLeases.catchUp). */
+const CATCH_UP_BATCH = 50;
+
 /** A lease the pool's half of admission turned down, as ended, and the problem it was refused with. */
 interface Refused {
   readonly lease: LeaseRecord;
@@ -240,9 +243,9 @@ export class LeaderLeases {
    * leader came while this replica was still rebuilding (and was dropped), or went to the leader
    * that just stopped. Each queued lease not in memory is placed as `adopt` would place it (its
    * queue timeout counted from when it was admitted); a lease memory holds that the store has
-   * ended is freed. Returns how many were adopted.
+   * ended is freed. At most CATCH_UP_BATCH at a time: `more` says to call it again.
    */
-  async catchUp(): Promise<number> {
+  async catchUp(): Promise<{ adopted: number; more: boolean }> {
     const now = this.clock.now();
     return await this.runner.run(
       async (tx) => {
@@ -251,8 +254,14 @@ export class LeaderLeases {
         const gone = [...this.state.live.keys()].filter((id) => !stored.has(id));
         const leases: LeaseRecord[] = [];
         const ended: Refused[] = [];
+        let more = false;
         for (const found of live) {
           if (found.status !== "queued" || this.state.live.has(found.id)) continue;
+          // A few at a time: each one locks its identity until the commit, and followers wait for those locks.
+          if (leases.length + ended.length >= CATCH_UP_BATCH) {
+            more = true;
+            break;
+          }
           // Read again, locked: another replica may be cancelling it right now.
           const lease = await tx.leases.get(found.id);
           if (!lease || lease.status !== "queued") continue;
@@ -264,12 +273,12 @@ export class LeaderLeases {
           if (done === null) leases.push(lease);
           else ended.push(done);
         }
-        return { leases, ended, gone, grants: await this.writes.dispatch(tx, now) };
+        return { leases, ended, gone, more, grants: await this.writes.dispatch(tx, now) };
       },
       async (out) => {
         this.adopted(out);
         for (const id of out.gone) await this.forget(id);
-        return out.leases.length + out.ended.length;
+        return { adopted: out.leases.length + out.ended.length, more: out.more };
       },
     );
   }
