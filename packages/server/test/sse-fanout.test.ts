@@ -9,7 +9,9 @@ import { lease, startTestServer } from "./harness.js";
  * the number of watchers. Over real sockets, as a browser or the SDK follows a lease.
  */
 
-const WATCHERS = 1000;
+// 1,000 as the issue measured it; 300 when the suite runs on PostgreSQL (test:postgres), where
+// making and cancelling the leases one round trip at a time takes several times as long.
+const WATCHERS = process.env["GPUPOOL_TEST_STORAGE"] === "postgres" ? 300 : 1000;
 let t: TestServer;
 const streams: AbortController[] = [];
 afterEach(async () => {
@@ -99,5 +101,5 @@ describe("queue places to watchers", () => {
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
     console.log(`cancelling ${WATCHERS} watched queued leases (${seconds} s) sent ${sent} queued events`);
     expect(sent).toBeLessThanOrEqual(10 * WATCHERS);
-  }, 180_000);
+  }, 400_000);
 });
