@@ -109,6 +109,9 @@ export const PROBLEM_FIELDS = {
       "With `node_in_use`: when this agent may register if the other one is gone (the node's heartbeat timeout).",
     ),
   },
+  idempotency_key_reused: {
+    lease: describe(z.string(), "The lease the key was first used for (`GET /v1/leases/{id}`)."),
+  },
   lease_not_active: {},
   node_not_registered: {
     reason: describe(
@@ -204,6 +207,7 @@ export const PROBLEMS = {
   queue_timeout: codedProblem("queue_timeout"),
   request_timeout: codedProblem("request_timeout"),
   conflict: codedProblem("conflict"),
+  idempotency_key_reused: codedProblem("idempotency_key_reused"),
   lease_not_active: codedProblem("lease_not_active"),
   node_not_registered: codedProblem("node_not_registered"),
   payload_too_large: codedProblem("payload_too_large"),

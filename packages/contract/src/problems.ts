@@ -16,6 +16,7 @@ export const PROBLEM_STATUS = {
   queue_timeout: 408,
   request_timeout: 408,
   conflict: 409,
+  idempotency_key_reused: 409,
   lease_not_active: 409,
   node_not_registered: 409,
   payload_too_large: 413,
@@ -49,6 +50,7 @@ export const PROBLEM_TITLES: Readonly<Record<ProblemCode, string>> = {
   queue_timeout: "Queue timeout",
   request_timeout: "Request timeout",
   conflict: "Conflict",
+  idempotency_key_reused: "Idempotency-Key already used",
   lease_not_active: "Lease not active",
   node_not_registered: "Node not registered",
   payload_too_large: "Request body too large",
@@ -82,6 +84,8 @@ export const PROBLEM_MEANINGS: Readonly<Record<ProblemCode, string>> = {
   request_timeout:
     "The request was not received in time (its headers or body arrived too slowly); it was not read and nothing was changed. Sent before any route, so no route lists it.",
   conflict: "The name is taken, or the node is in use by another agent (`reason: node_in_use`).",
+  idempotency_key_reused:
+    "`POST /v1/leases` with an `Idempotency-Key` this caller already used (within 24 h) for a different request (another duration, size, `queue` or node); `lease` names the lease the key was first used for. Nothing was changed.",
   lease_not_active: "Reserved for operations that need an active lease; today's server does not send it.",
   node_not_registered:
     "A node's heartbeat, when its agent must register again (lost after missed heartbeats) or another agent registered the node since (`reason: replaced`).",
@@ -100,7 +104,7 @@ export const PROBLEM_MEANINGS: Readonly<Record<ProblemCode, string>> = {
   upstream_unavailable: "From the edge: the app behind it does not answer.",
   no_gpu_available: "No GPU can take the call now and it may not wait, or none ever could; `reason` says which.",
   storage_unavailable:
-    "The pool's database could not do the work; nothing was changed. With `Retry-After` when `reason` is set.",
+    "The pool's database could not do the work; nothing was changed. With `Retry-After` when `reason` is set. (A lease request that was stored before a later step failed is answered with the lease, never with this.)",
   control_plane_unavailable: "From the edge or a node agent: it cannot reach the pool (nothing was forwarded).",
 };
 

@@ -251,6 +251,7 @@ const ERROR_CLASSES = {
   queue_timeout: QueueTimeoutError,
   request_timeout: InvalidRequestError,
   conflict: GpupoolError,
+  idempotency_key_reused: GpupoolError,
   lease_not_active: GpupoolError,
   node_not_registered: GpupoolError,
   payload_too_large: InvalidRequestError,
