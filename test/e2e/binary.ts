@@ -30,7 +30,8 @@ export function testStorage(file: string): string {
 export function startServerBinary(
   args: string[],
   env: Record<string, string> = {},
-  timeoutMs = 15_000,
+  // Generous: on a loaded 2-core machine a server has taken over 15 s to start.
+  timeoutMs = 60_000,
 ): Promise<ServerProcess> {
   return startBinary(["server", "--port", "0", ...args], env, /listening on (http:\/\/[^\s]+)/, timeoutMs);
 }
@@ -61,7 +62,8 @@ export async function startBinary(
   args: string[],
   env: Record<string, string>,
   pattern: RegExp,
-  timeoutMs = 15_000,
+  // Generous: on a loaded 2-core machine a server has taken over 15 s to start.
+  timeoutMs = 60_000,
 ): Promise<ServerProcess> {
   const child = spawn(process.execPath, [BIN, ...args], {
     env: { ...process.env, ...env },

@@ -180,3 +180,8 @@ export const LEASE_EVENTS = {
   ended: EndedEvent,
 } as const;
 export type LeaseEventName = keyof typeof LEASE_EVENTS;
+
+/** The longest `Idempotency-Key` a server takes on `POST /v1/leases`. */
+export const IDEMPOTENCY_KEY_MAX_LENGTH = 255;
+/** What an `Idempotency-Key` may contain: 1 to 255 printable ASCII characters, no spaces. */
+export const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,255}$/;

@@ -134,12 +134,18 @@ export const PROBLEM_FIELDS = {
       "With `node_in_use`: when this agent may register if the other one is gone (the node's heartbeat timeout).",
     ),
   },
+  idempotency_key_reused: {
+    lease: describe(
+      z.optional(z.string()),
+      "A lease request's key: the lease the key was first used for (`GET /v1/leases/{id}`).",
+    ),
+    grant: describe(z.optional(z.string()), "A credit grant's key: the grant it made."),
+  },
   lease_not_active: {},
   overage_not_available: {
     blocked_by: OverageBlockerSchema,
     tier: z.string(),
   },
-  idempotency_key_reused: {},
   node_not_registered: {
     reason: describe(
       z.optional(z.enum(["replaced"])),
@@ -244,10 +250,10 @@ export const PROBLEMS = {
   queue_timeout: codedProblem("queue_timeout"),
   request_timeout: codedProblem("request_timeout"),
   conflict: codedProblem("conflict"),
+  idempotency_key_reused: codedProblem("idempotency_key_reused"),
   lease_not_active: codedProblem("lease_not_active"),
   node_not_registered: codedProblem("node_not_registered"),
   overage_not_available: codedProblem("overage_not_available"),
-  idempotency_key_reused: codedProblem("idempotency_key_reused"),
   payload_too_large: codedProblem("payload_too_large"),
   uri_too_long: codedProblem("uri_too_long"),
   unsupported_media_type: codedProblem("unsupported_media_type"),

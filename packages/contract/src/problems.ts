@@ -18,10 +18,10 @@ export const PROBLEM_STATUS = {
   queue_timeout: 408,
   request_timeout: 408,
   conflict: 409,
+  idempotency_key_reused: 409,
   lease_not_active: 409,
   node_not_registered: 409,
   overage_not_available: 409,
-  idempotency_key_reused: 409,
   payload_too_large: 413,
   uri_too_long: 414,
   unsupported_media_type: 415,
@@ -55,10 +55,10 @@ export const PROBLEM_TITLES: Readonly<Record<ProblemCode, string>> = {
   queue_timeout: "Queue timeout",
   request_timeout: "Request timeout",
   conflict: "Conflict",
+  idempotency_key_reused: "Idempotency key already used",
   lease_not_active: "Lease not active",
   node_not_registered: "Node not registered",
   overage_not_available: "Overage not available",
-  idempotency_key_reused: "Idempotency key reused",
   payload_too_large: "Request body too large",
   uri_too_long: "Request URL too long",
   unsupported_media_type: "Unsupported media type",
@@ -94,13 +94,13 @@ export const PROBLEM_MEANINGS: Readonly<Record<ProblemCode, string>> = {
   request_timeout:
     "The request was not received in time (its headers or body arrived too slowly); it was not read and nothing was changed. Sent before any route, so no route lists it.",
   conflict: "The name is taken, or the node is in use by another agent (`reason: node_in_use`).",
+  idempotency_key_reused:
+    "A key already used for a different request: `POST /v1/leases` with an `Idempotency-Key` this caller used (within 24 h) for another duration, size, `queue` or node (`lease` names the lease it made), or `POST /v1/admin/users/{id}/credits` with an `idempotency_key` that granted another amount or category (`grant` names that grant). Nothing was changed; use a new key for a new request.",
   lease_not_active: "Reserved for operations that need an active lease; today's server does not send it.",
   node_not_registered:
     "A node's heartbeat, when its agent must register again (lost after missed heartbeats) or another agent registered the node since (`reason: replaced`).",
   overage_not_available:
     "`PATCH /v1/me/billing` turning overage on when the operator has not enabled overage or the user's tier is not among those it is offered to (`blocked_by` says which). Nothing was changed.",
-  idempotency_key_reused:
-    "The idempotency key was used before for a request with different content (e.g. another amount); nothing was changed. Use a new key for a new request.",
   payload_too_large: "The request body is larger than the server accepts. Nothing was changed.",
   uri_too_long:
     "The request's path has a segment longer than any id or name (100 characters), so it names nothing; nothing was changed. The detail quotes at most the path's first characters.",
@@ -116,7 +116,7 @@ export const PROBLEM_MEANINGS: Readonly<Record<ProblemCode, string>> = {
   upstream_unavailable: "From the edge: the app behind it does not answer.",
   no_gpu_available: "No GPU can take the call now and it may not wait, or none ever could; `reason` says which.",
   storage_unavailable:
-    "The pool's database could not do the work; nothing was changed. With `Retry-After` when `reason` is set.",
+    "The pool's database could not do the work; nothing was changed. With `Retry-After` when `reason` is set. (A lease request that was stored before a later step failed is answered with the lease, never with this.)",
   control_plane_unavailable: "From the edge or a node agent: it cannot reach the pool (nothing was forwarded).",
 };
 

@@ -28,6 +28,12 @@ export interface AcquireOptions {
   readonly onQueue?: ((update: QueueUpdate) => void) | undefined;
   /** Aborting gives up the request: a queued (or just granted) lease is cancelled first. */
   readonly signal?: AbortSignal | undefined;
+  /**
+   * The request's `Idempotency-Key` (1–255 printable ASCII characters). By default the SDK makes
+   * one per call (a UUID); pass your own to make a call you repeat yourself (after a crash, say)
+   * return the same lease for 24 h.
+   */
+  readonly idempotencyKey?: string | undefined;
 }
 
 /** Consecutive event-stream drops with no event in between before giving up. */
@@ -42,7 +48,8 @@ export async function acquireLease(transport: Transport, options: AcquireOptions
     ...(options.queue !== undefined ? { queue: options.queue } : {}),
   };
 
-  const lease = await admit(transport, body, normalizeIpToken(options.ipToken), signal);
+  const key = options.idempotencyKey ?? newIdempotencyKey();
+  const lease = await admit(transport, body, normalizeIpToken(options.ipToken), key, signal);
   if (signal?.aborted === true) {
     await cancelQuietly(transport, lease.id);
     throw signal.reason;
@@ -52,8 +59,55 @@ export async function acquireLease(transport: Transport, options: AcquireOptions
   return followQueue(transport, lease, options);
 }
 
+/** Attempts of one lease request when the server cannot be reached or answers 503 (the same key each time). */
+const ADMIT_ATTEMPTS = 4;
+
+/** A UUID (v4) for `Idempotency-Key`: from Web Crypto where there is one (Node 19+, browsers), else random enough. */
+function newIdempotencyKey(): string {
+  const webCrypto = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
+  if (typeof webCrypto?.randomUUID === "function") return webCrypto.randomUUID();
+  const hex = Array.from({ length: 32 }, () => Math.floor(Math.random() * 16).toString(16)).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-a${hex.slice(17, 20)}-${hex.slice(20)}`;
+}
+
 /**
- * POST /v1/leases without handing the caller's signal to fetch: if the caller aborts
+ * POST /v1/leases, with an Idempotency-Key, retried (same key, backing off: 0.25, 0.5, 1 s, or
+ * the server's Retry-After up to 5 s) when the server could not be reached or answered 503
+ * unavailable — the lease may exist even so (the answer was lost, or a later step failed), and
+ * the key makes the retry return it instead of making a second one. A refusal (429, 503
+ * `no_gpu_available`, …) is not retried.
+ */
+async function admitWithRetries(
+  transport: Transport,
+  body: LeaseRequest,
+  ipToken: string | undefined,
+  idempotencyKey: string,
+  signal: AbortSignal | undefined,
+): Promise<Lease> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return toLease(
+        await transport.json(
+          { method: "POST", path: "/v1/leases", auth: "client", body, ipToken, idempotencyKey },
+          WireLease,
+        ),
+      );
+    } catch (error) {
+      const retryable =
+        error instanceof ServerUnavailableError &&
+        (error.status === 0 || error.status === 503) &&
+        error.code !== "no_gpu_available";
+      if (!retryable || attempt >= ADMIT_ATTEMPTS || signal?.aborted === true) throw error;
+      const retryAt = (error.problem["retry_at"] as string | undefined) ?? null;
+      const asked = retryAt === null ? 0 : new Date(retryAt).getTime() - Date.now();
+      const backoff = 250 * 2 ** (attempt - 1) * (0.8 + Math.random() * 0.4);
+      await sleep(Math.min(5_000, Math.max(backoff, Number.isFinite(asked) ? asked : 0)), signal);
+    }
+  }
+}
+
+/**
+ * The lease request without handing the caller's signal to fetch: if the caller aborts
  * mid-request the lease may already exist server-side, and only the response tells us
  * its id. So we reject at once and cancel the lease in the background when it arrives.
  */
@@ -61,11 +115,10 @@ function admit(
   transport: Transport,
   body: LeaseRequest,
   ipToken: string | undefined,
+  idempotencyKey: string,
   signal: AbortSignal | undefined,
 ): Promise<Lease> {
-  const request = transport
-    .json({ method: "POST", path: "/v1/leases", auth: "client", body, ipToken }, WireLease)
-    .then(toLease);
+  const request = admitWithRetries(transport, body, ipToken, idempotencyKey, signal);
   if (signal === undefined) return request;
   let onAbort = (): void => {};
   const aborted = new Promise<never>((_resolve, reject) => {

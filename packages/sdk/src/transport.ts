@@ -24,6 +24,8 @@ export interface RequestSpec {
   readonly query?: Readonly<Record<string, string | number | undefined>>;
   readonly body?: unknown;
   readonly ipToken?: string | undefined;
+  /** Sent as `Idempotency-Key` (POST /v1/leases: a retry gets the same lease). */
+  readonly idempotencyKey?: string | undefined;
   readonly signal?: AbortSignal | undefined;
 }
 
@@ -145,6 +147,7 @@ export class Transport {
     const token = this.#token(spec.auth);
     if (token !== undefined) headers["authorization"] = `Bearer ${token}`;
     if (spec.ipToken !== undefined) headers["x-ip-token"] = spec.ipToken;
+    if (spec.idempotencyKey !== undefined) headers["idempotency-key"] = spec.idempotencyKey;
     if (spec.body !== undefined) headers["content-type"] = "application/json";
     return headers;
   }

@@ -1,8 +1,23 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
-/** Prometheus metrics of one server instance (its own registry, so tests can run many). */
+/** What the pool's gauges read: the leader's memory of the pool. */
+export interface PoolGauges {
+  queueDepth(): number;
+  busySlots(): number;
+  totalSlots(): number;
+  activeLeases(): number;
+}
+
+/**
+ * Prometheus metrics of one server instance (its own registries, so tests can run many). Every
+ * replica exports `gpupool_leader` (1 on the one that runs the scheduler); the pool's gauges
+ * (slots, queue depth, active leases) only the leader knows, so only the leader exports them — a
+ * replica that does not lead has no pool state, and zeros there would read as an idle pool.
+ */
 export class Metrics {
   readonly registry = new Registry();
+  /** The pool's gauges: in the exposition only while this replica leads. */
+  private readonly pool = new Registry();
   private readonly grants: Counter<"size">;
   private readonly denials: Counter<"code">;
   private readonly ended: Counter<"status">;
@@ -10,7 +25,10 @@ export class Metrics {
   private readonly waited: Histogram;
   private readonly ledger: Histogram<"op">;
 
-  constructor(state: { queueDepth(): number; busySlots(): number; totalSlots(): number; activeLeases(): number }) {
+  constructor(
+    state: PoolGauges,
+    private readonly leads: () => boolean,
+  ) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: "gpupool_process_" });
     this.grants = new Counter({
@@ -51,6 +69,29 @@ export class Metrics {
       buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5],
       registers,
     });
+    new Gauge({
+      name: "gpupool_leader",
+      help: "1 on the replica that runs the scheduler (its pool gauges are the pool's), 0 on the others",
+      registers,
+      collect() {
+        this.set(leads() ? 1 : 0);
+      },
+    });
+    this.poolGauges(state);
+  }
+
+  /** The Prometheus text exposition: this replica's metrics, and the pool's gauges if it leads. */
+  async text(): Promise<string> {
+    const own = await this.registry.metrics();
+    return this.leads() ? `${own}${own.endsWith("\n") ? "" : "\n"}${await this.pool.metrics()}` : own;
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  private poolGauges(state: PoolGauges): void {
+    const registers = [this.pool];
     new Gauge({
       name: "gpupool_queue_depth",
       help: "Requests waiting for a slot",

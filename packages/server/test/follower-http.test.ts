@@ -3,8 +3,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js";
-import { ADMIN, lease, serveAt, waitFor } from "./harness.js";
+import { ADMIN, expectProblem, lease, serveAt, waitFor } from "./harness.js";
 import type { TestServer } from "./harness.js";
+import { LEADER_CHANNEL } from "../src/replication/messages.js";
+import { openStorage } from "../src/storage/open-store.js";
+import { StorageUnavailableError } from "../src/storage/store.js";
+import type { Storage } from "../src/storage/store.js";
 
 /**
  * What a replica that does not lead answers about the pool (two in-process servers on one
@@ -15,13 +19,20 @@ afterEach(async () => {
   for (const s of servers.splice(0).reverse()) await s.close();
 });
 
-/** Two servers on one fresh schema: the one that leads, and a follower. */
-async function pair(): Promise<{ leader: TestServer; follower: TestServer }> {
+/**
+ * Two servers on one fresh schema: the one that leads, and a follower. `wrap`: what the second
+ * one's storage does instead (a fault to inject); it then starts once the first one leads.
+ */
+async function pair(wrap?: (s: Storage) => Storage): Promise<{ leader: TestServer; follower: TestServer }> {
   const storageUrl = freshPostgresUrl("follower");
   const raw = { pool: { simulated: [{ node: "sim-0", gpus: 2 }] } };
   const first = await serveAt(mkdtempSync(join(tmpdir(), "gpupool-follower-")), raw, { storageUrl });
   servers.push(first);
-  const second = await serveAt(mkdtempSync(join(tmpdir(), "gpupool-follower-")), raw, { storageUrl });
+  if (wrap) await waitFor(async () => (await first.call("GET", "/readyz")).body.leader, 10_000);
+  const second = await serveAt(mkdtempSync(join(tmpdir(), "gpupool-follower-")), raw, {
+    storageUrl,
+    ...(wrap ? { storage: wrap(await openStorage(storageUrl)) } : {}),
+  });
   servers.push(second);
   const leader = await waitFor(async () =>
     (await first.call("GET", "/readyz")).body.leader
@@ -73,5 +84,104 @@ describe.skipIf(!postgresUrl())("a replica that does not lead", () => {
       queue: null,
       slots: null,
     });
+  });
+
+  it("/metrics: gpupool_leader on each replica; the pool's gauges only from the leader (a follower has no pool to report)", async () => {
+    const { leader, follower } = await pair();
+    const gauge = (text: string, name: string): number | null => {
+      const m = new RegExp(`^${name} (\\S+)$`, "m").exec(text);
+      return m ? Number(m[1]) : null;
+    };
+    const ofLeader = String((await leader.call("GET", "/metrics")).body);
+    const ofFollower = String((await follower.call("GET", "/metrics")).body);
+    expect(gauge(ofLeader, "gpupool_leader")).toBe(1);
+    expect(gauge(ofFollower, "gpupool_leader")).toBe(0);
+    expect(gauge(ofLeader, "gpupool_slots_total")).toBe(4);
+    expect(gauge(ofLeader, "gpupool_queue_depth")).toBe(0);
+    for (const name of [
+      "gpupool_slots_total",
+      "gpupool_slots_busy",
+      "gpupool_slot_utilization",
+      "gpupool_queue_depth",
+      "gpupool_active_leases",
+    ])
+      expect(ofFollower, name).not.toContain(name);
+    // The follower's own process metrics are still there.
+    expect(ofFollower).toContain("gpupool_process_");
+  });
+
+  it("queue: false with every slot busy, asked through the follower: the leader's refusal, reason included", async () => {
+    const { leader, follower } = await pair();
+    const owner = await leader.user("owner", "pro");
+    const app = await leader.appFor("demo", owner.id);
+    for (let i = 0; i < 4; i++) expect((await lease(leader, app.key, { duration: 20 })).status).toBe(201);
+    const refused = expectProblem(
+      await lease(follower, app.key, { duration: 5, queue: false }),
+      503,
+      "no_gpu_available",
+    );
+    expect(refused.reason).toBe("queue_disabled");
+  });
+
+  it("Idempotency-Key across replicas: asked through the follower, retried through the leader and the follower, one lease", async () => {
+    const { leader, follower } = await pair();
+    const owner = await leader.user("owner", "pro");
+    const app = await leader.appFor("demo", owner.id);
+    const ask = (t: TestServer, body: Record<string, unknown>) =>
+      t.call("POST", "/v1/leases", { token: app.key, body, headers: { "idempotency-key": "across-1" } });
+    const first = await ask(follower, { duration: 9 });
+    expect(first.status).toBe(201);
+    const answers = await Promise.all([
+      ask(leader, { duration: 9 }),
+      ask(follower, { duration: 9 }),
+      ask(leader, { duration: 9 }),
+      ask(follower, { duration: 9 }),
+    ]);
+    for (const r of answers) expect({ status: r.status, id: r.body.id }).toEqual({ status: 201, id: first.body.id });
+    expectProblem(await ask(leader, { duration: 10 }), 409, "idempotency_key_reused");
+    expectProblem(await ask(follower, { duration: 10 }), 409, "idempotency_key_reused");
+    const leases = (await leader.call("GET", "/v1/leases?limit=50", { token: ADMIN })).body.leases;
+    expect(leases.map((l: { id: string }) => l.id)).toEqual([first.body.id]);
+    // And a burst with a new key, spread over both: still one lease.
+    const burst = await Promise.all(
+      Array.from({ length: 12 }, (_, i) =>
+        (i % 2 ? leader : follower).call("POST", "/v1/leases", {
+          token: app.key,
+          body: { duration: 4 },
+          headers: { "idempotency-key": "burst-2" },
+        }),
+      ),
+    );
+    expect(new Set(burst.map((r) => r.body.id)).size).toBe(1);
+    expect((await leader.call("GET", "/v1/leases?limit=50", { token: ADMIN })).body.leases).toHaveLength(2);
+  });
+
+  it("the follower stored the lease but could not tell the leader: the answer is the lease (202), not 503 'nothing was changed'; the leader places it", async () => {
+    let failures = 1;
+    const { leader, follower } = await pair((storage) => ({
+      ...storage,
+      coordination: new Proxy(storage.coordination, {
+        get(target, prop) {
+          if (prop === "publish")
+            return (channel: string, payload: string) =>
+              channel === LEADER_CHANNEL && payload.includes('"admitted"') && failures-- > 0
+                ? Promise.reject(new StorageUnavailableError("notify failed (test)", { reason: "unreachable" }))
+                : target.publish(channel, payload);
+          const v = Reflect.get(target, prop, target) as unknown;
+          return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      }),
+      close: () => storage.close(),
+    }));
+    const owner = await leader.user("owner", "pro");
+    const app = await leader.appFor("demo", owner.id);
+    const r = await lease(follower, app.key, { duration: 20 });
+    expect({ status: r.status, code: r.body.code }).toEqual({ status: 202, code: undefined });
+    expect(r.body).toMatchObject({ status: "queued" });
+    // The follower tells the leader again: the lease is granted (a GPU is free), not left queued.
+    await waitFor(
+      async () => (await leader.call("GET", `/v1/leases/${r.body.id}`, { token: ADMIN })).body.status === "active",
+      10_000,
+    );
   });
 });

@@ -7,6 +7,7 @@ import { checkServerResponse } from "../../../test/contract/check-response.js";
 import { freshPostgresUrl } from "../../../test/pg/postgres-url.js";
 import { normalizeConfig } from "../src/config.js";
 import type { Clock } from "../src/clock.js";
+import type { Storage } from "../src/storage/store.js";
 import { createServer } from "../src/main/server.js";
 import type { RunningServer } from "../src/main/server.js";
 
@@ -51,7 +52,13 @@ export async function startTestServer(raw: Record<string, unknown> = {}): Promis
 export async function serveAt(
   dir: string,
   raw: Record<string, unknown> = {},
-  options: { keepDir?: boolean; adminToken?: string | null; storageUrl?: string; clock?: Clock } = {},
+  options: {
+    keepDir?: boolean;
+    adminToken?: string | null;
+    storageUrl?: string;
+    clock?: Clock;
+    storage?: Storage;
+  } = {},
 ): Promise<TestServer> {
   // storageUrl: this storage rather than the dir's (e.g. several replicas on one PostgreSQL schema).
   const config = normalizeConfig({ ...raw, storage: { url: options.storageUrl ?? storageUrlFor(dir) } });
@@ -59,6 +66,7 @@ export async function serveAt(
     adminToken: options.adminToken === undefined ? ADMIN : options.adminToken,
     logger: pino({ level: process.env.TEST_LOG ?? "silent" }),
     ...(options.clock ? { clock: options.clock } : {}),
+    ...(options.storage ? { storage: options.storage } : {}),
   });
   const call: TestServer["call"] = async (method, url, opts = {}) => {
     const headers: Record<string, string> = { ...(opts.headers ?? {}) };
@@ -111,6 +119,7 @@ export async function serveAt(
     ipToken,
     close: async () => {
       await server.close();
+      await options.storage?.close();
       if (!options.keepDir) rmSync(dir, { recursive: true, force: true });
     },
   };

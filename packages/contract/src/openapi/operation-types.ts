@@ -46,6 +46,12 @@ export const NODE_KEY_HEADER: HeaderParam = {
     "Sent by a node agent asking on behalf of an app on its host: only that node's GPUs will do. Not a valid node key: 401.",
 };
 
+export const IDEMPOTENCY_KEY_HEADER: HeaderParam = {
+  name: "Idempotency-Key",
+  description:
+    "Makes the request safe to retry: 1 to 255 printable ASCII characters (no spaces), unique per logical request (a UUID). The same key from the same caller for the same identity within 24 h returns the lease the first request made — 201 if it was granted (even if it has ended since), 202 while it waits, 200 if it ended without a GPU — instead of making another; with a different request (duration, size, `queue`, node) it is 409 `idempotency_key_reused`. A key that is empty, too long or has other characters is 400 `invalid_request`. The SDK sends one per call and retries with it.",
+};
+
 export type ResponseSpec =
   | { readonly description: string; readonly json: z.ZodMiniType; readonly headers?: readonly HeaderParam[] }
   | { readonly description: string; readonly events: Readonly<Record<string, z.ZodMiniType>> }

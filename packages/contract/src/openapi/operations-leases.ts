@@ -1,7 +1,7 @@
 import * as diagnose from "../diagnose.js";
 import * as leases from "../leases.js";
 import { Quota } from "../quota.js";
-import { IP_TOKEN_HEADER, LEASE_ID, LOCATION, NODE_KEY_HEADER } from "./operation-types.js";
+import { IDEMPOTENCY_KEY_HEADER, IP_TOKEN_HEADER, LEASE_ID, LOCATION, NODE_KEY_HEADER } from "./operation-types.js";
 import type { Operation } from "./operation-types.js";
 
 /** Leases, quota and diagnose. */
@@ -15,9 +15,15 @@ export const LEASE_OPERATIONS: readonly Operation[] = [
     description:
       "Admits the call against the charged identity's quota (reserving `duration × cost`) and grants a GPU slot now (201) or queues it (202: follow `GET /v1/leases/{id}/events`). Refusals say exactly why and what to do. Through a node's agent (`X-Gpupool-Node-Key`), only that node's GPUs are used. On a replica that does not lead (PostgreSQL), a lease that ended before its grant answers with the problem it ended with (e.g. 408 `queue_timeout`).",
     auth: ["app", "user"],
-    headers: [IP_TOKEN_HEADER, NODE_KEY_HEADER],
+    headers: [IP_TOKEN_HEADER, NODE_KEY_HEADER, IDEMPOTENCY_KEY_HEADER],
     body: { schema: leases.LeaseRequest, optional: true },
     responses: {
+      200: {
+        description:
+          "Only for a retry with an `Idempotency-Key`: the lease the key's first request made ended without a GPU (cancelled, or failed in the queue: its `problem` says why).",
+        json: leases.Lease,
+        headers: [LOCATION],
+      },
       201: {
         description: "Granted now: an `active` lease with its `device` and `deadline`.",
         json: leases.Lease,
@@ -38,6 +44,7 @@ export const LEASE_OPERATIONS: readonly Operation[] = [
       "runs_exceeded",
       "no_gpu_available",
       "queue_timeout",
+      "idempotency_key_reused",
     ],
   },
   {
@@ -70,7 +77,7 @@ export const LEASE_OPERATIONS: readonly Operation[] = [
     tag: "Leases",
     summary: "Follow a lease (Server-Sent Events)",
     description:
-      "Sends the current state first: `queued` while it waits (again each time its place or reason changes), then exactly one of `granted`, `failed` or `ended`, and closes. A comment line `: ping` keeps the connection alive every 15 s. A server that shuts down closes the stream; reconnect (the state is sent again).",
+      "Sends the current state first: `queued` while it waits (again when its place or reason changed: batched, at most once a second, and less often — up to every 8 s — while the queue keeps moving), then exactly one of `granted`, `failed` or `ended`, and closes. A comment line `: ping` keeps the connection alive every 15 s. A server that shuts down closes the stream; reconnect (the state is sent again).",
     auth: ["app", "user", "admin"],
     pathParams: [LEASE_ID],
     responses: {

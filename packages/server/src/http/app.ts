@@ -62,8 +62,8 @@ export function buildHttpApp(ctx: RouteContext): FastifyInstance {
     }
   });
   app.get("/metrics", async (_req, reply) => {
-    reply.type(ctx.metrics.registry.contentType);
-    return ctx.metrics.registry.metrics();
+    reply.type(ctx.metrics.contentType);
+    return ctx.metrics.text();
   });
 
   docsRoutes(app);

@@ -1,3 +1,4 @@
+import { IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN } from "@gpupool/contract";
 import { fail } from "@gpupool/core";
 import type { FastifyRequest } from "fastify";
 import type { Caller, CallerKind } from "../use-cases/identity/callers.js";
@@ -50,4 +51,18 @@ export function ipTokenHeader(req: FastifyRequest): IpTokenHeader {
 export function nodeKeyHeader(req: FastifyRequest): string | null {
   const v = req.headers["x-gpupool-node-key"];
   return typeof v === "string" ? v : v === undefined ? null : "";
+}
+
+/** Idempotency-Key on `POST /v1/leases`, or null; one copy of 1–255 printable ASCII characters, else 400. */
+export function idempotencyKeyHeader(req: FastifyRequest): string | null {
+  const v = req.headers["idempotency-key"];
+  if (v === undefined) return null;
+  const refuse = (message: string): never =>
+    fail("invalid_request", `The Idempotency-Key header ${message}. Nothing was changed.`, {
+      errors: [{ field: "Idempotency-Key", message }],
+    });
+  if (Array.isArray(v) || copies(req, "idempotency-key") > 1) refuse("is sent more than once");
+  if (typeof v !== "string" || !IDEMPOTENCY_KEY_PATTERN.test(v))
+    refuse(`must be 1 to ${IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters, without spaces (a UUID will do)`);
+  return v as string;
 }

@@ -3,7 +3,7 @@ import type * as wire from "@gpupool/contract";
 import { requestSchemas } from "@gpupool/contract/openapi";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { LeaseUpdate } from "../use-cases/leases/lease-requests.js";
-import { authenticate, ipTokenHeader, nodeKeyHeader } from "./auth.js";
+import { authenticate, idempotencyKeyHeader, ipTokenHeader, nodeKeyHeader } from "./auth.js";
 import type { RouteContext } from "./context.js";
 import { sendProblem } from "./problems.js";
 import { withConfiguredSizes } from "./schemas.js";
@@ -20,6 +20,7 @@ export function leaseRoutes(app: FastifyInstance, ctx: RouteContext): void {
       const result = await ctx.leases.request(caller, {
         ipToken: ipTokenHeader(req),
         nodeKey: nodeKeyHeader(req),
+        idempotencyKey: idempotencyKeyHeader(req),
         duration: body.duration,
         size: body.size,
         queue: body.queue,
@@ -28,6 +29,8 @@ export function leaseRoutes(app: FastifyInstance, ctx: RouteContext): void {
       reply.header("location", `/v1/leases/${result.lease.id}`);
       const quota = quotaJson(result.quota);
       if (result.kind === "granted") return reply.code(201).send(leaseJson(result.lease, null, quota, currency));
+      // A retry (same Idempotency-Key) of a request whose lease ended without a GPU.
+      if (result.kind === "ended") return reply.code(200).send(leaseJson(result.lease, null, quota, currency));
       return reply.code(202).send(leaseJson(result.lease, result.place, quota, currency));
     },
   );

@@ -31,7 +31,7 @@ export function usageCsvHeader(): string {
 }
 
 /** RFC 4180: quoted when needed; a leading =, +, - or @ is prefixed with ' so a spreadsheet does not run it. */
-function cell(v: unknown): string {
+function cell(v: string | number | boolean | null | undefined): string {
   if (v === null || v === undefined) return "";
   let s = String(v);
   if (/^[=+\-@\t\r]/.test(s) && typeof v === "string") s = `'${s}`;
@@ -39,8 +39,24 @@ function cell(v: unknown): string {
 }
 
 export function usageCsvRow(r: wire.UsageRecord): string {
-  const flat: Record<(typeof CSV_FIELDS)[number], unknown> = {
-    ...r,
+  const flat: Record<(typeof CSV_FIELDS)[number], string | number | null> = {
+    id: r.id,
+    app: r.app,
+    node: r.node,
+    size: r.size,
+    status: r.status,
+    queued_at: r.queued_at,
+    granted_at: r.granted_at,
+    ended_at: r.ended_at,
+    held_ms: r.held_ms,
+    reserved_s: r.reserved_s,
+    charged_s: r.charged_s,
+    quota_s: r.quota_s,
+    overage_s: r.overage_s,
+    charged_micros: r.charged_micros,
+    refunded_s: r.refunded_s,
+    problem: r.problem,
+    currency: r.currency,
     identity_kind: r.identity.kind,
     identity_id: r.identity.id,
     tier: r.identity.tier,
@@ -84,11 +100,11 @@ export function usageSummaryJson(
       quota_s: msToSeconds(g.quotaMs),
       overage_s: msToSeconds(g.overageMs),
       charged_micros: g.chargedMicros,
-      refusals: { ...g.problems } as wire.UsageTotals["refusals"],
+      refusals: { ...g.problems },
     });
   for (const r of totals.refusals) {
     const g = groups.get(r.key) ?? emptyTotals();
-    groups.set(r.key, add(g, { ...emptyTotals(), refusals: { [r.code]: r.count } as wire.UsageTotals["refusals"] }));
+    groups.set(r.key, add(g, { ...emptyTotals(), refusals: { [r.code]: r.count } }));
   }
   const keys = [...groups.keys()].sort();
   const list = keys.map((key) => ({ key, ...(groups.get(key) ?? emptyTotals()) }));

@@ -51,18 +51,21 @@ export function assemblePool(
   const heartbeatTimeoutMs = config.nodes.heartbeatTimeoutMs;
   const events = new LeaseEvents();
   const state = new PoolState(policy, config.pool.devices);
-  const metrics = new Metrics({
-    queueDepth: () => state.queueDepth,
-    busySlots: () => state.busySlots,
-    totalSlots: () => state.totalSlots,
-    activeLeases: () => state.activeLeases,
-  });
+  // Timers, the announcer's outbox, the runner's hooks and the metrics call parts built after them.
+  const late = {} as { leader: LeaderLeases; nodes: NodeMembership; recovery: Recovery; replica: Replica };
+  const metrics = new Metrics(
+    {
+      queueDepth: () => state.queueDepth,
+      busySlots: () => state.busySlots,
+      totalSlots: () => state.totalSlots,
+      activeLeases: () => state.activeLeases,
+    },
+    () => late.replica.isLeader,
+  );
   const accounts = new Accounts(policy);
   // Only on a store nobody shares is this process's copy of a lease always the current one.
   const writes = new LeaseWrites(state, accounts, policy, !coordination.shared);
 
-  // Timers, the announcer's outbox and the runner's hooks call parts built after them.
-  const late = {} as { leader: LeaderLeases; nodes: NodeMembership; recovery: Recovery; replica: Replica };
   const leaseTimers = new Timers<LeaseTimerKind>(
     clock,
     (id, kind) =>

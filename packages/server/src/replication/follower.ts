@@ -8,6 +8,8 @@ import type { LeaseRecord, Store } from "../storage/store.js";
 import type { Accounts } from "../use-cases/accounts/accounts.js";
 import { admittedLease } from "../use-cases/leases/admitted-lease.js";
 import { endActive, endQueued } from "../use-cases/leases/lease-transitions.js";
+import type { IdentityQuota } from "../use-cases/accounts/accounts.js";
+import { earlierUse, rememberKey, replayKind } from "../use-cases/leases/idempotency.js";
 import type { AdmitInput, AdmitResult, LeaseLifecycle, Released } from "../use-cases/leases/leases.js";
 import type { LeaderMessage, LeaseBroadcast } from "./messages.js";
 
@@ -61,6 +63,16 @@ export class FollowerLeases implements LeaseLifecycle {
     // run inserts the same lease id, the first having been rolled back.
     const staged = await this.store.transaction(async (tx) => {
       const account = await this.accounts.forAdmission(tx, input.charged, request);
+      const { identity } = account;
+      // A retry with the same Idempotency-Key: the lease the first request made (the ledger read above took its lock).
+      const earlier = await earlierUse(tx, input.idempotency, now);
+      if (earlier.kind === "reused") return { kind: "denied" as const, problem: earlier.problem, retryAfterS: null };
+      if (earlier.kind === "same")
+        return {
+          kind: "replay" as const,
+          lease: earlier.lease,
+          quota: this.accounts.view(identity, account.overrideMs, account.ledger, account.billing),
+        };
       // Slots and the queue are the leader's: it places the lease once it is stored.
       const placement: Placement =
         input.node !== null && (await tx.nodes.getByName(input.node))?.devices == null
@@ -69,7 +81,6 @@ export class FollowerLeases implements LeaseLifecycle {
       const decision = decideAdmission(this.policy, account, request, placement);
       if (decision.kind === "refused")
         return { kind: "denied" as const, problem: decision.problem, retryAfterS: decision.retryAfterS };
-      const { identity } = account;
       const call = {
         id: leaseId,
         appId: input.appId,
@@ -77,51 +88,92 @@ export class FollowerLeases implements LeaseLifecycle {
         durationMs: input.durationMs,
         node: input.node,
       };
-      const lease = await tx.leases.insert(
-        (await admittedLease(tx, this.accounts, account, decision, call, now)).lease,
-      );
+      const admitted = await admittedLease(tx, this.accounts, account, decision, call, now);
+      const lease = await tx.leases.insert(admitted.lease);
       await this.accounts.save(tx, identity, decision.ledger);
-      return { kind: "stored" as const, lease };
+      await rememberKey(tx, input.idempotency, lease.id, now);
+      return {
+        kind: "stored" as const,
+        lease,
+        quota: this.accounts.view(identity, account.overrideMs, decision.ledger, admitted.billing),
+      };
     });
     if (staged.kind === "denied") return staged;
-    const verdict = new Promise<LeaseBroadcast | null>((resolve) => {
-      const timer = setTimeout(() => {
-        this.waiting.delete(leaseId);
-        resolve(null);
-      }, VERDICT_WAIT_MS);
-      timer.unref();
-      this.waiting.set(leaseId, (b) => {
-        clearTimeout(timer);
-        this.waiting.delete(leaseId);
-        resolve(b);
-      });
+    if (staged.kind === "replay") return this.answer(staged.lease, staged.quota, undefined, input.charged);
+    // From here on the lease exists, its quota reserved: whatever fails, the answer says so (the lease, 202).
+    let settle!: (b: LeaseBroadcast | null) => void;
+    const verdict = new Promise<LeaseBroadcast | null>((resolve) => (settle = resolve));
+    const timer = setTimeout(() => settle(null), VERDICT_WAIT_MS);
+    timer.unref();
+    this.waiting.set(leaseId, (b) => settle(b));
+    void verdict.then(() => {
+      clearTimeout(timer);
+      this.waiting.delete(leaseId);
     });
-    await this.tellLeader({ op: "admitted", id: leaseId, queue: input.queue });
+    await this.tellLeader({ op: "admitted", id: leaseId, queue: input.queue }).catch((err: unknown) => {
+      this.log.warn({ err, leaseId }, "could not tell the leader about an admitted lease; trying again");
+      this.tellLater({ op: "admitted", id: leaseId, queue: input.queue });
+      settle(null);
+    });
     const word = await verdict;
-    const fresh = await this.store.transaction(async (tx) => ({
-      lease: await tx.leases.get(leaseId),
-      quota: await this.accounts.quota(tx, input.charged, this.clock.now()),
-    }));
-    const lease = fresh.lease ?? staged.lease;
-    const answer = admissionAnswer(lease);
+    return this.answer(staged.lease, staged.quota, word, input.charged);
+  }
+
+  /**
+   * The answer for a stored lease, read back (the leader may have granted or refused it): granted
+   * if the leader gave it a GPU — even if it is already over (a short lease can end before a slow
+   * answer gets back; the record says how it ended) —, still queued, or refused. If it cannot be
+   * read back, the lease as stored: it exists and waits, and the leader places it.
+   * `word`: the leader's first word on it (undefined: a retry, nothing was asked of the leader).
+   */
+  private async answer(
+    stored: LeaseRecord,
+    storedQuota: IdentityQuota,
+    word: LeaseBroadcast | null | undefined,
+    charged: AdmitInput["charged"],
+  ): Promise<AdmitResult> {
+    const fresh = await this.store
+      .transaction(async (tx) => ({
+        lease: await tx.leases.get(stored.id),
+        quota: await this.accounts.quota(tx, charged, this.clock.now()),
+      }))
+      .catch((err: unknown) => {
+        this.log.warn({ err, leaseId: stored.id }, "could not read an admitted lease back; answering it as stored");
+        return { lease: stored, quota: storedQuota };
+      });
+    const lease = fresh.lease ?? stored;
+    const answer = word === undefined ? replayKind(lease) : admissionAnswer(lease);
     if (answer === "granted") return { kind: "granted", lease, quota: fresh.quota };
+    if (answer === "ended") return { kind: "ended", lease, quota: fresh.quota };
     if (answer === "refused") {
       // The leader turned it down (the pool's half of admission: no GPU that could ever take it, queue: false with no free slot, a full queue).
+      // The leader's word carries the problem itself (with its `reason`); the record only its code and detail.
       const why =
-        lease.problemCode === null
-          ? problem("no_gpu_available", "The request ended before it was granted.")
-          : problem(lease.problemCode as "no_gpu_available", lease.problemDetail ?? "");
+        word?.type === "failed"
+          ? word.problem
+          : lease.problemCode === null
+            ? problem("no_gpu_available", "The request ended before it was granted.")
+            : problem(lease.problemCode as "no_gpu_available", lease.problemDetail ?? "");
       return { kind: "denied", problem: why, retryAfterS: 5 };
     }
     // No word from the leader in time (none is leading right now, or it is slow): the lease is
     // stored and waits; whichever replica leads next places it.
-    const place = word?.type === "queued" ? word : this.places.get(leaseId);
+    const place = word?.type === "queued" ? word : this.places.get(lease.id);
     return {
       kind: "queued",
       lease,
       place: { position: place?.position ?? 0, reason: place?.reason ?? "node", etaMs: place?.etaMs ?? null },
       quota: fresh.quota,
     };
+  }
+
+  /** Tells the leader again, a few times, backing off (a lost word would leave the lease unplaced until the next leader reads the store). */
+  private tellLater(m: LeaderMessage, attempt = 1): void {
+    if (attempt > 6) {
+      this.log.error({ leaseId: "id" in m ? m.id : null }, "could not tell the leader; the next leader places it");
+      return;
+    }
+    setTimeout(() => void this.tellLeader(m).catch(() => this.tellLater(m, attempt + 1)), 250 * 2 ** attempt).unref();
   }
 
   /**

@@ -198,6 +198,8 @@ export class Replica implements LeaseLifecycle, PoolMembership, PlacementView {
         this.leading = true;
         leads();
         log.info({ replica: id }, "this replica now leads the pool");
+        // What other replicas admitted while this one rebuilt: their word came before it led.
+        void this.catchUp();
       } catch (err) {
         if (this.stopped) return;
         log.error({ err }, "taking the lead failed; trying again");
@@ -205,6 +207,30 @@ export class Replica implements LeaseLifecycle, PoolMembership, PlacementView {
         continue;
       }
       this.stepDown(await lostOnce);
+    }
+  }
+
+  /**
+   * Re-reads the live set once this replica leads, and places every queued lease its memory
+   * lacks (see LeaderLeases.catchUp); retried while it leads until it succeeds.
+   */
+  private async catchUp(): Promise<void> {
+    const { leader, log, id } = this.parts;
+    for (let delayMs = 500; this.leading && !this.stopped; delayMs = Math.min(10_000, delayMs * 2)) {
+      try {
+        let adopted = 0;
+        for (let more = true; more && this.leading;) {
+          const batch = await leader.catchUp();
+          adopted += batch.adopted;
+          more = batch.more;
+        }
+        if (adopted > 0) log.info({ replica: id, adopted }, "placed leases admitted while this replica took the lead");
+        return;
+      } catch (err) {
+        if (!this.leading || this.stopped) return;
+        log.warn({ err, retryInMs: delayMs }, "re-reading the live leases after taking the lead failed; trying again");
+        await new Promise((resolve) => setTimeout(resolve, delayMs).unref());
+      }
     }
   }
 

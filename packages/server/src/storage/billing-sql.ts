@@ -100,10 +100,13 @@ function usageWhere(f: UsageFilter): { sql: string; params: SqlValue[] } {
     );
     params.push(f.scope.userId, ...apps);
   }
-  if (f.appId !== undefined) (where.push("app_id = ?"), params.push(f.appId));
-  if (f.identity !== undefined)
-    (where.push("identity_kind = ? AND identity_id = ?"), params.push(f.identity.kind, f.identity.id));
-  if (f.status !== undefined) (where.push("status = ?"), params.push(f.status));
+  const and = (condition: string, ...values: SqlValue[]): void => {
+    where.push(condition);
+    params.push(...values);
+  };
+  if (f.appId !== undefined) and("app_id = ?", f.appId);
+  if (f.identity !== undefined) and("identity_kind = ? AND identity_id = ?", f.identity.kind, f.identity.id);
+  if (f.status !== undefined) and("status = ?", f.status);
   return { sql: where.join(" AND "), params };
 }
 
@@ -117,8 +120,14 @@ function refusalWhere(f: UsageFilter): { sql: string; params: SqlValue[] } {
     where.push(`(identity = ?${apps.length > 0 ? ` OR app_id IN (${apps.map(() => "?").join(", ")})` : ""})`);
     params.push(`user:${f.scope.userId}`, ...apps);
   }
-  if (f.appId !== undefined) (where.push("app_id = ?"), params.push(f.appId));
-  if (f.identity !== undefined) (where.push("identity = ?"), params.push(`${f.identity.kind}:${f.identity.id}`));
+  if (f.appId !== undefined) {
+    where.push("app_id = ?");
+    params.push(f.appId);
+  }
+  if (f.identity !== undefined) {
+    where.push("identity = ?");
+    params.push(`${f.identity.kind}:${f.identity.id}`);
+  }
   return { sql: where.join(" AND "), params };
 }
 

@@ -254,8 +254,28 @@ export const MIGRATIONS: readonly Migration[] = [
   INSERT INTO leadership (id, epoch, holder, locked, expires_at) VALUES (1, 0, NULL, false, 0);
   `,
   },
-  { version: 6, ...BILLING_MIGRATION },
+  {
+    version: 6,
+    why: "Idempotency-Key on POST /v1/leases: which lease a caller's key was first used for, and a fingerprint of that request, so a retry gets the same lease back (and a different request with the same key is refused). Keyed by the caller's scope and the key; a use older than the keys' lifetime is overwritten.",
+    sqlite: `
+  CREATE TABLE idempotency_keys (
+    scope_key TEXT PRIMARY KEY,
+    lease_id TEXT NOT NULL,
+    request TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  );
+  `,
+    postgres: `
+  CREATE TABLE idempotency_keys (
+    scope_key TEXT PRIMARY KEY,
+    lease_id TEXT NOT NULL,
+    request TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+  );
+  `,
+  },
+  { version: 7, ...BILLING_MIGRATION },
 ];
 
-/** The version a fully migrated database is at. */
-export const LATEST_VERSION = MIGRATIONS.length;
+/** The version a fully migrated database is at (versions only grow; one may be another branch's, merged later). */
+export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

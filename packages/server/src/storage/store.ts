@@ -227,6 +227,16 @@ export interface LeaseFilter {
   readonly limit: number;
 }
 
+/** A caller's Idempotency-Key on `POST /v1/leases`: the lease it was first used for. */
+export interface IdempotencyKeyRecord {
+  /** The caller's scope and the key the client sent, together (see LeaseRequests). */
+  readonly scopeKey: string;
+  readonly leaseId: string;
+  /** A fingerprint of the request the key was first used with. */
+  readonly request: string;
+  readonly createdAt: number;
+}
+
 export interface SigningKeyRecord {
   readonly kid: string;
   readonly privateJwk: string;
@@ -269,6 +279,7 @@ export interface Tx {
   readonly edges: EdgesTx;
   readonly ledgers: LedgersTx;
   readonly leases: LeasesTx;
+  readonly idempotencyKeys: IdempotencyKeysTx;
   readonly signingKeys: SigningKeysTx;
   readonly sessions: SessionsTx;
   readonly wallets: WalletsTx;
@@ -336,6 +347,12 @@ export interface LeasesTx {
    * honest retry time. Null when it has no live lease.
    */
   earliestEnd(identity: { kind: IdentityKind; id: string }, queueTimeoutMs: number): Promise<number | null>;
+}
+
+export interface IdempotencyKeysTx {
+  get(scopeKey: string): Promise<IdempotencyKeyRecord | null>;
+  /** Records the key's use, replacing an earlier use of it (one that expired). */
+  put(key: IdempotencyKeyRecord): Promise<void>;
 }
 
 export interface SigningKeysTx {

@@ -1,6 +1,7 @@
 import type { IdentityKind, LedgerState } from "@gpupool/core";
 import type {
   AppRecord,
+  IdempotencyKeyRecord,
   KeyedRecord,
   LeadershipRecord,
   LeaseRecord,
@@ -154,6 +155,18 @@ export const LEASES = new Table<LeaseRecord, (typeof LEASE_LIFECYCLE)[number], "
     generated: ["seq"],
     mutable: LEASE_LIFECYCLE,
   },
+);
+
+/** Idempotency keys of lease requests: everything but the key may be replaced (an expired use of the key). */
+export const IDEMPOTENCY_KEYS = new Table<IdempotencyKeyRecord, "leaseId" | "request" | "createdAt">(
+  "idempotency_keys",
+  {
+    scopeKey: text("scope_key"),
+    leaseId: text("lease_id"),
+    request: text("request"),
+    createdAt: integer("created_at"),
+  },
+  { mutable: ["leaseId", "request", "createdAt"] },
 );
 
 export const SIGNING_KEYS = new Table<SigningKeyRecord>("signing_keys", {

@@ -4,7 +4,7 @@ import { billingTx, dollarParams } from "../billing-sql.js";
 import { leaseListStatements } from "../lease-list.js";
 import type { Tx } from "../store.js";
 import type { Row, SqlValue, TableNames } from "../table.js";
-import { APPS, EDGES, LEASES, LEDGERS, NODES, SESSIONS, SIGNING_KEYS, USERS } from "../tables.js";
+import { APPS, EDGES, IDEMPOTENCY_KEYS, LEASES, LEDGERS, NODES, SESSIONS, SIGNING_KEYS, USERS } from "../tables.js";
 
 /** A connection inside a transaction: `sql.begin`'s, or the leader's session within its open group. */
 type Sql = postgres.ISql;
@@ -64,6 +64,10 @@ const LEASE = {
     "FROM leases WHERE status IN ('queued', 'active') AND identity_kind = $2 AND identity_id = $3",
 };
 const listLeases = leaseListStatements(`SELECT ${LEASES.selectList} FROM leases`, param);
+const IDEMPOTENCY_KEY = {
+  byKey: select(IDEMPOTENCY_KEYS, "WHERE scope_key = $1"),
+  upsert: `${insert(IDEMPOTENCY_KEYS)} ON CONFLICT (scope_key) DO UPDATE SET ${IDEMPOTENCY_KEYS.mutableNames.map((c) => `${c} = excluded.${c}`).join(", ")}`,
+};
 const SIGNING_KEY = {
   // In the ledger locks' key space, under a name no identity ("kind:id") can have.
   lock: "SELECT pg_advisory_xact_lock($1::int4, hashtext('signing_keys'))",
@@ -220,6 +224,11 @@ export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedT
         const d = (await one(LEASE.earliestEnd, queueTimeoutMs, identity.kind, identity.id))?.["d"];
         return d === null || d === undefined ? null : Number(d);
       },
+    },
+
+    idempotencyKeys: {
+      get: async (scopeKey) => decode(IDEMPOTENCY_KEYS, await one(IDEMPOTENCY_KEY.byKey, scopeKey)),
+      put: (k) => run(IDEMPOTENCY_KEY.upsert, ...IDEMPOTENCY_KEYS.insertParams(k, "postgres")),
     },
 
     signingKeys: {

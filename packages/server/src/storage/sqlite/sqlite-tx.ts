@@ -5,7 +5,7 @@ import type { WalletCache } from "../billing-sql.js";
 import { leaseListStatements } from "../lease-list.js";
 import type { LeaseRecord, Tx, UserRecord } from "../store.js";
 import type { Row, TableNames } from "../table.js";
-import { APPS, EDGES, LEASES, LEDGERS, NODES, SESSIONS, SIGNING_KEYS, USERS } from "../tables.js";
+import { APPS, EDGES, IDEMPOTENCY_KEYS, LEASES, LEDGERS, NODES, SESSIONS, SIGNING_KEYS, USERS } from "../tables.js";
 
 export type Statement = Database.Statement<unknown[], Row>;
 
@@ -78,6 +78,10 @@ const LEASE = {
   earliestEnd:
     "SELECT MIN(CASE WHEN status = 'active' THEN deadline ELSE queued_at + ? + duration_ms END) AS d " +
     "FROM leases INDEXED BY leases_live WHERE status IN ('queued', 'active') AND identity_kind = ? AND identity_id = ?",
+};
+const IDEMPOTENCY_KEY = {
+  byKey: select(IDEMPOTENCY_KEYS, "WHERE scope_key = ?"),
+  upsert: `${insert(IDEMPOTENCY_KEYS)} ON CONFLICT (scope_key) DO UPDATE SET ${IDEMPOTENCY_KEYS.mutableNames.map((c) => `${c} = excluded.${c}`).join(", ")}`,
 };
 const SIGNING_KEY = { insert: insert(SIGNING_KEYS), list: select(SIGNING_KEYS, "ORDER BY created_at") };
 const SESSION = {
@@ -205,6 +209,11 @@ export function sqliteTx(c: SqliteConnection): Tx {
         const d = one(LEASE.earliestEnd, queueTimeoutMs, identity.kind, identity.id)?.["d"];
         return d === null || d === undefined ? null : Number(d);
       },
+    },
+
+    idempotencyKeys: {
+      get: async (scopeKey) => decode(IDEMPOTENCY_KEYS, one(IDEMPOTENCY_KEY.byKey, scopeKey)),
+      put: async (k) => void run(IDEMPOTENCY_KEY.upsert, ...IDEMPOTENCY_KEYS.insertParams(k, "sqlite")),
     },
 
     signingKeys: {

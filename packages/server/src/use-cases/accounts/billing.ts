@@ -130,6 +130,7 @@ export class Billing {
           fail(
             "idempotency_key_reused",
             `The idempotency key "${input.idempotencyKey}" already granted ${before.amountMicros} micro-units of ${before.category} credits (${before.id}); a grant with other content needs a new key. Nothing was changed.`,
+            { grant: before.id },
           );
         return { grant: before, created: false };
       }

@@ -1,5 +1,5 @@
 import { decideAdmission, fail, placementRefusal, quotaLeftShare } from "@gpupool/core";
-import type { AdmissionRequest, Policy, QueuePlace } from "@gpupool/core";
+import type { AdmissionRequest, Policy, Problem, QueuePlace } from "@gpupool/core";
 import type { Clock } from "../../clock.js";
 import type { EngineRunner } from "../../engine/runner.js";
 import type { Metrics } from "../../metrics.js";
@@ -7,12 +7,22 @@ import { newOrderedId } from "../../secrets.js";
 import type { LeaseRecord, Tx } from "../../storage/store.js";
 import type { Accounts, IdentityQuota } from "../accounts/accounts.js";
 import type { LeaseAnnouncer, LeaseTimerKind } from "./announcer.js";
+import { earlierUse, rememberKey, replayKind } from "./idempotency.js";
 import { queueTimeoutProblem } from "./lease-problems.js";
 import { admittedLease } from "./admitted-lease.js";
 import { grant } from "./lease-transitions.js";
 import type { LeaseWrites } from "./lease-writes.js";
 import type { AdmitInput, AdmitResult, Released } from "./leases.js";
 import type { PoolState } from "./pool-state.js";
+
+/** How many leases one catch-up transaction places at most (see LeaderLeases.catchUp). */
+const CATCH_UP_BATCH = 50;
+
+/** A lease the pool's half of admission turned down, as ended, and the problem it was refused with. */
+interface Refused {
+  readonly lease: LeaseRecord;
+  readonly problem: Problem;
+}
 
 /**
  * The lease use cases of the replica that runs the scheduler (always, on a store nobody shares):
@@ -47,6 +57,17 @@ export class LeaderLeases {
       async (tx) => {
         const account = await this.accounts.forAdmission(tx, input.charged, request);
         const { identity } = account;
+        // A retry with the same Idempotency-Key: the lease the first request made (the ledger read above took its lock).
+        const earlier = await earlierUse(tx, input.idempotency, now);
+        if (earlier.kind === "reused")
+          return { kind: "denied" as const, problem: earlier.problem, retryAfterS: null, others: [] };
+        if (earlier.kind === "same")
+          return {
+            kind: "replay" as const,
+            lease: earlier.lease,
+            others: [],
+            quota: this.accounts.view(identity, account.overrideMs, account.ledger, account.billing),
+          };
         const fields = {
           id: leaseId,
           appId: input.appId,
@@ -62,14 +83,14 @@ export class LeaderLeases {
         const queued = this.state.request(fields, quotaLeftShare(this.policy, account));
         // Whatever could be placed already is placed first (normally nothing: the queue is
         // dispatched after every change), so the trial behind `placement` is exact.
-        const earlier = await this.writes.dispatch(tx, now);
+        const before = await this.writes.dispatch(tx, now);
         const decision = decideAdmission(this.policy, account, request, this.state.placement(queued, now));
         if (decision.kind === "refused")
           return {
             kind: "denied" as const,
             problem: decision.problem,
             retryAfterS: decision.retryAfterS,
-            others: earlier,
+            others: before,
           };
         const placed = this.state.place(queued, now);
         const mine = placed.find((p) => p.grant.leaseId === leaseId);
@@ -90,9 +111,10 @@ export class LeaderLeases {
           : { lease: lease0, ledger: decision.ledger };
         const lease = await tx.leases.insert(next.lease);
         await this.accounts.save(tx, identity, next.ledger);
+        await rememberKey(tx, input.idempotency, lease.id, now);
         this.state.live.set(lease.id, lease);
         const rest = placed.filter((p) => p !== mine);
-        const others = rest.length === 0 ? earlier : [...earlier, ...(await this.writes.recordGrants(tx, rest, now))];
+        const others = rest.length === 0 ? before : [...before, ...(await this.writes.recordGrants(tx, rest, now))];
         const quota = this.accounts.view(identity, account.overrideMs, next.ledger, billing);
         return { kind: mine ? ("granted" as const) : ("queued" as const), lease, others, quota };
       },
@@ -103,6 +125,7 @@ export class LeaderLeases {
           this.metrics?.denial(out.problem.code);
           return { kind: "denied", problem: out.problem, retryAfterS: out.retryAfterS };
         }
+        if (out.kind === "replay") return this.replayed(out.lease, out.quota);
         if (out.kind === "granted") {
           this.announcer.armDeadline(out.lease);
           this.metrics?.grant(out.lease.size, 0);
@@ -199,30 +222,93 @@ export class LeaderLeases {
       async (tx) => {
         const lease = await tx.leases.get(id);
         if (!lease || lease.status !== "queued" || this.state.live.has(id)) return null;
-        const request = this.state.request(lease, await this.shareBefore(tx, lease, now));
-        const refused = placementRefusal(
-          this.policy,
-          { size: { name: lease.size, slots: lease.slots, cost: lease.cost }, node: lease.node, queue },
-          this.state.placement(request, now),
-        );
-        if (refused !== null)
-          return {
-            lease,
-            ended: [await this.writes.finishQueued(tx, lease, "failed", now, refused.problem)],
-            grants: [],
-          };
-        this.state.live.set(lease.id, lease);
-        this.state.enqueue(request);
-        return { lease, ended: [], grants: await this.writes.dispatch(tx, now) };
+        const refused = await this.place(tx, lease, queue, now);
+        return {
+          leases: [lease],
+          ended: refused === null ? [] : [refused],
+          grants: await this.writes.dispatch(tx, now),
+        };
       },
       (out) => {
-        if (out === null) return;
-        this.announcer.ended(out.ended);
-        // The replica that admitted it waits for its place.
-        if (this.state.live.get(id)?.status === "queued") this.announcer.queued(out.lease, true);
-        this.announcer.granted(out.grants);
+        if (out !== null) this.adopted(out);
       },
     );
+  }
+
+  /**
+   * After this replica takes the lead, once its memory is rebuilt: the store's live set read
+   * again, so no lease another replica admitted in the meantime is missed — its word to the
+   * leader came while this replica was still rebuilding (and was dropped), or went to the leader
+   * that just stopped. Each queued lease not in memory is placed as `adopt` would place it (its
+   * queue timeout counted from when it was admitted); a lease memory holds that the store has
+   * ended is freed. At most CATCH_UP_BATCH at a time: `more` says to call it again.
+   */
+  async catchUp(): Promise<{ adopted: number; more: boolean }> {
+    const now = this.clock.now();
+    return await this.runner.run(
+      async (tx) => {
+        const live = await tx.leases.live();
+        const stored = new Set(live.map((l) => l.id));
+        const gone = [...this.state.live.keys()].filter((id) => !stored.has(id));
+        const leases: LeaseRecord[] = [];
+        const ended: Refused[] = [];
+        let more = false;
+        for (const found of live) {
+          if (found.status !== "queued" || this.state.live.has(found.id)) continue;
+          // A few at a time: each one locks its identity until the commit, and followers wait for those locks.
+          if (leases.length + ended.length >= CATCH_UP_BATCH) {
+            more = true;
+            break;
+          }
+          // Read again, locked: another replica may be cancelling it right now.
+          const lease = await tx.leases.get(found.id);
+          if (!lease || lease.status !== "queued") continue;
+          const late = lease.queuedAt + this.policy.queueTimeoutMs <= now;
+          const why = queueTimeoutProblem(lease, now, this.policy.queueTimeoutMs);
+          const done = late
+            ? { lease: await this.writes.finishQueued(tx, lease, "failed", now, why), problem: why }
+            : await this.place(tx, lease, true, now);
+          if (done === null) leases.push(lease);
+          else ended.push(done);
+        }
+        return { leases, ended, gone, more, grants: await this.writes.dispatch(tx, now) };
+      },
+      async (out) => {
+        this.adopted(out);
+        for (const id of out.gone) await this.forget(id);
+        return { adopted: out.leases.length + out.ended.length, more: out.more };
+      },
+    );
+  }
+
+  /** The pool's half of admission for a stored queued lease: refused (the lease as ended, and why), or queued here (null). */
+  private async place(tx: Tx, lease: LeaseRecord, queue: boolean, now: number): Promise<Refused | null> {
+    const request = this.state.request(lease, await this.shareBefore(tx, lease, now));
+    const refused = placementRefusal(
+      this.policy,
+      { size: { name: lease.size, slots: lease.slots, cost: lease.cost }, node: lease.node, queue },
+      this.state.placement(request, now),
+    );
+    if (refused !== null)
+      return {
+        lease: await this.writes.finishQueued(tx, lease, "failed", now, refused.problem),
+        problem: refused.problem,
+      };
+    this.state.live.set(lease.id, lease);
+    this.state.enqueue(request);
+    return null;
+  }
+
+  /** Announces adopted leases: refusals, those that wait (the replica that admitted them waits for their place), grants. */
+  private adopted(out: { leases: readonly LeaseRecord[]; ended: readonly Refused[]; grants: LeaseRecord[] }): void {
+    // With the problem itself, so its fields (a refusal's `reason`) reach the replica that admitted it.
+    this.announcer.ended(
+      out.ended.map((r) => r.lease),
+      new Map(out.ended.map((r) => [r.lease.id, r.problem])),
+    );
+    for (const lease of out.leases)
+      if (this.state.live.get(lease.id)?.status === "queued") this.announcer.queued(lease, true);
+    this.announcer.granted(out.grants);
   }
 
   /** A lease another replica ended (released or cancelled): free its slots or its place in line. */
@@ -255,6 +341,14 @@ export class LeaderLeases {
       },
       (grants) => this.announcer.granted(grants),
     );
+  }
+
+  /** The answer to a retry (same Idempotency-Key): the lease as it stands now. */
+  private replayed(lease: LeaseRecord, quota: IdentityQuota): AdmitResult {
+    const kind = replayKind(lease);
+    if (kind !== "queued") return { kind, lease, quota };
+    const place = this.state.position(lease.id, this.clock.now()) ?? { position: 0, reason: "node", etaMs: null };
+    return { kind, lease, place, quota };
   }
 
   /** Someone on another replica watches a queued lease. */

@@ -8,6 +8,7 @@ import type { Accounts, IdentityQuota } from "../accounts/accounts.js";
 import type { RefusalLog } from "../accounts/refusals.js";
 import type { Caller, Callers } from "../identity/callers.js";
 import type { IpTokenHeader, RequestIdentity } from "../identity/request-identity.js";
+import { idempotencyKey } from "./idempotency.js";
 import { queueTimeoutProblemFrom } from "./lease-problems.js";
 import { sizeNamed } from "./sizes.js";
 import type { AdmitResult, LeaseLifecycle, Released } from "./leases.js";
@@ -16,6 +17,8 @@ export interface LeaseRequest {
   readonly ipToken: IpTokenHeader;
   /** X-Gpupool-Node-Key: an agent asking on behalf of an app on its host (only that node's GPUs will do). */
   readonly nodeKey: string | null;
+  /** Idempotency-Key: a retry with the same key gets the same lease (see idempotency.ts). */
+  readonly idempotencyKey?: string | null | undefined;
   /** Seconds; the policy's default when absent. */
   readonly duration?: number | undefined;
   readonly size?: string | undefined;
@@ -64,14 +67,24 @@ export class LeaseRequests {
       return { kind: "denied", problem: attribution.problem, retryAfterS: null };
     }
     const size = sizeNamed(this.policy, input.size);
+    const durationMs = input.duration === undefined ? this.policy.defaultDurationMs : Math.round(input.duration * 1000);
+    const queue = input.queue ?? true;
+    const nodeName = node?.name ?? null;
+    const scope = caller.kind === "app" ? { kind: "app", id: caller.app.id } : { kind: "user", id: caller.user.id };
     const result = await this.lifecycle.admit({
       appId: caller.kind === "app" ? caller.app.id : null,
       charged: attribution.charged,
       via: attribution.via,
-      durationMs: input.duration === undefined ? this.policy.defaultDurationMs : Math.round(input.duration * 1000),
+      durationMs,
       size,
-      queue: input.queue ?? true,
-      node: node?.name ?? null,
+      queue,
+      node: nodeName,
+      idempotency: idempotencyKey(input.idempotencyKey ?? null, scope, attribution.charged, {
+        durationMs,
+        size: size.name,
+        queue,
+        node: nodeName,
+      }),
     });
     if (result.kind === "denied") {
       const { charged } = attribution;

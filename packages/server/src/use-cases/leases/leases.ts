@@ -1,6 +1,7 @@
 import type { Problem, QueuePlace, SizePolicy, Via } from "@gpupool/core";
 import type { LeaseRecord } from "../../storage/store.js";
 import type { ChargedParty, IdentityQuota } from "../accounts/accounts.js";
+import type { IdempotencyKey } from "./idempotency.js";
 
 export interface AdmitInput {
   readonly appId: string | null;
@@ -11,12 +12,16 @@ export interface AdmitInput {
   readonly queue: boolean;
   /** Only devices of this node may be granted (a request through the node's agent); null: any. */
   readonly node: string | null;
+  /** The request's Idempotency-Key, scoped (a retry returns the lease its first request made); null without one. */
+  readonly idempotency: IdempotencyKey | null;
 }
 
 export type AdmitResult =
   | { readonly kind: "granted"; readonly lease: LeaseRecord; readonly quota: IdentityQuota }
   | { readonly kind: "queued"; readonly lease: LeaseRecord; readonly place: QueuePlace; readonly quota: IdentityQuota }
-  | { readonly kind: "denied"; readonly problem: Problem; readonly retryAfterS: number | null };
+  | { readonly kind: "denied"; readonly problem: Problem; readonly retryAfterS: number | null }
+  /** Only for a retry (same Idempotency-Key) of a request whose lease has ended without a GPU. */
+  | { readonly kind: "ended"; readonly lease: LeaseRecord; readonly quota: IdentityQuota };
 
 export interface Released {
   readonly lease: LeaseRecord;
