@@ -1,7 +1,8 @@
 import { formatSeconds, msToSeconds } from "../duration.js";
 import type { Identity } from "../identity/identity.js";
 import { identityKey } from "../identity/identity.js";
-import type { Policy } from "../policy.js";
+import type { BillingPolicy, Policy } from "../policy.js";
+import { NO_BILLING } from "../policy.js";
 import type { Problem } from "../problem.js";
 import { problem } from "../problem.js";
 import { displayMoney, priceOf } from "./money.js";
@@ -11,28 +12,6 @@ import { displayMoney, priceOf } from "./money.js";
  * Pure: the caller loads the wallet's totals and the month's spend in the same transaction as the
  * ledger and writes the hold admission decides beside the quota reservation.
  */
-
-/** The operator's billing settings, normalized (money in micro-units). */
-export interface BillingPolicy {
-  readonly currency: string;
-  /** Included credits per month, by tier. */
-  readonly includedMicros: Readonly<Record<string, number>>;
-  readonly overage: {
-    readonly enabled: boolean;
-    readonly tiers: readonly string[];
-    /** For cost ×1: an xlarge minute costs twice this. */
-    readonly pricePerMinuteMicros: number;
-    /** The cap of a user who opts in without choosing one. */
-    readonly defaultCapMicros: number;
-  };
-}
-
-/** No `billing:` in the config: no included credits, no overage. */
-export const NO_BILLING: BillingPolicy = {
-  currency: "USD",
-  includedMicros: {},
-  overage: { enabled: false, tiers: [], pricePerMinuteMicros: 0, defaultCapMicros: 0 },
-};
 
 export function billingOf(policy: Policy): BillingPolicy {
   return policy.billing ?? NO_BILLING;

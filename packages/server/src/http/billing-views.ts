@@ -3,7 +3,7 @@ import { creditTotals, displayMoney, msToSeconds, spendingOrder } from "@gpupool
 import type { CreditTotals } from "@gpupool/core";
 import type { GrantRecord, LeaseRecord, UsageRecordRow, WalletTransactionRecord } from "../storage/store.js";
 import type { BillingView, OverageView } from "../use-cases/accounts/wallets.js";
-import { iso } from "./views.js";
+import { iso } from "./iso.js";
 
 /** `display` of an object's money fields: each `<name>_micros` as `<name>` for people. */
 function display(fields: Readonly<Record<string, number>>, currency: string): Record<string, string> {

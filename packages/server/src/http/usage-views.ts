@@ -1,7 +1,7 @@
 import type * as wire from "@gpupool/contract";
 import { msToSeconds } from "@gpupool/core";
 import type { UsageFilter, UsageGroupBy, UsageGroupRow } from "../storage/store.js";
-import { iso } from "./views.js";
+import { iso } from "./iso.js";
 
 const CSV_FIELDS = [
   "id",
