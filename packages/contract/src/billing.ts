@@ -15,8 +15,8 @@ export const Amount = describe(
     .check(
       z.maxLength(20),
       matching(
-        /^(0|[1-9][0-9]{0,11})(\.[0-9]{1,6})?$/,
-        'a decimal amount such as "10.00" (no sign, at most 6 decimal places, at most 1e12)',
+        /^(0|[1-9][0-9]{0,9})(\.[0-9]{1,6})?$/,
+        'a decimal amount such as "10.00" (no sign, at most 6 decimal places, at most 1e9)',
       ),
     ),
   'A decimal amount of the currency, as a string: `"10.00"`.',
@@ -40,7 +40,10 @@ export const LeaseBilling = z.object({
     z.number(),
     "GPU seconds (× cost) of the reservation paid from credits (overage); 0 without overage.",
   ),
-  hold_micros: describe(Micros, "Credits held for the overage part while the call is in flight; 0 once it ended."),
+  hold_micros: describe(
+    Micros,
+    "Credits held at admission for the overage part. Once the call ended, `charged_micros` of it was spent and the rest released (the wallet's transactions show both).",
+  ),
   charged_micros: describe(
     Micros,
     "Credits spent once it ended: the overage seconds it used × the price, rounded up to a micro-unit. 0 until it ends.",

@@ -38,8 +38,7 @@ async function raw(url: string, token: string) {
 }
 
 describe("GET /v1/usage", () => {
-  // BUG (reported): operations-billing.ts documents listUsage's 200 as application/json only, so the
-  // OpenAPI document (and docs/wire.md) say nothing of the ndjson and csv answers the route sends.
+  // Found by this test: the OpenAPI document once gave listUsage's 200 as application/json only.
   it("the ndjson and csv answers are the content types the OpenAPI document gives", async () => {
     t = await billingServer();
     const u = await payingUser(t, "alice", {});

@@ -133,7 +133,10 @@ function successResponse(spec: ResponseSpec): OpenApiResponse {
       ...(spec.headers !== undefined
         ? { headers: Object.fromEntries(spec.headers.map((h) => [h.name, header(h)])) }
         : {}),
-      content: { "application/json": { schema: refTo(spec.json) } },
+      content: {
+        "application/json": { schema: refTo(spec.json) },
+        ...Object.fromEntries((spec.alsoText ?? []).map((type) => [type, { schema: { type: "string" } }])),
+      },
     };
   }
   if ("events" in spec) {

@@ -81,8 +81,9 @@ export const BILLING_OPERATIONS: readonly Operation[] = [
     query: usage.UsageQuery,
     responses: {
       200: {
-        description: "A page of records (format `json`), or the stream (`ndjson`, `csv`).",
+        description: "A page of records (format `json`), or the whole range streamed (`ndjson`, `csv`).",
         json: usage.UsagePage,
+        alsoText: ["application/x-ndjson", "text/csv"],
       },
     },
   },

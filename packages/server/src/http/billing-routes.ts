@@ -151,7 +151,7 @@ async function usageFilter(
     status?: string | undefined;
   },
 ): Promise<UsageFilter> {
-  const to = q.to === undefined ? Date.now() : Date.parse(q.to);
+  const to = q.to === undefined ? ctx.billing.now() : Date.parse(q.to);
   const from = q.from === undefined ? to - 30 * DAY_MS : Date.parse(q.from);
   if (from >= to)
     fail("invalid_request", "`from` must be before `to`. Nothing was read.", {

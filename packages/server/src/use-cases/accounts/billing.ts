@@ -1,4 +1,4 @@
-import { billingOf, fail, parseMoney } from "@gpupool/core";
+import { MAX_MICROS, billingOf, displayMoney, fail, parseMoney } from "@gpupool/core";
 import type { Policy } from "@gpupool/core";
 import type { Clock } from "../../clock.js";
 import { newId, newOrderedId } from "../../secrets.js";
@@ -134,6 +134,13 @@ export class Billing {
           );
         return { grant: before, created: false };
       }
+      const held = (await tx.wallets.grants(user.id)).reduce((sum, g) => sum + g.remainingMicros, 0);
+      if (held + amount.micros > MAX_MICROS)
+        fail(
+          "invalid_request",
+          `This grant would take the wallet past the largest balance a wallet may hold (${displayMoney(MAX_MICROS, this.currency)}). Nothing was changed.`,
+          { errors: [{ field: "amount", message: "would take the wallet past its largest balance" }] },
+        );
       const grant: GrantRecord = {
         id: newId("cg"),
         userId: user.id,
@@ -190,6 +197,11 @@ export class Billing {
       groups: await tx.usage.summary(filter, groupBy),
       refusals: await tx.usage.refusals(filter, groupBy),
     }));
+  }
+
+  /** The server's clock (a usage range ends now by default). */
+  now(): number {
+    return this.clock.now();
   }
 
   get currency(): string {
