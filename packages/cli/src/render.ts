@@ -112,7 +112,7 @@ export function renderQuota(q: Quota, now: Date): string {
       `${c(credits.availableMicros)} available (${c(credits.balanceMicros)} balance, ${c(credits.heldMicros)} held)`,
     );
   }
-  if (overage !== undefined) {
+  if (overage !== undefined && overage !== null) {
     const head = "  overage   ";
     const cap =
       overage.monthlyCapMicros === null ? "" : `, cap ${money(overage.monthlyCapMicros, overage.currency)} a month`;

@@ -93,7 +93,7 @@ export const Lease = z.object({
   refunded: describe(Seconds, "`reserved − charged` once it ended, else 0."),
   failed: describe(z.boolean(), "True when released with `failed: true` (the app's call failed)."),
   billing: describe(
-    LeaseBilling,
+    z.optional(LeaseBilling),
     "Which bucket pays: the quota part, the overage part paid from credits, the hold and the charge.",
   ),
   problem: describe(
@@ -136,7 +136,10 @@ export const ReleaseResult = z.object({
   held_ms: describe(z.nullable(Count), "Null for a lease that was never granted."),
   charged: Seconds,
   refunded: Seconds,
-  billing: LeaseBilling,
+  billing: describe(
+    z.optional(LeaseBilling),
+    "Which bucket paid; always sent (absent only from servers older than billing).",
+  ),
   quota: Quota,
 });
 export type ReleaseResult = z.infer<typeof ReleaseResult>;

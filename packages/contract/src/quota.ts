@@ -24,9 +24,12 @@ export const Quota = z.object({
   runs: describe(Count, "GPU calls granted in this window."),
   max_runs: describe(z.nullable(Count), "The tier's daily runs limit, or null for none."),
   credits: describe(
-    z.nullable(Credits),
+    z.optional(z.nullable(Credits)),
     "The user's credits (SPEC §9); null for an identity that has no wallet (an IP address or an app).",
   ),
-  overage: describe(Overage, "Whether credits pay for calls past the quota, and if not, why not."),
+  overage: describe(
+    z.optional(Overage),
+    "Whether credits pay for calls past the quota, and if not, why not. Always sent (absent only from servers older than billing).",
+  ),
 });
 export type Quota = z.infer<typeof Quota>;

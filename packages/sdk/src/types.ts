@@ -68,7 +68,8 @@ export type Overage = Omit<Camelized<wire.Overage, "month_ends_at">, "blockedBy"
  */
 export type Quota = Omit<Camelized<wire.Quota, "window_started_at" | "resets_at">, "credits" | "overage"> & {
   readonly credits: Credits | null;
-  readonly overage: Overage;
+  /** Null only from a server older than billing. */
+  readonly overage: Overage | null;
 };
 
 /** The GPU (or part of one) a lease was granted. */
@@ -79,7 +80,7 @@ type LeaseTimes = "queued_at" | "granted_at" | "deadline" | "ended_at";
 export type Lease = Omit<Camelized<wire.Lease, LeaseTimes>, "size" | "problem" | "quota" | "billing"> & {
   readonly size: Size;
   /** Which bucket pays: `quotaS` from the daily quota, `overageS` from credits (held, then charged at the end). */
-  readonly billing: LeaseBilling;
+  readonly billing: LeaseBilling | null;
   /** Why it ended without a grant or failed, as a whole problem (status and title from the code). */
   readonly problem: Problem | null;
   /** Null in lists and in events. */
@@ -91,7 +92,7 @@ export type QueueUpdate = Camelized<wire.QueuedEvent> & { readonly leaseId: stri
 
 export type ReleaseResult = Omit<Camelized<wire.ReleaseResult>, "quota" | "billing"> & {
   readonly quota: Quota;
-  readonly billing: LeaseBilling;
+  readonly billing: LeaseBilling | null;
 };
 
 export type DiagnosisStep = Camelized<wire.DiagnosisStep>;

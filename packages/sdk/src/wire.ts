@@ -76,8 +76,9 @@ export function toQuota(q: wire.Quota): Quota {
     maxDuration: q.max_duration,
     runs: q.runs,
     maxRuns: q.max_runs,
-    credits: q.credits === null ? null : toCredits(q.credits),
-    overage: toOverage(q.overage),
+    // Absent from servers older than billing: null, as for an identity without a wallet.
+    credits: q.credits == null ? null : toCredits(q.credits),
+    overage: q.overage === undefined ? null : toOverage(q.overage),
   };
 }
 
@@ -115,7 +116,7 @@ export function toLease(l: wire.Lease): Lease {
     charged: l.charged,
     refunded: l.refunded,
     failed: l.failed,
-    billing: toLeaseBilling(l.billing),
+    billing: l.billing === undefined ? null : toLeaseBilling(l.billing),
     problem: l.problem === null ? null : leaseProblem(l.problem),
     quota: l.quota === null ? null : toQuota(l.quota),
   };
@@ -128,7 +129,7 @@ export function toReleaseResult(r: wire.ReleaseResult): ReleaseResult {
     heldMs: r.held_ms,
     charged: r.charged,
     refunded: r.refunded,
-    billing: toLeaseBilling(r.billing),
+    billing: r.billing === undefined ? null : toLeaseBilling(r.billing),
     quota: toQuota(r.quota),
   };
 }

@@ -5,9 +5,9 @@ import { fail } from "@gpupool/core";
 import type { FastifyInstance } from "fastify";
 import type { UsageFilter, UsageGroupBy, UsageRecordRow } from "../storage/store.js";
 import { authenticate, only } from "./auth.js";
-import { grantJson, overageJson, usageJson, walletJson } from "./billing-views.js";
+import { creditsJson, grantJson, overageJson, usageJson, walletJson } from "./billing-views.js";
 import type { RouteContext } from "./context.js";
-import { quotaBillingParts, usageCsvHeader, usageCsvRow, usageSummaryJson } from "./usage-views.js";
+import { usageCsvHeader, usageCsvRow, usageSummaryJson } from "./usage-views.js";
 import { quotaJson } from "./views.js";
 
 const DAY_MS = 86_400_000;
@@ -22,8 +22,14 @@ export function billingRoutes(app: FastifyInstance, ctx: RouteContext): void {
   app.get("/v1/me", async (req): Promise<wire.Me> => {
     const caller = await authenticate(ctx, req, ["user"]);
     const { user, quota } = await billing.me(caller.user.id);
-    const q = quotaJson(quota);
-    return { user: { id: user.id, name: user.name, tier: user.tier }, quota: q, ...quotaBillingParts(q) };
+    const b = quota.billing;
+    return {
+      user: { id: user.id, name: user.name, tier: user.tier },
+      quota: quotaJson(quota),
+      // A user always has a wallet (empty until credits are granted).
+      credits: creditsJson(b.credits ?? { balanceMicros: 0, heldMicros: 0, availableMicros: 0 }, b.currency),
+      overage: overageJson(b.overage, b.currency),
+    };
   });
 
   app.get<{ Querystring: { limit?: string } }>(

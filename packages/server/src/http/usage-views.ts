@@ -3,18 +3,6 @@ import { msToSeconds } from "@gpupool/core";
 import type { UsageFilter, UsageGroupBy, UsageGroupRow } from "../storage/store.js";
 import { iso } from "./views.js";
 
-/** The quota object's credits and overage, lifted to the top of `/v1/me` (SPEC §9). */
-export function quotaBillingParts(q: wire.Quota): Pick<wire.Me, "credits" | "overage"> {
-  const credits = q.credits ?? {
-    balance_micros: 0,
-    held_micros: 0,
-    available_micros: 0,
-    currency: q.overage.currency,
-    display: {},
-  };
-  return { credits, overage: q.overage };
-}
-
 const CSV_FIELDS = [
   "id",
   "identity_kind",

@@ -6,7 +6,8 @@ import type { LeaseEvents } from "../events.js";
 import { newOrderedId } from "../secrets.js";
 import type { LeaseRecord, Store } from "../storage/store.js";
 import type { Accounts } from "../use-cases/accounts/accounts.js";
-import { admitted, endActive, endQueued } from "../use-cases/leases/lease-transitions.js";
+import { admittedLease } from "../use-cases/leases/admitted-lease.js";
+import { endActive, endQueued } from "../use-cases/leases/lease-transitions.js";
 import type { AdmitInput, AdmitResult, LeaseLifecycle, Released } from "../use-cases/leases/leases.js";
 import type { LeaderMessage, LeaseBroadcast } from "./messages.js";
 
@@ -69,20 +70,15 @@ export class FollowerLeases implements LeaseLifecycle {
       if (decision.kind === "refused")
         return { kind: "denied" as const, problem: decision.problem, retryAfterS: decision.retryAfterS };
       const { identity } = account;
+      const call = {
+        id: leaseId,
+        appId: input.appId,
+        size: input.size,
+        durationMs: input.durationMs,
+        node: input.node,
+      };
       const lease = await tx.leases.insert(
-        admitted({
-          id: leaseId,
-          appId: input.appId,
-          identity,
-          size: input.size,
-          durationMs: input.durationMs,
-          reservedMs: decision.reservedMs,
-          now,
-          windowStartedAt: decision.ledger.windowStartedAt,
-          node: input.node,
-          split: decision.split,
-          holdShares: (await this.accounts.hold(tx, account, leaseId, decision.split.holdMicros, now)).shares,
-        }),
+        (await admittedLease(tx, this.accounts, account, decision, call, now)).lease,
       );
       await this.accounts.save(tx, identity, decision.ledger);
       return { kind: "stored" as const, lease };
