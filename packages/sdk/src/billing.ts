@@ -23,7 +23,7 @@ import type {
 } from "./billing-types.js";
 import { toMe, toUsagePage, toUsageSummary, toWallet } from "./billing-wire.js";
 import type { Transport } from "./transport.js";
-import type { Overage } from "./types.js";
+import type { LeaseStatus, Overage } from "./types.js";
 import { toOverage } from "./wire.js";
 
 /** What the client offers about money and usage; part of `GpupoolClient`. */
@@ -50,7 +50,7 @@ export interface BillingMethods {
   /** The whole range as CSV or NDJSON, streamed as the server writes it. */
   usageExport(
     format: UsageExportFormat,
-    query?: UsageRange & { readonly status?: string | undefined },
+    query?: UsageRange & { readonly status?: LeaseStatus | undefined },
   ): Promise<UsageExport>;
 }
 

@@ -121,6 +121,19 @@ describe("the 402s and the 409 of billing become typed errors carrying the amoun
 });
 
 describe("billing fields and calls", () => {
+  it("a server older than billing: billing, credits and overage are null, never a zero that reads as paid", async () => {
+    const old = wireLease("active");
+    delete old["billing"];
+    const quota = { ...(old["quota"] as Record<string, unknown>) };
+    delete quota["credits"];
+    delete quota["overage"];
+    server = await startFakeControlPlane((_request, res) => sendJson(res, 200, { ...old, quota }));
+    const lease = await createClient({ url: server.url, token: "gpu_u_ada" }).lease("ls_1");
+    expect(lease.billing).toBeNull();
+    expect(lease.quota?.credits).toBeNull();
+    expect(lease.quota?.overage).toBeNull();
+  });
+
   it("leases and release results say which bucket paid, camelCased", async () => {
     const billing = {
       quota_s: 10,
