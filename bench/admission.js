@@ -144,7 +144,12 @@ function isolated(side, dir, script = THIS_SCRIPT) {
 
 if (process.argv[2] === "--inprocess") {
   const [, , , side, dir] = process.argv;
-  const result = side === "peer" ? await peerInProcess(dir) : await gpupoolInProcess(dir);
+  const result =
+    side === "peer"
+      ? await peerInProcess(dir)
+      : side === "billing"
+        ? await (await import("./admission-billing.js")).billingInProcess(dir, measure, KEYS)
+        : await gpupoolInProcess(dir);
   process.send(result, () => process.exit(0));
 }
 
@@ -279,6 +284,7 @@ export async function main(args = []) {
     const ours = [];
     const peer = [];
     const old = [];
+    const billing = [];
     for (let r = 0; r < ROUNDS; r++) {
       // Each measurement runs in a fresh process: garbage and JIT state left by the other side
       // otherwise slowed whichever ran second by up to 40%. The order rotates with the round so
@@ -286,6 +292,7 @@ export async function main(args = []) {
       const sides = [
         () => isolated("gpupool", mkdtempSync(join(dir, "g"))).then((m) => ours.push(m)),
         () => isolated("peer", mkdtempSync(join(dir, "p"))).then((m) => peer.push(m)),
+        () => isolated("billing", mkdtempSync(join(dir, "c"))).then((m) => billing.push(m)),
         ...(baseline
           ? [() => isolated("gpupool", mkdtempSync(join(dir, "b")), baseline).then((m) => old.push(m))]
           : []),
@@ -297,7 +304,7 @@ export async function main(args = []) {
         ? `; baseline build ${round(old.at(-1).conc)} cycles/s (this build / baseline ${round(o.conc / old.at(-1).conc, 2)})`
         : "";
       console.log(
-        `round ${r + 1}: ${CONCURRENT} concurrent callers: gpupool ${round(o.conc)} cycles/s, RateLimiterSQLite ${round(p.conc)} cycles/s (ratio ${round(o.conc / p.conc, 2)}); one caller: gpupool ${round(o.seq)}, RateLimiterSQLite ${round(p.seq)}${b}`,
+        `round ${r + 1}: ${CONCURRENT} concurrent callers: gpupool ${round(o.conc)} cycles/s, RateLimiterSQLite ${round(p.conc)} cycles/s (ratio ${round(o.conc / p.conc, 2)}); one caller: gpupool ${round(o.seq)}, RateLimiterSQLite ${round(p.seq)}; every call paid from credits ${round(billing.at(-1).conc)} cycles/s (${round(billing.at(-1).conc / o.conc, 2)} of the plain path)${b}`,
       );
     }
     const http = [];
@@ -335,6 +342,10 @@ export async function main(args = []) {
       peer: "rate-limiter-flexible RateLimiterSQLite (better-sqlite3, WAL, synchronous=NORMAL) consume+reward",
       peer_cycles_per_s: round(peerMedian),
       inprocess_ratio: round(inprocessRatio, 2),
+      // Every call past the quota, paid from credits (hold, settlement, wallet transactions), paired per round with the plain path.
+      billing_inprocess_cycles_per_s: round(median(billing.map((b) => b.conc))),
+      billing_vs_plain: round(median(billing.map((b, i) => b.conc / ours[i].conc)), 2),
+      billing_sequential_vs_plain: round(median(billing.map((b, i) => b.seq / ours[i].seq)), 2),
       inprocess_concurrent_callers: CONCURRENT,
       inprocess_sequential_cycles_per_s: round(inprocessSeq),
       peer_sequential_cycles_per_s: round(peerSeq),

@@ -520,6 +520,78 @@ describe("the server's responses match the contract", () => {
     expectStatus(await t.checked("GET", "/v1/diagnose?size=xlarge", { token: owner.token }), 200);
   });
 
+  it("billing: me, wallet, settings, credits, usage, and their refusals", async () => {
+    const t = await server({
+      pool: { simulated: [{ node: "sim-0", gpus: 1 }] },
+      quota: {
+        tiers: { anonymous: { quota: "2m" }, free: { quota: "1m" }, pro: { quota: "20s", max_duration: "300s" } },
+      },
+      billing: {
+        included_credits: { pro: "0.05" },
+        overage: { enabled: true, tiers: ["pro"], price_per_gpu_minute: "0.10", default_monthly_cap: "0.08" },
+      },
+    });
+    const { owner, alice } = await principals(t);
+    expectStatus(await t.checked("GET", "/v1/me", { token: owner.token }), 200);
+    expectStatus(await t.checked("GET", "/v1/me", { token: ADMIN }), 403, "forbidden");
+    expectStatus(
+      await t.checked("PATCH", "/v1/me/billing", { token: alice.token, body: { overage: true } }),
+      409,
+      "overage_not_available",
+    );
+    expectStatus(await t.checked("PATCH", "/v1/me/billing", { token: owner.token, body: {} }), 400, "invalid_request");
+    expectStatus(await t.checked("PATCH", "/v1/me/billing", { token: owner.token, body: { overage: true } }), 200);
+    const split = await t.checked("POST", "/v1/leases", { token: owner.token, body: { duration: 30 } });
+    expectStatus(split, 201);
+    expectStatus(
+      await t.checked("POST", "/v1/leases", { token: owner.token, body: { duration: 60 } }),
+      402,
+      "credits_exhausted",
+    );
+    expectStatus(await t.checked("POST", `/v1/leases/${split.body.id}/release`, { token: owner.token }), 200);
+    const credits = { amount: "1.00", category: "purchased", idempotency_key: "pay_1" };
+    expectStatus(await t.checked("POST", `/v1/admin/users/${owner.id}/credits`, { token: ADMIN, body: credits }), 201);
+    expectStatus(await t.checked("POST", `/v1/admin/users/${owner.id}/credits`, { token: ADMIN, body: credits }), 200);
+    expectStatus(
+      await t.checked("POST", `/v1/admin/users/${owner.id}/credits`, {
+        token: ADMIN,
+        body: { ...credits, amount: "2.00" },
+      }),
+      409,
+      "idempotency_key_reused",
+    );
+    expectStatus(
+      await t.checked("POST", `/v1/admin/users/${owner.id}/credits`, {
+        token: ADMIN,
+        body: { ...credits, amount: "-1" },
+      }),
+      400,
+      "invalid_request",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/admin/users/nobody/credits", { token: ADMIN, body: credits }),
+      404,
+      "not_found",
+    );
+    expectStatus(
+      await t.checked("POST", "/v1/leases", { token: owner.token, body: { duration: 300 } }),
+      402,
+      "spend_cap_reached",
+    );
+    expectStatus(await t.checked("GET", "/v1/me/wallet?limit=5", { token: owner.token }), 200);
+    expectStatus(await t.checked("GET", `/v1/admin/users/${owner.id}/wallet`, { token: ADMIN }), 200);
+    expectStatus(await t.checked("GET", "/v1/admin/users/nobody/wallet", { token: ADMIN }), 404, "not_found");
+    expectStatus(await t.checked("GET", "/v1/usage?limit=1", { token: owner.token }), 200);
+    expectStatus(await t.checked("GET", "/v1/usage", { token: ADMIN }), 200);
+    expectStatus(await t.checked("GET", "/v1/usage?cursor=nope", { token: ADMIN }), 400, "invalid_request");
+    expectStatus(await t.checked("GET", "/v1/usage/summary?group_by=tier", { token: owner.token }), 200);
+    expectStatus(
+      await t.checked("GET", "/v1/usage/summary?group_by=week", { token: owner.token }),
+      400,
+      "invalid_request",
+    );
+  });
+
   it("quota and diagnose, for each way a call is charged", async () => {
     const t = await server({ pool: { simulated: [{ node: "sim-0", gpus: 1 }] } });
     const { owner, alice, app } = await principals(t);

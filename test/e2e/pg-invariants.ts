@@ -1,5 +1,7 @@
 import postgres from "postgres";
 import type { Acknowledged } from "./pg-fault-kit.js";
+import { WALLET_QUERIES, walletViolations } from "./wallet-invariants.js";
+import type { BilledLeaseRow, GrantRow, WalletTxRow } from "./wallet-invariants.js";
 
 /**
  * The ledger's and the leases' invariants, checked over a PostgreSQL schema in one snapshot, plus
@@ -40,6 +42,8 @@ interface LeaseRow {
   tier: string;
   status: string;
   reserved_ms: string;
+  /** What the ledger holds of the reservation (the rest is overage, held on the wallet). */
+  quota_ms: string;
   charged_ms: string;
   window_started_at: string | null;
   node: string | null;
@@ -68,16 +72,23 @@ export async function checkInvariants(o: InvariantOptions): Promise<InvariantRep
     connection: { search_path: schema },
   });
   try {
-    const { leases, ledgers, now } = await sql.begin("isolation level repeatable read", async (tx) => {
+    const { leases, ledgers, wallets, now } = await sql.begin("isolation level repeatable read", async (tx) => {
       const leases = await tx.unsafe<LeaseRow[]>(
-        "SELECT id, identity_kind, identity_id, tier, status, reserved_ms, charged_ms, window_started_at, node, device_index, slot_indexes, queued_at FROM leases",
+        "SELECT id, identity_kind, identity_id, tier, status, reserved_ms, quota_ms, charged_ms, window_started_at, node, device_index, slot_indexes, queued_at FROM leases",
       );
       const ledgers = await tx.unsafe<LedgerRow[]>(
         "SELECT identity, used_ms, reserved_ms, bonus_ms, window_started_at FROM ledgers",
       );
-      return { leases: [...leases], ledgers: [...ledgers], now: Date.now() };
+      const wallets = {
+        grants: [...(await tx.unsafe<GrantRow[]>(WALLET_QUERIES.grants))],
+        txs: [...(await tx.unsafe<WalletTxRow[]>(WALLET_QUERIES.transactions))],
+        leases: [...(await tx.unsafe<BilledLeaseRow[]>(WALLET_QUERIES.leases))],
+      };
+      return { leases: [...leases], ledgers: [...ledgers], wallets, now: Date.now() };
     });
-    return judge(o, leases, ledgers, acked, now);
+    const report = judge(o, leases, ledgers, acked, now);
+    report.violations.push(...walletViolations(wallets.grants, wallets.txs, wallets.leases));
+    return report;
   } finally {
     await sql.end({ timeout: 1 });
   }
@@ -115,12 +126,13 @@ function judge(
     const used = Number(g.used_ms);
     const reserved = Number(g.reserved_ms);
     const live = own.filter((l) => l.status === "queued" || l.status === "active");
-    const liveReserved = live.reduce((n, l) => n + Number(l.reserved_ms), 0);
+    const liveReserved = live.reduce((n, l) => n + Number(l.quota_ms), 0);
     if (reserved !== liveReserved)
       violations.push(`${g.identity}: reserved ${reserved} ms, but its live leases reserve ${liveReserved} ms`);
     const charged = own
       .filter((l) => ENDED_CHARGED.has(l.status) && l.window_started_at === g.window_started_at)
-      .reduce((n, l) => n + Number(l.charged_ms), 0);
+      // The ledger counts the quota's part of a charge; the rest was overage, paid from credits.
+      .reduce((n, l) => n + Math.min(Number(l.charged_ms), Number(l.quota_ms)), 0);
     if (used !== charged) violations.push(`${g.identity}: used ${used} ms, but its leases were charged ${charged} ms`);
     const tier = own[0]?.tier;
     const quota = tier === undefined ? undefined : o.quotaMs[tier];

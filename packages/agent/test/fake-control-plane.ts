@@ -40,6 +40,16 @@ export interface FakeControlPlane {
 
 export const NODE = "node-a";
 
+/** What paid for a call on a pool without credits: all of it the quota. */
+const NO_BILLING = {
+  quota_s: 60,
+  overage_s: 0,
+  hold_micros: 0,
+  charged_micros: 0,
+  currency: "USD",
+  display: { hold: "$0.00", charged: "$0.00" },
+};
+
 /** A lease as the control plane sends it (checked against the contract, so the fake cannot drift). */
 export function leaseJson(
   fields: Partial<Record<string, unknown>> & { id: string; status: string },
@@ -68,6 +78,7 @@ export function leaseJson(
     charged: 0,
     refunded: 0,
     failed: false,
+    billing: NO_BILLING,
     problem: null,
     quota: null,
     ...fields,
@@ -186,7 +197,15 @@ export async function startFakeControlPlane(): Promise<FakeControlPlane> {
       if (m && (m[2] === "/release" || r.method === "DELETE"))
         return send(res, {
           status: 200,
-          body: { id: m[1], status: "released", held_ms: 1000, charged: 1, refunded: 59, quota: null },
+          body: {
+            id: m[1],
+            status: "released",
+            held_ms: 1000,
+            charged: 1,
+            refunded: 59,
+            billing: { ...NO_BILLING, quota_s: 1 },
+            quota: null,
+          },
         });
       send(res, { status: 404, body: problemJson("not_found", 404, `no ${r.method} ${path}`) });
     });

@@ -4,15 +4,18 @@ import type { ConfigError } from "@gpupool/server";
 import { Command, CommanderError } from "commander";
 import { registerAdmin } from "./commands/admin.js";
 import { registerAgent } from "./commands/agent.js";
+import { registerBilling } from "./commands/billing.js";
 import { registerDemo } from "./commands/demo.js";
 import { registerDiagnose } from "./commands/diagnose.js";
 import { registerEdge } from "./commands/edge.js";
 import { registerIpToken } from "./commands/ip-token.js";
 import { registerLeases } from "./commands/leases.js";
+import { registerMe } from "./commands/me.js";
 import { registerPool } from "./commands/pool.js";
 import { registerQuota } from "./commands/quota.js";
 import { registerServer } from "./commands/server.js";
 import { registerSimulate } from "./commands/simulate.js";
+import { registerUsage } from "./commands/usage.js";
 import { err, StartError, UsageError } from "./common.js";
 
 export const EXIT_OK = 0;
@@ -46,7 +49,7 @@ export function buildProgram(): Command {
       `
 Environment:
   GPUPOOL_URL           control plane URL (default http://127.0.0.1:7070)
-  GPUPOOL_TOKEN         user token or app key, for quota / diagnose / leases
+  GPUPOOL_TOKEN         user token or app key, for quota / diagnose / leases / me / billing / usage
   GPUPOOL_IP_TOKEN      an end user's X-IP-Token, sent with an app key
   GPUPOOL_ADMIN_TOKEN   admin token: enables the admin API (server) and admin commands
   GPUPOOL_CONFIG        server configuration file
@@ -63,6 +66,9 @@ Exit codes: 0 ok, 1 the server refused or failed (printed as "error [code]: deta
   registerEdge(program);
   registerAgent(program);
   registerQuota(program);
+  registerMe(program);
+  registerBilling(program);
+  registerUsage(program);
   registerDiagnose(program);
   registerLeases(program);
   registerPool(program);

@@ -1,6 +1,7 @@
 // Human output. Everything here is pure (a `now` is passed in) so it can be unit-tested.
 import { formatSeconds } from "@gpupool/core";
 import type { Diagnosis, Identity, Lease, PoolState, Quota } from "@gpupool/sdk";
+import { blockerWords, money } from "./render-money.js";
 
 /** Seconds as a short human amount: 45s, 3m 30s, 1h 5m ("?" when the server sent none). */
 export function secs(seconds: number | null | undefined): string {
@@ -102,6 +103,25 @@ export function renderQuota(q: Quota, now: Date): string {
   }
   const runs = q.runs === null ? "" : `   runs this window ${q.runs}${q.maxRuns === null ? "" : ` of ${q.maxRuns}`}`;
   row("limits", `longest call ${secs(q.maxDuration)}   queue priority ${q.priority}${runs}`);
+  // Credits pay past the quota only with overage on: say so beside the quota (a server before billing sends neither).
+  const { credits, overage } = q as Partial<Pick<Quota, "credits" | "overage">>;
+  if (credits !== undefined && credits !== null) {
+    const c = (micros: number) => money(micros, credits.currency);
+    row(
+      "credits",
+      `${c(credits.availableMicros)} available (${c(credits.balanceMicros)} balance, ${c(credits.heldMicros)} held)`,
+    );
+  }
+  if (overage !== undefined && overage !== null) {
+    const head = "  overage   ";
+    const cap =
+      overage.monthlyCapMicros === null ? "" : `, cap ${money(overage.monthlyCapMicros, overage.currency)} a month`;
+    const text =
+      overage.blockedBy === null
+        ? `on: credits pay for calls past the quota${cap}`
+        : `off: ${blockerWords(overage.blockedBy, q.identity.tier)}`;
+    lines.push(head + wrap(text, width(), head.length));
+  }
   return lines.join("\n");
 }
 

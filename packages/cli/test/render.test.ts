@@ -4,6 +4,20 @@ import { relative, renderDiagnosis, renderLeases, renderPool, renderQuota, span,
 
 const now = new Date("2025-01-01T12:00:00Z");
 
+const overageOff: Quota["overage"] = {
+  available: false,
+  enabled: false,
+  blockedBy: "operator_disabled",
+  pricePerGpuMinuteMicros: 0,
+  monthlyCapMicros: null,
+  spentMicros: 0,
+  heldMicros: 0,
+  month: "2025-01",
+  monthEndsAt: new Date("2025-02-01T00:00:00Z"),
+  currency: "USD",
+  display: {},
+};
+
 function quota(overrides: Partial<Quota> = {}): Quota {
   return {
     identity: { kind: "user", id: "u_1", tier: "free" },
@@ -19,6 +33,8 @@ function quota(overrides: Partial<Quota> = {}): Quota {
     maxDuration: 120,
     runs: 3,
     maxRuns: null,
+    credits: null,
+    overage: overageOff,
     ...overrides,
   };
 }
@@ -146,6 +162,7 @@ describe("render", () => {
           charged: 0,
           refunded: 0,
           failed: false,
+          billing: { quotaS: 60, overageS: 0, holdMicros: 0, chargedMicros: 0, currency: "USD", display: {} },
           problem: null,
           quota: null,
         },

@@ -12,6 +12,7 @@ import {
   matching,
 } from "./common.js";
 import { Problem, ProblemCodeSchema } from "./problem-objects.js";
+import { LeaseBilling } from "./billing.js";
 import { Quota } from "./quota.js";
 
 /** The longest duration a lease request may name, in seconds (tiers allow less). */
@@ -91,6 +92,10 @@ export const Lease = z.object({
   ),
   refunded: describe(Seconds, "`reserved − charged` once it ended, else 0."),
   failed: describe(z.boolean(), "True when released with `failed: true` (the app's call failed)."),
+  billing: describe(
+    z.optional(LeaseBilling),
+    "Which bucket pays: the quota part, the overage part paid from credits, the hold and the charge.",
+  ),
   problem: describe(
     z.nullable(LeaseProblem),
     "Why a lease ended without a grant or was failed (e.g. `queue_timeout`, `no_gpu_available`): the problem's code and detail. Null otherwise.",
@@ -131,6 +136,10 @@ export const ReleaseResult = z.object({
   held_ms: describe(z.nullable(Count), "Null for a lease that was never granted."),
   charged: Seconds,
   refunded: Seconds,
+  billing: describe(
+    z.optional(LeaseBilling),
+    "Which bucket paid; always sent (absent only from servers older than billing).",
+  ),
   quota: Quota,
 });
 export type ReleaseResult = z.infer<typeof ReleaseResult>;

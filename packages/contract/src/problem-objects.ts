@@ -1,5 +1,6 @@
 import * as z from "zod/mini";
 import { Count, IdentityKey, Seconds, TimeOrNull, describe } from "./common.js";
+import { OverageBlockerSchema } from "./billing.js";
 import { PROBLEM_CODES, PROBLEM_MEANINGS, PROBLEM_STATUS, PROBLEM_TITLES, problemType } from "./problems.js";
 import type { ProblemCode } from "./problems.js";
 
@@ -65,7 +66,16 @@ export const STORAGE_UNAVAILABLE_REASONS = [
 ] as const;
 export type StorageUnavailableReason = (typeof STORAGE_UNAVAILABLE_REASONS)[number];
 
-export const NEXT_STEPS = ["sign_in", "upgrade", "forward_identity", "wait_for_reset", "wait_for_calls"] as const;
+export const NEXT_STEPS = [
+  "sign_in",
+  "upgrade",
+  "forward_identity",
+  "wait_for_reset",
+  "wait_for_calls",
+  "enable_overage",
+  "add_credits",
+  "raise_cap",
+] as const;
 export type NextStep = (typeof NEXT_STEPS)[number];
 
 const agentUrl = describe(z.nullable(z.string()), "The device API URL the other agent reported, or null.");
@@ -87,6 +97,21 @@ export const PROBLEM_FIELDS = {
   },
   invalid_session: {},
   invalid_credentials: {},
+  credits_exhausted: {
+    needed_micros: describe(z.int(), "The hold the call's overage needs: `ceil(overage_s × price)`."),
+    available_micros: describe(z.int(), "Credits not held by other calls."),
+    quota_s: describe(Seconds, "The part of the call the quota would have paid (what was left)."),
+    overage_s: describe(Seconds, "The part credits would have had to pay."),
+    currency: z.string(),
+  },
+  spend_cap_reached: {
+    needed_micros: describe(z.int(), "The hold the call's overage needs."),
+    cap_micros: describe(z.int(), "The user's monthly cap."),
+    spent_micros: describe(z.int(), "Spent on overage this billing month."),
+    held_micros: describe(z.int(), "Held for overage by calls in flight."),
+    month_ends_at: describe(z.iso.datetime(), "When the billing month ends and the cap's count starts again."),
+    currency: z.string(),
+  },
   forbidden: {},
   admin_disabled: {},
   not_found: {},
@@ -110,9 +135,17 @@ export const PROBLEM_FIELDS = {
     ),
   },
   idempotency_key_reused: {
-    lease: describe(z.string(), "The lease the key was first used for (`GET /v1/leases/{id}`)."),
+    lease: describe(
+      z.optional(z.string()),
+      "A lease request's key: the lease the key was first used for (`GET /v1/leases/{id}`).",
+    ),
+    grant: describe(z.optional(z.string()), "A credit grant's key: the grant it made."),
   },
   lease_not_active: {},
+  overage_not_available: {
+    blocked_by: OverageBlockerSchema,
+    tier: z.string(),
+  },
   node_not_registered: {
     reason: describe(
       z.optional(z.enum(["replaced"])),
@@ -132,6 +165,10 @@ export const PROBLEM_FIELDS = {
     quota: describe(Seconds, "The identity's whole quota for a window."),
     tier: z.string(),
     identity: IdentityKey,
+    overage_blocked_by: describe(
+      z.optional(OverageBlockerSchema),
+      "When the call is larger than the whole quota: why credits did not pay for the rest.",
+    ),
   },
   quota_exceeded: {
     requested: describe(Seconds, "What the call would reserve: `duration × cost`."),
@@ -148,7 +185,11 @@ export const PROBLEM_FIELDS = {
     ),
     next_step: describe(
       z.enum(NEXT_STEPS),
-      "The one next step that helps for this tier: `sign_in`, `upgrade`, `forward_identity` (the app sent no X-IP-Token), `wait_for_reset`, `wait_for_calls` (the identity's own calls hold the rest).",
+      "The one next step that helps for this tier: `sign_in`, `upgrade`, `forward_identity` (the app sent no X-IP-Token), `wait_for_reset`, `wait_for_calls` (the identity's own calls hold the rest), `enable_overage` (the user's tier offers overage and they have not opted in).",
+    ),
+    overage_blocked_by: describe(
+      z.optional(OverageBlockerSchema),
+      "Why credits did not pay for the rest of this call. Absent only from servers older than billing.",
     ),
   },
   runs_exceeded: {
@@ -201,6 +242,8 @@ export const PROBLEMS = {
   invalid_ip_token: codedProblem("invalid_ip_token"),
   invalid_session: codedProblem("invalid_session"),
   invalid_credentials: codedProblem("invalid_credentials"),
+  credits_exhausted: codedProblem("credits_exhausted"),
+  spend_cap_reached: codedProblem("spend_cap_reached"),
   forbidden: codedProblem("forbidden"),
   admin_disabled: codedProblem("admin_disabled"),
   not_found: codedProblem("not_found"),
@@ -210,6 +253,7 @@ export const PROBLEMS = {
   idempotency_key_reused: codedProblem("idempotency_key_reused"),
   lease_not_active: codedProblem("lease_not_active"),
   node_not_registered: codedProblem("node_not_registered"),
+  overage_not_available: codedProblem("overage_not_available"),
   payload_too_large: codedProblem("payload_too_large"),
   uri_too_long: codedProblem("uri_too_long"),
   unsupported_media_type: codedProblem("unsupported_media_type"),
@@ -227,6 +271,8 @@ export const PROBLEMS = {
 /** The problem of code `C` with its own fields typed. */
 export type ProblemOf<C extends ProblemCode> = z.infer<(typeof PROBLEMS)[C]>;
 export type QuotaExceededProblem = ProblemOf<"quota_exceeded">;
+export type CreditsExhaustedProblem = ProblemOf<"credits_exhausted">;
+export type SpendCapReachedProblem = ProblemOf<"spend_cap_reached">;
 export type DurationTooLongProblem = ProblemOf<"duration_too_long">;
 export type RunsExceededProblem = ProblemOf<"runs_exceeded">;
 export type InvalidIpTokenProblem = ProblemOf<"invalid_ip_token">;

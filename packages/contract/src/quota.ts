@@ -1,4 +1,5 @@
 import * as z from "zod/mini";
+import { Credits, Overage } from "./billing.js";
 import { Count, Identity, Seconds, TimeOrNull, describe } from "./common.js";
 
 /** GPU-time quota state of one identity for its current window. */
@@ -22,5 +23,13 @@ export const Quota = z.object({
   max_duration: describe(Seconds, "The tier's longest single call."),
   runs: describe(Count, "GPU calls granted in this window."),
   max_runs: describe(z.nullable(Count), "The tier's daily runs limit, or null for none."),
+  credits: describe(
+    z.optional(z.nullable(Credits)),
+    "The user's credits (SPEC §9); null for an identity that has no wallet (an IP address or an app).",
+  ),
+  overage: describe(
+    z.optional(Overage),
+    "Whether credits pay for calls past the quota, and if not, why not. Always sent (absent only from servers older than billing).",
+  ),
 });
 export type Quota = z.infer<typeof Quota>;

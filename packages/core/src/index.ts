@@ -3,6 +3,7 @@ export * from "./accounts/quota-refusals.js";
 export * from "./accounts/reserve.js";
 export * from "./accounts/money.js";
 export * from "./accounts/wallet.js";
+export * from "./accounts/overage.js";
 export * from "./client-errors.js";
 export * from "./duration.js";
 export * from "./identity/attribution.js";

@@ -25,6 +25,8 @@ export interface Policy {
   readonly sizes: Readonly<Record<string, SizePolicy>>;
   readonly queueTimeoutMs: number;
   readonly queueMaxLength: number;
+  /** Credits and overage (SPEC §9); absent: none (see NO_BILLING). */
+  readonly billing?: BillingPolicy;
 }
 
 export const ANONYMOUS_TIER = "anonymous";
@@ -79,3 +81,25 @@ export function signedInTier(policy: Policy): TierPolicy | null {
   }
   return best;
 }
+
+/** The operator's billing settings, normalized (money in micro-units). */
+export interface BillingPolicy {
+  readonly currency: string;
+  /** Included credits per month, by tier. */
+  readonly includedMicros: Readonly<Record<string, number>>;
+  readonly overage: {
+    readonly enabled: boolean;
+    readonly tiers: readonly string[];
+    /** For cost ×1: an xlarge minute costs twice this. */
+    readonly pricePerMinuteMicros: number;
+    /** The cap of a user who opts in without choosing one. */
+    readonly defaultCapMicros: number;
+  };
+}
+
+/** No `billing:` in the config: no included credits, no overage. */
+export const NO_BILLING: BillingPolicy = {
+  currency: "USD",
+  includedMicros: {},
+  overage: { enabled: false, tiers: [], pricePerMinuteMicros: 0, defaultCapMicros: 0 },
+};

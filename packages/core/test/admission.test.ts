@@ -43,6 +43,7 @@ describe("decideAdmission", () => {
       kind: "admitted",
       outcome: "granted",
       reservedMs: 120_000,
+      split: { quotaMs: 120_000, overageMs: 0, holdMicros: 0 },
       ledger: { ...EMPTY_LEDGER, reservedMs: 120_000, runs: 1 },
     });
   });

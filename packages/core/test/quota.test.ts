@@ -107,7 +107,12 @@ describe("reserve", () => {
         size: "xlarge",
       }),
     );
-    expect(r).toEqual({ ok: true, reservedMs: 100 * S, ledger: ledger({ reservedMs: 110 * S, runs: 2 }) });
+    expect(r).toEqual({
+      ok: true,
+      reservedMs: 100 * S,
+      split: { quotaMs: 100 * S, overageMs: 0, holdMicros: 0 },
+      ledger: ledger({ reservedMs: 110 * S, runs: 2 }),
+    });
   });
 
   it("admits exactly up to the quota and refuses one ms past it", () => {

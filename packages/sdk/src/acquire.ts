@@ -7,7 +7,8 @@ import {
   decodeWire,
 } from "@gpupool/contract";
 import type { LeaseRequest } from "@gpupool/contract";
-import { GpupoolError, ServerUnavailableError, normalizeProblem, problemToError, sdkProblem } from "./errors.js";
+import { GpupoolError, ServerUnavailableError, normalizeProblem, sdkProblem } from "./errors.js";
+import { problemToError } from "./problem-errors.js";
 import { isRecord } from "./json.js";
 import { normalizeIpToken, type IpTokenInput } from "./ip-token-header.js";
 import { readServerSentEvents, type SseEvent } from "./sse.js";

@@ -1,5 +1,7 @@
 import {
   AppList,
+  Wallet as WireWallet,
+  WalletGrant as WireWalletGrant,
   CreatedApp as WireCreatedApp,
   CreatedKey,
   CreatedUser as WireCreatedUser,
@@ -7,7 +9,15 @@ import {
   UserList,
   UserWithQuota,
 } from "@gpupool/contract";
-import type { CreateAppRequest, UpdateUserRequest, WireSchema, WireType } from "@gpupool/contract";
+import type {
+  CreateAppRequest,
+  CreditGrantRequest as WireCreditGrantRequest,
+  UpdateUserRequest,
+  WireSchema,
+  WireType,
+} from "@gpupool/contract";
+import type { CreditGrantRequest, CreditGrantResult, Wallet } from "./billing-types.js";
+import { toWallet, toWalletGrant } from "./billing-wire.js";
 import type { Transport } from "./transport.js";
 import type { App, CreatedApp, CreatedPrincipal, CreatedUser, PoolState, Tier, User } from "./types.js";
 import { toApp, toCreatedApp, toCreatedPrincipal, toCreatedUser, toPoolState, toUser } from "./wire.js";
@@ -39,7 +49,17 @@ export interface AdminClient {
   createEdge(edge: { readonly name: string }): Promise<CreatedPrincipal>;
   /** The pool as the scheduler sees it (on a replica that does not lead: as the database records it). */
   pool(): Promise<PoolState>;
+  /**
+   * Adds credits to a user's wallet (by id or name). Idempotent by `idempotencyKey`: the same key
+   * again resolves with the same grant and `created: false`, adding nothing; with another amount or
+   * category it throws (`idempotency_key_reused`).
+   */
+  grantCredits(user: string, grant: CreditGrantRequest): Promise<CreditGrantResult>;
+  /** A user's wallet (by id or name): grants, the latest `limit` transactions (1–500), totals. */
+  userWallet(user: string, options?: { readonly limit?: number | undefined }): Promise<Wallet>;
 }
+
+const userPath = (ref: string): string => `/v1/admin/users/${encodeURIComponent(ref)}`;
 
 export function createAdminClient(transport: Transport): AdminClient {
   const call = <S extends WireSchema>(
@@ -66,7 +86,7 @@ export function createAdminClient(transport: Transport): AdminClient {
         ...(changes.quota !== undefined ? { quota: changes.quota } : {}),
         ...(changes.bonus !== undefined ? { bonus: changes.bonus } : {}),
       };
-      return toUser(await call("PATCH", `/v1/admin/users/${encodeURIComponent(id)}`, UserWithQuota, body));
+      return toUser(await call("PATCH", userPath(id), UserWithQuota, body));
     },
     async createApp({ name, owner, maxConcurrency }) {
       const body: CreateAppRequest = {
@@ -87,6 +107,30 @@ export function createAdminClient(transport: Transport): AdminClient {
     },
     async pool() {
       return toPoolState(await call("GET", "/v1/admin/pool", PoolView));
+    },
+    async grantCredits(user, grant) {
+      const expires = grant.expiresAt instanceof Date ? grant.expiresAt.toISOString() : grant.expiresAt;
+      const body: WireCreditGrantRequest = {
+        amount: grant.amount,
+        category: grant.category,
+        idempotency_key: grant.idempotencyKey,
+        ...(expires !== undefined ? { expires_at: expires } : {}),
+        ...(grant.priority !== undefined ? { priority: grant.priority } : {}),
+        ...(grant.source !== undefined ? { source: grant.source } : {}),
+      };
+      const { status, body: answer } = await transport.jsonWithStatus(
+        { method: "POST", path: `${userPath(user)}/credits`, auth: "admin", body },
+        WireWalletGrant,
+      );
+      return { grant: toWalletGrant(answer), created: status === 201 };
+    },
+    async userWallet(user, options = {}) {
+      return toWallet(
+        await transport.json(
+          { method: "GET", path: `${userPath(user)}/wallet`, auth: "admin", query: { limit: options.limit } },
+          WireWallet,
+        ),
+      );
     },
   };
 }

@@ -1,4 +1,5 @@
-import { GpupoolError, ServerUnavailableError, normalizeProblem, problemToError, sdkProblem } from "./errors.js";
+import { GpupoolError, ServerUnavailableError, normalizeProblem, sdkProblem } from "./errors.js";
+import { problemToError } from "./problem-errors.js";
 import { isRecord, num, strOrNull } from "./json.js";
 
 // How a node agent's device API answers are read (the agent client's half that decodes).

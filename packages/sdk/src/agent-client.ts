@@ -3,14 +3,8 @@ import type { AgentGrant } from "./agent-answers.js";
 
 export type { AgentGrant } from "./agent-answers.js";
 import { isRecord, num, numOrNull, str, strOrNull } from "./json.js";
-import {
-  GpupoolError,
-  LeaseDeadlineError,
-  ServerUnavailableError,
-  normalizeProblem,
-  problemToError,
-  sdkProblem,
-} from "./errors.js";
+import { GpupoolError, LeaseDeadlineError, ServerUnavailableError, normalizeProblem, sdkProblem } from "./errors.js";
+import { problemToError } from "./problem-errors.js";
 import { normalizeIpToken, type IpTokenInput } from "./ip-token-header.js";
 import { readServerSentEvents } from "./sse.js";
 import type { FetchLike } from "./transport.js";

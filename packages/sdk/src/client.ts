@@ -1,5 +1,6 @@
 import { acquireLease, leasePath, type AcquireOptions } from "./acquire.js";
 import { createAdminClient, type AdminClient } from "./admin.js";
+import { billingMethods, type BillingMethods } from "./billing.js";
 import type { IpTokenRequest } from "@gpupool/contract";
 import {
   Diagnosis as WireDiagnosis,
@@ -36,8 +37,11 @@ export interface QueryOptions {
   readonly signal?: AbortSignal | undefined;
 }
 
-/** A client for one gpupool control plane. Every failure is thrown as a `GpupoolError` subclass. */
-export interface GpupoolClient {
+/**
+ * A client for one gpupool control plane. Every failure is thrown as a `GpupoolError` subclass.
+ * Billing and usage (`me`, `wallet`, `setBilling`, `usage`, …) are in {@link BillingMethods}.
+ */
+export interface GpupoolClient extends BillingMethods {
   /** The normalized base URL. */
   readonly url: string;
   /**
@@ -110,7 +114,12 @@ export function createClient(options: ClientOptions): GpupoolClient {
       ),
     );
 
+  // Usage is the whole pool's for the admin: a client with only the admin token reads it as the admin.
+  const bearer = options.appKey ?? options.token;
+  const billingAuth = bearer === undefined && options.adminToken !== undefined ? "admin" : "client";
+
   const client: GpupoolClient = {
+    ...billingMethods(transport, billingAuth),
     url: transport.baseUrl,
     acquire: (acquireOptions = {}) => acquireLease(transport, acquireOptions),
     gpu<T>(first: GpuOptions | GpuFunction<T>, second?: GpuFunction<T>): Promise<T> {

@@ -1,7 +1,7 @@
 import { problemFields } from "@gpupool/contract";
 import type * as wire from "@gpupool/contract";
 import { isRecord, str } from "./json.js";
-import type { Problem, ProblemCode } from "./types.js";
+import type { Problem } from "./types.js";
 
 /** Why an `X-IP-Token` was refused (docs/wire.md); a newer server may add reasons. */
 export type InvalidIpTokenReason = wire.InvalidIpTokenReason | (string & {});
@@ -62,8 +62,13 @@ export class QuotaExceededError extends GpupoolError {
   readonly resetsAt: Date | null;
   /** Earliest time the same request could be admitted. */
   readonly retryAt: Date | null;
-  /** What to do next for this tier (sign in, upgrade, forward the viewer's identity, wait…). */
+  /** What to do next for this tier (sign in, upgrade, forward the viewer's identity, wait, turn overage on…). */
   readonly nextStep: wire.NextStep | null;
+  /**
+   * Why credits did not pay for the rest of the call: `operator_disabled`, `tier_without_overage`,
+   * `not_opted_in` or `not_a_user`; null from a server older than billing.
+   */
+  readonly overageBlockedBy: wire.OverageBlocker | (string & {}) | null;
 
   constructor(problem: Problem, options?: GpupoolErrorOptions) {
     super(problem, options);
@@ -79,6 +84,7 @@ export class QuotaExceededError extends GpupoolError {
     this.resetsAt = dateOrNull(f.resets_at);
     this.retryAt = dateOrNull(f.retry_at);
     this.nextStep = f.next_step ?? null;
+    this.overageBlockedBy = f.overage_blocked_by ?? (openString(problem, "overage_blocked_by") || null);
   }
 }
 
@@ -227,87 +233,6 @@ export class LeaseDeadlineError extends GpupoolError {
     this.leaseId = leaseId;
     this.deadline = deadline;
   }
-}
-
-type ErrorClass = new (
-  problem: Problem,
-  options?: GpupoolErrorOptions & { readonly url?: string | undefined },
-) => GpupoolError;
-
-/**
- * The error class of every code the pool sends. Typed against the contract's codes, so a new code
- * does not compile until it is given one here. `GpupoolError` itself for codes that carry no fields
- * of their own and need no branch of their own (branch on `code`).
- */
-const ERROR_CLASSES = {
-  invalid_request: InvalidRequestError,
-  unauthorized: UnauthorizedError,
-  invalid_ip_token: InvalidIpTokenError,
-  invalid_session: UnauthorizedError,
-  invalid_credentials: UnauthorizedError,
-  forbidden: ForbiddenError,
-  admin_disabled: ForbiddenError,
-  not_found: NotFoundError,
-  queue_timeout: QueueTimeoutError,
-  request_timeout: InvalidRequestError,
-  conflict: GpupoolError,
-  idempotency_key_reused: GpupoolError,
-  lease_not_active: GpupoolError,
-  node_not_registered: GpupoolError,
-  payload_too_large: InvalidRequestError,
-  uri_too_long: InvalidRequestError,
-  unsupported_media_type: InvalidRequestError,
-  duration_too_long: DurationTooLongError,
-  quota_exceeded: QuotaExceededError,
-  runs_exceeded: RunsExceededError,
-  headers_too_large: InvalidRequestError,
-  internal: ServerUnavailableError,
-  upstream_unavailable: ServerUnavailableError,
-  no_gpu_available: NoGpuAvailableError,
-  storage_unavailable: ServerUnavailableError,
-  control_plane_unavailable: ServerUnavailableError,
-} as const satisfies Record<ProblemCode, ErrorClass>;
-
-/** The class for a code the pool sends, or undefined for any other code. */
-function errorClassOf(code: string): ErrorClass | undefined {
-  return Object.hasOwn(ERROR_CLASSES, code) ? ERROR_CLASSES[code as ProblemCode] : undefined;
-}
-
-/**
- * Whether a problem with this code (answered with a 5xx) means the server or something it depends
- * on is unavailable, rather than a refusal of this request (internal: decides the error's message).
- */
-export function meansUnavailable(code: string): boolean {
-  const ErrorClass = errorClassOf(code);
-  return (
-    ErrorClass === undefined ||
-    ErrorClass === ServerUnavailableError ||
-    ErrorClass.prototype instanceof ServerUnavailableError
-  );
-}
-
-/** A 5xx meaning unavailable: its code's class when that is a ServerUnavailableError, else a plain one. */
-export function serverUnavailableError(
-  problem: Problem,
-  options: GpupoolErrorOptions & { readonly url: string },
-): ServerUnavailableError {
-  const ErrorClass = errorClassOf(problem.code);
-  if (
-    ErrorClass !== undefined &&
-    (ErrorClass === ServerUnavailableError || ErrorClass.prototype instanceof ServerUnavailableError)
-  ) {
-    return new ErrorClass(problem, options) as ServerUnavailableError;
-  }
-  return new ServerUnavailableError(problem, options);
-}
-
-/** Turns a problem object into the matching typed error; unknown codes give a plain `GpupoolError`. */
-export function problemToError(
-  problem: Problem,
-  options?: GpupoolErrorOptions & { readonly url?: string | undefined },
-): GpupoolError {
-  const ErrorClass = errorClassOf(problem.code);
-  return ErrorClass === undefined ? new GpupoolError(problem, options) : new ErrorClass(problem, options);
 }
 
 /** A problem the SDK reports in its own name (no server response to quote). */

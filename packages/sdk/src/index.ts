@@ -2,6 +2,28 @@ export { createClient } from "./client.js";
 export type { ClientOptions, GpupoolClient, QueryOptions } from "./client.js";
 export type { AcquireOptions } from "./acquire.js";
 export type { AdminClient, UserChanges } from "./admin.js";
+export type { BillingMethods } from "./billing.js";
+export type {
+  BillingChanges,
+  CreditGrantRequest,
+  CreditGrantResult,
+  GrantCategory,
+  Me,
+  UsageExport,
+  UsageExportFormat,
+  UsageGroup,
+  UsageGroupBy,
+  UsagePage,
+  UsageQuery,
+  UsageRange,
+  UsageRecord,
+  UsageRecords,
+  UsageSummary,
+  UsageTotals,
+  Wallet,
+  WalletGrant,
+  WalletTransaction,
+} from "./billing-types.js";
 export { createAgentClient } from "./agent-client.js";
 export type {
   AgentClient,
@@ -31,8 +53,9 @@ export {
   RunsExceededError,
   ServerUnavailableError,
   UnauthorizedError,
-  problemToError,
 } from "./errors.js";
+export { problemToError } from "./problem-errors.js";
+export { CreditsExhaustedError, OverageNotAvailableError, SpendCapReachedError } from "./errors-billing.js";
 export type { FieldError, GpupoolErrorOptions, InvalidIpTokenReason, NoGpuAvailableReason } from "./errors.js";
 export type {
   App,
@@ -49,8 +72,12 @@ export type {
   Identity,
   IdentityKind,
   IpToken,
+  Credits,
   Lease,
+  LeaseBilling,
   LeaseStatus,
+  Overage,
+  OverageBlocker,
   PoolActiveLease,
   PoolDevice,
   PoolNode,

@@ -1,15 +1,7 @@
 import { decodeWire } from "@gpupool/contract";
 import type { WireSchema, WireType } from "@gpupool/contract";
-import {
-  GpupoolError,
-  ServerUnavailableError,
-  UnauthorizedError,
-  meansUnavailable,
-  normalizeProblem,
-  problemToError,
-  sdkProblem,
-  serverUnavailableError,
-} from "./errors.js";
+import { GpupoolError, ServerUnavailableError, UnauthorizedError, normalizeProblem, sdkProblem } from "./errors.js";
+import { meansUnavailable, problemToError, serverUnavailableError } from "./problem-errors.js";
 import type { Problem } from "./types.js";
 
 export type FetchLike = typeof globalThis.fetch;
@@ -64,6 +56,14 @@ export class Transport {
    * not match: a server of another version, or not a gpupool control plane).
    */
   async json<S extends WireSchema>(spec: RequestSpec, schema: S): Promise<WireType<S>> {
+    return (await this.jsonWithStatus(spec, schema)).body;
+  }
+
+  /** As `json`, with the answer's status (e.g. 201 created vs 200 the same as before). */
+  async jsonWithStatus<S extends WireSchema>(
+    spec: RequestSpec,
+    schema: S,
+  ): Promise<{ status: number; body: WireType<S> }> {
     const url = this.#url(spec);
     const call = this.#start(spec, url, "application/json");
     try {
@@ -90,7 +90,7 @@ export class Transport {
           response.status,
           `a body that does not match the gpupool wire format (${decoded.message})`,
         );
-      return decoded.value;
+      return { status: response.status, body: decoded.value };
     } finally {
       call.done();
     }
@@ -102,8 +102,20 @@ export class Transport {
    * The caller ends the stream by aborting `spec.signal`.
    */
   async eventStream(spec: RequestSpec): Promise<{ body: ReadableStream<Uint8Array>; url: string }> {
+    const { body, url } = await this.stream(spec, "text/event-stream");
+    return { body, url };
+  }
+
+  /**
+   * Opens a streamed answer of any type (an export): the timeout covers only the wait for the
+   * response headers, so a long stream is not cut off. The caller reads or cancels `body`.
+   */
+  async stream(
+    spec: RequestSpec,
+    accept: string,
+  ): Promise<{ body: ReadableStream<Uint8Array>; url: string; contentType: string }> {
     const url = this.#url(spec);
-    const call = this.#start(spec, url, "text/event-stream");
+    const call = this.#start(spec, url, accept);
     try {
       const response = await call.response;
       if (!response.ok) {
@@ -111,9 +123,9 @@ export class Transport {
         throw errorFromResponse(spec.method, url, response, text);
       }
       if (response.body === null) {
-        throw invalidResponse(spec.method, url, response.status, "an empty event stream");
+        throw invalidResponse(spec.method, url, response.status, `an empty ${accept} stream`);
       }
-      return { body: response.body, url };
+      return { body: response.body, url, contentType: response.headers.get("content-type") ?? accept };
     } finally {
       call.stopTimer();
     }

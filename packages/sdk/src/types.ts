@@ -48,16 +48,39 @@ export interface Problem extends Readonly<Pick<wire.Problem, "type" | "title" | 
   readonly [field: string]: unknown;
 }
 
-/** GPU-time quota state of one identity for its current window (`left = quota − used − reserved`). */
-export type Quota = Camelized<wire.Quota, "window_started_at" | "resets_at">;
+/** What paid for a call: the quota part, the overage part paid from credits, the hold and the charge (micro-units). */
+export type LeaseBilling = Camelized<wire.LeaseBilling>;
+
+/** A user's credits at a glance, in micro-units of `currency` (`display` has each amount for people). */
+export type Credits = Camelized<wire.Credits>;
+
+/** Why credits do not extend an identity's quota (`blockedBy`); a newer server may add reasons. */
+export type OverageBlocker = wire.OverageBlocker | (string & {});
+
+/** Whether credits pay for calls past the quota, and if not, why not (`blockedBy`); the month's cap, spent and held. */
+export type Overage = Omit<Camelized<wire.Overage, "month_ends_at">, "blockedBy"> & {
+  readonly blockedBy: OverageBlocker | null;
+};
+
+/**
+ * GPU-time quota state of one identity for its current window (`left = quota − used − reserved`),
+ * with the user's credits (null for an identity without a wallet) and whether overage engages.
+ */
+export type Quota = Omit<Camelized<wire.Quota, "window_started_at" | "resets_at">, "credits" | "overage"> & {
+  readonly credits: Credits | null;
+  /** Null only from a server older than billing. */
+  readonly overage: Overage | null;
+};
 
 /** The GPU (or part of one) a lease was granted. */
 export type Device = Camelized<wire.Device>;
 
 type LeaseTimes = "queued_at" | "granted_at" | "deadline" | "ended_at";
 
-export type Lease = Omit<Camelized<wire.Lease, LeaseTimes>, "size" | "problem" | "quota"> & {
+export type Lease = Omit<Camelized<wire.Lease, LeaseTimes>, "size" | "problem" | "quota" | "billing"> & {
   readonly size: Size;
+  /** Which bucket pays: `quotaS` from the daily quota, `overageS` from credits (held, then charged at the end). */
+  readonly billing: LeaseBilling | null;
   /** Why it ended without a grant or failed, as a whole problem (status and title from the code). */
   readonly problem: Problem | null;
   /** Null in lists and in events. */
@@ -67,7 +90,10 @@ export type Lease = Omit<Camelized<wire.Lease, LeaseTimes>, "size" | "problem" |
 /** Progress of a queued lease, passed to `onQueue`. */
 export type QueueUpdate = Camelized<wire.QueuedEvent> & { readonly leaseId: string };
 
-export type ReleaseResult = Omit<Camelized<wire.ReleaseResult>, "quota"> & { readonly quota: Quota };
+export type ReleaseResult = Omit<Camelized<wire.ReleaseResult>, "quota" | "billing"> & {
+  readonly quota: Quota;
+  readonly billing: LeaseBilling | null;
+};
 
 export type DiagnosisStep = Camelized<wire.DiagnosisStep>;
 

@@ -9,8 +9,11 @@ import type {
   CreatedUser,
   Diagnosis,
   DiagnosisVerdict,
+  Credits,
   IpToken,
   Lease,
+  LeaseBilling,
+  Overage,
   PoolState,
   Problem,
   Quota,
@@ -18,8 +21,45 @@ import type {
   User,
 } from "./types.js";
 
-const date = (iso: string): Date => new Date(iso);
-const dateOrNull = (iso: string | null): Date | null => (iso === null ? null : new Date(iso));
+export const date = (iso: string): Date => new Date(iso);
+export const dateOrNull = (iso: string | null): Date | null => (iso === null ? null : new Date(iso));
+
+export function toLeaseBilling(b: wire.LeaseBilling): LeaseBilling {
+  return {
+    quotaS: b.quota_s,
+    overageS: b.overage_s,
+    holdMicros: b.hold_micros,
+    chargedMicros: b.charged_micros,
+    currency: b.currency,
+    display: b.display,
+  };
+}
+
+export function toCredits(c: wire.Credits): Credits {
+  return {
+    balanceMicros: c.balance_micros,
+    heldMicros: c.held_micros,
+    availableMicros: c.available_micros,
+    currency: c.currency,
+    display: c.display,
+  };
+}
+
+export function toOverage(o: wire.Overage): Overage {
+  return {
+    available: o.available,
+    enabled: o.enabled,
+    blockedBy: o.blocked_by,
+    pricePerGpuMinuteMicros: o.price_per_gpu_minute_micros,
+    monthlyCapMicros: o.monthly_cap_micros,
+    spentMicros: o.spent_micros,
+    heldMicros: o.held_micros,
+    month: o.month,
+    monthEndsAt: date(o.month_ends_at),
+    currency: o.currency,
+    display: o.display,
+  };
+}
 
 export function toQuota(q: wire.Quota): Quota {
   return {
@@ -36,6 +76,9 @@ export function toQuota(q: wire.Quota): Quota {
     maxDuration: q.max_duration,
     runs: q.runs,
     maxRuns: q.max_runs,
+    // Absent from servers older than billing: null, as for an identity without a wallet.
+    credits: q.credits == null ? null : toCredits(q.credits),
+    overage: q.overage === undefined ? null : toOverage(q.overage),
   };
 }
 
@@ -73,6 +116,7 @@ export function toLease(l: wire.Lease): Lease {
     charged: l.charged,
     refunded: l.refunded,
     failed: l.failed,
+    billing: l.billing === undefined ? null : toLeaseBilling(l.billing),
     problem: l.problem === null ? null : leaseProblem(l.problem),
     quota: l.quota === null ? null : toQuota(l.quota),
   };
@@ -85,6 +129,7 @@ export function toReleaseResult(r: wire.ReleaseResult): ReleaseResult {
     heldMs: r.held_ms,
     charged: r.charged,
     refunded: r.refunded,
+    billing: r.billing === undefined ? null : toLeaseBilling(r.billing),
     quota: toQuota(r.quota),
   };
 }

@@ -72,7 +72,7 @@ describe("the SDK reads the wire through @gpupool/contract", () => {
 
   it("accepts fields a newer server adds", async () => {
     server = await startFakeControlPlane((_request, res) =>
-      sendJson(res, 200, { ...wireLease("active"), billing: { quota_s: 60 } }),
+      sendJson(res, 200, { ...wireLease("active"), energy: { joules: 60 } }),
     );
     const pool = createClient({ url: server.url, appKey: "ak_test" });
     const lease = await pool.lease("ls_1");

@@ -116,6 +116,31 @@ export function openEventStream(res: ServerResponse): EventStream {
   };
 }
 
+/** Overage as a pool without billing configured answers it: off, and why. */
+export const overageOff = {
+  available: false,
+  enabled: false,
+  blocked_by: "operator_disabled",
+  price_per_gpu_minute_micros: 0,
+  monthly_cap_micros: null,
+  spent_micros: 0,
+  held_micros: 0,
+  month: "2025-01",
+  month_ends_at: "2025-02-01T00:00:00.000Z",
+  currency: "USD",
+  display: { price_per_gpu_minute: "$0.00", spent: "$0.00", held: "$0.00" },
+};
+
+/** What paid for a call that the quota paid in full. */
+export const quotaOnlyBilling = {
+  quota_s: 60,
+  overage_s: 0,
+  hold_micros: 0,
+  charged_micros: 0,
+  currency: "USD",
+  display: { hold: "$0.00", charged: "$0.00" },
+};
+
 /** Fixtures are checked against the contract, so the fake speaks what the real server sends. */
 export const quotaObject = Quota.parse({
   identity: { kind: "ip", id: "203.0.113.7", tier: "anonymous" },
@@ -131,6 +156,8 @@ export const quotaObject = Quota.parse({
   max_duration: 120,
   runs: 3,
   max_runs: null,
+  credits: null,
+  overage: overageOff,
 });
 
 /** A lease object as the server sends it; `granted` fills in device, grant time and deadline. */
@@ -162,6 +189,7 @@ export function wireLease(
     charged: 0,
     refunded: 0,
     failed: false,
+    billing: quotaOnlyBilling,
     problem: null,
     quota: quotaObject,
     ...overrides,
@@ -177,6 +205,7 @@ export function releaseResult(id: string, failed: boolean): Record<string, unkno
     held_ms: 1234,
     charged: 2,
     refunded: 58,
+    billing: { ...quotaOnlyBilling, quota_s: 2 },
     quota: quotaObject,
   });
 }

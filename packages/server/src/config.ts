@@ -4,6 +4,7 @@ import { ANONYMOUS_TIER, parseDurationMs } from "@gpupool/core";
 import type { DeviceSpec, Policy, SizePolicy, TierPolicy } from "@gpupool/core";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
+import { billingSchema, normalizeBilling } from "./config-billing.js";
 import { parsePostgresUrl } from "./storage/postgres/url.js";
 
 /** The whole server configuration, normalized: milliseconds, resolved defaults. */
@@ -143,6 +144,7 @@ const schema = z.strictObject({
       issuer: z.string().min(1).default("gpupool"),
     })
     .prefault({}),
+  billing: billingSchema,
   log: z
     .strictObject({ level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info") })
     .prefault({}),
@@ -200,6 +202,7 @@ export function normalizeConfig(raw: unknown, source = "configuration"): ServerC
       "nodes.heartbeat_timeout: must be at least twice nodes.heartbeat_interval, or one late heartbeat loses the node",
     );
   }
+  const billing = normalizeBilling(c.billing, tiers, problems);
   if (problems.length > 0) throw new ConfigError(source, problems);
   return {
     server: { host: c.server.host, port: c.server.port, bodyLimitBytes: c.server.body_limit },
@@ -212,6 +215,7 @@ export function normalizeConfig(raw: unknown, source = "configuration"): ServerC
       sizes,
       queueTimeoutMs: c.queue.timeout,
       queueMaxLength: c.queue.max_length,
+      ...(billing === undefined ? {} : { billing }),
     },
     pool: { devices },
     nodes: { heartbeatIntervalMs: c.nodes.heartbeat_interval, heartbeatTimeoutMs: c.nodes.heartbeat_timeout },

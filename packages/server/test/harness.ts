@@ -83,11 +83,13 @@ export async function serveAt(
         : {}),
     });
     let body: unknown = res.body;
-    try {
-      body = res.json();
-    } catch {
-      /* not JSON */
-    }
+    // JSON bodies only: an NDJSON export of one record would parse as JSON too.
+    if (/^application\/(?:[a-z.+-]*\+)?json\b/.test(String(res.headers["content-type"] ?? "")))
+      try {
+        body = res.json();
+      } catch {
+        /* not JSON */
+      }
     // Every answer must be what the contract (and so the OpenAPI document and docs/wire.md) says.
     checkServerResponse({ method, url, status: res.statusCode, contentType: res.headers["content-type"], body });
     return { status: res.statusCode, body, headers: res.headers };

@@ -64,7 +64,7 @@ describe("lease transitions", () => {
 
   it("release charges held seconds rounded up × cost, refunds the rest, and never counts queue time", () => {
     const active = grant(queued(60 * S, xlarge), device, { ...EMPTY_LEDGER, reservedMs: 120 * S }, T0 + 30 * S);
-    const { lease, ledger } = endActive(active.lease, active.ledger, "released", T0 + 30 * S + 2_001, null, false);
+    const { lease, ledger } = endActive(active.lease, active.ledger, "released", T0 + 30 * S + 2_001, null, false, 0);
     expect(lease).toMatchObject({
       status: "released",
       heldMs: 2_001,
@@ -77,12 +77,12 @@ describe("lease transitions", () => {
 
   it("a release after the deadline is charged up to the deadline, and an expiry the whole reservation", () => {
     const active = grant(queued(10 * S), device, { ...EMPTY_LEDGER, reservedMs: 10 * S }, T0);
-    expect(endActive(active.lease, active.ledger, "released", T0 + 15 * S, null, false).lease).toMatchObject({
+    expect(endActive(active.lease, active.ledger, "released", T0 + 15 * S, null, false, 0).lease).toMatchObject({
       heldMs: 10 * S,
       chargedMs: 10 * S,
       refundedMs: 0,
     });
-    const expired = endActive(active.lease, active.ledger, "expired", T0 + 10 * S, null, false);
+    const expired = endActive(active.lease, active.ledger, "expired", T0 + 10 * S, null, false, 0);
     expect(expired.lease).toMatchObject({ status: "expired", heldMs: 10 * S, chargedMs: 10 * S, refundedMs: 0 });
     expect(expired.ledger.usedMs).toBe(10 * S);
   });
@@ -90,7 +90,7 @@ describe("lease transitions", () => {
   it("a failed call records failed and its problem, and is charged for the time held", () => {
     const active = grant(queued(60 * S), device, { ...EMPTY_LEDGER, reservedMs: 60 * S }, T0);
     const why = { type: "t", title: "t", status: 503, detail: "node lost", code: "no_gpu_available" as const };
-    const { lease } = endActive(active.lease, active.ledger, "failed", T0 + 3 * S, why, false);
+    const { lease } = endActive(active.lease, active.ledger, "failed", T0 + 3 * S, why, false, 0);
     expect(lease).toMatchObject({
       status: "failed",
       failed: true,
@@ -110,6 +110,7 @@ describe("lease transitions", () => {
       after,
       null,
       false,
+      0,
     );
     expect(lease.chargedMs).toBe(60 * S); // capped by the deadline: the whole minute was held
     expect(ledger).toMatchObject({ usedMs: 0, reservedMs: 0, windowStartedAt: null });
@@ -132,7 +133,7 @@ describe("lease transitions", () => {
     const waiting = queued(1 * S);
     const active = grant(waiting, device, ledger, T0);
     // A 1 s lease, read back by a slow follower after its deadline: expired, but it was granted.
-    const over = endActive(active.lease, active.ledger, "expired", T0 + 1 * S, null, false);
+    const over = endActive(active.lease, active.ledger, "expired", T0 + 1 * S, null, false, 0);
     const turnedDown = endQueued(
       waiting,
       ledger,

@@ -51,6 +51,11 @@ const queuedLease = (id: string, identityId: string): NewLease => ({
   windowStartedAt: null,
   problemCode: null,
   problemDetail: null,
+  quotaMs: 2_000,
+  overageMs: 0,
+  holdMicros: 0,
+  holdShares: null,
+  chargedMicros: 0,
 });
 const granted = (l: LeaseRecord): LeaseRecord => ({
   ...l,

@@ -213,6 +213,15 @@ describe("GET /v1/quota", () => {
       max_duration: 120,
       runs: 0,
       max_runs: null,
+      // Without `billing:` a user still has a (empty) wallet, and overage says why it does not engage.
+      credits: {
+        balance_micros: 0,
+        held_micros: 0,
+        available_micros: 0,
+        currency: "USD",
+        display: { balance: "$0.00", held: "$0.00", available: "$0.00" },
+      },
+      overage: expect.objectContaining({ available: false, enabled: false, blocked_by: "operator_disabled" }),
     });
   });
 

@@ -9,6 +9,7 @@ import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js"
 import { LATEST_VERSION, MIGRATIONS } from "../src/storage/migrations.js";
 import { openStorage } from "../src/storage/open-store.js";
 import { Table } from "../src/storage/table.js";
+import * as billingTables from "../src/storage/billing-tables.js";
 import * as tables from "../src/storage/tables.js";
 
 /**
@@ -258,7 +259,7 @@ describe("paired migrations", () => {
 
   it("SQLite: the column tables name exactly the migrated columns of their tables", async () => {
     const schema = await migratedSqlite();
-    const declared = Object.values(tables).filter((t) => t instanceof Table);
+    const declared = [...Object.values(tables), ...Object.values(billingTables)].filter((t) => t instanceof Table);
     expect(declared.map((t) => t.name).sort()).toEqual(
       Object.keys(schema.tables)
         .filter((t) => t !== "schema_migrations")
@@ -290,7 +291,18 @@ describe("paired migrations", () => {
       for (const table of Object.keys(sqlite.tables)) expect(pg.tables[table], table).toEqual(sqlite.tables[table]);
       expect(pg.indexes).toEqual(sqlite.indexes);
       // What version 4 is for: no index of every identity's leases, one of users' leases.
-      expect(Object.keys(pg.indexes).sort()).toEqual(["leases_app", "leases_live", "leases_user", "sessions_user"]);
+      expect(Object.keys(pg.indexes).sort()).toEqual([
+        "credit_grants_key",
+        "credit_grants_user",
+        "leases_app",
+        "leases_live",
+        "leases_user",
+        "sessions_user",
+        "usage_app",
+        "usage_ended",
+        "usage_identity",
+        "wallet_transactions_user",
+      ]);
     });
 
     it("a PostgreSQL schema at version 3 (before the lists were paired) upgrades to the latest, its leases intact", async () => {

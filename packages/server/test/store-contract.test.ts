@@ -126,6 +126,11 @@ export function storeContract(
       windowStartedAt: null,
       problemCode: null,
       problemDetail: null,
+      quotaMs: 60_000,
+      overageMs: 0,
+      holdMicros: 0,
+      holdShares: null,
+      chargedMicros: 0,
       ...over,
     });
     const active = (l: LeaseRecord, deadline: number): LeaseRecord => ({
@@ -461,6 +466,68 @@ export function storeContract(
       const read = again ?? store;
       expect(await read.transaction((t) => t.sessions.get("h2"))).toMatchObject({ revokedAt: 4_000 });
       expect(await read.transaction((t) => t.sessions.get("h3"))).toEqual(s("h3", "u2"));
+    });
+
+    it("wallets: grants, settings and transactions round-trip; a rolled-back change is neither cached nor stored", async () => {
+      await tx((t) => t.users.insert(user("u1")));
+      const grant = {
+        id: "cg_1",
+        userId: "u1",
+        category: "purchased" as const,
+        amountMicros: 5_000_000,
+        remainingMicros: 5_000_000,
+        heldMicros: 0,
+        priority: 10,
+        effectiveAt: 1_000,
+        expiresAt: null,
+        source: "test",
+        createdAt: 1_000,
+        idempotencyKey: "pay_1",
+      };
+      const account = {
+        userId: "u1",
+        overageEnabled: true,
+        monthlyCapMicros: 2_000_000,
+        month: "2026-12",
+        monthSpentMicros: 7,
+      };
+      // Read first, so a caching adapter has the empty wallet cached before it changes.
+      expect(await tx((t) => t.wallets.grants("u1"))).toEqual([]);
+      expect(await tx((t) => t.wallets.account("u1"))).toBeNull();
+      await tx(async (t) => {
+        expect(await t.wallets.insertGrant(grant)).toBe(true);
+        expect(await t.wallets.insertGrant(grant)).toBe(false);
+        await t.wallets.putAccount(account);
+        await t.wallets.addTransactions([
+          {
+            id: "wt_1",
+            userId: "u1",
+            at: 2_000,
+            kind: "grant",
+            amountMicros: 5_000_000,
+            grantId: "cg_1",
+            leaseId: null,
+          },
+        ]);
+      });
+      expect(await tx((t) => t.wallets.grants("u1"))).toEqual([grant]);
+      expect(await tx((t) => t.wallets.grantByKey("u1", "pay_1"))).toEqual(grant);
+      expect(await tx((t) => t.wallets.account("u1"))).toEqual(account);
+      expect(await tx((t) => t.wallets.transactions("u1", 10))).toHaveLength(1);
+      const boom = new Error("boom");
+      await expect(
+        tx(async (t) => {
+          await t.wallets.updateGrant({ ...grant, remainingMicros: 1, heldMicros: 1 });
+          await t.wallets.putAccount({ ...account, monthSpentMicros: 99 });
+          throw boom;
+        }),
+      ).rejects.toBe(boom);
+      expect(await tx((t) => t.wallets.grants("u1"))).toEqual([grant]);
+      expect(await tx((t) => t.wallets.account("u1"))).toEqual(account);
+      await tx((t) => t.wallets.updateGrant({ ...grant, remainingMicros: 4_000_000, heldMicros: 1_000 }));
+      expect(await tx((t) => t.wallets.grants("u1"))).toEqual([
+        { ...grant, remainingMicros: 4_000_000, heldMicros: 1_000 },
+      ]);
     });
 
     it("a transaction that throws leaves nothing behind, cached or stored, and the error reaches the caller", async () => {

@@ -1,6 +1,7 @@
+import { randomUUID } from "node:crypto";
 import { parseDurationMs } from "@gpupool/core";
 import type { UserChanges } from "@gpupool/sdk";
-import { InvalidArgumentError } from "commander";
+import { InvalidArgumentError, Option } from "commander";
 import type { Command } from "commander";
 import {
   addJsonOption,
@@ -14,6 +15,9 @@ import {
 } from "../common.js";
 import type { ClientFlags } from "../common.js";
 import { renderQuota, secs, table } from "../render.js";
+import { money, renderWallet } from "../render-billing.js";
+import { parseAmount } from "./billing.js";
+import { parseInstant } from "./when.js";
 
 /** Seconds, or a duration such as "25m" / "1.5h". */
 function seconds(value: string, signed: boolean): number {
@@ -56,7 +60,7 @@ function adminClient(flags: ClientFlags) {
 export function registerAdmin(program: Command): void {
   const admin = program
     .command("admin")
-    .summary("manage users, apps, nodes and edges (needs GPUPOOL_ADMIN_TOKEN)")
+    .summary("manage users, credits, apps, nodes and edges (needs GPUPOOL_ADMIN_TOKEN)")
     .description(
       "Operator commands. Every one needs GPUPOOL_ADMIN_TOKEN set to the token the server was started with.",
     );
@@ -66,6 +70,8 @@ export function registerAdmin(program: Command): void {
 Examples:
   gpupool admin users create --name ada --tier pro
   gpupool admin users update ada --quota 45m --bonus 300
+  gpupool admin credits grant ada 10.00 --category purchased --key pay_123
+  gpupool admin wallet ada
   gpupool admin apps create --name sdxl --owner ada --max-concurrency 2
   gpupool admin edges create --name edge-1`,
   );
@@ -130,6 +136,8 @@ Examples:
       ),
     );
   });
+
+  registerCredits(admin);
 
   const apps = admin.command("apps").description("register and list apps");
   const createApp = adminCommand(apps, "create", "register an app and print its app key (shown once)")
@@ -203,4 +211,75 @@ Examples:
       printSecret("key", created.key, usage);
     });
   }
+}
+
+interface GrantFlags extends ClientFlags {
+  readonly category: "promotional" | "purchased";
+  readonly expires?: Date;
+  readonly priority?: number;
+  readonly source?: string;
+  readonly key?: string;
+}
+
+function registerCredits(admin: Command): void {
+  const credits = admin.command("credits").description("add credits to a user's wallet");
+  const grant = adminCommand(
+    credits,
+    "grant",
+    "add credits to a user's wallet; idempotent by --key (the same key again adds nothing)",
+  )
+    .argument("<user>", "user id or name")
+    .argument("<amount>", "a decimal amount of the pool's currency, e.g. 10.00", parseAmount({ positive: true }))
+    .addOption(
+      new Option("--category <category>", "promotional (a gift) or purchased (a top-up a payment recorded)")
+        .choices(["promotional", "purchased"])
+        .default("promotional"),
+    )
+    .option(
+      "--expires <when>",
+      "when what is left of it expires: 2027-01-01, 30d, an ISO time (default never)",
+      parseInstant("ahead"),
+    )
+    .option("--priority <n>", "lower is spent first (default 10; included credits are 0)", (v: string) => {
+      if (!/^\d+$/.test(v.trim()) || Number(v) > 1000)
+        throw new InvalidArgumentError(`"${v}" is not a whole number from 0 to 1000.`);
+      return Number(v);
+    })
+    .option("--source <text>", "where it came from, e.g. a payment id or a note")
+    .option(
+      "--key <key>",
+      "idempotency key: a payment's id, so a retry never adds twice (default: a new random key, printed)",
+    );
+  common(grant).action(async (user: string, amount: string, flags: GrantFlags) => {
+    const key = flags.key ?? `cli-${randomUUID()}`;
+    const { client, lastBody } = adminClient(flags);
+    const { grant: made, created } = await client.admin.grantCredits(user, {
+      amount,
+      category: flags.category,
+      expiresAt: flags.expires,
+      priority: flags.priority,
+      source: flags.source,
+      idempotencyKey: key,
+    });
+    if (flags.json === true) return printJson(lastBody());
+    const expires = made.expiresAt === null ? "never expires" : `expires ${made.expiresAt.toISOString()}`;
+    out(
+      created
+        ? `Granted ${money(made.amountMicros, made.currency)} of ${made.category} credits to ${user} (grant ${made.id}, priority ${made.priority}, ${expires}).`
+        : `Nothing added: key ${key} already granted ${money(made.amountMicros, made.currency)} (grant ${made.id}, ${money(made.remainingMicros, made.currency)} left).`,
+    );
+    out(
+      `Idempotency key: ${key}${flags.key === undefined ? "  (run again with --key " + key + " to retry without adding twice)" : ""}`,
+    );
+  });
+
+  const wallet = adminCommand(admin, "wallet", "show a user's wallet: grants in spending order, transactions")
+    .argument("<user>", "user id or name")
+    .option("--limit <n>", "the latest this many transactions (1–500, default 100)", parsePositiveInt(500));
+  common(wallet).action(async (user: string, flags: ClientFlags & { limit?: number }) => {
+    const { client, lastBody } = adminClient(flags);
+    const answer = await client.admin.userWallet(user, { limit: flags.limit });
+    if (flags.json === true) return printJson(lastBody());
+    out(renderWallet(answer, new Date()));
+  });
 }

@@ -17,6 +17,7 @@ import {
   readCredentials,
   writeCredentials,
 } from "../demo/credentials.js";
+import { DEMO_BILLING, endOwnCalls, ensureCleo } from "../demo/credits.js";
 import { renderTour } from "../demo/tour.js";
 
 const DEFAULT_PORT = 7070;
@@ -107,6 +108,7 @@ export function registerDemo(program: Command): void {
             server: { host: "127.0.0.1", port },
             storage: { url: storage },
             pool: { simulated: [{ node: "sim-0", gpus: 2, name: "Simulated H200", memory_gb: 141 }] },
+            billing: DEMO_BILLING,
             log: { level: "warn" },
           },
           "demo configuration",
@@ -140,6 +142,9 @@ export function registerDemo(program: Command): void {
           return q === null || (q.used === 0 && q.reserved === 0 && q.runs === 0);
         });
         if (bob.outcome === "fresh" && previousBob !== undefined) await endCallsOf(asApp, previousBob.id);
+        const previousCleo = creds.users["cleo"];
+        const cleo = await ensureCleo(admin, creds, server.url);
+        if (cleo.outcome === "fresh" && previousCleo !== undefined) await endOwnCalls(server.url, previousCleo.token);
         const demoEdge = await ensureKeyed(admin, creds, "edge", (key) =>
           createClient({ url: server.url, appKey: key })
             .ipToken({ app: demoApp.app.id, ip: "127.0.0.1" })
@@ -215,6 +220,7 @@ export function registerDemo(program: Command): void {
               adminSource,
               ada: { ...ada.user, outcome: ada.outcome },
               bob: { ...bob.user, outcome: bob.outcome },
+              cleo: { ...cleo.user, outcome: cleo.outcome },
               bobQuota,
               app: { ...demoApp.app, outcome: demoApp.outcome },
               credentialsPath,

@@ -16,6 +16,13 @@ export interface TourValues {
   readonly adminSource: "env" | "saved" | "generated";
   readonly ada: { readonly name: string; readonly id: string; readonly tier: string; readonly outcome: Outcome };
   readonly bob: { readonly name: string; readonly id: string; readonly tier: string; readonly outcome: Outcome };
+  readonly cleo: {
+    readonly name: string;
+    readonly id: string;
+    readonly tier: string;
+    readonly token: string;
+    readonly outcome: Outcome;
+  };
   readonly bobQuota: Quota | null;
   readonly app: { readonly name: string; readonly id: string; readonly key: string; readonly outcome: Outcome };
   readonly credentialsPath: string;
@@ -74,6 +81,7 @@ export function renderTour(v: TourValues, now: Date): string {
     `  admin token    ${v.adminToken}  (${admin})`,
     `  user ada       ${v.ada.id}, tier ${v.ada.tier}, name "${v.ada.name}": ${outcome(v.ada.outcome)}`,
     `  user bob       ${v.bob.id}, tier ${v.bob.tier}, name "${v.bob.name}": ${outcome(v.bob.outcome)}${quotaNote(v.bobQuota, now)}`,
+    `  user cleo      ${v.cleo.id}, tier ${v.cleo.tier}, name "${v.cleo.name}": ${outcome(v.cleo.outcome)}; quota 1 min, overage on, cap $0.05`,
     `  app            ${v.app.id}, name "${v.app.name}", owned by ada: ${outcome(v.app.outcome)}`,
     `  credentials    ${v.credentialsPath} (mode 0600). The server shows tokens and keys once and`,
     "                 stores only hashes; the demo keeps them here so these commands work after a restart.",
@@ -130,6 +138,23 @@ export function renderTour(v: TourValues, now: Date): string {
     "# 9. What the app and the operator see.",
     "npx gpupool leases",
     "npx gpupool pool",
+    "",
+    "# 10. Credits that do engage. cleo (pro) has a 1-minute quota, $2.00 of included monthly credits, and",
+    "#     overage on with a $0.05 monthly cap; the pool prices overage at $0.10 per GPU-minute. As cleo:",
+    `export GPUPOOL_TOKEN=${sh(v.cleo.token)}; unset GPUPOOL_IP_TOKEN`,
+    "npx gpupool me",
+    "#     A 80 s call is bigger than her quota: the quota pays 60 s, credits 20 s ($0.033334 held).",
+    `curl -s -o ${sh(lease)} -X POST "$GPUPOOL_URL/v1/leases" -H "Authorization: Bearer $GPUPOOL_TOKEN" \\`,
+    `  -H 'Content-Type: application/json' -d '{"duration": 80}'; node -p 'JSON.stringify(require(${JSON.stringify(lease)}).billing)'`,
+    "#     A second call now would hold $0.05 more: past the $0.05 cap, so 402 spend_cap_reached, nothing held.",
+    `curl -s -X POST "$GPUPOOL_URL/v1/leases" -H "Authorization: Bearer $GPUPOOL_TOKEN" -H 'Content-Type: application/json' -d '{"duration": 30}'; echo`,
+    "#     Release the first after a few seconds: the quota pays first, so no credits are spent and the hold is released.",
+    `curl -s -X POST "$GPUPOOL_URL/v1/leases/${field(lease, "id")}/release" -H "Authorization: Bearer $GPUPOOL_TOKEN"; echo`,
+    "npx gpupool me",
+    `curl -s "$GPUPOOL_URL/v1/me/wallet?limit=5" -H "Authorization: Bearer $GPUPOOL_TOKEN"; echo`,
+    "#     The usage ledger: one record per ended call, which bucket paid; as CSV, or totals by day.",
+    "npx gpupool usage --format csv",
+    "npx gpupool usage --by day",
     "",
     `Press Ctrl-C to stop. Delete ${sh(v.dir)} to start over.`,
   ];

@@ -42,7 +42,7 @@ const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 const DESCRIPTION = [
   "The control plane of a shared GPU pool: leases of GPU time charged to the person who caused the call, against a daily GPU-time quota by tier.",
   "",
-  "JSON in and out. Amounts are **seconds** (numbers, fractional for sub-second values) unless a name says otherwise (`held_ms`); times are ISO 8601 strings in UTC.",
+  "JSON in and out. Amounts are **seconds** (numbers, fractional for sub-second values) unless a name says otherwise (`held_ms`; money in `*_micros`: whole micro-units of the pool's currency, never fractions); times are ISO 8601 strings in UTC.",
   "Response objects may gain fields: clients must ignore the ones they do not know.",
   "",
   "Errors are `application/problem+json` (RFC 9457): `{ type, title, status, detail, code, ...fields }`. `code` is stable and machine-readable; `detail` is one or two sentences a person can act on.",
@@ -53,6 +53,12 @@ const DESCRIPTION = [
 const TAGS = [
   { name: "Leases", description: "Borrowing a GPU slice for a bounded time." },
   { name: "Quota", description: "What is left, and why a call is charged where it is." },
+  {
+    name: "Billing",
+    description:
+      "Credits and overage (SPEC §9): money in whole micro-units of the currency (`*_micros`), each with a `display` string.",
+  },
+  { name: "Usage", description: "The usage ledger (SPEC §10): one immutable record per ended lease, and totals." },
   { name: "Identity", description: "X-IP-Tokens: who the end user of an app's call is." },
   { name: "Sessions", description: "Browser sessions of the edge (identity proxy)." },
   { name: "Admin", description: "Users, apps, nodes, edges and the pool, with the admin token." },
@@ -127,7 +133,10 @@ function successResponse(spec: ResponseSpec): OpenApiResponse {
       ...(spec.headers !== undefined
         ? { headers: Object.fromEntries(spec.headers.map((h) => [h.name, header(h)])) }
         : {}),
-      content: { "application/json": { schema: refTo(spec.json) } },
+      content: {
+        "application/json": { schema: refTo(spec.json) },
+        ...Object.fromEntries((spec.alsoText ?? []).map((type) => [type, { schema: { type: "string" } }])),
+      },
     };
   }
   if ("events" in spec) {

@@ -53,7 +53,13 @@ export const IDEMPOTENCY_KEY_HEADER: HeaderParam = {
 };
 
 export type ResponseSpec =
-  | { readonly description: string; readonly json: z.ZodMiniType; readonly headers?: readonly HeaderParam[] }
+  | {
+      readonly description: string;
+      readonly json: z.ZodMiniType;
+      readonly headers?: readonly HeaderParam[];
+      /** Other media types the same status may carry as text, chosen by the request (e.g. an export's `format`). */
+      readonly alsoText?: readonly string[];
+    }
   | { readonly description: string; readonly events: Readonly<Record<string, z.ZodMiniType>> }
   | { readonly description: string; readonly text: string };
 

@@ -39,6 +39,8 @@ export const LEASE_OPERATIONS: readonly Operation[] = [
       "invalid_ip_token",
       "duration_too_long",
       "quota_exceeded",
+      "credits_exhausted",
+      "spend_cap_reached",
       "runs_exceeded",
       "no_gpu_available",
       "queue_timeout",

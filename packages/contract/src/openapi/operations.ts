@@ -1,10 +1,16 @@
 // The operations table: one entry per route, written once; the OpenAPI document, the reference
 // page and docs/wire.md come from it (see document.ts).
 import { ACCESS_OPERATIONS } from "./operations-access.js";
+import { BILLING_OPERATIONS } from "./operations-billing.js";
 import { LEASE_OPERATIONS } from "./operations-leases.js";
 import { SYSTEM_OPERATIONS } from "./operations-system.js";
 import type { Operation } from "./operation-types.js";
 
 export * from "./operation-types.js";
 
-export const OPERATIONS: readonly Operation[] = [...LEASE_OPERATIONS, ...ACCESS_OPERATIONS, ...SYSTEM_OPERATIONS];
+export const OPERATIONS: readonly Operation[] = [
+  ...LEASE_OPERATIONS,
+  ...BILLING_OPERATIONS,
+  ...ACCESS_OPERATIONS,
+  ...SYSTEM_OPERATIONS,
+];

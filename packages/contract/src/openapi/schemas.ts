@@ -1,5 +1,6 @@
 import type * as z from "zod/mini";
 import * as admin from "../admin.js";
+import * as billing from "../billing.js";
 import { Identity } from "../common.js";
 import * as diagnose from "../diagnose.js";
 import { OpenApiDocumentObject } from "../documents.js";
@@ -11,7 +12,9 @@ import * as pool from "../pool.js";
 import { FieldError, PROBLEMS, Problem } from "../problem-objects.js";
 import type { ProblemCode } from "../problems.js";
 import { PROBLEM_CODES } from "../problems.js";
+import { Me } from "../me.js";
 import { Quota } from "../quota.js";
+import * as usage from "../usage.js";
 
 /** `quota_exceeded` → `QuotaExceededProblem`. */
 export function problemSchemaName(code: ProblemCode): string {
@@ -22,6 +25,20 @@ export function problemSchemaName(code: ProblemCode): string {
 export const NAMED_SCHEMAS: Readonly<Record<string, z.ZodMiniType>> = {
   Identity,
   Quota,
+  Credits: billing.Credits,
+  Overage: billing.Overage,
+  LeaseBilling: billing.LeaseBilling,
+  Me,
+  Wallet: billing.Wallet,
+  WalletGrant: billing.WalletGrant,
+  WalletTransaction: billing.WalletTransaction,
+  BillingSettingsRequest: billing.BillingSettingsRequest,
+  BillingSettings: billing.BillingSettings,
+  CreditGrantRequest: billing.CreditGrantRequest,
+  UsageRecord: usage.UsageRecord,
+  UsagePage: usage.UsagePage,
+  UsageTotals: usage.UsageTotals,
+  UsageSummary: usage.UsageSummary,
   Lease: leases.Lease,
   Device: leases.Device,
   LeaseProblem: leases.LeaseProblem,

@@ -7,18 +7,22 @@
 /** Micro-units per unit of currency. */
 export const MICROS = 1_000_000;
 
-/** The largest amount any money field may hold: 1e12 units (far beyond any real balance), still exact as a number. */
-export const MAX_MICROS = 1_000_000_000_000 * MICROS;
+/**
+ * The largest amount a request may name, and a wallet may hold in all: 1e9 units (far beyond any
+ * real balance). In micro-units that is 1e15, below 2^53, so every amount and every sum of a
+ * wallet's grants is an exact integer as a JavaScript number.
+ */
+export const MAX_MICROS = 1_000_000_000 * MICROS;
 
 export type MoneyParse =
   { readonly ok: true; readonly micros: number } | { readonly ok: false; readonly message: string };
 
-const DECIMAL = /^(0|[1-9][0-9]{0,11})(?:\.([0-9]{1,6}))?$/;
+const DECIMAL = /^(0|[1-9][0-9]{0,9})(?:\.([0-9]{1,6}))?$/;
 
 /**
  * A decimal amount ("10", "10.5", "0.000001") as micro-units. Refused: anything but plain digits
  * with an optional fraction of at most six digits (no sign, exponent, separators or spaces), and
- * more than 1e12 units. `positive`: zero is refused too.
+ * more than 1e9 units. `positive`: zero is refused too.
  */
 export function parseMoney(text: string, options: { positive?: boolean } = {}): MoneyParse {
   const m = DECIMAL.exec(text);

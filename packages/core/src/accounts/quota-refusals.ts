@@ -7,6 +7,8 @@ import type { QuotaView } from "./ledger.js";
 import type { Policy, SizePolicy, TierPolicy } from "../policy.js";
 import type { Identity } from "../identity/identity.js";
 import type { Via } from "../identity/attribution.js";
+import type { OverageBlocker } from "./overage.js";
+import { blockerText } from "./overage.js";
 
 /** What a quota refusal's text is about: the call, who it is charged to, and how that identity was named. */
 export interface RefusalInput {
@@ -34,7 +36,8 @@ function when(ms: number, now: number): string {
   return `${new Date(ms).toISOString().slice(0, 16).replace("T", " ")} UTC (in ${formatSeconds((ms - now) / 1000)})`;
 }
 
-export type NextStep = "sign_in" | "upgrade" | "forward_identity" | "wait_for_reset" | "wait_for_calls";
+export type NextStep =
+  "sign_in" | "upgrade" | "forward_identity" | "wait_for_reset" | "wait_for_calls" | "enable_overage";
 
 /** Why this identity, in words — the part of the message that catches wrong attribution. */
 function chargedAs(input: RefusalInput): string {
@@ -49,8 +52,13 @@ function chargedAs(input: RefusalInput): string {
   }
 }
 
-function nextStepFor(input: RefusalInput, blockedByInFlight: boolean): { step: NextStep; text: string } {
+function nextStepFor(
+  input: RefusalInput,
+  blockedByInFlight: boolean,
+  blocker: OverageBlocker | null,
+): { step: NextStep; text: string } {
   const { policy, identity, tier } = input;
+  if (blocker === "not_opted_in") return { step: "enable_overage", text: blockerText(blocker, tier.name) };
   if (blockedByInFlight) {
     return {
       step: "wait_for_calls",
@@ -81,7 +89,7 @@ function nextStepFor(input: RefusalInput, blockedByInFlight: boolean): { step: N
   }
   return {
     step: "wait_for_reset",
-    text: "Credits do not extend the GPU quota: they pay for inference and paid hardware, which are separate billing buckets.",
+    text: blockerText(blocker ?? "operator_disabled", tier.name),
   };
 }
 
@@ -90,9 +98,15 @@ export function quotaExceededProblem(
   view: QuotaView,
   costMs: number,
   retryAt: number | null,
+  blocker: OverageBlocker | null = null,
 ): Problem {
   const blockedByInFlight = view.quotaMs - view.usedMs >= costMs && view.reservedMs > 0;
-  const next = nextStepFor(input, blockedByInFlight);
+  const next = nextStepFor(input, blockedByInFlight, blocker);
+  // Every quota refusal says why credits did not pay for the rest (once: the next step may say it).
+  const credits =
+    blocker === null || next.text === blockerText(blocker, input.tier.name)
+      ? ""
+      : ` ${blockerText(blocker, input.tier.name)}`;
   const need = formatSeconds(costMs / 1000);
   const sizeNote =
     input.size.cost === 1
@@ -106,7 +120,8 @@ export function quotaExceededProblem(
     `This call needs ${need}${sizeNote} of GPU quota but ${chargedAs(input)} has ${formatSeconds(view.leftMs / 1000)} left of its ` +
     `${formatSeconds(view.quotaMs / 1000)} ${input.tier.name} quota (${formatSeconds(view.usedMs / 1000)} used${reservedNote}).` +
     (blockedByInFlight ? retry : resets || retry) +
-    ` ${next.text}`;
+    ` ${next.text}` +
+    credits;
   return problem("quota_exceeded", detail, {
     requested: msToSeconds(costMs),
     left: msToSeconds(view.leftMs),
@@ -118,12 +133,20 @@ export function quotaExceededProblem(
     resets_at: iso(view.resetsAt),
     retry_at: iso(retryAt),
     next_step: next.step,
+    ...(blocker === null ? {} : { overage_blocked_by: blocker }),
   });
 }
 
-export function durationTooLongProblem(input: RefusalInput, view: QuotaView, costMs: number): Problem {
+export function durationTooLongProblem(
+  input: RefusalInput,
+  view: QuotaView,
+  costMs: number,
+  blocker: OverageBlocker | null = null,
+): Problem {
   const { tier, durationMs, size } = input;
   const overMax = durationMs > tier.maxDurationMs;
+  // Past the whole quota (not the tier's longest call), overage could have paid: say why it did not.
+  const credits = overMax || blocker === null ? "" : ` ${blockerText(blocker, tier.name)}`;
   const detail = overMax
     ? `This call asks to hold a GPU for ${formatSeconds(durationMs / 1000)}, but the ${tier.name} tier allows at most ` +
       `${formatSeconds(tier.maxDurationMs / 1000)} per call (charged to ${identityKey(input.identity)}), so it can never be granted. ` +
@@ -132,7 +155,8 @@ export function durationTooLongProblem(input: RefusalInput, view: QuotaView, cos
       `more than the whole ${tier.name} quota of ${formatSeconds(view.quotaMs / 1000)} (charged to ${identityKey(input.identity)}), so it can never be granted. ` +
       (tier.name === ANONYMOUS_TIER
         ? "Sign in for a larger quota, or ask the app's developer for a shorter duration or a smaller size."
-        : "Ask the app's developer for a shorter duration or a smaller size.");
+        : "Ask the app's developer for a shorter duration or a smaller size.") +
+      credits;
   return problem("duration_too_long", detail, {
     duration: msToSeconds(durationMs),
     max_duration: msToSeconds(tier.maxDurationMs),
@@ -141,6 +165,7 @@ export function durationTooLongProblem(input: RefusalInput, view: QuotaView, cos
     quota: msToSeconds(view.quotaMs),
     tier: tier.name,
     identity: identityKey(input.identity),
+    ...(overMax || blocker === null ? {} : { overage_blocked_by: blocker }),
   });
 }
 

@@ -13,6 +13,8 @@ import type { LedgerState } from "../accounts/ledger.js";
 import { quotaView } from "../accounts/ledger.js";
 import type { ReserveOutcome } from "../accounts/reserve.js";
 import { reserve } from "../accounts/reserve.js";
+import type { Split, WalletState } from "../accounts/overage.js";
+import { overageBlocker } from "../accounts/overage.js";
 
 /**
  * The one admission decision: whether a GPU call is admitted, and if not, the refusal a person
@@ -35,6 +37,8 @@ export interface AdmissionAccount {
    * `needsInFlightEnd` says so, never on the way to a grant.
    */
   readonly inFlightEnd: number | null;
+  /** The user's wallet and billing settings (null or absent: no wallet — not a user, or billing is off). */
+  readonly wallet?: WalletState | null;
 }
 
 export interface AdmissionRequest {
@@ -69,6 +73,8 @@ export type AdmissionDecision =
       /** granted: on a slot now; queued: waits in the queue; pending: the scheduler places it later. */
       readonly outcome: "granted" | "queued" | "pending";
       readonly reservedMs: number;
+      /** What the quota reserves and what credits pay (the hold to place on the wallet with the lease). */
+      readonly split: Split;
       /** The ledger with the reservation (and the run) added: write it with the lease. */
       readonly ledger: LedgerState;
     };
@@ -86,6 +92,8 @@ export function allowance(policy: Policy, account: AdmissionAccount, request: Ad
     now: request.now,
     via: request.via,
     earliestInFlightEnd: account.inFlightEnd,
+    overageBlocker: overageBlocker(policy, account.identity, account.wallet ?? null),
+    wallet: account.wallet ?? null,
   });
 }
 
@@ -100,7 +108,7 @@ export function needsInFlightEnd(policy: Policy, account: AdmissionAccount, requ
 }
 
 /** The share of its quota the identity has left before this call (the scheduler ranks by it). */
-export function quotaLeftShare(policy: Policy, account: Omit<AdmissionAccount, "inFlightEnd">): number {
+export function quotaLeftShare(policy: Policy, account: Omit<AdmissionAccount, "inFlightEnd" | "wallet">): number {
   const view = quotaView(account.ledger, account.tier, account.overrideMs, policy.windowMs);
   return view.quotaMs > 0 ? Math.min(1, view.leftMs / view.quotaMs) : 0;
 }
@@ -121,7 +129,7 @@ export function decideAdmission(
   const refused = placementRefusal(policy, request, placement);
   if (refused !== null) return refused;
   const outcome = placement.kind === "now" ? "granted" : placement.kind === "wait" ? "queued" : "pending";
-  return { kind: "admitted", outcome, reservedMs: quota.reservedMs, ledger: quota.ledger };
+  return { kind: "admitted", outcome, reservedMs: quota.reservedMs, split: quota.split, ledger: quota.ledger };
 }
 
 /**

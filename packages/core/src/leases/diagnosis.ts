@@ -3,7 +3,10 @@ import { formatSeconds } from "../duration.js";
 import type { Identity } from "../identity/identity.js";
 import type { Problem } from "../problem.js";
 import type { QuotaView } from "../accounts/ledger.js";
-import type { SizePolicy } from "../policy.js";
+import type { Policy, SizePolicy } from "../policy.js";
+import { displayMoney } from "../accounts/money.js";
+import type { OverageBlocker } from "../accounts/overage.js";
+import { billingOf, blockerText, overageSplit } from "../accounts/overage.js";
 
 export type Verdict =
   | { readonly outcome: "granted" }
@@ -30,6 +33,8 @@ export interface CauseInput {
   readonly durationMs: number;
   readonly size: SizePolicy;
   readonly verdict: Verdict;
+  /** Why credits would not pay past the quota (null: they would; absent: not known). */
+  readonly overageBlocker?: OverageBlocker | null;
 }
 
 /**
@@ -70,6 +75,11 @@ export function likelyCauses(input: CauseInput): Cause[] {
         cause: `The app asks for ${formatSeconds(durationMs / 1000)} on ${size.name} (cost ×${size.cost}), which this tier can never grant.`,
         fix: "Ask the app's developer to request a shorter duration or the large size.",
       });
+      if (p["overage_blocked_by"] === "not_opted_in")
+        causes.push({
+          cause: blockerText("not_opted_in", identity?.tier ?? ""),
+          fix: "With overage on, the quota pays what it can and credits pay the rest of a call larger than the whole quota.",
+        });
     } else if (p.code === "quota_exceeded" && view) {
       const cost = (durationMs * size.cost) / 1000;
       if (view.reservedMs > 0 && view.quotaMs - view.usedMs >= durationMs * size.cost) {
@@ -86,10 +96,26 @@ export function likelyCauses(input: CauseInput): Cause[] {
               : "Use a shorter duration or the large size.",
         });
       }
+      const blocker = input.overageBlocker ?? "operator_disabled";
+      causes.push({
+        cause: blockerText(blocker, identity?.tier ?? ""),
+        fix:
+          blocker === "not_opted_in"
+            ? "Turn overage on (gpupool billing overage on [--cap 5.00]) so credits pay for the rest of a call past the quota."
+            : blocker === "not_a_user"
+              ? "Sign in: a signed-in user's quota is larger, and credits can pay past it where the pool offers overage."
+              : "A higher tier raises the daily GPU quota; credits cannot on this pool.",
+      });
+    } else if (p.code === "credits_exhausted") {
       causes.push({
         cause:
-          "Credits you may have bought do not extend the GPU quota: they pay for inference and paid hardware, a different billing bucket.",
-        fix: "A higher tier raises the daily GPU quota; credits will not.",
+          "The call needs more GPU time than your quota has left, and your available credits do not cover the hold for the rest.",
+        fix: "Add credits, use a shorter duration or the large size, or wait for the quota to reset.",
+      });
+    } else if (p.code === "spend_cap_reached") {
+      causes.push({
+        cause: "The call's overage would take this month's overage spending past your monthly cap.",
+        fix: "Raise the cap (gpupool billing overage on --cap AMOUNT) or wait for the next billing month.",
       });
     } else if (p.code === "no_gpu_available") {
       causes.push({
@@ -117,28 +143,56 @@ export interface BucketReport {
   readonly detail: string;
 }
 
-/** Which billing bucket would pay for a call charged to `identity` (null: refused before admission), and why the others do not. */
-export function billingBuckets(identity: Identity | null): BucketReport[] {
+/** What the buckets report needs of the charged identity's quota and wallet now. */
+export interface BucketInput {
+  readonly identity: Identity | null;
+  /** Quota left before this call (ms); null when refused before admission. */
+  readonly leftMs: number | null;
+  /** What the call would reserve: duration × cost (ms). */
+  readonly costMs: number;
+  readonly overageBlocker: OverageBlocker | null;
+  /** Credits not held (null: no wallet). */
+  readonly availableMicros: number | null;
+}
+
+/** Which billing bucket would pay for a call, how much of it, and why the others would not. */
+export function billingBuckets(policy: Policy, input: BucketInput): BucketReport[] {
+  const { identity, leftMs, costMs, overageBlocker } = input;
+  const currency = billingOf(policy).currency;
+  const money = (m: number): string => displayMoney(m, currency);
+  if (identity === null || leftMs === null)
+    return (["gpu_quota", "credits", "overage"] as const).map((bucket) => ({
+      bucket,
+      applies: false,
+      detail: "Nobody would be charged: the request is refused before admission (see the steps above).",
+    }));
+  const split = overageSplit(policy, costMs, leftMs);
+  const overage = overageBlocker === null && split.overageMs > 0;
+  const who = `${identity.kind}:${identity.id}`;
   return [
     {
       bucket: "gpu_quota",
-      applies: identity !== null,
+      applies: split.quotaMs > 0,
       detail:
-        identity !== null
-          ? `GPU calls are charged to the daily GPU quota of ${identity.kind}:${identity.id}, for the time actually held (rounded up to whole seconds × size cost). Time spent queued is never charged.`
-          : "Nobody would be charged: the request is refused before admission (see the steps above).",
-    },
-    {
-      bucket: "credits",
-      applies: false,
-      detail:
-        "Credits (included monthly or purchased) pay for paid inference and paid hardware. They do not extend the GPU quota.",
+        `GPU calls are charged to the daily GPU quota of ${who} first, for the time actually held (rounded up to whole seconds × size cost); time queued is never charged. ` +
+        `This call would reserve ${formatSeconds(Math.min(costMs, leftMs) / 1000)} of the ${formatSeconds(leftMs / 1000)} left.`,
     },
     {
       bucket: "overage",
-      applies: false,
+      applies: overage,
+      detail: overage
+        ? `The rest, ${formatSeconds(split.overageMs / 1000)}, is overage paid from credits: ${money(split.holdMicros)} would be held and only what is used charged at release.`
+        : split.overageMs === 0
+          ? `The quota covers the whole call, so no overage is needed.${overageBlocker === null ? "" : ` (${blockerText(overageBlocker, identity.tier)})`}`
+          : blockerText(overageBlocker ?? "operator_disabled", identity.tier),
+    },
+    {
+      bucket: "credits",
+      applies: overage,
       detail:
-        "Overage billing of GPU time to credits is not enabled on this pool, so calls past the quota are refused, never billed.",
+        input.availableMicros === null
+          ? "No wallet: only a signed-in user has credits."
+          : `${money(input.availableMicros)} available. Credits pay only for overage (GPU time past the quota, when overage is on), in the spending order: included credits first, purchased last.`,
     },
   ];
 }

@@ -33,13 +33,13 @@ export function adminRoutes(app: FastifyInstance, ctx: RouteContext): void {
         ...(b.quota !== undefined ? { quotaS: b.quota } : {}),
         ...(b.bonus !== undefined ? { bonusS: b.bonus } : {}),
       });
-      return { ...userJson(user), quota: quotaJson(quota.identity, quota.view) };
+      return { ...userJson(user), quota: quotaJson(quota) };
     },
   );
 
   app.get<{ Params: { id: string } }>("/v1/admin/users/:id", admin, async (req): Promise<wire.UserWithQuota> => {
     const { user, quota } = await ctx.directory.user(req.params.id);
-    return { ...userJson(user), quota: quotaJson(quota.identity, quota.view) };
+    return { ...userJson(user), quota: quotaJson(quota) };
   });
 
   app.post<{ Body: wire.CreateAppRequest }>(

@@ -2,6 +2,7 @@ import Fastify, { LogController } from "fastify";
 import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import { problem } from "@gpupool/core";
 import { adminRoutes } from "./admin-routes.js";
+import { billingRoutes } from "./billing-routes.js";
 import { MAX_PARAM_LENGTH, answerClientError, frameworkErrorProblem } from "./client-errors.js";
 import { docsRoutes } from "./docs-routes.js";
 import type { RouteContext } from "./context.js";
@@ -72,5 +73,6 @@ export function buildHttpApp(ctx: RouteContext): FastifyInstance {
   tokenRoutes(app, ctx);
   sessionRoutes(app, ctx);
   adminRoutes(app, ctx);
+  billingRoutes(app, ctx);
   return app;
 }

@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import type { ServerConfig } from "../config.js";
 import type { LeaseEvents } from "../events.js";
 import type { Metrics } from "../metrics.js";
+import type { Billing } from "../use-cases/accounts/billing.js";
 import type { QuotaQueries } from "../use-cases/accounts/quota-queries.js";
 import type { Directory } from "../use-cases/admin/directory.js";
 import type { PoolViewer } from "../use-cases/admin/pool-view.js";
@@ -24,6 +25,7 @@ export interface RouteContext {
   readonly callers: Callers;
   readonly leases: LeaseRequests;
   readonly quota: QuotaQueries;
+  readonly billing: Billing;
   readonly diagnose: Diagnose;
   readonly nodes: NodeAgents;
   readonly directory: Directory;

@@ -1,3 +1,4 @@
+import { billingOf } from "@gpupool/core";
 import type * as wire from "@gpupool/contract";
 import { requestSchemas } from "@gpupool/contract/openapi";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
@@ -9,6 +10,7 @@ import { withConfiguredSizes } from "./schemas.js";
 import { leaseEventJson, leaseJson, quotaJson, quotaOf, releasedJson } from "./views.js";
 
 export function leaseRoutes(app: FastifyInstance, ctx: RouteContext): void {
+  const { currency } = billingOf(ctx.policy);
   app.post<{ Body: wire.LeaseRequest | null }>(
     "/v1/leases",
     { schema: withConfiguredSizes("createLease", Object.keys(ctx.policy.sizes)) },
@@ -25,11 +27,11 @@ export function leaseRoutes(app: FastifyInstance, ctx: RouteContext): void {
       });
       if (result.kind === "denied") return sendProblem(reply, result.problem, result.retryAfterS);
       reply.header("location", `/v1/leases/${result.lease.id}`);
-      const quota = quotaJson(result.quota.identity, result.quota.view);
-      if (result.kind === "granted") return reply.code(201).send(leaseJson(result.lease, null, quota));
+      const quota = quotaJson(result.quota);
+      if (result.kind === "granted") return reply.code(201).send(leaseJson(result.lease, null, quota, currency));
       // A retry (same Idempotency-Key) of a request whose lease ended without a GPU.
-      if (result.kind === "ended") return reply.code(200).send(leaseJson(result.lease, null, quota));
-      return reply.code(202).send(leaseJson(result.lease, result.place, quota));
+      if (result.kind === "ended") return reply.code(200).send(leaseJson(result.lease, null, quota, currency));
+      return reply.code(202).send(leaseJson(result.lease, result.place, quota, currency));
     },
   );
 
@@ -41,19 +43,19 @@ export function leaseRoutes(app: FastifyInstance, ctx: RouteContext): void {
       // The contract's schema allows 1 to 500 only.
       const limit = Number(req.query.limit ?? 50);
       const leases = await ctx.leases.list(caller, { status: req.query.status, limit });
-      return { leases: leases.map((l) => leaseJson(l.lease, l.place, null)) };
+      return { leases: leases.map((l) => leaseJson(l.lease, l.place, null, currency)) };
     },
   );
 
   app.get<{ Params: { id: string } }>("/v1/leases/:id", async (req): Promise<wire.Lease> => {
     const caller = await authenticate(ctx, req, ["app", "user", "admin"]);
     const v = await ctx.leases.get(caller, req.params.id);
-    return leaseJson(v.lease, v.place, quotaOf(v.quota));
+    return leaseJson(v.lease, v.place, quotaOf(v.quota), currency);
   });
 
   const release = async (req: FastifyRequest<{ Params: { id: string } }>, failed: boolean) => {
     const caller = await authenticate(ctx, req, ["app", "user", "admin"]);
-    return releasedJson(await ctx.leases.release(caller, req.params.id, failed));
+    return releasedJson(await ctx.leases.release(caller, req.params.id, failed), currency);
   };
 
   app.post<{ Params: { id: string }; Body: wire.ReleaseRequest | null }>(
@@ -87,7 +89,7 @@ async function streamEvents(
   const send = (u: LeaseUpdate): void => {
     if (res === null) return void pending.push(u);
     if (closed) return;
-    const e = leaseEventJson(u);
+    const e = leaseEventJson(u, billingOf(ctx.policy).currency);
     res.write(`event: ${e.event}\ndata: ${JSON.stringify(e.data)}\n\n`);
     if (u.type !== "queued") close();
   };

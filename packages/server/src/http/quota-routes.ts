@@ -10,7 +10,7 @@ export function quotaRoutes(app: FastifyInstance, ctx: RouteContext): void {
   app.get("/v1/quota", async (req): Promise<wire.Quota> => {
     const caller = await authenticate(ctx, req, ["app", "user"]);
     const q = await ctx.quota.forCaller(caller, ipTokenHeader(req));
-    return quotaJson(q.identity, q.view);
+    return quotaJson(q);
   });
 
   /**
@@ -24,7 +24,15 @@ export function quotaRoutes(app: FastifyInstance, ctx: RouteContext): void {
       const caller = await authenticate(ctx, req, ["app", "user"]);
       const durationMs = req.query.duration === undefined ? undefined : Math.round(Number(req.query.duration) * 1000);
       const d = await ctx.diagnose.run(caller, { ipToken: ipTokenHeader(req), durationMs, size: req.query.size });
-      return diagnosisJson(d, billingBuckets(d.identity));
+      const costMs = d.request.durationMs * d.request.size.cost;
+      const buckets = billingBuckets(ctx.policy, {
+        identity: d.identity,
+        leftMs: d.quota?.view.leftMs ?? null,
+        costMs,
+        overageBlocker: d.quota?.billing.overage.blockedBy ?? null,
+        availableMicros: d.quota?.billing.credits?.availableMicros ?? null,
+      });
+      return diagnosisJson(d, buckets);
     },
   );
 }

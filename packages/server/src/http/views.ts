@@ -1,12 +1,14 @@
 import type * as wire from "@gpupool/contract";
 import { msToSeconds } from "@gpupool/core";
-import type { Identity, Problem, QuotaView, QueuePlace } from "@gpupool/core";
+import type { Identity, Problem, QueuePlace } from "@gpupool/core";
 import type { AppRecord, LeaseRecord, UserRecord } from "../storage/store.js";
 import type { IdentityQuota } from "../use-cases/accounts/accounts.js";
 import type { PoolView } from "../use-cases/admin/pool-view.js";
 import type { Diagnosis } from "../use-cases/leases/diagnose.js";
 import type { Released } from "../use-cases/leases/leases.js";
 import type { LeaseUpdate } from "../use-cases/leases/lease-requests.js";
+import { leaseBillingJson, quotaBillingJson } from "./billing-views.js";
+import { iso } from "./iso.js";
 
 /**
  * The server's answers in the wire format of @gpupool/contract (docs/wire.md is generated from
@@ -14,32 +16,14 @@ import type { LeaseUpdate } from "../use-cases/leases/lease-requests.js";
  * missing one, does not compile. Seconds for amounts, ISO 8601 for times.
  */
 
-/**
- * `new Date(ms).toISOString()`, with the part up to the second kept for the few seconds a response
- * names (now, a deadline, a window's reset): formatting dates was ~2% of a lease request.
- */
-const secondsPrefix = new Map<number, string>();
-export function iso(ms: number): string;
-export function iso(ms: number | null): string | null;
-export function iso(ms: number | null): string | null {
-  if (ms === null) return null;
-  if (!Number.isInteger(ms) || ms < 0 || ms >= 253_402_300_800_000) return new Date(ms).toISOString(); // outside years 1970–9999
-  const second = Math.floor(ms / 1000);
-  let prefix = secondsPrefix.get(second);
-  if (prefix === undefined) {
-    if (secondsPrefix.size >= 256) secondsPrefix.clear();
-    prefix = new Date(second * 1000).toISOString().slice(0, 20); // "2026-11-30T23:59:59."
-    secondsPrefix.set(second, prefix);
-  }
-  const millis = ms - second * 1000;
-  return `${prefix}${millis < 10 ? "00" : millis < 100 ? "0" : ""}${millis}Z`;
-}
+export { iso };
 
 export function identityJson(identity: Identity): wire.Identity {
   return { kind: identity.kind, id: identity.id, tier: identity.tier };
 }
 
-export function quotaJson(identity: Identity, v: QuotaView): wire.Quota {
+export function quotaJson(q: IdentityQuota): wire.Quota {
+  const { identity, view: v } = q;
   return {
     identity: identityJson(identity),
     quota: msToSeconds(v.quotaMs),
@@ -54,14 +38,20 @@ export function quotaJson(identity: Identity, v: QuotaView): wire.Quota {
     max_duration: msToSeconds(v.maxDurationMs),
     runs: v.runs,
     max_runs: v.maxRuns,
+    ...quotaBillingJson(q.billing),
   };
 }
 
 export function quotaOf(q: IdentityQuota | null): wire.Quota | null {
-  return q === null ? null : quotaJson(q.identity, q.view);
+  return q === null ? null : quotaJson(q);
 }
 
-export function leaseJson(l: LeaseRecord, place: QueuePlace | null, quota: wire.Quota | null): wire.Lease {
+export function leaseJson(
+  l: LeaseRecord,
+  place: QueuePlace | null,
+  quota: wire.Quota | null,
+  currency: string,
+): wire.Lease {
   return {
     id: l.id,
     status: l.status,
@@ -94,13 +84,14 @@ export function leaseJson(l: LeaseRecord, place: QueuePlace | null, quota: wire.
     charged: msToSeconds(l.chargedMs),
     refunded: msToSeconds(l.refundedMs),
     failed: l.failed,
+    billing: leaseBillingJson(l, currency),
     problem:
       l.problemCode === null ? null : { code: l.problemCode as wire.LeaseProblem["code"], detail: l.problemDetail },
     quota,
   };
 }
 
-export function releasedJson(r: Released): wire.ReleaseResult {
+export function releasedJson(r: Released, currency: string): wire.ReleaseResult {
   const l = r.lease;
   return {
     id: l.id,
@@ -108,7 +99,8 @@ export function releasedJson(r: Released): wire.ReleaseResult {
     held_ms: l.heldMs,
     charged: msToSeconds(l.chargedMs),
     refunded: msToSeconds(l.refundedMs),
-    quota: quotaJson(r.quota.identity, r.quota.view),
+    billing: leaseBillingJson(l, currency),
+    quota: quotaJson(r.quota),
   };
 }
 
@@ -118,7 +110,10 @@ function etaSeconds(place: QueuePlace | null): number | null {
 }
 
 /** One Server-Sent Event of a lease's stream: its name and data. */
-export function leaseEventJson(u: LeaseUpdate): {
+export function leaseEventJson(
+  u: LeaseUpdate,
+  currency: string,
+): {
   event: wire.LeaseEventName;
   data: wire.QueuedEvent | wire.GrantedEvent | wire.FailedEvent | wire.EndedEvent;
 } {
@@ -132,7 +127,7 @@ export function leaseEventJson(u: LeaseUpdate): {
       return { event: "failed", data: { problem: problemJson(u.problem) } };
     case "granted":
     case "ended":
-      return { event: u.type, data: { lease: leaseJson(u.lease, null, quotaOf(u.quota)) } };
+      return { event: u.type, data: { lease: leaseJson(u.lease, null, quotaOf(u.quota), currency) } };
   }
 }
 

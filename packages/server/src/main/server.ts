@@ -10,6 +10,8 @@ import { IpTokens } from "../identity/ip-tokens.js";
 import type { Replica } from "../replication/replica.js";
 import { openStorage } from "../storage/open-store.js";
 import type { Storage, Store } from "../storage/store.js";
+import { Billing } from "../use-cases/accounts/billing.js";
+import { RefusalLog } from "../use-cases/accounts/refusals.js";
 import { QuotaQueries } from "../use-cases/accounts/quota-queries.js";
 import { Directory } from "../use-cases/admin/directory.js";
 import { PoolViewer } from "../use-cases/admin/pool-view.js";
@@ -53,6 +55,9 @@ export interface RunningServer {
  * replica leads, or follows), and wires the use cases into the HTTP app. Nothing is read from
  * the environment here; the CLI passes it in.
  */
+/** How often refusals counted in memory are written (see RefusalLog). */
+const REFUSAL_FLUSH_MS = 5_000;
+
 export async function createServer(config: ServerConfig, options: ServerOptions = {}): Promise<RunningServer> {
   const log = options.logger ?? pino({ level: config.logLevel, base: { service: "gpupool" } });
   const clock = options.clock ?? systemClock;
@@ -69,12 +74,16 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
   const callers = new Callers(store, options.adminToken ?? null, clock);
   const identity = new RequestIdentity(ipTokens, clock);
   const leading = () => replica.isLeader;
+  const refusals = new RefusalLog(store, log);
+  const refusalTick = setInterval(() => void refusals.flush(), REFUSAL_FLUSH_MS);
+  refusalTick.unref();
   const ctx: RouteContext = {
     config,
     policy,
     callers,
-    leases: new LeaseRequests(replica, identity, callers, store, accounts, events, metrics, policy, clock),
+    leases: new LeaseRequests(replica, identity, callers, store, accounts, events, metrics, policy, clock, refusals),
     quota: new QuotaQueries(store, identity, accounts, clock),
+    billing: new Billing(store, accounts, config.policy, clock, refusals),
     diagnose: new Diagnose(store, identity, accounts, replica, policy, clock),
     nodes: new NodeAgents(store, replica, config.pool.devices, clock),
     directory: new Directory(store, accounts, policy, clock, {
@@ -107,6 +116,8 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
       pool.stop();
       events.shutdown();
       await app.close();
+      clearInterval(refusalTick);
+      await refusals.flush();
       if (!options.storage) await storage.close();
     },
   };

@@ -1,4 +1,4 @@
-import { decideAdmission, fail, problem } from "@gpupool/core";
+import { billingOf, decideAdmission, fail, problem } from "@gpupool/core";
 import type { AdmissionRequest, Placement, Policy, QueuePlace } from "@gpupool/core";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
@@ -6,7 +6,8 @@ import type { LeaseEvents } from "../events.js";
 import { newOrderedId } from "../secrets.js";
 import type { LeaseRecord, Store } from "../storage/store.js";
 import type { Accounts } from "../use-cases/accounts/accounts.js";
-import { admitted, endActive, endQueued } from "../use-cases/leases/lease-transitions.js";
+import { admittedLease } from "../use-cases/leases/admitted-lease.js";
+import { endActive, endQueued } from "../use-cases/leases/lease-transitions.js";
 import type { IdentityQuota } from "../use-cases/accounts/accounts.js";
 import { earlierUse, rememberKey, replayKind } from "../use-cases/leases/idempotency.js";
 import type { AdmitInput, AdmitResult, LeaseLifecycle, Released } from "../use-cases/leases/leases.js";
@@ -70,7 +71,7 @@ export class FollowerLeases implements LeaseLifecycle {
         return {
           kind: "replay" as const,
           lease: earlier.lease,
-          quota: this.accounts.view(identity, account.overrideMs, account.ledger),
+          quota: this.accounts.view(identity, account.overrideMs, account.ledger, account.billing),
         };
       // Slots and the queue are the leader's: it places the lease once it is stored.
       const placement: Placement =
@@ -80,25 +81,21 @@ export class FollowerLeases implements LeaseLifecycle {
       const decision = decideAdmission(this.policy, account, request, placement);
       if (decision.kind === "refused")
         return { kind: "denied" as const, problem: decision.problem, retryAfterS: decision.retryAfterS };
-      const lease = await tx.leases.insert(
-        admitted({
-          id: leaseId,
-          appId: input.appId,
-          identity,
-          size: input.size,
-          durationMs: input.durationMs,
-          reservedMs: decision.reservedMs,
-          now,
-          windowStartedAt: decision.ledger.windowStartedAt,
-          node: input.node,
-        }),
-      );
+      const call = {
+        id: leaseId,
+        appId: input.appId,
+        size: input.size,
+        durationMs: input.durationMs,
+        node: input.node,
+      };
+      const admitted = await admittedLease(tx, this.accounts, account, decision, call, now);
+      const lease = await tx.leases.insert(admitted.lease);
       await this.accounts.save(tx, identity, decision.ledger);
       await rememberKey(tx, input.idempotency, lease.id, now);
       return {
         kind: "stored" as const,
         lease,
-        quota: this.accounts.view(identity, account.overrideMs, decision.ledger),
+        quota: this.accounts.view(identity, account.overrideMs, decision.ledger, admitted.billing),
       };
     });
     if (staged.kind === "denied") return staged;
@@ -201,7 +198,7 @@ export class FollowerLeases implements LeaseLifecycle {
         );
       else if (lease.status === "active")
         ended = await this.accounts.step(tx, lease, now, (ledger) =>
-          endActive(lease, ledger, "released", now, null, failed),
+          endActive(lease, ledger, "released", now, null, failed, billingOf(this.policy).overage.pricePerMinuteMicros),
         );
       return {
         lease: ended,

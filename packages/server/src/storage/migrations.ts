@@ -1,3 +1,5 @@
+import { BILLING_MIGRATION } from "./migrations-billing.js";
+
 /**
  * Schema versions, each as SQLite and as PostgreSQL run it: the same tables, columns, indexes and
  * meaning, in each one's types (PostgreSQL: times and durations BIGINT milliseconds, `failed`
@@ -272,6 +274,7 @@ export const MIGRATIONS: readonly Migration[] = [
   );
   `,
   },
+  { version: 7, ...BILLING_MIGRATION },
 ];
 
 /** The version a fully migrated database is at (versions only grow; one may be another branch's, merged later). */

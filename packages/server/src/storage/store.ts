@@ -1,4 +1,7 @@
-import type { DeviceSpec, IdentityKind, LedgerState } from "@gpupool/core";
+import type { DeviceSpec, GrantShare, IdentityKind, LedgerState } from "@gpupool/core";
+import type { UsageTx, WalletsTx } from "./billing-records.js";
+
+export type * from "./billing-records.js";
 
 /**
  * The one storage interface. Use cases open a transaction and call these methods; nothing
@@ -205,6 +208,14 @@ export interface LeaseRecord {
   readonly windowStartedAt: number | null;
   readonly problemCode: string | null;
   readonly problemDetail: string | null;
+  /** Of `reservedMs`, what the quota holds (the ledger's reservation); the rest is overage paid from credits. */
+  readonly quotaMs: number;
+  readonly overageMs: number;
+  /** Credits held at admission for the overage part (micro-units), and on which grants. */
+  readonly holdMicros: number;
+  readonly holdShares: readonly GrantShare[] | null;
+  /** Credits spent at the end (≤ `holdMicros`). */
+  readonly chargedMicros: number;
 }
 
 export type NewLease = Omit<LeaseRecord, "seq">;
@@ -271,6 +282,8 @@ export interface Tx {
   readonly idempotencyKeys: IdempotencyKeysTx;
   readonly signingKeys: SigningKeysTx;
   readonly sessions: SessionsTx;
+  readonly wallets: WalletsTx;
+  readonly usage: UsageTx;
 }
 
 export interface UsersTx {

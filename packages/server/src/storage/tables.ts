@@ -11,6 +11,7 @@ import type {
   SigningKeyRecord,
   UserRecord,
 } from "./store.js";
+import { sharesJson } from "./billing-tables.js";
 import { Table, boolean, devicesJson, integer, integerOrNull, real, slotList, text, textOrNull } from "./table.js";
 
 /*
@@ -109,6 +110,7 @@ const LEASE_LIFECYCLE = [
   "windowStartedAt",
   "problemCode",
   "problemDetail",
+  "chargedMicros",
 ] as const satisfies readonly (keyof LeaseRecord)[];
 
 export const LEASES = new Table<LeaseRecord, (typeof LEASE_LIFECYCLE)[number], "seq">(
@@ -142,6 +144,11 @@ export const LEASES = new Table<LeaseRecord, (typeof LEASE_LIFECYCLE)[number], "
     windowStartedAt: integerOrNull("window_started_at"),
     problemCode: textOrNull("problem_code"),
     problemDetail: textOrNull("problem_detail"),
+    quotaMs: integer("quota_ms"),
+    overageMs: integer("overage_ms"),
+    holdMicros: integer("hold_micros"),
+    holdShares: sharesJson("hold_shares"),
+    chargedMicros: integer("charged_micros"),
   },
   {
     // Arrival order, assigned by the database (SQLite's rowid alias, PostgreSQL's identity column).

@@ -1,5 +1,6 @@
 import type { LedgerState } from "@gpupool/core";
 import type postgres from "postgres";
+import { billingTx, dollarParams } from "../billing-sql.js";
 import { leaseListStatements } from "../lease-list.js";
 import type { Tx } from "../store.js";
 import type { Row, SqlValue, TableNames } from "../table.js";
@@ -126,6 +127,13 @@ export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedT
   const decode = <R>(table: { decode(row: Row): R }, row: Row | undefined): R | null =>
     row === undefined ? null : table.decode(row);
   return {
+    ...billingTx({
+      dialect: "postgres",
+      all: async (text, params) => [...(await q(dollarParams(text), [...params]))],
+      run: async (text, params) => (await q(dollarParams(text), [...params])).count,
+      // The user's ledger lock (see the lock order above): billing rows come after it.
+      lockUser: (userId) => run(LEDGER.lock, ledgerLockSpace, `user:${userId}`),
+    }),
     users: {
       insert: (u) => run(USER.insert, ...USERS.insertParams(u, "postgres")),
       get: async (id) => decode(USERS, await one(USER.byId, id)),

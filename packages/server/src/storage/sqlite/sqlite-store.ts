@@ -3,6 +3,7 @@ import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import type { LedgerState } from "@gpupool/core";
 import { Serial } from "../../serial.js";
+import type { WalletCache } from "../billing-sql.js";
 import { MIGRATIONS } from "../migrations.js";
 import { StorageUnavailableError } from "../store.js";
 import type { Staged, Stager, Store, Tx, UserRecord } from "../store.js";
@@ -59,6 +60,8 @@ export class SqliteStore implements Store {
   private readonly ledgers = new Map<string, LedgerState>();
   /** Users by id, kept the same way: an admission charged to a user reads its tier and override. */
   private readonly users = new Map<string, UserRecord>();
+  /** A user's credit grants and billing settings, kept the same way (see billing-sql's WalletCache). */
+  private readonly wallets: WalletCache = { grants: new Map(), accounts: new Map() };
   /**
    * Ledger rows changed in the open commit group and not yet written: an identity's row is written
    * once per group however many of its leases the group admitted or released (a busy app's
@@ -101,6 +104,7 @@ export class SqliteStore implements Store {
       ledgers: this.ledgers,
       unwrittenLedgers: this.unwrittenLedgers,
       users: this.users,
+      wallets: this.wallets,
       remember: (cache, key, value) => this.remember(cache, key, value),
     };
     this.tx = sqliteTx(connection);
@@ -283,5 +287,7 @@ export class SqliteStore implements Store {
     this.unwrittenLedgers.clear();
     this.ledgers.clear();
     this.users.clear();
+    this.wallets.grants.clear();
+    this.wallets.accounts.clear();
   }
 }

@@ -1,5 +1,7 @@
 import type Database from "better-sqlite3";
 import type { LedgerState } from "@gpupool/core";
+import { billingTx } from "../billing-sql.js";
+import type { WalletCache } from "../billing-sql.js";
 import { leaseListStatements } from "../lease-list.js";
 import type { LeaseRecord, Tx, UserRecord } from "../store.js";
 import type { Row, TableNames } from "../table.js";
@@ -19,6 +21,8 @@ export interface SqliteConnection {
   readonly unwrittenLedgers: Map<string, LedgerState>;
   /** Users by id, cached the same way as ledgers. */
   readonly users: Map<string, UserRecord>;
+  /** Users' grants and billing settings, cached the same way. */
+  readonly wallets: WalletCache;
   /** Caches `value` under `key` (bounded) and returns it. */
   remember<T>(cache: Map<string, T>, key: string, value: T): T;
 }
@@ -117,6 +121,14 @@ export function sqliteTx(c: SqliteConnection): Tx {
   const decode = <R>(table: { decode(row: Row): R }, row: Row | undefined): R | null =>
     row === undefined ? null : table.decode(row);
   return {
+    ...billingTx({
+      dialect: "sqlite",
+      all: async (text, params) => all(text, ...params),
+      run: async (text, params) => run(text, ...params),
+      // One connection writes: nothing to wait for.
+      lockUser: async () => {},
+      cache: c.wallets,
+    }),
     users: {
       insert: async (u) => {
         run(USER.insert, ...USERS.insertParams(u, "sqlite"));

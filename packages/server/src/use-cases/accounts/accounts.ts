@@ -9,6 +9,7 @@ import {
   tierOf,
 } from "@gpupool/core";
 import type {
+  GrantShare,
   AdmissionAccount,
   AdmissionRequest,
   Identity,
@@ -18,6 +19,9 @@ import type {
   QuotaView,
 } from "@gpupool/core";
 import type { LeaseRecord, Tx } from "../../storage/store.js";
+import { usageRecordOf } from "./usage-records.js";
+import type { BillingView, LoadedWallet } from "./wallets.js";
+import { Wallets } from "./wallets.js";
 
 /** Who a call is charged to, before their tier is known. */
 export interface ChargedParty {
@@ -25,10 +29,18 @@ export interface ChargedParty {
   readonly id: string;
 }
 
-/** An identity and its quota, as `GET /v1/quota` and every lease answer show them. */
+/** An identity and its quota, as `GET /v1/quota` and every lease answer show them, with its credits and overage. */
 export interface IdentityQuota {
   readonly identity: Identity;
   readonly view: QuotaView;
+  readonly billing: BillingView;
+}
+
+/** The account as admission needs it, with its billing view (for the answer). */
+export interface LoadedAccount extends AdmissionAccount {
+  readonly billing: BillingView;
+  /** A user's wallet as loaded in the admission's transaction (null: no wallet). */
+  readonly loadedWallet: LoadedWallet | null;
 }
 
 /** What a lease and its identity's ledger become at one step of the lease's life (see lease-transitions). */
@@ -44,7 +56,11 @@ export interface LedgerStep<L> {
  * quota goes through here, in its own transaction.
  */
 export class Accounts {
-  constructor(private readonly policy: Policy) {}
+  readonly wallets: Wallets;
+
+  constructor(private readonly policy: Policy) {
+    this.wallets = new Wallets(policy);
+  }
 
   /**
    * The charged identity with its tier: users have theirs (and maybe a quota override); IP
@@ -68,14 +84,21 @@ export class Accounts {
    * The account as admission needs it. The in-flight end (for an honest retry time) is read only
    * when the decision would be a quota refusal that depends on it — never on the way to a grant.
    */
-  async forAdmission(tx: Tx, charged: ChargedParty, request: AdmissionRequest): Promise<AdmissionAccount> {
+  async forAdmission(tx: Tx, charged: ChargedParty, request: AdmissionRequest): Promise<LoadedAccount> {
     const { identity, overrideMs } = await this.identity(tx, charged);
-    const account: AdmissionAccount = {
+    // The ledger first: on PostgreSQL its lock is the identity's, which the wallet's rows come after.
+    const ledger = await this.ledger(tx, identity, request.now);
+    const loadedWallet = identity.kind === "user" ? await this.wallets.load(tx, identity, request.now) : null;
+    const billing = loadedWallet?.view ?? this.wallets.walletless(identity, request.now);
+    const account: LoadedAccount = {
       identity,
       tier: tierOf(this.policy, identity.tier),
       overrideMs,
-      ledger: await this.ledger(tx, identity, request.now),
+      ledger,
       inFlightEnd: null,
+      wallet: billing.wallet,
+      billing,
+      loadedWallet,
     };
     if (!needsInFlightEnd(this.policy, account, request)) return account;
     return { ...account, inFlightEnd: await tx.leases.earliestEnd(identity, this.policy.queueTimeoutMs) };
@@ -84,12 +107,33 @@ export class Accounts {
   /** What the identity has left right now, and when its window resets. */
   async quota(tx: Tx, charged: ChargedParty, now: number): Promise<IdentityQuota> {
     const { identity, overrideMs } = await this.identity(tx, charged);
-    return this.view(identity, overrideMs, await this.ledger(tx, identity, now));
+    const ledger = await this.ledger(tx, identity, now);
+    return this.view(identity, overrideMs, ledger, await this.wallets.view(tx, identity, now));
   }
 
   /** The quota object for an account whose ledger is `ledger` (rolled to now). */
-  view(identity: Identity, overrideMs: number | null, ledger: LedgerState): IdentityQuota {
-    return { identity, view: quotaView(ledger, tierOf(this.policy, identity.tier), overrideMs, this.policy.windowMs) };
+  view(identity: Identity, overrideMs: number | null, ledger: LedgerState, billing: BillingView): IdentityQuota {
+    return {
+      identity,
+      view: quotaView(ledger, tierOf(this.policy, identity.tier), overrideMs, this.policy.windowMs),
+      billing,
+    };
+  }
+
+  /**
+   * Places an admitted call's credit hold (its overage), in the admission's transaction: the
+   * shares of grants to store on the lease. Nothing for a call the quota pays alone.
+   */
+  async hold(
+    tx: Tx,
+    account: LoadedAccount,
+    leaseId: string,
+    micros: number,
+    now: number,
+  ): Promise<{ shares: GrantShare[]; billing: BillingView }> {
+    if (micros === 0 || account.loadedWallet === null) return { shares: [], billing: account.billing };
+    const held = await this.wallets.hold(tx, account.identity, account.loadedWallet, leaseId, micros, now);
+    return { shares: held.shares, billing: held.view };
   }
 
   /** Writes an account's ledger as admission (or an adjustment) left it. */
@@ -111,6 +155,11 @@ export class Accounts {
     const next = step(await this.ledger(tx, identity, now));
     await tx.ledgers.put(identityKey(identity), next.ledger);
     await tx.leases.update(next.lease);
+    if (isLive(lease) && !isLive(next.lease)) {
+      // It ended: its hold is settled and its usage record written, in the same transaction.
+      await this.wallets.settle(tx, next.lease, now);
+      await tx.usage.insert(usageRecordOf(next.lease));
+    }
     return next.lease;
   }
 
@@ -124,4 +173,8 @@ export class Accounts {
   private async ledger(tx: Tx, identity: { kind: IdentityKind; id: string }, now: number): Promise<LedgerState> {
     return rollWindow((await tx.ledgers.get(identityKey(identity))) ?? EMPTY_LEDGER, now, this.policy.windowMs);
   }
+}
+
+function isLive(lease: LeaseRecord): boolean {
+  return lease.status === "queued" || lease.status === "active";
 }

@@ -94,7 +94,7 @@ export class Diagnose {
         };
         const placement = this.view.placement(queued, now) ?? { kind: "later" };
         const decision = decideAdmission(this.policy, account, request, placement);
-        const quota = this.accounts.view(identity, account.overrideMs, account.ledger);
+        const quota = this.accounts.view(identity, account.overrideMs, account.ledger, account.billing);
         if (decision.kind === "refused")
           return { identity, quota, verdict: { outcome: "rejected", problem: decision.problem } };
         if (decision.outcome === "granted") return { identity, quota, verdict: { outcome: "granted" } };
@@ -120,6 +120,7 @@ export class Diagnose {
       durationMs,
       size,
       verdict: report.verdict,
+      overageBlocker: report.quota?.billing.overage.blockedBy ?? null,
     });
     return {
       identity: report.identity,

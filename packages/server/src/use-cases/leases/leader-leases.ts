@@ -9,7 +9,8 @@ import type { Accounts, IdentityQuota } from "../accounts/accounts.js";
 import type { LeaseAnnouncer, LeaseTimerKind } from "./announcer.js";
 import { earlierUse, rememberKey, replayKind } from "./idempotency.js";
 import { queueTimeoutProblem } from "./lease-problems.js";
-import { admitted, grant } from "./lease-transitions.js";
+import { admittedLease } from "./admitted-lease.js";
+import { grant } from "./lease-transitions.js";
 import type { LeaseWrites } from "./lease-writes.js";
 import type { AdmitInput, AdmitResult, Released } from "./leases.js";
 import type { PoolState } from "./pool-state.js";
@@ -65,7 +66,7 @@ export class LeaderLeases {
             kind: "replay" as const,
             lease: earlier.lease,
             others: [],
-            quota: this.accounts.view(identity, account.overrideMs, account.ledger),
+            quota: this.accounts.view(identity, account.overrideMs, account.ledger, account.billing),
           };
         const fields = {
           id: leaseId,
@@ -97,17 +98,14 @@ export class LeaderLeases {
           throw new Error(
             `admission decided ${decision.outcome} for ${leaseId}, but the scheduler ${mine ? "granted" : "queued"} it`,
           );
-        const lease0 = admitted({
+        const call = {
           id: leaseId,
           appId: input.appId,
-          identity,
           size: input.size,
           durationMs: input.durationMs,
-          reservedMs: decision.reservedMs,
-          now,
-          windowStartedAt: decision.ledger.windowStartedAt,
           node: input.node,
-        });
+        };
+        const { lease: lease0, billing } = await admittedLease(tx, this.accounts, account, decision, call, now);
         const next = mine
           ? grant(lease0, mine.grant.assignment, decision.ledger, now)
           : { lease: lease0, ledger: decision.ledger };
@@ -117,7 +115,7 @@ export class LeaderLeases {
         this.state.live.set(lease.id, lease);
         const rest = placed.filter((p) => p !== mine);
         const others = rest.length === 0 ? before : [...before, ...(await this.writes.recordGrants(tx, rest, now))];
-        const quota = this.accounts.view(identity, account.overrideMs, next.ledger);
+        const quota = this.accounts.view(identity, account.overrideMs, next.ledger, billing);
         return { kind: mine ? ("granted" as const) : ("queued" as const), lease, others, quota };
       },
       (out): AdmitResult => {

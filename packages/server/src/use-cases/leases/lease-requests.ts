@@ -5,6 +5,7 @@ import type { LeaseEvents } from "../../events.js";
 import type { Metrics } from "../../metrics.js";
 import type { LeaseRecord, LeaseStatus, Store } from "../../storage/store.js";
 import type { Accounts, IdentityQuota } from "../accounts/accounts.js";
+import type { RefusalLog } from "../accounts/refusals.js";
 import type { Caller, Callers } from "../identity/callers.js";
 import type { IpTokenHeader, RequestIdentity } from "../identity/request-identity.js";
 import { idempotencyKey } from "./idempotency.js";
@@ -55,6 +56,7 @@ export class LeaseRequests {
     private readonly metrics: Metrics,
     private readonly policy: Policy,
     private readonly clock: Clock,
+    private readonly refusals: RefusalLog | null = null,
   ) {}
 
   async request(caller: Caller & { kind: "app" | "user" }, input: LeaseRequest): Promise<AdmitResult> {
@@ -69,7 +71,7 @@ export class LeaseRequests {
     const queue = input.queue ?? true;
     const nodeName = node?.name ?? null;
     const scope = caller.kind === "app" ? { kind: "app", id: caller.app.id } : { kind: "user", id: caller.user.id };
-    return this.lifecycle.admit({
+    const result = await this.lifecycle.admit({
       appId: caller.kind === "app" ? caller.app.id : null,
       charged: attribution.charged,
       via: attribution.via,
@@ -84,6 +86,23 @@ export class LeaseRequests {
         node: nodeName,
       }),
     });
+    if (result.kind === "denied") {
+      const { charged } = attribution;
+      const tier =
+        typeof result.problem["tier"] === "string"
+          ? result.problem["tier"]
+          : charged.kind === "user"
+            ? ""
+            : "anonymous";
+      this.refusals?.note(
+        `${charged.kind}:${charged.id}`,
+        caller.kind === "app" ? caller.app.id : null,
+        tier,
+        result.problem.code,
+        this.clock.now(),
+      );
+    }
+    return result;
   }
 
   async get(caller: Caller, id: string): Promise<LeaseView> {

@@ -1,5 +1,5 @@
-import { admittedInCurrentWindow, chargeMs, settle, startWindow, unreserve } from "@gpupool/core";
-import type { LedgerState, Problem, SlotAssignment } from "@gpupool/core";
+import { admittedInCurrentWindow, chargeMs, priceOf, settle, startWindow, unreserve } from "@gpupool/core";
+import type { GrantShare, LedgerState, Problem, SlotAssignment, Split } from "@gpupool/core";
 import type { Identity, SizePolicy } from "@gpupool/core";
 import type { LeaseRecord, NewLease } from "../../storage/store.js";
 
@@ -27,7 +27,11 @@ export function admitted(input: {
   now: number;
   windowStartedAt: number | null;
   node?: string | null;
+  /** How it is paid (absent: all from the quota) and the hold's shares of grants. */
+  split?: Split;
+  holdShares?: readonly GrantShare[];
 }): NewLease {
+  const split = input.split ?? { quotaMs: input.reservedMs, overageMs: 0, holdMicros: 0 };
   return {
     id: input.id,
     appId: input.appId,
@@ -57,7 +61,31 @@ export function admitted(input: {
     windowStartedAt: input.windowStartedAt,
     problemCode: null,
     problemDetail: null,
+    quotaMs: split.quotaMs,
+    overageMs: split.overageMs,
+    holdMicros: split.holdMicros,
+    holdShares: input.holdShares ?? null,
+    chargedMicros: 0,
   };
+}
+
+/**
+ * How a charge of `chargedMs` (≤ the reservation) is paid: the quota part first, the rest is
+ * overage at the price (rounded up to a micro-unit, never more than the hold; all of the overage
+ * costs exactly the hold).
+ */
+export function chargeSplit(
+  lease: Pick<LeaseRecord, "quotaMs" | "overageMs" | "holdMicros">,
+  chargedMs: number,
+  pricePerMinuteMicros: number,
+): { quotaMs: number; overageMs: number; micros: number } {
+  const quotaMs = Math.min(chargedMs, lease.quotaMs);
+  const overageMs = chargedMs - quotaMs;
+  const micros =
+    overageMs >= lease.overageMs
+      ? lease.holdMicros
+      : Math.min(lease.holdMicros, priceOf(overageMs, pricePerMinuteMicros));
+  return { quotaMs, overageMs, micros };
 }
 
 /** queued → active on `assignment`: the deadline starts now, and so may the identity's window. */
@@ -97,12 +125,15 @@ export function endActive(
   now: number,
   why: Problem | null,
   failed: boolean,
+  pricePerMinuteMicros: number,
 ): Transition {
   const grantedAt = lease.grantedAt ?? now;
   const heldMs = Math.max(0, Math.min(now, lease.deadline ?? now) - grantedAt);
   const charged = status === "expired" ? lease.reservedMs : chargeMs(lease.reservedMs, heldMs, lease.cost);
+  const paid = chargeSplit(lease, charged, pricePerMinuteMicros);
   return {
-    ledger: settle(ledger, lease.reservedMs, charged, lease.windowStartedAt),
+    // The ledger holds and counts only the quota part; the overage is the wallet's (settled with the lease).
+    ledger: settle(ledger, lease.quotaMs, paid.quotaMs, lease.windowStartedAt),
     lease: {
       ...lease,
       status,
@@ -110,6 +141,7 @@ export function endActive(
       heldMs: status === "expired" ? lease.durationMs : heldMs,
       chargedMs: charged,
       refundedMs: lease.reservedMs - charged,
+      chargedMicros: paid.micros,
       failed: failed || status === "failed",
       problemCode: why?.code ?? null,
       problemDetail: why?.detail ?? null,
@@ -129,7 +161,7 @@ export function endQueued(
   return {
     ledger: unreserve(
       ledger,
-      lease.reservedMs,
+      lease.quotaMs,
       admittedInCurrentWindow(lease.queuedAt, lease.windowStartedAt, ledger, now, windowMs),
     ),
     lease: {
@@ -139,6 +171,7 @@ export function endQueued(
       heldMs: 0,
       chargedMs: 0,
       refundedMs: lease.reservedMs,
+      chargedMicros: 0,
       failed: status === "failed",
       problemCode: why?.code ?? null,
       problemDetail: why?.detail ?? null,

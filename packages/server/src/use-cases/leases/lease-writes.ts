@@ -1,3 +1,4 @@
+import { billingOf } from "@gpupool/core";
 import type { Policy, Problem } from "@gpupool/core";
 import type { LeaseRecord, Tx } from "../../storage/store.js";
 import type { Accounts } from "../accounts/accounts.js";
@@ -43,7 +44,7 @@ export class LeaseWrites {
     endAt = now,
   ): Promise<LeaseRecord> {
     const ended = await this.accounts.step(tx, lease, now, (ledger) =>
-      endActive(lease, ledger, status, endAt, why, failed),
+      endActive(lease, ledger, status, endAt, why, failed, billingOf(this.policy).overage.pricePerMinuteMicros),
     );
     this.state.live.delete(ended.id);
     this.state.freeSlots(lease);

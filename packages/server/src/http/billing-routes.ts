@@ -1,0 +1,195 @@
+import { Readable } from "node:stream";
+import type * as wire from "@gpupool/contract";
+import { requestSchemas } from "@gpupool/contract/openapi";
+import { fail } from "@gpupool/core";
+import type { FastifyInstance } from "fastify";
+import type { UsageFilter, UsageGroupBy, UsageRecordRow } from "../storage/store.js";
+import { authenticate, only } from "./auth.js";
+import { creditsJson, grantJson, overageJson, usageJson, walletJson } from "./billing-views.js";
+import type { RouteContext } from "./context.js";
+import { usageCsvHeader, usageCsvRow, usageSummaryJson } from "./usage-views.js";
+import { quotaJson } from "./views.js";
+
+const DAY_MS = 86_400_000;
+/** How many records one statement reads while streaming an export. */
+const EXPORT_PAGE = 1000;
+
+/** Billing (SPEC §9) and the usage ledger (SPEC §10). */
+export function billingRoutes(app: FastifyInstance, ctx: RouteContext): void {
+  const admin = only(ctx, "admin");
+  const billing = ctx.billing;
+
+  app.get("/v1/me", async (req): Promise<wire.Me> => {
+    const caller = await authenticate(ctx, req, ["user"]);
+    const { user, quota } = await billing.me(caller.user.id);
+    const b = quota.billing;
+    return {
+      user: { id: user.id, name: user.name, tier: user.tier },
+      quota: quotaJson(quota),
+      // A user always has a wallet (empty until credits are granted).
+      credits: creditsJson(b.credits ?? { balanceMicros: 0, heldMicros: 0, availableMicros: 0 }, b.currency),
+      overage: overageJson(b.overage, b.currency),
+    };
+  });
+
+  app.get<{ Querystring: { limit?: string } }>(
+    "/v1/me/wallet",
+    { schema: requestSchemas("getMyWallet") },
+    async (req): Promise<wire.Wallet> => {
+      const caller = await authenticate(ctx, req, ["user"]);
+      const w = await billing.wallet(caller.user.id, Number(req.query.limit ?? 100));
+      return walletJson(w.userId, w.grants, w.transactions, w.now, billing.currency);
+    },
+  );
+
+  app.patch<{ Body: wire.BillingSettingsRequest }>(
+    "/v1/me/billing",
+    { schema: requestSchemas("updateMyBilling") },
+    async (req): Promise<wire.BillingSettings> => {
+      const caller = await authenticate(ctx, req, ["user"]);
+      const b = req.body;
+      if (b.overage === undefined && b.monthly_cap === undefined)
+        fail("invalid_request", "Name `overage` or `monthly_cap` (or both). Nothing was changed.", {
+          errors: [{ field: "body", message: "must name overage or monthly_cap" }],
+        });
+      const view = await billing.setBilling(caller.user.id, {
+        ...(b.overage === undefined ? {} : { overage: b.overage }),
+        ...(b.monthly_cap === undefined ? {} : { monthlyCap: b.monthly_cap }),
+      });
+      return { overage: overageJson(view, billing.currency) };
+    },
+  );
+
+  app.post<{ Params: { id: string }; Body: wire.CreditGrantRequest }>(
+    "/v1/admin/users/:id/credits",
+    { ...admin, schema: requestSchemas("grantCredits") },
+    async (req, reply) => {
+      const b = req.body;
+      const { grant, created } = await billing.grantCredits(req.params.id, {
+        amount: b.amount,
+        category: b.category,
+        expiresAt: b.expires_at == null ? null : Date.parse(b.expires_at),
+        priority: b.priority ?? 10,
+        source: b.source ?? null,
+        idempotencyKey: b.idempotency_key,
+      });
+      return reply.code(created ? 201 : 200).send(grantJson(grant, billing.currency));
+    },
+  );
+
+  app.get<{ Params: { id: string }; Querystring: { limit?: string } }>(
+    "/v1/admin/users/:id/wallet",
+    { ...admin, schema: requestSchemas("getUserWallet") },
+    async (req): Promise<wire.Wallet> => {
+      const w = await billing.wallet(req.params.id, Number(req.query.limit ?? 100));
+      return walletJson(w.userId, w.grants, w.transactions, w.now, billing.currency);
+    },
+  );
+
+  app.get<{ Querystring: wire.UsageQuery }>(
+    "/v1/usage",
+    { schema: requestSchemas("listUsage") },
+    async (req, reply) => {
+      const caller = await authenticate(ctx, req, ["user", "admin"]);
+      const q = req.query;
+      const filter = await usageFilter(ctx, caller, q);
+      const format = q.format ?? "json";
+      if (format === "json") {
+        const limit = Number(q.limit ?? 100);
+        const records = await billing.usagePage(filter, decodeCursor(q.cursor), limit + 1);
+        const page = records.slice(0, limit);
+        const last = page[page.length - 1];
+        const answer: wire.UsagePage = {
+          records: page.map((r) => usageJson(r, billing.currency)),
+          next_cursor: records.length > limit && last !== undefined ? encodeCursor(last) : null,
+        };
+        return answer;
+      }
+      const currency = billing.currency;
+      async function* lines(): AsyncGenerator<string> {
+        if (format === "csv") yield usageCsvHeader();
+        let after = decodeCursor(q.cursor);
+        for (;;) {
+          const records = await billing.usagePage(filter, after, EXPORT_PAGE);
+          for (const r of records)
+            yield format === "csv"
+              ? usageCsvRow(usageJson(r, currency))
+              : `${JSON.stringify(usageJson(r, currency))}\n`;
+          const last = records[records.length - 1];
+          if (records.length < EXPORT_PAGE || last === undefined) return;
+          after = { endedAt: last.endedAt, id: last.id };
+        }
+      }
+      return reply
+        .type(format === "csv" ? "text/csv; charset=utf-8" : "application/x-ndjson")
+        .header("Content-Disposition", `attachment; filename="gpupool-usage.${format === "csv" ? "csv" : "ndjson"}"`)
+        .send(Readable.from(lines()));
+    },
+  );
+
+  app.get<{ Querystring: wire.UsageSummaryQuery }>(
+    "/v1/usage/summary",
+    { schema: requestSchemas("usageSummary") },
+    async (req): Promise<wire.UsageSummary> => {
+      const caller = await authenticate(ctx, req, ["user", "admin"]);
+      const filter = await usageFilter(ctx, caller, req.query);
+      const groupBy: UsageGroupBy = req.query.group_by ?? "day";
+      const totals = await billing.usageSummary(filter, groupBy);
+      return usageSummaryJson(filter, groupBy, totals, billing.currency);
+    },
+  );
+}
+
+async function usageFilter(
+  ctx: RouteContext,
+  caller: { kind: "admin" } | { kind: "user"; user: { id: string } },
+  q: {
+    from?: string | undefined;
+    to?: string | undefined;
+    app?: string | undefined;
+    identity?: string | undefined;
+    status?: string | undefined;
+  },
+): Promise<UsageFilter> {
+  const to = q.to === undefined ? ctx.billing.now() : Date.parse(q.to);
+  const from = q.from === undefined ? to - 30 * DAY_MS : Date.parse(q.from);
+  if (from >= to)
+    fail("invalid_request", "`from` must be before `to`. Nothing was read.", {
+      errors: [{ field: "from", message: "must be before to" }],
+    });
+  const identity = q.identity === undefined ? undefined : splitIdentity(q.identity);
+  const scope = await ctx.billing.scope(
+    caller.kind === "admin" ? { kind: "admin" } : { kind: "user", userId: caller.user.id },
+  );
+  return {
+    scope,
+    from,
+    to,
+    ...(q.app === undefined ? {} : { appId: q.app }),
+    ...(identity === undefined ? {} : { identity }),
+    ...(q.status === undefined ? {} : { status: q.status }),
+  };
+}
+
+function splitIdentity(text: string): { kind: "user" | "ip" | "app"; id: string } {
+  const i = text.indexOf(":");
+  return { kind: text.slice(0, i) as "user" | "ip" | "app", id: text.slice(i + 1) };
+}
+
+function encodeCursor(r: UsageRecordRow): string {
+  return Buffer.from(JSON.stringify([r.endedAt, r.id])).toString("base64url");
+}
+
+function decodeCursor(cursor: string | undefined): { endedAt: number; id: string } | null {
+  if (cursor === undefined) return null;
+  try {
+    const v: unknown = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8"));
+    if (Array.isArray(v) && v.length === 2 && Number.isSafeInteger(v[0]) && typeof v[1] === "string")
+      return { endedAt: v[0] as number, id: v[1] };
+  } catch {
+    // fall through
+  }
+  return fail("invalid_request", "`cursor` is not a cursor this server gave out (use `next_cursor` as it came).", {
+    errors: [{ field: "cursor", message: "is not a next_cursor of this server" }],
+  });
+}

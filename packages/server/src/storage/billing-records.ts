@@ -1,0 +1,122 @@
+import type { CreditGrant, IdentityKind } from "@gpupool/core";
+
+/** A grant of credits, as stored: the core's grant, whose wallet it is, and the key that made it (admin grants). */
+export interface GrantRecord extends CreditGrant {
+  readonly userId: string;
+  readonly idempotencyKey: string | null;
+}
+
+export type WalletTransactionKind = "grant" | "hold" | "spend" | "release" | "expire";
+
+/** One movement of credits: append-only, never changed. */
+export interface WalletTransactionRecord {
+  readonly id: string;
+  readonly userId: string;
+  readonly at: number;
+  readonly kind: WalletTransactionKind;
+  readonly amountMicros: number;
+  readonly grantId: string;
+  readonly leaseId: string | null;
+}
+
+/** A user's billing settings and what overage spent in the billing month `month` (`YYYY-MM`). */
+export interface BillingAccountRecord {
+  readonly userId: string;
+  readonly overageEnabled: boolean;
+  /** Null: the operator's default cap. */
+  readonly monthlyCapMicros: number | null;
+  readonly month: string;
+  readonly monthSpentMicros: number;
+}
+
+/** One ended lease in the usage ledger (SPEC §10): written once, in the transaction that ended it. */
+export interface UsageRecordRow {
+  readonly id: string;
+  readonly identityKind: IdentityKind;
+  readonly identityId: string;
+  readonly tier: string;
+  readonly appId: string | null;
+  readonly node: string | null;
+  readonly size: string;
+  readonly status: string;
+  readonly queuedAt: number;
+  readonly grantedAt: number | null;
+  readonly endedAt: number;
+  readonly heldMs: number;
+  readonly reservedMs: number;
+  readonly chargedMs: number;
+  readonly quotaMs: number;
+  readonly overageMs: number;
+  readonly chargedMicros: number;
+  readonly refundedMs: number;
+  readonly problemCode: string | null;
+}
+
+/** Who may see which usage records: the admin all; a user theirs and their apps'. */
+export type UsageScope =
+  { readonly kind: "all" } | { readonly kind: "user"; readonly userId: string; readonly appIds: readonly string[] };
+
+export interface UsageFilter {
+  readonly scope: UsageScope;
+  /** Ended at or after. */
+  readonly from: number;
+  /** Ended before. */
+  readonly to: number;
+  readonly appId?: string;
+  readonly identity?: { readonly kind: IdentityKind; readonly id: string };
+  readonly status?: string;
+}
+
+export type UsageGroupBy = "day" | "app" | "identity" | "tier";
+
+/** Totals of one group (money and times as stored: micro-units, milliseconds). */
+export interface UsageGroupRow {
+  readonly key: string;
+  readonly calls: number;
+  readonly granted: number;
+  readonly heldMs: number;
+  readonly chargedMs: number;
+  readonly quotaMs: number;
+  readonly overageMs: number;
+  readonly chargedMicros: number;
+  /** Leases that ended with a problem, by code. */
+  readonly problems: Readonly<Record<string, number>>;
+}
+
+/** Refused admissions counted on one day for one identity, app and code. */
+export interface RefusalCount {
+  readonly day: string;
+  readonly identity: string;
+  readonly appId: string;
+  readonly tier: string;
+  readonly code: string;
+  readonly count: number;
+}
+
+export interface WalletsTx {
+  /**
+   * Serializes billing writes of one user: on PostgreSQL the same advisory lock as the user's
+   * ledger (so the lock order stays identity → its rows); nothing on SQLite, which has one writer.
+   */
+  lock(userId: string): Promise<void>;
+  account(userId: string): Promise<BillingAccountRecord | null>;
+  putAccount(account: BillingAccountRecord): Promise<void>;
+  grants(userId: string): Promise<GrantRecord[]>;
+  grantByKey(userId: string, key: string): Promise<GrantRecord | null>;
+  /** False when the grant's id exists already (the same month's included credits granted twice). */
+  insertGrant(grant: GrantRecord): Promise<boolean>;
+  /** Writes what settlement and expiry change of a grant: `remainingMicros` and `heldMicros`. */
+  updateGrant(grant: GrantRecord): Promise<void>;
+  addTransactions(rows: readonly WalletTransactionRecord[]): Promise<void>;
+  /** The latest first. */
+  transactions(userId: string, limit: number): Promise<WalletTransactionRecord[]>;
+}
+
+export interface UsageTx {
+  insert(record: UsageRecordRow): Promise<void>;
+  /** Oldest first, after the record `after` (ended_at, id) when given. */
+  list(filter: UsageFilter, after: { endedAt: number; id: string } | null, limit: number): Promise<UsageRecordRow[]>;
+  summary(filter: UsageFilter, groupBy: UsageGroupBy): Promise<UsageGroupRow[]>;
+  refusals(filter: UsageFilter, groupBy: UsageGroupBy): Promise<{ key: string; code: string; count: number }[]>;
+  addRefusals(counts: readonly RefusalCount[]): Promise<void>;
+}

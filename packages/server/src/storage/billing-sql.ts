@@ -1,0 +1,246 @@
+import type {
+  BillingAccountRecord,
+  GrantRecord,
+  RefusalCount,
+  UsageFilter,
+  UsageGroupBy,
+  UsageGroupRow,
+  UsageTx,
+  WalletsTx,
+} from "./billing-records.js";
+import { BILLING_ACCOUNTS, GRANTS, USAGE_RECORDS, WALLET_TRANSACTIONS } from "./billing-tables.js";
+import type { Dialect, Row, SqlValue, TableNames } from "./table.js";
+
+/** What the billing statements need of an adapter's transaction. Statement text uses `?`; PostgreSQL's runner numbers them. */
+export interface SqlRunner {
+  readonly dialect: Dialect;
+  all(text: string, params: readonly SqlValue[]): Promise<Row[]>;
+  /** A write; how many rows it changed. */
+  run(text: string, params: readonly SqlValue[]): Promise<number>;
+  /** See WalletsTx.lock. */
+  lockUser(userId: string): Promise<void>;
+  /** Where one connection is the only writer (SQLite): what it last read or wrote, dropped on rollback. */
+  readonly cache?: WalletCache;
+}
+
+/** Grants and billing settings by user, exact while one connection writes them all. */
+export interface WalletCache {
+  readonly grants: Map<string, readonly GrantRecord[]>;
+  readonly accounts: Map<string, BillingAccountRecord | null>;
+}
+
+/** Bounded like the SQLite store's other caches: past this many users, start again. */
+const CACHE_USERS = 50_000;
+function keep<V>(cache: Map<string, V>, key: string, value: V): V {
+  if (cache.size >= CACHE_USERS && !cache.has(key)) cache.clear();
+  cache.set(key, value);
+  return value;
+}
+
+const numbered = new Map<string, string>();
+/** `?` → `$1, $2, …` (the statements here have no `?` inside literals). */
+export function dollarParams(text: string): string {
+  let out = numbered.get(text);
+  if (out === undefined) {
+    let n = 0;
+    out = text.replace(/\?/g, () => `$${++n}`);
+    if (numbered.size < 1000) numbered.set(text, out);
+  }
+  return out;
+}
+
+const insert = (t: TableNames, tail = ""): string =>
+  `INSERT INTO ${t.name} (${t.insertNames.join(", ")}) VALUES (${t.insertNames.map(() => "?").join(", ")})${tail}`;
+const select = (t: TableNames, rest: string): string => `SELECT ${t.selectList} FROM ${t.name} ${rest}`;
+
+const SQL = {
+  account: select(BILLING_ACCOUNTS, "WHERE user_id = ?"),
+  putAccount: insert(
+    BILLING_ACCOUNTS,
+    " ON CONFLICT (user_id) DO UPDATE SET overage_enabled = excluded.overage_enabled, monthly_cap_micros = excluded.monthly_cap_micros, month = excluded.month, month_spent_micros = excluded.month_spent_micros",
+  ),
+  grants: select(GRANTS, "WHERE user_id = ? ORDER BY created_at, id"),
+  grantByKey: select(GRANTS, "WHERE user_id = ? AND idempotency_key = ?"),
+  insertGrant: insert(GRANTS, " ON CONFLICT (id) DO NOTHING"),
+  updateGrant: "UPDATE credit_grants SET remaining_micros = ?, held_micros = ? WHERE id = ?",
+  addTransaction: insert(WALLET_TRANSACTIONS),
+  transactions: select(WALLET_TRANSACTIONS, "WHERE user_id = ? ORDER BY at DESC, id DESC LIMIT ?"),
+  insertUsage: insert(USAGE_RECORDS, " ON CONFLICT (id) DO NOTHING"),
+  addRefusals:
+    "INSERT INTO refusal_counts (day, identity, app_id, tier, code, count) VALUES (?, ?, ?, ?, ?, ?) " +
+    "ON CONFLICT (day, identity, app_id, code) DO UPDATE SET count = refusal_counts.count + excluded.count",
+};
+
+const DAY: Readonly<Record<Dialect, string>> = {
+  sqlite: "strftime('%Y-%m-%d', ended_at / 1000, 'unixepoch')",
+  postgres: "to_char(to_timestamp(ended_at / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+};
+
+function usageKey(groupBy: UsageGroupBy, dialect: Dialect): string {
+  switch (groupBy) {
+    case "day":
+      return DAY[dialect];
+    case "app":
+      return "COALESCE(app_id, '')";
+    case "identity":
+      return "identity_kind || ':' || identity_id";
+    case "tier":
+      return "tier";
+  }
+}
+
+/** The WHERE of a usage query: the range, who may see what, and the filters. */
+function usageWhere(f: UsageFilter): { sql: string; params: SqlValue[] } {
+  const where = ["ended_at >= ?", "ended_at < ?"];
+  const params: SqlValue[] = [f.from, f.to];
+  if (f.scope.kind === "user") {
+    const apps = f.scope.appIds;
+    where.push(
+      `((identity_kind = 'user' AND identity_id = ?)${apps.length > 0 ? ` OR app_id IN (${apps.map(() => "?").join(", ")})` : ""})`,
+    );
+    params.push(f.scope.userId, ...apps);
+  }
+  const and = (condition: string, ...values: SqlValue[]): void => {
+    where.push(condition);
+    params.push(...values);
+  };
+  if (f.appId !== undefined) and("app_id = ?", f.appId);
+  if (f.identity !== undefined) and("identity_kind = ? AND identity_id = ?", f.identity.kind, f.identity.id);
+  if (f.status !== undefined) and("status = ?", f.status);
+  return { sql: where.join(" AND "), params };
+}
+
+/** The same filter over the refusal counts (by day; identities as `kind:id`). */
+function refusalWhere(f: UsageFilter): { sql: string; params: SqlValue[] } {
+  const day = (t: number): string => new Date(t).toISOString().slice(0, 10);
+  const where = ["day >= ?", "day <= ?"];
+  const params: SqlValue[] = [day(f.from), day(f.to - 1)];
+  if (f.scope.kind === "user") {
+    const apps = f.scope.appIds;
+    where.push(`(identity = ?${apps.length > 0 ? ` OR app_id IN (${apps.map(() => "?").join(", ")})` : ""})`);
+    params.push(`user:${f.scope.userId}`, ...apps);
+  }
+  if (f.appId !== undefined) {
+    where.push("app_id = ?");
+    params.push(f.appId);
+  }
+  if (f.identity !== undefined) {
+    where.push("identity = ?");
+    params.push(`${f.identity.kind}:${f.identity.id}`);
+  }
+  return { sql: where.join(" AND "), params };
+}
+
+const REFUSAL_KEY: Readonly<Record<UsageGroupBy, string>> = {
+  day: "day",
+  app: "app_id",
+  identity: "identity",
+  tier: "tier",
+};
+
+/** Billing's part of a transaction, the same statements on both adapters. */
+export function billingTx(db: SqlRunner): { wallets: WalletsTx; usage: UsageTx } {
+  const d = db.dialect;
+  const num = (v: unknown): number => (v === null || v === undefined ? 0 : Number(v));
+  const cache = db.cache;
+  /** Keeps the cached grants of a user (when cached) in step with a write. */
+  const cachedGrant = (g: GrantRecord): void => {
+    const list = cache?.grants.get(g.userId);
+    if (cache === undefined || list === undefined) return;
+    const at = list.findIndex((x) => x.id === g.id);
+    cache.grants.set(g.userId, at < 0 ? [...list, g] : list.map((x, i) => (i === at ? g : x)));
+  };
+  return {
+    wallets: {
+      lock: (userId) => db.lockUser(userId),
+      account: async (userId) => {
+        const hit = cache?.accounts.get(userId);
+        if (hit !== undefined) return hit;
+        const row = (await db.all(SQL.account, [userId]))[0];
+        const account = row === undefined ? null : BILLING_ACCOUNTS.decode(row);
+        return cache ? keep(cache.accounts, userId, account) : account;
+      },
+      putAccount: async (a) => {
+        await db.run(SQL.putAccount, BILLING_ACCOUNTS.insertParams(a, d));
+        if (cache) keep(cache.accounts, a.userId, a);
+      },
+      grants: async (userId) => {
+        const hit = cache?.grants.get(userId);
+        if (hit !== undefined) return [...hit];
+        const grants = (await db.all(SQL.grants, [userId])).map((r) => GRANTS.decode(r));
+        return cache ? [...keep(cache.grants, userId, grants)] : grants;
+      },
+      grantByKey: async (userId, key) => {
+        const row = (await db.all(SQL.grantByKey, [userId, key]))[0];
+        return row === undefined ? null : GRANTS.decode(row);
+      },
+      insertGrant: async (g) => {
+        const inserted = (await db.run(SQL.insertGrant, GRANTS.insertParams(g, d))) > 0;
+        if (inserted) cachedGrant(g);
+        return inserted;
+      },
+      updateGrant: async (g) => {
+        await db.run(SQL.updateGrant, [g.remainingMicros, g.heldMicros, g.id]);
+        cachedGrant(g);
+      },
+      addTransactions: async (rows) => {
+        for (const r of rows) await db.run(SQL.addTransaction, WALLET_TRANSACTIONS.insertParams(r, d));
+      },
+      transactions: async (userId, limit) =>
+        (await db.all(SQL.transactions, [userId, limit])).map((r) => WALLET_TRANSACTIONS.decode(r)),
+    },
+    usage: {
+      insert: async (r) => void (await db.run(SQL.insertUsage, USAGE_RECORDS.insertParams(r, d))),
+      list: async (f, after, limit) => {
+        const w = usageWhere(f);
+        const page = after === null ? "" : " AND (ended_at > ? OR (ended_at = ? AND id > ?))";
+        const params = after === null ? w.params : [...w.params, after.endedAt, after.endedAt, after.id];
+        const text = `${select(USAGE_RECORDS, `WHERE ${w.sql}${page}`)} ORDER BY ended_at, id LIMIT ?`;
+        return (await db.all(text, [...params, limit])).map((r) => USAGE_RECORDS.decode(r));
+      },
+      summary: async (f, groupBy) => {
+        const w = usageWhere(f);
+        const key = usageKey(groupBy, d);
+        const totals = await db.all(
+          `SELECT ${key} AS k, COUNT(*) AS calls, SUM(CASE WHEN granted_at IS NULL THEN 0 ELSE 1 END) AS granted, ` +
+            "SUM(held_ms) AS held, SUM(charged_ms) AS charged, SUM(quota_ms) AS quota, SUM(overage_ms) AS overage, " +
+            `SUM(charged_micros) AS micros FROM usage_records WHERE ${w.sql} GROUP BY ${key} ORDER BY 1`,
+          w.params,
+        );
+        const problems = await db.all(
+          `SELECT ${key} AS k, problem_code AS code, COUNT(*) AS n FROM usage_records ` +
+            `WHERE ${w.sql} AND problem_code IS NOT NULL GROUP BY ${key}, problem_code`,
+          w.params,
+        );
+        const byKey = new Map<string, Record<string, number>>();
+        for (const p of problems) {
+          const k = String(p["k"]);
+          byKey.set(k, { ...(byKey.get(k) ?? {}), [String(p["code"])]: num(p["n"]) });
+        }
+        return totals.map((t): UsageGroupRow => ({
+          key: String(t["k"]),
+          calls: num(t["calls"]),
+          granted: num(t["granted"]),
+          heldMs: num(t["held"]),
+          chargedMs: num(t["charged"]),
+          quotaMs: num(t["quota"]),
+          overageMs: num(t["overage"]),
+          chargedMicros: num(t["micros"]),
+          problems: byKey.get(String(t["k"])) ?? {},
+        }));
+      },
+      refusals: async (f, groupBy) => {
+        const w = refusalWhere(f);
+        const key = REFUSAL_KEY[groupBy];
+        const rows = await db.all(
+          `SELECT ${key} AS k, code, SUM(count) AS n FROM refusal_counts WHERE ${w.sql} GROUP BY ${key}, code`,
+          w.params,
+        );
+        return rows.map((r) => ({ key: String(r["k"]), code: String(r["code"]), count: num(r["n"]) }));
+      },
+      addRefusals: async (counts: readonly RefusalCount[]) => {
+        for (const c of counts) await db.run(SQL.addRefusals, [c.day, c.identity, c.appId, c.tier, c.code, c.count]);
+      },
+    },
+  };
+}

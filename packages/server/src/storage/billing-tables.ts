@@ -1,0 +1,91 @@
+import type { GrantCategory, GrantShare, IdentityKind } from "@gpupool/core";
+import type {
+  BillingAccountRecord,
+  RefusalCount,
+  GrantRecord,
+  UsageRecordRow,
+  WalletTransactionKind,
+  WalletTransactionRecord,
+} from "./billing-records.js";
+import type { Column } from "./table.js";
+import { Table, boolean, integer, integerOrNull, text, textOrNull } from "./table.js";
+
+/** A hold's shares of grants as JSON text (`[{"grantId":…,"micros":…}]`); NULL when nothing was held. */
+export function sharesJson(name: string): Column<readonly GrantShare[] | null> {
+  return {
+    name,
+    encode: (shares) => (shares === null || shares.length === 0 ? null : JSON.stringify(shares)),
+    decode: (v) => (typeof v === "string" ? (JSON.parse(v) as GrantShare[]) : null),
+  };
+}
+
+export const GRANT_CHANGES = ["remainingMicros", "heldMicros"] as const satisfies readonly (keyof GrantRecord)[];
+
+export const GRANTS = new Table<GrantRecord, (typeof GRANT_CHANGES)[number]>(
+  "credit_grants",
+  {
+    id: text("id"),
+    userId: text("user_id"),
+    category: text<GrantCategory>("category"),
+    amountMicros: integer("amount_micros"),
+    remainingMicros: integer("remaining_micros"),
+    heldMicros: integer("held_micros"),
+    priority: integer("priority"),
+    effectiveAt: integer("effective_at"),
+    expiresAt: integerOrNull("expires_at"),
+    source: text("source"),
+    createdAt: integer("created_at"),
+    idempotencyKey: textOrNull("idempotency_key"),
+  },
+  { mutable: GRANT_CHANGES },
+);
+
+export const WALLET_TRANSACTIONS = new Table<WalletTransactionRecord>("wallet_transactions", {
+  id: text("id"),
+  userId: text("user_id"),
+  at: integer("at"),
+  kind: text<WalletTransactionKind>("kind"),
+  amountMicros: integer("amount_micros"),
+  grantId: text("grant_id"),
+  leaseId: textOrNull("lease_id"),
+});
+
+export const BILLING_ACCOUNTS = new Table<BillingAccountRecord>("billing_accounts", {
+  userId: text("user_id"),
+  overageEnabled: boolean("overage_enabled"),
+  monthlyCapMicros: integerOrNull("monthly_cap_micros"),
+  month: text("month"),
+  monthSpentMicros: integer("month_spent_micros"),
+});
+
+export const USAGE_RECORDS = new Table<UsageRecordRow>("usage_records", {
+  id: text("id"),
+  identityKind: text<IdentityKind>("identity_kind"),
+  identityId: text("identity_id"),
+  tier: text("tier"),
+  appId: textOrNull("app_id"),
+  node: textOrNull("node"),
+  size: text("size"),
+  status: text("status"),
+  queuedAt: integer("queued_at"),
+  grantedAt: integerOrNull("granted_at"),
+  endedAt: integer("ended_at"),
+  heldMs: integer("held_ms"),
+  reservedMs: integer("reserved_ms"),
+  chargedMs: integer("charged_ms"),
+  quotaMs: integer("quota_ms"),
+  overageMs: integer("overage_ms"),
+  chargedMicros: integer("charged_micros"),
+  refundedMs: integer("refunded_ms"),
+  problemCode: textOrNull("problem_code"),
+});
+
+/** Refusals counted per day, identity, app (`""`: none) and code (see billing-sql's `addRefusals`). */
+export const REFUSAL_COUNTS = new Table<RefusalCount>("refusal_counts", {
+  day: text("day"),
+  identity: text("identity"),
+  appId: text("app_id"),
+  tier: text("tier"),
+  code: text("code"),
+  count: integer("count"),
+});

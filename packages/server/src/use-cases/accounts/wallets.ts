@@ -1,0 +1,231 @@
+import {
+  billingMonth,
+  billingOf,
+  creditTotals,
+  expireGrants,
+  includedGrant,
+  overageBlocker,
+  placeHold,
+  settleHold,
+} from "@gpupool/core";
+import type { CreditTotals, GrantShare, Identity, OverageBlocker, Policy, WalletState } from "@gpupool/core";
+import { newOrderedId } from "../../secrets.js";
+import type {
+  BillingAccountRecord,
+  GrantRecord,
+  LeaseRecord,
+  Tx,
+  WalletTransactionKind,
+  WalletTransactionRecord,
+} from "../../storage/store.js";
+
+/** Whether credits pay past the quota for an identity, and the month's overage so far. */
+export interface OverageView {
+  readonly blockedBy: OverageBlocker | null;
+  /** The operator offers overage to this identity (a user of a listed tier). */
+  readonly available: boolean;
+  readonly enabled: boolean;
+  readonly pricePerMinuteMicros: number;
+  readonly capMicros: number | null;
+  readonly spentMicros: number;
+  readonly heldMicros: number;
+  readonly month: string;
+  readonly monthEndsAt: number;
+}
+
+/** The billing side of an identity's quota object: its credits (null: no wallet) and overage. */
+export interface BillingView {
+  readonly currency: string;
+  readonly credits: CreditTotals | null;
+  readonly overage: OverageView;
+  /** What admission needs (null: no wallet). */
+  readonly wallet: WalletState | null;
+}
+
+/** A user's wallet as loaded in a transaction: grants, settings, and the view of both. */
+export interface LoadedWallet {
+  readonly grants: GrantRecord[];
+  readonly account: BillingAccountRecord;
+  readonly view: BillingView;
+}
+
+/**
+ * The wallets seam: the only code that reads and writes credit grants, wallet transactions and
+ * billing settings. Each method runs inside the caller's transaction, after the user's ledger
+ * lock (PostgreSQL lock order: the identity's advisory lock, then its ledger, then its wallet).
+ * A month's included credits are granted at the first load in that month; grants past their
+ * expiry lose their unheld rest at load, each with an `expire` transaction.
+ */
+export class Wallets {
+  constructor(private readonly policy: Policy) {}
+
+  /** The billing view of an identity with no wallet (an IP address or an app): constant, no reads. */
+  walletless(identity: Identity, now: number): BillingView {
+    const month = billingMonth(now);
+    const billing = billingOf(this.policy);
+    return {
+      currency: billing.currency,
+      credits: null,
+      wallet: null,
+      overage: {
+        blockedBy: overageBlocker(this.policy, identity, null),
+        available: false,
+        enabled: false,
+        pricePerMinuteMicros: billing.overage.pricePerMinuteMicros,
+        capMicros: null,
+        spentMicros: 0,
+        heldMicros: 0,
+        month: month.name,
+        monthEndsAt: month.endsAt,
+      },
+    };
+  }
+
+  /** The identity's billing view (and for a user the wallet admission needs). */
+  async view(tx: Tx, identity: Identity, now: number): Promise<BillingView> {
+    return identity.kind === "user" ? (await this.load(tx, identity, now)).view : this.walletless(identity, now);
+  }
+
+  /** Loads a user's wallet as of now: grants the month's included credits and expires what has. */
+  async load(tx: Tx, identity: Identity, now: number): Promise<LoadedWallet> {
+    const userId = identity.id;
+    await tx.wallets.lock(userId);
+    const month = billingMonth(now);
+    const billing = billingOf(this.policy);
+    // Both reads sent at once (PostgreSQL pipelines them on the transaction's connection).
+    const [stored, loaded] = await Promise.all([tx.wallets.account(userId), tx.wallets.grants(userId)]);
+    let grants = loaded;
+    const log: WalletTransactionRecord[] = [];
+    const included = billing.includedMicros[identity.tier] ?? 0;
+    if (included > 0) {
+      const grant: GrantRecord = {
+        ...includedGrant(userId, identity.tier, included, now),
+        userId,
+        idempotencyKey: null,
+      };
+      if (!grants.some((g) => g.id === grant.id) && (await tx.wallets.insertGrant(grant))) {
+        grants = [...grants, grant];
+        log.push(this.entry(userId, now, "grant", grant.amountMicros, grant.id, null));
+      }
+    }
+    const expiry = expireGrants(grants, now);
+    if (expiry.expired.length > 0) {
+      grants = this.changed(grants, expiry.grants);
+      for (const g of grants) if (expiry.expired.some((e) => e.grantId === g.id)) await tx.wallets.updateGrant(g);
+      for (const e of expiry.expired) log.push(this.entry(userId, now, "expire", e.micros, e.grantId, null));
+    }
+    if (log.length > 0) await tx.wallets.addTransactions(log);
+    const account: BillingAccountRecord =
+      stored === null
+        ? { userId, overageEnabled: false, monthlyCapMicros: null, month: month.name, monthSpentMicros: 0 }
+        : stored.month === month.name
+          ? stored
+          : { ...stored, month: month.name, monthSpentMicros: 0 };
+    return { grants, account, view: this.viewOf(identity, grants, account, now) };
+  }
+
+  /** The view of a loaded wallet. */
+  viewOf(identity: Identity, grants: readonly GrantRecord[], account: BillingAccountRecord, now: number): BillingView {
+    const billing = billingOf(this.policy);
+    const month = billingMonth(now);
+    const credits = creditTotals(grants, now);
+    const capMicros = account.monthlyCapMicros ?? billing.overage.defaultCapMicros;
+    const wallet: WalletState = {
+      optedIn: account.overageEnabled,
+      availableMicros: credits.availableMicros,
+      capMicros,
+      monthSpentMicros: account.monthSpentMicros,
+      monthHeldMicros: credits.heldMicros,
+      monthEndsAt: month.endsAt,
+    };
+    const blockedBy = overageBlocker(this.policy, identity, wallet);
+    return {
+      currency: billing.currency,
+      credits,
+      wallet,
+      overage: {
+        blockedBy,
+        available: blockedBy === null || blockedBy === "not_opted_in",
+        enabled: account.overageEnabled,
+        pricePerMinuteMicros: billing.overage.pricePerMinuteMicros,
+        capMicros: account.overageEnabled ? capMicros : null,
+        spentMicros: account.monthSpentMicros,
+        heldMicros: credits.heldMicros,
+        month: month.name,
+        monthEndsAt: month.endsAt,
+      },
+    };
+  }
+
+  /**
+   * Places a new lease's hold on the user's grants in the spending order (admission decided it
+   * fits, on `wallet` as loaded in the same transaction): the shares to store on the lease, each
+   * with a `hold` transaction, and the view after it.
+   */
+  async hold(
+    tx: Tx,
+    identity: Identity,
+    wallet: LoadedWallet,
+    leaseId: string,
+    micros: number,
+    now: number,
+  ): Promise<{ shares: GrantShare[]; view: BillingView }> {
+    if (micros === 0) return { shares: [], view: wallet.view };
+    const placed = placeHold(wallet.grants, micros, now);
+    if (placed === null)
+      throw new Error(`hold of ${micros} for ${leaseId}: the wallet cannot cover what admission allowed`);
+    const next = this.changed(wallet.grants, placed.grants);
+    for (const g of next) if (placed.shares.some((s) => s.grantId === g.id)) await tx.wallets.updateGrant(g);
+    await tx.wallets.addTransactions(
+      placed.shares.map((s) => this.entry(identity.id, now, "hold", s.micros, s.grantId, leaseId)),
+    );
+    return { shares: placed.shares, view: this.viewOf(identity, next, wallet.account, now) };
+  }
+
+  /**
+   * Settles an ended lease's hold: its `chargedMicros` are spent from the grants it held, the rest
+   * released (or expired with a grant that ended meanwhile), and the month's spend grows. Only a
+   * lease that just ended comes here (its status guards against settling twice).
+   */
+  async settle(tx: Tx, lease: LeaseRecord, now: number): Promise<void> {
+    const shares = lease.holdShares ?? [];
+    if (lease.identityKind !== "user" || shares.length === 0) return;
+    const identity: Identity = { kind: "user", id: lease.identityId, tier: lease.tier };
+    const wallet = await this.load(tx, identity, now);
+    const out = settleHold(wallet.grants, shares, lease.chargedMicros, now);
+    const next = this.changed(wallet.grants, out.grants);
+    for (const g of next) if (shares.some((s) => s.grantId === g.id)) await tx.wallets.updateGrant(g);
+    const entry = (kind: WalletTransactionKind) => (s: GrantShare) =>
+      this.entry(identity.id, now, kind, s.micros, s.grantId, lease.id);
+    await tx.wallets.addTransactions([
+      ...out.spent.map(entry("spend")),
+      ...out.released.map(entry("release")),
+      ...out.expired.map(entry("expire")),
+    ]);
+    const spent = out.spent.reduce((sum, s) => sum + s.micros, 0);
+    if (spent > 0)
+      await tx.wallets.putAccount({ ...wallet.account, monthSpentMicros: wallet.account.monthSpentMicros + spent });
+  }
+
+  private changed(
+    before: readonly GrantRecord[],
+    after: readonly { id: string; remainingMicros: number; heldMicros: number }[],
+  ): GrantRecord[] {
+    const byId = new Map(after.map((g) => [g.id, g]));
+    return before.map((g) => {
+      const a = byId.get(g.id);
+      return a === undefined ? g : { ...g, remainingMicros: a.remainingMicros, heldMicros: a.heldMicros };
+    });
+  }
+
+  private entry(
+    userId: string,
+    at: number,
+    kind: WalletTransactionKind,
+    amountMicros: number,
+    grantId: string,
+    leaseId: string | null,
+  ): WalletTransactionRecord {
+    return { id: newOrderedId("wt", at), userId, at, kind, amountMicros, grantId, leaseId };
+  }
+}

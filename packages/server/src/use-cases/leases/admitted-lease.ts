@@ -1,0 +1,40 @@
+import type { AdmissionDecision, SizePolicy } from "@gpupool/core";
+import type { NewLease, Tx } from "../../storage/store.js";
+import type { Accounts, LoadedAccount } from "../accounts/accounts.js";
+import type { BillingView } from "../accounts/wallets.js";
+import { admitted } from "./lease-transitions.js";
+
+/** The call an admission is for, as the lease records it. */
+export interface AdmittedCall {
+  readonly id: string;
+  readonly appId: string | null;
+  readonly size: SizePolicy;
+  readonly durationMs: number;
+  readonly node: string | null;
+}
+
+/**
+ * What an admission writes besides the ledger, in its transaction, on the leader and on a replica
+ * that does not lead alike: the credit hold of the call's overage (if any) and the new lease,
+ * queued, carrying how it is paid. Returns the billing view after the hold, for the answer.
+ */
+export async function admittedLease(
+  tx: Tx,
+  accounts: Accounts,
+  account: LoadedAccount,
+  decision: AdmissionDecision & { kind: "admitted" },
+  call: AdmittedCall,
+  now: number,
+): Promise<{ lease: NewLease; billing: BillingView }> {
+  const held = await accounts.hold(tx, account, call.id, decision.split.holdMicros, now);
+  const lease = admitted({
+    ...call,
+    identity: account.identity,
+    reservedMs: decision.reservedMs,
+    now,
+    windowStartedAt: decision.ledger.windowStartedAt,
+    split: decision.split,
+    holdShares: held.shares,
+  });
+  return { lease, billing: held.billing };
+}
