@@ -80,8 +80,10 @@ export interface DiagnosisVerdict {
   readonly position: VerdictOf<"queued">["position"] | null;
   /** Why it would wait, when queued. */
   readonly reason: VerdictOf<"queued">["reason"] | null;
-  /** Estimated seconds to the grant, when queued (an upper-bound style estimate); null if unknown. */
+  /** Expected seconds to the grant, when queued; null if unknown. */
   readonly etaS: VerdictOf<"queued">["eta_s"];
+  /** The bound on that wait (every call holding its whole reservation); null if unknown. */
+  readonly etaMaxS: VerdictOf<"queued">["eta_max_s"];
   readonly problem: Problem | null;
 }
 

@@ -13,7 +13,10 @@ export type Verdict =
       readonly outcome: "queued";
       readonly position: number;
       readonly reason: "node" | "concurrency";
+      /** Expected seconds to the grant. */
       readonly eta_s?: number | null;
+      /** The bound on the wait. */
+      readonly eta_max_s?: number | null;
     }
   | { readonly outcome: "rejected"; readonly problem: Problem };
 
@@ -90,6 +93,12 @@ export function likelyCauses(input: CauseInput): Cause[] {
         cause:
           "Credits you may have bought do not extend the GPU quota: they pay for inference and paid hardware, a different billing bucket.",
         fix: "A higher tier raises the daily GPU quota; credits will not.",
+      });
+    } else if (p.code === "no_gpu_available" && p["reason"] === "predicted_wait") {
+      causes.push({
+        cause:
+          "Every GPU slot that fits is busy, and the call is expected to wait longer than it may (its max_wait, or the tier's queue timeout).",
+        fix: "Retry after the Retry-After time, or allow a longer max_wait; a higher tier waits less.",
       });
     } else if (p.code === "no_gpu_available") {
       causes.push({

@@ -98,7 +98,12 @@ export class FollowerLeases implements LeaseLifecycle {
         resolve(b);
       });
     });
-    await this.tellLeader({ op: "admitted", id: leaseId, queue: input.queue });
+    await this.tellLeader({
+      op: "admitted",
+      id: leaseId,
+      queue: input.queue,
+      ...(input.maxWaitMs === undefined ? {} : { max_wait_ms: input.maxWaitMs }),
+    });
     const word = await verdict;
     const fresh = await this.store.transaction(async (tx) => ({
       lease: await tx.leases.get(leaseId),
@@ -121,7 +126,12 @@ export class FollowerLeases implements LeaseLifecycle {
     return {
       kind: "queued",
       lease,
-      place: { position: place?.position ?? 0, reason: place?.reason ?? "node", etaMs: place?.etaMs ?? null },
+      place: {
+        position: place?.position ?? 0,
+        reason: place?.reason ?? "node",
+        etaMs: place?.etaMs ?? null,
+        expectedMs: place?.expectedMs ?? null,
+      },
       quota: fresh.quota,
     };
   }
@@ -180,7 +190,12 @@ export class FollowerLeases implements LeaseLifecycle {
   async heard(b: LeaseBroadcast): Promise<void> {
     this.waiting.get(b.id)?.(b);
     if (b.type === "queued") {
-      const place: QueuePlace = { position: b.position, reason: b.reason, etaMs: b.etaMs };
+      const place: QueuePlace = {
+        position: b.position,
+        reason: b.reason,
+        etaMs: b.etaMs,
+        expectedMs: b.expectedMs ?? null,
+      };
       this.places.set(b.id, place);
       this.events.emit(b.id, { type: "queued", ...place });
       return;

@@ -41,6 +41,7 @@ export class LeaderLeases {
       via: input.via,
       node: input.node,
       now,
+      ...(input.maxWaitMs === undefined ? {} : { maxWaitMs: input.maxWaitMs }),
     };
     return this.runner.run(
       async (tx) => {
@@ -110,7 +111,7 @@ export class LeaderLeases {
           this.metrics?.grant(out.lease.size, 0);
           return { kind: "granted", lease: out.lease, quota: out.quota };
         }
-        this.announcer.queued(out.lease);
+        this.announcer.queued(out.lease, false, input.maxWaitMs);
         const place: QueuePlace = this.state.position(out.lease.id, this.clock.now()) ?? {
           position: this.state.queueDepth,
           reason: "node",
@@ -174,7 +175,7 @@ export class LeaderLeases {
                 lease,
                 "failed",
                 now,
-                queueTimeoutProblem(lease, now, this.policy.queueTimeoutMs),
+                queueTimeoutProblem(lease, now, this.announcer.queueLimitMs(lease)),
               );
         return { kind: "ended" as const, lease: ended, grants: await this.writes.dispatch(tx, now) };
       },
@@ -195,7 +196,7 @@ export class LeaderLeases {
    * admission decides it here — it fails at once (refunded) if no GPU of its node could take it,
    * or it may not wait and no slot is free; else it is queued and the queue dispatched.
    */
-  adopt(id: string, queue: boolean): Promise<void> {
+  adopt(id: string, queue: boolean, maxWaitMs?: number | null): Promise<void> {
     const now = this.clock.now();
     return this.runner.run(
       async (tx) => {
@@ -204,8 +205,14 @@ export class LeaderLeases {
         const request = this.state.request(lease, await this.shareBefore(tx, lease, now));
         const refused = placementRefusal(
           this.policy,
-          { size: { name: lease.size, slots: lease.slots, cost: lease.cost }, node: lease.node, queue },
+          {
+            size: { name: lease.size, slots: lease.slots, cost: lease.cost },
+            node: lease.node,
+            queue,
+            ...(maxWaitMs === undefined ? {} : { maxWaitMs }),
+          },
           this.state.placement(request, now),
+          this.policy.tiers[lease.tier],
         );
         if (refused !== null)
           return {
@@ -221,7 +228,7 @@ export class LeaderLeases {
         if (out === null) return;
         this.announcer.ended(out.ended);
         // The replica that admitted it waits for its place.
-        if (this.state.live.get(id)?.status === "queued") this.announcer.queued(out.lease, true);
+        if (this.state.live.get(id)?.status === "queued") this.announcer.queued(out.lease, true, maxWaitMs);
         this.announcer.granted(out.grants);
       },
     );

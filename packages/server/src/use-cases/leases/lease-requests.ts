@@ -19,6 +19,8 @@ export interface LeaseRequest {
   readonly duration?: number | undefined;
   readonly size?: string | undefined;
   readonly queue?: boolean | undefined;
+  /** Seconds the caller will wait for a slot; absent: the tier's queue timeout. */
+  readonly maxWait?: number | undefined;
 }
 
 /** A lease as a caller sees it: the record, its queue place while queued, and its identity's quota. */
@@ -70,7 +72,18 @@ export class LeaseRequests {
       size,
       queue: input.queue ?? true,
       node: node?.name ?? null,
+      ...this.maxWaitOf(input, node !== null),
     });
+  }
+
+  /**
+   * How long the call will wait (AdmissionRequest.maxWaitMs): what it named; else as long as the
+   * queue timeout, refused at once when expected to wait longer — except through a node's agent
+   * (the device API), which queues as before unless `queue.predicted_wait_via_agents` is set.
+   */
+  private maxWaitOf(input: LeaseRequest, viaAgent: boolean): { maxWaitMs?: number | null } {
+    if (input.maxWait !== undefined) return { maxWaitMs: Math.round(input.maxWait * 1000) };
+    return viaAgent && this.policy.predictedWaitViaAgents !== true ? {} : { maxWaitMs: null };
   }
 
   async get(caller: Caller, id: string): Promise<LeaseView> {
@@ -115,7 +128,10 @@ export class LeaseRequests {
     };
     const unsubscribe = this.events.subscribe(id, (e) => {
       if (e.type === "queued")
-        hear({ type: "queued", place: { position: e.position, reason: e.reason, etaMs: e.etaMs } });
+        hear({
+          type: "queued",
+          place: { position: e.position, reason: e.reason, etaMs: e.etaMs, expectedMs: e.expectedMs ?? null },
+        });
       else if (e.type === "failed") hear({ type: "failed", problem: e.problem });
       else hear({ type: e.type, lease: e.lease, quota: null });
     });

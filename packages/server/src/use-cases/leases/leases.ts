@@ -11,6 +11,8 @@ export interface AdmitInput {
   readonly queue: boolean;
   /** Only devices of this node may be granted (a request through the node's agent); null: any. */
   readonly node: string | null;
+  /** How long the caller will wait for a slot (see AdmissionRequest.maxWaitMs: absent, null or ms). */
+  readonly maxWaitMs?: number | null;
 }
 
 export type AdmitResult =
