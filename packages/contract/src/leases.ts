@@ -86,8 +86,8 @@ export const Lease = z.object({
     "While queued: the expected seconds to the grant, from what calls of each app actually hold of their reservations (never above `eta_max_s`); null when unknown.",
   ),
   eta_max_s: describe(
-    z.nullable(Count),
-    "While queued: the bound on the wait, from the slots' deadlines and the whole durations of the calls ahead (later only if calls of a higher class arrive); null when unknown.",
+    z.optional(z.nullable(Count)),
+    "While queued: the bound on the wait, from the slots' deadlines and the whole durations of the calls ahead (later only if calls of a higher class arrive); null when unknown. Absent from servers before it existed.",
   ),
   held_ms: describe(
     z.nullable(Count),
@@ -148,7 +148,10 @@ export const QueuedEvent = describe(
     position: describe(z.int(), "1 is next."),
     reason: QueueReason,
     eta_s: describe(z.nullable(Count), "Expected seconds to the grant (see the lease's `eta_s`); null when unknown."),
-    eta_max_s: describe(z.nullable(Count), "The bound on the wait (see the lease's `eta_max_s`); null when unknown."),
+    eta_max_s: describe(
+      z.optional(z.nullable(Count)),
+      "The bound on the wait (see the lease's `eta_max_s`); null when unknown. Absent from servers before it existed.",
+    ),
   }),
   "SSE `queued`: the place in line, sent first and whenever it changes.",
 );

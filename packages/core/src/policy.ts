@@ -28,6 +28,12 @@ export interface Policy {
   readonly queueTimeoutMs: number;
   readonly queueMaxLength: number;
   /**
+   * Honest admission (see AdmissionRequest.maxWaitMs): a call expected to wait longer than it may
+   * is refused at once. False: every call that may wait is queued until its timeout, as before.
+   * Absent: true.
+   */
+  readonly predictedWait?: boolean;
+  /**
    * Calls through a node's agent (the device API) that name no max_wait: refused at once when
    * expected to outwait the queue timeout (true), or queued as before (absent or false).
    */

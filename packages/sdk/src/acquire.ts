@@ -251,7 +251,7 @@ function parseLeaseEvent(id: string, name: string, data: string): LeaseEvent | u
         position: value.position,
         reason: value.reason,
         etaS: value.eta_s,
-        etaMaxS: value.eta_max_s,
+        etaMaxS: value.eta_max_s ?? null,
       },
     };
   return { kind: name === "granted" ? "granted" : "ended", lease: toLease(value.lease) };

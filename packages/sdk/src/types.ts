@@ -56,8 +56,10 @@ export type Device = Camelized<wire.Device>;
 
 type LeaseTimes = "queued_at" | "granted_at" | "deadline" | "ended_at";
 
-export type Lease = Omit<Camelized<wire.Lease, LeaseTimes>, "size" | "problem" | "quota"> & {
+export type Lease = Omit<Camelized<wire.Lease, LeaseTimes>, "size" | "problem" | "quota" | "etaMaxS"> & {
   readonly size: Size;
+  /** While queued: the bound on the wait (`etaS` is the expected wait); null when unknown or not queued. */
+  readonly etaMaxS: number | null;
   /** Why it ended without a grant or failed, as a whole problem (status and title from the code). */
   readonly problem: Problem | null;
   /** Null in lists and in events. */
@@ -65,7 +67,11 @@ export type Lease = Omit<Camelized<wire.Lease, LeaseTimes>, "size" | "problem" |
 };
 
 /** Progress of a queued lease, passed to `onQueue`. */
-export type QueueUpdate = Camelized<wire.QueuedEvent> & { readonly leaseId: string };
+export type QueueUpdate = Omit<Camelized<wire.QueuedEvent>, "etaMaxS"> & {
+  readonly leaseId: string;
+  /** The bound on the wait (`etaS` is the expected wait); null when unknown. */
+  readonly etaMaxS: number | null;
+};
 
 export type ReleaseResult = Omit<Camelized<wire.ReleaseResult>, "quota"> & { readonly quota: Quota };
 
@@ -83,7 +89,7 @@ export interface DiagnosisVerdict {
   /** Expected seconds to the grant, when queued; null if unknown. */
   readonly etaS: VerdictOf<"queued">["eta_s"];
   /** The bound on that wait (every call holding its whole reservation); null if unknown. */
-  readonly etaMaxS: VerdictOf<"queued">["eta_max_s"];
+  readonly etaMaxS: number | null;
   readonly problem: Problem | null;
 }
 

@@ -69,7 +69,7 @@ export function toLease(l: wire.Lease): Lease {
     position: l.position,
     reason: l.reason,
     etaS: l.eta_s,
-    etaMaxS: l.eta_max_s,
+    etaMaxS: l.eta_max_s ?? null,
     heldMs: l.held_ms,
     charged: l.charged,
     refunded: l.refunded,
@@ -101,7 +101,7 @@ function toVerdict(v: wire.DiagnosisVerdict): DiagnosisVerdict {
         position: v.position,
         reason: v.reason,
         etaS: v.eta_s,
-        etaMaxS: v.eta_max_s,
+        etaMaxS: v.eta_max_s ?? null,
         problem: null,
       };
     case "rejected":

@@ -124,6 +124,9 @@ const schema = z.strictObject({
         .union([duration("60s"), z.record(z.string().regex(NAME, "tier names, or default"), duration("60s"))])
         .default(60_000),
       max_length: z.number().int().min(0).max(1_000_000).default(10_000),
+      // Refuse at once a call expected to wait longer than it may (503 predicted_wait), or queue it
+      // until it times out (false, as before).
+      predicted_wait: z.boolean().default(true),
       // Calls through a node's agent (the device API) that name no max_wait: refused at once when
       // expected to outwait the queue timeout (true), or queued as before (false).
       predicted_wait_via_agents: z.boolean().default(false),
@@ -230,6 +233,7 @@ export function normalizeConfig(raw: unknown, source = "configuration"): ServerC
       sizes,
       queueTimeoutMs,
       queueMaxLength: c.queue.max_length,
+      ...(c.queue.predicted_wait ? {} : { predictedWait: false }),
       ...(c.queue.predicted_wait_via_agents ? { predictedWaitViaAgents: true } : {}),
     },
     pool: { devices },

@@ -17,8 +17,6 @@ import type { Hold, QueuePlace, SchedulerOptions, Trial } from "./scheduler-type
 export type { PriorityRequest } from "./scheduler-lanes.js";
 export type { Hold, QueuePlace, SchedulerOptions, Trial } from "./scheduler-types.js";
 export { DEFAULT_SCHEDULER_OPTIONS, schedulerOptionsFor } from "./scheduler-types.js";
-export { DEFAULT_HELD_SHARE_OPTIONS, HeldShares } from "./held-shares.js";
-export type { HeldShareOptions } from "./held-shares.js";
 
 /**
  * The queue in front of the pool: priority classes with aging, quota-aware, backfilling,
@@ -155,9 +153,10 @@ export class PriorityScheduler {
    * queue and the pool are small (`forecastLimit`), the scheduler itself played forward on a copy
    * (`forecast.ts`) — every active lease ending at its expected end, every grant holding its
    * app's expected share of its duration, no new arrival; beyond, the bound's formula with those
-   * expected holds. Never above `etaMs` (a forecast that says never, e.g. an app held at a limit
-   * of 0, gives the bound), and null when `etaMs` is. Computed once per change and time, so
-   * asking it for every queued lease after a change costs one forecast.
+   * expected holds. Never above `etaMs`: a forecast later than the formula (a multi-slot call, or
+   * one at its app's limit) raises `etaMs` to it, and one that says never (an app held at a limit
+   * of 0) gives the formula. Null when `etaMs` is. Computed once per change and time, so asking
+   * it for every queued lease after a change costs one forecast.
    */
   place(leaseId: string, now: number): QueuePlace | null {
     const entry = this.entries.get(leaseId);
@@ -169,8 +168,11 @@ export class PriorityScheduler {
     const rank = this.ranked.rank(entry);
     if (rank === null) return null;
     const reason = this.reasonOf(entry.request);
-    const etaMs = boundEtaMs(this.eta, entry, rank.weightBefore, reason, now);
-    const expectedMs = etaMs === null ? null : this.waits.of(entry, rank.weightBefore, etaMs, now, probe);
+    const boundMs = boundEtaMs(this.eta, entry, rank.weightBefore, reason, now);
+    const expectedMs = boundMs === null ? null : this.waits.of(entry, rank.weightBefore, boundMs, now, probe);
+    // A forecast later than the formula (possible for a multi-slot call, or one at its app's
+    // limit) raises the bound: the expected wait is never above it.
+    const etaMs = boundMs === null || expectedMs === null ? boundMs : Math.max(boundMs, expectedMs);
     return { position: rank.before + 1, reason, etaMs, expectedMs };
   }
 

@@ -33,15 +33,17 @@ export class ExpectedWaits {
   }
 
   /**
-   * The expected wait of a queued entry, never above `boundMs`. `probe`: a trial's entry, whose
-   * forecast stops once it is granted and is not kept.
+   * The expected wait of a queued entry. From the forecast it is exactly when the forecast grants
+   * it — which may be later than `boundMs` for a multi-slot call or one held back by its app's
+   * limit (the bound's formula is a true bound for one-slot calls only; the caller then raises
+   * the bound to it). `probe`: a trial's entry, whose forecast stops once it is granted and is not kept.
    */
   of(entry: QueueEntry, workAheadMs: number, boundMs: number, now: number, probe: boolean): number {
     const starts = probe ? this.forecast(now, entry.request.leaseId) : this.cached(now);
     if (starts === null) return fluidExpectedMs(this.eta, this.held, entry, workAheadMs, boundMs, now);
     const start = starts.get(entry.request.leaseId);
     // Never granted under the forecast's assumptions (an app held at a limit of 0): the bound.
-    return start === undefined ? boundMs : Math.min(boundMs, Math.max(0, start - now));
+    return start === undefined ? boundMs : Math.max(0, start - now);
   }
 
   private cached(now: number): Map<string, number> | null {

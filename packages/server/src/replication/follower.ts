@@ -102,7 +102,8 @@ export class FollowerLeases implements LeaseLifecycle {
       op: "admitted",
       id: leaseId,
       queue: input.queue,
-      ...(input.maxWaitMs === undefined ? {} : { max_wait_ms: input.maxWaitMs }),
+      ...(input.maxWaitMs === undefined || input.maxWaitMs === null ? {} : { max_wait_ms: input.maxWaitMs }),
+      ...(input.refuseLongWait === true ? { refuse_long_wait: true } : {}),
     });
     const word = await verdict;
     const fresh = await this.store.transaction(async (tx) => ({

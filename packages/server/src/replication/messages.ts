@@ -10,9 +10,16 @@ import type { Announcement } from "../use-cases/leases/announcer.js";
 export type LeaderMessage =
   /**
    * A follower admitted (reserved and stored) a queued lease: place it. `queue: false` = grant now
-   * or give up; `max_wait_ms`: see AdmissionRequest.maxWaitMs (absent: never refused for its expected wait).
+   * or give up; `max_wait_ms`: how long it may wait (absent or null: its tier's queue timeout);
+   * `refuse_long_wait`: refuse it if it is expected to wait longer (predicted_wait).
    */
-  | { readonly op: "admitted"; readonly id: string; readonly queue: boolean; readonly max_wait_ms?: number | null }
+  | {
+      readonly op: "admitted";
+      readonly id: string;
+      readonly queue: boolean;
+      readonly max_wait_ms?: number | null;
+      readonly refuse_long_wait?: boolean;
+    }
   /** A follower ended a lease (release or cancel): free its slots / take it out of the queue. */
   | { readonly op: "ended"; readonly id: string }
   /** Someone on a follower watches this queued lease: announce its place. */

@@ -72,8 +72,8 @@ export class Diagnose {
       via: attribution.ok ? attribution.via : "app-key",
       node: null,
       now,
-      // As POST /v1/leases without max_wait: refused at once when expected to outwait the queue timeout.
-      maxWaitMs: input.maxWaitMs ?? null,
+      // As POST /v1/leases: refused at once when expected to outwait max_wait or the queue timeout.
+      ...(this.policy.predictedWait === false ? {} : { maxWaitMs: input.maxWaitMs ?? null }),
     };
     const report = await this.store.transaction(
       async (tx): Promise<{ identity: Identity | null; quota: IdentityQuota | null; verdict: Verdict }> => {

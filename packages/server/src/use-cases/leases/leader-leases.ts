@@ -41,7 +41,7 @@ export class LeaderLeases {
       via: input.via,
       node: input.node,
       now,
-      ...(input.maxWaitMs === undefined ? {} : { maxWaitMs: input.maxWaitMs }),
+      ...(input.refuseLongWait === true ? { maxWaitMs: input.maxWaitMs ?? null } : {}),
     };
     return this.runner.run(
       async (tx) => {
@@ -196,7 +196,7 @@ export class LeaderLeases {
    * admission decides it here — it fails at once (refunded) if no GPU of its node could take it,
    * or it may not wait and no slot is free; else it is queued and the queue dispatched.
    */
-  adopt(id: string, queue: boolean, maxWaitMs?: number | null): Promise<void> {
+  adopt(id: string, queue: boolean, maxWaitMs: number | null = null, refuseLongWait = false): Promise<void> {
     const now = this.clock.now();
     return this.runner.run(
       async (tx) => {
@@ -209,7 +209,7 @@ export class LeaderLeases {
             size: { name: lease.size, slots: lease.slots, cost: lease.cost },
             node: lease.node,
             queue,
-            ...(maxWaitMs === undefined ? {} : { maxWaitMs }),
+            ...(refuseLongWait ? { maxWaitMs } : {}),
           },
           this.state.placement(request, now),
           this.policy.tiers[lease.tier],

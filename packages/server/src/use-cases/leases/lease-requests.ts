@@ -77,13 +77,16 @@ export class LeaseRequests {
   }
 
   /**
-   * How long the call will wait (AdmissionRequest.maxWaitMs): what it named; else as long as the
-   * queue timeout, refused at once when expected to wait longer — except through a node's agent
-   * (the device API), which queues as before unless `queue.predicted_wait_via_agents` is set.
+   * How long the call will wait: what it named (max_wait), else its tier's queue timeout; and
+   * whether it is refused at once when expected to wait longer (`queue.predicted_wait`) — not
+   * through a node's agent (the device API) that named no max_wait, which queues as before unless
+   * `queue.predicted_wait_via_agents` is set.
    */
-  private maxWaitOf(input: LeaseRequest, viaAgent: boolean): { maxWaitMs?: number | null } {
-    if (input.maxWait !== undefined) return { maxWaitMs: Math.round(input.maxWait * 1000) };
-    return viaAgent && this.policy.predictedWaitViaAgents !== true ? {} : { maxWaitMs: null };
+  private maxWaitOf(input: LeaseRequest, viaAgent: boolean): { maxWaitMs: number | null; refuseLongWait: boolean } {
+    const maxWaitMs = input.maxWait === undefined ? null : Math.round(input.maxWait * 1000);
+    const honest = this.policy.predictedWait !== false;
+    const agentDefault = viaAgent && maxWaitMs === null && this.policy.predictedWaitViaAgents !== true;
+    return { maxWaitMs, refuseLongWait: honest && !agentDefault };
   }
 
   async get(caller: Caller, id: string): Promise<LeaseView> {

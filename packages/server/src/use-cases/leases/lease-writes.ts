@@ -46,7 +46,7 @@ export class LeaseWrites {
       endActive(lease, ledger, status, endAt, why, failed),
     );
     this.state.live.delete(ended.id);
-    this.state.freeSlots(lease);
+    this.state.freeSlots(lease, status === "failed" ? undefined : endAt);
     return ended;
   }
 

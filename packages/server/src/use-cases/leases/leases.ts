@@ -11,8 +11,10 @@ export interface AdmitInput {
   readonly queue: boolean;
   /** Only devices of this node may be granted (a request through the node's agent); null: any. */
   readonly node: string | null;
-  /** How long the caller will wait for a slot (see AdmissionRequest.maxWaitMs: absent, null or ms). */
+  /** How long the caller will wait for a slot (ms); null or absent: its tier's queue timeout. */
   readonly maxWaitMs?: number | null;
+  /** Refuse it at once if it is expected to wait longer than that (predicted_wait); absent: false. */
+  readonly refuseLongWait?: boolean;
 }
 
 export type AdmitResult =
