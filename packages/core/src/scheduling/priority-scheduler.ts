@@ -170,8 +170,7 @@ export class PriorityScheduler {
     const reason = this.reasonOf(entry.request);
     const boundMs = boundEtaMs(this.eta, entry, rank.weightBefore, reason, now);
     const expectedMs = boundMs === null ? null : this.waits.of(entry, rank.weightBefore, boundMs, now, probe);
-    // A forecast later than the formula (possible for a multi-slot call, or one at its app's
-    // limit) raises the bound: the expected wait is never above it.
+    // A forecast later than the formula (a multi-slot call, an app at its limit) raises the bound.
     const etaMs = boundMs === null || expectedMs === null ? boundMs : Math.max(boundMs, expectedMs);
     return { position: rank.before + 1, reason, etaMs, expectedMs };
   }
@@ -184,9 +183,7 @@ export class PriorityScheduler {
   }
 
   /** For a copy that plays this scheduler's schedule forward: break device ties as `keys` order them. */
-  followTieOrder(keys: readonly string[]): void {
-    this.board.followTieOrder(keys);
-  }
+  followTieOrder = (keys: readonly string[]): void => this.board.followTieOrder(keys);
 
   /** The hold in force after the last dispatch, if any. */
   hold(): Hold | null {
