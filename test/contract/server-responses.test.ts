@@ -444,7 +444,8 @@ describe("the server's responses match the contract", () => {
   it("lease events as they happen: queued then granted, queued then a queue timeout (live and replayed)", async () => {
     const t = await server({
       pool: { simulated: [{ node: "sim-0", gpus: 1 }] },
-      queue: { timeout: "1s" },
+      // Queued until the timeout rather than refused at once for its expected wait (predicted_wait).
+      queue: { timeout: "1s", predicted_wait: false },
       server: { port: 0 },
     });
     const url = await t.server.listen();

@@ -179,7 +179,8 @@ export function renderDiagnosis(d: Diagnosis, now: Date): string {
     );
   else if (v.outcome === "queued") {
     const why = v.reason === "concurrency" ? "the app is at its concurrency limit" : "every GPU slot that fits is busy";
-    const eta = v.etaS === null ? "" : `, about ${secs(v.etaS)} at most`;
+    const bound = v.etaMaxS === null || v.etaMaxS === v.etaS ? "" : `, ${secs(v.etaMaxS)} at most`;
+    const eta = v.etaS === null ? "" : `, about ${secs(v.etaS)}${bound}`;
     out.push(`  QUEUED: it would wait at position ${v.position ?? "?"} (${why}${eta}). Queue time is never charged.`);
   } else {
     const p = v.problem;

@@ -77,7 +77,7 @@ describe("render", () => {
       request: { duration: 60, size: "large", cost: 1, reserves: 60 },
       quota: null,
       buckets: [{ bucket: "credits", applies: false, detail: "Credits do not extend the GPU quota." }],
-      verdict: { outcome: "queued", position: 3, reason: "concurrency", etaS: 45, problem: null },
+      verdict: { outcome: "queued", position: 3, reason: "concurrency", etaS: 20, etaMaxS: 45, problem: null },
       causes: [{ rank: 1, cause: "All slots busy.", fix: "Nothing to fix." }],
     };
     const queued = renderDiagnosis(base, now);
@@ -85,7 +85,7 @@ describe("render", () => {
     expect(queued).toMatch(/1m on large \(cost ×1\) reserves 1m of GPU quota/);
     expect(queued).toMatch(/✗ does not apply\s+credits\s+Credits do not extend the GPU quota\./);
     expect(queued).toMatch(
-      /QUEUED: it would wait at position 3 \(the app is at its concurrency limit, about 45s at most\)/,
+      /QUEUED: it would wait at position 3 \(the app is at its concurrency limit, about 20s, 45s at most\)/,
     );
     expect(queued).toMatch(/1\. All slots busy\.\n {5}fix: Nothing to fix\./);
 
@@ -95,7 +95,7 @@ describe("render", () => {
         ...base,
         identity: null,
         request: null,
-        verdict: { outcome: "rejected", position: null, reason: null, etaS: null, problem },
+        verdict: { outcome: "rejected", position: null, reason: null, etaS: null, etaMaxS: null, problem },
       },
       now,
     );
@@ -158,6 +158,7 @@ describe("render", () => {
           position: null,
           reason: null,
           etaS: null,
+          etaMaxS: null,
           heldMs: null,
           charged: 0,
           refunded: 0,

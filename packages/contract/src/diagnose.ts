@@ -57,7 +57,11 @@ export const DiagnosisVerdict = z.discriminatedUnion("outcome", [
     outcome: z.literal("queued"),
     position: describe(z.int(), "Where it would wait (1 is next)."),
     reason: QueueReason,
-    eta_s: describe(z.nullable(Count), "Estimated seconds to the grant; null when unknown."),
+    eta_s: describe(z.nullable(Count), "Expected seconds to the grant (see the lease's `eta_s`); null when unknown."),
+    eta_max_s: describe(
+      z.optional(z.nullable(Count)),
+      "The bound on the wait (see the lease's `eta_max_s`); null when unknown. Absent from servers before it existed.",
+    ),
   }),
   describe(
     z.object({ outcome: z.literal("rejected"), problem: Problem }),

@@ -32,6 +32,10 @@ export const LeaseRequest = z.strictObject({
     z.optional(z.boolean()),
     "Wait for a slot when none is free (default true); false fails at once with 503 `no_gpu_available`.",
   ),
+  max_wait: describe(
+    z.optional(z.number().check(z.minimum(0), z.maximum(MAX_LEASE_DURATION_S))),
+    "Seconds the caller is willing to wait for a slot (default and cap: the tier's queue timeout). A call expected to wait longer is refused at once with 503 `no_gpu_available` (`reason: predicted_wait`, `eta_s`, `Retry-After`); one that is queued fails with `queue_timeout` once it has waited this long.",
+  ),
 });
 export type LeaseRequest = z.infer<typeof LeaseRequest>;
 
@@ -80,7 +84,11 @@ export const Lease = z.object({
   ),
   eta_s: describe(
     z.nullable(Count),
-    "While queued: estimated seconds to the grant from the slots' deadlines and the queue ahead (an upper-bound style estimate); null when unknown.",
+    "While queued: the expected seconds to the grant, from what calls of each app actually hold of their reservations (never above `eta_max_s`); null when unknown.",
+  ),
+  eta_max_s: describe(
+    z.optional(z.nullable(Count)),
+    "While queued: the bound on the wait, from the slots' deadlines and the whole durations of the calls ahead (later only if calls of a higher class arrive); null when unknown. Absent from servers before it existed.",
   ),
   held_ms: describe(
     z.nullable(Count),
@@ -148,7 +156,11 @@ export const QueuedEvent = describe(
   z.object({
     position: describe(z.int(), "1 is next."),
     reason: QueueReason,
-    eta_s: describe(z.nullable(Count), "Estimated seconds to the grant; null when unknown."),
+    eta_s: describe(z.nullable(Count), "Expected seconds to the grant (see the lease's `eta_s`); null when unknown."),
+    eta_max_s: describe(
+      z.optional(z.nullable(Count)),
+      "The bound on the wait (see the lease's `eta_max_s`); null when unknown. Absent from servers before it existed.",
+    ),
   }),
   "SSE `queued`: the place in line, sent first and whenever it changes.",
 );

@@ -50,6 +50,7 @@ export const NO_GPU_REASONS = [
   "no_capacity",
   "queue_full",
   "queue_disabled",
+  "predicted_wait",
 ] as const;
 export type NoGpuAvailableReason = (typeof NO_GPU_REASONS)[number];
 
@@ -206,7 +207,19 @@ export const PROBLEM_FIELDS = {
   no_gpu_available: {
     reason: describe(
       z.optional(z.enum(NO_GPU_REASONS)),
-      "`no_capacity` (no GPU of the pool, or of the agent's node, can ever take this size; or every GPU is an agent's and the call did not come through one), `queue_full`, `queue_disabled` (`queue: false` and no free slot), `node_not_registered` (the call came through a node's agent and that node has no GPUs in the pool now), `node_lost` (the node stopped heartbeating while the call waited or ran), `device_removed` (the GPU left the pool). Absent when a replica that does not lead reports a lease that ended before it was granted.",
+      "`no_capacity` (no GPU of the pool, or of the agent's node, can ever take this size; or every GPU is an agent's and the call did not come through one), `queue_full`, `queue_disabled` (`queue: false` and no free slot), `node_not_registered` (the call came through a node's agent and that node has no GPUs in the pool now), `node_lost` (the node stopped heartbeating while the call waited or ran), `device_removed` (the GPU left the pool), `predicted_wait` (every slot that fits is busy and the call is expected to wait longer than it may: its `max_wait`, or its tier's queue timeout; refused at once instead of timing out in the queue). Absent when a replica that does not lead reports a lease that ended before it was granted.",
+    ),
+    eta_s: describe(
+      z.optional(Count),
+      "With `predicted_wait`: the expected seconds until a slot would have been granted (from what calls actually hold).",
+    ),
+    eta_max_s: describe(
+      z.optional(Count),
+      "With `predicted_wait`: the bound on that wait, were every call to hold its whole reservation.",
+    ),
+    max_wait_s: describe(
+      z.optional(Count),
+      "With `predicted_wait`: how long the call could wait (its `max_wait`, at most the tier's queue timeout).",
     ),
   },
   storage_unavailable: {

@@ -15,5 +15,6 @@ export * from "./policy.js";
 export * from "./problem.js";
 export * from "./scheduling/pool.js";
 export * from "./scheduling/priority-scheduler.js";
+export * from "./scheduling/held-shares.js";
 export * from "./scheduling/scheduler.js";
 export * from "./simulator/simulator.js";

@@ -7,6 +7,8 @@ export interface TierPolicy {
   readonly maxDurationMs: number;
   /** Optional cap on grants per window; null = unlimited. */
   readonly maxRuns: number | null;
+  /** How long a call of this tier may wait for a slot (ms); absent: the policy's `queueTimeoutMs`. */
+  readonly queueTimeoutMs?: number;
 }
 
 export interface SizePolicy {
@@ -27,6 +29,17 @@ export interface Policy {
   readonly queueMaxLength: number;
   /** Credits and overage (SPEC §9); absent: none (see NO_BILLING). */
   readonly billing?: BillingPolicy;
+  /**
+   * Honest admission (see AdmissionRequest.maxWaitMs): a call expected to wait longer than it may
+   * is refused at once. False: every call that may wait is queued until its timeout, as before.
+   * Absent: true.
+   */
+  readonly predictedWait?: boolean;
+  /**
+   * Calls through a node's agent (the device API) that name no max_wait: refused at once when
+   * expected to outwait the queue timeout (true), or queued as before (absent or false).
+   */
+  readonly predictedWaitViaAgents?: boolean;
 }
 
 export const ANONYMOUS_TIER = "anonymous";
@@ -49,6 +62,14 @@ export const DEFAULT_POLICY: Policy = {
   queueTimeoutMs: 60_000,
   queueMaxLength: 10_000,
 };
+
+/** How long a call of `tier` may wait in the queue: the tier's own timeout, else the policy's. */
+export function queueTimeoutOf(
+  policy: Pick<Policy, "queueTimeoutMs">,
+  tier: Pick<TierPolicy, "queueTimeoutMs"> | undefined,
+): number {
+  return tier?.queueTimeoutMs ?? policy.queueTimeoutMs;
+}
 
 export function tierOf(policy: Policy, name: string): TierPolicy {
   const tier = policy.tiers[name];

@@ -101,6 +101,62 @@ describe("decideAdmission", () => {
     expect(onNode.kind === "refused" && onNode.problem.detail).toContain("Node gpu-host");
   });
 
+  it("refuses at once a call expected to wait longer than it may (predicted_wait), only when asked to", () => {
+    const long: Placement = {
+      kind: "wait",
+      place: { position: 4, reason: "node", etaMs: 90_000, expectedMs: 70_500 },
+      queued: 2,
+    };
+    // No maxWaitMs (the device API by default): queued as before, whatever the wait.
+    expect(decideAdmission(policy, account(), request(), long)).toMatchObject({ outcome: "queued" });
+    // Null: as long as the tier's queue timeout (60 s) — 70.5 s expected is too long.
+    const d = decideAdmission(policy, account(), request({ maxWaitMs: null }), long);
+    expect(d).toMatchObject({
+      kind: "refused",
+      retryAfterS: 11,
+      problem: {
+        code: "no_gpu_available",
+        status: 503,
+        reason: "predicted_wait",
+        eta_s: 71,
+        eta_max_s: 90,
+        max_wait_s: 60,
+      },
+    });
+    if (d.kind === "refused") {
+      expect(d.problem.detail).toMatch(/about 71s \(at most 90s\), longer than the 60s queue timeout of the free tier/);
+      expect(d.problem.detail).toMatch(/nothing was reserved or charged/);
+    }
+    // The expected wait decides, not the bound: 70.5 s fits a 75-s max_wait in a tier that waits 2 minutes.
+    const patient = {
+      ...policy,
+      tiers: { ...policy.tiers, free: { ...tierOf(policy, "free"), queueTimeoutMs: 120_000 } },
+    };
+    const fits = decideAdmission(
+      patient,
+      { ...account(), tier: tierOf(patient, "free") },
+      request({ maxWaitMs: 75_000 }),
+      long,
+    );
+    expect(fits).toMatchObject({ outcome: "queued" });
+    // A max_wait shorter than the timeout is named in the refusal.
+    const short = decideAdmission(policy, account(), request({ maxWaitMs: 30_000 }), WAIT);
+    expect(short).toMatchObject({ outcome: "queued" });
+    const impatient = decideAdmission(policy, account(), request({ maxWaitMs: 2_000 }), WAIT);
+    expect(impatient).toMatchObject({
+      kind: "refused",
+      retryAfterS: 3,
+      problem: { reason: "predicted_wait", max_wait_s: 2 },
+    });
+    if (impatient.kind === "refused") expect(impatient.problem.detail).toMatch(/allows \(max_wait\)/);
+    // A full queue or queue: false is said first; an unknown ETA is never a reason to refuse.
+    expect(decideAdmission(policy, account(), request({ maxWaitMs: null }), { ...long, queued: 3 })).toMatchObject({
+      problem: { reason: "queue_full" },
+    });
+    const unknown: Placement = { kind: "wait", place: { position: 1, reason: "node", etaMs: null }, queued: 0 };
+    expect(decideAdmission(policy, account(), request({ maxWaitMs: 0 }), unknown)).toMatchObject({ outcome: "queued" });
+  });
+
   it("a call that may not queue is still admitted when a slot takes it, or when the scheduler places it later", () => {
     expect(decideAdmission(policy, account(), request({ queue: false }), { kind: "now" })).toMatchObject({
       outcome: "granted",

@@ -175,16 +175,17 @@ describe("PriorityScheduler ETA and the engine's reports", () => {
     b.enqueue(req("q1", { durationMs: 30_000, queuedAt: T + 1 }), req("q2", { durationMs: 30_000, queuedAt: T + 2 }));
     expect(b.run()).toEqual([]);
     // residual 10 s + 20 s over 2 slots: 15 s; then 30 s of work ahead for q2: 30 s.
-    expect(b.s.place("q1", T)).toEqual({ position: 1, reason: "node", etaMs: 15_000 });
-    expect(b.s.place("q2", T)).toEqual({ position: 2, reason: "node", etaMs: 30_000 });
+    expect(b.s.place("q1", T)).toEqual({ position: 1, reason: "node", etaMs: 15_000, expectedMs: 10_000 });
+    expect(b.s.place("q2", T)).toEqual({ position: 2, reason: "node", etaMs: 30_000, expectedMs: 20_000 });
     expect(waitPlace(b, req("new", { durationMs: 30_000, queuedAt: T + 3 }), T)).toEqual({
       position: 3,
       reason: "node",
       etaMs: 45_000,
+      expectedMs: 40_000,
     });
     // An xlarge request waits for a whole device at least.
     b.enqueue(req("xl", { slots: 2, priority: 5, durationMs: 15_000 }));
-    expect(b.s.place("xl", T)).toEqual({ position: 1, reason: "node", etaMs: 20_000 });
+    expect(b.s.place("xl", T)).toEqual({ position: 1, reason: "node", etaMs: 20_000, expectedMs: 20_000 });
   });
 
   it("rebuilds its view when the pool changed behind its back", () => {

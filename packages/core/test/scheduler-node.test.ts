@@ -46,7 +46,7 @@ describe("node-bound placement", () => {
     expect(b.run(now)).toEqual(["l"]);
     expect(b.pool.assignmentOf("l")).toMatchObject({ node: "n", index: 1 });
     expect(b.s.hold()).toEqual({ leaseId: "xl", node: "n", index: 0, shadowAt: T + 30_000 });
-    expect(b.s.place("ghost", now)).toEqual({ position: 1, reason: "node", etaMs: null });
+    expect(b.s.place("ghost", now)).toEqual({ position: 1, reason: "node", etaMs: null, expectedMs: null });
   });
 
   it("does not make one node's requests wait behind another's; an aged bound head is held a device of its own node", () => {
@@ -111,34 +111,41 @@ describe("node-bound ETA", () => {
   it("counts only its node's slots and leases, and leaves other nodes' requests out of the work ahead", () => {
     const b = twoNodes();
     // n1: 10 s + 20 s left on 2 slots, plus "u" ahead (30 s; "other" is bound to n2): 30 s.
-    expect(b.s.place("q", T)).toEqual({ position: 3, reason: "node", etaMs: 30_000 });
+    expect(b.s.place("q", T)).toEqual({ position: 3, reason: "node", etaMs: 30_000, expectedMs: 20_000 });
     // n2: 100 s + 120 s on 2 slots, nothing ahead.
-    expect(b.s.place("other", T)).toEqual({ position: 1, reason: "node", etaMs: 110_000 });
+    expect(b.s.place("other", T)).toEqual({ position: 1, reason: "node", etaMs: 110_000, expectedMs: 100_000 });
     // Unbound: the whole pool, and "other" ahead of it counts (it may keep slots "u" could use busy).
-    expect(b.s.place("u", T)).toEqual({ position: 2, reason: "node", etaMs: (250_000 + 30_000) / 4 });
+    expect(b.s.place("u", T)).toEqual({
+      position: 2,
+      reason: "node",
+      etaMs: (250_000 + 30_000) / 4,
+      expectedMs: 10_000,
+    });
     expect(waitPlace(b, req("p", { node: "n1", queuedAt: T + 1, durationMs: 30_000 }), T)).toEqual({
       position: 4,
       reason: "node",
       etaMs: 45_000,
+      expectedMs: 40_000,
     });
     // A bound xlarge waits for one of its own node's devices to clear.
     b.enqueue(req("xl", { node: "n2", slots: 2, priority: 5, durationMs: 15_000 }));
     expect(b.s.place("xl", T)?.etaMs).toBe(120_000);
     // ...and, bound to n2, it is not in n1's way.
-    expect(b.s.place("q", T)).toEqual({ position: 4, reason: "node", etaMs: 30_000 });
+    expect(b.s.place("q", T)).toEqual({ position: 4, reason: "node", etaMs: 30_000, expectedMs: 20_000 });
     b.s.remove("other");
-    expect(b.s.place("q", T)).toEqual({ position: 3, reason: "node", etaMs: 30_000 });
+    expect(b.s.place("q", T)).toEqual({ position: 3, reason: "node", etaMs: 30_000, expectedMs: 20_000 });
     expect(b.s.place("u", T)?.etaMs).toBe((250_000 + 30_000) / 4);
   });
 
   it("is null for a node with no devices", () => {
     const b = twoNodes();
     b.enqueue(req("g", { node: "n9" }));
-    expect(b.s.place("g", T)).toEqual({ position: 4, reason: "node", etaMs: null });
+    expect(b.s.place("g", T)).toEqual({ position: 4, reason: "node", etaMs: null, expectedMs: null });
     expect(waitPlace(b, req("p", { node: "n9", queuedAt: T + 1 }), T)).toEqual({
       position: 5,
       reason: "node",
       etaMs: null,
+      expectedMs: null,
     });
   });
 
@@ -200,7 +207,7 @@ describe("devices added and nodes removed between dispatches", () => {
       expect(b.removeNode("n1", report)).toEqual(["a"]);
       expect(b.run(T + 3)).toEqual(["a2"]);
       expect(b.pool.assignmentOf("a2")).toMatchObject({ node: "n2", slots: [1] });
-      expect(b.s.place("c", T + 3)).toEqual({ position: 1, reason: "node", etaMs: null });
+      expect(b.s.place("c", T + 3)).toEqual({ position: 1, reason: "node", etaMs: null, expectedMs: null });
       b.pool.addDevice(gpu("n1", 0));
       expect(b.run(T + 4)).toEqual(["c"]);
       expect(b.pool.assignmentOf("c")).toMatchObject({ node: "n1", slots: [0, 1] });
@@ -218,7 +225,7 @@ describe("devices added and nodes removed between dispatches", () => {
     b.removeNode("n1");
     expect(b.run(T + 7_000)).toEqual([]);
     expect(b.s.hold()).toEqual({ leaseId: "xl", node: "n2", index: 0, shadowAt: T + 30_000 });
-    expect(b.s.place("r", T + 7_000)).toEqual({ position: 1, reason: "node", etaMs: null });
+    expect(b.s.place("r", T + 7_000)).toEqual({ position: 1, reason: "node", etaMs: null, expectedMs: null });
   });
 
   it("moves a hold off a device whose node left", () => {
@@ -321,7 +328,7 @@ describe("dedicated devices", () => {
     expect(b.run(T + 1)).toEqual(["c"]);
     // "b" is the head a hold is made for: the unbound ones ahead of it could never be placed.
     expect(b.s.hold()).toEqual({ leaseId: "b", node: "a1", index: 0, shadowAt: T + 1 + 60_000 });
-    expect(b.s.place("u", T + 1)).toEqual({ position: 1, reason: "node", etaMs: null });
+    expect(b.s.place("u", T + 1)).toEqual({ position: 1, reason: "node", etaMs: null, expectedMs: null });
     expect(b.s.place("xl", T + 1)?.etaMs).toBeNull();
     expect(waitPlace(b, req("p"), T + 1).etaMs).toBeNull();
     expect(usableIdleSlots(b.pool, waitingOf(b), b.c, b.s.hold(), T + 1)).toBe(0);
@@ -342,12 +349,17 @@ describe("dedicated devices", () => {
     b.enqueue(req("u", { durationMs: 30_000 }), req("q", { node: "agent", priority: 0, durationMs: 30_000 }));
     expect(b.run()).toEqual([]);
     // 10 s + 20 s left on n1's 2 slots; agent's 4 slots and their leases are not for "u".
-    expect(b.s.place("u", T)).toEqual({ position: 1, reason: "node", etaMs: 15_000 });
+    expect(b.s.place("u", T)).toEqual({ position: 1, reason: "node", etaMs: 15_000, expectedMs: 10_000 });
     // A bound request still sees its node's slots, dedicated ones included, and the unbound work ahead.
-    expect(b.s.place("q", T)).toEqual({ position: 2, reason: "node", etaMs: (10_000 + 400_000 + 30_000) / 4 });
+    expect(b.s.place("q", T)).toEqual({
+      position: 2,
+      reason: "node",
+      etaMs: (10_000 + 400_000 + 30_000) / 4,
+      expectedMs: 5_000,
+    });
     // An xlarge waits for n1#0 to clear, though agent#0 clears sooner.
     b.enqueue(req("xl", { slots: 2, priority: 5, durationMs: 1_000 }));
-    expect(b.s.place("xl", T)).toEqual({ position: 1, reason: "node", etaMs: 20_000 });
+    expect(b.s.place("xl", T)).toEqual({ position: 1, reason: "node", etaMs: 20_000, expectedMs: 20_000 });
     b.s.remove("xl");
     // A lease of unknown deadline on a dedicated device does not make the unbound ETA unknown.
     b.pool.addDevice(dedicated("agent", 2, 1));

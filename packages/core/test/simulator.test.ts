@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { DEFAULT_POLICY, requestedDurationMs, simulate, tierForPerson } from "../src/index.js";
+import { DEFAULT_POLICY, requestedDurationMs, simulate, tierForPerson, tierOf } from "../src/index.js";
 import type { SimulationResult, TraceRecord } from "../src/index.js";
 
 const T0 = Date.UTC(2024, 10, 15, 12, 0, 0);
@@ -83,15 +83,34 @@ describe("simulate", () => {
     // One slot left for the free person's three 10-s calls: all granted in turn.
     expect(r.tiers["free"]).toMatchObject({ requests: 3, granted: 3, queueTimeouts: 0 });
     expect(r.admitted).toBe(4);
-    // With a 5 s queue timeout, the second and third wait for the first (until 12 s) and time out.
-    const short = simulate(records, "gpupool", {
+    // With a 5 s queue timeout, the second and third would wait for the first (until 12 s): they
+    // are refused at once (predicted_wait) instead of timing out after 5 s...
+    const short = { gpus: 1, speedup: 1, xlargeImages: null, policy: { ...DEFAULT_POLICY, queueTimeoutMs: 5 * S } };
+    const honest = simulate(records, "gpupool", short);
+    expect(honest.tiers["free"]).toMatchObject({ granted: 1, queueTimeouts: 0, predictedWaitRefusals: 2, waited: 0 });
+    expect(honest.predictedWaitRefusals).toBe(2);
+    expect(honest.endedInNothing).toBe(0);
+    // ...and, queued as before, they wait the 5 s and time out: two waits of two ended in nothing.
+    const queued = simulate(records, "gpupool", { ...short, honest: false });
+    expect(queued.tiers["free"]).toMatchObject({ granted: 1, queueTimeouts: 2, predictedWaitRefusals: 0, waited: 2 });
+    expect(queued.tiers["free"]?.waitP99S).toBe(5);
+    expect(queued.tiers["free"]?.endedInNothing).toBe(1);
+  });
+
+  it("times a tier out after its own queue timeout", () => {
+    const [a, b] = peopleOf("free", 2) as [string, string];
+    const records = [rec(0, a, 30), rec(1, a, 30), rec(2, b, 10)];
+    const tiers = { ...DEFAULT_POLICY.tiers, free: { ...tierOf(DEFAULT_POLICY, "free"), queueTimeoutMs: 5 * S } };
+    const r = simulate(records, "gpupool", {
       gpus: 1,
       speedup: 1,
       xlargeImages: null,
-      policy: { ...DEFAULT_POLICY, queueTimeoutMs: 5 * S },
+      honest: false,
+      policy: { ...DEFAULT_POLICY, tiers },
     });
-    expect(short.tiers["free"]).toMatchObject({ granted: 1, queueTimeouts: 2 });
-    expect(short.tiers["free"]?.waitP99S).toBe(5);
+    // Two slots: the first two run; the third waits 5 s (its tier's timeout, not the pool's 60 s).
+    expect(r.tiers["free"]).toMatchObject({ granted: 2, queueTimeouts: 1 });
+    expect(r.tiers["free"]?.waitP99S).toBe(5);
   });
 
   it("keeps an app at its limit waiting without blocking other apps", () => {

@@ -22,6 +22,12 @@ export interface AcquireOptions {
   readonly size?: Size | undefined;
   /** Wait for a slot when none is free (server default true); false fails fast with `NoGpuAvailableError`. */
   readonly queue?: boolean | undefined;
+  /**
+   * Seconds you are willing to wait for a slot (server default and cap: the tier's queue timeout).
+   * A call expected to wait longer fails at once with `NoGpuAvailableError` (`reason: predicted_wait`,
+   * its expected wait in `eta_s`) instead of waiting out the timeout.
+   */
+  readonly maxWait?: number | undefined;
   /** The end user's `X-IP-Token`, so they are charged instead of the app. */
   readonly ipToken?: IpTokenInput;
   /** Called whenever the queue position (or reason) changes while waiting. */
@@ -46,6 +52,7 @@ export async function acquireLease(transport: Transport, options: AcquireOptions
     ...(options.duration !== undefined ? { duration: options.duration } : {}),
     ...(options.size !== undefined ? { size: options.size } : {}),
     ...(options.queue !== undefined ? { queue: options.queue } : {}),
+    ...(options.maxWait !== undefined ? { max_wait: options.maxWait } : {}),
   };
 
   const key = options.idempotencyKey ?? newIdempotencyKey();
@@ -293,7 +300,13 @@ function parseLeaseEvent(id: string, name: string, data: string): LeaseEvent | u
   if ("position" in value)
     return {
       kind: "queued",
-      update: { leaseId: id, position: value.position, reason: value.reason, etaS: value.eta_s },
+      update: {
+        leaseId: id,
+        position: value.position,
+        reason: value.reason,
+        etaS: value.eta_s,
+        etaMaxS: value.eta_max_s ?? null,
+      },
     };
   return { kind: name === "granted" ? "granted" : "ended", lease: toLease(value.lease) };
 }

@@ -77,10 +77,12 @@ export type Device = Camelized<wire.Device>;
 
 type LeaseTimes = "queued_at" | "granted_at" | "deadline" | "ended_at";
 
-export type Lease = Omit<Camelized<wire.Lease, LeaseTimes>, "size" | "problem" | "quota" | "billing"> & {
+export type Lease = Omit<Camelized<wire.Lease, LeaseTimes>, "size" | "problem" | "quota" | "billing" | "etaMaxS"> & {
   readonly size: Size;
   /** Which bucket pays: `quotaS` from the daily quota, `overageS` from credits (held, then charged at the end). */
   readonly billing: LeaseBilling | null;
+  /** While queued: the bound on the wait (`etaS` is the expected wait); null when unknown or not queued. */
+  readonly etaMaxS: number | null;
   /** Why it ended without a grant or failed, as a whole problem (status and title from the code). */
   readonly problem: Problem | null;
   /** Null in lists and in events. */
@@ -88,7 +90,11 @@ export type Lease = Omit<Camelized<wire.Lease, LeaseTimes>, "size" | "problem" |
 };
 
 /** Progress of a queued lease, passed to `onQueue`. */
-export type QueueUpdate = Camelized<wire.QueuedEvent> & { readonly leaseId: string };
+export type QueueUpdate = Omit<Camelized<wire.QueuedEvent>, "etaMaxS"> & {
+  readonly leaseId: string;
+  /** The bound on the wait (`etaS` is the expected wait); null when unknown. */
+  readonly etaMaxS: number | null;
+};
 
 export type ReleaseResult = Omit<Camelized<wire.ReleaseResult>, "quota" | "billing"> & {
   readonly quota: Quota;
@@ -106,8 +112,10 @@ export interface DiagnosisVerdict {
   readonly position: VerdictOf<"queued">["position"] | null;
   /** Why it would wait, when queued. */
   readonly reason: VerdictOf<"queued">["reason"] | null;
-  /** Estimated seconds to the grant, when queued (an upper-bound style estimate); null if unknown. */
+  /** Expected seconds to the grant, when queued; null if unknown. */
   readonly etaS: VerdictOf<"queued">["eta_s"];
+  /** The bound on that wait (every call holding its whole reservation); null if unknown. */
+  readonly etaMaxS: number | null;
   readonly problem: Problem | null;
 }
 

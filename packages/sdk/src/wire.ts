@@ -112,6 +112,7 @@ export function toLease(l: wire.Lease): Lease {
     position: l.position,
     reason: l.reason,
     etaS: l.eta_s,
+    etaMaxS: l.eta_max_s ?? null,
     heldMs: l.held_ms,
     charged: l.charged,
     refunded: l.refunded,
@@ -138,11 +139,18 @@ function toVerdict(v: wire.DiagnosisVerdict): DiagnosisVerdict {
   switch (v.outcome) {
     case "granted":
     case "admitted":
-      return { outcome: v.outcome, position: null, reason: null, etaS: null, problem: null };
+      return { outcome: v.outcome, position: null, reason: null, etaS: null, etaMaxS: null, problem: null };
     case "queued":
-      return { outcome: v.outcome, position: v.position, reason: v.reason, etaS: v.eta_s, problem: null };
+      return {
+        outcome: v.outcome,
+        position: v.position,
+        reason: v.reason,
+        etaS: v.eta_s,
+        etaMaxS: v.eta_max_s ?? null,
+        problem: null,
+      };
     case "rejected":
-      return { outcome: v.outcome, position: null, reason: null, etaS: null, problem: v.problem };
+      return { outcome: v.outcome, position: null, reason: null, etaS: null, etaMaxS: null, problem: v.problem };
   }
 }
 

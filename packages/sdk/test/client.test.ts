@@ -70,7 +70,7 @@ describe("client calls", () => {
             { bucket: "gpu_quota", applies: true, detail: "charged to your GPU quota" },
             { bucket: "credits", applies: false, detail: "credits do not extend it" },
           ],
-          verdict: { outcome: "queued", position: 2, reason: "concurrency", eta_s: 40 },
+          verdict: { outcome: "queued", position: 2, reason: "concurrency", eta_s: 40, eta_max_s: 55 },
           causes: [],
         });
       }
@@ -87,6 +87,7 @@ describe("client calls", () => {
       position: 2,
       reason: "concurrency",
       etaS: 40,
+      etaMaxS: 55,
       problem: null,
     });
     expect(diagnosis.request).toEqual({ duration: 60, size: "xlarge", cost: 2, reserves: 120 });

@@ -25,7 +25,7 @@ describe("acquire() following the queue", () => {
         const stream = openEventStream(res);
         stream.send("queued", { position: 3, reason: "node", eta_s: null });
         stream.comment("ping");
-        stream.send("queued", { position: 2, reason: "node", eta_s: 12 });
+        stream.send("queued", { position: 2, reason: "node", eta_s: 12, eta_max_s: 30 });
         stream.send("queued", { position: 1, reason: "concurrency", eta_s: null });
         stream.send("granted", { lease: wireLease("active") });
       } else if (request.path === "/v1/leases/ls_1/release") {
@@ -35,12 +35,15 @@ describe("acquire() following the queue", () => {
     const pool = createClient({ url: server.url, appKey: "ak_test" });
     const updates: QueueUpdate[] = [];
 
-    const lease = await pool.acquire({ duration: 60, onQueue: (update) => updates.push(update) });
+    const lease = await pool.acquire({ duration: 60, maxWait: 45, onQueue: (update) => updates.push(update) });
+    // maxWait goes out as max_wait: how long this caller will wait for a slot.
+    expect(server.requests.find((r) => r.path === "/v1/leases")?.body).toEqual({ duration: 60, max_wait: 45 });
 
     expect(updates).toEqual([
-      { leaseId: "ls_1", position: 3, reason: "node", etaS: null },
-      { leaseId: "ls_1", position: 2, reason: "node", etaS: 12 },
-      { leaseId: "ls_1", position: 1, reason: "concurrency", etaS: null },
+      // A server before eta_max_s existed sends none: null.
+      { leaseId: "ls_1", position: 3, reason: "node", etaS: null, etaMaxS: null },
+      { leaseId: "ls_1", position: 2, reason: "node", etaS: 12, etaMaxS: 30 },
+      { leaseId: "ls_1", position: 1, reason: "concurrency", etaS: null, etaMaxS: null },
     ]);
     expect(lease.status).toBe("active");
     expect(lease.device?.uuid).toBe("GPU-11111111-2222");

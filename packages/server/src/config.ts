@@ -119,7 +119,19 @@ const schema = z.strictObject({
     })
     .prefault({}),
   queue: z
-    .strictObject({ timeout: duration("60s"), max_length: z.number().int().min(0).max(1_000_000).default(10_000) })
+    .strictObject({
+      // One duration for every tier, or one per tier (`default`: the tiers not named).
+      timeout: z
+        .union([duration("60s"), z.record(z.string().regex(NAME, "tier names, or default"), duration("60s"))])
+        .default(60_000),
+      max_length: z.number().int().min(0).max(1_000_000).default(10_000),
+      // Refuse at once a call expected to wait longer than it may (503 predicted_wait), or queue it
+      // until it times out (false, as before).
+      predicted_wait: z.boolean().default(true),
+      // Calls through a node's agent (the device API) that name no max_wait: refused at once when
+      // expected to outwait the queue timeout (true), or queued as before (false).
+      predicted_wait_via_agents: z.boolean().default(false),
+    })
     .prefault({}),
   pool: z
     .strictObject({
@@ -170,6 +182,15 @@ export function normalizeConfig(raw: unknown, source = "configuration"): ServerC
     if (t.max_duration <= 0) problems.push(`quota.tiers.${name}.max_duration: must be more than 0`);
     tiers[name] = { name, quotaMs: t.quota, priority: t.priority, maxDurationMs: t.max_duration, maxRuns: t.max_runs };
   }
+  const timeouts: Record<string, number> = typeof c.queue.timeout === "number" ? {} : { ...c.queue.timeout };
+  const queueTimeoutMs = typeof c.queue.timeout === "number" ? c.queue.timeout : (timeouts["default"] ?? 60_000);
+  for (const [name, ms] of Object.entries(timeouts)) {
+    if (ms <= 0) problems.push(`queue.timeout.${name}: must be more than 0`);
+    const tier = tiers[name];
+    if (tier) tiers[name] = { ...tier, queueTimeoutMs: ms };
+    else if (name !== "default")
+      problems.push(`queue.timeout.${name}: "${name}" is not one of quota.tiers (${Object.keys(tiers).join(", ")})`);
+  }
   if (!tiers[ANONYMOUS_TIER])
     problems.push(`quota.tiers: must define the "${ANONYMOUS_TIER}" tier (used for IP and app identities)`);
   const sizes: Record<string, SizePolicy> = {};
@@ -213,9 +234,11 @@ export function normalizeConfig(raw: unknown, source = "configuration"): ServerC
       defaultSize: c.quota.default_size,
       tiers,
       sizes,
-      queueTimeoutMs: c.queue.timeout,
+      queueTimeoutMs,
       queueMaxLength: c.queue.max_length,
       ...(billing === undefined ? {} : { billing }),
+      ...(c.queue.predicted_wait ? {} : { predictedWait: false }),
+      ...(c.queue.predicted_wait_via_agents ? { predictedWaitViaAgents: true } : {}),
     },
     pool: { devices },
     nodes: { heartbeatIntervalMs: c.nodes.heartbeat_interval, heartbeatTimeoutMs: c.nodes.heartbeat_timeout },

@@ -3,7 +3,14 @@ import type { Problem, WaitReason } from "@gpupool/core";
 import type { LeaseRecord } from "./storage/store.js";
 
 export type LeaseEvent =
-  | { readonly type: "queued"; readonly position: number; readonly reason: WaitReason; readonly etaMs: number | null }
+  | {
+      readonly type: "queued";
+      readonly position: number;
+      readonly reason: WaitReason;
+      /** The bound on the wait, and the expected wait (ms; null: unknown). */
+      readonly etaMs: number | null;
+      readonly expectedMs?: number | null;
+    }
   | { readonly type: "granted"; readonly lease: LeaseRecord }
   | { readonly type: "failed"; readonly problem: Problem; readonly lease: LeaseRecord }
   | { readonly type: "ended"; readonly lease: LeaseRecord };

@@ -19,6 +19,8 @@ export function billingConfig(overage: Record<string, unknown> = {}, extra: Reco
       currency: "USD",
       overage: { enabled: true, tiers: ["pro"], price_per_gpu_minute: "0.10", default_monthly_cap: "5.00", ...overage },
     },
+    // These tests queue calls behind a full pool on purpose: no refusal for the predicted wait.
+    queue: { predicted_wait: false },
     ...extra,
   };
 }

@@ -150,7 +150,7 @@ describe("settlement", () => {
   });
 
   it("a queue timeout releases everything", async () => {
-    const { u, q, before } = await queuedBehindFullPool({ queue: { timeout: "500ms" } }, null);
+    const { u, q, before } = await queuedBehindFullPool({ queue: { timeout: "500ms", predicted_wait: false } }, null);
     const ended = await waitFor(async () => {
       const x = await leaseOf(q.body.id);
       return x.status !== "queued" && x;

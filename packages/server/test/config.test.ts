@@ -32,6 +32,23 @@ describe("configuration", () => {
     expect(Object.keys(c.policy.tiers)).toEqual(["anonymous"]);
   });
 
+  it("takes queue.timeout as one duration or per tier, and honest admission switches", () => {
+    const one = normalizeConfig({ queue: { timeout: "45s" } });
+    expect(one.policy.queueTimeoutMs).toBe(45_000);
+    expect(one.policy.tiers["free"]?.queueTimeoutMs).toBeUndefined();
+    expect(one.policy.predictedWait).toBeUndefined();
+    const per = normalizeConfig({
+      queue: { timeout: { default: "50s", anonymous: "20s" }, predicted_wait: false, predicted_wait_via_agents: true },
+    });
+    expect(per.policy.queueTimeoutMs).toBe(50_000);
+    expect(per.policy.tiers["anonymous"]?.queueTimeoutMs).toBe(20_000);
+    expect(per.policy.tiers["pro"]?.queueTimeoutMs).toBeUndefined();
+    expect(per.policy).toMatchObject({ predictedWait: false, predictedWaitViaAgents: true });
+    expect(() => normalizeConfig({ queue: { timeout: { gold: "20s" } } })).toThrow(
+      /queue\.timeout\.gold: "gold" is not one of quota\.tiers/,
+    );
+  });
+
   it("reports every problem at once, each with the field's path", () => {
     let error: unknown;
     try {

@@ -108,9 +108,16 @@ describe("diagnose is a dry run of admission", () => {
                 break;
               case "queued":
                 expect(r.status, JSON.stringify(r.body)).toBe(202);
-                expect({ position: r.body.position, reason: r.body.reason }).toEqual({
+                expect({
+                  position: r.body.position,
+                  reason: r.body.reason,
+                  eta_s: r.body.eta_s,
+                  eta_max_s: r.body.eta_max_s,
+                }).toEqual({
                   position: verdict.position,
                   reason: verdict.reason,
+                  eta_s: verdict.eta_s,
+                  eta_max_s: verdict.eta_max_s,
                 });
                 break;
               case "rejected":
@@ -136,7 +143,8 @@ describe("diagnose is a dry run of admission", () => {
         "granted",
         "queued",
         "rejected:duration_too_long",
-        "rejected:no_gpu_available:queue_full",
+        // A call expected to outwait the queue timeout is refused at once, before the queue fills.
+        "rejected:no_gpu_available:predicted_wait",
         "rejected:quota_exceeded",
       ]),
     );

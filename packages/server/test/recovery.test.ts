@@ -99,7 +99,8 @@ describe("restart on the same database", () => {
 
   it("a queued lease whose queue timeout passed while down fails with queue_timeout and is refunded", async () => {
     dir = mkdtempSync(join(tmpdir(), "gpupool-recovery-"));
-    const raw = { queue: { timeout: "400ms" } };
+    // Only the free tier's queue timeout is short (per tier); queued rather than refused at once.
+    const raw = { queue: { timeout: { default: "60s", free: "400ms" }, predicted_wait: false } };
     const a = await start(raw);
     const alice = await a.user("alice", "free");
     const owner = await a.user("owner", "pro");

@@ -64,7 +64,7 @@ describe("queue places to watchers", () => {
           big: { quota: "100h", priority: 1, max_duration: "300s" },
         },
       },
-      queue: { timeout: "600s" },
+      queue: { timeout: "600s", predicted_wait: false },
     });
     const url = await t.server.listen();
     const owner = await t.user("owner", "big");

@@ -82,10 +82,16 @@ describe("lease events (SSE)", () => {
     expect(sse.status).toBe(200);
     expect(sse.contentType).toMatch(/^text\/event-stream/);
     const queued = await sse.next();
-    expect(queued).toEqual({ event: "queued", data: { position: 1, reason: "node", eta_s: expect.any(Number) } });
-    // The estimate comes from the blockers' deadlines: never more than their whole duration.
+    expect(queued).toEqual({
+      event: "queued",
+      data: { position: 1, reason: "node", eta_s: expect.any(Number), eta_max_s: expect.any(Number) },
+    });
+    // The bound comes from the blockers' deadlines: never more than their whole duration. Nothing
+    // has been learnt of what calls hold yet, so the expected wait is the same (never above it).
+    expect(queued?.data.eta_max_s).toBeGreaterThan(0);
+    expect(queued?.data.eta_max_s).toBeLessThanOrEqual(BLOCKER_S);
     expect(queued?.data.eta_s).toBeGreaterThan(0);
-    expect(queued?.data.eta_s).toBeLessThanOrEqual(BLOCKER_S);
+    expect(queued?.data.eta_s).toBeLessThanOrEqual(queued?.data.eta_max_s);
 
     await release(blockers[2]!, owner.token);
     const granted = await sse.next();
@@ -103,12 +109,12 @@ describe("lease events (SSE)", () => {
     const sse = await open(second.body.id, alice.token);
     expect(await sse.next()).toEqual({
       event: "queued",
-      data: { position: 2, reason: "node", eta_s: expect.any(Number) },
+      data: { position: 2, reason: "node", eta_s: expect.any(Number), eta_max_s: expect.any(Number) },
     });
     await release(first.body.id, alice.token); // cancels the one ahead
     expect(await sse.next()).toEqual({
       event: "queued",
-      data: { position: 1, reason: "node", eta_s: expect.any(Number) },
+      data: { position: 1, reason: "node", eta_s: expect.any(Number), eta_max_s: expect.any(Number) },
     });
     await release(blockers[0]!, owner.token);
     // A repeat of the unchanged position may come first; the next change is the grant.
@@ -119,7 +125,8 @@ describe("lease events (SSE)", () => {
   });
 
   it("a queue timeout is sent as failed {problem: queue_timeout}", async () => {
-    const { alice } = await setup({ queue: { timeout: "600ms" } });
+    // Queued rather than refused at once (it is expected to wait longer than 600 ms).
+    const { alice } = await setup({ queue: { timeout: "600ms", predicted_wait: false } });
     const q = await lease(t, alice.token, { duration: 20 });
     const sse = await open(q.body.id, alice.token);
     expect((await sse.next())?.event).toBe("queued");

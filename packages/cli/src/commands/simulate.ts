@@ -17,6 +17,9 @@ interface SimulateFlags {
   readonly policy?: SimulationPolicyName;
   readonly maxConcurrency?: number;
   readonly json?: boolean;
+  readonly sweep?: boolean;
+  /** False with --no-predicted-wait: queue every call, as before honest admission. */
+  readonly predictedWait: boolean;
 }
 
 function parseSpeedup(value: string): number {
@@ -102,6 +105,10 @@ function renderComparison(
   add("held for an aged head (slot-s)", (r) => r.heldIdleSlotS.toFixed(0));
   add("granted / admitted", (r) => `${r.granted} / ${r.admitted}`);
   add("queue timeouts", (r) => String(r.queueTimeouts));
+  add("refused at once (predicted_wait)", (r) => String(r.predictedWaitRefusals));
+  add("waits that ended in nothing", (r) => `${pct(r.endedInNothing)} (${r.queueTimeouts} of ${r.waited})`);
+  add("expected-ETA error p50 / p95", (r) => etaError(r));
+  add("granted later than eta_max", (r) => `${r.etaBoundExceeded} of ${r.etaPredicted}`);
   add("stopped at deadline", (r) => String(r.expired));
   add("peak-hour demand / capacity", (r) => r.peakHourDemand.toFixed(2));
   add("Jain fairness (GPU time)", (r) => r.jainFairness.toFixed(3));
@@ -112,6 +119,15 @@ function renderComparison(
       return t ? `${s(t.waitP50S)} / ${s(t.waitP95S)} / ${s(t.waitP99S)}` : "-";
     });
     add(`${tier}: queue timeouts`, (r) => String(r.tiers[tier]?.queueTimeouts ?? 0));
+    add(`${tier}: refused at once (predicted_wait)`, (r) => String(r.tiers[tier]?.predictedWaitRefusals ?? 0));
+    add(`${tier}: waits that ended in nothing`, (r) => {
+      const t = r.tiers[tier];
+      return t ? `${pct(t.endedInNothing)} (${t.queueTimeouts} of ${t.waited})` : "-";
+    });
+    add(`${tier}: expected-ETA error p50 / p95`, (r) => {
+      const t = r.tiers[tier];
+      return t ? etaError(t) : "-";
+    });
     add(`${tier}: quota denials`, (r) => `${r.tiers[tier]?.quotaDenials ?? 0} of ${r.tiers[tier]?.requests ?? 0}`);
   }
   return [
@@ -121,6 +137,60 @@ function renderComparison(
     table(["", ...results.map((r) => r.policy)], rows),
   ].join("\n");
 }
+
+function etaError(f: { etaErrorP50S: number | null; etaErrorP95S: number | null }): string {
+  return f.etaErrorP50S === null || f.etaErrorP95S === null ? "-" : `${s(f.etaErrorP50S)} / ${s(f.etaErrorP95S)}`;
+}
+
+/** The loads of --sweep: peak-hour demand as a multiple of the pool's capacity. */
+const SWEEP_LOADS = [0.6, 0.8, 1.0, 1.2, 1.4, 1.6];
+
+/**
+ * One line per load: the speedup is scaled so that the peak-hour demand (of the FIFO run at the
+ * given speedup) becomes each of SWEEP_LOADS × capacity; both policies at each.
+ */
+function sweep(
+  records: readonly TraceRecord[],
+  options: Partial<SimulationOptions>,
+  speedup: number,
+): { rows: string[][]; results: { load: number; gpupool: SimulationResult; fifo: SimulationResult }[] } {
+  // FIFO's demand: it admits every call the quota allows (gpupool refuses some at once).
+  const base = simulate(records, "fifo", options);
+  const perSpeedup = base.peakHourDemand / speedup;
+  const results = SWEEP_LOADS.map((load) => {
+    const s2 = perSpeedup > 0 ? load / perSpeedup : speedup;
+    const o = { ...options, speedup: Math.round(s2 * 1000) / 1000 };
+    return { load, gpupool: simulate(records, "gpupool", o), fifo: simulate(records, "fifo", o) };
+  });
+  const p95 = (r: SimulationResult): string =>
+    ["pro", "free", "anonymous"].map((t) => (r.tiers[t]?.waitP95S ?? 0).toFixed(1)).join(" / ");
+  const rows = results.map(({ load, gpupool: g, fifo: f }) => [
+    `${load.toFixed(1)}×`,
+    String(g.speedup),
+    f.peakHourDemand.toFixed(2),
+    `${pct(g.utilization)} / ${pct(f.utilization)}`,
+    `${g.queueTimeouts}+${g.predictedWaitRefusals} / ${f.queueTimeouts}`,
+    `${pct(g.endedInNothing)} / ${pct(f.endedInNothing)}`,
+    p95(g),
+    p95(f),
+    etaError(g),
+    `${g.idleWhileWaitingSlotS.toFixed(0)} / ${f.idleWhileWaitingSlotS.toFixed(0)}`,
+  ]);
+  return { rows, results };
+}
+
+const SWEEP_HEADER = [
+  "load",
+  "speedup",
+  "peak demand",
+  "utilization g / fifo",
+  "timeouts+refused g / fifo timeouts",
+  "ended in nothing g / fifo",
+  "gpupool p95 pro/free/anon",
+  "fifo p95 pro/free/anon",
+  "ETA error p50/p95",
+  "idle while waiting g / fifo",
+];
 
 function tierOrder(name: string): number {
   const i = ["pro", "free", "anonymous"].indexOf(name);
@@ -136,6 +206,13 @@ function snake(result: SimulationResult): Record<string, unknown> {
       queue_timeouts: t.queueTimeouts,
       quota_denials: t.quotaDenials,
       no_gpu_available: t.noGpuAvailable,
+      predicted_wait_refusals: t.predictedWaitRefusals,
+      waited: t.waited,
+      ended_in_nothing: t.endedInNothing,
+      eta_error_p50_s: t.etaErrorP50S,
+      eta_error_p95_s: t.etaErrorP95S,
+      eta_predicted: t.etaPredicted,
+      eta_bound_exceeded: t.etaBoundExceeded,
       wait_p50_s: t.waitP50S,
       wait_p95_s: t.waitP95S,
       wait_p99_s: t.waitP99S,
@@ -153,6 +230,13 @@ function snake(result: SimulationResult): Record<string, unknown> {
     granted: result.granted,
     expired: result.expired,
     queue_timeouts: result.queueTimeouts,
+    predicted_wait_refusals: result.predictedWaitRefusals,
+    waited: result.waited,
+    ended_in_nothing: result.endedInNothing,
+    eta_error_p50_s: result.etaErrorP50S,
+    eta_error_p95_s: result.etaErrorP95S,
+    eta_predicted: result.etaPredicted,
+    eta_bound_exceeded: result.etaBoundExceeded,
     quota_denials: result.quotaDenials,
     span_s: result.spanS,
     peak_hour_demand: result.peakHourDemand,
@@ -185,6 +269,8 @@ export function registerSimulate(program: Command): void {
     )
     .option("--policy <name>", "only this policy: gpupool or fifo (default: both, side by side)", parsePolicy)
     .option("--max-concurrency <n>", "every app's max_concurrency (default: none)", parsePositiveInt(1_000_000))
+    .option("--no-predicted-wait", "queue every call until its timeout (no predicted_wait refusals), as before")
+    .option("--sweep", "one line per load, 0.6× to 1.6× the pool's capacity at the peak hour, both policies")
     .option("--json", "print one JSON object (the last line) instead of the table");
   cmd.addHelpText(
     "after",
@@ -192,7 +278,8 @@ export function registerSimulate(program: Command): void {
 Examples:
   gpupool simulate                                  # the November trace, default load, both policies
   gpupool simulate --gpus 2 --speedup 4 --json | tail -1 | jq .policies.gpupool.tiers
-  gpupool simulate --trace my-trace.csv --policy fifo`,
+  gpupool simulate --trace my-trace.csv --policy fifo
+  gpupool simulate --sweep                          # the trade-off from a quiet pool to 1.6× overload`,
   );
   cmd.action((flags: SimulateFlags) => {
     if (!existsSync(flags.trace)) {
@@ -209,7 +296,31 @@ Examples:
       gpus: flags.gpus,
       speedup: flags.speedup,
       appMaxConcurrency: flags.maxConcurrency ?? null,
+      honest: flags.predictedWait,
     };
+    if (flags.sweep === true) {
+      const started = performance.now();
+      const { rows, results } = sweep(records, options, flags.speedup);
+      const replayMs = Math.round(performance.now() - started);
+      if (flags.json === true) {
+        const loads = results.map((r) => ({ load: r.load, gpupool: snake(r.gpupool), fifo: snake(r.fifo) }));
+        out(
+          JSON.stringify({
+            simulate: flags.trace,
+            rows: records.length,
+            gpus: flags.gpus,
+            replay_ms: replayMs,
+            sweep: loads,
+          }),
+        );
+      } else {
+        out(
+          `Swept ${records.length} calls of ${flags.trace} on ${flags.gpus} GPU(s), in ${(replayMs / 1000).toFixed(1)}s.\n`,
+        );
+        out(table(SWEEP_HEADER, rows));
+      }
+      return;
+    }
     const policies: SimulationPolicyName[] = flags.policy === undefined ? ["gpupool", "fifo"] : [flags.policy];
     const started = performance.now();
     const results = policies.map((p) => simulate(records, p, options));

@@ -5,8 +5,10 @@ import {
   nodeNotRegisteredProblem,
   queueDisabledProblem,
   queueFullProblem,
+  predictedWaitProblem,
 } from "./pool-refusals.js";
 import type { Policy, SizePolicy, TierPolicy } from "../policy.js";
+import { queueTimeoutOf } from "../policy.js";
 import type { QueuePlace } from "../scheduling/priority-scheduler.js";
 import type { Problem } from "../problem.js";
 import type { LedgerState } from "../accounts/ledger.js";
@@ -51,6 +53,23 @@ export interface AdmissionRequest {
   /** Only this node's GPUs may take the call (a call through its agent); null: any shared GPU. */
   readonly node: string | null;
   readonly now: number;
+  /**
+   * How long the caller will wait for a slot (ms; capped at the tier's queue timeout). A call
+   * expected to wait longer is refused at once (`predicted_wait`). Null: as long as the queue
+   * timeout, with the same refusal. Absent: as long as the queue timeout, never refused for its
+   * expected wait (the device API's behaviour unless configured).
+   */
+  readonly maxWaitMs?: number | null;
+}
+
+/** How long a call may wait in the queue: the caller's `maxWaitMs`, at most the tier's queue timeout. */
+export function waitLimitMs(
+  policy: Policy,
+  tier: TierPolicy | undefined,
+  maxWaitMs: number | null | undefined,
+): number {
+  const timeout = queueTimeoutOf(policy, tier);
+  return maxWaitMs === null || maxWaitMs === undefined ? timeout : Math.min(timeout, Math.max(0, maxWaitMs));
 }
 
 /** Where the pool would put the call now, as whoever decides can tell. */
@@ -126,7 +145,7 @@ export function decideAdmission(
 ): AdmissionDecision {
   const quota = allowance(policy, account, request);
   if (!quota.ok) return { kind: "refused", problem: quota.problem, retryAfterS: quota.retryAfterS };
-  const refused = placementRefusal(policy, request, placement);
+  const refused = placementRefusal(policy, request, placement, account.tier);
   if (refused !== null) return refused;
   const outcome = placement.kind === "now" ? "granted" : placement.kind === "wait" ? "queued" : "pending";
   return { kind: "admitted", outcome, reservedMs: quota.reservedMs, split: quota.split, ledger: quota.ledger };
@@ -134,12 +153,15 @@ export function decideAdmission(
 
 /**
  * The pool's half of the decision, alone: for a call whose quota is already reserved and that is
- * placed only now (the leader placing what another replica admitted). Null: it may go on.
+ * placed only now (the leader placing what another replica admitted). Null: it may go on. A call
+ * that would wait is refused at once when its expected wait (the bound when no expectation is
+ * known) is longer than it may wait (see `maxWaitMs`).
  */
 export function placementRefusal(
   policy: Policy,
-  request: Pick<AdmissionRequest, "size" | "node" | "queue">,
+  request: Pick<AdmissionRequest, "size" | "node" | "queue" | "maxWaitMs">,
   placement: Placement,
+  tier?: TierPolicy,
 ): (AdmissionDecision & { kind: "refused" }) | null {
   switch (placement.kind) {
     case "node_missing":
@@ -154,9 +176,29 @@ export function placementRefusal(
       if (placement.queued >= policy.queueMaxLength)
         return { kind: "refused", problem: queueFullProblem(policy.queueMaxLength), retryAfterS: 60 };
       if (!request.queue) return { kind: "refused", problem: queueDisabledProblem(), retryAfterS: 5 };
-      return null;
+      return predictedWaitRefusal(policy, request, placement.place, tier);
     case "now":
     case "later":
       return null;
   }
+}
+
+/** The refusal of a call expected to wait longer than it may (see `placementRefusal`), or null. */
+function predictedWaitRefusal(
+  policy: Policy,
+  request: Pick<AdmissionRequest, "maxWaitMs">,
+  place: QueuePlace | null,
+  tier: TierPolicy | undefined,
+): (AdmissionDecision & { kind: "refused" }) | null {
+  if (request.maxWaitMs === undefined || place === null || place.etaMs === null) return null;
+  const expectedMs = place.expectedMs ?? place.etaMs;
+  const limitMs = waitLimitMs(policy, tier, request.maxWaitMs);
+  if (expectedMs <= limitMs) return null;
+  const limitBy =
+    request.maxWaitMs !== null && request.maxWaitMs < queueTimeoutOf(policy, tier) ? "max_wait" : "queue_timeout";
+  return {
+    kind: "refused",
+    problem: predictedWaitProblem({ expectedMs, boundMs: place.etaMs, limitMs, limitBy, tier: tier?.name ?? null }),
+    retryAfterS: Math.max(1, Math.ceil((expectedMs - limitMs) / 1000)),
+  };
 }

@@ -16,7 +16,10 @@ export type Verdict =
       readonly outcome: "queued";
       readonly position: number;
       readonly reason: "node" | "concurrency";
+      /** Expected seconds to the grant. */
       readonly eta_s?: number | null;
+      /** The bound on the wait. */
+      readonly eta_max_s?: number | null;
     }
   | { readonly outcome: "rejected"; readonly problem: Problem };
 
@@ -116,6 +119,12 @@ export function likelyCauses(input: CauseInput): Cause[] {
       causes.push({
         cause: "The call's overage would take this month's overage spending past your monthly cap.",
         fix: "Raise the cap (gpupool billing overage on --cap AMOUNT) or wait for the next billing month.",
+      });
+    } else if (p.code === "no_gpu_available" && p["reason"] === "predicted_wait") {
+      causes.push({
+        cause:
+          "Every GPU slot that fits is busy, and the call is expected to wait longer than it may (its max_wait, or the tier's queue timeout).",
+        fix: "Retry after the Retry-After time, or allow a longer max_wait; a higher tier waits less.",
       });
     } else if (p.code === "no_gpu_available") {
       causes.push({

@@ -50,3 +50,30 @@ export function queueDisabledProblem(): Problem {
     { reason: "queue_disabled" },
   );
 }
+
+/** What a `predicted_wait` refusal says: the expected wait, its bound, and what the call could wait. */
+export interface PredictedWait {
+  readonly expectedMs: number;
+  readonly boundMs: number;
+  readonly limitMs: number;
+  /** Whether the limit is the caller's `max_wait` or the tier's queue timeout. */
+  readonly limitBy: "max_wait" | "queue_timeout";
+  readonly tier: string | null;
+}
+
+/** A call expected to wait longer than it may: refused at once instead of timing out in the queue. */
+export function predictedWaitProblem(w: PredictedWait): Problem {
+  const etaS = Math.ceil(w.expectedMs / 1000);
+  const etaMaxS = Math.ceil(w.boundMs / 1000);
+  const limitS = Math.floor(w.limitMs / 1000);
+  const limit =
+    w.limitBy === "max_wait"
+      ? `the ${limitS}s this request allows (max_wait)`
+      : `the ${limitS}s queue timeout${w.tier === null ? "" : ` of the ${w.tier} tier`}`;
+  const retryS = Math.max(1, Math.ceil((w.expectedMs - w.limitMs) / 1000));
+  return problem(
+    "no_gpu_available",
+    `Every GPU slot that fits this call is busy and the wait is expected to be about ${etaS}s (at most ${etaMaxS}s), longer than ${limit}. It was refused now rather than left to time out; nothing was reserved or charged. Retry in about ${retryS}s${w.limitBy === "max_wait" ? ", or allow a longer max_wait" : ""}.`,
+    { reason: "predicted_wait", eta_s: etaS, eta_max_s: etaMaxS, max_wait_s: limitS },
+  );
+}

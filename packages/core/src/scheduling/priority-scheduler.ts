@@ -7,11 +7,14 @@ import { RankedSet } from "./scheduler-rank.js";
 import { SlotBoard } from "./scheduler-slots.js";
 import { atLimit, nextStep } from "./dispatch-step.js";
 import type { StepState } from "./dispatch-step.js";
+import { HeldShares } from "./held-shares.js";
+import { boundEtaMs } from "./scheduler-eta.js";
+import type { EtaState } from "./scheduler-eta.js";
+import { ExpectedWaits } from "./scheduler-expected.js";
 import { DEFAULT_SCHEDULER_OPTIONS } from "./scheduler-types.js";
 import type { Hold, QueuePlace, SchedulerOptions, Trial } from "./scheduler-types.js";
 
 export type { PriorityRequest } from "./scheduler-lanes.js";
-
 export type { Hold, QueuePlace, SchedulerOptions, Trial } from "./scheduler-types.js";
 export { DEFAULT_SCHEDULER_OPTIONS, schedulerOptionsFor } from "./scheduler-types.js";
 
@@ -29,11 +32,13 @@ export { DEFAULT_SCHEDULER_OPTIONS, schedulerOptionsFor } from "./scheduler-type
  *   `concurrency` there. A granted lease's deadline is taken to be `now + durationMs`.
  * - `onGranted(leaseId, appId, assignment, deadline)` for every lease that became active without
  *   this scheduler's dispatch (recovery after a restart), and whenever a deadline changes.
- * - `onReleased(leaseId)` whenever a lease's slots are freed (release, expiry, failure, node
- *   removal). Idempotent.
+ * - `onReleased(leaseId, endedAt?)` whenever a lease's slots are freed (release, expiry, failure,
+ *   node removal). Idempotent. With `endedAt` (a release or an expiry, not an eviction) the
+ *   scheduler learns how much of its reservation the lease held, for expected ETAs.
  * - `appLimitChanged(appId)` when an app's max_concurrency changes.
  * - `remove(leaseId)` when a queued lease leaves the queue without a grant (cancel, timeout).
- * - `place(leaseId, now)` for the SSE `queued {position, reason, eta_s}` event; O(log n).
+ * - `place(leaseId, now)` for the SSE `queued {position, reason, eta_s}` event: both ETAs, the
+ *   bound and the expected one; O(log n) plus the forecast, once per change (see `place`).
  *
  * A request with `node` set is only ever placed on that node's devices; one without, only on
  * shared devices (not DeviceSpec.dedicated: those are for their node's requests alone). A request
@@ -65,16 +70,25 @@ export class PriorityScheduler {
   private readonly recheck = new Set<string>();
   private currentHold: Hold | null = null;
   private ord = 0;
-  /** What each dispatch step looks at. */
+  /** What each dispatch step, the ETAs and the expected waits (told of every change) look at. */
   private readonly steps: StepState;
+  private readonly eta: EtaState;
+  private readonly waits: ExpectedWaits;
 
-  constructor(options: Partial<SchedulerOptions> = {}) {
+  /** `held`: what calls hold, learnt at `onReleased`; hand it to the scheduler of a rebuild to keep what was learnt. */
+  constructor(
+    options: Partial<SchedulerOptions> = {},
+    readonly held: HeldShares = new HeldShares(),
+  ) {
     this.options = { ...DEFAULT_SCHEDULER_OPTIONS, ...options };
     if (!(this.options.agingStepMs > 0)) throw new Error("agingStepMs must be positive");
     if (!(this.options.holdAfterMs >= 0)) throw new Error("holdAfterMs must not be negative");
     if (!(Number.isInteger(this.options.shareSteps) && this.options.shareSteps >= 1))
       throw new Error("shareSteps must be a positive integer");
     this.steps = { lanes: this.lanes, board: this.board, holdAfterMs: this.options.holdAfterMs };
+    this.eta = { board: this.board, bound: this.bound, appLeases: this.appLeases };
+    const fresh = (): PriorityScheduler => new PriorityScheduler(this.options, held);
+    this.waits = new ExpectedWaits(this.eta, held, this.options.forecastLimit, this.entries, fresh);
   }
 
   get size(): number {
@@ -90,11 +104,13 @@ export class PriorityScheduler {
     this.lanes.add(entry);
     if (node !== null) this.bound.add(entry, node);
     if (request.appId !== null) this.recheck.add(request.appId);
+    this.waits.changed();
   }
 
   remove(leaseId: string): boolean {
     const entry = this.entries.get(leaseId);
     if (!entry) return false;
+    this.waits.changed();
     this.entries.delete(leaseId);
     this.ranked.remove(entry);
     this.lanes.remove(entry);
@@ -132,14 +148,31 @@ export class PriorityScheduler {
    * the work ahead leaves out requests bound to other nodes, which can never use them. For an
    * unbound one, they are the shared devices' slots (null when there are none): the work of leases
    * on dedicated devices is left out too, and bound requests ahead all count.
+   *
+   * `expectedMs` is what the wait is expected to be, from what calls actually hold: while the
+   * queue and the pool are small (`forecastLimit`), the scheduler itself played forward on a copy
+   * (`forecast.ts`) — every active lease ending at its expected end, every grant holding its
+   * app's expected share of its duration, no new arrival; beyond, the bound's formula with those
+   * expected holds. Never above `etaMs`: a forecast later than the formula (a multi-slot call, or
+   * one at its app's limit) raises `etaMs` to it, and one that says never (an app held at a limit
+   * of 0) gives the formula. Null when `etaMs` is. Computed once per change and time, so asking
+   * it for every queued lease after a change costs one forecast.
    */
   place(leaseId: string, now: number): QueuePlace | null {
     const entry = this.entries.get(leaseId);
-    if (!entry) return null;
+    return entry === undefined ? null : this.placeOf(entry, now, false);
+  }
+
+  /** See `place`; `probe`: a trial's entry (its forecast stops once it is granted, and is not kept). */
+  private placeOf(entry: QueueEntry, now: number, probe: boolean): QueuePlace | null {
     const rank = this.ranked.rank(entry);
     if (rank === null) return null;
     const reason = this.reasonOf(entry.request);
-    return { position: rank.before + 1, reason, etaMs: this.estimate(entry, rank.weightBefore, reason, now) };
+    const boundMs = boundEtaMs(this.eta, entry, rank.weightBefore, reason, now);
+    const expectedMs = boundMs === null ? null : this.waits.of(entry, rank.weightBefore, boundMs, now, probe);
+    // A forecast later than the formula (a multi-slot call, an app at its limit) raises the bound.
+    const etaMs = boundMs === null || expectedMs === null ? boundMs : Math.max(boundMs, expectedMs);
+    return { position: rank.before + 1, reason, etaMs, expectedMs };
   }
 
   /** Queued requests in priority order with their place and why they wait. O(n). */
@@ -149,28 +182,50 @@ export class PriorityScheduler {
       yield { request: e.request, position: position++, reason: this.reasonOf(e.request) };
   }
 
+  /** For a copy that plays this scheduler's schedule forward: break device ties as `keys` order them. */
+  followTieOrder = (keys: readonly string[]): void => this.board.followTieOrder(keys);
+
   /** The hold in force after the last dispatch, if any. */
   hold(): Hold | null {
     return this.currentHold;
   }
 
-  /** A lease became active without this scheduler's dispatch (recovery), or its deadline changed. */
-  onGranted(leaseId: string, appId: string | null, assignment: SlotAssignment, deadline: number): void {
-    this.board.occupy(leaseId, appId, assignment, deadline);
+  /**
+   * A lease became active without this scheduler's dispatch (recovery), or its deadline changed.
+   * `grantedAt`, when known, makes its expected end better informed (see HeldShares.expectedEnd).
+   */
+  onGranted(
+    leaseId: string,
+    appId: string | null,
+    assignment: SlotAssignment,
+    deadline: number,
+    grantedAt?: number,
+  ): void {
+    this.waits.changed();
+    this.board.occupy(leaseId, appId, assignment, deadline, grantedAt ?? null);
     if (appId !== null) {
       this.appSet(appId).add(leaseId);
       this.recheck.add(appId);
     }
   }
 
-  /** A lease's slots were freed. Idempotent. */
-  onReleased(leaseId: string): void {
+  /**
+   * A lease's slots were freed. Idempotent. `endedAt`: when it was released or expired — then the
+   * share of its duration it held is learnt (leave it out for an eviction, which says nothing of
+   * what the call needed).
+   */
+  onReleased(leaseId: string, endedAt?: number): void {
     const gone = this.board.release(leaseId);
-    if (gone) this.forgetActive(leaseId, gone.appId);
+    if (!gone) return;
+    this.waits.changed();
+    if (endedAt !== undefined && gone.grantedAt !== null && Number.isFinite(gone.deadline))
+      this.held.learn(gone.appId, endedAt - gone.grantedAt, gone.deadline - gone.grantedAt);
+    this.forgetActive(leaseId, gone.appId);
   }
 
   /** The app's concurrency limit changed: re-examine its waiting requests at the next dispatch. */
   appLimitChanged(appId: string): void {
+    this.waits.changed();
     this.lanes.unpark(appId);
     this.recheck.add(appId);
   }
@@ -189,7 +244,8 @@ export class PriorityScheduler {
     if (chosen === null) return null;
     const assignment = pool.occupy(request.leaseId, chosen.device.node, chosen.device.index, chosen.slots);
     if (assignment === null) return null;
-    this.board.occupy(request.leaseId, request.appId, assignment, now + request.durationMs);
+    this.waits.changed();
+    this.board.occupy(request.leaseId, request.appId, assignment, now + request.durationMs, now);
     if (request.appId !== null) this.appSet(request.appId).add(request.leaseId);
     this.currentHold = null;
     return { leaseId: request.leaseId, assignment };
@@ -209,6 +265,7 @@ export class PriorityScheduler {
     now: number,
   ): Grant[] {
     this.normalize(pool, concurrency);
+    this.waits.concurrency = concurrency;
     const grants: Grant[] = [];
     let resynced = false;
     this.currentHold = null;
@@ -233,7 +290,7 @@ export class PriorityScheduler {
         continue;
       }
       this.remove(request.leaseId);
-      this.board.occupy(request.leaseId, request.appId, assignment, now + request.durationMs);
+      this.board.occupy(request.leaseId, request.appId, assignment, now + request.durationMs, now);
       if (request.appId !== null) this.appSet(request.appId).add(request.leaseId);
       const grant: Grant = { leaseId: request.leaseId, assignment };
       grants.push(grant);
@@ -259,6 +316,7 @@ export class PriorityScheduler {
         return { kind: "now", node: chosen.device.node, index: chosen.device.index, slots: chosen.slots };
     }
     this.normalize(pool, concurrency);
+    this.waits.concurrency = concurrency;
     const ord = this.ord;
     this.enqueue(request);
     try {
@@ -273,7 +331,10 @@ export class PriorityScheduler {
           slots: step.chosen.slots,
         };
       }
-      return { kind: "wait", place: this.place(request.leaseId, now) as QueuePlace };
+      return {
+        kind: "wait",
+        place: this.placeOf(this.entries.get(request.leaseId) as QueueEntry, now, true) as QueuePlace,
+      };
     } finally {
       this.remove(request.leaseId);
       this.ord = ord;
@@ -288,29 +349,6 @@ export class PriorityScheduler {
     for (const app of this.lanes.parkedApps()) if (!atLimit(concurrency, app)) this.lanes.unpark(app);
     for (const app of this.recheck) if (atLimit(concurrency, app)) this.lanes.park(app);
     this.recheck.clear();
-  }
-
-  /** See `place`; `entry` is queued, or a preview's probe. */
-  private estimate(entry: QueueEntry, workAheadMs: number, reason: WaitReason, now: number): number | null {
-    const request = entry.request;
-    const node = request.node ?? null;
-    const scope = this.board.scope(node);
-    if (scope === null || scope.totalSlots === 0 || scope.unknownDeadlines) return null;
-    const ahead = node === null ? workAheadMs : workAheadMs - this.bound.otherNodesBefore(entry, node);
-    let eta = (scope.residualMs(now) + ahead) / scope.totalSlots;
-    if (request.slots > 1) {
-      const soonest = this.board.soonest(request.slots, node);
-      if (soonest === null || soonest.at === Number.POSITIVE_INFINITY) return null;
-      eta = Math.max(eta, soonest.at - now);
-    }
-    if (reason === "concurrency" && request.appId !== null) {
-      let earliest = Number.POSITIVE_INFINITY;
-      for (const id of this.appLeases.get(request.appId) ?? [])
-        earliest = Math.min(earliest, this.board.deadlineOf(id) ?? Number.POSITIVE_INFINITY);
-      if (!Number.isFinite(earliest)) return null;
-      eta = Math.max(eta, earliest - now);
-    }
-    return Math.max(0, Math.ceil(eta));
   }
 
   private entryFor(request: PriorityRequest, lane: QueueEntry["lane"] | null): QueueEntry {
@@ -331,6 +369,7 @@ export class PriorityScheduler {
   }
 
   private resync(pool: Pool): void {
+    this.waits.changed();
     for (const gone of this.board.syncFrom(pool)) this.forgetActive(gone.leaseId, gone.appId);
     // Devices may have come or gone: requests no device could take may fit now, or the reverse.
     this.lanes.refit();

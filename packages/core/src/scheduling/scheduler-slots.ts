@@ -52,6 +52,8 @@ export class SlotBoard {
   private mirrored: Pool | null = null;
   private mirroredVersion = -1;
   private readonly scratch: number[] = [];
+  /** Another board's tie order, applied at every rebuild (a forecast's copy: see followTieOrder). */
+  private tiesAs: ReadonlyMap<string, number> | null = null;
 
   inStepWith(pool: Pool): boolean {
     return (
@@ -135,7 +137,7 @@ export class SlotBoard {
           if (info.slots !== slots) this.leases.set(leaseId, { ...info, slots });
         } else {
           // A lease the scheduler was never told about: its deadline is unknown.
-          this.leases.set(leaseId, { appId: null, slots, deadline: Number.POSITIVE_INFINITY });
+          this.leases.set(leaseId, { appId: null, slots, deadline: Number.POSITIVE_INFINITY, grantedAt: null });
         }
         this.countLease(this.leases.get(leaseId) as LeaseInfo, d, +1);
       }
@@ -145,6 +147,7 @@ export class SlotBoard {
       }
       this.refresh(d);
     }
+    if (this.tiesAs !== null) this.orderTies(this.tiesAs);
     const gone: { leaseId: string; appId: string | null }[] = [];
     for (const [leaseId, info] of this.leases) {
       if (!seen.has(leaseId)) gone.push({ leaseId, appId: info.appId });
@@ -229,11 +232,18 @@ export class SlotBoard {
   }
 
   /** Records a lease on known slots (a grant the scheduler made, or one the engine reports). */
-  occupy(leaseId: string, appId: string | null, assignment: SlotAssignment, deadline: number): boolean {
+  occupy(
+    leaseId: string,
+    appId: string | null,
+    assignment: SlotAssignment,
+    deadline: number,
+    grantedAt: number | null,
+  ): boolean {
     const d = this.devices.get(deviceKey(assignment.node, assignment.index));
     if (this.placed.has(leaseId)) {
-      // Already known (e.g. reported again after a grant): only the deadline may be news.
+      // Already known (e.g. reported again after a grant): only the deadline (and grant time) may be news.
       const info = this.leases.get(leaseId);
+      if (info && grantedAt !== null) info.grantedAt = grantedAt;
       if (info && info.deadline !== deadline) {
         const at = this.placed.get(leaseId) as DeviceTimeline;
         this.countLease(info, at, -1);
@@ -245,10 +255,10 @@ export class SlotBoard {
     }
     if (!d || assignment.slots.some((s) => d.holders[s] !== null)) {
       // Unknown device or slots we believed taken: remember the lease, resync on next dispatch.
-      this.leases.set(leaseId, { appId, slots: assignment.slots.length, deadline });
+      this.leases.set(leaseId, { appId, slots: assignment.slots.length, deadline, grantedAt });
       return false;
     }
-    const info: LeaseInfo = { appId, slots: assignment.slots.length, deadline };
+    const info: LeaseInfo = { appId, slots: assignment.slots.length, deadline, grantedAt };
     this.leases.set(leaseId, info);
     this.placed.set(leaseId, d);
     for (const s of assignment.slots) d.holders[s] = leaseId;
@@ -258,8 +268,47 @@ export class SlotBoard {
     return true;
   }
 
-  /** Forgets a lease and frees its slots; returns its app when it was known. */
-  release(leaseId: string): { appId: string | null } | null {
+  /** Devices and leases this view holds (what a forecast would copy). */
+  get size(): number {
+    return this.devices.size + this.leases.size;
+  }
+
+  /**
+   * Shared devices in the order `choose` breaks ties among equally free ones: the order each
+   * entered its free-slot count. It depends on the history of grants and releases, so a copy
+   * made to play the schedule forward (a forecast) takes it over with `followTieOrder`.
+   */
+  tieOrder(): string[] {
+    const keys: string[] = [];
+    for (const set of this.byFree.values()) for (const d of set) keys.push(d.key);
+    return keys;
+  }
+
+  /** Break ties as `keys` (another board's tieOrder) does, from the next rebuild from a pool on. */
+  followTieOrder(keys: readonly string[]): void {
+    this.tiesAs = new Map(keys.map((k, i) => [k, i]));
+  }
+
+  private orderTies(rank: ReadonlyMap<string, number>): void {
+    const at = (d: DeviceTimeline): number => rank.get(d.key) ?? Number.POSITIVE_INFINITY;
+    for (const [free, set] of this.byFree) this.byFree.set(free, new Set([...set].sort((a, b) => at(a) - at(b))));
+  }
+
+  /** The pool this view mirrors (null until the first dispatch). */
+  get pool(): Pool | null {
+    return this.mirrored;
+  }
+
+  /** Every lease placed on a device, with what is known of it. */
+  *placedLeases(): Generator<{ leaseId: string; info: LeaseInfo; device: DeviceTimeline }> {
+    for (const [leaseId, device] of this.placed) {
+      const info = this.leases.get(leaseId);
+      if (info) yield { leaseId, info, device };
+    }
+  }
+
+  /** Forgets a lease and frees its slots; returns what was known of it. */
+  release(leaseId: string): LeaseInfo | null {
     const info = this.leases.get(leaseId);
     if (!info) return null;
     this.leases.delete(leaseId);
@@ -277,7 +326,7 @@ export class SlotBoard {
       this.addFree(d, freed);
       this.refresh(d);
     }
-    return { appId: info.appId };
+    return info;
   }
 
   deadlineOf(leaseId: string): number | null {

@@ -8,9 +8,20 @@ export interface SchedulerOptions {
   readonly holdAfterMs: number;
   /** Quota-left shares are compared in this many equal steps (20: 5 % steps). */
   readonly shareSteps: number;
+  /**
+   * Expected ETAs come from a forecast (the scheduler itself played forward on a copy) while the
+   * queued requests, active leases and devices number at most this many together; beyond, from
+   * the bound's formula with expected holds (see docs/scheduling.md §5).
+   */
+  readonly forecastLimit: number;
 }
 
-export const DEFAULT_SCHEDULER_OPTIONS: SchedulerOptions = { agingStepMs: 15_000, holdAfterMs: 15_000, shareSteps: 20 };
+export const DEFAULT_SCHEDULER_OPTIONS: SchedulerOptions = {
+  agingStepMs: 15_000,
+  holdAfterMs: 15_000,
+  shareSteps: 20,
+  forecastLimit: 160,
+};
 
 /** Aging step and hold threshold as a quarter of the queue timeout each. */
 export function schedulerOptionsFor(
@@ -35,10 +46,15 @@ export type Trial =
   | { readonly kind: "now"; readonly node: string; readonly index: number; readonly slots: readonly number[] }
   | { readonly kind: "wait"; readonly place: QueuePlace };
 
-/** Where a queued lease stands: its place in line, why it waits, and an estimate of the wait. */
+/** Where a queued lease stands: its place in line, why it waits, and two estimates of the wait. */
 export interface QueuePlace {
   readonly position: number;
   readonly reason: WaitReason;
-  /** Estimated milliseconds until the grant (upper-bound style, see `place`); null when unknown. */
+  /** The bound: milliseconds until the grant if every call holds all it reserved (see `place`); null when unknown. */
   readonly etaMs: number | null;
+  /**
+   * The expected milliseconds until the grant, from what calls of each app actually hold (see
+   * `place`); never above `etaMs`; null when unknown. Absent from places made before it existed.
+   */
+  readonly expectedMs?: number | null;
 }

@@ -22,6 +22,8 @@ export interface LeaseInfo {
   readonly appId: string | null;
   readonly slots: number;
   deadline: number;
+  /** When it was granted (null: not known, e.g. a lease found in the pool on a resync). */
+  grantedAt: number | null;
 }
 
 /** Whether a request bound to `node` (null: unbound) may go on `d`: its node's, or any shared one. */

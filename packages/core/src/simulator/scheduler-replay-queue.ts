@@ -16,7 +16,8 @@ export interface Queue {
     onGrant: (grant: Grant, request: PriorityRequest) => void,
     now: number,
   ): void;
-  released(leaseId: string): void;
+  /** A lease ended at `now` (the priority scheduler learns what share of its reservation it held). */
+  released(leaseId: string, now: number): void;
   hold(): Hold | null;
   /** What enqueue + dispatch would do with a request arriving now (see PriorityScheduler.trial); changes nothing. */
   trial(
@@ -55,7 +56,7 @@ export function queueFor(
     enqueue: (r) => scheduler.enqueue(r),
     remove: (id) => scheduler.remove(id),
     dispatch: (pool, c, onGrant, now) => void scheduler.dispatch(pool, c, onGrant, now),
-    released: (id) => scheduler.onReleased(id),
+    released: (id, now) => scheduler.onReleased(id, now),
     hold: () => scheduler.hold(),
     trial: (r, pool, c, now) => scheduler.trial(r, pool, c, now),
   };

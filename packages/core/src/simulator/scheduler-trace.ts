@@ -19,8 +19,21 @@ export interface TierFigures {
   readonly queueTimeouts: number;
   /** Refused by quota admission (quota_exceeded, duration_too_long, runs_exceeded). */
   readonly quotaDenials: number;
-  /** Refused with no_gpu_available: the queue was full, or no GPU of the pool could ever take the size. */
+  /** Refused with no_gpu_available: the queue was full, no GPU of the pool could ever take the size, or predicted_wait. */
   readonly noGpuAvailable: number;
+  /** Refused at once (no_gpu_available, reason predicted_wait): expected to wait longer than the queue timeout. */
+  readonly predictedWaitRefusals: number;
+  /** Admitted calls that did not get a slot at once. */
+  readonly waited: number;
+  /** Queue timeouts ÷ calls that waited: the share of waits that ended in nothing. */
+  readonly endedInNothing: number;
+  /** |expected ETA at admission − actual wait| of the queued calls granted, p50 and p95 (null: none predicted). */
+  readonly etaErrorP50S: number | null;
+  readonly etaErrorP95S: number | null;
+  /** Queued calls granted that had an expected ETA (the ETA error's sample). */
+  readonly etaPredicted: number;
+  /** Of those, granted later than the bound (eta_max) said at admission. */
+  readonly etaBoundExceeded: number;
   /** Waits of every admitted call, in seconds: grant − arrival, or the queue timeout for calls that timed out. */
   readonly waitP50S: number;
   readonly waitP95S: number;
@@ -41,6 +54,14 @@ export interface SimulationResult {
   readonly expired: number;
   readonly queueTimeouts: number;
   readonly quotaDenials: number;
+  /** Refused at once with no_gpu_available (predicted_wait), summed over tiers. */
+  readonly predictedWaitRefusals: number;
+  readonly waited: number;
+  readonly endedInNothing: number;
+  readonly etaErrorP50S: number | null;
+  readonly etaErrorP95S: number | null;
+  readonly etaPredicted: number;
+  readonly etaBoundExceeded: number;
   /** Virtual seconds from the first arrival to the last lease's end. */
   readonly spanS: number;
   /** Busy slot-seconds over slots × span. */

@@ -3,10 +3,10 @@ import { decideAdmission, quotaLeftShare } from "../leases/admission.js";
 import type { Identity } from "../identity/identity.js";
 import { identityKey } from "../identity/identity.js";
 import type { Policy, SizePolicy, TierPolicy } from "../policy.js";
-import { DEFAULT_POLICY, tierOf } from "../policy.js";
+import { queueTimeoutOf, tierOf } from "../policy.js";
 import type { DeviceSpec } from "../scheduling/pool.js";
 import { Pool } from "../scheduling/pool.js";
-import type { PriorityRequest, QueuePlace, SchedulerOptions } from "../scheduling/priority-scheduler.js";
+import type { PriorityRequest, QueuePlace } from "../scheduling/priority-scheduler.js";
 import type { LedgerState } from "../accounts/ledger.js";
 import {
   EMPTY_LEDGER,
@@ -20,48 +20,17 @@ import {
 import type { Concurrency } from "../scheduling/scheduler.js";
 import { IndexedHeap } from "../scheduling/scheduler-heap.js";
 import { queueFor } from "./scheduler-replay-queue.js";
+import type { SimulationOptions } from "./simulation-options.js";
+import { DEFAULT_SIMULATION_OPTIONS } from "./simulation-options.js";
 import { usableIdleSlots } from "../scheduling/scheduler-idle.js";
 import type { SimulationPolicyName, SimulationResult, TraceRecord } from "./scheduler-trace.js";
 import { requestedDurationMs, tierForPerson } from "./scheduler-trace.js";
-import { round, tierFigures } from "./figures.js";
+import { newTierAcc, round, tierFigures } from "./figures.js";
 import type { TierAcc } from "./figures.js";
 
 export * from "../scheduling/scheduler-idle.js";
+export * from "./simulation-options.js";
 export * from "./scheduler-trace.js";
-
-export interface SimulationOptions {
-  /** GPUs in the pool, each split into `slotsPerGpu` slots. */
-  readonly gpus: number;
-  readonly slotsPerGpu: number;
-  /** Inter-arrival times are divided by this (GPU times are not). */
-  readonly speedup: number;
-  /** Quota, tiers, sizes and queue timeout: the server's policy. */
-  readonly policy: Policy;
-  /** Percent of people put in the pro and free tiers; the rest are anonymous. */
-  readonly proPercent: number;
-  readonly freePercent: number;
-  /** Requested duration: GPU time rounded up to a multiple of this, at least one step, at most the tier's maximum. */
-  readonly durationStepMs: number;
-  /** A call asking for at least this many images is xlarge (a whole GPU); null: every call is large. */
-  readonly xlargeImages: number | null;
-  /** Every app's max_concurrency; null: no limit. */
-  readonly appMaxConcurrency: number | null;
-  /** Overrides of the gpupool scheduler's options (defaults derive from the queue timeout). */
-  readonly scheduler: Partial<SchedulerOptions>;
-}
-
-export const DEFAULT_SIMULATION_OPTIONS: SimulationOptions = {
-  gpus: 1,
-  slotsPerGpu: 2,
-  speedup: 2,
-  policy: DEFAULT_POLICY,
-  proPercent: 5,
-  freePercent: 20,
-  durationStepMs: 15_000,
-  xlargeImages: 8,
-  appMaxConcurrency: null,
-  scheduler: {},
-};
 
 interface SimLease {
   readonly id: string;
@@ -76,6 +45,9 @@ interface SimLease {
   readonly reservedMs: number;
   readonly queuedAt: number;
   readonly windowAtAdmission: number | null;
+  /** The expected wait and its bound at admission, for a call that had to wait (else null). */
+  readonly expectedMs: number | null;
+  readonly boundMs: number | null;
   grantedAt: number | null;
   windowStartedAt: number | null;
   state: "queued" | "active" | "done";
@@ -156,7 +128,7 @@ export function simulate(
   const tierAcc = (name: string): TierAcc => {
     let t = tiers.get(name);
     if (!t) {
-      t = { requests: 0, granted: 0, queueTimeouts: 0, quotaDenials: 0, noGpuAvailable: 0, waits: [], longest: 0 };
+      t = newTierAcc();
       tiers.set(name, t);
     }
     return t;
@@ -223,6 +195,8 @@ export function simulate(
         t.waits.push(wait);
         if (wait > t.longest) t.longest = wait;
         if (wait > longest) longest = wait;
+        if (lease.expectedMs !== null) t.etaErrors.push(Math.abs(lease.expectedMs - wait));
+        if (lease.boundMs !== null && wait > lease.boundMs) t.boundExceeded++;
         if (lease.execMs > lease.durationMs) expired++;
         schedule(now + Math.min(lease.execMs, lease.durationMs), Kind.End, lease);
       },
@@ -243,7 +217,7 @@ export function simulate(
 
   const end = (lease: SimLease, now: number): void => {
     pool.release(lease.id);
-    queue.released(lease.id);
+    queue.released(lease.id, now);
     appActive.set(lease.appId, Math.max(0, (appActive.get(lease.appId) ?? 0) - 1));
     const grantedAt = lease.grantedAt ?? now;
     const heldMs = now - grantedAt;
@@ -309,14 +283,24 @@ export function simulate(
     const decision = decideAdmission(
       policy,
       account,
-      { durationMs, size, queue: true, via: identity.kind === "ip" ? "ip-token" : "user-token", node: null, now },
+      {
+        durationMs,
+        size,
+        queue: true,
+        via: identity.kind === "ip" ? "ip-token" : "user-token",
+        node: null,
+        now,
+        ...(options.honest ? { maxWaitMs: null } : {}),
+      },
       placement,
     );
     if (decision.kind === "refused") {
       if (decision.problem.code === "no_gpu_available") t.noGpuAvailable++;
       else t.quotaDenials++;
+      if (decision.problem["reason"] === "predicted_wait") t.predictedWait++;
       return;
     }
+    const place = placement.kind === "wait" ? placement.place : null;
     const lease: SimLease = {
       id: `r${i}`,
       person: r.person,
@@ -330,6 +314,8 @@ export function simulate(
       reservedMs: decision.reservedMs,
       queuedAt: now,
       windowAtAdmission: decision.ledger.windowStartedAt,
+      expectedMs: place?.etaMs == null ? null : (place.expectedMs ?? place.etaMs),
+      boundMs: place?.etaMs ?? null,
       grantedAt: null,
       windowStartedAt: null,
       state: "queued",
@@ -341,7 +327,10 @@ export function simulate(
     admitted++;
     const hour = Math.floor((now - start) / 3_600_000);
     demandByHour.set(hour, (demandByHour.get(hour) ?? 0) + Math.min(r.execMs, durationMs) * size.slots);
-    if (lease.state === "queued") schedule(now + policy.queueTimeoutMs, Kind.Timeout, lease);
+    if (lease.state === "queued") {
+      t.waited++;
+      schedule(now + queueTimeoutOf(policy, tier), Kind.Timeout, lease);
+    }
   };
 
   let next = 0;
@@ -368,7 +357,7 @@ export function simulate(
   const people = [...heldByPerson.values()];
   const sum = people.reduce((a, b) => a + b, 0);
   const sumSq = people.reduce((a, b) => a + b * b, 0);
-  const { tierOut, queueTimeouts, quotaDenials } = tierFigures(tiers);
+  const { tierOut, totals } = tierFigures(tiers);
   const peakDemand = Math.max(0, ...demandByHour.values());
   return {
     policy: policyName,
@@ -379,8 +368,7 @@ export function simulate(
     admitted,
     granted,
     expired,
-    queueTimeouts,
-    quotaDenials,
+    ...totals,
     spanS: round(spanMs / 1000),
     utilization: round(busySlotMs / (slots * spanMs), 4),
     idleWhileWaitingSlotS: round(idleSlotMs / 1000),

@@ -24,6 +24,7 @@ export function leaseRoutes(app: FastifyInstance, ctx: RouteContext): void {
         duration: body.duration,
         size: body.size,
         queue: body.queue,
+        maxWait: body.max_wait,
       });
       if (result.kind === "denied") return sendProblem(reply, result.problem, result.retryAfterS);
       reply.header("location", `/v1/leases/${result.lease.id}`);

@@ -4,6 +4,7 @@ import type { Identity, Problem, QueuePlace } from "@gpupool/core";
 import type { AppRecord, LeaseRecord, UserRecord } from "../storage/store.js";
 import type { IdentityQuota } from "../use-cases/accounts/accounts.js";
 import type { PoolView } from "../use-cases/admin/pool-view.js";
+import { boundSeconds, expectedSeconds } from "../use-cases/leases/eta.js";
 import type { Diagnosis } from "../use-cases/leases/diagnose.js";
 import type { Released } from "../use-cases/leases/leases.js";
 import type { LeaseUpdate } from "../use-cases/leases/lease-requests.js";
@@ -79,7 +80,8 @@ export function leaseJson(
     ended_at: iso(l.endedAt),
     position: place?.position ?? null,
     reason: place?.reason ?? null,
-    eta_s: etaSeconds(place),
+    eta_s: expectedSeconds(place),
+    eta_max_s: boundSeconds(place),
     held_ms: l.heldMs,
     charged: msToSeconds(l.chargedMs),
     refunded: msToSeconds(l.refundedMs),
@@ -104,11 +106,6 @@ export function releasedJson(r: Released, currency: string): wire.ReleaseResult 
   };
 }
 
-/** The estimated wait in whole seconds, or null when unknown. */
-function etaSeconds(place: QueuePlace | null): number | null {
-  return place === null || place.etaMs === null ? null : Math.ceil(place.etaMs / 1000);
-}
-
 /** One Server-Sent Event of a lease's stream: its name and data. */
 export function leaseEventJson(
   u: LeaseUpdate,
@@ -121,7 +118,12 @@ export function leaseEventJson(
     case "queued":
       return {
         event: "queued",
-        data: { position: u.place.position, reason: u.place.reason, eta_s: etaSeconds(u.place) },
+        data: {
+          position: u.place.position,
+          reason: u.place.reason,
+          eta_s: expectedSeconds(u.place),
+          eta_max_s: boundSeconds(u.place),
+        },
       };
     case "failed":
       return { event: "failed", data: { problem: problemJson(u.problem) } };

@@ -110,9 +110,16 @@ export class FollowerLeases implements LeaseLifecycle {
       clearTimeout(timer);
       this.waiting.delete(leaseId);
     });
-    await this.tellLeader({ op: "admitted", id: leaseId, queue: input.queue }).catch((err: unknown) => {
+    const admittedMessage: LeaderMessage = {
+      op: "admitted",
+      id: leaseId,
+      queue: input.queue,
+      ...(input.maxWaitMs === undefined || input.maxWaitMs === null ? {} : { max_wait_ms: input.maxWaitMs }),
+      ...(input.refuseLongWait === true ? { refuse_long_wait: true } : {}),
+    };
+    await this.tellLeader(admittedMessage).catch((err: unknown) => {
       this.log.warn({ err, leaseId }, "could not tell the leader about an admitted lease; trying again");
-      this.tellLater({ op: "admitted", id: leaseId, queue: input.queue });
+      this.tellLater(admittedMessage);
       settle(null);
     });
     const word = await verdict;
@@ -162,7 +169,12 @@ export class FollowerLeases implements LeaseLifecycle {
     return {
       kind: "queued",
       lease,
-      place: { position: place?.position ?? 0, reason: place?.reason ?? "node", etaMs: place?.etaMs ?? null },
+      place: {
+        position: place?.position ?? 0,
+        reason: place?.reason ?? "node",
+        etaMs: place?.etaMs ?? null,
+        expectedMs: place?.expectedMs ?? null,
+      },
       quota: fresh.quota,
     };
   }
@@ -230,7 +242,12 @@ export class FollowerLeases implements LeaseLifecycle {
   async heard(b: LeaseBroadcast): Promise<void> {
     this.waiting.get(b.id)?.(b);
     if (b.type === "queued") {
-      const place: QueuePlace = { position: b.position, reason: b.reason, etaMs: b.etaMs };
+      const place: QueuePlace = {
+        position: b.position,
+        reason: b.reason,
+        etaMs: b.etaMs,
+        expectedMs: b.expectedMs ?? null,
+      };
       this.places.set(b.id, place);
       this.events.emit(b.id, { type: "queued", ...place });
       return;

@@ -8,8 +8,18 @@ import type { Announcement } from "../use-cases/leases/announcer.js";
 
 /** To the leader: something changed that its scheduler must know about. */
 export type LeaderMessage =
-  /** A follower admitted (reserved and stored) a queued lease: place it. `queue: false` = grant now or give up. */
-  | { readonly op: "admitted"; readonly id: string; readonly queue: boolean }
+  /**
+   * A follower admitted (reserved and stored) a queued lease: place it. `queue: false` = grant now
+   * or give up; `max_wait_ms`: how long it may wait (absent or null: its tier's queue timeout);
+   * `refuse_long_wait`: refuse it if it is expected to wait longer (predicted_wait).
+   */
+  | {
+      readonly op: "admitted";
+      readonly id: string;
+      readonly queue: boolean;
+      readonly max_wait_ms?: number | null;
+      readonly refuse_long_wait?: boolean;
+    }
   /** A follower ended a lease (release or cancel): free its slots / take it out of the queue. */
   | { readonly op: "ended"; readonly id: string }
   /** Someone on a follower watches this queued lease: announce its place. */

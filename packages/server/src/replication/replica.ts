@@ -242,7 +242,7 @@ export class Replica implements LeaseLifecycle, PoolMembership, PlacementView {
     switch (m.op) {
       case "admitted":
         return void leader
-          .adopt(m.id, m.queue)
+          .adopt(m.id, m.queue, typeof m.max_wait_ms === "number" ? m.max_wait_ms : null, m.refuse_long_wait === true)
           .catch(failed("placing a lease admitted by another replica failed", { leaseId: m.id }));
       case "ended":
         return void leader

@@ -1,3 +1,4 @@
+import { queueTimeoutOf } from "@gpupool/core";
 import type { Policy } from "@gpupool/core";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
@@ -86,14 +87,9 @@ export class Recovery {
 
   /** A queued lease: back in line, or ended. */
   private async queued(tx: Tx, lease: LeaseRecord, now: number): Promise<LeaseRecord | null> {
-    if (lease.queuedAt + this.policy.queueTimeoutMs <= now)
-      return this.writes.finishQueued(
-        tx,
-        lease,
-        "failed",
-        now,
-        queueTimeoutProblem(lease, now, this.policy.queueTimeoutMs),
-      );
+    const limitMs = queueTimeoutOf(this.policy, this.policy.tiers[lease.tier]);
+    if (lease.queuedAt + limitMs <= now)
+      return this.writes.finishQueued(tx, lease, "failed", now, queueTimeoutProblem(lease, now, limitMs));
     if (lease.node !== null && !this.state.hasNode(lease.node))
       return this.writes.finishQueued(
         tx,

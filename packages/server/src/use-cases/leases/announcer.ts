@@ -1,3 +1,4 @@
+import { queueTimeoutOf, waitLimitMs } from "@gpupool/core";
 import type { Policy, Problem, WaitReason } from "@gpupool/core";
 import type { Clock } from "../../clock.js";
 import type { LeaseEvents } from "../../events.js";
@@ -17,6 +18,7 @@ export type Announcement =
       readonly position: number;
       readonly reason: WaitReason;
       readonly etaMs: number | null;
+      readonly expectedMs?: number | null;
     };
 
 export type LeaseTimerKind = "deadline" | "queue_timeout";
@@ -43,6 +45,11 @@ export class LeaseAnnouncer {
   /** The pending send of changed places, and when the last one went (see positions). */
   private flush: NodeJS.Timeout | null = null;
   private lastFlush = -Infinity;
+  /**
+   * Queued leases that asked for a shorter wait than their tier's queue timeout (max_wait): how
+   * long each may wait. Kept in memory: after a restart a recovered lease waits its tier's timeout.
+   */
+  private readonly waitLimits = new Map<string, number>();
 
   constructor(
     private readonly state: PoolState,
@@ -65,6 +72,7 @@ export class LeaseAnnouncer {
   granted(leases: readonly LeaseRecord[]): void {
     for (const lease of leases) {
       this.announced.delete(lease.id);
+      this.waitLimits.delete(lease.id);
       this.armDeadline(lease);
       this.metrics?.grant(lease.size, (lease.grantedAt ?? lease.queuedAt) - lease.queuedAt);
       this.remoteWatched.delete(lease.id);
@@ -79,6 +87,7 @@ export class LeaseAnnouncer {
     for (const lease of leases) {
       this.timers.clear(lease.id);
       this.announced.delete(lease.id);
+      this.waitLimits.delete(lease.id);
       this.metrics?.end(lease.status, lease.size, lease.grantedAt === null ? null : lease.heldMs);
       this.remoteWatched.delete(lease.id);
       if (lease.status === "failed" && lease.problemCode !== null && lease.grantedAt === null) {
@@ -93,8 +102,14 @@ export class LeaseAnnouncer {
     this.positions();
   }
 
-  /** A lease now waits in the queue here: its queue timeout runs; `remote`: it is watched from the replica that admitted it. */
-  queued(lease: LeaseRecord, remote = false): void {
+  /**
+   * A lease now waits in the queue here: its queue timeout runs (its `maxWaitMs`, at most its
+   * tier's timeout); `remote`: it is watched from the replica that admitted it.
+   */
+  queued(lease: LeaseRecord, remote = false, maxWaitMs?: number | null): void {
+    const tier = this.policy.tiers[lease.tier];
+    if (maxWaitMs !== undefined && maxWaitMs !== null && maxWaitMs < queueTimeoutOf(this.policy, tier))
+      this.waitLimits.set(lease.id, waitLimitMs(this.policy, tier, maxWaitMs));
     this.armQueueTimeout(lease);
     if (remote) this.remoteWatched.add(lease.id);
   }
@@ -111,7 +126,12 @@ export class LeaseAnnouncer {
   }
 
   armQueueTimeout(lease: LeaseRecord): void {
-    this.timers.arm(lease.id, "queue_timeout", lease.queuedAt + this.policy.queueTimeoutMs);
+    this.timers.arm(lease.id, "queue_timeout", lease.queuedAt + this.queueLimitMs(lease));
+  }
+
+  /** How long a queued lease may wait: its max_wait when it named a shorter one, else its tier's queue timeout. */
+  queueLimitMs(lease: LeaseRecord): number {
+    return this.waitLimits.get(lease.id) ?? queueTimeoutOf(this.policy, this.policy.tiers[lease.tier]);
   }
 
   /**
@@ -161,7 +181,13 @@ export class LeaseAnnouncer {
       }
       const gap = last === undefined ? POSITIONS_INTERVAL_MS : Math.min(POSITIONS_MAX_GAP_MS, last.gap * 2);
       this.announced.set(leaseId, { said, at, gap });
-      this.events.emit(leaseId, { type: "queued", position: place.position, reason: place.reason, etaMs: place.etaMs });
+      this.events.emit(leaseId, {
+        type: "queued",
+        position: place.position,
+        reason: place.reason,
+        etaMs: place.etaMs,
+        expectedMs: place.expectedMs ?? null,
+      });
       if (this.remoteWatched.has(leaseId)) this.outbox({ type: "queued", id: leaseId, ...place });
     }
     if (due !== Infinity) this.sendWithin(Math.max(0, due - performance.now()));

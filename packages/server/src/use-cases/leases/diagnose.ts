@@ -16,6 +16,7 @@ import type { Accounts, IdentityQuota } from "../accounts/accounts.js";
 import type { Caller } from "../identity/callers.js";
 import type { IpTokenHeader, RequestIdentity } from "../identity/request-identity.js";
 import { sizeNamed } from "./sizes.js";
+import { boundSeconds, expectedSeconds } from "./eta.js";
 
 /** Where the pool would put a call now, as this replica can tell (null: only the leader knows). */
 export interface PlacementView {
@@ -49,7 +50,12 @@ export class Diagnose {
   /** `durationMs` and `size` as the request named them (absent: the policy's defaults). */
   async run(
     caller: Caller & { kind: "app" | "user" },
-    input: { ipToken: IpTokenHeader; durationMs?: number | undefined; size?: string | undefined },
+    input: {
+      ipToken: IpTokenHeader;
+      durationMs?: number | undefined;
+      size?: string | undefined;
+      maxWaitMs?: number | undefined;
+    },
   ): Promise<Diagnosis> {
     const durationMs = input.durationMs ?? this.policy.defaultDurationMs;
     if (!(durationMs > 0))
@@ -66,6 +72,8 @@ export class Diagnose {
       via: attribution.ok ? attribution.via : "app-key",
       node: null,
       now,
+      // As POST /v1/leases: refused at once when expected to outwait max_wait or the queue timeout.
+      ...(this.policy.predictedWait === false ? {} : { maxWaitMs: input.maxWaitMs ?? null }),
     };
     const report = await this.store.transaction(
       async (tx): Promise<{ identity: Identity | null; quota: IdentityQuota | null; verdict: Verdict }> => {
@@ -108,7 +116,8 @@ export class Diagnose {
             outcome: "queued",
             position: place.position,
             reason: place.reason,
-            eta_s: place.etaMs === null ? null : Math.ceil(place.etaMs / 1000),
+            eta_s: expectedSeconds(place),
+            eta_max_s: boundSeconds(place),
           },
         };
       },

@@ -52,6 +52,7 @@ export class LeaderLeases {
       via: input.via,
       node: input.node,
       now,
+      ...(input.refuseLongWait === true ? { maxWaitMs: input.maxWaitMs ?? null } : {}),
     };
     return this.runner.run(
       async (tx) => {
@@ -131,7 +132,7 @@ export class LeaderLeases {
           this.metrics?.grant(out.lease.size, 0);
           return { kind: "granted", lease: out.lease, quota: out.quota };
         }
-        this.announcer.queued(out.lease);
+        this.announcer.queued(out.lease, false, input.maxWaitMs);
         const place: QueuePlace = this.state.position(out.lease.id, this.clock.now()) ?? {
           position: this.state.queueDepth,
           reason: "node",
@@ -195,7 +196,7 @@ export class LeaderLeases {
                 lease,
                 "failed",
                 now,
-                queueTimeoutProblem(lease, now, this.policy.queueTimeoutMs),
+                queueTimeoutProblem(lease, now, this.announcer.queueLimitMs(lease)),
               );
         return { kind: "ended" as const, lease: ended, grants: await this.writes.dispatch(tx, now) };
       },
@@ -216,13 +217,13 @@ export class LeaderLeases {
    * admission decides it here — it fails at once (refunded) if no GPU of its node could take it,
    * or it may not wait and no slot is free; else it is queued and the queue dispatched.
    */
-  adopt(id: string, queue: boolean): Promise<void> {
+  adopt(id: string, queue: boolean, maxWaitMs: number | null = null, refuseLongWait = false): Promise<void> {
     const now = this.clock.now();
     return this.runner.run(
       async (tx) => {
         const lease = await tx.leases.get(id);
         if (!lease || lease.status !== "queued" || this.state.live.has(id)) return null;
-        const refused = await this.place(tx, lease, queue, now);
+        const refused = await this.place(tx, lease, queue, now, refuseLongWait ? maxWaitMs : null);
         return {
           leases: [lease],
           ended: refused === null ? [] : [refused],
@@ -230,7 +231,7 @@ export class LeaderLeases {
         };
       },
       (out) => {
-        if (out !== null) this.adopted(out);
+        if (out !== null) this.adopted(out, maxWaitMs);
       },
     );
   }
@@ -282,12 +283,25 @@ export class LeaderLeases {
   }
 
   /** The pool's half of admission for a stored queued lease: refused (the lease as ended, and why), or queued here (null). */
-  private async place(tx: Tx, lease: LeaseRecord, queue: boolean, now: number): Promise<Refused | null> {
+  private async place(
+    tx: Tx,
+    lease: LeaseRecord,
+    queue: boolean,
+    now: number,
+    /** Refuse it at once if it is expected to wait longer than this (predicted_wait); null: do not. */
+    refuseBeyondMs: number | null = null,
+  ): Promise<Refused | null> {
     const request = this.state.request(lease, await this.shareBefore(tx, lease, now));
     const refused = placementRefusal(
       this.policy,
-      { size: { name: lease.size, slots: lease.slots, cost: lease.cost }, node: lease.node, queue },
+      {
+        size: { name: lease.size, slots: lease.slots, cost: lease.cost },
+        node: lease.node,
+        queue,
+        ...(refuseBeyondMs === null ? {} : { maxWaitMs: refuseBeyondMs }),
+      },
       this.state.placement(request, now),
+      this.policy.tiers[lease.tier],
     );
     if (refused !== null)
       return {
@@ -300,14 +314,17 @@ export class LeaderLeases {
   }
 
   /** Announces adopted leases: refusals, those that wait (the replica that admitted them waits for their place), grants. */
-  private adopted(out: { leases: readonly LeaseRecord[]; ended: readonly Refused[]; grants: LeaseRecord[] }): void {
+  private adopted(
+    out: { leases: readonly LeaseRecord[]; ended: readonly Refused[]; grants: LeaseRecord[] },
+    maxWaitMs: number | null = null,
+  ): void {
     // With the problem itself, so its fields (a refusal's `reason`) reach the replica that admitted it.
     this.announcer.ended(
       out.ended.map((r) => r.lease),
       new Map(out.ended.map((r) => [r.lease.id, r.problem])),
     );
     for (const lease of out.leases)
-      if (this.state.live.get(lease.id)?.status === "queued") this.announcer.queued(lease, true);
+      if (this.state.live.get(lease.id)?.status === "queued") this.announcer.queued(lease, true, maxWaitMs);
     this.announcer.granted(out.grants);
   }
 

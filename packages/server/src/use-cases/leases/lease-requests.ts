@@ -23,6 +23,8 @@ export interface LeaseRequest {
   readonly duration?: number | undefined;
   readonly size?: string | undefined;
   readonly queue?: boolean | undefined;
+  /** Seconds the caller will wait for a slot; absent: the tier's queue timeout. */
+  readonly maxWait?: number | undefined;
 }
 
 /** A lease as a caller sees it: the record, its queue place while queued, and its identity's quota. */
@@ -85,6 +87,7 @@ export class LeaseRequests {
         queue,
         node: nodeName,
       }),
+      ...this.maxWaitOf(input, node !== null),
     });
     if (result.kind === "denied") {
       const { charged } = attribution;
@@ -103,6 +106,19 @@ export class LeaseRequests {
       );
     }
     return result;
+  }
+
+  /**
+   * How long the call will wait: what it named (max_wait), else its tier's queue timeout; and
+   * whether it is refused at once when expected to wait longer (`queue.predicted_wait`) — not
+   * through a node's agent (the device API) that named no max_wait, which queues as before unless
+   * `queue.predicted_wait_via_agents` is set.
+   */
+  private maxWaitOf(input: LeaseRequest, viaAgent: boolean): { maxWaitMs: number | null; refuseLongWait: boolean } {
+    const maxWaitMs = input.maxWait === undefined ? null : Math.round(input.maxWait * 1000);
+    const honest = this.policy.predictedWait !== false;
+    const agentDefault = viaAgent && maxWaitMs === null && this.policy.predictedWaitViaAgents !== true;
+    return { maxWaitMs, refuseLongWait: honest && !agentDefault };
   }
 
   async get(caller: Caller, id: string): Promise<LeaseView> {
@@ -147,7 +163,10 @@ export class LeaseRequests {
     };
     const unsubscribe = this.events.subscribe(id, (e) => {
       if (e.type === "queued")
-        hear({ type: "queued", place: { position: e.position, reason: e.reason, etaMs: e.etaMs } });
+        hear({
+          type: "queued",
+          place: { position: e.position, reason: e.reason, etaMs: e.etaMs, expectedMs: e.expectedMs ?? null },
+        });
       else if (e.type === "failed") hear({ type: "failed", problem: e.problem });
       else hear({ type: e.type, lease: e.lease, quota: null });
     });

@@ -47,7 +47,7 @@ export class LeaseWrites {
       endActive(lease, ledger, status, endAt, why, failed, billingOf(this.policy).overage.pricePerMinuteMicros),
     );
     this.state.live.delete(ended.id);
-    this.state.freeSlots(lease);
+    this.state.freeSlots(lease, status === "failed" ? undefined : endAt);
     return ended;
   }
 

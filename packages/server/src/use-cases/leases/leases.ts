@@ -14,6 +14,10 @@ export interface AdmitInput {
   readonly node: string | null;
   /** The request's Idempotency-Key, scoped (a retry returns the lease its first request made); null without one. */
   readonly idempotency: IdempotencyKey | null;
+  /** How long the caller will wait for a slot (ms); null or absent: its tier's queue timeout. */
+  readonly maxWaitMs?: number | null;
+  /** Refuse it at once if it is expected to wait longer than that (predicted_wait); absent: false. */
+  readonly refuseLongWait?: boolean;
 }
 
 export type AdmitResult =

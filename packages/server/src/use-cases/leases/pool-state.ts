@@ -58,7 +58,8 @@ export class PoolState {
   clear(): void {
     this.agentNodes.clear();
     this.pool = new Pool(this.configured);
-    this.scheduler = new PriorityScheduler(schedulerOptionsFor(this.policy));
+    // What calls hold of their reservations is kept across a rebuild (it is about the apps, not this state).
+    this.scheduler = new PriorityScheduler(schedulerOptionsFor(this.policy), this.scheduler.held);
     this.appActive.clear();
     this.live.clear();
   }
@@ -196,14 +197,24 @@ export class PoolState {
     if (occupied === null) return false;
     this.live.set(lease.id, lease);
     this.countActive(lease.appId, +1);
-    this.scheduler.onGranted(lease.id, lease.appId, occupied, lease.deadline ?? now);
+    this.scheduler.onGranted(
+      lease.id,
+      lease.appId,
+      occupied,
+      lease.deadline ?? now,
+      ...(lease.grantedAt === null ? [] : [lease.grantedAt]),
+    );
     return true;
   }
 
-  /** A lease's slots are free again (release, expiry, failure); idempotent. */
-  freeSlots(lease: Pick<LeaseRecord, "id" | "appId">): void {
+  /**
+   * A lease's slots are free again (release, expiry, failure); idempotent. `endedAt`: when a
+   * release or an expiry ended it — the scheduler learns what share of its reservation its app's
+   * calls hold (expected ETAs); left out for a failure (a node lost says nothing of the call).
+   */
+  freeSlots(lease: Pick<LeaseRecord, "id" | "appId">, endedAt?: number): void {
     if (this.pool.release(lease.id)) this.countActive(lease.appId, -1);
-    this.scheduler.onReleased(lease.id);
+    this.scheduler.onReleased(lease.id, ...(endedAt === undefined ? [] : [endedAt]));
   }
 
   /** A queued lease leaves the queue without a grant. */

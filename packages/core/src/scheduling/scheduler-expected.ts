@@ -1,0 +1,68 @@
+import type { Concurrency } from "./scheduler.js";
+import type { ForecastQueue } from "./forecast.js";
+import { forecastFrom } from "./forecast.js";
+import type { HeldShares } from "./held-shares.js";
+import type { EtaState } from "./scheduler-eta.js";
+import { fluidExpectedMs } from "./scheduler-eta.js";
+import type { QueueEntry } from "./scheduler-lanes.js";
+
+/**
+ * The expected waits of a scheduler's queued requests (see PriorityScheduler.place): from a
+ * forecast while the queue and pool are small, else from the bound's formula with expected holds.
+ * The scheduler reports every change (`changed`), so a forecast is made once per change and time
+ * however many queued requests are asked about.
+ */
+export class ExpectedWaits {
+  private version = 0;
+  private cache: { version: number; now: number; starts: Map<string, number> | null } | null = null;
+  /** The engine's app counts and limits, as last handed to the scheduler (a forecast reads them). */
+  concurrency: Concurrency | null = null;
+
+  constructor(
+    private readonly eta: EtaState,
+    private readonly held: HeldShares,
+    private readonly limit: number,
+    /** The scheduler's queued entries, in enqueue order. */
+    private readonly entries: ReadonlyMap<string, QueueEntry>,
+    /** A fresh scheduler with the same options, to play forward. */
+    private readonly fresh: () => ForecastQueue,
+  ) {}
+
+  changed(): void {
+    this.version++;
+  }
+
+  /**
+   * The expected wait of a queued entry. From the forecast it is exactly when the forecast grants
+   * it — which may be later than `boundMs` for a multi-slot call or one held back by its app's
+   * limit (the bound's formula is a true bound for one-slot calls only; the caller then raises
+   * the bound to it). `probe`: a trial's entry, whose forecast stops once it is granted and is not kept.
+   */
+  of(entry: QueueEntry, workAheadMs: number, boundMs: number, now: number, probe: boolean): number {
+    const starts = probe ? this.forecast(now, entry.request.leaseId) : this.cached(now);
+    if (starts === null) return fluidExpectedMs(this.eta, this.held, entry, workAheadMs, boundMs, now);
+    const start = starts.get(entry.request.leaseId);
+    // Never granted under the forecast's assumptions (an app held at a limit of 0): the bound.
+    return start === undefined ? boundMs : Math.max(0, start - now);
+  }
+
+  private cached(now: number): Map<string, number> | null {
+    const c = this.cache;
+    if (c !== null && c.version === this.version && c.now === now) return c.starts;
+    const starts = this.forecast(now, null);
+    this.cache = { version: this.version, now, starts };
+    return starts;
+  }
+
+  /**
+   * When each queued request would be granted if the schedule played out as expected; null when
+   * the queue and pool are too large to copy (beyond `limit`), or the scheduler has not seen the
+   * pool or the engine's app counts yet.
+   */
+  private forecast(now: number, stopAt: string | null): Map<string, number> | null {
+    const concurrency = this.concurrency;
+    if (concurrency === null || this.entries.size + this.eta.board.size > this.limit) return null;
+    const queued = [...this.entries.values()].map((e) => e.request);
+    return forecastFrom(this.eta.board, this.held, queued, concurrency, now, stopAt, this.fresh);
+  }
+}

@@ -1,0 +1,153 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { DEFAULT_POLICY, HeldShares, Pool, PriorityScheduler, placementRefusal, tierOf } from "../src/index.js";
+import type { Concurrency, DeviceSpec, PriorityRequest } from "../src/index.js";
+
+/**
+ * Honest admission's promise, checked by playing the schedule out: when calls hold what their
+ * apps are learnt to hold and nothing new arrives, a call refused for `predicted_wait` would
+ * indeed not have started within its wait bound, and one admitted would have; the expected wait
+ * is never above the bound.
+ */
+
+const T0 = 1_700_000_000_000;
+const APPS = ["a", "b", "c"] as const;
+const LIMITS: Readonly<Record<string, number | null>> = { a: 1, b: null, c: 2 };
+
+function devices(gpus: number): DeviceSpec[] {
+  return Array.from({ length: gpus }, (_, i) => ({
+    node: "n0",
+    index: i,
+    uuid: `GPU-${i}`,
+    name: "L4",
+    memoryMb: 24_576,
+    slots: 2,
+  }));
+}
+
+interface Call {
+  readonly priority: number;
+  readonly slots: number;
+  readonly durationS: number;
+  readonly app: number;
+}
+
+const callArb: fc.Arbitrary<Call> = fc.record({
+  priority: fc.integer({ min: 1, max: 3 }),
+  slots: fc.constantFrom(1, 1, 2),
+  durationS: fc.integer({ min: 1, max: 90 }),
+  app: fc.integer({ min: 0, max: 2 }),
+});
+
+describe("predicted_wait", () => {
+  it("refuses exactly the calls that would not start within their wait bound; expected ≤ bound", () => {
+    // The property means little unless both answers came up.
+    const seen = new Set<string>();
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 3 }),
+        // What each app's calls hold of their reservation (learnt from 5 completed calls each).
+        fc.tuple(
+          fc.double({ min: 0.05, max: 1, noNaN: true }),
+          fc.double({ min: 0.05, max: 1, noNaN: true }),
+          fc.double({ min: 0.05, max: 1, noNaN: true }),
+        ),
+        fc.array(callArb, { minLength: 1, maxLength: 8 }),
+        fc.array(callArb, { maxLength: 12 }),
+        callArb,
+        fc.integer({ min: 0, max: 120 }),
+        (gpus, shares, running, waiting, last, maxWaitS) => {
+          const held = new HeldShares();
+          const shareOf = (app: string): number => shares[APPS.indexOf(app as (typeof APPS)[number])] as number;
+          for (const app of APPS) for (let i = 0; i < 5; i++) held.learn(app, shareOf(app) * 60_000, 60_000);
+          const pool = new Pool(devices(gpus));
+          const scheduler = new PriorityScheduler({ agingStepMs: 15_000, holdAfterMs: 15_000 }, held);
+          const active = new Map<string, number>();
+          const concurrency: Concurrency = {
+            active: (app) => active.get(app) ?? 0,
+            limit: (app) => LIMITS[app] ?? null,
+          };
+          let n = 0;
+          const request = (c: Call): PriorityRequest => ({
+            leaseId: `q${String(n++).padStart(3, "0")}`,
+            appId: APPS[c.app] as string,
+            identity: `user:${n}`,
+            slots: c.slots,
+            priority: c.priority,
+            durationMs: c.durationS * 1000,
+            seq: n,
+            queuedAt: T0,
+            quotaLeftShare: 1,
+          });
+          // Each lease ends when its app's calls are learnt to end: the schedule "as expected".
+          const ends: { at: number; id: string; app: string }[] = [];
+          const starts = new Map<string, number>();
+          let now = T0;
+          const dispatch = (): void => {
+            scheduler.dispatch(
+              pool,
+              concurrency,
+              (grant, r) => {
+                starts.set(grant.leaseId, now);
+                const app = r.appId as string;
+                active.set(app, (active.get(app) ?? 0) + 1);
+                ends.push({ at: now + held.expectedHoldMs(app, r.durationMs), id: grant.leaseId, app });
+              },
+              now,
+            );
+          };
+          for (const c of running) scheduler.enqueue(request(c));
+          dispatch();
+          // Calls queued at T0 behind the running ones; every queued call's expected wait is within its bound.
+          for (const c of waiting) {
+            scheduler.enqueue(request(c));
+            dispatch();
+          }
+          for (const r of waiting.map((_, i) => `q${String(running.length + i).padStart(3, "0")}`)) {
+            const place = scheduler.place(r, now);
+            if (place !== null && place.etaMs !== null)
+              expect(place.expectedMs ?? Infinity).toBeLessThanOrEqual(place.etaMs);
+          }
+          // One more arrives and is asked about as admission asks; then it is queued anyway, to see.
+          const probe = request(last);
+          const trial = scheduler.trial(probe, pool, concurrency, now);
+          let asked: { refused: boolean; expectedMs: number | null } | null = null;
+          if (trial.kind === "wait") {
+            const { etaMs, expectedMs } = trial.place;
+            if (etaMs !== null) expect(expectedMs ?? Infinity).toBeLessThanOrEqual(etaMs);
+            const refused = placementRefusal(
+              DEFAULT_POLICY,
+              { size: { name: "s", slots: last.slots, cost: 1 }, node: null, queue: true, maxWaitMs: maxWaitS * 1000 },
+              { kind: "wait", place: trial.place, queued: scheduler.size },
+              tierOf(DEFAULT_POLICY, "pro"),
+            );
+            expect(refused === null || refused.problem["reason"] === "predicted_wait").toBe(true);
+            asked = { refused: refused !== null, expectedMs: expectedMs ?? null };
+          }
+          scheduler.enqueue(probe);
+          dispatch();
+          // Play it out: leases end as expected, nothing new arrives.
+          while (ends.length > 0) {
+            ends.sort((a, b) => a.at - b.at || (a.id < b.id ? -1 : 1));
+            const e = ends.shift() as { at: number; id: string; app: string };
+            now = e.at;
+            pool.release(e.id);
+            scheduler.onReleased(e.id);
+            active.set(e.app, (active.get(e.app) ?? 1) - 1);
+            dispatch();
+          }
+          if (asked !== null && asked.expectedMs !== null) {
+            // The bound: max_wait, at most the tier's queue timeout.
+            const limitMs = Math.min(maxWaitS * 1000, DEFAULT_POLICY.queueTimeoutMs);
+            const waited = (starts.get(probe.leaseId) ?? Infinity) - T0;
+            if (asked.refused) expect(waited).toBeGreaterThan(limitMs);
+            else expect(waited).toBeLessThanOrEqual(limitMs);
+            seen.add(asked.refused ? "refused" : "admitted");
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+    expect([...seen].sort()).toEqual(["admitted", "refused"]);
+  });
+});

@@ -1,0 +1,191 @@
+import { afterEach, describe, expect, it } from "vitest";
+import type { TestServer } from "./harness.js";
+import { ADMIN, expectProblem, lease, quotaOf, sleep, startTestServer, waitFor } from "./harness.js";
+
+/**
+ * Honest admission over HTTP: a call that cannot start in time is refused at once (503
+ * no_gpu_available, reason predicted_wait, eta_s, Retry-After) instead of waiting out its queue
+ * timeout; one that can is queued with both ETAs; max_wait is honoured; the device API queues as
+ * before unless configured. The default pool: 2 simulated GPUs × 2 slots.
+ */
+
+let t: TestServer;
+afterEach(async () => {
+  await t?.close();
+});
+
+async function setup(raw: Record<string, unknown> = {}) {
+  t = await startTestServer(raw);
+  const alice = await t.user("alice", "free");
+  const owner = await t.user("owner", "pro");
+  return { alice, owner };
+}
+
+/** Fills all 4 slots with `duration`-second leases of `token`'s identity. */
+async function fillPool(token: string, duration: number): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    const r = await lease(t, token, { duration });
+    expect(r.status).toBe(201);
+    ids.push(r.body.id);
+  }
+  return ids;
+}
+
+const get = (id: string, token: string) => t.call("GET", `/v1/leases/${id}`, { token });
+
+describe("honest admission", () => {
+  it("refuses at once a call that cannot start before its queue timeout: 503 predicted_wait, eta_s, Retry-After, nothing reserved", async () => {
+    const { alice, owner } = await setup({ queue: { timeout: "2s" } });
+    await fillPool(owner.token, 30);
+    const r = await lease(t, alice.token, { duration: 20 });
+    const p = expectProblem(r, 503, "no_gpu_available");
+    expect(p).toMatchObject({ reason: "predicted_wait", max_wait_s: 2 });
+    // Nothing has been learnt of what calls hold: the expected wait is the bound, the blockers' 30 s.
+    expect(p.eta_s).toBeGreaterThan(25);
+    expect(p.eta_s).toBeLessThanOrEqual(30);
+    expect(p.eta_max_s).toBe(p.eta_s);
+    expect(p.detail).toMatch(/expected to be about \d+s/);
+    expect(p.detail).toMatch(/2s queue timeout of the free tier/);
+    expect(p.detail).toMatch(/nothing was reserved or charged/);
+    // Retry when the wait would fit: about eta_s − 2 s.
+    expect(Number(r.headers["retry-after"])).toBe(p.eta_s - 2);
+    expect(await quotaOf(t, alice.token)).toMatchObject({ used: 0, reserved: 0, left: 210 });
+    expect((await t.call("GET", "/v1/leases?status=queued", { token: ADMIN })).body.leases).toEqual([]);
+  });
+
+  it("queues a call that can start in time, with the expected wait and its bound (202, GET, diagnose)", async () => {
+    const { alice, owner } = await setup();
+    await fillPool(owner.token, 30);
+    const q = await lease(t, alice.token, { duration: 20 });
+    expect(q.status).toBe(202);
+    expect(q.body).toMatchObject({ status: "queued", position: 1, reason: "node" });
+    expect(q.body.eta_max_s).toBeGreaterThan(0);
+    expect(q.body.eta_max_s).toBeLessThanOrEqual(30);
+    expect(q.body.eta_s).toBeLessThanOrEqual(q.body.eta_max_s);
+    const again = await get(q.body.id, alice.token);
+    expect(again.body.eta_max_s).toBeLessThanOrEqual(q.body.eta_max_s);
+    expect(again.body.eta_s).toBeLessThanOrEqual(again.body.eta_max_s);
+    const d = await t.call("GET", "/v1/diagnose?duration=20", { token: alice.token });
+    expect(d.body.verdict).toMatchObject({ outcome: "queued", position: 2, reason: "node" });
+    expect(d.body.verdict.eta_s).toBeLessThanOrEqual(d.body.verdict.eta_max_s);
+  });
+
+  it("with queue.predicted_wait: false, queues it until the timeout as before", async () => {
+    const { alice, owner } = await setup({ queue: { timeout: "500ms", predicted_wait: false } });
+    await fillPool(owner.token, 30);
+    const q = await lease(t, alice.token, { duration: 20 });
+    expect(q.status).toBe(202);
+    const ended = await waitFor(async () => {
+      const r = await get(q.body.id, alice.token);
+      return r.body.status !== "queued" && r.body;
+    });
+    expect(ended.problem.code).toBe("queue_timeout");
+  });
+
+  it("times a tier out after its own queue timeout (queue.timeout per tier)", async () => {
+    const { alice, owner } = await setup({
+      queue: { timeout: { default: "60s", free: "500ms" }, predicted_wait: false },
+    });
+    await fillPool(owner.token, 30);
+    const q = await lease(t, alice.token, { duration: 20 });
+    expect(q.status).toBe(202);
+    const ended = await waitFor(async () => {
+      const r = await get(q.body.id, alice.token);
+      return r.body.status !== "queued" && r.body;
+    });
+    expect(ended.problem).toMatchObject({ code: "queue_timeout" });
+    expect(ended.problem.detail).toMatch(/the limit is 0.5s/);
+    // The pro tier keeps the default minute: its call is queued and still waiting.
+    const pro = await lease(t, owner.token, { duration: 20 });
+    expect(pro.status).toBe(202);
+    await sleep(700);
+    expect((await get(pro.body.id, owner.token)).body.status).toBe("queued");
+  });
+});
+
+describe("max_wait", () => {
+  /**
+   * Teaches the pool that calls hold about a fifth of what they reserve (four 10-s leases released
+   * after about 2 s), then fills it with 10-s leases: a new call is expected to start in about
+   * 2 s, and is sure to within the blockers' 10 s.
+   */
+  async function learntPool(owner: string): Promise<void> {
+    const early = await Promise.all([0, 1, 2, 3].map(() => lease(t, owner, { duration: 10 })));
+    await sleep(2_000);
+    for (const r of early) await t.call("POST", `/v1/leases/${r.body.id}/release`, { token: owner, body: {} });
+    await fillPool(owner, 10);
+  }
+
+  it("is a bound on the wait: refused at once when expected to wait longer, else queued and timed out at max_wait", async () => {
+    const { alice, owner } = await setup();
+    await learntPool(owner.token);
+    // Expected about 2 s, bound 10 s: a caller who will wait 1 s is refused at once...
+    const refused = await lease(t, alice.token, { duration: 20, max_wait: 1 });
+    const p = expectProblem(refused, 503, "no_gpu_available");
+    expect(p).toMatchObject({ reason: "predicted_wait", max_wait_s: 1 });
+    expect(p.eta_s).toBeLessThan(p.eta_max_s);
+    expect(p.detail).toMatch(/max_wait/);
+    // ...one who will wait 4 s is queued with both estimates, and gives up at 4 s (not the 60 s
+    // queue timeout) since the blockers in fact hold their whole 10 s.
+    const q = await lease(t, alice.token, { duration: 20, max_wait: 4 });
+    expect(q.status).toBe(202);
+    expect(q.body.eta_s).toBeLessThanOrEqual(4);
+    expect(q.body.eta_s).toBeLessThan(q.body.eta_max_s);
+    const ended = await waitFor(async () => {
+      const r = await get(q.body.id, alice.token);
+      return r.body.status !== "queued" && r.body;
+    }, 10_000);
+    expect(ended).toMatchObject({ status: "failed", problem: { code: "queue_timeout" }, refunded: 20 });
+    expect(ended.problem.detail).toMatch(/the limit is 4s/);
+    const waited = Date.parse(ended.ended_at) - Date.parse(ended.queued_at);
+    expect(waited).toBeGreaterThanOrEqual(3_900);
+    expect(waited).toBeLessThan(10_000);
+  }, 30_000);
+
+  it("may not exceed the tier's queue timeout, and is validated", async () => {
+    const { alice, owner } = await setup({ queue: { timeout: "2s" } });
+    await fillPool(owner.token, 30);
+    // max_wait 600 is capped at the 2 s queue timeout: still refused for the 30-s wait.
+    const r = await lease(t, alice.token, { duration: 20, max_wait: 600 });
+    expect(expectProblem(r, 503, "no_gpu_available")).toMatchObject({ reason: "predicted_wait", max_wait_s: 2 });
+    const bad = await lease(t, alice.token, { duration: 20, max_wait: -1 });
+    expect(expectProblem(bad, 400, "invalid_request").detail).toMatch(/max_wait/);
+  });
+});
+
+describe("the device API (calls through a node's agent)", () => {
+  const GPU = {
+    index: 0,
+    uuid: "GPU-00000000-aaaa-bbbb-cccc-ddddeeeeffff",
+    name: "NVIDIA A100",
+    memory_mb: 81920,
+    slots: 2,
+  };
+
+  async function agentPool(queue: Record<string, unknown>) {
+    t = await startTestServer({ pool: { simulated: [] }, queue });
+    const owner = await t.user("owner", "pro");
+    const app = await t.appFor("spaces-app", owner.id);
+    const node = await t.call("POST", "/v1/admin/nodes", { token: ADMIN, body: { name: "gpu-host-1" } });
+    const reg = await t.call("POST", "/v1/nodes/register", {
+      token: node.body.key,
+      body: { devices: [GPU], agent_url: "http://127.0.0.1:7071" },
+    });
+    expect(reg.status).toBe(200);
+    const via = (body: Record<string, unknown>) =>
+      t.call("POST", "/v1/leases", { token: app.key, body, headers: { "x-gpupool-node-key": node.body.key } });
+    for (let i = 0; i < 2; i++) expect((await via({ duration: 30 })).status).toBe(201);
+    return via;
+  }
+
+  it("queues as before by default, refuses at once when configured or when the call names max_wait", async () => {
+    const via = await agentPool({ timeout: "2s" });
+    expect((await via({ duration: 10 })).status).toBe(202);
+    const bounded = await via({ duration: 10, max_wait: 1 });
+    expect(expectProblem(bounded, 503, "no_gpu_available").reason).toBe("predicted_wait");
+    await t.close();
+    const configured = await agentPool({ timeout: "2s", predicted_wait_via_agents: true });
+    expect(expectProblem(await configured({ duration: 10 }), 503, "no_gpu_available").reason).toBe("predicted_wait");
+  });
+});
