@@ -83,6 +83,7 @@ export async function billingInProcess(dir, measure, keys) {
       size,
       queue: true,
       node: null,
+      idempotency: null,
     });
     if (r.kind !== "granted")
       throw new Error(`expected a grant, got ${r.kind}${r.kind === "denied" ? `: ${r.problem.detail}` : ""}`);

@@ -78,6 +78,7 @@ export function admitReleaseCycle(leases, policy, { allowQueued = false } = {}) 
       size,
       queue: true,
       node: null,
+      idempotency: null,
     });
     if (r.kind === "denied" || (r.kind === "queued" && !allowQueued))
       throw new Error(`expected a grant, got ${r.kind}${r.kind === "denied" ? `: ${r.problem.detail}` : ""}`);
