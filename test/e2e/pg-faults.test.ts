@@ -85,6 +85,8 @@ describe.skipIf(bin === null)("PostgreSQL faults: 3 replicas under load", () => 
         "    pro: { quota: 10m, priority: 3, max_duration: 60s }",
         "queue:",
         `  timeout: ${QUEUE_TIMEOUT_MS / 1000}s`,
+        // The load queues on purpose (queued leases must survive every fault): none refused for its predicted wait.
+        "  predicted_wait: false",
         "pool:",
         "  simulated:",
         "    - { node: sim-0, gpus: 5 }",

@@ -38,6 +38,8 @@ async function replicas(n: number, name: string): Promise<ServerProcess[]> {
       "    anonymous: { quota: 100000s, priority: 1, max_duration: 300s }",
       "queue:",
       `  timeout: ${QUEUE_TIMEOUT_S}s`,
+      // Hundreds wait on purpose (the leader change must not strand them): none refused for its predicted wait.
+      "  predicted_wait: false",
       "log:",
       "  level: info",
     ].join("\n"),
