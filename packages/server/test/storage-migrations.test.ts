@@ -300,7 +300,7 @@ describe("paired migrations", () => {
         "sessions_user",
         "usage_app",
         "usage_ended",
-        "usage_identity",
+        "usage_user",
         "wallet_transactions_user",
       ]);
     });
