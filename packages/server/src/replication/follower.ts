@@ -1,12 +1,12 @@
 import { billingOf, decideAdmission, fail, problem } from "@gpupool/core";
-import type { AdmissionRequest, Placement, Policy, QueuePlace } from "@gpupool/core";
+import type { Placement, Policy, QueuePlace } from "@gpupool/core";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import type { LeaseEvents } from "../events.js";
 import { newOrderedId } from "../secrets.js";
 import type { LeaseRecord, Store } from "../storage/store.js";
 import type { Accounts } from "../use-cases/accounts/accounts.js";
-import { admittedLease } from "../use-cases/leases/admitted-lease.js";
+import { admissionRequestOf, admittedLease } from "../use-cases/leases/admitted-lease.js";
 import { endActive, endQueued } from "../use-cases/leases/lease-transitions.js";
 import type { IdentityQuota } from "../use-cases/accounts/accounts.js";
 import { earlierUse, rememberKey, replayKind } from "../use-cases/leases/idempotency.js";
@@ -51,14 +51,7 @@ export class FollowerLeases implements LeaseLifecycle {
   async admit(input: AdmitInput): Promise<AdmitResult> {
     const now = this.clock.now();
     const leaseId = newOrderedId("ls", now);
-    const request: AdmissionRequest = {
-      durationMs: input.durationMs,
-      size: input.size,
-      queue: input.queue,
-      via: input.via,
-      node: input.node,
-      now,
-    };
+    const request = admissionRequestOf(input, now, false);
     // May run more than once (Store.transaction): statements and pure computation only; a second
     // run inserts the same lease id, the first having been rolled back.
     const staged = await this.store.transaction(async (tx) => {

@@ -1,8 +1,9 @@
-import type { AdmissionDecision, SizePolicy } from "@gpupool/core";
+import type { AdmissionDecision, AdmissionRequest, SizePolicy } from "@gpupool/core";
 import type { NewLease, Tx } from "../../storage/store.js";
 import type { Accounts, LoadedAccount } from "../accounts/accounts.js";
 import type { BillingView } from "../accounts/wallets.js";
 import { admitted } from "./lease-transitions.js";
+import type { AdmitInput } from "./leases.js";
 
 /** The call an admission is for, as the lease records it. */
 export interface AdmittedCall {
@@ -37,4 +38,21 @@ export async function admittedLease(
     holdShares: held.shares,
   });
   return { lease, billing: held.billing };
+}
+
+/**
+ * The admission request of a lease request made at `now`. `decidesWait`: this replica places the
+ * call, so it also judges the call's predicted wait (a replica that does not lead leaves that to
+ * the leader, which hears the call's max_wait with it).
+ */
+export function admissionRequestOf(input: AdmitInput, now: number, decidesWait: boolean): AdmissionRequest {
+  return {
+    durationMs: input.durationMs,
+    size: input.size,
+    queue: input.queue,
+    via: input.via,
+    node: input.node,
+    now,
+    ...(decidesWait && input.refuseLongWait === true ? { maxWaitMs: input.maxWaitMs ?? null } : {}),
+  };
 }

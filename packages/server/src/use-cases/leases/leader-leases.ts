@@ -1,5 +1,5 @@
 import { decideAdmission, fail, placementRefusal, quotaLeftShare } from "@gpupool/core";
-import type { AdmissionRequest, Policy, Problem, QueuePlace } from "@gpupool/core";
+import type { Policy, Problem, QueuePlace } from "@gpupool/core";
 import type { Clock } from "../../clock.js";
 import type { EngineRunner } from "../../engine/runner.js";
 import type { Metrics } from "../../metrics.js";
@@ -9,7 +9,7 @@ import type { Accounts, IdentityQuota } from "../accounts/accounts.js";
 import type { LeaseAnnouncer, LeaseTimerKind } from "./announcer.js";
 import { earlierUse, rememberKey, replayKind } from "./idempotency.js";
 import { queueTimeoutProblem } from "./lease-problems.js";
-import { admittedLease } from "./admitted-lease.js";
+import { admissionRequestOf, admittedLease } from "./admitted-lease.js";
 import { grant } from "./lease-transitions.js";
 import type { LeaseWrites } from "./lease-writes.js";
 import type { AdmitInput, AdmitResult, Released } from "./leases.js";
@@ -45,15 +45,7 @@ export class LeaderLeases {
     const started = performance.now();
     const now = this.clock.now();
     const leaseId = newOrderedId("ls", now);
-    const request: AdmissionRequest = {
-      durationMs: input.durationMs,
-      size: input.size,
-      queue: input.queue,
-      via: input.via,
-      node: input.node,
-      now,
-      ...(input.refuseLongWait === true ? { maxWaitMs: input.maxWaitMs ?? null } : {}),
-    };
+    const request = admissionRequestOf(input, now, true);
     return this.runner.run(
       async (tx) => {
         const account = await this.accounts.forAdmission(tx, input.charged, request);
