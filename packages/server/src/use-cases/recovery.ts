@@ -65,11 +65,17 @@ export class Recovery {
     now: number,
     lost: ReadonlyMap<string, number | null>,
   ): Promise<LeaseRecord | null> {
-    if (lease.deadline !== null && lease.deadline <= now) return this.writes.finishActive(tx, lease, "expired", now);
+    if (lease.deadline !== null && lease.deadline <= now) {
+      const current = await this.stillAsListed(tx, lease);
+      return current === null ? null : this.writes.finishActive(tx, current, "expired", now);
+    }
     if (this.state.restoreActive(lease, now)) {
       this.announcer.armDeadline(lease);
       return null;
     }
+    const current = await this.stillAsListed(tx, lease);
+    if (current === null) return null;
+    lease = current;
     // Its device is no longer in the pool: the lease cannot continue. Charge only what it held.
     const node = lease.node ?? "";
     if (!lost.has(node)) return this.writes.finishActive(tx, lease, "failed", now, deviceGoneProblem());
@@ -85,9 +91,22 @@ export class Recovery {
     );
   }
 
+  /**
+   * The lease as stored now, read again under its lock, or null if another replica ended it since
+   * `leases.live()` listed it (that list takes no locks: ending a lease from it could overwrite a
+   * follower's release with an expiry and charge it twice).
+   */
+  private async stillAsListed(tx: Tx, listed: LeaseRecord): Promise<LeaseRecord | null> {
+    const current = await tx.leases.get(listed.id);
+    return current !== null && current.status === listed.status ? current : null;
+  }
+
   /** A queued lease: back in line, or ended. */
-  private async queued(tx: Tx, lease: LeaseRecord, now: number): Promise<LeaseRecord | null> {
-    const limitMs = queueTimeoutOf(this.policy, this.policy.tiers[lease.tier]);
+  private async queued(tx: Tx, listed: LeaseRecord, now: number): Promise<LeaseRecord | null> {
+    const limitMs = queueTimeoutOf(this.policy, this.policy.tiers[listed.tier]);
+    const ends = listed.queuedAt + limitMs <= now || (listed.node !== null && !this.state.hasNode(listed.node));
+    const lease = ends ? await this.stillAsListed(tx, listed) : listed;
+    if (lease === null) return null;
     if (lease.queuedAt + limitMs <= now)
       return this.writes.finishQueued(tx, lease, "failed", now, queueTimeoutProblem(lease, now, limitMs));
     if (lease.node !== null && !this.state.hasNode(lease.node))

@@ -1,4 +1,4 @@
-import { decideAdmission, fail, placementRefusal, quotaLeftShare } from "@gpupool/core";
+import { decideAdmission, fail, placementRefusal, queueTimeoutOf, quotaLeftShare } from "@gpupool/core";
 import type { Policy, Problem, QueuePlace } from "@gpupool/core";
 import type { Clock } from "../../clock.js";
 import type { EngineRunner } from "../../engine/runner.js";
@@ -256,8 +256,9 @@ export class LeaderLeases {
           // Read again, locked: another replica may be cancelling it right now.
           const lease = await tx.leases.get(found.id);
           if (!lease || lease.status !== "queued") continue;
-          const late = lease.queuedAt + this.policy.queueTimeoutMs <= now;
-          const why = queueTimeoutProblem(lease, now, this.policy.queueTimeoutMs);
+          const limitMs = queueTimeoutOf(this.policy, this.policy.tiers[lease.tier]);
+          const late = lease.queuedAt + limitMs <= now;
+          const why = queueTimeoutProblem(lease, now, limitMs);
           const done = late
             ? { lease: await this.writes.finishQueued(tx, lease, "failed", now, why), problem: why }
             : await this.place(tx, lease, true, now);
