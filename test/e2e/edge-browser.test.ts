@@ -160,9 +160,15 @@ describe("the edge in a browser", () => {
       const front = `http://front.apps.test:${edge.port}`;
       const context = await browser.newContext();
       const page = await context.newPage();
+      // In a tab of its own: the main page may still be following a redirect (the /logout an app tried).
       const whoami = async (origin: string) => {
-        await page.goto(`${origin}/whoami`);
-        return JSON.parse(await page.locator("body").innerText()) as { sub: string; cookie: string | null };
+        const tab = await context.newPage();
+        try {
+          await tab.goto(`${origin}/whoami`);
+          return JSON.parse(await tab.locator("body").innerText()) as { sub: string; cookie: string | null };
+        } finally {
+          await tab.close();
+        }
       };
 
       // Not signed in: the app host asks the sign-in host, which says so; charged as the IP.
