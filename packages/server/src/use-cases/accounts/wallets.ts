@@ -57,13 +57,25 @@ export interface LoadedWallet {
  * expiry lose their unheld rest at load, each with an `expire` transaction.
  */
 export class Wallets {
+  private walletlessMonth: ReturnType<typeof billingMonth> | null = null;
+  private readonly walletlessViews = new Map<string, BillingView>();
+
   constructor(private readonly policy: Policy) {}
 
   /** The billing view of an identity with no wallet (an IP address or an app): constant, no reads. */
   walletless(identity: Identity, now: number): BillingView {
-    const month = billingMonth(now);
+    // The same for every identity of a kind and tier in a month, and asked for twice per call of
+    // every IP address and app: built once per month, kind and tier.
+    if (this.walletlessMonth === null || now < this.walletlessMonth.startsAt || now >= this.walletlessMonth.endsAt) {
+      this.walletlessMonth = billingMonth(now);
+      this.walletlessViews.clear();
+    }
+    const key = `${identity.kind}:${identity.tier}`;
+    const cached = this.walletlessViews.get(key);
+    if (cached !== undefined) return cached;
+    const month = this.walletlessMonth;
     const billing = billingOf(this.policy);
-    return {
+    const view: BillingView = {
       currency: billing.currency,
       credits: null,
       wallet: null,
@@ -79,6 +91,8 @@ export class Wallets {
         monthEndsAt: month.endsAt,
       },
     };
+    this.walletlessViews.set(key, view);
+    return view;
   }
 
   /** The identity's billing view (and for a user the wallet admission needs). */

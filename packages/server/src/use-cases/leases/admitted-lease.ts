@@ -27,7 +27,11 @@ export async function admittedLease(
   call: AdmittedCall,
   now: number,
 ): Promise<{ lease: NewLease; billing: BillingView }> {
-  const held = await accounts.hold(tx, account, call.id, decision.split.holdMicros, now);
+  // Most calls hold nothing: no wallet round trip (nor an await) for them.
+  const held =
+    decision.split.holdMicros === 0
+      ? { shares: [], billing: account.billing }
+      : await accounts.hold(tx, account, call.id, decision.split.holdMicros, now);
   const lease = admitted({
     ...call,
     identity: account.identity,
