@@ -159,8 +159,12 @@ async function takeover(how: "SIGKILL" | "SIGTERM"): Promise<void> {
   const stopped = leader.stop(how);
   running.splice(running.indexOf(leader), 1);
   await stopped;
-  const next = await until(() => leaderOf(followers), 15_000);
+  const stoppedAt = Date.now();
+  // A new leader is ready once it has caught up on every queued lease (1,500 or more here): a few
+  // seconds on an idle machine; 15 s was once not enough on a loaded 2-core CI machine.
+  const next = await until(() => leaderOf(followers), 60_000);
   expect(next, "a follower took the lead").not.toBeNull();
+  console.log(`${how}: a follower led after ${Date.now() - stoppedAt} ms`);
   // Admissions go on through the takeover and a little after it.
   await new Promise((r) => setTimeout(r, 2_000));
   await load.stop();

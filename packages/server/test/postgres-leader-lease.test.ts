@@ -105,4 +105,41 @@ describe.skipIf(!postgresUrl())("PostgreSQL leadership lease", () => {
       await b.coordination.leaderStager.stage(async (t) => t.users.insert(user("b")))
     ).committed;
   });
+
+  it("a leader whose session is never idle (a stream of transactions, as a new leader's catch-up under load) still renews its lease", async () => {
+    // A 1-s lease, renewed every 200 ms. Before, the open group kept the session's turn for as long
+    // as transactions kept joining it (up to 64), the renewal waited behind it, and the lead passed
+    // to the other replica while this one was busy: in CI, from follower to follower.
+    const url = `${freshPostgresUrl("lease-busy")}&leader_lease=1000`;
+    const a = await open(url);
+    const b = await open(url);
+    const lost: Error[] = [];
+    await a.coordination.lead((err) => lost.push(err));
+    let bLeads = false;
+    b.coordination
+      .lead(() => undefined)
+      .then(
+        () => (bLeads = true),
+        () => undefined, // closed at the end of the test, still waiting
+      );
+    const end = Date.now() + 4_000;
+    let n = 0;
+    const committed: Promise<void>[] = [];
+    // Four callers, each staging its next 40-ms transaction as soon as the last one ran: one always waits.
+    await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        while (Date.now() < end && lost.length === 0) {
+          const staged = await a.coordination.leaderStager.stage(async (t) => {
+            await new Promise((resolve) => setTimeout(resolve, 40));
+            await t.users.insert(user(`busy-${n++}`));
+          });
+          committed.push(staged.committed);
+        }
+      }),
+    );
+    await Promise.all(committed);
+    expect(lost).toEqual([]);
+    expect(bLeads).toBe(false);
+    expect(n).toBeGreaterThan(40);
+  });
 });

@@ -86,18 +86,41 @@ export class LeaderLease {
   private session: Session | null = null;
   /** Whether `session` holds the leader lock. */
   private locked = false;
-  private tail: Promise<void> = Promise.resolve();
+  /** Whether a turn on the leader session is taken, and who waits for the next ones, in order. */
+  private busy = false;
+  private readonly waiting: (() => void)[] = [];
   private kept: Kept | null = null;
   private readonly holder = `${hostname()}:${process.pid}`;
 
   constructor(private readonly o: LeaderLeaseOptions) {}
 
-  /** Waits for the turn on the leader session (in order); the returned function ends the turn. */
-  turn(): Promise<() => void> {
-    const previous = this.tail;
-    let done!: () => void;
-    this.tail = new Promise<void>((resolve) => (done = resolve));
-    return previous.then(() => done);
+  /**
+   * Waits for a turn on the leader session (in order); the returned function ends the turn. An
+   * `urgent` turn (a renewal) comes next, before turns already waiting: a renewal that queued behind
+   * a new leader's catch-up groups came back after its lease had run out, and leadership passed
+   * from replica to replica under load (the takeover suite, CI).
+   */
+  turn(urgent = false): Promise<() => void> {
+    return new Promise((resolve) => {
+      const start = (): void => {
+        this.busy = true;
+        let ended = false;
+        resolve(() => {
+          if (ended) return;
+          ended = true;
+          this.busy = false;
+          this.waiting.shift()?.();
+        });
+      };
+      if (!this.busy) start();
+      else if (urgent) this.waiting.unshift(start);
+      else this.waiting.push(start);
+    });
+  }
+
+  /** How often the lease is renewed: a leader keeps no turn on its session much longer than this. */
+  get renewEveryMs(): number {
+    return Math.max(50, Math.floor(this.o.leaseMs / 5));
   }
 
   /** One try at taking the lead: the term, or null while another replica leads. Throws the driver's error when the database fails. */
@@ -129,7 +152,7 @@ export class LeaderLease {
   /** Renews `term` from now on; `lost` is called once if it cannot be (taken over, or not renewed within the lease). */
   keep(term: Term, sentAt: number, lost: (err: LeadershipLostError) => void): void {
     this.stop();
-    const timer = setInterval(() => void this.tick(), Math.max(50, Math.floor(this.o.leaseMs / 5)));
+    const timer = setInterval(() => void this.tick(), this.renewEveryMs);
     timer.unref();
     this.kept = { term, renewedAt: sentAt, renewing: false, timer, lost };
   }
@@ -203,7 +226,7 @@ export class LeaderLease {
   }
 
   private async renew(kept: Kept): Promise<void> {
-    const release = await this.turn();
+    const release = await this.turn(true);
     try {
       const { session, epoch } = kept.term;
       if (this.kept !== kept || !session.isOpen) return;

@@ -69,6 +69,8 @@ export class PostgresCoordination implements Coordination {
   private wake: (() => void) | null = null;
   /** The open group of leader transactions, if any (see `leaderStage`). */
   private group: LeaderGroup | null = null;
+  /** When the open group opened (performance.now()). */
+  private groupOpenedAt = 0;
   /** Groups not over yet (the open one, and one whose COMMIT is in flight), with their term. */
   private readonly groups = new Map<LeaderGroup, Term>();
   /** Terms that are over (each ends once, whoever notices first: a renewal, a group, the session's close). */
@@ -175,7 +177,11 @@ export class PostgresCoordination implements Coordination {
       // A group that failed on its own (a write that failed after its transaction ran) is not reused.
       const group = this.group?.isOpen ? this.group : await this.openGroup(state.term);
       const value = await group.run((sql, grouped) => fn(this.o.makeTx(sql, grouped)));
-      if (group.size >= MAX_GROUP && this.group === group) this.commitGroup();
+      // Full, or open for as long as the lease is renewed: a group keeps the leader session's turn,
+      // and the renewal waits for it (a new leader's catch-up, 50 leases a member, kept one group
+      // open for seconds while followers' requests kept joining).
+      const full = group.size >= MAX_GROUP || performance.now() - this.groupOpenedAt >= this.o.lease.renewEveryMs;
+      if (full && this.group === group) this.commitGroup();
       return { value, committed: group.committed };
     } catch (err) {
       throw this.leaderError(state.term, err);
@@ -204,6 +210,7 @@ export class PostgresCoordination implements Coordination {
     });
     await group.open();
     this.group = group;
+    this.groupOpenedAt = performance.now();
     return group;
   }
 
