@@ -27,10 +27,14 @@ async function replicas(name: string): Promise<string[]> {
   return running.map((s) => s.url);
 }
 
-/** 60 calls of 6 s (each holding exactly $0.01), spread over the replicas. */
+/**
+ * 60 calls of 60 s (each holding exactly $0.10), spread over the replicas. A minute, so that no
+ * admitted call can reach its deadline (and settle its hold) before the wallets are checked, however
+ * slow the machine (with 6-s calls a loaded CI saw 4 of 20 holds already settled).
+ */
 async function burst(urls: string[], token: string) {
   const results = await Promise.all(
-    Array.from({ length: 60 }, (_, i) => call(urls[i % urls.length]!, "POST", "/v1/leases", token, { duration: 6 })),
+    Array.from({ length: 60 }, (_, i) => call(urls[i % urls.length]!, "POST", "/v1/leases", token, { duration: 60 })),
   );
   const admitted = results.filter((r) => r.status === 201 || r.status === 202);
   const seen = JSON.stringify(
@@ -53,21 +57,22 @@ async function checkEverywhere(urls: string[], userId: string, held: number) {
 }
 
 describe.skipIf(postgresUrl() === null)("billing across 3 PostgreSQL replicas", () => {
-  it("60 parallel overage calls, credits for exactly 20 → 20 admitted, 40 × 402 credits_exhausted; the same against the cap", async () => {
+  it("60 parallel overage calls, credits for exactly 20 (a minute each) → 20 admitted, 40 × 402 credits_exhausted; the same against the cap", async () => {
     const urls = await replicas("billing");
-    const poor = await overageUser(urls[0]!, ADMIN, "poor", "0.20", "5.00");
+    const poor = await overageUser(urls[0]!, ADMIN, "poor", "2.00", "50.00");
     const a = await burst(urls, poor.token);
     expect(a.admitted.length, a.seen).toBe(20);
     expect(a.refused.length, a.seen).toBe(40);
-    for (const r of a.refused) expect(r.body).toMatchObject({ code: "credits_exhausted", needed_micros: 10_000 });
-    for (const r of a.admitted) expect(r.body.billing).toMatchObject({ quota_s: 0, overage_s: 6, hold_micros: 10_000 });
-    await checkEverywhere(urls, poor.id, 200_000);
+    for (const r of a.refused) expect(r.body).toMatchObject({ code: "credits_exhausted", needed_micros: 100_000 });
+    for (const r of a.admitted)
+      expect(r.body.billing).toMatchObject({ quota_s: 0, overage_s: 60, hold_micros: 100_000 });
+    await checkEverywhere(urls, poor.id, 2_000_000);
 
-    const capped = await overageUser(urls[1]!, ADMIN, "capped", "1.00", "0.20");
+    const capped = await overageUser(urls[1]!, ADMIN, "capped", "10.00", "2.00");
     const b = await burst(urls, capped.token);
     expect(b.admitted.length, b.seen).toBe(20);
     expect(b.refused.length, b.seen).toBe(40);
-    for (const r of b.refused) expect(r.body).toMatchObject({ code: "spend_cap_reached", cap_micros: 200_000 });
-    await checkEverywhere(urls, capped.id, 200_000);
+    for (const r of b.refused) expect(r.body).toMatchObject({ code: "spend_cap_reached", cap_micros: 2_000_000 });
+    await checkEverywhere(urls, capped.id, 2_000_000);
   }, 180_000);
 });

@@ -97,7 +97,9 @@ async function until<T>(check: () => Promise<T | null | false>, timeoutMs: numbe
 
 const pg = postgresUrl();
 
-describe.skipIf(pg === null)("control-plane replicas on PostgreSQL", () => {
+// Each test starts three server binaries on a fresh database: on a loaded 2-core CI machine that
+// alone took most of the default 30 s.
+describe.skipIf(pg === null)("control-plane replicas on PostgreSQL", { timeout: 120_000 }, () => {
   it("300 parallel lease requests spread over 3 replicas, room for exactly 50 → exactly 50 admitted", async () => {
     const servers = await replicas(3, "admission");
     expect((await Promise.all(servers.map((s) => leaderOf([s])))).filter(Boolean)).toHaveLength(1);
@@ -112,7 +114,7 @@ describe.skipIf(pg === null)("control-plane replicas on PostgreSQL", () => {
       other: results.find((r) => ![201, 202, 429].includes(r.status))?.body ?? null,
     });
     expect(by(201) + by(202), seen).toBe(50);
-    expect(by(429)).toBe(250);
+    expect(by(429), seen).toBe(250);
     expect(results.every((r) => [201, 202, 429].includes(r.status))).toBe(true);
     const refused = results.find((r) => r.status === 429)!.body;
     expect(refused).toMatchObject({ code: "quota_exceeded", quota: 50 });

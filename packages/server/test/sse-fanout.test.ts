@@ -35,7 +35,12 @@ async function watch(url: string, id: string, token: string, counts: { queued: n
   const started = new Promise<void>((resolve) => (first = resolve));
   const ended = (async () => {
     for (;;) {
-      const chunk = await reader.read();
+      // A stream the test's cleanup aborted (after a failure) ends quietly: the failure itself is
+      // what the report should show, not one AbortError per watcher.
+      const chunk = await reader.read().catch((e: unknown) => {
+        if (ctl.signal.aborted) return { done: true as const, value: undefined };
+        throw e;
+      });
       if (chunk.done) return;
       buffer += decoder.decode(chunk.value, { stream: true });
       let end: number;
