@@ -366,7 +366,9 @@ describe("gpupool agent: the device API as the spaces ZeroGPU client uses it", (
   it("after the agent crashes, its successor (same state file) still stops an allowed process at the deadline, and /release still works", async () => {
     const port = new URL(agent.url).port;
     const pool = createAgentClient({ url: `${agent.url}/apps/${appKey}` });
-    const short = await pool.schedule({ duration: 3 });
+    // Long enough that the agent is killed and restarted before the deadline even on a loaded
+    // machine (with 3 s, CI once saw the first agent stop the process itself before its kill).
+    const short = await pool.schedule({ duration: 8 });
     const worker = spawn(
       process.execPath,
       ["-e", "process.on('SIGTERM', () => console.log('TERM')); setInterval(() => {}, 1000); console.log('ready')"],
@@ -403,7 +405,7 @@ describe("gpupool agent: the device API as the spaces ZeroGPU client uses it", (
     } finally {
       worker.kill("SIGKILL");
     }
-  }, 30_000);
+  }, 60_000);
 
   it("SIGTERM stops the agent cleanly (exit 0), logging the active lease it leaves", async () => {
     const pool = createAgentClient({ url: `${agent.url}/apps/${appKey}` });

@@ -21,7 +21,8 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-describe("one server per SQLite file", () => {
+// Each test starts several server processes: more than the default 30 s on a loaded 2-core CI machine.
+describe("one server per SQLite file", { timeout: 90_000 }, () => {
   it("a second server on the same file exits 1 naming the file and the first one's pid; after a kill -9 a new one starts at once", async () => {
     dir = mkdtempSync(join(tmpdir(), "gpupool-single-"));
     const db = join(dir, "pool.db");
