@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
+import { forgetExpiredKeys, IDEMPOTENCY_KEY_TTL_MS } from "../src/use-cases/leases/idempotency.js";
 import { ADMIN, expectProblem, quotaOf, startTestServer } from "./harness.js";
 import type { TestServer } from "./harness.js";
 
@@ -98,6 +99,20 @@ describe("Idempotency-Key on POST /v1/leases", () => {
       return r.body.id as string;
     });
     expect(new Set(ids).size).toBe(4);
+  });
+
+  it("keys are deleted once expired (the table keeps about a day of them), never before", async () => {
+    const { t, key } = await pool();
+    const first = await post(t, key, { duration: 5 }, "kept-a-day");
+    expect(first.status).toBe(201);
+    const { store } = t.server.context;
+    expect(await forgetExpiredKeys(store, Date.now())).toBe(0);
+    expect((await post(t, key, { duration: 5 }, "kept-a-day")).body.id).toBe(first.body.id);
+    // A day later, by the sweep's clock: gone, and the key is new again.
+    expect(await forgetExpiredKeys(store, Date.now() + IDEMPOTENCY_KEY_TTL_MS + 1_000, 1)).toBe(1);
+    const again = await post(t, key, { duration: 5 }, "kept-a-day");
+    expect(again.status).toBe(201);
+    expect(again.body.id).not.toBe(first.body.id);
   });
 
   it("a bad key is 400 invalid_request naming the header, and nothing is reserved", async () => {

@@ -718,6 +718,27 @@ export function storeContract(
       expect(await tx((t) => t.users.list())).toHaveLength(5);
     });
 
+    it("expired Idempotency-Keys are deleted in batches, and only those recorded at or before the cutoff", async () => {
+      const key = (k: string, createdAt: number) => ({ scopeKey: k, leaseId: `ls_${k}`, request: "[1]", createdAt });
+      await tx(async (t) => {
+        for (const [k, at] of [
+          ["a", 100],
+          ["b", 200],
+          ["c", 200],
+          ["d", 300],
+        ] as const)
+          await t.idempotencyKeys.put(key(k, at));
+      });
+      expect(await tx((t) => t.idempotencyKeys.deleteRecordedBefore(200, 2))).toBe(2);
+      expect(await tx((t) => t.idempotencyKeys.deleteRecordedBefore(200, 2))).toBe(1);
+      expect(await tx((t) => t.idempotencyKeys.deleteRecordedBefore(200, 2))).toBe(0);
+      // Re-recorded after it expired: a new use, kept.
+      await tx((t) => t.idempotencyKeys.put(key("a", 400)));
+      expect(await tx((t) => t.idempotencyKeys.deleteRecordedBefore(300, 10))).toBe(1);
+      expect(await tx((t) => t.idempotencyKeys.get("a"))).toMatchObject({ createdAt: 400 });
+      expect(await tx((t) => t.idempotencyKeys.get("d"))).toBeNull();
+    });
+
     // Only for shared stores: SQLite has nothing to run these against (they would show as skipped).
     if (replicas)
       describe("coordination between replicas", () => {

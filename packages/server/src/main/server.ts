@@ -21,6 +21,7 @@ import { RequestIdentity } from "../use-cases/identity/request-identity.js";
 import { Sessions } from "../use-cases/identity/sessions.js";
 import { TokenIssuer } from "../use-cases/identity/token-issuer.js";
 import { Diagnose } from "../use-cases/leases/diagnose.js";
+import { forgetExpiredKeys } from "../use-cases/leases/idempotency.js";
 import { LeaseRequests } from "../use-cases/leases/lease-requests.js";
 import { NodeAgents } from "../use-cases/nodes/node-agents.js";
 import { assemblePool } from "./pool.js";
@@ -57,6 +58,8 @@ export interface RunningServer {
  */
 /** How often refusals counted in memory are written (see RefusalLog). */
 const REFUSAL_FLUSH_MS = 5_000;
+/** How often expired Idempotency-Keys are deleted. */
+const KEY_SWEEP_MS = 3_600_000;
 
 export async function createServer(config: ServerConfig, options: ServerOptions = {}): Promise<RunningServer> {
   const log = options.logger ?? pino({ level: config.logLevel, base: { service: "gpupool" } });
@@ -77,6 +80,12 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
   const refusals = new RefusalLog(store, log);
   const refusalTick = setInterval(() => void refusals.flush(), REFUSAL_FLUSH_MS);
   refusalTick.unref();
+  const forgetKeys = (): Promise<unknown> =>
+    forgetExpiredKeys(store, clock.now()).catch((err: unknown) =>
+      log.warn({ err }, "expired Idempotency-Keys could not be deleted; trying again later"),
+    );
+  const keyTick = setInterval(() => void forgetKeys(), KEY_SWEEP_MS);
+  keyTick.unref();
   const ctx: RouteContext = {
     config,
     policy,
@@ -117,6 +126,7 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
       events.shutdown();
       await app.close();
       clearInterval(refusalTick);
+      clearInterval(keyTick);
       await refusals.flush();
       if (!options.storage) await storage.close();
     },

@@ -353,6 +353,8 @@ export interface IdempotencyKeysTx {
   get(scopeKey: string): Promise<IdempotencyKeyRecord | null>;
   /** Records the key's use, replacing an earlier use of it (one that expired). */
   put(key: IdempotencyKeyRecord): Promise<void>;
+  /** Deletes up to `limit` keys recorded at or before `before` (expired: they name nothing any more); how many. */
+  deleteRecordedBefore(before: number, limit: number): Promise<number>;
 }
 
 export interface SigningKeysTx {

@@ -67,6 +67,10 @@ const listLeases = leaseListStatements(`SELECT ${LEASES.selectList} FROM leases`
 const IDEMPOTENCY_KEY = {
   byKey: select(IDEMPOTENCY_KEYS, "WHERE scope_key = $1"),
   upsert: `${insert(IDEMPOTENCY_KEYS)} ON CONFLICT (scope_key) DO UPDATE SET ${IDEMPOTENCY_KEYS.mutableNames.map((c) => `${c} = excluded.${c}`).join(", ")}`,
+  // The outer created_at test again: a key re-used (re-recorded) meanwhile is not deleted.
+  deleteBefore:
+    "DELETE FROM idempotency_keys WHERE created_at <= $1 AND scope_key IN " +
+    "(SELECT scope_key FROM idempotency_keys WHERE created_at <= $1 LIMIT $2)",
 };
 const SIGNING_KEY = {
   // In the ledger locks' key space, under a name no identity ("kind:id") can have.
@@ -229,6 +233,7 @@ export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedT
     idempotencyKeys: {
       get: async (scopeKey) => decode(IDEMPOTENCY_KEYS, await one(IDEMPOTENCY_KEY.byKey, scopeKey)),
       put: (k) => run(IDEMPOTENCY_KEY.upsert, ...IDEMPOTENCY_KEYS.insertParams(k, "postgres")),
+      deleteRecordedBefore: (before, limit) => count(IDEMPOTENCY_KEY.deleteBefore, before, limit),
     },
 
     signingKeys: {

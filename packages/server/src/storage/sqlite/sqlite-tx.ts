@@ -82,6 +82,9 @@ const LEASE = {
 const IDEMPOTENCY_KEY = {
   byKey: select(IDEMPOTENCY_KEYS, "WHERE scope_key = ?"),
   upsert: `${insert(IDEMPOTENCY_KEYS)} ON CONFLICT (scope_key) DO UPDATE SET ${IDEMPOTENCY_KEYS.mutableNames.map((c) => `${c} = excluded.${c}`).join(", ")}`,
+  deleteBefore:
+    "DELETE FROM idempotency_keys WHERE created_at <= ? AND scope_key IN " +
+    "(SELECT scope_key FROM idempotency_keys WHERE created_at <= ? LIMIT ?)",
 };
 const SIGNING_KEY = { insert: insert(SIGNING_KEYS), list: select(SIGNING_KEYS, "ORDER BY created_at") };
 const SESSION = {
@@ -214,6 +217,7 @@ export function sqliteTx(c: SqliteConnection): Tx {
     idempotencyKeys: {
       get: async (scopeKey) => decode(IDEMPOTENCY_KEYS, one(IDEMPOTENCY_KEY.byKey, scopeKey)),
       put: async (k) => void run(IDEMPOTENCY_KEY.upsert, ...IDEMPOTENCY_KEYS.insertParams(k, "sqlite")),
+      deleteRecordedBefore: async (before, limit) => run(IDEMPOTENCY_KEY.deleteBefore, before, before, limit),
     },
 
     signingKeys: {

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { problem } from "@gpupool/core";
 import type { Problem } from "@gpupool/core";
-import type { LeaseRecord, Tx } from "../../storage/store.js";
+import type { LeaseRecord, Store, Tx } from "../../storage/store.js";
 import type { ChargedParty } from "../accounts/accounts.js";
 
 /**
@@ -76,4 +76,20 @@ export async function rememberKey(tx: Tx, key: IdempotencyKey | null, leaseId: s
 export function replayKind(lease: LeaseRecord): "granted" | "queued" | "ended" {
   if (lease.status === "active" || lease.grantedAt !== null) return "granted";
   return lease.status === "queued" ? "queued" : "ended";
+}
+
+/**
+ * Deletes the keys that have expired, a batch per transaction, so that the table holds about a
+ * day of keys rather than every key ever sent. Run now and then by every replica (deleting the same
+ * expired keys twice is harmless); an expired key names nothing (see earlierUse). How many went.
+ */
+export async function forgetExpiredKeys(store: Store, now: number, batch = 1_000): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const n = await store.transaction((tx) =>
+      tx.idempotencyKeys.deleteRecordedBefore(now - IDEMPOTENCY_KEY_TTL_MS, batch),
+    );
+    total += n;
+    if (n < batch) return total;
+  }
 }
