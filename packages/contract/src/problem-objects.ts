@@ -60,6 +60,7 @@ export const STORAGE_UNAVAILABLE_REASONS = [
   "contention",
   "stalled",
   "leadership_lost",
+  "outcome_unknown",
   "disk_full",
   "database_missing",
   "write_failed",
@@ -225,7 +226,7 @@ export const PROBLEM_FIELDS = {
   storage_unavailable: {
     reason: describe(
       z.optional(z.enum(STORAGE_UNAVAILABLE_REASONS)),
-      "`unreachable` (the database cannot be reached), `timeout` (it did not answer in time), `contention` (another request for the same person or lease held what this one needed; retry in a second), `stalled` (this server stalled mid-transaction and the database ended it), `leadership_lost` (the replica lost its leader session mid-request), `disk_full` (the database's disk is full or nearly: readiness says so before writes fail), `database_missing` (the SQLite file was deleted or replaced while the server ran: it writes nothing more until restarted), `write_failed` (another I/O error), `starting` (the server is still restoring its state). With `Retry-After`.",
+      "`unreachable` (the database cannot be reached), `timeout` (it did not answer in time), `contention` (another request for the same person or lease held what this one needed; retry in a second), `stalled` (this server stalled mid-transaction and the database ended it), `leadership_lost` (the replica lost its leader session mid-request), `outcome_unknown` (it lost that session while committing the request: whether it took effect is not known; retry with the same `Idempotency-Key`, which returns the lease if it was made), `disk_full` (the database's disk is full or nearly: readiness says so before writes fail), `database_missing` (the SQLite file was deleted or replaced while the server ran: it writes nothing more until restarted), `write_failed` (another I/O error), `starting` (the server is still restoring its state). With `Retry-After`.",
     ),
   },
   control_plane_unavailable: {

@@ -248,6 +248,8 @@ describe.skipIf(!postgresUrl())("postgres leader: group commit", () => {
       ]);
       expect(staged.map((r) => r.status)).toEqual(["fulfilled", "fulfilled", "rejected"]);
       expect(staged[2]?.status === "rejected" && staged[2].reason).toBeInstanceOf(LeadershipLostError);
+      // It broke before any COMMIT was sent: the callers may be told nothing was changed.
+      expect(staged[2]?.status === "rejected" && (staged[2].reason as LeadershipLostError).outcomeUnknown).toBe(false);
       expect(await Promise.all([0, 1].map((i) => settle(fulfilled(staged[i]).committed)))).toEqual([
         "leadership_lost",
         "leadership_lost",

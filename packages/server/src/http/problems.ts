@@ -152,12 +152,16 @@ export function installErrorHandling(app: FastifyInstance): void {
     }
     if ((err as Error) instanceof LeadershipLostError) {
       logFor(req).warn({ err }, "leadership lost during a request");
+      const lost = err as unknown as LeadershipLostError;
+      const outcome = lost.outcomeUnknown
+        ? "It broke while the request's changes were being committed, so whether they took effect is not known: retry with the same Idempotency-Key (the SDK does), which returns the lease if it was made, or look the lease up."
+        : "Nothing was changed; retry.";
       return sendProblem(
         reply,
         problem(
           "storage_unavailable",
-          "This replica's session with the pool's database ended while handling the request (the database restarted or cannot be reached), so it no longer leads the pool; another replica, or this one once the database is back, takes over within seconds. Nothing was changed; retry.",
-          { reason: "leadership_lost" },
+          `This replica's session with the pool's database ended while handling the request (the database restarted or cannot be reached), so it no longer leads the pool; another replica, or this one once the database is back, takes over within seconds. ${outcome}`,
+          { reason: lost.outcomeUnknown ? "outcome_unknown" : "leadership_lost" },
         ),
         1,
       );

@@ -126,9 +126,15 @@ export class StorageUnavailableError extends Error {
 /** Thrown by `Coordination.leaderStager` when this replica no longer holds leadership. */
 export class LeadershipLostError extends Error {
   readonly code = "leadership_lost";
-  constructor(message = "This replica no longer leads the pool.") {
+  /**
+   * The session broke while its COMMIT was in flight: the transaction may have committed or not,
+   * and only the database (read by the next leader) knows. Otherwise nothing was committed.
+   */
+  readonly outcomeUnknown: boolean;
+  constructor(message = "This replica no longer leads the pool.", options: { outcomeUnknown?: boolean } = {}) {
     super(message);
     this.name = "LeadershipLostError";
+    this.outcomeUnknown = options.outcomeUnknown ?? false;
   }
 }
 

@@ -187,6 +187,7 @@ export class LeaderGroup {
         this.brokenSession(
           err,
           "The database session holding leadership broke while committing; the next leader reads from the database whether it did.",
+          true,
         );
         return;
       }
@@ -229,6 +230,7 @@ export class LeaderGroup {
         committing
           ? "The database session holding leadership closed while committing; the next leader reads from the database whether it did."
           : "The database session holding leadership closed; nothing of its open transaction was committed.",
+        { outcomeUnknown: committing },
       ),
     );
   }
@@ -261,9 +263,10 @@ export class LeaderGroup {
   private brokenSession(
     cause: unknown,
     message = "The database session holding leadership broke; nothing was committed.",
+    outcomeUnknown = false,
   ): Error {
     this.sql = null;
-    return this.end(Object.assign(new LeadershipLostError(message), { cause }));
+    return this.end(Object.assign(new LeadershipLostError(message, { outcomeUnknown }), { cause }));
   }
 
   /**
