@@ -468,6 +468,114 @@ export function storeContract(
       expect(await read.transaction((t) => t.sessions.get("h3"))).toEqual(s("h3", "u2"));
     });
 
+    it("dashboard: sessions (user and operator) revoke once; a code is used once and never after expiry; the audit log pages newest first", async () => {
+      await tx((t) => t.users.insert(user("u1")));
+      const session = (idHash: string, userId: string | null) => ({
+        idHash,
+        role: userId === null ? ("admin" as const) : ("user" as const),
+        userId,
+        createdAt: 1_000,
+        expiresAt: 9_000,
+        revokedAt: null,
+      });
+      await tx(async (t) => {
+        await t.dashboard.insertSession(session("d1", "u1"));
+        await t.dashboard.insertSession(session("d2", null));
+      });
+      expect(await tx((t) => t.dashboard.getSession("d2"))).toEqual(session("d2", null));
+      expect(await tx((t) => t.dashboard.getSession("nope"))).toBeNull();
+      expect(await tx((t) => t.dashboard.revokeSession("d1", 2_000))).toBe(true);
+      expect(await tx((t) => t.dashboard.revokeSession("d1", 3_000))).toBe(true);
+      expect(await tx((t) => t.dashboard.revokeSession("nope", 3_000))).toBe(false);
+      const code = (codeHash: string, expiresAt: number) => ({
+        codeHash,
+        role: "user" as const,
+        userId: "u1",
+        createdAt: 1_000,
+        expiresAt,
+        usedAt: null,
+      });
+      await tx(async (t) => {
+        await t.dashboard.insertCode(code("c1", 5_000));
+        await t.dashboard.insertCode(code("c2", 5_000));
+      });
+      expect(await tx((t) => t.dashboard.useCode("c1", 2_000))).toEqual({ ...code("c1", 5_000), usedAt: 2_000 });
+      expect(await tx((t) => t.dashboard.useCode("c1", 2_001))).toBeNull();
+      expect(await tx((t) => t.dashboard.useCode("c2", 5_000))).toBeNull();
+      expect(await tx((t) => t.dashboard.useCode("missing", 1_000))).toBeNull();
+      const entry = (id: string) => ({
+        id,
+        at: 1_000,
+        action: "credits.grant",
+        target: "u1",
+        actor: "dashboard",
+        detail: "{}",
+      });
+      await tx(async (t) => {
+        for (const id of ["au_1", "au_2", "au_3"]) await t.dashboard.addAudit(entry(id));
+      });
+      const again = await durable();
+      const read = again ?? store;
+      expect(await read.transaction((t) => t.dashboard.getSession("d1"))).toMatchObject({ revokedAt: 2_000 });
+      expect((await read.transaction((t) => t.dashboard.audit(null, 2))).map((e) => e.id)).toEqual(["au_3", "au_2"]);
+      expect(await read.transaction((t) => t.dashboard.audit("au_2", 5))).toEqual([entry("au_1")]);
+    });
+
+    it("dashboard: refusals per hour add up, with the calls that ended without a GPU; granted calls newest first", async () => {
+      const H = Date.UTC(2026, 11, 5, 9);
+      await tx((t) =>
+        t.dashboard.addRefusalHours([
+          { hour: "2026-12-05T09", code: "quota_exceeded", count: 2 },
+          { hour: "2026-12-05T10", code: "quota_exceeded", count: 1 },
+        ]),
+      );
+      await tx((t) => t.dashboard.addRefusalHours([{ hour: "2026-12-05T09", code: "quota_exceeded", count: 3 }]));
+      const record = (id: string, endedAt: number, grantedAt: number | null, appId: string | null) => ({
+        id,
+        identityKind: "user" as const,
+        identityId: "u1",
+        tier: "free",
+        appId,
+        node: null,
+        size: "large",
+        status: grantedAt === null ? "failed" : "released",
+        queuedAt: endedAt - 10_000,
+        grantedAt,
+        endedAt,
+        heldMs: grantedAt === null ? 0 : endedAt - grantedAt,
+        reservedMs: 60_000,
+        chargedMs: 0,
+        quotaMs: 0,
+        overageMs: 0,
+        chargedMicros: 0,
+        refundedMs: 0,
+        problemCode: grantedAt === null ? "queue_timeout" : null,
+      });
+      await tx(async (t) => {
+        await t.usage.insert(record("l1", H + 60_000, null, null));
+        await t.usage.insert(record("l2", H + 120_000, H + 112_000, "a1"));
+        await t.usage.insert(record("l3", H + 180_000, H + 171_000, "a2"));
+      });
+      const hours = await tx((t) => t.dashboard.refusalHours(H, H + 2 * 3600_000));
+      const sum = (hour: string, code: string) =>
+        hours.filter((h) => h.hour === hour && h.code === code).reduce((n, h) => n + h.count, 0);
+      expect(sum("2026-12-05T09", "quota_exceeded")).toBe(5);
+      expect(sum("2026-12-05T10", "quota_exceeded")).toBe(1);
+      expect(sum("2026-12-05T09", "queue_timeout")).toBe(1);
+      const all = await tx((t) => t.dashboard.grantedCalls(null, H, H + 3600_000, 10));
+      expect(all.map((c) => c.grantedAt)).toEqual([H + 171_000, H + 112_000]);
+      expect(all[0]).toEqual({
+        queuedAt: H + 170_000,
+        grantedAt: H + 171_000,
+        heldMs: 9_000,
+        reservedMs: 60_000,
+        size: "large",
+      });
+      expect((await tx((t) => t.dashboard.grantedCalls("a1", H, H + 3600_000, 10))).map((c) => c.heldMs)).toEqual([
+        8_000,
+      ]);
+    });
+
     it("wallets: grants, settings and transactions round-trip; a rolled-back change is neither cached nor stored", async () => {
       await tx((t) => t.users.insert(user("u1")));
       const grant = {

@@ -14,10 +14,13 @@ import { Billing } from "../use-cases/accounts/billing.js";
 import { RefusalLog } from "../use-cases/accounts/refusals.js";
 import { QuotaQueries } from "../use-cases/accounts/quota-queries.js";
 import { Directory } from "../use-cases/admin/directory.js";
+import { AuditLog } from "../use-cases/admin/audit.js";
+import { DashboardViews } from "../use-cases/admin/dashboard-views.js";
 import { PoolViewer } from "../use-cases/admin/pool-view.js";
 import { Health } from "../use-cases/health.js";
 import { Callers } from "../use-cases/identity/callers.js";
 import { RequestIdentity } from "../use-cases/identity/request-identity.js";
+import { DashboardSessions } from "../use-cases/identity/dashboard-sessions.js";
 import { Sessions } from "../use-cases/identity/sessions.js";
 import { TokenIssuer } from "../use-cases/identity/token-issuer.js";
 import { Diagnose } from "../use-cases/leases/diagnose.js";
@@ -25,6 +28,22 @@ import { forgetExpiredKeys } from "../use-cases/leases/idempotency.js";
 import { LeaseRequests } from "../use-cases/leases/lease-requests.js";
 import { NodeAgents } from "../use-cases/nodes/node-agents.js";
 import { assemblePool } from "./pool.js";
+
+/**
+ * What a log line must never carry: bearer tokens, the dashboard's session cookie (the request's
+ * and the one a sign-in sets). Give it to the logger a server is handed, too (`pino({ redact })`).
+ */
+export const LOG_REDACT = {
+  paths: [
+    "req.headers.authorization",
+    "req.headers.cookie",
+    'req.headers["x-csrf-token"]',
+    'res.headers["set-cookie"]',
+    "headers.authorization",
+    "headers.cookie",
+  ],
+  censor: "[redacted]",
+};
 
 export interface ServerOptions {
   readonly adminToken?: string | null;
@@ -62,7 +81,7 @@ const REFUSAL_FLUSH_MS = 5_000;
 const KEY_SWEEP_MS = 3_600_000;
 
 export async function createServer(config: ServerConfig, options: ServerOptions = {}): Promise<RunningServer> {
-  const log = options.logger ?? pino({ level: config.logLevel, base: { service: "gpupool" } });
+  const log = options.logger ?? pino({ level: config.logLevel, base: { service: "gpupool" }, redact: LOG_REDACT });
   const clock = options.clock ?? systemClock;
   const storage = options.storage ?? (await openStorage(config.storage.url));
   const { store } = storage;
@@ -100,8 +119,11 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
       appLimitChanged: (id, limit) => replica.appLimitChanged(id, limit),
     }),
     sessions: new Sessions(store, clock),
+    dashboard: new DashboardSessions(store, callers, clock, config.dashboard.sessionTtlMs),
     tokens: new TokenIssuer(store, ipTokens, clock),
     pool: new PoolViewer(store, leading, state, config.pool.devices, config.nodes.heartbeatTimeoutMs, clock),
+    views: new DashboardViews(store, leading, state, policy, clock, () => refusals.flush()),
+    audit: new AuditLog(store),
     health,
     metrics,
     events,
