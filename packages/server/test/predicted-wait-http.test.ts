@@ -44,7 +44,10 @@ describe("honest admission", () => {
     // Nothing has been learnt of what calls hold: the expected wait is the bound, the blockers' 30 s.
     expect(p.eta_s).toBeGreaterThan(25);
     expect(p.eta_s).toBeLessThanOrEqual(30);
-    expect(p.eta_max_s).toBe(p.eta_s);
+    // The bound would be the same; it is a promise to a free call, with room for pro calls that
+    // arrive later to go ahead (a sixth of the 2 s queue timeout): a second at most.
+    expect(p.eta_max_s).toBeGreaterThanOrEqual(p.eta_s);
+    expect(p.eta_max_s).toBeLessThanOrEqual(p.eta_s + 1);
     expect(p.detail).toMatch(/expected to be about \d+s/);
     expect(p.detail).toMatch(/2s queue timeout of the free tier/);
     expect(p.detail).toMatch(/nothing was reserved or charged/);
@@ -61,7 +64,9 @@ describe("honest admission", () => {
     expect(q.status).toBe(202);
     expect(q.body).toMatchObject({ status: "queued", position: 1, reason: "node" });
     expect(q.body.eta_max_s).toBeGreaterThan(0);
-    expect(q.body.eta_max_s).toBeLessThanOrEqual(30);
+    // The blockers' 30 s at most, and the room a promise to a free call leaves for pro calls
+    // arriving later to go ahead (a sixth of the minute's queue timeout).
+    expect(q.body.eta_max_s).toBeLessThanOrEqual(30 + 10);
     expect(q.body.eta_s).toBeLessThanOrEqual(q.body.eta_max_s);
     const again = await get(q.body.id, alice.token);
     expect(again.body.eta_max_s).toBeLessThanOrEqual(q.body.eta_max_s);
