@@ -76,6 +76,24 @@ describe("honest admission", () => {
     expect(d.body.verdict.eta_s).toBeLessThanOrEqual(d.body.verdict.eta_max_s);
   });
 
+  it("diagnose takes max_wait: the refusal the call would get with it, the queued verdict without", async () => {
+    const { alice, owner } = await setup();
+    await fillPool(owner.token, 30);
+    const short = await t.call("GET", "/v1/diagnose?duration=20&max_wait=5", { token: alice.token });
+    expect(short.status).toBe(200);
+    expect(short.body.verdict.outcome).toBe("rejected");
+    expect(short.body.verdict.problem).toMatchObject({
+      code: "no_gpu_available",
+      reason: "predicted_wait",
+      max_wait_s: 5,
+    });
+    const r = await lease(t, alice.token, { duration: 20, max_wait: 5 });
+    expect(expectProblem(r, 503, "no_gpu_available").reason).toBe("predicted_wait");
+    const patient = await t.call("GET", "/v1/diagnose?duration=20&max_wait=50", { token: alice.token });
+    expect(patient.body.verdict).toMatchObject({ outcome: "queued", position: 1 });
+    expectProblem(await t.call("GET", "/v1/diagnose?max_wait=soon", { token: alice.token }), 400, "invalid_request");
+  });
+
   it("with queue.predicted_wait: false, queues it until the timeout as before", async () => {
     const { alice, owner } = await setup({ queue: { timeout: "500ms", predicted_wait: false } });
     await fillPool(owner.token, 30);
