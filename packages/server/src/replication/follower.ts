@@ -80,6 +80,7 @@ export class FollowerLeases implements LeaseLifecycle {
         size: input.size,
         durationMs: input.durationMs,
         node: input.node,
+        maxWaitMs: input.maxWaitMs ?? null,
       };
       const admitted = await admittedLease(tx, this.accounts, account, decision, call, now);
       const lease = await tx.leases.insert(admitted.lease);

@@ -275,6 +275,17 @@ export const MIGRATIONS: readonly Migration[] = [
   `,
   },
   { version: 7, ...BILLING_MIGRATION },
+  // Version 8 is another branch's (merged later: versions only grow, each runs once).
+  {
+    version: 9,
+    why: "A queued lease's max_wait (how long its caller said it would wait for a slot) is stored with it, so that after a restart or a failover it still times out when its caller said, not after its tier's whole queue timeout. Null: the caller named none.",
+    sqlite: `
+  ALTER TABLE leases ADD COLUMN max_wait_ms INTEGER;
+  `,
+    postgres: `
+  ALTER TABLE leases ADD COLUMN max_wait_ms BIGINT;
+  `,
+  },
 ];
 
 /** The version a fully migrated database is at (versions only grow; one may be another branch's, merged later). */
