@@ -71,8 +71,7 @@ export class PriorityScheduler {
   private readonly recheck = new Set<string>();
   private currentHold: Hold | null = null;
   private ord = 0;
-  /** The latest time the scheduler was told of (enqueue has none of its own: promises are made then). */
-  private lastNow = Number.NEGATIVE_INFINITY;
+  private lastNow = Number.NEGATIVE_INFINITY; // the latest time told (enqueue makes promises at it)
   /** What each dispatch step, the ETAs and the expected waits (told of every change) look at. */
   private readonly steps: StepState;
   private readonly eta: EtaState;
@@ -364,7 +363,7 @@ export class PriorityScheduler {
   }
 
   private seen(now: number): void {
-    if (now > this.lastNow) this.lastNow = now;
+    this.lastNow = Math.max(this.lastNow, now);
   }
 
   private reasonOf(request: QueuedRequest): WaitReason {
