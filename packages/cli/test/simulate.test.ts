@@ -56,6 +56,8 @@ interface PolicyFigures {
   ended_in_nothing: number;
   eta_error_p50_s: number | null;
   eta_error_p95_s: number | null;
+  eta_predicted: number;
+  eta_bound_exceeded: number;
   tiers: Record<string, { wait_p95_s: number; requests: number; ended_in_nothing: number }>;
 }
 
@@ -145,6 +147,12 @@ describe("gpupool simulate", () => {
       for (const tier of ["pro", "free", "anonymous"])
         expect(ours.tiers[tier]?.ended_in_nothing).toBeLessThan(fifo.tiers[tier]?.ended_in_nothing as number);
       expect(ours.predicted_wait_refusals).toBeGreaterThan(0);
+      // The bound told at admission is kept as a promise: at most one queued call in a thousand
+      // starts later (it was one in twenty before promises were kept).
+      expect(ours.eta_predicted).toBeGreaterThan(1000);
+      expect(ours.eta_bound_exceeded).toBeLessThanOrEqual(ours.eta_predicted / 1000);
+      // Shorter calls first and promises kept: at least as many calls served as under FIFO.
+      expect(ours.granted).toBeGreaterThanOrEqual(fifo.granted);
       expect(ours.eta_error_p50_s).not.toBeNull();
       expect(fifo.eta_error_p50_s).toBeNull();
     },

@@ -16,6 +16,16 @@ export const DiagnoseQuery = z.strictObject({
     "Seconds, more than 0 (default 60).",
   ),
   size: describe(z.optional(z.string()), "A configured size (default `large`)."),
+  max_wait: describe(
+    z.optional(
+      z
+        .string()
+        .check(
+          matching(/^[0-9]{1,6}(\.[0-9]{1,3})?$/, "a number of seconds (digits, at most 3 decimals), e.g. 30 or 1.5"),
+        ),
+    ),
+    "Seconds the call would be willing to wait for a slot, as `max_wait` in the lease request (default and cap: the tier's queue timeout): a call expected to wait longer gets the `predicted_wait` refusal it would get.",
+  ),
 });
 export type DiagnoseQuery = z.infer<typeof DiagnoseQuery>;
 

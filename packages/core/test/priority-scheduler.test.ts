@@ -4,7 +4,7 @@ import { Bench, Counter, STEP, T, gpu, req } from "./scheduler-harness.js";
 import type { PriorityRequest, QueuePlace } from "../src/index.js";
 
 describe("PriorityScheduler ordering", () => {
-  it("ranks by class, then quota left, then shorter duration, then arrival", () => {
+  it("ranks by class, then shorter duration, then quota left, then arrival", () => {
     const b = new Bench([gpu("n", 0)]);
     b.busy("x", "n", 0, [0, 1], T + 60_000);
     b.enqueue(
@@ -16,11 +16,11 @@ describe("PriorityScheduler ordering", () => {
       req("free-poor", { priority: 2, queuedAt: T + 4, quotaLeftShare: 0.2 }),
       req("pro", { priority: 3, queuedAt: T + 5 }),
     );
-    expect(b.order()).toEqual(["pro", "free-rich", "free-short", "free-early", "free-late", "free-poor", "anon"]);
+    expect(b.order()).toEqual(["pro", "free-short", "free-rich", "free-early", "free-late", "free-poor", "anon"]);
     expect(b.order().map((id) => b.s.position(id))).toEqual([1, 2, 3, 4, 5, 6, 7]);
     expect(b.run()).toEqual([]);
     b.release("x");
-    expect(b.run(T + 10)).toEqual(["pro", "free-rich"]);
+    expect(b.run(T + 10)).toEqual(["pro", "free-short"]);
   });
 
   it("ages on a fixed grid: one step waited ranks like a fresh request one class up", () => {
@@ -177,10 +177,12 @@ describe("PriorityScheduler ETA and the engine's reports", () => {
     // residual 10 s + 20 s over 2 slots: 15 s; then 30 s of work ahead for q2: 30 s.
     expect(b.s.place("q1", T)).toEqual({ position: 1, reason: "node", etaMs: 15_000, expectedMs: 10_000 });
     expect(b.s.place("q2", T)).toEqual({ position: 2, reason: "node", etaMs: 30_000, expectedMs: 20_000 });
+    // A newcomer is told its bound (45 s) as a promise, with room for calls of higher classes to
+    // go ahead of it later: 10 s per class below the top (class 1 of 3 here).
     expect(waitPlace(b, req("new", { durationMs: 30_000, queuedAt: T + 3 }), T)).toEqual({
       position: 3,
       reason: "node",
-      etaMs: 45_000,
+      etaMs: 45_000 + 20_000,
       expectedMs: 40_000,
     });
     // An xlarge request waits for a whole device at least.

@@ -50,7 +50,11 @@ describe("simulate", () => {
     for (let i = 0; i < 12; i++) records.push(rec(i * 0.1, who[i % 6] as string, 10));
     const r = simulate(records, "gpupool", { gpus: 1, speedup: 1 });
     const t = r.tiers;
-    expect(r.granted).toBe(12);
+    // Calls queued first were promised their bound: a pro call that cannot go ahead without
+    // breaking those promises, and would wait past the timeout behind them, is refused at once.
+    expect(r.granted + r.predictedWaitRefusals).toBe(12);
+    expect(r.queueTimeouts).toBe(0);
+    expect(r.etaBoundExceeded).toBe(0);
     expect(t["pro"]?.waitP95S).toBeLessThan(t["free"]?.waitP95S ?? 0);
     expect(t["free"]?.waitP95S).toBeLessThan(t["anonymous"]?.waitP95S ?? 0);
     expect(r.idleWhileWaitingSlotS).toBe(0);

@@ -71,7 +71,12 @@ export interface GpupoolClient extends BillingMethods {
   quota(options?: QueryOptions): Promise<Quota>;
   /** Explains whom a lease would be charged to and why, and what it would get now, without reserving anything. */
   diagnose(
-    options?: QueryOptions & { readonly duration?: number | undefined; readonly size?: Size | undefined },
+    options?: QueryOptions & {
+      readonly duration?: number | undefined;
+      readonly size?: Size | undefined;
+      /** Seconds the call would wait for a slot, as `maxWait` in `lease()`. */
+      readonly maxWait?: number | undefined;
+    },
   ): Promise<Diagnosis>;
   /** Issues an `X-IP-Token` for a viewer of `app` (needs an edge key as `token`, or the admin token). */
   ipToken(request: {
@@ -179,7 +184,11 @@ export function createClient(options: ClientOptions): GpupoolClient {
             method: "GET",
             path: "/v1/diagnose",
             auth: "client",
-            query: { duration: diagnoseOptions.duration, size: diagnoseOptions.size },
+            query: {
+              duration: diagnoseOptions.duration,
+              size: diagnoseOptions.size,
+              max_wait: diagnoseOptions.maxWait,
+            },
             ipToken: normalizeIpToken(diagnoseOptions.ipToken),
             signal: diagnoseOptions.signal,
           },

@@ -123,6 +123,23 @@ describe.skipIf(!postgresUrl())("a replica that does not lead", () => {
     expect(refused.reason).toBe("queue_disabled");
   });
 
+  it("a call expected to outwait its max_wait, asked through the follower: 503 predicted_wait with eta_s, its bound and an honest Retry-After", async () => {
+    const { leader, follower } = await pair();
+    const owner = await leader.user("owner", "pro");
+    const app = await leader.appFor("demo", owner.id);
+    for (let i = 0; i < 4; i++) expect((await lease(leader, app.key, { duration: 20 })).status).toBe(201);
+    const r = await lease(follower, app.key, { duration: 5, max_wait: 5 });
+    const refused = expectProblem(r, 503, "no_gpu_available");
+    expect(refused).toMatchObject({ reason: "predicted_wait", max_wait_s: 5 });
+    // Nothing learnt yet: the expected wait is the blockers' 20 s, as the leader itself would say.
+    expect(refused.eta_s).toBeGreaterThan(10);
+    expect(refused.eta_s).toBeLessThanOrEqual(20);
+    expect(refused.eta_max_s).toBeGreaterThanOrEqual(refused.eta_s);
+    expect(refused.detail).toMatch(/expected to be about \d+s/);
+    // Retry when a wait that long would fit, not the follower's generic 5 s.
+    expect(Number(r.headers["retry-after"])).toBe(refused.eta_s - 5);
+  });
+
   it("Idempotency-Key across replicas: asked through the follower, retried through the leader and the follower, one lease", async () => {
     const { leader, follower } = await pair();
     const owner = await leader.user("owner", "pro");

@@ -56,6 +56,7 @@ const queuedLease = (id: string, identityId: string): NewLease => ({
   holdMicros: 0,
   holdShares: null,
   chargedMicros: 0,
+  maxWaitMs: null,
 });
 const granted = (l: LeaseRecord): LeaseRecord => ({
   ...l,

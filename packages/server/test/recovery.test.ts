@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import type { TestServer } from "./harness.js";
-import { ADMIN, lease, quotaOf, serveAt, sleep } from "./harness.js";
+import { ADMIN, lease, quotaOf, serveAt, sleep, waitFor } from "./harness.js";
 
 /**
  * SPEC §8: a restart loses no charge and no lease. A server is stopped without releasing
@@ -114,6 +114,26 @@ describe("restart on the same database", () => {
     const failed = await get(b, q.id);
     expect(failed).toMatchObject({ status: "failed", charged: 0, refunded: 25, problem: { code: "queue_timeout" } });
     expect(await quotaOf(b, alice.token)).toMatchObject({ used: 0, reserved: 0, left: 210, window_started_at: null });
+  });
+
+  it("a queued lease keeps the max_wait its caller named: after a restart it times out then, not after its tier's timeout", async () => {
+    dir = mkdtempSync(join(tmpdir(), "gpupool-recovery-"));
+    const raw = { queue: { timeout: "60s", predicted_wait: false } };
+    const a = await start(raw);
+    const alice = await a.user("alice", "free");
+    const owner = await a.user("owner", "pro");
+    for (let i = 0; i < 4; i++) await lease(a, owner.token, { duration: 60 });
+    const q = (await lease(a, alice.token, { duration: 25, max_wait: 1 })).body;
+    expect(q.status).toBe("queued");
+    await stop(a);
+
+    // Back within its second: it is recovered queued, and fails when its max_wait is up.
+    const b = await start(raw);
+    const failed = await waitFor(async () => {
+      const l = await get(b, q.id);
+      return l.status !== "queued" && l;
+    });
+    expect(failed).toMatchObject({ status: "failed", charged: 0, refunded: 25, problem: { code: "queue_timeout" } });
   });
 
   it("releases and charges made before the stop are all still there", async () => {

@@ -131,6 +131,7 @@ export function storeContract(
       holdMicros: 0,
       holdShares: null,
       chargedMicros: 0,
+      maxWaitMs: null,
       ...over,
     });
     const active = (l: LeaseRecord, deadline: number): LeaseRecord => ({
@@ -347,6 +348,7 @@ export function storeContract(
             identityKind: "ip",
             identityId: "203.0.113.7",
             tier: "anonymous",
+            maxWaitMs: 12_500,
           }),
         ),
       );
@@ -354,6 +356,8 @@ export function storeContract(
       expect(b.seq).toBeGreaterThan(a.seq);
       expect(c.seq).toBeGreaterThan(b.seq);
       expect(await tx((t) => t.leases.get("l2"))).toEqual(b);
+      expect(b.maxWaitMs).toBe(12_500);
+      expect(a.maxWaitMs).toBeNull();
       expect(await tx((t) => t.leases.get("nope"))).toBeNull();
       const granted = active(a, 70_000);
       await tx((t) => t.leases.update(granted));

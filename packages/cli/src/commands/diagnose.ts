@@ -16,6 +16,7 @@ import { renderDiagnosis } from "../render.js";
 interface DiagnoseFlags extends ClientFlags {
   readonly duration?: number;
   readonly size?: string;
+  readonly maxWait?: number;
 }
 
 function parseDuration(value: string): number {
@@ -36,7 +37,12 @@ export function registerDiagnose(program: Command): void {
         "which billing buckets apply, the verdict (granted / queued / rejected), and the likely causes and fixes.",
     )
     .option("--duration <seconds>", "duration the call would ask for (server default 60)", parseDuration)
-    .option("--size <size>", "GPU size: large (half a GPU) or xlarge (a whole GPU)");
+    .option("--size <size>", "GPU size: large (half a GPU) or xlarge (a whole GPU)")
+    .option(
+      "--max-wait <seconds>",
+      "how long the call would wait for a slot (max_wait; server default and cap: the tier's queue timeout)",
+      parseDuration,
+    );
   addUrlOption(cmd);
   addTokenOption(cmd);
   addIpTokenOption(cmd);
@@ -51,7 +57,12 @@ Examples:
   cmd.action(async (flags: DiagnoseFlags) => {
     const token = requireToken(flags, "gpupool diagnose needs the credentials the call would be made with");
     const { client, lastBody } = connect(flags.url, { token });
-    const diagnosis = await client.diagnose({ ipToken: flags.ipToken, duration: flags.duration, size: flags.size });
+    const diagnosis = await client.diagnose({
+      ipToken: flags.ipToken,
+      duration: flags.duration,
+      size: flags.size,
+      maxWait: flags.maxWait,
+    });
     if (flags.json === true) printJson(lastBody());
     else out(renderDiagnosis(diagnosis, new Date()));
   });

@@ -31,9 +31,17 @@ export function nextStep(s: StepState, concurrency: Concurrency, now: number): S
     }
     const headNode = head.lane.group.node;
     let hold: { entry: QueueEntry; device: DeviceTimeline; at: number } | null = null;
-    if (!s.board.fits(head.request.slots, null, headNode) && now - head.request.queuedAt >= s.holdAfterMs) {
-      const soonest = s.board.soonest(head.request.slots, headNode);
-      if (soonest !== null) hold = { entry: head, device: soonest.device, at: soonest.at };
+    if (!s.board.fits(head.request.slots, null, headNode)) {
+      // An aged head gets a device held until it can start there; a head with a promise gets one
+      // held until then at the latest (calls ending by its promise still backfill there).
+      const aged = now - head.request.queuedAt >= s.holdAfterMs;
+      if (aged || head.promiseAt !== null) {
+        const soonest = s.board.soonest(head.request.slots, headNode);
+        if (soonest !== null) {
+          const at = aged || head.promiseAt === null ? soonest.at : Math.max(soonest.at, head.promiseAt);
+          hold = { entry: head, device: soonest.device, at };
+        }
+      }
     }
     const entry = candidate(s, hold, now);
     if (entry === null) {

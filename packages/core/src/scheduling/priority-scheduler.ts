@@ -11,6 +11,7 @@ import { HeldShares } from "./held-shares.js";
 import { boundEtaMs } from "./scheduler-eta.js";
 import type { EtaState } from "./scheduler-eta.js";
 import { ExpectedWaits } from "./scheduler-expected.js";
+import { placeableWorkBefore, promiseFor, promiseScope, rankKeyFor } from "./scheduler-promise.js";
 import { DEFAULT_SCHEDULER_OPTIONS } from "./scheduler-types.js";
 import type { Hold, QueuePlace, SchedulerOptions, Trial } from "./scheduler-types.js";
 
@@ -70,6 +71,7 @@ export class PriorityScheduler {
   private readonly recheck = new Set<string>();
   private currentHold: Hold | null = null;
   private ord = 0;
+  private lastNow = Number.NEGATIVE_INFINITY; // the latest time told (enqueue makes promises at it)
   /** What each dispatch step, the ETAs and the expected waits (told of every change) look at. */
   private readonly steps: StepState;
   private readonly eta: EtaState;
@@ -95,16 +97,30 @@ export class PriorityScheduler {
     return this.entries.size;
   }
 
+  /**
+   * Queues a request. Unless it carries a `rankKey` (a copy of a scheduler), it ranks by its own
+   * key — or just behind the last queued call whose promise it would break by going ahead of it —
+   * and, when unbound, is promised to start by the bound its place gives now (see scheduler-promise.ts).
+   */
   enqueue(request: PriorityRequest): void {
     if (this.entries.has(request.leaseId)) throw new Error(`lease ${request.leaseId} is already queued`);
     const node = request.node ?? null;
-    const entry = this.entryFor(request, this.lanes.laneFor(request.appId, request.slots, node));
+    const now = Math.max(this.lastNow, request.queuedAt);
+    const lane = this.lanes.laneFor(request.appId, request.slots, node);
+    const scope = request.rankKey === undefined ? promiseScope(this.board, this.entries.size, this.options) : null;
+    const key = request.rankKey ?? rankKeyFor(this.ranked, request, this.ord, lane, this.options, scope, now);
+    const entry = newEntry(request, key, this.ord++, lane);
     this.entries.set(request.leaseId, entry);
     this.ranked.insert(entry);
     this.lanes.add(entry);
     if (node !== null) this.bound.add(entry, node);
     if (request.appId !== null) this.recheck.add(request.appId);
     this.waits.changed();
+    if (request.rankKey !== undefined) entry.promiseAt = request.promisedAt ?? null;
+    else if (scope !== null && node === null) {
+      const before = placeableWorkBefore(this.ranked, entry);
+      entry.promiseAt = promiseFor(this.eta, entry, before, this.options, now);
+    }
   }
 
   remove(leaseId: string): boolean {
@@ -137,26 +153,16 @@ export class PriorityScheduler {
   }
 
   /**
-   * Position, reason and an ETA. The ETA is upper-bound style: if every active lease ran to its
-   * deadline and every request ahead ran for its whole requested duration, the slot-time ahead,
-   * spread over all slots, is done by now + etaMs; a work-conserving scheduler starts a one-slot
-   * request by then unless a higher class arrives. A multi-slot request also waits for one device
-   * to clear (at the latest its leases' deadlines), and a request held back by its app's limit
-   * for one of the app's leases to end. Null when the pool has no slots or deadlines are unknown.
-   *
-   * For a request bound to a node, "all slots" are that node's (and null when it has none), and
-   * the work ahead leaves out requests bound to other nodes, which can never use them. For an
-   * unbound one, they are the shared devices' slots (null when there are none): the work of leases
-   * on dedicated devices is left out too, and bound requests ahead all count.
-   *
-   * `expectedMs` is what the wait is expected to be, from what calls actually hold: while the
-   * queue and the pool are small (`forecastLimit`), the scheduler itself played forward on a copy
-   * (`forecast.ts`) — every active lease ending at its expected end, every grant holding its
-   * app's expected share of its duration, no new arrival; beyond, the bound's formula with those
-   * expected holds. Never above `etaMs`: a forecast later than the formula (a multi-slot call, or
-   * one at its app's limit) raises `etaMs` to it, and one that says never (an app held at a limit
-   * of 0) gives the formula. Null when `etaMs` is. Computed once per change and time, so asking
-   * it for every queued lease after a change costs one forecast.
+   * Position, reason and two ETAs (docs/scheduling.md §5). `etaMs`, the bound: the slot-time of the
+   * active leases to their deadlines and of the requests ahead for their whole durations, spread
+   * over the slots the request may use (a node's for a bound request; the shared ones otherwise);
+   * a multi-slot request also waits for one device to clear, one held back by its app's limit for
+   * one of the app's leases to end. For an unbound request, never earlier than what it was
+   * promised when queued (see scheduler-promise.ts). Null when there are no slots or deadlines are
+   * unknown. `expectedMs`: from what calls actually hold — while the queue and pool are small
+   * (`forecastLimit`) the scheduler played forward on a copy (`forecast.ts`), beyond, the bound's
+   * formula with expected holds; never above `etaMs` (a later forecast raises `etaMs`). One
+   * forecast per change serves every queued lease asked about.
    */
   place(leaseId: string, now: number): QueuePlace | null {
     const entry = this.entries.get(leaseId);
@@ -165,13 +171,15 @@ export class PriorityScheduler {
 
   /** See `place`; `probe`: a trial's entry (its forecast stops once it is granted, and is not kept). */
   private placeOf(entry: QueueEntry, now: number, probe: boolean): QueuePlace | null {
+    this.seen(now);
     const rank = this.ranked.rank(entry);
     if (rank === null) return null;
     const reason = this.reasonOf(entry.request);
     const boundMs = boundEtaMs(this.eta, entry, rank.weightBefore, reason, now);
     const expectedMs = boundMs === null ? null : this.waits.of(entry, rank.weightBefore, boundMs, now, probe);
-    // A forecast later than the formula (a multi-slot call, an app at its limit) raises the bound.
-    const etaMs = boundMs === null || expectedMs === null ? boundMs : Math.max(boundMs, expectedMs);
+    // What was promised, and a forecast later than the formula (a multi-slot call, an app at its limit), raise the bound.
+    const promised = entry.promiseAt === null || boundMs === null ? boundMs : Math.max(boundMs, entry.promiseAt - now);
+    const etaMs = promised === null || expectedMs === null ? promised : Math.max(promised, expectedMs);
     return { position: rank.before + 1, reason, etaMs, expectedMs };
   }
 
@@ -237,6 +245,7 @@ export class PriorityScheduler {
    * waits, or when the scheduler's view of the pool is out of date: then enqueue it and dispatch.
    */
   grantNow(request: PriorityRequest, pool: Pool, concurrency: Concurrency, now: number): Grant | null {
+    this.seen(now);
     if (this.entries.size > 0 || atLimit(concurrency, request.appId) || !this.board.inStepWith(pool)) return null;
     const node = request.node ?? null;
     // With nothing waiting there is no hold: the best fit anywhere the request may go, as dispatch.
@@ -264,6 +273,7 @@ export class PriorityScheduler {
     onGrant: (grant: Grant, request: PriorityRequest) => void,
     now: number,
   ): Grant[] {
+    this.seen(now);
     this.normalize(pool, concurrency);
     this.waits.concurrency = concurrency;
     const grants: Grant[] = [];
@@ -308,6 +318,7 @@ export class PriorityScheduler {
    * resynced, apps at their limit parked).
    */
   trial(request: PriorityRequest, pool: Pool, concurrency: Concurrency, now: number): Trial {
+    this.seen(now);
     const node = request.node ?? null;
     if (this.entries.size === 0 && !atLimit(concurrency, request.appId) && this.board.inStepWith(pool)) {
       // Nothing waits: where grantNow would put it (the common case, kept cheap).
@@ -351,17 +362,8 @@ export class PriorityScheduler {
     this.recheck.clear();
   }
 
-  private entryFor(request: PriorityRequest, lane: QueueEntry["lane"] | null): QueueEntry {
-    const share = Math.min(1, Math.max(0, request.quotaLeftShare ?? 1));
-    const rankClass = request.priority - Math.floor(request.queuedAt / this.options.agingStepMs);
-    // A preview is never stored in a lane; it only needs the key.
-    return newEntry(
-      request,
-      rankClass,
-      Math.floor(share * this.options.shareSteps),
-      lane === null ? this.ord : this.ord++,
-      lane as QueueEntry["lane"],
-    );
+  private seen(now: number): void {
+    this.lastNow = Math.max(this.lastNow, now);
   }
 
   private reasonOf(request: QueuedRequest): WaitReason {

@@ -62,7 +62,8 @@ export class ExpectedWaits {
   private forecast(now: number, stopAt: string | null): Map<string, number> | null {
     const concurrency = this.concurrency;
     if (concurrency === null || this.entries.size + this.eta.board.size > this.limit) return null;
-    const queued = [...this.entries.values()].map((e) => e.request);
+    // A copy ranks each request as this scheduler does (a newcomer kept behind a promise included).
+    const queued = [...this.entries.values()].map((e) => ({ ...e.request, rankKey: e.key, promisedAt: e.promiseAt }));
     return forecastFrom(this.eta.board, this.held, queued, concurrency, now, stopAt, this.fresh);
   }
 }

@@ -14,17 +14,37 @@ export interface PriorityRequest extends QueuedRequest {
    * serves an app on that host, so a GPU elsewhere is of no use to it. Null or missing: any device.
    */
   readonly node?: string | null;
+  /**
+   * The key to rank by instead of the request's own (a copy of a scheduler ranks a request as the
+   * original did, including a newcomer placed behind a call whose promise it would break).
+   */
+  readonly rankKey?: RankKey;
+  /** With `rankKey`: the promise the original made it (a copy keeps promises as the original does). */
+  readonly promisedAt?: number | null;
+}
+
+/**
+ * What a queued request is ranked by (see ranksBefore): its priority class less the aging steps
+ * before it arrived, its quota-left step, its requested duration, its arrival. A request that
+ * would break a queued call's promise if it went ahead of it ranks by that call's key instead
+ * (just behind it: enqueue order breaks the tie).
+ */
+export interface RankKey {
+  readonly rankClass: number;
+  readonly shareStep: number;
+  readonly durationMs: number;
+  readonly queuedAt: number;
+  readonly seq: number;
 }
 
 /** A queued request with its static sort key and its places in the scheduler's structures. */
 export interface QueueEntry extends RankNode<QueueEntry> {
   readonly request: PriorityRequest;
-  /** Priority class minus the aging steps elapsed before arrival: higher is served first. */
-  readonly rankClass: number;
-  /** Quota left, in steps: higher is served first. */
-  readonly shareStep: number;
+  readonly key: RankKey;
   /** Enqueue order, the last tie-breaker. */
   readonly ord: number;
+  /** When it was promised to start at the latest (the bound told at admission); null: no promise. */
+  promiseAt: number | null;
   readonly lane: Lane;
   rankIndex: number;
   durationIndex: number;
@@ -37,18 +57,12 @@ export interface QueueEntry extends RankNode<QueueEntry> {
  * shape and the treap code, shared by every set, stays monomorphic: with two shapes its inserts
  * ran about twice as slow.
  */
-export function newEntry(
-  request: PriorityRequest,
-  rankClass: number,
-  shareStep: number,
-  ord: number,
-  lane: Lane,
-): QueueEntry {
+export function newEntry(request: PriorityRequest, key: RankKey, ord: number, lane: Lane): QueueEntry {
   return {
     request,
-    rankClass,
-    shareStep,
+    key,
     ord,
+    promiseAt: null,
     lane,
     rankIndex: -1,
     durationIndex: -1,
@@ -63,18 +77,18 @@ export function newEntry(
 
 /** A copy of `entry` with the same key and weight, for another set. */
 export function copyEntry(entry: QueueEntry): QueueEntry {
-  return newEntry(entry.request, entry.rankClass, entry.shareStep, entry.ord, entry.lane);
+  return newEntry(entry.request, entry.key, entry.ord, entry.lane);
 }
 
-/** The static order: class (with aging), then quota left, then shorter duration, then arrival. */
+/** The static order: class (with aging), then shorter duration, then quota left, then arrival. */
 export function ranksBefore(a: QueueEntry, b: QueueEntry): boolean {
-  if (a.rankClass !== b.rankClass) return a.rankClass > b.rankClass;
-  if (a.shareStep !== b.shareStep) return a.shareStep > b.shareStep;
-  const ra = a.request;
-  const rb = b.request;
-  if (ra.durationMs !== rb.durationMs) return ra.durationMs < rb.durationMs;
-  if (ra.queuedAt !== rb.queuedAt) return ra.queuedAt < rb.queuedAt;
-  if (ra.seq !== rb.seq) return ra.seq < rb.seq;
+  const ka = a.key;
+  const kb = b.key;
+  if (ka.rankClass !== kb.rankClass) return ka.rankClass > kb.rankClass;
+  if (ka.durationMs !== kb.durationMs) return ka.durationMs < kb.durationMs;
+  if (ka.shareStep !== kb.shareStep) return ka.shareStep > kb.shareStep;
+  if (ka.queuedAt !== kb.queuedAt) return ka.queuedAt < kb.queuedAt;
+  if (ka.seq !== kb.seq) return ka.seq < kb.seq;
   return a.ord < b.ord;
 }
 

@@ -14,6 +14,19 @@ export interface SchedulerOptions {
    * the bound's formula with expected holds (see docs/scheduling.md §5).
    */
   readonly forecastLimit: number;
+  /**
+   * Keep the bound told at admission (eta_max) as a promise: a later call ranks ahead of a queued
+   * one only when that leaves its promise intact (see docs/scheduling.md §5). False: rank by key alone.
+   */
+  readonly keepPromises: boolean;
+  /**
+   * Per priority class below `promiseTopClass`, the room a promise leaves for calls of higher
+   * classes that arrive later to go ahead (a pro call may pass a queued anonymous one by this much
+   * per class between them, without breaking its promise).
+   */
+  readonly promiseRoomMs: number;
+  /** The highest priority class (a promise to a call of this class leaves no room). */
+  readonly promiseTopClass: number;
 }
 
 export const DEFAULT_SCHEDULER_OPTIONS: SchedulerOptions = {
@@ -21,15 +34,31 @@ export const DEFAULT_SCHEDULER_OPTIONS: SchedulerOptions = {
   holdAfterMs: 15_000,
   shareSteps: 20,
   forecastLimit: 160,
+  keepPromises: true,
+  promiseRoomMs: 10_000,
+  promiseTopClass: 3,
 };
 
-/** Aging step and hold threshold as a quarter of the queue timeout each. */
+/**
+ * Aging step and hold threshold as a quarter of the queue timeout each, a promise's room per class
+ * a sixth of it; the top class is the policy's highest tier priority (when it names tiers).
+ */
 export function schedulerOptionsFor(
-  policy: Pick<Policy, "queueTimeoutMs">,
+  policy: Pick<Policy, "queueTimeoutMs"> & Partial<Pick<Policy, "tiers">>,
   overrides: Partial<SchedulerOptions> = {},
 ): SchedulerOptions {
   const quarter = Math.max(1, Math.round(policy.queueTimeoutMs / 4));
-  return { ...DEFAULT_SCHEDULER_OPTIONS, agingStepMs: quarter, holdAfterMs: quarter, ...overrides };
+  const room = Math.max(0, Math.round(policy.queueTimeoutMs / 6));
+  const priorities = Object.values(policy.tiers ?? {}).map((t) => t.priority);
+  const top = priorities.length > 0 ? Math.max(...priorities) : DEFAULT_SCHEDULER_OPTIONS.promiseTopClass;
+  return {
+    ...DEFAULT_SCHEDULER_OPTIONS,
+    agingStepMs: quarter,
+    holdAfterMs: quarter,
+    promiseRoomMs: room,
+    promiseTopClass: top,
+    ...overrides,
+  };
 }
 
 /** Slots held for an aged head of the queue that no device can take yet. */

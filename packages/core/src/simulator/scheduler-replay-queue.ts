@@ -1,3 +1,4 @@
+import type { Policy } from "../policy.js";
 import type { Pool } from "../scheduling/pool.js";
 import type { Hold, PriorityRequest, QueuePlace, SchedulerOptions } from "../scheduling/priority-scheduler.js";
 import { PriorityScheduler, schedulerOptionsFor } from "../scheduling/priority-scheduler.js";
@@ -28,10 +29,10 @@ export interface Queue {
   ): { kind: "now" } | { kind: "wait"; place: QueuePlace | null };
 }
 
-/** The queue for a replay; the priority scheduler's options derive from the queue timeout unless overridden. */
+/** The queue for a replay; the priority scheduler's options derive from the policy unless overridden. */
 export function queueFor(
   name: SimulationPolicyName,
-  queueTimeoutMs: number,
+  policy: Pick<Policy, "queueTimeoutMs" | "tiers">,
   overrides: Partial<SchedulerOptions>,
 ): Queue {
   if (name === "fifo") {
@@ -48,7 +49,7 @@ export function queueFor(
       trial: (r, pool, c) => (fifo.wouldGrantNow(r, pool, c) ? { kind: "now" } : { kind: "wait", place: null }),
     };
   }
-  const scheduler = new PriorityScheduler(schedulerOptionsFor({ queueTimeoutMs }, overrides));
+  const scheduler = new PriorityScheduler(schedulerOptionsFor(policy, overrides));
   return {
     get size() {
       return scheduler.size;

@@ -102,7 +102,7 @@ export function simulate(
     slots: options.slotsPerGpu,
   }));
   const pool = new Pool(devices);
-  const queue = queueFor(policyName, policy.queueTimeoutMs, options.scheduler);
+  const queue = queueFor(policyName, policy, options.scheduler);
   const large = sizeOf(policy, "large");
   const xlarge = options.xlargeImages === null ? large : sizeOf(policy, "xlarge");
 

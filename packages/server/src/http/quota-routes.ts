@@ -23,7 +23,13 @@ export function quotaRoutes(app: FastifyInstance, ctx: RouteContext): void {
     async (req): Promise<wire.Diagnosis> => {
       const caller = await authenticate(ctx, req, ["app", "user"]);
       const durationMs = req.query.duration === undefined ? undefined : Math.round(Number(req.query.duration) * 1000);
-      const d = await ctx.diagnose.run(caller, { ipToken: ipTokenHeader(req), durationMs, size: req.query.size });
+      const maxWaitMs = req.query.max_wait === undefined ? undefined : Math.round(Number(req.query.max_wait) * 1000);
+      const d = await ctx.diagnose.run(caller, {
+        ipToken: ipTokenHeader(req),
+        durationMs,
+        size: req.query.size,
+        maxWaitMs,
+      });
       const costMs = d.request.durationMs * d.request.size.cost;
       const buckets = billingBuckets(ctx.policy, {
         identity: d.identity,

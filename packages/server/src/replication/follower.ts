@@ -1,5 +1,5 @@
 import { billingOf, decideAdmission, fail, problem } from "@gpupool/core";
-import type { Placement, Policy, QueuePlace } from "@gpupool/core";
+import type { Placement, Policy, Problem, QueuePlace } from "@gpupool/core";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import type { LeaseEvents } from "../events.js";
@@ -80,6 +80,7 @@ export class FollowerLeases implements LeaseLifecycle {
         size: input.size,
         durationMs: input.durationMs,
         node: input.node,
+        maxWaitMs: input.maxWaitMs ?? null,
       };
       const admitted = await admittedLease(tx, this.accounts, account, decision, call, now);
       const lease = await tx.leases.insert(admitted.lease);
@@ -154,7 +155,7 @@ export class FollowerLeases implements LeaseLifecycle {
           : lease.problemCode === null
             ? problem("no_gpu_available", "The request ended before it was granted.")
             : problem(lease.problemCode as "no_gpu_available", lease.problemDetail ?? "");
-      return { kind: "denied", problem: why, retryAfterS: 5 };
+      return { kind: "denied", problem: why, retryAfterS: retryAfterOf(why) };
     }
     // No word from the leader in time (none is leading right now, or it is slow): the lease is
     // stored and waits; whichever replica leads next places it.
@@ -265,4 +266,16 @@ export class FollowerLeases implements LeaseLifecycle {
 export function admissionAnswer(lease: LeaseRecord): "granted" | "queued" | "refused" {
   if (lease.status === "active" || lease.grantedAt !== null) return "granted";
   return lease.status === "queued" ? "queued" : "refused";
+}
+
+/**
+ * When to retry a call the leader refused: for `predicted_wait`, once a wait that long would fit
+ * (the expected wait less what the call allows, as the leader answers it); else in a few seconds.
+ */
+function retryAfterOf(p: Problem): number {
+  const etaS = p["eta_s"];
+  const maxWaitS = p["max_wait_s"];
+  if (p["reason"] === "predicted_wait" && typeof etaS === "number" && typeof maxWaitS === "number")
+    return Math.max(1, etaS - maxWaitS);
+  return 5;
 }

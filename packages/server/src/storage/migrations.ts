@@ -277,7 +277,17 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   { version: 7, ...BILLING_MIGRATION },
   { version: 8, ...DASHBOARD_MIGRATION },
+  {
+    version: 9,
+    why: "A queued lease's max_wait (how long its caller said it would wait for a slot) is stored with it, so that after a restart or a failover it still times out when its caller said, not after its tier's whole queue timeout. Null: the caller named none.",
+    sqlite: `
+  ALTER TABLE leases ADD COLUMN max_wait_ms INTEGER;
+  `,
+    postgres: `
+  ALTER TABLE leases ADD COLUMN max_wait_ms BIGINT;
+  `,
+  },
 ];
 
-/** The version a fully migrated database is at (versions only grow; one may be another branch's, merged later). */
+/** The version a fully migrated database is at (versions only grow). */
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

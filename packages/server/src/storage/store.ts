@@ -224,6 +224,11 @@ export interface LeaseRecord {
   readonly holdShares: readonly GrantShare[] | null;
   /** Credits spent at the end (≤ `holdMicros`). */
   readonly chargedMicros: number;
+  /**
+   * How long the caller said it would wait for a slot (max_wait, ms; null: it named none — its
+   * tier's queue timeout). Stored so that a queued lease keeps it across a restart or a failover.
+   */
+  readonly maxWaitMs: number | null;
 }
 
 export type NewLease = Omit<LeaseRecord, "seq">;

@@ -149,6 +149,7 @@ export const LEASES = new Table<LeaseRecord, (typeof LEASE_LIFECYCLE)[number], "
     holdMicros: integer("hold_micros"),
     holdShares: sharesJson("hold_shares"),
     chargedMicros: integer("charged_micros"),
+    maxWaitMs: integerOrNull("max_wait_ms"),
   },
   {
     // Arrival order, assigned by the database (SQLite's rowid alias, PostgreSQL's identity column).

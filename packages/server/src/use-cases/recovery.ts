@@ -1,4 +1,4 @@
-import { queueTimeoutOf } from "@gpupool/core";
+import { waitLimitMs } from "@gpupool/core";
 import type { Policy } from "@gpupool/core";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
@@ -103,7 +103,7 @@ export class Recovery {
 
   /** A queued lease: back in line, or ended. */
   private async queued(tx: Tx, listed: LeaseRecord, now: number): Promise<LeaseRecord | null> {
-    const limitMs = queueTimeoutOf(this.policy, this.policy.tiers[listed.tier]);
+    const limitMs = waitLimitMs(this.policy, this.policy.tiers[listed.tier], listed.maxWaitMs);
     const ends = listed.queuedAt + limitMs <= now || (listed.node !== null && !this.state.hasNode(listed.node));
     const lease = ends ? await this.stillAsListed(tx, listed) : listed;
     if (lease === null) return null;

@@ -12,6 +12,8 @@ export interface AdmittedCall {
   readonly size: SizePolicy;
   readonly durationMs: number;
   readonly node: string | null;
+  /** The max_wait the caller named (ms), stored with the lease; null or absent: none. */
+  readonly maxWaitMs?: number | null;
 }
 
 /**

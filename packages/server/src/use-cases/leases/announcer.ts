@@ -46,8 +46,8 @@ export class LeaseAnnouncer {
   private flush: NodeJS.Timeout | null = null;
   private lastFlush = -Infinity;
   /**
-   * Queued leases that asked for a shorter wait than their tier's queue timeout (max_wait): how
-   * long each may wait. Kept in memory: after a restart a recovered lease waits its tier's timeout.
+   * Queued leases that asked for a shorter wait than their tier's queue timeout (max_wait), as
+   * told with the lease: how long each may wait (the lease record stores it too, see queueLimitMs).
    */
   private readonly waitLimits = new Map<string, number>();
 
@@ -129,9 +129,13 @@ export class LeaseAnnouncer {
     this.timers.arm(lease.id, "queue_timeout", lease.queuedAt + this.queueLimitMs(lease));
   }
 
-  /** How long a queued lease may wait: its max_wait when it named a shorter one, else its tier's queue timeout. */
+  /**
+   * How long a queued lease may wait: its max_wait when it named a shorter one (as told now, else
+   * as stored with it: a lease recovered or adopted after a restart or a failover), else its
+   * tier's queue timeout.
+   */
   queueLimitMs(lease: LeaseRecord): number {
-    return this.waitLimits.get(lease.id) ?? queueTimeoutOf(this.policy, this.policy.tiers[lease.tier]);
+    return this.waitLimits.get(lease.id) ?? waitLimitMs(this.policy, this.policy.tiers[lease.tier], lease.maxWaitMs);
   }
 
   /**

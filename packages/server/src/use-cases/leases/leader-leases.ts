@@ -97,6 +97,7 @@ export class LeaderLeases {
           size: input.size,
           durationMs: input.durationMs,
           node: input.node,
+          maxWaitMs: input.maxWaitMs ?? null,
         };
         const { lease: lease0, billing } = await admittedLease(tx, this.accounts, account, decision, call, now);
         const next = mine

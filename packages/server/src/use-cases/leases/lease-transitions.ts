@@ -30,6 +30,8 @@ export function admitted(input: {
   /** How it is paid (absent: all from the quota) and the hold's shares of grants. */
   split?: Split;
   holdShares?: readonly GrantShare[];
+  /** The max_wait its caller named (ms); null or absent: none (its tier's queue timeout). */
+  maxWaitMs?: number | null;
 }): NewLease {
   const split = input.split ?? { quotaMs: input.reservedMs, overageMs: 0, holdMicros: 0 };
   return {
@@ -66,6 +68,7 @@ export function admitted(input: {
     holdMicros: split.holdMicros,
     holdShares: input.holdShares ?? null,
     chargedMicros: 0,
+    maxWaitMs: input.maxWaitMs ?? null,
   };
 }
 
