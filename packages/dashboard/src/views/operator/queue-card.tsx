@@ -1,0 +1,61 @@
+import type { PoolView } from "@gpupool/contract";
+import { Card, Stat } from "../../components/ui.js";
+import { num } from "../../format.js";
+
+const SHOWN = 50;
+
+/** The queue live: how deep, why calls wait, and the first in line. */
+export function QueueCard(props: { pool: PoolView | undefined; live: boolean }) {
+  const q = props.pool?.queue ?? [];
+  const byKind = new Map<string, number>();
+  for (const e of q) {
+    const kind = e.identity.split(":")[0] ?? "";
+    byKind.set(kind, (byKind.get(kind) ?? 0) + 1);
+  }
+  return (
+    <Card id="queue" title="Queue">
+      <dl class="stats">
+        <Stat label="Depth" id="queue-depth" value={num(q.length)} />
+        <Stat label="Waiting for a slot" value={num(q.filter((e) => e.reason === "node").length)} />
+        <Stat label="At the app's limit" value={num(q.filter((e) => e.reason === "concurrency").length)} />
+        {[...byKind.entries()].map(([kind, n]) => (
+          <Stat key={kind} label={`${kind} callers`} value={num(n)} />
+        ))}
+      </dl>
+      {q.length === 0 ? (
+        <p class="muted">Nobody waits.</p>
+      ) : (
+        <div class="scroll">
+          <table id="queue-table">
+            <caption class="visually-hidden">First {SHOWN} in line</caption>
+            <thead>
+              <tr>
+                <th scope="col" class="num">
+                  #
+                </th>
+                <th scope="col">Who</th>
+                <th scope="col">App</th>
+                <th scope="col" class="num">
+                  Slots
+                </th>
+                <th scope="col">Why</th>
+              </tr>
+            </thead>
+            <tbody>
+              {q.slice(0, SHOWN).map((e) => (
+                <tr key={e.lease}>
+                  <td class="num">{e.position}</td>
+                  <td>{e.identity}</td>
+                  <td>{e.app ?? "own script"}</td>
+                  <td class="num">{e.slots}</td>
+                  <td>{e.reason ?? "—"}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          {q.length > SHOWN ? <p class="muted">and {num(q.length - SHOWN)} more.</p> : null}
+        </div>
+      )}
+    </Card>
+  );
+}
