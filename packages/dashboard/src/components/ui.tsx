@@ -85,3 +85,12 @@ export function Pager(props: { page: number; pages: number; onPage: (page: numbe
     </nav>
   );
 }
+
+/** A table that scrolls sideways on a narrow screen; focusable so a keyboard can scroll it. */
+export function Scroll(props: { label: string; children: ComponentChildren }) {
+  return (
+    <div class="scroll" role="region" aria-label={props.label} tabIndex={0}>
+      {props.children}
+    </div>
+  );
+}

@@ -1,5 +1,5 @@
 import { useMemo, useState } from "preact/hooks";
-import { Card, Loading } from "../components/ui.js";
+import { Card, Loading, Scroll } from "../components/ui.js";
 import { num, seconds } from "../format.js";
 import { RANGES, useRecords } from "../queries.js";
 import type { Range } from "../queries.js";
@@ -36,9 +36,9 @@ export function OwnerPage(props: { admin: boolean }) {
         ) : stats.length === 0 ? (
           <p class="muted">No calls in this range.</p>
         ) : (
-          <div class="scroll">
+          <Scroll label="Table">
             <StatsTable stats={stats} />
-          </div>
+          </Scroll>
         )}
       </Card>
     </div>

@@ -1,7 +1,7 @@
 import { useQuery } from "@tanstack/react-query";
 import { AppList } from "@gpupool/contract";
 import { api } from "../../client.js";
-import { Card, Loading } from "../../components/ui.js";
+import { Card, Loading, Scroll } from "../../components/ui.js";
 import { num, when } from "../../format.js";
 import { OwnerPage } from "../owner-page.js";
 
@@ -15,7 +15,7 @@ export function AppsPage() {
           {!apps.data ? (
             <Loading error={apps.error} what="apps" />
           ) : (
-            <div class="scroll">
+            <Scroll label="Apps">
               <table id="apps-table">
                 <caption class="visually-hidden">Apps and their concurrency limits</caption>
                 <thead>
@@ -45,7 +45,7 @@ export function AppsPage() {
                   ))}
                 </tbody>
               </table>
-            </div>
+            </Scroll>
           )}
         </Card>
       </div>

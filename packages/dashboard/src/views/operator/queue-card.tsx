@@ -1,5 +1,5 @@
 import type { PoolView } from "@gpupool/contract";
-import { Card, Stat } from "../../components/ui.js";
+import { Card, Stat, Scroll } from "../../components/ui.js";
 import { num } from "../../format.js";
 
 const SHOWN = 50;
@@ -25,7 +25,7 @@ export function QueueCard(props: { pool: PoolView | undefined; live: boolean }) 
       {q.length === 0 ? (
         <p class="muted">Nobody waits.</p>
       ) : (
-        <div class="scroll">
+        <Scroll label="Queue">
           <table id="queue-table">
             <caption class="visually-hidden">First {SHOWN} in line</caption>
             <thead>
@@ -54,7 +54,7 @@ export function QueueCard(props: { pool: PoolView | undefined; live: boolean }) 
             </tbody>
           </table>
           {q.length > SHOWN ? <p class="muted">and {num(q.length - SHOWN)} more.</p> : null}
-        </div>
+        </Scroll>
       )}
     </Card>
   );

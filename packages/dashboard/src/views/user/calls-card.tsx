@@ -3,7 +3,7 @@ import { useQuery } from "@tanstack/react-query";
 import { LeaseList } from "@gpupool/contract";
 import type { UsageRecord } from "@gpupool/contract";
 import { api } from "../../client.js";
-import { Card, ErrorNote, Loading, Pager } from "../../components/ui.js";
+import { Card, ErrorNote, Loading, Pager, Scroll } from "../../components/ui.js";
 import { money, num, seconds, when } from "../../format.js";
 import { RANGES, rangeFrom, useRecords } from "../../queries.js";
 import type { Range } from "../../queries.js";
@@ -46,7 +46,7 @@ export function CallsCard() {
         <p class="muted">No calls ended in this range.</p>
       ) : (
         <>
-          <div class="scroll">
+          <Scroll label="Recent calls">
             <table id="calls-table">
               <caption class="visually-hidden">Calls that ended, newest first</caption>
               <thead>
@@ -76,7 +76,7 @@ export function CallsCard() {
                 ))}
               </tbody>
             </table>
-          </div>
+          </Scroll>
           <Pager page={page} pages={pages} onPage={setPage} label="Calls" />
         </>
       )}

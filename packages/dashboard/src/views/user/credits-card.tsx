@@ -1,5 +1,5 @@
 import type { Me } from "@gpupool/contract";
-import { Card, Loading, Stat } from "../../components/ui.js";
+import { Card, Loading, Stat, Scroll } from "../../components/ui.js";
 import { shown, when } from "../../format.js";
 import { useWallet } from "../../queries.js";
 
@@ -19,7 +19,7 @@ export function CreditsCard(props: { me: Me }) {
       ) : wallet.data.grants.length === 0 ? (
         <p class="muted">No credits yet.</p>
       ) : (
-        <div class="scroll">
+        <Scroll label="Credit grants">
           <table id="grants">
             <caption class="visually-hidden">Credit grants, spent in this order</caption>
             <thead>
@@ -47,7 +47,7 @@ export function CreditsCard(props: { me: Me }) {
               ))}
             </tbody>
           </table>
-        </div>
+        </Scroll>
       )}
     </Card>
   );

@@ -38,7 +38,7 @@ export function OverageCard(props: { me: Me }) {
             id="overage-switch"
             type="checkbox"
             role="switch"
-            checked={o.enabled}
+            checked={save.isPending ? (save.variables.overage ?? o.enabled) : o.enabled}
             disabled={!o.available || save.isPending}
             onChange={(e) => save.mutate({ overage: e.currentTarget.checked })}
             aria-describedby="overage-state"

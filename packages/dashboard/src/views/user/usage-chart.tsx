@@ -1,7 +1,7 @@
 import { useMemo, useState } from "preact/hooks";
 import type { UsageSummary } from "@gpupool/contract";
 import { StackedBars } from "../../components/bars-chart.js";
-import { Bar, Card, Loading } from "../../components/ui.js";
+import { Bar, Card, Loading, Scroll } from "../../components/ui.js";
 import { gpuTime, num, seconds } from "../../format.js";
 import { useSummary } from "../../queries.js";
 
@@ -36,7 +36,7 @@ export function UsageChartCard() {
         />
       )}
       {apps.length === 0 ? null : (
-        <div class="scroll">
+        <Scroll label="Usage by app">
           <table id="usage-by-app">
             <caption>By app, 30 days</caption>
             <thead>
@@ -75,7 +75,7 @@ export function UsageChartCard() {
               ))}
             </tbody>
           </table>
-        </div>
+        </Scroll>
       )}
     </Card>
   );

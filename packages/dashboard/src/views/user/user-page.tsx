@@ -1,4 +1,4 @@
-import { useMemo } from "preact/hooks";
+import { useEffect, useMemo } from "preact/hooks";
 import { useQueryClient } from "@tanstack/react-query";
 import { Me } from "@gpupool/contract";
 import { on } from "@gpupool/sdk/browser";
@@ -18,19 +18,22 @@ export function UserPage() {
   const queries = useQueryClient();
   const handlers = useMemo(
     () => ({
-      me: on(Me, (me) => {
-        queries.setQueryData(keys.me, me);
-        // A change of the quota is a call that started, queued or ended: what lists calls follows.
-        void queries.invalidateQueries({ queryKey: keys.queued });
-        void queries.invalidateQueries({ queryKey: keys.wallet });
-        void queries.invalidateQueries({ queryKey: ["usage"] });
-        void queries.invalidateQueries({ queryKey: ["summary"] });
-      }),
+      me: on(Me, (me) => queries.setQueryData(keys.me, me)),
     }),
     [queries],
   );
   const live = useLive("/v1/me/events", handlers);
   const me = useMe(pollUnless(live));
+  // A change of the quota or credits is a call that started, queued or ended, or a grant: what
+  // lists them follows. (The query keeps the same object while nothing changed.)
+  const changed = me.data;
+  useEffect(() => {
+    if (changed === undefined) return;
+    void queries.invalidateQueries({ queryKey: keys.queued });
+    void queries.invalidateQueries({ queryKey: keys.wallet });
+    void queries.invalidateQueries({ queryKey: ["usage"] });
+    void queries.invalidateQueries({ queryKey: ["summary"] });
+  }, [changed, queries]);
   if (!me.data)
     return (
       <Card id="quota" title="GPU quota">
