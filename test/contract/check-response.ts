@@ -137,6 +137,11 @@ export function checkResponse(response: ReceivedResponse): string {
       `${what}: status ${response.status} is not documented for ${method} ${route.template} (documented: ${Object.keys(route.op.responses).join(", ")}). Body: ${snippet(response.body)}`,
     );
   }
+  if (documented.content === undefined) {
+    if (response.body !== "" && response.body !== undefined)
+      throw new ContractMismatch(`${what}: documented without a body, but one was sent: ${snippet(response.body)}`);
+    return route.op.operationId;
+  }
   const contentType =
     typeof response.contentType === "string"
       ? response.contentType

@@ -692,6 +692,39 @@ describe("the server's responses match the contract", () => {
     expectStatus(await t.checked("GET", "/v1/admin/pool", { token: ADMIN }), 200);
   });
 
+  it("dashboard: sign-in by token and by one-time link, the session, sign-out, and their refusals", async () => {
+    const t = await server();
+    const { alice } = await principals(t);
+    const link = await t.checked("POST", "/v1/dashboard/links", { token: alice.token });
+    expectStatus(link, 201);
+    const code = String(link.body.url).split("#signin=")[1]!;
+    const signedIn = await t.checked("POST", "/v1/dashboard/session", { body: { code } });
+    expectStatus(signedIn, 201);
+    const cookie = String(signedIn.headers["set-cookie"]).split(";")[0]!;
+    expectStatus(await t.checked("POST", "/v1/dashboard/session", { body: { code } }), 401, "invalid_credentials");
+    expectStatus(
+      await t.checked("POST", "/v1/dashboard/session", {
+        body: { token: ADMIN },
+        headers: { origin: "https://evil.example" },
+      }),
+      403,
+      "csrf_failed",
+    );
+    expectStatus(await t.checked("POST", "/v1/dashboard/session", { body: {} }), 400, "invalid_request");
+    expectStatus(await t.checked("GET", "/v1/dashboard/session", { headers: { cookie } }), 200);
+    expectStatus(await t.checked("DELETE", "/v1/dashboard/session", { headers: { cookie } }), 403, "csrf_failed");
+    expectStatus(
+      await t.checked("DELETE", "/v1/dashboard/session", {
+        headers: { cookie, "x-csrf-token": signedIn.body.csrf_token },
+      }),
+      204,
+    );
+    expectStatus(await t.checked("GET", "/v1/dashboard/session", { headers: { cookie } }), 401, "invalid_session");
+    const admin = await t.checked("POST", "/v1/dashboard/session", { body: { token: ADMIN } });
+    expectStatus(admin, 201);
+    expectStatus(await t.checked("GET", "/v1/admin/users?q=ali&limit=1", { token: ADMIN }), 200);
+  });
+
   it("the checker refuses what the contract does not describe", () => {
     expect(() =>
       checkResponse({ method: "GET", url: "/v1/nope", status: 404, contentType: "application/problem+json", body: {} }),

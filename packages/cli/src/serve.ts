@@ -1,5 +1,5 @@
 // What `gpupool server` and `gpupool demo` share: logging, starting, stopping.
-import { createServer } from "@gpupool/server";
+import { LOG_REDACT, createServer } from "@gpupool/server";
 import type { RunningServer, ServerConfig } from "@gpupool/server";
 import { pino } from "pino";
 import type { Logger } from "pino";
@@ -7,7 +7,7 @@ import { err, StartError } from "./common.js";
 
 /** Logs go to stderr as JSON lines so stdout carries only what the CLI says to people (and tests parse). */
 export function stderrLogger(level: string): Logger {
-  return pino({ level, base: { service: "gpupool" } }, pino.destination({ dest: 2, sync: true }));
+  return pino({ level, base: { service: "gpupool" }, redact: LOG_REDACT }, pino.destination({ dest: 2, sync: true }));
 }
 
 /** The storage URL without its password, for printing. */

@@ -34,7 +34,13 @@ export const UserWithQuota = z.object({
 });
 export type UserWithQuota = z.infer<typeof UserWithQuota>;
 
-export const UserList = z.object({ users: z.array(User) });
+export const UserList = z.object({
+  users: describe(z.array(User), "By creation (without `limit` or `q`: every user), or by name (a page)."),
+  next_cursor: describe(
+    z.optional(z.nullable(z.string())),
+    "Pass as `cursor` for the next page; null on the last one (and when every user is listed).",
+  ),
+});
 export type UserList = z.infer<typeof UserList>;
 
 /** `PATCH /v1/admin/users/:id`: at least one field. */

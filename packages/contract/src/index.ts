@@ -30,6 +30,7 @@ export * from "./leases.js";
 export * from "./diagnose.js";
 export * from "./pool.js";
 export * from "./admin.js";
+export * from "./dashboard.js";
 export * from "./nodes.js";
 export * from "./identity.js";
 export * from "./health.js";

@@ -115,6 +115,7 @@ export const PROBLEM_FIELDS = {
   },
   forbidden: {},
   admin_disabled: {},
+  csrf_failed: {},
   not_found: {},
   request_timeout: {},
   queue_timeout: {
@@ -259,6 +260,7 @@ export const PROBLEMS = {
   spend_cap_reached: codedProblem("spend_cap_reached"),
   forbidden: codedProblem("forbidden"),
   admin_disabled: codedProblem("admin_disabled"),
+  csrf_failed: codedProblem("csrf_failed"),
   not_found: codedProblem("not_found"),
   queue_timeout: codedProblem("queue_timeout"),
   request_timeout: codedProblem("request_timeout"),

@@ -14,6 +14,7 @@ export const PROBLEM_STATUS = {
   spend_cap_reached: 402,
   forbidden: 403,
   admin_disabled: 403,
+  csrf_failed: 403,
   not_found: 404,
   queue_timeout: 408,
   request_timeout: 408,
@@ -51,6 +52,7 @@ export const PROBLEM_TITLES: Readonly<Record<ProblemCode, string>> = {
   spend_cap_reached: "Monthly spend cap reached",
   forbidden: "Not allowed",
   admin_disabled: "Admin API disabled",
+  csrf_failed: "Cross-site request refused",
   not_found: "Not found",
   queue_timeout: "Queue timeout",
   request_timeout: "Request timeout",
@@ -88,6 +90,8 @@ export const PROBLEM_MEANINGS: Readonly<Record<ProblemCode, string>> = {
     "The call's overage hold would take this month's overage spending past the user's monthly cap (`spent_micros + held_micros + needed_micros > cap_micros`). Nothing was reserved or held.",
   forbidden: "A valid credential of a kind this route does not take (the detail names the kinds it takes).",
   admin_disabled: "The admin API is off: the server was started without GPUPOOL_ADMIN_TOKEN.",
+  csrf_failed:
+    "A state-changing request signed in by the dashboard's session cookie (not a bearer token) without the session's `X-CSRF-Token` header, with another one, or sent from another origin (`Origin` / `Sec-Fetch-Site`). Nothing was changed; the page gets its token from `GET /v1/dashboard/session`.",
   not_found: "No such route, or no such lease or user visible to this caller.",
   queue_timeout:
     "The lease waited in the queue longer than the queue timeout; nothing was charged. Sent as the SSE `failed` event (and stored as the lease's `problem`); 408 when returned over HTTP.",

@@ -37,6 +37,7 @@ const ERROR_CLASSES = {
   spend_cap_reached: SpendCapReachedError,
   forbidden: ForbiddenError,
   admin_disabled: ForbiddenError,
+  csrf_failed: ForbiddenError,
   not_found: NotFoundError,
   queue_timeout: QueueTimeoutError,
   request_timeout: InvalidRequestError,

@@ -21,6 +21,14 @@ export interface ServerConfig {
     readonly issuer: string;
   };
   readonly logLevel: string;
+  /** The web dashboard (SPEC §11). */
+  readonly dashboard: {
+    /** How the world reaches this server (`https://pool.example.com`), for sign-in links and secure cookies; null: as asked. */
+    readonly publicUrl: string | null;
+    readonly sessionTtlMs: number;
+    /** Where the built dashboard is (its index.html and assets/); null: packages/dashboard/dist beside this package. */
+    readonly distDir: string | null;
+  };
 }
 
 export class ConfigError extends Error {
@@ -157,6 +165,17 @@ const schema = z.strictObject({
     })
     .prefault({}),
   billing: billingSchema,
+  dashboard: z
+    .strictObject({
+      public_url: z
+        .string()
+        .regex(/^https?:\/\/[^/?#\s]+$/, "an origin: http(s)://host[:port], without a path")
+        .nullable()
+        .default(null),
+      session_ttl: duration("12h"),
+      dist: z.string().min(1).nullable().default(null),
+    })
+    .prefault({}),
   log: z
     .strictObject({ level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info") })
     .prefault({}),
@@ -217,6 +236,7 @@ export function normalizeConfig(raw: unknown, source = "configuration"): ServerC
       });
     }
   });
+  if (c.dashboard.session_ttl <= 0) problems.push("dashboard.session_ttl: must be more than 0");
   if (c.nodes.heartbeat_interval <= 0) problems.push("nodes.heartbeat_interval: must be more than 0");
   if (c.nodes.heartbeat_timeout < 2 * c.nodes.heartbeat_interval) {
     problems.push(
@@ -248,6 +268,11 @@ export function normalizeConfig(raw: unknown, source = "configuration"): ServerC
       issuer: c.identity.issuer,
     },
     logLevel: c.log.level,
+    dashboard: {
+      publicUrl: c.dashboard.public_url,
+      sessionTtlMs: c.dashboard.session_ttl,
+      distDir: c.dashboard.dist,
+    },
   };
 }
 

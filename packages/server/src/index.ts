@@ -1,4 +1,4 @@
-export { createServer } from "./main/server.js";
+export { LOG_REDACT, createServer } from "./main/server.js";
 export type { RunningServer, ServerOptions } from "./main/server.js";
 export { assemblePool } from "./main/pool.js";
 export type { PoolParts } from "./main/pool.js";

@@ -10,6 +10,7 @@ import { LATEST_VERSION, MIGRATIONS } from "../src/storage/migrations.js";
 import { openStorage } from "../src/storage/open-store.js";
 import { Table } from "../src/storage/table.js";
 import * as billingTables from "../src/storage/billing-tables.js";
+import * as dashboardTables from "../src/storage/dashboard-sql.js";
 import * as tables from "../src/storage/tables.js";
 
 /**
@@ -259,7 +260,11 @@ describe("paired migrations", () => {
 
   it("SQLite: the column tables name exactly the migrated columns of their tables", async () => {
     const schema = await migratedSqlite();
-    const declared = [...Object.values(tables), ...Object.values(billingTables)].filter((t) => t instanceof Table);
+    const declared = [
+      ...Object.values(tables),
+      ...Object.values(billingTables),
+      ...Object.values(dashboardTables),
+    ].filter((t) => t instanceof Table);
     expect(declared.map((t) => t.name).sort()).toEqual(
       Object.keys(schema.tables)
         .filter((t) => t !== "schema_migrations")

@@ -468,6 +468,59 @@ export function storeContract(
       expect(await read.transaction((t) => t.sessions.get("h3"))).toEqual(s("h3", "u2"));
     });
 
+    it("dashboard: sessions (user and operator) revoke once; a code is used once and never after expiry; the audit log pages newest first", async () => {
+      await tx((t) => t.users.insert(user("u1")));
+      const session = (idHash: string, userId: string | null) => ({
+        idHash,
+        role: userId === null ? ("admin" as const) : ("user" as const),
+        userId,
+        createdAt: 1_000,
+        expiresAt: 9_000,
+        revokedAt: null,
+      });
+      await tx(async (t) => {
+        await t.dashboard.insertSession(session("d1", "u1"));
+        await t.dashboard.insertSession(session("d2", null));
+      });
+      expect(await tx((t) => t.dashboard.getSession("d2"))).toEqual(session("d2", null));
+      expect(await tx((t) => t.dashboard.getSession("nope"))).toBeNull();
+      expect(await tx((t) => t.dashboard.revokeSession("d1", 2_000))).toBe(true);
+      expect(await tx((t) => t.dashboard.revokeSession("d1", 3_000))).toBe(true);
+      expect(await tx((t) => t.dashboard.revokeSession("nope", 3_000))).toBe(false);
+      const code = (codeHash: string, expiresAt: number) => ({
+        codeHash,
+        role: "user" as const,
+        userId: "u1",
+        createdAt: 1_000,
+        expiresAt,
+        usedAt: null,
+      });
+      await tx(async (t) => {
+        await t.dashboard.insertCode(code("c1", 5_000));
+        await t.dashboard.insertCode(code("c2", 5_000));
+      });
+      expect(await tx((t) => t.dashboard.useCode("c1", 2_000))).toEqual({ ...code("c1", 5_000), usedAt: 2_000 });
+      expect(await tx((t) => t.dashboard.useCode("c1", 2_001))).toBeNull();
+      expect(await tx((t) => t.dashboard.useCode("c2", 5_000))).toBeNull();
+      expect(await tx((t) => t.dashboard.useCode("missing", 1_000))).toBeNull();
+      const entry = (id: string) => ({
+        id,
+        at: 1_000,
+        action: "credits.grant",
+        target: "u1",
+        actor: "dashboard",
+        detail: "{}",
+      });
+      await tx(async (t) => {
+        for (const id of ["au_1", "au_2", "au_3"]) await t.dashboard.addAudit(entry(id));
+      });
+      const again = await durable();
+      const read = again ?? store;
+      expect(await read.transaction((t) => t.dashboard.getSession("d1"))).toMatchObject({ revokedAt: 2_000 });
+      expect((await read.transaction((t) => t.dashboard.audit(null, 2))).map((e) => e.id)).toEqual(["au_3", "au_2"]);
+      expect(await read.transaction((t) => t.dashboard.audit("au_2", 5))).toEqual([entry("au_1")]);
+    });
+
     it("wallets: grants, settings and transactions round-trip; a rolled-back change is neither cached nor stored", async () => {
       await tx((t) => t.users.insert(user("u1")));
       const grant = {

@@ -61,6 +61,11 @@ const TAGS = [
   { name: "Usage", description: "The usage ledger (SPEC §10): one immutable record per ended lease, and totals." },
   { name: "Identity", description: "X-IP-Tokens: who the end user of an app's call is." },
   { name: "Sessions", description: "Browser sessions of the edge (identity proxy)." },
+  {
+    name: "Dashboard",
+    description:
+      "The web dashboard (SPEC §11): its pages, its session cookie (which stands for a user or the operator on the rest of `/v1`, CSRF-checked), sign-in links, and the live streams and summaries its views read.",
+  },
   { name: "Admin", description: "Users, apps, nodes, edges and the pool, with the admin token." },
   { name: "Nodes", description: "What node agents call." },
   { name: "Health", description: "Liveness, readiness and metrics." },
@@ -120,6 +125,8 @@ export function problemCodesOf(op: Operation): ProblemCode[] {
     codes.add("unauthorized");
     codes.add("forbidden");
     if (op.auth.length === 1 && op.auth[0] === "admin") codes.add("admin_disabled");
+    // The dashboard's session cookie stands for a user or the operator; changes need its CSRF token.
+    if (op.method !== "get" && (op.auth.includes("user") || op.auth.includes("admin"))) codes.add("csrf_failed");
   }
   if (op.noStorage !== true) codes.add("storage_unavailable");
   codes.add("internal");
@@ -154,6 +161,7 @@ function successResponse(spec: ResponseSpec): OpenApiResponse {
       },
     };
   }
+  if ("empty" in spec) return { description: spec.description };
   return { description: spec.description, content: { [spec.text]: { schema: { type: "string" } } } };
 }
 

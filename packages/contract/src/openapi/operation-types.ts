@@ -61,7 +61,9 @@ export type ResponseSpec =
       readonly alsoText?: readonly string[];
     }
   | { readonly description: string; readonly events: Readonly<Record<string, z.ZodMiniType>> }
-  | { readonly description: string; readonly text: string };
+  | { readonly description: string; readonly text: string }
+  /** No body (204). */
+  | { readonly description: string; readonly empty: true };
 
 /** One route, written once: the OpenAPI document, the reference page and docs/wire.md come from here. */
 export interface Operation {

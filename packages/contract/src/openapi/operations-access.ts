@@ -1,4 +1,5 @@
 import * as admin from "../admin.js";
+import * as dashboard from "../dashboard.js";
 import * as identity from "../identity.js";
 import { PoolView } from "../pool.js";
 import { USER_REF } from "./operation-types.js";
@@ -101,9 +102,12 @@ export const ACCESS_OPERATIONS: readonly Operation[] = [
     method: "get",
     path: "/v1/admin/users",
     tag: "Admin",
-    summary: "List users",
+    summary: "List users (all, or a page; search by name or id)",
+    description:
+      "Without `limit`, `q` or `cursor`: every user, in creation order, as before. With any of them: a page, by name, with `next_cursor`.",
     auth: ["admin"],
-    responses: { 200: { description: "Every user.", json: admin.UserList } },
+    query: dashboard.UserListQuery,
+    responses: { 200: { description: "The users.", json: admin.UserList } },
   },
   {
     id: "getUser",

@@ -2,6 +2,7 @@ import type * as z from "zod/mini";
 import * as admin from "../admin.js";
 import * as billing from "../billing.js";
 import { Identity } from "../common.js";
+import * as dashboard from "../dashboard.js";
 import * as diagnose from "../diagnose.js";
 import { OpenApiDocumentObject } from "../documents.js";
 import * as health from "../health.js";
@@ -80,6 +81,17 @@ export const NAMED_SCHEMAS: Readonly<Record<string, z.ZodMiniType>> = {
   AppList: admin.AppList,
   CreateKeyRequest: admin.CreateKeyRequest,
   CreatedKey: admin.CreatedKey,
+  DashboardSignIn: dashboard.DashboardSignIn,
+  DashboardSession: dashboard.DashboardSession,
+  DashboardLinkRequest: dashboard.DashboardLinkRequest,
+  DashboardLink: dashboard.DashboardLink,
+  QueueView: dashboard.QueueView,
+  QueueTier: dashboard.QueueTier,
+  RefusalsView: dashboard.RefusalsView,
+  AuditEntry: dashboard.AuditEntry,
+  AuditPage: dashboard.AuditPage,
+  AppStats: dashboard.AppStats,
+  AppStatsList: dashboard.AppStatsList,
   PoolView: pool.PoolView,
   PoolNode: pool.PoolNode,
   PoolDevice: pool.PoolDevice,

@@ -1,7 +1,7 @@
 import type * as wire from "@gpupool/contract";
 import { requestSchemas } from "@gpupool/contract/openapi";
 import type { FastifyInstance } from "fastify";
-import { only } from "./auth.js";
+import { actorOf, only } from "./auth.js";
 import type { RouteContext } from "./context.js";
 import { appJson, poolJson, quotaJson, userJson } from "./views.js";
 
@@ -19,20 +19,33 @@ export function adminRoutes(app: FastifyInstance, ctx: RouteContext): void {
     },
   );
 
-  app.get("/v1/admin/users", admin, async (): Promise<wire.UserList> => ({
-    users: (await ctx.directory.listUsers()).map(userJson),
-  }));
+  app.get<{ Querystring: wire.UserListQuery }>(
+    "/v1/admin/users",
+    { ...admin, schema: requestSchemas("listUsers") },
+    async (req): Promise<wire.UserList> => {
+      const { q, limit, cursor } = req.query;
+      // Without a search or a page size: every user, in creation order (the answer before pages).
+      if (q === undefined && limit === undefined && cursor === undefined)
+        return { users: (await ctx.directory.listUsers()).map(userJson), next_cursor: null };
+      const page = await ctx.directory.findUsers(q ?? null, cursor ?? null, Number(limit ?? 100));
+      return { users: page.users.map(userJson), next_cursor: page.next };
+    },
+  );
 
   app.patch<{ Params: { id: string }; Body: wire.UpdateUserRequest }>(
     "/v1/admin/users/:id",
     { ...admin, schema: requestSchemas("updateUser") },
     async (req): Promise<wire.UserWithQuota> => {
       const b = req.body;
-      const { user, quota } = await ctx.directory.updateUser(req.params.id, {
-        ...(b.tier !== undefined ? { tier: b.tier } : {}),
-        ...(b.quota !== undefined ? { quotaS: b.quota } : {}),
-        ...(b.bonus !== undefined ? { bonusS: b.bonus } : {}),
-      });
+      const { user, quota } = await ctx.directory.updateUser(
+        req.params.id,
+        {
+          ...(b.tier !== undefined ? { tier: b.tier } : {}),
+          ...(b.quota !== undefined ? { quotaS: b.quota } : {}),
+          ...(b.bonus !== undefined ? { bonusS: b.bonus } : {}),
+        },
+        actorOf(req),
+      );
       return { ...userJson(user), quota: quotaJson(quota) };
     },
   );
@@ -78,7 +91,7 @@ export function adminRoutes(app: FastifyInstance, ctx: RouteContext): void {
     "/v1/admin/users/:id/sessions",
     admin,
     async (req): Promise<wire.UserSessionsRevoked> => {
-      const r = await ctx.sessions.revokeForUser(req.params.id);
+      const r = await ctx.sessions.revokeForUser(req.params.id, actorOf(req));
       return { user: r.user.id, revoked: r.revoked };
     },
   );

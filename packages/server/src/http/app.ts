@@ -4,6 +4,7 @@ import { problem } from "@gpupool/core";
 import { adminRoutes } from "./admin-routes.js";
 import { billingRoutes } from "./billing-routes.js";
 import { MAX_PARAM_LENGTH, answerClientError, frameworkErrorProblem } from "./client-errors.js";
+import { dashboardSessionRoutes } from "./dashboard-routes.js";
 import { docsRoutes } from "./docs-routes.js";
 import type { RouteContext } from "./context.js";
 import { leaseRoutes } from "./lease-routes.js";
@@ -74,5 +75,6 @@ export function buildHttpApp(ctx: RouteContext): FastifyInstance {
   sessionRoutes(app, ctx);
   adminRoutes(app, ctx);
   billingRoutes(app, ctx);
+  dashboardSessionRoutes(app, ctx);
   return app;
 }

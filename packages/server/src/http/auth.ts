@@ -1,9 +1,11 @@
 import { IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN } from "@gpupool/contract";
 import { fail } from "@gpupool/core";
 import type { FastifyRequest } from "fastify";
+import type { AuditActor } from "../use-cases/admin/audit.js";
 import type { Caller, CallerKind } from "../use-cases/identity/callers.js";
 import type { IpTokenHeader } from "../use-cases/identity/request-identity.js";
 import type { RouteContext } from "./context.js";
+import { dashboardCookie, requireCsrf } from "./dashboard-cookie.js";
 import { copies } from "./headers.js";
 
 /** The bearer secret of the Authorization header, or null. Several Authorization headers are refused: which would count? */
@@ -22,13 +24,45 @@ export function bearer(req: FastifyRequest): string | null {
   return m?.[1] ?? null;
 }
 
-/** Who is calling, restricted to the kinds the route accepts (401 / 403 otherwise). */
-export function authenticate<K extends CallerKind>(
+/** Requests whose caller was signed in by the dashboard's session cookie (for the audit log). */
+const byDashboard = new WeakSet<FastifyRequest>();
+
+/** Whether the request's caller was signed in by the dashboard's cookie rather than a bearer token. */
+export function signedInByDashboard(req: FastifyRequest): boolean {
+  return byDashboard.has(req);
+}
+
+/** How the operator was signed in, for the audit log. */
+export function actorOf(req: FastifyRequest): AuditActor {
+  return byDashboard.has(req) ? "dashboard" : "admin_token";
+}
+
+/**
+ * Who is calling, restricted to the kinds the route accepts (401 / 403 otherwise). Without an
+ * Authorization header, on a route a user or the admin may call, the dashboard's session cookie
+ * stands for its user (or the operator); a change made that way needs its CSRF token (403 csrf_failed).
+ */
+export async function authenticate<K extends CallerKind>(
   ctx: RouteContext,
   req: FastifyRequest,
   accepted: readonly K[],
 ): Promise<Caller & { kind: K }> {
-  return ctx.callers.authenticate(bearer(req), accepted) as Promise<Caller & { kind: K }>;
+  const secret = bearer(req);
+  if (secret === null && accepted.some((k) => k === "user" || k === "admin")) {
+    const cookie = dashboardCookie(req);
+    const session = cookie === null ? null : await ctx.dashboard.resolve(cookie);
+    if (cookie !== null && session !== null) {
+      if (!accepted.includes(session.caller.kind as K))
+        fail(
+          "forbidden",
+          `This endpoint is not for ${session.role === "admin" ? "the operator" : "a user"}'s dashboard session.`,
+        );
+      requireCsrf(ctx, req, cookie);
+      byDashboard.add(req);
+      return session.caller as Caller & { kind: K };
+    }
+  }
+  return ctx.callers.authenticate(secret, accepted) as Promise<Caller & { kind: K }>;
 }
 
 /** A Fastify preHandler that lets only these kinds of caller in. */

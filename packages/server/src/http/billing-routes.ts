@@ -4,7 +4,7 @@ import { requestSchemas } from "@gpupool/contract/openapi";
 import { fail } from "@gpupool/core";
 import type { FastifyInstance } from "fastify";
 import type { UsageFilter, UsageGroupBy, UsageRecordRow } from "../storage/store.js";
-import { authenticate, only } from "./auth.js";
+import { actorOf, authenticate, only } from "./auth.js";
 import { creditsJson, grantJson, overageJson, usageJson, walletJson } from "./billing-views.js";
 import type { RouteContext } from "./context.js";
 import { usageCsvHeader, usageCsvRow, usageSummaryJson } from "./usage-views.js";
@@ -65,14 +65,18 @@ export function billingRoutes(app: FastifyInstance, ctx: RouteContext): void {
     { ...admin, schema: requestSchemas("grantCredits") },
     async (req, reply) => {
       const b = req.body;
-      const { grant, created } = await billing.grantCredits(req.params.id, {
-        amount: b.amount,
-        category: b.category,
-        expiresAt: b.expires_at == null ? null : Date.parse(b.expires_at),
-        priority: b.priority ?? 10,
-        source: b.source ?? null,
-        idempotencyKey: b.idempotency_key,
-      });
+      const { grant, created } = await billing.grantCredits(
+        req.params.id,
+        {
+          amount: b.amount,
+          category: b.category,
+          expiresAt: b.expires_at == null ? null : Date.parse(b.expires_at),
+          priority: b.priority ?? 10,
+          source: b.source ?? null,
+          idempotencyKey: b.idempotency_key,
+        },
+        actorOf(req),
+      );
       return reply.code(created ? 201 : 200).send(grantJson(grant, billing.currency));
     },
   );

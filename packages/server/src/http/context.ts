@@ -9,6 +9,7 @@ import type { Directory } from "../use-cases/admin/directory.js";
 import type { PoolViewer } from "../use-cases/admin/pool-view.js";
 import type { Health } from "../use-cases/health.js";
 import type { Callers } from "../use-cases/identity/callers.js";
+import type { DashboardSessions } from "../use-cases/identity/dashboard-sessions.js";
 import type { Sessions } from "../use-cases/identity/sessions.js";
 import type { TokenIssuer } from "../use-cases/identity/token-issuer.js";
 import type { Diagnose } from "../use-cases/leases/diagnose.js";
@@ -20,7 +21,7 @@ import type { NodeAgents } from "../use-cases/nodes/node-agents.js";
  * use case (after the caller is authenticated), and serializes what it returns.
  */
 export interface RouteContext {
-  readonly config: Pick<ServerConfig, "server" | "identity" | "logLevel" | "nodes">;
+  readonly config: Pick<ServerConfig, "server" | "identity" | "logLevel" | "nodes" | "dashboard">;
   readonly policy: Policy;
   readonly callers: Callers;
   readonly leases: LeaseRequests;
@@ -30,6 +31,7 @@ export interface RouteContext {
   readonly nodes: NodeAgents;
   readonly directory: Directory;
   readonly sessions: Sessions;
+  readonly dashboard: DashboardSessions;
   readonly tokens: TokenIssuer;
   readonly pool: PoolViewer;
   readonly health: Health;

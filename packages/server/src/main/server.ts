@@ -18,12 +18,29 @@ import { PoolViewer } from "../use-cases/admin/pool-view.js";
 import { Health } from "../use-cases/health.js";
 import { Callers } from "../use-cases/identity/callers.js";
 import { RequestIdentity } from "../use-cases/identity/request-identity.js";
+import { DashboardSessions } from "../use-cases/identity/dashboard-sessions.js";
 import { Sessions } from "../use-cases/identity/sessions.js";
 import { TokenIssuer } from "../use-cases/identity/token-issuer.js";
 import { Diagnose } from "../use-cases/leases/diagnose.js";
 import { LeaseRequests } from "../use-cases/leases/lease-requests.js";
 import { NodeAgents } from "../use-cases/nodes/node-agents.js";
 import { assemblePool } from "./pool.js";
+
+/**
+ * What a log line must never carry: bearer tokens, the dashboard's session cookie (the request's
+ * and the one a sign-in sets). Give it to the logger a server is handed, too (`pino({ redact })`).
+ */
+export const LOG_REDACT = {
+  paths: [
+    "req.headers.authorization",
+    "req.headers.cookie",
+    'req.headers["x-csrf-token"]',
+    'res.headers["set-cookie"]',
+    "headers.authorization",
+    "headers.cookie",
+  ],
+  censor: "[redacted]",
+};
 
 export interface ServerOptions {
   readonly adminToken?: string | null;
@@ -59,7 +76,7 @@ export interface RunningServer {
 const REFUSAL_FLUSH_MS = 5_000;
 
 export async function createServer(config: ServerConfig, options: ServerOptions = {}): Promise<RunningServer> {
-  const log = options.logger ?? pino({ level: config.logLevel, base: { service: "gpupool" } });
+  const log = options.logger ?? pino({ level: config.logLevel, base: { service: "gpupool" }, redact: LOG_REDACT });
   const clock = options.clock ?? systemClock;
   const storage = options.storage ?? (await openStorage(config.storage.url));
   const { store } = storage;
@@ -91,6 +108,7 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
       appLimitChanged: (id, limit) => replica.appLimitChanged(id, limit),
     }),
     sessions: new Sessions(store, clock),
+    dashboard: new DashboardSessions(store, callers, clock, config.dashboard.sessionTtlMs),
     tokens: new TokenIssuer(store, ipTokens, clock),
     pool: new PoolViewer(store, leading, state, config.pool.devices, config.nodes.heartbeatTimeoutMs, clock),
     health,

@@ -1,4 +1,5 @@
 import { BILLING_MIGRATION } from "./migrations-billing.js";
+import { DASHBOARD_MIGRATION } from "./migrations-dashboard.js";
 
 /**
  * Schema versions, each as SQLite and as PostgreSQL run it: the same tables, columns, indexes and
@@ -275,6 +276,7 @@ export const MIGRATIONS: readonly Migration[] = [
   `,
   },
   { version: 7, ...BILLING_MIGRATION },
+  { version: 8, ...DASHBOARD_MIGRATION },
 ];
 
 /** The version a fully migrated database is at (versions only grow; one may be another branch's, merged later). */

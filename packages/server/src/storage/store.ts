@@ -1,7 +1,9 @@
 import type { DeviceSpec, GrantShare, IdentityKind, LedgerState } from "@gpupool/core";
 import type { UsageTx, WalletsTx } from "./billing-records.js";
+import type { DashboardTx } from "./dashboard-records.js";
 
 export type * from "./billing-records.js";
+export type * from "./dashboard-records.js";
 
 /**
  * The one storage interface. Use cases open a transaction and call these methods; nothing
@@ -284,6 +286,7 @@ export interface Tx {
   readonly sessions: SessionsTx;
   readonly wallets: WalletsTx;
   readonly usage: UsageTx;
+  readonly dashboard: DashboardTx;
 }
 
 export interface UsersTx {

@@ -1,6 +1,7 @@
 import type { LedgerState } from "@gpupool/core";
 import type postgres from "postgres";
 import { billingTx, dollarParams } from "../billing-sql.js";
+import { dashboardTx } from "../dashboard-sql.js";
 import { leaseListStatements } from "../lease-list.js";
 import type { Tx } from "../store.js";
 import type { Row, SqlValue, TableNames } from "../table.js";
@@ -127,6 +128,11 @@ export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedT
   const decode = <R>(table: { decode(row: Row): R }, row: Row | undefined): R | null =>
     row === undefined ? null : table.decode(row);
   return {
+    ...dashboardTx({
+      dialect: "postgres",
+      all: async (text, params) => [...(await q(dollarParams(text), [...params]))],
+      run: async (text, params) => (await q(dollarParams(text), [...params])).count,
+    }),
     ...billingTx({
       dialect: "postgres",
       all: async (text, params) => [...(await q(dollarParams(text), [...params]))],

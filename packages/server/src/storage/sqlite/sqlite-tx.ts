@@ -1,6 +1,7 @@
 import type Database from "better-sqlite3";
 import type { LedgerState } from "@gpupool/core";
 import { billingTx } from "../billing-sql.js";
+import { dashboardTx } from "../dashboard-sql.js";
 import type { WalletCache } from "../billing-sql.js";
 import { leaseListStatements } from "../lease-list.js";
 import type { LeaseRecord, Tx, UserRecord } from "../store.js";
@@ -121,6 +122,11 @@ export function sqliteTx(c: SqliteConnection): Tx {
   const decode = <R>(table: { decode(row: Row): R }, row: Row | undefined): R | null =>
     row === undefined ? null : table.decode(row);
   return {
+    ...dashboardTx({
+      dialect: "sqlite",
+      all: async (text, params) => all(text, ...params),
+      run: async (text, params) => run(text, ...params),
+    }),
     ...billingTx({
       dialect: "sqlite",
       all: async (text, params) => all(text, ...params),

@@ -12,6 +12,8 @@ import type {
   UserRecord,
   WalletTransactionRecord,
 } from "../../storage/store.js";
+import { audit } from "../admin/audit.js";
+import type { AuditActor } from "../admin/audit.js";
 import { findUser } from "../admin/directory.js";
 import type { Accounts, IdentityQuota } from "./accounts.js";
 import type { RefusalLog } from "./refusals.js";
@@ -109,7 +111,11 @@ export class Billing {
   }
 
   /** `POST /v1/admin/users/:id/credits`: a grant, once per idempotency key. */
-  grantCredits(ref: string, input: CreditGrantInput): Promise<{ grant: GrantRecord; created: boolean }> {
+  grantCredits(
+    ref: string,
+    input: CreditGrantInput,
+    actor: AuditActor = "admin_token",
+  ): Promise<{ grant: GrantRecord; created: boolean }> {
     const now = this.clock.now();
     const amount = parseMoney(input.amount, { positive: true });
     if (!amount.ok)
@@ -167,6 +173,13 @@ export class Billing {
           leaseId: null,
         },
       ]);
+      const detail = {
+        grant: grant.id,
+        amount_micros: grant.amountMicros,
+        category: grant.category,
+        expires_at: grant.expiresAt,
+      };
+      await audit(tx, { action: "credits.grant", target: user.id, actor, detail }, now);
       return { grant, created: true };
     });
   }

@@ -5,6 +5,8 @@ import type { Clock } from "../../clock.js";
 import { hashSecret, newId, newSecret } from "../../secrets.js";
 import type { AppRecord, KeyedRecord, Store, Tx, UserRecord } from "../../storage/store.js";
 import type { Accounts, IdentityQuota } from "../accounts/accounts.js";
+import { audit } from "./audit.js";
+import type { AuditActor } from "./audit.js";
 
 /**
  * Finds a user by id or by name, unambiguously: a reference of an id's form is looked up as an id
@@ -80,6 +82,24 @@ export class Directory {
     return this.store.transaction((tx) => tx.users.list());
   }
 
+  /**
+   * A page of users by name: those whose name or id contains `q` (case-insensitive), after the
+   * name `after`. The directory of a pool is small enough to filter in memory.
+   */
+  async findUsers(
+    q: string | null,
+    after: string | null,
+    limit: number,
+  ): Promise<{ users: UserRecord[]; next: string | null }> {
+    const needle = q?.toLowerCase() ?? null;
+    const all = (await this.listUsers())
+      .filter((u) => needle === null || u.name.toLowerCase().includes(needle) || u.id.toLowerCase().includes(needle))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+      .filter((u) => after === null || u.name > after);
+    const users = all.slice(0, limit);
+    return { users, next: all.length > limit ? (users[users.length - 1]?.name ?? null) : null };
+  }
+
   /** A user (by id or name) with their quota now. */
   async user(ref: string): Promise<{ user: UserRecord; quota: IdentityQuota }> {
     const now = this.clock.now();
@@ -90,7 +110,11 @@ export class Directory {
     });
   }
 
-  async updateUser(ref: string, update: UserUpdate): Promise<{ user: UserRecord; quota: IdentityQuota }> {
+  async updateUser(
+    ref: string,
+    update: UserUpdate,
+    actor: AuditActor = "admin_token",
+  ): Promise<{ user: UserRecord; quota: IdentityQuota }> {
     if (update.tier !== undefined) this.knownTier(update.tier);
     const now = this.clock.now();
     const out = await this.store.transaction(async (tx) => {
@@ -106,6 +130,19 @@ export class Directory {
       await tx.users.update(next);
       if (update.bonusS !== undefined && update.bonusS !== 0)
         await this.accounts.addBonus(tx, user.id, Math.round(update.bonusS * 1000), now);
+      const detail = {
+        ...(update.tier !== undefined ? { tier: { from: user.tier, to: update.tier } } : {}),
+        ...(update.quotaS !== undefined
+          ? {
+              quota_override_s: {
+                from: user.quotaOverrideMs === null ? null : user.quotaOverrideMs / 1000,
+                to: update.quotaS,
+              },
+            }
+          : {}),
+        ...(update.bonusS !== undefined ? { bonus_s: update.bonusS } : {}),
+      };
+      await audit(tx, { action: "user.update", target: user.id, actor, detail }, now);
       return { user: next, quota: await this.accounts.quota(tx, { kind: "user", id: user.id }, now) };
     });
     // A changed tier applies to the user's token at once.

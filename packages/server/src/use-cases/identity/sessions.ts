@@ -3,6 +3,8 @@ import { fail } from "@gpupool/core";
 import { hashSecret } from "../../secrets.js";
 import type { Clock } from "../../clock.js";
 import type { Store, UserRecord } from "../../storage/store.js";
+import { audit } from "../admin/audit.js";
+import type { AuditActor } from "../admin/audit.js";
 import { findUser } from "../admin/directory.js";
 
 /** How long a browser session lives. Long enough for a demo hub; revocable at any time. */
@@ -76,12 +78,14 @@ export class Sessions {
   }
 
   /** Revokes all of a user's sessions (by id or name); an unknown user is a 404. */
-  async revokeForUser(ref: string): Promise<{ user: UserRecord; revoked: number }> {
+  async revokeForUser(ref: string, actor: AuditActor = "admin_token"): Promise<{ user: UserRecord; revoked: number }> {
     const now = this.clock.now();
     return this.store.transaction(async (tx) => {
       const user = await findUser(tx, ref);
       if (!user) fail("not_found", `No user "${ref}".`);
-      return { user, revoked: await tx.sessions.revokeForUser(user.id, now) };
+      const revoked = await tx.sessions.revokeForUser(user.id, now);
+      await audit(tx, { action: "sessions.revoke", target: user.id, actor, detail: { revoked } }, now);
+      return { user, revoked };
     });
   }
 }
