@@ -97,7 +97,7 @@ export async function startDashWorld(extraConfig: readonly string[] = []): Promi
       return { id: u.id, token: u.token, client: createClient({ url: server.url, token: u.token }) };
     },
     async context(options = {}) {
-      return browser.newContext({
+      const ctx = await browser.newContext({
         locale: "en-US",
         timezoneId: "Europe/Berlin",
         colorScheme: options.dark ? "dark" : "light",
@@ -106,6 +106,9 @@ export async function startDashWorld(extraConfig: readonly string[] = []): Promi
           ? { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true }
           : { viewport: { width: 1280, height: 900 } }),
       });
+      // Under the test's own timeout, so a step that waits too long says which it was.
+      ctx.setDefaultTimeout(20_000);
+      return ctx;
     },
     async signIn(page, token) {
       await page.goto(server.url + "/");

@@ -103,6 +103,14 @@ describe("the dashboard in a browser: the operator", () => {
       (t) => t.startsWith("900s"),
       "the page to show the override",
     );
+    // Both actions are in the audit log the page shows, newest first.
+    const audit = await until(
+      () => admin.locator("#audit-table tbody").innerText(),
+      (t) => (t.match(/user\.update/g) ?? []).length >= 2,
+      "the audit log to show both changes",
+    );
+    expect(audit).toContain(dave.id);
+    expect(audit).toContain("900");
   });
 
   run(

@@ -56,6 +56,9 @@ export function App() {
     retry: false,
   });
   const hash = useHash();
+  // Another person's (or no one's) data must not outlive a sign-in or sign-out; the session's
+  // own query stays, so the page follows it.
+  const forgetData = () => queries.removeQueries({ predicate: (q) => q.queryKey[0] !== "session" });
 
   if (session.isPending)
     return (
@@ -71,8 +74,8 @@ export function App() {
         <SignIn
           linkFailed={code !== null}
           onSignedIn={(signed) => {
-            queries.clear();
             queries.setQueryData(["session"], signed);
+            forgetData();
             location.hash = signed.role === "admin" ? "#/pool" : "#/me";
           }}
         />
@@ -83,8 +86,8 @@ export function App() {
   const route = routes.find((r) => r.path === hash) ?? routes[0]!;
   const signOut = async () => {
     await api.signOut().catch(() => undefined);
-    queries.clear();
     queries.setQueryData(["session"], null);
+    forgetData();
   };
   return (
     <Shell

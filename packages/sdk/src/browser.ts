@@ -2,8 +2,8 @@
 // it, signed in by the HttpOnly session cookie (never a token in storage or a URL). Every answer is
 // decoded with the contract's schema; a problem+json becomes the SDK's typed error; state-changing
 // requests carry the session's CSRF token.
-import { decodeWire } from "@gpupool/contract";
-import type { WireSchema, WireType } from "@gpupool/contract";
+import { DashboardSession, decodeWire } from "@gpupool/contract";
+import type { DashboardSignIn, WireSchema, WireType } from "@gpupool/contract";
 import { GpupoolError, normalizeProblem, sdkProblem } from "./errors.js";
 import { problemToError } from "./problem-errors.js";
 import { readServerSentEvents } from "./sse.js";
@@ -44,7 +44,7 @@ export interface BrowserClient {
   /** The dashboard session of this browser (cookie), or null when not signed in. */
   session(): Promise<DashboardSession | null>;
   /** Signs in with a user or admin token, or a one-time code from a sign-in link; keeps the CSRF token. */
-  signIn(credential: { readonly token: string } | { readonly code: string }): Promise<DashboardSession>;
+  signIn(credential: DashboardSignIn): Promise<DashboardSession>;
   /** Revokes the session (the cookie is cleared by the answer). */
   signOut(): Promise<void>;
   /**
@@ -126,7 +126,7 @@ export function createBrowserClient(options: BrowserClientOptions = {}): Browser
     },
     async session() {
       try {
-        const s = sessionOf(await (await request("GET", url(SESSION), undefined, "application/json")).json());
+        const s = await client.get(SESSION, DashboardSession);
         client.csrfToken = s.csrf_token;
         return s;
       } catch (error) {
@@ -136,7 +136,7 @@ export function createBrowserClient(options: BrowserClientOptions = {}): Browser
       }
     },
     async signIn(credential) {
-      const s = sessionOf(await (await request("POST", url(SESSION), credential, "application/json")).json());
+      const s = await client.send("POST", SESSION, credential, DashboardSession);
       client.csrfToken = s.csrf_token;
       return s;
     },
@@ -193,27 +193,7 @@ export function createBrowserClient(options: BrowserClientOptions = {}): Browser
 
 const SESSION = "/v1/dashboard/session";
 
-/** `POST/GET /v1/dashboard/session` (docs/dashboard.md). */
-export interface DashboardSession {
-  readonly role: "user" | "admin";
-  readonly user?: { readonly id: string; readonly name: string; readonly tier: string } | undefined;
-  readonly csrf_token: string;
-  readonly expires_at: string;
-}
-
-// Until the contract has the session's schema: checked by hand, the same way.
-function sessionOf(value: unknown): DashboardSession {
-  const v = value as Partial<DashboardSession> | null;
-  if (
-    v === null ||
-    typeof v !== "object" ||
-    (v.role !== "user" && v.role !== "admin") ||
-    typeof v.csrf_token !== "string" ||
-    typeof v.expires_at !== "string"
-  )
-    throw new GpupoolError(sdkProblem("invalid_response", "Unexpected answer", 200, "The session answer is not one."));
-  return v as DashboardSession;
-}
+export type { DashboardSession } from "@gpupool/contract";
 
 /** The typed error of a failed answer: its problem+json, or one made from the status. */
 async function problemOf(response: Response): Promise<GpupoolError> {

@@ -1,5 +1,6 @@
 import { useEffect, useRef } from "preact/hooks";
 import uPlot from "uplot";
+import { day, when } from "../format.js";
 import { isDark } from "../theme.js";
 
 export interface StackSeries {
@@ -20,6 +21,8 @@ export function StackedBars(props: {
   format: (v: number) => string;
   label: string;
   height?: number;
+  /** Bars per hour rather than per day. */
+  hourly?: boolean;
 }) {
   const box = useRef<HTMLDivElement>(null);
   useEffect(() => {
@@ -41,7 +44,11 @@ export function StackedBars(props: {
       scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(1, max) * 1.1] } },
       axes: [axis, { ...axis, size: 60, values: (_u, ticks) => ticks.map(props.format) }],
       series: [
-        { label: "Day", value: (_u, v) => (v === null ? "" : new Date(v * 1000).toLocaleDateString()) },
+        {
+          label: props.hourly ? "Hour" : "Day",
+          value: (_u, v) =>
+            v === null ? "" : props.hourly ? when(new Date(v * 1000).toISOString()) : day(new Date(v * 1000)),
+        },
         ...top.map((s) => ({
           label: s.label,
           fill: color(s.color),
@@ -63,6 +70,6 @@ export function StackedBars(props: {
       resize.disconnect();
       plot.destroy();
     };
-  }, [props.x, props.series, props.format, props.height, isDark()]);
+  }, [props.x, props.series, props.format, props.height, props.hourly, isDark()]);
   return <div class="chart" ref={box} role="img" aria-label={props.label} />;
 }

@@ -1,7 +1,12 @@
-import { useMemo, useState } from "preact/hooks";
+import { useState } from "preact/hooks";
+import { useQuery } from "@tanstack/react-query";
+import { AppStatsList } from "@gpupool/contract";
+import type { UsageRecord } from "@gpupool/contract";
+import { GpupoolError } from "@gpupool/sdk/browser";
+import { api } from "../client.js";
 import { Card, Loading, Scroll } from "../components/ui.js";
 import { num, seconds } from "../format.js";
-import { RANGES, useRecords } from "../queries.js";
+import { RANGES, rangeFrom, readRecords } from "../queries.js";
 import type { Range } from "../queries.js";
 import { appStats } from "./app-stats.js";
 import type { AppStat } from "./app-stats.js";
@@ -9,11 +14,43 @@ import type { AppStat } from "./app-stats.js";
 const DEFAULT_COSTS: Record<string, number> = { large: 1, xlarge: 2 };
 const costOf = (size: string) => DEFAULT_COSTS[size] ?? 1;
 
+/** The apps' figures: the server's (`GET /v1/apps/stats`), or, from a server without it, made here from the usage records. */
+function useAppStats(range: Range) {
+  return useQuery({
+    queryKey: ["app-stats", range],
+    queryFn: async (): Promise<AppStat[]> => {
+      try {
+        const list = await api.get("/v1/apps/stats", AppStatsList, { days: RANGES[range] });
+        return list.apps.map((a) => ({
+          app: a.name,
+          calls: a.calls,
+          heldS: a.gpu_s,
+          refusals: a.refusals,
+          waitP50: a.wait.p50_s,
+          waitP95: a.wait.p95_s,
+          requestedP50: a.requested.p50_s,
+          requestedP95: a.requested.p95_s,
+          heldP50: a.held.p50_s,
+          heldP95: a.held.p95_s,
+          suggested: a.suggested_duration_s,
+        }));
+      } catch (error) {
+        if (!(error instanceof GpupoolError && error.status === 404)) throw error;
+        const { records } = await readRecords(rangeFrom(range));
+        return appStats(
+          records.filter((r: UsageRecord) => r.app !== null),
+          costOf,
+        );
+      }
+    },
+  });
+}
+
 /** Per app: calls, GPU time, refusals, waits, and the duration advisor (requested vs actually held). */
 export function OwnerPage(props: { admin: boolean }) {
   const [range, setRange] = useState<Range>("7d");
-  const records = useRecords(range);
-  const stats = useMemo(() => (records.data ? appStats(records.data.records, costOf) : null), [records.data]);
+  const query = useAppStats(range);
+  const stats = query.data ?? null;
   return (
     <div class="grid">
       <Card id="app-stats" title={props.admin ? "Apps: calls and the duration advisor" : "Your apps"} wide>
@@ -32,9 +69,9 @@ export function OwnerPage(props: { admin: boolean }) {
           </select>
         </div>
         {stats === null ? (
-          <Loading error={records.error} what="the apps' figures" />
+          <Loading error={query.error} what="the apps' figures" />
         ) : stats.length === 0 ? (
-          <p class="muted">No calls in this range.</p>
+          <p class="muted">{props.admin ? "No apps yet." : "You own no apps yet."}</p>
         ) : (
           <Scroll label="Table">
             <StatsTable stats={stats} />

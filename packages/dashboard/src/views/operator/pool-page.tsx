@@ -1,8 +1,8 @@
 import { useMemo } from "preact/hooks";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
-import { PoolView } from "@gpupool/contract";
+import { PoolView, QueueView } from "@gpupool/contract";
 import type { PoolActiveLease, PoolDevice, PoolNode } from "@gpupool/contract";
-import { on } from "@gpupool/sdk/browser";
+import { GpupoolError, on } from "@gpupool/sdk/browser";
 import { api } from "../../client.js";
 import { Card, Loading, Stat } from "../../components/ui.js";
 import { ago, clock, num } from "../../format.js";
@@ -11,6 +11,7 @@ import { QueueCard } from "./queue-card.js";
 import { RefusalsCard } from "./refusals-card.js";
 
 export const POOL_KEY = ["admin", "pool"] as const;
+export const QUEUE_KEY = ["admin", "queue"] as const;
 
 /** The pool live: nodes → GPUs → slots and who holds each until when; the queue; refusals. */
 export function PoolPage() {
@@ -20,6 +21,16 @@ export function PoolPage() {
   const pool = useQuery({
     queryKey: POOL_KEY,
     queryFn: () => api.get("/v1/admin/pool", PoolView),
+    refetchInterval: pollUnless(live),
+  });
+  const queue = useQuery({
+    queryKey: QUEUE_KEY,
+    // A server before the dashboard's queue view: the pool's queue list alone.
+    queryFn: () =>
+      api.get("/v1/admin/queue", QueueView).catch((e: unknown) => {
+        if (e instanceof GpupoolError && e.status === 404) return null;
+        throw e;
+      }),
     refetchInterval: pollUnless(live),
   });
   const p = pool.data;
@@ -49,7 +60,7 @@ export function PoolPage() {
           </>
         )}
       </Card>
-      <QueueCard pool={p} live={live} />
+      <QueueCard pool={p} queue={queue.data ?? null} />
       <RefusalsCard />
     </div>
   );

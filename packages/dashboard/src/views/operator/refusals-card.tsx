@@ -1,25 +1,30 @@
 import { useMemo } from "preact/hooks";
-import type { UsageSummary } from "@gpupool/contract";
+import { useQuery } from "@tanstack/react-query";
+import { RefusalsView } from "@gpupool/contract";
+import { api } from "../../client.js";
 import { StackedBars } from "../../components/bars-chart.js";
 import { Card, Loading } from "../../components/ui.js";
 import { num } from "../../format.js";
-import { useSummary } from "../../queries.js";
 
 const COLORS = ["--c1", "--c2", "--c3", "--c4", "--c5", "--c6"];
 
-/** Refusals by reason, per day over the last week. */
+/** Refusals by reason, per hour over the last day. */
 export function RefusalsCard() {
-  const summary = useSummary("7d", "day");
-  const chart = useMemo(() => (summary.data ? refusalSeries(summary.data) : null), [summary.data]);
+  const refusals = useQuery({
+    queryKey: ["admin", "refusals"],
+    queryFn: () => api.get("/v1/admin/refusals", RefusalsView, { hours: 24 }),
+    refetchInterval: 60_000,
+  });
+  const chart = useMemo(() => (refusals.data ? refusalSeries(refusals.data) : null), [refusals.data]);
   return (
-    <Card id="refusals" title="Refusals by reason, last 7 days" wide>
+    <Card id="refusals" title="Refusals by reason, last 24 hours" wide>
       {chart === null ? (
-        <Loading error={summary.error} what="refusals" />
+        <Loading error={refusals.error} what="refusals" />
       ) : chart.series.length === 0 ? (
         <p class="muted">No refusals.</p>
       ) : (
         <>
-          <StackedBars x={chart.x} series={chart.series} format={(v) => num(v, 0)} label={chart.label} />
+          <StackedBars x={chart.x} series={chart.series} format={(v) => num(v, 0)} label={chart.label} hourly />
           <ul class="plain" id="refusal-totals">
             {chart.totals.map(([code, n]) => (
               <li key={code}>
@@ -33,25 +38,18 @@ export function RefusalsCard() {
   );
 }
 
-function refusalSeries(s: UsageSummary) {
-  const byKey = new Map(s.groups.map((g) => [g.key, g]));
-  const totals = Object.entries(s.total.refusals).flatMap(([code, n]): [string, number][] =>
+function refusalSeries(v: RefusalsView) {
+  const totals = Object.entries(v.total).flatMap(([code, n]): [string, number][] =>
     n === undefined || n === 0 ? [] : [[code, n]],
   );
-  const end = new Date(s.to);
-  const today = Date.UTC(end.getUTCFullYear(), end.getUTCMonth(), end.getUTCDate());
-  const days = Array.from({ length: 7 }, (_, i) => today - (6 - i) * 86_400_000);
   return {
-    x: days.map((t) => t / 1000),
+    x: v.hours.map((h) => Date.parse(h.hour) / 1000),
     totals,
-    label: `Refusals over 7 days: ${totals.map(([c, n]) => `${c} ${n}`).join(", ")}`,
+    label: `Refusals over 24 hours: ${totals.map(([c, n]) => `${c} ${n}`).join(", ")}`,
     series: totals.map(([code], i) => ({
       label: code,
       color: COLORS[i % COLORS.length]!,
-      values: days.map((t) => {
-        const g = byKey.get(new Date(t).toISOString().slice(0, 10));
-        return (g?.refusals as Record<string, number> | undefined)?.[code] ?? 0;
-      }),
+      values: v.hours.map((h) => (h.refusals as Record<string, number | undefined>)[code] ?? 0),
     })),
   };
 }

@@ -1,9 +1,10 @@
-import { useState } from "preact/hooks";
-import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
+import { useEffect, useState } from "preact/hooks";
+import { keepPreviousData, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { UserList, UserWithQuota, Wallet, WalletGrant } from "@gpupool/contract";
 import type { CreditGrantRequest, UpdateUserRequest } from "@gpupool/contract";
 import { api } from "../../client.js";
 import { Card, ErrorNote, Loading, Stat } from "../../components/ui.js";
+import { AuditCard } from "./audit-card.js";
 import { num, seconds, shown, when } from "../../format.js";
 
 const TIERS = ["free", "pro", "team", "enterprise"];
@@ -12,11 +13,13 @@ const TIERS = ["free", "pro", "team", "enterprise"];
 export function UsersPage() {
   const [q, setQ] = useState("");
   const [selected, setSelected] = useState<string | null>(null);
-  const users = useQuery({ queryKey: ["admin", "users"], queryFn: () => api.get("/v1/admin/users", UserList) });
-  const needle = q.trim().toLowerCase();
-  const found = (users.data?.users ?? []).filter(
-    (u) => needle === "" || u.name.toLowerCase().includes(needle) || u.id.toLowerCase().includes(needle),
-  );
+  const needle = useDebounced(q.trim(), 250);
+  const users = useQuery({
+    queryKey: ["admin", "users", needle],
+    queryFn: () => api.get("/v1/admin/users", UserList, { q: needle === "" ? undefined : needle, limit: 50 }),
+    placeholderData: keepPreviousData,
+  });
+  const found = users.data?.users ?? [];
   return (
     <div class="grid">
       <Card id="users" title="Users">
@@ -34,7 +37,7 @@ export function UsersPage() {
           <Loading error={users.error} what="users" />
         ) : (
           <ul class="pick" id="user-list">
-            {found.slice(0, 100).map((u) => (
+            {found.map((u) => (
               <li key={u.id}>
                 <button
                   type="button"
@@ -52,6 +55,7 @@ export function UsersPage() {
         )}
       </Card>
       {selected === null ? null : <UserDetail key={selected} id={selected} />}
+      <AuditCard />
     </div>
   );
 }
@@ -209,4 +213,13 @@ function UserDetail(props: { id: string }) {
       </div>
     </Card>
   );
+}
+
+function useDebounced<T>(value: T, ms: number): T {
+  const [v, set] = useState(value);
+  useEffect(() => {
+    const t = setTimeout(() => set(value), ms);
+    return () => clearTimeout(t);
+  }, [value, ms]);
+  return v;
 }
