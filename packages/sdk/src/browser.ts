@@ -28,6 +28,8 @@ export interface EventStreamOptions {
   readonly onState?: (state: StreamState) => void;
   /** First wait before reconnecting after the stream ends or fails (doubles up to 30 s). */
   readonly retryMs?: number;
+  /** The largest event read (default 64 MiB: the pool's view with ten thousand calls queued is several). */
+  readonly maxEventBytes?: number;
 }
 
 export interface BrowserClient {
@@ -162,11 +164,19 @@ export function createBrowserClient(options: BrowserClientOptions = {}): Browser
             if (!response.ok || response.body === null) throw await problemOf(response);
             options.onState?.({ connected: true, error: null });
             wait = firstWait;
-            for await (const e of readServerSentEvents(response.body)) {
+            const maxEventBytes = options.maxEventBytes ?? 64 * 1024 * 1024;
+            for await (const e of readServerSentEvents(response.body, { maxEventBytes })) {
               const handler = handlers[e.event];
               if (handler === undefined) continue;
               const decoded = decodeWire(handler.schema, JSON.parse(e.data));
               if (decoded.ok) handler.handle(decoded.value);
+              else
+                options.onState?.({
+                  connected: true,
+                  error: new GpupoolError(
+                    sdkProblem("invalid_response", "Unexpected event", 200, `The ${e.event} event: ${decoded.message}`),
+                  ),
+                });
             }
             options.onState?.({ connected: false, error: null });
           } catch (error) {
