@@ -16,7 +16,7 @@ function fakeFetch(answer: (req: Seen) => Response) {
   const fetch = (async (input: string | URL | Request, init?: RequestInit) => {
     const req: Seen = {
       method: init?.method ?? "GET",
-      url: String(input),
+      url: input instanceof Request ? input.url : input instanceof URL ? input.href : input,
       headers: { ...(init?.headers as Record<string, string> | undefined) },
       credentials: init?.credentials,
       body: init?.body as string | undefined,
