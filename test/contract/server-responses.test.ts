@@ -723,6 +723,9 @@ describe("the server's responses match the contract", () => {
     const admin = await t.checked("POST", "/v1/dashboard/session", { body: { token: ADMIN } });
     expectStatus(admin, 201);
     expectStatus(await t.checked("GET", "/v1/admin/users?q=ali&limit=1", { token: ADMIN }), 200);
+    // Its pages: built or not, / is a page; an asset the build does not have is a 404 problem.
+    expectStatus(await t.checked("GET", "/"), 200);
+    expectStatus(await t.checked("GET", "/assets/not-built-000000.js"), 404, "not_found");
   });
 
   it("the checker refuses what the contract does not describe", () => {

@@ -5,6 +5,7 @@ import { Command, CommanderError } from "commander";
 import { registerAdmin } from "./commands/admin.js";
 import { registerAgent } from "./commands/agent.js";
 import { registerBilling } from "./commands/billing.js";
+import { registerDashboard } from "./commands/dashboard.js";
 import { registerDemo } from "./commands/demo.js";
 import { registerDiagnose } from "./commands/diagnose.js";
 import { registerEdge } from "./commands/edge.js";
@@ -56,6 +57,7 @@ Environment:
 
 Get started:
   npm start                      # = gpupool demo: a pool, users and a demo app, with a guided tour
+  gpupool dashboard --open       # sign in to the web dashboard (one-time link)
   gpupool server --config gpupool.yaml
   gpupool <command> --help       # options and examples of a command
 
@@ -67,6 +69,7 @@ Exit codes: 0 ok, 1 the server refused or failed (printed as "error [code]: deta
   registerAgent(program);
   registerQuota(program);
   registerMe(program);
+  registerDashboard(program);
   registerBilling(program);
   registerUsage(program);
   registerDiagnose(program);

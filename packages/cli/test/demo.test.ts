@@ -82,6 +82,17 @@ describe("gpupool demo", () => {
       expect(out).toContain(`-o ${join(dir, "lease.json")}`);
       expect(existsSync(join(dir, "lease.json"))).toBe(true);
       expect(out).toMatch(/name "sdxl-demo", owned by ada: created now/);
+      // The dashboard's one-time sign-in links, for each demo user and the operator: ada's signs her in.
+      for (const who of ["ada", "bob", "cleo", "operator"])
+        expect(out).toMatch(new RegExp(`^  ${who} .*/#signin=gpc_`, "m"));
+      const adaLink = /^ {2}ada .*#signin=(gpc_\S+)$/m.exec(out)?.[1] ?? "";
+      const dashboard = await fetch(`${v.poolUrl}/v1/dashboard/session`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ code: adaLink }),
+      });
+      expect(dashboard.status).toBe(201);
+      expect(((await dashboard.json()) as { user: { name: string } }).user.name).toBe("ada");
       for (const step of [
         "npx gpupool quota",
         "npx gpupool diagnose",

@@ -19,6 +19,7 @@ import {
 } from "../demo/credentials.js";
 import { DEMO_BILLING, endOwnCalls, ensureCleo } from "../demo/credits.js";
 import { renderTour } from "../demo/tour.js";
+import { dashboardLink } from "./dashboard.js";
 
 const DEFAULT_PORT = 7070;
 const APP_NAME = "sdxl-demo";
@@ -205,6 +206,14 @@ export function registerDemo(program: Command): void {
 
         // Only a nicety for the header; the tour works without it.
         const bobQuota = await quotaOf(bob.user.id).catch(() => null);
+        // One-time sign-in links to the dashboard, for each demo user and the operator.
+        const link = (token: string) => dashboardLink(server.url, token).catch(() => null);
+        const links = {
+          ada: await link(ada.user.token),
+          bob: await link(bob.user.token),
+          cleo: await link(cleo.user.token),
+          admin: await link(adminToken),
+        };
         closeOnSignals(closeAll);
         out(
           renderTour(
@@ -226,6 +235,13 @@ export function registerDemo(program: Command): void {
               credentialsPath,
               dir,
               scratchDir: shownPath(dir),
+              dashboard: {
+                ada: links.ada?.url ?? null,
+                bob: links.bob?.url ?? null,
+                cleo: links.cleo?.url ?? null,
+                admin: links.admin?.url ?? null,
+                expiresAt: links.admin?.expires_at ?? null,
+              },
             },
             new Date(),
           ),

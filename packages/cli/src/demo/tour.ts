@@ -29,6 +29,14 @@ export interface TourValues {
   readonly dir: string;
   /** Where the tour's commands keep their scratch files: the demo's directory, as a person would type it. */
   readonly scratchDir: string;
+  /** One-time sign-in links to the web dashboard (null: the server could not make one). */
+  readonly dashboard: {
+    readonly ada: string | null;
+    readonly bob: string | null;
+    readonly cleo: string | null;
+    readonly admin: string | null;
+    readonly expiresAt: string | null;
+  };
 }
 
 /** Quotes a value for sh when it needs it. */
@@ -85,6 +93,13 @@ export function renderTour(v: TourValues, now: Date): string {
     `  app            ${v.app.id}, name "${v.app.name}", owned by ada: ${outcome(v.app.outcome)}`,
     `  credentials    ${v.credentialsPath} (mode 0600). The server shows tokens and keys once and`,
     "                 stores only hashes; the demo keeps them here so these commands work after a restart.",
+    "",
+    `The web dashboard: ${v.poolUrl}/ — open a one-time sign-in link (each works once, within 5 minutes;`,
+    "`npx gpupool dashboard` prints a fresh one for $GPUPOOL_TOKEN, `--admin` for the operator):",
+    `  ada (pro, owns ${v.app.name})  ${v.dashboard.ada ?? "(not available)"}`,
+    `  bob (free)                ${v.dashboard.bob ?? "(not available)"}`,
+    `  cleo (pro, overage on)    ${v.dashboard.cleo ?? "(not available)"}`,
+    `  operator (admin)          ${v.dashboard.admin ?? "(not available)"}`,
     "",
     "Try it in another terminal, from this directory (copy-paste one block at a time):",
     "",

@@ -4,6 +4,7 @@ import { problem } from "@gpupool/core";
 import { adminRoutes } from "./admin-routes.js";
 import { billingRoutes } from "./billing-routes.js";
 import { MAX_PARAM_LENGTH, answerClientError, frameworkErrorProblem } from "./client-errors.js";
+import { dashboardPages } from "./dashboard-pages.js";
 import { dashboardSessionRoutes } from "./dashboard-routes.js";
 import { docsRoutes } from "./docs-routes.js";
 import type { RouteContext } from "./context.js";
@@ -39,7 +40,8 @@ export function buildHttpApp(ctx: RouteContext): FastifyInstance {
   });
 
   acceptJsonBodies(app);
-  installErrorHandling(app);
+  const pages = dashboardPages(app, ctx.config.dashboard.distDir);
+  installErrorHandling(app, pages.fallback);
 
   // A server bound before its state is restored (see ServerOptions.bindFirst) serves only liveness meanwhile.
   app.addHook("onRequest", (req, reply, done) => {

@@ -100,9 +100,14 @@ function logFor(req: FastifyRequest): FastifyBaseLogger {
  * own problem; framework errors map to 4xx codes; anything else is a bug: logged with its stack,
  * answered with a plain 500 that reveals nothing.
  */
-export function installErrorHandling(app: FastifyInstance): void {
-  app.setNotFoundHandler((req, reply) => {
-    void sendProblem(
+export function installErrorHandling(
+  app: FastifyInstance,
+  /** Answers a request no route took, when it can (the dashboard's pages); false: 404 problem. */
+  fallback: (req: FastifyRequest, reply: FastifyReply) => Promise<boolean> = async () => false,
+): void {
+  app.setNotFoundHandler(async (req, reply) => {
+    if (await fallback(req, reply)) return reply;
+    return sendProblem(
       reply,
       problem(
         "not_found",
