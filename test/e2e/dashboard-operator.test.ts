@@ -163,10 +163,13 @@ describe("the dashboard in a browser: the operator", () => {
         requireBrowser();
         const context = await w.context({ dark, mobile });
         const page = await context.newPage();
+        // Two calls in flight, so the slots show holders.
+        const held = await Promise.all([30, 45].map((duration) => dave.client.acquire({ duration })));
         await w.signIn(page, ADMIN);
-        await page.waitForSelector("#nodes .slot");
+        await page.waitForSelector("#nodes .slot.busy");
         expect(await axeViolations(page)).toEqual([]);
         await screenshot(page, `operator-pool-${variant}`);
+        for (const l of held) await dave.client.release(l.id);
         await page.goto(`${w.url}/#/users`);
         await page.click('button[data-user="dave"]');
         await page.waitForSelector("#user-tier");

@@ -262,11 +262,14 @@ describe("the dashboard in a browser: what every view looks like", () => {
         await page.waitForSelector("#token");
         expect(await axeViolations(page)).toEqual([]);
         await screenshot(page, `signin-${variant}`);
+        // A call in flight: the meter shows its reservation.
+        const held = await carol.client.acquire({ duration: 120 });
         await w.signIn(page, carol.token);
         await page.waitForSelector("#calls-table");
         await page.waitForSelector(".chart canvas");
         expect(await axeViolations(page)).toEqual([]);
         await screenshot(page, `user-${variant}`);
+        await carol.client.release(held.id);
         await page.goto(w.url + "/#/apps");
         await page.waitForSelector("#app-stats-table");
         expect(await axeViolations(page)).toEqual([]);
