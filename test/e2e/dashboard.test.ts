@@ -20,6 +20,7 @@ declare const document: any;
 declare const window: any;
 declare const localStorage: any;
 declare const sessionStorage: any;
+declare const getComputedStyle: any;
 
 const run = it.skipIf(!haveBrowser && !inCi);
 
@@ -81,6 +82,49 @@ describe("the dashboard in a browser: an end user", () => {
       expect(session?.sameSite).toBe("Strict");
     },
   );
+
+  run("a one-time sign-in link signs in, leaves the address bar at once, and works only once", async () => {
+    requireBrowser();
+    const link = await api(w, alice.token, "/v1/dashboard/links", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+    });
+    expect(link.url).toMatch(/#signin=/);
+    const url = link.url.replace(/^https?:\/\/[^/]+/, w.url);
+    const first = await (await w.context()).newPage();
+    await first.goto(url);
+    await first.waitForSelector("#quota-used");
+    expect(first.url()).not.toContain("signin");
+    expect(await first.evaluate(() => String(window.location.href))).not.toContain("signin");
+    await first.context().close();
+    // Used: a second browser gets the sign-in form and says why.
+    const second = await (await w.context()).newPage();
+    await second.goto(url);
+    await second.waitForSelector("#token");
+    expect(await second.locator("[role=alert]").innerText()).toMatch(/expired or was already used/);
+    expect(second.url()).not.toContain("signin");
+    await second.context().close();
+  });
+
+  run("works from the keyboard: a skip link, then every control in order, with a visible focus", async () => {
+    requireBrowser();
+    // From the top of a fresh page (the session is the cookie's: still signed in).
+    await page.reload();
+    await page.waitForSelector("#overage-switch");
+    await page.keyboard.press("Tab");
+    expect(await page.evaluate(() => document.activeElement?.className)).toBe("skip");
+    const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
+    expect(outline).toBe("solid");
+    await page.keyboard.press("Enter");
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe("main");
+    // Tab reaches the overage switch and Space would turn it: it is a real control.
+    for (let i = 0; i < 40; i++) {
+      await page.keyboard.press("Tab");
+      if ((await page.evaluate(() => document.activeElement?.id)) === "overage-switch") break;
+    }
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe("overage-switch");
+  });
 
   run("the countdown to the reset decreases, and names the reset time", async () => {
     requireBrowser();
