@@ -1,6 +1,6 @@
 // Every read of the pages: one query key and one decoder (the contract's) each.
 import { useQuery } from "@tanstack/react-query";
-import { Diagnosis, LeaseList, Me, UsagePage, UsageSummary, Wallet } from "@gpupool/contract";
+import { AppStatsList, Diagnosis, LeaseList, Me, UsagePage, UsageSummary, Wallet } from "@gpupool/contract";
 import type { UsageRecord } from "@gpupool/contract";
 import { api } from "./client.js";
 
@@ -69,4 +69,14 @@ export function useSummary(range: Range, groupBy: "day" | "app" | "identity" | "
     queryKey: keys.summary(range, groupBy, app),
     queryFn: () => api.get("/v1/usage/summary", UsageSummary, { from: rangeFrom(range), group_by: groupBy, app }),
   });
+}
+
+/** The names of the apps the caller owns (the admin: every app), by id; others are shown by id. */
+export function useAppNames(): ReadonlyMap<string, string> {
+  const stats = useQuery({
+    queryKey: ["app-names"],
+    queryFn: () => api.get("/v1/apps/stats", AppStatsList, { days: 1 }).catch(() => null),
+    staleTime: 300_000,
+  });
+  return new Map((stats.data?.apps ?? []).map((a) => [a.app, a.name]));
 }

@@ -5,7 +5,7 @@ import type { UsageRecord } from "@gpupool/contract";
 import { api } from "../../client.js";
 import { Card, ErrorNote, Loading, Pager, Scroll } from "../../components/ui.js";
 import { money, num, seconds, when } from "../../format.js";
-import { RANGES, rangeFrom, useRecords } from "../../queries.js";
+import { RANGES, rangeFrom, useAppNames, useRecords } from "../../queries.js";
 import type { Range } from "../../queries.js";
 
 const PAGE = 20;
@@ -16,6 +16,7 @@ export function CallsCard() {
   const [page, setPage] = useState(0);
   const records = useRecords(range);
   const costs = useSizeCosts();
+  const names = useAppNames();
   const rows = records.data?.records ?? [];
   const pages = Math.ceil(rows.length / PAGE);
   return (
@@ -72,7 +73,12 @@ export function CallsCard() {
               </thead>
               <tbody>
                 {rows.slice(page * PAGE, page * PAGE + PAGE).map((r) => (
-                  <CallRow key={r.id} r={r} cost={costs.get(r.size)} />
+                  <CallRow
+                    key={r.id}
+                    r={r}
+                    cost={costs.get(r.size)}
+                    app={r.app === null ? null : (names.get(r.app) ?? r.app)}
+                  />
                 ))}
               </tbody>
             </table>
@@ -84,7 +90,7 @@ export function CallsCard() {
   );
 }
 
-function CallRow(props: { r: UsageRecord; cost: number | undefined }) {
+function CallRow(props: { r: UsageRecord; cost: number | undefined; app: string | null }) {
   const r = props.r;
   const paid =
     r.charged_s === 0
@@ -99,7 +105,7 @@ function CallRow(props: { r: UsageRecord; cost: number | undefined }) {
       <td>
         <time dateTime={r.ended_at}>{when(r.ended_at)}</time>
       </td>
-      <td>{r.app ?? "own script"}</td>
+      <td>{props.app ?? "own script"}</td>
       <td>
         {r.size}
         {props.cost === undefined ? "" : ` ×${num(props.cost, 2)}`}

@@ -3,7 +3,7 @@ import type { UsageSummary } from "@gpupool/contract";
 import { StackedBars } from "../../components/bars-chart.js";
 import { Bar, Card, Loading, Scroll } from "../../components/ui.js";
 import { gpuTime, num, seconds } from "../../format.js";
-import { useSummary } from "../../queries.js";
+import { useAppNames, useSummary } from "../../queries.js";
 
 /** 30 days of GPU time, quota vs credits, for all apps or one; and the split by app. */
 export function UsageChartCard() {
@@ -12,6 +12,8 @@ export function UsageChartCard() {
   const byDay = useSummary("30d", "day", app === "" ? undefined : app);
   const days = useMemo(() => (byDay.data ? dailySeries(byDay.data) : null), [byDay.data]);
   const apps = byApp.data?.groups ?? [];
+  const names = useAppNames();
+  const appName = (key: string) => (key === "" || key === "null" ? "Own scripts" : (names.get(key) ?? key));
   return (
     <Card id="usage" title="GPU time, last 30 days" wide>
       <div class="toolbar">
@@ -79,11 +81,6 @@ export function UsageChartCard() {
       )}
     </Card>
   );
-}
-
-/** The summary's app key: an app id, or empty for a user's own scripts. */
-export function appName(key: string): string {
-  return key === "" || key === "null" ? "Own scripts" : key;
 }
 
 function dailySeries(summary: UsageSummary) {
