@@ -31,6 +31,7 @@ export function UserPage() {
     if (changed === undefined) return;
     void queries.invalidateQueries({ queryKey: keys.queued });
     void queries.invalidateQueries({ queryKey: keys.wallet });
+    void queries.invalidateQueries({ queryKey: keys.diagnose });
     void queries.invalidateQueries({ queryKey: ["usage"] });
     void queries.invalidateQueries({ queryKey: ["summary"] });
   }, [changed, queries]);

@@ -13,6 +13,21 @@ export function WhyCard(props: { me: Me }) {
   return (
     <Card id="why" title="Why: who pays, and refusals">
       <LastRefusal record={refused} loading={!records.data} />
+      {d?.verdict.outcome === "rejected" ? (
+        <div class="note warn" id="next-refusal">
+          <p>
+            <strong>
+              A {seconds(d.request.duration)} {d.request.size} call now would be refused
+            </strong>{" "}
+            (<code>{d.verdict.problem.code}</code>): {d.verdict.problem.detail}
+          </p>
+          {d.causes[0] ? (
+            <p>
+              <em>Fix:</em> {d.causes[0].fix}
+            </p>
+          ) : null}
+        </div>
+      ) : null}
       <details id="why-details">
         <summary>How your calls are charged to {props.me.user.name}</summary>
         {!d ? (
