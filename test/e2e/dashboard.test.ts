@@ -233,6 +233,22 @@ describe("the dashboard in a browser: an end user", () => {
     await page.waitForSelector("#queued-list", { state: "detached", timeout: 20_000 });
   });
 
+  run("a refusal is explained: the call a user could not make now, why, and the fix", async () => {
+    requireBrowser();
+    const erin = await w.user("erin", "free");
+    await w.admin.admin.updateUser(erin.id, { quota: 100 });
+    // 60 s held of 100: a 60 s call now would not fit.
+    const held = await erin.client.acquire({ duration: 60 });
+    const p = await (await w.context()).newPage();
+    await w.signIn(p, erin.token);
+    const note = await p.waitForSelector("#next-refusal");
+    expect(await note.innerText()).toMatch(/quota_exceeded/);
+    expect(await note.innerText()).toMatch(/Fix:/);
+    await erin.client.release(held.id);
+    await p.waitForSelector("#next-refusal", { state: "detached", timeout: 20_000 });
+    await p.context().close();
+  });
+
   run("the CSV export downloads the same rows as GET /v1/usage?format=csv", async () => {
     requireBrowser();
     const [download] = await Promise.all([page.waitForEvent("download"), page.click("#export-csv")]);
