@@ -283,6 +283,24 @@ describe("the dashboard in a browser: what every view looks like", () => {
     await w?.stop();
   });
 
+  run("the app owner sees each app's calls, requested vs held durations, and the suggested duration", async () => {
+    requireBrowser();
+    const context = await w.context();
+    const page = await context.newPage();
+    await w.signIn(page, carol.token);
+    await page.goto(w.url + "/#/apps");
+    const row = page.locator("#app-stats-table tbody tr", { hasText: "painter" });
+    await row.waitFor();
+    const cells = await row.locator("th, td").allInnerTexts();
+    // App, calls, GPU time, refusals, wait, requested p50/p95, held p50/p95, suggested.
+    expect(cells[0]).toBe("painter");
+    expect(cells[1]).toBe("3");
+    expect(cells[5]).toBe("45s / 60s");
+    // The calls held the GPU for a moment: the p95 of that, rounded up to 5 s.
+    expect(cells[7]).toBe("5s");
+    await context.close();
+  });
+
   run("first load, cold (a new browser profile, loopback): measured", async () => {
     requireBrowser();
     const context = await w.context();
