@@ -693,7 +693,7 @@ describe("the server's responses match the contract", () => {
   });
 
   it("dashboard: sign-in by token and by one-time link, the session, sign-out, and their refusals", async () => {
-    const t = await server();
+    const t = await server({ server: { port: 0 } });
     const { alice } = await principals(t);
     const link = await t.checked("POST", "/v1/dashboard/links", { token: alice.token });
     expectStatus(link, 201);
@@ -723,6 +723,33 @@ describe("the server's responses match the contract", () => {
     const admin = await t.checked("POST", "/v1/dashboard/session", { body: { token: ADMIN } });
     expectStatus(admin, 201);
     expectStatus(await t.checked("GET", "/v1/admin/users?q=ali&limit=1", { token: ADMIN }), 200);
+    // What its views read.
+    expectStatus(await t.checked("GET", "/v1/admin/queue", { token: ADMIN }), 200);
+    expectStatus(await t.checked("GET", "/v1/admin/refusals?hours=2", { token: ADMIN }), 200);
+    expectStatus(await t.checked("GET", "/v1/admin/refusals?hours=500", { token: ADMIN }), 400, "invalid_request");
+    expectStatus(await t.checked("PATCH", `/v1/admin/users/${alice.id}`, { token: ADMIN, body: { tier: "pro" } }), 200);
+    const audit = await t.checked("GET", "/v1/admin/audit?limit=5", { token: ADMIN });
+    expectStatus(audit, 200);
+    expect(audit.body.entries).toHaveLength(1);
+    expectStatus(await t.checked("GET", "/v1/apps/stats?days=7", { token: ADMIN }), 200);
+    expectStatus(await t.checked("GET", "/v1/apps/stats", { token: alice.token }), 200);
+    // The live streams: their first events, as a browser reads them.
+    const url = await t.server.listen();
+    for (const [path, token, last] of [
+      ["/v1/me/events", alice.token, "me"],
+      ["/v1/admin/pool/events", ADMIN, "queue"],
+    ] as const) {
+      const ctl = new AbortController();
+      const res = await fetch(`${url}${path}`, { headers: { authorization: `Bearer ${token}` }, signal: ctl.signal });
+      const reader = res.body!.getReader();
+      let text = "";
+      while (!text.includes(`event: ${last}\n`) || !text.endsWith("\n\n"))
+        text += new TextDecoder().decode((await reader.read()).value);
+      ctl.abort();
+      driven.add(
+        `${checkResponse({ method: "GET", url: path, status: res.status, contentType: res.headers.get("content-type"), body: text })} ${res.status}`,
+      );
+    }
     // Its pages: built or not, / is a page; an asset the build does not have is a 404 problem.
     expectStatus(await t.checked("GET", "/"), 200);
     expectStatus(await t.checked("GET", "/assets/not-built-000000.js"), 404, "not_found");

@@ -69,7 +69,10 @@ export const PoolView = z.object({
   nodes: z.array(PoolNode),
   devices: z.array(PoolDevice),
   slots: SlotCounts,
-  active: describe(z.array(PoolActiveLease), "Active leases (at most 500)."),
+  active: describe(
+    z.array(PoolActiveLease),
+    "Active leases, newest first (at most 10,000): the holder of each slot, its app, identity and deadline.",
+  ),
   queue: z.array(PoolQueueEntry),
 });
 export type PoolView = z.infer<typeof PoolView>;

@@ -15,8 +15,9 @@ export type LeaseEvent =
   | { readonly type: "failed"; readonly problem: Problem; readonly lease: LeaseRecord }
   | { readonly type: "ended"; readonly lease: LeaseRecord };
 
-/** A symbol, so no lease id can collide with it (subscribed() lists only string names). */
+/** Symbols, so no lease id can collide with them (subscribed() lists only string names). */
 const SHUTDOWN = Symbol("shutdown");
+const CHANGED = Symbol("changed");
 
 /** In-process fan-out of lease state changes to SSE subscribers. */
 export class LeaseEvents {
@@ -29,6 +30,20 @@ export class LeaseEvents {
 
   emit(leaseId: string, event: LeaseEvent): void {
     this.emitter.emit(leaseId, event);
+    this.emitter.emit(CHANGED);
+  }
+
+  /**
+   * Something about leases changed here, or on the leader (a follower hears it): the dashboard's
+   * live views look again (they coalesce, and compare before they send).
+   */
+  changed(): void {
+    this.emitter.emit(CHANGED);
+  }
+
+  onChange(listener: () => void): () => void {
+    this.emitter.on(CHANGED, listener);
+    return () => this.emitter.off(CHANGED, listener);
   }
 
   subscribe(leaseId: string, listener: (event: LeaseEvent) => void): () => void {

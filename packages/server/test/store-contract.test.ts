@@ -521,6 +521,61 @@ export function storeContract(
       expect(await read.transaction((t) => t.dashboard.audit("au_2", 5))).toEqual([entry("au_1")]);
     });
 
+    it("dashboard: refusals per hour add up, with the calls that ended without a GPU; granted calls newest first", async () => {
+      const H = Date.UTC(2026, 11, 5, 9);
+      await tx((t) =>
+        t.dashboard.addRefusalHours([
+          { hour: "2026-12-05T09", code: "quota_exceeded", count: 2 },
+          { hour: "2026-12-05T10", code: "quota_exceeded", count: 1 },
+        ]),
+      );
+      await tx((t) => t.dashboard.addRefusalHours([{ hour: "2026-12-05T09", code: "quota_exceeded", count: 3 }]));
+      const record = (id: string, endedAt: number, grantedAt: number | null, appId: string | null) => ({
+        id,
+        identityKind: "user" as const,
+        identityId: "u1",
+        tier: "free",
+        appId,
+        node: null,
+        size: "large",
+        status: grantedAt === null ? "failed" : "released",
+        queuedAt: endedAt - 10_000,
+        grantedAt,
+        endedAt,
+        heldMs: grantedAt === null ? 0 : endedAt - grantedAt,
+        reservedMs: 60_000,
+        chargedMs: 0,
+        quotaMs: 0,
+        overageMs: 0,
+        chargedMicros: 0,
+        refundedMs: 0,
+        problemCode: grantedAt === null ? "queue_timeout" : null,
+      });
+      await tx(async (t) => {
+        await t.usage.insert(record("l1", H + 60_000, null, null));
+        await t.usage.insert(record("l2", H + 120_000, H + 112_000, "a1"));
+        await t.usage.insert(record("l3", H + 180_000, H + 171_000, "a2"));
+      });
+      const hours = await tx((t) => t.dashboard.refusalHours(H, H + 2 * 3600_000));
+      const sum = (hour: string, code: string) =>
+        hours.filter((h) => h.hour === hour && h.code === code).reduce((n, h) => n + h.count, 0);
+      expect(sum("2026-12-05T09", "quota_exceeded")).toBe(5);
+      expect(sum("2026-12-05T10", "quota_exceeded")).toBe(1);
+      expect(sum("2026-12-05T09", "queue_timeout")).toBe(1);
+      const all = await tx((t) => t.dashboard.grantedCalls(null, H, H + 3600_000, 10));
+      expect(all.map((c) => c.grantedAt)).toEqual([H + 171_000, H + 112_000]);
+      expect(all[0]).toEqual({
+        queuedAt: H + 170_000,
+        grantedAt: H + 171_000,
+        heldMs: 9_000,
+        reservedMs: 60_000,
+        size: "large",
+      });
+      expect((await tx((t) => t.dashboard.grantedCalls("a1", H, H + 3600_000, 10))).map((c) => c.heldMs)).toEqual([
+        8_000,
+      ]);
+    });
+
     it("wallets: grants, settings and transactions round-trip; a rolled-back change is neither cached nor stored", async () => {
       await tx((t) => t.users.insert(user("u1")));
       const grant = {

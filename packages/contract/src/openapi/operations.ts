@@ -2,7 +2,11 @@
 // page and docs/wire.md come from it (see document.ts).
 import { ACCESS_OPERATIONS } from "./operations-access.js";
 import { BILLING_OPERATIONS } from "./operations-billing.js";
-import { DASHBOARD_PAGE_OPERATIONS, DASHBOARD_SESSION_OPERATIONS } from "./operations-dashboard.js";
+import {
+  DASHBOARD_PAGE_OPERATIONS,
+  DASHBOARD_READ_OPERATIONS,
+  DASHBOARD_SESSION_OPERATIONS,
+} from "./operations-dashboard.js";
 import { LEASE_OPERATIONS } from "./operations-leases.js";
 import { SYSTEM_OPERATIONS } from "./operations-system.js";
 import type { Operation } from "./operation-types.js";
@@ -14,6 +18,7 @@ export const OPERATIONS: readonly Operation[] = [
   ...BILLING_OPERATIONS,
   ...ACCESS_OPERATIONS,
   ...DASHBOARD_SESSION_OPERATIONS,
+  ...DASHBOARD_READ_OPERATIONS,
   ...DASHBOARD_PAGE_OPERATIONS,
   ...SYSTEM_OPERATIONS,
 ];

@@ -5,6 +5,7 @@ import { adminRoutes } from "./admin-routes.js";
 import { billingRoutes } from "./billing-routes.js";
 import { MAX_PARAM_LENGTH, answerClientError, frameworkErrorProblem } from "./client-errors.js";
 import { dashboardPages } from "./dashboard-pages.js";
+import { dashboardReadRoutes } from "./dashboard-read-routes.js";
 import { dashboardSessionRoutes } from "./dashboard-routes.js";
 import { docsRoutes } from "./docs-routes.js";
 import type { RouteContext } from "./context.js";
@@ -78,5 +79,6 @@ export function buildHttpApp(ctx: RouteContext): FastifyInstance {
   adminRoutes(app, ctx);
   billingRoutes(app, ctx);
   dashboardSessionRoutes(app, ctx);
+  dashboardReadRoutes(app, ctx);
   return app;
 }

@@ -5,10 +5,10 @@ import { fail } from "@gpupool/core";
 import type { FastifyInstance } from "fastify";
 import type { UsageFilter, UsageGroupBy, UsageRecordRow } from "../storage/store.js";
 import { actorOf, authenticate, only } from "./auth.js";
-import { creditsJson, grantJson, overageJson, usageJson, walletJson } from "./billing-views.js";
+import { grantJson, overageJson, usageJson, walletJson } from "./billing-views.js";
 import type { RouteContext } from "./context.js";
+import { meJson } from "./dashboard-views.js";
 import { usageCsvHeader, usageCsvRow, usageSummaryJson } from "./usage-views.js";
-import { quotaJson } from "./views.js";
 
 const DAY_MS = 86_400_000;
 /** How many records one statement reads while streaming an export. */
@@ -22,14 +22,7 @@ export function billingRoutes(app: FastifyInstance, ctx: RouteContext): void {
   app.get("/v1/me", async (req): Promise<wire.Me> => {
     const caller = await authenticate(ctx, req, ["user"]);
     const { user, quota } = await billing.me(caller.user.id);
-    const b = quota.billing;
-    return {
-      user: { id: user.id, name: user.name, tier: user.tier },
-      quota: quotaJson(quota),
-      // A user always has a wallet (empty until credits are granted).
-      credits: creditsJson(b.credits ?? { balanceMicros: 0, heldMicros: 0, availableMicros: 0 }, b.currency),
-      overage: overageJson(b.overage, b.currency),
-    };
+    return meJson(user, quota);
   });
 
   app.get<{ Querystring: { limit?: string } }>(

@@ -6,6 +6,8 @@ import type { Metrics } from "../metrics.js";
 import type { Billing } from "../use-cases/accounts/billing.js";
 import type { QuotaQueries } from "../use-cases/accounts/quota-queries.js";
 import type { Directory } from "../use-cases/admin/directory.js";
+import type { AuditLog } from "../use-cases/admin/audit.js";
+import type { DashboardViews } from "../use-cases/admin/dashboard-views.js";
 import type { PoolViewer } from "../use-cases/admin/pool-view.js";
 import type { Health } from "../use-cases/health.js";
 import type { Callers } from "../use-cases/identity/callers.js";
@@ -34,6 +36,8 @@ export interface RouteContext {
   readonly dashboard: DashboardSessions;
   readonly tokens: TokenIssuer;
   readonly pool: PoolViewer;
+  readonly views: DashboardViews;
+  readonly audit: AuditLog;
   readonly health: Health;
   readonly metrics: Metrics;
   /** For open event streams: they end when the server shuts down. */

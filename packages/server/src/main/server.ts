@@ -14,6 +14,8 @@ import { Billing } from "../use-cases/accounts/billing.js";
 import { RefusalLog } from "../use-cases/accounts/refusals.js";
 import { QuotaQueries } from "../use-cases/accounts/quota-queries.js";
 import { Directory } from "../use-cases/admin/directory.js";
+import { AuditLog } from "../use-cases/admin/audit.js";
+import { DashboardViews } from "../use-cases/admin/dashboard-views.js";
 import { PoolViewer } from "../use-cases/admin/pool-view.js";
 import { Health } from "../use-cases/health.js";
 import { Callers } from "../use-cases/identity/callers.js";
@@ -111,6 +113,8 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
     dashboard: new DashboardSessions(store, callers, clock, config.dashboard.sessionTtlMs),
     tokens: new TokenIssuer(store, ipTokens, clock),
     pool: new PoolViewer(store, leading, state, config.pool.devices, config.nodes.heartbeatTimeoutMs, clock),
+    views: new DashboardViews(store, leading, state, policy, clock, () => refusals.flush()),
+    audit: new AuditLog(store),
     health,
     metrics,
     events,

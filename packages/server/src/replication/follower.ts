@@ -234,6 +234,8 @@ export class FollowerLeases implements LeaseLifecycle {
   /** The leader announced a change: answer a waiting admission, and tell local watchers. */
   async heard(b: LeaseBroadcast): Promise<void> {
     this.waiting.get(b.id)?.(b);
+    // The dashboard's live views on this replica look again (the pool, the queue, a user's meter).
+    this.events.changed();
     if (b.type === "queued") {
       const place: QueuePlace = {
         position: b.position,

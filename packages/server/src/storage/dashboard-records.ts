@@ -39,6 +39,22 @@ export interface AuditRecord {
   readonly detail: string;
 }
 
+/** Admissions refused in one hour (`YYYY-MM-DDTHH`, UTC) with one code. */
+export interface RefusalHour {
+  readonly hour: string;
+  readonly code: string;
+  readonly count: number;
+}
+
+/** What the duration advisor and the wait percentiles read of one granted call. */
+export interface GrantedCall {
+  readonly queuedAt: number;
+  readonly grantedAt: number;
+  readonly heldMs: number;
+  readonly reservedMs: number;
+  readonly size: string;
+}
+
 export interface DashboardTx {
   insertSession(session: DashboardSessionRecord): Promise<void>;
   getSession(idHash: string): Promise<DashboardSessionRecord | null>;
@@ -53,4 +69,13 @@ export interface DashboardTx {
   addAudit(record: AuditRecord): Promise<void>;
   /** Newest first, `limit` at most, those older than the entry `before` (its id) when given. */
   audit(before: string | null, limit: number): Promise<AuditRecord[]>;
+  /** Adds to the hours' counts. */
+  addRefusalHours(counts: readonly RefusalHour[]): Promise<void>;
+  /**
+   * Refusals per hour and code from `fromHour` to `toHour` (inclusive): admissions refused (the
+   * counts above) and calls that ended without a GPU (the usage ledger's problem codes).
+   */
+  refusalHours(from: number, to: number): Promise<RefusalHour[]>;
+  /** Granted calls that ended in [from, to) — of one app, or of every app when `appId` is null — newest first, at most `limit`. */
+  grantedCalls(appId: string | null, from: number, to: number, limit: number): Promise<GrantedCall[]>;
 }

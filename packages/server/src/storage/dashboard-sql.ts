@@ -4,9 +4,10 @@ import type {
   DashboardRole,
   DashboardSessionRecord,
   DashboardTx,
+  RefusalHour,
 } from "./dashboard-records.js";
 import type { SqlRunner } from "./billing-sql.js";
-import type { TableNames } from "./table.js";
+import type { Dialect, TableNames } from "./table.js";
 import { Table, integer, integerOrNull, text, textOrNull } from "./table.js";
 
 export const DASHBOARD_SESSIONS = new Table<DashboardSessionRecord>("dashboard_sessions", {
@@ -36,6 +37,23 @@ export const ADMIN_AUDIT = new Table<AuditRecord>("admin_audit", {
   detail: text("detail"),
 });
 
+export const REFUSAL_HOURS = new Table<RefusalHour>("refusal_hours", {
+  hour: text("hour"),
+  code: text("code"),
+  count: integer("count"),
+});
+
+/** The hour (`YYYY-MM-DDTHH`, UTC) of a usage record's end, as each database writes it. */
+const HOUR: Readonly<Record<Dialect, string>> = {
+  sqlite: "strftime('%Y-%m-%dT%H', ended_at / 1000, 'unixepoch')",
+  postgres: "to_char(to_timestamp(ended_at / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24')",
+};
+
+/** `YYYY-MM-DDTHH` of an instant (UTC). */
+export function hourOf(t: number): string {
+  return new Date(t).toISOString().slice(0, 13);
+}
+
 const insert = (t: TableNames): string =>
   `INSERT INTO ${t.name} (${t.insertNames.join(", ")}) VALUES (${t.insertNames.map(() => "?").join(", ")})`;
 
@@ -50,6 +68,16 @@ const SQL = {
   code: `SELECT ${DASHBOARD_CODES.selectList} FROM dashboard_codes WHERE code_hash = ?`,
   addAudit: insert(ADMIN_AUDIT),
   audit: `SELECT ${ADMIN_AUDIT.selectList} FROM admin_audit ORDER BY id DESC LIMIT ?`,
+  addRefusalHour:
+    "INSERT INTO refusal_hours (hour, code, count) VALUES (?, ?, ?) " +
+    "ON CONFLICT (hour, code) DO UPDATE SET count = refusal_hours.count + excluded.count",
+  refusalHours: "SELECT hour, code, count FROM refusal_hours WHERE hour >= ? AND hour <= ?",
+  granted:
+    "SELECT queued_at, granted_at, held_ms, reserved_ms, size FROM usage_records " +
+    "WHERE ended_at >= ? AND ended_at < ? AND granted_at IS NOT NULL ORDER BY ended_at DESC LIMIT ?",
+  grantedOfApp:
+    "SELECT queued_at, granted_at, held_ms, reserved_ms, size FROM usage_records " +
+    "WHERE app_id = ? AND ended_at >= ? AND ended_at < ? AND granted_at IS NOT NULL ORDER BY ended_at DESC LIMIT ?",
   auditBefore: `SELECT ${ADMIN_AUDIT.selectList} FROM admin_audit WHERE id < ? ORDER BY id DESC LIMIT ?`,
 };
 
@@ -78,6 +106,32 @@ export function dashboardTx(db: Pick<SqlRunner, "dialect" | "all" | "run">): { d
         (await (before === null ? db.all(SQL.audit, [limit]) : db.all(SQL.auditBefore, [before, limit]))).map((r) =>
           ADMIN_AUDIT.decode(r),
         ),
+      addRefusalHours: async (counts) => {
+        for (const c of counts) await db.run(SQL.addRefusalHour, [c.hour, c.code, c.count]);
+      },
+      refusalHours: async (from, to) => {
+        const counted = await db.all(SQL.refusalHours, [hourOf(from), hourOf(to - 1)]);
+        const ended = await db.all(
+          `SELECT ${HOUR[d]} AS hour, problem_code AS code, COUNT(*) AS count FROM usage_records ` +
+            "WHERE ended_at >= ? AND ended_at < ? AND granted_at IS NULL AND problem_code IS NOT NULL " +
+            `GROUP BY ${HOUR[d]}, problem_code`,
+          [from, to],
+        );
+        return [...counted, ...ended].map((r) => REFUSAL_HOURS.decode(r));
+      },
+      grantedCalls: async (appId, from, to, limit) => {
+        const rows =
+          appId === null
+            ? await db.all(SQL.granted, [from, to, limit])
+            : await db.all(SQL.grantedOfApp, [appId, from, to, limit]);
+        return rows.map((r) => ({
+          queuedAt: Number(r["queued_at"]),
+          grantedAt: Number(r["granted_at"]),
+          heldMs: Number(r["held_ms"]),
+          reservedMs: Number(r["reserved_ms"]),
+          size: String(r["size"]),
+        }));
+      },
     },
   };
 }

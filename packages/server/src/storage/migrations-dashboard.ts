@@ -1,7 +1,8 @@
 /**
  * The dashboard's tables (SPEC §11), for both adapters: browser sessions (only the hash of the
  * cookie's secret; the operator's have no user), one-time sign-in codes (hashed, used once) and
- * the operator's audit log. The CSRF token is derived from the session secret, so nothing more is stored.
+ * the operator's audit log, and admissions refused counted per hour and code (the operator's
+ * "refusals over time"; refusal_counts has days). The CSRF token is derived from the session secret, so nothing more is stored.
  */
 const tables = (big: string): string => `
   CREATE TABLE dashboard_sessions (
@@ -20,6 +21,12 @@ const tables = (big: string): string => `
     expires_at ${big} NOT NULL,
     used_at ${big}
   );
+  CREATE TABLE refusal_hours (
+    hour TEXT NOT NULL,
+    code TEXT NOT NULL,
+    count ${big} NOT NULL,
+    PRIMARY KEY (hour, code)
+  );
   CREATE TABLE admin_audit (
     id TEXT PRIMARY KEY,
     at ${big} NOT NULL,
@@ -31,7 +38,7 @@ const tables = (big: string): string => `
   `;
 
 export const DASHBOARD_MIGRATION = {
-  why: "The dashboard (SPEC §11): its browser sessions (hashed secret, role, user or none for the operator, expiry, revocation), one-time sign-in codes (hashed, used once) and the audit log of operator actions.",
+  why: "The dashboard (SPEC §11): its browser sessions (hashed secret, role, user or none for the operator, expiry, revocation), one-time sign-in codes (hashed, used once), the audit log of operator actions, and refusals counted per hour.",
   sqlite: tables("INTEGER"),
   postgres: tables("BIGINT"),
 };

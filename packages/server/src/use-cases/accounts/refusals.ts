@@ -1,5 +1,5 @@
 import type { Logger } from "pino";
-import type { RefusalCount, Store } from "../../storage/store.js";
+import type { RefusalCount, RefusalHour, Store } from "../../storage/store.js";
 
 /** Above this many distinct keys in memory, counts are written at once rather than at the next tick. */
 const MAX_PENDING = 5_000;
@@ -13,6 +13,8 @@ const MAX_PENDING = 5_000;
  */
 export class RefusalLog {
   private pending = new Map<string, RefusalCount>();
+  /** The same refusals by hour and code only (the operator's refusals over time). */
+  private hours = new Map<string, RefusalHour>();
   private writing: Promise<void> = Promise.resolve();
 
   constructor(
@@ -30,18 +32,30 @@ export class RefusalLog {
         ? { day, identity, appId: appId ?? "", tier, code, count: 1 }
         : { ...before, count: before.count + 1 },
     );
+    const hour = new Date(now).toISOString().slice(0, 13);
+    const hourKey = `${hour}\u0000${code}`;
+    this.hours.set(hourKey, { hour, code, count: (this.hours.get(hourKey)?.count ?? 0) + 1 });
     if (this.pending.size >= MAX_PENDING) void this.flush();
   }
 
   /** Writes what was counted; on failure the counts stay for the next try. */
   flush(): Promise<void> {
     this.writing = this.writing.then(async () => {
-      if (this.pending.size === 0) return;
+      if (this.pending.size === 0 && this.hours.size === 0) return;
       const batch = [...this.pending.values()];
+      const hours = [...this.hours.values()];
       this.pending = new Map();
+      this.hours = new Map();
       try {
-        await this.store.transaction((tx) => tx.usage.addRefusals(batch));
+        await this.store.transaction(async (tx) => {
+          await tx.usage.addRefusals(batch);
+          await tx.dashboard.addRefusalHours(hours);
+        });
       } catch (err) {
+        for (const h of hours) {
+          const key = `${h.hour}\u0000${h.code}`;
+          this.hours.set(key, { ...h, count: (this.hours.get(key)?.count ?? 0) + h.count });
+        }
         this.log?.warn({ err }, "refusal counts not written yet; kept for the next try");
         for (const c of batch) {
           const key = `${c.day}\u0000${c.identity}\u0000${c.appId}\u0000${c.code}`;

@@ -30,6 +30,16 @@ export interface PoolView {
   }[];
 }
 
+/** Active (and, on a replica that does not lead, queued) leases listed at most: every slot's holder of a large pool. */
+const MAX_LISTED = 10_000;
+
+/** The leader's active leases, newest first (as the database lists them). */
+function activeOf(state: PoolState): LeaseRecord[] {
+  const active: LeaseRecord[] = [];
+  for (const l of state.live.values()) if (l.status === "active") active.push(l);
+  return active.sort((a, b) => b.seq - a.seq).slice(0, MAX_LISTED);
+}
+
 function nodeState(up: boolean, n: NodeRecord): NodeState {
   if (up) return "up";
   if (n.devices !== null) return "registered";
@@ -58,10 +68,11 @@ export class PoolViewer {
     const now = this.clock.now();
     const leading = this.leading();
     const { store, state, configured, heartbeatTimeoutMs } = this;
+    // The leader knows its active leases (every slot's holder) in memory; others read the database.
     const { nodes, active, queued } = await store.transaction(async (tx) => ({
       nodes: await tx.nodes.list(),
-      active: await tx.leases.list({ status: "active", limit: 500 }),
-      queued: leading ? [] : await tx.leases.list({ status: "queued", limit: 500 }),
+      active: leading ? activeOf(state) : await tx.leases.list({ status: "active", limit: MAX_LISTED }),
+      queued: leading ? [] : await tx.leases.list({ status: "queued", limit: MAX_LISTED }),
     }));
     const fresh = (n: NodeRecord) =>
       n.devices !== null && n.heartbeatAt !== null && n.heartbeatAt + heartbeatTimeoutMs > now;

@@ -1,0 +1,92 @@
+import type { FastifyReply, FastifyRequest } from "fastify";
+import type { RouteContext } from "./context.js";
+
+/** One event of a live stream: its name and its data (JSON). */
+export interface LiveEvent {
+  readonly event: string;
+  readonly data: unknown;
+}
+
+/**
+ * A live view as Server-Sent Events: `produce` is called on connect, whenever leases change on
+ * this replica or the leader (`events.onChange`, which a follower hears too), and every `pollMs`
+ * for what no lease event announces (a heartbeat, a credit grant on another replica). Calls are
+ * coalesced — at most one per `minGapMs` — and an event is written only when its data differs
+ * from what this stream last sent. Keep-alive comments every 15 s; a shutting-down server ends it.
+ */
+export function liveStream(
+  ctx: Pick<RouteContext, "events" | "log">,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  produce: () => Promise<readonly LiveEvent[]>,
+  options: { readonly minGapMs: number; readonly pollMs: number },
+): void {
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache, no-transform",
+    connection: "keep-alive",
+    "x-accel-buffering": "no",
+  });
+  const sent = new Map<string, string>();
+  let closed = false;
+  let running = false;
+  let again = false;
+  let timer: NodeJS.Timeout | null = null;
+  let lastRun = 0;
+
+  const run = async (): Promise<void> => {
+    if (closed) return;
+    if (running) return void (again = true);
+    running = true;
+    lastRun = performance.now();
+    try {
+      for (const e of await produce()) {
+        const data = JSON.stringify(e.data);
+        if (closed || sent.get(e.event) === data) continue;
+        sent.set(e.event, data);
+        res.write(`event: ${e.event}\ndata: ${data}\n\n`);
+      }
+    } catch (err) {
+      // The database may be away a moment: the next change or poll tries again.
+      ctx.log.warn({ err }, "a dashboard stream could not read its view");
+    } finally {
+      running = false;
+    }
+    if (again) {
+      again = false;
+      schedule();
+    }
+  };
+  function schedule(): void {
+    if (closed || timer !== null) return;
+    timer = setTimeout(
+      () => {
+        timer = null;
+        void run();
+      },
+      Math.max(0, lastRun + options.minGapMs - performance.now()),
+    );
+    timer.unref();
+  }
+
+  const stopChanges = ctx.events.onChange(schedule);
+  const poll = setInterval(schedule, options.pollMs);
+  poll.unref();
+  const ping = setInterval(() => res.write(": ping\n\n"), 15_000);
+  ping.unref();
+  const stopOnShutdown = ctx.events.onShutdown(() => close());
+  function close(): void {
+    if (closed) return;
+    closed = true;
+    stopChanges();
+    stopOnShutdown();
+    clearInterval(poll);
+    clearInterval(ping);
+    if (timer !== null) clearTimeout(timer);
+    res.end();
+  }
+  req.raw.on("close", close);
+  void run();
+}
