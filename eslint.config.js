@@ -6,7 +6,7 @@ export default tseslint.config(
   { ignores: ["**/dist/**", "**/node_modules/**", "coverage/**", ".gpupool/**"] },
   js.configs.recommended,
   {
-    files: ["packages/*/src/**/*.ts"],
+    files: ["packages/*/src/**/*.ts", "packages/dashboard/src/**/*.tsx", "packages/dashboard/vite.config.ts"],
     extends: [...tseslint.configs.recommendedTypeChecked],
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
     rules: {
@@ -45,7 +45,7 @@ export default tseslint.config(
     extends: [...tseslint.configs.recommended],
   },
   {
-    files: ["bench/**/*.js", "packages/*/bin/*.js", "eslint.config.js"],
+    files: ["bench/**/*.js", "packages/*/bin/*.js", "packages/*/scripts/*.js", "eslint.config.js"],
     languageOptions: {
       globals: {
         process: "readonly",

@@ -1,0 +1,199 @@
+import { createServer } from "node:http";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Page } from "playwright-core";
+import {
+  ADMIN,
+  axeViolations,
+  haveBrowser,
+  inCi,
+  requireBrowser,
+  screenshot,
+  startDashWorld,
+  until,
+} from "./dashboard-fixture.js";
+import type { DashWorld } from "./dashboard-fixture.js";
+
+/** The page's globals, for the functions page.evaluate runs there. */
+declare const document: any;
+declare const window: any;
+
+const run = it.skipIf(!haveBrowser && !inCi);
+
+async function adminGet(w: DashWorld, path: string): Promise<any> {
+  const res = await fetch(w.url + path, { headers: { authorization: `Bearer ${ADMIN}` } });
+  return res.json();
+}
+
+describe("the dashboard in a browser: the operator", () => {
+  let w: DashWorld;
+  let dave: Awaited<ReturnType<DashWorld["user"]>>;
+  let admin: Page;
+
+  beforeAll(async () => {
+    if (!haveBrowser) return;
+    w = await startDashWorld();
+    dave = await w.user("dave", "free");
+    const app = await w.admin.admin.createApp({ name: "upscaler", owner: "dave" });
+    void app;
+    admin = await (await w.context()).newPage();
+    const started = Date.now();
+    await w.signIn(admin, ADMIN);
+    await admin.waitForSelector("#nodes .slot");
+    console.log(`dashboard: sign-in to the operator's pool view drawn: ${Date.now() - started} ms`);
+  }, 120_000);
+  afterAll(async () => {
+    await w?.stop();
+  });
+
+  run(
+    "a lease granted through the SDK appears in the pool view and in the user's meter without a reload, and leaves on release",
+    async () => {
+      requireBrowser();
+      const user = await (await w.context()).newPage();
+      await w.signIn(user, dave.token);
+      await user.waitForSelector("#quota-reserved");
+      await admin.evaluate(() => (window.__notReloaded = true));
+      const lease = await dave.client.acquire({ duration: 50 });
+      const granted = Date.now();
+      const slot = `#nodes .slot[data-lease="${lease.id}"]`;
+      await admin.waitForSelector(slot, { timeout: 20_000 });
+      const inPool = Date.now() - granted;
+      await user.waitForFunction(() => document.querySelector("#quota-reserved")?.textContent === "50s", null, {
+        timeout: 20_000,
+        polling: 50,
+      });
+      console.log(
+        `dashboard: a grant showed in the pool view after ${inPool} ms, in the user's meter after ${Date.now() - granted} ms`,
+      );
+      expect(await admin.locator(slot).innerText()).toContain(`user:${dave.id}`);
+      await dave.client.release(lease.id);
+      await admin.waitForSelector(slot, { state: "detached", timeout: 20_000 });
+      await user.waitForFunction(() => document.querySelector("#quota-reserved")?.textContent === "0s", null, {
+        timeout: 20_000,
+      });
+      expect(await admin.evaluate(() => window.__notReloaded)).toBe(true);
+      await user.context().close();
+    },
+  );
+
+  run("finds a user, sets the tier and overrides the quota: the API answers the change", async () => {
+    requireBrowser();
+    await admin.goto(`${w.url}/#/users`);
+    await admin.fill("#user-search", "dav");
+    await admin.click('button[data-user="dave"]');
+    await admin.selectOption("#set-tier", "pro");
+    await admin.click('form:has(#set-tier) button[type="submit"]');
+    await until(
+      () => adminGet(w, `/v1/admin/users/${dave.id}`),
+      (u) => u.tier === "pro",
+      "the tier to change",
+    );
+    await admin.fill("#set-quota", "900");
+    await admin.click('form:has(#set-quota) button[type="submit"]');
+    const u = await until(
+      () => adminGet(w, `/v1/admin/users/${dave.id}`),
+      (v) => v.quota_override === 900,
+      "the quota override",
+    );
+    expect(u.quota.quota).toBe(900);
+    await until(
+      () => admin.locator("#user-quota").innerText(),
+      (t) => t.startsWith("900s"),
+      "the page to show the override",
+    );
+    // Both actions are in the audit log the page shows, newest first.
+    const audit = await until(
+      () => admin.locator("#audit-table tbody").innerText(),
+      (t) => (t.match(/user\.update/g) ?? []).length >= 2,
+      "the audit log to show both changes",
+    );
+    expect(audit).toContain(dave.id);
+    expect(audit).toContain("900");
+  });
+
+  run(
+    "a cross-site form post is refused and changes nothing; so is the page's own request without its CSRF token",
+    async () => {
+      requireBrowser();
+      const before = (await adminGet(w, `/v1/admin/users/${dave.id}/wallet`)).balance_micros;
+      // A form whose text/plain body is JSON: the classic cross-site request forgery of a JSON API.
+      const form = `<!doctype html><form method="POST" action="${w.url}/v1/admin/users/${dave.id}/credits" enctype="text/plain">
+      <input name='{"amount":"100","category":"promotional","idempotency_key":"forged","x":"' value='"}'>
+      <button id="go">go</button></form>`;
+      const evil: Server = createServer((_req, res) => res.writeHead(200, { "content-type": "text/html" }).end(form));
+      await new Promise<void>((r) => evil.listen(0, "127.0.0.1", r));
+      const port = (evil.address() as AddressInfo).port;
+      try {
+        // Another site (evil.test), and the same site on another port: both refused.
+        for (const origin of [`http://evil.test:${port}`, `http://127.0.0.1:${port}`]) {
+          const attacker = await admin.context().newPage();
+          await attacker.goto(`${origin}/`);
+          const [response] = await Promise.all([attacker.waitForNavigation(), attacker.click("#go")]);
+          expect(response?.status(), origin).toBeGreaterThanOrEqual(400);
+          expect(response?.status(), origin).toBeLessThan(500);
+          await attacker.close();
+        }
+      } finally {
+        evil.close();
+      }
+      // The dashboard's own origin, with the cookie but without the X-CSRF-Token header.
+      const answer = await admin.evaluate(
+        async ({ url, id }) => {
+          const res = await fetch(`${url}/v1/admin/users/${id}/credits`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ amount: "100", category: "promotional", idempotency_key: "no-csrf" }),
+          });
+          return { status: res.status, body: (await res.json()) as { code?: string } };
+        },
+        { url: w.url, id: dave.id },
+      );
+      expect(answer.status).toBe(403);
+      expect(answer.body.code).toBe("csrf_failed");
+      expect((await adminGet(w, `/v1/admin/users/${dave.id}/wallet`)).balance_micros).toBe(before);
+    },
+  );
+
+  for (const dark of [false, true])
+    for (const mobile of [false, true]) {
+      const variant = `${dark ? "dark" : "light"}-${mobile ? "mobile" : "desktop"}`;
+      run(`pool, users and apps views (${variant}): no serious or critical axe violation`, async () => {
+        requireBrowser();
+        const context = await w.context({ dark, mobile });
+        const page = await context.newPage();
+        // Two calls in flight, so the slots show holders.
+        const held = await Promise.all([30, 45].map((duration) => dave.client.acquire({ duration })));
+        await w.signIn(page, ADMIN);
+        await page.waitForSelector("#nodes .slot.busy");
+        expect(await axeViolations(page)).toEqual([]);
+        await screenshot(page, `operator-pool-${variant}`);
+        for (const l of held) await dave.client.release(l.id);
+        await page.goto(`${w.url}/#/users`);
+        await page.click('button[data-user="dave"]');
+        await page.waitForSelector("#user-tier");
+        expect(await axeViolations(page)).toEqual([]);
+        await screenshot(page, `operator-users-${variant}`);
+        await page.goto(`${w.url}/#/apps`);
+        await page.waitForSelector("#apps-table");
+        expect(await axeViolations(page)).toEqual([]);
+        await screenshot(page, `operator-apps-${variant}`);
+        await context.close();
+      });
+    }
+
+  run("sign-out revokes the session: the page and the API refuse the old cookie", async () => {
+    requireBrowser();
+    const context = await w.context();
+    const page = await context.newPage();
+    await w.signIn(page, dave.token);
+    const cookie = (await context.cookies()).find((c) => c.name.endsWith("gpupool_dashboard"));
+    expect(cookie).toBeDefined();
+    await page.click("#sign-out");
+    await page.waitForSelector("#token");
+    const res = await fetch(`${w.url}/v1/me`, { headers: { cookie: `${cookie!.name}=${cookie!.value}` } });
+    expect(res.status).toBe(401);
+    await context.close();
+  });
+});
