@@ -36,3 +36,4 @@ export * from "./identity.js";
 export * from "./health.js";
 export * from "./decode.js";
 export * from "./documents.js";
+export * from "./same-origin.js";

@@ -10,7 +10,7 @@ import type { Incoming, PublicUrl } from "./incoming.js";
 import { indexPage, loginPage, pageHeaders, safeNext } from "./login-page.js";
 import type { SignedIn } from "./login-page.js";
 import { sendProblem } from "./proxy.js";
-import { crossSiteReason } from "./same-origin.js";
+import { crossSiteReason } from "@gpupool/contract";
 import type { Sealed } from "./sealed.js";
 import { Sealer, randomState, sameSecret, signOutToken } from "./sealed.js";
 

@@ -9,7 +9,7 @@ import {
   setsEdgeCookie,
   withoutEdgeCookies,
 } from "../src/cookies.js";
-import { crossSiteReason } from "../src/same-origin.js";
+import { crossSiteReason } from "@gpupool/contract";
 import { Sealer, sameSecret, signOutToken } from "../src/sealed.js";
 
 describe("the edge's cookies", () => {

@@ -2,7 +2,7 @@ import { fail } from "@gpupool/core";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { csrfMatches } from "../use-cases/identity/dashboard-sessions.js";
 import type { RouteContext } from "./context.js";
-import { crossSiteReason } from "./same-origin.js";
+import { crossSiteReason } from "@gpupool/contract";
 
 /** Over https the cookie is `__Host-` (Secure, Path=/, no Domain: no other host can set or shadow it). */
 const NAME = "gpupool_dashboard";
