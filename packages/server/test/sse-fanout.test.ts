@@ -82,8 +82,10 @@ describe("queue places to watchers", () => {
     }
     const counts = { queued: 0 };
     const ends = await Promise.all(ids.map((id) => watch(url, id, owner.token, counts)));
-    // Each watcher heard its place once on connecting.
-    expect(counts.queued).toBe(WATCHERS);
+    // Each watcher heard its place on connecting (`watch` waits for it). Since queued calls carry
+    // promises (issue 19), a place can also move while the watchers connect, which is sent too:
+    // counted in `sent` below, which must stay of the order of the watchers.
+    expect(counts.queued).toBeGreaterThanOrEqual(WATCHERS);
 
     const started = performance.now();
     // Over sockets, 50 at a time, as many clients giving up together would.
