@@ -25,14 +25,23 @@ describe("billing after kill -9", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  /**
+   * The leases, wallet, usage and quota as of one moment: read one after another, and read again
+   * if any lease changed status meanwhile (a 1-s call can end between two of the reads: CI once
+   * saw a usage record for a lease it had just listed as active). Statuses only move forward, so
+   * the same statuses before and after mean nothing ended or started in between.
+   */
   async function state(base: string, userId: string, token: string) {
-    const leases = (await call(base, "GET", "/v1/leases?limit=500", ADMIN)).body.leases.filter(
-      (l: any) => l.identity.id === userId,
-    );
-    const wallet = (await call(base, "GET", `/v1/admin/users/${userId}/wallet?limit=500`, ADMIN)).body;
-    const usage = (await call(base, "GET", `/v1/usage?identity=user:${userId}&limit=1000`, ADMIN)).body.records;
-    const quota = (await call(base, "GET", "/v1/quota", token)).body;
-    return { leases, wallet, usage, quota };
+    const leasesNow = async () =>
+      (await call(base, "GET", "/v1/leases?limit=500", ADMIN)).body.leases.filter((l: any) => l.identity.id === userId);
+    const statuses = (ls: any[]) => JSON.stringify(ls.map((l) => [l.id, l.status]).sort());
+    for (;;) {
+      const leases = await leasesNow();
+      const wallet = (await call(base, "GET", `/v1/admin/users/${userId}/wallet?limit=500`, ADMIN)).body;
+      const usage = (await call(base, "GET", `/v1/usage?identity=user:${userId}&limit=1000`, ADMIN)).body.records;
+      const quota = (await call(base, "GET", "/v1/quota", token)).body;
+      if (statuses(await leasesNow()) === statuses(leases)) return { leases, wallet, usage, quota };
+    }
   }
 
   function reconcile(s: Awaited<ReturnType<typeof state>>) {
