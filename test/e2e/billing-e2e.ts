@@ -1,5 +1,9 @@
 import { writeFileSync } from "node:fs";
 import { expect } from "vitest";
+import { call } from "./binary.js";
+
+// The calls of the billing suites are the binary suites' own.
+export { call };
 
 /** Helpers for the billing end-to-end tests: a config with overage for pro, plain HTTP calls, the wallet checks. */
 
@@ -21,25 +25,6 @@ export function writeBillingConfig(file: string, lines: readonly string[]): void
       "  level: warn",
     ].join("\n"),
   );
-}
-
-export async function call(
-  base: string,
-  method: string,
-  path: string,
-  token: string,
-  body?: unknown,
-): Promise<{ status: number; body: any }> {
-  const res = await fetch(base + path, {
-    method,
-    headers: {
-      authorization: `Bearer ${token}`,
-      ...(body === undefined ? {} : { "content-type": "application/json" }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null };
 }
 
 /** A pro user with no quota (every call is all overage), `credits` purchased, overage on with `cap`. */

@@ -103,3 +103,28 @@ export async function startBinary(
       }),
   };
 }
+
+/**
+ * One HTTP call to a server started here: JSON in and out, `Bearer token`, extra `headers`. The
+ * body is null when the answer has none.
+ */
+export async function call(
+  base: string,
+  method: string,
+  path: string,
+  token: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: any }> {
+  const res = await fetch(base + path, {
+    method,
+    headers: {
+      authorization: `Bearer ${token}`,
+      ...headers,
+      ...(body === undefined ? {} : { "content-type": "application/json" }),
+    },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { freshPostgresUrl, postgresUrl } from "../pg/postgres-url.js";
-import { startServerBinary } from "./binary.js";
+import { call, startServerBinary } from "./binary.js";
 import type { ServerProcess } from "./binary.js";
 
 /**
@@ -51,27 +51,6 @@ async function replicas(n: number, name: string): Promise<ServerProcess[]> {
     out.push(s);
   }
   return out;
-}
-
-async function call(
-  base: string,
-  method: string,
-  path: string,
-  token: string,
-  body?: unknown,
-  headers: Record<string, string> = {},
-): Promise<{ status: number; body: any }> {
-  const res = await fetch(base + path, {
-    method,
-    headers: {
-      authorization: `Bearer ${token}`,
-      ...headers,
-      ...(body === undefined ? {} : { "content-type": "application/json" }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null };
 }
 
 async function leaderOf(servers: ServerProcess[]): Promise<ServerProcess | null> {

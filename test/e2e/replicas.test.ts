@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { createClient } from "@gpupool/sdk";
 import { freshPostgresUrl, postgresUrl } from "../pg/postgres-url.js";
-import { startServerBinary } from "./binary.js";
+import { call, startServerBinary } from "./binary.js";
 import type { ServerProcess } from "./binary.js";
 
 /**
@@ -47,25 +47,6 @@ async function replicas(n: number, name: string): Promise<ServerProcess[]> {
     out.push(s);
   }
   return out;
-}
-
-async function call(
-  base: string,
-  method: string,
-  path: string,
-  token: string,
-  body?: unknown,
-): Promise<{ status: number; body: any }> {
-  const res = await fetch(base + path, {
-    method,
-    headers: {
-      authorization: `Bearer ${token}`,
-      ...(body === undefined ? {} : { "content-type": "application/json" }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null };
 }
 
 async function appKey(base: string): Promise<string> {
