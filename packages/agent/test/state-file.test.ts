@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
-import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, describe, expect, it, vi } from "vitest";
 import { LocalLeases, StateFile, StateFileError, defaultStateFile } from "../src/index.js";
 import type { LocalLease } from "../src/index.js";
 
@@ -177,7 +177,9 @@ describe("the agent's state file", () => {
 
   it("a reused pid is never signalled: a saved pid whose process is gone (its number maybe taken) is dropped", async () => {
     const path = join(dir, "reused.json");
-    await grantedThenCrashed(path, { leaseId: "ls_reuse", durationMs: 800 });
+    // A deadline far away: the probe, not the deadline, must end it (with 800 ms, a loaded CI
+    // machine took longer than that to start the stranger, and the deadline ended the lease first).
+    await grantedThenCrashed(path, { leaseId: "ls_reuse", durationMs: 60_000 });
     // Another process now has that pid: same number, another start time.
     const stranger = await child(false);
     const saved = JSON.parse(readFileSync(path, "utf8")) as {
@@ -187,8 +189,11 @@ describe("the agent's state file", () => {
     writeFileSync(path, JSON.stringify(saved));
     const second = run(path);
     // Its only process is "gone": the early-exit probe releases the lease, and nobody is signalled.
-    await new Promise((resolve) => setTimeout(resolve, 1_200));
-    expect(second.releases).toEqual([{ leaseId: "ls_reuse", failed: true, appKey: APP_KEY }]);
+    // (Polled, not a fixed sleep: CI saw the probe come after 1.2 s on a loaded machine.)
+    await vi.waitFor(() => expect(second.releases).toEqual([{ leaseId: "ls_reuse", failed: true, appKey: APP_KEY }]), {
+      timeout: 20_000,
+      interval: 50,
+    });
     expect(stranger.proc.exitCode).toBeNull();
     expect(stranger.proc.signalCode).toBeNull();
   });
