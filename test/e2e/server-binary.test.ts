@@ -92,7 +92,8 @@ describe("the gpupool server binary, driven by the SDK and the CLI", () => {
     const bad = await runCli(["quota"], { GPUPOOL_URL: server.url, GPUPOOL_TOKEN: "gpu_a_not-a-real-key" });
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/unauthorized/);
-  });
+    // Three runs of the CLI binary, each a fresh Node process: on a loaded CI machine more than 30 s.
+  }, 120_000);
 
   it("admits exactly the calls that fit when 60 arrive at once for one identity", async () => {
     const owner = await admin.admin.createUser({ name: "dave", tier: "pro" });
