@@ -32,7 +32,10 @@ async function replicas(n: number, name: string): Promise<ServerProcess[]> {
     config,
     [
       "storage:",
-      `  url: "${freshPostgresUrl(name)}"`,
+      // A leader lease of 15 s, not 5: the leader is stopped on purpose here (its session ends, so a
+      // follower leads at its next poll), and a CI machine starved of CPU for seconds must not also
+      // pass the lead around while the test waits for one leader.
+      `  url: "${freshPostgresUrl(name)}&leader_lease=15000"`,
       "quota:",
       "  tiers:",
       "    anonymous: { quota: 100000s, priority: 1, max_duration: 300s }",
