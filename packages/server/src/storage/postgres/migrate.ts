@@ -84,10 +84,17 @@ export async function migratePostgres(
         await run(record, [m.version, Date.now()]);
       } else {
         await run(`SET lock_timeout = ${target.lockTimeoutMs}`);
-        await session.sql.begin(async (sql) => {
-          await sql.unsafe(m.postgres);
-          await sql.unsafe(record, [m.version, Date.now()]);
-        });
+        // BEGIN and COMMIT sent by hand, through `run`, rather than with `sql.begin`: that answers a
+        // failure with a ROLLBACK even on a connection that closed (see session.ts).
+        await run("BEGIN");
+        try {
+          await run(m.postgres);
+          await run(record, [m.version, Date.now()]);
+          await run("COMMIT");
+        } catch (err) {
+          if (session.isOpen) await run("ROLLBACK").catch(() => undefined);
+          throw err;
+        }
       }
       applied.push(m);
       options.onApplied?.(m, performance.now() - started);
