@@ -52,7 +52,7 @@ describe.skipIf(postgresUrl() === null)("signing keys on PostgreSQL replicas", (
           async () =>
             Number(
               (
-                await sql`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = ${`gpupool:${schema}`}`
+                await sql`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name LIKE ${`gpupool:${schema}:%`}`
               )[0]!["n"],
             ) >= 3,
           30_000,

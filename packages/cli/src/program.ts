@@ -12,6 +12,7 @@ import { registerEdge } from "./commands/edge.js";
 import { registerIpToken } from "./commands/ip-token.js";
 import { registerLeases } from "./commands/leases.js";
 import { registerMe } from "./commands/me.js";
+import { registerMigrate } from "./commands/migrate.js";
 import { registerPool } from "./commands/pool.js";
 import { registerQuota } from "./commands/quota.js";
 import { registerServer } from "./commands/server.js";
@@ -59,11 +60,13 @@ Get started:
   npm start                      # = gpupool demo: a pool, users and a demo app, with a guided tour
   gpupool dashboard --open       # sign in to the web dashboard (one-time link)
   gpupool server --config gpupool.yaml
+  gpupool migrate --config gpupool.yaml --status   # schema versions the storage lacks
   gpupool <command> --help       # options and examples of a command
 
 Exit codes: 0 ok, 1 the server refused or failed (printed as "error [code]: detail"), 2 usage error.`,
     );
   registerServer(program);
+  registerMigrate(program);
   registerDemo(program);
   registerEdge(program);
   registerAgent(program);

@@ -5,10 +5,30 @@ import { DASHBOARD_MIGRATION } from "./migrations-dashboard.js";
  * Schema versions, each as SQLite and as PostgreSQL run it: the same tables, columns, indexes and
  * meaning, in each one's types (PostgreSQL: times and durations BIGINT milliseconds, `failed`
  * BOOLEAN, lease `seq` an identity column; SQLite: INTEGER, and `seq` the rowid alias). Applied in
- * order, each once, inside one transaction. Never edit a shipped version (databases already ran its
- * text); add the next one, for both adapters, and the column in tables.ts.
+ * order, each once, by `Store.migrate` (at server start and by `gpupool migrate`), under a lock so
+ * that replicas starting together take turns, and with no statement timeout (a migration may take
+ * longer than a request). Never edit a shipped version (databases already ran its text); add the
+ * next one, for both adapters, and the column in tables.ts.
  * `packages/server/test/storage-migrations.test.ts` checks that both reach the same version with the
  * same columns and equivalent indexes.
+ *
+ * A plain version runs in one transaction with its record in schema_migrations: all of it or
+ * nothing. Its locks are held until it commits, so on a table that older replicas are using keep it
+ * to what is quick (a new table, `ADD COLUMN` that is nullable or has a constant default); it waits
+ * at most the storage URL's `lock_timeout` for a lock, and fails rather than stall every request
+ * queued behind it (run it again).
+ *
+ * An `online` version is for what would lock a busy table for long, such as an index on leases: its
+ * PostgreSQL text is run one statement at a time (split at each `;` that ends a line, so keep `;`
+ * out of the statements' bodies), outside any transaction, with no lock timeout, so that
+ * `CREATE INDEX CONCURRENTLY` can run while older replicas keep serving (docs/upgrades.md). Each
+ * statement must be idempotent (`CREATE INDEX CONCURRENTLY IF NOT EXISTS name …`, `ADD COLUMN IF NOT
+ * EXISTS`): a run that was interrupted (a crash, a cancelled build) is run again from its first
+ * statement, and the version is recorded only after all of them succeeded. An index that a
+ * concurrent build left INVALID is dropped (`DROP INDEX CONCURRENTLY`) and built again by that next
+ * run: name it unqualified, as `CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT EXISTS name`. SQLite runs
+ * an online version's text like a plain one, in one transaction (it has one writer, and no
+ * CONCURRENTLY).
  */
 export interface Migration {
   readonly version: number;
@@ -16,6 +36,8 @@ export interface Migration {
   readonly why: string;
   readonly sqlite: string;
   readonly postgres: string;
+  /** PostgreSQL: run statement by statement outside a transaction (see above). */
+  readonly online?: boolean;
 }
 
 export const MIGRATIONS: readonly Migration[] = [

@@ -6,6 +6,7 @@ import { PostgresCoordination } from "./postgres/postgres-coordination.js";
 import { PostgresStore } from "./postgres/postgres-store.js";
 import { postgresTx } from "./postgres/postgres-tx.js";
 import { SqliteStore } from "./sqlite/sqlite-store.js";
+import type { MigrateOptions } from "./schema-version.js";
 import type { Storage } from "./store.js";
 
 /**
@@ -15,11 +16,20 @@ import type { Storage } from "./store.js";
  * SQLite: one process per file, always the leader; its leader work goes through the store's group
  * commit. PostgreSQL: replicas share the schema; the coordination uses the store's connections
  * (sessions for NOTIFY, a connection for LISTEN, and the leadership lease, whose session runs the leader's groups).
+ *
+ * Migrating at start is safe with replicas running: it takes turns with theirs, and refuses a
+ * schema newer than `options.migrations` (default: every version this binary knows) with
+ * SchemaTooNewError. PostgreSQL: a `?max=` that cannot fit the server's connection limit is refused.
  */
-export async function openStorage(url: string): Promise<Storage> {
+export async function openStorage(url: string, options: Pick<MigrateOptions, "migrations"> = {}): Promise<Storage> {
   if (url.startsWith("sqlite:")) {
     const store = new SqliteStore(url);
-    await store.migrate();
+    try {
+      await store.migrate(options);
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
     return { store, coordination: new LocalCoordination(store.stager), close: () => store.close() };
   }
   if (url.startsWith("postgres://") || url.startsWith("postgresql://")) {
@@ -44,7 +54,8 @@ export async function openStorage(url: string): Promise<Storage> {
     });
     connections.onClose(() => coordination.close());
     try {
-      await store.migrate();
+      await connections.checkBudget();
+      await store.migrate(options);
     } catch (err) {
       await connections.close();
       throw err;

@@ -1,6 +1,7 @@
 import type { DeviceSpec, GrantShare, IdentityKind, LedgerState } from "@gpupool/core";
 import type { UsageTx, WalletsTx } from "./billing-records.js";
 import type { DashboardTx } from "./dashboard-records.js";
+import type { MigrateOptions, MigrationReport } from "./schema-version.js";
 
 export type * from "./billing-records.js";
 export type * from "./dashboard-records.js";
@@ -23,8 +24,11 @@ export interface Store {
    * memory outside it, no messages, no clock reads whose second value would matter.
    */
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
-  /** Creates or upgrades the schema. */
-  migrate(): Promise<void>;
+  /**
+   * Creates or upgrades the schema (see migrations.ts), or with `dryRun` only says what is missing;
+   * refuses (SchemaTooNewError) a schema newer than the versions it knows.
+   */
+  migrate(options?: MigrateOptions): Promise<MigrationReport>;
   /** A cheap round trip, for readiness. */
   ping(): Promise<void>;
   close(): Promise<void>;

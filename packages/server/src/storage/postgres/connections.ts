@@ -1,8 +1,9 @@
 import { createHash } from "node:crypto";
 import postgres from "postgres";
+import { storageError } from "./errors.js";
 import { InFlight } from "./in-flight.js";
 import { Session, SessionPool } from "./session.js";
-import { parsePostgresUrl } from "./url.js";
+import { DEFAULT_POOL_MAX, parsePostgresUrl } from "./url.js";
 import type { PostgresUrl } from "./url.js";
 
 /** A stable 64-bit advisory lock key (as a decimal string) for `purpose` in `schema`. */
@@ -18,6 +19,17 @@ export function leaderLockKey(schema: string): string {
 function lockSpace(purpose: string, schema: string): number {
   return createHash("sha256").update(`gpupool\0${purpose}\0${schema}`).digest().readInt32BE(0);
 }
+
+/**
+ * Connections a replica opens beside its pool of `max`: the leader's session (every replica keeps
+ * one: a replica that does not lead campaigns on it) and the LISTEN connection. (When a leader's
+ * term ends, its session is dropped once its last group settled while the next campaign opens a
+ * new one: one more, for a moment, on that one replica.) See `checkBudget` and docs/upgrades.md.
+ */
+export const CONNECTIONS_BESIDE_POOL = 2;
+
+/** Names this process's replicas apart in application_name (several may run in one process: tests, benchmarks). */
+let replicasMade = 0;
 
 /** Reconnect delay after `attempt` failures, in seconds: quick at first, at most 2 s (postgres.js's default grows to 20 s). */
 function backoff(attempt: number): number {
@@ -64,6 +76,12 @@ export class PostgresConnections {
   private closing: Promise<void> | null = null;
   private readonly common: postgres.Options<Record<string, postgres.PostgresType>>;
   private readonly settings: Record<string, string | number>;
+  /**
+   * This replica in `pg_stat_activity.application_name`: `gpupool:<schema>:<replica>` for the pool
+   * and the LISTEN connection, `gpupool-leader:<schema>:<replica>` for the leader's session
+   * (PostgreSQL cuts names at 63 bytes).
+   */
+  readonly replica = `${process.pid.toString(36)}.${(++replicasMade).toString(36)}`;
 
   constructor(url: string) {
     this.url = parsePostgresUrl(url);
@@ -88,7 +106,7 @@ export class PostgresConnections {
             ...this.common,
             max: 1,
             idle_timeout: 60,
-            connection: { application_name: `gpupool:${schema}`, ...this.settings },
+            connection: { application_name: `gpupool:${schema}:${this.replica}`, ...this.settings },
             onclose: closed,
           }),
         ),
@@ -97,7 +115,7 @@ export class PostgresConnections {
     this.listener = postgres(this.url.connection, {
       ...this.common,
       max: 1,
-      connection: { application_name: `gpupool:${schema}`, ...this.settings },
+      connection: { application_name: `gpupool:${schema}:${this.replica}`, ...this.settings },
     });
     this.ledgerLockSpace = lockSpace("ledger", schema);
     this.leaderKey = leaderLockKey(schema);
@@ -126,7 +144,7 @@ export class PostgresConnections {
         max_lifetime: 0,
         keep_alive: 10,
         connection: {
-          application_name: `gpupool-leader:${this.url.schema}`,
+          application_name: `gpupool-leader:${this.url.schema}:${this.replica}`,
           ...this.settings,
           tcp_keepalives_idle: 10,
           tcp_keepalives_interval: 5,
@@ -138,6 +156,40 @@ export class PostgresConnections {
     this.leaderSessions.add(session);
     session.onClosed(() => this.leaderSessions.delete(session));
     return session;
+  }
+
+  /**
+   * Refuses (with why, and what to change) a pool that cannot work on this server: one replica
+   * alone would need more connections than PostgreSQL lets a role that is not a superuser open
+   * (`max_connections` less the slots reserved for superusers). How many replicas fit is the
+   * operator's arithmetic (docs/upgrades.md); the default `max` keeps ten within the default 100.
+   */
+  async checkBudget(): Promise<void> {
+    const [row] = await this.pool
+      .run((session) =>
+        session.sql.unsafe<{ max_connections: number; reserved: number; superuser: boolean }[]>(
+          `SELECT current_setting('max_connections')::int AS max_connections,
+                current_setting('superuser_reserved_connections')::int
+                  + COALESCE(NULLIF(current_setting('reserved_connections', true), '')::int, 0) AS reserved,
+                (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser`,
+        ),
+      )
+      .catch((err: unknown) => {
+        throw storageError(err);
+      });
+    if (!row) return;
+    const allowed = row.superuser ? row.max_connections : row.max_connections - row.reserved;
+    const needed = this.url.max + CONNECTIONS_BESIDE_POOL;
+    if (needed > allowed) {
+      throw new Error(
+        `storage.url ?max=${this.url.max} cannot work: each replica opens up to ${needed} connections to PostgreSQL ` +
+          `(a pool of ${this.url.max}, the leader's session and the LISTEN connection), and this server accepts at most ${allowed}` +
+          (row.superuser
+            ? ` (max_connections)`
+            : ` (max_connections ${row.max_connections} less ${row.reserved} reserved for superusers)`) +
+          `. Lower ?max= (each replica needs max + ${CONNECTIONS_BESIDE_POOL}; the default ${DEFAULT_POOL_MAX} fits 10 replicas in PostgreSQL's default max_connections of 100), or raise max_connections.`,
+      );
+    }
   }
 
   /**

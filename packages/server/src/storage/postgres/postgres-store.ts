@@ -2,10 +2,12 @@ import type postgres from "postgres";
 import { StorageUnavailableError } from "../store.js";
 import type { Store, Tx } from "../store.js";
 import { MIGRATIONS } from "../migrations.js";
+import type { MigrateOptions, MigrationReport } from "../schema-version.js";
 import type { PostgresConnections } from "./connections.js";
 import { lockKey } from "./connections.js";
 import { isSerializationFailure, storageError } from "./errors.js";
 import { fence } from "./fence.js";
+import { migratePostgres } from "./migrate.js";
 import { postgresTx } from "./postgres-tx.js";
 
 /**
@@ -40,30 +42,24 @@ export class PostgresStore implements Store {
   }
 
   /**
-   * Applies the missing migrations in one transaction. A transaction-level advisory lock makes
-   * replicas that start together take turns: the first migrates, the others then find nothing to do.
+   * Applies the missing migrations (see migrate.ts: under a session-level advisory lock that makes
+   * replicas starting together take turns, with no statement timeout; plain versions each in a
+   * transaction, online ones statement by statement). It runs on a session of the pool that is
+   * ended afterwards, its settings changed: the pool's other sessions keep their timeouts.
    */
-  async migrate(): Promise<void> {
-    const schema = this.connections.schema;
-    await this.guard(() =>
-      this.inSession(async (sql) => {
-        // Replicas starting together wait here for the first one's migration, which may take longer
-        // than lock_timeout (statement_timeout still bounds it).
-        await sql`SET LOCAL lock_timeout = 0`;
-        await sql`SELECT pg_advisory_xact_lock(${lockKey("migrate", schema)}::bigint)`;
-        // Only when missing: CREATE SCHEMA checks the CREATE privilege on the database even with
-        // IF NOT EXISTS, and a schema made by an administrator for a less privileged user is fine.
-        const [exists] = await sql`SELECT 1 FROM pg_namespace WHERE nspname = ${schema}`;
-        if (!exists) await sql`CREATE SCHEMA IF NOT EXISTS ${sql(schema)}`;
-        await sql`CREATE TABLE IF NOT EXISTS ${sql(schema)}.schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`;
-        const [row] = await sql<
-          { v: number }[]
-        >`SELECT COALESCE(MAX(version), 0)::int AS v FROM ${sql(schema)}.schema_migrations`;
-        const current = row?.v ?? 0;
-        for (const m of MIGRATIONS) {
-          if (m.version <= current) continue;
-          await sql.unsafe(m.postgres);
-          await sql`INSERT INTO ${sql(schema)}.schema_migrations (version, applied_at) VALUES (${m.version}, ${Date.now()})`;
+  async migrate(options: MigrateOptions = {}): Promise<MigrationReport> {
+    const { schema, url } = this.connections;
+    return this.guard(() =>
+      this.connections.pool.run(async (session) => {
+        try {
+          return await migratePostgres(
+            session,
+            { schema, lockKey: lockKey("migrate", schema), lockTimeoutMs: url.lockTimeoutMs },
+            options,
+            options.migrations ?? MIGRATIONS,
+          );
+        } finally {
+          await session.end();
         }
       }),
     );

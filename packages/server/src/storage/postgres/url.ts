@@ -4,7 +4,10 @@ export interface PostgresUrl {
   readonly connection: string;
   /** Where the tables live (`?schema=`, default `public`); created if missing. */
   readonly schema: string;
-  /** Pool size (`?max=`, default 10). */
+  /**
+   * Pool size (`?max=`, default DEFAULT_POOL_MAX). A replica opens this many connections and two
+   * more (connections.ts `CONNECTIONS_BESIDE_POOL`).
+   */
   readonly max: number;
   /** Seconds to wait for a connection (`?connect_timeout=`, default 5). */
   readonly connectTimeoutS: number;
@@ -31,6 +34,14 @@ export interface PostgresUrl {
   /** `host:port/database`, without user or password: safe for messages and logs. */
   readonly display: string;
 }
+
+/**
+ * The default pool size per replica: 10 replicas × (6 + 2) = 80 connections, within the 97 that
+ * PostgreSQL's defaults leave to roles that are not superusers (max_connections 100 less
+ * superuser_reserved_connections 3), with 17 to spare for `gpupool migrate`, psql, monitoring, and a
+ * leader's session being replaced. 10 per replica (12 in all) put 10 replicas at 120, over the limit.
+ */
+export const DEFAULT_POOL_MAX = 6;
 
 // Plain lower-case identifiers only: the name is used in search_path, in channel names and in DDL.
 const SCHEMA = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -74,7 +85,7 @@ export function parsePostgresUrl(url: string): PostgresUrl {
   const schema = params.get("schema") ?? "public";
   params.delete("schema");
   if (!SCHEMA.test(schema)) problems.push("?schema= must be a lower-case identifier (letters, digits, _; at most 63)");
-  const max = int(params, "max", 10, 1, 1_000, problems);
+  const max = int(params, "max", DEFAULT_POOL_MAX, 1, 1_000, problems);
   const connectTimeoutS = int(params, "connect_timeout", 5, 1, 600, problems);
   const statementTimeoutMs = int(params, "statement_timeout", 5_000, 0, 3_600_000, problems);
   const idleInTransactionTimeoutMs = int(params, "idle_in_transaction_session_timeout", 2_000, 0, 3_600_000, problems);

@@ -5,6 +5,9 @@ import type { LedgerState } from "@gpupool/core";
 import { Serial } from "../../serial.js";
 import type { WalletCache } from "../billing-sql.js";
 import { MIGRATIONS } from "../migrations.js";
+import type { Migration } from "../migrations.js";
+import { newestVersion, pendingMigrations } from "../schema-version.js";
+import type { MigrateOptions, MigrationReport } from "../schema-version.js";
 import { StorageUnavailableError } from "../store.js";
 import type { Staged, Stager, Store, Tx, UserRecord } from "../store.js";
 import { Checkpointer } from "./checkpointer.js";
@@ -119,16 +122,30 @@ export class SqliteStore implements Store {
     return s;
   }
 
-  async migrate(): Promise<void> {
-    await this.serial.run(async () => {
-      this.db.exec(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-      );
-      const row = this.db.prepare("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations").get() as {
-        v: number;
-      };
-      for (const m of MIGRATIONS) {
-        if (m.version <= row.v) continue;
+  /**
+   * Applies the missing versions, each in one IMMEDIATE transaction with its record (an online one
+   * too: SQLite has one writer and no CONCURRENTLY). One server holds the file (DatabaseLock), so
+   * nothing else migrates it meanwhile. A dry run creates nothing.
+   */
+  async migrate(options: MigrateOptions = {}): Promise<MigrationReport> {
+    const migrations = options.migrations ?? MIGRATIONS;
+    return this.serial.run(async () => {
+      const exists = this.db
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")
+        .get();
+      if (!exists && options.dryRun !== true)
+        this.db.exec(
+          "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        );
+      const from = exists
+        ? (this.db.prepare("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations").get() as { v: number }).v
+        : 0;
+      const pending = pendingMigrations(migrations, from);
+      const known = newestVersion(migrations);
+      if (options.dryRun === true) return { from, to: from, known, applied: [], pending };
+      const applied: Migration[] = [];
+      for (const m of pending) {
+        const started = performance.now();
         const apply = this.db.transaction(() => {
           this.db.exec(m.sqlite);
           this.db
@@ -136,7 +153,10 @@ export class SqliteStore implements Store {
             .run(m.version, Date.now());
         });
         apply.immediate();
+        applied.push(m);
+        options.onApplied?.(m, performance.now() - started);
       }
+      return { from, to: applied.at(-1)?.version ?? from, known, applied, pending: [] };
     });
   }
 
