@@ -4,7 +4,12 @@
 //   npm run bench -- admission --storage postgres   the admission benchmark on PostgreSQL
 //   npm run bench -- admission --baseline ../old     also measures another built checkout, same rounds
 const [name = "admission", ...rest] = process.argv.slice(2);
-const benches = { admission: "./admission.js", scheduler: "./scheduler.js", edge: "./edge.js" };
+const benches = {
+  admission: "./admission.js",
+  scheduler: "./scheduler.js",
+  edge: "./edge.js",
+  retention: "./retention.js",
+};
 if (!benches[name]) {
   console.error(`unknown benchmark "${name}"; available: ${Object.keys(benches).join(", ")}`);
   process.exit(2);
@@ -15,7 +20,10 @@ if (storageAt >= 0) {
   const arg = rest[storageAt];
   const storage = arg.includes("=") ? arg.slice(arg.indexOf("=") + 1) : rest[storageAt + 1];
   rest.splice(storageAt, arg.includes("=") ? 1 : 2);
-  const byStorage = { sqlite: file, postgres: name === "admission" ? "./admission-postgres.js" : null };
+  const byStorage = {
+    sqlite: file,
+    postgres: name === "admission" ? "./admission-postgres.js" : name === "retention" ? file : null,
+  };
   if (!byStorage[storage]) {
     console.error(
       `--storage ${storage ?? "(missing)"}: the ${name} benchmark runs on ${Object.keys(byStorage)
@@ -25,6 +33,7 @@ if (storageAt >= 0) {
     process.exit(2);
   }
   file = byStorage[storage];
+  if (name === "retention") rest.push("--storage", storage);
 }
 const mod = await import(file);
 await mod.main(rest);

@@ -5,6 +5,8 @@ import type { DeviceSpec, Policy, SizePolicy, TierPolicy } from "@gpupool/core";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { billingSchema, normalizeBilling } from "./config-billing.js";
+import { normalizeRetention, retentionSchema } from "./config-retention.js";
+import type { RetentionConfig } from "./config-retention.js";
 import { parsePostgresUrl } from "./storage/postgres/url.js";
 
 /** The whole server configuration, normalized: milliseconds, resolved defaults. */
@@ -29,6 +31,8 @@ export interface ServerConfig {
     /** Where the built dashboard is (its index.html and assets/); null: packages/dashboard/dist beside this package. */
     readonly distDir: string | null;
   };
+  /** How long what has ended is kept (config-retention.ts). */
+  readonly retention: RetentionConfig;
 }
 
 export class ConfigError extends Error {
@@ -176,6 +180,7 @@ const schema = z.strictObject({
       dist: z.string().min(1).nullable().default(null),
     })
     .prefault({}),
+  retention: retentionSchema,
   log: z
     .strictObject({ level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info") })
     .prefault({}),
@@ -244,6 +249,7 @@ export function normalizeConfig(raw: unknown, source = "configuration"): ServerC
     );
   }
   const billing = normalizeBilling(c.billing, tiers, problems);
+  const retention = normalizeRetention(c.retention, problems);
   if (problems.length > 0) throw new ConfigError(source, problems);
   return {
     server: { host: c.server.host, port: c.server.port, bodyLimitBytes: c.server.body_limit },
@@ -273,6 +279,7 @@ export function normalizeConfig(raw: unknown, source = "configuration"): ServerC
       sessionTtlMs: c.dashboard.session_ttl,
       distDir: c.dashboard.dist,
     },
+    retention,
   };
 }
 

@@ -14,3 +14,5 @@ export type { Storage, Store, Tx, LeaseRecord, UserRecord, AppRecord } from "./s
 export type { AdmitInput, AdmitResult } from "./use-cases/leases/leases.js";
 export type { Clock } from "./clock.js";
 export { systemClock } from "./clock.js";
+export { Retention } from "./use-cases/maintenance/retention.js";
+export type { RetentionCounts } from "./use-cases/maintenance/retention.js";

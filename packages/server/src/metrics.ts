@@ -24,6 +24,7 @@ export class Metrics {
   private readonly held: Histogram<"size">;
   private readonly waited: Histogram;
   private readonly ledger: Histogram<"op">;
+  private readonly retained: Counter<"table">;
 
   constructor(
     state: PoolGauges,
@@ -67,6 +68,12 @@ export class Metrics {
       help: "Duration of ledger transactions (admit, release, expire)",
       labelNames: ["op"],
       buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5],
+      registers,
+    });
+    this.retained = new Counter({
+      name: "gpupool_retention_deleted_rows_total",
+      help: "Rows the retention job deleted, by table",
+      labelNames: ["table"],
       registers,
     });
     new Gauge({
@@ -147,6 +154,10 @@ export class Metrics {
   end(status: string, size: string, heldMs: number | null): void {
     this.ended.inc({ status });
     if (heldMs !== null) this.held.observe({ size }, heldMs / 1000);
+  }
+
+  retentionDeleted(table: string, rows: number): void {
+    this.retained.inc({ table }, rows);
   }
 
   ledgerTransaction(op: string, seconds: number): void {

@@ -75,3 +75,63 @@ describe("configuration", () => {
     );
   });
 });
+
+describe("retention", () => {
+  const problemsOf = (raw: unknown): string[] => {
+    try {
+      normalizeConfig(raw);
+    } catch (e) {
+      if (e instanceof ConfigError) return [...e.problems];
+      throw e;
+    }
+    return [];
+  };
+
+  it("defaults: ended leases 30 days, sessions and idle ledgers 7 days, usage records (the bill) forever", () => {
+    expect(normalizeConfig({}).retention).toEqual({
+      leasesMs: 30 * 86_400_000,
+      usageMs: null,
+      sessionsMs: 7 * 86_400_000,
+      ledgersMs: 7 * 86_400_000,
+      intervalMs: 3_600_000,
+      batchRows: 1_000,
+      pauseMs: 100,
+    });
+  });
+
+  it("takes durations of years, and forever (or null) for anything kept", () => {
+    const r = normalizeConfig({
+      retention: { leases: "90d", usage: "3650d", sessions: "forever", ledgers: null, batch: 500, pause: "1s" },
+    }).retention;
+    expect(r).toMatchObject({
+      leasesMs: 90 * 86_400_000,
+      usageMs: 3650 * 86_400_000,
+      sessionsMs: null,
+      ledgersMs: null,
+    });
+    expect(r).toMatchObject({ batchRows: 500, pauseMs: 1_000 });
+  });
+
+  it("reports every problem at once, with its path", () => {
+    const problems = problemsOf({
+      retention: { leases: "2h", usage: "1h", sessions: "soon", batch: 0, interval: "1s", bogus: 1 },
+    });
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^retention\.sessions: .*not a duration/),
+        expect.stringMatching(/^retention\.batch: /),
+        expect.stringMatching(/^retention: .*bogus/),
+      ]),
+    );
+    // The cross-field rules are checked once the fields parse.
+    expect(problemsOf({ retention: { leases: "2h", usage: "1h", interval: "1s" } })).toEqual([
+      expect.stringMatching(/^retention\.leases: must be at least 1 day/),
+      expect.stringMatching(/^retention\.usage: must be at least retention\.leases/),
+      expect.stringMatching(/^retention\.interval: must be at least 1 minute/),
+    ]);
+    // Usage records may not go while their leases are kept forever.
+    expect(problemsOf({ retention: { leases: "forever", usage: "400d" } })).toEqual([
+      expect.stringMatching(/^retention\.usage: /),
+    ]);
+  });
+});

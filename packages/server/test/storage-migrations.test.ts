@@ -296,13 +296,19 @@ describe("paired migrations", () => {
       expect(Object.keys(pg.tables).sort()).toEqual(Object.keys(sqlite.tables).sort());
       for (const table of Object.keys(sqlite.tables)) expect(pg.tables[table], table).toEqual(sqlite.tables[table]);
       expect(pg.indexes).toEqual(sqlite.indexes);
-      // What version 4 is for: no index of every identity's leases, one of users' leases.
+      // What version 4 is for: no index of every identity's leases, one of users' leases. Retention
+      // indexes only the small session tables (leases and ledgers are walked by their keys).
       expect(Object.keys(pg.indexes).sort()).toEqual([
         "credit_grants_key",
         "credit_grants_user",
+        "dashboard_codes_expires",
+        "dashboard_sessions_expires",
+        "dashboard_sessions_revoked",
         "leases_app",
         "leases_live",
         "leases_user",
+        "sessions_expires",
+        "sessions_revoked",
         "sessions_user",
         "usage_app",
         "usage_ended",

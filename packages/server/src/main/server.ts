@@ -26,6 +26,7 @@ import { TokenIssuer } from "../use-cases/identity/token-issuer.js";
 import { Diagnose } from "../use-cases/leases/diagnose.js";
 import { forgetExpiredKeys } from "../use-cases/leases/idempotency.js";
 import { LeaseRequests } from "../use-cases/leases/lease-requests.js";
+import { Retention } from "../use-cases/maintenance/retention.js";
 import { NodeAgents } from "../use-cases/nodes/node-agents.js";
 import { assemblePool } from "./pool.js";
 
@@ -63,7 +64,12 @@ export interface ServerOptions {
 export interface RunningServer {
   readonly app: FastifyInstance;
   /** For tests and tools that look behind the API. */
-  readonly context: { readonly config: ServerConfig; readonly store: Store; readonly replica: Replica };
+  readonly context: {
+    readonly config: ServerConfig;
+    readonly store: Store;
+    readonly replica: Replica;
+    readonly retention: Retention;
+  };
   /** Set once listening. */
   url: string;
   listen(): Promise<string>;
@@ -79,6 +85,8 @@ export interface RunningServer {
 const REFUSAL_FLUSH_MS = 5_000;
 /** How often expired Idempotency-Keys are deleted. */
 const KEY_SWEEP_MS = 3_600_000;
+/** The retention job's first run after start (then every `retention.interval`). */
+const RETENTION_FIRST_MS = 60_000;
 
 export async function createServer(config: ServerConfig, options: ServerOptions = {}): Promise<RunningServer> {
   const log = options.logger ?? pino({ level: config.logLevel, base: { service: "gpupool" }, redact: LOG_REDACT });
@@ -105,6 +113,22 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
     );
   const keyTick = setInterval(() => void forgetKeys(), KEY_SWEEP_MS);
   keyTick.unref();
+  // Deletes what has ended past its retention, on the leader only (see Retention).
+  const retention = new Retention(store, config.retention, policy.windowMs, {
+    leads: () => replica.isLeader,
+    deleted: (table, rows) => metrics.retentionDeleted(table, rows),
+    log,
+  });
+  const retain = (): void => {
+    if (!replica.isLeader) return;
+    retention
+      .run(clock.now())
+      .catch((err: unknown) => log.warn({ err }, "the retention job failed; trying again at its next run"));
+  };
+  const retentionFirst = setTimeout(retain, Math.min(RETENTION_FIRST_MS, config.retention.intervalMs));
+  const retentionTick = setInterval(retain, config.retention.intervalMs);
+  retentionFirst.unref();
+  retentionTick.unref();
   const ctx: RouteContext = {
     config,
     policy,
@@ -132,7 +156,7 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
   const app = buildHttpApp(ctx);
   const running: RunningServer = {
     app,
-    context: { config, store, replica },
+    context: { config, store, replica, retention },
     url: "",
     async listen() {
       const address = await app.listen({ host: config.server.host, port: config.server.port });
@@ -149,6 +173,9 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
       await app.close();
       clearInterval(refusalTick);
       clearInterval(keyTick);
+      clearTimeout(retentionFirst);
+      clearInterval(retentionTick);
+      await retention.stop();
       await refusals.flush();
       if (!options.storage) await storage.close();
     },

@@ -1,10 +1,12 @@
 import type { DeviceSpec, GrantShare, IdentityKind, LedgerState } from "@gpupool/core";
 import type { UsageTx, WalletsTx } from "./billing-records.js";
 import type { DashboardTx } from "./dashboard-records.js";
+import type { RetentionTx } from "./retention-records.js";
 import type { MigrateOptions, MigrationReport } from "./schema-version.js";
 
 export type * from "./billing-records.js";
 export type * from "./dashboard-records.js";
+export type * from "./retention-records.js";
 
 /**
  * The one storage interface. Use cases open a transaction and call these methods; nothing
@@ -302,6 +304,7 @@ export interface Tx {
   readonly wallets: WalletsTx;
   readonly usage: UsageTx;
   readonly dashboard: DashboardTx;
+  readonly retention: RetentionTx;
 }
 
 export interface UsersTx {

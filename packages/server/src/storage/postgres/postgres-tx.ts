@@ -3,6 +3,7 @@ import type postgres from "postgres";
 import { billingTx, dollarParams } from "../billing-sql.js";
 import { dashboardTx } from "../dashboard-sql.js";
 import { leaseListStatements } from "../lease-list.js";
+import { retentionTx } from "../retention-sql.js";
 import type { Tx } from "../store.js";
 import type { Row, SqlValue, TableNames } from "../table.js";
 import { APPS, EDGES, IDEMPOTENCY_KEYS, LEASES, LEDGERS, NODES, SESSIONS, SIGNING_KEYS, USERS } from "../tables.js";
@@ -133,6 +134,11 @@ export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedT
     row === undefined ? null : table.decode(row);
   return {
     ...dashboardTx({
+      dialect: "postgres",
+      all: async (text, params) => [...(await q(dollarParams(text), [...params]))],
+      run: async (text, params) => (await q(dollarParams(text), [...params])).count,
+    }),
+    ...retentionTx({
       dialect: "postgres",
       all: async (text, params) => [...(await q(dollarParams(text), [...params]))],
       run: async (text, params) => (await q(dollarParams(text), [...params])).count,

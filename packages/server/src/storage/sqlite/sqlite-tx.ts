@@ -4,6 +4,7 @@ import { billingTx } from "../billing-sql.js";
 import { dashboardTx } from "../dashboard-sql.js";
 import type { WalletCache } from "../billing-sql.js";
 import { leaseListStatements } from "../lease-list.js";
+import { retentionTx } from "../retention-sql.js";
 import type { LeaseRecord, Tx, UserRecord } from "../store.js";
 import type { Row, TableNames } from "../table.js";
 import { APPS, EDGES, IDEMPOTENCY_KEYS, LEASES, LEDGERS, NODES, SESSIONS, SIGNING_KEYS, USERS } from "../tables.js";
@@ -129,6 +130,13 @@ export function sqliteTx(c: SqliteConnection): Tx {
       dialect: "sqlite",
       all: async (text, params) => all(text, ...params),
       run: async (text, params) => run(text, ...params),
+    }),
+    ...retentionTx({
+      dialect: "sqlite",
+      all: async (text, params) => all(text, ...params),
+      run: async (text, params) => run(text, ...params),
+      // A deleted ledger must not stay cached as existing, or its next write would UPDATE no row.
+      forgetLedger: (identity) => c.ledgers.delete(identity),
     }),
     ...billingTx({
       dialect: "sqlite",
