@@ -6,6 +6,7 @@
 // change each watcher hears it. `--baseline DIR` (a built checkout of another version) runs the same
 // scenario against that build's server in the same run.
 //   npm run bench -- dashboard [--watchers 1000] [--queued 10000] [--changes 20] [--baseline DIR]
+import { Buffer } from "node:buffer";
 import { fork } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
