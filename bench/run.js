@@ -3,12 +3,14 @@
 // last line, one JSON object {"bench": "<name>", ...}.
 //   npm run bench -- admission --storage postgres   the admission benchmark on PostgreSQL
 //   npm run bench -- admission --baseline ../old     also measures another built checkout, same rounds
+//   npm run bench -- dashboard --baseline ../old     the live streams at 10k queued, 1,000 watchers
 const [name = "admission", ...rest] = process.argv.slice(2);
 const benches = {
   admission: "./admission.js",
   scheduler: "./scheduler.js",
   edge: "./edge.js",
   retention: "./retention.js",
+  dashboard: "./dashboard.js",
 };
 if (!benches[name]) {
   console.error(`unknown benchmark "${name}"; available: ${Object.keys(benches).join(", ")}`);

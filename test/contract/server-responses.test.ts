@@ -725,6 +725,8 @@ describe("the server's responses match the contract", () => {
     expectStatus(await t.checked("GET", "/v1/admin/users?q=ali&limit=1", { token: ADMIN }), 200);
     // What its views read.
     expectStatus(await t.checked("GET", "/v1/admin/queue", { token: ADMIN }), 200);
+    expectStatus(await t.checked("GET", "/v1/admin/queue/entries?limit=10", { token: ADMIN }), 200);
+    expectStatus(await t.checked("GET", "/v1/admin/queue/entries?cursor=x", { token: ADMIN }), 400, "invalid_request");
     expectStatus(await t.checked("GET", "/v1/admin/refusals?hours=2", { token: ADMIN }), 200);
     expectStatus(await t.checked("GET", "/v1/admin/refusals?hours=500", { token: ADMIN }), 400, "invalid_request");
     expectStatus(await t.checked("PATCH", `/v1/admin/users/${alice.id}`, { token: ADMIN, body: { tier: "pro" } }), 200);

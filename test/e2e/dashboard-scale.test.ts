@@ -12,6 +12,8 @@ const run = it.skipIf(!haveBrowser && !inCi);
 
 const ACTIVE = 1_000;
 const QUEUED = 10_000;
+/** Queue entries a pool event lists (the server's QUEUE_LISTED). */
+const LISTED = 200;
 
 /** A pool of 500 GPUs (2 slots each) on 50 nodes, `busy` of its slots held, and QUEUED calls waiting. */
 function bigPool(busy: number) {
@@ -45,15 +47,25 @@ function bigPool(busy: number) {
       return id;
     }),
   }));
-  const queue = Array.from({ length: QUEUED }, (_, i) => ({
-    lease: `lq_${i}`,
-    position: i + 1,
-    reason: "node",
-    identity: `ip:10.0.${Math.floor(i / 250)}.${i % 250}`,
-    app: `a_${i % 40}`,
-    slots: 1,
-  }));
-  return { leader: true, source: "leader", nodes, devices, slots: { total: 1000, busy }, active, queue };
+  // As the server sends it: the first 200 in line, all of them counted.
+  const queue = line(0, LISTED);
+  const queued = { total: QUEUED, listed: LISTED, by_reason: { node: QUEUED }, by_kind: { ip: QUEUED } };
+  return { leader: true, source: "leader", nodes, devices, slots: { total: 1000, busy }, active, queue, queued };
+}
+
+/** Queue entries at positions after `after`, at most `limit`. */
+function line(after: number, limit: number) {
+  return Array.from({ length: Math.max(0, Math.min(limit, QUEUED - after)) }, (_, k) => {
+    const i = after + k;
+    return {
+      lease: `lq_${i}`,
+      position: i + 1,
+      reason: "node",
+      identity: `ip:10.0.${Math.floor(i / 250)}.${i % 250}`,
+      app: `a_${i % 40}`,
+      slots: 1,
+    };
+  });
 }
 
 describe("the operator's pool view at scale (1,000 active leases, 10,000 queued)", () => {
@@ -77,6 +89,19 @@ describe("the operator's pool view at scale (1,000 active leases, 10,000 queued)
       let served = 0;
       const sentAt: number[] = [];
       await context.route(`${w.url}/v1/admin/pool`, (route: Route) => route.fulfill({ json: bigPool(ACTIVE) }));
+      // The rest of the line, a page at a time (the cursor here is the last position, in the clear).
+      await context.route(`${w.url}/v1/admin/queue/entries**`, (route: Route) => {
+        const q = new URL(route.request().url()).searchParams;
+        const after = Number(q.get("cursor") ?? 0);
+        const entries = line(after, Number(q.get("limit") ?? LISTED));
+        const last = entries[entries.length - 1]?.position ?? QUEUED;
+        return route.fulfill({
+          json: { total: QUEUED, entries, next_cursor: last < QUEUED ? String(last) : null },
+        });
+      });
+      console.log(
+        `dashboard at scale: a pool event with ${QUEUED} queued is ${JSON.stringify(bigPool(ACTIVE)).length} bytes`,
+      );
       await context.route(`${w.url}/v1/admin/pool/events`, async (route: Route) => {
         // One event per connection: the client reconnects after each, so each arrives on its own.
         const busy = ACTIVE - 1 - served++;
@@ -114,6 +139,15 @@ describe("the operator's pool view at scale (1,000 active leases, 10,000 queued)
         return shown!.at - sentAt[ACTIVE - 1 - busy]!;
       });
       console.log(`dashboard at scale: a pool event shown ${latencies.join(" ms, ")} ms after it was sent`);
+      // Every queued call counted, the first 50 shown, and honestly how many more; the next page from the line.
+      await page.waitForFunction(() => document.querySelector("#queued-count")?.textContent === "10,000");
+      await page.waitForFunction(() => document.querySelector("#queue-more")?.textContent?.includes("9,950 more"));
+      await page.click("#queue-next");
+      await page.waitForFunction(
+        () => document.querySelector("#queue-more")?.textContent?.startsWith("51–100 of 10,000"),
+        null,
+        { timeout: 30_000 },
+      );
       // Still responsive: a click on another view answers.
       await page.click('a[href="#/users"]');
       await page.waitForSelector("#user-search");

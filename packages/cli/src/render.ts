@@ -230,8 +230,9 @@ export function renderLeases(leases: readonly Lease[], now: Date): string {
 export function renderPool(state: PoolState, now: Date): string {
   const { nodes, devices, active, queue } = state;
   const { total, busy } = state.slots;
+  const queued = state.queued.total;
   const out = [
-    `Pool: ${nodes.length} node(s), ${devices.length} GPU(s), ${total} slots (${busy} busy, ${total - busy} free), ${queue.length} queued`,
+    `Pool: ${nodes.length} node(s), ${devices.length} GPU(s), ${total} slots (${busy} busy, ${total - busy} free), ${queued} queued`,
     "",
   ];
   if (!state.leader) {
@@ -288,7 +289,7 @@ export function renderPool(state: PoolState, now: Date): string {
       ),
     );
   }
-  out.push("", `Queue (${queue.length})`);
+  out.push("", `Queue (${queued})`);
   if (queue.length > 0) {
     out.push(
       table(
@@ -303,6 +304,8 @@ export function renderPool(state: PoolState, now: Date): string {
         ]),
       ),
     );
+    // The server lists the first in line; the rest are counted (GET /v1/admin/queue/entries pages them).
+    if (queued > queue.length) out.push(`… and ${queued - queue.length} more in line`);
   }
   return out.join("\n");
 }

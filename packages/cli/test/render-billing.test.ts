@@ -136,6 +136,7 @@ describe("render billing", () => {
       id,
       identity: { kind: "user", id: "u_1", tier: "pro" },
       app: null,
+      appName: null,
       node: "sim-0",
       size: "large",
       status: "released",
@@ -151,6 +152,12 @@ describe("render billing", () => {
       refundedS: 50 - overageS,
       problem: null,
       currency: "USD",
+      cost: {
+        paidBy: overageS > 0 ? "quota_and_credits" : "quota",
+        amountMicros: micros,
+        currency: "USD",
+        display: { amount: "", gpu: "" },
+      },
     });
     const text = renderUsageRecords([record("ls_1", 20, 33_334), record("ls_2", 0, 0)], now);
     expect(text).toMatch(/ls_1 +1m ago +user:u_1 +- +large +released +30s +30s +10s +20s +\$0\.033334/);
@@ -174,7 +181,7 @@ describe("render billing", () => {
       to: now,
       groupBy: "day",
       currency: "USD",
-      groups: [{ key: "2025-01-09", ...totals }],
+      groups: [{ key: "2025-01-09", name: null, ...totals }],
       total: totals,
     };
     const text = renderUsageSummary(summary);

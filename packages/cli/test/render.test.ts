@@ -114,9 +114,16 @@ describe("render", () => {
       slots: { total: 2, busy: 1 },
       active: [],
       queue: [{ lease: "ls_2", position: 1, reason: null, identity: "app:a_1", app: "a_1", slots: 1 }],
+      queued: { total: 1, listed: 1, byReason: {}, byKind: { app: 1 } },
     };
     const text = renderPool(state, now);
     expect(text).toMatch(/^Pool: 1 node\(s\), 1 GPU\(s\), 2 slots \(1 busy, 1 free\), 1 queued/);
+    expect(text).not.toMatch(/more in line/);
+    // A deep queue: the server lists the first in line and counts the rest.
+    const deep = renderPool({ ...state, queued: { total: 250, listed: 1, byReason: {}, byKind: { app: 250 } } }, now);
+    expect(deep).toMatch(/^Pool: .*, 250 queued/);
+    expect(deep).toMatch(/^Queue \(250\)$/m);
+    expect(deep).toMatch(/… and 249 more in line/);
     expect(text).toMatch(/does not lead the pool/);
     expect(text).toMatch(/leader: true/);
     expect(renderPool({ ...state, leader: true }, now)).not.toMatch(/does not lead/);
@@ -135,7 +142,16 @@ describe("render", () => {
       },
     ];
     const pool = renderPool(
-      { leader: true, source: "leader", nodes: [], devices: [], slots: { total: 2, busy: 1 }, active, queue: [] },
+      {
+        leader: true,
+        source: "leader",
+        nodes: [],
+        devices: [],
+        slots: { total: 2, busy: 1 },
+        active,
+        queue: [],
+        queued: { total: 0, listed: 0, byReason: {}, byKind: {} },
+      },
       now,
     );
     const leases = renderLeases(

@@ -1,6 +1,7 @@
 import * as z from "zod/mini";
 import { Count, Seconds, Time, describe, matching } from "./common.js";
 import { SessionUser } from "./identity.js";
+import { PoolQueueEntry } from "./pool.js";
 import { ProblemCodeSchema } from "./problem-objects.js";
 
 // The dashboard's own routes (SPEC §11): its browser session, sign-in links, and the reads the
@@ -82,6 +83,27 @@ export const QueueView = z.object({
   }),
 });
 export type QueueView = z.infer<typeof QueueView>;
+
+/** `GET /v1/admin/queue/entries` query. */
+export const QueueEntriesQuery = z.strictObject({
+  limit: describe(z.optional(Limit), "Entries per page: 1 to 1000 (default 200)."),
+  cursor: Cursor,
+});
+export type QueueEntriesQuery = z.infer<typeof QueueEntriesQuery>;
+
+/** `GET /v1/admin/queue/entries`: the queue in line order, a page at a time. */
+export const QueueEntriesPage = z.object({
+  total: describe(Count, "Calls waiting now."),
+  entries: describe(
+    z.array(PoolQueueEntry),
+    "In line order (the leader's priority order; arrival order on a replica that does not lead).",
+  ),
+  next_cursor: describe(
+    z.nullable(z.string()),
+    "Pass as `cursor` for the entries after the last position listed. The line moves: a call granted between two pages moves everyone behind it one place forward, so a page may skip or repeat a call that moved. Null on the last page.",
+  ),
+});
+export type QueueEntriesPage = z.infer<typeof QueueEntriesPage>;
 
 export const RefusalsQuery = z.strictObject({
   hours: describe(

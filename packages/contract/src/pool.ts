@@ -59,6 +59,21 @@ export const PoolQueueEntry = z.object({
 });
 export type PoolQueueEntry = z.infer<typeof PoolQueueEntry>;
 
+/** At most this many queue entries are listed in the pool view (and its `pool` event); `queued` counts them all. */
+export const QUEUE_LISTED = 200;
+
+/** Every queued call counted, however many `queue` lists. */
+export const QueueCounts = z.object({
+  total: describe(Count, "Calls waiting now, all of them."),
+  listed: describe(Count, "Of them, how many `queue` lists (the first in line)."),
+  by_reason: describe(
+    z.partialRecord(QueueReason, Count),
+    "Waiting calls by why they wait (`node`, `concurrency`); empty on a replica that does not lead (the reasons are the leader's).",
+  ),
+  by_kind: describe(z.record(z.string(), Count), "Waiting calls by the kind of identity (`user`, `ip`, `app`)."),
+});
+export type QueueCounts = z.infer<typeof QueueCounts>;
+
 /** The pool as an operator sees it (`GET /v1/admin/pool`). */
 export const PoolView = z.object({
   leader: describe(z.boolean(), "Whether this replica leads the pool (always true on SQLite)."),
@@ -73,6 +88,10 @@ export const PoolView = z.object({
     z.array(PoolActiveLease),
     "Active leases, newest first (at most 10,000): the holder of each slot, its app, identity and deadline.",
   ),
-  queue: z.array(PoolQueueEntry),
+  queue: describe(
+    z.array(PoolQueueEntry),
+    "The first in line, at most `QUEUE_LISTED` (200); `queued` counts them all, `GET /v1/admin/queue/entries` pages through the rest.",
+  ),
+  queued: QueueCounts,
 });
 export type PoolView = z.infer<typeof PoolView>;

@@ -3,11 +3,35 @@ import { Count, Identity, LeaseStatus, Seconds, Size, Time, TimeOrNull, describe
 import { Micros } from "./billing.js";
 import { ProblemCodeSchema } from "./problem-objects.js";
 
+export const PAYERS = ["quota", "credits", "quota_and_credits", "nothing"] as const;
+
+/** What a call cost and which bucket paid (SPEC §9): the money and, for people, its display. */
+export const UsageCost = z.object({
+  paid_by: describe(
+    z.enum(PAYERS),
+    "`quota`: the daily quota paid every charged second; `credits`: credits (overage) paid them all; `quota_and_credits`: both; `nothing`: nothing was charged (cancelled, timed out in the queue, or refunded in full).",
+  ),
+  amount_micros: describe(
+    Micros,
+    "Money spent: the credits of `overage_s` (= `charged_micros`); 0 when the quota paid.",
+  ),
+  currency: z.string(),
+  display: describe(
+    z.object({ amount: z.string(), gpu: z.string() }),
+    '`amount`: the money for people (`"$0.02"`); `gpu`: the charged GPU seconds by bucket (`"12 s quota + 3 s credits"`).',
+  ),
+});
+export type UsageCost = z.infer<typeof UsageCost>;
+
 /** One ended lease, as the usage ledger keeps it (SPEC §10): written once, in the transaction that ended it. */
 export const UsageRecord = z.object({
   id: describe(z.string(), "The lease's id."),
   identity: Identity,
   app: describe(z.nullable(z.string()), "The app that asked, or null for a user's own script."),
+  app_name: describe(
+    z.nullable(z.string()),
+    "The app's name (only its name, whoever owns it); null for a user's own script or an app since deleted.",
+  ),
   node: z.nullable(z.string()),
   size: Size,
   status: describe(LeaseStatus, "How it ended: `released`, `expired`, `cancelled` or `failed`."),
@@ -23,6 +47,7 @@ export const UsageRecord = z.object({
   refunded_s: describe(Seconds, "`reserved_s − charged_s`."),
   problem: describe(z.nullable(ProblemCodeSchema), "Why it ended without a grant or failed, e.g. `queue_timeout`."),
   currency: z.string(),
+  cost: UsageCost,
 });
 export type UsageRecord = z.infer<typeof UsageRecord>;
 
@@ -49,13 +74,20 @@ export const UsageQuery = z.strictObject({
     z.optional(z.enum(USAGE_FORMATS)),
     "`json` (default): pages with `next_cursor`; `ndjson` and `csv`: the whole range, streamed.",
   ),
-  cursor: describe(z.optional(z.string().check(z.maxLength(200))), "`next_cursor` of the previous page."),
+  order: describe(
+    z.optional(z.enum(["asc", "desc"])),
+    "`asc` (default): oldest first; `desc`: newest first. Either way pages by keyset (`next_cursor`), so records that end meanwhile neither shift nor repeat a page.",
+  ),
+  cursor: describe(
+    z.optional(z.string().check(z.maxLength(200))),
+    "`next_cursor` of the previous page (of the same `order`).",
+  ),
   limit: describe(z.optional(Limit), "Records per json page: 1 to 1000 (default 100)."),
 });
 export type UsageQuery = z.infer<typeof UsageQuery>;
 
 export const UsagePage = z.object({
-  records: describe(z.array(UsageRecord), "Oldest first."),
+  records: describe(z.array(UsageRecord), "Oldest first, or newest first with `order=desc`."),
   next_cursor: describe(z.nullable(z.string()), "Pass as `cursor` for the next page; null on the last one."),
 });
 export type UsagePage = z.infer<typeof UsagePage>;
@@ -91,6 +123,10 @@ export const UsageSummary = z.object({
     z.array(
       z.object({
         key: describe(z.string(), "The day (`YYYY-MM-DD`), app id, `<kind>:<id>` or tier."),
+        name: describe(
+          z.nullable(z.string()),
+          "With `group_by=app`: the app's name (null for own scripts); else null.",
+        ),
         ...UsageTotals.shape,
       }),
     ),

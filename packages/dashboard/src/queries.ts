@@ -1,6 +1,6 @@
 // Every read of the pages: one query key and one decoder (the contract's) each.
 import { useQuery } from "@tanstack/react-query";
-import { AppStatsList, Diagnosis, LeaseList, Me, UsagePage, UsageSummary, Wallet } from "@gpupool/contract";
+import { Diagnosis, LeaseList, Me, UsagePage, UsageSummary, Wallet } from "@gpupool/contract";
 import type { UsageRecord } from "@gpupool/contract";
 import { api } from "./client.js";
 
@@ -10,6 +10,7 @@ export const keys = {
   diagnose: ["diagnose"] as const,
   queued: ["leases", "queued"] as const,
   usage: (range: string, app?: string) => ["usage", range, app ?? ""] as const,
+  calls: (range: string, cursor?: string) => ["usage", "calls", range, cursor ?? ""] as const,
   summary: (range: string, by: string, app?: string) => ["summary", range, by, app ?? ""] as const,
 };
 
@@ -45,16 +46,16 @@ export function rangeFrom(range: Range): string {
 /** At most this many records are read for a table or a statistic (5 pages of 1,000). */
 export const RECORD_LIMIT = 5_000;
 
-/** The usage records of a range, newest first (the ledger pages oldest first), at most RECORD_LIMIT. */
+/** The usage records of a range, newest first (`order=desc`), at most RECORD_LIMIT: the newest of them. */
 export async function readRecords(from: string, app?: string): Promise<{ records: UsageRecord[]; truncated: boolean }> {
   const records: UsageRecord[] = [];
   let cursor: string | undefined;
   do {
-    const page = await api.get("/v1/usage", UsagePage, { from, limit: 1000, cursor, app });
+    const page = await api.get("/v1/usage", UsagePage, { from, limit: 1000, cursor, app, order: "desc" });
     records.push(...page.records);
     cursor = page.next_cursor ?? undefined;
   } while (cursor !== undefined && records.length < RECORD_LIMIT);
-  return { records: records.reverse(), truncated: cursor !== undefined };
+  return { records, truncated: cursor !== undefined };
 }
 
 export function useRecords(range: Range, app?: string) {
@@ -69,14 +70,4 @@ export function useSummary(range: Range, groupBy: "day" | "app" | "identity" | "
     queryKey: keys.summary(range, groupBy, app),
     queryFn: () => api.get("/v1/usage/summary", UsageSummary, { from: rangeFrom(range), group_by: groupBy, app }),
   });
-}
-
-/** The names of the apps the caller owns (the admin: every app), by id; others are shown by id. */
-export function useAppNames(): ReadonlyMap<string, string> {
-  const stats = useQuery({
-    queryKey: ["app-names"],
-    queryFn: () => api.get("/v1/apps/stats", AppStatsList, { days: 1 }).catch(() => null),
-    staleTime: 300_000,
-  });
-  return new Map((stats.data?.apps ?? []).map((a) => [a.app, a.name]));
 }

@@ -56,18 +56,26 @@ export interface CreditGrantResult {
   readonly created: boolean;
 }
 
+/** What a call cost (micro-units of `currency`) and which bucket paid: `quota`, `credits`, both, or `nothing`. */
+export type UsageCost = Camelized<wire.UsageCost>;
+
 type UsageTimes = "queued_at" | "granted_at" | "ended_at";
 
 /** One ended lease as the usage ledger keeps it; `charged = quotaS + overageS`, `chargedMicros` paid `overageS`. */
-export type UsageRecord = Omit<Camelized<wire.UsageRecord, UsageTimes>, "identity" | "size" | "status" | "problem"> & {
+export type UsageRecord = Omit<
+  Camelized<wire.UsageRecord, UsageTimes>,
+  "identity" | "size" | "status" | "problem" | "cost"
+> & {
   readonly identity: Identity;
+  /** What the call cost and which bucket paid. */
+  readonly cost: UsageCost;
   readonly size: Size;
   readonly status: LeaseStatus;
   readonly problem: ProblemCode | null;
 };
 
 export interface UsagePage {
-  /** Oldest first. */
+  /** Oldest first (newest first when asked with `order: "desc"`). */
   readonly records: readonly UsageRecord[];
   /** Pass as `cursor` for the next page; null on the last one. */
   readonly nextCursor: string | null;
@@ -92,10 +100,13 @@ export interface UsageQuery extends UsageRange {
   readonly status?: LeaseStatus | undefined;
   /** Records per page: 1 to 1000 (server default 100). */
   readonly limit?: number | undefined;
+  /** `asc` (default): oldest first; `desc`: newest first. */
+  readonly order?: "asc" | "desc" | undefined;
 }
 
 export type UsageTotals = Camelized<wire.UsageTotals>;
-export type UsageGroup = UsageTotals & { readonly key: string };
+/** `name`: the app's name when grouped by app (null for own scripts, and for other groupings). */
+export type UsageGroup = UsageTotals & { readonly key: string; readonly name: string | null };
 
 export interface UsageSummary {
   readonly from: Date;

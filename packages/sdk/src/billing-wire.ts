@@ -68,6 +68,7 @@ export function toUsageRecord(r: wire.UsageRecord): UsageRecord {
     id: r.id,
     identity: r.identity,
     app: r.app,
+    appName: r.app_name,
     node: r.node,
     size: r.size,
     status: r.status,
@@ -83,6 +84,12 @@ export function toUsageRecord(r: wire.UsageRecord): UsageRecord {
     refundedS: r.refunded_s,
     problem: r.problem,
     currency: r.currency,
+    cost: {
+      paidBy: r.cost.paid_by,
+      amountMicros: r.cost.amount_micros,
+      currency: r.cost.currency,
+      display: r.cost.display,
+    },
   };
 }
 
@@ -109,7 +116,7 @@ export function toUsageSummary(s: wire.UsageSummary): UsageSummary {
     to: date(s.to),
     groupBy: s.group_by,
     currency: s.currency,
-    groups: s.groups.map((g) => ({ key: g.key, ...toTotals(g) })),
+    groups: s.groups.map((g) => ({ key: g.key, name: g.name, ...toTotals(g) })),
     total: toTotals(s.total),
   };
 }

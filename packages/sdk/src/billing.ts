@@ -77,6 +77,7 @@ export function billingMethods(transport: Transport, auth: "client" | "admin"): 
             ...rangeQuery(query),
             status: query.status,
             limit: query.limit,
+            order: query.order,
             cursor: query.cursor,
             format: "json",
           },

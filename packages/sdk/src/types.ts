@@ -161,9 +161,14 @@ export type PoolActiveLease = Camelized<wire.PoolActiveLease, "deadline">;
 export type PoolQueueEntry = Camelized<wire.PoolQueueEntry>;
 
 /** The pool as an operator sees it: nodes, GPUs and who holds each slot, active leases, the queue. */
-export type PoolState = Omit<Camelized<wire.PoolView>, "nodes" | "devices" | "active" | "queue"> & {
+export type PoolState = Omit<Camelized<wire.PoolView>, "nodes" | "devices" | "active" | "queue" | "queued"> & {
   readonly nodes: readonly PoolNode[];
   readonly devices: readonly PoolDevice[];
   readonly active: readonly PoolActiveLease[];
+  /** The first in line (at most 200); `queued` counts them all. */
   readonly queue: readonly PoolQueueEntry[];
+  readonly queued: QueueCounts;
 };
+
+/** Every queued call counted: in all, listed in `queue`, by why they wait and by kind of identity. */
+export type QueueCounts = Camelized<wire.QueueCounts>;

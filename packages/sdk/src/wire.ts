@@ -226,5 +226,11 @@ export function toPoolState(p: wire.PoolView): PoolState {
       deadline: dateOrNull(a.deadline),
     })),
     queue: p.queue,
+    queued: {
+      total: p.queued.total,
+      listed: p.queued.listed,
+      byReason: p.queued.by_reason,
+      byKind: p.queued.by_kind,
+    },
   };
 }

@@ -70,6 +70,7 @@ export function usageRecord(id: string, overrides: Record<string, unknown> = {})
     id,
     identity: { kind: "user", id: "u_1", tier: "pro" },
     app: "a_demo",
+    app_name: "demo",
     node: "sim-0",
     size: "large",
     status: "released",
@@ -85,6 +86,12 @@ export function usageRecord(id: string, overrides: Record<string, unknown> = {})
     refunded_s: 30,
     problem: null,
     currency: "USD",
+    cost: {
+      paid_by: "quota_and_credits",
+      amount_micros: 33_334,
+      currency: "USD",
+      display: { amount: "$0.033334", gpu: "10 s quota + 20 s credits" },
+    },
     ...overrides,
   });
 }
@@ -109,6 +116,6 @@ export const summaryObject = UsageSummary.parse({
   to: "2025-01-08T00:00:00.000Z",
   group_by: "app",
   currency: "USD",
-  groups: [{ key: "a_demo", ...totals }],
+  groups: [{ key: "a_demo", name: "demo", ...totals }],
   total: totals,
 });

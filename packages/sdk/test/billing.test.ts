@@ -232,9 +232,22 @@ describe("billing fields and calls", () => {
     for await (const page of pool.usage({ limit: 2 }).pages()) sizes.push(page.records.length);
     expect(sizes).toEqual([2, 2, 1]);
 
-    const page = await pool.usagePage({ cursor: "c3" });
+    const page = await pool.usagePage({ cursor: "c3", order: "desc" });
+    expect(server.requests[server.requests.length - 1]?.query.get("order")).toBe("desc");
     expect(page.nextCursor).toBeNull();
-    expect(page.records[0]).toMatchObject({ id: "ls_5", quotaS: 10, overageS: 20, chargedMicros: 33_334 });
+    expect(page.records[0]).toMatchObject({
+      id: "ls_5",
+      appName: "demo",
+      quotaS: 10,
+      overageS: 20,
+      chargedMicros: 33_334,
+    });
+    expect(page.records[0]?.cost).toEqual({
+      paidBy: "quota_and_credits",
+      amountMicros: 33_334,
+      currency: "USD",
+      display: { amount: "$0.033334", gpu: "10 s quota + 20 s credits" },
+    });
     expect(page.records[0]?.endedAt).toEqual(new Date("2025-01-01T10:00:30.000Z"));
   });
 
@@ -246,7 +259,13 @@ describe("billing fields and calls", () => {
     expect(server.requests[0]?.query.get("group_by")).toBe("app");
     expect(server.requests[0]?.query.get("identity")).toBe("user:u_1");
     expect(summary.groupBy).toBe("app");
-    expect(summary.groups[0]).toMatchObject({ key: "a_demo", calls: 2, overageS: 20, chargedMicros: 33_334 });
+    expect(summary.groups[0]).toMatchObject({
+      key: "a_demo",
+      name: "demo",
+      calls: 2,
+      overageS: 20,
+      chargedMicros: 33_334,
+    });
     expect(summary.total.refusals).toEqual({ queue_timeout: 1 });
   });
 

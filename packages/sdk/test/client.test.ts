@@ -210,6 +210,7 @@ describe("admin", () => {
               },
             ],
             queue: [{ lease: "ls_2", position: 1, reason: "node", identity: "ip:203.0.113.7", app: "a_1", slots: 2 }],
+            queued: { total: 1, listed: 1, by_reason: { node: 1 }, by_kind: { ip: 1 } },
           });
         default:
           return sendJson(res, 404, {});
@@ -264,6 +265,7 @@ describe("admin", () => {
         },
       ],
       queue: [{ lease: "ls_2", position: 1, reason: "node", identity: "ip:203.0.113.7", app: "a_1", slots: 2 }],
+      queued: { total: 1, listed: 1, byReason: { node: 1 }, byKind: { ip: 1 } },
     });
 
     expect(server.requests.every((r) => r.headers["authorization"] === "Bearer adm_secret")).toBe(true);

@@ -181,6 +181,8 @@ export const ACCESS_OPERATIONS: readonly Operation[] = [
     path: "/v1/admin/pool",
     tag: "Admin",
     summary: "The pool: nodes, GPUs and their slots, active leases, the queue",
+    description:
+      "The queue lists the first 200 in line; `queued` counts every waiting call (by reason and kind of identity). `GET /v1/admin/queue/entries` pages through the whole line.",
     auth: ["admin"],
     responses: { 200: { description: "The pool view.", json: PoolView } },
   },

@@ -107,7 +107,7 @@ export const DASHBOARD_READ_OPERATIONS: readonly Operation[] = [
     tag: "Dashboard",
     summary: "The pool and its queue, live",
     description:
-      "Server-Sent Events: `pool` (the body of `GET /v1/admin/pool`) and `queue` (of `GET /v1/admin/queue`), on connect and within a second of a change, at most about four a second, on any replica.",
+      "Server-Sent Events: `pool` (the body of `GET /v1/admin/pool`: the first 200 in line, every queued call counted) and `queue` (of `GET /v1/admin/queue`), on connect and within a second of a change, at most about four a second, on any replica.",
     auth: ["admin"],
     responses: { 200: { description: "The stream.", events: { pool: PoolView, queue: dashboard.QueueView } } },
   },
@@ -119,6 +119,18 @@ export const DASHBOARD_READ_OPERATIONS: readonly Operation[] = [
     summary: "The queue: depth by tier, oldest wait, waits over the last hour",
     auth: ["admin"],
     responses: { 200: { description: "The queue now.", json: dashboard.QueueView } },
+  },
+  {
+    id: "getQueueEntries",
+    method: "get",
+    path: "/v1/admin/queue/entries",
+    tag: "Dashboard",
+    summary: "The queue's calls in line order, a page at a time",
+    description:
+      "The pool view and its `pool` event list only the first 200 in line (with every call counted in `queued`); this pages through all of them.",
+    auth: ["admin"],
+    query: dashboard.QueueEntriesQuery,
+    responses: { 200: { description: "A page of the line.", json: dashboard.QueueEntriesPage } },
   },
   {
     id: "getRefusals",

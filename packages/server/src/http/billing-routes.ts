@@ -91,27 +91,29 @@ export function billingRoutes(app: FastifyInstance, ctx: RouteContext): void {
       const q = req.query;
       const filter = await usageFilter(ctx, caller, q);
       const format = q.format ?? "json";
+      const order = q.order ?? "asc";
+      const names = await billing.appNames();
       if (format === "json") {
         const limit = Number(q.limit ?? 100);
-        const records = await billing.usagePage(filter, decodeCursor(q.cursor), limit + 1);
+        const records = await billing.usagePage(filter, decodeCursor(q.cursor, order), limit + 1, order);
         const page = records.slice(0, limit);
         const last = page[page.length - 1];
         const answer: wire.UsagePage = {
-          records: page.map((r) => usageJson(r, billing.currency)),
-          next_cursor: records.length > limit && last !== undefined ? encodeCursor(last) : null,
+          records: page.map((r) => usageJson(r, billing.currency, names)),
+          next_cursor: records.length > limit && last !== undefined ? encodeCursor(last, order) : null,
         };
         return answer;
       }
       const currency = billing.currency;
       async function* lines(): AsyncGenerator<string> {
         if (format === "csv") yield usageCsvHeader();
-        let after = decodeCursor(q.cursor);
+        let after = decodeCursor(q.cursor, order);
         for (;;) {
-          const records = await billing.usagePage(filter, after, EXPORT_PAGE);
+          const records = await billing.usagePage(filter, after, EXPORT_PAGE, order);
           for (const r of records)
             yield format === "csv"
-              ? usageCsvRow(usageJson(r, currency))
-              : `${JSON.stringify(usageJson(r, currency))}\n`;
+              ? usageCsvRow(usageJson(r, currency, names))
+              : `${JSON.stringify(usageJson(r, currency, names))}\n`;
           const last = records[records.length - 1];
           if (records.length < EXPORT_PAGE || last === undefined) return;
           after = { endedAt: last.endedAt, id: last.id };
@@ -132,7 +134,8 @@ export function billingRoutes(app: FastifyInstance, ctx: RouteContext): void {
       const filter = await usageFilter(ctx, caller, req.query);
       const groupBy: UsageGroupBy = req.query.group_by ?? "day";
       const totals = await billing.usageSummary(filter, groupBy);
-      return usageSummaryJson(filter, groupBy, totals, billing.currency);
+      const names = groupBy === "app" ? await billing.appNames() : new Map<string, string>();
+      return usageSummaryJson(filter, groupBy, totals, billing.currency, names);
     },
   );
 }
@@ -173,20 +176,24 @@ function splitIdentity(text: string): { kind: "user" | "ip" | "app"; id: string 
   return { kind: text.slice(0, i) as "user" | "ip" | "app", id: text.slice(i + 1) };
 }
 
-function encodeCursor(r: UsageRecordRow): string {
-  return Buffer.from(JSON.stringify([r.endedAt, r.id])).toString("base64url");
+/** The last record of a page; a newest-first cursor says so, so it cannot be used with the other order. */
+function encodeCursor(r: UsageRecordRow, order: "asc" | "desc"): string {
+  const key = order === "desc" ? [r.endedAt, r.id, "desc"] : [r.endedAt, r.id];
+  return Buffer.from(JSON.stringify(key)).toString("base64url");
 }
 
-function decodeCursor(cursor: string | undefined): { endedAt: number; id: string } | null {
+function decodeCursor(cursor: string | undefined, order: "asc" | "desc"): { endedAt: number; id: string } | null {
   if (cursor === undefined) return null;
   try {
     const v: unknown = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8"));
-    if (Array.isArray(v) && v.length === 2 && Number.isSafeInteger(v[0]) && typeof v[1] === "string")
-      return { endedAt: v[0] as number, id: v[1] };
+    const ordered = Array.isArray(v) && (order === "desc" ? v.length === 3 && v[2] === "desc" : v.length === 2);
+    if (ordered && Number.isSafeInteger(v[0]) && typeof v[1] === "string") return { endedAt: v[0] as number, id: v[1] };
   } catch {
     // fall through
   }
-  return fail("invalid_request", "`cursor` is not a cursor this server gave out (use `next_cursor` as it came).", {
-    errors: [{ field: "cursor", message: "is not a next_cursor of this server" }],
-  });
+  return fail(
+    "invalid_request",
+    "`cursor` is not a cursor this server gave out for this `order` (use `next_cursor` as it came, with the same `order`).",
+    { errors: [{ field: "cursor", message: "is not a next_cursor of this server for this order" }] },
+  );
 }

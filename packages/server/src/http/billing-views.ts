@@ -106,11 +106,41 @@ export function walletJson(
   };
 }
 
-export function usageJson(r: UsageRecordRow, currency: string): wire.UsageRecord {
+/** Which bucket paid a call's charged seconds: the quota first, the rest credits (SPEC §9). */
+function paidBy(r: UsageRecordRow): wire.UsageCost["paid_by"] {
+  if (r.chargedMs === 0) return "nothing";
+  if (r.overageMs === 0) return "quota";
+  return r.quotaMs === 0 ? "credits" : "quota_and_credits";
+}
+
+/** GPU seconds by bucket, for people: "12 s quota + 3 s credits". */
+function gpuDisplay(r: UsageRecordRow): string {
+  const parts: string[] = [];
+  if (r.quotaMs > 0) parts.push(`${msToSeconds(r.quotaMs)} s quota`);
+  if (r.overageMs > 0) parts.push(`${msToSeconds(r.overageMs)} s credits`);
+  return parts.length === 0 ? "nothing charged" : parts.join(" + ");
+}
+
+export function usageCostJson(r: UsageRecordRow, currency: string): wire.UsageCost {
+  return {
+    paid_by: paidBy(r),
+    amount_micros: r.chargedMicros,
+    currency,
+    display: { amount: displayMoney(r.chargedMicros, currency), gpu: gpuDisplay(r) },
+  };
+}
+
+/** A usage record; `appNames` names its app (only the name: see Billing.appNames). */
+export function usageJson(
+  r: UsageRecordRow,
+  currency: string,
+  appNames: ReadonlyMap<string, string>,
+): wire.UsageRecord {
   return {
     id: r.id,
     identity: { kind: r.identityKind, id: r.identityId, tier: r.tier },
     app: r.appId,
+    app_name: r.appId === null ? null : (appNames.get(r.appId) ?? null),
     node: r.node,
     size: r.size,
     status: r.status as wire.UsageRecord["status"],
@@ -126,5 +156,6 @@ export function usageJson(r: UsageRecordRow, currency: string): wire.UsageRecord
     refunded_s: msToSeconds(r.refundedMs),
     problem: r.problemCode as wire.UsageRecord["problem"],
     currency,
+    cost: usageCostJson(r, currency),
   };
 }

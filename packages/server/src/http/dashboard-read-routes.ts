@@ -1,11 +1,14 @@
 import type * as wire from "@gpupool/contract";
 import { requestSchemas } from "@gpupool/contract/openapi";
+import { fail } from "@gpupool/core";
 import type { FastifyInstance } from "fastify";
 import { authenticate, only } from "./auth.js";
 import type { RouteContext } from "./context.js";
 import { appStatsJson, auditJson, meJson, queueJson, refusalsJson } from "./dashboard-views.js";
 import { liveStream } from "./live-streams.js";
+import { SharedViews } from "./shared-views.js";
 import { iso, poolJson } from "./views.js";
+import { QUEUE_LISTED } from "../use-cases/admin/pool-view.js";
 
 /** The pool stream sends at most about four times a second. */
 const POOL_MIN_GAP_MS = 250;
@@ -18,35 +21,45 @@ const POLL_MS = 1_000;
 export function dashboardReadRoutes(app: FastifyInstance, ctx: RouteContext): void {
   const admin = only(ctx, "admin");
 
+  // Every stream of one view (the pool; one user's meter) shares one read and one serialization.
+  const meters = new SharedViews(ctx.events, ME_MIN_GAP_MS);
+  const pools = new SharedViews(ctx.events, POOL_MIN_GAP_MS);
+
   app.get("/v1/me/events", async (req, reply) => {
     const caller = await authenticate(ctx, req, ["user"]);
     const userId = caller.user.id;
-    liveStream(
-      ctx,
-      req,
-      reply,
-      async () => {
-        const { user, quota } = await ctx.billing.me(userId);
-        return [{ event: "me", data: meJson(user, quota) }];
-      },
-      { minGapMs: ME_MIN_GAP_MS, pollMs: POLL_MS },
-    );
+    const { view, release } = meters.open(userId, async () => {
+      const { user, quota } = await ctx.billing.me(userId);
+      return [{ event: "me", data: meJson(user, quota) }];
+    });
+    liveStream(ctx, req, reply, () => view.get(), { minGapMs: ME_MIN_GAP_MS, pollMs: POLL_MS, onClose: release });
   });
 
   app.get("/v1/admin/pool/events", admin, async (req, reply) => {
-    liveStream(
-      ctx,
-      req,
-      reply,
-      async () => [
-        { event: "pool", data: poolJson(await ctx.pool.view()) },
-        { event: "queue", data: queueJson(await ctx.views.queue()) },
-      ],
-      { minGapMs: POOL_MIN_GAP_MS, pollMs: POLL_MS },
-    );
+    const { view, release } = pools.open("pool", async () => [
+      { event: "pool", data: poolJson(await ctx.pool.view()) },
+      { event: "queue", data: queueJson(await ctx.views.queue()) },
+    ]);
+    liveStream(ctx, req, reply, () => view.get(), { minGapMs: POOL_MIN_GAP_MS, pollMs: POLL_MS, onClose: release });
   });
 
   app.get("/v1/admin/queue", admin, async (): Promise<wire.QueueView> => queueJson(await ctx.views.queue()));
+
+  app.get<{ Querystring: wire.QueueEntriesQuery }>(
+    "/v1/admin/queue/entries",
+    { ...admin, schema: requestSchemas("getQueueEntries") },
+    async (req): Promise<wire.QueueEntriesPage> => {
+      const limit = Number(req.query.limit ?? QUEUE_LISTED);
+      const line = await ctx.pool.line(decodePosition(req.query.cursor), limit + 1);
+      const page = line.entries.slice(0, limit);
+      const last = page[page.length - 1];
+      return {
+        total: line.total,
+        entries: page.map((e) => ({ ...e })),
+        next_cursor: line.entries.length > limit && last !== undefined ? encodePosition(last.position) : null,
+      };
+    },
+  );
 
   app.get<{ Querystring: wire.RefusalsQuery }>(
     "/v1/admin/refusals",
@@ -72,4 +85,18 @@ export function dashboardReadRoutes(app: FastifyInstance, ctx: RouteContext): vo
       return { from: iso(stats.from), to: iso(stats.to), apps: stats.apps.map(appStatsJson) };
     },
   );
+}
+
+/** A queue page's cursor: the last position listed, opaque to callers. */
+function encodePosition(position: number): string {
+  return Buffer.from(`queue:${position}`).toString("base64url");
+}
+
+function decodePosition(cursor: string | undefined): number {
+  if (cursor === undefined) return 0;
+  const m = /^queue:([0-9]{1,9})$/.exec(Buffer.from(cursor, "base64url").toString("utf8"));
+  if (m?.[1] !== undefined) return Number(m[1]);
+  return fail("invalid_request", "`cursor` is not a cursor this server gave out (use `next_cursor` as it came).", {
+    errors: [{ field: "cursor", message: "is not a next_cursor of this server" }],
+  });
 }

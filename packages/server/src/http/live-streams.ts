@@ -1,14 +1,10 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { RouteContext } from "./context.js";
-
-/** One event of a live stream: its name and its data (JSON). */
-export interface LiveEvent {
-  readonly event: string;
-  readonly data: unknown;
-}
+import type { SentEvent } from "./shared-views.js";
 
 /**
- * A live view as Server-Sent Events: `produce` is called on connect, whenever leases change on
+ * A live view as Server-Sent Events: `produce` (usually a SharedView's, so many streams of one
+ * view read and serialize it once) is called on connect, whenever leases change on
  * this replica or the leader (`events.onChange`, which a follower hears too), and every `pollMs`
  * for what no lease event announces (a heartbeat, a credit grant on another replica). Calls are
  * coalesced — at most one per `minGapMs` — and an event is written only when its data differs
@@ -18,8 +14,8 @@ export function liveStream(
   ctx: Pick<RouteContext, "events" | "log">,
   req: FastifyRequest,
   reply: FastifyReply,
-  produce: () => Promise<readonly LiveEvent[]>,
-  options: { readonly minGapMs: number; readonly pollMs: number },
+  produce: () => Promise<readonly SentEvent[]>,
+  options: { readonly minGapMs: number; readonly pollMs: number; readonly onClose?: () => void },
 ): void {
   reply.hijack();
   const res = reply.raw;
@@ -43,10 +39,9 @@ export function liveStream(
     lastRun = performance.now();
     try {
       for (const e of await produce()) {
-        const data = JSON.stringify(e.data);
-        if (closed || sent.get(e.event) === data) continue;
-        sent.set(e.event, data);
-        res.write(`event: ${e.event}\ndata: ${data}\n\n`);
+        if (closed || sent.get(e.event) === e.json) continue;
+        sent.set(e.event, e.json);
+        res.write(`event: ${e.event}\ndata: ${e.json}\n\n`);
       }
     } catch (err) {
       // The database may be away a moment: the next change or poll tries again.
@@ -85,6 +80,7 @@ export function liveStream(
     clearInterval(poll);
     clearInterval(ping);
     if (timer !== null) clearTimeout(timer);
+    options.onClose?.();
     res.end();
   }
   req.raw.on("close", close);

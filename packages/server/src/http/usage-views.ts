@@ -24,6 +24,9 @@ const CSV_FIELDS = [
   "refunded_s",
   "problem",
   "currency",
+  "app_name",
+  "paid_by",
+  "cost",
 ] as const;
 
 export function usageCsvHeader(): string {
@@ -57,6 +60,9 @@ export function usageCsvRow(r: wire.UsageRecord): string {
     refunded_s: r.refunded_s,
     problem: r.problem,
     currency: r.currency,
+    app_name: r.app_name,
+    paid_by: r.cost.paid_by,
+    cost: r.cost.display.amount,
     identity_kind: r.identity.kind,
     identity_id: r.identity.id,
     tier: r.identity.tier,
@@ -89,6 +95,7 @@ export function usageSummaryJson(
   groupBy: UsageGroupBy,
   totals: { groups: UsageGroupRow[]; refusals: { key: string; code: string; count: number }[] },
   currency: string,
+  appNames: ReadonlyMap<string, string>,
 ): wire.UsageSummary {
   const groups = new Map<string, wire.UsageTotals>();
   for (const g of totals.groups)
@@ -107,13 +114,14 @@ export function usageSummaryJson(
     groups.set(r.key, add(g, { ...emptyTotals(), refusals: { [r.code]: r.count } }));
   }
   const keys = [...groups.keys()].sort();
-  const list = keys.map((key) => ({ key, ...(groups.get(key) ?? emptyTotals()) }));
+  const name = (key: string): string | null => (groupBy === "app" ? (appNames.get(key) ?? null) : null);
+  const list = keys.map((key) => ({ key, name: name(key), ...(groups.get(key) ?? emptyTotals()) }));
   return {
     from: iso(filter.from),
     to: iso(filter.to),
     group_by: groupBy,
     currency,
     groups: list,
-    total: list.reduce<wire.UsageTotals>((sum, g) => add(sum, g), emptyTotals()),
+    total: list.reduce<wire.UsageTotals>((sum, { key: _key, name: _name, ...g }) => add(sum, g), emptyTotals()),
   };
 }

@@ -182,6 +182,12 @@ export function poolJson(view: PoolView): wire.PoolView {
       deadline: iso(l.deadline),
     })),
     queue: view.queue.map((q) => ({ ...q })),
+    queued: {
+      total: view.queued.total,
+      listed: view.queued.listed,
+      by_reason: { ...view.queued.byReason },
+      by_kind: { ...view.queued.byKind },
+    },
   };
 }
 

@@ -114,8 +114,13 @@ export interface WalletsTx {
 
 export interface UsageTx {
   insert(record: UsageRecordRow): Promise<void>;
-  /** Oldest first, after the record `after` (ended_at, id) when given. */
-  list(filter: UsageFilter, after: { endedAt: number; id: string } | null, limit: number): Promise<UsageRecordRow[]>;
+  /** By (ended_at, id) — oldest first, or newest first with `desc` — after the record `after` when given. */
+  list(
+    filter: UsageFilter,
+    after: { endedAt: number; id: string } | null,
+    limit: number,
+    order?: "asc" | "desc",
+  ): Promise<UsageRecordRow[]>;
   summary(filter: UsageFilter, groupBy: UsageGroupBy): Promise<UsageGroupRow[]>;
   refusals(filter: UsageFilter, groupBy: UsageGroupBy): Promise<{ key: string; code: string; count: number }[]>;
   addRefusals(counts: readonly RefusalCount[]): Promise<void>;

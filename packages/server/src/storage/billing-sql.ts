@@ -191,11 +191,13 @@ export function billingTx(db: SqlRunner): { wallets: WalletsTx; usage: UsageTx }
     },
     usage: {
       insert: async (r) => void (await db.run(SQL.insertUsage, USAGE_RECORDS.insertParams(r, d))),
-      list: async (f, after, limit) => {
+      list: async (f, after, limit, order = "asc") => {
         const w = usageWhere(f);
-        const page = after === null ? "" : " AND (ended_at > ? OR (ended_at = ? AND id > ?))";
+        // Keyset pages either way: past the last record's (ended_at, id), in the order asked.
+        const [cmp, dir] = order === "desc" ? ["<", " DESC"] : [">", ""];
+        const page = after === null ? "" : ` AND (ended_at ${cmp} ? OR (ended_at = ? AND id ${cmp} ?))`;
         const params = after === null ? w.params : [...w.params, after.endedAt, after.endedAt, after.id];
-        const text = `${select(USAGE_RECORDS, `WHERE ${w.sql}${page}`)} ORDER BY ended_at, id LIMIT ?`;
+        const text = `${select(USAGE_RECORDS, `WHERE ${w.sql}${page}`)} ORDER BY ended_at${dir}, id${dir} LIMIT ?`;
         return (await db.all(text, [...params, limit])).map((r) => USAGE_RECORDS.decode(r));
       },
       summary: async (f, groupBy) => {

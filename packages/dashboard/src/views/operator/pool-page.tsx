@@ -49,7 +49,7 @@ export function PoolPage() {
             <dl class="stats">
               <Stat label="Slots busy" id="slots-busy" value={`${num(p.slots.busy)} / ${num(p.slots.total)}`} />
               <Stat label="Active calls" id="active-count" value={num(p.active.length)} />
-              <Stat label="Queued" id="queued-count" value={num(p.queue.length)} />
+              <Stat label="Queued" id="queued-count" value={num(p.queued.total)} />
               <Stat
                 label="Nodes up"
                 value={`${num(p.nodes.filter((n) => n.state === "up").length)} / ${num(p.nodes.length)}`}

@@ -1,61 +1,100 @@
+import { useState } from "preact/hooks";
+import { useQuery } from "@tanstack/react-query";
+import { QueueEntriesPage } from "@gpupool/contract";
 import type { PoolView, QueueView } from "@gpupool/contract";
+import { api } from "../../client.js";
 import { Card, Stat, Scroll } from "../../components/ui.js";
 import { num, seconds } from "../../format.js";
 
 const SHOWN = 50;
 
-/** The queue live: how deep, why calls wait, and the first in line. */
+/** The queue live: how deep, why calls wait, and the line a page at a time (the first page live). */
 export function QueueCard(props: { pool: PoolView | undefined; queue: QueueView | null }) {
-  const q = props.pool?.queue ?? [];
-  const byKind = new Map<string, number>();
-  for (const e of q) {
-    const kind = e.identity.split(":")[0] ?? "";
-    byKind.set(kind, (byKind.get(kind) ?? 0) + 1);
-  }
+  const counts = props.pool?.queued;
+  const total = counts?.total ?? 0;
+  // Page 0 is the pool event's first in line (live); later pages are read from the whole line.
+  const [cursors, setCursors] = useState<readonly string[]>([]);
+  const page = cursors.length;
+  const later = useQuery({
+    queryKey: ["admin", "queue-entries", cursors[page - 1] ?? ""],
+    queryFn: () => api.get("/v1/admin/queue/entries", QueueEntriesPage, { limit: SHOWN, cursor: cursors[page - 1] }),
+    enabled: page > 0,
+  });
+  const rows = page === 0 ? (props.pool?.queue ?? []).slice(0, SHOWN) : (later.data?.entries ?? []);
+  const next = async () => {
+    const cursor =
+      page === 0
+        ? (await api.get("/v1/admin/queue/entries", QueueEntriesPage, { limit: SHOWN })).next_cursor
+        : (later.data?.next_cursor ?? null);
+    if (cursor !== null) setCursors([...cursors, cursor]);
+  };
+  const first = rows[0]?.position ?? 0;
+  const last = rows[rows.length - 1]?.position ?? 0;
   return (
     <Card id="queue" title="Queue">
       {props.queue === null ? null : <QueueFigures v={props.queue} />}
       <dl class="stats">
-        <Stat label="Depth" id="queue-depth" value={num(props.queue?.depth ?? q.length)} />
-        <Stat label="Waiting for a slot" value={num(q.filter((e) => e.reason === "node").length)} />
-        <Stat label="At the app's limit" value={num(q.filter((e) => e.reason === "concurrency").length)} />
-        {[...byKind.entries()].map(([kind, n]) => (
+        <Stat label="Depth" id="queue-depth" value={num(props.queue?.depth ?? total)} />
+        <Stat label="Waiting for a slot" value={num(counts?.by_reason.node ?? 0)} />
+        <Stat label="At the app's limit" value={num(counts?.by_reason.concurrency ?? 0)} />
+        {Object.entries(counts?.by_kind ?? {}).map(([kind, n]) => (
           <Stat key={kind} label={`${kind} callers`} value={num(n)} />
         ))}
       </dl>
-      {q.length === 0 ? (
+      {total === 0 && page === 0 ? (
         <p class="muted">Nobody waits.</p>
       ) : (
-        <Scroll label="Queue">
-          <table id="queue-table">
-            <caption class="visually-hidden">First {SHOWN} in line</caption>
-            <thead>
-              <tr>
-                <th scope="col" class="num">
-                  #
-                </th>
-                <th scope="col">Who</th>
-                <th scope="col">App</th>
-                <th scope="col" class="num">
-                  Slots
-                </th>
-                <th scope="col">Why</th>
-              </tr>
-            </thead>
-            <tbody>
-              {q.slice(0, SHOWN).map((e) => (
-                <tr key={e.lease}>
-                  <td class="num">{e.position}</td>
-                  <td>{e.identity}</td>
-                  <td>{e.app ?? "own script"}</td>
-                  <td class="num">{e.slots}</td>
-                  <td>{e.reason ?? "—"}</td>
+        <>
+          <Scroll label="Queue">
+            <table id="queue-table">
+              <caption class="visually-hidden">
+                In line, {num(first)} to {num(last)}
+              </caption>
+              <thead>
+                <tr>
+                  <th scope="col" class="num">
+                    #
+                  </th>
+                  <th scope="col">Who</th>
+                  <th scope="col">App</th>
+                  <th scope="col" class="num">
+                    Slots
+                  </th>
+                  <th scope="col">Why</th>
                 </tr>
-              ))}
-            </tbody>
-          </table>
-          {q.length > SHOWN ? <p class="muted">and {num(q.length - SHOWN)} more.</p> : null}
-        </Scroll>
+              </thead>
+              <tbody>
+                {rows.map((e) => (
+                  <tr key={e.lease}>
+                    <td class="num">{e.position}</td>
+                    <td>{e.identity}</td>
+                    <td>{e.app ?? "own script"}</td>
+                    <td class="num">{e.slots}</td>
+                    <td>{e.reason ?? "—"}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </Scroll>
+          <p class="muted" id="queue-more" aria-live="polite">
+            {rows.length === 0
+              ? "Nobody is at these places any more."
+              : `${num(first)}–${num(last)} of ${num(total)} in line${last < total ? `, ${num(total - last)} more after these` : ""}${page === 0 ? " (live)" : " (as read; the first page is live)"}.`}
+          </p>
+          <nav class="pager" aria-label="Queue pages">
+            <button type="button" disabled={page === 0} onClick={() => setCursors(cursors.slice(0, -1))}>
+              Previous
+            </button>
+            <button
+              type="button"
+              id="queue-next"
+              disabled={last >= total || (page > 0 && later.data?.next_cursor == null)}
+              onClick={() => void next()}
+            >
+              Next {SHOWN}
+            </button>
+          </nav>
+        </>
       )}
     </Card>
   );

@@ -1,24 +1,29 @@
 import { useState } from "preact/hooks";
 import { useQuery } from "@tanstack/react-query";
-import { LeaseList } from "@gpupool/contract";
+import { LeaseList, UsagePage } from "@gpupool/contract";
 import type { UsageRecord } from "@gpupool/contract";
 import { api } from "../../client.js";
 import { Card, ErrorNote, Loading, Pager, Scroll } from "../../components/ui.js";
-import { money, num, seconds, when } from "../../format.js";
-import { RANGES, rangeFrom, useAppNames, useRecords } from "../../queries.js";
+import { num, seconds, when } from "../../format.js";
+import { RANGES, keys, rangeFrom, useSummary } from "../../queries.js";
 import type { Range } from "../../queries.js";
 
 const PAGE = 20;
 
-/** The recent calls (usage records), newest first, paged, with the range's CSV export. */
+/** The recent calls (usage records), newest first, a page at a time from the server, with the range's CSV export. */
 export function CallsCard() {
   const [range, setRange] = useState<Range>("7d");
-  const [page, setPage] = useState(0);
-  const records = useRecords(range);
+  // The cursor of each page seen so far: Previous goes back along them, Next follows the last answer's.
+  const [cursors, setCursors] = useState<readonly (string | undefined)[]>([undefined]);
+  const page = cursors.length - 1;
+  const records = useCallsPage(range, cursors[page]);
+  const total = useSummary(range, "day").data?.total.calls;
   const costs = useSizeCosts();
-  const names = useAppNames();
   const rows = records.data?.records ?? [];
-  const pages = Math.ceil(rows.length / PAGE);
+  const next = records.data?.next_cursor ?? null;
+  const pages = total === undefined ? page + (next === null ? 1 : 2) : Math.max(1, Math.ceil(total / PAGE));
+  const onPage = (to: number) =>
+    setCursors((cs) => (to < cs.length - 1 ? cs.slice(0, to + 1) : next === null ? cs : [...cs, next]));
   return (
     <Card id="calls" title="Recent calls" wide actions={<CsvExport range={range} />}>
       <div class="toolbar">
@@ -28,7 +33,7 @@ export function CallsCard() {
           value={range}
           onChange={(e) => {
             setRange(e.currentTarget.value as Range);
-            setPage(0);
+            setCursors([undefined]);
           }}
         >
           {Object.keys(RANGES).map((r) => (
@@ -37,8 +42,8 @@ export function CallsCard() {
             </option>
           ))}
         </select>
-        <span class="muted">
-          {records.data ? `${num(rows.length)} calls${records.data.truncated ? " (the newest 5,000)" : ""}` : ""}
+        <span class="muted" id="calls-count">
+          {total === undefined ? "" : `${num(total)} calls`}
         </span>
       </div>
       {!records.data ? (
@@ -68,44 +73,50 @@ export function CallsCard() {
                     Refunded
                   </th>
                   <th scope="col">Paid by</th>
+                  <th scope="col" class="num">
+                    Cost
+                  </th>
                   <th scope="col">Status</th>
                 </tr>
               </thead>
               <tbody>
-                {rows.slice(page * PAGE, page * PAGE + PAGE).map((r) => (
-                  <CallRow
-                    key={r.id}
-                    r={r}
-                    cost={costs.get(r.size)}
-                    app={r.app === null ? null : (names.get(r.app) ?? r.app)}
-                  />
+                {rows.map((r) => (
+                  <CallRow key={r.id} r={r} cost={costs.get(r.size)} />
                 ))}
               </tbody>
             </table>
           </Scroll>
-          <Pager page={page} pages={pages} onPage={setPage} label="Calls" />
+          <Pager page={page} pages={Math.max(pages, page + 1)} onPage={onPage} label="Calls" />
         </>
       )}
     </Card>
   );
 }
 
-function CallRow(props: { r: UsageRecord; cost: number | undefined; app: string | null }) {
+/** One page of the range's records, newest first (`order=desc`, keyset pages). */
+function useCallsPage(range: Range, cursor: string | undefined) {
+  return useQuery({
+    queryKey: keys.calls(range, cursor),
+    queryFn: () => api.get("/v1/usage", UsagePage, { from: rangeFrom(range), order: "desc", limit: PAGE, cursor }),
+    placeholderData: (previous) => previous,
+  });
+}
+
+const PAID_BY: Readonly<Record<UsageRecord["cost"]["paid_by"], string>> = {
+  quota: "quota",
+  credits: "credits",
+  quota_and_credits: "quota + credits",
+  nothing: "nothing",
+};
+
+function CallRow(props: { r: UsageRecord; cost: number | undefined }) {
   const r = props.r;
-  const paid =
-    r.charged_s === 0
-      ? "nothing"
-      : r.overage_s === 0
-        ? "quota"
-        : r.quota_s === 0
-          ? `credits (${money(r.charged_micros, r.currency)})`
-          : `quota ${seconds(r.quota_s)} + credits ${seconds(r.overage_s)} (${money(r.charged_micros, r.currency)})`;
   return (
-    <tr>
+    <tr data-call={r.id}>
       <td>
         <time dateTime={r.ended_at}>{when(r.ended_at)}</time>
       </td>
-      <td>{props.app ?? "own script"}</td>
+      <td class="call-app">{r.app === null ? "own script" : (r.app_name ?? r.app)}</td>
       <td>
         {r.size}
         {props.cost === undefined ? "" : ` ×${num(props.cost, 2)}`}
@@ -114,7 +125,11 @@ function CallRow(props: { r: UsageRecord; cost: number | undefined; app: string 
       <td class="num">{seconds(r.held_ms / 1000)}</td>
       <td class="num">{seconds(r.charged_s)}</td>
       <td class="num">{seconds(r.refunded_s)}</td>
-      <td>{paid}</td>
+      <td class="call-paid" title={r.cost.display.gpu}>
+        {PAID_BY[r.cost.paid_by]}
+        {r.cost.paid_by === "quota_and_credits" ? <span class="muted"> ({r.cost.display.gpu})</span> : null}
+      </td>
+      <td class="num call-cost">{r.cost.display.amount}</td>
       <td>
         <span class={`badge ${r.status}`}>{r.status}</span>
         {r.problem === null ? null : <code> {r.problem}</code>}

@@ -3,7 +3,7 @@ import type { UsageSummary } from "@gpupool/contract";
 import { StackedBars } from "../../components/bars-chart.js";
 import { Bar, Card, Loading, Scroll } from "../../components/ui.js";
 import { gpuTime, num, seconds } from "../../format.js";
-import { useAppNames, useSummary } from "../../queries.js";
+import { useSummary } from "../../queries.js";
 
 /** 30 days of GPU time, quota vs credits, for all apps or one; and the split by app. */
 export function UsageChartCard() {
@@ -12,7 +12,8 @@ export function UsageChartCard() {
   const byDay = useSummary("30d", "day", app === "" ? undefined : app);
   const days = useMemo(() => (byDay.data ? dailySeries(byDay.data) : null), [byDay.data]);
   const apps = byApp.data?.groups ?? [];
-  const names = useAppNames();
+  // The server names the apps a user called (only their names), whoever owns them.
+  const names = new Map(apps.map((g) => [g.key, g.name]));
   const appName = (key: string) => (key === "" || key === "null" ? "Own scripts" : (names.get(key) ?? key));
   return (
     <Card id="usage" title="GPU time, last 30 days" wide>

@@ -199,8 +199,19 @@ export class Billing {
     filter: UsageFilter,
     after: { endedAt: number; id: string } | null,
     limit: number,
+    order: "asc" | "desc" = "asc",
   ): Promise<UsageRecordRow[]> {
-    return this.store.transaction((tx) => tx.usage.list(filter, after, limit));
+    return this.store.transaction((tx) => tx.usage.list(filter, after, limit, order));
+  }
+
+  /**
+   * Every app's name by id. Usage records and summaries name the apps a user called with these —
+   * only the name, which the app's own pages show its visitors; nothing else of an app the user
+   * does not own.
+   */
+  async appNames(): Promise<ReadonlyMap<string, string>> {
+    const apps = await this.store.transaction((tx) => tx.apps.list());
+    return new Map(apps.map((a) => [a.id, a.name]));
   }
 
   async usageSummary(filter: UsageFilter, groupBy: UsageGroupBy) {

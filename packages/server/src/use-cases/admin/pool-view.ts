@@ -19,15 +19,42 @@ export interface PoolView {
   readonly devices: readonly { spec: DeviceSpec; holders: (string | null)[] }[];
   readonly slots: { readonly total: number; readonly busy: number };
   readonly active: readonly LeaseRecord[];
-  /** Position is the place in the priority order (leader), or in arrival order (database: the order is the leader's). */
-  readonly queue: readonly {
-    lease: string;
-    position: number;
-    reason: WaitReason | null;
-    identity: string;
-    app: string | null;
-    slots: number;
-  }[];
+  /** The first in line, at most QUEUE_LISTED; `queued` counts them all. */
+  readonly queue: readonly QueueEntry[];
+  readonly queued: QueueCounts;
+}
+
+/** Position is the place in the priority order (leader), or in arrival order (database: the order is the leader's). */
+export interface QueueEntry {
+  readonly lease: string;
+  readonly position: number;
+  readonly reason: WaitReason | null;
+  readonly identity: string;
+  readonly app: string | null;
+  readonly slots: number;
+}
+
+export interface QueueCounts {
+  readonly total: number;
+  readonly listed: number;
+  readonly byReason: Readonly<Record<string, number>>;
+  readonly byKind: Readonly<Record<string, number>>;
+}
+
+/** Queue entries a pool view lists: an event with ten thousand queued stays a few tens of kilobytes. */
+export const QUEUE_LISTED = 200;
+/** Queued leases a replica that does not lead reads to count and order the line. */
+const MAX_QUEUED_READ = 100_000;
+
+function countQueue(all: readonly QueueEntry[], listed: number): QueueCounts {
+  const byReason: Record<string, number> = {};
+  const byKind: Record<string, number> = {};
+  for (const e of all) {
+    if (e.reason !== null) byReason[e.reason] = (byReason[e.reason] ?? 0) + 1;
+    const kind = e.identity.slice(0, Math.max(0, e.identity.indexOf(":")));
+    byKind[kind] = (byKind[kind] ?? 0) + 1;
+  }
+  return { total: all.length, listed: Math.min(listed, all.length), byReason, byKind };
 }
 
 /** Active (and, on a replica that does not lead, queued) leases listed at most: every slot's holder of a large pool. */
@@ -38,6 +65,18 @@ function activeOf(state: PoolState): LeaseRecord[] {
   const active: LeaseRecord[] = [];
   for (const l of state.live.values()) if (l.status === "active") active.push(l);
   return active.sort((a, b) => b.seq - a.seq).slice(0, MAX_LISTED);
+}
+
+/** The queue as a replica that does not lead knows it: the database's arrival order (lists are newest first). */
+function arrivalOrder(queued: readonly LeaseRecord[]): QueueEntry[] {
+  return [...queued].reverse().map((l, i) => ({
+    lease: l.id,
+    position: i + 1,
+    reason: null,
+    identity: `${l.identityKind}:${l.identityId}`,
+    app: l.appId,
+    slots: l.slots,
+  }));
 }
 
 function nodeState(up: boolean, n: NodeRecord): NodeState {
@@ -72,7 +111,7 @@ export class PoolViewer {
     const { nodes, active, queued } = await store.transaction(async (tx) => ({
       nodes: await tx.nodes.list(),
       active: leading ? activeOf(state) : await tx.leases.list({ status: "active", limit: MAX_LISTED }),
-      queued: leading ? [] : await tx.leases.list({ status: "queued", limit: MAX_LISTED }),
+      queued: leading ? [] : await tx.leases.list({ status: "queued", limit: MAX_QUEUED_READ }),
     }));
     const fresh = (n: NodeRecord) =>
       n.devices !== null && n.heartbeatAt !== null && n.heartbeatAt + heartbeatTimeoutMs > now;
@@ -95,12 +134,14 @@ export class PoolViewer {
     }));
     const base = { nodes: [...configuredNodes, ...agents], active };
     if (leading) {
+      const line = state.queueSnapshot();
       return {
         ...base,
         source: "leader",
         devices: state.poolSnapshot(),
         slots: { total: state.totalSlots, busy: state.busySlots },
-        queue: state.queueSnapshot(),
+        queue: line.slice(0, QUEUE_LISTED),
+        queued: countQueue(line, QUEUE_LISTED),
       };
     }
     const pool = new Pool(configured);
@@ -108,21 +149,24 @@ export class PoolViewer {
     for (const l of active)
       if (l.node !== null && l.deviceIndex !== null && l.slotIndexes !== null)
         pool.occupy(l.id, l.node, l.deviceIndex, l.slotIndexes);
-    // listLeases is newest first; the database knows arrival order, not the leader's priorities.
-    const queue = [...queued].reverse().map((l, i) => ({
-      lease: l.id,
-      position: i + 1,
-      reason: null,
-      identity: `${l.identityKind}:${l.identityId}`,
-      app: l.appId,
-      slots: l.slots,
-    }));
+    const line = arrivalOrder(queued);
     return {
       ...base,
       source: "database",
       devices: pool.snapshot(),
       slots: { total: pool.totalSlots, busy: pool.busySlots },
-      queue,
+      queue: line.slice(0, QUEUE_LISTED),
+      queued: countQueue(line, QUEUE_LISTED),
     };
+  }
+
+  /** The whole line from position `after` + 1, at most `limit` entries, and how many wait in all. */
+  async line(after: number, limit: number): Promise<{ total: number; entries: readonly QueueEntry[] }> {
+    const line = this.leading()
+      ? this.state.queueSnapshot()
+      : arrivalOrder(
+          await this.store.transaction((tx) => tx.leases.list({ status: "queued", limit: MAX_QUEUED_READ })),
+        );
+    return { total: line.length, entries: line.filter((e) => e.position > after).slice(0, limit) };
   }
 }
