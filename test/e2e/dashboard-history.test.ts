@@ -37,7 +37,7 @@ describe("the dashboard in a browser: a user's call history", () => {
       const res = await fetch(`${w.url}/v1/usage?order=desc&limit=100`, {
         headers: { authorization: `Bearer ${dora.token}` },
       });
-      const records: any[] = (await res.json()).records;
+      const records = ((await res.json()) as { records: any[] }).records;
       expect(records).toHaveLength(22);
       expect(records[21].id).toBe(viaApp.id);
 
