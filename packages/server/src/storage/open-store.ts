@@ -40,7 +40,7 @@ export async function openStorage(url: string): Promise<Storage> {
       channels,
       lease,
       inFlight: connections.inFlight,
-      makeTx: (sql, grouped) => postgresTx(sql, connections.ledgerLockSpace, grouped),
+      makeTx: (sql, grouped) => postgresTx(sql, connections.ledgerLockSpace, grouped, connections.schema),
     });
     connections.onClose(() => coordination.close());
     try {
