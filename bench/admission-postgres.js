@@ -12,7 +12,7 @@ import { pino } from "pino";
 import { RateLimiterPostgres } from "rate-limiter-flexible";
 import { assemblePool, openStorage, systemClock } from "@gpupool/server";
 import { KEYS, admitReleaseCycle, benchConfig, keyOf, median, round } from "./admission.js";
-import { HOW_TO_GET_POSTGRES, findPostgresBin, startCluster } from "./pg-cluster.js";
+import { HOW_TO_GET_POSTGRES, findPostgresBin, startCluster, statementCountingSettings } from "./pg-cluster.js";
 
 // Rounds swing a lot on a small shared machine (other work, the disk's fsync times): the median of five.
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -23,6 +23,8 @@ const MEASURE_MS = Number(process.env.BENCH_PG_SECONDS ?? 10) * 1000;
 /** The peer's pg.Pool size: the pool it would be given in a server handling this many callers. */
 const PEER_POOL = Number(process.env.BENCH_PG_PEER_POOL ?? 10);
 const REPLICAS = 3;
+/** Ended leases already in the tables before a gpupool measurement starts (benchmarks do not run on empty tables). */
+const SEED_LEASES = Number(process.env.BENCH_PG_SEED_LEASES ?? 200_000);
 
 const silent = pino({ level: "silent" });
 const withSchema = (url, schema) => `${url}${url.includes("?") ? "&" : "?"}schema=${schema}`;
@@ -189,7 +191,20 @@ async function serverCounters(url) {
     } catch {
       // pg_stat_wal needs PostgreSQL 14.
     }
-    return { commits: db.rows[0].commits, walBytes: wal.bytes, walSyncs: wal.syncs };
+    // Statements the replicas sent, BEGIN and COMMIT included (pg_stat_statements, when loaded),
+    // less the leadership's background (the leader's renewals, the others' takeover tries, every
+    // 250 ms whatever the load) and these counters' own reads.
+    let statements = null;
+    try {
+      const st = await client.query(
+        "SELECT COALESCE(SUM(calls), 0)::float8 AS n FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) " +
+          "AND query !~* '(leadership|pg_try_advisory_lock|pg_advisory_unlock|pg_stat_|xact_commit)'",
+      );
+      statements = st.rows[0].n;
+    } catch {
+      // pg_stat_statements is not loaded (GPUPOOL_BENCH_POSTGRES_URL, or an installation without it).
+    }
+    return { commits: db.rows[0].commits, walBytes: wal.bytes, walSyncs: wal.syncs, statements };
   } finally {
     await client.end();
   }
@@ -206,24 +221,53 @@ async function admin(url, sql) {
 }
 
 /**
+ * SEED_LEASES ended leases of as many identities (released, expired, cancelled, failed), written
+ * in one INSERT … SELECT into a schema gpupool has migrated, then ANALYZEd: what a pool that has
+ * served for a while carries, so no figure is from an empty table.
+ */
+async function seed(url, schema) {
+  if (SEED_LEASES <= 0) return;
+  const storage = await openStorage(withSchema(url, schema));
+  await storage.close();
+  const day = 86_400_000;
+  await admin(
+    url,
+    `INSERT INTO ${schema}.leases (id, app_id, identity_kind, identity_id, tier, size, slots, cost, duration_ms, reserved_ms,
+       status, node, device_index, device_uuid, device_name, slot_indexes, queued_at, granted_at, deadline, ended_at, held_ms,
+       charged_ms, refunded_ms, failed, window_started_at, quota_ms, overage_ms, hold_micros, charged_micros)
+     SELECT 'ls_seed_' || g, NULL, 'ip', '10.9.' || (g / 256) % 256 || '.' || g % 256, 'anonymous', 'large', 8, 8, 1000, 8000,
+       (ARRAY['released', 'expired', 'cancelled', 'failed'])[1 + g % 4], CASE WHEN g % 4 < 2 THEN 'bench' END,
+       CASE WHEN g % 4 < 2 THEN g % 64 END, NULL, NULL, CASE WHEN g % 4 < 2 THEN '0' END,
+       t, CASE WHEN g % 4 < 2 THEN t END, CASE WHEN g % 4 < 2 THEN t + 1000 END, t + 500, CASE WHEN g % 4 < 2 THEN 500 ELSE 0 END,
+       CASE WHEN g % 4 < 2 THEN 4000 ELSE 0 END, CASE WHEN g % 4 < 2 THEN 4000 ELSE 8000 END, g % 4 = 3, t, 8000, 0, 0, 0
+     FROM (SELECT g, ${Date.now() - 30 * day}::bigint + g * 10 AS t FROM generate_series(1, ${SEED_LEASES}) AS g) s;
+     ANALYZE ${schema}.leases;`,
+  );
+}
+
+/**
  * One measurement: `replicas` processes of `side` on a fresh schema, started one after another
  * (the first leads), all driven over the same wall-clock window; the schema is dropped after.
  */
-export async function measure(url, side, replicas) {
+export async function measure(url, side, replicas, { followersOnly = false } = {}) {
   const schema = `bench_${randomBytes(6).toString("hex")}`;
   if (side === "peer") await admin(url, `CREATE SCHEMA ${schema}`);
+  else await seed(url, schema);
   const before = await serverCounters(url);
   const children = [];
   try {
-    const perReplica = CALLERS / replicas;
+    // followersOnly: the leader serves no caller; every cycle goes through the other replicas.
+    const driving = followersOnly ? replicas - 1 : replicas;
+    const perReplica = CALLERS / driving;
     const ready = [];
     for (let r = 0; r < replicas; r++) {
+      const d = followersOnly ? r - 1 : r;
       const c = spawnChild({
         side,
         url,
         schema,
-        callers: perReplica,
-        offset: r * perReplica,
+        callers: d < 0 ? 0 : perReplica,
+        offset: Math.max(0, d) * perReplica,
         stride: CALLERS,
         warmupMs: WARMUP_MS,
         measureMs: MEASURE_MS,
@@ -262,6 +306,8 @@ export async function measure(url, side, replicas) {
       commitsPerCycle: perCycle("commits", total),
       walBytesPerCycle: before.walBytes === null ? null : perCycle("walBytes", total),
       walSyncsPerCycle: before.walSyncs === null ? null : perCycle("walSyncs", total),
+      statementsPerCycle: before.statements === null ? null : perCycle("statements", total),
+      leaderFirst: ready[0]?.isLeader !== false,
     };
   } finally {
     for (const c of children) c.kill();
@@ -279,7 +325,11 @@ export async function database() {
   if (bin === null) return null;
   // BENCH_PG_SYNCHRONOUS_COMMIT=off shows how much of a figure is waiting for WAL flushes.
   const sc = process.env.BENCH_PG_SYNCHRONOUS_COMMIT;
-  const cluster = await startCluster(bin, sc ? { synchronous_commit: sc } : {});
+  const cluster = await startCluster(bin, {
+    ...statementCountingSettings(bin),
+    ...(sc ? { synchronous_commit: sc } : {}),
+  });
+  await admin(cluster.url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements").catch(() => undefined);
   return {
     url: cluster.url,
     where: `throwaway cluster (${bin}, ${cluster.url.replace(/^postgres:\/\/[^@]*@/, "")})`,
@@ -289,7 +339,7 @@ export async function database() {
 
 const describe = (m) =>
   `${round(m.cyclesPerS)} cycles/s (p50 ${round(m.p50Ms, 2)} ms, p99 ${round(m.p99Ms, 2)} ms, ` +
-  `${round(m.cpuUsPerCycle)} µs client CPU, ${m.commitsPerCycle === null ? "?" : round(m.commitsPerCycle, 2)} transactions, ` +
+  `${round(m.cpuUsPerCycle)} µs client CPU, ${m.statementsPerCycle === null ? "?" : round(m.statementsPerCycle, 1)} statements, ${m.commitsPerCycle === null ? "?" : round(m.commitsPerCycle, 2)} transactions, ` +
   `${m.walBytesPerCycle === null ? "?" : Math.round(m.walBytesPerCycle)} WAL bytes, ${m.walSyncsPerCycle === null ? "?" : round(m.walSyncsPerCycle, 3)} WAL syncs per cycle)`;
 
 export async function main() {
@@ -325,16 +375,20 @@ export async function main() {
   process.once("SIGTERM", stopOnSignal);
   try {
     const sides = [
-      ["one", "gpupool", 1],
-      ["three", "gpupool", REPLICAS],
-      ["peer", "peer", 1],
+      ["one", "gpupool", 1, {}],
+      ["three", "gpupool", REPLICAS, {}],
+      // A leader and one follower, every caller on the follower: the cost of a cycle through a follower.
+      ["follower", "gpupool", 2, { followersOnly: true }],
+      ["peer", "peer", 1, {}],
     ];
-    const runs = { one: [], three: [], peer: [] };
+    const runs = { one: [], three: [], follower: [], peer: [] };
     for (let r = 0; r < ROUNDS; r++) {
       // Rotate the order so no side always gets the warmest (or coldest) server.
       for (let s = 0; s < sides.length; s++) {
-        const [name, side, replicas] = sides[(s + r) % sides.length];
-        const m = await measure(db.url, side, replicas);
+        const [name, side, replicas, how] = sides[(s + r) % sides.length];
+        const m = await measure(db.url, side, replicas, how);
+        if (side === "gpupool" && !m.leaderFirst)
+          console.error(`warning: the first replica did not lead in the ${name} measurement`);
         runs[name].push(m);
         if (m.notGranted > 0)
           console.error(
@@ -343,12 +397,13 @@ export async function main() {
         if (name === "three" && m.leaders !== 1)
           console.error(`warning: ${m.leaders} replicas led during the 3-replica measurement (expected 1)`);
       }
-      const [o, t, p] = [runs.one.at(-1), runs.three.at(-1), runs.peer.at(-1)];
+      const [o, t, f, p] = [runs.one.at(-1), runs.three.at(-1), runs.follower.at(-1), runs.peer.at(-1)];
       console.log(`round ${r + 1}:`);
       console.log(`  gpupool, 1 replica:  ${describe(o)}`);
       console.log(
         `  gpupool, 3 replicas: ${describe(t)}; per replica ${t.perReplica.map((x) => round(x)).join(" / ")} (leader first)`,
       );
+      console.log(`  gpupool, every cycle through a follower (2 replicas): ${describe(f)}`);
       console.log(`  RateLimiterPostgres: ${describe(p)}`);
     }
     const med = (name, key) => {
@@ -392,6 +447,18 @@ export async function main() {
       inprocess_wal_syncs_per_cycle: r2(med("one", "walSyncsPerCycle")),
       replicas3_wal_syncs_per_cycle: r2(med("three", "walSyncsPerCycle")),
       peer_wal_syncs_per_cycle: r2(med("peer", "walSyncsPerCycle")),
+      // Per cycle through the leader (1 replica) and through a follower (a leader and a follower,
+      // every caller on the follower): statements (pg_stat_statements: BEGIN, COMMIT, NOTIFY
+      // included; the leadership's background polls excluded), transactions and WAL flushes.
+      seeded_ended_leases: SEED_LEASES,
+      follower_cycles_per_s: round(med("follower", "cyclesPerS")),
+      leader_path_statements_per_cycle: r2(med("one", "statementsPerCycle")),
+      follower_path_statements_per_cycle: r2(med("follower", "statementsPerCycle")),
+      leader_path_transactions_per_cycle: r2(med("one", "commitsPerCycle")),
+      follower_path_transactions_per_cycle: r2(med("follower", "commitsPerCycle")),
+      leader_path_wal_syncs_per_cycle: r2(med("one", "walSyncsPerCycle")),
+      follower_path_wal_syncs_per_cycle: r2(med("follower", "walSyncsPerCycle")),
+      replicas3_vs_1: r2(three / one),
       replicas3_not_granted: runs.three.reduce((n, m) => n + m.notGranted, 0),
     };
     console.log(JSON.stringify(result));

@@ -2,10 +2,19 @@
 // (a .ts file, which Node 20 cannot import from plain JS), but durable: fsync and synchronous
 // commit stay at PostgreSQL's defaults, because the benchmark measures durable admission.
 import { execFileSync, spawnSync } from "node:child_process";
-import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+} from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
+import { delimiter, dirname, join } from "node:path";
 
 export const HOW_TO_GET_POSTGRES =
   "PostgreSQL is not installed here: no initdb and pg_ctl on PATH nor in /usr/lib/postgresql/<version>/bin.\n" +
@@ -23,6 +32,19 @@ export function findPostgresBin() {
     .sort((a, b) => Number(b) - Number(a));
   for (const v of versions) if (has(join(root, v, "bin"))) return join(root, v, "bin");
   return null;
+}
+
+/**
+ * Settings that load pg_stat_statements (statements per cycle, BEGIN and COMMIT included), when the
+ * installation has it (Debian's postgresql package does); {} otherwise. Its view needs
+ * `CREATE EXTENSION pg_stat_statements` in the database.
+ */
+export function statementCountingSettings(binDir) {
+  // initdb may be a link (/usr/local/bin/initdb → /usr/lib/postgresql/15/bin/initdb): the library is beside the real one.
+  const lib = join(dirname(dirname(realpathSync(join(binDir, "initdb")))), "lib", "pg_stat_statements.so");
+  return existsSync(lib)
+    ? { shared_preload_libraries: "pg_stat_statements", "pg_stat_statements.track_utility": "on" }
+    : {};
 }
 
 /** initdb refuses to run as root: then the cluster belongs to an unprivileged user (created if none fits). */

@@ -8,7 +8,22 @@ import type { TestServer } from "./harness.js";
 import { LEADER_CHANNEL } from "../src/replication/messages.js";
 import { openStorage } from "../src/storage/open-store.js";
 import { StorageUnavailableError } from "../src/storage/store.js";
-import type { Storage } from "../src/storage/store.js";
+import type { Coordination, Storage, Tx } from "../src/storage/store.js";
+
+/** `coordination` whose publish of a follower's "admitted" word to the leader fails while `fail()` says so. */
+function failingPublish(coordination: Coordination, fail: () => boolean): Coordination {
+  return new Proxy(coordination, {
+    get(target, prop) {
+      if (prop === "publish")
+        return (channel: string, payload: string) =>
+          channel === LEADER_CHANNEL && payload.includes('"admitted"') && fail()
+            ? Promise.reject(new StorageUnavailableError("notify failed (test)", { reason: "unreachable" }))
+            : target.publish(channel, payload);
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}
 
 /**
  * What a replica that does not lead answers about the pool (two in-process servers on one
@@ -173,21 +188,39 @@ describe.skipIf(!postgresUrl())("a replica that does not lead", () => {
     expect((await leader.call("GET", "/v1/leases?limit=50", { token: ADMIN })).body.leases).toHaveLength(2);
   });
 
-  it("the follower stored the lease but could not tell the leader: the answer is the lease (202), not 503 'nothing was changed'; the leader places it", async () => {
+  it("the follower's word to the leader goes with its admission (in its transaction): a NOTIFY of its own that would fail is never needed, and a free GPU gives 201", async () => {
     let failures = 1;
     const { leader, follower } = await pair((storage) => ({
       ...storage,
-      coordination: new Proxy(storage.coordination, {
+      coordination: failingPublish(storage.coordination, () => failures-- > 0),
+      close: () => storage.close(),
+    }));
+    const owner = await leader.user("owner", "pro");
+    const app = await leader.appFor("demo", owner.id);
+    const r = await lease(follower, app.key, { duration: 20 });
+    expect({ status: r.status, code: r.body.code }).toEqual({ status: 201, code: undefined });
+    expect(r.body).toMatchObject({ status: "active" });
+    expect((await leader.call("GET", `/v1/leases/${r.body.id}`, { token: ADMIN })).body.status).toBe("active");
+  });
+
+  it("the follower stored the lease but could not tell the leader (a store whose transactions carry no word): the answer is the lease (202), not 503 'nothing was changed'; the leader places it", async () => {
+    let failures = 1;
+    const { leader, follower } = await pair((storage) => ({
+      ...storage,
+      store: new Proxy(storage.store, {
         get(target, prop) {
-          if (prop === "publish")
-            return (channel: string, payload: string) =>
-              channel === LEADER_CHANNEL && payload.includes('"admitted"') && failures-- > 0
-                ? Promise.reject(new StorageUnavailableError("notify failed (test)", { reason: "unreachable" }))
-                : target.publish(channel, payload);
+          if (prop === "transaction")
+            return <T>(fn: (tx: Tx) => Promise<T>) =>
+              target.transaction((tx) => {
+                const { publish, ...rest } = tx;
+                void publish;
+                return fn(rest);
+              });
           const v = Reflect.get(target, prop, target) as unknown;
           return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
         },
       }),
+      coordination: failingPublish(storage.coordination, () => failures-- > 0),
       close: () => storage.close(),
     }));
     const owner = await leader.user("owner", "pro");

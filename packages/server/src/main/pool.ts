@@ -104,7 +104,17 @@ export function assemblePool(
     log,
     heartbeatTimeoutMs,
   );
-  const follower = new FollowerLeases(store, accounts, policy, clock, events, (m) => tellLeader(coordination, m), log);
+  const replicaId = newOrderedId("r", clock.now());
+  const follower = new FollowerLeases(
+    store,
+    accounts,
+    policy,
+    clock,
+    events,
+    (m) => tellLeader(coordination, m),
+    log,
+    replicaId,
+  );
   late.replica = new Replica({
     store,
     coordination,
@@ -120,7 +130,7 @@ export function assemblePool(
     nodes: late.nodes,
     clock,
     log,
-    id: newOrderedId("r", clock.now()),
+    id: replicaId,
   });
   return {
     replica: late.replica,

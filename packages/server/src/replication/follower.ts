@@ -1,4 +1,4 @@
-import { billingOf, decideAdmission, fail, problem } from "@gpupool/core";
+import { billingOf, decideAdmission, fail, problem, quotaLeftShare, startWindow } from "@gpupool/core";
 import type { Placement, Policy, Problem, QueuePlace } from "@gpupool/core";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
@@ -11,6 +11,7 @@ import { endActive, endQueued } from "../use-cases/leases/lease-transitions.js";
 import type { IdentityQuota } from "../use-cases/accounts/accounts.js";
 import { earlierUse, rememberKey, replayKind } from "../use-cases/leases/idempotency.js";
 import type { AdmitInput, AdmitResult, LeaseLifecycle, Released } from "../use-cases/leases/leases.js";
+import { EVENTS_CHANNEL, LEADER_CHANNEL } from "./messages.js";
 import type { LeaderMessage, LeaseBroadcast } from "./messages.js";
 
 /** How long a follower waits for the leader to place a lease it admitted before answering 202. */
@@ -38,6 +39,8 @@ export class FollowerLeases implements LeaseLifecycle {
     private readonly events: LeaseEvents,
     private readonly tellLeader: (m: LeaderMessage) => Promise<void>,
     private readonly log: Logger,
+    /** This replica's id in broadcasts (its own are not relayed back to it). */
+    private readonly replicaId = "",
   ) {}
 
   position(leaseId: string): QueuePlace | null {
@@ -52,9 +55,53 @@ export class FollowerLeases implements LeaseLifecycle {
     const now = this.clock.now();
     const leaseId = newOrderedId("ls", now);
     const request = admissionRequestOf(input, now, false);
-    // May run more than once (Store.transaction): statements and pure computation only; a second
-    // run inserts the same lease id, the first having been rolled back.
-    const staged = await this.store.transaction(async (tx) => {
+    // Waiting for the leader's word before it can come: it is sent when the admission commits,
+    // and the leader may answer before the commit's answer gets back here.
+    let settle!: (b: LeaseBroadcast | null) => void;
+    const verdict = new Promise<LeaseBroadcast | null>((resolve) => (settle = resolve));
+    this.waiting.set(leaseId, (b) => settle(b));
+    const timers: NodeJS.Timeout[] = [];
+    const done = (): void => {
+      for (const t of timers) clearTimeout(t);
+      this.waiting.delete(leaseId);
+    };
+    const staged = await this.stage(input, request, leaseId, now).catch((err: unknown) => {
+      done();
+      throw err;
+    });
+    if (staged.kind !== "stored") done();
+    if (staged.kind === "denied") return staged;
+    if (staged.kind === "replay") return this.answer(staged.lease, staged.quota, undefined, input.charged);
+    // From here on the lease exists, its quota reserved: whatever fails, the answer says so (the lease, 202).
+    timers.push(setTimeout(() => settle(null), VERDICT_WAIT_MS).unref());
+    void verdict.then(done);
+    if (!staged.told)
+      await this.tellLeader(staged.message).catch((err: unknown) => {
+        this.log.warn({ err, leaseId }, "could not tell the leader about an admitted lease; trying again");
+        this.tellLater(staged.message);
+        settle(null);
+      });
+    const word = await verdict;
+    // The leader granted it and said how: the answer needs nothing read again.
+    if (word?.type === "granted" && word.lease !== undefined && word.lease.grantedAt !== null) {
+      const { identity, overrideMs, ledger, billing } = staged.account;
+      const quota = this.accounts.view(identity, overrideMs, startWindow(ledger, word.lease.grantedAt), billing);
+      return { kind: "granted", lease: word.lease, quota };
+    }
+    if (word?.type === "queued" || word?.type === "failed")
+      return this.answer(staged.lease, staged.quota, word, input.charged, false);
+    return this.answer(staged.lease, staged.quota, word, input.charged);
+  }
+
+  /**
+   * The admission's transaction: the quota reserved and the lease stored queued, and the leader
+   * told to place it — in the same transaction (its NOTIFY goes out at COMMIT), with the lease and
+   * its quota share, so the leader need not read them. May run more than once
+   * (Store.transaction): statements and pure computation only; a second run inserts the same lease
+   * id, the first having been rolled back.
+   */
+  private stage(input: AdmitInput, request: ReturnType<typeof admissionRequestOf>, leaseId: string, now: number) {
+    return this.store.transaction(async (tx) => {
       const account = await this.accounts.forAdmission(tx, input.charged, request);
       const { identity } = account;
       // A retry with the same Idempotency-Key: the lease the first request made (the ledger read above took its lock).
@@ -86,38 +133,25 @@ export class FollowerLeases implements LeaseLifecycle {
       const lease = await tx.leases.insert(admitted.lease);
       await this.accounts.save(tx, identity, decision.ledger);
       await rememberKey(tx, input.idempotency, lease.id, now);
+      const message: LeaderMessage = {
+        op: "admitted",
+        id: leaseId,
+        queue: input.queue,
+        ...(input.maxWaitMs === undefined || input.maxWaitMs === null ? {} : { max_wait_ms: input.maxWaitMs }),
+        ...(input.refuseLongWait === true ? { refuse_long_wait: true } : {}),
+        lease,
+        share: quotaLeftShare(this.policy, account),
+      };
+      if (tx.publish !== undefined) await tx.publish(LEADER_CHANNEL, JSON.stringify(message));
       return {
         kind: "stored" as const,
         lease,
+        message,
+        told: tx.publish !== undefined,
         quota: this.accounts.view(identity, account.overrideMs, decision.ledger, admitted.billing),
+        account: { identity, overrideMs: account.overrideMs, ledger: decision.ledger, billing: admitted.billing },
       };
     });
-    if (staged.kind === "denied") return staged;
-    if (staged.kind === "replay") return this.answer(staged.lease, staged.quota, undefined, input.charged);
-    // From here on the lease exists, its quota reserved: whatever fails, the answer says so (the lease, 202).
-    let settle!: (b: LeaseBroadcast | null) => void;
-    const verdict = new Promise<LeaseBroadcast | null>((resolve) => (settle = resolve));
-    const timer = setTimeout(() => settle(null), VERDICT_WAIT_MS);
-    timer.unref();
-    this.waiting.set(leaseId, (b) => settle(b));
-    void verdict.then(() => {
-      clearTimeout(timer);
-      this.waiting.delete(leaseId);
-    });
-    const admittedMessage: LeaderMessage = {
-      op: "admitted",
-      id: leaseId,
-      queue: input.queue,
-      ...(input.maxWaitMs === undefined || input.maxWaitMs === null ? {} : { max_wait_ms: input.maxWaitMs }),
-      ...(input.refuseLongWait === true ? { refuse_long_wait: true } : {}),
-    };
-    await this.tellLeader(admittedMessage).catch((err: unknown) => {
-      this.log.warn({ err, leaseId }, "could not tell the leader about an admitted lease; trying again");
-      this.tellLater(admittedMessage);
-      settle(null);
-    });
-    const word = await verdict;
-    return this.answer(staged.lease, staged.quota, word, input.charged);
   }
 
   /**
@@ -132,18 +166,24 @@ export class FollowerLeases implements LeaseLifecycle {
     storedQuota: IdentityQuota,
     word: LeaseBroadcast | null | undefined,
     charged: AdmitInput["charged"],
+    /** False when the leader's word says all there is (queued: its place; refused: its problem): nothing is read again. */
+    readBack = true,
   ): Promise<AdmitResult> {
-    const fresh = await this.store
-      .transaction(async (tx) => ({
-        lease: await tx.leases.get(stored.id),
-        quota: await this.accounts.quota(tx, charged, this.clock.now()),
-      }))
-      .catch((err: unknown) => {
-        this.log.warn({ err, leaseId: stored.id }, "could not read an admitted lease back; answering it as stored");
-        return { lease: stored, quota: storedQuota };
-      });
+    const fresh = !readBack
+      ? { lease: stored, quota: storedQuota }
+      : await this.store
+          .transaction(async (tx) => ({
+            lease: await tx.leases.get(stored.id),
+            quota: await this.accounts.quota(tx, charged, this.clock.now()),
+          }))
+          .catch((err: unknown) => {
+            this.log.warn({ err, leaseId: stored.id }, "could not read an admitted lease back; answering it as stored");
+            return { lease: stored, quota: storedQuota };
+          });
     const lease = fresh.lease ?? stored;
-    const answer = word === undefined ? replayKind(lease) : admissionAnswer(lease);
+    // The leader's refusal is final (the record, read back or not, says failed).
+    const answer =
+      word?.type === "failed" ? "refused" : word === undefined ? replayKind(lease) : admissionAnswer(lease);
     if (answer === "granted") return { kind: "granted", lease, quota: fresh.quota };
     if (answer === "ended") return { kind: "ended", lease, quota: fresh.quota };
     if (answer === "refused") {
@@ -206,21 +246,27 @@ export class FollowerLeases implements LeaseLifecycle {
         ended = await this.accounts.step(tx, lease, now, (ledger) =>
           endActive(lease, ledger, "released", now, null, failed, billingOf(this.policy).overage.pricePerMinuteMicros),
         );
+      const changed = ended !== lease;
+      // Everyone hears it — the leader frees the slots — once it is committed: one NOTIFY, in this transaction.
+      const told = changed && tx.publish !== undefined;
+      if (told) await tx.publish?.(EVENTS_CHANNEL, JSON.stringify(endedBroadcast(ended, this.replicaId)));
       return {
         lease: ended,
-        changed: ended !== lease,
+        changed,
+        told,
         quota: await this.accounts.quota(tx, { kind: lease.identityKind, id: lease.identityId }, now),
       };
     });
     if (out.changed) {
       this.places.delete(leaseId);
       this.events.emit(leaseId, { type: "ended", lease: out.lease });
-      await this.tellLeader({ op: "ended", id: leaseId }).catch((err: unknown) =>
-        this.log.warn(
-          { err, leaseId },
-          "could not tell the leader about a release; it frees the slots when it next recovers",
-        ),
-      );
+      if (!out.told)
+        await this.tellLeader({ op: "ended", id: leaseId }).catch((err: unknown) =>
+          this.log.warn(
+            { err, leaseId },
+            "could not tell the leader about a release; it frees the slots when it next recovers",
+          ),
+        );
     }
     return { lease: out.lease, quota: out.quota };
   }
@@ -250,11 +296,16 @@ export class FollowerLeases implements LeaseLifecycle {
     }
     this.places.delete(b.id);
     if (!this.events.subscribed().includes(b.id)) return;
-    const lease = await this.store.transaction((tx) => tx.leases.get(b.id));
+    const lease = b.lease ?? (await this.store.transaction((tx) => tx.leases.get(b.id)));
     if (lease === null) return;
     if (b.type === "failed") this.events.emit(b.id, { type: "failed", lease, problem: b.problem });
     else this.events.emit(b.id, { type: b.type, lease });
   }
+}
+
+/** What a replica that ended a lease tells every other (the leader frees its slots), with the lease as ended. */
+export function endedBroadcast(lease: LeaseRecord, from: string): LeaseBroadcast & { from: string } {
+  return { type: "ended", id: lease.id, lease, from };
 }
 
 /**

@@ -1,9 +1,11 @@
-import type { Coordination } from "../storage/store.js";
+import type { Coordination, LeaseRecord } from "../storage/store.js";
 import type { Announcement } from "../use-cases/leases/announcer.js";
 
 /**
  * What control-plane replicas on one PostgreSQL database tell each other (LISTEN/NOTIFY payloads,
- * JSON). Only ids and small facts travel: the lease itself is always re-read from the database.
+ * JSON). Ids and small facts, and the lease as the sender wrote it in the transaction the word
+ * was sent in (delivered at its COMMIT), so the receiver need not read it again; a word without
+ * it (an older replica's) makes the receiver read the lease from the database.
  */
 
 /** To the leader: something changed that its scheduler must know about. */
@@ -11,7 +13,9 @@ export type LeaderMessage =
   /**
    * A follower admitted (reserved and stored) a queued lease: place it. `queue: false` = grant now
    * or give up; `max_wait_ms`: how long it may wait (absent or null: its tier's queue timeout);
-   * `refuse_long_wait`: refuse it if it is expected to wait longer (predicted_wait).
+   * `refuse_long_wait`: refuse it if it is expected to wait longer (predicted_wait). `lease`: as
+   * stored (the word is sent in the admission's transaction); `share`: what its identity had left
+   * of its quota before it (the scheduler's quota-left share).
    */
   | {
       readonly op: "admitted";
@@ -19,8 +23,13 @@ export type LeaderMessage =
       readonly queue: boolean;
       readonly max_wait_ms?: number | null;
       readonly refuse_long_wait?: boolean;
+      readonly lease?: LeaseRecord;
+      readonly share?: number;
     }
-  /** A follower ended a lease (release or cancel): free its slots / take it out of the queue. */
+  /**
+   * A follower ended a lease (release or cancel): free its slots / take it out of the queue. (A
+   * replica of this version says so on EVENTS_CHANNEL instead, in the transaction that ended it.)
+   */
   | { readonly op: "ended"; readonly id: string }
   /** Someone on a follower watches this queued lease: announce its place. */
   | { readonly op: "watch"; readonly id: string }

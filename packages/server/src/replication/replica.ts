@@ -14,6 +14,11 @@ import type { FollowerLeases } from "./follower.js";
 import { EVENTS_CHANNEL, LEADER_CHANNEL, parseMessage, tellLeader } from "./messages.js";
 import type { LeaderMessage, LeaseBroadcast } from "./messages.js";
 
+/** NOTIFY payloads are at most 8,000 bytes (Coordination.publish allows 7,000): what a batch of announcements may take, in characters (JSON of ASCII text; a lease's own text may not be). */
+const MAX_BATCH_CHARS = 3_000;
+/** An announcement larger than this goes without its lease. */
+const MAX_ITEM_CHARS = 2_500;
+
 export interface ReplicaParts {
   readonly store: Store;
   readonly coordination: Coordination;
@@ -42,6 +47,8 @@ export class Replica implements LeaseLifecycle, PoolMembership, PlacementView {
   private leading: boolean;
   private stopped = false;
   private readonly unsubscribe: (() => Promise<void>)[] = [];
+  /** Announcements of this turn of the event loop, not sent yet (see announce). */
+  private readonly outgoing: Announcement[] = [];
 
   constructor(private readonly parts: ReplicaParts) {
     this.leading = false;
@@ -108,12 +115,43 @@ export class Replica implements LeaseLifecycle, PoolMembership, PlacementView {
     );
   }
 
-  /** The leader's announcement, for the other replicas' watchers (nothing to do on a store nobody shares). */
+  /**
+   * The leader's announcement, for the other replicas' watchers (nothing to do on a store nobody
+   * shares). Those of one turn of the event loop go out together, as few NOTIFYs as fit their
+   * payload (under load, the grants of a whole commit group in one or two).
+   */
   announce(a: Announcement): void {
     if (!this.parts.coordination.shared) return;
-    this.parts.coordination
-      .publish(EVENTS_CHANNEL, JSON.stringify({ ...a, from: this.parts.id }))
-      .catch((err: unknown) => this.parts.log.warn({ err }, "broadcasting a lease event failed"));
+    // A lease too large to travel (it never is in practice) goes without: the receivers read it.
+    const item = JSON.stringify(a).length > MAX_ITEM_CHARS ? withoutLease(a) : a;
+    this.outgoing.push(item);
+    if (this.outgoing.length === 1) setImmediate(() => this.flushAnnouncements());
+  }
+
+  private flushAnnouncements(): void {
+    const items = this.outgoing.splice(0);
+    const send = (batch: Announcement[]): void => {
+      const payload =
+        batch.length === 1
+          ? JSON.stringify({ ...batch[0], from: this.parts.id })
+          : JSON.stringify({ type: "batch", items: batch, from: this.parts.id });
+      this.parts.coordination
+        .publish(EVENTS_CHANNEL, payload)
+        .catch((err: unknown) => this.parts.log.warn({ err }, "broadcasting a lease event failed"));
+    };
+    let batch: Announcement[] = [];
+    let size = 0;
+    for (const item of items) {
+      const n = JSON.stringify(item).length + 1;
+      if (batch.length > 0 && size + n > MAX_BATCH_CHARS) {
+        send(batch);
+        batch = [];
+        size = 0;
+      }
+      batch.push(item);
+      size += n;
+    }
+    if (batch.length > 0) send(batch);
   }
 
   /**
@@ -162,12 +200,16 @@ export class Replica implements LeaseLifecycle, PoolMembership, PlacementView {
   }
 
   private async listen(): Promise<void> {
-    const { coordination, follower, runner, log, id } = this.parts;
+    const { coordination, runner, log, id } = this.parts;
     this.unsubscribe.push(
       await coordination.subscribe(EVENTS_CHANNEL, (payload) => {
-        const b = parseMessage<LeaseBroadcast & { from?: string }>(payload, "type");
+        const b = parseMessage<(LeaseBroadcast | { type: "batch"; items?: unknown }) & { from?: string }>(
+          payload,
+          "type",
+        );
         if (b === null || b.from === id) return;
-        follower.heard(b).catch((err: unknown) => log.warn({ err }, "relaying a lease event failed"));
+        const items = b.type === "batch" ? (Array.isArray(b.items) ? (b.items as LeaseBroadcast[]) : []) : [b];
+        for (const item of items) this.onBroadcast(item);
       }),
       await coordination.subscribe(
         LEADER_CHANNEL,
@@ -234,6 +276,21 @@ export class Replica implements LeaseLifecycle, PoolMembership, PlacementView {
     }
   }
 
+  /**
+   * A lease's change another replica announced. A lease another replica ended (and said how, in
+   * the transaction that ended it) is freed here when this replica leads; every replica relays
+   * what it hears to its own watchers.
+   */
+  private onBroadcast(b: LeaseBroadcast): void {
+    const { leader, follower, log } = this.parts;
+    if (typeof b.id !== "string") return;
+    if (this.leading && b.type === "ended" && b.lease !== undefined)
+      return void leader
+        .endedElsewhere(b.lease)
+        .catch((err: unknown) => log.error({ err, leaseId: b.id }, "freeing a lease ended by another replica failed"));
+    follower.heard(b).catch((err: unknown) => log.warn({ err }, "relaying a lease event failed"));
+  }
+
   /** Work another replica handed to the leader. */
   private onLeaderMessage(m: LeaderMessage): void {
     const { leader, nodes, log } = this.parts;
@@ -242,7 +299,15 @@ export class Replica implements LeaseLifecycle, PoolMembership, PlacementView {
     switch (m.op) {
       case "admitted":
         return void leader
-          .adopt(m.id, m.queue, typeof m.max_wait_ms === "number" ? m.max_wait_ms : null, m.refuse_long_wait === true)
+          .adopt(
+            m.id,
+            m.queue,
+            typeof m.max_wait_ms === "number" ? m.max_wait_ms : null,
+            m.refuse_long_wait === true,
+            m.lease !== undefined && m.lease.id === m.id && typeof m.share === "number"
+              ? { lease: m.lease, share: m.share }
+              : null,
+          )
           .catch(failed("placing a lease admitted by another replica failed", { leaseId: m.id }));
       case "ended":
         return void leader
@@ -262,4 +327,12 @@ export class Replica implements LeaseLifecycle, PoolMembership, PlacementView {
           .catch(failed("applying an app's concurrency limit failed", { app: m.app }));
     }
   }
+}
+
+/** An announcement without the lease it carries. */
+function withoutLease(a: Announcement): Announcement {
+  if (a.type === "queued" || a.lease === undefined) return a;
+  const { lease, ...rest } = a;
+  void lease;
+  return rest;
 }

@@ -50,7 +50,7 @@ export async function openStorage(url: string, options: Pick<MigrateOptions, "mi
       channels,
       lease,
       inFlight: connections.inFlight,
-      makeTx: (sql, grouped) => postgresTx(sql, connections.ledgerLockSpace, grouped),
+      makeTx: (sql, grouped) => postgresTx(sql, connections.ledgerLockSpace, grouped, connections.schema),
     });
     connections.onClose(() => coordination.close());
     try {

@@ -305,6 +305,12 @@ export interface Tx {
   readonly usage: UsageTx;
   readonly dashboard: DashboardTx;
   readonly retention: RetentionTx;
+  /**
+   * Sends `payload` on `channel` (as Coordination.publish) when this transaction commits, and not
+   * at all if it rolls back: a word to the other replicas that costs no transaction of its own and
+   * cannot arrive before what it tells of is visible. Absent on a store nobody shares.
+   */
+  readonly publish?: (channel: string, payload: string) => Promise<void>;
 }
 
 export interface UsersTx {

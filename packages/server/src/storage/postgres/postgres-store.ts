@@ -89,7 +89,9 @@ export class PostgresStore implements Store {
 
   /** One run of a transaction, whose statements are refused once it is over (see fence.ts). */
   private runOnce<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
-    return this.inSession((sql) => fn(postgresTx(sql, this.connections.ledgerLockSpace)));
+    return this.inSession((sql) =>
+      fn(postgresTx(sql, this.connections.ledgerLockSpace, undefined, this.connections.schema)),
+    );
   }
 
   /**

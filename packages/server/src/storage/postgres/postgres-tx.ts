@@ -1,6 +1,7 @@
 import type { LedgerState } from "@gpupool/core";
 import type postgres from "postgres";
 import { billingTx, dollarParams } from "../billing-sql.js";
+import { checkPayload } from "../local-coordination.js";
 import { dashboardTx } from "../dashboard-sql.js";
 import { leaseListStatements } from "../lease-list.js";
 import { retentionTx } from "../retention-sql.js";
@@ -123,7 +124,7 @@ export interface GroupedTx {
  * `ledgerLockSpace` is the first key of the ledger advisory locks (derived from the schema, so
  * schemas in one database do not contend).
  */
-export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedTx): Tx {
+export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedTx, schema?: string): Tx {
   const q = (text: string, params: SqlValue[] = []): postgres.PendingQuery<Row[]> =>
     sql.unsafe<Row[]>(text, params, { prepare: true });
   const one = async (text: string, ...params: SqlValue[]): Promise<Row | undefined> => (await q(text, params))[0];
@@ -132,7 +133,24 @@ export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedT
   const count = async (text: string, ...params: SqlValue[]): Promise<number> => (await q(text, params)).count;
   const decode = <R>(table: { decode(row: Row): R }, row: Row | undefined): R | null =>
     row === undefined ? null : table.decode(row);
+  /**
+   * Identities whose advisory lock this transaction holds ("kind:id"), so it is not asked for
+   * again (a release locks the identity through its lease, then reads the ledger), and the
+   * ledgers it read or wrote under those locks: nobody else can change such a row until this
+   * transaction ends, so a second read (the quota after a release or an admission) is not sent.
+   */
+  const locked = new Set<string>();
+  const ledgers = new Map<string, LedgerState | null>();
   return {
+    ...(schema === undefined
+      ? {}
+      : {
+          // pg_notify is transactional: delivered at COMMIT, dropped by a rollback.
+          publish: (channel: string, payload: string) => {
+            checkPayload(channel, payload);
+            return run("SELECT pg_notify($1, $2)", `${schema}.${channel}`, payload);
+          },
+        }),
     ...dashboardTx({
       dialect: "postgres",
       all: async (text, params) => [...(await q(dollarParams(text), [...params]))],
@@ -192,23 +210,28 @@ export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedT
     ledgers: {
       get: async (identity) => {
         if (grouped?.ledgers.has(identity)) return grouped.ledgers.get(identity) ?? null;
+        if (ledgers.has(identity)) return ledgers.get(identity) ?? null;
         // The row may not exist yet, and FOR UPDATE cannot lock a missing row: an advisory lock on
         // the identity serializes first admissions too (without writing a placeholder row). The
         // SELECT is a separate statement so its snapshot is taken after the lock is granted; both
-        // are sent at once (pipelined), so this costs one round trip.
+        // are sent at once (pipelined), so this costs one round trip. A transaction that already
+        // holds the identity's lock (it read one of its leases) sends the SELECT alone.
         const [, rows] = await Promise.all([
-          q(LEDGER.lock, [ledgerLockSpace, identity]),
+          locked.has(identity) ? null : q(LEDGER.lock, [ledgerLockSpace, identity]),
           q(LEDGER.forUpdate, [identity]),
         ]);
         const ledger = decode(LEDGERS, rows[0]);
+        locked.add(identity);
+        ledgers.set(identity, ledger);
         grouped?.ledgers.set(identity, ledger);
         return ledger;
       },
       put: async (identity, s) => {
         const write = q(LEDGER.upsert, LEDGERS.insertParams(s, "postgres", identity));
+        // Only a ledger whose locks this transaction (or its group) holds is remembered (every writer reads it first anyway).
+        if (ledgers.has(identity)) ledgers.set(identity, s);
         if (!grouped) return void (await write);
         grouped.defer(write);
-        // Only a ledger whose locks the group holds is remembered (every writer reads it first anyway).
         if (grouped.ledgers.has(identity)) grouped.ledgers.set(identity, s);
       },
     },
@@ -229,7 +252,9 @@ export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedT
         // is taken once the advisory lock is held and it reads the status as it is then. Sent at once:
         // one round trip. In a group already holding the identity's lock, the first one is free.
         const [, rows] = await Promise.all([q(LEASE.lockIdentity, [ledgerLockSpace, id]), q(LEASE.forUpdate, [id])]);
-        return decode(LEASES, rows[0]);
+        const lease = decode(LEASES, rows[0]);
+        if (lease !== null) locked.add(`${lease.identityKind}:${lease.identityId}`);
+        return lease;
       },
       list: async (f) => {
         const { text, params } = listLeases(f);

@@ -152,8 +152,11 @@ export class Accounts {
     step: (ledger: LedgerState) => LedgerStep<LeaseRecord>,
   ): Promise<LeaseRecord> {
     const identity = { kind: lease.identityKind, id: lease.identityId };
-    const next = step(await this.ledger(tx, identity, now));
-    await tx.ledgers.put(identityKey(identity), next.ledger);
+    const stored = await tx.ledgers.get(identityKey(identity));
+    const ledger = rollWindow(stored ?? EMPTY_LEDGER, now, this.policy.windowMs);
+    const next = step(ledger);
+    // A step that leaves the stored ledger as it was (a grant in a window already started) writes only the lease.
+    if (stored === null || next.ledger !== stored) await tx.ledgers.put(identityKey(identity), next.ledger);
     await tx.leases.update(next.lease);
     if (isLive(lease) && !isLive(next.lease)) {
       // It ended: its hold is settled and its usage record written, in the same transaction.

@@ -8,10 +8,13 @@ import type { Timers } from "../timers.js";
 import { queueTimeoutProblemFrom } from "./lease-problems.js";
 import type { PoolState } from "./pool-state.js";
 
-/** A lease's change as the leader announces it beyond this process (other replicas relay it to their watchers). */
+/**
+ * A lease's change as the leader announces it beyond this process (other replicas relay it to
+ * their watchers), with the lease as it now is (absent from an older replica's: then read it).
+ */
 export type Announcement =
-  | { readonly type: "granted" | "ended"; readonly id: string }
-  | { readonly type: "failed"; readonly id: string; readonly problem: Problem }
+  | { readonly type: "granted" | "ended"; readonly id: string; readonly lease?: LeaseRecord }
+  | { readonly type: "failed"; readonly id: string; readonly problem: Problem; readonly lease?: LeaseRecord }
   | {
       readonly type: "queued";
       readonly id: string;
@@ -77,13 +80,16 @@ export class LeaseAnnouncer {
       this.metrics?.grant(lease.size, (lease.grantedAt ?? lease.queuedAt) - lease.queuedAt);
       this.remoteWatched.delete(lease.id);
       this.events.emit(lease.id, { type: "granted", lease });
-      this.outbox({ type: "granted", id: lease.id });
+      this.outbox({ type: "granted", id: lease.id, lease });
     }
     this.positions();
   }
 
-  /** `problems`: the problem a lease that never got a GPU was refused with, when known (else rebuilt from the record). */
-  ended(leases: readonly LeaseRecord[], problems?: ReadonlyMap<string, Problem>): void {
+  /**
+   * `problems`: the problem a lease that never got a GPU was refused with, when known (else rebuilt
+   * from the record). `relay`: false when the replica that ended them told the others itself.
+   */
+  ended(leases: readonly LeaseRecord[], problems?: ReadonlyMap<string, Problem>, relay = true): void {
     for (const lease of leases) {
       this.timers.clear(lease.id);
       this.announced.delete(lease.id);
@@ -93,10 +99,10 @@ export class LeaseAnnouncer {
       if (lease.status === "failed" && lease.problemCode !== null && lease.grantedAt === null) {
         const why = problems?.get(lease.id) ?? queueTimeoutProblemFrom(lease);
         this.events.emit(lease.id, { type: "failed", lease, problem: why });
-        this.outbox({ type: "failed", id: lease.id, problem: why });
+        if (relay) this.outbox({ type: "failed", id: lease.id, problem: why, lease });
       } else {
         this.events.emit(lease.id, { type: "ended", lease });
-        this.outbox({ type: "ended", id: lease.id });
+        if (relay) this.outbox({ type: "ended", id: lease.id, lease });
       }
     }
     this.positions();

@@ -1,5 +1,5 @@
-import { decideAdmission, fail, placementRefusal, queueTimeoutOf, quotaLeftShare } from "@gpupool/core";
-import type { Policy, Problem, QueuePlace } from "@gpupool/core";
+import { decideAdmission, fail, quotaLeftShare } from "@gpupool/core";
+import type { Policy, QueuePlace } from "@gpupool/core";
 import type { Clock } from "../../clock.js";
 import type { EngineRunner } from "../../engine/runner.js";
 import type { Metrics } from "../../metrics.js";
@@ -14,15 +14,7 @@ import { grant } from "./lease-transitions.js";
 import type { LeaseWrites } from "./lease-writes.js";
 import type { AdmitInput, AdmitResult, Released } from "./leases.js";
 import type { PoolState } from "./pool-state.js";
-
-/** How many leases one catch-up transaction places at most (see LeaderLeases.catchUp). */
-const CATCH_UP_BATCH = 50;
-
-/** A lease the pool's half of admission turned down, as ended, and the problem it was refused with. */
-interface Refused {
-  readonly lease: LeaseRecord;
-  readonly problem: Problem;
-}
+import { RemoteLeases } from "./remote-leases.js";
 
 /**
  * The lease use cases of the replica that runs the scheduler (always, on a store nobody shares):
@@ -39,7 +31,11 @@ export class LeaderLeases {
     private readonly policy: Policy,
     private readonly clock: Clock,
     private readonly metrics: Metrics | null,
-  ) {}
+  ) {
+    this.remote = new RemoteLeases(runner, state, writes, accounts, announcer, policy, clock);
+  }
+
+  private readonly remote: RemoteLeases;
 
   admit(input: AdmitInput): Promise<AdmitResult> {
     const started = performance.now();
@@ -205,141 +201,30 @@ export class LeaderLeases {
     if (elsewhere) await this.forget(leaseId);
   }
 
-  /**
-   * A lease another replica admitted (stored queued, its quota reserved): the pool's half of
-   * admission decides it here — it fails at once (refunded) if no GPU of its node could take it,
-   * or it may not wait and no slot is free; else it is queued and the queue dispatched.
-   */
-  adopt(id: string, queue: boolean, maxWaitMs: number | null = null, refuseLongWait = false): Promise<void> {
-    const now = this.clock.now();
-    return this.runner.run(
-      async (tx) => {
-        const lease = await tx.leases.get(id);
-        if (!lease || lease.status !== "queued" || this.state.live.has(id)) return null;
-        const refused = await this.place(tx, lease, queue, now, refuseLongWait ? maxWaitMs : null);
-        return {
-          leases: [lease],
-          ended: refused === null ? [] : [refused],
-          grants: await this.writes.dispatch(tx, now),
-        };
-      },
-      (out) => {
-        if (out !== null) this.adopted(out, maxWaitMs);
-      },
-    );
-  }
-
-  /**
-   * After this replica takes the lead, once its memory is rebuilt: the store's live set read
-   * again, so no lease another replica admitted in the meantime is missed — its word to the
-   * leader came while this replica was still rebuilding (and was dropped), or went to the leader
-   * that just stopped. Each queued lease not in memory is placed as `adopt` would place it (its
-   * queue timeout counted from when it was admitted); a lease memory holds that the store has
-   * ended is freed. At most CATCH_UP_BATCH at a time: `more` says to call it again.
-   */
-  async catchUp(): Promise<{ adopted: number; more: boolean }> {
-    const now = this.clock.now();
-    return await this.runner.run(
-      async (tx) => {
-        const live = await tx.leases.live();
-        const stored = new Set(live.map((l) => l.id));
-        const gone = [...this.state.live.keys()].filter((id) => !stored.has(id));
-        const leases: LeaseRecord[] = [];
-        const ended: Refused[] = [];
-        let more = false;
-        for (const found of live) {
-          if (found.status !== "queued" || this.state.live.has(found.id)) continue;
-          // A few at a time: each one locks its identity until the commit, and followers wait for those locks.
-          if (leases.length + ended.length >= CATCH_UP_BATCH) {
-            more = true;
-            break;
-          }
-          // Read again, locked: another replica may be cancelling it right now.
-          const lease = await tx.leases.get(found.id);
-          if (!lease || lease.status !== "queued") continue;
-          const limitMs = queueTimeoutOf(this.policy, this.policy.tiers[lease.tier]);
-          const late = lease.queuedAt + limitMs <= now;
-          const why = queueTimeoutProblem(lease, now, limitMs);
-          const done = late
-            ? { lease: await this.writes.finishQueued(tx, lease, "failed", now, why), problem: why }
-            : await this.place(tx, lease, true, now);
-          if (done === null) leases.push(lease);
-          else ended.push(done);
-        }
-        return { leases, ended, gone, more, grants: await this.writes.dispatch(tx, now) };
-      },
-      async (out) => {
-        this.adopted(out);
-        for (const id of out.gone) await this.forget(id);
-        return { adopted: out.leases.length + out.ended.length, more: out.more };
-      },
-    );
-  }
-
-  /** The pool's half of admission for a stored queued lease: refused (the lease as ended, and why), or queued here (null). */
-  private async place(
-    tx: Tx,
-    lease: LeaseRecord,
+  /** A lease another replica admitted: see RemoteLeases.adopt. */
+  adopt(
+    id: string,
     queue: boolean,
-    now: number,
-    /** Refuse it at once if it is expected to wait longer than this (predicted_wait); null: do not. */
-    refuseBeyondMs: number | null = null,
-  ): Promise<Refused | null> {
-    const request = this.state.request(lease, await this.shareBefore(tx, lease, now));
-    const refused = placementRefusal(
-      this.policy,
-      {
-        size: { name: lease.size, slots: lease.slots, cost: lease.cost },
-        node: lease.node,
-        queue,
-        ...(refuseBeyondMs === null ? {} : { maxWaitMs: refuseBeyondMs }),
-      },
-      this.state.placement(request, now),
-      this.policy.tiers[lease.tier],
-    );
-    if (refused !== null)
-      return {
-        lease: await this.writes.finishQueued(tx, lease, "failed", now, refused.problem),
-        problem: refused.problem,
-      };
-    this.state.live.set(lease.id, lease);
-    this.state.enqueue(request);
-    return null;
+    maxWaitMs: number | null = null,
+    refuseLongWait = false,
+    told: { lease: LeaseRecord; share: number } | null = null,
+  ): Promise<void> {
+    return this.remote.adopt(id, queue, maxWaitMs, refuseLongWait, told);
   }
 
-  /** Announces adopted leases: refusals, those that wait (the replica that admitted them waits for their place), grants. */
-  private adopted(
-    out: { leases: readonly LeaseRecord[]; ended: readonly Refused[]; grants: LeaseRecord[] },
-    maxWaitMs: number | null = null,
-  ): void {
-    // With the problem itself, so its fields (a refusal's `reason`) reach the replica that admitted it.
-    this.announcer.ended(
-      out.ended.map((r) => r.lease),
-      new Map(out.ended.map((r) => [r.lease.id, r.problem])),
-    );
-    for (const lease of out.leases)
-      if (this.state.live.get(lease.id)?.status === "queued") this.announcer.queued(lease, true, maxWaitMs);
-    this.announcer.granted(out.grants);
+  /** Another replica ended a lease and said how: see RemoteLeases.endedElsewhere. */
+  endedElsewhere(lease: LeaseRecord): Promise<void> {
+    return this.remote.endedElsewhere(lease);
+  }
+
+  /** After this replica takes the lead: see RemoteLeases.catchUp. */
+  catchUp(): Promise<{ adopted: number; more: boolean }> {
+    return this.remote.catchUp();
   }
 
   /** A lease another replica ended (released or cancelled): free its slots or its place in line. */
   forget(id: string): Promise<void> {
-    const now = this.clock.now();
-    return this.runner.run(
-      async (tx) => {
-        const had = this.state.live.get(id);
-        const lease = await tx.leases.get(id);
-        if (!had || !lease || lease.status === "queued" || lease.status === "active") return null;
-        this.state.undoPlacement(had);
-        this.state.dequeue(id);
-        return { lease, grants: await this.writes.dispatch(tx, now) };
-      },
-      (out) => {
-        if (out === null) return;
-        this.announcer.ended([out.lease]);
-        this.announcer.granted(out.grants);
-      },
-    );
+    return this.remote.forget(id);
   }
 
   /** An app's concurrency limit changed: its waiting calls may go now (or must wait). */
@@ -375,15 +260,9 @@ export class LeaderLeases {
     return this.state.position(leaseId, this.clock.now());
   }
 
-  /** What the lease's identity had left before this lease reserved its share (the scheduler's quota-left share). */
-  private async shareBefore(tx: Tx, lease: LeaseRecord, now: number): Promise<number> {
-    const quota: IdentityQuota = await this.accounts.quota(tx, { kind: lease.identityKind, id: lease.identityId }, now);
-    return quota.view.quotaMs > 0 ? Math.min(1, (quota.view.leftMs + lease.reservedMs) / quota.view.quotaMs) : 0;
-  }
-
   /** For recovery: re-queues a lease recovered queued. */
   async requeue(tx: Tx, lease: LeaseRecord, now: number): Promise<void> {
     this.state.live.set(lease.id, lease);
-    this.state.enqueue(this.state.request(lease, await this.shareBefore(tx, lease, now)));
+    this.state.enqueue(this.state.request(lease, await this.remote.shareBefore(tx, lease, now)));
   }
 }

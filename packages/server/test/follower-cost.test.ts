@@ -1,0 +1,140 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { pino } from "pino";
+import postgres from "postgres";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startCluster } from "../../../test/pg/cluster.js";
+import type { Cluster } from "../../../test/pg/cluster.js";
+import { postgresBin } from "../../../test/pg/postgres-url.js";
+import { systemClock } from "../src/clock.js";
+import { normalizeConfig } from "../src/config.js";
+import { assemblePool } from "../src/main/pool.js";
+import { openStorage } from "../src/storage/open-store.js";
+import type { Storage } from "../src/storage/store.js";
+import { waitFor } from "./harness.js";
+
+/**
+ * What one lease cycle (admit, granted at once, then release) costs the database through the
+ * replica that leads and through one that does not, counted from PostgreSQL's own statement log
+ * (log_statement = all on a private cluster): every statement a replica sent — BEGIN, COMMIT,
+ * SAVEPOINT and NOTIFY included — and every transaction, explicit or not. The leadership's
+ * background (the leader's renewals, the other replica's takeover tries every 250 ms) is left
+ * out: it does not depend on the load. One caller, cycles one after another: the counts are
+ * the same every run.
+ */
+const CYCLES = 20;
+const BACKGROUND = /UPDATE leadership|pg_try_advisory_lock|pg_advisory_unlock/;
+
+interface Cost {
+  readonly statements: number;
+  readonly transactions: number;
+}
+
+/** Statements and transactions in a stretch of the server log (lines `… [pid] LOG:  statement: …` / `execute …: …`). */
+function costOf(log: string): Cost {
+  const inTx = new Map<string, boolean>();
+  let statements = 0;
+  let transactions = 0;
+  for (const line of log.split("\n")) {
+    const m = /\[(\d+)\] LOG: {2}(?:statement|execute [^:]*): (.*)$/.exec(line);
+    if (!m) continue;
+    const [, pid, text] = m as unknown as [string, string, string];
+    if (BACKGROUND.test(text)) continue;
+    statements++;
+    const verb = text.trim().toUpperCase();
+    if (verb.startsWith("BEGIN")) {
+      inTx.set(pid, true);
+      transactions++;
+    } else if (verb.startsWith("COMMIT") || (verb.startsWith("ROLLBACK") && !verb.startsWith("ROLLBACK TO"))) {
+      inTx.set(pid, false);
+    } else if (inTx.get(pid) !== true) transactions++;
+  }
+  return { statements, transactions };
+}
+
+describe.skipIf(!postgresBin())("a lease cycle through a replica that does not lead", () => {
+  let cluster: Cluster;
+  const opened: { stop(): void; storage: Storage }[] = [];
+  beforeAll(async () => {
+    cluster = await startCluster(postgresBin()!);
+    const sql = postgres(cluster.url, { onnotice: () => undefined });
+    await sql`ALTER ROLE gpupool SET log_statement = 'all'`;
+    await sql.end();
+  }, 60_000);
+  afterAll(async () => {
+    for (const p of opened.splice(0).reverse()) {
+      p.stop();
+      await p.storage.close();
+    }
+    await cluster?.stop();
+  });
+
+  it("costs at most 1.5× the statements and transactions of one through the leader", async () => {
+    // A long leader lease: its renewals are left out anyway, but fewer of them is less log to read.
+    const config = normalizeConfig({
+      storage: { url: `${cluster.url}?schema=cost&leader_lease=60000` },
+      quota: { tiers: { anonymous: { quota: "7d", max_duration: "600s" } } },
+      pool: { simulated: [{ node: "sim", gpus: 8 }] },
+      log: { level: "silent" },
+    });
+    const open = async () => {
+      const storage = await openStorage(config.storage.url);
+      const pool = assemblePool(config, storage, { clock: systemClock, log: pino({ level: "silent" }) });
+      opened.push({ stop: () => pool.stop(), storage });
+      await pool.replica.start();
+      return pool.replica;
+    };
+    const first = await open();
+    await waitFor(async () => first.isLeader, 20_000);
+    const second = await open();
+    expect(second.isLeader).toBe(false);
+
+    const size = config.policy.sizes["large"]!;
+    const cycle = async (replica: typeof first, i: number): Promise<void> => {
+      const r = await replica.admit({
+        appId: null,
+        charged: { kind: "ip", id: `10.1.0.${i % 50}` },
+        via: "ip-token",
+        durationMs: 60_000,
+        size,
+        queue: true,
+        node: null,
+        idempotency: null,
+      });
+      expect(r.kind).toBe("granted");
+      if (r.kind !== "granted") return;
+      await replica.release(r.lease.id, false);
+    };
+    const logFile = join(cluster.dir, "log");
+    const counted = (from: number): Cost => costOf(readFileSync(logFile, "utf8").slice(from));
+    /** The log's length once what a cycle set off (a broadcast sent after it returned) has been written. */
+    const settled = async (): Promise<number> => {
+      let last = -1;
+      return waitFor(async () => {
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        const now = counted(0).statements;
+        const same = now === last;
+        last = now;
+        return same ? readFileSync(logFile, "utf8").length : null;
+      }, 30_000);
+    };
+    const measure = async (replica: typeof first): Promise<Cost> => {
+      // Warm: each connection prepares its statements once; identities' ledgers exist.
+      for (let i = 0; i < 50; i++) await cycle(replica, i);
+      const from = await settled();
+      for (let i = 0; i < CYCLES; i++) await cycle(replica, i);
+      await settled();
+      const c = counted(from);
+      return { statements: c.statements / CYCLES, transactions: c.transactions / CYCLES };
+    };
+    const leader = await measure(first);
+    const follower = await measure(second);
+    console.log(
+      `per cycle through the leader: ${leader.statements} statements, ${leader.transactions} transactions; ` +
+        `through a follower: ${follower.statements} statements, ${follower.transactions} transactions`,
+    );
+    expect(leader.statements).toBeGreaterThan(0);
+    expect(follower.statements).toBeLessThanOrEqual(1.5 * leader.statements);
+    expect(follower.transactions).toBeLessThanOrEqual(1.5 * leader.transactions);
+  }, 120_000);
+});
