@@ -296,13 +296,16 @@ describe("paired migrations", () => {
       expect(Object.keys(pg.tables).sort()).toEqual(Object.keys(sqlite.tables).sort());
       for (const table of Object.keys(sqlite.tables)) expect(pg.tables[table], table).toEqual(sqlite.tables[table]);
       expect(pg.indexes).toEqual(sqlite.indexes);
-      // What version 4 is for: no index of every identity's leases, one of users' leases.
+      // What version 4 is for: no index of every identity's leases, one of users' leases; version
+      // 10's: one index per lease list filter, each ending in seq (leases_live dropped).
       expect(Object.keys(pg.indexes).sort()).toEqual([
         "credit_grants_key",
         "credit_grants_user",
         "leases_app",
-        "leases_live",
+        "leases_app_status",
+        "leases_status",
         "leases_user",
+        "leases_user_status",
         "sessions_user",
         "usage_app",
         "usage_ended",

@@ -1,5 +1,6 @@
 import { BILLING_MIGRATION } from "./migrations-billing.js";
 import { DASHBOARD_MIGRATION } from "./migrations-dashboard.js";
+import { LISTS_MIGRATION } from "./migrations-lists.js";
 
 /**
  * Schema versions, each as SQLite and as PostgreSQL run it: the same tables, columns, indexes and
@@ -287,6 +288,7 @@ export const MIGRATIONS: readonly Migration[] = [
   ALTER TABLE leases ADD COLUMN max_wait_ms BIGINT;
   `,
   },
+  { version: 10, ...LISTS_MIGRATION },
 ];
 
 /** The version a fully migrated database is at (versions only grow). */

@@ -23,6 +23,16 @@ export interface Store {
    * memory outside it, no messages, no clock reads whose second value would matter.
    */
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` as a read: one consistent snapshot that takes no lock and writes nothing (no WAL),
+   * so it never waits for a writer and a writer never waits for it. `fn` may only read: on
+   * PostgreSQL it runs in a `READ ONLY` transaction (REPEATABLE READ: its statements see one
+   * snapshot), where a write fails, and `ledgers.get` / `leases.get` / `wallets.lock` take none of
+   * their locks. On SQLite (one connection and one writer, whose reads never wait) it runs in the
+   * open commit group like a transaction and answers once that group is durable, so it never
+   * reports what a failed commit undid. Like `transaction`, `fn` may run more than once.
+   */
+  read<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
   /** Creates or upgrades the schema. */
   migrate(): Promise<void>;
   /** A cheap round trip, for readiness. */
@@ -237,6 +247,15 @@ export interface LeaseFilter {
   readonly appId?: string;
   readonly identity?: { kind: IdentityKind; id: string };
   readonly status?: LeaseStatus;
+  /** Only leases that arrived before this `seq` (the keyset of the next page, newest first). */
+  readonly before?: number;
+  readonly limit: number;
+}
+
+/** A page of users by name, or of apps by name. */
+export interface NamePage {
+  /** Only names after this one (the keyset of the next page); null: from the first. */
+  readonly after: string | null;
   readonly limit: number;
 }
 
@@ -306,7 +325,11 @@ export interface UsersTx {
   getByName(name: string): Promise<UserRecord | null>;
   findByTokenHash(hash: string): Promise<UserRecord | null>;
   update(user: UserRecord): Promise<void>;
-  list(): Promise<UserRecord[]>;
+  /**
+   * Users by name (in the database's collation), a page: those whose name or id contains `search`
+   * (case-insensitive; null: all). One range of the name index, read until the page is full.
+   */
+  page(search: string | null, page: NamePage): Promise<UserRecord[]>;
 }
 
 export interface AppsTx {
@@ -314,7 +337,10 @@ export interface AppsTx {
   get(id: string): Promise<AppRecord | null>;
   getByName(name: string): Promise<AppRecord | null>;
   findByKeyHash(hash: string): Promise<AppRecord | null>;
+  /** Every app, by creation (recovery, usage scopes: what a replica needs whole). */
   list(): Promise<AppRecord[]>;
+  /** Apps by name (in the database's collation), a page. */
+  page(page: NamePage): Promise<AppRecord[]>;
 }
 
 export interface NodesTx {
@@ -339,7 +365,8 @@ export interface LedgersTx {
   /**
    * The identity's ledger as stored (not rolled to now), or null if it never reserved anything.
    * On a shared store it locks the identity's ledger row until commit — also when it does not
-   * exist yet, so two replicas' first admissions for one identity are serialized too.
+   * exist yet, so two replicas' first admissions for one identity are serialized too — except in
+   * a `Store.read`, where it locks nothing.
    */
   get(identity: string): Promise<LedgerState | null>;
   put(identity: string, state: LedgerState): Promise<void>;
@@ -350,7 +377,10 @@ export interface LeasesTx {
   insert(lease: NewLease): Promise<LeaseRecord>;
   /** Writes what a lease's lifecycle changes (status, placement, times, charges, problem); the rest never changes. */
   update(lease: LeaseRecord): Promise<void>;
-  /** Inside a transaction on a shared store, locks the row until commit (use cases read-modify-write it). */
+  /**
+   * Inside a transaction on a shared store, locks the row until commit (use cases read-modify-write
+   * it); in a `Store.read`, locks nothing.
+   */
   get(id: string): Promise<LeaseRecord | null>;
   list(filter: LeaseFilter): Promise<LeaseRecord[]>;
   /** Queued and active leases, in arrival order (recovery). */
