@@ -35,10 +35,10 @@ export const UserWithQuota = z.object({
 export type UserWithQuota = z.infer<typeof UserWithQuota>;
 
 export const UserList = z.object({
-  users: describe(z.array(User), "By creation (without `limit` or `q`: every user), or by name (a page)."),
+  users: describe(z.array(User), "A page, by name."),
   next_cursor: describe(
     z.optional(z.nullable(z.string())),
-    "Pass as `cursor` for the next page; null on the last one (and when every user is listed).",
+    "Pass as `cursor` for the next page; null on the last one. Always present from this server.",
   ),
 });
 export type UserList = z.infer<typeof UserList>;
@@ -87,7 +87,13 @@ export const CreatedApp = z.object({
 });
 export type CreatedApp = z.infer<typeof CreatedApp>;
 
-export const AppList = z.object({ apps: z.array(App) });
+export const AppList = z.object({
+  apps: describe(z.array(App), "A page, by name."),
+  next_cursor: describe(
+    z.optional(z.nullable(z.string())),
+    "Pass as `cursor` for the next page; null on the last one. Always present from this server; absent only from servers older than pages.",
+  ),
+});
 export type AppList = z.infer<typeof AppList>;
 
 /** `POST /v1/admin/nodes` and `POST /v1/admin/edges`. */

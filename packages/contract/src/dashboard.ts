@@ -52,16 +52,23 @@ export type DashboardLink = z.infer<typeof DashboardLink>;
 const Limit = z.string().check(matching(/^(?:[1-9][0-9]{0,2}|1000)$/, "a whole number from 1 to 1000"));
 const Cursor = describe(z.optional(z.string().check(z.maxLength(200))), "`next_cursor` of the previous page.");
 
-/** `GET /v1/admin/users` query: all of them without one (the old answer), a page with `limit` or `q`. */
+/** `GET /v1/admin/users` query: a page of users by name (the first without `cursor`). */
 export const UserListQuery = z.strictObject({
   q: describe(
     z.optional(z.string().check(z.maxLength(100))),
     "Only users whose name or id contains this (case-insensitive).",
   ),
-  limit: describe(z.optional(Limit), "Users per page: 1 to 1000 (default: all of them)."),
+  limit: describe(z.optional(Limit), "Users per page: 1 to 1000 (default 100)."),
   cursor: Cursor,
 });
 export type UserListQuery = z.infer<typeof UserListQuery>;
+
+/** `GET /v1/admin/apps` query: a page of apps by name (the first without `cursor`). */
+export const AppListQuery = z.strictObject({
+  limit: describe(z.optional(Limit), "Apps per page: 1 to 1000 (default 100)."),
+  cursor: Cursor,
+});
+export type AppListQuery = z.infer<typeof AppListQuery>;
 
 export const QueueTier = z.object({
   tier: z.string(),

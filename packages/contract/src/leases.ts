@@ -117,6 +117,10 @@ export type Lease = z.infer<typeof Lease>;
 
 export const LeaseList = z.object({
   leases: describe(z.array(Lease), "Newest first; `quota` is null in each."),
+  next_cursor: describe(
+    z.optional(z.nullable(z.string())),
+    "Pass as `cursor` for the next (older) page; null on the last one. Always present from this server; absent only from servers older than pages.",
+  ),
 });
 export type LeaseList = z.infer<typeof LeaseList>;
 
@@ -127,7 +131,12 @@ export const LeaseListQuery = z.strictObject({
     z.optional(z.string().check(matching(/^(?:[1-9][0-9]?|[1-4][0-9]{2}|500)$/, "a whole number from 1 to 500"))),
     "At most this many, newest first: 1 to 500 (default 50). 0, more than 500 or anything but digits is a 400 naming `limit`.",
   ),
+  cursor: describe(
+    z.optional(z.string().check(z.maxLength(200))),
+    "`next_cursor` of the previous page (absent: the newest). A cursor this server did not give out is a 400 naming `cursor`.",
+  ),
 });
+export type LeaseListQuery = z.infer<typeof LeaseListQuery>;
 
 /** `POST /v1/leases/:id/release`; an empty body is `{}`. */
 export const ReleaseRequest = z.strictObject({

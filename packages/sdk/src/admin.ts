@@ -34,7 +34,10 @@ export interface UserChanges {
 export interface AdminClient {
   /** Creates a user; the returned `token` is shown only this once. */
   createUser(user: { readonly name: string; readonly tier: Tier }): Promise<CreatedUser>;
+  /** Every user, by name (it follows the pages of `usersPage`). */
   listUsers(): Promise<User[]>;
+  /** A page of users by name (`search`: name or id contains it); pass `nextCursor` as `cursor` for the next. */
+  usersPage(options?: PageOptions & { readonly search?: string | undefined }): Promise<Page<"users", User>>;
   updateUser(id: string, changes: UserChanges): Promise<User>;
   /** Registers an app; the returned `key` is shown only this once. */
   createApp(app: {
@@ -42,7 +45,10 @@ export interface AdminClient {
     readonly owner: string;
     readonly maxConcurrency?: number | undefined;
   }): Promise<CreatedApp>;
+  /** Every app, by name (it follows the pages of `appsPage`). */
   listApps(): Promise<App[]>;
+  /** A page of apps by name; pass `nextCursor` as `cursor` for the next. */
+  appsPage(options?: PageOptions): Promise<Page<"apps", App>>;
   /** Registers a GPU node agent; the returned `key` is shown only this once. */
   createNode(node: { readonly name: string }): Promise<CreatedPrincipal>;
   /** Registers an edge proxy (it may issue IP tokens); the returned `key` is shown only this once. */
@@ -59,6 +65,28 @@ export interface AdminClient {
   userWallet(user: string, options?: { readonly limit?: number | undefined }): Promise<Wallet>;
 }
 
+/** Which page of a list: at most `limit` items (1–1000; the server's default 100), after `cursor`. */
+export interface PageOptions {
+  readonly limit?: number | undefined;
+  /** `nextCursor` of the page before; absent: the first page. */
+  readonly cursor?: string | undefined;
+}
+
+/** One page of a list: its items under `key`, and the cursor of the next page (null on the last). */
+export type Page<K extends string, T> = { readonly [P in K]: T[] } & { readonly nextCursor: string | null };
+
+/** Items of every page, following `nextCursor` (a server older than pages sends none: one page). */
+async function allPages<T>(page: (cursor: string | undefined) => Promise<{ items: T[]; next: string | null }>) {
+  const items: T[] = [];
+  let cursor: string | undefined;
+  for (;;) {
+    const p = await page(cursor);
+    items.push(...p.items);
+    if (p.next === null) return items;
+    cursor = p.next;
+  }
+}
+
 const userPath = (ref: string): string => `/v1/admin/users/${encodeURIComponent(ref)}`;
 
 export function createAdminClient(transport: Transport): AdminClient {
@@ -72,13 +100,25 @@ export function createAdminClient(transport: Transport): AdminClient {
       body === undefined ? { method, path, auth: "admin" } : { method, path, auth: "admin", body },
       schema,
     );
+  const users = async (o: PageOptions & { readonly search?: string | undefined }) => {
+    const query = { q: o.search, limit: o.limit, cursor: o.cursor };
+    const body = await transport.json({ method: "GET", path: "/v1/admin/users", auth: "admin", query }, UserList);
+    return { items: body.users.map(toUser), next: body.next_cursor ?? null };
+  };
+  const apps = async (o: PageOptions) => {
+    const query = { limit: o.limit, cursor: o.cursor };
+    const body = await transport.json({ method: "GET", path: "/v1/admin/apps", auth: "admin", query }, AppList);
+    return { items: body.apps.map(toApp), next: body.next_cursor ?? null };
+  };
 
   return {
     async createUser({ name, tier }) {
       return toCreatedUser(await call("POST", "/v1/admin/users", WireCreatedUser, { name, tier }));
     },
-    async listUsers() {
-      return (await call("GET", "/v1/admin/users", UserList)).users.map(toUser);
+    listUsers: () => allPages((cursor) => users({ limit: 1000, cursor })),
+    async usersPage(options = {}) {
+      const p = await users(options);
+      return { users: p.items, nextCursor: p.next };
     },
     async updateUser(id, changes) {
       const body: UpdateUserRequest = {
@@ -96,8 +136,10 @@ export function createAdminClient(transport: Transport): AdminClient {
       };
       return toCreatedApp(await call("POST", "/v1/admin/apps", WireCreatedApp, body));
     },
-    async listApps() {
-      return (await call("GET", "/v1/admin/apps", AppList)).apps.map(toApp);
+    listApps: () => allPages((cursor) => apps({ limit: 1000, cursor })),
+    async appsPage(options = {}) {
+      const p = await apps(options);
+      return { apps: p.items, nextCursor: p.next };
     },
     async createNode({ name }) {
       return toCreatedPrincipal(await call("POST", "/v1/admin/nodes", CreatedKey, { name }));

@@ -31,6 +31,15 @@ export interface ClientOptions {
   readonly timeoutMs?: number | undefined;
 }
 
+/** Which leases `leases()` lists: at most `limit` (1–500, default 50), older than `cursor`'s page. */
+export interface LeaseListOptions {
+  readonly status?: LeaseStatus | undefined;
+  readonly limit?: number | undefined;
+  /** `nextCursor` of the page before (from `leasesPage`); absent: the newest. */
+  readonly cursor?: string | undefined;
+  readonly signal?: AbortSignal | undefined;
+}
+
 export interface QueryOptions {
   /** The end user's `X-IP-Token`, so the answer is about them rather than the app. */
   readonly ipToken?: IpTokenInput;
@@ -61,12 +70,10 @@ export interface GpupoolClient extends BillingMethods {
   /** Cancels a queued lease (everything refunded) or releases an active one. */
   cancel(id: string): Promise<ReleaseResult>;
   lease(id: string, options?: { readonly signal?: AbortSignal | undefined }): Promise<Lease>;
-  /** Leases visible to the credential: an app's own, or those charged to a user. */
-  leases(options?: {
-    readonly status?: LeaseStatus | undefined;
-    readonly limit?: number | undefined;
-    readonly signal?: AbortSignal | undefined;
-  }): Promise<Lease[]>;
+  /** Leases visible to the credential, newest first: an app's own, or those charged to a user (one page). */
+  leases(options?: LeaseListOptions): Promise<Lease[]>;
+  /** A page of `leases`, with the cursor of the next (older) page: pass it as `cursor`; null on the last. */
+  leasesPage(options?: LeaseListOptions): Promise<{ leases: Lease[]; nextCursor: string | null }>;
   /** Quota state of the user token's user, or of the `ipToken`'s identity for an app key. */
   quota(options?: QueryOptions): Promise<Quota>;
   /** Explains whom a lease would be charged to and why, and what it would get now, without reserving anything. */
@@ -106,6 +113,19 @@ export function createClient(options: ClientOptions): GpupoolClient {
     timeoutMs,
   });
 
+  const leasesPage = async (o: LeaseListOptions) => {
+    const body = await transport.json(
+      {
+        method: "GET",
+        path: "/v1/leases",
+        auth: "client",
+        query: { status: o.status, limit: o.limit, cursor: o.cursor },
+        signal: o.signal,
+      },
+      LeaseList,
+    );
+    return { leases: body.leases.map(toLease), nextCursor: body.next_cursor ?? null };
+  };
   const release = async (id: string, failed?: boolean): Promise<ReleaseResult> =>
     toReleaseResult(
       await transport.json(
@@ -151,18 +171,9 @@ export function createClient(options: ClientOptions): GpupoolClient {
       );
     },
     async leases(listOptions = {}) {
-      const body = await transport.json(
-        {
-          method: "GET",
-          path: "/v1/leases",
-          auth: "client",
-          query: { status: listOptions.status, limit: listOptions.limit },
-          signal: listOptions.signal,
-        },
-        LeaseList,
-      );
-      return body.leases.map(toLease);
+      return (await leasesPage(listOptions)).leases;
     },
+    leasesPage: (listOptions = {}) => leasesPage(listOptions),
     async quota(queryOptions = {}) {
       return toQuota(
         await transport.json(

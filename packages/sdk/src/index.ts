@@ -1,7 +1,7 @@
 export { createClient } from "./client.js";
-export type { ClientOptions, GpupoolClient, QueryOptions } from "./client.js";
+export type { ClientOptions, GpupoolClient, LeaseListOptions, QueryOptions } from "./client.js";
 export type { AcquireOptions } from "./acquire.js";
-export type { AdminClient, UserChanges } from "./admin.js";
+export type { AdminClient, Page, PageOptions, UserChanges } from "./admin.js";
 export type { BillingMethods } from "./billing.js";
 export type {
   BillingChanges,

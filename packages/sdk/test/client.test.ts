@@ -289,6 +289,47 @@ describe("admin", () => {
   });
 });
 
+describe("pages", () => {
+  it("listUsers and listApps follow next_cursor to the last page; leasesPage passes the cursor and hands back the next", async () => {
+    const user = (n: number) => ({
+      id: `u_${n}`,
+      name: `u${n}`,
+      tier: "free",
+      quota_override: null,
+      created_at: "2025-01-01T00:00:00.000Z",
+    });
+    server = await startFakeControlPlane((request, res) => {
+      const cursor = request.query.get("cursor");
+      if (request.path === "/v1/admin/users")
+        return sendJson(
+          res,
+          200,
+          cursor === null ? { users: [user(1), user(2)], next_cursor: "c2" } : { users: [user(3)], next_cursor: null },
+        );
+      if (request.path === "/v1/admin/apps") return sendJson(res, 200, { apps: [] });
+      if (request.path === "/v1/leases")
+        return sendJson(res, 200, { leases: [wireLease("active")], next_cursor: cursor === "older" ? null : "older" });
+      return sendJson(res, 404, {});
+    });
+    const pool = createClient({ url: server.url, token: "ut_user", adminToken: "adm_secret" });
+    expect((await pool.admin.listUsers()).map((u) => u.id)).toEqual(["u_1", "u_2", "u_3"]);
+    expect(server.requests.filter((r) => r.path === "/v1/admin/users").map((r) => r.query.get("cursor"))).toEqual([
+      null,
+      "c2",
+    ]);
+    // A server older than pages sends no next_cursor: one page, all there is.
+    expect(await pool.admin.listApps()).toEqual([]);
+    const first = await pool.leasesPage({ limit: 1 });
+    expect(first.nextCursor).toBe("older");
+    const second = await pool.leasesPage({ limit: 1, cursor: first.nextCursor! });
+    expect(second.nextCursor).toBeNull();
+    expect(server.requests.filter((r) => r.path === "/v1/leases").map((r) => r.query.get("cursor"))).toEqual([
+      null,
+      "older",
+    ]);
+  });
+});
+
 describe("forwardIpToken", () => {
   it("reads x-ip-token from Node headers and WHATWG Headers", () => {
     expect(forwardIpToken({ "x-ip-token": "ipt_1", host: "app" })).toBe("ipt_1");

@@ -27,7 +27,9 @@ describe("admin API", () => {
     const listed = await admin("GET", "/v1/admin/users");
     expect(listed.body.users).toEqual([expect.objectContaining({ id: u.body.id, name: "alice", tier: "pro" })]);
     expect(JSON.stringify(listed.body)).not.toContain(u.body.token);
-    const [stored] = await t.server.context.store.transaction((tx) => tx.users.list());
+    const [stored] = await t.server.context.store.transaction((tx) =>
+      tx.users.page(null, { after: null, limit: 1_000 }),
+    );
     expect(stored!.tokenHash).not.toContain(u.body.token);
     // The new token works at once.
     expect((await t.call("GET", "/v1/quota", { token: u.body.token })).body.identity).toMatchObject({

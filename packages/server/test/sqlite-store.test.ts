@@ -72,7 +72,9 @@ describe("SQLite store", () => {
       // Staged after it: a new group, committed.
       expect(after.status).toBe("fulfilled");
       await (after as PromiseFulfilledResult<{ committed: Promise<void> }>).value.committed;
-      expect((await store.transaction((t) => t.users.list())).map((u) => u.id)).toEqual(["after"]);
+      expect(
+        (await store.transaction((t) => t.users.page(null, { after: null, limit: 1_000 }))).map((u) => u.id),
+      ).toEqual(["after"]);
     } finally {
       await store.close();
     }
@@ -103,13 +105,9 @@ describe("SQLite store", () => {
     expect(order).toEqual([1, 2, 3, 4, 5]);
     const reopened = new SqliteStore(`sqlite:${path}`);
     try {
-      expect((await reopened.transaction((t) => t.users.list())).map((u) => u.id)).toEqual([
-        "u1",
-        "u2",
-        "u3",
-        "u4",
-        "u5",
-      ]);
+      expect(
+        (await reopened.transaction((t) => t.users.page(null, { after: null, limit: 1_000 }))).map((u) => u.id),
+      ).toEqual(["u1", "u2", "u3", "u4", "u5"]);
     } finally {
       await reopened.close();
     }

@@ -297,7 +297,9 @@ describe("paired migrations", () => {
       for (const table of Object.keys(sqlite.tables)) expect(pg.tables[table], table).toEqual(sqlite.tables[table]);
       expect(pg.indexes).toEqual(sqlite.indexes);
       // What version 4 is for: no index of every identity's leases, one of users' leases. Retention
-      // indexes only the small session tables (leases and ledgers are walked by their keys).
+      // (10) indexes only the small session tables (leases and ledgers are walked by their keys);
+      // 11 one index per lease list filter, each ending in seq (leases_live dropped), and usage
+      // pages of an app or user in (ended_at, id) order.
       expect(Object.keys(pg.indexes).sort()).toEqual([
         "credit_grants_key",
         "credit_grants_user",
@@ -305,14 +307,16 @@ describe("paired migrations", () => {
         "dashboard_sessions_expires",
         "dashboard_sessions_revoked",
         "leases_app",
-        "leases_live",
+        "leases_app_status",
+        "leases_status",
         "leases_user",
+        "leases_user_status",
         "sessions_expires",
         "sessions_revoked",
         "sessions_user",
-        "usage_app",
+        "usage_app_page",
         "usage_ended",
-        "usage_user",
+        "usage_user_page",
         "wallet_transactions_user",
       ]);
     });

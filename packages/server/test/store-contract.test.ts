@@ -60,6 +60,8 @@ export function storeContract(
       for (const s of [storage, ...extra.splice(0)]) await closeOnce(s).catch(() => undefined);
     });
     const tx = <T>(fn: (t: Tx) => Promise<T>): Promise<T> => store.transaction(fn);
+    /** Every user, as a page large enough to hold them. */
+    const ALL = { after: null, limit: 1_000 };
     /** Closes `storage` and returns a fresh store on the same data (or null without `reopen`). */
     const durable = async (): Promise<Store | null> => {
       if (!reopen) return null;
@@ -154,7 +156,7 @@ export function storeContract(
       expect(["sqlite", "postgres"]).toContain(store.kind);
     });
 
-    it("users: insert, get by id / name / token hash, update, list in creation order", async () => {
+    it("users: insert, get by id / name / token hash, update, a page by name", async () => {
       await tx(async (t) => {
         await t.users.insert(user("u2", { createdAt: 2_000 }));
         await t.users.insert(user("u1", { tier: "pro", quotaOverrideMs: 90_000 }));
@@ -172,9 +174,9 @@ export function storeContract(
       await tx((t) => t.users.update(user("u1", { tier: "team", quotaOverrideMs: null, tokenHash: "th-new" })));
       expect(await tx((t) => t.users.get("u1"))).toEqual(user("u1", { tier: "team", tokenHash: "th-new" }));
       expect(await tx((t) => t.users.findByTokenHash("th-u1"))).toBeNull();
-      expect((await tx((t) => t.users.list())).map((u) => u.id)).toEqual(["u1", "u2"]);
+      expect((await tx((t) => t.users.page(null, ALL))).map((u) => u.id)).toEqual(["u1", "u2"]);
       await expect(tx((t) => t.users.insert(user("u3", { name: "name-u1" })))).rejects.toThrow();
-      expect(await tx((t) => t.users.list())).toHaveLength(2);
+      expect(await tx((t) => t.users.page(null, ALL))).toHaveLength(2);
     });
 
     it("apps: insert, get by id / name / key hash, list", async () => {
@@ -404,6 +406,86 @@ export function storeContract(
         "l1",
       ]);
       expect(await list({ limit: 50, appId: "zzz" })).toEqual([]);
+    });
+
+    it("leases: a page after the first is the keyset seq < before, for every filter", async () => {
+      const seqs = await tx(async (t) => {
+        const out: Record<string, number> = {};
+        for (const [id, over] of [
+          ["k1", {}],
+          ["k2", { status: "expired" as const }],
+          ["k3", { appId: "a2", status: "expired" as const }],
+          ["k4", { status: "expired" as const }],
+          ["k5", {}],
+        ] as const)
+          out[id] = (await t.leases.insert(newLease(id, over))).seq;
+        return out;
+      });
+      const list = async (f: LeaseFilter) => (await tx((t) => t.leases.list(f))).map((l) => l.id);
+      expect(await list({ limit: 2, before: seqs["k5"]! })).toEqual(["k4", "k3"]);
+      expect(await list({ limit: 50, status: "expired", before: seqs["k4"]! })).toEqual(["k3", "k2"]);
+      expect(await list({ limit: 50, appId: "a1", status: "expired", before: seqs["k4"]! })).toEqual(["k2"]);
+      expect(await list({ limit: 50, identity: { kind: "user", id: "u1" }, before: seqs["k2"]! })).toEqual(["k1"]);
+      expect(
+        await list({ limit: 50, identity: { kind: "user", id: "u1" }, status: "expired", before: seqs["k5"]! }),
+      ).toEqual(["k4", "k3", "k2"]);
+      expect(await list({ limit: 50, before: seqs["k1"]! })).toEqual([]);
+    });
+
+    it("users and apps: pages by name after a name; users found by a piece of their name or id, any case", async () => {
+      await tx(async (t) => {
+        for (const [id, name] of [
+          ["u3", "carol"],
+          ["u1", "alice"],
+          ["u2", "Bob-admin"],
+          ["u4", "dave"],
+        ])
+          await t.users.insert(user(id!, { name: name! }));
+        await t.apps.insert(app("a2", "u1", { name: "zeta" }));
+        await t.apps.insert(app("a1", "u1", { name: "alpha" }));
+        await t.apps.insert(app("a3", "u1", { name: "mid" }));
+      });
+      const names = async (search: string | null, after: string | null, limit: number) =>
+        (await tx((t) => t.users.page(search, { after, limit }))).map((u) => u.name);
+      // The database's collation: "Bob-admin" before "alice" bytewise, after it in a language's order.
+      const all = await names(null, null, 10);
+      expect([...all].sort()).toEqual(["Bob-admin", "alice", "carol", "dave"]);
+      expect(await names(null, null, 2)).toEqual(all.slice(0, 2));
+      expect(await names(null, all[1]!, 10)).toEqual(all.slice(2));
+      expect(await names("ADMIN", null, 10)).toEqual(["Bob-admin"]);
+      expect(await names("U4", null, 10)).toEqual(["dave"]);
+      expect(await names("a", all[all.length - 1]!, 10)).toEqual([]);
+      const apps = async (after: string | null, limit: number) =>
+        (await tx((t) => t.apps.page({ after, limit }))).map((a) => a.name);
+      expect(await apps(null, 2)).toEqual(["alpha", "mid"]);
+      expect(await apps("mid", 2)).toEqual(["zeta"]);
+    });
+
+    it("a read sees what is committed, with the ledger as stored (not rolled), and changes nothing", async () => {
+      await tx(async (t) => {
+        await t.users.insert(user("u1"));
+        await t.ledgers.put("user:u1", { windowStartedAt: 1_000, usedMs: 5, reservedMs: 7, bonusMs: 0, runs: 2 });
+        await t.leases.insert(newLease("r1"));
+      });
+      const seen = await store.read(async (t) => ({
+        ledger: await t.ledgers.get("user:u1"),
+        none: await t.ledgers.get("user:nobody"),
+        lease: (await t.leases.get("r1"))?.status,
+        user: (await t.users.get("u1"))?.id,
+      }));
+      expect(seen).toEqual({
+        ledger: { windowStartedAt: 1_000, usedMs: 5, reservedMs: 7, bonusMs: 0, runs: 2 },
+        none: null,
+        lease: "queued",
+        user: "u1",
+      });
+      if (store.kind === "postgres")
+        await expect(
+          store.read((t) =>
+            t.ledgers.put("user:u1", { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 }),
+          ),
+        ).rejects.toThrow();
+      expect(await tx((t) => t.ledgers.get("user:u1"))).toMatchObject({ usedMs: 5, reservedMs: 7 });
     });
 
     it("leases: live leases in arrival order; the earliest certain end among one identity's live leases", async () => {
@@ -732,11 +814,11 @@ export function storeContract(
       );
       if ("err" in outcome) {
         expect(runs).toBe(1);
-        expect(await tx((t) => t.users.list())).toEqual([]);
+        expect(await tx((t) => t.users.page(null, ALL))).toEqual([]);
       } else {
         // The first run's insert was rolled back, or the second would have failed on the unique id.
         expect(outcome.value).toBe(runs);
-        expect(await tx((t) => t.users.list())).toEqual([user("u1", { tier: `run-${runs}` })]);
+        expect(await tx((t) => t.users.page(null, ALL))).toEqual([user("u1", { tier: `run-${runs}` })]);
       }
     });
 
@@ -754,9 +836,10 @@ export function storeContract(
       });
       expect(second.value).toMatchObject({ id: "u1" });
       await Promise.all([first.committed, second.committed]);
-      expect((await tx((t) => t.users.list())).map((u) => u.id)).toEqual(["u1", "u2"]);
+      expect((await tx((t) => t.users.page(null, ALL))).map((u) => u.id)).toEqual(["u1", "u2"]);
       const again = await durable();
-      if (again) expect((await again.transaction((t) => t.users.list())).map((u) => u.id)).toEqual(["u1", "u2"]);
+      if (again)
+        expect((await again.transaction((t) => t.users.page(null, ALL))).map((u) => u.id)).toEqual(["u1", "u2"]);
     });
 
     it("leader stager: a function that throws keeps none of its writes; every other one commits or hears of its rollback through `committed`", async () => {
@@ -827,7 +910,7 @@ export function storeContract(
       );
       await Promise.all(staged.map((s) => s.committed));
       if (stager.ordered) expect(most).toBe(1);
-      expect(await tx((t) => t.users.list())).toHaveLength(5);
+      expect(await tx((t) => t.users.page(null, ALL))).toHaveLength(5);
     });
 
     it("expired Idempotency-Keys are deleted in batches, and only those recorded at or before the cutoff", async () => {

@@ -33,6 +33,27 @@ function parseQuota(value: string): number | "none" {
   return value.trim().toLowerCase() === "none" ? "none" : seconds(value, false);
 }
 
+/**
+ * `--json` of a list: the server's answers as sent, every page's items under `key` in one object
+ * (the wire shape, `next_cursor` null), following the pages.
+ */
+async function everyPage(
+  lastBody: () => unknown,
+  key: "users" | "apps",
+  page: (o: { limit: number; cursor?: string }) => Promise<{ nextCursor: string | null }>,
+): Promise<unknown> {
+  const items: unknown[] = [];
+  let cursor: string | undefined;
+  for (;;) {
+    const p = await page(cursor === undefined ? { limit: 1000 } : { limit: 1000, cursor });
+    const body = lastBody() as Record<string, unknown>;
+    const got = body[key];
+    if (Array.isArray(got)) items.push(...(got as unknown[]));
+    if (p.nextCursor === null) return { [key]: items, next_cursor: null };
+    cursor = p.nextCursor;
+  }
+}
+
 /** Prints a freshly minted secret with the warning that it is shown only this once. */
 function printSecret(label: string, secret: string, usage: string): void {
   out("");
@@ -125,8 +146,8 @@ Examples:
 
   common(adminCommand(users, "list", "list users")).action(async (flags: ClientFlags) => {
     const { client, lastBody } = adminClient(flags);
+    if (flags.json === true) return printJson(await everyPage(lastBody, "users", (c) => client.admin.usersPage(c)));
     const list = await client.admin.listUsers();
-    if (flags.json === true) return printJson(lastBody());
     if (list.length === 0) return out("No users yet: create one with gpupool admin users create --name <name>.");
     const quota = (override: number | null) => (override === null ? "tier default" : `${secs(override)} (override)`);
     out(
@@ -167,8 +188,8 @@ Examples:
 
   common(adminCommand(apps, "list", "list apps")).action(async (flags: ClientFlags) => {
     const { client, lastBody } = adminClient(flags);
+    if (flags.json === true) return printJson(await everyPage(lastBody, "apps", (c) => client.admin.appsPage(c)));
     const list = await client.admin.listApps();
-    if (flags.json === true) return printJson(lastBody());
     if (list.length === 0)
       return out("No apps yet: register one with gpupool admin apps create --name <name> --owner <user>.");
     const limit = (n: number | null) => (n === null ? "-" : String(n));

@@ -20,6 +20,7 @@ const STATUSES = ["queued", "active", "released", "expired", "cancelled", "faile
 interface LeasesFlags extends ClientFlags {
   readonly status?: LeaseStatus;
   readonly limit?: number;
+  readonly cursor?: string;
 }
 
 export function registerLeases(program: Command): void {
@@ -31,7 +32,8 @@ export function registerLeases(program: Command): void {
         "to that user; with no --token, GPUPOOL_ADMIN_TOKEN sees every lease.",
     )
     .addOption(new Option("--status <status>", "only leases in this state").choices(STATUSES))
-    .option("--limit <n>", "at most this many (1–500, default 50)", parsePositiveInt(500));
+    .option("--limit <n>", "at most this many (1–500, default 50)", parsePositiveInt(500))
+    .option("--cursor <cursor>", "the page of older leases that the previous page named");
   addUrlOption(cmd);
   addTokenOption(cmd);
   addJsonOption(cmd);
@@ -43,8 +45,9 @@ export function registerLeases(program: Command): void {
       );
     }
     const { client, lastBody } = connect(flags.url, { token });
-    const leases = await client.leases({ status: flags.status, limit: flags.limit });
-    if (flags.json === true) printJson(lastBody());
-    else out(renderLeases(leases, new Date()));
+    const page = await client.leasesPage({ status: flags.status, limit: flags.limit, cursor: flags.cursor });
+    if (flags.json === true) return printJson(lastBody());
+    out(renderLeases(page.leases, new Date()));
+    if (page.nextCursor !== null) out(`Older leases: gpupool leases --cursor ${page.nextCursor}`);
   });
 }

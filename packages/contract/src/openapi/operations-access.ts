@@ -102,9 +102,9 @@ export const ACCESS_OPERATIONS: readonly Operation[] = [
     method: "get",
     path: "/v1/admin/users",
     tag: "Admin",
-    summary: "List users (all, or a page; search by name or id)",
+    summary: "List users, a page at a time (search by name or id)",
     description:
-      "Without `limit`, `q` or `cursor`: every user, in creation order, as before. With any of them: a page, by name, with `next_cursor`.",
+      "A page of users by name with `next_cursor` (100 without `limit`; before pages, a call without `limit`, `q` or `cursor` listed every user: it now gets the first page). A cursor this server did not give out is a 400 naming `cursor`.",
     auth: ["admin"],
     query: dashboard.UserListQuery,
     responses: { 200: { description: "The users.", json: admin.UserList } },
@@ -149,9 +149,12 @@ export const ACCESS_OPERATIONS: readonly Operation[] = [
     method: "get",
     path: "/v1/admin/apps",
     tag: "Admin",
-    summary: "List apps",
+    summary: "List apps, a page at a time",
+    description:
+      "A page of apps by name with `next_cursor` (100 without `limit`; before pages, every app). A cursor this server did not give out is a 400 naming `cursor`.",
     auth: ["admin"],
-    responses: { 200: { description: "Every app.", json: admin.AppList } },
+    query: dashboard.AppListQuery,
+    responses: { 200: { description: "The apps.", json: admin.AppList } },
   },
   {
     id: "createNode",

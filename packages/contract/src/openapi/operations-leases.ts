@@ -54,7 +54,7 @@ export const LEASE_OPERATIONS: readonly Operation[] = [
     tag: "Leases",
     summary: "List leases",
     description:
-      "An app key sees its own leases; a user token, the leases charged to the user; the admin, all. Newest first.",
+      "An app key sees its own leases; a user token, the leases charged to the user; the admin, all. Newest first, a page at a time: pass `next_cursor` as `cursor` for the next (older) page.",
     auth: ["app", "user", "admin"],
     query: leases.LeaseListQuery,
     responses: { 200: { description: "The leases (`quota` null in each).", json: leases.LeaseList } },

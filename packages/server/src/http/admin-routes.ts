@@ -3,7 +3,11 @@ import { requestSchemas } from "@gpupool/contract/openapi";
 import type { FastifyInstance } from "fastify";
 import { actorOf, only } from "./auth.js";
 import type { RouteContext } from "./context.js";
+import { encodeCursor, nameCursor } from "./page-cursors.js";
 import { appJson, poolJson, quotaJson, userJson } from "./views.js";
+
+/** Users or apps per page when the query names no `limit` (the contract allows 1 to 1000). */
+const DEFAULT_PAGE = 100;
 
 /** The operator's API: users, apps, nodes, edges, the pool (admin token). */
 export function adminRoutes(app: FastifyInstance, ctx: RouteContext): void {
@@ -24,11 +28,9 @@ export function adminRoutes(app: FastifyInstance, ctx: RouteContext): void {
     { ...admin, schema: requestSchemas("listUsers") },
     async (req): Promise<wire.UserList> => {
       const { q, limit, cursor } = req.query;
-      // Without a search or a page size: every user, in creation order (the answer before pages).
-      if (q === undefined && limit === undefined && cursor === undefined)
-        return { users: (await ctx.directory.listUsers()).map(userJson), next_cursor: null };
-      const page = await ctx.directory.findUsers(q ?? null, cursor ?? null, Number(limit ?? 100));
-      return { users: page.users.map(userJson), next_cursor: page.next };
+      // Without a cursor: the first page (an old client that asked for every user gets it so).
+      const page = await ctx.directory.findUsers(q ?? null, nameCursor(cursor), Number(limit ?? DEFAULT_PAGE));
+      return { users: page.users.map(userJson), next_cursor: page.next === null ? null : encodeCursor(page.next) };
     },
   );
 
@@ -69,9 +71,15 @@ export function adminRoutes(app: FastifyInstance, ctx: RouteContext): void {
     },
   );
 
-  app.get("/v1/admin/apps", admin, async (): Promise<wire.AppList> => ({
-    apps: (await ctx.directory.listApps()).map(appJson),
-  }));
+  app.get<{ Querystring: wire.AppListQuery }>(
+    "/v1/admin/apps",
+    { ...admin, schema: requestSchemas("listApps") },
+    async (req): Promise<wire.AppList> => {
+      const { limit, cursor } = req.query;
+      const page = await ctx.directory.apps(nameCursor(cursor), Number(limit ?? DEFAULT_PAGE));
+      return { apps: page.apps.map(appJson), next_cursor: page.next === null ? null : encodeCursor(page.next) };
+    },
+  );
 
   for (const kind of ["node", "edge"] as const) {
     app.post<{ Body: wire.CreateKeyRequest }>(

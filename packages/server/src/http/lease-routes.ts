@@ -5,6 +5,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { LeaseUpdate } from "../use-cases/leases/lease-requests.js";
 import { authenticate, idempotencyKeyHeader, ipTokenHeader, nodeKeyHeader } from "./auth.js";
 import type { RouteContext } from "./context.js";
+import { encodeCursor, seqCursor } from "./page-cursors.js";
 import { sendProblem } from "./problems.js";
 import { withConfiguredSizes } from "./schemas.js";
 import { leaseEventJson, leaseJson, quotaJson, quotaOf, releasedJson } from "./views.js";
@@ -36,15 +37,22 @@ export function leaseRoutes(app: FastifyInstance, ctx: RouteContext): void {
     },
   );
 
-  app.get<{ Querystring: { status?: wire.LeaseStatus; limit?: string } }>(
+  app.get<{ Querystring: wire.LeaseListQuery }>(
     "/v1/leases",
     { schema: requestSchemas("listLeases") },
     async (req): Promise<wire.LeaseList> => {
       const caller = await authenticate(ctx, req, ["app", "user", "admin"]);
       // The contract's schema allows 1 to 500 only.
       const limit = Number(req.query.limit ?? 50);
-      const leases = await ctx.leases.list(caller, { status: req.query.status, limit });
-      return { leases: leases.map((l) => leaseJson(l.lease, l.place, null, currency)) };
+      const page = await ctx.leases.list(caller, {
+        status: req.query.status,
+        limit,
+        before: seqCursor(req.query.cursor),
+      });
+      return {
+        leases: page.leases.map((l) => leaseJson(l.lease, l.place, null, currency)),
+        next_cursor: page.next === null ? null : encodeCursor(page.next),
+      };
     },
   );
 

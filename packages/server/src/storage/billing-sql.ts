@@ -193,9 +193,11 @@ export function billingTx(db: SqlRunner): { wallets: WalletsTx; usage: UsageTx }
       insert: async (r) => void (await db.run(SQL.insertUsage, USAGE_RECORDS.insertParams(r, d))),
       list: async (f, after, limit, order = "asc") => {
         const w = usageWhere(f);
-        // Keyset pages either way: past the last record's (ended_at, id), in the order asked.
+        // Keyset pages either way, past the last record's (ended_at, id), as a range of the
+        // (…, ended_at, id) indexes: `ended_at >= ?` (or `<=`) is where the range starts (an OR alone
+        // made PostgreSQL read every record before the page: 100k at 200k).
         const [cmp, dir] = order === "desc" ? ["<", " DESC"] : [">", ""];
-        const page = after === null ? "" : ` AND (ended_at ${cmp} ? OR (ended_at = ? AND id ${cmp} ?))`;
+        const page = after === null ? "" : ` AND ended_at ${cmp}= ? AND (ended_at ${cmp} ? OR id ${cmp} ?)`;
         const params = after === null ? w.params : [...w.params, after.endedAt, after.endedAt, after.id];
         const text = `${select(USAGE_RECORDS, `WHERE ${w.sql}${page}`)} ORDER BY ended_at${dir}, id${dir} LIMIT ?`;
         return (await db.all(text, [...params, limit])).map((r) => USAGE_RECORDS.decode(r));

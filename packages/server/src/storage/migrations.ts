@@ -1,5 +1,6 @@
 import { BILLING_MIGRATION } from "./migrations-billing.js";
 import { DASHBOARD_MIGRATION } from "./migrations-dashboard.js";
+import { LISTS_MIGRATION } from "./migrations-lists.js";
 import { RETENTION_MIGRATION } from "./migrations-retention.js";
 
 /**
@@ -310,9 +311,8 @@ export const MIGRATIONS: readonly Migration[] = [
   ALTER TABLE leases ADD COLUMN max_wait_ms BIGINT;
   `,
   },
-  // Issue 17's retention is version 11 once version 10 (written in parallel) is merged before it;
-  // numbered 10 here only so that the list has no gap until then.
   { version: 10, ...RETENTION_MIGRATION },
+  { version: 11, ...LISTS_MIGRATION },
 ];
 
 /** The version a fully migrated database is at (versions only grow). */

@@ -27,6 +27,16 @@ export interface Store {
    */
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
   /**
+   * Runs `fn` as a read: one consistent snapshot that takes no lock and writes nothing (no WAL),
+   * so it never waits for a writer and a writer never waits for it. `fn` may only read: on
+   * PostgreSQL it runs in a `READ ONLY` transaction (REPEATABLE READ: its statements see one
+   * snapshot), where a write fails, and `ledgers.get` / `leases.get` / `wallets.lock` take none of
+   * their locks. On SQLite (one connection and one writer, whose reads never wait) it runs in the
+   * open commit group like a transaction and answers once that group is durable, so it never
+   * reports what a failed commit undid. Like `transaction`, `fn` may run more than once.
+   */
+  read<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  /**
    * Creates or upgrades the schema (see migrations.ts), or with `dryRun` only says what is missing;
    * refuses (SchemaTooNewError) a schema newer than the versions it knows.
    */
@@ -100,51 +110,8 @@ export interface Storage {
   close(): Promise<void>;
 }
 
-/**
- * Why the database could not do what was asked, as a caller can act on it: it cannot be reached;
- * it did not answer in time; another request held what this one needed (contention); or this
- * replica stalled inside a transaction and the database ended it.
- */
-export type StorageUnavailableReason =
-  | "unreachable"
-  | "timeout"
-  | "contention"
-  | "stalled"
-  /** The disk the database is on is full (or nearly). */
-  | "disk_full"
-  /** The database file was deleted or replaced while the server had it open, or cannot be read as one. */
-  | "database_missing"
-  /** A write to the database failed for another reason (an I/O error). */
-  | "write_failed"
-  /** The server is still starting: its state is not restored yet. */
-  | "starting";
-
-/** Thrown by adapters when the database cannot do the work now (answered 503 `storage_unavailable`); nothing was changed. */
-export class StorageUnavailableError extends Error {
-  readonly code = "storage_unavailable";
-  readonly reason: StorageUnavailableReason;
-  /** `message` is for the log (it may name the database); the response says only what `reason` means. */
-  constructor(message: string, options?: { cause?: unknown; reason?: StorageUnavailableReason }) {
-    super(message, options);
-    this.name = "StorageUnavailableError";
-    this.reason = options?.reason ?? "unreachable";
-  }
-}
-
-/** Thrown by `Coordination.leaderStager` when this replica no longer holds leadership. */
-export class LeadershipLostError extends Error {
-  readonly code = "leadership_lost";
-  /**
-   * The session broke while its COMMIT was in flight: the transaction may have committed or not,
-   * and only the database (read by the next leader) knows. Otherwise nothing was committed.
-   */
-  readonly outcomeUnknown: boolean;
-  constructor(message = "This replica no longer leads the pool.", options: { outcomeUnknown?: boolean } = {}) {
-    super(message);
-    this.name = "LeadershipLostError";
-    this.outcomeUnknown = options.outcomeUnknown ?? false;
-  }
-}
+export { LeadershipLostError, StorageUnavailableError } from "./storage-errors.js";
+export type { StorageUnavailableReason } from "./storage-errors.js";
 
 export interface UserRecord {
   readonly id: string;
@@ -243,6 +210,15 @@ export interface LeaseFilter {
   readonly appId?: string;
   readonly identity?: { kind: IdentityKind; id: string };
   readonly status?: LeaseStatus;
+  /** Only leases that arrived before this `seq` (the keyset of the next page, newest first). */
+  readonly before?: number;
+  readonly limit: number;
+}
+
+/** A page of users by name, or of apps by name. */
+export interface NamePage {
+  /** Only names after this one (the keyset of the next page); null: from the first. */
+  readonly after: string | null;
   readonly limit: number;
 }
 
@@ -319,7 +295,11 @@ export interface UsersTx {
   getByName(name: string): Promise<UserRecord | null>;
   findByTokenHash(hash: string): Promise<UserRecord | null>;
   update(user: UserRecord): Promise<void>;
-  list(): Promise<UserRecord[]>;
+  /**
+   * Users by name (in the database's collation), a page: those whose name or id contains `search`
+   * (case-insensitive; null: all). One range of the name index, read until the page is full.
+   */
+  page(search: string | null, page: NamePage): Promise<UserRecord[]>;
 }
 
 export interface AppsTx {
@@ -327,7 +307,10 @@ export interface AppsTx {
   get(id: string): Promise<AppRecord | null>;
   getByName(name: string): Promise<AppRecord | null>;
   findByKeyHash(hash: string): Promise<AppRecord | null>;
+  /** Every app, by creation (recovery, usage scopes: what a replica needs whole). */
   list(): Promise<AppRecord[]>;
+  /** Apps by name (in the database's collation), a page. */
+  page(page: NamePage): Promise<AppRecord[]>;
 }
 
 export interface NodesTx {
@@ -352,7 +335,8 @@ export interface LedgersTx {
   /**
    * The identity's ledger as stored (not rolled to now), or null if it never reserved anything.
    * On a shared store it locks the identity's ledger row until commit — also when it does not
-   * exist yet, so two replicas' first admissions for one identity are serialized too.
+   * exist yet, so two replicas' first admissions for one identity are serialized too — except in
+   * a `Store.read`, where it locks nothing.
    */
   get(identity: string): Promise<LedgerState | null>;
   put(identity: string, state: LedgerState): Promise<void>;
@@ -363,7 +347,10 @@ export interface LeasesTx {
   insert(lease: NewLease): Promise<LeaseRecord>;
   /** Writes what a lease's lifecycle changes (status, placement, times, charges, problem); the rest never changes. */
   update(lease: LeaseRecord): Promise<void>;
-  /** Inside a transaction on a shared store, locks the row until commit (use cases read-modify-write it). */
+  /**
+   * Inside a transaction on a shared store, locks the row until commit (use cases read-modify-write
+   * it); in a `Store.read`, locks nothing.
+   */
   get(id: string): Promise<LeaseRecord | null>;
   list(filter: LeaseFilter): Promise<LeaseRecord[]>;
   /** Queued and active leases, in arrival order (recovery). */

@@ -7,7 +7,10 @@ import { OwnerPage } from "../owner-page.js";
 
 /** Every app with its concurrency limit, then every app's figures and duration advice. */
 export function AppsPage() {
-  const apps = useQuery({ queryKey: ["admin", "apps"], queryFn: () => api.get("/v1/admin/apps", AppList) });
+  const apps = useQuery({
+    queryKey: ["admin", "apps"],
+    queryFn: () => api.get("/v1/admin/apps", AppList, { limit: 1000 }),
+  });
   return (
     <>
       <div class="grid">

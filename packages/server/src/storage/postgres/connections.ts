@@ -16,7 +16,8 @@ export function leaderLockKey(schema: string): string {
   return lockKey("leader", schema);
 }
 
-function lockSpace(purpose: string, schema: string): number {
+/** The first key of `schema`'s advisory locks for `purpose` (ledgers: the second is the identity's hashtext). */
+export function lockSpace(purpose: string, schema: string): number {
   return createHash("sha256").update(`gpupool\0${purpose}\0${schema}`).digest().readInt32BE(0);
 }
 

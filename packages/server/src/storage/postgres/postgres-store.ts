@@ -87,6 +87,21 @@ export class PostgresStore implements Store {
     });
   }
 
+  /**
+   * A read (see Store.read): a READ ONLY transaction at REPEATABLE READ, so its statements share
+   * one snapshot; it takes no lock, gets no transaction id and so writes no WAL, not even at
+   * commit. A read-only transaction at REPEATABLE READ never fails for serialization, so it is
+   * never run again.
+   */
+  async read<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return this.guard(() =>
+      this.inSession(
+        (sql) => fn(postgresTx(sql, this.connections.ledgerLockSpace, undefined, this.connections.schema, true)),
+        "isolation level repeatable read read only",
+      ),
+    );
+  }
+
   /** One run of a transaction, whose statements are refused once it is over (see fence.ts). */
   private runOnce<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     return this.inSession((sql) =>
@@ -107,13 +122,13 @@ export class PostgresStore implements Store {
    *   all the same (postgres.js rejects a transaction whose connection closed), and the session
    *   is never lent again, so the abandoned `begin` holds nothing.
    */
-  private inSession<T>(fn: (sql: postgres.TransactionSql) => Promise<T>): Promise<T> {
+  private inSession<T>(fn: (sql: postgres.TransactionSql) => Promise<T>, options = ""): Promise<T> {
     return this.connections.pool.run(async (session) => {
       let over = false;
       // What `fn` failed with after the session closed: it says more than the driver's "connection closed".
       let cause: unknown = null;
       try {
-        return (await session.sql.begin((sql) => {
+        return (await session.sql.begin(options, (sql) => {
           const fenced = fence(
             sql,
             () => !over && session.isOpen,

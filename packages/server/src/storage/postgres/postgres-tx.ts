@@ -28,7 +28,12 @@ const USER = {
   byName: select(USERS, "WHERE name = $1"),
   byTokenHash: select(USERS, "WHERE token_hash = $1"),
   update: update(USERS, "id"),
-  list: select(USERS, "ORDER BY created_at, id"),
+  // By name, one range of its unique index (read until the page is full); the search is a filter.
+  page: select(USERS, "WHERE name > $1 ORDER BY name LIMIT $2"),
+  search: select(
+    USERS,
+    "WHERE name > $1 AND (strpos(lower(name), $2) > 0 OR strpos(lower(id), $2) > 0) ORDER BY name LIMIT $3",
+  ),
 };
 const APP = {
   insert: insert(APPS),
@@ -36,6 +41,7 @@ const APP = {
   byName: select(APPS, "WHERE name = $1"),
   byKeyHash: select(APPS, "WHERE key_hash = $1"),
   list: select(APPS, "ORDER BY created_at, id"),
+  page: select(APPS, "WHERE name > $1 ORDER BY name LIMIT $2"),
 };
 const NODE = {
   insert: insert(NODES),
@@ -53,6 +59,7 @@ const EDGE = {
 const LEDGER = {
   lock: "SELECT pg_advisory_xact_lock($1::int4, hashtext($2))",
   forUpdate: select(LEDGERS, "WHERE identity = $1 FOR UPDATE"),
+  read: select(LEDGERS, "WHERE identity = $1"),
   upsert: `${insert(LEDGERS)} ON CONFLICT (identity) DO UPDATE SET ${LEDGERS.mutableNames.map((c) => `${c} = excluded.${c}`).join(", ")}`,
 };
 const LEASE = {
@@ -61,6 +68,7 @@ const LEASE = {
   lockIdentity:
     "SELECT pg_advisory_xact_lock($1::int4, hashtext(identity_kind || ':' || identity_id)) FROM leases WHERE id = $2",
   forUpdate: select(LEASES, "WHERE id = $1 FOR UPDATE"),
+  read: select(LEASES, "WHERE id = $1"),
   live: select(LEASES, "WHERE status IN ('queued', 'active') ORDER BY seq"),
   earliestEnd:
     "SELECT MIN(CASE WHEN status = 'active' THEN deadline ELSE queued_at + $1::bigint + duration_ms END) AS d " +
@@ -123,8 +131,18 @@ export interface GroupedTx {
  *
  * `ledgerLockSpace` is the first key of the ledger advisory locks (derived from the schema, so
  * schemas in one database do not contend).
+ *
+ * `readOnly`: the view of a `Store.read` (a READ ONLY transaction, one snapshot): the getters that
+ * lock take no lock (no advisory lock, no FOR UPDATE: nothing to wait for, no transaction id, no
+ * WAL), and a write fails in PostgreSQL.
  */
-export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedTx, schema?: string): Tx {
+export function postgresTx(
+  sql: Sql,
+  ledgerLockSpace: number,
+  grouped?: GroupedTx,
+  schema?: string,
+  readOnly = false,
+): Tx {
   const q = (text: string, params: SqlValue[] = []): postgres.PendingQuery<Row[]> =>
     sql.unsafe<Row[]>(text, params, { prepare: true });
   const one = async (text: string, ...params: SqlValue[]): Promise<Row | undefined> => (await q(text, params))[0];
@@ -166,7 +184,7 @@ export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedT
       all: async (text, params) => [...(await q(dollarParams(text), [...params]))],
       run: async (text, params) => (await q(dollarParams(text), [...params])).count,
       // The user's ledger lock (see the lock order above): billing rows come after it.
-      lockUser: (userId) => run(LEDGER.lock, ledgerLockSpace, `user:${userId}`),
+      lockUser: (userId) => (readOnly ? Promise.resolve() : run(LEDGER.lock, ledgerLockSpace, `user:${userId}`)),
     }),
     users: {
       insert: (u) => run(USER.insert, ...USERS.insertParams(u, "postgres")),
@@ -174,7 +192,13 @@ export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedT
       getByName: async (name) => decode(USERS, await one(USER.byName, name)),
       findByTokenHash: async (hash) => decode(USERS, await one(USER.byTokenHash, hash)),
       update: (u) => run(USER.update, ...USERS.updateParams(u, "postgres"), u.id),
-      list: async () => (await all(USER.list)).map((r) => USERS.decode(r)),
+      page: async (search, p) => {
+        const rows =
+          search === null
+            ? await all(USER.page, p.after ?? "", p.limit)
+            : await all(USER.search, p.after ?? "", search.toLowerCase(), p.limit);
+        return rows.map((r) => USERS.decode(r));
+      },
     },
 
     apps: {
@@ -183,6 +207,7 @@ export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedT
       getByName: async (name) => decode(APPS, await one(APP.byName, name)),
       findByKeyHash: async (hash) => decode(APPS, await one(APP.byKeyHash, hash)),
       list: async () => (await all(APP.list)).map((r) => APPS.decode(r)),
+      page: async (p) => (await all(APP.page, p.after ?? "", p.limit)).map((r) => APPS.decode(r)),
     },
 
     nodes: {
@@ -209,6 +234,7 @@ export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedT
 
     ledgers: {
       get: async (identity) => {
+        if (readOnly) return decode(LEDGERS, await one(LEDGER.read, identity));
         if (grouped?.ledgers.has(identity)) return grouped.ledgers.get(identity) ?? null;
         if (ledgers.has(identity)) return ledgers.get(identity) ?? null;
         // The row may not exist yet, and FOR UPDATE cannot lock a missing row: an advisory lock on
@@ -247,6 +273,7 @@ export function postgresTx(sql: Sql, ledgerLockSpace: number, grouped?: GroupedT
         else await write;
       },
       get: async (id) => {
+        if (readOnly) return decode(LEASES, await one(LEASE.read, id));
         // The lock order above: the identity's advisory lock (its identity read from the row without
         // a lock: it never changes), then the row, FOR UPDATE — a separate statement, so its snapshot
         // is taken once the advisory lock is held and it reads the status as it is then. Sent at once:

@@ -168,6 +168,14 @@ export class SqliteStore implements Store {
   }
 
   /**
+   * A read (see Store.read): staged like a transaction. SQLite's reads take no lock a writer waits
+   * for, and a group of reads alone writes nothing to the WAL at its commit.
+   */
+  read<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return this.transaction(fn);
+  }
+
+  /**
    * Group commit. Staged transactions wait for the end of this turn of the event loop (the
    * `setImmediate` after the sockets read in it), then run one after another, each inside one open
    * physical transaction, and that transaction commits once they have all run (or after MAX_BATCH

@@ -42,7 +42,12 @@ const USER = {
   byName: select(USERS, "WHERE name = ?"),
   byTokenHash: select(USERS, "WHERE token_hash = ?"),
   update: update(USERS, "id = ?"),
-  list: select(USERS, "ORDER BY created_at, id"),
+  // By name, one range of its unique index (read until the page is full); the search is a filter.
+  page: select(USERS, "WHERE name > ? ORDER BY name LIMIT ?"),
+  search: select(
+    USERS,
+    "WHERE name > ? AND (instr(lower(name), ?) > 0 OR instr(lower(id), ?) > 0) ORDER BY name LIMIT ?",
+  ),
 };
 const APP = {
   insert: insert(APPS),
@@ -50,6 +55,7 @@ const APP = {
   byName: select(APPS, "WHERE name = ?"),
   byKeyHash: select(APPS, "WHERE key_hash = ?"),
   list: select(APPS, "ORDER BY created_at, id"),
+  page: select(APPS, "WHERE name > ? ORDER BY name LIMIT ?"),
 };
 const NODE = {
   insert: insert(NODES),
@@ -75,11 +81,11 @@ const LEASE = {
   update: update(LEASES, "seq = ? AND id = ?"),
   byId: select(LEASES, "WHERE id = ?"),
   live: select(LEASES, "WHERE status IN ('queued', 'active') ORDER BY seq"),
-  // The IN term repeats the partial index's condition so SQLite can prove it applies; the small
-  // index of live leases beats scanning the table for the identity's leases.
+  // The queued and active ranges of the status index (the pool's live leases) beat scanning the
+  // table for the identity's leases.
   earliestEnd:
     "SELECT MIN(CASE WHEN status = 'active' THEN deadline ELSE queued_at + ? + duration_ms END) AS d " +
-    "FROM leases INDEXED BY leases_live WHERE status IN ('queued', 'active') AND identity_kind = ? AND identity_id = ?",
+    "FROM leases INDEXED BY leases_status WHERE status IN ('queued', 'active') AND identity_kind = ? AND identity_id = ?",
 };
 const IDEMPOTENCY_KEY = {
   byKey: select(IDEMPOTENCY_KEYS, "WHERE scope_key = ?"),
@@ -163,7 +169,14 @@ export function sqliteTx(c: SqliteConnection): Tx {
         run(USER.update, ...USERS.updateParams(u, "sqlite"), u.id);
         c.users.delete(u.id);
       },
-      list: async () => all(USER.list).map((r) => USERS.decode(r)),
+      page: async (search, p) => {
+        const needle = search?.toLowerCase() ?? null;
+        const rows =
+          needle === null
+            ? all(USER.page, p.after ?? "", p.limit)
+            : all(USER.search, p.after ?? "", needle, needle, p.limit);
+        return rows.map((r) => USERS.decode(r));
+      },
     },
 
     apps: {
@@ -172,6 +185,7 @@ export function sqliteTx(c: SqliteConnection): Tx {
       getByName: async (name) => decode(APPS, one(APP.byName, name)),
       findByKeyHash: async (hash) => decode(APPS, one(APP.byKeyHash, hash)),
       list: async () => all(APP.list).map((r) => APPS.decode(r)),
+      page: async (p) => all(APP.page, p.after ?? "", p.limit).map((r) => APPS.decode(r)),
     },
 
     nodes: {

@@ -84,11 +84,11 @@ export class Accounts {
    * The account as admission needs it. The in-flight end (for an honest retry time) is read only
    * when the decision would be a quota refusal that depends on it — never on the way to a grant.
    */
-  async forAdmission(tx: Tx, charged: ChargedParty, request: AdmissionRequest): Promise<LoadedAccount> {
+  async forAdmission(tx: Tx, charged: ChargedParty, request: AdmissionRequest, writes = true): Promise<LoadedAccount> {
     const { identity, overrideMs } = await this.identity(tx, charged);
     // The ledger first: on PostgreSQL its lock is the identity's, which the wallet's rows come after.
     const ledger = await this.ledger(tx, identity, request.now);
-    const loadedWallet = identity.kind === "user" ? await this.wallets.load(tx, identity, request.now) : null;
+    const loadedWallet = identity.kind === "user" ? await this.wallets.load(tx, identity, request.now, writes) : null;
     const billing = loadedWallet?.view ?? this.wallets.walletless(identity, request.now);
     const account: LoadedAccount = {
       identity,
@@ -104,11 +104,15 @@ export class Accounts {
     return { ...account, inFlightEnd: await tx.leases.earliestEnd(identity, this.policy.queueTimeoutMs) };
   }
 
-  /** What the identity has left right now, and when its window resets. */
-  async quota(tx: Tx, charged: ChargedParty, now: number): Promise<IdentityQuota> {
+  /**
+   * What the identity has left right now, and when its window resets. The ledger is rolled to now
+   * in memory only (a window that ended reads as a fresh one; the next write stores it), so with
+   * `writes: false` — in a `Store.read` — this writes nothing and takes no lock.
+   */
+  async quota(tx: Tx, charged: ChargedParty, now: number, writes = true): Promise<IdentityQuota> {
     const { identity, overrideMs } = await this.identity(tx, charged);
     const ledger = await this.ledger(tx, identity, now);
-    return this.view(identity, overrideMs, ledger, await this.wallets.view(tx, identity, now));
+    return this.view(identity, overrideMs, ledger, await this.wallets.view(tx, identity, now, writes));
   }
 
   /** The quota object for an account whose ledger is `ledger` (rolled to now). */

@@ -49,13 +49,13 @@ export class Billing {
     private readonly refusals: RefusalLog | null = null,
   ) {}
 
-  /** `GET /v1/me`: the user, their quota with credits and overage (granting this month's included credits at the first read). */
+  /** `GET /v1/me`: the user, their quota with credits and overage (this month's included credits counted; a read, nothing written). */
   me(userId: string): Promise<{ user: UserRecord; quota: IdentityQuota }> {
     const now = this.clock.now();
-    return this.store.transaction(async (tx) => {
+    return this.store.read(async (tx) => {
       const user = await tx.users.get(userId);
       if (!user) fail("not_found", "Your user no longer exists on this pool.");
-      return { user, quota: await this.accounts.quota(tx, { kind: "user", id: user.id }, now) };
+      return { user, quota: await this.accounts.quota(tx, { kind: "user", id: user.id }, now, false) };
     });
   }
 

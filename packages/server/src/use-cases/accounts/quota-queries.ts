@@ -17,6 +17,7 @@ export class QuotaQueries {
   async forCaller(caller: Caller & { kind: "app" | "user" }, ipToken: IpTokenHeader): Promise<IdentityQuota> {
     const attribution = await this.identity.of(caller, ipToken);
     if (!attribution.ok) throw new DomainError(attribution.problem);
-    return this.store.transaction((tx) => this.accounts.quota(tx, attribution.charged, this.clock.now()));
+    // A read: no lock, nothing written (a window that ended reads as a fresh one; see Accounts.quota).
+    return this.store.read((tx) => this.accounts.quota(tx, attribution.charged, this.clock.now(), false));
   }
 }

@@ -95,15 +95,25 @@ export class Wallets {
     return view;
   }
 
-  /** The identity's billing view (and for a user the wallet admission needs). */
-  async view(tx: Tx, identity: Identity, now: number): Promise<BillingView> {
-    return identity.kind === "user" ? (await this.load(tx, identity, now)).view : this.walletless(identity, now);
+  /**
+   * The identity's billing view (and for a user the wallet admission needs). `writes: false` (in a
+   * `Store.read`): as a load would leave it, without writing it (see `load`).
+   */
+  async view(tx: Tx, identity: Identity, now: number, writes = true): Promise<BillingView> {
+    return identity.kind === "user"
+      ? (await this.load(tx, identity, now, writes)).view
+      : this.walletless(identity, now);
   }
 
-  /** Loads a user's wallet as of now: grants the month's included credits and expires what has. */
-  async load(tx: Tx, identity: Identity, now: number): Promise<LoadedWallet> {
+  /**
+   * Loads a user's wallet as of now: grants the month's included credits and expires what has.
+   * With `writes: false` (a read: no lock, nothing written) the wallet is as such a load would
+   * leave it — the month's credits included, expired grants at their rest — and the next load
+   * that writes records both.
+   */
+  async load(tx: Tx, identity: Identity, now: number, writes = true): Promise<LoadedWallet> {
     const userId = identity.id;
-    await tx.wallets.lock(userId);
+    if (writes) await tx.wallets.lock(userId);
     const month = billingMonth(now);
     const billing = billingOf(this.policy);
     // Both reads sent at once (PostgreSQL pipelines them on the transaction's connection).
@@ -117,7 +127,7 @@ export class Wallets {
         userId,
         idempotencyKey: null,
       };
-      if (!grants.some((g) => g.id === grant.id) && (await tx.wallets.insertGrant(grant))) {
+      if (!grants.some((g) => g.id === grant.id) && (!writes || (await tx.wallets.insertGrant(grant)))) {
         grants = [...grants, grant];
         log.push(this.entry(userId, now, "grant", grant.amountMicros, grant.id, null));
       }
@@ -125,10 +135,11 @@ export class Wallets {
     const expiry = expireGrants(grants, now);
     if (expiry.expired.length > 0) {
       grants = this.changed(grants, expiry.grants);
-      for (const g of grants) if (expiry.expired.some((e) => e.grantId === g.id)) await tx.wallets.updateGrant(g);
+      if (writes)
+        for (const g of grants) if (expiry.expired.some((e) => e.grantId === g.id)) await tx.wallets.updateGrant(g);
       for (const e of expiry.expired) log.push(this.entry(userId, now, "expire", e.micros, e.grantId, null));
     }
-    if (log.length > 0) await tx.wallets.addTransactions(log);
+    if (writes && log.length > 0) await tx.wallets.addTransactions(log);
     const account: BillingAccountRecord =
       stored === null
         ? { userId, overageEnabled: false, monthlyCapMicros: null, month: month.name, monthSpentMicros: 0 }

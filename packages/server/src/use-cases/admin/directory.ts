@@ -78,35 +78,28 @@ export class Directory {
     return { user, token };
   }
 
-  listUsers(): Promise<UserRecord[]> {
-    return this.store.transaction((tx) => tx.users.list());
-  }
-
   /**
    * A page of users by name: those whose name or id contains `q` (case-insensitive), after the
-   * name `after`. The directory of a pool is small enough to filter in memory.
+   * name `after`. A read of one range of the name index (see UsersTx.page). `next`: the name to
+   * list the next page after (null on the last page).
    */
   async findUsers(
     q: string | null,
     after: string | null,
     limit: number,
   ): Promise<{ users: UserRecord[]; next: string | null }> {
-    const needle = q?.toLowerCase() ?? null;
-    const all = (await this.listUsers())
-      .filter((u) => needle === null || u.name.toLowerCase().includes(needle) || u.id.toLowerCase().includes(needle))
-      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
-      .filter((u) => after === null || u.name > after);
-    const users = all.slice(0, limit);
-    return { users, next: all.length > limit ? (users[users.length - 1]?.name ?? null) : null };
+    const rows = await this.store.read((tx) => tx.users.page(q, { after, limit: limit + 1 }));
+    const users = rows.slice(0, limit);
+    return { users, next: rows.length > limit ? (users[users.length - 1]?.name ?? null) : null };
   }
 
   /** A user (by id or name) with their quota now. */
   async user(ref: string): Promise<{ user: UserRecord; quota: IdentityQuota }> {
     const now = this.clock.now();
-    return this.store.transaction(async (tx) => {
+    return this.store.read(async (tx) => {
       const user = await findUser(tx, ref);
       if (!user) fail("not_found", `No user "${ref}".`);
-      return { user, quota: await this.accounts.quota(tx, { kind: "user", id: user.id }, now) };
+      return { user, quota: await this.accounts.quota(tx, { kind: "user", id: user.id }, now, false) };
     });
   }
 
@@ -179,8 +172,11 @@ export class Directory {
     return { app: created, key };
   }
 
-  listApps(): Promise<AppRecord[]> {
-    return this.store.transaction((tx) => tx.apps.list());
+  /** A page of apps by name, after the name `after`; `next` as for findUsers. */
+  async apps(after: string | null, limit: number): Promise<{ apps: AppRecord[]; next: string | null }> {
+    const rows = await this.store.read((tx) => tx.apps.page({ after, limit: limit + 1 }));
+    const apps = rows.slice(0, limit);
+    return { apps, next: rows.length > limit ? (apps[apps.length - 1]?.name ?? null) : null };
   }
 
   async createKeyed(kind: "node" | "edge", name: string): Promise<{ record: KeyedRecord; key: string }> {

@@ -75,13 +75,14 @@ export class Diagnose {
       // As POST /v1/leases: refused at once when expected to outwait max_wait or the queue timeout.
       ...(this.policy.predictedWait === false ? {} : { maxWaitMs: input.maxWaitMs ?? null }),
     };
-    const report = await this.store.transaction(
+    // A read: reserves nothing, locks nothing, writes nothing.
+    const report = await this.store.read(
       async (tx): Promise<{ identity: Identity | null; quota: IdentityQuota | null; verdict: Verdict }> => {
         if (!attribution.ok)
           return { identity: null, quota: null, verdict: { outcome: "rejected", problem: attribution.problem } };
         let account;
         try {
-          account = await this.accounts.forAdmission(tx, attribution.charged, request);
+          account = await this.accounts.forAdmission(tx, attribution.charged, request, false);
         } catch (err) {
           if (err instanceof DomainError)
             return { identity: null, quota: null, verdict: { outcome: "rejected", problem: err.problem } };

@@ -126,20 +126,27 @@ export class LeaseRequests {
     return { lease, place: this.placeOf(lease), quota: await this.quotaOf(lease) };
   }
 
-  /** The caller's leases, newest first: an app's own, a user's (charged to them), or all for the admin. */
+  /**
+   * A page of the caller's leases, newest first: an app's own, a user's (charged to them), or all
+   * for the admin; those that arrived before `before` (a seq) when given. `next`: the seq to list
+   * the next page before (null on the last page).
+   */
   async list(
     caller: Caller,
-    filter: { status?: LeaseStatus | undefined; limit: number },
-  ): Promise<{ lease: LeaseRecord; place: QueuePlace | null }[]> {
-    const leases = await this.store.transaction((tx) =>
+    filter: { status?: LeaseStatus | undefined; limit: number; before: number | null },
+  ): Promise<{ leases: { lease: LeaseRecord; place: QueuePlace | null }[]; next: number | null }> {
+    const rows = await this.store.read((tx) =>
       tx.leases.list({
-        limit: filter.limit,
+        limit: filter.limit + 1,
         ...(filter.status ? { status: filter.status } : {}),
+        ...(filter.before !== null ? { before: filter.before } : {}),
         ...(caller.kind === "app" ? { appId: caller.app.id } : {}),
         ...(caller.kind === "user" ? { identity: { kind: "user" as const, id: caller.user.id } } : {}),
       }),
     );
-    return leases.map((lease) => ({ lease, place: this.placeOf(lease) }));
+    const leases = rows.slice(0, filter.limit);
+    const next = rows.length > filter.limit ? (leases[leases.length - 1]?.seq ?? null) : null;
+    return { leases: leases.map((lease) => ({ lease, place: this.placeOf(lease) })), next };
   }
 
   async release(caller: Caller, id: string, failed: boolean): Promise<Released> {
@@ -178,7 +185,7 @@ export class LeaseRequests {
       if (place !== null) return hear({ type: "queued", place });
       // Granted or ended between the read and the subscription: read it again.
       void this.store
-        .transaction((tx) => tx.leases.get(l.id))
+        .read((tx) => tx.leases.get(l.id))
         .then((fresh) => fresh && fresh.status !== "queued" && current(fresh, null))
         .catch(() =>
           hear({
@@ -195,7 +202,7 @@ export class LeaseRequests {
   }
 
   private async visible(caller: Caller, id: string, forWrite: boolean): Promise<LeaseRecord> {
-    const lease = this.lifecycle.liveLease(id) ?? (await this.store.transaction((tx) => tx.leases.get(id)));
+    const lease = this.lifecycle.liveLease(id) ?? (await this.store.read((tx) => tx.leases.get(id)));
     const mine =
       lease !== null &&
       (caller.kind === "admin" ||
@@ -213,8 +220,8 @@ export class LeaseRequests {
   }
 
   private quotaOf(lease: LeaseRecord): Promise<IdentityQuota> {
-    return this.store.transaction((tx) =>
-      this.accounts.quota(tx, { kind: lease.identityKind, id: lease.identityId }, this.clock.now()),
+    return this.store.read((tx) =>
+      this.accounts.quota(tx, { kind: lease.identityKind, id: lease.identityId }, this.clock.now(), false),
     );
   }
 }
