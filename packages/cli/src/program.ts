@@ -4,6 +4,7 @@ import type { ConfigError } from "@gpupool/server";
 import { Command, CommanderError } from "commander";
 import { registerAdmin } from "./commands/admin.js";
 import { registerAgent } from "./commands/agent.js";
+import { registerBackup } from "./commands/backup.js";
 import { registerBilling } from "./commands/billing.js";
 import { registerDashboard } from "./commands/dashboard.js";
 import { registerDemo } from "./commands/demo.js";
@@ -59,6 +60,7 @@ Get started:
   npm start                      # = gpupool demo: a pool, users and a demo app, with a guided tour
   gpupool dashboard --open       # sign in to the web dashboard (one-time link)
   gpupool server --config gpupool.yaml
+  gpupool backup --to FILE       # copy the SQLite database while the server runs
   gpupool <command> --help       # options and examples of a command
 
 Exit codes: 0 ok, 1 the server refused or failed (printed as "error [code]: detail"), 2 usage error.`,
@@ -78,6 +80,7 @@ Exit codes: 0 ok, 1 the server refused or failed (printed as "error [code]: deta
   registerIpToken(program);
   registerAdmin(program);
   registerSimulate(program);
+  registerBackup(program);
   return program;
 }
 

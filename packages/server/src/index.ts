@@ -9,3 +9,7 @@ export type { Storage, Store, Tx, LeaseRecord, UserRecord, AppRecord } from "./s
 export type { AdmitInput, AdmitResult } from "./use-cases/leases/leases.js";
 export type { Clock } from "./clock.js";
 export { systemClock } from "./clock.js";
+export { BackupError, backupSqlite, restoreSqlite } from "./storage/sqlite/backup.js";
+export type { BackupResult, RestoreResult } from "./storage/sqlite/backup.js";
+export { DatabaseInUseError } from "./storage/sqlite/database-lock.js";
+export { sqlitePath } from "./storage/sqlite/sqlite-store.js";

@@ -10,7 +10,7 @@ interface ServerFlags {
   readonly storage?: string;
 }
 
-function parseStorage(value: string): string {
+export function parseStorage(value: string): string {
   if (!/^(sqlite:|postgres:\/\/|postgresql:\/\/)/.test(value)) {
     throw new InvalidArgumentError('write "sqlite:<path>" or "postgres://user:pass@host/db".');
   }
