@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -86,6 +86,8 @@ describe("SQLite backup under load, restored into a fresh server", { timeout: 30
     expect(backup.stderr).toBe("");
     expect(backup.code).toBe(0);
     expect(backup.stdout).toMatch(/integrity ok/);
+    // It holds the signing key and the tokens' hashes: readable by its owner only.
+    expect(statSync(backupFile).mode & 0o777).toBe(0o600);
 
     // The server was not paused or broken by it: it goes on admitting and releasing.
     const after = load.acked.size;
@@ -150,6 +152,18 @@ describe("SQLite backup under load, restored into a fresh server", { timeout: 30
     const ahead = await runCli(["restore", "--from", newer, "--to", join(dir, "new.db")]);
     expect(ahead.code).toBe(1);
     expect(ahead.stderr).toMatch(/schema version 1000, newer than this gpupool knows/);
+
+    // A backup of a WAL database whose server is stopped leaves no -wal/-shm behind (as root they
+    // would be root's, and the server's own user could no longer open its database).
+    const stopped = join(dir, "stopped.db");
+    const wal = new Database(stopped);
+    wal.pragma("journal_mode = WAL");
+    wal.exec("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)");
+    wal.close();
+    expect(existsSync(`${stopped}-wal`)).toBe(false);
+    const copy = await runCli(["backup", "--storage", `sqlite:${stopped}`, "--to", join(dir, "stopped-backup.db")]);
+    expect(copy.code).toBe(0);
+    expect([existsSync(`${stopped}-wal`), existsSync(`${stopped}-shm`)]).toEqual([false, false]);
 
     const postgres = await runCli(["backup", "--storage", "postgres://u:p@127.0.0.1/db", "--to", join(dir, "pg.db")]);
     expect(postgres.code).toBe(2);

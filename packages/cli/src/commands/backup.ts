@@ -53,7 +53,7 @@ export function registerBackup(program: Command): void {
     .summary("copy the SQLite database to a file, while the server runs")
     .description(
       "Copy the server's SQLite database to --to, consistent as of one commit, without stopping or pausing " +
-        "the server (SQLite's online backup API, from a read-only connection). The database is the one " +
+        "the server (SQLite's online backup API, from a connection that only reads). The database is the one " +
         "`gpupool server` with the same --config / --storage would open. The file is written beside --to " +
         "and renamed into place once complete and checked, so --to is always a whole backup.",
     )

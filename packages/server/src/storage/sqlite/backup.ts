@@ -1,4 +1,14 @@
-import { copyFileSync, existsSync, openSync, fsyncSync, closeSync, renameSync, rmSync, statSync } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  openSync,
+  fsyncSync,
+  closeSync,
+  renameSync,
+  rmSync,
+  statSync,
+} from "node:fs";
 import { basename, dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { LATEST_VERSION } from "../migrations.js";
@@ -7,8 +17,8 @@ import { DatabaseLock } from "./database-lock.js";
 /**
  * Backups of a SQLite database, and restores from them.
  *
- * A backup opens the database read-only beside the server that holds it (it does not take the
- * server's lock, which only says "one writer per file"), and copies it with SQLite's online backup
+ * A backup opens the database beside the server that holds it, as a reader that writes nothing
+ * (it does not take the server's lock, which only says "one writer per file"), and copies it with SQLite's online backup
  * API in a single step: one read transaction, so the copy is the database as of one commit. In WAL
  * mode a reader never blocks the writer, so the server keeps admitting while it runs; its
  * checkpointer's PASSIVE checkpoints stop short of the pages the backup still reads, and the rare
@@ -46,8 +56,14 @@ export async function backupSqlite(dbPath: string, toFile: string): Promise<Back
     throw new BackupError(`cannot write ${toFile}: the directory ${dirname(toFile)} does not exist.`, "usage");
   const partial = join(dirname(toFile), `.${basename(toFile)}.partial`);
   rmSync(partial, { force: true });
-  const source = new Database(dbPath, { readonly: true, fileMustExist: true });
+  // Opened for reading and writing but made query-only: a read-only connection to a WAL database
+  // whose server is stopped creates the -wal and -shm files and leaves them behind (owned by
+  // whoever ran the backup: root's would keep the server's user from opening its own database);
+  // this one, being the last connection, removes them on close. Beside a running server it is one
+  // more reader, and it writes nothing either way.
+  const source = new Database(dbPath, { fileMustExist: true });
   try {
+    source.pragma("query_only = ON");
     source.pragma("busy_timeout = 5000");
     // The first step only measures; every later one copies all that is left, in one read transaction.
     await source.backup(partial, { progress: () => 0x7fffffff });
@@ -66,6 +82,8 @@ export async function backupSqlite(dbPath: string, toFile: string): Promise<Back
       copy.close();
     }
     const schemaVersion = checkBackup(partial);
+    // A backup holds the X-IP-Token signing key and every token's hash: its owner's eyes only.
+    chmodSync(partial, 0o600);
     fsyncFile(partial);
     renameSync(partial, toFile);
     return { file: toFile, bytes: statSync(toFile).size, schemaVersion };
