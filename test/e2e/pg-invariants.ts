@@ -35,7 +35,7 @@ export interface InvariantReport {
 const ENDED_CHARGED = new Set(["released", "expired", "failed"]);
 const AFTER_GRANT = new Set(["active", "released", "expired", "failed"]);
 
-interface LeaseRow {
+export interface LeaseRow {
   id: string;
   identity_kind: string;
   identity_id: string;
@@ -52,7 +52,7 @@ interface LeaseRow {
   queued_at: string;
 }
 
-interface LedgerRow {
+export interface LedgerRow {
   identity: string;
   used_ms: string;
   reserved_ms: string;
@@ -94,8 +94,9 @@ export async function checkInvariants(o: InvariantOptions): Promise<InvariantRep
   }
 }
 
-function judge(
-  o: InvariantOptions,
+/** The invariants over rows read in one snapshot (also used by the SQLite backup test). */
+export function judge(
+  o: Omit<InvariantOptions, "url">,
   leases: LeaseRow[],
   ledgers: LedgerRow[],
   acked: Map<string, Acknowledged>,

@@ -4,6 +4,7 @@ import type { ConfigError } from "@gpupool/server";
 import { Command, CommanderError } from "commander";
 import { registerAdmin } from "./commands/admin.js";
 import { registerAgent } from "./commands/agent.js";
+import { registerBackup } from "./commands/backup.js";
 import { registerBilling } from "./commands/billing.js";
 import { registerDashboard } from "./commands/dashboard.js";
 import { registerDemo } from "./commands/demo.js";
@@ -61,6 +62,7 @@ Get started:
   gpupool dashboard --open       # sign in to the web dashboard (one-time link)
   gpupool server --config gpupool.yaml
   gpupool migrate --config gpupool.yaml --status   # schema versions the storage lacks
+  gpupool backup --to FILE       # copy the SQLite database while the server runs
   gpupool <command> --help       # options and examples of a command
 
 Exit codes: 0 ok, 1 the server refused or failed (printed as "error [code]: detail"), 2 usage error.`,
@@ -81,6 +83,7 @@ Exit codes: 0 ok, 1 the server refused or failed (printed as "error [code]: deta
   registerIpToken(program);
   registerAdmin(program);
   registerSimulate(program);
+  registerBackup(program);
   return program;
 }
 

@@ -16,3 +16,7 @@ export type { Clock } from "./clock.js";
 export { systemClock } from "./clock.js";
 export { Retention } from "./use-cases/maintenance/retention.js";
 export type { RetentionCounts } from "./use-cases/maintenance/retention.js";
+export { BackupError, backupSqlite, restoreSqlite } from "./storage/sqlite/backup.js";
+export type { BackupResult, RestoreResult } from "./storage/sqlite/backup.js";
+export { DatabaseInUseError } from "./storage/sqlite/database-lock.js";
+export { sqlitePath } from "./storage/sqlite/sqlite-store.js";
