@@ -6,6 +6,10 @@ export interface PoolGauges {
   busySlots(): number;
   totalSlots(): number;
   activeLeases(): number;
+  /** Queued requests per tier (a tier with none may be left out). */
+  queuedByTier?(): ReadonlyMap<string, number>;
+  /** Each node's slots: how many it has and how many active leases hold. */
+  nodeSlots?(): readonly { node: string; total: number; busy: number }[];
 }
 
 /**
@@ -99,6 +103,36 @@ export class Metrics {
 
   private poolGauges(state: PoolGauges): void {
     const registers = [this.pool];
+    new Gauge({
+      name: "gpupool_queue_depth_by_tier",
+      help: "Requests waiting for a slot, by the tier of whom they are for",
+      labelNames: ["tier"],
+      registers,
+      collect() {
+        this.reset();
+        for (const [tier, n] of state.queuedByTier?.() ?? []) this.set({ tier }, n);
+      },
+    });
+    new Gauge({
+      name: "gpupool_node_slots_busy",
+      help: "Slots of a node held by active leases",
+      labelNames: ["node"],
+      registers,
+      collect() {
+        this.reset();
+        for (const n of state.nodeSlots?.() ?? []) this.set({ node: n.node }, n.busy);
+      },
+    });
+    new Gauge({
+      name: "gpupool_node_slots_total",
+      help: "Slots of a node (its devices' slots)",
+      labelNames: ["node"],
+      registers,
+      collect() {
+        this.reset();
+        for (const n of state.nodeSlots?.() ?? []) this.set({ node: n.node }, n.total);
+      },
+    });
     new Gauge({
       name: "gpupool_queue_depth",
       help: "Requests waiting for a slot",

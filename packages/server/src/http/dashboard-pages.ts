@@ -1,5 +1,6 @@
 import { readFile, stat } from "node:fs/promises";
-import { extname, join, resolve } from "node:path";
+import { createRequire } from "node:module";
+import { dirname, extname, join, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 
@@ -37,9 +38,17 @@ const TYPES: Readonly<Record<string, string>> = {
 /** A path segment of a built asset: letters, digits, `.`, `_`, `-`; never `..` or hidden files. */
 const SEGMENT = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,200}$/;
 
-/** Where the built dashboard is by default: packages/dashboard/dist, beside this package (src/ or dist/ alike). */
+/**
+ * Where the built dashboard is by default: the dist/ of the `@gpupool/dashboard` package, found as
+ * Node finds a dependency (the workspace's link in a checkout, node_modules wherever npm put it in
+ * an installed package); packages/dashboard/dist beside this package if it cannot be resolved.
+ */
 export function defaultDashboardDir(): string {
-  return fileURLToPath(new URL("../../../dashboard/dist/", import.meta.url));
+  try {
+    return join(dirname(createRequire(import.meta.url).resolve("@gpupool/dashboard/package.json")), "dist") + sep;
+  } catch {
+    return fileURLToPath(new URL("../../../dashboard/dist/", import.meta.url));
+  }
 }
 
 const NOT_BUILT = `<!doctype html>

@@ -59,6 +59,22 @@ export function assemblePool(
       busySlots: () => state.busySlots,
       totalSlots: () => state.totalSlots,
       activeLeases: () => state.activeLeases,
+      queuedByTier: () => {
+        const byTier = new Map<string, number>();
+        for (const l of state.live.values())
+          if (l.status === "queued") byTier.set(l.tier, (byTier.get(l.tier) ?? 0) + 1);
+        return byTier;
+      },
+      nodeSlots: () => {
+        const byNode = new Map<string, { node: string; total: number; busy: number }>();
+        for (const d of state.poolSnapshot()) {
+          const n = byNode.get(d.spec.node) ?? { node: d.spec.node, total: 0, busy: 0 };
+          n.total += d.holders.length;
+          n.busy += d.holders.filter((h) => h !== null).length;
+          byNode.set(n.node, n);
+        }
+        return [...byNode.values()];
+      },
     },
     () => late.replica.isLeader,
   );
