@@ -147,11 +147,16 @@ export async function axeViolations(page: Page): Promise<string[]> {
     .map((v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
 }
 
-/** Writes docs/dashboard/<name>.png (the README shows them). */
+/**
+ * Takes a full-page screenshot. With GPUPOOL_UPDATE_SCREENSHOTS=1 it replaces docs/dashboard/<name>.png
+ * (the README shows them); otherwise it goes to a temporary directory, so that a test run does not
+ * change the repository.
+ */
 export async function screenshot(page: Page, name: string): Promise<void> {
-  mkdirSync(SHOTS, { recursive: true });
+  const dir = process.env["GPUPOOL_UPDATE_SCREENSHOTS"] === "1" ? SHOTS : join(tmpdir(), "gpupool-dashboard-shots");
+  mkdirSync(dir, { recursive: true });
   // Numbers that change (countdowns) may differ between runs; the layout is what matters.
-  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true, animations: "disabled" });
+  await page.screenshot({ path: join(dir, `${name}.png`), fullPage: true, animations: "disabled" });
 }
 
 /** The page's globals, for the functions page.evaluate runs there (the tests have no DOM types). */
