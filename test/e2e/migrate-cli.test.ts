@@ -78,7 +78,10 @@ describe.each([
 
       const applied = await runCli(["migrate", "--storage", t.url]);
       expect(applied.code).toBe(0);
-      for (const m of MIGRATIONS) expect(applied.stdout).toMatch(new RegExp(`^applied ${m.version}: `, "m"));
+      for (const m of MIGRATIONS)
+        expect(applied.stdout).toMatch(
+          new RegExp(`^applied ${m.version}${m.online === true ? " \\(online\\)" : ""}: `, "m"),
+        );
       expect(applied.stdout).toContain(`schema now at version ${LATEST_VERSION} (was 0).`);
 
       const again = await runCli(["migrate", "--storage", t.url]);

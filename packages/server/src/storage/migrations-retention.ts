@@ -19,7 +19,7 @@ const indexes = `
   `;
 
 export const RETENTION_MIGRATION = {
-  why: "Retention (issue 17): what has ended is deleted after the configured time. Sessions, dashboard sessions and sign-in codes are indexed by when they end (expiry, revocation) so the job's batches are index scans; leases and ledgers are walked by their keys, usage records by usage_ended.",
+  why: "Retention deletes what has ended once the configured time has passed (issue 17). Sessions, dashboard sessions and sign-in codes are indexed by when they end (expiry, revocation) so the job's batches are index scans; leases and ledgers are walked by their keys, usage records by usage_ended.",
   sqlite: indexes,
   postgres: indexes,
 };
