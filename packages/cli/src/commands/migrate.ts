@@ -13,7 +13,8 @@ interface MigrateFlags {
 
 /** A version as one line: its number, whether online, and the first sentence of why it exists. */
 function describe(m: Migration): string {
-  const why = /^.*?[.:](?=\s|$)/.exec(m.why)?.[0] ?? m.why;
+  // Up to the first "." or ":" (a colon introduces a list: the line ends before it).
+  const why = (/^.*?[.:](?=\s|$)/.exec(m.why)?.[0] ?? m.why).replace(/:$/, "");
   return `${m.version}${m.online === true ? " (online)" : ""}: ${why}`;
 }
 
