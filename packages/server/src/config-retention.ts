@@ -30,33 +30,30 @@ const MIN_LEASES_MS = DAY_MS;
 
 const FOREVER = ["forever", "never", "null"];
 
+/** `value` as milliseconds, or an issue on `ctx` saying why not (`hint` appended to the message). */
+function toMs(value: string | number, ctx: { addIssue(issue: { code: "custom"; message: string }): void }, hint = "") {
+  const parsed = parseDurationMs(value);
+  if (parsed.ok) return parsed.ms;
+  ctx.addIssue({ code: "custom", message: `${parsed.message}${hint}` });
+  return z.NEVER;
+}
+
 /** A duration, or `forever`/null (kept). No upper bound: years are fine. */
 const kept = (fallback: string | null) =>
   z
     .union([z.string(), z.number(), z.null()])
     .default(fallback)
-    .transform((value, ctx): number | null => {
-      if (value === null || (typeof value === "string" && FOREVER.includes(value.trim().toLowerCase()))) return null;
-      const parsed = parseDurationMs(value);
-      if (!parsed.ok) {
-        ctx.addIssue({ code: "custom", message: `${parsed.message} (or "forever")` });
-        return z.NEVER;
-      }
-      return parsed.ms;
-    });
+    .transform((value, ctx): number | null =>
+      value === null || (typeof value === "string" && FOREVER.includes(value.trim().toLowerCase()))
+        ? null
+        : toMs(value, ctx, ' (or "forever")'),
+    );
 
 const every = (fallback: string) =>
   z
     .union([z.string(), z.number()])
     .default(fallback)
-    .transform((value, ctx) => {
-      const parsed = parseDurationMs(value);
-      if (!parsed.ok) {
-        ctx.addIssue({ code: "custom", message: parsed.message });
-        return z.NEVER;
-      }
-      return parsed.ms;
-    });
+    .transform((value, ctx) => toMs(value, ctx));
 
 export const retentionSchema = z
   .strictObject({
