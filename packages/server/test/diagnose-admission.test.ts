@@ -72,6 +72,25 @@ const stepArb: fc.Arbitrary<Step> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("release" as const), pick: fc.nat() }) },
 );
 
+const call = (who: number, duration: number, size: "large" | "xlarge" = "large"): Step => ({
+  kind: "call",
+  who,
+  duration,
+  size,
+});
+
+/** Step lists that each reach one kind of verdict (callers as in `world()`: 0 free, 1 pro, 4 an app for pro). */
+const VERDICT_EXAMPLES: Step[][] = [
+  // Longer than the free tier's 90 s maximum.
+  [call(0, 150)],
+  // The free tier's 150 s quota: 90 s reserved, 90 s more does not fit.
+  [call(0, 90), call(0, 90)],
+  // The GPU held for 30 s: the next call waits about that long, within the 60 s queue timeout.
+  [call(1, 30, "xlarge"), call(4, 30, "xlarge")],
+  // The GPU held for 120 s: waiting would outlast the queue timeout, so the call is refused at once.
+  [call(1, 120, "xlarge"), call(4, 60, "xlarge")],
+];
+
 describe("diagnose is a dry run of admission", () => {
   // Thirty servers, one per run: more than the default test timeout on a loaded machine.
   it("gives the verdict the lease request then gets, in any state (property)", async () => {
@@ -136,7 +155,9 @@ describe("diagnose is a dry run of admission", () => {
           await w.t.close();
         }
       }),
-      { numRuns: 30 },
+      // Thirty random runs after one run per kind of verdict (examples count towards numRuns), so each
+      // kind is met on every run of the test: left to chance, a run now and then missed one.
+      { numRuns: 34, examples: VERDICT_EXAMPLES.map((steps) => [steps]) },
     );
     expect([...seen].sort()).toEqual(
       expect.arrayContaining([
