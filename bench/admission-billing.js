@@ -27,8 +27,11 @@ export const billingConfig = (storageUrl) =>
 let KEYS = 100;
 const userOf = (i) => `u_bench${String(i % KEYS).padStart(11, "0")}`;
 
-/** KEYS pro users with no quota (an override of 0) and a large purchased grant, overage on. */
-async function seed(store, now) {
+/**
+ * KEYS pro users with a large purchased grant, overage on; with no quota (an override of 0) when
+ * every call is to be paid from credits, else the tier's quota (7 days, never used up).
+ */
+async function seed(store, now, paidFrom) {
   await store.transaction(async (tx) => {
     for (let i = 0; i < KEYS; i++) {
       const id = userOf(i);
@@ -37,7 +40,7 @@ async function seed(store, now) {
         name: `bench-${i}`,
         tier: "pro",
         tokenHash: `h-${id}`,
-        quotaOverrideMs: 0,
+        quotaOverrideMs: paidFrom === "credits" ? 0 : null,
         createdAt: now,
       });
       await tx.wallets.insertGrant({
@@ -65,12 +68,23 @@ async function seed(store, now) {
   });
 }
 
-/** Runs `measure` on the cycle of a user paying overage for every call. */
-export async function billingInProcess(dir, measure, keys) {
+/**
+ * Runs `measure` on the cycle of a signed-in user paying overage for every call (`paidFrom`
+ * "credits"), or of the same users, wallets and config with quota left, so that every call is
+ * paid from quota ("quota"): the plain path of a signed-in user, the peer of the credits path.
+ */
+export async function billingInProcess(dir, measure, keys, paidFrom = "credits") {
   KEYS = keys;
   const c = billingConfig(`sqlite:${join(dir, "gpupool.db")}`);
   const storage = await openStorage(c.storage.url);
-  await seed(storage.store, Date.now());
+  await seed(storage.store, Date.now(), paidFrom);
+  const EXP = process.env.EXP ?? "";
+  const db = storage.store.db;
+  if (EXP.includes("noidx")) db.exec("DROP INDEX wallet_transactions_user");
+  if (EXP.includes("nousageidx")) db.exec("DROP INDEX usage_user_page");
+  if (EXP.includes("nowtx")) storage.store.tx.wallets.addTransactions = async () => {};
+  if (EXP.includes("noacct")) storage.store.tx.wallets.putAccount = async () => {};
+  if (EXP.includes("nogrant")) storage.store.tx.wallets.updateGrant = async () => {};
   const pool = assemblePool(c, storage, { clock: systemClock, log: pino({ level: "silent" }), recordMetrics: false });
   await pool.replica.start();
   const size = c.policy.sizes.large;
@@ -87,7 +101,8 @@ export async function billingInProcess(dir, measure, keys) {
     });
     if (r.kind !== "granted")
       throw new Error(`expected a grant, got ${r.kind}${r.kind === "denied" ? `: ${r.problem.detail}` : ""}`);
-    if (r.lease.overageMs === 0) throw new Error("expected the call to be paid from credits");
+    if (r.lease.overageMs > 0 !== (paidFrom === "credits"))
+      throw new Error(`expected the call to be paid from ${paidFrom}, overage ${r.lease.overageMs} ms`);
     await pool.replica.release(r.lease.id, false);
   });
   pool.stop();

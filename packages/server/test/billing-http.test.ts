@@ -82,6 +82,29 @@ describe("settlement", () => {
     expect(me.body.overage).toMatchObject({ spent_micros: spend, held_micros: 0 });
   });
 
+  it("the hold on the wallet from admission is the one written at settlement: same id, time and amount, once", async () => {
+    const clock = new ManualClock();
+    t = await billingServer(billingConfig(), clock);
+    const u = await payingUser(t, "alice", { quotaS: 10, credits: "1.00" });
+    const l = await lease(t, u.token, { duration: 30 });
+    const holds = (w: any) => w.transactions.filter((x: any) => x.kind === "hold" && x.lease_id === l.body.id);
+    const before = holds(await walletOf(t, u.id));
+    expect(before).toHaveLength(1);
+    expect(before[0]).toMatchObject({ amount_micros: priceMs(20_000) });
+    clock.advance(15_000);
+    expect((await release(l.body.id, u.token)).status).toBe(200);
+    const w = await walletOf(t, u.id);
+    expect(holds(w)).toEqual(before);
+    // Newest first: the settlement's spend and release, then the hold they settle.
+    expect(w.transactions.filter((x: any) => x.lease_id === l.body.id).map((x: any) => x.kind)).toEqual(
+      expect.arrayContaining(["spend", "release", "hold"]),
+    );
+    expect(w.transactions.at(-1)).toMatchObject({ kind: "grant" });
+    expect(w.transactions.findIndex((x: any) => x.kind === "hold")).toBeGreaterThan(
+      w.transactions.findIndex((x: any) => x.kind === "spend"),
+    );
+  });
+
   it("a call that ends within its quota part spends no credits and releases the whole hold", async () => {
     const { l, r, w } = await heldFor(7);
     expect(r.body).toMatchObject({ charged: 7, refunded: 23 });

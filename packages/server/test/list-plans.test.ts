@@ -11,6 +11,7 @@ import { postgresTx } from "../src/storage/postgres/postgres-tx.js";
 import { sqliteTx } from "../src/storage/sqlite/sqlite-tx.js";
 import type { SqliteConnection, Statement } from "../src/storage/sqlite/sqlite-tx.js";
 import type { Storage, Tx, UsageFilter } from "../src/storage/store.js";
+import { walletCache } from "../src/storage/wallet-cache.js";
 
 /**
  * The query plans of the hot and list statements, as each adapter runs them, on tables of 200k
@@ -194,7 +195,8 @@ describe("list and hot query plans at 200k rows", () => {
         ledgers: new Map(),
         unwrittenLedgers: new Map(),
         users: new Map(),
-        wallets: { grants: new Map(), accounts: new Map() },
+        wallets: walletCache(),
+        flushWallets: () => undefined,
         remember: (_cache, _key, value) => value,
       };
       plans = await planAll(sqliteTx(connection), recorded);

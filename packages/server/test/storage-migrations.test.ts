@@ -299,7 +299,8 @@ describe("paired migrations", () => {
       // What version 4 is for: no index of every identity's leases, one of users' leases. Retention
       // (10) indexes only the small session tables (leases and ledgers are walked by their keys);
       // 11 one index per lease list filter, each ending in seq (leases_live dropped), and usage
-      // pages of an app or user in (ended_at, id) order.
+      // pages of an app or user in (ended_at, id) order; 12 a wallet transaction in one index, in the
+      // order its list reads (user_id, at, id), instead of that and its id's.
       expect(Object.keys(pg.indexes).sort()).toEqual([
         "credit_grants_key",
         "credit_grants_user",
@@ -317,7 +318,7 @@ describe("paired migrations", () => {
         "usage_app_page",
         "usage_ended",
         "usage_user_page",
-        "wallet_transactions_user",
+        "wallet_transactions_key",
       ]);
     });
 

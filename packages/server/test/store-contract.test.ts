@@ -724,6 +724,84 @@ export function storeContract(
       ]);
     });
 
+    it("wallets: writes staged together are read back by the functions after them and committed with their group; a function that throws keeps none", async () => {
+      await storage.coordination.lead(() => undefined);
+      const stager = storage.coordination.leaderStager;
+      await tx((t) => t.users.insert(user("u1")));
+      const grant = {
+        id: "cg_1",
+        userId: "u1",
+        category: "purchased" as const,
+        amountMicros: 5_000_000,
+        remainingMicros: 5_000_000,
+        heldMicros: 0,
+        priority: 10,
+        effectiveAt: 1_000,
+        expiresAt: null,
+        source: "test",
+        createdAt: 1_000,
+        idempotencyKey: "pay_1",
+      };
+      const account = {
+        userId: "u1",
+        overageEnabled: true,
+        monthlyCapMicros: null,
+        month: "2026-12",
+        monthSpentMicros: 0,
+      };
+      await tx(async (t) => {
+        await t.wallets.insertGrant(grant);
+        await t.wallets.putAccount(account);
+      });
+      const entry = (id: string, at: number, kind: "hold" | "spend" | "release", micros: number) => ({
+        id,
+        userId: "u1",
+        at,
+        kind,
+        amountMicros: micros,
+        grantId: "cg_1",
+        leaseId: "l_1",
+      });
+      // Staged together, so an adapter that defers wallet writes to the end of a commit group has
+      // them unwritten when the second function reads.
+      const first = stager.stage(async (t) => {
+        await t.wallets.updateGrant({ ...grant, remainingMicros: 4_000_000, heldMicros: 0 });
+        await t.wallets.putAccount({ ...account, monthSpentMicros: 1_000_000 });
+        await t.wallets.addTransactions([
+          entry("wt_1", 2_000, "hold", 1_500_000),
+          entry("wt_2", 3_000, "spend", 1_000_000),
+        ]);
+        await t.wallets.addTransactions([entry("wt_3", 3_000, "release", 500_000)]);
+      });
+      const second = stager.stage(async (t) => ({
+        transactions: (await t.wallets.transactions("u1", 10)).map((x) => x.id),
+        remaining: (await t.wallets.grants("u1")).map((g) => g.remainingMicros),
+        byKey: (await t.wallets.grantByKey("u1", "pay_1"))?.remainingMicros,
+        spent: (await t.wallets.account("u1"))?.monthSpentMicros,
+      }));
+      const [, seen] = await Promise.all([first, second]);
+      await seen.committed;
+      // Newest first: at 3,000 the two (by id, descending), then the hold at 2,000.
+      const after = { transactions: ["wt_3", "wt_2", "wt_1"], remaining: [4_000_000], spent: 1_000_000 };
+      expect(seen.value).toEqual({ ...after, byKey: 4_000_000 });
+      const bad = stager.stage(async (t) => {
+        await t.wallets.updateGrant({ ...grant, remainingMicros: 1, heldMicros: 0 });
+        await t.wallets.putAccount({ ...account, monthSpentMicros: 9 });
+        await t.wallets.addTransactions([entry("wt_bad", 4_000, "spend", 9)]);
+        throw new Error("fails after writing");
+      });
+      await expect(bad).rejects.toThrow("fails after writing");
+      const read = async (s: Store) =>
+        s.transaction(async (t) => ({
+          transactions: (await t.wallets.transactions("u1", 10)).map((x) => x.id),
+          remaining: (await t.wallets.grants("u1")).map((g) => g.remainingMicros),
+          spent: (await t.wallets.account("u1"))?.monthSpentMicros,
+        }));
+      expect(await read(store)).toEqual(after);
+      const again = await durable();
+      if (again) expect(await read(again)).toEqual(after);
+    });
+
     it("a transaction that throws leaves nothing behind, cached or stored, and the error reaches the caller", async () => {
       await tx((t) =>
         t.ledgers.put("user:u1", { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 }),

@@ -1,4 +1,14 @@
-import type { CreditGrant, IdentityKind } from "@gpupool/core";
+import type { CreditGrant, GrantShare, IdentityKind } from "@gpupool/core";
+
+/**
+ * A share of a lease's hold on one grant. `holdTxId`: the id of its `hold` wallet transaction,
+ * chosen when the hold was placed; the transaction is written when the lease settles, and shown
+ * from the lease until then (Wallets.transactions). A share without one was placed by an older
+ * release, which wrote its transaction at once.
+ */
+export interface HeldShare extends GrantShare {
+  readonly holdTxId?: string;
+}
 
 /** A grant of credits, as stored: the core's grant, whose wallet it is, and the key that made it (admin grants). */
 export interface GrantRecord extends CreditGrant {

@@ -1,5 +1,4 @@
 import type {
-  BillingAccountRecord,
   GrantRecord,
   RefusalCount,
   UsageFilter,
@@ -10,6 +9,8 @@ import type {
 } from "./billing-records.js";
 import { BILLING_ACCOUNTS, GRANTS, USAGE_RECORDS, WALLET_TRANSACTIONS } from "./billing-tables.js";
 import type { Dialect, Row, SqlValue, TableNames } from "./table.js";
+import { WALLET_WRITES, transactionInserts } from "./wallet-cache.js";
+import type { WalletCache } from "./wallet-cache.js";
 
 /** What the billing statements need of an adapter's transaction. Statement text uses `?`; PostgreSQL's runner numbers them. */
 export interface SqlRunner {
@@ -21,12 +22,12 @@ export interface SqlRunner {
   lockUser(userId: string): Promise<void>;
   /** Where one connection is the only writer (SQLite): what it last read or wrote, dropped on rollback. */
   readonly cache?: WalletCache;
-}
-
-/** Grants and billing settings by user, exact while one connection writes them all. */
-export interface WalletCache {
-  readonly grants: Map<string, readonly GrantRecord[]>;
-  readonly accounts: Map<string, BillingAccountRecord | null>;
+  /**
+   * SQLite: wallet writes wait in `cache.unwritten` until the commit group ends (see WalletCache).
+   * `defer` marks the transaction as one that wrote (a throw after it rolls the group back);
+   * `flush` writes them at once, before a read the cache cannot answer.
+   */
+  readonly deferred?: { readonly defer: () => void; readonly flush: () => void };
 }
 
 /** Bounded like the SQLite store's other caches: past this many users, start again. */
@@ -55,15 +56,9 @@ const select = (t: TableNames, rest: string): string => `SELECT ${t.selectList} 
 
 const SQL = {
   account: select(BILLING_ACCOUNTS, "WHERE user_id = ?"),
-  putAccount: insert(
-    BILLING_ACCOUNTS,
-    " ON CONFLICT (user_id) DO UPDATE SET overage_enabled = excluded.overage_enabled, monthly_cap_micros = excluded.monthly_cap_micros, month = excluded.month, month_spent_micros = excluded.month_spent_micros",
-  ),
   grants: select(GRANTS, "WHERE user_id = ? ORDER BY created_at, id"),
   grantByKey: select(GRANTS, "WHERE user_id = ? AND idempotency_key = ?"),
   insertGrant: insert(GRANTS, " ON CONFLICT (id) DO NOTHING"),
-  updateGrant: "UPDATE credit_grants SET remaining_micros = ?, held_micros = ? WHERE id = ?",
-  addTransaction: insert(WALLET_TRANSACTIONS),
   transactions: select(WALLET_TRANSACTIONS, "WHERE user_id = ? ORDER BY at DESC, id DESC LIMIT ?"),
   insertUsage: insert(USAGE_RECORDS, " ON CONFLICT (id) DO NOTHING"),
   addRefusals:
@@ -143,6 +138,7 @@ export function billingTx(db: SqlRunner): { wallets: WalletsTx; usage: UsageTx }
   const d = db.dialect;
   const num = (v: unknown): number => (v === null || v === undefined ? 0 : Number(v));
   const cache = db.cache;
+  const deferred = db.deferred;
   /** Keeps the cached grants of a user (when cached) in step with a write. */
   const cachedGrant = (g: GrantRecord): void => {
     const list = cache?.grants.get(g.userId);
@@ -156,21 +152,27 @@ export function billingTx(db: SqlRunner): { wallets: WalletsTx; usage: UsageTx }
       account: async (userId) => {
         const hit = cache?.accounts.get(userId);
         if (hit !== undefined) return hit;
+        deferred?.flush();
         const row = (await db.all(SQL.account, [userId]))[0];
         const account = row === undefined ? null : BILLING_ACCOUNTS.decode(row);
         return cache ? keep(cache.accounts, userId, account) : account;
       },
       putAccount: async (a) => {
-        await db.run(SQL.putAccount, BILLING_ACCOUNTS.insertParams(a, d));
+        if (deferred && cache) {
+          deferred.defer();
+          cache.unwritten.accounts.set(a.userId, a);
+        } else await db.run(WALLET_WRITES.putAccount, BILLING_ACCOUNTS.insertParams(a, d));
         if (cache) keep(cache.accounts, a.userId, a);
       },
       grants: async (userId) => {
         const hit = cache?.grants.get(userId);
         if (hit !== undefined) return [...hit];
+        deferred?.flush();
         const grants = (await db.all(SQL.grants, [userId])).map((r) => GRANTS.decode(r));
         return cache ? [...keep(cache.grants, userId, grants)] : grants;
       },
       grantByKey: async (userId, key) => {
+        deferred?.flush();
         const row = (await db.all(SQL.grantByKey, [userId, key]))[0];
         return row === undefined ? null : GRANTS.decode(row);
       },
@@ -180,14 +182,23 @@ export function billingTx(db: SqlRunner): { wallets: WalletsTx; usage: UsageTx }
         return inserted;
       },
       updateGrant: async (g) => {
-        await db.run(SQL.updateGrant, [g.remainingMicros, g.heldMicros, g.id]);
+        if (deferred && cache) {
+          deferred.defer();
+          cache.unwritten.grants.set(g.id, g);
+        } else await db.run(WALLET_WRITES.updateGrant, [g.remainingMicros, g.heldMicros, g.id]);
         cachedGrant(g);
       },
       addTransactions: async (rows) => {
-        for (const r of rows) await db.run(SQL.addTransaction, WALLET_TRANSACTIONS.insertParams(r, d));
+        if (deferred && cache) {
+          if (rows.length === 0) return;
+          deferred.defer();
+          cache.unwritten.transactions.push(...rows);
+        } else for (const st of transactionInserts(rows, d)) await db.run(st.text, st.params);
       },
-      transactions: async (userId, limit) =>
-        (await db.all(SQL.transactions, [userId, limit])).map((r) => WALLET_TRANSACTIONS.decode(r)),
+      transactions: async (userId, limit) => {
+        deferred?.flush();
+        return (await db.all(SQL.transactions, [userId, limit])).map((r) => WALLET_TRANSACTIONS.decode(r));
+      },
     },
     usage: {
       insert: async (r) => void (await db.run(SQL.insertUsage, USAGE_RECORDS.insertParams(r, d))),

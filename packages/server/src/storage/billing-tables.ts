@@ -1,6 +1,7 @@
-import type { GrantCategory, GrantShare, IdentityKind } from "@gpupool/core";
+import type { GrantCategory, IdentityKind } from "@gpupool/core";
 import type {
   BillingAccountRecord,
+  HeldShare,
   RefusalCount,
   GrantRecord,
   UsageRecordRow,
@@ -11,11 +12,11 @@ import type { Column } from "./table.js";
 import { Table, boolean, integer, integerOrNull, text, textOrNull } from "./table.js";
 
 /** A hold's shares of grants as JSON text (`[{"grantId":…,"micros":…}]`); NULL when nothing was held. */
-export function sharesJson(name: string): Column<readonly GrantShare[] | null> {
+export function sharesJson(name: string): Column<readonly HeldShare[] | null> {
   return {
     name,
     encode: (shares) => (shares === null || shares.length === 0 ? null : JSON.stringify(shares)),
-    decode: (v) => (typeof v === "string" ? (JSON.parse(v) as GrantShare[]) : null),
+    decode: (v) => (typeof v === "string" ? (JSON.parse(v) as HeldShare[]) : null),
   };
 }
 

@@ -2,6 +2,7 @@ import { BILLING_MIGRATION } from "./migrations-billing.js";
 import { DASHBOARD_MIGRATION } from "./migrations-dashboard.js";
 import { LISTS_MIGRATION } from "./migrations-lists.js";
 import { RETENTION_MIGRATION } from "./migrations-retention.js";
+import { WALLET_MIGRATION } from "./migrations-wallet.js";
 
 /**
  * Schema versions, each as SQLite and as PostgreSQL run it: the same tables, columns, indexes and
@@ -313,6 +314,7 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   { version: 10, ...RETENTION_MIGRATION },
   { version: 11, ...LISTS_MIGRATION },
+  { version: 12, ...WALLET_MIGRATION },
 ];
 
 /** The version a fully migrated database is at (versions only grow). */

@@ -1,5 +1,5 @@
-import type { DeviceSpec, GrantShare, IdentityKind, LedgerState } from "@gpupool/core";
-import type { UsageTx, WalletsTx } from "./billing-records.js";
+import type { DeviceSpec, IdentityKind, LedgerState } from "@gpupool/core";
+import type { HeldShare, UsageTx, WalletsTx } from "./billing-records.js";
 import type { DashboardTx } from "./dashboard-records.js";
 import type { RetentionTx } from "./retention-records.js";
 import type { MigrateOptions, MigrationReport } from "./schema-version.js";
@@ -194,7 +194,7 @@ export interface LeaseRecord {
   readonly overageMs: number;
   /** Credits held at admission for the overage part (micro-units), and on which grants. */
   readonly holdMicros: number;
-  readonly holdShares: readonly GrantShare[] | null;
+  readonly holdShares: readonly HeldShare[] | null;
   /** Credits spent at the end (≤ `holdMicros`). */
   readonly chargedMicros: number;
   /**

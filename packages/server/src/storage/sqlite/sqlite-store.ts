@@ -3,7 +3,7 @@ import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import type { LedgerState } from "@gpupool/core";
 import { Serial } from "../../serial.js";
-import type { WalletCache } from "../billing-sql.js";
+import { flushWallets, forgetWallets, walletCache } from "../wallet-cache.js";
 import { MIGRATIONS } from "../migrations.js";
 import type { Migration } from "../migrations.js";
 import { newestVersion, pendingMigrations } from "../schema-version.js";
@@ -63,8 +63,11 @@ export class SqliteStore implements Store {
   private readonly ledgers = new Map<string, LedgerState>();
   /** Users by id, kept the same way: an admission charged to a user reads its tier and override. */
   private readonly users = new Map<string, UserRecord>();
-  /** A user's credit grants and billing settings, kept the same way (see billing-sql's WalletCache). */
-  private readonly wallets: WalletCache = { grants: new Map(), accounts: new Map() };
+  /**
+   * A user's credit grants and billing settings, kept the same way, and the group's wallet writes,
+   * written just before COMMIT like the ledgers (see WalletCache).
+   */
+  private readonly wallets = walletCache();
   /**
    * Ledger rows changed in the open commit group and not yet written: an identity's row is written
    * once per group however many of its leases the group admitted or released (a busy app's
@@ -108,6 +111,7 @@ export class SqliteStore implements Store {
       unwrittenLedgers: this.unwrittenLedgers,
       users: this.users,
       wallets: this.wallets,
+      flushWallets: () => this.flushWallets(),
       remember: (cache, key, value) => this.remember(cache, key, value),
     };
     this.tx = sqliteTx(connection);
@@ -251,6 +255,7 @@ export class SqliteStore implements Store {
       const gone = this.file?.gone();
       if (gone) throw gone;
       this.flushLedgers();
+      this.flushWallets();
       this.st("COMMIT").run();
       this.lastCommitError = null;
       batch.resolve();
@@ -310,12 +315,16 @@ export class SqliteStore implements Store {
     this.unwrittenLedgers.clear();
   }
 
+  /** Writes the wallet rows and transactions the commit group changed (inside it). */
+  private flushWallets(): void {
+    flushWallets(this.wallets, (text, params) => this.st(text).run(...params));
+  }
+
   /** After a rollback the caches may hold what was never committed. */
   private forget(): void {
     this.unwrittenLedgers.clear();
     this.ledgers.clear();
     this.users.clear();
-    this.wallets.grants.clear();
-    this.wallets.accounts.clear();
+    forgetWallets(this.wallets);
   }
 }

@@ -2,7 +2,7 @@ import type Database from "better-sqlite3";
 import type { LedgerState } from "@gpupool/core";
 import { billingTx } from "../billing-sql.js";
 import { dashboardTx } from "../dashboard-sql.js";
-import type { WalletCache } from "../billing-sql.js";
+import type { WalletCache } from "../wallet-cache.js";
 import { leaseListStatements } from "../lease-list.js";
 import { retentionTx } from "../retention-sql.js";
 import type { LeaseRecord, Tx, UserRecord } from "../store.js";
@@ -23,8 +23,10 @@ export interface SqliteConnection {
   readonly unwrittenLedgers: Map<string, LedgerState>;
   /** Users by id, cached the same way as ledgers. */
   readonly users: Map<string, UserRecord>;
-  /** Users' grants and billing settings, cached the same way. */
+  /** Users' grants and billing settings, cached the same way, and the group's wallet writes not yet written. */
   readonly wallets: WalletCache;
+  /** Writes the group's deferred wallet writes now (before a read of the wallet tables the cache cannot answer). */
+  flushWallets(): void;
   /** Caches `value` under `key` (bounded) and returns it. */
   remember<T>(cache: Map<string, T>, key: string, value: T): T;
 }
@@ -151,6 +153,7 @@ export function sqliteTx(c: SqliteConnection): Tx {
       // One connection writes: nothing to wait for.
       lockUser: async () => {},
       cache: c.wallets,
+      deferred: { defer: () => c.wrote(), flush: () => c.flushWallets() },
     }),
     users: {
       insert: async (u) => {

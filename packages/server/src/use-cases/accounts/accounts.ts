@@ -9,7 +9,6 @@ import {
   tierOf,
 } from "@gpupool/core";
 import type {
-  GrantShare,
   AdmissionAccount,
   AdmissionRequest,
   Identity,
@@ -18,7 +17,7 @@ import type {
   Policy,
   QuotaView,
 } from "@gpupool/core";
-import type { LeaseRecord, Tx } from "../../storage/store.js";
+import type { HeldShare, LeaseRecord, Tx } from "../../storage/store.js";
 import { usageRecordOf } from "./usage-records.js";
 import type { BillingView, LoadedWallet } from "./wallets.js";
 import { Wallets } from "./wallets.js";
@@ -134,7 +133,7 @@ export class Accounts {
     leaseId: string,
     micros: number,
     now: number,
-  ): Promise<{ shares: GrantShare[]; billing: BillingView }> {
+  ): Promise<{ shares: HeldShare[]; billing: BillingView }> {
     if (micros === 0 || account.loadedWallet === null) return { shares: [], billing: account.billing };
     const held = await this.wallets.hold(tx, account.identity, account.loadedWallet, leaseId, micros, now);
     return { shares: held.shares, billing: held.view };

@@ -72,7 +72,7 @@ export class Billing {
       return {
         userId: user.id,
         grants: loaded.grants,
-        transactions: await tx.wallets.transactions(user.id, limit),
+        transactions: await this.accounts.wallets.transactions(tx, user.id, limit),
         now,
       };
     });

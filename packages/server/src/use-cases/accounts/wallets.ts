@@ -8,11 +8,12 @@ import {
   placeHold,
   settleHold,
 } from "@gpupool/core";
-import type { CreditTotals, GrantShare, Identity, OverageBlocker, Policy, WalletState } from "@gpupool/core";
+import type { CreditTotals, Identity, OverageBlocker, Policy, WalletState } from "@gpupool/core";
 import { newOrderedId } from "../../secrets.js";
 import type {
   BillingAccountRecord,
   GrantRecord,
+  HeldShare,
   LeaseRecord,
   Tx,
   WalletTransactionKind,
@@ -56,6 +57,9 @@ export interface LoadedWallet {
  * A month's included credits are granted at the first load in that month; grants past their
  * expiry lose their unheld rest at load, each with an `expire` transaction.
  */
+/** Live leases of a user whose holds a wallet's transactions show, per status (a user's queue is shorter than this). */
+const LIVE_LEASES_SHOWN = 1000;
+
 export class Wallets {
   private walletlessMonth: ReturnType<typeof billingMonth> | null = null;
   private readonly walletlessViews = new Map<string, BillingView>();
@@ -184,8 +188,11 @@ export class Wallets {
 
   /**
    * Places a new lease's hold on the user's grants in the spending order (admission decided it
-   * fits, on `wallet` as loaded in the same transaction): the shares to store on the lease, each
-   * with a `hold` transaction, and the view after it.
+   * fits, on `wallet` as loaded in the same transaction): the shares to store on the lease, and the
+   * view after it. Each share names its `hold` transaction, which is written when the lease
+   * settles, beside the spend and release it ends in (until then `transactions` shows it from the
+   * lease): a user's transactions are kept in the user's order, and one write there per call
+   * rather than two made credits-paid calls a fifth cheaper.
    */
   async hold(
     tx: Tx,
@@ -194,17 +201,51 @@ export class Wallets {
     leaseId: string,
     micros: number,
     now: number,
-  ): Promise<{ shares: GrantShare[]; view: BillingView }> {
+  ): Promise<{ shares: HeldShare[]; view: BillingView }> {
     if (micros === 0) return { shares: [], view: wallet.view };
     const placed = placeHold(wallet.grants, micros, now);
     if (placed === null)
       throw new Error(`hold of ${micros} for ${leaseId}: the wallet cannot cover what admission allowed`);
     const next = this.changed(wallet.grants, placed.grants);
     for (const g of next) if (placed.shares.some((s) => s.grantId === g.id)) await tx.wallets.updateGrant(g);
-    await tx.wallets.addTransactions(
-      placed.shares.map((s) => this.entry(identity.id, now, "hold", s.micros, s.grantId, leaseId)),
+    const shares = placed.shares.map((s) => ({ ...s, holdTxId: newOrderedId("wt", now) }));
+    return { shares, view: this.viewOf(identity, next, wallet.account, now) };
+  }
+
+  /**
+   * A user's latest `limit` wallet transactions, newest first: those written, and the holds of
+   * the user's live leases (written when each settles).
+   */
+  async transactions(tx: Tx, userId: string, limit: number): Promise<WalletTransactionRecord[]> {
+    const identity = { kind: "user" as const, id: userId };
+    const [written, queued, active] = await Promise.all([
+      tx.wallets.transactions(userId, limit),
+      tx.leases.list({ identity, status: "queued", limit: LIVE_LEASES_SHOWN }),
+      tx.leases.list({ identity, status: "active", limit: LIVE_LEASES_SHOWN }),
+    ]);
+    const pending = [...queued, ...active].flatMap((l) => this.holdEntries(l));
+    return [...written, ...pending]
+      .sort((a, b) => b.at - a.at || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
+      .slice(0, limit);
+  }
+
+  /** The `hold` transactions a lease's hold is written as when it settles. */
+  private holdEntries(lease: LeaseRecord): WalletTransactionRecord[] {
+    return (lease.holdShares ?? []).flatMap((s) =>
+      s.holdTxId === undefined
+        ? []
+        : [
+            {
+              id: s.holdTxId,
+              userId: lease.identityId,
+              at: lease.queuedAt,
+              kind: "hold" as const,
+              amountMicros: s.micros,
+              grantId: s.grantId,
+              leaseId: lease.id,
+            },
+          ],
     );
-    return { shares: placed.shares, view: this.viewOf(identity, next, wallet.account, now) };
   }
 
   /**
@@ -220,9 +261,10 @@ export class Wallets {
     const out = settleHold(wallet.grants, shares, lease.chargedMicros, now);
     const next = this.changed(wallet.grants, out.grants);
     for (const g of next) if (shares.some((s) => s.grantId === g.id)) await tx.wallets.updateGrant(g);
-    const entry = (kind: WalletTransactionKind) => (s: GrantShare) =>
+    const entry = (kind: WalletTransactionKind) => (s: { grantId: string; micros: number }) =>
       this.entry(identity.id, now, kind, s.micros, s.grantId, lease.id);
     await tx.wallets.addTransactions([
+      ...this.holdEntries(lease),
       ...out.spent.map(entry("spend")),
       ...out.released.map(entry("release")),
       ...out.expired.map(entry("expire")),

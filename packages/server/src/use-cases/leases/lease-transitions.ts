@@ -1,7 +1,7 @@
 import { admittedInCurrentWindow, chargeMs, priceOf, settle, startWindow, unreserve } from "@gpupool/core";
-import type { GrantShare, LedgerState, Problem, SlotAssignment, Split } from "@gpupool/core";
+import type { LedgerState, Problem, SlotAssignment, Split } from "@gpupool/core";
 import type { Identity, SizePolicy } from "@gpupool/core";
-import type { LeaseRecord, NewLease } from "../../storage/store.js";
+import type { HeldShare, LeaseRecord, NewLease } from "../../storage/store.js";
 
 /**
  * What a lease and its identity's ledger become at each step of the lifecycle. Pure: the engine
@@ -29,7 +29,7 @@ export function admitted(input: {
   node?: string | null;
   /** How it is paid (absent: all from the quota) and the hold's shares of grants. */
   split?: Split;
-  holdShares?: readonly GrantShare[];
+  holdShares?: readonly HeldShare[];
   /** The max_wait its caller named (ms); null or absent: none (its tier's queue timeout). */
   maxWaitMs?: number | null;
 }): NewLease {
