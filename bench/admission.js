@@ -297,6 +297,7 @@ export async function main(args = []) {
     const peer = [];
     const old = [];
     const billing = [];
+    const users = [];
     for (let r = 0; r < ROUNDS; r++) {
       // Each measurement runs in a fresh process: garbage and JIT state left by the other side
       // otherwise slowed whichever ran second by up to 40%. The order rotates with the round so
@@ -305,6 +306,7 @@ export async function main(args = []) {
         () => isolated("gpupool", mkdtempSync(join(dir, "g"))).then((m) => ours.push(m)),
         () => isolated("peer", mkdtempSync(join(dir, "p"))).then((m) => peer.push(m)),
         () => isolated("billing", mkdtempSync(join(dir, "c"))).then((m) => billing.push(m)),
+        () => isolated("user", mkdtempSync(join(dir, "u"))).then((m) => users.push(m)),
         ...(baseline
           ? [() => isolated("gpupool", mkdtempSync(join(dir, "b")), baseline).then((m) => old.push(m))]
           : []),
@@ -316,7 +318,7 @@ export async function main(args = []) {
         ? `; baseline build ${round(old.at(-1).conc)} cycles/s (this build / baseline ${round(o.conc / old.at(-1).conc, 2)})`
         : "";
       console.log(
-        `round ${r + 1}: ${CONCURRENT} concurrent callers: gpupool ${round(o.conc)} cycles/s, RateLimiterSQLite ${round(p.conc)} cycles/s (ratio ${round(o.conc / p.conc, 2)}); one caller: gpupool ${round(o.seq)}, RateLimiterSQLite ${round(p.seq)}; every call paid from credits ${round(billing.at(-1).conc)} cycles/s (${round(billing.at(-1).conc / o.conc, 2)} of the plain path)${b}`,
+        `round ${r + 1}: ${CONCURRENT} concurrent callers: gpupool ${round(o.conc)} cycles/s, RateLimiterSQLite ${round(p.conc)} cycles/s (ratio ${round(o.conc / p.conc, 2)}); one caller: gpupool ${round(o.seq)}, RateLimiterSQLite ${round(p.seq)}; every call paid from credits ${round(billing.at(-1).conc)} cycles/s (${round(billing.at(-1).conc / users.at(-1).conc, 2)} of the same users paid from quota, ${round(users.at(-1).conc)} cycles/s; ${round(billing.at(-1).conc / o.conc, 2)} of the anonymous path; CPU per cycle ${round(billing.at(-1).cpuUsPerCycle)} / ${round(users.at(-1).cpuUsPerCycle)} / ${round(o.cpuUsPerCycle)} µs)${b}`,
       );
     }
     const http = [];
@@ -354,8 +356,14 @@ export async function main(args = []) {
       peer: "rate-limiter-flexible RateLimiterSQLite (better-sqlite3, WAL, synchronous=NORMAL) consume+reward",
       peer_cycles_per_s: round(peerMedian),
       inprocess_ratio: round(inprocessRatio, 2),
-      // Every call past the quota, paid from credits (hold, settlement, wallet transactions), paired per round with the plain path.
+      // Every call past the quota, paid from credits (hold, settlement, wallet transactions), paired
+      // per round with the same signed-in users paid from quota (its peer: a user's call writes the
+      // user's lease and usage index entries, an anonymous one does not) and with the anonymous path.
       billing_inprocess_cycles_per_s: round(median(billing.map((b) => b.conc))),
+      user_inprocess_cycles_per_s: round(median(users.map((u) => u.conc))),
+      billing_vs_user: round(median(billing.map((b, i) => b.conc / users[i].conc)), 2),
+      billing_cpu_vs_user: round(median(billing.map((b, i) => users[i].cpuUsPerCycle / b.cpuUsPerCycle)), 2),
+      billing_sequential_vs_user: round(median(billing.map((b, i) => b.seq / users[i].seq)), 2),
       billing_vs_plain: round(median(billing.map((b, i) => b.conc / ours[i].conc)), 2),
       billing_sequential_vs_plain: round(median(billing.map((b, i) => b.seq / ours[i].seq)), 2),
       inprocess_concurrent_callers: CONCURRENT,
