@@ -42,6 +42,39 @@ describe("SQLite store", () => {
     }
   });
 
+  it("under a steady stream of commits the WAL is restarted between commit groups, never while a write waits for it", async () => {
+    const path = await migrated();
+    // A write that met the restart's lock would fail at once (no busy wait), and the log is
+    // restarted past 32 frames instead of 16,384.
+    const store = new SqliteStore(`sqlite:${path}`, { restartFrames: 32, intervalMs: 50, busyTimeoutMs: 0 });
+    try {
+      let failed = 0;
+      let written = 0;
+      // Until the log was restarted a few times (when depends on how the checkpointer's ticks fall).
+      const writer = async (w: number) => {
+        for (let i = 0; store.walRestarts < 3 && i < 20_000; i++)
+          await store
+            .transaction((t) =>
+              t.ledgers.put(`ip:10.${w}.${i}.1`, { windowStartedAt: 1, usedMs: i, reservedMs: 0, bonusMs: 0, runs: 1 }),
+            )
+            .then(
+              () => written++,
+              () => failed++,
+            );
+      };
+      await Promise.all(Array.from({ length: 8 }, (_, w) => writer(w)));
+      expect(failed).toBe(0);
+      expect(store.walRestarts).toBeGreaterThanOrEqual(3);
+      await store.close();
+      // Every write is there.
+      const db = new Database(path, { readonly: true });
+      expect(db.prepare("SELECT COUNT(*) AS n FROM ledgers").get()).toEqual({ n: written });
+      db.close();
+    } finally {
+      await store.close();
+    }
+  });
+
   it("a staged transaction that throws after writing rolls back its whole commit group; the others hear it through `committed`, the next group commits", async () => {
     const path = await migrated();
     const store = new SqliteStore(`sqlite:${path}`);

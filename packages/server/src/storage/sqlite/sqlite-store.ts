@@ -11,6 +11,7 @@ import type { MigrateOptions, MigrationReport } from "../schema-version.js";
 import { StorageUnavailableError } from "../store.js";
 import type { Staged, Stager, Store, Tx, UserRecord } from "../store.js";
 import { Checkpointer } from "./checkpointer.js";
+import type { CheckpointerOptions } from "./checkpointer.js";
 import { DatabaseLock } from "./database-lock.js";
 import { DatabaseFile, sqliteUnavailable } from "./file-health.js";
 import { sqliteTx, writeLedger } from "./sqlite-tx.js";
@@ -25,6 +26,9 @@ interface Batch {
 
 /** Staged transactions per physical commit, at most: bounds the latency one commit adds. */
 const MAX_BATCH = 256;
+
+/** How long writes wait for a WAL restart at most (it copies and syncs up to ~64 MiB). */
+const RESTART_WAIT_MS = 30_000;
 
 /** `sqlite:./path.db` → `./path.db`; `sqlite::memory:` → `:memory:`. */
 export function sqlitePath(url: string): string {
@@ -82,8 +86,11 @@ export class SqliteStore implements Store {
   private readonly file: DatabaseFile | null = null;
   /** Why the last commit failed, until one succeeds again (readiness says so). */
   private lastCommitError: StorageUnavailableError | null = null;
+  /** How many times writes were held back for a WAL restart. */
+  walRestarts = 0;
 
-  constructor(url: string) {
+  /** `options`: how the WAL is checkpointed, and how long a write waits for another connection's lock (tests make both short). */
+  constructor(url: string, options: CheckpointerOptions & { busyTimeoutMs?: number } = {}) {
     const path = sqlitePath(url);
     const onDisk = path !== ":memory:" && path !== "";
     if (onDisk) mkdirSync(dirname(path), { recursive: true });
@@ -94,10 +101,10 @@ export class SqliteStore implements Store {
       this.db.pragma("journal_mode = WAL");
       this.db.pragma("synchronous = NORMAL");
       this.db.pragma("foreign_keys = ON");
-      this.db.pragma("busy_timeout = 5000");
+      this.db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
       if (onDisk) {
         this.db.pragma("wal_autocheckpoint = 0");
-        this.checkpointer = new Checkpointer(path);
+        this.checkpointer = new Checkpointer(path, (restart) => this.pauseFor(restart), options);
         this.file = new DatabaseFile(path);
       }
     } catch (err) {
@@ -313,6 +320,21 @@ export class SqliteStore implements Store {
       this.remember(this.ledgers, identity, s);
     }
     this.unwrittenLedgers.clear();
+  }
+
+  /**
+   * Holds writes back while the checkpointer restarts the WAL (see Checkpointer): what is staged
+   * meanwhile waits its turn in the serial section, and the event loop keeps answering. A restart
+   * that does not end within RESTART_WAIT_MS lets the writes go again.
+   */
+  private pauseFor(restart: () => Promise<void>): void {
+    void this.serial.run(async () => {
+      this.commitBatch();
+      this.walRestarts++;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([restart(), new Promise<void>((resolve) => (timer = setTimeout(resolve, RESTART_WAIT_MS)))]);
+      clearTimeout(timer);
+    });
   }
 
   /** Writes the wallet rows and transactions the commit group changed (inside it). */
