@@ -72,6 +72,10 @@ export function newEntry(request: PriorityRequest, key: RankKey, ord: number, la
     rankCount: 0,
     rankTotal: 0,
     rankWeight: request.slots * request.durationMs,
+    rankMark: Number.POSITIVE_INFINITY,
+    rankMinMark: Number.POSITIVE_INFINITY,
+    rankLength: request.durationMs,
+    rankMaxLength: 0,
   };
 }
 

@@ -9,6 +9,18 @@ export interface RankNode<T> {
   /** Sum of the items' weights in this subtree. */
   rankTotal: number;
   readonly rankWeight: number;
+  /**
+   * A value the set keeps a running minimum of, less the weight before each item (promises:
+   * slot-time by the promise, see scheduler-promise.ts); +Infinity for an item that has none.
+   * Set it before the item is inserted, or through `setMark`.
+   */
+  rankMark: number;
+  /** Over this subtree: min of `rankMark − weight of the subtree's items before it`. */
+  rankMinMark: number;
+  /** A length the set keeps a running maximum of (a call's duration). */
+  readonly rankLength: number;
+  /** Over this subtree: the longest `rankLength`. */
+  rankMaxLength: number;
 }
 
 /**
@@ -32,6 +44,11 @@ export class RankedSet<T extends RankNode<T>> {
     return this.root === null ? 0 : this.root.rankCount;
   }
 
+  /** Min over every item of `rankMark − weight before it` (+Infinity when none has a mark). */
+  get minMark(): number {
+    return this.root === null ? Number.POSITIVE_INFINITY : this.root.rankMinMark;
+  }
+
   /** Sum of the weights of every item. */
   get totalWeight(): number {
     return this.root === null ? 0 : this.root.rankTotal;
@@ -48,6 +65,8 @@ export class RankedSet<T extends RankNode<T>> {
     item.rankRight = null;
     item.rankCount = 1;
     item.rankTotal = item.rankWeight;
+    item.rankMinMark = item.rankMark;
+    item.rankMaxLength = item.rankLength;
     this.root = this.insertAt(this.root, item);
   }
 
@@ -83,6 +102,21 @@ export class RankedSet<T extends RankNode<T>> {
     throw new Error("ranked set out of order: an item in the set was not found by its key");
   }
 
+  /** The weight of the items strictly before a value that need not be in the set. O(log n). */
+  weightBefore(probe: T): number {
+    let weight = 0;
+    let node = this.root;
+    while (node !== null) {
+      if (this.before(probe, node)) {
+        node = node.rankLeft;
+      } else {
+        weight += (node.rankLeft?.rankTotal ?? 0) + node.rankWeight;
+        node = node.rankRight;
+      }
+    }
+    return weight;
+  }
+
   /** Items strictly before a value that need not be in the set (where it would be inserted). */
   rankOf(probe: T): { before: number; weightBefore: number } {
     let before = 0;
@@ -100,6 +134,63 @@ export class RankedSet<T extends RankNode<T>> {
     return { before, weightBefore };
   }
 
+  /** The longest `rankLength` of the items strictly before `item` (which need not be in the set); 0 when none. O(log n). */
+  maxLengthBefore(item: T): number {
+    let best = 0;
+    let node = this.root;
+    while (node !== null) {
+      const l = node.rankLeft;
+      if (node !== item && this.before(item, node)) {
+        node = l;
+        continue;
+      }
+      if (l !== null && l.rankMaxLength > best) best = l.rankMaxLength;
+      if (node === item) return best;
+      if (node.rankLength > best) best = node.rankLength;
+      node = node.rankRight;
+    }
+    return best;
+  }
+
+  /**
+   * The last item (in order) that comes after `probe` (which need not be in the set) and has
+   * `rankMark − weight before it < threshold`, or null. O(log n): subtrees whose minimum is not
+   * below the threshold are skipped whole.
+   */
+  lastMarkBelowAfter(probe: T, threshold: number): T | null {
+    return this.lastBelow(this.root, 0, probe, threshold, false);
+  }
+
+  /** Sets an item's mark (in the set or not) and the minima above it. O(log n). */
+  setMark(item: T, mark: number): void {
+    if (item.rankPriority === 0) {
+      item.rankMark = mark;
+      return;
+    }
+    const path: T[] = [];
+    let node = this.root;
+    while (node !== null && node !== item) {
+      path.push(node);
+      node = this.before(item, node) ? node.rankLeft : node.rankRight;
+    }
+    if (node === null) throw new Error("ranked set out of order: an item in the set was not found by its key");
+    item.rankMark = mark;
+    this.pull(item);
+    for (let i = path.length - 1; i >= 0; i--) this.pull(path[i] as T);
+  }
+
+  /** Gives every item the mark `mark(item)` at once (after a change that moves them all). O(n). */
+  remark(mark: (item: T) => number): void {
+    const visit = (node: T | null): void => {
+      if (node === null) return;
+      visit(node.rankLeft);
+      visit(node.rankRight);
+      node.rankMark = mark(node);
+      this.pull(node);
+    };
+    visit(this.root);
+  }
+
   /** Items in order. */
   *values(): Generator<T> {
     const stack: T[] = [];
@@ -113,6 +204,18 @@ export class RankedSet<T extends RankNode<T>> {
       yield top;
       node = top.rankRight;
     }
+  }
+
+  private lastBelow(node: T | null, off: number, probe: T, threshold: number, allAfter: boolean): T | null {
+    if (node === null || node.rankMinMark - off >= threshold) return null;
+    const lt = node.rankLeft === null ? 0 : node.rankLeft.rankTotal;
+    const after = allAfter || this.before(probe, node);
+    // Everything right of an item after the probe is after it too; left of one before it, before it.
+    const right = this.lastBelow(node.rankRight, off + lt + node.rankWeight, probe, threshold, after);
+    if (right !== null) return right;
+    if (!after) return null;
+    if (node.rankMark - off - lt < threshold) return node;
+    return this.lastBelow(node.rankLeft, off, probe, threshold, allAfter);
   }
 
   private nextPriority(): number {
@@ -130,6 +233,15 @@ export class RankedSet<T extends RankNode<T>> {
     const r = node.rankRight;
     node.rankCount = 1 + (l === null ? 0 : l.rankCount) + (r === null ? 0 : r.rankCount);
     node.rankTotal = node.rankWeight + (l === null ? 0 : l.rankTotal) + (r === null ? 0 : r.rankTotal);
+    const lt = l === null ? 0 : l.rankTotal;
+    let min = l === null ? Number.POSITIVE_INFINITY : l.rankMinMark;
+    if (node.rankMark - lt < min) min = node.rankMark - lt;
+    if (r !== null && r.rankMinMark - lt - node.rankWeight < min) min = r.rankMinMark - lt - node.rankWeight;
+    node.rankMinMark = min;
+    let max = node.rankLength;
+    if (l !== null && l.rankMaxLength > max) max = l.rankMaxLength;
+    if (r !== null && r.rankMaxLength > max) max = r.rankMaxLength;
+    node.rankMaxLength = max;
   }
 
   private insertAt(root: T | null, node: T): T {
