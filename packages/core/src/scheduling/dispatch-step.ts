@@ -11,14 +11,14 @@ export interface StepState {
   readonly board: SlotBoard;
   /** A head of the queue that has waited this long gets slots held for it. */
   readonly holdAfterMs: number;
-  /** Whether granting this queued entry now keeps every promise made to a call ranked before it (scheduler-promise.ts). */
+  /** Whether this queued entry may backfill the held device past when it frees and keep every promise (scheduler-promise.ts). */
   readonly mayPass: (entry: QueueEntry, now: number, hold: HeldDevice) => boolean;
 }
 
 /**
  * A device held for the head: calls that end by `at` (when it will have room for the head if every
  * lease runs to its deadline) backfill there; for a head with a promise, calls that end by `until`
- * (its promise) too, when that breaks no promise of a call ranked before them.
+ * (its promise) too, when that breaks no promise.
  */
 export interface HeldDevice {
   readonly entry: QueueEntry;
@@ -125,8 +125,8 @@ function pick(s: StepState, group: LaneGroup, hold: HeldDevice | null, now: numb
 
 /**
  * Whether `entry` may go on the held device now: it ends by the time the device will have room for
- * the head; or, before the head's promise, it ends by then and breaks no promise made to a call
- * ranked before it (its slot-time would otherwise have gone to them: see scheduler-promise.ts).
+ * the head (slot-time the hold would leave idle); or it ends by the head's promise and every
+ * promise's slack covers its slot-time and the idle time it adds there (see scheduler-promise.ts).
  */
 function backfills(s: StepState, hold: HeldDevice, entry: QueueEntry, now: number): boolean {
   const end = now + entry.request.durationMs;

@@ -373,8 +373,8 @@ export class PriorityScheduler {
   private resync(pool: Pool): void {
     this.waits.changed();
     for (const gone of this.board.syncFrom(pool)) this.forgetActive(gone.leaseId, gone.appId);
-    // Devices may have come or gone: requests no device could take may fit now, or the reverse.
-    this.lanes.refit();
+    this.lanes.refit(); // devices came or went: calls no device could take may fit now, or the reverse
+    this.marks.refit(this.entries.values());
   }
 
   private forgetActive(leaseId: string, appId: string | null): void {

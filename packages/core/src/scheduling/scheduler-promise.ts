@@ -19,7 +19,7 @@ import type { SchedulerOptions } from "./scheduler-types.js";
  *
  * Kept cheap by a running minimum in the queue's order-statistics treap: each promised call's
  * mark is `C · (P − base)` (base: a fixed time origin), and the treap keeps, per subtree, the least
- * `mark − weight before it`; a call's slack is that less `C · (now − base) + R`, the same for
+ * `mark − work before it` (of calls some device could take); a call's slack is that less `C · (now − base) + R`, the same for
  * every call. So "whose promise would this break" is one O(log n) descent, however long the queue.
  */
 export class PromiseMarks {
@@ -50,7 +50,7 @@ export class PromiseMarks {
     }
     if (request.rankKey !== undefined) entry.promiseAt = request.promisedAt ?? null;
     else if (scope !== null && (request.node ?? null) === null) {
-      const ahead = this.ranked.weightBefore(entry) + holdGapMs(board, hold, now);
+      const ahead = this.ranked.loadBefore(entry) + holdGapMs(board, hold, now);
       const longest = request.slots > 1 ? this.ranked.maxLengthBefore(entry) : 0;
       entry.promiseAt = promiseFor(this.eta, entry, ahead, longest, this.options, now);
     }
@@ -65,6 +65,19 @@ export class PromiseMarks {
     if (entry.promiseAt === null || this.slots === 0) return Number.POSITIVE_INFINITY;
     this.base ??= entry.promiseAt;
     return this.slots * (entry.promiseAt - this.base);
+  }
+
+  /**
+   * After the devices changed: a call no device could take (bound to a node with none) is work
+   * nobody waits behind, so its load and length are 0 (its slot-time and duration once some device
+   * could take it). O(n), and O(log n) more per call that changed.
+   */
+  refit(entries: Iterable<QueueEntry>): void {
+    for (const e of entries) {
+      const placeable = e.lane.group.placeable;
+      if (e.rankLoad !== (placeable ? e.rankWeight : 0))
+        this.ranked.setLoad(e, placeable ? e.rankWeight : 0, placeable ? e.request.durationMs : 0);
+    }
   }
 
   /** Brings the marks in step with the scope's slot count: O(n) when it changed (devices came or went), else O(1). */

@@ -10,15 +10,22 @@ export interface RankNode<T> {
   rankTotal: number;
   readonly rankWeight: number;
   /**
-   * A value the set keeps a running minimum of, less the weight before each item (promises:
+   * A second weight, which may change while the item is in the set (`setLoad`): what the marks are
+   * measured against (promises: the slot-time of a call some device could take, else 0).
+   */
+  rankLoad: number;
+  /** Sum of the items' loads in this subtree. */
+  rankTotalLoad: number;
+  /**
+   * A value the set keeps a running minimum of, less the load before each item (promises:
    * slot-time by the promise, see scheduler-promise.ts); +Infinity for an item that has none.
    * Set it before the item is inserted, or through `setMark`.
    */
   rankMark: number;
-  /** Over this subtree: min of `rankMark − weight of the subtree's items before it`. */
+  /** Over this subtree: min of `rankMark − load of the subtree's items before it`. */
   rankMinMark: number;
-  /** A length the set keeps a running maximum of (a call's duration). */
-  readonly rankLength: number;
+  /** A length the set keeps a running maximum of (a call's duration; changes with the load, `setLoad`). */
+  rankLength: number;
   /** Over this subtree: the longest `rankLength`. */
   rankMaxLength: number;
 }
@@ -44,7 +51,7 @@ export class RankedSet<T extends RankNode<T>> {
     return this.root === null ? 0 : this.root.rankCount;
   }
 
-  /** Min over every item of `rankMark − weight before it` (+Infinity when none has a mark). */
+  /** Min over every item of `rankMark − load before it` (+Infinity when none has a mark). */
   get minMark(): number {
     return this.root === null ? Number.POSITIVE_INFINITY : this.root.rankMinMark;
   }
@@ -65,6 +72,7 @@ export class RankedSet<T extends RankNode<T>> {
     item.rankRight = null;
     item.rankCount = 1;
     item.rankTotal = item.rankWeight;
+    item.rankTotalLoad = item.rankLoad;
     item.rankMinMark = item.rankMark;
     item.rankMaxLength = item.rankLength;
     this.root = this.insertAt(this.root, item);
@@ -102,19 +110,19 @@ export class RankedSet<T extends RankNode<T>> {
     throw new Error("ranked set out of order: an item in the set was not found by its key");
   }
 
-  /** The weight of the items strictly before a value that need not be in the set. O(log n). */
-  weightBefore(probe: T): number {
-    let weight = 0;
+  /** The load of the items strictly before a value that need not be in the set. O(log n). */
+  loadBefore(probe: T): number {
+    let load = 0;
     let node = this.root;
     while (node !== null) {
       if (this.before(probe, node)) {
         node = node.rankLeft;
       } else {
-        weight += (node.rankLeft?.rankTotal ?? 0) + node.rankWeight;
+        load += (node.rankLeft?.rankTotalLoad ?? 0) + node.rankLoad;
         node = node.rankRight;
       }
     }
-    return weight;
+    return load;
   }
 
   /** Items strictly before a value that need not be in the set (where it would be inserted). */
@@ -154,7 +162,7 @@ export class RankedSet<T extends RankNode<T>> {
 
   /**
    * The last item (in order) that comes after `probe` (which need not be in the set) and has
-   * `rankMark − weight before it < threshold`, or null. O(log n): subtrees whose minimum is not
+   * `rankMark − load before it < threshold`, or null. O(log n): subtrees whose minimum is not
    * below the threshold are skipped whole.
    */
   lastMarkBelowAfter(probe: T, threshold: number): T | null {
@@ -163,8 +171,22 @@ export class RankedSet<T extends RankNode<T>> {
 
   /** Sets an item's mark (in the set or not) and the minima above it. O(log n). */
   setMark(item: T, mark: number): void {
-    if (item.rankPriority === 0) {
+    this.update(item, () => {
       item.rankMark = mark;
+    });
+  }
+
+  /** Sets an item's load and length (in the set or not) and the sums, minima and maxima above it. O(log n). */
+  setLoad(item: T, load: number, length: number): void {
+    this.update(item, () => {
+      item.rankLoad = load;
+      item.rankLength = length;
+    });
+  }
+
+  private update(item: T, change: () => void): void {
+    if (item.rankPriority === 0) {
+      change();
       return;
     }
     const path: T[] = [];
@@ -174,7 +196,7 @@ export class RankedSet<T extends RankNode<T>> {
       node = this.before(item, node) ? node.rankLeft : node.rankRight;
     }
     if (node === null) throw new Error("ranked set out of order: an item in the set was not found by its key");
-    item.rankMark = mark;
+    change();
     this.pull(item);
     for (let i = path.length - 1; i >= 0; i--) this.pull(path[i] as T);
   }
@@ -208,10 +230,10 @@ export class RankedSet<T extends RankNode<T>> {
 
   private lastBelow(node: T | null, off: number, probe: T, threshold: number, allAfter: boolean): T | null {
     if (node === null || node.rankMinMark - off >= threshold) return null;
-    const lt = node.rankLeft === null ? 0 : node.rankLeft.rankTotal;
+    const lt = node.rankLeft === null ? 0 : node.rankLeft.rankTotalLoad;
     const after = allAfter || this.before(probe, node);
     // Everything right of an item after the probe is after it too; left of one before it, before it.
-    const right = this.lastBelow(node.rankRight, off + lt + node.rankWeight, probe, threshold, after);
+    const right = this.lastBelow(node.rankRight, off + lt + node.rankLoad, probe, threshold, after);
     if (right !== null) return right;
     if (!after) return null;
     if (node.rankMark - off - lt < threshold) return node;
@@ -233,10 +255,11 @@ export class RankedSet<T extends RankNode<T>> {
     const r = node.rankRight;
     node.rankCount = 1 + (l === null ? 0 : l.rankCount) + (r === null ? 0 : r.rankCount);
     node.rankTotal = node.rankWeight + (l === null ? 0 : l.rankTotal) + (r === null ? 0 : r.rankTotal);
-    const lt = l === null ? 0 : l.rankTotal;
+    const lt = l === null ? 0 : l.rankTotalLoad;
+    node.rankTotalLoad = node.rankLoad + lt + (r === null ? 0 : r.rankTotalLoad);
     let min = l === null ? Number.POSITIVE_INFINITY : l.rankMinMark;
     if (node.rankMark - lt < min) min = node.rankMark - lt;
-    if (r !== null && r.rankMinMark - lt - node.rankWeight < min) min = r.rankMinMark - lt - node.rankWeight;
+    if (r !== null && r.rankMinMark - lt - node.rankLoad < min) min = r.rankMinMark - lt - node.rankLoad;
     node.rankMinMark = min;
     let max = node.rankLength;
     if (l !== null && l.rankMaxLength > max) max = l.rankMaxLength;
