@@ -11,11 +11,25 @@ export interface StepState {
   readonly board: SlotBoard;
   /** A head of the queue that has waited this long gets slots held for it. */
   readonly holdAfterMs: number;
+  /** Whether this queued entry may backfill the held device past when it frees and keep every promise (scheduler-promise.ts). */
+  readonly mayPass: (entry: QueueEntry, now: number, hold: HeldDevice) => boolean;
+}
+
+/**
+ * A device held for the head: calls that end by `at` (when it will have room for the head if every
+ * lease runs to its deadline) backfill there; for a head with a promise, calls that end by `until`
+ * (its promise) too, when that breaks no promise.
+ */
+export interface HeldDevice {
+  readonly entry: QueueEntry;
+  readonly device: DeviceTimeline;
+  readonly at: number;
+  readonly until: number;
 }
 
 export type Step =
   | { readonly kind: "place"; readonly entry: QueueEntry; readonly chosen: { device: DeviceTimeline; slots: number[] } }
-  | { readonly kind: "none"; readonly hold: Hold | null };
+  | { readonly kind: "none"; readonly hold: Hold | null; readonly held: HeldDevice | null };
 
 /**
  * One step of dispatch: the request it places next and the slots it gives it, or, when nothing
@@ -24,22 +38,22 @@ export type Step =
 export function nextStep(s: StepState, concurrency: Concurrency, now: number): Step {
   for (;;) {
     const head = s.lanes.head();
-    if (head === null) return { kind: "none", hold: null };
+    if (head === null) return { kind: "none", hold: null, held: null };
     if (atLimit(concurrency, head.lane.app)) {
       s.lanes.park(head.lane.app as string);
       continue;
     }
     const headNode = head.lane.group.node;
-    let hold: { entry: QueueEntry; device: DeviceTimeline; at: number } | null = null;
+    let hold: HeldDevice | null = null;
     if (!s.board.fits(head.request.slots, null, headNode)) {
       // An aged head gets a device held until it can start there; a head with a promise gets one
-      // held until then at the latest (calls ending by its promise still backfill there).
+      // held too, where calls that end by its promise may still backfill if they break no other promise.
       const aged = now - head.request.queuedAt >= s.holdAfterMs;
       if (aged || head.promiseAt !== null) {
         const soonest = s.board.soonest(head.request.slots, headNode);
         if (soonest !== null) {
-          const at = aged || head.promiseAt === null ? soonest.at : Math.max(soonest.at, head.promiseAt);
-          hold = { entry: head, device: soonest.device, at };
+          const until = aged || head.promiseAt === null ? soonest.at : Math.max(soonest.at, head.promiseAt);
+          hold = { entry: head, device: soonest.device, at: soonest.at, until };
         }
       }
     }
@@ -53,6 +67,7 @@ export function nextStep(s: StepState, concurrency: Concurrency, now: number): S
           index: hold.device.index,
           shadowAt: hold.at,
         },
+        held: hold,
       };
     }
     if (atLimit(concurrency, entry.lane.app)) {
@@ -64,7 +79,7 @@ export function nextStep(s: StepState, concurrency: Concurrency, now: number): S
     // A request that ends before the shadow time goes on the held device when it has room (and
     // may go there at all), leaving the other devices' slots to requests that may not use held ones.
     let chosen: { device: DeviceTimeline; slots: number[] } | null = null;
-    if (hold !== null && now + request.durationMs <= hold.at && mayUse(node, hold.device)) {
+    if (hold !== null && mayUse(node, hold.device) && backfills(s, hold, entry, now)) {
       chosen = s.board.chooseOn(hold.device, request.slots);
     }
     chosen ??= s.board.choose(request.slots, hold?.device ?? null, node);
@@ -78,7 +93,7 @@ export function nextStep(s: StepState, concurrency: Concurrency, now: number): S
  * hold's shadow). Bound groups are only looked at for nodes with a free slot: in a busy pool
  * that is the node a lease just left, however many nodes have requests waiting.
  */
-function candidate(s: StepState, hold: { device: DeviceTimeline; at: number } | null, now: number): QueueEntry | null {
+function candidate(s: StepState, hold: HeldDevice | null, now: number): QueueEntry | null {
   let best: QueueEntry | null = null;
   const consider = (group: LaneGroup): void => {
     const picked = pick(s, group, hold, now);
@@ -97,20 +112,25 @@ function candidate(s: StepState, hold: { device: DeviceTimeline; at: number } | 
 }
 
 /** The best request of `group` that may be placed now, if any. */
-function pick(
-  s: StepState,
-  group: LaneGroup,
-  hold: { device: DeviceTimeline; at: number } | null,
-  now: number,
-): QueueEntry | undefined {
+function pick(s: StepState, group: LaneGroup, hold: HeldDevice | null, now: number): QueueEntry | undefined {
   if (s.board.fits(group.slots, hold?.device ?? null, group.node)) return bestOf(group);
   if (hold !== null && hold.device.free >= group.slots && mayUse(group.node, hold.device)) {
     // EASY backfill on the held device: only a request that ends before the head's shadow
     // time. The shortest one of this group is the one most likely to; if it does not, none does.
     const shortest = shortestOf(group);
-    if (now + shortest.request.durationMs <= hold.at) return shortest;
+    if (backfills(s, hold, shortest, now)) return shortest;
   }
   return undefined;
+}
+
+/**
+ * Whether `entry` may go on the held device now: it ends by the time the device will have room for
+ * the head (slot-time the hold would leave idle); or it ends by the head's promise and every
+ * promise's slack covers its slot-time and the idle time it adds there (see scheduler-promise.ts).
+ */
+function backfills(s: StepState, hold: HeldDevice, entry: QueueEntry, now: number): boolean {
+  const end = now + entry.request.durationMs;
+  return end <= hold.at || (end <= hold.until && s.mayPass(entry, now, hold));
 }
 
 export function atLimit(concurrency: Concurrency, appId: string | null): boolean {

@@ -2,16 +2,16 @@ import type { Pool, SlotAssignment } from "./pool.js";
 import type { Concurrency, Grant, QueuedRequest, WaitReason } from "./scheduler.js";
 import { BoundWork } from "./scheduler-bound.js";
 import type { PriorityRequest, QueueEntry } from "./scheduler-lanes.js";
-import { LaneIndex, newEntry, ranksBefore } from "./scheduler-lanes.js";
+import { LaneIndex, ranksBefore } from "./scheduler-lanes.js";
 import { RankedSet } from "./scheduler-rank.js";
 import { SlotBoard } from "./scheduler-slots.js";
 import { atLimit, nextStep } from "./dispatch-step.js";
-import type { StepState } from "./dispatch-step.js";
+import type { HeldDevice, StepState } from "./dispatch-step.js";
 import { HeldShares } from "./held-shares.js";
 import { boundEtaMs } from "./scheduler-eta.js";
 import type { EtaState } from "./scheduler-eta.js";
 import { ExpectedWaits } from "./scheduler-expected.js";
-import { placeableWorkBefore, promiseFor, promiseScope, rankKeyFor } from "./scheduler-promise.js";
+import { PromiseMarks } from "./scheduler-promise.js";
 import { DEFAULT_SCHEDULER_OPTIONS } from "./scheduler-types.js";
 import type { Hold, QueuePlace, SchedulerOptions, Trial } from "./scheduler-types.js";
 
@@ -42,16 +42,10 @@ export { DEFAULT_SCHEDULER_OPTIONS, schedulerOptionsFor } from "./scheduler-type
  *   bound and the expected one; O(log n) plus the forecast, once per change (see `place`).
  *
  * A request with `node` set is only ever placed on that node's devices; one without, only on
- * shared devices (not DeviceSpec.dedicated: those are for their node's requests alone). A request
- * no device it may use could ever take — bound to a node that has no devices (yet, or any more),
- * or unbound in a pool of dedicated devices only — waits (the engine decides whether to fail it)
- * and blocks nobody: it is neither the head a hold is made for nor in the way of any other request.
+ * shared devices (not DeviceSpec.dedicated). A request no device it may use could ever take waits
+ * (the engine decides whether to fail it) and blocks nobody (docs/scheduling.md §4).
  *
- * If the engine's reports and the pool disagree (a forgotten onReleased, a node removed or
- * added), the scheduler notices at the next dispatch — its slot counts or the pool's
- * devicesVersion differ from what it last saw, or it is handed another Pool — and rebuilds its
- * device view from `pool.snapshot()`; leases it was never told about then count as having no
- * known deadline (no ETA can be promised from them).
+ * If the engine's reports and the pool disagree, it resyncs at the next dispatch (docs/scheduling.md §7).
  *
  * Cost: enqueue, remove, each grant, onGranted, onReleased and place are O(log n + log d) for n
  * queued requests and d devices, plus, per dispatch step, O(k) for each (size, node) group of
@@ -62,6 +56,8 @@ export class PriorityScheduler {
   private readonly entries = new Map<string, QueueEntry>();
   /** Every queued request in rank order, weighted by slot-milliseconds (positions and work ahead). */
   private readonly ranked = new RankedSet<QueueEntry>(ranksBefore);
+  /** The queued calls' promises, kept in `ranked` (whose promise a newcomer or a grant would break). */
+  private readonly marks: PromiseMarks;
   private readonly lanes = new LaneIndex((slots, node) => this.board.couldEverFit(slots, node));
   /** Node-bound requests in rank order, to leave other nodes' work out of their ETAs. */
   private readonly bound = new BoundWork();
@@ -70,6 +66,8 @@ export class PriorityScheduler {
   /** Apps whose limit may have been reached since the last dispatch without this scheduler seeing it. */
   private readonly recheck = new Set<string>();
   private currentHold: Hold | null = null;
+  /** The device held for the head after the last dispatch (its idle slot-time counts against promises). */
+  private heldDevice: HeldDevice | null = null;
   private ord = 0;
   private lastNow = Number.NEGATIVE_INFINITY; // the latest time told (enqueue makes promises at it)
   /** What each dispatch step, the ETAs and the expected waits (told of every change) look at. */
@@ -87,8 +85,14 @@ export class PriorityScheduler {
     if (!(this.options.holdAfterMs >= 0)) throw new Error("holdAfterMs must not be negative");
     if (!(Number.isInteger(this.options.shareSteps) && this.options.shareSteps >= 1))
       throw new Error("shareSteps must be a positive integer");
-    this.steps = { lanes: this.lanes, board: this.board, holdAfterMs: this.options.holdAfterMs };
+    this.steps = {
+      lanes: this.lanes,
+      board: this.board,
+      holdAfterMs: this.options.holdAfterMs,
+      mayPass: (entry, now, hold) => this.marks.mayPass(entry, now, hold),
+    };
     this.eta = { board: this.board, bound: this.bound, appLeases: this.appLeases };
+    this.marks = new PromiseMarks(this.ranked, this.eta, this.options);
     const fresh = (): PriorityScheduler => new PriorityScheduler(this.options, held);
     this.waits = new ExpectedWaits(this.eta, held, this.options.forecastLimit, this.entries, fresh);
   }
@@ -100,27 +104,20 @@ export class PriorityScheduler {
   /**
    * Queues a request. Unless it carries a `rankKey` (a copy of a scheduler), it ranks by its own
    * key — or just behind the last queued call whose promise it would break by going ahead of it —
-   * and, when unbound, is promised to start by the bound its place gives now (see scheduler-promise.ts).
+   * and, when unbound, is promised to start by the bound its place gives now (PromiseMarks.entryFor).
    */
   enqueue(request: PriorityRequest): void {
     if (this.entries.has(request.leaseId)) throw new Error(`lease ${request.leaseId} is already queued`);
     const node = request.node ?? null;
     const now = Math.max(this.lastNow, request.queuedAt);
     const lane = this.lanes.laneFor(request.appId, request.slots, node);
-    const scope = request.rankKey === undefined ? promiseScope(this.board, this.entries.size, this.options) : null;
-    const key = request.rankKey ?? rankKeyFor(this.ranked, request, this.ord, lane, this.options, scope, now);
-    const entry = newEntry(request, key, this.ord++, lane);
+    const entry = this.marks.entryFor(request, lane, this.ord++, now, this.heldDevice);
     this.entries.set(request.leaseId, entry);
     this.ranked.insert(entry);
     this.lanes.add(entry);
     if (node !== null) this.bound.add(entry, node);
     if (request.appId !== null) this.recheck.add(request.appId);
     this.waits.changed();
-    if (request.rankKey !== undefined) entry.promiseAt = request.promisedAt ?? null;
-    else if (scope !== null && node === null) {
-      const before = placeableWorkBefore(this.ranked, entry);
-      entry.promiseAt = promiseFor(this.eta, entry, before, this.options, now);
-    }
   }
 
   remove(leaseId: string): boolean {
@@ -257,6 +254,7 @@ export class PriorityScheduler {
     this.board.occupy(request.leaseId, request.appId, assignment, now + request.durationMs, now);
     if (request.appId !== null) this.appSet(request.appId).add(request.leaseId);
     this.currentHold = null;
+    this.heldDevice = null;
     return { leaseId: request.leaseId, assignment };
   }
 
@@ -279,10 +277,12 @@ export class PriorityScheduler {
     const grants: Grant[] = [];
     let resynced = false;
     this.currentHold = null;
+    this.heldDevice = null;
     for (;;) {
       const step = nextStep(this.steps, concurrency, now);
       if (step.kind === "none") {
         this.currentHold = step.hold;
+        this.heldDevice = step.held;
         break;
       }
       const request = step.entry.request;
@@ -373,8 +373,8 @@ export class PriorityScheduler {
   private resync(pool: Pool): void {
     this.waits.changed();
     for (const gone of this.board.syncFrom(pool)) this.forgetActive(gone.leaseId, gone.appId);
-    // Devices may have come or gone: requests no device could take may fit now, or the reverse.
-    this.lanes.refit();
+    this.lanes.refit(); // devices came or went: calls no device could take may fit now, or the reverse
+    this.marks.refit(this.entries.values());
   }
 
   private forgetActive(leaseId: string, appId: string | null): void {

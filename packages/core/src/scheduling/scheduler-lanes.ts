@@ -72,6 +72,12 @@ export function newEntry(request: PriorityRequest, key: RankKey, ord: number, la
     rankCount: 0,
     rankTotal: 0,
     rankWeight: request.slots * request.durationMs,
+    rankLoad: lane.group.placeable ? request.slots * request.durationMs : 0,
+    rankTotalLoad: 0,
+    rankMark: Number.POSITIVE_INFINITY,
+    rankMinMark: Number.POSITIVE_INFINITY,
+    rankLength: lane.group.placeable ? request.durationMs : 0,
+    rankMaxLength: 0,
   };
 }
 

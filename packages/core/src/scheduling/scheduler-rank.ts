@@ -9,6 +9,25 @@ export interface RankNode<T> {
   /** Sum of the items' weights in this subtree. */
   rankTotal: number;
   readonly rankWeight: number;
+  /**
+   * A second weight, which may change while the item is in the set (`setLoad`): what the marks are
+   * measured against (promises: the slot-time of a call some device could take, else 0).
+   */
+  rankLoad: number;
+  /** Sum of the items' loads in this subtree. */
+  rankTotalLoad: number;
+  /**
+   * A value the set keeps a running minimum of, less the load before each item (promises:
+   * slot-time by the promise, see scheduler-promise.ts); +Infinity for an item that has none.
+   * Set it before the item is inserted, or through `setMark`.
+   */
+  rankMark: number;
+  /** Over this subtree: min of `rankMark − load of the subtree's items before it`. */
+  rankMinMark: number;
+  /** A length the set keeps a running maximum of (a call's duration; changes with the load, `setLoad`). */
+  rankLength: number;
+  /** Over this subtree: the longest `rankLength`. */
+  rankMaxLength: number;
 }
 
 /**
@@ -32,6 +51,11 @@ export class RankedSet<T extends RankNode<T>> {
     return this.root === null ? 0 : this.root.rankCount;
   }
 
+  /** Min over every item of `rankMark − load before it` (+Infinity when none has a mark). */
+  get minMark(): number {
+    return this.root === null ? Number.POSITIVE_INFINITY : this.root.rankMinMark;
+  }
+
   /** Sum of the weights of every item. */
   get totalWeight(): number {
     return this.root === null ? 0 : this.root.rankTotal;
@@ -48,6 +72,9 @@ export class RankedSet<T extends RankNode<T>> {
     item.rankRight = null;
     item.rankCount = 1;
     item.rankTotal = item.rankWeight;
+    item.rankTotalLoad = item.rankLoad;
+    item.rankMinMark = item.rankMark;
+    item.rankMaxLength = item.rankLength;
     this.root = this.insertAt(this.root, item);
   }
 
@@ -83,6 +110,21 @@ export class RankedSet<T extends RankNode<T>> {
     throw new Error("ranked set out of order: an item in the set was not found by its key");
   }
 
+  /** The load of the items strictly before a value that need not be in the set. O(log n). */
+  loadBefore(probe: T): number {
+    let load = 0;
+    let node = this.root;
+    while (node !== null) {
+      if (this.before(probe, node)) {
+        node = node.rankLeft;
+      } else {
+        load += (node.rankLeft?.rankTotalLoad ?? 0) + node.rankLoad;
+        node = node.rankRight;
+      }
+    }
+    return load;
+  }
+
   /** Items strictly before a value that need not be in the set (where it would be inserted). */
   rankOf(probe: T): { before: number; weightBefore: number } {
     let before = 0;
@@ -100,6 +142,77 @@ export class RankedSet<T extends RankNode<T>> {
     return { before, weightBefore };
   }
 
+  /** The longest `rankLength` of the items strictly before `item` (which need not be in the set); 0 when none. O(log n). */
+  maxLengthBefore(item: T): number {
+    let best = 0;
+    let node = this.root;
+    while (node !== null) {
+      const l = node.rankLeft;
+      if (node !== item && this.before(item, node)) {
+        node = l;
+        continue;
+      }
+      if (l !== null && l.rankMaxLength > best) best = l.rankMaxLength;
+      if (node === item) return best;
+      if (node.rankLength > best) best = node.rankLength;
+      node = node.rankRight;
+    }
+    return best;
+  }
+
+  /**
+   * The last item (in order) that comes after `probe` (which need not be in the set) and has
+   * `rankMark − load before it < threshold`, or null. O(log n): subtrees whose minimum is not
+   * below the threshold are skipped whole.
+   */
+  lastMarkBelowAfter(probe: T, threshold: number): T | null {
+    return this.lastBelow(this.root, 0, probe, threshold, false);
+  }
+
+  /** Sets an item's mark (in the set or not) and the minima above it. O(log n). */
+  setMark(item: T, mark: number): void {
+    this.update(item, () => {
+      item.rankMark = mark;
+    });
+  }
+
+  /** Sets an item's load and length (in the set or not) and the sums, minima and maxima above it. O(log n). */
+  setLoad(item: T, load: number, length: number): void {
+    this.update(item, () => {
+      item.rankLoad = load;
+      item.rankLength = length;
+    });
+  }
+
+  private update(item: T, change: () => void): void {
+    if (item.rankPriority === 0) {
+      change();
+      return;
+    }
+    const path: T[] = [];
+    let node = this.root;
+    while (node !== null && node !== item) {
+      path.push(node);
+      node = this.before(item, node) ? node.rankLeft : node.rankRight;
+    }
+    if (node === null) throw new Error("ranked set out of order: an item in the set was not found by its key");
+    change();
+    this.pull(item);
+    for (let i = path.length - 1; i >= 0; i--) this.pull(path[i] as T);
+  }
+
+  /** Gives every item the mark `mark(item)` at once (after a change that moves them all). O(n). */
+  remark(mark: (item: T) => number): void {
+    const visit = (node: T | null): void => {
+      if (node === null) return;
+      visit(node.rankLeft);
+      visit(node.rankRight);
+      node.rankMark = mark(node);
+      this.pull(node);
+    };
+    visit(this.root);
+  }
+
   /** Items in order. */
   *values(): Generator<T> {
     const stack: T[] = [];
@@ -113,6 +226,18 @@ export class RankedSet<T extends RankNode<T>> {
       yield top;
       node = top.rankRight;
     }
+  }
+
+  private lastBelow(node: T | null, off: number, probe: T, threshold: number, allAfter: boolean): T | null {
+    if (node === null || node.rankMinMark - off >= threshold) return null;
+    const lt = node.rankLeft === null ? 0 : node.rankLeft.rankTotalLoad;
+    const after = allAfter || this.before(probe, node);
+    // Everything right of an item after the probe is after it too; left of one before it, before it.
+    const right = this.lastBelow(node.rankRight, off + lt + node.rankLoad, probe, threshold, after);
+    if (right !== null) return right;
+    if (!after) return null;
+    if (node.rankMark - off - lt < threshold) return node;
+    return this.lastBelow(node.rankLeft, off, probe, threshold, allAfter);
   }
 
   private nextPriority(): number {
@@ -130,6 +255,16 @@ export class RankedSet<T extends RankNode<T>> {
     const r = node.rankRight;
     node.rankCount = 1 + (l === null ? 0 : l.rankCount) + (r === null ? 0 : r.rankCount);
     node.rankTotal = node.rankWeight + (l === null ? 0 : l.rankTotal) + (r === null ? 0 : r.rankTotal);
+    const lt = l === null ? 0 : l.rankTotalLoad;
+    node.rankTotalLoad = node.rankLoad + lt + (r === null ? 0 : r.rankTotalLoad);
+    let min = l === null ? Number.POSITIVE_INFINITY : l.rankMinMark;
+    if (node.rankMark - lt < min) min = node.rankMark - lt;
+    if (r !== null && r.rankMinMark - lt - node.rankLoad < min) min = r.rankMinMark - lt - node.rankLoad;
+    node.rankMinMark = min;
+    let max = node.rankLength;
+    if (l !== null && l.rankMaxLength > max) max = l.rankMaxLength;
+    if (r !== null && r.rankMaxLength > max) max = r.rankMaxLength;
+    node.rankMaxLength = max;
   }
 
   private insertAt(root: T | null, node: T): T {
