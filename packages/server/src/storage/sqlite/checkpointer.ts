@@ -93,6 +93,9 @@ export class Checkpointer {
       };
       this.worker.on("message", (m: unknown) => m === "stopped" && void this.worker.terminate().then(done, done));
       this.worker.once("exit", done);
+      // Wait for the last checkpoint even if nothing else keeps this process's event loop alive
+      // (the worker is unref'd so that it never keeps a process alive on its own).
+      this.worker.ref();
       this.worker.postMessage("stop");
     });
   }
