@@ -4,6 +4,8 @@ export { assemblePool } from "./main/pool.js";
 export type { PoolParts } from "./main/pool.js";
 export { ConfigError, loadConfig, normalizeConfig } from "./config.js";
 export type { ServerConfig } from "./config.js";
+export { withTracingEnvironment } from "./config-tracing.js";
+export type { TracingConfig } from "./config-tracing.js";
 export { openStorage } from "./storage/open-store.js";
 export { migrateStorage } from "./storage/migrate-storage.js";
 export { MIGRATIONS } from "./storage/migrations.js";

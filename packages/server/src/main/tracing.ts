@@ -1,0 +1,66 @@
+import { ROOT_CONTEXT, defaultTextMapGetter } from "@opentelemetry/api";
+import type { Context, Tracer } from "@opentelemetry/api";
+import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
+import { W3CTraceContextPropagator } from "@opentelemetry/core";
+import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
+import { resourceFromAttributes } from "@opentelemetry/resources";
+import {
+  BatchSpanProcessor,
+  ParentBasedSampler,
+  TraceIdRatioBasedSampler,
+  TracerProvider,
+} from "@opentelemetry/sdk-trace";
+import type { SpanExporter } from "@opentelemetry/sdk-trace";
+import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from "@opentelemetry/semantic-conventions";
+import type { TracingConfig } from "../config-tracing.js";
+
+/**
+ * A server's OpenTelemetry tracing, when it is on: its own tracer provider (OTLP/HTTP JSON export
+ * in batches), its own context manager and the W3C trace-context propagator. Nothing is
+ * registered globally: two servers in one process (tests) do not share, and an application that
+ * embeds the server keeps its own global OpenTelemetry setup.
+ */
+export interface Tracing {
+  readonly tracer: Tracer;
+  /** The trace context of the code running now (inside a request's handler: its HTTP span). */
+  active(): Context;
+  /** Runs `fn` with `ctx` as the active context (and whatever it starts, asynchronously too). */
+  with<T>(ctx: Context, fn: () => T): T;
+  /** The caller's trace context from `traceparent` / `tracestate` (the root context without them). */
+  extract(headers: Record<string, string | string[] | undefined>): Context;
+  /** Sends what is buffered. */
+  flush(): Promise<void>;
+  /** Sends what is buffered and stops (graceful shutdown). */
+  shutdown(): Promise<void>;
+}
+
+export const TRACER_NAME = "gpupool";
+
+/** The server's tracing, or null when no endpoint is configured (then nothing is started at all). */
+export function startTracing(config: TracingConfig, version: string, exporter?: SpanExporter): Tracing | null {
+  if (config.endpoint === null) return null;
+  const provider = new TracerProvider({
+    resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: config.serviceName, [ATTR_SERVICE_VERSION]: version }),
+    // A caller that sampled (or not) is followed; new traces are kept at the configured ratio.
+    sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(config.sampleRatio) }),
+    spanProcessors: [
+      new BatchSpanProcessor({
+        exporter: exporter ?? new OTLPTraceExporter({ url: config.endpoint, headers: { ...config.headers } }),
+        scheduledDelayMillis: config.exportDelayMs,
+      }),
+    ],
+  });
+  const contexts = new AsyncLocalStorageContextManager().enable();
+  const propagator = new W3CTraceContextPropagator();
+  return {
+    tracer: provider.getTracer(TRACER_NAME, version),
+    active: () => contexts.active(),
+    with: (ctx, fn) => contexts.with(ctx, fn),
+    extract: (headers) => propagator.extract(ROOT_CONTEXT, headers, defaultTextMapGetter),
+    flush: () => provider.forceFlush(),
+    async shutdown() {
+      await provider.shutdown();
+      contexts.disable();
+    },
+  };
+}
