@@ -5,6 +5,8 @@ export type { PoolParts } from "./main/pool.js";
 export { ConfigError, loadConfig, normalizeConfig } from "./config.js";
 export type { ServerConfig } from "./config.js";
 export { withTracingEnvironment } from "./config-tracing.js";
+export { startTracing } from "./main/tracing.js";
+export type { Tracing } from "./main/tracing.js";
 export type { TracingConfig } from "./config-tracing.js";
 export { openStorage } from "./storage/open-store.js";
 export { migrateStorage } from "./storage/migrate-storage.js";

@@ -5,8 +5,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { createClient } from "@gpupool/sdk";
 import { serveAt, waitFor } from "./harness.js";
 import type { TestServer } from "./harness.js";
-import { startOtlpReceiver } from "./otlp-receiver.js";
-import type { OtlpReceiver, ReceivedSpan } from "./otlp-receiver.js";
+import { startOtlpReceiver } from "../../../test/otlp-receiver.js";
+import type { OtlpReceiver, ReceivedSpan } from "../../../test/otlp-receiver.js";
 
 /**
  * Issue 18, tracing: a server with `tracing.otlp_endpoint` sends OTLP/HTTP spans of each lease's
