@@ -171,6 +171,46 @@ describe("tracing a lease's life (OTLP/HTTP)", () => {
     expect(admission.parentSpanId).toBe(post.spanId);
   }, 60_000);
 
+  it("a lease left to run out ends in gpupool.expiry, settled in full, in the trace of its admission", async () => {
+    const r = await receiver();
+    const t = await pool({ otlp_endpoint: `${r.url}/v1/traces`, export_delay: "50ms" });
+    const ada = await t.user("ada", "pro");
+    const client = createClient({ url: t.server.url, token: ada.token });
+    const traceId = "5bf92f3577b34da6a3ce929d0e0e4737";
+    const lease = await client.acquire({ duration: 1, traceparent: `00-${traceId}-00f067aa0ba902b8-01` });
+    const expiry = await waitFor(() => inTrace(r, traceId).find((s) => s.name === "gpupool.expiry"), 20_000, 50);
+    const settlement = await waitFor(
+      () => inTrace(r, traceId).find((s) => s.name === "gpupool.settlement"),
+      20_000,
+      50,
+    );
+    const admission = named(inTrace(r, traceId), "gpupool.admission");
+    expect(expiry.parentSpanId).toBe(admission.spanId);
+    expect(expiry.attributes).toMatchObject({ "gpupool.lease.id": lease.id, "gpupool.outcome": "expired" });
+    expect(settlement.parentSpanId).toBe(expiry.spanId);
+    expect(settlement.attributes).toMatchObject({ "gpupool.charged_s": 1, "gpupool.refunded_s": 0 });
+  }, 60_000);
+
+  it("a release from another trace is still recorded in the lease's trace, linked to the request that asked", async () => {
+    const r = await receiver();
+    const t = await pool({ otlp_endpoint: `${r.url}/v1/traces`, export_delay: "50ms" });
+    const ada = await t.user("ada", "pro");
+    const client = createClient({ url: t.server.url, token: ada.token });
+    const leaseTrace = "6bf92f3577b34da6a3ce929d0e0e4738";
+    const otherTrace = "7bf92f3577b34da6a3ce929d0e0e4739";
+    const lease = await client.acquire({ duration: 30, traceparent: `00-${leaseTrace}-00f067aa0ba902b9-01` });
+    await client.release(lease.id, { traceparent: `00-${otherTrace}-00f067aa0ba902ba-01` });
+    const release = await waitFor(() => inTrace(r, leaseTrace).find((s) => s.name === "gpupool.release"), 20_000, 50);
+    const asked = await waitFor(
+      () => inTrace(r, otherTrace).find((s) => s.name === "POST /v1/leases/:id/release"),
+      20_000,
+      50,
+    );
+    expect(release.parentSpanId).toBe(named(inTrace(r, leaseTrace), "gpupool.admission").spanId);
+    expect(release.links).toEqual([{ traceId: otherTrace, spanId: asked.spanId }]);
+    expect(inTrace(r, otherTrace).map((s) => s.name)).toEqual(["POST /v1/leases/:id/release"]);
+  }, 60_000);
+
   it("a server without an endpoint sends nothing, even for a caller that sends a traceparent", async () => {
     const r = await receiver();
     // The exporter would read this variable: a server that started one would send there.
