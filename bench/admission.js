@@ -187,8 +187,13 @@ if (process.argv[2] === "--serve") {
   } else {
     const admin = `bench-admin-${process.pid}`;
     const c = config(dir);
-    // "traced": every request traced (sample ratio 1), spans sent to the bench's OTLP sink.
-    const traced = side === "traced" ? { ...c, tracing: { ...c.tracing, endpoint: process.env.BENCH_OTLP_URL } } : c;
+    // "traced": requests traced (BENCH_TRACE_RATIO of them, default all), spans sent to the bench's OTLP sink.
+    const tracing = {
+      ...c.tracing,
+      endpoint: process.env.BENCH_OTLP_URL,
+      sampleRatio: Number(process.env.BENCH_TRACE_RATIO ?? 1),
+    };
+    const traced = side === "traced" ? { ...c, tracing } : c;
     const server = await createServer(traced, { adminToken: admin, logger: pino({ level: "silent" }) });
     const url = await server.listen();
     const now = Date.now();

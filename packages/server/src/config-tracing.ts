@@ -11,7 +11,7 @@ export interface TracingConfig {
   /** Where spans are POSTed (`http://127.0.0.1:4318/v1/traces`); null: tracing is off. */
   readonly endpoint: string | null;
   readonly serviceName: string;
-  /** The share of new traces recorded (0–1); a caller's sampled flag is followed either way. */
+  /** The share of traces recorded (0–1), decided by trace id; a caller's "not sampled" is followed. */
   readonly sampleRatio: number;
   /** Sent with every export (a collector's API key, say). */
   readonly headers: Readonly<Record<string, string>>;

@@ -211,6 +211,19 @@ describe("tracing a lease's life (OTLP/HTTP)", () => {
     expect(inTrace(r, otherTrace).map((s) => s.name)).toEqual(["POST /v1/leases/:id/release"]);
   }, 60_000);
 
+  it("sample_ratio 0 records no call, even one whose caller sampled it", async () => {
+    const r = await receiver();
+    const t = await pool({ otlp_endpoint: `${r.url}/v1/traces`, export_delay: "50ms", sample_ratio: 0 });
+    const ada = await t.user("ada");
+    const client = createClient({ url: t.server.url, token: ada.token });
+    await client.gpu({ traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" }, () => "a");
+    await client.gpu(() => "b");
+    // Closing flushes whatever was recorded.
+    await t.close();
+    cleanup.pop();
+    expect(r.spans.map((s) => s.name)).toEqual([]);
+  }, 60_000);
+
   it("a server without an endpoint sends nothing, even for a caller that sends a traceparent", async () => {
     const r = await receiver();
     // The exporter would read this variable: a server that started one would send there.

@@ -1,8 +1,8 @@
-import { SpanStatusCode, trace } from "@opentelemetry/api";
+import { ROOT_CONTEXT, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Attributes, Context, Link, Span } from "@opentelemetry/api";
 import { ATTR_ERROR_TYPE } from "@opentelemetry/semantic-conventions";
 import type { LeaseRecord } from "../storage/store.js";
-import type { AdmissionTrace, LeaseTracing } from "../use-cases/leases/lease-tracing.js";
+import type { AdmissionTrace, LeaseTracing, RequestTrace } from "../use-cases/leases/lease-tracing.js";
 import type { AdmitInput, AdmitResult } from "../use-cases/leases/leases.js";
 import type { Tracing } from "./tracing.js";
 
@@ -66,7 +66,7 @@ export class LeaseSpans implements LeaseTracing {
   constructor(private readonly tracing: Tracing) {}
 
   admission(input: AdmitInput): AdmissionTrace {
-    const parent = this.tracing.active();
+    const parent = contextOf(input.trace);
     const span = this.tracing.tracer.startSpan("gpupool.admission", { attributes: requestAttributes(input) }, parent);
     let done = false;
     return {
@@ -96,9 +96,9 @@ export class LeaseSpans implements LeaseTracing {
     this.grantSpan(lease, kept.ctx);
   }
 
-  releasing(leaseId: string): void {
+  releasing(leaseId: string, asked: RequestTrace): void {
     const kept = this.kept.get(leaseId);
-    if (kept !== undefined) kept.release = this.tracing.active();
+    if (kept !== undefined) kept.release = asked === undefined ? null : contextOf(asked);
   }
 
   ended(lease: LeaseRecord): void {
@@ -198,6 +198,11 @@ export class LeaseSpans implements LeaseTracing {
     }
     this.kept.set(id, kept);
   }
+}
+
+/** The context a request's trace stands for (main/http-tracing.ts makes them); none: a new trace. */
+function contextOf(asked: RequestTrace): Context {
+  return (asked as Context | undefined) ?? ROOT_CONTEXT;
 }
 
 function problemOf(lease: LeaseRecord): Attributes {

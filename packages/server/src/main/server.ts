@@ -29,7 +29,7 @@ import { forgetExpiredKeys } from "../use-cases/leases/idempotency.js";
 import { LeaseRequests } from "../use-cases/leases/lease-requests.js";
 import { Retention } from "../use-cases/maintenance/retention.js";
 import { NodeAgents } from "../use-cases/nodes/node-agents.js";
-import { traceRequests } from "./http-tracing.js";
+import { RequestSpans } from "./http-tracing.js";
 import { LeaseSpans } from "./lease-spans.js";
 import { assemblePool } from "./pool.js";
 import { startTracing } from "./tracing.js";
@@ -102,6 +102,7 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
   const { policy } = config;
   // Off (nothing started, no hooks) unless an OTLP endpoint is configured.
   const tracing = startTracing(config.tracing, VERSION);
+  const requestSpans = tracing === null ? null : new RequestSpans(tracing);
   const pool = assemblePool(config, storage, {
     clock,
     log,
@@ -164,9 +165,10 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
     metrics,
     events,
     log,
+    ...(requestSpans === null ? {} : { traceOf: (req) => requestSpans.of(req) }),
   };
   const app = buildHttpApp(ctx);
-  if (tracing !== null) traceRequests(app, tracing);
+  requestSpans?.install(app);
   const running: RunningServer = {
     app,
     context: { config, store, replica, retention },

@@ -1,6 +1,5 @@
 import { ROOT_CONTEXT, defaultTextMapGetter } from "@opentelemetry/api";
 import type { Context, Tracer } from "@opentelemetry/api";
-import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { resourceFromAttributes } from "@opentelemetry/resources";
@@ -16,16 +15,12 @@ import type { TracingConfig } from "../config-tracing.js";
 
 /**
  * A server's OpenTelemetry tracing, when it is on: its own tracer provider (OTLP/HTTP JSON export
- * in batches), its own context manager and the W3C trace-context propagator. Nothing is
- * registered globally: two servers in one process (tests) do not share, and an application that
- * embeds the server keeps its own global OpenTelemetry setup.
+ * in batches) and the W3C trace-context propagator. Contexts are passed explicitly (no context
+ * manager). Nothing is registered globally: two servers in one process (tests) do not share, and
+ * an application that embeds the server keeps its own global OpenTelemetry setup.
  */
 export interface Tracing {
   readonly tracer: Tracer;
-  /** The trace context of the code running now (inside a request's handler: its HTTP span). */
-  active(): Context;
-  /** Runs `fn` with `ctx` as the active context (and whatever it starts, asynchronously too). */
-  with<T>(ctx: Context, fn: () => T): T;
   /** The caller's trace context from `traceparent` / `tracestate` (the root context without them). */
   extract(headers: Record<string, string | string[] | undefined>): Context;
   /** Sends what is buffered. */
@@ -41,8 +36,13 @@ export function startTracing(config: TracingConfig, version: string, exporter?: 
   if (config.endpoint === null) return null;
   const provider = new TracerProvider({
     resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: config.serviceName, [ATTR_SERVICE_VERSION]: version }),
-    // A caller that sampled (or not) is followed; new traces are kept at the configured ratio.
-    sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(config.sampleRatio) }),
+    // The ratio applies to new traces and to callers' sampled ones alike (the SDK marks every call
+    // it starts sampled): decided by trace id, so a call's spans are all kept or all dropped. A
+    // caller that says "not sampled" is not recorded.
+    sampler: new ParentBasedSampler({
+      root: new TraceIdRatioBasedSampler(config.sampleRatio),
+      remoteParentSampled: new TraceIdRatioBasedSampler(config.sampleRatio),
+    }),
     spanProcessors: [
       new BatchSpanProcessor({
         exporter: exporter ?? new OTLPTraceExporter({ url: config.endpoint, headers: { ...config.headers } }),
@@ -50,17 +50,11 @@ export function startTracing(config: TracingConfig, version: string, exporter?: 
       }),
     ],
   });
-  const contexts = new AsyncLocalStorageContextManager().enable();
   const propagator = new W3CTraceContextPropagator();
   return {
     tracer: provider.getTracer(TRACER_NAME, version),
-    active: () => contexts.active(),
-    with: (ctx, fn) => contexts.with(ctx, fn),
     extract: (headers) => propagator.extract(ROOT_CONTEXT, headers, defaultTextMapGetter),
     flush: () => provider.forceFlush(),
-    async shutdown() {
-      await provider.shutdown();
-      contexts.disable();
-    },
+    shutdown: () => provider.shutdown(),
   };
 }

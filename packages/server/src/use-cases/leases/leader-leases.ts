@@ -13,7 +13,7 @@ import { admissionRequestOf, admittedLease } from "./admitted-lease.js";
 import { grant } from "./lease-transitions.js";
 import type { LeaseWrites } from "./lease-writes.js";
 import { noLeaseTracing } from "./lease-tracing.js";
-import type { LeaseTracing } from "./lease-tracing.js";
+import type { LeaseTracing, RequestTrace } from "./lease-tracing.js";
 import type { AdmitInput, AdmitResult, Released } from "./leases.js";
 import type { PoolState } from "./pool-state.js";
 import { RemoteLeases } from "./remote-leases.js";
@@ -146,10 +146,10 @@ export class LeaderLeases {
    * Release (or cancel, if still queued). Idempotent: a lease that already ended is returned as
    * it is. `failed` records that the caller's function failed; it does not change the charge.
    */
-  release(leaseId: string, failed: boolean): Promise<Released> {
+  release(leaseId: string, failed: boolean, trace?: RequestTrace): Promise<Released> {
     const started = performance.now();
     const now = this.clock.now();
-    this.tracing.releasing(leaseId);
+    this.tracing.releasing(leaseId, trace);
     return this.runner.run(
       async (tx) => {
         const lease = await this.writes.lease(tx, leaseId);

@@ -1,5 +1,7 @@
 import type { LeaseRecord } from "../../storage/store.js";
-import type { AdmitInput, AdmitResult } from "./leases.js";
+import type { AdmitInput, AdmitResult, RequestTrace } from "./leases.js";
+
+export type { RequestTrace } from "./leases.js";
 
 /** One admission's span, started when the request reaches the decision and ended with its answer. */
 export interface AdmissionTrace {
@@ -18,12 +20,12 @@ export interface AdmissionTrace {
  * transaction; each call is cheap and never throws.
  */
 export interface LeaseTracing {
-  /** Admission begins, under the current request's trace context. */
+  /** Admission begins, under its request's trace context (`input.trace`). */
   admission(input: AdmitInput): AdmissionTrace;
   /** A queued lease was granted (by the scheduler, after a change). */
   granted(lease: LeaseRecord): void;
   /** A release or cancel request for this lease arrived (its request's trace context is noted). */
-  releasing(leaseId: string): void;
+  releasing(leaseId: string, trace: RequestTrace): void;
   /** The lease ended: released, expired, cancelled or failed, and settled. */
   ended(lease: LeaseRecord): void;
 }
