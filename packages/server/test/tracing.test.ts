@@ -1,4 +1,6 @@
 import { mkdtempSync } from "node:fs";
+import { createServer as createNetServer } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -222,6 +224,25 @@ describe("tracing a lease's life (OTLP/HTTP)", () => {
     await t.close();
     cleanup.pop();
     expect(r.spans.map((s) => s.name)).toEqual([]);
+  }, 60_000);
+
+  it("a collector that never answers does not stop the pool: calls go through and the server still closes", async () => {
+    // Accepts connections and never answers.
+    const sockets: Socket[] = [];
+    const silent = createNetServer((socket) => void sockets.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    cleanup.push(() => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise((resolve) => silent.close(resolve));
+    });
+    const { port } = silent.address() as AddressInfo;
+    const t = await pool({ otlp_endpoint: `http://127.0.0.1:${port}/v1/traces`, export_delay: "10ms" });
+    const ada = await t.user("ada");
+    const client = createClient({ url: t.server.url, token: ada.token });
+    expect(await client.gpu(() => "still served")).toBe("still served");
+    expect(await client.gpu(() => "and again")).toBe("and again");
+    cleanup.pop();
+    await t.close();
   }, 60_000);
 
   it("a server without an endpoint sends nothing, even for a caller that sends a traceparent", async () => {

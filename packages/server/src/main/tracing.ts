@@ -45,7 +45,10 @@ export function startTracing(config: TracingConfig, version: string, exporter?: 
     }),
     spanProcessors: [
       new BatchSpanProcessor({
-        exporter: exporter ?? new OTLPTraceExporter({ url: config.endpoint, headers: { ...config.headers } }),
+        // A collector that does not answer holds a graceful shutdown 5 s at most, not the default 10.
+        exporter:
+          exporter ??
+          new OTLPTraceExporter({ url: config.endpoint, headers: { ...config.headers }, timeoutMillis: 5_000 }),
         scheduledDelayMillis: config.exportDelayMs,
       }),
     ],
