@@ -197,7 +197,15 @@ if (process.argv[2] === "--serve") {
     stop = () => noop.close();
   } else {
     const admin = `bench-admin-${process.pid}`;
-    const server = await createServer(config(dir), { adminToken: admin, logger: pino({ level: "silent" }) });
+    const c = config(dir);
+    // "traced": requests traced (BENCH_TRACE_RATIO of them, default all), spans sent to the bench's OTLP sink.
+    const tracing = {
+      ...c.tracing,
+      endpoint: process.env.BENCH_OTLP_URL,
+      sampleRatio: Number(process.env.BENCH_TRACE_RATIO ?? 1),
+    };
+    const traced = side === "traced" ? { ...c, tracing } : c;
+    const server = await createServer(traced, { adminToken: admin, logger: pino({ level: "silent" }) });
     const url = await server.listen();
     const now = Date.now();
     const post = async (path, body) =>
@@ -245,14 +253,14 @@ async function serveAndLoad(side, dir, script = THIS_SCRIPT) {
   await next();
   const result = await load({
     url: ready.url,
-    mode: side,
+    mode: side === "noop" ? "noop" : "lease",
     key: ready.key,
     connections: CONNECTIONS,
     duration: HTTP_SECONDS,
   });
   server.send("stop");
   const { cpuUs, busy } = await next();
-  if (side === "lease" && (result.non2xx > 0 || result.errors > 0))
+  if (side !== "noop" && (result.non2xx > 0 || result.errors > 0))
     console.error(`warning: ${result.non2xx} non-2xx and ${result.errors} errors in the lease run`);
   return {
     ...result,
@@ -271,6 +279,7 @@ async function httpRound(dir, r, baseline) {
     ["lease", () => serveAndLoad("lease", mkdtempSync(join(dir, "l")))],
     ["ceiling", () => serveAndLoad("noop", mkdtempSync(join(dir, "n")))],
     ...(baseline ? [["baseline", () => serveAndLoad("lease", mkdtempSync(join(dir, "b")), baseline)]] : []),
+    ...(process.env.BENCH_OTLP_URL ? [["traced", () => serveAndLoad("traced", mkdtempSync(join(dir, "t")))]] : []),
   ];
   const out = {};
   for (let i = 0; i < sides.length; i++) {
@@ -289,8 +298,25 @@ function baselineScript(args) {
   return join(dir, "bench", "admission.js");
 }
 
+/** `--tracing`: an OTLP/HTTP sink that takes and drops spans, for the "traced" side of the HTTP rounds. */
+async function otlpSink() {
+  const { createServer: createHttpServer } = await import("node:http");
+  let exports = 0;
+  const sink = createHttpServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      exports++;
+      res.writeHead(200, { "content-type": "application/json" }).end("{}");
+    });
+  });
+  await new Promise((resolve) => sink.listen(0, "127.0.0.1", resolve));
+  process.env.BENCH_OTLP_URL = `http://127.0.0.1:${sink.address().port}/v1/traces`;
+  return { exports: () => exports, close: () => new Promise((resolve) => sink.close(resolve)) };
+}
+
 export async function main(args = []) {
   const baseline = baselineScript(args);
+  const sink = args.includes("--tracing") ? await otlpSink() : null;
   const dir = mkdtempSync(join(tmpdir(), "gpupool-bench-"));
   try {
     const ours = [];
@@ -330,6 +356,9 @@ export async function main(args = []) {
           `no-op ceiling ${round(h.ceiling.requestsPerS)} req/s (${round(h.ceiling.cpuUsPerRequest)} µs/request, ${round(h.ceiling.busy * 100)}% busy), ratio ${round(h.lease.requestsPerS / h.ceiling.requestsPerS, 2)}` +
           (h.baseline
             ? `; baseline build ${round(h.baseline.requestsPerS)} req/s (${round(h.baseline.cpuUsPerRequest)} µs/request; this build / baseline ${round(h.lease.requestsPerS / h.baseline.requestsPerS, 2)})`
+            : "") +
+          (h.traced
+            ? `; traced ${round(h.traced.requestsPerS)} req/s (p99 ${h.traced.p99Ms} ms, ${round(h.traced.cpuUsPerRequest)} µs/request; traced / untraced ${round(h.traced.requestsPerS / h.lease.requestsPerS, 2)})`
             : ""),
       );
     }
@@ -392,9 +421,20 @@ export async function main(args = []) {
             baseline_http_server_cpu_us_per_request: round(median(http.map((h) => h.baseline.cpuUsPerRequest))),
           }
         : {}),
+      // With --tracing: every request traced and exported (OTLP/HTTP JSON to a local sink), paired per round.
+      ...(sink
+        ? {
+            traced_http_requests_per_s: round(median(http.map((h) => h.traced.requestsPerS))),
+            traced_vs_untraced: round(median(http.map((h) => h.traced.requestsPerS / h.lease.requestsPerS)), 2),
+            traced_http_server_cpu_us_per_request: round(median(http.map((h) => h.traced.cpuUsPerRequest))),
+            traced_http_p99_ms: median(http.map((h) => h.traced.p99Ms)),
+            otlp_exports: sink.exports(),
+          }
+        : {}),
     };
     console.log(JSON.stringify(result));
   } finally {
+    await sink?.close();
     rmSync(dir, { recursive: true, force: true });
   }
 }

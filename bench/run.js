@@ -3,6 +3,7 @@
 // last line, one JSON object {"bench": "<name>", ...}.
 //   npm run bench -- admission --storage postgres   the admission benchmark on PostgreSQL
 //   npm run bench -- admission --baseline ../old     also measures another built checkout, same rounds
+//   npm run bench -- admission --tracing            also the HTTP API with every request traced (OTLP to a local sink)
 //   npm run bench -- dashboard --baseline ../old     the live streams at 10k queued, 1,000 watchers
 const [name = "admission", ...rest] = process.argv.slice(2);
 const benches = {

@@ -72,6 +72,14 @@ describe("the server's shape", () => {
       ).toEqual([]);
   });
 
+  it("only the composition root (main/) knows OpenTelemetry: the use cases call their tracing port", () => {
+    const knowing = serverFiles.filter((f) => /from "@opentelemetry\//.test(text(f))).map(rel);
+    expect(knowing.filter((f) => !f.startsWith("packages/server/src/main/"))).toEqual([]);
+    // The SDK and the edge depend on no OpenTelemetry SDK part (the edge: the API only).
+    const sdkAndEdge = [...sources(join(root, "packages/sdk/src")), ...sources(join(root, "packages/edge/src"))];
+    expect(sdkAndEdge.filter((f) => /from "@opentelemetry\/(?!api")/.test(text(f))).map(rel)).toEqual([]);
+  });
+
   it("routes only parse, call a use case and serialize: no store, no transaction", () => {
     for (const file of sources(join(server, "http"))) {
       expect(text(file), rel(file)).not.toMatch(/\.transaction\(|\.stage\(|\bStore\b|\bTx\b/);

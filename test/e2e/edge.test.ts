@@ -8,6 +8,17 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli, startBinary } from "./binary.js";
 import type { Echo, EdgeWorld } from "./edge-fixture.js";
 import { startEdgeWorld } from "./edge-fixture.js";
+import { startOtlpReceiver } from "../otlp-receiver.js";
+
+/** Polls `check` until it returns something (20 s at most). */
+async function waitUntil<T>(check: () => T | undefined): Promise<T> {
+  for (const until = Date.now() + 20_000; ;) {
+    const value = check();
+    if (value !== undefined) return value;
+    if (Date.now() > until) throw new Error("waitUntil: not within 20 s");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
 
 /** SPEC §5 through the real binaries: every proxied request carries a token naming the right viewer. */
 
@@ -179,6 +190,36 @@ describe("gpupool edge: who each proxied request is charged to", () => {
     const slash = await fetch(`${w.edge.url}/apps/front?a=1`, { redirect: "manual" });
     expect(slash.status).toBe(308);
     expect(slash.headers.get("location")).toBe("/apps/front/?a=1");
+  });
+
+  it("the viewer's W3C trace context reaches the app: as it is, or under the edge's span when the edge traces", async () => {
+    const viewerTrace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const traceparent = `00-${viewerTrace}-00f067aa0ba902b7-01`;
+    const plain = await get("/apps/front/whoami", { traceparent, tracestate: "vendor=1" });
+    expect(plain.echo.headers).toMatchObject({ traceparent, tracestate: "vendor=1" });
+
+    const receiver = await startOtlpReceiver();
+    try {
+      const traced = await w.startEdge(() => [
+        "--app",
+        `front=${w.upstreams.front}`,
+        "--otlp-endpoint",
+        `${receiver.url}/v1/traces`,
+      ]);
+      const r = await fetch(`http://127.0.0.1:${traced.port}/apps/front/whoami`, { headers: { traceparent } });
+      const forwarded = String(((await r.json()) as Echo).headers["traceparent"]);
+      const [, traceId, parent] = forwarded.split("-");
+      expect(traceId).toBe(viewerTrace);
+      expect(parent).not.toBe("00f067aa0ba902b7");
+      // The edge flushes its spans as it stops.
+      await traced.stop();
+      const span = await waitUntil(() => receiver.spans.find((s) => s.spanId === parent));
+      expect(span).toMatchObject({ traceId: viewerTrace, parentSpanId: "00f067aa0ba902b7", name: "GET app front" });
+      expect(span.attributes).toMatchObject({ "gpupool.app.name": "front", "http.response.status_code": 200 });
+      expect(span.resource["service.name"]).toBe("gpupool-edge");
+    } finally {
+      await receiver.close();
+    }
   });
 
   it("behind a trusted proxy, the right-most untrusted X-Forwarded-For entry is the viewer", async () => {

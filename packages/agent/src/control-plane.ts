@@ -150,9 +150,16 @@ export class ControlPlane {
   }
 
   /** POST /v1/leases for an app on this node: 201 → granted, 202 → queued, a problem → ControlPlaneRefusal. */
-  async requestLease(appKey: string, body: LeaseRequest, ipToken: string | undefined): Promise<LeaseAnswer> {
+  async requestLease(
+    appKey: string,
+    body: LeaseRequest,
+    ipToken: string | undefined,
+    traceparent?: string,
+  ): Promise<LeaseAnswer> {
     const headers: Record<string, string> = { authorization: `Bearer ${appKey}`, "x-gpupool-node-key": this.nodeKey };
     if (ipToken !== undefined) headers["x-ip-token"] = ipToken;
+    // The caller's W3C trace context: the pool's spans of this lease join the caller's trace.
+    if (traceparent !== undefined) headers["traceparent"] = traceparent;
     const { status, json } = await this.send("POST", "/v1/leases", headers, body);
     const lease = decodeFromPool(Lease, json, "a lease");
     return status === 201 || lease.status === "active" ? { kind: "granted", lease } : { kind: "queued", lease };

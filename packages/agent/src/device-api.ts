@@ -186,6 +186,7 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
             queue: q.enableQueue,
           },
           q.token,
+          traceparentOf(req.headers["traceparent"]),
         );
       } catch (error) {
         if (error instanceof ControlPlaneRefusal) {
@@ -352,4 +353,11 @@ export function buildDeviceApi(options: DeviceApiOptions): DeviceApi {
   });
 
   return { app, queues };
+}
+
+const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-[^\s]*)?$/;
+
+/** A client's `traceparent`, passed on to the pool when it is well formed (else dropped). */
+function traceparentOf(header: string | string[] | undefined): string | undefined {
+  return typeof header === "string" && header.length <= 512 && TRACEPARENT.test(header) ? header : undefined;
 }

@@ -194,8 +194,10 @@ describe("POST /schedule", () => {
     });
     await start();
     await ready();
+    const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     const r = await post(
       "/schedule?cgroupPath=%2Fdocker%2Fabc&taskId=140234&enableQueue=true&tokenVersion=2&durationSeconds=30&gpuSize=xlarge&token=eyJ.tok.en",
+      { headers: { traceparent } },
     );
     expect(r.status).toBe(200);
     expect(r.headers.get("content-type")).toMatch(/^application\/json/);
@@ -213,6 +215,8 @@ describe("POST /schedule", () => {
     expect(sent.headers.authorization).toBe(`Bearer ${APP_KEY}`);
     expect(sent.headers["x-gpupool-node-key"]).toBe(NODE_KEY);
     expect(sent.headers["x-ip-token"]).toBe("eyJ.tok.en");
+    // The caller's trace context goes on to the pool (its spans of the lease join the caller's trace).
+    expect(sent.headers["traceparent"]).toBe(traceparent);
     expect(sent.body).toEqual({ duration: 30, size: "xlarge", queue: true });
   });
 

@@ -17,7 +17,9 @@ import { incoming, isProblem, parsePublicUrl } from "./incoming.js";
 import type { Forward } from "./proxy.js";
 import { forwardHttp, forwardUpgrade, sendProblem, writeRawProblem } from "./proxy.js";
 import { SignIn, isNavigation } from "./sign-in.js";
+import { startEdgeSpan } from "./tracing.js";
 import { TrustedProxies, viewerAddress } from "./viewer-ip.js";
+import type { Tracer } from "@opentelemetry/api";
 
 export type EdgeLogLevel = "error" | "warn";
 
@@ -45,6 +47,8 @@ export interface EdgeOptions {
    */
   readonly log?: (line: string, level: EdgeLogLevel) => void;
   readonly now?: () => number;
+  /** Traces proxied requests (tracing.ts); absent: the viewer's traceparent passes to the app as it is. */
+  readonly tracer?: Tracer;
 }
 
 export interface RunningEdge {
@@ -251,7 +255,10 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
           return sendProblem(res, failure(err));
         }
         if (forward === null) return void res.destroy();
-        forwardHttp(req, res, forward, d.route.app.name);
+        const span = options.tracer && startEdgeSpan(options.tracer, req, d.route.app.name);
+        if (span) res.once("close", () => span.end(res.statusCode));
+        const traced = span ? { ...forward, set: { ...forward.set, traceparent: span.traceparent } } : forward;
+        forwardHttp(req, res, traced, d.route.app.name);
       }
     }
   }

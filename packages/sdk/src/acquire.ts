@@ -14,6 +14,7 @@ import { normalizeIpToken, type IpTokenInput } from "./ip-token-header.js";
 import { readServerSentEvents, type SseEvent } from "./sse.js";
 import type { Transport } from "./transport.js";
 import type { Lease, Problem, QueueUpdate, Size } from "./types.js";
+import { traceparentFor } from "./trace-context.js";
 import { toLease } from "./wire.js";
 
 export interface AcquireOptions {
@@ -40,6 +41,12 @@ export interface AcquireOptions {
    * return the same lease for 24 h.
    */
   readonly idempotencyKey?: string | undefined;
+  /**
+   * The call's W3C `traceparent` (`00-<trace id>-<span id>-<flags>`), sent with its lease request
+   * so the server's spans join your trace. `gpu()` sends one on the lease and the release request
+   * either way: this one, or a new one per call.
+   */
+  readonly traceparent?: string | undefined;
 }
 
 /** Consecutive event-stream drops with no event in between before giving up. */
@@ -56,7 +63,8 @@ export async function acquireLease(transport: Transport, options: AcquireOptions
   };
 
   const key = options.idempotencyKey ?? newIdempotencyKey();
-  const lease = await admit(transport, body, normalizeIpToken(options.ipToken), key, signal);
+  const traceparent = options.traceparent === undefined ? undefined : traceparentFor(options.traceparent);
+  const lease = await admit(transport, body, normalizeIpToken(options.ipToken), key, signal, traceparent);
   if (signal?.aborted === true) {
     await cancelQuietly(transport, lease.id);
     throw signal.reason;
@@ -90,12 +98,13 @@ async function admitWithRetries(
   ipToken: string | undefined,
   idempotencyKey: string,
   signal: AbortSignal | undefined,
+  traceparent: string | undefined,
 ): Promise<Lease> {
   for (let attempt = 1; ; attempt++) {
     try {
       return toLease(
         await transport.json(
-          { method: "POST", path: "/v1/leases", auth: "client", body, ipToken, idempotencyKey },
+          { method: "POST", path: "/v1/leases", auth: "client", body, ipToken, idempotencyKey, traceparent },
           WireLease,
         ),
       );
@@ -124,8 +133,9 @@ function admit(
   ipToken: string | undefined,
   idempotencyKey: string,
   signal: AbortSignal | undefined,
+  traceparent: string | undefined,
 ): Promise<Lease> {
-  const request = admitWithRetries(transport, body, ipToken, idempotencyKey, signal);
+  const request = admitWithRetries(transport, body, ipToken, idempotencyKey, signal, traceparent);
   if (signal === undefined) return request;
   let onAbort = (): void => {};
   const aborted = new Promise<never>((_resolve, reject) => {

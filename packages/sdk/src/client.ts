@@ -12,6 +12,7 @@ import {
 } from "@gpupool/contract";
 import { runOnGpu, type GpuFunction, type GpuOptions } from "./gpu.js";
 import { normalizeIpToken, type IpTokenInput } from "./ip-token-header.js";
+import { traceparentFor } from "./trace-context.js";
 import { Transport, type FetchLike } from "./transport.js";
 import type { Diagnosis, IpToken, Lease, LeaseStatus, Quota, ReleaseResult, Size } from "./types.js";
 import { toDiagnosis, toIpToken, toLease, toQuota, toReleaseResult } from "./wire.js";
@@ -66,7 +67,10 @@ export interface GpupoolClient extends BillingMethods {
   gpu<T>(options: GpuOptions, fn: GpuFunction<T>): Promise<T>;
   gpu<T>(fn: GpuFunction<T>): Promise<T>;
   /** Ends a lease: the unused part of its reservation is refunded. Idempotent. */
-  release(id: string, options?: { readonly failed?: boolean | undefined }): Promise<ReleaseResult>;
+  release(
+    id: string,
+    options?: { readonly failed?: boolean | undefined; readonly traceparent?: string | undefined },
+  ): Promise<ReleaseResult>;
   /** Cancels a queued lease (everything refunded) or releases an active one. */
   cancel(id: string): Promise<ReleaseResult>;
   lease(id: string, options?: { readonly signal?: AbortSignal | undefined }): Promise<Lease>;
@@ -126,7 +130,7 @@ export function createClient(options: ClientOptions): GpupoolClient {
     );
     return { leases: body.leases.map(toLease), nextCursor: body.next_cursor ?? null };
   };
-  const release = async (id: string, failed?: boolean): Promise<ReleaseResult> =>
+  const release = async (id: string, failed?: boolean, traceparent?: string): Promise<ReleaseResult> =>
     toReleaseResult(
       await transport.json(
         {
@@ -134,6 +138,7 @@ export function createClient(options: ClientOptions): GpupoolClient {
           path: `${leasePath(id)}/release`,
           auth: "client",
           body: failed === undefined ? {} : { failed },
+          traceparent: traceparent === undefined ? undefined : traceparentFor(traceparent),
         },
         WireReleaseResult,
       ),
@@ -151,12 +156,15 @@ export function createClient(options: ClientOptions): GpupoolClient {
       const [gpuOptions, fn] = typeof first === "function" ? [{}, first] : [first, second];
       if (fn === undefined) return Promise.reject(new TypeError("gpu(options, fn): fn is missing."));
       return runOnGpu(
-        { acquire: (o) => acquireLease(transport, o), release: (id, o) => release(id, o.failed) },
+        {
+          acquire: (o) => acquireLease(transport, o),
+          release: (id, o) => release(id, o.failed, o.traceparent),
+        },
         gpuOptions,
         fn,
       );
     },
-    release: (id, releaseOptions = {}) => release(id, releaseOptions.failed),
+    release: (id, releaseOptions = {}) => release(id, releaseOptions.failed, releaseOptions.traceparent),
     async cancel(id) {
       return toReleaseResult(
         await transport.json({ method: "DELETE", path: leasePath(id), auth: "client" }, WireReleaseResult),

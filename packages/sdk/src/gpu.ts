@@ -1,5 +1,6 @@
 import type { AcquireOptions } from "./acquire.js";
 import { GpupoolError, LeaseDeadlineError, sdkProblem } from "./errors.js";
+import { traceparentFor } from "./trace-context.js";
 import type { Device, Lease, ReleaseResult } from "./types.js";
 
 /** The granted GPU, plus what a child process needs to see only that GPU. */
@@ -32,7 +33,7 @@ export type GpuFunction<T> = (context: GpuContext) => T | Promise<T>;
 /** The two lease calls `gpu()` needs; kept narrow so this file does not depend on the client. */
 export interface LeaseOperations {
   acquire(options: AcquireOptions): Promise<Lease>;
-  release(id: string, options: { readonly failed: boolean }): Promise<ReleaseResult>;
+  release(id: string, options: { readonly failed: boolean; readonly traceparent?: string }): Promise<ReleaseResult>;
 }
 
 // setTimeout fires immediately for delays above 2^31 − 1 ms.
@@ -40,7 +41,9 @@ const MAX_TIMER_MS = 2_147_483_647;
 
 export async function runOnGpu<T>(leases: LeaseOperations, options: GpuOptions, fn: GpuFunction<T>): Promise<T> {
   const { onReleaseError, ...acquireOptions } = options;
-  const lease = await leases.acquire(acquireOptions);
+  // One trace per call: the lease and the release request carry the same traceparent.
+  const traceparent = traceparentFor(options.traceparent);
+  const lease = await leases.acquire({ ...acquireOptions, traceparent });
 
   const controller = new AbortController();
   const caller = options.signal;
@@ -64,11 +67,11 @@ export async function runOnGpu<T>(leases: LeaseOperations, options: GpuOptions, 
     result = await fn({ lease, device: gpuDevice(lease), signal: controller.signal });
   } catch (error) {
     stop();
-    await release(leases, lease, true, onReleaseError);
+    await release(leases, lease, true, onReleaseError, traceparent);
     throw error;
   }
   stop();
-  await release(leases, lease, false, onReleaseError);
+  await release(leases, lease, false, onReleaseError, traceparent);
   return result;
 }
 
@@ -103,9 +106,10 @@ async function release(
   lease: Lease,
   failed: boolean,
   onReleaseError: GpuOptions["onReleaseError"],
+  traceparent: string,
 ): Promise<void> {
   try {
-    await leases.release(lease.id, { failed });
+    await leases.release(lease.id, { failed, traceparent });
   } catch (error) {
     reportReleaseError(error, lease, onReleaseError);
   }

@@ -37,6 +37,7 @@ export type {
 } from "./agent-client.js";
 export type { GpuContext, GpuDevice, GpuFunction, GpuOptions } from "./gpu.js";
 export { forwardIpToken } from "./ip-token-header.js";
+export { isTraceparent, newTraceparent } from "./trace-context.js";
 export type { HeadersLike, IpTokenInput } from "./ip-token-header.js";
 export type { FetchLike } from "./transport.js";
 export {

@@ -26,6 +26,8 @@ export interface RequestSpec {
   readonly ipToken?: string | undefined;
   /** Sent as `Idempotency-Key` (POST /v1/leases: a retry gets the same lease). */
   readonly idempotencyKey?: string | undefined;
+  /** Sent as `traceparent` (W3C Trace Context): the server's spans join the caller's trace. */
+  readonly traceparent?: string | undefined;
   readonly signal?: AbortSignal | undefined;
 }
 
@@ -148,6 +150,7 @@ export class Transport {
     if (token !== undefined) headers["authorization"] = `Bearer ${token}`;
     if (spec.ipToken !== undefined) headers["x-ip-token"] = spec.ipToken;
     if (spec.idempotencyKey !== undefined) headers["idempotency-key"] = spec.idempotencyKey;
+    if (spec.traceparent !== undefined) headers["traceparent"] = spec.traceparent;
     if (spec.body !== undefined) headers["content-type"] = "application/json";
     return headers;
   }

@@ -7,6 +7,8 @@ import { z } from "zod";
 import { billingSchema, normalizeBilling } from "./config-billing.js";
 import { normalizeRetention, retentionSchema } from "./config-retention.js";
 import type { RetentionConfig } from "./config-retention.js";
+import { normalizeTracing, tracingSchema } from "./config-tracing.js";
+import type { TracingConfig } from "./config-tracing.js";
 import { parsePostgresUrl } from "./storage/postgres/url.js";
 
 /** The whole server configuration, normalized: milliseconds, resolved defaults. */
@@ -33,6 +35,8 @@ export interface ServerConfig {
   };
   /** How long what has ended is kept (config-retention.ts). */
   readonly retention: RetentionConfig;
+  /** OpenTelemetry traces of each lease's life (config-tracing.ts); off without an endpoint. */
+  readonly tracing: TracingConfig;
 }
 
 export class ConfigError extends Error {
@@ -181,6 +185,7 @@ const schema = z.strictObject({
     })
     .prefault({}),
   retention: retentionSchema,
+  tracing: tracingSchema,
   log: z
     .strictObject({ level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info") })
     .prefault({}),
@@ -250,6 +255,7 @@ export function normalizeConfig(raw: unknown, source = "configuration"): ServerC
   }
   const billing = normalizeBilling(c.billing, tiers, problems);
   const retention = normalizeRetention(c.retention, problems);
+  const tracing = normalizeTracing(c.tracing, problems);
   if (problems.length > 0) throw new ConfigError(source, problems);
   return {
     server: { host: c.server.host, port: c.server.port, bodyLimitBytes: c.server.body_limit },
@@ -280,6 +286,7 @@ export function normalizeConfig(raw: unknown, source = "configuration"): ServerC
       distDir: c.dashboard.dist,
     },
     retention,
+    tracing,
   };
 }
 

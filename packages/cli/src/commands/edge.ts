@@ -16,6 +16,7 @@ interface EdgeFlags {
   readonly publicUrl?: string;
   readonly appDomain?: string;
   readonly config?: string;
+  readonly otlpEndpoint?: string;
 }
 
 /** The `edge:` section of the configuration file (and `identity.trusted_proxies`, shared with the server). */
@@ -105,6 +106,10 @@ export function registerEdge(program: Command): void {
       collect,
       [],
     )
+    .option(
+      "--otlp-endpoint <url>",
+      "send OpenTelemetry spans of proxied requests here (OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces); default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, else off",
+    )
     .addOption(
       new Option(
         "--config <file>",
@@ -165,6 +170,7 @@ Viewers sign in at /login (of --public-url) and out with its Sign out button. SI
         { level: "info", base: { service: "gpupool-edge" } },
         pino.destination({ dest: 2, sync: true }),
       );
+      const tracing = await edgeTracing(flags.otlpEndpoint);
       let edge: Awaited<ReturnType<typeof startEdge>>;
       try {
         edge = await startEdge({
@@ -177,6 +183,7 @@ Viewers sign in at /login (of --public-url) and out with its Sign out button. SI
           host: listen.host,
           port: listen.port,
           log: (line, level) => logger[level](line),
+          ...(tracing === null ? {} : { tracer: tracing.tracer }),
         });
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
@@ -193,13 +200,35 @@ Viewers sign in at /login (of --public-url) and out with its Sign out button. SI
         if (closing) process.exit(1);
         closing = true;
         err(`${signal} received: shutting down the edge…`);
-        edge.close().then(
-          () => process.exit(0),
-          () => process.exit(1),
-        );
+        // The last spans go before the process does.
+        edge
+          .close()
+          .then(() => tracing?.shutdown())
+          .then(
+            () => process.exit(0),
+            () => process.exit(1),
+          );
       };
       process.on("SIGINT", stop);
       process.on("SIGTERM", stop);
       out(`gpupool edge listening on ${edge.url} (apps ${[...apps.keys()].join(", ")}; control plane ${server})`);
     });
+}
+
+/** The edge's tracing when an OTLP endpoint is named (flag, else the standard variables); null: off. */
+async function edgeTracing(flag: string | undefined) {
+  const endpoint = flag?.trim() || null;
+  if (endpoint !== null && !/^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/.test(endpoint))
+    throw new UsageError(`--otlp-endpoint ${endpoint}: write an http(s) URL, e.g. http://127.0.0.1:4318/v1/traces`);
+  const env = process.env;
+  // Off: the server package (and OpenTelemetry's SDK in it) is not even loaded.
+  if (endpoint === null && !env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] && !env["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    return null;
+  const { startTracing, withTracingEnvironment } = await import("@gpupool/server");
+  const config = withTracingEnvironment(
+    { endpoint, serviceName: "gpupool-edge", sampleRatio: 1, headers: {}, exportDelayMs: 2_000 },
+    env,
+  );
+  const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+  return startTracing(config, pkg.version);
 }

@@ -53,6 +53,8 @@ export function registerServer(program: Command): void {
 Environment:
   GPUPOOL_CONFIG        configuration file, when --config is not given
   GPUPOOL_ADMIN_TOKEN   enables the admin API with this bearer token (never printed)
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME
+                        turn on OpenTelemetry traces (OTLP/HTTP) when the file's tracing: names no endpoint
 
 Once listening it prints one line to stdout, e.g.
   gpupool server listening on http://127.0.0.1:7070 (storage sqlite:./gpupool.db)
@@ -61,10 +63,12 @@ Exit codes: 0 after a clean shutdown, 2 for an invalid configuration, 1 when it 
     )
     .action(async (flags: ServerFlags) => {
       // Loaded here, not at the top: the server package is heavy and other commands do not need it.
-      const { loadConfig } = await import("@gpupool/server");
+      const { loadConfig, withTracingEnvironment } = await import("@gpupool/server");
       const { closeOnSignals, redactStorage, startServer, stderrLogger } = await import("../serve.js");
       const file = flags.config === undefined || flags.config.trim() === "" ? undefined : flags.config;
-      const config = applyFlags(await loadConfig(file), flags);
+      const loaded = applyFlags(await loadConfig(file), flags);
+      // Tracing is off unless the file or the standard OTEL_EXPORTER_OTLP_* variables name an endpoint.
+      const config = { ...loaded, tracing: withTracingEnvironment(loaded.tracing, process.env) };
       const adminToken = adminTokenFromEnv() ?? null;
       const running = await startServer(config, { adminToken, logger: stderrLogger(config.logLevel) });
       closeOnSignals(() => running.close());

@@ -1,3 +1,4 @@
+import type { FastifyRequest } from "fastify";
 import type { Policy } from "@gpupool/core";
 import type { Logger } from "pino";
 import type { ServerConfig } from "../config.js";
@@ -16,6 +17,7 @@ import type { Sessions } from "../use-cases/identity/sessions.js";
 import type { TokenIssuer } from "../use-cases/identity/token-issuer.js";
 import type { Diagnose } from "../use-cases/leases/diagnose.js";
 import type { LeaseRequests } from "../use-cases/leases/lease-requests.js";
+import type { RequestTrace } from "../use-cases/leases/lease-tracing.js";
 import type { NodeAgents } from "../use-cases/nodes/node-agents.js";
 
 /**
@@ -43,4 +45,6 @@ export interface RouteContext {
   /** For open event streams: they end when the server shuts down. */
   readonly events: LeaseEvents;
   readonly log: Logger;
+  /** The request's trace context, to hand to the lease use cases (absent: tracing is off). */
+  readonly traceOf?: (req: FastifyRequest) => RequestTrace;
 }

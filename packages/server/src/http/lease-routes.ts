@@ -26,6 +26,7 @@ export function leaseRoutes(app: FastifyInstance, ctx: RouteContext): void {
         size: body.size,
         queue: body.queue,
         maxWait: body.max_wait,
+        trace: ctx.traceOf?.(req),
       });
       if (result.kind === "denied") return sendProblem(reply, result.problem, result.retryAfterS);
       reply.header("location", `/v1/leases/${result.lease.id}`);
@@ -64,7 +65,7 @@ export function leaseRoutes(app: FastifyInstance, ctx: RouteContext): void {
 
   const release = async (req: FastifyRequest<{ Params: { id: string } }>, failed: boolean) => {
     const caller = await authenticate(ctx, req, ["app", "user", "admin"]);
-    return releasedJson(await ctx.leases.release(caller, req.params.id, failed), currency);
+    return releasedJson(await ctx.leases.release(caller, req.params.id, failed, ctx.traceOf?.(req)), currency);
   };
 
   app.post<{ Params: { id: string }; Body: wire.ReleaseRequest | null }>(

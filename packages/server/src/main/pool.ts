@@ -13,6 +13,7 @@ import { Accounts } from "../use-cases/accounts/accounts.js";
 import { LeaseAnnouncer } from "../use-cases/leases/announcer.js";
 import type { LeaseTimerKind } from "../use-cases/leases/announcer.js";
 import { LeaderLeases } from "../use-cases/leases/leader-leases.js";
+import type { LeaseTracing } from "../use-cases/leases/lease-tracing.js";
 import { LeaseWrites } from "../use-cases/leases/lease-writes.js";
 import { PoolState } from "../use-cases/leases/pool-state.js";
 import { NodeMembership } from "../use-cases/nodes/node-membership.js";
@@ -43,6 +44,8 @@ export function assemblePool(
     log: Logger;
     /** False: the lease use cases record no metrics (the in-process benchmark, measured as before it had them). */
     recordMetrics?: boolean;
+    /** Spans of each lease's life (main/lease-spans.ts); absent: none. */
+    tracing?: LeaseTracing;
   },
 ): PoolParts {
   const { clock, log } = deps;
@@ -97,8 +100,15 @@ export function assemblePool(
         .catch((err: unknown) => log.error({ err, node: name }, "handling a silent node failed")),
   );
   const recorded = deps.recordMetrics === false ? null : metrics;
-  const announcer = new LeaseAnnouncer(state, leaseTimers, events, recorded, clock, policy, (a) =>
-    late.replica.announce(a),
+  const announcer = new LeaseAnnouncer(
+    state,
+    leaseTimers,
+    events,
+    recorded,
+    clock,
+    policy,
+    (a) => late.replica.announce(a),
+    deps.tracing,
   );
   const runner = new EngineRunner({
     stager: coordination.leaderStager,
@@ -106,7 +116,7 @@ export function assemblePool(
     onLeadershipLost: (err) => late.replica.stepDown(err),
     log,
   });
-  late.leader = new LeaderLeases(runner, state, writes, accounts, announcer, policy, clock, recorded);
+  late.leader = new LeaderLeases(runner, state, writes, accounts, announcer, policy, clock, recorded, deps.tracing);
   late.nodes = new NodeMembership(runner, state, writes, announcer, nodeTimers, clock, log, heartbeatTimeoutMs);
   late.recovery = new Recovery(
     coordination.leaderStager,

@@ -1,3 +1,4 @@
+import { createRequire } from "node:module";
 import type { FastifyInstance } from "fastify";
 import { pino } from "pino";
 import type { Logger } from "pino";
@@ -28,7 +29,10 @@ import { forgetExpiredKeys } from "../use-cases/leases/idempotency.js";
 import { LeaseRequests } from "../use-cases/leases/lease-requests.js";
 import { Retention } from "../use-cases/maintenance/retention.js";
 import { NodeAgents } from "../use-cases/nodes/node-agents.js";
+import { RequestSpans } from "./http-tracing.js";
+import { LeaseSpans } from "./lease-spans.js";
 import { assemblePool } from "./pool.js";
+import { startTracing } from "./tracing.js";
 
 /**
  * What a log line must never carry: bearer tokens, the dashboard's session cookie (the request's
@@ -81,6 +85,8 @@ export interface RunningServer {
  * replica leads, or follows), and wires the use cases into the HTTP app. Nothing is read from
  * the environment here; the CLI passes it in.
  */
+/** This package's version, for the spans' resource. */
+const VERSION = (createRequire(import.meta.url)("../../package.json") as { version: string }).version;
 /** How often refusals counted in memory are written (see RefusalLog). */
 const REFUSAL_FLUSH_MS = 5_000;
 /** How often expired Idempotency-Keys are deleted. */
@@ -94,7 +100,14 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
   const storage = options.storage ?? (await openStorage(config.storage.url));
   const { store } = storage;
   const { policy } = config;
-  const pool = assemblePool(config, storage, { clock, log });
+  // Off (nothing started, no hooks) unless an OTLP endpoint is configured.
+  const tracing = startTracing(config.tracing, VERSION);
+  const requestSpans = tracing === null ? null : new RequestSpans(tracing);
+  const pool = assemblePool(config, storage, {
+    clock,
+    log,
+    ...(tracing === null ? {} : { tracing: new LeaseSpans(tracing) }),
+  });
   const { replica, state, accounts, events, metrics } = pool;
   const ipTokens = await IpTokens.open(store, config.identity.issuer, config.identity.ipTokenTtlMs, clock.now());
   const health = new Health(store, () => replica.isLeader, state);
@@ -152,8 +165,10 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
     metrics,
     events,
     log,
+    ...(requestSpans === null ? {} : { traceOf: (req) => requestSpans.of(req) }),
   };
   const app = buildHttpApp(ctx);
+  requestSpans?.install(app);
   const running: RunningServer = {
     app,
     context: { config, store, replica, retention },
@@ -177,6 +192,8 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
       clearInterval(retentionTick);
       await retention.stop();
       await refusals.flush();
+      // The last spans go before the process does.
+      await tracing?.shutdown().catch((err: unknown) => log.warn({ err }, "the last spans could not be sent"));
       if (!options.storage) await storage.close();
     },
   };

@@ -7,6 +7,7 @@ import type { Announcement } from "../use-cases/leases/announcer.js";
 import type { LeaderLeases } from "../use-cases/leases/leader-leases.js";
 import type { PlacementView } from "../use-cases/leases/diagnose.js";
 import type { AdmitInput, AdmitResult, LeaseLifecycle, Released } from "../use-cases/leases/leases.js";
+import type { RequestTrace } from "../use-cases/leases/lease-tracing.js";
 import type { PoolState } from "../use-cases/leases/pool-state.js";
 import type { NodeMembership, NodeRegistration } from "../use-cases/nodes/node-membership.js";
 import type { PoolMembership } from "../use-cases/nodes/node-agents.js";
@@ -63,8 +64,10 @@ export class Replica implements LeaseLifecycle, PoolMembership, PlacementView {
     return this.leading ? this.parts.leader.admit(input) : this.parts.follower.admit(input);
   }
 
-  release(leaseId: string, failed: boolean): Promise<Released> {
-    return this.leading ? this.parts.leader.release(leaseId, failed) : this.parts.follower.release(leaseId, failed);
+  release(leaseId: string, failed: boolean, trace?: RequestTrace): Promise<Released> {
+    return this.leading
+      ? this.parts.leader.release(leaseId, failed, trace)
+      : this.parts.follower.release(leaseId, failed);
   }
 
   position(leaseId: string): QueuePlace | null {

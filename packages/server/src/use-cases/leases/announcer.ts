@@ -6,6 +6,8 @@ import type { Metrics } from "../../metrics.js";
 import type { LeaseRecord } from "../../storage/store.js";
 import type { Timers } from "../timers.js";
 import { queueTimeoutProblemFrom } from "./lease-problems.js";
+import { noLeaseTracing } from "./lease-tracing.js";
+import type { LeaseTracing } from "./lease-tracing.js";
 import type { PoolState } from "./pool-state.js";
 
 /**
@@ -63,6 +65,8 @@ export class LeaseAnnouncer {
     private readonly policy: Policy,
     /** Announcements for other replicas (replication sends them; a store nobody shares drops them). */
     private readonly outbox: (a: Announcement) => void,
+    /** Spans of each lease's life (off: nothing). */
+    private readonly tracing: LeaseTracing = noLeaseTracing,
   ) {}
 
   /** Forgets all watchers' places and timers (a rebuild, or this replica stops leading). */
@@ -81,6 +85,7 @@ export class LeaseAnnouncer {
       this.remoteWatched.delete(lease.id);
       this.events.emit(lease.id, { type: "granted", lease });
       this.outbox({ type: "granted", id: lease.id, lease });
+      this.tracing.granted(lease);
     }
     this.positions();
   }
@@ -104,6 +109,7 @@ export class LeaseAnnouncer {
         this.events.emit(lease.id, { type: "ended", lease });
         if (relay) this.outbox({ type: "ended", id: lease.id, lease });
       }
+      this.tracing.ended(lease);
     }
     this.positions();
   }

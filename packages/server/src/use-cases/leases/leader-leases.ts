@@ -12,6 +12,8 @@ import { queueTimeoutProblem } from "./lease-problems.js";
 import { admissionRequestOf, admittedLease } from "./admitted-lease.js";
 import { grant } from "./lease-transitions.js";
 import type { LeaseWrites } from "./lease-writes.js";
+import { noLeaseTracing } from "./lease-tracing.js";
+import type { LeaseTracing, RequestTrace } from "./lease-tracing.js";
 import type { AdmitInput, AdmitResult, Released } from "./leases.js";
 import type { PoolState } from "./pool-state.js";
 import { RemoteLeases } from "./remote-leases.js";
@@ -31,6 +33,7 @@ export class LeaderLeases {
     private readonly policy: Policy,
     private readonly clock: Clock,
     private readonly metrics: Metrics | null,
+    private readonly tracing: LeaseTracing = noLeaseTracing,
   ) {
     this.remote = new RemoteLeases(runner, state, writes, accounts, announcer, policy, clock);
   }
@@ -42,7 +45,8 @@ export class LeaderLeases {
     const now = this.clock.now();
     const leaseId = newOrderedId("ls", now);
     const request = admissionRequestOf(input, now, true);
-    return this.runner.run(
+    const traced = this.tracing.admission(input);
+    const answer = this.runner.run(
       async (tx) => {
         const account = await this.accounts.forAdmission(tx, input.charged, request);
         const { identity } = account;
@@ -127,18 +131,25 @@ export class LeaderLeases {
           reason: "node",
           etaMs: null,
         };
-        return { kind: "queued", lease: out.lease, place, quota: out.quota };
+        // Answered here, not below: the queue wait starts before any later grant can end it.
+        return traced.answered({ kind: "queued", lease: out.lease, place, quota: out.quota });
       },
     );
+    void answer.then(
+      (result) => traced.answered(result),
+      (err: unknown) => traced.failed(err),
+    );
+    return answer;
   }
 
   /**
    * Release (or cancel, if still queued). Idempotent: a lease that already ended is returned as
    * it is. `failed` records that the caller's function failed; it does not change the charge.
    */
-  release(leaseId: string, failed: boolean): Promise<Released> {
+  release(leaseId: string, failed: boolean, trace?: RequestTrace): Promise<Released> {
     const started = performance.now();
     const now = this.clock.now();
+    this.tracing.releasing(leaseId, trace);
     return this.runner.run(
       async (tx) => {
         const lease = await this.writes.lease(tx, leaseId);

@@ -12,6 +12,7 @@ import { idempotencyKey } from "./idempotency.js";
 import { queueTimeoutProblemFrom } from "./lease-problems.js";
 import { sizeNamed } from "./sizes.js";
 import type { AdmitResult, LeaseLifecycle, Released } from "./leases.js";
+import type { RequestTrace } from "./lease-tracing.js";
 
 export interface LeaseRequest {
   readonly ipToken: IpTokenHeader;
@@ -25,6 +26,8 @@ export interface LeaseRequest {
   readonly queue?: boolean | undefined;
   /** Seconds the caller will wait for a slot; absent: the tier's queue timeout. */
   readonly maxWait?: number | undefined;
+  /** The request's trace context (when tracing is on). */
+  readonly trace?: RequestTrace;
 }
 
 /** A lease as a caller sees it: the record, its queue place while queued, and its identity's quota. */
@@ -88,6 +91,7 @@ export class LeaseRequests {
         node: nodeName,
       }),
       ...this.maxWaitOf(input, node !== null),
+      ...(input.trace === undefined ? {} : { trace: input.trace }),
     });
     if (result.kind === "denied") {
       const { charged } = attribution;
@@ -149,9 +153,9 @@ export class LeaseRequests {
     return { leases: leases.map((lease) => ({ lease, place: this.placeOf(lease) })), next };
   }
 
-  async release(caller: Caller, id: string, failed: boolean): Promise<Released> {
+  async release(caller: Caller, id: string, failed: boolean, trace?: RequestTrace): Promise<Released> {
     await this.visible(caller, id, true);
-    return this.lifecycle.release(id, failed);
+    return this.lifecycle.release(id, failed, trace);
   }
 
   /**

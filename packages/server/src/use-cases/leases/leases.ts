@@ -3,6 +3,12 @@ import type { LeaseRecord } from "../../storage/store.js";
 import type { ChargedParty, IdentityQuota } from "../accounts/accounts.js";
 import type { IdempotencyKey } from "./idempotency.js";
 
+/**
+ * The trace context of the request that asks (opaque here: main/http-tracing.ts makes it), handed
+ * down explicitly from the route; undefined when tracing is off or the call came from no request.
+ */
+export type RequestTrace = { readonly __requestTrace: unique symbol } | undefined;
+
 export interface AdmitInput {
   readonly appId: string | null;
   readonly charged: ChargedParty;
@@ -18,6 +24,8 @@ export interface AdmitInput {
   readonly maxWaitMs?: number | null;
   /** Refuse it at once if it is expected to wait longer than that (predicted_wait); absent: false. */
   readonly refuseLongWait?: boolean;
+  /** The asking request's trace context (spans of the lease's life nest under it); absent: none. */
+  readonly trace?: RequestTrace;
 }
 
 export type AdmitResult =
@@ -41,7 +49,7 @@ export interface Released {
 export interface LeaseLifecycle {
   admit(input: AdmitInput): Promise<AdmitResult>;
   /** Release, or cancel a queued lease. Idempotent. */
-  release(leaseId: string, failed: boolean): Promise<Released>;
+  release(leaseId: string, failed: boolean, trace?: RequestTrace): Promise<Released>;
   /** A queued lease's place in line (null: not queued, or not known here yet). */
   position(leaseId: string): QueuePlace | null;
   /** Someone here follows a queued lease's events: its place must reach this replica. */
