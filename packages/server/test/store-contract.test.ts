@@ -662,22 +662,25 @@ export function storeContract(
       ]);
     });
 
+    /** $5.00 purchased by user u1 (key pay_1). */
+    const purchasedGrant = () => ({
+      id: "cg_1",
+      userId: "u1",
+      category: "purchased" as const,
+      amountMicros: 5_000_000,
+      remainingMicros: 5_000_000,
+      heldMicros: 0,
+      priority: 10,
+      effectiveAt: 1_000,
+      expiresAt: null,
+      source: "test",
+      createdAt: 1_000,
+      idempotencyKey: "pay_1",
+    });
+
     it("wallets: grants, settings and transactions round-trip; a rolled-back change is neither cached nor stored", async () => {
       await tx((t) => t.users.insert(user("u1")));
-      const grant = {
-        id: "cg_1",
-        userId: "u1",
-        category: "purchased" as const,
-        amountMicros: 5_000_000,
-        remainingMicros: 5_000_000,
-        heldMicros: 0,
-        priority: 10,
-        effectiveAt: 1_000,
-        expiresAt: null,
-        source: "test",
-        createdAt: 1_000,
-        idempotencyKey: "pay_1",
-      };
+      const grant = purchasedGrant();
       const account = {
         userId: "u1",
         overageEnabled: true,
@@ -728,20 +731,7 @@ export function storeContract(
       await storage.coordination.lead(() => undefined);
       const stager = storage.coordination.leaderStager;
       await tx((t) => t.users.insert(user("u1")));
-      const grant = {
-        id: "cg_1",
-        userId: "u1",
-        category: "purchased" as const,
-        amountMicros: 5_000_000,
-        remainingMicros: 5_000_000,
-        heldMicros: 0,
-        priority: 10,
-        effectiveAt: 1_000,
-        expiresAt: null,
-        source: "test",
-        createdAt: 1_000,
-        idempotencyKey: "pay_1",
-      };
+      const grant = purchasedGrant();
       const account = {
         userId: "u1",
         overageEnabled: true,
