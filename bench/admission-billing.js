@@ -78,13 +78,6 @@ export async function billingInProcess(dir, measure, keys, paidFrom = "credits")
   const c = billingConfig(`sqlite:${join(dir, "gpupool.db")}`);
   const storage = await openStorage(c.storage.url);
   await seed(storage.store, Date.now(), paidFrom);
-  const EXP = process.env.EXP ?? "";
-  const db = storage.store.db;
-  if (EXP.includes("noidx")) db.exec("DROP INDEX wallet_transactions_user");
-  if (EXP.includes("nousageidx")) db.exec("DROP INDEX usage_user_page");
-  if (EXP.includes("nowtx")) storage.store.tx.wallets.addTransactions = async () => {};
-  if (EXP.includes("noacct")) storage.store.tx.wallets.putAccount = async () => {};
-  if (EXP.includes("nogrant")) storage.store.tx.wallets.updateGrant = async () => {};
   const pool = assemblePool(c, storage, { clock: systemClock, log: pino({ level: "silent" }), recordMetrics: false });
   await pool.replica.start();
   const size = c.policy.sizes.large;
