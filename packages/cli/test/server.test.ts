@@ -50,6 +50,8 @@ describe("gpupool server", () => {
     const storage = `sqlite:${join(tmp.dir, "a.db")}`;
     const server = start(["server", "--port", "0", "--storage", storage], {
       GPUPOOL_ADMIN_TOKEN: "secret-admin-token-1234567890",
+      // Where a collector would be (nothing listens: spans are dropped, calls unaffected).
+      OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:secret-key@127.0.0.1:9/",
     });
     try {
       const match = await server.waitFor(LISTENING);
@@ -58,6 +60,8 @@ describe("gpupool server", () => {
       const health = await fetch(`${match[1]}/healthz`);
       expect(await health.json()).toEqual({ status: "ok" });
       await server.waitFor(/^admin API enabled/m);
+      // Said at start, without the endpoint's credentials.
+      await server.waitFor(/^tracing: spans of each lease to http:\/\/127\.0\.0\.1:9\/v1\/traces as gpupool-server/m);
       const admin = await fetch(`${match[1]}/v1/admin/users`, {
         headers: { authorization: "Bearer secret-admin-token-1234567890" },
       });
@@ -66,6 +70,7 @@ describe("gpupool server", () => {
       expect(await server.stop("SIGTERM")).toBe(0);
     }
     expect(server.stdout() + server.stderr()).not.toContain("secret-admin-token-1234567890");
+    expect(server.stdout() + server.stderr()).not.toContain("secret-key");
   });
 
   it("flags override the file; without GPUPOOL_ADMIN_TOKEN the admin API is off; SIGINT exits 0", async () => {
@@ -80,6 +85,7 @@ describe("gpupool server", () => {
       const match = await server.waitFor(LISTENING);
       expect(match[3]).toBe(storage);
       await server.waitFor(/^admin API disabled: set GPUPOOL_ADMIN_TOKEN/m);
+      await server.waitFor(/^tracing off/m);
       const admin = await fetch(`${match[1]}/v1/admin/users`, { headers: { authorization: "Bearer anything" } });
       expect(((await admin.json()) as { code: string }).code).toBe("admin_disabled");
     } finally {

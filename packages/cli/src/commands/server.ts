@@ -78,5 +78,14 @@ Exit codes: 0 after a clean shutdown, 2 for an invalid configuration, 1 when it 
         out("admin API enabled (bearer token from GPUPOOL_ADMIN_TOKEN)");
         if (adminToken.length < 16) err("warning: GPUPOOL_ADMIN_TOKEN is short; use at least 16 random characters.");
       }
+      out(tracingLine(config.tracing));
     });
+}
+
+/** What the operator needs to know about tracing at start: off, or where spans go (no credentials). */
+function tracingLine(t: { endpoint: string | null; sampleRatio: number; serviceName: string }): string {
+  if (t.endpoint === null)
+    return "tracing off (set tracing.otlp_endpoint or OTEL_EXPORTER_OTLP_ENDPOINT to send OpenTelemetry traces)";
+  const u = new URL(t.endpoint);
+  return `tracing: spans of each lease to ${u.origin}${u.pathname} as ${t.serviceName} (sample ratio ${t.sampleRatio})`;
 }
