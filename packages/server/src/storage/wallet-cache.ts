@@ -9,9 +9,9 @@ import type { Dialect, SqlValue } from "./table.js";
  *
  * The writes are deferred to the end of the commit group, as the ledgers are: a call paid from
  * credits changes a grant and appends a wallet transaction when it is admitted, and again (with
- * the month's spend) when it ends. Sent one statement each, they were a third of the cost of such
- * a call; kept here, a grant or an account changed several times in a group is written once, and
- * the group's transactions are one multi-row INSERT.
+ * the month's spend) when it ends. Kept here, a grant or an account changed several times in a
+ * group is written once, and the group's transactions are one multi-row INSERT instead of a
+ * statement each.
  */
 export interface WalletCache {
   readonly grants: Map<string, readonly GrantRecord[]>;

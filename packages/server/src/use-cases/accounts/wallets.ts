@@ -50,6 +50,9 @@ export interface LoadedWallet {
   readonly view: BillingView;
 }
 
+/** Live leases of a user whose holds a wallet's transactions show, per status (a user's queue is shorter than this). */
+const LIVE_LEASES_SHOWN = 1000;
+
 /**
  * The wallets seam: the only code that reads and writes credit grants, wallet transactions and
  * billing settings. Each method runs inside the caller's transaction, after the user's ledger
@@ -57,9 +60,6 @@ export interface LoadedWallet {
  * A month's included credits are granted at the first load in that month; grants past their
  * expiry lose their unheld rest at load, each with an `expire` transaction.
  */
-/** Live leases of a user whose holds a wallet's transactions show, per status (a user's queue is shorter than this). */
-const LIVE_LEASES_SHOWN = 1000;
-
 export class Wallets {
   private walletlessMonth: ReturnType<typeof billingMonth> | null = null;
   private readonly walletlessViews = new Map<string, BillingView>();
@@ -191,8 +191,8 @@ export class Wallets {
    * fits, on `wallet` as loaded in the same transaction): the shares to store on the lease, and the
    * view after it. Each share names its `hold` transaction, which is written when the lease
    * settles, beside the spend and release it ends in (until then `transactions` shows it from the
-   * lease): a user's transactions are kept in the user's order, and one write there per call
-   * rather than two made credits-paid calls a fifth cheaper.
+   * lease): a user's transactions are indexed in the user's order, and one commit writing that
+   * page per call rather than two wrote a tenth less per credits-paid call (docs/benchmarks.md).
    */
   async hold(
     tx: Tx,
