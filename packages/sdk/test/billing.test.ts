@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   createClient,
   CreditsExhaustedError,
@@ -18,10 +18,6 @@ import {
 } from "./fake-control-plane.js";
 
 let server: FakeControlPlane | undefined;
-afterEach(async () => {
-  await server?.close();
-  server = undefined;
-});
 
 describe("the 402s and the 409 of billing become typed errors carrying the amounts", () => {
   it("402 credits_exhausted → CreditsExhaustedError with the hold needed, what is available, and the split", async () => {

@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from "node:http";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createClient, forwardIpToken, UnauthorizedError } from "../src/index.js";
 import {
   quotaObject,
@@ -11,10 +11,6 @@ import {
 } from "./fake-control-plane.js";
 
 let server: FakeControlPlane | undefined;
-afterEach(async () => {
-  await server?.close();
-  server = undefined;
-});
 
 describe("client calls", () => {
   it("converts wire objects to camelCase with Dates", async () => {

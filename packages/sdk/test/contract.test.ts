@@ -1,5 +1,5 @@
 import { PROBLEM_CODES, PROBLEM_STATUS } from "@gpupool/contract";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   createClient,
   ForbiddenError,
@@ -20,10 +20,6 @@ import {
 } from "./fake-control-plane.js";
 
 let server: FakeControlPlane | undefined;
-afterEach(async () => {
-  await server?.close();
-  server = undefined;
-});
 
 const problem = (code: string, status: number, fields: Record<string, unknown> = {}): Problem => ({
   type: `urn:gpupool:problem:${code}`,

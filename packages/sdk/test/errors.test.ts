@@ -1,6 +1,6 @@
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   createClient,
   DurationTooLongError,
@@ -20,10 +20,6 @@ import {
 import { sendProblem, startFakeControlPlane, type FakeControlPlane } from "./fake-control-plane.js";
 
 let server: FakeControlPlane | undefined;
-afterEach(async () => {
-  await server?.close();
-  server = undefined;
-});
 
 const problem = (code: string, status: number, fields: Record<string, unknown> = {}): Problem => ({
   type: `urn:gpupool:problem:${code}`,

@@ -4,6 +4,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Lease, Quota, ReleaseResult } from "@gpupool/contract";
+import { afterEach } from "vitest";
 
 export interface RecordedRequest {
   readonly method: string;
@@ -22,6 +23,14 @@ export interface FakeControlPlane {
   waitFor(predicate: (request: RecordedRequest) => boolean): Promise<RecordedRequest>;
   close(): Promise<void>;
 }
+
+/** Planes started by the running test: each is closed after it (this module registers the hook in every test file that uses it). */
+const started = new Set<FakeControlPlane>();
+afterEach(async () => {
+  const open = [...started];
+  started.clear();
+  await Promise.all(open.map((plane) => plane.close()));
+});
 
 export async function startFakeControlPlane(handler: Handler): Promise<FakeControlPlane> {
   const requests: RecordedRequest[] = [];
@@ -54,7 +63,7 @@ export async function startFakeControlPlane(handler: Handler): Promise<FakeContr
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as AddressInfo;
-  return {
+  const plane: FakeControlPlane = {
     url: `http://127.0.0.1:${port}`,
     requests,
     waitFor(predicate) {
@@ -67,6 +76,8 @@ export async function startFakeControlPlane(handler: Handler): Promise<FakeContr
       return new Promise((resolve, reject) => server.close((error) => (error ? reject(error) : resolve())));
     },
   };
+  started.add(plane);
+  return plane;
 }
 
 export function sendJson(

@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createClient, LeaseDeadlineError, QuotaExceededError, type GpuContext } from "../src/index.js";
 import {
   releaseResult,
@@ -11,10 +11,6 @@ import {
 } from "./fake-control-plane.js";
 
 let server: FakeControlPlane | undefined;
-afterEach(async () => {
-  await server?.close();
-  server = undefined;
-});
 
 /** Grants at once (201) and accepts releases, overriding the lease fields given. */
 function grantingHandler(lease: Record<string, unknown> = {}): Handler {

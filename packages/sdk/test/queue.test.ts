@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createClient, GpupoolError, QueueTimeoutError, type QueueUpdate } from "../src/index.js";
 import {
   openEventStream,
@@ -11,10 +11,6 @@ import {
 } from "./fake-control-plane.js";
 
 let server: FakeControlPlane | undefined;
-afterEach(async () => {
-  await server?.close();
-  server = undefined;
-});
 
 describe("acquire() following the queue", () => {
   it("reports queued positions over SSE, then returns the granted lease", async () => {

@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createClient, isTraceparent, newTraceparent } from "../src/index.js";
 import {
   releaseResult,
@@ -10,10 +10,6 @@ import {
 } from "./fake-control-plane.js";
 
 let server: FakeControlPlane | undefined;
-afterEach(async () => {
-  await server?.close();
-  server = undefined;
-});
 
 async function granting(): Promise<FakeControlPlane> {
   return startFakeControlPlane((request, res) => {
