@@ -43,12 +43,17 @@ export function forgetWallets(cache: WalletCache): void {
   cache.unwritten.transactions.length = 0;
 }
 
-export const hasUnwritten = (cache: WalletCache): boolean =>
-  cache.unwritten.grants.size > 0 || cache.unwritten.accounts.size > 0 || cache.unwritten.transactions.length > 0;
-
-const insertRows = (n: number): string =>
-  `INSERT INTO ${WALLET_TRANSACTIONS.name} (${WALLET_TRANSACTIONS.insertNames.join(", ")}) VALUES ` +
-  Array.from({ length: n }, () => `(${WALLET_TRANSACTIONS.insertNames.map(() => "?").join(", ")})`).join(", ");
+const ROW = `(${WALLET_TRANSACTIONS.insertNames.map(() => "?").join(", ")})`;
+/** The INSERT of n rows, built once per n (a commit group's flush asks for one every time). */
+const insertTexts = new Map<number, string>();
+const insertRows = (n: number): string => {
+  let text = insertTexts.get(n);
+  if (text === undefined) {
+    text = `INSERT INTO ${WALLET_TRANSACTIONS.name} (${WALLET_TRANSACTIONS.insertNames.join(", ")}) VALUES ${Array(n).fill(ROW).join(", ")}`;
+    insertTexts.set(n, text);
+  }
+  return text;
+};
 
 /** Statement texts (`?` parameters), shared by the deferred and the immediate writes. */
 export const WALLET_WRITES = {
