@@ -35,7 +35,7 @@ export function findPostgresBin(): string | null {
 }
 
 /** initdb refuses to run as root: then the cluster belongs to an unprivileged user (created if none fits). */
-function clusterUser(): { name: string; uid: number; gid: number } | null {
+export function clusterUser(): { name: string; uid: number; gid: number } | null {
   if (process.getuid?.() !== 0) return null;
   for (const name of ["postgres", "gpupool-test", "nobody"]) {
     const r = spawnSync("id", ["-u", name], { encoding: "utf8" });
