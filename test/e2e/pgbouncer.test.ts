@@ -1,14 +1,12 @@
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import postgres from "postgres";
 import { afterEach, describe, expect, it } from "vitest";
 import { postgresUrl } from "../pg/postgres-url.js";
 import { IGNORED, findPgBouncer, startPgBouncer } from "../pg/pgbouncer.js";
 import type { PgBouncer } from "../pg/pgbouncer.js";
-import { call, runCli, startServerBinary } from "./binary.js";
+import { call, runCli } from "./binary.js";
 import type { ServerProcess } from "./binary.js";
+import { Replicas, leaderOf, smallQuotaConfig, until } from "./replica-fixture.js";
 
 /**
  * Replicas through PgBouncer, set up as docs/upgrades.md tells an operator to: session mode, the
@@ -20,10 +18,10 @@ import type { ServerProcess } from "./binary.js";
 const ADMIN = "pgbouncer-test-admin-token-0123456789";
 const pg = postgresUrl();
 const bin = findPgBouncer();
-const running: ServerProcess[] = [];
+const fleet = new Replicas(ADMIN);
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
-  await Promise.all(running.splice(0).map((s) => s.stop("SIGKILL")));
+  await fleet.stopAll();
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
@@ -63,50 +61,8 @@ async function bouncer(
   return { bouncer: b, schema };
 }
 
-async function replicas(n: number, storage: string): Promise<ServerProcess[]> {
-  const dir = mkdtempSync(join(tmpdir(), "gpupool-bouncer-"));
-  cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
-  const config = join(dir, "gpupool.yaml");
-  writeFileSync(
-    config,
-    [
-      "storage:",
-      `  url: "${storage}"`,
-      "quota:",
-      "  tiers:",
-      "    anonymous: { quota: 50s, priority: 1, max_duration: 120s }",
-      "    pro: { quota: 25m, priority: 3, max_duration: 300s }",
-      "log:",
-      "  level: warn",
-    ].join("\n"),
-  );
-  const out: ServerProcess[] = [];
-  for (let i = 0; i < n; i++) {
-    const s = await startServerBinary(["--config", config], { GPUPOOL_ADMIN_TOKEN: ADMIN });
-    running.push(s);
-    out.push(s);
-  }
-  return out;
-}
-
-async function leaderOf(servers: ServerProcess[]): Promise<ServerProcess | null> {
-  for (const s of servers) {
-    const r = await fetch(`${s.url}/readyz`)
-      .then((x) => x.json() as Promise<{ leader?: boolean }>)
-      .catch(() => null);
-    if (r?.leader === true) return s;
-  }
-  return null;
-}
-
-async function until<T>(check: () => Promise<T | null | false>, timeoutMs: number): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+function replicas(n: number, storage: string): Promise<ServerProcess[]> {
+  return fleet.start(n, smallQuotaConfig(storage));
 }
 
 describe.skipIf(pg === null || (bin === null && process.env["CI"] !== "true"))(
@@ -144,8 +100,7 @@ describe.skipIf(pg === null || (bin === null && process.env["CI"] !== "true"))(
       // A call in flight through the follower; then the leader dies.
       const held = await call(follower.url, "POST", "/v1/leases", key, { duration: 30 });
       expect(held.status).toBe(201);
-      leader.child.kill("SIGKILL");
-      running.splice(running.indexOf(leader), 1);
+      fleet.kill(leader);
       const next = await until(() => leaderOf([follower]), 30_000);
       expect(next).toBe(follower);
       expect((await call(next.url, "GET", `/v1/leases/${held.body.id}`, key)).body.status).toBe("active");

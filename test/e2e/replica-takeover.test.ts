@@ -1,10 +1,8 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { freshPostgresUrl, postgresUrl } from "../pg/postgres-url.js";
-import { call, startServerBinary } from "./binary.js";
+import { call } from "./binary.js";
 import type { ServerProcess } from "./binary.js";
+import { Replicas, leaderOf } from "./replica-fixture.js";
 
 /**
  * A leader change while followers admit (issue 14, item 5): every lease a follower acknowledged
@@ -17,55 +15,29 @@ import type { ServerProcess } from "./binary.js";
 
 const ADMIN = "takeover-test-admin-token-0123456789";
 const QUEUE_TIMEOUT_S = 15;
-const running: ServerProcess[] = [];
-const dirs: string[] = [];
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((s) => s.stop("SIGKILL")));
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const fleet = new Replicas(ADMIN);
+afterEach(() => fleet.stopAll());
 
-async function replicas(n: number, name: string): Promise<ServerProcess[]> {
-  const dir = mkdtempSync(join(tmpdir(), "gpupool-takeover-"));
-  dirs.push(dir);
-  const config = join(dir, "gpupool.yaml");
-  writeFileSync(
-    config,
-    [
-      "storage:",
-      // A leader lease of 15 s, not 5: the leader is stopped on purpose here (its session ends, so a
-      // follower leads at its next poll), and a CI machine starved of CPU for seconds must not also
-      // pass the lead around while the test waits for one leader.
-      `  url: "${freshPostgresUrl(name)}&leader_lease=15000"`,
-      "quota:",
-      "  tiers:",
-      "    anonymous: { quota: 100000s, priority: 1, max_duration: 300s }",
-      "queue:",
-      `  timeout: ${QUEUE_TIMEOUT_S}s`,
-      // Hundreds wait on purpose (the leader change must not strand them): none refused for its predicted wait.
-      "  predicted_wait: false",
-      "log:",
-      "  level: info",
-    ].join("\n"),
-  );
-  const out: ServerProcess[] = [];
-  for (let i = 0; i < n; i++) {
-    const s = await startServerBinary(["--config", config], { GPUPOOL_ADMIN_TOKEN: ADMIN });
-    running.push(s);
-    out.push(s);
-  }
-  return out;
+function replicas(n: number, name: string): Promise<ServerProcess[]> {
+  return fleet.start(n, [
+    "storage:",
+    // A leader lease of 15 s, not 5: the leader is stopped on purpose here (its session ends, so a
+    // follower leads at its next poll), and a CI machine starved of CPU for seconds must not also
+    // pass the lead around while the test waits for one leader.
+    `  url: "${freshPostgresUrl(name)}&leader_lease=15000"`,
+    "quota:",
+    "  tiers:",
+    "    anonymous: { quota: 100000s, priority: 1, max_duration: 300s }",
+    "queue:",
+    `  timeout: ${QUEUE_TIMEOUT_S}s`,
+    // Hundreds wait on purpose (the leader change must not strand them): none refused for its predicted wait.
+    "  predicted_wait: false",
+    "log:",
+    "  level: info",
+  ]);
 }
 
-async function leaderOf(servers: ServerProcess[]): Promise<ServerProcess | null> {
-  for (const s of servers) {
-    const r = await fetch(`${s.url}/readyz`)
-      .then((x) => x.json() as Promise<{ leader?: boolean }>)
-      .catch(() => null);
-    if (r?.leader === true) return s;
-  }
-  return null;
-}
-
+/** Polls `check` (a failed check counts as not yet) until it gives a value, or null after `timeoutMs`. */
 async function until<T>(check: () => Promise<T | null | false>, timeoutMs: number): Promise<T | null> {
   const end = Date.now() + timeoutMs;
   for (;;) {
@@ -139,7 +111,7 @@ async function takeover(how: "SIGKILL" | "SIGTERM"): Promise<void> {
   const load = admitting(followers, key, ipTokens, 160);
   await until(async () => load.acknowledged.size >= 1500, 30_000);
   const stopped = leader.stop(how);
-  running.splice(running.indexOf(leader), 1);
+  fleet.forget(leader);
   await stopped;
   const stoppedAt = Date.now();
   // A new leader is ready once it has caught up on every queued lease (1,500 or more here): a few

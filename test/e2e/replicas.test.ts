@@ -1,11 +1,9 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { createClient } from "@gpupool/sdk";
 import { freshPostgresUrl, postgresUrl } from "../pg/postgres-url.js";
-import { call, startServerBinary } from "./binary.js";
+import { call } from "./binary.js";
 import type { ServerProcess } from "./binary.js";
+import { Replicas, leaderOf, smallQuotaConfig, until } from "./replica-fixture.js";
 
 /**
  * Several control-plane replicas (the real `gpupool server` binary) on one PostgreSQL database
@@ -14,39 +12,11 @@ import type { ServerProcess } from "./binary.js";
  */
 
 const ADMIN = "replica-test-admin-token-0123456789";
-const running: ServerProcess[] = [];
-const dirs: string[] = [];
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((s) => s.stop("SIGKILL")));
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const fleet = new Replicas(ADMIN);
+afterEach(() => fleet.stopAll());
 
-async function replicas(n: number, name: string): Promise<ServerProcess[]> {
-  const dir = mkdtempSync(join(tmpdir(), "gpupool-replicas-"));
-  dirs.push(dir);
-  const config = join(dir, "gpupool.yaml");
-  // The app's own identity (no X-IP-Token) is anonymous: 50 s of quota = exactly 50 one-second calls.
-  writeFileSync(
-    config,
-    [
-      "storage:",
-      `  url: "${freshPostgresUrl(name)}"`,
-      "quota:",
-      "  tiers:",
-      "    anonymous: { quota: 50s, priority: 1, max_duration: 120s }",
-      "    pro: { quota: 25m, priority: 3, max_duration: 300s }",
-      "log:",
-      "  level: warn",
-    ].join("\n"),
-  );
-  const out: ServerProcess[] = [];
-  // One after another: the first leads, the others follow (and wait for the lead).
-  for (let i = 0; i < n; i++) {
-    const s = await startServerBinary(["--config", config], { GPUPOOL_ADMIN_TOKEN: ADMIN });
-    running.push(s);
-    out.push(s);
-  }
-  return out;
+function replicas(n: number, name: string): Promise<ServerProcess[]> {
+  return fleet.start(n, smallQuotaConfig(freshPostgresUrl(name)));
 }
 
 async function appKey(base: string): Promise<string> {
@@ -54,26 +24,6 @@ async function appKey(base: string): Promise<string> {
   const app = await call(base, "POST", "/v1/admin/apps", ADMIN, { name: "demo", owner: owner.body.id });
   expect(app.status).toBe(201);
   return app.body.key as string;
-}
-
-async function leaderOf(servers: ServerProcess[]): Promise<ServerProcess | null> {
-  for (const s of servers) {
-    const r = await fetch(`${s.url}/readyz`)
-      .then((x) => x.json() as Promise<{ leader?: boolean }>)
-      .catch(() => null);
-    if (r?.leader === true) return s;
-  }
-  return null;
-}
-
-async function until<T>(check: () => Promise<T | null | false>, timeoutMs: number): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 const pg = postgresUrl();
@@ -129,8 +79,7 @@ describe.skipIf(pg === null)("control-plane replicas on PostgreSQL", { timeout: 
     expect(before.reserved).toBe(4 * 10 + 2 * 5);
 
     const killedAt = Date.now();
-    leader.child.kill("SIGKILL");
-    running.splice(running.indexOf(leader), 1);
+    fleet.kill(leader);
     const next = await until(() => leaderOf(followers), 10_000);
     const tookOverMs = Date.now() - killedAt;
     expect(tookOverMs).toBeLessThan(10_000);

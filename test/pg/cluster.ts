@@ -48,7 +48,7 @@ export function clusterUser(): { name: string; uid: number; gid: number } | null
   return clusterUser();
 }
 
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once("error", reject);

@@ -1,10 +1,9 @@
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { clusterUser } from "./cluster.js";
+import { clusterUser, freePort } from "./cluster.js";
 
 /** Debian's PgBouncer (`apt install pgbouncer`), or null. */
 export function findPgBouncer(): string | null {
@@ -29,18 +28,6 @@ export interface PgBouncer {
   /** PgBouncer's own log so far (for a failing test's message). */
   log(): string;
   stop(): Promise<void>;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /**
