@@ -171,6 +171,11 @@ export function billingMonth(now: number): {
   return { name: `${y}-${String(m + 1).padStart(2, "0")}`, startsAt: Date.UTC(y, m, 1), endsAt: Date.UTC(y, m + 1, 1) };
 }
 
+/** The id of a user's included grant of a billing month (`billingMonth(now).name`). */
+export function includedGrantId(userId: string, month: string): string {
+  return `inc_${month}_${userId}`;
+}
+
 /**
  * A tier's included credits for the billing month of `now`: one grant per user and month, its id
  * derived from both (so granting it twice, from two replicas or a retry, is one grant), effective
@@ -179,7 +184,7 @@ export function billingMonth(now: number): {
 export function includedGrant(userId: string, tier: string, amountMicros: number, now: number): CreditGrant {
   const month = billingMonth(now);
   return {
-    id: `inc_${month.name}_${userId}`,
+    id: includedGrantId(userId, month.name),
     category: "included",
     amountMicros,
     remainingMicros: amountMicros,

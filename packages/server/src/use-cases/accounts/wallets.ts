@@ -4,6 +4,7 @@ import {
   creditTotals,
   expireGrants,
   includedGrant,
+  includedGrantId,
   overageBlocker,
   placeHold,
   settleHold,
@@ -62,6 +63,7 @@ const LIVE_LEASES_SHOWN = 1000;
  */
 export class Wallets {
   private walletlessMonth: ReturnType<typeof billingMonth> | null = null;
+  private currentMonth: ReturnType<typeof billingMonth> | null = null;
   private readonly walletlessViews = new Map<string, BillingView>();
 
   constructor(private readonly policy: Policy) {}
@@ -116,22 +118,33 @@ export class Wallets {
    * that writes records both.
    */
   async load(tx: Tx, identity: Identity, now: number, writes = true): Promise<LoadedWallet> {
+    const { grants, account } = await this.rows(tx, identity, now, writes);
+    return { grants, account, view: this.viewOf(identity, grants, account, now) };
+  }
+
+  /** `load` without the view (settlement reads the rows only). */
+  private async rows(
+    tx: Tx,
+    identity: Identity,
+    now: number,
+    writes: boolean,
+  ): Promise<{ grants: GrantRecord[]; account: BillingAccountRecord }> {
     const userId = identity.id;
     if (writes) await tx.wallets.lock(userId);
-    const month = billingMonth(now);
+    const month = this.month(now);
     const billing = billingOf(this.policy);
     // Both reads sent at once (PostgreSQL pipelines them on the transaction's connection).
     const [stored, loaded] = await Promise.all([tx.wallets.account(userId), tx.wallets.grants(userId)]);
     let grants = loaded;
     const log: WalletTransactionRecord[] = [];
     const included = billing.includedMicros[identity.tier] ?? 0;
-    if (included > 0) {
+    if (included > 0 && !grants.some((g) => g.id === includedGrantId(userId, month.name))) {
       const grant: GrantRecord = {
         ...includedGrant(userId, identity.tier, included, now),
         userId,
         idempotencyKey: null,
       };
-      if (!grants.some((g) => g.id === grant.id) && (!writes || (await tx.wallets.insertGrant(grant)))) {
+      if (!writes || (await tx.wallets.insertGrant(grant))) {
         grants = [...grants, grant];
         log.push(this.entry(userId, now, "grant", grant.amountMicros, grant.id, null));
       }
@@ -150,13 +163,21 @@ export class Wallets {
         : stored.month === month.name
           ? stored
           : { ...stored, month: month.name, monthSpentMicros: 0 };
-    return { grants, account, view: this.viewOf(identity, grants, account, now) };
+    return { grants, account };
+  }
+
+  /** The billing month of `now` (asked for several times per call: kept until it ends). */
+  private month(now: number): ReturnType<typeof billingMonth> {
+    const m = this.currentMonth;
+    if (m !== null && now >= m.startsAt && now < m.endsAt) return m;
+    this.currentMonth = billingMonth(now);
+    return this.currentMonth;
   }
 
   /** The view of a loaded wallet. */
   viewOf(identity: Identity, grants: readonly GrantRecord[], account: BillingAccountRecord, now: number): BillingView {
     const billing = billingOf(this.policy);
-    const month = billingMonth(now);
+    const month = this.month(now);
     const credits = creditTotals(grants, now);
     const capMicros = account.monthlyCapMicros ?? billing.overage.defaultCapMicros;
     const wallet: WalletState = {
@@ -257,7 +278,7 @@ export class Wallets {
     const shares = lease.holdShares ?? [];
     if (lease.identityKind !== "user" || shares.length === 0) return;
     const identity: Identity = { kind: "user", id: lease.identityId, tier: lease.tier };
-    const wallet = await this.load(tx, identity, now);
+    const wallet = await this.rows(tx, identity, now, true);
     const out = settleHold(wallet.grants, shares, lease.chargedMicros, now);
     const next = this.changed(wallet.grants, out.grants);
     for (const g of next) if (shares.some((s) => s.grantId === g.id)) await tx.wallets.updateGrant(g);
