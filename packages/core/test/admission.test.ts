@@ -9,7 +9,7 @@ import {
   quotaView,
   tierOf,
 } from "../src/index.js";
-import type { AdmissionAccount, AdmissionRequest, LedgerState, Placement } from "../src/index.js";
+import type { AdmissionAccount, AdmissionRequest, LedgerState, Placement, QueuePlace } from "../src/index.js";
 
 const NOW = Date.UTC(2026, 11, 5, 12);
 const policy = { ...DEFAULT_POLICY, queueMaxLength: 3 };
@@ -152,6 +152,16 @@ describe("decideAdmission", () => {
     // A full queue or queue: false is said first; an unknown ETA is never a reason to refuse.
     expect(decideAdmission(policy, account(), request({ maxWaitMs: null }), { ...long, queued: 3 })).toMatchObject({
       problem: { reason: "queue_full" },
+    });
+    // A call told how soon it may well start (the lowest class) is refused only when even that is too late.
+    const soon = (soonestMs: number): Placement => ({ ...long, place: { ...(long.place as QueuePlace), soonestMs } });
+    expect(decideAdmission(policy, account(), request({ maxWaitMs: null }), soon(59_000))).toMatchObject({
+      outcome: "queued",
+    });
+    expect(decideAdmission(policy, account(), request({ maxWaitMs: null }), soon(61_000))).toMatchObject({
+      kind: "refused",
+      retryAfterS: 11,
+      problem: { reason: "predicted_wait", eta_s: 71 },
     });
     const unknown: Placement = { kind: "wait", place: { position: 1, reason: "node", etaMs: null }, queued: 0 };
     expect(decideAdmission(policy, account(), request({ maxWaitMs: 0 }), unknown)).toMatchObject({ outcome: "queued" });

@@ -184,10 +184,42 @@ describe("PriorityScheduler ETA and the engine's reports", () => {
       reason: "node",
       etaMs: 45_000 + 20_000,
       expectedMs: 40_000,
+      // Nothing learnt: every call holds its reservation, so its soonest likely start is the expected one.
+      soonestMs: 40_000,
     });
     // An xlarge request waits for a whole device at least.
     b.enqueue(req("xl", { slots: 2, priority: 5, durationMs: 15_000 }));
     expect(b.s.place("xl", T)).toEqual({ position: 1, reason: "node", etaMs: 20_000, expectedMs: 20_000 });
+  });
+
+  it("expects a queued call ahead to leave at its give-up time, as the engine times it out", () => {
+    const b = new Bench([gpu("n", 0)]);
+    b.busy("a", "n", 0, [0], T + 10_000);
+    b.busy("b", "n", 0, [1], T + 20_000);
+    // q1 times out at +5 s, before any slot frees; q2 waits as long as it takes.
+    b.enqueue(req("q1", { durationMs: 30_000, giveUpAt: T + 5_000 }), req("q2", { durationMs: 30_000 }));
+    expect(b.run()).toEqual([]);
+    // The newcomer starts when the second slot frees (+20 s), not after q1's 30 s there (+40 s).
+    expect(waitPlace(b, req("new", { durationMs: 30_000, queuedAt: T + 1 }), T)).toMatchObject({
+      position: 3,
+      expectedMs: 20_000,
+    });
+    // A queued call's own give-up time does not hide its start: q2 at +10 s, q1 never (its bound).
+    expect(b.s.place("q2", T)).toMatchObject({ expectedMs: 10_000 });
+    expect(b.s.place("q1", T)).toMatchObject({ expectedMs: 15_000, etaMs: 15_000 });
+  });
+
+  it("tells a trial of the lowest class how soon it may well start, from a low quantile of what calls hold", () => {
+    const s = new PriorityScheduler({ agingStepMs: STEP, holdAfterMs: 5_000 });
+    const b = new Bench([gpu("n", 0)]);
+    Object.assign(b, { s });
+    // Calls of app m held 20 %, 40 %, 60 % and 80 % of their reservations: median 40 %, lower quartile 20 %.
+    for (const share of [0.2, 0.4, 0.6, 0.8]) s.held.learn("m", share * 100_000, 100_000);
+    b.busy("a", "n", 0, [0, 1], T + 100_000, "m");
+    const anon = waitPlace(b, req("anon", { appId: "m", priority: 1 }), T);
+    expect(anon).toMatchObject({ expectedMs: 40_000, soonestMs: 20_000 });
+    // A paying tier is refused on its expected wait alone: no soonest start is worked out for it.
+    expect(waitPlace(b, req("pro", { appId: "m", priority: 3 }), T).soonestMs).toBeUndefined();
   });
 
   it("rebuilds its view when the pool changed behind its back", () => {

@@ -148,6 +148,16 @@ describe("promises", () => {
     expect(broken(1, 4, [at0(1, 1, 1), at0(2, 1, 4), at0(2, 12, 1), at0(1, 11, 1), at0(1, 1, 1)], {})).toEqual([]);
   });
 
+  it("known gap (docs/scheduling.md §5): a whole-GPU call that becomes the head later leaves a slot idle that no promise counted", () => {
+    // Two one-slot calls run until +1 s; a one-slot call and a whole-GPU call of 1 s wait (promised
+    // +21 s and +22.5 s); a whole-GPU call of a higher class and 21 s arrives and ranks between them.
+    // At +1 s it becomes the head; the GPU's other slot is of use to nobody for 1 s, in no promise.
+    // When multi-slot promises are kept, this test fails: make it expect [] and drop "known gap".
+    expect(broken(1, 2, [at0(1, 1, 1), at0(1, 1, 1), at0(1, 1, 1), at0(1, 1, 2), at0(2, 21, 2)], {})).toEqual([
+      "c003 at +23000 promised +22500",
+    ]);
+  });
+
   it("ranking by key alone (promises not kept) does break them: the property above can fail", () => {
     const result = fc.check(property({ keepPromises: false }), { numRuns: 300 });
     expect(result.failed).toBe(true);

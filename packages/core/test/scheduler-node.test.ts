@@ -126,6 +126,7 @@ describe("node-bound ETA", () => {
       reason: "node",
       etaMs: 45_000,
       expectedMs: 40_000,
+      soonestMs: 40_000, // nothing learnt: the expected start
     });
     // A bound xlarge waits for one of its own node's devices to clear.
     b.enqueue(req("xl", { node: "n2", slots: 2, priority: 5, durationMs: 15_000 }));

@@ -193,7 +193,7 @@ function predictedWaitRefusal(
   if (request.maxWaitMs === undefined || place === null || place.etaMs === null) return null;
   const expectedMs = place.expectedMs ?? place.etaMs;
   const limitMs = waitLimitMs(policy, tier, request.maxWaitMs);
-  if (expectedMs <= limitMs) return null;
+  if (Math.min(expectedMs, place.soonestMs ?? expectedMs) <= limitMs) return null;
   const limitBy =
     request.maxWaitMs !== null && request.maxWaitMs < queueTimeoutOf(policy, tier) ? "max_wait" : "queue_timeout";
   return {

@@ -3,7 +3,7 @@ import { Pool } from "./pool.js";
 import type { Concurrency, Grant } from "./scheduler.js";
 import type { PriorityRequest } from "./scheduler-lanes.js";
 import { IndexedHeap } from "./scheduler-heap.js";
-import type { HeldShares } from "./held-shares.js";
+import type { HoldEstimates } from "./held-shares.js";
 import type { SlotBoard } from "./scheduler-slots.js";
 
 /** The scheduler a forecast drives: a fresh copy of the one forecast for (see PriorityScheduler.forecast). */
@@ -19,6 +19,7 @@ export interface ForecastQueue {
     grantedAt?: number,
   ): void;
   onReleased(leaseId: string): void;
+  remove(leaseId: string): boolean;
   dispatch(
     pool: Pool,
     concurrency: Concurrency,
@@ -60,13 +61,16 @@ interface End {
   readonly at: number;
   readonly leaseId: string;
   readonly appId: string | null;
+  /** A queued request timing out (`giveUpAt`), not a lease ending; at the same instant, ends go first. */
+  readonly giveUp: boolean;
   index: number;
 }
 
 /**
  * The schedule as it stands, played forward: every active lease ends when it is expected to,
- * every granted request holds its slots for its expected time, nothing else arrives and nothing
- * leaves the queue but by a grant. It runs a fresh copy of the scheduler (`fresh`) — the same
+ * every granted request holds its slots for its expected time, nothing else arrives, and a queued
+ * request leaves the queue by a grant or at its `giveUpAt` (timed out, as the engine will; not the
+ * request `stopAt`, whose own start is asked for however late). It runs a fresh copy of the scheduler (`fresh`) — the same
  * dispatch code, holds, backfill and app limits — on a copy of the pool, and returns when each
  * queued request would be granted (absent: never, under those assumptions). Pure.
  *
@@ -78,7 +82,7 @@ export function forecastStarts(input: ForecastInput, fresh: () => ForecastQueue)
   const queue = fresh();
   const ends = new IndexedHeap<End>(
     // Leases ending at the same instant end in the order of their ids: a rule a test can follow.
-    (a, b) => a.at < b.at || (a.at === b.at && a.leaseId < b.leaseId),
+    (a, b) => a.at < b.at || (a.at === b.at && (a.giveUp !== b.giveUp ? !a.giveUp : a.leaseId < b.leaseId)),
     (e) => e.index,
     (e, i) => {
       e.index = i;
@@ -97,9 +101,17 @@ export function forecastStarts(input: ForecastInput, fresh: () => ForecastQueue)
     const assignment = pool.occupy(l.leaseId, l.node, l.index, l.slots);
     if (assignment === null) continue;
     queue.onGranted(l.leaseId, l.appId, assignment, l.deadline, ...(l.grantedAt === null ? [] : [l.grantedAt]));
-    if (Number.isFinite(l.endsAt)) ends.push({ at: l.endsAt, leaseId: l.leaseId, appId: l.appId, index: -1 });
+    if (Number.isFinite(l.endsAt))
+      ends.push({ at: l.endsAt, leaseId: l.leaseId, appId: l.appId, giveUp: false, index: -1 });
   }
-  for (const r of input.queued) queue.enqueue(r);
+  const queued = new Set<string>();
+  for (const r of input.queued) {
+    queue.enqueue(r);
+    queued.add(r.leaseId);
+    const at = r.giveUpAt ?? null;
+    if (at !== null && Number.isFinite(at) && r.leaseId !== input.stopAt)
+      ends.push({ at: Math.max(at, input.now), leaseId: r.leaseId, appId: r.appId, giveUp: true, index: -1 });
+  }
 
   const starts = new Map<string, number>();
   let waiting = input.queued.length;
@@ -109,10 +121,12 @@ export function forecastStarts(input: ForecastInput, fresh: () => ForecastQueue)
       concurrency,
       (grant, request) => {
         starts.set(grant.leaseId, at);
+        queued.delete(grant.leaseId);
         waiting--;
         count(request.appId, +1);
         const end = input.endOf(request, at);
-        if (Number.isFinite(end)) ends.push({ at: end, leaseId: grant.leaseId, appId: request.appId, index: -1 });
+        if (Number.isFinite(end))
+          ends.push({ at: end, leaseId: grant.leaseId, appId: request.appId, giveUp: false, index: -1 });
       },
       at,
     );
@@ -122,10 +136,16 @@ export function forecastStarts(input: ForecastInput, fresh: () => ForecastQueue)
     if (waiting === 0 || (input.stopAt !== null && starts.has(input.stopAt))) break;
     const e = ends.pop();
     if (e === undefined) break;
-    // Each end is followed by a dispatch, as the engine dispatches after every change.
-    pool.release(e.leaseId);
-    queue.onReleased(e.leaseId);
-    count(e.appId, -1);
+    // Each end or time-out is followed by a dispatch, as the engine dispatches after every change.
+    if (e.giveUp) {
+      if (!queued.delete(e.leaseId)) continue; // granted before it would have timed out
+      queue.remove(e.leaseId);
+      waiting--;
+    } else {
+      pool.release(e.leaseId);
+      queue.onReleased(e.leaseId);
+      count(e.appId, -1);
+    }
     dispatch(e.at);
   }
   return starts;
@@ -137,7 +157,7 @@ export function forecastStarts(input: ForecastInput, fresh: () => ForecastQueue)
  */
 export function forecastFrom(
   board: SlotBoard,
-  held: HeldShares,
+  held: HoldEstimates,
   queued: readonly PriorityRequest[],
   concurrency: Concurrency,
   now: number,

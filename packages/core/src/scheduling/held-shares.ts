@@ -62,6 +62,9 @@ function quantileFrom(sorted: readonly number[], from: number, q: number): numbe
   return sorted[from + i] as number;
 }
 
+/** What a forecast reads of what calls hold: the expected share, hold and end (see HeldShares). */
+export type HoldEstimates = Pick<HeldShares, "share" | "expectedHoldMs" | "expectedEnd">;
+
 export class HeldShares {
   readonly options: HeldShareOptions;
   private readonly apps = new Map<string, ShareWindow>();
@@ -99,18 +102,32 @@ export class HeldShares {
   }
 
   /** The expected share of a call of `appId`: its app's quantile, else the pool's, else 1 (nothing learnt yet: the reservation). */
-  share(appId: string | null): number {
-    const hit = this.cached.get(appId);
+  share(appId: string | null, quantile = this.options.quantile): number {
+    const own = quantile === this.options.quantile;
+    const hit = own ? this.cached.get(appId) : undefined;
     if (hit !== undefined) return hit;
     const w = this.windowOf(appId);
-    const share = w === null ? 1 : quantileFrom(w.sorted, 0, this.options.quantile);
-    this.cached.set(appId, share);
+    const share = w === null ? 1 : quantileFrom(w.sorted, 0, quantile);
+    if (own) this.cached.set(appId, share);
     return share;
   }
 
   /** Expected milliseconds a call of `durationMs` holds its slots, once granted (whole ms, at most its duration). */
-  expectedHoldMs(appId: string | null, durationMs: number): number {
-    return Math.min(durationMs, Math.ceil(this.share(appId) * durationMs));
+  expectedHoldMs(appId: string | null, durationMs: number, quantile = this.options.quantile): number {
+    return Math.min(durationMs, Math.ceil(this.share(appId, quantile) * durationMs));
+  }
+
+  /**
+   * The same estimates at another quantile of the same shares (an optimistic view: a low quantile
+   * says how soon calls may well end, not how soon they are expected to).
+   */
+  at(quantile: number): HoldEstimates {
+    if (!(quantile > 0 && quantile <= 1)) throw new Error("quantile must be in (0, 1]");
+    return {
+      share: (appId) => this.share(appId, quantile),
+      expectedHoldMs: (appId, durationMs) => this.expectedHoldMs(appId, durationMs, quantile),
+      expectedEnd: (appId, grantedAt, deadline, now) => this.expectedEnd(appId, grantedAt, deadline, now, quantile),
+    };
   }
 
   /**
@@ -119,11 +136,17 @@ export class HeldShares {
    * halfway from now to its deadline. Never before `now`, never after the deadline. An unknown
    * grant time counts the expected share of what is left to the deadline.
    */
-  expectedEnd(appId: string | null, grantedAt: number | null, deadline: number, now: number): number {
+  expectedEnd(
+    appId: string | null,
+    grantedAt: number | null,
+    deadline: number,
+    now: number,
+    quantile = this.options.quantile,
+  ): number {
     if (!Number.isFinite(deadline)) return deadline;
     if (deadline <= now) return now;
     if (grantedAt === null || grantedAt >= deadline)
-      return Math.min(deadline, now + Math.ceil(this.share(appId) * (deadline - now)));
+      return Math.min(deadline, now + Math.ceil(this.share(appId, quantile) * (deadline - now)));
     const w = this.windowOf(appId);
     if (w === null) return deadline;
     const reserved = deadline - grantedAt;
@@ -132,7 +155,7 @@ export class HeldShares {
     let from = lowerBound(w.sorted, held);
     while (from < w.size && (w.sorted[from] as number) <= held) from++;
     if (from >= w.size) return now + Math.ceil((deadline - now) / 2);
-    const end = grantedAt + Math.ceil(quantileFrom(w.sorted, from, this.options.quantile) * reserved);
+    const end = grantedAt + Math.ceil(quantileFrom(w.sorted, from, quantile) * reserved);
     return Math.min(deadline, Math.max(now, end));
   }
 

@@ -177,7 +177,12 @@ export class PriorityScheduler {
     // What was promised, and a forecast later than the formula (a multi-slot call, an app at its limit), raise the bound.
     const promised = entry.promiseAt === null || boundMs === null ? boundMs : Math.max(boundMs, entry.promiseAt - now);
     const etaMs = promised === null || expectedMs === null ? promised : Math.max(promised, expectedMs);
-    return { position: rank.before + 1, reason, etaMs, expectedMs };
+    const place = { position: rank.before + 1, reason, etaMs, expectedMs };
+    // A trial of a low class also says how soon it may well start: admission refuses it only when even that is too late.
+    const q = this.options.soonestQuantile;
+    if (!probe || q === null || entry.request.priority > this.options.soonestUpToClass) return place;
+    if (boundMs === null || expectedMs === null) return place;
+    return { ...place, soonestMs: Math.min(expectedMs, this.waits.soonest(entry, rank.weightBefore, boundMs, now, q)) };
   }
 
   /** Queued requests in priority order with their place and why they wait. O(n). */

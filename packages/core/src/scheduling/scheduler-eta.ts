@@ -1,6 +1,6 @@
 import type { WaitReason } from "./scheduler.js";
 import type { BoundWork } from "./scheduler-bound.js";
-import type { HeldShares } from "./held-shares.js";
+import type { HoldEstimates } from "./held-shares.js";
 import type { QueueEntry } from "./scheduler-lanes.js";
 import type { SlotBoard } from "./scheduler-slots.js";
 import { mayUse } from "./slot-scopes.js";
@@ -55,7 +55,7 @@ export function boundEtaMs(
  */
 export function fluidExpectedMs(
   s: EtaState,
-  held: HeldShares,
+  held: HoldEstimates,
   entry: QueueEntry,
   workAheadMs: number,
   boundMs: number,

@@ -1,7 +1,7 @@
 import type { Concurrency } from "./scheduler.js";
 import type { ForecastQueue } from "./forecast.js";
 import { forecastFrom } from "./forecast.js";
-import type { HeldShares } from "./held-shares.js";
+import type { HeldShares, HoldEstimates } from "./held-shares.js";
 import type { EtaState } from "./scheduler-eta.js";
 import { fluidExpectedMs } from "./scheduler-eta.js";
 import type { QueueEntry } from "./scheduler-lanes.js";
@@ -39,17 +39,29 @@ export class ExpectedWaits {
    * the bound to it). `probe`: a trial's entry, whose forecast stops once it is granted and is not kept.
    */
   of(entry: QueueEntry, workAheadMs: number, boundMs: number, now: number, probe: boolean): number {
-    const starts = probe ? this.forecast(now, entry.request.leaseId) : this.cached(now);
+    const starts = probe ? this.forecast(now, entry.request.leaseId, this.held) : this.cached(now);
     if (starts === null) return fluidExpectedMs(this.eta, this.held, entry, workAheadMs, boundMs, now);
     const start = starts.get(entry.request.leaseId);
     // Never granted under the forecast's assumptions (an app held at a limit of 0): the bound.
     return start === undefined ? boundMs : Math.max(0, start - now);
   }
 
+  /**
+   * A trial's soonest likely wait: as `of` for a probe, with every call holding the `quantile`-th
+   * share its app was seen to hold (a low quantile: calls ending as early as they often do).
+   */
+  soonest(entry: QueueEntry, workAheadMs: number, boundMs: number, now: number, quantile: number): number {
+    const held = this.held.at(quantile);
+    const starts = this.forecast(now, entry.request.leaseId, held);
+    if (starts === null) return fluidExpectedMs(this.eta, held, entry, workAheadMs, boundMs, now);
+    const start = starts.get(entry.request.leaseId);
+    return start === undefined ? boundMs : Math.max(0, start - now);
+  }
+
   private cached(now: number): Map<string, number> | null {
     const c = this.cache;
     if (c !== null && c.version === this.version && c.now === now) return c.starts;
-    const starts = this.forecast(now, null);
+    const starts = this.forecast(now, null, this.held);
     this.cache = { version: this.version, now, starts };
     return starts;
   }
@@ -59,11 +71,11 @@ export class ExpectedWaits {
    * the queue and pool are too large to copy (beyond `limit`), or the scheduler has not seen the
    * pool or the engine's app counts yet.
    */
-  private forecast(now: number, stopAt: string | null): Map<string, number> | null {
+  private forecast(now: number, stopAt: string | null, held: HoldEstimates): Map<string, number> | null {
     const concurrency = this.concurrency;
     if (concurrency === null || this.entries.size + this.eta.board.size > this.limit) return null;
     // A copy ranks each request as this scheduler does (a newcomer kept behind a promise included).
     const queued = [...this.entries.values()].map((e) => ({ ...e.request, rankKey: e.key, promisedAt: e.promiseAt }));
-    return forecastFrom(this.eta.board, this.held, queued, concurrency, now, stopAt, this.fresh);
+    return forecastFrom(this.eta.board, held, queued, concurrency, now, stopAt, this.fresh);
   }
 }

@@ -15,6 +15,12 @@ export interface PriorityRequest extends QueuedRequest {
    */
   readonly node?: string | null;
   /**
+   * When the engine will time the request out if it is still queued (its `max_wait`, else its
+   * tier's queue timeout, from `queuedAt`). A forecast takes it out of the queue then, as the
+   * engine will (docs/scheduling.md §5). Null or missing: it waits as long as it takes.
+   */
+  readonly giveUpAt?: number | null;
+  /**
    * The key to rank by instead of the request's own (a copy of a scheduler ranks a request as the
    * original did, including a newcomer placed behind a call whose promise it would break).
    */

@@ -27,6 +27,14 @@ export interface SchedulerOptions {
   readonly promiseRoomMs: number;
   /** The highest priority class (a promise to a call of this class leaves no room). */
   readonly promiseTopClass: number;
+  /**
+   * A trial of a call of class `soonestUpToClass` or below also says how soon it may well start
+   * (`QueuePlace.soonestMs`): the forecast with every call holding this quantile of the shares its
+   * app was seen to hold; admission refuses such a call only when even that is too late (see
+   * docs/scheduling.md §5). Null: never computed (every call is refused on its expected wait).
+   */
+  readonly soonestQuantile: number | null;
+  readonly soonestUpToClass: number;
 }
 
 export const DEFAULT_SCHEDULER_OPTIONS: SchedulerOptions = {
@@ -37,6 +45,8 @@ export const DEFAULT_SCHEDULER_OPTIONS: SchedulerOptions = {
   keepPromises: true,
   promiseRoomMs: 10_000,
   promiseTopClass: 3,
+  soonestQuantile: 0.25,
+  soonestUpToClass: 1,
 };
 
 /**
@@ -86,4 +96,10 @@ export interface QueuePlace {
    * `place`); never above `etaMs`; null when unknown. Absent from places made before it existed.
    */
   readonly expectedMs?: number | null;
+  /**
+   * A trial's (admission's) soonest likely wait: as `expectedMs`, with calls ending as early as
+   * they often do (SchedulerOptions.soonestQuantile); never above `expectedMs`. A call is refused
+   * for `predicted_wait` only when even this is longer than it may wait. Absent: not computed.
+   */
+  readonly soonestMs?: number | null;
 }

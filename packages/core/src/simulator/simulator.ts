@@ -275,6 +275,7 @@ export function simulate(
       seq: i,
       queuedAt: now,
       quotaLeftShare: quotaLeftShare(policy, account),
+      giveUpAt: now + queueTimeoutOf(policy, tier),
     };
     // The server's admission: the same decision, on where this pool's queue would put the call.
     const placement: Placement = !pool.couldEverFit(size.slots)

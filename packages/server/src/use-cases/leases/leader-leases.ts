@@ -72,6 +72,7 @@ export class LeaderLeases {
           seq: 0,
           queuedAt: now,
           node: input.node,
+          maxWaitMs: input.maxWaitMs ?? null,
         };
         const queued = this.state.request(fields, quotaLeftShare(this.policy, account));
         // Whatever could be placed already is placed first (normally nothing: the queue is

@@ -1,4 +1,4 @@
-import { Pool, PriorityScheduler, identityKey, schedulerOptionsFor } from "@gpupool/core";
+import { Pool, PriorityScheduler, identityKey, schedulerOptionsFor, waitLimitMs } from "@gpupool/core";
 import type {
   Concurrency,
   DeviceSpec,
@@ -120,12 +120,15 @@ export class PoolState {
     this.scheduler.appLimitChanged(appId);
   }
 
-  /** The scheduler's request for a lease (its quota-left share: what the identity had left before it). */
+  /**
+   * The scheduler's request for a lease (its quota-left share: what the identity had left before
+   * it; `giveUpAt`: when its queue timeout or `maxWaitMs` will time it out, for the forecast).
+   */
   request(
     lease: Pick<
       LeaseRecord,
       "id" | "appId" | "identityKind" | "identityId" | "slots" | "tier" | "durationMs" | "seq" | "queuedAt" | "node"
-    >,
+    > & { readonly maxWaitMs?: number | null },
     quotaLeftShare: number,
   ): PriorityRequest {
     return {
@@ -139,6 +142,7 @@ export class PoolState {
       seq: lease.seq,
       queuedAt: lease.queuedAt,
       node: lease.node,
+      giveUpAt: lease.queuedAt + waitLimitMs(this.policy, this.policy.tiers[lease.tier], lease.maxWaitMs),
     };
   }
 
