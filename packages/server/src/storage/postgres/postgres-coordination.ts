@@ -77,6 +77,8 @@ export class PostgresCoordination implements Coordination {
   private readonly ended = new WeakSet<Term>();
   /** Leader transactions waiting for or inside the serial section. */
   private staging = 0;
+  /** Values of the leases' sequence drawn ahead by leader transactions (see GroupedTx.seqs). */
+  private readonly seqs: number[] = [];
 
   constructor(private readonly o: PostgresCoordinationOptions) {}
 
@@ -198,7 +200,12 @@ export class PostgresCoordination implements Coordination {
     }
     let group: LeaderGroup;
     try {
-      group = new LeaderGroup({ session: term.session, epoch: term.epoch, hold: () => this.o.inFlight.hold() });
+      group = new LeaderGroup({
+        session: term.session,
+        epoch: term.epoch,
+        hold: () => this.o.inFlight.hold(),
+        seqs: this.seqs,
+      });
     } catch (err) {
       release();
       throw err;

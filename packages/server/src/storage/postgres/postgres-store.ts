@@ -102,11 +102,41 @@ export class PostgresStore implements Store {
     );
   }
 
-  /** One run of a transaction, whose statements are refused once it is over (see fence.ts). */
+  /**
+   * One run of a transaction, whose statements are refused once it is over (see fence.ts). Its
+   * ledger and lease writes and its notifications are not waited for one by one (a round trip
+   * each): they go out with the statements after them, and the transaction waits for all of them
+   * before its COMMIT. The first of them that failed is what the transaction fails with (not the
+   * "transaction is aborted" of the statements after it), so a deadlock victim is still run again.
+   */
   private runOnce<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
-    return this.inSession((sql) =>
-      fn(postgresTx(sql, this.connections.ledgerLockSpace, undefined, this.connections.schema)),
-    );
+    return this.inSession(async (sql) => {
+      const pending: Promise<void>[] = [];
+      let failed: { err: unknown } | null = null;
+      const defer = (q: postgres.PendingQuery<postgres.Row[]>): void => {
+        pending.push(
+          q.execute().then(
+            () => undefined,
+            (err: unknown) => void (failed ??= { err }),
+          ),
+        );
+      };
+      const settled = async (): Promise<void> => {
+        await Promise.all(pending);
+        if (failed !== null) throw failed.err;
+      };
+      let value: T;
+      try {
+        value = await fn(
+          postgresTx(sql, this.connections.ledgerLockSpace, undefined, this.connections.schema, false, defer),
+        );
+      } catch (err) {
+        await settled();
+        throw err;
+      }
+      await settled();
+      return value;
+    });
   }
 
   /**
