@@ -14,8 +14,8 @@ export interface LeaderGroupOptions {
   readonly epoch: number;
   /** Counts the group as one of the store's operations until it is over (`close` waits for it). */
   readonly hold: () => () => void;
-  /** The leases' sequence values drawn ahead (GroupedTx.seqs), shared by the term's groups. */
-  readonly seqs: number[];
+  /** How many of the leases' sequence values an insert that waits draws ahead (GroupedTx.drawAhead). */
+  readonly drawAhead: () => number;
 }
 
 /**
@@ -63,6 +63,8 @@ export class LeaderGroup {
   private memberError: Error | null = null;
   /** The member being rolled back to its savepoint: a failure of its deferred writes is undone with it. */
   private undoing = 0;
+  /** The leases' sequence values drawn ahead for this group's inserts (GroupedTx.seqs). */
+  private readonly seqs: number[] = [];
   /** Ledgers whose locks (advisory and row) the group's transaction holds, as it sees them. */
   private readonly ledgers = new Map<string, LedgerState | null>();
 
@@ -146,7 +148,12 @@ export class LeaderGroup {
     // Sent together with the member's first statements, in one round trip.
     const savepoint = sql`SAVEPOINT leader_tx`.execute();
     savepoint.catch(() => undefined);
-    const grouped: GroupedTx = { ledgers: this.ledgers, defer: (q) => this.defer(q, member), seqs: this.o.seqs };
+    const grouped: GroupedTx = {
+      ledgers: this.ledgers,
+      defer: (q) => this.defer(q, member),
+      seqs: this.seqs,
+      drawAhead: this.o.drawAhead,
+    };
     try {
       const value = await Promise.race([(async () => fn(this.fence(sql, member), grouped))(), this.failed]);
       // Its answer came before those of the member's own statements.

@@ -77,8 +77,8 @@ export class PostgresCoordination implements Coordination {
   private readonly ended = new WeakSet<Term>();
   /** Leader transactions waiting for or inside the serial section. */
   private staging = 0;
-  /** Values of the leases' sequence drawn ahead by leader transactions (see GroupedTx.seqs). */
-  private readonly seqs: number[] = [];
+  /** Members of the last group that committed (see LeaderGroup's drawAhead). */
+  private lastGroupSize = 0;
 
   constructor(private readonly o: PostgresCoordinationOptions) {}
 
@@ -204,7 +204,10 @@ export class PostgresCoordination implements Coordination {
         session: term.session,
         epoch: term.epoch,
         hold: () => this.o.inFlight.hold(),
-        seqs: this.seqs,
+        // The lease engine queues leader transactions in its own serial section, so how many wait
+        // is not seen here: the last group's size says how busy the leader is (about half of its
+        // members insert a lease; a lone caller's groups have one member, and draw nothing ahead).
+        drawAhead: () => Math.floor(this.lastGroupSize / 2),
       });
     } catch (err) {
       release();
@@ -235,6 +238,7 @@ export class PostgresCoordination implements Coordination {
     const group = this.group;
     if (group === null) return;
     this.group = null;
+    this.lastGroupSize = group.size;
     void group.commit();
   }
 

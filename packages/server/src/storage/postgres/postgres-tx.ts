@@ -121,13 +121,17 @@ export interface GroupedTx {
   readonly defer: (q: postgres.PendingQuery<Row[]>) => void;
   /**
    * Values of the leases' sequence drawn ahead, in increasing order, for inserts that need not wait
-   * for `RETURNING seq`: refilled in the round trip of an insert that waits anyway, emptied by a
-   * queued lease's insert (which draws its own, so one replica's leases keep their order).
+   * for `RETURNING seq`: drawn in the round trip of an insert that waits anyway, emptied by a
+   * queued lease's insert (which draws its own, so one replica's leases keep their order). They
+   * belong to the group: a value is used within the group's few milliseconds, so a lease's `seq`
+   * is never much older than the lease (lists are newest first by `seq`).
    */
   readonly seqs: number[];
+  /** How many values to draw ahead (0 under light load: nothing is wasted). */
+  readonly drawAhead: () => number;
 }
 
-/** How many sequence values an insert draws ahead for the ones after it. */
+/** The most sequence values an insert draws ahead for the ones after it. */
 const SEQS_AHEAD = 32;
 
 /**
@@ -303,7 +307,8 @@ export function postgresTx(
             grouped.defer(q(LEASE.insertWithSeq, [seq, ...params]));
             return { ...l, seq };
           }
-          const [rows, ahead] = await Promise.all([q(LEASE.insert, params), q(LEASE.nextSeqs, [SEQS_AHEAD])]);
+          const n = Math.min(SEQS_AHEAD, grouped.drawAhead());
+          const [rows, ahead] = await Promise.all([q(LEASE.insert, params), n > 0 ? q(LEASE.nextSeqs, [n]) : []]);
           grouped.seqs.push(...ahead.map((r) => Number(r["s"])));
           return { ...l, seq: Number(rows[0]?.["seq"]) };
         }
