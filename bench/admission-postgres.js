@@ -303,11 +303,14 @@ export async function measure(url, side, replicas, { followersOnly = false } = {
       leaders: ready.filter((x) => x.isLeader === true).length,
       perReplica: results.map((x) => x.granted / (MEASURE_MS / 1000)),
       cpuUsPerCycle: results.reduce((n, x) => n + x.cpuUs, 0) / Math.max(1, granted),
+      // Each process's CPU per cycle of the whole measurement (the leader first): where the time goes.
+      cpuUsPerCyclePerReplica: results.map((x) => x.cpuUs / Math.max(1, granted)),
       commitsPerCycle: perCycle("commits", total),
       walBytesPerCycle: before.walBytes === null ? null : perCycle("walBytes", total),
       walSyncsPerCycle: before.walSyncs === null ? null : perCycle("walSyncs", total),
       statementsPerCycle: before.statements === null ? null : perCycle("statements", total),
       leaderFirst: ready[0]?.isLeader !== false,
+      window: { from: t0 + WARMUP_MS, to: t0 + WARMUP_MS + MEASURE_MS },
     };
   } finally {
     for (const c of children) c.kill();

@@ -14,6 +14,8 @@ export interface LeaderGroupOptions {
   readonly epoch: number;
   /** Counts the group as one of the store's operations until it is over (`close` waits for it). */
   readonly hold: () => () => void;
+  /** How many of the leases' sequence values an insert that waits draws ahead (GroupedTx.drawAhead). */
+  readonly drawAhead: () => number;
 }
 
 /**
@@ -43,7 +45,9 @@ export class LeaderGroup {
   readonly committed: Promise<void>;
   /** Resolves once the group is over, whichever way (the session is then free, or gone). */
   readonly over: Promise<void>;
-  private phase: "opening" | "open" | "committing" | "over" = "opening";
+  private phase: "opening" | "open" | "closing" | "committing" | "over" = "opening";
+  /** The answer to the group's BEGIN and epoch check: rejects (and ends the group) if either failed, or the epoch is another. */
+  private checked: Promise<void> = Promise.resolve();
   /** The reserved connection while the group owns it and it is usable (null once it is released or broken). */
   private sql: postgres.ReservedSql | null = null;
   /** Rejects with `failure` when the group ends without committing: running members race it. */
@@ -59,6 +63,8 @@ export class LeaderGroup {
   private memberError: Error | null = null;
   /** The member being rolled back to its savepoint: a failure of its deferred writes is undone with it. */
   private undoing = 0;
+  /** The leases' sequence values drawn ahead for this group's inserts (GroupedTx.seqs). */
+  private readonly seqs: number[] = [];
   /** Ledgers whose locks (advisory and row) the group's transaction holds, as it sees them. */
   private readonly ledgers = new Map<string, LedgerState | null>();
 
@@ -106,24 +112,26 @@ export class LeaderGroup {
       throw this.end(new LeadershipLostError("The database session holding leadership closed; nothing was committed."));
     }
     this.sql = sql;
-    let epoch: number | undefined;
-    try {
-      const [, rows] = await Promise.all([
-        sql`BEGIN`.execute(),
-        sql.unsafe<{ epoch: string }[]>(CHECK_EPOCH).execute(),
-      ]);
-      epoch = rows[0] === undefined ? undefined : Number(rows[0].epoch);
-    } catch (err) {
-      throw this.isOver() ? this.why : this.abort(err);
-    }
-    if (this.isOver()) throw this.why;
-    // Another replica took over since this term began: this one can commit nothing more.
-    if (epoch !== this.o.epoch)
-      throw this.abort(
-        new LeadershipLostError(
-          `Another replica leads now (leadership epoch ${epoch ?? "?"}, this replica's was ${this.o.epoch}); nothing was committed.`,
-        ),
-      );
+    // Not waited for: the first member's statements go out behind these, and PostgreSQL runs them
+    // after the check (which takes the row's lock first). Its answer comes before any of theirs, so a
+    // member that waits for one hears of another epoch first; COMMIT is sent only after it.
+    this.checked = Promise.all([sql`BEGIN`.execute(), sql.unsafe<{ epoch: string }[]>(CHECK_EPOCH).execute()]).then(
+      ([, rows]) => {
+        if (this.isOver()) throw this.why;
+        const epoch = rows[0] === undefined ? undefined : Number(rows[0].epoch);
+        // Another replica took over since this term began: this one can commit nothing more.
+        if (epoch !== this.o.epoch)
+          throw this.abort(
+            new LeadershipLostError(
+              `Another replica leads now (leadership epoch ${epoch ?? "?"}, this replica's was ${this.o.epoch}); nothing was committed.`,
+            ),
+          );
+      },
+      (err: unknown) => {
+        throw this.isOver() ? this.why : this.abort(err);
+      },
+    );
+    this.checked.catch(() => undefined);
     this.phase = "open";
   }
 
@@ -140,7 +148,12 @@ export class LeaderGroup {
     // Sent together with the member's first statements, in one round trip.
     const savepoint = sql`SAVEPOINT leader_tx`.execute();
     savepoint.catch(() => undefined);
-    const grouped: GroupedTx = { ledgers: this.ledgers, defer: (q) => this.defer(q, member) };
+    const grouped: GroupedTx = {
+      ledgers: this.ledgers,
+      defer: (q) => this.defer(q, member),
+      seqs: this.seqs,
+      drawAhead: this.o.drawAhead,
+    };
     try {
       const value = await Promise.race([(async () => fn(this.fence(sql, member), grouped))(), this.failed]);
       // Its answer came before those of the member's own statements.
@@ -174,8 +187,18 @@ export class LeaderGroup {
 
   /** Commits the group; no member may be running. Never rejects: members hear through `committed`. */
   async commit(): Promise<void> {
+    if (this.phase !== "open") return;
+    this.phase = "closing";
+    // The epoch check's answer (long there, before any member's): a failed check ended the group.
+    if (
+      !(await this.checked.then(
+        () => !this.isOver(),
+        () => false,
+      ))
+    )
+      return;
     const sql = this.sql;
-    if (this.phase !== "open" || sql === null) return;
+    if (sql === null) return;
     if (!this.o.session.isOpen) return this.break();
     this.phase = "committing";
     let result: postgres.RowList<postgres.Row[]>;

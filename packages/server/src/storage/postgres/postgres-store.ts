@@ -102,11 +102,41 @@ export class PostgresStore implements Store {
     );
   }
 
-  /** One run of a transaction, whose statements are refused once it is over (see fence.ts). */
-  private runOnce<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
-    return this.inSession((sql) =>
-      fn(postgresTx(sql, this.connections.ledgerLockSpace, undefined, this.connections.schema)),
-    );
+  /**
+   * One run of a transaction, whose statements are refused once it is over (see fence.ts). Its
+   * ledger and lease writes and its notifications are not waited for one by one (a round trip
+   * each): they go out with the statements after them, or with the COMMIT. If one fails, the
+   * transaction is aborted and PostgreSQL answers that COMMIT with a rollback, whose answer comes
+   * after the failure's: the run then fails with that first failure (not with the "transaction is
+   * aborted" of the statements after it), so a deadlock victim is still run again.
+   */
+  private async runOnce<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    const pending: Promise<void>[] = [];
+    let failed: { err: unknown } | null = null;
+    const defer = (q: postgres.PendingQuery<postgres.Row[]>): void => {
+      pending.push(
+        q.execute().then(
+          () => undefined,
+          (err: unknown) => void (failed ??= { err }),
+        ),
+      );
+    };
+    const firstFailure = async (): Promise<{ err: unknown } | null> => {
+      await Promise.all(pending);
+      return failed;
+    };
+    let value: T;
+    try {
+      value = await this.inSession((sql) =>
+        fn(postgresTx(sql, this.connections.ledgerLockSpace, undefined, this.connections.schema, false, defer)),
+      );
+    } catch (err) {
+      throw (await firstFailure())?.err ?? err;
+    }
+    // A write that failed: its transaction was rolled back (its COMMIT answered ROLLBACK).
+    const failure = await firstFailure();
+    if (failure !== null) throw failure.err;
+    return value;
   }
 
   /**

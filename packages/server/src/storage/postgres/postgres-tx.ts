@@ -64,10 +64,19 @@ const LEDGER = {
 };
 const LEASE = {
   insert: `${insert(LEASES)} RETURNING seq`,
+  /** With a seq drawn from the sequence before (see GroupedTx.seqs): nothing to wait for. */
+  insertWithSeq: `INSERT INTO leases (seq, ${LEASES.insertNames.join(", ")}) OVERRIDING SYSTEM VALUE VALUES ($1, ${LEASES.insertNames.map((_, i) => param(i + 2)).join(", ")})`,
+  /** The next `$1` values of the leases' sequence (nextval is not transactional: they are this caller's whatever happens). */
+  nextSeqs: "SELECT nextval(pg_get_serial_sequence('leases', 'seq'))::float8 AS s FROM generate_series(1, $1::int)",
   update: update(LEASES, "id"),
   lockIdentity:
     "SELECT pg_advisory_xact_lock($1::int4, hashtext(identity_kind || ':' || identity_id)) FROM leases WHERE id = $2",
   forUpdate: select(LEASES, "WHERE id = $1 FOR UPDATE"),
+  /** The ledger of the lease's identity, locked: what every change of a lease reads next (its key is kind:id, as identityKey). */
+  ledgerForUpdate: select(
+    LEDGERS,
+    "WHERE identity = (SELECT identity_kind || ':' || identity_id FROM leases WHERE id = $1) FOR UPDATE",
+  ),
   read: select(LEASES, "WHERE id = $1"),
   live: select(LEASES, "WHERE status IN ('queued', 'active') ORDER BY seq"),
   earliestEnd:
@@ -110,7 +119,20 @@ export interface GroupedTx {
   readonly ledgers: Map<string, LedgerState | null>;
   /** Sends a write whose answer nothing reads without waiting for it (a failure fails the member, or the group). */
   readonly defer: (q: postgres.PendingQuery<Row[]>) => void;
+  /**
+   * Values of the leases' sequence drawn ahead, in increasing order, for inserts that need not wait
+   * for `RETURNING seq`: drawn in the round trip of an insert that waits anyway, emptied by a
+   * queued lease's insert (which draws its own, so one replica's leases keep their order). They
+   * belong to the group: a value is used within the group's few milliseconds, so a lease's `seq`
+   * is never much older than the lease (lists are newest first by `seq`).
+   */
+  readonly seqs: number[];
+  /** How many values to draw ahead (0 under light load: nothing is wasted). */
+  readonly drawAhead: () => number;
 }
+
+/** The most sequence values an insert draws ahead for the ones after it. */
+const SEQS_AHEAD = 32;
 
 /**
  * One transaction's view of the store. Transactions run at READ COMMITTED; the rows a use case
@@ -142,7 +164,15 @@ export function postgresTx(
   grouped?: GroupedTx,
   schema?: string,
   readOnly = false,
+  /**
+   * In a plain transaction: sends a write whose answer nothing reads without waiting for it; the
+   * transaction waits for all of them before it commits, and fails with the first failure (see
+   * PostgresStore.runOnce). Without it, such writes are waited for one by one.
+   */
+  deferPlain?: (q: postgres.PendingQuery<Row[]>) => void,
 ): Tx {
+  /** Ledger and lease writes, and notifications: their rows are locked (or they take no lock), nothing reads their answer. */
+  const defer = grouped?.defer ?? deferPlain;
   const q = (text: string, params: SqlValue[] = []): postgres.PendingQuery<Row[]> =>
     sql.unsafe<Row[]>(text, params, { prepare: true });
   const one = async (text: string, ...params: SqlValue[]): Promise<Row | undefined> => (await q(text, params))[0];
@@ -166,7 +196,10 @@ export function postgresTx(
           // pg_notify is transactional: delivered at COMMIT, dropped by a rollback.
           publish: (channel: string, payload: string) => {
             checkPayload(channel, payload);
-            return run("SELECT pg_notify($1, $2)", `${schema}.${channel}`, payload);
+            const notify = q("SELECT pg_notify($1, $2)", [`${schema}.${channel}`, payload]);
+            if (defer === undefined) return notify.then(() => undefined);
+            defer(notify);
+            return Promise.resolve();
           },
         }),
     ...dashboardTx({
@@ -256,20 +289,36 @@ export function postgresTx(
         const write = q(LEDGER.upsert, LEDGERS.insertParams(s, "postgres", identity));
         // Only a ledger whose locks this transaction (or its group) holds is remembered (every writer reads it first anyway).
         if (ledgers.has(identity)) ledgers.set(identity, s);
-        if (!grouped) return void (await write);
-        grouped.defer(write);
-        if (grouped.ledgers.has(identity)) grouped.ledgers.set(identity, s);
+        if (grouped?.ledgers.has(identity)) grouped.ledgers.set(identity, s);
+        if (defer === undefined) return void (await write);
+        defer(write);
       },
     },
 
     leases: {
       insert: async (l) => {
-        const row = await one(LEASE.insert, ...LEASES.insertParams(l, "postgres"));
+        const params = LEASES.insertParams(l, "postgres");
+        // A queued lease's seq is its place in the queue (arrival order across replicas): drawn by
+        // its own insert, at the moment it arrives. Any other lease's seq only orders lists, so in
+        // the leader's group it comes from values drawn ahead and the insert is not waited for.
+        if (grouped !== undefined && l.status !== "queued") {
+          const seq = grouped.seqs.shift();
+          if (seq !== undefined) {
+            grouped.defer(q(LEASE.insertWithSeq, [seq, ...params]));
+            return { ...l, seq };
+          }
+          const n = Math.min(SEQS_AHEAD, grouped.drawAhead());
+          const [rows, ahead] = await Promise.all([q(LEASE.insert, params), n > 0 ? q(LEASE.nextSeqs, [n]) : []]);
+          grouped.seqs.push(...ahead.map((r) => Number(r["s"])));
+          return { ...l, seq: Number(rows[0]?.["seq"]) };
+        }
+        if (grouped !== undefined) grouped.seqs.length = 0;
+        const row = await one(LEASE.insert, ...params);
         return { ...l, seq: Number(row?.["seq"]) };
       },
       update: async (l) => {
         const write = q(LEASE.update, [...LEASES.updateParams(l, "postgres"), l.id]);
-        if (grouped) grouped.defer(write);
+        if (defer !== undefined) defer(write);
         else await write;
       },
       get: async (id) => {
@@ -278,9 +327,23 @@ export function postgresTx(
         // a lock: it never changes), then the row, FOR UPDATE — a separate statement, so its snapshot
         // is taken once the advisory lock is held and it reads the status as it is then. Sent at once:
         // one round trip. In a group already holding the identity's lock, the first one is free.
-        const [, rows] = await Promise.all([q(LEASE.lockIdentity, [ledgerLockSpace, id]), q(LEASE.forUpdate, [id])]);
+        // Every change of a lease (a release, an end, a grant) reads its identity's ledger next: it
+        // is read and locked in the same round trip, after the advisory lock like any ledger read.
+        const [, rows, ledgerRows] = await Promise.all([
+          q(LEASE.lockIdentity, [ledgerLockSpace, id]),
+          q(LEASE.forUpdate, [id]),
+          q(LEASE.ledgerForUpdate, [id]),
+        ]);
         const lease = decode(LEASES, rows[0]);
-        if (lease !== null) locked.add(`${lease.identityKind}:${lease.identityId}`);
+        if (lease === null) return null;
+        const identity = `${lease.identityKind}:${lease.identityId}`;
+        locked.add(identity);
+        // A ledger this transaction or its group already holds is as they see it (their writes may be in flight).
+        if (!ledgers.has(identity) && !grouped?.ledgers.has(identity)) {
+          const ledger = decode(LEDGERS, ledgerRows[0]);
+          ledgers.set(identity, ledger);
+          grouped?.ledgers.set(identity, ledger);
+        }
         return lease;
       },
       list: async (f) => {
