@@ -94,7 +94,7 @@ export class PriorityScheduler {
     this.eta = { board: this.board, bound: this.bound, appLeases: this.appLeases };
     this.marks = new PromiseMarks(this.ranked, this.eta, this.options);
     const fresh = (): PriorityScheduler => new PriorityScheduler(this.options, held);
-    this.waits = new ExpectedWaits(this.eta, held, this.options.forecastLimit, this.entries, fresh);
+    this.waits = new ExpectedWaits(this.eta, held, this.options, this.entries, fresh);
   }
 
   get size(): number {
@@ -158,8 +158,7 @@ export class PriorityScheduler {
    * promised when queued (see scheduler-promise.ts). Null when there are no slots or deadlines are
    * unknown. `expectedMs`: from what calls actually hold — while the queue and pool are small
    * (`forecastLimit`) the scheduler played forward on a copy (`forecast.ts`), beyond, the bound's
-   * formula with expected holds; never above `etaMs` (a later forecast raises `etaMs`). One
-   * forecast per change serves every queued lease asked about.
+   * formula with expected holds (one forecast per change, see ExpectedWaits); never above `etaMs`.
    */
   place(leaseId: string, now: number): QueuePlace | null {
     const entry = this.entries.get(leaseId);
@@ -178,11 +177,8 @@ export class PriorityScheduler {
     const promised = entry.promiseAt === null || boundMs === null ? boundMs : Math.max(boundMs, entry.promiseAt - now);
     const etaMs = promised === null || expectedMs === null ? promised : Math.max(promised, expectedMs);
     const place = { position: rank.before + 1, reason, etaMs, expectedMs };
-    // A trial of a low class also says how soon it may well start: admission refuses it only when even that is too late.
-    const q = this.options.soonestQuantile;
-    if (!probe || q === null || entry.request.priority > this.options.soonestUpToClass) return place;
-    if (boundMs === null || expectedMs === null) return place;
-    return { ...place, soonestMs: Math.min(expectedMs, this.waits.soonest(entry, rank.weightBefore, boundMs, now, q)) };
+    const soonestMs = probe ? this.waits.soonestOf(entry, rank.weightBefore, boundMs, expectedMs, now) : null;
+    return soonestMs === null ? place : { ...place, soonestMs };
   }
 
   /** Queued requests in priority order with their place and why they wait. O(n). */
@@ -196,9 +192,7 @@ export class PriorityScheduler {
   followTieOrder = (keys: readonly string[]): void => this.board.followTieOrder(keys);
 
   /** The hold in force after the last dispatch, if any. */
-  hold(): Hold | null {
-    return this.currentHold;
-  }
+  hold = (): Hold | null => this.currentHold;
 
   /**
    * A lease became active without this scheduler's dispatch (recovery), or its deadline changed.

@@ -5,6 +5,7 @@ import type { HeldShares, HoldEstimates } from "./held-shares.js";
 import type { EtaState } from "./scheduler-eta.js";
 import { fluidExpectedMs } from "./scheduler-eta.js";
 import type { QueueEntry } from "./scheduler-lanes.js";
+import type { SchedulerOptions } from "./scheduler-types.js";
 
 /**
  * The expected waits of a scheduler's queued requests (see PriorityScheduler.place): from a
@@ -21,7 +22,8 @@ export class ExpectedWaits {
   constructor(
     private readonly eta: EtaState,
     private readonly held: HeldShares,
-    private readonly limit: number,
+    /** The forecast's size limit (queued + active) and which trials get a soonest wait. */
+    private readonly options: Pick<SchedulerOptions, "forecastLimit" | "soonestQuantile" | "soonestUpToClass">,
     /** The scheduler's queued entries, in enqueue order. */
     private readonly entries: ReadonlyMap<string, QueueEntry>,
     /** A fresh scheduler with the same options, to play forward. */
@@ -47,6 +49,24 @@ export class ExpectedWaits {
   }
 
   /**
+   * A trial's soonest likely wait (`soonest`), never above its expected wait, for a call of a low
+   * class (options.soonestUpToClass): admission refuses it only when even that is too late. Null
+   * for other classes, or when unknown.
+   */
+  soonestOf(
+    entry: QueueEntry,
+    workAheadMs: number,
+    boundMs: number | null,
+    expectedMs: number | null,
+    now: number,
+  ): number | null {
+    const q = this.options.soonestQuantile;
+    if (q === null || entry.request.priority > this.options.soonestUpToClass) return null;
+    if (boundMs === null || expectedMs === null) return null;
+    return Math.min(expectedMs, this.soonest(entry, workAheadMs, boundMs, now, q));
+  }
+
+  /**
    * A trial's soonest likely wait: as `of` for a probe, with every call holding the `quantile`-th
    * share its app was seen to hold (a low quantile: calls ending as early as they often do).
    */
@@ -68,12 +88,12 @@ export class ExpectedWaits {
 
   /**
    * When each queued request would be granted if the schedule played out as expected; null when
-   * the queue and pool are too large to copy (beyond `limit`), or the scheduler has not seen the
+   * the queue and pool are too large to copy (beyond `forecastLimit`), or the scheduler has not seen the
    * pool or the engine's app counts yet.
    */
   private forecast(now: number, stopAt: string | null, held: HoldEstimates): Map<string, number> | null {
     const concurrency = this.concurrency;
-    if (concurrency === null || this.entries.size + this.eta.board.size > this.limit) return null;
+    if (concurrency === null || this.entries.size + this.eta.board.size > this.options.forecastLimit) return null;
     // A copy ranks each request as this scheduler does (a newcomer kept behind a promise included).
     const queued = [...this.entries.values()].map((e) => ({ ...e.request, rankKey: e.key, promisedAt: e.promiseAt }));
     return forecastFrom(this.eta.board, held, queued, concurrency, now, stopAt, this.fresh);

@@ -3,7 +3,7 @@ import { PostgresConnections } from "./postgres/connections.js";
 import { LeaderLease } from "./postgres/leader-lease.js";
 import { PostgresChannels } from "./postgres/postgres-channels.js";
 import { PostgresCoordination } from "./postgres/postgres-coordination.js";
-import { checkLeaderSession, checkSessionsStick } from "./postgres/pooler-check.js";
+import { checkSessions } from "./postgres/pooler-check.js";
 import { PostgresStore } from "./postgres/postgres-store.js";
 import { postgresTx } from "./postgres/postgres-tx.js";
 import { SqliteStore } from "./sqlite/sqlite-store.js";
@@ -56,8 +56,7 @@ export async function openStorage(url: string, options: Pick<MigrateOptions, "mi
     connections.onClose(() => coordination.close());
     try {
       await connections.checkBudget();
-      await checkSessionsStick(connections.pool);
-      await checkLeaderSession(() => connections.leaderSession());
+      await checkSessions(connections.pool, () => connections.leaderSession());
       await store.migrate(options);
     } catch (err) {
       await connections.close();
