@@ -11,7 +11,7 @@ import { normalizeConfig } from "../src/config.js";
 import { assemblePool } from "../src/main/pool.js";
 import { openStorage } from "../src/storage/open-store.js";
 import type { Storage } from "../src/storage/store.js";
-import { waitFor } from "./harness.js";
+import { ipCall, waitFor } from "./harness.js";
 
 /**
  * What one lease cycle (admit, granted at once, then release) costs the database through the
@@ -91,16 +91,7 @@ describe.skipIf(!postgresBin())("a lease cycle through a replica that does not l
 
     const size = config.policy.sizes["large"]!;
     const cycle = async (replica: typeof first, i: number): Promise<void> => {
-      const r = await replica.admit({
-        appId: null,
-        charged: { kind: "ip", id: `10.1.0.${i % 50}` },
-        via: "ip-token",
-        durationMs: 60_000,
-        size,
-        queue: true,
-        node: null,
-        idempotency: null,
-      });
+      const r = await replica.admit(ipCall(`10.1.0.${i % 50}`, size));
       expect(r.kind).toBe("granted");
       if (r.kind !== "granted") return;
       await replica.release(r.lease.id, false);

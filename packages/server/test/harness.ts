@@ -181,3 +181,17 @@ export async function allLeases(t: TestServer): Promise<any[]> {
   if (r.status !== 200) throw new Error(`leases: ${r.status} ${JSON.stringify(r.body)}`);
   return r.body.leases;
 }
+
+/** The in-process admission of a granted-or-queued call charged to IP `ip` (a replica's `admit`): 60 s on `size`. */
+export function ipCall<S>(ip: string, size: S) {
+  return {
+    appId: null,
+    charged: { kind: "ip" as const, id: ip },
+    via: "ip-token" as const,
+    durationMs: 60_000,
+    size,
+    queue: true,
+    node: null,
+    idempotency: null,
+  };
+}

@@ -8,7 +8,7 @@ import { normalizeConfig } from "../src/config.js";
 import { assemblePool } from "../src/main/pool.js";
 import { openStorage } from "../src/storage/open-store.js";
 import type { Storage } from "../src/storage/store.js";
-import { waitFor } from "./harness.js";
+import { ipCall, waitFor } from "./harness.js";
 
 /**
  * Round trips a lease cycle (admit, granted at once, release) waits for on PostgreSQL through the
@@ -104,16 +104,7 @@ describe.skipIf(!postgresUrl())("a lease cycle, in round trips", () => {
     const seqs: number[] = [];
     const granted: { id: string; seq: number }[] = [];
     const cycle = async (replica: (typeof opened)[number]["replica"], i: number): Promise<void> => {
-      const r = await replica.admit({
-        appId: null,
-        charged: { kind: "ip", id: `10.2.0.${i % 10}` },
-        via: "ip-token",
-        durationMs: 60_000,
-        size,
-        queue: true,
-        node: null,
-        idempotency: null,
-      });
+      const r = await replica.admit(ipCall(`10.2.0.${i % 10}`, size));
       expect(r.kind).toBe("granted");
       if (r.kind !== "granted") return;
       seqs.push(r.lease.seq);
