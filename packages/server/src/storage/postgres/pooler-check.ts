@@ -7,6 +7,14 @@ async function backend(session: Session): Promise<number> {
   return Number(rows[0]?.pid);
 }
 
+/** Whether a session still answers a plain statement. */
+function answers(session: Session): Promise<boolean> {
+  return backend(session).then(
+    () => true,
+    () => false,
+  );
+}
+
 /** Why this pool cannot be used, and what to change. */
 function refusal(seen: string): Error {
   return new Error(
@@ -58,14 +66,7 @@ export async function checkSessions(pool: SessionPool, openLeaderSession: () => 
         // PgBouncer in statement mode answers a transaction block with an error and closes the
         // connection; the driver may report either. A statement of the pool's still works then.
         const said = /statement pooling/i.test(String((err as Error).message));
-        if (
-          said ||
-          (isConnectionError(err) &&
-            (await backend(first).then(
-              () => true,
-              () => false,
-            )))
-        )
+        if (said || (isConnectionError(err) && (await answers(first))))
           throw refusal("it would not run a transaction block: the connection was closed at BEGIN");
         throw err;
       }

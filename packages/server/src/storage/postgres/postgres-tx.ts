@@ -166,8 +166,8 @@ export function postgresTx(
   readOnly = false,
   /**
    * In a plain transaction: sends a write whose answer nothing reads without waiting for it; the
-   * transaction waits for all of them before it commits, and fails with the first failure (see
-   * PostgresStore.runOnce). Without it, such writes are waited for one by one.
+   * writes go out with the statements after them or the COMMIT, and the run fails with the first
+   * failure (see PostgresStore.runOnce). Without it, such writes are waited for one by one.
    */
   deferPlain?: (q: postgres.PendingQuery<Row[]>) => void,
 ): Tx {

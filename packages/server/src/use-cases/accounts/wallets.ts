@@ -62,6 +62,7 @@ const LIVE_LEASES_SHOWN = 1000;
  * expiry lose their unheld rest at load, each with an `expire` transaction.
  */
 export class Wallets {
+  /** The month `walletlessViews` were built in (one of `month`'s answers). */
   private walletlessMonth: ReturnType<typeof billingMonth> | null = null;
   private currentMonth: ReturnType<typeof billingMonth> | null = null;
   private readonly walletlessViews = new Map<string, BillingView>();
@@ -72,14 +73,14 @@ export class Wallets {
   walletless(identity: Identity, now: number): BillingView {
     // The same for every identity of a kind and tier in a month, and asked for twice per call of
     // every IP address and app: built once per month, kind and tier.
-    if (this.walletlessMonth === null || now < this.walletlessMonth.startsAt || now >= this.walletlessMonth.endsAt) {
-      this.walletlessMonth = billingMonth(now);
+    const month = this.month(now);
+    if (this.walletlessMonth !== month) {
+      this.walletlessMonth = month;
       this.walletlessViews.clear();
     }
     const key = `${identity.kind}:${identity.tier}`;
     const cached = this.walletlessViews.get(key);
     if (cached !== undefined) return cached;
-    const month = this.walletlessMonth;
     const billing = billingOf(this.policy);
     const view: BillingView = {
       currency: billing.currency,
