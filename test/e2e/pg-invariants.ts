@@ -1,7 +1,7 @@
 import postgres from "postgres";
 import type { Acknowledged } from "./pg-fault-kit.js";
-import { WALLET_QUERIES, walletViolations } from "./wallet-invariants.js";
-import type { BilledLeaseRow, GrantRow, WalletTxRow } from "./wallet-invariants.js";
+import { WALLET_QUERIES, allWalletTransactions, walletViolations } from "./wallet-invariants.js";
+import type { BilledLeaseRow, GrantRow, UsageWalletRow, WalletTxRow } from "./wallet-invariants.js";
 
 /**
  * The ledger's and the leases' invariants, checked over a PostgreSQL schema in one snapshot, plus
@@ -81,7 +81,10 @@ export async function checkInvariants(o: InvariantOptions): Promise<InvariantRep
       );
       const wallets = {
         grants: [...(await tx.unsafe<GrantRow[]>(WALLET_QUERIES.grants))],
-        txs: [...(await tx.unsafe<WalletTxRow[]>(WALLET_QUERIES.transactions))],
+        txs: allWalletTransactions(
+          [...(await tx.unsafe<WalletTxRow[]>(WALLET_QUERIES.transactions))],
+          [...(await tx.unsafe<UsageWalletRow[]>(WALLET_QUERIES.usageWallets))],
+        ),
         leases: [...(await tx.unsafe<BilledLeaseRow[]>(WALLET_QUERIES.leases))],
       };
       return { leases: [...leases], ledgers: [...ledgers], wallets, now: Date.now() };

@@ -2,8 +2,8 @@ import Database from "better-sqlite3";
 import type { Acknowledged } from "./pg-fault-kit.js";
 import { judge } from "./pg-invariants.js";
 import type { InvariantReport, LeaseRow, LedgerRow } from "./pg-invariants.js";
-import { WALLET_QUERIES, walletViolations } from "./wallet-invariants.js";
-import type { BilledLeaseRow, GrantRow, WalletTxRow } from "./wallet-invariants.js";
+import { WALLET_QUERIES, allWalletTransactions, walletViolations } from "./wallet-invariants.js";
+import type { BilledLeaseRow, GrantRow, UsageWalletRow, WalletTxRow } from "./wallet-invariants.js";
 
 /**
  * The ledger, lease and wallet invariants of pg-invariants.ts, over a SQLite file read in one
@@ -31,7 +31,10 @@ export function checkSqliteInvariants(
         .prepare("SELECT identity, used_ms, reserved_ms, bonus_ms, window_started_at FROM ledgers")
         .all() as LedgerRow[],
       grants: db.prepare(WALLET_QUERIES.grants).all() as GrantRow[],
-      txs: db.prepare(WALLET_QUERIES.transactions).all() as WalletTxRow[],
+      txs: allWalletTransactions(
+        db.prepare(WALLET_QUERIES.transactions).all() as WalletTxRow[],
+        db.prepare(WALLET_QUERIES.usageWallets).all() as UsageWalletRow[],
+      ),
       billed: db.prepare(WALLET_QUERIES.leases).all() as BilledLeaseRow[],
       now: Date.now(),
     }));

@@ -28,13 +28,34 @@ export interface BilledLeaseRow {
   charged_micros: string | number;
 }
 
+/** A usage record carrying its call's wallet transactions (JSON: `[{ id, at, kind, amountMicros, grantId }]`). */
+export interface UsageWalletRow {
+  id: string;
+  wallet: string;
+}
+
 export const WALLET_QUERIES = {
   grants: "SELECT id, amount_micros, remaining_micros, held_micros FROM credit_grants",
   transactions: "SELECT kind, amount_micros, grant_id, lease_id FROM wallet_transactions",
+  /** A call's own transactions are kept on its usage record (migration 13). */
+  usageWallets: "SELECT id, wallet FROM usage_records WHERE wallet IS NOT NULL",
   leases: "SELECT id, status, hold_micros, hold_shares, charged_micros FROM leases WHERE hold_micros > 0",
 } as const;
 
 const LIVE = new Set(["queued", "active"]);
+
+/** The wallet transactions: the rows, and those on usage records, as one list. */
+export function allWalletTransactions(rows: WalletTxRow[], usage: UsageWalletRow[]): WalletTxRow[] {
+  const onRecords = usage.flatMap((u) =>
+    (JSON.parse(u.wallet) as { kind: string; amountMicros: number; grantId: string }[]).map((e) => ({
+      kind: e.kind,
+      amount_micros: e.amountMicros,
+      grant_id: e.grantId,
+      lease_id: u.id,
+    })),
+  );
+  return [...rows, ...onRecords];
+}
 
 export function walletViolations(grants: GrantRow[], txs: WalletTxRow[], leases: BilledLeaseRow[]): string[] {
   const out: string[] = [];

@@ -36,6 +36,8 @@ const ACTIVE_FROM = LEASES - 150;
  * is empty (before, reading all its leases to find none: 533 ms at 1.2 M rows).
  */
 const APP_OF = "CASE WHEN g % 5 = 0 THEN NULL WHEN g % 5 = 1 THEN 'a1' ELSE 'a' || (g % 199 + 2) END";
+/** A call's wallet transactions on its usage record (migration 13). */
+const CALL_WALLET = '[{"id":"wt_1","at":1,"kind":"spend","amountMicros":1,"grantId":"cg_1"}]';
 
 /** Seeds the tables in a few statements; `series(n)` is a row source of `g` = 1..n, `pad(e, w)` zero-pads. */
 function seed(series: (n: number) => string, pad: (e: string, w: number) => string, no: string): string[] {
@@ -55,11 +57,12 @@ function seed(series: (n: number) => string, pad: (e: string, w: number) => stri
            WHEN (g / 5) % 50 = 2 AND g % 5 <> 1 THEN 'failed' ELSE 'released' END,
          g * 1000, 0, 0, ${no} FROM ${series(LEASES)}`,
     `INSERT INTO usage_records (id, identity_kind, identity_id, tier, app_id, node, size, status, queued_at,
-         granted_at, ended_at, held_ms, reserved_ms, charged_ms, quota_ms, overage_ms, charged_micros, refunded_ms)
+         granted_at, ended_at, held_ms, reserved_ms, charged_ms, quota_ms, overage_ms, charged_micros, refunded_ms, wallet)
        SELECT 'r' || ${pad("g", 7)}, CASE g % 3 WHEN 0 THEN 'user' WHEN 1 THEN 'ip' ELSE 'app' END,
          CASE WHEN g % 6 = 0 THEN 'u1' WHEN g % 3 = 0 THEN 'u' || (g % 2000 + 2) ELSE 'x' || (g % 5000) END,
          'free', ${APP_OF}, NULL, 'large', 'released',
-         g * 1000, g * 1000, g * 1000 + 500, 1000, 60000, 1000, 1000, 0, 0, 59000 FROM ${series(USAGE)}`,
+         g * 1000, g * 1000, g * 1000 + 500, 1000, 60000, 1000, 1000, 0, 0, 59000,
+         CASE WHEN g % 60 = 0 OR g % 600 = 3 THEN '${CALL_WALLET}' END FROM ${series(USAGE)}`,
     `INSERT INTO ledgers (identity, window_started_at, used_ms, reserved_ms, bonus_ms, runs)
        SELECT 'user:u' || g, 1000, 0, 0, 0, 0 FROM ${series(USERS)}`,
   ];
@@ -135,6 +138,9 @@ const QUERIES: readonly [string, (tx: Tx) => Promise<unknown>][] = [
   ["usage.list user", (tx) => tx.usage.list({ ...USAGE_ALL, identity: { kind: "user", id: "u7" } }, null, 101)],
   ["usage.list big app", (tx) => tx.usage.list({ ...USAGE_ALL, appId: "a1" }, null, 101)],
   ["usage.list big user", (tx) => tx.usage.list({ ...USAGE_ALL, identity: { kind: "user", id: "u1" } }, null, 101)],
+  // A user's wallet: the usage records carrying a call's wallet transactions (a tenth of u1's).
+  ["usage.list wallet entries, big user", (tx) => tx.usage.walletEntries("u1", 50)],
+  ["usage.list wallet entries, user", (tx) => tx.usage.walletEntries("u5", 50)],
 ];
 
 /** Lists whose plan may sort: the live leases (only the queued and active ones, a few) and aggregates of them. */

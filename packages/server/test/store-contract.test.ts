@@ -7,6 +7,7 @@ import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js"
 import { openStorage } from "../src/storage/open-store.js";
 import { leaderLockKey } from "../src/storage/postgres/connections.js";
 import { LeadershipLostError } from "../src/storage/store.js";
+import type { UsageRecordRow } from "../src/storage/store.js";
 import type { DeviceSpec } from "@gpupool/core";
 import type {
   AppRecord,
@@ -636,6 +637,7 @@ export function storeContract(
         chargedMicros: 0,
         refundedMs: 0,
         problemCode: grantedAt === null ? "queue_timeout" : null,
+        wallet: null,
       });
       await tx(async (t) => {
         await t.usage.insert(record("l1", H + 60_000, null, null));
@@ -660,6 +662,59 @@ export function storeContract(
       expect((await tx((t) => t.dashboard.grantedCalls("a1", H, H + 3600_000, 10))).map((c) => c.heldMs)).toEqual([
         8_000,
       ]);
+    });
+
+    it("usage: a call's wallet transactions round-trip on its record; a user's are listed newest record first", async () => {
+      const record = (id: string, identityId: string, endedAt: number, wallet: UsageRecordRow["wallet"]) => ({
+        id,
+        identityKind: "user" as const,
+        identityId,
+        tier: "pro",
+        appId: null,
+        node: null,
+        size: "large",
+        status: "released",
+        queuedAt: endedAt - 2_000,
+        grantedAt: endedAt - 1_000,
+        endedAt,
+        heldMs: 1_000,
+        reservedMs: 60_000,
+        chargedMs: 1_000,
+        quotaMs: 0,
+        overageMs: 1_000,
+        chargedMicros: wallet === null ? 0 : 1_667,
+        refundedMs: 0,
+        problemCode: null,
+        wallet,
+      });
+      const entries = (n: number) => [
+        { id: `wt_h${n}`, at: n * 1_000 - 2_000, kind: "hold" as const, amountMicros: 100_000, grantId: "cg_1" },
+        { id: `wt_s${n}`, at: n * 1_000, kind: "spend" as const, amountMicros: 1_667, grantId: "cg_1" },
+        { id: `wt_r${n}`, at: n * 1_000, kind: "release" as const, amountMicros: 98_333, grantId: "cg_1" },
+      ];
+      await tx(async (t) => {
+        await t.usage.insert(record("l_1", "u1", 10_000, entries(10)));
+        await t.usage.insert(record("l_2", "u1", 20_000, null));
+        await t.usage.insert(record("l_3", "u1", 30_000, entries(30)));
+        await t.usage.insert(record("l_4", "u2", 40_000, entries(40)));
+      });
+      const listed = await tx((t) => t.usage.walletEntries("u1", 10));
+      expect(listed.map((e) => [e.id, e.leaseId, e.userId])).toEqual([
+        ["wt_h30", "l_3", "u1"],
+        ["wt_s30", "l_3", "u1"],
+        ["wt_r30", "l_3", "u1"],
+        ["wt_h10", "l_1", "u1"],
+        ["wt_s10", "l_1", "u1"],
+        ["wt_r10", "l_1", "u1"],
+      ]);
+      expect(listed[1]).toEqual({ ...entries(30)[1], userId: "u1", leaseId: "l_3" });
+      expect((await tx((t) => t.usage.walletEntries("u1", 1))).map((e) => e.leaseId)).toEqual(["l_3", "l_3", "l_3"]);
+      const [back] = await tx((t) =>
+        t.usage.list({ scope: { kind: "all" }, from: 0, to: 50_000, identity: { kind: "user", id: "u2" } }, null, 5),
+      );
+      expect(back?.wallet).toEqual(entries(40));
+      const quotaOnly = await tx((t) => t.usage.list({ scope: { kind: "all" }, from: 15_000, to: 25_000 }, null, 5));
+      expect(quotaOnly.map((r) => [r.id, r.wallet])).toEqual([["l_2", null]]);
     });
 
     /** $5.00 purchased by user u1 (key pay_1). */

@@ -29,6 +29,12 @@ export interface WalletTransactionRecord {
   readonly leaseId: string | null;
 }
 
+/**
+ * A call's own wallet transactions (its hold, and the spend, release or expire it settled in), kept
+ * on its usage record: the user and the lease are the record's.
+ */
+export type CallWalletEntry = Pick<WalletTransactionRecord, "id" | "at" | "kind" | "amountMicros" | "grantId">;
+
 /** A user's billing settings and what overage spent in the billing month `month` (`YYYY-MM`). */
 export interface BillingAccountRecord {
   readonly userId: string;
@@ -60,6 +66,12 @@ export interface UsageRecordRow {
   readonly chargedMicros: number;
   readonly refundedMs: number;
   readonly problemCode: string | null;
+  /**
+   * The wallet transactions of a call paid (or held) from credits, written with the record instead
+   * of as rows of their own (issue 15: one row per call, not three); null: none. Listed in the
+   * user's wallet beside the `wallet_transactions` rows (Wallets.transactions); not on the wire.
+   */
+  readonly wallet: readonly CallWalletEntry[] | null;
 }
 
 /** Who may see which usage records: the admin all; a user theirs and their apps'. */
@@ -134,4 +146,9 @@ export interface UsageTx {
   summary(filter: UsageFilter, groupBy: UsageGroupBy): Promise<UsageGroupRow[]>;
   refusals(filter: UsageFilter, groupBy: UsageGroupBy): Promise<{ key: string; code: string; count: number }[]>;
   addRefusals(counts: readonly RefusalCount[]): Promise<void>;
+  /**
+   * The wallet transactions on the user's latest `limit` usage records that have any (newest
+   * record first), each with the record's user and lease.
+   */
+  walletEntries(userId: string, limit: number): Promise<WalletTransactionRecord[]>;
 }

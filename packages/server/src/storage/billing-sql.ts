@@ -7,7 +7,7 @@ import type {
   UsageTx,
   WalletsTx,
 } from "./billing-records.js";
-import { BILLING_ACCOUNTS, GRANTS, USAGE_RECORDS, WALLET_TRANSACTIONS } from "./billing-tables.js";
+import { BILLING_ACCOUNTS, GRANTS, USAGE_RECORDS, USAGE_WALLET, WALLET_TRANSACTIONS } from "./billing-tables.js";
 import type { Dialect, Row, SqlValue, TableNames } from "./table.js";
 import { WALLET_WRITES, transactionInserts } from "./wallet-cache.js";
 import type { WalletCache } from "./wallet-cache.js";
@@ -61,6 +61,10 @@ const SQL = {
   insertGrant: insert(GRANTS, " ON CONFLICT (id) DO NOTHING"),
   transactions: select(WALLET_TRANSACTIONS, "WHERE user_id = ? ORDER BY at DESC, id DESC LIMIT ?"),
   insertUsage: insert(USAGE_RECORDS, " ON CONFLICT (id) DO NOTHING"),
+  // The partial index usage_user_wallet, newest first.
+  walletEntries:
+    "SELECT id, wallet FROM usage_records WHERE identity_kind = 'user' AND identity_id = ? AND wallet IS NOT NULL " +
+    "ORDER BY ended_at DESC, id DESC LIMIT ?",
   addRefusals:
     "INSERT INTO refusal_counts (day, identity, app_id, tier, code, count) VALUES (?, ?, ?, ?, ?, ?) " +
     "ON CONFLICT (day, identity, app_id, code) DO UPDATE SET count = refusal_counts.count + excluded.count",
@@ -252,6 +256,16 @@ export function billingTx(db: SqlRunner): { wallets: WalletsTx; usage: UsageTx }
           w.params,
         );
         return rows.map((r) => ({ key: String(r["k"]), code: String(r["code"]), count: num(r["n"]) }));
+      },
+      walletEntries: async (userId, limit) => {
+        const rows = await db.all(SQL.walletEntries, [userId, limit]);
+        return rows.flatMap((r) =>
+          (USAGE_WALLET.decode(r["wallet"]) ?? []).map((e) => ({
+            ...e,
+            userId,
+            leaseId: String(r["id"]),
+          })),
+        );
       },
       addRefusals: async (counts: readonly RefusalCount[]) => {
         for (const c of counts) await db.run(SQL.addRefusals, [c.day, c.identity, c.appId, c.tier, c.code, c.count]);

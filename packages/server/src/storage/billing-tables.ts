@@ -1,6 +1,7 @@
 import type { GrantCategory, IdentityKind } from "@gpupool/core";
 import type {
   BillingAccountRecord,
+  CallWalletEntry,
   HeldShare,
   RefusalCount,
   GrantRecord,
@@ -19,6 +20,13 @@ export function sharesJson(name: string): Column<readonly HeldShare[] | null> {
     decode: (v) => (typeof v === "string" ? (JSON.parse(v) as HeldShare[]) : null),
   };
 }
+
+/** A call's wallet transactions as JSON text (`[{"id":…,"at":…,"kind":…,"amountMicros":…,"grantId":…}]`); NULL: none. */
+export const USAGE_WALLET: Column<readonly CallWalletEntry[] | null> = {
+  name: "wallet",
+  encode: (entries) => (entries === null || entries.length === 0 ? null : JSON.stringify(entries)),
+  decode: (v) => (typeof v === "string" ? (JSON.parse(v) as CallWalletEntry[]) : null),
+};
 
 export const GRANT_CHANGES = ["remainingMicros", "heldMicros"] as const satisfies readonly (keyof GrantRecord)[];
 
@@ -79,6 +87,7 @@ export const USAGE_RECORDS = new Table<UsageRecordRow>("usage_records", {
   chargedMicros: integer("charged_micros"),
   refundedMs: integer("refunded_ms"),
   problemCode: textOrNull("problem_code"),
+  wallet: USAGE_WALLET,
 });
 
 /** Refusals counted per day, identity, app (`""`: none) and code (see billing-sql's `addRefusals`). */

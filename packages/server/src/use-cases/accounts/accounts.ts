@@ -163,8 +163,8 @@ export class Accounts {
     await tx.leases.update(next.lease);
     if (isLive(lease) && !isLive(next.lease)) {
       // It ended: its hold is settled and its usage record written, in the same transaction.
-      await this.wallets.settle(tx, next.lease, now);
-      await tx.usage.insert(usageRecordOf(next.lease));
+      const wallet = await this.wallets.settle(tx, next.lease, now);
+      await tx.usage.insert({ ...usageRecordOf(next.lease), wallet });
     }
     return next.lease;
   }

@@ -2,7 +2,8 @@ import type { LeaseRecord, UsageRecordRow } from "../../storage/store.js";
 
 /**
  * The usage record of a lease that just ended (SPEC §10): what it held, what it was charged and
- * which bucket paid — the quota first, the rest overage. Its id is the lease's.
+ * which bucket paid — the quota first, the rest overage. Its id is the lease's. Its wallet
+ * transactions, if it held credits, are added by the settlement (Accounts.step).
  */
 export function usageRecordOf(lease: LeaseRecord): UsageRecordRow {
   const quotaMs = Math.min(lease.chargedMs, lease.quotaMs);
@@ -26,5 +27,6 @@ export function usageRecordOf(lease: LeaseRecord): UsageRecordRow {
     chargedMicros: lease.chargedMicros,
     refundedMs: lease.refundedMs,
     problemCode: lease.problemCode,
+    wallet: null,
   };
 }

@@ -13,6 +13,7 @@ import type { CreditTotals, Identity, OverageBlocker, Policy, WalletState } from
 import { newOrderedId } from "../../secrets.js";
 import type {
   BillingAccountRecord,
+  CallWalletEntry,
   GrantRecord,
   HeldShare,
   LeaseRecord,
@@ -235,18 +236,22 @@ export class Wallets {
   }
 
   /**
-   * A user's latest `limit` wallet transactions, newest first: those written, and the holds of
-   * the user's live leases (written when each settles).
+   * A user's latest `limit` wallet transactions, newest first: the rows written (grants, expiries,
+   * and calls settled by an older release), the transactions kept on the user's usage records (a
+   * call's hold, spend, release, expire: written with the record when it settles), and the holds
+   * of the user's live leases (from the lease until then).
    */
   async transactions(tx: Tx, userId: string, limit: number): Promise<WalletTransactionRecord[]> {
     const identity = { kind: "user" as const, id: userId };
-    const [written, queued, active] = await Promise.all([
+    const [written, settled, queued, active] = await Promise.all([
       tx.wallets.transactions(userId, limit),
+      // Every record carries at least one transaction: `limit` records hold the newest `limit`.
+      tx.usage.walletEntries(userId, limit),
       tx.leases.list({ identity, status: "queued", limit: LIVE_LEASES_SHOWN }),
       tx.leases.list({ identity, status: "active", limit: LIVE_LEASES_SHOWN }),
     ]);
     const pending = [...queued, ...active].flatMap((l) => this.holdEntries(l));
-    return [...written, ...pending]
+    return [...written, ...settled, ...pending]
       .sort((a, b) => b.at - a.at || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
       .slice(0, limit);
   }
@@ -273,27 +278,42 @@ export class Wallets {
   /**
    * Settles an ended lease's hold: its `chargedMicros` are spent from the grants it held, the rest
    * released (or expired with a grant that ended meanwhile), and the month's spend grows. Only a
-   * lease that just ended comes here (its status guards against settling twice).
+   * lease that just ended comes here (its status guards against settling twice). Returns the
+   * call's wallet transactions — its hold and what settled it — for its usage record, which the
+   * caller writes in the same transaction (null: nothing was held).
    */
-  async settle(tx: Tx, lease: LeaseRecord, now: number): Promise<void> {
+  async settle(tx: Tx, lease: LeaseRecord, now: number): Promise<CallWalletEntry[] | null> {
     const shares = lease.holdShares ?? [];
-    if (lease.identityKind !== "user" || shares.length === 0) return;
+    if (lease.identityKind !== "user" || shares.length === 0) return null;
     const identity: Identity = { kind: "user", id: lease.identityId, tier: lease.tier };
     const wallet = await this.rows(tx, identity, now, true);
     const out = settleHold(wallet.grants, shares, lease.chargedMicros, now);
     const next = this.changed(wallet.grants, out.grants);
     for (const g of next) if (shares.some((s) => s.grantId === g.id)) await tx.wallets.updateGrant(g);
-    const entry = (kind: WalletTransactionKind) => (s: { grantId: string; micros: number }) =>
-      this.entry(identity.id, now, kind, s.micros, s.grantId, lease.id);
-    await tx.wallets.addTransactions([
-      ...this.holdEntries(lease),
-      ...out.spent.map(entry("spend")),
-      ...out.released.map(entry("release")),
-      ...out.expired.map(entry("expire")),
-    ]);
+    const entry =
+      (kind: WalletTransactionKind) =>
+      (s: { grantId: string; micros: number }): CallWalletEntry => ({
+        id: newOrderedId("wt", now),
+        at: now,
+        kind,
+        amountMicros: s.micros,
+        grantId: s.grantId,
+      });
     const spent = out.spent.reduce((sum, s) => sum + s.micros, 0);
     if (spent > 0)
       await tx.wallets.putAccount({ ...wallet.account, monthSpentMicros: wallet.account.monthSpentMicros + spent });
+    return [
+      ...this.holdEntries(lease).map(({ id, at, kind, amountMicros, grantId }) => ({
+        id,
+        at,
+        kind,
+        amountMicros,
+        grantId,
+      })),
+      ...out.spent.map(entry("spend")),
+      ...out.released.map(entry("release")),
+      ...out.expired.map(entry("expire")),
+    ];
   }
 
   private changed(
