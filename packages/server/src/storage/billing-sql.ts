@@ -7,7 +7,14 @@ import type {
   UsageTx,
   WalletsTx,
 } from "./billing-records.js";
-import { BILLING_ACCOUNTS, GRANTS, USAGE_RECORDS, USAGE_WALLET, WALLET_TRANSACTIONS } from "./billing-tables.js";
+import {
+  BILLING_ACCOUNTS,
+  GRANTS,
+  USAGE_RECORDS,
+  USAGE_WALLET,
+  WALLET_TRANSACTIONS,
+  sharesJson,
+} from "./billing-tables.js";
 import type { Dialect, Row, SqlValue, TableNames } from "./table.js";
 import { WALLET_WRITES, transactionInserts } from "./wallet-cache.js";
 import type { WalletCache } from "./wallet-cache.js";
@@ -60,6 +67,10 @@ const SQL = {
   grantByKey: select(GRANTS, "WHERE user_id = ? AND idempotency_key = ?"),
   insertGrant: insert(GRANTS, " ON CONFLICT (id) DO NOTHING"),
   transactions: select(WALLET_TRANSACTIONS, "WHERE user_id = ? ORDER BY at DESC, id DESC LIMIT ?"),
+  // The holds of a user's live leases (leases_user_status: two ranges).
+  liveHolds:
+    "SELECT hold_shares FROM leases WHERE identity_kind = 'user' AND identity_id = ? AND status IN ('queued', 'active') " +
+    "AND hold_shares IS NOT NULL",
   insertUsage: insert(USAGE_RECORDS, " ON CONFLICT (id) DO NOTHING"),
   // The partial index usage_user_wallet, newest first.
   walletEntries:
@@ -173,7 +184,19 @@ export function billingTx(db: SqlRunner): { wallets: WalletsTx; usage: UsageTx }
         if (hit !== undefined) return [...hit];
         deferred?.flush();
         const grants = (await db.all(SQL.grants, [userId])).map((r) => GRANTS.decode(r));
-        return cache ? [...keep(cache.grants, userId, grants)] : grants;
+        if (!cache) return grants;
+        // What the grants hold is what the user's live leases hold (see updateGrant).
+        const held = new Map<string, number>();
+        for (const r of await db.all(SQL.liveHolds, [userId]))
+          for (const s of sharesJson("hold_shares").decode(r["hold_shares"]) ?? [])
+            held.set(s.grantId, (held.get(s.grantId) ?? 0) + s.micros);
+        return [
+          ...keep(
+            cache.grants,
+            userId,
+            grants.map((g) => ({ ...g, heldMicros: held.get(g.id) ?? 0 })),
+          ),
+        ];
       },
       grantByKey: async (userId, key) => {
         deferred?.flush();
@@ -187,8 +210,17 @@ export function billingTx(db: SqlRunner): { wallets: WalletsTx; usage: UsageTx }
       },
       updateGrant: async (g) => {
         if (deferred && cache) {
-          deferred.defer();
-          cache.unwritten.grants.set(g.id, g);
+          // SQLite: a change of what a grant holds alone (a call's hold placed) is not written —
+          // the lease row written beside it records the hold, and a load counts the live leases'
+          // holds (above); the row's `held_micros` is brought up to date with its next write of
+          // `remaining_micros` (a settlement, an expiry). Writing it cost a row update per call.
+          const before = cache.grants.get(g.userId)?.find((x) => x.id === g.id);
+          const heldOnly =
+            before !== undefined && before.remainingMicros === g.remainingMicros && !cache.unwritten.grants.has(g.id);
+          if (!heldOnly) {
+            deferred.defer();
+            cache.unwritten.grants.set(g.id, g);
+          }
         } else await db.run(WALLET_WRITES.updateGrant, [g.remainingMicros, g.heldMicros, g.id]);
         cachedGrant(g);
       },

@@ -30,6 +30,12 @@ export const USAGE_WALLET: Column<readonly CallWalletEntry[] | null> = {
 
 export const GRANT_CHANGES = ["remainingMicros", "heldMicros"] as const satisfies readonly (keyof GrantRecord)[];
 
+/**
+ * Credit grants. `held_micros` is what the grant's live leases hold: PostgreSQL writes it with every
+ * hold and settlement; SQLite (one process, its wallets cached) writes it only with the grant's
+ * other changes and counts the live leases' holds when it loads a wallet (billing-sql's `grants`),
+ * so there the column is as of the grant's last write of `remaining_micros`.
+ */
 export const GRANTS = new Table<GrantRecord, (typeof GRANT_CHANGES)[number]>(
   "credit_grants",
   {

@@ -160,12 +160,14 @@ export class Accounts {
     const next = step(ledger);
     // A step that leaves the stored ledger as it was (a grant in a window already started) writes only the lease.
     if (stored === null || next.ledger !== stored) await tx.ledgers.put(identityKey(identity), next.ledger);
-    await tx.leases.update(next.lease);
     if (isLive(lease) && !isLive(next.lease)) {
-      // It ended: its hold is settled and its usage record written, in the same transaction.
+      // It ended: its hold is settled and its usage record written, in the same transaction. The
+      // wallet is settled while the lease is still stored live: a store that counts what grants
+      // hold from the live leases (SQLite, when it loads a wallet) must still count this one's.
       const wallet = await this.wallets.settle(tx, next.lease, now);
+      await tx.leases.update(next.lease);
       await tx.usage.insert({ ...usageRecordOf(next.lease), wallet });
-    }
+    } else await tx.leases.update(next.lease);
     return next.lease;
   }
 
