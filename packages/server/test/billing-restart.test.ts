@@ -5,16 +5,7 @@ import Database from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
 import type { TestServer } from "./harness.js";
 import { lease, serveAt } from "./harness.js";
-import {
-  ManualClock,
-  T0,
-  billingConfig,
-  billingServer,
-  payingUser,
-  priceMs,
-  sumOf,
-  walletOf,
-} from "./billing-fixture.js";
+import { ManualClock, T0, billingConfig, payingUser, priceMs, sumOf, walletOf } from "./billing-fixture.js";
 
 /**
  * What a grant holds is what its live leases hold, after a restart too. SQLite does not write a
