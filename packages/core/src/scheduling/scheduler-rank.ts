@@ -160,6 +160,27 @@ export class RankedSet<T extends RankNode<T>> {
     return best;
   }
 
+  /** Min of `rankMark − load before it` over the items strictly before `item` (in the set); +Infinity when none. O(log n). */
+  minMarkBefore(item: T): number {
+    let best = Number.POSITIVE_INFINITY;
+    let off = 0;
+    let node = this.root;
+    while (node !== null) {
+      const l = node.rankLeft;
+      if (node !== item && this.before(item, node)) {
+        node = l;
+        continue;
+      }
+      const lt = l === null ? 0 : l.rankTotalLoad;
+      if (l !== null && l.rankMinMark - off < best) best = l.rankMinMark - off;
+      if (node === item) return best;
+      if (node.rankMark - off - lt < best) best = node.rankMark - off - lt;
+      off += lt + node.rankLoad;
+      node = node.rankRight;
+    }
+    return best;
+  }
+
   /**
    * The last item (in order) that comes after `probe` (which need not be in the set) and has
    * `rankMark − load before it < threshold`, or null. O(log n): subtrees whose minimum is not

@@ -118,9 +118,13 @@ export class SlotBoard {
       this.devices.set(d.key, d);
       host.devices.push(d);
       host.totalSlots += spec.slots;
+      host.deviceCount++;
       host.maxSlots = Math.max(host.maxSlots, spec.slots);
       this.totalSlots += spec.slots;
-      if (!d.dedicated) this.shared.totalSlots += spec.slots;
+      if (!d.dedicated) {
+        this.shared.totalSlots += spec.slots;
+        this.shared.deviceCount++;
+      }
       const slotsOf = new Map<string, number>();
       for (const h of holders) {
         if (h === null) d.free++;
