@@ -48,6 +48,11 @@ export class SlotScope {
   private slotsWithDeadline = 0;
   private leasesWithoutDeadline = 0;
 
+  addDevice(slots: number): void {
+    this.totalSlots += slots;
+    this.deviceCount++;
+  }
+
   /** Slot-milliseconds the active leases may still hold, if each runs to its deadline. */
   residualMs(now: number): number {
     return Math.max(0, this.slotDeadlineSum - now * this.slotsWithDeadline);
