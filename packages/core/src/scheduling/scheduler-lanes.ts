@@ -87,8 +87,6 @@ export function newEntry(request: PriorityRequest, key: RankKey, ord: number, la
     rankTotalLoad: 0,
     rankMark: Number.POSITIVE_INFINITY,
     rankMinMark: Number.POSITIVE_INFINITY,
-    rankLength: lane.group.placeable ? request.durationMs : 0,
-    rankMaxLength: 0,
   };
 }
 

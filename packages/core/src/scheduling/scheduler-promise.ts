@@ -103,13 +103,13 @@ export class PromiseMarks {
 
   /**
    * After the devices changed: a call no device could take (bound to a node with none) is work
-   * nobody waits behind, so its load and length are 0 (its slot-time and duration once some device
+   * nobody waits behind, so its load is 0 (its slot-time and idle allowance once some device
    * could take it). O(n), and O(log n) more per call that changed.
    */
   refit(entries: Iterable<QueueEntry>): void {
     for (const e of entries) {
       const load = loadOf(e);
-      if (e.rankLoad !== load) this.ranked.setLoad(e, load, e.lane.group.placeable ? e.request.durationMs : 0);
+      if (e.rankLoad !== load) this.ranked.setLoad(e, load);
     }
   }
 
