@@ -4,16 +4,17 @@ import { RankedSet } from "../src/scheduling/scheduler-rank.js";
 import type { RankNode } from "../src/scheduling/scheduler-rank.js";
 
 /**
- * The order-statistics treap's running minimum of `mark − load before` and maximum of `length`
- * (what the promise checks read in O(log n)) agree with a walk over the items in order, through
- * random inserts, removals, mark and load changes.
+ * The order-statistics treap's running minimum of `mark − load before` (what the promise checks
+ * read in O(log n): over all items, over those before an item, the last below a threshold after a
+ * probe) agrees with a walk over the items in order, through random inserts, removals, mark and
+ * load changes.
  */
 
 interface Item extends RankNode<Item> {
   readonly key: number;
 }
 
-function item(key: number, weight: number, length: number, mark: number): Item {
+function item(key: number, weight: number, mark: number): Item {
   return {
     key,
     rankLeft: null,
@@ -26,16 +27,14 @@ function item(key: number, weight: number, length: number, mark: number): Item {
     rankTotalLoad: 0,
     rankMark: mark,
     rankMinMark: Number.POSITIVE_INFINITY,
-    rankLength: length,
-    rankMaxLength: 0,
   };
 }
 
 type Op =
-  | { kind: "insert"; key: number; weight: number; length: number; mark: number | null }
+  | { kind: "insert"; key: number; weight: number; mark: number | null }
   | { kind: "remove"; at: number }
   | { kind: "mark"; at: number; mark: number | null }
-  | { kind: "load"; at: number; load: number; length: number }
+  | { kind: "load"; at: number; load: number }
   | { kind: "remark"; shift: number };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
@@ -43,7 +42,6 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     kind: fc.constant("insert" as const),
     key: fc.integer({ min: 0, max: 60 }),
     weight: fc.integer({ min: 1, max: 100 }),
-    length: fc.integer({ min: 1, max: 100 }),
     mark: fc.option(fc.integer({ min: -200, max: 2_000 }), { nil: null }),
   }),
   fc.record({ kind: fc.constant("remove" as const), at: fc.nat() }),
@@ -56,13 +54,12 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     kind: fc.constant("load" as const),
     at: fc.nat(),
     load: fc.integer({ min: 0, max: 100 }),
-    length: fc.integer({ min: 0, max: 100 }),
   }),
   fc.record({ kind: fc.constant("remark" as const), shift: fc.integer({ min: -50, max: 50 }) }),
 );
 
-describe("RankedSet marks and lengths", () => {
-  it("agree with a walk in order: the last item after a probe below a threshold, the longest before an item, the least mark", () => {
+describe("RankedSet marks", () => {
+  it("agree with a walk in order: the last item after a probe below a threshold, the least mark before an item and of all", () => {
     fc.assert(
       fc.property(
         fc.array(opArb, { minLength: 1, maxLength: 80 }),
@@ -77,7 +74,7 @@ describe("RankedSet marks and lengths", () => {
           const mark = (m: number | null): number => m ?? Number.POSITIVE_INFINITY;
           for (const op of ops) {
             if (op.kind === "insert") {
-              const it = item(op.key, op.weight, op.length, mark(op.mark));
+              const it = item(op.key, op.weight, mark(op.mark));
               ords.set(it, ord++);
               set.insert(it);
               items.push(it);
@@ -87,7 +84,7 @@ describe("RankedSet marks and lengths", () => {
             } else if (op.kind === "mark" && items.length > 0) {
               set.setMark(items[op.at % items.length] as Item, mark(op.mark));
             } else if (op.kind === "load" && items.length > 0) {
-              set.setLoad(items[op.at % items.length] as Item, op.load, op.length);
+              set.setLoad(items[op.at % items.length] as Item, op.load);
             } else if (op.kind === "remark") {
               set.remark((it) => it.rankMark + op.shift);
             }
@@ -106,7 +103,7 @@ describe("RankedSet marks and lengths", () => {
           }
           expect(set.minMark).toBe(Math.min(Number.POSITIVE_INFINITY, ...slack.values()));
           for (const probeKey of [-1, 0, 10, 30, 61]) {
-            const probe = item(probeKey, 1, 1, Number.POSITIVE_INFINITY);
+            const probe = item(probeKey, 1, Number.POSITIVE_INFINITY);
             ords.set(probe, ord);
             const ahead = inOrder.filter((it) => before(it, probe)).reduce((sum, it) => sum + it.rankLoad, 0);
             expect(set.loadBefore(probe)).toBe(ahead);
@@ -115,8 +112,8 @@ describe("RankedSet marks and lengths", () => {
             ords.delete(probe);
           }
           inOrder.forEach((it, i) => {
-            const longest = Math.max(0, ...inOrder.slice(0, i).map((x) => x.rankLength));
-            expect(set.maxLengthBefore(it)).toBe(longest);
+            const least = Math.min(Number.POSITIVE_INFINITY, ...inOrder.slice(0, i).map((x) => slack.get(x) as number));
+            expect(set.minMarkBefore(it)).toBe(least);
           });
         },
       ),

@@ -95,7 +95,12 @@ export class ExpectedWaits {
     const concurrency = this.concurrency;
     if (concurrency === null || this.entries.size + this.eta.board.size > this.options.forecastLimit) return null;
     // A copy ranks each request as this scheduler does (a newcomer kept behind a promise included).
-    const queued = [...this.entries.values()].map((e) => ({ ...e.request, rankKey: e.key, promisedAt: e.promiseAt }));
+    const queued = [...this.entries.values()].map((e) => ({
+      ...e.request,
+      rankKey: e.key,
+      promisedAt: e.promiseAt,
+      promisedFrom: e.promiseFrom,
+    }));
     return forecastFrom(this.eta.board, held, queued, concurrency, now, stopAt, this.fresh);
   }
 }

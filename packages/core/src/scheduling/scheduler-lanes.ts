@@ -27,6 +27,8 @@ export interface PriorityRequest extends QueuedRequest {
   readonly rankKey?: RankKey;
   /** With `rankKey`: the promise the original made it (a copy keeps promises as the original does). */
   readonly promisedAt?: number | null;
+  /** With `promisedAt`: when the original made that promise. */
+  readonly promisedFrom?: number;
 }
 
 /**
@@ -51,6 +53,8 @@ export interface QueueEntry extends RankNode<QueueEntry> {
   readonly ord: number;
   /** When it was promised to start at the latest (the bound told at admission); null: no promise. */
   promiseAt: number | null;
+  /** When the promise was made (its idle allowance runs from then to `promiseAt`). */
+  promiseFrom: number;
   readonly lane: Lane;
   rankIndex: number;
   durationIndex: number;
@@ -69,6 +73,7 @@ export function newEntry(request: PriorityRequest, key: RankKey, ord: number, la
     key,
     ord,
     promiseAt: null,
+    promiseFrom: 0,
     lane,
     rankIndex: -1,
     durationIndex: -1,
@@ -82,8 +87,6 @@ export function newEntry(request: PriorityRequest, key: RankKey, ord: number, la
     rankTotalLoad: 0,
     rankMark: Number.POSITIVE_INFINITY,
     rankMinMark: Number.POSITIVE_INFINITY,
-    rankLength: lane.group.placeable ? request.durationMs : 0,
-    rankMaxLength: 0,
   };
 }
 

@@ -24,10 +24,6 @@ export interface RankNode<T> {
   rankMark: number;
   /** Over this subtree: min of `rankMark − load of the subtree's items before it`. */
   rankMinMark: number;
-  /** A length the set keeps a running maximum of (a call's duration; changes with the load, `setLoad`). */
-  rankLength: number;
-  /** Over this subtree: the longest `rankLength`. */
-  rankMaxLength: number;
 }
 
 /**
@@ -74,7 +70,6 @@ export class RankedSet<T extends RankNode<T>> {
     item.rankTotal = item.rankWeight;
     item.rankTotalLoad = item.rankLoad;
     item.rankMinMark = item.rankMark;
-    item.rankMaxLength = item.rankLength;
     this.root = this.insertAt(this.root, item);
   }
 
@@ -142,9 +137,10 @@ export class RankedSet<T extends RankNode<T>> {
     return { before, weightBefore };
   }
 
-  /** The longest `rankLength` of the items strictly before `item` (which need not be in the set); 0 when none. O(log n). */
-  maxLengthBefore(item: T): number {
-    let best = 0;
+  /** Min of `rankMark − load before it` over the items strictly before `item` (in the set); +Infinity when none. O(log n). */
+  minMarkBefore(item: T): number {
+    let best = Number.POSITIVE_INFINITY;
+    let off = 0;
     let node = this.root;
     while (node !== null) {
       const l = node.rankLeft;
@@ -152,9 +148,11 @@ export class RankedSet<T extends RankNode<T>> {
         node = l;
         continue;
       }
-      if (l !== null && l.rankMaxLength > best) best = l.rankMaxLength;
+      const lt = l === null ? 0 : l.rankTotalLoad;
+      if (l !== null && l.rankMinMark - off < best) best = l.rankMinMark - off;
       if (node === item) return best;
-      if (node.rankLength > best) best = node.rankLength;
+      if (node.rankMark - off - lt < best) best = node.rankMark - off - lt;
+      off += lt + node.rankLoad;
       node = node.rankRight;
     }
     return best;
@@ -176,11 +174,10 @@ export class RankedSet<T extends RankNode<T>> {
     });
   }
 
-  /** Sets an item's load and length (in the set or not) and the sums, minima and maxima above it. O(log n). */
-  setLoad(item: T, load: number, length: number): void {
+  /** Sets an item's load (in the set or not) and the sums and minima above it. O(log n). */
+  setLoad(item: T, load: number): void {
     this.update(item, () => {
       item.rankLoad = load;
-      item.rankLength = length;
     });
   }
 
@@ -261,10 +258,6 @@ export class RankedSet<T extends RankNode<T>> {
     if (node.rankMark - lt < min) min = node.rankMark - lt;
     if (r !== null && r.rankMinMark - lt - node.rankLoad < min) min = r.rankMinMark - lt - node.rankLoad;
     node.rankMinMark = min;
-    let max = node.rankLength;
-    if (l !== null && l.rankMaxLength > max) max = l.rankMaxLength;
-    if (r !== null && r.rankMaxLength > max) max = r.rankMaxLength;
-    node.rankMaxLength = max;
   }
 
   private insertAt(root: T | null, node: T): T {

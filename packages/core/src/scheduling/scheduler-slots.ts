@@ -117,10 +117,10 @@ export class SlotBoard {
       };
       this.devices.set(d.key, d);
       host.devices.push(d);
-      host.totalSlots += spec.slots;
+      host.addDevice(spec.slots);
       host.maxSlots = Math.max(host.maxSlots, spec.slots);
       this.totalSlots += spec.slots;
-      if (!d.dedicated) this.shared.totalSlots += spec.slots;
+      if (!d.dedicated) this.shared.addDevice(spec.slots);
       const slotsOf = new Map<string, number>();
       for (const h of holders) {
         if (h === null) d.free++;

@@ -41,10 +41,17 @@ export class SlotScope {
   totalSlots = 0;
   /** Slots of the largest device. */
   maxSlots = 0;
+  /** Devices (a multi-slot call's promise counts the slots each may leave idle, docs/scheduling.md §5). */
+  deviceCount = 0;
   /** Σ slots × deadline and Σ slots over placed leases with a known deadline (for the residual work). */
   private slotDeadlineSum = 0;
   private slotsWithDeadline = 0;
   private leasesWithoutDeadline = 0;
+
+  addDevice(slots: number): void {
+    this.totalSlots += slots;
+    this.deviceCount++;
+  }
 
   /** Slot-milliseconds the active leases may still hold, if each runs to its deadline. */
   residualMs(now: number): number {

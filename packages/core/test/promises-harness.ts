@@ -1,0 +1,132 @@
+import fc from "fast-check";
+import { Pool, PriorityScheduler } from "../src/index.js";
+import type { Concurrency, DeviceSpec, PriorityRequest, SchedulerOptions } from "../src/index.js";
+
+/**
+ * Replays random arrivals through the priority scheduler as the engine drives it, and says which
+ * queued calls started later than the eta_max they were told at admission (docs/scheduling.md §5).
+ */
+
+const T0 = 1_700_000_000_000;
+const NO_LIMITS: Concurrency = { active: () => 0, limit: () => null };
+
+export function devices(gpus: number, slots: number): DeviceSpec[] {
+  return Array.from({ length: gpus }, (_, i) => ({
+    node: `n${i % 2}`,
+    index: i,
+    uuid: `GPU-${i}`,
+    name: "L4",
+    memoryMb: 24_576,
+    slots,
+  }));
+}
+
+export interface Arrival {
+  /** Time since the previous arrival. */
+  readonly gapMs: number;
+  readonly priority: number;
+  readonly durationS: number;
+  /** Share of its duration the call holds (1: to its deadline). */
+  readonly holds: number;
+  readonly share: number;
+  /** Slots it asks for (at most a device's); one when left out. */
+  readonly slots?: number;
+}
+
+export const arrivalArb: fc.Arbitrary<Arrival> = fc.record({
+  gapMs: fc.integer({ min: 0, max: 8_000 }),
+  priority: fc.integer({ min: 1, max: 3 }),
+  durationS: fc.integer({ min: 1, max: 60 }),
+  holds: fc.constantFrom(1, 1, 0.5, 0.1, 0),
+  share: fc.constantFrom(1, 0.5, 0.05),
+});
+
+/** Arrivals of mixed sizes: one slot (three in five), two slots, four (a whole GPU of 4; of 2, capped at 2). */
+export const mixedArrivalArb: fc.Arbitrary<Arrival> = fc.record({
+  gapMs: fc.integer({ min: 0, max: 8_000 }),
+  priority: fc.integer({ min: 1, max: 3 }),
+  durationS: fc.integer({ min: 1, max: 60 }),
+  holds: fc.constantFrom(1, 1, 0.5, 0.1, 0),
+  share: fc.constantFrom(1, 0.5, 0.05),
+  slots: fc.constantFrom(1, 1, 1, 2, 4),
+});
+
+/** What one replay found: the queued calls that started later than their promise, and how many were promised. */
+export interface Replay {
+  /** `c007/2 at +23000 promised +22500`: the call, its slots, when it started and its promise (ms after the start). */
+  readonly late: string[];
+  readonly promised: number;
+}
+
+/** Replays arrivals through the scheduler as the engine drives it. */
+export function replay(
+  gpus: number,
+  slots: number,
+  arrivals: readonly Arrival[],
+  options: Partial<SchedulerOptions>,
+): Replay {
+  const pool = new Pool(devices(gpus, slots));
+  const scheduler = new PriorityScheduler({ agingStepMs: 15_000, holdAfterMs: 15_000, ...options });
+  const promised = new Map<string, number>();
+  const ends: { at: number; id: string }[] = [];
+  const holds = new Map<string, number>();
+  const late: string[] = [];
+  let now = T0;
+  const dispatch = (): void => {
+    scheduler.dispatch(
+      pool,
+      NO_LIMITS,
+      (grant, r) => {
+        const by = promised.get(grant.leaseId);
+        if (by !== undefined && now > by) late.push(`${grant.leaseId}/${r.slots} at +${now - T0} promised +${by - T0}`);
+        ends.push({ at: now + Math.floor(r.durationMs * (holds.get(r.leaseId) ?? 1)), id: grant.leaseId });
+      },
+      now,
+    );
+  };
+  const endUntil = (t: number): void => {
+    for (;;) {
+      ends.sort((a, b) => a.at - b.at || (a.id < b.id ? -1 : 1));
+      const e = ends[0];
+      if (e === undefined || e.at > t) return;
+      ends.shift();
+      now = e.at;
+      pool.release(e.id);
+      scheduler.onReleased(e.id, now);
+      dispatch();
+    }
+  };
+  arrivals.forEach((a, i) => {
+    const at = now + a.gapMs;
+    endUntil(at);
+    now = at;
+    const request: PriorityRequest = {
+      leaseId: `c${String(i).padStart(3, "0")}`,
+      appId: null,
+      identity: `user:${i}`,
+      slots: Math.min(a.slots ?? 1, slots),
+      priority: a.priority,
+      durationMs: a.durationS * 1000,
+      seq: i,
+      queuedAt: now,
+      quotaLeftShare: a.share,
+    };
+    holds.set(request.leaseId, a.holds);
+    const trial = scheduler.trial(request, pool, NO_LIMITS, now);
+    if (trial.kind === "wait" && trial.place.etaMs !== null) promised.set(request.leaseId, now + trial.place.etaMs);
+    scheduler.enqueue(request);
+    dispatch();
+  });
+  endUntil(Number.POSITIVE_INFINITY);
+  return { late, promised: promised.size };
+}
+
+/** The queued calls that started later than their promise (see `replay`). */
+export function broken(
+  gpus: number,
+  slots: number,
+  arrivals: readonly Arrival[],
+  options: Partial<SchedulerOptions>,
+): string[] {
+  return replay(gpus, slots, arrivals, options).late;
+}
