@@ -37,6 +37,9 @@ export interface SqlRunner {
   readonly deferred?: { readonly defer: () => void; readonly flush: () => void };
 }
 
+/** A lease's hold shares, as the leases table stores them. */
+const HOLD_SHARES = sharesJson("hold_shares");
+
 /** Bounded like the SQLite store's other caches: past this many users, start again. */
 const CACHE_USERS = 50_000;
 function keep<V>(cache: Map<string, V>, key: string, value: V): V {
@@ -188,7 +191,7 @@ export function billingTx(db: SqlRunner): { wallets: WalletsTx; usage: UsageTx }
         // What the grants hold is what the user's live leases hold (see updateGrant).
         const held = new Map<string, number>();
         for (const r of await db.all(SQL.liveHolds, [userId]))
-          for (const s of sharesJson("hold_shares").decode(r["hold_shares"]) ?? [])
+          for (const s of HOLD_SHARES.decode(r["hold_shares"]) ?? [])
             held.set(s.grantId, (held.get(s.grantId) ?? 0) + s.micros);
         return [
           ...keep(
