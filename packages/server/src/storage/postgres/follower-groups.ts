@@ -1,0 +1,154 @@
+import type postgres from "postgres";
+import { Serial } from "../../serial.js";
+import { LeadershipLostError, StorageUnavailableError } from "../store.js";
+import type { Tx } from "../store.js";
+import { leavesGroup, storageError } from "./errors.js";
+import type { InFlight } from "./in-flight.js";
+import { LeaderGroup } from "./leader-group.js";
+import type { GroupedTx } from "./postgres-tx.js";
+import type { Session, SessionPool } from "./session.js";
+
+/** The most transactions that share one COMMIT (each gets a subtransaction id: see MAX_GROUP of the leader's groups). */
+const MAX_GROUP = 64;
+/**
+ * How long a group takes members at most: its locks are held until its COMMIT, and a plain
+ * transaction (a member that left a group, another replica's) may be waiting for one of them.
+ */
+const MAX_GROUP_MS = 25;
+
+export interface FollowerGroupsOptions {
+  /** The replica's sessions: a group holds one from its BEGIN to its COMMIT. */
+  readonly pool: SessionPool;
+  /** The replica's operation counter: a group counts as one of the store's operations until it is over. */
+  readonly inFlight: InFlight;
+  /** A transaction's view of the store inside a group. */
+  readonly makeTx: (sql: postgres.ISql, grouped: GroupedTx) => Tx;
+  /** Runs a transaction alone (PostgresStore.transaction): a member that left its group, or whose group did not commit. */
+  readonly alone: <T>(fn: (tx: Tx) => Promise<T>) => Promise<T>;
+}
+
+/** What a member's run in a group came to. */
+type Staged<T> = { readonly kind: "member"; readonly value: T; readonly committed: Promise<void> } | { kind: "alone" };
+
+/**
+ * Group commit for a replica that does not lead: its concurrent admissions and releases
+ * (`PostgresStore.groupedTransaction`) share one transaction — one BEGIN, each member in a
+ * SAVEPOINT, their notifications in one statement, one COMMIT and one WAL flush — as the leader's
+ * transactions share its groups (the same `LeaderGroup`, without the epoch check, on a session of
+ * the pool). Members run one at a time; a group commits when no member runs or waits (a turn of
+ * the event loop), or once it has MAX_GROUP members or is MAX_GROUP_MS old. The next group opens
+ * on another session while one commits.
+ *
+ * Deadlocks: a group holds the locks of every member so far, so it must never wait for one — the
+ * leader's group, another replica's group, or a plain transaction may hold it, and wait for one the
+ * group holds. So its members only try their locks (GroupedTx.nowait); a member that finds one
+ * taken is rolled back to its savepoint (the rest of the group goes on) and runs again alone, as a
+ * plain transaction that waits for its locks and holds nothing else meanwhile (postgresTx's lock
+ * order). A member that throws is rolled back alone, and its caller gets what it threw. A group
+ * that does not commit (its session broke before the COMMIT, or a write failed after its member
+ * ran) fails nobody: each of its members runs again alone — every `fn` may run more than once
+ * (Store.transaction). Only a COMMIT whose answer was lost leaves its members' outcome unknown:
+ * they get 503, as a plain transaction's caller does.
+ */
+export class FollowerGroups {
+  private readonly serial = new Serial();
+  private group: LeaderGroup | null = null;
+  private openedAt = 0;
+  /** Members waiting for or inside the serial section. */
+  private staging = 0;
+
+  constructor(private readonly o: FollowerGroupsOptions) {}
+
+  /** Runs `fn` in the open group (or alone, see above); resolves with its value once the group's COMMIT is confirmed. */
+  async run<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    this.staging++;
+    let staged: Staged<T>;
+    try {
+      staged = await this.serial.run(() => this.stage(fn));
+    } finally {
+      if (--this.staging === 0) this.commitWhenIdle();
+    }
+    if (staged.kind === "alone") return this.o.alone(fn);
+    try {
+      await staged.committed;
+    } catch (err) {
+      if (err instanceof LeadershipLostError && err.outcomeUnknown)
+        throw new StorageUnavailableError(
+          "The database connection broke while this transaction's commit was in flight; whether it committed is not known; retry (with the same Idempotency-Key).",
+          { cause: err },
+        );
+      // Nothing of the group was committed: this member runs again, on its own.
+      return this.o.alone(fn);
+    }
+    return staged.value;
+  }
+
+  private async stage<T>(fn: (tx: Tx) => Promise<T>): Promise<Staged<T>> {
+    let group: LeaderGroup;
+    try {
+      group = this.group?.isOpen === true ? this.group : await this.open();
+    } catch (err) {
+      // No session could be had for a group (the database is away): the member's own transaction says so.
+      if (err instanceof LeadershipLostError) return { kind: "alone" };
+      throw storageError(err);
+    }
+    try {
+      const value = await group.run((sql, grouped) => fn(this.o.makeTx(sql, grouped)));
+      const full = group.size >= MAX_GROUP || performance.now() - this.openedAt >= MAX_GROUP_MS;
+      if (full && this.group === group) this.commit();
+      return { kind: "member", value, committed: group.committed };
+    } catch (err) {
+      // A lock it would have waited for, or a group that ended under it (it was rolled back with it).
+      if (leavesGroup(err) || err instanceof LeadershipLostError) return { kind: "alone" };
+      throw storageError(err);
+    }
+  }
+
+  /** A session of the pool, held until the group is over, and a group opened on it. */
+  private async open(): Promise<LeaderGroup> {
+    let over!: () => void;
+    const released = new Promise<void>((resolve) => (over = resolve));
+    const session = await new Promise<Session>((resolve, reject) => {
+      this.o.pool.run((s) => (resolve(s), released)).catch(reject);
+    });
+    let group: LeaderGroup;
+    try {
+      group = new LeaderGroup({
+        session,
+        epoch: null,
+        hold: () => this.o.inFlight.hold(),
+        drawAhead: () => 0,
+        nowait: true,
+      });
+    } catch (err) {
+      over();
+      throw err;
+    }
+    const unsubscribe = session.onClosed(() => group.break());
+    void group.over.then(() => {
+      unsubscribe();
+      over();
+    });
+    await group.open();
+    this.group = group;
+    this.openedAt = performance.now();
+    return group;
+  }
+
+  /** Commits the open group at the next turn of the event loop if no member runs or waits by then. */
+  private commitWhenIdle(): void {
+    const group = this.group;
+    if (group === null || !group.isOpen) return;
+    setImmediate(() => {
+      if (this.staging === 0 && this.group === group) this.commit();
+    });
+  }
+
+  /** Only between members. Later ones open the next group. */
+  private commit(): void {
+    const group = this.group;
+    if (group === null) return;
+    this.group = null;
+    void group.commit();
+  }
+}
