@@ -14,7 +14,7 @@ const MAX_GROUP = 64;
  * How long a group takes members at most: its locks are held until its COMMIT, and a plain
  * transaction (a member that left a group, another replica's) may be waiting for one of them.
  */
-const MAX_GROUP_MS = 25;
+const MAX_GROUP_MS = 100;
 
 export interface FollowerGroupsOptions {
   /** The replica's sessions: a group holds one from its BEGIN to its COMMIT. */
@@ -36,8 +36,8 @@ type Staged<T> = { readonly kind: "member"; readonly value: T; readonly committe
  * SAVEPOINT, their notifications in one statement, one COMMIT and one WAL flush — as the leader's
  * transactions share its groups (the same `LeaderGroup`, without the epoch check, on a session of
  * the pool). Members run one at a time; a group commits when no member runs or waits (a turn of
- * the event loop), or once it has MAX_GROUP members or is MAX_GROUP_MS old. The next group opens
- * on another session while one commits.
+ * the event loop) and no other group's COMMIT is in flight, or once it has MAX_GROUP members or is
+ * MAX_GROUP_MS old. The next group opens on another session while one commits.
  *
  * Deadlocks: a group holds the locks of every member so far, so it must never wait for one — the
  * leader's group, another replica's group, or a plain transaction may hold it, and wait for one the
@@ -56,6 +56,8 @@ export class FollowerGroups {
   private openedAt = 0;
   /** Members waiting for or inside the serial section. */
   private staging = 0;
+  /** A group's COMMIT in flight: the open group waits for it before it commits, taking members meanwhile. */
+  private committing = false;
 
   constructor(private readonly o: FollowerGroupsOptions) {}
 
@@ -135,12 +137,17 @@ export class FollowerGroups {
     return group;
   }
 
-  /** Commits the open group at the next turn of the event loop if no member runs or waits by then. */
+  /**
+   * Commits the open group at the next turn of the event loop if no member runs or waits by then,
+   * and no other group's COMMIT is in flight: while one is, the open group keeps taking members
+   * (as the leader's next group waits for its session), so the WAL flushes are shared by as many
+   * members as arrive during one.
+   */
   private commitWhenIdle(): void {
     const group = this.group;
-    if (group === null || !group.isOpen) return;
+    if (group === null || !group.isOpen || this.committing) return;
     setImmediate(() => {
-      if (this.staging === 0 && this.group === group) this.commit();
+      if (this.staging === 0 && this.group === group && !this.committing) this.commit();
     });
   }
 
@@ -149,6 +156,10 @@ export class FollowerGroups {
     const group = this.group;
     if (group === null) return;
     this.group = null;
-    void group.commit();
+    this.committing = true;
+    void group.commit().finally(() => {
+      this.committing = false;
+      if (this.staging === 0) this.commitWhenIdle();
+    });
   }
 }

@@ -28,7 +28,7 @@ function notifyAll(sql: postgres.ReservedSql, notes: readonly [string, string][]
     return sql.unsafe("SELECT pg_notify($1, $2)", first, { prepare: true }).execute();
   // A function scan yields the array's elements in order, and pg_notify runs once per row as it comes.
   return sql
-    .unsafe("SELECT pg_notify(n->>0, n->>1) FROM json_array_elements($1::json) AS n", [JSON.stringify(notes)], {
+    .unsafe("SELECT pg_notify(n->>0, n->>1) FROM json_array_elements($1::text::json) AS n", [JSON.stringify(notes)], {
       prepare: true,
     })
     .execute();
@@ -133,8 +133,10 @@ export class LeaderGroup {
     // Not waited for: the first member's statements go out behind these, and PostgreSQL runs them
     // after the check (which takes the row's lock first). Its answer comes before any of theirs, so a
     // member that waits for one hears of another epoch first; COMMIT is sent only after it.
+    // BEGIN first: the check's lock on the leadership row is the transaction's.
+    const begin = sql`BEGIN`.execute();
     const epochCheck = this.o.epoch === null ? [] : [sql.unsafe<{ epoch: string }[]>(CHECK_EPOCH).execute()];
-    this.checked = Promise.all([sql`BEGIN`.execute(), ...epochCheck]).then(
+    this.checked = Promise.all([begin, ...epochCheck]).then(
       ([, rows]) => {
         if (this.isOver()) throw this.why;
         if (rows === undefined) return;
