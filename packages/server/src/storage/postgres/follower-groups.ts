@@ -14,7 +14,13 @@ const MAX_GROUP = 64;
  * How long a group takes members at most: its locks are held until its COMMIT, and a plain
  * transaction (a member that left a group, another replica's) may be waiting for one of them.
  */
-const MAX_GROUP_MS = 100;
+const MAX_GROUP_MS = 10;
+/**
+ * Groups open at once. Members of one group run one after another on its session (a few round
+ * trips each), so a single group caps what a follower admits per second. A member joins the lane
+ * with the fewest members waiting (the first of those: one caller at a time uses one lane).
+ */
+const LANES = 4;
 
 export interface FollowerGroupsOptions {
   /** The replica's sessions: a group holds one from its BEGIN to its COMMIT. */
@@ -51,6 +57,23 @@ type Staged<T> = { readonly kind: "member"; readonly value: T; readonly committe
  * they get 503, as a plain transaction's caller does.
  */
 export class FollowerGroups {
+  /** Groups open at once, each on its own session: a member joins the one with the fewest members waiting. */
+  private readonly lanes: Lane[];
+
+  constructor(o: FollowerGroupsOptions) {
+    this.lanes = Array.from({ length: LANES }, () => new Lane(o));
+  }
+
+  /** Runs `fn` in an open group (or alone, see above); resolves with its value once the group's COMMIT is confirmed. */
+  run<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    let lane = this.lanes[0]!;
+    for (const l of this.lanes) if (l.waiting < lane.waiting) lane = l;
+    return lane.run(fn);
+  }
+}
+
+/** One group at a time (and one COMMIT in flight), its members one at a time. */
+class Lane {
   private readonly serial = new Serial();
   private group: LeaderGroup | null = null;
   private openedAt = 0;
@@ -61,7 +84,11 @@ export class FollowerGroups {
 
   constructor(private readonly o: FollowerGroupsOptions) {}
 
-  /** Runs `fn` in the open group (or alone, see above); resolves with its value once the group's COMMIT is confirmed. */
+  /** Members waiting for or inside this lane's serial section. */
+  get waiting(): number {
+    return this.staging;
+  }
+
   async run<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     this.staging++;
     let staged: Staged<T>;
