@@ -41,9 +41,10 @@ type Staged<T> = { readonly kind: "member"; readonly value: T; readonly committe
  * (`PostgresStore.groupedTransaction`) share one transaction — one BEGIN, each member in a
  * SAVEPOINT, their notifications in one statement, one COMMIT and one WAL flush — as the leader's
  * transactions share its groups (the same `LeaderGroup`, without the epoch check, on a session of
- * the pool). Members run one at a time; a group commits when no member runs or waits (a turn of
- * the event loop) and no other group's COMMIT is in flight, or once it has MAX_GROUP members or is
- * MAX_GROUP_MS old. The next group opens on another session while one commits.
+ * the pool). Up to LANES groups are open at once, one per lane. In a lane, members run one at a
+ * time, and its group commits when no member of the lane runs or waits (a turn of the event loop)
+ * and the lane has no COMMIT in flight, or once it has MAX_GROUP members or is MAX_GROUP_MS old;
+ * the lane's next group opens on another session while one commits.
  *
  * Deadlocks: a group holds the locks of every member so far, so it must never wait for one — the
  * leader's group, another replica's group, or a plain transaction may hold it, and wait for one the
