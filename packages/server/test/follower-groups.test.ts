@@ -8,6 +8,7 @@ import { systemClock } from "../src/clock.js";
 import { normalizeConfig } from "../src/config.js";
 import { assemblePool } from "../src/main/pool.js";
 import { openStorage } from "../src/storage/open-store.js";
+import { lockSpace } from "../src/storage/postgres/connections.js";
 import type { Storage } from "../src/storage/store.js";
 import { ipCall, waitFor } from "./harness.js";
 
@@ -30,6 +31,46 @@ describe.skipIf(!postgresBin())("follower group commit, contended", () => {
     }
     await cluster?.stop();
   });
+
+  it("an identity whose lock another transaction holds does not hold up the others: its admission leaves the group and waits alone", async () => {
+    const schema = "busy";
+    const config = normalizeConfig({
+      // Waits for locks as long as the test runs: a group whose members waited would hang it.
+      storage: { url: `${cluster.url}?schema=${schema}&lock_timeout=600000&statement_timeout=600000` },
+      quota: { tiers: { anonymous: { quota: "7d", max_duration: "600s" } } },
+      pool: { simulated: [{ node: "sim", gpus: 8 }] },
+      log: { level: "silent" },
+    });
+    const open = async () => {
+      const storage = await openStorage(config.storage.url);
+      const pool = assemblePool(config, storage, { clock: systemClock, log: pino({ level: "silent" }) });
+      opened.push({ stop: () => pool.stop(), storage });
+      await pool.replica.start();
+      return pool.replica;
+    };
+    const leader = await open();
+    await waitFor(async () => leader.isLeader, 20_000);
+    const follower = await open();
+    const size = config.policy.sizes["large"]!;
+    const sql = postgres(cluster.url, { onnotice: () => undefined, max: 1 });
+    try {
+      // Another transaction holds the first identity's lock (as a slow one of another replica would).
+      const holder = await sql.reserve();
+      await holder`BEGIN`;
+      await holder`SELECT pg_advisory_xact_lock(${lockSpace("ledger", schema)}::int4, hashtext('ip:10.9.9.1'))`;
+      let blockedDone = false;
+      const blocked = follower.admit(ipCall("10.9.9.1", size)).then((r) => ((blockedDone = true), r));
+      // Others admitted at the same time, through the same follower, are answered meanwhile.
+      const others = await Promise.all([2, 3, 4, 5].map((n) => follower.admit(ipCall(`10.9.9.${n}`, size))));
+      expect(others.map((r) => r.kind)).toEqual(["granted", "granted", "granted", "granted"]);
+      expect(blockedDone).toBe(false);
+      await holder`COMMIT`;
+      holder.release();
+      expect((await blocked).kind).toBe("granted");
+    } finally {
+      await sql.end();
+    }
+  }, 60_000);
 
   it("two followers and the leader admitting and releasing for one identity at once: every call answers, and its ledger holds exactly what its leases do", async () => {
     const schema = "contend";

@@ -39,7 +39,10 @@ function notifyAll(sql: postgres.ReservedSql, notes: readonly [string, string][]
  * one BEGIN, one check of the term's epoch (which locks the leadership row until the group ends,
  * so no other replica takes over meanwhile), one COMMIT and one WAL flush
  * for all of them. Each member runs inside a SAVEPOINT, so one that throws is rolled back alone;
- * each member hears whether it committed only through `committed`, after the COMMIT.
+ * each member hears whether it committed only through `committed`, after the COMMIT. The members'
+ * notifications (`Tx.publish`) go out in one statement, in member order, sent with the COMMIT.
+ * A follower's groups (FollowerGroups) are the same without the epoch check (`epoch: null`), and
+ * with lock attempts that do not wait (`nowait`).
  *
  * Round trips saved inside the group (see `GroupedTx`): a member's writes whose answer nobody
  * reads go out without waiting for it, and a ledger the group already holds the locks of is not
