@@ -69,12 +69,13 @@ describe.skipIf(!postgresBin())("a lease cycle through a replica that does not l
     await cluster?.stop();
   });
 
-  it("costs at most 1.5× the statements and transactions of one through the leader", async () => {
+  /** A leader, then a second replica (which does not lead), on `schema`. */
+  const replicas = async (schema: string) => {
     // A long leader lease: its renewals are left out anyway, but fewer of them is less log to read.
     const config = normalizeConfig({
-      storage: { url: `${cluster.url}?schema=cost&leader_lease=60000` },
+      storage: { url: `${cluster.url}?schema=${schema}&leader_lease=60000` },
       quota: { tiers: { anonymous: { quota: "7d", max_duration: "600s" } } },
-      pool: { simulated: [{ node: "sim", gpus: 8 }] },
+      pool: { simulated: [{ node: "sim", gpus: 64 }] },
       log: { level: "silent" },
     });
     const open = async () => {
@@ -84,42 +85,55 @@ describe.skipIf(!postgresBin())("a lease cycle through a replica that does not l
       await pool.replica.start();
       return pool.replica;
     };
-    const first = await open();
-    await waitFor(async () => first.isLeader, 20_000);
-    const second = await open();
-    expect(second.isLeader).toBe(false);
-
+    const leader = await open();
+    await waitFor(async () => leader.isLeader, 20_000);
+    const follower = await open();
+    expect(follower.isLeader).toBe(false);
     const size = config.policy.sizes["large"]!;
-    const cycle = async (replica: typeof first, i: number): Promise<void> => {
-      const r = await replica.admit(ipCall(`10.1.0.${i % 50}`, size));
+    const cycle = async (replica: typeof leader, i: number): Promise<void> => {
+      const r = await replica.admit(ipCall(`10.1.${Math.floor(i / 250)}.${i % 250}`, size));
       expect(r.kind).toBe("granted");
       if (r.kind !== "granted") return;
       await replica.release(r.lease.id, false);
     };
-    const logFile = join(cluster.dir, "log");
-    const counted = (from: number): Cost => costOf(readFileSync(logFile, "utf8").slice(from));
-    /** The log's length once what a cycle set off (a broadcast sent after it returned) has been written. */
-    const settled = async (): Promise<number> => {
-      let last = -1;
-      return waitFor(async () => {
-        await new Promise((resolve) => setTimeout(resolve, 300));
-        const now = counted(0).statements;
-        const same = now === last;
-        last = now;
-        return same ? readFileSync(logFile, "utf8").length : null;
-      }, 30_000);
+    return { leader, follower, cycle };
+  };
+  const logFile = (): string => join(cluster.dir, "log");
+  const counted = (from: number): Cost => costOf(readFileSync(logFile(), "utf8").slice(from));
+  /** The log's length once what the cycles set off (a broadcast sent after they returned) has been written. */
+  const settled = async (): Promise<number> => {
+    let last = -1;
+    return waitFor(async () => {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const now = counted(0).statements;
+      const same = now === last;
+      last = now;
+      return same ? readFileSync(logFile(), "utf8").length : null;
+    }, 30_000);
+  };
+  /** Per cycle, `callers` callers each running `rounds` cycles one after another (after as many to warm up). */
+  const measure = async (run: (i: number) => Promise<void>, callers: number, rounds: number): Promise<Cost> => {
+    const all = async (offset: number) => {
+      await Promise.all(
+        Array.from({ length: callers }, async (_, c) => {
+          for (let k = 0; k < rounds; k++) await run(offset + c + k * callers);
+        }),
+      );
     };
-    const measure = async (replica: typeof first): Promise<Cost> => {
-      // Warm: each connection prepares its statements once; identities' ledgers exist.
-      for (let i = 0; i < 50; i++) await cycle(replica, i);
-      const from = await settled();
-      for (let i = 0; i < CYCLES; i++) await cycle(replica, i);
-      await settled();
-      const c = counted(from);
-      return { statements: c.statements / CYCLES, transactions: c.transactions / CYCLES };
-    };
-    const leader = await measure(first);
-    const follower = await measure(second);
+    // Warm: each connection prepares its statements once; identities' ledgers exist.
+    await all(0);
+    const from = await settled();
+    await all(0);
+    await settled();
+    const c = counted(from);
+    const cycles = callers * rounds;
+    return { statements: c.statements / cycles, transactions: c.transactions / cycles };
+  };
+
+  it("costs at most 1.5× the statements and transactions of one through the leader", async () => {
+    const { leader: first, follower: second, cycle } = await replicas("cost");
+    const leader = await measure((i) => cycle(first, i), 1, CYCLES);
+    const follower = await measure((i) => cycle(second, i), 1, CYCLES);
     console.log(
       `per cycle through the leader: ${leader.statements} statements, ${leader.transactions} transactions; ` +
         `through a follower: ${follower.statements} statements, ${follower.transactions} transactions`,
@@ -128,4 +142,21 @@ describe.skipIf(!postgresBin())("a lease cycle through a replica that does not l
     expect(follower.statements).toBeLessThanOrEqual(1.5 * leader.statements);
     expect(follower.transactions).toBeLessThanOrEqual(1.5 * leader.transactions);
   }, 120_000);
+
+  // The issue's target, 1.5× the leader's statements and transactions under load, is not met
+  // (docs/replicas.md): the follower's groups bring its transactions per cycle from 2.3 (6.9× the
+  // leader's) to 1.0–1.7 here, depending on how busy the machine is (a busier one makes smaller
+  // groups); its statements stay about 1.6–1.7× the leader's.
+  it("under 24 concurrent callers, a follower's admissions and releases share their transactions: fewer than the 2 per cycle they take alone", async () => {
+    const { leader: first, follower: second, cycle } = await replicas("cost24");
+    const leader = await measure((i) => cycle(first, i), 24, 10);
+    const follower = await measure((i) => cycle(second, i), 24, 10);
+    console.log(
+      `per cycle, 24 callers, through the leader: ${leader.statements} statements, ${leader.transactions} transactions; ` +
+        `through a follower: ${follower.statements} statements, ${follower.transactions} transactions`,
+    );
+    expect(leader.transactions).toBeGreaterThan(0);
+    // Each cycle's admission and release alone are 2 transactions of the follower's, the leader's grant more.
+    expect(follower.transactions).toBeLessThan(2);
+  }, 240_000);
 });

@@ -4,7 +4,7 @@ import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import type { LeaseEvents } from "../events.js";
 import { newOrderedId } from "../secrets.js";
-import type { LeaseRecord, Store } from "../storage/store.js";
+import type { LeaseRecord, Store, Tx } from "../storage/store.js";
 import type { Accounts } from "../use-cases/accounts/accounts.js";
 import { admissionRequestOf, admittedLease } from "../use-cases/leases/admitted-lease.js";
 import { endActive, endQueued } from "../use-cases/leases/lease-transitions.js";
@@ -101,7 +101,7 @@ export class FollowerLeases implements LeaseLifecycle {
    * id, the first having been rolled back.
    */
   private stage(input: AdmitInput, request: ReturnType<typeof admissionRequestOf>, leaseId: string, now: number) {
-    return this.store.transaction(async (tx) => {
+    return this.inGroup(async (tx) => {
       const account = await this.accounts.forAdmission(tx, input.charged, request);
       const { identity } = account;
       // A retry with the same Idempotency-Key: the lease the first request made (the ledger read above took its lock).
@@ -233,7 +233,7 @@ export class FollowerLeases implements LeaseLifecycle {
   async release(leaseId: string, failed: boolean): Promise<Released> {
     // Run again if the database broke a deadlock against it: it does nothing but its statements
     // until it returns (the clock is read inside, so a second run ends the lease at its own time).
-    const out = await this.store.transaction(async (tx) => {
+    const out = await this.inGroup(async (tx) => {
       const now = this.clock.now();
       const lease = await tx.leases.get(leaseId);
       if (!lease) fail("not_found", `No lease ${leaseId}.`);
@@ -269,6 +269,14 @@ export class FollowerLeases implements LeaseLifecycle {
         );
     }
     return { lease: out.lease, quota: out.quota };
+  }
+
+  /**
+   * An admission's or a release's transaction: in the store's group commit where it has one (the
+   * concurrent ones share a BEGIN, a COMMIT and its WAL flush; see Store.groupedTransaction).
+   */
+  private inGroup<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return this.store.groupedTransaction !== undefined ? this.store.groupedTransaction(fn) : this.store.transaction(fn);
   }
 
   /** Someone here watches a queued lease: ask the leader for its place. */

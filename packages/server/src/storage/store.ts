@@ -27,6 +27,13 @@ export interface Store {
    */
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
   /**
+   * Like `transaction` (and `fn` may run more than once likewise), but it may share one database
+   * transaction — one BEGIN, one COMMIT, one WAL flush — with other calls running at the same time;
+   * it resolves once that commit is durable. For a replica that does not lead, on PostgreSQL (see
+   * FollowerGroups); an adapter without it runs `transaction`.
+   */
+  groupedTransaction?<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  /**
    * Runs `fn` as a read: one consistent snapshot that takes no lock and writes nothing (no WAL),
    * so it never waits for a writer and a writer never waits for it. `fn` may only read: on
    * PostgreSQL it runs in a `READ ONLY` transaction (REPEATABLE READ: its statements see one

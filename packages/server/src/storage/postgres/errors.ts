@@ -25,6 +25,22 @@ const SERVER_GONE = new Set(["57P01", "57P02", "57P03", "53300", "53400", "25P03
  */
 const SERIALIZATION_FAILURES = new Set(["40P01", "40001"]);
 
+/**
+ * A lock that a follower group's member only tries (GroupedTx.nowait) was taken: the member leaves
+ * its group and runs alone, as a plain transaction that waits for it.
+ */
+export class LockBusyError extends Error {
+  constructor() {
+    super("A lock this transaction tried without waiting was held by another transaction.");
+    this.name = "LockBusyError";
+  }
+}
+
+/** A group member that failed so leaves its group and runs alone: a lock it would wait for, or a deadlock or serialization failure. */
+export function leavesGroup(err: unknown): boolean {
+  return err instanceof LockBusyError || codeOf(err) === "55P03" || isSerializationFailure(err);
+}
+
 function codeOf(err: unknown): string {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === "string" ? code : "";

@@ -10,12 +10,28 @@ import type { Session } from "./session.js";
 export interface LeaderGroupOptions {
   /** The leader's one-connection session; the group reserves its connection for its transaction. */
   readonly session: Session;
-  /** The term's epoch, which the group checks at BEGIN (see CHECK_EPOCH). */
-  readonly epoch: number;
+  /** The term's epoch, which the group checks at BEGIN (see CHECK_EPOCH); null: a follower's group (FollowerGroups), which checks none. */
+  readonly epoch: number | null;
   /** Counts the group as one of the store's operations until it is over (`close` waits for it). */
   readonly hold: () => () => void;
   /** How many of the leases' sequence values an insert that waits draws ahead (GroupedTx.drawAhead). */
   readonly drawAhead: () => number;
+  /** The members' lock attempts do not wait (GroupedTx.nowait): a follower's group. */
+  readonly nowait?: boolean;
+}
+
+/** Sends `notes` (channel, payload) as notifications of the open transaction, in order, in one statement (none: nothing sent). */
+function notifyAll(sql: postgres.ReservedSql, notes: readonly [string, string][]): Promise<unknown> {
+  if (notes.length === 0) return Promise.resolve();
+  const [first] = notes;
+  if (notes.length === 1 && first !== undefined)
+    return sql.unsafe("SELECT pg_notify($1, $2)", first, { prepare: true }).execute();
+  // A function scan yields the array's elements in order, and pg_notify runs once per row as it comes.
+  return sql
+    .unsafe("SELECT pg_notify(n->>0, n->>1) FROM json_array_elements($1::text::json) AS n", [JSON.stringify(notes)], {
+      prepare: true,
+    })
+    .execute();
 }
 
 /**
@@ -23,7 +39,10 @@ export interface LeaderGroupOptions {
  * one BEGIN, one check of the term's epoch (which locks the leadership row until the group ends,
  * so no other replica takes over meanwhile), one COMMIT and one WAL flush
  * for all of them. Each member runs inside a SAVEPOINT, so one that throws is rolled back alone;
- * each member hears whether it committed only through `committed`, after the COMMIT.
+ * each member hears whether it committed only through `committed`, after the COMMIT. The members'
+ * notifications (`Tx.publish`) go out in one statement, in member order, sent with the COMMIT.
+ * A follower's groups (FollowerGroups) are the same without the epoch check (`epoch: null`), and
+ * with lock attempts that do not wait (`nowait`).
  *
  * Round trips saved inside the group (see `GroupedTx`): a member's writes whose answer nobody
  * reads go out without waiting for it, and a ledger the group already holds the locks of is not
@@ -67,6 +86,8 @@ export class LeaderGroup {
   private readonly seqs: number[] = [];
   /** Ledgers whose locks (advisory and row) the group's transaction holds, as it sees them. */
   private readonly ledgers = new Map<string, LedgerState | null>();
+  /** Notifications of the members that ran (channel, payload), sent in one statement before the COMMIT. */
+  private readonly notes: [string, string][] = [];
 
   constructor(private readonly o: LeaderGroupOptions) {
     this.unhold = o.hold();
@@ -102,7 +123,7 @@ export class LeaderGroup {
   async open(): Promise<void> {
     let sql: postgres.ReservedSql;
     try {
-      sql = await this.o.session.sql.reserve();
+      sql = await this.o.session.reserve();
     } catch (err) {
       throw this.end(err);
     }
@@ -115,9 +136,13 @@ export class LeaderGroup {
     // Not waited for: the first member's statements go out behind these, and PostgreSQL runs them
     // after the check (which takes the row's lock first). Its answer comes before any of theirs, so a
     // member that waits for one hears of another epoch first; COMMIT is sent only after it.
-    this.checked = Promise.all([sql`BEGIN`.execute(), sql.unsafe<{ epoch: string }[]>(CHECK_EPOCH).execute()]).then(
+    // BEGIN first: the check's lock on the leadership row is the transaction's.
+    const begin = sql`BEGIN`.execute();
+    const epochCheck = this.o.epoch === null ? [] : [sql.unsafe<{ epoch: string }[]>(CHECK_EPOCH).execute()];
+    this.checked = Promise.all([begin, ...epochCheck]).then(
       ([, rows]) => {
         if (this.isOver()) throw this.why;
+        if (rows === undefined) return;
         const epoch = rows[0] === undefined ? undefined : Number(rows[0].epoch);
         // Another replica took over since this term began: this one can commit nothing more.
         if (epoch !== this.o.epoch)
@@ -148,11 +173,15 @@ export class LeaderGroup {
     // Sent together with the member's first statements, in one round trip.
     const savepoint = sql`SAVEPOINT leader_tx`.execute();
     savepoint.catch(() => undefined);
+    // Its notifications join the group's once it ran: one rolled back to its savepoint sends none.
+    const notes: [string, string][] = [];
     const grouped: GroupedTx = {
       ledgers: this.ledgers,
       defer: (q) => this.defer(q, member),
       seqs: this.seqs,
       drawAhead: this.o.drawAhead,
+      nowait: this.o.nowait === true,
+      notify: (channel, payload) => void notes.push([channel, payload]),
     };
     try {
       const value = await Promise.race([(async () => fn(this.fence(sql, member), grouped))(), this.failed]);
@@ -160,6 +189,7 @@ export class LeaderGroup {
       await savepoint;
       const late = this.deferredFailure();
       if (late !== null) throw late;
+      this.notes.push(...notes);
       return value;
     } catch (thrown) {
       this.current = 0;
@@ -202,7 +232,11 @@ export class LeaderGroup {
     if (!this.o.session.isOpen) return this.break();
     this.phase = "committing";
     let result: postgres.RowList<postgres.Row[]>;
+    /** The notifications' failure (its answer comes before the COMMIT's): the reason the COMMIT answers ROLLBACK. */
+    let notifyFailure: unknown = null;
     try {
+      // The members' notifications, in their order, in one statement sent with the COMMIT (a failure aborts it).
+      notifyAll(sql, this.notes).catch((err: unknown) => void (notifyFailure ??= err));
       result = await sql`COMMIT`;
     } catch (err) {
       if (this.sql === null) return; // the session broke: the group was failed then
@@ -222,7 +256,10 @@ export class LeaderGroup {
     if (this.sql === null) return;
     // An aborted transaction (a deferred write failed) answers COMMIT with ROLLBACK.
     if (result.command !== "COMMIT")
-      this.end(new Error(`The leader's transaction group was rolled back (COMMIT answered ${result.command}).`));
+      this.end(
+        notifyFailure ??
+          new Error(`The leader's transaction group was rolled back (COMMIT answered ${result.command}).`),
+      );
     this.release();
     if (this.isOver()) return;
     this.phase = "over";

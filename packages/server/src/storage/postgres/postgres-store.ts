@@ -7,6 +7,7 @@ import type { PostgresConnections } from "./connections.js";
 import { lockKey } from "./connections.js";
 import { isSerializationFailure, storageError } from "./errors.js";
 import { fence } from "./fence.js";
+import { FollowerGroups } from "./follower-groups.js";
 import { migratePostgres } from "./migrate.js";
 import { postgresTx } from "./postgres-tx.js";
 
@@ -34,7 +35,17 @@ function retryDelayMs(attempt: number): number {
 export class PostgresStore implements Store {
   readonly kind = "postgres" as const;
 
-  constructor(private readonly connections: PostgresConnections) {}
+  /** Group commit for the transactions of a replica that does not lead (see `groupedTransaction`). */
+  private readonly groups: FollowerGroups;
+
+  constructor(private readonly connections: PostgresConnections) {
+    this.groups = new FollowerGroups({
+      pool: connections.pool,
+      inFlight: connections.inFlight,
+      makeTx: (sql, grouped) => postgresTx(sql, connections.ledgerLockSpace, grouped, connections.schema),
+      alone: (fn) => this.transaction(fn),
+    });
+  }
 
   /** `host:port/database?schema=…`, without credentials: for logs. */
   get description(): string {
@@ -85,6 +96,15 @@ export class PostgresStore implements Store {
         await new Promise((resolve) => setTimeout(resolve, retryDelayMs(attempt)));
       }
     });
+  }
+
+  /**
+   * A transaction that shares its group's BEGIN, COMMIT and WAL flush with the others running at
+   * the same time (see FollowerGroups: lock attempts that do not wait; a member that would wait, or
+   * whose group did not commit, runs alone as `transaction` does).
+   */
+  groupedTransaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return this.guard(() => this.groups.run(fn));
   }
 
   /**

@@ -1,110 +1,29 @@
 import type { LedgerState } from "@gpupool/core";
 import type postgres from "postgres";
 import { billingTx, dollarParams } from "../billing-sql.js";
+import { LockBusyError } from "./errors.js";
 import { checkPayload } from "../local-coordination.js";
 import { dashboardTx } from "../dashboard-sql.js";
-import { leaseListStatements } from "../lease-list.js";
 import { retentionTx } from "../retention-sql.js";
 import type { Tx } from "../store.js";
-import type { Row, SqlValue, TableNames } from "../table.js";
+import type { Row, SqlValue } from "../table.js";
 import { APPS, EDGES, IDEMPOTENCY_KEYS, LEASES, LEDGERS, NODES, SESSIONS, SIGNING_KEYS, USERS } from "../tables.js";
 
 /** A connection inside a transaction: `sql.begin`'s, or the leader's session within its open group. */
 type Sql = postgres.ISql;
 
-// Statements, built once from the tables (tables.ts), with numbered parameters; prepared on each
-// connection the first time it runs them (postgres.js caches them by text).
-const param = (n: number): string => `$${n}`;
-const insert = (t: TableNames): string =>
-  `INSERT INTO ${t.name} (${t.insertNames.join(", ")}) VALUES (${t.insertNames.map((_, i) => param(i + 1)).join(", ")})`;
-const select = (t: TableNames, rest: string): string => `SELECT ${t.selectList} FROM ${t.name} ${rest}`;
-/** SET every mutable column, WHERE `key` is the parameter after them. */
-const update = (t: TableNames, key: string): string =>
-  `UPDATE ${t.name} SET ${t.mutableNames.map((c, i) => `${c} = ${param(i + 1)}`).join(", ")} WHERE ${key} = ${param(t.mutableNames.length + 1)}`;
-
-const USER = {
-  insert: insert(USERS),
-  byId: select(USERS, "WHERE id = $1"),
-  byName: select(USERS, "WHERE name = $1"),
-  byTokenHash: select(USERS, "WHERE token_hash = $1"),
-  update: update(USERS, "id"),
-  // By name, one range of its unique index (read until the page is full); the search is a filter.
-  page: select(USERS, "WHERE name > $1 ORDER BY name LIMIT $2"),
-  search: select(
-    USERS,
-    "WHERE name > $1 AND (strpos(lower(name), $2) > 0 OR strpos(lower(id), $2) > 0) ORDER BY name LIMIT $3",
-  ),
-};
-const APP = {
-  insert: insert(APPS),
-  byId: select(APPS, "WHERE id = $1"),
-  byName: select(APPS, "WHERE name = $1"),
-  byKeyHash: select(APPS, "WHERE key_hash = $1"),
-  list: select(APPS, "ORDER BY created_at, id"),
-  page: select(APPS, "WHERE name > $1 ORDER BY name LIMIT $2"),
-};
-const NODE = {
-  insert: insert(NODES),
-  byKeyHash: select(NODES, "WHERE key_hash = $1"),
-  byName: select(NODES, "WHERE name = $1"),
-  list: select(NODES, "ORDER BY created_at, id"),
-  setState: update(NODES, "id"),
-  heartbeat: "UPDATE nodes SET heartbeat_at = $1 WHERE id = $2 AND registered_at IS NOT NULL",
-};
-const EDGE = {
-  insert: insert(EDGES),
-  byKeyHash: select(EDGES, "WHERE key_hash = $1"),
-  byName: select(EDGES, "WHERE name = $1"),
-};
-const LEDGER = {
-  lock: "SELECT pg_advisory_xact_lock($1::int4, hashtext($2))",
-  forUpdate: select(LEDGERS, "WHERE identity = $1 FOR UPDATE"),
-  read: select(LEDGERS, "WHERE identity = $1"),
-  upsert: `${insert(LEDGERS)} ON CONFLICT (identity) DO UPDATE SET ${LEDGERS.mutableNames.map((c) => `${c} = excluded.${c}`).join(", ")}`,
-};
-const LEASE = {
-  insert: `${insert(LEASES)} RETURNING seq`,
-  /** With a seq drawn from the sequence before (see GroupedTx.seqs): nothing to wait for. */
-  insertWithSeq: `INSERT INTO leases (seq, ${LEASES.insertNames.join(", ")}) OVERRIDING SYSTEM VALUE VALUES ($1, ${LEASES.insertNames.map((_, i) => param(i + 2)).join(", ")})`,
-  /** The next `$1` values of the leases' sequence (nextval is not transactional: they are this caller's whatever happens). */
-  nextSeqs: "SELECT nextval(pg_get_serial_sequence('leases', 'seq'))::float8 AS s FROM generate_series(1, $1::int)",
-  update: update(LEASES, "id"),
-  lockIdentity:
-    "SELECT pg_advisory_xact_lock($1::int4, hashtext(identity_kind || ':' || identity_id)) FROM leases WHERE id = $2",
-  forUpdate: select(LEASES, "WHERE id = $1 FOR UPDATE"),
-  /** The ledger of the lease's identity, locked: what every change of a lease reads next (its key is kind:id, as identityKey). */
-  ledgerForUpdate: select(
-    LEDGERS,
-    "WHERE identity = (SELECT identity_kind || ':' || identity_id FROM leases WHERE id = $1) FOR UPDATE",
-  ),
-  read: select(LEASES, "WHERE id = $1"),
-  live: select(LEASES, "WHERE status IN ('queued', 'active') ORDER BY seq"),
-  earliestEnd:
-    "SELECT MIN(CASE WHEN status = 'active' THEN deadline ELSE queued_at + $1::bigint + duration_ms END) AS d " +
-    "FROM leases WHERE status IN ('queued', 'active') AND identity_kind = $2 AND identity_id = $3",
-};
-const listLeases = leaseListStatements(`SELECT ${LEASES.selectList} FROM leases`, param);
-const IDEMPOTENCY_KEY = {
-  byKey: select(IDEMPOTENCY_KEYS, "WHERE scope_key = $1"),
-  upsert: `${insert(IDEMPOTENCY_KEYS)} ON CONFLICT (scope_key) DO UPDATE SET ${IDEMPOTENCY_KEYS.mutableNames.map((c) => `${c} = excluded.${c}`).join(", ")}`,
-  // The outer created_at test again: a key re-used (re-recorded) meanwhile is not deleted.
-  deleteBefore:
-    "DELETE FROM idempotency_keys WHERE created_at <= $1 AND scope_key IN " +
-    "(SELECT scope_key FROM idempotency_keys WHERE created_at <= $1 LIMIT $2)",
-};
-const SIGNING_KEY = {
-  // In the ledger locks' key space, under a name no identity ("kind:id") can have.
-  lock: "SELECT pg_advisory_xact_lock($1::int4, hashtext('signing_keys'))",
-  insert: insert(SIGNING_KEYS),
-  list: select(SIGNING_KEYS, "ORDER BY created_at"),
-};
-const SESSION = {
-  insert: insert(SESSIONS),
-  byIdHash: select(SESSIONS, "WHERE id_hash = $1"),
-  // The first revocation time stays; true whenever the session exists.
-  revoke: "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $1) WHERE id_hash = $2",
-  revokeForUser: "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
-};
+import {
+  APP,
+  EDGE,
+  IDEMPOTENCY_KEY,
+  LEASE,
+  LEDGER,
+  NODE,
+  SESSION,
+  SIGNING_KEY,
+  USER,
+  listLeases,
+} from "./postgres-sql.js";
 
 /**
  * What a leader transaction gets from the group it runs in (see LeaderGroup): both save round
@@ -129,6 +48,15 @@ export interface GroupedTx {
   readonly seqs: number[];
   /** How many values to draw ahead (0 under light load: nothing is wasted). */
   readonly drawAhead: () => number;
+  /**
+   * A follower's group (FollowerGroups): its locks (an identity's advisory lock, a ledger's or a
+   * lease's row) are only tried — `pg_try_advisory_xact_lock`, `FOR UPDATE NOWAIT` — and one that
+   * is taken fails the member with LockBusyError (or 55P03): a group never waits for a lock while
+   * it holds others, so it cannot be part of a deadlock with another group or the leader's.
+   */
+  readonly nowait: boolean;
+  /** Sends a notification with the group's COMMIT (if this member is not rolled back); `channel` as it is sent. */
+  readonly notify?: (channel: string, payload: string) => void;
 }
 
 /** The most sequence values an insert draws ahead for the ones after it. */
@@ -173,12 +101,17 @@ export function postgresTx(
 ): Tx {
   /** Ledger and lease writes, and notifications: their rows are locked (or they take no lock), nothing reads their answer. */
   const defer = grouped?.defer ?? deferPlain;
+  const nowait = grouped?.nowait === true;
   const q = (text: string, params: SqlValue[] = []): postgres.PendingQuery<Row[]> =>
     sql.unsafe<Row[]>(text, params, { prepare: true });
   const one = async (text: string, ...params: SqlValue[]): Promise<Row | undefined> => (await q(text, params))[0];
   const all = async (text: string, ...params: SqlValue[]): Promise<Row[]> => [...(await q(text, params))];
   const run = async (text: string, ...params: SqlValue[]): Promise<void> => void (await q(text, params));
   const count = async (text: string, ...params: SqlValue[]): Promise<number> => (await q(text, params)).count;
+  /** A lock attempt's answer (no row: the lease is missing, nothing to lock): one that found the lock taken fails the member. */
+  const tryLock = async (attempt: postgres.PendingQuery<Row[]>): Promise<void> => {
+    if ((await attempt)[0]?.["ok"] === false) throw new LockBusyError();
+  };
   const decode = <R>(table: { decode(row: Row): R }, row: Row | undefined): R | null =>
     row === undefined ? null : table.decode(row);
   /**
@@ -196,6 +129,7 @@ export function postgresTx(
           // pg_notify is transactional: delivered at COMMIT, dropped by a rollback.
           publish: (channel: string, payload: string) => {
             checkPayload(channel, payload);
+            if (grouped?.notify !== undefined) return Promise.resolve(grouped.notify(`${schema}.${channel}`, payload));
             const notify = q("SELECT pg_notify($1, $2)", [`${schema}.${channel}`, payload]);
             if (defer === undefined) return notify.then(() => undefined);
             defer(notify);
@@ -217,7 +151,12 @@ export function postgresTx(
       all: async (text, params) => [...(await q(dollarParams(text), [...params]))],
       run: async (text, params) => (await q(dollarParams(text), [...params])).count,
       // The user's ledger lock (see the lock order above): billing rows come after it.
-      lockUser: (userId) => (readOnly ? Promise.resolve() : run(LEDGER.lock, ledgerLockSpace, `user:${userId}`)),
+      lockUser: (userId) =>
+        readOnly
+          ? Promise.resolve()
+          : nowait
+            ? tryLock(q(LEDGER.tryLock, [ledgerLockSpace, `user:${userId}`]))
+            : run(LEDGER.lock, ledgerLockSpace, `user:${userId}`),
     }),
     users: {
       insert: (u) => run(USER.insert, ...USERS.insertParams(u, "postgres")),
@@ -276,8 +215,12 @@ export function postgresTx(
         // are sent at once (pipelined), so this costs one round trip. A transaction that already
         // holds the identity's lock (it read one of its leases) sends the SELECT alone.
         const [, rows] = await Promise.all([
-          locked.has(identity) ? null : q(LEDGER.lock, [ledgerLockSpace, identity]),
-          q(LEDGER.forUpdate, [identity]),
+          locked.has(identity)
+            ? null
+            : nowait
+              ? tryLock(q(LEDGER.tryLock, [ledgerLockSpace, identity]))
+              : q(LEDGER.lock, [ledgerLockSpace, identity]),
+          q(nowait ? LEDGER.forUpdateNowait : LEDGER.forUpdate, [identity]),
         ]);
         const ledger = decode(LEDGERS, rows[0]);
         locked.add(identity);
@@ -330,9 +273,11 @@ export function postgresTx(
         // Every change of a lease (a release, an end, a grant) reads its identity's ledger next: it
         // is read and locked in the same round trip, after the advisory lock like any ledger read.
         const [, rows, ledgerRows] = await Promise.all([
-          q(LEASE.lockIdentity, [ledgerLockSpace, id]),
-          q(LEASE.forUpdate, [id]),
-          q(LEASE.ledgerForUpdate, [id]),
+          nowait
+            ? tryLock(q(LEASE.tryLockIdentity, [ledgerLockSpace, id]))
+            : q(LEASE.lockIdentity, [ledgerLockSpace, id]),
+          q(nowait ? LEASE.forUpdateNowait : LEASE.forUpdate, [id]),
+          q(nowait ? LEASE.ledgerForUpdateNowait : LEASE.ledgerForUpdate, [id]),
         ]);
         const lease = decode(LEASES, rows[0]);
         if (lease === null) return null;

@@ -25,6 +25,8 @@ import { isConnectionError } from "./errors.js";
 export class Session {
   readonly sql: postgres.Sql;
   private open = true;
+  /** A reserve was made: the connection is open (see `reserve`). */
+  private reserved = false;
   private readonly listeners = new Set<() => void>();
 
   /** `connect` makes the one-connection instance, calling `closed` from its `onclose`. */
@@ -35,6 +37,17 @@ export class Session {
   /** False once its connection closed (or failed to open), for good. */
   get isOpen(): boolean {
     return this.open;
+  }
+
+  /**
+   * The connection, reserved (`sql.reserve()`). postgres.js (3.4.9) never resolves a reserve that
+   * is what opens a connection (its ReadyForQuery drops the reserve that came as the initial
+   * query), so the first one of a session sends `SELECT 1` first.
+   */
+  async reserve(): Promise<postgres.ReservedSql> {
+    if (!this.reserved) await this.sql`SELECT 1`;
+    this.reserved = true;
+    return this.sql.reserve();
   }
 
   /** Calls `listener` once when the connection closes (at once if it has); returns an unsubscribe. */

@@ -1,0 +1,106 @@
+import { leaseListStatements } from "../lease-list.js";
+import type { TableNames } from "../table.js";
+import { APPS, EDGES, IDEMPOTENCY_KEYS, LEASES, LEDGERS, NODES, SESSIONS, SIGNING_KEYS, USERS } from "../tables.js";
+
+// Statements, built once from the tables (tables.ts), with numbered parameters; prepared on each
+// connection the first time it runs them (postgres.js caches them by text).
+export const param = (n: number): string => `$${n}`;
+export const insert = (t: TableNames): string =>
+  `INSERT INTO ${t.name} (${t.insertNames.join(", ")}) VALUES (${t.insertNames.map((_, i) => param(i + 1)).join(", ")})`;
+export const select = (t: TableNames, rest: string): string => `SELECT ${t.selectList} FROM ${t.name} ${rest}`;
+/** SET every mutable column, WHERE `key` is the parameter after them. */
+export const update = (t: TableNames, key: string): string =>
+  `UPDATE ${t.name} SET ${t.mutableNames.map((c, i) => `${c} = ${param(i + 1)}`).join(", ")} WHERE ${key} = ${param(t.mutableNames.length + 1)}`;
+
+export const USER = {
+  insert: insert(USERS),
+  byId: select(USERS, "WHERE id = $1"),
+  byName: select(USERS, "WHERE name = $1"),
+  byTokenHash: select(USERS, "WHERE token_hash = $1"),
+  update: update(USERS, "id"),
+  // By name, one range of its unique index (read until the page is full); the search is a filter.
+  page: select(USERS, "WHERE name > $1 ORDER BY name LIMIT $2"),
+  search: select(
+    USERS,
+    "WHERE name > $1 AND (strpos(lower(name), $2) > 0 OR strpos(lower(id), $2) > 0) ORDER BY name LIMIT $3",
+  ),
+};
+export const APP = {
+  insert: insert(APPS),
+  byId: select(APPS, "WHERE id = $1"),
+  byName: select(APPS, "WHERE name = $1"),
+  byKeyHash: select(APPS, "WHERE key_hash = $1"),
+  list: select(APPS, "ORDER BY created_at, id"),
+  page: select(APPS, "WHERE name > $1 ORDER BY name LIMIT $2"),
+};
+export const NODE = {
+  insert: insert(NODES),
+  byKeyHash: select(NODES, "WHERE key_hash = $1"),
+  byName: select(NODES, "WHERE name = $1"),
+  list: select(NODES, "ORDER BY created_at, id"),
+  setState: update(NODES, "id"),
+  heartbeat: "UPDATE nodes SET heartbeat_at = $1 WHERE id = $2 AND registered_at IS NOT NULL",
+};
+export const EDGE = {
+  insert: insert(EDGES),
+  byKeyHash: select(EDGES, "WHERE key_hash = $1"),
+  byName: select(EDGES, "WHERE name = $1"),
+};
+export const LEDGER = {
+  lock: "SELECT pg_advisory_xact_lock($1::int4, hashtext($2))",
+  tryLock: "SELECT pg_try_advisory_xact_lock($1::int4, hashtext($2)) AS ok",
+  forUpdate: select(LEDGERS, "WHERE identity = $1 FOR UPDATE"),
+  forUpdateNowait: select(LEDGERS, "WHERE identity = $1 FOR UPDATE NOWAIT"),
+  read: select(LEDGERS, "WHERE identity = $1"),
+  upsert: `${insert(LEDGERS)} ON CONFLICT (identity) DO UPDATE SET ${LEDGERS.mutableNames.map((c) => `${c} = excluded.${c}`).join(", ")}`,
+};
+export const LEASE = {
+  insert: `${insert(LEASES)} RETURNING seq`,
+  /** With a seq drawn from the sequence before (see GroupedTx.seqs): nothing to wait for. */
+  insertWithSeq: `INSERT INTO leases (seq, ${LEASES.insertNames.join(", ")}) OVERRIDING SYSTEM VALUE VALUES ($1, ${LEASES.insertNames.map((_, i) => param(i + 2)).join(", ")})`,
+  /** The next `$1` values of the leases' sequence (nextval is not transactional: they are this caller's whatever happens). */
+  nextSeqs: "SELECT nextval(pg_get_serial_sequence('leases', 'seq'))::float8 AS s FROM generate_series(1, $1::int)",
+  update: update(LEASES, "id"),
+  lockIdentity:
+    "SELECT pg_advisory_xact_lock($1::int4, hashtext(identity_kind || ':' || identity_id)) FROM leases WHERE id = $2",
+  tryLockIdentity:
+    "SELECT pg_try_advisory_xact_lock($1::int4, hashtext(identity_kind || ':' || identity_id)) AS ok FROM leases WHERE id = $2",
+  forUpdate: select(LEASES, "WHERE id = $1 FOR UPDATE"),
+  forUpdateNowait: select(LEASES, "WHERE id = $1 FOR UPDATE NOWAIT"),
+  /** The ledger of the lease's identity, locked: what every change of a lease reads next (its key is kind:id, as identityKey). */
+  ledgerForUpdate: select(
+    LEDGERS,
+    "WHERE identity = (SELECT identity_kind || ':' || identity_id FROM leases WHERE id = $1) FOR UPDATE",
+  ),
+  ledgerForUpdateNowait: select(
+    LEDGERS,
+    "WHERE identity = (SELECT identity_kind || ':' || identity_id FROM leases WHERE id = $1) FOR UPDATE NOWAIT",
+  ),
+  read: select(LEASES, "WHERE id = $1"),
+  live: select(LEASES, "WHERE status IN ('queued', 'active') ORDER BY seq"),
+  earliestEnd:
+    "SELECT MIN(CASE WHEN status = 'active' THEN deadline ELSE queued_at + $1::bigint + duration_ms END) AS d " +
+    "FROM leases WHERE status IN ('queued', 'active') AND identity_kind = $2 AND identity_id = $3",
+};
+export const listLeases = leaseListStatements(`SELECT ${LEASES.selectList} FROM leases`, param);
+export const IDEMPOTENCY_KEY = {
+  byKey: select(IDEMPOTENCY_KEYS, "WHERE scope_key = $1"),
+  upsert: `${insert(IDEMPOTENCY_KEYS)} ON CONFLICT (scope_key) DO UPDATE SET ${IDEMPOTENCY_KEYS.mutableNames.map((c) => `${c} = excluded.${c}`).join(", ")}`,
+  // The outer created_at test again: a key re-used (re-recorded) meanwhile is not deleted.
+  deleteBefore:
+    "DELETE FROM idempotency_keys WHERE created_at <= $1 AND scope_key IN " +
+    "(SELECT scope_key FROM idempotency_keys WHERE created_at <= $1 LIMIT $2)",
+};
+export const SIGNING_KEY = {
+  // In the ledger locks' key space, under a name no identity ("kind:id") can have.
+  lock: "SELECT pg_advisory_xact_lock($1::int4, hashtext('signing_keys'))",
+  insert: insert(SIGNING_KEYS),
+  list: select(SIGNING_KEYS, "ORDER BY created_at"),
+};
+export const SESSION = {
+  insert: insert(SESSIONS),
+  byIdHash: select(SESSIONS, "WHERE id_hash = $1"),
+  // The first revocation time stays; true whenever the session exists.
+  revoke: "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $1) WHERE id_hash = $2",
+  revokeForUser: "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+};

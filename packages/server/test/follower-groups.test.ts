@@ -1,0 +1,161 @@
+import { pino } from "pino";
+import postgres from "postgres";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startCluster } from "../../../test/pg/cluster.js";
+import type { Cluster } from "../../../test/pg/cluster.js";
+import { postgresBin } from "../../../test/pg/postgres-url.js";
+import { systemClock } from "../src/clock.js";
+import { normalizeConfig } from "../src/config.js";
+import { assemblePool } from "../src/main/pool.js";
+import { openStorage } from "../src/storage/open-store.js";
+import { lockSpace } from "../src/storage/postgres/connections.js";
+import type { Storage } from "../src/storage/store.js";
+import { ipCall, waitFor } from "./harness.js";
+
+/**
+ * A follower's admissions and releases share transactions (its group commit), whose locks are only
+ * tried: two followers' groups and the leader's, all working on one identity's ledger at once, must
+ * neither deadlock (every call answers) nor lose or double a reservation (the ledger matches its
+ * leases afterwards).
+ */
+describe.skipIf(!postgresBin())("follower group commit, contended", () => {
+  let cluster: Cluster;
+  const opened: { stop(): void; storage: Storage }[] = [];
+  beforeAll(async () => {
+    cluster = await startCluster(postgresBin()!);
+  }, 60_000);
+  afterAll(async () => {
+    for (const p of opened.splice(0).reverse()) {
+      p.stop();
+      await p.storage.close();
+    }
+    await cluster?.stop();
+  });
+
+  it("an identity whose lock another transaction holds does not hold up the others: its admission leaves the group and waits alone", async () => {
+    const schema = "busy";
+    const config = normalizeConfig({
+      // Waits for locks as long as the test runs: a group whose members waited would hang it.
+      storage: { url: `${cluster.url}?schema=${schema}&lock_timeout=600000&statement_timeout=600000` },
+      quota: { tiers: { anonymous: { quota: "7d", max_duration: "600s" } } },
+      pool: { simulated: [{ node: "sim", gpus: 8 }] },
+      log: { level: "silent" },
+    });
+    const open = async () => {
+      const storage = await openStorage(config.storage.url);
+      const pool = assemblePool(config, storage, { clock: systemClock, log: pino({ level: "silent" }) });
+      opened.push({ stop: () => pool.stop(), storage });
+      await pool.replica.start();
+      return pool.replica;
+    };
+    const leader = await open();
+    await waitFor(async () => leader.isLeader, 20_000);
+    const follower = await open();
+    const size = config.policy.sizes["large"]!;
+    const sql = postgres(cluster.url, { onnotice: () => undefined, max: 1 });
+    try {
+      // Another transaction holds the first identity's lock (as a slow one of another replica would).
+      const holder = await sql.reserve();
+      await holder`BEGIN`;
+      await holder`SELECT pg_advisory_xact_lock(${lockSpace("ledger", schema)}::int4, hashtext('ip:10.9.9.1'))`;
+      let blockedDone = false;
+      const blocked = follower.admit(ipCall("10.9.9.1", size)).then((r) => ((blockedDone = true), r));
+      // Others admitted at the same time, through the same follower, are answered meanwhile.
+      const others = await Promise.all([2, 3, 4, 5].map((n) => follower.admit(ipCall(`10.9.9.${n}`, size))));
+      expect(others.map((r) => r.kind)).toEqual(["granted", "granted", "granted", "granted"]);
+      expect(blockedDone).toBe(false);
+      await holder`COMMIT`;
+      holder.release();
+      expect((await blocked).kind).toBe("granted");
+    } finally {
+      await sql.end();
+    }
+  }, 60_000);
+
+  it("two followers and the leader admitting and releasing for one identity at once: every call answers, and its ledger holds exactly what its leases do", async () => {
+    const schema = "contend";
+    const config = normalizeConfig({
+      storage: { url: `${cluster.url}?schema=${schema}` },
+      quota: { tiers: { anonymous: { quota: "7d", max_duration: "600s" } } },
+      pool: { simulated: [{ node: "sim", gpus: 64 }] },
+      log: { level: "silent" },
+    });
+    const open = async () => {
+      const storage = await openStorage(config.storage.url);
+      const pool = assemblePool(config, storage, { clock: systemClock, log: pino({ level: "silent" }) });
+      opened.push({ stop: () => pool.stop(), storage });
+      await pool.replica.start();
+      return pool.replica;
+    };
+    const leader = await open();
+    await waitFor(async () => leader.isLeader, 20_000);
+    const followers = [await open(), await open()];
+    expect(followers.map((f) => f.isLeader)).toEqual([false, false]);
+
+    const shared = "10.7.7.7";
+    const size = config.policy.sizes["large"]!;
+    let calls = 0;
+    // Per replica, callers on the shared identity and on identities of their own (so that each
+    // group holds several identities' locks while it tries the shared one's).
+    const caller = async (replica: typeof leader, ip: string, cycles: number): Promise<void> => {
+      for (let k = 0; k < cycles; k++) {
+        const r = await replica.admit(ipCall(ip, size));
+        calls++;
+        expect(r.kind).toBe("granted");
+        if (r.kind !== "granted") continue;
+        await new Promise((resolve) => setImmediate(resolve));
+        await replica.release(r.lease.id, false);
+      }
+    };
+    const replicas = [leader, ...followers];
+    await Promise.all(
+      replicas.flatMap((replica, r) => [
+        ...Array.from({ length: 6 }, () => caller(replica, shared, 8)),
+        ...Array.from({ length: 4 }, (_, c) => caller(replica, `10.8.${r}.${c}`, 8)),
+      ]),
+    );
+    expect(calls).toBe(3 * 10 * 8);
+
+    const sql = postgres(cluster.url, { onnotice: () => undefined });
+    try {
+      // Each identity's ledger against its leases: nothing reserved (all released), every
+      // admission counted once, and what was charged is what its ended leases say.
+      const rows = await sql.unsafe<
+        {
+          identity: string;
+          reserved: string;
+          used: string;
+          runs: string;
+          leases: string;
+          charged: string;
+          live: string;
+        }[]
+      >(
+        `SELECT l.identity, l.reserved_ms::text AS reserved, l.used_ms::text AS used, l.runs::text AS runs,
+           count(s.id)::text AS leases, COALESCE(sum(s.charged_ms), 0)::text AS charged,
+           count(s.id) FILTER (WHERE s.status IN ('queued', 'active'))::text AS live
+         FROM ${schema}.ledgers l LEFT JOIN ${schema}.leases s ON s.identity_kind || ':' || s.identity_id = l.identity
+         GROUP BY l.identity, l.reserved_ms, l.used_ms, l.runs`,
+      );
+      const sharedRow = rows.find((x) => x.identity === `ip:${shared}`);
+      expect(sharedRow).toMatchObject({ leases: String(3 * 6 * 8), runs: String(3 * 6 * 8) });
+      expect(rows).toHaveLength(1 + 3 * 4);
+      for (const row of rows)
+        expect({
+          identity: row.identity,
+          reserved: row.reserved,
+          used: row.used,
+          runs: row.runs,
+          live: row.live,
+        }).toEqual({
+          identity: row.identity,
+          reserved: "0",
+          used: row.charged,
+          runs: row.leases,
+          live: "0",
+        });
+    } finally {
+      await sql.end();
+    }
+  }, 240_000);
+});
