@@ -28,7 +28,7 @@ export interface BilledLeaseRow {
   charged_micros: string | number;
 }
 
-/** A usage record carrying its call's wallet transactions (JSON: `[{ id, at, kind, amountMicros, grantId }]`). */
+/** A usage record carrying its call's wallet transactions (JSON: `[[id, at, kind, amountMicros, grantId], …]`). */
 export interface UsageWalletRow {
   id: string;
   wallet: string;
@@ -47,10 +47,10 @@ const LIVE = new Set(["queued", "active"]);
 /** The wallet transactions: the rows, and those on usage records, as one list. */
 export function allWalletTransactions(rows: WalletTxRow[], usage: UsageWalletRow[]): WalletTxRow[] {
   const onRecords = usage.flatMap((u) =>
-    (JSON.parse(u.wallet) as { kind: string; amountMicros: number; grantId: string }[]).map((e) => ({
-      kind: e.kind,
-      amount_micros: e.amountMicros,
-      grant_id: e.grantId,
+    (JSON.parse(u.wallet) as [string, number, string, number, string][]).map(([, , kind, micros, grantId]) => ({
+      kind,
+      amount_micros: micros,
+      grant_id: grantId,
       lease_id: u.id,
     })),
   );

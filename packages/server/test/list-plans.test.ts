@@ -37,7 +37,7 @@ const ACTIVE_FROM = LEASES - 150;
  */
 const APP_OF = "CASE WHEN g % 5 = 0 THEN NULL WHEN g % 5 = 1 THEN 'a1' ELSE 'a' || (g % 199 + 2) END";
 /** A call's wallet transactions on its usage record (migration 13). */
-const CALL_WALLET = '[{"id":"wt_1","at":1,"kind":"spend","amountMicros":1,"grantId":"cg_1"}]';
+const CALL_WALLET = '[["wt_1",1,"spend",1,"cg_1"]]';
 
 /** Seeds the tables in a few statements; `series(n)` is a row source of `g` = 1..n, `pad(e, w)` zero-pads. */
 function seed(series: (n: number) => string, pad: (e: string, w: number) => string, no: string): string[] {

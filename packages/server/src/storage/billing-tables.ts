@@ -21,11 +21,22 @@ export function sharesJson(name: string): Column<readonly HeldShare[] | null> {
   };
 }
 
-/** A call's wallet transactions as JSON text (`[{"id":…,"at":…,"kind":…,"amountMicros":…,"grantId":…}]`); NULL: none. */
+/**
+ * A call's wallet transactions as JSON text, one array per transaction — `[[id, at, kind,
+ * amountMicros, grantId], …]`: the bytes of every call paid from credits, kept short; NULL: none.
+ */
 export const USAGE_WALLET: Column<readonly CallWalletEntry[] | null> = {
   name: "wallet",
-  encode: (entries) => (entries === null || entries.length === 0 ? null : JSON.stringify(entries)),
-  decode: (v) => (typeof v === "string" ? (JSON.parse(v) as CallWalletEntry[]) : null),
+  encode: (entries) =>
+    entries === null || entries.length === 0
+      ? null
+      : JSON.stringify(entries.map((e) => [e.id, e.at, e.kind, e.amountMicros, e.grantId])),
+  decode: (v) =>
+    typeof v === "string"
+      ? (JSON.parse(v) as [string, number, CallWalletEntry["kind"], number, string][]).map(
+          ([id, at, kind, amountMicros, grantId]) => ({ id, at, kind, amountMicros, grantId }),
+        )
+      : null,
 };
 
 export const GRANT_CHANGES = ["remainingMicros", "heldMicros"] as const satisfies readonly (keyof GrantRecord)[];
