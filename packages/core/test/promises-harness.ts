@@ -33,21 +33,19 @@ export interface Arrival {
   readonly slots?: number;
 }
 
-export const arrivalArb: fc.Arbitrary<Arrival> = fc.record({
+const arrivalFields = {
   gapMs: fc.integer({ min: 0, max: 8_000 }),
   priority: fc.integer({ min: 1, max: 3 }),
   durationS: fc.integer({ min: 1, max: 60 }),
   holds: fc.constantFrom(1, 1, 0.5, 0.1, 0),
   share: fc.constantFrom(1, 0.5, 0.05),
-});
+};
+
+export const arrivalArb: fc.Arbitrary<Arrival> = fc.record(arrivalFields);
 
 /** Arrivals of mixed sizes: one slot (three in five), two slots, four (a whole GPU of 4; of 2, capped at 2). */
 export const mixedArrivalArb: fc.Arbitrary<Arrival> = fc.record({
-  gapMs: fc.integer({ min: 0, max: 8_000 }),
-  priority: fc.integer({ min: 1, max: 3 }),
-  durationS: fc.integer({ min: 1, max: 60 }),
-  holds: fc.constantFrom(1, 1, 0.5, 0.1, 0),
-  share: fc.constantFrom(1, 0.5, 0.05),
+  ...arrivalFields,
   slots: fc.constantFrom(1, 1, 1, 2, 4),
 });
 

@@ -1,17 +1,14 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { pino } from "pino";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startCluster } from "../../../test/pg/cluster.js";
 import type { Cluster } from "../../../test/pg/cluster.js";
 import { postgresBin } from "../../../test/pg/postgres-url.js";
-import { systemClock } from "../src/clock.js";
 import { normalizeConfig } from "../src/config.js";
-import { assemblePool } from "../src/main/pool.js";
-import { openStorage } from "../src/storage/open-store.js";
-import type { Storage } from "../src/storage/store.js";
 import { ipCall, waitFor } from "./harness.js";
+import { closeReplicas, openReplica } from "./replica-pools.js";
+import type { OpenedReplicas } from "./replica-pools.js";
 
 /**
  * What one lease cycle (admit, granted at once, then release) costs the database through the
@@ -54,7 +51,7 @@ function costOf(log: string): Cost {
 
 describe.skipIf(!postgresBin())("a lease cycle through a replica that does not lead", () => {
   let cluster: Cluster;
-  const opened: { stop(): void; storage: Storage }[] = [];
+  const opened: OpenedReplicas = [];
   beforeAll(async () => {
     cluster = await startCluster(postgresBin()!);
     const sql = postgres(cluster.url, { onnotice: () => undefined });
@@ -62,10 +59,7 @@ describe.skipIf(!postgresBin())("a lease cycle through a replica that does not l
     await sql.end();
   }, 60_000);
   afterAll(async () => {
-    for (const p of opened.splice(0).reverse()) {
-      p.stop();
-      await p.storage.close();
-    }
+    await closeReplicas(opened);
     await cluster?.stop();
   });
 
@@ -78,13 +72,7 @@ describe.skipIf(!postgresBin())("a lease cycle through a replica that does not l
       pool: { simulated: [{ node: "sim", gpus: 64 }] },
       log: { level: "silent" },
     });
-    const open = async () => {
-      const storage = await openStorage(config.storage.url);
-      const pool = assemblePool(config, storage, { clock: systemClock, log: pino({ level: "silent" }) });
-      opened.push({ stop: () => pool.stop(), storage });
-      await pool.replica.start();
-      return pool.replica;
-    };
+    const open = () => openReplica(config, opened);
     const leader = await open();
     await waitFor(async () => leader.isLeader, 20_000);
     const follower = await open();

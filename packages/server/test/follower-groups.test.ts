@@ -1,16 +1,13 @@
-import { pino } from "pino";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startCluster } from "../../../test/pg/cluster.js";
 import type { Cluster } from "../../../test/pg/cluster.js";
 import { postgresBin } from "../../../test/pg/postgres-url.js";
-import { systemClock } from "../src/clock.js";
 import { normalizeConfig } from "../src/config.js";
-import { assemblePool } from "../src/main/pool.js";
-import { openStorage } from "../src/storage/open-store.js";
 import { lockSpace } from "../src/storage/postgres/connections.js";
-import type { Storage } from "../src/storage/store.js";
 import { ipCall, waitFor } from "./harness.js";
+import { closeReplicas, openReplica } from "./replica-pools.js";
+import type { OpenedReplicas } from "./replica-pools.js";
 
 /**
  * A follower's admissions and releases share transactions (its group commit), whose locks are only
@@ -20,15 +17,12 @@ import { ipCall, waitFor } from "./harness.js";
  */
 describe.skipIf(!postgresBin())("follower group commit, contended", () => {
   let cluster: Cluster;
-  const opened: { stop(): void; storage: Storage }[] = [];
+  const opened: OpenedReplicas = [];
   beforeAll(async () => {
     cluster = await startCluster(postgresBin()!);
   }, 60_000);
   afterAll(async () => {
-    for (const p of opened.splice(0).reverse()) {
-      p.stop();
-      await p.storage.close();
-    }
+    await closeReplicas(opened);
     await cluster?.stop();
   });
 
@@ -41,13 +35,7 @@ describe.skipIf(!postgresBin())("follower group commit, contended", () => {
       pool: { simulated: [{ node: "sim", gpus: 8 }] },
       log: { level: "silent" },
     });
-    const open = async () => {
-      const storage = await openStorage(config.storage.url);
-      const pool = assemblePool(config, storage, { clock: systemClock, log: pino({ level: "silent" }) });
-      opened.push({ stop: () => pool.stop(), storage });
-      await pool.replica.start();
-      return pool.replica;
-    };
+    const open = () => openReplica(config, opened);
     const leader = await open();
     await waitFor(async () => leader.isLeader, 20_000);
     const follower = await open();
@@ -80,13 +68,7 @@ describe.skipIf(!postgresBin())("follower group commit, contended", () => {
       pool: { simulated: [{ node: "sim", gpus: 64 }] },
       log: { level: "silent" },
     });
-    const open = async () => {
-      const storage = await openStorage(config.storage.url);
-      const pool = assemblePool(config, storage, { clock: systemClock, log: pino({ level: "silent" }) });
-      opened.push({ stop: () => pool.stop(), storage });
-      await pool.replica.start();
-      return pool.replica;
-    };
+    const open = () => openReplica(config, opened);
     const leader = await open();
     await waitFor(async () => leader.isLeader, 20_000);
     const followers = [await open(), await open()];
