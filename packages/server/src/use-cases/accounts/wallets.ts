@@ -250,28 +250,20 @@ export class Wallets {
       tx.leases.list({ identity, status: "queued", limit: LIVE_LEASES_SHOWN }),
       tx.leases.list({ identity, status: "active", limit: LIVE_LEASES_SHOWN }),
     ]);
-    const pending = [...queued, ...active].flatMap((l) => this.holdEntries(l));
+    const pending = [...queued, ...active].flatMap((l) =>
+      this.holdEntries(l).map((e) => ({ ...e, userId, leaseId: l.id })),
+    );
     return [...written, ...settled, ...pending]
       .sort((a, b) => b.at - a.at || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
       .slice(0, limit);
   }
 
-  /** The `hold` transactions a lease's hold is written as when it settles. */
-  private holdEntries(lease: LeaseRecord): WalletTransactionRecord[] {
+  /** The `hold` transactions of a lease's hold (written on its usage record when it settles). */
+  private holdEntries(lease: LeaseRecord): CallWalletEntry[] {
     return (lease.holdShares ?? []).flatMap((s) =>
       s.holdTxId === undefined
         ? []
-        : [
-            {
-              id: s.holdTxId,
-              userId: lease.identityId,
-              at: lease.queuedAt,
-              kind: "hold" as const,
-              amountMicros: s.micros,
-              grantId: s.grantId,
-              leaseId: lease.id,
-            },
-          ],
+        : [{ id: s.holdTxId, at: lease.queuedAt, kind: "hold" as const, amountMicros: s.micros, grantId: s.grantId }],
     );
   }
 
@@ -303,13 +295,7 @@ export class Wallets {
     if (spent > 0)
       await tx.wallets.putAccount({ ...wallet.account, monthSpentMicros: wallet.account.monthSpentMicros + spent });
     return [
-      ...this.holdEntries(lease).map(({ id, at, kind, amountMicros, grantId }) => ({
-        id,
-        at,
-        kind,
-        amountMicros,
-        grantId,
-      })),
+      ...this.holdEntries(lease),
       ...out.spent.map(entry("spend")),
       ...out.released.map(entry("release")),
       ...out.expired.map(entry("expire")),
