@@ -83,24 +83,20 @@ export function removeDotSegments(path: string): string | null {
  * Whether a path could leave its root on SOME server behind the edge, even with no `..` of its
  * own left: servers that decode `%2f` (Starlette, many WSGI servers) or `%5c` and `\` (Windows,
  * some frameworks) into separators, drop `;params` from segments (Servlet containers: `..;/`),
- * decode twice (`%252e`), or merge `//`. Each reading is walked on its own: decoding a separator
- * can add depth as well as remove it, so no single reading climbs the most in every path.
+ * decode twice (`%252e`), or merge `//`; and `\` may be a separator while `%5c` stays encoded
+ * (the WHATWG URL parser), so a `;param` holding `%5c` can hide a `..\` behind it. Each reading
+ * is walked on its own: decoding a separator can add depth as well as remove it, so no single
+ * reading climbs the most in every path.
  */
 export function couldEscape(path: string): boolean {
   if (climbsOut(path)) return true;
   if (!/[%\\]/.test(path)) return false;
   for (const twice of [false, true]) {
-    const decoded = twice ? path.replace(/%25/gi, "%") : path;
-    for (const [slash, backslash] of [
-      [true, false],
-      [false, true],
-      [true, true],
-      [false, false],
-    ] as const) {
-      let p = decoded.replace(/%2e/gi, ".");
-      if (slash) p = p.replace(/%2f/gi, "/");
-      if (backslash) p = p.replace(/%5c/gi, "/").replace(/\\/g, "/");
-      if (climbsOut(p)) return true;
+    const decoded = (twice ? path.replace(/%25/gi, "%") : path).replace(/%2e/gi, ".");
+    for (const slash of [false, true]) {
+      const p = slash ? decoded.replace(/%2f/gi, "/") : decoded;
+      // `\` a separator with `%5c` left encoded (the WHATWG URL parser), or decoded too (Windows).
+      if (climbsOut(p) || climbsOut(p.replace(/\\/g, "/")) || climbsOut(p.replace(/%5c|\\/gi, "/"))) return true;
     }
   }
   return false;
