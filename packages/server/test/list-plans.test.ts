@@ -138,6 +138,25 @@ const QUERIES: readonly [string, (tx: Tx) => Promise<unknown>][] = [
   ["usage.list user", (tx) => tx.usage.list({ ...USAGE_ALL, identity: { kind: "user", id: "u7" } }, null, 101)],
   ["usage.list big app", (tx) => tx.usage.list({ ...USAGE_ALL, appId: "a1" }, null, 101)],
   ["usage.list big user", (tx) => tx.usage.list({ ...USAGE_ALL, identity: { kind: "user", id: "u1" } }, null, 101)],
+  [
+    "usage.list big user, page 2",
+    (tx) =>
+      tx.usage.list(
+        { ...USAGE_ALL, identity: { kind: "user", id: "u1" } },
+        { endedAt: 100_000_500, id: "r0100000" },
+        101,
+      ),
+  ],
+  // What a signed-in user sees of their own (GET /v1/usage): their records, and their apps'.
+  [
+    "usage.list own",
+    (tx) => tx.usage.list({ ...USAGE_ALL, scope: { kind: "user", userId: "u1", appIds: [] } }, null, 101),
+  ],
+  [
+    "usage.list own and own app's",
+    (tx) => tx.usage.list({ ...USAGE_ALL, scope: { kind: "user", userId: "u7", appIds: ["a7"] } }, null, 101),
+  ],
+  ["usage.summary big user", (tx) => tx.usage.summary({ ...USAGE_ALL, identity: { kind: "user", id: "u1" } }, "day")],
   // A user's wallet: the usage records carrying a call's wallet transactions (a tenth of u1's).
   ["usage.list wallet entries, big user", (tx) => tx.usage.walletEntries("u1", 50)],
   ["usage.list wallet entries, user", (tx) => tx.usage.walletEntries("u5", 50)],
@@ -226,7 +245,9 @@ describe("list and hot query plans at 200k rows", () => {
           const scan = /^SCAN (\w+)(?! USING)/.exec(line);
           if (scan && BIG.includes(scan[1]!) && !(p.name === "leases.list admin" && !/WHERE/.test(p.text)))
             problems.push(`${p.name}: ${line}`);
-          if (/TEMP B-TREE/.test(line) && !MAY_SORT.has(p.name)) problems.push(`${p.name}: ${line}`);
+          // An aggregate groups what it reads (a summary reads all of its range; it is not a list).
+          const grouping = /FOR GROUP BY/.test(line) && !isList(p.name);
+          if (/TEMP B-TREE/.test(line) && !MAY_SORT.has(p.name) && !grouping) problems.push(`${p.name}: ${line}`);
         }
       }
       const shown = plans.map((p) => `${p.name}: ${(p.plan as string[]).join(" | ")}`);

@@ -301,7 +301,8 @@ describe("paired migrations", () => {
       // 11 one index per lease list filter, each ending in seq (leases_live dropped), and usage
       // pages of an app or user in (ended_at, id) order; 12 a wallet transaction in one index, in the
       // order its list reads (user_id, at, id), instead of that and its id's; 13 a user's usage records
-      // that carry wallet transactions, newest first (the wallet's list of a user's calls).
+      // that carry wallet transactions, newest first (the wallet's list of a user's calls); 14 the
+      // rest of a user's records (usage_user_page split in two disjoint parts: one entry per record).
       expect(Object.keys(pg.indexes).sort()).toEqual([
         "credit_grants_key",
         "credit_grants_user",
@@ -318,7 +319,7 @@ describe("paired migrations", () => {
         "sessions_user",
         "usage_app_page",
         "usage_ended",
-        "usage_user_page",
+        "usage_user_plain",
         "usage_user_wallet",
         "wallet_transactions_key",
       ]);

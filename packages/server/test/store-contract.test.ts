@@ -7,7 +7,7 @@ import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js"
 import { openStorage } from "../src/storage/open-store.js";
 import { leaderLockKey } from "../src/storage/postgres/connections.js";
 import { LeadershipLostError } from "../src/storage/store.js";
-import type { UsageRecordRow } from "../src/storage/store.js";
+import type { UsageFilter, UsageRecordRow } from "../src/storage/store.js";
 import type { DeviceSpec } from "@gpupool/core";
 import type {
   AppRecord,
@@ -715,6 +715,74 @@ export function storeContract(
       expect(back?.wallet).toEqual(entries(40));
       const quotaOnly = await tx((t) => t.usage.list({ scope: { kind: "all" }, from: 15_000, to: 25_000 }, null, 5));
       expect(quotaOnly.map((r) => [r.id, r.wallet])).toEqual([["l_2", null]]);
+    });
+
+    it("usage: a user's records, paid from credits or not, list as one sequence page by page either way; their scope adds their app's other callers once", async () => {
+      // u1 alternates calls paid from quota and from credits (two disjoint per-user indexes since
+      // migration 14), two of them ending at the same instant; u1 owns app a1, where u2 calls too.
+      const calls: UsageRecordRow[] = [];
+      for (let i = 0; i < 14; i++) {
+        const endedAt = 100_000 + Math.floor(i / 2) * 1_000 + (i % 2 === 0 ? 0 : 500 * (i % 3));
+        const credits = i % 3 !== 0;
+        calls.push({
+          id: `l_${String(i).padStart(2, "0")}`,
+          identityKind: "user",
+          identityId: i % 5 === 4 ? "u2" : "u1",
+          tier: "pro",
+          appId: i % 4 === 0 ? "a1" : i % 5 === 4 ? "a2" : null,
+          node: null,
+          size: "large",
+          status: "released",
+          queuedAt: endedAt - 2_000,
+          grantedAt: endedAt - 1_000,
+          endedAt,
+          heldMs: 1_000,
+          reservedMs: 60_000,
+          chargedMs: 1_000,
+          quotaMs: credits ? 0 : 1_000,
+          overageMs: credits ? 1_000 : 0,
+          chargedMicros: credits ? 1_667 : 0,
+          refundedMs: 0,
+          problemCode: null,
+          wallet: credits
+            ? [{ id: `wt_${i}`, at: endedAt, kind: "spend", amountMicros: 1_667, grantId: "cg_1" }]
+            : null,
+        });
+      }
+      calls.push({ ...calls[4]!, id: "l_u2a1", identityId: "u2", appId: "a1", endedAt: 101_000 });
+      await tx(async (t) => {
+        for (const c of calls) await t.usage.insert(c);
+      });
+      const ordered = (rows: readonly UsageRecordRow[]) =>
+        [...rows].sort((a, b) => a.endedAt - b.endedAt || (a.id < b.id ? -1 : 1)).map((r) => r.id);
+      const pages = async (filter: UsageFilter, order: "asc" | "desc") => {
+        const ids: string[] = [];
+        let after: { endedAt: number; id: string } | null = null;
+        for (;;) {
+          const page = await tx((t) => t.usage.list(filter, after, 3, order));
+          ids.push(...page.map((r) => r.id));
+          if (page.length < 3) return ids;
+          after = { endedAt: page.at(-1)!.endedAt, id: page.at(-1)!.id };
+        }
+      };
+      const u1 = calls.filter((c) => c.identityId === "u1");
+      const byU1: UsageFilter = { scope: { kind: "all" }, from: 0, to: 200_000, identity: { kind: "user", id: "u1" } };
+      expect(u1.some((c) => c.wallet === null) && u1.some((c) => c.wallet !== null)).toBe(true);
+      expect(await pages(byU1, "asc")).toEqual(ordered(u1));
+      expect(await pages(byU1, "desc")).toEqual(ordered(u1).reverse());
+      const own = calls.filter((c) => c.identityId === "u1" || c.appId === "a1");
+      const scoped: UsageFilter = { scope: { kind: "user", userId: "u1", appIds: ["a1"] }, from: 0, to: 200_000 };
+      expect(await pages(scoped, "asc")).toEqual(ordered(own));
+      expect(await pages(scoped, "desc")).toEqual(ordered(own).reverse());
+      const summed = await tx((t) => t.usage.summary(scoped, "identity"));
+      expect(summed.map((g) => [g.key, g.calls, g.overageMs])).toEqual([
+        ["user:u1", u1.length, u1.filter((c) => c.wallet !== null).length * 1_000],
+        [
+          "user:u2",
+          own.length - u1.length,
+          own.filter((c) => c.identityId === "u2" && c.wallet !== null).length * 1_000,
+        ],
+      ]);
     });
 
     /** $5.00 purchased by user u1 (key pay_1). */

@@ -16,6 +16,7 @@ import {
   sharesJson,
 } from "./billing-tables.js";
 import type { Dialect, Row, SqlValue, TableNames } from "./table.js";
+import { usageKey, usagePage, usageParts, usageRecords } from "./usage-sql.js";
 import { WALLET_WRITES, transactionInserts } from "./wallet-cache.js";
 import type { WalletCache } from "./wallet-cache.js";
 
@@ -83,45 +84,6 @@ const SQL = {
     "INSERT INTO refusal_counts (day, identity, app_id, tier, code, count) VALUES (?, ?, ?, ?, ?, ?) " +
     "ON CONFLICT (day, identity, app_id, code) DO UPDATE SET count = refusal_counts.count + excluded.count",
 };
-
-const DAY: Readonly<Record<Dialect, string>> = {
-  sqlite: "strftime('%Y-%m-%d', ended_at / 1000, 'unixepoch')",
-  postgres: "to_char(to_timestamp(ended_at / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
-};
-
-function usageKey(groupBy: UsageGroupBy, dialect: Dialect): string {
-  switch (groupBy) {
-    case "day":
-      return DAY[dialect];
-    case "app":
-      return "COALESCE(app_id, '')";
-    case "identity":
-      return "identity_kind || ':' || identity_id";
-    case "tier":
-      return "tier";
-  }
-}
-
-/** The WHERE of a usage query: the range, who may see what, and the filters. */
-function usageWhere(f: UsageFilter): { sql: string; params: SqlValue[] } {
-  const where = ["ended_at >= ?", "ended_at < ?"];
-  const params: SqlValue[] = [f.from, f.to];
-  if (f.scope.kind === "user") {
-    const apps = f.scope.appIds;
-    where.push(
-      `((identity_kind = 'user' AND identity_id = ?)${apps.length > 0 ? ` OR app_id IN (${apps.map(() => "?").join(", ")})` : ""})`,
-    );
-    params.push(f.scope.userId, ...apps);
-  }
-  const and = (condition: string, ...values: SqlValue[]): void => {
-    where.push(condition);
-    params.push(...values);
-  };
-  if (f.appId !== undefined) and("app_id = ?", f.appId);
-  if (f.identity !== undefined) and("identity_kind = ? AND identity_id = ?", f.identity.kind, f.identity.id);
-  if (f.status !== undefined) and("status = ?", f.status);
-  return { sql: where.join(" AND "), params };
-}
 
 /** The same filter over the refusal counts (by day; identities as `kind:id`). */
 function refusalWhere(f: UsageFilter): { sql: string; params: SqlValue[] } {
@@ -242,29 +204,33 @@ export function billingTx(db: SqlRunner): { wallets: WalletsTx; usage: UsageTx }
     usage: {
       insert: async (r) => void (await db.run(SQL.insertUsage, USAGE_RECORDS.insertParams(r, d))),
       list: async (f, after, limit, order = "asc") => {
-        const w = usageWhere(f);
         // Keyset pages either way, past the last record's (ended_at, id), as a range of the
         // (…, ended_at, id) indexes: `ended_at >= ?` (or `<=`) is where the range starts (an OR alone
         // made PostgreSQL read every record before the page: 100k at 200k).
-        const [cmp, dir] = order === "desc" ? ["<", " DESC"] : [">", ""];
-        const page = after === null ? "" : ` AND ended_at ${cmp}= ? AND (ended_at ${cmp} ? OR id ${cmp} ?)`;
-        const params = after === null ? w.params : [...w.params, after.endedAt, after.endedAt, after.id];
-        const text = `${select(USAGE_RECORDS, `WHERE ${w.sql}${page}`)} ORDER BY ended_at${dir}, id${dir} LIMIT ?`;
-        return (await db.all(text, [...params, limit])).map((r) => USAGE_RECORDS.decode(r));
+        const [cmp, dir] = order === "desc" ? (["<", " DESC"] as const) : ([">", ""] as const);
+        const page =
+          after === null
+            ? null
+            : {
+                sql: `ended_at ${cmp}= ? AND (ended_at ${cmp} ? OR id ${cmp} ?)`,
+                params: [after.endedAt, after.endedAt, after.id],
+              };
+        const q = usagePage(usageParts(f), page, USAGE_RECORDS.selectList, dir, limit, d);
+        return (await db.all(q.sql, q.params)).map((r) => USAGE_RECORDS.decode(r));
       },
       summary: async (f, groupBy) => {
-        const w = usageWhere(f);
         const key = usageKey(groupBy, d);
+        const records = usageRecords(usageParts(f));
         const totals = await db.all(
           `SELECT ${key} AS k, COUNT(*) AS calls, SUM(CASE WHEN granted_at IS NULL THEN 0 ELSE 1 END) AS granted, ` +
             "SUM(held_ms) AS held, SUM(charged_ms) AS charged, SUM(quota_ms) AS quota, SUM(overage_ms) AS overage, " +
-            `SUM(charged_micros) AS micros FROM usage_records WHERE ${w.sql} GROUP BY ${key} ORDER BY 1`,
-          w.params,
+            `SUM(charged_micros) AS micros FROM (${records.sql}) AS u GROUP BY ${key} ORDER BY 1`,
+          records.params,
         );
         const problems = await db.all(
-          `SELECT ${key} AS k, problem_code AS code, COUNT(*) AS n FROM usage_records ` +
-            `WHERE ${w.sql} AND problem_code IS NOT NULL GROUP BY ${key}, problem_code`,
-          w.params,
+          `SELECT ${key} AS k, problem_code AS code, COUNT(*) AS n FROM (${records.sql}) AS u ` +
+            `WHERE problem_code IS NOT NULL GROUP BY ${key}, problem_code`,
+          records.params,
         );
         const byKey = new Map<string, Record<string, number>>();
         for (const p of problems) {

@@ -2,6 +2,7 @@ import { BILLING_MIGRATION } from "./migrations-billing.js";
 import { DASHBOARD_MIGRATION } from "./migrations-dashboard.js";
 import { LISTS_MIGRATION } from "./migrations-lists.js";
 import { RETENTION_MIGRATION } from "./migrations-retention.js";
+import { USAGE_SPLIT_MIGRATION } from "./migrations-usage-split.js";
 import { USAGE_WALLET_MIGRATION } from "./migrations-usage-wallet.js";
 import { WALLET_MIGRATION } from "./migrations-wallet.js";
 
@@ -317,6 +318,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 11, ...LISTS_MIGRATION },
   { version: 12, ...WALLET_MIGRATION },
   { version: 13, ...USAGE_WALLET_MIGRATION },
+  { version: 14, ...USAGE_SPLIT_MIGRATION },
 ];
 
 /** The version a fully migrated database is at (versions only grow). */
