@@ -58,6 +58,21 @@ export const givingUpArrivalArb: fc.Arbitrary<Arrival> = fc.record({
   giveUpS: fc.constantFrom(undefined, 2, 10, 20, 60),
 });
 
+/**
+ * Backfill-heavy schedules on GPUs of 4 slots: whole-GPU calls among one- and two-slot ones,
+ * arriving in bursts, most ending early, some giving up — where the GPU held for a waiting
+ * whole-GPU head changes as another clears sooner (the case docs/scheduling.md §5 leaves open).
+ */
+export const burstArrivalArb: fc.Arbitrary<Arrival> = fc.record({
+  gapMs: fc.constantFrom(0, 0, 500, 1_000, 3_000),
+  priority: fc.integer({ min: 1, max: 3 }),
+  durationS: fc.constantFrom(1, 2, 5, 10, 20, 40),
+  holds: fc.constantFrom(1, 1, 0.5, 0.1, 0),
+  share: fc.constantFrom(1, 0.5),
+  slots: fc.constantFrom(1, 1, 2, 4, 4),
+  giveUpS: fc.constantFrom(undefined, undefined, 5, 30),
+});
+
 /** What one replay found: the queued calls that started later than their promise, and how many were promised. */
 export interface Replay {
   /** `c007/2 at +23000 promised +22500`: the call, its slots, when it started and its promise (ms after the start). */
@@ -67,6 +82,8 @@ export interface Replay {
   readonly backfills: number;
   /** Queued calls that gave up (timed out) before a grant. */
   readonly gaveUp: number;
+  /** Times the GPU held for a head changed to another while the same head waited. */
+  readonly switches: number;
 }
 
 /** Replays arrivals through the scheduler as the engine drives it. */
@@ -83,6 +100,7 @@ export function replay(
   const ends: { at: number; id: string; giveUp?: true }[] = [];
   const queued = new Set<string>();
   let backfills = 0;
+  let switches = 0;
   let gaveUp = 0;
   const holds = new Map<string, number>();
   const late: string[] = [];
@@ -103,6 +121,8 @@ export function replay(
       },
       now,
     );
+    const after = scheduler.hold();
+    if (held !== null && after !== null && held.leaseId === after.leaseId && held.index !== after.index) switches++;
   };
   const endUntil = (t: number): void => {
     for (;;) {
@@ -147,7 +167,7 @@ export function replay(
     dispatch();
   });
   endUntil(Number.POSITIVE_INFINITY);
-  return { late, promised: promised.size, backfills, gaveUp };
+  return { late, promised: promised.size, backfills, gaveUp, switches };
 }
 
 /** The queued calls that started later than their promise (see `replay`). */
