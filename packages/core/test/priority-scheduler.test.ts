@@ -106,6 +106,30 @@ describe("PriorityScheduler backfill and holds", () => {
     expect(b.s.hold()).toEqual({ leaseId: "long2", node: "n", index: 1, shadowAt: T + 40_000 });
   });
 
+  it("holds no device for a head that gives up before the device could clear, and holds it again once it could", () => {
+    // The GPU's other slot is busy until T+30s; the whole-GPU head gives up (times out) at T+20s.
+    // Holding the free slot for it would keep it idle for a call that will most likely fail anyway.
+    const b = new Bench([gpu("n", 0)], {}, 5_000);
+    b.busy("a", "n", 0, [0], T + 30_000);
+    b.enqueue(req("xl", { slots: 2, priority: 3, queuedAt: T, giveUpAt: T + 20_000 }));
+    const now = T + 6_000; // aged: it would have had the device held before
+    b.enqueue(req("long", { queuedAt: now, durationMs: 60_000 }));
+    expect(b.run(now)).toEqual(["long"]);
+    expect(b.s.hold()).toBeNull();
+    expect(b.s.reason("xl")).toBe("node");
+    // One that waits until after the device clears keeps it held: the long call waits.
+    const c = new Bench([gpu("n", 0)], {}, 5_000);
+    c.busy("a", "n", 0, [0], T + 30_000);
+    c.enqueue(req("xl", { slots: 2, priority: 3, queuedAt: T, giveUpAt: T + 30_000 }));
+    c.enqueue(req("long", { queuedAt: now, durationMs: 60_000 }));
+    expect(c.run(now)).toEqual([]);
+    expect(c.s.hold()).toEqual({ leaseId: "xl", node: "n", index: 0, shadowAt: T + 30_000 });
+    // When the lease ends early the head could start in time again: it is held for and granted.
+    b.release("long");
+    b.release("a");
+    expect(b.run(now + 1_000)).toEqual(["xl"]);
+  });
+
   it("does not hold for a head that has not waited long enough", () => {
     const b = new Bench([gpu("n", 0)], {}, 5_000);
     b.busy("a", "n", 0, [0], T + 30_000);

@@ -51,7 +51,7 @@ export function nextStep(s: StepState, concurrency: Concurrency, now: number): S
       const aged = now - head.request.queuedAt >= s.holdAfterMs;
       if (aged || head.promiseAt !== null) {
         const soonest = s.board.soonest(head.request.slots, headNode);
-        if (soonest !== null) {
+        if (soonest !== null && !givesUpFirst(head, soonest.at)) {
           const until = aged || head.promiseAt === null ? soonest.at : Math.max(soonest.at, head.promiseAt);
           hold = { entry: head, device: soonest.device, at: soonest.at, until };
         }
@@ -86,6 +86,18 @@ export function nextStep(s: StepState, concurrency: Concurrency, now: number): S
     if (chosen === null) throw new Error(`scheduler slot view out of order: no device for ${request.leaseId}`);
     return { kind: "place", entry, chosen };
   }
+}
+
+/**
+ * Whether a head gives up before the device held for it could clear if every lease ran to its
+ * deadline (`at`), and its promise (if any) is later than that: holding the device would keep slots
+ * idle for a call that will most likely time out first, and break no promise by not doing so. It
+ * stays the head; should leases end early enough, the device is held for it again.
+ */
+function givesUpFirst(head: QueueEntry, at: number): boolean {
+  const giveUpAt = head.request.giveUpAt ?? null;
+  if (giveUpAt === null || giveUpAt >= at) return false;
+  return head.promiseAt === null || head.promiseAt > giveUpAt;
 }
 
 /**
