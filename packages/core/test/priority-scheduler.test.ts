@@ -54,10 +54,16 @@ describe("PriorityScheduler ordering", () => {
   });
 
   it("derives its options from the queue timeout", () => {
-    expect(schedulerOptionsFor(DEFAULT_POLICY)).toMatchObject({ agingStepMs: 15_000, holdAfterMs: 15_000 });
+    // A promise's room per class is a fifth of the queue timeout: 12 s of the default minute.
+    expect(schedulerOptionsFor(DEFAULT_POLICY)).toMatchObject({
+      agingStepMs: 15_000,
+      holdAfterMs: 15_000,
+      promiseRoomMs: 12_000,
+    });
     expect(schedulerOptionsFor({ queueTimeoutMs: 120_000 }, { holdAfterMs: 0 })).toMatchObject({
       agingStepMs: 30_000,
       holdAfterMs: 0,
+      promiseRoomMs: 24_000,
     });
     expect(() => new PriorityScheduler({ agingStepMs: 0 })).toThrow(/agingStepMs/);
   });
@@ -202,11 +208,11 @@ describe("PriorityScheduler ETA and the engine's reports", () => {
     expect(b.s.place("q1", T)).toEqual({ position: 1, reason: "node", etaMs: 15_000, expectedMs: 10_000 });
     expect(b.s.place("q2", T)).toEqual({ position: 2, reason: "node", etaMs: 30_000, expectedMs: 20_000 });
     // A newcomer is told its bound (45 s) as a promise, with room for calls of higher classes to
-    // go ahead of it later: 10 s per class below the top (class 1 of 3 here).
+    // go ahead of it later: 12 s per class below the top (class 1 of 3 here).
     expect(waitPlace(b, req("new", { durationMs: 30_000, queuedAt: T + 3 }), T)).toEqual({
       position: 3,
       reason: "node",
-      etaMs: 45_000 + 20_000,
+      etaMs: 45_000 + 2 * 12_000,
       expectedMs: 40_000,
       // Nothing learnt: every call holds its reservation, so its soonest likely start is the expected one.
       soonestMs: 40_000,

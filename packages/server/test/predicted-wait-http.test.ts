@@ -1,3 +1,4 @@
+import { schedulerOptionsFor } from "@gpupool/core";
 import { afterEach, describe, expect, it } from "vitest";
 import type { TestServer } from "./harness.js";
 import { ADMIN, expectProblem, lease, quotaOf, sleep, startTestServer, waitFor } from "./harness.js";
@@ -32,6 +33,9 @@ async function fillPool(token: string, duration: number): Promise<string[]> {
   return ids;
 }
 
+/** The room a promise leaves per class for calls of higher classes arriving later, in seconds. */
+const roomS = (queueTimeoutMs: number) => schedulerOptionsFor({ queueTimeoutMs }).promiseRoomMs / 1000;
+
 const get = (id: string, token: string) => t.call("GET", `/v1/leases/${id}`, { token });
 
 describe("honest admission", () => {
@@ -45,7 +49,8 @@ describe("honest admission", () => {
     expect(p.eta_s).toBeGreaterThan(25);
     expect(p.eta_s).toBeLessThanOrEqual(30);
     // The bound would be the same; it is a promise to a free call, with room for pro calls that
-    // arrive later to go ahead (a sixth of the 2 s queue timeout): a second at most.
+    // arrive later to go ahead (one class's room, from the 2 s queue timeout): under a second.
+    expect(roomS(2_000)).toBeLessThan(1);
     expect(p.eta_max_s).toBeGreaterThanOrEqual(p.eta_s);
     expect(p.eta_max_s).toBeLessThanOrEqual(p.eta_s + 1);
     expect(p.detail).toMatch(/expected to be about \d+s/);
@@ -65,8 +70,8 @@ describe("honest admission", () => {
     expect(q.body).toMatchObject({ status: "queued", position: 1, reason: "node" });
     expect(q.body.eta_max_s).toBeGreaterThan(0);
     // The blockers' 30 s at most, and the room a promise to a free call leaves for pro calls
-    // arriving later to go ahead (a sixth of the minute's queue timeout).
-    expect(q.body.eta_max_s).toBeLessThanOrEqual(30 + 10);
+    // arriving later to go ahead (one class's room, from the minute's queue timeout).
+    expect(q.body.eta_max_s).toBeLessThanOrEqual(30 + roomS(60_000));
     expect(q.body.eta_s).toBeLessThanOrEqual(q.body.eta_max_s);
     const again = await get(q.body.id, alice.token);
     expect(again.body.eta_max_s).toBeLessThanOrEqual(q.body.eta_max_s);
