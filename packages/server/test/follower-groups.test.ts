@@ -8,6 +8,7 @@ import { postgresBin } from "../../../test/pg/postgres-url.js";
 import { normalizeConfig } from "../src/config.js";
 import { lockSpace } from "../src/storage/postgres/connections.js";
 import { PostgresStore } from "../src/storage/postgres/postgres-store.js";
+import { openStorage } from "../src/storage/open-store.js";
 import { ipCall, waitFor } from "./harness.js";
 import { closeReplicas, openReplica } from "./replica-pools.js";
 import type { OpenedReplicas } from "./replica-pools.js";
@@ -219,5 +220,40 @@ describe.skipIf(!postgresBin())("follower group commit, contended", () => {
     const sizes = metrics.find((m) => m.name === "gpupool_follower_group_members");
     const count = sizes?.values.find((v) => v.metricName === "gpupool_follower_group_members_count");
     expect(count?.value).toBeGreaterThanOrEqual(1);
+  }, 60_000);
+
+  it("a group's first member that throws (it runs without a savepoint) is rolled back with the transaction begun again: the members after it in that group commit", async () => {
+    const storage = await openStorage(`${cluster.url}?schema=first_member`);
+    try {
+      const user = (n: number) => ({
+        id: `u${n}`,
+        name: `user ${n}`,
+        tier: "free",
+        tokenHash: `hash ${n}`,
+        quotaOverrideMs: null,
+        createdAt: n,
+      });
+      const { store } = storage;
+      // Started together: the first and third share a lane (the second takes the other), the first
+      // opening its group.
+      const outcomes = await Promise.allSettled(
+        [1, 2, 3].map((n) =>
+          store.groupedTransaction!(async (tx) => {
+            await tx.users.insert(user(n));
+            if (n === 1) throw new Error("refused");
+            return n;
+          }),
+        ),
+      );
+      expect(outcomes.map((o) => (o.status === "fulfilled" ? o.value : (o.reason as Error).message))).toEqual([
+        "refused",
+        2,
+        3,
+      ]);
+      const stored = await store.read(async (tx) => Promise.all([1, 2, 3].map((n) => tx.users.get(`u${n}`))));
+      expect(stored.map((u) => u?.id ?? null)).toEqual([null, "u2", "u3"]);
+    } finally {
+      await storage.close();
+    }
   }, 60_000);
 });
