@@ -129,12 +129,15 @@ describe.skipIf(!postgresBin())("a lease cycle through a replica that does not l
     expect(leader.statements).toBeGreaterThan(0);
     expect(follower.statements).toBeLessThanOrEqual(1.5 * leader.statements);
     expect(follower.transactions).toBeLessThanOrEqual(1.5 * leader.transactions);
+    // 25 against 19: a follower's group with one member starts it without a SAVEPOINT (27 before).
+    expect(follower.statements).toBeLessThanOrEqual(leader.statements + 6);
   }, 120_000);
 
   // The issue's target, 1.5× the leader's statements and transactions under load, is not met
   // (docs/replicas.md): the follower's groups bring its transactions per cycle from 2.3 (6.9× the
-  // leader's) to 1.0–1.7 here, depending on how busy the machine is (a busier one makes smaller
-  // groups); its statements stay about 1.6–1.7× the leader's.
+  // leader's) to about 0.8 here (1.0–1.7 while a member took two round trips and 4 lanes split the
+  // groups), depending on how busy the machine is (a busier one makes smaller groups); its
+  // statements are about 1.45× the leader's (1.6–1.7× before).
   it("under 24 concurrent callers, a follower's admissions and releases share their transactions: fewer than the 2 per cycle they take alone", async () => {
     const { leader: first, follower: second, cycle } = await replicas("cost24");
     const leader = await measure((i) => cycle(first, i), 24, 10);

@@ -1,10 +1,14 @@
+import { pino } from "pino";
 import postgres from "postgres";
+import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startCluster } from "../../../test/pg/cluster.js";
 import type { Cluster } from "../../../test/pg/cluster.js";
 import { postgresBin } from "../../../test/pg/postgres-url.js";
 import { normalizeConfig } from "../src/config.js";
 import { lockSpace } from "../src/storage/postgres/connections.js";
+import { PostgresStore } from "../src/storage/postgres/postgres-store.js";
+import { openStorage } from "../src/storage/open-store.js";
 import { ipCall, waitFor } from "./harness.js";
 import { closeReplicas, openReplica } from "./replica-pools.js";
 import type { OpenedReplicas } from "./replica-pools.js";
@@ -140,4 +144,116 @@ describe.skipIf(!postgresBin())("follower group commit, contended", () => {
       await sql.end();
     }
   }, 240_000);
+
+  it("groups that cannot commit: their members run again alone and succeed, and the burst is logged once, at warn, with counts", async () => {
+    const schema = "failing";
+    const config = normalizeConfig({
+      storage: { url: `${cluster.url}?schema=${schema}` },
+      quota: { tiers: { anonymous: { quota: "7d", max_duration: "600s" } } },
+      pool: { simulated: [{ node: "sim", gpus: 64 }] },
+      log: { level: "silent" },
+    });
+    const open = () => openReplica(config, opened);
+    const leader = await open();
+    await waitFor(async () => leader.isLeader, 20_000);
+    const follower = await open();
+    expect(follower.isLeader).toBe(false);
+    const store = opened.at(-1)!.storage.store;
+    expect(store).toBeInstanceOf(PostgresStore);
+    const lines: { level: number; msg: string; groups: number; members: number }[] = [];
+    const registry = new Registry();
+    (store as PostgresStore).observeGroups({
+      log: pino({ level: "warn" }, { write: (line: string) => void lines.push(JSON.parse(line)) }),
+      registry,
+    });
+
+    // Every COMMIT that holds a lease inserted by a group's member fails, at COMMIT; the same
+    // admission run alone commits. (A member inserts its lease with the seq drawn beside its
+    // ledger's read, `OVERRIDING SYSTEM VALUE`; alone, the insert draws its own.)
+    const sql = postgres(cluster.url, { onnotice: () => undefined, max: 1 });
+    try {
+      await sql.unsafe(`
+        CREATE FUNCTION ${schema}.mark_grouped() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF current_query() LIKE '%OVERRIDING SYSTEM VALUE%' THEN
+            PERFORM set_config('gpupool_test.grouped', 'yes', true);
+          END IF;
+          RETURN NULL;
+        END $$;
+        CREATE FUNCTION ${schema}.refuse_grouped() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF current_setting('gpupool_test.grouped', true) = 'yes' THEN
+            RAISE EXCEPTION 'lease % was inserted by a member of a group', NEW.id;
+          END IF;
+          RETURN NULL;
+        END $$;
+        CREATE TRIGGER mark_grouped AFTER INSERT ON ${schema}.leases
+          FOR EACH ROW EXECUTE FUNCTION ${schema}.mark_grouped();
+        CREATE CONSTRAINT TRIGGER refuse_grouped AFTER INSERT ON ${schema}.leases
+          DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ${schema}.refuse_grouped();`);
+    } finally {
+      await sql.end();
+    }
+
+    const size = config.policy.sizes["large"]!;
+    const ids: string[] = [];
+    // Two bursts of concurrent admissions, each through the follower's groups, every group failing.
+    for (const wave of [1, 2]) {
+      const results = await Promise.all(
+        Array.from({ length: 12 }, (_, n) => follower.admit(ipCall(`10.6.${wave}.${n}`, size))),
+      );
+      expect(results.map((r) => r.kind)).toEqual(Array.from({ length: 12 }, () => "granted"));
+      for (const r of results) if (r.kind === "granted") ids.push(r.lease.id);
+    }
+    // Releases insert no lease: their groups commit.
+    for (const r of await Promise.all(ids.map((id) => follower.release(id, false))))
+      expect(r.lease.status).toBe("released");
+
+    // One line for the burst (the next would come a minute later), saying how many groups and members.
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ level: 40, msg: expect.stringContaining("ran again alone") });
+    expect(lines[0]!.groups).toBeGreaterThanOrEqual(1);
+    expect(lines[0]!.members).toBeGreaterThanOrEqual(1);
+    const metrics = await registry.getMetricsAsJSON();
+    const fallbacks = metrics.find((m) => m.name === "gpupool_follower_group_fallbacks_total");
+    expect(fallbacks?.values).toEqual([expect.objectContaining({ labels: { reason: "group_failed" }, value: 24 })]);
+    const sizes = metrics.find((m) => m.name === "gpupool_follower_group_members");
+    const count = sizes?.values.find((v) => v.metricName === "gpupool_follower_group_members_count");
+    expect(count?.value).toBeGreaterThanOrEqual(1);
+  }, 60_000);
+
+  it("a group's first member that throws (it runs without a savepoint) is rolled back with the transaction begun again: the members after it in that group commit", async () => {
+    const storage = await openStorage(`${cluster.url}?schema=first_member`);
+    try {
+      const user = (n: number) => ({
+        id: `u${n}`,
+        name: `user ${n}`,
+        tier: "free",
+        tokenHash: `hash ${n}`,
+        quotaOverrideMs: null,
+        createdAt: n,
+      });
+      const { store } = storage;
+      // Started together: the first and third share a lane (the second takes the other), the first
+      // opening its group.
+      const outcomes = await Promise.allSettled(
+        [1, 2, 3].map((n) =>
+          store.groupedTransaction!(async (tx) => {
+            await tx.users.insert(user(n));
+            if (n === 1) throw new Error("refused");
+            return n;
+          }),
+        ),
+      );
+      expect(outcomes.map((o) => (o.status === "fulfilled" ? o.value : (o.reason as Error).message))).toEqual([
+        "refused",
+        2,
+        3,
+      ]);
+      const stored = await store.read(async (tx) => Promise.all([1, 2, 3].map((n) => tx.users.get(`u${n}`))));
+      expect(stored.map((u) => u?.id ?? null)).toEqual([null, "u2", "u3"]);
+    } finally {
+      await storage.close();
+    }
+  }, 60_000);
 });

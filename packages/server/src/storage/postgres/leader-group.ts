@@ -3,6 +3,7 @@ import type postgres from "postgres";
 import { LeadershipLostError, StorageUnavailableError } from "../store.js";
 import { isConnectionError, storageError } from "./errors.js";
 import { fence } from "./fence.js";
+import { notifyAll } from "./notify-all.js";
 import { CHECK_EPOCH } from "./leader-lease.js";
 import type { GroupedTx } from "./postgres-tx.js";
 import type { Session } from "./session.js";
@@ -20,25 +21,11 @@ export interface LeaderGroupOptions {
   readonly nowait?: boolean;
 }
 
-/** Sends `notes` (channel, payload) as notifications of the open transaction, in order, in one statement (none: nothing sent). */
-function notifyAll(sql: postgres.ReservedSql, notes: readonly [string, string][]): Promise<unknown> {
-  if (notes.length === 0) return Promise.resolve();
-  const [first] = notes;
-  if (notes.length === 1 && first !== undefined)
-    return sql.unsafe("SELECT pg_notify($1, $2)", first, { prepare: true }).execute();
-  // A function scan yields the array's elements in order, and pg_notify runs once per row as it comes.
-  return sql
-    .unsafe("SELECT pg_notify(n->>0, n->>1) FROM json_array_elements($1::text::json) AS n", [JSON.stringify(notes)], {
-      prepare: true,
-    })
-    .execute();
-}
-
 /**
  * One transaction on the leader's session that several leader transactions share ("members"):
  * one BEGIN, one check of the term's epoch (which locks the leadership row until the group ends,
  * so no other replica takes over meanwhile), one COMMIT and one WAL flush
- * for all of them. Each member runs inside a SAVEPOINT, so one that throws is rolled back alone;
+ * for all of them. Each member runs inside a SAVEPOINT (a follower group's first: see `run`), so one that throws is rolled back alone;
  * each member hears whether it committed only through `committed`, after the COMMIT. The members'
  * notifications (`Tx.publish`) go out in one statement, in member order, sent with the COMMIT.
  * A follower's groups (FollowerGroups) are the same without the epoch check (`epoch: null`), and
@@ -86,6 +73,8 @@ export class LeaderGroup {
   private readonly seqs: number[] = [];
   /** Ledgers whose locks (advisory and row) the group's transaction holds, as it sees them. */
   private readonly ledgers = new Map<string, LedgerState | null>();
+  /** No member's work is in the transaction yet: a follower's group runs such a member without a savepoint (see `run`). */
+  private empty = true;
   /** Notifications of the members that ran (channel, payload), sent in one statement before the COMMIT. */
   private readonly notes: [string, string][] = [];
 
@@ -170,9 +159,11 @@ export class LeaderGroup {
     const member = ++this.size;
     this.current = member;
     this.memberError = null;
-    // Sent together with the member's first statements, in one round trip.
-    const savepoint = sql`SAVEPOINT leader_tx`.execute();
-    savepoint.catch(() => undefined);
+    // Sent together with the member's first statements, in one round trip. A follower's group (no
+    // epoch check to keep) runs a member with nothing before it in the transaction without one: if
+    // it fails, the whole transaction is rolled back and begun again instead (a statement less per group).
+    const savepoint = this.o.epoch === null && this.empty ? null : sql`SAVEPOINT leader_tx`.execute();
+    savepoint?.catch(() => undefined);
     // Its notifications join the group's once it ran: one rolled back to its savepoint sends none.
     const notes: [string, string][] = [];
     const grouped: GroupedTx = {
@@ -189,6 +180,7 @@ export class LeaderGroup {
       await savepoint;
       const late = this.deferredFailure();
       if (late !== null) throw late;
+      this.empty = false;
       this.notes.push(...notes);
       return value;
     } catch (thrown) {
@@ -202,7 +194,8 @@ export class LeaderGroup {
       this.undoing = member;
       try {
         if (!this.o.session.isOpen) throw this.brokenSession(err);
-        await sql`ROLLBACK TO SAVEPOINT leader_tx`;
+        if (savepoint === null) await Promise.all([sql`ROLLBACK`.execute(), sql`BEGIN`.execute()]);
+        else await sql`ROLLBACK TO SAVEPOINT leader_tx`;
       } catch (again) {
         // A transaction that cannot go back to its savepoint cannot commit either: the group fails.
         throw this.isOver() ? this.why : this.abort(again);

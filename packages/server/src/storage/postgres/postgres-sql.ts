@@ -1,5 +1,6 @@
 import { leaseListStatements } from "../lease-list.js";
 import type { TableNames } from "../table.js";
+import { USAGE_RECORDS } from "../billing-tables.js";
 import { APPS, EDGES, IDEMPOTENCY_KEYS, LEASES, LEDGERS, NODES, SESSIONS, SIGNING_KEYS, USERS } from "../tables.js";
 
 // Statements, built once from the tables (tables.ts), with numbered parameters; prepared on each
@@ -51,6 +52,14 @@ export const LEDGER = {
   tryLock: "SELECT pg_try_advisory_xact_lock($1::int4, hashtext($2)) AS ok",
   forUpdate: select(LEDGERS, "WHERE identity = $1 FOR UPDATE"),
   forUpdateNowait: select(LEDGERS, "WHERE identity = $1 FOR UPDATE NOWAIT"),
+  /**
+   * A follower group's admission (see GroupedTx.nowait): the ledger locked without waiting, and the
+   * `seq` of the queued lease it stores next drawn in the same statement, so that lease's insert
+   * need not wait for `RETURNING seq`. One row whether or not the ledger exists (`found`).
+   */
+  forUpdateNowaitDrawingSeq:
+    `WITH l AS (${select(LEDGERS, "WHERE identity = $1 FOR UPDATE NOWAIT").replace("SELECT ", "SELECT true AS found, ")}) ` +
+    "SELECT nextval(pg_get_serial_sequence('leases', 'seq'))::float8 AS next_seq, l.* FROM (SELECT 1) AS one LEFT JOIN l ON true",
   read: select(LEDGERS, "WHERE identity = $1"),
   upsert: `${insert(LEDGERS)} ON CONFLICT (identity) DO UPDATE SET ${LEDGERS.mutableNames.map((c) => `${c} = excluded.${c}`).join(", ")}`,
 };
@@ -82,6 +91,8 @@ export const LEASE = {
     "SELECT MIN(CASE WHEN status = 'active' THEN deadline ELSE queued_at + $1::bigint + duration_ms END) AS d " +
     "FROM leases WHERE status IN ('queued', 'active') AND identity_kind = $2 AND identity_id = $3",
 };
+/** A lease's usage record (billing-sql.ts's statement, numbered): sent without waiting where the transaction defers writes. */
+export const USAGE = { insert: `${insert(USAGE_RECORDS)} ON CONFLICT (id) DO NOTHING` };
 export const listLeases = leaseListStatements(`SELECT ${LEASES.selectList} FROM leases`, param);
 export const IDEMPOTENCY_KEY = {
   byKey: select(IDEMPOTENCY_KEYS, "WHERE scope_key = $1"),

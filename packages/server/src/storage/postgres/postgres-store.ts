@@ -8,6 +8,8 @@ import { lockKey } from "./connections.js";
 import { isSerializationFailure, storageError } from "./errors.js";
 import { fence } from "./fence.js";
 import { FollowerGroups } from "./follower-groups.js";
+import { GroupReport } from "./group-report.js";
+import type { GroupObserver } from "./group-report.js";
 import { migratePostgres } from "./migrate.js";
 import { postgresTx } from "./postgres-tx.js";
 
@@ -37,14 +39,28 @@ export class PostgresStore implements Store {
 
   /** Group commit for the transactions of a replica that does not lead (see `groupedTransaction`). */
   private readonly groups: FollowerGroups;
+  /** What the groups report: silent until `observeGroups`. */
+  private readonly report = new GroupReport();
 
   constructor(private readonly connections: PostgresConnections) {
     this.groups = new FollowerGroups({
+      report: this.report,
       pool: connections.pool,
       inFlight: connections.inFlight,
       makeTx: (sql, grouped) => postgresTx(sql, connections.ledgerLockSpace, grouped, connections.schema),
       alone: (fn) => this.transaction(fn),
     });
+  }
+
+  /**
+   * Where the follower's group commit reports: a log for groups that did not commit (their members
+   * ran again alone; warn, one line per minute at most, with counts), and a metrics registry for
+   * `gpupool_follower_group_members` (the size of each group that committed) and
+   * `gpupool_follower_group_fallbacks_total{reason}` (members that ran alone: `lock_busy`,
+   * `group_failed`). Until called, nothing is logged or counted.
+   */
+  observeGroups(o: GroupObserver): void {
+    this.report.observe(o);
   }
 
   /** `host:port/database?schema=…`, without credentials: for logs. */

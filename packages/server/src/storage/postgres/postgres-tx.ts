@@ -8,6 +8,7 @@ import { retentionTx } from "../retention-sql.js";
 import type { Tx } from "../store.js";
 import type { Row, SqlValue } from "../table.js";
 import { APPS, EDGES, IDEMPOTENCY_KEYS, LEASES, LEDGERS, NODES, SESSIONS, SIGNING_KEYS, USERS } from "../tables.js";
+import { USAGE_RECORDS } from "../billing-tables.js";
 
 /** A connection inside a transaction: `sql.begin`'s, or the leader's session within its open group. */
 type Sql = postgres.ISql;
@@ -21,6 +22,7 @@ import {
   NODE,
   SESSION,
   SIGNING_KEY,
+  USAGE,
   USER,
   listLeases,
 } from "./postgres-sql.js";
@@ -122,6 +124,25 @@ export function postgresTx(
    */
   const locked = new Set<string>();
   const ledgers = new Map<string, LedgerState | null>();
+  /**
+   * A follower group's member (nowait) is an admission or a release; a ledger it reads is an
+   * admission's, which next stores a lease `queued`: that lease's `seq` (its place in the queue) is
+   * drawn in the ledger's statement, so its insert is not waited for (a refused admission wastes the
+   * value: the sequence has gaps anyway). Null once used.
+   */
+  let drawnSeq: number | null = null;
+  const billing = billingTx({
+    dialect: "postgres",
+    all: async (text, params) => [...(await q(dollarParams(text), [...params]))],
+    run: async (text, params) => (await q(dollarParams(text), [...params])).count,
+    // The user's ledger lock (see the lock order above): billing rows come after it.
+    lockUser: (userId) =>
+      readOnly
+        ? Promise.resolve()
+        : nowait
+          ? tryLock(q(LEDGER.tryLock, [ledgerLockSpace, `user:${userId}`]))
+          : run(LEDGER.lock, ledgerLockSpace, `user:${userId}`),
+  });
   return {
     ...(schema === undefined
       ? {}
@@ -146,18 +167,15 @@ export function postgresTx(
       all: async (text, params) => [...(await q(dollarParams(text), [...params]))],
       run: async (text, params) => (await q(dollarParams(text), [...params])).count,
     }),
-    ...billingTx({
-      dialect: "postgres",
-      all: async (text, params) => [...(await q(dollarParams(text), [...params]))],
-      run: async (text, params) => (await q(dollarParams(text), [...params])).count,
-      // The user's ledger lock (see the lock order above): billing rows come after it.
-      lockUser: (userId) =>
-        readOnly
-          ? Promise.resolve()
-          : nowait
-            ? tryLock(q(LEDGER.tryLock, [ledgerLockSpace, `user:${userId}`]))
-            : run(LEDGER.lock, ledgerLockSpace, `user:${userId}`),
-    }),
+    wallets: billing.wallets,
+    usage: {
+      ...billing.usage,
+      // A new row keyed by its lease, which this transaction holds locked: nothing waits, nothing reads the answer.
+      insert: async (r) => {
+        if (defer === undefined) return billing.usage.insert(r);
+        defer(q(USAGE.insert, USAGE_RECORDS.insertParams(r, "postgres")));
+      },
+    },
     users: {
       insert: (u) => run(USER.insert, ...USERS.insertParams(u, "postgres")),
       get: async (id) => decode(USERS, await one(USER.byId, id)),
@@ -220,9 +238,14 @@ export function postgresTx(
             : nowait
               ? tryLock(q(LEDGER.tryLock, [ledgerLockSpace, identity]))
               : q(LEDGER.lock, [ledgerLockSpace, identity]),
-          q(nowait ? LEDGER.forUpdateNowait : LEDGER.forUpdate, [identity]),
+          q(nowait ? LEDGER.forUpdateNowaitDrawingSeq : LEDGER.forUpdate, [identity]),
         ]);
-        const ledger = decode(LEDGERS, rows[0]);
+        let row = rows[0];
+        if (nowait) {
+          drawnSeq = row?.["next_seq"] === undefined ? null : Number(row["next_seq"]);
+          if (row?.["found"] !== true) row = undefined;
+        }
+        const ledger = decode(LEDGERS, row);
         locked.add(identity);
         ledgers.set(identity, ledger);
         grouped?.ledgers.set(identity, ledger);
@@ -244,6 +267,12 @@ export function postgresTx(
         // A queued lease's seq is its place in the queue (arrival order across replicas): drawn by
         // its own insert, at the moment it arrives. Any other lease's seq only orders lists, so in
         // the leader's group it comes from values drawn ahead and the insert is not waited for.
+        if (grouped !== undefined && l.status === "queued" && drawnSeq !== null) {
+          const seq = drawnSeq;
+          drawnSeq = null;
+          grouped.defer(q(LEASE.insertWithSeq, [seq, ...params]));
+          return { ...l, seq };
+        }
         if (grouped !== undefined && l.status !== "queued") {
           const seq = grouped.seqs.shift();
           if (seq !== undefined) {
