@@ -32,7 +32,7 @@ export interface Arrival {
   /** Slots it asks for (at most a device's); one when left out. */
   readonly slots?: number;
   /** Seconds after arrival it gives up (times out) if still queued; never when left out. */
-  readonly giveUpS?: number;
+  readonly giveUpS?: number | undefined;
 }
 
 const arrivalFields = {

@@ -162,7 +162,7 @@ describe.skipIf(!postgresBin())("follower group commit, contended", () => {
     expect(store).toBeInstanceOf(PostgresStore);
     const lines: { level: number; msg: string; groups: number; members: number }[] = [];
     const registry = new Registry();
-    (store as PostgresStore).observeGroups({
+    (store as PostgresStore).observe({
       log: pino({ level: "warn" }, { write: (line: string) => void lines.push(JSON.parse(line)) }),
       registry,
     });
@@ -218,7 +218,10 @@ describe.skipIf(!postgresBin())("follower group commit, contended", () => {
     const fallbacks = metrics.find((m) => m.name === "gpupool_follower_group_fallbacks_total");
     expect(fallbacks?.values).toEqual([expect.objectContaining({ labels: { reason: "group_failed" }, value: 24 })]);
     const sizes = metrics.find((m) => m.name === "gpupool_follower_group_members");
-    const count = sizes?.values.find((v) => v.metricName === "gpupool_follower_group_members_count");
+    // A histogram's values name their series (prom-client types leave metricName out).
+    const count = sizes?.values.find(
+      (v) => (v as { metricName?: string }).metricName === "gpupool_follower_group_members_count",
+    );
     expect(count?.value).toBeGreaterThanOrEqual(1);
   }, 60_000);
 

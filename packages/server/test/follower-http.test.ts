@@ -125,6 +125,27 @@ describe.skipIf(!postgresUrl())("a replica that does not lead", () => {
     expect(ofFollower).toContain("gpupool_process_");
   });
 
+  it("/metrics of a follower counts its commit groups: calls through it show in gpupool_follower_group_members", async () => {
+    const { leader, follower } = await pair();
+    const owner = await leader.user("owner", "pro");
+    const app = await leader.appFor("demo", owner.id);
+    const count = async (t: TestServer): Promise<number> => {
+      const m = /^gpupool_follower_group_members_count (\S+)$/m.exec(String((await t.call("GET", "/metrics")).body));
+      return m ? Number(m[1]) : -1;
+    };
+    expect(await count(follower)).toBe(0);
+    const granted = await lease(follower, app.key, { duration: 5 });
+    expect(granted.status).toBe(201);
+    expect((await follower.call("DELETE", `/v1/leases/${granted.body.id as string}`, { token: app.key })).status).toBe(
+      200,
+    );
+    // The admission and the release each committed in a group of the follower (of one, alone).
+    expect(await count(follower)).toBeGreaterThanOrEqual(2);
+    expect(String((await follower.call("GET", "/metrics")).body)).toContain("gpupool_follower_group_fallbacks_total");
+    // The leader commits its own way: it reports no follower groups.
+    expect(await count(leader)).toBe(0);
+  });
+
   it("queue: false with every slot busy, asked through the follower: the leader's refusal, reason included", async () => {
     const { leader, follower } = await pair();
     const owner = await leader.user("owner", "pro");

@@ -109,6 +109,8 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
     ...(tracing === null ? {} : { tracing: new LeaseSpans(tracing) }),
   });
   const { replica, state, accounts, events, metrics } = pool;
+  // What the store does on its own (PostgreSQL's follower groups) goes to this log and registry.
+  store.observe?.({ log, registry: metrics.registry });
   const ipTokens = await IpTokens.open(store, config.identity.issuer, config.identity.ipTokenTtlMs, clock.now());
   const health = new Health(store, () => replica.isLeader, state);
   let starting: Promise<void> | null = null;

@@ -3,6 +3,14 @@ import type { HeldShare, UsageTx, WalletsTx } from "./billing-records.js";
 import type { DashboardTx } from "./dashboard-records.js";
 import type { RetentionTx } from "./retention-records.js";
 import type { MigrateOptions, MigrationReport } from "./schema-version.js";
+import type { Logger } from "pino";
+import type { Registry } from "prom-client";
+
+/** Where a store reports (see `Store.observe`); each part optional. */
+export interface StoreObserver {
+  readonly log?: Logger;
+  readonly registry?: Registry;
+}
 
 export type * from "./billing-records.js";
 export type * from "./dashboard-records.js";
@@ -33,6 +41,12 @@ export interface Store {
    * FollowerGroups); an adapter without it runs `transaction`.
    */
   groupedTransaction?<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  /**
+   * Where the adapter reports what it does on its own, outside any call (PostgreSQL: its
+   * follower's commit groups — failed groups logged, group sizes and fallbacks counted); called
+   * once by the server when it starts. An adapter without it reports nothing.
+   */
+  observe?(o: StoreObserver): void;
   /**
    * Runs `fn` as a read: one consistent snapshot that takes no lock and writes nothing (no WAL),
    * so it never waits for a writer and a writer never waits for it. `fn` may only read: on

@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import { Counter, Histogram } from "prom-client";
 import type { Registry } from "prom-client";
 
-/** What a follower's group commit reports to (PostgresStore.observeGroups); each part optional. */
+/** What a follower's group commit reports to (Store.observe); each part optional. */
 export interface GroupObserver {
   /** Failed groups are logged here, at warn, at most one line per LOG_EVERY_MS (see GroupReport). */
   readonly log?: Logger;

@@ -39,7 +39,7 @@ export class PostgresStore implements Store {
 
   /** Group commit for the transactions of a replica that does not lead (see `groupedTransaction`). */
   private readonly groups: FollowerGroups;
-  /** What the groups report: silent until `observeGroups`. */
+  /** What the groups report: silent until `observe`. */
   private readonly report = new GroupReport();
 
   constructor(private readonly connections: PostgresConnections) {
@@ -59,7 +59,7 @@ export class PostgresStore implements Store {
    * `gpupool_follower_group_fallbacks_total{reason}` (members that ran alone: `lock_busy`,
    * `group_failed`). Until called, nothing is logged or counted.
    */
-  observeGroups(o: GroupObserver): void {
+  observe(o: GroupObserver): void {
     this.report.observe(o);
   }
 
