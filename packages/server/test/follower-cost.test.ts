@@ -5,9 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startCluster } from "../../../test/pg/cluster.js";
 import type { Cluster } from "../../../test/pg/cluster.js";
 import { postgresBin } from "../../../test/pg/postgres-url.js";
-import { normalizeConfig } from "../src/config.js";
 import { ipCall, waitFor } from "./harness.js";
-import { closeReplicas, openReplica } from "./replica-pools.js";
+import { closeReplicas, leaderAndFollowers, replicaConfig } from "./replica-pools.js";
 import type { OpenedReplicas } from "./replica-pools.js";
 
 /**
@@ -66,17 +65,9 @@ describe.skipIf(!postgresBin())("a lease cycle through a replica that does not l
   /** A leader, then a second replica (which does not lead), on `schema`. */
   const replicas = async (schema: string) => {
     // A long leader lease: its renewals are left out anyway, but fewer of them is less log to read.
-    const config = normalizeConfig({
-      storage: { url: `${cluster.url}?schema=${schema}&leader_lease=60000` },
-      quota: { tiers: { anonymous: { quota: "7d", max_duration: "600s" } } },
-      pool: { simulated: [{ node: "sim", gpus: 64 }] },
-      log: { level: "silent" },
-    });
-    const open = () => openReplica(config, opened);
-    const leader = await open();
-    await waitFor(async () => leader.isLeader, 20_000);
-    const follower = await open();
-    expect(follower.isLeader).toBe(false);
+    const config = replicaConfig(`${cluster.url}?schema=${schema}&leader_lease=60000`);
+    const { leader, followers } = await leaderAndFollowers(config, opened, 1);
+    const follower = followers[0]!;
     const size = config.policy.sizes["large"]!;
     const cycle = async (replica: typeof leader, i: number): Promise<void> => {
       const r = await replica.admit(ipCall(`10.1.${Math.floor(i / 250)}.${i % 250}`, size));

@@ -10,7 +10,7 @@ import { lockSpace } from "../src/storage/postgres/connections.js";
 import { PostgresStore } from "../src/storage/postgres/postgres-store.js";
 import { openStorage } from "../src/storage/open-store.js";
 import { ipCall, waitFor } from "./harness.js";
-import { closeReplicas, openReplica } from "./replica-pools.js";
+import { closeReplicas, leaderAndFollowers, openReplica, replicaConfig } from "./replica-pools.js";
 import type { OpenedReplicas } from "./replica-pools.js";
 
 /**
@@ -66,17 +66,8 @@ describe.skipIf(!postgresBin())("follower group commit, contended", () => {
 
   it("two followers and the leader admitting and releasing for one identity at once: every call answers, and its ledger holds exactly what its leases do", async () => {
     const schema = "contend";
-    const config = normalizeConfig({
-      storage: { url: `${cluster.url}?schema=${schema}` },
-      quota: { tiers: { anonymous: { quota: "7d", max_duration: "600s" } } },
-      pool: { simulated: [{ node: "sim", gpus: 64 }] },
-      log: { level: "silent" },
-    });
-    const open = () => openReplica(config, opened);
-    const leader = await open();
-    await waitFor(async () => leader.isLeader, 20_000);
-    const followers = [await open(), await open()];
-    expect(followers.map((f) => f.isLeader)).toEqual([false, false]);
+    const config = replicaConfig(`${cluster.url}?schema=${schema}`);
+    const { leader, followers } = await leaderAndFollowers(config, opened, 2);
 
     const shared = "10.7.7.7";
     const size = config.policy.sizes["large"]!;
@@ -147,17 +138,9 @@ describe.skipIf(!postgresBin())("follower group commit, contended", () => {
 
   it("groups that cannot commit: their members run again alone and succeed, and the burst is logged once, at warn, with counts", async () => {
     const schema = "failing";
-    const config = normalizeConfig({
-      storage: { url: `${cluster.url}?schema=${schema}` },
-      quota: { tiers: { anonymous: { quota: "7d", max_duration: "600s" } } },
-      pool: { simulated: [{ node: "sim", gpus: 64 }] },
-      log: { level: "silent" },
-    });
-    const open = () => openReplica(config, opened);
-    const leader = await open();
-    await waitFor(async () => leader.isLeader, 20_000);
-    const follower = await open();
-    expect(follower.isLeader).toBe(false);
+    const config = replicaConfig(`${cluster.url}?schema=${schema}`);
+    const { followers } = await leaderAndFollowers(config, opened, 1);
+    const follower = followers[0]!;
     const store = opened.at(-1)!.storage.store;
     expect(store).toBeInstanceOf(PostgresStore);
     const lines: { level: number; msg: string; groups: number; members: number }[] = [];
