@@ -664,29 +664,39 @@ export function storeContract(
       ]);
     });
 
+    /** A user's released 1 s call ended at `endedAt`: paid from credits when it has wallet transactions, else from quota. */
+    const paidCall = (
+      id: string,
+      identityId: string,
+      appId: string | null,
+      endedAt: number,
+      wallet: UsageRecordRow["wallet"],
+    ): UsageRecordRow => ({
+      id,
+      identityKind: "user",
+      identityId,
+      tier: "pro",
+      appId,
+      node: null,
+      size: "large",
+      status: "released",
+      queuedAt: endedAt - 2_000,
+      grantedAt: endedAt - 1_000,
+      endedAt,
+      heldMs: 1_000,
+      reservedMs: 60_000,
+      chargedMs: 1_000,
+      quotaMs: wallet === null ? 1_000 : 0,
+      overageMs: wallet === null ? 0 : 1_000,
+      chargedMicros: wallet === null ? 0 : 1_667,
+      refundedMs: 0,
+      problemCode: null,
+      wallet,
+    });
+
     it("usage: a call's wallet transactions round-trip on its record; a user's are listed newest record first", async () => {
-      const record = (id: string, identityId: string, endedAt: number, wallet: UsageRecordRow["wallet"]) => ({
-        id,
-        identityKind: "user" as const,
-        identityId,
-        tier: "pro",
-        appId: null,
-        node: null,
-        size: "large",
-        status: "released",
-        queuedAt: endedAt - 2_000,
-        grantedAt: endedAt - 1_000,
-        endedAt,
-        heldMs: 1_000,
-        reservedMs: 60_000,
-        chargedMs: 1_000,
-        quotaMs: 0,
-        overageMs: 1_000,
-        chargedMicros: wallet === null ? 0 : 1_667,
-        refundedMs: 0,
-        problemCode: null,
-        wallet,
-      });
+      const record = (id: string, identityId: string, endedAt: number, wallet: UsageRecordRow["wallet"]) =>
+        paidCall(id, identityId, null, endedAt, wallet);
       const entries = (n: number) => [
         { id: `wt_h${n}`, at: n * 1_000 - 2_000, kind: "hold" as const, amountMicros: 100_000, grantId: "cg_1" },
         { id: `wt_s${n}`, at: n * 1_000, kind: "spend" as const, amountMicros: 1_667, grantId: "cg_1" },
@@ -724,30 +734,15 @@ export function storeContract(
       for (let i = 0; i < 14; i++) {
         const endedAt = 100_000 + Math.floor(i / 2) * 1_000 + (i % 2 === 0 ? 0 : 500 * (i % 3));
         const credits = i % 3 !== 0;
-        calls.push({
-          id: `l_${String(i).padStart(2, "0")}`,
-          identityKind: "user",
-          identityId: i % 5 === 4 ? "u2" : "u1",
-          tier: "pro",
-          appId: i % 4 === 0 ? "a1" : i % 5 === 4 ? "a2" : null,
-          node: null,
-          size: "large",
-          status: "released",
-          queuedAt: endedAt - 2_000,
-          grantedAt: endedAt - 1_000,
-          endedAt,
-          heldMs: 1_000,
-          reservedMs: 60_000,
-          chargedMs: 1_000,
-          quotaMs: credits ? 0 : 1_000,
-          overageMs: credits ? 1_000 : 0,
-          chargedMicros: credits ? 1_667 : 0,
-          refundedMs: 0,
-          problemCode: null,
-          wallet: credits
-            ? [{ id: `wt_${i}`, at: endedAt, kind: "spend", amountMicros: 1_667, grantId: "cg_1" }]
-            : null,
-        });
+        calls.push(
+          paidCall(
+            `l_${String(i).padStart(2, "0")}`,
+            i % 5 === 4 ? "u2" : "u1",
+            i % 4 === 0 ? "a1" : i % 5 === 4 ? "a2" : null,
+            endedAt,
+            credits ? [{ id: `wt_${i}`, at: endedAt, kind: "spend", amountMicros: 1_667, grantId: "cg_1" }] : null,
+          ),
+        );
       }
       calls.push({ ...calls[4]!, id: "l_u2a1", identityId: "u2", appId: "a1", endedAt: 101_000 });
       await tx(async (t) => {
