@@ -3,57 +3,43 @@ import type { HeldShare, UsageTx, WalletsTx } from "./billing-records.js";
 import type { DashboardTx } from "./dashboard-records.js";
 import type { RetentionTx } from "./retention-records.js";
 import type { MigrateOptions, MigrationReport } from "./schema-version.js";
-import type { Logger } from "pino";
-import type { Registry } from "prom-client";
-
-/** Where a store reports (see `Store.observe`); each part optional. */
-export interface StoreObserver {
-  readonly log?: Logger;
-  readonly registry?: Registry;
-}
+import type { StoreObserver } from "./store-observer.js";
 
 export type * from "./billing-records.js";
 export type * from "./dashboard-records.js";
 export type * from "./retention-records.js";
 
 /**
- * The one storage interface. Use cases open a transaction and call these methods; nothing
- * outside an adapter sees a driver, a connection or SQL. Every method is async so a networked
- * adapter (PostgreSQL) fits the same shape as the embedded one.
- *
- * How the lease engine writes (run once, grouped commits) and leader election are not the store's
- * business: see `Stager` and `Coordination`, which `openStorage` returns beside it.
+ * The one storage interface. Use cases open a transaction and call these methods; nothing outside
+ * an adapter sees a driver, a connection or SQL. Every method is async so a networked adapter
+ * (PostgreSQL) fits the same shape as the embedded one. How the lease engine writes (run once,
+ * grouped commits) and leader election are not the store's business: see `Stager` and
+ * `Coordination`, which `openStorage` returns beside it.
  */
 export interface Store {
   readonly kind: "sqlite" | "postgres";
   /**
    * Runs `fn` in one serializable transaction (rolled back if it throws) and resolves once its
-   * commit is durable. `fn` may run more than once: an adapter runs it again
-   * when the database rolled it back as a deadlock victim or for a serialization failure
-   * (PostgreSQL), so it must do nothing but its statements and pure computation — no changes to
-   * memory outside it, no messages, no clock reads whose second value would matter.
+   * commit is durable. `fn` may run more than once: an adapter runs it again when the database
+   * rolled it back as a deadlock victim or for a serialization failure (PostgreSQL), so it must do
+   * nothing but its statements and pure computation — no changes to memory outside it, no
+   * messages, no clock reads whose second value would matter.
    */
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
   /**
-   * Like `transaction` (and `fn` may run more than once likewise), but it may share one database
-   * transaction — one BEGIN, one COMMIT, one WAL flush — with other calls running at the same time;
-   * it resolves once that commit is durable. For a replica that does not lead, on PostgreSQL (see
-   * FollowerGroups); an adapter without it runs `transaction`.
+   * Like `transaction`, but it may share one BEGIN, COMMIT and WAL flush with other calls running
+   * at the same time, resolving once that commit is durable: a follower's, on PostgreSQL
+   * (FollowerGroups). An adapter without it runs `transaction`.
    */
   groupedTransaction?<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
-  /**
-   * Where the adapter reports what it does on its own, outside any call (PostgreSQL: its
-   * follower's commit groups — failed groups logged, group sizes and fallbacks counted); called
-   * once by the server when it starts. An adapter without it reports nothing.
-   */
+  /** Where the adapter reports what it does on its own (PostgreSQL: follower groups); called at start. */
   observe?(o: StoreObserver): void;
   /**
-   * Runs `fn` as a read: one consistent snapshot that takes no lock and writes nothing (no WAL),
-   * so it never waits for a writer and a writer never waits for it. `fn` may only read: on
-   * PostgreSQL it runs in a `READ ONLY` transaction (REPEATABLE READ: its statements see one
-   * snapshot), where a write fails, and `ledgers.get` / `leases.get` / `wallets.lock` take none of
-   * their locks. On SQLite (one connection and one writer, whose reads never wait) it runs in the
-   * open commit group like a transaction and answers once that group is durable, so it never
+   * Runs `fn` as a read: one snapshot that takes no lock and writes nothing (no WAL), so it never
+   * waits for a writer nor a writer for it. `fn` may only read: on PostgreSQL it runs in a
+   * `READ ONLY` REPEATABLE READ transaction, where a write fails, and `ledgers.get` / `leases.get` /
+   * `wallets.lock` take none of their locks. On SQLite (one connection, one writer, reads never
+   * wait) it runs in the open commit group and answers once that group is durable, so it never
    * reports what a failed commit undid. Like `transaction`, `fn` may run more than once.
    */
   read<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
