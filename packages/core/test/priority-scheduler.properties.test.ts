@@ -2,7 +2,8 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { Pool, PriorityScheduler, usableIdleSlots } from "../src/index.js";
 import { IndexedHeap } from "../src/scheduling/scheduler-heap.js";
-import type { Concurrency, DeviceSpec, Grant, PriorityRequest } from "../src/index.js";
+import { devicesOfSizes } from "./promises-harness.js";
+import type { Concurrency, Grant, PriorityRequest } from "../src/index.js";
 
 /** Properties of the priority scheduler, driven like the engine drives it: dispatch after every change. */
 
@@ -10,16 +11,7 @@ const T0 = 1_700_000_000_000;
 const LIMITS: Readonly<Record<string, number | null>> = { a: 1, b: 2, c: null };
 const APPS = [null, "a", "b", "c"] as const;
 
-function devices(sizes: readonly number[]): DeviceSpec[] {
-  return sizes.map((slots, i) => ({
-    node: `n${i % 2}`,
-    index: i,
-    uuid: `GPU-${i}`,
-    name: "L4",
-    memoryMb: 24_576,
-    slots,
-  }));
-}
+const devices = devicesOfSizes;
 
 interface Active {
   readonly request: PriorityRequest;

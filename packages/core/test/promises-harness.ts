@@ -10,8 +10,9 @@ import type { Concurrency, DeviceSpec, PriorityRequest, SchedulerOptions } from 
 const T0 = 1_700_000_000_000;
 const NO_LIMITS: Concurrency = { active: () => 0, limit: () => null };
 
-export function devices(gpus: number, slots: number): DeviceSpec[] {
-  return Array.from({ length: gpus }, (_, i) => ({
+/** L4s of these slot counts, alternately on nodes n0 and n1. */
+export function devicesOfSizes(sizes: readonly number[]): DeviceSpec[] {
+  return sizes.map((slots, i) => ({
     node: `n${i % 2}`,
     index: i,
     uuid: `GPU-${i}`,
@@ -20,6 +21,9 @@ export function devices(gpus: number, slots: number): DeviceSpec[] {
     slots,
   }));
 }
+
+export const devices = (gpus: number, slots: number): DeviceSpec[] =>
+  devicesOfSizes(Array.from({ length: gpus }, () => slots));
 
 export interface Arrival {
   /** Time since the previous arrival. */
