@@ -78,27 +78,31 @@ export function creditTotals(grants: readonly CreditGrant[], now: number): Credi
 
 /**
  * Earmarks `micros` on usable grants in spending order. Null when they do not have that much
- * unheld: nothing is held then.
+ * unheld: nothing is held then. The grants come back as records of the caller's own type (a store's
+ * rows stay rows), the changed ones copied.
  */
-export function placeHold(
-  grants: readonly CreditGrant[],
+export function placeHold<G extends CreditGrant>(
+  grants: readonly G[],
   micros: number,
   now: number,
-): { readonly grants: CreditGrant[]; readonly shares: GrantShare[] } | null {
+): { readonly grants: G[]; readonly shares: GrantShare[] } | null {
   if (micros === 0) return { grants: [...grants], shares: [] };
-  const order = grants.filter((g) => isUsable(g, now) && g.remainingMicros > g.heldMicros).sort(spendingOrder);
-  const take = new Map<string, number>();
+  const order = grants.filter((g) => isUsable(g, now) && g.remainingMicros > g.heldMicros);
+  if (order.length > 1) order.sort(spendingOrder);
+  const shares: GrantShare[] = [];
   let left = micros;
   for (const g of order) {
     if (left === 0) break;
     const part = Math.min(left, g.remainingMicros - g.heldMicros);
-    take.set(g.id, part);
+    shares.push({ grantId: g.id, micros: part });
     left -= part;
   }
   if (left > 0) return null;
-  const shares = order.filter((g) => take.has(g.id)).map((g) => ({ grantId: g.id, micros: take.get(g.id) ?? 0 }));
   return {
-    grants: grants.map((g) => (take.has(g.id) ? { ...g, heldMicros: g.heldMicros + (take.get(g.id) ?? 0) } : g)),
+    grants: grants.map((g) => {
+      const share = shares.find((s) => s.grantId === g.id);
+      return share === undefined ? g : { ...g, heldMicros: g.heldMicros + share.micros };
+    }),
     shares,
   };
 }
@@ -106,14 +110,15 @@ export function placeHold(
 /**
  * Settles a hold: `spendMicros` (at most the hold) comes out of its earmarks in the order they were
  * made; the rest is released. What is released of a grant that expired meanwhile expires with it.
+ * The grants come back as records of the caller's own type, the changed ones copied.
  */
-export function settleHold(
-  grants: readonly CreditGrant[],
+export function settleHold<G extends CreditGrant>(
+  grants: readonly G[],
   hold: readonly GrantShare[],
   spendMicros: number,
   now: number,
 ): {
-  readonly grants: CreditGrant[];
+  readonly grants: G[];
   readonly spent: GrantShare[];
   readonly released: GrantShare[];
   readonly expired: GrantShare[];
@@ -146,10 +151,10 @@ export function settleHold(
 }
 
 /** Grants past their expiry lose what nobody holds (what is held expires when its hold is settled). */
-export function expireGrants(
-  grants: readonly CreditGrant[],
+export function expireGrants<G extends CreditGrant>(
+  grants: readonly G[],
   now: number,
-): { readonly grants: CreditGrant[]; readonly expired: GrantShare[] } {
+): { readonly grants: G[]; readonly expired: GrantShare[] } {
   const expired: GrantShare[] = [];
   const next = grants.map((g) => {
     if (g.expiresAt === null || now < g.expiresAt || g.remainingMicros === g.heldMicros) return g;

@@ -124,7 +124,7 @@ export class Wallets {
     return { grants, account, view: this.viewOf(identity, grants, account, now) };
   }
 
-  /** `load` without the view (settlement reads the rows only). */
+  /** `load` without the view. */
   private async rows(
     tx: Tx,
     identity: Identity,
@@ -153,7 +153,7 @@ export class Wallets {
     }
     const expiry = expireGrants(grants, now);
     if (expiry.expired.length > 0) {
-      grants = this.changed(grants, expiry.grants);
+      grants = expiry.grants;
       if (writes)
         for (const g of grants) if (expiry.expired.some((e) => e.grantId === g.id)) await tx.wallets.updateGrant(g);
       for (const e of expiry.expired) log.push(this.entry(userId, now, "expire", e.micros, e.grantId, null));
@@ -229,10 +229,13 @@ export class Wallets {
     const placed = placeHold(wallet.grants, micros, now);
     if (placed === null)
       throw new Error(`hold of ${micros} for ${leaseId}: the wallet cannot cover what admission allowed`);
-    const next = this.changed(wallet.grants, placed.grants);
-    for (const g of next) if (placed.shares.some((s) => s.grantId === g.id)) await tx.wallets.updateGrant(g);
-    const shares = placed.shares.map((s) => ({ ...s, holdTxId: newOrderedId("wt", now) }));
-    return { shares, view: this.viewOf(identity, next, wallet.account, now) };
+    const shares: HeldShare[] = [];
+    for (const s of placed.shares) {
+      const grant = placed.grants.find((g) => g.id === s.grantId);
+      if (grant !== undefined) await tx.wallets.updateGrant(grant);
+      shares.push({ grantId: s.grantId, micros: s.micros, holdTxId: newOrderedId("wt", now) });
+    }
+    return { shares, view: this.viewOf(identity, placed.grants, wallet.account, now) };
   }
 
   /**
@@ -260,11 +263,11 @@ export class Wallets {
 
   /** The `hold` transactions of a lease's hold (written on its usage record when it settles). */
   private holdEntries(lease: LeaseRecord): CallWalletEntry[] {
-    return (lease.holdShares ?? []).flatMap((s) =>
-      s.holdTxId === undefined
-        ? []
-        : [{ id: s.holdTxId, at: lease.queuedAt, kind: "hold" as const, amountMicros: s.micros, grantId: s.grantId }],
-    );
+    const out: CallWalletEntry[] = [];
+    for (const s of lease.holdShares ?? [])
+      if (s.holdTxId !== undefined)
+        out.push({ id: s.holdTxId, at: lease.queuedAt, kind: "hold", amountMicros: s.micros, grantId: s.grantId });
+    return out;
   }
 
   /**
@@ -272,45 +275,42 @@ export class Wallets {
    * released (or expired with a grant that ended meanwhile), and the month's spend grows. Only a
    * lease that just ended comes here (its status guards against settling twice). Returns the
    * call's wallet transactions — its hold and what settled it — for its usage record, which the
-   * caller writes in the same transaction (null: nothing was held).
+   * caller writes in the same transaction (null: nothing was held). The wallet is read as stored,
+   * without a load's month credits and expiries: settling needs neither (a grant that expired
+   * meanwhile loses what this hold releases of it here), and the next load writes both.
    */
   async settle(tx: Tx, lease: LeaseRecord, now: number): Promise<CallWalletEntry[] | null> {
     const shares = lease.holdShares ?? [];
     if (lease.identityKind !== "user" || shares.length === 0) return null;
-    const identity: Identity = { kind: "user", id: lease.identityId, tier: lease.tier };
-    const wallet = await this.rows(tx, identity, now, true);
-    const out = settleHold(wallet.grants, shares, lease.chargedMicros, now);
-    const next = this.changed(wallet.grants, out.grants);
-    for (const g of next) if (shares.some((s) => s.grantId === g.id)) await tx.wallets.updateGrant(g);
-    const entry =
-      (kind: WalletTransactionKind) =>
-      (s: { grantId: string; micros: number }): CallWalletEntry => ({
-        id: newOrderedId("wt", now),
-        at: now,
-        kind,
-        amountMicros: s.micros,
-        grantId: s.grantId,
-      });
-    const spent = out.spent.reduce((sum, s) => sum + s.micros, 0);
-    if (spent > 0)
-      await tx.wallets.putAccount({ ...wallet.account, monthSpentMicros: wallet.account.monthSpentMicros + spent });
-    return [
-      ...this.holdEntries(lease),
-      ...out.spent.map(entry("spend")),
-      ...out.released.map(entry("release")),
-      ...out.expired.map(entry("expire")),
-    ];
+    const userId = lease.identityId;
+    await tx.wallets.lock(userId);
+    const [stored, grants] = await Promise.all([tx.wallets.account(userId), tx.wallets.grants(userId)]);
+    const out = settleHold(grants, shares, lease.chargedMicros, now);
+    for (const s of shares) {
+      const grant = out.grants.find((g) => g.id === s.grantId);
+      if (grant !== undefined) await tx.wallets.updateGrant(grant);
+    }
+    const entries = this.holdEntries(lease);
+    let spent = 0;
+    for (const s of out.spent) {
+      spent += s.micros;
+      entries.push(this.callEntry(now, "spend", s));
+    }
+    for (const s of out.released) entries.push(this.callEntry(now, "release", s));
+    for (const s of out.expired) entries.push(this.callEntry(now, "expire", s));
+    if (spent > 0) {
+      const month = this.month(now).name;
+      const account: BillingAccountRecord =
+        stored === null
+          ? { userId, overageEnabled: false, monthlyCapMicros: null, month, monthSpentMicros: spent }
+          : { ...stored, month, monthSpentMicros: (stored.month === month ? stored.monthSpentMicros : 0) + spent };
+      await tx.wallets.putAccount(account);
+    }
+    return entries;
   }
 
-  private changed(
-    before: readonly GrantRecord[],
-    after: readonly { id: string; remainingMicros: number; heldMicros: number }[],
-  ): GrantRecord[] {
-    const byId = new Map(after.map((g) => [g.id, g]));
-    return before.map((g) => {
-      const a = byId.get(g.id);
-      return a === undefined ? g : { ...g, remainingMicros: a.remainingMicros, heldMicros: a.heldMicros };
-    });
+  private callEntry(at: number, kind: WalletTransactionKind, s: { grantId: string; micros: number }): CallWalletEntry {
+    return { id: newOrderedId("wt", at), at, kind, amountMicros: s.micros, grantId: s.grantId };
   }
 
   private entry(
