@@ -36,7 +36,8 @@ export function newId(prefix: string): string {
   return `${prefix}_${randomBytes(12).toString("base64url")}`;
 }
 
-let lastMs = 0;
+let lastMs = -1;
+let lastTime = "";
 let counter = 0;
 /**
  * Time-ordered ids (`ls_` + 9 base36 chars of milliseconds + a counter + 48 random bits): new
@@ -47,21 +48,25 @@ export function newOrderedId(prefix: string, now: number): string {
   if (now === lastMs) counter++;
   else {
     lastMs = now;
+    lastTime = Math.max(0, Math.floor(now)).toString(36).padStart(9, "0");
     counter = 0;
   }
-  const time = Math.max(0, Math.floor(now)).toString(36).padStart(9, "0");
-  return `${prefix}_${time}${counter.toString(36).padStart(3, "0")}${pooledRandom(6).toString("base64url")}`;
+  return `${prefix}_${lastTime}${counter.toString(36).padStart(3, "0")}${randomChars()}`;
 }
 
-// One 4 KiB getrandom call serves hundreds of ids: a syscall per id showed up in profiles.
-const POOL = Buffer.alloc(4096);
-let poolOffset = POOL.length;
-function pooledRandom(n: number): Buffer {
-  if (poolOffset + n > POOL.length) {
+// One 4 KiB getrandom call, encoded once, serves 683 ids: a syscall per id, and then a base64url
+// encoding per id, showed up in profiles (a call paid from credits draws four ids). 6 random bytes
+// are 8 base64url characters, so each aligned slice of the pool's text is one id's 48 bits.
+const POOL = Buffer.alloc(683 * 6);
+let poolText = "";
+let poolAt = 0;
+function randomChars(): string {
+  if (poolAt + 8 > poolText.length) {
     randomFillSync(POOL);
-    poolOffset = 0;
+    poolText = POOL.toString("base64url");
+    poolAt = 0;
   }
-  const out = Buffer.from(POOL.subarray(poolOffset, poolOffset + n));
-  poolOffset += n;
+  const out = poolText.slice(poolAt, poolAt + 8);
+  poolAt += 8;
   return out;
 }

@@ -286,9 +286,11 @@ export class Wallets {
     await tx.wallets.lock(userId);
     const [stored, grants] = await Promise.all([tx.wallets.account(userId), tx.wallets.grants(userId)]);
     const out = settleHold(grants, shares, lease.chargedMicros, now);
+    // The writes are sent together (PostgreSQL pipelines them) and waited for at once.
+    const writes: Promise<void>[] = [];
     for (const s of shares) {
       const grant = out.grants.find((g) => g.id === s.grantId);
-      if (grant !== undefined) await tx.wallets.updateGrant(grant);
+      if (grant !== undefined) writes.push(tx.wallets.updateGrant(grant));
     }
     const entries = this.holdEntries(lease);
     let spent = 0;
@@ -304,8 +306,9 @@ export class Wallets {
         stored === null
           ? { userId, overageEnabled: false, monthlyCapMicros: null, month, monthSpentMicros: spent }
           : { ...stored, month, monthSpentMicros: (stored.month === month ? stored.monthSpentMicros : 0) + spent };
-      await tx.wallets.putAccount(account);
+      writes.push(tx.wallets.putAccount(account));
     }
+    await Promise.all(writes);
     return entries;
   }
 
