@@ -327,12 +327,19 @@ export async function main(args = []) {
     for (let r = 0; r < ROUNDS; r++) {
       // Each measurement runs in a fresh process: garbage and JIT state left by the other side
       // otherwise slowed whichever ran second by up to 40%. The order rotates with the round so
-      // that no side always gets the warmer machine.
+      // that no side always gets the warmer machine; the credits path and its peer (the same users
+      // paid from quota) run one after the other, and swap places every other round, so that neither
+      // always follows the other (rotation alone put the credits path first of the two every round).
+      const pair = [
+        () => isolated("billing", mkdtempSync(join(dir, "c"))).then((m) => billing.push(m)),
+        () => isolated("user", mkdtempSync(join(dir, "u"))).then((m) => users.push(m)),
+      ];
       const sides = [
         () => isolated("gpupool", mkdtempSync(join(dir, "g"))).then((m) => ours.push(m)),
         () => isolated("peer", mkdtempSync(join(dir, "p"))).then((m) => peer.push(m)),
-        () => isolated("billing", mkdtempSync(join(dir, "c"))).then((m) => billing.push(m)),
-        () => isolated("user", mkdtempSync(join(dir, "u"))).then((m) => users.push(m)),
+        async () => {
+          for (const side of r % 2 === 0 ? pair : [...pair].reverse()) await side();
+        },
         ...(baseline
           ? [() => isolated("gpupool", mkdtempSync(join(dir, "b")), baseline).then((m) => old.push(m))]
           : []),
