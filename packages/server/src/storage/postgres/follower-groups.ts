@@ -6,7 +6,8 @@ import { leavesGroup, storageError } from "./errors.js";
 import type { FallbackReason, GroupReport } from "./group-report.js";
 import type { InFlight } from "./in-flight.js";
 import { LeaderGroup } from "./leader-group.js";
-import type { GroupedTx } from "./postgres-tx.js";
+import type { GroupedTx, PostgresTx } from "./postgres-tx.js";
+import { runTx } from "./postgres-tx.js";
 import type { Session, SessionPool } from "./session.js";
 
 /** The most transactions that share one COMMIT (each gets a subtransaction id: see MAX_GROUP of the leader's groups). */
@@ -32,7 +33,7 @@ export interface FollowerGroupsOptions {
   /** The replica's operation counter: a group counts as one of the store's operations until it is over. */
   readonly inFlight: InFlight;
   /** A transaction's view of the store inside a group. */
-  readonly makeTx: (sql: postgres.ISql, grouped: GroupedTx) => Tx;
+  readonly makeTx: (sql: postgres.ISql, grouped: GroupedTx) => PostgresTx;
   /** Runs a transaction alone (PostgresStore.transaction): a member that left its group, or whose group did not commit. */
   readonly alone: <T>(fn: (tx: Tx) => Promise<T>) => Promise<T>;
   /** Group sizes, members that ran alone, groups that failed (logged). */
@@ -137,7 +138,7 @@ class Lane {
       throw storageError(err);
     }
     try {
-      const value = await group.run((sql, grouped) => fn(this.o.makeTx(sql, grouped)));
+      const value = await group.run((sql, grouped) => runTx(this.o.makeTx(sql, grouped), fn));
       const full = group.size >= MAX_GROUP || performance.now() - this.openedAt >= MAX_GROUP_MS;
       if (full && this.group === group) this.commit();
       return { kind: "member", value, committed: group.committed };

@@ -9,6 +9,7 @@ import type { Tx } from "../store.js";
 import type { Row, SqlValue } from "../table.js";
 import { APPS, EDGES, IDEMPOTENCY_KEYS, LEASES, LEDGERS, NODES, SESSIONS, SIGNING_KEYS, USERS } from "../tables.js";
 import { USAGE_RECORDS } from "../billing-tables.js";
+import { WriteBatch } from "./write-batch.js";
 
 /** A connection inside a transaction: `sql.begin`'s, or the leader's session within its open group. */
 type Sql = postgres.ISql;
@@ -61,6 +62,21 @@ export interface GroupedTx {
   readonly notify?: (channel: string, payload: string) => void;
 }
 
+/**
+ * A transaction's view of the store, and `flush`, which sends the writes it holds (see WriteBatch):
+ * called when the transaction's function has returned, before its COMMIT (or its group's next
+ * member), so its last writes go out with what follows. A function that throws is rolled back: what
+ * it held is never sent.
+ */
+export type PostgresTx = Tx & { readonly flush: () => void };
+
+/** Runs `fn` on `tx`, then sends the writes it still holds (a function that throws sends none). */
+export async function runTx<T>(tx: PostgresTx, fn: (tx: Tx) => Promise<T>): Promise<T> {
+  const value = await fn(tx);
+  tx.flush();
+  return value;
+}
+
 /** The most sequence values an insert draws ahead for the ones after it. */
 const SEQS_AHEAD = 32;
 
@@ -100,12 +116,18 @@ export function postgresTx(
    * failure (see PostgresStore.runOnce). Without it, such writes are waited for one by one.
    */
   deferPlain?: (q: postgres.PendingQuery<Row[]>) => void,
-): Tx {
+): PostgresTx {
   /** Ledger and lease writes, and notifications: their rows are locked (or they take no lock), nothing reads their answer. */
   const defer = grouped?.defer ?? deferPlain;
   const nowait = grouped?.nowait === true;
-  const q = (text: string, params: SqlValue[] = []): postgres.PendingQuery<Row[]> =>
+  const unsafe = (text: string, params: SqlValue[]): postgres.PendingQuery<Row[]> =>
     sql.unsafe<Row[]>(text, params, { prepare: true });
+  /** The writes not waited for, sent as one statement before the next statement that is (see WriteBatch). */
+  const batch = defer === undefined ? null : new WriteBatch((text, params) => defer(unsafe(text, params)));
+  const q = (text: string, params: SqlValue[] = []): postgres.PendingQuery<Row[]> => {
+    batch?.flush();
+    return unsafe(text, params);
+  };
   const one = async (text: string, ...params: SqlValue[]): Promise<Row | undefined> => (await q(text, params))[0];
   const all = async (text: string, ...params: SqlValue[]): Promise<Row[]> => [...(await q(text, params))];
   const run = async (text: string, ...params: SqlValue[]): Promise<void> => void (await q(text, params));
@@ -144,6 +166,7 @@ export function postgresTx(
           : run(LEDGER.lock, ledgerLockSpace, `user:${userId}`),
   });
   return {
+    flush: () => batch?.flush(),
     ...(schema === undefined
       ? {}
       : {
@@ -151,9 +174,9 @@ export function postgresTx(
           publish: (channel: string, payload: string) => {
             checkPayload(channel, payload);
             if (grouped?.notify !== undefined) return Promise.resolve(grouped.notify(`${schema}.${channel}`, payload));
-            const notify = q("SELECT pg_notify($1, $2)", [`${schema}.${channel}`, payload]);
-            if (defer === undefined) return notify.then(() => undefined);
-            defer(notify);
+            if (batch === null)
+              return q("SELECT pg_notify($1, $2)", [`${schema}.${channel}`, payload]).then(() => undefined);
+            batch.notify(`${schema}.${channel}`, payload);
             return Promise.resolve();
           },
         }),
@@ -172,8 +195,8 @@ export function postgresTx(
       ...billing.usage,
       // A new row keyed by its lease, which this transaction holds locked: nothing waits, nothing reads the answer.
       insert: async (r) => {
-        if (defer === undefined) return billing.usage.insert(r);
-        defer(q(USAGE.insert, USAGE_RECORDS.insertParams(r, "postgres")));
+        if (batch === null) return billing.usage.insert(r);
+        batch.add("usage", USAGE.insert, USAGE_RECORDS.insertParams(r, "postgres"));
       },
     },
     users: {
@@ -252,12 +275,12 @@ export function postgresTx(
         return ledger;
       },
       put: async (identity, s) => {
-        const write = q(LEDGER.upsert, LEDGERS.insertParams(s, "postgres", identity));
+        const params = LEDGERS.insertParams(s, "postgres", identity);
         // Only a ledger whose locks this transaction (or its group) holds is remembered (every writer reads it first anyway).
         if (ledgers.has(identity)) ledgers.set(identity, s);
         if (grouped?.ledgers.has(identity)) grouped.ledgers.set(identity, s);
-        if (defer === undefined) return void (await write);
-        defer(write);
+        if (batch === null) return void (await q(LEDGER.upsert, params));
+        batch.add("ledger", LEDGER.upsert, params);
       },
     },
 
@@ -267,16 +290,16 @@ export function postgresTx(
         // A queued lease's seq is its place in the queue (arrival order across replicas): drawn by
         // its own insert, at the moment it arrives. Any other lease's seq only orders lists, so in
         // the leader's group it comes from values drawn ahead and the insert is not waited for.
-        if (grouped !== undefined && l.status === "queued" && drawnSeq !== null) {
+        if (grouped !== undefined && batch !== null && l.status === "queued" && drawnSeq !== null) {
           const seq = drawnSeq;
           drawnSeq = null;
-          grouped.defer(q(LEASE.insertWithSeq, [seq, ...params]));
+          batch.add("lease", LEASE.insertWithSeq, [seq, ...params]);
           return { ...l, seq };
         }
-        if (grouped !== undefined && l.status !== "queued") {
+        if (grouped !== undefined && batch !== null && l.status !== "queued") {
           const seq = grouped.seqs.shift();
           if (seq !== undefined) {
-            grouped.defer(q(LEASE.insertWithSeq, [seq, ...params]));
+            batch.add("lease", LEASE.insertWithSeq, [seq, ...params]);
             return { ...l, seq };
           }
           const n = Math.min(SEQS_AHEAD, grouped.drawAhead());
@@ -289,9 +312,9 @@ export function postgresTx(
         return { ...l, seq: Number(row?.["seq"]) };
       },
       update: async (l) => {
-        const write = q(LEASE.update, [...LEASES.updateParams(l, "postgres"), l.id]);
-        if (defer !== undefined) defer(write);
-        else await write;
+        const params = [...LEASES.updateParams(l, "postgres"), l.id];
+        if (batch === null) return void (await q(LEASE.update, params));
+        batch.add("lease", LEASE.update, params);
       },
       get: async (id) => {
         if (readOnly) return decode(LEASES, await one(LEASE.read, id));
