@@ -10,6 +10,7 @@ import type { Row, SqlValue } from "../table.js";
 import { APPS, EDGES, IDEMPOTENCY_KEYS, LEASES, LEDGERS, NODES, SESSIONS, SIGNING_KEYS, USERS } from "../tables.js";
 import { USAGE_RECORDS } from "../billing-tables.js";
 import { WriteBatch } from "./write-batch.js";
+import { lockedLeaseWithLedger, lockedLedger } from "./locked-reads.js";
 
 /** A connection inside a transaction: `sql.begin`'s, or the leader's session within its open group. */
 type Sql = postgres.ISql;
@@ -251,20 +252,17 @@ export function postgresTx(
         if (grouped?.ledgers.has(identity)) return grouped.ledgers.get(identity) ?? null;
         if (ledgers.has(identity)) return ledgers.get(identity) ?? null;
         // The row may not exist yet, and FOR UPDATE cannot lock a missing row: an advisory lock on
-        // the identity serializes first admissions too (without writing a placeholder row). The
-        // SELECT is a separate statement so its snapshot is taken after the lock is granted; both
-        // are sent at once (pipelined), so this costs one round trip. A transaction that already
-        // holds the identity's lock (it read one of its leases) sends the SELECT alone.
-        const [, rows] = await Promise.all([
-          locked.has(identity)
-            ? null
-            : nowait
-              ? tryLock(q(LEDGER.tryLock, [ledgerLockSpace, identity]))
-              : q(LEDGER.lock, [ledgerLockSpace, identity]),
-          q(nowait ? LEDGER.forUpdateNowaitDrawingSeq : LEDGER.forUpdate, [identity]),
-        ]);
-        let row = rows[0];
-        if (nowait) {
+        // the identity serializes first admissions too (without writing a placeholder row). Where
+        // locks are waited for, both are one statement (lockedLedger). A follower's group tries the
+        // lock and locks the row without waiting, and draws the queued lease's seq, in one round trip.
+        let row: Row | undefined;
+        if (!nowait) row = await lockedLedger(q, ledgerLockSpace, identity, locked.has(identity));
+        else {
+          const [, rows] = await Promise.all([
+            locked.has(identity) ? null : tryLock(q(LEDGER.tryLock, [ledgerLockSpace, identity])),
+            q(LEDGER.forUpdateNowaitDrawingSeq, [identity]),
+          ]);
+          row = rows[0];
           drawnSeq = row?.["next_seq"] === undefined ? null : Number(row["next_seq"]);
           if (row?.["found"] !== true) row = undefined;
         }
@@ -319,25 +317,31 @@ export function postgresTx(
       get: async (id) => {
         if (readOnly) return decode(LEASES, await one(LEASE.read, id));
         // The lock order above: the identity's advisory lock (its identity read from the row without
-        // a lock: it never changes), then the row, FOR UPDATE — a separate statement, so its snapshot
-        // is taken once the advisory lock is held and it reads the status as it is then. Sent at once:
-        // one round trip. In a group already holding the identity's lock, the first one is free.
+        // a lock: it never changes), then the row, FOR UPDATE, read as it is once the lock is held.
         // Every change of a lease (a release, an end, a grant) reads its identity's ledger next: it
-        // is read and locked in the same round trip, after the advisory lock like any ledger read.
-        const [, rows, ledgerRows] = await Promise.all([
-          nowait
-            ? tryLock(q(LEASE.tryLockIdentity, [ledgerLockSpace, id]))
-            : q(LEASE.lockIdentity, [ledgerLockSpace, id]),
-          q(nowait ? LEASE.forUpdateNowait : LEASE.forUpdate, [id]),
-          q(nowait ? LEASE.ledgerForUpdateNowait : LEASE.ledgerForUpdate, [id]),
-        ]);
-        const lease = decode(LEASES, rows[0]);
+        // is locked and read with it, after the advisory lock like any ledger read. Where locks are
+        // waited for, one statement (lockedLeaseWithLedger); in a follower's group, three sent at
+        // once, trying the locks (one round trip either way).
+        let row: Row | undefined;
+        let ledgerRow: Row | null | undefined;
+        if (!nowait) ({ lease: row, ledger: ledgerRow } = await lockedLeaseWithLedger(q, ledgerLockSpace, id));
+        else {
+          const [, rows, ledgerRows] = await Promise.all([
+            tryLock(q(LEASE.tryLockIdentity, [ledgerLockSpace, id])),
+            q(LEASE.forUpdateNowait, [id]),
+            q(LEASE.ledgerForUpdateNowait, [id]),
+          ]);
+          [row, ledgerRow] = [rows[0], ledgerRows[0]];
+        }
+        const lease = decode(LEASES, row);
         if (lease === null) return null;
         const identity = `${lease.identityKind}:${lease.identityId}`;
         locked.add(identity);
         // A ledger this transaction or its group already holds is as they see it (their writes may be in flight).
         if (!ledgers.has(identity) && !grouped?.ledgers.has(identity)) {
-          const ledger = decode(LEDGERS, ledgerRows[0]);
+          // Not in the answer (null): missing, or inserted since its snapshot; read again under the lock.
+          if (ledgerRow === null) ledgerRow = await one(LEDGER.forUpdate, identity);
+          const ledger = decode(LEDGERS, ledgerRow);
           ledgers.set(identity, ledger);
           grouped?.ledgers.set(identity, ledger);
         }
