@@ -1,6 +1,7 @@
 import type postgres from "postgres";
 import type { Row, SqlValue } from "../table.js";
 import { LEDGERS } from "../tables.js";
+import { LockBusyError } from "./errors.js";
 import { LEASE, LEDGER } from "./postgres-sql.js";
 
 type Query = (text: string, params: SqlValue[]) => postgres.PendingQuery<Row[]>;
@@ -30,19 +31,24 @@ export async function lockedLedger(
 }
 
 /**
- * A lease and its identity's ledger, locked after the identity's advisory lock, where locks are
- * waited for: one statement, `LEASE.lockedWithLedger` (three before). `ledger` null: the statement
- * found none — the identity has none, or it was inserted since the statement's snapshot; a caller
- * that needs it reads it again (`LEDGER.forUpdate`, under the lock now held).
+ * A lease and its identity's ledger, locked after the identity's advisory lock: one statement,
+ * `LEASE.lockedWithLedger` (three before), or in a follower's group (`nowait`: locks tried, never
+ * waited for; a lock taken is LockBusyError) `LEASE.tryLockedWithLedger`. `ledger` null: the
+ * statement found none — the identity has none, or it was inserted since the statement's snapshot;
+ * a caller that needs it reads it again (under the lock now held).
  */
 export async function lockedLeaseWithLedger(
   q: Query,
   lockSpace: number,
   id: string,
+  nowait: boolean,
 ): Promise<{ lease: Row | undefined; ledger: Row | null }> {
-  const lease = (await q(LEASE.lockedWithLedger, [lockSpace, id]))[0];
-  if (lease?.["g_found"] !== true) return { lease, ledger: null };
+  const row = (await q(nowait ? LEASE.tryLockedWithLedger : LEASE.lockedWithLedger, [lockSpace, id]))[0];
+  if (nowait && row?.["ok"] === false) throw new LockBusyError();
+  // A follower group's statement answers one row whatever it finds: no lease, no `id`.
+  if (row === undefined || row["id"] === null) return { lease: undefined, ledger: null };
+  if (row["g_found"] !== true) return { lease: row, ledger: null };
   const ledger: Row = {};
-  for (const c of LEDGER_COLUMNS) ledger[c] = lease[`g_${c}`];
-  return { lease, ledger };
+  for (const c of LEDGER_COLUMNS) ledger[c] = row[`g_${c}`];
+  return { lease: row, ledger };
 }

@@ -74,6 +74,17 @@ export const LEDGER = {
     "WITH k AS MATERIALIZED (SELECT pg_advisory_xact_lock($1::int4, hashtext($2)) AS x), " +
     `l AS (${select(LEDGERS, "WHERE identity = $2 AND EXISTS (SELECT 1 FROM k) FOR UPDATE").replace("SELECT ", "SELECT true AS found, ")}) ` +
     "SELECT (SELECT count(*) FROM k)::int AS locked, l.* FROM (SELECT 1) AS one LEFT JOIN l ON true",
+  /**
+   * A follower group's admission in one statement (`$1` the lock space, `$2` the identity): the
+   * identity's lock tried (`ok`), then — only if it was got — the ledger locked without waiting,
+   * and the queued lease's `seq` drawn (see `forUpdateNowaitDrawingSeq`). As `lockedForUpdate`,
+   * `found` missing means "read it again" (a ledger inserted since the statement's snapshot).
+   */
+  tryLockedNowaitDrawingSeq:
+    "WITH k AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($1::int4, hashtext($2)) AS ok), " +
+    `l AS (${select(LEDGERS, "WHERE identity = $2 AND (SELECT ok FROM k) FOR UPDATE NOWAIT").replace("SELECT ", "SELECT true AS found, ")}) ` +
+    "SELECT (SELECT ok FROM k) AS ok, nextval(pg_get_serial_sequence('leases', 'seq'))::float8 AS next_seq, l.* " +
+    "FROM (SELECT 1) AS one LEFT JOIN l ON true",
   read: select(LEDGERS, "WHERE identity = $1"),
   upsert: `${insert(LEDGERS)} ON CONFLICT (identity) DO UPDATE SET ${LEDGERS.mutableNames.map((c) => `${c} = excluded.${c}`).join(", ")}`,
 };
@@ -115,6 +126,19 @@ export const LEASE = {
       .map((c) => `${c} AS g_${c}`)
       .join(", ")} FROM ledgers WHERE identity = (SELECT identity FROM k) FOR UPDATE) ` +
     "SELECT l.*, g.* FROM l LEFT JOIN g ON true",
+  /**
+   * `lockedWithLedger` in a follower's group: the identity's lock tried (`ok`: false, it is taken;
+   * null, no such lease), the lease and its ledger locked without waiting, and only if it was got.
+   */
+  tryLockedWithLedger:
+    "WITH k AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($1::int4, hashtext(identity_kind || ':' || identity_id)) AS ok, " +
+    "identity_kind || ':' || identity_id AS identity FROM leases WHERE id = $2), " +
+    `l AS (${select(LEASES, "WHERE id = $2 AND (SELECT ok FROM k) FOR UPDATE NOWAIT")}), ` +
+    `g AS (SELECT true AS g_found, ${LEDGERS.selectList
+      .split(", ")
+      .map((c) => `${c} AS g_${c}`)
+      .join(", ")} FROM ledgers WHERE identity = (SELECT identity FROM k) AND (SELECT ok FROM k) FOR UPDATE NOWAIT) ` +
+    "SELECT (SELECT ok FROM k) AS ok, l.*, g.* FROM (SELECT 1) AS one LEFT JOIN l ON true LEFT JOIN g ON true",
   read: select(LEASES, "WHERE id = $1"),
   live: select(LEASES, "WHERE status IN ('queued', 'active') ORDER BY seq"),
   earliestEnd:

@@ -252,19 +252,20 @@ export function postgresTx(
         if (grouped?.ledgers.has(identity)) return grouped.ledgers.get(identity) ?? null;
         if (ledgers.has(identity)) return ledgers.get(identity) ?? null;
         // The row may not exist yet, and FOR UPDATE cannot lock a missing row: an advisory lock on
-        // the identity serializes first admissions too (without writing a placeholder row). Where
-        // locks are waited for, both are one statement (lockedLedger). A follower's group tries the
-        // lock and locks the row without waiting, and draws the queued lease's seq, in one round trip.
+        // the identity serializes first admissions too (without writing a placeholder row). Both
+        // are one statement (lockedLedger). A follower's group tries the lock and locks the row
+        // without waiting, and draws the queued lease's seq, in one statement too.
         let row: Row | undefined;
         if (!nowait) row = await lockedLedger(q, ledgerLockSpace, identity, locked.has(identity));
         else {
-          const [, rows] = await Promise.all([
-            locked.has(identity) ? null : tryLock(q(LEDGER.tryLock, [ledgerLockSpace, identity])),
-            q(LEDGER.forUpdateNowaitDrawingSeq, [identity]),
-          ]);
-          row = rows[0];
+          const tried = !locked.has(identity);
+          row = tried
+            ? await one(LEDGER.tryLockedNowaitDrawingSeq, ledgerLockSpace, identity)
+            : await one(LEDGER.forUpdateNowaitDrawingSeq, identity);
+          if (row?.["ok"] === false) throw new LockBusyError();
           drawnSeq = row?.["next_seq"] === undefined ? null : Number(row["next_seq"]);
-          if (row?.["found"] !== true) row = undefined;
+          // Missing: maybe inserted since the statement's snapshot, taken before the lock: read again.
+          if (row?.["found"] !== true) row = tried ? await one(LEDGER.forUpdateNowait, identity) : undefined;
         }
         const ledger = decode(LEDGERS, row);
         locked.add(identity);
@@ -322,17 +323,8 @@ export function postgresTx(
         // is locked and read with it, after the advisory lock like any ledger read. Where locks are
         // waited for, one statement (lockedLeaseWithLedger); in a follower's group, three sent at
         // once, trying the locks (one round trip either way).
-        let row: Row | undefined;
-        let ledgerRow: Row | null | undefined;
-        if (!nowait) ({ lease: row, ledger: ledgerRow } = await lockedLeaseWithLedger(q, ledgerLockSpace, id));
-        else {
-          const [, rows, ledgerRows] = await Promise.all([
-            tryLock(q(LEASE.tryLockIdentity, [ledgerLockSpace, id])),
-            q(LEASE.forUpdateNowait, [id]),
-            q(LEASE.ledgerForUpdateNowait, [id]),
-          ]);
-          [row, ledgerRow] = [rows[0], ledgerRows[0]];
-        }
+        const { lease: row, ledger: ledgerRow0 } = await lockedLeaseWithLedger(q, ledgerLockSpace, id, nowait);
+        let ledgerRow: Row | null | undefined = ledgerRow0;
         const lease = decode(LEASES, row);
         if (lease === null) return null;
         const identity = `${lease.identityKind}:${lease.identityId}`;
@@ -340,7 +332,7 @@ export function postgresTx(
         // A ledger this transaction or its group already holds is as they see it (their writes may be in flight).
         if (!ledgers.has(identity) && !grouped?.ledgers.has(identity)) {
           // Not in the answer (null): missing, or inserted since its snapshot; read again under the lock.
-          if (ledgerRow === null) ledgerRow = await one(LEDGER.forUpdate, identity);
+          if (ledgerRow === null) ledgerRow = await one(nowait ? LEDGER.forUpdateNowait : LEDGER.forUpdate, identity);
           const ledger = decode(LEDGERS, ledgerRow);
           ledgers.set(identity, ledger);
           grouped?.ledgers.set(identity, ledger);

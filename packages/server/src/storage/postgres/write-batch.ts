@@ -36,7 +36,7 @@ export class WriteBatch {
   add(kind: string, text: string, params: readonly SqlValue[]): void {
     if (this.kinds.includes(kind)) this.flush();
     this.kinds.push(kind);
-    this.texts.push(renumber(text, this.params.length));
+    this.texts.push(text);
     this.params.push(...params);
   }
 
@@ -55,13 +55,20 @@ export class WriteBatch {
     let text = combined.get(key);
     if (text === undefined) {
       const tail = note === null ? "SELECT 1" : `SELECT pg_notify($${params.length - 1}, $${params.length})`;
+      // Each write's parameters follow the ones before it (a text always has as many).
+      let offset = 0;
+      const numbered = texts.map((t) => {
+        const n = renumber(t, offset);
+        offset += (t.match(/\$\d+/g) ?? []).reduce((m, p) => Math.max(m, Number(p.slice(1))), 0);
+        return n;
+      });
       // One write alone, without a notification, is sent as it is.
       text =
-        texts.length === 1 && note === null
-          ? texts[0]!
-          : texts.length === 0
+        numbered.length === 1 && note === null
+          ? numbered[0]!
+          : numbered.length === 0
             ? tail
-            : `WITH ${texts.map((t, i) => `w${i} AS (${t})`).join(", ")} ${tail}`;
+            : `WITH ${numbered.map((t, i) => `w${i} AS (${t})`).join(", ")} ${tail}`;
       combined.set(key, text);
     }
     this.kinds.length = 0;
