@@ -59,8 +59,6 @@ export interface GroupedTx {
    * it holds others, so it cannot be part of a deadlock with another group or the leader's.
    */
   readonly nowait: boolean;
-  /** Sends a notification with the group's COMMIT (if this member is not rolled back); `channel` as it is sent. */
-  readonly notify?: (channel: string, payload: string) => void;
 }
 
 /**
@@ -174,7 +172,6 @@ export function postgresTx(
           // pg_notify is transactional: delivered at COMMIT, dropped by a rollback.
           publish: (channel: string, payload: string) => {
             checkPayload(channel, payload);
-            if (grouped?.notify !== undefined) return Promise.resolve(grouped.notify(`${schema}.${channel}`, payload));
             if (batch === null)
               return q("SELECT pg_notify($1, $2)", [`${schema}.${channel}`, payload]).then(() => undefined);
             batch.notify(`${schema}.${channel}`, payload);
