@@ -62,4 +62,22 @@ describe("a transaction's writes that nothing waits for (WriteBatch)", () => {
       ["s.b", "2"],
     ]);
   });
+
+  it("a write made once its transaction can send nothing more is refused when it is made, as a statement would be", () => {
+    let open = true;
+    const sent: string[] = [];
+    const batch = new WriteBatch(
+      (text) => sent.push(text),
+      () => {
+        if (!open) throw new Error("over");
+      },
+    );
+    batch.add("ledger", "INSERT INTO ledgers (identity) VALUES ($1)", ["ip:1"]);
+    open = false;
+    expect(() => batch.add("lease", "UPDATE leases SET status = $1 WHERE id = $2", ["released", "ls1"])).toThrow(
+      "over",
+    );
+    expect(() => batch.notify("s.a", "1")).toThrow("over");
+    expect(sent).toEqual([]);
+  });
 });

@@ -10,6 +10,7 @@ import type { Row, SqlValue } from "../table.js";
 import { APPS, EDGES, IDEMPOTENCY_KEYS, LEASES, LEDGERS, NODES, SESSIONS, SIGNING_KEYS, USERS } from "../tables.js";
 import { USAGE_RECORDS } from "../billing-tables.js";
 import { WriteBatch } from "./write-batch.js";
+import { checkFence } from "./fence.js";
 import { lockedLeaseWithLedger, lockedLedger } from "./locked-reads.js";
 
 /** A connection inside a transaction: `sql.begin`'s, or the leader's session within its open group. */
@@ -122,7 +123,13 @@ export function postgresTx(
   const unsafe = (text: string, params: SqlValue[]): postgres.PendingQuery<Row[]> =>
     sql.unsafe<Row[]>(text, params, { prepare: true });
   /** The writes not waited for, sent as one statement before the next statement that is (see WriteBatch). */
-  const batch = defer === undefined ? null : new WriteBatch((text, params) => defer(unsafe(text, params)));
+  const batch =
+    defer === undefined
+      ? null
+      : new WriteBatch(
+          (text, params) => defer(unsafe(text, params)),
+          () => checkFence(sql),
+        );
   const q = (text: string, params: SqlValue[] = []): postgres.PendingQuery<Row[]> => {
     batch?.flush();
     return unsafe(text, params);

@@ -29,11 +29,19 @@ export class WriteBatch {
   private params: SqlValue[] = [];
   private note: [string, string] | null = null;
 
-  /** `send`: executes a statement without waiting for it (the transaction's deferral). */
-  constructor(private readonly send: (text: string, params: SqlValue[]) => void) {}
+  /**
+   * `send`: executes a statement without waiting for it (the transaction's deferral); `check`:
+   * throws if the transaction can send nothing more (it is over, or its session closed), so a write
+   * held back is refused when it is made, as a statement would be.
+   */
+  constructor(
+    private readonly send: (text: string, params: SqlValue[]) => void,
+    private readonly check: () => void = () => undefined,
+  ) {}
 
   /** A write of `kind` (one table), as its own statement would be (`$1…`); a batch holding that kind is sent first. */
   add(kind: string, text: string, params: readonly SqlValue[]): void {
+    this.check();
     if (this.kinds.includes(kind)) this.flush();
     this.kinds.push(kind);
     this.texts.push(text);
@@ -42,6 +50,7 @@ export class WriteBatch {
 
   /** A notification (delivered at COMMIT, dropped by a rollback); a batch holding one is sent first. */
   notify(channel: string, payload: string): void {
+    this.check();
     if (this.note !== null) this.flush();
     this.note = [channel, payload];
   }
