@@ -48,9 +48,9 @@ type Staged<T> =
 /**
  * Group commit for a replica that does not lead: its concurrent admissions and releases
  * (`PostgresStore.groupedTransaction`) share one transaction — one BEGIN, each member in a
- * SAVEPOINT, each member's notifications in its own writes' statement, one COMMIT and one WAL flush — as the leader's
- * transactions share its groups (the same `LeaderGroup`, without the epoch check, on a session of
- * the pool). Up to LANES groups are open at once, one per lane. In a lane, members run one at a
+ * SAVEPOINT (its notifications in its own writes' statement), one COMMIT and one WAL flush — as
+ * the leader's transactions share its groups (the same `LeaderGroup`, without the epoch check, on
+ * a session of the pool). Up to LANES groups are open at once, one per lane. In a lane, members run one at a
  * time, and its group commits when no member of the lane runs or waits (a turn of the event loop)
  * and the lane has no COMMIT in flight, or once it has MAX_GROUP members or is MAX_GROUP_MS old;
  * the lane's next group opens on another session while one commits.
