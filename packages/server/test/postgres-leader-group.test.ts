@@ -76,6 +76,32 @@ const settle = (p: Promise<void>): Promise<string> =>
   );
 
 describe.skipIf(!postgresUrl())("postgres leader: group commit", () => {
+  it("a member's notifications go out with its writes and arrive at the group's COMMIT, in member order; a member rolled back sends none", async () => {
+    const { leader, reader, lost } = await leaderAndReader("group-notes");
+    const heard: string[] = [];
+    await reader.coordination.subscribe("notes", (p) => heard.push(p));
+    const staged = await stageBackToBack<string>(leader, [
+      async (t) => (await t.publish!("notes", "1"), await t.users.insert(user("a")), "a"),
+      async (t) => {
+        await t.publish!("notes", "2");
+        await t.users.insert(user("a")); // a duplicate: rolled back to its savepoint, its notification with it
+        return "duplicate";
+      },
+      async (t) => (await t.publish!("notes", "3"), "3"),
+      async (t) => {
+        await t.publish!("notes", "4");
+        throw new Error("changed my mind");
+      },
+      async (t) => (await t.publish!("notes", "5a"), await t.publish!("notes", "5b"), "5"),
+    ]);
+    expect(staged.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled", "rejected", "fulfilled"]);
+    await Promise.all([0, 2, 4].map((i) => fulfilled(staged[i]).committed));
+    await waitFor(async () => (heard.length >= 4 ? true : null), 5_000);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(heard).toEqual(["1", "3", "5a", "5b"]);
+    expect(lost).toEqual([]);
+  });
+
   it("transactions staged back to back run in one open transaction, see each other, and each hears of its commit", async () => {
     const { leader, reader } = await leaderAndReader("group-basic");
     let seenOutside: unknown = "not checked";

@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js";
 import { openStorage } from "../src/storage/open-store.js";
 import { StorageUnavailableError } from "../src/storage/store.js";
-import type { LeaseRecord, NewLease, Storage } from "../src/storage/store.js";
+import type { LeaseRecord, NewLease, Storage, Tx } from "../src/storage/store.js";
 import { sleep } from "./harness.js";
 
 /**
@@ -103,6 +103,33 @@ function signal(): { wait: Promise<void>; fire: () => void } {
 }
 
 describe.skipIf(!postgresUrl())("postgres lock order between replicas", () => {
+  // A lease, its identity's lock and its ledger are read in one statement whose snapshot is taken
+  // before the lock is granted: FOR UPDATE must still return what the transaction it waited for
+  // committed, and a ledger that transaction inserted (not in the snapshot) must be read again.
+  it("read-modify-writes of one lease and its ledger through leases.get from the leader's group, a follower's group and plain transactions at once lose nothing, from a ledger that did not exist", async () => {
+    const { leader, follower } = await replicas("lease-ledger-rmw");
+    const base = await follower.store.transaction((t) => t.leases.insert(queuedLease("ls-rmw", "rmw")));
+    const step = async (t: Tx): Promise<void> => {
+      const lease = await t.leases.get("ls-rmw");
+      const ledger = (await t.ledgers.get("user:rmw")) ?? EMPTY;
+      await sleep(2);
+      await t.ledgers.put("user:rmw", { ...ledger, runs: ledger.runs + 1 });
+      await t.leases.update({ ...base, ...lease!, chargedMs: lease!.chargedMs + 1 });
+    };
+    await Promise.all(
+      Array.from({ length: 18 }, async (_, i) => {
+        if (i % 3 === 0) return (await leader.coordination.leaderStager.stage(step)).committed;
+        if (i % 3 === 1) return follower.store.groupedTransaction!(step);
+        return follower.store.transaction(step);
+      }),
+    );
+    const seen = await leader.store.transaction(async (t) => ({
+      runs: (await t.ledgers.get("user:rmw"))?.runs,
+      charged: (await t.leases.get("ls-rmw"))?.chargedMs,
+    }));
+    expect(seen).toEqual({ runs: 18, charged: 18 });
+  });
+
   it("a follower cancelling a queued lease while the leader grants it (ledger locked first) takes turns with it: no deadlock, nothing run twice", async () => {
     const { leader, follower } = await replicas("lock-order");
     const queued = await follower.store.transaction(async (t) => {

@@ -1,5 +1,13 @@
 import type postgres from "postgres";
 
+/** A fenced connection's check (`sql[FENCE_CHECK]()`): throws the fence's refusal once it is closed. */
+export const FENCE_CHECK = Symbol("fence check");
+
+/** Throws if `sql` is a fence that refuses statements now (a connection without a fence never does). */
+export function checkFence(sql: postgres.ISql): void {
+  (sql as unknown as { [FENCE_CHECK]?: () => void })[FENCE_CHECK]?.();
+}
+
 /**
  * A transaction's view of its connection that refuses to send anything once `open()` is false.
  *
@@ -21,6 +29,8 @@ export function fence<S extends postgres.ISql>(sql: S, open: () => boolean, refu
       return Reflect.apply<unknown, unknown[], unknown>(target as unknown as (...a: unknown[]) => unknown, self, args);
     },
     get: (target, key, receiver) => {
+      // For statements held back before they are sent (see WriteBatch): refused as a statement would be.
+      if (key === FENCE_CHECK) return check;
       const value = Reflect.get(target, key, receiver) as unknown;
       if ((key !== "unsafe" && key !== "file") || typeof value !== "function") return value;
       return (...args: unknown[]) => {

@@ -6,7 +6,8 @@ import { leavesGroup, storageError } from "./errors.js";
 import type { FallbackReason, GroupReport } from "./group-report.js";
 import type { InFlight } from "./in-flight.js";
 import { LeaderGroup } from "./leader-group.js";
-import type { GroupedTx } from "./postgres-tx.js";
+import type { GroupedTx, PostgresTx } from "./postgres-tx.js";
+import { runTx } from "./postgres-tx.js";
 import type { Session, SessionPool } from "./session.js";
 
 /** The most transactions that share one COMMIT (each gets a subtransaction id: see MAX_GROUP of the leader's groups). */
@@ -32,7 +33,7 @@ export interface FollowerGroupsOptions {
   /** The replica's operation counter: a group counts as one of the store's operations until it is over. */
   readonly inFlight: InFlight;
   /** A transaction's view of the store inside a group. */
-  readonly makeTx: (sql: postgres.ISql, grouped: GroupedTx) => Tx;
+  readonly makeTx: (sql: postgres.ISql, grouped: GroupedTx) => PostgresTx;
   /** Runs a transaction alone (PostgresStore.transaction): a member that left its group, or whose group did not commit. */
   readonly alone: <T>(fn: (tx: Tx) => Promise<T>) => Promise<T>;
   /** Group sizes, members that ran alone, groups that failed (logged). */
@@ -47,9 +48,9 @@ type Staged<T> =
 /**
  * Group commit for a replica that does not lead: its concurrent admissions and releases
  * (`PostgresStore.groupedTransaction`) share one transaction — one BEGIN, each member in a
- * SAVEPOINT, their notifications in one statement, one COMMIT and one WAL flush — as the leader's
- * transactions share its groups (the same `LeaderGroup`, without the epoch check, on a session of
- * the pool). Up to LANES groups are open at once, one per lane. In a lane, members run one at a
+ * SAVEPOINT (its notifications in its own writes' statement), one COMMIT and one WAL flush — as
+ * the leader's transactions share its groups (the same `LeaderGroup`, without the epoch check, on
+ * a session of the pool). Up to LANES groups are open at once, one per lane. In a lane, members run one at a
  * time, and its group commits when no member of the lane runs or waits (a turn of the event loop)
  * and the lane has no COMMIT in flight, or once it has MAX_GROUP members or is MAX_GROUP_MS old;
  * the lane's next group opens on another session while one commits.
@@ -137,7 +138,7 @@ class Lane {
       throw storageError(err);
     }
     try {
-      const value = await group.run((sql, grouped) => fn(this.o.makeTx(sql, grouped)));
+      const value = await group.run((sql, grouped) => runTx(this.o.makeTx(sql, grouped), fn));
       const full = group.size >= MAX_GROUP || performance.now() - this.openedAt >= MAX_GROUP_MS;
       if (full && this.group === group) this.commit();
       return { kind: "member", value, committed: group.committed };

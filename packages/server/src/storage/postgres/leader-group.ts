@@ -3,7 +3,6 @@ import type postgres from "postgres";
 import { LeadershipLostError, StorageUnavailableError } from "../store.js";
 import { isConnectionError, storageError } from "./errors.js";
 import { fence } from "./fence.js";
-import { notifyAll } from "./notify-all.js";
 import { CHECK_EPOCH } from "./leader-lease.js";
 import type { GroupedTx } from "./postgres-tx.js";
 import type { Session } from "./session.js";
@@ -26,8 +25,10 @@ export interface LeaderGroupOptions {
  * one BEGIN, one check of the term's epoch (which locks the leadership row until the group ends,
  * so no other replica takes over meanwhile), one COMMIT and one WAL flush
  * for all of them. Each member runs inside a SAVEPOINT (a follower group's first: see `run`), so one that throws is rolled back alone;
- * each member hears whether it committed only through `committed`, after the COMMIT. The members'
- * notifications (`Tx.publish`) go out in one statement, in member order, sent with the COMMIT.
+ * each member hears whether it committed only through `committed`, after the COMMIT. A member's
+ * notifications (`Tx.publish`) go out in its own writes' statement (see WriteBatch), inside its
+ * savepoint: PostgreSQL delivers them at the group's COMMIT, in member order, and drops those of
+ * a member rolled back to its savepoint.
  * A follower's groups (FollowerGroups) are the same without the epoch check (`epoch: null`), and
  * with lock attempts that do not wait (`nowait`).
  *
@@ -75,8 +76,6 @@ export class LeaderGroup {
   private readonly ledgers = new Map<string, LedgerState | null>();
   /** No member's work is in the transaction yet: a follower's group runs such a member without a savepoint (see `run`). */
   private empty = true;
-  /** Notifications of the members that ran (channel, payload), sent in one statement before the COMMIT. */
-  private readonly notes: [string, string][] = [];
 
   constructor(private readonly o: LeaderGroupOptions) {
     this.unhold = o.hold();
@@ -164,15 +163,12 @@ export class LeaderGroup {
     // it fails, the whole transaction is rolled back and begun again instead (a statement less per group).
     const savepoint = this.o.epoch === null && this.empty ? null : sql`SAVEPOINT leader_tx`.execute();
     savepoint?.catch(() => undefined);
-    // Its notifications join the group's once it ran: one rolled back to its savepoint sends none.
-    const notes: [string, string][] = [];
     const grouped: GroupedTx = {
       ledgers: this.ledgers,
       defer: (q) => this.defer(q, member),
       seqs: this.seqs,
       drawAhead: this.o.drawAhead,
       nowait: this.o.nowait === true,
-      notify: (channel, payload) => void notes.push([channel, payload]),
     };
     try {
       const value = await Promise.race([(async () => fn(this.fence(sql, member), grouped))(), this.failed]);
@@ -181,7 +177,6 @@ export class LeaderGroup {
       const late = this.deferredFailure();
       if (late !== null) throw late;
       this.empty = false;
-      this.notes.push(...notes);
       return value;
     } catch (thrown) {
       this.current = 0;
@@ -225,11 +220,7 @@ export class LeaderGroup {
     if (!this.o.session.isOpen) return this.break();
     this.phase = "committing";
     let result: postgres.RowList<postgres.Row[]>;
-    /** The notifications' failure (its answer comes before the COMMIT's): the reason the COMMIT answers ROLLBACK. */
-    let notifyFailure: unknown = null;
     try {
-      // The members' notifications, in their order, in one statement sent with the COMMIT (a failure aborts it).
-      notifyAll(sql, this.notes).catch((err: unknown) => void (notifyFailure ??= err));
       result = await sql`COMMIT`;
     } catch (err) {
       if (this.sql === null) return; // the session broke: the group was failed then
@@ -249,10 +240,7 @@ export class LeaderGroup {
     if (this.sql === null) return;
     // An aborted transaction (a deferred write failed) answers COMMIT with ROLLBACK.
     if (result.command !== "COMMIT")
-      this.end(
-        notifyFailure ??
-          new Error(`The leader's transaction group was rolled back (COMMIT answered ${result.command}).`),
-      );
+      this.end(new Error(`The leader's transaction group was rolled back (COMMIT answered ${result.command}).`));
     this.release();
     if (this.isOver()) return;
     this.phase = "over";

@@ -8,7 +8,8 @@ import { POLL_MS } from "./leader-lease.js";
 import type { LeaderLease, Term } from "./leader-lease.js";
 import type { PostgresChannels } from "./postgres-channels.js";
 import type postgres from "postgres";
-import type { GroupedTx } from "./postgres-tx.js";
+import type { GroupedTx, PostgresTx } from "./postgres-tx.js";
+import { runTx } from "./postgres-tx.js";
 
 type State =
   | { readonly kind: "idle" }
@@ -36,7 +37,7 @@ export interface PostgresCoordinationOptions {
   /** The leadership row: takeover, renewal, the leader's session (see leader-lease.ts). */
   readonly lease: LeaderLease;
   /** A transaction's view of the store; `grouped` inside a leader group. */
-  readonly makeTx: (sql: postgres.ISql, grouped?: GroupedTx) => Tx;
+  readonly makeTx: (sql: postgres.ISql, grouped?: GroupedTx) => PostgresTx;
   /** The replica's operation counter: leader work and messages count as the store's operations (`close` waits for them). */
   readonly inFlight: InFlight;
 }
@@ -178,7 +179,7 @@ export class PostgresCoordination implements Coordination {
     try {
       // A group that failed on its own (a write that failed after its transaction ran) is not reused.
       const group = this.group?.isOpen ? this.group : await this.openGroup(state.term);
-      const value = await group.run((sql, grouped) => fn(this.o.makeTx(sql, grouped)));
+      const value = await group.run((sql, grouped) => runTx(this.o.makeTx(sql, grouped), fn));
       // Full, or open for as long as the lease is renewed: a group keeps the leader session's turn,
       // and the renewal waits for it (a new leader's catch-up, 50 leases a member, kept one group
       // open for seconds while followers' requests kept joining).

@@ -60,6 +60,31 @@ export const LEDGER = {
   forUpdateNowaitDrawingSeq:
     `WITH l AS (${select(LEDGERS, "WHERE identity = $1 FOR UPDATE NOWAIT").replace("SELECT ", "SELECT true AS found, ")}) ` +
     "SELECT nextval(pg_get_serial_sequence('leases', 'seq'))::float8 AS next_seq, l.* FROM (SELECT 1) AS one LEFT JOIN l ON true",
+  /**
+   * The identity's advisory lock, then its ledger locked, in **one** statement (`$1` the lock space,
+   * `$2` the identity): the lock is taken first (a materialized query that the row's filter and the
+   * answer both need), so the row lock still comes after it. The row is read with the statement's
+   * snapshot, taken before the lock was granted, but `FOR UPDATE` at READ COMMITTED locks and
+   * returns the row's newest committed version (whoever changed it held the lock, so committed
+   * before this got it). Only a row inserted since that snapshot is missed — an identity's first
+   * ledger, written by the transaction this one waited for: so `found` missing means "read it
+   * again" (`forUpdate`, a statement of its own, under the lock now held).
+   */
+  lockedForUpdate:
+    "WITH k AS MATERIALIZED (SELECT pg_advisory_xact_lock($1::int4, hashtext($2)) AS x), " +
+    `l AS (${select(LEDGERS, "WHERE identity = $2 AND EXISTS (SELECT 1 FROM k) FOR UPDATE").replace("SELECT ", "SELECT true AS found, ")}) ` +
+    "SELECT (SELECT count(*) FROM k)::int AS locked, l.* FROM (SELECT 1) AS one LEFT JOIN l ON true",
+  /**
+   * A follower group's admission in one statement (`$1` the lock space, `$2` the identity): the
+   * identity's lock tried (`ok`), then — only if it was got — the ledger locked without waiting,
+   * and the queued lease's `seq` drawn (see `forUpdateNowaitDrawingSeq`). As `lockedForUpdate`,
+   * `found` missing means "read it again" (a ledger inserted since the statement's snapshot).
+   */
+  tryLockedNowaitDrawingSeq:
+    "WITH k AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($1::int4, hashtext($2)) AS ok), " +
+    `l AS (${select(LEDGERS, "WHERE identity = $2 AND (SELECT ok FROM k) FOR UPDATE NOWAIT").replace("SELECT ", "SELECT true AS found, ")}) ` +
+    "SELECT (SELECT ok FROM k) AS ok, nextval(pg_get_serial_sequence('leases', 'seq'))::float8 AS next_seq, l.* " +
+    "FROM (SELECT 1) AS one LEFT JOIN l ON true",
   read: select(LEDGERS, "WHERE identity = $1"),
   upsert: `${insert(LEDGERS)} ON CONFLICT (identity) DO UPDATE SET ${LEDGERS.mutableNames.map((c) => `${c} = excluded.${c}`).join(", ")}`,
 };
@@ -85,6 +110,35 @@ export const LEASE = {
     LEDGERS,
     "WHERE identity = (SELECT identity_kind || ':' || identity_id FROM leases WHERE id = $1) FOR UPDATE NOWAIT",
   ),
+  /**
+   * `lockIdentity`, `forUpdate` and `ledgerForUpdate` in **one** statement (`$1` the lock space,
+   * `$2` the lease): the identity's advisory lock first (a materialized query both row reads need),
+   * then the lease and its ledger locked, the ledger's columns as `g_…` (`g_found` when it exists).
+   * As LEDGER.lockedForUpdate: `FOR UPDATE` returns the rows' newest committed versions although
+   * the snapshot predates the lock; a ledger inserted since is missed (`g_found` missing: read it again).
+   */
+  lockedWithLedger:
+    "WITH k AS MATERIALIZED (SELECT pg_advisory_xact_lock($1::int4, hashtext(identity_kind || ':' || identity_id)) AS x, " +
+    "identity_kind || ':' || identity_id AS identity FROM leases WHERE id = $2), " +
+    `l AS (${select(LEASES, "WHERE id = $2 AND EXISTS (SELECT 1 FROM k) FOR UPDATE")}), ` +
+    `g AS (SELECT true AS g_found, ${LEDGERS.selectList
+      .split(", ")
+      .map((c) => `${c} AS g_${c}`)
+      .join(", ")} FROM ledgers WHERE identity = (SELECT identity FROM k) FOR UPDATE) ` +
+    "SELECT l.*, g.* FROM l LEFT JOIN g ON true",
+  /**
+   * `lockedWithLedger` in a follower's group: the identity's lock tried (`ok`: false, it is taken;
+   * null, no such lease), the lease and its ledger locked without waiting, and only if it was got.
+   */
+  tryLockedWithLedger:
+    "WITH k AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($1::int4, hashtext(identity_kind || ':' || identity_id)) AS ok, " +
+    "identity_kind || ':' || identity_id AS identity FROM leases WHERE id = $2), " +
+    `l AS (${select(LEASES, "WHERE id = $2 AND (SELECT ok FROM k) FOR UPDATE NOWAIT")}), ` +
+    `g AS (SELECT true AS g_found, ${LEDGERS.selectList
+      .split(", ")
+      .map((c) => `${c} AS g_${c}`)
+      .join(", ")} FROM ledgers WHERE identity = (SELECT identity FROM k) AND (SELECT ok FROM k) FOR UPDATE NOWAIT) ` +
+    "SELECT (SELECT ok FROM k) AS ok, l.*, g.* FROM (SELECT 1) AS one LEFT JOIN l ON true LEFT JOIN g ON true",
   read: select(LEASES, "WHERE id = $1"),
   live: select(LEASES, "WHERE status IN ('queued', 'active') ORDER BY seq"),
   earliestEnd:

@@ -11,7 +11,7 @@ import { FollowerGroups } from "./follower-groups.js";
 import { GroupReport } from "./group-report.js";
 import type { GroupObserver } from "./group-report.js";
 import { migratePostgres } from "./migrate.js";
-import { postgresTx } from "./postgres-tx.js";
+import { postgresTx, runTx } from "./postgres-tx.js";
 
 /**
  * How many times a plain transaction is run when PostgreSQL fails it as a deadlock victim or for a
@@ -164,7 +164,7 @@ export class PostgresStore implements Store {
     let value: T;
     try {
       value = await this.inSession((sql) =>
-        fn(postgresTx(sql, this.connections.ledgerLockSpace, undefined, this.connections.schema, false, defer)),
+        runTx(postgresTx(sql, this.connections.ledgerLockSpace, undefined, this.connections.schema, false, defer), fn),
       );
     } catch (err) {
       throw (await firstFailure())?.err ?? err;

@@ -9,6 +9,9 @@ import type { Tx } from "../store.js";
 import type { Row, SqlValue } from "../table.js";
 import { APPS, EDGES, IDEMPOTENCY_KEYS, LEASES, LEDGERS, NODES, SESSIONS, SIGNING_KEYS, USERS } from "../tables.js";
 import { USAGE_RECORDS } from "../billing-tables.js";
+import { WriteBatch } from "./write-batch.js";
+import { checkFence } from "./fence.js";
+import { lockedLeaseWithLedger, lockedLedger } from "./locked-reads.js";
 
 /** A connection inside a transaction: `sql.begin`'s, or the leader's session within its open group. */
 type Sql = postgres.ISql;
@@ -57,8 +60,21 @@ export interface GroupedTx {
    * it holds others, so it cannot be part of a deadlock with another group or the leader's.
    */
   readonly nowait: boolean;
-  /** Sends a notification with the group's COMMIT (if this member is not rolled back); `channel` as it is sent. */
-  readonly notify?: (channel: string, payload: string) => void;
+}
+
+/**
+ * A transaction's view of the store, and `flush`, which sends the writes it holds (see WriteBatch):
+ * called when the transaction's function has returned, before its COMMIT (or its group's next
+ * member), so its last writes go out with what follows. A function that throws is rolled back: what
+ * it held is never sent.
+ */
+export type PostgresTx = Tx & { readonly flush: () => void };
+
+/** Runs `fn` on `tx`, then sends the writes it still holds (a function that throws sends none). */
+export async function runTx<T>(tx: PostgresTx, fn: (tx: Tx) => Promise<T>): Promise<T> {
+  const value = await fn(tx);
+  tx.flush();
+  return value;
 }
 
 /** The most sequence values an insert draws ahead for the ones after it. */
@@ -100,12 +116,24 @@ export function postgresTx(
    * failure (see PostgresStore.runOnce). Without it, such writes are waited for one by one.
    */
   deferPlain?: (q: postgres.PendingQuery<Row[]>) => void,
-): Tx {
+): PostgresTx {
   /** Ledger and lease writes, and notifications: their rows are locked (or they take no lock), nothing reads their answer. */
   const defer = grouped?.defer ?? deferPlain;
   const nowait = grouped?.nowait === true;
-  const q = (text: string, params: SqlValue[] = []): postgres.PendingQuery<Row[]> =>
+  const unsafe = (text: string, params: SqlValue[]): postgres.PendingQuery<Row[]> =>
     sql.unsafe<Row[]>(text, params, { prepare: true });
+  /** The writes not waited for, sent as one statement before the next statement that is (see WriteBatch). */
+  const batch =
+    defer === undefined
+      ? null
+      : new WriteBatch(
+          (text, params) => defer(unsafe(text, params)),
+          () => checkFence(sql),
+        );
+  const q = (text: string, params: SqlValue[] = []): postgres.PendingQuery<Row[]> => {
+    batch?.flush();
+    return unsafe(text, params);
+  };
   const one = async (text: string, ...params: SqlValue[]): Promise<Row | undefined> => (await q(text, params))[0];
   const all = async (text: string, ...params: SqlValue[]): Promise<Row[]> => [...(await q(text, params))];
   const run = async (text: string, ...params: SqlValue[]): Promise<void> => void (await q(text, params));
@@ -144,16 +172,16 @@ export function postgresTx(
           : run(LEDGER.lock, ledgerLockSpace, `user:${userId}`),
   });
   return {
+    flush: () => batch?.flush(),
     ...(schema === undefined
       ? {}
       : {
           // pg_notify is transactional: delivered at COMMIT, dropped by a rollback.
           publish: (channel: string, payload: string) => {
             checkPayload(channel, payload);
-            if (grouped?.notify !== undefined) return Promise.resolve(grouped.notify(`${schema}.${channel}`, payload));
-            const notify = q("SELECT pg_notify($1, $2)", [`${schema}.${channel}`, payload]);
-            if (defer === undefined) return notify.then(() => undefined);
-            defer(notify);
+            if (batch === null)
+              return q("SELECT pg_notify($1, $2)", [`${schema}.${channel}`, payload]).then(() => undefined);
+            batch.notify(`${schema}.${channel}`, payload);
             return Promise.resolve();
           },
         }),
@@ -172,8 +200,8 @@ export function postgresTx(
       ...billing.usage,
       // A new row keyed by its lease, which this transaction holds locked: nothing waits, nothing reads the answer.
       insert: async (r) => {
-        if (defer === undefined) return billing.usage.insert(r);
-        defer(q(USAGE.insert, USAGE_RECORDS.insertParams(r, "postgres")));
+        if (batch === null) return billing.usage.insert(r);
+        batch.add("usage", USAGE.insert, USAGE_RECORDS.insertParams(r, "postgres"));
       },
     },
     users: {
@@ -228,22 +256,20 @@ export function postgresTx(
         if (grouped?.ledgers.has(identity)) return grouped.ledgers.get(identity) ?? null;
         if (ledgers.has(identity)) return ledgers.get(identity) ?? null;
         // The row may not exist yet, and FOR UPDATE cannot lock a missing row: an advisory lock on
-        // the identity serializes first admissions too (without writing a placeholder row). The
-        // SELECT is a separate statement so its snapshot is taken after the lock is granted; both
-        // are sent at once (pipelined), so this costs one round trip. A transaction that already
-        // holds the identity's lock (it read one of its leases) sends the SELECT alone.
-        const [, rows] = await Promise.all([
-          locked.has(identity)
-            ? null
-            : nowait
-              ? tryLock(q(LEDGER.tryLock, [ledgerLockSpace, identity]))
-              : q(LEDGER.lock, [ledgerLockSpace, identity]),
-          q(nowait ? LEDGER.forUpdateNowaitDrawingSeq : LEDGER.forUpdate, [identity]),
-        ]);
-        let row = rows[0];
-        if (nowait) {
+        // the identity serializes first admissions too (without writing a placeholder row). Both
+        // are one statement (lockedLedger). A follower's group tries the lock and locks the row
+        // without waiting, and draws the queued lease's seq, in one statement too.
+        let row: Row | undefined;
+        if (!nowait) row = await lockedLedger(q, ledgerLockSpace, identity, locked.has(identity));
+        else {
+          const tried = !locked.has(identity);
+          row = tried
+            ? await one(LEDGER.tryLockedNowaitDrawingSeq, ledgerLockSpace, identity)
+            : await one(LEDGER.forUpdateNowaitDrawingSeq, identity);
+          if (row?.["ok"] === false) throw new LockBusyError();
           drawnSeq = row?.["next_seq"] === undefined ? null : Number(row["next_seq"]);
-          if (row?.["found"] !== true) row = undefined;
+          // Missing: maybe inserted since the statement's snapshot, taken before the lock: read again.
+          if (row?.["found"] !== true) row = tried ? await one(LEDGER.forUpdateNowait, identity) : undefined;
         }
         const ledger = decode(LEDGERS, row);
         locked.add(identity);
@@ -252,12 +278,12 @@ export function postgresTx(
         return ledger;
       },
       put: async (identity, s) => {
-        const write = q(LEDGER.upsert, LEDGERS.insertParams(s, "postgres", identity));
+        const params = LEDGERS.insertParams(s, "postgres", identity);
         // Only a ledger whose locks this transaction (or its group) holds is remembered (every writer reads it first anyway).
         if (ledgers.has(identity)) ledgers.set(identity, s);
         if (grouped?.ledgers.has(identity)) grouped.ledgers.set(identity, s);
-        if (defer === undefined) return void (await write);
-        defer(write);
+        if (batch === null) return void (await q(LEDGER.upsert, params));
+        batch.add("ledger", LEDGER.upsert, params);
       },
     },
 
@@ -267,16 +293,16 @@ export function postgresTx(
         // A queued lease's seq is its place in the queue (arrival order across replicas): drawn by
         // its own insert, at the moment it arrives. Any other lease's seq only orders lists, so in
         // the leader's group it comes from values drawn ahead and the insert is not waited for.
-        if (grouped !== undefined && l.status === "queued" && drawnSeq !== null) {
+        if (grouped !== undefined && batch !== null && l.status === "queued" && drawnSeq !== null) {
           const seq = drawnSeq;
           drawnSeq = null;
-          grouped.defer(q(LEASE.insertWithSeq, [seq, ...params]));
+          batch.add("lease", LEASE.insertWithSeq, [seq, ...params]);
           return { ...l, seq };
         }
-        if (grouped !== undefined && l.status !== "queued") {
+        if (grouped !== undefined && batch !== null && l.status !== "queued") {
           const seq = grouped.seqs.shift();
           if (seq !== undefined) {
-            grouped.defer(q(LEASE.insertWithSeq, [seq, ...params]));
+            batch.add("lease", LEASE.insertWithSeq, [seq, ...params]);
             return { ...l, seq };
           }
           const n = Math.min(SEQS_AHEAD, grouped.drawAhead());
@@ -289,32 +315,29 @@ export function postgresTx(
         return { ...l, seq: Number(row?.["seq"]) };
       },
       update: async (l) => {
-        const write = q(LEASE.update, [...LEASES.updateParams(l, "postgres"), l.id]);
-        if (defer !== undefined) defer(write);
-        else await write;
+        const params = [...LEASES.updateParams(l, "postgres"), l.id];
+        if (batch === null) return void (await q(LEASE.update, params));
+        batch.add("lease", LEASE.update, params);
       },
       get: async (id) => {
         if (readOnly) return decode(LEASES, await one(LEASE.read, id));
         // The lock order above: the identity's advisory lock (its identity read from the row without
-        // a lock: it never changes), then the row, FOR UPDATE — a separate statement, so its snapshot
-        // is taken once the advisory lock is held and it reads the status as it is then. Sent at once:
-        // one round trip. In a group already holding the identity's lock, the first one is free.
+        // a lock: it never changes), then the row, FOR UPDATE, read as it is once the lock is held.
         // Every change of a lease (a release, an end, a grant) reads its identity's ledger next: it
-        // is read and locked in the same round trip, after the advisory lock like any ledger read.
-        const [, rows, ledgerRows] = await Promise.all([
-          nowait
-            ? tryLock(q(LEASE.tryLockIdentity, [ledgerLockSpace, id]))
-            : q(LEASE.lockIdentity, [ledgerLockSpace, id]),
-          q(nowait ? LEASE.forUpdateNowait : LEASE.forUpdate, [id]),
-          q(nowait ? LEASE.ledgerForUpdateNowait : LEASE.ledgerForUpdate, [id]),
-        ]);
-        const lease = decode(LEASES, rows[0]);
+        // is locked and read with it, after the advisory lock like any ledger read. Where locks are
+        // waited for, one statement (lockedLeaseWithLedger); in a follower's group, three sent at
+        // once, trying the locks (one round trip either way).
+        const { lease: row, ledger: ledgerRow0 } = await lockedLeaseWithLedger(q, ledgerLockSpace, id, nowait);
+        let ledgerRow: Row | null | undefined = ledgerRow0;
+        const lease = decode(LEASES, row);
         if (lease === null) return null;
         const identity = `${lease.identityKind}:${lease.identityId}`;
         locked.add(identity);
         // A ledger this transaction or its group already holds is as they see it (their writes may be in flight).
         if (!ledgers.has(identity) && !grouped?.ledgers.has(identity)) {
-          const ledger = decode(LEDGERS, ledgerRows[0]);
+          // Not in the answer (null): missing, or inserted since its snapshot; read again under the lock.
+          if (ledgerRow === null) ledgerRow = await one(nowait ? LEDGER.forUpdateNowait : LEDGER.forUpdate, identity);
+          const ledger = decode(LEDGERS, ledgerRow);
           ledgers.set(identity, ledger);
           grouped?.ledgers.set(identity, ledger);
         }
