@@ -88,6 +88,12 @@ export const LEDGER = {
   read: select(LEDGERS, "WHERE identity = $1"),
   upsert: `${insert(LEDGERS)} ON CONFLICT (identity) DO UPDATE SET ${LEDGERS.mutableNames.map((c) => `${c} = excluded.${c}`).join(", ")}`,
 };
+/** A ledger's columns as `g_<column>`, beside a lease's in one answer. */
+const LEDGER_AS_G = LEDGERS.selectList
+  .split(", ")
+  .map((c) => `${c} AS g_${c}`)
+  .join(", ");
+
 export const LEASE = {
   insert: `${insert(LEASES)} RETURNING seq`,
   /** With a seq drawn from the sequence before (see GroupedTx.seqs): nothing to wait for. */
@@ -95,24 +101,9 @@ export const LEASE = {
   /** The next `$1` values of the leases' sequence (nextval is not transactional: they are this caller's whatever happens). */
   nextSeqs: "SELECT nextval(pg_get_serial_sequence('leases', 'seq'))::float8 AS s FROM generate_series(1, $1::int)",
   update: update(LEASES, "id"),
-  lockIdentity:
-    "SELECT pg_advisory_xact_lock($1::int4, hashtext(identity_kind || ':' || identity_id)) FROM leases WHERE id = $2",
-  tryLockIdentity:
-    "SELECT pg_try_advisory_xact_lock($1::int4, hashtext(identity_kind || ':' || identity_id)) AS ok FROM leases WHERE id = $2",
-  forUpdate: select(LEASES, "WHERE id = $1 FOR UPDATE"),
-  forUpdateNowait: select(LEASES, "WHERE id = $1 FOR UPDATE NOWAIT"),
-  /** The ledger of the lease's identity, locked: what every change of a lease reads next (its key is kind:id, as identityKey). */
-  ledgerForUpdate: select(
-    LEDGERS,
-    "WHERE identity = (SELECT identity_kind || ':' || identity_id FROM leases WHERE id = $1) FOR UPDATE",
-  ),
-  ledgerForUpdateNowait: select(
-    LEDGERS,
-    "WHERE identity = (SELECT identity_kind || ':' || identity_id FROM leases WHERE id = $1) FOR UPDATE NOWAIT",
-  ),
   /**
-   * `lockIdentity`, `forUpdate` and `ledgerForUpdate` in **one** statement (`$1` the lock space,
-   * `$2` the lease): the identity's advisory lock first (a materialized query both row reads need),
+   * A lease, its identity's lock and its ledger in **one** statement (three before: `$1` the lock
+   * space, `$2` the lease): the identity's advisory lock first (a materialized query both row reads need),
    * then the lease and its ledger locked, the ledger's columns as `g_…` (`g_found` when it exists).
    * As LEDGER.lockedForUpdate: `FOR UPDATE` returns the rows' newest committed versions although
    * the snapshot predates the lock; a ledger inserted since is missed (`g_found` missing: read it again).
@@ -121,10 +112,7 @@ export const LEASE = {
     "WITH k AS MATERIALIZED (SELECT pg_advisory_xact_lock($1::int4, hashtext(identity_kind || ':' || identity_id)) AS x, " +
     "identity_kind || ':' || identity_id AS identity FROM leases WHERE id = $2), " +
     `l AS (${select(LEASES, "WHERE id = $2 AND EXISTS (SELECT 1 FROM k) FOR UPDATE")}), ` +
-    `g AS (SELECT true AS g_found, ${LEDGERS.selectList
-      .split(", ")
-      .map((c) => `${c} AS g_${c}`)
-      .join(", ")} FROM ledgers WHERE identity = (SELECT identity FROM k) FOR UPDATE) ` +
+    `g AS (SELECT true AS g_found, ${LEDGER_AS_G} FROM ledgers WHERE identity = (SELECT identity FROM k) FOR UPDATE) ` +
     "SELECT l.*, g.* FROM l LEFT JOIN g ON true",
   /**
    * `lockedWithLedger` in a follower's group: the identity's lock tried (`ok`: false, it is taken;
@@ -134,10 +122,7 @@ export const LEASE = {
     "WITH k AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($1::int4, hashtext(identity_kind || ':' || identity_id)) AS ok, " +
     "identity_kind || ':' || identity_id AS identity FROM leases WHERE id = $2), " +
     `l AS (${select(LEASES, "WHERE id = $2 AND (SELECT ok FROM k) FOR UPDATE NOWAIT")}), ` +
-    `g AS (SELECT true AS g_found, ${LEDGERS.selectList
-      .split(", ")
-      .map((c) => `${c} AS g_${c}`)
-      .join(", ")} FROM ledgers WHERE identity = (SELECT identity FROM k) AND (SELECT ok FROM k) FOR UPDATE NOWAIT) ` +
+    `g AS (SELECT true AS g_found, ${LEDGER_AS_G} FROM ledgers WHERE identity = (SELECT identity FROM k) AND (SELECT ok FROM k) FOR UPDATE NOWAIT) ` +
     "SELECT (SELECT ok FROM k) AS ok, l.*, g.* FROM (SELECT 1) AS one LEFT JOIN l ON true LEFT JOIN g ON true",
   read: select(LEASES, "WHERE id = $1"),
   live: select(LEASES, "WHERE status IN ('queued', 'active') ORDER BY seq"),
