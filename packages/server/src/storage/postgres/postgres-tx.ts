@@ -324,9 +324,8 @@ export function postgresTx(
         // The lock order above: the identity's advisory lock (its identity read from the row without
         // a lock: it never changes), then the row, FOR UPDATE, read as it is once the lock is held.
         // Every change of a lease (a release, an end, a grant) reads its identity's ledger next: it
-        // is locked and read with it, after the advisory lock like any ledger read. Where locks are
-        // waited for, one statement (lockedLeaseWithLedger); in a follower's group, three sent at
-        // once, trying the locks (one round trip either way).
+        // is locked and read with it, after the advisory lock like any ledger read: one statement
+        // (lockedLeaseWithLedger), which in a follower's group only tries the locks.
         const { lease: row, ledger: ledgerRow0 } = await lockedLeaseWithLedger(q, ledgerLockSpace, id, nowait);
         let ledgerRow: Row | null | undefined = ledgerRow0;
         const lease = decode(LEASES, row);
