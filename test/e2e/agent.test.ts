@@ -9,7 +9,7 @@ import { startBinary, startServerBinary, testStorage } from "./binary.js";
 import type { ServerProcess } from "./binary.js";
 
 /**
- * SPEC §6 end to end: the real `gpupool server` and `gpupool agent` binaries, driven by a Python
+ * docs/agent.md end to end: the real `gpupool server` and `gpupool agent` binaries, driven by a Python
  * script that speaks the device API exactly as the `spaces` package's ZeroGPU client does.
  */
 

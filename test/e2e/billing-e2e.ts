@@ -52,7 +52,7 @@ export async function overageUser(
 const sum = (xs: readonly any[]) => xs.reduce((n, x) => n + (x.amount_micros as number), 0);
 
 /**
- * The wallet's invariants against the leases (SPEC §9): every grant's remaining = amount − spends −
+ * The wallet's invariants against the leases (docs/billing.md): every grant's remaining = amount − spends −
  * expiries and its held = holds − spends − releases − the expiries of held parts; the wallet's held
  * = the holds of live leases; each lease's transactions add up to its hold and its charge; no hold
  * without a lease. Returns the totals.

@@ -7,7 +7,7 @@ import { startServerBinary } from "./binary.js";
 import type { ServerProcess } from "./binary.js";
 import { call, checkWallet, overageUser, writeBillingConfig } from "./billing-e2e.js";
 
-/** SPEC §9 across 3 control-plane replicas on one PostgreSQL database: a wallet and a cap are never over-committed. */
+/** Billing (docs/billing.md) across 3 control-plane replicas on one PostgreSQL database: a wallet and a cap are never over-committed. */
 
 const ADMIN = "billing-replicas-admin-token-0123456789";
 const running: ServerProcess[] = [];

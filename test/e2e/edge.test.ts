@@ -20,7 +20,7 @@ async function waitUntil<T>(check: () => T | undefined): Promise<T> {
   }
 }
 
-/** SPEC §5 through the real binaries: every proxied request carries a token naming the right viewer. */
+/** docs/edge.md through the real binaries: every proxied request carries a token naming the right viewer. */
 
 let w: EdgeWorld;
 beforeAll(async () => {

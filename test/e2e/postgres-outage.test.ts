@@ -7,7 +7,7 @@ import { postgresBin } from "../pg/postgres-url.js";
 import type { Cluster } from "../pg/cluster.js";
 
 /**
- * The database goes away and comes back (SPEC §8): requests meanwhile get a clear 503 with a
+ * The database goes away and comes back (docs/design.md "Errors"): requests meanwhile get a clear 503 with a
  * stable code, nothing half-done, and the server recovers by itself — no restart — including
  * its role as the leader that places leases. A private cluster, since this one is stopped.
  */

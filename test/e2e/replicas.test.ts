@@ -7,7 +7,7 @@ import { Replicas, leaderOf, smallQuotaConfig, until } from "./replica-fixture.j
 
 /**
  * Several control-plane replicas (the real `gpupool server` binary) on one PostgreSQL database
- * (SPEC §1, §8): admission is atomic across them, exactly one leads, and when the leader is
+ * (docs/replicas.md): admission is atomic across them, exactly one leads, and when the leader is
  * killed another takes over without losing or double-charging anything.
  */
 

@@ -1,5 +1,5 @@
 /**
- * The wallets' invariants (SPEC §9), over rows read in one snapshot — for the fault suites of
+ * The wallets' invariants (docs/billing.md), over rows read in one snapshot — for the fault suites of
  * both stores: a grant never goes below zero or holds more than it has; what it held is exactly
  * the holds of its live leases; what it lost is exactly its spend and expire transactions; no
  * lease is charged more than it held; every hold is settled once (spend + release + expire of a

@@ -1,7 +1,7 @@
 import * as z from "zod/mini";
 import { Count, Time, TimeOrNull, describe, matching } from "./common.js";
 
-// Money (SPEC §9): whole micro-units of the pool's currency (1 USD = 1,000,000) in fields ending
+// Money (docs/billing.md): whole micro-units of the pool's currency (1 USD = 1,000,000) in fields ending
 // `_micros`, never floats; every object with money fields carries `currency` and a `display`
 // string per field for people. Requests name amounts as decimal strings ("10.00").
 

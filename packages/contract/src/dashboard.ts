@@ -4,7 +4,7 @@ import { SessionUser } from "./identity.js";
 import { PoolQueueEntry } from "./pool.js";
 import { ProblemCodeSchema } from "./problem-objects.js";
 
-// The dashboard's own routes (SPEC §11): its browser session, sign-in links, and the reads the
+// The dashboard's own routes (docs/dashboard.md): its browser session, sign-in links, and the reads the
 // operator's and app owners' pages need beyond the rest of the API.
 
 const Secret = z.string().check(z.minLength(1), z.maxLength(512));

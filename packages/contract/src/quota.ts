@@ -25,7 +25,7 @@ export const Quota = z.object({
   max_runs: describe(z.nullable(Count), "The tier's daily runs limit, or null for none."),
   credits: describe(
     z.optional(z.nullable(Credits)),
-    "The user's credits (SPEC §9); null for an identity that has no wallet (an IP address or an app).",
+    "The user's credits (docs/billing.md); null for an identity that has no wallet (an IP address or an app).",
   ),
   overage: describe(
     z.optional(Overage),

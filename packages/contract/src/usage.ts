@@ -5,7 +5,7 @@ import { ProblemCodeSchema } from "./problem-objects.js";
 
 export const PAYERS = ["quota", "credits", "quota_and_credits", "nothing"] as const;
 
-/** What a call cost and which bucket paid (SPEC §9): the money and, for people, its display. */
+/** What a call cost and which bucket paid (docs/billing.md): the money and, for people, its display. */
 export const UsageCost = z.object({
   paid_by: describe(
     z.enum(PAYERS),
@@ -23,7 +23,7 @@ export const UsageCost = z.object({
 });
 export type UsageCost = z.infer<typeof UsageCost>;
 
-/** One ended lease, as the usage ledger keeps it (SPEC §10): written once, in the transaction that ended it. */
+/** One ended lease, as the usage ledger keeps it (docs/billing.md): written once, in the transaction that ended it. */
 export const UsageRecord = z.object({
   id: describe(z.string(), "The lease's id."),
   identity: Identity,

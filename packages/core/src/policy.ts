@@ -27,7 +27,7 @@ export interface Policy {
   readonly sizes: Readonly<Record<string, SizePolicy>>;
   readonly queueTimeoutMs: number;
   readonly queueMaxLength: number;
-  /** Credits and overage (SPEC §9); absent: none (see NO_BILLING). */
+  /** Credits and overage (docs/billing.md); absent: none (see NO_BILLING). */
   readonly billing?: BillingPolicy;
   /**
    * Honest admission (see AdmissionRequest.maxWaitMs): a call expected to wait longer than it may

@@ -29,7 +29,7 @@ import type {
 import { EMPTY_LEDGER } from "../src/index.js";
 
 /**
- * A model of one user's billing as the server drives the core (SPEC §9): each step loads the
+ * A model of one user's billing as the server drives the core (docs/billing.md): each step loads the
  * wallet (this month's included credits, expiries), decides admission with the wallet's state,
  * places the hold, and at the lease's end settles the ledger and the hold — the server's
  * `chargeSplit` math written out here. Events are plain data, so a run can be replayed.
@@ -336,7 +336,7 @@ function grantLease(m: Model, l: ModelLease): void {
 
 const CATEGORY = { included: 0, promotional: 1, purchased: 2 } as const;
 
-/** SPEC §9's spending order, written out: priority, soonest expiry (none last), category, oldest. */
+/** The spending order of docs/billing.md, written out: priority, soonest expiry (none last), category, oldest. */
 function before(a: CreditGrant, b: CreditGrant): number {
   return (
     a.priority - b.priority ||

@@ -5,7 +5,7 @@ import type { Event, Model, Setup } from "./billing-model.js";
 import { newModel, step, walletState } from "./billing-model.js";
 
 /**
- * SPEC §9 as properties over random event sequences (admit, grant from the queue, release, expire,
+ * docs/billing.md as properties over random event sequences (admit, grant from the queue, release, expire,
  * cancel, settle again, credit grants, time passing, a new month, opting in and out), driving the
  * core functions the server uses.
  */

@@ -1,4 +1,4 @@
-// The SDK's shapes of billing (SPEC §9) and the usage ledger (SPEC §10): the contract's wire objects
+// The SDK's shapes of billing and the usage ledger (docs/billing.md): the contract's wire objects
 // camelCased with Dates for times, as in types.ts. Money is whole micro-units (`…Micros`), never a
 // float; each object's `display` has the same amounts for people (`{ balance: "$1.25" }`).
 import type * as wire from "@gpupool/contract";

@@ -1,4 +1,4 @@
-// The signed-in user's billing (SPEC §9) and the usage ledger (SPEC §10): /v1/me, the wallet,
+// The signed-in user's billing and the usage ledger (docs/billing.md): /v1/me, the wallet,
 // overage settings, usage records (json pages followed by cursor, or a csv/ndjson export) and totals.
 import {
   BillingSettings as WireBillingSettings,

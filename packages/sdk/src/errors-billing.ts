@@ -1,4 +1,4 @@
-// The refusals of billing (SPEC §9): a call whose overage credits cannot pay (402), and overage
+// The refusals of billing (docs/billing.md): a call whose overage credits cannot pay (402), and overage
 // asked for where it is not offered (409). Amounts are whole micro-units of `currency`.
 import { problemFields } from "@gpupool/contract";
 import type * as wire from "@gpupool/contract";

@@ -3,7 +3,7 @@ import type { BillingPolicy, TierPolicy } from "@gpupool/core";
 import { z } from "zod";
 
 /**
- * `billing:` (SPEC §9). Amounts are decimal strings ("2.00"; a YAML number is read as its
+ * `billing:` (docs/billing.md). Amounts are decimal strings ("2.00"; a YAML number is read as its
  * decimal text) turned into micro-units; every problem is reported with its path, with the rest
  * of the configuration's.
  */

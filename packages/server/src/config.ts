@@ -25,7 +25,7 @@ export interface ServerConfig {
     readonly issuer: string;
   };
   readonly logLevel: string;
-  /** The web dashboard (SPEC §11). */
+  /** The web dashboard (docs/dashboard.md). */
   readonly dashboard: {
     /** How the world reaches this server (`https://pool.example.com`), for sign-in links and secure cookies; null: as asked. */
     readonly publicUrl: string | null;

@@ -7,7 +7,7 @@ import type { TestServer } from "./harness.js";
 import { ADMIN, allLeases, expectProblem, quotaOf, startTestServer } from "./harness.js";
 
 /**
- * SPEC §8: bad input of every kind gets a clear 4xx problem (problem+json, code, status, detail,
+ * docs/design.md: bad input of every kind gets a clear 4xx problem (problem+json, code, status, detail,
  * no stack) and changes nothing — the identity's quota and the lease list are as before.
  */
 

@@ -3,7 +3,7 @@ import type { TestServer } from "./harness.js";
 import { lease } from "./harness.js";
 import { billingServer, payingUser, priceMs, sumOf, walletOf } from "./billing-fixture.js";
 
-/** SPEC §9 under concurrency: a wallet and a monthly cap are never over-committed (SQLite and PostgreSQL). */
+/** Billing (docs/billing.md) under concurrency: a wallet and a monthly cap are never over-committed (SQLite and PostgreSQL). */
 
 let t: TestServer;
 afterEach(async () => {

@@ -13,7 +13,7 @@ import {
   walletOf,
 } from "./billing-fixture.js";
 
-/** SPEC §9 endpoints: /v1/me, the wallet, billing settings, admin credit grants; bad input changes nothing. */
+/** The billing endpoints (docs/billing.md): /v1/me, the wallet, billing settings, admin credit grants; bad input changes nothing. */
 
 let t: TestServer;
 afterEach(async () => {

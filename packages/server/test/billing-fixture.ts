@@ -4,7 +4,7 @@ import { join } from "node:path";
 import type { TestServer } from "./harness.js";
 import { ADMIN, serveAt } from "./harness.js";
 
-/** Billing test fixtures (SPEC §9–§10): a pool with overage on for pro, a clock the test moves, users with credits. */
+/** Billing test fixtures (docs/billing.md): a pool with overage on for pro, a clock the test moves, users with credits. */
 
 /** 2026-12-15 12:00 UTC: mid-month, so a test's month never changes unless it moves the clock. */
 export const T0 = Date.UTC(2026, 11, 15, 12);

@@ -3,7 +3,7 @@ import type { TestServer } from "./harness.js";
 import { ADMIN, expectProblem, lease, quotaOf, waitFor } from "./harness.js";
 import { ManualClock, billingConfig, billingServer, payingUser, priceMs, sumOf, walletOf } from "./billing-fixture.js";
 
-/** SPEC §9: the overage split at admission, settlement at the lease's end, and the refusals that name the bucket. */
+/** Billing (docs/billing.md): the overage split at admission, settlement at the lease's end, and the refusals that name the bucket. */
 
 let t: TestServer;
 afterEach(async () => {

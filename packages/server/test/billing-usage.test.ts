@@ -4,7 +4,7 @@ import type { TestServer } from "./harness.js";
 import { ADMIN, lease } from "./harness.js";
 import { ManualClock, T0, billingConfig, billingServer, payingUser, sumOf, walletOf } from "./billing-fixture.js";
 
-/** SPEC §10: the usage ledger — pages, exports, who sees what, summaries, and totals that reconcile. */
+/** The usage ledger (docs/billing.md) — pages, exports, who sees what, summaries, and totals that reconcile. */
 
 let t: TestServer;
 afterEach(async () => {

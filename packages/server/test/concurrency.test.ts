@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { TestServer } from "./harness.js";
 import { ADMIN, lease, quotaOf, startTestServer } from "./harness.js";
 
-/** SPEC §8: the ledger never over-admits, under any concurrency. */
+/** docs/design.md: the ledger never over-admits, under any concurrency. */
 
 let t: TestServer;
 afterEach(async () => {

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { ConfigError, normalizeConfig } from "../src/config.js";
 
 describe("configuration", () => {
-  it("runs with no file: the SPEC defaults", () => {
+  it("runs with no file: the documented defaults", () => {
     const c = normalizeConfig({});
     expect(c.server).toEqual({ host: "127.0.0.1", port: 7070, bodyLimitBytes: 65536 });
     expect(c.storage.url).toBe("sqlite:./gpupool.db");

@@ -6,7 +6,7 @@ import { defaultDashboardDir } from "../src/http/dashboard-pages.js";
 import type { TestServer } from "./harness.js";
 import { startTestServer } from "./harness.js";
 
-/** The dashboard's pages, served by the control plane itself with its caching and security headers (SPEC §11). */
+/** The dashboard's pages, served by the control plane itself with its caching and security headers (docs/dashboard.md). */
 
 const CSP =
   "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";

@@ -8,7 +8,7 @@ import { pino } from "pino";
 import { normalizeConfig } from "../src/config.js";
 import { LOG_REDACT, createServer } from "../src/main/server.js";
 
-/** The dashboard's session: a cookie for a user or the operator, CSRF-checked, revocable (SPEC §11). */
+/** The dashboard's session: a cookie for a user or the operator, CSRF-checked, revocable (docs/dashboard.md). */
 
 let t: TestServer;
 afterEach(async () => {

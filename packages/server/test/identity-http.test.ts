@@ -12,7 +12,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { TestServer } from "./harness.js";
 import { ADMIN, allLeases, expectProblem, lease, quotaOf, sleep, startTestServer } from "./harness.js";
 
-/** Who pays (SPEC §2, §4, §5): X-IP-Token verification and the charged identity. */
+/** Who pays (docs/design.md "Who is charged", docs/edge.md): X-IP-Token verification and the charged identity. */
 
 let t: TestServer;
 afterEach(async () => {

@@ -4,7 +4,7 @@ import { ADMIN, expectProblem, lease, quotaOf, sleep, startTestServer, waitFor }
 
 /**
  * The lease lifecycle over HTTP, on the default pool (sim-0: 2 simulated GPUs × 2 slots) and the
- * SPEC's default tiers (free: 210 s quota, 120 s max per call).
+ * The default tiers (free: 210 s quota, 120 s max per call).
  */
 
 let t: TestServer;

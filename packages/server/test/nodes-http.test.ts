@@ -3,7 +3,7 @@ import type { TestServer } from "./harness.js";
 import { ADMIN, expectProblem, quotaOf, sleep, startTestServer, waitFor } from "./harness.js";
 
 /**
- * Agent nodes over HTTP (SPEC §6): registration, heartbeats, leases bound to the node whose agent
+ * Agent nodes over HTTP (docs/agent.md): registration, heartbeats, leases bound to the node whose agent
  * asked, and what happens to those leases when the node goes silent.
  */
 

@@ -6,7 +6,7 @@ import type { TestServer } from "./harness.js";
 import { ADMIN, lease, quotaOf, serveAt, sleep, waitFor } from "./harness.js";
 
 /**
- * SPEC §8: a restart loses no charge and no lease. A server is stopped without releasing
+ * docs/design.md: a restart loses no charge and no lease. A server is stopped without releasing
  * anything, and a new one is started on the same database file.
  */
 

@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { TestServer } from "./harness.js";
 import { ADMIN, expectProblem, quotaOf, startTestServer } from "./harness.js";
 
-/** What the edge asks of the control plane: sessions, and re-issuing X-IP-Tokens (SPEC §5). */
+/** What the edge asks of the control plane: sessions, and re-issuing X-IP-Tokens (docs/edge.md). */
 
 let t: TestServer;
 afterEach(async () => {

@@ -1,4 +1,4 @@
-// The demo's billing (SPEC §9): overage on for the pro tier, and a pro user, cleo, whose quota is
+// The demo's billing (docs/billing.md): overage on for the pro tier, and a pro user, cleo, whose quota is
 // small enough (a minute) that the tour can show a call split into quota + overage, the wallet
 // after it, and the spend cap refusing the next one.
 import { createClient } from "@gpupool/sdk";
@@ -6,7 +6,7 @@ import type { AdminClient } from "@gpupool/sdk";
 import type { DemoCredentials, DemoUser, Outcome } from "./credentials.js";
 import { ensureUser } from "./credentials.js";
 
-/** The demo's `billing:` block: the SPEC's example, with overage enabled. */
+/** The demo's `billing:` block: docs/billing.md's example configuration, with overage enabled. */
 export const DEMO_BILLING = {
   currency: "USD",
   included_credits: { pro: "2.00", team: "2.00", enterprise: "2.00" },

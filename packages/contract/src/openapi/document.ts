@@ -56,15 +56,15 @@ const TAGS = [
   {
     name: "Billing",
     description:
-      "Credits and overage (SPEC §9): money in whole micro-units of the currency (`*_micros`), each with a `display` string.",
+      "Credits and overage (docs/billing.md): money in whole micro-units of the currency (`*_micros`), each with a `display` string.",
   },
-  { name: "Usage", description: "The usage ledger (SPEC §10): one immutable record per ended lease, and totals." },
+  { name: "Usage", description: "The usage ledger (docs/billing.md): one immutable record per ended lease, and totals." },
   { name: "Identity", description: "X-IP-Tokens: who the end user of an app's call is." },
   { name: "Sessions", description: "Browser sessions of the edge (identity proxy)." },
   {
     name: "Dashboard",
     description:
-      "The web dashboard (SPEC §11): its pages, its session cookie (which stands for a user or the operator on the rest of `/v1`, CSRF-checked), sign-in links, and the live streams and summaries its views read.",
+      "The web dashboard (docs/dashboard.md): its pages, its session cookie (which stands for a user or the operator on the rest of `/v1`, CSRF-checked), sign-in links, and the live streams and summaries its views read.",
   },
   { name: "Admin", description: "Users, apps, nodes, edges and the pool, with the admin token." },
   { name: "Nodes", description: "What node agents call." },

@@ -4,7 +4,7 @@ import * as usage from "../usage.js";
 import { USER_REF } from "./operation-types.js";
 import type { Operation } from "./operation-types.js";
 
-/** Billing (SPEC §9) and the usage ledger (SPEC §10). */
+/** Billing and the usage ledger (docs/billing.md). */
 export const BILLING_OPERATIONS: readonly Operation[] = [
   {
     id: "getMe",

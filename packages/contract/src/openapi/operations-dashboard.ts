@@ -3,7 +3,7 @@ import * as dashboard from "../dashboard.js";
 import { PoolView } from "../pool.js";
 import type { Operation } from "./operation-types.js";
 
-/** The dashboard's pages (SPEC §11): the single-page app and its assets. */
+/** The dashboard's pages (docs/dashboard.md): the single-page app and its assets. */
 export const DASHBOARD_PAGE_OPERATIONS: readonly Operation[] = [
   {
     id: "dashboardPage",

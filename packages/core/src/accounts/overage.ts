@@ -8,7 +8,7 @@ import { problem } from "../problem.js";
 import { displayMoney, priceOf } from "./money.js";
 
 /**
- * Overage (SPEC §9): past its quota, a call of a user who opted in is paid from their credits.
+ * Overage (docs/billing.md): past its quota, a call of a user who opted in is paid from their credits.
  * Pure: the caller loads the wallet's totals and the month's spend in the same transaction as the
  * ledger and writes the hold admission decides beside the quota reservation.
  */

@@ -106,7 +106,7 @@ export function walletJson(
   };
 }
 
-/** Which bucket paid a call's charged seconds: the quota first, the rest credits (SPEC §9). */
+/** Which bucket paid a call's charged seconds: the quota first, the rest credits (docs/billing.md). */
 function paidBy(r: UsageRecordRow): wire.UsageCost["paid_by"] {
   if (r.chargedMs === 0) return "nothing";
   if (r.overageMs === 0) return "quota";

@@ -45,7 +45,7 @@ export interface BillingAccountRecord {
   readonly monthSpentMicros: number;
 }
 
-/** One ended lease in the usage ledger (SPEC §10): written once, in the transaction that ended it. */
+/** One ended lease in the usage ledger (docs/billing.md): written once, in the transaction that ended it. */
 export interface UsageRecordRow {
   readonly id: string;
   readonly identityKind: IdentityKind;

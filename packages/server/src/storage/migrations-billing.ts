@@ -1,5 +1,5 @@
 /**
- * The billing tables (SPEC §9–§10), as one migration for both adapters: a user's credit grants,
+ * The billing tables (docs/billing.md), as one migration for both adapters: a user's credit grants,
  * the append-only wallet transactions, the billing settings and the month's spend per user, the
  * lease's split into quota and overage with its hold, the usage ledger (one immutable record per
  * ended lease) and the refusals counted per day. Money is whole micro-units in 64-bit integers.
@@ -83,7 +83,7 @@ const tables = (big: string, bool: string): string => `
   `;
 
 export const BILLING_MIGRATION = {
-  why: "Billing (SPEC §9-10): credit grants, wallet transactions, billing settings and the month's spend, the lease's quota/overage split and hold, the usage ledger, refusals per day.",
+  why: "Billing (docs/billing.md): credit grants, wallet transactions, billing settings and the month's spend, the lease's quota/overage split and hold, the usage ledger, refusals per day.",
   sqlite: tables("INTEGER", "INTEGER"),
   postgres: tables("BIGINT", "BOOLEAN"),
 };

@@ -1,5 +1,5 @@
 /**
- * The dashboard's tables (SPEC §11), for both adapters: browser sessions (only the hash of the
+ * The dashboard's tables (docs/dashboard.md), for both adapters: browser sessions (only the hash of the
  * cookie's secret; the operator's have no user), one-time sign-in codes (hashed, used once) and
  * the operator's audit log, and admissions refused counted per hour and code (the operator's
  * "refusals over time"; refusal_counts has days). The CSRF token is derived from the session secret, so nothing more is stored.
@@ -38,7 +38,7 @@ const tables = (big: string): string => `
   `;
 
 export const DASHBOARD_MIGRATION = {
-  why: "The dashboard (SPEC §11): its browser sessions (hashed secret, role, user or none for the operator, expiry, revocation), one-time sign-in codes (hashed, used once), the audit log of operator actions, and refusals counted per hour.",
+  why: "The dashboard (docs/dashboard.md): its browser sessions (hashed secret, role, user or none for the operator, expiry, revocation), one-time sign-in codes (hashed, used once), the audit log of operator actions, and refusals counted per hour.",
   sqlite: tables("INTEGER"),
   postgres: tables("BIGINT"),
 };
