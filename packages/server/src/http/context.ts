@@ -6,6 +6,7 @@ import type { LeaseEvents } from "../events.js";
 import type { Metrics } from "../metrics.js";
 import type { Billing } from "../use-cases/accounts/billing.js";
 import type { QuotaQueries } from "../use-cases/accounts/quota-queries.js";
+import type { UsageLedger } from "../use-cases/accounts/usage-ledger.js";
 import type { Directory } from "../use-cases/admin/directory.js";
 import type { AuditLog } from "../use-cases/admin/audit.js";
 import type { DashboardViews } from "../use-cases/admin/dashboard-views.js";
@@ -31,6 +32,7 @@ export interface RouteContext {
   readonly leases: LeaseRequests;
   readonly quota: QuotaQueries;
   readonly billing: Billing;
+  readonly usage: UsageLedger;
   readonly diagnose: Diagnose;
   readonly nodes: NodeAgents;
   readonly directory: Directory;

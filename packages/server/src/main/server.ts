@@ -11,6 +11,7 @@ import { IpTokens } from "../identity/ip-tokens.js";
 import type { Replica } from "../replication/replica.js";
 import { openStorage } from "../storage/open-store.js";
 import type { Storage, Store } from "../storage/store.js";
+import { UsageLedger } from "../use-cases/accounts/usage-ledger.js";
 import { Billing } from "../use-cases/accounts/billing.js";
 import { RefusalLog } from "../use-cases/accounts/refusals.js";
 import { QuotaQueries } from "../use-cases/accounts/quota-queries.js";
@@ -150,7 +151,8 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
     callers,
     leases: new LeaseRequests(replica, identity, callers, store, accounts, events, metrics, policy, clock, refusals),
     quota: new QuotaQueries(store, identity, accounts, clock),
-    billing: new Billing(store, accounts, config.policy, clock, refusals),
+    billing: new Billing(store, accounts, config.policy, clock),
+    usage: new UsageLedger(store, clock, refusals),
     diagnose: new Diagnose(store, identity, accounts, replica, policy, clock),
     nodes: new NodeAgents(store, replica, config.pool.devices, clock),
     directory: new Directory(store, accounts, policy, clock, {

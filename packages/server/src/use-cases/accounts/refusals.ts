@@ -6,7 +6,7 @@ const MAX_PENDING = 5_000;
 
 /**
  * Admissions refused (quota, credits, cap, no GPU…) counted per day, identity, app and code for
- * the usage summary (SPEC §10). A refusal changes nothing in the database by contract, and a
+ * the usage summary (docs/billing.md). A refusal changes nothing in the database by contract, and a
  * flood of them must not become a flood of writes: they are counted in memory and added to the
  * day's rows every few seconds (and before a summary is read, and at shutdown) in one transaction.
  * A crash loses at most the counts since the last write.

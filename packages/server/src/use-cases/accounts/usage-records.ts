@@ -1,7 +1,7 @@
 import type { LeaseRecord, UsageRecordRow } from "../../storage/store.js";
 
 /**
- * The usage record of a lease that just ended (SPEC §10): what it held, what it was charged and
+ * The usage record of a lease that just ended (docs/billing.md): what it held, what it was charged and
  * which bucket paid — the quota first, the rest overage. Its id is the lease's. Its wallet
  * transactions, if it held credits, are added by the settlement (Accounts.step).
  */

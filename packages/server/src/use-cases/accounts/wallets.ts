@@ -1,8 +1,11 @@
 import {
+  MAX_MICROS,
   billingMonth,
   billingOf,
   creditTotals,
+  displayMoney,
   expireGrants,
+  fail,
   includedGrant,
   includedGrantId,
   overageBlocker,
@@ -236,6 +239,60 @@ export class Wallets {
       shares.push({ grantId: s.grantId, micros: s.micros, holdTxId: newOrderedId("wt", now) });
     }
     return { shares, view: this.viewOf(identity, placed.grants, wallet.account, now) };
+  }
+
+  /** Saves a user's overage settings (the wallet was loaded, so locked); the overage view they give. */
+  async saveSettings(
+    tx: Tx,
+    identity: Identity,
+    grants: readonly GrantRecord[],
+    account: BillingAccountRecord,
+    now: number,
+  ): Promise<OverageView> {
+    await tx.wallets.putAccount(account);
+    return this.viewOf(identity, grants, account, now).overage;
+  }
+
+  /**
+   * An operator's grant, once per idempotency key: the key's earlier grant (created: false), or
+   * this one with its `grant` transaction. A key reused with another amount or category, or a
+   * balance past the largest a wallet may hold, is refused and nothing is written.
+   */
+  async addGrant(tx: Tx, grant: GrantRecord, currency: string): Promise<{ grant: GrantRecord; created: boolean }> {
+    const key = grant.idempotencyKey;
+    await tx.wallets.lock(grant.userId);
+    const before = key === null ? null : await tx.wallets.grantByKey(grant.userId, key);
+    if (before !== null) {
+      if (before.amountMicros !== grant.amountMicros || before.category !== grant.category)
+        fail(
+          "idempotency_key_reused",
+          `The idempotency key "${key}" already granted ${before.amountMicros} micro-units of ${before.category} credits (${before.id}); a grant with other content needs a new key. Nothing was changed.`,
+          { grant: before.id },
+        );
+      return { grant: before, created: false };
+    }
+    const balance = (await tx.wallets.grants(grant.userId)).reduce((sum, g) => sum + g.remainingMicros, 0);
+    if (balance + grant.amountMicros > MAX_MICROS)
+      fail(
+        "invalid_request",
+        `This grant would take the wallet past the largest balance a wallet may hold (${displayMoney(MAX_MICROS, currency)}). Nothing was changed.`,
+        { errors: [{ field: "amount", message: "would take the wallet past its largest balance" }] },
+      );
+    await tx.wallets.insertGrant(grant);
+    const at = grant.createdAt;
+    const id = newOrderedId("wt", at);
+    await tx.wallets.addTransactions([
+      {
+        id,
+        userId: grant.userId,
+        at,
+        kind: "grant",
+        amountMicros: grant.amountMicros,
+        grantId: grant.id,
+        leaseId: null,
+      },
+    ]);
+    return { grant, created: true };
   }
 
   /**
