@@ -91,6 +91,14 @@ describe("the server's shape", () => {
     expect(touching).toEqual(["packages/server/src/use-cases/accounts/accounts.ts"]);
   });
 
+  it("only the wallets seam writes wallets: grants, their transactions, billing settings", () => {
+    const writing = serverFiles
+      .filter((f) => !f.includes("/storage/"))
+      .filter((f) => /tx\.wallets\.(putAccount|insertGrant|updateGrant|addTransactions|lock)\(/.test(text(f)))
+      .map(rel);
+    expect(writing).toEqual(["packages/server/src/use-cases/accounts/wallets.ts"]);
+  });
+
   it("one function decides admission, and the pool's and the quota's refusal texts live beside it in core", () => {
     const deciders = [...serverFiles, ...sources(core)]
       .filter((f) => /\bdecideAdmission\(/.test(text(f)))
@@ -123,5 +131,23 @@ describe("the server's shape", () => {
     );
     const long = files.map((f) => ({ file: rel(f), lines: text(f).split("\n").length })).filter((f) => f.lines > 400);
     expect(long).toEqual([]);
+  });
+});
+
+describe("the project's documents", () => {
+  it("comments, tests and docs cite the project's own docs, never the product spec's sections", () => {
+    const dirs = ["packages", "test", "bench", "docs"].map((d) => join(root, d));
+    const files = (dir: string): string[] =>
+      readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+        e.name === "node_modules" || e.name === "dist"
+          ? []
+          : e.isDirectory()
+            ? files(join(dir, e.name))
+            : /\.(tsx?|js|md)$/.test(e.name)
+              ? [join(dir, e.name)]
+              : [],
+      );
+    const citing = [...dirs.flatMap(files), join(root, "README.md")].filter((f) => /\bSPEC\b/.test(text(f))).map(rel);
+    expect(citing).toEqual([]);
   });
 });
