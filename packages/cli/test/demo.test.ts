@@ -17,12 +17,14 @@ afterAll(() => {
 const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 
 /**
- * Runs the printed tour's steps 1–3 as a person pasting them into bash would (from the
- * repository, so `npx gpupool` is this build), and returns what they print.
+ * Runs the printed tour's steps 1–3 (or step 1 and step 10) as a person pasting them into bash
+ * would (from the repository, so `npx gpupool` is this build), and returns what they print.
  */
-function pasteTourSteps(stdout: string): Promise<string> {
-  const script = /^# 1\. [\s\S]*?(?=^# 4\. )/m.exec(stdout)?.[0];
-  if (script === undefined) throw new Error(`no steps 1-3 in:\n${stdout}`);
+function pasteTourSteps(stdout: string, credits = false): Promise<string> {
+  const first = /^# 1\. [\s\S]*?(?=^# 2\. )/m.exec(stdout)?.[0];
+  const rest = (credits ? /^# 10\. [\s\S]*?(?=^Press Ctrl-C)/m : /^# 2\. [\s\S]*?(?=^# 4\. )/m).exec(stdout)?.[0];
+  if (first === undefined || rest === undefined) throw new Error(`no steps to paste in:\n${stdout}`);
+  const script = first + rest;
   const env: NodeJS.ProcessEnv = {};
   for (const [key, value] of Object.entries(process.env)) if (!key.startsWith("GPUPOOL_")) env[key] = value;
   return new Promise((resolve, reject) => {
@@ -78,6 +80,15 @@ describe("gpupool demo", () => {
       // are kept in the demo's directory, not in /tmp.
       const bob = /user bob {7}(u_\S+),/.exec(out)?.[1] ?? "";
       expectTourWorked(await pasteTourSteps(out), bob);
+      // Step 10, cleo's credits: a call split between quota and overage, a call past her cap, the
+      // release — pasted twice, as a person trying it again would (each time it works as printed).
+      for (let paste = 0; paste < 2; paste++) {
+        const credits = await pasteTourSteps(out, true);
+        expect(credits).toMatch(/^HTTP 201\n\{"quota_s":\d+,"overage_s":\d+,"hold_micros":\d+/m);
+        expect(credits).toContain('"code":"spend_cap_reached"');
+        expect(credits).toMatch(/\{"id":"ls_[^"]+","status":"released"/);
+        expect(credits).not.toContain("undefined");
+      }
       expect(out).not.toMatch(/\/tmp\/gpupool-(lease|grant)/);
       expect(out).toContain(`-o ${join(dir, "lease.json")}`);
       expect(existsSync(join(dir, "lease.json"))).toBe(true);
