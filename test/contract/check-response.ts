@@ -211,6 +211,10 @@ export function checkServerResponse(response: ReceivedResponse): string | null {
   if (c.routes.some((r) => r.method === method && r.pattern.test(path))) return checkResponse(response);
   const what = `${method} ${path} → ${response.status}`;
   const contentType = typeof response.contentType === "string" ? response.contentType : "";
+  // A page the dashboard routes in the browser (a deep link, a reload): the dashboard's page, as
+  // the `dashboardPage` operation documents for any path outside /v1/ asked for as text/html.
+  if (method === "GET" && !path.startsWith("/v1/") && response.status === 200 && contentType.startsWith("text/html"))
+    return checkResponse({ ...response, url: "/" });
   if (response.status !== 404 || !contentType.startsWith("application/problem+json")) {
     throw new ContractMismatch(
       `${what}: no such operation in the contract, and the answer is not a 404 problem (undocumented route). Body: ${snippet(response.body)}`,

@@ -755,6 +755,8 @@ describe("the server's responses match the contract", () => {
     // Its pages: built or not, / is a page; an asset the build does not have is a 404 problem.
     expectStatus(await t.checked("GET", "/"), 200);
     expectStatus(await t.checked("GET", "/assets/not-built-000000.js"), 404, "not_found");
+    // A file at the build's root that is not there, asked for as anything but a page: a 404 problem.
+    expectStatus(await t.checked("GET", "/not-built-000000.txt"), 404, "not_found");
   });
 
   it("the checker refuses what the contract does not describe", () => {

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { normalizeConfig } from "../src/config.js";
 import { createServer } from "../src/main/server.js";
 import type { TestServer } from "./harness.js";
-import { ADMIN, allLeases, expectProblem, quotaOf, startTestServer } from "./harness.js";
+import { ADMIN, allLeases, checkEveryAnswer, expectProblem, quotaOf, startTestServer } from "./harness.js";
 
 /**
  * docs/design.md: bad input of every kind gets a clear 4xx problem (problem+json, code, status, detail,
@@ -247,6 +247,7 @@ describe("the admin API without GPUPOOL_ADMIN_TOKEN", () => {
   it("answers 403 admin_disabled and creates nothing", async () => {
     const config = normalizeConfig({ storage: { url: "sqlite::memory:" } });
     const server = await createServer(config, { adminToken: null, logger: pino({ level: "silent" }) });
+    checkEveryAnswer(server);
     try {
       for (const token of ["", ADMIN, "anything"]) {
         const res = await server.app.inject({

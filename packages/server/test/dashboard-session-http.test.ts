@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { TestServer } from "./harness.js";
-import { ADMIN, expectProblem, startTestServer, storageUrlFor } from "./harness.js";
+import { ADMIN, checkEveryAnswer, expectProblem, startTestServer, storageUrlFor } from "./harness.js";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -205,6 +205,7 @@ describe("dashboard secrets in logs", () => {
         logger: pino({ level: "trace", redact: LOG_REDACT }, stream),
       },
     );
+    checkEveryAnswer(server);
     try {
       const inject = (
         method: "GET" | "POST" | "PATCH" | "DELETE",

@@ -1,6 +1,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
+import type { InjectOptions } from "fastify";
 import { pino } from "pino";
 import { expect } from "vitest";
 import { checkServerResponse } from "../../../test/contract/check-response.js";
@@ -68,6 +69,7 @@ export async function serveAt(
     ...(options.clock ? { clock: options.clock } : {}),
     ...(options.storage ? { storage: options.storage } : {}),
   });
+  checkEveryAnswer(server);
   const call: TestServer["call"] = async (method, url, opts = {}) => {
     const headers: Record<string, string> = { ...(opts.headers ?? {}) };
     if (opts.token) headers["authorization"] = `Bearer ${opts.token}`;
@@ -82,17 +84,7 @@ export async function serveAt(
           }
         : {}),
     });
-    let body: unknown = res.body;
-    // JSON bodies only: an NDJSON export of one record would parse as JSON too.
-    if (/^application\/(?:[a-z.+-]*\+)?json\b/.test(String(res.headers["content-type"] ?? "")))
-      try {
-        body = res.json();
-      } catch {
-        /* not JSON */
-      }
-    // Every answer must be what the contract (and so the OpenAPI document and docs/wire.md) says.
-    checkServerResponse({ method, url, status: res.statusCode, contentType: res.headers["content-type"], body });
-    return { status: res.statusCode, body, headers: res.headers };
+    return { status: res.statusCode, body: bodyOf(res), headers: res.headers };
   };
   const user = async (name: string, tier = "free") => {
     const r = await call("POST", "/v1/admin/users", { token: ADMIN, body: { name, tier } });
@@ -125,6 +117,42 @@ export async function serveAt(
       if (!options.keepDir) rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** A JSON answer parsed (problem+json too); anything else as text. */
+function bodyOf(res: { body: string; headers: Record<string, unknown>; json: () => unknown }): unknown {
+  const type = res.headers["content-type"];
+  // JSON bodies only: an NDJSON export of one record would parse as JSON too.
+  if (typeof type === "string" && /^application\/(?:[a-z.+-]*\+)?json\b/.test(type))
+    try {
+      return res.json();
+    } catch {
+      /* not JSON */
+    }
+  return res.body;
+}
+
+/**
+ * Every answer the server gives a test must be what the contract (and so the OpenAPI document and
+ * docs/wire.md) says: `app.inject` checks each one, also when a test injects a raw request itself.
+ */
+export function checkEveryAnswer(server: RunningServer): void {
+  const app = server.app;
+  const inject = app.inject.bind(app);
+  const checked = async (opts: InjectOptions) => {
+    const res = await inject(opts);
+    const method = String(opts.method ?? "GET");
+    const url = typeof opts.url === "string" ? opts.url : typeof opts.path === "string" ? opts.path : "/";
+    checkServerResponse({
+      method,
+      url,
+      status: res.statusCode,
+      contentType: res.headers["content-type"],
+      body: bodyOf(res),
+    });
+    return res;
+  };
+  app.inject = checked as typeof app.inject;
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));

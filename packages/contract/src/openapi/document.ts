@@ -58,7 +58,10 @@ const TAGS = [
     description:
       "Credits and overage (docs/billing.md): money in whole micro-units of the currency (`*_micros`), each with a `display` string.",
   },
-  { name: "Usage", description: "The usage ledger (docs/billing.md): one immutable record per ended lease, and totals." },
+  {
+    name: "Usage",
+    description: "The usage ledger (docs/billing.md): one immutable record per ended lease, and totals.",
+  },
   { name: "Identity", description: "X-IP-Tokens: who the end user of an app's call is." },
   { name: "Sessions", description: "Browser sessions of the edge (identity proxy)." },
   {
@@ -162,7 +165,11 @@ function successResponse(spec: ResponseSpec): OpenApiResponse {
     };
   }
   if ("empty" in spec) return { description: spec.description };
-  return { description: spec.description, content: { [spec.text]: { schema: { type: "string" } } } };
+  const types: readonly string[] = typeof spec.text === "string" ? [spec.text] : spec.text;
+  return {
+    description: spec.description,
+    content: Object.fromEntries(types.map((type) => [type, { schema: { type: "string" } }])),
+  };
 }
 
 function problemResponses(codes: readonly ProblemCode[]): Record<string, OpenApiResponse> {

@@ -61,7 +61,8 @@ export type ResponseSpec =
       readonly alsoText?: readonly string[];
     }
   | { readonly description: string; readonly events: Readonly<Record<string, z.ZodMiniType>> }
-  | { readonly description: string; readonly text: string }
+  /** A body as text, of one media type or (a static file) of one of several. */
+  | { readonly description: string; readonly text: string | readonly string[] }
   /** No body (204). */
   | { readonly description: string; readonly empty: true };
 

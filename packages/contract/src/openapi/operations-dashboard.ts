@@ -3,6 +3,24 @@ import * as dashboard from "../dashboard.js";
 import { PoolView } from "../pool.js";
 import type { Operation } from "./operation-types.js";
 
+/** The media types of the dashboard's built files, by their extension. */
+const FILE_TYPES = [
+  "text/javascript",
+  "text/css",
+  "application/json",
+  "image/svg+xml",
+  "image/png",
+  "image/jpeg",
+  "image/x-icon",
+  "image/webp",
+  "font/woff2",
+  "font/woff",
+  "text/plain",
+  "application/manifest+json",
+  "text/html",
+  "application/octet-stream",
+] as const;
+
 /** The dashboard's pages (docs/dashboard.md): the single-page app and its assets. */
 export const DASHBOARD_PAGE_OPERATIONS: readonly Operation[] = [
   {
@@ -27,7 +45,26 @@ export const DASHBOARD_PAGE_OPERATIONS: readonly Operation[] = [
     auth: [],
     noStorage: true,
     pathParams: [{ name: "file", description: "The asset's file name, as the page names it." }],
-    responses: { 200: { description: "The file.", text: "application/octet-stream" } },
+    responses: {
+      200: {
+        description: "The file, typed by its extension.",
+        text: FILE_TYPES,
+      },
+    },
+    problems: ["not_found"],
+  },
+  {
+    id: "dashboardFile",
+    method: "get",
+    path: "/{file}",
+    tag: "Dashboard",
+    summary: "A file the dashboard's build put at its root (an icon, a manifest)",
+    description:
+      "`Cache-Control: no-cache`. A name that is not such a file, asked for as text/html, gets the dashboard's page (`GET /`); otherwise a 404 problem.",
+    auth: [],
+    noStorage: true,
+    pathParams: [{ name: "file", description: "The file's name." }],
+    responses: { 200: { description: "The file, typed by its extension.", text: FILE_TYPES } },
     problems: ["not_found"],
   },
 ];
