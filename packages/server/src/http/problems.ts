@@ -75,7 +75,7 @@ const STORAGE_UNAVAILABLE = {
   },
   database_missing: {
     detail:
-      "The pool's database file was deleted or replaced while the server ran, so the server writes nothing more (it would be lost); nothing was changed. Tell the operator: the server must be restarted on its database.",
+      "The pool's database file was deleted or replaced while the server ran, or is damaged (it no longer reads as a database), so the server writes nothing more (it would be lost); nothing was changed. Tell the operator: the server must be restarted on its database (restored from a backup if damaged).",
     retryAfterS: 60,
   },
   write_failed: {
