@@ -1,10 +1,13 @@
+import { randomUUID } from "node:crypto";
+import { idempotencyKey } from "../../packages/server/src/use-cases/leases/idempotency.js";
 import { startServerBinary } from "./binary.js";
 import type { ServerProcess } from "./binary.js";
 
 /**
  * Replicas (the real `gpupool server` binary) and a bounded mixed load against them, for the
  * PostgreSQL fault suite: every process exit that the test did not ask for is a crash, and every
- * 2xx the load saw is kept for the invariant checker (pg-invariants.ts).
+ * 2xx the load saw is kept for the invariant checker (pg-invariants.ts), as is the Idempotency-Key
+ * of every admission the client was told failed.
  */
 
 export interface Reply {
@@ -20,6 +23,7 @@ export async function call(
   token: string,
   body?: unknown,
   timeoutMs = 5_000,
+  headers: Record<string, string> = {},
 ): Promise<Reply> {
   try {
     const res = await fetch(base + path, {
@@ -27,6 +31,7 @@ export async function call(
       headers: {
         authorization: `Bearer ${token}`,
         ...(body === undefined ? {} : { "content-type": "application/json" }),
+        ...headers,
       },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       signal: AbortSignal.timeout(timeoutMs),
@@ -145,15 +150,63 @@ export interface Acknowledged {
   status: string;
   /** What the release or cancel said it charged, in seconds (null until one was acknowledged). */
   charged: number | null;
+  /** The Idempotency-Key it was admitted with, and the token that sent it (Load's admissions). */
+  readonly key?: { readonly key: string; readonly token: string };
+}
+
+/** An admission the client was told failed: its answer, and the Idempotency-Key it was sent with. */
+export interface ToldFailed {
+  readonly key: string;
+  readonly token: string;
+  readonly status: number;
+  readonly code: string | undefined;
+  readonly reason: string | undefined;
+}
+
+/**
+ * Whether an answer told the client the request failed: a 4xx, or a 5xx that does not say its
+ * outcome is unknown. A call that got no answer (status 0: a dead or frozen replica, a cut
+ * connection) and a 503 `outcome_unknown` may have made a lease; such a failure made none.
+ */
+export function toldFailure(r: Reply): boolean {
+  return r.status >= 400 && r.body?.reason !== "outcome_unknown";
+}
+
+/**
+ * The load's Idempotency-Keys as the server stores them (idempotency_keys.scope_key), for a load
+ * whose callers are users calling for themselves (`userOf`: a token's user id): `toldFailed`, each
+ * with what the client was told; `made`, each with the lease the client was told of.
+ */
+export function scopedKeys(
+  load: { readonly toldFailed: readonly ToldFailed[]; readonly acked: ReadonlyMap<string, Acknowledged> },
+  userOf: (token: string) => string,
+): { toldFailed: Map<string, string>; made: Map<string, string> } {
+  const request = { durationMs: 0, size: "", queue: true, node: null };
+  const scoped = (k: { key: string; token: string }): string => {
+    const user = { kind: "user" as const, id: userOf(k.token) };
+    return idempotencyKey(k.key, user, user, request)!.scopeKey;
+  };
+  return {
+    toldFailed: new Map(
+      load.toldFailed.map((f) => {
+        const said = `${f.status} ${f.code ?? ""}${f.reason === undefined ? "" : ` (${f.reason})`}`;
+        return [scoped(f), `${said}, key ${f.key}`];
+      }),
+    ),
+    made: new Map([...load.acked.values()].flatMap((a) => (a.key === undefined ? [] : [[scoped(a.key), a.id]]))),
+  };
 }
 
 /**
  * A bounded mixed load: `workers` loops, each admitting a short lease for one of `tokens` through a
  * random live replica, then releasing it, cancelling it, or leaving it to expire (or to time out in
- * the queue). Paced so that the pool of a few slots stays full and some calls queue.
+ * the queue). Paced so that the pool of a few slots stays full and some calls queue. Every
+ * admission carries an Idempotency-Key of its own; those of the admissions told they failed are
+ * kept (`toldFailed`), for the checker to find that none made a lease.
  */
 export class Load {
   readonly acked = new Map<string, Acknowledged>();
+  readonly toldFailed: ToldFailed[] = [];
   readonly statuses = new Map<number, number>();
   requests = 0;
   private running = false;
@@ -183,11 +236,17 @@ export class Load {
     return live[Math.floor(Math.random() * live.length)]!.process.url;
   }
 
-  private async send(method: string, path: string, token: string, body?: unknown): Promise<Reply> {
+  private async send(
+    method: string,
+    path: string,
+    token: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<Reply> {
     const base = this.pick();
     if (base === null) return { status: 0, body: null };
     this.requests++;
-    const r = await call(base, method, path, token, body);
+    const r = await call(base, method, path, token, body, 5_000, headers);
     this.statuses.set(r.status, (this.statuses.get(r.status) ?? 0) + 1);
     return r;
   }
@@ -195,13 +254,24 @@ export class Load {
   private async loop(worker: number): Promise<void> {
     for (let n = 0; this.running; n++) {
       const token = this.tokens[(worker + n) % this.tokens.length]!;
-      const admitted = await this.send("POST", "/v1/leases", token, { duration: 1 + (n % 3) });
+      const key = randomUUID();
+      const admitted = await this.send(
+        "POST",
+        "/v1/leases",
+        token,
+        { duration: 1 + (n % 3) },
+        { "idempotency-key": key },
+      );
+      if (toldFailure(admitted)) {
+        const b = admitted.body as { code?: string; reason?: string } | null;
+        this.toldFailed.push({ key, token, status: admitted.status, code: b?.code, reason: b?.reason });
+      }
       if (admitted.status !== 201 && admitted.status !== 202) {
         await sleep(200);
         continue;
       }
       const id = admitted.body.id as string;
-      this.acked.set(id, { id, status: admitted.body.status as string, charged: null });
+      this.acked.set(id, { id, status: admitted.body.status as string, charged: null, key: { key, token } });
       await sleep(100 + Math.random() * 500);
       const choice = Math.random();
       // Some leases are left alone: they expire at their deadline, or time out in the queue.

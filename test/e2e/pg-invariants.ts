@@ -19,6 +19,13 @@ export interface InvariantOptions {
   readonly graceMs: number;
   /** The leases the clients were told of (taken before the snapshot: each was committed before its answer). */
   readonly acked: ReadonlyMap<string, Acknowledged>;
+  /**
+   * The Idempotency-Keys (as stored: idempotency_keys.scope_key) of the admissions the clients were
+   * told failed, each with what they were told: none may name a lease (failedScopeKeys).
+   */
+  readonly toldFailed?: ReadonlyMap<string, string>;
+  /** The keys (as stored) of acknowledged admissions, each with its lease: each must name it (and shows the keys are read right). */
+  readonly keysMade?: ReadonlyMap<string, string>;
 }
 
 export interface InvariantReport {
@@ -72,7 +79,7 @@ export async function checkInvariants(o: InvariantOptions): Promise<InvariantRep
     connection: { search_path: schema },
   });
   try {
-    const { leases, ledgers, wallets, now } = await sql.begin("isolation level repeatable read", async (tx) => {
+    const { leases, ledgers, keys, wallets, now } = await sql.begin("isolation level repeatable read", async (tx) => {
       const leases = await tx.unsafe<LeaseRow[]>(
         "SELECT id, identity_kind, identity_id, tier, status, reserved_ms, quota_ms, charged_ms, window_started_at, node, device_index, slot_indexes, queued_at FROM leases",
       );
@@ -87,14 +94,44 @@ export async function checkInvariants(o: InvariantOptions): Promise<InvariantRep
         ),
         leases: [...(await tx.unsafe<BilledLeaseRow[]>(WALLET_QUERIES.leases))],
       };
-      return { leases: [...leases], ledgers: [...ledgers], wallets, now: Date.now() };
+      const keys = await tx.unsafe<KeyRow[]>("SELECT scope_key, lease_id FROM idempotency_keys");
+      return { leases: [...leases], ledgers: [...ledgers], keys: [...keys], wallets, now: Date.now() };
     });
     const report = judge(o, leases, ledgers, acked, now);
+    report.violations.push(...keyViolations(o, keys, leases));
     report.violations.push(...walletViolations(wallets.grants, wallets.txs, wallets.leases));
     return report;
   } finally {
     await sql.end({ timeout: 1 });
   }
+}
+
+/** A row of idempotency_keys: the lease a key made. */
+export interface KeyRow {
+  scope_key: string;
+  lease_id: string;
+}
+
+/**
+ * "No lease exists that the client was told failed": a key whose admission was answered as failed
+ * names no lease; and every acknowledged admission's key names the lease it was told of.
+ */
+export function keyViolations(
+  o: Pick<InvariantOptions, "toldFailed" | "keysMade">,
+  keys: readonly KeyRow[],
+  leases: readonly LeaseRow[],
+): string[] {
+  const ids = new Set(leases.map((l) => l.id));
+  const stored = new Map(keys.map((k) => [k.scope_key, k.lease_id]));
+  const violations: string[] = [];
+  for (const [key, said] of o.toldFailed ?? []) {
+    const lease = stored.get(key);
+    if (lease !== undefined && ids.has(lease))
+      violations.push(`lease ${lease} exists, but its admission was answered ${said}`);
+  }
+  for (const [key, id] of o.keysMade ?? [])
+    if (stored.get(key) !== id) violations.push(`lease ${id}'s Idempotency-Key names ${stored.get(key) ?? "nothing"}`);
+  return violations;
 }
 
 /** The invariants over rows read in one snapshot (also used by the SQLite backup test). */

@@ -1,13 +1,14 @@
 import Database from "better-sqlite3";
 import type { Acknowledged } from "./pg-fault-kit.js";
-import { judge } from "./pg-invariants.js";
-import type { InvariantReport, LeaseRow, LedgerRow } from "./pg-invariants.js";
+import { judge, keyViolations } from "./pg-invariants.js";
+import type { InvariantOptions, InvariantReport, KeyRow, LeaseRow, LedgerRow } from "./pg-invariants.js";
 import { WALLET_QUERIES, allWalletTransactions, walletViolations } from "./wallet-invariants.js";
 import type { BilledLeaseRow, GrantRow, UsageWalletRow, WalletTxRow } from "./wallet-invariants.js";
 
 /**
  * The ledger, lease and wallet invariants of pg-invariants.ts, over a SQLite file read in one
- * snapshot (a read-only connection: safe beside a server that holds the file).
+ * snapshot (a read-only connection: safe beside a server that holds the file); with `toldFailed`
+ * and `keysMade`, also what the load was told of its Idempotency-Keys (keyViolations).
  */
 export function checkSqliteInvariants(
   file: string,
@@ -16,7 +17,7 @@ export function checkSqliteInvariants(
     readonly queueTimeoutMs: number;
     readonly graceMs: number;
     readonly acked: ReadonlyMap<string, Acknowledged>;
-  },
+  } & Pick<InvariantOptions, "toldFailed" | "keysMade">,
 ): InvariantReport {
   const db = new Database(file, { readonly: true, fileMustExist: true });
   try {
@@ -36,12 +37,14 @@ export function checkSqliteInvariants(
         db.prepare(WALLET_QUERIES.usageWallets).all() as UsageWalletRow[],
       ),
       billed: db.prepare(WALLET_QUERIES.leases).all() as BilledLeaseRow[],
+      keys: db.prepare("SELECT scope_key, lease_id FROM idempotency_keys").all() as KeyRow[],
       now: Date.now(),
     }));
     const s = read();
     const report = judge(o, s.leases, s.ledgers, new Map(o.acked), s.now);
     // SQLite's held_micros is as of each grant's last write (see walletViolations).
     report.violations.push(...walletViolations(s.grants, s.txs, s.billed, false));
+    report.violations.push(...keyViolations(o, s.keys, s.leases));
     return report;
   } finally {
     db.close();

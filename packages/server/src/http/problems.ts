@@ -3,7 +3,7 @@ import { DomainError, excerpt, problem } from "@gpupool/core";
 import type { Problem } from "@gpupool/core";
 import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { sqliteReason } from "../storage/sqlite/file-health.js";
-import { LeadershipLostError, StorageUnavailableError } from "../storage/store.js";
+import { LeadershipLostError, StorageUnavailableError, outcomeUnknown } from "../storage/store.js";
 import type { StorageUnavailableReason } from "../storage/store.js";
 
 export function sendProblem(reply: FastifyReply, p: Problem, retryAfterS: number | null = null): FastifyReply {
@@ -63,6 +63,11 @@ const STORAGE_UNAVAILABLE = {
       "This server stalled in the middle of a database transaction and the database ended it; nothing was changed. Retry.",
     retryAfterS: 1,
   },
+  outcome_unknown: {
+    detail:
+      "The connection to the pool's database broke while this request's changes were being committed, so whether they took effect is not known: they may have. Retry with the same Idempotency-Key (the SDK does), which returns the lease if it was made, or look the lease up.",
+    retryAfterS: 1,
+  },
   disk_full: {
     detail:
       "The disk the pool's database is on is full; nothing was changed. The operator must free space: the pool catches up by itself once there is room.",
@@ -70,7 +75,7 @@ const STORAGE_UNAVAILABLE = {
   },
   database_missing: {
     detail:
-      "The pool's database file was deleted or replaced while the server ran, so the server writes nothing more (it would be lost); nothing was changed. Tell the operator: the server must be restarted on its database.",
+      "The pool's database file was deleted or replaced while the server ran, or is damaged (it no longer reads as a database), so the server writes nothing more (it would be lost); nothing was changed. Tell the operator: the server must be restarted on its database (restored from a backup if damaged).",
     retryAfterS: 60,
   },
   write_failed: {
@@ -158,15 +163,14 @@ export function installErrorHandling(
     if ((err as Error) instanceof LeadershipLostError) {
       logFor(req).warn({ err }, "leadership lost during a request");
       const lost = err as unknown as LeadershipLostError;
-      const outcome = lost.outcomeUnknown
-        ? "It broke while the request's changes were being committed, so whether they took effect is not known: retry with the same Idempotency-Key (the SDK does), which returns the lease if it was made, or look the lease up."
-        : "Nothing was changed; retry.";
+      // Lost while committing: the same answer as any write whose COMMIT's answer was lost.
+      if (lost.outcomeUnknown) return sendStorageUnavailable(reply, outcomeUnknown(lost));
       return sendProblem(
         reply,
         problem(
           "storage_unavailable",
-          `This replica's session with the pool's database ended while handling the request (the database restarted or cannot be reached), so it no longer leads the pool; another replica, or this one once the database is back, takes over within seconds. ${outcome}`,
-          { reason: lost.outcomeUnknown ? "outcome_unknown" : "leadership_lost" },
+          "This replica's session with the pool's database ended while handling the request (the database restarted or cannot be reached), so it no longer leads the pool; another replica, or this one once the database is back, takes over within seconds. Nothing was changed; retry.",
+          { reason: "leadership_lost" },
         ),
         1,
       );

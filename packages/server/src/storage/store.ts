@@ -117,7 +117,7 @@ export interface Storage {
   close(): Promise<void>;
 }
 
-export { LeadershipLostError, StorageUnavailableError } from "./storage-errors.js";
+export { LeadershipLostError, StorageUnavailableError, outcomeUnknown } from "./storage-errors.js";
 export type { StorageUnavailableReason } from "./storage-errors.js";
 
 export interface UserRecord {

@@ -1,6 +1,6 @@
 import type postgres from "postgres";
 import { Serial } from "../../serial.js";
-import { LeadershipLostError, StorageUnavailableError } from "../store.js";
+import { LeadershipLostError, outcomeUnknown } from "../store.js";
 import type { Tx } from "../store.js";
 import { leavesGroup, storageError } from "./errors.js";
 import type { FallbackReason, GroupReport } from "./group-report.js";
@@ -116,11 +116,8 @@ class Lane {
     try {
       await staged.committed;
     } catch (err) {
-      if (err instanceof LeadershipLostError && err.outcomeUnknown)
-        throw new StorageUnavailableError(
-          "The database connection broke while this transaction's commit was in flight; whether it committed is not known; retry (with the same Idempotency-Key).",
-          { cause: err },
-        );
+      // Its COMMIT's answer was lost: it may have committed, so it must not run again, nor say nothing changed.
+      if (err instanceof LeadershipLostError && err.outcomeUnknown) throw outcomeUnknown(err);
       // Nothing of the group was committed: this member runs again, on its own.
       this.o.report.fellBack("group_failed");
       return this.o.alone(fn);

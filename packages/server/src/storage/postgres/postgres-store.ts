@@ -1,11 +1,11 @@
 import type postgres from "postgres";
-import { StorageUnavailableError } from "../store.js";
+import { StorageUnavailableError, outcomeUnknown } from "../store.js";
 import type { Store, Tx } from "../store.js";
 import { MIGRATIONS } from "../migrations.js";
 import type { MigrateOptions, MigrationReport } from "../schema-version.js";
 import type { PostgresConnections } from "./connections.js";
 import { lockKey } from "./connections.js";
-import { isSerializationFailure, storageError } from "./errors.js";
+import { isConnectionError, isSerializationFailure, storageError } from "./errors.js";
 import { fence } from "./fence.js";
 import { FollowerGroups } from "./follower-groups.js";
 import { GroupReport } from "./group-report.js";
@@ -163,11 +163,24 @@ export class PostgresStore implements Store {
     };
     let value: T;
     try {
-      value = await this.inSession((sql) =>
-        runTx(postgresTx(sql, this.connections.ledgerLockSpace, undefined, this.connections.schema, false, defer), fn),
+      value = await this.inSession(
+        (sql) =>
+          runTx(
+            postgresTx(sql, this.connections.ledgerLockSpace, undefined, this.connections.schema, false, defer),
+            fn,
+          ),
+        "",
+        true,
       );
     } catch (err) {
-      throw (await firstFailure())?.err ?? err;
+      const first = await firstFailure();
+      // A write PostgreSQL refused rolled the transaction back; one the broken connection took along says nothing.
+      if (
+        first === null ||
+        (err instanceof StorageUnavailableError && err.reason === "outcome_unknown" && isConnectionError(first.err))
+      )
+        throw err;
+      throw first.err;
     }
     // A write that failed: its transaction was rolled back (its COMMIT answered ROLLBACK).
     const failure = await firstFailure();
@@ -187,10 +200,14 @@ export class PostgresStore implements Store {
    *   into the closed connection — the uncaught TypeError of session.ts. `begin` itself rejects
    *   all the same (postgres.js rejects a transaction whose connection closed), and the session
    *   is never lent again, so the abandoned `begin` holds nothing.
+   *
+   * `writes`: when the connection breaks once `fn` is done and its COMMIT is in flight, the
+   * transaction may have committed: it fails with `outcomeUnknown` (never "nothing was changed").
    */
-  private inSession<T>(fn: (sql: postgres.TransactionSql) => Promise<T>, options = ""): Promise<T> {
+  private inSession<T>(fn: (sql: postgres.TransactionSql) => Promise<T>, options = "", writes = false): Promise<T> {
     return this.connections.pool.run(async (session) => {
       let over = false;
+      let committing = false;
       // What `fn` failed with after the session closed: it says more than the driver's "connection closed".
       let cause: unknown = null;
       try {
@@ -205,7 +222,7 @@ export class PostgresStore implements Store {
           );
           const never = new Promise<never>(() => undefined);
           return fn(fenced).then(
-            (value) => (session.isOpen ? value : never),
+            (value) => (session.isOpen ? ((committing = true), value) : never),
             (err: unknown) => {
               if (session.isOpen) throw err;
               cause = err;
@@ -214,6 +231,7 @@ export class PostgresStore implements Store {
           );
         })) as T;
       } catch (err) {
+        if (writes && committing && isConnectionError(err)) throw outcomeUnknown(err);
         throw cause ?? err;
       } finally {
         over = true;

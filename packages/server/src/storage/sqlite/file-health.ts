@@ -32,6 +32,20 @@ export function sqliteUnavailable(err: unknown): StorageUnavailableError | null 
 }
 
 /**
+ * A SQLite error that says the file does not read as a database any more (damaged pages, a header
+ * that is not SQLite's): unlike a full disk it does not heal, and pages not read yet may be
+ * damaged too, so the store writes nothing more once it has seen one (see SqliteStore.damaged).
+ */
+export function damagedFile(err: unknown): StorageUnavailableError | null {
+  if (!(err instanceof Database.SqliteError)) return null;
+  if (err.code !== "SQLITE_NOTADB" && !err.code.startsWith("SQLITE_CORRUPT")) return null;
+  return new StorageUnavailableError(
+    `SQLite: the database file is damaged (${err.code}: ${err.message}); no write is committed any more`,
+    { cause: err, reason: "database_missing" },
+  );
+}
+
+/**
  * The database file this process opened, watched: deleted, or replaced by another file (another
  * inode at the path), it is no longer what the server writes to — and whatever is committed then
  * would be lost at the next start — so writes stop with a clear error instead.

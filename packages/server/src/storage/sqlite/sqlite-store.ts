@@ -13,7 +13,7 @@ import type { Staged, Stager, Store, Tx, UserRecord } from "../store.js";
 import { Checkpointer } from "./checkpointer.js";
 import type { CheckpointerOptions } from "./checkpointer.js";
 import { DatabaseLock } from "./database-lock.js";
-import { DatabaseFile, sqliteUnavailable } from "./file-health.js";
+import { DatabaseFile, damagedFile, sqliteUnavailable } from "./file-health.js";
 import { sqliteTx, writeLedger } from "./sqlite-tx.js";
 import type { SqliteConnection, Statement } from "./sqlite-tx.js";
 
@@ -86,6 +86,8 @@ export class SqliteStore implements Store {
   private readonly file: DatabaseFile | null = null;
   /** Why the last commit failed, until one succeeds again (readiness says so). */
   private lastCommitError: StorageUnavailableError | null = null;
+  /** The file was found damaged (damagedFile): nothing is committed any more, and readiness says so. */
+  private damaged: StorageUnavailableError | null = null;
   /** How many times writes were held back for a WAL restart. */
   walRestarts = 0;
 
@@ -224,6 +226,7 @@ export class SqliteStore implements Store {
         // the storage or a bug: undo the whole commit group rather than pay for a savepoint
         // around every transaction. Its other members learn of it through `committed`.
         if (this.wrote) this.rollbackBatch(err);
+        this.damaged ??= damagedFile(err);
         throw sqliteUnavailable(err) ?? err;
       }
       if (++batch.size >= MAX_BATCH) this.commitBatch();
@@ -259,7 +262,7 @@ export class SqliteStore implements Store {
     this.batch = null;
     try {
       // Written to a file nobody will open again, a commit would be lost: refuse it instead.
-      const gone = this.file?.gone();
+      const gone = this.file?.gone() ?? this.damaged;
       if (gone) throw gone;
       this.flushLedgers();
       this.flushWallets();
@@ -269,6 +272,7 @@ export class SqliteStore implements Store {
     } catch (err) {
       this.forget();
       if (this.db.inTransaction) this.db.exec("ROLLBACK");
+      this.damaged ??= damagedFile(err);
       const unavailable = err instanceof StorageUnavailableError ? err : (sqliteUnavailable(err) ?? err);
       if (unavailable instanceof StorageUnavailableError) this.lastCommitError = unavailable;
       batch.reject(unavailable);
@@ -276,11 +280,11 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * Ready only while writes commit: the file is still the one opened, its disk has room, the last
+   * Ready only while writes commit: the file is still the one opened and not found damaged, its disk has room, the last
    * commit did not fail (until one succeeds again), and it answers.
    */
   async ping(): Promise<void> {
-    const problem = this.file?.gone() ?? this.file?.tooFull() ?? this.lastCommitError;
+    const problem = this.file?.gone() ?? this.damaged ?? this.file?.tooFull() ?? this.lastCommitError;
     if (problem) throw problem;
     this.st("SELECT 1").get();
   }
