@@ -238,7 +238,7 @@ export async function shownWithin<A>(
   } catch {
     latency = await seen(20_000).catch(() => Infinity);
   }
-  console.log(`dashboard: ${what} ${latency} ms after the SDK call returned`);
+  console.log(`dashboard: ${what}: ${latency} ms`);
   expect(latency, `${what}: within ${ms} ms`).toBeLessThanOrEqual(ms);
   return latency;
 }
