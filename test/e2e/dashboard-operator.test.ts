@@ -231,6 +231,22 @@ describe("the dashboard in a browser: the operator", () => {
         expect(res.status, origin).toBe(403);
         expect(((await res.json()) as { code?: string }).code, origin).toBe("csrf_failed");
       }
+      // Even with the session's CSRF token (which only the dashboard's page can read), another
+      // origin is refused: the origin check, not only the token's.
+      const session = { cookie: `${cookie.name}=${cookie.value}` };
+      const csrf = ((await (await fetch(`${w.url}/v1/dashboard/session`, { headers: session })).json()) as any)
+        .csrf_token as string;
+      const withToken = (origin: string, key: string) =>
+        fetch(target, {
+          method: "POST",
+          headers: { ...session, "content-type": "application/json", "x-csrf-token": csrf, origin },
+          body: JSON.stringify({ amount: "0.01", category: "promotional", idempotency_key: key }),
+        });
+      for (const origin of [`http://evil.test:${port}`, `http://127.0.0.1:${port}`]) {
+        const res = await withToken(origin, `forged-${origin}`);
+        expect(res.status, origin).toBe(403);
+        expect(((await res.json()) as { code?: string }).code, origin).toBe("csrf_failed");
+      }
       expect(await state()).toEqual(before);
       // The dashboard's own origin, with the cookie but without the X-CSRF-Token header.
       const answer = await admin.evaluate(
@@ -247,6 +263,10 @@ describe("the dashboard in a browser: the operator", () => {
       expect(answer.status).toBe(403);
       expect(answer.body.code).toBe("csrf_failed");
       expect(await state()).toEqual(before);
+      // The control: the same request from the dashboard's own origin is taken (so the refusals above
+      // were the origin's and the token's, not a malformed request's).
+      expect((await withToken(w.url, "control")).status).toBe(201);
+      expect((await state()).balance).toBe(before.balance + 10_000);
     },
   );
 
