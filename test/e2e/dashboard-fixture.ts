@@ -47,7 +47,17 @@ export interface DashWorld {
   stop(): Promise<void>;
 }
 
-export async function startDashWorld(extraConfig: readonly string[] = []): Promise<DashWorld> {
+export interface DashOptions {
+  /** The pool's simulated nodes, as the YAML's flow list (default: one node, 2 GPUs × 2 slots). */
+  readonly pool?: string;
+  /** The overage price per GPU-minute (default "0.10"). */
+  readonly price?: string;
+}
+
+export async function startDashWorld(
+  extraConfig: readonly string[] = [],
+  options: DashOptions = {},
+): Promise<DashWorld> {
   const dir = mkdtempSync(join(tmpdir(), "gpupool-dash-"));
   const config = join(dir, "gpupool.yaml");
   writeFileSync(
@@ -57,13 +67,13 @@ export async function startDashWorld(extraConfig: readonly string[] = []): Promi
       `  url: "${testStorage(join(dir, "state.db"))}"`,
       "pool:",
       // Four slots: four large calls fill the pool and the fifth waits.
-      "  simulated: [{ node: sim-0, gpus: 2, slots_per_gpu: 2 }]",
+      `  simulated: ${options.pool ?? "[{ node: sim-0, gpus: 2, slots_per_gpu: 2 }]"}`,
       "billing:",
       "  currency: USD",
       "  overage:",
       "    enabled: true",
       "    tiers: [pro]",
-      '    price_per_gpu_minute: "0.10"',
+      `    price_per_gpu_minute: "${options.price ?? "0.10"}"`,
       '    default_monthly_cap: "5.00"',
       ...extraConfig,
       "log:",
@@ -72,7 +82,30 @@ export async function startDashWorld(extraConfig: readonly string[] = []): Promi
   );
   const server = await startServerBinary(["--config", config], { GPUPOOL_ADMIN_TOKEN: ADMIN });
   const admin = createClient({ url: server.url, adminToken: ADMIN });
-  const browser = await chromium.launch({
+  const browser = await launchBrowser();
+  return {
+    dir,
+    server,
+    url: server.url,
+    admin,
+    browser,
+    async user(name, tier = "pro") {
+      const u = await admin.admin.createUser({ name, tier });
+      return { id: u.id, token: u.token, client: createClient({ url: server.url, token: u.token }) };
+    },
+    context: (options = {}) => personContext(browser, options),
+    signIn: (page, token) => signInAt(page, server.url, token),
+    async stop() {
+      await browser.close().catch(() => undefined);
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Debian's chromium, headless; every `*.test` host name resolves to this machine (for cross-site pages). */
+export function launchBrowser(): Promise<Browser> {
+  return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     args: [
@@ -86,42 +119,33 @@ export async function startDashWorld(extraConfig: readonly string[] = []): Promi
       "--host-resolver-rules=MAP *.test 127.0.0.1",
     ],
   });
-  return {
-    dir,
-    server,
-    url: server.url,
-    admin,
-    browser,
-    async user(name, tier = "pro") {
-      const u = await admin.admin.createUser({ name, tier });
-      return { id: u.id, token: u.token, client: createClient({ url: server.url, token: u.token }) };
-    },
-    async context(options = {}) {
-      const ctx = await browser.newContext({
-        locale: "en-US",
-        timezoneId: "Europe/Berlin",
-        colorScheme: options.dark ? "dark" : "light",
-        acceptDownloads: true,
-        ...(options.mobile
-          ? { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true }
-          : { viewport: { width: 1280, height: 900 } }),
-      });
-      // Under the test's own timeout, so a step that waits too long says which it was.
-      ctx.setDefaultTimeout(20_000);
-      return ctx;
-    },
-    async signIn(page, token) {
-      await page.goto(server.url + "/");
-      await page.fill("#token", token);
-      await page.click("button[type=submit]");
-      await page.waitForSelector("#sign-out", { timeout: 30_000 });
-    },
-    async stop() {
-      await browser.close().catch(() => undefined);
-      await server.stop();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+}
+
+/** A browser context as a person sees the page: en-US numbers, a fixed time zone. */
+export async function personContext(
+  browser: Browser,
+  options: { mobile?: boolean; dark?: boolean } = {},
+): Promise<BrowserContext> {
+  const ctx = await browser.newContext({
+    locale: "en-US",
+    timezoneId: "Europe/Berlin",
+    colorScheme: options.dark ? "dark" : "light",
+    acceptDownloads: true,
+    ...(options.mobile
+      ? { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true }
+      : { viewport: { width: 1280, height: 900 } }),
+  });
+  // Under the test's own timeout, so a step that waits too long says which it was.
+  ctx.setDefaultTimeout(20_000);
+  return ctx;
+}
+
+/** Signs in on the page at `url` with a token, as a person would, and waits for the first view. */
+export async function signInAt(page: Page, url: string, token: string): Promise<void> {
+  await page.goto(url + "/");
+  await page.fill("#token", token);
+  await page.click("button[type=submit]");
+  await page.waitForSelector("#sign-out", { timeout: 30_000 });
 }
 
 const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
@@ -182,4 +206,39 @@ export async function until<T>(read: () => Promise<T>, ok: (v: T) => boolean, wh
     last = await read();
   }
   return last;
+}
+
+/** The live target: a change shows on the page within a second (issue 16). */
+export const LIVE_MS = 1_000;
+
+/**
+ * Waits until `shown(arg)` gives the page's Date.now() (it gives false until the change shows) and
+ * returns how long after `since` (a Date.now() here, taken when the SDK call returned) the page saw
+ * it, by the page's own clock (the same machine's). Fails when that is over `ms`; it then waits on
+ * (up to 20 s) only to say how late it was.
+ */
+export async function shownWithin<A>(
+  page: Page,
+  shown: (arg: A) => number | false,
+  arg: A,
+  since: number,
+  what: string,
+  ms = LIVE_MS,
+): Promise<number> {
+  const seen = async (timeout: number) => {
+    const handle = await page.waitForFunction(shown as (a: unknown) => number | false, arg, {
+      timeout,
+      polling: "raf",
+    });
+    return ((await handle.jsonValue()) as number) - since;
+  };
+  let latency: number;
+  try {
+    latency = await seen(Math.max(1, ms - (Date.now() - since)));
+  } catch {
+    latency = await seen(20_000).catch(() => Infinity);
+  }
+  console.log(`dashboard: ${what}: ${latency} ms`);
+  expect(latency, `${what}: within ${ms} ms`).toBeLessThanOrEqual(ms);
+  return latency;
 }

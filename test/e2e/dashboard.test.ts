@@ -10,6 +10,7 @@ import {
   requireBrowser,
   screenshot,
   secondsText,
+  shownWithin,
   startDashWorld,
   until,
 } from "./dashboard-fixture.js";
@@ -140,31 +141,29 @@ describe("the dashboard in a browser: an end user", () => {
     expect(await text(page, "#reset")).toMatch(/at .*(GMT|CET|CEST)/);
   });
 
-  run("a call taken through the SDK shows in the meter without a reload, and leaves it on release", async () => {
-    requireBrowser();
-    await page.evaluate(() => (window.__notReloaded = true));
-    const lease = await alice.client.acquire({ duration: 40 });
-    const granted = Date.now();
-    await page.waitForFunction(
-      (want) => document.querySelector("#quota-reserved")?.textContent === want,
-      secondsText(40),
-      { timeout: 20_000, polling: 50 },
-    );
-    console.log(`dashboard: the user's meter showed a granted lease ${Date.now() - granted} ms after the grant`);
-    await alice.client.release(lease.id);
-    await page.waitForFunction(
-      (want) => document.querySelector("#quota-reserved")?.textContent === want,
-      secondsText(0),
-      { timeout: 20_000, polling: 50 },
-    );
-    expect(await page.evaluate(() => window.__notReloaded)).toBe(true);
-    const me = await api(w, alice.token, "/v1/me");
-    await until(
-      () => text(page, "#quota-used"),
-      (t) => t === secondsText(me.quota.used),
-      "the meter to show the charge",
-    );
-  });
+  run(
+    "a call taken through the SDK shows in the meter within a second without a reload, and leaves it within a second of its release",
+    async () => {
+      requireBrowser();
+      await page.evaluate(() => (window.__notReloaded = true));
+      const reserved = (want: string) =>
+        document.querySelector("#quota-reserved")?.textContent === want ? Date.now() : false;
+      // Three rounds: a change that waits for a periodic poll would miss the second in some of them.
+      for (let round = 1; round <= 3; round++) {
+        const lease = await alice.client.acquire({ duration: 40 });
+        await shownWithin(page, reserved, secondsText(40), Date.now(), `grant ${round} → user's meter`);
+        await alice.client.release(lease.id);
+        await shownWithin(page, reserved, secondsText(0), Date.now(), `release ${round} → user's meter`);
+      }
+      expect(await page.evaluate(() => window.__notReloaded)).toBe(true);
+      const me = await api(w, alice.token, "/v1/me");
+      await until(
+        () => text(page, "#quota-used"),
+        (t) => t === secondsText(me.quota.used),
+        "the meter to show the charge",
+      );
+    },
+  );
 
   run("turning overage on in the page, and setting a cap, changes GET /v1/me", async () => {
     requireBrowser();
