@@ -82,12 +82,15 @@ export class Replica implements LeaseLifecycle, PoolMembership, PlacementView {
     return this.leading ? this.parts.leader.liveLease(leaseId) : null;
   }
 
-  /** An app's concurrency limit changed (the admin use case calls this). */
-  appLimitChanged(appId: string, limit: number | null): void {
+  /**
+   * An app's concurrency limit changed (the admin use case calls this): settles once the leader's
+   * scheduler applies it here, or the leader has been told; never rejects (a failure is logged).
+   */
+  appLimitChanged(appId: string, limit: number | null): Promise<void> {
     const done = this.leading
       ? this.parts.leader.setAppLimit(appId, limit)
       : this.tellLeader({ op: "limit", app: appId, limit });
-    done.catch((err: unknown) =>
+    return done.catch((err: unknown) =>
       this.parts.log.warn(
         { err, app: appId },
         "applying an app's concurrency limit failed; it applies at the next rebuild",
