@@ -77,12 +77,14 @@ function LimitForm(props: { app: App }) {
     onSuccess: () => void queries.invalidateQueries({ queryKey: ["admin"] }),
   });
   const id = `limit-${app.id}`;
+  const wanted = value.trim() === "" ? null : Number(value);
+  const unchanged = wanted === app.max_concurrency;
   return (
     <form
       class="inline tight"
       onSubmit={(e) => {
         e.preventDefault();
-        update.mutate({ max_concurrency: value.trim() === "" ? null : Number(value) });
+        update.mutate({ max_concurrency: wanted });
       }}
     >
       <label for={id} class="visually-hidden">
@@ -99,8 +101,8 @@ function LimitForm(props: { app: App }) {
         value={value}
         onInput={(e) => setValue(e.currentTarget.value)}
       />
-      <button type="submit" disabled={update.isPending}>
-        {value.trim() === "" ? "Remove limit" : "Set limit"}
+      <button type="submit" disabled={update.isPending || unchanged}>
+        {wanted === null && !unchanged ? "Remove limit" : "Set limit"}
       </button>
       {update.error ? <ErrorNote error={update.error} /> : null}
     </form>
