@@ -197,6 +197,23 @@ describe("the server's responses match the contract", () => {
       "invalid_request",
     );
     expectStatus(await t.checked("GET", "/v1/admin/apps", { token: ADMIN }), 200);
+    const limited = await t.checked("PATCH", "/v1/admin/apps/sdxl", { token: ADMIN, body: { max_concurrency: 4 } });
+    expectStatus(limited, 200);
+    expect(limited.body).toMatchObject({ id: app.body.id, max_concurrency: 4 });
+    expectStatus(
+      await t.checked("PATCH", `/v1/admin/apps/${app.body.id}`, { token: ADMIN, body: { max_concurrency: null } }),
+      200,
+    );
+    expectStatus(
+      await t.checked("PATCH", `/v1/admin/apps/${app.body.id}`, { token: ADMIN, body: { max_concurrency: 0 } }),
+      400,
+      "invalid_request",
+    );
+    expectStatus(
+      await t.checked("PATCH", "/v1/admin/apps/a_nobody", { token: ADMIN, body: { max_concurrency: 1 } }),
+      404,
+      "not_found",
+    );
 
     expectStatus(await t.checked("POST", "/v1/admin/nodes", { token: ADMIN, body: { name: "gpu-host" } }), 201);
     expectStatus(

@@ -88,6 +88,24 @@ describe("gpupool admin", () => {
     expect(noOwner.stderr).toMatch(/error \[invalid_request\]: No user "ghost"/);
   });
 
+  it("apps update changes an app's concurrency limit by name, and none removes it", async () => {
+    await cli(["admin", "users", "create", "--name", "limiter"], env);
+    await cli(["admin", "apps", "create", "--name", "flux", "--owner", "limiter"], env);
+    const r = await cli(["admin", "apps", "update", "flux", "--max-concurrency", "3"], env);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/Updated app flux \(a_[\w-]+\): at most 3 calls at once\./);
+    expect((await cli(["admin", "apps", "list"], env)).stdout).toMatch(/flux\s+u_[\w-]+\s+3/);
+
+    const json = await cli(["admin", "apps", "update", "flux", "--max-concurrency", "none", "--json"], env);
+    expect(JSON.parse(json.stdout)).toMatchObject({ name: "flux", max_concurrency: null });
+
+    const zero = await cli(["admin", "apps", "update", "flux", "--max-concurrency", "0"], env);
+    expect(zero.code).toBe(2);
+    const unknown = await cli(["admin", "apps", "update", "nothing", "--max-concurrency", "2"], env);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/error \[not_found\]/);
+  });
+
   it("nodes and edges create print their key once", async () => {
     const node = await cli(["admin", "nodes", "create", "--name", "gpu-host-1"], env);
     expect(node.code).toBe(0);

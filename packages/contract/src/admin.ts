@@ -59,6 +59,9 @@ export const UpdateUserRequest = z
   .check(z.meta({ minProperties: 1 }));
 export type UpdateUserRequest = z.infer<typeof UpdateUserRequest>;
 
+/** An app's concurrency limit as a request sets it: 1 to 100,000 leases at once. */
+const MaxConcurrency = z.int().check(z.minimum(1), z.maximum(100_000));
+
 export const CreateAppRequest = z.strictObject({
   name: Name,
   owner: describe(
@@ -66,11 +69,20 @@ export const CreateAppRequest = z.strictObject({
     "The owning user's id or name (`u_` then 16 characters is an id only).",
   ),
   max_concurrency: describe(
-    z.optional(z.nullable(z.int().check(z.minimum(1), z.maximum(100_000)))),
+    z.optional(z.nullable(MaxConcurrency)),
     "Most leases of this app active at once; more wait with reason `concurrency`. Null or absent: no limit.",
   ),
 });
 export type CreateAppRequest = z.infer<typeof CreateAppRequest>;
+
+/** `PATCH /v1/admin/apps/:id`. */
+export const UpdateAppRequest = z.strictObject({
+  max_concurrency: describe(
+    z.nullable(MaxConcurrency),
+    "Most leases of this app active at once (1 to 100000), for every admission from the answer on: more wait with reason `concurrency`; leases already held keep their GPUs. Null: no limit.",
+  ),
+});
+export type UpdateAppRequest = z.infer<typeof UpdateAppRequest>;
 
 export const App = z.object({
   id: describe(z.string(), "`a_` then 16 characters."),

@@ -150,7 +150,7 @@ export const AuditEntry = z.object({
   at: Time,
   action: describe(
     z.string(),
-    "`user.update` (tier, quota override, bonus), `credits.grant`, `sessions.revoke`, `user.create`, `app.create`.",
+    "`user.update` (tier, quota override, bonus), `credits.grant`, `sessions.revoke`, `user.create`, `app.create`, `app.update` (max concurrency).",
   ),
   target: describe(z.string(), "The user's (or app's) id."),
   actor: describe(z.enum(["admin_token", "dashboard"]), "How the operator was signed in."),

@@ -1,4 +1,5 @@
 import {
+  App as WireApp,
   AppList,
   Wallet as WireWallet,
   WalletGrant as WireWalletGrant,
@@ -12,6 +13,7 @@ import {
 import type {
   CreateAppRequest,
   CreditGrantRequest as WireCreditGrantRequest,
+  UpdateAppRequest,
   UpdateUserRequest,
   WireSchema,
   WireType,
@@ -49,6 +51,11 @@ export interface AdminClient {
   listApps(): Promise<App[]>;
   /** A page of apps by name; pass `nextCursor` as `cursor` for the next. */
   appsPage(options?: PageOptions): Promise<Page<"apps", App>>;
+  /**
+   * Changes an app's (by id or name) concurrency limit: 1 to 100,000 calls at once, or null for
+   * none. It holds for the next admission; leases already held keep their GPUs.
+   */
+  updateApp(app: string, changes: { readonly maxConcurrency: number | null }): Promise<App>;
   /** Registers a GPU node agent; the returned `key` is shown only this once. */
   createNode(node: { readonly name: string }): Promise<CreatedPrincipal>;
   /** Registers an edge proxy (it may issue IP tokens); the returned `key` is shown only this once. */
@@ -88,6 +95,7 @@ async function allPages<T>(page: (cursor: string | undefined) => Promise<{ items
 }
 
 const userPath = (ref: string): string => `/v1/admin/users/${encodeURIComponent(ref)}`;
+const appPath = (ref: string): string => `/v1/admin/apps/${encodeURIComponent(ref)}`;
 
 export function createAdminClient(transport: Transport): AdminClient {
   const call = <S extends WireSchema>(
@@ -140,6 +148,10 @@ export function createAdminClient(transport: Transport): AdminClient {
     async appsPage(options = {}) {
       const p = await apps(options);
       return { apps: p.items, nextCursor: p.next };
+    },
+    async updateApp(app, { maxConcurrency }) {
+      const body: UpdateAppRequest = { max_concurrency: maxConcurrency };
+      return toApp(await call("PATCH", appPath(app), WireApp, body));
     },
     async createNode({ name }) {
       return toCreatedPrincipal(await call("POST", "/v1/admin/nodes", CreatedKey, { name }));

@@ -22,6 +22,9 @@ const ONE_SLOT = {
   server: { port: 0 },
 };
 
+/** A poll interval no test outlives: what a stream shows, it was told. */
+const HOUR_MS = 3_600_000;
+
 const release = (id: string, token: string) => t.call("POST", `/v1/leases/${id}/release`, { token, body: {} });
 
 describe("live streams", () => {
@@ -88,6 +91,40 @@ describe("live streams", () => {
     }, 15_000);
     expect(after.body.last_hour.wait_p95_s).toBeGreaterThan(0);
     expectProblem(await t.call("GET", "/v1/admin/pool/events", { token: alice.token }), 403, "forbidden");
+  });
+
+  it("changes are announced, not polled for: with the streams' poll an hour long, a call granted at once, one queued, and the releases all reach the meter and the pool", async () => {
+    t = await serveAt(mkdtempSync(join(tmpdir(), "gpupool-test-")), ONE_SLOT, { livePollMs: HOUR_MS });
+    const url = await t.server.listen();
+    const alice = await t.user("alice", "free");
+    const bob = await t.user("bob", "free");
+    const meter = await stream(`${url}/v1/me/events`, { authorization: `Bearer ${alice.token}` });
+    const bobs = await stream(`${url}/v1/me/events`, { authorization: `Bearer ${bob.token}` });
+    const live = await stream(`${url}/v1/admin/pool/events`, { authorization: `Bearer ${ADMIN}` });
+    await meter.until("me", (m) => m.quota.reserved === 0);
+    await bobs.until("me", (m) => m.quota.reserved === 0);
+    await live.until("queue", (q) => q.depth === 0);
+
+    // Granted in its own admission: no other lease changed, and no poll comes within the hour.
+    const first = await lease(t, alice.token, { duration: 30 });
+    expect(first.status).toBe(201);
+    await meter.until("me", (m) => m.quota.reserved === 30);
+    await live.until("pool", (p) => p.active.some((a: any) => a.id === first.body.id));
+
+    // Queued in its own admission: the queue and bob's meter (the wait is reserved) change.
+    const second = await lease(t, bob.token, { duration: 20 });
+    expect(second.status).toBe(202);
+    await live.until("queue", (q) => q.depth === 1);
+    await bobs.until("me", (m) => m.quota.reserved === 20);
+
+    // Released: bob's call is granted from the queue.
+    expect((await release(first.body.id, alice.token)).status).toBe(200);
+    await meter.until("me", (m) => m.quota.reserved === 0 && m.quota.used > 0);
+    await live.until("pool", (p) => p.active.length === 1 && p.active[0].id === second.body.id);
+    await live.until("queue", (q) => q.depth === 0);
+    expect((await release(second.body.id, bob.token)).status).toBe(200);
+    await bobs.until("me", (m) => m.quota.reserved === 0 && m.quota.used > 0);
+    await live.until("pool", (p) => p.active.length === 0);
   });
 });
 

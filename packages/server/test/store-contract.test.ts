@@ -180,6 +180,20 @@ export function storeContract(
       expect(await tx((t) => t.users.page(null, ALL))).toHaveLength(2);
     });
 
+    it("apps: update changes the concurrency limit only, of that app only", async () => {
+      await tx(async (t) => {
+        await t.users.insert(user("u1"));
+        await t.apps.insert(app("a1", "u1", { maxConcurrency: 3 }));
+        await t.apps.insert(app("a2", "u1", { maxConcurrency: 5 }));
+      });
+      // Only the limit changes: a name or key in the record given is not written.
+      await tx((t) => t.apps.update({ ...app("a1", "u1"), name: "renamed", keyHash: "other", maxConcurrency: 7 }));
+      expect(await tx((t) => t.apps.get("a1"))).toEqual(app("a1", "u1", { maxConcurrency: 7 }));
+      await tx((t) => t.apps.update({ ...app("a1", "u1"), maxConcurrency: null }));
+      expect(await tx((t) => t.apps.get("a1"))).toEqual(app("a1", "u1", { maxConcurrency: null }));
+      expect(await tx((t) => t.apps.get("a2"))).toEqual(app("a2", "u1", { maxConcurrency: 5 }));
+    });
+
     it("apps: insert, get by id / name / key hash, list", async () => {
       await tx(async (t) => {
         await t.users.insert(user("u1"));

@@ -33,6 +33,11 @@ function parseQuota(value: string): number | "none" {
   return value.trim().toLowerCase() === "none" ? "none" : seconds(value, false);
 }
 
+/** A concurrency limit, or "none" (kept a string: commander turns a parser's null into ""). */
+function parseLimit(value: string): number | "none" {
+  return value.trim().toLowerCase() === "none" ? "none" : parsePositiveInt(100_000)(value);
+}
+
 /**
  * `--json` of a list: the server's answers as sent, every page's items under `key` in one object
  * (the wire shape, `next_cursor` null), following the pages.
@@ -94,6 +99,7 @@ Examples:
   gpupool admin credits grant ada 10.00 --category purchased --key pay_123
   gpupool admin wallet ada
   gpupool admin apps create --name sdxl --owner ada --max-concurrency 2
+  gpupool admin apps update sdxl --max-concurrency 4
   gpupool admin edges create --name edge-1`,
   );
 
@@ -160,7 +166,7 @@ Examples:
 
   registerCredits(admin);
 
-  const apps = admin.command("apps").description("register and list apps");
+  const apps = admin.command("apps").description("register, update and list apps");
   const createApp = adminCommand(apps, "create", "register an app and print its app key (shown once)")
     .requiredOption("--name <name>", "app name")
     .requiredOption("--owner <user>", "owning user's id or name")
@@ -184,6 +190,23 @@ Examples:
       app.key,
       'The app sends it as "Authorization: Bearer <key>" (SDK: createClient({ url, appKey })).',
     );
+  });
+
+  const updateApp = adminCommand(apps, "update", "change an app's concurrency limit (for its next calls)")
+    .argument("<app>", "app id or name")
+    .requiredOption(
+      "--max-concurrency <n|none>",
+      'at most this many GPU calls of the app at once (1 to 100000); "none" removes the limit',
+      parseLimit,
+    );
+  common(updateApp).action(async (ref: string, flags: ClientFlags & { maxConcurrency: number | "none" }) => {
+    const { client, lastBody } = adminClient(flags);
+    const app = await client.admin.updateApp(ref, {
+      maxConcurrency: flags.maxConcurrency === "none" ? null : flags.maxConcurrency,
+    });
+    if (flags.json === true) return printJson(lastBody());
+    const limit = app.maxConcurrency === null ? "no concurrency limit" : `at most ${app.maxConcurrency} calls at once`;
+    out(`Updated app ${app.name} (${app.id}): ${limit}. Leases it already holds keep their GPUs.`);
   });
 
   common(adminCommand(apps, "list", "list apps")).action(async (flags: ClientFlags) => {

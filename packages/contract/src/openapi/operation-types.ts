@@ -108,6 +108,11 @@ export const USER_REF: HeaderParam = {
   description: "The user's id (`u_` then 16 characters: looked up as an id only) or name.",
 };
 
+export const APP_REF: HeaderParam = {
+  name: "id",
+  description: "The app's id (`a_` then 16 characters: looked up as an id only) or name.",
+};
+
 /** Headers sent with problems of these codes (the rest of a route's problems carry none). */
 export const PROBLEM_HEADERS: Partial<Record<ProblemCode, HeaderParam>> = {
   quota_exceeded: RETRY_AFTER,

@@ -2,7 +2,7 @@ import * as admin from "../admin.js";
 import * as dashboard from "../dashboard.js";
 import * as identity from "../identity.js";
 import { PoolView } from "../pool.js";
-import { USER_REF } from "./operation-types.js";
+import { APP_REF, USER_REF } from "./operation-types.js";
 import type { Operation } from "./operation-types.js";
 
 /** Identity tokens, the edge's sessions, and the admin API. */
@@ -155,6 +155,20 @@ export const ACCESS_OPERATIONS: readonly Operation[] = [
     auth: ["admin"],
     query: dashboard.AppListQuery,
     responses: { 200: { description: "The apps.", json: admin.AppList } },
+  },
+  {
+    id: "updateApp",
+    method: "patch",
+    path: "/v1/admin/apps/{id}",
+    tag: "Admin",
+    summary: "Change an app's concurrency limit",
+    description:
+      "Applies to admissions from the answer on, on every replica: calls beyond the limit wait with reason `concurrency`; leases already held keep their GPUs; calls that waited only for the limit may be granted at once. Recorded in the audit log (`app.update`).",
+    auth: ["admin"],
+    pathParams: [APP_REF],
+    body: { schema: admin.UpdateAppRequest },
+    responses: { 200: { description: "The app as it now is.", json: admin.App } },
+    problems: ["not_found"],
   },
   {
     id: "createNode",

@@ -77,6 +77,7 @@ export const NAMED_SCHEMAS: Readonly<Record<string, z.ZodMiniType>> = {
   UserList: admin.UserList,
   UserSessionsRevoked: admin.UserSessionsRevoked,
   CreateAppRequest: admin.CreateAppRequest,
+  UpdateAppRequest: admin.UpdateAppRequest,
   App: admin.App,
   CreatedApp: admin.CreatedApp,
   AppList: admin.AppList,

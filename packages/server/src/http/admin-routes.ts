@@ -81,6 +81,13 @@ export function adminRoutes(app: FastifyInstance, ctx: RouteContext): void {
     },
   );
 
+  app.patch<{ Params: { id: string }; Body: wire.UpdateAppRequest }>(
+    "/v1/admin/apps/:id",
+    { ...admin, schema: requestSchemas("updateApp") },
+    async (req): Promise<wire.App> =>
+      appJson(await ctx.directory.updateApp(req.params.id, { maxConcurrency: req.body.max_concurrency }, actorOf(req))),
+  );
+
   for (const kind of ["node", "edge"] as const) {
     app.post<{ Body: wire.CreateKeyRequest }>(
       `/v1/admin/${kind}s`,

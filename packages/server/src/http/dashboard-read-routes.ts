@@ -14,12 +14,13 @@ import { QUEUE_LISTED } from "../use-cases/admin/pool-view.js";
 const POOL_MIN_GAP_MS = 250;
 /** A user's meter looks again at most this often on changes. */
 const ME_MIN_GAP_MS = 100;
-/** Every stream looks again this often without a lease event (heartbeats, credits granted elsewhere). */
+/** Every stream looks again this often without a lease event (heartbeats, credits granted elsewhere; see RouteContext.livePollMs). */
 const POLL_MS = 1_000;
 
 /** What the dashboard's views read: live streams, the queue, refusals, the audit log, app stats. */
 export function dashboardReadRoutes(app: FastifyInstance, ctx: RouteContext): void {
   const admin = only(ctx, "admin");
+  const pollMs = ctx.livePollMs ?? POLL_MS;
 
   // Every stream of one view (the pool; one user's meter) shares one read and one serialization.
   const meters = new SharedViews(ctx.events, ME_MIN_GAP_MS);
@@ -32,7 +33,7 @@ export function dashboardReadRoutes(app: FastifyInstance, ctx: RouteContext): vo
       const { user, quota } = await ctx.billing.me(userId);
       return [{ event: "me", data: meJson(user, quota) }];
     });
-    liveStream(ctx, req, reply, () => view.get(), { minGapMs: ME_MIN_GAP_MS, pollMs: POLL_MS, onClose: release });
+    liveStream(ctx, req, reply, () => view.get(), { minGapMs: ME_MIN_GAP_MS, pollMs, onClose: release });
   });
 
   app.get("/v1/admin/pool/events", admin, async (req, reply) => {
@@ -40,7 +41,7 @@ export function dashboardReadRoutes(app: FastifyInstance, ctx: RouteContext): vo
       { event: "pool", data: poolJson(await ctx.pool.view()) },
       { event: "queue", data: queueJson(await ctx.views.queue()) },
     ]);
-    liveStream(ctx, req, reply, () => view.get(), { minGapMs: POOL_MIN_GAP_MS, pollMs: POLL_MS, onClose: release });
+    liveStream(ctx, req, reply, () => view.get(), { minGapMs: POOL_MIN_GAP_MS, pollMs, onClose: release });
   });
 
   app.get("/v1/admin/queue", admin, async (): Promise<wire.QueueView> => queueJson(await ctx.views.queue()));

@@ -109,6 +109,7 @@ export function assemblePool(
     policy,
     (a) => late.replica.announce(a),
     deps.tracing,
+    (tx, a) => late.replica.announceWith(tx, a),
   );
   const runner = new EngineRunner({
     stager: coordination.leaderStager,

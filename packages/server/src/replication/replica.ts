@@ -2,7 +2,7 @@ import type { DeviceSpec, Placement, PriorityRequest, QueuePlace } from "@gpupoo
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import type { EngineRunner } from "../engine/runner.js";
-import type { Coordination, LeaseRecord, NodeRecord, Store } from "../storage/store.js";
+import type { Coordination, LeaseRecord, NodeRecord, Store, Tx } from "../storage/store.js";
 import type { Announcement } from "../use-cases/leases/announcer.js";
 import type { LeaderLeases } from "../use-cases/leases/leader-leases.js";
 import type { PlacementView } from "../use-cases/leases/diagnose.js";
@@ -82,12 +82,15 @@ export class Replica implements LeaseLifecycle, PoolMembership, PlacementView {
     return this.leading ? this.parts.leader.liveLease(leaseId) : null;
   }
 
-  /** An app's concurrency limit changed (the admin use case calls this). */
-  appLimitChanged(appId: string, limit: number | null): void {
+  /**
+   * An app's concurrency limit changed (the admin use case calls this): settles once the leader's
+   * scheduler applies it here, or the leader has been told; never rejects (a failure is logged).
+   */
+  appLimitChanged(appId: string, limit: number | null): Promise<void> {
     const done = this.leading
       ? this.parts.leader.setAppLimit(appId, limit)
       : this.tellLeader({ op: "limit", app: appId, limit });
-    done.catch((err: unknown) =>
+    return done.catch((err: unknown) =>
       this.parts.log.warn(
         { err, app: appId },
         "applying an app's concurrency limit failed; it applies at the next rebuild",
@@ -129,6 +132,18 @@ export class Replica implements LeaseLifecycle, PoolMembership, PlacementView {
     const item = JSON.stringify(a).length > MAX_ITEM_CHARS ? withoutLease(a) : a;
     this.outgoing.push(item);
     if (this.outgoing.length === 1) setImmediate(() => this.flushAnnouncements());
+  }
+
+  /**
+   * The leader's announcement sent with the transaction `tx` that makes it true: delivered at its
+   * COMMIT (none if it rolls back), in the statement of its writes, so no NOTIFY of its own. False
+   * when it cannot go so (a store nobody shares: nothing to tell; a transaction that carries no word).
+   */
+  async announceWith(tx: Tx, a: Announcement): Promise<boolean> {
+    if (!this.parts.coordination.shared || tx.publish === undefined) return false;
+    const item = JSON.stringify(a).length > MAX_ITEM_CHARS ? withoutLease(a) : a;
+    await tx.publish(EVENTS_CHANNEL, JSON.stringify({ ...item, from: this.parts.id }));
+    return true;
   }
 
   private flushAnnouncements(): void {

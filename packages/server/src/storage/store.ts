@@ -270,10 +270,7 @@ export interface SessionRecord {
   readonly revokedAt: number | null;
 }
 
-/**
- * One transaction's view of the store, by entity. Inside a `Store.transaction` (which may run
- * more than once) or a staged function.
- */
+/** One transaction's view of the store, by entity, in a `Store.transaction` (it may run more than once) or staged. */
 export interface Tx {
   readonly users: UsersTx;
   readonly apps: AppsTx;
@@ -314,6 +311,7 @@ export interface AppsTx {
   get(id: string): Promise<AppRecord | null>;
   getByName(name: string): Promise<AppRecord | null>;
   findByKeyHash(hash: string): Promise<AppRecord | null>;
+  update(app: AppRecord): Promise<void>;
   /** Every app, by creation (recovery, usage scopes: what a replica needs whole). */
   list(): Promise<AppRecord[]>;
   /** Apps by name (in the database's collation), a page. */

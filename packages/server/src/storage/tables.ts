@@ -36,14 +36,21 @@ export const USERS = new Table<UserRecord, (typeof USER_MUTABLE)[number]>(
   { mutable: USER_MUTABLE },
 );
 
-export const APPS = new Table<AppRecord>("apps", {
-  id: text("id"),
-  name: text("name"),
-  ownerId: text("owner_id"),
-  keyHash: text("key_hash"),
-  maxConcurrency: integerOrNull("max_concurrency"),
-  createdAt: integer("created_at"),
-});
+/** What `apps.update` changes: the operator may change an app's concurrency limit. */
+const APP_MUTABLE = ["maxConcurrency"] as const satisfies readonly (keyof AppRecord)[];
+
+export const APPS = new Table<AppRecord, (typeof APP_MUTABLE)[number]>(
+  "apps",
+  {
+    id: text("id"),
+    name: text("name"),
+    ownerId: text("owner_id"),
+    keyHash: text("key_hash"),
+    maxConcurrency: integerOrNull("max_concurrency"),
+    createdAt: integer("created_at"),
+  },
+  { mutable: APP_MUTABLE },
+);
 
 const keyed = {
   id: text("id"),

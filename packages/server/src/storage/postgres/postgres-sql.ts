@@ -31,6 +31,7 @@ export const APP = {
   byId: select(APPS, "WHERE id = $1"),
   byName: select(APPS, "WHERE name = $1"),
   byKeyHash: select(APPS, "WHERE key_hash = $1"),
+  update: update(APPS, "id"),
   list: select(APPS, "ORDER BY created_at, id"),
   page: select(APPS, "WHERE name > $1 ORDER BY name LIMIT $2"),
 };

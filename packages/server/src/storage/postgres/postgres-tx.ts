@@ -224,6 +224,7 @@ export function postgresTx(
       get: async (id) => decode(APPS, await one(APP.byId, id)),
       getByName: async (name) => decode(APPS, await one(APP.byName, name)),
       findByKeyHash: async (hash) => decode(APPS, await one(APP.byKeyHash, hash)),
+      update: (a) => run(APP.update, ...APPS.updateParams(a, "postgres"), a.id),
       list: async () => (await all(APP.list)).map((r) => APPS.decode(r)),
       page: async (p) => (await all(APP.page, p.after ?? "", p.limit)).map((r) => APPS.decode(r)),
     },

@@ -56,6 +56,7 @@ const APP = {
   byId: select(APPS, "WHERE id = ?"),
   byName: select(APPS, "WHERE name = ?"),
   byKeyHash: select(APPS, "WHERE key_hash = ?"),
+  update: update(APPS, "id = ?"),
   list: select(APPS, "ORDER BY created_at, id"),
   page: select(APPS, "WHERE name > ? ORDER BY name LIMIT ?"),
 };
@@ -187,6 +188,7 @@ export function sqliteTx(c: SqliteConnection): Tx {
       get: async (id) => decode(APPS, one(APP.byId, id)),
       getByName: async (name) => decode(APPS, one(APP.byName, name)),
       findByKeyHash: async (hash) => decode(APPS, one(APP.byKeyHash, hash)),
+      update: async (a) => void run(APP.update, ...APPS.updateParams(a, "sqlite"), a.id),
       list: async () => all(APP.list).map((r) => APPS.decode(r)),
       page: async (p) => all(APP.page, p.after ?? "", p.limit).map((r) => APPS.decode(r)),
     },

@@ -43,7 +43,8 @@ export interface UserUpdate {
 export interface DirectoryListeners {
   /** A user's tier or an app changed: cached callers must not keep the old one. */
   callersChanged(): void;
-  appLimitChanged(appId: string, limit: number | null): void;
+  /** Settles once the scheduler applies it (on the leader), or the leader has been told (elsewhere). */
+  appLimitChanged(appId: string, limit: number | null): Promise<void>;
 }
 
 /**
@@ -168,8 +169,33 @@ export class Directory {
       await tx.apps.insert(app);
       return app;
     });
-    this.listeners.appLimitChanged(created.id, created.maxConcurrency);
+    await this.listeners.appLimitChanged(created.id, created.maxConcurrency);
     return { app: created, key };
+  }
+
+  /**
+   * Changes an app's concurrency limit (null: none), recorded in the audit log. It applies to
+   * admissions from the answer on: calls beyond it wait (reason `concurrency`); leases already
+   * held keep their GPUs; calls waiting only for it may go at once.
+   */
+  async updateApp(
+    ref: string,
+    update: { maxConcurrency: number | null },
+    actor: AuditActor = "admin_token",
+  ): Promise<AppRecord> {
+    const now = this.clock.now();
+    const updated = await this.store.transaction(async (tx) => {
+      const app = await findApp(tx, ref);
+      if (!app) fail("not_found", `No app "${ref}".`);
+      const next: AppRecord = { ...app, maxConcurrency: update.maxConcurrency };
+      await tx.apps.update(next);
+      const detail = { max_concurrency: { from: app.maxConcurrency, to: update.maxConcurrency } };
+      await audit(tx, { action: "app.update", target: app.id, actor, detail }, now);
+      return next;
+    });
+    this.listeners.callersChanged();
+    await this.listeners.appLimitChanged(updated.id, updated.maxConcurrency);
+    return updated;
   }
 
   /** A page of apps by name, after the name `after`; `next` as for findUsers. */

@@ -1,9 +1,9 @@
 import { queueTimeoutOf, waitLimitMs } from "@gpupool/core";
-import type { Policy, Problem, WaitReason } from "@gpupool/core";
+import type { Policy, Problem, QueuePlace, WaitReason } from "@gpupool/core";
 import type { Clock } from "../../clock.js";
 import type { LeaseEvents } from "../../events.js";
 import type { Metrics } from "../../metrics.js";
-import type { LeaseRecord } from "../../storage/store.js";
+import type { LeaseRecord, Tx } from "../../storage/store.js";
 import type { Timers } from "../timers.js";
 import { queueTimeoutProblemFrom } from "./lease-problems.js";
 import { noLeaseTracing } from "./lease-tracing.js";
@@ -67,7 +67,17 @@ export class LeaseAnnouncer {
     private readonly outbox: (a: Announcement) => void,
     /** Spans of each lease's life (off: nothing). */
     private readonly tracing: LeaseTracing = noLeaseTracing,
+    /**
+     * An announcement for other replicas sent with a transaction (delivered at its COMMIT, dropped
+     * by a rollback: no NOTIFY of its own); false when the store cannot, then it goes by `outbox`.
+     */
+    private readonly outboxWith: (tx: Tx, a: Announcement) => Promise<boolean> = () => Promise.resolve(false),
   ) {}
+
+  /** Tells the other replicas `a` with the transaction `tx` (see outboxWith): true if it will go with it. */
+  tellWith(tx: Tx, a: Announcement): Promise<boolean> {
+    return this.outboxWith(tx, a);
+  }
 
   /** Forgets all watchers' places and timers (a rebuild, or this replica stops leading). */
   clear(): void {
@@ -115,15 +125,43 @@ export class LeaseAnnouncer {
   }
 
   /**
-   * A lease now waits in the queue here: its queue timeout runs (its `maxWaitMs`, at most its
-   * tier's timeout); `remote`: it is watched from the replica that admitted it.
+   * The caller's own lease, granted by its admission here. Nobody can watch it yet (its id is in
+   * the answer still to be sent), so the other replicas hear only that it was granted — the pool
+   * and the identity's meter changed — and the live views here and there look again at once.
+   * `told`: the admission's transaction carried that word already (see tellWith).
    */
-  queued(lease: LeaseRecord, remote = false, maxWaitMs?: number | null): void {
+  grantedOnAdmission(lease: LeaseRecord, told = false): void {
+    this.armDeadline(lease);
+    this.metrics?.grant(lease.size, 0);
+    this.events.changed();
+    if (!told) this.outbox({ type: "granted", id: lease.id });
+  }
+
+  /**
+   * A lease now waits in the queue here: its queue timeout runs (its `maxWaitMs`, at most its
+   * tier's timeout); `remote`: it is watched from the replica that admitted it. The queue changed:
+   * the live views here look again, and the other replicas hear its place at once (the one that
+   * admitted it answers with it; the others' views look again). `place`: as just computed, if so;
+   * `told`: the admission's transaction carried it already (see tellWith).
+   */
+  queued(lease: LeaseRecord, remote = false, maxWaitMs?: number | null, place?: QueuePlace | null, told = false): void {
     const tier = this.policy.tiers[lease.tier];
     if (maxWaitMs !== undefined && maxWaitMs !== null && maxWaitMs < queueTimeoutOf(this.policy, tier))
       this.waitLimits.set(lease.id, waitLimitMs(this.policy, tier, maxWaitMs));
     this.armQueueTimeout(lease);
     if (remote) this.remoteWatched.add(lease.id);
+    this.events.changed();
+    if (told) return;
+    const where = place ?? this.state.position(lease.id, this.clock.now());
+    if (where === null) return;
+    // Sent now, so the batched sends of changed places (see positions) need not send it again.
+    if (remote)
+      this.announced.set(lease.id, {
+        said: `${where.position}:${where.reason}`,
+        at: performance.now(),
+        gap: POSITIONS_INTERVAL_MS,
+      });
+    this.outbox({ type: "queued", id: lease.id, ...where });
   }
 
   /** Someone on another replica watches this queued lease: send its place, now and as it changes. */

@@ -111,7 +111,15 @@ export class LeaderLeases {
         const rest = placed.filter((p) => p !== mine);
         const others = rest.length === 0 ? before : [...before, ...(await this.writes.recordGrants(tx, rest, now))];
         const quota = this.accounts.view(identity, account.overrideMs, next.ledger, billing);
-        return { kind: mine ? ("granted" as const) : ("queued" as const), lease, others, quota };
+        // The other replicas' live views hear of it with the commit (no NOTIFY of its own).
+        const place: QueuePlace | null = mine
+          ? null
+          : (this.state.position(leaseId, now) ?? { position: this.state.queueDepth, reason: "node", etaMs: null });
+        const told = await this.announcer.tellWith(
+          tx,
+          place === null ? { type: "granted", id: leaseId } : { type: "queued", id: leaseId, ...place },
+        );
+        return { kind: mine ? ("granted" as const) : ("queued" as const), lease, others, quota, place, told };
       },
       (out): AdmitResult => {
         this.metrics?.ledgerTransaction("admit", (performance.now() - started) / 1000);
@@ -122,16 +130,11 @@ export class LeaderLeases {
         }
         if (out.kind === "replay") return this.replayed(out.lease, out.quota);
         if (out.kind === "granted") {
-          this.announcer.armDeadline(out.lease);
-          this.metrics?.grant(out.lease.size, 0);
+          this.announcer.grantedOnAdmission(out.lease, out.told);
           return { kind: "granted", lease: out.lease, quota: out.quota };
         }
-        this.announcer.queued(out.lease, false, input.maxWaitMs);
-        const place: QueuePlace = this.state.position(out.lease.id, this.clock.now()) ?? {
-          position: this.state.queueDepth,
-          reason: "node",
-          etaMs: null,
-        };
+        this.announcer.queued(out.lease, false, input.maxWaitMs, out.place, out.told);
+        const place: QueuePlace = out.place ?? { position: 0, reason: "node", etaMs: null };
         // Answered here, not below: the queue wait starts before any later grant can end it.
         return traced.answered({ kind: "queued", lease: out.lease, place, quota: out.quota });
       },
