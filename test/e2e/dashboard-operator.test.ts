@@ -139,6 +139,34 @@ describe("the dashboard in a browser: the operator", () => {
   });
 
   run(
+    "sets an app's max concurrency on the apps page, and removes it: the API answers each change, audited",
+    async () => {
+      requireBrowser();
+      const upscaler = async () => (await adminGet(w, "/v1/admin/apps")).apps.find((a: any) => a.name === "upscaler");
+      const appId = (await upscaler()).id as string;
+      await admin.goto(`${w.url}/#/apps`);
+      const row = admin.locator('tr[data-app="upscaler"]');
+      await row.locator(`#limit-${appId}`).fill("3");
+      await row.locator('button[type="submit"]').click();
+      await until(upscaler, (a) => a.max_concurrency === 3, "the limit to be set");
+      await until(
+        () => row.locator(".app-limit").innerText(),
+        (t) => t.trim() === "3",
+        "the page to show the limit",
+      );
+      await row.locator(`#limit-${appId}`).fill("");
+      await row.locator('button[type="submit"]').click();
+      await until(upscaler, (a) => a.max_concurrency === null, "the limit to be removed");
+      const audit = await until(
+        () => admin.goto(`${w.url}/#/users`).then(() => admin.locator("#audit-table tbody").innerText()),
+        (t) => (t.match(/app\.update/g) ?? []).length >= 2,
+        "the audit log to show both changes",
+      );
+      expect(audit).toContain(appId);
+    },
+  );
+
+  run(
     "a cross-site form post and a cross-site JSON fetch with credentials are refused and change nothing; so is the page's own request without its CSRF token",
     async () => {
       requireBrowser();
