@@ -97,6 +97,14 @@ describe("decideAdmission", () => {
       });
       if (d.kind === "refused") expect(d.problem.detail).toMatch(/Nothing was (reserved or )?charged/);
     }
+    // queue: false behind the app's own limit says so, not that every GPU is busy.
+    const limited: Placement = { ...WAIT, place: { position: 1, reason: "concurrency", etaMs: 5_000 } };
+    const behindLimit = decideAdmission(policy, account(), request({ queue: false }), limited);
+    expect(behindLimit).toMatchObject({ kind: "refused", problem: { reason: "queue_disabled" } });
+    if (behindLimit.kind === "refused") {
+      expect(behindLimit.problem.detail).toMatch(/max concurrency/);
+      expect(behindLimit.problem.detail).not.toMatch(/Every GPU/);
+    }
     const onNode = decideAdmission(policy, account(), request({ node: "gpu-host" }), { kind: "node_missing" });
     expect(onNode.kind === "refused" && onNode.problem.detail).toContain("Node gpu-host");
   });

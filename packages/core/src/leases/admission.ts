@@ -175,7 +175,8 @@ export function placementRefusal(
     case "wait":
       if (placement.queued >= policy.queueMaxLength)
         return { kind: "refused", problem: queueFullProblem(policy.queueMaxLength), retryAfterS: 60 };
-      if (!request.queue) return { kind: "refused", problem: queueDisabledProblem(), retryAfterS: 5 };
+      if (!request.queue)
+        return { kind: "refused", problem: queueDisabledProblem(placement.place?.reason), retryAfterS: 5 };
       return predictedWaitRefusal(policy, request, placement.place, tier);
     case "now":
     case "later":

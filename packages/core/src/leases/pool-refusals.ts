@@ -1,5 +1,6 @@
 import type { Problem } from "../problem.js";
 import { problem } from "../problem.js";
+import type { WaitReason } from "../scheduling/scheduler.js";
 
 /** The texts of refusals whose reason is the pool, not the caller's quota (see admission.ts). */
 
@@ -43,10 +44,13 @@ export function queueFullProblem(maxLength: number): Problem {
   );
 }
 
-export function queueDisabledProblem(): Problem {
+/** `queue: false` and the call would wait: for a slot, or for one of its app's calls to end (`concurrency`). */
+export function queueDisabledProblem(waitingFor: WaitReason = "node"): Problem {
   return problem(
     "no_gpu_available",
-    "Every GPU slot that fits this call is busy and the request asked not to queue (queue: false). Nothing was reserved or charged; retry, or allow queueing.",
+    waitingFor === "concurrency"
+      ? "This app already has as many calls on GPUs as its operator allows (its max concurrency), and the request asked not to queue (queue: false). Nothing was reserved or charged; retry when one of the app's calls ends, or allow queueing."
+      : "Every GPU slot that fits this call is busy and the request asked not to queue (queue: false). Nothing was reserved or charged; retry, or allow queueing.",
     { reason: "queue_disabled" },
   );
 }
