@@ -32,6 +32,27 @@ function fieldOf(e: AjvError, context: string): string {
   return base || context;
 }
 
+/**
+ * One entry per field. A value that may be one of several kinds (`anyOf`, e.g. a number or null)
+ * fails each: its branches' messages are said as alternatives ("must be >= 1 or must be null"),
+ * not beside a third that only says none matched.
+ */
+function validationErrors(validation: readonly AjvError[], context: string): { field: string; message: string }[] {
+  const byField = new Map<string, { messages: string[]; anyOf: boolean }>();
+  for (const e of validation) {
+    const field = fieldOf(e, context);
+    const entry = byField.get(field) ?? { messages: [], anyOf: false };
+    if (e.keyword === "anyOf") entry.anyOf = true;
+    else if (!entry.messages.includes(messageOf(e))) entry.messages.push(messageOf(e));
+    byField.set(field, entry);
+  }
+  return [...byField].flatMap(([field, { messages, anyOf }]) =>
+    anyOf
+      ? [{ field, message: messages.join(" or ") || "is not of an accepted kind" }]
+      : messages.map((message) => ({ field, message })),
+  );
+}
+
 function messageOf(e: AjvError): string {
   if (e.keyword === "additionalProperties") return "is not a known field";
   if (e.keyword === "pattern") {
@@ -123,10 +144,7 @@ export function installErrorHandling(
   app.setErrorHandler((err: FastifyError & { validation?: AjvError[]; validationContext?: string }, req, reply) => {
     if (err instanceof DomainError) return sendProblem(reply, err.problem);
     if (err.validation) {
-      const errors = err.validation.map((e) => ({
-        field: fieldOf(e, err.validationContext ?? "body"),
-        message: messageOf(e),
-      }));
+      const errors = validationErrors(err.validation, err.validationContext ?? "body");
       const detail = `The request ${err.validationContext ?? "body"} is invalid: ${errors.map((e) => `${e.field} ${e.message}`).join("; ")}. Nothing was changed.`;
       return sendProblem(reply, problem("invalid_request", detail, { errors }));
     }
