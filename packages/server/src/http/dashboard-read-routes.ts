@@ -50,14 +50,12 @@ export function dashboardReadRoutes(app: FastifyInstance, ctx: RouteContext): vo
     "/v1/admin/queue/entries",
     { ...admin, schema: requestSchemas("getQueueEntries") },
     async (req): Promise<wire.QueueEntriesPage> => {
-      const limit = Number(req.query.limit ?? QUEUE_LISTED);
-      const line = await ctx.pool.line(decodePosition(req.query.cursor), limit + 1);
-      const page = line.entries.slice(0, limit);
-      const last = page[page.length - 1];
+      const page = await ctx.pool.line(decodePosition(req.query.cursor), Number(req.query.limit ?? QUEUE_LISTED));
+      const last = page.entries[page.entries.length - 1];
       return {
-        total: line.total,
-        entries: page.map((e) => ({ ...e })),
-        next_cursor: line.entries.length > limit && last !== undefined ? encodePosition(last.position) : null,
+        total: page.total,
+        entries: page.entries.map((e) => ({ ...e })),
+        next_cursor: page.more && last !== undefined ? encodePosition(last.position) : null,
       };
     },
   );

@@ -48,10 +48,7 @@ export function dashboardSessionRoutes(app: FastifyInstance, ctx: RouteContext):
 
   app.delete("/v1/dashboard/session", async (req, reply) => {
     const cookie = dashboardCookie(req);
-    if (cookie !== null && (await ctx.dashboard.resolve(cookie)) !== null) {
-      requireCsrf(ctx, req, cookie);
-      await ctx.dashboard.revoke(cookie);
-    }
+    if (cookie !== null) await ctx.dashboard.signOut(cookie, () => requireCsrf(ctx, req, cookie));
     clearDashboardCookie(ctx, req, reply);
     return reply.code(204).send();
   });

@@ -160,13 +160,17 @@ export class PoolViewer {
     };
   }
 
-  /** The whole line from position `after` + 1, at most `limit` entries, and how many wait in all. */
-  async line(after: number, limit: number): Promise<{ total: number; entries: readonly QueueEntry[] }> {
+  /**
+   * A page of the line from position `after` + 1: at most `limit` entries, whether more follow, and
+   * how many wait in all.
+   */
+  async line(after: number, limit: number): Promise<{ total: number; entries: readonly QueueEntry[]; more: boolean }> {
     const line = this.leading()
       ? this.state.queueSnapshot()
       : arrivalOrder(
           await this.store.transaction((tx) => tx.leases.list({ status: "queued", limit: MAX_QUEUED_READ })),
         );
-    return { total: line.length, entries: line.filter((e) => e.position > after).slice(0, limit) };
+    const rest = line.filter((e) => e.position > after);
+    return { total: line.length, entries: rest.slice(0, limit), more: rest.length > limit };
   }
 }

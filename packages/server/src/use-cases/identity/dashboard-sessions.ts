@@ -109,8 +109,18 @@ export class DashboardSessions {
     });
   }
 
+  /**
+   * Signs a browser out: a live session is revoked once `check` (the request's CSRF check, which
+   * throws) passes; an unknown, expired or revoked one needs nothing.
+   */
+  async signOut(secret: string, check: () => void): Promise<void> {
+    if ((await this.resolve(secret)) === null) return;
+    check();
+    await this.revoke(secret);
+  }
+
   /** Signs the session out (idempotent): its cookie is no good on any replica after this. */
-  async revoke(secret: string): Promise<void> {
+  private async revoke(secret: string): Promise<void> {
     if (!secret.startsWith(SESSION_PREFIX) || secret.length > 200) return;
     const now = this.clock.now();
     await this.store.transaction((tx) => tx.dashboard.revokeSession(hashSecret(secret), now));
