@@ -1,6 +1,4 @@
 import { mkdtempSync } from "node:fs";
-import { connect, createServer } from "node:net";
-import type { Server, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Fastify from "fastify";
@@ -12,6 +10,7 @@ import { LeadershipLostError, StorageUnavailableError } from "../src/storage/sto
 import type { Storage } from "../src/storage/store.js";
 import { ADMIN, serveAt, waitFor } from "./harness.js";
 import type { TestServer } from "./harness.js";
+import { TcpProxy } from "./tcp-proxy.js";
 
 /**
  * A TCP proxy to PostgreSQL that, once armed, cuts the connection on which a transaction that
@@ -21,60 +20,48 @@ import type { TestServer } from "./harness.js";
 class CommitCutter {
   armed = false;
   cuts = 0;
-  private readonly server: Server;
-  private readonly sockets = new Set<Socket>();
+  private readonly proxy: TcpProxy;
 
   constructor(target: { host: string; port: number }) {
-    this.server = createServer((client) => {
-      const upstream = connect(target.port, target.host);
-      this.sockets.add(client).add(upstream);
+    this.proxy = new TcpProxy(target, (conn) => {
       let pending = Buffer.alloc(0);
       let inserted = false;
-      client.on("data", (chunk) => upstream.write(chunk));
-      upstream.on("data", (chunk) => {
-        // The server's messages: a type byte, then a 4-byte length that counts itself.
-        pending = Buffer.concat([pending, chunk]);
-        let cut = false;
-        while (pending.length >= 5 && pending.length >= 1 + pending.readUInt32BE(1)) {
-          const end = 1 + pending.readUInt32BE(1);
-          if (pending[0] === 0x43 /* CommandComplete */) {
-            const tag = pending.subarray(5, end - 1).toString("latin1");
-            if (tag === "BEGIN") inserted = false;
-            else if (/^INSERT \d+ [1-9]/.test(tag)) inserted = true;
-            else if (tag === "COMMIT" && inserted && this.armed) cut = true;
+      return {
+        fromServer: (chunk) => {
+          // The server's messages: a type byte, then a 4-byte length that counts itself.
+          pending = Buffer.concat([pending, chunk]);
+          let cut = false;
+          while (pending.length >= 5 && pending.length >= 1 + pending.readUInt32BE(1)) {
+            const end = 1 + pending.readUInt32BE(1);
+            if (pending[0] === 0x43 /* CommandComplete */) {
+              const tag = pending.subarray(5, end - 1).toString("latin1");
+              if (tag === "BEGIN") inserted = false;
+              else if (/^INSERT \d+ [1-9]/.test(tag)) inserted = true;
+              else if (tag === "COMMIT" && inserted && this.armed) cut = true;
+            }
+            pending = pending.subarray(end);
           }
-          pending = pending.subarray(end);
-        }
-        if (cut) {
+          if (!cut) return true;
           this.armed = false;
           this.cuts++;
-          client.destroy();
-          upstream.destroy();
-          return;
-        }
-        client.write(chunk);
-      });
-      const close = (): void => {
-        client.destroy();
-        upstream.destroy();
+          conn.cut();
+          return false;
+        },
       };
-      client.on("close", close).on("error", close);
-      upstream.on("close", close).on("error", close);
     });
   }
 
   /** `url` with its host and port replaced by the proxy's. */
   async listen(url: string): Promise<string> {
-    await new Promise<void>((resolve) => this.server.listen(0, "127.0.0.1", resolve));
+    const port = await this.proxy.listen();
     const u = new URL(url);
     u.hostname = "127.0.0.1";
-    u.port = String((this.server.address() as { port: number }).port);
+    u.port = String(port);
     return u.toString();
   }
 
-  async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await new Promise((resolve) => this.server.close(resolve));
+  close(): Promise<void> {
+    return this.proxy.close();
   }
 }
 

@@ -1,5 +1,3 @@
-import { createServer, connect } from "node:net";
-import type { Server, Socket } from "node:net";
 import { pino } from "pino";
 import { afterAll, describe, expect, it } from "vitest";
 import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js";
@@ -9,6 +7,7 @@ import { assemblePool } from "../src/main/pool.js";
 import { openStorage } from "../src/storage/open-store.js";
 import type { Storage } from "../src/storage/store.js";
 import { ipCall, waitFor } from "./harness.js";
+import { TcpProxy } from "./tcp-proxy.js";
 
 /**
  * Round trips a lease cycle (admit, granted at once, release) waits for on PostgreSQL through the
@@ -20,51 +19,38 @@ import { ipCall, waitFor } from "./harness.js";
 class CountingProxy {
   flights = 0;
   readonly log: string[] = [];
-  private ids = 0;
-  private readonly server: Server;
-  private readonly sockets = new Set<Socket>();
+  private readonly proxy: TcpProxy;
 
   constructor(target: { host: string; port: number }) {
-    this.server = createServer((client) => {
-      const upstream = connect(target.port, target.host);
-      const id = ++this.ids;
-      this.sockets.add(client).add(upstream);
+    this.proxy = new TcpProxy(target, (conn) => {
       let last: "client" | "server" | null = null;
-      client.on("data", (chunk) => {
-        if (last !== "client") {
-          this.flights++;
-          if (process.env.RT_DEBUG)
-            this.log.push(
-              `${id} ${chunk
-                .toString("latin1")
-                .replace(/[^ -~]+/g, ".")
-                .slice(0, 160)}`,
-            );
-        }
-        last = "client";
-        upstream.write(chunk);
-      });
-      upstream.on("data", (chunk) => {
-        last = "server";
-        client.write(chunk);
-      });
-      const close = (): void => {
-        client.destroy();
-        upstream.destroy();
+      return {
+        fromClient: (chunk) => {
+          if (last !== "client") {
+            this.flights++;
+            if (process.env.RT_DEBUG)
+              this.log.push(
+                `${conn.id} ${chunk
+                  .toString("latin1")
+                  .replace(/[^ -~]+/g, ".")
+                  .slice(0, 160)}`,
+              );
+          }
+          last = "client";
+        },
+        fromServer: () => {
+          last = "server";
+        },
       };
-      client.on("close", close).on("error", close);
-      upstream.on("close", close).on("error", close);
     });
   }
 
-  async listen(): Promise<number> {
-    await new Promise<void>((resolve) => this.server.listen(0, "127.0.0.1", resolve));
-    return (this.server.address() as { port: number }).port;
+  listen(): Promise<number> {
+    return this.proxy.listen();
   }
 
-  async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await new Promise((resolve) => this.server.close(resolve));
+  close(): Promise<void> {
+    return this.proxy.close();
   }
 }
 
