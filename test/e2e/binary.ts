@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import { inject } from "vitest";
 import type { ChildProcessWithoutNullStreams } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { checkAnswersOf } from "./contract-fetch.js";
 
 export const BIN = fileURLToPath(new URL("../../packages/cli/bin/gpupool.js", import.meta.url));
 
@@ -27,13 +28,21 @@ export function testStorage(file: string): string {
 }
 
 /** Starts the real `gpupool server` binary on port 0 and waits (up to `timeoutMs`) for its listening line. */
-export function startServerBinary(
+export async function startServerBinary(
   args: string[],
   env: Record<string, string> = {},
   // Generous: on a loaded 2-core machine a server has taken over 15 s to start.
   timeoutMs = 60_000,
 ): Promise<ServerProcess> {
-  return startBinary(["server", "--port", "0", ...args], env, /listening on (http:\/\/[^\s]+)/, timeoutMs);
+  const server = await startBinary(
+    ["server", "--port", "0", ...args],
+    env,
+    /listening on (http:\/\/[^\s]+)/,
+    timeoutMs,
+  );
+  // Its answers to this process are checked against the contract (see contract-fetch.ts).
+  checkAnswersOf(server.url);
+  return server;
 }
 
 /** Runs the CLI to completion. */
