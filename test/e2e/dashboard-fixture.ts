@@ -1,14 +1,16 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { expect } from "vitest";
 import { createClient } from "@gpupool/sdk";
 import type { GpupoolClient } from "@gpupool/sdk";
 import { startServerBinary, testStorage } from "./binary.js";
+import { CHROMIUM, haveBrowser, inCi, launchBrowser } from "./browser.js";
+
+export { CHROMIUM, haveBrowser, inCi, launchBrowser };
 import type { ServerProcess } from "./binary.js";
 
 /**
@@ -16,9 +18,6 @@ import type { ServerProcess } from "./binary.js";
  * Debian's chromium through playwright-core, users made through the SDK. Without chromium the
  * tests are skipped outside CI and fail under CI=true (.ci/run installs it).
  */
-export const CHROMIUM = process.env["GPUPOOL_CHROMIUM"] ?? "/usr/bin/chromium";
-export const haveBrowser = existsSync(CHROMIUM);
-export const inCi = process.env["CI"] === "true";
 export const ADMIN = "dashboard-e2e-admin-token-abcdefghijklmnop";
 export const SHOTS = fileURLToPath(new URL("../../docs/dashboard/", import.meta.url));
 
@@ -101,24 +100,6 @@ export async function startDashWorld(
       rmSync(dir, { recursive: true, force: true });
     },
   };
-}
-
-/** Debian's chromium, headless; every `*.test` host name resolves to this machine (for cross-site pages). */
-export function launchBrowser(): Promise<Browser> {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--host-resolver-rules=MAP *.test 127.0.0.1",
-    ],
-  });
 }
 
 /** A browser context as a person sees the page: en-US numbers, a fixed time zone. */

@@ -1,7 +1,6 @@
-import { existsSync } from "node:fs";
-import { chromium } from "playwright-core";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CHROMIUM, haveBrowser, inCi, launchBrowser } from "./browser.js";
 import type { EdgeWorld } from "./edge-fixture.js";
 import { startEdgeWorld } from "./edge-fixture.js";
 
@@ -10,13 +9,10 @@ import { startEdgeWorld } from "./edge-fixture.js";
  * charged as the user; a private window sees its IP. CI installs chromium (.ci/run); elsewhere,
  * without it, this test is skipped and says so — under CI=true a missing browser is a failure.
  */
-const CHROMIUM = process.env.GPUPOOL_CHROMIUM ?? "/usr/bin/chromium";
 
 // The page's globals, for the functions page.evaluate runs there (the tests have no DOM types).
 declare const document: any;
 declare const location: any;
-const haveBrowser = existsSync(CHROMIUM);
-const inCi = process.env.CI === "true";
 
 if (!haveBrowser && !inCi) {
   console.warn(
@@ -30,25 +26,9 @@ describe("the edge in a browser", () => {
   beforeAll(async () => {
     if (!haveBrowser) return;
     w = await startEdgeWorld();
-    // launch() gives the browser a fresh, throw-away profile directory of its own (Playwright
-    // refuses --user-data-dir here); each newContext() is then a separate "private window".
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      // *.test names resolve to this machine: the sign-in host edge.test, apps at <name>.apps.test.
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--host-resolver-rules=MAP *.test 127.0.0.1",
-        "--disable-features=HttpsUpgrades",
-      ],
-    });
+    // *.test names resolve to this machine: the sign-in host edge.test, apps at <name>.apps.test;
+    // each newContext() is a separate "private window".
+    browser = await launchBrowser(["--disable-quic", "--disable-features=HttpsUpgrades"]);
   }, 90_000);
   afterAll(async () => {
     await browser?.close();
