@@ -42,8 +42,9 @@ function validationErrors(validation: readonly AjvError[], context: string): { f
   for (const e of validation) {
     const field = fieldOf(e, context);
     const entry = byField.get(field) ?? { messages: [], anyOf: false };
+    const message = messageOf(e);
     if (e.keyword === "anyOf") entry.anyOf = true;
-    else if (!entry.messages.includes(messageOf(e))) entry.messages.push(messageOf(e));
+    else if (!entry.messages.includes(message)) entry.messages.push(message);
     byField.set(field, entry);
   }
   return [...byField].flatMap(([field, { messages, anyOf }]) =>

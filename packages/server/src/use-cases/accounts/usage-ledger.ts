@@ -52,12 +52,9 @@ export class UsageLedger {
     query: UsageQuery,
     page: { readonly cursor: string | undefined; readonly limit: number; readonly order: UsageOrder },
   ): Promise<{ records: UsageRecordRow[]; nextCursor: string | null; appNames: AppNames }> {
-    const filter = await this.filter(caller, query);
+    const { filter, appNames } = await this.filter(caller, query);
     const after = decodeCursor(page.cursor, page.order);
-    const [records, appNames] = await Promise.all([
-      this.store.read((tx) => tx.usage.list(filter, after, page.limit + 1, page.order)),
-      this.appNames(),
-    ]);
+    const records = await this.store.read((tx) => tx.usage.list(filter, after, page.limit + 1, page.order));
     const shown = records.slice(0, page.limit);
     const last = shown[shown.length - 1];
     const more = records.length > page.limit && last !== undefined;
@@ -73,7 +70,7 @@ export class UsageLedger {
     query: UsageQuery,
     from: { readonly cursor: string | undefined; readonly order: UsageOrder },
   ): Promise<{ records: AsyncIterable<UsageRecordRow>; appNames: AppNames }> {
-    const filter = await this.filter(caller, query);
+    const { filter, appNames } = await this.filter(caller, query);
     const start = decodeCursor(from.cursor, from.order);
     const store = this.store;
     async function* records(): AsyncGenerator<UsageRecordRow> {
@@ -86,7 +83,7 @@ export class UsageLedger {
         after = { endedAt: last.endedAt, id: last.id };
       }
     }
-    return { records: records(), appNames: await this.appNames() };
+    return { records: records(), appNames };
   }
 
   /** Totals by day, app, identity or tier, with the refusals the pool counted. */
@@ -100,21 +97,22 @@ export class UsageLedger {
     refusals: { key: string; code: string; count: number }[];
     appNames: AppNames;
   }> {
-    const filter = await this.filter(caller, query);
+    const { filter, appNames } = await this.filter(caller, query);
     // What this replica counted so far is written first, so the summary includes it.
     await this.refusals?.flush();
-    const [totals, appNames] = await Promise.all([
-      this.store.read(async (tx) => ({
-        groups: await tx.usage.summary(filter, groupBy),
-        refusals: await tx.usage.refusals(filter, groupBy),
-      })),
-      groupBy === "app" ? this.appNames() : Promise.resolve(new Map<string, string>()),
-    ]);
-    return { filter, ...totals, appNames };
+    const totals = await this.store.read(async (tx) => ({
+      groups: await tx.usage.summary(filter, groupBy),
+      refusals: await tx.usage.refusals(filter, groupBy),
+    }));
+    return { filter, ...totals, appNames: groupBy === "app" ? appNames : new Map<string, string>() };
   }
 
-  /** The records a caller may see within the query's range (default: the 30 days before now). */
-  private async filter(caller: UsageCaller, q: UsageQuery): Promise<UsageFilter> {
+  /**
+   * The records a caller may see within the query's range (default: the 30 days before now), and
+   * every app's name by id — only the name, which the app's own pages show its visitors; nothing
+   * else of an app the user does not own. The apps are read once for both.
+   */
+  private async filter(caller: UsageCaller, q: UsageQuery): Promise<{ filter: UsageFilter; appNames: AppNames }> {
     const to = q.to === undefined ? this.clock.now() : Date.parse(q.to);
     const from = q.from === undefined ? to - DEFAULT_RANGE_MS : Date.parse(q.from);
     if (from >= to)
@@ -122,33 +120,24 @@ export class UsageLedger {
         errors: [{ field: "from", message: "must be before to" }],
       });
     const identity = q.identity === undefined ? undefined : splitIdentity(q.identity);
-    return {
-      scope: await this.scope(caller),
+    const apps = await this.store.read((tx) => tx.apps.list());
+    const scope: UsageScope =
+      caller.kind === "admin"
+        ? { kind: "all" }
+        : {
+            kind: "user",
+            userId: caller.userId,
+            appIds: apps.filter((a) => a.ownerId === caller.userId).map((a) => a.id),
+          };
+    const filter: UsageFilter = {
+      scope,
       from,
       to,
       ...(q.app === undefined ? {} : { appId: q.app }),
       ...(identity === undefined ? {} : { identity }),
       ...(q.status === undefined ? {} : { status: q.status }),
     };
-  }
-
-  private async scope(caller: UsageCaller): Promise<UsageScope> {
-    if (caller.kind === "admin") return { kind: "all" };
-    const apps = await this.store.read((tx) => tx.apps.list());
-    return {
-      kind: "user",
-      userId: caller.userId,
-      appIds: apps.filter((a) => a.ownerId === caller.userId).map((a) => a.id),
-    };
-  }
-
-  /**
-   * Only the name, which the app's own pages show its visitors; nothing else of an app the user
-   * does not own.
-   */
-  private async appNames(): Promise<AppNames> {
-    const apps = await this.store.read((tx) => tx.apps.list());
-    return new Map(apps.map((a) => [a.id, a.name]));
+    return { filter, appNames: new Map(apps.map((a) => [a.id, a.name])) };
   }
 }
 
