@@ -24,7 +24,7 @@ export const DiagnoseQuery = z.strictObject({
           matching(/^[0-9]{1,6}(\.[0-9]{1,3})?$/, "a number of seconds (digits, at most 3 decimals), e.g. 30 or 1.5"),
         ),
     ),
-    "Seconds the call would be willing to wait for a slot, as `max_wait` in the lease request (default and cap: the tier's queue timeout): a call expected to wait longer gets the `predicted_wait` refusal it would get.",
+    "Seconds the call would be willing to wait for a slot, as `max_wait` in the lease request (default and cap: the tier's queue timeout): a call not expected to start in time gets the `predicted_wait` refusal it would get.",
   ),
 });
 export type DiagnoseQuery = z.infer<typeof DiagnoseQuery>;

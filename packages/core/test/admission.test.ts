@@ -121,7 +121,8 @@ describe("decideAdmission", () => {
     const d = decideAdmission(policy, account(), request({ maxWaitMs: null }), long);
     expect(d).toMatchObject({
       kind: "refused",
-      retryAfterS: 11,
+      // Once the expected wait would leave a tenth of the 60 s unused: 71 − 54 s.
+      retryAfterS: 17,
       problem: {
         code: "no_gpu_available",
         status: 503,
@@ -135,25 +136,37 @@ describe("decideAdmission", () => {
       expect(d.problem.detail).toMatch(/about 71s \(at most 90s\), longer than the 60s queue timeout of the free tier/);
       expect(d.problem.detail).toMatch(/nothing was reserved or charged/);
     }
-    // The expected wait decides, not the bound: 70.5 s fits a 75-s max_wait in a tier that waits 2 minutes.
+    // The expected wait decides, not the bound: 70.5 s fits an 80-s max_wait in a tier that waits 2 minutes.
     const patient = {
       ...policy,
       tiers: { ...policy.tiers, free: { ...tierOf(policy, "free"), queueTimeoutMs: 120_000 } },
     };
-    const fits = decideAdmission(
-      patient,
-      { ...account(), tier: tierOf(patient, "free") },
-      request({ maxWaitMs: 75_000 }),
-      long,
-    );
-    expect(fits).toMatchObject({ outcome: "queued" });
+    const patientAccount = { ...account(), tier: tierOf(patient, "free") };
+    expect(decideAdmission(patient, patientAccount, request({ maxWaitMs: 80_000 }), long)).toMatchObject({
+      outcome: "queued",
+    });
+    // But not with a 75-s max_wait: expected to start in its last tenth (after 67.5 s), and the bound
+    // (90 s) promises no start in time — refused, saying so.
+    const close = decideAdmission(patient, patientAccount, request({ maxWaitMs: 75_000 }), long);
+    expect(close).toMatchObject({
+      kind: "refused",
+      retryAfterS: 4,
+      problem: { reason: "predicted_wait", eta_s: 71, eta_max_s: 90, max_wait_s: 75 },
+    });
+    if (close.kind === "refused")
+      expect(close.problem.detail).toMatch(/about 71s \(at most 90s\), too close to the 75s this request allows/);
+    // With a bound that promises a start in time, the same expected wait is queued.
+    const promised: Placement = { ...long, place: { ...(long.place as QueuePlace), etaMs: 75_000 } };
+    expect(decideAdmission(patient, patientAccount, request({ maxWaitMs: 75_000 }), promised)).toMatchObject({
+      outcome: "queued",
+    });
     // A max_wait shorter than the timeout is named in the refusal.
     const short = decideAdmission(policy, account(), request({ maxWaitMs: 30_000 }), WAIT);
     expect(short).toMatchObject({ outcome: "queued" });
     const impatient = decideAdmission(policy, account(), request({ maxWaitMs: 2_000 }), WAIT);
     expect(impatient).toMatchObject({
       kind: "refused",
-      retryAfterS: 3,
+      retryAfterS: 4, // 5 s expected, less nine tenths of 2 s, rounded up
       problem: { reason: "predicted_wait", max_wait_s: 2 },
     });
     if (impatient.kind === "refused") expect(impatient.problem.detail).toMatch(/allows \(max_wait\)/);
@@ -168,7 +181,7 @@ describe("decideAdmission", () => {
     });
     expect(decideAdmission(policy, account(), request({ maxWaitMs: null }), soon(61_000))).toMatchObject({
       kind: "refused",
-      retryAfterS: 11,
+      retryAfterS: 17,
       problem: { reason: "predicted_wait", eta_s: 71 },
     });
     const unknown: Placement = { kind: "wait", place: { position: 1, reason: "node", etaMs: null }, queued: 0 };

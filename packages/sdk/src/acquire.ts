@@ -25,8 +25,9 @@ export interface AcquireOptions {
   readonly queue?: boolean | undefined;
   /**
    * Seconds you are willing to wait for a slot (server default and cap: the tier's queue timeout).
-   * A call expected to wait longer fails at once with `NoGpuAvailableError` (`reason: predicted_wait`,
-   * its expected wait in `eta_s`) instead of waiting out the timeout.
+   * A call expected to wait longer (or, with no promise to start in time, into the last tenth of
+   * it) fails at once with `NoGpuAvailableError` (`reason: predicted_wait`, its expected wait in
+   * `eta_s`) instead of waiting out the timeout.
    */
   readonly maxWait?: number | undefined;
   /** The end user's `X-IP-Token`, so they are charged instead of the app. */

@@ -172,8 +172,9 @@ describe.skipIf(!postgresUrl())("a replica that does not lead", () => {
     expect(refused.eta_s).toBeLessThanOrEqual(20);
     expect(refused.eta_max_s).toBeGreaterThanOrEqual(refused.eta_s);
     expect(refused.detail).toMatch(/expected to be about \d+s/);
-    // Retry when a wait that long would fit, not the follower's generic 5 s.
-    expect(Number(r.headers["retry-after"])).toBe(refused.eta_s - 5);
+    // Retry once the expected wait would leave a tenth of the 5 s unused (eta_s − 4.5 s, rounded
+    // up), as the leader says it — not the follower's generic 5 s.
+    expect(Number(r.headers["retry-after"])).toBe(refused.eta_s - 4);
   });
 
   it("Idempotency-Key across replicas: asked through the follower, retried through the leader and the follower, one lease", async () => {

@@ -56,8 +56,8 @@ describe("honest admission", () => {
     expect(p.detail).toMatch(/expected to be about \d+s/);
     expect(p.detail).toMatch(/2s queue timeout of the free tier/);
     expect(p.detail).toMatch(/nothing was reserved or charged/);
-    // Retry when the wait would fit: about eta_s − 2 s.
-    expect(Number(r.headers["retry-after"])).toBe(p.eta_s - 2);
+    // Retry once the expected wait would leave a tenth of the 2 s unused: eta_s − 1.8 s, rounded up.
+    expect(Number(r.headers["retry-after"])).toBe(p.eta_s - 1);
     expect(await quotaOf(t, alice.token)).toMatchObject({ used: 0, reserved: 0, left: 210 });
     expect((await t.call("GET", "/v1/leases?status=queued", { token: ADMIN })).body.leases).toEqual([]);
   });

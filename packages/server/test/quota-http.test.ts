@@ -120,7 +120,7 @@ describe("429 quota_exceeded", () => {
 
   it("always carries Retry-After and retry_at, even when the identity's only calls in flight are queued", async () => {
     const { owner } = await setup();
-    for (let i = 0; i < 4; i++) expect((await lease(t, owner.token, { duration: 60 })).status).toBe(201);
+    for (let i = 0; i < 4; i++) expect((await lease(t, owner.token, { duration: 50 })).status).toBe(201);
     const dave = await t.user("dave", "free");
     await patchUser(dave.id, { quota: 20 });
     expect((await lease(t, dave.token, { duration: 10 })).status).toBe(202);
@@ -173,7 +173,7 @@ describe("the quota window", () => {
       window: 86_400,
     });
     const blockers = [];
-    for (let i = 0; i < 4; i++) blockers.push((await lease(t, owner.token, { duration: 60 })).body.id as string);
+    for (let i = 0; i < 4; i++) blockers.push((await lease(t, owner.token, { duration: 50 })).body.id as string);
     const q = await lease(t, alice.token, { duration: 10 });
     expect(q.status).toBe(202);
     expect(await quotaOf(t, alice.token)).toMatchObject({ window_started_at: null, resets_at: null, reserved: 10 });

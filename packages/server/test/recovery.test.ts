@@ -39,7 +39,7 @@ describe("restart on the same database", () => {
     const app = await a.appFor("demo", owner.id);
     const ipTok = await a.ipToken(app.id, { ip: "203.0.113.7" });
     const held = [];
-    for (let i = 0; i < 4; i++) held.push((await lease(a, owner.token, { duration: 60 })).body);
+    for (let i = 0; i < 4; i++) held.push((await lease(a, owner.token, { duration: 50 })).body);
     const queued = (await lease(a, alice.token, { duration: 30 })).body;
     expect(queued.status).toBe("queued");
     const quotaBefore = { owner: await quotaOf(a, owner.token), alice: await quotaOf(a, alice.token) };
@@ -61,7 +61,7 @@ describe("restart on the same database", () => {
 
     // The recovered state is live: a release frees a slot, the queued lease gets it, charges add up.
     const released = await b.call("POST", `/v1/leases/${held[0].id}/release`, { token: owner.token, body: {} });
-    expect(released.body).toMatchObject({ status: "released", refunded: 60 - released.body.charged });
+    expect(released.body).toMatchObject({ status: "released", refunded: 50 - released.body.charged });
     expect(released.body.charged).toBeGreaterThanOrEqual(1);
     const granted = await get(b, queued.id);
     expect(granted).toMatchObject({ status: "active", device: held[0].device });

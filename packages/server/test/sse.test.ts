@@ -13,7 +13,7 @@ afterEach(async () => {
   await t?.close();
 });
 
-const BLOCKER_S = 60;
+const BLOCKER_S = 50;
 /** The room a promise leaves per class for higher classes arriving later (the minute's timeout). */
 const ROOM_S = schedulerOptionsFor({ queueTimeoutMs: 60_000 }).promiseRoomMs / 1000;
 

@@ -5,7 +5,9 @@ import {
   nodeNotRegisteredProblem,
   queueDisabledProblem,
   queueFullProblem,
+  expectedWaitLimitMs,
   predictedWaitProblem,
+  predictedWaitRetryS,
 } from "./pool-refusals.js";
 import type { Policy, SizePolicy, TierPolicy } from "../policy.js";
 import { queueTimeoutOf } from "../policy.js";
@@ -184,7 +186,14 @@ export function placementRefusal(
   }
 }
 
-/** The refusal of a call expected to wait longer than it may (see `placementRefusal`), or null. */
+/**
+ * The refusal of a call not expected to start in time (see `placementRefusal`), or null. A call
+ * given a soonest likely start (the lowest class) is refused only when even that is later than it
+ * may wait. Any other call is refused when its expected wait is longer than it may wait, or — when
+ * nothing promises it a start in time (its bound, eta_max, is later) — when it is expected to start
+ * in the last tenth of it (`PREDICTED_WAIT_HEADROOM`): on the November trace a third to a half of
+ * such calls end in nothing, after waiting nearly all of their time (docs/scheduling.md §5).
+ */
 function predictedWaitRefusal(
   policy: Policy,
   request: Pick<AdmissionRequest, "maxWaitMs">,
@@ -194,12 +203,20 @@ function predictedWaitRefusal(
   if (request.maxWaitMs === undefined || place === null || place.etaMs === null) return null;
   const expectedMs = place.expectedMs ?? place.etaMs;
   const limitMs = waitLimitMs(policy, tier, request.maxWaitMs);
-  if (Math.min(expectedMs, place.soonestMs ?? expectedMs) <= limitMs) return null;
+  const soonest = place.soonestMs ?? null;
+  if (soonest !== null ? soonest <= limitMs : expectedMs <= expectedWaitLimitMs(limitMs, place.etaMs)) return null;
   const limitBy =
     request.maxWaitMs !== null && request.maxWaitMs < queueTimeoutOf(policy, tier) ? "max_wait" : "queue_timeout";
+  const refusal = predictedWaitProblem({
+    expectedMs,
+    boundMs: place.etaMs,
+    limitMs,
+    limitBy,
+    tier: tier?.name ?? null,
+  });
   return {
     kind: "refused",
-    problem: predictedWaitProblem({ expectedMs, boundMs: place.etaMs, limitMs, limitBy, tier: tier?.name ?? null }),
-    retryAfterS: Math.max(1, Math.ceil((expectedMs - limitMs) / 1000)),
+    problem: refusal,
+    retryAfterS: predictedWaitRetryS(refusal["eta_s"] as number, refusal["max_wait_s"] as number),
   };
 }

@@ -65,7 +65,28 @@ export interface PredictedWait {
   readonly tier: string | null;
 }
 
-/** A call expected to wait longer than it may: refused at once instead of timing out in the queue. */
+/**
+ * The share of what a call may wait that it must be expected to leave unused when nothing promises
+ * it a start in time (its bound is later than it may wait): a call expected to start in the last
+ * tenth of its wait is refused at once (the lowest class excepted, see `placementRefusal`).
+ */
+export const PREDICTED_WAIT_HEADROOM = 0.1;
+
+/** The longest expected wait a call that may wait `limitMs`, with bound `boundMs`, is queued with. */
+export function expectedWaitLimitMs(limitMs: number, boundMs: number): number {
+  return boundMs <= limitMs ? limitMs : Math.floor(limitMs * (1 - PREDICTED_WAIT_HEADROOM));
+}
+
+/**
+ * When to retry a `predicted_wait` refusal: once the expected wait would leave a tenth of what the
+ * call may wait unused (at least a second). From the problem's own figures, so that a replica that
+ * relays the leader's refusal says the same: `eta_s` and `max_wait_s`.
+ */
+export function predictedWaitRetryS(etaS: number, maxWaitS: number): number {
+  return Math.max(1, Math.ceil(etaS - maxWaitS * (1 - PREDICTED_WAIT_HEADROOM)));
+}
+
+/** A call not expected to start in time: refused at once instead of timing out in the queue. */
 export function predictedWaitProblem(w: PredictedWait): Problem {
   const etaS = Math.ceil(w.expectedMs / 1000);
   const etaMaxS = Math.ceil(w.boundMs / 1000);
@@ -74,10 +95,10 @@ export function predictedWaitProblem(w: PredictedWait): Problem {
     w.limitBy === "max_wait"
       ? `the ${limitS}s this request allows (max_wait)`
       : `the ${limitS}s queue timeout${w.tier === null ? "" : ` of the ${w.tier} tier`}`;
-  const retryS = Math.max(1, Math.ceil((w.expectedMs - w.limitMs) / 1000));
+  const why = w.expectedMs > w.limitMs ? `longer than ${limit}` : `too close to ${limit} to count on`;
   return problem(
     "no_gpu_available",
-    `Every GPU slot that fits this call is busy and the wait is expected to be about ${etaS}s (at most ${etaMaxS}s), longer than ${limit}. It was refused now rather than left to time out; nothing was reserved or charged. Retry in about ${retryS}s${w.limitBy === "max_wait" ? ", or allow a longer max_wait" : ""}.`,
+    `Every GPU slot that fits this call is busy and the wait is expected to be about ${etaS}s (at most ${etaMaxS}s), ${why}. It was refused now rather than left to time out; nothing was reserved or charged. Retry in about ${predictedWaitRetryS(etaS, limitS)}s${w.limitBy === "max_wait" ? ", or allow a longer max_wait" : ""}.`,
     { reason: "predicted_wait", eta_s: etaS, eta_max_s: etaMaxS, max_wait_s: limitS },
   );
 }

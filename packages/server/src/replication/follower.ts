@@ -1,4 +1,12 @@
-import { billingOf, decideAdmission, fail, problem, quotaLeftShare, startWindow } from "@gpupool/core";
+import {
+  billingOf,
+  decideAdmission,
+  fail,
+  predictedWaitRetryS,
+  problem,
+  quotaLeftShare,
+  startWindow,
+} from "@gpupool/core";
 import type { Placement, Policy, Problem, QueuePlace } from "@gpupool/core";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
@@ -328,13 +336,13 @@ export function admissionAnswer(lease: LeaseRecord): "granted" | "queued" | "ref
 }
 
 /**
- * When to retry a call the leader refused: for `predicted_wait`, once a wait that long would fit
- * (the expected wait less what the call allows, as the leader answers it); else in a few seconds.
+ * When to retry a call the leader refused: for `predicted_wait`, from the refusal's expected wait
+ * and what the call may wait, as the leader answers it; else in a few seconds.
  */
 function retryAfterOf(p: Problem): number {
   const etaS = p["eta_s"];
   const maxWaitS = p["max_wait_s"];
   if (p["reason"] === "predicted_wait" && typeof etaS === "number" && typeof maxWaitS === "number")
-    return Math.max(1, etaS - maxWaitS);
+    return predictedWaitRetryS(etaS, maxWaitS);
   return 5;
 }
