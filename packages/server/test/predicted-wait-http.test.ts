@@ -1,7 +1,11 @@
 import { schedulerOptionsFor } from "@gpupool/core";
 import { afterEach, describe, expect, it } from "vitest";
 import type { TestServer } from "./harness.js";
-import { ADMIN, expectProblem, lease, quotaOf, sleep, startTestServer, waitFor } from "./harness.js";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ManualClock } from "./billing-fixture.js";
+import { ADMIN, expectProblem, lease, quotaOf, serveAt, sleep, startTestServer, waitFor } from "./harness.js";
 
 /**
  * Honest admission over HTTP: a call that cannot start in time is refused at once (503
@@ -60,6 +64,38 @@ describe("honest admission", () => {
     expect(Number(r.headers["retry-after"])).toBe(p.eta_s - 1);
     expect(await quotaOf(t, alice.token)).toMatchObject({ used: 0, reserved: 0, left: 210 });
     expect((await t.call("GET", "/v1/leases?status=queued", { token: ADMIN })).body.leases).toEqual([]);
+  });
+
+  it("refuses a free call expected to start in the last tenth of its minute with no promise to start in time; queues it a few seconds later, and a pro call at once", async () => {
+    // A clock the test moves: the expected waits below are exact.
+    const clock = new ManualClock();
+    t = await serveAt(mkdtempSync(join(tmpdir(), "gpupool-test-")), {}, { clock });
+    const alice = await t.user("alice", "free");
+    const bob = await t.user("bob", "pro");
+    const owner = await t.user("owner", "pro");
+    await fillPool(owner.token, 60);
+    // 57 s to go: expected 57 s of alice's 60, and her bound (57 s + a class's room for pro calls
+    // arriving later) promises no start within the minute — too close to count on.
+    clock.advance(3_000);
+    const close = await lease(t, alice.token, { duration: 20 });
+    const p = expectProblem(close, 503, "no_gpu_available");
+    expect(p).toMatchObject({ reason: "predicted_wait", eta_s: 57, max_wait_s: 60 });
+    expect(p.eta_max_s).toBe(57 + roomS(60_000));
+    expect(p.detail).toMatch(
+      /about 57s \(at most \d+s\), too close to the 60s queue timeout of the free tier to count on/,
+    );
+    // Retry once the expected wait would leave a tenth of the minute: 57 − 54 s.
+    expect(close.headers["retry-after"]).toBe("3");
+    expect(await quotaOf(t, alice.token)).toMatchObject({ reserved: 0 });
+    // A pro call expected as long is queued: its bound is its start, within its minute (a promise).
+    const pro = await lease(t, bob.token, { duration: 20 });
+    expect(pro.status).toBe(202);
+    expect(pro.body).toMatchObject({ eta_s: 57, eta_max_s: 57 });
+    // Three seconds on, alice's expected 54 s leaves her a tenth: queued, behind the pro call.
+    clock.advance(3_000);
+    const later = await lease(t, alice.token, { duration: 20 });
+    expect(later.status).toBe(202);
+    expect(later.body).toMatchObject({ position: 2, eta_s: 54 });
   });
 
   it("queues a call that can start in time, with the expected wait and its bound (202, GET, diagnose)", async () => {
