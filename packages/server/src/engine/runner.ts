@@ -4,6 +4,9 @@ import { Serial } from "../serial.js";
 import { LeadershipLostError } from "../storage/store.js";
 import type { Staged, Stager, Tx } from "../storage/store.js";
 
+/** What an operation locks first, if it knows (see Stager.expect). */
+export type StageHint = Parameters<NonNullable<Stager["expect"]>>[0];
+
 export interface RunnerOptions {
   /** How the engine's transactions are written (fenced to the leadership on a shared store). */
   readonly stager: Stager;
@@ -71,15 +74,27 @@ export class EngineRunner {
   /**
    * One operation: `stage` changes memory and writes, inside the serial section (or the
    * adapter's own order: an ordered stager runs staged functions one at a time, and its group
-   * commit needs several staged in one turn); `after` runs once the commit is durable.
+   * commit needs several staged in one turn); `after` runs once the commit is durable. `hint`:
+   * what `stage` locks first, when the caller knows it (Stager.expect).
    */
-  async run<T, R>(stage: (tx: Tx) => Promise<T>, after: (value: T) => R): Promise<R> {
-    if (this.stale) await this.rebuildSince(this.started);
+  async run<T, R>(stage: (tx: Tx) => Promise<T>, after: (value: T) => R, hint?: StageHint): Promise<R> {
+    const { stager } = this.options;
+    // Said while it waits for its turn, so the stager may read what it locks first ahead (ReadAhead).
+    const expected = hint === undefined ? undefined : stager.expect?.(hint);
+    try {
+      if (this.stale) await this.rebuildSince(this.started);
+    } catch (err) {
+      expected?.();
+      throw err;
+    }
     const began = this.started;
     let staged: Staged<T>;
     try {
-      const { stager } = this.options;
-      staged = stager.ordered ? await stager.stage(stage) : await this.serial.run(() => stager.stage(stage));
+      try {
+        staged = stager.ordered ? await stager.stage(stage) : await this.serial.run(() => stager.stage(stage));
+      } finally {
+        expected?.();
+      }
       await staged.committed;
     } catch (err) {
       await this.failed(err, began);

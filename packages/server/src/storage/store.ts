@@ -71,6 +71,8 @@ export interface Staged<T> {
  */
 export interface Stager {
   stage<T>(fn: (tx: Tx) => Promise<T>): Promise<Staged<T>>;
+  /** An operation that first locks a ledger ("kind:id") or a lease waits to stage (a hint: see ReadAhead); call the result once it staged or gave up. */
+  expect?(hint: { readonly ledger: string } | { readonly lease: string }): () => void;
   /** True when staged functions never overlap (one embedded connection), so the caller need not serialize them. */
   readonly ordered: boolean;
 }

@@ -1,10 +1,11 @@
-import type { LedgerState } from "@gpupool/core";
 import type postgres from "postgres";
 import { LeadershipLostError, StorageUnavailableError } from "../store.js";
 import { isConnectionError, storageError } from "./errors.js";
 import { fence } from "./fence.js";
 import { CHECK_EPOCH } from "./leader-lease.js";
 import type { GroupedTx } from "./postgres-tx.js";
+import { ReadAhead } from "./read-ahead.js";
+import type { ReadAheadSource } from "./read-ahead.js";
 import type { Session } from "./session.js";
 
 export interface LeaderGroupOptions {
@@ -18,6 +19,8 @@ export interface LeaderGroupOptions {
   readonly drawAhead: () => number;
   /** The members' lock attempts do not wait (GroupedTx.nowait): a follower's group. */
   readonly nowait?: boolean;
+  /** What waits to join the group, read ahead before each member (the leader's: see ReadAhead). */
+  readonly readAhead?: ReadAheadSource;
 }
 
 /**
@@ -72,13 +75,14 @@ export class LeaderGroup {
   private undoing = 0;
   /** The leases' sequence values drawn ahead for this group's inserts (GroupedTx.seqs). */
   private readonly seqs: number[] = [];
-  /** Ledgers whose locks (advisory and row) the group's transaction holds, as it sees them. */
-  private readonly ledgers = new Map<string, LedgerState | null>();
+  /** Ledgers whose locks (advisory and row) the group's transaction holds, as it sees them, and what was read ahead. */
+  private readonly ahead: ReadAhead;
   /** No member's work is in the transaction yet: a follower's group runs such a member without a savepoint (see `run`). */
   private empty = true;
 
   constructor(private readonly o: LeaderGroupOptions) {
     this.unhold = o.hold();
+    this.ahead = new ReadAhead(o.readAhead);
     this.committed = new Promise<void>((resolve, reject) => (this.settle = { resolve, reject }));
     // Nobody may be waiting on a group whose every member threw; keep that from crashing.
     this.committed.catch(() => undefined);
@@ -158,13 +162,20 @@ export class LeaderGroup {
     const member = ++this.size;
     this.current = member;
     this.memberError = null;
-    // Sent together with the member's first statements, in one round trip. A follower's group (no
+    // Before the SAVEPOINT: locks read ahead are not this member's, which a rollback to it would free.
+    // It waits for nothing, so only a failing storage fails it (which aborts the transaction, as a late write's failure does).
+    this.ahead.send(sql, (err) => {
+      if (!this.isOver()) this.abort(this.lateFailure(err, "Reading ahead for the leader's waiting transactions"));
+    });
+    // Sent together with the member's first statements, and not waited for, like its writes: a
+    // member that finds all it reads read ahead waits for no round trip. A follower's group (no
     // epoch check to keep) runs a member with nothing before it in the transaction without one: if
     // it fails, the whole transaction is rolled back and begun again instead (a statement less per group).
-    const savepoint = this.o.epoch === null && this.empty ? null : sql`SAVEPOINT leader_tx`.execute();
-    savepoint?.catch(() => undefined);
+    const savepoint = !(this.o.epoch === null && this.empty);
+    if (savepoint) this.defer(sql`SAVEPOINT leader_tx`, member);
     const grouped: GroupedTx = {
-      ledgers: this.ledgers,
+      ledgers: this.ahead.ledgers,
+      ahead: this.ahead,
       defer: (q) => this.defer(q, member),
       seqs: this.seqs,
       drawAhead: this.o.drawAhead,
@@ -172,8 +183,6 @@ export class LeaderGroup {
     };
     try {
       const value = await Promise.race([(async () => fn(this.fence(sql, member), grouped))(), this.failed]);
-      // Its answer came before those of the member's own statements.
-      await savepoint;
       const late = this.deferredFailure();
       if (late !== null) throw late;
       this.empty = false;
@@ -185,11 +194,11 @@ export class LeaderGroup {
       const err = this.deferredFailure() ?? thrown;
       if (isConnectionError(err)) throw this.brokenSession(err);
       // Undo this member alone (with whatever locks it took and ledgers it read); the group goes on.
-      this.ledgers.clear();
+      this.ahead.clear();
       this.undoing = member;
       try {
         if (!this.o.session.isOpen) throw this.brokenSession(err);
-        if (savepoint === null) await Promise.all([sql`ROLLBACK`.execute(), sql`BEGIN`.execute()]);
+        if (!savepoint) await Promise.all([sql`ROLLBACK`.execute(), sql`BEGIN`.execute()]);
         else await sql`ROLLBACK TO SAVEPOINT leader_tx`;
       } catch (again) {
         // A transaction that cannot go back to its savepoint cannot commit either: the group fails.
@@ -280,7 +289,10 @@ export class LeaderGroup {
   private defer(q: postgres.PendingQuery<postgres.Row[]>, member: number): void {
     q.execute().catch((err: unknown) => {
       if (this.current === member) this.memberError ??= err instanceof Error ? err : new Error(String(err));
-      else if (this.undoing !== member && !this.isOver()) this.abort(this.lateFailure(err, member));
+      else if (this.undoing !== member && !this.isOver())
+        this.abort(
+          this.lateFailure(err, `A write of the leader's transaction ${member}, after that transaction had run,`),
+        );
     });
   }
 
@@ -291,11 +303,11 @@ export class LeaderGroup {
    * order (an operator's SQL, a bug); it still fails the group as a whole, loudly: each member's
    * caller gets 503 storage_unavailable, and the engine rebuilds its state from the database.
    */
-  private lateFailure(err: unknown, member: number): unknown {
+  private lateFailure(err: unknown, what: string): unknown {
     const mapped = storageError(err);
     if (!(mapped instanceof StorageUnavailableError) || isConnectionError(err)) return err;
     return new StorageUnavailableError(
-      `A write of the leader's transaction ${member} failed after that transaction had run (${mapped.message}), so its group of ${this.size} transactions cannot commit: all of them were rolled back, and the leader rebuilds its state from the database.`,
+      `${what} failed (${mapped.message}), so its group of ${this.size} transactions cannot commit: all of them were rolled back, and the leader rebuilds its state from the database.`,
       { cause: err, reason: mapped.reason },
     );
   }
@@ -338,7 +350,7 @@ export class LeaderGroup {
     this.failure = mapped instanceof Error ? mapped : new Error(String(mapped));
     this.phase = "over";
     this.current = 0;
-    this.ledgers.clear();
+    this.ahead.clear();
     this.fail(this.failure);
     this.settle.reject(this.failure);
     // A COMMIT in flight still owns the connection: the group is over for the pool once it is answered.

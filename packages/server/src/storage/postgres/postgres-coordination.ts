@@ -9,6 +9,7 @@ import type { LeaderLease, Term } from "./leader-lease.js";
 import type { PostgresChannels } from "./postgres-channels.js";
 import type postgres from "postgres";
 import type { GroupedTx, PostgresTx } from "./postgres-tx.js";
+import type { ReadHint } from "./read-ahead.js";
 import { runTx } from "./postgres-tx.js";
 
 type State =
@@ -64,7 +65,13 @@ export class PostgresCoordination implements Coordination {
    * session, one serial section), but it does not claim `ordered`: the lease engine keeps its own
    * serial section around staging on PostgreSQL, as it always has.
    */
-  readonly leaderStager: Stager = { stage: (fn) => this.leaderStage(fn), ordered: false };
+  readonly leaderStager: Stager = {
+    stage: (fn) => this.leaderStage(fn),
+    expect: (hint) => this.expect(hint),
+    ordered: false,
+  };
+  /** What the leader transactions waiting to stage lock first (Stager.expect), by key: read ahead by the open group. */
+  private readonly expected = new Map<string, { readonly hint: ReadHint; n: number }>();
   private state: State = { kind: "idle" };
   private readonly serial = new Serial();
   private wake: (() => void) | null = null;
@@ -191,6 +198,20 @@ export class PostgresCoordination implements Coordination {
     }
   }
 
+  /** A leader transaction that locks `hint` first waits to stage; the result withdraws it (once). */
+  private expect(hint: ReadHint): () => void {
+    const key = "ledger" in hint ? `g:${hint.ledger}` : `l:${hint.lease}`;
+    const entry = this.expected.get(key) ?? { hint, n: 0 };
+    entry.n++;
+    this.expected.set(key, entry);
+    let withdrawn = false;
+    return () => {
+      if (withdrawn) return;
+      withdrawn = true;
+      if (--entry.n === 0 && this.expected.get(key) === entry) this.expected.delete(key);
+    };
+  }
+
   /** Opens the next group in the term session's next turn (after the previous group, or a renewal, is over). */
   private async openGroup(term: Term): Promise<LeaderGroup> {
     const release = await this.o.lease.turn();
@@ -209,6 +230,10 @@ export class PostgresCoordination implements Coordination {
         // is not seen here: the last group's size says how busy the leader is (about half of its
         // members insert a lease; a lone caller's groups have one member, and draw nothing ahead).
         drawAhead: () => Math.floor(this.lastGroupSize / 2),
+        readAhead: {
+          upcoming: () => Array.from(this.expected.values(), (e) => e.hint),
+          query: (sql, ledgers, leases) => this.o.makeTx(sql).readAhead(ledgers, leases),
+        },
       });
     } catch (err) {
       release();

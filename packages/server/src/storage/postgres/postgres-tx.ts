@@ -12,6 +12,8 @@ import { USAGE_RECORDS } from "../billing-tables.js";
 import { WriteBatch } from "./write-batch.js";
 import { checkFence } from "./fence.js";
 import { lockedLeaseWithLedger, lockedLedger } from "./locked-reads.js";
+import { READ_AHEAD } from "./read-ahead.js";
+import type { ReadAhead } from "./read-ahead.js";
 
 /** A connection inside a transaction: `sql.begin`'s, or the leader's session within its open group. */
 type Sql = postgres.ISql;
@@ -41,6 +43,8 @@ export interface GroupedTx {
    * so while the group holds them nobody else can change the row, and reading it again is not needed.
    */
   readonly ledgers: Map<string, LedgerState | null>;
+  /** On the leader's session: the locks and rows read ahead for the transactions waiting to join. */
+  readonly ahead?: ReadAhead;
   /** Sends a write whose answer nothing reads without waiting for it (a failure fails the member, or the group). */
   readonly defer: (q: postgres.PendingQuery<Row[]>) => void;
   /**
@@ -68,7 +72,11 @@ export interface GroupedTx {
  * member), so its last writes go out with what follows. A function that throws is rolled back: what
  * it held is never sent.
  */
-export type PostgresTx = Tx & { readonly flush: () => void };
+export type PostgresTx = Tx & {
+  readonly flush: () => void;
+  /** The statement that reads ahead for a leader group (ReadAhead), in this transaction's lock space. */
+  readonly readAhead: (ledgers: string[], leases: string[]) => postgres.PendingQuery<Row[]>;
+};
 
 /** Runs `fn` on `tx`, then sends the writes it still holds (a function that throws sends none). */
 export async function runTx<T>(tx: PostgresTx, fn: (tx: Tx) => Promise<T>): Promise<T> {
@@ -173,6 +181,8 @@ export function postgresTx(
   });
   return {
     flush: () => batch?.flush(),
+    readAhead: (ledgerKeys, leaseIds) =>
+      sql.unsafe<Row[]>(READ_AHEAD, [ledgerLockSpace, ledgerKeys.join("\n"), leaseIds.join("\n")], { prepare: true }),
     ...(schema === undefined
       ? {}
       : {
@@ -254,6 +264,8 @@ export function postgresTx(
     ledgers: {
       get: async (identity) => {
         if (readOnly) return decode(LEDGERS, await one(LEDGER.read, identity));
+        const ahead = grouped?.ahead?.pending(`g:${identity}`);
+        if (ahead !== undefined) await ahead;
         if (grouped?.ledgers.has(identity)) return grouped.ledgers.get(identity) ?? null;
         if (ledgers.has(identity)) return ledgers.get(identity) ?? null;
         // The row may not exist yet, and FOR UPDATE cannot lock a missing row: an advisory lock on
@@ -283,6 +295,7 @@ export function postgresTx(
         // Only a ledger whose locks this transaction (or its group) holds is remembered (every writer reads it first anyway).
         if (ledgers.has(identity)) ledgers.set(identity, s);
         if (grouped?.ledgers.has(identity)) grouped.ledgers.set(identity, s);
+        grouped?.ahead?.wrote(`g:${identity}`);
         if (batch === null) return void (await q(LEDGER.upsert, params));
         batch.add("ledger", LEDGER.upsert, params);
       },
@@ -317,6 +330,7 @@ export function postgresTx(
       },
       update: async (l) => {
         const params = [...LEASES.updateParams(l, "postgres"), l.id];
+        grouped?.ahead?.wrote(`l:${l.id}`);
         if (batch === null) return void (await q(LEASE.update, params));
         batch.add("lease", LEASE.update, params);
       },
@@ -327,7 +341,11 @@ export function postgresTx(
         // Every change of a lease (a release, an end, a grant) reads its identity's ledger next: it
         // is locked and read with it, after the advisory lock like any ledger read: one statement
         // (lockedLeaseWithLedger), which in a follower's group only tries the locks.
-        const { lease: row, ledger: ledgerRow0 } = await lockedLeaseWithLedger(q, ledgerLockSpace, id, nowait);
+        // Or as its leader group read it ahead (ReadAhead), with the same locks taken.
+        const ahead = grouped?.ahead?.pending(`l:${id}`);
+        if (ahead !== undefined) await ahead;
+        const { lease: row, ledger: ledgerRow0 } =
+          grouped?.ahead?.takeLease(id) ?? (await lockedLeaseWithLedger(q, ledgerLockSpace, id, nowait));
         let ledgerRow: Row | null | undefined = ledgerRow0;
         const lease = decode(LEASES, row);
         if (lease === null) return null;

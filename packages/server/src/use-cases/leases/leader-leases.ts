@@ -1,4 +1,4 @@
-import { decideAdmission, fail, quotaLeftShare } from "@gpupool/core";
+import { decideAdmission, fail, identityKey, quotaLeftShare } from "@gpupool/core";
 import type { Policy, QueuePlace } from "@gpupool/core";
 import type { Clock } from "../../clock.js";
 import type { EngineRunner } from "../../engine/runner.js";
@@ -138,6 +138,8 @@ export class LeaderLeases {
         // Answered here, not below: the queue wait starts before any later grant can end it.
         return traced.answered({ kind: "queued", lease: out.lease, place, quota: out.quota });
       },
+      // Its ledger is what it locks first (Accounts.forAdmission).
+      { ledger: identityKey(input.charged) },
     );
     void answer.then(
       (result) => traced.answered(result),
@@ -176,6 +178,7 @@ export class LeaderLeases {
         }
         return { lease: out.lease, quota: out.quota };
       },
+      { lease: leaseId },
     );
   }
 
@@ -212,6 +215,7 @@ export class LeaderLeases {
         }
         return out.kind === "elsewhere";
       },
+      { lease: leaseId },
     );
     if (elsewhere) await this.forget(leaseId);
   }

@@ -66,6 +66,8 @@ export class RemoteLeases {
       (out) => {
         if (out !== null) this.adopted(out, maxWaitMs);
       },
+      // Read and locked (told or not) to be granted or refused.
+      { lease: id },
     );
   }
 
@@ -211,6 +213,7 @@ export class RemoteLeases {
         this.announcer.ended([out.lease]);
         this.announcer.granted(out.grants);
       },
+      { lease: id },
     );
   }
 
