@@ -36,6 +36,13 @@ export interface Policy {
    */
   readonly predictedWait?: boolean;
   /**
+   * The share of what a call may wait that it must be expected to leave unused when nothing
+   * promises it a start in time (the lowest class excepted): a call expected to start in the last
+   * part of its wait is refused at once too. Absent: PREDICTED_WAIT_HEADROOM (a tenth); 0: refused
+   * only when expected to wait longer than it may.
+   */
+  readonly predictedWaitHeadroom?: number;
+  /**
    * Calls through a node's agent (the device API) that name no max_wait: refused at once when
    * expected to outwait the queue timeout (true), or queued as before (absent or false).
    */

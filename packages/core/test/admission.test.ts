@@ -155,6 +155,17 @@ describe("decideAdmission", () => {
     });
     if (close.kind === "refused")
       expect(close.problem.detail).toMatch(/about 71s \(at most 90s\), too close to the 75s this request allows/);
+    // With no headroom (queue.predicted_wait_headroom: 0) only a wait longer than it may is refused.
+    const literal = { ...patient, predictedWaitHeadroom: 0 };
+    expect(decideAdmission(literal, patientAccount, request({ maxWaitMs: 75_000 }), long)).toMatchObject({
+      outcome: "queued",
+    });
+    const longer = decideAdmission(literal, patientAccount, request({ maxWaitMs: 70_000 }), long);
+    expect(longer).toMatchObject({ kind: "refused", retryAfterS: 1, problem: { eta_s: 71, max_wait_s: 70 } });
+    // A fraction of a second asked for is said as asked, not rounded down to nothing.
+    const half = decideAdmission(policy, account(), request({ maxWaitMs: 500 }), WAIT);
+    expect(half).toMatchObject({ kind: "refused", retryAfterS: 5, problem: { max_wait_s: 0.5 } });
+    if (half.kind === "refused") expect(half.problem.detail).toMatch(/the 0\.5s this request allows/);
     // With a bound that promises a start in time, the same expected wait is queued.
     const promised: Placement = { ...long, place: { ...(long.place as QueuePlace), etaMs: 75_000 } };
     expect(decideAdmission(patient, patientAccount, request({ maxWaitMs: 75_000 }), promised)).toMatchObject({

@@ -6,8 +6,9 @@ import type { Concurrency, DeviceSpec, PriorityRequest } from "../src/index.js";
 /**
  * Honest admission's promise, checked by playing the schedule out: when calls hold what their
  * apps are learnt to hold and nothing new arrives, a call refused for `predicted_wait` would
- * indeed not have started within its wait bound (less its last tenth, when its eta_max promised no
- * start within it), and one admitted would have; the expected wait is never above the bound.
+ * indeed not have started within its wait bound (less the policy's headroom — a tenth by default,
+ * none with `predicted_wait_headroom: 0` — when its eta_max promised no start within it), and one
+ * admitted would have; the expected wait is never above the bound.
  */
 
 const T0 = 1_700_000_000_000;
@@ -56,7 +57,11 @@ describe("predicted_wait", () => {
         fc.array(callArb, { maxLength: 12 }),
         callArb,
         fc.integer({ min: 0, max: 120 }),
-        (gpus, shares, running, waiting, last, maxWaitS) => {
+        // The default headroom, or none (queue.predicted_wait_headroom: 0: the rule without it).
+        fc.constantFrom(undefined, 0),
+        (gpus, shares, running, waiting, last, maxWaitS, headroom) => {
+          const policy =
+            headroom === undefined ? DEFAULT_POLICY : { ...DEFAULT_POLICY, predictedWaitHeadroom: headroom };
           const held = new HeldShares();
           const shareOf = (app: string): number => shares[APPS.indexOf(app as (typeof APPS)[number])] as number;
           for (const app of APPS) for (let i = 0; i < 5; i++) held.learn(app, shareOf(app) * 60_000, 60_000);
@@ -116,7 +121,7 @@ describe("predicted_wait", () => {
             const { etaMs, expectedMs } = trial.place;
             if (etaMs !== null) expect(expectedMs ?? Infinity).toBeLessThanOrEqual(etaMs);
             const refused = placementRefusal(
-              DEFAULT_POLICY,
+              policy,
               { size: { name: "s", slots: last.slots, cost: 1 }, node: null, queue: true, maxWaitMs: maxWaitS * 1000 },
               { kind: "wait", place: trial.place, queued: scheduler.size },
               tierOf(DEFAULT_POLICY, "pro"),
@@ -146,18 +151,21 @@ describe("predicted_wait", () => {
             // call's eta_max does not promise a start within it, unless the call is of the lowest
             // class (told its soonest likely start: refused only when that is too late).
             const limitMs = Math.min(maxWaitS * 1000, DEFAULT_POLICY.queueTimeoutMs);
-            const startByMs = asked.soonest || asked.boundMs <= limitMs ? limitMs : Math.floor(limitMs * 0.9);
+            const startByMs =
+              asked.soonest || asked.boundMs <= limitMs ? limitMs : Math.floor(limitMs * (1 - (headroom ?? 0.1)));
             const waited = (starts.get(probe.leaseId) ?? Infinity) - T0;
             if (asked.refused) expect(waited).toBeGreaterThan(startByMs);
             else expect(waited).toBeLessThanOrEqual(startByMs);
             seen.add(asked.refused ? "refused" : "admitted");
             // Refused though it would have started within the whole limit: the last tenth's rule.
-            if (asked.refused && waited <= limitMs) seen.add("refused in the last tenth");
+            if (asked.refused && waited <= limitMs)
+              seen.add(`refused in the last tenth, headroom ${headroom ?? "default"}`);
           }
         },
       ),
       { numRuns: 300 },
     );
-    expect([...seen].sort()).toEqual(["admitted", "refused", "refused in the last tenth"]);
+    // Without headroom, no call that would have started within its whole limit is refused.
+    expect([...seen].sort()).toEqual(["admitted", "refused", "refused in the last tenth, headroom default"]);
   });
 });

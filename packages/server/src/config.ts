@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { ANONYMOUS_TIER, parseDurationMs } from "@gpupool/core";
+import { ANONYMOUS_TIER, parseDurationMs, PREDICTED_WAIT_HEADROOM } from "@gpupool/core";
 import type { DeviceSpec, Policy, SizePolicy, TierPolicy } from "@gpupool/core";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
@@ -144,6 +144,9 @@ const schema = z.strictObject({
       // Refuse at once a call expected to wait longer than it may (503 predicted_wait), or queue it
       // until it times out (false, as before).
       predicted_wait: z.boolean().default(true),
+      // A call (not anonymous) whose bound promises no start in time is also refused when expected
+      // to start in this last share of what it may wait (0: only when expected to wait longer).
+      predicted_wait_headroom: z.number().min(0).max(0.5).default(0.1),
       // Calls through a node's agent (the device API) that name no max_wait: refused at once when
       // expected to outwait the queue timeout (true), or queued as before (false).
       predicted_wait_via_agents: z.boolean().default(false),
@@ -270,6 +273,9 @@ export function normalizeConfig(raw: unknown, source = "configuration"): ServerC
       queueMaxLength: c.queue.max_length,
       ...(billing === undefined ? {} : { billing }),
       ...(c.queue.predicted_wait ? {} : { predictedWait: false }),
+      ...(c.queue.predicted_wait_headroom === PREDICTED_WAIT_HEADROOM
+        ? {}
+        : { predictedWaitHeadroom: c.queue.predicted_wait_headroom }),
       ...(c.queue.predicted_wait_via_agents ? { predictedWaitViaAgents: true } : {}),
     },
     pool: { devices },

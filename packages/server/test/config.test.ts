@@ -47,6 +47,13 @@ describe("configuration", () => {
     expect(() => normalizeConfig({ queue: { timeout: { gold: "20s" } } })).toThrow(
       /queue\.timeout\.gold: "gold" is not one of quota\.tiers/,
     );
+    // The headroom a paying call with no promise must be expected to leave: a tenth unless set.
+    expect(one.policy.predictedWaitHeadroom).toBeUndefined();
+    expect(normalizeConfig({ queue: { predicted_wait_headroom: 0 } }).policy.predictedWaitHeadroom).toBe(0);
+    expect(normalizeConfig({ queue: { predicted_wait_headroom: 0.25 } }).policy.predictedWaitHeadroom).toBe(0.25);
+    expect(() => normalizeConfig({ queue: { predicted_wait_headroom: 0.6 } })).toThrow(
+      /queue\.predicted_wait_headroom/,
+    );
   });
 
   it("reports every problem at once, each with the field's path", () => {

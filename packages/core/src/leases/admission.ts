@@ -6,6 +6,7 @@ import {
   queueDisabledProblem,
   queueFullProblem,
   expectedWaitLimitMs,
+  predictedWaitHeadroomOf,
   predictedWaitProblem,
   predictedWaitRetryS,
 } from "./pool-refusals.js";
@@ -191,8 +192,9 @@ export function placementRefusal(
  * given a soonest likely start (the lowest class) is refused only when even that is later than it
  * may wait. Any other call is refused when its expected wait is longer than it may wait, or — when
  * nothing promises it a start in time (its bound, eta_max, is later) — when it is expected to start
- * in the last tenth of it (`PREDICTED_WAIT_HEADROOM`): on the November trace a third to a half of
- * such calls end in nothing, after waiting nearly all of their time (docs/scheduling.md §5).
+ * in the last part of it its policy keeps as headroom (Policy.predictedWaitHeadroom, a tenth by
+ * default): on the November trace a third to a half of such calls expected in the last tenth end in
+ * nothing, after waiting nearly all of their time (docs/scheduling.md §5).
  */
 function predictedWaitRefusal(
   policy: Policy,
@@ -204,7 +206,9 @@ function predictedWaitRefusal(
   const expectedMs = place.expectedMs ?? place.etaMs;
   const limitMs = waitLimitMs(policy, tier, request.maxWaitMs);
   const soonest = place.soonestMs ?? null;
-  if (soonest !== null ? soonest <= limitMs : expectedMs <= expectedWaitLimitMs(limitMs, place.etaMs)) return null;
+  const headroom = predictedWaitHeadroomOf(policy);
+  if (soonest !== null ? soonest <= limitMs : expectedMs <= expectedWaitLimitMs(limitMs, place.etaMs, headroom))
+    return null;
   const limitBy =
     request.maxWaitMs !== null && request.maxWaitMs < queueTimeoutOf(policy, tier) ? "max_wait" : "queue_timeout";
   const refusal = predictedWaitProblem({
@@ -213,10 +217,11 @@ function predictedWaitRefusal(
     limitMs,
     limitBy,
     tier: tier?.name ?? null,
+    headroom,
   });
   return {
     kind: "refused",
     problem: refusal,
-    retryAfterS: predictedWaitRetryS(refusal["eta_s"] as number, refusal["max_wait_s"] as number),
+    retryAfterS: predictedWaitRetryS(refusal["eta_s"] as number, refusal["max_wait_s"] as number, headroom),
   };
 }

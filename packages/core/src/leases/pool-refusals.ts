@@ -1,3 +1,4 @@
+import type { Policy } from "../policy.js";
 import type { Problem } from "../problem.js";
 import { problem } from "../problem.js";
 import type { WaitReason } from "../scheduling/scheduler.js";
@@ -63,34 +64,43 @@ export interface PredictedWait {
   /** Whether the limit is the caller's `max_wait` or the tier's queue timeout. */
   readonly limitBy: "max_wait" | "queue_timeout";
   readonly tier: string | null;
+  /** Policy.predictedWaitHeadroom (for the retry time it says). */
+  readonly headroom: number;
 }
 
 /**
  * The share of what a call may wait that it must be expected to leave unused when nothing promises
- * it a start in time (its bound is later than it may wait): a call expected to start in the last
- * tenth of its wait is refused at once (the lowest class excepted, see `placementRefusal`).
+ * it a start in time (its bound is later than it may wait), by default: a call expected to start in
+ * the last tenth of its wait is refused at once (the lowest class excepted, see `placementRefusal`;
+ * `queue.predicted_wait_headroom`, Policy.predictedWaitHeadroom).
  */
 export const PREDICTED_WAIT_HEADROOM = 0.1;
 
+/** The policy's headroom (Policy.predictedWaitHeadroom), or the default. */
+export function predictedWaitHeadroomOf(policy: Pick<Policy, "predictedWaitHeadroom">): number {
+  return policy.predictedWaitHeadroom ?? PREDICTED_WAIT_HEADROOM;
+}
+
 /** The longest expected wait a call that may wait `limitMs`, with bound `boundMs`, is queued with. */
-export function expectedWaitLimitMs(limitMs: number, boundMs: number): number {
-  return boundMs <= limitMs ? limitMs : Math.floor(limitMs * (1 - PREDICTED_WAIT_HEADROOM));
+export function expectedWaitLimitMs(limitMs: number, boundMs: number, headroom = PREDICTED_WAIT_HEADROOM): number {
+  return boundMs <= limitMs ? limitMs : Math.floor(limitMs * (1 - headroom));
 }
 
 /**
- * When to retry a `predicted_wait` refusal: once the expected wait would leave a tenth of what the
- * call may wait unused (at least a second). From the problem's own figures, so that a replica that
- * relays the leader's refusal says the same: `eta_s` and `max_wait_s`.
+ * When to retry a `predicted_wait` refusal: once the expected wait would leave the headroom of what
+ * the call may wait unused (at least a second). From the problem's own figures, so that a replica
+ * that relays the leader's refusal says the same: `eta_s` and `max_wait_s`.
  */
-export function predictedWaitRetryS(etaS: number, maxWaitS: number): number {
-  return Math.max(1, Math.ceil(etaS - maxWaitS * (1 - PREDICTED_WAIT_HEADROOM)));
+export function predictedWaitRetryS(etaS: number, maxWaitS: number, headroom = PREDICTED_WAIT_HEADROOM): number {
+  return Math.max(1, Math.ceil(etaS - maxWaitS * (1 - headroom)));
 }
 
 /** A call not expected to start in time: refused at once instead of timing out in the queue. */
 export function predictedWaitProblem(w: PredictedWait): Problem {
   const etaS = Math.ceil(w.expectedMs / 1000);
   const etaMaxS = Math.ceil(w.boundMs / 1000);
-  const limitS = Math.floor(w.limitMs / 1000);
+  // Whole seconds unless the caller asked for a fraction (max_wait: 0.5 is "0.5s", not "0s").
+  const limitS = Math.round(w.limitMs) / 1000;
   const limit =
     w.limitBy === "max_wait"
       ? `the ${limitS}s this request allows (max_wait)`
@@ -98,7 +108,7 @@ export function predictedWaitProblem(w: PredictedWait): Problem {
   const why = w.expectedMs > w.limitMs ? `longer than ${limit}` : `too close to ${limit} to count on`;
   return problem(
     "no_gpu_available",
-    `Every GPU slot that fits this call is busy and the wait is expected to be about ${etaS}s (at most ${etaMaxS}s), ${why}. It was refused now rather than left to time out; nothing was reserved or charged. Retry in about ${predictedWaitRetryS(etaS, limitS)}s${w.limitBy === "max_wait" ? ", or allow a longer max_wait" : ""}.`,
+    `Every GPU slot that fits this call is busy and the wait is expected to be about ${etaS}s (at most ${etaMaxS}s), ${why}. It was refused now rather than left to time out; nothing was reserved or charged. Retry in about ${predictedWaitRetryS(etaS, limitS, w.headroom)}s${w.limitBy === "max_wait" ? ", or allow a longer max_wait" : ""}.`,
     { reason: "predicted_wait", eta_s: etaS, eta_max_s: etaMaxS, max_wait_s: limitS },
   );
 }

@@ -2,6 +2,7 @@ import {
   billingOf,
   decideAdmission,
   fail,
+  predictedWaitHeadroomOf,
   predictedWaitRetryS,
   problem,
   quotaLeftShare,
@@ -203,7 +204,7 @@ export class FollowerLeases implements LeaseLifecycle {
           : lease.problemCode === null
             ? problem("no_gpu_available", "The request ended before it was granted.")
             : problem(lease.problemCode as "no_gpu_available", lease.problemDetail ?? "");
-      return { kind: "denied", problem: why, retryAfterS: retryAfterOf(why) };
+      return { kind: "denied", problem: why, retryAfterS: retryAfterOf(why, predictedWaitHeadroomOf(this.policy)) };
     }
     // No word from the leader in time (none is leading right now, or it is slow): the lease is
     // stored and waits; whichever replica leads next places it.
@@ -339,10 +340,10 @@ export function admissionAnswer(lease: LeaseRecord): "granted" | "queued" | "ref
  * When to retry a call the leader refused: for `predicted_wait`, from the refusal's expected wait
  * and what the call may wait, as the leader answers it; else in a few seconds.
  */
-function retryAfterOf(p: Problem): number {
+function retryAfterOf(p: Problem, headroom: number): number {
   const etaS = p["eta_s"];
   const maxWaitS = p["max_wait_s"];
   if (p["reason"] === "predicted_wait" && typeof etaS === "number" && typeof maxWaitS === "number")
-    return predictedWaitRetryS(etaS, maxWaitS);
+    return predictedWaitRetryS(etaS, maxWaitS, headroom);
   return 5;
 }
