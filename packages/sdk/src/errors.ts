@@ -160,10 +160,20 @@ export class QueueTimeoutError extends GpupoolError {
 export class NoGpuAvailableError extends GpupoolError {
   override readonly name: string = "NoGpuAvailableError";
   readonly reason: NoGpuAvailableReason;
+  /** With `predicted_wait`: the expected seconds until a slot would have been granted; else null. */
+  readonly etaS: number | null;
+  /** With `predicted_wait`: the bound on that wait; else null. */
+  readonly etaMaxS: number | null;
+  /** With `predicted_wait`: how long the call could wait (its `maxWait`, at most the tier's queue timeout); else null. */
+  readonly maxWaitS: number | null;
 
   constructor(problem: Problem, options?: GpupoolErrorOptions) {
     super(problem, options);
     this.reason = openString(problem, "reason");
+    const f = problemFields("no_gpu_available", problem);
+    this.etaS = f.eta_s ?? null;
+    this.etaMaxS = f.eta_max_s ?? null;
+    this.maxWaitS = f.max_wait_s ?? null;
   }
 }
 

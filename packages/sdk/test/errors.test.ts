@@ -144,6 +144,13 @@ describe("problems become typed errors", () => {
     expect(
       (problemToError(problem("no_gpu_available", 503, { reason: "queue_full" })) as NoGpuAvailableError).reason,
     ).toBe("queue_full");
+    // A predicted_wait refusal says the expected wait, its bound and what the call could wait.
+    const predicted = problemToError(
+      problem("no_gpu_available", 503, { reason: "predicted_wait", eta_s: 57, eta_max_s: 69, max_wait_s: 60 }),
+    ) as NoGpuAvailableError;
+    expect(predicted).toMatchObject({ reason: "predicted_wait", etaS: 57, etaMaxS: 69, maxWaitS: 60 });
+    const full = problemToError(problem("no_gpu_available", 503, { reason: "queue_full" })) as NoGpuAvailableError;
+    expect(full).toMatchObject({ etaS: null, etaMaxS: null, maxWaitS: null });
     expect(problemToError(problem("toString", 400)).constructor).toBe(GpupoolError);
   });
 
