@@ -145,9 +145,15 @@ function etaError(f: { etaErrorP50S: number | null; etaErrorP95S: number | null 
 /** The loads of --sweep: peak-hour demand as a multiple of the pool's capacity. */
 const SWEEP_LOADS = [0.6, 0.8, 1.0, 1.2, 1.4, 1.6];
 
+/** FIFO runs searched for each load of --sweep: speedups on a geometric grid. */
+const SWEEP_GRID = 36;
+
 /**
- * One line per load: the speedup is scaled so that the peak-hour demand (of the FIFO run at the
- * given speedup) becomes each of SWEEP_LOADS × capacity; both policies at each.
+ * One line per load: the speedup whose FIFO peak-hour demand lands nearest each of SWEEP_LOADS ×
+ * capacity, both policies at it. Peak-hour demand does not grow steadily with the speedup (calls
+ * fall into other hours, quota windows turn calls away), so the speedup is searched for on a grid
+ * (FIFO at SWEEP_GRID speedups, from 0.7× what scaling the given speedup's demand would give for
+ * the lowest load to 2.5× that for the highest), not scaled from one run.
  */
 function sweep(
   records: readonly TraceRecord[],
@@ -157,10 +163,19 @@ function sweep(
   // FIFO's demand: it admits every call the quota allows (gpupool refuses some at once).
   const base = simulate(records, "fifo", options);
   const perSpeedup = base.peakHourDemand / speedup;
+  const scaled = (load: number): number => (perSpeedup > 0 ? load / perSpeedup : speedup);
+  const low = 0.7 * scaled(SWEEP_LOADS[0] as number);
+  const high = 2.5 * scaled(SWEEP_LOADS[SWEEP_LOADS.length - 1] as number);
+  const grid = Array.from({ length: SWEEP_GRID }, (_, i) => {
+    const s = Math.round(low * (high / low) ** (i / (SWEEP_GRID - 1)) * 1000) / 1000;
+    return simulate(records, "fifo", { ...options, speedup: s });
+  });
   const results = SWEEP_LOADS.map((load) => {
-    const s2 = perSpeedup > 0 ? load / perSpeedup : speedup;
-    const o = { ...options, speedup: Math.round(s2 * 1000) / 1000 };
-    return { load, gpupool: simulate(records, "gpupool", o), fifo: simulate(records, "fifo", o) };
+    // The nearest demand; of two as near, the lower speedup.
+    const fifo = grid.reduce((best, r) =>
+      Math.abs(r.peakHourDemand - load) < Math.abs(best.peakHourDemand - load) ? r : best,
+    );
+    return { load, gpupool: simulate(records, "gpupool", { ...options, speedup: fifo.speedup }), fifo };
   });
   const p95 = (r: SimulationResult): string =>
     ["pro", "free", "anonymous"].map((t) => (r.tiers[t]?.waitP95S ?? 0).toFixed(1)).join(" / ");
@@ -303,7 +318,12 @@ Examples:
       const { rows, results } = sweep(records, options, flags.speedup);
       const replayMs = Math.round(performance.now() - started);
       if (flags.json === true) {
-        const loads = results.map((r) => ({ load: r.load, gpupool: snake(r.gpupool), fifo: snake(r.fifo) }));
+        const loads = results.map((r) => ({
+          load: r.load,
+          speedup: r.fifo.speedup,
+          gpupool: snake(r.gpupool),
+          fifo: snake(r.fifo),
+        }));
         out(
           JSON.stringify({
             simulate: flags.trace,
