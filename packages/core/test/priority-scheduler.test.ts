@@ -66,6 +66,12 @@ describe("PriorityScheduler ordering", () => {
       promiseRoomMs: 24_000,
     });
     expect(() => new PriorityScheduler({ agingStepMs: 0 })).toThrow(/agingStepMs/);
+    // The classes judged on their soonest likely start are the anonymous tier's, wherever it sits.
+    expect(schedulerOptionsFor(DEFAULT_POLICY)).toMatchObject({ soonestUpToClass: 1, promiseTopClass: 3 });
+    const anonymous = { ...DEFAULT_POLICY.tiers["anonymous"]!, priority: 2 };
+    const pro = { ...DEFAULT_POLICY.tiers["pro"]!, priority: 5 };
+    const renumbered = { ...DEFAULT_POLICY, tiers: { ...DEFAULT_POLICY.tiers, anonymous, pro } };
+    expect(schedulerOptionsFor(renumbered)).toMatchObject({ soonestUpToClass: 2, promiseTopClass: 5 });
   });
 });
 

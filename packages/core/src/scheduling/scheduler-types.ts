@@ -1,3 +1,4 @@
+import { ANONYMOUS_TIER } from "../policy.js";
 import type { Policy } from "../policy.js";
 import type { WaitReason } from "./scheduler.js";
 
@@ -54,7 +55,8 @@ export const DEFAULT_SCHEDULER_OPTIONS: SchedulerOptions = {
  * a fifth of it (12 s of a minute: on the November trace the one room, of a sixth to a quarter,
  * that keeps failures at or below FIFO's with utilization at least FIFO's at every load measured
  * and the tiers in order at the most loads, see docs/scheduling.md §8); the top class is the
- * policy's highest tier priority (when it names tiers).
+ * policy's highest tier priority, and the classes told a soonest likely start (refused only when
+ * even that is too late) go up to the anonymous tier's (when it names tiers).
  */
 export function schedulerOptionsFor(
   policy: Pick<Policy, "queueTimeoutMs"> & Partial<Pick<Policy, "tiers">>,
@@ -64,12 +66,14 @@ export function schedulerOptionsFor(
   const room = Math.max(0, Math.round(policy.queueTimeoutMs / 5));
   const priorities = Object.values(policy.tiers ?? {}).map((t) => t.priority);
   const top = priorities.length > 0 ? Math.max(...priorities) : DEFAULT_SCHEDULER_OPTIONS.promiseTopClass;
+  const anonymous = policy.tiers?.[ANONYMOUS_TIER]?.priority ?? DEFAULT_SCHEDULER_OPTIONS.soonestUpToClass;
   return {
     ...DEFAULT_SCHEDULER_OPTIONS,
     agingStepMs: quarter,
     holdAfterMs: quarter,
     promiseRoomMs: room,
     promiseTopClass: top,
+    soonestUpToClass: anonymous,
     ...overrides,
   };
 }
