@@ -8,7 +8,9 @@ import type { Concurrency, DeviceSpec, PriorityRequest } from "../src/index.js";
  * apps are learnt to hold and nothing new arrives, a call refused for `predicted_wait` would
  * indeed not have started within its wait bound (less the policy's headroom — a tenth by default,
  * none with `predicted_wait_headroom: 0` — when its eta_max promised no start within it), and one
- * admitted would have; the expected wait is never above the bound.
+ * admitted would have; for the lowest class, played out with every call holding the lower quartile
+ * of its app's shares (its soonest likely start), with shares that spread; the expected wait is
+ * never above the bound.
  */
 
 const T0 = 1_700_000_000_000;
@@ -59,12 +61,20 @@ describe("predicted_wait", () => {
         fc.integer({ min: 0, max: 120 }),
         // The default headroom, or none (queue.predicted_wait_headroom: 0: the rule without it).
         fc.constantFrom(undefined, 0),
-        (gpus, shares, running, waiting, last, maxWaitS, headroom) => {
+        // Every call of an app held the same share, or they spread (their lower quartile below the median).
+        fc.boolean(),
+        (gpus, shares, running, waiting, last, maxWaitS, headroom, spread) => {
           const policy =
             headroom === undefined ? DEFAULT_POLICY : { ...DEFAULT_POLICY, predictedWaitHeadroom: headroom };
           const held = new HeldShares();
           const shareOf = (app: string): number => shares[APPS.indexOf(app as (typeof APPS)[number])] as number;
-          for (const app of APPS) for (let i = 0; i < 5; i++) held.learn(app, shareOf(app) * 60_000, 60_000);
+          const spreadOf = [0.4, 0.6, 1, 1, 1];
+          for (const app of APPS)
+            for (let i = 0; i < 5; i++)
+              held.learn(app, Math.min(1, shareOf(app) * (spread ? (spreadOf[i] as number) : 1)) * 60_000, 60_000);
+          // A call of the lowest class is refused on its soonest likely start: the forecast with every
+          // call holding the lower quartile of its app's shares. Its schedule is played out that way.
+          const quantile = last.priority <= 1 ? 0.25 : undefined;
           const pool = new Pool(devices(gpus));
           const scheduler = new PriorityScheduler({ agingStepMs: 15_000, holdAfterMs: 15_000 }, held);
           const active = new Map<string, number>();
@@ -96,7 +106,7 @@ describe("predicted_wait", () => {
                 starts.set(grant.leaseId, now);
                 const app = r.appId as string;
                 active.set(app, (active.get(app) ?? 0) + 1);
-                ends.push({ at: now + held.expectedHoldMs(app, r.durationMs), id: grant.leaseId, app });
+                ends.push({ at: now + held.expectedHoldMs(app, r.durationMs, quantile), id: grant.leaseId, app });
               },
               now,
             );
@@ -136,7 +146,7 @@ describe("predicted_wait", () => {
           }
           scheduler.enqueue(probe);
           dispatch();
-          // Play it out: leases end as expected, nothing new arrives.
+          // Play it out: leases end as expected (the lowest class: as soon as they may well end), nothing new arrives.
           while (ends.length > 0) {
             ends.sort((a, b) => a.at - b.at || (a.id < b.id ? -1 : 1));
             const e = ends.shift() as { at: number; id: string; app: string };
@@ -157,6 +167,9 @@ describe("predicted_wait", () => {
             if (asked.refused) expect(waited).toBeGreaterThan(startByMs);
             else expect(waited).toBeLessThanOrEqual(startByMs);
             seen.add(asked.refused ? "refused" : "admitted");
+            // Queued on its soonest likely start although its expected start is later.
+            if (!asked.refused && asked.soonest && (asked.expectedMs ?? 0) > limitMs)
+              seen.add("admitted on its soonest start");
             // Refused though it would have started within the whole limit: the last tenth's rule.
             if (asked.refused && waited <= limitMs)
               seen.add(`refused in the last tenth, headroom ${headroom ?? "default"}`);
@@ -166,6 +179,11 @@ describe("predicted_wait", () => {
       { numRuns: 300 },
     );
     // Without headroom, no call that would have started within its whole limit is refused.
-    expect([...seen].sort()).toEqual(["admitted", "refused", "refused in the last tenth, headroom default"]);
+    expect([...seen].sort()).toEqual([
+      "admitted",
+      "admitted on its soonest start",
+      "refused",
+      "refused in the last tenth, headroom default",
+    ]);
   });
 });
