@@ -58,6 +58,7 @@ interface PolicyFigures {
   eta_error_p95_s: number | null;
   eta_predicted: number;
   eta_bound_exceeded: number;
+  timed_out_expected_in_time: number;
   tiers: Record<string, { wait_p95_s: number; requests: number; ended_in_nothing: number }>;
 }
 
@@ -147,6 +148,10 @@ describe("gpupool simulate", () => {
       for (const tier of ["pro", "free", "anonymous"])
         expect(ours.tiers[tier]?.ended_in_nothing).toBeLessThan(fifo.tiers[tier]?.ended_in_nothing as number);
       expect(ours.predicted_wait_refusals).toBeGreaterThan(0);
+      // What the ETA error leaves out, counted apart: calls that timed out though expected in time.
+      expect(ours.timed_out_expected_in_time).toBeGreaterThan(0);
+      expect(ours.timed_out_expected_in_time).toBeLessThanOrEqual(ours.queue_timeouts);
+      expect(fifo.timed_out_expected_in_time).toBe(0);
       // A refusal replaces a timeout, not a grant: fewer calls fail for want of a GPU than under FIFO.
       expect(ours.queue_timeouts + ours.predicted_wait_refusals).toBeLessThanOrEqual(fifo.queue_timeouts);
       // The bound told at admission is kept as a promise, for calls of every size: no queued call

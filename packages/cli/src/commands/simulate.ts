@@ -109,6 +109,7 @@ function renderComparison(
   add("waits that ended in nothing", (r) => `${pct(r.endedInNothing)} (${r.queueTimeouts} of ${r.waited})`);
   add("expected-ETA error p50 / p95", (r) => etaError(r));
   add("granted later than eta_max", (r) => `${r.etaBoundExceeded} of ${r.etaPredicted}`);
+  add("timed out, expected in time", (r) => String(r.timedOutExpectedInTime));
   add("stopped at deadline", (r) => String(r.expired));
   add("peak-hour demand / capacity", (r) => r.peakHourDemand.toFixed(2));
   add("Jain fairness (GPU time)", (r) => r.jainFairness.toFixed(3));
@@ -228,6 +229,7 @@ function snake(result: SimulationResult): Record<string, unknown> {
       eta_error_p95_s: t.etaErrorP95S,
       eta_predicted: t.etaPredicted,
       eta_bound_exceeded: t.etaBoundExceeded,
+      timed_out_expected_in_time: t.timedOutExpectedInTime,
       wait_p50_s: t.waitP50S,
       wait_p95_s: t.waitP95S,
       wait_p99_s: t.waitP99S,
@@ -252,6 +254,7 @@ function snake(result: SimulationResult): Record<string, unknown> {
     eta_error_p95_s: result.etaErrorP95S,
     eta_predicted: result.etaPredicted,
     eta_bound_exceeded: result.etaBoundExceeded,
+    timed_out_expected_in_time: result.timedOutExpectedInTime,
     quota_denials: result.quotaDenials,
     span_s: result.spanS,
     peak_hour_demand: result.peakHourDemand,

@@ -15,6 +15,8 @@ export interface TierAcc {
   etaErrors: number[];
   /** Queued calls granted later than the bound said at admission. */
   boundExceeded: number;
+  /** Queued calls that timed out although their expected wait at admission was within their timeout (the ETA error leaves them out). */
+  timedOutExpectedInTime: number;
   waits: number[];
   longest: number;
 }
@@ -30,6 +32,7 @@ export function newTierAcc(): TierAcc {
     waited: 0,
     etaErrors: [],
     boundExceeded: 0,
+    timedOutExpectedInTime: 0,
     waits: [],
     longest: 0,
   };
@@ -55,6 +58,8 @@ export interface Totals {
   readonly etaErrorP95S: number | null;
   readonly etaPredicted: number;
   readonly etaBoundExceeded: number;
+  /** Queued calls that timed out although expected to start within their timeout at admission. */
+  readonly timedOutExpectedInTime: number;
 }
 
 function etaFigures(t: Pick<TierAcc, "etaErrors" | "queueTimeouts" | "waited">): {
@@ -85,6 +90,7 @@ export function tierFigures(tiers: ReadonlyMap<string, TierAcc>): {
     all.predictedWait += t.predictedWait;
     all.waited += t.waited;
     all.boundExceeded += t.boundExceeded;
+    all.timedOutExpectedInTime += t.timedOutExpectedInTime;
     all.etaErrors.push(...t.etaErrors);
     tierOut[name] = {
       requests: t.requests,
@@ -97,6 +103,7 @@ export function tierFigures(tiers: ReadonlyMap<string, TierAcc>): {
       ...etaFigures(t),
       etaPredicted: t.etaErrors.length,
       etaBoundExceeded: t.boundExceeded,
+      timedOutExpectedInTime: t.timedOutExpectedInTime,
       waitP50S: round(percentile(waits, 50) / 1000),
       waitP95S: round(percentile(waits, 95) / 1000),
       waitP99S: round(percentile(waits, 99) / 1000),
@@ -113,6 +120,7 @@ export function tierFigures(tiers: ReadonlyMap<string, TierAcc>): {
       ...etaFigures(all),
       etaPredicted: all.etaErrors.length,
       etaBoundExceeded: all.boundExceeded,
+      timedOutExpectedInTime: all.timedOutExpectedInTime,
     },
   };
 }

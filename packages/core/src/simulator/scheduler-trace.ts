@@ -34,6 +34,8 @@ export interface TierFigures {
   readonly etaPredicted: number;
   /** Of those, granted later than the bound (eta_max) said at admission. */
   readonly etaBoundExceeded: number;
+  /** Queued calls that timed out although their expected wait at admission was within their timeout (left out of the ETA error). */
+  readonly timedOutExpectedInTime: number;
   /** Waits of every admitted call, in seconds: grant − arrival, or the queue timeout for calls that timed out. */
   readonly waitP50S: number;
   readonly waitP95S: number;
@@ -62,6 +64,8 @@ export interface SimulationResult {
   readonly etaErrorP95S: number | null;
   readonly etaPredicted: number;
   readonly etaBoundExceeded: number;
+  /** Queued calls that timed out although their expected wait at admission was within their timeout (left out of the ETA error). */
+  readonly timedOutExpectedInTime: number;
   /** Virtual seconds from the first arrival to the last lease's end. */
   readonly spanS: number;
   /** Busy slot-seconds over slots × span. */

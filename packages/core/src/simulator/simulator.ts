@@ -243,6 +243,7 @@ export function simulate(
     lease.state = "done";
     const t = tierAcc(lease.tier);
     t.queueTimeouts++;
+    if (lease.expectedMs !== null && lease.expectedMs <= now - lease.queuedAt) t.timedOutExpectedInTime++;
     t.waits.push(now - lease.queuedAt);
   };
 
