@@ -3,8 +3,9 @@ import { afterEach, describe, expect, it } from "vitest";
 import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js";
 import { openStorage } from "../src/storage/open-store.js";
 import { StorageUnavailableError } from "../src/storage/store.js";
-import type { LeaseRecord, NewLease, Storage, Tx } from "../src/storage/store.js";
+import type { LeaseRecord, Storage, Tx } from "../src/storage/store.js";
 import { sleep } from "./harness.js";
+import { EMPTY_LEDGER, queuedLease } from "./store-fixtures.js";
 
 /**
  * Lock order and deadlocks between replicas on one PostgreSQL schema: the leader's group and the
@@ -14,7 +15,7 @@ import { sleep } from "./harness.js";
  * unless the group cannot commit.
  */
 
-const EMPTY = { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 };
+const EMPTY = EMPTY_LEDGER;
 const user = (id: string) => ({
   id,
   name: `name-${id}`,
@@ -22,41 +23,6 @@ const user = (id: string) => ({
   tokenHash: `th-${id}`,
   quotaOverrideMs: null,
   createdAt: 1_000,
-});
-const queuedLease = (id: string, identityId: string): NewLease => ({
-  id,
-  appId: null,
-  identityKind: "user",
-  identityId,
-  tier: "pro",
-  size: "large",
-  slots: 1,
-  cost: 1,
-  durationMs: 2_000,
-  reservedMs: 2_000,
-  status: "queued",
-  node: null,
-  deviceIndex: null,
-  deviceUuid: null,
-  deviceName: null,
-  slotIndexes: null,
-  queuedAt: 5_000,
-  grantedAt: null,
-  deadline: null,
-  endedAt: null,
-  heldMs: null,
-  chargedMs: 0,
-  refundedMs: 0,
-  failed: false,
-  windowStartedAt: null,
-  problemCode: null,
-  problemDetail: null,
-  quotaMs: 2_000,
-  overageMs: 0,
-  holdMicros: 0,
-  holdShares: null,
-  chargedMicros: 0,
-  maxWaitMs: null,
 });
 const granted = (l: LeaseRecord): LeaseRecord => ({
   ...l,

@@ -3,9 +3,9 @@ import { afterEach, describe, expect, it } from "vitest";
 import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js";
 import { openStorage } from "../src/storage/open-store.js";
 import { lockSpace } from "../src/storage/postgres/connections.js";
-import type { LedgerState } from "@gpupool/core";
-import type { NewLease, Storage, Tx } from "../src/storage/store.js";
+import type { Storage, Tx } from "../src/storage/store.js";
 import { sleep } from "./harness.js";
+import { EMPTY_LEDGER, queuedLease } from "./store-fixtures.js";
 
 /**
  * The leader's read-ahead (storage/postgres/read-ahead.ts): while leader transactions wait for
@@ -15,42 +15,7 @@ import { sleep } from "./harness.js";
  * a member rolled back to its savepoint leaves the locks read ahead held and the rows read again.
  */
 
-const EMPTY: LedgerState = { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 };
-const queuedLease = (id: string, identityId: string): NewLease => ({
-  id,
-  appId: null,
-  identityKind: "user",
-  identityId,
-  tier: "pro",
-  size: "large",
-  slots: 1,
-  cost: 1,
-  durationMs: 2_000,
-  reservedMs: 2_000,
-  status: "queued",
-  node: null,
-  deviceIndex: null,
-  deviceUuid: null,
-  deviceName: null,
-  slotIndexes: null,
-  queuedAt: 5_000,
-  grantedAt: null,
-  deadline: null,
-  endedAt: null,
-  heldMs: null,
-  chargedMs: 0,
-  refundedMs: 0,
-  failed: false,
-  windowStartedAt: null,
-  problemCode: null,
-  problemDetail: null,
-  quotaMs: 2_000,
-  overageMs: 0,
-  holdMicros: 0,
-  holdShares: null,
-  chargedMicros: 0,
-  maxWaitMs: null,
-});
+const EMPTY = EMPTY_LEDGER;
 
 const opened: Storage[] = [];
 const raw: postgres.Sql[] = [];
