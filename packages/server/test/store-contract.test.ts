@@ -5,6 +5,7 @@ import postgres from "postgres";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js";
 import { openStorage } from "../src/storage/open-store.js";
+import { newLease } from "./store-fixtures.js";
 import { leaderLockKey } from "../src/storage/postgres/connections.js";
 import { LeadershipLostError } from "../src/storage/store.js";
 import type { UsageFilter, UsageRecordRow } from "../src/storage/store.js";
@@ -14,7 +15,6 @@ import type {
   KeyedRecord,
   LeaseFilter,
   LeaseRecord,
-  NewLease,
   NodeRecord,
   NodeState,
   Storage,
@@ -100,42 +100,6 @@ export function storeContract(
     const node = (id: string, createdAt = 1_000, state: NodeState = unregistered): NodeRecord => ({
       ...keyed(id, createdAt),
       ...state,
-    });
-    const newLease = (id: string, over: Partial<NewLease> = {}): NewLease => ({
-      id,
-      appId: "a1",
-      identityKind: "user",
-      identityId: "u1",
-      tier: "free",
-      size: "large",
-      slots: 1,
-      cost: 1,
-      durationMs: 60_000,
-      reservedMs: 60_000,
-      status: "queued",
-      node: null,
-      deviceIndex: null,
-      deviceUuid: null,
-      deviceName: null,
-      slotIndexes: null,
-      queuedAt: 5_000,
-      grantedAt: null,
-      deadline: null,
-      endedAt: null,
-      heldMs: null,
-      chargedMs: 0,
-      refundedMs: 0,
-      failed: false,
-      windowStartedAt: null,
-      problemCode: null,
-      problemDetail: null,
-      quotaMs: 60_000,
-      overageMs: 0,
-      holdMicros: 0,
-      holdShares: null,
-      chargedMicros: 0,
-      maxWaitMs: null,
-      ...over,
     });
     const active = (l: LeaseRecord, deadline: number): LeaseRecord => ({
       ...l,

@@ -4,18 +4,18 @@ import type { NewLease } from "../src/storage/store.js";
 /** A ledger with nothing used or reserved, and no window started. */
 export const EMPTY_LEDGER: LedgerState = { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 };
 
-/** A queued 2-s lease of `user:<identityId>`, as a store test inserts it. */
-export const queuedLease = (id: string, identityId: string): NewLease => ({
+/** A queued 60-s lease of `user:u1` (a free user) through app a1; `over` changes any field. */
+export const newLease = (id: string, over: Partial<NewLease> = {}): NewLease => ({
   id,
-  appId: null,
+  appId: "a1",
   identityKind: "user",
-  identityId,
-  tier: "pro",
+  identityId: "u1",
+  tier: "free",
   size: "large",
   slots: 1,
   cost: 1,
-  durationMs: 2_000,
-  reservedMs: 2_000,
+  durationMs: 60_000,
+  reservedMs: 60_000,
   status: "queued",
   node: null,
   deviceIndex: null,
@@ -33,10 +33,15 @@ export const queuedLease = (id: string, identityId: string): NewLease => ({
   windowStartedAt: null,
   problemCode: null,
   problemDetail: null,
-  quotaMs: 2_000,
+  quotaMs: 60_000,
   overageMs: 0,
   holdMicros: 0,
   holdShares: null,
   chargedMicros: 0,
   maxWaitMs: null,
+  ...over,
 });
+
+/** A queued 2-s lease of `user:<identityId>` (a pro user), with no app. */
+export const queuedLease = (id: string, identityId: string): NewLease =>
+  newLease(id, { appId: null, identityId, tier: "pro", durationMs: 2_000, reservedMs: 2_000, quotaMs: 2_000 });

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { freshPostgresUrl, postgresUrl } from "../../../test/pg/postgres-url.js";
 import { openStorage } from "../src/storage/open-store.js";
+import { newLease } from "./store-fixtures.js";
 import type { LeaseRecord, LeaseStatus, NewLease, Storage, Store, Tx } from "../src/storage/store.js";
 import { usageRecordOf } from "../src/use-cases/accounts/usage-records.js";
 
@@ -28,42 +29,8 @@ function retentionContract(name: string, open: () => Promise<{ storage: Storage;
 
     const DAY = 86_400_000;
     const NOW = 1_000 * DAY;
-    const lease = (id: string, queuedAt: number, over: Partial<NewLease> = {}): NewLease => ({
-      id,
-      appId: "a1",
-      identityKind: "user",
-      identityId: "u1",
-      tier: "free",
-      size: "large",
-      slots: 1,
-      cost: 1,
-      durationMs: 60_000,
-      reservedMs: 60_000,
-      status: "queued",
-      node: null,
-      deviceIndex: null,
-      deviceUuid: null,
-      deviceName: null,
-      slotIndexes: null,
-      queuedAt,
-      grantedAt: null,
-      deadline: null,
-      endedAt: null,
-      heldMs: null,
-      chargedMs: 0,
-      refundedMs: 0,
-      failed: false,
-      windowStartedAt: null,
-      problemCode: null,
-      problemDetail: null,
-      quotaMs: 60_000,
-      overageMs: 0,
-      holdMicros: 0,
-      holdShares: null,
-      chargedMicros: 0,
-      maxWaitMs: null,
-      ...over,
-    });
+    const lease = (id: string, queuedAt: number, over: Partial<NewLease> = {}): NewLease =>
+      newLease(id, { queuedAt, ...over });
     /** A lease that ended at `endedAt` with `status`, with its usage record unless `usage` is false. */
     const ended = async (id: string, endedAt: number, o: { status?: LeaseStatus; usage?: boolean } = {}) =>
       tx(async (t) => {
