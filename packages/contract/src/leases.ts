@@ -34,7 +34,7 @@ export const LeaseRequest = z.strictObject({
   ),
   max_wait: describe(
     z.optional(z.number().check(z.minimum(0), z.maximum(MAX_LEASE_DURATION_S))),
-    "Seconds the caller is willing to wait for a slot (default and cap: the tier's queue timeout). A call expected to wait longer — or, when its `eta_max` promises no start in time and it is not anonymous, to start in the last tenth of it — is refused at once with 503 `no_gpu_available` (`reason: predicted_wait`, `eta_s`, `Retry-After`); one that is queued fails with `queue_timeout` once it has waited this long.",
+    "Seconds the caller is willing to wait for a slot (default and cap: the tier's queue timeout). A call expected to wait longer — or, when its `eta_max` promises no start in time and it is not anonymous, to start in the last tenth of it (`queue.predicted_wait_headroom`) — is refused at once with 503 `no_gpu_available` (`reason: predicted_wait`, `eta_s`, `Retry-After`); one that is queued fails with `queue_timeout` once it has waited this long.",
   ),
 });
 export type LeaseRequest = z.infer<typeof LeaseRequest>;

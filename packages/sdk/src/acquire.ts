@@ -26,7 +26,7 @@ export interface AcquireOptions {
   /**
    * Seconds you are willing to wait for a slot (server default and cap: the tier's queue timeout).
    * A call expected to wait longer (or, with no promise to start in time, into the last tenth of
-   * it) fails at once with `NoGpuAvailableError` (`reason: predicted_wait`, its expected wait in
+   * it: the operator's `queue.predicted_wait_headroom`) fails at once with `NoGpuAvailableError` (`reason: predicted_wait`, its expected wait in
    * `eta_s`) instead of waiting out the timeout.
    */
   readonly maxWait?: number | undefined;

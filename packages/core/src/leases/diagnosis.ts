@@ -123,7 +123,7 @@ export function likelyCauses(input: CauseInput): Cause[] {
     } else if (p.code === "no_gpu_available" && p["reason"] === "predicted_wait") {
       causes.push({
         cause:
-          "Every GPU slot that fits is busy, and the call is not expected to start in time: it would wait longer than it may (its max_wait, or the tier's queue timeout), or — with no promise to start in time — into the last tenth of it.",
+          "Every GPU slot that fits is busy, and the call is not expected to start in time: it would wait longer than it may (its max_wait, or the tier's queue timeout), or — with no promise to start in time — into the last part of it the operator keeps as headroom (a tenth by default).",
         fix: "Retry after the Retry-After time, or allow a longer max_wait; a higher tier waits less.",
       });
     } else if (p.code === "no_gpu_available") {
