@@ -303,6 +303,18 @@ describe.skipIf(!root && process.env["CI"] !== "true")("a full disk under SQLite
   }, 90_000);
 });
 
+/** Readiness says the database file is gone, and a write is refused with a detail matching `detail`. */
+async function expectFileLost(detail: RegExp): Promise<void> {
+  if (t === null) throw new Error("no server");
+  const ready = await t.call("GET", "/readyz");
+  expect(ready.status).toBe(503);
+  expect(ready.body).toMatchObject({ code: "storage_unavailable", reason: "database_missing" });
+  const write = await t.call("POST", "/v1/admin/users", { token: ADMIN, body: { name: "bob" } });
+  expect(write.status).toBe(503);
+  expect(write.body).toMatchObject({ code: "storage_unavailable", reason: "database_missing" });
+  expect(write.body.detail).toMatch(detail);
+}
+
 describe("a SQLite database file deleted under a running server", () => {
   it("a database file deleted under a running server: readiness says so and no write is acknowledged any more (it would be lost at the next start)", async () => {
     const dir = mkdtempSync(join(tmpdir(), "gpupool-deleted-"));
@@ -311,13 +323,7 @@ describe("a SQLite database file deleted under a running server", () => {
     await t.user("ada", "pro");
     expect((await t.call("GET", "/readyz")).status).toBe(200);
     rmSync(db);
-    const ready = await t.call("GET", "/readyz");
-    expect(ready.status).toBe(503);
-    expect(ready.body).toMatchObject({ code: "storage_unavailable", reason: "database_missing" });
-    const write = await t.call("POST", "/v1/admin/users", { token: ADMIN, body: { name: "bob" } });
-    expect(write.status).toBe(503);
-    expect(write.body).toMatchObject({ code: "storage_unavailable", reason: "database_missing" });
-    expect(write.body.detail).toMatch(/deleted or replaced/);
+    await expectFileLost(/deleted or replaced/);
   });
 });
 
@@ -332,13 +338,7 @@ describe("a SQLite database file replaced or damaged under a running server", ()
     const other = join(dir, "other.db");
     new Database(other).exec("CREATE TABLE t (x); INSERT INTO t VALUES (1)");
     renameSync(other, db);
-    const ready = await t.call("GET", "/readyz");
-    expect(ready.status).toBe(503);
-    expect(ready.body).toMatchObject({ code: "storage_unavailable", reason: "database_missing" });
-    const write = await t.call("POST", "/v1/admin/users", { token: ADMIN, body: { name: "bob" } });
-    expect(write.status).toBe(503);
-    expect(write.body).toMatchObject({ code: "storage_unavailable", reason: "database_missing" });
-    expect(write.body.detail).toMatch(/replaced/);
+    await expectFileLost(/replaced/);
   });
 
   it("with its pages overwritten by garbage: the write that finds it fails with a clear error, readiness says not ready, and no later write is acknowledged", async () => {
