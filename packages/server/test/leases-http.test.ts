@@ -1,6 +1,10 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import type { TestServer } from "./harness.js";
-import { ADMIN, expectProblem, lease, quotaOf, sleep, startTestServer, waitFor } from "./harness.js";
+import { ManualClock } from "./billing-fixture.js";
+import { ADMIN, expectProblem, lease, quotaOf, serveAt, sleep, startTestServer, waitFor } from "./harness.js";
 
 /**
  * The lease lifecycle over HTTP, on the default pool (sim-0: 2 simulated GPUs × 2 slots) and the
@@ -113,9 +117,13 @@ describe("release and charging", () => {
   });
 
   it("never charges more than the reservation", async () => {
-    const { alice } = await setup();
+    // Time as the test sets it: on a busy machine 100 ms of real sleep could outlast the 0.4 s
+    // reservation, and the lease would expire before its release (a failure seen in CI).
+    const clock = new ManualClock();
+    t = await serveAt(mkdtempSync(join(tmpdir(), "gpupool-test-")), {}, { clock });
+    const alice = await t.user("alice", "free");
     const a = await lease(t, alice.token, { duration: 0.4 });
-    await sleep(100);
+    clock.advance(100);
     const r = await release(a.body.id, alice.token);
     expect(r.body).toMatchObject({ status: "released", charged: 0.4, refunded: 0 });
   });
