@@ -249,10 +249,14 @@ async function seed(url, schema) {
  * One measurement: `replicas` processes of `side` on a fresh schema, started one after another
  * (the first leads), all driven over the same wall-clock window; the schema is dropped after.
  */
-export async function measure(url, side, replicas, { followersOnly = false } = {}) {
+export async function measure(url, side, replicas, { followersOnly = false, apart = false } = {}) {
   const schema = `bench_${randomBytes(6).toString("hex")}`;
-  if (side === "peer") await admin(url, `CREATE SCHEMA ${schema}`);
-  else await seed(url, schema);
+  // apart: each process a pool of its own (its own schema, its own leader): no replica waits for
+  // another, nothing is passed between them — the most any split of one pool's work could give.
+  const schemas = apart ? Array.from({ length: replicas }, (_, r) => `${schema}_${r}`) : [schema];
+  for (const s of schemas)
+    if (side === "peer") await admin(url, `CREATE SCHEMA ${s}`);
+    else await seed(url, s);
   const before = await serverCounters(url);
   const children = [];
   try {
@@ -265,7 +269,7 @@ export async function measure(url, side, replicas, { followersOnly = false } = {
       const c = spawnChild({
         side,
         url,
-        schema,
+        schema: schemas[apart ? r : 0],
         callers: d < 0 ? 0 : perReplica,
         offset: Math.max(0, d) * perReplica,
         stride: CALLERS,
@@ -274,9 +278,9 @@ export async function measure(url, side, replicas, { followersOnly = false } = {
       });
       children.push(c);
       // The first replica migrates the schema and takes the lead before the others start.
-      if (r === 0) ready.push(await c.next("ready"));
+      if (r === 0 || apart) ready.push(await c.next("ready"));
     }
-    for (const c of children.slice(1)) ready.push(await c.next("ready"));
+    if (!apart) for (const c of children.slice(1)) ready.push(await c.next("ready"));
     const t0 = Date.now() + 300;
     for (const c of children) c.send({ t0 });
     const results = [];
@@ -314,9 +318,10 @@ export async function measure(url, side, replicas, { followersOnly = false } = {
     };
   } finally {
     for (const c of children) c.kill();
-    await admin(url, `DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch((err) =>
-      console.error(`could not drop schema ${schema}: ${err.message}`),
-    );
+    for (const s of schemas)
+      await admin(url, `DROP SCHEMA IF EXISTS ${s} CASCADE`).catch((err) =>
+        console.error(`could not drop schema ${s}: ${err.message}`),
+      );
   }
 }
 
@@ -383,8 +388,10 @@ export async function main() {
       // A leader and one follower, every caller on the follower: the cost of a cycle through a follower.
       ["follower", "gpupool", 2, { followersOnly: true }],
       ["peer", "peer", 1, {}],
+      // Three pools of one replica each: the ceiling for any way three replicas could share one pool here.
+      ["apart", "gpupool", REPLICAS, { apart: true }],
     ];
-    const runs = { one: [], three: [], follower: [], peer: [] };
+    const runs = { one: [], three: [], follower: [], peer: [], apart: [] };
     for (let r = 0; r < ROUNDS; r++) {
       // Rotate the order so no side always gets the warmest (or coldest) server.
       for (let s = 0; s < sides.length; s++) {
@@ -400,7 +407,7 @@ export async function main() {
         if (name === "three" && m.leaders !== 1)
           console.error(`warning: ${m.leaders} replicas led during the 3-replica measurement (expected 1)`);
       }
-      const [o, t, f, p] = [runs.one.at(-1), runs.three.at(-1), runs.follower.at(-1), runs.peer.at(-1)];
+      const [o, t, f, p, a] = [runs.one, runs.three, runs.follower, runs.peer, runs.apart].map((x) => x.at(-1));
       console.log(`round ${r + 1}:`);
       console.log(`  gpupool, 1 replica:  ${describe(o)}`);
       console.log(
@@ -408,6 +415,9 @@ export async function main() {
       );
       console.log(`  gpupool, every cycle through a follower (2 replicas): ${describe(f)}`);
       console.log(`  RateLimiterPostgres: ${describe(p)}`);
+      console.log(
+        `  3 pools of 1 replica each (the ceiling): ${describe(a)}; per pool ${a.perReplica.map((x) => round(x)).join(" / ")}`,
+      );
     }
     const med = (name, key) => {
       const xs = runs[name].map((m) => m[key]).filter((x) => x !== null);
@@ -462,6 +472,10 @@ export async function main() {
       leader_path_wal_syncs_per_cycle: r2(med("one", "walSyncsPerCycle")),
       follower_path_wal_syncs_per_cycle: r2(med("follower", "walSyncsPerCycle")),
       replicas3_vs_1: r2(three / one),
+      // Three pools apart (one process and schema each, 8 callers each): what 3 processes can do
+      // beside PostgreSQL on these cores when nothing is shared — the ceiling for 3 replicas.
+      pools3_apart_cycles_per_s: round(med("apart", "cyclesPerS")),
+      pools3_apart_vs_1: r2(med("apart", "cyclesPerS") / one),
       replicas3_not_granted: runs.three.reduce((n, m) => n + m.notGranted, 0),
     };
     console.log(JSON.stringify(result));
