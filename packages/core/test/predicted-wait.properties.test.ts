@@ -42,6 +42,15 @@ const callArb: fc.Arbitrary<Call> = fc.record({
   app: fc.integer({ min: 0, max: 2 }),
 });
 
+/** A case on one GPU, one call of app b running for 90s, `last` arriving with a max_wait of 60s. */
+function behindOne90s(
+  shares: [number, number, number],
+  last: Call,
+  spread: boolean,
+): [number, [number, number, number], Call[], Call[], Call, number, number | undefined, boolean] {
+  return [1, shares, [{ priority: 3, slots: 2, durationS: 90, app: 1 }], [], last, 60, undefined, spread];
+}
+
 describe("predicted_wait", () => {
   it("refuses exactly the calls that would not start within their wait bound; expected ≤ bound", () => {
     // The property means little unless both answers came up.
@@ -182,27 +191,10 @@ describe("predicted_wait", () => {
         // on one GPU a pro call waits behind one of 90s whose app's calls hold 63% (57s expected,
         // 90s at most), so its eta_max promises nothing and it is expected in the minute's last tenth.
         examples: [
-          [
-            1,
-            [0.5, 0.63, 0.5],
-            [{ priority: 3, slots: 2, durationS: 90, app: 1 }],
-            [],
-            { priority: 3, slots: 2, durationS: 10, app: 1 },
-            60,
-            undefined,
-            false,
-          ],
-          // And a free call is queued on its soonest likely start (54s), its expected start (90s) too late.
-          [
-            1,
-            [0.5, 1, 0.5],
-            [{ priority: 3, slots: 2, durationS: 90, app: 1 }],
-            [],
-            { priority: 1, slots: 2, durationS: 10, app: 1 },
-            60,
-            undefined,
-            true,
-          ],
+          behindOne90s([0.5, 0.63, 0.5], { priority: 3, slots: 2, durationS: 10, app: 1 }, false),
+          // And a call of the lowest class is queued on its soonest likely start (54s), though its
+          // expected start (90s) is too late.
+          behindOne90s([0.5, 1, 0.5], { priority: 1, slots: 2, durationS: 10, app: 1 }, true),
         ],
       },
     );
