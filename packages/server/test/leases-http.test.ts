@@ -16,8 +16,9 @@ afterEach(async () => {
   await t?.close();
 });
 
-async function setup(raw: Record<string, unknown> = {}) {
-  t = await startTestServer(raw);
+/** `clock`: time as the test sets it (the server's timers still run on real time; see ManualClock). */
+async function setup(raw: Record<string, unknown> = {}, clock?: ManualClock) {
+  t = clock ? await serveAt(mkdtempSync(join(tmpdir(), "gpupool-test-")), raw, { clock }) : await startTestServer(raw);
   const alice = await t.user("alice", "free");
   const owner = await t.user("owner", "pro");
   const app = await t.appFor("demo", owner.id);
@@ -105,11 +106,14 @@ describe("release and charging", () => {
   });
 
   it("rounds held time up to whole seconds, times the size's cost", async () => {
-    const { alice } = await setup();
+    // Held exactly 1.1 s of the test's clock: on real time a stall of 0.9 s during the hold made it
+    // 2 s started, charged 6.
+    const clock = new ManualClock();
+    const { alice } = await setup({}, clock);
     const a = await lease(t, alice.token, { duration: 30, size: "xlarge" });
-    await sleep(1_100);
+    clock.advance(1_100);
     const r = await release(a.body.id, alice.token);
-    expect(r.body.held_ms).toBeGreaterThanOrEqual(1_100);
+    expect(r.body.held_ms).toBe(1_100);
     const expected = Math.min(60, Math.ceil(r.body.held_ms / 1000) * 2);
     expect(r.body).toMatchObject({ status: "released", charged: expected, refunded: 60 - expected });
     expect(expected).toBe(4);
@@ -290,10 +294,16 @@ describe("expiry", () => {
   });
 
   it("expiry grants the next queued lease", async () => {
-    const { alice, owner } = await setup();
+    // The four leases last 0.3 s of the test's clock: on real time they could expire before the
+    // fifth call was admitted (a stall of 0.3 s), which then got a GPU at once. Their deadline
+    // timers fire on real time, find the deadline not yet passed and look again later, until the
+    // clock is moved past it.
+    const clock = new ManualClock();
+    const { alice, owner } = await setup({}, clock);
     for (let i = 0; i < 4; i++) expect((await lease(t, owner.token, { duration: 0.3 })).status).toBe(201);
     const q = await lease(t, alice.token, { duration: 10 });
     expect(q.status).toBe(202);
+    clock.advance(300);
     const granted = await waitFor(async () => {
       const r = await get(q.body.id, alice.token);
       return r.body.status === "active" && r.body;
