@@ -34,8 +34,14 @@ async function open(url: string): Promise<Storage> {
 }
 
 const EMPTY = { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 };
-/** How long the frozen replica below stops answering (its idle timeout is 300 ms). */
-const FROZEN_MS = 5_000;
+/**
+ * The idle-in-transaction timeout of the frozen-replica test, and how long its frozen replica stops
+ * answering. Not shorter: every transaction of the test's replicas is idle between its statements
+ * while this process runs, and a stall of this process longer than the timeout (0.5–2 s on a busy
+ * machine) ended the session of one that was not meant to freeze (with 300 ms, CONNECTION_CLOSED).
+ */
+const IDLE_MS = 2_500;
+const FROZEN_MS = 7_000;
 
 describe("postgres storage URL: session timeouts", () => {
   it("reads idle_in_transaction_session_timeout and lock_timeout (ms), with defaults, and keeps them from the driver", () => {
@@ -78,7 +84,7 @@ describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () =>
   it("a replica frozen inside a transaction loses its session after the idle timeout; the next request for that identity goes on, and the frozen one's later writes are never sent", async () => {
     // One connection per replica, so the frozen replica's next transaction reconnects the very
     // connection its frozen transaction began on.
-    const url = `${freshPostgresUrl("idle-tx")}&idle_in_transaction_session_timeout=300&lock_timeout=10000&max=1`;
+    const url = `${freshPostgresUrl("idle-tx")}&idle_in_transaction_session_timeout=${IDLE_MS}&lock_timeout=20000&max=1`;
     const frozen = await open(url);
     const other = await open(url);
     await other.store.transaction((t) => t.ledgers.put("user:frozen", { ...EMPTY, reservedMs: 1_000 }));
@@ -104,14 +110,14 @@ describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () =>
     await hasLock;
 
     // Another replica admits for the same identity: it waits for the lock until PostgreSQL ends the
-    // frozen session (300 ms), then goes on — long before the frozen replica wakes up (5 s; the
-    // bound leaves room for a stalled machine, and was 1.2 s against a 1.2 s freeze).
+    // frozen session (IDLE_MS), then goes on — long before the frozen replica wakes up (FROZEN_MS;
+    // the bound leaves room for a stalled machine, and was 1.2 s against a 1.2 s freeze).
     await other.store.transaction(async (t) => {
       const l = (await t.ledgers.get("user:frozen")) ?? EMPTY;
       await t.ledgers.put("user:frozen", { ...l, reservedMs: l.reservedMs + 2_000 });
     });
     const waited = Date.now() - t0;
-    expect(waited).toBeGreaterThanOrEqual(250);
+    expect(waited).toBeGreaterThanOrEqual(IDLE_MS - 50);
     expect(waited).toBeLessThan(FROZEN_MS - 1_000);
 
     // The frozen replica's transaction failed as soon as its session was gone; the replica works
