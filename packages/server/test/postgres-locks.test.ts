@@ -250,7 +250,7 @@ describe.skipIf(!postgresUrl())("postgres leader group: a deadlock in it", () =>
     const after = leader.coordination.leaderStager.stage(async (t) => t.users.insert(user("after")));
     await leaderHolds.wait;
     const outside = other.begin(async (sql) => {
-      const [{ pid }] = await sql<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
+      const pid = (await sql<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`)[0]!.pid;
       // Rows only, no advisory locks: outside the lock order.
       await sql`SELECT * FROM ledgers WHERE identity = 'user:b' FOR UPDATE`;
       otherHolds.fire();
@@ -294,7 +294,7 @@ describe.skipIf(!postgresUrl())("postgres leader group: a deadlock in it", () =>
     const release = signal();
     let outsiderPid = 0;
     const outside = other.begin(async (sql) => {
-      [{ pid: outsiderPid }] = await sql<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
+      outsiderPid = (await sql<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`)[0]!.pid;
       await sql`SELECT * FROM leases WHERE id = 'ls-late' FOR UPDATE`;
       rowHeld.fire();
       await release.wait;
