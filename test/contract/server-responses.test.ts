@@ -55,16 +55,27 @@ async function principals(t: TestServer & { checked: TestServer["call"] }) {
 }
 
 /** Reads a Server-Sent Events response to its end (the stream ends at a lease's outcome). */
+/** Reads a stream to its end; `opened` is called once its first bytes (its first event) arrived. */
 async function readStream(
   url: string,
   token: string,
+  opened: () => void = () => undefined,
   timeoutMs = 10_000,
 ): Promise<{ status: number; contentType: string | null; text: string }> {
   const res = await fetch(url, {
     headers: { authorization: `Bearer ${token}`, accept: "text/event-stream" },
     signal: AbortSignal.timeout(timeoutMs),
   });
-  return { status: res.status, contentType: res.headers.get("content-type"), text: await res.text() };
+  let text = "";
+  if (res.body) {
+    const decoder = new TextDecoder();
+    for await (const chunk of res.body) {
+      text += decoder.decode(chunk as Uint8Array, { stream: true });
+      opened();
+    }
+    text += decoder.decode();
+  }
+  return { status: res.status, contentType: res.headers.get("content-type"), text };
 }
 
 describe("the server's responses match the contract", () => {
@@ -462,7 +473,9 @@ describe("the server's responses match the contract", () => {
     const t = await server({
       pool: { simulated: [{ node: "sim-0", gpus: 1 }] },
       // Queued until the timeout rather than refused at once for its expected wait (predicted_wait).
-      queue: { timeout: "1s", predicted_wait: false },
+      // 3 s: the stream below must be open (and sent `queued`) before the timeout, on a machine
+      // that may stall (with 1 s, a stall made it replay only `failed`).
+      queue: { timeout: "3s", predicted_wait: false },
       server: { port: 0 },
     });
     const url = await t.server.listen();
@@ -474,7 +487,7 @@ describe("the server's responses match the contract", () => {
     const waiting = await t.checked("POST", "/v1/leases", { token: app.key, body: { duration: 5 } });
     expectStatus(waiting, 202);
 
-    // Times out after 1 s: `queued` then `failed` (with `waited`).
+    // Times out after 3 s: `queued` then `failed` (with `waited`).
     const timedOut = await readStream(`${url}/v1/leases/${waiting.body.id}/events`, app.key);
     checkResponse({
       method: "GET",
@@ -492,8 +505,12 @@ describe("the server's responses match the contract", () => {
     // Queued, then granted when a blocker is released.
     const next = await t.checked("POST", "/v1/leases", { token: app.key, body: { duration: 5 } });
     expectStatus(next, 202);
-    const stream = readStream(`${url}/v1/leases/${next.body.id}/events`, app.key);
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    // Released once the stream has sent its first event (`queued`), not after a fixed 200 ms that a
+    // stall could outlast (it then saw only `granted`).
+    let opened!: () => void;
+    const open = new Promise<void>((resolve) => (opened = resolve));
+    const stream = readStream(`${url}/v1/leases/${next.body.id}/events`, app.key, opened);
+    await Promise.race([open, stream]);
     expectStatus(await t.checked("POST", `/v1/leases/${blockers[0]!.body.id}/release`, { token: owner.token }), 200);
     const granted = await stream;
     checkResponse({

@@ -159,7 +159,8 @@ function runPython(env: Record<string, string>): Promise<{ code: number | null; 
     let stderr = "";
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
     child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.once("exit", (code) => resolve({ code, stdout, stderr }));
+    // "close", not "exit": only then has all of its output been read.
+    child.once("close", (code) => resolve({ code, stdout, stderr }));
   });
 }
 
@@ -281,7 +282,8 @@ describe("gpupool agent: the device API as the spaces ZeroGPU client uses it", (
       app.stdout.on("data", (d: Buffer) => (out += d.toString()));
       app.stderr.on("data", (d: Buffer) => (out += d.toString()));
       try {
-        await new Promise((resolve) => app.once("exit", resolve));
+        // "close", not "exit": only then has all it printed been read.
+        await new Promise((resolve) => app.once("close", resolve));
         const [first, second] = out
           .trim()
           .split("\n")

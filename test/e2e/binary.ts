@@ -59,7 +59,8 @@ export function runCli(
     let stderr = "";
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
     child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.once("exit", (code) => resolve({ code, stdout, stderr }));
+    // "close", not "exit": only then has all of its output been read ("exit" can come first).
+    child.once("close", (code) => resolve({ code, stdout, stderr }));
   });
 }
 

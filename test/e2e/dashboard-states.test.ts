@@ -161,7 +161,8 @@ describe("the dashboard in a browser: states an end user meets", () => {
         await w.signIn(page, ivan.token);
         const item = page.locator(`#queued-list li[data-lease="${queued.body.id}"]`);
         await item.waitFor();
-        // "about 58s (at most 60s)": the expected wait GET /v1/leases/:id gives, to within a second or two.
+        // "about 58s (at most 60s)": an expected wait the API gave between the call's admission and
+        // now (not "within 3 s of now": a stall of the machine in between made that fail).
         const shown = await until(
           () => item.innerText(),
           (t) => /about [\d,.]+s/.test(t),
@@ -170,7 +171,9 @@ describe("the dashboard in a browser: states an end user meets", () => {
         const now = (await api(w, ivan.token, "GET", `/v1/leases/${queued.body.id}`)).body;
         const eta = Number(/about ([\d,.]+)s/.exec(shown)![1]!.replace(/,/g, ""));
         expect(now.eta_s).not.toBeNull();
-        expect(Math.abs(eta - now.eta_s)).toBeLessThanOrEqual(3);
+        // ±1: whole seconds, rounded on the page.
+        expect(eta).toBeGreaterThanOrEqual(now.eta_s - 1);
+        expect(eta).toBeLessThanOrEqual(queued.body.eta_s + 1);
         expect(eta).toBeGreaterThan(0);
         expect(eta).toBeLessThanOrEqual(60);
         if (now.eta_max_s !== null && now.eta_max_s !== undefined) expect(shown).toMatch(/\(at most [\d,.]+s\)/);

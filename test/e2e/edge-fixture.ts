@@ -11,6 +11,9 @@ import type { ServerProcess } from "./binary.js";
 
 const ADMIN = "e2e-edge-admin-token-0123456789";
 
+/** When the upstream's /sse ends its stream (after its first event). */
+export const SSE_BYE_MS = 5_000;
+
 /** What the tiny upstream app says about a request: the identity its X-IP-Token names. */
 export interface Echo {
   sub: string | null;
@@ -92,7 +95,8 @@ async function startUpstream(poolUrl: string, appKey: string, seen: Seen[]): Pro
       if (url.pathname === "/sse") {
         res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store" });
         res.write(`event: hello\ndata: ${JSON.stringify(await echo(req))}\n\n`);
-        setTimeout(() => res.end("event: bye\ndata: {}\n\n"), 1500);
+        // Long after the first event: a test sees whether that one came through on its own.
+        setTimeout(() => res.end("event: bye\ndata: {}\n\n"), SSE_BYE_MS);
         return;
       }
       if (url.pathname.endsWith("/attack")) {

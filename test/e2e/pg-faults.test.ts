@@ -26,7 +26,12 @@ const ADMIN = "pg-faults-admin-token-0123456789";
 const QUEUE_TIMEOUT_MS = 5_000;
 /** A queued lease may outlive its queue timeout by this much (the leader's timers, a takeover, a restart). */
 const GRACE_MS = 15_000;
-const LEASE_MS = 3_000;
+/**
+ * The leader's lease (renewed every fifth of it): short enough that the leader frozen for 10 s is
+ * replaced while frozen, long enough (the default 5 s, not 3 s) that a replica starved of CPU for
+ * 2 s on a loaded machine cannot lose the lead too and pass it on while the test checks who leads.
+ */
+const LEASE_MS = 5_000;
 const bin = postgresBin();
 
 let cluster: Cluster;

@@ -589,7 +589,9 @@ describe("allow and release", () => {
             id: "ls_other_user",
             status: "active",
             granted_at: new Date(now).toISOString(),
-            deadline: new Date(now + 1_000).toISOString(),
+            // Starting python and both /allow calls must fit before the deadline, or its own
+            // process is refused and never stopped: 3 s, with room for a stalled machine.
+            deadline: new Date(now + 3_000).toISOString(),
           }),
         };
       };
@@ -611,7 +613,8 @@ describe("allow and release", () => {
       children.push(app);
       let out = "";
       app.stdout.on("data", (d: Buffer) => (out += d.toString()));
-      await new Promise((resolve) => app.once("exit", resolve));
+      // "close", not "exit": only then has all it printed been read.
+      await new Promise((resolve) => app.once("close", resolve));
       const [first, second] = out
         .trim()
         .split("\n")

@@ -50,8 +50,10 @@ function child(options: { ignoreTerm?: boolean; exitAfterMs?: number } = {}): Pr
   const proc = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "inherit"] });
   children.push(proc);
   const events: string[] = [];
+  // "close", not "exit": only then has all it printed been read, so the events keep their order
+  // ("exit" can come before the last output, e.g. "got SIGTERM", is read).
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    proc.once("exit", (code, signal) => {
+    proc.once("close", (code, signal) => {
       events.push(`exit ${signal ?? code}`);
       resolve({ code, signal });
     }),
@@ -76,7 +78,9 @@ async function until(predicate: () => boolean, ms = 5_000): Promise<void> {
 
 describe("deadline enforcement", () => {
   it("at the deadline a process that ignores SIGTERM gets SIGTERM, then SIGKILL after the grace", async () => {
-    const h = harness(300);
+    // The child must print "got SIGTERM" within the grace: 2 s, as a stalled machine could take
+    // longer than 300 ms to run it.
+    const h = harness(2_000);
     const c = await child({ ignoreTerm: true });
     const { token } = await h.leases.grant({
       leaseId: "ls_deadline",

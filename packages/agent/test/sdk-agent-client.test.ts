@@ -187,8 +187,10 @@ describe("createAgentClient", () => {
     let out = "";
     app.stdout.on("data", (d: Buffer) => (out += d.toString()));
     app.stderr.on("data", (d: Buffer) => (out += d.toString()));
+    // "close", not "exit": only then has all of its output been read ("exit" can come first, and
+    // the output then looked empty on a busy machine).
     const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-      app.once("exit", (code, signal) => resolve({ code, signal })),
+      app.once("close", (code, signal) => resolve({ code, signal })),
     );
     expect(exit, out).toEqual({ code: 0, signal: null });
     expect(out.trim()).toBe("still running after LeaseDeadlineError");
@@ -203,7 +205,9 @@ describe("createAgentClient", () => {
           id: "ls_child",
           status: "active",
           granted_at: new Date(now).toISOString(),
-          deadline: new Date(now + 1_000).toISOString(),
+          // Starting the worker and allowing it must fit before the deadline, or the allow is
+          // refused: 3 s, as a stall of 1 s on a busy machine could use up 1 s.
+          deadline: new Date(now + 3_000).toISOString(),
         }),
       };
     };

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import type { TestServer } from "./harness.js";
 import { ManualClock } from "./billing-fixture.js";
-import { ADMIN, expectProblem, lease, quotaOf, serveAt, sleep, startTestServer, waitFor } from "./harness.js";
+import { ADMIN, expectProblem, lease, quotaOf, serveAt, startTestServer, waitFor } from "./harness.js";
 
 /**
  * The lease lifecycle over HTTP, on the default pool (sim-0: 2 simulated GPUs × 2 slots) and the
@@ -16,8 +16,9 @@ afterEach(async () => {
   await t?.close();
 });
 
-async function setup(raw: Record<string, unknown> = {}) {
-  t = await startTestServer(raw);
+/** `clock`: time as the test sets it (the server's timers still run on real time; see ManualClock). */
+async function setup(raw: Record<string, unknown> = {}, clock?: ManualClock) {
+  t = clock ? await serveAt(mkdtempSync(join(tmpdir(), "gpupool-test-")), raw, { clock }) : await startTestServer(raw);
   const alice = await t.user("alice", "free");
   const owner = await t.user("owner", "pro");
   const app = await t.appFor("demo", owner.id);
@@ -91,25 +92,30 @@ describe("POST /v1/leases: grant", () => {
 });
 
 describe("release and charging", () => {
+  // These hold leases for a few milliseconds of a clock the test moves: on real time a stall of
+  // 1 s between grant and release made 1 s started into 2 s charged.
   it("charges min(reserved, ceil(held_s) × cost) and refunds the rest; the quota shows it", async () => {
-    const { alice } = await setup();
+    const clock = new ManualClock();
+    const { alice } = await setup({}, clock);
     const a = await lease(t, alice.token, { duration: 30 });
-    await sleep(5); // held for at least a millisecond: 1 s started is 1 s charged
+    clock.advance(5); // held for at least a millisecond: 1 s started is 1 s charged
     const r = await release(a.body.id, alice.token);
     expect(r.status).toBe(200);
     expect(r.body).toMatchObject({ id: a.body.id, status: "released", charged: 1, refunded: 29 });
-    expect(r.body.held_ms).toBeGreaterThan(0);
-    expect(r.body.held_ms).toBeLessThan(1000);
+    expect(r.body.held_ms).toBe(5);
     expect(r.body.quota).toMatchObject({ used: 1, reserved: 0, left: 209 });
     expect(await quotaOf(t, alice.token)).toMatchObject({ used: 1, reserved: 0, left: 209 });
   });
 
   it("rounds held time up to whole seconds, times the size's cost", async () => {
-    const { alice } = await setup();
+    // Held exactly 1.1 s of the test's clock: on real time a stall of 0.9 s during the hold made it
+    // 2 s started, charged 6.
+    const clock = new ManualClock();
+    const { alice } = await setup({}, clock);
     const a = await lease(t, alice.token, { duration: 30, size: "xlarge" });
-    await sleep(1_100);
+    clock.advance(1_100);
     const r = await release(a.body.id, alice.token);
-    expect(r.body.held_ms).toBeGreaterThanOrEqual(1_100);
+    expect(r.body.held_ms).toBe(1_100);
     const expected = Math.min(60, Math.ceil(r.body.held_ms / 1000) * 2);
     expect(r.body).toMatchObject({ status: "released", charged: expected, refunded: 60 - expected });
     expect(expected).toBe(4);
@@ -129,11 +135,12 @@ describe("release and charging", () => {
   });
 
   it("releasing twice is a no-op that returns the same result", async () => {
-    const { alice } = await setup();
+    const clock = new ManualClock();
+    const { alice } = await setup({}, clock);
     const a = await lease(t, alice.token, { duration: 30 });
-    await sleep(5);
+    clock.advance(5);
     const first = await release(a.body.id, alice.token);
-    await sleep(30);
+    clock.advance(30);
     const second = await release(a.body.id, alice.token, { failed: true });
     expect(second.status).toBe(200);
     expect(second.body).toEqual(first.body);
@@ -141,9 +148,10 @@ describe("release and charging", () => {
   });
 
   it("DELETE on an active lease releases it", async () => {
-    const { alice } = await setup();
+    const clock = new ManualClock();
+    const { alice } = await setup({}, clock);
     const a = await lease(t, alice.token, { duration: 30 });
-    await sleep(5);
+    clock.advance(5);
     const r = await t.call("DELETE", `/v1/leases/${a.body.id}`, { token: alice.token });
     expect(r.status).toBe(200);
     expect(r.body).toMatchObject({ status: "released", charged: 1, refunded: 29 });
@@ -151,9 +159,10 @@ describe("release and charging", () => {
   });
 
   it("release with failed: true is recorded, and charged the same way", async () => {
-    const { alice } = await setup();
+    const clock = new ManualClock();
+    const { alice } = await setup({}, clock);
     const a = await lease(t, alice.token, { duration: 30 });
-    await sleep(5);
+    clock.advance(5);
     const r = await release(a.body.id, alice.token, { failed: true });
     expect(r.body).toMatchObject({ status: "released", charged: 1 });
     expect((await get(a.body.id, alice.token)).body.failed).toBe(true);
@@ -254,15 +263,19 @@ describe("queueing", () => {
   });
 
   it("time spent queued is never charged", async () => {
-    const { alice, owner } = await setup();
+    // Queued 1 s and held 5 ms of a clock the test moves: on real time a stall of 1 s between
+    // the grant and the release made it held 1 s.
+    const clock = new ManualClock();
+    const { alice, owner } = await setup({}, clock);
     const blockers = await fillPool(owner.token);
     const q = await lease(t, alice.token, { duration: 30 });
     expect(q.status).toBe(202);
-    await sleep(1_000);
+    clock.advance(1_000);
     await release(blockers[0]!, owner.token);
+    clock.advance(5);
     const r = await release(q.body.id, alice.token);
     expect(r.body.status).toBe("released");
-    expect(r.body.held_ms).toBeLessThan(1_000);
+    expect(r.body.held_ms).toBe(5);
     expect(r.body.charged).toBe(Math.ceil(r.body.held_ms / 1000));
     expect(r.body.charged).toBeLessThanOrEqual(1);
     expect(r.body.refunded).toBe(30 - r.body.charged);
@@ -290,10 +303,16 @@ describe("expiry", () => {
   });
 
   it("expiry grants the next queued lease", async () => {
-    const { alice, owner } = await setup();
+    // The four leases last 0.3 s of the test's clock: on real time they could expire before the
+    // fifth call was admitted (a stall of 0.3 s), which then got a GPU at once. Their deadline
+    // timers fire on real time, find the deadline not yet passed and look again later, until the
+    // clock is moved past it.
+    const clock = new ManualClock();
+    const { alice, owner } = await setup({}, clock);
     for (let i = 0; i < 4; i++) expect((await lease(t, owner.token, { duration: 0.3 })).status).toBe(201);
     const q = await lease(t, alice.token, { duration: 10 });
     expect(q.status).toBe(202);
+    clock.advance(300);
     const granted = await waitFor(async () => {
       const r = await get(q.body.id, alice.token);
       return r.body.status === "active" && r.body;

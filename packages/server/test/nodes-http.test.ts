@@ -1,6 +1,10 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { ManualClock } from "./billing-fixture.js";
 import type { TestServer } from "./harness.js";
-import { ADMIN, expectProblem, quotaOf, sleep, startTestServer, waitFor } from "./harness.js";
+import { ADMIN, expectProblem, quotaOf, serveAt, sleep, startTestServer, waitFor } from "./harness.js";
 
 /**
  * Agent nodes over HTTP (docs/agent.md): registration, heartbeats, leases bound to the node whose agent
@@ -20,9 +24,16 @@ const GPU = (index: number, slots = 2) => ({
   slots,
 });
 
-async function setup(nodes: Record<string, unknown> = {}) {
+/**
+ * `clock`: time as the test sets it. The server's heartbeat timer still runs on real time, but
+ * finds the node silent only once the clock says the timeout passed (else it looks again later),
+ * so a stalled machine cannot lose a node the test keeps heartbeating, or one it has not yet
+ * let go silent.
+ */
+async function setup(nodes: Record<string, unknown> = {}, clock?: ManualClock) {
   // No configured GPUs at all: whatever is granted must come from an agent's node.
-  t = await startTestServer({ pool: { simulated: [] }, nodes });
+  const raw = { pool: { simulated: [] }, nodes };
+  t = clock ? await serveAt(mkdtempSync(join(tmpdir(), "gpupool-test-")), raw, { clock }) : await startTestServer(raw);
   const owner = await t.user("owner", "pro");
   const alice = await t.user("alice", "free");
   const app = await t.appFor("spaces-app", owner.id);
@@ -171,14 +182,18 @@ describe("node registration and heartbeats", () => {
 
 describe("a node that stops heartbeating", () => {
   it("fails its active leases charging only the time held, fails requests waiting for it, and removes its slots", async () => {
-    const { app, alice, node } = await setup({ heartbeat_interval: "100ms", heartbeat_timeout: "400ms" });
+    // On real time, the second lease had to be admitted within 400 ms of the registration, or the
+    // node was already lost; here no time passes until the test says so.
+    const clock = new ManualClock();
+    const { app, alice, node } = await setup({ heartbeat_interval: "100ms", heartbeat_timeout: "400ms" }, clock);
     const token = await t.ipToken(app.id, { user: alice.id });
     await register(node.key, [GPU(0, 1)]);
     const active = await leaseVia(node.key, app.key, { duration: 60 }, token);
     expect(active.status).toBe(201);
     const waiting = await leaseVia(node.key, app.key, { duration: 60 }, token);
     expect(waiting.status).toBe(202);
-    // No more heartbeats: the node is lost after 400 ms.
+    // No more heartbeats: the node is lost after 400 ms (its timer, on real time, finds it so).
+    clock.advance(500);
     const failed = await waitFor(async () => {
       const g = await t.call("GET", `/v1/leases/${active.body.id}`, { token: app.key });
       return g.body.status === "failed" ? g.body : null;
@@ -202,11 +217,16 @@ describe("a node that stops heartbeating", () => {
   });
 
   it("heartbeats keep a node (and its leases) alive past the timeout", async () => {
-    const { app, node } = await setup({ heartbeat_interval: "100ms", heartbeat_timeout: "400ms" });
+    // 800 ms of the test's clock, 100 ms between heartbeats: on real time a stall of 300 ms
+    // between two heartbeats lost the node.
+    const clock = new ManualClock();
+    const { app, node } = await setup({ heartbeat_interval: "100ms", heartbeat_timeout: "400ms" }, clock);
     await register(node.key, [GPU(0)]);
     const active = await leaseVia(node.key, app.key, { duration: 60 });
     for (let i = 0; i < 8; i++) {
       expect((await heartbeat(node.key)).status).toBe(200);
+      clock.advance(100);
+      // Real time too, so the node's timer (armed for 400 ms) fires along the way and looks.
       await sleep(100);
     }
     const g = await t.call("GET", `/v1/leases/${active.body.id}`, { token: app.key });

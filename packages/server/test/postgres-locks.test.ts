@@ -62,6 +62,23 @@ function outsider(url: string): postgres.Sql {
   return sql;
 }
 
+/**
+ * Waits until some session waits for a lock that the session `pid` holds. The one that waits first
+ * runs PostgreSQL's deadlock check first (deadlock_timeout after it started waiting), so it is the
+ * one the check fails: a test that closes the cycle only after this knows which side that is.
+ */
+async function blockedBy(url: string, pid: number): Promise<void> {
+  const watch = outsider(url);
+  const giveUp = Date.now() + 30_000;
+  for (;;) {
+    const [row] = await watch<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM pg_stat_activity WHERE ${pid}::int = ANY (pg_blocking_pids(pid))`;
+    if (row!.n > 0) return;
+    if (Date.now() > giveUp) throw new Error(`no session waited for a lock of backend ${pid} within 30 s`);
+    await sleep(10);
+  }
+}
+
 function signal(): { wait: Promise<void>; fire: () => void } {
   let fire!: () => void;
   const wait = new Promise<void>((r) => (fire = r));
@@ -140,8 +157,11 @@ describe.skipIf(!postgresUrl())("postgres lock order between replicas", () => {
     // It read the lease only once the leader's grant was committed, so it saw it granted.
     expect(await cancel).toBe("active");
     expect(runs).toBe(1);
-    // Far from PostgreSQL's deadlock_timeout (1 s), after which one side would have been failed.
-    expect(Date.now() - t0).toBeLessThan(900);
+    // No side was a deadlock victim: the follower ran once (a victim is run again) and the grant
+    // committed (the leader's is not retried, it fails). The time only bounds a hang; it is not
+    // what is checked, so it is generous for a stalling machine (it was 900 ms, near the 150 ms
+    // sleep plus a stall).
+    expect(Date.now() - t0).toBeLessThan(5_000);
     expect(await follower.store.transaction((t) => t.ledgers.get("user:x"))).toMatchObject({
       windowStartedAt: 6_000,
       reservedMs: 1_000,
@@ -230,10 +250,13 @@ describe.skipIf(!postgresUrl())("postgres leader group: a deadlock in it", () =>
     const after = leader.coordination.leaderStager.stage(async (t) => t.users.insert(user("after")));
     await leaderHolds.wait;
     const outside = other.begin(async (sql) => {
+      const pid = (await sql<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`)[0]!.pid;
       // Rows only, no advisory locks: outside the lock order.
       await sql`SELECT * FROM ledgers WHERE identity = 'user:b' FOR UPDATE`;
       otherHolds.fire();
-      await sleep(300);
+      // The leader waits for user:b first (not a fixed sleep: on a busy machine its statement could
+      // arrive later, and then this side would be the victim).
+      await blockedBy(url, pid);
       await sql`UPDATE ledgers SET runs = 7 WHERE identity = 'user:a'`;
     });
 
@@ -269,7 +292,9 @@ describe.skipIf(!postgresUrl())("postgres leader group: a deadlock in it", () =>
     const other = outsider(url);
     const rowHeld = signal();
     const release = signal();
+    let outsiderPid = 0;
     const outside = other.begin(async (sql) => {
+      outsiderPid = (await sql<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`)[0]!.pid;
       await sql`SELECT * FROM leases WHERE id = 'ls-late' FOR UPDATE`;
       rowHeld.fire();
       await release.wait;
@@ -286,8 +311,9 @@ describe.skipIf(!postgresUrl())("postgres leader group: a deadlock in it", () =>
       return "staged";
     });
     expect(grant.value).toBe("staged");
-    // The leader's write waits first, so PostgreSQL's deadlock check fails it.
-    await sleep(300);
+    // The leader's write waits first, so PostgreSQL's deadlock check fails it. Not a fixed sleep:
+    // on a busy machine the write could reach PostgreSQL later, and then the outsider was the victim.
+    await blockedBy(url, outsiderPid);
     release.fire();
 
     const outcomes = await Promise.all(

@@ -194,7 +194,9 @@ describe.skipIf(!postgresUrl())("postgres store on a shared server", () => {
       // Closing does not wait on connections that broke under a query.
       const t0 = Date.now();
       await storage.close();
-      expect(Date.now() - t0).toBeLessThan(1_000);
+      // Not after one of the waits close() gives up after (2 s, 5 s: connections.ts): under
+      // them, with room for a stalled machine (it was 1 s).
+      expect(Date.now() - t0).toBeLessThan(1_900);
     } finally {
       await admin.end();
     }

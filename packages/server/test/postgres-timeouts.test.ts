@@ -34,6 +34,14 @@ async function open(url: string): Promise<Storage> {
 }
 
 const EMPTY = { windowStartedAt: null, usedMs: 0, reservedMs: 0, bonusMs: 0, runs: 0 };
+/**
+ * The idle-in-transaction timeout of the frozen-replica test, and how long its frozen replica stops
+ * answering. Not shorter: every transaction of the test's replicas is idle between its statements
+ * while this process runs, and a stall of this process longer than the timeout (0.5–2 s on a busy
+ * machine) ended the session of one that was not meant to freeze (with 300 ms, CONNECTION_CLOSED).
+ */
+const IDLE_MS = 2_500;
+const FROZEN_MS = 7_000;
 
 describe("postgres storage URL: session timeouts", () => {
   it("reads idle_in_transaction_session_timeout and lock_timeout (ms), with defaults, and keeps them from the driver", () => {
@@ -76,7 +84,7 @@ describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () =>
   it("a replica frozen inside a transaction loses its session after the idle timeout; the next request for that identity goes on, and the frozen one's later writes are never sent", async () => {
     // One connection per replica, so the frozen replica's next transaction reconnects the very
     // connection its frozen transaction began on.
-    const url = `${freshPostgresUrl("idle-tx")}&idle_in_transaction_session_timeout=300&lock_timeout=2000&max=1`;
+    const url = `${freshPostgresUrl("idle-tx")}&idle_in_transaction_session_timeout=${IDLE_MS}&lock_timeout=20000&max=1`;
     const frozen = await open(url);
     const other = await open(url);
     await other.store.transaction((t) => t.ledgers.put("user:frozen", { ...EMPTY, reservedMs: 1_000 }));
@@ -91,7 +99,7 @@ describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () =>
     const stalled = frozen.store.transaction(async (t) => {
       const l = (await t.ledgers.get("user:frozen")) ?? EMPTY;
       locked();
-      await sleep(1_200);
+      await sleep(FROZEN_MS);
       // What it would have written when it woke: must never reach the database.
       await t.ledgers.put("user:frozen", { ...l, reservedMs: 999_000 }).then(
         () => woke(null),
@@ -102,14 +110,15 @@ describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () =>
     await hasLock;
 
     // Another replica admits for the same identity: it waits for the lock until PostgreSQL ends the
-    // frozen session (300 ms), then goes on — long before the frozen replica wakes up.
+    // frozen session (IDLE_MS), then goes on — long before the frozen replica wakes up (FROZEN_MS;
+    // the bound leaves room for a stalled machine, and was 1.2 s against a 1.2 s freeze).
     await other.store.transaction(async (t) => {
       const l = (await t.ledgers.get("user:frozen")) ?? EMPTY;
       await t.ledgers.put("user:frozen", { ...l, reservedMs: l.reservedMs + 2_000 });
     });
     const waited = Date.now() - t0;
-    expect(waited).toBeGreaterThanOrEqual(250);
-    expect(waited).toBeLessThan(1_200);
+    expect(waited).toBeGreaterThanOrEqual(IDLE_MS - 50);
+    expect(waited).toBeLessThan(FROZEN_MS - 1_000);
 
     // The frozen replica's transaction failed as soon as its session was gone; the replica works
     // again, on a new session (the same connection, reconnected).
@@ -135,7 +144,9 @@ describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () =>
       const holding = holder.begin(async (sql) => {
         await sql`SELECT * FROM ledgers WHERE identity = 'user:busy' FOR UPDATE`;
         locked();
-        await sql`SELECT pg_sleep(1.5)`;
+        // Far longer than lock_timeout, so only lock_timeout can end the wait before the bound below
+        // (it was 1.5 s against a bound of 1.2 s, with no room for a stalled machine).
+        await sql`SELECT pg_sleep(5)`;
       });
       await hasLock;
       const t0 = Date.now();
@@ -148,7 +159,7 @@ describe.skipIf(!postgresUrl())("postgres sessions idle in a transaction", () =>
       expect(err).toBeInstanceOf(StorageUnavailableError);
       expect((err as Error).message).toMatch(/lock_timeout/);
       expect((err as StorageUnavailableError).reason).toBe("contention");
-      expect(Date.now() - t0).toBeLessThan(1_200);
+      expect(Date.now() - t0).toBeLessThan(4_000);
       await holding;
     } finally {
       await holder.end();
@@ -183,7 +194,10 @@ describe.skipIf(!postgresUrl())("a replica frozen mid-transaction, seen over HTT
     const t0 = Date.now();
     const second = await lease(server, owner.token, { duration: 10 });
     expect(second.status, JSON.stringify(second.body)).toBe(201);
-    expect(Date.now() - t0).toBeLessThan(3_000);
+    // The 201 is what shows the idle timeout (2 s) worked: waiting on, the request would have met
+    // lock_timeout (3 s) or statement_timeout (5 s), a 503. The bound only keeps it below the
+    // frozen replica's wake-up (6 s), with room for a stalled machine (it was 3 s).
+    expect(Date.now() - t0).toBeLessThan(4_500);
     const quota = await server.call("GET", "/v1/quota", { token: owner.token });
     expect(quota.body).toMatchObject({ reserved: 20 });
     await expect(stalled).rejects.toBeInstanceOf(StorageUnavailableError);

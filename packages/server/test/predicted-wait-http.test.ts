@@ -174,16 +174,21 @@ describe("max_wait", () => {
    * after about 2 s), then fills it with 10-s leases: a new call is expected to start in about
    * 2 s, and is sure to within the blockers' 10 s.
    */
-  async function learntPool(owner: string): Promise<void> {
+  async function learntPool(owner: string, clock: ManualClock): Promise<void> {
     const early = await Promise.all([0, 1, 2, 3].map(() => lease(t, owner, { duration: 10 })));
-    await sleep(2_000);
+    clock.advance(2_000);
     for (const r of early) await t.call("POST", `/v1/leases/${r.body.id}/release`, { token: owner, body: {} });
     await fillPool(owner, 10);
   }
 
   it("is a bound on the wait: refused at once when expected to wait longer, else queued and timed out at max_wait", async () => {
-    const { alice, owner } = await setup();
-    await learntPool(owner.token);
+    // On a clock the test moves: on real time a stall of 1.6 s while the pool learnt made the
+    // expected wait too long for max_wait 4 (503, not 202).
+    const clock = new ManualClock();
+    t = await serveAt(mkdtempSync(join(tmpdir(), "gpupool-test-")), {}, { clock });
+    const alice = await t.user("alice", "free");
+    const owner = await t.user("owner", "pro");
+    await learntPool(owner.token, clock);
     // Expected about 2 s, bound 10 s: a caller who will wait 1 s is refused at once...
     const refused = await lease(t, alice.token, { duration: 20, max_wait: 1 });
     const p = expectProblem(refused, 503, "no_gpu_available");
@@ -196,6 +201,8 @@ describe("max_wait", () => {
     expect(q.status).toBe(202);
     expect(q.body.eta_s).toBeLessThanOrEqual(4);
     expect(q.body.eta_s).toBeLessThan(q.body.eta_max_s);
+    // Its queue timeout fires on real time (4 s from now) and ends it at the clock's time.
+    clock.advance(4_000);
     const ended = await waitFor(async () => {
       const r = await get(q.body.id, alice.token);
       return r.body.status !== "queued" && r.body;

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { ManualClock } from "./billing-fixture.js";
 import type { TestServer } from "./harness.js";
 import { ADMIN, lease, quotaOf, serveAt, sleep, waitFor } from "./harness.js";
 
@@ -17,8 +18,9 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function start(raw: Record<string, unknown> = {}): Promise<TestServer> {
-  const s = await serveAt(dir, raw, { keepDir: true });
+/** `clock`: time as the test sets it (the server's timers still run on real time; see ManualClock). */
+async function start(raw: Record<string, unknown> = {}, clock?: ManualClock): Promise<TestServer> {
+  const s = await serveAt(dir, raw, { keepDir: true, ...(clock ? { clock } : {}) });
   running.push(s);
   return s;
 }
@@ -70,7 +72,11 @@ describe("restart on the same database", () => {
 
   it("a lease whose deadline passed while the server was down is expired and charged its full reservation", async () => {
     dir = mkdtempSync(join(tmpdir(), "gpupool-recovery-"));
-    const a = await start();
+    // Both servers on the test's clock, which stands still while the first runs: on real time a
+    // stall of 0.5 s let the short lease expire before the xlarge call was admitted, which then
+    // got its GPU at once. Its deadline timer, on real time, finds the deadline not yet passed.
+    const clock = new ManualClock();
+    const a = await start({}, clock);
     const alice = await a.user("alice", "free");
     const owner = await a.user("owner", "pro");
     const short = (await lease(a, alice.token, { duration: 0.5, size: "xlarge" })).body;
@@ -79,9 +85,9 @@ describe("restart on the same database", () => {
     const waiting = (await lease(a, owner.token, { duration: 20, size: "xlarge" })).body;
     expect([short.status, long.status, waiting.status]).toEqual(["active", "active", "queued"]);
     await stop(a);
-    await sleep(700);
+    clock.advance(700);
 
-    const b = await start();
+    const b = await start({}, clock);
     const ended = await get(b, short.id);
     expect(ended).toMatchObject({ status: "expired", charged: 1, refunded: 0, held_ms: 500 });
     expect(await quotaOf(b, alice.token)).toMatchObject({ used: 1, reserved: 0, left: 209 });

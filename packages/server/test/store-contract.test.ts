@@ -1113,7 +1113,7 @@ export function storeContract(
           expect(storage.coordination.shared).toBe(true);
         });
 
-        it("leadership is exclusive; when the leader closes, the other replica leads within a second", async () => {
+        it("leadership is exclusive; when the leader closes, the other replica leads", async () => {
           const other = await sibling();
           await storage.coordination.lead(() => undefined);
           const waiting = other.coordination.lead(() => undefined);
@@ -1125,7 +1125,9 @@ export function storeContract(
           await closeOnce(storage);
           const t0 = Date.now();
           await waiting;
-          expect(Date.now() - t0).toBeLessThan(1_000);
+          // Soon (it looks every 250 ms), not after a session timeout: what is checked is that it
+          // takes over. Room for a stalled machine (it was 1 s, which a 0.75 s stall broke).
+          expect(Date.now() - t0).toBeLessThan(5_000);
           await expect(
             other.coordination.leaderStager.stage(async (t) => t.users.insert(user("u1"))),
           ).resolves.toMatchObject({ value: undefined });
@@ -1144,7 +1146,9 @@ export function storeContract(
           await replicas.killLeaderSession(storage);
           const t0 = Date.now();
           await waiting;
-          expect(Date.now() - t0).toBeLessThan(1_000);
+          // Soon (it looks every 250 ms), not after a session timeout: what is checked is that it
+          // takes over. Room for a stalled machine (it was 1 s, which a 0.75 s stall broke).
+          expect(Date.now() - t0).toBeLessThan(5_000);
           await waitUntil(() => lost.length > 0);
           expect(lost).toHaveLength(1);
           expect(lost[0]).toBeInstanceOf(LeadershipLostError);
