@@ -126,8 +126,7 @@ describe("release and charging", () => {
     // Time as the test sets it: on a busy machine 100 ms of real sleep could outlast the 0.4 s
     // reservation, and the lease would expire before its release (a failure seen in CI).
     const clock = new ManualClock();
-    t = await serveAt(mkdtempSync(join(tmpdir(), "gpupool-test-")), {}, { clock });
-    const alice = await t.user("alice", "free");
+    const { alice } = await setup({}, clock);
     const a = await lease(t, alice.token, { duration: 0.4 });
     clock.advance(100);
     const r = await release(a.body.id, alice.token);
