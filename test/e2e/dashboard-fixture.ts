@@ -51,7 +51,15 @@ export interface DashOptions {
   readonly pool?: string;
   /** The overage price per GPU-minute (default "0.10"). */
   readonly price?: string;
+  /**
+   * dashboard.live_poll (default the server's, 1s). `LONG_POLL` makes the streams' own looks an
+   * hour apart, so whatever a page shows within PUSHED_MS was pushed to it by a lease event.
+   */
+  readonly livePoll?: string;
 }
+
+/** A live_poll no test outlives. */
+export const LONG_POLL = "1h";
 
 export async function startDashWorld(
   extraConfig: readonly string[] = [],
@@ -75,6 +83,7 @@ export async function startDashWorld(
       `    price_per_gpu_minute: "${options.price ?? "0.10"}"`,
       '    default_monthly_cap: "5.00"',
       ...extraConfig,
+      ...(options.livePoll ? ["dashboard:", `  live_poll: ${options.livePoll}`] : []),
       "log:",
       "  level: warn",
     ].join("\n"),
@@ -189,8 +198,13 @@ export async function until<T>(read: () => Promise<T>, ok: (v: T) => boolean, wh
   return last;
 }
 
-/** The live target: a change shows on the page within a second (issue 16). */
-export const LIVE_MS = 1_000;
+/**
+ * How long a test waits for a change to show. The live target — on the page within a second — is a
+ * latency, measured by `npm run bench -- dashboard`, not asserted here (a stalled test machine
+ * would fail it); with the streams' own looks an hour apart (LONG_POLL), a change shown within
+ * this was pushed, not looked for. Each wait's latency is logged.
+ */
+export const PUSHED_MS = 10_000;
 
 /**
  * Waits until `shown(arg)` gives the page's Date.now() (it gives false until the change shows) and
@@ -204,7 +218,7 @@ export async function shownWithin<A>(
   arg: A,
   since: number,
   what: string,
-  ms = LIVE_MS,
+  ms = PUSHED_MS,
 ): Promise<number> {
   const seen = async (timeout: number) => {
     const handle = await page.waitForFunction(shown as (a: unknown) => number | false, arg, {

@@ -10,6 +10,7 @@ import {
   inCi,
   requireBrowser,
   screenshot,
+  LONG_POLL,
   shownWithin,
   startDashWorld,
   until,
@@ -34,7 +35,8 @@ describe("the dashboard in a browser: the operator", () => {
 
   beforeAll(async () => {
     if (!haveBrowser) return;
-    w = await startDashWorld();
+    // The streams' own looks an hour apart: what the pages show below was pushed to them.
+    w = await startDashWorld([], { livePoll: LONG_POLL });
     dave = await w.user("dave", "free");
     const app = await w.admin.admin.createApp({ name: "upscaler", owner: "dave" });
     void app;
@@ -49,18 +51,18 @@ describe("the dashboard in a browser: the operator", () => {
   });
 
   run(
-    "a lease granted through the SDK appears in the pool view and in the user's meter within a second without a reload, and leaves within a second of its release",
+    "a lease granted through the SDK is pushed to the pool view and the user's meter without a reload, and leaves them on its release",
     async () => {
       requireBrowser();
       const user = await (await w.context()).newPage();
       await w.signIn(user, dave.token);
       await user.waitForSelector("#quota-reserved");
       await admin.evaluate(() => (window.__notReloaded = true));
-      // Three rounds: a change that waits for a periodic poll would miss the second in some of them.
+      // Three rounds, each change shown long before the streams' next look (an hour away).
       for (let round = 1; round <= 3; round++) {
         const lease = await dave.client.acquire({ duration: 50 });
         const granted = Date.now();
-        // Both pages are watched from the moment the grant returns; each must show it within a second.
+        // Both pages are watched from the moment the grant returns; each logs how soon it shows it.
         const slot = `#nodes .slot[data-lease="${lease.id}"]`;
         await Promise.all([
           shownWithin(

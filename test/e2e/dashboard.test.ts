@@ -141,29 +141,28 @@ describe("the dashboard in a browser: an end user", () => {
     expect(await text(page, "#reset")).toMatch(/at .*(GMT|CET|CEST)/);
   });
 
-  run(
-    "a call taken through the SDK shows in the meter within a second without a reload, and leaves it within a second of its release",
-    async () => {
-      requireBrowser();
-      await page.evaluate(() => (window.__notReloaded = true));
-      const reserved = (want: string) =>
-        document.querySelector("#quota-reserved")?.textContent === want ? Date.now() : false;
-      // Three rounds: a change that waits for a periodic poll would miss the second in some of them.
-      for (let round = 1; round <= 3; round++) {
-        const lease = await alice.client.acquire({ duration: 40 });
-        await shownWithin(page, reserved, secondsText(40), Date.now(), `grant ${round} → user's meter`);
-        await alice.client.release(lease.id);
-        await shownWithin(page, reserved, secondsText(0), Date.now(), `release ${round} → user's meter`);
-      }
-      expect(await page.evaluate(() => window.__notReloaded)).toBe(true);
-      const me = await api(w, alice.token, "/v1/me");
-      await until(
-        () => text(page, "#quota-used"),
-        (t) => t === secondsText(me.quota.used),
-        "the meter to show the charge",
-      );
-    },
-  );
+  run("a call taken through the SDK shows in the meter without a reload, and leaves it on its release", async () => {
+    requireBrowser();
+    await page.evaluate(() => (window.__notReloaded = true));
+    const reserved = (want: string) =>
+      document.querySelector("#quota-reserved")?.textContent === want ? Date.now() : false;
+    // Three rounds, each latency logged. (This world keeps the streams' 1 s look, which the credits
+    // test below needs; that changes are pushed is shown with the look an hour away in
+    // dashboard-operator.test.ts, and the latency is measured by `npm run bench -- dashboard`.)
+    for (let round = 1; round <= 3; round++) {
+      const lease = await alice.client.acquire({ duration: 40 });
+      await shownWithin(page, reserved, secondsText(40), Date.now(), `grant ${round} → user's meter`);
+      await alice.client.release(lease.id);
+      await shownWithin(page, reserved, secondsText(0), Date.now(), `release ${round} → user's meter`);
+    }
+    expect(await page.evaluate(() => window.__notReloaded)).toBe(true);
+    const me = await api(w, alice.token, "/v1/me");
+    await until(
+      () => text(page, "#quota-used"),
+      (t) => t === secondsText(me.quota.used),
+      "the meter to show the charge",
+    );
+  });
 
   run("turning overage on in the page, and setting a cap, changes GET /v1/me", async () => {
     requireBrowser();

@@ -32,6 +32,8 @@ export interface ServerConfig {
     readonly sessionTtlMs: number;
     /** Where the built dashboard is (its index.html and assets/); null: packages/dashboard/dist beside this package. */
     readonly distDir: string | null;
+    /** How often its live streams look again with no change announced (a heartbeat, credits granted on another replica). */
+    readonly livePollMs: number;
   };
   /** How long what has ended is kept (config-retention.ts). */
   readonly retention: RetentionConfig;
@@ -185,6 +187,7 @@ const schema = z.strictObject({
         .default(null),
       session_ttl: duration("12h"),
       dist: z.string().min(1).nullable().default(null),
+      live_poll: duration("1s"),
     })
     .prefault({}),
   retention: retentionSchema,
@@ -250,6 +253,7 @@ export function normalizeConfig(raw: unknown, source = "configuration"): ServerC
     }
   });
   if (c.dashboard.session_ttl <= 0) problems.push("dashboard.session_ttl: must be more than 0");
+  if (c.dashboard.live_poll < 100) problems.push("dashboard.live_poll: must be at least 100ms");
   if (c.nodes.heartbeat_interval <= 0) problems.push("nodes.heartbeat_interval: must be more than 0");
   if (c.nodes.heartbeat_timeout < 2 * c.nodes.heartbeat_interval) {
     problems.push(
@@ -290,6 +294,7 @@ export function normalizeConfig(raw: unknown, source = "configuration"): ServerC
       publicUrl: c.dashboard.public_url,
       sessionTtlMs: c.dashboard.session_ttl,
       distDir: c.dashboard.dist,
+      livePollMs: c.dashboard.live_poll,
     },
     retention,
     tracing,

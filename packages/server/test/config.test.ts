@@ -76,6 +76,14 @@ describe("configuration", () => {
     expect(problems).toMatch(/queue\.timeout/);
   });
 
+  it("dashboard.live_poll: how often live streams look again unasked, a second unless set, at least 100ms", () => {
+    expect(normalizeConfig({}).dashboard.livePollMs).toBe(1_000);
+    expect(normalizeConfig({ dashboard: { live_poll: "5s" } }).dashboard.livePollMs).toBe(5_000);
+    expect(() => normalizeConfig({ dashboard: { live_poll: "50ms" } })).toThrow(
+      /dashboard\.live_poll: must be at least 100ms/,
+    );
+  });
+
   it("requires the anonymous tier and a known default size", () => {
     expect(() => normalizeConfig({ quota: { tiers: { free: { quota: "1m" } }, default_size: "huge" } })).toThrow(
       /anonymous[\s\S]*default_size|default_size[\s\S]*anonymous/,

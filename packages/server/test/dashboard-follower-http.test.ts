@@ -11,7 +11,7 @@ import { closeStreams, stream } from "./sse-reader.js";
  * The dashboard's live views on a replica that does not lead: they follow the leader's grants and
  * releases. The streams' poll is made an hour long, so what they show they were told.
  */
-const HOUR_MS = 3_600_000;
+const HOUR = "1h";
 
 const servers: TestServer[] = [];
 afterEach(async () => {
@@ -26,14 +26,12 @@ async function twoReplicas(name: string): Promise<{ first: TestServer; follower:
     pool: { simulated: [{ node: "sim-0", gpus: 1, slots_per_gpu: 1 }] },
     queue: { predicted_wait: false },
     server: { port: 0 },
+    dashboard: { live_poll: HOUR },
   };
-  const first = await serveAt(mkdtempSync(join(tmpdir(), "gpupool-dash-")), raw, { storageUrl, livePollMs: HOUR_MS });
+  const first = await serveAt(mkdtempSync(join(tmpdir(), "gpupool-dash-")), raw, { storageUrl });
   servers.push(first);
   await waitFor(async () => (await first.call("GET", "/readyz")).body.leader, 10_000);
-  const follower = await serveAt(mkdtempSync(join(tmpdir(), "gpupool-dash-")), raw, {
-    storageUrl,
-    livePollMs: HOUR_MS,
-  });
+  const follower = await serveAt(mkdtempSync(join(tmpdir(), "gpupool-dash-")), raw, { storageUrl });
   servers.push(follower);
   expect((await follower.call("GET", "/readyz")).body.leader).toBe(false);
   return { first, follower, url: await follower.server.listen() };

@@ -23,7 +23,7 @@ const ONE_SLOT = {
 };
 
 /** A poll interval no test outlives: what a stream shows, it was told. */
-const HOUR_MS = 3_600_000;
+const HOUR = "1h";
 
 const release = (id: string, token: string) => t.call("POST", `/v1/leases/${id}/release`, { token, body: {} });
 
@@ -94,7 +94,7 @@ describe("live streams", () => {
   });
 
   it("changes are announced, not polled for: with the streams' poll an hour long, a call granted at once, one queued, and the releases all reach the meter and the pool", async () => {
-    t = await serveAt(mkdtempSync(join(tmpdir(), "gpupool-test-")), ONE_SLOT, { livePollMs: HOUR_MS });
+    t = await serveAt(mkdtempSync(join(tmpdir(), "gpupool-test-")), { ...ONE_SLOT, dashboard: { live_poll: HOUR } });
     const url = await t.server.listen();
     const alice = await t.user("alice", "free");
     const bob = await t.user("bob", "free");
@@ -125,6 +125,32 @@ describe("live streams", () => {
     expect((await release(second.body.id, bob.token)).status).toBe(200);
     await bobs.until("me", (m) => m.quota.reserved === 0 && m.quota.used > 0);
     await live.until("pool", (p) => p.active.length === 0);
+  });
+
+  it("what no lease event announces (an operator's quota change) reaches a stream at its next look: every dashboard.live_poll", async () => {
+    const quotaChangeShown = async (livePoll: string, waitMs: number): Promise<boolean> => {
+      t = await serveAt(mkdtempSync(join(tmpdir(), "gpupool-test-")), {
+        ...ONE_SLOT,
+        dashboard: { live_poll: livePoll },
+      });
+      const url = await t.server.listen();
+      const alice = await t.user("alice", "free");
+      const meter = await stream(`${url}/v1/me/events`, { authorization: `Bearer ${alice.token}` });
+      await meter.until("me", (m) => m.quota.quota === 210);
+      const patched = await t.call("PATCH", `/v1/admin/users/${alice.id}`, { token: ADMIN, body: { quota: 300 } });
+      expect(patched.status).toBe(200);
+      const shown = await Promise.race([
+        meter.until("me", (m) => m.quota.quota === 300).then(() => true),
+        new Promise<boolean>((resolve) => setTimeout(() => resolve(false), waitMs)),
+      ]);
+      closeStreams();
+      await t.close();
+      return shown;
+    };
+    // A look every 200 ms shows it (waited for up to 10 s: a stalled machine still gets there)…
+    expect(await quotaChangeShown("200ms", 10_000)).toBe(true);
+    // …one an hour long does not, within 2 s (twice the default look).
+    expect(await quotaChangeShown("1h", 2_000)).toBe(false);
   });
 });
 

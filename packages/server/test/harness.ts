@@ -59,8 +59,6 @@ export async function serveAt(
     storageUrl?: string;
     clock?: Clock;
     storage?: Storage;
-    /** How often the dashboard's live streams look again unasked (see ServerOptions.livePollMs). */
-    livePollMs?: number;
   } = {},
 ): Promise<TestServer> {
   // storageUrl: this storage rather than the dir's (e.g. several replicas on one PostgreSQL schema).
@@ -70,7 +68,6 @@ export async function serveAt(
     logger: pino({ level: process.env.TEST_LOG ?? "silent" }),
     ...(options.clock ? { clock: options.clock } : {}),
     ...(options.storage ? { storage: options.storage } : {}),
-    ...(options.livePollMs !== undefined ? { livePollMs: options.livePollMs } : {}),
   });
   checkEveryAnswer(server);
   const call: TestServer["call"] = async (method, url, opts = {}) => {

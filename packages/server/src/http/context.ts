@@ -47,7 +47,7 @@ export interface RouteContext {
   /** For open event streams: they end when the server shuts down. */
   readonly events: LeaseEvents;
   readonly log: Logger;
-  /** How often a live stream looks again without a change announced (absent: every second). */
+  /** How often a live stream looks again without a change announced (config dashboard.live_poll; absent: every second). */
   readonly livePollMs?: number;
   /** The request's trace context, to hand to the lease use cases (absent: tracing is off). */
   readonly traceOf?: (req: FastifyRequest) => RequestTrace;

@@ -64,12 +64,6 @@ export interface ServerOptions {
    * Without it, the state is restored before createServer returns.
    */
   readonly bindFirst?: boolean;
-  /**
-   * How often the dashboard's live streams look again without a change announced (heartbeats,
-   * credits granted on another replica); default 1 s. Tests make it long to show that changes
-   * are announced, not polled for.
-   */
-  readonly livePollMs?: number;
 }
 
 export interface RunningServer {
@@ -175,7 +169,7 @@ export async function createServer(config: ServerConfig, options: ServerOptions 
     metrics,
     events,
     log,
-    ...(options.livePollMs === undefined ? {} : { livePollMs: options.livePollMs }),
+    livePollMs: config.dashboard.livePollMs,
     ...(requestSpans === null ? {} : { traceOf: (req) => requestSpans.of(req) }),
   };
   const app = buildHttpApp(ctx);
