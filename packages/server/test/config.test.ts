@@ -76,11 +76,15 @@ describe("configuration", () => {
     expect(problems).toMatch(/queue\.timeout/);
   });
 
-  it("dashboard.live_poll: how often live streams look again unasked, a second unless set, at least 100ms", () => {
+  it("dashboard.live_poll: how often live streams look again unasked, a second unless set, from 100ms to 7 days", () => {
     expect(normalizeConfig({}).dashboard.livePollMs).toBe(1_000);
     expect(normalizeConfig({ dashboard: { live_poll: "5s" } }).dashboard.livePollMs).toBe(5_000);
     expect(() => normalizeConfig({ dashboard: { live_poll: "50ms" } })).toThrow(
       /dashboard\.live_poll: must be at least 100ms/,
+    );
+    // Like every duration: so long a timer would overflow (Node then fires it at once, over and over) is refused.
+    expect(() => normalizeConfig({ dashboard: { live_poll: "30d" } })).toThrow(
+      /dashboard\.live_poll: must be at most 7 days/,
     );
   });
 
