@@ -269,7 +269,7 @@ describe("gpupool agent: the device API as the spaces ZeroGPU client uses it", (
       // `runuser -u nobody -- sleep 300 &`: a process of another user.
       const victim = spawn("runuser", ["-u", "nobody", "--", "sleep", "300"], { stdio: "ignore" });
       const victimPid = await sleepPidUnder(victim.pid!);
-      // An app running as user `daemon`, holding a valid app key: it asks for a 2 s lease and
+      // An app running as user `daemon`, holding a valid app key: it asks for a 3 s lease and
       // allows the other user's pid, then its own child.
       const script = fileURLToPath(new URL("./allow_other_pid.py", import.meta.url));
       // Given as -c: the app's user (daemon) may not be able to read the checkout.

@@ -2,10 +2,10 @@
 
 Usage: allow_other_pid.py <device API base URL> <victim pid>
 
-It asks for a 2 s lease, allows the victim's pid (which must be refused), then a child of its own
-(which must be allowed), and prints one JSON line with both answers; once its child is stopped at
-the deadline it prints a second line with the child's exit code. Run it as another user than the
-victim's (the tests use uid 1, daemon).
+It asks for a 3 s lease (room for a stalled machine before its deadline), allows the victim's pid
+(which must be refused), then a child of its own (which must be allowed), and prints one JSON line
+with both answers; once its child is stopped at the deadline it prints a second line with the
+child's exit code. Run it as another user than the victim's (the tests use uid 1, daemon).
 """
 import json
 import subprocess
@@ -22,7 +22,7 @@ def post(path):
         return [e.code, json.loads(e.read() or b"null")]
 
 
-grant = post("/schedule?durationSeconds=2")[1]
+grant = post("/schedule?durationSeconds=3")[1]
 token = grant["allowToken"]
 own = subprocess.Popen(["sleep", "300"])
 print(json.dumps({
