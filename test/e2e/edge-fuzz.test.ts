@@ -418,6 +418,7 @@ describe("the edge under generated requests", () => {
     let n = 0;
     const statuses = new Map<number, number>();
     let proxied = 0;
+    let own = 0;
     await fc.assert(
       fc.asyncProperty(requestArb, async (g) => {
         const id = `f${++n}`;
@@ -433,15 +434,19 @@ describe("the edge under generated requests", () => {
           checkUpstream(seen[0], presentedTokens, a.headers["x-gpupool-charged-as"] as string | undefined, label);
         }
         if (a.headers["x-gpupool-charged-as"] === undefined) {
+          own++;
           expect(seen.length, label).toBe(0);
           checkEdgeOwn(a, sent, label);
         }
       }),
       { numRuns: RUNS },
     );
-    // The generators reach both sides: requests served by apps, and answers of the edge's own.
+    // The generators reach both sides: requests served by apps, and answers of the edge's own, of
+    // more than one kind (400 and 404 come up hundreds of times a run; 403 and 413 only a few
+    // times, and on some seeds not at all — a check that wanted three kinds failed CI).
     expect(proxied).toBeGreaterThan(RUNS / 10);
-    expect([...statuses.keys()].filter((s) => s >= 400).length).toBeGreaterThan(2);
+    expect(own).toBeGreaterThan(RUNS / 10);
+    expect([...statuses.keys()].filter((s) => s >= 400).length).toBeGreaterThanOrEqual(2);
     expect(
       w.edge
         .output()
