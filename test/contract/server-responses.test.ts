@@ -54,8 +54,10 @@ async function principals(t: TestServer & { checked: TestServer["call"] }) {
   return { owner, alice, app, edgeKey: edge.body.key as string };
 }
 
-/** Reads a Server-Sent Events response to its end (the stream ends at a lease's outcome). */
-/** Reads a stream to its end; `opened` is called once its first bytes (its first event) arrived. */
+/**
+ * Reads a Server-Sent Events response to its end (the stream ends at a lease's outcome); `opened`
+ * is called once its first bytes (its first event) arrived.
+ */
 async function readStream(
   url: string,
   token: string,
